@@ -1,0 +1,1 @@
+"""Symbolic derivation and code generation for normalization layers."""

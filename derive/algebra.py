@@ -1,0 +1,152 @@
+"""A small algebra of batch reductions on top of SymPy.
+
+One normalization group holds ``m`` elements.  A per-element quantity is an
+:class:`Elem` symbol (``x`` stands for ``x_i``); a reduction over the group is
+``BatchSum(f)`` = sum_k f(x_k, dy_k, ...).  Because the batch size stays a
+symbol, an identity proved here holds for every batch size at once.
+
+Three facts make reductions computable:
+
+* linearity: ``BatchSum(c*f) = c*BatchSum(f)`` when ``c`` is the same for
+  every element, and ``BatchSum(c) = m*c``;
+* differentiation: d/dx_i sum_k f(x_k) = f'(x_i), and d/dc sum_k f = sum_k df/dc
+  for a per-group scalar c (see :meth:`BatchSum._eval_derivative`);
+* the normalization itself: in the variables xhat = (x - mu)/sigma_eps,
+  sum_k xhat_k = 0 and sum_k xhat_k^2 = m*var/sigma_eps^2 (see :func:`canonical`).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import sympy as sp
+
+M = sp.Symbol("m", positive=True, integer=True)
+
+
+class Elem(sp.Symbol):
+    """A per-element quantity of one normalization group, e.g. ``x_i``."""
+
+
+def elems_of(expr: sp.Basic) -> list[Elem]:
+    """The per-element symbols of ``expr``, sorted by name for determinism."""
+    return sorted(expr.atoms(Elem), key=lambda s: s.name)
+
+
+class BatchSum(sp.Function):
+    """sum over the m elements of one normalization group."""
+
+    nargs = 1
+
+    @classmethod
+    def eval(cls, arg):
+        arg = sp.factor_terms(arg)
+        if not arg.has(Elem):
+            return M * arg
+        const, rest = arg.as_independent(*elems_of(arg), as_Add=False)
+        if rest.could_extract_minus_sign():
+            const, rest = -const, -rest
+        if const != 1:
+            return const * cls(rest)
+        return None
+
+    def _eval_derivative(self, s):
+        # d/dx_i sum_k f(x_k) = f'(x_i): the Kronecker delta picks element i.
+        if isinstance(s, Elem):
+            return sp.diff(self.args[0], s)
+        return BatchSum(sp.diff(self.args[0], s))
+
+
+class ParamSum(sp.Function):
+    """sum over every axis that gamma does not span: how dgamma and dbeta are collected.
+
+    It only appears as the outermost call of a parameter gradient; the
+    printers turn it into a sum over the kernel's parameter-sum axes.
+    """
+
+    nargs = 1
+
+
+def expand_sums(expr: sp.Expr, facts: Mapping[sp.Expr, sp.Expr]) -> sp.Expr:
+    """Distribute every BatchSum over the monomials of its argument.
+
+    ``facts`` maps a monomial of element symbols to its known sum
+    (``1 -> m``, ``xhat -> 0``, ...); every other monomial stays a named
+    reduction ``BatchSum(monomial)``.
+    """
+
+    def one(arg):
+        arg = sp.expand(arg)
+        gens = elems_of(arg)
+        if not gens:
+            return M * arg
+        total = sp.Integer(0)
+        for monom, coeff in sorted(sp.Poly(arg, *gens).terms(), key=lambda t: t[0]):
+            mono = sp.Mul(*[g**p for g, p in zip(gens, monom)])
+            total += coeff * facts.get(mono, BatchSum(mono) if mono != 1 else M)
+        return total
+
+    return expr.replace(lambda e: isinstance(e, BatchSum), lambda e: one(e.args[0]))
+
+
+def split_by_elements(expr: sp.Expr) -> list[tuple[sp.Expr, sp.Expr]]:
+    """``expr`` as [(coefficient, monomial)], polynomial in the per-element symbols
+    that stand outside any sum; coefficients are per-group scalars."""
+    sums = sorted(expr.atoms(BatchSum), key=sp.default_sort_key)
+    hidden = {s: sp.Symbol(f"_sum{k}") for k, s in enumerate(sums)}
+    masked = sp.expand(expr.xreplace(hidden))
+    gens = elems_of(masked)
+    back = {v: k for k, v in hidden.items()}
+    if not gens:
+        return [(expr, sp.Integer(1))]
+    out = []
+    for monom, coeff in sorted(sp.Poly(masked, *gens).terms(), key=lambda t: t[0], reverse=True):
+        mono = sp.Mul(*[g**p for g, p in zip(gens, monom)])
+        out.append((coeff.as_expr().xreplace(back), mono))
+    return out
+
+
+def at_size(expr: sp.Expr, size: int, index: int, scalars: Mapping[sp.Symbol, sp.Expr]) -> sp.Expr:
+    """``expr`` for a batch of ``size`` elements, evaluated at element ``index``.
+
+    Every element symbol ``e`` becomes ``e_index`` (``e_k`` inside a
+    BatchSum, summed over k), ``m`` becomes ``size``, and per-group scalars
+    are replaced through ``scalars`` (e.g. mu -> (x_0 + ... )/size).
+    """
+
+    def concrete(e: sp.Expr, k: int) -> sp.Expr:
+        return e.xreplace({s: indexed(s, k) for s in e.atoms(Elem)})
+
+    def unfold(e: sp.Expr) -> sp.Expr:
+        return e.replace(lambda t: isinstance(t, BatchSum),
+                         lambda t: sp.Add(*[concrete(t.args[0], k) for k in range(size)]))
+
+    out = unfold(expr)
+    out = concrete(out, index)
+    return out.xreplace({M: sp.Integer(size)}).xreplace(dict(scalars))
+
+
+def indexed(s: sp.Symbol, k: int) -> sp.Symbol:
+    """The concrete element ``s_k`` (a plain real symbol)."""
+    return sp.Symbol(f"{s.name}_{k}", real=True)
+
+
+def zero_modulo_root(expr: sp.Expr, radicand: sp.Expr, root: sp.Symbol) -> bool:
+    """Exact test that ``expr`` is 0 once sqrt(radicand) is named ``root``.
+
+    Every power radicand**(p/2) is rewritten as root**p, the result is put
+    over a common denominator, and the numerator is reduced modulo
+    root**2 - radicand.  A zero remainder proves expr == 0 identically.
+    """
+    named = expr.replace(
+        lambda e: e.is_Pow and e.base == radicand and e.exp.is_Rational,
+        lambda e: root ** (2 * e.exp),
+    )
+    num, _ = sp.fraction(sp.cancel(sp.together(named)))
+    if num == 0:
+        return True
+    rem = sp.rem(sp.expand(num), root**2 - radicand, root)
+    return sp.expand(rem) == 0
+
+
+def sorted_symbols(symbols: Iterable[sp.Symbol]) -> list[sp.Symbol]:
+    return sorted(symbols, key=lambda s: s.name)

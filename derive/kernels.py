@@ -1,0 +1,91 @@
+"""The kernel IR: what each generated function computes, as printed (lhs, rhs) pairs.
+
+Everything here is printed from a derivation expression; the templates only
+lay the pairs out.  Abbreviations keep the code readable: powers of the
+denominator sqrt(var + eps) are written with ``std``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy as sp
+
+from .algebra import BatchSum, Elem
+from .derivation import Derivation
+from .model import BATCH, MU, RUNNING, STD, VAR, XHAT, Model, running_update
+from .printers import code
+
+Pairs = tuple[tuple[str, str], ...]
+
+
+def abbreviate(expr: sp.Expr, model: Model) -> sp.Expr:
+    """Write sigma_eps (and its powers) as the symbol ``std``."""
+    if model.spec.eps == "inside":
+        return expr.xreplace({model.std_definition.base: STD**2})
+    return expr.xreplace({model.std_definition: STD})
+
+
+def reduction_name(s: BatchSum) -> str:
+    """A stable name for a named reduction: sum_dout_xhat for sum_k dout_k*xhat_k."""
+    factors = sorted(str(f) for f in sp.Mul.make_args(s.args[0]))
+    return "sum_" + "_".join(factors)
+
+
+def coefficient_name(mono: sp.Expr) -> str:
+    return "coef_" + ("_".join(sorted(str(f) for f in sp.Mul.make_args(mono))) if mono != 1 else "1")
+
+
+@dataclass(frozen=True)
+class Kernels:
+    forward_train: Pairs      #: mu, var, std, xhat, out
+    forward_test: Pairs       #: std, xhat, out from the running statistics
+    running: Pairs            #: running_mean, running_var updates
+    backward_staged: Pairs    #: dxhat, dvar, dmu, dx
+    backward_test: Pairs      #: the backward of the test-mode (affine) map
+    reductions: Pairs         #: the compact form's named reductions
+    coefficients: Pairs       #: its per-group coefficients
+    dx_fast: str              #: dx = sum of coefficient * per-element monomial
+    params: Pairs             #: dgamma, dbeta
+
+
+def forward_pairs(model: Model) -> Pairs:
+    out = []
+    for node in model.nodes:
+        if node.symbol == XHAT:
+            out.append(("std", code(model.std_definition)))
+        out.append((node.symbol.name, code(abbreviate(node.definition, model))))
+    return tuple(out)
+
+
+def stage_pairs(model: Model, stages) -> Pairs:
+    return tuple((s.symbol.name, code(abbreviate(s.expr, model))) for s in stages)
+
+
+def build(d: Derivation) -> Kernels:
+    test = d.test_model
+    running = ()
+    if test is not None:
+        update = running_update()
+        running = tuple(
+            (name, code(update.xreplace({RUNNING: sp.Symbol(name), BATCH: stat})))
+            for name, stat in (("running_mean", MU), ("running_var", VAR))
+            if stat != MU or d.spec.centred)
+    reductions = tuple((reduction_name(s), code(s, fused_products=True)) for s in d.compact.reductions)
+    names = {s: sp.Symbol(reduction_name(s)) for s in d.compact.reductions}
+    coefficients = tuple((coefficient_name(mono), code(c.xreplace(names))) for c, mono in d.coefficients)
+    terms = [sp.Symbol(coefficient_name(mono)) * mono for _, mono in d.coefficients]
+    dx_fast = code(sp.Add(*terms, evaluate=False))
+    return Kernels(
+        forward_train=forward_pairs(d.model),
+        forward_test=forward_pairs(test) if test is not None else (),
+        running=running,
+        backward_staged=stage_pairs(d.model, d.stages),
+        backward_test=stage_pairs(test, d.test_stages) if test is not None else (),
+        reductions=reductions,
+        coefficients=coefficients,
+        dx_fast=dx_fast,
+        params=tuple((p.symbol.name, code(p.expr)) for p in d.params),
+    )
+
+
+__all__ = ["Kernels", "build", "Elem"]
