@@ -9,7 +9,7 @@ from pathlib import Path
 
 import jinja2
 
-from . import documents
+from . import documents, numba_backend
 from . import kernels as kernels_ir
 from .derivation import Derivation
 from .spec import Spec
@@ -124,4 +124,5 @@ def render_all(derivations: list[Derivation]) -> dict[str, str]:
                for fn in [{"name": f"{d.spec.name}_forward"}] + kernel_context(d)["backward_functions"]]
     files["__init__.py"] = render(env, "init.py.jinja", ".py", exports=exports, derivations=derivations)
     files.update(documents.render_documents(env, derivations))
+    files.update(numba_backend.render_numba(env, derivations))
     return dict(sorted(files.items()))
