@@ -66,6 +66,16 @@ class ParamSum(sp.Function):
     nargs = 1
 
 
+class OuterSum(sp.Function):
+    """sum over the parameter-sum axes that lie outside one group.
+
+    When gamma is constant in each group, ParamSum(f) = OuterSum(BatchSum(f)):
+    the group sums the backward already computed are summed once more.
+    """
+
+    nargs = 1
+
+
 def expand_sums(expr: sp.Expr, facts: Mapping[sp.Expr, sp.Expr]) -> sp.Expr:
     """Distribute every BatchSum over the monomials of its argument.
 

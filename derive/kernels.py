@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from .algebra import BatchSum, Elem
+from .algebra import BatchSum, Elem, OuterSum, ParamSum
 from .derivation import Derivation
 from .model import BATCH, MU, RUNNING, STD, VAR, XHAT, Model, running_update
-from .printers import code
+from .printers import code, elementwise
 
 Pairs = tuple[tuple[str, str], ...]
 
@@ -42,23 +42,45 @@ class Kernels:
     running: Pairs            #: running_mean, running_var updates
     backward_staged: Pairs    #: dxhat, dvar, dmu, dx
     backward_test: Pairs      #: the backward of the test-mode (affine) map
+    backward_test_fast: Pairs #: the same in the fast layout
     reductions: Pairs         #: the compact form's named reductions
     coefficients: Pairs       #: its per-group coefficients
     dx_fast: str              #: dx = sum of coefficient * per-element monomial
     params: Pairs             #: dgamma, dbeta
+    params_fast: Pairs        #: the same, reusing the compact form's reductions
 
 
 def forward_pairs(model: Model) -> Pairs:
+    """The forward pass in the fast layout: per-element nodes are evaluated in blocks."""
     out = []
     for node in model.nodes:
         if node.symbol == XHAT:
-            out.append(("std", code(model.std_definition)))
-        out.append((node.symbol.name, code(abbreviate(node.definition, model))))
+            out.append(("std", code(model.std_definition, fast=True)))
+        expr = abbreviate(node.definition, model)
+        out.append((node.symbol.name, elementwise(expr) if node.per_element else code(expr, fast=True)))
     return tuple(out)
 
 
-def stage_pairs(model: Model, stages) -> Pairs:
-    return tuple((s.symbol.name, code(abbreviate(s.expr, model))) for s in stages)
+def fast_parameter_gradients(d: Derivation, names: dict) -> Pairs:
+    """dgamma, dbeta; when gamma is constant in each group they are sums of group sums
+    the compact form already computed: ParamSum(f) = OuterSum(BatchSum(f))."""
+    out = []
+    for p in d.params:
+        local = p.expr.args[0]
+        if not d.spec.gamma_varies and BatchSum(local) in names:
+            expr = OuterSum(names[BatchSum(local)])
+        else:
+            expr = ParamSum(local)
+        out.append((p.symbol.name, code(expr, fast=True)))
+    return tuple(out)
+
+
+def stage_pairs(model: Model, stages, fast: bool = False) -> Pairs:
+    """One statement per stage; in the fast layout per-element stages run in blocks."""
+    def one(s):
+        expr = abbreviate(s.expr, model)
+        return elementwise(expr) if fast and s.per_element else code(expr, fast=fast)
+    return tuple((s.symbol.name, one(s)) for s in stages)
 
 
 def build(d: Derivation) -> Kernels:
@@ -70,21 +92,23 @@ def build(d: Derivation) -> Kernels:
             (name, code(update.xreplace({RUNNING: sp.Symbol(name), BATCH: stat})))
             for name, stat in (("running_mean", MU), ("running_var", VAR))
             if stat != MU or d.spec.centred)
-    reductions = tuple((reduction_name(s), code(s, fused_products=True)) for s in d.compact.reductions)
+    reductions = tuple((reduction_name(s), code(s, fast=True)) for s in d.compact.reductions)
     names = {s: sp.Symbol(reduction_name(s)) for s in d.compact.reductions}
     coefficients = tuple((coefficient_name(mono), code(c.xreplace(names))) for c, mono in d.coefficients)
     terms = [sp.Symbol(coefficient_name(mono)) * mono for _, mono in d.coefficients]
-    dx_fast = code(sp.Add(*terms, evaluate=False))
+    dx_fast = elementwise(sp.Add(*terms))
     return Kernels(
         forward_train=forward_pairs(d.model),
         forward_test=forward_pairs(test) if test is not None else (),
         running=running,
         backward_staged=stage_pairs(d.model, d.stages),
         backward_test=stage_pairs(test, d.test_stages) if test is not None else (),
+        backward_test_fast=stage_pairs(test, d.test_stages, fast=True) if test is not None else (),
         reductions=reductions,
         coefficients=coefficients,
         dx_fast=dx_fast,
         params=tuple((p.symbol.name, code(p.expr)) for p in d.params),
+        params_fast=fast_parameter_gradients(d, names),
     )
 
 

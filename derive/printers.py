@@ -3,8 +3,13 @@ from __future__ import annotations
 
 import sympy as sp
 from sympy.printing.numpy import NumPyPrinter
+from sympy.printing.precedence import PRECEDENCE
 
-from .algebra import BatchSum, Elem
+from .algebra import M, BatchSum, Elem
+from .model import EPS, MOMENTUM
+
+#: Python numbers in the kernels; every other symbol is an array.
+PYTHON_SCALARS = (EPS, M, MOMENTUM)
 
 
 class KernelPrinter(NumPyPrinter):
@@ -12,31 +17,39 @@ class KernelPrinter(NumPyPrinter):
 
     Per-element symbols are full arrays, per-group scalars are arrays with the
     reduced axes kept (length 1), so broadcasting does the rest.  The kernel
-    defines ``axes`` (the reduced axes) and ``param_sum_axes`` (the axes that
-    gamma does not span).
+    defines ``axes`` (the reduced axes), ``param_sum_axes`` (the axes gamma
+    does not span), ``outer_axes`` (those of them outside a group), ``shape``
+    and ``work`` (the working view's shape and dtype).
+
+    With ``fast``, reductions never build a full-size temporary: a sum of a
+    product of arrays is a contraction, any other summand is evaluated in
+    blocks of rows (see generated/_blocks.py).
     """
 
-    def __init__(self, fused_products: bool = False):
+    def __init__(self, fast: bool = False):
         super().__init__({"fully_qualified_modules": True, "allow_unknown_functions": False})
-        self.fused_products = fused_products
+        self.fast = fast
+
+    def _reduction(self, arg: sp.Expr, axes: str) -> str:
+        factors = sp.Mul.make_args(arg)
+        if not self.fast or len(factors) == 1 and isinstance(arg, Elem):
+            return f"numpy.sum({self._print(arg)}, axis={axes}, keepdims=True)"
+        if all(isinstance(f, Elem) for f in factors):
+            return f"_blocks.sum_of_products(({', '.join(self._print(f) for f in factors)},), {axes})"
+        params = ", ".join(array_arguments(arg))
+        return f"_blocks.reduce(lambda {params}: {self._print(arg)}, {axes}, shape, work, {params})"
 
     def _print_BatchSum(self, expr: BatchSum) -> str:
-        """A reduction over the group: a sum over the reduced axes, kept for broadcasting.
-
-        With ``fused_products``, a sum of a product of two arrays is printed as a
-        contraction that never builds the full-size product (``sum_of_products``).
-        """
-        arg = expr.args[0]
-        factors = arg.as_ordered_factors() if arg.is_Mul else [arg]
-        if (self.fused_products and len(factors) == 2
-                and all(isinstance(f, Elem) for f in factors)):
-            a, b = (self._print(f) for f in factors)
-            return f"_rt.sum_of_products({a}, {b}, axes)"
-        return f"numpy.sum({self._print(arg)}, axis=axes, keepdims=True)"
+        """A reduction over the group: a sum over the reduced axes, kept for broadcasting."""
+        return self._reduction(expr.args[0], "axes")
 
     def _print_ParamSum(self, expr) -> str:
         """A parameter gradient: summed over every axis that gamma does not span."""
-        return f"numpy.sum({self._print(expr.args[0])}, axis=param_sum_axes, keepdims=True)"
+        return self._reduction(expr.args[0], "param_sum_axes")
+
+    def _print_OuterSum(self, expr) -> str:
+        """Group sums summed again over the parameter-sum axes outside the group."""
+        return f"numpy.sum({self._print(expr.args[0])}, axis=outer_axes, keepdims=True)"
 
     def _print_Symbol(self, expr: sp.Symbol) -> str:
         """Symbols are already named as the kernel's variables."""
@@ -47,15 +60,26 @@ class KernelPrinter(NumPyPrinter):
         return f"{expr.p}/{expr.q}"
 
     def _print_Pow(self, expr: sp.Pow, rational: bool = False) -> str:
-        """Square roots print as numpy.sqrt, reciprocal roots as 1/numpy.sqrt."""
+        """Square roots print as numpy.sqrt; negative powers as divisions."""
         if expr.exp == sp.S.Half:
             return f"numpy.sqrt({self._print(expr.base)})"
         if expr.exp == -sp.S.Half:
             return f"1/numpy.sqrt({self._print(expr.base)})"
         if expr.exp == -1:
-            return f"1/{self.parenthesize(expr.base, sp.printing.precedence.PRECEDENCE['Pow'])}"
+            return f"1/{self.parenthesize(expr.base, PRECEDENCE['Pow'])}"
         return super()._print_Pow(expr, rational=rational)
 
 
-def code(expr: sp.Expr, fused_products: bool = False) -> str:
-    return KernelPrinter(fused_products).doprint(expr)
+def array_arguments(expr: sp.Expr) -> list[str]:
+    """The array-valued names an expression reads, sorted for determinism."""
+    return sorted(s.name for s in expr.free_symbols if s not in PYTHON_SCALARS)
+
+
+def code(expr: sp.Expr, fast: bool = False) -> str:
+    return KernelPrinter(fast).doprint(expr)
+
+
+def elementwise(expr: sp.Expr) -> str:
+    """A per-element statement of a fast kernel: evaluated in blocks of rows."""
+    params = ", ".join(array_arguments(expr))
+    return f"_blocks.elementwise(lambda {params}: {code(expr, fast=True)}, shape, work, {params})"

@@ -63,23 +63,25 @@ def kernel_context(d: Derivation) -> dict:
     spec = d.spec
     k = kernels_ir.build(d)
     cache_keys = ["mode", "x"] + (["mu"] if spec.centred else []) + [
-        "var", "std", "xhat", "gamma", "m", "axes", "param_sum_axes", "dtype",
+        "var", "std", "xhat", "gamma", "m", "axes", "param_sum_axes", "outer_axes", "dtype",
         "x_shape", "view_shape", "gamma_shape"] + (["beta_shape"] if spec.shift else [])
-    fast = k.reductions + k.coefficients + (("dx", k.dx_fast),)
-    staged = ("the staged chain rule (dxhat, dvar, dmu, dx)", k.backward_staged)
-    compact = ("the compact form, collected into per-group coefficients", fast)
+    staged = ("the staged chain rule (" + ", ".join(lhs for lhs, _ in k.backward_staged) + ")",
+              (), k.backward_staged, k.params, k.backward_test)
+    compact = ("the compact form, collected into per-group coefficients",
+               k.reductions, k.coefficients + (("dx", k.dx_fast),), k.params_fast, k.backward_test_fast)
     if spec.running_stats:
         functions = [(f"{spec.name}_backward", *staged), (f"{spec.name}_backward_alt", *compact)]
     else:
         functions = [(f"{spec.name}_backward", *compact), (f"{spec.name}_backward_staged", *staged)]
     backward = []
-    for name, description, pairs in functions:
-        every = pairs + k.params + (k.backward_test if spec.running_stats else ())
-        text = " ".join(rhs for _, rhs in every)
+    for name, description, pre, pairs, params, test in functions:
+        text = " ".join(rhs for _, rhs in pre + pairs + params + (test if spec.running_stats else ()))
         used = [key for key in cache_keys if key not in ("mode", "x_shape", "view_shape", "gamma_shape",
-                                                         "beta_shape")
-                and (re.search(rf"\b{key}\b", text) or key == "dtype")]
-        backward.append({"name": name, "description": description, "train": pairs, "unpack": used})
+                                                         "beta_shape", "dtype")
+                and re.search(rf"\b{key}\b", text)]
+        backward.append({"name": name, "description": description, "pre": pre, "train": pairs,
+                         "params": params,
+                         "test": test, "unpack": used})
     return {
         "spec": spec,
         "kernels": k,
@@ -120,6 +122,7 @@ def render_all(derivations: list[Derivation]) -> dict[str, str]:
     for d in derivations:
         files[f"{d.spec.name}.py"] = render(env, "numpy_kernels.py.jinja", ".py", **kernel_context(d))
     files["_runtime.py"] = render(env, "runtime.py.jinja", ".py")
+    files["_blocks.py"] = render(env, "blocks.py.jinja", ".py")
     exports = [(d.spec.name, fn["name"]) for d in derivations
                for fn in [{"name": f"{d.spec.name}_forward"}] + kernel_context(d)["backward_functions"]]
     files["__init__.py"] = render(env, "init.py.jinja", ".py", exports=exports, derivations=derivations)

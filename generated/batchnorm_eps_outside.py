@@ -8,9 +8,10 @@ generated/derivations/batchnorm_eps_outside.md.  Statistics are taken over the a
 """
 import numpy
 
+from . import _blocks
 from . import _runtime as _rt
 
-_CACHE_KEYS = ("mode", "x", "mu", "var", "std", "xhat", "gamma", "m", "axes", "param_sum_axes", "dtype", "x_shape", "view_shape", "gamma_shape", "beta_shape", )
+_CACHE_KEYS = ("mode", "x", "mu", "var", "std", "xhat", "gamma", "m", "axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "gamma_shape", "beta_shape", )
 
 
 def batchnorm_eps_outside_forward(x, gamma, beta, bn_param):
@@ -39,6 +40,7 @@ def batchnorm_eps_outside_forward(x, gamma, beta, bn_param):
     view_shape = x.shape
     axes, param_axes = (batch_axis,), x_param_axes
     param_sum_axes = _rt.other_axes(len(view_shape), param_axes)
+    outer_axes = tuple(a for a in param_sum_axes if a not in axes)
     param_view = _rt.broadcast_shape(len(view_shape), param_axes, [view_shape[a] for a in param_axes])
     m = _rt.group_size(view_shape, axes)
     gamma_shape = numpy.shape(gamma)
@@ -46,6 +48,7 @@ def batchnorm_eps_outside_forward(x, gamma, beta, bn_param):
     gamma = _rt.as_work(gamma, dtype).reshape(param_view)
     beta = _rt.as_work(beta, dtype).reshape(param_view)
     x = _rt.as_work(x, dtype).reshape(view_shape)
+    shape, work = view_shape, x.dtype
     stat_shape = tuple(n if a in param_axes else 1 for a, n in enumerate(view_shape))
     running = {}
     for key in ("running_mean", "running_var"):
@@ -59,18 +62,18 @@ def batchnorm_eps_outside_forward(x, gamma, beta, bn_param):
     if mode == "train":
         _rt.check_group_size(m, "feature")
         mu = numpy.sum(x, axis=axes, keepdims=True)/m
-        var = numpy.sum((x - mu)**2, axis=axes, keepdims=True)/m
+        var = _blocks.reduce(lambda mu, x: (x - mu)**2, axes, shape, work, mu, x)/m
         std = eps + numpy.sqrt(var)
-        xhat = (x - mu)/std
-        out = xhat*gamma + beta
+        xhat = _blocks.elementwise(lambda mu, std, x: (x - mu)/std, shape, work, mu, std, x)
+        out = _blocks.elementwise(lambda beta, gamma, xhat: xhat*gamma + beta, shape, work, beta, gamma, xhat)
         running_mean, running_var = running["running_mean"], running["running_var"]
         bn_param["running_mean"] = (momentum*running_mean + mu*(1 - momentum)).reshape(features).astype(dtype, copy=False)
         bn_param["running_var"] = (momentum*running_var + var*(1 - momentum)).reshape(features).astype(dtype, copy=False)
     else:
         mu, var = running["running_mean"], running["running_var"]
         std = eps + numpy.sqrt(var)
-        xhat = (x - mu)/std
-        out = xhat*gamma + beta
+        xhat = _blocks.elementwise(lambda mu, std, x: (x - mu)/std, shape, work, mu, std, x)
+        out = _blocks.elementwise(lambda beta, gamma, xhat: xhat*gamma + beta, shape, work, beta, gamma, xhat)
     cache = {
         "mode": mode,
         "x": x,
@@ -82,6 +85,7 @@ def batchnorm_eps_outside_forward(x, gamma, beta, bn_param):
         "m": m,
         "axes": axes,
         "param_sum_axes": param_sum_axes,
+        "outer_axes": outer_axes,
         "dtype": dtype,
         "x_shape": x_shape,
         "view_shape": view_shape,
@@ -110,6 +114,7 @@ def batchnorm_eps_outside_backward(dout, cache):
     param_sum_axes = cache["param_sum_axes"]
     dtype = cache["dtype"]
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
+    shape, work = dout.shape, dout.dtype
     if cache["mode"] == "train":
         dxhat = dout*gamma
         dvar = -1/2*numpy.sum(dxhat*(x - mu), axis=axes, keepdims=True)/(std**2*numpy.sqrt(var))
@@ -139,21 +144,22 @@ def batchnorm_eps_outside_backward_alt(dout, cache):
     gamma = cache["gamma"]
     m = cache["m"]
     axes = cache["axes"]
-    param_sum_axes = cache["param_sum_axes"]
+    outer_axes = cache["outer_axes"]
     dtype = cache["dtype"]
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
+    shape, work = dout.shape, dout.dtype
+    sum_dout = numpy.sum(dout, axis=axes, keepdims=True)
+    sum_dout_xhat = _blocks.sum_of_products((dout, xhat,), axes)
     if cache["mode"] == "train":
-        sum_dout = numpy.sum(dout, axis=axes, keepdims=True)
-        sum_dout_xhat = _rt.sum_of_products(dout, xhat, axes)
         coef_dout = gamma/std
         coef_xhat = gamma*sum_dout_xhat/(m*(eps - std))
         coef_1 = -gamma*sum_dout/(m*std)
-        dx = dout*coef_dout + xhat*coef_xhat + coef_1
+        dx = _blocks.elementwise(lambda coef_1, coef_dout, coef_xhat, dout, xhat: dout*coef_dout + xhat*coef_xhat + coef_1, shape, work, coef_1, coef_dout, coef_xhat, dout, xhat)
     else:
-        dxhat = dout*gamma
-        dx = dxhat/std
-    dgamma = numpy.sum(dout*xhat, axis=param_sum_axes, keepdims=True)
-    dbeta = numpy.sum(dout, axis=param_sum_axes, keepdims=True)
+        dxhat = _blocks.elementwise(lambda dout, gamma: dout*gamma, shape, work, dout, gamma)
+        dx = _blocks.elementwise(lambda dxhat, std: dxhat/std, shape, work, dxhat, std)
+    dgamma = numpy.sum(sum_dout_xhat, axis=outer_axes, keepdims=True)
+    dbeta = numpy.sum(sum_dout, axis=outer_axes, keepdims=True)
     return (dx.reshape(cache["x_shape"]).astype(dtype, copy=False),
             dgamma.reshape(cache["gamma_shape"]).astype(dtype, copy=False),
             dbeta.reshape(cache["beta_shape"]).astype(dtype, copy=False),

@@ -8,9 +8,10 @@ generated/derivations/rmsnorm.md.  Statistics are taken over the axes
 """
 import numpy
 
+from . import _blocks
 from . import _runtime as _rt
 
-_CACHE_KEYS = ("mode", "x", "var", "std", "xhat", "gamma", "m", "axes", "param_sum_axes", "dtype", "x_shape", "view_shape", "gamma_shape", )
+_CACHE_KEYS = ("mode", "x", "var", "std", "xhat", "gamma", "m", "axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "gamma_shape", )
 
 
 def rmsnorm_forward(x, gamma, rms_param):
@@ -34,16 +35,18 @@ def rmsnorm_forward(x, gamma, rms_param):
     axes = tuple(a % len(view_shape) for a in (-1,))
     param_axes = tuple(a % len(view_shape) for a in (-1,))
     param_sum_axes = _rt.other_axes(len(view_shape), param_axes)
+    outer_axes = tuple(a for a in param_sum_axes if a not in axes)
     param_view = _rt.broadcast_shape(len(view_shape), param_axes, [view_shape[a] for a in param_axes])
     m = _rt.group_size(view_shape, axes)
     gamma_shape = numpy.shape(gamma)
     gamma = _rt.as_work(gamma, dtype).reshape(param_view)
     x = _rt.as_work(x, dtype).reshape(view_shape)
+    shape, work = view_shape, x.dtype
     _rt.check_group_size(m, "row")
-    var = numpy.sum(x**2, axis=axes, keepdims=True)/m
+    var = _blocks.reduce(lambda x: x**2, axes, shape, work, x)/m
     std = numpy.sqrt(eps + var)
-    xhat = x/std
-    out = gamma*xhat
+    xhat = _blocks.elementwise(lambda std, x: x/std, shape, work, std, x)
+    out = _blocks.elementwise(lambda gamma, xhat: gamma*xhat, shape, work, gamma, xhat)
     cache = {
         "mode": mode,
         "x": x,
@@ -54,6 +57,7 @@ def rmsnorm_forward(x, gamma, rms_param):
         "m": m,
         "axes": axes,
         "param_sum_axes": param_sum_axes,
+        "outer_axes": outer_axes,
         "dtype": dtype,
         "x_shape": x_shape,
         "view_shape": view_shape,
@@ -78,18 +82,19 @@ def rmsnorm_backward(dout, cache):
     param_sum_axes = cache["param_sum_axes"]
     dtype = cache["dtype"]
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
-    sum_dout_gamma_xhat = numpy.sum(dout*gamma*xhat, axis=axes, keepdims=True)
+    shape, work = dout.shape, dout.dtype
+    sum_dout_gamma_xhat = _blocks.sum_of_products((dout, gamma, xhat,), axes)
     coef_dout_gamma = 1/std
     coef_xhat = -sum_dout_gamma_xhat/(m*std)
-    dx = dout*gamma*coef_dout_gamma + xhat*coef_xhat
-    dgamma = numpy.sum(dout*xhat, axis=param_sum_axes, keepdims=True)
+    dx = _blocks.elementwise(lambda coef_dout_gamma, coef_xhat, dout, gamma, xhat: dout*gamma*coef_dout_gamma + xhat*coef_xhat, shape, work, coef_dout_gamma, coef_xhat, dout, gamma, xhat)
+    dgamma = _blocks.sum_of_products((dout, xhat,), param_sum_axes)
     return (dx.reshape(cache["x_shape"]).astype(dtype, copy=False),
             dgamma.reshape(cache["gamma_shape"]).astype(dtype, copy=False),
             )
 
 
 def rmsnorm_backward_staged(dout, cache):
-    """RMS normalization, backward pass: the staged chain rule (dxhat, dvar, dmu, dx).
+    """RMS normalization, backward pass: the staged chain rule (dxhat, dvar, dx).
 
     dout: upstream gradient, shaped like x; cache: from rmsnorm_forward.
     Returns (dx, dgamma), shaped like x and gamma.
@@ -105,6 +110,7 @@ def rmsnorm_backward_staged(dout, cache):
     param_sum_axes = cache["param_sum_axes"]
     dtype = cache["dtype"]
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
+    shape, work = dout.shape, dout.dtype
     dxhat = dout*gamma
     dvar = -1/2*numpy.sum(dxhat*x, axis=axes, keepdims=True)/std**3
     dx = dxhat/std + 2*x*dvar/m

@@ -8,9 +8,10 @@ generated/derivations/spatial_groupnorm.md.  Statistics are taken over the axes
 """
 import numpy
 
+from . import _blocks
 from . import _runtime as _rt
 
-_CACHE_KEYS = ("mode", "x", "mu", "var", "std", "xhat", "gamma", "m", "axes", "param_sum_axes", "dtype", "x_shape", "view_shape", "gamma_shape", "beta_shape", )
+_CACHE_KEYS = ("mode", "x", "mu", "var", "std", "xhat", "gamma", "m", "axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "gamma_shape", "beta_shape", )
 
 
 def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
@@ -36,6 +37,7 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
     axes = tuple(a % len(view_shape) for a in (2, 3, 4))
     param_axes = tuple(a % len(view_shape) for a in (1, 2))
     param_sum_axes = _rt.other_axes(len(view_shape), param_axes)
+    outer_axes = tuple(a for a in param_sum_axes if a not in axes)
     param_view = _rt.broadcast_shape(len(view_shape), param_axes, [view_shape[a] for a in param_axes])
     m = _rt.group_size(view_shape, axes)
     gamma_shape = numpy.shape(gamma)
@@ -43,12 +45,13 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
     gamma = _rt.as_work(gamma, dtype).reshape(param_view)
     beta = _rt.as_work(beta, dtype).reshape(param_view)
     x = _rt.as_work(x, dtype).reshape(view_shape)
+    shape, work = view_shape, x.dtype
     _rt.check_group_size(m, "group")
     mu = numpy.sum(x, axis=axes, keepdims=True)/m
-    var = numpy.sum((x - mu)**2, axis=axes, keepdims=True)/m
+    var = _blocks.reduce(lambda mu, x: (x - mu)**2, axes, shape, work, mu, x)/m
     std = numpy.sqrt(eps + var)
-    xhat = (x - mu)/std
-    out = beta + gamma*xhat
+    xhat = _blocks.elementwise(lambda mu, std, x: (x - mu)/std, shape, work, mu, std, x)
+    out = _blocks.elementwise(lambda beta, gamma, xhat: beta + gamma*xhat, shape, work, beta, gamma, xhat)
     cache = {
         "mode": mode,
         "x": x,
@@ -60,6 +63,7 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
         "m": m,
         "axes": axes,
         "param_sum_axes": param_sum_axes,
+        "outer_axes": outer_axes,
         "dtype": dtype,
         "x_shape": x_shape,
         "view_shape": view_shape,
@@ -85,13 +89,14 @@ def spatial_groupnorm_backward(dout, cache):
     param_sum_axes = cache["param_sum_axes"]
     dtype = cache["dtype"]
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
-    sum_dout_gamma = _rt.sum_of_products(dout, gamma, axes)
-    sum_dout_gamma_xhat = numpy.sum(dout*gamma*xhat, axis=axes, keepdims=True)
+    shape, work = dout.shape, dout.dtype
+    sum_dout_gamma = _blocks.sum_of_products((dout, gamma,), axes)
+    sum_dout_gamma_xhat = _blocks.sum_of_products((dout, gamma, xhat,), axes)
     coef_dout_gamma = 1/std
     coef_xhat = -sum_dout_gamma_xhat/(m*std)
     coef_1 = -sum_dout_gamma/(m*std)
-    dx = dout*gamma*coef_dout_gamma + xhat*coef_xhat + coef_1
-    dgamma = numpy.sum(dout*xhat, axis=param_sum_axes, keepdims=True)
+    dx = _blocks.elementwise(lambda coef_1, coef_dout_gamma, coef_xhat, dout, gamma, xhat: dout*gamma*coef_dout_gamma + xhat*coef_xhat + coef_1, shape, work, coef_1, coef_dout_gamma, coef_xhat, dout, gamma, xhat)
+    dgamma = _blocks.sum_of_products((dout, xhat,), param_sum_axes)
     dbeta = numpy.sum(dout, axis=param_sum_axes, keepdims=True)
     return (dx.reshape(cache["x_shape"]).astype(dtype, copy=False),
             dgamma.reshape(cache["gamma_shape"]).astype(dtype, copy=False),
@@ -117,6 +122,7 @@ def spatial_groupnorm_backward_staged(dout, cache):
     param_sum_axes = cache["param_sum_axes"]
     dtype = cache["dtype"]
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
+    shape, work = dout.shape, dout.dtype
     dxhat = dout*gamma
     dvar = -1/2*numpy.sum(dxhat*(x - mu), axis=axes, keepdims=True)/std**3
     dmu = -2*dvar*numpy.sum(x - mu, axis=axes, keepdims=True)/m - numpy.sum(dxhat, axis=axes, keepdims=True)/std
