@@ -13,6 +13,7 @@ import sympy as sp
 from .algebra import BatchSum, Elem, OuterSum, ParamSum
 from .derivation import Derivation
 from .model import BATCH, MU, RUNNING, STD, VAR, XHAT, Model, running_update
+from .block_printer import BlockCollector, BlockFunction
 from .printers import code, elementwise
 
 Pairs = tuple[tuple[str, str], ...]
@@ -48,20 +49,23 @@ class Kernels:
     dx_fast: str              #: dx = sum of coefficient * per-element monomial
     params: Pairs             #: dgamma, dbeta
     params_fast: Pairs        #: the same, reusing the compact form's reductions
+    blocks: tuple[BlockFunction, ...]  #: the block functions the fast statements call
 
 
-def forward_pairs(model: Model) -> Pairs:
+def forward_pairs(model: Model, blocks: BlockCollector) -> Pairs:
     """The forward pass in the fast layout: per-element nodes are evaluated in blocks."""
     out = []
     for node in model.nodes:
         if node.symbol == XHAT:
             out.append(("std", code(model.std_definition, fast=True)))
         expr = abbreviate(node.definition, model)
-        out.append((node.symbol.name, elementwise(expr) if node.per_element else code(expr, fast=True)))
+        name = node.symbol.name
+        out.append((name, elementwise(expr, blocks, name) if node.per_element
+                    else code(expr, fast=True, blocks=blocks)))
     return tuple(out)
 
 
-def fast_parameter_gradients(d: Derivation, names: dict) -> Pairs:
+def fast_parameter_gradients(d: Derivation, names: dict, blocks: BlockCollector) -> Pairs:
     """dgamma, dbeta; when gamma is constant in each group they are sums of group sums
     the compact form already computed: ParamSum(f) = OuterSum(BatchSum(f))."""
     out = []
@@ -71,20 +75,23 @@ def fast_parameter_gradients(d: Derivation, names: dict) -> Pairs:
             expr = OuterSum(names[BatchSum(local)])
         else:
             expr = ParamSum(local)
-        out.append((p.symbol.name, code(expr, fast=True)))
+        out.append((p.symbol.name, code(expr, fast=True, blocks=blocks)))
     return tuple(out)
 
 
-def stage_pairs(model: Model, stages, fast: bool = False) -> Pairs:
-    """One statement per stage; in the fast layout per-element stages run in blocks."""
+def stage_pairs(model: Model, stages, blocks: BlockCollector | None = None) -> Pairs:
+    """One statement per stage; in the fast layout (with ``blocks``) per-element stages run in blocks."""
     def one(s):
         expr = abbreviate(s.expr, model)
-        return elementwise(expr) if fast and s.per_element else code(expr, fast=fast)
+        if blocks is None:
+            return code(expr)
+        return elementwise(expr, blocks, s.symbol.name) if s.per_element else code(expr, True, blocks)
     return tuple((s.symbol.name, one(s)) for s in stages)
 
 
 def build(d: Derivation) -> Kernels:
     test = d.test_model
+    blocks = BlockCollector()
     running = ()
     if test is not None:
         update = running_update()
@@ -92,23 +99,24 @@ def build(d: Derivation) -> Kernels:
             (name, code(update.xreplace({RUNNING: sp.Symbol(name), BATCH: stat})))
             for name, stat in (("running_mean", MU), ("running_var", VAR))
             if stat != MU or d.spec.centred)
-    reductions = tuple((reduction_name(s), code(s, fast=True)) for s in d.compact.reductions)
+    reductions = tuple((reduction_name(s), code(s, fast=True, blocks=blocks)) for s in d.compact.reductions)
     names = {s: sp.Symbol(reduction_name(s)) for s in d.compact.reductions}
     coefficients = tuple((coefficient_name(mono), code(c.xreplace(names))) for c, mono in d.coefficients)
     terms = [sp.Symbol(coefficient_name(mono)) * mono for _, mono in d.coefficients]
-    dx_fast = elementwise(sp.Add(*terms))
+    dx_fast = elementwise(sp.Add(*terms), blocks, "dx")
     return Kernels(
-        forward_train=forward_pairs(d.model),
-        forward_test=forward_pairs(test) if test is not None else (),
+        forward_train=forward_pairs(d.model, blocks),
+        forward_test=forward_pairs(test, blocks) if test is not None else (),
         running=running,
         backward_staged=stage_pairs(d.model, d.stages),
         backward_test=stage_pairs(test, d.test_stages) if test is not None else (),
-        backward_test_fast=stage_pairs(test, d.test_stages, fast=True) if test is not None else (),
+        backward_test_fast=stage_pairs(test, d.test_stages, blocks) if test is not None else (),
         reductions=reductions,
         coefficients=coefficients,
         dx_fast=dx_fast,
         params=tuple((p.symbol.name, code(p.expr)) for p in d.params),
-        params_fast=fast_parameter_gradients(d, names),
+        params_fast=fast_parameter_gradients(d, names, blocks),
+        blocks=tuple(blocks.all()),
     )
 
 

@@ -26,9 +26,10 @@ class KernelPrinter(NumPyPrinter):
     blocks of rows (see generated/_blocks.py).
     """
 
-    def __init__(self, fast: bool = False):
+    def __init__(self, fast: bool = False, blocks=None):
         super().__init__({"fully_qualified_modules": True, "allow_unknown_functions": False})
         self.fast = fast
+        self.blocks = blocks  #: a derive.block_printer.BlockCollector, for fast reductions
 
     def _reduction(self, arg: sp.Expr, axes: str) -> str:
         factors = sp.Mul.make_args(arg)
@@ -37,7 +38,8 @@ class KernelPrinter(NumPyPrinter):
         if all(isinstance(f, Elem) for f in factors):
             return f"_blocks.sum_of_products(({', '.join(self._print(f) for f in factors)},), {axes})"
         params = ", ".join(array_arguments(arg))
-        return f"_blocks.reduce(lambda {params}: {self._print(arg)}, {axes}, shape, work, {params})"
+        name = self.blocks.name_for(arg, "summand")
+        return f"_blocks.reduce({name}, {axes}, shape, work, {params})"
 
     def _print_BatchSum(self, expr: BatchSum) -> str:
         """A reduction over the group: a sum over the reduced axes, kept for broadcasting."""
@@ -75,11 +77,11 @@ def array_arguments(expr: sp.Expr) -> list[str]:
     return sorted(s.name for s in expr.free_symbols if s not in PYTHON_SCALARS)
 
 
-def code(expr: sp.Expr, fast: bool = False) -> str:
-    return KernelPrinter(fast).doprint(expr)
+def code(expr: sp.Expr, fast: bool = False, blocks=None) -> str:
+    return KernelPrinter(fast, blocks).doprint(expr)
 
 
-def elementwise(expr: sp.Expr) -> str:
-    """A per-element statement of a fast kernel: evaluated in blocks of rows."""
+def elementwise(expr: sp.Expr, blocks, hint: str) -> str:
+    """A per-element statement of a fast kernel: a block function swept over blocks of rows."""
     params = ", ".join(array_arguments(expr))
-    return f"_blocks.elementwise(lambda {params}: {code(expr, fast=True)}, shape, work, {params})"
+    return f"_blocks.elementwise({blocks.name_for(expr, hint)}, shape, work, {params})"

@@ -18,9 +18,9 @@ COMMAND = "derive"
 
 
 def templates_dir() -> Path:
-    """templates/ beside the package in a checkout, or the copy installed inside it."""
+    """The copy installed inside the package, or templates/ beside it in a checkout."""
     here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "templates", here / "templates"):
+    for candidate in (here / "templates", here.parent / "templates"):
         if candidate.is_dir():
             return candidate
     raise FileNotFoundError("cannot find the templates/ folder")

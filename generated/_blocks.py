@@ -30,30 +30,28 @@ def _take(args, n, rows):
 
 
 def elementwise(fn, shape, dtype, *args):
-    """out = fn(*args) computed block by block into one preallocated array."""
+    """An array of ``shape`` filled block by block: fn(out_block, *arg_blocks)."""
     out = numpy.empty(shape, dtype=dtype)
-    n = shape[0] if shape else 1
-    if not shape or n == 1:
-        out[...] = fn(*args)
-        return out
+    n = shape[0]
     for rows in _blocks(n, _rows(shape, out.itemsize)):
-        out[rows] = fn(*_take(args, n, rows))
+        fn(out[rows], *_take(args, n, rows))
     return out
 
 
 def reduce(fn, axes, shape, dtype, *args):
-    """sum over ``axes`` (kept) of fn(*args), evaluated block by block."""
-    kept = tuple(1 if k in axes else n for k, n in enumerate(shape))
-    n = shape[0] if shape else 1
-    if not shape or n == 1:
-        return numpy.sum(fn(*args), axis=axes, keepdims=True, dtype=dtype)
+    """sum over ``axes`` (kept) of the array fn would fill, one block at a time."""
+    n = shape[0]
+    rows = _rows(shape, numpy.dtype(dtype).itemsize)
+    buffer = numpy.empty((min(rows, n),) + tuple(shape[1:]), dtype=dtype)
+    kept = tuple(1 if k in axes else size for k, size in enumerate(shape))
     total = numpy.zeros(kept, dtype=dtype)
-    for rows in _blocks(n, _rows(shape, numpy.dtype(dtype).itemsize)):
-        part = numpy.sum(fn(*_take(args, n, rows)), axis=axes, keepdims=True, dtype=dtype)
+    for block in _blocks(n, rows):
+        part = buffer[: block.stop - block.start]
+        fn(part, *_take(args, n, block))
         if 0 in axes:
-            total += part
+            total += numpy.sum(part, axis=axes, keepdims=True)
         else:
-            total[rows] = part
+            total[block] = numpy.sum(part, axis=axes, keepdims=True)
     return total
 
 

@@ -62,18 +62,18 @@ def batchnorm_eps_outside_forward(x, gamma, beta, bn_param):
     if mode == "train":
         _rt.check_group_size(m, "feature")
         mu = numpy.sum(x, axis=axes, keepdims=True)/m
-        var = _blocks.reduce(lambda mu, x: (x - mu)**2, axes, shape, work, mu, x)/m
+        var = _blocks.reduce(_summand, axes, shape, work, mu, x)/m
         std = eps + numpy.sqrt(var)
-        xhat = _blocks.elementwise(lambda mu, std, x: (x - mu)/std, shape, work, mu, std, x)
-        out = _blocks.elementwise(lambda beta, gamma, xhat: xhat*gamma + beta, shape, work, beta, gamma, xhat)
+        xhat = _blocks.elementwise(_xhat, shape, work, mu, std, x)
+        out = _blocks.elementwise(_out, shape, work, beta, gamma, xhat)
         running_mean, running_var = running["running_mean"], running["running_var"]
         bn_param["running_mean"] = (momentum*running_mean + mu*(1 - momentum)).reshape(features).astype(dtype, copy=False)
         bn_param["running_var"] = (momentum*running_var + var*(1 - momentum)).reshape(features).astype(dtype, copy=False)
     else:
         mu, var = running["running_mean"], running["running_var"]
         std = eps + numpy.sqrt(var)
-        xhat = _blocks.elementwise(lambda mu, std, x: (x - mu)/std, shape, work, mu, std, x)
-        out = _blocks.elementwise(lambda beta, gamma, xhat: xhat*gamma + beta, shape, work, beta, gamma, xhat)
+        xhat = _blocks.elementwise(_xhat, shape, work, mu, std, x)
+        out = _blocks.elementwise(_out, shape, work, beta, gamma, xhat)
     cache = {
         "mode": mode,
         "x": x,
@@ -154,13 +154,50 @@ def batchnorm_eps_outside_backward_alt(dout, cache):
         coef_dout = gamma/std
         coef_xhat = gamma*sum_dout_xhat/(m*(eps - std))
         coef_1 = -gamma*sum_dout/(m*std)
-        dx = _blocks.elementwise(lambda coef_1, coef_dout, coef_xhat, dout, xhat: dout*coef_dout + xhat*coef_xhat + coef_1, shape, work, coef_1, coef_dout, coef_xhat, dout, xhat)
+        dx = _blocks.elementwise(_dx, shape, work, coef_1, coef_dout, coef_xhat, dout, xhat)
     else:
-        dxhat = _blocks.elementwise(lambda dout, gamma: dout*gamma, shape, work, dout, gamma)
-        dx = _blocks.elementwise(lambda dxhat, std: dxhat/std, shape, work, dxhat, std)
+        dxhat = _blocks.elementwise(_dxhat, shape, work, dout, gamma)
+        dx = _blocks.elementwise(_dx_2, shape, work, dxhat, std)
     dgamma = numpy.sum(sum_dout_xhat, axis=outer_axes, keepdims=True)
     dbeta = numpy.sum(sum_dout, axis=outer_axes, keepdims=True)
     return (dx.reshape(cache["x_shape"]).astype(dtype, copy=False),
             dgamma.reshape(cache["gamma_shape"]).astype(dtype, copy=False),
             dbeta.reshape(cache["beta_shape"]).astype(dtype, copy=False),
             )
+
+
+def _dx(out, coef_1, coef_dout, coef_xhat, dout, xhat):
+    """One block of: dout*coef_dout + xhat*coef_xhat + coef_1."""
+    t0 = numpy.empty_like(out)
+    numpy.multiply(dout, coef_dout, out=out)
+    numpy.multiply(xhat, coef_xhat, out=t0)
+    numpy.add(out, t0, out=out)
+    numpy.add(out, coef_1, out=out)
+
+
+def _summand(out, mu, x):
+    """One block of: (x - mu)**2."""
+    numpy.subtract(x, mu, out=out)
+    numpy.square(out, out=out)
+
+
+def _xhat(out, mu, std, x):
+    """One block of: (x - mu)/std."""
+    numpy.subtract(x, mu, out=out)
+    numpy.multiply(out, (1/std), out=out)
+
+
+def _out(out, beta, gamma, xhat):
+    """One block of: xhat*gamma + beta."""
+    numpy.multiply(xhat, gamma, out=out)
+    numpy.add(out, beta, out=out)
+
+
+def _dxhat(out, dout, gamma):
+    """One block of: dout*gamma."""
+    numpy.multiply(dout, gamma, out=out)
+
+
+def _dx_2(out, dxhat, std):
+    """One block of: dxhat/std."""
+    numpy.multiply(dxhat, (1/std), out=out)

@@ -47,10 +47,10 @@ def instancenorm_forward(x, gamma, beta, in_param):
     shape, work = view_shape, x.dtype
     _rt.check_group_size(m, "channel of one sample")
     mu = numpy.sum(x, axis=axes, keepdims=True)/m
-    var = _blocks.reduce(lambda mu, x: (x - mu)**2, axes, shape, work, mu, x)/m
+    var = _blocks.reduce(_summand, axes, shape, work, mu, x)/m
     std = numpy.sqrt(eps + var)
-    xhat = _blocks.elementwise(lambda mu, std, x: (x - mu)/std, shape, work, mu, std, x)
-    out = _blocks.elementwise(lambda beta, gamma, xhat: xhat*gamma + beta, shape, work, beta, gamma, xhat)
+    xhat = _blocks.elementwise(_xhat, shape, work, mu, std, x)
+    out = _blocks.elementwise(_out, shape, work, beta, gamma, xhat)
     cache = {
         "mode": mode,
         "x": x,
@@ -94,7 +94,7 @@ def instancenorm_backward(dout, cache):
     coef_dout = gamma/std
     coef_xhat = -gamma*sum_dout_xhat/(m*std)
     coef_1 = -gamma*sum_dout/(m*std)
-    dx = _blocks.elementwise(lambda coef_1, coef_dout, coef_xhat, dout, xhat: dout*coef_dout + xhat*coef_xhat + coef_1, shape, work, coef_1, coef_dout, coef_xhat, dout, xhat)
+    dx = _blocks.elementwise(_dx, shape, work, coef_1, coef_dout, coef_xhat, dout, xhat)
     dgamma = numpy.sum(sum_dout_xhat, axis=outer_axes, keepdims=True)
     dbeta = numpy.sum(sum_dout, axis=outer_axes, keepdims=True)
     return (dx.reshape(cache["x_shape"]).astype(dtype, copy=False),
@@ -132,3 +132,30 @@ def instancenorm_backward_staged(dout, cache):
             dgamma.reshape(cache["gamma_shape"]).astype(dtype, copy=False),
             dbeta.reshape(cache["beta_shape"]).astype(dtype, copy=False),
             )
+
+
+def _dx(out, coef_1, coef_dout, coef_xhat, dout, xhat):
+    """One block of: dout*coef_dout + xhat*coef_xhat + coef_1."""
+    t0 = numpy.empty_like(out)
+    numpy.multiply(dout, coef_dout, out=out)
+    numpy.multiply(xhat, coef_xhat, out=t0)
+    numpy.add(out, t0, out=out)
+    numpy.add(out, coef_1, out=out)
+
+
+def _summand(out, mu, x):
+    """One block of: (x - mu)**2."""
+    numpy.subtract(x, mu, out=out)
+    numpy.square(out, out=out)
+
+
+def _xhat(out, mu, std, x):
+    """One block of: (x - mu)/std."""
+    numpy.subtract(x, mu, out=out)
+    numpy.multiply(out, (1/std), out=out)
+
+
+def _out(out, beta, gamma, xhat):
+    """One block of: xhat*gamma + beta."""
+    numpy.multiply(xhat, gamma, out=out)
+    numpy.add(out, beta, out=out)

@@ -47,10 +47,10 @@ def layernorm_forward(x, gamma, beta, ln_param):
     shape, work = view_shape, x.dtype
     _rt.check_group_size(m, "row")
     mu = numpy.sum(x, axis=axes, keepdims=True)/m
-    var = _blocks.reduce(lambda mu, x: (x - mu)**2, axes, shape, work, mu, x)/m
+    var = _blocks.reduce(_summand, axes, shape, work, mu, x)/m
     std = numpy.sqrt(eps + var)
-    xhat = _blocks.elementwise(lambda mu, std, x: (x - mu)/std, shape, work, mu, std, x)
-    out = _blocks.elementwise(lambda beta, gamma, xhat: beta + gamma*xhat, shape, work, beta, gamma, xhat)
+    xhat = _blocks.elementwise(_xhat, shape, work, mu, std, x)
+    out = _blocks.elementwise(_out, shape, work, beta, gamma, xhat)
     cache = {
         "mode": mode,
         "x": x,
@@ -94,7 +94,7 @@ def layernorm_backward(dout, cache):
     coef_dout_gamma = 1/std
     coef_xhat = -sum_dout_gamma_xhat/(m*std)
     coef_1 = -sum_dout_gamma/(m*std)
-    dx = _blocks.elementwise(lambda coef_1, coef_dout_gamma, coef_xhat, dout, gamma, xhat: dout*gamma*coef_dout_gamma + xhat*coef_xhat + coef_1, shape, work, coef_1, coef_dout_gamma, coef_xhat, dout, gamma, xhat)
+    dx = _blocks.elementwise(_dx, shape, work, coef_1, coef_dout_gamma, coef_xhat, dout, gamma, xhat)
     dgamma = _blocks.sum_of_products((dout, xhat,), param_sum_axes)
     dbeta = numpy.sum(dout, axis=param_sum_axes, keepdims=True)
     return (dx.reshape(cache["x_shape"]).astype(dtype, copy=False),
@@ -132,3 +132,32 @@ def layernorm_backward_staged(dout, cache):
             dgamma.reshape(cache["gamma_shape"]).astype(dtype, copy=False),
             dbeta.reshape(cache["beta_shape"]).astype(dtype, copy=False),
             )
+
+
+def _dx(out, coef_1, coef_dout_gamma, coef_xhat, dout, gamma, xhat):
+    """One block of: dout*gamma*coef_dout_gamma + xhat*coef_xhat + coef_1."""
+    t0 = numpy.empty_like(out)
+    numpy.multiply(xhat, coef_xhat, out=out)
+    numpy.multiply(dout, gamma, out=t0)
+    numpy.multiply(t0, coef_dout_gamma, out=t0)
+    numpy.add(out, t0, out=out)
+    numpy.add(out, coef_1, out=out)
+
+
+def _summand(out, mu, x):
+    """One block of: (x - mu)**2."""
+    numpy.subtract(x, mu, out=out)
+    numpy.square(out, out=out)
+
+
+def _xhat(out, mu, std, x):
+    """One block of: (x - mu)/std."""
+    numpy.subtract(x, mu, out=out)
+    numpy.multiply(out, (1/std), out=out)
+
+
+def _out(out, beta, gamma, xhat):
+    """One block of: beta + gamma*xhat."""
+    t0 = numpy.empty_like(out)
+    numpy.multiply(gamma, xhat, out=t0)
+    numpy.add(beta, t0, out=out)

@@ -43,10 +43,10 @@ def rmsnorm_forward(x, gamma, rms_param):
     x = _rt.as_work(x, dtype).reshape(view_shape)
     shape, work = view_shape, x.dtype
     _rt.check_group_size(m, "row")
-    var = _blocks.reduce(lambda x: x**2, axes, shape, work, x)/m
+    var = _blocks.reduce(_summand, axes, shape, work, x)/m
     std = numpy.sqrt(eps + var)
-    xhat = _blocks.elementwise(lambda std, x: x/std, shape, work, std, x)
-    out = _blocks.elementwise(lambda gamma, xhat: gamma*xhat, shape, work, gamma, xhat)
+    xhat = _blocks.elementwise(_xhat, shape, work, std, x)
+    out = _blocks.elementwise(_out, shape, work, gamma, xhat)
     cache = {
         "mode": mode,
         "x": x,
@@ -86,7 +86,7 @@ def rmsnorm_backward(dout, cache):
     sum_dout_gamma_xhat = _blocks.sum_of_products((dout, gamma, xhat,), axes)
     coef_dout_gamma = 1/std
     coef_xhat = -sum_dout_gamma_xhat/(m*std)
-    dx = _blocks.elementwise(lambda coef_dout_gamma, coef_xhat, dout, gamma, xhat: dout*gamma*coef_dout_gamma + xhat*coef_xhat, shape, work, coef_dout_gamma, coef_xhat, dout, gamma, xhat)
+    dx = _blocks.elementwise(_dx, shape, work, coef_dout_gamma, coef_xhat, dout, gamma, xhat)
     dgamma = _blocks.sum_of_products((dout, xhat,), param_sum_axes)
     return (dx.reshape(cache["x_shape"]).astype(dtype, copy=False),
             dgamma.reshape(cache["gamma_shape"]).astype(dtype, copy=False),
@@ -118,3 +118,27 @@ def rmsnorm_backward_staged(dout, cache):
     return (dx.reshape(cache["x_shape"]).astype(dtype, copy=False),
             dgamma.reshape(cache["gamma_shape"]).astype(dtype, copy=False),
             )
+
+
+def _dx(out, coef_dout_gamma, coef_xhat, dout, gamma, xhat):
+    """One block of: dout*gamma*coef_dout_gamma + xhat*coef_xhat."""
+    t0 = numpy.empty_like(out)
+    numpy.multiply(xhat, coef_xhat, out=out)
+    numpy.multiply(dout, gamma, out=t0)
+    numpy.multiply(t0, coef_dout_gamma, out=t0)
+    numpy.add(out, t0, out=out)
+
+
+def _summand(out, x):
+    """One block of: x**2."""
+    numpy.square(x, out=out)
+
+
+def _xhat(out, std, x):
+    """One block of: x/std."""
+    numpy.multiply(x, (1/std), out=out)
+
+
+def _out(out, gamma, xhat):
+    """One block of: gamma*xhat."""
+    numpy.multiply(gamma, xhat, out=out)

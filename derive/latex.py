@@ -1,0 +1,198 @@
+"""Our notation, printed by SymPy: LaTeX for the documents, plain text for the terminal.
+
+Both printers print the derivation's own expressions (the proved ones); nothing
+is typed by hand.  Before printing, :func:`shown` rewrites an expression into
+display form:
+
+* a per-element symbol ``e`` (an :class:`~derive.algebra.Elem`) becomes
+  ``e_i`` -- or ``e_j``, ``e_k``, whichever index the caller asks for;
+* a reduction ``BatchSum(f)`` becomes SymPy's own ``Sum(f_k, (k, 1, m))`` with
+  the summation index k, so that SymPy's rules for brackets around sums apply;
+* every other symbol becomes its name in our notation (var -> sigma^2, std ->
+  sigma_eps, dout -> dy, ...), from :data:`NAMES`.
+
+A display symbol (:class:`Shown`) carries its final LaTeX or text as its name.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy as sp
+from sympy.printing.latex import LatexPrinter
+from sympy.printing.str import StrPrinter
+
+from .algebra import M, BatchSum, Elem, ParamSum
+
+#: symbol name -> (rank, LaTeX, plain text).  The rank orders factors and terms the way
+#: the textbook writes them (m dy_i, gamma xhat_i + beta, x_k - mu, sigma^2 + eps).
+#: A name ``base_i`` (the proofs' column copies x_i, xhat_i, gamma_i) is printed as
+#: base with the subscript i.
+NAMES: dict[str, tuple[int, str, str]] = {
+    "m": (0, "m", "m"), "N": (0, "N", "N"), "i": (0, "i", "i"), "j": (0, "j", "j"),
+    "k": (0, "k", "k"), "n": (0, "n", "n"),
+    "gamma": (1, r"\gamma", "\u03b3"),
+    "dout": (2, "dy", "dy"), "dxhat": (2, r"d\hat{x}", "dx\u0302"), "dx": (2, "dx", "dx"),
+    "dvar": (2, r"d\sigma^{2}", "d\u03c3\u00b2"), "dmu": (2, r"d\mu", "d\u03bc"),
+    "dgamma": (2, r"d\gamma", "d\u03b3"), "dbeta": (2, r"d\beta", "d\u03b2"),
+    "db": (2, "db", "db"), "L": (2, "L", "L"),
+    "x": (3, "x", "x"), "xhat": (3, r"\hat{x}", "x\u0302"), "out": (3, "y", "y"),
+    "u": (3, "u", "u"), "t": (3, "t", "t"), "b": (4, "b", "b"),
+    "mu": (5, r"\mu", "\u03bc"), "var": (5, r"\sigma^{2}", "\u03c3\u00b2"),
+    "std": (5, r"\sigma_{\varepsilon}", "\u03c3_\u03b5"), "sigma": (5, r"\sigma", "\u03c3"),
+    "r": (5, "r", "r"), "eps": (6, r"\varepsilon", "\u03b5"), "beta": (7, r"\beta", "\u03b2"),
+}
+
+TEX, TEXT = 1, 2
+
+
+class Shown(sp.Symbol):
+    """A symbol in display form, named ``rank:printed`` so that SymPy's ordering follows the rank."""
+
+    @property
+    def printed(self) -> str:
+        return self.name.partition(":")[2]
+
+
+def name_of(symbol: sp.Symbol, index: str, target: int) -> str:
+    """``rank:printed`` for ``symbol``; per-element symbols get the subscript ``index``."""
+    base, _, sub = symbol.name.partition("_")
+    if sub and not isinstance(symbol, Elem):
+        index = sub
+    elif not isinstance(symbol, Elem):
+        base = symbol.name
+    entry = NAMES[base]
+    printed = entry[target]
+    if isinstance(symbol, Elem) or sub:
+        printed = f"{printed}_{{{index}}}" if target == TEX else f"{printed}_{index}"
+    return f"{entry[0]}:{printed}"
+
+
+def shown(expr: sp.Expr, index: str, target: int, param_index: str | None = None) -> sp.Expr:
+    """``expr`` in display form for ``target`` (TEX or TEXT); see the module docstring.
+
+    ``ParamSum`` (how dgamma is collected) becomes a sum over k = 1..m when
+    ``param_index`` is None (the parameter is shared by exactly one group, as in
+    batch norm), else it stays a ParamSum over that index.
+    """
+    k = Shown("0:k", integer=True)
+
+    def rename(e: sp.Expr, idx: str) -> sp.Expr:
+        symbols = sorted((s for s in e.free_symbols if not isinstance(s, Shown)), key=lambda s: s.name)
+        return e.xreplace({s: Shown(name_of(s, idx, target), **s.assumptions0) for s in symbols})
+
+    m = Shown("0:m", positive=True, integer=True)
+    sums = {s: sp.Sum(rename(s.args[0], "k"), (k, 1, m))
+            for s in sorted(expr.atoms(BatchSum), key=sp.default_sort_key)}
+    for p in sorted(expr.atoms(ParamSum), key=sp.default_sort_key):
+        sums[p] = (sp.Sum(rename(p.args[0], "k"), (k, 1, m)) if param_index is None
+                   else ParamSum(rename(p.args[0], param_index)))
+    return rename(expr.xreplace(sums).xreplace({M: m}), index)
+
+
+class NotationPrinter(LatexPrinter):
+    """SymPy's LaTeX printer on display-form expressions (see :func:`shown`)."""
+
+    def __init__(self, index: str = "i", param_index: str | None = None):
+        super().__init__({"mul_symbol": None})
+        self.index, self.param_index = index, param_index
+
+    def doprint(self, expr) -> str:
+        """Print ``expr`` after rewriting it into display form."""
+        return super().doprint(shown(sp.sympify(expr), self.index, TEX, self.param_index))
+
+    def _print_Shown(self, expr: Shown) -> str:
+        """A display symbol carries its LaTeX."""
+        return expr.printed
+
+    def _as_ordered_terms(self, expr, order=None):
+        """Lead a sum with a positive term: x_k - mu, not -mu + x_k."""
+        terms = super()._as_ordered_terms(expr, order=order)
+        return sorted(terms, key=lambda t: t.could_extract_minus_sign())
+
+    def _print_ParamSum(self, expr: ParamSum) -> str:
+        """A sum over every position n that shares the parameter (bounds are given in the text)."""
+        body = self._print(expr.args[0])
+        if expr.args[0].is_Add:
+            body = rf"\left({body}\right)"
+        return rf"\sum_{{{self.param_index}}} {body}"
+
+    def _print_Derivative(self, expr: sp.Derivative) -> str:
+        """A Jacobian entry is a partial derivative: always print the partial sign, as a fraction."""
+        (var, _), = expr.variable_count
+        return rf"\frac{{\partial {self._print(expr.expr)}}}{{\partial {self._print(var)}}}"
+
+
+class TextPrinter(StrPrinter):
+    """Plain-text notation for the terminal (``derive explain``): x̂_i, σ_ε, Σ_k(...)."""
+
+    def __init__(self, index: str = "i", param_index: str | None = None):
+        super().__init__()
+        self.index, self.param_index = index, param_index
+
+    def doprint(self, expr) -> str:
+        """Print ``expr`` after rewriting it into display form."""
+        return super().doprint(shown(sp.sympify(expr), self.index, TEXT, self.param_index))
+
+    def _print_Shown(self, expr: Shown) -> str:
+        """A display symbol carries its text."""
+        return expr.printed
+
+    def _print_Sum(self, expr: sp.Sum) -> str:
+        """Σ_k(summand): the bounds are always 1..m, so only the index is printed."""
+        return f"\u03a3_{self._print(expr.limits[0][0])}({self._print(expr.function)})"
+
+    def _print_ParamSum(self, expr: ParamSum) -> str:
+        """Σ_n(summand) over the positions n that share the parameter."""
+        return f"\u03a3_{self.param_index}({self._print(expr.args[0])})"
+
+    def _print_KroneckerDelta(self, expr: sp.KroneckerDelta) -> str:
+        """δ_ij, as in the documents."""
+        return f"\u03b4_{self._print(expr.args[0])}{self._print(expr.args[1])}"
+
+    def _print_Derivative(self, expr: sp.Derivative) -> str:
+        """∂y_j/∂x_i."""
+        (var, _), = expr.variable_count
+        return f"\u2202{self._print(expr.expr)}/\u2202{self._print(var)}"
+
+
+@dataclass(frozen=True)
+class Math:
+    """One formula, printed for every target from one SymPy expression."""
+
+    expr: sp.Expr
+    tex: str
+    text: str
+
+
+def math(expr, index: str = "i", param_index: str | None = None) -> Math:
+    expr = sp.sympify(expr)
+    return Math(expr, NotationPrinter(index, param_index).doprint(expr),
+                TextPrinter(index, param_index).doprint(expr))
+
+
+def tex_lines(expr, index: str = "i", width: int = 120) -> list[str]:
+    """The LaTeX of ``expr``, cut between the terms of a long top-level sum.
+
+    Each line after the first starts with its sign; joined with spaces the lines
+    are exactly what :class:`NotationPrinter` prints for the whole sum.
+    """
+    printer = NotationPrinter(index)
+    whole = printer.doprint(expr)
+    display = shown(sp.sympify(expr), index, TEX)
+    if len(whole) <= width or not display.is_Add:
+        return [whole]
+    lines, line = [], ""
+    for n, term in enumerate(printer._as_ordered_terms(display)):
+        sign = "" if n == 0 else " + "
+        if n and term.could_extract_minus_sign():
+            sign, term = " - ", -term
+        piece = printer._print(term)
+        if printer._needs_add_brackets(term):
+            piece = rf"\left({piece}\right)"
+        if line and len(line) + len(sign) + len(piece) > width:
+            lines.append(line)
+            line = sign.strip() + " "
+            sign = ""
+        line += sign + piece
+    lines.append(line)
+    return lines
