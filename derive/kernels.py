@@ -42,6 +42,7 @@ class Kernels:
     forward_test: Pairs       #: std, xhat, out from the running statistics
     running: Pairs            #: running_mean, running_var updates
     backward_staged: Pairs    #: dxhat, dvar, dmu, dx
+    x_from_cache: Pairs       #: x = mu + sigma_eps*xhat: the cache keeps xhat, not the caller's x
     backward_test: Pairs      #: the backward of the test-mode (affine) map
     backward_test_fast: Pairs #: the same in the fast layout
     reductions: Pairs         #: the compact form's named reductions
@@ -109,6 +110,7 @@ def build(d: Derivation) -> Kernels:
         forward_test=forward_pairs(test, blocks) if test is not None else (),
         running=running,
         backward_staged=stage_pairs(d.model, d.stages),
+        x_from_cache=(("x", code(d.model.x_in_xhat)),),
         backward_test=stage_pairs(test, d.test_stages) if test is not None else (),
         backward_test_fast=stage_pairs(test, d.test_stages, blocks) if test is not None else (),
         reductions=reductions,

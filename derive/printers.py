@@ -33,8 +33,10 @@ class KernelPrinter(NumPyPrinter):
 
     def _reduction(self, arg: sp.Expr, axes: str) -> str:
         factors = sp.Mul.make_args(arg)
-        if not self.fast or len(factors) == 1 and isinstance(arg, Elem):
+        if not self.fast:
             return f"numpy.sum({self._print(arg)}, axis={axes}, keepdims=True)"
+        if isinstance(arg, Elem):
+            return f"_blocks.total({self._print(arg)}, {axes})"
         if all(isinstance(f, Elem) for f in factors):
             return f"_blocks.sum_of_products(({', '.join(self._print(f) for f in factors)},), {axes})"
         params = ", ".join(array_arguments(arg))

@@ -62,14 +62,14 @@ GROUP_WORD = {"batchnorm": "feature", "batchnorm_eps_outside": "feature",
 def kernel_context(d: Derivation) -> dict:
     spec = d.spec
     k = kernels_ir.build(d)
-    cache_keys = ["mode", "x"] + (["mu"] if spec.centred else []) + [
-        "var", "std", "xhat", "gamma", "m", "axes", "param_sum_axes", "outer_axes", "dtype",
+    cache_keys = ["mode"] + (["mu"] if spec.centred else []) + [
+        "var", "eps", "std", "xhat", "gamma", "m", "axes", "param_sum_axes", "outer_axes", "dtype",
         "x_shape", "view_shape", "gamma_shape"] + (["beta_shape"] if spec.shift else [])
     staged = ("the staged chain rule (" + ", ".join(lhs for lhs, _ in k.backward_staged) + ")",
-              (), k.backward_staged, k.params, k.backward_test)
+              k.x_from_cache, k.backward_staged, k.params, k.backward_test)
     compact = ("the compact form, collected into per-group coefficients",
                k.reductions, k.coefficients + (("dx", k.dx_fast),), k.params_fast, k.backward_test_fast)
-    if spec.running_stats:
+    if spec.textbook:
         functions = [(f"{spec.name}_backward", *staged), (f"{spec.name}_backward_alt", *compact)]
     else:
         functions = [(f"{spec.name}_backward", *compact), (f"{spec.name}_backward_staged", *staged)]

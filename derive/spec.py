@@ -35,7 +35,7 @@ class Spec:
     groups: bool = False           #: takes a group count G (group norm)
     param_shape: str = "vector"    #: "vector": gamma is (C,) / (D,); "broadcast": (1, C, 1, 1)
     batch_axis_option: bool = False  #: ``bn_param['axis']`` selects the batch axis (seed 002's layout)
-    fast: bool = True              #: also emit the fast backward layout
+    textbook: bool = False         #: CS231n's pair: <name>_backward is the staged form, _alt the compact
 
     @property
     def gamma_varies(self) -> bool:
@@ -58,9 +58,10 @@ class Spec:
 
 SPECS: tuple[Spec, ...] = (
     Spec("batchnorm", "Batch normalization", "N,D", (0,), (1,), "bn_param",
-         running_stats=True, batch_axis_option=True),
+         running_stats=True, batch_axis_option=True, textbook=True),
     Spec("batchnorm_eps_outside", "Batch normalization, epsilon outside the root", "N,D",
-         (0,), (1,), "bn_param", eps="outside", running_stats=True, batch_axis_option=True),
+         (0,), (1,), "bn_param", eps="outside", running_stats=True, batch_axis_option=True,
+         textbook=True),
     Spec("spatial_batchnorm", "Spatial batch normalization", "N,C,H,W", (0, 2, 3), (1,),
          "bn_param", running_stats=True),
     Spec("layernorm", "Layer normalization", "N,D", (1,), (1,), "ln_param"),

@@ -11,6 +11,7 @@ has either the full length (and is sliced with the block) or length 1.
 import numpy
 
 BLOCK_BYTES = 1 << 18   #: about 256 KiB of each operand per block
+SUM_ROWS = 64           #: at most this many rows are summed in the working dtype at once
 
 
 def _rows(shape, itemsize):
@@ -38,29 +39,58 @@ def elementwise(fn, shape, dtype, *args):
     return out
 
 
+def _accumulate(part_of, axes, shape, dtype):
+    """Sum over ``axes`` (kept) of the parts part_of(rows) of consecutive row blocks.
+
+    Each block is summed in the working dtype (NumPy sums it pairwise along the
+    contiguous axis); the block sums are accumulated in float64, so a float32
+    sum over many rows of offset data does not drift.
+    """
+    n = shape[0]
+    kept = tuple(1 if k in axes else size for k, size in enumerate(shape))
+    total = numpy.zeros(kept, dtype=numpy.promote_types(dtype, numpy.float64))
+    step = _rows(shape, numpy.dtype(dtype).itemsize)
+    for rows in _blocks(n, min(step, SUM_ROWS) if 0 in axes else step):
+        part = part_of(rows)
+        if 0 in axes:
+            total += part
+        else:
+            total[rows] = part
+    return total.astype(dtype, copy=False)
+
+
+def total(a, axes):
+    """sum of ``a`` over ``axes`` (kept)."""
+    n = a.shape[0]
+    return _accumulate(lambda rows: numpy.sum(a[rows] if n > 1 else a, axis=axes, keepdims=True),
+                       axes, a.shape, a.dtype)
+
+
 def reduce(fn, axes, shape, dtype, *args):
     """sum over ``axes`` (kept) of the array fn would fill, one block at a time."""
     n = shape[0]
-    rows = _rows(shape, numpy.dtype(dtype).itemsize)
-    buffer = numpy.empty((min(rows, n),) + tuple(shape[1:]), dtype=dtype)
-    kept = tuple(1 if k in axes else size for k, size in enumerate(shape))
-    total = numpy.zeros(kept, dtype=dtype)
-    for block in _blocks(n, rows):
-        part = buffer[: block.stop - block.start]
-        fn(part, *_take(args, n, block))
-        if 0 in axes:
-            total += numpy.sum(part, axis=axes, keepdims=True)
-        else:
-            total[block] = numpy.sum(part, axis=axes, keepdims=True)
-    return total
+    buffer = numpy.empty((min(_rows(shape, numpy.dtype(dtype).itemsize), n),) + tuple(shape[1:]),
+                         dtype=dtype)  # at least as many rows as any block _accumulate asks for
+
+    def part(rows):
+        block = buffer[: rows.stop - rows.start]
+        fn(block, *_take(args, n, rows))
+        return numpy.sum(block, axis=axes, keepdims=True)
+
+    return _accumulate(part, axes, shape, dtype)
 
 
 def sum_of_products(factors, axes):
     """sum over ``axes`` (kept) of the product of ``factors``, with no full-size temporary."""
     factors = numpy.broadcast_arrays(*factors)
-    ndim = factors[0].ndim
-    letters = "abcdefghijklmnopqrstuvwxyz"[:ndim]
-    kept = "".join(letters[k] for k in range(ndim) if k not in axes)
-    spec = ",".join([letters] * len(factors)) + "->" + kept
-    total = numpy.einsum(spec, *factors, optimize=False)
-    return total.reshape([1 if k in axes else n for k, n in enumerate(factors[0].shape)])
+    shape, n = factors[0].shape, factors[0].shape[0]
+    letters = "abcdefghijklmnopqrstuvwxyz"[: len(shape)]
+    spec = ",".join([letters] * len(factors)) + "->" + letters
+
+    def part(rows):
+        block = [f[rows] if n > 1 else f for f in factors]
+        kept = "".join(letters[k] for k in range(len(shape)) if k not in axes)
+        out = numpy.einsum(spec.replace("->" + letters, "->" + kept), *block, optimize=False)
+        return out.reshape([1 if k in axes else size for k, size in enumerate(block[0].shape)])
+
+    return _accumulate(part, axes, shape, numpy.result_type(*factors))

@@ -11,7 +11,7 @@ import numpy
 from . import _blocks
 from . import _runtime as _rt
 
-_CACHE_KEYS = ("mode", "x", "mu", "var", "std", "xhat", "gamma", "m", "axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "gamma_shape", "beta_shape", )
+_CACHE_KEYS = ("mode", "mu", "var", "eps", "std", "xhat", "gamma", "m", "axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "gamma_shape", "beta_shape", )
 
 
 def batchnorm_eps_outside_forward(x, gamma, beta, bn_param):
@@ -61,7 +61,7 @@ def batchnorm_eps_outside_forward(x, gamma, beta, bn_param):
         running[key] = _rt.as_work(value, dtype).reshape(stat_shape)
     if mode == "train":
         _rt.check_group_size(m, "feature")
-        mu = numpy.sum(x, axis=axes, keepdims=True)/m
+        mu = _blocks.total(x, axes)/m
         var = _blocks.reduce(_summand, axes, shape, work, mu, x)/m
         std = eps + numpy.sqrt(var)
         xhat = _blocks.elementwise(_xhat, shape, work, mu, std, x)
@@ -76,9 +76,9 @@ def batchnorm_eps_outside_forward(x, gamma, beta, bn_param):
         out = _blocks.elementwise(_out, shape, work, beta, gamma, xhat)
     cache = {
         "mode": mode,
-        "x": x,
         "mu": mu,
         "var": var,
+        "eps": eps,
         "std": std,
         "xhat": xhat,
         "gamma": gamma,
@@ -103,7 +103,6 @@ def batchnorm_eps_outside_backward(dout, cache):
     """
     cache = _rt.check_cache(cache, "cache", _CACHE_KEYS)
     dout = _rt.check_dout(dout, cache)
-    x = cache["x"]
     mu = cache["mu"]
     var = cache["var"]
     std = cache["std"]
@@ -115,6 +114,7 @@ def batchnorm_eps_outside_backward(dout, cache):
     dtype = cache["dtype"]
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
     shape, work = dout.shape, dout.dtype
+    x = xhat*std + mu
     if cache["mode"] == "train":
         dxhat = dout*gamma
         dvar = -1/2*numpy.sum(dxhat*(x - mu), axis=axes, keepdims=True)/(std**2*numpy.sqrt(var))
@@ -139,6 +139,7 @@ def batchnorm_eps_outside_backward_alt(dout, cache):
     """
     cache = _rt.check_cache(cache, "cache", _CACHE_KEYS)
     dout = _rt.check_dout(dout, cache)
+    eps = cache["eps"]
     std = cache["std"]
     xhat = cache["xhat"]
     gamma = cache["gamma"]
@@ -148,7 +149,7 @@ def batchnorm_eps_outside_backward_alt(dout, cache):
     dtype = cache["dtype"]
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
     shape, work = dout.shape, dout.dtype
-    sum_dout = numpy.sum(dout, axis=axes, keepdims=True)
+    sum_dout = _blocks.total(dout, axes)
     sum_dout_xhat = _blocks.sum_of_products((dout, xhat,), axes)
     if cache["mode"] == "train":
         coef_dout = gamma/std

@@ -11,7 +11,7 @@ import numpy
 from . import _blocks
 from . import _runtime as _rt
 
-_CACHE_KEYS = ("mode", "x", "mu", "var", "std", "xhat", "gamma", "m", "axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "gamma_shape", "beta_shape", )
+_CACHE_KEYS = ("mode", "mu", "var", "eps", "std", "xhat", "gamma", "m", "axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "gamma_shape", "beta_shape", )
 
 
 def instancenorm_forward(x, gamma, beta, in_param):
@@ -46,16 +46,16 @@ def instancenorm_forward(x, gamma, beta, in_param):
     x = _rt.as_work(x, dtype).reshape(view_shape)
     shape, work = view_shape, x.dtype
     _rt.check_group_size(m, "channel of one sample")
-    mu = numpy.sum(x, axis=axes, keepdims=True)/m
+    mu = _blocks.total(x, axes)/m
     var = _blocks.reduce(_summand, axes, shape, work, mu, x)/m
     std = numpy.sqrt(eps + var)
     xhat = _blocks.elementwise(_xhat, shape, work, mu, std, x)
     out = _blocks.elementwise(_out, shape, work, beta, gamma, xhat)
     cache = {
         "mode": mode,
-        "x": x,
         "mu": mu,
         "var": var,
+        "eps": eps,
         "std": std,
         "xhat": xhat,
         "gamma": gamma,
@@ -89,7 +89,7 @@ def instancenorm_backward(dout, cache):
     dtype = cache["dtype"]
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
     shape, work = dout.shape, dout.dtype
-    sum_dout = numpy.sum(dout, axis=axes, keepdims=True)
+    sum_dout = _blocks.total(dout, axes)
     sum_dout_xhat = _blocks.sum_of_products((dout, xhat,), axes)
     coef_dout = gamma/std
     coef_xhat = -gamma*sum_dout_xhat/(m*std)
@@ -111,7 +111,6 @@ def instancenorm_backward_staged(dout, cache):
     """
     cache = _rt.check_cache(cache, "cache", _CACHE_KEYS)
     dout = _rt.check_dout(dout, cache)
-    x = cache["x"]
     mu = cache["mu"]
     std = cache["std"]
     xhat = cache["xhat"]
@@ -122,6 +121,7 @@ def instancenorm_backward_staged(dout, cache):
     dtype = cache["dtype"]
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
     shape, work = dout.shape, dout.dtype
+    x = xhat*std + mu
     dxhat = dout*gamma
     dvar = -1/2*numpy.sum(dxhat*(x - mu), axis=axes, keepdims=True)/std**3
     dmu = -2*dvar*numpy.sum(x - mu, axis=axes, keepdims=True)/m - numpy.sum(dxhat, axis=axes, keepdims=True)/std

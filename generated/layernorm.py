@@ -11,7 +11,7 @@ import numpy
 from . import _blocks
 from . import _runtime as _rt
 
-_CACHE_KEYS = ("mode", "x", "mu", "var", "std", "xhat", "gamma", "m", "axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "gamma_shape", "beta_shape", )
+_CACHE_KEYS = ("mode", "mu", "var", "eps", "std", "xhat", "gamma", "m", "axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "gamma_shape", "beta_shape", )
 
 
 def layernorm_forward(x, gamma, beta, ln_param):
@@ -46,16 +46,16 @@ def layernorm_forward(x, gamma, beta, ln_param):
     x = _rt.as_work(x, dtype).reshape(view_shape)
     shape, work = view_shape, x.dtype
     _rt.check_group_size(m, "row")
-    mu = numpy.sum(x, axis=axes, keepdims=True)/m
+    mu = _blocks.total(x, axes)/m
     var = _blocks.reduce(_summand, axes, shape, work, mu, x)/m
     std = numpy.sqrt(eps + var)
     xhat = _blocks.elementwise(_xhat, shape, work, mu, std, x)
     out = _blocks.elementwise(_out, shape, work, beta, gamma, xhat)
     cache = {
         "mode": mode,
-        "x": x,
         "mu": mu,
         "var": var,
+        "eps": eps,
         "std": std,
         "xhat": xhat,
         "gamma": gamma,
@@ -96,7 +96,7 @@ def layernorm_backward(dout, cache):
     coef_1 = -sum_dout_gamma/(m*std)
     dx = _blocks.elementwise(_dx, shape, work, coef_1, coef_dout_gamma, coef_xhat, dout, gamma, xhat)
     dgamma = _blocks.sum_of_products((dout, xhat,), param_sum_axes)
-    dbeta = numpy.sum(dout, axis=param_sum_axes, keepdims=True)
+    dbeta = _blocks.total(dout, param_sum_axes)
     return (dx.reshape(cache["x_shape"]).astype(dtype, copy=False),
             dgamma.reshape(cache["gamma_shape"]).astype(dtype, copy=False),
             dbeta.reshape(cache["beta_shape"]).astype(dtype, copy=False),
@@ -111,7 +111,6 @@ def layernorm_backward_staged(dout, cache):
     """
     cache = _rt.check_cache(cache, "cache", _CACHE_KEYS)
     dout = _rt.check_dout(dout, cache)
-    x = cache["x"]
     mu = cache["mu"]
     std = cache["std"]
     xhat = cache["xhat"]
@@ -122,6 +121,7 @@ def layernorm_backward_staged(dout, cache):
     dtype = cache["dtype"]
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
     shape, work = dout.shape, dout.dtype
+    x = xhat*std + mu
     dxhat = dout*gamma
     dvar = -1/2*numpy.sum(dxhat*(x - mu), axis=axes, keepdims=True)/std**3
     dmu = -2*dvar*numpy.sum(x - mu, axis=axes, keepdims=True)/m - numpy.sum(dxhat, axis=axes, keepdims=True)/std

@@ -11,7 +11,7 @@ import numpy
 from . import _blocks
 from . import _runtime as _rt
 
-_CACHE_KEYS = ("mode", "x", "var", "std", "xhat", "gamma", "m", "axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "gamma_shape", )
+_CACHE_KEYS = ("mode", "var", "eps", "std", "xhat", "gamma", "m", "axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "gamma_shape", )
 
 
 def rmsnorm_forward(x, gamma, rms_param):
@@ -49,8 +49,8 @@ def rmsnorm_forward(x, gamma, rms_param):
     out = _blocks.elementwise(_out, shape, work, gamma, xhat)
     cache = {
         "mode": mode,
-        "x": x,
         "var": var,
+        "eps": eps,
         "std": std,
         "xhat": xhat,
         "gamma": gamma,
@@ -101,7 +101,6 @@ def rmsnorm_backward_staged(dout, cache):
     """
     cache = _rt.check_cache(cache, "cache", _CACHE_KEYS)
     dout = _rt.check_dout(dout, cache)
-    x = cache["x"]
     std = cache["std"]
     xhat = cache["xhat"]
     gamma = cache["gamma"]
@@ -111,6 +110,7 @@ def rmsnorm_backward_staged(dout, cache):
     dtype = cache["dtype"]
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
     shape, work = dout.shape, dout.dtype
+    x = xhat*std
     dxhat = dout*gamma
     dvar = -1/2*numpy.sum(dxhat*x, axis=axes, keepdims=True)/std**3
     dx = dxhat/std + 2*x*dvar/m

@@ -11,7 +11,7 @@ import numpy
 from . import _blocks
 from . import _runtime as _rt
 
-_CACHE_KEYS = ("mode", "x", "mu", "var", "std", "xhat", "gamma", "m", "axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "gamma_shape", "beta_shape", )
+_CACHE_KEYS = ("mode", "mu", "var", "eps", "std", "xhat", "gamma", "m", "axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "gamma_shape", "beta_shape", )
 
 
 def spatial_batchnorm_forward(x, gamma, beta, bn_param):
@@ -60,7 +60,7 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param):
         running[key] = _rt.as_work(value, dtype).reshape(stat_shape)
     if mode == "train":
         _rt.check_group_size(m, "channel")
-        mu = numpy.sum(x, axis=axes, keepdims=True)/m
+        mu = _blocks.total(x, axes)/m
         var = _blocks.reduce(_summand, axes, shape, work, mu, x)/m
         std = numpy.sqrt(eps + var)
         xhat = _blocks.elementwise(_xhat, shape, work, mu, std, x)
@@ -75,9 +75,9 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param):
         out = _blocks.elementwise(_out, shape, work, beta, gamma, xhat)
     cache = {
         "mode": mode,
-        "x": x,
         "mu": mu,
         "var": var,
+        "eps": eps,
         "std": std,
         "xhat": xhat,
         "gamma": gamma,
@@ -95,41 +95,6 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param):
 
 
 def spatial_batchnorm_backward(dout, cache):
-    """Spatial batch normalization, backward pass: the staged chain rule (dxhat, dvar, dmu, dx).
-
-    dout: upstream gradient, shaped like x; cache: from spatial_batchnorm_forward.
-    Returns (dx, dgamma, dbeta), shaped like x and gamma and beta.
-    """
-    cache = _rt.check_cache(cache, "cache", _CACHE_KEYS)
-    dout = _rt.check_dout(dout, cache)
-    x = cache["x"]
-    mu = cache["mu"]
-    std = cache["std"]
-    xhat = cache["xhat"]
-    gamma = cache["gamma"]
-    m = cache["m"]
-    axes = cache["axes"]
-    param_sum_axes = cache["param_sum_axes"]
-    dtype = cache["dtype"]
-    dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
-    shape, work = dout.shape, dout.dtype
-    if cache["mode"] == "train":
-        dxhat = dout*gamma
-        dvar = -1/2*numpy.sum(dxhat*(x - mu), axis=axes, keepdims=True)/std**3
-        dmu = -2*dvar*numpy.sum(x - mu, axis=axes, keepdims=True)/m - numpy.sum(dxhat, axis=axes, keepdims=True)/std
-        dx = dxhat/std + dmu/m + dvar*(2*x - 2*mu)/m
-    else:
-        dxhat = dout*gamma
-        dx = dxhat/std
-    dgamma = numpy.sum(dout*xhat, axis=param_sum_axes, keepdims=True)
-    dbeta = numpy.sum(dout, axis=param_sum_axes, keepdims=True)
-    return (dx.reshape(cache["x_shape"]).astype(dtype, copy=False),
-            dgamma.reshape(cache["gamma_shape"]).astype(dtype, copy=False),
-            dbeta.reshape(cache["beta_shape"]).astype(dtype, copy=False),
-            )
-
-
-def spatial_batchnorm_backward_alt(dout, cache):
     """Spatial batch normalization, backward pass: the compact form, collected into per-group coefficients.
 
     dout: upstream gradient, shaped like x; cache: from spatial_batchnorm_forward.
@@ -146,7 +111,7 @@ def spatial_batchnorm_backward_alt(dout, cache):
     dtype = cache["dtype"]
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
     shape, work = dout.shape, dout.dtype
-    sum_dout = numpy.sum(dout, axis=axes, keepdims=True)
+    sum_dout = _blocks.total(dout, axes)
     sum_dout_xhat = _blocks.sum_of_products((dout, xhat,), axes)
     if cache["mode"] == "train":
         coef_dout = gamma/std
@@ -158,6 +123,41 @@ def spatial_batchnorm_backward_alt(dout, cache):
         dx = _blocks.elementwise(_dx_2, shape, work, dxhat, std)
     dgamma = numpy.sum(sum_dout_xhat, axis=outer_axes, keepdims=True)
     dbeta = numpy.sum(sum_dout, axis=outer_axes, keepdims=True)
+    return (dx.reshape(cache["x_shape"]).astype(dtype, copy=False),
+            dgamma.reshape(cache["gamma_shape"]).astype(dtype, copy=False),
+            dbeta.reshape(cache["beta_shape"]).astype(dtype, copy=False),
+            )
+
+
+def spatial_batchnorm_backward_staged(dout, cache):
+    """Spatial batch normalization, backward pass: the staged chain rule (dxhat, dvar, dmu, dx).
+
+    dout: upstream gradient, shaped like x; cache: from spatial_batchnorm_forward.
+    Returns (dx, dgamma, dbeta), shaped like x and gamma and beta.
+    """
+    cache = _rt.check_cache(cache, "cache", _CACHE_KEYS)
+    dout = _rt.check_dout(dout, cache)
+    mu = cache["mu"]
+    std = cache["std"]
+    xhat = cache["xhat"]
+    gamma = cache["gamma"]
+    m = cache["m"]
+    axes = cache["axes"]
+    param_sum_axes = cache["param_sum_axes"]
+    dtype = cache["dtype"]
+    dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
+    shape, work = dout.shape, dout.dtype
+    x = xhat*std + mu
+    if cache["mode"] == "train":
+        dxhat = dout*gamma
+        dvar = -1/2*numpy.sum(dxhat*(x - mu), axis=axes, keepdims=True)/std**3
+        dmu = -2*dvar*numpy.sum(x - mu, axis=axes, keepdims=True)/m - numpy.sum(dxhat, axis=axes, keepdims=True)/std
+        dx = dxhat/std + dmu/m + dvar*(2*x - 2*mu)/m
+    else:
+        dxhat = dout*gamma
+        dx = dxhat/std
+    dgamma = numpy.sum(dout*xhat, axis=param_sum_axes, keepdims=True)
+    dbeta = numpy.sum(dout, axis=param_sum_axes, keepdims=True)
     return (dx.reshape(cache["x_shape"]).astype(dtype, copy=False),
             dgamma.reshape(cache["gamma_shape"]).astype(dtype, copy=False),
             dbeta.reshape(cache["beta_shape"]).astype(dtype, copy=False),
