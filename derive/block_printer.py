@@ -79,7 +79,10 @@ class _Emitter:
         """Per-element terms one by one (the first one into target), then the per-group rest."""
         terms = sorted((t for t in e.args if _per_element(t)),
                        key=lambda t: (t.could_extract_minus_sign(), sp.default_sort_key(t)))
-        rest = sp.Add(*[t for t in e.args if not _per_element(t)])
+        # Per-group terms are applied one at a time, in name order (mu_hi before mu_lo):
+        # combining them first would round away what the split into hi + lo kept.
+        rest = sorted((t for t in e.args if not _per_element(t)),
+                      key=lambda t: str(-t if t.could_extract_minus_sign() else t))
         first, terms = terms[0], terms[1:]
         pending = []
         if self.small(first) is None:
@@ -87,7 +90,7 @@ class _Emitter:
             current = target
         else:
             current = self.small(first)
-        for t in terms + ([rest] if rest != 0 else []):
+        for t in terms + rest:
             op, t = ("subtract", -t) if t.could_extract_minus_sign() else ("add", t)
             pending.append((op, t))
         if not pending:

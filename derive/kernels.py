@@ -53,16 +53,29 @@ class Kernels:
     blocks: tuple[BlockFunction, ...]  #: the block functions the fast statements call
 
 
+MU_HI, MU_LO = sp.Symbol("mu_hi", real=True), sp.Symbol("mu_lo", real=True)
+
+
 def forward_pairs(model: Model, blocks: BlockCollector) -> Pairs:
-    """The forward pass in the fast layout: per-element nodes are evaluated in blocks."""
+    """The forward pass in the fast layout: per-element nodes are evaluated in blocks.
+
+    The mean is summed in float64 and split into mu_hi + mu_lo in the working
+    dtype; per-element work then subtracts both in turn (see _blocks.split), so
+    float32 data far from zero keeps its spread.
+    """
     out = []
+    split: dict = {}
     for node in model.nodes:
         if node.symbol == XHAT:
             out.append(("std", code(model.std_definition, fast=True)))
         expr = abbreviate(node.definition, model)
+        if model.spec.centred and MU in expr.free_symbols and not split:
+            out.append(("mu_hi, mu_lo", "_blocks.split(mu, work)"))
+            split = {MU: MU_HI + MU_LO}
+        expr = expr.xreplace(split)
         name = node.symbol.name
         out.append((name, elementwise(expr, blocks, name) if node.per_element
-                    else code(expr, fast=True, blocks=blocks)))
+                    else code(expr, fast=True, blocks=blocks, exact_sums=node.symbol == MU)))
     return tuple(out)
 
 

@@ -26,9 +26,10 @@ class KernelPrinter(NumPyPrinter):
     blocks of rows (see generated/_blocks.py).
     """
 
-    def __init__(self, fast: bool = False, blocks=None):
+    def __init__(self, fast: bool = False, blocks=None, exact_sums: bool = False):
         super().__init__({"fully_qualified_modules": True, "allow_unknown_functions": False})
         self.fast = fast
+        self.exact_sums = exact_sums  #: return plain sums in float64 (for the mean before split)
         self.blocks = blocks  #: a derive.block_printer.BlockCollector, for fast reductions
 
     def _reduction(self, arg: sp.Expr, axes: str) -> str:
@@ -36,7 +37,8 @@ class KernelPrinter(NumPyPrinter):
         if not self.fast:
             return f"numpy.sum({self._print(arg)}, axis={axes}, keepdims=True)"
         if isinstance(arg, Elem):
-            return f"_blocks.total({self._print(arg)}, {axes})"
+            exact = ", numpy.float64" if self.exact_sums else ""
+            return f"_blocks.total({self._print(arg)}, {axes}{exact})"
         if all(isinstance(f, Elem) for f in factors):
             return f"_blocks.sum_of_products(({', '.join(self._print(f) for f in factors)},), {axes})"
         params = ", ".join(array_arguments(arg))
@@ -79,8 +81,8 @@ def array_arguments(expr: sp.Expr) -> list[str]:
     return sorted(s.name for s in expr.free_symbols if s not in PYTHON_SCALARS)
 
 
-def code(expr: sp.Expr, fast: bool = False, blocks=None) -> str:
-    return KernelPrinter(fast, blocks).doprint(expr)
+def code(expr: sp.Expr, fast: bool = False, blocks=None, exact_sums: bool = False) -> str:
+    return KernelPrinter(fast, blocks, exact_sums).doprint(expr)
 
 
 def elementwise(expr: sp.Expr, blocks, hint: str) -> str:

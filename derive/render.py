@@ -62,7 +62,7 @@ GROUP_WORD = {"batchnorm": "feature", "batchnorm_eps_outside": "feature",
 def kernel_context(d: Derivation) -> dict:
     spec = d.spec
     k = kernels_ir.build(d)
-    cache_keys = ["mode"] + (["mu"] if spec.centred else []) + [
+    cache_keys = ["variant", "mode"] + (["mu"] if spec.centred else []) + [
         "var", "eps", "std", "xhat", "gamma", "m", "axes", "param_sum_axes", "outer_axes", "dtype",
         "x_shape", "view_shape", "gamma_shape"] + (["beta_shape"] if spec.shift else [])
     staged = ("the staged chain rule (" + ", ".join(lhs for lhs, _ in k.backward_staged) + ")",
@@ -76,7 +76,7 @@ def kernel_context(d: Derivation) -> dict:
     backward = []
     for name, description, pre, pairs, params, test in functions:
         text = " ".join(rhs for _, rhs in pre + pairs + params + (test if spec.running_stats else ()))
-        used = [key for key in cache_keys if key not in ("mode", "x_shape", "view_shape", "gamma_shape",
+        used = [key for key in cache_keys if key not in ("variant", "mode", "x_shape", "view_shape", "gamma_shape",
                                                          "beta_shape", "dtype")
                 and re.search(rf"\b{key}\b", text)]
         backward.append({"name": name, "description": description, "pre": pre, "train": pairs,
@@ -93,6 +93,7 @@ def kernel_context(d: Derivation) -> dict:
         "axes_description": axes_description(spec),
         "group_word": GROUP_WORD.get(spec.name, "group"),
         "layout_text": "(" + ", ".join(spec.layout.split(",")) + ")",
+        "variant": spec.name,
     }
 
 

@@ -59,11 +59,27 @@ def _accumulate(part_of, axes, shape, dtype):
     return total.astype(dtype, copy=False)
 
 
-def total(a, axes):
-    """sum of ``a`` over ``axes`` (kept)."""
+def total(a, axes, dtype=None):
+    """sum of ``a`` over ``axes`` (kept), accumulated and returned in ``dtype`` (default: a's)."""
     n = a.shape[0]
-    return _accumulate(lambda rows: numpy.sum(a[rows] if n > 1 else a, axis=axes, keepdims=True),
-                       axes, a.shape, a.dtype)
+    wide = numpy.promote_types(a.dtype, dtype or a.dtype)
+
+    def part(rows):
+        return numpy.sum(a[rows] if n > 1 else a, axis=axes, keepdims=True, dtype=wide)
+
+    return _accumulate(part, axes, a.shape, wide)
+
+
+def split(value, dtype):
+    """``value`` as hi + lo, both in ``dtype``: hi is value rounded, lo what rounding lost.
+
+    x - hi - lo, evaluated left to right, is then x - value to within one rounding
+    even when value is large: x - hi is exact for x near hi.  This is how a float32
+    mean of data far from zero is subtracted without losing the data's spread.
+    """
+    hi = numpy.asarray(value).astype(dtype)
+    lo = (numpy.asarray(value) - hi).astype(dtype)
+    return hi, lo
 
 
 def reduce(fn, axes, shape, dtype, *args):

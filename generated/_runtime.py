@@ -32,9 +32,16 @@ def work_dtype(dtype):
     return numpy.promote_types(dtype, numpy.float32)
 
 
-def as_work(value, dtype):
-    """``value`` as an array of the working dtype (no copy when it already is one)."""
-    return numpy.asarray(value).astype(work_dtype(dtype), copy=False)
+def as_work(value, dtype, copy=False):
+    """``value`` as an array of the working dtype.
+
+    With ``copy`` it is always a new array: whatever the cache keeps must not
+    change when the caller later changes gamma in place (an optimizer step, a
+    gradient check).  Arrays only read during the call are not copied.
+    """
+    array = numpy.asarray(value)
+    return numpy.array(array, dtype=work_dtype(dtype), copy=True) if copy else array.astype(
+        work_dtype(dtype), copy=False)
 
 
 def check_array(name, value, ndim, layout):
@@ -51,7 +58,8 @@ def check_param_shape(name, value, allowed, description):
     """gamma/beta must have one of the ``allowed`` shapes."""
     shape = numpy.shape(value)
     if shape not in allowed:
-        raise ValueError(f"{name} must have shape {description}, got {shape}")
+        expected = " or ".join(str(s) for s in allowed)
+        raise ValueError(f"{name} must have shape {description}, here {expected}, got {shape}")
 
 
 def check_dict(name, value):
@@ -71,11 +79,11 @@ def check_mode(name, params):
 
 
 def check_positive(name, value):
-    """eps must be a positive real number."""
+    """eps must be a positive, finite real number."""
     if isinstance(value, bool) or not isinstance(value, (int, float, numpy.floating, numpy.integer)):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    if not value > 0:
-        raise ValueError(f"{name} must be positive, got {value}")
+    if not 0 < value < float("inf"):
+        raise ValueError(f"{name} must be positive and finite, got {value}")
     return float(value)
 
 
@@ -129,9 +137,12 @@ def broadcast_shape(ndim, axes, shape):
     return tuple(out)
 
 
-def check_cache(cache, name, keys):
+def check_cache(cache, name, keys, variant):
+    """The cache must come from the forward function of the same variant."""
     if not isinstance(cache, dict) or any(key not in cache for key in keys):
-        raise ValueError(f"{name} must be the cache returned by the matching forward function")
+        raise ValueError(f"{name} must be the cache returned by {variant}_forward")
+    if cache["variant"] != variant:
+        raise ValueError(f"{name} comes from {cache['variant']}_forward, not {variant}_forward")
     return cache
 
 

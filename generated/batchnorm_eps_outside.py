@@ -11,7 +11,7 @@ import numpy
 from . import _blocks
 from . import _runtime as _rt
 
-_CACHE_KEYS = ("mode", "mu", "var", "eps", "std", "xhat", "gamma", "m", "axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "gamma_shape", "beta_shape", )
+_CACHE_KEYS = ("variant", "mode", "mu", "var", "eps", "std", "xhat", "gamma", "m", "axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "gamma_shape", "beta_shape", )
 
 
 def batchnorm_eps_outside_forward(x, gamma, beta, bn_param):
@@ -45,8 +45,8 @@ def batchnorm_eps_outside_forward(x, gamma, beta, bn_param):
     m = _rt.group_size(view_shape, axes)
     gamma_shape = numpy.shape(gamma)
     beta_shape = numpy.shape(beta)
-    gamma = _rt.as_work(gamma, dtype).reshape(param_view)
-    beta = _rt.as_work(beta, dtype).reshape(param_view)
+    gamma = _rt.as_work(gamma, dtype, copy=True).reshape(param_view)
+    beta = _rt.as_work(beta, dtype, copy=True).reshape(param_view)
     x = _rt.as_work(x, dtype).reshape(view_shape)
     shape, work = view_shape, x.dtype
     stat_shape = tuple(n if a in param_axes else 1 for a, n in enumerate(view_shape))
@@ -61,10 +61,11 @@ def batchnorm_eps_outside_forward(x, gamma, beta, bn_param):
         running[key] = _rt.as_work(value, dtype).reshape(stat_shape)
     if mode == "train":
         _rt.check_group_size(m, "feature")
-        mu = _blocks.total(x, axes)/m
-        var = _blocks.reduce(_summand, axes, shape, work, mu, x)/m
+        mu = _blocks.total(x, axes, numpy.float64)/m
+        mu_hi, mu_lo = _blocks.split(mu, work)
+        var = _blocks.reduce(_summand, axes, shape, work, mu_hi, mu_lo, x)/m
         std = eps + numpy.sqrt(var)
-        xhat = _blocks.elementwise(_xhat, shape, work, mu, std, x)
+        xhat = _blocks.elementwise(_xhat, shape, work, mu_hi, mu_lo, std, x)
         out = _blocks.elementwise(_out, shape, work, beta, gamma, xhat)
         running_mean, running_var = running["running_mean"], running["running_var"]
         bn_param["running_mean"] = (momentum*running_mean + mu*(1 - momentum)).reshape(features).astype(dtype, copy=False)
@@ -72,9 +73,12 @@ def batchnorm_eps_outside_forward(x, gamma, beta, bn_param):
     else:
         mu, var = running["running_mean"], running["running_var"]
         std = eps + numpy.sqrt(var)
-        xhat = _blocks.elementwise(_xhat, shape, work, mu, std, x)
+        mu_hi, mu_lo = _blocks.split(mu, work)
+        xhat = _blocks.elementwise(_xhat, shape, work, mu_hi, mu_lo, std, x)
         out = _blocks.elementwise(_out, shape, work, beta, gamma, xhat)
+    variant = "batchnorm_eps_outside"
     cache = {
+        "variant": variant,
         "mode": mode,
         "mu": mu,
         "var": var,
@@ -101,7 +105,7 @@ def batchnorm_eps_outside_backward(dout, cache):
     dout: upstream gradient, shaped like x; cache: from batchnorm_eps_outside_forward.
     Returns (dx, dgamma, dbeta), shaped like x and gamma and beta.
     """
-    cache = _rt.check_cache(cache, "cache", _CACHE_KEYS)
+    cache = _rt.check_cache(cache, "cache", _CACHE_KEYS, "batchnorm_eps_outside")
     dout = _rt.check_dout(dout, cache)
     mu = cache["mu"]
     var = cache["var"]
@@ -137,7 +141,7 @@ def batchnorm_eps_outside_backward_alt(dout, cache):
     dout: upstream gradient, shaped like x; cache: from batchnorm_eps_outside_forward.
     Returns (dx, dgamma, dbeta), shaped like x and gamma and beta.
     """
-    cache = _rt.check_cache(cache, "cache", _CACHE_KEYS)
+    cache = _rt.check_cache(cache, "cache", _CACHE_KEYS, "batchnorm_eps_outside")
     dout = _rt.check_dout(dout, cache)
     eps = cache["eps"]
     std = cache["std"]
@@ -176,15 +180,17 @@ def _dx(out, coef_1, coef_dout, coef_xhat, dout, xhat):
     numpy.add(out, coef_1, out=out)
 
 
-def _summand(out, mu, x):
-    """One block of: (x - mu)**2."""
-    numpy.subtract(x, mu, out=out)
+def _summand(out, mu_hi, mu_lo, x):
+    """One block of: (x - mu_hi - mu_lo)**2."""
+    numpy.subtract(x, mu_hi, out=out)
+    numpy.subtract(out, mu_lo, out=out)
     numpy.square(out, out=out)
 
 
-def _xhat(out, mu, std, x):
-    """One block of: (x - mu)/std."""
-    numpy.subtract(x, mu, out=out)
+def _xhat(out, mu_hi, mu_lo, std, x):
+    """One block of: (x - mu_hi - mu_lo)/std."""
+    numpy.subtract(x, mu_hi, out=out)
+    numpy.subtract(out, mu_lo, out=out)
     numpy.multiply(out, (1/std), out=out)
 
 

@@ -11,7 +11,7 @@ import numpy
 from . import _blocks
 from . import _runtime as _rt
 
-_CACHE_KEYS = ("mode", "mu", "var", "eps", "std", "xhat", "gamma", "m", "axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "gamma_shape", "beta_shape", )
+_CACHE_KEYS = ("variant", "mode", "mu", "var", "eps", "std", "xhat", "gamma", "m", "axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "gamma_shape", "beta_shape", )
 
 
 def instancenorm_forward(x, gamma, beta, in_param):
@@ -41,17 +41,20 @@ def instancenorm_forward(x, gamma, beta, in_param):
     m = _rt.group_size(view_shape, axes)
     gamma_shape = numpy.shape(gamma)
     beta_shape = numpy.shape(beta)
-    gamma = _rt.as_work(gamma, dtype).reshape(param_view)
-    beta = _rt.as_work(beta, dtype).reshape(param_view)
+    gamma = _rt.as_work(gamma, dtype, copy=True).reshape(param_view)
+    beta = _rt.as_work(beta, dtype, copy=True).reshape(param_view)
     x = _rt.as_work(x, dtype).reshape(view_shape)
     shape, work = view_shape, x.dtype
     _rt.check_group_size(m, "channel of one sample")
-    mu = _blocks.total(x, axes)/m
-    var = _blocks.reduce(_summand, axes, shape, work, mu, x)/m
+    mu = _blocks.total(x, axes, numpy.float64)/m
+    mu_hi, mu_lo = _blocks.split(mu, work)
+    var = _blocks.reduce(_summand, axes, shape, work, mu_hi, mu_lo, x)/m
     std = numpy.sqrt(eps + var)
-    xhat = _blocks.elementwise(_xhat, shape, work, mu, std, x)
+    xhat = _blocks.elementwise(_xhat, shape, work, mu_hi, mu_lo, std, x)
     out = _blocks.elementwise(_out, shape, work, beta, gamma, xhat)
+    variant = "instancenorm"
     cache = {
+        "variant": variant,
         "mode": mode,
         "mu": mu,
         "var": var,
@@ -78,7 +81,7 @@ def instancenorm_backward(dout, cache):
     dout: upstream gradient, shaped like x; cache: from instancenorm_forward.
     Returns (dx, dgamma, dbeta), shaped like x and gamma and beta.
     """
-    cache = _rt.check_cache(cache, "cache", _CACHE_KEYS)
+    cache = _rt.check_cache(cache, "cache", _CACHE_KEYS, "instancenorm")
     dout = _rt.check_dout(dout, cache)
     std = cache["std"]
     xhat = cache["xhat"]
@@ -109,7 +112,7 @@ def instancenorm_backward_staged(dout, cache):
     dout: upstream gradient, shaped like x; cache: from instancenorm_forward.
     Returns (dx, dgamma, dbeta), shaped like x and gamma and beta.
     """
-    cache = _rt.check_cache(cache, "cache", _CACHE_KEYS)
+    cache = _rt.check_cache(cache, "cache", _CACHE_KEYS, "instancenorm")
     dout = _rt.check_dout(dout, cache)
     mu = cache["mu"]
     std = cache["std"]
@@ -143,15 +146,17 @@ def _dx(out, coef_1, coef_dout, coef_xhat, dout, xhat):
     numpy.add(out, coef_1, out=out)
 
 
-def _summand(out, mu, x):
-    """One block of: (x - mu)**2."""
-    numpy.subtract(x, mu, out=out)
+def _summand(out, mu_hi, mu_lo, x):
+    """One block of: (x - mu_hi - mu_lo)**2."""
+    numpy.subtract(x, mu_hi, out=out)
+    numpy.subtract(out, mu_lo, out=out)
     numpy.square(out, out=out)
 
 
-def _xhat(out, mu, std, x):
-    """One block of: (x - mu)/std."""
-    numpy.subtract(x, mu, out=out)
+def _xhat(out, mu_hi, mu_lo, std, x):
+    """One block of: (x - mu_hi - mu_lo)/std."""
+    numpy.subtract(x, mu_hi, out=out)
+    numpy.subtract(out, mu_lo, out=out)
     numpy.multiply(out, (1/std), out=out)
 
 

@@ -11,7 +11,7 @@ import numpy
 from . import _blocks
 from . import _runtime as _rt
 
-_CACHE_KEYS = ("mode", "var", "eps", "std", "xhat", "gamma", "m", "axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "gamma_shape", )
+_CACHE_KEYS = ("variant", "mode", "var", "eps", "std", "xhat", "gamma", "m", "axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "gamma_shape", )
 
 
 def rmsnorm_forward(x, gamma, rms_param):
@@ -39,15 +39,16 @@ def rmsnorm_forward(x, gamma, rms_param):
     param_view = _rt.broadcast_shape(len(view_shape), param_axes, [view_shape[a] for a in param_axes])
     m = _rt.group_size(view_shape, axes)
     gamma_shape = numpy.shape(gamma)
-    gamma = _rt.as_work(gamma, dtype).reshape(param_view)
+    gamma = _rt.as_work(gamma, dtype, copy=True).reshape(param_view)
     x = _rt.as_work(x, dtype).reshape(view_shape)
     shape, work = view_shape, x.dtype
-    _rt.check_group_size(m, "row")
     var = _blocks.reduce(_summand, axes, shape, work, x)/m
     std = numpy.sqrt(eps + var)
     xhat = _blocks.elementwise(_xhat, shape, work, std, x)
     out = _blocks.elementwise(_out, shape, work, gamma, xhat)
+    variant = "rmsnorm"
     cache = {
+        "variant": variant,
         "mode": mode,
         "var": var,
         "eps": eps,
@@ -72,7 +73,7 @@ def rmsnorm_backward(dout, cache):
     dout: upstream gradient, shaped like x; cache: from rmsnorm_forward.
     Returns (dx, dgamma), shaped like x and gamma.
     """
-    cache = _rt.check_cache(cache, "cache", _CACHE_KEYS)
+    cache = _rt.check_cache(cache, "cache", _CACHE_KEYS, "rmsnorm")
     dout = _rt.check_dout(dout, cache)
     std = cache["std"]
     xhat = cache["xhat"]
@@ -99,7 +100,7 @@ def rmsnorm_backward_staged(dout, cache):
     dout: upstream gradient, shaped like x; cache: from rmsnorm_forward.
     Returns (dx, dgamma), shaped like x and gamma.
     """
-    cache = _rt.check_cache(cache, "cache", _CACHE_KEYS)
+    cache = _rt.check_cache(cache, "cache", _CACHE_KEYS, "rmsnorm")
     dout = _rt.check_dout(dout, cache)
     std = cache["std"]
     xhat = cache["xhat"]
