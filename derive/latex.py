@@ -21,7 +21,7 @@ import sympy as sp
 from sympy.printing.latex import LatexPrinter
 from sympy.printing.str import StrPrinter
 
-from .algebra import M, BatchSum, Elem, ParamSum
+from .algebra import BatchSum, Elem, M, ParamSum
 
 #: symbol name -> (rank, LaTeX, plain text).  The rank orders factors and terms the way
 #: the textbook writes them (m dy_i, gamma xhat_i + beta, x_k - mu, sigma^2 + eps).
@@ -35,10 +35,14 @@ NAMES: dict[str, tuple[int, str, str]] = {
     "dvar": (2, r"d\sigma^{2}", "d\u03c3\u00b2"), "dmu": (2, r"d\mu", "d\u03bc"),
     "dgamma": (2, r"d\gamma", "d\u03b3"), "dbeta": (2, r"d\beta", "d\u03b2"),
     "db": (2, "db", "db"), "L": (2, "L", "L"),
+    "dxnaive": (2, r"dx^{\mathrm{naive}}", "dx^naive"), "dbnaive": (2, r"db^{\mathrm{naive}}", "db^naive"),
+    "dxseed": (2, r"dx^{\mathrm{seed}}", "dx^seed"), "dmuseed": (2, r"d\mu^{\mathrm{seed}}", "d\u03bc^seed"),
+    "dxinside": (2, r"dx^{\mathrm{inside}}", "dx^inside"),
+    "dxoutside": (2, r"dx^{\mathrm{outside}}", "dx^outside"),
     "x": (3, "x", "x"), "xhat": (3, r"\hat{x}", "x\u0302"), "out": (3, "y", "y"),
     "u": (3, "u", "u"), "t": (3, "t", "t"), "b": (4, "b", "b"),
     "mu": (5, r"\mu", "\u03bc"), "var": (5, r"\sigma^{2}", "\u03c3\u00b2"),
-    "std": (5, r"\sigma_{\varepsilon}", "\u03c3_\u03b5"), "sigma": (5, r"\sigma", "\u03c3"),
+    "std": (5, r"\sigma_{\varepsilon}", "\u03c3_\u03b5"),
     "r": (5, "r", "r"), "eps": (6, r"\varepsilon", "\u03b5"), "beta": (7, r"\beta", "\u03b2"),
 }
 
@@ -89,6 +93,13 @@ def shown(expr: sp.Expr, index: str, target: int, param_index: str | None = None
     return rename(expr.xreplace(sums).xreplace({M: m}), index)
 
 
+class Partial(sp.Expr):
+    """The partial derivative of ``args[0]`` with respect to ``args[1]``: a display object, never evaluated."""
+
+    def __new__(cls, of: sp.Expr, wrt: sp.Expr):
+        return sp.Expr.__new__(cls, of, wrt)
+
+
 class NotationPrinter(LatexPrinter):
     """SymPy's LaTeX printer on display-form expressions (see :func:`shown`)."""
 
@@ -116,10 +127,9 @@ class NotationPrinter(LatexPrinter):
             body = rf"\left({body}\right)"
         return rf"\sum_{{{self.param_index}}} {body}"
 
-    def _print_Derivative(self, expr: sp.Derivative) -> str:
-        """A Jacobian entry is a partial derivative: always print the partial sign, as a fraction."""
-        (var, _), = expr.variable_count
-        return rf"\frac{{\partial {self._print(expr.expr)}}}{{\partial {self._print(var)}}}"
+    def _print_Partial(self, expr: Partial) -> str:
+        """A Jacobian entry, as a fraction of partials."""
+        return rf"\frac{{\partial {self._print(expr.args[0])}}}{{\partial {self._print(expr.args[1])}}}"
 
 
 class TextPrinter(StrPrinter):
@@ -149,10 +159,18 @@ class TextPrinter(StrPrinter):
         """δ_ij, as in the documents."""
         return f"\u03b4_{self._print(expr.args[0])}{self._print(expr.args[1])}"
 
-    def _print_Derivative(self, expr: sp.Derivative) -> str:
-        """∂y_j/∂x_i."""
-        (var, _), = expr.variable_count
-        return f"\u2202{self._print(expr.expr)}/\u2202{self._print(var)}"
+    def _print_Partial(self, expr: Partial) -> str:
+        """\u2202y_j/\u2202x_i."""
+        return f"\u2202{self._print(expr.args[0])}/\u2202{self._print(expr.args[1])}"
+
+    def _print_Equality(self, expr: sp.Eq) -> str:
+        """lhs = rhs, as written in the documents."""
+        return f"{self._print(expr.lhs)} = {self._print(expr.rhs)}"
+
+    def _as_ordered_terms(self, expr, order=None):
+        """Lead a sum with a positive term, as the LaTeX printer does."""
+        terms = super()._as_ordered_terms(expr, order=order)
+        return sorted(terms, key=lambda t: t.could_extract_minus_sign())
 
 
 @dataclass(frozen=True)
@@ -162,16 +180,53 @@ class Math:
     expr: sp.Expr
     tex: str
     text: str
+    index: str = "i"                 #: the subscript of per-element symbols outside sums
+    param_index: str | None = None   #: the index of a ParamSum, None when it is a sum over k
 
 
 def math(expr, index: str = "i", param_index: str | None = None) -> Math:
     expr = sp.sympify(expr)
     return Math(expr, NotationPrinter(index, param_index).doprint(expr),
-                TextPrinter(index, param_index).doprint(expr))
+                TextPrinter(index, param_index).doprint(expr), index, param_index)
 
 
-def tex_lines(expr, index: str = "i", width: int = 120) -> list[str]:
-    """The LaTeX of ``expr``, cut between the terms of a long top-level sum.
+def width(tex: str) -> float:
+    """A rough printed width of ``tex`` in characters: a fraction is as wide as its wider part."""
+    n, total = 0, 0.0
+
+    def group(start: int) -> tuple[str, int]:
+        depth = 0
+        for end in range(start, len(tex)):
+            depth += {"{": 1, "}": -1}.get(tex[end], 0)
+            if depth == 0:
+                return tex[start + 1:end], end + 1
+        return tex[start + 1:], len(tex)
+
+    while n < len(tex):
+        if tex.startswith(r"\frac", n):
+            top, n = group(n + 5)
+            bottom, n = group(n)
+            total += max(width(top), width(bottom))
+        elif tex.startswith((r"\left", r"\right"), n):
+            n += 5 if tex.startswith(r"\left", n) else 6
+        elif tex[n] == "\\":
+            end = n + 1
+            while end < len(tex) and tex[end].isalpha():
+                end += 1
+            n, total = end, total + 1
+        elif tex[n] in "^_":
+            inner, n = group(n + 1) if tex[n + 1] == "{" else (tex[n + 1], n + 2)
+            total += 0.7 * width(inner)
+        elif tex[n] in "{} ":
+            n += 1
+        else:
+            total += 2.5 if tex[n] in "+-=" else 1
+            n += 1
+    return total
+
+
+def tex_lines(expr, index: str = "i", limit: float = 64) -> list[str]:
+    """The LaTeX of ``expr``, cut between the terms of a sum too wide for one line.
 
     Each line after the first starts with its sign; joined with spaces the lines
     are exactly what :class:`NotationPrinter` prints for the whole sum.
@@ -179,7 +234,7 @@ def tex_lines(expr, index: str = "i", width: int = 120) -> list[str]:
     printer = NotationPrinter(index)
     whole = printer.doprint(expr)
     display = shown(sp.sympify(expr), index, TEX)
-    if len(whole) <= width or not display.is_Add:
+    if width(whole) <= limit or not display.is_Add:
         return [whole]
     lines, line = [], ""
     for n, term in enumerate(printer._as_ordered_terms(display)):
@@ -189,10 +244,24 @@ def tex_lines(expr, index: str = "i", width: int = 120) -> list[str]:
         piece = printer._print(term)
         if printer._needs_add_brackets(term):
             piece = rf"\left({piece}\right)"
-        if line and len(line) + len(sign) + len(piece) > width:
+        if line and width(line + sign + piece) > limit:
             lines.append(line)
-            line = sign.strip() + " "
-            sign = ""
+            line, sign = sign.strip() + " ", ""
         line += sign + piece
     lines.append(line)
     return lines
+
+
+@dataclass(frozen=True)
+class Equation:
+    """A displayed equation ``lhs = rhs``; ``lines`` is the LaTeX of rhs, cut for the page."""
+
+    lhs: Math
+    rhs: Math
+    lines: tuple[str, ...]
+
+
+def equation(lhs, rhs, index: str = "i", param_index: str | None = None) -> Equation:
+    rhs = sp.sympify(rhs)
+    lines = tex_lines(rhs, index) if param_index is None else [math(rhs, index, param_index).tex]
+    return Equation(math(lhs, index, param_index), math(rhs, index, param_index), tuple(lines))

@@ -153,12 +153,3 @@ def check_dout(dout, cache):
     if dout.shape != cache["x_shape"]:
         raise ValueError(f"dout must have the shape of x in cache, {cache['x_shape']}, got {dout.shape}")
     return dout
-
-
-def sum_of_products(a, b, axes):
-    """sum over ``axes`` of a*b, kept for broadcasting, without a full-size a*b temporary."""
-    a, b = numpy.broadcast_arrays(a, b)
-    letters = "abcdefghijklmnopqrstuvwxyz"[: a.ndim]
-    kept = "".join(letters[k] for k in range(a.ndim) if k not in axes)
-    total = numpy.einsum(f"{letters},{letters}->{kept}", a, b, optimize=False)
-    return total.reshape([1 if k in axes else n for k, n in enumerate(a.shape)])

@@ -1,0 +1,368 @@
+"""The derivation documents: every printed formula is the proved one, and the LaTeX compiles.
+
+The oracle for the printed math is a small LaTeX reader written here, independent
+of derive/latex.py: it knows our notation from its own table (``TEX_NAMES``),
+reads sums, fractions, roots, powers and implicit products, and returns a SymPy
+expression.  Every displayed equation of every document, and every inline
+formula, is read back and compared exactly with the expression it was printed
+from; that expression is in turn checked to be the Derivation's proved one.
+A printer bug (a lost sign or bracket, a wrong name or index) fails here.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+import sympy as sp
+from _derived import all_default
+
+from derive import cli, documents, explain, proofs, render
+from derive.algebra import BatchSum, Elem, M, ParamSum
+from derive.latex import Equation, Math, Partial
+from derive.model import DY, XHAT, X, Y
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "generated" / "derivations"
+S, P, D = sp.Function("S"), sp.Function("P"), sp.Function("D")
+
+# ----------------------------------------------------------------------------- the oracle
+
+TEX_NAMES = {
+    r"dx^{\mathrm{naive}}": "dxnaive", r"db^{\mathrm{naive}}": "dbnaive",
+    r"dx^{\mathrm{seed}}": "dxseed", r"d\mu^{\mathrm{seed}}": "dmuseed",
+    r"dx^{\mathrm{inside}}": "dxinside", r"dx^{\mathrm{outside}}": "dxoutside",
+    r"d\hat{x}": "dxhat", r"\hat{x}": "xhat", r"d\sigma^{2}": "dvar", r"\sigma^{2}": "var",
+    r"\sigma_{\varepsilon}": "std", r"d\mu": "dmu", r"\mu": "mu", r"\varepsilon": "eps",
+    r"d\gamma": "dgamma", r"\gamma": "gamma", r"d\beta": "dbeta", r"\beta": "beta",
+    "dy": "dout", "dx": "dx", "db": "db", "x": "x", "y": "out", "u": "u", "t": "t", "b": "b",
+    "m": "m", "N": "N", "L": "L", "r": "r", "i": "i", "j": "j", "k": "k", "n": "n",
+}
+TOKEN = re.compile("|".join([
+    r"(?P<space>\s+)", r"(?P<lp>\\left\(|\()", r"(?P<rp>\\right\)|\))", r"(?P<frac>\\frac)",
+    r"(?P<sqrt>\\sqrt)", r"(?P<sum>\\sum_\{k=1\}\^\{m\})", r"(?P<psum>\\sum_\{n\})",
+    r"(?P<partial>\\partial)", r"(?P<delta>\\delta_\{(?P<d1>\w) (?P<d2>\w)\})", r"(?P<cdot>\\cdot)",
+    "(?P<name>" + "|".join(re.escape(k) for k in sorted(TEX_NAMES, key=len, reverse=True)) + ")",
+    r"(?P<num>\d+(?:\.\d+)?)", r"(?P<op>[-+=^_{}])"]))
+
+
+def tokens(tex: str) -> list[tuple[str, str]]:
+    out, pos = [], 0
+    while pos < len(tex):
+        match = TOKEN.match(tex, pos)
+        assert match, f"cannot read {tex[pos:pos + 30]!r} in {tex!r}"
+        kind = match.lastgroup if match.lastgroup not in ("d1", "d2") else "delta"
+        if kind != "space":
+            out.append((kind, match.group(0) if kind != "delta" else match.group("d1") + match.group("d2")))
+        pos = match.end()
+    return out
+
+
+class Reader:
+    """Recursive descent over the token list; sums take a product as their summand."""
+
+    def __init__(self, tex: str):
+        self.toks, self.pos = tokens(tex), 0
+
+    def peek(self):
+        return self.toks[self.pos] if self.pos < len(self.toks) else ("end", "")
+
+    def take(self, value=None):
+        tok = self.peek()
+        assert value is None or tok[1] == value, f"expected {value!r}, got {tok}"
+        self.pos += 1
+        return tok
+
+    def relation(self):
+        lhs = self.expr()
+        if self.peek()[1] == "=":
+            self.take("=")
+            return sp.Eq(lhs, self.expr(), evaluate=False)
+        assert self.peek()[0] == "end", self.peek()
+        return lhs
+
+    def expr(self):
+        sign = -1 if self.peek()[1] == "-" else 1
+        if self.peek()[1] in "+-" and self.peek()[0] == "op":
+            self.take()
+        total = sign * self.term()
+        while self.peek()[1] in ("+", "-"):
+            sign = -1 if self.take()[1] == "-" else 1
+            total += sign * self.term()
+        return total
+
+    def term(self):
+        factors = [self.factor()]
+        while self.peek()[0] not in ("end", "rp") and self.peek()[1] not in ("+", "-", "=", "}"):
+            if self.peek()[0] == "cdot":
+                self.take()
+            factors.append(self.factor())
+        return sp.Mul(*factors)
+
+    def factor(self):
+        base = self.primary()
+        if self.peek()[1] == "^":
+            self.take("^")
+            base = base ** self.group()
+        return base
+
+    def group(self):
+        if self.peek()[1] == "{":
+            self.take("{")
+            inner = self.expr()
+            self.take("}")
+            return inner
+        return self.primary()
+
+    def primary(self):
+        kind, text = self.take()
+        if kind == "num":
+            return sp.Rational(text)
+        if kind == "name":
+            name = TEX_NAMES[text]
+            if self.peek()[1] == "_":
+                self.take("_")
+                self.take("{")
+                index = self.take()[1]
+                name += "_" + TEX_NAMES.get(index, index)
+                self.take("}")
+            return sp.Symbol(name)
+        if kind == "frac":
+            if self.toks[self.pos + 1][0] == "partial":
+                self.take("{"), self.take()
+                of = self.primary()
+                self.take("}"), self.take("{"), self.take()
+                wrt = self.primary()
+                self.take("}")
+                return D(of, wrt)
+            top = self.group()
+            return top / self.group()
+        if kind == "sqrt":
+            return sp.sqrt(self.group())
+        if kind == "lp":
+            inner = self.expr()
+            assert self.take()[0] == "rp"
+            return inner
+        if kind == "op" and text == "{":
+            inner = self.expr()
+            self.take("}")
+            return inner
+        if kind == "delta":
+            return sp.KroneckerDelta(sp.Symbol(text[0]), sp.Symbol(text[1]))
+        if kind == "sum":
+            return S(self.term())
+        if kind == "psum":
+            return P(self.term())
+        raise AssertionError(f"unexpected {kind} {text!r}")
+
+
+def read(tex: str):
+    return Reader(tex).relation()
+
+
+def expected(e, index: str = "i", param_index: str | None = None):
+    """What the reader must return for the derivation expression ``e``."""
+    if isinstance(e, BatchSum):
+        return S(expected(e.args[0], "k"))
+    if isinstance(e, ParamSum):
+        return S(expected(e.args[0], "k")) if param_index is None else P(expected(e.args[0], param_index))
+    if isinstance(e, Partial):
+        return D(*[expected(a, index, param_index) for a in e.args])
+    if isinstance(e, Elem):
+        return sp.Symbol(f"{e.name}_{index}")
+    if isinstance(e, sp.Symbol):
+        return sp.Symbol(e.name)
+    if isinstance(e, sp.Float):
+        return sp.Rational(str(e))
+    if isinstance(e, sp.Equality):
+        return sp.Eq(expected(e.lhs, index, param_index), expected(e.rhs, index, param_index),
+                     evaluate=False)
+    if not e.args:
+        return e
+    return e.func(*[expected(a, index, param_index) for a in e.args])
+
+
+def same(a, b) -> bool:
+    if isinstance(a, sp.Equality) or isinstance(b, sp.Equality):
+        return (isinstance(a, sp.Equality) and isinstance(b, sp.Equality)
+                and same(a.lhs, b.lhs) and same(a.rhs, b.rhs))
+    return a == b or sp.cancel(sp.together(a - b)) == 0
+
+
+def check_math(tex: str, m: Math) -> None:
+    got, want = read(tex), expected(m.expr, m.index, m.param_index)
+    assert same(got, want), f"printed {tex!r}\n read back as {got}\n but it was printed from {want}"
+
+
+# ----------------------------------------------------------------------------- the documents
+
+@pytest.fixture(scope="module")
+def rendered():
+    """Every variant: its Derivation, its sections, and its .tex and .md text, rendered fresh."""
+    derivations = list(all_default())
+    by_name = {d.spec.name: d for d in derivations}
+    env, cache, out = render.environment(), {}, {}
+    for d in derivations:
+        answers = documents.answers_for(d, by_name, cache)
+        docs = {fmt: documents.render_one(env, d, answers, fmt) for fmt in documents.TEMPLATES}
+        out[d.spec.name] = (d, documents.sections(d, answers), docs)
+    return out
+
+
+def all_blocks(sections):
+    for s in sections:
+        yield from s["blocks"]
+        yield from all_blocks(s.get("subsections", []))
+
+
+def displayed(text: str, fmt: str) -> list[tuple[int | None, str]]:
+    """(tag, math) of every displayed equation, in order, with the line layout removed."""
+    pattern = r"\\begin\{equation\}\n(.*?)\n\\end\{equation\}" if fmt == ".tex" else r"\$\$\n(.*?)\n\$\$"
+    out = []
+    for body in re.findall(pattern, text, flags=re.DOTALL):
+        tag = re.search(r"\\tag\{(\d+)\}", body)
+        body = re.sub(r"\\tag\{\d+\}|\\(begin|end)\{aligned\}|&\\quad|\\\\", " ", body).replace("&=", "=")
+        out.append((int(tag.group(1)) if tag else None, body.strip()))
+    return out
+
+
+def test_every_displayed_equation_reads_back_as_its_expression(rendered):
+    for name, (d, sections, docs) in rendered.items():
+        equations = [b for b in all_blocks(sections) if isinstance(b, Equation)]
+        for fmt, text in docs.items():
+            shown = displayed(text, fmt)
+            assert len(shown) == len(equations), (name, fmt)
+            for n, ((tag, tex), eq) in enumerate(zip(shown, equations), 1):
+                assert fmt == ".tex" or tag == n, (name, fmt, tag, n)
+                lhs, _, rhs = tex.partition(" = ")
+                check_math(lhs, eq.lhs)
+                check_math(rhs, eq.rhs)
+
+
+def test_every_inline_formula_reads_back_and_is_in_the_file(rendered):
+    for name, (d, sections, docs) in rendered.items():
+        for block in all_blocks(sections):
+            cells = block.parts if isinstance(block, explain.Para) else \
+                [c for row in (block.header, *block.rows) for c in row] \
+                if isinstance(block, explain.Table) else ()
+            for part in cells:
+                if isinstance(part, Math):
+                    check_math(part.tex, part)
+                    for text in docs.values():
+                        assert f"${part.tex}$" in text, (name, part.tex)
+
+
+def equations_of(sections) -> dict:
+    out: dict = {}
+    for b in all_blocks(sections):
+        if isinstance(b, Equation):
+            out.setdefault(b.lhs.expr, []).append(b.rhs.expr)
+    return out
+
+
+def test_the_documents_print_the_proved_expressions(rendered):
+    """The formulas come from the Derivation fields that were proved, not from anywhere else."""
+    for name, (d, sections, _) in rendered.items():
+        eqs = equations_of(sections[:-1] if sections[-1]["subsections"] else sections)
+        for node in d.model.nodes:
+            assert node.definition in eqs[node.symbol], (name, node.symbol)
+        for st in d.stages:
+            assert st.expr in eqs[st.symbol], (name, st.symbol)
+        dx = eqs[Elem("dx", real=True)]
+        assert [step for _, step in d.compact.steps] == dx[-3:], name
+        assert d.compact.dx == dx[-1]
+        (jac,) = eqs[Partial(Y, proofs.X_I)]
+        assert sp.cancel(jac - d.jacobian) == 0, name
+        assert eqs[BatchSum(Elem("dx", real=True))] == [d.symbolic.sum_dx], name
+        assert eqs[BatchSum(Elem("dx", real=True) * XHAT)] == [d.symbolic.sum_dx_xhat], name
+        for p in d.params:
+            lhs = Elem(p.symbol.name, real=True) if d.spec.gamma_varies else p.symbol
+            assert eqs[lhs] == [p.expr], (name, p.symbol)
+
+
+def test_batch_norm_reads_as_the_textbook(rendered):
+    d, sections, docs = rendered["batchnorm"]
+    tex = docs[".tex"]
+    # the Jacobian entry in the form (gamma/sigma_eps)(delta_ij - 1/m - xhat_i xhat_j/m)
+    jac = equations_of(sections)[Partial(Y, proofs.X_I)][0]
+    gamma, std = d.model.gamma, sp.Symbol("std", positive=True)
+    delta, xi = sp.KroneckerDelta(proofs.I, proofs.J), proofs.XHAT_I
+    assert sp.expand(jac - gamma / std * (delta - 1 / M - xi * XHAT / M)) == 0
+    assert "three paths" in tex
+    for claim in {p.claim for p in d.proofs}:
+        assert documents.escape(claim, documents.TEX_ESCAPES) in tex
+    assert not re.search(r"\d+\.\d+ ?s\b|seconds", tex), "timings are not deterministic"
+    titles = [s["title"] for s in sections]
+    assert titles.index("The forward pass") < titles.index("The computation graph") \
+        < titles.index("The staged chain rule") < titles.index("The Jacobian entry") \
+        < titles.index("From the stages to the compact form") < titles.index("The parameter gradients") \
+        < titles.index("What was proved, and how") < titles.index("Invariants")
+    topics = [sub["title"] for sub in sections[-1]["subsections"]]
+    assert [t.rsplit("topic ", 1)[1].rstrip(")") for t in topics] == list(explain.TOPICS)
+
+
+def test_the_reader_catches_a_wrong_formula():
+    """The oracle itself: a sign, a bracket or an index that differs is not accepted."""
+    m = explain.math(DY * (X - sp.Symbol("mu", real=True)))
+    check_math(m.tex, m)
+    for wrong in (r"dy_{i} x_{i} - \mu", r"dy_{i} \left(x_{i} + \mu\right)", r"dy_{k} \left(x_{i} - \mu\right)"):
+        with pytest.raises(AssertionError):
+            check_math(wrong, m)
+
+
+def test_rendering_is_deterministic(rendered):
+    derivations = list(all_default())
+    first = documents.render_documents(render.environment(), derivations)
+    assert first == documents.render_documents(render.environment(), derivations)
+    assert set(first) == {f"derivations/{d.spec.name}{fmt}" for d in derivations
+                          for fmt in (".tex", ".md")}
+    for rel, text in first.items():
+        assert text == (ROOT / "generated" / rel).read_text(encoding="utf-8"), \
+            f"{rel} is stale; regenerate it with: derive"
+
+
+def test_derive_latex_prints_the_committed_document(capsys):
+    assert cli.main(["latex", "batchnorm"]) == 0
+    assert capsys.readouterr().out == (DOCS / "batchnorm.tex").read_text(encoding="utf-8")
+
+
+# ----------------------------------------------------------------------------- LaTeX tools
+
+def need(tool: str) -> None:
+    """Skip without the tool, except in CI, where a missing tool is a failure."""
+    if shutil.which(tool) is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{tool} is required in CI (apt-get install texlive-latex-base poppler-utils)")
+        pytest.skip(f"{tool} is not installed (apt-get install texlive-latex-base poppler-utils)")
+
+
+@pytest.mark.parametrize("tex", sorted(DOCS.glob("*.tex")), ids=lambda p: p.stem)
+def test_every_document_compiles_with_pdflatex(tex, tmp_path):
+    need("pdflatex")
+    shutil.copy(tex, tmp_path / tex.name)
+    r = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", tex.name], check=False,
+                       cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:]
+    assert (tmp_path / tex.with_suffix(".pdf").name).stat().st_size > 10_000
+    log = (tmp_path / tex.with_suffix(".log").name).read_text(errors="replace")
+    assert "Undefined control sequence" not in log
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return struct.unpack(">II", head[16:24])
+
+
+def test_docs_png_is_the_first_page_of_batchnorm(tmp_path):
+    need("pdflatex")
+    need("pdftoppm")
+    fresh = tmp_path / "page.png"
+    documents.first_page_png((DOCS / "batchnorm.tex").read_text(encoding="utf-8"), fresh)
+    committed = ROOT / "docs" / "derivation.png"
+    assert committed.exists(), "regenerate it with: python -m derive.documents"
+    assert png_size(committed) == png_size(fresh)
