@@ -38,3 +38,14 @@ def test_no_arithmetic_in_templates():
             code = re.sub(r"{{.*?}}|{%.*?%}|#.*$|\"[^\"]*\"|'[^']*'", "", line)
             assert not re.search(r"\b(mu|var|std|xhat|dout|gamma|eps)\b\s*[-+*/]", code), \
                 f"{template.name}:{n}: {line.strip()}"
+
+
+def test_readme_excerpt_is_the_printed_derivation():
+    """Every display-math block quoted in the README stands in the generated document."""
+    import re
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    document = (GENERATED / "derivations" / "batchnorm.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"\$\$.*?\$\$", readme, flags=re.S)
+    assert len(blocks) >= 6
+    for block in blocks:
+        assert block in document, block
