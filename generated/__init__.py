@@ -15,7 +15,7 @@ from .batchnorm_eps_outside import batchnorm_eps_outside_backward
 from .batchnorm_eps_outside import batchnorm_eps_outside_backward_alt
 from .spatial_batchnorm import spatial_batchnorm_forward
 from .spatial_batchnorm import spatial_batchnorm_backward
-from .spatial_batchnorm import spatial_batchnorm_backward_alt
+from .spatial_batchnorm import spatial_batchnorm_backward_staged
 from .layernorm import layernorm_forward
 from .layernorm import layernorm_backward
 from .layernorm import layernorm_backward_staged
@@ -38,7 +38,7 @@ __all__ = [
     "batchnorm_eps_outside_backward_alt",
     "spatial_batchnorm_forward",
     "spatial_batchnorm_backward",
-    "spatial_batchnorm_backward_alt",
+    "spatial_batchnorm_backward_staged",
     "layernorm_forward",
     "layernorm_backward",
     "layernorm_backward_staged",
