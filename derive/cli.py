@@ -60,6 +60,10 @@ def parser() -> Parser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"] and not {"-h", "--help"} & set(argv[1:2]):
+        from . import bench  # its own options, passed through untouched (argparse's REMAINDER
+        return bench.main(argv[1:])  # does not take leading options such as --quick)
     args = parser().parse_args(argv)
     if args.command == "latex":
         from . import documents

@@ -1,0 +1,75 @@
+"""`derive bench`: the quick mode runs end to end, and the timing and goal logic is right."""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from derive import bench, cli
+
+
+def test_quick_mode_through_the_cli(tmp_path, capsys):
+    """Two small shapes, float32, every norm and every installed contender, in a few seconds
+    once numba's cache is warm (the first run compiles the kernels)."""
+    assert cli.main(["bench", "--quick", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| norm | shape | dtype | pass |" in out and "Goals" in out
+    table = (tmp_path / "bench_table.md").read_text()
+    for norm in bench.NORMS:
+        for direction in ("forward", "backward"):
+            assert f"| {norm} | 64x256 | float32 | {direction} |" in table
+    for line in table.splitlines():
+        if line.startswith("| batchnorm | 64x256"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            assert float(cells[4]) > 0 and float(cells[7]) > 0      # floor and numpy timed
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return
+    assert (tmp_path / "bench_float32.png").stat().st_size > 0
+
+
+def test_rounds_are_interleaved_and_rotated():
+    calls = []
+    runners = [bench.Contender(name, functools.partial(calls.append, name)) for name in "abc"]
+    medians = bench.measure(runners, max_rounds=6, budget_s=0.0)
+    timed = calls[2 * 3:]                      # after two warm-up calls each
+    rounds = [timed[i:i + 3] for i in range(0, len(timed), 3)]
+    assert len(rounds) == bench.MIN_ROUNDS
+    assert [r[0] for r in rounds] == ["a", "b", "c", "a", "b"]
+    assert all(sorted(r) == ["a", "b", "c"] for r in rounds)
+    assert set(medians) == {"a", "b", "c"} and all(v >= 0 for v in medians.values())
+
+
+def _result(shape, direction="backward", dtype="float32", norm="batchnorm", **ms):
+    return bench.Result(norm, shape, dtype, direction, {k: v / 1e3 for k, v in ms.items()})
+
+
+def test_goals_are_judged_on_the_worst_ratio():
+    good = [_result((4096, 1024), floor=1.0, staged=30.0, numpy=2.0, numba=1.4, torch1=3.0, torch2=2.0),
+            _result((1024, 8192), floor=2.0, staged=60.0, numpy=5.0, numba=2.9, torch1=6.0, torch2=4.0)]
+    text = bench.goals(good)
+    assert "MISSED" not in text and text.count("met") == 5
+    slow = good + [_result((64, 256), floor=0.01, numpy=0.2, numba=0.02, torch1=0.05, torch2=0.03)]
+    lines = bench.goals(slow).splitlines()
+    assert "MISSED" in lines[0] and "2.00" in lines[0] and "64x256" in lines[0]
+    assert "met" in lines[1]
+    staged_close = [_result((4096, 1024), floor=1.0, staged=9.0, numpy=2.0, numba=1.0, torch1=3.0, torch2=2.0)]
+    assert "MISSED" in bench.goals(staged_close).splitlines()[-1]
+
+
+def test_table_has_times_and_ratios():
+    row = bench.table([_result((64, 256), floor=1.0, numpy=3.0, numba=1.5, torch1=2.0, torch2=1.0)])
+    cells = [c.strip() for c in row.splitlines()[-1].strip("|").split("|")]
+    assert cells[:4] == ["batchnorm", "64x256", "float32", "backward"]
+    assert cells[4] == "1.000" and cells[5] == "-" and cells[6] == "-" and cells[7] == "3.000"
+    assert cells[-5:] == ["3.00", "1.50", "1.50", "1.50", "-"]
+
+
+def test_every_norm_runs_on_every_shape():
+    for norm in bench.NORMS:
+        for shape in bench.SHAPES + bench.QUICK_SHAPES:
+            _, vshape, extra = bench.variant(norm, shape)
+            assert int(np.prod(vshape)) == int(np.prod(shape))
+            if "G" in extra:
+                assert vshape[1] % extra["G"] == 0

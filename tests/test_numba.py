@@ -1,0 +1,200 @@
+"""The numba backend (generated.numba) against the same references as the NumPy kernels.
+
+For every variant, mode, batch axis, backward form and dtype, the numba forward
+and backward run on the inputs of tests/helpers.py and are compared with
+
+* the NumPy kernels of generated/ on the same inputs, and
+* PyTorch autograd in float64 (tests/test_torch_reference.py's oracle),
+
+with rel_error(a, b) = max|a - b| / max(max|a|, max|b|) (tests/helpers.py):
+float64 <= 1e-10, float32 <= 1e-4.  The first run compiles every kernel (a
+minute or two); numba caches them beside generated/numba/.
+"""
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+import zlib
+
+import numpy as np
+import pytest
+
+numba = pytest.importorskip("numba")
+
+from helpers import BY_NAME, CONFIGS, config_id, make_case, reference, rel_error
+
+import generated
+import generated.numba as gn
+
+TOL = {np.float64: 1e-10, np.float32: 1e-4}
+DTYPES = (np.float64, np.float32)
+PARAMS = [pytest.param(v, mode, axis, dtype, id=f"{config_id((v, mode, axis))}-{np.dtype(dtype).name}")
+          for v, mode, axis in CONFIGS for dtype in DTYPES]
+
+
+def _case(variant, mode, axis, dtype, seed=0, **kw):
+    rng = np.random.default_rng([seed, zlib.crc32(variant.name.encode()), axis, mode == "test"])
+    kw.setdefault("offset", float(rng.uniform(-3, 3)))
+    kw.setdefault("scale", float(10 ** rng.uniform(-1, 1)))
+    return make_case(variant, rng, dtype=dtype, mode=mode, axis=axis, eps=1e-3, momentum=0.8, **kw)
+
+
+def _run(module, case, backward):
+    """(out, grads, param after the forward) from one backend."""
+    v = case.variant
+    args = [case.x, case.gamma] + ([case.beta] if v.shift else []) + ([case.G] if v.groups else [])
+    param = case.fresh_param()
+    out, cache = getattr(module, f"{v.name}_forward")(*args, param)
+    return out, getattr(module, backward)(case.dout, cache), param
+
+
+def _errors(got, want):
+    out, grads, param = got
+    w_out, w_grads, w_param = want
+    errors = {"out": rel_error(out, w_out)}
+    errors.update({f"grad{i}": rel_error(a, b) for i, (a, b) in enumerate(zip(grads, w_grads))})
+    for key in ("running_mean", "running_var"):
+        if key in w_param:
+            errors[key] = rel_error(param[key], w_param[key])
+    return errors
+
+
+def test_same_public_functions_and_signatures():
+    assert gn.__all__ == generated.__all__
+    for name in generated.__all__:
+        assert inspect.signature(getattr(gn, name)) == inspect.signature(getattr(generated, name)), name
+
+
+def test_numpy_package_does_not_import_numba():
+    code = "import sys, generated; assert 'numba' not in sys.modules and 'generated.numba' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(_root()))
+
+
+@pytest.mark.parametrize("variant, mode, axis, dtype", PARAMS)
+def test_matches_the_numpy_kernels(variant, mode, axis, dtype):
+    """Same inputs, same dtype: numba and NumPy agree on every output, shape and dtype."""
+    case = _case(variant, mode, axis, dtype)
+    for backward in variant.backward_names:
+        got, want = _run(gn, case, backward), _run(generated, case, backward)
+        for a, b in zip((got[0],) + tuple(got[1]), (want[0],) + tuple(want[1])):
+            assert a.shape == b.shape and a.dtype == b.dtype
+        bad = {k: e for k, e in _errors(got, want).items() if not e <= TOL[dtype]}
+        assert not bad, f"{backward} {case.x.shape}: {bad}"
+
+
+@pytest.mark.parametrize("variant, mode, axis, dtype", PARAMS)
+def test_matches_torch_autograd(variant, mode, axis, dtype):
+    pytest.importorskip("torch")
+    from test_torch_reference import torch_reference
+
+    case = _case(variant, mode, axis, dtype, seed=1)
+    t_out, t_grads, t_running = torch_reference(case)
+    for backward in variant.backward_names:
+        got = _run(gn, case, backward)
+        bad = {k: e for k, e in _errors(got, (t_out, t_grads, t_running)).items() if not e <= TOL[dtype]}
+        assert not bad, f"{backward} {case.x.shape}: {bad}"
+
+
+@pytest.mark.parametrize("name, shape, G", [
+    ("batchnorm", (3000, 7), None), ("spatial_batchnorm", (40, 3, 9, 11), None),
+    ("layernorm", (5, 3001), None), ("spatial_groupnorm", (2, 6, 31, 33), 3),
+    ("spatial_groupnorm", (70, 12, 1, 1), 4),
+    ("instancenorm", (2, 3, 40, 41), None), ("rmsnorm", (2, 3, 2999), None)])
+def test_larger_groups_and_ragged_blocks(name, shape, G):
+    """Groups larger than a chunk, row counts that are not a multiple of the unroll, more
+    groups than threads, and group norm with H = W = 1: the loop layouts' edges."""
+    variant = BY_NAME[name]
+    case = make_case(variant, np.random.default_rng(7), shape=shape, G=G, offset=2.0)
+    for backward in variant.backward_names:
+        got, want = _run(gn, case, backward), _run(generated, case, backward)
+        bad = {k: e for k, e in _errors(got, want).items() if not e <= 1e-10}
+        assert not bad, f"{backward}: {bad}"
+
+
+@pytest.mark.parametrize("name, shape", [("batchnorm", (2**20, 2)), ("layernorm", (2, 2**20))])
+def test_float32_sums_accumulate_in_float64(name, shape):
+    """dout = 1000 + U(0, 1) in float32, gamma = 1, 2**20 values per group.  A float32
+    running sum of them loses the fractions (its spacing grows past 1), which puts the group
+    means, and so dx, off by O(1) relative; float64 accumulators keep dx to float32 rounding."""
+    case = make_case(BY_NAME[name], np.random.default_rng(3), dtype=np.float32, shape=shape)
+    case.dout = (1000 + np.random.default_rng(4).uniform(0, 1, shape)).astype(np.float32)
+    case.gamma = np.ones_like(case.gamma)   # so that dout*gamma keeps its fractions' bias
+    backward = "batchnorm_backward_alt" if name == "batchnorm" else "layernorm_backward"
+    _, grads, _ = _run(gn, case, backward)
+    _, want, _ = reference(case)
+    assert rel_error(grads[0], want[0]) <= 1e-3
+    assert rel_error(grads[-1], want[-1]) <= 1e-6
+
+
+@pytest.mark.parametrize("variant, mode, axis", [pytest.param(v, mode, axis, id=config_id((v, mode, axis)))
+                                                for v, mode, axis in CONFIGS])
+def test_a_large_mean_offset_still_normalizes_in_float32(variant, mode, axis):
+    """x = 1e4 + N(0, 1) in float32: the mean is summed in float64 (four rows at a time, each
+    widened first) and per-group values stay float64 in the loops, so every output is within
+    1e-4 of float64 on the same values; a float32 mean alone would cost ~5e-4."""
+    shape = {2: (64, 8), 4: (8, 4, 6, 6), None: (16, 32)}[variant.ndim]
+    shape = shape[::-1] if axis == 1 else shape
+    for seed in range(3):
+        case = make_case(variant, np.random.default_rng(seed), dtype=np.float32, shape=shape, mode=mode,
+                         axis=axis, offset=1e4, G=2 if variant.groups else None)
+        out, grads, running = reference(case)
+        for backward in variant.backward_names:
+            bad = {k: e for k, e in _errors(_run(gn, case, backward), (out, grads, running)).items()
+                   if not e <= 1e-4}
+            assert not bad, (seed, backward, bad)
+
+
+def test_results_do_not_depend_on_the_thread_count():
+    """Chunks are fixed by the shape, so the sums are added in the same order on any machine."""
+    case = make_case(BY_NAME["layernorm"], np.random.default_rng(5), shape=(300, 70))
+    threads = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = _run(gn, case, "layernorm_backward")
+        numba.set_num_threads(threads)
+        many = _run(gn, case, "layernorm_backward")
+    finally:
+        numba.set_num_threads(threads)
+    assert all(np.array_equal(a, b) for a, b in zip(one[1], many[1]))
+
+
+def test_non_contiguous_input():
+    case = make_case(BY_NAME["batchnorm"], np.random.default_rng(9), shape=(9, 12))
+    x = np.asfortranarray(case.x)[:, ::2]
+    param = {"mode": "train"}
+    out, cache = gn.batchnorm_forward(x, case.gamma[:6], case.beta[:6], dict(param))
+    want, wcache = generated.batchnorm_forward(x, case.gamma[:6], case.beta[:6], dict(param))
+    assert rel_error(out, want) <= 1e-12
+    dout = case.dout[:, ::2]
+    for a, b in zip(gn.batchnorm_backward_alt(dout, cache), generated.batchnorm_backward_alt(dout, wcache)):
+        assert rel_error(a, b) <= 1e-12
+
+
+BAD_CALLS = [
+    ("x of the wrong rank", lambda m: m.batchnorm_forward(np.ones(3), np.ones(3), np.ones(3), {"mode": "train"})),
+    ("missing mode", lambda m: m.batchnorm_forward(np.ones((3, 2)), np.ones(2), np.ones(2), {})),
+    ("negative eps", lambda m: m.layernorm_forward(np.ones((3, 2)), np.ones(2), np.ones(2), {"eps": -1.0})),
+    ("gamma of the wrong shape", lambda m: m.layernorm_forward(np.ones((3, 2)), np.ones(3), np.ones(2), {})),
+    ("G not dividing C", lambda m: m.spatial_groupnorm_forward(np.ones((2, 4, 3, 3)), np.ones(4), np.ones(4),
+                                                             3, {})),
+    ("one value per group", lambda m: m.instancenorm_forward(np.ones((2, 3, 1, 1)), np.ones(3), np.ones(3), {})),
+    ("complex x", lambda m: m.rmsnorm_forward(np.ones((2, 3)) + 1j, np.ones(3), {})),
+    ("not a cache", lambda m: m.layernorm_backward(np.ones((3, 2)), {"x": 1})),
+    ("dout of the wrong shape", lambda m: m.layernorm_backward(
+        np.ones((3, 3)), m.layernorm_forward(np.arange(6.0).reshape(3, 2), np.ones(2), np.ones(2), {})[1])),
+]
+
+
+@pytest.mark.parametrize("what, call", BAD_CALLS, ids=[b[0] for b in BAD_CALLS])
+def test_rejects_bad_input_like_the_numpy_kernels(what, call):
+    with pytest.raises(Exception) as numpy_error:
+        call(generated)
+    with pytest.raises(type(numpy_error.value)) as numba_error:
+        call(gn)
+    assert str(numba_error.value) == str(numpy_error.value)
+
+
+def _root():
+    from pathlib import Path
+    return Path(__file__).resolve().parent.parent
