@@ -101,12 +101,18 @@ def sum_of_products(factors, axes):
     factors = numpy.broadcast_arrays(*factors)
     shape, n = factors[0].shape, factors[0].shape[0]
     letters = "abcdefghijklmnopqrstuvwxyz"[: len(shape)]
-    spec = ",".join([letters] * len(factors)) + "->" + letters
+
+    kept = "".join(letters[k] for k in range(len(shape)) if k not in axes)
+    pair = f"{letters},{letters}->{kept}"
 
     def part(rows):
         block = [f[rows] if n > 1 else f for f in factors]
-        kept = "".join(letters[k] for k in range(len(shape)) if k not in axes)
-        out = numpy.einsum(spec.replace("->" + letters, "->" + kept), *block, optimize=False)
+        if len(block) > 2:  # einsum has no fast loop for three operands: multiply all but one first
+            head = numpy.multiply(block[0], block[1])
+            for f in block[2:-1]:
+                numpy.multiply(head, f, out=head)
+            block = [head, block[-1]]
+        out = numpy.einsum(pair, *block, optimize=False)
         return out.reshape([1 if k in axes else size for k, size in enumerate(block[0].shape)])
 
     return _accumulate(part, axes, shape, numpy.result_type(*factors))
