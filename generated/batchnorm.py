@@ -39,8 +39,6 @@ def batchnorm_forward(x, gamma, beta, bn_param):
     _rt.check_param_shape("beta", beta, allowed, "(D,)")
     view_shape = x.shape
     axes, param_axes = (batch_axis,), x_param_axes
-    param_sum_axes = _rt.other_axes(len(view_shape), param_axes)
-    outer_axes = tuple(a for a in param_sum_axes if a not in axes)
     param_view = _rt.broadcast_shape(len(view_shape), param_axes, [view_shape[a] for a in param_axes])
     m = _rt.group_size(view_shape, axes)
     gamma_shape = numpy.shape(gamma)
@@ -48,6 +46,8 @@ def batchnorm_forward(x, gamma, beta, bn_param):
     gamma = _rt.as_work(gamma, dtype, copy=True).reshape(param_view)
     beta = _rt.as_work(beta, dtype, copy=True).reshape(param_view)
     x = _rt.as_work(x, dtype).reshape(view_shape)
+    param_sum_axes = _rt.other_axes(len(view_shape), param_axes)
+    outer_axes = tuple(a for a in param_sum_axes if a not in axes)
     shape, work = view_shape, x.dtype
     stat_shape = tuple(n if a in param_axes else 1 for a, n in enumerate(view_shape))
     running = {}

@@ -38,8 +38,6 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param):
     view_shape = x.shape
     axes = tuple(a % len(view_shape) for a in (0, 2, 3))
     param_axes = tuple(a % len(view_shape) for a in (1,))
-    param_sum_axes = _rt.other_axes(len(view_shape), param_axes)
-    outer_axes = tuple(a for a in param_sum_axes if a not in axes)
     param_view = _rt.broadcast_shape(len(view_shape), param_axes, [view_shape[a] for a in param_axes])
     m = _rt.group_size(view_shape, axes)
     gamma_shape = numpy.shape(gamma)
@@ -47,6 +45,8 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param):
     gamma = _rt.as_work(gamma, dtype, copy=True).reshape(param_view)
     beta = _rt.as_work(beta, dtype, copy=True).reshape(param_view)
     x = _rt.as_work(x, dtype).reshape(view_shape)
+    param_sum_axes = _rt.other_axes(len(view_shape), param_axes)
+    outer_axes = tuple(a for a in param_sum_axes if a not in axes)
     shape, work = view_shape, x.dtype
     stat_shape = tuple(n if a in param_axes else 1 for a, n in enumerate(view_shape))
     running = {}

@@ -36,8 +36,6 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
     view_shape = (x.shape[0], G, x.shape[1] // G) + x.shape[2:]
     axes = tuple(a % len(view_shape) for a in (2, 3, 4))
     param_axes = tuple(a % len(view_shape) for a in (1, 2))
-    param_sum_axes = _rt.other_axes(len(view_shape), param_axes)
-    outer_axes = tuple(a for a in param_sum_axes if a not in axes)
     param_view = _rt.broadcast_shape(len(view_shape), param_axes, [view_shape[a] for a in param_axes])
     m = _rt.group_size(view_shape, axes)
     gamma_shape = numpy.shape(gamma)
@@ -45,6 +43,8 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
     gamma = _rt.as_work(gamma, dtype, copy=True).reshape(param_view)
     beta = _rt.as_work(beta, dtype, copy=True).reshape(param_view)
     x = _rt.as_work(x, dtype).reshape(view_shape)
+    param_sum_axes = _rt.other_axes(len(view_shape), param_axes)
+    outer_axes = tuple(a for a in param_sum_axes if a not in axes)
     shape, work = view_shape, x.dtype
     _rt.check_group_size(m, "group")
     mu = _blocks.total(x, axes, numpy.float64)/m
