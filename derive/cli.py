@@ -66,9 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         return bench.main(argv[1:])  # does not take leading options such as --quick)
     args = parser().parse_args(argv)
     if args.command == "latex":
-        from . import documents
         d = derivation.derive(BY_NAME[args.name], args.max_m)
-        sys.stdout.write(documents.latex_body(d))
+        sys.stdout.write(render.latex_document(d))
         return 0
     if args.command == "explain":
         from . import explain

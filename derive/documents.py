@@ -327,26 +327,26 @@ def answers_for(d: Derivation, by_name: Mapping[str, Derivation], cache: dict) -
     return out
 
 
-def render_one(env, d: Derivation, answers: Sequence[Answer], fmt: str) -> str:
-    from .render import render
-    return render(env, TEMPLATES[fmt], fmt, **context(d, answers, fmt))
+def job(d: Derivation, answers: Sequence[Answer], fmt: str) -> tuple[str, dict]:
+    """(template, context) of one document; derive.render renders it."""
+    return TEMPLATES[fmt], context(d, answers, fmt)
 
 
-def latex_body(d: Derivation) -> str:
-    """The LaTeX document of ``d``, exactly as derive writes it to generated/derivations/."""
-    from .render import environment
-    return render_one(environment(), d, answers_for(d, {d.spec.name: d}, {}), ".tex")
+def single_latex_job(d: Derivation) -> tuple[str, dict]:
+    """The LaTeX document of ``d`` alone, exactly as derive writes it to generated/derivations/."""
+    return job(d, answers_for(d, {d.spec.name: d}, {}), ".tex")
 
 
-def render_documents(env, derivations) -> dict[str, str]:
+def document_jobs(derivations) -> dict[str, tuple[str, dict]]:
+    """{path under generated/: (template, context)} for every derivation document."""
     by_name = {d.spec.name: d for d in derivations}
     cache: dict = {}
-    files = {}
+    jobs = {}
     for d in derivations:
         answers = answers_for(d, by_name, cache)
         for fmt in TEMPLATES:
-            files[f"derivations/{d.spec.name}{fmt}"] = render_one(env, d, answers, fmt)
-    return files
+            jobs[f"derivations/{d.spec.name}{fmt}"] = job(d, answers, fmt)
+    return jobs
 
 
 # ----------------------------------------------------------------------------- picture

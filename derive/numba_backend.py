@@ -371,17 +371,18 @@ def module_context(d: Derivation, numpy_context: dict) -> dict:
     }
 
 
-def render_numba(env, derivations: list[Derivation]) -> dict[str, str]:
-    """{path under generated/: text} of the numba subpackage generated.numba."""
-    from . import render  # render calls this function, so it is loaded by now
+def numba_jobs(derivations: list[Derivation], kernel_contexts: dict[str, dict]) -> dict[str, tuple[str, dict]]:
+    """{path under generated/: (template, context)} of the numba subpackage generated.numba.
 
-    files = {"numba/_layout.py": render.render(env, "numba_layout.py.jinja", ".py")}
+    ``kernel_contexts`` are the NumPy kernels' contexts, by variant name: the numba
+    functions keep their names, arguments and checks.
+    """
+    jobs = {"numba/_layout.py": ("numba_layout.py.jinja", {})}
     exports = []
     for d in derivations:
-        numpy_context = render.kernel_context(d)
-        files[f"numba/{d.spec.name}.py"] = render.render(
-            env, "numba_kernels.py.jinja", ".py", **module_context(d, numpy_context))
+        numpy_context = kernel_contexts[d.spec.name]
+        jobs[f"numba/{d.spec.name}.py"] = ("numba_kernels.py.jinja", module_context(d, numpy_context))
         exports += [(d.spec.name, f"{d.spec.name}_forward")]
         exports += [(d.spec.name, fn["name"]) for fn in numpy_context["backward_functions"]]
-    files["numba/__init__.py"] = render.render(env, "numba_init.py.jinja", ".py", exports=exports)
-    return files
+    jobs["numba/__init__.py"] = ("numba_init.py.jinja", {"exports": exports})
+    return jobs

@@ -118,15 +118,21 @@ def axes_description(spec: Spec) -> str:
 
 def render_all(derivations: list[Derivation]) -> dict[str, str]:
     """{relative path under generated/: text} for every file derive writes."""
-    env = environment()
-    files: dict[str, str] = {}
-    for d in derivations:
-        files[f"{d.spec.name}.py"] = render(env, "numpy_kernels.py.jinja", ".py", **kernel_context(d))
-    files["_runtime.py"] = render(env, "runtime.py.jinja", ".py")
-    files["_blocks.py"] = render(env, "blocks.py.jinja", ".py")
+    contexts = {d.spec.name: kernel_context(d) for d in derivations}
     exports = [(d.spec.name, fn["name"]) for d in derivations
-               for fn in [{"name": f"{d.spec.name}_forward"}] + kernel_context(d)["backward_functions"]]
-    files["__init__.py"] = render(env, "init.py.jinja", ".py", exports=exports, derivations=derivations)
-    files.update(documents.render_documents(env, derivations))
-    files.update(numba_backend.render_numba(env, derivations))
-    return dict(sorted(files.items()))
+               for fn in [{"name": f"{d.spec.name}_forward"}] + contexts[d.spec.name]["backward_functions"]]
+    jobs = {f"{d.spec.name}.py": ("numpy_kernels.py.jinja", contexts[d.spec.name]) for d in derivations}
+    jobs["_runtime.py"] = ("runtime.py.jinja", {})
+    jobs["_blocks.py"] = ("blocks.py.jinja", {})
+    jobs["__init__.py"] = ("init.py.jinja", {"exports": exports})
+    jobs.update(documents.document_jobs(derivations))
+    jobs.update(numba_backend.numba_jobs(derivations, contexts))
+    env = environment()
+    return {path: render(env, template, Path(path).suffix, **context)
+            for path, (template, context) in sorted(jobs.items())}
+
+
+def latex_document(d: Derivation) -> str:
+    """The LaTeX derivation of one variant, exactly as derive writes it."""
+    template, context = documents.single_latex_job(d)
+    return render(environment(), template, ".tex", **context)

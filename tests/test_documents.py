@@ -200,6 +200,16 @@ def check_math(tex: str, m: Math) -> None:
 
 # ----------------------------------------------------------------------------- the documents
 
+def _render(env, template, context, suffix):
+    return render.render(env, template, suffix, **context)
+
+
+def _documents(derivations):
+    env = render.environment()
+    return {path: render.render(env, template, Path(path).suffix, **context)
+            for path, (template, context) in documents.document_jobs(derivations).items()}
+
+
 @pytest.fixture(scope="module")
 def rendered():
     """Every variant: its Derivation, its sections, and its .tex and .md text, rendered fresh."""
@@ -208,7 +218,7 @@ def rendered():
     env, cache, out = render.environment(), {}, {}
     for d in derivations:
         answers = documents.answers_for(d, by_name, cache)
-        docs = {fmt: documents.render_one(env, d, answers, fmt) for fmt in documents.TEMPLATES}
+        docs = {fmt: _render(env, *documents.job(d, answers, fmt), fmt) for fmt in documents.TEMPLATES}
         out[d.spec.name] = (d, documents.sections(d, answers), docs)
     return out
 
@@ -316,8 +326,8 @@ def test_the_reader_catches_a_wrong_formula():
 
 def test_rendering_is_deterministic(rendered):
     derivations = list(all_default())
-    first = documents.render_documents(render.environment(), derivations)
-    assert first == documents.render_documents(render.environment(), derivations)
+    first = _documents(derivations)
+    assert first == _documents(derivations)
     assert set(first) == {f"derivations/{d.spec.name}{fmt}" for d in derivations
                           for fmt in (".tex", ".md")}
     for rel, text in first.items():
