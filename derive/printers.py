@@ -57,6 +57,18 @@ class KernelPrinter(NumPyPrinter):
         """Group sums summed again over the parameter-sum axes outside the group."""
         return f"numpy.sum({self._print(expr.args[0])}, axis=outer_axes, keepdims=True)"
 
+    def _print_Mul(self, expr: sp.Mul) -> str:
+        """A quotient whose denominator may vanish is taken as 0 where it does.
+
+        Only epsilon outside the root has such denominators (sqrt(var), eps - sigma_eps):
+        at a constant group (var = 0) the numerator vanishes with them, and the proved
+        formula's limit there is the value with that term left out.
+        """
+        num, den = expr.as_numer_denom()
+        if den != 1 and not all(f.is_positive for f in sp.Mul.make_args(den) if not f.is_Number):
+            return f"_blocks.divide_or_zero({self._print(num)}, {self._print(den)})"
+        return super()._print_Mul(expr)
+
     def _print_Symbol(self, expr: sp.Symbol) -> str:
         """Symbols are already named as the kernel's variables."""
         return expr.name

@@ -70,6 +70,13 @@ def total(a, axes, dtype=None):
     return _accumulate(part, axes, a.shape, wide)
 
 
+def divide_or_zero(numerator, denominator):
+    """numerator / denominator, and 0 where the denominator is 0 (see derive/printers.py)."""
+    numerator, denominator = numpy.broadcast_arrays(numerator, denominator)
+    out = numpy.zeros(numerator.shape, dtype=numpy.result_type(numerator, denominator))
+    return numpy.divide(numerator, denominator, out=out, where=denominator != 0)
+
+
 def split(value, dtype):
     """``value`` as hi + lo, both in ``dtype``: hi is value rounded, lo what rounding lost.
 

@@ -121,7 +121,7 @@ def batchnorm_eps_outside_backward(dout, cache):
     x = xhat*std + mu
     if cache["mode"] == "train":
         dxhat = dout*gamma
-        dvar = -1/2*numpy.sum(dxhat*(x - mu), axis=axes, keepdims=True)/(std**2*numpy.sqrt(var))
+        dvar = _blocks.divide_or_zero(-numpy.sum(dxhat*(x - mu), axis=axes, keepdims=True), 2*std**2*numpy.sqrt(var))
         dmu = -2*dvar*numpy.sum(x - mu, axis=axes, keepdims=True)/m - numpy.sum(dxhat, axis=axes, keepdims=True)/std
         dx = dxhat/std + dmu/m + dvar*(2*x - 2*mu)/m
     else:
@@ -157,7 +157,7 @@ def batchnorm_eps_outside_backward_alt(dout, cache):
     sum_dout_xhat = _blocks.sum_of_products((dout, xhat,), axes)
     if cache["mode"] == "train":
         coef_dout = gamma/std
-        coef_xhat = gamma*sum_dout_xhat/(m*(eps - std))
+        coef_xhat = _blocks.divide_or_zero(gamma*sum_dout_xhat, m*(eps - std))
         coef_1 = -gamma*sum_dout/(m*std)
         dx = _blocks.elementwise(_dx, shape, work, coef_1, coef_dout, coef_xhat, dout, xhat)
     else:

@@ -123,19 +123,9 @@ def test_a_large_mean_offset_still_normalizes_in_float32(variant, mode, axis):
             assert max(errors.values()) <= OFFSET_TOL, (seed, backward, errors)
 
 
-_CONSTANT_BUG = ("epsilon outside the root, constant group (var = 0): the staged form divides by "
-                 "std**2*sqrt(var) and the compact form by m*(eps - std) = -m*sqrt(var), both 0/0, so dx is "
-                 "NaN with a RuntimeWarning; the true gradient is (g - mean(g))/eps")
-
-
 def _constant_params():
-    params = []
-    for v, mode, axis, b in BACKWARD_CONFIGS:
-        marks = []
-        if mode == "train" and (v.eps_outside or b in KNOWN_TRAIN_BUGS):
-            marks = [pytest.mark.xfail(strict=True, reason=_CONSTANT_BUG)]
-        params.append(pytest.param(v, mode, axis, b, id=config_id((v, mode, axis)) + "-" + b, marks=marks))
-    return params
+    return [pytest.param(v, mode, axis, b, id=config_id((v, mode, axis)) + "-" + b)
+            for v, mode, axis, b in BACKWARD_CONFIGS]
 
 
 @pytest.mark.parametrize("variant, mode, axis, backward", _constant_params())
