@@ -39,6 +39,15 @@ class NumbaPrinter(PythonCodePrinter):
         """A load from an array at the loop's indices, or a local of the same name."""
         return self.loads.get(expr.name, expr.name)
 
+    def _print_Mul(self, expr: sp.Mul) -> str:
+        """A quotient whose denominator may vanish is 0 where it does (as in the NumPy
+        printer, derive/printers.py): epsilon outside the root at a constant group."""
+        num, den = expr.as_numer_denom()
+        if den != 1 and not all(f.is_positive for f in sp.Mul.make_args(den) if not f.is_Number):
+            d = self._print(den)
+            return f"(({self._print(num)})/({d}) if ({d}) != 0 else 0.0)"
+        return super()._print_Mul(expr)
+
     def _print_BatchSum(self, expr) -> str:
         """A reduction is a loop, not an expression: it must be an accumulator by now."""
         raise TypeError(f"unscheduled reduction {expr}: the numba backend must name it first")

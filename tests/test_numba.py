@@ -198,3 +198,15 @@ def test_rejects_bad_input_like_the_numpy_kernels(what, call):
 def _root():
     from pathlib import Path
     return Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("backward", ["batchnorm_eps_outside_backward", "batchnorm_eps_outside_backward_alt"])
+def test_a_constant_group_with_eps_outside_gets_the_limit(backward):
+    """var = 0 makes sqrt(var) and eps - sigma_eps vanish; the gradient is the limit (g - mean g)/eps."""
+    rng = np.random.default_rng(0)
+    x, dout = rng.normal(size=(6, 3)), rng.normal(size=(6, 3))
+    x[:, 0] = 2.0
+    _, cache = gn.batchnorm_eps_outside_forward(x, np.ones(3), np.zeros(3), {"mode": "train", "eps": 1e-5})
+    dx = getattr(gn, backward)(dout, cache)[0]
+    limit = (dout[:, 0] - dout[:, 0].mean()) / 1e-5
+    assert np.max(np.abs(dx[:, 0] - limit)) <= 1e-12 * np.max(np.abs(limit))

@@ -115,7 +115,7 @@ def _backward_compact(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, eps, m,
         for c in range(chunks):
             sum_dout += sum_dout_c[c, g]
         coef_dout_g[g] = gamma_p[g]/std_g[g]
-        coef_xhat_g[g] = gamma_p[g]*sum_dout_xhat/(m*(eps - std_g[g]))
+        coef_xhat_g[g] = ((gamma_p[g]*sum_dout_xhat)/(m*(eps - std_g[g])) if (m*(eps - std_g[g])) != 0 else 0.0)
         coef_1_g[g] = -gamma_p[g]*sum_dout/(m*std_g[g])
         dgamma_g[g] = sum_dout_xhat
         dbeta_g[g] = sum_dout
@@ -185,7 +185,7 @@ def _backward_staged(dout, xhat, dx, mu_g, std_g, var_g, gamma_p, dgamma_p, dbet
         sum_dout = 0.0
         for c in range(chunks):
             sum_dout += sum_dout_c[c, g]
-        dvar_g[g] = -1/2*sum_dvar/(std_g[g]**2*math.sqrt(var_g[g]))
+        dvar_g[g] = ((-sum_dvar)/(2*std_g[g]**2*math.sqrt(var_g[g])) if (2*std_g[g]**2*math.sqrt(var_g[g])) != 0 else 0.0)
         dmu_g[g] = -2*dvar_g[g]*sum_dmu/m - sum_dxhat/std_g[g]
         dgamma_g[g] = sum_dout_xhat
         dbeta_g[g] = sum_dout
