@@ -16,7 +16,7 @@ Three facts make reductions computable:
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 import sympy as sp
 
@@ -157,6 +157,3 @@ def zero_modulo_root(expr: sp.Expr, radicand: sp.Expr, root: sp.Symbol) -> bool:
     rem = sp.rem(sp.expand(num), root**2 - radicand, root)
     return sp.expand(rem) == 0
 
-
-def sorted_symbols(symbols: Iterable[sp.Symbol]) -> list[sp.Symbol]:
-    return sorted(symbols, key=lambda s: s.name)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from .algebra import BatchSum, Elem, OuterSum, ParamSum
+from .algebra import BatchSum, OuterSum, ParamSum
 from .derivation import Derivation
 from .model import BATCH, MU, RUNNING, STD, VAR, XHAT, Model, running_update
 from .block_printer import BlockCollector, BlockFunction
@@ -134,5 +134,3 @@ def build(d: Derivation) -> Kernels:
         blocks=tuple(blocks.all()),
     )
 
-
-__all__ = ["Kernels", "build", "Elem"]

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from .algebra import M, BatchSum, Elem, ParamSum, at_size, expand_sums, indexed, split_by_elements, zero_modulo_root
+from .algebra import BatchSum, Elem, at_size, expand_sums, indexed, split_by_elements, zero_modulo_root
 from .closed_form import Compact, canonical, facts
 from .model import DY, EPS, MU, STD, VAR, X, XHAT, Model
 from .stages import Stage, inline
@@ -247,6 +247,3 @@ def prove_symbolic(model: Model, stages: tuple[Stage, ...], compact: Compact,
         check(name, "sum_i dx_i == 0", label, sum_dx == 0, log, t0)
     return Symbolic(log, vanishing, sum_dx, sum_dx_xhat)
 
-
-__all__ = ["Proof", "ProofError", "prove_sizes", "prove_symbolic", "prove_test_mode",
-           "jacobian_entry", "contract", "M", "ParamSum"]
