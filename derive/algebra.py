@@ -27,6 +27,10 @@ class Elem(sp.Symbol):
     """A per-element quantity of one normalization group, e.g. ``x_i``."""
 
 
+class Const(sp.Symbol):
+    """A constant of the layer (eps, momentum, ...): a Python number in the kernels."""
+
+
 def elems_of(expr: sp.Basic) -> list[Elem]:
     """The per-element symbols of ``expr``, sorted by name for determinism."""
     return sorted(expr.atoms(Elem), key=lambda s: s.name)
@@ -140,20 +144,37 @@ def indexed(s: sp.Symbol, k: int) -> sp.Symbol:
     return sp.Symbol(f"{s.name}_{k}", real=True)
 
 
-def zero_modulo_root(expr: sp.Expr, radicand: sp.Expr, root: sp.Symbol) -> bool:
-    """Exact test that ``expr`` is 0 once sqrt(radicand) is named ``root``.
+def zero_modulo_roots(expr: sp.Expr) -> bool:
+    """Exact test that ``expr`` is identically 0.
 
-    Every power radicand**(p/2) is rewritten as root**p, the result is put
-    over a common denominator, and the numerator is reduced modulo
-    root**2 - radicand.  A zero remainder proves expr == 0 identically.
+    Every square root sqrt(b) (innermost first) is named r_k, and every remaining
+    non-polynomial function application (a clamp, a Heaviside step) becomes an
+    opaque symbol, consistently on both sides of a difference.  The result is put
+    over a common denominator and its numerator is reduced modulo r_k**2 - b_k for
+    each root.  A zero remainder proves expr == 0: the numerator lies in the ideal
+    that vanishes where every r_k is its root.  No floats, no sampling.
     """
-    named = expr.replace(
-        lambda e: e.is_Pow and e.base == radicand and e.exp.is_Rational,
-        lambda e: root ** (2 * e.exp),
-    )
-    num, _ = sp.fraction(sp.cancel(sp.together(named)))
-    if num == 0:
-        return True
-    rem = sp.rem(sp.expand(num), root**2 - radicand, root)
-    return sp.expand(rem) == 0
-
+    expr = expr.replace(lambda e: type(e).__name__ == "StopGrad", lambda e: e.args[0])
+    expr = expr.replace(sp.sign, lambda a: a / sp.Abs(a)).replace(sp.Abs, lambda a: sp.sqrt(a ** 2))
+    roots: list[tuple[sp.Symbol, sp.Expr]] = []
+    while True:
+        pows = [p for p in expr.atoms(sp.Pow) if p.exp.is_Rational and p.exp.q == 2
+                and not any(q.exp.is_Rational and q.exp.q == 2 for q in p.base.atoms(sp.Pow))]
+        if not pows:
+            break
+        base = sorted({p.base for p in pows}, key=sp.default_sort_key)[0]
+        r = sp.Symbol(f"_r{len(roots)}", positive=True)
+        roots.append((r, base))
+        expr = expr.replace(lambda e: e.is_Pow and e.base == base and e.exp.is_Rational and e.exp.q == 2,
+                            lambda e: r ** (2 * e.exp))
+    expr = expr.replace(lambda e: isinstance(e, sp.Function) and not isinstance(e, BatchSum),
+                        lambda e: e.func(*[sp.factor(sp.together(a)) for a in e.args]))
+    calls = sorted((f for f in expr.atoms(sp.Function)), key=sp.default_sort_key)
+    expr = expr.xreplace({f: sp.Symbol(f"_f{k}", real=True) for k, f in enumerate(calls)})
+    num, _ = sp.fraction(sp.cancel(sp.together(expr)))
+    num = sp.expand(num)
+    for r, base in reversed(roots):
+        if num == 0:
+            return True
+        num = sp.expand(sp.rem(num, r ** 2 - base, r))
+    return num == 0

@@ -155,6 +155,6 @@ class BlockCollector:
 
 def block_function(name: str, expr: sp.Expr) -> BlockFunction:
     em = _Emitter()
-    em.emit(expr, "out")
+    em.emit(expr, "_out")
     return BlockFunction(name, tuple(array_arguments(expr)),
                          tuple(f"t{k}" for k in range(em.temps)), tuple(em.lines), code(expr))

@@ -1,53 +1,154 @@
-"""Run the derivation pipeline for one variant: model -> stages -> compact -> proofs."""
+"""Run the derivation pipeline for one entry: graph -> lemmas -> stages -> compact -> proofs.
+
+Equal math is derived and proved once: results are kept by a key made of the
+graph (its nodes, in both modes), M, the extra claims and the engine's own
+source, in memory for the run and on disk between runs (see :func:`cache_dir`).
+``use_cache=False`` proves from scratch.
+"""
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import os
+import pickle
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import sympy as sp
 
-from . import closed_form, model, proofs, stages
+from . import closed_form, lemmas as lemmas_mod, proofs, stages
+from .graph import Model
+from .library import Entry
 from .spec import Spec
+
+ENGINE = ("algebra", "graph", "lemmas", "stages", "closed_form", "proofs", "derivation", "claims")
 
 
 @dataclass(frozen=True)
 class Derivation:
     spec: Spec
-    model: model.Model
+    model: Model
+    lemmas: lemmas_mod.Lemmas
     stages: tuple[stages.Stage, ...]
     params: tuple[stages.Stage, ...]
     compact: closed_form.Compact
     coefficients: list[tuple[sp.Expr, sp.Expr]]
     jacobian: sp.Expr
     symbolic: proofs.Symbolic
-    test_model: model.Model | None
+    test_model: Model | None
     test_stages: tuple[stages.Stage, ...]
     proofs: tuple[proofs.Proof, ...]
     max_m: int
     timings: dict[str, float]
 
+    @property
+    def running_stats(self) -> bool:
+        return bool(self.model.running)
 
-def derive(spec: Spec, max_m: int) -> Derivation:
-    """Derive and prove everything about ``spec``; raises ProofError on the first failure."""
+
+def cache_dir() -> Path:
+    root = os.environ.get("NORMDERIVE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "normderive")
+    return Path(root) / "proofs"
+
+
+def engine_version() -> str:
+    here = Path(__file__).resolve().parent
+    text = "".join((here / f"{m}.py").read_text(encoding="utf-8") for m in ENGINE)
+    return hashlib.sha256((text + sp.__version__).encode()).hexdigest()[:16]
+
+
+def key(entry: Entry, max_m: int) -> str:
+    def math(model: Model) -> str:
+        return sp.srepr((model.x, model.params, [(c.symbol, c.default) for c in model.constants],
+                         [(n.symbol, n.definition, n.kind) for n in model.lets + model.nodes],
+                         model.stats, [(r.buffer, r.stat, r.update) for r in model.running],
+                         model.reads_running))
+    g = entry.graph()
+    text = "|".join([math(g.model(True)), math(g.model(False)), str(max_m), engine_version(),
+                     ",".join(getattr(e, "__name__", repr(e)) for e in entry.extras)])
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+_MEMORY: dict[str, Derivation] = {}
+
+
+def derive(entry: Entry, max_m: int, progress=None, use_cache: bool = True) -> Derivation:
+    """Derive and prove everything about ``entry``; raises ProofError on the first failure."""
+    k = key(entry, max_m)
+    found = _MEMORY.get(k) if use_cache else None
+    if found is None and use_cache:
+        found = load(k)
+    if found is None:
+        found = _derive(entry, max_m, progress)
+        _MEMORY[k] = found
+        if use_cache:
+            store(k, found)
+    elif progress:
+        progress("proved before (cache)")
+    return rename(found, entry.spec)
+
+
+def rename(d: Derivation, spec: Spec) -> Derivation:
+    """The same math under another entry's layout and name."""
+    if d.spec == spec:
+        return d
+    model = dataclasses.replace(d.model, name=spec.name)
+    test = dataclasses.replace(d.test_model, name=spec.name) if d.test_model is not None else None
+    return dataclasses.replace(d, spec=spec, model=model, test_model=test,
+                               symbolic=dataclasses.replace(d.symbolic, model=model))
+
+
+def load(k: str) -> Derivation | None:
+    path = cache_dir() / f"{k}.pickle"
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f)
+    except Exception:  # a missing, partial or older cache entry is proved again
+        return None
+
+
+def store(k: str, d: Derivation) -> None:
+    path = cache_dir() / f"{k}.pickle"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(pickle.dumps(d))
+        os.replace(tmp, path)
+    except OSError:  # an unwritable cache only costs time
+        pass
+
+
+def _derive(entry: Entry, max_m: int, progress=None) -> Derivation:
+    say = progress or (lambda _: None)
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    train = model.build(spec, training=True)
+    graph = entry.graph()
+    train = graph.model(training=True)
+    say("lemmas")
+    lem = lemmas_mod.find(train, min(max_m, 3))
+    say("stages")
     staged = stages.backward(train)
     params = stages.parameter_gradients(train)
-    compact = closed_form.compact(train, staged)
-    jac = proofs.jacobian_entry(train)
+    say("compact form")
+    compact = closed_form.compact(lem, staged)
+    jac = proofs.jacobian_entry(train, lem)
     timings["derive"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    log = list(proofs.prove_sizes(train, staged, compact, jac, params, max_m))
-    symbolic = proofs.prove_symbolic(train, staged, compact, jac)
+    log = list(proofs.prove_sizes(train, staged, compact, jac, params, max_m, lem,
+                                  (lambda s: say(f"proving {s}")) if progress else None))
+    say("proving symbolic m")
+    symbolic = proofs.prove_symbolic(train, staged, compact, jac, lem, entry.extras)
     log += symbolic.proofs
     test_model, test_stages = None, ()
-    if spec.running_stats:
-        test_model = model.build(spec, training=False)
+    if graph.has_running:
+        say("test mode")
+        test_model = graph.model(training=False)
         test_stages = stages.backward(test_model)
         log += proofs.prove_test_mode(test_model, test_stages, max_m)
     timings["prove"] = time.perf_counter() - t
-    return Derivation(spec, train, staged, params, compact,
+    return Derivation(entry.spec, train, lem, staged, params, compact,
                       closed_form.coefficients(compact.dx), jac, symbolic,
                       test_model, test_stages, tuple(log), max_m, timings)

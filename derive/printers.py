@@ -5,11 +5,12 @@ import sympy as sp
 from sympy.printing.numpy import NumPyPrinter
 from sympy.printing.precedence import PRECEDENCE
 
-from .algebra import M, BatchSum, Elem
-from .model import EPS, MOMENTUM
+from .algebra import M, BatchSum, Const, Elem
 
-#: Python numbers in the kernels; every other symbol is an array.
-PYTHON_SCALARS = (EPS, M, MOMENTUM)
+
+def python_scalar(s: sp.Symbol) -> bool:
+    """m and the layer's constants are Python numbers in the kernels; every other symbol is an array."""
+    return s == M or isinstance(s, Const)
 
 
 class KernelPrinter(NumPyPrinter):
@@ -69,6 +70,22 @@ class KernelPrinter(NumPyPrinter):
             return f"_blocks.divide_or_zero({self._print(num)}, {self._print(den)})"
         return super()._print_Mul(expr)
 
+    def _print_StopGrad(self, expr) -> str:
+        """stop_gradient only changes derivatives: its value is its argument."""
+        return self._print(expr.args[0])
+
+    def _print_ClampMin(self, expr) -> str:
+        """max(a, lo), elementwise over the per-group arrays."""
+        return f"numpy.maximum({self._print(expr.args[0])}, {self._print(expr.args[1])})"
+
+    def _print_ClampMax(self, expr) -> str:
+        """min(a, hi), elementwise over the per-group arrays."""
+        return f"numpy.minimum({self._print(expr.args[0])}, {self._print(expr.args[1])})"
+
+    def _print_Heaviside(self, expr) -> str:
+        """The step of a clamp's derivative, with its value at 0 (torch's rule at the kink)."""
+        return f"numpy.heaviside({self._print(expr.args[0])}, {self._print(expr.args[1])})"
+
     def _print_Symbol(self, expr: sp.Symbol) -> str:
         """Symbols are already named as the kernel's variables."""
         return expr.name
@@ -90,7 +107,7 @@ class KernelPrinter(NumPyPrinter):
 
 def array_arguments(expr: sp.Expr) -> list[str]:
     """The array-valued names an expression reads, sorted for determinism."""
-    return sorted(s.name for s in expr.free_symbols if s not in PYTHON_SCALARS)
+    return sorted(s.name for s in expr.free_symbols if not python_scalar(s))
 
 
 def code(expr: sp.Expr, fast: bool = False, blocks=None, exact_sums: bool = False) -> str:

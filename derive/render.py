@@ -4,12 +4,10 @@ Pure: it reads templates and derivations and writes nothing.
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import jinja2
 
-from . import documents, numba_backend
 from . import kernels as kernels_ir
 from .derivation import Derivation
 from .spec import Spec
@@ -54,44 +52,51 @@ def render(env: jinja2.Environment, template: str, suffix: str, **context) -> st
     return env.get_template(template).render(header=header(template, suffix), **context)
 
 
-GROUP_WORD = {"batchnorm": "feature", "batchnorm_eps_outside": "feature",
-              "spatial_batchnorm": "channel", "layernorm": "row", "spatial_groupnorm": "group",
-              "instancenorm": "channel of one sample", "rmsnorm": "row"}
+#: what a layout adds to every cache, beside the symbols the backward reads
+LAYOUT_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer_axes", "dtype",
+               "x_shape", "view_shape")
 
 
 def kernel_context(d: Derivation) -> dict:
-    spec = d.spec
+    spec, model = d.spec, d.model
     k = kernels_ir.build(d)
-    cache_keys = ["variant", "mode"] + (["mu"] if spec.centred else []) + [
-        "var", "eps", "std", "xhat", "gamma", "m", "axes", "param_sum_axes", "outer_axes", "dtype",
-        "x_shape", "view_shape", "gamma_shape"] + (["beta_shape"] if spec.shift else [])
+    params = [p.name for p in model.params]
     staged = ("the staged chain rule (" + ", ".join(lhs for lhs, _ in k.backward_staged) + ")",
-              k.x_from_cache, k.backward_staged, k.params, k.backward_test)
+              k.backward_staged, k.params, k.backward_test, k.reads["staged"])
     compact = ("the compact form, collected into per-group coefficients",
-               k.reductions, k.coefficients + (("dx", k.dx_fast),), k.params_fast, k.backward_test_fast)
+               k.reductions + k.coefficients + (("dx", k.dx_fast),), k.params_fast, k.backward_test_fast,
+               k.reads["compact"])
     if spec.textbook:
         functions = [(f"{spec.name}_backward", *staged), (f"{spec.name}_backward_alt", *compact)]
     else:
         functions = [(f"{spec.name}_backward", *compact), (f"{spec.name}_backward_staged", *staged)]
-    backward = []
-    for name, description, pre, pairs, params, test in functions:
-        text = " ".join(rhs for _, rhs in pre + pairs + params + (test if spec.running_stats else ()))
-        used = [key for key in cache_keys if key not in ("variant", "mode", "x_shape", "view_shape", "gamma_shape",
-                                                         "beta_shape", "dtype")
-                and re.search(rf"\b{key}\b", text)]
-        backward.append({"name": name, "description": description, "pre": pre, "train": pairs,
-                         "params": params,
-                         "test": test, "unpack": used})
+    computed = {lhs for pairs in (k.forward_train, k.forward_test) for lhs, _ in pairs}
+    leaves = {model.x.name, *params, *(s.name for s in model.stats), *(c.symbol.name for c in model.constants),
+              "m"}
+    cacheable = (computed | leaves) - {"out"}
+    backward, cached = [], set()
+    for name, description, train, grads, test, read in functions:
+        reads = (read | (k.reads["test"] if d.running_stats else set())) & cacheable
+        cached |= reads
+        backward.append({"name": name, "description": description, "train": train, "params": grads,
+                         "test": test, "unpack": sorted(reads) + ["axes", "param_sum_axes", "outer_axes"]})
+    cache_keys = list(LAYOUT_KEYS) + sorted(cached | {f"{p}_shape" for p in params})
     return {
         "spec": spec,
         "kernels": k,
         "cache_keys": cache_keys,
+        "cache_values": {key: f"{key}.copy()" if key == model.x.name else key for key in cache_keys},
         "backward_functions": backward,
-        "param_names": ["gamma", "beta"] if spec.shift else ["gamma"],
+        "param_names": params,
+        "constants": [(c.symbol.name, repr(c.default), c.fraction) for c in model.constants],
+        "running": [(r.buffer, r.stat.name) for r in model.running],
+        "reads_running": [s.name for s in model.reads_running],
+        "has_running": d.running_stats,
+        "check_group": spec.min_group > 1,
         "x_param_axes": (1,) if spec.groups else spec.param_axes,
         "param_description": param_description(spec),
         "axes_description": axes_description(spec),
-        "group_word": GROUP_WORD.get(spec.name, "group"),
+        "group_word": spec.group_word,
         "layout_text": "(" + ", ".join(spec.layout.split(",")) + ")",
         "variant": spec.name,
     }
@@ -118,6 +123,7 @@ def axes_description(spec: Spec) -> str:
 
 def render_all(derivations: list[Derivation]) -> dict[str, str]:
     """{relative path under generated/: text} for every file derive writes."""
+    from . import documents, numba_backend
     contexts = {d.spec.name: kernel_context(d) for d in derivations}
     exports = [(d.spec.name, fn["name"]) for d in derivations
                for fn in [{"name": f"{d.spec.name}_forward"}] + contexts[d.spec.name]["backward_functions"]]
@@ -134,5 +140,6 @@ def render_all(derivations: list[Derivation]) -> dict[str, str]:
 
 def latex_document(d: Derivation) -> str:
     """The LaTeX derivation of one variant, exactly as derive writes it."""
+    from . import documents
     template, context = documents.single_latex_job(d)
     return render(environment(), template, ".tex", **context)

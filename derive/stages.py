@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import sympy as sp
 
 from .algebra import BatchSum, Elem, ParamSum
-from .model import DY, X, Model
+from .graph import GraphError, Model
 
 
 @dataclass(frozen=True)
@@ -42,9 +42,9 @@ def adjoint_symbol(v: sp.Symbol) -> sp.Symbol:
 
 def backward(model: Model) -> tuple[Stage, ...]:
     """The stages d(node) for every node but the output, then dx."""
-    adjoint = {model.output.symbol: DY}
+    adjoint = {model.output.symbol: model.dy}
     stages: list[Stage] = []
-    targets = [n.symbol for n in reversed(model.nodes[:-1])] + [X]
+    targets = [n.symbol for n in reversed(model.nodes[:-1])] + [model.x]
     for v in targets:
         consumers = [n for n in model.nodes if v in n.definition.free_symbols]
         terms = []
@@ -62,10 +62,13 @@ def parameter_gradients(model: Model) -> tuple[Stage, ...]:
     """dgamma and dbeta: the upstream gradient times dy/dparam, summed where the parameter is shared."""
     y = model.output
     out = []
-    for p in (model.gamma, model.beta):
-        if p is not None:
-            local = DY * sp.diff(y.definition, p)
-            out.append(Stage(sp.Symbol("d" + p.name, real=True), ParamSum(local), p, (y.symbol,)))
+    for p in model.params:
+        for n in model.nodes[:-1]:
+            if n.definition.has(p):
+                raise GraphError(f"param {p.name!r}: read by node {n.symbol.name!r}; "
+                                 "parameters may only enter the output")
+        local = model.dy * sp.diff(y.definition, p)
+        out.append(Stage(sp.Symbol("d" + p.name, real=True), ParamSum(local), p, (y.symbol,)))
     return tuple(out)
 
 
