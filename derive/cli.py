@@ -6,9 +6,11 @@ import sys
 import time
 from pathlib import Path
 
-from . import derivation, render, write
+from . import derivation, importcheck, render, write
+from .graph import GraphError
+from .library import BY_NAME, ENTRIES, load_file
+from .lemmas import LemmaError
 from .proofs import ProofError
-from .spec import BY_NAME, SPECS
 
 DEFAULT_MAX_M = 6
 
@@ -46,6 +48,8 @@ def parser() -> Parser:
                         f"(default {DEFAULT_MAX_M})")
     p.add_argument("--out", type=Path, default=Path("generated"), metavar="DIR",
                    help="the generated package to write (default: ./generated)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="prove everything from scratch instead of reusing proofs of the same graphs")
     p.add_argument("--check", action="store_true",
                    help="write nothing; exit 1 and name the stale files if DIR differs from "
                         "what derive would write now")
@@ -54,6 +58,11 @@ def parser() -> Parser:
     latex.add_argument("name", type=variant, help=", ".join(BY_NAME))
     explain = sub.add_parser("explain", help="answer one of the classic questions, with numbers")
     explain.add_argument("topic", help="naive, bias, eps, layout or slips")
+    build = sub.add_parser("build", help="derive, prove and write kernels and documents for a "
+                                          "normalization of your own (a file with LAYOUT and forward(g))")
+    build.add_argument("file", type=Path, help="a Python file defining LAYOUT and forward(g)")
+    build.add_argument("--out", dest="build_out", type=Path, required=True, metavar="DIR",
+                       help="the package to write (its name is the folder's name)")
     bench = sub.add_parser("bench", help="time the kernels against the memory floor and PyTorch")
     bench.add_argument("args", nargs=argparse.REMAINDER, help="options for the benchmark")
     return p
@@ -66,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         return bench.main(argv[1:])  # does not take leading options such as --quick)
     args = parser().parse_args(argv)
     if args.command == "latex":
-        d = derivation.derive(BY_NAME[args.name], args.max_m)
+        d = derivation.derive(BY_NAME[args.name], args.max_m, use_cache=not args.no_cache)
         sys.stdout.write(render.latex_document(d))
         return 0
     if args.command == "explain":
@@ -75,20 +84,70 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bench":
         from . import bench
         return bench.main(args.args)
+    if args.command == "build":
+        return build(args)
     return generate(args)
+
+
+def derive_all(entries, args) -> list | None:
+    """Derive and prove every entry, or print one line and return None."""
+    out = []
+    try:
+        for entry in entries:
+            out.append(derivation.derive(entry, args.max_m, use_cache=not args.no_cache))
+    except (ProofError, LemmaError, GraphError) as e:
+        print(f"derive: {e}. Nothing was written.", file=sys.stderr)
+        return None
+    return out
+
+
+def rendered(derivations, package: str) -> dict | None:
+    files = render.render_all(derivations)
+    try:
+        importcheck.check(files, package)
+    except importcheck.ImportCheckError as e:
+        print(f"derive: {e}. Nothing was written.", file=sys.stderr)
+        return None
+    return files
+
+
+def build(args) -> int:
+    """derive build FILE --out DIR: a user's normalization, proved, as an importable package."""
+    try:
+        entry = load_file(args.file)
+        entry.graph().model(True)
+    except (GraphError, OSError, SyntaxError) as e:
+        print(f"derive build: {e}. Nothing was written.", file=sys.stderr)
+        return 1
+    derivations = derive_all([entry], args)
+    if derivations is None:
+        return 1
+    root = args.build_out
+    files = rendered(derivations, root.name)
+    if files is None:
+        return 1
+    files["SUMMARY.md"] = f"# {entry.spec.title}\n\nProved by `derive build`:\n\n```\n{table(derivations)}\n```\n"
+    try:
+        written = write.write_all(root, {k: v for k, v in files.items() if k != "SUMMARY.md"})
+        (root / "SUMMARY.md").write_text(files["SUMMARY.md"], encoding="utf-8")
+    except (write.WriteError, OSError) as e:
+        print(f"derive build: {e}", file=sys.stderr)
+        return 1
+    print(table(derivations))
+    print(f"wrote {len(written)} files into {root}/: import {root.name}; "
+          f"the derivation is in {root}/derivations/{entry.spec.name}.md")
+    return 0
 
 
 def generate(args) -> int:
     started = time.perf_counter()
-    derivations = []
-    try:
-        for spec in SPECS:
-            derivations.append(derivation.derive(spec, args.max_m))
-    except ProofError as e:
-        print(f"derive: {e}. Nothing was written.", file=sys.stderr)
+    derivations = derive_all(ENTRIES, args)
+    if derivations is None:
         return 1
     t = time.perf_counter()
-    files = render.render_all(derivations)
+    files = rendered(derivations, "generated")
+    if files is None:
+        return 1
     render_s = time.perf_counter() - t
     root = args.out
     if args.check:
@@ -116,7 +175,7 @@ def generate(args) -> int:
 def table(derivations) -> str:
     rows = [("variant", "exact for m", "symbolic m", "test mode", "derive", "prove")]
     for d in derivations:
-        sizes = [p.size for p in d.proofs if p.size.startswith("m=") and not p.claim.startswith("test")]
+        sizes = [p.size for p in d.proofs if p.size.startswith("m=") and not p.claim.startswith(("test", "left"))]
         symbolic = sum(1 for p in d.proofs if p.size == "symbolic m")
         test = [p for p in d.proofs if p.claim.startswith("test")]
         rows.append((d.spec.name, f"{sizes[0][2:]}..{sizes[-1][2:]}", f"{symbolic} identities",

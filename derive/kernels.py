@@ -34,7 +34,9 @@ def lets_ready(model: Model, lemmas: Lemmas, available: set, done: set) -> Pairs
     """The abbreviations that can be computed from ``available``, in definition order."""
     out = []
     for let in model.lets:
-        value = lemmas.fold(let.definition.xreplace({l.definition: l.symbol for l in model.lets if l != let}))
+        others = Lemmas(folds=tuple((e, s) for e, s in lemmas.folds if s != let.symbol))
+        earlier = model.lets[:model.lets.index(let)]
+        value = others.fold(let.definition.xreplace({l.definition: l.symbol for l in earlier}))
         if let.symbol not in done and value.free_symbols <= available:
             done.add(let.symbol)
             available.add(let.symbol)
@@ -148,8 +150,9 @@ def build(d: Derivation) -> Kernels:
     blocks = BlockCollector()
     reductions = tuple((reduction_name(s), code(s, fast=True, blocks=blocks)) for s in d.compact.reductions)
     names = {s: sp.Symbol(reduction_name(s)) for s in d.compact.reductions}
-    coefficients = tuple((coefficient_name(mono), code(c.xreplace(names))) for c, mono in d.coefficients)
-    terms = [sp.Symbol(coefficient_name(mono)) * mono for _, mono in d.coefficients]
+    coefficients = tuple((coefficient_name(mono), code(c.xreplace(names))) for c, mono in d.coefficients
+                         if not c.is_Number)
+    terms = [(c if c.is_Number else sp.Symbol(coefficient_name(mono))) * mono for c, mono in d.coefficients]
     dx_fast = elementwise(sp.Add(*terms), blocks, "dx")
 
     def reading(exprs) -> frozenset:

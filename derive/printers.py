@@ -5,12 +5,7 @@ import sympy as sp
 from sympy.printing.numpy import NumPyPrinter
 from sympy.printing.precedence import PRECEDENCE
 
-from .algebra import M, BatchSum, Const, Elem
-
-
-def python_scalar(s: sp.Symbol) -> bool:
-    """m and the layer's constants are Python numbers in the kernels; every other symbol is an array."""
-    return s == M or isinstance(s, Const)
+from .algebra import BatchSum, Elem
 
 
 class KernelPrinter(NumPyPrinter):
@@ -106,8 +101,8 @@ class KernelPrinter(NumPyPrinter):
 
 
 def array_arguments(expr: sp.Expr) -> list[str]:
-    """The array-valued names an expression reads, sorted for determinism."""
-    return sorted(s.name for s in expr.free_symbols if not python_scalar(s))
+    """The names an expression reads (arrays, and Python numbers such as eps), sorted for determinism."""
+    return sorted(s.name for s in expr.free_symbols)
 
 
 def code(expr: sp.Expr, fast: bool = False, blocks=None, exact_sums: bool = False) -> str:

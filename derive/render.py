@@ -61,11 +61,10 @@ def kernel_context(d: Derivation) -> dict:
     spec, model = d.spec, d.model
     k = kernels_ir.build(d)
     params = [p.name for p in model.params]
-    staged = ("the staged chain rule (" + ", ".join(lhs for lhs, _ in k.backward_staged) + ")",
+    staged = ("the staged chain rule (" + ", ".join(lhs for lhs, _ in k.backward_staged) + ")", (),
               k.backward_staged, k.params, k.backward_test, k.reads["staged"])
-    compact = ("the compact form, collected into per-group coefficients",
-               k.reductions + k.coefficients + (("dx", k.dx_fast),), k.params_fast, k.backward_test_fast,
-               k.reads["compact"])
+    compact = ("the compact form, collected into per-group coefficients", k.reductions,
+               k.coefficients + (("dx", k.dx_fast),), k.params_fast, k.backward_test_fast, k.reads["compact"])
     if spec.textbook:
         functions = [(f"{spec.name}_backward", *staged), (f"{spec.name}_backward_alt", *compact)]
     else:
@@ -73,19 +72,20 @@ def kernel_context(d: Derivation) -> dict:
     computed = {lhs for pairs in (k.forward_train, k.forward_test) for lhs, _ in pairs}
     leaves = {model.x.name, *params, *(s.name for s in model.stats), *(c.symbol.name for c in model.constants),
               "m"}
-    cacheable = (computed | leaves) - {"out"}
+    cacheable = computed | leaves
     backward, cached = [], set()
-    for name, description, train, grads, test, read in functions:
+    for name, description, pre, train, grads, test, read in functions:
         reads = (read | (k.reads["test"] if d.running_stats else set())) & cacheable
         cached |= reads
-        backward.append({"name": name, "description": description, "train": train, "params": grads,
+        backward.append({"name": name, "description": description, "pre": pre, "train": train, "params": grads,
                          "test": test, "unpack": sorted(reads) + ["axes", "param_sum_axes", "outer_axes"]})
     cache_keys = list(LAYOUT_KEYS) + sorted(cached | {f"{p}_shape" for p in params})
     return {
         "spec": spec,
         "kernels": k,
         "cache_keys": cache_keys,
-        "cache_values": {key: f"{key}.copy()" if key == model.x.name else key for key in cache_keys},
+        "cache_values": {key: f"{key}.copy()" if key in (model.x.name, model.output.symbol.name) else key
+                         for key in cache_keys},
         "backward_functions": backward,
         "param_names": params,
         "constants": [(c.symbol.name, repr(c.default), c.fraction) for c in model.constants],

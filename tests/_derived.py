@@ -5,7 +5,7 @@ import functools
 
 from derive.cli import DEFAULT_MAX_M
 from derive.derivation import Derivation, derive
-from derive.spec import BY_NAME, SPECS
+from derive.library import BY_NAME, ENTRIES
 
 
 @functools.lru_cache(maxsize=None)
@@ -15,5 +15,5 @@ def derived(name: str, max_m: int = 3) -> Derivation:
 
 @functools.lru_cache(maxsize=None)
 def all_default() -> tuple[Derivation, ...]:
-    """Every variant at the default M: exactly what `derive` renders."""
-    return tuple(derive(spec, DEFAULT_MAX_M) for spec in SPECS)
+    """Every library entry at the default M: exactly what `derive` renders."""
+    return tuple(derive(entry, DEFAULT_MAX_M) for entry in ENTRIES)
