@@ -21,18 +21,18 @@ import sympy as sp
 
 from . import explain, proofs
 from .algebra import BatchSum, Elem, M
-from .closed_form import facts
 from .derivation import Derivation
-from .explain import DX, Answer, Code, Para, Table, para
+from .explain import Answer, Code, Para, Table, para
+from .graph import ClampMax, ClampMin, StopGrad
 from .latex import Equation, Math, Partial, equation, math
-from .model import DY, EPS, MU, STD, VAR, XHAT, X, Y
 
 QUESTIONS: dict[str, tuple[str, ...]] = {
     "batchnorm": ("naive", "bias", "eps", "layout", "slips"),
     "batchnorm_eps_outside": ("eps",),
 }
 TEMPLATES = {".tex": "derivation.tex.jinja", ".md": "derivation.md.jinja"}
-COUNT = {1: "one", 2: "two", 3: "three", 4: "four"}
+COUNT = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
+LEFT_OUT = "left out: "
 
 
 def m(expr, index: str = "i") -> Math:
@@ -49,27 +49,69 @@ def listing(items: Sequence) -> list:
     return out
 
 
+def dx_symbol(d: Derivation) -> Elem:
+    """The gradient of the input: the symbol of the last stage."""
+    return d.stages[-1].symbol
+
+
+def reductions(d: Derivation) -> list:
+    return [n for n in d.model.nodes if n.kind == "reduce"]
+
+
+def used_constants(d: Derivation) -> list:
+    """The constants that the forward pass reads (not those of the running-statistics update)."""
+    seen = set().union(*(n.definition.free_symbols for n in d.model.nodes + d.model.lets))
+    return [c.symbol for c in d.model.constants if c.symbol in seen]
+
+
 # ----------------------------------------------------------------------------- sections
 
 def notation(d: Derivation) -> list:
     model = d.model
-    stats = ([m(MU), " and ", m(VAR), " are the mean and the variance of the group, "] if d.spec.centred
-             else [m(VAR), " is the mean square of the group, "])
-    params = [m(model.gamma), " and ", m(model.beta), " are the learned scale and shift."] \
-        if model.beta is not None else [m(model.gamma), " is the learned scale."]
-    return [
+    per_element = [model.x, *(n.symbol for n in model.nodes if n.per_element)]
+    stats: list = []
+    for n, node in enumerate(reductions(d)):
+        stats += [" and " if n else "", m(node.symbol), f" is the {node.label}"]
+    if stats:
+        stats.append(" of the group, ")
+    consts = used_constants(d)
+    const_text = ([*listing([m(c) for c in consts]),
+                   " is a constant of the layer, " if len(consts) == 1 else " are constants of the layer, "]
+                  if consts else [])
+    params = (["and " if stats or const_text else "", *listing([m(p) for p in model.params]),
+               " is the learned parameter." if len(model.params) == 1 else " are the learned parameters."]
+              if model.params else ["the layer has no learned parameters."])
+    first = ["Per-element quantities carry an index: ", *listing([m(s) for s in per_element]),
+             " belong to element ", m(proofs.I), " (or ", m(proofs.J), "), and ", m(sp.Symbol("k")),
+             " is the index of every sum over the group. ", *stats, *const_text, *params]
+    blocks = [
         para("This derivation is printed by derive from the expressions it proved: every formula "
              "below is printed by SymPy from those expressions, and nothing is typed by hand. ",
              *group_text(d)),
-        para("Per-element quantities carry an index: ", m(X), ", ", m(XHAT), ", ", m(Y),
-             " belong to element ", m(proofs.I), " (or ", m(proofs.J), "), and ", m(sp.Symbol("k")),
-             " is the index of every sum over the group. ", *stats, m(EPS),
-             " is a small constant, and ", *params),
+        para(*first),
         para("A d in front of a quantity is the gradient of the loss ", m(explain.L),
-             " with respect to it; ", m(DY), " is the upstream gradient, given. The denominator "
-             "of the normalized input is"),
-        equation(STD, model.std_definition),
+             " with respect to it; ", m(model.dy), " is the upstream gradient, given.",
+             *([" The forward pass writes ", "these abbreviations" if len(model.lets) > 1
+                else "this abbreviation", ":"] if model.lets else [])),
+        *[equation(let.symbol, let.definition) for let in model.lets],
     ]
+    blocks += functions_text(d)
+    return blocks
+
+
+def functions_text(d: Derivation) -> list:
+    """What sg, max, min and the Iverson bracket mean, for a graph that uses them."""
+    exprs = [n.definition for n in d.model.nodes + d.model.lets] + [st.expr for st in d.stages]
+    has = lambda kind: any(e.has(kind) for e in exprs)  # noqa: E731
+    parts: list = []
+    if has(StopGrad):
+        parts.append("sg(a) is the value of a with derivative 0 (a stop-gradient)")
+    if has(ClampMin) or has(ClampMax):
+        parts.append("max(a, lo) and min(a, hi) are clamps, differentiated as torch does: the "
+                     "derivative is 1 where the clamp lets a through, at the kink included")
+    if has(sp.Heaviside):
+        parts.append("[a >= 0] is 1 where a >= 0 and 0 elsewhere (an Iverson bracket)")
+    return [para("; ".join(parts)[0].upper() + "; ".join(parts)[1:] + ".")] if parts else []
 
 
 def group_text(d: Derivation) -> list:
@@ -93,8 +135,9 @@ def group_text(d: Derivation) -> list:
 
 def forward(d: Derivation) -> list:
     labels = [n.label for n in d.model.nodes]
-    return [para("In training mode the forward pass computes, in order, the ",
-                 ", the ".join(labels[:-1]) + " and the " + labels[-1], ":"),
+    mode = "In training mode the forward pass" if d.test_model is not None else "The forward pass"
+    order = ", the ".join(labels[:-1]) + " and the " + labels[-1] if len(labels) > 1 else labels[0]
+    return [para(mode, " computes, in order, the ", order, ":"),
             *[equation(node.symbol, node.definition) for node in d.model.nodes]]
 
 
@@ -106,66 +149,94 @@ def graph(d: Derivation) -> list:
     blocks = [Para(tuple(feeds))]
     direct = d.stages[-1]
     shared = [p for p in direct.paths if not isinstance(p, Elem)]
-    if shared:
-        count = COUNT[len(direct.paths)]
+    elementwise = [p for p in direct.paths if isinstance(p, Elem)]
+    if shared and elementwise:
+        count = COUNT.get(len(direct.paths), str(len(direct.paths)))
         are, them = (" are", "them") if len(shared) > 1 else (" is", "it")
         every = "both paths." if count == "two" else f"all {count} paths."
+        x = d.model.x
         blocks.append(Para((
-            "So ", m(X), " reaches the loss through ", count, " paths. Directly, it enters ", m(XHAT),
-            ". But ", *listing([m(p) for p in shared]), are,
-            " computed from every element of the group, so changing ", m(X), " also moves ", them,
-            ", and through ", them, " every ", m(XHAT, "k"),
+            "So ", m(x), " reaches the loss through ", count, " paths. Directly, it enters ",
+            *listing([m(p) for p in elementwise]), ". But ", *listing([m(p) for p in shared]), are,
+            " computed from every element of the group, so changing ", m(x), " also moves ", them,
+            ", and through ", them, " every ", *listing([m(p, "k") for p in elementwise]),
             " and every output. The chain rule must add the contributions of ", every)))
     return blocks
 
 
 def staged(d: Derivation) -> list:
+    shared = [st.wrt for st in d.stages if not isinstance(st.wrt, Elem)]
+    example = ["such as ", m(shared[0]), " "] if shared else []
     blocks: list = [para(
         "Reverse mode walks the graph from the output back to the input. Each quantity collects "
-        "gradient from the quantities it feeds, one term per path; when a per-group quantity "
-        "such as ", m(VAR), " feeds a per-element one, its term is a sum over every element ",
+        "gradient from the quantities it feeds, one term per path; when a per-group quantity ",
+        *example, "feeds a per-element one, its term is a sum over every element ",
         m(sp.Symbol("k")), " of the group. The stages, in order:")]
     for st in d.stages:
         blocks.append(equation(st.symbol, st.expr))
+    means = [n.symbol for n in reductions(d)]
     for s in d.symbolic.vanishing:
-        blocks += [para("One sum in these stages is zero for every group, because ", m(MU),
-                        " is the mean:"), equation(s, 0),
-                   para("so the term it multiplies drops out.")]
+        why = [r for r in means if r in s.args[0].free_symbols]
+        reason = [", because ", *listing([m(r) for r in why]),
+                  " is the " if len(why) == 1 else " are the ",
+                  " and the ".join(d.model.node(r).label for r in why)] if why else []
+        blocks += [para("One sum in these stages is zero for every group", *reason, ":"),
+                   equation(s, 0), para("so the term it multiplies drops out.")]
     return blocks
 
 
 def jacobian(d: Derivation) -> list:
-    column = Partial(Y, proofs.X_I)
+    y, x = d.model.output.symbol, d.model.x
+    x_i = proofs.column_copies(d.model)[x]
+    column = Partial(y, x_i)
     return [
-        para("The same gradient, seen through the Jacobian: the derivative of output ", m(Y, "j"),
-             " with respect to input ", m(X), ", for a symbolic batch size, is"),
+        para("The same gradient, seen through the Jacobian: the derivative of output ", m(y, "j"),
+             " with respect to input ", m(x), ", for a symbolic batch size, is"),
         equation(column, explain.jacobian_display(d), index="j"),
         para("where the Kronecker delta is 1 when ", m(sp.Eq(proofs.I, proofs.J, evaluate=False)),
              " and 0 otherwise. Every input moves every output of its group. Contracting with the "
              "upstream gradient gives the gradient of the input:"),
-        equation(DX, BatchSum(DY * column)),
+        equation(dx_symbol(d), BatchSum(d.model.dy * column)),
     ]
 
 
 def compact(d: Derivation) -> list:
-    model = d.model
-    rules = [para("To collapse the stages, derive writes every input through its normalized "
-                  "value and the variance through ", m(STD), ":"),
-             equation(X, model.x_in_xhat), equation(VAR, model.var_in_std),
-             para("and uses what the normalization fixes about the sums over the group:")]
-    rules += [equation(BatchSum(k), v) for k, v in sorted(facts(model).items(), key=lambda kv: sp.default_sort_key(kv[0]))]
+    lem = d.lemmas
+    rules: list = []
+    if lem.x_rule or lem.inverses:
+        inverted = listing([m(v) for v in lem.inverses])
+        through = [" and ", *inverted, " through the abbreviation",
+                   "s" if len(lem.inverses) > 1 else ""] if lem.inverses else []
+        rules += [para("To collapse the stages, derive writes ",
+                       *(["every input through ", m(lem.variable)] if lem.x_rule else ["the statistics"]),
+                       *through, ":")]
+        rules += [equation(x, v) for x, v in lem.x_rule.items()]
+        rules += [equation(sp.sqrt(v), lem.roots[v]) if v in lem.roots else equation(v, value)
+                  for v, value in lem.inverses.items()]
+    if lem.sums:
+        rules.append(para("and uses what the normalization fixes about the sums over the group:"
+                          if rules else "To collapse the stages, derive uses what the normalization "
+                          "fixes about the sums over the group:"))
+        rules += [equation(BatchSum(k), v)
+                  for k, v in sorted(lem.sums.items(), key=lambda kv: sp.default_sort_key(kv[0]))]
+    if rules:
+        rules.append(para("Each of these is proved before it is used (see the proofs below)."))
     words = {"inline the stages": "Substituting the earlier stages into the last one gives",
              "reduce the sums": "Rewriting in the normalized variables and reducing every sum gives",
              "collect over one denominator": "Collecting over one denominator gives the compact form"}
+    dx = dx_symbol(d)
     for label, expr in d.compact.steps:
-        rules += [para(words.get(label, label), ":"), equation(DX, expr)]
+        rules += [para(words.get(label, label), ":"), equation(dx, expr)]
     return rules
 
 
 def parameters(d: Derivation) -> list:
-    spec = d.spec
+    spec, y = d.spec, d.model.output.symbol
+    if not d.params:
+        return [para("The output is ", m(sp.Eq(y, d.model.output.definition, evaluate=False)),
+                     "; the layer has no learned parameters, so the input gradient is the only one.")]
     group = param_sum_is_group(spec)
-    blocks: list = [para("The output is ", m(sp.Eq(Y, d.model.output.definition, evaluate=False)),
+    blocks: list = [para("The output is ", m(sp.Eq(y, d.model.output.definition, evaluate=False)),
                          ", so the parameter gradients need no chain through the normalization:")]
     for p in d.params:
         lhs = Elem(p.symbol.name, real=True) if spec.gamma_varies else p.symbol
@@ -190,35 +261,40 @@ def param_sum_is_group(spec) -> bool:
 
 
 def proved(d: Derivation) -> list:
-    root = proofs.ROOT
-    radicand = next(p.base for p in d.model.std_definition.atoms(sp.Pow) if p.exp == sp.S.Half)
     claims: dict[str, list[str]] = {}
+    left_out: dict[str, list[str]] = {}
     for p in d.proofs:
-        claims.setdefault(p.claim, []).append(p.size)
-    sizes = proofs.sizes(d.model, d.max_m)
+        target = left_out if p.claim.startswith(LEFT_OUT) else claims
+        target.setdefault(p.claim, []).append(p.size)
+    lemmas = any(c.startswith("lemma ") for c in claims)
     blocks: list = [
         para("Every equation above is checked exactly, with no floating point and no random "
              "samples, in two ways."),
-        para(f"For every batch size from {sizes.start} to {d.max_m}, the forward pass is written "
+        para(f"For every batch size from 1 to {d.max_m}, the forward pass is written "
              "out element by element, SymPy differentiates it into the full Jacobian, and the "
              "Jacobian contracted with the upstream gradient is compared with the staged result, "
              "the compact result and the Jacobian entry above; the parameter gradients are "
-             "compared with the derivatives of the loss. Each difference is zero when its "
-             "numerator vanishes once the square root is named ", m(root), ", with ",
-             m(sp.Eq(root**2, radicand, evaluate=False)),
-             ": the numerator is reduced modulo ", m(root**2 - radicand),
-             " (with the variance itself written out in the inputs) and the remainder is 0."),
+             "compared with the derivatives of the loss. Each difference must vanish identically: "
+             "every square root in it is named, its numerator is reduced modulo the square of "
+             "that name minus the radicand (with the statistics written out in the inputs), and "
+             "the remainder is 0."),
         para("For a symbolic batch size, the same identities are checked in the algebra of sums "
              "over the group: the difference cancels to 0 using only linearity, the derivative "
-             "of a sum, and the two facts about the normalized inputs."),
+             "of a sum",
+             ", and the lemmas about the graph (the abbreviations solved for the statistics, the "
+             "change of variables and the sum facts), each proved first, by substituting back and "
+             "by writing the sums out for small batch sizes." if lemmas else "."),
     ]
-    if sizes.start > 1:
-        blocks.append(para("Batch size 1 is left out: with ", m(EPS), " outside the root, ",
-                           m(sp.sqrt(VAR)), " has no derivative at ", m(sp.Eq(VAR, 0, evaluate=False)),
-                           ", which is every point when the group has one element."))
+    for claim, sizes in left_out.items():
+        blocks.append(para(f"Batch size {size_text(sizes).removeprefix('m = ')} is left out: ",
+                           claim.removeprefix(LEFT_OUT),
+                           ", because every group of that size is constant and the derived formula "
+                           "divides by a quantity that is zero there. The kernels return the "
+                           "gradient's limit at such a group."))
     blocks.append(para("The claims, as derive's proofs name them:"))
-    blocks.append(Table(("claim", "checked for"),
-                        tuple((Code(claim), size_text(s)) for claim, s in claims.items())))
+    rows = [(Code(claim), size_text(s)) for claim, s in claims.items()]
+    rows += [(Code(claim), size_text(s)) for claim, s in left_out.items()]
+    blocks.append(Table(("claim", "checked for"), tuple(rows)))
     return blocks
 
 
@@ -232,22 +308,27 @@ def size_text(sizes: list[str]) -> str:
 
 
 def invariants(d: Derivation) -> list:
-    s = d.symbolic
-    blocks: list = [para("Two sums of the input gradient over the group, derived from the compact "
-                         "form:"), equation(BatchSum(DX), s.sum_dx)]
+    s, dx, z = d.symbolic, dx_symbol(d), d.lemmas.variable
+    two = "Two sums" if s.sum_dx_xhat is not None else "One sum"
+    blocks: list = [para(f"{two} of the input gradient over the group, derived from the compact "
+                         "form:"), equation(BatchSum(dx), s.sum_dx)]
     if s.sum_dx == 0:
         blocks.append(para("The input gradient sums to zero: shifting every input of the group by "
-                           "the same amount does not change the normalized inputs, so the loss "
+                           "the same amount does not change the output, so the loss "
                            "cannot change along that direction."))
     else:
         blocks.append(para("This variant does not subtract the mean, so the input gradient need "
                            "not sum to zero."))
-    blocks.append(equation(BatchSum(DX * XHAT), s.sum_dx_xhat))
-    if s.sum_dx_xhat != 0 and s.sum_dx_xhat.subs(EPS, 0) == 0:
-        blocks.append(para("This one is not zero only because of ", m(EPS), ": without it, "
-                           "scaling the inputs of a group does not change the normalized inputs, "
-                           "and the gradient would be orthogonal to them. With ", m(EPS),
-                           " the scaling changes them slightly, by the amount above."))
+    if s.sum_dx_xhat is None:
+        return blocks
+    blocks.append(equation(BatchSum(dx * z), s.sum_dx_xhat))
+    consts = [c for c in used_constants(d) if c in s.sum_dx_xhat.free_symbols]
+    if s.sum_dx_xhat != 0 and consts and s.sum_dx_xhat.subs({c: 0 for c in consts}) == 0:
+        shown = listing([m(c) for c in consts])
+        blocks.append(para("This one is not zero only because of ", *shown, ": without it, "
+                           "scaling the inputs of a group does not change ", m(z),
+                           ", and the gradient would be orthogonal to it. With ", *shown,
+                           " the scaling changes it slightly, by the amount above."))
     return blocks
 
 

@@ -16,6 +16,7 @@ import sys
 import textwrap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import mpmath
 import numpy as np
@@ -23,11 +24,10 @@ import sympy as sp
 
 from . import proofs
 from .algebra import BatchSum, Elem, M, expand_sums
-from .closed_form import canonical, facts
 from .derivation import Derivation, derive
+from .graph import Model
 from .latex import Equation, Math, Partial, equation, math
-from .model import DY, EPS, MU, STD, VAR, XHAT, X, Y
-from .spec import BY_NAME
+from .library import BY_NAME
 from .stages import inline
 
 # Symbols that only the answers use (the printer knows their names).
@@ -38,6 +38,31 @@ DXINSIDE, DXOUTSIDE = Elem("dxinside", real=True), Elem("dxoutside", real=True)
 B, DB, DBNAIVE = sp.symbols("b db dbnaive", real=True)
 DMU, DVAR, DMUSEED = sp.symbols("dmu dvar dmuseed", real=True)
 L = sp.Symbol("L", real=True)
+
+
+# ----------------------------------------------------------------------------- symbols
+
+class Names(NamedTuple):
+    """The batch-norm symbols the answers speak of, taken from a derivation's own model."""
+
+    x: sp.Symbol
+    dy: sp.Symbol
+    y: sp.Symbol
+    mu: sp.Symbol
+    var: sp.Symbol
+    std: sp.Symbol
+    xhat: sp.Symbol
+    eps: sp.Symbol
+    x_i: sp.Symbol     #: the column copy of x (element i of the Jacobian entry)
+    xhat_i: sp.Symbol  #: the column copy of xhat
+
+
+def bn_names(model: Model) -> Names:
+    """The answers' symbols from ``model`` (a batch-norm graph: it has mu, var, std, xhat, eps)."""
+    copies = proofs.column_copies(model)
+    xhat = model.sym("xhat")
+    return Names(model.x, model.dy, model.output.symbol, model.sym("mu"), model.sym("var"),
+                 model.sym("std"), xhat, model.sym("eps"), copies[model.x], copies[xhat])
 
 
 # ----------------------------------------------------------------------------- blocks
@@ -100,6 +125,7 @@ class Group:
     """One group of ``size`` elements written out element by element, evaluated with mpmath."""
 
     def __init__(self, d: Derivation, size: int):
+        X, DY, Y, MU, VAR, STD, XHAT, EPS, X_I, XHAT_I = bn_names(d.model)
         self.d, self.c = d, proofs.concrete(d.model, size)
         self.args = [*self.c.xs, *self.c.dys, d.model.gamma, d.model.beta, EPS]
 
@@ -161,7 +187,7 @@ def setting(symbol: sp.Symbol, value: str) -> Math:
 
 def naive_gradient(d: Derivation) -> sp.Expr:
     """The backward pass with mu and var held constant: the test-mode stages, in sigma_eps."""
-    return canonical(inline(d.test_stages), d.model)
+    return d.lemmas.canonical(inline(d.test_stages))
 
 
 def jacobian_display(d: Derivation) -> sp.Expr:
@@ -175,18 +201,20 @@ def jacobian_display(d: Derivation) -> sp.Expr:
 
 def column_sum(d: Derivation) -> sp.Expr:
     """sum_i dy_j/dx_i from the proved Jacobian entry: the delta gives i = j, the rest sums over i."""
+    X, DY, Y, MU, VAR, STD, XHAT, EPS, X_I, XHAT_I = bn_names(d.model)
     delta = sp.KroneckerDelta(proofs.I, proofs.J)
     jac = sp.expand(d.jacobian)
     on, off = jac.coeff(delta), sp.expand(jac - jac.coeff(delta) * delta)
     xhat_j = sp.Symbol("xhat_j", real=True)
-    swap = {XHAT: xhat_j, proofs.XHAT_I: XHAT}
-    summed = expand_sums(BatchSum(off.xreplace(swap)), facts(d.model))
+    swap = {XHAT: xhat_j, XHAT_I: XHAT}
+    summed = expand_sums(BatchSum(off.xreplace(swap)), d.lemmas.sums)
     return sp.factor(on + summed.xreplace({xhat_j: XHAT}))
 
 
 # ----------------------------------------------------------------------------- topics
 
 def naive(ds: Mapping[str, Derivation]) -> Answer:
+    X, DY, Y, MU, VAR, STD, XHAT, EPS, X_I, XHAT_I = bn_names(ds["batchnorm"].model)
     d = ds["batchnorm"]
     wrong = naive_gradient(d)
     diff = sp.factor(d.compact.dx - wrong)
@@ -216,7 +244,7 @@ def naive(ds: Mapping[str, Derivation]) -> Answer:
              "gradient it is wrong in every element. The seed fears that the derivative of the "
              "batch-norm output with respect to its input is insanely complex to calculate. The "
              "whole Jacobian is one line (see the Jacobian section of the batchnorm derivation):"),
-        equation(Partial(Y, proofs.X_I), jacobian_display(d), index="j"),
+        equation(Partial(Y, X_I), jacobian_display(d), index="j"),
         para("A gradient check tells the two apart. One feature of ", math(sp.Eq(M, 5, evaluate=False)),
              " samples, ", setting(d.model.gamma, GAMMA), ", ", setting(EPS, EPSILON),
              ", and the loss ", math(sp.Eq(L, BatchSum(DY * Y), evaluate=False)),
@@ -236,6 +264,7 @@ def naive(ds: Mapping[str, Derivation]) -> Answer:
 
 
 def bias(ds: Mapping[str, Derivation]) -> Answer:
+    X, DY, Y, MU, VAR, STD, XHAT, EPS, X_I, XHAT_I = bn_names(ds["batchnorm"].model)
     d = ds["batchnorm"]
     mean = d.model.node(MU).definition
     with_bias = {X: U + B}
@@ -244,7 +273,7 @@ def bias(ds: Mapping[str, Derivation]) -> Answer:
     slip = sp.expand(expand_sums((X - BatchSum(X)).xreplace(with_bias), {}))
     require(slip.has(B), "without 1/N the bias does not cancel")
     only = sp.solve(slip.coeff(B), M)
-    wrong_db = sp.factor(canonical(BatchSum(naive_gradient(d)), d.model))
+    wrong_db = sp.factor(d.lemmas.canonical(BatchSum(naive_gradient(d))))
     require(d.symbolic.sum_dx == 0 and column_sum(d) == 0 and not is_zero(wrong_db),
             "db = 0, dy_j/db = 0, and the naive db is not 0")
     rows = bias_steps(d)
@@ -313,6 +342,7 @@ def bias_steps(d: Derivation) -> tuple:
 
 
 def eps(ds: Mapping[str, Derivation]) -> Answer:
+    X, DY, Y, MU, VAR, STD, XHAT, EPS, X_I, XHAT_I = bn_names(ds["batchnorm"].model)
     inside, outside = ds["batchnorm"], ds["batchnorm_eps_outside"]
     reduced_in, reduced_out = inside.compact.steps[1][1], outside.compact.steps[1][1]
     diff = sp.factor(reduced_out - reduced_in)
@@ -320,14 +350,15 @@ def eps(ds: Mapping[str, Derivation]) -> Answer:
     dvar_out = next(st for st in outside.stages if st.wrt == VAR)
     require(any(p.base == VAR and p.exp == sp.S.Half for p in dvar_out.expr.atoms(sp.Pow)),
             "with eps outside, dvar divides by sqrt(var)")
-    first = proofs.sizes(outside.model, outside.max_m).start
+    left_out = {p.size for p in outside.proofs if p.claim.startswith("left out")}
+    first = next(n for n in range(1, outside.max_m + 1) if f"m={n}" not in left_out)
     rows = eps_rows(inside, outside)
     return Answer("eps", "Where does epsilon go?", "000", (
         para("Seed 000 normalizes with ", math(EPS), " outside the square root; most code, and "
              "seeds 002 and 003, put it inside. Both are derived. The variant batchnorm has"),
-        equation(STD, inside.model.std_definition),
+        equation(STD, inside.model.node(STD).definition),
         para("and the variant batchnorm_eps_outside has"),
-        equation(STD, outside.model.std_definition),
+        equation(STD, outside.model.node(STD).definition),
         para("Each written with its own ", math(STD), " and ", math(XHAT), ", the two compact "
              "forms (after the sums are reduced) are"),
         equation(DXINSIDE, reduced_in),
@@ -384,6 +415,7 @@ LAYOUT_DY = ((0.5, 0.2, -0.7), (-1.0, 0.6, 0.1), (0.25, -0.4, 0.9), (0.75, 1.1, 
 
 def numpy_pass(d: Derivation, x, dout, gamma, beta, axis: int) -> dict:
     """The proved forward pass, compact dx, dgamma and dbeta in float64, every sum over ``axis``."""
+    X, DY, Y, MU, VAR, STD, XHAT, EPS, X_I, XHAT_I = bn_names(d.model)
     modules = [{"BatchSum": lambda a: np.sum(a, axis=axis, keepdims=True)}, "numpy"]
     values = {X: x, DY: dout, d.model.gamma: gamma, d.model.beta: beta, EPS: float(EPSILON),
               M: x.shape[axis]}
@@ -394,7 +426,7 @@ def numpy_pass(d: Derivation, x, dout, gamma, beta, axis: int) -> dict:
 
     for node in d.model.nodes:
         values[node.symbol] = ev(node.definition)
-    values[STD] = ev(d.model.std_definition)
+    values[STD] = ev(d.model.node(STD).definition)
     out = {"y": values[Y], "dx": ev(d.compact.dx)}
     for p in d.params:
         out[p.symbol.name] = np.sum(ev(p.expr.args[0]), axis=axis)
@@ -402,6 +434,7 @@ def numpy_pass(d: Derivation, x, dout, gamma, beta, axis: int) -> dict:
 
 
 def layout(ds: Mapping[str, Derivation]) -> Answer:
+    X, DY, Y, MU, VAR, STD, XHAT, EPS, X_I, XHAT_I = bn_names(ds["batchnorm"].model)
     d = ds["batchnorm"]
     x, dout = np.array(LAYOUT_X), np.array(LAYOUT_DY)
     gamma, beta = np.array([1.5, 0.5, -1.0]), np.array([0.2, 0.0, -0.1])
@@ -438,6 +471,7 @@ def layout(ds: Mapping[str, Derivation]) -> Answer:
 
 
 def slips(ds: Mapping[str, Derivation]) -> Answer:
+    X, DY, Y, MU, VAR, STD, XHAT, EPS, X_I, XHAT_I = bn_names(ds["batchnorm"].model)
     d = ds["batchnorm"]
     gamma, beta = d.model.gamma, d.model.beta
     out = d.model.output.definition
@@ -455,8 +489,8 @@ def slips(ds: Mapping[str, Derivation]) -> Answer:
     kink = sp.solve(out.xreplace({XHAT: (X - MU) / STD}), X)
     require(len(kink) == 1 and kink[0] != 0, "the ReLU kink of y is not at x = 0")
     seed_dz = gamma / (M * STD) * (M * DY - BatchSum(DY) - (X - MU) / STD**2 * BatchSum(DY * (X - MU)))
-    require(is_zero(canonical(seed_dz, d.model) - d.compact.dx), "seed 002's dZ formula is right")
-    as_named = sp.cancel(canonical(seed_dz.xreplace({DY: gamma * DY}), d.model) / d.compact.dx)
+    require(is_zero(d.lemmas.canonical(seed_dz) - d.compact.dx), "seed 002's dZ formula is right")
+    as_named = sp.cancel(d.lemmas.canonical(seed_dz.xreplace({DY: gamma * DY})) / d.compact.dx)
     require(as_named == gamma, "read with dZ_norm = dxhat, it is gamma times too large")
     dgamma = d.params[0]
     return Answer("slips", "Slips in the seed documents, and the correct forms", "000 to 004", (
@@ -522,6 +556,7 @@ def slips(ds: Mapping[str, Derivation]) -> Answer:
 
 def relu_masks(d: Derivation) -> list:
     """Paragraph parts: the samples on which the seed's mask (x > 0) and the true one (y > 0) differ."""
+    X, DY, Y, MU, VAR, STD, XHAT, EPS, X_I, XHAT_I = bn_names(d.model)
     group = Group(d, len(DATA_X))
     with mpmath.workdps(DIGITS):
         ys = group.outputs()(mp(DATA_X), [0] * len(DATA_X))

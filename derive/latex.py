@@ -47,6 +47,7 @@ NAMES: dict[str, tuple[int, str, str]] = {
 }
 
 TEX, TEXT = 1, 2
+COPY_INDICES = ("i", "j")
 
 
 class Shown(sp.Symbol):
@@ -57,16 +58,44 @@ class Shown(sp.Symbol):
         return self.name.partition(":")[2]
 
 
+def entry_of(name: str) -> tuple[int, str, str]:
+    """(rank, LaTeX, text) of a name: from :data:`NAMES`, else built from the name itself.
+
+    A graph may name its nodes freely (xc, sq, den, r_max, running_var): a name that
+    NAMES does not know is printed upright (mathrm); ``base_sub`` gets the subscript
+    sub when base prints without scripts of its own (r_max -> r with subscript max);
+    ``d`` followed by a known name is that name's gradient (dstd -> d sigma_eps).
+    """
+    if name in NAMES:
+        return NAMES[name]
+    if name.startswith("d") and name[1:] in NAMES:
+        _, tex, text = NAMES[name[1:]]
+        return 2, f"d{tex}", f"d{text}"
+    base, _, sub = name.partition("_")
+    if sub and base:
+        rank, tex, text = entry_of(base)
+        if "_" not in tex and "^" not in tex:
+            upright = sub.replace("_", r"\_")
+            return rank, rf"{tex}_{{\mathrm{{{upright}}}}}", f"{text}_{sub}"
+    tex = name if len(name) == 1 else r"\mathrm{" + name.replace("_", r"\_") + "}"
+    return 4, tex, name
+
+
 def name_of(symbol: sp.Symbol, index: str, target: int) -> str:
-    """``rank:printed`` for ``symbol``; per-element symbols get the subscript ``index``."""
-    base, _, sub = symbol.name.partition("_")
-    if sub and not isinstance(symbol, Elem):
+    """``rank:printed`` for ``symbol``; per-element symbols get the subscript ``index``.
+
+    A plain symbol named ``base_i`` or ``base_j`` is a column copy of the per-element
+    ``base`` (see :func:`derive.proofs.column_copies`) and is printed as base_i.
+    """
+    base, _, sub = symbol.name.rpartition("_")
+    copy = not isinstance(symbol, Elem) and base and sub in COPY_INDICES
+    if copy:
         index = sub
-    elif not isinstance(symbol, Elem):
+    else:
         base = symbol.name
-    entry = NAMES[base]
+    entry = entry_of(base)
     printed = entry[target]
-    if isinstance(symbol, Elem) or sub:
+    if isinstance(symbol, Elem) or copy:
         printed = f"{printed}_{{{index}}}" if target == TEX else f"{printed}_{index}"
     return f"{entry[0]}:{printed}"
 
@@ -100,6 +129,11 @@ class Partial(sp.Expr):
         return sp.Expr.__new__(cls, of, wrt)
 
 
+def power(tex: str, exp: str | None) -> str:
+    """``tex`` raised to ``exp`` (SymPy's LaTeX printer passes the exponent of a function call)."""
+    return tex if exp is None else rf"{tex}^{{{exp}}}"
+
+
 class NotationPrinter(LatexPrinter):
     """SymPy's LaTeX printer on display-form expressions (see :func:`shown`)."""
 
@@ -126,6 +160,23 @@ class NotationPrinter(LatexPrinter):
         if expr.args[0].is_Add:
             body = rf"\left({body}\right)"
         return rf"\sum_{{{self.param_index}}} {body}"
+
+    def _print_StopGrad(self, expr, exp=None) -> str:
+        """stop_gradient(a): printed sg(a); the documents say what it means."""
+        return power(rf"\operatorname{{sg}}\left({self._print(expr.args[0])}\right)", exp)
+
+    def _print_ClampMin(self, expr, exp=None) -> str:
+        """clamp_min(a, lo) is max(a, lo) in value; its rule at the kink shows as an Iverson bracket."""
+        return power(rf"\max\left({self._print(expr.args[0])}, {self._print(expr.args[1])}\right)", exp)
+
+    def _print_ClampMax(self, expr, exp=None) -> str:
+        """clamp_max(a, hi) is min(a, hi) in value."""
+        return power(rf"\min\left({self._print(expr.args[0])}, {self._print(expr.args[1])}\right)", exp)
+
+    def _print_Heaviside(self, expr) -> str:
+        """Heaviside(a, 1) is the Iverson bracket [a >= 0], Heaviside(a, 0) is [a > 0]: exact at the kink."""
+        rel = r"\geq" if len(expr.args) > 1 and expr.args[1] == 1 else ">"
+        return rf"\left[{self._print(expr.args[0])} {rel} 0\right]"
 
     def _print_Partial(self, expr: Partial) -> str:
         """A Jacobian entry, as a fraction of partials."""
@@ -158,6 +209,23 @@ class TextPrinter(StrPrinter):
     def _print_KroneckerDelta(self, expr: sp.KroneckerDelta) -> str:
         """δ_ij, as in the documents."""
         return f"\u03b4_{self._print(expr.args[0])}{self._print(expr.args[1])}"
+
+    def _print_StopGrad(self, expr) -> str:
+        """sg(a), as in the documents."""
+        return f"sg({self._print(expr.args[0])})"
+
+    def _print_ClampMin(self, expr) -> str:
+        """max(a, lo), as in the documents."""
+        return f"max({self._print(expr.args[0])}, {self._print(expr.args[1])})"
+
+    def _print_ClampMax(self, expr) -> str:
+        """min(a, hi), as in the documents."""
+        return f"min({self._print(expr.args[0])}, {self._print(expr.args[1])})"
+
+    def _print_Heaviside(self, expr) -> str:
+        """[a >= 0] or [a > 0], as in the documents."""
+        rel = ">=" if len(expr.args) > 1 and expr.args[1] == 1 else ">"
+        return f"[{self._print(expr.args[0])} {rel} 0]"
 
     def _print_Partial(self, expr: Partial) -> str:
         """\u2202y_j/\u2202x_i."""

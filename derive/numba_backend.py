@@ -28,18 +28,18 @@ Chunk counts depend on the shape only, so results do not depend on the thread co
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import sympy as sp
 
-from .algebra import BatchSum, Elem
+from .algebra import M, BatchSum, Const, Elem
 from .derivation import Derivation
-from .kernels import abbreviate, coefficient_name, reduction_name
-from .model import MU, STD, XHAT, Model, X
+from .graph import Model
+from .kernels import abbreviate, coefficient_name, exact_means, kernel_stages, reduction_name
+from .lemmas import Lemmas
 from .numba_printer import NumbaPrinter, Widen
 
-#: per-group scalars that are kernel arguments rather than arrays
-SCALARS = ("eps", "m")
 #: rows of the columns family summed into an accumulator per update
 UNROLL = 4
 
@@ -136,26 +136,72 @@ def schedule(assignments: list[Assignment], stores, group_out, params=(), varyin
             grads.append((grad, inline(summand, elements)))
         else:
             grads.append((grad, accumulate(BatchSum(summand), grad, phases[0])))
-    return Program(tuple(Phase(tuple(s), tuple(g)) for s, g in phases), tuple(elements),
+    kept = [(s, g) for s, g in phases if s or g]  # a kernel without reductions has no group loop
+    return Program(tuple(Phase(tuple(s), tuple(g)) for s, g in kept), tuple(elements),
                    tuple(stores), tuple(group_out), tuple(grads))
 
 
-def forward_program(model: Model) -> Program:
-    """mu, var (as reductions), std, then xhat and out elementwise; test mode reads mu and var."""
+def let_value(model: Model, lemmas: Lemmas, let) -> sp.Expr:
+    """A let's definition through the lets before it (r = clip(std/std_run, ...)); an inverted
+    abbreviation (std) is its own definition, not its own name."""
+    before = model.lets[:model.lets.index(let)]
+    others = {other.definition: other.symbol for other in before}
+    own = dataclasses.replace(lemmas, folds=tuple(f for f in lemmas.folds if f[1] != let.symbol))
+    value = own.fold(own.abbreviate(let.definition.xreplace(others)))
+    return let.definition.xreplace(others) if let.symbol in value.free_symbols else value
+
+
+def lets_ready(model: Model, lemmas: Lemmas, available: set, done: set) -> list[Assignment]:
+    """The lets computable from ``available``, in definition order (kernels.lets_ready's rule)."""
+    out = []
+    for let in model.lets:
+        value = let_value(model, lemmas, let)
+        if let.symbol not in done and value.free_symbols <= available:
+            done.add(let.symbol)
+            available.add(let.symbol)
+            out.append((let.symbol, value))
+    return out
+
+
+def node_value(model: Model, lemmas: Lemmas, node) -> sp.Expr:
+    """A node written with the lets (test mode's lets are not among the training folds)."""
+    own = {let.definition: let.symbol for let in model.lets}
+    return abbreviate(node.definition, lemmas).xreplace(own)
+
+
+def forward_program(model: Model, lemmas: Lemmas, cached: set[str]) -> Program:
+    """Every node in order, each let as soon as its inputs are there; the per-element and
+    per-group values the cache keeps (and the running statistics' batch values) are written out."""
     assignments: list[Assignment] = []
+    available = {model.x, *model.params, *model.scalars, *model.stats, *model.reads_running}
+    done: set = set()
     for node in model.nodes:
-        if node.symbol == XHAT:
-            assignments.append((STD, model.std_definition))
-        assignments.append((node.symbol, abbreviate(node.definition, model)))
-    group = tuple(s for s, _ in assignments if not isinstance(s, Elem))
-    return schedule(assignments, (XHAT, model.output.symbol), group)
+        assignments += lets_ready(model, lemmas, available, done)
+        assignments.append((node.symbol, node_value(model, lemmas, node)))
+        available.add(node.symbol)
+    assignments += lets_ready(model, lemmas, available, done)
+    keep = cached | {r.stat.name for r in model.running}
+    stores = tuple(s for s, _ in assignments
+                   if isinstance(s, Elem) and (s.name in cached or s == model.output.symbol))
+    group = tuple(s for s, _ in assignments if not isinstance(s, Elem) and s.name in keep)
+    return schedule(assignments, stores, group)
 
 
-def backward_program(assignments: list[Assignment], d: Derivation) -> Program:
-    """dx from ``assignments`` (stages or coefficients), and dgamma/dbeta from their ParamSums."""
+def backward_program(assignments: list[Assignment], d: Derivation, model: Model,
+                     cached: set[str]) -> Program:
+    """dx from ``assignments`` (stages or coefficients), and dgamma/dbeta from their ParamSums.
+    A let the assignments read that the cache does not keep is computed from what it keeps."""
     dx = d.stages[-1].symbol
     params = [(p.symbol, p.expr.args[0]) for p in d.params]
-    return schedule(assignments, (dx,), (), params, d.spec.gamma_varies)
+    assigned = {s for s, _ in assignments}
+    needed = set().union(*(e.free_symbols for _, e in assignments), *(e.free_symbols for _, e in params))
+    values = {let.symbol: let_value(model, d.lemmas, let) for let in model.lets}
+    lets = []
+    for let in reversed(model.lets):
+        if let.symbol in needed and let.symbol.name not in cached and let.symbol not in assigned:
+            lets.insert(0, (let.symbol, values[let.symbol]))
+            needed |= values[let.symbol].free_symbols
+    return schedule(lets + list(assignments), (dx,), (), params, d.spec.gamma_varies)
 
 
 def compact_assignments(d: Derivation) -> list[Assignment]:
@@ -165,16 +211,12 @@ def compact_assignments(d: Derivation) -> list[Assignment]:
     return coefs + [(d.stages[-1].symbol, dx)]
 
 
-def staged_assignments(model: Model, stages) -> list[Assignment]:
-    """The stages in order; x, where they read it, from the cache's xhat: x = mu + sigma_eps*xhat
-    (the cache does not keep the caller's x, which the caller may change in place)."""
-    out = [(s.symbol, abbreviate(s.expr, model)) for s in stages]
-    if any(X in e.free_symbols for _, e in out):
-        out.insert(0, (X, model.x_in_xhat))
-    return out
-
-
 # --------------------------------------------------------------------------- printing
+
+
+def python_scalar(s: sp.Symbol) -> bool:
+    """m and the layer's constants are Python numbers, kernel arguments rather than arrays."""
+    return s == M or isinstance(s, Const)
 
 
 @dataclass(frozen=True)
@@ -192,13 +234,14 @@ class Roles:
 
 
 def roles(program: Program, model: Model) -> Roles:
+    """Inputs and outputs from free symbols: m and the constants are Python numbers."""
     used: set[sp.Symbol] = set()
     for phase in program.phases:
         for _, e in phase.sums + phase.group:
             used |= e.free_symbols
     for _, e in program.elements + program.params:
         used |= e.free_symbols
-    params = {model.gamma, model.beta} - {None}
+    params = set(model.params)
     free = used - program.assigned - params
 
     def names(symbols):
@@ -207,12 +250,12 @@ def roles(program: Program, model: Model) -> Roles:
     return Roles(
         element_in=names(s for s in free if isinstance(s, Elem)),
         element_out=tuple(s.name for s in program.stores),
-        group_in=names(s for s in free if not isinstance(s, Elem) and s.name not in SCALARS),
+        group_in=names(s for s in free if not isinstance(s, Elem) and not python_scalar(s)),
         group_out=tuple(s.name for s in program.group_out),
         params=names(params & used),
         varying=names(p for p in params & used if isinstance(p, Elem)),
         partials=tuple(g.name for g, _ in program.params),
-        scalars=names(s for s in free if s.name in SCALARS),
+        scalars=names(s for s in free if python_scalar(s)),
     )
 
 
@@ -294,7 +337,7 @@ def kernel(name: str, doc: str, program: Program, model: Model, family: str, let
         # Per-group values are float64 in the loops, except where the elementwise pass never
         # subtracts a mean: there they are rounded to the working dtype once per group, so a
         # float32 pass runs in float32 (nothing cancels: dx = coef_dout*dout + ... is O(1)).
-        narrow=not any(MU in e.free_symbols for _, e in program.elements),
+        narrow=not any(e.free_symbols & exact_means(model) for _, e in program.elements),
     )
     return k
 
@@ -311,52 +354,55 @@ def passes(program: Program) -> str:
             text += ("; then " if sums else "Per group: ") + group
         out.append(text)
     last = ", ".join(s.name for s in program.stores)
-    return ". ".join(o for o in out if o) + f". Pass {n + 1}: {last}, elementwise."
-
-
-def is_staged(spec, name: str) -> bool:
-    """Which backward form a public name carries (the textbook pair names the staged form plainly)."""
-    return name.endswith("_staged") or (name == f"{spec.name}_backward" and spec.textbook)
+    return ". ".join([o for o in out if o] + [f"Pass {n + 1}: {last}, elementwise."])
 
 
 def module_context(d: Derivation, numpy_context: dict) -> dict:
+    """The template's context: the NumPy module's names, checks and cache, with numba kernels."""
     spec = d.spec
     letters = pattern(spec)
     family = "columns" if letters == "og" else "rows"
     printer = NumbaPrinter()
+    cached = set(numpy_context["cache_keys"])
     forms = {
-        "compact": backward_program(compact_assignments(d), d),
-        "staged": backward_program(staged_assignments(d.model, d.stages), d),
+        "compact": backward_program(compact_assignments(d), d, d.model, cached),
+        "staged": backward_program(kernel_stages(d, d.stages), d, d.model, cached),
     }
     docs = {"compact": "Backward pass, the compact form.", "staged": "Backward pass, the staged chain rule."}
     kernels = {f"backward_{form}": kernel(f"_backward_{form}", docs[form], prog, d.model, family, letters,
                                            printer) for form, prog in forms.items()}
     kernels["forward_train"] = kernel("_forward_train", "Forward pass, training mode.",
-                                      forward_program(d.model), d.model, family, letters, printer)
+                                      forward_program(d.model, d.lemmas, cached), d.model, family, letters,
+                                      printer)
     if d.test_model is not None:
         kernels["forward_test"] = kernel("_forward_test", "Forward pass, test mode (running statistics).",
-                                         forward_program(d.test_model), d.test_model, family, letters,
-                                         printer)
+                                         forward_program(d.test_model, d.lemmas, cached), d.test_model,
+                                         family, letters, printer)
         kernels["backward_test"] = kernel(
             "_backward_test", "Backward pass, test mode.",
-            backward_program(staged_assignments(d.test_model, d.test_stages), d), d.test_model, family,
+            backward_program(kernel_stages(d, d.test_stages), d, d.test_model, cached), d.test_model, family,
             letters, printer)
-    cache_keys = ["variant", "mode"] + (["mu"] if spec.centred else []) + [
-        "var", "std", "xhat", "gamma", "m", "eps", "axes", "param_axes", "dtype", "x_shape",
-        "view_shape", "gamma_shape"] + (["beta_shape"] if spec.shift else [])
+    staged_pairs = numpy_context["kernels"].backward_staged
     backward = []
     for fn in numpy_context["backward_functions"]:
-        train = kernels["backward_staged" if is_staged(spec, fn["name"]) else "backward_compact"]
+        train = kernels["backward_staged" if fn["train"] == staged_pairs else "backward_compact"]
         used = [train] + ([kernels["backward_test"]] if d.test_model is not None else [])
-        names = {n for k in used for n in k["roles"].element_in + k["roles"].group_in + k["roles"].params
-                 + k["roles"].scalars}
+        reads = {n for k in used for n in k["roles"].element_in + k["roles"].group_in + k["roles"].params
+                 + k["roles"].scalars} - {d.model.dy.name}
+        if reads - set(fn["unpack"]):
+            raise ValueError(f"{fn['name']}: the numba kernels read {sorted(reads - set(fn['unpack']))}, "
+                             "which the cache does not keep")
         backward.append({"name": fn["name"], "description": fn["description"], "train": train,
-                         "unpack": [key for key in cache_keys if key in names]})
+                         "unpack": fn["unpack"]})
     order = ["forward_train", "forward_test", "backward_compact", "backward_staged", "backward_test"]
     return {
-        **{key: numpy_context[key] for key in ("spec", "param_names", "x_param_axes", "param_description",
-                                               "axes_description", "group_word", "layout_text")},
+        **{key: numpy_context[key] for key in (
+            "spec", "param_names", "x_param_axes", "param_description", "axes_description", "group_word",
+            "layout_text", "cache_keys", "cache_values", "constants", "running", "reads_running",
+            "has_running", "check_group")},
         "running_pairs": numpy_context["kernels"].running,
+        "output": d.model.output.symbol.name,
+        "dx": d.stages[-1].symbol.name,
         "letters": letters,
         "family": family,
         "dims": ", ".join(letter.upper() for letter in letters),
@@ -366,7 +412,6 @@ def module_context(d: Derivation, numpy_context: dict) -> dict:
         "kernel_list": [kernels[key] for key in order if key in kernels],
         "backward_functions": backward,
         "grads": [p.symbol.name for p in d.params],
-        "cache_keys": cache_keys,
         "imports": sorted(set(printer.module_imports) | {"numba", "numpy"}),
     }
 

@@ -48,6 +48,25 @@ class NumbaPrinter(PythonCodePrinter):
             return f"(({self._print(num)})/({d}) if ({d}) != 0 else 0.0)"
         return super()._print_Mul(expr)
 
+    def _print_StopGrad(self, expr) -> str:
+        """stop_gradient only changes derivatives: its value is its argument."""
+        return self._print(expr.args[0])
+
+    def _print_ClampMin(self, expr) -> str:
+        """max(a, lo) of two scalars."""
+        return f"max({self._print(expr.args[0])}, {self._print(expr.args[1])})"
+
+    def _print_ClampMax(self, expr) -> str:
+        """min(a, hi) of two scalars."""
+        return f"min({self._print(expr.args[0])}, {self._print(expr.args[1])})"
+
+    def _print_Heaviside(self, expr) -> str:
+        """The step of a clamp's derivative as a scalar: 1 above 0, 0 below, h0 at 0 (torch's
+        rule at the kink)."""
+        z = self._print(expr.args[0])
+        h0 = self._print(expr.args[1]) if len(expr.args) > 1 else "0.5"
+        return f"(1.0 if ({z}) > 0 else (float({h0}) if ({z}) == 0 else 0.0))"
+
     def _print_BatchSum(self, expr) -> str:
         """A reduction is a loop, not an expression: it must be an accumulator by now."""
         raise TypeError(f"unscheduled reduction {expr}: the numba backend must name it first")

@@ -19,16 +19,22 @@ from pathlib import Path
 
 import pytest
 import sympy as sp
-from _derived import all_default
 
-from derive import cli, documents, explain, proofs, render
+from derive import cli, derivation, documents, explain, proofs, render
 from derive.algebra import BatchSum, Elem, M, ParamSum
+from derive.graph import ClampMax, ClampMin, StopGrad
 from derive.latex import Equation, Math, Partial
-from derive.model import DY, XHAT, X, Y
+from derive.library import BY_NAME, ENTRIES
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "generated" / "derivations"
 S, P, D = sp.Function("S"), sp.Function("P"), sp.Function("D")
+FUNCTIONS = {r"\max": ClampMin, r"\min": ClampMax, r"\operatorname{sg}": StopGrad}
+
+
+def all_default() -> tuple:
+    """Every library entry at the default M: exactly what `derive` renders."""
+    return tuple(derivation.derive(e, cli.DEFAULT_MAX_M) for e in ENTRIES)
 
 # ----------------------------------------------------------------------------- the oracle
 
@@ -45,9 +51,11 @@ TEX_NAMES = {
 TOKEN = re.compile("|".join([
     r"(?P<space>\s+)", r"(?P<lp>\\left\(|\()", r"(?P<rp>\\right\)|\))", r"(?P<frac>\\frac)",
     r"(?P<sqrt>\\sqrt)", r"(?P<sum>\\sum_\{k=1\}\^\{m\})", r"(?P<psum>\\sum_\{n\})",
-    r"(?P<partial>\\partial)", r"(?P<delta>\\delta_\{(?P<d1>\w) (?P<d2>\w)\})", r"(?P<cdot>\\cdot)",
+    r"(?P<partial>\\partial)", r"(?P<rm>\\mathrm\{(?P<rmname>[^}]*)\})",
+    r"(?P<func>\\max|\\min|\\operatorname\{sg\})", r"(?P<lb>\\left\[)", r"(?P<rb>\\right\])",
+    r"(?P<rel>\\geq|>)", r"(?P<comma>,)", r"(?P<delta>\\delta_\{(?P<d1>\w) (?P<d2>\w)\})", r"(?P<cdot>\\cdot)",
     "(?P<name>" + "|".join(re.escape(k) for k in sorted(TEX_NAMES, key=len, reverse=True)) + ")",
-    r"(?P<num>\d+(?:\.\d+)?)", r"(?P<op>[-+=^_{}])"]))
+    r"(?P<letter>[A-Za-z])", r"(?P<num>\d+(?:\.\d+)?)", r"(?P<op>[-+=^_{}])"]))
 
 
 def tokens(tex: str) -> list[tuple[str, str]]:
@@ -55,8 +63,10 @@ def tokens(tex: str) -> list[tuple[str, str]]:
     while pos < len(tex):
         match = TOKEN.match(tex, pos)
         assert match, f"cannot read {tex[pos:pos + 30]!r} in {tex!r}"
-        kind = match.lastgroup if match.lastgroup not in ("d1", "d2") else "delta"
-        if kind != "space":
+        kind = {"d1": "delta", "d2": "delta", "rmname": "rm", "letter": "name"}.get(match.lastgroup, match.lastgroup)
+        if kind == "rm":
+            out.append(("name", match.group("rmname").replace("\\_", "_")))
+        elif kind != "space":
             out.append((kind, match.group(0) if kind != "delta" else match.group("d1") + match.group("d2")))
         pos = match.end()
     return out
@@ -97,7 +107,7 @@ class Reader:
 
     def term(self):
         factors = [self.factor()]
-        while self.peek()[0] not in ("end", "rp") and self.peek()[1] not in ("+", "-", "=", "}"):
+        while self.peek()[0] not in ("end", "rp", "rb", "rel", "comma") and self.peek()[1] not in ("+", "-", "=", "}"):
             if self.peek()[0] == "cdot":
                 self.take()
             factors.append(self.factor())
@@ -123,7 +133,7 @@ class Reader:
         if kind == "num":
             return sp.Rational(text)
         if kind == "name":
-            name = TEX_NAMES[text]
+            name = TEX_NAMES.get(text, text)
             if self.peek()[1] == "_":
                 self.take("_")
                 self.take("{")
@@ -131,6 +141,20 @@ class Reader:
                 name += "_" + TEX_NAMES.get(index, index)
                 self.take("}")
             return sp.Symbol(name)
+        if kind == "func":
+            self.take()
+            args = [self.expr()]
+            while self.peek()[0] == "comma":
+                self.take()
+                args.append(self.expr())
+            assert self.take()[0] == "rp"
+            return sp.Function(FUNCTIONS[text].__name__)(*args)
+        if kind == "lb":
+            inner = self.expr()
+            rel = self.take()[1]
+            self.take("0")
+            assert self.take()[0] == "rb"
+            return sp.Function("Heaviside")(inner, 1 if rel == r"\geq" else 0)
         if kind == "frac":
             if self.toks[self.pos + 1][0] == "partial":
                 self.take("{"), self.take()
@@ -183,7 +207,10 @@ def expected(e, index: str = "i", param_index: str | None = None):
                      evaluate=False)
     if not e.args:
         return e
-    return e.func(*[expected(a, index, param_index) for a in e.args])
+    args = [expected(a, index, param_index) for a in e.args]
+    if isinstance(e, (StopGrad, ClampMin, ClampMax, sp.Heaviside)):
+        return sp.Function(type(e).__name__)(*args)
+    return e.func(*args)
 
 
 def same(a, b) -> bool:
@@ -285,10 +312,17 @@ def test_the_documents_print_the_proved_expressions(rendered):
         dx = eqs[Elem("dx", real=True)]
         assert [step for _, step in d.compact.steps] == dx[-3:], name
         assert d.compact.dx == dx[-1]
-        (jac,) = eqs[Partial(Y, proofs.X_I)]
+        x_i = proofs.column_copies(d.model)[d.model.x]
+        (jac,) = eqs[Partial(d.model.output.symbol, x_i)]
         assert sp.cancel(jac - d.jacobian) == 0, name
         assert eqs[BatchSum(Elem("dx", real=True))] == [d.symbolic.sum_dx], name
-        assert eqs[BatchSum(Elem("dx", real=True) * XHAT)] == [d.symbolic.sum_dx_xhat], name
+        z = d.lemmas.variable
+        if z is not None:
+            assert eqs[BatchSum(Elem("dx", real=True) * z)] == [d.symbolic.sum_dx_xhat], name
+        for let in d.model.lets:
+            assert let.definition in eqs[let.symbol], (name, let.symbol)
+        for lhs, rhs in d.lemmas.sums.items():
+            assert rhs in eqs[BatchSum(lhs)], (name, lhs)
         for p in d.params:
             lhs = Elem(p.symbol.name, real=True) if d.spec.gamma_varies else p.symbol
             assert eqs[lhs] == [p.expr], (name, p.symbol)
@@ -298,10 +332,11 @@ def test_batch_norm_reads_as_the_textbook(rendered):
     d, sections, docs = rendered["batchnorm"]
     tex = docs[".tex"]
     # the Jacobian entry in the form (gamma/sigma_eps)(delta_ij - 1/m - xhat_i xhat_j/m)
-    jac = equations_of(sections)[Partial(Y, proofs.X_I)][0]
-    gamma, std = d.model.gamma, sp.Symbol("std", positive=True)
-    delta, xi = sp.KroneckerDelta(proofs.I, proofs.J), proofs.XHAT_I
-    assert sp.expand(jac - gamma / std * (delta - 1 / M - xi * XHAT / M)) == 0
+    copies = proofs.column_copies(d.model)
+    jac = equations_of(sections)[Partial(d.model.output.symbol, copies[d.model.x])][0]
+    gamma, std, xhat = d.model.gamma, d.model.sym("std"), d.model.sym("xhat")
+    delta, xi = sp.KroneckerDelta(proofs.I, proofs.J), copies[xhat]
+    assert sp.expand(jac - gamma / std * (delta - 1 / M - xi * xhat / M)) == 0
     assert "three paths" in tex
     for claim in {p.claim for p in d.proofs}:
         assert documents.escape(claim, documents.TEX_ESCAPES) in tex
@@ -317,7 +352,8 @@ def test_batch_norm_reads_as_the_textbook(rendered):
 
 def test_the_reader_catches_a_wrong_formula():
     """The oracle itself: a sign, a bracket or an index that differs is not accepted."""
-    m = explain.math(DY * (X - sp.Symbol("mu", real=True)))
+    model = BY_NAME["batchnorm"].model()
+    m = explain.math(model.dy * (model.x - model.sym("mu")))
     check_math(m.tex, m)
     for wrong in (r"dy_{i} x_{i} - \mu", r"dy_{i} \left(x_{i} + \mu\right)", r"dy_{k} \left(x_{i} - \mu\right)"):
         with pytest.raises(AssertionError):

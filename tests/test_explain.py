@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _derived import all_default
 
 import generated
-from derive import documents, explain
+from derive import cli, derivation, documents, explain
+from derive.library import ENTRIES
 from derive.explain import Answer, Para, Table
 from derive.latex import Equation
 
@@ -26,6 +26,11 @@ ROOT = Path(__file__).resolve().parent.parent
 X5 = np.array([float(v) for v in explain.DATA_X])
 DY5 = np.array([float(v) for v in explain.DATA_DY])
 GAMMA, BETA, EPS = float(explain.GAMMA), float(explain.BETA), float(explain.EPSILON)
+
+
+def all_default() -> tuple:
+    """Every library entry at the default M, as `derive` derives them."""
+    return tuple(derivation.derive(e, cli.DEFAULT_MAX_M) for e in ENTRIES)
 
 
 @pytest.fixture(scope="module")
