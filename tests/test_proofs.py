@@ -6,26 +6,39 @@ import dataclasses
 import pytest
 import sympy as sp
 
-from derive import closed_form, model, proofs, stages
+from derive import proofs, stages
 from derive.algebra import M, BatchSum, ParamSum
-from derive.model import DY, EPS, MU, STD, VAR, X, XHAT
-from derive.spec import BY_NAME, SPECS
+from derive.library import BY_NAME, ENTRIES
 
 from _derived import derived
 
 
-@pytest.mark.parametrize("name", [s.name for s in SPECS])
-def test_every_variant_is_proved(name):
+def bn_symbols(d):
+    """The batch-norm names, from the derivation's own graph."""
+    s = d.model.symbols
+    return d.model.dy, s["eps"], s["mu"], s["std"], s["var"], d.model.x, s["xhat"]
+
+
+@pytest.mark.parametrize("name", [e.spec.name for e in ENTRIES])
+def test_every_entry_is_proved(name):
     d = derived(name)
-    sizes = [p.size for p in d.proofs if p.size.startswith("m=") and not p.claim.startswith("test")]
-    first = 1 if d.spec.eps == "inside" else 2
-    assert sizes == [f"m={m}" for m in range(first, 4)]
+    sizes = [p.size for p in d.proofs if p.size.startswith("m=") and not p.claim.startswith(("test", "left"))]
+    left_out = [p.size for p in d.proofs if p.claim.startswith("left out")]
+    assert sizes == [f"m={m}" for m in range(1 + len(left_out), 4)]
+    assert left_out in ([], ["m=1"])
     assert any(p.size == "symbolic m" and p.claim == "staged == compact" for p in d.proofs)
+    assert any(p.size == "symbolic m" and p.claim.startswith("sum_j dy_j") for p in d.proofs)
+
+
+def test_only_epsilon_outside_leaves_out_m_1():
+    left = {e.spec.name for e in ENTRIES if any(p.claim.startswith("left out") for p in derived(e.spec.name).proofs)}
+    assert left == {"batchnorm_eps_outside"}
 
 
 def test_batchnorm_compact_form_is_the_textbook_one():
     """The tool's own compact form equals (1/m) gamma/sigma (m dy - sum dy - xhat sum dy xhat)."""
     d = derived("batchnorm")
+    DY, EPS, MU, STD, VAR, X, XHAT = bn_symbols(d)
     gamma = d.model.gamma
     textbook = gamma / (M * STD) * (M * DY - BatchSum(DY) - XHAT * BatchSum(DY * XHAT))
     assert sp.simplify(d.compact.dx - textbook) == 0
@@ -35,21 +48,24 @@ def test_batchnorm_compact_form_is_the_textbook_one():
 def test_batchnorm_jacobian_entry():
     """dy_j/dx_i = (gamma/sigma)(delta_ij - 1/m - xhat_i xhat_j / m), for a symbolic m."""
     d = derived("batchnorm")
+    DY, EPS, MU, STD, VAR, X, XHAT = bn_symbols(d)
     delta = sp.KroneckerDelta(proofs.I, proofs.J)
-    expected = d.model.gamma / STD * (delta - 1 / M - proofs.XHAT_I * XHAT / M)
+    expected = d.model.gamma / STD * (delta - 1 / M - proofs.copy_i(XHAT) * XHAT / M)
     assert sp.simplify(d.jacobian - expected) == 0
 
 
 def test_second_term_of_dmu_vanishes():
     d = derived("batchnorm")
+    DY, EPS, MU, STD, VAR, X, XHAT = bn_symbols(d)
     dmu = next(s for s in d.stages if s.symbol.name == "dmu")
     assert BatchSum(X - MU) in dmu.expr.atoms(BatchSum)
-    assert closed_form.canonical(BatchSum(X - MU), d.model) == 0
+    assert d.lemmas.canonical(BatchSum(X - MU)) == 0
     assert BatchSum(X - MU) in d.symbolic.vanishing
 
 
 def test_invariants():
     d = derived("batchnorm")
+    DY, EPS, MU, STD, VAR, X, XHAT = bn_symbols(d)
     assert d.symbolic.sum_dx == 0
     expected = EPS * d.model.gamma * BatchSum(DY * XHAT) / STD**3
     assert sp.simplify(d.symbolic.sum_dx_xhat - expected) == 0
@@ -57,6 +73,7 @@ def test_invariants():
 
 def test_staged_stages_are_the_textbook_ones():
     d = derived("batchnorm")
+    DY, EPS, MU, STD, VAR, X, XHAT = bn_symbols(d)
     by = {s.symbol.name: s.expr for s in d.stages}
     g = d.model.gamma
     dxhat, dvar, dmu = (s.symbol for s in d.stages[:3])
@@ -70,54 +87,62 @@ def test_staged_stages_are_the_textbook_ones():
 
 def _broken_compact(d):
     """Drop the sum dy*xhat term: the classic mistake."""
+    DY, EPS, MU, STD, VAR, X, XHAT = bn_symbols(d)
     return dataclasses.replace(d.compact, dx=d.compact.dx.xreplace({BatchSum(DY * XHAT): 0}))
 
 
 def test_dropping_the_variance_term_fails_the_size_proof():
     d = derived("batchnorm")
     with pytest.raises(proofs.ProofError) as e:
-        proofs.prove_sizes(d.model, d.stages, _broken_compact(d), d.jacobian, d.params, 3)
+        proofs.prove_sizes(d.model, d.stages, _broken_compact(d), d.jacobian, d.params, 3, d.lemmas)
     assert e.value.size == "m=2" and "compact" in e.value.claim
 
 
 def test_dropping_the_variance_term_fails_the_symbolic_proof():
     d = derived("batchnorm")
     with pytest.raises(proofs.ProofError) as e:
-        proofs.prove_symbolic(d.model, d.stages, _broken_compact(d), d.jacobian)
+        proofs.prove_symbolic(d.model, d.stages, _broken_compact(d), d.jacobian, d.lemmas)
     assert e.value.size == "symbolic m"
 
 
 def test_a_wrong_stage_fails():
     """The seed-003 slip: sqrt(var) + beta instead of sqrt(var + eps) in dmu."""
     d = derived("batchnorm")
+    DY, EPS, MU, STD, VAR, X, XHAT = bn_symbols(d)
     wrong = [s if s.symbol.name != "dmu" else
              dataclasses.replace(s, expr=s.expr.subs(sp.sqrt(VAR + EPS), sp.sqrt(VAR) + sp.Symbol("beta")))
              for s in d.stages]
     with pytest.raises(proofs.ProofError) as e:
-        proofs.prove_sizes(d.model, tuple(wrong), d.compact, d.jacobian, d.params, 2)
+        proofs.prove_sizes(d.model, tuple(wrong), d.compact, d.jacobian, d.params, 2, d.lemmas)
     assert "staged" in e.value.claim
 
 
 def test_a_wrong_jacobian_fails():
     d = derived("layernorm")
-    wrong = d.jacobian.xreplace({proofs.XHAT_I: XHAT})
+    xhat = d.model.sym("xhat")
+    wrong = d.jacobian.xreplace({proofs.copy_i(xhat): xhat})
     with pytest.raises(proofs.ProofError, match="Jacobian entry"):
-        proofs.prove_sizes(d.model, d.stages, d.compact, wrong, d.params, 2)
+        proofs.prove_sizes(d.model, d.stages, d.compact, wrong, d.params, 2, d.lemmas)
 
 
 def test_a_dgamma_without_its_sum_fails():
     """Seed 003's dgamma = dout * xhat, with no sum over the batch, is not dL/dgamma."""
     d = derived("batchnorm")
-    wrong = [dataclasses.replace(p, expr=ParamSum(DY)) if p.symbol.name == "dgamma" else p for p in d.params]
+    wrong = [dataclasses.replace(p, expr=ParamSum(d.model.dy)) if p.symbol.name == "dgamma" else p
+             for p in d.params]
     with pytest.raises(proofs.ProofError, match="dgamma"):
-        proofs.prove_sizes(d.model, d.stages, d.compact, d.jacobian, tuple(wrong), 2)
+        proofs.prove_sizes(d.model, d.stages, d.compact, d.jacobian, tuple(wrong), 2, d.lemmas)
 
 
-def test_zero_modulo_root_is_not_fooled():
-    from derive.algebra import zero_modulo_root
-    x, r = sp.Symbol("x", positive=True), sp.Symbol("r", positive=True)
-    assert zero_modulo_root(sp.sqrt(x + 1) ** 2 - x - 1, x + 1, r)
-    assert not zero_modulo_root(sp.sqrt(x + 1) - x, x + 1, r)
+def test_zero_modulo_roots_is_not_fooled():
+    from derive.algebra import zero_modulo_roots
+    from derive.graph import ClampMin
+    x, e = sp.Symbol("x", positive=True), sp.Symbol("e", positive=True)
+    assert zero_modulo_roots(sp.sqrt(x + 1) ** 2 - x - 1)
+    assert not zero_modulo_roots(sp.sqrt(x + 1) - x)
+    assert zero_modulo_roots(ClampMin(sp.sqrt(x), e) - ClampMin(sp.sqrt(x), e))
+    assert not zero_modulo_roots(ClampMin(sp.sqrt(x), e) - sp.sqrt(x))
+    assert zero_modulo_roots(sp.sqrt(sp.sqrt(x) + 1) ** 2 - sp.sqrt(x) - 1)
 
 
 def test_test_mode_is_proved_for_running_stat_variants():
@@ -128,7 +153,6 @@ def test_test_mode_is_proved_for_running_stat_variants():
 
 
 def test_rmsnorm_has_no_mean():
-    spec = BY_NAME["rmsnorm"]
-    m = model.build(spec)
-    assert MU not in {n.symbol for n in m.nodes}
+    m = BY_NAME["rmsnorm"].model()
+    assert m.sym("mu") is None
     assert [s.symbol.name for s in stages.backward(m)] == ["dxhat", "dvar", "dx"]
