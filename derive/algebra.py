@@ -151,8 +151,9 @@ def zero_modulo_roots(expr: sp.Expr) -> bool:
     non-polynomial function application (a clamp, a Heaviside step) becomes an
     opaque symbol, consistently on both sides of a difference.  The result is put
     over a common denominator and its numerator is reduced modulo r_k**2 - b_k for
-    each root.  A zero remainder proves expr == 0: the numerator lies in the ideal
-    that vanishes where every r_k is its root.  No floats, no sampling.
+    each root.  A zero remainder, with a denominator whose remainder is not zero,
+    proves expr == 0: the numerator lies in the ideal that vanishes where every r_k
+    is its root, and the denominator does not.  No floats, no sampling.
     """
     expr = expr.replace(lambda e: type(e).__name__ == "StopGrad", lambda e: e.args[0])
     expr = expr.replace(sp.sign, lambda a: a / sp.Abs(a)).replace(sp.Abs, lambda a: sp.sqrt(a ** 2))
@@ -171,10 +172,16 @@ def zero_modulo_roots(expr: sp.Expr) -> bool:
                         lambda e: e.func(*[sp.factor(sp.together(a)) for a in e.args]))
     calls = sorted((f for f in expr.atoms(sp.Function)), key=sp.default_sort_key)
     expr = expr.xreplace({f: sp.Symbol(f"_f{k}", real=True) for k, f in enumerate(calls)})
-    num, _ = sp.fraction(sp.cancel(sp.together(expr)))
+    num, den = sp.fraction(sp.together(expr))
     num = sp.expand(num)
     for r, base in reversed(roots):
         if num == 0:
-            return True
+            break
         num = sp.expand(sp.rem(num, r ** 2 - base, r))
-    return num == 0
+    if num != 0:
+        return False
+    # num/den is 0 in the field of fractions modulo the root relations, provided den is not 0 there.
+    den = sp.expand(den)
+    for r, base in reversed(roots):
+        den = sp.expand(sp.rem(den, r ** 2 - base, r))
+    return den != 0
