@@ -109,7 +109,7 @@ def forward(model: Model, x, weights: dict, params: dict, view: View, running: d
         env[p.name] = np.asarray(weights[p.name], dtype=np.float64).reshape(view.param_shape)
     running = running or {}
     for r in model.running:
-        before = running.get(r.buffer, np.zeros(view.param_shape))
+        before = running.get(r.buffer, np.zeros(view.stat_shape))
         env[r.buffer] = np.asarray(before, dtype=np.float64).reshape(view.stat_shape)
     for s in model.stats:
         env[s.name] = env[next(r.buffer for r in model.running if r.stat == s)]

@@ -210,18 +210,18 @@ def difference(slip: Slip, family: str) -> tuple[str, sp.Expr]:
     for g_node, b_node in zip(good.train.lets + good.train.nodes, bad.train.lets + bad.train.nodes):
         delta = strip(b_node.definition, good.train) - g_node.definition
         if sp.simplify(delta) != 0:
-            return g_node.symbol.name, sp.factor_terms(sp.together(delta))
+            return f"{g_node.symbol.name}, yours minus the derived one", sp.factor_terms(sp.together(delta))
     for g_run, b_run in zip(good.train.running, bad.train.running):
         if g_run.update != b_run.update:
-            return f"new {g_run.buffer}", sp.factor(b_run.update - g_run.update).xreplace(
+            return f"new {g_run.buffer}, yours minus the derived one", sp.factor(b_run.update - g_run.update).xreplace(
                 {RUNNING: g_run.symbol, BATCH: g_run.stat})
     if bad.dx is not None:
         return "dx, the term whose sign is flipped", bad.flipped
     if bad.unsummed:
         p = next(s for s in good.params if s.symbol.name == "d" + bad.unsummed[0])
-        return p.symbol.name, p.expr.args[0] - p.expr
+        return f"{p.symbol.name}, yours minus the derived one", p.expr.args[0] - p.expr
     delta = dx_expr(family, bad) - dx_expr(family, good)
-    return "dx", sp.factor(abbreviate(sp.factor(delta), lemmas(family)))
+    return "dx, yours minus the derived one", sp.factor(abbreviate(sp.factor(delta), lemmas(family)))
 
 
 def formula(slip: Slip, family: str) -> dict:
