@@ -63,6 +63,12 @@ def parser() -> Parser:
     build.add_argument("file", type=Path, help="a Python file defining LAYOUT and forward(g)")
     build.add_argument("--out", dest="build_out", type=Path, required=True, metavar="DIR",
                        help="the package to write (its name is the folder's name)")
+    check = sub.add_parser("check", help="check a learner's CS231n functions and name the slip")
+    check.add_argument("file", nargs="?", type=Path, help="a Python file defining batchnorm_forward, ...")
+    check.add_argument("--json", action="store_true", help="machine-readable results")
+    check.add_argument("--list", action="store_true", help="print the catalogue of known slips")
+    demo = sub.add_parser("demo", help="train a small network on digits: no norm, batch norm, naive backward")
+    demo.add_argument("--epochs", type=positive_int, default=None, help="epochs (default: the README's)")
     bench = sub.add_parser("bench", help="time the kernels against the memory floor and PyTorch")
     bench.add_argument("args", nargs=argparse.REMAINDER, help="options for the benchmark")
     return p
@@ -81,6 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "explain":
         from . import explain
         return explain.main(args.topic, args.max_m)
+    if args.command == "check":
+        from . import check
+        return check.main(args.file, args.json, args.list)
+    if args.command == "demo":
+        from . import demo
+        return demo.main(args.epochs)
     if args.command == "bench":
         from . import bench
         return bench.main(args.args)

@@ -599,8 +599,9 @@ def text_part(part) -> str:
 
 
 def to_text(a: Answer) -> str:
+    from .sources import cite
     title = f"{a.title} (seed {a.seed})"
-    lines = [title, "=" * len(title), ""]
+    lines = [title, "=" * len(title), f"Seed {cite(a.seed)}", ""]
     for block in a.blocks:
         if isinstance(block, Para):
             lines += textwrap.wrap("".join(text_part(p) for p in block.parts), 92,
