@@ -103,10 +103,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def derive_all(entries, args) -> list | None:
     """Derive and prove every entry, or print one line and return None."""
-    out = []
     try:
-        for entry in entries:
-            out.append(derivation.derive(entry, args.max_m, use_cache=not args.no_cache))
+        out = derivation.derive_many(list(entries), args.max_m, use_cache=not args.no_cache)
     except (ProofError, LemmaError, GraphError) as e:
         print(f"derive: {e}. Nothing was written.", file=sys.stderr)
         return None

@@ -90,6 +90,35 @@ def derive(entry: Entry, max_m: int, progress=None, use_cache: bool = True) -> D
     return rename(found, entry.spec)
 
 
+def derive_many(entries, max_m: int, progress=None, use_cache: bool = True,
+                workers: int | None = None) -> list[Derivation]:
+    """Every entry; equal math is derived once, and what is not cached is proved in parallel
+    worker processes (one per core)."""
+    keys = [key(e, max_m) for e in entries]
+    todo: dict[str, Entry] = {}
+    for k, e in zip(keys, entries):
+        if k not in todo and not (use_cache and (k in _MEMORY or load(k) is not None)):
+            todo[k] = e
+    workers = min(len(todo), workers or os.cpu_count() or 1)
+    if workers > 1:
+        import concurrent.futures as cf
+        import multiprocessing
+        with cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            futures = {pool.submit(_derive, e, max_m): k for k, e in todo.items()}
+            for future in cf.as_completed(futures):
+                k = futures[future]
+                _MEMORY[k] = future.result()
+                if use_cache:
+                    store(k, _MEMORY[k])
+                if progress:
+                    progress(f"{todo[k].spec.name}: proved")
+    out = []
+    for e in entries:
+        say = (lambda s, n=e.spec.name: progress(f"{n}: {s}")) if progress else None
+        out.append(derive(e, max_m, say, use_cache=use_cache or key(e, max_m) in _MEMORY))
+    return out
+
+
 def rename(d: Derivation, spec: Spec) -> Derivation:
     """The same math under another entry's layout and name."""
     if d.spec == spec:

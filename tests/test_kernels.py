@@ -12,7 +12,6 @@ import sympy as sp
 import generated as g
 from derive import proofs
 from derive.algebra import indexed
-from derive.model import EPS
 
 from _derived import derived
 
@@ -69,7 +68,7 @@ def test_brute_force_jacobian(backward):
     c = proofs.concrete(d.model, size)
     jac = sp.Matrix([[sp.diff(y, x) for x in c.xs] for y in c.ys])
     gamma = d.model.gamma
-    f = sp.lambdify([c.xs, gamma, EPS], jac, "numpy")
+    f = sp.lambdify([c.xs, gamma, d.model.sym("eps")], jac, "numpy")
     rng = np.random.default_rng(3)
     x, dout = rng.normal(size=(size, features)), rng.normal(size=(size, features))
     gam, bet = rng.normal(size=features), rng.normal(size=features)
