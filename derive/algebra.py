@@ -166,7 +166,7 @@ def zero_modulo_roots(expr: sp.Expr) -> bool:
         base = sorted({p.base for p in pows}, key=sp.default_sort_key)[0]
         r = sp.Symbol(f"_r{len(roots)}", positive=True)
         roots.append((r, base))
-        expr = expr.replace(lambda e: e.is_Pow and e.base == base and e.exp.is_Rational and e.exp.q == 2,
+        expr = expr.replace(lambda e: e.is_Pow and e.base == base and e.exp.is_Rational,
                             lambda e: r ** (2 * e.exp))
     expr = expr.replace(lambda e: isinstance(e, sp.Function) and not isinstance(e, BatchSum),
                         lambda e: e.func(*[sp.factor(sp.together(a)) for a in e.args]))
