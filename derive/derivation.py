@@ -103,8 +103,9 @@ def derive_many(entries, max_m: int, progress=None, use_cache: bool = True,
     if workers > 1:
         import concurrent.futures as cf
         import multiprocessing
+        _FORKED[:] = list(todo.values())  # the workers inherit the entries: their claims are closures
         with cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            futures = {pool.submit(_derive, e, max_m): k for k, e in todo.items()}
+            futures = {pool.submit(_derive_forked, n, max_m): k for n, k in enumerate(todo)}
             for future in cf.as_completed(futures):
                 k = futures[future]
                 _MEMORY[k] = future.result()
@@ -117,6 +118,13 @@ def derive_many(entries, max_m: int, progress=None, use_cache: bool = True,
         say = (lambda s, n=e.spec.name: progress(f"{n}: {s}")) if progress else None
         out.append(derive(e, max_m, say, use_cache=use_cache or key(e, max_m) in _MEMORY))
     return out
+
+
+_FORKED: list = []
+
+
+def _derive_forked(n: int, max_m: int) -> Derivation:
+    return _derive(_FORKED[n], max_m)
 
 
 def rename(d: Derivation, spec: Spec) -> Derivation:
