@@ -1,4 +1,4 @@
-"""The `derive` command: argument parsing and the summary table. No math here."""
+"""The `derive` command: argument parsing, progress and the summary table. No math here."""
 from __future__ import annotations
 
 import argparse
@@ -6,7 +6,8 @@ import sys
 import time
 from pathlib import Path
 
-from . import derivation, render, write
+from . import derivation, project, render, write
+from .progress import Progress
 from .proofs import ProofError
 from .spec import BY_NAME, SPECS
 
@@ -38,68 +39,80 @@ def variant(text: str) -> str:
 
 
 def parser() -> Parser:
-    p = Parser(prog="derive", description=(
-        "Derive the backward pass of each normalization layer from its forward pass, "
-        "prove it exactly, and write NumPy kernels and derivation documents into generated/."))
+    p = Parser(prog="derive", usage="derive [-h] [--max-m M] [--out DIR] [--check] [-q] [COMMAND ...]",
+               formatter_class=argparse.RawDescriptionHelpFormatter, description=(
+        "Derive the backward pass of each normalization layer from its forward pass, prove it\n"
+        "exactly, and write NumPy and numba kernels and derivation documents into generated/.\n\n"
+        "With no COMMAND, derive does exactly that: derive, prove and write (or, with --check,\n"
+        "compare). Inside a normderive checkout (a folder whose pyproject.toml names normderive,\n"
+        "here or above) it renders that checkout's templates/ into its generated/; elsewhere it\n"
+        "renders the templates installed with it, and writes only where --out says."),
+        epilog="Progress goes to stderr as the work goes; -q silences it.")
     p.add_argument("--max-m", type=positive_int, default=DEFAULT_MAX_M, metavar="M",
                    help=f"prove against the brute-force Jacobian for every batch size m <= M "
                         f"(default {DEFAULT_MAX_M})")
-    p.add_argument("--out", type=Path, default=Path("generated"), metavar="DIR",
-                   help="the generated package to write (default: ./generated)")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="the generated package to write (default: the checkout's generated/; "
+                        "required outside a checkout)")
     p.add_argument("--check", action="store_true",
-                   help="write nothing; exit 1 and name the stale files if DIR differs from "
-                        "what derive would write now")
+                   help="write nothing; exit 1 and name the missing and the stale files if DIR "
+                        "differs from what derive would write now")
+    p.add_argument("-q", "--quiet", action="store_true", help="print no progress on stderr")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     latex = sub.add_parser("latex", help="print the derivation of one variant in LaTeX")
     latex.add_argument("name", type=variant, help=", ".join(BY_NAME))
     explain = sub.add_parser("explain", help="answer one of the classic questions, with numbers")
     explain.add_argument("topic", help="naive, bias, eps, layout or slips")
-    bench = sub.add_parser("bench", help="time the kernels against the memory floor and PyTorch")
-    bench.add_argument("args", nargs=argparse.REMAINDER, help="options for the benchmark")
+    sub.add_parser("bench", help="time the kernels against the memory floor and PyTorch "
+                                 "(derive bench --help lists its options)", add_help=False)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["bench"] and not {"-h", "--help"} & set(argv[1:2]):
-        from . import bench  # its own options, passed through untouched (argparse's REMAINDER
-        return bench.main(argv[1:])  # does not take leading options such as --quick)
+    if argv[:1] == ["bench"]:
+        from . import bench  # its own parser, options and --help, passed through untouched
+        return bench.main(argv[1:])
     args = parser().parse_args(argv)
-    if args.command == "latex":
-        d = derivation.derive(BY_NAME[args.name], args.max_m)
-        sys.stdout.write(render.latex_document(d))
-        return 0
+    progress = Progress(args.quiet)
     if args.command == "explain":
         from . import explain
-        return explain.main(args.topic, args.max_m)
-    if args.command == "bench":
-        from . import bench
-        return bench.main(args.args)
-    return generate(args)
+        status = explain.main(args.topic, args.max_m, progress=progress.variant)
+        progress.end()
+        return status
+    place = project.locate(args.out)
+    if args.command == "latex":
+        for line in place.notes():
+            progress.line(line)
+        d = derivation.derive(BY_NAME[args.name], args.max_m, progress.variant(args.name))
+        progress.line("rendering the document (and the answers to the seed questions)...")
+        sys.stdout.write(render.latex_document(d, place.templates))
+        return 0
+    if place.out is None:
+        print(project.no_output_line(), file=sys.stderr)
+        return 2
+    return generate(args, place, progress)
 
 
-def generate(args) -> int:
+def generate(args, place: project.Place, progress: Progress) -> int:
     started = time.perf_counter()
+    for line in place.notes("checking" if args.check else "writing into"):
+        progress.line(line)
     derivations = []
     try:
         for spec in SPECS:
-            derivations.append(derivation.derive(spec, args.max_m))
+            derivations.append(derivation.derive(spec, args.max_m, progress.variant(spec.name)))
     except ProofError as e:
+        progress.end()
         print(f"derive: {e}. Nothing was written.", file=sys.stderr)
         return 1
+    progress.line("rendering the kernels and the documents...")
     t = time.perf_counter()
-    files = render.render_all(derivations)
+    files = render.render_all(derivations, place.templates)
     render_s = time.perf_counter() - t
-    root = args.out
+    root = place.out
     if args.check:
-        stale = write.stale(root, files)
-        if stale:
-            print(f"derive --check: {len(stale)} stale file(s) in {root}: {', '.join(stale)}",
-                  file=sys.stderr)
-            print("regenerate them with: derive", file=sys.stderr)
-            return 1
-        print(f"derive --check: {root} is up to date ({len(files)} files)")
-        return 0
+        return check(root, files, place.command(args.max_m, DEFAULT_MAX_M))
     try:
         written = write.write_all(root, files)
     except write.WriteError as e:
@@ -110,6 +123,21 @@ def generate(args) -> int:
           f"wrote {len(written)} into {root}/, {len(files) - len(written)} unchanged"
           + ("".join(f"\n  {rel}" for rel in written)))
     print(f"total {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def check(root: Path, files: dict[str, str], command: str) -> int:
+    """Exit 1 naming the missing and the stale files, and the command that regenerates them."""
+    missing = [rel for rel in files if not (root / rel).exists()]
+    stale = [rel for rel in write.stale(root, files) if rel not in missing]
+    if missing or stale:
+        for word, rels in (("missing", missing), ("stale", stale)):
+            if rels:
+                print(f"derive --check: {len(rels)} {word} file(s) in {root}: {', '.join(rels)}",
+                      file=sys.stderr)
+        print(f"regenerate them from the same templates with: {command}", file=sys.stderr)
+        return 1
+    print(f"derive --check: {root} is up to date ({len(files)} files)")
     return 0
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import sympy as sp
@@ -27,10 +28,15 @@ class Derivation:
     timings: dict[str, float]
 
 
-def derive(spec: Spec, max_m: int) -> Derivation:
-    """Derive and prove everything about ``spec``; raises ProofError on the first failure."""
+def derive(spec: Spec, max_m: int, progress: Callable[[str], None] | None = None) -> Derivation:
+    """Derive and prove everything about ``spec``; raises ProofError on the first failure.
+
+    ``progress``, if given, is called with the name of each stage as it starts.
+    """
+    report = progress or (lambda stage: None)
     timings: dict[str, float] = {}
     t = time.perf_counter()
+    report("deriving")
     train = model.build(spec, training=True)
     staged = stages.backward(train)
     params = stages.parameter_gradients(train)
@@ -39,11 +45,16 @@ def derive(spec: Spec, max_m: int) -> Derivation:
     timings["derive"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    sizes = proofs.sizes(train, max_m)
+    if sizes:
+        report(f"proving m={sizes.start}..{sizes.stop - 1}")
     log = list(proofs.prove_sizes(train, staged, compact, jac, params, max_m))
+    report("symbolic m")
     symbolic = proofs.prove_symbolic(train, staged, compact, jac)
     log += symbolic.proofs
     test_model, test_stages = None, ()
     if spec.running_stats:
+        report("test mode")
         test_model = model.build(spec, training=False)
         test_stages = stages.backward(test_model)
         log += proofs.prove_test_mode(test_model, test_stages, max_m)

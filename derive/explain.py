@@ -543,13 +543,17 @@ TOPICS: dict[str, tuple[Callable[[Mapping[str, Derivation]], Answer], tuple[str,
 }
 
 
-def answer(topic: str, ds: Mapping[str, Derivation], max_m: int) -> Answer:
-    """The answer to ``topic``, deriving any variant it needs that ``ds`` lacks."""
+def answer(topic: str, ds: Mapping[str, Derivation], max_m: int, progress=None) -> Answer:
+    """The answer to ``topic``, deriving any variant it needs that ``ds`` lacks.
+
+    ``progress(name)``, if given, returns the stage callback for deriving variant ``name``."""
     build, needs = TOPICS[topic]
     have = dict(ds)
     for name in needs:
         if name not in have:
-            have[name] = derive(BY_NAME[name], max_m)
+            have[name] = derive(BY_NAME[name], max_m, progress and progress(name))
+    if progress:
+        progress(f"answering {topic}")
     return build(have)
 
 
@@ -583,10 +587,10 @@ def to_text(a: Answer) -> str:
     return "\n".join(lines)
 
 
-def main(topic: str, max_m: int) -> int:
+def main(topic: str, max_m: int, progress=None) -> int:
     if topic not in TOPICS:
         print(f"derive explain: unknown topic {topic!r}; choose from {', '.join(TOPICS)}",
               file=sys.stderr)
         return 2
-    sys.stdout.write(to_text(answer(topic, {}, max_m)))
+    sys.stdout.write(to_text(answer(topic, {}, max_m, progress)))
     return 0

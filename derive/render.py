@@ -18,7 +18,10 @@ COMMAND = "derive"
 
 
 def templates_dir() -> Path:
-    """The copy installed inside the package, or templates/ beside it in a checkout."""
+    """The copy installed with the package, or templates/ beside derive/ in a checkout.
+
+    This is where derive's own code lives; :func:`derive.project.locate` decides
+    which folder a run renders (a checkout's templates/ wins when there is one)."""
     here = Path(__file__).resolve().parent
     for candidate in (here / "templates", here.parent / "templates"):
         if candidate.is_dir():
@@ -26,9 +29,10 @@ def templates_dir() -> Path:
     raise FileNotFoundError("cannot find the templates/ folder")
 
 
-def environment() -> jinja2.Environment:
+def environment(templates: Path | None = None) -> jinja2.Environment:
+    """The one Jinja environment, over ``templates`` (default: :func:`templates_dir`)."""
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        loader=jinja2.FileSystemLoader(str(templates or templates_dir())),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -116,7 +120,7 @@ def axes_description(spec: Spec) -> str:
     return "(" + ", ".join(letters[a] for a in spec.reduce_axes) + ")"
 
 
-def render_all(derivations: list[Derivation]) -> dict[str, str]:
+def render_all(derivations: list[Derivation], templates: Path | None = None) -> dict[str, str]:
     """{relative path under generated/: text} for every file derive writes."""
     contexts = {d.spec.name: kernel_context(d) for d in derivations}
     exports = [(d.spec.name, fn["name"]) for d in derivations
@@ -127,12 +131,12 @@ def render_all(derivations: list[Derivation]) -> dict[str, str]:
     jobs["__init__.py"] = ("init.py.jinja", {"exports": exports})
     jobs.update(documents.document_jobs(derivations))
     jobs.update(numba_backend.numba_jobs(derivations, contexts))
-    env = environment()
+    env = environment(templates)
     return {path: render(env, template, Path(path).suffix, **context)
             for path, (template, context) in sorted(jobs.items())}
 
 
-def latex_document(d: Derivation) -> str:
+def latex_document(d: Derivation, templates: Path | None = None) -> str:
     """The LaTeX derivation of one variant, exactly as derive writes it."""
     template, context = documents.single_latex_job(d)
-    return render(environment(), template, ".tex", **context)
+    return render(environment(templates), template, ".tex", **context)
