@@ -58,9 +58,7 @@ def notation(d: Derivation) -> list:
     params = [m(model.gamma), " and ", m(model.beta), " are the learned scale and shift."] \
         if model.beta is not None else [m(model.gamma), " is the learned scale."]
     return [
-        para("This derivation is printed by derive from the expressions it proved: every formula "
-             "below is printed by SymPy from those expressions, and nothing is typed by hand. ",
-             *group_text(d)),
+        para(*group_text(d)),
         para("Per-element quantities carry an index: ", m(X), ", ", m(XHAT), ", ", m(Y),
              " belong to element ", m(proofs.I), " (or ", m(proofs.J), "), and ", m(sp.Symbol("k")),
              " is the index of every sum over the group. ", *stats, m(EPS),
@@ -93,7 +91,8 @@ def group_text(d: Derivation) -> list:
 
 def forward(d: Derivation) -> list:
     labels = [n.label for n in d.model.nodes]
-    return [para("In training mode the forward pass computes, in order, the ",
+    mode = "In training mode the forward pass" if d.spec.running_stats else "The forward pass"
+    return [para(f"{mode} computes, in order, the ",
                  ", the ".join(labels[:-1]) + " and the " + labels[-1], ":"),
             *[equation(node.symbol, node.definition) for node in d.model.nodes]]
 

@@ -129,6 +129,9 @@ def render_all(derivations: list[Derivation], templates: Path | None = None) -> 
     jobs["_runtime.py"] = ("runtime.py.jinja", {})
     jobs["_blocks.py"] = ("blocks.py.jinja", {})
     jobs["__init__.py"] = ("init.py.jinja", {"exports": exports})
+    jobs["__main__.py"] = ("main.py.jinja", {
+        "variants": [(d.spec.name, [n for m, n in exports if m == d.spec.name]) for d in derivations],
+        "documents": [f"{d.spec.name}.md, {d.spec.name}.tex" for d in derivations]})
     jobs.update(documents.document_jobs(derivations))
     jobs.update(numba_backend.numba_jobs(derivations, contexts))
     env = environment(templates)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import sympy as sp
 import torch
 from _derived import all_default
 
@@ -21,6 +22,7 @@ import generated
 from derive import documents, explain
 from derive.explain import Answer, Para, Table
 from derive.latex import Equation
+from derive.model import XHAT
 
 ROOT = Path(__file__).resolve().parent.parent
 X5 = np.array([float(v) for v in explain.DATA_X])
@@ -94,9 +96,28 @@ def test_eps_placements_differ_as_printed(answers):
     assert printed == pytest.approx(measured, rel=0.05)
     constant = np.ones(5)
     assert np.all(np.isfinite(torch_grad(constant, DY5)))
-    assert not np.all(np.isfinite(torch_grad(constant, DY5, outside=True)))
-    assert rows.rows[2][1] == "undefined" and rows.rows[2][3].startswith("undefined")
-    assert rows.rows[2][2] != "undefined"
+    assert not np.all(np.isfinite(torch_grad(constant, DY5, outside=True)))   # autograd's 0 * inf
+    assert float(rows.rows[2][2]) < 1e-6 and float(rows.rows[2][3]) < 1e-6  # both limits pass FD
+
+
+def test_eps_outside_at_zero_variance_is_the_limit_the_kernel_returns(answers):
+    """At a constant group the outside gradient is not undefined: it is gamma (dy - mean dy) / eps,
+    what generated/ returns; the answer prints that limit and never calls the gradient undefined."""
+    text = explain.to_text(answers["eps"])
+    assert "undefined" not in text and "only the inside placement has a gradient" not in text
+    limits = [b.rhs.expr for b in answers["eps"].blocks
+              if isinstance(b, Equation) and b.lhs.text == "dx^outside_i" and not b.rhs.expr.has(XHAT)]
+    assert len(limits) == 1
+    x = np.ones((5, 1))
+    _, cache = generated.batchnorm_eps_outside_forward(x, np.array([GAMMA]), np.array([BETA]),
+                                                       {"mode": "train", "eps": EPS})
+    dx = generated.batchnorm_eps_outside_backward_alt(DY5[:, None], cache)[0][:, 0]
+    expected = GAMMA * (DY5 - DY5.mean()) / EPS                      # typed here, as the oracle
+    assert np.allclose(dx, expected, rtol=1e-12)
+    values = {"dout": DY5, "gamma": GAMMA, "eps": EPS, "m": 5}
+    names = sorted(limits[0].free_symbols, key=str)
+    printed = sp.lambdify(names, limits[0], [{"BatchSum": np.sum}, "numpy"])
+    assert np.allclose(printed(*[values[str(n)] for n in names]), expected, rtol=1e-12)
 
 
 def test_generated_kernels_take_the_column_layout(answers):
