@@ -147,7 +147,7 @@ def table(derivations) -> str:
         sizes = [p.size for p in d.proofs if p.size.startswith("m=") and not p.claim.startswith("test")]
         symbolic = sum(1 for p in d.proofs if p.size == "symbolic m")
         test = [p for p in d.proofs if p.claim.startswith("test")]
-        rows.append((d.spec.name, f"{sizes[0][2:]}..{sizes[-1][2:]}", f"{symbolic} identities",
+        rows.append((d.spec.name, f"{sizes[0][2:]}..{sizes[-1][2:]}" if sizes else "-", f"{symbolic} identities",
                      f"m<={d.max_m}" if test else "-", f"{d.timings['derive']:.2f} s",
                      f"{d.timings['prove']:.2f} s"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

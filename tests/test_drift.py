@@ -6,14 +6,14 @@ from pathlib import Path
 from derive import render, write
 from derive.spec import SPECS
 
-from _derived import all_default
+from _derived import all_default, rendered_files
 
 ROOT = Path(__file__).resolve().parent.parent
 GENERATED = ROOT / "generated"
 
 
 def test_generated_matches_a_fresh_render(tmp_path):
-    files = render.render_all(list(all_default()))
+    files = rendered_files(all_default())
     write.write_all(tmp_path, files)
     stale = write.stale(GENERATED, files)
     diffs = "\n".join(write.unified_diff(GENERATED, rel, files[rel]) for rel in stale)
@@ -24,7 +24,7 @@ def test_generated_matches_a_fresh_render(tmp_path):
 
 
 def test_every_generated_file_has_the_header():
-    files = render.render_all(list(all_default()))
+    files = rendered_files(all_default())
     for rel in files:
         assert write.is_generated(GENERATED / rel), rel
         head = (GENERATED / rel).read_text(encoding="utf-8").splitlines()[0]

@@ -7,19 +7,16 @@ kernels for the layouts -- and compared with what the answers print.
 """
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import sympy as sp
 import torch
-from _derived import all_default
+from _derived import all_default, answers as shared_answers
 
 import generated
-from derive import documents, explain
+from derive import cli, documents, explain
 from derive.explain import Answer, Para, Table
 from derive.latex import Equation
 from derive.model import XHAT
@@ -32,8 +29,7 @@ GAMMA, BETA, EPS = float(explain.GAMMA), float(explain.BETA), float(explain.EPSI
 
 @pytest.fixture(scope="module")
 def answers() -> dict[str, Answer]:
-    ds = {d.spec.name: d for d in all_default()}
-    return {topic: explain.answer(topic, ds, 6) for topic in explain.TOPICS}
+    return shared_answers()
 
 
 def tables(a: Answer) -> list[Table]:
@@ -167,17 +163,14 @@ def test_a_false_claim_is_refused(monkeypatch):
         explain.slips(ds)
 
 
-def run(*args):
-    return subprocess.run([sys.executable, "-m", "derive", *args], check=False, cwd=ROOT, capture_output=True,
-                          text=True, timeout=600, env={**os.environ})
-
-
 @pytest.mark.parametrize("topic", list(explain.TOPICS))
-def test_derive_explain_prints_the_answer_of_the_documents(topic, answers):
-    r = run("--max-m", "2", "explain", topic)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout == explain.to_text(answers[topic])
-    assert any(ch.isdigit() for ch in r.stdout)
+def test_derive_explain_prints_the_answer_of_the_documents(topic, answers, cached, capsys):
+    """`derive explain TOPIC`, in-process: the answer is computed afresh from the derivations."""
+    assert cli.main(["explain", topic]) == 0
+    out, err = capsys.readouterr()
+    assert out == explain.to_text(answers[topic])
+    assert any(ch.isdigit() for ch in out)
+    assert f"answering {topic}" in err
     md = (ROOT / "generated" / "derivations" / "batchnorm.md").read_text(encoding="utf-8")
     layout = documents.Layout(".md")
     for block in answers[topic].blocks:
