@@ -16,8 +16,12 @@ from derive.spec import BY_NAME, SPECS
 _derive, _render_all = derivation.derive, render.render_all   # the real ones, before any patch
 
 
-@functools.lru_cache(maxsize=None)
 def derived(name: str, max_m: int = DEFAULT_MAX_M) -> Derivation:
+    return _derived(name, max_m)   # one cache key for derived(n) and derived(n, DEFAULT_MAX_M)
+
+
+@functools.lru_cache(maxsize=None)
+def _derived(name: str, max_m: int) -> Derivation:
     return _derive(BY_NAME[name], max_m)
 
 
