@@ -345,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     max_rounds = args.repeats or (5 if args.quick else 200)
     budget = 0.0 if args.quick else BUDGET_S
     found = backends(args.no_torch)
-    print(f"machine: {machine(found)}")
+    print(f"Machine: {machine(found)}\n")
+    print(table([]), flush=True)   # the header; each row follows as soon as it is timed
     results = []
     started = time.perf_counter()
     for norm in args.norm or NORMS:
@@ -355,11 +356,13 @@ def main(argv: list[str] | None = None) -> int:
                     seconds = measure(runners, max_rounds, budget)
                     results.append(Result(norm, shape, dt, direction, seconds))
                     print(table(results[-1:]).splitlines()[-1], flush=True)
-    text = "\n\n".join([f"Machine: {machine(found)}", table(results), "Goals (ratios measured in this run):",
-                        goals(results), "Equivalents:\n" + "\n".join(f"- {k}: {v}"
-                                                                     for k, v in EQUIVALENTS.items())])
-    print("\n" + text)
+    verdicts = (["Goals: not judged with --quick (its tiny shapes measure per-call overhead, "
+                 "not the kernels); run derive bench without --quick for them."] if args.quick
+                else ["Goals (ratios measured in this run):", goals(results)])
+    tail = [*verdicts, "Equivalents:\n" + "\n".join(f"- {k}: {v}" for k, v in EQUIVALENTS.items())]
+    print("\n" + "\n\n".join(tail))
     print(f"\n{len(results)} cases in {time.perf_counter() - started:.1f} s")
+    text = "\n\n".join([f"Machine: {machine(found)}", table(results), *tail])
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "bench_table.md").write_text(text + "\n")

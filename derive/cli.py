@@ -1,4 +1,4 @@
-"""The `derive` command: argument parsing and the summary table. No math here."""
+"""The `derive` command: argument parsing, progress and the summary table. No math here."""
 from __future__ import annotations
 
 import argparse
@@ -6,10 +6,11 @@ import sys
 import time
 from pathlib import Path
 
-from . import derivation, importcheck, render, write
+from . import derivation, importcheck, project, render, write
 from .graph import GraphError
 from .library import BY_NAME, ENTRIES, load_file
 from .lemmas import LemmaError
+from .progress import Progress
 from .proofs import ProofError
 
 DEFAULT_MAX_M = 6
@@ -40,19 +41,27 @@ def variant(text: str) -> str:
 
 
 def parser() -> Parser:
-    p = Parser(prog="derive", description=(
-        "Derive the backward pass of each normalization layer from its forward pass, "
-        "prove it exactly, and write NumPy kernels and derivation documents into generated/."))
+    p = Parser(prog="derive", usage="derive [-h] [--max-m M] [--out DIR] [--check] [--no-cache] [-q] [COMMAND ...]",
+               formatter_class=argparse.RawDescriptionHelpFormatter, description=(
+        "Derive the backward pass of each normalization layer from its forward pass, prove it\n"
+        "exactly, and write NumPy and numba kernels and derivation documents into generated/.\n\n"
+        "With no COMMAND, derive does exactly that: derive, prove and write (or, with --check,\n"
+        "compare). Inside a normderive checkout (a folder whose pyproject.toml names normderive,\n"
+        "here or above) it renders that checkout's templates/ into its generated/; elsewhere it\n"
+        "renders the templates installed with it, and writes only where --out says."),
+        epilog="Progress goes to stderr as the work goes; -q silences it.")
     p.add_argument("--max-m", type=positive_int, default=DEFAULT_MAX_M, metavar="M",
                    help=f"prove against the brute-force Jacobian for every batch size m <= M "
                         f"(default {DEFAULT_MAX_M})")
-    p.add_argument("--out", type=Path, default=Path("generated"), metavar="DIR",
-                   help="the generated package to write (default: ./generated)")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="the generated package to write (default: the checkout's generated/; "
+                        "required outside a checkout)")
     p.add_argument("--no-cache", action="store_true",
                    help="prove everything from scratch instead of reusing proofs of the same graphs")
     p.add_argument("--check", action="store_true",
-                   help="write nothing; exit 1 and name the stale files if DIR differs from "
-                        "what derive would write now")
+                   help="write nothing; exit 1 and name the missing and the stale files if DIR "
+                        "differs from what derive would write now")
+    p.add_argument("-q", "--quiet", action="store_true", help="print no progress on stderr")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     latex = sub.add_parser("latex", help="print the derivation of one variant in LaTeX")
     latex.add_argument("name", type=variant, help=", ".join(BY_NAME))
@@ -69,50 +78,63 @@ def parser() -> Parser:
     check.add_argument("--list", action="store_true", help="print the catalogue of known slips")
     demo = sub.add_parser("demo", help="train a small network on digits: no norm, batch norm, naive backward")
     demo.add_argument("--epochs", type=positive_int, default=None, help="epochs (default: the README's)")
-    bench = sub.add_parser("bench", help="time the kernels against the memory floor and PyTorch")
-    bench.add_argument("args", nargs=argparse.REMAINDER, help="options for the benchmark")
+    sub.add_parser("bench", help="time the kernels against the memory floor and PyTorch "
+                                 "(derive bench --help lists its options)", add_help=False)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["bench"] and not {"-h", "--help"} & set(argv[1:2]):
-        from . import bench  # its own options, passed through untouched (argparse's REMAINDER
-        return bench.main(argv[1:])  # does not take leading options such as --quick)
+    if argv[:1] == ["bench"]:
+        from . import bench  # its own parser, options and --help, passed through untouched
+        return bench.main(argv[1:])
     args = parser().parse_args(argv)
-    if args.command == "latex":
-        d = derivation.derive(BY_NAME[args.name], args.max_m, use_cache=not args.no_cache)
-        sys.stdout.write(render.latex_document(d))
-        return 0
+    progress = Progress(args.quiet)
     if args.command == "explain":
         from . import explain
-        return explain.main(args.topic, args.max_m)
+        status = explain.main(args.topic, args.max_m, progress=progress.variant)
+        progress.end()
+        return status
     if args.command == "check":
         from . import check
         return check.main(args.file, args.json, args.list)
     if args.command == "demo":
         from . import demo
         return demo.main(args.epochs)
-    if args.command == "bench":
-        from . import bench
-        return bench.main(args.args)
     if args.command == "build":
-        return build(args)
-    return generate(args)
+        return build(args, progress)
+    place = project.locate(args.out)
+    if args.command == "latex":
+        for line in place.notes():
+            progress.line(line)
+        d = derivation.derive(BY_NAME[args.name], args.max_m, progress.variant(args.name),
+                              use_cache=not args.no_cache)
+        progress.line("rendering the document (and the answers to the seed questions)...")
+        sys.stdout.write(render.latex_document(d, place.templates))
+        return 0
+    if place.out is None:
+        print(project.no_output_line(), file=sys.stderr)
+        return 2
+    return generate(args, place, progress)
 
 
-def derive_all(entries, args) -> list | None:
+def derive_all(entries, args, progress: Progress) -> list | None:
     """Derive and prove every entry, or print one line and return None."""
     try:
-        out = derivation.derive_many(list(entries), args.max_m, use_cache=not args.no_cache)
+        out = derivation.derive_many(list(entries), args.max_m, progress, use_cache=not args.no_cache)
     except (ProofError, LemmaError, GraphError) as e:
+        progress.end()
         print(f"derive: {e}. Nothing was written.", file=sys.stderr)
         return None
+    progress.end()
     return out
 
 
-def rendered(derivations, package: str) -> dict | None:
-    files = render.render_all(derivations)
+def rendered(derivations, package: str, templates, progress: Progress) -> dict | None:
+    """Every file, rendered, compiled and imported in a scratch copy; None (and one line) if not."""
+    progress.line("rendering the kernels and the documents...")
+    files = render.render_all(derivations, templates)
+    progress.line("compiling and importing the generated package in a scratch folder...")
     try:
         importcheck.check(files, package)
     except importcheck.ImportCheckError as e:
@@ -121,7 +143,7 @@ def rendered(derivations, package: str) -> dict | None:
     return files
 
 
-def build(args) -> int:
+def build(args, progress: Progress) -> int:
     """derive build FILE --out DIR: a user's normalization, proved, as an importable package."""
     try:
         entry = load_file(args.file)
@@ -129,17 +151,17 @@ def build(args) -> int:
     except (GraphError, OSError, SyntaxError) as e:
         print(f"derive build: {e}. Nothing was written.", file=sys.stderr)
         return 1
-    derivations = derive_all([entry], args)
+    derivations = derive_all([entry], args, progress)
     if derivations is None:
         return 1
     root = args.build_out
-    files = rendered(derivations, root.name)
+    files = rendered(derivations, root.name, project.locate(root).templates, progress)
     if files is None:
         return 1
-    files["SUMMARY.md"] = f"# {entry.spec.title}\n\nProved by `derive build`:\n\n```\n{table(derivations)}\n```\n"
+    summary = f"# {entry.spec.title}\n\nProved by `derive build`:\n\n```\n{table(derivations)}\n```\n"
     try:
-        written = write.write_all(root, {k: v for k, v in files.items() if k != "SUMMARY.md"})
-        (root / "SUMMARY.md").write_text(files["SUMMARY.md"], encoding="utf-8")
+        written = write.write_all(root, files)
+        (root / "SUMMARY.md").write_text(summary, encoding="utf-8")
     except (write.WriteError, OSError) as e:
         print(f"derive build: {e}", file=sys.stderr)
         return 1
@@ -149,26 +171,21 @@ def build(args) -> int:
     return 0
 
 
-def generate(args) -> int:
+def generate(args, place: project.Place, progress: Progress) -> int:
     started = time.perf_counter()
-    derivations = derive_all(ENTRIES, args)
+    for line in place.notes("checking" if args.check else "writing into"):
+        progress.line(line)
+    derivations = derive_all(ENTRIES, args, progress)
     if derivations is None:
         return 1
     t = time.perf_counter()
-    files = rendered(derivations, "generated")
+    files = rendered(derivations, "generated", place.templates, progress)
     if files is None:
         return 1
     render_s = time.perf_counter() - t
-    root = args.out
+    root = place.out
     if args.check:
-        stale = write.stale(root, files)
-        if stale:
-            print(f"derive --check: {len(stale)} stale file(s) in {root}: {', '.join(stale)}",
-                  file=sys.stderr)
-            print("regenerate them with: derive", file=sys.stderr)
-            return 1
-        print(f"derive --check: {root} is up to date ({len(files)} files)")
-        return 0
+        return check(root, files, place.command(args.max_m, DEFAULT_MAX_M))
     try:
         written = write.write_all(root, files)
     except write.WriteError as e:
@@ -182,13 +199,28 @@ def generate(args) -> int:
     return 0
 
 
+def check(root: Path, files: dict[str, str], command: str) -> int:
+    """Exit 1 naming the missing and the stale files, and the command that regenerates them."""
+    missing = [rel for rel in files if not (root / rel).exists()]
+    stale = [rel for rel in write.stale(root, files) if rel not in missing]
+    if missing or stale:
+        for word, rels in (("missing", missing), ("stale", stale)):
+            if rels:
+                print(f"derive --check: {len(rels)} {word} file(s) in {root}: {', '.join(rels)}",
+                      file=sys.stderr)
+        print(f"regenerate them from the same templates with: {command}", file=sys.stderr)
+        return 1
+    print(f"derive --check: {root} is up to date ({len(files)} files)")
+    return 0
+
+
 def table(derivations) -> str:
     rows = [("variant", "exact for m", "symbolic m", "test mode", "derive", "prove")]
     for d in derivations:
         sizes = [p.size for p in d.proofs if p.size.startswith("m=") and not p.claim.startswith(("test", "left"))]
         symbolic = sum(1 for p in d.proofs if p.size == "symbolic m")
         test = [p for p in d.proofs if p.claim.startswith("test")]
-        rows.append((d.spec.name, f"{sizes[0][2:]}..{sizes[-1][2:]}", f"{symbolic} identities",
+        rows.append((d.spec.name, f"{sizes[0][2:]}..{sizes[-1][2:]}" if sizes else "-", f"{symbolic} identities",
                      f"m<={d.max_m}" if test else "-", f"{d.timings['derive']:.2f} s",
                      f"{d.timings['prove']:.2f} s"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

@@ -86,14 +86,14 @@ def derive(entry: Entry, max_m: int, progress=None, use_cache: bool = True) -> D
         if use_cache:
             store(k, found)
     elif progress:
-        progress("proved before (cache)")
+        progress("proved before")
     return rename(found, entry.spec)
 
 
 def derive_many(entries, max_m: int, progress=None, use_cache: bool = True,
                 workers: int | None = None) -> list[Derivation]:
     """Every entry; equal math is derived once, and what is not cached is proved in parallel
-    worker processes (one per core)."""
+    worker processes (one per core).  ``progress``: a derive.progress.Progress, or None."""
     keys = [key(e, max_m) for e in entries]
     todo: dict[str, Entry] = {}
     for k, e in zip(keys, entries):
@@ -103,6 +103,9 @@ def derive_many(entries, max_m: int, progress=None, use_cache: bool = True,
     if workers > 1:
         import concurrent.futures as cf
         import multiprocessing
+        if progress:
+            progress.line(f"proving {len(todo)} graphs (m <= {max_m} and symbolic m) in {workers} processes: "
+                          + ", ".join(e.spec.name for e in todo.values()))
         _FORKED[:] = list(todo.values())  # the workers inherit the entries: their claims are closures
         with cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
             futures = {pool.submit(_derive_forked, n, max_m): k for n, k in enumerate(todo)}
@@ -112,11 +115,11 @@ def derive_many(entries, max_m: int, progress=None, use_cache: bool = True,
                 if use_cache:
                     store(k, _MEMORY[k])
                 if progress:
-                    progress(f"{todo[k].spec.name}: proved")
+                    progress.line(f"  {todo[k].spec.name}: proved in {sum(_MEMORY[k].timings.values()):.1f} s")
     out = []
-    for e in entries:
-        say = (lambda s, n=e.spec.name: progress(f"{n}: {s}")) if progress else None
-        out.append(derive(e, max_m, say, use_cache=use_cache or key(e, max_m) in _MEMORY))
+    for e, k in zip(entries, keys):
+        say = progress.variant(e.spec.name) if progress else None
+        out.append(derive(e, max_m, say, use_cache=use_cache or k in _MEMORY))
     return out
 
 

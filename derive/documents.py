@@ -85,9 +85,7 @@ def notation(d: Derivation) -> list:
              " belong to element ", m(proofs.I), " (or ", m(proofs.J), "), and ", m(sp.Symbol("k")),
              " is the index of every sum over the group. ", *stats, *const_text, *params]
     blocks = [
-        para("This derivation is printed by derive from the expressions it proved: every formula "
-             "below is printed by SymPy from those expressions, and nothing is typed by hand. ",
-             *group_text(d)),
+        para(*group_text(d)),
         para(*first),
         para("A d in front of a quantity is the gradient of the loss ", m(explain.L),
              " with respect to it; ", m(model.dy), " is the upstream gradient, given.",

@@ -341,6 +341,18 @@ def bias_steps(d: Derivation) -> tuple:
     return tuple(rows)
 
 
+def at_zero_variance(d: Derivation, reduced: sp.Expr) -> sp.Expr:
+    """The limit of the reduced compact form as var -> 0, computed by SymPy.
+
+    With r = sqrt(var) and z = (x - mu)/r (bounded as var -> 0), xhat = r z / sigma_eps
+    and sigma_eps is its definition in r; the sums follow by linearity."""
+    X, DY, Y, MU, VAR, STD, XHAT, EPS, X_I, XHAT_I = bn_names(d.model)
+    r, z = sp.Symbol("r", positive=True), Elem("z", real=True)
+    std = d.model.node(STD).definition.subs(VAR, r**2)
+    in_r = expand_sums(reduced.xreplace({XHAT: r * z / std}).xreplace({STD: std}), {})
+    return sp.factor(sp.limit(in_r, r, 0, "+"))
+
+
 def eps(ds: Mapping[str, Derivation]) -> Answer:
     X, DY, Y, MU, VAR, STD, XHAT, EPS, X_I, XHAT_I = bn_names(ds["batchnorm"].model)
     inside, outside = ds["batchnorm"], ds["batchnorm_eps_outside"]
@@ -352,7 +364,11 @@ def eps(ds: Mapping[str, Derivation]) -> Answer:
             "with eps outside, dvar divides by sqrt(var)")
     left_out = {p.size for p in outside.proofs if p.claim.startswith("left out")}
     first = next(n for n in range(1, outside.max_m + 1) if f"m={n}" not in left_out)
-    rows = eps_rows(inside, outside)
+    limit_in, limit_out = at_zero_variance(inside, reduced_in), at_zero_variance(outside, reduced_out)
+    ratio = sp.factor(limit_out / limit_in)
+    require(not limit_out.has(sp.nan, sp.zoo, sp.oo) and limit_out.free_symbols <= reduced_out.free_symbols
+            and not ratio.has(DY), "the limit at var = 0 is finite, and the two limits are proportional")
+    rows = eps_rows(inside, outside, limit_out)
     return Answer("eps", "Where does epsilon go?", "000", (
         para("Seed 000 normalizes with ", math(EPS), " outside the square root; most code, and "
              "seeds 002 and 003, put it inside. Both are derived. The variant batchnorm has"),
@@ -370,23 +386,34 @@ def eps(ds: Mapping[str, Derivation]) -> Answer:
              " outside, the variance stage divides by the square root of the variance:"),
         equation(dvar_out.symbol, dvar_out.expr),
         para("so at ", math(sp.Eq(VAR, 0, evaluate=False)), " (a constant feature, or a batch of "
-             "one) the gradient is undefined; this is why that variant's proofs start at ",
-             math(sp.Eq(M, first, evaluate=False)), ". With ", math(EPS),
-             " inside, no denominator falls below the square root of ", math(EPS),
-             ". Away from that point both gradients pass a finite-difference check against their "
-             "own forward pass: they are two different functions, each differentiated correctly. "
-             "Five samples, ", setting(EPS, EPSILON), ", three spreads of the same data. The table gives "
-             "the relative difference between the two gradients and each one's relative error "
-             "against central differences with step 1e-8, in 30-digit arithmetic:"),
+             "one) the formulas read 0/0, and that variant's exact proofs start at ",
+             math(sp.Eq(M, first, evaluate=False)), ". The gradient itself has a limit there: ",
+             math(XHAT), " and the sum it multiplies both vanish like the square root of the "
+             "variance, so the term divided by it goes to 0. SymPy's limit of the outside compact "
+             "form as ", math(VAR), " goes to 0 (with ", math(X), " minus ", math(MU),
+             " shrinking in proportion to the square root of the variance) is"),
+        equation(DXOUTSIDE, limit_out),
+        para("which is what the generated kernels return at a constant group (a quotient whose "
+             "denominator vanishes counts as 0 there), and what finite differences measure. With ",
+             math(EPS), " inside, no denominator falls below the square root of ", math(EPS),
+             ", and the same limit is"),
+        equation(DXINSIDE, limit_in),
+        para("Both gradients pass a finite-difference check against their own forward pass: they "
+             "are two different functions, each differentiated correctly. Five samples, ",
+             setting(EPS, EPSILON), ", three spreads of the same data. The table gives the relative "
+             "difference between the two gradients and each one's relative error against central "
+             "differences with step 1e-12, in 30-digit arithmetic (at the constant data, the limits "
+             "above):"),
         Table(("data", "inside vs outside", "FD error, inside", "FD error, outside"), rows),
         para("For ordinary activations the placement changes the gradient by a relative amount of "
              "the order of ", math(EPS), " over the variance; for a nearly constant feature it "
-             "changes it completely, and for a constant one only the inside placement has a "
-             "gradient."),
+             "changes it completely, and for a constant one the outside gradient is the inside one "
+             "times"),
+        equation(DXOUTSIDE / DXINSIDE, ratio),
     ))
 
 
-def eps_rows(inside: Derivation, outside: Derivation) -> tuple:
+def eps_rows(inside: Derivation, outside: Derivation, limit_out: sp.Expr) -> tuple:
     spreads = (("spread 1 (the data of naive)", None), ("spread 1e-3 (1 + x/1000)", "0.001"),
                ("constant (all 1)", "0"))
     groups = [Group(inside, 5), Group(outside, 5)]
@@ -396,16 +423,13 @@ def eps_rows(inside: Derivation, outside: Derivation) -> tuple:
                  for x in DATA_X]
         grads, errors = [], []
         for g in groups:
-            if not g.defined(g.d.compact.dx, exact, DATA_DY):
-                grads.append(None)
-                errors.append("undefined (0/0)")
-                continue
+            dx = g.d.compact.dx if g.defined(g.d.compact.dx, exact, DATA_DY) else limit_out
+            require(g.defined(dx, exact, DATA_DY), "the gradient, or its limit, has a value")
             with mpmath.workdps(DIGITS):
                 xs, dys = mp(str(x) for x in exact), mp(DATA_DY)
-                grads.append(g.gradient(g.d.compact.dx)(xs, dys))
-                errors.append(sci(rel_error(grads[-1], finite_difference(g.loss(), xs, dys, "1e-8"))))
-        between = sci(rel_error(*grads)) if None not in grads else "undefined"
-        rows.append((label, between, *errors))
+                grads.append(g.gradient(dx)(xs, dys))
+                errors.append(sci(rel_error(grads[-1], finite_difference(g.loss(), xs, dys, "1e-12"))))
+        rows.append((label, sci(rel_error(*grads)), *errors))
     return tuple(rows)
 
 
@@ -578,13 +602,17 @@ TOPICS: dict[str, tuple[Callable[[Mapping[str, Derivation]], Answer], tuple[str,
 }
 
 
-def answer(topic: str, ds: Mapping[str, Derivation], max_m: int) -> Answer:
-    """The answer to ``topic``, deriving any variant it needs that ``ds`` lacks."""
+def answer(topic: str, ds: Mapping[str, Derivation], max_m: int, progress=None) -> Answer:
+    """The answer to ``topic``, deriving any variant it needs that ``ds`` lacks.
+
+    ``progress(name)``, if given, returns the stage callback for deriving variant ``name``."""
     build, needs = TOPICS[topic]
     have = dict(ds)
     for name in needs:
         if name not in have:
-            have[name] = derive(BY_NAME[name], max_m)
+            have[name] = derive(BY_NAME[name], max_m, progress and progress(name))
+    if progress:
+        progress(f"answering {topic}")
     return build(have)
 
 
@@ -619,10 +647,10 @@ def to_text(a: Answer) -> str:
     return "\n".join(lines)
 
 
-def main(topic: str, max_m: int) -> int:
+def main(topic: str, max_m: int, progress=None) -> int:
     if topic not in TOPICS:
         print(f"derive explain: unknown topic {topic!r}; choose from {', '.join(TOPICS)}",
               file=sys.stderr)
         return 2
-    sys.stdout.write(to_text(answer(topic, {}, max_m)))
+    sys.stdout.write(to_text(answer(topic, {}, max_m, progress)))
     return 0

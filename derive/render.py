@@ -16,7 +16,10 @@ COMMAND = "derive"
 
 
 def templates_dir() -> Path:
-    """The copy installed inside the package, or templates/ beside it in a checkout."""
+    """The copy installed with the package, or templates/ beside derive/ in a checkout.
+
+    This is where derive's own code lives; :func:`derive.project.locate` decides
+    which folder a run renders (a checkout's templates/ wins when there is one)."""
     here = Path(__file__).resolve().parent
     for candidate in (here / "templates", here.parent / "templates"):
         if candidate.is_dir():
@@ -24,9 +27,10 @@ def templates_dir() -> Path:
     raise FileNotFoundError("cannot find the templates/ folder")
 
 
-def environment() -> jinja2.Environment:
+def environment(templates: Path | None = None) -> jinja2.Environment:
+    """The one Jinja environment, over ``templates`` (default: :func:`templates_dir`)."""
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        loader=jinja2.FileSystemLoader(str(templates or templates_dir())),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -121,7 +125,7 @@ def axes_description(spec: Spec) -> str:
     return "(" + ", ".join(letters[a] for a in spec.reduce_axes) + ")"
 
 
-def render_all(derivations: list[Derivation]) -> dict[str, str]:
+def render_all(derivations: list[Derivation], templates: Path | None = None) -> dict[str, str]:
     """{relative path under generated/: text} for every file derive writes."""
     from . import documents, numba_backend
     contexts = {d.spec.name: kernel_context(d) for d in derivations}
@@ -131,15 +135,18 @@ def render_all(derivations: list[Derivation]) -> dict[str, str]:
     jobs["_runtime.py"] = ("runtime.py.jinja", {})
     jobs["_blocks.py"] = ("blocks.py.jinja", {})
     jobs["__init__.py"] = ("init.py.jinja", {"exports": exports})
+    jobs["__main__.py"] = ("main.py.jinja", {
+        "variants": [(d.spec.name, [n for m, n in exports if m == d.spec.name]) for d in derivations],
+        "documents": [f"{d.spec.name}.md, {d.spec.name}.tex" for d in derivations]})
     jobs.update(documents.document_jobs(derivations))
     jobs.update(numba_backend.numba_jobs(derivations, contexts))
-    env = environment()
+    env = environment(templates)
     return {path: render(env, template, Path(path).suffix, **context)
             for path, (template, context) in sorted(jobs.items())}
 
 
-def latex_document(d: Derivation) -> str:
+def latex_document(d: Derivation, templates: Path | None = None) -> str:
     """The LaTeX derivation of one variant, exactly as derive writes it."""
     from . import documents
     template, context = documents.single_latex_job(d)
-    return render(environment(), template, ".tex", **context)
+    return render(environment(templates), template, ".tex", **context)

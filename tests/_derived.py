@@ -1,19 +1,71 @@
-"""Derivations shared by the tests (computed once per test session)."""
+"""Derivations, rendered files and answers shared by the tests: each computed once per session.
+
+Every test that needs a derivation takes it from here, so each variant is derived and
+proved once; :func:`use_cache` (the ``cached`` fixture of conftest.py) points the CLI's
+calls at these, for tests that run the command in-process.
+"""
 from __future__ import annotations
 
 import functools
 
+from derive import derivation, explain, render
 from derive.cli import DEFAULT_MAX_M
-from derive.derivation import Derivation, derive
+from derive.derivation import Derivation
 from derive.library import BY_NAME, ENTRIES
 
+_derive, _render_all = derivation.derive, render.render_all   # the real ones, before any patch
+
+
+def derived(name: str, max_m: int = DEFAULT_MAX_M) -> Derivation:
+    return _derived(name, max_m)   # one cache key for derived(n) and derived(n, DEFAULT_MAX_M)
+
 
 @functools.lru_cache(maxsize=None)
-def derived(name: str, max_m: int = 3) -> Derivation:
-    return derive(BY_NAME[name], max_m)
+def _derived(name: str, max_m: int) -> Derivation:
+    return _derive(BY_NAME[name], max_m)
 
 
-@functools.lru_cache(maxsize=None)
 def all_default() -> tuple[Derivation, ...]:
     """Every library entry at the default M: exactly what `derive` renders."""
-    return tuple(derive(entry, DEFAULT_MAX_M) for entry in ENTRIES)
+    return tuple(derived(entry.spec.name) for entry in ENTRIES)
+
+
+def cached_derive(entry, max_m, progress=None, use_cache=True) -> Derivation:
+    """derive.derivation.derive, answered from this session's derivations."""
+    if progress:
+        progress("(derived once per test session)")
+    if entry.spec.name not in BY_NAME or BY_NAME[entry.spec.name] is not entry:
+        return _derive(entry, max_m, progress, use_cache)  # a user's entry
+    return derived(entry.spec.name, max_m)
+
+
+def cached_derive_many(entries, max_m, progress=None, use_cache=True, workers=None) -> list:
+    """derive.derivation.derive_many, answered from this session's derivations."""
+    return [cached_derive(e, max_m, progress.variant(e.spec.name) if progress else None, use_cache)
+            for e in entries]
+
+
+_renders: dict = {}
+
+
+def rendered_files(derivations, templates=None) -> dict[str, str]:
+    """derive.render.render_all, computed once per set of derivations and templates folder."""
+    key = (tuple(id(d) for d in derivations), str(templates or render.templates_dir()))
+    if key not in _renders:
+        _renders[key] = (list(derivations), _render_all(list(derivations), templates))
+    return dict(_renders[key][1])
+
+
+@functools.lru_cache(maxsize=None)
+def answers() -> dict:
+    """Every `derive explain` answer, from the default derivations."""
+    ds = {d.spec.name: d for d in all_default()}
+    return {topic: explain.answer(topic, ds, DEFAULT_MAX_M) for topic in explain.TOPICS}
+
+
+def use_cache(monkeypatch) -> None:
+    """Point derive's CLI (and explain) at the session's derivations and renders."""
+    monkeypatch.setattr(derivation, "derive", cached_derive)
+    monkeypatch.setattr(derivation, "derive_many", cached_derive_many)
+    monkeypatch.setattr(explain, "derive", cached_derive)
+    monkeypatch.setattr(render, "render_all", rendered_files)

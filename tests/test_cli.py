@@ -1,4 +1,8 @@
-"""The `derive` command end to end, through subprocesses."""
+"""The `derive` command: in-process through cli.main, and once end to end through a subprocess.
+
+The in-process tests take the session's derivations and renders (the ``cached`` fixture);
+the determinism test runs the real entry point, `python -m derive`, twice.
+"""
 from __future__ import annotations
 
 import os
@@ -9,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from derive import cli, closed_form, write
+from derive import cli, closed_form, project, render, write
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -19,55 +23,130 @@ def run(*args, env=None, cwd=ROOT):
                           text=True, env={**os.environ, **(env or {})}, timeout=600)
 
 
-def test_check_passes_on_the_committed_tree():
-    r = run("--check")
-    assert r.returncode == 0, r.stderr
+def main(capsys, *args) -> tuple[int, str, str]:
+    """cli.main in-process: (exit status, stdout, stderr); argparse's exits become statuses."""
+    try:
+        status = cli.main(list(args))
+    except SystemExit as e:
+        status = e.code
+    out, err = capsys.readouterr()
+    return status, out, err
 
 
-def test_check_names_an_edited_file(tmp_path):
+def test_check_passes_on_the_committed_tree(cached, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT / "tests")   # the checkout is found from a subfolder
+    status, out, err = main(capsys, "--check")
+    assert status == 0, err
+    assert f"{ROOT / 'generated'} is up to date" in out
+    assert f"templates from {ROOT / 'templates'} (this checkout)" in err
+    assert f"checking {ROOT / 'generated'}" in err
+    assert all(f"{spec}:" in err for spec in ("batchnorm", "rmsnorm"))   # progress, per variant
+
+
+def test_quiet_prints_nothing_on_stderr(cached, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    status, out, err = main(capsys, "-q", "--check")
+    assert status == 0 and err == "" and "up to date" in out
+
+
+def test_check_names_an_edited_file_and_the_command(cached, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
     out = tmp_path / "generated"
     shutil.copytree(ROOT / "generated", out)
     with (out / "batchnorm.py").open("a") as f:
         f.write("# edited by hand\n")
-    r = run("--check", "--out", str(out))
-    assert r.returncode == 1
-    assert "batchnorm.py" in r.stderr and "derive" in r.stderr
+    (out / "layernorm.py").unlink()
+    status, _, err = main(capsys, "--check", "--out", str(out))
+    assert status == 1
+    lines = err.splitlines()
+    assert any(line.startswith("derive --check: 1 stale file(s)") and "batchnorm.py" in line for line in lines)
+    assert any(line.startswith("derive --check: 1 missing file(s)") and "layernorm.py" in line for line in lines)
+    assert f"with: cd {ROOT} && python3 -m derive --out {out}" in err
+
+
+def test_check_of_an_empty_folder_reports_missing_files(cached, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    status, _, err = main(capsys, "--check", "--out", str(tmp_path / "gen"))
+    assert status == 1
+    assert "missing file(s)" in err and "stale" not in err
+    assert not (tmp_path / "gen").exists()
+
+
+def test_outside_a_checkout_nothing_is_written_without_out(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for args in ([], ["--check"]):
+        status, out, err = main(capsys, *args)
+        assert status == 2 and out == ""
+        assert len(err.strip().splitlines()) == 1 and "--out" in err and "checkout" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_checkout_is_found_from_below_and_its_templates_win(tmp_path, monkeypatch):
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "normderive"\n')
+    shutil.copytree(ROOT / "templates", tmp_path / "templates")
+    with (tmp_path / "templates" / "init.py.jinja").open("a") as f:
+        f.write("# an edit in this checkout\n")
+    (tmp_path / "deep" / "er").mkdir(parents=True)
+    place = project.locate(None, cwd=tmp_path / "deep" / "er")
+    assert place.checkout == tmp_path.resolve()
+    assert place.templates == tmp_path.resolve() / "templates"
+    assert place.out == tmp_path.resolve() / "generated"
+    text = render.render(render.environment(place.templates), "init.py.jinja", ".py", exports=[])
+    assert text.endswith("# an edit in this checkout\n")
+    assert "this checkout" in place.notes()[0]
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "someone-else"\n')
+    other = project.locate(None, cwd=tmp_path / "deep")
+    assert other.checkout is None and other.out is None and "NOT a checkout" in other.notes()[0]
 
 
 @pytest.mark.parametrize("args", [["--max-m", "0"], ["--max-m", "abc"], ["latex", "nosuchnorm"],
                                   ["--nosuchflag"], ["explain"]])
-def test_bad_arguments_are_one_line_and_exit_2(args):
-    r = run(*args)
-    assert r.returncode == 2
-    lines = r.stderr.strip().splitlines()
+def test_bad_arguments_are_one_line_and_exit_2(args, capsys):
+    status, _, err = main(capsys, *args)
+    assert status == 2
+    lines = err.strip().splitlines()
     assert len(lines) == 1 and "error" in lines[0]
 
 
 @pytest.mark.parametrize("args", [["--help"], ["latex", "--help"], ["explain", "--help"], ["bench", "--help"]])
-def test_help(args):
-    r = run(*args)
-    assert r.returncode == 0 and "usage" in r.stdout
+def test_help(args, capsys):
+    status, out, _ = main(capsys, *args)
+    assert status == 0 and "usage" in out
+
+
+def test_help_says_what_no_command_does(capsys):
+    _, out, _ = main(capsys, "--help")
+    assert "With no COMMAND, derive does exactly that: derive, prove and write" in out
+    assert "-q, --quiet" in out
 
 
 def test_generate_prints_the_table_and_is_deterministic(tmp_path):
-    """Two runs under different hash seeds write the same bytes."""
+    """The real entry point, twice, under different hash seeds: the same bytes. Progress goes to
+    stderr as the variants are derived, and -q silences it."""
     outs = []
-    for seed in ("1", "12345"):
+    for seed, quiet in (("1", ["-q"]), ("12345", [])):
         out = tmp_path / f"run{seed}"
-        r = run("--max-m", "2", "--out", str(out), env={"PYTHONHASHSEED": seed})
+        r = run(*quiet, "--max-m", "2", "--out", str(out), env={"PYTHONHASHSEED": seed})
         assert r.returncode == 0, r.stderr
         assert "batchnorm" in r.stdout and "exact for m" in r.stdout
+        table = {line.split()[0]: line.split()[1] for line in r.stdout.splitlines()[2:9]}
+        assert table["batchnorm"] == "1..2" and table["batchnorm_eps_outside"] == "2..2"  # --max-m 2
+        if quiet:
+            assert r.stderr == ""
+        else:
+            assert "batchnorm: deriving... proving m=1..2... symbolic m... test mode..." in r.stderr
+            assert f"writing into {out}" in r.stderr
         outs.append({p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()})
     assert outs[0] == outs[1] and len(outs[0]) > 5
 
 
-def test_refuses_to_overwrite_a_hand_written_file(tmp_path):
+def test_refuses_to_overwrite_a_hand_written_file(cached, capsys, tmp_path):
     out = tmp_path / "generated"
     out.mkdir()
     mine = out / "layernorm.py"
     mine.write_text("def my_layernorm(): ...\n")
-    r = run("--max-m", "1", "--out", str(out))
-    assert r.returncode == 1 and "layernorm.py" in r.stderr
+    status, _, err = main(capsys, "--out", str(out))
+    assert status == 1 and "layernorm.py" in err
     assert mine.read_text() == "def my_layernorm(): ...\n"
     assert [p.name for p in out.iterdir()] == ["layernorm.py"]  # nothing else written
 
@@ -113,7 +192,3 @@ def test_readme_test_command_is_what_ci_runs():
     ci = (ROOT / ".ci" / "run").read_text()
     command = ci.strip().splitlines()[-1]
     assert command in readme
-
-
-def test_default_max_m():
-    assert cli.DEFAULT_MAX_M == 6

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import sympy as sp
+from _derived import all_default, answers, rendered_files
 
 from derive import cli, derivation, documents, explain, proofs, render
 from derive.algebra import BatchSum, Elem, M, ParamSum
@@ -31,10 +32,6 @@ DOCS = ROOT / "generated" / "derivations"
 S, P, D = sp.Function("S"), sp.Function("P"), sp.Function("D")
 FUNCTIONS = {r"\max": ClampMin, r"\min": ClampMax, r"\operatorname{sg}": StopGrad}
 
-
-def all_default() -> tuple:
-    """Every library entry at the default M: exactly what `derive` renders."""
-    return tuple(derivation.derive(e, cli.DEFAULT_MAX_M) for e in ENTRIES)
 
 # ----------------------------------------------------------------------------- the oracle
 
@@ -240,13 +237,11 @@ def _documents(derivations):
 @pytest.fixture(scope="module")
 def rendered():
     """Every variant: its Derivation, its sections, and its .tex and .md text, rendered fresh."""
-    derivations = list(all_default())
-    by_name = {d.spec.name: d for d in derivations}
-    env, cache, out = render.environment(), {}, {}
-    for d in derivations:
-        answers = documents.answers_for(d, by_name, cache)
-        docs = {fmt: _render(env, *documents.job(d, answers, fmt), fmt) for fmt in documents.TEMPLATES}
-        out[d.spec.name] = (d, documents.sections(d, answers), docs)
+    env, out = render.environment(), {}
+    for d in all_default():
+        shown = [answers()[topic] for topic in documents.QUESTIONS.get(d.spec.name, ())]
+        docs = {fmt: _render(env, *documents.job(d, shown, fmt), fmt) for fmt in documents.TEMPLATES}
+        out[d.spec.name] = (d, documents.sections(d, shown), docs)
     return out
 
 
@@ -361,9 +356,12 @@ def test_the_reader_catches_a_wrong_formula():
 
 
 def test_rendering_is_deterministic(rendered):
+    """Two renders of the same derivations in one session (the other is the session's render of
+    every file, shared with test_drift and test_cli) give the same documents."""
     derivations = list(all_default())
     first = _documents(derivations)
-    assert first == _documents(derivations)
+    everything = rendered_files(derivations)
+    assert first == {rel: text for rel, text in everything.items() if rel.startswith("derivations/")}
     assert set(first) == {f"derivations/{d.spec.name}{fmt}" for d in derivations
                           for fmt in (".tex", ".md")}
     for rel, text in first.items():
@@ -371,9 +369,12 @@ def test_rendering_is_deterministic(rendered):
             f"{rel} is stale; regenerate it with: derive"
 
 
-def test_derive_latex_prints_the_committed_document(capsys):
+def test_derive_latex_prints_the_committed_document(cached, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
     assert cli.main(["latex", "batchnorm"]) == 0
-    assert capsys.readouterr().out == (DOCS / "batchnorm.tex").read_text(encoding="utf-8")
+    captured = capsys.readouterr()
+    assert captured.out == (DOCS / "batchnorm.tex").read_text(encoding="utf-8")
+    assert "batchnorm:" in captured.err and "rendering the document" in captured.err   # progress
 
 
 # ----------------------------------------------------------------------------- LaTeX tools

@@ -7,14 +7,13 @@ kernels for the layouts -- and compared with what the answers print.
 """
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import sympy as sp
 import torch
+from _derived import all_default, answers as shared_answers, derived
 
 import generated
 from derive import cli, derivation, documents, explain
@@ -28,15 +27,9 @@ DY5 = np.array([float(v) for v in explain.DATA_DY])
 GAMMA, BETA, EPS = float(explain.GAMMA), float(explain.BETA), float(explain.EPSILON)
 
 
-def all_default() -> tuple:
-    """Every library entry at the default M, as `derive` derives them."""
-    return tuple(derivation.derive(e, cli.DEFAULT_MAX_M) for e in ENTRIES)
-
-
 @pytest.fixture(scope="module")
 def answers() -> dict[str, Answer]:
-    ds = {d.spec.name: d for d in all_default()}
-    return {topic: explain.answer(topic, ds, 6) for topic in explain.TOPICS}
+    return shared_answers()
 
 
 def tables(a: Answer) -> list[Table]:
@@ -99,9 +92,28 @@ def test_eps_placements_differ_as_printed(answers):
     assert printed == pytest.approx(measured, rel=0.05)
     constant = np.ones(5)
     assert np.all(np.isfinite(torch_grad(constant, DY5)))
-    assert not np.all(np.isfinite(torch_grad(constant, DY5, outside=True)))
-    assert rows.rows[2][1] == "undefined" and rows.rows[2][3].startswith("undefined")
-    assert rows.rows[2][2] != "undefined"
+    assert not np.all(np.isfinite(torch_grad(constant, DY5, outside=True)))   # autograd's 0 * inf
+    assert float(rows.rows[2][2]) < 1e-6 and float(rows.rows[2][3]) < 1e-6  # both limits pass FD
+
+
+def test_eps_outside_at_zero_variance_is_the_limit_the_kernel_returns(answers):
+    """At a constant group the outside gradient is not undefined: it is gamma (dy - mean dy) / eps,
+    what generated/ returns; the answer prints that limit and never calls the gradient undefined."""
+    text = explain.to_text(answers["eps"])
+    assert "undefined" not in text and "only the inside placement has a gradient" not in text
+    limits = [b.rhs.expr for b in answers["eps"].blocks
+              if isinstance(b, Equation) and b.lhs.text == "dx^outside_i" and not b.rhs.expr.has(explain.bn_names(derived("batchnorm").model).xhat)]
+    assert len(limits) == 1
+    x = np.ones((5, 1))
+    _, cache = generated.batchnorm_eps_outside_forward(x, np.array([GAMMA]), np.array([BETA]),
+                                                       {"mode": "train", "eps": EPS})
+    dx = generated.batchnorm_eps_outside_backward_alt(DY5[:, None], cache)[0][:, 0]
+    expected = GAMMA * (DY5 - DY5.mean()) / EPS                      # typed here, as the oracle
+    assert np.allclose(dx, expected, rtol=1e-12)
+    values = {"dout": DY5, "gamma": GAMMA, "eps": EPS, "m": 5}
+    names = sorted(limits[0].free_symbols, key=str)
+    printed = sp.lambdify(names, limits[0], [{"BatchSum": np.sum}, "numpy"])
+    assert np.allclose(printed(*[values[str(n)] for n in names]), expected, rtol=1e-12)
 
 
 def test_generated_kernels_take_the_column_layout(answers):
@@ -151,17 +163,14 @@ def test_a_false_claim_is_refused(monkeypatch):
         explain.slips(ds)
 
 
-def run(*args):
-    return subprocess.run([sys.executable, "-m", "derive", *args], check=False, cwd=ROOT, capture_output=True,
-                          text=True, timeout=600, env={**os.environ})
-
-
 @pytest.mark.parametrize("topic", list(explain.TOPICS))
-def test_derive_explain_prints_the_answer_of_the_documents(topic, answers):
-    r = run("--max-m", "2", "explain", topic)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout == explain.to_text(answers[topic])
-    assert any(ch.isdigit() for ch in r.stdout)
+def test_derive_explain_prints_the_answer_of_the_documents(topic, answers, cached, capsys):
+    """`derive explain TOPIC`, in-process: the answer is computed afresh from the derivations."""
+    assert cli.main(["explain", topic]) == 0
+    out, err = capsys.readouterr()
+    assert out == explain.to_text(answers[topic])
+    assert any(ch.isdigit() for ch in out)
+    assert f"answering {topic}" in err
     md = (ROOT / "generated" / "derivations" / "batchnorm.md").read_text(encoding="utf-8")
     layout = documents.Layout(".md")
     for block in answers[topic].blocks:

@@ -8,11 +8,12 @@ and backward run on the inputs of tests/helpers.py and are compared with
 
 with rel_error(a, b) = max|a - b| / max(max|a|, max|b|) (tests/helpers.py):
 float64 <= 1e-10, float32 <= 1e-4.  The first run compiles every kernel (a
-minute or two); numba caches them beside generated/numba/.
+minute or two); numba caches them in this run's NORMDERIVE_NUMBA_CACHE (conftest.py).
 """
 from __future__ import annotations
 
 import inspect
+import os
 import subprocess
 import sys
 import zlib
@@ -69,6 +70,38 @@ def test_same_public_functions_and_signatures():
 def test_numpy_package_does_not_import_numba():
     code = "import sys, generated; assert 'numba' not in sys.modules and 'generated.numba' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=str(_root()))
+
+
+def _kernels():
+    """Every numba dispatcher of generated.numba."""
+    modules = [m for name, m in sorted(sys.modules.items()) if name.startswith("generated.numba.")]
+    return [v for m in modules for v in vars(m).values() if isinstance(v, numba.core.dispatcher.Dispatcher)]
+
+
+def test_the_compile_cache_stays_out_of_the_package():
+    """numba's own cache=True writes into generated/numba/__pycache__, which pip leaves behind and
+    which then breaks `import generated`; our locator puts it in NORMDERIVE_NUMBA_CACHE (conftest)."""
+    package = os.path.dirname(os.path.abspath(gn.__file__))
+    kernels = _kernels()
+    assert len(kernels) >= 7
+    for k in kernels:
+        path = k._cache._cache_path
+        assert path.startswith(os.environ["NORMDERIVE_NUMBA_CACHE"]) and not path.startswith(package), path
+
+    @numba.njit(cache=True)
+    def elsewhere(a):  # another package's function: numba's own locator, beside its source
+        return a
+
+    assert os.path.dirname(elsewhere._cache._cache_path) == os.path.dirname(os.path.abspath(__file__))
+
+
+def test_the_default_cache_is_the_users_cache_folder(monkeypatch, tmp_path):
+    monkeypatch.delenv("NORMDERIVE_NUMBA_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    expected = {"win32": None, "darwin": None}.get(sys.platform, str(tmp_path / "normderive" / "numba"))
+    assert expected is None or gn.cache_dir() == expected
+    monkeypatch.setenv("NORMDERIVE_NUMBA_CACHE", str(tmp_path / "mine"))
+    assert gn.cache_dir() == str(tmp_path / "mine")
 
 
 @pytest.mark.parametrize("variant, mode, axis, dtype", PARAMS)

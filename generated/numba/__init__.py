@@ -5,12 +5,68 @@
 Optional: ``import generated`` never imports this package, and importing it
 needs numba (``pip install normderive[numba]``).  Every function has the same
 name, signature and results as its NumPy twin in generated/.  The kernels are
-compiled on first call, for each dtype, and cached beside this file.
+compiled on first call, for each dtype, and cached outside the package: in
+$NORMDERIVE_NUMBA_CACHE if it is set, else in the user's cache folder
+(~/.cache/normderive/numba on Linux, ~/Library/Caches/normderive/numba on macOS,
+%LOCALAPPDATA%\\normderive\\numba on Windows), one subfolder per installed copy.
+
+Why not numba's default: ``cache=True`` writes into a __pycache__ beside the
+source, i.e. into site-packages/generated/numba/, which pip does not remove on
+reinstall, and a folder left behind there breaks ``import generated``.  Setting
+NUMBA_CACHE_DIR would move every package's cache; instead :class:`_KernelCacheLocator`
+is put first in numba's list of cache locators and declines every function that
+is not defined in this folder, so other packages cache exactly as before.
 """
+import os
+import sys
+
 try:
     import numba  # noqa: F401
+    from numba.core import caching as _caching
 except ImportError as error:  # pragma: no cover - exercised only without numba
     raise ImportError("generated.numba needs numba: pip install 'normderive[numba]'") from error
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def cache_dir() -> str:
+    """The folder numba caches these kernels in ($NORMDERIVE_NUMBA_CACHE, else the user's cache)."""
+    chosen = os.environ.get("NORMDERIVE_NUMBA_CACHE")
+    if chosen:
+        return os.path.abspath(os.path.expanduser(chosen))
+    home = os.path.expanduser("~")
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or os.path.join(home, "AppData", "Local")
+    elif sys.platform == "darwin":
+        base = os.path.join(home, "Library", "Caches")
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(home, ".cache")
+    return os.path.join(base, "normderive", "numba")
+
+
+class _KernelCacheLocator(_caching._SourceFileBackedLocatorMixin, _caching._CacheLocator):
+    """numba's cache locator for the kernels of this folder only: their cache lives in cache_dir()."""
+
+    folder = _HERE
+
+    def __init__(self, py_func, py_file):
+        self._py_file = py_file
+        self._lineno = py_func.__code__.co_firstlineno
+        self._cache_path = os.path.join(cache_dir(), self.get_suitable_cache_subpath(py_file))
+
+    def get_cache_path(self):
+        return self._cache_path
+
+    @classmethod
+    def from_function(cls, py_func, py_file):
+        if os.path.dirname(os.path.abspath(py_file)) != cls.folder:
+            return None  # another package's function: numba's own locators decide
+        return super().from_function(py_func, py_file)
+
+
+_LOCATORS = (getattr(_caching, "CacheImpl", None) or _caching._CacheImpl)._locator_classes  # numba >= 0.61, older
+if not any(getattr(c, "folder", None) == _HERE for c in _LOCATORS):
+    _LOCATORS.insert(0, _KernelCacheLocator)
 
 from .batchnorm import batchnorm_forward
 from .batchnorm import batchnorm_backward
