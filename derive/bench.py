@@ -359,6 +359,9 @@ def main(argv: list[str] | None = None) -> int:
                         goals(results), "Equivalents:\n" + "\n".join(f"- {k}: {v}"
                                                                      for k, v in EQUIVALENTS.items())])
     print("\n" + text)
+    if "torch" in found:  # generated.torch beside torch's native kernels (derive/bench_torch.py)
+        from . import bench_torch
+        text += "\n\n" + bench_torch.main(args.quick)
     print(f"\n{len(results)} cases in {time.perf_counter() - started:.1f} s")
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
