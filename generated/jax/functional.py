@@ -44,7 +44,7 @@ def _statistics(kernels, training, view, params, buffers, const, layout, shape, 
             return out
         kw = {**dict(const), **dict(layout)}
         values = kernels.forward_train(view, *params, *reads, **kw)
-        new = kernels.running_update(*(buffers[n] for n in names), **values, **kw)
+        new = kernels.running_update(*(jnp.reshape(buffers[n], shape) for n in names), **values, **kw)
         return out, tuple(jnp.reshape(v, buffers[n].shape).astype(buffers[n].dtype) for v, n in zip(new, names))
     stats = tuple(jnp.reshape(buffers[n], shape).astype(view.dtype) for n in names)
     out = kernels.test(const, layout)(view, *params, *stats)
