@@ -361,6 +361,9 @@ def main(argv: list[str] | None = None) -> int:
                 else ["Goals (ratios measured in this run):", goals(results)])
     tail = [*verdicts, "Equivalents:\n" + "\n".join(f"- {k}: {v}" for k, v in EQUIVALENTS.items())]
     print("\n" + "\n\n".join(tail))
+    if "torch" in found:  # generated.torch beside torch's native kernels (derive/bench_torch.py)
+        from . import bench_torch
+        print("\n" + bench_torch.main(args.quick))
     print(f"\n{len(results)} cases in {time.perf_counter() - started:.1f} s")
     text = "\n\n".join([f"Machine: {machine(found)}", table(results), *tail])
     if args.out:

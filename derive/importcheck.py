@@ -24,8 +24,9 @@ def check(files: dict[str, str], package: str = "generated") -> None:
                 raise ImportCheckError(f"{package}/{rel} does not compile: {e.msg} (line {e.lineno})") from None
     modules = sorted({package + "." + rel[:-3].replace("/", ".").removesuffix(".__init__")
                       for rel in files if rel.endswith(".py") and not rel.startswith("__main__")})
-    if importlib.util.find_spec("numba") is None:
-        modules = [m for m in modules if ".numba" not in m]
+    for optional in ("numba", "torch", "jax"):
+        if importlib.util.find_spec(optional) is None:
+            modules = [m for m in modules if f".{optional}" not in m]
     with tempfile.TemporaryDirectory(prefix="derive-import-") as tmp:
         root = Path(tmp) / package
         for rel, text in files.items():

@@ -127,7 +127,7 @@ def axes_description(spec: Spec) -> str:
 
 def render_all(derivations: list[Derivation], templates: Path | None = None) -> dict[str, str]:
     """{relative path under generated/: text} for every file derive writes."""
-    from . import documents, numba_backend
+    from . import documents, jax_backend, numba_backend, torch_backend
     contexts = {d.spec.name: kernel_context(d) for d in derivations}
     exports = [(d.spec.name, fn["name"]) for d in derivations
                for fn in [{"name": f"{d.spec.name}_forward"}] + contexts[d.spec.name]["backward_functions"]]
@@ -140,6 +140,9 @@ def render_all(derivations: list[Derivation], templates: Path | None = None) -> 
         "documents": [f"{d.spec.name}.md, {d.spec.name}.tex" for d in derivations]})
     jobs.update(documents.document_jobs(derivations))
     jobs.update(numba_backend.numba_jobs(derivations, contexts))
+    if torch_backend.covers(contexts):  # torch's and JAX's functional API name library entries
+        jobs.update(torch_backend.torch_jobs(derivations))
+        jobs.update(jax_backend.jax_jobs(derivations))
     env = environment(templates)
     return {path: render(env, template, Path(path).suffix, **context)
             for path, (template, context) in sorted(jobs.items())}
