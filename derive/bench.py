@@ -363,7 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + "\n\n".join(tail))
     if "torch" in found:  # generated.torch beside torch's native kernels (derive/bench_torch.py)
         from . import bench_torch
-        print("\n" + bench_torch.main(args.quick))
+        tail.append(bench_torch.main(args.quick))
+        print("\n" + tail[-1])
     print(f"\n{len(results)} cases in {time.perf_counter() - started:.1f} s")
     text = "\n\n".join([f"Machine: {machine(found)}", table(results), *tail])
     if args.out:
