@@ -23,7 +23,7 @@ import sympy as sp
 
 from .algebra import BatchSum, Elem, at_size, expand_sums, indexed, split_by_elements, zero_modulo_roots
 from .closed_form import Compact
-from .graph import Model
+from .graph import Model, StopGrad
 from .lemmas import Lemmas
 from .stages import Stage, inline
 
@@ -56,23 +56,37 @@ class Concrete:
     xs: list
     dys: list
     ys: list
+    opaque: dict = None
+
+
+def opaque_values(model: Model) -> dict:
+    """Every stop-gradient value of the graph as an opaque per-group symbol.
+
+    d/dx sg(f) = 0 whatever f is, so an identity proved for an independent symbol s
+    in place of sg(f) holds in particular at s = f: sound, and it keeps clipped ratios of
+    whole sums out of the brute-force expressions."""
+    found = set()
+    for n in model.nodes + model.lets:
+        found |= n.definition.atoms(StopGrad)
+    return {f: sp.Symbol(f"_sg{k}", real=True) for k, f in enumerate(sorted(found, key=sp.default_sort_key))}
 
 
 def concrete(model: Model, size: int) -> Concrete:
+    opaque = opaque_values(model)
     scalars: dict = {}
     for node in model.nodes:
         if not node.per_element:
-            scalars[node.symbol] = at_size(node.definition, size, 0, scalars)
+            scalars[node.symbol] = at_size(node.definition.xreplace(opaque), size, 0, scalars)
     ys = []
     for k in range(size):
         values: dict = {}
         for node in model.nodes:
             if node.per_element:
-                value = at_size(node.definition, size, k, scalars)
+                value = at_size(node.definition.xreplace(opaque), size, k, scalars)
                 values[indexed(node.symbol, k)] = value.xreplace(values)
         ys.append(values[indexed(model.output.symbol, k)])
     return Concrete(size, scalars, [indexed(model.x, k) for k in range(size)],
-                    [indexed(model.dy, k) for k in range(size)], ys)
+                    [indexed(model.dy, k) for k in range(size)], ys, opaque)
 
 
 def in_leaves(model: Model, expr: sp.Expr) -> sp.Expr:
@@ -87,7 +101,7 @@ def in_leaves(model: Model, expr: sp.Expr) -> sp.Expr:
 
 def at(c: Concrete, model: Model, expr: sp.Expr, k: int) -> sp.Expr:
     """A symbolic-m expression (in x, xhat, mu, var, sigma_eps, ...) at element k of ``c``."""
-    return at_size(in_leaves(model, expr), c.size, k, c.scalars)
+    return at_size(in_leaves(model, expr).xreplace(c.opaque or {}), c.size, k, c.scalars)
 
 
 def vjp(c: Concrete) -> list[sp.Expr]:
