@@ -6,7 +6,7 @@ The same proved expressions as generated/batchnorm.py (the derivation is in
 generated/derivations/batchnorm.md), printed as scalar loops: each kernel
 is one or more reduction passes, whose sums accumulate in float64, then one
 elementwise pass.  Per-group values (mu, var, std) stay in float64 wherever the
-elementwise pass subtracts the mean; the cache keeps them in the working dtype.
+elementwise pass subtracts the mean; the cache keeps them in float64, as it gets them.
 Statistics are taken over the axes (N) of x (N, D);
 the kernels see the working view as (O, G) (columns layout, see
 generated/numba/_layout.py).
@@ -38,7 +38,7 @@ def _forward_train(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P,
                 sum_x_c[c, g] += numpy.float64(x[o, g]) + numpy.float64(x[o + 1, g]) + numpy.float64(x[o + 2, g]) + numpy.float64(x[o + 3, g])
         for o in range(o1 - (o1 - o0) % 4, o1):
             for g in range(G):
-                sum_x_c[c, g] += x[o, g]
+                sum_x_c[c, g] += numpy.float64(x[o, g])
     for g in range(G):
         sum_x = 0.0
         for c in range(chunks):
@@ -55,7 +55,7 @@ def _forward_train(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P,
                 sum_var_c[c, g] += numpy.float64((-mu_g[g] + x[o, g])**2) + numpy.float64((-mu_g[g] + x[o + 1, g])**2) + numpy.float64((-mu_g[g] + x[o + 2, g])**2) + numpy.float64((-mu_g[g] + x[o + 3, g])**2)
         for o in range(o1 - (o1 - o0) % 4, o1):
             for g in range(G):
-                sum_var_c[c, g] += (x[o, g] - mu_g[g])**2
+                sum_var_c[c, g] += (numpy.float64(x[o, g]) - numpy.float64(mu_g[g]))**2
     for g in range(G):
         sum_var = 0.0
         for c in range(chunks):
@@ -105,8 +105,8 @@ def _backward_compact(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, c
                 sum_dout_c[c, g] += numpy.float64(dout[o, g]) + numpy.float64(dout[o + 1, g]) + numpy.float64(dout[o + 2, g]) + numpy.float64(dout[o + 3, g])
         for o in range(o1 - (o1 - o0) % 4, o1):
             for g in range(G):
-                sum_dout_xhat_c[c, g] += dout[o, g]*xhat[o, g]
-                sum_dout_c[c, g] += dout[o, g]
+                sum_dout_xhat_c[c, g] += numpy.float64(dout[o, g])*numpy.float64(xhat[o, g])
+                sum_dout_c[c, g] += numpy.float64(dout[o, g])
     for g in range(G):
         sum_dout_xhat = 0.0
         for c in range(chunks):
@@ -164,11 +164,11 @@ def _backward_staged(dout, xhat, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m,
                 sum_dout_c[c, g] += numpy.float64(dout[o, g]) + numpy.float64(dout[o + 1, g]) + numpy.float64(dout[o + 2, g]) + numpy.float64(dout[o + 3, g])
         for o in range(o1 - (o1 - o0) % 4, o1):
             for g in range(G):
-                sum_dvar_c[c, g] += dout[o, g]*xhat[o, g]*gamma_p[g]*std_g[g]
-                sum_dxhat_c[c, g] += dout[o, g]*gamma_p[g]
-                sum_dmu_c[c, g] += xhat[o, g]*std_g[g]
-                sum_dout_xhat_c[c, g] += dout[o, g]*xhat[o, g]
-                sum_dout_c[c, g] += dout[o, g]
+                sum_dvar_c[c, g] += numpy.float64(dout[o, g])*numpy.float64(xhat[o, g])*numpy.float64(gamma_p[g])*numpy.float64(std_g[g])
+                sum_dxhat_c[c, g] += numpy.float64(dout[o, g])*numpy.float64(gamma_p[g])
+                sum_dmu_c[c, g] += numpy.float64(xhat[o, g])*numpy.float64(std_g[g])
+                sum_dout_xhat_c[c, g] += numpy.float64(dout[o, g])*numpy.float64(xhat[o, g])
+                sum_dout_c[c, g] += numpy.float64(dout[o, g])
     for g in range(G):
         sum_dvar = 0.0
         for c in range(chunks):
@@ -225,8 +225,8 @@ def _backward_test(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, P, chunks)
                 sum_dout_c[c, g] += numpy.float64(dout[o, g]) + numpy.float64(dout[o + 1, g]) + numpy.float64(dout[o + 2, g]) + numpy.float64(dout[o + 3, g])
         for o in range(o1 - (o1 - o0) % 4, o1):
             for g in range(G):
-                sum_dout_xhat_c[c, g] += dout[o, g]*xhat[o, g]
-                sum_dout_c[c, g] += dout[o, g]
+                sum_dout_xhat_c[c, g] += numpy.float64(dout[o, g])*numpy.float64(xhat[o, g])
+                sum_dout_c[c, g] += numpy.float64(dout[o, g])
     for g in range(G):
         sum_dout_xhat = 0.0
         for c in range(chunks):
@@ -318,9 +318,9 @@ def batchnorm_forward(x, gamma, beta, bn_param):
         )
         xhat = lay.from_kernel(xhat_k)
         out = lay.from_kernel(out_k)
-        mu = mu_g.reshape(lay.stat_shape).astype(work)
-        var = var_g.reshape(lay.stat_shape).astype(work)
-        std = std_g.reshape(lay.stat_shape).astype(work)
+        mu = mu_g.reshape(lay.stat_shape)
+        var = var_g.reshape(lay.stat_shape)
+        std = std_g.reshape(lay.stat_shape)
         running_mean, running_var = running["running_mean"], running["running_var"]
         bn_param["running_mean"] = (momentum*running_mean + mu*(1 - momentum)).reshape(features).astype(dtype, copy=False)
         bn_param["running_var"] = (momentum*running_var + var*(1 - momentum)).reshape(features).astype(dtype, copy=False)
@@ -344,7 +344,7 @@ def batchnorm_forward(x, gamma, beta, bn_param):
         )
         xhat = lay.from_kernel(xhat_k)
         out = lay.from_kernel(out_k)
-        std = std_g.reshape(lay.stat_shape).astype(work)
+        std = std_g.reshape(lay.stat_shape)
     variant = "batchnorm"
     cache = {
         "variant": variant,

@@ -6,7 +6,7 @@ The same proved expressions as generated/instancenorm.py (the derivation is in
 generated/derivations/instancenorm.md), printed as scalar loops: each kernel
 is one or more reduction passes, whose sums accumulate in float64, then one
 elementwise pass.  Per-group values (mu, var, std) stay in float64 wherever the
-elementwise pass subtracts the mean; the cache keeps them in the working dtype.
+elementwise pass subtracts the mean; the cache keeps them in float64, as it gets them.
 Statistics are taken over the axes (H, W) of x (N, C, H, W);
 the kernels see the working view as (G, I) (rows layout, see
 generated/numba/_layout.py).
@@ -34,11 +34,11 @@ def _forward_train(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P,
             gamma = gamma_p[p]
             sum_x = 0.0
             for i in range(I):
-                sum_x += x[g, i]
+                sum_x += numpy.float64(x[g, i])
             mu = sum_x/m
             sum_var = 0.0
             for i in range(I):
-                sum_var += (x[g, i] - mu)**2
+                sum_var += (numpy.float64(x[g, i]) - mu)**2
             var = sum_var/m
             std = math.sqrt(eps + var)
             mu_g[g] = mu
@@ -64,8 +64,8 @@ def _backward_compact(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, c
             sum_dout_xhat = 0.0
             sum_dout = 0.0
             for i in range(I):
-                sum_dout_xhat += dout[g, i]*xhat[g, i]
-                sum_dout += dout[g, i]
+                sum_dout_xhat += numpy.float64(dout[g, i])*numpy.float64(xhat[g, i])
+                sum_dout += numpy.float64(dout[g, i])
             coef_dout = work(gamma/std)
             coef_xhat = work(-gamma*sum_dout_xhat/(m*std))
             coef_1 = work(-gamma*sum_dout/(m*std))
@@ -101,11 +101,11 @@ def _backward_staged(dout, xhat, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m,
             sum_dout_xhat = 0.0
             sum_dout = 0.0
             for i in range(I):
-                sum_dvar += dout[g, i]*xhat[g, i]*gamma*std
-                sum_dxhat += dout[g, i]*gamma
-                sum_dmu += xhat[g, i]*std
-                sum_dout_xhat += dout[g, i]*xhat[g, i]
-                sum_dout += dout[g, i]
+                sum_dvar += numpy.float64(dout[g, i])*numpy.float64(xhat[g, i])*gamma*std
+                sum_dxhat += numpy.float64(dout[g, i])*gamma
+                sum_dmu += numpy.float64(xhat[g, i])*std
+                sum_dout_xhat += numpy.float64(dout[g, i])*numpy.float64(xhat[g, i])
+                sum_dout += numpy.float64(dout[g, i])
             dvar = -1/2*sum_dvar/std**3
             dmu = -2*dvar*sum_dmu/m - sum_dxhat/std
             dgamma_g[g] = sum_dout_xhat
@@ -176,9 +176,9 @@ def instancenorm_forward(x, gamma, beta, in_param):
     )
     xhat = lay.from_kernel(xhat_k)
     out = lay.from_kernel(out_k)
-    mu = mu_g.reshape(lay.stat_shape).astype(work)
-    var = var_g.reshape(lay.stat_shape).astype(work)
-    std = std_g.reshape(lay.stat_shape).astype(work)
+    mu = mu_g.reshape(lay.stat_shape)
+    var = var_g.reshape(lay.stat_shape)
+    std = std_g.reshape(lay.stat_shape)
     variant = "instancenorm"
     cache = {
         "variant": variant,

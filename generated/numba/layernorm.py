@@ -6,7 +6,7 @@ The same proved expressions as generated/layernorm.py (the derivation is in
 generated/derivations/layernorm.md), printed as scalar loops: each kernel
 is one or more reduction passes, whose sums accumulate in float64, then one
 elementwise pass.  Per-group values (mu, var, std) stay in float64 wherever the
-elementwise pass subtracts the mean; the cache keeps them in the working dtype.
+elementwise pass subtracts the mean; the cache keeps them in float64, as it gets them.
 Statistics are taken over the axes (D) of x (N, D);
 the kernels see the working view as (G, K) (rows layout, see
 generated/numba/_layout.py).
@@ -32,11 +32,11 @@ def _forward_train(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P,
             p = g % P
             sum_x = 0.0
             for k in range(K):
-                sum_x += x[g, k]
+                sum_x += numpy.float64(x[g, k])
             mu = sum_x/m
             sum_var = 0.0
             for k in range(K):
-                sum_var += (x[g, k] - mu)**2
+                sum_var += (numpy.float64(x[g, k]) - mu)**2
             var = sum_var/m
             std = math.sqrt(eps + var)
             mu_g[g] = mu
@@ -65,8 +65,8 @@ def _backward_compact(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, c
             sum_dout_gamma_xhat = 0.0
             sum_dout_gamma = 0.0
             for k in range(K):
-                sum_dout_gamma_xhat += dout[g, k]*gamma_p[p, k]*xhat[g, k]
-                sum_dout_gamma += dout[g, k]*gamma_p[p, k]
+                sum_dout_gamma_xhat += numpy.float64(dout[g, k])*numpy.float64(gamma_p[p, k])*numpy.float64(xhat[g, k])
+                sum_dout_gamma += numpy.float64(dout[g, k])*numpy.float64(gamma_p[p, k])
                 dgamma_c[c, p, k] += dout[g, k]*xhat[g, k]
                 dbeta_c[c, p, k] += dout[g, k]
             coef_dout_gamma = work(1/std)
@@ -109,9 +109,9 @@ def _backward_staged(dout, xhat, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m,
             sum_dxhat = 0.0
             sum_dmu = 0.0
             for k in range(K):
-                sum_dvar += dout[g, k]*gamma_p[p, k]*xhat[g, k]*std
-                sum_dxhat += dout[g, k]*gamma_p[p, k]
-                sum_dmu += xhat[g, k]*std
+                sum_dvar += numpy.float64(dout[g, k])*numpy.float64(gamma_p[p, k])*numpy.float64(xhat[g, k])*std
+                sum_dxhat += numpy.float64(dout[g, k])*numpy.float64(gamma_p[p, k])
+                sum_dmu += numpy.float64(xhat[g, k])*std
                 dgamma_c[c, p, k] += dout[g, k]*xhat[g, k]
                 dbeta_c[c, p, k] += dout[g, k]
             dvar = -1/2*sum_dvar/std**3
@@ -188,9 +188,9 @@ def layernorm_forward(x, gamma, beta, ln_param):
     )
     xhat = lay.from_kernel(xhat_k)
     out = lay.from_kernel(out_k)
-    mu = mu_g.reshape(lay.stat_shape).astype(work)
-    var = var_g.reshape(lay.stat_shape).astype(work)
-    std = std_g.reshape(lay.stat_shape).astype(work)
+    mu = mu_g.reshape(lay.stat_shape)
+    var = var_g.reshape(lay.stat_shape)
+    std = std_g.reshape(lay.stat_shape)
     variant = "layernorm"
     cache = {
         "variant": variant,

@@ -6,7 +6,7 @@ The same proved expressions as generated/rmsnorm.py (the derivation is in
 generated/derivations/rmsnorm.md), printed as scalar loops: each kernel
 is one or more reduction passes, whose sums accumulate in float64, then one
 elementwise pass.  Per-group values (mu, var, std) stay in float64 wherever the
-elementwise pass subtracts the mean; the cache keeps them in the working dtype.
+elementwise pass subtracts the mean; the cache keeps them in float64, as it gets them.
 Statistics are taken over the axes (D) (the last axis) of x (..., D);
 the kernels see the working view as (G, K) (rows layout, see
 generated/numba/_layout.py).
@@ -33,8 +33,8 @@ def _forward_train(x, xhat, out, var_g, std_g, gamma_p, eps, m, P, chunks):
             p = g % P
             sum_var = 0.0
             for k in range(K):
-                sum_var += x[g, k]**2
-            var = work(sum_var/m)
+                sum_var += numpy.float64(x[g, k])**2
+            var = sum_var/m
             std = work(math.sqrt(eps + var))
             var_g[g] = var
             std_g[g] = std
@@ -58,7 +58,7 @@ def _backward_compact(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, chunks):
             std = std_g[g]
             sum_dout_gamma_xhat = 0.0
             for k in range(K):
-                sum_dout_gamma_xhat += dout[g, k]*gamma_p[p, k]*xhat[g, k]
+                sum_dout_gamma_xhat += numpy.float64(dout[g, k])*numpy.float64(gamma_p[p, k])*numpy.float64(xhat[g, k])
                 dgamma_c[c, p, k] += dout[g, k]*xhat[g, k]
             coef_dout_gamma = work(1/std)
             coef_xhat = work(-sum_dout_gamma_xhat/(m*std))
@@ -88,7 +88,7 @@ def _backward_staged(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, chunks):
             std = std_g[g]
             sum_dxhat_x = 0.0
             for k in range(K):
-                sum_dxhat_x += dout[g, k]*gamma_p[p, k]*xhat[g, k]*std
+                sum_dxhat_x += numpy.float64(dout[g, k])*numpy.float64(gamma_p[p, k])*numpy.float64(xhat[g, k])*std
                 dgamma_c[c, p, k] += dout[g, k]*xhat[g, k]
             dvar = work(-1/2*sum_dxhat_x/std**3)
             for k in range(K):
@@ -149,8 +149,8 @@ def rmsnorm_forward(x, gamma, rms_param):
     )
     xhat = lay.from_kernel(xhat_k)
     out = lay.from_kernel(out_k)
-    var = var_g.reshape(lay.stat_shape).astype(work)
-    std = std_g.reshape(lay.stat_shape).astype(work)
+    var = var_g.reshape(lay.stat_shape)
+    std = std_g.reshape(lay.stat_shape)
     variant = "rmsnorm"
     cache = {
         "variant": variant,

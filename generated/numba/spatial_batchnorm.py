@@ -6,7 +6,7 @@ The same proved expressions as generated/spatial_batchnorm.py (the derivation is
 generated/derivations/spatial_batchnorm.md), printed as scalar loops: each kernel
 is one or more reduction passes, whose sums accumulate in float64, then one
 elementwise pass.  Per-group values (mu, var, std) stay in float64 wherever the
-elementwise pass subtracts the mean; the cache keeps them in the working dtype.
+elementwise pass subtracts the mean; the cache keeps them in float64, as it gets them.
 Statistics are taken over the axes (N, H, W) of x (N, C, H, W);
 the kernels see the working view as (O, G, I) (rows layout, see
 generated/numba/_layout.py).
@@ -35,12 +35,12 @@ def _forward_train(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P,
             sum_x = 0.0
             for o in range(O):
                 for i in range(I):
-                    sum_x += x[o, g, i]
+                    sum_x += numpy.float64(x[o, g, i])
             mu = sum_x/m
             sum_var = 0.0
             for o in range(O):
                 for i in range(I):
-                    sum_var += (x[o, g, i] - mu)**2
+                    sum_var += (numpy.float64(x[o, g, i]) - mu)**2
             var = sum_var/m
             std = math.sqrt(eps + var)
             mu_g[g] = mu
@@ -87,8 +87,8 @@ def _backward_compact(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, c
             sum_dout = 0.0
             for o in range(O):
                 for i in range(I):
-                    sum_dout_xhat += dout[o, g, i]*xhat[o, g, i]
-                    sum_dout += dout[o, g, i]
+                    sum_dout_xhat += numpy.float64(dout[o, g, i])*numpy.float64(xhat[o, g, i])
+                    sum_dout += numpy.float64(dout[o, g, i])
             coef_dout = work(gamma/std)
             coef_xhat = work(-gamma*sum_dout_xhat/(m*std))
             coef_1 = work(-gamma*sum_dout/(m*std))
@@ -126,11 +126,11 @@ def _backward_staged(dout, xhat, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m,
             sum_dout = 0.0
             for o in range(O):
                 for i in range(I):
-                    sum_dvar += dout[o, g, i]*xhat[o, g, i]*gamma*std
-                    sum_dxhat += dout[o, g, i]*gamma
-                    sum_dmu += xhat[o, g, i]*std
-                    sum_dout_xhat += dout[o, g, i]*xhat[o, g, i]
-                    sum_dout += dout[o, g, i]
+                    sum_dvar += numpy.float64(dout[o, g, i])*numpy.float64(xhat[o, g, i])*gamma*std
+                    sum_dxhat += numpy.float64(dout[o, g, i])*gamma
+                    sum_dmu += numpy.float64(xhat[o, g, i])*std
+                    sum_dout_xhat += numpy.float64(dout[o, g, i])*numpy.float64(xhat[o, g, i])
+                    sum_dout += numpy.float64(dout[o, g, i])
             dvar = -1/2*sum_dvar/std**3
             dmu = -2*dvar*sum_dmu/m - sum_dxhat/std
             dgamma_g[g] = sum_dout_xhat
@@ -165,8 +165,8 @@ def _backward_test(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, P, chunks)
             sum_dout = 0.0
             for o in range(O):
                 for i in range(I):
-                    sum_dout_xhat += dout[o, g, i]*xhat[o, g, i]
-                    sum_dout += dout[o, g, i]
+                    sum_dout_xhat += numpy.float64(dout[o, g, i])*numpy.float64(xhat[o, g, i])
+                    sum_dout += numpy.float64(dout[o, g, i])
             dgamma_g[g] = sum_dout_xhat
             dbeta_g[g] = sum_dout
             for o in range(O):
@@ -249,9 +249,9 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param):
         )
         xhat = lay.from_kernel(xhat_k)
         out = lay.from_kernel(out_k)
-        mu = mu_g.reshape(lay.stat_shape).astype(work)
-        var = var_g.reshape(lay.stat_shape).astype(work)
-        std = std_g.reshape(lay.stat_shape).astype(work)
+        mu = mu_g.reshape(lay.stat_shape)
+        var = var_g.reshape(lay.stat_shape)
+        std = std_g.reshape(lay.stat_shape)
         running_mean, running_var = running["running_mean"], running["running_var"]
         bn_param["running_mean"] = (momentum*running_mean + mu*(1 - momentum)).reshape(features).astype(dtype, copy=False)
         bn_param["running_var"] = (momentum*running_var + var*(1 - momentum)).reshape(features).astype(dtype, copy=False)
@@ -275,7 +275,7 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param):
         )
         xhat = lay.from_kernel(xhat_k)
         out = lay.from_kernel(out_k)
-        std = std_g.reshape(lay.stat_shape).astype(work)
+        std = std_g.reshape(lay.stat_shape)
     variant = "spatial_batchnorm"
     cache = {
         "variant": variant,
