@@ -5,6 +5,8 @@ same error; torch float64 autograd is the reference for the numbers.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -71,3 +73,170 @@ def test_float32_spread_past_the_square_root_of_its_range(mod, name, scale):
             assert dx.dtype == np.float32
             np.testing.assert_allclose(dx * scale, want_dx * scale, rtol=1e-4, atol=1e-5,
                                        err_msg=backward.__name__)
+
+
+# ------------------------------------------------------------------ item 6: an eps below the dtype's range
+
+
+@pytest.mark.parametrize("mod", BACKENDS)
+@pytest.mark.parametrize("name", ["batchnorm", "layernorm", "rmsnorm"])
+def test_eps_that_rounds_to_zero_is_refused_naming_it(mod, name):
+    x = np.ones((3, 3), np.float32)
+    with pytest.raises(ValueError, match=r"\['eps'\]=1e-50 rounds to 0 in float32"):
+        _call(mod, name, x, {"eps": 1e-50})
+
+
+# ------------------------------------------------------------------ item 7: float16 running statistics
+
+
+@pytest.mark.parametrize("mod", BACKENDS)
+def test_float16_running_var_is_kept_in_float32(mod):
+    x = (np.random.default_rng(0).standard_normal((64, 2)) * 1000).astype(np.float16)
+    g, b = np.ones(2, np.float16), np.zeros(2, np.float16)
+    param = {"mode": "train", "momentum": 0.0}
+    out, _ = mod.batchnorm_forward(x, g, b, param)
+    assert param["running_var"].dtype == np.float32 and np.all(np.isfinite(param["running_var"]))
+    param["mode"] = "test"
+    test_out, _ = mod.batchnorm_forward(x, g, b, param)
+    assert test_out.dtype == np.float16
+    np.testing.assert_allclose(test_out.astype(np.float32), out.astype(np.float32), atol=1e-2)
+
+
+# ------------------------------------------------------------------ item 10: shapes, subclasses and keys
+
+
+@pytest.mark.parametrize("mod", BACKENDS)
+def test_masked_array_is_refused_naming_it(mod):
+    x = np.ma.masked_array(np.ones((4, 2)), mask=[[0, 1]] * 4)
+    with pytest.raises(TypeError, match="x must not be a masked array"):
+        mod.batchnorm_forward(x, np.ones(2), np.zeros(2), {"mode": "train"})
+
+
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
+@pytest.mark.parametrize("mod", BACKENDS)
+def test_matrix_gamma_gives_plain_gradients_of_the_documented_shape(mod):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((5, 3))
+    _, cache = mod.batchnorm_forward(np.asmatrix(x), np.asmatrix(np.ones(3)), np.zeros(3), {"mode": "train"})
+    grads = mod.batchnorm_backward_alt(np.asmatrix(rng.standard_normal((5, 3))), cache)
+    assert [type(a) for a in grads] == [np.ndarray] * 3
+    assert [a.shape for a in grads] == [(5, 3), (3,), (3,)]
+
+
+@pytest.mark.parametrize("mod", BACKENDS)
+@pytest.mark.parametrize("name", ["layernorm", "rmsnorm"])
+def test_zero_size_groups_are_refused_alike(mod, name):
+    with pytest.raises(ValueError, match=r"x of shape \(3, 0\) has no values per row"):
+        _call(mod, name, np.ones((3, 0)))
+
+
+@pytest.mark.parametrize("mod", BACKENDS)
+def test_layernorm_of_one_feature_is_beta_as_in_torch(mod):
+    x = np.array([[1.0], [5.0]])
+    out, cache = mod.layernorm_forward(x, np.full(1, 2.0), np.full(1, 0.5), {})
+    want = F.layer_norm(torch.tensor(x), (1,), torch.full((1,), 2.0, dtype=torch.float64),
+                        torch.full((1,), 0.5, dtype=torch.float64)).numpy()
+    np.testing.assert_array_equal(out, want)
+    for backward in _backwards(mod, "layernorm"):
+        np.testing.assert_array_equal(backward(np.ones((2, 1)), cache)[0], np.zeros((2, 1)))
+
+
+@pytest.mark.parametrize("mod", BACKENDS)
+def test_unknown_param_key_warns_naming_it(mod):
+    with pytest.warns(UserWarning, match=r"'epsilon'.*the keys read are 'eps'"):
+        _call(mod, "layernorm", np.ones((2, 3)), {"epsilon": 1.0})
+
+
+@pytest.mark.parametrize("mod", BACKENDS)
+def test_cs231n_mode_key_does_not_warn(mod, recwarn):
+    _call(mod, "layernorm", np.random.default_rng(0).standard_normal((2, 3)), {"mode": "train"})
+    mod.spatial_groupnorm_forward(np.random.default_rng(0).standard_normal((2, 4, 2, 2)),
+                                  np.ones((1, 4, 1, 1)), np.zeros((1, 4, 1, 1)), 2, {"mode": "train"})
+    assert not [w for w in recwarn if issubclass(w.category, UserWarning)]
+
+
+@pytest.mark.parametrize("mod", BACKENDS)
+def test_running_mean_of_the_wrong_shape_is_refused(mod):
+    with pytest.raises(ValueError, match=r"bn_param\['running_mean'\] must have shape \(4,\), got \(2, 2\)"):
+        mod.batchnorm_forward(np.ones((3, 4)), np.ones(4), np.zeros(4),
+                              {"mode": "train", "running_mean": np.zeros((2, 2))})
+
+
+@pytest.mark.parametrize("mod", BACKENDS)
+def test_ragged_list_error_names_the_argument(mod):
+    with pytest.raises(ValueError, match="^x must be a rectangular array"):
+        mod.batchnorm_forward([[1.0, 2.0], [3.0]], np.ones(2), np.zeros(2), {"mode": "train"})
+
+
+@pytest.mark.skipif(gn is None, reason="no numba")
+@pytest.mark.parametrize("name", ["batchnorm", "spatial_groupnorm", "rmsnorm"])
+def test_caches_are_interchangeable_between_backends(name):
+    rng = np.random.default_rng(2)
+    shape = (4, 4, 2, 3) if name == "spatial_groupnorm" else (6, 4)
+    x, dy = rng.standard_normal(shape), rng.standard_normal(shape)
+    if name == "spatial_groupnorm":
+        args = (np.ones((1, 4, 1, 1)), np.zeros((1, 4, 1, 1)), 2, {})
+    elif name == "rmsnorm":
+        args = (np.ones(4), {})
+    else:
+        args = (np.ones(4), np.zeros(4), {"mode": "train"})
+    for first, second in ((generated, gn), (gn, generated)):
+        _, cache = getattr(first, f"{name}_forward")(x, *args)
+        for backward in _backwards(second, name):
+            want = getattr(first, backward.__name__)(dy, cache)
+            for a, b in zip(backward(dy, cache), want):
+                np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+# ------------------------------------------------------------------ item 11: the same error on both backends
+
+
+def _bad_inputs():
+    """(variant, args) pairs that every backend must refuse; args are built fresh per call."""
+    x2, x4 = np.ones((4, 3)), np.ones((2, 4, 2, 2))
+    p3, p4 = np.ones(3), np.ones((1, 4, 1, 1))
+    bad = []
+    for value, label in [(np.ones((4, 3), np.longdouble), "longdouble"), (np.ones((4, 3), complex), "complex"),
+                         (np.ones((4, 3), bool), "bool"), ([[1.0, 2.0, 3.0], [1.0]], "ragged"),
+                         (np.ma.masked_array(x2), "masked"), (np.ones(3), "1-D"), ("x", "string")]:
+        bad.append((f"batchnorm-x-{label}", "batchnorm", (value, p3, p3, {"mode": "train"})))
+        bad.append((f"layernorm-x-{label}", "layernorm", (value, p3, p3, {})))
+        bad.append((f"rmsnorm-x-{label}", "rmsnorm", (value, p3, {})))
+    for param, label in [({"mode": "eval"}, "mode"), ({"mode": "train", "eps": 0}, "eps0"),
+                         ({"mode": "train", "eps": 1e-400}, "eps-underflow"),
+                         ({"mode": "train", "eps": float("nan")}, "eps-nan"),
+                         ({"mode": "train", "momentum": 2}, "momentum"), ({"mode": "train", "axis": 2}, "axis"),
+                         ({"mode": "test", "running_var": np.ones(4)}, "running-shape"),
+                         ({"mode": "train", "running_mean": np.ones(3, np.longdouble)}, "running-longdouble"),
+                         ("train", "not-a-dict")]:
+        for name in ("batchnorm", "batchnorm_eps_outside"):
+            bad.append((f"{name}-{label}", name, (x2, p3, p3, param)))
+    for args, label in [((x4, p4, p4, 3, {}), "G"), ((x4, np.ones(4), p4, 2, {}), "gamma-shape"),
+                        ((x4[:, :, :1, :1][:1], p4, p4, 2, {"eps": 1e-50}), "eps"),
+                        ((np.ones((2, 4, 0, 2)), p4, p4, 2, {}), "empty")]:
+        bad.append((f"spatial_groupnorm-{label}", "spatial_groupnorm", args))
+    bad.append(("instancenorm-one-value", "instancenorm", (np.ones((2, 3, 1, 1)), p3, p3, {})))
+    bad.append(("spatial_batchnorm-one-value", "spatial_batchnorm",
+                (np.ones((1, 4, 1, 1)), np.ones(4), np.zeros(4), {"mode": "train"})))
+    bad.append(("layernorm-gamma-longdouble", "layernorm", (x2, np.ones(3, np.longdouble), p3, {})))
+    bad.append(("rmsnorm-eps-float32", "rmsnorm", (np.ones((2, 3), np.float32), p3, {"eps": 1e-50})))
+    return bad
+
+
+def _outcome(mod, name, args):
+    args = [a.copy() if isinstance(a, (dict, np.ndarray)) else a for a in args]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            getattr(mod, f"{name}_forward")(*args)
+    except Exception as error:  # noqa: BLE001 - the point is to compare whatever is raised
+        return type(error).__name__, str(error)
+    return None
+
+
+@pytest.mark.skipif(gn is None, reason="no numba")
+@pytest.mark.parametrize("label,name,args", _bad_inputs(), ids=[b[0] for b in _bad_inputs()])
+def test_both_backends_refuse_a_bad_input_with_the_same_error(label, name, args):
+    want = _outcome(generated, name, args)
+    assert want is not None, "the NumPy backend accepted it"
+    assert _outcome(gn, name, args) == want
