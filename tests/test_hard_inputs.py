@@ -240,3 +240,55 @@ def test_both_backends_refuse_a_bad_input_with_the_same_error(label, name, args)
     want = _outcome(generated, name, args)
     assert want is not None, "the NumPy backend accepted it"
     assert _outcome(gn, name, args) == want
+
+
+# ------------------------------------------------------------------ item 12: threads under workqueue
+
+
+@pytest.mark.skipif(gn is None, reason="no numba")
+def test_concurrent_calls_under_the_workqueue_layer_do_not_abort(tmp_path):
+    import os
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    script = textwrap.dedent("""
+        import threading, numba, numpy as np, generated.numba as gn
+        x = np.random.default_rng(0).standard_normal((256, 64))
+        g, b = np.ones(64), np.zeros(64)
+        def work():
+            for _ in range(30):
+                out, c = gn.batchnorm_forward(x, g, b, {"mode": "train"})
+                gn.batchnorm_backward_alt(x, c)
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        print(numba.threading_layer())
+    """)
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "NUMBA_THREADING_LAYER": "workqueue", "PYTHONPATH": str(root)}
+    r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                       timeout=300, cwd=root)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "workqueue"
+
+
+# ------------------------------------------------------------------ item 13: the oracle's inputs are contiguous
+
+
+def test_the_torch_oracle_is_right_for_a_strided_input():
+    """torch 2.13's CPU F.batch_norm returns dbeta != dout.sum() for x of shape (1, 4, 3, 2) with
+    strides (4, 1, 8, 4) (docs/torch_findings.md); the oracle must not hand torch such a tensor."""
+    from helpers import BY_NAME, make_case
+    from test_torch_reference import torch_reference
+
+    case = make_case(BY_NAME["spatial_batchnorm"], np.random.default_rng(0), shape=(1, 4, 3, 2))
+    strided = np.lib.stride_tricks.as_strided(np.empty(32), (1, 4, 3, 2), (32, 8, 64, 32))
+    strided[...] = case.x
+    case.x = strided
+    out, grads, _ = torch_reference(case)
+    np.testing.assert_allclose(grads[2].reshape(-1), case.dout.sum(axis=(0, 2, 3)), rtol=1e-12)
+    _, cache = generated.spatial_batchnorm_forward(strided, case.gamma, case.beta, case.fresh_param())
+    np.testing.assert_allclose(grads[0], generated.spatial_batchnorm_backward(case.dout, cache)[0],
+                               rtol=1e-8, atol=1e-10)

@@ -23,6 +23,7 @@ _FASTMATH = {"contract", "nsz", "reassoc"}
 _CACHE_KEYS = ("variant", "mode", "mu", "var", "std", "xhat", "gamma", "m", "eps", "axes", "param_axes", "dtype", "x_shape", "view_shape", "gamma_shape", "beta_shape", )
 
 
+@_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _forward_train(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, chunks):
     """Forward pass, training mode. Pass 1 sums sum_x (float64) in each group; then mu. Pass 2 sums sum_var (float64) in each group; then var, std. Pass 3: xhat, out, elementwise."""
@@ -69,6 +70,7 @@ def _forward_train(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P,
                 out[o, g] = xhat[o, g]*gamma_p[g] + beta_p[g]
 
 
+@_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _forward_test(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, chunks):
     """Forward pass, test mode (running statistics). Per group: std. Pass 1: xhat, out, elementwise."""
@@ -82,6 +84,7 @@ def _forward_test(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, chu
                 out[o, g] = xhat[o, g]*gamma_p[g] + beta_p[g]
 
 
+@_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _backward_compact(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
     """Backward pass, the compact form. Pass 1 sums sum_dout_xhat, sum_dout (float64) in each group; then coef_dout, coef_xhat, coef_1. Pass 2: dx, elementwise."""
@@ -133,6 +136,7 @@ def _backward_compact(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, c
         dbeta_p[g % P] += dbeta_g[g]
 
 
+@_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _backward_staged(dout, xhat, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
     """Backward pass, the staged chain rule. Pass 1 sums sum_dvar, sum_dxhat, sum_dmu, sum_dout_xhat, sum_dout (float64) in each group; then dvar, dmu. Pass 2: dx, elementwise."""
@@ -205,6 +209,7 @@ def _backward_staged(dout, xhat, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m,
         dbeta_p[g % P] += dbeta_g[g]
 
 
+@_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _backward_test(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, P, chunks):
     """Backward pass, test mode. Pass 1 sums sum_dout_xhat, sum_dout (float64) in each group. Pass 2: dx, elementwise."""

@@ -23,6 +23,7 @@ _FASTMATH = {"contract", "nsz", "reassoc"}
 _CACHE_KEYS = ("variant", "mode", "var", "std", "xhat", "gamma", "m", "eps", "axes", "param_axes", "dtype", "x_shape", "view_shape", "gamma_shape", )
 
 
+@_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _forward_train(x, xhat, out, var_g, std_g, gamma_p, eps, m, P, chunks):
     """Forward pass, training mode. Pass 1 sums sum_var (float64) in each group; then var, std. Pass 2: xhat, out, elementwise."""
@@ -43,6 +44,7 @@ def _forward_train(x, xhat, out, var_g, std_g, gamma_p, eps, m, P, chunks):
                 out[g, k] = gamma_p[p, k]*xhat[g, k]
 
 
+@_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _backward_compact(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, chunks):
     """Backward pass, the compact form. Pass 1 sums sum_dout_gamma_xhat (float64) in each group; then coef_dout_gamma, coef_xhat. Pass 2: dx, elementwise."""
@@ -73,6 +75,7 @@ def _backward_compact(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, chunks):
                 dgamma_p[p, k] += dgamma_c[c, p, k]
 
 
+@_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _backward_staged(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, chunks):
     """Backward pass, the staged chain rule. Pass 1 sums sum_dxhat_x (float64) in each group; then dvar. Pass 2: dx, elementwise."""
