@@ -41,7 +41,7 @@ def serial(kernel):
     it every kernel call is serialized; under tbb or omp the lock is dropped after the
     first call.
     """
-    @functools.wraps(kernel)
+    @functools.wraps(kernel, updated=())
     def call(*args):
         global _threadsafe
         if _threadsafe:
