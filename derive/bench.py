@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-SHAPES = ((64, 256), (256, 1024), (4096, 1024), (1024, 8192), (32, 64, 56, 56))
+SHAPES = ((64, 256), (256, 1024), (4096, 1024), (1024, 8192), (32, 64, 56, 56),
+          (2**20, 2), (4, 2**20))  # tall (short rows) and wide (a short batch)
 QUICK_SHAPES = ((64, 256), (4, 8, 6, 6))
 NORMS = ("batchnorm", "layernorm", "groupnorm")
 GROUPS = 32      #: group norm's G (at most the channel count)

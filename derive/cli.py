@@ -6,6 +6,8 @@ import sys
 import time
 from pathlib import Path
 
+import jinja2
+
 from . import derivation, importcheck, project, render, write
 from .graph import GraphError
 from .library import BY_NAME, ENTRIES, load_file
@@ -14,6 +16,8 @@ from .progress import Progress
 from .proofs import ProofError
 
 DEFAULT_MAX_M = 6
+#: the proofs' CPU time grows about as M**4 (37 s at 6, 3 min at 10): M = 100 would take weeks
+MAX_M = 10
 
 
 class Parser(argparse.ArgumentParser):
@@ -30,6 +34,15 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def max_m(text: str) -> int:
+    value = positive_int(text)
+    if value > MAX_M:
+        raise argparse.ArgumentTypeError(
+            f"must be at most {MAX_M}, got {value}: proving takes about M**4 CPU time "
+            f"(minutes at {MAX_M}, weeks at 100)")
     return value
 
 
@@ -50,7 +63,7 @@ def parser() -> Parser:
         "here or above) it renders that checkout's templates/ into its generated/; elsewhere it\n"
         "renders the templates installed with it, and writes only where --out says."),
         epilog="Progress goes to stderr as the work goes; -q silences it.")
-    p.add_argument("--max-m", type=positive_int, default=DEFAULT_MAX_M, metavar="M",
+    p.add_argument("--max-m", type=max_m, default=DEFAULT_MAX_M, metavar="M",
                    help=f"prove against the brute-force Jacobian for every batch size m <= M "
                         f"(default {DEFAULT_MAX_M})")
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
@@ -115,7 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     if place.out is None:
         print(project.no_output_line(), file=sys.stderr)
         return 2
-    return generate(args, place, progress)
+    try:
+        return generate(args, place, progress)
+    except KeyboardInterrupt:
+        progress.end()
+        print("derive: interrupted; nothing half-written is left behind", file=sys.stderr)
+        return 130
 
 
 def derive_all(entries, args, progress: Progress) -> list | None:
@@ -133,7 +151,12 @@ def derive_all(entries, args, progress: Progress) -> list | None:
 def rendered(derivations, package: str, templates, progress: Progress) -> dict | None:
     """Every file, rendered, compiled and imported in a scratch copy; None (and one line) if not."""
     progress.line("rendering the kernels and the documents...")
-    files = render.render_all(derivations, templates)
+    try:
+        files = render.render_all(derivations, templates)
+    except jinja2.TemplateNotFound as e:
+        print(f"derive: the template {e.name} is missing from {templates or render.templates_dir()}; "
+              "reinstall normderive or restore it. Nothing was written.", file=sys.stderr)
+        return None
     progress.line("compiling and importing the generated package in a scratch folder...")
     try:
         importcheck.check(files, package)
@@ -175,6 +198,13 @@ def generate(args, place: project.Place, progress: Progress) -> int:
     started = time.perf_counter()
     for line in place.notes("checking" if args.check else "writing into"):
         progress.line(line)
+    try:  # what can be checked before minutes of proving
+        write.preflight(place.out, place.templates, write=not args.check)
+        for path in write.remove_leftovers(place.out):
+            print(f"derive: removed {path}, left by an interrupted write", file=sys.stderr)
+    except (write.WriteError, OSError) as e:
+        print(f"derive: {e}", file=sys.stderr)
+        return 1
     derivations = derive_all(ENTRIES, args, progress)
     if derivations is None:
         return 1
@@ -191,7 +221,7 @@ def generate(args, place: project.Place, progress: Progress) -> int:
     except write.WriteError as e:
         print(f"derive: {e}", file=sys.stderr)
         return 1
-    print(table(derivations))
+    print(summary)
     print(f"rendered {len(files)} files in {render_s:.2f} s; "
           f"wrote {len(written)} into {root}/, {len(files) - len(written)} unchanged"
           + ("".join(f"\n  {rel}" for rel in written)))
@@ -202,7 +232,11 @@ def generate(args, place: project.Place, progress: Progress) -> int:
 def check(root: Path, files: dict[str, str], command: str) -> int:
     """Exit 1 naming the missing and the stale files, and the command that regenerates them."""
     missing = [rel for rel in files if not (root / rel).exists()]
-    stale = [rel for rel in write.stale(root, files) if rel not in missing]
+    try:
+        stale = [rel for rel in write.stale(root, files) if rel not in missing]
+    except write.WriteError as e:
+        print(f"derive --check: {e}", file=sys.stderr)
+        return 1
     if missing or stale:
         for word, rels in (("missing", missing), ("stale", stale)):
             if rels:
@@ -220,7 +254,8 @@ def table(derivations) -> str:
         sizes = [p.size for p in d.proofs if p.size.startswith("m=") and not p.claim.startswith(("test", "left"))]
         symbolic = sum(1 for p in d.proofs if p.size == "symbolic m")
         test = [p for p in d.proofs if p.claim.startswith("test")]
-        rows.append((d.spec.name, f"{sizes[0][2:]}..{sizes[-1][2:]}" if sizes else "-", f"{symbolic} identities",
+        exact = f"{sizes[0][2:]}..{sizes[-1][2:]}" if sizes else "-"  # eps outside: none at M = 1
+        rows.append((d.spec.name, exact, f"{symbolic} identities",
                      f"m<={d.max_m}" if test else "-", f"{d.timings['derive']:.2f} s",
                      f"{d.timings['prove']:.2f} s"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

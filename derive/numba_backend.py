@@ -296,9 +296,11 @@ def print_program(program: Program, model: Model, family: str, letters: str,
     def lhs(symbol: sp.Symbol) -> str:
         return table.get(symbol.name, symbol.name)
 
+    # a summand reads its operands in float64, so x**2 of a float32 x near 1e19 does not overflow
+    wide = {k: f"{printer._module_format('numpy.float64')}({v})" for k, v in table.items()}
     phases = []
     for n, phase in enumerate(program.phases):
-        sums = [{"acc": lhs(acc), "rhs": p(summand),
+        sums = [{"acc": lhs(acc), "rhs": printer.print_with(summand, wide),
                  "unrolled": printer.print_with(*unrolled(summand, table)) if family == "columns" else ""}
                 for acc, summand in phase.sums]
         partials = [(g.name, p(e)) for g, e in program.params] if n == 0 and r.varying else []
@@ -317,6 +319,10 @@ def print_program(program: Program, model: Model, family: str, letters: str,
         "group_stores": stores,
         "temporaries": temporaries,
         "uses_p": family == "rows" and bool(r.params or r.partials),
+        # only what the elementwise pass reads is rounded to the working dtype: var of a float32
+        # x near 1e20 passes float32's range while std (and out) do not
+        "read": {lhs(s) for ph in program.phases for s, _ in ph.group
+                 if any(s in e.free_symbols for _, e in program.elements)},
     }
 
 

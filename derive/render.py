@@ -96,6 +96,9 @@ def kernel_context(d: Derivation) -> dict:
         "running": [(r.buffer, r.stat.name) for r in model.running],
         "reads_running": [s.name for s in model.reads_running],
         "has_running": d.running_stats,
+        "param_keys": [c.symbol.name for c in model.constants]
+        + (["mode", *(r.buffer for r in model.running)] if d.running_stats else [])
+        + (["axis"] if spec.batch_axis_option else []),
         "check_group": spec.min_group > 1,
         "x_param_axes": (1,) if spec.groups else spec.param_axes,
         "param_description": param_description(spec),

@@ -11,10 +11,11 @@ has either the full length (and is sliced with the block) or length 1.
 import numpy
 
 BLOCK_BYTES = 1 << 18   #: about 256 KiB of each operand per block
-SUM_ROWS = 64           #: at most this many rows are summed in the working dtype at once
+WIDE = numpy.float64    #: every block of a reduction is summed in float64
 
 
 def _rows(shape, itemsize):
+    """Rows per block: about BLOCK_BYTES of one operand, so that short rows come many at a time."""
     row = itemsize
     for n in shape[1:]:
         row *= n
@@ -30,44 +31,53 @@ def _take(args, n, rows):
     return [a[rows] if numpy.ndim(a) and a.shape[0] == n and n > 1 else a for a in args]
 
 
+def _narrow(a, out):
+    """A per-group operand (smaller than out) in out's dtype, so that the block loops run in
+    the working dtype: the float64 statistics (mu is split first, see split) are rounded once."""
+    a = numpy.asarray(a)
+    if a.dtype != out.dtype and a.size < out.size and a.dtype.kind == "f":
+        return a.astype(out.dtype)
+    return a
+
+
 def elementwise(fn, shape, dtype, *args):
     """An array of ``shape`` filled block by block: fn(out_block, *arg_blocks)."""
     out = numpy.empty(shape, dtype=dtype)
     n = shape[0]
+    args = [_narrow(a, out) for a in args]
     for rows in _blocks(n, _rows(shape, out.itemsize)):
         fn(out[rows], *_take(args, n, rows))
     return out
 
 
-def _accumulate(part_of, axes, shape, dtype):
-    """Sum over ``axes`` (kept) of the parts part_of(rows) of consecutive row blocks.
+def _accumulate(part_of, axes, shape):
+    """Sum over ``axes`` (kept), in float64, of the parts part_of(rows) of consecutive row blocks.
 
-    Each block is summed in the working dtype (NumPy sums it pairwise along the
-    contiguous axis); the block sums are accumulated in float64, so a float32
-    sum over many rows of offset data does not drift.
+    Each part is already a float64 sum, so a block may hold many rows (a tall
+    array with short rows is summed in few, large blocks) and a float32 sum over
+    many rows of offset data does not drift.
     """
     n = shape[0]
     kept = tuple(1 if k in axes else size for k, size in enumerate(shape))
-    total = numpy.zeros(kept, dtype=numpy.promote_types(dtype, numpy.float64))
-    step = _rows(shape, numpy.dtype(dtype).itemsize)
-    for rows in _blocks(n, min(step, SUM_ROWS) if 0 in axes else step):
+    total = numpy.zeros(kept, dtype=WIDE)
+    for rows in _blocks(n, _rows(shape, numpy.dtype(WIDE).itemsize)):
         part = part_of(rows)
         if 0 in axes:
             total += part
         else:
             total[rows] = part
-    return total.astype(dtype, copy=False)
+    return total
 
 
 def total(a, axes, dtype=None):
-    """sum of ``a`` over ``axes`` (kept), accumulated and returned in ``dtype`` (default: a's)."""
+    """sum of ``a`` over ``axes`` (kept), summed in float64 and returned in ``dtype`` (default: a's)."""
     n = a.shape[0]
     wide = numpy.promote_types(a.dtype, dtype or a.dtype)
 
     def part(rows):
-        return numpy.sum(a[rows] if n > 1 else a, axis=axes, keepdims=True, dtype=wide)
+        return numpy.sum(a[rows] if n > 1 else a, axis=axes, keepdims=True, dtype=WIDE)
 
-    return _accumulate(part, axes, a.shape, wide)
+    return _accumulate(part, axes, a.shape).astype(wide, copy=False)
 
 
 def divide_or_zero(numerator, denominator):
@@ -90,21 +100,33 @@ def split(value, dtype):
 
 
 def reduce(fn, axes, shape, dtype, *args):
-    """sum over ``axes`` (kept) of the array fn would fill, one block at a time."""
+    """sum over ``axes`` (kept) of the array fn would fill, one block at a time, in float64.
+
+    fn fills a float64 block from float64 copies of its operands' blocks, so a summand
+    such as (x - mu)**2 or x**2 is squared in float64:
+    a float32 spread of 1e19 squares to 1e38 and more, past float32's range, while
+    the variance it sums to (and the normalized output) is representable.  The
+    result stays float64, as the mean does.
+    """
     n = shape[0]
-    buffer = numpy.empty((min(_rows(shape, numpy.dtype(dtype).itemsize), n),) + tuple(shape[1:]),
-                         dtype=dtype)  # at least as many rows as any block _accumulate asks for
+    buffer = numpy.empty((min(_rows(shape, numpy.dtype(WIDE).itemsize), n),) + tuple(shape[1:]),
+                         dtype=WIDE)  # as many rows as the largest block _accumulate asks for
 
     def part(rows):
         block = buffer[: rows.stop - rows.start]
-        fn(block, *_take(args, n, rows))
+        fn(block, *(numpy.asarray(a, dtype=WIDE) for a in _take(args, n, rows)))
         return numpy.sum(block, axis=axes, keepdims=True)
 
-    return _accumulate(part, axes, shape, dtype)
+    return _accumulate(part, axes, shape)
 
 
 def sum_of_products(factors, axes):
-    """sum over ``axes`` (kept) of the product of ``factors``, with no full-size temporary."""
+    """sum over ``axes`` (kept) of the product of ``factors``, with no full-size temporary, in float64.
+
+    Along rows (axis 0 reduced) each block's product is formed in float64 and summed
+    there, so blocks of many short rows add up without drift; within rows einsum
+    sums each block's contiguous axes in the working dtype, as before.
+    """
     factors = numpy.broadcast_arrays(*factors)
     shape, n = factors[0].shape, factors[0].shape[0]
     letters = "abcdefghijklmnopqrstuvwxyz"[: len(shape)]
@@ -114,6 +136,11 @@ def sum_of_products(factors, axes):
 
     def part(rows):
         block = [f[rows] if n > 1 else f for f in factors]
+        if 0 in axes:
+            head = numpy.multiply(block[0], block[1], dtype=WIDE)
+            for f in block[2:]:
+                numpy.multiply(head, f, out=head)
+            return numpy.sum(head, axis=axes, keepdims=True)
         if len(block) > 2:  # einsum has no fast loop for three operands: multiply all but one first
             head = numpy.multiply(block[0], block[1])
             for f in block[2:-1]:
@@ -122,4 +149,4 @@ def sum_of_products(factors, axes):
         out = numpy.einsum(pair, *block, optimize=False)
         return out.reshape([1 if k in axes else size for k, size in enumerate(block[0].shape)])
 
-    return _accumulate(part, axes, shape, numpy.result_type(*factors))
+    return _accumulate(part, axes, shape)

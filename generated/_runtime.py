@@ -6,9 +6,28 @@ Nothing here is derivation math: the kernels' arithmetic is printed from the
 proved SymPy expressions.  This module only decides what arrays the kernels
 see and rejects what they cannot take, naming the argument at fault.
 """
+import warnings
+
 import numpy
 
 MODES = ("train", "test")
+#: the floating dtypes the kernels compute in; others (longdouble) are refused alike by both backends
+FLOATS = (numpy.dtype(numpy.float16), numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
+#: torch's rule for a normalization group of a single value: F.layer_norm and F.group_norm accept
+#: it (out = beta, dx = 0), F.batch_norm and F.instance_norm refuse it when training
+ONE_VALUE_OK = ("row", "group")
+
+
+def as_array(name, value):
+    """``value`` as a plain ndarray: a masked array is refused (the kernels would ignore its mask),
+    an np.matrix becomes an ndarray, and NumPy's own conversion errors name the argument."""
+    if isinstance(value, numpy.ma.MaskedArray):
+        raise TypeError(f"{name} must not be a masked array: the kernels would ignore its mask; "
+                        f"pass {name}.filled(...) or the unmasked values")
+    try:
+        return numpy.asarray(value)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{name} must be a rectangular array of numbers: {error}") from None
 
 
 def float_dtype(**arrays):
@@ -20,9 +39,12 @@ def float_dtype(**arrays):
     """
     dtypes = []
     for name, value in arrays.items():
-        dtype = numpy.asarray(value).dtype
+        dtype = as_array(name, value).dtype
         if dtype.kind not in "fiu":
             raise TypeError(f"{name} must be a real floating-point or integer array, got dtype {dtype}")
+        if dtype.kind == "f" and dtype not in FLOATS:
+            raise TypeError(f"{name} must be float16, float32, float64 or integer, got dtype {dtype}; "
+                            f"convert it with {name}.astype(numpy.float64)")
         dtypes.append(dtype if dtype.kind == "f" else numpy.dtype(numpy.float64))
     return numpy.result_type(*dtypes)
 
@@ -30,6 +52,12 @@ def float_dtype(**arrays):
 def work_dtype(dtype):
     """Reductions accumulate in at least float32: float16 is computed in float32."""
     return numpy.promote_types(dtype, numpy.float32)
+
+
+def running_dtype(dtype):
+    """Running statistics are kept in at least float32: a float16 running_var overflows to inf
+    once a feature's std passes 256, and test mode would then silently return beta."""
+    return work_dtype(dtype)
 
 
 def as_work(value, dtype, copy=False):
@@ -46,7 +74,7 @@ def as_work(value, dtype, copy=False):
 
 def check_array(name, value, ndim, layout):
     """``value`` as an array with ``ndim`` dimensions (None: at least one)."""
-    array = numpy.asarray(value)
+    array = as_array(name, value)
     if ndim is None and array.ndim < 1:
         raise ValueError(f"{name} must have at least one dimension ({layout}), got a scalar")
     if ndim is not None and array.ndim != ndim:
@@ -56,10 +84,46 @@ def check_array(name, value, ndim, layout):
 
 def check_param_shape(name, value, allowed, description):
     """gamma/beta must have one of the ``allowed`` shapes."""
-    shape = numpy.shape(value)
+    as_array(name, value)
+    shape = param_shape(value, allowed[0])
     if shape not in allowed:
         expected = " or ".join(str(s) for s in allowed)
         raise ValueError(f"{name} must have shape {description}, here {expected}, got {shape}")
+
+
+def param_shape(value, features):
+    """The shape a parameter's gradient is returned in: the parameter's own, but an np.matrix
+    (always 2-D) of the right size is taken as the documented shape ``features``."""
+    if isinstance(value, numpy.matrix) and value.size == numpy.prod(features, dtype=int):
+        return tuple(features)
+    return numpy.shape(value)
+
+
+def check_keys(name, params, known, tolerated=()):
+    """Warn (once per call) about keys that the function does not read: a misspelt
+    'epsilon' would otherwise fall back to the default eps without a word.  ``tolerated``
+    keys are read by nothing but passed by common callers (CS231n's {'mode': 'train'})."""
+    unknown = sorted(str(k) for k in params if k not in known and k not in tolerated)
+    if unknown:
+        warnings.warn(f"{name} has key(s) {', '.join(map(repr, unknown))} that are not used; "
+                      f"the keys read are {', '.join(map(repr, known))}", UserWarning, stacklevel=3)
+
+
+def running_stats(name, params, features, stat_shape, dtype):
+    """{'running_mean': ..., 'running_var': ...} from ``params``, each of shape ``features``
+    (zeros when absent), in the working dtype and laid out as ``stat_shape``."""
+    running = {}
+    for key in ("running_mean", "running_var"):
+        label = f"{name}['{key}']"
+        value = params.get(key)
+        if value is None:
+            value = numpy.zeros(features, dtype=running_dtype(dtype))
+        float_dtype(**{label: value})
+        value = as_array(label, value)
+        if value.shape != tuple(features):
+            raise ValueError(f"{label} must have shape {tuple(features)}, got {value.shape}")
+        running[key] = as_work(value, dtype).reshape(stat_shape)
+    return running
 
 
 def check_dict(name, value):
@@ -85,6 +149,18 @@ def check_positive(name, value):
     if not 0 < value < float("inf"):
         raise ValueError(f"{name} must be positive and finite, got {value}")
     return float(value)
+
+
+def check_eps(name, value, dtype):
+    """eps must be positive and finite, and must not round to 0 in the working dtype of x:
+    a constant group would divide 0 by 0."""
+    eps = check_positive(name, value)
+    work = work_dtype(dtype)
+    if work.type(eps) == 0:
+        tiny = numpy.finfo(work).smallest_subnormal
+        raise ValueError(f"{name}={value} rounds to 0 in {work}, the working dtype of x; "
+                         f"use eps >= {tiny} or float64 data")
+    return eps
 
 
 def check_fraction(name, value):
@@ -119,9 +195,17 @@ def group_size(shape, axes):
 
 
 def check_group_size(m, what):
-    """Batch statistics of a single value are meaningless: every output would equal beta."""
-    if m < 2:
+    """Batch statistics of a single value are meaningless: every output would equal beta.
+
+    As in torch, layer norm and group norm still accept one value per group (see ONE_VALUE_OK)."""
+    if m < (1 if what in ONE_VALUE_OK else 2):
         raise ValueError(f"Expected more than 1 value per {what} when training, got m={m}")
+
+
+def check_nonempty(m, what, x_shape):
+    """A group of no values has no mean: every variant refuses it alike when training."""
+    if m == 0:
+        raise ValueError(f"x of shape {x_shape} has no values per {what} to normalize over (m=0)")
 
 
 def other_axes(ndim, axes):
@@ -137,8 +221,24 @@ def broadcast_shape(ndim, axes, shape):
     return tuple(out)
 
 
+def _complete(cache):
+    """The cache with the axis keys of the other backend filled in from its own: a cache of
+    generated.numba works in generated's backward and the other way round."""
+    if not isinstance(cache, dict) or "view_shape" not in cache or "axes" not in cache:
+        return cache
+    ndim, axes = len(cache["view_shape"]), cache["axes"]
+    cache = dict(cache)
+    if "param_axes" not in cache and "param_sum_axes" in cache:
+        cache["param_axes"] = other_axes(ndim, cache["param_sum_axes"])
+    if "param_axes" in cache:
+        cache.setdefault("param_sum_axes", other_axes(ndim, cache["param_axes"]))
+        cache.setdefault("outer_axes", tuple(a for a in cache["param_sum_axes"] if a not in axes))
+    return cache
+
+
 def check_cache(cache, name, keys, variant):
-    """The cache must come from the forward function of the same variant."""
+    """The cache must come from the forward function of the same variant (of either backend)."""
+    cache = _complete(cache)
     if not isinstance(cache, dict) or any(key not in cache for key in keys):
         raise ValueError(f"{name} must be the cache returned by {variant}_forward")
     if cache["variant"] != variant:
@@ -149,7 +249,7 @@ def check_cache(cache, name, keys, variant):
 def check_dout(dout, cache):
     """dout must be real, and shaped like the x of the forward pass."""
     float_dtype(dout=dout)
-    dout = numpy.asarray(dout)
+    dout = as_array("dout", dout)
     if dout.shape != cache["x_shape"]:
         raise ValueError(f"dout must have the shape of x in cache, {cache['x_shape']}, got {dout.shape}")
     return dout

@@ -107,3 +107,8 @@ def test_each_document_says_once_that_derive_printed_it():
     for path in sorted((GENERATED / "derivations").iterdir()):
         text = path.read_text(encoding="utf-8").lower()
         assert text.count("printed by") == 1, path.name
+
+
+def test_preflight_knows_every_template():
+    """derive checks the templates before proving: its list is exactly the templates folder."""
+    assert set(write.TEMPLATES) == {p.name for p in (ROOT / "templates").glob("*.jinja")}

@@ -80,8 +80,8 @@ def test_the_floating_dtype_is_preserved(variant, mode, axis, backward, dtype):
     for g, p in zip(grads[1:], case.params()):
         assert g.dtype == dtype and g.shape == p.shape
     for key in ("running_mean", "running_var"):
-        if variant.running and mode == "train":
-            assert param[key].dtype == dtype, key
+        if variant.running and mode == "train":  # kept in at least float32 (docs/hard_inputs.md)
+            assert param[key].dtype == np.promote_types(dtype, np.float32), key
 
 
 @pytest.mark.parametrize("variant, mode, axis, backward, dtype", backward_params((F16, F32)))
@@ -340,7 +340,8 @@ def test_random_problems_match_the_float64_oracle(problem):
     *_, sizes = reference(case, scales=True)
     want = _expected(case)
     assert got.keys() == want.keys()
-    assert all(got[k].dtype == dtype for k in got)
+    assert all(got[k].dtype == (np.promote_types(dtype, np.float32) if k.startswith("running") else dtype)
+               for k in got), {k: got[k].dtype for k in got}  # running stats: >= float32
     tol = BASE_TOL[dtype] + 32 * UNIT[dtype] * cond
     errors = {k: scaled_error(got[k], want[k], sizes[k]) for k in want}
     assert max(errors.values()) <= tol, (errors, tol)

@@ -136,11 +136,13 @@ def test_batchnorm_mode_is_required_and_must_be_train_or_test(variant):
 
 @pytest.mark.parametrize("variant", NOT_RUNNING, ids=_ids)
 def test_norms_without_modes_ignore_other_keys(variant):
-    """ln_param & co. hold eps; a CS231n-style dict with mode and momentum is fine."""
+    """ln_param & co. hold eps; CS231n's 'mode' passes silently, other keys with a UserWarning
+    that names them (a misspelt 'epsilon' would otherwise be lost without a word)."""
     case = _case(variant)
     plain, _ = case.forward(param={"eps": case.eps})
     busy = {"eps": case.eps, "mode": "bogus", "momentum": "junk", "running_mean": "junk", "axis": 7}
-    noisy, _ = case.forward(param=busy)
+    with pytest.warns(UserWarning, match="key\\(s\\) 'axis', 'momentum', 'running_mean' that are not used"):
+        noisy, _ = case.forward(param=busy)
     assert np.array_equal(plain, noisy)
 
 
@@ -202,15 +204,15 @@ def test_G_must_divide_C_and_be_a_positive_integer():
 
 # --------------------------------------------------------------------------- one value per group
 
-#: (variant, x shape, group count) with exactly one value per normalization group
+#: (variant, x shape, group count) with exactly one value per normalization group; as in torch,
+#: layer norm and group norm accept such groups (out = beta, dx = 0: tests/test_hard_inputs.py)
 SINGLE = [
     ("batchnorm", (1, 4), None),
     ("batchnorm_eps_outside", (1, 4), None),
     ("spatial_batchnorm", (1, 3, 1, 1), None),
-    ("layernorm", (5, 1), None),
-    ("spatial_groupnorm", (2, 4, 1, 1), 4),
     ("instancenorm", (2, 3, 1, 1), None),
 ]
+ACCEPTED_SINGLE = [("layernorm", (5, 1), None), ("spatial_groupnorm", (2, 4, 1, 1), 4)]
 
 
 @pytest.mark.parametrize("name, shape, G", SINGLE, ids=[s[0] for s in SINGLE])
@@ -220,6 +222,13 @@ def test_training_with_one_value_per_group_is_a_value_error(name, shape, G):
     case = make_case(variant, np.random.default_rng(0), shape=shape, G=G, mode="train")
     with pytest.raises(ValueError, match="more than 1 value"):
         case.forward()
+
+
+@pytest.mark.parametrize("name, shape, G", ACCEPTED_SINGLE, ids=[s[0] for s in ACCEPTED_SINGLE])
+def test_layer_and_group_norm_take_one_value_per_group_as_torch_does(name, shape, G):
+    case = make_case(BY_NAME[name], np.random.default_rng(0), shape=shape, G=G, mode="train")
+    out, _ = case.forward()
+    assert np.array_equal(out, np.broadcast_to(case.beta, out.shape))
 
 
 @pytest.mark.parametrize("variant", RUNNING, ids=_ids)

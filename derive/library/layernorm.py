@@ -2,7 +2,7 @@
 from ..claims import gradient_sums_to_zero
 from ..spec import Spec
 
-LAYOUT = Spec("layernorm", "Layer normalization", "N,D", (1,), (1,), "ln_param", group_word="row")
+LAYOUT = Spec("layernorm", "Layer normalization", "N,D", (1,), (1,), "ln_param", min_group=1, group_word="row")
 EXTRAS = (gradient_sums_to_zero,)
 
 

@@ -3,7 +3,7 @@ from ..claims import gradient_sums_to_zero
 from ..spec import Spec
 
 LAYOUT = Spec("spatial_groupnorm", "Group normalization", "N,C,H,W", (2, 3, 4), (1, 2), "gn_param",
-              groups=True, param_shape="broadcast")
+              groups=True, param_shape="broadcast", min_group=1)
 EXTRAS = (gradient_sums_to_zero,)
 
 

@@ -11,7 +11,9 @@ per letter, in this order:
     i  reduced axes after the group axes (H and W)
 """
 import functools
+import threading
 
+import numba
 import numpy
 
 #: the rows layouts hand groups to the threads in at most CHUNKS chunks (of at least
@@ -23,6 +25,34 @@ CHUNKS = 16
 ROW_CHUNKS = 8
 ROWS_PER_CHUNK = 64
 GROUPS_PER_PARTIAL = 16
+
+
+_LOCK = threading.Lock()
+_threadsafe = False  #: set once numba has chosen a threading layer other than workqueue
+
+
+def serial(kernel):
+    """``kernel`` (a parallel numba function), called under a lock until numba's threading
+    layer is known to be threadsafe.
+
+    numba's workqueue layer aborts the process ("Concurrent access has been detected")
+    when two Python threads launch parallel kernels at once; it is what numba uses when
+    NUMBA_THREADING_LAYER=workqueue, or when neither TBB nor OpenMP is available.  Under
+    it every kernel call is serialized; under tbb or omp the lock is dropped after the
+    first call.
+    """
+    @functools.wraps(kernel, updated=())
+    def call(*args):
+        global _threadsafe
+        if _threadsafe:
+            return kernel(*args)
+        with _LOCK:
+            result = kernel(*args)
+            _threadsafe = numba.threading_layer() != "workqueue"
+        return result
+
+    call.kernel = kernel
+    return call
 
 
 def _product(sizes):

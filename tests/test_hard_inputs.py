@@ -1,0 +1,294 @@
+"""Issue 14: hard inputs.  Each test here failed on the kernels before the fix it covers.
+
+Both backends (generated and generated.numba) are held to the same answer or the
+same error; torch float64 autograd is the reference for the numbers.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import generated
+
+try:
+    import generated.numba as gn
+except ImportError:  # pragma: no cover
+    gn = None
+
+BACKENDS = [pytest.param(generated, id="numpy"),
+            pytest.param(gn, id="numba", marks=pytest.mark.skipif(gn is None, reason="no numba"))]
+
+
+def _torch(name, x, dy, eps=1e-5):
+    """dx and out of one variant in float64 autograd, x of shape (N, D)."""
+    xt = torch.tensor(np.ascontiguousarray(x, dtype=np.float64)).requires_grad_(True)
+    if name in ("batchnorm", "batchnorm_eps_outside"):
+        mean, var = xt.mean(0), xt.var(0, correction=0)
+        std = torch.sqrt(var) + eps if name.endswith("outside") else torch.sqrt(var + eps)
+        out = (xt - mean) / std
+    elif name == "layernorm":
+        out = F.layer_norm(xt, (xt.shape[-1],), eps=eps)
+    else:
+        out = xt / torch.sqrt((xt * xt).mean(-1, keepdim=True) + eps)
+    out.backward(torch.tensor(np.asarray(dy, dtype=np.float64)))
+    return out.detach().numpy(), xt.grad.numpy()
+
+
+def _call(mod, name, x, param=None):
+    d = x.shape[1]
+    g, b = np.ones(d, x.dtype), np.zeros(d, x.dtype)
+    if name == "rmsnorm":
+        return mod.rmsnorm_forward(x, g, dict(param or {}))
+    extra = {"mode": "train"} if name.startswith("batchnorm") else {}
+    return getattr(mod, f"{name}_forward")(x, g, b, {**extra, **(param or {})})
+
+
+def _backwards(mod, name):
+    prefix = f"{name}_backward"
+    return [getattr(mod, n) for n in dir(mod) if n == prefix or n.startswith(prefix + "_")]
+
+
+# ------------------------------------------------------------------ item 5: a float32 spread of 1e19 and more
+
+
+@pytest.mark.parametrize("mod", BACKENDS)
+@pytest.mark.parametrize("name", ["batchnorm", "batchnorm_eps_outside", "layernorm", "rmsnorm"])
+@pytest.mark.parametrize("scale", [3e19, 1e20])
+def test_float32_spread_past_the_square_root_of_its_range(mod, name, scale):
+    """Squares of 3e19 pass float32's 3.4e38; out and dx are O(1) and O(1/scale), representable."""
+    x = np.array([[0.0], [0.0], [scale], [1.0]], np.float32)
+    dy = np.array([[1.0], [2.0], [3.0], [-1.0]], np.float32)
+    if name in ("layernorm", "rmsnorm"):
+        x, dy = x.T.copy(), dy.T.copy()
+    want_out, want_dx = _torch(name, x, dy)
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        out, cache = _call(mod, name, x)
+        np.testing.assert_allclose(out, want_out, rtol=1e-5, atol=1e-6)
+        for backward in _backwards(mod, name):
+            dx = backward(dy, cache)[0]
+            assert dx.dtype == np.float32
+            np.testing.assert_allclose(dx * scale, want_dx * scale, rtol=1e-4, atol=1e-5,
+                                       err_msg=backward.__name__)
+
+
+# ------------------------------------------------------------------ item 6: an eps below the dtype's range
+
+
+@pytest.mark.parametrize("mod", BACKENDS)
+@pytest.mark.parametrize("name", ["batchnorm", "layernorm", "rmsnorm"])
+def test_eps_that_rounds_to_zero_is_refused_naming_it(mod, name):
+    x = np.ones((3, 3), np.float32)
+    with pytest.raises(ValueError, match=r"\['eps'\]=1e-50 rounds to 0 in float32"):
+        _call(mod, name, x, {"eps": 1e-50})
+
+
+# ------------------------------------------------------------------ item 7: float16 running statistics
+
+
+@pytest.mark.parametrize("mod", BACKENDS)
+def test_float16_running_var_is_kept_in_float32(mod):
+    x = (np.random.default_rng(0).standard_normal((64, 2)) * 1000).astype(np.float16)
+    g, b = np.ones(2, np.float16), np.zeros(2, np.float16)
+    param = {"mode": "train", "momentum": 0.0}
+    out, _ = mod.batchnorm_forward(x, g, b, param)
+    assert param["running_var"].dtype == np.float32 and np.all(np.isfinite(param["running_var"]))
+    param["mode"] = "test"
+    test_out, _ = mod.batchnorm_forward(x, g, b, param)
+    assert test_out.dtype == np.float16
+    np.testing.assert_allclose(test_out.astype(np.float32), out.astype(np.float32), atol=1e-2)
+
+
+# ------------------------------------------------------------------ item 10: shapes, subclasses and keys
+
+
+@pytest.mark.parametrize("mod", BACKENDS)
+def test_masked_array_is_refused_naming_it(mod):
+    x = np.ma.masked_array(np.ones((4, 2)), mask=[[0, 1]] * 4)
+    with pytest.raises(TypeError, match="x must not be a masked array"):
+        mod.batchnorm_forward(x, np.ones(2), np.zeros(2), {"mode": "train"})
+
+
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
+@pytest.mark.parametrize("mod", BACKENDS)
+def test_matrix_gamma_gives_plain_gradients_of_the_documented_shape(mod):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((5, 3))
+    _, cache = mod.batchnorm_forward(np.asmatrix(x), np.asmatrix(np.ones(3)), np.zeros(3), {"mode": "train"})
+    grads = mod.batchnorm_backward_alt(np.asmatrix(rng.standard_normal((5, 3))), cache)
+    assert [type(a) for a in grads] == [np.ndarray] * 3
+    assert [a.shape for a in grads] == [(5, 3), (3,), (3,)]
+
+
+@pytest.mark.parametrize("mod", BACKENDS)
+@pytest.mark.parametrize("name", ["layernorm", "rmsnorm"])
+def test_zero_size_groups_are_refused_alike(mod, name):
+    with pytest.raises(ValueError, match=r"x of shape \(3, 0\) has no values per row"):
+        _call(mod, name, np.ones((3, 0)))
+
+
+@pytest.mark.parametrize("mod", BACKENDS)
+def test_layernorm_of_one_feature_is_beta_as_in_torch(mod):
+    x = np.array([[1.0], [5.0]])
+    out, cache = mod.layernorm_forward(x, np.full(1, 2.0), np.full(1, 0.5), {})
+    want = F.layer_norm(torch.tensor(x), (1,), torch.full((1,), 2.0, dtype=torch.float64),
+                        torch.full((1,), 0.5, dtype=torch.float64)).numpy()
+    np.testing.assert_array_equal(out, want)
+    for backward in _backwards(mod, "layernorm"):
+        np.testing.assert_array_equal(backward(np.ones((2, 1)), cache)[0], np.zeros((2, 1)))
+
+
+@pytest.mark.parametrize("mod", BACKENDS)
+def test_unknown_param_key_warns_naming_it(mod):
+    with pytest.warns(UserWarning, match=r"'epsilon'.*the keys read are 'eps'"):
+        _call(mod, "layernorm", np.ones((2, 3)), {"epsilon": 1.0})
+
+
+@pytest.mark.parametrize("mod", BACKENDS)
+def test_cs231n_mode_key_does_not_warn(mod, recwarn):
+    _call(mod, "layernorm", np.random.default_rng(0).standard_normal((2, 3)), {"mode": "train"})
+    mod.spatial_groupnorm_forward(np.random.default_rng(0).standard_normal((2, 4, 2, 2)),
+                                  np.ones((1, 4, 1, 1)), np.zeros((1, 4, 1, 1)), 2, {"mode": "train"})
+    assert not [w for w in recwarn if issubclass(w.category, UserWarning)]
+
+
+@pytest.mark.parametrize("mod", BACKENDS)
+def test_running_mean_of_the_wrong_shape_is_refused(mod):
+    with pytest.raises(ValueError, match=r"bn_param\['running_mean'\] must have shape \(4,\), got \(2, 2\)"):
+        mod.batchnorm_forward(np.ones((3, 4)), np.ones(4), np.zeros(4),
+                              {"mode": "train", "running_mean": np.zeros((2, 2))})
+
+
+@pytest.mark.parametrize("mod", BACKENDS)
+def test_ragged_list_error_names_the_argument(mod):
+    with pytest.raises(ValueError, match="^x must be a rectangular array"):
+        mod.batchnorm_forward([[1.0, 2.0], [3.0]], np.ones(2), np.zeros(2), {"mode": "train"})
+
+
+@pytest.mark.skipif(gn is None, reason="no numba")
+@pytest.mark.parametrize("name", ["batchnorm", "spatial_groupnorm", "rmsnorm"])
+def test_caches_are_interchangeable_between_backends(name):
+    rng = np.random.default_rng(2)
+    shape = (4, 4, 2, 3) if name == "spatial_groupnorm" else (6, 4)
+    x, dy = rng.standard_normal(shape), rng.standard_normal(shape)
+    if name == "spatial_groupnorm":
+        args = (np.ones((1, 4, 1, 1)), np.zeros((1, 4, 1, 1)), 2, {})
+    elif name == "rmsnorm":
+        args = (np.ones(4), {})
+    else:
+        args = (np.ones(4), np.zeros(4), {"mode": "train"})
+    for first, second in ((generated, gn), (gn, generated)):
+        _, cache = getattr(first, f"{name}_forward")(x, *args)
+        for backward in _backwards(second, name):
+            want = getattr(first, backward.__name__)(dy, cache)
+            for a, b in zip(backward(dy, cache), want):
+                np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+# ------------------------------------------------------------------ item 11: the same error on both backends
+
+
+def _bad_inputs():
+    """(variant, args) pairs that every backend must refuse; args are built fresh per call."""
+    x2, x4 = np.ones((4, 3)), np.ones((2, 4, 2, 2))
+    p3, p4 = np.ones(3), np.ones((1, 4, 1, 1))
+    bad = []
+    for value, label in [(np.ones((4, 3), np.longdouble), "longdouble"), (np.ones((4, 3), complex), "complex"),
+                         (np.ones((4, 3), bool), "bool"), ([[1.0, 2.0, 3.0], [1.0]], "ragged"),
+                         (np.ma.masked_array(x2), "masked"), (np.ones(3), "1-D"), ("x", "string")]:
+        bad.append((f"batchnorm-x-{label}", "batchnorm", (value, p3, p3, {"mode": "train"})))
+        bad.append((f"layernorm-x-{label}", "layernorm", (value, p3, p3, {})))
+        bad.append((f"rmsnorm-x-{label}", "rmsnorm", (value, p3, {})))
+    for param, label in [({"mode": "eval"}, "mode"), ({"mode": "train", "eps": 0}, "eps0"),
+                         ({"mode": "train", "eps": 1e-400}, "eps-underflow"),
+                         ({"mode": "train", "eps": float("nan")}, "eps-nan"),
+                         ({"mode": "train", "momentum": 2}, "momentum"), ({"mode": "train", "axis": 2}, "axis"),
+                         ({"mode": "test", "running_var": np.ones(4)}, "running-shape"),
+                         ({"mode": "train", "running_mean": np.ones(3, np.longdouble)}, "running-longdouble"),
+                         ("train", "not-a-dict")]:
+        for name in ("batchnorm", "batchnorm_eps_outside"):
+            bad.append((f"{name}-{label}", name, (x2, p3, p3, param)))
+    for args, label in [((x4, p4, p4, 3, {}), "G"), ((x4, np.ones(4), p4, 2, {}), "gamma-shape"),
+                        ((x4[:, :, :1, :1][:1], p4, p4, 2, {"eps": 1e-50}), "eps"),
+                        ((np.ones((2, 4, 0, 2)), p4, p4, 2, {}), "empty")]:
+        bad.append((f"spatial_groupnorm-{label}", "spatial_groupnorm", args))
+    bad.append(("instancenorm-one-value", "instancenorm", (np.ones((2, 3, 1, 1)), p3, p3, {})))
+    bad.append(("spatial_batchnorm-one-value", "spatial_batchnorm",
+                (np.ones((1, 4, 1, 1)), np.ones(4), np.zeros(4), {"mode": "train"})))
+    bad.append(("layernorm-gamma-longdouble", "layernorm", (x2, np.ones(3, np.longdouble), p3, {})))
+    bad.append(("rmsnorm-eps-float32", "rmsnorm", (np.ones((2, 3), np.float32), p3, {"eps": 1e-50})))
+    return bad
+
+
+def _outcome(mod, name, args):
+    args = [a.copy() if isinstance(a, (dict, np.ndarray)) else a for a in args]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            getattr(mod, f"{name}_forward")(*args)
+    except Exception as error:  # noqa: BLE001 - the point is to compare whatever is raised
+        return type(error).__name__, str(error)
+    return None
+
+
+@pytest.mark.skipif(gn is None, reason="no numba")
+@pytest.mark.parametrize("label,name,args", _bad_inputs(), ids=[b[0] for b in _bad_inputs()])
+def test_both_backends_refuse_a_bad_input_with_the_same_error(label, name, args):
+    want = _outcome(generated, name, args)
+    assert want is not None, "the NumPy backend accepted it"
+    assert _outcome(gn, name, args) == want
+
+
+# ------------------------------------------------------------------ item 12: threads under workqueue
+
+
+@pytest.mark.skipif(gn is None, reason="no numba")
+def test_concurrent_calls_under_the_workqueue_layer_do_not_abort(tmp_path):
+    import os
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    script = textwrap.dedent("""
+        import threading, numba, numpy as np, generated.numba as gn
+        x = np.random.default_rng(0).standard_normal((256, 64))
+        g, b = np.ones(64), np.zeros(64)
+        def work():
+            for _ in range(30):
+                out, c = gn.batchnorm_forward(x, g, b, {"mode": "train"})
+                gn.batchnorm_backward_alt(x, c)
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        print(numba.threading_layer())
+    """)
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "NUMBA_THREADING_LAYER": "workqueue", "PYTHONPATH": str(root)}
+    r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                       timeout=300, cwd=root)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "workqueue"
+
+
+# ------------------------------------------------------------------ item 13: the oracle's inputs are contiguous
+
+
+def test_the_torch_oracle_is_right_for_a_strided_input():
+    """torch 2.13's CPU F.batch_norm returns dbeta != dout.sum() for x of shape (1, 4, 3, 2) with
+    strides (4, 1, 8, 4) (docs/torch_findings.md); the oracle must not hand torch such a tensor."""
+    from helpers import BY_NAME, make_case
+    from test_torch_reference import torch_reference
+
+    case = make_case(BY_NAME["spatial_batchnorm"], np.random.default_rng(0), shape=(1, 4, 3, 2))
+    strided = np.lib.stride_tricks.as_strided(np.empty(32), (1, 4, 3, 2), (32, 8, 64, 32))
+    strided[...] = case.x
+    case.x = strided
+    out, grads, _ = torch_reference(case)
+    np.testing.assert_allclose(grads[2].reshape(-1), case.dout.sum(axis=(0, 2, 3)), rtol=1e-12)
+    _, cache = generated.spatial_batchnorm_forward(strided, case.gamma, case.beta, case.fresh_param())
+    np.testing.assert_allclose(grads[0], generated.spatial_batchnorm_backward(case.dout, cache)[0],
+                               rtol=1e-8, atol=1e-10)
