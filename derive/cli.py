@@ -221,7 +221,7 @@ def generate(args, place: project.Place, progress: Progress) -> int:
     except write.WriteError as e:
         print(f"derive: {e}", file=sys.stderr)
         return 1
-    print(summary)
+    print(table(derivations))
     print(f"rendered {len(files)} files in {render_s:.2f} s; "
           f"wrote {len(written)} into {root}/, {len(files) - len(written)} unchanged"
           + ("".join(f"\n  {rel}" for rel in written)))

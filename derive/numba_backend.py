@@ -405,7 +405,7 @@ def module_context(d: Derivation, numpy_context: dict) -> dict:
         **{key: numpy_context[key] for key in (
             "spec", "param_names", "x_param_axes", "param_description", "axes_description", "group_word",
             "layout_text", "cache_keys", "cache_values", "constants", "running", "reads_running",
-            "has_running", "check_group")},
+            "has_running", "check_group", "param_keys")},
         "running_pairs": numpy_context["kernels"].running,
         "output": d.model.output.symbol.name,
         "dx": d.stages[-1].symbol.name,

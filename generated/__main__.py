@@ -5,15 +5,19 @@ import importlib.util
 import os
 
 VARIANTS = {
+    "batch_renorm": ("batch_renorm_forward", "batch_renorm_backward", "batch_renorm_backward_staged", ),
     "batchnorm": ("batchnorm_forward", "batchnorm_backward", "batchnorm_backward_alt", ),
     "batchnorm_eps_outside": ("batchnorm_eps_outside_forward", "batchnorm_eps_outside_backward", "batchnorm_eps_outside_backward_alt", ),
-    "spatial_batchnorm": ("spatial_batchnorm_forward", "spatial_batchnorm_backward", "spatial_batchnorm_backward_staged", ),
-    "layernorm": ("layernorm_forward", "layernorm_backward", "layernorm_backward_staged", ),
-    "spatial_groupnorm": ("spatial_groupnorm_forward", "spatial_groupnorm_backward", "spatial_groupnorm_backward_staged", ),
     "instancenorm": ("instancenorm_forward", "instancenorm_backward", "instancenorm_backward_staged", ),
+    "l2_normalize": ("l2_normalize_forward", "l2_normalize_backward", "l2_normalize_backward_staged", ),
+    "layernorm": ("layernorm_forward", "layernorm_backward", "layernorm_backward_staged", ),
+    "meanonly_batchnorm": ("meanonly_batchnorm_forward", "meanonly_batchnorm_backward", "meanonly_batchnorm_backward_staged", ),
     "rmsnorm": ("rmsnorm_forward", "rmsnorm_backward", "rmsnorm_backward_staged", ),
+    "spatial_batchnorm": ("spatial_batchnorm_forward", "spatial_batchnorm_backward", "spatial_batchnorm_backward_staged", ),
+    "spatial_groupnorm": ("spatial_groupnorm_forward", "spatial_groupnorm_backward", "spatial_groupnorm_backward_staged", ),
+    "weight_standardization": ("weight_standardization_forward", "weight_standardization_backward", "weight_standardization_backward_staged", ),
 }
-DERIVATIONS = ("batchnorm.md, batchnorm.tex", "batchnorm_eps_outside.md, batchnorm_eps_outside.tex", "spatial_batchnorm.md, spatial_batchnorm.tex", "layernorm.md, layernorm.tex", "spatial_groupnorm.md, spatial_groupnorm.tex", "instancenorm.md, instancenorm.tex", "rmsnorm.md, rmsnorm.tex", )
+DERIVATIONS = ("batch_renorm.md, batch_renorm.tex", "batchnorm.md, batchnorm.tex", "batchnorm_eps_outside.md, batchnorm_eps_outside.tex", "instancenorm.md, instancenorm.tex", "l2_normalize.md, l2_normalize.tex", "layernorm.md, layernorm.tex", "meanonly_batchnorm.md, meanonly_batchnorm.tex", "rmsnorm.md, rmsnorm.tex", "spatial_batchnorm.md, spatial_batchnorm.tex", "spatial_groupnorm.md, spatial_groupnorm.tex", "weight_standardization.md, weight_standardization.tex", )
 
 
 def main() -> None:

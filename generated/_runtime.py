@@ -15,7 +15,6 @@ MODES = ("train", "test")
 FLOATS = (numpy.dtype(numpy.float16), numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
 #: torch's rule for a normalization group of a single value: F.layer_norm and F.group_norm accept
 #: it (out = beta, dx = 0), F.batch_norm and F.instance_norm refuse it when training
-ONE_VALUE_OK = ("row", "group")
 
 
 def as_array(name, value):
@@ -109,11 +108,11 @@ def check_keys(name, params, known, tolerated=()):
                       f"the keys read are {', '.join(map(repr, known))}", UserWarning, stacklevel=3)
 
 
-def running_stats(name, params, features, stat_shape, dtype):
-    """{'running_mean': ..., 'running_var': ...} from ``params``, each of shape ``features``
+def running_stats(name, params, keys, features, stat_shape, dtype):
+    """{'running_mean': ..., ...} for each of ``keys`` from ``params``, each of shape ``features``
     (zeros when absent), in the working dtype and laid out as ``stat_shape``."""
     running = {}
-    for key in ("running_mean", "running_var"):
+    for key in keys:
         label = f"{name}['{key}']"
         value = params.get(key)
         if value is None:
@@ -194,11 +193,10 @@ def group_size(shape, axes):
     return size
 
 
-def check_group_size(m, what):
+def check_group_size(m, what, minimum=2):
     """Batch statistics of a single value are meaningless: every output would equal beta.
-
-    As in torch, layer norm and group norm still accept one value per group (see ONE_VALUE_OK)."""
-    if m < (1 if what in ONE_VALUE_OK else 2):
+    As in torch, layer norm and group norm still accept one value per group (minimum 1)."""
+    if m < minimum:
         raise ValueError(f"Expected more than 1 value per {what} when training, got m={m}")
 
 

@@ -24,13 +24,14 @@ def batch_renorm_forward(x, gamma, beta, bn_param):
     Returns (out, cache); out has the shape of x.
     """
     bn_param = _rt.check_dict("bn_param", bn_param)
+    _rt.check_keys("bn_param", bn_param, ("eps", "r_max", "d_max", "momentum", "mode", "running_mean", "running_var", ))
     x = _rt.check_array("x", x, 2, "(N, D)")
     x_shape = x.shape
     dtype = _rt.float_dtype(x=x, gamma=gamma, beta=beta)
     mode = _rt.check_mode("bn_param", bn_param)
-    eps = _rt.check_positive("bn_param['eps']", bn_param.get("eps", 1e-05))
-    r_max = _rt.check_positive("bn_param['r_max']", bn_param.get("r_max", 3.0))
-    d_max = _rt.check_positive("bn_param['d_max']", bn_param.get("d_max", 5.0))
+    eps = _rt.check_eps("bn_param['eps']", bn_param.get("eps", 1e-05), dtype)
+    r_max = _rt.check_eps("bn_param['r_max']", bn_param.get("r_max", 3.0), dtype)
+    d_max = _rt.check_eps("bn_param['d_max']", bn_param.get("d_max", 5.0), dtype)
     momentum = _rt.check_fraction("bn_param['momentum']", bn_param.get("momentum", 0.9))
     x_param_axes = tuple(a % x.ndim for a in (1,))
     features = tuple(x.shape[a] for a in x_param_axes)
@@ -42,8 +43,10 @@ def batch_renorm_forward(x, gamma, beta, bn_param):
     param_axes = tuple(a % len(view_shape) for a in (1,))
     param_view = _rt.broadcast_shape(len(view_shape), param_axes, [view_shape[a] for a in param_axes])
     m = _rt.group_size(view_shape, axes)
-    gamma_shape = numpy.shape(gamma)
-    beta_shape = numpy.shape(beta)
+    if mode == "train":
+        _rt.check_nonempty(m, "feature", x_shape)
+    gamma_shape = _rt.param_shape(gamma, allowed[0])
+    beta_shape = _rt.param_shape(beta, allowed[0])
     gamma = _rt.as_work(gamma, dtype, copy=True).reshape(param_view)
     beta = _rt.as_work(beta, dtype, copy=True).reshape(param_view)
     x = _rt.as_work(x, dtype).reshape(view_shape)
@@ -51,15 +54,7 @@ def batch_renorm_forward(x, gamma, beta, bn_param):
     outer_axes = tuple(a for a in param_sum_axes if a not in axes)
     shape, work = view_shape, x.dtype
     stat_shape = tuple(n if a in param_axes else 1 for a, n in enumerate(view_shape))
-    running = {}
-    for key in ("running_mean", "running_var", ):
-        value = bn_param.get(key)
-        if value is None:
-            value = numpy.zeros(features, dtype=dtype)
-        _rt.float_dtype(**{"bn_param['" + key + "']": value})
-        if numpy.size(value) != numpy.prod(features, dtype=int):
-            raise ValueError(f"bn_param['{key}'] must have shape {features}, got {numpy.shape(value)}")
-        running[key] = _rt.as_work(value, dtype).reshape(stat_shape)
+    running = _rt.running_stats("bn_param", bn_param, ("running_mean", "running_var", ), features, stat_shape, dtype)
     running_var = running["running_var"]
     running_mean = running["running_mean"]
     if mode == "train":
@@ -75,8 +70,8 @@ def batch_renorm_forward(x, gamma, beta, bn_param):
         out = _blocks.elementwise(_out, shape, work, beta, gamma, xhat)
         running_mean = running["running_mean"]
         running_var = running["running_var"]
-        bn_param["running_mean"] = (momentum*running_mean + mu*(1 - momentum)).reshape(features).astype(dtype, copy=False)
-        bn_param["running_var"] = (momentum*running_var + var*(1 - momentum)).reshape(features).astype(dtype, copy=False)
+        bn_param["running_mean"] = (momentum*running_mean + mu*(1 - momentum)).reshape(features).astype(_rt.running_dtype(dtype), copy=False)
+        bn_param["running_var"] = (momentum*running_var + var*(1 - momentum)).reshape(features).astype(_rt.running_dtype(dtype), copy=False)
     else:
         mu = running["running_mean"]
         var = running["running_var"]

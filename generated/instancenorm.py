@@ -22,11 +22,12 @@ def instancenorm_forward(x, gamma, beta, in_param):
     Returns (out, cache); out has the shape of x.
     """
     in_param = _rt.check_dict("in_param", in_param)
+    _rt.check_keys("in_param", in_param, ("eps", ), tolerated=("mode",))
     x = _rt.check_array("x", x, 4, "(N, C, H, W)")
     x_shape = x.shape
     dtype = _rt.float_dtype(x=x, gamma=gamma, beta=beta)
     mode = "train"
-    eps = _rt.check_positive("in_param['eps']", in_param.get("eps", 1e-05))
+    eps = _rt.check_eps("in_param['eps']", in_param.get("eps", 1e-05), dtype)
     x_param_axes = tuple(a % x.ndim for a in (1,))
     features = tuple(x.shape[a] for a in x_param_axes)
     allowed = (features, _rt.broadcast_shape(x.ndim, x_param_axes, features))
@@ -37,8 +38,10 @@ def instancenorm_forward(x, gamma, beta, in_param):
     param_axes = tuple(a % len(view_shape) for a in (1,))
     param_view = _rt.broadcast_shape(len(view_shape), param_axes, [view_shape[a] for a in param_axes])
     m = _rt.group_size(view_shape, axes)
-    gamma_shape = numpy.shape(gamma)
-    beta_shape = numpy.shape(beta)
+    if mode == "train":
+        _rt.check_nonempty(m, "channel of one sample", x_shape)
+    gamma_shape = _rt.param_shape(gamma, allowed[0])
+    beta_shape = _rt.param_shape(beta, allowed[0])
     gamma = _rt.as_work(gamma, dtype, copy=True).reshape(param_view)
     beta = _rt.as_work(beta, dtype, copy=True).reshape(param_view)
     x = _rt.as_work(x, dtype).reshape(view_shape)

@@ -22,11 +22,12 @@ def l2_normalize_forward(x, l2_param):
     Returns (out, cache); out has the shape of x.
     """
     l2_param = _rt.check_dict("l2_param", l2_param)
+    _rt.check_keys("l2_param", l2_param, ("eps", ), tolerated=("mode",))
     x = _rt.check_array("x", x, None, "(..., D)")
     x_shape = x.shape
     dtype = _rt.float_dtype(x=x)
     mode = "train"
-    eps = _rt.check_positive("l2_param['eps']", l2_param.get("eps", 1e-12))
+    eps = _rt.check_eps("l2_param['eps']", l2_param.get("eps", 1e-12), dtype)
     x_param_axes = tuple(a % x.ndim for a in ())
     features = tuple(x.shape[a] for a in x_param_axes)
     allowed = (features, _rt.broadcast_shape(x.ndim, x_param_axes, features))
@@ -35,6 +36,8 @@ def l2_normalize_forward(x, l2_param):
     param_axes = tuple(a % len(view_shape) for a in ())
     param_view = _rt.broadcast_shape(len(view_shape), param_axes, [view_shape[a] for a in param_axes])
     m = _rt.group_size(view_shape, axes)
+    if mode == "train":
+        _rt.check_nonempty(m, "row", x_shape)
     x = _rt.as_work(x, dtype).reshape(view_shape)
     param_sum_axes = _rt.other_axes(len(view_shape), param_axes)
     outer_axes = tuple(a for a in param_sum_axes if a not in axes)

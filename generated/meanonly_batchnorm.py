@@ -24,6 +24,7 @@ def meanonly_batchnorm_forward(x, beta, bn_param):
     Returns (out, cache); out has the shape of x.
     """
     bn_param = _rt.check_dict("bn_param", bn_param)
+    _rt.check_keys("bn_param", bn_param, ("momentum", "mode", "running_mean", ))
     x = _rt.check_array("x", x, 2, "(N, D)")
     x_shape = x.shape
     dtype = _rt.float_dtype(x=x, beta=beta)
@@ -38,22 +39,16 @@ def meanonly_batchnorm_forward(x, beta, bn_param):
     param_axes = tuple(a % len(view_shape) for a in (1,))
     param_view = _rt.broadcast_shape(len(view_shape), param_axes, [view_shape[a] for a in param_axes])
     m = _rt.group_size(view_shape, axes)
-    beta_shape = numpy.shape(beta)
+    if mode == "train":
+        _rt.check_nonempty(m, "feature", x_shape)
+    beta_shape = _rt.param_shape(beta, allowed[0])
     beta = _rt.as_work(beta, dtype, copy=True).reshape(param_view)
     x = _rt.as_work(x, dtype).reshape(view_shape)
     param_sum_axes = _rt.other_axes(len(view_shape), param_axes)
     outer_axes = tuple(a for a in param_sum_axes if a not in axes)
     shape, work = view_shape, x.dtype
     stat_shape = tuple(n if a in param_axes else 1 for a, n in enumerate(view_shape))
-    running = {}
-    for key in ("running_mean", ):
-        value = bn_param.get(key)
-        if value is None:
-            value = numpy.zeros(features, dtype=dtype)
-        _rt.float_dtype(**{"bn_param['" + key + "']": value})
-        if numpy.size(value) != numpy.prod(features, dtype=int):
-            raise ValueError(f"bn_param['{key}'] must have shape {features}, got {numpy.shape(value)}")
-        running[key] = _rt.as_work(value, dtype).reshape(stat_shape)
+    running = _rt.running_stats("bn_param", bn_param, ("running_mean", ), features, stat_shape, dtype)
     if mode == "train":
         _rt.check_group_size(m, "feature")
         mu = _blocks.total(x, axes, numpy.float64)/m
@@ -61,7 +56,7 @@ def meanonly_batchnorm_forward(x, beta, bn_param):
         xc = _blocks.elementwise(_xc, shape, work, mu_hi, mu_lo, x)
         out = _blocks.elementwise(_out, shape, work, beta, xc)
         running_mean = running["running_mean"]
-        bn_param["running_mean"] = (momentum*running_mean + mu*(1 - momentum)).reshape(features).astype(dtype, copy=False)
+        bn_param["running_mean"] = (momentum*running_mean + mu*(1 - momentum)).reshape(features).astype(_rt.running_dtype(dtype), copy=False)
     else:
         mu = running["running_mean"]
         xc = _blocks.elementwise(_xc_2, shape, work, mu, x)

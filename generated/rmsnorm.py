@@ -22,11 +22,12 @@ def rmsnorm_forward(x, gamma, rms_param):
     Returns (out, cache); out has the shape of x.
     """
     rms_param = _rt.check_dict("rms_param", rms_param)
+    _rt.check_keys("rms_param", rms_param, ("eps", ), tolerated=("mode",))
     x = _rt.check_array("x", x, None, "(..., D)")
     x_shape = x.shape
     dtype = _rt.float_dtype(x=x, gamma=gamma)
     mode = "train"
-    eps = _rt.check_positive("rms_param['eps']", rms_param.get("eps", 1e-05))
+    eps = _rt.check_eps("rms_param['eps']", rms_param.get("eps", 1e-05), dtype)
     x_param_axes = tuple(a % x.ndim for a in (-1,))
     features = tuple(x.shape[a] for a in x_param_axes)
     allowed = (features, _rt.broadcast_shape(x.ndim, x_param_axes, features))
@@ -36,7 +37,9 @@ def rmsnorm_forward(x, gamma, rms_param):
     param_axes = tuple(a % len(view_shape) for a in (-1,))
     param_view = _rt.broadcast_shape(len(view_shape), param_axes, [view_shape[a] for a in param_axes])
     m = _rt.group_size(view_shape, axes)
-    gamma_shape = numpy.shape(gamma)
+    if mode == "train":
+        _rt.check_nonempty(m, "row", x_shape)
+    gamma_shape = _rt.param_shape(gamma, allowed[0])
     gamma = _rt.as_work(gamma, dtype, copy=True).reshape(param_view)
     x = _rt.as_work(x, dtype).reshape(view_shape)
     param_sum_axes = _rt.other_axes(len(view_shape), param_axes)

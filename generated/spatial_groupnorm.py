@@ -22,11 +22,12 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
     Returns (out, cache); out has the shape of x.
     """
     gn_param = _rt.check_dict("gn_param", gn_param)
+    _rt.check_keys("gn_param", gn_param, ("eps", ), tolerated=("mode",))
     x = _rt.check_array("x", x, 4, "(N, C, H, W)")
     x_shape = x.shape
     dtype = _rt.float_dtype(x=x, gamma=gamma, beta=beta)
     mode = "train"
-    eps = _rt.check_positive("gn_param['eps']", gn_param.get("eps", 1e-05))
+    eps = _rt.check_eps("gn_param['eps']", gn_param.get("eps", 1e-05), dtype)
     x_param_axes = tuple(a % x.ndim for a in (1,))
     features = tuple(x.shape[a] for a in x_param_axes)
     allowed = (features, _rt.broadcast_shape(x.ndim, x_param_axes, features))
@@ -38,15 +39,16 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
     param_axes = tuple(a % len(view_shape) for a in (1, 2))
     param_view = _rt.broadcast_shape(len(view_shape), param_axes, [view_shape[a] for a in param_axes])
     m = _rt.group_size(view_shape, axes)
-    gamma_shape = numpy.shape(gamma)
-    beta_shape = numpy.shape(beta)
+    if mode == "train":
+        _rt.check_nonempty(m, "group", x_shape)
+    gamma_shape = _rt.param_shape(gamma, allowed[1])
+    beta_shape = _rt.param_shape(beta, allowed[1])
     gamma = _rt.as_work(gamma, dtype, copy=True).reshape(param_view)
     beta = _rt.as_work(beta, dtype, copy=True).reshape(param_view)
     x = _rt.as_work(x, dtype).reshape(view_shape)
     param_sum_axes = _rt.other_axes(len(view_shape), param_axes)
     outer_axes = tuple(a for a in param_sum_axes if a not in axes)
     shape, work = view_shape, x.dtype
-    _rt.check_group_size(m, "group")
     mu = _blocks.total(x, axes, numpy.float64)/m
     mu_hi, mu_lo = _blocks.split(mu, work)
     var = _blocks.reduce(_summand, axes, shape, work, mu_hi, mu_lo, x)/m

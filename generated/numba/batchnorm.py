@@ -6,7 +6,7 @@ The same proved expressions as generated/batchnorm.py (the derivation is in
 generated/derivations/batchnorm.md), printed as scalar loops: each kernel
 is one or more reduction passes, whose sums accumulate in float64, then one
 elementwise pass.  Per-group values (the statistics and the lets) stay in float64 wherever the
-elementwise pass subtracts the mean; the cache keeps them in the working dtype.
+elementwise pass subtracts the mean; the cache keeps them in float64, as it gets them.
 Statistics are taken over the axes (N) of x (N, D);
 the kernels see the working view as (O, G) (columns layout, see
 generated/numba/_layout.py).
@@ -23,6 +23,7 @@ _FASTMATH = {"contract", "nsz", "reassoc"}
 _CACHE_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "beta_shape", "gamma", "gamma_shape", "m", "std", "xhat", )
 
 
+@_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _forward_train(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, chunks):
     """Forward pass, training mode. Pass 1 sums sum_x (float64) in each group; then mu. Pass 2 sums sum_var (float64) in each group; then var, std. Pass 3: xhat, out, elementwise."""
@@ -38,7 +39,7 @@ def _forward_train(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P,
                 sum_x_c[c, g] += numpy.float64(x[o, g]) + numpy.float64(x[o + 1, g]) + numpy.float64(x[o + 2, g]) + numpy.float64(x[o + 3, g])
         for o in range(o1 - (o1 - o0) % 4, o1):
             for g in range(G):
-                sum_x_c[c, g] += x[o, g]
+                sum_x_c[c, g] += numpy.float64(x[o, g])
     for g in range(G):
         sum_x = 0.0
         for c in range(chunks):
@@ -55,7 +56,7 @@ def _forward_train(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P,
                 sum_var_c[c, g] += numpy.float64((-mu_g[g] + x[o, g])**2) + numpy.float64((-mu_g[g] + x[o + 1, g])**2) + numpy.float64((-mu_g[g] + x[o + 2, g])**2) + numpy.float64((-mu_g[g] + x[o + 3, g])**2)
         for o in range(o1 - (o1 - o0) % 4, o1):
             for g in range(G):
-                sum_var_c[c, g] += (x[o, g] - mu_g[g])**2
+                sum_var_c[c, g] += (numpy.float64(x[o, g]) - numpy.float64(mu_g[g]))**2
     for g in range(G):
         sum_var = 0.0
         for c in range(chunks):
@@ -69,6 +70,7 @@ def _forward_train(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P,
                 out[o, g] = xhat[o, g]*gamma_p[g] + beta_p[g]
 
 
+@_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _forward_test(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, chunks):
     """Forward pass, test mode (running statistics). Per group: std. Pass 1: xhat, out, elementwise."""
@@ -82,6 +84,7 @@ def _forward_test(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, chu
                 out[o, g] = xhat[o, g]*gamma_p[g] + beta_p[g]
 
 
+@_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _backward_compact(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
     """Backward pass, the compact form. Pass 1 sums sum_dout_xhat, sum_dout (float64) in each group; then coef_dout, coef_xhat, coef_1. Pass 2: dx, elementwise."""
@@ -105,8 +108,8 @@ def _backward_compact(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, c
                 sum_dout_c[c, g] += numpy.float64(dout[o, g]) + numpy.float64(dout[o + 1, g]) + numpy.float64(dout[o + 2, g]) + numpy.float64(dout[o + 3, g])
         for o in range(o1 - (o1 - o0) % 4, o1):
             for g in range(G):
-                sum_dout_xhat_c[c, g] += dout[o, g]*xhat[o, g]
-                sum_dout_c[c, g] += dout[o, g]
+                sum_dout_xhat_c[c, g] += numpy.float64(dout[o, g])*numpy.float64(xhat[o, g])
+                sum_dout_c[c, g] += numpy.float64(dout[o, g])
     for g in range(G):
         sum_dout_xhat = 0.0
         for c in range(chunks):
@@ -133,6 +136,7 @@ def _backward_compact(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, c
         dbeta_p[g % P] += dbeta_g[g]
 
 
+@_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _backward_staged(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
     """Backward pass, the staged chain rule. Pass 1 sums sum_dxhat_xhat, sum_dxhat, sum_dout_xhat, sum_dout (float64) in each group; then dvar, dmu. Pass 2: dx, elementwise."""
@@ -161,10 +165,10 @@ def _backward_staged(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, ch
                 sum_dout_c[c, g] += numpy.float64(dout[o, g]) + numpy.float64(dout[o + 1, g]) + numpy.float64(dout[o + 2, g]) + numpy.float64(dout[o + 3, g])
         for o in range(o1 - (o1 - o0) % 4, o1):
             for g in range(G):
-                sum_dxhat_xhat_c[c, g] += dout[o, g]*xhat[o, g]*gamma_p[g]
-                sum_dxhat_c[c, g] += dout[o, g]*gamma_p[g]
-                sum_dout_xhat_c[c, g] += dout[o, g]*xhat[o, g]
-                sum_dout_c[c, g] += dout[o, g]
+                sum_dxhat_xhat_c[c, g] += numpy.float64(dout[o, g])*numpy.float64(xhat[o, g])*numpy.float64(gamma_p[g])
+                sum_dxhat_c[c, g] += numpy.float64(dout[o, g])*numpy.float64(gamma_p[g])
+                sum_dout_xhat_c[c, g] += numpy.float64(dout[o, g])*numpy.float64(xhat[o, g])
+                sum_dout_c[c, g] += numpy.float64(dout[o, g])
     for g in range(G):
         sum_dxhat_xhat = 0.0
         for c in range(chunks):
@@ -197,6 +201,7 @@ def _backward_staged(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, ch
         dbeta_p[g % P] += dbeta_g[g]
 
 
+@_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _backward_test(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, P, chunks):
     """Backward pass, test mode. Pass 1 sums sum_dout_xhat, sum_dout (float64) in each group. Pass 2: dx, elementwise."""
@@ -217,8 +222,8 @@ def _backward_test(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, P, chunks)
                 sum_dout_c[c, g] += numpy.float64(dout[o, g]) + numpy.float64(dout[o + 1, g]) + numpy.float64(dout[o + 2, g]) + numpy.float64(dout[o + 3, g])
         for o in range(o1 - (o1 - o0) % 4, o1):
             for g in range(G):
-                sum_dout_xhat_c[c, g] += dout[o, g]*xhat[o, g]
-                sum_dout_c[c, g] += dout[o, g]
+                sum_dout_xhat_c[c, g] += numpy.float64(dout[o, g])*numpy.float64(xhat[o, g])
+                sum_dout_c[c, g] += numpy.float64(dout[o, g])
     for g in range(G):
         sum_dout_xhat = 0.0
         for c in range(chunks):
@@ -254,11 +259,12 @@ def batchnorm_forward(x, gamma, beta, bn_param):
     Returns (out, cache); out has the shape of x.
     """
     bn_param = _rt.check_dict("bn_param", bn_param)
+    _rt.check_keys("bn_param", bn_param, ("eps", "momentum", "mode", "running_mean", "running_var", "axis", ))
     x = _rt.check_array("x", x, 2, "(N, D)")
     x_shape = x.shape
     dtype = _rt.float_dtype(x=x, gamma=gamma, beta=beta)
     mode = _rt.check_mode("bn_param", bn_param)
-    eps = _rt.check_positive("bn_param['eps']", bn_param.get("eps", 1e-05))
+    eps = _rt.check_eps("bn_param['eps']", bn_param.get("eps", 1e-05), dtype)
     momentum = _rt.check_fraction("bn_param['momentum']", bn_param.get("momentum", 0.9))
     batch_axis = _rt.check_axis("bn_param['axis']", bn_param.get("axis", 0), x.ndim)
     x_param_axes = _rt.other_axes(x.ndim, (batch_axis,))
@@ -270,8 +276,10 @@ def batchnorm_forward(x, gamma, beta, bn_param):
     axes, param_axes = (batch_axis,), x_param_axes
     param_view = _rt.broadcast_shape(len(view_shape), param_axes, [view_shape[a] for a in param_axes])
     m = _rt.group_size(view_shape, axes)
-    gamma_shape = numpy.shape(gamma)
-    beta_shape = numpy.shape(beta)
+    if mode == "train":
+        _rt.check_nonempty(m, "feature", x_shape)
+    gamma_shape = _rt.param_shape(gamma, allowed[0])
+    beta_shape = _rt.param_shape(beta, allowed[0])
     gamma = _rt.as_work(gamma, dtype, copy=True).reshape(param_view)
     beta = _rt.as_work(beta, dtype, copy=True).reshape(param_view)
     x = _rt.as_work(x, dtype).reshape(view_shape)
@@ -280,15 +288,7 @@ def batchnorm_forward(x, gamma, beta, bn_param):
     lay = _layout.layout(view_shape, axes, param_axes, _PATTERN)
     work = x.dtype
     stat_shape = tuple(n if a in param_axes else 1 for a, n in enumerate(view_shape))
-    running = {}
-    for key in ("running_mean", "running_var", ):
-        value = bn_param.get(key)
-        if value is None:
-            value = numpy.zeros(features, dtype=dtype)
-        _rt.float_dtype(**{"bn_param['" + key + "']": value})
-        if numpy.size(value) != numpy.prod(features, dtype=int):
-            raise ValueError(f"bn_param['{key}'] must have shape {features}, got {numpy.shape(value)}")
-        running[key] = _rt.as_work(value, dtype).reshape(stat_shape)
+    running = _rt.running_stats("bn_param", bn_param, ("running_mean", "running_var", ), features, stat_shape, dtype)
     if mode == "train":
         _rt.check_group_size(m, "feature")
         xhat_k = lay.empty(work)
@@ -312,13 +312,13 @@ def batchnorm_forward(x, gamma, beta, bn_param):
         )
         xhat = lay.from_kernel(xhat_k)
         out = lay.from_kernel(out_k)
-        mu = mu_g.reshape(lay.stat_shape).astype(work)
-        var = var_g.reshape(lay.stat_shape).astype(work)
-        std = std_g.reshape(lay.stat_shape).astype(work)
+        mu = mu_g.reshape(lay.stat_shape)
+        var = var_g.reshape(lay.stat_shape)
+        std = std_g.reshape(lay.stat_shape)
         running_mean = running["running_mean"]
         running_var = running["running_var"]
-        bn_param["running_mean"] = (momentum*running_mean + mu*(1 - momentum)).reshape(features).astype(dtype, copy=False)
-        bn_param["running_var"] = (momentum*running_var + var*(1 - momentum)).reshape(features).astype(dtype, copy=False)
+        bn_param["running_mean"] = (momentum*running_mean + mu*(1 - momentum)).reshape(features).astype(_rt.running_dtype(dtype), copy=False)
+        bn_param["running_var"] = (momentum*running_var + var*(1 - momentum)).reshape(features).astype(_rt.running_dtype(dtype), copy=False)
     else:
         mu = running["running_mean"]
         var = running["running_var"]
@@ -340,7 +340,7 @@ def batchnorm_forward(x, gamma, beta, bn_param):
         )
         xhat = lay.from_kernel(xhat_k)
         out = lay.from_kernel(out_k)
-        std = std_g.reshape(lay.stat_shape).astype(work)
+        std = std_g.reshape(lay.stat_shape)
     variant = "batchnorm"
     cache = {
         "variant": variant,

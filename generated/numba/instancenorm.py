@@ -6,7 +6,7 @@ The same proved expressions as generated/instancenorm.py (the derivation is in
 generated/derivations/instancenorm.md), printed as scalar loops: each kernel
 is one or more reduction passes, whose sums accumulate in float64, then one
 elementwise pass.  Per-group values (the statistics and the lets) stay in float64 wherever the
-elementwise pass subtracts the mean; the cache keeps them in the working dtype.
+elementwise pass subtracts the mean; the cache keeps them in float64, as it gets them.
 Statistics are taken over the axes (H, W) of x (N, C, H, W);
 the kernels see the working view as (G, I) (rows layout, see
 generated/numba/_layout.py).
@@ -23,6 +23,7 @@ _FASTMATH = {"contract", "nsz", "reassoc"}
 _CACHE_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "beta_shape", "gamma", "gamma_shape", "m", "std", "xhat", )
 
 
+@_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _forward_train(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chunks):
     """Forward pass, training mode. Pass 1 sums sum_x (float64) in each group; then mu. Pass 2 sums sum_var (float64) in each group; then var, std. Pass 3: xhat, out, elementwise."""
@@ -34,11 +35,11 @@ def _forward_train(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chunks):
             gamma = gamma_p[p]
             sum_x = 0.0
             for i in range(I):
-                sum_x += x[g, i]
+                sum_x += numpy.float64(x[g, i])
             mu = sum_x/m
             sum_var = 0.0
             for i in range(I):
-                sum_var += (x[g, i] - mu)**2
+                sum_var += (numpy.float64(x[g, i]) - mu)**2
             var = sum_var/m
             std = math.sqrt(eps + var)
             std_g[g] = std
@@ -47,6 +48,7 @@ def _forward_train(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chunks):
                 out[g, i] = xhat[g, i]*gamma + beta
 
 
+@_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _backward_compact(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
     """Backward pass, the compact form. Pass 1 sums sum_dout_xhat, sum_dout (float64) in each group; then coef_dout, coef_xhat, coef_1. Pass 2: dx, elementwise."""
@@ -62,8 +64,8 @@ def _backward_compact(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, c
             sum_dout_xhat = 0.0
             sum_dout = 0.0
             for i in range(I):
-                sum_dout_xhat += dout[g, i]*xhat[g, i]
-                sum_dout += dout[g, i]
+                sum_dout_xhat += numpy.float64(dout[g, i])*numpy.float64(xhat[g, i])
+                sum_dout += numpy.float64(dout[g, i])
             coef_dout = work(gamma/std)
             coef_xhat = work(-gamma*sum_dout_xhat/(m*std))
             coef_1 = work(-gamma*sum_dout/(m*std))
@@ -81,6 +83,7 @@ def _backward_compact(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, c
         dbeta_p[g % P] += dbeta_g[g]
 
 
+@_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _backward_staged(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
     """Backward pass, the staged chain rule. Pass 1 sums sum_dxhat_xhat, sum_dxhat, sum_dout_xhat, sum_dout (float64) in each group; then dvar, dmu. Pass 2: dx, elementwise."""
@@ -98,10 +101,10 @@ def _backward_staged(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, ch
             sum_dout_xhat = 0.0
             sum_dout = 0.0
             for i in range(I):
-                sum_dxhat_xhat += dout[g, i]*xhat[g, i]*gamma
-                sum_dxhat += dout[g, i]*gamma
-                sum_dout_xhat += dout[g, i]*xhat[g, i]
-                sum_dout += dout[g, i]
+                sum_dxhat_xhat += numpy.float64(dout[g, i])*numpy.float64(xhat[g, i])*gamma
+                sum_dxhat += numpy.float64(dout[g, i])*gamma
+                sum_dout_xhat += numpy.float64(dout[g, i])*numpy.float64(xhat[g, i])
+                sum_dout += numpy.float64(dout[g, i])
             dvar = work(-1/2*sum_dxhat_xhat/std**2)
             dmu = work(-sum_dxhat/std)
             dgamma_g[g] = sum_dout_xhat
@@ -127,11 +130,12 @@ def instancenorm_forward(x, gamma, beta, in_param):
     Returns (out, cache); out has the shape of x.
     """
     in_param = _rt.check_dict("in_param", in_param)
+    _rt.check_keys("in_param", in_param, ("eps", ), tolerated=("mode",))
     x = _rt.check_array("x", x, 4, "(N, C, H, W)")
     x_shape = x.shape
     dtype = _rt.float_dtype(x=x, gamma=gamma, beta=beta)
     mode = "train"
-    eps = _rt.check_positive("in_param['eps']", in_param.get("eps", 1e-05))
+    eps = _rt.check_eps("in_param['eps']", in_param.get("eps", 1e-05), dtype)
     x_param_axes = tuple(a % x.ndim for a in (1,))
     features = tuple(x.shape[a] for a in x_param_axes)
     allowed = (features, _rt.broadcast_shape(x.ndim, x_param_axes, features))
@@ -142,8 +146,10 @@ def instancenorm_forward(x, gamma, beta, in_param):
     param_axes = tuple(a % len(view_shape) for a in (1,))
     param_view = _rt.broadcast_shape(len(view_shape), param_axes, [view_shape[a] for a in param_axes])
     m = _rt.group_size(view_shape, axes)
-    gamma_shape = numpy.shape(gamma)
-    beta_shape = numpy.shape(beta)
+    if mode == "train":
+        _rt.check_nonempty(m, "channel of one sample", x_shape)
+    gamma_shape = _rt.param_shape(gamma, allowed[0])
+    beta_shape = _rt.param_shape(beta, allowed[0])
     gamma = _rt.as_work(gamma, dtype, copy=True).reshape(param_view)
     beta = _rt.as_work(beta, dtype, copy=True).reshape(param_view)
     x = _rt.as_work(x, dtype).reshape(view_shape)
@@ -169,7 +175,7 @@ def instancenorm_forward(x, gamma, beta, in_param):
     )
     xhat = lay.from_kernel(xhat_k)
     out = lay.from_kernel(out_k)
-    std = std_g.reshape(lay.stat_shape).astype(work)
+    std = std_g.reshape(lay.stat_shape)
     variant = "instancenorm"
     cache = {
         "variant": variant,

@@ -6,7 +6,7 @@ The same proved expressions as generated/l2_normalize.py (the derivation is in
 generated/derivations/l2_normalize.md), printed as scalar loops: each kernel
 is one or more reduction passes, whose sums accumulate in float64, then one
 elementwise pass.  Per-group values (the statistics and the lets) stay in float64 wherever the
-elementwise pass subtracts the mean; the cache keeps them in the working dtype.
+elementwise pass subtracts the mean; the cache keeps them in float64, as it gets them.
 Statistics are taken over the axes (D) (the last axis) of x (..., D);
 the kernels see the working view as (G, I) (rows layout, see
 generated/numba/_layout.py).
@@ -23,6 +23,7 @@ _FASTMATH = {"contract", "nsz", "reassoc"}
 _CACHE_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "den", "eps", "norm", "out", )
 
 
+@_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _forward_train(x, out, norm_g, den_g, eps, P, chunks):
     """Forward pass, training mode. Pass 1 sums sum_sq (float64) in each group; then sq, norm, den. Pass 2: out, elementwise."""
@@ -32,9 +33,9 @@ def _forward_train(x, out, norm_g, den_g, eps, P, chunks):
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             sum_sq = 0.0
             for i in range(I):
-                sum_sq += x[g, i]**2
-            sq = work(sum_sq)
-            norm = work(math.sqrt(sq))
+                sum_sq += numpy.float64(x[g, i])**2
+            sq = sum_sq
+            norm = math.sqrt(sq)
             den = work(max(norm, eps))
             norm_g[g] = norm
             den_g[g] = den
@@ -42,6 +43,7 @@ def _forward_train(x, out, norm_g, den_g, eps, P, chunks):
                 out[g, i] = ((x[g, i])/(den) if (den) != 0 else 0.0)
 
 
+@_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _backward_compact(dout, out, dx, den_g, norm_g, eps, P, chunks):
     """Backward pass, the compact form. Pass 1 sums sum_dout_out (float64) in each group; then coef_dout, coef_out. Pass 2: dx, elementwise."""
@@ -53,13 +55,14 @@ def _backward_compact(dout, out, dx, den_g, norm_g, eps, P, chunks):
             norm = norm_g[g]
             sum_dout_out = 0.0
             for i in range(I):
-                sum_dout_out += dout[g, i]*out[g, i]
+                sum_dout_out += numpy.float64(dout[g, i])*numpy.float64(out[g, i])
             coef_dout = work(1/den)
             coef_out = work(((-sum_dout_out*(1.0 if (-eps + norm) > 0 else (float(1) if (-eps + norm) == 0 else 0.0)))/(norm) if (norm) != 0 else 0.0))
             for i in range(I):
                 dx[g, i] = dout[g, i]*coef_dout + out[g, i]*coef_out
 
 
+@_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _backward_staged(dout, out, dx, den_g, norm_g, eps, P, chunks):
     """Backward pass, the staged chain rule. Pass 1 sums sum_dout_out (float64) in each group; then dsq. Pass 2: dx, elementwise."""
@@ -71,7 +74,7 @@ def _backward_staged(dout, out, dx, den_g, norm_g, eps, P, chunks):
             norm = norm_g[g]
             sum_dout_out = 0.0
             for i in range(I):
-                sum_dout_out += dout[g, i]*out[g, i]
+                sum_dout_out += numpy.float64(dout[g, i])*numpy.float64(out[g, i])
             dsq = work(((-sum_dout_out*(1.0 if (-eps + norm) > 0 else (float(1) if (-eps + norm) == 0 else 0.0)))/(2*den*norm) if (2*den*norm) != 0 else 0.0))
             for i in range(I):
                 dx[g, i] = ((dout[g, i])/(den) if (den) != 0 else 0.0) + 2*out[g, i]*den*dsq
@@ -85,11 +88,12 @@ def l2_normalize_forward(x, l2_param):
     Returns (out, cache); out has the shape of x.
     """
     l2_param = _rt.check_dict("l2_param", l2_param)
+    _rt.check_keys("l2_param", l2_param, ("eps", ), tolerated=("mode",))
     x = _rt.check_array("x", x, None, "(..., D)")
     x_shape = x.shape
     dtype = _rt.float_dtype(x=x)
     mode = "train"
-    eps = _rt.check_positive("l2_param['eps']", l2_param.get("eps", 1e-12))
+    eps = _rt.check_eps("l2_param['eps']", l2_param.get("eps", 1e-12), dtype)
     x_param_axes = tuple(a % x.ndim for a in ())
     features = tuple(x.shape[a] for a in x_param_axes)
     allowed = (features, _rt.broadcast_shape(x.ndim, x_param_axes, features))
@@ -98,6 +102,8 @@ def l2_normalize_forward(x, l2_param):
     param_axes = tuple(a % len(view_shape) for a in ())
     param_view = _rt.broadcast_shape(len(view_shape), param_axes, [view_shape[a] for a in param_axes])
     m = _rt.group_size(view_shape, axes)
+    if mode == "train":
+        _rt.check_nonempty(m, "row", x_shape)
     x = _rt.as_work(x, dtype).reshape(view_shape)
     param_sum_axes = _rt.other_axes(len(view_shape), param_axes)
     outer_axes = tuple(a for a in param_sum_axes if a not in axes)
@@ -116,8 +122,8 @@ def l2_normalize_forward(x, l2_param):
         lay.chunks,
     )
     out = lay.from_kernel(out_k)
-    norm = norm_g.reshape(lay.stat_shape).astype(work)
-    den = den_g.reshape(lay.stat_shape).astype(work)
+    norm = norm_g.reshape(lay.stat_shape)
+    den = den_g.reshape(lay.stat_shape)
     variant = "l2_normalize"
     cache = {
         "variant": variant,

@@ -6,7 +6,7 @@ The same proved expressions as generated/meanonly_batchnorm.py (the derivation i
 generated/derivations/meanonly_batchnorm.md), printed as scalar loops: each kernel
 is one or more reduction passes, whose sums accumulate in float64, then one
 elementwise pass.  Per-group values (the statistics and the lets) stay in float64 wherever the
-elementwise pass subtracts the mean; the cache keeps them in the working dtype.
+elementwise pass subtracts the mean; the cache keeps them in float64, as it gets them.
 Statistics are taken over the axes (N) of x (N, D);
 the kernels see the working view as (O, G) (columns layout, see
 generated/numba/_layout.py).
@@ -22,6 +22,7 @@ _FASTMATH = {"contract", "nsz", "reassoc"}
 _CACHE_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "beta_shape", "m", )
 
 
+@_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _forward_train(x, out, mu_g, beta_p, m, P, chunks):
     """Forward pass, training mode. Pass 1 sums sum_x (float64) in each group; then mu. Pass 2: out, elementwise."""
@@ -37,7 +38,7 @@ def _forward_train(x, out, mu_g, beta_p, m, P, chunks):
                 sum_x_c[c, g] += numpy.float64(x[o, g]) + numpy.float64(x[o + 1, g]) + numpy.float64(x[o + 2, g]) + numpy.float64(x[o + 3, g])
         for o in range(o1 - (o1 - o0) % 4, o1):
             for g in range(G):
-                sum_x_c[c, g] += x[o, g]
+                sum_x_c[c, g] += numpy.float64(x[o, g])
     for g in range(G):
         sum_x = 0.0
         for c in range(chunks):
@@ -50,6 +51,7 @@ def _forward_train(x, out, mu_g, beta_p, m, P, chunks):
                 out[o, g] = xc + beta_p[g]
 
 
+@_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _forward_test(x, out, mu_g, beta_p, P, chunks):
     """Forward pass, test mode (running statistics). Pass 1: out, elementwise."""
@@ -61,6 +63,7 @@ def _forward_test(x, out, mu_g, beta_p, P, chunks):
                 out[o, g] = xc + beta_p[g]
 
 
+@_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _backward_compact(dout, dx, dbeta_p, m, P, chunks):
     """Backward pass, the compact form. Pass 1 sums sum_dout (float64) in each group; then coef_dout, coef_1. Pass 2: dx, elementwise."""
@@ -79,7 +82,7 @@ def _backward_compact(dout, dx, dbeta_p, m, P, chunks):
                 sum_dout_c[c, g] += numpy.float64(dout[o, g]) + numpy.float64(dout[o + 1, g]) + numpy.float64(dout[o + 2, g]) + numpy.float64(dout[o + 3, g])
         for o in range(o1 - (o1 - o0) % 4, o1):
             for g in range(G):
-                sum_dout_c[c, g] += dout[o, g]
+                sum_dout_c[c, g] += numpy.float64(dout[o, g])
     for g in range(G):
         sum_dout = 0.0
         for c in range(chunks):
@@ -97,6 +100,7 @@ def _backward_compact(dout, dx, dbeta_p, m, P, chunks):
         dbeta_p[g % P] += dbeta_g[g]
 
 
+@_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _backward_staged(dout, dx, dbeta_p, m, P, chunks):
     """Backward pass, the staged chain rule. Pass 1 sums sum_dxc, sum_dout (float64) in each group; then dmu. Pass 2: dx, elementwise."""
@@ -117,8 +121,8 @@ def _backward_staged(dout, dx, dbeta_p, m, P, chunks):
                 sum_dout_c[c, g] += numpy.float64(dout[o, g]) + numpy.float64(dout[o + 1, g]) + numpy.float64(dout[o + 2, g]) + numpy.float64(dout[o + 3, g])
         for o in range(o1 - (o1 - o0) % 4, o1):
             for g in range(G):
-                sum_dxc_c[c, g] += dout[o, g]
-                sum_dout_c[c, g] += dout[o, g]
+                sum_dxc_c[c, g] += numpy.float64(dout[o, g])
+                sum_dout_c[c, g] += numpy.float64(dout[o, g])
     for g in range(G):
         sum_dxc = 0.0
         for c in range(chunks):
@@ -139,6 +143,7 @@ def _backward_staged(dout, dx, dbeta_p, m, P, chunks):
         dbeta_p[g % P] += dbeta_g[g]
 
 
+@_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _backward_test(dout, dx, dbeta_p, P, chunks):
     """Backward pass, test mode. Pass 1 sums sum_dout (float64) in each group. Pass 2: dx, elementwise."""
@@ -155,7 +160,7 @@ def _backward_test(dout, dx, dbeta_p, P, chunks):
                 sum_dout_c[c, g] += numpy.float64(dout[o, g]) + numpy.float64(dout[o + 1, g]) + numpy.float64(dout[o + 2, g]) + numpy.float64(dout[o + 3, g])
         for o in range(o1 - (o1 - o0) % 4, o1):
             for g in range(G):
-                sum_dout_c[c, g] += dout[o, g]
+                sum_dout_c[c, g] += numpy.float64(dout[o, g])
     for g in range(G):
         sum_dout = 0.0
         for c in range(chunks):
@@ -182,6 +187,7 @@ def meanonly_batchnorm_forward(x, beta, bn_param):
     Returns (out, cache); out has the shape of x.
     """
     bn_param = _rt.check_dict("bn_param", bn_param)
+    _rt.check_keys("bn_param", bn_param, ("momentum", "mode", "running_mean", ))
     x = _rt.check_array("x", x, 2, "(N, D)")
     x_shape = x.shape
     dtype = _rt.float_dtype(x=x, beta=beta)
@@ -196,7 +202,9 @@ def meanonly_batchnorm_forward(x, beta, bn_param):
     param_axes = tuple(a % len(view_shape) for a in (1,))
     param_view = _rt.broadcast_shape(len(view_shape), param_axes, [view_shape[a] for a in param_axes])
     m = _rt.group_size(view_shape, axes)
-    beta_shape = numpy.shape(beta)
+    if mode == "train":
+        _rt.check_nonempty(m, "feature", x_shape)
+    beta_shape = _rt.param_shape(beta, allowed[0])
     beta = _rt.as_work(beta, dtype, copy=True).reshape(param_view)
     x = _rt.as_work(x, dtype).reshape(view_shape)
     param_sum_axes = _rt.other_axes(len(view_shape), param_axes)
@@ -204,15 +212,7 @@ def meanonly_batchnorm_forward(x, beta, bn_param):
     lay = _layout.layout(view_shape, axes, param_axes, _PATTERN)
     work = x.dtype
     stat_shape = tuple(n if a in param_axes else 1 for a, n in enumerate(view_shape))
-    running = {}
-    for key in ("running_mean", ):
-        value = bn_param.get(key)
-        if value is None:
-            value = numpy.zeros(features, dtype=dtype)
-        _rt.float_dtype(**{"bn_param['" + key + "']": value})
-        if numpy.size(value) != numpy.prod(features, dtype=int):
-            raise ValueError(f"bn_param['{key}'] must have shape {features}, got {numpy.shape(value)}")
-        running[key] = _rt.as_work(value, dtype).reshape(stat_shape)
+    running = _rt.running_stats("bn_param", bn_param, ("running_mean", ), features, stat_shape, dtype)
     if mode == "train":
         _rt.check_group_size(m, "feature")
         out_k = lay.empty(work)
@@ -227,9 +227,9 @@ def meanonly_batchnorm_forward(x, beta, bn_param):
             lay.chunks,
         )
         out = lay.from_kernel(out_k)
-        mu = mu_g.reshape(lay.stat_shape).astype(work)
+        mu = mu_g.reshape(lay.stat_shape)
         running_mean = running["running_mean"]
-        bn_param["running_mean"] = (momentum*running_mean + mu*(1 - momentum)).reshape(features).astype(dtype, copy=False)
+        bn_param["running_mean"] = (momentum*running_mean + mu*(1 - momentum)).reshape(features).astype(_rt.running_dtype(dtype), copy=False)
     else:
         mu = running["running_mean"]
         out_k = lay.empty(work)

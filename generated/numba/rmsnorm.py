@@ -6,7 +6,7 @@ The same proved expressions as generated/rmsnorm.py (the derivation is in
 generated/derivations/rmsnorm.md), printed as scalar loops: each kernel
 is one or more reduction passes, whose sums accumulate in float64, then one
 elementwise pass.  Per-group values (the statistics and the lets) stay in float64 wherever the
-elementwise pass subtracts the mean; the cache keeps them in the working dtype.
+elementwise pass subtracts the mean; the cache keeps them in float64, as it gets them.
 Statistics are taken over the axes (D) (the last axis) of x (..., D);
 the kernels see the working view as (G, K) (rows layout, see
 generated/numba/_layout.py).
@@ -23,6 +23,7 @@ _FASTMATH = {"contract", "nsz", "reassoc"}
 _CACHE_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "gamma", "gamma_shape", "m", "std", "xhat", )
 
 
+@_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _forward_train(x, xhat, out, std_g, gamma_p, eps, m, P, chunks):
     """Forward pass, training mode. Pass 1 sums sum_var (float64) in each group; then var, std. Pass 2: xhat, out, elementwise."""
@@ -33,8 +34,8 @@ def _forward_train(x, xhat, out, std_g, gamma_p, eps, m, P, chunks):
             p = g % P
             sum_var = 0.0
             for k in range(K):
-                sum_var += x[g, k]**2
-            var = work(sum_var/m)
+                sum_var += numpy.float64(x[g, k])**2
+            var = sum_var/m
             std = work(math.sqrt(eps + var))
             std_g[g] = std
             for k in range(K):
@@ -42,6 +43,7 @@ def _forward_train(x, xhat, out, std_g, gamma_p, eps, m, P, chunks):
                 out[g, k] = gamma_p[p, k]*xhat[g, k]
 
 
+@_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _backward_compact(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, chunks):
     """Backward pass, the compact form. Pass 1 sums sum_dout_gamma_xhat (float64) in each group; then coef_dout_gamma, coef_xhat. Pass 2: dx, elementwise."""
@@ -57,7 +59,7 @@ def _backward_compact(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, chunks):
             std = std_g[g]
             sum_dout_gamma_xhat = 0.0
             for k in range(K):
-                sum_dout_gamma_xhat += dout[g, k]*gamma_p[p, k]*xhat[g, k]
+                sum_dout_gamma_xhat += numpy.float64(dout[g, k])*numpy.float64(gamma_p[p, k])*numpy.float64(xhat[g, k])
                 dgamma_c[c, p, k] += dout[g, k]*xhat[g, k]
             coef_dout_gamma = work(1/std)
             coef_xhat = work(-sum_dout_gamma_xhat/(m*std))
@@ -72,6 +74,7 @@ def _backward_compact(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, chunks):
                 dgamma_p[p, k] += dgamma_c[c, p, k]
 
 
+@_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _backward_staged(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, chunks):
     """Backward pass, the staged chain rule. Pass 1 sums sum_dxhat_xhat (float64) in each group; then dvar. Pass 2: dx, elementwise."""
@@ -87,7 +90,7 @@ def _backward_staged(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, chunks):
             std = std_g[g]
             sum_dxhat_xhat = 0.0
             for k in range(K):
-                sum_dxhat_xhat += dout[g, k]*gamma_p[p, k]*xhat[g, k]
+                sum_dxhat_xhat += numpy.float64(dout[g, k])*numpy.float64(gamma_p[p, k])*numpy.float64(xhat[g, k])
                 dgamma_c[c, p, k] += dout[g, k]*xhat[g, k]
             dvar = work(-1/2*sum_dxhat_xhat/std**2)
             for k in range(K):
@@ -110,11 +113,12 @@ def rmsnorm_forward(x, gamma, rms_param):
     Returns (out, cache); out has the shape of x.
     """
     rms_param = _rt.check_dict("rms_param", rms_param)
+    _rt.check_keys("rms_param", rms_param, ("eps", ), tolerated=("mode",))
     x = _rt.check_array("x", x, None, "(..., D)")
     x_shape = x.shape
     dtype = _rt.float_dtype(x=x, gamma=gamma)
     mode = "train"
-    eps = _rt.check_positive("rms_param['eps']", rms_param.get("eps", 1e-05))
+    eps = _rt.check_eps("rms_param['eps']", rms_param.get("eps", 1e-05), dtype)
     x_param_axes = tuple(a % x.ndim for a in (-1,))
     features = tuple(x.shape[a] for a in x_param_axes)
     allowed = (features, _rt.broadcast_shape(x.ndim, x_param_axes, features))
@@ -124,7 +128,9 @@ def rmsnorm_forward(x, gamma, rms_param):
     param_axes = tuple(a % len(view_shape) for a in (-1,))
     param_view = _rt.broadcast_shape(len(view_shape), param_axes, [view_shape[a] for a in param_axes])
     m = _rt.group_size(view_shape, axes)
-    gamma_shape = numpy.shape(gamma)
+    if mode == "train":
+        _rt.check_nonempty(m, "row", x_shape)
+    gamma_shape = _rt.param_shape(gamma, allowed[0])
     gamma = _rt.as_work(gamma, dtype, copy=True).reshape(param_view)
     x = _rt.as_work(x, dtype).reshape(view_shape)
     param_sum_axes = _rt.other_axes(len(view_shape), param_axes)
@@ -147,7 +153,7 @@ def rmsnorm_forward(x, gamma, rms_param):
     )
     xhat = lay.from_kernel(xhat_k)
     out = lay.from_kernel(out_k)
-    std = std_g.reshape(lay.stat_shape).astype(work)
+    std = std_g.reshape(lay.stat_shape)
     variant = "rmsnorm"
     cache = {
         "variant": variant,

@@ -6,7 +6,7 @@ The same proved expressions as generated/spatial_batchnorm.py (the derivation is
 generated/derivations/spatial_batchnorm.md), printed as scalar loops: each kernel
 is one or more reduction passes, whose sums accumulate in float64, then one
 elementwise pass.  Per-group values (the statistics and the lets) stay in float64 wherever the
-elementwise pass subtracts the mean; the cache keeps them in the working dtype.
+elementwise pass subtracts the mean; the cache keeps them in float64, as it gets them.
 Statistics are taken over the axes (N, H, W) of x (N, C, H, W);
 the kernels see the working view as (O, G, I) (rows layout, see
 generated/numba/_layout.py).
@@ -23,6 +23,7 @@ _FASTMATH = {"contract", "nsz", "reassoc"}
 _CACHE_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "beta_shape", "gamma", "gamma_shape", "m", "std", "xhat", )
 
 
+@_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _forward_train(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, chunks):
     """Forward pass, training mode. Pass 1 sums sum_x (float64) in each group; then mu. Pass 2 sums sum_var (float64) in each group; then var, std. Pass 3: xhat, out, elementwise."""
@@ -35,12 +36,12 @@ def _forward_train(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P,
             sum_x = 0.0
             for o in range(O):
                 for i in range(I):
-                    sum_x += x[o, g, i]
+                    sum_x += numpy.float64(x[o, g, i])
             mu = sum_x/m
             sum_var = 0.0
             for o in range(O):
                 for i in range(I):
-                    sum_var += (x[o, g, i] - mu)**2
+                    sum_var += (numpy.float64(x[o, g, i]) - mu)**2
             var = sum_var/m
             std = math.sqrt(eps + var)
             mu_g[g] = mu
@@ -52,6 +53,7 @@ def _forward_train(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P,
                     out[o, g, i] = xhat[o, g, i]*gamma + beta
 
 
+@_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _forward_test(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, chunks):
     """Forward pass, test mode (running statistics). Per group: std. Pass 1: xhat, out, elementwise."""
@@ -72,6 +74,7 @@ def _forward_test(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, chu
                     out[o, g, i] = xhat[o, g, i]*gamma + beta
 
 
+@_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _backward_compact(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
     """Backward pass, the compact form. Pass 1 sums sum_dout_xhat, sum_dout (float64) in each group; then coef_dout, coef_xhat, coef_1. Pass 2: dx, elementwise."""
@@ -88,8 +91,8 @@ def _backward_compact(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, c
             sum_dout = 0.0
             for o in range(O):
                 for i in range(I):
-                    sum_dout_xhat += dout[o, g, i]*xhat[o, g, i]
-                    sum_dout += dout[o, g, i]
+                    sum_dout_xhat += numpy.float64(dout[o, g, i])*numpy.float64(xhat[o, g, i])
+                    sum_dout += numpy.float64(dout[o, g, i])
             coef_dout = work(gamma/std)
             coef_xhat = work(-gamma*sum_dout_xhat/(m*std))
             coef_1 = work(-gamma*sum_dout/(m*std))
@@ -108,6 +111,7 @@ def _backward_compact(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, c
         dbeta_p[g % P] += dbeta_g[g]
 
 
+@_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _backward_staged(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
     """Backward pass, the staged chain rule. Pass 1 sums sum_dxhat_xhat, sum_dxhat, sum_dout_xhat, sum_dout (float64) in each group; then dvar, dmu. Pass 2: dx, elementwise."""
@@ -126,10 +130,10 @@ def _backward_staged(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, ch
             sum_dout = 0.0
             for o in range(O):
                 for i in range(I):
-                    sum_dxhat_xhat += dout[o, g, i]*xhat[o, g, i]*gamma
-                    sum_dxhat += dout[o, g, i]*gamma
-                    sum_dout_xhat += dout[o, g, i]*xhat[o, g, i]
-                    sum_dout += dout[o, g, i]
+                    sum_dxhat_xhat += numpy.float64(dout[o, g, i])*numpy.float64(xhat[o, g, i])*gamma
+                    sum_dxhat += numpy.float64(dout[o, g, i])*gamma
+                    sum_dout_xhat += numpy.float64(dout[o, g, i])*numpy.float64(xhat[o, g, i])
+                    sum_dout += numpy.float64(dout[o, g, i])
             dvar = work(-1/2*sum_dxhat_xhat/std**2)
             dmu = work(-sum_dxhat/std)
             dgamma_g[g] = sum_dout_xhat
@@ -148,6 +152,7 @@ def _backward_staged(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, ch
         dbeta_p[g % P] += dbeta_g[g]
 
 
+@_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _backward_test(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, P, chunks):
     """Backward pass, test mode. Pass 1 sums sum_dout_xhat, sum_dout (float64) in each group. Pass 2: dx, elementwise."""
@@ -163,8 +168,8 @@ def _backward_test(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, P, chunks)
             sum_dout = 0.0
             for o in range(O):
                 for i in range(I):
-                    sum_dout_xhat += dout[o, g, i]*xhat[o, g, i]
-                    sum_dout += dout[o, g, i]
+                    sum_dout_xhat += numpy.float64(dout[o, g, i])*numpy.float64(xhat[o, g, i])
+                    sum_dout += numpy.float64(dout[o, g, i])
             dgamma_g[g] = sum_dout_xhat
             dbeta_g[g] = sum_dout
             for o in range(O):
@@ -191,11 +196,12 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param):
     Returns (out, cache); out has the shape of x.
     """
     bn_param = _rt.check_dict("bn_param", bn_param)
+    _rt.check_keys("bn_param", bn_param, ("eps", "momentum", "mode", "running_mean", "running_var", ))
     x = _rt.check_array("x", x, 4, "(N, C, H, W)")
     x_shape = x.shape
     dtype = _rt.float_dtype(x=x, gamma=gamma, beta=beta)
     mode = _rt.check_mode("bn_param", bn_param)
-    eps = _rt.check_positive("bn_param['eps']", bn_param.get("eps", 1e-05))
+    eps = _rt.check_eps("bn_param['eps']", bn_param.get("eps", 1e-05), dtype)
     momentum = _rt.check_fraction("bn_param['momentum']", bn_param.get("momentum", 0.9))
     x_param_axes = tuple(a % x.ndim for a in (1,))
     features = tuple(x.shape[a] for a in x_param_axes)
@@ -207,8 +213,10 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param):
     param_axes = tuple(a % len(view_shape) for a in (1,))
     param_view = _rt.broadcast_shape(len(view_shape), param_axes, [view_shape[a] for a in param_axes])
     m = _rt.group_size(view_shape, axes)
-    gamma_shape = numpy.shape(gamma)
-    beta_shape = numpy.shape(beta)
+    if mode == "train":
+        _rt.check_nonempty(m, "channel", x_shape)
+    gamma_shape = _rt.param_shape(gamma, allowed[0])
+    beta_shape = _rt.param_shape(beta, allowed[0])
     gamma = _rt.as_work(gamma, dtype, copy=True).reshape(param_view)
     beta = _rt.as_work(beta, dtype, copy=True).reshape(param_view)
     x = _rt.as_work(x, dtype).reshape(view_shape)
@@ -217,15 +225,7 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param):
     lay = _layout.layout(view_shape, axes, param_axes, _PATTERN)
     work = x.dtype
     stat_shape = tuple(n if a in param_axes else 1 for a, n in enumerate(view_shape))
-    running = {}
-    for key in ("running_mean", "running_var", ):
-        value = bn_param.get(key)
-        if value is None:
-            value = numpy.zeros(features, dtype=dtype)
-        _rt.float_dtype(**{"bn_param['" + key + "']": value})
-        if numpy.size(value) != numpy.prod(features, dtype=int):
-            raise ValueError(f"bn_param['{key}'] must have shape {features}, got {numpy.shape(value)}")
-        running[key] = _rt.as_work(value, dtype).reshape(stat_shape)
+    running = _rt.running_stats("bn_param", bn_param, ("running_mean", "running_var", ), features, stat_shape, dtype)
     if mode == "train":
         _rt.check_group_size(m, "channel")
         xhat_k = lay.empty(work)
@@ -249,13 +249,13 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param):
         )
         xhat = lay.from_kernel(xhat_k)
         out = lay.from_kernel(out_k)
-        mu = mu_g.reshape(lay.stat_shape).astype(work)
-        var = var_g.reshape(lay.stat_shape).astype(work)
-        std = std_g.reshape(lay.stat_shape).astype(work)
+        mu = mu_g.reshape(lay.stat_shape)
+        var = var_g.reshape(lay.stat_shape)
+        std = std_g.reshape(lay.stat_shape)
         running_mean = running["running_mean"]
         running_var = running["running_var"]
-        bn_param["running_mean"] = (momentum*running_mean + mu*(1 - momentum)).reshape(features).astype(dtype, copy=False)
-        bn_param["running_var"] = (momentum*running_var + var*(1 - momentum)).reshape(features).astype(dtype, copy=False)
+        bn_param["running_mean"] = (momentum*running_mean + mu*(1 - momentum)).reshape(features).astype(_rt.running_dtype(dtype), copy=False)
+        bn_param["running_var"] = (momentum*running_var + var*(1 - momentum)).reshape(features).astype(_rt.running_dtype(dtype), copy=False)
     else:
         mu = running["running_mean"]
         var = running["running_var"]
@@ -277,7 +277,7 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param):
         )
         xhat = lay.from_kernel(xhat_k)
         out = lay.from_kernel(out_k)
-        std = std_g.reshape(lay.stat_shape).astype(work)
+        std = std_g.reshape(lay.stat_shape)
     variant = "spatial_batchnorm"
     cache = {
         "variant": variant,

@@ -6,7 +6,7 @@ The same proved expressions as generated/spatial_groupnorm.py (the derivation is
 generated/derivations/spatial_groupnorm.md), printed as scalar loops: each kernel
 is one or more reduction passes, whose sums accumulate in float64, then one
 elementwise pass.  Per-group values (the statistics and the lets) stay in float64 wherever the
-elementwise pass subtracts the mean; the cache keeps them in the working dtype.
+elementwise pass subtracts the mean; the cache keeps them in float64, as it gets them.
 Statistics are taken over the axes (C/G, H, W) within each group of channels, for each sample of x (N, C, H, W);
 the kernels see the working view as (G, K, I) (rows layout, see
 generated/numba/_layout.py).
@@ -23,6 +23,7 @@ _FASTMATH = {"contract", "nsz", "reassoc"}
 _CACHE_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "beta_shape", "gamma", "gamma_shape", "m", "std", "xhat", )
 
 
+@_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _forward_train(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chunks):
     """Forward pass, training mode. Pass 1 sums sum_x (float64) in each group; then mu. Pass 2 sums sum_var (float64) in each group; then var, std. Pass 3: xhat, out, elementwise."""
@@ -34,11 +35,11 @@ def _forward_train(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chunks):
                 i = 0
                 sum_x = 0.0
                 for k in range(K):
-                    sum_x += x[g, k, i]
+                    sum_x += numpy.float64(x[g, k, i])
                 mu = sum_x/m
                 sum_var = 0.0
                 for k in range(K):
-                    sum_var += (x[g, k, i] - mu)**2
+                    sum_var += (numpy.float64(x[g, k, i]) - mu)**2
                 var = sum_var/m
                 std = math.sqrt(eps + var)
                 std_g[g] = std
@@ -49,12 +50,12 @@ def _forward_train(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chunks):
                 sum_x = 0.0
                 for k in range(K):
                     for i in range(I):
-                        sum_x += x[g, k, i]
+                        sum_x += numpy.float64(x[g, k, i])
                 mu = sum_x/m
                 sum_var = 0.0
                 for k in range(K):
                     for i in range(I):
-                        sum_var += (x[g, k, i] - mu)**2
+                        sum_var += (numpy.float64(x[g, k, i]) - mu)**2
                 var = sum_var/m
                 std = math.sqrt(eps + var)
                 std_g[g] = std
@@ -64,6 +65,7 @@ def _forward_train(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chunks):
                         out[g, k, i] = beta_p[p, k] + gamma_p[p, k]*xhat[g, k, i]
 
 
+@_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _backward_compact(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
     """Backward pass, the compact form. Pass 1 sums sum_dout_gamma_xhat, sum_dout_gamma (float64) in each group; then coef_dout_gamma, coef_xhat, coef_1. Pass 2: dx, elementwise."""
@@ -84,8 +86,8 @@ def _backward_compact(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, c
                 sum_dout_gamma_xhat = 0.0
                 sum_dout_gamma = 0.0
                 for k in range(K):
-                    sum_dout_gamma_xhat += dout[g, k, i]*gamma_p[p, k]*xhat[g, k, i]
-                    sum_dout_gamma += dout[g, k, i]*gamma_p[p, k]
+                    sum_dout_gamma_xhat += numpy.float64(dout[g, k, i])*numpy.float64(gamma_p[p, k])*numpy.float64(xhat[g, k, i])
+                    sum_dout_gamma += numpy.float64(dout[g, k, i])*numpy.float64(gamma_p[p, k])
                     dgamma_c[c, p, k] += dout[g, k, i]*xhat[g, k, i]
                     dbeta_c[c, p, k] += dout[g, k, i]
                 coef_dout_gamma = work(1/std)
@@ -100,8 +102,8 @@ def _backward_compact(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, c
                     dgamma = 0.0
                     dbeta = 0.0
                     for i in range(I):
-                        sum_dout_gamma_xhat += dout[g, k, i]*gamma_p[p, k]*xhat[g, k, i]
-                        sum_dout_gamma += dout[g, k, i]*gamma_p[p, k]
+                        sum_dout_gamma_xhat += numpy.float64(dout[g, k, i])*numpy.float64(gamma_p[p, k])*numpy.float64(xhat[g, k, i])
+                        sum_dout_gamma += numpy.float64(dout[g, k, i])*numpy.float64(gamma_p[p, k])
                         dgamma += dout[g, k, i]*xhat[g, k, i]
                         dbeta += dout[g, k, i]
                     dgamma_c[c, p, k] += dgamma
@@ -128,6 +130,7 @@ def _backward_compact(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, c
                 dbeta_p[p, k] += dbeta_c[c, p, k]
 
 
+@_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _backward_staged(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
     """Backward pass, the staged chain rule. Pass 1 sums sum_dxhat_xhat, sum_dxhat (float64) in each group; then dvar, dmu. Pass 2: dx, elementwise."""
@@ -148,8 +151,8 @@ def _backward_staged(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, ch
                 sum_dxhat_xhat = 0.0
                 sum_dxhat = 0.0
                 for k in range(K):
-                    sum_dxhat_xhat += dout[g, k, i]*gamma_p[p, k]*xhat[g, k, i]
-                    sum_dxhat += dout[g, k, i]*gamma_p[p, k]
+                    sum_dxhat_xhat += numpy.float64(dout[g, k, i])*numpy.float64(gamma_p[p, k])*numpy.float64(xhat[g, k, i])
+                    sum_dxhat += numpy.float64(dout[g, k, i])*numpy.float64(gamma_p[p, k])
                     dgamma_c[c, p, k] += dout[g, k, i]*xhat[g, k, i]
                     dbeta_c[c, p, k] += dout[g, k, i]
                 dvar = work(-1/2*sum_dxhat_xhat/std**2)
@@ -164,8 +167,8 @@ def _backward_staged(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, ch
                     dgamma = 0.0
                     dbeta = 0.0
                     for i in range(I):
-                        sum_dxhat_xhat += dout[g, k, i]*gamma_p[p, k]*xhat[g, k, i]
-                        sum_dxhat += dout[g, k, i]*gamma_p[p, k]
+                        sum_dxhat_xhat += numpy.float64(dout[g, k, i])*numpy.float64(gamma_p[p, k])*numpy.float64(xhat[g, k, i])
+                        sum_dxhat += numpy.float64(dout[g, k, i])*numpy.float64(gamma_p[p, k])
                         dgamma += dout[g, k, i]*xhat[g, k, i]
                         dbeta += dout[g, k, i]
                     dgamma_c[c, p, k] += dgamma
@@ -200,11 +203,12 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
     Returns (out, cache); out has the shape of x.
     """
     gn_param = _rt.check_dict("gn_param", gn_param)
+    _rt.check_keys("gn_param", gn_param, ("eps", ), tolerated=("mode",))
     x = _rt.check_array("x", x, 4, "(N, C, H, W)")
     x_shape = x.shape
     dtype = _rt.float_dtype(x=x, gamma=gamma, beta=beta)
     mode = "train"
-    eps = _rt.check_positive("gn_param['eps']", gn_param.get("eps", 1e-05))
+    eps = _rt.check_eps("gn_param['eps']", gn_param.get("eps", 1e-05), dtype)
     x_param_axes = tuple(a % x.ndim for a in (1,))
     features = tuple(x.shape[a] for a in x_param_axes)
     allowed = (features, _rt.broadcast_shape(x.ndim, x_param_axes, features))
@@ -216,8 +220,10 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
     param_axes = tuple(a % len(view_shape) for a in (1, 2))
     param_view = _rt.broadcast_shape(len(view_shape), param_axes, [view_shape[a] for a in param_axes])
     m = _rt.group_size(view_shape, axes)
-    gamma_shape = numpy.shape(gamma)
-    beta_shape = numpy.shape(beta)
+    if mode == "train":
+        _rt.check_nonempty(m, "group", x_shape)
+    gamma_shape = _rt.param_shape(gamma, allowed[1])
+    beta_shape = _rt.param_shape(beta, allowed[1])
     gamma = _rt.as_work(gamma, dtype, copy=True).reshape(param_view)
     beta = _rt.as_work(beta, dtype, copy=True).reshape(param_view)
     x = _rt.as_work(x, dtype).reshape(view_shape)
@@ -225,7 +231,6 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
     outer_axes = tuple(a for a in param_sum_axes if a not in axes)
     lay = _layout.layout(view_shape, axes, param_axes, _PATTERN)
     work = x.dtype
-    _rt.check_group_size(m, "group")
     xhat_k = lay.empty(work)
     out_k = lay.empty(work)
     std_g = numpy.empty(lay.groups)
@@ -243,7 +248,7 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
     )
     xhat = lay.from_kernel(xhat_k)
     out = lay.from_kernel(out_k)
-    std = std_g.reshape(lay.stat_shape).astype(work)
+    std = std_g.reshape(lay.stat_shape)
     variant = "spatial_groupnorm"
     cache = {
         "variant": variant,

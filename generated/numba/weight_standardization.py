@@ -6,7 +6,7 @@ The same proved expressions as generated/weight_standardization.py (the derivati
 generated/derivations/weight_standardization.md), printed as scalar loops: each kernel
 is one or more reduction passes, whose sums accumulate in float64, then one
 elementwise pass.  Per-group values (the statistics and the lets) stay in float64 wherever the
-elementwise pass subtracts the mean; the cache keeps them in the working dtype.
+elementwise pass subtracts the mean; the cache keeps them in float64, as it gets them.
 Statistics are taken over the axes (I, H, W) of x (O, I, H, W);
 the kernels see the working view as (G, I) (rows layout, see
 generated/numba/_layout.py).
@@ -23,6 +23,7 @@ _FASTMATH = {"contract", "nsz", "reassoc"}
 _CACHE_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "m", "out", "std", )
 
 
+@_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _forward_train(x, out, std_g, eps, m, P, chunks):
     """Forward pass, training mode. Pass 1 sums sum_x (float64) in each group; then mu. Pass 2 sums sum_var (float64) in each group; then var, std. Pass 3: out, elementwise."""
@@ -31,11 +32,11 @@ def _forward_train(x, out, std_g, eps, m, P, chunks):
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             sum_x = 0.0
             for i in range(I):
-                sum_x += x[g, i]
+                sum_x += numpy.float64(x[g, i])
             mu = sum_x/m
             sum_var = 0.0
             for i in range(I):
-                sum_var += (x[g, i] - mu)**2
+                sum_var += (numpy.float64(x[g, i]) - mu)**2
             var = sum_var/m
             std = math.sqrt(eps + var)
             std_g[g] = std
@@ -43,6 +44,7 @@ def _forward_train(x, out, std_g, eps, m, P, chunks):
                 out[g, i] = (x[g, i] - mu)/std
 
 
+@_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _backward_compact(dout, out, dx, std_g, m, P, chunks):
     """Backward pass, the compact form. Pass 1 sums sum_dout_out, sum_dout (float64) in each group; then coef_dout, coef_out, coef_1. Pass 2: dx, elementwise."""
@@ -54,8 +56,8 @@ def _backward_compact(dout, out, dx, std_g, m, P, chunks):
             sum_dout_out = 0.0
             sum_dout = 0.0
             for i in range(I):
-                sum_dout_out += dout[g, i]*out[g, i]
-                sum_dout += dout[g, i]
+                sum_dout_out += numpy.float64(dout[g, i])*numpy.float64(out[g, i])
+                sum_dout += numpy.float64(dout[g, i])
             coef_dout = work(1/std)
             coef_out = work(-sum_dout_out/(m*std))
             coef_1 = work(-sum_dout/(m*std))
@@ -63,6 +65,7 @@ def _backward_compact(dout, out, dx, std_g, m, P, chunks):
                 dx[g, i] = dout[g, i]*coef_dout + out[g, i]*coef_out + coef_1
 
 
+@_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _backward_staged(dout, out, dx, std_g, m, P, chunks):
     """Backward pass, the staged chain rule. Pass 1 sums sum_dout_out, sum_dout (float64) in each group; then dvar, dmu. Pass 2: dx, elementwise."""
@@ -74,8 +77,8 @@ def _backward_staged(dout, out, dx, std_g, m, P, chunks):
             sum_dout_out = 0.0
             sum_dout = 0.0
             for i in range(I):
-                sum_dout_out += dout[g, i]*out[g, i]
-                sum_dout += dout[g, i]
+                sum_dout_out += numpy.float64(dout[g, i])*numpy.float64(out[g, i])
+                sum_dout += numpy.float64(dout[g, i])
             dvar = work(-1/2*sum_dout_out/std**2)
             dmu = work(-sum_dout/std)
             for i in range(I):
@@ -90,11 +93,12 @@ def weight_standardization_forward(x, ws_param):
     Returns (out, cache); out has the shape of x.
     """
     ws_param = _rt.check_dict("ws_param", ws_param)
+    _rt.check_keys("ws_param", ws_param, ("eps", ), tolerated=("mode",))
     x = _rt.check_array("x", x, 4, "(O, I, H, W)")
     x_shape = x.shape
     dtype = _rt.float_dtype(x=x)
     mode = "train"
-    eps = _rt.check_positive("ws_param['eps']", ws_param.get("eps", 1e-05))
+    eps = _rt.check_eps("ws_param['eps']", ws_param.get("eps", 1e-05), dtype)
     x_param_axes = tuple(a % x.ndim for a in (0,))
     features = tuple(x.shape[a] for a in x_param_axes)
     allowed = (features, _rt.broadcast_shape(x.ndim, x_param_axes, features))
@@ -103,6 +107,8 @@ def weight_standardization_forward(x, ws_param):
     param_axes = tuple(a % len(view_shape) for a in (0,))
     param_view = _rt.broadcast_shape(len(view_shape), param_axes, [view_shape[a] for a in param_axes])
     m = _rt.group_size(view_shape, axes)
+    if mode == "train":
+        _rt.check_nonempty(m, "output channel", x_shape)
     x = _rt.as_work(x, dtype).reshape(view_shape)
     param_sum_axes = _rt.other_axes(len(view_shape), param_axes)
     outer_axes = tuple(a for a in param_sum_axes if a not in axes)
@@ -121,7 +127,7 @@ def weight_standardization_forward(x, ws_param):
         lay.chunks,
     )
     out = lay.from_kernel(out_k)
-    std = std_g.reshape(lay.stat_shape).astype(work)
+    std = std_g.reshape(lay.stat_shape)
     variant = "weight_standardization"
     cache = {
         "variant": variant,
