@@ -363,7 +363,7 @@ def eps(ds: Mapping[str, Derivation]) -> Answer:
     require(any(p.base == VAR and p.exp == sp.S.Half for p in dvar_out.expr.atoms(sp.Pow)),
             "with eps outside, dvar divides by sqrt(var)")
     left_out = {p.size for p in outside.proofs if p.claim.startswith("left out")}
-    first = next(n for n in range(1, outside.max_m + 1) if f"m={n}" not in left_out)
+    first = next((n for n in range(1, outside.max_m + 2) if f"m={n}" not in left_out))
     limit_in, limit_out = at_zero_variance(inside, reduced_in), at_zero_variance(outside, reduced_out)
     ratio = sp.factor(limit_out / limit_in)
     require(not limit_out.has(sp.nan, sp.zoo, sp.oo) and limit_out.free_symbols <= reduced_out.free_symbols

@@ -13,23 +13,27 @@ from pathlib import Path
 import pytest
 
 from derive import cli, derivation, render, write
-from derive.spec import BY_NAME
+from derive.library import BY_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def quick(monkeypatch):
-    """derive with M = 2 proofs, cached for the session; records the variants it was asked for."""
+def quick(monkeypatch, tmp_path):
+    """derive with M = 2 proofs, cached for the session; records the variants it was asked for.
+    It runs outside the checkout, so the templates are the installed ones (render.templates_dir)."""
     from _derived import derived
 
     calls = []
 
-    def fake(spec, max_m):
-        calls.append(spec.name)
-        return derived(spec.name, 2)
+    def fake(entry, max_m, progress=None, use_cache=True):
+        calls.append(entry.spec.name)
+        return derived(entry.spec.name, 2)
 
     monkeypatch.setattr(derivation, "derive", fake)
+    monkeypatch.setattr(derivation, "derive_many",
+                        lambda entries, max_m, *args, **kw: [fake(e, max_m) for e in entries])
+    monkeypatch.chdir(tmp_path)
     return calls
 
 
@@ -44,7 +48,7 @@ def _one_line(err: str) -> str:
 
 def test_max_m_1_writes_everything_and_prints_the_table(tmp_path, capsys):
     out = tmp_path / "out"
-    assert cli.main(["--max-m", "1", "--out", str(out)]) == 0
+    assert cli.main(["-q", "--max-m", "1", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "batchnorm_eps_outside" in printed and (out / "batchnorm_eps_outside.py").is_file()
 
@@ -65,14 +69,14 @@ def test_read_only_folder_is_refused_before_proving(tmp_path, monkeypatch, quick
         raise OSError(30, "Read-only file system")
 
     monkeypatch.setattr(tempfile, "mkstemp", read_only)
-    assert cli.main(["--out", str(tmp_path / "gen")]) == 1
+    assert cli.main(["-q", "--out", str(tmp_path / "gen")]) == 1
     assert "Read-only file system" in _one_line(capsys.readouterr().err) and quick == []
 
 
 def test_out_that_is_a_file_is_refused_before_proving(tmp_path, quick, capsys):
     target = tmp_path / "file"
     target.write_text("mine\n")
-    assert cli.main(["--out", str(target)]) == 1
+    assert cli.main(["-q", "--out", str(target)]) == 1
     assert "is a file, not a folder" in _one_line(capsys.readouterr().err) and quick == []
     assert target.read_text() == "mine\n"
 
@@ -80,7 +84,7 @@ def test_out_that_is_a_file_is_refused_before_proving(tmp_path, quick, capsys):
 @pytest.mark.parametrize("check", [False, True])
 def test_folder_in_the_place_of_a_generated_file_is_refused_before_proving(tmp_path, quick, capsys, check):
     (tmp_path / "layernorm.py").mkdir()
-    assert cli.main(["--out", str(tmp_path)] + (["--check"] if check else [])) == 1
+    assert cli.main(["-q", "--out", str(tmp_path)] + (["--check"] if check else [])) == 1
     assert "layernorm.py is a folder" in _one_line(capsys.readouterr().err) and quick == []
 
 
@@ -89,7 +93,7 @@ def test_missing_template_is_refused_before_proving(tmp_path, monkeypatch, quick
     shutil.copytree(render.templates_dir(), templates)
     (templates / "blocks.py.jinja").unlink()
     monkeypatch.setattr(render, "templates_dir", lambda: templates)
-    assert cli.main(["--out", str(tmp_path / "gen")]) == 1
+    assert cli.main(["-q", "--out", str(tmp_path / "gen")]) == 1
     assert "blocks.py.jinja is missing" in _one_line(capsys.readouterr().err) and quick == []
 
 
@@ -100,23 +104,23 @@ def test_every_template_rendering_reads_is_checked():
 
 def test_a_generated_file_with_a_non_utf8_byte_is_stale_and_rewritten(tmp_path, quick, capsys):
     out = tmp_path / "gen"
-    assert cli.main(["--out", str(out)]) == 0
+    assert cli.main(["-q", "--out", str(out)]) == 0
     target = out / "layernorm.py"
     good = target.read_bytes()
     target.write_bytes(good.replace(b"forward", b"forw\xffrd", 1))
     capsys.readouterr()
-    assert cli.main(["--out", str(out), "--check"]) == 1
+    assert cli.main(["-q", "--out", str(out), "--check"]) == 1
     assert "layernorm.py" in capsys.readouterr().err
-    assert cli.main(["--out", str(out)]) == 0
+    assert cli.main(["-q", "--out", str(out)]) == 0
     assert target.read_bytes() == good
 
 
 def test_ctrl_c_is_one_line_and_exit_130(tmp_path, monkeypatch, capsys):
-    def interrupted(spec, max_m):
+    def interrupted(*args, **kw):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(derivation, "derive", interrupted)
-    assert cli.main(["--out", str(tmp_path / "gen")]) == 130
+    monkeypatch.setattr(derivation, "derive_many", interrupted)
+    assert cli.main(["-q", "--out", str(tmp_path / "gen")]) == 130
     assert "interrupted" in _one_line(capsys.readouterr().err)
 
 
@@ -145,11 +149,11 @@ def test_sigterm_while_writing_leaves_no_temporary_file(tmp_path):
 @pytest.mark.parametrize("check", [False, True])
 def test_leftover_temporary_files_are_reported_and_removed(tmp_path, quick, capsys, check):
     out = tmp_path / "gen"
-    assert cli.main(["--out", str(out)]) == 0
+    assert cli.main(["-q", "--out", str(out)]) == 0
     ours, theirs = out / ".__init__.py.k2j4_x9a.tmp", out / ".notes.tmp"
     ours.write_text("half")
     theirs.write_text("someone else's")
     capsys.readouterr()
-    assert cli.main(["--out", str(out)] + (["--check"] if check else [])) == 0
+    assert cli.main(["-q", "--out", str(out)] + (["--check"] if check else [])) == 0
     assert str(ours) in capsys.readouterr().err
     assert not ours.exists() and theirs.exists()

@@ -141,8 +141,8 @@ def test_an_unimportable_package_is_not_written(tmp_path, monkeypatch, capsys):
     from derive import render
     real = render.render_all
 
-    def broken(derivations):
-        files = real(derivations)
+    def broken(derivations, templates=None):
+        files = real(derivations, templates)
         rel = next(r for r in files if r.endswith(".py") and "numba" not in r and not r.startswith("_"))
         files[rel] = files[rel].replace("def ", "def (", 1)
         return files
