@@ -123,7 +123,7 @@ def axes_description(spec: Spec) -> str:
 
 def render_all(derivations: list[Derivation]) -> dict[str, str]:
     """{relative path under generated/: text} for every file derive writes."""
-    from . import documents, numba_backend
+    from . import distributed, documents, numba_backend
     contexts = {d.spec.name: kernel_context(d) for d in derivations}
     exports = [(d.spec.name, fn["name"]) for d in derivations
                for fn in [{"name": f"{d.spec.name}_forward"}] + contexts[d.spec.name]["backward_functions"]]
@@ -133,6 +133,7 @@ def render_all(derivations: list[Derivation]) -> dict[str, str]:
     jobs["__init__.py"] = ("init.py.jinja", {"exports": exports})
     jobs.update(documents.document_jobs(derivations))
     jobs.update(numba_backend.numba_jobs(derivations, contexts))
+    jobs.update(distributed.sync_jobs(derivations))   # generated/sync: batch norm across processes
     env = environment()
     return {path: render(env, template, Path(path).suffix, **context)
             for path, (template, context) in sorted(jobs.items())}
