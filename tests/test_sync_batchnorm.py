@@ -206,3 +206,12 @@ def test_crossing_graphs_are_marked():
     crossing = sorted(e.spec.name for e in ENTRIES if D.crosses(e.spec))
     assert crossing == ["batch_renorm", "batchnorm", "batchnorm_eps_outside", "meanonly_batchnorm",
                         "spatial_batchnorm"]
+
+
+def test_import_generated_does_not_import_torch():
+    import subprocess
+    import sys
+    code = "import sys, generated; sys.exit('torch' in sys.modules)"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    assert subprocess.run([sys.executable, "-c", code], cwd=root, timeout=60,
+                          env={**os.environ, "PYTHONPATH": root}).returncode == 0
