@@ -22,6 +22,12 @@ SIZES = ((32, 16, 8, 8), (64, 32, 16, 16), (128, 64, 16, 16))
 STEPS, WARMUP = 10, 2
 
 
+def layer(c: int) -> list:
+    """weight, bias (with gradients), running_mean, running_var."""
+    weight, bias = torch.ones(c, requires_grad=True), torch.zeros(c, requires_grad=True)
+    return [weight, bias, torch.zeros(c), torch.ones(c)]
+
+
 def step_time(x, weight, bias, rm, rv, fn) -> float:
     for k in range(WARMUP + STEPS):
         if k == WARMUP:
@@ -56,7 +62,7 @@ def rank_main(rank, world, port, out_dir):
     for n, c, h, w in SIZES:
         g = torch.Generator().manual_seed(0)
         x = torch.randn(n // world, c, h, w, generator=g)
-        p = [torch.ones(c, requires_grad=True), torch.zeros(c, requires_grad=True), torch.zeros(c), torch.ones(c)]
+        p = layer(c)
         log.clear()
         xr = x.detach().requires_grad_(True)
         sync.sync_batch_norm(xr, p[2], p[3], p[0], p[1], training=True).sum().backward()
@@ -85,7 +91,7 @@ def main() -> int:
     single = []
     for n, c, h, w in SIZES:
         x = torch.randn(n, c, h, w)
-        p = [torch.ones(c, requires_grad=True), torch.zeros(c, requires_grad=True), torch.zeros(c), torch.ones(c)]
+        p = layer(c)
         single.append((step_time(x, *p, sync.sync_batch_norm),
                        step_time(x, *p, torch.nn.functional.batch_norm)))
     with socket.socket() as s:
@@ -104,8 +110,10 @@ def main() -> int:
           "sync_batch_norm | merge: one all_gather | merge: two all_reduces |")
     print("|---|---|---|---|---|---|")
     for row, (ours, torch_bn) in zip(rows, single):
-        print(f"| {row['size']} | {ours * 1e3:.2f} ms | {torch_bn * 1e3:.2f} ms | {row['time'] * 1e3:.2f} ms | "
-              f"{row['merge']['one all_gather'] * 1e6:.0f} µs | {row['merge']['two all_reduces'] * 1e6:.0f} µs |")
+        merge = row["merge"]
+        times = f"{ours * 1e3:.2f} ms | {torch_bn * 1e3:.2f} ms | {row['time'] * 1e3:.2f} ms"
+        print(f"| {row['size']} | {times} | "
+              f"{merge['one all_gather'] * 1e6:.0f} µs | {merge['two all_reduces'] * 1e6:.0f} µs |")
     print()
     for row in rows:
         print(row["size"], "collectives of one training step (name, bytes sent per rank):", row["protocol"])

@@ -462,7 +462,8 @@ def across_processes(d: Derivation) -> list:
     r, ranks = sp.Symbol("r"), sp.Symbol("R")
 
     def shown(e):
-        return e.replace(lambda t: isinstance(t, distributed.PartSum), lambda t: sp.Sum(t.args[0], (r, 1, ranks)))
+        return e.replace(lambda t: isinstance(t, distributed.PartSum),
+                         lambda t: sp.Sum(t.args[0], (r, 1, ranks)))
 
     blocks: list = [para("Every group spans the batch axis, so when the batch is split over ", m(ranks),
                          " processes every sum over the group crosses them: in the forward pass ",

@@ -68,7 +68,8 @@ def batch(sizes, dtype=torch.float64, offset=0.0, seed=0):
     dy = torch.randn(n, C, 2, 3, generator=g, dtype=torch.float64)
     w = torch.rand(C, generator=g, dtype=torch.float64) + 0.5
     b = torch.randn(C, generator=g, dtype=torch.float64)
-    rm, rv = torch.randn(C, generator=g, dtype=torch.float64), torch.rand(C, generator=g, dtype=torch.float64) + 1
+    rm = torch.randn(C, generator=g, dtype=torch.float64)
+    rv = torch.rand(C, generator=g, dtype=torch.float64) + 1
     return [t.to(dtype) for t in (x, dy, w, b, rm, rv)]
 
 
@@ -116,12 +117,14 @@ def small_cnn():
     torch.manual_seed(1)
     return torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
                                torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
-                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 3)).double()
+                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                               torch.nn.Linear(4, 3)).double()
 
 
 def cnn_data():
     g = torch.Generator().manual_seed(2)
-    return torch.randn(3, 8, 2, 6, 6, generator=g, dtype=torch.float64), torch.randint(0, 3, (3, 8), generator=g)
+    x = torch.randn(3, 8, 2, 6, 6, generator=g, dtype=torch.float64)
+    return x, torch.randint(0, 3, (3, 8), generator=g)
 
 
 def train(model, xs, ys, rank=0, world=1):
