@@ -27,7 +27,7 @@ def _blocks(n, rows):
 
 
 def _take(args, n, rows):
-    return [a[rows] if a.ndim and a.shape[0] == n and n > 1 else a for a in args]
+    return [a[rows] if numpy.ndim(a) and a.shape[0] == n and n > 1 else a for a in args]
 
 
 def elementwise(fn, shape, dtype, *args):

@@ -11,14 +11,14 @@ import numpy
 from . import _blocks
 from . import _runtime as _rt
 
-_CACHE_KEYS = ("variant", "mode", "var", "eps", "std", "xhat", "gamma", "m", "axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "gamma_shape", )
+_CACHE_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "gamma", "gamma_shape", "m", "std", "xhat", )
 
 
 def rmsnorm_forward(x, gamma, rms_param):
     """RMS normalization, forward pass.
 
     x: (..., D); gamma: (D,).
-    rms_param: dict with 'eps' (default 1e-5).
+    rms_param: dict with 'eps' (default 1e-05).
     Returns (out, cache); out has the shape of x.
     """
     rms_param = _rt.check_dict("rms_param", rms_param)
@@ -26,7 +26,7 @@ def rmsnorm_forward(x, gamma, rms_param):
     x_shape = x.shape
     dtype = _rt.float_dtype(x=x, gamma=gamma)
     mode = "train"
-    eps = _rt.check_positive("rms_param['eps']", rms_param.get("eps", 1e-5))
+    eps = _rt.check_positive("rms_param['eps']", rms_param.get("eps", 1e-05))
     x_param_axes = tuple(a % x.ndim for a in (-1,))
     features = tuple(x.shape[a] for a in x_param_axes)
     allowed = (features, _rt.broadcast_shape(x.ndim, x_param_axes, features))
@@ -50,19 +50,18 @@ def rmsnorm_forward(x, gamma, rms_param):
     cache = {
         "variant": variant,
         "mode": mode,
-        "var": var,
-        "eps": eps,
-        "std": std,
-        "xhat": xhat,
-        "gamma": gamma,
-        "m": m,
         "axes": axes,
+        "param_axes": param_axes,
         "param_sum_axes": param_sum_axes,
         "outer_axes": outer_axes,
         "dtype": dtype,
         "x_shape": x_shape,
         "view_shape": view_shape,
+        "gamma": gamma,
         "gamma_shape": gamma_shape,
+        "m": m,
+        "std": std,
+        "xhat": xhat,
     }
     return out.reshape(x_shape).astype(dtype, copy=False), cache
 
@@ -75,12 +74,13 @@ def rmsnorm_backward(dout, cache):
     """
     cache = _rt.check_cache(cache, "cache", _CACHE_KEYS, "rmsnorm")
     dout = _rt.check_dout(dout, cache)
-    std = cache["std"]
-    xhat = cache["xhat"]
     gamma = cache["gamma"]
     m = cache["m"]
+    std = cache["std"]
+    xhat = cache["xhat"]
     axes = cache["axes"]
     param_sum_axes = cache["param_sum_axes"]
+    outer_axes = cache["outer_axes"]
     dtype = cache["dtype"]
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
     shape, work = dout.shape, dout.dtype
@@ -102,44 +102,44 @@ def rmsnorm_backward_staged(dout, cache):
     """
     cache = _rt.check_cache(cache, "cache", _CACHE_KEYS, "rmsnorm")
     dout = _rt.check_dout(dout, cache)
-    std = cache["std"]
-    xhat = cache["xhat"]
     gamma = cache["gamma"]
     m = cache["m"]
+    std = cache["std"]
+    xhat = cache["xhat"]
     axes = cache["axes"]
     param_sum_axes = cache["param_sum_axes"]
+    outer_axes = cache["outer_axes"]
     dtype = cache["dtype"]
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
     shape, work = dout.shape, dout.dtype
-    x = xhat*std
     dxhat = dout*gamma
-    dvar = -1/2*numpy.sum(dxhat*x, axis=axes, keepdims=True)/std**3
-    dx = dxhat/std + 2*x*dvar/m
+    dvar = -1/2*numpy.sum(dxhat*xhat, axis=axes, keepdims=True)/std**2
+    dx = dxhat/std + 2*xhat*dvar*std/m
     dgamma = numpy.sum(dout*xhat, axis=param_sum_axes, keepdims=True)
     return (dx.reshape(cache["x_shape"]).astype(dtype, copy=False),
             dgamma.reshape(cache["gamma_shape"]).astype(dtype, copy=False),
             )
 
 
-def _dx(out, coef_dout_gamma, coef_xhat, dout, gamma, xhat):
+def _dx(_out, coef_dout_gamma, coef_xhat, dout, gamma, xhat):
     """One block of: dout*gamma*coef_dout_gamma + xhat*coef_xhat."""
-    t0 = numpy.empty_like(out)
-    numpy.multiply(xhat, coef_xhat, out=out)
+    t0 = numpy.empty_like(_out)
+    numpy.multiply(xhat, coef_xhat, out=_out)
     numpy.multiply(dout, gamma, out=t0)
     numpy.multiply(t0, coef_dout_gamma, out=t0)
-    numpy.add(out, t0, out=out)
+    numpy.add(_out, t0, out=_out)
 
 
-def _summand(out, x):
+def _summand(_out, x):
     """One block of: x**2."""
-    numpy.square(x, out=out)
+    numpy.square(x, out=_out)
 
 
-def _xhat(out, std, x):
+def _xhat(_out, std, x):
     """One block of: x/std."""
-    numpy.multiply(x, (1/std), out=out)
+    numpy.multiply(x, (1/std), out=_out)
 
 
-def _out(out, gamma, xhat):
+def _out(_out, gamma, xhat):
     """One block of: gamma*xhat."""
-    numpy.multiply(gamma, xhat, out=out)
+    numpy.multiply(gamma, xhat, out=_out)

@@ -11,16 +11,16 @@ import numpy
 from . import _blocks
 from . import _runtime as _rt
 
-_CACHE_KEYS = ("variant", "mode", "mu", "var", "eps", "std", "xhat", "gamma", "m", "axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "gamma_shape", "beta_shape", )
+_CACHE_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "beta_shape", "gamma", "gamma_shape", "m", "std", "xhat", )
 
 
 def spatial_batchnorm_forward(x, gamma, beta, bn_param):
     """Spatial batch normalization, forward pass.
 
     x: (N, C, H, W); gamma and beta: (C,).
-    bn_param: dict with 'eps' (default 1e-5), 'mode' ('train' or 'test', required),
-    'momentum' (default 0.9), 'running_mean' and 'running_var' (created as zeros, and
-    replaced in the dict with their updated values during training).
+    bn_param: dict with 'eps' (default 1e-05), 'momentum' (default 0.9),
+    'mode' ('train' or 'test', required), and running_mean, running_var (created as
+    zeros, and replaced in the dict with their updated values during training).
     Returns (out, cache); out has the shape of x.
     """
     bn_param = _rt.check_dict("bn_param", bn_param)
@@ -28,8 +28,8 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param):
     x_shape = x.shape
     dtype = _rt.float_dtype(x=x, gamma=gamma, beta=beta)
     mode = _rt.check_mode("bn_param", bn_param)
+    eps = _rt.check_positive("bn_param['eps']", bn_param.get("eps", 1e-05))
     momentum = _rt.check_fraction("bn_param['momentum']", bn_param.get("momentum", 0.9))
-    eps = _rt.check_positive("bn_param['eps']", bn_param.get("eps", 1e-5))
     x_param_axes = tuple(a % x.ndim for a in (1,))
     features = tuple(x.shape[a] for a in x_param_axes)
     allowed = (features, _rt.broadcast_shape(x.ndim, x_param_axes, features))
@@ -50,7 +50,7 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param):
     shape, work = view_shape, x.dtype
     stat_shape = tuple(n if a in param_axes else 1 for a, n in enumerate(view_shape))
     running = {}
-    for key in ("running_mean", "running_var"):
+    for key in ("running_mean", "running_var", ):
         value = bn_param.get(key)
         if value is None:
             value = numpy.zeros(features, dtype=dtype)
@@ -66,34 +66,33 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param):
         std = numpy.sqrt(eps + var)
         xhat = _blocks.elementwise(_xhat, shape, work, mu_hi, mu_lo, std, x)
         out = _blocks.elementwise(_out, shape, work, beta, gamma, xhat)
-        running_mean, running_var = running["running_mean"], running["running_var"]
+        running_mean = running["running_mean"]
+        running_var = running["running_var"]
         bn_param["running_mean"] = (momentum*running_mean + mu*(1 - momentum)).reshape(features).astype(dtype, copy=False)
         bn_param["running_var"] = (momentum*running_var + var*(1 - momentum)).reshape(features).astype(dtype, copy=False)
     else:
-        mu, var = running["running_mean"], running["running_var"]
+        mu = running["running_mean"]
+        var = running["running_var"]
         std = numpy.sqrt(eps + var)
-        mu_hi, mu_lo = _blocks.split(mu, work)
-        xhat = _blocks.elementwise(_xhat, shape, work, mu_hi, mu_lo, std, x)
+        xhat = _blocks.elementwise(_xhat_2, shape, work, mu, std, x)
         out = _blocks.elementwise(_out, shape, work, beta, gamma, xhat)
     variant = "spatial_batchnorm"
     cache = {
         "variant": variant,
         "mode": mode,
-        "mu": mu,
-        "var": var,
-        "eps": eps,
-        "std": std,
-        "xhat": xhat,
-        "gamma": gamma,
-        "m": m,
         "axes": axes,
+        "param_axes": param_axes,
         "param_sum_axes": param_sum_axes,
         "outer_axes": outer_axes,
         "dtype": dtype,
         "x_shape": x_shape,
         "view_shape": view_shape,
-        "gamma_shape": gamma_shape,
         "beta_shape": beta_shape,
+        "gamma": gamma,
+        "gamma_shape": gamma_shape,
+        "m": m,
+        "std": std,
+        "xhat": xhat,
     }
     return out.reshape(x_shape).astype(dtype, copy=False), cache
 
@@ -106,11 +105,12 @@ def spatial_batchnorm_backward(dout, cache):
     """
     cache = _rt.check_cache(cache, "cache", _CACHE_KEYS, "spatial_batchnorm")
     dout = _rt.check_dout(dout, cache)
-    std = cache["std"]
-    xhat = cache["xhat"]
     gamma = cache["gamma"]
     m = cache["m"]
+    std = cache["std"]
+    xhat = cache["xhat"]
     axes = cache["axes"]
+    param_sum_axes = cache["param_sum_axes"]
     outer_axes = cache["outer_axes"]
     dtype = cache["dtype"]
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
@@ -141,22 +141,21 @@ def spatial_batchnorm_backward_staged(dout, cache):
     """
     cache = _rt.check_cache(cache, "cache", _CACHE_KEYS, "spatial_batchnorm")
     dout = _rt.check_dout(dout, cache)
-    mu = cache["mu"]
-    std = cache["std"]
-    xhat = cache["xhat"]
     gamma = cache["gamma"]
     m = cache["m"]
+    std = cache["std"]
+    xhat = cache["xhat"]
     axes = cache["axes"]
     param_sum_axes = cache["param_sum_axes"]
+    outer_axes = cache["outer_axes"]
     dtype = cache["dtype"]
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
     shape, work = dout.shape, dout.dtype
-    x = xhat*std + mu
     if cache["mode"] == "train":
         dxhat = dout*gamma
-        dvar = -1/2*numpy.sum(dxhat*(x - mu), axis=axes, keepdims=True)/std**3
-        dmu = -2*dvar*numpy.sum(x - mu, axis=axes, keepdims=True)/m - numpy.sum(dxhat, axis=axes, keepdims=True)/std
-        dx = dxhat/std + dmu/m + dvar*(2*x - 2*mu)/m
+        dvar = -1/2*numpy.sum(dxhat*xhat, axis=axes, keepdims=True)/std**2
+        dmu = -numpy.sum(dxhat, axis=axes, keepdims=True)/std
+        dx = dxhat/std + 2*xhat*dvar*std/m + dmu/m
     else:
         dxhat = dout*gamma
         dx = dxhat/std
@@ -168,40 +167,46 @@ def spatial_batchnorm_backward_staged(dout, cache):
             )
 
 
-def _dx(out, coef_1, coef_dout, coef_xhat, dout, xhat):
+def _dx(_out, coef_1, coef_dout, coef_xhat, dout, xhat):
     """One block of: dout*coef_dout + xhat*coef_xhat + coef_1."""
-    t0 = numpy.empty_like(out)
-    numpy.multiply(dout, coef_dout, out=out)
+    t0 = numpy.empty_like(_out)
+    numpy.multiply(dout, coef_dout, out=_out)
     numpy.multiply(xhat, coef_xhat, out=t0)
-    numpy.add(out, t0, out=out)
-    numpy.add(out, coef_1, out=out)
+    numpy.add(_out, t0, out=_out)
+    numpy.add(_out, coef_1, out=_out)
 
 
-def _summand(out, mu_hi, mu_lo, x):
+def _summand(_out, mu_hi, mu_lo, x):
     """One block of: (x - mu_hi - mu_lo)**2."""
-    numpy.subtract(x, mu_hi, out=out)
-    numpy.subtract(out, mu_lo, out=out)
-    numpy.square(out, out=out)
+    numpy.subtract(x, mu_hi, out=_out)
+    numpy.subtract(_out, mu_lo, out=_out)
+    numpy.square(_out, out=_out)
 
 
-def _xhat(out, mu_hi, mu_lo, std, x):
+def _xhat(_out, mu_hi, mu_lo, std, x):
     """One block of: (x - mu_hi - mu_lo)/std."""
-    numpy.subtract(x, mu_hi, out=out)
-    numpy.subtract(out, mu_lo, out=out)
-    numpy.multiply(out, (1/std), out=out)
+    numpy.subtract(x, mu_hi, out=_out)
+    numpy.subtract(_out, mu_lo, out=_out)
+    numpy.multiply(_out, (1/std), out=_out)
 
 
-def _out(out, beta, gamma, xhat):
+def _out(_out, beta, gamma, xhat):
     """One block of: xhat*gamma + beta."""
-    numpy.multiply(xhat, gamma, out=out)
-    numpy.add(out, beta, out=out)
+    numpy.multiply(xhat, gamma, out=_out)
+    numpy.add(_out, beta, out=_out)
 
 
-def _dxhat(out, dout, gamma):
+def _xhat_2(_out, mu, std, x):
+    """One block of: (x - mu)/std."""
+    numpy.subtract(x, mu, out=_out)
+    numpy.multiply(_out, (1/std), out=_out)
+
+
+def _dxhat(_out, dout, gamma):
     """One block of: dout*gamma."""
-    numpy.multiply(dout, gamma, out=out)
+    numpy.multiply(dout, gamma, out=_out)
 
 
-def _dx_2(out, dxhat, std):
+def _dx_2(_out, dxhat, std):
     """One block of: dxhat/std."""
-    numpy.multiply(dxhat, (1/std), out=out)
+    numpy.multiply(dxhat, (1/std), out=_out)

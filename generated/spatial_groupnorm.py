@@ -11,14 +11,14 @@ import numpy
 from . import _blocks
 from . import _runtime as _rt
 
-_CACHE_KEYS = ("variant", "mode", "mu", "var", "eps", "std", "xhat", "gamma", "m", "axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "gamma_shape", "beta_shape", )
+_CACHE_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "beta_shape", "gamma", "gamma_shape", "m", "std", "xhat", )
 
 
 def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
     """Group normalization, forward pass.
 
     x: (N, C, H, W); gamma and beta: (1, C, 1, 1) or (C,).
-    gn_param: dict with 'eps' (default 1e-5).
+    gn_param: dict with 'eps' (default 1e-05).
     Returns (out, cache); out has the shape of x.
     """
     gn_param = _rt.check_dict("gn_param", gn_param)
@@ -26,7 +26,7 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
     x_shape = x.shape
     dtype = _rt.float_dtype(x=x, gamma=gamma, beta=beta)
     mode = "train"
-    eps = _rt.check_positive("gn_param['eps']", gn_param.get("eps", 1e-5))
+    eps = _rt.check_positive("gn_param['eps']", gn_param.get("eps", 1e-05))
     x_param_axes = tuple(a % x.ndim for a in (1,))
     features = tuple(x.shape[a] for a in x_param_axes)
     allowed = (features, _rt.broadcast_shape(x.ndim, x_param_axes, features))
@@ -57,21 +57,19 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
     cache = {
         "variant": variant,
         "mode": mode,
-        "mu": mu,
-        "var": var,
-        "eps": eps,
-        "std": std,
-        "xhat": xhat,
-        "gamma": gamma,
-        "m": m,
         "axes": axes,
+        "param_axes": param_axes,
         "param_sum_axes": param_sum_axes,
         "outer_axes": outer_axes,
         "dtype": dtype,
         "x_shape": x_shape,
         "view_shape": view_shape,
-        "gamma_shape": gamma_shape,
         "beta_shape": beta_shape,
+        "gamma": gamma,
+        "gamma_shape": gamma_shape,
+        "m": m,
+        "std": std,
+        "xhat": xhat,
     }
     return out.reshape(x_shape).astype(dtype, copy=False), cache
 
@@ -84,12 +82,13 @@ def spatial_groupnorm_backward(dout, cache):
     """
     cache = _rt.check_cache(cache, "cache", _CACHE_KEYS, "spatial_groupnorm")
     dout = _rt.check_dout(dout, cache)
-    std = cache["std"]
-    xhat = cache["xhat"]
     gamma = cache["gamma"]
     m = cache["m"]
+    std = cache["std"]
+    xhat = cache["xhat"]
     axes = cache["axes"]
     param_sum_axes = cache["param_sum_axes"]
+    outer_axes = cache["outer_axes"]
     dtype = cache["dtype"]
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
     shape, work = dout.shape, dout.dtype
@@ -115,21 +114,20 @@ def spatial_groupnorm_backward_staged(dout, cache):
     """
     cache = _rt.check_cache(cache, "cache", _CACHE_KEYS, "spatial_groupnorm")
     dout = _rt.check_dout(dout, cache)
-    mu = cache["mu"]
-    std = cache["std"]
-    xhat = cache["xhat"]
     gamma = cache["gamma"]
     m = cache["m"]
+    std = cache["std"]
+    xhat = cache["xhat"]
     axes = cache["axes"]
     param_sum_axes = cache["param_sum_axes"]
+    outer_axes = cache["outer_axes"]
     dtype = cache["dtype"]
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
     shape, work = dout.shape, dout.dtype
-    x = xhat*std + mu
     dxhat = dout*gamma
-    dvar = -1/2*numpy.sum(dxhat*(x - mu), axis=axes, keepdims=True)/std**3
-    dmu = -2*dvar*numpy.sum(x - mu, axis=axes, keepdims=True)/m - numpy.sum(dxhat, axis=axes, keepdims=True)/std
-    dx = dxhat/std + dmu/m + dvar*(2*x - 2*mu)/m
+    dvar = -1/2*numpy.sum(dxhat*xhat, axis=axes, keepdims=True)/std**2
+    dmu = -numpy.sum(dxhat, axis=axes, keepdims=True)/std
+    dx = dxhat/std + 2*xhat*dvar*std/m + dmu/m
     dgamma = numpy.sum(dout*xhat, axis=param_sum_axes, keepdims=True)
     dbeta = numpy.sum(dout, axis=param_sum_axes, keepdims=True)
     return (dx.reshape(cache["x_shape"]).astype(dtype, copy=False),
@@ -138,32 +136,32 @@ def spatial_groupnorm_backward_staged(dout, cache):
             )
 
 
-def _dx(out, coef_1, coef_dout_gamma, coef_xhat, dout, gamma, xhat):
+def _dx(_out, coef_1, coef_dout_gamma, coef_xhat, dout, gamma, xhat):
     """One block of: dout*gamma*coef_dout_gamma + xhat*coef_xhat + coef_1."""
-    t0 = numpy.empty_like(out)
-    numpy.multiply(xhat, coef_xhat, out=out)
+    t0 = numpy.empty_like(_out)
+    numpy.multiply(xhat, coef_xhat, out=_out)
     numpy.multiply(dout, gamma, out=t0)
     numpy.multiply(t0, coef_dout_gamma, out=t0)
-    numpy.add(out, t0, out=out)
-    numpy.add(out, coef_1, out=out)
+    numpy.add(_out, t0, out=_out)
+    numpy.add(_out, coef_1, out=_out)
 
 
-def _summand(out, mu_hi, mu_lo, x):
+def _summand(_out, mu_hi, mu_lo, x):
     """One block of: (x - mu_hi - mu_lo)**2."""
-    numpy.subtract(x, mu_hi, out=out)
-    numpy.subtract(out, mu_lo, out=out)
-    numpy.square(out, out=out)
+    numpy.subtract(x, mu_hi, out=_out)
+    numpy.subtract(_out, mu_lo, out=_out)
+    numpy.square(_out, out=_out)
 
 
-def _xhat(out, mu_hi, mu_lo, std, x):
+def _xhat(_out, mu_hi, mu_lo, std, x):
     """One block of: (x - mu_hi - mu_lo)/std."""
-    numpy.subtract(x, mu_hi, out=out)
-    numpy.subtract(out, mu_lo, out=out)
-    numpy.multiply(out, (1/std), out=out)
+    numpy.subtract(x, mu_hi, out=_out)
+    numpy.subtract(_out, mu_lo, out=_out)
+    numpy.multiply(_out, (1/std), out=_out)
 
 
-def _out(out, beta, gamma, xhat):
+def _out(_out, beta, gamma, xhat):
     """One block of: beta + gamma*xhat."""
-    t0 = numpy.empty_like(out)
+    t0 = numpy.empty_like(_out)
     numpy.multiply(gamma, xhat, out=t0)
-    numpy.add(beta, t0, out=out)
+    numpy.add(beta, t0, out=_out)

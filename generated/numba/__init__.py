@@ -12,48 +12,72 @@ try:
 except ImportError as error:  # pragma: no cover - exercised only without numba
     raise ImportError("generated.numba needs numba: pip install 'normderive[numba]'") from error
 
+from .batch_renorm import batch_renorm_forward
+from .batch_renorm import batch_renorm_backward
+from .batch_renorm import batch_renorm_backward_staged
 from .batchnorm import batchnorm_forward
 from .batchnorm import batchnorm_backward
 from .batchnorm import batchnorm_backward_alt
 from .batchnorm_eps_outside import batchnorm_eps_outside_forward
 from .batchnorm_eps_outside import batchnorm_eps_outside_backward
 from .batchnorm_eps_outside import batchnorm_eps_outside_backward_alt
-from .spatial_batchnorm import spatial_batchnorm_forward
-from .spatial_batchnorm import spatial_batchnorm_backward
-from .spatial_batchnorm import spatial_batchnorm_backward_staged
-from .layernorm import layernorm_forward
-from .layernorm import layernorm_backward
-from .layernorm import layernorm_backward_staged
-from .spatial_groupnorm import spatial_groupnorm_forward
-from .spatial_groupnorm import spatial_groupnorm_backward
-from .spatial_groupnorm import spatial_groupnorm_backward_staged
 from .instancenorm import instancenorm_forward
 from .instancenorm import instancenorm_backward
 from .instancenorm import instancenorm_backward_staged
+from .l2_normalize import l2_normalize_forward
+from .l2_normalize import l2_normalize_backward
+from .l2_normalize import l2_normalize_backward_staged
+from .layernorm import layernorm_forward
+from .layernorm import layernorm_backward
+from .layernorm import layernorm_backward_staged
+from .meanonly_batchnorm import meanonly_batchnorm_forward
+from .meanonly_batchnorm import meanonly_batchnorm_backward
+from .meanonly_batchnorm import meanonly_batchnorm_backward_staged
 from .rmsnorm import rmsnorm_forward
 from .rmsnorm import rmsnorm_backward
 from .rmsnorm import rmsnorm_backward_staged
+from .spatial_batchnorm import spatial_batchnorm_forward
+from .spatial_batchnorm import spatial_batchnorm_backward
+from .spatial_batchnorm import spatial_batchnorm_backward_staged
+from .spatial_groupnorm import spatial_groupnorm_forward
+from .spatial_groupnorm import spatial_groupnorm_backward
+from .spatial_groupnorm import spatial_groupnorm_backward_staged
+from .weight_standardization import weight_standardization_forward
+from .weight_standardization import weight_standardization_backward
+from .weight_standardization import weight_standardization_backward_staged
 
 __all__ = [
+    "batch_renorm_forward",
+    "batch_renorm_backward",
+    "batch_renorm_backward_staged",
     "batchnorm_forward",
     "batchnorm_backward",
     "batchnorm_backward_alt",
     "batchnorm_eps_outside_forward",
     "batchnorm_eps_outside_backward",
     "batchnorm_eps_outside_backward_alt",
-    "spatial_batchnorm_forward",
-    "spatial_batchnorm_backward",
-    "spatial_batchnorm_backward_staged",
-    "layernorm_forward",
-    "layernorm_backward",
-    "layernorm_backward_staged",
-    "spatial_groupnorm_forward",
-    "spatial_groupnorm_backward",
-    "spatial_groupnorm_backward_staged",
     "instancenorm_forward",
     "instancenorm_backward",
     "instancenorm_backward_staged",
+    "l2_normalize_forward",
+    "l2_normalize_backward",
+    "l2_normalize_backward_staged",
+    "layernorm_forward",
+    "layernorm_backward",
+    "layernorm_backward_staged",
+    "meanonly_batchnorm_forward",
+    "meanonly_batchnorm_backward",
+    "meanonly_batchnorm_backward_staged",
     "rmsnorm_forward",
     "rmsnorm_backward",
     "rmsnorm_backward_staged",
+    "spatial_batchnorm_forward",
+    "spatial_batchnorm_backward",
+    "spatial_batchnorm_backward_staged",
+    "spatial_groupnorm_forward",
+    "spatial_groupnorm_backward",
+    "spatial_groupnorm_backward_staged",
+    "weight_standardization_forward",
+    "weight_standardization_backward",
+    "weight_standardization_backward_staged",
 ]

@@ -5,7 +5,7 @@
 The same proved expressions as generated/batchnorm_eps_outside.py (the derivation is in
 generated/derivations/batchnorm_eps_outside.md), printed as scalar loops: each kernel
 is one or more reduction passes, whose sums accumulate in float64, then one
-elementwise pass.  Per-group values (mu, var, std) stay in float64 wherever the
+elementwise pass.  Per-group values (the statistics and the lets) stay in float64 wherever the
 elementwise pass subtracts the mean; the cache keeps them in the working dtype.
 Statistics are taken over the axes (N) of x (N, D);
 the kernels see the working view as (O, G) (columns layout, see
@@ -20,7 +20,7 @@ from . import _layout
 
 _PATTERN = "og"
 _FASTMATH = {"contract", "nsz", "reassoc"}
-_CACHE_KEYS = ("variant", "mode", "mu", "var", "std", "xhat", "gamma", "m", "eps", "axes", "param_axes", "dtype", "x_shape", "view_shape", "gamma_shape", "beta_shape", )
+_CACHE_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "beta_shape", "eps", "gamma", "gamma_shape", "m", "std", "xhat", )
 
 
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
@@ -134,67 +134,59 @@ def _backward_compact(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, eps, m,
 
 
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_staged(dout, xhat, dx, mu_g, std_g, var_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
-    """Backward pass, the staged chain rule. Pass 1 sums sum_dvar, sum_dxhat, sum_dmu, sum_dout_xhat, sum_dout (float64) in each group; then dvar, dmu. Pass 2: dx, elementwise."""
+def _backward_staged(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, eps, m, P, chunks):
+    """Backward pass, the staged chain rule. Pass 1 sums sum_dxhat_xhat, sum_dxhat, sum_dout_xhat, sum_dout (float64) in each group; then dvar, dmu. Pass 2: dx, elementwise."""
     O, G = dout.shape
     dgamma_g = numpy.empty(G)
     dbeta_g = numpy.empty(G)
-    dvar_g = numpy.empty(G)
-    dmu_g = numpy.empty(G)
-    sum_dvar_c = numpy.empty((chunks, G))
+    dvar_g = numpy.empty(G, dout.dtype)
+    dmu_g = numpy.empty(G, dout.dtype)
+    sum_dxhat_xhat_c = numpy.empty((chunks, G))
     sum_dxhat_c = numpy.empty((chunks, G))
-    sum_dmu_c = numpy.empty((chunks, G))
     sum_dout_xhat_c = numpy.empty((chunks, G))
     sum_dout_c = numpy.empty((chunks, G))
     for c in numba.prange(chunks):
         o0 = c * O // chunks
         o1 = (c + 1) * O // chunks
         for g in range(G):
-            sum_dvar_c[c, g] = 0.0
+            sum_dxhat_xhat_c[c, g] = 0.0
             sum_dxhat_c[c, g] = 0.0
-            sum_dmu_c[c, g] = 0.0
             sum_dout_xhat_c[c, g] = 0.0
             sum_dout_c[c, g] = 0.0
         for o in range(o0, o1 - (o1 - o0) % 4, 4):
             for g in range(G):
-                sum_dvar_c[c, g] += numpy.float64(dout[o, g]*gamma_p[g]*std_g[g]*xhat[o, g]) + numpy.float64(dout[o + 1, g]*gamma_p[g]*std_g[g]*xhat[o + 1, g]) + numpy.float64(dout[o + 2, g]*gamma_p[g]*std_g[g]*xhat[o + 2, g]) + numpy.float64(dout[o + 3, g]*gamma_p[g]*std_g[g]*xhat[o + 3, g])
+                sum_dxhat_xhat_c[c, g] += numpy.float64(dout[o, g]*gamma_p[g]*xhat[o, g]) + numpy.float64(dout[o + 1, g]*gamma_p[g]*xhat[o + 1, g]) + numpy.float64(dout[o + 2, g]*gamma_p[g]*xhat[o + 2, g]) + numpy.float64(dout[o + 3, g]*gamma_p[g]*xhat[o + 3, g])
                 sum_dxhat_c[c, g] += numpy.float64(dout[o, g]*gamma_p[g]) + numpy.float64(dout[o + 1, g]*gamma_p[g]) + numpy.float64(dout[o + 2, g]*gamma_p[g]) + numpy.float64(dout[o + 3, g]*gamma_p[g])
-                sum_dmu_c[c, g] += numpy.float64(std_g[g]*xhat[o, g]) + numpy.float64(std_g[g]*xhat[o + 1, g]) + numpy.float64(std_g[g]*xhat[o + 2, g]) + numpy.float64(std_g[g]*xhat[o + 3, g])
                 sum_dout_xhat_c[c, g] += numpy.float64(dout[o, g]*xhat[o, g]) + numpy.float64(dout[o + 1, g]*xhat[o + 1, g]) + numpy.float64(dout[o + 2, g]*xhat[o + 2, g]) + numpy.float64(dout[o + 3, g]*xhat[o + 3, g])
                 sum_dout_c[c, g] += numpy.float64(dout[o, g]) + numpy.float64(dout[o + 1, g]) + numpy.float64(dout[o + 2, g]) + numpy.float64(dout[o + 3, g])
         for o in range(o1 - (o1 - o0) % 4, o1):
             for g in range(G):
-                sum_dvar_c[c, g] += dout[o, g]*xhat[o, g]*gamma_p[g]*std_g[g]
+                sum_dxhat_xhat_c[c, g] += dout[o, g]*xhat[o, g]*gamma_p[g]
                 sum_dxhat_c[c, g] += dout[o, g]*gamma_p[g]
-                sum_dmu_c[c, g] += xhat[o, g]*std_g[g]
                 sum_dout_xhat_c[c, g] += dout[o, g]*xhat[o, g]
                 sum_dout_c[c, g] += dout[o, g]
     for g in range(G):
-        sum_dvar = 0.0
+        sum_dxhat_xhat = 0.0
         for c in range(chunks):
-            sum_dvar += sum_dvar_c[c, g]
+            sum_dxhat_xhat += sum_dxhat_xhat_c[c, g]
         sum_dxhat = 0.0
         for c in range(chunks):
             sum_dxhat += sum_dxhat_c[c, g]
-        sum_dmu = 0.0
-        for c in range(chunks):
-            sum_dmu += sum_dmu_c[c, g]
         sum_dout_xhat = 0.0
         for c in range(chunks):
             sum_dout_xhat += sum_dout_xhat_c[c, g]
         sum_dout = 0.0
         for c in range(chunks):
             sum_dout += sum_dout_c[c, g]
-        dvar_g[g] = ((-sum_dvar)/(2*std_g[g]**2*math.sqrt(var_g[g])) if (2*std_g[g]**2*math.sqrt(var_g[g])) != 0 else 0.0)
-        dmu_g[g] = -2*dvar_g[g]*sum_dmu/m - sum_dxhat/std_g[g]
+        dvar_g[g] = ((-sum_dxhat_xhat)/(2*std_g[g]*(-eps + std_g[g])) if (2*std_g[g]*(-eps + std_g[g])) != 0 else 0.0)
+        dmu_g[g] = -sum_dxhat/std_g[g]
         dgamma_g[g] = sum_dout_xhat
         dbeta_g[g] = sum_dout
     for c in numba.prange(chunks):
         for o in range(c * O // chunks, (c + 1) * O // chunks):
             for g in range(G):
-                x = xhat[o, g]*std_g[g] + mu_g[g]
                 dxhat = dout[o, g]*gamma_p[g]
-                dx[o, g] = dxhat/std_g[g] + dmu_g[g]/m + dvar_g[g]*(2*x - 2*mu_g[g])/m
+                dx[o, g] = dxhat/std_g[g] + 2*xhat[o, g]*dvar_g[g]*std_g[g]/m + dmu_g[g]/m
     for p in range(P):
         dgamma_p[p] = 0.0
     for g in range(G):
@@ -255,9 +247,9 @@ def batchnorm_eps_outside_forward(x, gamma, beta, bn_param):
     """Batch normalization, epsilon outside the root, forward pass (numba); the same contract as generated.batchnorm_eps_outside_forward.
 
     x: (N, D); gamma and beta: (D,).
-    bn_param: dict with 'eps' (default 1e-5), 'mode' ('train' or 'test', required),
-    'momentum' (default 0.9), 'running_mean' and 'running_var' (created as zeros, and
-    replaced in the dict with their updated values during training),
+    bn_param: dict with 'eps' (default 1e-05), 'momentum' (default 0.9),
+    'mode' ('train' or 'test', required), and running_mean, running_var (created as
+    zeros, and replaced in the dict with their updated values during training),
     and 'axis' (the batch axis, default 0; 1 for a features x batch array).
     Returns (out, cache); out has the shape of x.
     """
@@ -266,8 +258,8 @@ def batchnorm_eps_outside_forward(x, gamma, beta, bn_param):
     x_shape = x.shape
     dtype = _rt.float_dtype(x=x, gamma=gamma, beta=beta)
     mode = _rt.check_mode("bn_param", bn_param)
+    eps = _rt.check_positive("bn_param['eps']", bn_param.get("eps", 1e-05))
     momentum = _rt.check_fraction("bn_param['momentum']", bn_param.get("momentum", 0.9))
-    eps = _rt.check_positive("bn_param['eps']", bn_param.get("eps", 1e-5))
     batch_axis = _rt.check_axis("bn_param['axis']", bn_param.get("axis", 0), x.ndim)
     x_param_axes = _rt.other_axes(x.ndim, (batch_axis,))
     features = tuple(x.shape[a] for a in x_param_axes)
@@ -283,11 +275,13 @@ def batchnorm_eps_outside_forward(x, gamma, beta, bn_param):
     gamma = _rt.as_work(gamma, dtype, copy=True).reshape(param_view)
     beta = _rt.as_work(beta, dtype, copy=True).reshape(param_view)
     x = _rt.as_work(x, dtype).reshape(view_shape)
+    param_sum_axes = _rt.other_axes(len(view_shape), param_axes)
+    outer_axes = tuple(a for a in param_sum_axes if a not in axes)
     lay = _layout.layout(view_shape, axes, param_axes, _PATTERN)
     work = x.dtype
     stat_shape = tuple(n if a in param_axes else 1 for a, n in enumerate(view_shape))
     running = {}
-    for key in ("running_mean", "running_var"):
+    for key in ("running_mean", "running_var", ):
         value = bn_param.get(key)
         if value is None:
             value = numpy.zeros(features, dtype=dtype)
@@ -321,11 +315,13 @@ def batchnorm_eps_outside_forward(x, gamma, beta, bn_param):
         mu = mu_g.reshape(lay.stat_shape).astype(work)
         var = var_g.reshape(lay.stat_shape).astype(work)
         std = std_g.reshape(lay.stat_shape).astype(work)
-        running_mean, running_var = running["running_mean"], running["running_var"]
+        running_mean = running["running_mean"]
+        running_var = running["running_var"]
         bn_param["running_mean"] = (momentum*running_mean + mu*(1 - momentum)).reshape(features).astype(dtype, copy=False)
         bn_param["running_var"] = (momentum*running_var + var*(1 - momentum)).reshape(features).astype(dtype, copy=False)
     else:
-        mu, var = running["running_mean"], running["running_var"]
+        mu = running["running_mean"]
+        var = running["running_var"]
         xhat_k = lay.empty(work)
         out_k = lay.empty(work)
         std_g = numpy.empty(lay.groups)
@@ -349,20 +345,20 @@ def batchnorm_eps_outside_forward(x, gamma, beta, bn_param):
     cache = {
         "variant": variant,
         "mode": mode,
-        "mu": mu,
-        "var": var,
-        "std": std,
-        "xhat": xhat,
-        "gamma": gamma,
-        "m": m,
-        "eps": eps,
         "axes": axes,
         "param_axes": param_axes,
+        "param_sum_axes": param_sum_axes,
+        "outer_axes": outer_axes,
         "dtype": dtype,
         "x_shape": x_shape,
         "view_shape": view_shape,
-        "gamma_shape": gamma_shape,
         "beta_shape": beta_shape,
+        "eps": eps,
+        "gamma": gamma,
+        "gamma_shape": gamma_shape,
+        "m": m,
+        "std": std,
+        "xhat": xhat,
     }
     return out.reshape(x_shape).astype(dtype, copy=False), cache
 
@@ -375,12 +371,14 @@ def batchnorm_eps_outside_backward(dout, cache):
     """
     cache = _rt.check_cache(cache, "cache", _CACHE_KEYS, "batchnorm_eps_outside")
     dout = _rt.check_dout(dout, cache)
-    mu = cache["mu"]
-    var = cache["var"]
-    std = cache["std"]
-    xhat = cache["xhat"]
+    eps = cache["eps"]
     gamma = cache["gamma"]
     m = cache["m"]
+    std = cache["std"]
+    xhat = cache["xhat"]
+    axes = cache["axes"]
+    param_sum_axes = cache["param_sum_axes"]
+    outer_axes = cache["outer_axes"]
     dtype = cache["dtype"]
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
     lay = _layout.layout(cache["view_shape"], cache["axes"], cache["param_axes"], _PATTERN)
@@ -393,12 +391,11 @@ def batchnorm_eps_outside_backward(dout, cache):
             lay.to_kernel(dout),
             lay.to_kernel(xhat),
             dx_k,
-            mu.reshape(-1).astype(numpy.float64),
             std.reshape(-1).astype(numpy.float64),
-            var.reshape(-1).astype(numpy.float64),
             gamma.reshape(lay.param_shape),
             dgamma,
             dbeta,
+            eps,
             m,
             lay.param_shape[0],
             lay.chunks,
@@ -434,11 +431,14 @@ def batchnorm_eps_outside_backward_alt(dout, cache):
     """
     cache = _rt.check_cache(cache, "cache", _CACHE_KEYS, "batchnorm_eps_outside")
     dout = _rt.check_dout(dout, cache)
-    std = cache["std"]
-    xhat = cache["xhat"]
+    eps = cache["eps"]
     gamma = cache["gamma"]
     m = cache["m"]
-    eps = cache["eps"]
+    std = cache["std"]
+    xhat = cache["xhat"]
+    axes = cache["axes"]
+    param_sum_axes = cache["param_sum_axes"]
+    outer_axes = cache["outer_axes"]
     dtype = cache["dtype"]
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
     lay = _layout.layout(cache["view_shape"], cache["axes"], cache["param_axes"], _PATTERN)

@@ -5,7 +5,7 @@
 The same proved expressions as generated/instancenorm.py (the derivation is in
 generated/derivations/instancenorm.md), printed as scalar loops: each kernel
 is one or more reduction passes, whose sums accumulate in float64, then one
-elementwise pass.  Per-group values (mu, var, std) stay in float64 wherever the
+elementwise pass.  Per-group values (the statistics and the lets) stay in float64 wherever the
 elementwise pass subtracts the mean; the cache keeps them in the working dtype.
 Statistics are taken over the axes (H, W) of x (N, C, H, W);
 the kernels see the working view as (G, I) (rows layout, see
@@ -20,11 +20,11 @@ from . import _layout
 
 _PATTERN = "gi"
 _FASTMATH = {"contract", "nsz", "reassoc"}
-_CACHE_KEYS = ("variant", "mode", "mu", "var", "std", "xhat", "gamma", "m", "eps", "axes", "param_axes", "dtype", "x_shape", "view_shape", "gamma_shape", "beta_shape", )
+_CACHE_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "beta_shape", "gamma", "gamma_shape", "m", "std", "xhat", )
 
 
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _forward_train(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, chunks):
+def _forward_train(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chunks):
     """Forward pass, training mode. Pass 1 sums sum_x (float64) in each group; then mu. Pass 2 sums sum_var (float64) in each group; then var, std. Pass 3: xhat, out, elementwise."""
     G, I = x.shape
     for c in numba.prange(chunks):
@@ -41,8 +41,6 @@ def _forward_train(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P,
                 sum_var += (x[g, i] - mu)**2
             var = sum_var/m
             std = math.sqrt(eps + var)
-            mu_g[g] = mu
-            var_g[g] = var
             std_g[g] = std
             for i in range(I):
                 xhat[g, i] = (x[g, i] - mu)/std
@@ -84,36 +82,33 @@ def _backward_compact(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, c
 
 
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_staged(dout, xhat, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
-    """Backward pass, the staged chain rule. Pass 1 sums sum_dvar, sum_dxhat, sum_dmu, sum_dout_xhat, sum_dout (float64) in each group; then dvar, dmu. Pass 2: dx, elementwise."""
+def _backward_staged(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
+    """Backward pass, the staged chain rule. Pass 1 sums sum_dxhat_xhat, sum_dxhat, sum_dout_xhat, sum_dout (float64) in each group; then dvar, dmu. Pass 2: dx, elementwise."""
     G, I = dout.shape
+    work = dout.dtype.type
     dgamma_g = numpy.empty(G)
     dbeta_g = numpy.empty(G)
     for c in numba.prange(chunks):
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
-            mu = mu_g[g]
             std = std_g[g]
             gamma = gamma_p[p]
-            sum_dvar = 0.0
+            sum_dxhat_xhat = 0.0
             sum_dxhat = 0.0
-            sum_dmu = 0.0
             sum_dout_xhat = 0.0
             sum_dout = 0.0
             for i in range(I):
-                sum_dvar += dout[g, i]*xhat[g, i]*gamma*std
+                sum_dxhat_xhat += dout[g, i]*xhat[g, i]*gamma
                 sum_dxhat += dout[g, i]*gamma
-                sum_dmu += xhat[g, i]*std
                 sum_dout_xhat += dout[g, i]*xhat[g, i]
                 sum_dout += dout[g, i]
-            dvar = -1/2*sum_dvar/std**3
-            dmu = -2*dvar*sum_dmu/m - sum_dxhat/std
+            dvar = work(-1/2*sum_dxhat_xhat/std**2)
+            dmu = work(-sum_dxhat/std)
             dgamma_g[g] = sum_dout_xhat
             dbeta_g[g] = sum_dout
             for i in range(I):
-                x = xhat[g, i]*std + mu
                 dxhat = dout[g, i]*gamma
-                dx[g, i] = dxhat/std + dmu/m + dvar*(2*x - 2*mu)/m
+                dx[g, i] = dxhat/std + 2*xhat[g, i]*dvar*std/m + dmu/m
     for p in range(P):
         dgamma_p[p] = 0.0
     for g in range(G):
@@ -128,7 +123,7 @@ def instancenorm_forward(x, gamma, beta, in_param):
     """Instance normalization, forward pass (numba); the same contract as generated.instancenorm_forward.
 
     x: (N, C, H, W); gamma and beta: (C,).
-    in_param: dict with 'eps' (default 1e-5).
+    in_param: dict with 'eps' (default 1e-05).
     Returns (out, cache); out has the shape of x.
     """
     in_param = _rt.check_dict("in_param", in_param)
@@ -136,7 +131,7 @@ def instancenorm_forward(x, gamma, beta, in_param):
     x_shape = x.shape
     dtype = _rt.float_dtype(x=x, gamma=gamma, beta=beta)
     mode = "train"
-    eps = _rt.check_positive("in_param['eps']", in_param.get("eps", 1e-5))
+    eps = _rt.check_positive("in_param['eps']", in_param.get("eps", 1e-05))
     x_param_axes = tuple(a % x.ndim for a in (1,))
     features = tuple(x.shape[a] for a in x_param_axes)
     allowed = (features, _rt.broadcast_shape(x.ndim, x_param_axes, features))
@@ -152,20 +147,18 @@ def instancenorm_forward(x, gamma, beta, in_param):
     gamma = _rt.as_work(gamma, dtype, copy=True).reshape(param_view)
     beta = _rt.as_work(beta, dtype, copy=True).reshape(param_view)
     x = _rt.as_work(x, dtype).reshape(view_shape)
+    param_sum_axes = _rt.other_axes(len(view_shape), param_axes)
+    outer_axes = tuple(a for a in param_sum_axes if a not in axes)
     lay = _layout.layout(view_shape, axes, param_axes, _PATTERN)
     work = x.dtype
     _rt.check_group_size(m, "channel of one sample")
     xhat_k = lay.empty(work)
     out_k = lay.empty(work)
-    mu_g = numpy.empty(lay.groups)
-    var_g = numpy.empty(lay.groups)
     std_g = numpy.empty(lay.groups)
     _forward_train(
         lay.to_kernel(x),
         xhat_k,
         out_k,
-        mu_g,
-        var_g,
         std_g,
         beta.reshape(lay.param_shape),
         gamma.reshape(lay.param_shape),
@@ -176,27 +169,24 @@ def instancenorm_forward(x, gamma, beta, in_param):
     )
     xhat = lay.from_kernel(xhat_k)
     out = lay.from_kernel(out_k)
-    mu = mu_g.reshape(lay.stat_shape).astype(work)
-    var = var_g.reshape(lay.stat_shape).astype(work)
     std = std_g.reshape(lay.stat_shape).astype(work)
     variant = "instancenorm"
     cache = {
         "variant": variant,
         "mode": mode,
-        "mu": mu,
-        "var": var,
-        "std": std,
-        "xhat": xhat,
-        "gamma": gamma,
-        "m": m,
-        "eps": eps,
         "axes": axes,
         "param_axes": param_axes,
+        "param_sum_axes": param_sum_axes,
+        "outer_axes": outer_axes,
         "dtype": dtype,
         "x_shape": x_shape,
         "view_shape": view_shape,
-        "gamma_shape": gamma_shape,
         "beta_shape": beta_shape,
+        "gamma": gamma,
+        "gamma_shape": gamma_shape,
+        "m": m,
+        "std": std,
+        "xhat": xhat,
     }
     return out.reshape(x_shape).astype(dtype, copy=False), cache
 
@@ -209,10 +199,13 @@ def instancenorm_backward(dout, cache):
     """
     cache = _rt.check_cache(cache, "cache", _CACHE_KEYS, "instancenorm")
     dout = _rt.check_dout(dout, cache)
-    std = cache["std"]
-    xhat = cache["xhat"]
     gamma = cache["gamma"]
     m = cache["m"]
+    std = cache["std"]
+    xhat = cache["xhat"]
+    axes = cache["axes"]
+    param_sum_axes = cache["param_sum_axes"]
+    outer_axes = cache["outer_axes"]
     dtype = cache["dtype"]
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
     lay = _layout.layout(cache["view_shape"], cache["axes"], cache["param_axes"], _PATTERN)
@@ -247,11 +240,13 @@ def instancenorm_backward_staged(dout, cache):
     """
     cache = _rt.check_cache(cache, "cache", _CACHE_KEYS, "instancenorm")
     dout = _rt.check_dout(dout, cache)
-    mu = cache["mu"]
-    std = cache["std"]
-    xhat = cache["xhat"]
     gamma = cache["gamma"]
     m = cache["m"]
+    std = cache["std"]
+    xhat = cache["xhat"]
+    axes = cache["axes"]
+    param_sum_axes = cache["param_sum_axes"]
+    outer_axes = cache["outer_axes"]
     dtype = cache["dtype"]
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
     lay = _layout.layout(cache["view_shape"], cache["axes"], cache["param_axes"], _PATTERN)
@@ -263,7 +258,6 @@ def instancenorm_backward_staged(dout, cache):
         lay.to_kernel(dout),
         lay.to_kernel(xhat),
         dx_k,
-        mu.reshape(-1).astype(numpy.float64),
         std.reshape(-1).astype(numpy.float64),
         gamma.reshape(lay.param_shape),
         dgamma,

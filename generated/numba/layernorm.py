@@ -5,7 +5,7 @@
 The same proved expressions as generated/layernorm.py (the derivation is in
 generated/derivations/layernorm.md), printed as scalar loops: each kernel
 is one or more reduction passes, whose sums accumulate in float64, then one
-elementwise pass.  Per-group values (mu, var, std) stay in float64 wherever the
+elementwise pass.  Per-group values (the statistics and the lets) stay in float64 wherever the
 elementwise pass subtracts the mean; the cache keeps them in the working dtype.
 Statistics are taken over the axes (D) of x (N, D);
 the kernels see the working view as (G, K) (rows layout, see
@@ -20,11 +20,11 @@ from . import _layout
 
 _PATTERN = "gk"
 _FASTMATH = {"contract", "nsz", "reassoc"}
-_CACHE_KEYS = ("variant", "mode", "mu", "var", "std", "xhat", "gamma", "m", "eps", "axes", "param_axes", "dtype", "x_shape", "view_shape", "gamma_shape", "beta_shape", )
+_CACHE_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "beta_shape", "gamma", "gamma_shape", "m", "std", "xhat", )
 
 
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _forward_train(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, chunks):
+def _forward_train(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chunks):
     """Forward pass, training mode. Pass 1 sums sum_x (float64) in each group; then mu. Pass 2 sums sum_var (float64) in each group; then var, std. Pass 3: xhat, out, elementwise."""
     G, K = x.shape
     for c in numba.prange(chunks):
@@ -39,8 +39,6 @@ def _forward_train(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P,
                 sum_var += (x[g, k] - mu)**2
             var = sum_var/m
             std = math.sqrt(eps + var)
-            mu_g[g] = mu
-            var_g[g] = var
             std_g[g] = std
             for k in range(K):
                 xhat[g, k] = (x[g, k] - mu)/std
@@ -91,9 +89,10 @@ def _backward_compact(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, c
 
 
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_staged(dout, xhat, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
-    """Backward pass, the staged chain rule. Pass 1 sums sum_dvar, sum_dxhat, sum_dmu (float64) in each group; then dvar, dmu. Pass 2: dx, elementwise."""
+def _backward_staged(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
+    """Backward pass, the staged chain rule. Pass 1 sums sum_dxhat_xhat, sum_dxhat (float64) in each group; then dvar, dmu. Pass 2: dx, elementwise."""
     G, K = dout.shape
+    work = dout.dtype.type
     dgamma_c = numpy.empty((chunks, P, K))
     dbeta_c = numpy.empty((chunks, P, K))
     for c in numba.prange(chunks):
@@ -103,23 +102,19 @@ def _backward_staged(dout, xhat, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m,
                 dbeta_c[c, p, k] = 0.0
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
-            mu = mu_g[g]
             std = std_g[g]
-            sum_dvar = 0.0
+            sum_dxhat_xhat = 0.0
             sum_dxhat = 0.0
-            sum_dmu = 0.0
             for k in range(K):
-                sum_dvar += dout[g, k]*gamma_p[p, k]*xhat[g, k]*std
+                sum_dxhat_xhat += dout[g, k]*gamma_p[p, k]*xhat[g, k]
                 sum_dxhat += dout[g, k]*gamma_p[p, k]
-                sum_dmu += xhat[g, k]*std
                 dgamma_c[c, p, k] += dout[g, k]*xhat[g, k]
                 dbeta_c[c, p, k] += dout[g, k]
-            dvar = -1/2*sum_dvar/std**3
-            dmu = -2*dvar*sum_dmu/m - sum_dxhat/std
+            dvar = work(-1/2*sum_dxhat_xhat/std**2)
+            dmu = work(-sum_dxhat/std)
             for k in range(K):
-                x = xhat[g, k]*std + mu
                 dxhat = dout[g, k]*gamma_p[p, k]
-                dx[g, k] = dxhat/std + dmu/m + dvar*(2*x - 2*mu)/m
+                dx[g, k] = dxhat/std + 2*xhat[g, k]*dvar*std/m + dmu/m
     for p in range(P):
         for k in range(K):
             dgamma_p[p, k] = 0.0
@@ -140,7 +135,7 @@ def layernorm_forward(x, gamma, beta, ln_param):
     """Layer normalization, forward pass (numba); the same contract as generated.layernorm_forward.
 
     x: (N, D); gamma and beta: (D,).
-    ln_param: dict with 'eps' (default 1e-5).
+    ln_param: dict with 'eps' (default 1e-05).
     Returns (out, cache); out has the shape of x.
     """
     ln_param = _rt.check_dict("ln_param", ln_param)
@@ -148,7 +143,7 @@ def layernorm_forward(x, gamma, beta, ln_param):
     x_shape = x.shape
     dtype = _rt.float_dtype(x=x, gamma=gamma, beta=beta)
     mode = "train"
-    eps = _rt.check_positive("ln_param['eps']", ln_param.get("eps", 1e-5))
+    eps = _rt.check_positive("ln_param['eps']", ln_param.get("eps", 1e-05))
     x_param_axes = tuple(a % x.ndim for a in (1,))
     features = tuple(x.shape[a] for a in x_param_axes)
     allowed = (features, _rt.broadcast_shape(x.ndim, x_param_axes, features))
@@ -164,20 +159,18 @@ def layernorm_forward(x, gamma, beta, ln_param):
     gamma = _rt.as_work(gamma, dtype, copy=True).reshape(param_view)
     beta = _rt.as_work(beta, dtype, copy=True).reshape(param_view)
     x = _rt.as_work(x, dtype).reshape(view_shape)
+    param_sum_axes = _rt.other_axes(len(view_shape), param_axes)
+    outer_axes = tuple(a for a in param_sum_axes if a not in axes)
     lay = _layout.layout(view_shape, axes, param_axes, _PATTERN)
     work = x.dtype
     _rt.check_group_size(m, "row")
     xhat_k = lay.empty(work)
     out_k = lay.empty(work)
-    mu_g = numpy.empty(lay.groups)
-    var_g = numpy.empty(lay.groups)
     std_g = numpy.empty(lay.groups)
     _forward_train(
         lay.to_kernel(x),
         xhat_k,
         out_k,
-        mu_g,
-        var_g,
         std_g,
         beta.reshape(lay.param_shape),
         gamma.reshape(lay.param_shape),
@@ -188,27 +181,24 @@ def layernorm_forward(x, gamma, beta, ln_param):
     )
     xhat = lay.from_kernel(xhat_k)
     out = lay.from_kernel(out_k)
-    mu = mu_g.reshape(lay.stat_shape).astype(work)
-    var = var_g.reshape(lay.stat_shape).astype(work)
     std = std_g.reshape(lay.stat_shape).astype(work)
     variant = "layernorm"
     cache = {
         "variant": variant,
         "mode": mode,
-        "mu": mu,
-        "var": var,
-        "std": std,
-        "xhat": xhat,
-        "gamma": gamma,
-        "m": m,
-        "eps": eps,
         "axes": axes,
         "param_axes": param_axes,
+        "param_sum_axes": param_sum_axes,
+        "outer_axes": outer_axes,
         "dtype": dtype,
         "x_shape": x_shape,
         "view_shape": view_shape,
-        "gamma_shape": gamma_shape,
         "beta_shape": beta_shape,
+        "gamma": gamma,
+        "gamma_shape": gamma_shape,
+        "m": m,
+        "std": std,
+        "xhat": xhat,
     }
     return out.reshape(x_shape).astype(dtype, copy=False), cache
 
@@ -221,10 +211,13 @@ def layernorm_backward(dout, cache):
     """
     cache = _rt.check_cache(cache, "cache", _CACHE_KEYS, "layernorm")
     dout = _rt.check_dout(dout, cache)
-    std = cache["std"]
-    xhat = cache["xhat"]
     gamma = cache["gamma"]
     m = cache["m"]
+    std = cache["std"]
+    xhat = cache["xhat"]
+    axes = cache["axes"]
+    param_sum_axes = cache["param_sum_axes"]
+    outer_axes = cache["outer_axes"]
     dtype = cache["dtype"]
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
     lay = _layout.layout(cache["view_shape"], cache["axes"], cache["param_axes"], _PATTERN)
@@ -259,11 +252,13 @@ def layernorm_backward_staged(dout, cache):
     """
     cache = _rt.check_cache(cache, "cache", _CACHE_KEYS, "layernorm")
     dout = _rt.check_dout(dout, cache)
-    mu = cache["mu"]
-    std = cache["std"]
-    xhat = cache["xhat"]
     gamma = cache["gamma"]
     m = cache["m"]
+    std = cache["std"]
+    xhat = cache["xhat"]
+    axes = cache["axes"]
+    param_sum_axes = cache["param_sum_axes"]
+    outer_axes = cache["outer_axes"]
     dtype = cache["dtype"]
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
     lay = _layout.layout(cache["view_shape"], cache["axes"], cache["param_axes"], _PATTERN)
@@ -275,7 +270,6 @@ def layernorm_backward_staged(dout, cache):
         lay.to_kernel(dout),
         lay.to_kernel(xhat),
         dx_k,
-        mu.reshape(-1).astype(numpy.float64),
         std.reshape(-1).astype(numpy.float64),
         gamma.reshape(lay.param_shape),
         dgamma,

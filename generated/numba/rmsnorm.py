@@ -5,7 +5,7 @@
 The same proved expressions as generated/rmsnorm.py (the derivation is in
 generated/derivations/rmsnorm.md), printed as scalar loops: each kernel
 is one or more reduction passes, whose sums accumulate in float64, then one
-elementwise pass.  Per-group values (mu, var, std) stay in float64 wherever the
+elementwise pass.  Per-group values (the statistics and the lets) stay in float64 wherever the
 elementwise pass subtracts the mean; the cache keeps them in the working dtype.
 Statistics are taken over the axes (D) (the last axis) of x (..., D);
 the kernels see the working view as (G, K) (rows layout, see
@@ -20,11 +20,11 @@ from . import _layout
 
 _PATTERN = "gk"
 _FASTMATH = {"contract", "nsz", "reassoc"}
-_CACHE_KEYS = ("variant", "mode", "var", "std", "xhat", "gamma", "m", "eps", "axes", "param_axes", "dtype", "x_shape", "view_shape", "gamma_shape", )
+_CACHE_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "gamma", "gamma_shape", "m", "std", "xhat", )
 
 
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _forward_train(x, xhat, out, var_g, std_g, gamma_p, eps, m, P, chunks):
+def _forward_train(x, xhat, out, std_g, gamma_p, eps, m, P, chunks):
     """Forward pass, training mode. Pass 1 sums sum_var (float64) in each group; then var, std. Pass 2: xhat, out, elementwise."""
     G, K = x.shape
     work = x.dtype.type
@@ -36,7 +36,6 @@ def _forward_train(x, xhat, out, var_g, std_g, gamma_p, eps, m, P, chunks):
                 sum_var += x[g, k]**2
             var = work(sum_var/m)
             std = work(math.sqrt(eps + var))
-            var_g[g] = var
             std_g[g] = std
             for k in range(K):
                 xhat[g, k] = x[g, k]/std
@@ -75,7 +74,7 @@ def _backward_compact(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, chunks):
 
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _backward_staged(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, chunks):
-    """Backward pass, the staged chain rule. Pass 1 sums sum_dxhat_x (float64) in each group; then dvar. Pass 2: dx, elementwise."""
+    """Backward pass, the staged chain rule. Pass 1 sums sum_dxhat_xhat (float64) in each group; then dvar. Pass 2: dx, elementwise."""
     G, K = dout.shape
     work = dout.dtype.type
     dgamma_c = numpy.empty((chunks, P, K))
@@ -86,15 +85,14 @@ def _backward_staged(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, chunks):
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             std = std_g[g]
-            sum_dxhat_x = 0.0
+            sum_dxhat_xhat = 0.0
             for k in range(K):
-                sum_dxhat_x += dout[g, k]*gamma_p[p, k]*xhat[g, k]*std
+                sum_dxhat_xhat += dout[g, k]*gamma_p[p, k]*xhat[g, k]
                 dgamma_c[c, p, k] += dout[g, k]*xhat[g, k]
-            dvar = work(-1/2*sum_dxhat_x/std**3)
+            dvar = work(-1/2*sum_dxhat_xhat/std**2)
             for k in range(K):
-                x = xhat[g, k]*std
                 dxhat = dout[g, k]*gamma_p[p, k]
-                dx[g, k] = dxhat/std + 2*x*dvar/m
+                dx[g, k] = dxhat/std + 2*xhat[g, k]*dvar*std/m
     for p in range(P):
         for k in range(K):
             dgamma_p[p, k] = 0.0
@@ -108,7 +106,7 @@ def rmsnorm_forward(x, gamma, rms_param):
     """RMS normalization, forward pass (numba); the same contract as generated.rmsnorm_forward.
 
     x: (..., D); gamma: (D,).
-    rms_param: dict with 'eps' (default 1e-5).
+    rms_param: dict with 'eps' (default 1e-05).
     Returns (out, cache); out has the shape of x.
     """
     rms_param = _rt.check_dict("rms_param", rms_param)
@@ -116,7 +114,7 @@ def rmsnorm_forward(x, gamma, rms_param):
     x_shape = x.shape
     dtype = _rt.float_dtype(x=x, gamma=gamma)
     mode = "train"
-    eps = _rt.check_positive("rms_param['eps']", rms_param.get("eps", 1e-5))
+    eps = _rt.check_positive("rms_param['eps']", rms_param.get("eps", 1e-05))
     x_param_axes = tuple(a % x.ndim for a in (-1,))
     features = tuple(x.shape[a] for a in x_param_axes)
     allowed = (features, _rt.broadcast_shape(x.ndim, x_param_axes, features))
@@ -129,17 +127,17 @@ def rmsnorm_forward(x, gamma, rms_param):
     gamma_shape = numpy.shape(gamma)
     gamma = _rt.as_work(gamma, dtype, copy=True).reshape(param_view)
     x = _rt.as_work(x, dtype).reshape(view_shape)
+    param_sum_axes = _rt.other_axes(len(view_shape), param_axes)
+    outer_axes = tuple(a for a in param_sum_axes if a not in axes)
     lay = _layout.layout(view_shape, axes, param_axes, _PATTERN)
     work = x.dtype
     xhat_k = lay.empty(work)
     out_k = lay.empty(work)
-    var_g = numpy.empty(lay.groups)
     std_g = numpy.empty(lay.groups)
     _forward_train(
         lay.to_kernel(x),
         xhat_k,
         out_k,
-        var_g,
         std_g,
         gamma.reshape(lay.param_shape),
         eps,
@@ -149,24 +147,23 @@ def rmsnorm_forward(x, gamma, rms_param):
     )
     xhat = lay.from_kernel(xhat_k)
     out = lay.from_kernel(out_k)
-    var = var_g.reshape(lay.stat_shape).astype(work)
     std = std_g.reshape(lay.stat_shape).astype(work)
     variant = "rmsnorm"
     cache = {
         "variant": variant,
         "mode": mode,
-        "var": var,
-        "std": std,
-        "xhat": xhat,
-        "gamma": gamma,
-        "m": m,
-        "eps": eps,
         "axes": axes,
         "param_axes": param_axes,
+        "param_sum_axes": param_sum_axes,
+        "outer_axes": outer_axes,
         "dtype": dtype,
         "x_shape": x_shape,
         "view_shape": view_shape,
+        "gamma": gamma,
         "gamma_shape": gamma_shape,
+        "m": m,
+        "std": std,
+        "xhat": xhat,
     }
     return out.reshape(x_shape).astype(dtype, copy=False), cache
 
@@ -179,10 +176,13 @@ def rmsnorm_backward(dout, cache):
     """
     cache = _rt.check_cache(cache, "cache", _CACHE_KEYS, "rmsnorm")
     dout = _rt.check_dout(dout, cache)
-    std = cache["std"]
-    xhat = cache["xhat"]
     gamma = cache["gamma"]
     m = cache["m"]
+    std = cache["std"]
+    xhat = cache["xhat"]
+    axes = cache["axes"]
+    param_sum_axes = cache["param_sum_axes"]
+    outer_axes = cache["outer_axes"]
     dtype = cache["dtype"]
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
     lay = _layout.layout(cache["view_shape"], cache["axes"], cache["param_axes"], _PATTERN)
@@ -214,10 +214,13 @@ def rmsnorm_backward_staged(dout, cache):
     """
     cache = _rt.check_cache(cache, "cache", _CACHE_KEYS, "rmsnorm")
     dout = _rt.check_dout(dout, cache)
-    std = cache["std"]
-    xhat = cache["xhat"]
     gamma = cache["gamma"]
     m = cache["m"]
+    std = cache["std"]
+    xhat = cache["xhat"]
+    axes = cache["axes"]
+    param_sum_axes = cache["param_sum_axes"]
+    outer_axes = cache["outer_axes"]
     dtype = cache["dtype"]
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
     lay = _layout.layout(cache["view_shape"], cache["axes"], cache["param_axes"], _PATTERN)

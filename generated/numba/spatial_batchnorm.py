@@ -5,7 +5,7 @@
 The same proved expressions as generated/spatial_batchnorm.py (the derivation is in
 generated/derivations/spatial_batchnorm.md), printed as scalar loops: each kernel
 is one or more reduction passes, whose sums accumulate in float64, then one
-elementwise pass.  Per-group values (mu, var, std) stay in float64 wherever the
+elementwise pass.  Per-group values (the statistics and the lets) stay in float64 wherever the
 elementwise pass subtracts the mean; the cache keeps them in the working dtype.
 Statistics are taken over the axes (N, H, W) of x (N, C, H, W);
 the kernels see the working view as (O, G, I) (rows layout, see
@@ -20,7 +20,7 @@ from . import _layout
 
 _PATTERN = "ogi"
 _FASTMATH = {"contract", "nsz", "reassoc"}
-_CACHE_KEYS = ("variant", "mode", "mu", "var", "std", "xhat", "gamma", "m", "eps", "axes", "param_axes", "dtype", "x_shape", "view_shape", "gamma_shape", "beta_shape", )
+_CACHE_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "beta_shape", "gamma", "gamma_shape", "m", "std", "xhat", )
 
 
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
@@ -56,6 +56,7 @@ def _forward_train(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P,
 def _forward_test(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, chunks):
     """Forward pass, test mode (running statistics). Per group: std. Pass 1: xhat, out, elementwise."""
     O, G, I = x.shape
+    work = x.dtype.type
     for c in numba.prange(chunks):
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
@@ -63,7 +64,7 @@ def _forward_test(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, chu
             var = var_g[g]
             beta = beta_p[p]
             gamma = gamma_p[p]
-            std = math.sqrt(eps + var)
+            std = work(math.sqrt(eps + var))
             std_g[g] = std
             for o in range(O):
                 for i in range(I):
@@ -108,38 +109,35 @@ def _backward_compact(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, c
 
 
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_staged(dout, xhat, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
-    """Backward pass, the staged chain rule. Pass 1 sums sum_dvar, sum_dxhat, sum_dmu, sum_dout_xhat, sum_dout (float64) in each group; then dvar, dmu. Pass 2: dx, elementwise."""
+def _backward_staged(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
+    """Backward pass, the staged chain rule. Pass 1 sums sum_dxhat_xhat, sum_dxhat, sum_dout_xhat, sum_dout (float64) in each group; then dvar, dmu. Pass 2: dx, elementwise."""
     O, G, I = dout.shape
+    work = dout.dtype.type
     dgamma_g = numpy.empty(G)
     dbeta_g = numpy.empty(G)
     for c in numba.prange(chunks):
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
-            mu = mu_g[g]
             std = std_g[g]
             gamma = gamma_p[p]
-            sum_dvar = 0.0
+            sum_dxhat_xhat = 0.0
             sum_dxhat = 0.0
-            sum_dmu = 0.0
             sum_dout_xhat = 0.0
             sum_dout = 0.0
             for o in range(O):
                 for i in range(I):
-                    sum_dvar += dout[o, g, i]*xhat[o, g, i]*gamma*std
+                    sum_dxhat_xhat += dout[o, g, i]*xhat[o, g, i]*gamma
                     sum_dxhat += dout[o, g, i]*gamma
-                    sum_dmu += xhat[o, g, i]*std
                     sum_dout_xhat += dout[o, g, i]*xhat[o, g, i]
                     sum_dout += dout[o, g, i]
-            dvar = -1/2*sum_dvar/std**3
-            dmu = -2*dvar*sum_dmu/m - sum_dxhat/std
+            dvar = work(-1/2*sum_dxhat_xhat/std**2)
+            dmu = work(-sum_dxhat/std)
             dgamma_g[g] = sum_dout_xhat
             dbeta_g[g] = sum_dout
             for o in range(O):
                 for i in range(I):
-                    x = xhat[o, g, i]*std + mu
                     dxhat = dout[o, g, i]*gamma
-                    dx[o, g, i] = dxhat/std + dmu/m + dvar*(2*x - 2*mu)/m
+                    dx[o, g, i] = dxhat/std + 2*xhat[o, g, i]*dvar*std/m + dmu/m
     for p in range(P):
         dgamma_p[p] = 0.0
     for g in range(G):
@@ -187,9 +185,9 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param):
     """Spatial batch normalization, forward pass (numba); the same contract as generated.spatial_batchnorm_forward.
 
     x: (N, C, H, W); gamma and beta: (C,).
-    bn_param: dict with 'eps' (default 1e-5), 'mode' ('train' or 'test', required),
-    'momentum' (default 0.9), 'running_mean' and 'running_var' (created as zeros, and
-    replaced in the dict with their updated values during training).
+    bn_param: dict with 'eps' (default 1e-05), 'momentum' (default 0.9),
+    'mode' ('train' or 'test', required), and running_mean, running_var (created as
+    zeros, and replaced in the dict with their updated values during training).
     Returns (out, cache); out has the shape of x.
     """
     bn_param = _rt.check_dict("bn_param", bn_param)
@@ -197,8 +195,8 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param):
     x_shape = x.shape
     dtype = _rt.float_dtype(x=x, gamma=gamma, beta=beta)
     mode = _rt.check_mode("bn_param", bn_param)
+    eps = _rt.check_positive("bn_param['eps']", bn_param.get("eps", 1e-05))
     momentum = _rt.check_fraction("bn_param['momentum']", bn_param.get("momentum", 0.9))
-    eps = _rt.check_positive("bn_param['eps']", bn_param.get("eps", 1e-5))
     x_param_axes = tuple(a % x.ndim for a in (1,))
     features = tuple(x.shape[a] for a in x_param_axes)
     allowed = (features, _rt.broadcast_shape(x.ndim, x_param_axes, features))
@@ -214,11 +212,13 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param):
     gamma = _rt.as_work(gamma, dtype, copy=True).reshape(param_view)
     beta = _rt.as_work(beta, dtype, copy=True).reshape(param_view)
     x = _rt.as_work(x, dtype).reshape(view_shape)
+    param_sum_axes = _rt.other_axes(len(view_shape), param_axes)
+    outer_axes = tuple(a for a in param_sum_axes if a not in axes)
     lay = _layout.layout(view_shape, axes, param_axes, _PATTERN)
     work = x.dtype
     stat_shape = tuple(n if a in param_axes else 1 for a, n in enumerate(view_shape))
     running = {}
-    for key in ("running_mean", "running_var"):
+    for key in ("running_mean", "running_var", ):
         value = bn_param.get(key)
         if value is None:
             value = numpy.zeros(features, dtype=dtype)
@@ -252,11 +252,13 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param):
         mu = mu_g.reshape(lay.stat_shape).astype(work)
         var = var_g.reshape(lay.stat_shape).astype(work)
         std = std_g.reshape(lay.stat_shape).astype(work)
-        running_mean, running_var = running["running_mean"], running["running_var"]
+        running_mean = running["running_mean"]
+        running_var = running["running_var"]
         bn_param["running_mean"] = (momentum*running_mean + mu*(1 - momentum)).reshape(features).astype(dtype, copy=False)
         bn_param["running_var"] = (momentum*running_var + var*(1 - momentum)).reshape(features).astype(dtype, copy=False)
     else:
-        mu, var = running["running_mean"], running["running_var"]
+        mu = running["running_mean"]
+        var = running["running_var"]
         xhat_k = lay.empty(work)
         out_k = lay.empty(work)
         std_g = numpy.empty(lay.groups)
@@ -280,20 +282,19 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param):
     cache = {
         "variant": variant,
         "mode": mode,
-        "mu": mu,
-        "var": var,
-        "std": std,
-        "xhat": xhat,
-        "gamma": gamma,
-        "m": m,
-        "eps": eps,
         "axes": axes,
         "param_axes": param_axes,
+        "param_sum_axes": param_sum_axes,
+        "outer_axes": outer_axes,
         "dtype": dtype,
         "x_shape": x_shape,
         "view_shape": view_shape,
-        "gamma_shape": gamma_shape,
         "beta_shape": beta_shape,
+        "gamma": gamma,
+        "gamma_shape": gamma_shape,
+        "m": m,
+        "std": std,
+        "xhat": xhat,
     }
     return out.reshape(x_shape).astype(dtype, copy=False), cache
 
@@ -306,10 +307,13 @@ def spatial_batchnorm_backward(dout, cache):
     """
     cache = _rt.check_cache(cache, "cache", _CACHE_KEYS, "spatial_batchnorm")
     dout = _rt.check_dout(dout, cache)
-    std = cache["std"]
-    xhat = cache["xhat"]
     gamma = cache["gamma"]
     m = cache["m"]
+    std = cache["std"]
+    xhat = cache["xhat"]
+    axes = cache["axes"]
+    param_sum_axes = cache["param_sum_axes"]
+    outer_axes = cache["outer_axes"]
     dtype = cache["dtype"]
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
     lay = _layout.layout(cache["view_shape"], cache["axes"], cache["param_axes"], _PATTERN)
@@ -361,11 +365,13 @@ def spatial_batchnorm_backward_staged(dout, cache):
     """
     cache = _rt.check_cache(cache, "cache", _CACHE_KEYS, "spatial_batchnorm")
     dout = _rt.check_dout(dout, cache)
-    mu = cache["mu"]
-    std = cache["std"]
-    xhat = cache["xhat"]
     gamma = cache["gamma"]
     m = cache["m"]
+    std = cache["std"]
+    xhat = cache["xhat"]
+    axes = cache["axes"]
+    param_sum_axes = cache["param_sum_axes"]
+    outer_axes = cache["outer_axes"]
     dtype = cache["dtype"]
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
     lay = _layout.layout(cache["view_shape"], cache["axes"], cache["param_axes"], _PATTERN)
@@ -378,7 +384,6 @@ def spatial_batchnorm_backward_staged(dout, cache):
             lay.to_kernel(dout),
             lay.to_kernel(xhat),
             dx_k,
-            mu.reshape(-1).astype(numpy.float64),
             std.reshape(-1).astype(numpy.float64),
             gamma.reshape(lay.param_shape),
             dgamma,

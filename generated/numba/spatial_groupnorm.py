@@ -5,7 +5,7 @@
 The same proved expressions as generated/spatial_groupnorm.py (the derivation is in
 generated/derivations/spatial_groupnorm.md), printed as scalar loops: each kernel
 is one or more reduction passes, whose sums accumulate in float64, then one
-elementwise pass.  Per-group values (mu, var, std) stay in float64 wherever the
+elementwise pass.  Per-group values (the statistics and the lets) stay in float64 wherever the
 elementwise pass subtracts the mean; the cache keeps them in the working dtype.
 Statistics are taken over the axes (C/G, H, W) within each group of channels, for each sample of x (N, C, H, W);
 the kernels see the working view as (G, K, I) (rows layout, see
@@ -20,11 +20,11 @@ from . import _layout
 
 _PATTERN = "gki"
 _FASTMATH = {"contract", "nsz", "reassoc"}
-_CACHE_KEYS = ("variant", "mode", "mu", "var", "std", "xhat", "gamma", "m", "eps", "axes", "param_axes", "dtype", "x_shape", "view_shape", "gamma_shape", "beta_shape", )
+_CACHE_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "beta_shape", "gamma", "gamma_shape", "m", "std", "xhat", )
 
 
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _forward_train(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, chunks):
+def _forward_train(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chunks):
     """Forward pass, training mode. Pass 1 sums sum_x (float64) in each group; then mu. Pass 2 sums sum_var (float64) in each group; then var, std. Pass 3: xhat, out, elementwise."""
     G, K, I = x.shape
     for c in numba.prange(chunks):
@@ -41,8 +41,6 @@ def _forward_train(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P,
                     sum_var += (x[g, k, i] - mu)**2
                 var = sum_var/m
                 std = math.sqrt(eps + var)
-                mu_g[g] = mu
-                var_g[g] = var
                 std_g[g] = std
                 for k in range(K):
                     xhat[g, k, i] = (x[g, k, i] - mu)/std
@@ -59,8 +57,6 @@ def _forward_train(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P,
                         sum_var += (x[g, k, i] - mu)**2
                 var = sum_var/m
                 std = math.sqrt(eps + var)
-                mu_g[g] = mu
-                var_g[g] = var
                 std_g[g] = std
                 for k in range(K):
                     for i in range(I):
@@ -133,9 +129,10 @@ def _backward_compact(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, c
 
 
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_staged(dout, xhat, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
-    """Backward pass, the staged chain rule. Pass 1 sums sum_dvar, sum_dxhat, sum_dmu (float64) in each group; then dvar, dmu. Pass 2: dx, elementwise."""
+def _backward_staged(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
+    """Backward pass, the staged chain rule. Pass 1 sums sum_dxhat_xhat, sum_dxhat (float64) in each group; then dvar, dmu. Pass 2: dx, elementwise."""
     G, K, I = dout.shape
+    work = dout.dtype.type
     dgamma_c = numpy.empty((chunks, P, K))
     dbeta_c = numpy.empty((chunks, P, K))
     for c in numba.prange(chunks):
@@ -145,47 +142,40 @@ def _backward_staged(dout, xhat, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m,
                 dbeta_c[c, p, k] = 0.0
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
-            mu = mu_g[g]
             std = std_g[g]
             if I == 1:  # one value per channel (H = W = 1): sweep the channels instead
                 i = 0
-                sum_dvar = 0.0
+                sum_dxhat_xhat = 0.0
                 sum_dxhat = 0.0
-                sum_dmu = 0.0
                 for k in range(K):
-                    sum_dvar += dout[g, k, i]*gamma_p[p, k]*xhat[g, k, i]*std
+                    sum_dxhat_xhat += dout[g, k, i]*gamma_p[p, k]*xhat[g, k, i]
                     sum_dxhat += dout[g, k, i]*gamma_p[p, k]
-                    sum_dmu += xhat[g, k, i]*std
                     dgamma_c[c, p, k] += dout[g, k, i]*xhat[g, k, i]
                     dbeta_c[c, p, k] += dout[g, k, i]
-                dvar = -1/2*sum_dvar/std**3
-                dmu = -2*dvar*sum_dmu/m - sum_dxhat/std
+                dvar = work(-1/2*sum_dxhat_xhat/std**2)
+                dmu = work(-sum_dxhat/std)
                 for k in range(K):
-                    x = xhat[g, k, i]*std + mu
                     dxhat = dout[g, k, i]*gamma_p[p, k]
-                    dx[g, k, i] = dxhat/std + dmu/m + dvar*(2*x - 2*mu)/m
+                    dx[g, k, i] = dxhat/std + 2*xhat[g, k, i]*dvar*std/m + dmu/m
             else:
-                sum_dvar = 0.0
+                sum_dxhat_xhat = 0.0
                 sum_dxhat = 0.0
-                sum_dmu = 0.0
                 for k in range(K):
                     dgamma = 0.0
                     dbeta = 0.0
                     for i in range(I):
-                        sum_dvar += dout[g, k, i]*gamma_p[p, k]*xhat[g, k, i]*std
+                        sum_dxhat_xhat += dout[g, k, i]*gamma_p[p, k]*xhat[g, k, i]
                         sum_dxhat += dout[g, k, i]*gamma_p[p, k]
-                        sum_dmu += xhat[g, k, i]*std
                         dgamma += dout[g, k, i]*xhat[g, k, i]
                         dbeta += dout[g, k, i]
                     dgamma_c[c, p, k] += dgamma
                     dbeta_c[c, p, k] += dbeta
-                dvar = -1/2*sum_dvar/std**3
-                dmu = -2*dvar*sum_dmu/m - sum_dxhat/std
+                dvar = work(-1/2*sum_dxhat_xhat/std**2)
+                dmu = work(-sum_dxhat/std)
                 for k in range(K):
                     for i in range(I):
-                        x = xhat[g, k, i]*std + mu
                         dxhat = dout[g, k, i]*gamma_p[p, k]
-                        dx[g, k, i] = dxhat/std + dmu/m + dvar*(2*x - 2*mu)/m
+                        dx[g, k, i] = dxhat/std + 2*xhat[g, k, i]*dvar*std/m + dmu/m
     for p in range(P):
         for k in range(K):
             dgamma_p[p, k] = 0.0
@@ -206,7 +196,7 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
     """Group normalization, forward pass (numba); the same contract as generated.spatial_groupnorm_forward.
 
     x: (N, C, H, W); gamma and beta: (1, C, 1, 1) or (C,).
-    gn_param: dict with 'eps' (default 1e-5).
+    gn_param: dict with 'eps' (default 1e-05).
     Returns (out, cache); out has the shape of x.
     """
     gn_param = _rt.check_dict("gn_param", gn_param)
@@ -214,7 +204,7 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
     x_shape = x.shape
     dtype = _rt.float_dtype(x=x, gamma=gamma, beta=beta)
     mode = "train"
-    eps = _rt.check_positive("gn_param['eps']", gn_param.get("eps", 1e-5))
+    eps = _rt.check_positive("gn_param['eps']", gn_param.get("eps", 1e-05))
     x_param_axes = tuple(a % x.ndim for a in (1,))
     features = tuple(x.shape[a] for a in x_param_axes)
     allowed = (features, _rt.broadcast_shape(x.ndim, x_param_axes, features))
@@ -231,20 +221,18 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
     gamma = _rt.as_work(gamma, dtype, copy=True).reshape(param_view)
     beta = _rt.as_work(beta, dtype, copy=True).reshape(param_view)
     x = _rt.as_work(x, dtype).reshape(view_shape)
+    param_sum_axes = _rt.other_axes(len(view_shape), param_axes)
+    outer_axes = tuple(a for a in param_sum_axes if a not in axes)
     lay = _layout.layout(view_shape, axes, param_axes, _PATTERN)
     work = x.dtype
     _rt.check_group_size(m, "group")
     xhat_k = lay.empty(work)
     out_k = lay.empty(work)
-    mu_g = numpy.empty(lay.groups)
-    var_g = numpy.empty(lay.groups)
     std_g = numpy.empty(lay.groups)
     _forward_train(
         lay.to_kernel(x),
         xhat_k,
         out_k,
-        mu_g,
-        var_g,
         std_g,
         beta.reshape(lay.param_shape),
         gamma.reshape(lay.param_shape),
@@ -255,27 +243,24 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
     )
     xhat = lay.from_kernel(xhat_k)
     out = lay.from_kernel(out_k)
-    mu = mu_g.reshape(lay.stat_shape).astype(work)
-    var = var_g.reshape(lay.stat_shape).astype(work)
     std = std_g.reshape(lay.stat_shape).astype(work)
     variant = "spatial_groupnorm"
     cache = {
         "variant": variant,
         "mode": mode,
-        "mu": mu,
-        "var": var,
-        "std": std,
-        "xhat": xhat,
-        "gamma": gamma,
-        "m": m,
-        "eps": eps,
         "axes": axes,
         "param_axes": param_axes,
+        "param_sum_axes": param_sum_axes,
+        "outer_axes": outer_axes,
         "dtype": dtype,
         "x_shape": x_shape,
         "view_shape": view_shape,
-        "gamma_shape": gamma_shape,
         "beta_shape": beta_shape,
+        "gamma": gamma,
+        "gamma_shape": gamma_shape,
+        "m": m,
+        "std": std,
+        "xhat": xhat,
     }
     return out.reshape(x_shape).astype(dtype, copy=False), cache
 
@@ -288,10 +273,13 @@ def spatial_groupnorm_backward(dout, cache):
     """
     cache = _rt.check_cache(cache, "cache", _CACHE_KEYS, "spatial_groupnorm")
     dout = _rt.check_dout(dout, cache)
-    std = cache["std"]
-    xhat = cache["xhat"]
     gamma = cache["gamma"]
     m = cache["m"]
+    std = cache["std"]
+    xhat = cache["xhat"]
+    axes = cache["axes"]
+    param_sum_axes = cache["param_sum_axes"]
+    outer_axes = cache["outer_axes"]
     dtype = cache["dtype"]
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
     lay = _layout.layout(cache["view_shape"], cache["axes"], cache["param_axes"], _PATTERN)
@@ -326,11 +314,13 @@ def spatial_groupnorm_backward_staged(dout, cache):
     """
     cache = _rt.check_cache(cache, "cache", _CACHE_KEYS, "spatial_groupnorm")
     dout = _rt.check_dout(dout, cache)
-    mu = cache["mu"]
-    std = cache["std"]
-    xhat = cache["xhat"]
     gamma = cache["gamma"]
     m = cache["m"]
+    std = cache["std"]
+    xhat = cache["xhat"]
+    axes = cache["axes"]
+    param_sum_axes = cache["param_sum_axes"]
+    outer_axes = cache["outer_axes"]
     dtype = cache["dtype"]
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
     lay = _layout.layout(cache["view_shape"], cache["axes"], cache["param_axes"], _PATTERN)
@@ -342,7 +332,6 @@ def spatial_groupnorm_backward_staged(dout, cache):
         lay.to_kernel(dout),
         lay.to_kernel(xhat),
         dx_k,
-        mu.reshape(-1).astype(numpy.float64),
         std.reshape(-1).astype(numpy.float64),
         gamma.reshape(lay.param_shape),
         dgamma,
