@@ -339,6 +339,8 @@ SECTIONS = (("Notation", notation), ("The forward pass", forward), ("The computa
 def sections(d: Derivation, answers: Sequence[Answer]) -> list[dict]:
     """[{title, blocks, subsections}] in reading order; blocks are Para, Equation or Table."""
     out = [{"title": title, "blocks": build(d), "subsections": []} for title, build in SECTIONS]
+    if across_processes(d):
+        out.append({"title": "Across processes", "blocks": across_processes(d), "subsections": []})
     if answers:
         out.append({"title": "Questions from the seed documents",
                     "blocks": [para("The questions that started this project, answered from the "
@@ -447,3 +449,39 @@ if __name__ == "__main__":  # python -m derive.documents: refresh docs/derivatio
     root = Path(__file__).resolve().parent.parent
     first_page_png((root / "generated" / "derivations" / "batchnorm.tex").read_text(encoding="utf-8"),
                    root / "docs" / "derivation.png")
+
+
+def across_processes(d: Derivation) -> list:
+    """Which sums cross processes, the proved merge, and why the parameter gradients need no collective."""
+    from . import distributed
+    if not distributed.crosses(d.spec):
+        return []
+    s = distributed.split(d.model, d.compact.dx)
+    r, ranks = sp.Symbol("r"), sp.Symbol("R")
+
+    def shown(e):
+        return e.replace(lambda t: isinstance(t, distributed.PartSum),
+                         lambda t: sp.Sum(t.args[0], (r, 1, ranks)))
+
+    blocks: list = [para("Every group spans the batch axis, so when the batch is split over ", m(ranks),
+                         " processes every sum over the group crosses them: in the forward pass ",
+                         *listing([m(b) for b in s.forward_sums]), ", and in the compact backward ",
+                         *listing([m(b) for b in s.backward]), ". Rank ", m(r), " holds ",
+                         m(distributed.COUNT), " elements of each group (possibly none) and computes the "
+                         "graph's own statistics over them, ",
+                         *listing([m(mg.local) for mg in s.forward]),
+                         ". One all-gather of these, and the merge below, give the statistics of the "
+                         "whole batch; Taylor's formula around each rank's own statistics derives it "
+                         "from the graph (Chan et al.'s parallel algorithm):")]
+    for mg in s.forward:
+        blocks.append(equation(mg.stat, shown(mg.merged)))
+    sizes = ", ".join("(" + ", ".join(map(str, z)) + ")" for z in distributed.PROOF_SIZES)
+    blocks.append(para("Proved exactly equal to the statistics of the concatenated batch for parts of sizes ",
+                       sizes, ", with symbolic values. The backward pass all-reduces ",
+                       *listing([m(b) for b in s.backward]), " in one collective, with ", m(M),
+                       " the global count, and applies the compact form locally."))
+    blocks.append(para("The parameter gradients are sums of per-element terms with no statistic of other "
+                       "ranks inside them, so each rank's sum is its share and their total is the "
+                       "gradient of the whole batch: data-parallel training (DistributedDataParallel) "
+                       "all-reduces parameter gradients anyway, so they need no collective of their own."))
+    return blocks

@@ -44,6 +44,9 @@ NAMES: dict[str, tuple[int, str, str]] = {
     "mu": (5, r"\mu", "\u03bc"), "var": (5, r"\sigma^{2}", "\u03c3\u00b2"),
     "std": (5, r"\sigma_{\varepsilon}", "\u03c3_\u03b5"),
     "r": (5, "r", "r"), "eps": (6, r"\varepsilon", "\u03b5"), "beta": (7, r"\beta", "\u03b2"),
+    # one rank's part of the batch (derive.distributed): its count and statistics
+    "m_r": (0, "m_{r}", "m_r"), "mu_r": (5, r"\mu_{r}", "\u03bc_r"),
+    "var_r": (5, r"\sigma^{2}_{r}", "\u03c3\u00b2_r"),
 }
 
 TEX, TEXT = 1, 2

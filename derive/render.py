@@ -130,7 +130,7 @@ def axes_description(spec: Spec) -> str:
 
 def render_all(derivations: list[Derivation], templates: Path | None = None) -> dict[str, str]:
     """{relative path under generated/: text} for every file derive writes."""
-    from . import documents, jax_backend, numba_backend, torch_backend
+    from . import distributed, documents, jax_backend, numba_backend, torch_backend
     contexts = {d.spec.name: kernel_context(d) for d in derivations}
     exports = [(d.spec.name, fn["name"]) for d in derivations
                for fn in [{"name": f"{d.spec.name}_forward"}] + contexts[d.spec.name]["backward_functions"]]
@@ -146,6 +146,7 @@ def render_all(derivations: list[Derivation], templates: Path | None = None) -> 
     if torch_backend.covers(contexts):  # torch's and JAX's functional API name library entries
         jobs.update(torch_backend.torch_jobs(derivations))
         jobs.update(jax_backend.jax_jobs(derivations))
+    jobs.update(distributed.sync_jobs(derivations))   # generated/sync: batch norm across processes
     env = environment(templates)
     return {path: render(env, template, Path(path).suffix, **context)
             for path, (template, context) in sorted(jobs.items())}

@@ -30,6 +30,7 @@ from derive.library import BY_NAME, ENTRIES
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "generated" / "derivations"
 S, P, D = sp.Function("S"), sp.Function("P"), sp.Function("D")
+Q = sp.Function("Q")   # a sum over the ranks r = 1..R (across processes)
 FUNCTIONS = {r"\max": ClampMin, r"\min": ClampMax, r"\operatorname{sg}": StopGrad}
 
 
@@ -47,7 +48,7 @@ TEX_NAMES = {
 }
 TOKEN = re.compile("|".join([
     r"(?P<space>\s+)", r"(?P<lp>\\left\(|\()", r"(?P<rp>\\right\)|\))", r"(?P<frac>\\frac)",
-    r"(?P<sqrt>\\sqrt)", r"(?P<sum>\\sum_\{k=1\}\^\{m\})", r"(?P<psum>\\sum_\{n\})",
+    r"(?P<sqrt>\\sqrt)", r"(?P<sum>\\sum_\{k=1\}\^\{m\})", r"(?P<rsum>\\sum_\{r=1\}\^\{R\})", r"(?P<psum>\\sum_\{n\})",
     r"(?P<partial>\\partial)", r"(?P<rm>\\mathrm\{(?P<rmname>[^}]*)\})",
     r"(?P<func>\\max|\\min|\\operatorname\{sg\})", r"(?P<lb>\\left\[)", r"(?P<rb>\\right\])",
     r"(?P<rel>\\geq|>)", r"(?P<comma>,)", r"(?P<delta>\\delta_\{(?P<d1>\w) (?P<d2>\w)\})", r"(?P<cdot>\\cdot)",
@@ -178,6 +179,8 @@ class Reader:
             return S(self.term())
         if kind == "psum":
             return P(self.term())
+        if kind == "rsum":
+            return Q(self.term())
         raise AssertionError(f"unexpected {kind} {text!r}")
 
 
@@ -189,6 +192,8 @@ def expected(e, index: str = "i", param_index: str | None = None):
     """What the reader must return for the derivation expression ``e``."""
     if isinstance(e, BatchSum):
         return S(expected(e.args[0], "k"))
+    if isinstance(e, sp.Sum):
+        return Q(expected(e.args[0], index, param_index))
     if isinstance(e, ParamSum):
         return S(expected(e.args[0], "k")) if param_index is None else P(expected(e.args[0], param_index))
     if isinstance(e, Partial):
