@@ -17,8 +17,10 @@ from .functional import (batch_norm, batch_renorm, group_norm, instance_norm, la
                          mean_only_batch_norm, normalize, rms_norm, weight_standardization)
 from .modules import (BatchNorm1d, BatchNorm2d, BatchNorm3d, GroupNorm, InstanceNorm1d, InstanceNorm2d,
                       InstanceNorm3d, LayerNorm, RMSNorm, replace_norm_layers)
+from ..sync import SyncBatchNorm, convert_sync_batchnorm, sync_batch_norm  # across processes
 
 __all__ = ["functional", "batch_norm", "batch_renorm", "group_norm", "instance_norm", "layer_norm",
            "mean_only_batch_norm", "normalize", "rms_norm", "weight_standardization",
            "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d",
-           "InstanceNorm3d", "LayerNorm", "RMSNorm", "replace_norm_layers"]
+           "InstanceNorm3d", "LayerNorm", "RMSNorm", "replace_norm_layers",
+           "sync_batch_norm", "SyncBatchNorm", "convert_sync_batchnorm"]
