@@ -148,13 +148,21 @@ def derive_all(entries, args, progress: Progress) -> list | None:
     return out
 
 
-def rendered(derivations, package: str, templates, progress: Progress) -> dict | None:
-    """Every file, rendered, compiled and imported in a scratch copy; None (and one line) if not."""
+def rendered(derivations, package: str, templates, progress: Progress, use_cache: bool = True) -> dict | None:
+    """Every file, rendered, compiled and imported in a scratch copy; None (and one line) if not.
+    A render is kept (beside the proofs) by a key of the derivations, the templates and derive's
+    own source, so --check and an unchanged derive do not print every document again."""
+    templates = Path(templates or render.templates_dir())
+    key = derivation.render_key(derivations, templates, package)
+    files = derivation.load(key, "renders") if use_cache else None
+    if files is not None:
+        progress.line("rendered before (same derivations, templates and code)")
+        return files
     progress.line("rendering the kernels and the documents...")
     try:
         files = render.render_all(derivations, templates)
     except jinja2.TemplateNotFound as e:
-        print(f"derive: the template {e.name} is missing from {templates or render.templates_dir()}; "
+        print(f"derive: the template {e.name} is missing from {templates}; "
               "reinstall normderive or restore it. Nothing was written.", file=sys.stderr)
         return None
     progress.line("compiling and importing the generated package in a scratch folder...")
@@ -163,6 +171,7 @@ def rendered(derivations, package: str, templates, progress: Progress) -> dict |
     except importcheck.ImportCheckError as e:
         print(f"derive: {e}. Nothing was written.", file=sys.stderr)
         return None
+    derivation.store(key, files, "renders")
     return files
 
 
@@ -178,7 +187,7 @@ def build(args, progress: Progress) -> int:
     if derivations is None:
         return 1
     root = args.build_out
-    files = rendered(derivations, root.name, project.locate(root).templates, progress)
+    files = rendered(derivations, root.name, project.locate(root).templates, progress, not args.no_cache)
     if files is None:
         return 1
     summary = f"# {entry.spec.title}\n\nProved by `derive build`:\n\n```\n{table(derivations)}\n```\n"
@@ -209,7 +218,7 @@ def generate(args, place: project.Place, progress: Progress) -> int:
     if derivations is None:
         return 1
     t = time.perf_counter()
-    files = rendered(derivations, "generated", place.templates, progress)
+    files = rendered(derivations, "generated", place.templates, progress, not args.no_cache)
     if files is None:
         return 1
     render_s = time.perf_counter() - t

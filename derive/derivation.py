@@ -140,8 +140,19 @@ def rename(d: Derivation, spec: Spec) -> Derivation:
                                symbolic=dataclasses.replace(d.symbolic, model=model))
 
 
-def load(k: str) -> Derivation | None:
-    path = cache_dir() / f"{k}.pickle"
+def render_key(derivations, templates: Path, package: str) -> str:
+    """The key of one render: the derivations, every template and every module of derive."""
+    here = Path(__file__).resolve().parent
+    h = hashlib.sha256(package.encode())
+    for path in sorted(here.rglob("*.py")) + sorted(Path(templates).glob("*.jinja")):
+        h.update(path.name.encode() + path.read_bytes())
+    for d in derivations:
+        h.update(pickle.dumps(d))
+    return h.hexdigest()[:24]
+
+
+def load(k: str, kind: str = "proofs"):
+    path = cache_dir().parent / kind / f"{k}.pickle"
     try:
         with open(path, "rb") as f:
             return pickle.load(f)
@@ -149,8 +160,8 @@ def load(k: str) -> Derivation | None:
         return None
 
 
-def store(k: str, d: Derivation) -> None:
-    path = cache_dir() / f"{k}.pickle"
+def store(k: str, d, kind: str = "proofs") -> None:
+    path = cache_dir().parent / kind / f"{k}.pickle"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")

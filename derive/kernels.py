@@ -59,7 +59,7 @@ class Kernels:
     forward_train: Pairs      #: mu, var, std, xhat, out
     forward_test: Pairs       #: std, xhat, out from the running statistics
     running: Pairs            #: running_mean, running_var updates
-    backward_staged: Pairs    #: dxhat, dvar, dmu, dx
+    backward_staged: Pairs    #: dxhat, dvar, dmu, dx, in the fast layout (block passes, float64 sums)
     backward_test: Pairs      #: the backward of the test-mode (affine) map
     backward_test_fast: Pairs #: the same in the fast layout
     reductions: Pairs         #: the compact form's named reductions
@@ -169,13 +169,13 @@ def build(d: Derivation) -> Kernels:
         forward_train=forward_pairs(d.model, d.lemmas, blocks),
         forward_test=forward_pairs(test, d.lemmas, blocks) if test is not None else (),
         running=running_pairs(d.model),
-        backward_staged=stage_pairs(d, d.stages),
+        backward_staged=stage_pairs(d, d.stages, blocks),
         backward_test=stage_pairs(d, d.test_stages) if test is not None else (),
         backward_test_fast=stage_pairs(d, d.test_stages, blocks) if test is not None else (),
         reductions=reductions,
         coefficients=coefficients,
         dx_fast=dx_fast,
-        params=tuple((p.symbol.name, code(p.expr)) for p in d.params),
+        params=tuple((p.symbol.name, code(p.expr, fast=True, blocks=blocks)) for p in d.params),
         params_fast=fast_parameter_gradients(d, names, blocks),
         blocks=tuple(blocks.all()),
         reads=reads,

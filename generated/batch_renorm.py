@@ -136,7 +136,7 @@ def batch_renorm_backward(dout, cache):
         dx = _blocks.elementwise(_dx, shape, work, coef_1, coef_dout, coef_xhat, dout, xhat)
     else:
         dxhat = _blocks.elementwise(_dxhat, shape, work, dout, gamma)
-        dx = _blocks.elementwise(_dx_2, shape, work, dxhat, r_max, std)
+        dx = _blocks.elementwise(_dx_3, shape, work, dxhat, r_max, std)
     dgamma = numpy.sum(sum_dout_xhat, axis=outer_axes, keepdims=True)
     dbeta = numpy.sum(sum_dout, axis=outer_axes, keepdims=True)
     return (dx.reshape(cache["x_shape"]).astype(dtype, copy=False),
@@ -168,15 +168,15 @@ def batch_renorm_backward_staged(dout, cache):
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
     shape, work = dout.shape, dout.dtype
     if cache["mode"] == "train":
-        dxhat = dout*gamma
-        dvar = -1/2*r*numpy.sum(_blocks.divide_or_zero(dxhat*(xhat*std - d*std), r), axis=axes, keepdims=True)/std**3
-        dmu = -r*numpy.sum(dxhat, axis=axes, keepdims=True)/std
-        dx = dxhat*r/std + dmu/m + _blocks.divide_or_zero(2*dvar*(xhat*std - d*std), m*r)
+        dxhat = _blocks.elementwise(_dxhat, shape, work, dout, gamma)
+        dvar = -1/2*r*_blocks.reduce(_summand_2, axes, shape, work, d, dxhat, mu, r, std, xhat)/std**3
+        dmu = -r*_blocks.total(dxhat, axes)/std
+        dx = _blocks.elementwise(_dx_2, shape, work, d, dmu, dvar, dxhat, m, mu, r, std, xhat)
     else:
         dxhat = dout*gamma
         dx = dxhat*numpy.minimum(numpy.maximum(1, 1/r_max), r_max)/std
-    dgamma = numpy.sum(dout*xhat, axis=param_sum_axes, keepdims=True)
-    dbeta = numpy.sum(dout, axis=param_sum_axes, keepdims=True)
+    dgamma = _blocks.sum_of_products((dout, xhat,), param_sum_axes)
+    dbeta = _blocks.total(dout, param_sum_axes)
     return (dx.reshape(cache["x_shape"]).astype(dtype, copy=False),
             dgamma.reshape(cache["gamma_shape"]).astype(dtype, copy=False),
             dbeta.reshape(cache["beta_shape"]).astype(dtype, copy=False),
@@ -225,6 +225,31 @@ def _dxhat(_out, dout, gamma):
     numpy.multiply(dout, gamma, out=_out)
 
 
-def _dx_2(_out, dxhat, r_max, std):
+def _summand_2(_out, d, dxhat, mu, r, std, xhat):
+    """One block of: _blocks.divide_or_zero(dxhat*(xhat*std - d*std), r)."""
+    t0 = numpy.empty_like(_out)
+    numpy.multiply(xhat, std, out=t0)
+    numpy.subtract(t0, (d*std), out=t0)
+    numpy.add(t0, (mu*r), out=t0)
+    numpy.multiply(t0, (1/r), out=t0)
+    numpy.subtract(t0, mu, out=t0)
+    numpy.multiply(dxhat, t0, out=_out)
+
+
+def _dx_2(_out, d, dmu, dvar, dxhat, m, mu, r, std, xhat):
+    """One block of: dxhat*r/std + dmu/m + _blocks.divide_or_zero(2*dvar*(xhat*std - d*std), m*r)."""
+    t0 = numpy.empty_like(_out)
+    numpy.multiply(dxhat, (r/std), out=_out)
+    numpy.multiply(xhat, std, out=t0)
+    numpy.subtract(t0, (d*std), out=t0)
+    numpy.add(t0, (mu*r), out=t0)
+    numpy.multiply(t0, (1/r), out=t0)
+    numpy.subtract(t0, mu, out=t0)
+    numpy.multiply(t0, (2*dvar/m), out=t0)
+    numpy.add(_out, t0, out=_out)
+    numpy.add(_out, (dmu/m), out=_out)
+
+
+def _dx_3(_out, dxhat, r_max, std):
     """One block of: dxhat*numpy.minimum(numpy.maximum(1, 1/r_max), r_max)/std."""
     numpy.multiply(dxhat, (numpy.minimum(numpy.maximum(1, 1/r_max), r_max)/std), out=_out)

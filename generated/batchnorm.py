@@ -112,15 +112,15 @@ def batchnorm_backward(dout, cache):
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
     shape, work = dout.shape, dout.dtype
     if cache["mode"] == "train":
-        dxhat = dout*gamma
-        dvar = -1/2*numpy.sum(dxhat*xhat, axis=axes, keepdims=True)/std**2
-        dmu = -numpy.sum(dxhat, axis=axes, keepdims=True)/std
-        dx = dxhat/std + 2*xhat*dvar*std/m + dmu/m
+        dxhat = _blocks.elementwise(_dxhat, shape, work, dout, gamma)
+        dvar = -1/2*_blocks.sum_of_products((dxhat, xhat,), axes)/std**2
+        dmu = -_blocks.total(dxhat, axes)/std
+        dx = _blocks.elementwise(_dx_2, shape, work, dmu, dvar, dxhat, m, std, xhat)
     else:
         dxhat = dout*gamma
         dx = dxhat/std
-    dgamma = numpy.sum(dout*xhat, axis=param_sum_axes, keepdims=True)
-    dbeta = numpy.sum(dout, axis=param_sum_axes, keepdims=True)
+    dgamma = _blocks.sum_of_products((dout, xhat,), param_sum_axes)
+    dbeta = _blocks.total(dout, param_sum_axes)
     return (dx.reshape(cache["x_shape"]).astype(dtype, copy=False),
             dgamma.reshape(cache["gamma_shape"]).astype(dtype, copy=False),
             dbeta.reshape(cache["beta_shape"]).astype(dtype, copy=False),
@@ -154,7 +154,7 @@ def batchnorm_backward_alt(dout, cache):
         dx = _blocks.elementwise(_dx, shape, work, coef_1, coef_dout, coef_xhat, dout, xhat)
     else:
         dxhat = _blocks.elementwise(_dxhat, shape, work, dout, gamma)
-        dx = _blocks.elementwise(_dx_2, shape, work, dxhat, std)
+        dx = _blocks.elementwise(_dx_3, shape, work, dxhat, std)
     dgamma = numpy.sum(sum_dout_xhat, axis=outer_axes, keepdims=True)
     dbeta = numpy.sum(sum_dout, axis=outer_axes, keepdims=True)
     return (dx.reshape(cache["x_shape"]).astype(dtype, copy=False),
@@ -203,6 +203,15 @@ def _dxhat(_out, dout, gamma):
     numpy.multiply(dout, gamma, out=_out)
 
 
-def _dx_2(_out, dxhat, std):
+def _dx_2(_out, dmu, dvar, dxhat, m, std, xhat):
+    """One block of: dxhat/std + 2*xhat*dvar*std/m + dmu/m."""
+    t0 = numpy.empty_like(_out)
+    numpy.multiply(dxhat, (1/std), out=_out)
+    numpy.multiply(xhat, (2*dvar*std/m), out=t0)
+    numpy.add(_out, t0, out=_out)
+    numpy.add(_out, (dmu/m), out=_out)
+
+
+def _dx_3(_out, dxhat, std):
     """One block of: dxhat/std."""
     numpy.multiply(dxhat, (1/std), out=_out)

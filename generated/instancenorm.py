@@ -126,12 +126,12 @@ def instancenorm_backward_staged(dout, cache):
     dtype = cache["dtype"]
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
     shape, work = dout.shape, dout.dtype
-    dxhat = dout*gamma
-    dvar = -1/2*numpy.sum(dxhat*xhat, axis=axes, keepdims=True)/std**2
-    dmu = -numpy.sum(dxhat, axis=axes, keepdims=True)/std
-    dx = dxhat/std + 2*xhat*dvar*std/m + dmu/m
-    dgamma = numpy.sum(dout*xhat, axis=param_sum_axes, keepdims=True)
-    dbeta = numpy.sum(dout, axis=param_sum_axes, keepdims=True)
+    dxhat = _blocks.elementwise(_dxhat, shape, work, dout, gamma)
+    dvar = -1/2*_blocks.sum_of_products((dxhat, xhat,), axes)/std**2
+    dmu = -_blocks.total(dxhat, axes)/std
+    dx = _blocks.elementwise(_dx_2, shape, work, dmu, dvar, dxhat, m, std, xhat)
+    dgamma = _blocks.sum_of_products((dout, xhat,), param_sum_axes)
+    dbeta = _blocks.total(dout, param_sum_axes)
     return (dx.reshape(cache["x_shape"]).astype(dtype, copy=False),
             dgamma.reshape(cache["gamma_shape"]).astype(dtype, copy=False),
             dbeta.reshape(cache["beta_shape"]).astype(dtype, copy=False),
@@ -165,3 +165,17 @@ def _out(_out, beta, gamma, xhat):
     """One block of: xhat*gamma + beta."""
     numpy.multiply(xhat, gamma, out=_out)
     numpy.add(_out, beta, out=_out)
+
+
+def _dxhat(_out, dout, gamma):
+    """One block of: dout*gamma."""
+    numpy.multiply(dout, gamma, out=_out)
+
+
+def _dx_2(_out, dmu, dvar, dxhat, m, std, xhat):
+    """One block of: dxhat/std + 2*xhat*dvar*std/m + dmu/m."""
+    t0 = numpy.empty_like(_out)
+    numpy.multiply(dxhat, (1/std), out=_out)
+    numpy.multiply(xhat, (2*dvar*std/m), out=t0)
+    numpy.add(_out, t0, out=_out)
+    numpy.add(_out, (dmu/m), out=_out)

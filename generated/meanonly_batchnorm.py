@@ -99,7 +99,7 @@ def meanonly_batchnorm_backward(dout, cache):
         dx = _blocks.elementwise(_dx, shape, work, coef_1, dout)
     else:
         dxc = _blocks.elementwise(_dxc, shape, work, dout)
-        dx = _blocks.elementwise(_dx_2, shape, work, dxc)
+        dx = _blocks.elementwise(_dx_3, shape, work, dxc)
     dbeta = numpy.sum(sum_dout, axis=outer_axes, keepdims=True)
     return (dx.reshape(cache["x_shape"]).astype(dtype, copy=False),
             dbeta.reshape(cache["beta_shape"]).astype(dtype, copy=False),
@@ -122,13 +122,13 @@ def meanonly_batchnorm_backward_staged(dout, cache):
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
     shape, work = dout.shape, dout.dtype
     if cache["mode"] == "train":
-        dxc = dout
-        dmu = -numpy.sum(dxc, axis=axes, keepdims=True)
-        dx = dxc + dmu/m
+        dxc = _blocks.elementwise(_dxc, shape, work, dout)
+        dmu = -_blocks.total(dxc, axes)
+        dx = _blocks.elementwise(_dx_2, shape, work, dmu, dxc, m)
     else:
         dxc = dout
         dx = dxc
-    dbeta = numpy.sum(dout, axis=param_sum_axes, keepdims=True)
+    dbeta = _blocks.total(dout, param_sum_axes)
     return (dx.reshape(cache["x_shape"]).astype(dtype, copy=False),
             dbeta.reshape(cache["beta_shape"]).astype(dtype, copy=False),
             )
@@ -160,6 +160,11 @@ def _dxc(_out, dout):
     numpy.copyto(_out, dout)
 
 
-def _dx_2(_out, dxc):
+def _dx_2(_out, dmu, dxc, m):
+    """One block of: dxc + dmu/m."""
+    numpy.add(dxc, (dmu/m), out=_out)
+
+
+def _dx_3(_out, dxc):
     """One block of: dxc."""
     numpy.copyto(_out, dxc)

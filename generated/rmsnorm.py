@@ -115,10 +115,10 @@ def rmsnorm_backward_staged(dout, cache):
     dtype = cache["dtype"]
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
     shape, work = dout.shape, dout.dtype
-    dxhat = dout*gamma
-    dvar = -1/2*numpy.sum(dxhat*xhat, axis=axes, keepdims=True)/std**2
-    dx = dxhat/std + 2*xhat*dvar*std/m
-    dgamma = numpy.sum(dout*xhat, axis=param_sum_axes, keepdims=True)
+    dxhat = _blocks.elementwise(_dxhat, shape, work, dout, gamma)
+    dvar = -1/2*_blocks.sum_of_products((dxhat, xhat,), axes)/std**2
+    dx = _blocks.elementwise(_dx_2, shape, work, dvar, dxhat, m, std, xhat)
+    dgamma = _blocks.sum_of_products((dout, xhat,), param_sum_axes)
     return (dx.reshape(cache["x_shape"]).astype(dtype, copy=False),
             dgamma.reshape(cache["gamma_shape"]).astype(dtype, copy=False),
             )
@@ -146,3 +146,16 @@ def _xhat(_out, std, x):
 def _out(_out, gamma, xhat):
     """One block of: gamma*xhat."""
     numpy.multiply(gamma, xhat, out=_out)
+
+
+def _dxhat(_out, dout, gamma):
+    """One block of: dout*gamma."""
+    numpy.multiply(dout, gamma, out=_out)
+
+
+def _dx_2(_out, dvar, dxhat, m, std, xhat):
+    """One block of: dxhat/std + 2*xhat*dvar*std/m."""
+    t0 = numpy.empty_like(_out)
+    numpy.multiply(dxhat, (1/std), out=_out)
+    numpy.multiply(xhat, (2*dvar*std/m), out=t0)
+    numpy.add(_out, t0, out=_out)

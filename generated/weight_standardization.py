@@ -110,9 +110,9 @@ def weight_standardization_backward_staged(dout, cache):
     dtype = cache["dtype"]
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
     shape, work = dout.shape, dout.dtype
-    dvar = -1/2*numpy.sum(dout*out, axis=axes, keepdims=True)/std**2
-    dmu = -numpy.sum(dout, axis=axes, keepdims=True)/std
-    dx = dout/std + 2*out*dvar*std/m + dmu/m
+    dvar = -1/2*_blocks.sum_of_products((dout, out,), axes)/std**2
+    dmu = -_blocks.total(dout, axes)/std
+    dx = _blocks.elementwise(_dx_2, shape, work, dmu, dout, dvar, m, out, std)
     return (dx.reshape(cache["x_shape"]).astype(dtype, copy=False),
             )
 
@@ -138,3 +138,12 @@ def _out(_out, mu_hi, mu_lo, std, x):
     numpy.subtract(x, mu_hi, out=_out)
     numpy.subtract(_out, mu_lo, out=_out)
     numpy.multiply(_out, (1/std), out=_out)
+
+
+def _dx_2(_out, dmu, dout, dvar, m, out, std):
+    """One block of: dout/std + 2*out*dvar*std/m + dmu/m."""
+    t0 = numpy.empty_like(_out)
+    numpy.multiply(dout, (1/std), out=_out)
+    numpy.multiply(out, (2*dvar*std/m), out=t0)
+    numpy.add(_out, t0, out=_out)
+    numpy.add(_out, (dmu/m), out=_out)
