@@ -122,8 +122,14 @@ def main(argv: list[str] | None = None) -> int:
             progress.line(line)
         d = derivation.derive(BY_NAME[args.name], args.max_m, progress.variant(args.name),
                               use_cache=not args.no_cache)
-        progress.line("rendering the document (and the answers to the seed questions)...")
-        sys.stdout.write(render.latex_document(d, place.templates))
+        templates = Path(place.templates or render.templates_dir())
+        key = derivation.render_key([d], templates, f"latex {args.name}")
+        text = derivation.load(key, "renders") if not args.no_cache else None
+        if text is None:
+            progress.line("rendering the document (and the answers to the seed questions)...")
+            text = render.latex_document(d, templates)
+            derivation.store(key, text, "renders")
+        sys.stdout.write(text)
         return 0
     if place.out is None:
         print(project.no_output_line(), file=sys.stderr)
