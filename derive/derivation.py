@@ -11,6 +11,8 @@ import dataclasses
 import hashlib
 import os
 import pickle
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,8 +85,7 @@ def derive(entry: Entry, max_m: int, progress=None, use_cache: bool = True) -> D
     if found is None:
         found = _derive(entry, max_m, progress)
         _MEMORY[k] = found
-        if use_cache:
-            store(k, found)
+        store(k, found)  # fresh proofs are kept even with use_cache=False
     elif progress:
         progress("proved before")
     return rename(found, entry.spec)
@@ -100,6 +101,8 @@ def derive_many(entries, max_m: int, progress=None, use_cache: bool = True,
         if k not in todo and not (use_cache and (k in _MEMORY or load(k) is not None)):
             todo[k] = e
     workers = min(len(todo), workers or os.cpu_count() or 1)
+    if threading.active_count() > 1 or "jax" in sys.modules:
+        workers = 1  # forking a multithreaded process (JAX's, a test runner's) can deadlock the child
     if workers > 1:
         import concurrent.futures as cf
         import multiprocessing
@@ -112,8 +115,7 @@ def derive_many(entries, max_m: int, progress=None, use_cache: bool = True,
             for future in cf.as_completed(futures):
                 k = futures[future]
                 _MEMORY[k] = future.result()
-                if use_cache:
-                    store(k, _MEMORY[k])
+                store(k, _MEMORY[k])  # fresh proofs are kept even with use_cache=False
                 if progress:
                     progress.line(f"  {todo[k].spec.name}: proved in {sum(_MEMORY[k].timings.values()):.1f} s")
     out = []

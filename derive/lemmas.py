@@ -30,6 +30,10 @@ class LemmaError(RuntimeError):
     def __init__(self, name: str, claim: str):
         super().__init__(f"proof failed: {name}: lemma {claim}")
         self.variant, self.claim, self.size = name, f"lemma {claim}", "symbolic m"
+        self.args_ = (name, claim)
+
+    def __reduce__(self):  # so that a worker process can hand it back
+        return type(self), self.args_
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,9 @@ class ProofError(RuntimeError):
         super().__init__(f"proof failed: {variant}: {claim} at {size}")
         self.variant, self.claim, self.size = variant, claim, size
 
+    def __reduce__(self):  # so that a worker process can hand it back
+        return type(self), (self.variant, self.claim, self.size)
+
 
 @dataclass(frozen=True)
 class Proof:

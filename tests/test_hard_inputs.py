@@ -220,7 +220,27 @@ def _bad_inputs():
                 (np.ones((1, 4, 1, 1)), np.ones(4), np.zeros(4), {"mode": "train"})))
     bad.append(("layernorm-gamma-longdouble", "layernorm", (x2, np.ones(3, np.longdouble), p3, {})))
     bad.append(("rmsnorm-eps-float32", "rmsnorm", (np.ones((2, 3), np.float32), p3, {"eps": 1e-50})))
-    return bad
+    accepted = {"rmsnorm-x-1-D", "spatial_groupnorm-gamma-shape", "spatial_groupnorm-eps", "rmsnorm-eps-float32"}
+    return [b for b in bad if b[0] not in accepted]
+
+
+def _edge_inputs():
+    """Inputs at an edge that both backends accept, as torch does: a single row for RMS norm, a
+    (C,) gamma beside a (1, C, 1, 1) beta, eps = 1e-50 in a float64 working dtype."""
+    x4, p4, p3 = np.ones((2, 4, 2, 2)), np.ones((1, 4, 1, 1)), np.ones(3)
+    return [("rmsnorm-x-1-D", "rmsnorm", (np.arange(3.0), p3, {})),
+            ("spatial_groupnorm-gamma-shape", "spatial_groupnorm", (x4, np.ones(4), p4, 2, {})),
+            ("spatial_groupnorm-eps", "spatial_groupnorm", (x4[:, :, :1, :1][:1], p4, p4, 2, {"eps": 1e-50})),
+            ("rmsnorm-eps-float32", "rmsnorm", (np.ones((2, 3), np.float32), p3, {"eps": 1e-50}))]
+
+
+@pytest.mark.skipif(gn is None, reason="no numba")
+@pytest.mark.parametrize("label,name,args", _edge_inputs(), ids=[b[0] for b in _edge_inputs()])
+def test_edge_inputs_both_backends_accept_give_the_same_result(label, name, args):
+    results = [getattr(mod, f"{name}_forward")(*[a.copy() if isinstance(a, (dict, np.ndarray)) else a
+                                                  for a in args])[0] for mod in (generated, gn)]
+    assert np.all(np.isfinite(results[0]))
+    np.testing.assert_allclose(results[1], results[0], rtol=1e-6, atol=1e-12)
 
 
 def _outcome(mod, name, args):
