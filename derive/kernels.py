@@ -150,8 +150,8 @@ def build(d: Derivation) -> Kernels:
     blocks = BlockCollector()
     reductions = tuple((reduction_name(s), code(s, fast=True, blocks=blocks)) for s in d.compact.reductions)
     names = {s: sp.Symbol(reduction_name(s)) for s in d.compact.reductions}
-    coefficients = tuple((coefficient_name(mono), code(c.xreplace(names))) for c, mono in d.coefficients
-                         if not c.is_Number)
+    coefficients = tuple((coefficient_name(mono), f"_blocks.narrow({code(c.xreplace(names))}, work)")
+                         for c, mono in d.coefficients if not c.is_Number)
     terms = [(c if c.is_Number else sp.Symbol(coefficient_name(mono))) * mono for c, mono in d.coefficients]
     dx_fast = elementwise(sp.Add(*terms), blocks, "dx")
 

@@ -12,6 +12,7 @@ import numpy
 
 BLOCK_BYTES = 1 << 18   #: about 256 KiB of each operand per block
 WIDE = numpy.float64    #: every block of a reduction is summed in float64
+SUM_ROWS = 64           #: rows of a long-row block summed in the working dtype before float64
 
 
 def _rows(shape, itemsize):
@@ -50,7 +51,17 @@ def elementwise(fn, shape, dtype, *args):
     return out
 
 
-def _accumulate(part_of, axes, shape):
+def _long_rows(shape, dtype) -> bool:
+    """Rows so long that SUM_ROWS of them already fill a block: such blocks are summed in the
+    working dtype (SIMD, no conversion) and only the block sums in float64; a working-dtype sum
+    over at most SUM_ROWS rows does not drift."""
+    row = numpy.dtype(dtype).itemsize
+    for n in shape[1:]:
+        row *= n
+    return row * SUM_ROWS >= BLOCK_BYTES
+
+
+def _accumulate(part_of, axes, shape, rows_cap=None):
     """Sum over ``axes`` (kept), in float64, of the parts part_of(rows) of consecutive row blocks.
 
     Each part is already a float64 sum, so a block may hold many rows (a tall
@@ -60,7 +71,8 @@ def _accumulate(part_of, axes, shape):
     n = shape[0]
     kept = tuple(1 if k in axes else size for k, size in enumerate(shape))
     total = numpy.zeros(kept, dtype=WIDE)
-    for rows in _blocks(n, _rows(shape, numpy.dtype(WIDE).itemsize)):
+    step = _rows(shape, numpy.dtype(WIDE).itemsize)
+    for rows in _blocks(n, min(step, rows_cap) if rows_cap else step):
         part = part_of(rows)
         if 0 in axes:
             total += part
@@ -73,11 +85,13 @@ def total(a, axes, dtype=None):
     """sum of ``a`` over ``axes`` (kept), summed in float64 and returned in ``dtype`` (default: a's)."""
     n = a.shape[0]
     wide = numpy.promote_types(a.dtype, dtype or a.dtype)
+    long_rows = 0 in axes and _long_rows(a.shape, a.dtype)
+    within = wide if long_rows else WIDE
 
     def part(rows):
-        return numpy.sum(a[rows] if n > 1 else a, axis=axes, keepdims=True, dtype=WIDE)
+        return numpy.sum(a[rows] if n > 1 else a, axis=axes, keepdims=True, dtype=within)
 
-    return _accumulate(part, axes, a.shape).astype(wide, copy=False)
+    return _accumulate(part, axes, a.shape, SUM_ROWS if long_rows else None).astype(wide, copy=False)
 
 
 def divide_or_zero(numerator, denominator):
@@ -85,6 +99,12 @@ def divide_or_zero(numerator, denominator):
     numerator, denominator = numpy.broadcast_arrays(numerator, denominator)
     out = numpy.zeros(numerator.shape, dtype=numpy.result_type(numerator, denominator))
     return numpy.divide(numerator, denominator, out=out, where=denominator != 0)
+
+
+def narrow(value, dtype):
+    """A per-group factor of an elementwise pass, rounded once to the working ``dtype``: the pass
+    then runs in that dtype (a float64 factor would make NumPy compute every element in float64)."""
+    return numpy.asarray(value).astype(dtype, copy=False)
 
 
 def split(value, dtype):
@@ -134,9 +154,11 @@ def sum_of_products(factors, axes):
     kept = "".join(letters[k] for k in range(len(shape)) if k not in axes)
     pair = f"{letters},{letters}->{kept}"
 
+    long_rows = 0 in axes and _long_rows(shape, factors[0].dtype)
+
     def part(rows):
         block = [f[rows] if n > 1 else f for f in factors]
-        if 0 in axes:
+        if 0 in axes and not long_rows:
             head = numpy.multiply(block[0], block[1], dtype=WIDE)
             for f in block[2:]:
                 numpy.multiply(head, f, out=head)
@@ -149,4 +171,4 @@ def sum_of_products(factors, axes):
         out = numpy.einsum(pair, *block, optimize=False)
         return out.reshape([1 if k in axes else size for k, size in enumerate(block[0].shape)])
 
-    return _accumulate(part, axes, shape)
+    return _accumulate(part, axes, shape, SUM_ROWS if long_rows else None)

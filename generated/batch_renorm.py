@@ -130,9 +130,9 @@ def batch_renorm_backward(dout, cache):
     sum_dout = _blocks.total(dout, axes)
     sum_dout_xhat = _blocks.sum_of_products((dout, xhat,), axes)
     if cache["mode"] == "train":
-        coef_dout = gamma*r/std
-        coef_xhat = _blocks.divide_or_zero(gamma*(d*sum_dout - sum_dout_xhat), m*r*std)
-        coef_1 = _blocks.divide_or_zero(-gamma*(d**2*sum_dout - d*sum_dout_xhat + r**2*sum_dout), m*r*std)
+        coef_dout = _blocks.narrow(gamma*r/std, work)
+        coef_xhat = _blocks.narrow(_blocks.divide_or_zero(gamma*(d*sum_dout - sum_dout_xhat), m*r*std), work)
+        coef_1 = _blocks.narrow(_blocks.divide_or_zero(-gamma*(d**2*sum_dout - d*sum_dout_xhat + r**2*sum_dout), m*r*std), work)
         dx = _blocks.elementwise(_dx, shape, work, coef_1, coef_dout, coef_xhat, dout, xhat)
     else:
         dxhat = _blocks.elementwise(_dxhat, shape, work, dout, gamma)

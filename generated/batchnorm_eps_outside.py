@@ -151,9 +151,9 @@ def batchnorm_eps_outside_backward_alt(dout, cache):
     sum_dout = _blocks.total(dout, axes)
     sum_dout_xhat = _blocks.sum_of_products((dout, xhat,), axes)
     if cache["mode"] == "train":
-        coef_dout = gamma/std
-        coef_xhat = _blocks.divide_or_zero(gamma*sum_dout_xhat, m*(eps - std))
-        coef_1 = -gamma*sum_dout/(m*std)
+        coef_dout = _blocks.narrow(gamma/std, work)
+        coef_xhat = _blocks.narrow(_blocks.divide_or_zero(gamma*sum_dout_xhat, m*(eps - std)), work)
+        coef_1 = _blocks.narrow(-gamma*sum_dout/(m*std), work)
         dx = _blocks.elementwise(_dx, shape, work, coef_1, coef_dout, coef_xhat, dout, xhat)
     else:
         dxhat = _blocks.elementwise(_dxhat, shape, work, dout, gamma)

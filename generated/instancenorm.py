@@ -96,9 +96,9 @@ def instancenorm_backward(dout, cache):
     shape, work = dout.shape, dout.dtype
     sum_dout = _blocks.total(dout, axes)
     sum_dout_xhat = _blocks.sum_of_products((dout, xhat,), axes)
-    coef_dout = gamma/std
-    coef_xhat = -gamma*sum_dout_xhat/(m*std)
-    coef_1 = -gamma*sum_dout/(m*std)
+    coef_dout = _blocks.narrow(gamma/std, work)
+    coef_xhat = _blocks.narrow(-gamma*sum_dout_xhat/(m*std), work)
+    coef_1 = _blocks.narrow(-gamma*sum_dout/(m*std), work)
     dx = _blocks.elementwise(_dx, shape, work, coef_1, coef_dout, coef_xhat, dout, xhat)
     dgamma = numpy.sum(sum_dout_xhat, axis=outer_axes, keepdims=True)
     dbeta = numpy.sum(sum_dout, axis=outer_axes, keepdims=True)

@@ -84,8 +84,8 @@ def l2_normalize_backward(dout, cache):
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
     shape, work = dout.shape, dout.dtype
     sum_dout_out = _blocks.sum_of_products((dout, out,), axes)
-    coef_dout = 1/den
-    coef_out = _blocks.divide_or_zero(-sum_dout_out*numpy.heaviside(-eps + norm, 1), norm)
+    coef_dout = _blocks.narrow(1/den, work)
+    coef_out = _blocks.narrow(_blocks.divide_or_zero(-sum_dout_out*numpy.heaviside(-eps + norm, 1), norm), work)
     dx = _blocks.elementwise(_dx, shape, work, coef_dout, coef_out, dout, out)
     return (dx.reshape(cache["x_shape"]).astype(dtype, copy=False),
             )

@@ -95,9 +95,9 @@ def layernorm_backward(dout, cache):
     shape, work = dout.shape, dout.dtype
     sum_dout_gamma = _blocks.sum_of_products((dout, gamma,), axes)
     sum_dout_gamma_xhat = _blocks.sum_of_products((dout, gamma, xhat,), axes)
-    coef_dout_gamma = 1/std
-    coef_xhat = -sum_dout_gamma_xhat/(m*std)
-    coef_1 = -sum_dout_gamma/(m*std)
+    coef_dout_gamma = _blocks.narrow(1/std, work)
+    coef_xhat = _blocks.narrow(-sum_dout_gamma_xhat/(m*std), work)
+    coef_1 = _blocks.narrow(-sum_dout_gamma/(m*std), work)
     dx = _blocks.elementwise(_dx, shape, work, coef_1, coef_dout_gamma, coef_xhat, dout, gamma, xhat)
     dgamma = _blocks.sum_of_products((dout, xhat,), param_sum_axes)
     dbeta = _blocks.total(dout, param_sum_axes)

@@ -95,7 +95,7 @@ def meanonly_batchnorm_backward(dout, cache):
     shape, work = dout.shape, dout.dtype
     sum_dout = _blocks.total(dout, axes)
     if cache["mode"] == "train":
-        coef_1 = -sum_dout/m
+        coef_1 = _blocks.narrow(-sum_dout/m, work)
         dx = _blocks.elementwise(_dx, shape, work, coef_1, dout)
     else:
         dxc = _blocks.elementwise(_dxc, shape, work, dout)

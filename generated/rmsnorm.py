@@ -88,8 +88,8 @@ def rmsnorm_backward(dout, cache):
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
     shape, work = dout.shape, dout.dtype
     sum_dout_gamma_xhat = _blocks.sum_of_products((dout, gamma, xhat,), axes)
-    coef_dout_gamma = 1/std
-    coef_xhat = -sum_dout_gamma_xhat/(m*std)
+    coef_dout_gamma = _blocks.narrow(1/std, work)
+    coef_xhat = _blocks.narrow(-sum_dout_gamma_xhat/(m*std), work)
     dx = _blocks.elementwise(_dx, shape, work, coef_dout_gamma, coef_xhat, dout, gamma, xhat)
     dgamma = _blocks.sum_of_products((dout, xhat,), param_sum_axes)
     return (dx.reshape(cache["x_shape"]).astype(dtype, copy=False),

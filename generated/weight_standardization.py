@@ -85,9 +85,9 @@ def weight_standardization_backward(dout, cache):
     shape, work = dout.shape, dout.dtype
     sum_dout = _blocks.total(dout, axes)
     sum_dout_out = _blocks.sum_of_products((dout, out,), axes)
-    coef_dout = 1/std
-    coef_out = -sum_dout_out/(m*std)
-    coef_1 = -sum_dout/(m*std)
+    coef_dout = _blocks.narrow(1/std, work)
+    coef_out = _blocks.narrow(-sum_dout_out/(m*std), work)
+    coef_1 = _blocks.narrow(-sum_dout/(m*std), work)
     dx = _blocks.elementwise(_dx, shape, work, coef_1, coef_dout, coef_out, dout, out)
     return (dx.reshape(cache["x_shape"]).astype(dtype, copy=False),
             )
