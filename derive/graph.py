@@ -331,9 +331,5 @@ class Graph:
                      tuple(lets), tuple(nodes), stats, tuple(running), reads)
 
     @property
-    def output_name(self) -> str:
-        return self._nodes[-1].symbol.name
-
-    @property
     def has_running(self) -> bool:
         return bool(self._running)
