@@ -16,6 +16,7 @@ Three facts make reductions computable:
 """
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 
 import sympy as sp
@@ -34,6 +35,17 @@ class Const(sp.Symbol):
 def elems_of(expr: sp.Basic) -> list[Elem]:
     """The per-element symbols of ``expr``, sorted by name for determinism."""
     return sorted(expr.atoms(Elem), key=lambda s: s.name)
+
+
+class Step(sp.Heaviside):
+    """Heaviside(a, at_zero) as a clamp's backward uses it: a mask, whose derivative torch
+    takes to be 0 everywhere (so a second derivative has no Dirac delta at the kink)."""
+
+    def __new__(cls, arg, at_zero, **options):
+        return sp.Function.__new__(cls, sp.sympify(arg), sp.sympify(at_zero), **options)
+
+    def fdiff(self, argindex=1):
+        return sp.Integer(0)
 
 
 class BatchSum(sp.Function):
@@ -89,14 +101,18 @@ def expand_sums(expr: sp.Expr, facts: Mapping[sp.Expr, sp.Expr]) -> sp.Expr:
     """
 
     def one(arg):
-        arg = sp.expand(arg)
+        # A sum inside the summand (the second order has them) is a per-group scalar there.
+        inner = sorted(arg.atoms(BatchSum), key=sp.default_sort_key)
+        hidden = {s: sp.Dummy(f"sum{k}") for k, s in enumerate(inner)}
+        arg = sp.expand(arg.xreplace(hidden))
+        back = {v: k for k, v in hidden.items()}
         gens = elems_of(arg)
         if not gens:
-            return M * arg
+            return M * arg.xreplace(back)
         total = sp.Integer(0)
         for monom, coeff in sorted(sp.Poly(arg, *gens).terms(), key=lambda t: t[0]):
             mono = sp.Mul(*[g**p for g, p in zip(gens, monom)])
-            total += coeff * facts.get(mono, BatchSum(mono) if mono != 1 else M)
+            total += coeff.as_expr().xreplace(back) * facts.get(mono, BatchSum(mono) if mono != 1 else M)
         return total
 
     return expr.replace(lambda e: isinstance(e, BatchSum), lambda e: one(e.args[0]))
@@ -140,8 +156,73 @@ def at_size(expr: sp.Expr, size: int, index: int, scalars: Mapping[sp.Symbol, sp
 
 
 def indexed(s: sp.Symbol, k: int) -> sp.Symbol:
-    """The concrete element ``s_k`` (a plain real symbol)."""
-    return sp.Symbol(f"{s.name}_{k}", real=True)
+    """The concrete element ``s_k``: a plain symbol, with no sign assumed, so that
+    sqrt(x_k**2) stays a root (an algebraic number) instead of |x_k|, whose derivative
+    would bring sign(x_k) and a Dirac delta into the second derivatives."""
+    return sp.Symbol(f"{s.name}_{k}")
+
+
+def _polynomials(expr: sp.Expr, ring, gens: list) -> tuple:
+    """``expr`` (rational in ``gens``) as (numerator, denominator) in ``ring``, with no gcd:
+    equal denominators are added directly, monomial ones over their lcm."""
+    index = {g: ring.gens[i] for i, g in enumerate(gens)}
+    one = ring.one
+
+    def add(n, d, n2, d2):
+        if d == d2:
+            return n + n2, d
+        if len(d) == 1 and len(d2) == 1:
+            (m1, _), = d.items()
+            (m2, _), = d2.items()
+            lcm = ring({tuple(max(a, b) for a, b in zip(m1, m2)): ring.domain.one})
+            lcm *= d.LC * d2.LC
+            return n * lcm.exquo(d) + n2 * lcm.exquo(d2), lcm
+        return n * d2 + n2 * d, d * d2
+
+    def go(e):
+        if e.is_Symbol:
+            return index[e], one
+        if e.is_Rational:
+            return ring(e.p), ring(e.q)
+        if e.is_Add:
+            n, d = go(e.args[0])
+            for a in e.args[1:]:
+                n, d = add(n, d, *go(a))
+            return n, d
+        if e.is_Mul:
+            n, d = one, one
+            for a in e.args:
+                n2, d2 = go(a)
+                n, d = n * n2, d * d2
+            return n, d
+        if e.is_Pow and e.exp.is_Integer:
+            n, d = go(e.base)
+            k = int(e.exp)
+            return (n ** k, d ** k) if k >= 0 else (d ** -k, n ** -k)
+        raise TypeError(f"not rational: {e}")
+
+    return go(expr)
+
+
+def _zero_in_ring(expr: sp.Expr, roots: list) -> bool:
+    """The fast route: sparse polynomials (sympy.polys.rings), remainders by r^2*den(b) - num(b)."""
+    from sympy.polys.rings import ring as make_ring
+    rs = [r for r, _ in reversed(roots)]
+    gens = rs + sorted(expr.free_symbols.union(*(b.free_symbols for _, b in roots)) - set(rs),
+                       key=sp.default_sort_key)
+    ring = make_ring(gens, sp.QQ)[0]
+    num, den = _polynomials(expr, ring, gens)
+    relations = []
+    for r, b in reversed(roots):
+        bn, bd = _polynomials(b, ring, gens)
+        relations.append(ring.gens[gens.index(r)] ** 2 * bd - bn)
+    for rel in relations:
+        num = num.rem(rel) if num else num
+    if num:
+        return False
+    for rel in relations:
+        den = den.rem(rel)
+    return bool(den)
 
 
 def zero_modulo_roots(expr: sp.Expr) -> bool:
@@ -169,9 +250,42 @@ def zero_modulo_roots(expr: sp.Expr) -> bool:
         expr = expr.replace(lambda e: e.is_Pow and e.base == base and e.exp.is_Rational,
                             lambda e: r ** (2 * e.exp))
     expr = expr.replace(lambda e: isinstance(e, sp.Function) and not isinstance(e, BatchSum),
-                        lambda e: e.func(*[sp.factor(sp.together(a)) for a in e.args]))
+                        lambda e: e.func(*[_canonical(a) for a in e.args]))
+    if _is_zero(expr, roots):
+        return True
+    # A step and the clamps it decides: on each side of the kink the clamp is one of its
+    # arguments and the step is 0 or 1, so the identity is proved on each side.
+    return bool(expr.atoms(Step)) and all(_is_zero(case, roots) for case in _sides(expr))
+
+
+def _canonical(e: sp.Expr) -> sp.Expr:
+    return sp.factor(sp.together(e))
+
+
+def _sides(expr: sp.Expr):
+    """``expr`` on each side of every step's kink: Step(u, 1) = [u >= 0], Step(u, 0) = 1 - [-u >= 0]."""
+    steps = sorted(expr.atoms(Step), key=sp.default_sort_key)
+    condition = {s: _canonical(s.args[0] if s.args[1] == 1 else -s.args[0]) for s in steps}
+    conditions = sorted(set(condition.values()), key=sp.default_sort_key)
+    clamps = [f for f in expr.atoms(sp.Function) if hasattr(f, "branches")]
+    for values in itertools.product((0, 1), repeat=len(conditions)):
+        holds = dict(zip(conditions, values))
+        sub = {s: holds[condition[s]] if s.args[1] == 1 else 1 - holds[condition[s]] for s in steps}
+        for f in clamps:
+            c, where, otherwise = f.branches()
+            if _canonical(c) in holds:
+                sub[f] = where if holds[_canonical(c)] else otherwise
+        yield expr.xreplace(sub)
+
+
+def _is_zero(expr: sp.Expr, roots: list) -> bool:
     calls = sorted((f for f in expr.atoms(sp.Function)), key=sp.default_sort_key)
     expr = expr.xreplace({f: sp.Symbol(f"_f{k}", real=True) for k, f in enumerate(calls)})
+    try:  # exact either way; the ring route is several times faster on large differences
+        if _zero_in_ring(expr, roots):
+            return True
+    except TypeError:  # not rational in the named roots and atoms
+        pass
     num, den = sp.fraction(sp.together(expr))
     num = sp.expand(num)
     for r, base in reversed(roots):

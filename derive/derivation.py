@@ -19,12 +19,13 @@ from pathlib import Path
 
 import sympy as sp
 
-from . import closed_form, lemmas as lemmas_mod, proofs, stages
+from . import closed_form, lemmas as lemmas_mod, proofs, proofs_second, second_order, stages
 from .graph import Model
 from .library import Entry
 from .spec import Spec
 
-ENGINE = ("algebra", "graph", "lemmas", "stages", "closed_form", "proofs", "derivation", "claims")
+ENGINE = ("algebra", "graph", "lemmas", "stages", "closed_form", "proofs", "derivation", "claims",
+          "second_order", "proofs_second")
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class Derivation:
     proofs: tuple[proofs.Proof, ...]
     max_m: int
     timings: dict[str, float]
+    second: second_order.SecondOrder | None = None   #: the double backward (training mode)
 
     @property
     def running_stats(self) -> bool:
@@ -187,6 +189,8 @@ def _derive(entry: Entry, max_m: int, progress=None) -> Derivation:
     say("compact form")
     compact = closed_form.compact(lem, staged)
     jac = proofs.jacobian_entry(train, lem)
+    say("second order")
+    second = second_order.derive(train, lem, compact, params, staged[-1].symbol)
     timings["derive"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -195,6 +199,9 @@ def _derive(entry: Entry, max_m: int, progress=None) -> Derivation:
     say("proving symbolic m")
     symbolic = proofs.prove_symbolic(train, staged, compact, jac, lem, entry.extras)
     log += symbolic.proofs
+    log += proofs_second.prove_sizes(train, second, max_m, (lambda s: say(f"proving {s}")) if progress else None)
+    say("proving the second order for symbolic m")
+    log += proofs_second.prove_symbolic(train, second, jac, lem)
     test_model, test_stages = None, ()
     if graph.has_running:
         say("test mode")
@@ -204,4 +211,4 @@ def _derive(entry: Entry, max_m: int, progress=None) -> Derivation:
     timings["prove"] = time.perf_counter() - t
     return Derivation(entry.spec, train, lem, staged, params, compact,
                       closed_form.coefficients(compact.dx), jac, symbolic,
-                      test_model, test_stages, tuple(log), max_m, timings)
+                      test_model, test_stages, tuple(log), max_m, timings, second)

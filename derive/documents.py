@@ -19,7 +19,7 @@ from pathlib import Path
 
 import sympy as sp
 
-from . import explain, proofs
+from . import doc_second, explain, proofs
 from .algebra import BatchSum, Elem, M
 from .derivation import Derivation
 from .explain import Answer, Code, Para, Table, para
@@ -333,12 +333,14 @@ def invariants(d: Derivation) -> list:
 SECTIONS = (("Notation", notation), ("The forward pass", forward), ("The computation graph", graph),
             ("The staged chain rule", staged), ("The Jacobian entry", jacobian),
             ("From the stages to the compact form", compact), ("The parameter gradients", parameters),
+            ("Second order", doc_second.section),
             ("What was proved, and how", proved), ("Invariants", invariants))
 
 
 def sections(d: Derivation, answers: Sequence[Answer]) -> list[dict]:
     """[{title, blocks, subsections}] in reading order; blocks are Para, Equation or Table."""
-    out = [{"title": title, "blocks": build(d), "subsections": []} for title, build in SECTIONS]
+    out = [{"title": title, "blocks": blocks, "subsections": []}
+           for title, build in SECTIONS if (blocks := build(d))]
     if across_processes(d):
         out.append({"title": "Across processes", "blocks": across_processes(d), "subsections": []})
     if answers:

@@ -29,7 +29,7 @@ from typing import Callable
 
 import sympy as sp
 
-from .algebra import M, BatchSum, Const, Elem
+from .algebra import M, BatchSum, Const, Elem, Step
 
 
 class GraphError(ValueError):
@@ -58,7 +58,12 @@ class ClampMin(sp.Function):
 
     def fdiff(self, argindex=1):
         a, lo = self.args
-        return sp.Heaviside(a - lo, 1) if argindex == 1 else sp.Heaviside(lo - a, 0)
+        return Step(a - lo, 1) if argindex == 1 else Step(lo - a, 0)
+
+    def branches(self):
+        """(condition, value where it is >= 0, value where it is < 0)."""
+        a, lo = self.args
+        return a - lo, a, lo
 
 
 class ClampMax(sp.Function):
@@ -74,7 +79,12 @@ class ClampMax(sp.Function):
 
     def fdiff(self, argindex=1):
         a, hi = self.args
-        return sp.Heaviside(hi - a, 1) if argindex == 1 else sp.Heaviside(a - hi, 0)
+        return Step(hi - a, 1) if argindex == 1 else Step(a - hi, 0)
+
+    def branches(self):
+        """(condition, value where it is >= 0, value where it is < 0)."""
+        a, hi = self.args
+        return hi - a, a, hi
 
 
 def clip(a: sp.Expr, lo: sp.Expr, hi: sp.Expr) -> sp.Expr:

@@ -71,6 +71,12 @@ def entry_of(name: str) -> tuple[int, str, str]:
     """
     if name in NAMES:
         return NAMES[name]
+    if name.startswith("bar_") and len(name) > 4:  # an adjoint of the second order (derive.second_order)
+        _, tex, text = entry_of(name[4:])
+        return 2, rf"\overline{{{tex}}}", f"{text}\u0304"
+    if name.startswith("sum_") and len(name) > 4:  # a named group sum: sum_dout_xhat
+        factors = [entry_of(f) for f in factor_names(name[4:])]
+        return 5, r"\Sigma_{" + r"\,".join(f[1] for f in factors) + "}", "\u03a3(" + "\u00b7".join(f[2] for f in factors) + ")"
     if name.startswith("d") and name[1:] in NAMES:
         _, tex, text = NAMES[name[1:]]
         return 2, f"d{tex}", f"d{text}"
@@ -82,6 +88,18 @@ def entry_of(name: str) -> tuple[int, str, str]:
             return rank, rf"{tex}_{{\mathrm{{{upright}}}}}", f"{text}_{sub}"
     tex = name if len(name) == 1 else r"\mathrm{" + name.replace("_", r"\_") + "}"
     return 4, tex, name
+
+
+def factor_names(joined: str) -> list[str]:
+    """The factors of a group sum's name (dout_xhat -> dout, xhat; bar_dx_out -> bar_dx, out),
+    each as long as a known name allows."""
+    tokens, out, i = joined.split("_"), [], 0
+    known = lambda n: n in NAMES or (n[:1] == "d" and n[1:] in NAMES) or (n.startswith("bar_") and known(n[4:]))  # noqa: E731
+    while i < len(tokens):
+        j = next((j for j in range(len(tokens), i, -1) if known("_".join(tokens[i:j]))), i + 1)
+        out.append("_".join(tokens[i:j]))
+        i = j
+    return out
 
 
 def name_of(symbol: sp.Symbol, index: str, target: int) -> str:

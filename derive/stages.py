@@ -35,27 +35,33 @@ class Stage:
         return isinstance(self.symbol, Elem)
 
 
-def adjoint_symbol(v: sp.Symbol) -> sp.Symbol:
+def adjoint_symbol(v: sp.Symbol, prefix: str = "d") -> sp.Symbol:
     kind = Elem if isinstance(v, Elem) else sp.Symbol
-    return kind("d" + v.name, real=True)
+    return kind(prefix + v.name, real=True)
 
 
-def backward(model: Model) -> tuple[Stage, ...]:
-    """The stages d(node) for every node but the output, then dx."""
-    adjoint = {model.output.symbol: model.dy}
+def reverse(nodes, seeds: dict, leaves, prefix: str = "d") -> tuple[Stage, ...]:
+    """Reverse mode over ``nodes`` (topological order): ``seeds`` gives the adjoints of the
+    outputs; every other node, then each leaf, gets the stage ``prefix + name``."""
+    adjoint = dict(seeds)
     stages: list[Stage] = []
-    targets = [n.symbol for n in reversed(model.nodes[:-1])] + [model.x]
+    targets = [n.symbol for n in reversed(nodes) if n.symbol not in seeds] + list(leaves)
     for v in targets:
-        consumers = [n for n in model.nodes if v in n.definition.free_symbols]
+        consumers = [n for n in nodes if v in n.definition.free_symbols]
         terms = []
         for c in consumers:
             term = adjoint[c.symbol] * sp.diff(c.definition, v)
             if c.per_element and not isinstance(v, Elem):
                 term = BatchSum(term)
             terms.append(term)
-        adjoint[v] = adjoint_symbol(v)
+        adjoint[v] = adjoint_symbol(v, prefix)
         stages.append(Stage(adjoint[v], sp.Add(*terms), v, tuple(c.symbol for c in consumers)))
     return tuple(stages)
+
+
+def backward(model: Model) -> tuple[Stage, ...]:
+    """The stages d(node) for every node but the output, then dx."""
+    return reverse(model.nodes, {model.output.symbol: model.dy}, [model.x])
 
 
 def parameter_gradients(model: Model) -> tuple[Stage, ...]:
@@ -72,9 +78,10 @@ def parameter_gradients(model: Model) -> tuple[Stage, ...]:
     return tuple(out)
 
 
-def inline(stages: tuple[Stage, ...]) -> sp.Expr:
-    """The last stage with every earlier stage substituted into it."""
-    expr = stages[-1].expr
-    for st in reversed(stages[:-1]):
+def inline(stages: tuple[Stage, ...], upto: int = -1) -> sp.Expr:
+    """Stage ``upto`` (the last by default) with every earlier stage substituted into it."""
+    upto %= len(stages)
+    expr = stages[upto].expr
+    for st in reversed(stages[:upto]):
         expr = expr.xreplace({st.symbol: st.expr})
     return expr

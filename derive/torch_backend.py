@@ -11,7 +11,7 @@ Like numba_backend, a backend is the kernel IR (:mod:`derive.tensor_ir`), a prin
 """
 from __future__ import annotations
 
-from . import tensor_ir
+from . import tensor_ir, tensor_ir_second
 from .derivation import Derivation
 from .torch_printer import torch_code
 
@@ -56,7 +56,18 @@ def kernel_context(d: Derivation, code=torch_code) -> dict:
         "saved_test": saved_test,
         "args_test": args_test,
         "output": model.output.symbol.name,
+        **second_context(d, code, inputs),
     }
+
+
+def second_context(d: Derivation, code, inputs: set) -> dict:
+    """The printed double backward (derive.second_order) and what it reads."""
+    k = tensor_ir_second.build(d)
+    if k is None:
+        return {"second": None}
+    return {"second": printed(k.assignments, code), "upstream": list(k.upstream),
+            "results2": [r for _, r in k.results],
+            "args2": [(n, n if n in inputs or n == d.model.dy.name else f'values["{n}"]') for n in k.reads]}
 
 
 #: the library entries that torch.nn.functional's names (batch_norm, normalize, ...) stand for
