@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from . import tensor_ir
 from .derivation import Derivation
-from .torch_printer import torch_code
+from .torch_printer import torch_code, torch_fused_lines
 
 PACKAGE = "torch"
 
@@ -47,6 +47,7 @@ def kernel_context(d: Derivation, code=torch_code) -> dict:
         "forward_test": printed(k.forward_test, code),
         "running_update": printed(k.running, code),
         "backward_train": printed(k.backward_train, code),
+        "backward_train_fused": torch_fused_lines(k.backward_train, params) if code is torch_code else [],
         "backward_test": printed(k.backward_test, code),
         "grads": [g.name for g in k.grads],
         "reads_train": list(k.reads_train),
