@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from .algebra import BatchSum, Elem, ParamSum
+from .algebra import BatchSum, Const, Elem, ParamSum
 from .printers import KernelPrinter
 
 
@@ -104,6 +104,12 @@ class FusedEmitter:
         self.printer = TorchPrinter()
         self.lines: list[str] = []
         self.has_scratch = False
+        self.numbers = {"m"}   #: names that are Python numbers in the kernel, not tensors
+
+    def number(self, e: sp.Expr) -> bool:
+        """True when ``e`` is a Python number in the kernel (the group size, the layer's
+        constants): it goes to a ``value=``/``alpha=`` keyword, not into a tensor slot."""
+        return all(isinstance(s, Const) or s.name in self.numbers for s in e.free_symbols)
 
     def code(self, e: sp.Expr) -> str:
         return self.printer.doprint(e)
@@ -116,7 +122,7 @@ class FusedEmitter:
         is some other function of per-element values."""
         k, elems, group = sp.S.One, [], []
         for f in sp.Mul.make_args(term):
-            if f.is_Number:
+            if self.number(f):
                 k *= f
             elif isinstance(f, Elem):
                 elems.append(f)
@@ -169,17 +175,22 @@ class FusedEmitter:
         def order(tp):
             t, (k, elems, group) = tp
             n = len(self.operands(elems, group))
-            return (not (elems and self.full(elems[0])), rest == 0 or n > 2, -n, sp.default_sort_key(t))
+            return (not (elems and self.full(elems[0])), rest == 0 or self.number(rest) or n > 2, -n,
+                    sp.default_sort_key(t))
         terms.sort(key=order)
         (_, (k, elems, group)), later = terms[0], terms[1:]
         if not elems or not self.full(elems[0]):
             return False
         ops = self.operands(elems, group)
         pending = rest
-        if len(ops) == 2 and rest != 0:
+        if self.number(rest):  # addcmul and add take a tensor there
+            ops_rest = False
+        else:
+            ops_rest = rest != 0
+        if len(ops) == 2 and ops_rest:
             self.lines.append(f"{lhs} = torch.addcmul({self.code(rest)}, {ops[0]}, {ops[1]}{self.scaled(k, 'value')})")
             pending = 0
-        elif len(ops) == 1 and rest != 0:
+        elif len(ops) == 1 and ops_rest:
             self.lines.append(f"{lhs} = torch.add({self.code(rest)}, {ops[0]}{self.scaled(k, 'alpha')})")
             pending = 0
         elif len(ops) == 1:
@@ -206,6 +217,8 @@ class FusedEmitter:
 
     def assign(self, lhs: sp.Symbol, e: sp.Expr) -> None:
         name = lhs.name
+        if self.number(e):
+            self.numbers.add(name)
         if isinstance(e, (BatchSum, ParamSum)):
             done = self.reduction(name, e, "axes" if isinstance(e, BatchSum) else "param_sum_axes")
         elif e.atoms(Elem) and not e.atoms(BatchSum, ParamSum):
