@@ -4,7 +4,9 @@ Like numba_backend, a backend is the kernel IR (:mod:`derive.tensor_ir`), a prin
 (:class:`derive.torch_printer.TorchPrinter`) and templates (templates/torch_*.jinja):
 
 * ``generated/torch/<name>.py``: one per library entry: the printed forward, backward and
-  running update, and the torch.autograd.Functions ``Train`` (and ``Test``) around them;
+  running update, the same training backward written into place (``backward_train_fused``,
+  :class:`derive.torch_printer.FusedEmitter`, for a backward autograd does not record), and
+  the torch.autograd.Functions ``Train`` (and ``Test``) around them;
 * ``functional.py``: torch.nn.functional's names and signatures, mapping each call to a
   working view of the input (argument handling only);
 * ``modules.py``: torch.nn's normalization modules, and ``replace_norm_layers``.
