@@ -3,7 +3,9 @@
 For batch norm (training) at (4096, 1024) and (32, 64, 56, 56) float32, with 1 and 2
 threads: the backward of ``generated.torch.batch_norm`` (the printed compact form) and of
 ``torch.nn.functional.batch_norm`` (aten's native kernel), each timed as
-``torch.autograd.grad`` of one recorded forward; the median of ``repeats`` runs.
+``torch.autograd.grad`` of one recorded forward; the median of ``repeats`` runs, the two
+taken in turn (one of each per round), so that a load that comes and goes on a shared
+machine falls on both alike.
 """
 from __future__ import annotations
 
@@ -14,25 +16,28 @@ SHAPES = ((4096, 1024), (32, 64, 56, 56))
 QUICK_SHAPES = ((256, 64), (4, 8, 8, 8))
 
 
-def _time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    runs = []
+def _medians(fns, repeats: int) -> list[float]:
+    """The median seconds of each function, run in turn: one call of each per round."""
+    for fn in fns:
+        fn()  # warm-up
+    runs = [[] for _ in fns]
     for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        runs.append(time.perf_counter() - t)
-    return statistics.median(runs)
+        for fn, times in zip(fns, runs):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+    return [statistics.median(times) for times in runs]
 
 
-def backward_seconds(torch, batch_norm, shape, threads: int, repeats: int) -> float:
-    torch.set_num_threads(threads)
+def backward(torch, batch_norm, shape):
+    """One recorded forward of ``batch_norm`` (training, affine) and a call that runs its backward."""
     g = torch.Generator().manual_seed(0)
     c = shape[1]
     x = torch.randn(*shape, generator=g).requires_grad_()
     w, b = torch.randn(c, generator=g).requires_grad_(), torch.randn(c, generator=g).requires_grad_()
     dy = torch.randn(*shape, generator=g)
     y = batch_norm(x, None, None, w, b, training=True)
-    return _time(lambda: torch.autograd.grad(y, (x, w, b), dy, retain_graph=True), repeats)
+    return lambda: torch.autograd.grad(y, (x, w, b), dy, retain_graph=True)
 
 
 def rows(quick: bool = False, repeats: int | None = None) -> list[tuple]:
@@ -46,9 +51,10 @@ def rows(quick: bool = False, repeats: int | None = None) -> list[tuple]:
     out = []
     try:
         for shape in QUICK_SHAPES if quick else SHAPES:
+            fns = [backward(torch, gt.batch_norm, shape), backward(torch, F.batch_norm, shape)]
             for threads in (1, 2):
-                ours = backward_seconds(torch, gt.batch_norm, shape, threads, repeats)
-                native = backward_seconds(torch, F.batch_norm, shape, threads, repeats)
+                torch.set_num_threads(threads)
+                ours, native = _medians(fns, repeats)
                 out.append((shape, threads, ours * 1e3, native * 1e3, ours / native))
     finally:
         torch.set_num_threads(before)

@@ -4,7 +4,9 @@ Like numba_backend, a backend is the kernel IR (:mod:`derive.tensor_ir`), a prin
 (:class:`derive.torch_printer.TorchPrinter`) and templates (templates/torch_*.jinja):
 
 * ``generated/torch/<name>.py``: one per library entry: the printed forward, backward and
-  running update, and the torch.autograd.Functions ``Train`` (and ``Test``) around them;
+  running update, the same training backward written into place (``backward_train_fused``,
+  :class:`derive.torch_printer.FusedEmitter`, for a backward autograd does not record), and
+  the torch.autograd.Functions ``Train`` (and ``Test``) around them;
 * ``functional.py``: torch.nn.functional's names and signatures, mapping each call to a
   working view of the input (argument handling only);
 * ``modules.py``: torch.nn's normalization modules, and ``replace_norm_layers``.
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 from . import tensor_ir, tensor_ir_second
 from .derivation import Derivation
-from .torch_printer import torch_code
+from .torch_printer import torch_code, torch_fused_lines
 
 PACKAGE = "torch"
 
@@ -47,6 +49,7 @@ def kernel_context(d: Derivation, code=torch_code) -> dict:
         "forward_test": printed(k.forward_test, code),
         "running_update": printed(k.running, code),
         "backward_train": printed(k.backward_train, code),
+        "backward_train_fused": torch_fused_lines(k.backward_train, params) if code is torch_code else [],
         "backward_test": printed(k.backward_test, code),
         "grads": [g.name for g in k.grads],
         "reads_train": list(k.reads_train),

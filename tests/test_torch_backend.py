@@ -137,7 +137,54 @@ def test_gradcheck_and_gradgradcheck(name):
 
 
 def test_gradcheck_can_fail():
-    """The checks above see a wrong gradient: a backward with a wrong coefficient fails gradcheck."""
+    """The checks above see a wrong gradient: a first-order backward (the fused one, run when
+    autograd records nothing) with a wrong coefficient fails gradcheck."""
+    import generated.torch.batchnorm as k
+    saved = k.backward_train_fused
+
+    def wrong(*a, **kw):
+        dx, dgamma, dbeta = saved(*a, **kw)
+        return dx * 1.01, dgamma, dbeta
+    k.backward_train_fused = wrong
+    try:
+        x = rand(5, 3).requires_grad_()
+        with pytest.raises(RuntimeError, match="Jacobian mismatch"):
+            torch.autograd.gradcheck(lambda t: gt.batch_norm(t, None, None, training=True), (x,))
+    finally:
+        k.backward_train_fused = saved
+
+
+def first_derivatives(name, dtype, create_graph):
+    """The gradients of one GRAD_CASES call in ``dtype``: with create_graph the differentiable
+    backward runs (backward_train), without it the fused one (backward_train_fused)."""
+    fn, shape, make = GRAD_CASES[name]
+    x = rand(*shape, offset=0.3).to(dtype).requires_grad_()
+    args, kwargs = make(x)
+    args = [a.to(dtype) if isinstance(a, torch.Tensor) else a for a in args]
+    diff = [x] + [a.requires_grad_() for i, a in enumerate(args) if isinstance(a, torch.Tensor)
+                  and not (name.startswith(("batch", "mean_only", "instance_norm_eval")) and i < 2)]
+    y = fn(x, *args, **kwargs)
+    dy = rand(*shape, seed=9).to(dtype)
+    return [g.detach() for g in torch.autograd.grad(y, diff, dy, create_graph=create_graph)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("name", sorted(GRAD_CASES))
+def test_fused_backward_is_the_differentiable_one(name, dtype):
+    """Both backwards print the same assignments: the fused first-order backward (written in
+    place, what a plain .backward() runs) and the differentiable one (under create_graph, what
+    gradgradcheck differentiates) agree in every float dtype, up to the dtype's rounding."""
+    fused = first_derivatives(name, dtype, create_graph=False)
+    plain = first_derivatives(name, dtype, create_graph=True)
+    tol = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 4e-2}[dtype]
+    for a, b in zip(fused, plain):
+        assert a.dtype == b.dtype == dtype and a.shape == b.shape
+        assert close(a.double(), b.double(), tol), (a.double() - b.double()).abs().max()
+
+
+def test_fused_check_can_fail():
+    """The check above sees a wrong differentiable backward (one that gradgradcheck alone would
+    not: it differentiates whatever the backward computes)."""
     import generated.torch.batchnorm as k
     saved = k.backward_train
 
@@ -146,9 +193,8 @@ def test_gradcheck_can_fail():
         return dx * 1.01, dgamma, dbeta
     k.backward_train = wrong
     try:
-        x = rand(5, 3).requires_grad_()
-        with pytest.raises(RuntimeError, match="Jacobian mismatch"):
-            torch.autograd.gradcheck(lambda t: gt.batch_norm(t, None, None, training=True), (x,))
+        with pytest.raises(AssertionError):
+            test_fused_backward_is_the_differentiable_one("batch_norm_train", torch.float64)
     finally:
         k.backward_train = saved
 

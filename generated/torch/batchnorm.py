@@ -6,9 +6,10 @@ Derived, proved and printed by `derive` from the same expressions as
 generated/batchnorm.py (see generated/derivations/batchnorm.md).  The
 kernels work on a view of the input whose groups lie along ``axes``; the
 functions of generated.torch.functional choose the view.  Every operation is a
-differentiable torch operation: when a second derivative is asked for, the
-backward recomputes the forward values from the saved inputs, so autograd
-differentiates the printed backward itself.
+differentiable torch operation in ``backward_train``: when a second derivative
+is asked for, the backward recomputes the forward values from the saved inputs,
+so autograd differentiates the printed backward itself.  Otherwise it runs
+``backward_train_fused``, the same assignments written into place.
 """
 import torch
 
@@ -72,6 +73,24 @@ def backward_train(dout, gamma, std, xhat, *, eps, momentum, m, axes, param_sum_
     return (dx, dgamma, dbeta,)
 
 
+@torch.no_grad()
+def backward_train_fused(dout, gamma, std, xhat, *, eps, momentum, m, axes, param_sum_axes, outer_axes, **_):
+    """The same assignments as backward_train, each written into its result (out=, in place)
+    so that no full-size temporary is made per operation; not differentiable, for a backward
+    that autograd does not record."""
+    sum_dout = dout.sum(dim=axes, keepdim=True)
+    _t = torch.mul(dout, xhat)
+    sum_dout_xhat = _t.sum(dim=axes, keepdim=True)
+    coef_dout = gamma/std
+    coef_xhat = -gamma*sum_dout_xhat/(m*std)
+    coef_1 = -gamma*sum_dout/(m*std)
+    dx = torch.addcmul(coef_1, dout, coef_dout)
+    dx.addcmul_(xhat, coef_xhat)
+    dgamma = _rt.total(sum_dout_xhat, outer_axes)
+    dbeta = _rt.total(sum_dout, outer_axes)
+    return (dx, dgamma, dbeta,)
+
+
 class Train(torch.autograd.Function):
     """Training mode: batch statistics; the running buffers are updated in place."""
 
@@ -92,9 +111,10 @@ class Train(torch.autograd.Function):
         reads = dict(zip(READS_RUNNING, rest))
         if torch.is_grad_enabled():  # a second derivative: let autograd see the whole path from x
             values = forward_train(x, gamma, beta, **reads, **ctx.const, **ctx.layout)
+            grads = backward_train(dout, gamma=gamma, std=values["std"], xhat=values["xhat"], **ctx.const, **ctx.layout)
         else:
             values = dict(zip(("std", "xhat", ), rest[len(READS_RUNNING):]))
-        grads = backward_train(dout, gamma=gamma, std=values["std"], xhat=values["xhat"], **ctx.const, **ctx.layout)
+            grads = backward_train_fused(dout, gamma=gamma, std=values["std"], xhat=values["xhat"], **ctx.const, **ctx.layout)
         return (*grads, None, None, None)
 
 

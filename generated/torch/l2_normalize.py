@@ -6,9 +6,10 @@ Derived, proved and printed by `derive` from the same expressions as
 generated/l2_normalize.py (see generated/derivations/l2_normalize.md).  The
 kernels work on a view of the input whose groups lie along ``axes``; the
 functions of generated.torch.functional choose the view.  Every operation is a
-differentiable torch operation: when a second derivative is asked for, the
-backward recomputes the forward values from the saved inputs, so autograd
-differentiates the printed backward itself.
+differentiable torch operation in ``backward_train``: when a second derivative
+is asked for, the backward recomputes the forward values from the saved inputs,
+so autograd differentiates the printed backward itself.  Otherwise it runs
+``backward_train_fused``, the same assignments written into place.
 """
 import torch
 
@@ -38,6 +39,20 @@ def backward_train(dout, den, norm, out, *, eps, m, axes, param_sum_axes, outer_
     return (dx,)
 
 
+@torch.no_grad()
+def backward_train_fused(dout, den, norm, out, *, eps, m, axes, param_sum_axes, outer_axes, **_):
+    """The same assignments as backward_train, each written into its result (out=, in place)
+    so that no full-size temporary is made per operation; not differentiable, for a backward
+    that autograd does not record."""
+    _t = torch.mul(dout, out)
+    sum_dout_out = _t.sum(dim=axes, keepdim=True)
+    coef_dout = 1/den
+    coef_out = _rt.divide_or_zero(-sum_dout_out*_rt.step(-eps + norm, 1), norm)
+    dx = torch.mul(dout, coef_dout)
+    dx.addcmul_(out, coef_out)
+    return (dx,)
+
+
 class Train(torch.autograd.Function):
     """Training mode: batch statistics."""
 
@@ -56,7 +71,8 @@ class Train(torch.autograd.Function):
         reads = dict(zip(READS_RUNNING, rest))
         if torch.is_grad_enabled():  # a second derivative: let autograd see the whole path from x
             values = forward_train(x, **reads, **ctx.const, **ctx.layout)
+            grads = backward_train(dout, den=values["den"], norm=values["norm"], out=values["out"], **ctx.const, **ctx.layout)
         else:
             values = dict(zip(("den", "norm", "out", ), rest[len(READS_RUNNING):]))
-        grads = backward_train(dout, den=values["den"], norm=values["norm"], out=values["out"], **ctx.const, **ctx.layout)
+            grads = backward_train_fused(dout, den=values["den"], norm=values["norm"], out=values["out"], **ctx.const, **ctx.layout)
         return (*grads, None, None, None)

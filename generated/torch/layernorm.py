@@ -6,9 +6,10 @@ Derived, proved and printed by `derive` from the same expressions as
 generated/layernorm.py (see generated/derivations/layernorm.md).  The
 kernels work on a view of the input whose groups lie along ``axes``; the
 functions of generated.torch.functional choose the view.  Every operation is a
-differentiable torch operation: when a second derivative is asked for, the
-backward recomputes the forward values from the saved inputs, so autograd
-differentiates the printed backward itself.
+differentiable torch operation in ``backward_train``: when a second derivative
+is asked for, the backward recomputes the forward values from the saved inputs,
+so autograd differentiates the printed backward itself.  Otherwise it runs
+``backward_train_fused``, the same assignments written into place.
 """
 import torch
 
@@ -43,6 +44,28 @@ def backward_train(dout, gamma, std, xhat, *, eps, m, axes, param_sum_axes, oute
     return (dx, dgamma, dbeta,)
 
 
+@torch.no_grad()
+def backward_train_fused(dout, gamma, std, xhat, *, eps, m, axes, param_sum_axes, outer_axes, **_):
+    """The same assignments as backward_train, each written into its result (out=, in place)
+    so that no full-size temporary is made per operation; not differentiable, for a backward
+    that autograd does not record."""
+    _t = torch.mul(dout, gamma)
+    sum_dout_gamma = _t.sum(dim=axes, keepdim=True)
+    torch.mul(dout, xhat, out=_t)
+    _t.mul_(gamma)
+    sum_dout_gamma_xhat = _t.sum(dim=axes, keepdim=True)
+    coef_dout_gamma = 1/std
+    coef_xhat = -sum_dout_gamma_xhat/(m*std)
+    coef_1 = -sum_dout_gamma/(m*std)
+    dx = torch.addcmul(coef_1, xhat, coef_xhat)
+    torch.mul(dout, gamma, out=_t)
+    dx.addcmul_(_t, coef_dout_gamma)
+    torch.mul(dout, xhat, out=_t)
+    dgamma = _t.sum(dim=param_sum_axes, keepdim=True)
+    dbeta = dout.sum(dim=param_sum_axes, keepdim=True)
+    return (dx, dgamma, dbeta,)
+
+
 class Train(torch.autograd.Function):
     """Training mode: batch statistics."""
 
@@ -61,7 +84,8 @@ class Train(torch.autograd.Function):
         reads = dict(zip(READS_RUNNING, rest))
         if torch.is_grad_enabled():  # a second derivative: let autograd see the whole path from x
             values = forward_train(x, gamma, beta, **reads, **ctx.const, **ctx.layout)
+            grads = backward_train(dout, gamma=gamma, std=values["std"], xhat=values["xhat"], **ctx.const, **ctx.layout)
         else:
             values = dict(zip(("std", "xhat", ), rest[len(READS_RUNNING):]))
-        grads = backward_train(dout, gamma=gamma, std=values["std"], xhat=values["xhat"], **ctx.const, **ctx.layout)
+            grads = backward_train_fused(dout, gamma=gamma, std=values["std"], xhat=values["xhat"], **ctx.const, **ctx.layout)
         return (*grads, None, None, None)

@@ -6,9 +6,10 @@ Derived, proved and printed by `derive` from the same expressions as
 generated/meanonly_batchnorm.py (see generated/derivations/meanonly_batchnorm.md).  The
 kernels work on a view of the input whose groups lie along ``axes``; the
 functions of generated.torch.functional choose the view.  Every operation is a
-differentiable torch operation: when a second derivative is asked for, the
-backward recomputes the forward values from the saved inputs, so autograd
-differentiates the printed backward itself.
+differentiable torch operation in ``backward_train``: when a second derivative
+is asked for, the backward recomputes the forward values from the saved inputs,
+so autograd differentiates the printed backward itself.  Otherwise it runs
+``backward_train_fused``, the same assignments written into place.
 """
 import torch
 
@@ -61,6 +62,18 @@ def backward_train(dout, *, momentum, m, axes, param_sum_axes, outer_axes, **_):
     return (dx, dbeta,)
 
 
+@torch.no_grad()
+def backward_train_fused(dout, *, momentum, m, axes, param_sum_axes, outer_axes, **_):
+    """The same assignments as backward_train, each written into its result (out=, in place)
+    so that no full-size temporary is made per operation; not differentiable, for a backward
+    that autograd does not record."""
+    sum_dout = dout.sum(dim=axes, keepdim=True)
+    coef_1 = -sum_dout/m
+    dx = torch.add(coef_1, dout)
+    dbeta = _rt.total(sum_dout, outer_axes)
+    return (dx, dbeta,)
+
+
 class Train(torch.autograd.Function):
     """Training mode: batch statistics; the running buffers are updated in place."""
 
@@ -81,9 +94,10 @@ class Train(torch.autograd.Function):
         reads = dict(zip(READS_RUNNING, rest))
         if torch.is_grad_enabled():  # a second derivative: let autograd see the whole path from x
             values = forward_train(x, beta, **reads, **ctx.const, **ctx.layout)
+            grads = backward_train(dout, **ctx.const, **ctx.layout)
         else:
             values = dict(zip((), rest[len(READS_RUNNING):]))
-        grads = backward_train(dout, **ctx.const, **ctx.layout)
+            grads = backward_train_fused(dout, **ctx.const, **ctx.layout)
         return (*grads, None, None, None)
 
 

@@ -6,9 +6,10 @@ Derived, proved and printed by `derive` from the same expressions as
 generated/weight_standardization.py (see generated/derivations/weight_standardization.md).  The
 kernels work on a view of the input whose groups lie along ``axes``; the
 functions of generated.torch.functional choose the view.  Every operation is a
-differentiable torch operation: when a second derivative is asked for, the
-backward recomputes the forward values from the saved inputs, so autograd
-differentiates the printed backward itself.
+differentiable torch operation in ``backward_train``: when a second derivative
+is asked for, the backward recomputes the forward values from the saved inputs,
+so autograd differentiates the printed backward itself.  Otherwise it runs
+``backward_train_fused``, the same assignments written into place.
 """
 import torch
 
@@ -40,6 +41,22 @@ def backward_train(dout, out, std, *, eps, m, axes, param_sum_axes, outer_axes, 
     return (dx,)
 
 
+@torch.no_grad()
+def backward_train_fused(dout, out, std, *, eps, m, axes, param_sum_axes, outer_axes, **_):
+    """The same assignments as backward_train, each written into its result (out=, in place)
+    so that no full-size temporary is made per operation; not differentiable, for a backward
+    that autograd does not record."""
+    sum_dout = dout.sum(dim=axes, keepdim=True)
+    _t = torch.mul(dout, out)
+    sum_dout_out = _t.sum(dim=axes, keepdim=True)
+    coef_dout = 1/std
+    coef_out = -sum_dout_out/(m*std)
+    coef_1 = -sum_dout/(m*std)
+    dx = torch.addcmul(coef_1, dout, coef_dout)
+    dx.addcmul_(out, coef_out)
+    return (dx,)
+
+
 class Train(torch.autograd.Function):
     """Training mode: batch statistics."""
 
@@ -58,7 +75,8 @@ class Train(torch.autograd.Function):
         reads = dict(zip(READS_RUNNING, rest))
         if torch.is_grad_enabled():  # a second derivative: let autograd see the whole path from x
             values = forward_train(x, **reads, **ctx.const, **ctx.layout)
+            grads = backward_train(dout, out=values["out"], std=values["std"], **ctx.const, **ctx.layout)
         else:
             values = dict(zip(("out", "std", ), rest[len(READS_RUNNING):]))
-        grads = backward_train(dout, out=values["out"], std=values["std"], **ctx.const, **ctx.layout)
+            grads = backward_train_fused(dout, out=values["out"], std=values["std"], **ctx.const, **ctx.layout)
         return (*grads, None, None, None)
