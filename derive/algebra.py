@@ -164,44 +164,51 @@ def indexed(s: sp.Symbol, k: int) -> sp.Symbol:
 
 def _polynomials(expr: sp.Expr, ring, gens: list) -> tuple:
     """``expr`` (rational in ``gens``) as (numerator, denominator) in ``ring``, with no gcd:
-    equal denominators are added directly, monomial ones over their lcm."""
+    denominators are kept as products of the polynomials that were divided by, so that a
+    sum over a common factor such as (r + eps)**3 is put over the largest power, not a product."""
     index = {g: ring.gens[i] for i, g in enumerate(gens)}
     one = ring.one
 
-    def add(n, d, n2, d2):
-        if d == d2:
-            return n + n2, d
-        if len(d) == 1 and len(d2) == 1:
-            (m1, _), = d.items()
-            (m2, _), = d2.items()
-            lcm = ring({tuple(max(a, b) for a, b in zip(m1, m2)): ring.domain.one})
-            lcm *= d.LC * d2.LC
-            return n * lcm.exquo(d) + n2 * lcm.exquo(d2), lcm
-        return n * d2 + n2 * d, d * d2
+    def times(n, factors: dict, exclude: dict | None = None):
+        for f, k in factors.items():
+            k -= (exclude or {}).get(f, 0)
+            if k:
+                n = n * f ** k
+        return n
 
     def go(e):
         if e.is_Symbol:
-            return index[e], one
+            return index[e], {}
         if e.is_Rational:
-            return ring(e.p), ring(e.q)
+            return ring(e.p), ({ring(e.q): 1} if e.q != 1 else {})
         if e.is_Add:
-            n, d = go(e.args[0])
-            for a in e.args[1:]:
-                n, d = add(n, d, *go(a))
-            return n, d
+            parts = [go(a) for a in e.args]
+            common: dict = {}
+            for _, d in parts:
+                for f, k in d.items():
+                    common[f] = max(common.get(f, 0), k)
+            total = ring.zero
+            for n, d in parts:
+                total += times(n, common, d)
+            return total, common
         if e.is_Mul:
-            n, d = one, one
+            n, d = one, {}
             for a in e.args:
                 n2, d2 = go(a)
-                n, d = n * n2, d * d2
+                n = n * n2
+                for f, k in d2.items():
+                    d[f] = d.get(f, 0) + k
             return n, d
         if e.is_Pow and e.exp.is_Integer:
             n, d = go(e.base)
             k = int(e.exp)
-            return (n ** k, d ** k) if k >= 0 else (d ** -k, n ** -k)
+            if k >= 0:
+                return n ** k, {f: j * k for f, j in d.items()}
+            return times(one, {f: -j * k for f, j in d.items()}), {n: -k}
         raise TypeError(f"not rational: {e}")
 
-    return go(expr)
+    n, d = go(expr)
+    return n, times(one, d)
 
 
 def _zero_in_ring(expr: sp.Expr, roots: list) -> bool:

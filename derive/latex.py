@@ -194,10 +194,12 @@ class NotationPrinter(LatexPrinter):
         """clamp_max(a, hi) is min(a, hi) in value."""
         return power(rf"\min\left({self._print(expr.args[0])}, {self._print(expr.args[1])}\right)", exp)
 
-    def _print_Heaviside(self, expr) -> str:
+    def _print_Heaviside(self, expr, exp=None) -> str:
         """Heaviside(a, 1) is the Iverson bracket [a >= 0], Heaviside(a, 0) is [a > 0]: exact at the kink."""
         rel = r"\geq" if len(expr.args) > 1 and expr.args[1] == 1 else ">"
-        return rf"\left[{self._print(expr.args[0])} {rel} 0\right]"
+        return power(rf"\left[{self._print(expr.args[0])} {rel} 0\right]", exp)
+
+    _print_Step = _print_Heaviside  # derive.algebra.Step: the same step
 
     def _print_Partial(self, expr: Partial) -> str:
         """A Jacobian entry, as a fraction of partials."""
@@ -247,6 +249,8 @@ class TextPrinter(StrPrinter):
         """[a >= 0] or [a > 0], as in the documents."""
         rel = ">=" if len(expr.args) > 1 and expr.args[1] == 1 else ">"
         return f"[{self._print(expr.args[0])} {rel} 0]"
+
+    _print_Step = _print_Heaviside  # derive.algebra.Step: the same step
 
     def _print_Partial(self, expr: Partial) -> str:
         """\u2202y_j/\u2202x_i."""

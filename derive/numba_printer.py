@@ -67,6 +67,8 @@ class NumbaPrinter(PythonCodePrinter):
         h0 = self._print(expr.args[1]) if len(expr.args) > 1 else "0.5"
         return f"(1.0 if ({z}) > 0 else (float({h0}) if ({z}) == 0 else 0.0))"
 
+    _print_Step = _print_Heaviside  # derive.algebra.Step: the same step
+
     def _print_BatchSum(self, expr) -> str:
         """A reduction is a loop, not an expression: it must be an accumulator by now."""
         raise TypeError(f"unscheduled reduction {expr}: the numba backend must name it first")

@@ -81,6 +81,8 @@ class KernelPrinter(NumPyPrinter):
         """The step of a clamp's derivative, with its value at 0 (torch's rule at the kink)."""
         return f"numpy.heaviside({self._print(expr.args[0])}, {self._print(expr.args[1])})"
 
+    _print_Step = _print_Heaviside  # derive.algebra.Step: the same step
+
     def _print_Symbol(self, expr: sp.Symbol) -> str:
         """Symbols are already named as the kernel's variables."""
         return expr.name

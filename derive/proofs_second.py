@@ -94,6 +94,12 @@ def prove_symbolic(model: Model, so: SecondOrder, jac: sp.Expr, lemmas: Lemmas) 
             raise ProofError(name, f"second order: staged {r.symbol} == compact", label)
     check(name, "second order: staged == compact for " + ", ".join(str(r.symbol) for r in so.results),
           label, True, log, t0)
+    return log + prove_jvp(model, so, jac, lemmas)
+
+
+def prove_jvp(model: Model, so: SecondOrder, jac: sp.Expr, lemmas: Lemmas) -> list[Proof]:
+    """bar_dout by an independent route: forward mode over the forward graph (the Jacobian entry)."""
+    name, label, log = model.name, "symbolic m", []
     t0 = time.perf_counter()
     g = so.graph
     y = model.output.definition

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from .algebra import BatchSum, Elem, split_by_elements
+from .algebra import BatchSum, Elem, Step, split_by_elements
 from .closed_form import Compact
 from .graph import Model, Node
 from .lemmas import Lemmas
@@ -113,7 +113,10 @@ def derive(model: Model, lemmas: Lemmas, compact: Compact, params: tuple[Stage, 
         inlined = inline(staged, len(staged) - n + k)
         opened = inlined.xreplace(written)
         reduced = lemmas.canonical(opened)
-        collected = sp.factor(reduced)
+        # a step is 0 or 1, so its powers are itself (the proofs check the result on each side)
+        collected = sp.factor(reduced).replace(
+            lambda e: e.is_Pow and isinstance(e.base, Step) and e.exp.is_Integer and e.exp > 0,
+            lambda e: e.base)
         steps[st.symbol] = (("inline the stages", inlined), ("write out the group sums", opened),
                             ("reduce the sums", reduced), ("collect over one denominator", collected))
         out[st.symbol] = collected

@@ -43,6 +43,8 @@ def build(d: Derivation) -> SecondKernels | None:
             out.append((coef, d.lemmas.fold(c.xreplace(names))))
             terms.append(coef * mono)
         value = sp.Add(*terms)
+        if value == 0:  # no path from this input (mean-only batch norm's x): torch's None
+            continue
         if r.wrt in d.model.params:
             value = ParamSum(value) if isinstance(r.wrt, Elem) else OuterSum(value)
         out.append((r.symbol, value))
@@ -50,7 +52,7 @@ def build(d: Derivation) -> SecondKernels | None:
     upstream = tuple(s.name for s in so.graph.upstream)
     free = set().union(*(e.free_symbols for _, e in out)) - done
     skip = {"m", *upstream, *(c.symbol.name for c in d.model.constants)}
-    by_input = {r.wrt: r.symbol.name for r in so.results}
+    by_input = {r.wrt: r.symbol.name for r in so.results if r.symbol in done}
     inputs = (d.model.dy, d.model.x, *d.model.params)
     return SecondKernels(tuple(out), upstream, tuple((v.name, by_input.get(v)) for v in inputs),
                          tuple(sorted(s.name for s in free if s.name not in skip)))

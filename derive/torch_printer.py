@@ -60,6 +60,8 @@ class TorchPrinter(KernelPrinter):
         """The step of a clamp's derivative, with its value at 0."""
         return f"_rt.step({self._print(expr.args[0])}, {self._print(expr.args[1])})"
 
+    _print_Step = _print_Heaviside  # derive.algebra.Step: the same step
+
     def _print_Pow(self, expr: sp.Pow, rational: bool = False) -> str:
         """Square roots through the runtime (the argument may be a tensor or a number)."""
         if expr.exp == sp.S.Half:

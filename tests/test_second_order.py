@@ -53,10 +53,10 @@ def test_a_wrong_compact_form_fails_the_symbolic_proof():
         proofs_second.prove_symbolic(d.model, wrong, jac, d.lemmas)
     dy = next(k for k, r in enumerate(d.second.results) if r.wrt == d.model.dy)
     wrong_dy = d.second.compact[d.second.results[dy].symbol] + d.model.x
+    assert proofs_second.prove_jvp(d.model, d.second, jac, d.lemmas)
     with pytest.raises(ProofError, match="forward-mode"):
-        proofs_second.prove_symbolic(d.model, dataclasses.replace(
-            d.second, compact={**d.second.compact, d.second.results[dy].symbol: wrong_dy},
-            stages=d.second.stages), jac, d.lemmas)
+        proofs_second.prove_jvp(d.model, dataclasses.replace(
+            d.second, compact={**d.second.compact, d.second.results[dy].symbol: wrong_dy}), jac, d.lemmas)
 
 
 def test_reverse_mode_must_see_paths_through_abbreviations():

@@ -69,10 +69,49 @@ class Train(torch.autograd.Function):
     def backward(ctx, dout):
         x, *rest = ctx.saved_tensors
         reads = dict(zip(READS_RUNNING, rest))
+        if torch.is_grad_enabled():  # a second derivative: the derived double backward (Backward)
+            return (*Backward.apply(dout, x, reads, ctx.const, ctx.layout), None, None, None)
         if torch.is_grad_enabled():  # a second derivative: let autograd see the whole path from x
             values = forward_train(x, **reads, **ctx.const, **ctx.layout)
             grads = backward_train(dout, den=values["den"], norm=values["norm"], out=values["out"], **ctx.const, **ctx.layout)
         else:
             values = dict(zip(("den", "norm", "out", ), rest[len(READS_RUNNING):]))
             grads = backward_train_fused(dout, den=values["den"], norm=values["norm"], out=values["out"], **ctx.const, **ctx.layout)
+        return (*grads, None, None, None)
+
+
+def backward2_train(dout, den, norm, out, bar_dx, *, eps, m, axes, param_sum_axes, outer_axes, **_):
+    """The double backward, by reverse mode over the backward graph (the section "Second
+    order" of the derivation): the adjoints bar_dx of the backward's
+    outputs in; the gradients of dout, x out (None: not read)."""
+    sum_bar_dx_dout = (bar_dx*dout).sum(dim=axes, keepdim=True)
+    sum_bar_dx_out = (bar_dx*out).sum(dim=axes, keepdim=True)
+    sum_dout_out = (dout*out).sum(dim=axes, keepdim=True)
+    bar_x_coef_bar_dx = _rt.divide_or_zero(-sum_dout_out*_rt.step(-eps + norm, 1), den*norm)
+    bar_x_coef_dout = _rt.divide_or_zero(-sum_bar_dx_out*_rt.step(-eps + norm, 1), den*norm)
+    bar_x_coef_out = _rt.divide_or_zero(-(-den**2*sum_bar_dx_out*sum_dout_out - 2*den*norm*sum_bar_dx_out*sum_dout_out*_rt.step(-eps + norm, 1) + norm**2*sum_bar_dx_dout)*_rt.step(-eps + norm, 1), den*norm**3)
+    bar_x = bar_dx*bar_x_coef_bar_dx + dout*bar_x_coef_dout + out*bar_x_coef_out
+    bar_dout_coef_bar_dx = 1/den
+    bar_dout_coef_out = _rt.divide_or_zero(-sum_bar_dx_out*_rt.step(-eps + norm, 1), norm)
+    bar_dout = bar_dx*bar_dout_coef_bar_dx + out*bar_dout_coef_out
+    return (bar_dout, bar_x, )
+
+
+class Backward(torch.autograd.Function):
+    """The training backward as a function of dout, x: its own backward is
+    the derived double backward, so a second derivative computes the proved formulas."""
+
+    @staticmethod
+    def forward(ctx, dout, x, reads, const, layout):
+        values = forward_train(x, **reads, **const, **layout)
+        ctx.const, ctx.layout, ctx.reads = const, layout, reads
+        ctx.save_for_backward(dout, x)
+        return backward_train(dout, den=values["den"], norm=values["norm"], out=values["out"], **const, **layout)
+
+    @staticmethod
+    def backward(ctx, bar_dx):
+        dout, x = ctx.saved_tensors
+        # recomputed with autograd on when it is on: a third derivative sees every path from x
+        values = forward_train(x, **ctx.reads, **ctx.const, **ctx.layout)
+        grads = backward2_train(dout, den=values["den"], norm=values["norm"], out=values["out"], bar_dx=bar_dx, **ctx.const, **ctx.layout)
         return (*grads, None, None, None)

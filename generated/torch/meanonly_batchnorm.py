@@ -92,12 +92,44 @@ class Train(torch.autograd.Function):
     def backward(ctx, dout):
         x, beta, *rest = ctx.saved_tensors
         reads = dict(zip(READS_RUNNING, rest))
+        if torch.is_grad_enabled():  # a second derivative: the derived double backward (Backward)
+            return (*Backward.apply(dout, x, beta, reads, ctx.const, ctx.layout), None, None, None)
         if torch.is_grad_enabled():  # a second derivative: let autograd see the whole path from x
             values = forward_train(x, beta, **reads, **ctx.const, **ctx.layout)
             grads = backward_train(dout, **ctx.const, **ctx.layout)
         else:
             values = dict(zip((), rest[len(READS_RUNNING):]))
             grads = backward_train_fused(dout, **ctx.const, **ctx.layout)
+        return (*grads, None, None, None)
+
+
+def backward2_train(dout, bar_dx, bar_dbeta, *, momentum, m, axes, param_sum_axes, outer_axes, **_):
+    """The double backward, by reverse mode over the backward graph (the section "Second
+    order" of the derivation): the adjoints bar_dx, bar_dbeta of the backward's
+    outputs in; the gradients of dout, x, beta out (None: not read)."""
+    sum_bar_dx = bar_dx.sum(dim=axes, keepdim=True)
+    bar_dout_coef_1 = (bar_dbeta*m - sum_bar_dx)/m
+    bar_dout = bar_dx + bar_dout_coef_1
+    return (bar_dout, None, None, )
+
+
+class Backward(torch.autograd.Function):
+    """The training backward as a function of dout, x, beta: its own backward is
+    the derived double backward, so a second derivative computes the proved formulas."""
+
+    @staticmethod
+    def forward(ctx, dout, x, beta, reads, const, layout):
+        values = forward_train(x, beta, **reads, **const, **layout)
+        ctx.const, ctx.layout, ctx.reads = const, layout, reads
+        ctx.save_for_backward(dout, x, beta)
+        return backward_train(dout, **const, **layout)
+
+    @staticmethod
+    def backward(ctx, bar_dx, bar_dbeta):
+        dout, x, beta = ctx.saved_tensors
+        # recomputed with autograd on when it is on: a third derivative sees every path from x
+        values = forward_train(x, beta, **ctx.reads, **ctx.const, **ctx.layout)
+        grads = backward2_train(dout, bar_dx=bar_dx, bar_dbeta=bar_dbeta, **ctx.const, **ctx.layout)
         return (*grads, None, None, None)
 
 

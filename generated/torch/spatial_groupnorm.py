@@ -82,10 +82,60 @@ class Train(torch.autograd.Function):
     def backward(ctx, dout):
         x, gamma, beta, *rest = ctx.saved_tensors
         reads = dict(zip(READS_RUNNING, rest))
+        if torch.is_grad_enabled():  # a second derivative: the derived double backward (Backward)
+            return (*Backward.apply(dout, x, gamma, beta, reads, ctx.const, ctx.layout), None, None, None)
         if torch.is_grad_enabled():  # a second derivative: let autograd see the whole path from x
             values = forward_train(x, gamma, beta, **reads, **ctx.const, **ctx.layout)
             grads = backward_train(dout, gamma=gamma, std=values["std"], xhat=values["xhat"], **ctx.const, **ctx.layout)
         else:
             values = dict(zip(("std", "xhat", ), rest[len(READS_RUNNING):]))
             grads = backward_train_fused(dout, gamma=gamma, std=values["std"], xhat=values["xhat"], **ctx.const, **ctx.layout)
+        return (*grads, None, None, None)
+
+
+def backward2_train(dout, gamma, std, xhat, bar_dx, bar_dgamma, bar_dbeta, *, eps, m, axes, param_sum_axes, outer_axes, **_):
+    """The double backward, by reverse mode over the backward graph (the section "Second
+    order" of the derivation): the adjoints bar_dx, bar_dgamma, bar_dbeta of the backward's
+    outputs in; the gradients of dout, x, gamma, beta out (None: not read)."""
+    sum_bar_dx = bar_dx.sum(dim=axes, keepdim=True)
+    sum_bar_dgamma_dout = (bar_dgamma*dout).sum(dim=axes, keepdim=True)
+    sum_bar_dx_xhat = (bar_dx*xhat).sum(dim=axes, keepdim=True)
+    sum_dout_gamma = (dout*gamma).sum(dim=axes, keepdim=True)
+    sum_bar_dgamma_dout_xhat = (bar_dgamma*dout*xhat).sum(dim=axes, keepdim=True)
+    sum_bar_dx_dout_gamma = (bar_dx*dout*gamma).sum(dim=axes, keepdim=True)
+    sum_dout_gamma_xhat = (dout*gamma*xhat).sum(dim=axes, keepdim=True)
+    bar_x_coef_bar_dgamma_dout = 1/std
+    bar_x_coef_bar_dx = -sum_dout_gamma_xhat/(m*std**2)
+    bar_x_coef_dout_gamma = -sum_bar_dx_xhat/(m*std**2)
+    bar_x_coef_xhat = -(m*std*sum_bar_dgamma_dout_xhat + m*sum_bar_dx_dout_gamma - sum_bar_dx*sum_dout_gamma - 3*sum_bar_dx_xhat*sum_dout_gamma_xhat)/(m**2*std**2)
+    bar_x_coef_1 = -(m*std*sum_bar_dgamma_dout - sum_bar_dx*sum_dout_gamma_xhat - sum_bar_dx_xhat*sum_dout_gamma)/(m**2*std**2)
+    bar_x = bar_dgamma*dout*bar_x_coef_bar_dgamma_dout + bar_dx*bar_x_coef_bar_dx + dout*gamma*bar_x_coef_dout_gamma + xhat*bar_x_coef_xhat + bar_x_coef_1
+    bar_dout_coef_bar_dx_gamma = 1/std
+    bar_dout_coef_gamma_xhat = -sum_bar_dx_xhat/(m*std)
+    bar_dout_coef_gamma = -sum_bar_dx/(m*std)
+    bar_dout = bar_dbeta + bar_dgamma*xhat + bar_dx*gamma*bar_dout_coef_bar_dx_gamma + gamma*xhat*bar_dout_coef_gamma_xhat + gamma*bar_dout_coef_gamma
+    bar_gamma_coef_bar_dx_dout = 1/std
+    bar_gamma_coef_dout_xhat = -sum_bar_dx_xhat/(m*std)
+    bar_gamma_coef_dout = -sum_bar_dx/(m*std)
+    bar_gamma = (bar_dx*dout*bar_gamma_coef_bar_dx_dout + dout*xhat*bar_gamma_coef_dout_xhat + dout*bar_gamma_coef_dout).sum(dim=param_sum_axes, keepdim=True)
+    return (bar_dout, bar_x, bar_gamma, None, )
+
+
+class Backward(torch.autograd.Function):
+    """The training backward as a function of dout, x, gamma, beta: its own backward is
+    the derived double backward, so a second derivative computes the proved formulas."""
+
+    @staticmethod
+    def forward(ctx, dout, x, gamma, beta, reads, const, layout):
+        values = forward_train(x, gamma, beta, **reads, **const, **layout)
+        ctx.const, ctx.layout, ctx.reads = const, layout, reads
+        ctx.save_for_backward(dout, x, gamma, beta)
+        return backward_train(dout, gamma=gamma, std=values["std"], xhat=values["xhat"], **const, **layout)
+
+    @staticmethod
+    def backward(ctx, bar_dx, bar_dgamma, bar_dbeta):
+        dout, x, gamma, beta = ctx.saved_tensors
+        # recomputed with autograd on when it is on: a third derivative sees every path from x
+        values = forward_train(x, gamma, beta, **ctx.reads, **ctx.const, **ctx.layout)
+        grads = backward2_train(dout, gamma=gamma, std=values["std"], xhat=values["xhat"], bar_dx=bar_dx, bar_dgamma=bar_dgamma, bar_dbeta=bar_dbeta, **ctx.const, **ctx.layout)
         return (*grads, None, None, None)

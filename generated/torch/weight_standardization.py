@@ -73,10 +73,53 @@ class Train(torch.autograd.Function):
     def backward(ctx, dout):
         x, *rest = ctx.saved_tensors
         reads = dict(zip(READS_RUNNING, rest))
+        if torch.is_grad_enabled():  # a second derivative: the derived double backward (Backward)
+            return (*Backward.apply(dout, x, reads, ctx.const, ctx.layout), None, None, None)
         if torch.is_grad_enabled():  # a second derivative: let autograd see the whole path from x
             values = forward_train(x, **reads, **ctx.const, **ctx.layout)
             grads = backward_train(dout, out=values["out"], std=values["std"], **ctx.const, **ctx.layout)
         else:
             values = dict(zip(("out", "std", ), rest[len(READS_RUNNING):]))
             grads = backward_train_fused(dout, out=values["out"], std=values["std"], **ctx.const, **ctx.layout)
+        return (*grads, None, None, None)
+
+
+def backward2_train(dout, out, std, bar_dx, *, eps, m, axes, param_sum_axes, outer_axes, **_):
+    """The double backward, by reverse mode over the backward graph (the section "Second
+    order" of the derivation): the adjoints bar_dx of the backward's
+    outputs in; the gradients of dout, x out (None: not read)."""
+    sum_bar_dx = bar_dx.sum(dim=axes, keepdim=True)
+    sum_dout = dout.sum(dim=axes, keepdim=True)
+    sum_bar_dx_dout = (bar_dx*dout).sum(dim=axes, keepdim=True)
+    sum_bar_dx_out = (bar_dx*out).sum(dim=axes, keepdim=True)
+    sum_dout_out = (dout*out).sum(dim=axes, keepdim=True)
+    bar_x_coef_bar_dx = -sum_dout_out/(m*std**2)
+    bar_x_coef_dout = -sum_bar_dx_out/(m*std**2)
+    bar_x_coef_out = -(m*sum_bar_dx_dout - sum_bar_dx*sum_dout - 3*sum_bar_dx_out*sum_dout_out)/(m**2*std**2)
+    bar_x_coef_1 = (sum_bar_dx*sum_dout_out + sum_bar_dx_out*sum_dout)/(m**2*std**2)
+    bar_x = bar_dx*bar_x_coef_bar_dx + dout*bar_x_coef_dout + out*bar_x_coef_out + bar_x_coef_1
+    bar_dout_coef_bar_dx = 1/std
+    bar_dout_coef_out = -sum_bar_dx_out/(m*std)
+    bar_dout_coef_1 = -sum_bar_dx/(m*std)
+    bar_dout = bar_dx*bar_dout_coef_bar_dx + out*bar_dout_coef_out + bar_dout_coef_1
+    return (bar_dout, bar_x, )
+
+
+class Backward(torch.autograd.Function):
+    """The training backward as a function of dout, x: its own backward is
+    the derived double backward, so a second derivative computes the proved formulas."""
+
+    @staticmethod
+    def forward(ctx, dout, x, reads, const, layout):
+        values = forward_train(x, **reads, **const, **layout)
+        ctx.const, ctx.layout, ctx.reads = const, layout, reads
+        ctx.save_for_backward(dout, x)
+        return backward_train(dout, out=values["out"], std=values["std"], **const, **layout)
+
+    @staticmethod
+    def backward(ctx, bar_dx):
+        dout, x = ctx.saved_tensors
+        # recomputed with autograd on when it is on: a third derivative sees every path from x
+        values = forward_train(x, **ctx.reads, **ctx.const, **ctx.layout)
+        grads = backward2_train(dout, out=values["out"], std=values["std"], bar_dx=bar_dx, **ctx.const, **ctx.layout)
         return (*grads, None, None, None)
