@@ -264,13 +264,18 @@ def check(root: Path, files: dict[str, str], command: str) -> int:
 
 
 def table(derivations) -> str:
-    rows = [("variant", "exact for m", "symbolic m", "test mode", "derive", "prove")]
+    rows = [("variant", "exact for m", "second order", "symbolic m", "test mode", "derive", "prove")]
+
+    def span(proofs) -> str:
+        sizes = [p.size for p in proofs if p.size.startswith("m=") and not p.claim.startswith(("test", "left"))]
+        return f"{sizes[0][2:]}..{sizes[-1][2:]}" if sizes else "-"  # eps outside: none at M = 1
+
     for d in derivations:
-        sizes = [p.size for p in d.proofs if p.size.startswith("m=") and not p.claim.startswith(("test", "left"))]
+        second = [p for p in d.proofs if p.claim.startswith("second order")]
         symbolic = sum(1 for p in d.proofs if p.size == "symbolic m")
         test = [p for p in d.proofs if p.claim.startswith("test")]
-        exact = f"{sizes[0][2:]}..{sizes[-1][2:]}" if sizes else "-"  # eps outside: none at M = 1
-        rows.append((d.spec.name, exact, f"{symbolic} identities",
+        rows.append((d.spec.name, span([p for p in d.proofs if p not in second]),
+                     f"m={span(second)}, symbolic" if second else "-", f"{symbolic} identities",
                      f"m<={d.max_m}" if test else "-", f"{d.timings['derive']:.2f} s",
                      f"{d.timings['prove']:.2f} s"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

@@ -53,7 +53,7 @@ def prove_sizes(model: Model, so: SecondOrder, max_m: int, progress=None) -> lis
         c = concrete(model, size)
         first = so.compact[so.results[0].symbol]
         if size == 1 and undefined(at(c, model, first, 0)):
-            log.append(Proof("second order left out: the formula divides by zero at every point", "m=1", 0.0))
+            log.append(Proof("left out: the second order divides by zero at every point", "m=1", 0.0))
             continue
         l2 = loss(c, model, so)
         label = f"m={size}"

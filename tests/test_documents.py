@@ -47,7 +47,7 @@ TEX_NAMES = {
     "m": "m", "N": "N", "L": "L", "r": "r", "i": "i", "j": "j", "k": "k", "n": "n",
 }
 TOKEN = re.compile("|".join([
-    r"(?P<space>\s+)", r"(?P<lp>\\left\(|\()", r"(?P<rp>\\right\)|\))", r"(?P<frac>\\frac)",
+    r"(?P<space>\s+|\\,)", r"(?P<over>\\overline\{)", r"(?P<sigma>\\Sigma_\{)", r"(?P<lp>\\left\(|\()", r"(?P<rp>\\right\)|\))", r"(?P<frac>\\frac)",
     r"(?P<sqrt>\\sqrt)", r"(?P<sum>\\sum_\{k=1\}\^\{m\})", r"(?P<rsum>\\sum_\{r=1\}\^\{R\})", r"(?P<psum>\\sum_\{n\})",
     r"(?P<partial>\\partial)", r"(?P<rm>\\mathrm\{(?P<rmname>[^}]*)\})",
     r"(?P<func>\\max|\\min|\\operatorname\{sg\})", r"(?P<lb>\\left\[)", r"(?P<rb>\\right\])",
@@ -130,8 +130,18 @@ class Reader:
         kind, text = self.take()
         if kind == "num":
             return sp.Rational(text)
-        if kind == "name":
-            name = TEX_NAMES.get(text, text)
+        if kind in ("name", "over", "sigma"):
+            if kind == "over":      # the adjoint of the second order: bar_<name>
+                name = "bar_" + self.primary().name
+                self.take("}")
+            elif kind == "sigma":   # a named group sum: sum_<factor>_<factor>
+                factors = []
+                while self.peek()[1] != "}":
+                    factors.append(self.primary().name)
+                self.take("}")
+                name = "sum_" + "_".join(factors)
+            else:
+                name = TEX_NAMES.get(text, text)
             if self.peek()[1] == "_":
                 self.take("_")
                 self.take("{")
@@ -210,7 +220,9 @@ def expected(e, index: str = "i", param_index: str | None = None):
     if not e.args:
         return e
     args = [expected(a, index, param_index) for a in e.args]
-    if isinstance(e, (StopGrad, ClampMin, ClampMax, sp.Heaviside)):
+    if isinstance(e, sp.Heaviside):  # Heaviside and derive.algebra.Step print alike: [a >= 0]
+        return sp.Function("Heaviside")(*args)
+    if isinstance(e, (StopGrad, ClampMin, ClampMax)):
         return sp.Function(type(e).__name__)(*args)
     return e.func(*args)
 
@@ -325,7 +337,12 @@ def test_the_documents_print_the_proved_expressions(rendered):
             assert rhs in eqs[BatchSum(lhs)], (name, lhs)
         for p in d.params:
             lhs = Elem(p.symbol.name, real=True) if d.spec.gamma_varies else p.symbol
-            assert eqs[lhs] == [p.expr], (name, p.symbol)
+            assert eqs[lhs][0] == p.expr, (name, p.symbol)
+        so = d.second  # the section "Second order": the reverse-mode stages and the compact results
+        for st in so.stages:
+            assert st.expr in eqs[st.symbol], (name, st.symbol)
+        for r in so.results:
+            assert eqs[r.symbol][-1] == so.compact[r.symbol], (name, r.symbol)
 
 
 def test_batch_norm_reads_as_the_textbook(rendered):
@@ -345,7 +362,7 @@ def test_batch_norm_reads_as_the_textbook(rendered):
     assert titles.index("The forward pass") < titles.index("The computation graph") \
         < titles.index("The staged chain rule") < titles.index("The Jacobian entry") \
         < titles.index("From the stages to the compact form") < titles.index("The parameter gradients") \
-        < titles.index("What was proved, and how") < titles.index("Invariants")
+        < titles.index("Second order") < titles.index("What was proved, and how") < titles.index("Invariants")
     topics = [sub["title"] for sub in sections[-1]["subsections"]]
     assert [t.rsplit("topic ", 1)[1].rstrip(")") for t in topics] == list(explain.TOPICS)
 
