@@ -1,9 +1,13 @@
-"""Test-session settings: numba's cache in a temporary folder of this run, never in generated/."""
+"""Test-session settings: numba's cache in a temporary folder of this run, never in generated/,
+and a second process that compiles the numba kernels into it while the other tests run."""
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -12,8 +16,33 @@ import pytest
 _NUMBA_CACHE = tempfile.mkdtemp(prefix="normderive-numba-")
 os.environ["NORMDERIVE_NUMBA_CACHE"] = _NUMBA_CACHE
 
+#: the modules whose tests call generated.numba; they run last (see pytest_collection_modifyitems)
+NUMBA_MODULES = ("test_bench.py", "test_graph_oracle.py", "test_hard_inputs.py", "test_numba.py")
+#: fewer numba tests than this compile their few kernels themselves
+WARMUP_FROM = 100
+_warmup: list[subprocess.Popen] = []
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The numba tests last, and meanwhile tests/_numba_warmup.py compiles their kernels into
+    this run's cache on the other core (numba compiles each kernel for each dtype and memory
+    layout, seconds each, in one thread).  Only the order changes: every test still runs and
+    calls every kernel it checks, loaded from the cache or compiled on the spot."""
+    numba = [item for item in items if item.path.name in NUMBA_MODULES]
+    items[:] = [item for item in items if item.path.name not in NUMBA_MODULES] + numba
+    if len(numba) >= WARMUP_FROM and not _warmup and not config.option.collectonly:
+        import generated
+
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            [str(Path(generated.__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+        _warmup.append(subprocess.Popen([sys.executable, str(Path(__file__).with_name("_numba_warmup.py"))],
+                                        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
 
 def pytest_sessionfinish(session, exitstatus):
+    for process in _warmup:
+        process.kill()
+        process.wait()
     shutil.rmtree(_NUMBA_CACHE, ignore_errors=True)
 
 

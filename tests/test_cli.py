@@ -122,16 +122,19 @@ def test_help_says_what_no_command_does(capsys):
 
 def test_generate_prints_the_table_and_is_deterministic(tmp_path):
     """The real entry point, twice, under different hash seeds, first proving from scratch and then
-    from the proof cache: the same bytes. Progress goes to stderr, and -q silences it."""
+    from the proof cache: the same bytes. Progress goes to stderr, and -q silences it.
+    With --max-m 1 (issue 14), where epsilon outside the root has no size to prove: it still
+    writes every file and prints the table."""
     outs = []
     for seed, quiet in (("1", ["-q"]), ("12345", [])):
         out = tmp_path / f"run{seed}"
-        r = run(*quiet, "--max-m", "2", "--out", str(out),
+        r = run(*quiet, "--max-m", "1", "--out", str(out),
                 env={"PYTHONHASHSEED": seed, "NORMDERIVE_CACHE": str(tmp_path / "proofs")})
         assert r.returncode == 0, r.stderr
         assert "batchnorm" in r.stdout and "exact for m" in r.stdout
         table = {line.split()[0]: line.split()[1] for line in r.stdout.splitlines()[2:9]}
-        assert table["batchnorm"] == "1..2" and table["batchnorm_eps_outside"] == "2..2"  # --max-m 2
+        assert table["batchnorm"] == "1..1" and table["batchnorm_eps_outside"] == "-"  # --max-m 1
+        assert (out / "batchnorm_eps_outside.py").is_file()
         if quiet:
             assert r.stderr == ""
         else:

@@ -20,19 +20,21 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def quick(monkeypatch, tmp_path):
-    """derive with M = 2 proofs, cached for the session; records the variants it was asked for.
-    It runs outside the checkout, so the templates are the installed ones (render.templates_dir)."""
-    from _derived import derived
+    """derive with the session's derivations and renders (tests/_derived.py); records the variants
+    it was asked for.  It runs outside the checkout, so the templates are the installed ones
+    (render.templates_dir)."""
+    from _derived import derived, rendered_files
 
     calls = []
 
     def fake(entry, max_m, progress=None, use_cache=True):
         calls.append(entry.spec.name)
-        return derived(entry.spec.name, 2)
+        return derived(entry.spec.name, max_m)
 
     monkeypatch.setattr(derivation, "derive", fake)
     monkeypatch.setattr(derivation, "derive_many",
                         lambda entries, max_m, *args, **kw: [fake(e, max_m) for e in entries])
+    monkeypatch.setattr(render, "render_all", rendered_files)
     monkeypatch.chdir(tmp_path)
     return calls
 
@@ -46,11 +48,8 @@ def _one_line(err: str) -> str:
 # ------------------------------------------------------------------ items 1 and 2: --max-m
 
 
-def test_max_m_1_writes_everything_and_prints_the_table(tmp_path, capsys):
-    out = tmp_path / "out"
-    assert cli.main(["-q", "--max-m", "1", "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
-    assert "batchnorm_eps_outside" in printed and (out / "batchnorm_eps_outside.py").is_file()
+# --max-m 1 writes everything and prints the table: tests/test_cli.py, in the real `derive` runs
+# of test_generate_prints_the_table_and_is_deterministic.
 
 
 def test_max_m_beyond_the_cap_is_refused_with_its_cost(capsys):

@@ -59,16 +59,19 @@ CASES = {
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_against_jax_autodiff_and_check_grads(name):
+    """The values, gradients and Hessians are compared under jax.jit (one XLA compile each, where
+    op-by-op dispatch compiles every operation of a Hessian separately: 3x faster here); the
+    custom_vjp rules are the same under jit.  check_grads runs the plain, eager function."""
     ours, ref, shape = CASES[name]
     x = rand(*shape, seed=5, offset=0.5)
     args = (x, W, B)
-    np.testing.assert_allclose(ours(*args), ref(*args), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(jax.jit(ours)(*args), jax.jit(ref)(*args), rtol=1e-12, atol=1e-12)
     dy = rand(*shape, seed=6)
     loss = lambda f: (lambda *a: jnp.sum(f(*a) * dy))  # noqa: E731
-    for g_ours, g_ref in zip(jax.grad(loss(ours), (0, 1, 2))(*args), jax.grad(loss(ref), (0, 1, 2))(*args)):
+    grads = [jax.jit(jax.grad(loss(f), (0, 1, 2)))(*args) for f in (ours, ref)]
+    for g_ours, g_ref in zip(*grads):
         np.testing.assert_allclose(g_ours, g_ref, rtol=1e-10, atol=1e-12)
-    hess_ours = jax.hessian(loss(ours))(*args)
-    hess_ref = jax.hessian(loss(ref))(*args)
+    hess_ours, hess_ref = (jax.jit(jax.hessian(loss(f)))(*args) for f in (ours, ref))
     np.testing.assert_allclose(hess_ours, hess_ref, rtol=1e-8, atol=1e-10)
     check_grads(ours, args, order=2, modes=("rev",))
 
