@@ -45,6 +45,7 @@ class Derivation:
     max_m: int
     timings: dict[str, float]
     second: second_order.SecondOrder | None = None   #: the double backward (training mode)
+    cache_key: str = ""   #: the key of the math (see key): the same for a fresh and a kept derivation
 
     @property
     def running_stats(self) -> bool:
@@ -90,6 +91,8 @@ def derive(entry: Entry, max_m: int, progress=None, use_cache: bool = True) -> D
         store(k, found)  # fresh proofs are kept even with use_cache=False
     elif progress:
         progress("proved before")
+    if found.cache_key != k:
+        found = dataclasses.replace(found, cache_key=k)
     return rename(found, entry.spec)
 
 
@@ -150,8 +153,8 @@ def render_key(derivations, templates: Path, package: str) -> str:
     h = hashlib.sha256(package.encode())
     for path in sorted(here.rglob("*.py")) + sorted(Path(templates).glob("*.jinja")):
         h.update(path.name.encode() + path.read_bytes())
-    for d in derivations:
-        h.update(pickle.dumps(d))
+    for d in derivations:  # the math by its key (a pickle of a kept derivation differs from a fresh one's)
+        h.update((d.cache_key or pickle.dumps(d).hex()).encode() + repr(d.spec).encode())
     return h.hexdigest()[:24]
 
 

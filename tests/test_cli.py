@@ -139,6 +139,7 @@ def test_generate_prints_the_table_and_is_deterministic(tmp_path):
             assert r.stderr == ""
         else:
             assert "batchnorm: proved before..." in r.stderr  # the first run's proofs, from the cache
+            assert "rendered before" in r.stderr  # and its render: kept proofs give the same render key
             assert f"writing into {out}" in r.stderr
         outs.append({p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()})
     assert outs[0] == outs[1] and len(outs[0]) > 5

@@ -245,12 +245,6 @@ def _render(env, template, context, suffix):
     return render.render(env, template, suffix, **context)
 
 
-def _documents(derivations):
-    env = render.environment()
-    return {path: render.render(env, template, Path(path).suffix, **context)
-            for path, (template, context) in documents.document_jobs(derivations).items()}
-
-
 @pytest.fixture(scope="module")
 def rendered():
     """Every variant: its Derivation, its sections, and its .tex and .md text, rendered fresh."""
@@ -378,10 +372,10 @@ def test_the_reader_catches_a_wrong_formula():
 
 
 def test_rendering_is_deterministic(rendered):
-    """Two renders of the same derivations in one session (the other is the session's render of
-    every file, shared with test_drift and test_cli) give the same documents."""
+    """Two renders of the same derivations in one session (this module's, and the session's render
+    of every file, shared with test_drift and test_cli) give the same documents."""
     derivations = list(all_default())
-    first = _documents(derivations)
+    first = {f"derivations/{name}{fmt}": text for name, (_, _, docs) in rendered.items() for fmt, text in docs.items()}
     everything = rendered_files(derivations)
     assert first == {rel: text for rel, text in everything.items() if rel.startswith("derivations/")}
     assert set(first) == {f"derivations/{d.spec.name}{fmt}" for d in derivations
