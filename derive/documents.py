@@ -394,9 +394,11 @@ class Layout:
                 "subsections": [self.section(sub) for sub in s.get("subsections", [])]}
 
 
-def context(d: Derivation, answers: Sequence[Answer], fmt: str) -> dict:
+def context(d: Derivation, answers: Sequence[Answer], fmt: str, built: list | None = None) -> dict:
+    """The template context of one format; ``built``: the sections, when already built for
+    the other format (they are the same blocks, laid out anew)."""
     layout = Layout(fmt)
-    body = [layout.section(s) for s in sections(d, answers)]
+    body = [layout.section(s) for s in (built if built is not None else sections(d, answers))]
     title = inline(f"{d.spec.title}: the backward pass, derived", fmt)
     return {"title": title, "name": d.spec.name, "sections": body}
 
@@ -410,9 +412,9 @@ def answers_for(d: Derivation, by_name: Mapping[str, Derivation], cache: dict) -
     return out
 
 
-def job(d: Derivation, answers: Sequence[Answer], fmt: str) -> tuple[str, dict]:
+def job(d: Derivation, answers: Sequence[Answer], fmt: str, built: list | None = None) -> tuple[str, dict]:
     """(template, context) of one document; derive.render renders it."""
-    return TEMPLATES[fmt], context(d, answers, fmt)
+    return TEMPLATES[fmt], context(d, answers, fmt, built)
 
 
 def single_latex_job(d: Derivation) -> tuple[str, dict]:
@@ -427,8 +429,9 @@ def document_jobs(derivations) -> dict[str, tuple[str, dict]]:
     jobs = {}
     for d in derivations:
         answers = answers_for(d, by_name, cache)
+        built = sections(d, answers)   # printed once, laid out for both formats
         for fmt in TEMPLATES:
-            jobs[f"derivations/{d.spec.name}{fmt}"] = job(d, answers, fmt)
+            jobs[f"derivations/{d.spec.name}{fmt}"] = job(d, answers, fmt, built)
     return jobs
 
 

@@ -251,8 +251,9 @@ def rendered():
     env, out = render.environment(), {}
     for d in all_default():
         shown = [answers()[topic] for topic in documents.QUESTIONS.get(d.spec.name, ())]
-        docs = {fmt: _render(env, *documents.job(d, shown, fmt), fmt) for fmt in documents.TEMPLATES}
-        out[d.spec.name] = (d, documents.sections(d, shown), docs)
+        built = documents.sections(d, shown)
+        docs = {fmt: _render(env, *documents.job(d, shown, fmt, built), fmt) for fmt in documents.TEMPLATES}
+        out[d.spec.name] = (d, built, docs)
     return out
 
 
