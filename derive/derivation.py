@@ -24,7 +24,7 @@ from .graph import Model
 from .library import Entry
 from .spec import Spec
 
-ENGINE = ("algebra", "graph", "lemmas", "stages", "closed_form", "proofs", "derivation", "claims",
+ENGINE = ("algebra", "exact", "graph", "lemmas", "stages", "closed_form", "proofs", "derivation", "claims",
           "second_order", "proofs_second")
 
 

@@ -10,7 +10,7 @@
 
 "Equal" always means the difference is identically zero: for concrete sizes
 the square root is named r and the numerator of the difference is reduced
-modulo r^2 - radicand (:func:`~derive.algebra.zero_modulo_root`); for the
+modulo r^2 - radicand (:func:`~derive.exact.zero_modulo_roots`); for the
 symbolic size the difference cancels to 0 in the reduction algebra.
 No floating point and no random samples are involved.
 """
@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from .algebra import BatchSum, Elem, at_size, expand_sums, indexed, split_by_elements, zero_modulo_roots
+from .algebra import BatchSum, Elem, at_size, expand_sums, indexed, split_by_elements
+from .exact import zero_modulo_roots
 from .closed_form import Compact
 from .graph import Model, StopGrad
 from .lemmas import Lemmas

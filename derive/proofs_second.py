@@ -10,7 +10,7 @@
   sum_i (dy_j/dx_i)*bar_dx_i + bar_dgamma*dy_j/dgamma + bar_dbeta*dy_j/dbeta from the forward-mode
   Jacobian entry (an independent route: forward mode over the forward graph).
 
-Equal means: the difference is identically zero (derive.algebra.zero_modulo_roots).
+Equal means: the difference is identically zero (derive.exact.zero_modulo_roots).
 """
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ import time
 
 import sympy as sp
 
-from .algebra import BatchSum, Elem, expand_sums, indexed, zero_modulo_roots
+from .algebra import BatchSum, Elem, expand_sums, indexed
+from .exact import zero_modulo_roots
 from .graph import Model
 from .lemmas import Lemmas
 from .proofs import I, J, Proof, ProofError, at, check, column_copies, concrete, param_grad, undefined, vjp

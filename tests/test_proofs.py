@@ -135,7 +135,7 @@ def test_a_dgamma_without_its_sum_fails():
 
 
 def test_zero_modulo_roots_is_not_fooled():
-    from derive.algebra import zero_modulo_roots
+    from derive.exact import zero_modulo_roots
     from derive.graph import ClampMin
     x, e = sp.Symbol("x", positive=True), sp.Symbol("e", positive=True)
     assert zero_modulo_roots(sp.sqrt(x + 1) ** 2 - x - 1)
@@ -143,6 +143,17 @@ def test_zero_modulo_roots_is_not_fooled():
     assert zero_modulo_roots(ClampMin(sp.sqrt(x), e) - ClampMin(sp.sqrt(x), e))
     assert not zero_modulo_roots(ClampMin(sp.sqrt(x), e) - sp.sqrt(x))
     assert zero_modulo_roots(sp.sqrt(sp.sqrt(x) + 1) ** 2 - sp.sqrt(x) - 1)
+    # a clamp's step: 0 or 1, and where it is 1 the clamp lets its argument through
+    from derive.algebra import Step
+    step = Step(sp.sqrt(x) - e, 1)
+    assert zero_modulo_roots(step * ClampMin(sp.sqrt(x), e) - step * sp.sqrt(x))
+    assert zero_modulo_roots(step ** 2 - step)
+    assert not zero_modulo_roots(step * ClampMin(sp.sqrt(x), e) - step * e)
+    assert not zero_modulo_roots(step - 1)
+    # the sparse-ring route with a shared non-monomial denominator, and a wrong one
+    d = sp.sqrt(x) + e
+    assert zero_modulo_roots(1 / d ** 3 + x / d ** 2 - (1 + x * d) / d ** 3)
+    assert not zero_modulo_roots(1 / d ** 3 + x / d ** 2 - (1 + x * d + e) / d ** 3)
 
 
 def test_test_mode_is_proved_for_running_stat_variants():
