@@ -4,18 +4,9 @@ from __future__ import annotations
 import sympy as sp
 
 from .algebra import BatchSum, Elem
-from .explain import Code, para
+from .explain import Code, listing, para
 from .latex import equation, math
 from .second_order import SecondOrder
-
-
-def listing(items) -> list:
-    out: list = []
-    for n, item in enumerate(items):
-        if n:
-            out.append(" and " if n == len(items) - 1 else ", ")
-        out.append(item)
-    return out
 
 
 def loss_of(so: SecondOrder) -> sp.Expr:

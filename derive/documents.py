@@ -22,7 +22,7 @@ import sympy as sp
 from . import doc_second, explain, proofs
 from .algebra import BatchSum, Elem, M
 from .derivation import Derivation
-from .explain import Answer, Code, Para, Table, para
+from .explain import Answer, Code, Para, Table, listing, para
 from .graph import ClampMax, ClampMin, StopGrad
 from .latex import Equation, Math, Partial, equation, math
 
@@ -37,16 +37,6 @@ LEFT_OUT = "left out: "
 
 def m(expr, index: str = "i") -> Math:
     return math(expr, index)
-
-
-def listing(items: Sequence) -> list:
-    """a, b and c, as parts of a paragraph."""
-    out: list = []
-    for n, item in enumerate(items):
-        if n:
-            out.append(" and " if n == len(items) - 1 else ", ")
-        out.append(item)
-    return out
 
 
 def dx_symbol(d: Derivation) -> Elem:

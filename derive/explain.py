@@ -96,6 +96,15 @@ class Answer:
 def para(*parts) -> Para:
     return Para(tuple(parts))
 
+def listing(items) -> list:
+    """a, b and c, as parts of a paragraph."""
+    out: list = []
+    for n, item in enumerate(items):
+        if n:
+            out.append(" and " if n == len(items) - 1 else ", ")
+        out.append(item)
+    return out
+
 
 def require(ok: bool, claim: str) -> None:
     """Refuse to print an answer whose computed claim is false."""
