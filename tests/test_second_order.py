@@ -118,3 +118,35 @@ def test_torch_second_derivative_runs_the_derived_double_backward(monkeypatch):
     assert torch.autograd.gradcheck(lambda t: gt.batch_norm(t, None, None, training=True), (x,))
     with pytest.raises(RuntimeError, match="Jacobian mismatch"):
         torch.autograd.gradgradcheck(lambda t: gt.batch_norm(t, None, None, training=True), (x,))
+
+
+def test_torch_third_derivative_is_autograds_of_the_derived_double_backward():
+    """A third derivative differentiates the printed double backward (values recomputed from x):
+    it equals autograd's third derivative of the layer written out in torch operations."""
+    torch = pytest.importorskip("torch")
+    import generated.torch as gt
+
+    def explicit_bn(x, w):
+        mu = x.mean(0, keepdim=True)
+        var = ((x - mu) ** 2).mean(0, keepdim=True)
+        return (x - mu) / torch.sqrt(var + 1e-5) * w
+
+    def explicit_ln(x, w):
+        mu = x.mean(-1, keepdim=True)
+        var = ((x - mu) ** 2).mean(-1, keepdim=True)
+        return (x - mu) / torch.sqrt(var + 1e-5) * w
+
+    g = torch.Generator().manual_seed(0)
+    cases = [(lambda x, w: gt.batch_norm(x, None, None, w, None, training=True), explicit_bn, (6, 3), 3),
+             (lambda x, w: gt.layer_norm(x, (4,), w), explicit_ln, (5, 4), 4)]
+    for ours, explicit, shape, c in cases:
+        x, dy, v, u = (torch.randn(*shape, generator=g, dtype=torch.float64) for _ in range(4))
+        w = torch.randn(c, generator=g, dtype=torch.float64)
+        third = []
+        for f in (ours, explicit):
+            xs, ws = x.clone().requires_grad_(), w.clone().requires_grad_()
+            (gx,) = torch.autograd.grad(f(xs, ws), xs, dy, create_graph=True)
+            hx, hw = torch.autograd.grad((gx * v).sum(), (xs, ws), create_graph=True)
+            third.append(torch.autograd.grad((hx * u).sum() + hw.sum(), (xs, ws)))
+        for a, b in zip(*third):
+            assert torch.allclose(a, b, rtol=0, atol=1e-10 * max(1.0, b.abs().max().item())), shape
