@@ -6,10 +6,10 @@ Derived, proved and printed by `derive` from the same expressions as
 generated/layernorm.py (see generated/derivations/layernorm.md).  The
 kernels work on a view of the input whose groups lie along ``axes``; the
 functions of generated.torch.functional choose the view.  Every operation is a
-differentiable torch operation in ``backward_train``: when a second derivative
-is asked for, the backward recomputes the forward values from the saved inputs,
-so autograd differentiates the printed backward itself.  Otherwise it runs
-``backward_train_fused``, the same assignments written into place.
+differentiable torch operation in ``backward_train``.  A plain backward runs
+``backward_train_fused``, the same assignments written into place; when a second
+derivative is asked for, ``Backward`` runs ``backward_train`` and its own backward is
+the derived double backward, ``backward2_train``.
 """
 import torch
 
@@ -84,12 +84,8 @@ class Train(torch.autograd.Function):
         reads = dict(zip(READS_RUNNING, rest))
         if torch.is_grad_enabled():  # a second derivative: the derived double backward (Backward)
             return (*Backward.apply(dout, x, gamma, beta, reads, ctx.const, ctx.layout), None, None, None)
-        if torch.is_grad_enabled():  # a second derivative: let autograd see the whole path from x
-            values = forward_train(x, gamma, beta, **reads, **ctx.const, **ctx.layout)
-            grads = backward_train(dout, gamma=gamma, std=values["std"], xhat=values["xhat"], **ctx.const, **ctx.layout)
-        else:
-            values = dict(zip(("std", "xhat", ), rest[len(READS_RUNNING):]))
-            grads = backward_train_fused(dout, gamma=gamma, std=values["std"], xhat=values["xhat"], **ctx.const, **ctx.layout)
+        values = dict(zip(("std", "xhat", ), rest[len(READS_RUNNING):]))
+        grads = backward_train_fused(dout, gamma=gamma, std=values["std"], xhat=values["xhat"], **ctx.const, **ctx.layout)
         return (*grads, None, None, None)
 
 
