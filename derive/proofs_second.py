@@ -18,7 +18,7 @@ import time
 
 import sympy as sp
 
-from .algebra import BatchSum, Elem, expand_sums, indexed
+from .algebra import BatchSum, Elem, indexed
 from .exact import zero_modulo_roots
 from .graph import Model
 from .lemmas import Lemmas
