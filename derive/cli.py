@@ -8,12 +8,14 @@ from pathlib import Path
 
 import jinja2
 
-from . import derivation, importcheck, project, render, write
-from .graph import GraphError
-from .library import BY_NAME, ENTRIES, load_file
-from .lemmas import LemmaError
+from . import project
+from .forward.graph import GraphError
+from .forward.library import BY_NAME, ENTRIES, load_file
+from .math import derivation
+from .math.lemmas import LemmaError
+from .output import importcheck, render, write
 from .progress import Progress
-from .proofs import ProofError
+from .proofs.first import ProofError
 
 DEFAULT_MAX_M = 6
 #: the proofs' CPU time grows about as M**4 (37 s at 6, 3 min at 10): M = 100 would take weeks
@@ -99,20 +101,20 @@ def parser() -> Parser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["bench"]:
-        from . import bench  # its own parser, options and --help, passed through untouched
+        from .bench import cpu as bench  # its own parser, options and --help, passed through untouched
         return bench.main(argv[1:])
     args = parser().parse_args(argv)
     progress = Progress(args.quiet)
     if args.command == "explain":
-        from . import explain
+        from .learners import explain
         status = explain.main(args.topic, args.max_m, progress=progress.variant)
         progress.end()
         return status
     if args.command == "check":
-        from . import check
+        from .learners import check
         return check.main(args.file, args.json, args.list)
     if args.command == "demo":
-        from . import demo
+        from .learners import demo
         return demo.main(args.epochs)
     if args.command == "build":
         return build(args, progress)

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import render
+from .output import render
 
 NAME = re.compile(r'^\s*name\s*=\s*["\']normderive["\']\s*$', re.M)
 CODE = Path(__file__).resolve().parent  #: the derive/ package that is running

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import functools
 
-from derive import derivation, explain, render
 from derive.cli import DEFAULT_MAX_M
-from derive.derivation import Derivation
-from derive.library import BY_NAME, ENTRIES
+from derive.forward.library import BY_NAME, ENTRIES
+from derive.learners import explain
+from derive.math import derivation
+from derive.math.derivation import Derivation
+from derive.output import render
 
 _derive, _render_all = derivation.derive, render.render_all   # the real ones, before any patch
 _derive_many = derivation.derive_many
@@ -34,7 +36,7 @@ def all_default() -> tuple[Derivation, ...]:
 
 
 def cached_derive(entry, max_m, progress=None, use_cache=True) -> Derivation:
-    """derive.derivation.derive, answered from this session's derivations."""
+    """derive.math.derivation.derive, answered from this session's derivations."""
     if progress:
         progress("(derived once per test session)")
     if entry.spec.name not in BY_NAME or BY_NAME[entry.spec.name] is not entry:
@@ -43,7 +45,7 @@ def cached_derive(entry, max_m, progress=None, use_cache=True) -> Derivation:
 
 
 def cached_derive_many(entries, max_m, progress=None, use_cache=True, workers=None) -> list:
-    """derive.derivation.derive_many, answered from this session's derivations."""
+    """derive.math.derivation.derive_many, answered from this session's derivations."""
     return [cached_derive(e, max_m, progress.variant(e.spec.name) if progress else None, use_cache)
             for e in entries]
 
@@ -52,7 +54,7 @@ _renders: dict = {}
 
 
 def rendered_files(derivations, templates=None) -> dict[str, str]:
-    """derive.render.render_all, computed once per set of derivations and templates folder."""
+    """derive.output.render.render_all, computed once per set of derivations and templates folder."""
     key = (tuple(id(d) for d in derivations), str(templates or render.templates_dir()))
     if key not in _renders:
         _renders[key] = (list(derivations), _render_all(list(derivations), templates))

@@ -3,7 +3,7 @@
 The oracle here is written from the textbook formulas, row by row, in plain
 NumPy float64; it shares no code with derive/ or generated/.  Each variant's
 layout is restated here (which values form one normalization group, which axis
-gamma spans) instead of being read from derive.spec, so that a layout mistake
+gamma spans) instead of being read from derive.forward.layout, so that a layout mistake
 in the spec cannot hide itself.
 
 Relative error, used by every numeric test (a norm-based form of CS231n's
@@ -45,7 +45,7 @@ def rel_error(a, b) -> float:
 
 @dataclass(frozen=True)
 class Variant:
-    """One generated normalization, described independently of derive.spec."""
+    """One generated normalization, described independently of derive.forward.layout."""
 
     name: str
     ndim: int | None          # None: any rank >= 1 (RMSNorm)

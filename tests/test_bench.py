@@ -6,7 +6,8 @@ import functools
 import numpy as np
 import pytest
 
-from derive import bench, cli
+from derive import cli
+from derive.bench import cpu as bench
 
 
 def test_quick_mode_through_the_cli(tmp_path, capsys):

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from derive import check, cli
+from derive import cli
+from derive.learners import check
 
 FILES = Path(__file__).parent / "learner_files"
 STAGED, COMPACT, TEXTBOOK = "staged_tuple.py", "compact_dict.py", "textbook_dict.py"

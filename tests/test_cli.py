@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from derive import cli, closed_form, project, render, write
+from derive import cli, project
+from derive.math import closed_form
+from derive.output import render, write
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -2,7 +2,7 @@
 import pytest
 
 pytest.importorskip("sklearn")
-from derive import demo  # noqa: E402
+from derive.learners import demo  # noqa: E402
 
 
 def test_bias_drifts_only_under_the_naive_backward(monkeypatch):

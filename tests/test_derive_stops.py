@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from derive import cli, derivation, render, write
-from derive.library import BY_NAME
+from derive import cli
+from derive.forward.library import BY_NAME
+from derive.math import derivation
+from derive.output import render, write
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -130,7 +132,7 @@ def test_sigterm_while_writing_leaves_no_temporary_file(tmp_path):
     script = textwrap.dedent(f"""
         import os, signal
         from pathlib import Path
-        from derive import write
+        from derive.output import write
         real = os.replace
         def killed(src, dst):
             os.kill(os.getpid(), signal.SIGTERM)

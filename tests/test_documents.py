@@ -21,11 +21,16 @@ import pytest
 import sympy as sp
 from _derived import all_default, answers, rendered_files
 
-from derive import cli, derivation, documents, explain, proofs, render
-from derive.algebra import BatchSum, Elem, M, ParamSum
-from derive.graph import ClampMax, ClampMin, StopGrad
-from derive.latex import Equation, Math, Partial
-from derive.library import BY_NAME, ENTRIES
+from derive import cli
+from derive.docs import documents
+from derive.docs.latex import Equation, Math, Partial
+from derive.forward.graph import ClampMax, ClampMin, StopGrad
+from derive.forward.library import BY_NAME, ENTRIES
+from derive.learners import explain
+from derive.math import derivation
+from derive.math.algebra import BatchSum, Elem, M, ParamSum
+from derive.output import render
+from derive.proofs import first as proofs
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "generated" / "derivations"
@@ -220,7 +225,7 @@ def expected(e, index: str = "i", param_index: str | None = None):
     if not e.args:
         return e
     args = [expected(a, index, param_index) for a in e.args]
-    if isinstance(e, sp.Heaviside):  # Heaviside and derive.algebra.Step print alike: [a >= 0]
+    if isinstance(e, sp.Heaviside):  # Heaviside and derive.math.algebra.Step print alike: [a >= 0]
         return sp.Function("Heaviside")(*args)
     if isinstance(e, (StopGrad, ClampMin, ClampMax)):
         return sp.Function(type(e).__name__)(*args)
@@ -433,5 +438,5 @@ def test_docs_png_is_the_first_page_of_batchnorm(tmp_path):
     fresh = tmp_path / "page.png"
     documents.first_page_png((DOCS / "batchnorm.tex").read_text(encoding="utf-8"), fresh)
     committed = ROOT / "docs" / "derivation.png"
-    assert committed.exists(), "regenerate it with: python -m derive.documents"
+    assert committed.exists(), "regenerate it with: python -m derive.docs.documents"
     assert png_size(committed) == png_size(fresh)

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from derive import render, write
-from derive.library import ENTRIES
-
 from _derived import all_default, rendered_files
+
+from derive.forward.library import ENTRIES
+from derive.output import render, write
 
 ROOT = Path(__file__).resolve().parent.parent
 GENERATED = ROOT / "generated"

@@ -13,13 +13,17 @@ import numpy as np
 import pytest
 import sympy as sp
 import torch
-from _derived import all_default, answers as shared_answers, derived
+from _derived import all_default, derived
+from _derived import answers as shared_answers
 
 import generated
-from derive import cli, derivation, documents, explain
-from derive.library import ENTRIES
-from derive.explain import Answer, Para, Table
-from derive.latex import Equation
+from derive import cli
+from derive.docs import documents
+from derive.docs.latex import Equation
+from derive.forward.library import ENTRIES
+from derive.learners import explain
+from derive.learners.explain import Answer, Para, Table
+from derive.math import derivation
 
 ROOT = Path(__file__).resolve().parent.parent
 X5 = np.array([float(v) for v in explain.DATA_X])

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from derive import cli, lemmas
-from derive.algebra import M
-from derive.graph import Graph, GraphError
-from derive.library import BY_NAME, ENTRIES
+from derive import cli
+from derive.forward.graph import Graph, GraphError
+from derive.forward.library import BY_NAME, ENTRIES
+from derive.math import lemmas
+from derive.math.algebra import M
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -125,7 +126,7 @@ def test_derive_build_a_users_file(tmp_path):
 
 def test_derive_build_refuses_a_bad_graph_and_writes_nothing(tmp_path, capsys):
     bad = tmp_path / "bad.py"
-    bad.write_text("from derive.spec import Spec\n"
+    bad.write_text("from derive.forward.layout import Spec\n"
                    "LAYOUT = Spec('bad', 'Bad', 'N,D', (0,), (1,), 'b_param')\n"
                    "import sympy as sp\n"
                    "def forward(g):\n    x = g.input('x')\n    g.output(x * sp.Symbol('w'))\n")
@@ -138,7 +139,7 @@ def test_derive_build_refuses_a_bad_graph_and_writes_nothing(tmp_path, capsys):
 
 def test_an_unimportable_package_is_not_written(tmp_path, monkeypatch, capsys):
     """A printer that emits code that does not compile is caught before anything is written."""
-    from derive import render
+    from derive.output import render
     real = render.render_all
 
     def broken(derivations, templates=None):

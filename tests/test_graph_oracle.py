@@ -15,9 +15,9 @@ import pytest
 import sympy as sp
 import torch
 
-from derive.algebra import BatchSum, Const, M
-from derive.graph import ClampMax, ClampMin, StopGrad
-from derive.library import ENTRIES
+from derive.forward.graph import ClampMax, ClampMin, StopGrad
+from derive.forward.library import ENTRIES
+from derive.math.algebra import BatchSum, Const, M
 
 SHAPES = {"N,D": (7, 5), "N,C,H,W": (3, 4, 3, 2), "...,D": (4, 6), "O,I,H,W": (4, 3, 2, 2)}
 G = 2

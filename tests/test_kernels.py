@@ -8,12 +8,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import sympy as sp
+from _derived import derived
 
 import generated as g
-from derive import proofs
-from derive.algebra import indexed
-
-from _derived import derived
+from derive.math.algebra import indexed
+from derive.proofs import first as proofs
 
 BACKWARDS = [g.batchnorm_backward, g.batchnorm_backward_alt]
 

@@ -5,12 +5,12 @@ import dataclasses
 
 import pytest
 import sympy as sp
-
-from derive import proofs, stages
-from derive.algebra import M, BatchSum, ParamSum
-from derive.library import BY_NAME, ENTRIES
-
 from _derived import derived
+
+from derive.forward.library import BY_NAME, ENTRIES
+from derive.math import stages
+from derive.math.algebra import BatchSum, M, ParamSum
+from derive.proofs import first as proofs
 
 
 def bn_symbols(d):
@@ -135,8 +135,8 @@ def test_a_dgamma_without_its_sum_fails():
 
 
 def test_zero_modulo_roots_is_not_fooled():
-    from derive.exact import zero_modulo_roots
-    from derive.graph import ClampMin
+    from derive.forward.graph import ClampMin
+    from derive.proofs.exact import zero_modulo_roots
     x, e = sp.Symbol("x", positive=True), sp.Symbol("e", positive=True)
     assert zero_modulo_roots(sp.sqrt(x + 1) ** 2 - x - 1)
     assert not zero_modulo_roots(sp.sqrt(x + 1) - x)
@@ -144,7 +144,7 @@ def test_zero_modulo_roots_is_not_fooled():
     assert not zero_modulo_roots(ClampMin(sp.sqrt(x), e) - sp.sqrt(x))
     assert zero_modulo_roots(sp.sqrt(sp.sqrt(x) + 1) ** 2 - sp.sqrt(x) - 1)
     # a clamp's step: 0 or 1, and where it is 1 the clamp lets its argument through
-    from derive.algebra import Step
+    from derive.math.algebra import Step
     step = Step(sp.sqrt(x) - e, 1)
     assert zero_modulo_roots(step * ClampMin(sp.sqrt(x), e) - step * sp.sqrt(x))
     assert zero_modulo_roots(step ** 2 - step)

@@ -1,4 +1,4 @@
-"""The second order (derive.second_order): derived for every library graph, proved, caught
+"""The second order (derive.math.second_order): derived for every library graph, proved, caught
 when wrong, and what generated.torch computes for a second derivative."""
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 import sympy as sp
 from _derived import derived
 
-from derive import proofs_second
-from derive.library import ENTRIES
-from derive.proofs import ProofError
+from derive.forward.library import ENTRIES
+from derive.proofs import second as proofs_second
+from derive.proofs.first import ProofError
 
 NAMES = [e.spec.name for e in ENTRIES]
 
@@ -45,7 +45,7 @@ def test_a_wrong_compact_form_fails_the_brute_force_proof(result):
 
 
 def test_a_wrong_compact_form_fails_the_symbolic_proof():
-    from derive import proofs
+    from derive.proofs import first as proofs
     d = derived("batchnorm")
     jac = proofs.jacobian_entry(d.model, d.lemmas)
     wrong = _broken(d.second, 0, -1)
@@ -62,7 +62,7 @@ def test_a_wrong_compact_form_fails_the_symbolic_proof():
 def test_reverse_mode_must_see_paths_through_abbreviations():
     """dx reads std, an abbreviation of var: a backward graph that kept std a leaf (no path
     x -> var -> std) gives a wrong second order, and the proof at m = 2 says so."""
-    from derive import second_order
+    from derive.math import second_order
     d = derived("batchnorm")
     blind = [dataclasses.replace(let, definition=let.symbol) for let in d.model.lets]
     model = dataclasses.replace(d.model, lets=tuple(blind))

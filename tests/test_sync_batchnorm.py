@@ -17,8 +17,8 @@ import torch.distributed as dist  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from derive import distributed as D  # noqa: E402
-from derive.library import BY_NAME  # noqa: E402
+from derive.forward.library import BY_NAME  # noqa: E402
+from derive.math import split as D  # noqa: E402
 from generated import sync  # noqa: E402
 
 TIMEOUT = 120   # spawning and importing torch takes tens of seconds on a loaded machine
@@ -205,7 +205,7 @@ def test_merge_is_proved_and_a_wrong_merge_fails():
 
 
 def test_crossing_graphs_are_marked():
-    from derive.library import ENTRIES
+    from derive.forward.library import ENTRIES
     crossing = sorted(e.spec.name for e in ENTRIES if D.crosses(e.spec))
     assert crossing == ["batch_renorm", "batchnorm", "batchnorm_eps_outside", "meanonly_batchnorm",
                         "spatial_batchnorm"]
