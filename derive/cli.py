@@ -173,9 +173,10 @@ def rendered(derivations, package: str, templates, progress: Progress, use_cache
         print(f"derive: the template {e.name} is missing from {templates}; "
               "reinstall normderive or restore it. Nothing was written.", file=sys.stderr)
         return None
-    progress.line("compiling and importing the generated package in a scratch folder...")
+    progress.line("compiling and importing the generated package in a scratch folder, and running every "
+                  "backend's kernels against the proved expressions...")
     try:
-        importcheck.check(files, package)
+        importcheck.check(files, package, derivations)
     except importcheck.ImportCheckError as e:
         print(f"derive: {e}. Nothing was written.", file=sys.stderr)
         return None

@@ -55,23 +55,27 @@ def batch_renorm_forward(x, gamma, beta, bn_param):
     shape, work = view_shape, x.dtype
     stat_shape = tuple(n if a in param_axes else 1 for a, n in enumerate(view_shape))
     running = _rt.running_stats("bn_param", bn_param, ("running_mean", "running_var", ), features, stat_shape, dtype)
-    running_var = running["running_var"]
     running_mean = running["running_mean"]
+    running_var = running["running_var"]
     if mode == "train":
         _rt.check_group_size(m, "feature")
         std_run = numpy.sqrt(eps + running_var)
-        mu = _blocks.total(x, axes, numpy.float64)/m
+        sum_x = _blocks.total(x, axes, numpy.float64)
+        mu = sum_x/m
         d = numpy.minimum(numpy.maximum(_blocks.divide_or_zero(mu - running_mean, numpy.sqrt(eps + running_var)), -d_max), d_max)
         mu_hi, mu_lo = _blocks.split(mu, work)
-        var = _blocks.reduce(_summand, axes, shape, work, mu_hi, mu_lo, x)/m
+        sum_var = _blocks.reduce(_summand, axes, shape, work, mu_hi, mu_lo, x)
+        var = sum_var/m
         std = numpy.sqrt(eps + var)
         r = numpy.minimum(numpy.maximum(_blocks.divide_or_zero(std, numpy.sqrt(eps + running_var)), 1/r_max), r_max)
         xhat = _blocks.elementwise(_xhat, shape, work, d, mu_hi, mu_lo, r, std, x)
         out = _blocks.elementwise(_out, shape, work, beta, gamma, xhat)
         running_mean = running["running_mean"]
         running_var = running["running_var"]
-        bn_param["running_mean"] = (momentum*running_mean + mu*(1 - momentum)).reshape(features).astype(_rt.running_dtype(dtype), copy=False)
-        bn_param["running_var"] = (momentum*running_var + var*(1 - momentum)).reshape(features).astype(_rt.running_dtype(dtype), copy=False)
+        running_mean = momentum*running_mean + mu*(1 - momentum)
+        running_var = momentum*running_var + var*(1 - momentum)
+        bn_param["running_mean"] = running_mean.reshape(features).astype(_rt.running_dtype(dtype), copy=False)
+        bn_param["running_var"] = running_var.reshape(features).astype(_rt.running_dtype(dtype), copy=False)
     else:
         mu = running["running_mean"]
         var = running["running_var"]
@@ -79,7 +83,7 @@ def batch_renorm_forward(x, gamma, beta, bn_param):
         std_run = std
         r = numpy.minimum(numpy.maximum(1, 1/r_max), r_max)
         d = numpy.minimum(numpy.maximum(0, -d_max), d_max)
-        xhat = _blocks.elementwise(_xhat_2, shape, work, d_max, mu, r_max, std, x)
+        xhat = _blocks.elementwise(_xhat_2, shape, work, d, mu, r, std, x)
         out = _blocks.elementwise(_out, shape, work, beta, gamma, xhat)
     variant = "batch_renorm"
     cache = {
@@ -127,18 +131,22 @@ def batch_renorm_backward(dout, cache):
     dtype = cache["dtype"]
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
     shape, work = dout.shape, dout.dtype
-    sum_dout = _blocks.total(dout, axes)
-    sum_dout_xhat = _blocks.sum_of_products((dout, xhat,), axes)
     if cache["mode"] == "train":
+        sum_dout = _blocks.total(dout, axes)
+        sum_dout_xhat = _blocks.sum_of_products((dout, xhat,), axes)
         coef_dout = _blocks.narrow(gamma*r/std, work)
         coef_xhat = _blocks.narrow(_blocks.divide_or_zero(gamma*(d*sum_dout - sum_dout_xhat), m*r*std), work)
         coef_1 = _blocks.narrow(_blocks.divide_or_zero(-gamma*(d**2*sum_dout - d*sum_dout_xhat + r**2*sum_dout), m*r*std), work)
         dx = _blocks.elementwise(_dx, shape, work, coef_1, coef_dout, coef_xhat, dout, xhat)
+        dgamma = numpy.sum(sum_dout_xhat, axis=outer_axes, keepdims=True)
+        dbeta = numpy.sum(sum_dout, axis=outer_axes, keepdims=True)
     else:
         dxhat = _blocks.elementwise(_dxhat, shape, work, dout, gamma)
-        dx = _blocks.elementwise(_dx_3, shape, work, dxhat, r_max, std)
-    dgamma = numpy.sum(sum_dout_xhat, axis=outer_axes, keepdims=True)
-    dbeta = numpy.sum(sum_dout, axis=outer_axes, keepdims=True)
+        dx = _blocks.elementwise(_dx_2, shape, work, dxhat, r_max, std)
+        sum_dout_xhat = _blocks.sum_of_products((dout, xhat,), axes)
+        sum_dout = _blocks.total(dout, axes)
+        dgamma = numpy.sum(sum_dout_xhat, axis=outer_axes, keepdims=True)
+        dbeta = numpy.sum(sum_dout, axis=outer_axes, keepdims=True)
     return (dx.reshape(cache["x_shape"]).astype(dtype, copy=False),
             dgamma.reshape(cache["gamma_shape"]).astype(dtype, copy=False),
             dbeta.reshape(cache["beta_shape"]).astype(dtype, copy=False),
@@ -169,27 +177,26 @@ def batch_renorm_backward_staged(dout, cache):
     shape, work = dout.shape, dout.dtype
     if cache["mode"] == "train":
         dxhat = _blocks.elementwise(_dxhat, shape, work, dout, gamma)
-        dvar = -1/2*r*_blocks.reduce(_summand_2, axes, shape, work, d, dxhat, mu, r, std, xhat)/std**3
-        dmu = -r*_blocks.total(dxhat, axes)/std
-        dx = _blocks.elementwise(_dx_2, shape, work, d, dmu, dvar, dxhat, m, mu, r, std, xhat)
+        sum_dvar = _blocks.reduce(_summand_2, axes, shape, work, d, dxhat, mu, r, std, xhat)
+        dvar = _blocks.narrow(-1/2*r*sum_dvar/std**3, work)
+        sum_dxhat = _blocks.total(dxhat, axes)
+        dmu = _blocks.narrow(-r*sum_dxhat/std, work)
+        dx = _blocks.elementwise(_dx_3, shape, work, d, dmu, dvar, dxhat, m, mu, r, std, xhat)
+        sum_dout_xhat = _blocks.sum_of_products((dout, xhat,), axes)
+        sum_dout = _blocks.total(dout, axes)
+        dgamma = numpy.sum(sum_dout_xhat, axis=outer_axes, keepdims=True)
+        dbeta = numpy.sum(sum_dout, axis=outer_axes, keepdims=True)
     else:
-        dxhat = dout*gamma
-        dx = dxhat*numpy.minimum(numpy.maximum(1, 1/r_max), r_max)/std
-    dgamma = _blocks.sum_of_products((dout, xhat,), param_sum_axes)
-    dbeta = _blocks.total(dout, param_sum_axes)
+        dxhat = _blocks.elementwise(_dxhat, shape, work, dout, gamma)
+        dx = _blocks.elementwise(_dx_2, shape, work, dxhat, r_max, std)
+        sum_dout_xhat = _blocks.sum_of_products((dout, xhat,), axes)
+        sum_dout = _blocks.total(dout, axes)
+        dgamma = numpy.sum(sum_dout_xhat, axis=outer_axes, keepdims=True)
+        dbeta = numpy.sum(sum_dout, axis=outer_axes, keepdims=True)
     return (dx.reshape(cache["x_shape"]).astype(dtype, copy=False),
             dgamma.reshape(cache["gamma_shape"]).astype(dtype, copy=False),
             dbeta.reshape(cache["beta_shape"]).astype(dtype, copy=False),
             )
-
-
-def _dx(_out, coef_1, coef_dout, coef_xhat, dout, xhat):
-    """One block of: dout*coef_dout + xhat*coef_xhat + coef_1."""
-    t0 = numpy.empty_like(_out)
-    numpy.multiply(dout, coef_dout, out=_out)
-    numpy.multiply(xhat, coef_xhat, out=t0)
-    numpy.add(_out, t0, out=_out)
-    numpy.add(_out, coef_1, out=_out)
 
 
 def _summand(_out, mu_hi, mu_lo, x):
@@ -213,11 +220,20 @@ def _out(_out, beta, gamma, xhat):
     numpy.add(_out, beta, out=_out)
 
 
-def _xhat_2(_out, d_max, mu, r_max, std, x):
-    """One block of: numpy.minimum(numpy.maximum(0, -d_max), d_max) + (x - mu)*numpy.minimum(numpy.maximum(1, 1/r_max), r_max)/std."""
+def _xhat_2(_out, d, mu, r, std, x):
+    """One block of: d + r*(x - mu)/std."""
     numpy.subtract(x, mu, out=_out)
-    numpy.multiply(_out, (numpy.minimum(numpy.maximum(1, 1/r_max), r_max)/std), out=_out)
-    numpy.add(_out, (numpy.minimum(numpy.maximum(0, -d_max), d_max)), out=_out)
+    numpy.multiply(_out, (r/std), out=_out)
+    numpy.add(_out, d, out=_out)
+
+
+def _dx(_out, coef_1, coef_dout, coef_xhat, dout, xhat):
+    """One block of: dout*coef_dout + xhat*coef_xhat + coef_1."""
+    t0 = numpy.empty_like(_out)
+    numpy.multiply(dout, coef_dout, out=_out)
+    numpy.multiply(xhat, coef_xhat, out=t0)
+    numpy.add(_out, t0, out=_out)
+    numpy.add(_out, coef_1, out=_out)
 
 
 def _dxhat(_out, dout, gamma):
@@ -225,8 +241,13 @@ def _dxhat(_out, dout, gamma):
     numpy.multiply(dout, gamma, out=_out)
 
 
+def _dx_2(_out, dxhat, r_max, std):
+    """One block of: dxhat*numpy.minimum(numpy.maximum(1, 1/r_max), r_max)/std."""
+    numpy.multiply(dxhat, (numpy.minimum(numpy.maximum(1, 1/r_max), r_max)/std), out=_out)
+
+
 def _summand_2(_out, d, dxhat, mu, r, std, xhat):
-    """One block of: _blocks.divide_or_zero(dxhat*(xhat*std - d*std), r)."""
+    """One block of: _rt.divide_or_zero(dxhat*(xhat*std - d*std), r)."""
     t0 = numpy.empty_like(_out)
     numpy.multiply(xhat, std, out=t0)
     numpy.subtract(t0, (d*std), out=t0)
@@ -236,8 +257,8 @@ def _summand_2(_out, d, dxhat, mu, r, std, xhat):
     numpy.multiply(dxhat, t0, out=_out)
 
 
-def _dx_2(_out, d, dmu, dvar, dxhat, m, mu, r, std, xhat):
-    """One block of: dxhat*r/std + dmu/m + _blocks.divide_or_zero(2*dvar*(xhat*std - d*std), m*r)."""
+def _dx_3(_out, d, dmu, dvar, dxhat, m, mu, r, std, xhat):
+    """One block of: dxhat*r/std + dmu/m + _rt.divide_or_zero(2*dvar*(xhat*std - d*std), m*r)."""
     t0 = numpy.empty_like(_out)
     numpy.multiply(dxhat, (r/std), out=_out)
     numpy.multiply(xhat, std, out=t0)
@@ -248,8 +269,3 @@ def _dx_2(_out, d, dmu, dvar, dxhat, m, mu, r, std, xhat):
     numpy.multiply(t0, (2*dvar/m), out=t0)
     numpy.add(_out, t0, out=_out)
     numpy.add(_out, (dmu/m), out=_out)
-
-
-def _dx_3(_out, dxhat, r_max, std):
-    """One block of: dxhat*numpy.minimum(numpy.maximum(1, 1/r_max), r_max)/std."""
-    numpy.multiply(dxhat, (numpy.minimum(numpy.maximum(1, 1/r_max), r_max)/std), out=_out)

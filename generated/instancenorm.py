@@ -49,9 +49,11 @@ def instancenorm_forward(x, gamma, beta, in_param):
     outer_axes = tuple(a for a in param_sum_axes if a not in axes)
     shape, work = view_shape, x.dtype
     _rt.check_group_size(m, "channel of one sample")
-    mu = _blocks.total(x, axes, numpy.float64)/m
+    sum_x = _blocks.total(x, axes, numpy.float64)
+    mu = sum_x/m
     mu_hi, mu_lo = _blocks.split(mu, work)
-    var = _blocks.reduce(_summand, axes, shape, work, mu_hi, mu_lo, x)/m
+    sum_var = _blocks.reduce(_summand, axes, shape, work, mu_hi, mu_lo, x)
+    var = sum_var/m
     std = numpy.sqrt(eps + var)
     xhat = _blocks.elementwise(_xhat, shape, work, mu_hi, mu_lo, std, x)
     out = _blocks.elementwise(_out, shape, work, beta, gamma, xhat)
@@ -127,24 +129,19 @@ def instancenorm_backward_staged(dout, cache):
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
     shape, work = dout.shape, dout.dtype
     dxhat = _blocks.elementwise(_dxhat, shape, work, dout, gamma)
-    dvar = -1/2*_blocks.sum_of_products((dxhat, xhat,), axes)/std**2
-    dmu = -_blocks.total(dxhat, axes)/std
+    sum_dxhat_xhat = _blocks.sum_of_products((dxhat, xhat,), axes)
+    dvar = _blocks.narrow(-1/2*sum_dxhat_xhat/std**2, work)
+    sum_dxhat = _blocks.total(dxhat, axes)
+    dmu = _blocks.narrow(-sum_dxhat/std, work)
     dx = _blocks.elementwise(_dx_2, shape, work, dmu, dvar, dxhat, m, std, xhat)
-    dgamma = _blocks.sum_of_products((dout, xhat,), param_sum_axes)
-    dbeta = _blocks.total(dout, param_sum_axes)
+    sum_dout_xhat = _blocks.sum_of_products((dout, xhat,), axes)
+    sum_dout = _blocks.total(dout, axes)
+    dgamma = numpy.sum(sum_dout_xhat, axis=outer_axes, keepdims=True)
+    dbeta = numpy.sum(sum_dout, axis=outer_axes, keepdims=True)
     return (dx.reshape(cache["x_shape"]).astype(dtype, copy=False),
             dgamma.reshape(cache["gamma_shape"]).astype(dtype, copy=False),
             dbeta.reshape(cache["beta_shape"]).astype(dtype, copy=False),
             )
-
-
-def _dx(_out, coef_1, coef_dout, coef_xhat, dout, xhat):
-    """One block of: dout*coef_dout + xhat*coef_xhat + coef_1."""
-    t0 = numpy.empty_like(_out)
-    numpy.multiply(dout, coef_dout, out=_out)
-    numpy.multiply(xhat, coef_xhat, out=t0)
-    numpy.add(_out, t0, out=_out)
-    numpy.add(_out, coef_1, out=_out)
 
 
 def _summand(_out, mu_hi, mu_lo, x):
@@ -165,6 +162,15 @@ def _out(_out, beta, gamma, xhat):
     """One block of: xhat*gamma + beta."""
     numpy.multiply(xhat, gamma, out=_out)
     numpy.add(_out, beta, out=_out)
+
+
+def _dx(_out, coef_1, coef_dout, coef_xhat, dout, xhat):
+    """One block of: dout*coef_dout + xhat*coef_xhat + coef_1."""
+    t0 = numpy.empty_like(_out)
+    numpy.multiply(dout, coef_dout, out=_out)
+    numpy.multiply(xhat, coef_xhat, out=t0)
+    numpy.add(_out, t0, out=_out)
+    numpy.add(_out, coef_1, out=_out)
 
 
 def _dxhat(_out, dout, gamma):

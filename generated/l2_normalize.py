@@ -109,10 +109,21 @@ def l2_normalize_backward_staged(dout, cache):
     dtype = cache["dtype"]
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
     shape, work = dout.shape, dout.dtype
-    dsq = _blocks.divide_or_zero(-_blocks.sum_of_products((dout, out,), axes)*numpy.heaviside(-eps + norm, 1), 2*den*norm)
+    sum_dout_out = _blocks.sum_of_products((dout, out,), axes)
+    dsq = _blocks.narrow(_blocks.divide_or_zero(-sum_dout_out*numpy.heaviside(-eps + norm, 1), 2*den*norm), work)
     dx = _blocks.elementwise(_dx_2, shape, work, den, dout, dsq, out)
     return (dx.reshape(cache["x_shape"]).astype(dtype, copy=False),
             )
+
+
+def _summand(_out, x):
+    """One block of: x**2."""
+    numpy.square(x, out=_out)
+
+
+def _out(_out, den, x):
+    """One block of: _rt.divide_or_zero(x, den)."""
+    numpy.multiply(x, (1/den), out=_out)
 
 
 def _dx(_out, coef_dout, coef_out, dout, out):
@@ -123,18 +134,8 @@ def _dx(_out, coef_dout, coef_out, dout, out):
     numpy.add(_out, t0, out=_out)
 
 
-def _summand(_out, x):
-    """One block of: x**2."""
-    numpy.square(x, out=_out)
-
-
-def _out(_out, den, x):
-    """One block of: _blocks.divide_or_zero(x, den)."""
-    numpy.multiply(x, (1/den), out=_out)
-
-
 def _dx_2(_out, den, dout, dsq, out):
-    """One block of: _blocks.divide_or_zero(dout, den) + 2*out*den*dsq."""
+    """One block of: _rt.divide_or_zero(dout, den) + 2*out*den*dsq."""
     t0 = numpy.empty_like(_out)
     numpy.multiply(dout, (1/den), out=_out)
     numpy.multiply(out, (2*den*dsq), out=t0)

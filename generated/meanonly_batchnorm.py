@@ -51,12 +51,14 @@ def meanonly_batchnorm_forward(x, beta, bn_param):
     running = _rt.running_stats("bn_param", bn_param, ("running_mean", ), features, stat_shape, dtype)
     if mode == "train":
         _rt.check_group_size(m, "feature")
-        mu = _blocks.total(x, axes, numpy.float64)/m
+        sum_x = _blocks.total(x, axes, numpy.float64)
+        mu = sum_x/m
         mu_hi, mu_lo = _blocks.split(mu, work)
         xc = _blocks.elementwise(_xc, shape, work, mu_hi, mu_lo, x)
         out = _blocks.elementwise(_out, shape, work, beta, xc)
         running_mean = running["running_mean"]
-        bn_param["running_mean"] = (momentum*running_mean + mu*(1 - momentum)).reshape(features).astype(_rt.running_dtype(dtype), copy=False)
+        running_mean = momentum*running_mean + mu*(1 - momentum)
+        bn_param["running_mean"] = running_mean.reshape(features).astype(_rt.running_dtype(dtype), copy=False)
     else:
         mu = running["running_mean"]
         xc = _blocks.elementwise(_xc_2, shape, work, mu, x)
@@ -93,14 +95,16 @@ def meanonly_batchnorm_backward(dout, cache):
     dtype = cache["dtype"]
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
     shape, work = dout.shape, dout.dtype
-    sum_dout = _blocks.total(dout, axes)
     if cache["mode"] == "train":
+        sum_dout = _blocks.total(dout, axes)
         coef_1 = _blocks.narrow(-sum_dout/m, work)
         dx = _blocks.elementwise(_dx, shape, work, coef_1, dout)
+        dbeta = numpy.sum(sum_dout, axis=outer_axes, keepdims=True)
     else:
         dxc = _blocks.elementwise(_dxc, shape, work, dout)
-        dx = _blocks.elementwise(_dx_3, shape, work, dxc)
-    dbeta = numpy.sum(sum_dout, axis=outer_axes, keepdims=True)
+        dx = _blocks.elementwise(_dx_2, shape, work, dxc)
+        sum_dout = _blocks.total(dout, axes)
+        dbeta = numpy.sum(sum_dout, axis=outer_axes, keepdims=True)
     return (dx.reshape(cache["x_shape"]).astype(dtype, copy=False),
             dbeta.reshape(cache["beta_shape"]).astype(dtype, copy=False),
             )
@@ -123,20 +127,19 @@ def meanonly_batchnorm_backward_staged(dout, cache):
     shape, work = dout.shape, dout.dtype
     if cache["mode"] == "train":
         dxc = _blocks.elementwise(_dxc, shape, work, dout)
-        dmu = -_blocks.total(dxc, axes)
-        dx = _blocks.elementwise(_dx_2, shape, work, dmu, dxc, m)
+        sum_dxc = _blocks.total(dxc, axes)
+        dmu = _blocks.narrow(-sum_dxc, work)
+        dx = _blocks.elementwise(_dx_3, shape, work, dmu, dxc, m)
+        sum_dout = _blocks.total(dout, axes)
+        dbeta = numpy.sum(sum_dout, axis=outer_axes, keepdims=True)
     else:
-        dxc = dout
-        dx = dxc
-    dbeta = _blocks.total(dout, param_sum_axes)
+        dxc = _blocks.elementwise(_dxc, shape, work, dout)
+        dx = _blocks.elementwise(_dx_2, shape, work, dxc)
+        sum_dout = _blocks.total(dout, axes)
+        dbeta = numpy.sum(sum_dout, axis=outer_axes, keepdims=True)
     return (dx.reshape(cache["x_shape"]).astype(dtype, copy=False),
             dbeta.reshape(cache["beta_shape"]).astype(dtype, copy=False),
             )
-
-
-def _dx(_out, coef_1, dout):
-    """One block of: dout + coef_1."""
-    numpy.add(dout, coef_1, out=_out)
 
 
 def _xc(_out, mu_hi, mu_lo, x):
@@ -155,16 +158,21 @@ def _xc_2(_out, mu, x):
     numpy.subtract(x, mu, out=_out)
 
 
+def _dx(_out, coef_1, dout):
+    """One block of: dout + coef_1."""
+    numpy.add(dout, coef_1, out=_out)
+
+
 def _dxc(_out, dout):
     """One block of: dout."""
     numpy.copyto(_out, dout)
 
 
-def _dx_2(_out, dmu, dxc, m):
-    """One block of: dxc + dmu/m."""
-    numpy.add(dxc, (dmu/m), out=_out)
-
-
-def _dx_3(_out, dxc):
+def _dx_2(_out, dxc):
     """One block of: dxc."""
     numpy.copyto(_out, dxc)
+
+
+def _dx_3(_out, dmu, dxc, m):
+    """One block of: dxc + dmu/m."""
+    numpy.add(dxc, (dmu/m), out=_out)

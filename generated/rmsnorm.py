@@ -45,7 +45,8 @@ def rmsnorm_forward(x, gamma, rms_param):
     param_sum_axes = _rt.other_axes(len(view_shape), param_axes)
     outer_axes = tuple(a for a in param_sum_axes if a not in axes)
     shape, work = view_shape, x.dtype
-    var = _blocks.reduce(_summand, axes, shape, work, x)/m
+    sum_var = _blocks.reduce(_summand, axes, shape, work, x)
+    var = sum_var/m
     std = numpy.sqrt(eps + var)
     xhat = _blocks.elementwise(_xhat, shape, work, std, x)
     out = _blocks.elementwise(_out, shape, work, gamma, xhat)
@@ -116,21 +117,13 @@ def rmsnorm_backward_staged(dout, cache):
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
     shape, work = dout.shape, dout.dtype
     dxhat = _blocks.elementwise(_dxhat, shape, work, dout, gamma)
-    dvar = -1/2*_blocks.sum_of_products((dxhat, xhat,), axes)/std**2
+    sum_dxhat_xhat = _blocks.sum_of_products((dxhat, xhat,), axes)
+    dvar = _blocks.narrow(-1/2*sum_dxhat_xhat/std**2, work)
     dx = _blocks.elementwise(_dx_2, shape, work, dvar, dxhat, m, std, xhat)
     dgamma = _blocks.sum_of_products((dout, xhat,), param_sum_axes)
     return (dx.reshape(cache["x_shape"]).astype(dtype, copy=False),
             dgamma.reshape(cache["gamma_shape"]).astype(dtype, copy=False),
             )
-
-
-def _dx(_out, coef_dout_gamma, coef_xhat, dout, gamma, xhat):
-    """One block of: dout*gamma*coef_dout_gamma + xhat*coef_xhat."""
-    t0 = numpy.empty_like(_out)
-    numpy.multiply(xhat, coef_xhat, out=_out)
-    numpy.multiply(dout, gamma, out=t0)
-    numpy.multiply(t0, coef_dout_gamma, out=t0)
-    numpy.add(_out, t0, out=_out)
 
 
 def _summand(_out, x):
@@ -146,6 +139,15 @@ def _xhat(_out, std, x):
 def _out(_out, gamma, xhat):
     """One block of: gamma*xhat."""
     numpy.multiply(gamma, xhat, out=_out)
+
+
+def _dx(_out, coef_dout_gamma, coef_xhat, dout, gamma, xhat):
+    """One block of: dout*gamma*coef_dout_gamma + xhat*coef_xhat."""
+    t0 = numpy.empty_like(_out)
+    numpy.multiply(xhat, coef_xhat, out=_out)
+    numpy.multiply(dout, gamma, out=t0)
+    numpy.multiply(t0, coef_dout_gamma, out=t0)
+    numpy.add(_out, t0, out=_out)
 
 
 def _dxhat(_out, dout, gamma):

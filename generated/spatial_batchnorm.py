@@ -55,16 +55,20 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param):
     running = _rt.running_stats("bn_param", bn_param, ("running_mean", "running_var", ), features, stat_shape, dtype)
     if mode == "train":
         _rt.check_group_size(m, "channel")
-        mu = _blocks.total(x, axes, numpy.float64)/m
+        sum_x = _blocks.total(x, axes, numpy.float64)
+        mu = sum_x/m
         mu_hi, mu_lo = _blocks.split(mu, work)
-        var = _blocks.reduce(_summand, axes, shape, work, mu_hi, mu_lo, x)/m
+        sum_var = _blocks.reduce(_summand, axes, shape, work, mu_hi, mu_lo, x)
+        var = sum_var/m
         std = numpy.sqrt(eps + var)
         xhat = _blocks.elementwise(_xhat, shape, work, mu_hi, mu_lo, std, x)
         out = _blocks.elementwise(_out, shape, work, beta, gamma, xhat)
         running_mean = running["running_mean"]
         running_var = running["running_var"]
-        bn_param["running_mean"] = (momentum*running_mean + mu*(1 - momentum)).reshape(features).astype(_rt.running_dtype(dtype), copy=False)
-        bn_param["running_var"] = (momentum*running_var + var*(1 - momentum)).reshape(features).astype(_rt.running_dtype(dtype), copy=False)
+        running_mean = momentum*running_mean + mu*(1 - momentum)
+        running_var = momentum*running_var + var*(1 - momentum)
+        bn_param["running_mean"] = running_mean.reshape(features).astype(_rt.running_dtype(dtype), copy=False)
+        bn_param["running_var"] = running_var.reshape(features).astype(_rt.running_dtype(dtype), copy=False)
     else:
         mu = running["running_mean"]
         var = running["running_var"]
@@ -110,18 +114,22 @@ def spatial_batchnorm_backward(dout, cache):
     dtype = cache["dtype"]
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
     shape, work = dout.shape, dout.dtype
-    sum_dout = _blocks.total(dout, axes)
-    sum_dout_xhat = _blocks.sum_of_products((dout, xhat,), axes)
     if cache["mode"] == "train":
+        sum_dout = _blocks.total(dout, axes)
+        sum_dout_xhat = _blocks.sum_of_products((dout, xhat,), axes)
         coef_dout = _blocks.narrow(gamma/std, work)
         coef_xhat = _blocks.narrow(-gamma*sum_dout_xhat/(m*std), work)
         coef_1 = _blocks.narrow(-gamma*sum_dout/(m*std), work)
         dx = _blocks.elementwise(_dx, shape, work, coef_1, coef_dout, coef_xhat, dout, xhat)
+        dgamma = numpy.sum(sum_dout_xhat, axis=outer_axes, keepdims=True)
+        dbeta = numpy.sum(sum_dout, axis=outer_axes, keepdims=True)
     else:
         dxhat = _blocks.elementwise(_dxhat, shape, work, dout, gamma)
-        dx = _blocks.elementwise(_dx_3, shape, work, dxhat, std)
-    dgamma = numpy.sum(sum_dout_xhat, axis=outer_axes, keepdims=True)
-    dbeta = numpy.sum(sum_dout, axis=outer_axes, keepdims=True)
+        dx = _blocks.elementwise(_dx_2, shape, work, dxhat, std)
+        sum_dout_xhat = _blocks.sum_of_products((dout, xhat,), axes)
+        sum_dout = _blocks.total(dout, axes)
+        dgamma = numpy.sum(sum_dout_xhat, axis=outer_axes, keepdims=True)
+        dbeta = numpy.sum(sum_dout, axis=outer_axes, keepdims=True)
     return (dx.reshape(cache["x_shape"]).astype(dtype, copy=False),
             dgamma.reshape(cache["gamma_shape"]).astype(dtype, copy=False),
             dbeta.reshape(cache["beta_shape"]).astype(dtype, copy=False),
@@ -148,27 +156,26 @@ def spatial_batchnorm_backward_staged(dout, cache):
     shape, work = dout.shape, dout.dtype
     if cache["mode"] == "train":
         dxhat = _blocks.elementwise(_dxhat, shape, work, dout, gamma)
-        dvar = -1/2*_blocks.sum_of_products((dxhat, xhat,), axes)/std**2
-        dmu = -_blocks.total(dxhat, axes)/std
-        dx = _blocks.elementwise(_dx_2, shape, work, dmu, dvar, dxhat, m, std, xhat)
+        sum_dxhat_xhat = _blocks.sum_of_products((dxhat, xhat,), axes)
+        dvar = _blocks.narrow(-1/2*sum_dxhat_xhat/std**2, work)
+        sum_dxhat = _blocks.total(dxhat, axes)
+        dmu = _blocks.narrow(-sum_dxhat/std, work)
+        dx = _blocks.elementwise(_dx_3, shape, work, dmu, dvar, dxhat, m, std, xhat)
+        sum_dout_xhat = _blocks.sum_of_products((dout, xhat,), axes)
+        sum_dout = _blocks.total(dout, axes)
+        dgamma = numpy.sum(sum_dout_xhat, axis=outer_axes, keepdims=True)
+        dbeta = numpy.sum(sum_dout, axis=outer_axes, keepdims=True)
     else:
-        dxhat = dout*gamma
-        dx = dxhat/std
-    dgamma = _blocks.sum_of_products((dout, xhat,), param_sum_axes)
-    dbeta = _blocks.total(dout, param_sum_axes)
+        dxhat = _blocks.elementwise(_dxhat, shape, work, dout, gamma)
+        dx = _blocks.elementwise(_dx_2, shape, work, dxhat, std)
+        sum_dout_xhat = _blocks.sum_of_products((dout, xhat,), axes)
+        sum_dout = _blocks.total(dout, axes)
+        dgamma = numpy.sum(sum_dout_xhat, axis=outer_axes, keepdims=True)
+        dbeta = numpy.sum(sum_dout, axis=outer_axes, keepdims=True)
     return (dx.reshape(cache["x_shape"]).astype(dtype, copy=False),
             dgamma.reshape(cache["gamma_shape"]).astype(dtype, copy=False),
             dbeta.reshape(cache["beta_shape"]).astype(dtype, copy=False),
             )
-
-
-def _dx(_out, coef_1, coef_dout, coef_xhat, dout, xhat):
-    """One block of: dout*coef_dout + xhat*coef_xhat + coef_1."""
-    t0 = numpy.empty_like(_out)
-    numpy.multiply(dout, coef_dout, out=_out)
-    numpy.multiply(xhat, coef_xhat, out=t0)
-    numpy.add(_out, t0, out=_out)
-    numpy.add(_out, coef_1, out=_out)
 
 
 def _summand(_out, mu_hi, mu_lo, x):
@@ -197,20 +204,29 @@ def _xhat_2(_out, mu, std, x):
     numpy.multiply(_out, (1/std), out=_out)
 
 
+def _dx(_out, coef_1, coef_dout, coef_xhat, dout, xhat):
+    """One block of: dout*coef_dout + xhat*coef_xhat + coef_1."""
+    t0 = numpy.empty_like(_out)
+    numpy.multiply(dout, coef_dout, out=_out)
+    numpy.multiply(xhat, coef_xhat, out=t0)
+    numpy.add(_out, t0, out=_out)
+    numpy.add(_out, coef_1, out=_out)
+
+
 def _dxhat(_out, dout, gamma):
     """One block of: dout*gamma."""
     numpy.multiply(dout, gamma, out=_out)
 
 
-def _dx_2(_out, dmu, dvar, dxhat, m, std, xhat):
+def _dx_2(_out, dxhat, std):
+    """One block of: dxhat/std."""
+    numpy.multiply(dxhat, (1/std), out=_out)
+
+
+def _dx_3(_out, dmu, dvar, dxhat, m, std, xhat):
     """One block of: dxhat/std + 2*xhat*dvar*std/m + dmu/m."""
     t0 = numpy.empty_like(_out)
     numpy.multiply(dxhat, (1/std), out=_out)
     numpy.multiply(xhat, (2*dvar*std/m), out=t0)
     numpy.add(_out, t0, out=_out)
     numpy.add(_out, (dmu/m), out=_out)
-
-
-def _dx_3(_out, dxhat, std):
-    """One block of: dxhat/std."""
-    numpy.multiply(dxhat, (1/std), out=_out)

@@ -43,9 +43,11 @@ def weight_standardization_forward(x, ws_param):
     outer_axes = tuple(a for a in param_sum_axes if a not in axes)
     shape, work = view_shape, x.dtype
     _rt.check_group_size(m, "output channel")
-    mu = _blocks.total(x, axes, numpy.float64)/m
+    sum_x = _blocks.total(x, axes, numpy.float64)
+    mu = sum_x/m
     mu_hi, mu_lo = _blocks.split(mu, work)
-    var = _blocks.reduce(_summand, axes, shape, work, mu_hi, mu_lo, x)/m
+    sum_var = _blocks.reduce(_summand, axes, shape, work, mu_hi, mu_lo, x)
+    var = sum_var/m
     std = numpy.sqrt(eps + var)
     out = _blocks.elementwise(_out, shape, work, mu_hi, mu_lo, std, x)
     variant = "weight_standardization"
@@ -110,20 +112,13 @@ def weight_standardization_backward_staged(dout, cache):
     dtype = cache["dtype"]
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
     shape, work = dout.shape, dout.dtype
-    dvar = -1/2*_blocks.sum_of_products((dout, out,), axes)/std**2
-    dmu = -_blocks.total(dout, axes)/std
+    sum_dout_out = _blocks.sum_of_products((dout, out,), axes)
+    dvar = _blocks.narrow(-1/2*sum_dout_out/std**2, work)
+    sum_dout = _blocks.total(dout, axes)
+    dmu = _blocks.narrow(-sum_dout/std, work)
     dx = _blocks.elementwise(_dx_2, shape, work, dmu, dout, dvar, m, out, std)
     return (dx.reshape(cache["x_shape"]).astype(dtype, copy=False),
             )
-
-
-def _dx(_out, coef_1, coef_dout, coef_out, dout, out):
-    """One block of: dout*coef_dout + out*coef_out + coef_1."""
-    t0 = numpy.empty_like(_out)
-    numpy.multiply(dout, coef_dout, out=_out)
-    numpy.multiply(out, coef_out, out=t0)
-    numpy.add(_out, t0, out=_out)
-    numpy.add(_out, coef_1, out=_out)
 
 
 def _summand(_out, mu_hi, mu_lo, x):
@@ -138,6 +133,15 @@ def _out(_out, mu_hi, mu_lo, std, x):
     numpy.subtract(x, mu_hi, out=_out)
     numpy.subtract(_out, mu_lo, out=_out)
     numpy.multiply(_out, (1/std), out=_out)
+
+
+def _dx(_out, coef_1, coef_dout, coef_out, dout, out):
+    """One block of: dout*coef_dout + out*coef_out + coef_1."""
+    t0 = numpy.empty_like(_out)
+    numpy.multiply(dout, coef_dout, out=_out)
+    numpy.multiply(out, coef_out, out=t0)
+    numpy.add(_out, t0, out=_out)
+    numpy.add(_out, coef_1, out=_out)
 
 
 def _dx_2(_out, dmu, dout, dvar, m, out, std):

@@ -144,7 +144,7 @@ def test_an_unimportable_package_is_not_written(tmp_path, monkeypatch, capsys):
 
     def broken(derivations, templates=None):
         files = real(derivations, templates)
-        rel = next(r for r in files if r.endswith(".py") and "numba" not in r and not r.startswith("_"))
+        rel = "pixelnorm.py"   # the NumPy kernels of the entry
         files[rel] = files[rel].replace("def ", "def (", 1)
         return files
     monkeypatch.setattr(render, "render_all", broken)

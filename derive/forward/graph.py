@@ -24,8 +24,8 @@ param dict are the layout (:mod:`derive.forward.layout`), kept apart from the ma
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Callable
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import sympy as sp
 
@@ -237,7 +237,7 @@ class Graph:
         expr = sp.sympify(expr)
         known = {self._x, M, *self._params, *(c.symbol for c in self._constants), *self._reads,
                  *(n.symbol for n in self._nodes + self._lets)}
-        unknown = sorted((s.name for s in expr.free_symbols if s not in known))
+        unknown = sorted(s.name for s in expr.free_symbols if s not in known)
         if unknown:
             raise GraphError(f"{where}: undefined symbol {', '.join(unknown)}")
         return expr.xreplace({n.symbol: n.definition for n in self._lets})

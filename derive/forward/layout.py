@@ -10,6 +10,20 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
+class Facades:
+    """How an entry appears in the tensor frameworks' own APIs, beside the generic API every entry gets:
+    the ``torch.nn.functional`` names it computes (generated.torch.functional, generated.jax.functional),
+    the running-statistics convention of those names, and whether it has a form synchronized across
+    processes (generated.sync)."""
+
+    torch: tuple[str, ...] = ()      #: e.g. ("batch_norm",)
+    running: str = "graph"           #: "graph": the graph's own update rule; "torch": torch's (momentum
+    #: weights the batch, and the buffers in ``unbiased`` track the unbiased statistic m/(m - 1))
+    unbiased: tuple[str, ...] = ()
+    sync: bool = False               #: groups span the batch and generated.sync prints this entry
+
+
+@dataclass(frozen=True)
 class Spec:
     """Where one normalization's groups and parameters lie, and how it is called."""
 
@@ -25,6 +39,7 @@ class Spec:
     textbook: bool = False         #: CS231n's pair: <name>_backward is the staged form, _alt the compact
     min_group: int = 2             #: training needs at least this many values per group (torch's rule)
     group_word: str = "group"      #: what one group is called in messages ("feature", "row", ...)
+    facades: Facades = Facades()   #: its names in torch's and JAX's APIs (see :class:`Facades`)
 
     @property
     def gamma_varies(self) -> bool:

@@ -13,20 +13,20 @@ missing (or has extra) is the difference of the derived expressions, printed by
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Callable
+from functools import cache
 
 import sympy as sp
 
-from ..backends.numpy.kernels import abbreviate
 from ..docs.latex import math
 from ..forward.graph import BATCH, RUNNING, Graph, Model, StopGrad
 from ..forward.library import BY_NAME, Entry
+from ..ir.program import abbreviate
 from ..math import closed_form
 from ..math import lemmas as lemmas_mod
 from ..math import stages as stages_mod
-from ..math.algebra import M, ParamSum
+from ..math.algebra import M
 
 FAMILIES = ("batchnorm", "layernorm", "spatial_batchnorm", "spatial_groupnorm")
 
@@ -89,12 +89,12 @@ def derived(entry: Entry, graph: Graph | None = None) -> Derived:
     return Derived(train, test, stages_mod.backward(train), stages_mod.parameter_gradients(train))
 
 
-@lru_cache(maxsize=None)
+@cache
 def correct(family: str) -> Derived:
     return derived(BY_NAME[family])
 
 
-@lru_cache(maxsize=None)
+@cache
 def lemmas(family: str):
     return lemmas_mod.find(correct(family).train, 3)
 
@@ -106,7 +106,7 @@ def dx_expr(family: str, d: Derived) -> sp.Expr:
     return lem.canonical(expr)
 
 
-@lru_cache(maxsize=None)
+@cache
 def compact_terms(family: str) -> tuple[sp.Expr, ...]:
     """The terms of the compact dx, coefficient times monomial, sorted by monomial."""
     c = closed_form.compact(lemmas(family), correct(family).stages)
@@ -190,7 +190,7 @@ CATALOGUE: tuple[Slip, ...] = (
 BY_ID = {s.id: s for s in CATALOGUE}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _built(slip_id: str, family: str) -> Derived:
     return BY_ID[slip_id].build(family)
 

@@ -65,9 +65,15 @@ def _numeric(view: View):
     return {"BatchSum": view.batch_sum, "ParamSum": view.param_sum, "StopGrad": lambda a: a}
 
 
+#: the engine's functions of values, by their meaning (a clamp is max/min; a step is torch's mask)
+_VALUES = {"ClampMin": np.maximum, "ClampMax": np.minimum,
+           "Step": lambda a, h: np.heaviside(a, h), "Heaviside": lambda a, h=0.5: np.heaviside(a, h)}
+
+
 @lru_cache(maxsize=None)
 def _compile(expr: sp.Expr, args: tuple[sp.Symbol, ...]):
-    return sp.lambdify(args, expr, modules=[{n: _Late(n) for n in ("BatchSum", "ParamSum", "StopGrad")}, "numpy"])
+    return sp.lambdify(args, expr, modules=[{n: _Late(n) for n in ("BatchSum", "ParamSum", "StopGrad")}, _VALUES,
+                                            "numpy"])
 
 
 class _Late:

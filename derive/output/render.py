@@ -8,8 +8,6 @@ from pathlib import Path
 
 import jinja2
 
-from ..backends.numpy import kernels as kernels_ir
-from ..forward.layout import Spec
 from ..math.derivation import Derivation
 
 COMMAND = "derive"
@@ -56,104 +54,43 @@ def render(env: jinja2.Environment, template: str, suffix: str, **context) -> st
     return env.get_template(template).render(header=header(template, suffix), **context)
 
 
-#: what a layout adds to every cache, beside the symbols the backward reads
-LAYOUT_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer_axes", "dtype",
-               "x_shape", "view_shape")
-
-
-def kernel_context(d: Derivation) -> dict:
-    spec, model = d.spec, d.model
-    k = kernels_ir.build(d)
-    params = [p.name for p in model.params]
-    staged = ("the staged chain rule (" + ", ".join(lhs for lhs, _ in k.backward_staged) + ")", (),
-              k.backward_staged, k.params, k.backward_test, k.reads["staged"])
-    compact = ("the compact form, collected into per-group coefficients", k.reductions,
-               k.coefficients + (("dx", k.dx_fast),), k.params_fast, k.backward_test_fast, k.reads["compact"])
-    if spec.textbook:
-        functions = [(f"{spec.name}_backward", *staged), (f"{spec.name}_backward_alt", *compact)]
-    else:
-        functions = [(f"{spec.name}_backward", *compact), (f"{spec.name}_backward_staged", *staged)]
-    computed = {lhs for pairs in (k.forward_train, k.forward_test) for lhs, _ in pairs}
-    leaves = {model.x.name, *params, *(s.name for s in model.stats), *(c.symbol.name for c in model.constants),
-              "m"}
-    cacheable = computed | leaves
-    backward, cached = [], set()
-    for name, description, pre, train, grads, test, read in functions:
-        reads = (read | (k.reads["test"] if d.running_stats else set())) & cacheable
-        cached |= reads
-        backward.append({"name": name, "description": description, "pre": pre, "train": train, "params": grads,
-                         "test": test, "unpack": sorted(reads) + ["axes", "param_sum_axes", "outer_axes"]})
-    cache_keys = list(LAYOUT_KEYS) + sorted(cached | {f"{p}_shape" for p in params})
-    return {
-        "spec": spec,
-        "kernels": k,
-        "cache_keys": cache_keys,
-        "cache_values": {key: f"{key}.copy()" if key in (model.x.name, model.output.symbol.name) else key
-                         for key in cache_keys},
-        "backward_functions": backward,
-        "param_names": params,
-        "constants": [(c.symbol.name, repr(c.default), c.fraction) for c in model.constants],
-        "running": [(r.buffer, r.stat.name) for r in model.running],
-        "reads_running": [s.name for s in model.reads_running],
-        "has_running": d.running_stats,
-        "param_keys": [c.symbol.name for c in model.constants]
-        + (["mode", *(r.buffer for r in model.running)] if d.running_stats else [])
-        + (["axis"] if spec.batch_axis_option else []),
-        "check_group": spec.min_group > 1,
-        "x_param_axes": (1,) if spec.groups else spec.param_axes,
-        "param_description": param_description(spec),
-        "axes_description": axes_description(spec),
-        "group_word": spec.group_word,
-        "layout_text": "(" + ", ".join(spec.layout.split(",")) + ")",
-        "variant": spec.name,
-    }
-
-
-def param_description(spec: Spec) -> str:
-    letters = spec.layout.split(",")
-    if spec.any_rank:
-        return f"({letters[-1]},)"
-    if spec.groups:
-        return "(1, C, 1, 1) or (C,)"
-    along = [letters[a] for a in spec.param_axes]
-    return f"({', '.join(along)},)"
-
-
-def axes_description(spec: Spec) -> str:
-    letters = spec.layout.split(",")
-    if spec.groups:
-        return "(C/G, H, W) within each group of channels, for each sample"
-    if spec.any_rank:
-        return f"({letters[-1]}) (the last axis)"
-    return "(" + ", ".join(letters[a] for a in spec.reduce_axes) + ")"
+def builds(derivations) -> list:
+    """Each derivation with its kernel IR, named against every backend's own identifiers."""
+    from .. import backends
+    from ..ir import program
+    return [backends.Build(d, program.build(d, backends.reserved())) for d in derivations]
 
 
 def render_all(derivations: list[Derivation], templates: Path | None = None) -> dict[str, str]:
     """{relative path under generated/: text} for every file derive writes."""
-    from ..backends.jax import context as jax_backend
-    from ..backends.numba import context as numba_backend
-    from ..backends.sync import context as sync_context
-    from ..backends.torch import context as torch_backend
+    from .. import backends
     from ..docs import documents
-    contexts = {d.spec.name: kernel_context(d) for d in derivations}
-    exports = [(d.spec.name, fn["name"]) for d in derivations
-               for fn in [{"name": f"{d.spec.name}_forward"}] + contexts[d.spec.name]["backward_functions"]]
-    jobs = {f"{d.spec.name}.py": ("numpy_kernels.py.jinja", contexts[d.spec.name]) for d in derivations}
-    jobs["_runtime.py"] = ("runtime.py.jinja", {})
-    jobs["_blocks.py"] = ("blocks.py.jinja", {})
-    jobs["__init__.py"] = ("init.py.jinja", {"exports": exports})
-    jobs["__main__.py"] = ("main.py.jinja", {
-        "variants": [(d.spec.name, [n for m, n in exports if m == d.spec.name]) for d in derivations],
-        "documents": [f"{d.spec.name}.md, {d.spec.name}.tex" for d in derivations]})
+    found = builds(derivations)
+    jobs = package_jobs(found)
     jobs.update(documents.document_jobs(derivations))
-    jobs.update(numba_backend.numba_jobs(derivations, contexts))
-    if torch_backend.covers(contexts):  # torch's and JAX's functional API name library entries
-        jobs.update(torch_backend.torch_jobs(derivations))
-        jobs.update(jax_backend.jax_jobs(derivations))
-    jobs.update(sync_context.sync_jobs(derivations))   # generated/sync: batch norm across processes
+    for backend in backends.BACKENDS:
+        jobs.update({_join(backend.package, rel): job for rel, job in backend.jobs(found).items()})
     env = environment(templates)
     return {path: render(env, template, Path(path).suffix, **context)
             for path, (template, context) in sorted(jobs.items())}
+
+
+def _join(package: str, rel: str) -> str:
+    return f"{package}/{rel}" if package else rel
+
+
+def package_jobs(found) -> dict:
+    """The package's own __init__ (the top-level functions) and __main__ (what it holds)."""
+    from .. import backends
+    top = next(b for b in backends.BACKENDS if not b.package)
+    exports = [(b.spec.name, name) for b in found for name in top.options["exports"](b)]
+    listed = [(b.name, b.package, b.summary, b.requires, b.extra) for b in backends.BACKENDS]
+    return {
+        "__init__.py": ("init.py.jinja", {"exports": exports}),
+        "__main__.py": ("main.py.jinja", {
+            "variants": [(b.spec.name, [n for m, n in exports if m == b.spec.name]) for b in found],
+            "documents": [f"{b.spec.name}.md, {b.spec.name}.tex" for b in found], "backends": listed}),
+    }
 
 
 def latex_document(d: Derivation, templates: Path | None = None) -> str:

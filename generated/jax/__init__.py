@@ -2,15 +2,17 @@
 # Regenerate it with `derive` (or `python -m derive`) from the project root.
 """Normalizations for JAX whose forward and VJP are printed from the proved derivations
 (jax.custom_vjp); the printed VJP is jax.numpy, so JAX differentiates it again.
-Install with ``pip install 'normderive[jax]'``."""
+Each entry's module has a function of the entry's own name(``batch_renorm.batch_renorm``); ``functional`` mirrors torch.nn.functional.  Install with ``pip install 'normderive[jax]'``."""
 try:
     import jax  # noqa: F401
 except ImportError as error:  # pragma: no cover - exercised only without JAX
-    raise ImportError("generated.jax needs JAX: pip install 'normderive[jax]'") from error
+    raise ImportError("this package's JAX backend needs JAX: pip install 'normderive[jax]'") from error
 
 from . import functional
 from .functional import (batch_norm, batch_renorm, group_norm, instance_norm, layer_norm,
                          mean_only_batch_norm, normalize, rms_norm, weight_standardization)
 
-__all__ = ["functional", "batch_norm", "batch_renorm", "group_norm", "instance_norm", "layer_norm",
-           "mean_only_batch_norm", "normalize", "rms_norm", "weight_standardization"]
+__all__ = [
+    "functional", "batch_norm", "batch_renorm", "group_norm", "instance_norm", "layer_norm",
+    "mean_only_batch_norm", "normalize", "rms_norm", "weight_standardization",
+]

@@ -55,3 +55,39 @@ def layout(view_shape, axes, param_shape):
             ("outer_axes", tuple(a for a in param_sum_axes if a not in axes)),
             ("m", math.prod(view_shape[a] for a in axes)),
             ("stat_shape", tuple(1 if a in axes else n for a, n in enumerate(view_shape))))
+
+
+def working_view(x, reduce_axes, param_axes, groups=None):
+    """The working view of the generic API, its static layout and the parameters' shape."""
+    if groups is not None:
+        n, c = x.shape[0], x.shape[1]
+        if c % groups:
+            raise ValueError(f"the number of channels {c} is not divisible by the number of groups {groups}")
+        view = jnp.reshape(x, (n, groups, c // groups) + tuple(x.shape[2:]))
+    else:
+        view = x
+    ndim = view.ndim
+    for a in tuple(reduce_axes) + tuple(param_axes):
+        if not -ndim <= a < ndim:
+            raise IndexError(f"the layout's axis {a} is out of range for an input of {x.ndim} dimensions")
+    axes = tuple(a % ndim for a in reduce_axes)
+    spans = tuple(a % ndim for a in param_axes)
+    shape = tuple(n if a in spans else 1 for a, n in enumerate(view.shape))
+    return view, layout(view.shape, axes, shape), shape
+
+
+def parameter(value, like, shape, fill, name):
+    """A parameter as the kernels' view; None is the value ``fill`` everywhere."""
+    if value is None:
+        return jnp.full(shape, fill, dtype=like.dtype)
+    value = jnp.asarray(value)
+    if value.size != math.prod(shape):
+        raise ValueError(f"{name} must have {math.prod(shape)} elements (shape {tuple(n for n in shape if n != 1)}), "
+                         f"got shape {tuple(value.shape)}")
+    return jnp.reshape(value, shape)
+
+
+def check_group(m, what):
+    """torch's rule: training needs more than one value per group."""
+    if m <= 1:
+        raise ValueError(f"Expected more than 1 value per {what} when training, got input size {m}")

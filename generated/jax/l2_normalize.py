@@ -57,3 +57,22 @@ def train(const, layout):
 
     f.defvjp(fwd, bwd)
     return f
+
+
+# --------------------------------------------------------------------------- the generic API
+
+#: the working view of x (..., D): groups along these axes, parameters along those
+_REDUCE_AXES, _PARAM_AXES = (-1,), ()
+#: each parameter's value where it is not given (the identity of the layer's affine part)
+PARAM_INIT = {}
+
+
+def l2_normalize(x, *, eps=1e-12, ):
+    """L2 normalization of ``x`` (..., D), with the derived VJP (jax.custom_vjp).
+
+    """
+    x = jnp.asarray(x)
+    _view, _layout, _shape = _rt.working_view(x, _REDUCE_AXES, _PARAM_AXES)
+    _params = ()
+    _const = (("eps", eps), )
+    return jnp.reshape(train(_const, _layout)(_view, *_params), x.shape)

@@ -20,10 +20,11 @@ STATS = {"running_mean": "mu", }
 
 def forward_train(x, beta, *, momentum, m, axes, **_):
     """The training forward pass: every node of the graph, in order."""
-    mu = jnp.sum(x, axis=axes, keepdims=True)/m
+    sum_x = jnp.sum(x, axis=axes, keepdims=True)
+    mu = sum_x/m
     xc = x - mu
     out = xc + beta
-    return {"mu": mu, "xc": xc, "out": out, }
+    return {"sum_x": sum_x, "mu": mu, "xc": xc, "out": out, }
 
 
 def backward_train(dout, *, momentum, m, axes, param_sum_axes, outer_axes, **_):
@@ -46,7 +47,8 @@ def backward_test(dout, *, momentum, m, axes, param_sum_axes, outer_axes, **_):
     """The backward pass of the test-mode (affine) map: the staged chain rule."""
     dxc = dout
     dx = dxc
-    dbeta = jnp.sum(dout, axis=param_sum_axes, keepdims=True)
+    sum_dout = jnp.sum(dout, axis=axes, keepdims=True)
+    dbeta = _rt.total(sum_dout, outer_axes)
     return (dx, dbeta,)
 
 
@@ -99,3 +101,39 @@ def test(const, layout):
 
     f.defvjp(fwd, bwd)
     return f
+
+
+# --------------------------------------------------------------------------- the generic API
+
+#: the working view of x (N, D): groups along these axes, parameters along those
+_REDUCE_AXES, _PARAM_AXES = (0,), (1,)
+#: each parameter's value where it is not given (the identity of the layer's affine part)
+PARAM_INIT = {"beta": 0.0, }
+
+
+def meanonly_batchnorm(x, beta=None, running_mean=None, *, training=True, return_running=False, momentum=0.09999999999999998, ):
+    """Mean-only batch normalization of ``x`` (N, D), with the derived VJP (jax.custom_vjp).
+
+    beta: (D,) (None: beta = 0.0).
+    running_mean: running statistics (torch's: momentum weights the batch); JAX arrays are
+    immutable, so ``return_running=True`` returns ``(_out, {_new buffer: value})``.
+    """
+    x = jnp.asarray(x)
+    _view, _layout, _shape = _rt.working_view(x, _REDUCE_AXES, _PARAM_AXES)
+    _params = (_rt.parameter(beta, _view, _shape, PARAM_INIT["beta"], "beta"), )
+    _const = (("momentum", momentum), )
+    _buffers = {"running_mean": running_mean, }
+    _stat_shape = dict(_layout)["stat_shape"]
+    if training:
+        _rt.check_group(dict(_layout)["m"], "feature")
+        _reads = tuple(jnp.reshape(_buffers[n], _stat_shape).astype(_view.dtype) for n in READS_RUNNING)
+        _out = train(_const, _layout)(_view, *_params, *_reads)
+        if not return_running:
+            return jnp.reshape(_out, x.shape)
+        _kw = {**dict(_const), **dict(_layout)}
+        _values = forward_train(_view, *_params, *_reads, **_kw)
+        _new = running_update(*(jnp.reshape(_buffers[n], _stat_shape) for n in STATS), **_values, **_kw)
+        return jnp.reshape(_out, x.shape), {n: jnp.reshape(v, jnp.shape(_buffers[n])) for n, v in zip(STATS, _new)}
+    _stats = tuple(jnp.reshape(_buffers[n], _stat_shape).astype(_view.dtype) for n in STATS)
+    _out = jnp.reshape(test(_const, _layout)(_view, *_params, *_stats), x.shape)
+    return (_out, _buffers) if return_running else _out

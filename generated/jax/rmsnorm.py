@@ -20,11 +20,12 @@ STATS = {}
 
 def forward_train(x, gamma, *, eps, m, axes, **_):
     """The training forward pass: every node of the graph, in order."""
-    var = jnp.sum(x**2, axis=axes, keepdims=True)/m
+    sum_var = jnp.sum(x**2, axis=axes, keepdims=True)
+    var = sum_var/m
     std = _rt.sqrt(eps + var)
     xhat = x/std
     out = gamma*xhat
-    return {"var": var, "std": std, "xhat": xhat, "out": out, }
+    return {"sum_var": sum_var, "var": var, "std": std, "xhat": xhat, "out": out, }
 
 
 def backward_train(dout, gamma, std, xhat, *, eps, m, axes, param_sum_axes, outer_axes, **_):
@@ -58,3 +59,23 @@ def train(const, layout):
 
     f.defvjp(fwd, bwd)
     return f
+
+
+# --------------------------------------------------------------------------- the generic API
+
+#: the working view of x (..., D): groups along these axes, parameters along those
+_REDUCE_AXES, _PARAM_AXES = (-1,), (-1,)
+#: each parameter's value where it is not given (the identity of the layer's affine part)
+PARAM_INIT = {"gamma": 1.0, }
+
+
+def rmsnorm(x, gamma=None, *, eps=1e-05, ):
+    """RMS normalization of ``x`` (..., D), with the derived VJP (jax.custom_vjp).
+
+    gamma: (D,) (None: gamma = 1.0).
+    """
+    x = jnp.asarray(x)
+    _view, _layout, _shape = _rt.working_view(x, _REDUCE_AXES, _PARAM_AXES)
+    _params = (_rt.parameter(gamma, _view, _shape, PARAM_INIT["gamma"], "gamma"), )
+    _const = (("eps", eps), )
+    return jnp.reshape(train(_const, _layout)(_view, *_params), x.shape)

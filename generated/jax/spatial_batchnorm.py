@@ -20,12 +20,14 @@ STATS = {"running_mean": "mu", "running_var": "var", }
 
 def forward_train(x, gamma, beta, *, eps, momentum, m, axes, **_):
     """The training forward pass: every node of the graph, in order."""
-    mu = jnp.sum(x, axis=axes, keepdims=True)/m
-    var = jnp.sum((x - mu)**2, axis=axes, keepdims=True)/m
+    sum_x = jnp.sum(x, axis=axes, keepdims=True)
+    mu = sum_x/m
+    sum_var = jnp.sum((x - mu)**2, axis=axes, keepdims=True)
+    var = sum_var/m
     std = _rt.sqrt(eps + var)
     xhat = (x - mu)/std
     out = xhat*gamma + beta
-    return {"mu": mu, "var": var, "std": std, "xhat": xhat, "out": out, }
+    return {"sum_x": sum_x, "mu": mu, "sum_var": sum_var, "var": var, "std": std, "xhat": xhat, "out": out, }
 
 
 def backward_train(dout, gamma, std, xhat, *, eps, momentum, m, axes, param_sum_axes, outer_axes, **_):
@@ -53,14 +55,16 @@ def backward_test(dout, gamma, std, xhat, *, eps, momentum, m, axes, param_sum_a
     """The backward pass of the test-mode (affine) map: the staged chain rule."""
     dxhat = dout*gamma
     dx = dxhat/std
-    dgamma = jnp.sum(dout*xhat, axis=param_sum_axes, keepdims=True)
-    dbeta = jnp.sum(dout, axis=param_sum_axes, keepdims=True)
+    sum_dout_xhat = jnp.sum(dout*xhat, axis=axes, keepdims=True)
+    sum_dout = jnp.sum(dout, axis=axes, keepdims=True)
+    dgamma = _rt.total(sum_dout_xhat, outer_axes)
+    dbeta = _rt.total(sum_dout, outer_axes)
     return (dx, dgamma, dbeta,)
 
 
 def running_update(running_mean, running_var, *, mu, var, momentum, m, **_):
     """torch's running statistics (the unbiased batch variance); returns the new buffers."""
-    return (momentum*mu + running_mean*(1 - momentum), _rt.divide_or_zero(m*momentum*var, m - 1) + running_var*(1 - momentum), )
+    return (momentum*running_mean + mu*(1 - momentum), momentum*running_var + var*(1 - momentum), )
 
 
 @functools.lru_cache(maxsize=None)
@@ -107,3 +111,39 @@ def test(const, layout):
 
     f.defvjp(fwd, bwd)
     return f
+
+
+# --------------------------------------------------------------------------- the generic API
+
+#: the working view of x (N, C, H, W): groups along these axes, parameters along those
+_REDUCE_AXES, _PARAM_AXES = (0, 2, 3), (1,)
+#: each parameter's value where it is not given (the identity of the layer's affine part)
+PARAM_INIT = {"gamma": 1.0, "beta": 0.0, }
+
+
+def spatial_batchnorm(x, gamma=None, beta=None, running_mean=None, running_var=None, *, training=True, return_running=False, eps=1e-05, momentum=0.9, ):
+    """Spatial batch normalization of ``x`` (N, C, H, W), with the derived VJP (jax.custom_vjp).
+
+    gamma, beta: (C,) (None: gamma = 1.0, beta = 0.0).
+    running_mean, running_var: running statistics (the graph's own rule); JAX arrays are
+    immutable, so ``return_running=True`` returns ``(_out, {_new buffer: value})``.
+    """
+    x = jnp.asarray(x)
+    _view, _layout, _shape = _rt.working_view(x, _REDUCE_AXES, _PARAM_AXES)
+    _params = (_rt.parameter(gamma, _view, _shape, PARAM_INIT["gamma"], "gamma"), _rt.parameter(beta, _view, _shape, PARAM_INIT["beta"], "beta"), )
+    _const = (("eps", eps), ("momentum", momentum), )
+    _buffers = {"running_mean": running_mean, "running_var": running_var, }
+    _stat_shape = dict(_layout)["stat_shape"]
+    if training:
+        _rt.check_group(dict(_layout)["m"], "channel")
+        _reads = tuple(jnp.reshape(_buffers[n], _stat_shape).astype(_view.dtype) for n in READS_RUNNING)
+        _out = train(_const, _layout)(_view, *_params, *_reads)
+        if not return_running:
+            return jnp.reshape(_out, x.shape)
+        _kw = {**dict(_const), **dict(_layout)}
+        _values = forward_train(_view, *_params, *_reads, **_kw)
+        _new = running_update(*(jnp.reshape(_buffers[n], _stat_shape) for n in STATS), **_values, **_kw)
+        return jnp.reshape(_out, x.shape), {n: jnp.reshape(v, jnp.shape(_buffers[n])) for n, v in zip(STATS, _new)}
+    _stats = tuple(jnp.reshape(_buffers[n], _stat_shape).astype(_view.dtype) for n in STATS)
+    _out = jnp.reshape(test(_const, _layout)(_view, *_params, *_stats), x.shape)
+    return (_out, _buffers) if return_running else _out

@@ -20,12 +20,14 @@ STATS = {}
 
 def forward_train(x, gamma, beta, *, eps, m, axes, **_):
     """The training forward pass: every node of the graph, in order."""
-    mu = jnp.sum(x, axis=axes, keepdims=True)/m
-    var = jnp.sum((x - mu)**2, axis=axes, keepdims=True)/m
+    sum_x = jnp.sum(x, axis=axes, keepdims=True)
+    mu = sum_x/m
+    sum_var = jnp.sum((x - mu)**2, axis=axes, keepdims=True)
+    var = sum_var/m
     std = _rt.sqrt(eps + var)
     xhat = (x - mu)/std
     out = beta + gamma*xhat
-    return {"mu": mu, "var": var, "std": std, "xhat": xhat, "out": out, }
+    return {"sum_x": sum_x, "mu": mu, "sum_var": sum_var, "var": var, "std": std, "xhat": xhat, "out": out, }
 
 
 def backward_train(dout, gamma, std, xhat, *, eps, m, axes, param_sum_axes, outer_axes, **_):
@@ -62,3 +64,23 @@ def train(const, layout):
 
     f.defvjp(fwd, bwd)
     return f
+
+
+# --------------------------------------------------------------------------- the generic API
+
+#: the working view of x (N, C, H, W): groups along these axes, parameters along those
+_REDUCE_AXES, _PARAM_AXES = (2, 3, 4), (1, 2)
+#: each parameter's value where it is not given (the identity of the layer's affine part)
+PARAM_INIT = {"gamma": 1.0, "beta": 0.0, }
+
+
+def spatial_groupnorm(x, gamma=None, beta=None, *, num_groups, eps=1e-05, ):
+    """Group normalization of ``x`` (N, C, H, W), with the derived VJP (jax.custom_vjp).
+
+    gamma, beta: (C,) (None: gamma = 1.0, beta = 0.0).
+    """
+    x = jnp.asarray(x)
+    _view, _layout, _shape = _rt.working_view(x, _REDUCE_AXES, _PARAM_AXES, num_groups)
+    _params = (_rt.parameter(gamma, _view, _shape, PARAM_INIT["gamma"], "gamma"), _rt.parameter(beta, _view, _shape, PARAM_INIT["beta"], "beta"), )
+    _const = (("eps", eps), )
+    return jnp.reshape(train(_const, _layout)(_view, *_params), x.shape)

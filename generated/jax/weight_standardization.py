@@ -20,11 +20,13 @@ STATS = {}
 
 def forward_train(x, *, eps, m, axes, **_):
     """The training forward pass: every node of the graph, in order."""
-    mu = jnp.sum(x, axis=axes, keepdims=True)/m
-    var = jnp.sum((x - mu)**2, axis=axes, keepdims=True)/m
+    sum_x = jnp.sum(x, axis=axes, keepdims=True)
+    mu = sum_x/m
+    sum_var = jnp.sum((x - mu)**2, axis=axes, keepdims=True)
+    var = sum_var/m
     std = _rt.sqrt(eps + var)
     out = (x - mu)/std
-    return {"mu": mu, "var": var, "std": std, "out": out, }
+    return {"sum_x": sum_x, "mu": mu, "sum_var": sum_var, "var": var, "std": std, "out": out, }
 
 
 def backward_train(dout, out, std, *, eps, m, axes, param_sum_axes, outer_axes, **_):
@@ -59,3 +61,23 @@ def train(const, layout):
 
     f.defvjp(fwd, bwd)
     return f
+
+
+# --------------------------------------------------------------------------- the generic API
+
+#: the working view of x (O, I, H, W): groups along these axes, parameters along those
+_REDUCE_AXES, _PARAM_AXES = (1, 2, 3), (0,)
+#: each parameter's value where it is not given (the identity of the layer's affine part)
+PARAM_INIT = {}
+
+
+def weight_standardization(x, *, eps=1e-05, ):
+    """Weight standardization of ``x`` (O, I, H, W), with the derived VJP (jax.custom_vjp).
+
+    """
+    x = jnp.asarray(x)
+    _view, _layout, _shape = _rt.working_view(x, _REDUCE_AXES, _PARAM_AXES)
+    _params = ()
+    _const = (("eps", eps), )
+    _rt.check_group(dict(_layout)["m"], "output channel")
+    return jnp.reshape(train(_const, _layout)(_view, *_params), x.shape)

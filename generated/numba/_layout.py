@@ -48,7 +48,10 @@ def serial(kernel):
             return kernel(*args)
         with _LOCK:
             result = kernel(*args)
-            _threadsafe = numba.threading_layer() != "workqueue"
+            try:
+                _threadsafe = numba.threading_layer() != "workqueue"
+            except ValueError:   # no parallel kernel ran yet (NUMBA_DISABLE_JIT): keep the lock
+                pass
         return result
 
     call.kernel = kernel

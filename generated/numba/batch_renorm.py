@@ -31,8 +31,7 @@ def _forward_train(x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, var_g
     std_run_g = numpy.empty(G)
     sum_x_c = numpy.empty((chunks, G))
     for c in numba.prange(chunks):
-        o0 = c * O // chunks
-        o1 = (c + 1) * O // chunks
+        o0, o1 = c * O // chunks, (c + 1) * O // chunks
         for g in range(G):
             sum_x_c[c, g] = 0.0
         for o in range(o0, o1 - (o1 - o0) % 4, 4):
@@ -50,8 +49,7 @@ def _forward_train(x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, var_g
         d_g[g] = min(max(((mu_g[g] - running_mean_g[g])/(math.sqrt(eps + running_var_g[g])) if (math.sqrt(eps + running_var_g[g])) != 0 else 0.0), -d_max), d_max)
     sum_var_c = numpy.empty((chunks, G))
     for c in numba.prange(chunks):
-        o0 = c * O // chunks
-        o1 = (c + 1) * O // chunks
+        o0, o1 = c * O // chunks, (c + 1) * O // chunks
         for g in range(G):
             sum_var_c[c, g] = 0.0
         for o in range(o0, o1 - (o1 - o0) % 4, 4):
@@ -105,8 +103,7 @@ def _backward_compact(dout, xhat, dx, d_g, r_g, std_g, gamma_p, dgamma_p, dbeta_
     sum_dout_c = numpy.empty((chunks, G))
     sum_dout_xhat_c = numpy.empty((chunks, G))
     for c in numba.prange(chunks):
-        o0 = c * O // chunks
-        o1 = (c + 1) * O // chunks
+        o0, o1 = c * O // chunks, (c + 1) * O // chunks
         for g in range(G):
             sum_dout_c[c, g] = 0.0
             sum_dout_xhat_c[c, g] = 0.0
@@ -151,15 +148,14 @@ def _backward_staged(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, d
     O, G = dout.shape
     dgamma_g = numpy.empty(G)
     dbeta_g = numpy.empty(G)
-    dvar_g = numpy.empty(G)
-    dmu_g = numpy.empty(G)
+    dvar_g = numpy.empty(G, dout.dtype)
+    dmu_g = numpy.empty(G, dout.dtype)
     sum_dvar_c = numpy.empty((chunks, G))
     sum_dxhat_c = numpy.empty((chunks, G))
     sum_dout_xhat_c = numpy.empty((chunks, G))
     sum_dout_c = numpy.empty((chunks, G))
     for c in numba.prange(chunks):
-        o0 = c * O // chunks
-        o1 = (c + 1) * O // chunks
+        o0, o1 = c * O // chunks, (c + 1) * O // chunks
         for g in range(G):
             sum_dvar_c[c, g] = 0.0
             sum_dxhat_c[c, g] = 0.0
@@ -219,8 +215,7 @@ def _backward_test(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, r_max, P, 
     sum_dout_xhat_c = numpy.empty((chunks, G))
     sum_dout_c = numpy.empty((chunks, G))
     for c in numba.prange(chunks):
-        o0 = c * O // chunks
-        o1 = (c + 1) * O // chunks
+        o0, o1 = c * O // chunks, (c + 1) * O // chunks
         for g in range(G):
             sum_dout_xhat_c[c, g] = 0.0
             sum_dout_c[c, g] = 0.0
@@ -298,8 +293,8 @@ def batch_renorm_forward(x, gamma, beta, bn_param):
     work = x.dtype
     stat_shape = tuple(n if a in param_axes else 1 for a, n in enumerate(view_shape))
     running = _rt.running_stats("bn_param", bn_param, ("running_mean", "running_var", ), features, stat_shape, dtype)
-    running_var = running["running_var"]
     running_mean = running["running_mean"]
+    running_var = running["running_var"]
     if mode == "train":
         _rt.check_group_size(m, "feature")
         xhat_k = lay.empty(work)
@@ -338,8 +333,10 @@ def batch_renorm_forward(x, gamma, beta, bn_param):
         r = r_g.reshape(lay.stat_shape)
         running_mean = running["running_mean"]
         running_var = running["running_var"]
-        bn_param["running_mean"] = (momentum*running_mean + mu*(1 - momentum)).reshape(features).astype(_rt.running_dtype(dtype), copy=False)
-        bn_param["running_var"] = (momentum*running_var + var*(1 - momentum)).reshape(features).astype(_rt.running_dtype(dtype), copy=False)
+        running_mean = momentum*running_mean + mu*(1 - momentum)
+        running_var = momentum*running_var + var*(1 - momentum)
+        bn_param["running_mean"] = running_mean.reshape(features).astype(_rt.running_dtype(dtype), copy=False)
+        bn_param["running_var"] = running_var.reshape(features).astype(_rt.running_dtype(dtype), copy=False)
     else:
         mu = running["running_mean"]
         var = running["running_var"]

@@ -30,8 +30,7 @@ def _forward_train(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P,
     O, G = x.shape
     sum_x_c = numpy.empty((chunks, G))
     for c in numba.prange(chunks):
-        o0 = c * O // chunks
-        o1 = (c + 1) * O // chunks
+        o0, o1 = c * O // chunks, (c + 1) * O // chunks
         for g in range(G):
             sum_x_c[c, g] = 0.0
         for o in range(o0, o1 - (o1 - o0) % 4, 4):
@@ -47,8 +46,7 @@ def _forward_train(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P,
         mu_g[g] = sum_x/m
     sum_var_c = numpy.empty((chunks, G))
     for c in numba.prange(chunks):
-        o0 = c * O // chunks
-        o1 = (c + 1) * O // chunks
+        o0, o1 = c * O // chunks, (c + 1) * O // chunks
         for g in range(G):
             sum_var_c[c, g] = 0.0
         for o in range(o0, o1 - (o1 - o0) % 4, 4):
@@ -87,36 +85,35 @@ def _forward_test(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, chu
 @_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _backward_compact(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, eps, m, P, chunks):
-    """Backward pass, the compact form. Pass 1 sums sum_dout_xhat, sum_dout (float64) in each group; then coef_dout, coef_xhat, coef_1. Pass 2: dx, elementwise."""
+    """Backward pass, the compact form. Pass 1 sums sum_dout, sum_dout_xhat (float64) in each group; then coef_dout, coef_xhat, coef_1. Pass 2: dx, elementwise."""
     O, G = dout.shape
     dgamma_g = numpy.empty(G)
     dbeta_g = numpy.empty(G)
     coef_dout_g = numpy.empty(G, dout.dtype)
     coef_xhat_g = numpy.empty(G, dout.dtype)
     coef_1_g = numpy.empty(G, dout.dtype)
-    sum_dout_xhat_c = numpy.empty((chunks, G))
     sum_dout_c = numpy.empty((chunks, G))
+    sum_dout_xhat_c = numpy.empty((chunks, G))
     for c in numba.prange(chunks):
-        o0 = c * O // chunks
-        o1 = (c + 1) * O // chunks
+        o0, o1 = c * O // chunks, (c + 1) * O // chunks
         for g in range(G):
-            sum_dout_xhat_c[c, g] = 0.0
             sum_dout_c[c, g] = 0.0
+            sum_dout_xhat_c[c, g] = 0.0
         for o in range(o0, o1 - (o1 - o0) % 4, 4):
             for g in range(G):
-                sum_dout_xhat_c[c, g] += numpy.float64(dout[o, g]*xhat[o, g]) + numpy.float64(dout[o + 1, g]*xhat[o + 1, g]) + numpy.float64(dout[o + 2, g]*xhat[o + 2, g]) + numpy.float64(dout[o + 3, g]*xhat[o + 3, g])
                 sum_dout_c[c, g] += numpy.float64(dout[o, g]) + numpy.float64(dout[o + 1, g]) + numpy.float64(dout[o + 2, g]) + numpy.float64(dout[o + 3, g])
+                sum_dout_xhat_c[c, g] += numpy.float64(dout[o, g]*xhat[o, g]) + numpy.float64(dout[o + 1, g]*xhat[o + 1, g]) + numpy.float64(dout[o + 2, g]*xhat[o + 2, g]) + numpy.float64(dout[o + 3, g]*xhat[o + 3, g])
         for o in range(o1 - (o1 - o0) % 4, o1):
             for g in range(G):
-                sum_dout_xhat_c[c, g] += numpy.float64(dout[o, g])*numpy.float64(xhat[o, g])
                 sum_dout_c[c, g] += numpy.float64(dout[o, g])
+                sum_dout_xhat_c[c, g] += numpy.float64(dout[o, g])*numpy.float64(xhat[o, g])
     for g in range(G):
-        sum_dout_xhat = 0.0
-        for c in range(chunks):
-            sum_dout_xhat += sum_dout_xhat_c[c, g]
         sum_dout = 0.0
         for c in range(chunks):
             sum_dout += sum_dout_c[c, g]
+        sum_dout_xhat = 0.0
+        for c in range(chunks):
+            sum_dout_xhat += sum_dout_xhat_c[c, g]
         coef_dout_g[g] = gamma_p[g]/std_g[g]
         coef_xhat_g[g] = ((gamma_p[g]*sum_dout_xhat)/(m*(eps - std_g[g])) if (m*(eps - std_g[g])) != 0 else 0.0)
         coef_1_g[g] = -gamma_p[g]*sum_dout/(m*std_g[g])
@@ -150,8 +147,7 @@ def _backward_staged(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, eps, m, 
     sum_dout_xhat_c = numpy.empty((chunks, G))
     sum_dout_c = numpy.empty((chunks, G))
     for c in numba.prange(chunks):
-        o0 = c * O // chunks
-        o1 = (c + 1) * O // chunks
+        o0, o1 = c * O // chunks, (c + 1) * O // chunks
         for g in range(G):
             sum_dxhat_xhat_c[c, g] = 0.0
             sum_dxhat_c[c, g] = 0.0
@@ -211,8 +207,7 @@ def _backward_test(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, P, chunks)
     sum_dout_xhat_c = numpy.empty((chunks, G))
     sum_dout_c = numpy.empty((chunks, G))
     for c in numba.prange(chunks):
-        o0 = c * O // chunks
-        o1 = (c + 1) * O // chunks
+        o0, o1 = c * O // chunks, (c + 1) * O // chunks
         for g in range(G):
             sum_dout_xhat_c[c, g] = 0.0
             sum_dout_c[c, g] = 0.0
@@ -317,8 +312,10 @@ def batchnorm_eps_outside_forward(x, gamma, beta, bn_param):
         std = std_g.reshape(lay.stat_shape)
         running_mean = running["running_mean"]
         running_var = running["running_var"]
-        bn_param["running_mean"] = (momentum*running_mean + mu*(1 - momentum)).reshape(features).astype(_rt.running_dtype(dtype), copy=False)
-        bn_param["running_var"] = (momentum*running_var + var*(1 - momentum)).reshape(features).astype(_rt.running_dtype(dtype), copy=False)
+        running_mean = momentum*running_mean + mu*(1 - momentum)
+        running_var = momentum*running_var + var*(1 - momentum)
+        bn_param["running_mean"] = running_mean.reshape(features).astype(_rt.running_dtype(dtype), copy=False)
+        bn_param["running_var"] = running_var.reshape(features).astype(_rt.running_dtype(dtype), copy=False)
     else:
         mu = running["running_mean"]
         var = running["running_var"]

@@ -51,7 +51,7 @@ def _forward_train(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chunks):
 @_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _backward_compact(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
-    """Backward pass, the compact form. Pass 1 sums sum_dout_xhat, sum_dout (float64) in each group; then coef_dout, coef_xhat, coef_1. Pass 2: dx, elementwise."""
+    """Backward pass, the compact form. Pass 1 sums sum_dout, sum_dout_xhat (float64) in each group; then coef_dout, coef_xhat, coef_1. Pass 2: dx, elementwise."""
     G, I = dout.shape
     work = dout.dtype.type
     dgamma_g = numpy.empty(G)
@@ -61,11 +61,11 @@ def _backward_compact(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, c
             p = g % P
             std = std_g[g]
             gamma = gamma_p[p]
-            sum_dout_xhat = 0.0
             sum_dout = 0.0
+            sum_dout_xhat = 0.0
             for i in range(I):
-                sum_dout_xhat += numpy.float64(dout[g, i])*numpy.float64(xhat[g, i])
                 sum_dout += numpy.float64(dout[g, i])
+                sum_dout_xhat += numpy.float64(dout[g, i])*numpy.float64(xhat[g, i])
             coef_dout = work(gamma/std)
             coef_xhat = work(-gamma*sum_dout_xhat/(m*std))
             coef_1 = work(-gamma*sum_dout/(m*std))

@@ -26,15 +26,14 @@ _CACHE_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer
 @_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _forward_train(x, out, norm_g, den_g, eps, P, chunks):
-    """Forward pass, training mode. Pass 1 sums sum_sq (float64) in each group; then sq, norm, den. Pass 2: out, elementwise."""
+    """Forward pass, training mode. Pass 1 sums sq (float64) in each group; then norm, den. Pass 2: out, elementwise."""
     G, I = x.shape
     work = x.dtype.type
     for c in numba.prange(chunks):
         for g in range(c * G // chunks, (c + 1) * G // chunks):
-            sum_sq = 0.0
+            sq = 0.0
             for i in range(I):
-                sum_sq += numpy.float64(x[g, i])**2
-            sq = sum_sq
+                sq += numpy.float64(x[g, i])**2
             norm = math.sqrt(sq)
             den = work(max(norm, eps))
             norm_g[g] = norm

@@ -49,7 +49,7 @@ def _forward_train(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chunks):
 @_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _backward_compact(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
-    """Backward pass, the compact form. Pass 1 sums sum_dout_gamma_xhat, sum_dout_gamma (float64) in each group; then coef_dout_gamma, coef_xhat, coef_1. Pass 2: dx, elementwise."""
+    """Backward pass, the compact form. Pass 1 sums sum_dout_gamma, sum_dout_gamma_xhat (float64) in each group; then coef_dout_gamma, coef_xhat, coef_1. Pass 2: dx, elementwise."""
     G, K = dout.shape
     work = dout.dtype.type
     dgamma_c = numpy.empty((chunks, P, K))
@@ -62,11 +62,11 @@ def _backward_compact(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, c
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             std = std_g[g]
-            sum_dout_gamma_xhat = 0.0
             sum_dout_gamma = 0.0
+            sum_dout_gamma_xhat = 0.0
             for k in range(K):
-                sum_dout_gamma_xhat += numpy.float64(dout[g, k])*numpy.float64(gamma_p[p, k])*numpy.float64(xhat[g, k])
                 sum_dout_gamma += numpy.float64(dout[g, k])*numpy.float64(gamma_p[p, k])
+                sum_dout_gamma_xhat += numpy.float64(dout[g, k])*numpy.float64(gamma_p[p, k])*numpy.float64(xhat[g, k])
                 dgamma_c[c, p, k] += dout[g, k]*xhat[g, k]
                 dbeta_c[c, p, k] += dout[g, k]
             coef_dout_gamma = work(1/std)

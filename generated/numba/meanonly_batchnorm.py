@@ -29,8 +29,7 @@ def _forward_train(x, out, mu_g, beta_p, m, P, chunks):
     O, G = x.shape
     sum_x_c = numpy.empty((chunks, G))
     for c in numba.prange(chunks):
-        o0 = c * O // chunks
-        o1 = (c + 1) * O // chunks
+        o0, o1 = c * O // chunks, (c + 1) * O // chunks
         for g in range(G):
             sum_x_c[c, g] = 0.0
         for o in range(o0, o1 - (o1 - o0) % 4, 4):
@@ -66,15 +65,13 @@ def _forward_test(x, out, mu_g, beta_p, P, chunks):
 @_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _backward_compact(dout, dx, dbeta_p, m, P, chunks):
-    """Backward pass, the compact form. Pass 1 sums sum_dout (float64) in each group; then coef_dout, coef_1. Pass 2: dx, elementwise."""
+    """Backward pass, the compact form. Pass 1 sums sum_dout (float64) in each group; then coef_1. Pass 2: dx, elementwise."""
     O, G = dout.shape
     dbeta_g = numpy.empty(G)
-    coef_dout_g = numpy.empty(G, dout.dtype)
     coef_1_g = numpy.empty(G, dout.dtype)
     sum_dout_c = numpy.empty((chunks, G))
     for c in numba.prange(chunks):
-        o0 = c * O // chunks
-        o1 = (c + 1) * O // chunks
+        o0, o1 = c * O // chunks, (c + 1) * O // chunks
         for g in range(G):
             sum_dout_c[c, g] = 0.0
         for o in range(o0, o1 - (o1 - o0) % 4, 4):
@@ -87,13 +84,12 @@ def _backward_compact(dout, dx, dbeta_p, m, P, chunks):
         sum_dout = 0.0
         for c in range(chunks):
             sum_dout += sum_dout_c[c, g]
-        coef_dout_g[g] = 1
         coef_1_g[g] = -sum_dout/m
         dbeta_g[g] = sum_dout
     for c in numba.prange(chunks):
         for o in range(c * O // chunks, (c + 1) * O // chunks):
             for g in range(G):
-                dx[o, g] = dout[o, g]*coef_dout_g[g] + coef_1_g[g]
+                dx[o, g] = dout[o, g] + coef_1_g[g]
     for p in range(P):
         dbeta_p[p] = 0.0
     for g in range(G):
@@ -110,8 +106,7 @@ def _backward_staged(dout, dx, dbeta_p, m, P, chunks):
     sum_dxc_c = numpy.empty((chunks, G))
     sum_dout_c = numpy.empty((chunks, G))
     for c in numba.prange(chunks):
-        o0 = c * O // chunks
-        o1 = (c + 1) * O // chunks
+        o0, o1 = c * O // chunks, (c + 1) * O // chunks
         for g in range(G):
             sum_dxc_c[c, g] = 0.0
             sum_dout_c[c, g] = 0.0
@@ -151,8 +146,7 @@ def _backward_test(dout, dx, dbeta_p, P, chunks):
     dbeta_g = numpy.empty(G)
     sum_dout_c = numpy.empty((chunks, G))
     for c in numba.prange(chunks):
-        o0 = c * O // chunks
-        o1 = (c + 1) * O // chunks
+        o0, o1 = c * O // chunks, (c + 1) * O // chunks
         for g in range(G):
             sum_dout_c[c, g] = 0.0
         for o in range(o0, o1 - (o1 - o0) % 4, 4):
@@ -229,7 +223,8 @@ def meanonly_batchnorm_forward(x, beta, bn_param):
         out = lay.from_kernel(out_k)
         mu = mu_g.reshape(lay.stat_shape)
         running_mean = running["running_mean"]
-        bn_param["running_mean"] = (momentum*running_mean + mu*(1 - momentum)).reshape(features).astype(_rt.running_dtype(dtype), copy=False)
+        running_mean = momentum*running_mean + mu*(1 - momentum)
+        bn_param["running_mean"] = running_mean.reshape(features).astype(_rt.running_dtype(dtype), copy=False)
     else:
         mu = running["running_mean"]
         out_k = lay.empty(work)

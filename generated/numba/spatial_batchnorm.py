@@ -38,13 +38,13 @@ def _forward_train(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P,
                 for i in range(I):
                     sum_x += numpy.float64(x[o, g, i])
             mu = sum_x/m
+            mu_g[g] = mu
             sum_var = 0.0
             for o in range(O):
                 for i in range(I):
                     sum_var += (numpy.float64(x[o, g, i]) - mu)**2
             var = sum_var/m
             std = math.sqrt(eps + var)
-            mu_g[g] = mu
             var_g[g] = var
             std_g[g] = std
             for o in range(O):
@@ -77,7 +77,7 @@ def _forward_test(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, chu
 @_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _backward_compact(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
-    """Backward pass, the compact form. Pass 1 sums sum_dout_xhat, sum_dout (float64) in each group; then coef_dout, coef_xhat, coef_1. Pass 2: dx, elementwise."""
+    """Backward pass, the compact form. Pass 1 sums sum_dout, sum_dout_xhat (float64) in each group; then coef_dout, coef_xhat, coef_1. Pass 2: dx, elementwise."""
     O, G, I = dout.shape
     work = dout.dtype.type
     dgamma_g = numpy.empty(G)
@@ -87,12 +87,12 @@ def _backward_compact(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, c
             p = g % P
             std = std_g[g]
             gamma = gamma_p[p]
-            sum_dout_xhat = 0.0
             sum_dout = 0.0
+            sum_dout_xhat = 0.0
             for o in range(O):
                 for i in range(I):
-                    sum_dout_xhat += numpy.float64(dout[o, g, i])*numpy.float64(xhat[o, g, i])
                     sum_dout += numpy.float64(dout[o, g, i])
+                    sum_dout_xhat += numpy.float64(dout[o, g, i])*numpy.float64(xhat[o, g, i])
             coef_dout = work(gamma/std)
             coef_xhat = work(-gamma*sum_dout_xhat/(m*std))
             coef_1 = work(-gamma*sum_dout/(m*std))
@@ -254,8 +254,10 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param):
         std = std_g.reshape(lay.stat_shape)
         running_mean = running["running_mean"]
         running_var = running["running_var"]
-        bn_param["running_mean"] = (momentum*running_mean + mu*(1 - momentum)).reshape(features).astype(_rt.running_dtype(dtype), copy=False)
-        bn_param["running_var"] = (momentum*running_var + var*(1 - momentum)).reshape(features).astype(_rt.running_dtype(dtype), copy=False)
+        running_mean = momentum*running_mean + mu*(1 - momentum)
+        running_var = momentum*running_var + var*(1 - momentum)
+        bn_param["running_mean"] = running_mean.reshape(features).astype(_rt.running_dtype(dtype), copy=False)
+        bn_param["running_var"] = running_var.reshape(features).astype(_rt.running_dtype(dtype), copy=False)
     else:
         mu = running["running_mean"]
         var = running["running_var"]

@@ -68,7 +68,7 @@ def _forward_train(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chunks):
 @_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _backward_compact(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
-    """Backward pass, the compact form. Pass 1 sums sum_dout_gamma_xhat, sum_dout_gamma (float64) in each group; then coef_dout_gamma, coef_xhat, coef_1. Pass 2: dx, elementwise."""
+    """Backward pass, the compact form. Pass 1 sums sum_dout_gamma, sum_dout_gamma_xhat (float64) in each group; then coef_dout_gamma, coef_xhat, coef_1. Pass 2: dx, elementwise."""
     G, K, I = dout.shape
     work = dout.dtype.type
     dgamma_c = numpy.empty((chunks, P, K))
@@ -83,11 +83,11 @@ def _backward_compact(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, c
             std = std_g[g]
             if I == 1:  # one value per channel (H = W = 1): sweep the channels instead
                 i = 0
-                sum_dout_gamma_xhat = 0.0
                 sum_dout_gamma = 0.0
+                sum_dout_gamma_xhat = 0.0
                 for k in range(K):
-                    sum_dout_gamma_xhat += numpy.float64(dout[g, k, i])*numpy.float64(gamma_p[p, k])*numpy.float64(xhat[g, k, i])
                     sum_dout_gamma += numpy.float64(dout[g, k, i])*numpy.float64(gamma_p[p, k])
+                    sum_dout_gamma_xhat += numpy.float64(dout[g, k, i])*numpy.float64(gamma_p[p, k])*numpy.float64(xhat[g, k, i])
                     dgamma_c[c, p, k] += dout[g, k, i]*xhat[g, k, i]
                     dbeta_c[c, p, k] += dout[g, k, i]
                 coef_dout_gamma = work(1/std)
@@ -96,14 +96,14 @@ def _backward_compact(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, c
                 for k in range(K):
                     dx[g, k, i] = dout[g, k, i]*gamma_p[p, k]*coef_dout_gamma + xhat[g, k, i]*coef_xhat + coef_1
             else:
-                sum_dout_gamma_xhat = 0.0
                 sum_dout_gamma = 0.0
+                sum_dout_gamma_xhat = 0.0
                 for k in range(K):
                     dgamma = 0.0
                     dbeta = 0.0
                     for i in range(I):
-                        sum_dout_gamma_xhat += numpy.float64(dout[g, k, i])*numpy.float64(gamma_p[p, k])*numpy.float64(xhat[g, k, i])
                         sum_dout_gamma += numpy.float64(dout[g, k, i])*numpy.float64(gamma_p[p, k])
+                        sum_dout_gamma_xhat += numpy.float64(dout[g, k, i])*numpy.float64(gamma_p[p, k])*numpy.float64(xhat[g, k, i])
                         dgamma += dout[g, k, i]*xhat[g, k, i]
                         dbeta += dout[g, k, i]
                     dgamma_c[c, p, k] += dgamma

@@ -47,17 +47,17 @@ def _forward_train(x, out, std_g, eps, m, P, chunks):
 @_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _backward_compact(dout, out, dx, std_g, m, P, chunks):
-    """Backward pass, the compact form. Pass 1 sums sum_dout_out, sum_dout (float64) in each group; then coef_dout, coef_out, coef_1. Pass 2: dx, elementwise."""
+    """Backward pass, the compact form. Pass 1 sums sum_dout, sum_dout_out (float64) in each group; then coef_dout, coef_out, coef_1. Pass 2: dx, elementwise."""
     G, I = dout.shape
     work = dout.dtype.type
     for c in numba.prange(chunks):
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             std = std_g[g]
-            sum_dout_out = 0.0
             sum_dout = 0.0
+            sum_dout_out = 0.0
             for i in range(I):
-                sum_dout_out += numpy.float64(dout[g, i])*numpy.float64(out[g, i])
                 sum_dout += numpy.float64(dout[g, i])
+                sum_dout_out += numpy.float64(dout[g, i])*numpy.float64(out[g, i])
             coef_dout = work(1/std)
             coef_out = work(-sum_dout_out/(m*std))
             coef_1 = work(-sum_dout/(m*std))

@@ -16,6 +16,7 @@ process group, or with one process, it is plain batch norm with the same derived
 """
 import torch
 import torch.distributed as dist
+import torch.distributed.nn.functional as dist_nn
 
 __all__ = ["sync_batch_norm", "SyncBatchNorm", "convert_sync_batchnorm"]
 
@@ -53,69 +54,109 @@ def _counts(x, group):
     return headers[:, 2:3]
 
 
+def _statistics(x, group, m_r, differentiable=False):
+    """The statistics of every rank's batch: 1. this rank's own, 2. one all_gather of them,
+    3. the proved merge (Chan et al.'s parallel algorithm)."""
+    dims = [0] + list(range(2, x.dim()))
+    m_local = max(x.numel() // max(x.shape[1], 1), 1)   # an empty rank's sums are 0: no 0/0
+    mu_r = torch.sum(x, dim=dims, keepdim=True, dtype=torch.float64)/m_local
+    var_r = torch.sum((x - mu_r)**2, dim=dims, keepdim=True)/m_local
+    packed = torch.cat([mu_r.flatten(), var_r.flatten()])
+    if group is None:
+        parts = packed[None]
+    elif differentiable:   # autograd sees through the collective (a second derivative)
+        parts = torch.stack(dist_nn.all_gather(packed, group=group))
+    else:
+        parts = _gather(packed, group)
+    C = x.shape[1]
+    mu_r = parts[:, 0 * C:1 * C]
+    var_r = parts[:, 1 * C:2 * C]
+    m_r_1 = m_r
+    mu = torch.sum(m_r_1*mu_r, dim=0)/torch.sum(m_r_1, dim=0)
+    var = torch.sum(m_r_1*var_r + m_r_1*(mu - mu_r)**2, dim=0)/torch.sum(m_r_1, dim=0)
+    shape = [1, C] + [1] * (x.dim() - 2)
+    return {"mu": mu.view(shape), "var": var.view(shape), }
+
+
+def _forward(x, gamma, beta, stats, eps):
+    """The forward after the statistics, as one process computes it."""
+    mu = stats["mu"]
+    var = stats["var"]
+    std = torch.sqrt(eps + var)
+    xhat = (x - mu)/std
+    out = xhat*gamma + beta
+    return {"std": std, "xhat": xhat, "out": out, }
+
+
+def _backward(dout, x, gamma, values, group, m, differentiable=False):
+    """The compact backward: 1. this rank's group sums; 2. ONE all_reduce of all of them; 3. dx
+    from the global sums.  The parameter gradients are this rank's own sums: DistributedDataParallel
+    all-reduces them."""
+    dims = [0] + list(range(2, x.dim()))
+    std = values["std"]
+    xhat = values["xhat"]
+    sum_dout = torch.sum(dout, dim=dims, keepdim=True, dtype=torch.float64)
+    sum_dout_xhat = torch.sum(dout*xhat, dim=dims, keepdim=True)
+    local_sums = {"sum_dout": sum_dout, "sum_dout_xhat": sum_dout_xhat, }
+    packed = torch.cat([sum_dout.flatten(), sum_dout_xhat.flatten()]).to(torch.float64)
+    if group is not None:
+        packed = dist_nn.all_reduce(packed, group=group) if differentiable else _all_reduce(packed, group)
+    C = x.shape[1]
+    sum_dout = packed[0 * C:1 * C].view(sum_dout.shape)
+    sum_dout_xhat = packed[1 * C:2 * C].view(sum_dout_xhat.shape)
+    coef_dout = gamma/std
+    coef_xhat = -gamma*sum_dout_xhat/(m*std)
+    coef_1 = -gamma*sum_dout/(m*std)
+    dx = dout*coef_dout + xhat*coef_xhat + coef_1
+    sum_dout = local_sums["sum_dout"]
+    sum_dout_xhat = local_sums["sum_dout_xhat"]
+    dgamma = sum_dout_xhat
+    dbeta = sum_dout
+    return dx, dgamma, dbeta
+
+
+def _all_reduce(packed, group):
+    packed = packed.clone()
+    dist.all_reduce(packed, group=group)
+    return packed
+
+
 class _SyncBatchNormFunction(torch.autograd.Function):
-    """Training-mode batch norm over every rank's batch, with the derived distributed backward."""
+    """Training-mode batch norm over every rank's batch, with the derived distributed backward.  A
+    second derivative recomputes the forward and runs the printed backward with autograd on (and
+    differentiable collectives), so autograd differentiates the derived backward."""
 
     @staticmethod
     def forward(ctx, x, gamma, beta, running_mean, running_var, momentum, eps, group):
-        dims = [0] + list(range(2, x.dim()))
-        shape = [1, x.shape[1]] + [1] * (x.dim() - 2)
         m_r = _counts(x, group)
         m = int(m_r.sum().item())
         if m <= 1:
             raise ValueError(f"Expected more than 1 value per channel when training, got {m} over all ranks")
-        # 1. local reductions over this rank's elements
-        m_local = max(x.numel() // max(x.shape[1], 1), 1)   # an empty rank's sums are 0: no 0/0
-        mu_r = torch.sum(x, dim=dims, keepdim=True, dtype=torch.float64)/m_local
-        var_r = torch.sum((x - mu_r)**2, dim=dims, keepdim=True)/m_local
-        # 2. one collective: every rank's local statistics, (world, C) each
-        packed = torch.cat([mu_r.flatten(), var_r.flatten()])
-        parts = _gather(packed, group) if group is not None else packed[None]
-        mu_r = parts[:, 0 * x.shape[1]:1 * x.shape[1]]
-        var_r = parts[:, 1 * x.shape[1]:2 * x.shape[1]]
-        # 3. the proved merge, then the forward as one process computes it
-        mu = torch.sum(m_r*mu_r, dim=0)/torch.sum(m_r, dim=0)
-        var = torch.sum(m_r*var_r + m_r*(mu - mu_r)**2, dim=0)/torch.sum(m_r, dim=0)
-        mu = mu.view(shape)
-        var = var.view(shape)
-        std = torch.sqrt(eps + var)
-        xhat = (x - mu)/std
-        out = xhat*gamma + beta
+        stats = _statistics(x, group, m_r)
+        values = _forward(x, gamma, beta, stats, eps)
         if running_mean is not None:
             with torch.no_grad():
-                mu_vec = mu.flatten()
+                mu_vec = stats["mu"].flatten()
+                var_vec = stats["var"].flatten()
                 running_mean.copy_(momentum*mu_vec + running_mean*(1 - momentum))
-                var_vec = var.flatten()
-                running_var.copy_(m*momentum*var_vec/(m - 1) + running_var*(1 - momentum))
-        ctx.save_for_backward(x, gamma, mu, var)
-        ctx.eps, ctx.group, ctx.m = eps, group, m
-        return out.to(x.dtype)
+                running_var.copy_(momentum*m*var_vec/(m - 1) + running_var*(1 - momentum))
+        ctx.save_for_backward(x, gamma, beta, *stats.values())
+        ctx.eps, ctx.group, ctx.m, ctx.m_r = eps, group, m, m_r
+        return values["out"].to(x.dtype)
 
     @staticmethod
     def backward(ctx, dout):
-        x, gamma, mu, var = ctx.saved_tensors
-        eps, group, m = ctx.eps, ctx.group, ctx.m
-        dims = [0] + list(range(2, x.dim()))
-        std = torch.sqrt(eps + var)
-        xhat = (x - mu)/std
-        # 1. local sums; 2. ONE all_reduce of all of them; 3. dx from the global sums
-        sum_0 = torch.sum(dout, dim=dims, keepdim=True, dtype=torch.float64)
-        sum_1 = torch.sum(dout*xhat, dim=dims, keepdim=True)
-        packed = torch.cat([sum_0.flatten(), sum_1.flatten()])
-        packed = packed.to(torch.float64)
-        local_sums = packed.clone()
-        if group is not None:
-            dist.all_reduce(packed, group=group)
-        C = x.shape[1]
-        sum_0 = packed[0 * C:1 * C].view(sum_0.shape)
-        sum_1 = packed[1 * C:2 * C].view(sum_1.shape)
-        dx = gamma*(dout*m - xhat*sum_1 - sum_0)/(m*std)
-        # the parameter gradients are this rank's own sums; DistributedDataParallel all-reduces them
-        sum_0 = local_sums[0 * C:1 * C].view(sum_0.shape)
-        sum_1 = local_sums[1 * C:2 * C].view(sum_1.shape)
-        dgamma = sum_1
-        dbeta = sum_0
-        return (dx.to(x.dtype), dgamma.to(gamma.dtype), dbeta.to(gamma.dtype), None, None, None, None, None)
+        x, gamma, beta, *saved = ctx.saved_tensors
+        if torch.is_grad_enabled():   # a second derivative: every path from x, gamma and dout recorded
+            stats = _statistics(x, ctx.group, ctx.m_r, differentiable=True)
+            values = _forward(x, gamma, beta, stats, ctx.eps)
+            grads = _backward(dout, x, gamma, values, ctx.group, ctx.m, differentiable=True)
+        else:
+            stats = dict(zip(("mu", "var", ), saved))
+            values = _forward(x, gamma, beta, stats, ctx.eps)
+            grads = _backward(dout, x, gamma, values, ctx.group, ctx.m)
+        dx, *dparams = grads
+        return (dx.to(x.dtype), *(g.to(gamma.dtype) for g in dparams), None, None, None, None, None)
 
 
 def sync_batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,

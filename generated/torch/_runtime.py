@@ -78,3 +78,50 @@ def layout(view_shape, axes, param_shape):
         "m": math.prod(view_shape[a] for a in axes),
         "stat_shape": tuple(1 if a in axes else n for a, n in enumerate(view_shape)),
     }
+
+
+def working_view(x, reduce_axes, param_axes, groups=None):
+    """The working view of the generic API (one normalization group along ``reduce_axes``, group
+    norm's channels split into ``groups``), its layout, and the shapes of a parameter and of one
+    parameter's values (``features``)."""
+    if groups is not None:
+        n, c = x.shape[0], x.shape[1]
+        if c % groups:
+            raise ValueError(f"the number of channels {c} is not divisible by the number of groups {groups}")
+        view = x.reshape(n, groups, c // groups, *x.shape[2:])
+    else:
+        view = x
+    ndim = view.dim()
+    for a in tuple(reduce_axes) + tuple(param_axes):
+        if not -ndim <= a < ndim:
+            raise IndexError(f"the layout's axis {a} is out of range for an input of {x.dim()} dimensions")
+    axes = tuple(a % ndim for a in reduce_axes)
+    spans = tuple(a % ndim for a in param_axes)
+    shape = tuple(n if a in spans else 1 for a, n in enumerate(view.shape))
+    features = tuple(view.shape[a] for a in spans)
+    return view, layout(view.shape, axes, shape), shape, features
+
+
+def parameter(value, like, shape, fill, name):
+    """A parameter as the kernels' view; None is the value ``fill`` everywhere (no gradient)."""
+    if value is None:
+        return torch.full(shape, fill, dtype=like.dtype, device=like.device)
+    if value.numel() != math.prod(shape):
+        raise ValueError(f"{name} must have {math.prod(shape)} elements (shape {tuple(n for n in shape if n != 1)}), "
+                         f"got shape {tuple(value.shape)}")
+    return value.reshape(shape)
+
+
+def check_tensor(name, value):
+    """A real floating-point tensor (torch's own normalizations refuse the others alike)."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if not value.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {value.dtype}")
+    return value
+
+
+def check_group(m, what):
+    """torch's rule: training needs more than one value per group."""
+    if m <= 1:
+        raise ValueError(f"Expected more than 1 value per {what} when training, got input size {m}")

@@ -22,12 +22,14 @@ STATS = {"running_mean": "mu", "running_var": "var", }
 
 def forward_train(x, gamma, beta, *, eps, momentum, m, axes, **_):
     """The training forward pass: every node of the graph, in order."""
-    mu = x.sum(dim=axes, keepdim=True)/m
-    var = ((x - mu)**2).sum(dim=axes, keepdim=True)/m
+    sum_x = x.sum(dim=axes, keepdim=True)
+    mu = sum_x/m
+    sum_var = ((x - mu)**2).sum(dim=axes, keepdim=True)
+    var = sum_var/m
     std = eps + _rt.sqrt(var)
     xhat = (x - mu)/std
     out = xhat*gamma + beta
-    return {"mu": mu, "var": var, "std": std, "xhat": xhat, "out": out, }
+    return {"sum_x": sum_x, "mu": mu, "sum_var": sum_var, "var": var, "std": std, "xhat": xhat, "out": out, }
 
 
 def forward_test(x, gamma, beta, mu, var, *, eps, momentum, m, axes, **_):
@@ -44,8 +46,8 @@ def update_running(buffers, *, mu, var, momentum, m, **_):
     with the unbiased batch variance; ``buffers`` maps each buffer name to its tensor."""
     running_mean = _rt.as_stat(buffers["running_mean"], mu)
     running_var = _rt.as_stat(buffers["running_var"], var)
-    new_running_mean = momentum*mu + running_mean*(1 - momentum)
-    new_running_var = _rt.divide_or_zero(m*momentum*var, m - 1) + running_var*(1 - momentum)
+    new_running_mean = momentum*running_mean + mu*(1 - momentum)
+    new_running_var = momentum*running_var + var*(1 - momentum)
     _rt.store(buffers["running_mean"], new_running_mean)
     _rt.store(buffers["running_var"], new_running_var)
 
@@ -54,8 +56,10 @@ def backward_test(dout, gamma, std, xhat, *, eps, momentum, m, axes, param_sum_a
     """The backward pass of the test-mode (affine) map: the staged chain rule."""
     dxhat = dout*gamma
     dx = dxhat/std
-    dgamma = (dout*xhat).sum(dim=param_sum_axes, keepdim=True)
-    dbeta = dout.sum(dim=param_sum_axes, keepdim=True)
+    sum_dout_xhat = (dout*xhat).sum(dim=axes, keepdim=True)
+    sum_dout = dout.sum(dim=axes, keepdim=True)
+    dgamma = _rt.total(sum_dout_xhat, outer_axes)
+    dbeta = _rt.total(sum_dout, outer_axes)
     return (dx, dgamma, dbeta,)
 
 
@@ -178,3 +182,61 @@ class Test(torch.autograd.Function):
             values = dict(zip(("std", "xhat", ), rest))
         grads = backward_test(dout, gamma=gamma, std=values["std"], xhat=values["xhat"], **ctx.const, **ctx.layout)
         return (*grads, None, None, None)
+
+
+# --------------------------------------------------------------------------- the generic API
+
+#: the working view of x (N, D): groups along these axes, parameters along those
+_REDUCE_AXES, _PARAM_AXES = (0,), (1,)
+#: each parameter's value where it is not given (the identity of the layer's affine part)
+PARAM_INIT = {"gamma": 1.0, "beta": 0.0, }
+#: each running buffer's value before the first step
+BUFFER_INIT = {"running_mean": 0.0, "running_var": 1.0, }
+
+
+def batchnorm_eps_outside(x, gamma=None, beta=None, running_mean=None, running_var=None, *, training=True, eps=1e-05, momentum=0.9, ):
+    """Batch normalization, epsilon outside the root of ``x`` (N, D), with the derived backward (and double backward).
+
+    gamma, beta: (D,) (None: gamma = 1.0, beta = 0.0).
+    running_mean, running_var: running statistics, updated in place in training (the graph's own rule).
+    """
+    x = _rt.check_tensor("x", x)
+    _view, _layout, _shape, _features = _rt.working_view(x, _REDUCE_AXES, _PARAM_AXES)
+    _params = (_rt.parameter(gamma, _view, _shape, PARAM_INIT["gamma"], "gamma"), _rt.parameter(beta, _view, _shape, PARAM_INIT["beta"], "beta"), )
+    _const = {"eps": eps, "momentum": momentum, }
+    _buffers = {"running_mean": running_mean, "running_var": running_var, }
+    if training:
+        _rt.check_group(_layout["m"], "feature")
+        for _name in READS_RUNNING:
+            if _buffers[_name] is None:
+                raise ValueError(f"{_name} is required: training reads it")
+        _buffers = {_k: _v for _k, _v in _buffers.items() if _v is not None}
+        _out = Train.apply(_view, *_params, _buffers, _const, _layout)
+    else:
+        _stats = {}
+        for _buffer, _stat in STATS.items():
+            if _buffers[_buffer] is None:
+                raise ValueError(f"{_buffer} is required in evaluation mode (training=False)")
+            _stats[_stat] = _buffers[_buffer].to(_view.dtype).reshape(_layout["stat_shape"])
+        _out = Test.apply(_view, *_params, _stats, _const, _layout)
+    return _out.reshape(x.shape)
+
+
+class BatchnormEpsOutside(torch.nn.Module):
+    """Batch normalization, epsilon outside the root as a module: batchnorm_eps_outside() with its parameters and running buffers."""
+
+    def __init__(self, num_features, eps=1e-05, momentum=0.9, device=None, dtype=None):
+        super().__init__()
+        self.eps = eps
+        self.momentum = momentum
+        _shape = (num_features,) if isinstance(num_features, int) else tuple(num_features)
+        self.gamma = torch.nn.Parameter(torch.full(_shape, PARAM_INIT["gamma"], device=device, dtype=dtype))
+        self.beta = torch.nn.Parameter(torch.full(_shape, PARAM_INIT["beta"], device=device, dtype=dtype))
+        self.register_buffer("running_mean", torch.full(_shape, BUFFER_INIT["running_mean"], device=device, dtype=dtype))
+        self.register_buffer("running_var", torch.full(_shape, BUFFER_INIT["running_var"], device=device, dtype=dtype))
+
+    def forward(self, x):
+        return batchnorm_eps_outside(x, self.gamma, self.beta, self.running_mean, self.running_var, training=self.training, eps=self.eps, momentum=self.momentum, )
+
+    def extra_repr(self):
+        return "derived by normderive: batchnorm_eps_outside, " + ", ".join(f"{k}={getattr(self, k)}" for k in ("eps", "momentum", ))

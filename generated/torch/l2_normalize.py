@@ -111,3 +111,39 @@ class Backward(torch.autograd.Function):
         values = forward_train(x, **ctx.reads, **ctx.const, **ctx.layout)
         grads = backward2_train(dout, den=values["den"], norm=values["norm"], out=values["out"], bar_dx=bar_dx, **ctx.const, **ctx.layout)
         return (*grads, None, None, None)
+
+
+# --------------------------------------------------------------------------- the generic API
+
+#: the working view of x (..., D): groups along these axes, parameters along those
+_REDUCE_AXES, _PARAM_AXES = (-1,), ()
+#: each parameter's value where it is not given (the identity of the layer's affine part)
+PARAM_INIT = {}
+#: each running buffer's value before the first step
+BUFFER_INIT = {}
+
+
+def l2_normalize(x, *, eps=1e-12, ):
+    """L2 normalization of ``x`` (..., D), with the derived backward (and double backward).
+
+    """
+    x = _rt.check_tensor("x", x)
+    _view, _layout, _shape, _features = _rt.working_view(x, _REDUCE_AXES, _PARAM_AXES)
+    _params = ()
+    _const = {"eps": eps, }
+    _out = Train.apply(_view, *_params, {}, _const, _layout)
+    return _out.reshape(x.shape)
+
+
+class L2Normalize(torch.nn.Module):
+    """L2 normalization as a module: l2_normalize() with its parameters."""
+
+    def __init__(self, eps=1e-12, device=None, dtype=None):
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x):
+        return l2_normalize(x, eps=self.eps, )
+
+    def extra_repr(self):
+        return "derived by normderive: l2_normalize, " + ", ".join(f"{k}={getattr(self, k)}" for k in ("eps", ))

@@ -22,12 +22,14 @@ STATS = {}
 
 def forward_train(x, gamma, beta, *, eps, m, axes, **_):
     """The training forward pass: every node of the graph, in order."""
-    mu = x.sum(dim=axes, keepdim=True)/m
-    var = ((x - mu)**2).sum(dim=axes, keepdim=True)/m
+    sum_x = x.sum(dim=axes, keepdim=True)
+    mu = sum_x/m
+    sum_var = ((x - mu)**2).sum(dim=axes, keepdim=True)
+    var = sum_var/m
     std = _rt.sqrt(eps + var)
     xhat = (x - mu)/std
     out = beta + gamma*xhat
-    return {"mu": mu, "var": var, "std": std, "xhat": xhat, "out": out, }
+    return {"sum_x": sum_x, "mu": mu, "sum_var": sum_var, "var": var, "std": std, "xhat": xhat, "out": out, }
 
 
 def backward_train(dout, gamma, std, xhat, *, eps, m, axes, param_sum_axes, outer_axes, **_):
@@ -135,3 +137,43 @@ class Backward(torch.autograd.Function):
         values = forward_train(x, gamma, beta, **ctx.reads, **ctx.const, **ctx.layout)
         grads = backward2_train(dout, gamma=gamma, std=values["std"], xhat=values["xhat"], bar_dx=bar_dx, bar_dgamma=bar_dgamma, bar_dbeta=bar_dbeta, **ctx.const, **ctx.layout)
         return (*grads, None, None, None)
+
+
+# --------------------------------------------------------------------------- the generic API
+
+#: the working view of x (N, D): groups along these axes, parameters along those
+_REDUCE_AXES, _PARAM_AXES = (1,), (1,)
+#: each parameter's value where it is not given (the identity of the layer's affine part)
+PARAM_INIT = {"gamma": 1.0, "beta": 0.0, }
+#: each running buffer's value before the first step
+BUFFER_INIT = {}
+
+
+def layernorm(x, gamma=None, beta=None, *, eps=1e-05, ):
+    """Layer normalization of ``x`` (N, D), with the derived backward (and double backward).
+
+    gamma, beta: (D,) (None: gamma = 1.0, beta = 0.0).
+    """
+    x = _rt.check_tensor("x", x)
+    _view, _layout, _shape, _features = _rt.working_view(x, _REDUCE_AXES, _PARAM_AXES)
+    _params = (_rt.parameter(gamma, _view, _shape, PARAM_INIT["gamma"], "gamma"), _rt.parameter(beta, _view, _shape, PARAM_INIT["beta"], "beta"), )
+    _const = {"eps": eps, }
+    _out = Train.apply(_view, *_params, {}, _const, _layout)
+    return _out.reshape(x.shape)
+
+
+class Layernorm(torch.nn.Module):
+    """Layer normalization as a module: layernorm() with its parameters."""
+
+    def __init__(self, num_features, eps=1e-05, device=None, dtype=None):
+        super().__init__()
+        self.eps = eps
+        _shape = (num_features,) if isinstance(num_features, int) else tuple(num_features)
+        self.gamma = torch.nn.Parameter(torch.full(_shape, PARAM_INIT["gamma"], device=device, dtype=dtype))
+        self.beta = torch.nn.Parameter(torch.full(_shape, PARAM_INIT["beta"], device=device, dtype=dtype))
+
+    def forward(self, x):
+        return layernorm(x, self.gamma, self.beta, eps=self.eps, )
+
+    def extra_repr(self):
+        return "derived by normderive: layernorm, " + ", ".join(f"{k}={getattr(self, k)}" for k in ("eps", ))

@@ -22,10 +22,11 @@ STATS = {"running_mean": "mu", }
 
 def forward_train(x, beta, *, momentum, m, axes, **_):
     """The training forward pass: every node of the graph, in order."""
-    mu = x.sum(dim=axes, keepdim=True)/m
+    sum_x = x.sum(dim=axes, keepdim=True)
+    mu = sum_x/m
     xc = x - mu
     out = xc + beta
-    return {"mu": mu, "xc": xc, "out": out, }
+    return {"sum_x": sum_x, "mu": mu, "xc": xc, "out": out, }
 
 
 def forward_test(x, beta, mu, *, momentum, m, axes, **_):
@@ -48,7 +49,8 @@ def backward_test(dout, *, momentum, m, axes, param_sum_axes, outer_axes, **_):
     """The backward pass of the test-mode (affine) map: the staged chain rule."""
     dxc = dout
     dx = dxc
-    dbeta = dout.sum(dim=param_sum_axes, keepdim=True)
+    sum_dout = dout.sum(dim=axes, keepdim=True)
+    dbeta = _rt.total(sum_dout, outer_axes)
     return (dx, dbeta,)
 
 
@@ -148,3 +150,58 @@ class Test(torch.autograd.Function):
             values = dict(zip((), rest))
         grads = backward_test(dout, **ctx.const, **ctx.layout)
         return (*grads, None, None, None)
+
+
+# --------------------------------------------------------------------------- the generic API
+
+#: the working view of x (N, D): groups along these axes, parameters along those
+_REDUCE_AXES, _PARAM_AXES = (0,), (1,)
+#: each parameter's value where it is not given (the identity of the layer's affine part)
+PARAM_INIT = {"beta": 0.0, }
+#: each running buffer's value before the first step
+BUFFER_INIT = {"running_mean": 0.0, }
+
+
+def meanonly_batchnorm(x, beta=None, running_mean=None, *, training=True, momentum=0.09999999999999998, ):
+    """Mean-only batch normalization of ``x`` (N, D), with the derived backward (and double backward).
+
+    beta: (D,) (None: beta = 0.0).
+    running_mean: running statistics, updated in place in training (torch's: momentum weights the batch).
+    """
+    x = _rt.check_tensor("x", x)
+    _view, _layout, _shape, _features = _rt.working_view(x, _REDUCE_AXES, _PARAM_AXES)
+    _params = (_rt.parameter(beta, _view, _shape, PARAM_INIT["beta"], "beta"), )
+    _const = {"momentum": momentum, }
+    _buffers = {"running_mean": running_mean, }
+    if training:
+        _rt.check_group(_layout["m"], "feature")
+        for _name in READS_RUNNING:
+            if _buffers[_name] is None:
+                raise ValueError(f"{_name} is required: training reads it")
+        _buffers = {_k: _v for _k, _v in _buffers.items() if _v is not None}
+        _out = Train.apply(_view, *_params, _buffers, _const, _layout)
+    else:
+        _stats = {}
+        for _buffer, _stat in STATS.items():
+            if _buffers[_buffer] is None:
+                raise ValueError(f"{_buffer} is required in evaluation mode (training=False)")
+            _stats[_stat] = _buffers[_buffer].to(_view.dtype).reshape(_layout["stat_shape"])
+        _out = Test.apply(_view, *_params, _stats, _const, _layout)
+    return _out.reshape(x.shape)
+
+
+class MeanonlyBatchnorm(torch.nn.Module):
+    """Mean-only batch normalization as a module: meanonly_batchnorm() with its parameters and running buffers."""
+
+    def __init__(self, num_features, momentum=0.09999999999999998, device=None, dtype=None):
+        super().__init__()
+        self.momentum = momentum
+        _shape = (num_features,) if isinstance(num_features, int) else tuple(num_features)
+        self.beta = torch.nn.Parameter(torch.full(_shape, PARAM_INIT["beta"], device=device, dtype=dtype))
+        self.register_buffer("running_mean", torch.full(_shape, BUFFER_INIT["running_mean"], device=device, dtype=dtype))
+
+    def forward(self, x):
+        return meanonly_batchnorm(x, self.beta, self.running_mean, training=self.training, momentum=self.momentum, )
+
+    def extra_repr(self):
+        return "derived by normderive: meanonly_batchnorm, " + ", ".join(f"{k}={getattr(self, k)}" for k in ("momentum", ))

@@ -22,11 +22,12 @@ STATS = {}
 
 def forward_train(x, gamma, *, eps, m, axes, **_):
     """The training forward pass: every node of the graph, in order."""
-    var = (x**2).sum(dim=axes, keepdim=True)/m
+    sum_var = (x**2).sum(dim=axes, keepdim=True)
+    var = sum_var/m
     std = _rt.sqrt(eps + var)
     xhat = x/std
     out = gamma*xhat
-    return {"var": var, "std": std, "xhat": xhat, "out": out, }
+    return {"sum_var": sum_var, "var": var, "std": std, "xhat": xhat, "out": out, }
 
 
 def backward_train(dout, gamma, std, xhat, *, eps, m, axes, param_sum_axes, outer_axes, **_):
@@ -121,3 +122,42 @@ class Backward(torch.autograd.Function):
         values = forward_train(x, gamma, **ctx.reads, **ctx.const, **ctx.layout)
         grads = backward2_train(dout, gamma=gamma, std=values["std"], xhat=values["xhat"], bar_dx=bar_dx, bar_dgamma=bar_dgamma, **ctx.const, **ctx.layout)
         return (*grads, None, None, None)
+
+
+# --------------------------------------------------------------------------- the generic API
+
+#: the working view of x (..., D): groups along these axes, parameters along those
+_REDUCE_AXES, _PARAM_AXES = (-1,), (-1,)
+#: each parameter's value where it is not given (the identity of the layer's affine part)
+PARAM_INIT = {"gamma": 1.0, }
+#: each running buffer's value before the first step
+BUFFER_INIT = {}
+
+
+def rmsnorm(x, gamma=None, *, eps=1e-05, ):
+    """RMS normalization of ``x`` (..., D), with the derived backward (and double backward).
+
+    gamma: (D,) (None: gamma = 1.0).
+    """
+    x = _rt.check_tensor("x", x)
+    _view, _layout, _shape, _features = _rt.working_view(x, _REDUCE_AXES, _PARAM_AXES)
+    _params = (_rt.parameter(gamma, _view, _shape, PARAM_INIT["gamma"], "gamma"), )
+    _const = {"eps": eps, }
+    _out = Train.apply(_view, *_params, {}, _const, _layout)
+    return _out.reshape(x.shape)
+
+
+class Rmsnorm(torch.nn.Module):
+    """RMS normalization as a module: rmsnorm() with its parameters."""
+
+    def __init__(self, num_features, eps=1e-05, device=None, dtype=None):
+        super().__init__()
+        self.eps = eps
+        _shape = (num_features,) if isinstance(num_features, int) else tuple(num_features)
+        self.gamma = torch.nn.Parameter(torch.full(_shape, PARAM_INIT["gamma"], device=device, dtype=dtype))
+
+    def forward(self, x):
+        return rmsnorm(x, self.gamma, eps=self.eps, )
+
+    def extra_repr(self):
+        return "derived by normderive: rmsnorm, " + ", ".join(f"{k}={getattr(self, k)}" for k in ("eps", ))

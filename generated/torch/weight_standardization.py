@@ -22,11 +22,13 @@ STATS = {}
 
 def forward_train(x, *, eps, m, axes, **_):
     """The training forward pass: every node of the graph, in order."""
-    mu = x.sum(dim=axes, keepdim=True)/m
-    var = ((x - mu)**2).sum(dim=axes, keepdim=True)/m
+    sum_x = x.sum(dim=axes, keepdim=True)
+    mu = sum_x/m
+    sum_var = ((x - mu)**2).sum(dim=axes, keepdim=True)
+    var = sum_var/m
     std = _rt.sqrt(eps + var)
     out = (x - mu)/std
-    return {"mu": mu, "var": var, "std": std, "out": out, }
+    return {"sum_x": sum_x, "mu": mu, "sum_var": sum_var, "var": var, "std": std, "out": out, }
 
 
 def backward_train(dout, out, std, *, eps, m, axes, param_sum_axes, outer_axes, **_):
@@ -119,3 +121,40 @@ class Backward(torch.autograd.Function):
         values = forward_train(x, **ctx.reads, **ctx.const, **ctx.layout)
         grads = backward2_train(dout, out=values["out"], std=values["std"], bar_dx=bar_dx, **ctx.const, **ctx.layout)
         return (*grads, None, None, None)
+
+
+# --------------------------------------------------------------------------- the generic API
+
+#: the working view of x (O, I, H, W): groups along these axes, parameters along those
+_REDUCE_AXES, _PARAM_AXES = (1, 2, 3), (0,)
+#: each parameter's value where it is not given (the identity of the layer's affine part)
+PARAM_INIT = {}
+#: each running buffer's value before the first step
+BUFFER_INIT = {}
+
+
+def weight_standardization(x, *, eps=1e-05, ):
+    """Weight standardization of ``x`` (O, I, H, W), with the derived backward (and double backward).
+
+    """
+    x = _rt.check_tensor("x", x)
+    _view, _layout, _shape, _features = _rt.working_view(x, _REDUCE_AXES, _PARAM_AXES)
+    _params = ()
+    _const = {"eps": eps, }
+    _rt.check_group(_layout["m"], "output channel")
+    _out = Train.apply(_view, *_params, {}, _const, _layout)
+    return _out.reshape(x.shape)
+
+
+class WeightStandardization(torch.nn.Module):
+    """Weight standardization as a module: weight_standardization() with its parameters."""
+
+    def __init__(self, eps=1e-05, device=None, dtype=None):
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x):
+        return weight_standardization(x, eps=self.eps, )
+
+    def extra_repr(self):
+        return "derived by normderive: weight_standardization, " + ", ".join(f"{k}={getattr(self, k)}" for k in ("eps", ))

@@ -41,7 +41,7 @@ class NumbaPrinter(PythonCodePrinter):
 
     def _print_Mul(self, expr: sp.Mul) -> str:
         """A quotient whose denominator may vanish is 0 where it does (as in the NumPy
-        printer, derive/backends/numpy/printer.py): epsilon outside the root at a constant group."""
+        printer, derive/backends/arrays.py): epsilon outside the root at a constant group."""
         num, den = expr.as_numer_denom()
         if den != 1 and not all(f.is_positive for f in sp.Mul.make_args(den) if not f.is_Number):
             d = self._print(den)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import sympy as sp
 
 from ...math.algebra import Elem
-from .printer import array_arguments, code
+from ..arrays import array_arguments, code
 
 
 def _per_element(e: sp.Expr) -> bool:

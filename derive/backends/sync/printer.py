@@ -26,6 +26,11 @@ class TorchSyncPrinter(PythonCodePrinter):
         exact = ", dtype=torch.float64" if isinstance(expr.args[0], Elem) else ""
         return f"torch.sum({self._print(expr.args[0])}, dim=dims, keepdim=True{exact})"
 
+    def _print_OuterSum(self, expr) -> str:
+        """Group sums summed over the groups that share a parameter: a synchronized entry's groups
+        span the batch and its parameters are one value per group, so there is nothing to add."""
+        return self._print(expr.args[0])
+
     def _print_PartSum(self, expr) -> str:
         """A sum over the ranks' parts, which lie along axis 0."""
         return f"torch.sum({self._print(expr.args[0])}, dim=0)"

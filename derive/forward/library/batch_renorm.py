@@ -1,9 +1,10 @@
 """Batch renormalization (Ioffe 2017): the batch statistics, corrected towards the running ones by
 r and d, which are clipped and carry no gradient."""
 from ..claims import sum_vanishes
-from ..layout import Spec
+from ..layout import Facades, Spec
 
-LAYOUT = Spec("batch_renorm", "Batch renormalization", "N,D", (0,), (1,), "bn_param", group_word="feature")
+LAYOUT = Spec("batch_renorm", "Batch renormalization", "N,D", (0,), (1,), "bn_param", group_word="feature",
+              facades=Facades(torch=("batch_renorm",), running="torch", unbiased=("running_var",)))
 EXTRAS = (sum_vanishes("x - mu"),)
 
 

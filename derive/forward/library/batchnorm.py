@@ -1,9 +1,10 @@
 """Batch normalization (Ioffe & Szegedy 2015), CS231n's batchnorm_forward."""
 from ..claims import gradient_sums_to_zero, sum_vanishes
-from ..layout import Spec
+from ..layout import Facades, Spec
 
 LAYOUT = Spec("batchnorm", "Batch normalization", "N,D", (0,), (1,), "bn_param",
-              batch_axis_option=True, textbook=True, group_word="feature")
+              batch_axis_option=True, textbook=True, group_word="feature",
+              facades=Facades(torch=("batch_norm",), running="torch", unbiased=("running_var",), sync=True))
 EXTRAS = (sum_vanishes("x - mu"), gradient_sums_to_zero)
 
 

@@ -1,9 +1,10 @@
 """Instance normalization (Ulyanov et al. 2016): statistics over (H, W) of each sample's channel."""
 from ..claims import gradient_sums_to_zero
-from ..layout import Spec
+from ..layout import Facades, Spec
 
 LAYOUT = Spec("instancenorm", "Instance normalization", "N,C,H,W", (2, 3), (1,), "in_param",
-              group_word="channel of one sample")
+              group_word="channel of one sample",
+              facades=Facades(torch=("instance_norm",)))
 EXTRAS = (gradient_sums_to_zero,)
 
 

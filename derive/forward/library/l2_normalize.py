@@ -1,8 +1,9 @@
 """L2 normalization, torch.nn.functional.normalize: x / max(||x||_2, eps) along the last axis."""
-from ..layout import Spec
+from ..layout import Facades, Spec
 
 LAYOUT = Spec("l2_normalize", "L2 normalization", "...,D", (-1,), (), "l2_param", min_group=1,
-              group_word="row")
+              group_word="row",
+              facades=Facades(torch=("normalize",)))
 
 
 def forward(g):

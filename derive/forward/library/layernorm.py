@@ -1,8 +1,9 @@
 """Layer normalization (Ba et al. 2016): statistics over the features of each row."""
 from ..claims import gradient_sums_to_zero
-from ..layout import Spec
+from ..layout import Facades, Spec
 
-LAYOUT = Spec("layernorm", "Layer normalization", "N,D", (1,), (1,), "ln_param", min_group=1, group_word="row")
+LAYOUT = Spec("layernorm", "Layer normalization", "N,D", (1,), (1,), "ln_param", min_group=1, group_word="row",
+              facades=Facades(torch=("layer_norm",)))
 EXTRAS = (gradient_sums_to_zero,)
 
 

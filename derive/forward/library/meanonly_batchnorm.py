@@ -1,9 +1,10 @@
 """Mean-only batch normalization (Salimans & Kingma 2016): subtract the batch mean, add a bias."""
 from ..claims import gradient_sums_to_zero
-from ..layout import Spec
+from ..layout import Facades, Spec
 
 LAYOUT = Spec("meanonly_batchnorm", "Mean-only batch normalization", "N,D", (0,), (1,), "bn_param",
-              group_word="feature")
+              group_word="feature",
+              facades=Facades(torch=("mean_only_batch_norm",), running="torch"))
 EXTRAS = (gradient_sums_to_zero,)
 
 

@@ -1,8 +1,9 @@
 """RMS normalization (Zhang & Sennrich 2019): x / sqrt(mean(x^2) + eps), scaled; no mean, no shift."""
-from ..layout import Spec
+from ..layout import Facades, Spec
 
 LAYOUT = Spec("rmsnorm", "RMS normalization", "...,D", (-1,), (-1,), "rms_param", min_group=1,
-              group_word="row")
+              group_word="row",
+              facades=Facades(torch=("rms_norm",)))
 
 
 def forward(g):

@@ -1,9 +1,10 @@
 """Group normalization (Wu & He 2018): statistics over (C/G, H, W) of each sample."""
 from ..claims import gradient_sums_to_zero
-from ..layout import Spec
+from ..layout import Facades, Spec
 
 LAYOUT = Spec("spatial_groupnorm", "Group normalization", "N,C,H,W", (2, 3, 4), (1, 2), "gn_param",
-              groups=True, param_shape="broadcast", min_group=1)
+              groups=True, param_shape="broadcast", min_group=1,
+              facades=Facades(torch=("group_norm",)))
 EXTRAS = (gradient_sums_to_zero,)
 
 

@@ -1,11 +1,12 @@
-"""SymPy printers for our notation. Only the ``_print_X`` methods we need are overridden."""
+"""The NumPy printer of the array backends: vectorized NumPy over one working view (the NumPy kernels,
+and the host code around the numba kernels). Only the ``_print_X`` methods we need are overridden."""
 from __future__ import annotations
 
 import sympy as sp
 from sympy.printing.numpy import NumPyPrinter
 from sympy.printing.precedence import PRECEDENCE
 
-from ...math.algebra import BatchSum, Elem
+from ..math.algebra import BatchSum, Elem
 
 
 class KernelPrinter(NumPyPrinter):
@@ -62,7 +63,8 @@ class KernelPrinter(NumPyPrinter):
         """
         num, den = expr.as_numer_denom()
         if den != 1 and not all(f.is_positive for f in sp.Mul.make_args(den) if not f.is_Number):
-            return f"_blocks.divide_or_zero({self._print(num)}, {self._print(den)})"
+            module = "_blocks" if self.fast else "_rt"
+            return f"{module}.divide_or_zero({self._print(num)}, {self._print(den)})"
         return super()._print_Mul(expr)
 
     def _print_StopGrad(self, expr) -> str:

@@ -1,0 +1,93 @@
+"""Runs the torch backend's generic API on a verification case, and gradgradchecks its derived double
+backward (see derive.output.verify)."""
+from __future__ import annotations
+
+import importlib
+
+from ...forward.graph import StopGrad
+
+FACADE = True   #: the running statistics follow the convention of the entry's torch names
+
+
+def covers(build) -> bool:
+    return True
+
+
+def function(package: str, build):
+    module = importlib.import_module(f"{package}.torch.{build.spec.name}")
+    return getattr(module, build.spec.name)
+
+
+def keywords(build, case) -> dict:
+    ir = build.ir
+    kw = {c.symbol.name: case.constants[ir.names.original(c.symbol).name] for c in ir.constants}
+    if build.spec.groups:
+        kw["num_groups"] = case.groups
+    if ir.has_running:
+        kw["training"] = case.training
+    return kw
+
+
+def run(package: str, build, case) -> list:
+    import torch
+    fn, ir = function(package, build), build.ir
+    x = torch.tensor(case.x, requires_grad=True)
+    params = [torch.tensor(w, requires_grad=True) for w in case.weights]
+    buffers = {r.buffer: torch.tensor(case.running[ir.names.original(r.symbol).name]) for r in ir.running}
+    out = fn(x, *params, **buffers, **keywords(build, case))
+    out.backward(torch.tensor(case.dout))
+    name = build.spec.name
+    found = [(name, "out", out.detach().numpy())]
+    found += [(f"{name} (backward)", f"grad:{k}", t.grad.numpy() if t.grad is not None else 0 * t.detach().numpy())
+              for k, t in enumerate([x, *params])]
+    if case.training:
+        found += [(name, f"running:{ir.names.original(r.symbol).name}", buffers[r.buffer].numpy())
+                  for r in ir.running]
+    if case.upstream:
+        found += second(fn, build, case)
+    return found
+
+
+def second(fn, build, case) -> list:
+    """The derived double backward through autograd: the gradients of the first-order gradients
+    contracted with the case's upstream seeds, with respect to dout, x and the parameters."""
+    import torch
+    ir = build.ir
+    x = torch.tensor(case.x, requires_grad=True)
+    params = [torch.tensor(w, requires_grad=True) for w in case.weights]
+    dout = torch.tensor(case.dout, requires_grad=True)
+    buffers = {r.buffer: torch.tensor(case.running[ir.names.original(r.symbol).name]) for r in ir.running}
+    out = fn(x, *params, **buffers, **keywords(build, case))
+    grads = torch.autograd.grad(out, [x, *params], dout, create_graph=True)
+    seeds = [torch.tensor(u) for u in case.upstream]
+    used = [(g, s) for g, s in zip(grads, seeds) if g.requires_grad]
+    if not used:
+        return []
+    found = torch.autograd.grad([g for g, _ in used], [dout, x, *params], [s for _, s in used], allow_unused=True)
+    keys = ["grad2:dout"] + [f"grad2:{k}" for k in range(len(params) + 1)]
+    tensors = [dout, x, *params]
+    return [(f"{build.spec.name} (double backward)", key, g.detach().numpy() if g is not None else
+             0 * t.detach().numpy()) for key, g, t in zip(keys, found, tensors)]
+
+
+def check(package: str, build, cases) -> str | None:
+    """The derived double backward passes gradgradcheck (float64) in every mode, on a group of 3 -- for a
+    graph without stop-gradients: where one is, autograd's derivative is not the function's own, which
+    finite differences measure; there the comparison with the proved compact forms (run) checks it."""
+    import torch
+    fn, ir = function(package, build), build.ir
+    if any(a.value.has(StopGrad) for f in ir.functions.values() for a in f.body):
+        return None
+    chosen = {c.training: c for c in reversed(cases) if c.m == 3}
+    for case in chosen.values():
+        buffers = {r.buffer: torch.tensor(case.running[ir.names.original(r.symbol).name]) for r in ir.running}
+        kw = keywords(build, case)
+
+        def f(*inputs):
+            return fn(*inputs, **{k: v.clone() for k, v in buffers.items()}, **kw)
+
+        inputs = [torch.tensor(case.x, requires_grad=True)] + [torch.tensor(w, requires_grad=True)
+                                                              for w in case.weights]
+        if not torch.autograd.gradgradcheck(f, tuple(inputs), raise_exception=False):
+            return f"the double backward fails torch.autograd.gradgradcheck (case {case.name})"
+    return None
