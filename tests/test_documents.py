@@ -26,9 +26,8 @@ from derive.docs import breaking, documents, pdf
 from derive.docs.blocks import Equation, Para, Table
 from derive.docs.latex import Math, Partial, math
 from derive.forward.graph import ClampMax, ClampMin, StopGrad
-from derive.forward.library import BY_NAME, ENTRIES
+from derive.forward.library import BY_NAME
 from derive.learners import explain
-from derive.math import derivation
 from derive.math.algebra import BatchSum, Elem, M, ParamSum
 from derive.output import render
 from derive.proofs import first as proofs

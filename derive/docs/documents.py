@@ -24,10 +24,7 @@ QUESTIONS: dict[str, tuple[str, ...]] = {
     "batchnorm": ("naive", "bias", "eps", "layout", "slips"),
     "batchnorm_eps_outside": ("eps",),
 }
-
-
 TEMPLATES = {".tex": "derivation.tex.jinja", ".md": "derivation.md.jinja"}
-
 
 SECTIONS = (("Notation", notation), ("The forward pass", forward), ("The computation graph", graph),
             ("The staged chain rule", staged), ("The Jacobian entry", jacobian),
@@ -40,8 +37,8 @@ def sections(d: Derivation, answers: Sequence[Answer]) -> list[dict]:
     """[{title, blocks, subsections}] in reading order; blocks are Para, Equation or Table."""
     out = [{"title": title, "blocks": blocks, "subsections": []}
            for title, build in SECTIONS if (blocks := build(d))]
-    if checks.across_processes(d):
-        out.append({"title": "Across processes", "blocks": checks.across_processes(d), "subsections": []})
+    if crossing := checks.across_processes(d):
+        out.append({"title": "Across processes", "blocks": crossing, "subsections": []})
     if answers:
         out.append({"title": "Questions from the seed documents",
                     "blocks": [para("The questions that started this project, answered from the "
@@ -83,7 +80,8 @@ class Layout:
     def block(self, b) -> dict:
         if isinstance(b, Equation):
             self.number += 1
-            return {"kind": "equation", "number": self.number, "lhs": b.lhs.tex, "lines": breaking.lines(b, self.abbreviations)}
+            return {"kind": "equation", "number": self.number, "lhs": b.lhs.tex,
+                    "lines": breaking.lines(b, self.abbreviations)}
         if isinstance(b, Table):
             return {"kind": "table", "header": [inline(c, self.fmt) for c in b.header],
                     "rows": [[inline(c, self.fmt) for c in row] for row in b.rows],

@@ -157,8 +157,8 @@ def main(epochs: int | None = None, out: Path | None = None) -> int:
         print(f"| {LABELS[kind]} | {log['accuracy'][-1]:.3f} | {log['bias'][-1]:.4f} |")
     seconds = f"({time.perf_counter() - t:.1f} s)"
     if folder is None:
-        print(f"plots: none written (not in a normderive checkout); pass --out DIR to save them  {seconds}",
-              file=sys.stderr)
+        print(f"plots: none written (not in a normderive checkout); pass --out DIR to save them  "
+              f"{seconds}", file=sys.stderr)
     else:
         print(f"plots: {folder / 'demo_curves.png'}, {folder / 'demo_bias.png'}  {seconds}", file=sys.stderr)
     return 0

@@ -16,6 +16,7 @@ from ..math.derivation import Derivation
 from ..math.stages import inline
 from ..proofs import first as proofs
 
+
 class Words(NamedTuple):
     """Symbols that only the answers use (the printer knows their names)."""
 
