@@ -93,6 +93,9 @@ def parser() -> Parser:
     check.add_argument("--list", action="store_true", help="print the catalogue of known slips")
     demo = sub.add_parser("demo", help="train a small network on digits: no norm, batch norm, naive backward")
     demo.add_argument("--epochs", type=positive_int, default=None, help="epochs (default: the README's)")
+    demo.add_argument("--out", dest="demo_out", type=Path, default=None, metavar="DIR",
+                      help="the folder for the two plots (default: the checkout's docs/; outside a "
+                           "checkout, none are written without --out)")
     sub.add_parser("bench", help="time the kernels against the memory floor and PyTorch "
                                  "(derive bench --help lists its options)", add_help=False)
     return p
@@ -115,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         return check.main(args.file, args.json, args.list)
     if args.command == "demo":
         from .learners import demo
-        return demo.main(args.epochs)
+        return demo.main(args.epochs, args.demo_out)
     if args.command == "build":
         return build(args, progress)
     place = project.locate(args.out)

@@ -22,12 +22,12 @@ import sympy as sp
 from _derived import all_default, answers, rendered_files
 
 from derive import cli
-from derive.docs import documents
-from derive.docs.latex import Equation, Math, Partial
+from derive.docs import breaking, documents, pdf
+from derive.docs.blocks import Equation, Para, Table
+from derive.docs.latex import Math, Partial, math
 from derive.forward.graph import ClampMax, ClampMin, StopGrad
-from derive.forward.library import BY_NAME, ENTRIES
+from derive.forward.library import BY_NAME
 from derive.learners import explain
-from derive.math import derivation
 from derive.math.algebra import BatchSum, Elem, M, ParamSum
 from derive.output import render
 from derive.proofs import first as proofs
@@ -52,7 +52,7 @@ TEX_NAMES = {
     "m": "m", "N": "N", "L": "L", "r": "r", "i": "i", "j": "j", "k": "k", "n": "n",
 }
 TOKEN = re.compile("|".join([
-    r"(?P<space>\s+|\\,)", r"(?P<over>\\overline\{)", r"(?P<sigma>\\Sigma_\{)", r"(?P<lp>\\left\(|\()", r"(?P<rp>\\right\)|\))", r"(?P<frac>\\frac)",
+    r"(?P<space>\s+|\\,)", r"(?P<over>\\overline\{)", r"(?P<sigma>\\Sigma_\{)", r"(?P<lp>\\left\(|\\biggl\(|\\Bigl\(|\()", r"(?P<rp>\\right\)|\\biggr\)|\\Bigr\)|\))", r"(?P<frac>\\frac)",
     r"(?P<sqrt>\\sqrt)", r"(?P<sum>\\sum_\{k=1\}\^\{m\})", r"(?P<rsum>\\sum_\{r=1\}\^\{R\})", r"(?P<psum>\\sum_\{n\})",
     r"(?P<partial>\\partial)", r"(?P<rm>\\mathrm\{(?P<rmname>[^}]*)\})",
     r"(?P<func>\\max|\\min|\\operatorname\{sg\})", r"(?P<lb>\\left\[)", r"(?P<rb>\\right\])",
@@ -239,8 +239,14 @@ def same(a, b) -> bool:
     return a == b or sp.cancel(sp.together(a - b)) == 0
 
 
-def check_math(tex: str, m: Math) -> None:
+def check_math(tex: str, m: Math, lets=None) -> None:
+    """``tex`` reads back as ``m``'s expression; with ``lets`` (the model's abbreviations), also when
+    it prints an abbreviation by its name: then the two agree once every name is replaced by its
+    definition."""
     got, want = read(tex), expected(m.expr, m.index, m.param_index)
+    if not same(got, want) and lets:
+        defined = {sp.Symbol(let.symbol.name): expected(let.definition) for let in lets}
+        got, want = got.xreplace(defined), want.xreplace(defined)
     assert same(got, want), f"printed {tex!r}\n read back as {got}\n but it was printed from {want}"
 
 
@@ -289,15 +295,15 @@ def test_every_displayed_equation_reads_back_as_its_expression(rendered):
                 assert fmt == ".tex" or tag == n, (name, fmt, tag, n)
                 lhs, _, rhs = tex.partition(" = ")
                 check_math(lhs, eq.lhs)
-                check_math(rhs, eq.rhs)
+                check_math(rhs, eq.rhs, [let for let in d.model.lets if let.symbol != eq.lhs.expr])
 
 
 def test_every_inline_formula_reads_back_and_is_in_the_file(rendered):
     for name, (d, sections, docs) in rendered.items():
         for block in all_blocks(sections):
-            cells = block.parts if isinstance(block, explain.Para) else \
+            cells = block.parts if isinstance(block, Para) else \
                 [c for row in (block.header, *block.rows) for c in row] \
-                if isinstance(block, explain.Table) else ()
+                if isinstance(block, Table) else ()
             for part in cells:
                 if isinstance(part, Math):
                     check_math(part.tex, part)
@@ -370,7 +376,7 @@ def test_batch_norm_reads_as_the_textbook(rendered):
 def test_the_reader_catches_a_wrong_formula():
     """The oracle itself: a sign, a bracket or an index that differs is not accepted."""
     model = BY_NAME["batchnorm"].model()
-    m = explain.math(model.dy * (model.x - model.sym("mu")))
+    m = math(model.dy * (model.x - model.sym("mu")))
     check_math(m.tex, m)
     for wrong in (r"dy_{i} x_{i} - \mu", r"dy_{i} \left(x_{i} + \mu\right)", r"dy_{k} \left(x_{i} - \mu\right)"):
         with pytest.raises(AssertionError):
@@ -414,16 +420,58 @@ def need(tool: str) -> None:
         pytest.skip(f"{tool} is not installed (apt-get install texlive-latex-base poppler-utils)")
 
 
+#: how far a line may run past the page, in points (a line of the page is 478 pt)
+OVERFULL_PT = 3.0
+
+
 @pytest.mark.parametrize("tex", sorted(DOCS.glob("*.tex")), ids=lambda p: p.stem)
-def test_every_document_compiles_with_pdflatex(tex, tmp_path):
+def test_every_document_compiles_and_fits_the_page(tex, tmp_path):
+    """pdflatex compiles every committed document, and no line of it is wider than the page:
+    pdflatex reports every line box that runs past the margin as an overfull box."""
     need("pdflatex")
-    shutil.copy(tex, tmp_path / tex.name)
-    r = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", tex.name], check=False,
-                       cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stdout[-3000:]
-    assert (tmp_path / tex.with_suffix(".pdf").name).stat().st_size > 10_000
-    log = (tmp_path / tex.with_suffix(".log").name).read_text(errors="replace")
+    log = pdf.compile_tex(tex.read_text(encoding="utf-8"), tmp_path)
+    assert (tmp_path / "doc.pdf").stat().st_size > 10_000
     assert "Undefined control sequence" not in log
+    wide = [f"{pt:.1f} pt {where}" for pt, where in pdf.overfull(log) if pt > OVERFULL_PT]
+    assert not wide, f"{tex.name} runs off the page: " + "; ".join(wide)
+
+
+def test_the_overfull_reader_reads_pdflatex_logs():
+    log = ("Overfull \\hbox (3056.18831pt too wide) detected at line 196\n[][][]\n"
+           "Underfull \\hbox (badness 10000) in paragraph at lines 3--4\n"
+           "Overfull \\hbox (32.37799pt too wide) in paragraph at lines 14--14\n")
+    assert pdf.overfull(log) == [(3056.18831, "detected at line 196"), (32.37799, "in paragraph at lines 14--14")]
+
+
+def test_a_wide_equation_is_cut_into_lines_that_read_back_as_it():
+    """Cut to a narrow page, a quotient of products of sums of quotients is printed over many lines,
+    with brackets that span lines, and the lines joined still read back as the expression."""
+    model = BY_NAME["batchnorm"].model()
+    x, dy, mu, std, xhat, gamma = (model.x, model.dy, model.sym("mu"), model.sym("std"), model.sym("xhat"),
+                                   model.gamma)
+    summand = dy * (M * dy * std + xhat * mu - (x - mu) / std ** 3 + gamma * xhat ** 2 / (M - 1)
+                    - 3 * dy * xhat / std)
+    expr = -gamma * BatchSum(summand) * (x - 2 * mu) / (M * std ** 2) \
+        + BatchSum(x) * (xhat * std - dy / M + gamma * BatchSum(dy * xhat) / std - 2 * mu)
+    eq = Equation(math(Elem("dx", real=True)), math(expr))
+    lines = breaking.lines(eq, limit=24)
+    assert len(lines) >= 5
+    assert any(len(re.findall(r"\\(?:bigg|Big)l\(", line)) > len(re.findall(r"\\(?:bigg|Big)r\)", line))
+               for line in lines), "a bracket spans lines"
+    assert all(line.startswith(("+ ", "- ")) for line in lines[1:] if not line.startswith("\\"))
+    check_math(" ".join(lines), eq.rhs)
+    assert breaking.lines(eq, limit=10_000) == [eq.rhs.tex], "what fits is printed as SymPy prints it"
+
+
+def test_latex_by_products_and_the_venv_are_ignored():
+    """A user who compiles a document in generated/derivations, or follows the README into .venv,
+    leaves the checkout clean."""
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    paths = [".venv/bin/python", *(f"generated/derivations/batchnorm{ext}" for ext in (".pdf", ".aux", ".log", ".out"))]
+    r = subprocess.run(["git", "check-ignore", "--no-index", *paths], cwd=ROOT, capture_output=True, text=True,
+                       check=False)
+    assert sorted(r.stdout.split()) == sorted(paths)
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -432,11 +480,27 @@ def png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", head[16:24])
 
 
+def test_docs_png_was_rendered_from_todays_batchnorm_document():
+    """The README's picture records the SHA-256 of the LaTeX it was rendered from (checked without TeX)."""
+    recorded = pdf.png_text((ROOT / pdf.PICTURE).read_bytes()).get(pdf.KEYWORD)
+    today = pdf.source_hash((ROOT / pdf.PICTURE_SOURCE).read_text(encoding="utf-8"))
+    assert recorded == today, f"{pdf.PICTURE} shows an older {pdf.PICTURE_SOURCE.name}; re-render it " \
+                              "with: python -m derive.docs.pdf"
+
+
 def test_docs_png_is_the_first_page_of_batchnorm(tmp_path):
     need("pdflatex")
     need("pdftoppm")
     fresh = tmp_path / "page.png"
-    documents.first_page_png((DOCS / "batchnorm.tex").read_text(encoding="utf-8"), fresh)
-    committed = ROOT / "docs" / "derivation.png"
-    assert committed.exists(), "regenerate it with: python -m derive.docs.documents"
+    pdf.first_page_png((DOCS / "batchnorm.tex").read_text(encoding="utf-8"), fresh)
+    committed = ROOT / pdf.PICTURE
     assert png_size(committed) == png_size(fresh)
+    assert pdf.png_text(fresh.read_bytes()) == pdf.png_text(committed.read_bytes())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["page.png"], "pdflatex's files stay in its own folder"
+
+
+def test_the_picture_is_written_only_in_a_checkout(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert pdf.main() == 2
+    assert "checkout" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

@@ -19,16 +19,15 @@ from _derived import answers as shared_answers
 import generated
 from derive import cli
 from derive.docs import documents
-from derive.docs.latex import Equation
+from derive.docs.blocks import Answer, Equation, Para, Table
 from derive.forward.library import ENTRIES
-from derive.learners import explain
-from derive.learners.explain import Answer, Para, Table
+from derive.learners import answers_code, explain, numbers, pieces
 from derive.math import derivation
 
 ROOT = Path(__file__).resolve().parent.parent
-X5 = np.array([float(v) for v in explain.DATA_X])
-DY5 = np.array([float(v) for v in explain.DATA_DY])
-GAMMA, BETA, EPS = float(explain.GAMMA), float(explain.BETA), float(explain.EPSILON)
+X5 = np.array([float(v) for v in numbers.DATA_X])
+DY5 = np.array([float(v) for v in numbers.DATA_DY])
+GAMMA, BETA, EPS = float(numbers.GAMMA), float(numbers.BETA), float(numbers.EPSILON)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +69,7 @@ def test_naive_numbers_match_torch_and_the_naive_formula(answers):
 
 def test_bias_gets_no_gradient_and_the_naive_step_drifts(answers):
     u = torch.tensor(X5, dtype=torch.float64)
-    t = torch.tensor([float(v) for v in explain.DATA_T], dtype=torch.float64)
+    t = torch.tensor([float(v) for v in numbers.DATA_T], dtype=torch.float64)
     b = torch.zeros((), dtype=torch.float64, requires_grad=True)
     loss = ((torch_bn(u + b) - t) ** 2).sum() / 2
     loss.backward()
@@ -106,7 +105,7 @@ def test_eps_outside_at_zero_variance_is_the_limit_the_kernel_returns(answers):
     text = explain.to_text(answers["eps"])
     assert "undefined" not in text and "only the inside placement has a gradient" not in text
     limits = [b.rhs.expr for b in answers["eps"].blocks
-              if isinstance(b, Equation) and b.lhs.text == "dx^outside_i" and not b.rhs.expr.has(explain.bn_names(derived("batchnorm").model).xhat)]
+              if isinstance(b, Equation) and b.lhs.text == "dx^outside_i" and not b.rhs.expr.has(pieces.bn_names(derived("batchnorm").model).xhat)]
     assert len(limits) == 1
     x = np.ones((5, 1))
     _, cache = generated.batchnorm_eps_outside_forward(x, np.array([GAMMA]), np.array([BETA]),
@@ -132,7 +131,7 @@ def test_generated_kernels_take_the_column_layout(answers):
             np.testing.assert_allclose(np.asarray(got).T if got.ndim == 2 else got, want, atol=1e-12)
     diffs, first = tables(answers["layout"])
     assert all(float(row[1]) < 1e-12 for row in diffs.rows)
-    x5, dy5 = np.array(explain.LAYOUT_X), np.array(explain.LAYOUT_DY)
+    x5, dy5 = np.array(answers_code.LAYOUT_X), np.array(answers_code.LAYOUT_DY)
     g5, b5 = np.array([1.5, 0.5, -1.0]), np.array([0.2, 0.0, -0.1])
     _, cache = generated.batchnorm_forward(x5, g5, b5, {"mode": "train", "eps": EPS})
     dx = generated.batchnorm_backward(dy5, cache)[0]
@@ -142,10 +141,11 @@ def test_generated_kernels_take_the_column_layout(answers):
 
 def test_slips_are_computed_and_seed_002s_formula_is_right(answers):
     eqs = [b for b in answers["slips"].blocks if isinstance(b, Equation)]
-    seed_minus_true = [e for e in eqs if e.lhs.expr == explain.DXSEED - explain.DX]
+    w = pieces.words()
+    seed_minus_true = [e for e in eqs if e.lhs.expr == w.dxseed - w.dx]
     assert [e.rhs.expr == 0 for e in seed_minus_true] == [False, True]
     # seed 002's batch_norm_backward, as it is written (column layout), against torch
-    z, dz_tilde = np.array(explain.LAYOUT_X).T, np.array(explain.LAYOUT_DY).T
+    z, dz_tilde = np.array(answers_code.LAYOUT_X).T, np.array(answers_code.LAYOUT_DY).T
     gamma = np.array([[1.5], [0.5], [-1.0]])
     m, z_mu = z.shape[1], z - z.mean(axis=1, keepdims=True)
     std_inv = 1.0 / np.sqrt(z.var(axis=1, keepdims=True) + EPS)
@@ -162,9 +162,9 @@ def test_slips_are_computed_and_seed_002s_formula_is_right(answers):
 def test_a_false_claim_is_refused(monkeypatch):
     """The answers check what they print: if the checks say "not zero", the answer refuses."""
     ds = {d.spec.name: d for d in all_default()}
-    monkeypatch.setattr(explain, "is_zero", lambda expr: False)
+    monkeypatch.setattr(answers_code, "is_zero", lambda expr: False)
     with pytest.raises(RuntimeError, match="computed claim failed"):
-        explain.slips(ds)
+        answers_code.slips(ds)
 
 
 @pytest.mark.parametrize("topic", list(explain.TOPICS))

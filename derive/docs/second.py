@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import sympy as sp
 
-from ..learners.explain import Code, listing, para
 from ..math.algebra import BatchSum, Elem
 from ..math.second_order import SecondOrder
-from .latex import equation, math
+from .blocks import Code, equation, listing, para
+from .latex import math
 
 
 def loss_of(so: SecondOrder) -> sp.Expr:

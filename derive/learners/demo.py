@@ -7,6 +7,10 @@ the naive backward (seed 000: can backprop ignore the normalization?), derived b
 the engine from the graph with stop-gradients around mu and sigma^2
 (derive.slips 'naive'); (d) the bias b[1] before batch norm under (b) and (c):
 Ioffe & Szegedy's example (seed 004).  Fixed seeds: the same numbers on every run.
+
+The table goes to stdout; the two plots go to ``--out DIR``, or, inside a normderive
+checkout, to its docs/ (where the README shows them).  Anywhere else, without --out,
+nothing is written.
 """
 from __future__ import annotations
 
@@ -118,7 +122,17 @@ LABELS = {"none": "no normalization", "derived": "batch norm, derived backward",
           "naive": "batch norm, naive backward"}
 
 
-def main(epochs: int | None = None, out: Path = Path("docs")) -> int:
+def plots_folder(out: Path | None) -> Path | None:
+    """Where the plots go: ``out``, else the docs/ of the checkout around the current directory."""
+    if out is not None:
+        return out
+    from ..project import find_checkout
+    checkout = find_checkout(Path.cwd())
+    return checkout / "docs" if checkout is not None else None
+
+
+def main(epochs: int | None = None, out: Path | None = None) -> int:
+    """Train the three networks, print the table and write the plots to :func:`plots_folder`."""
     global EPOCHS
     try:
         import matplotlib  # noqa: F401
@@ -129,13 +143,22 @@ def main(epochs: int | None = None, out: Path = Path("docs")) -> int:
         return 2
     EPOCHS = epochs or EPOCHS
     t = time.perf_counter()
+    folder = plots_folder(out)
+    if folder is not None and folder.exists() and not folder.is_dir():
+        print(f"derive demo: --out {folder} is a file, not a folder", file=sys.stderr)
+        return 2
     runs = {kind: train(kind, tqdm) for kind in ("none", "derived", "naive")}
-    out.mkdir(parents=True, exist_ok=True)
-    plots(runs, out)
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        plots(runs, folder)
     print(f"| network (digits, {EPOCHS} epochs, batch {BATCH}, lr {LR}) | test accuracy | final mean abs b[1] |")
     print("|---|---|---|")
     for kind, log in runs.items():
         print(f"| {LABELS[kind]} | {log['accuracy'][-1]:.3f} | {log['bias'][-1]:.4f} |")
-    print(f"plots: {out / 'demo_curves.png'}, {out / 'demo_bias.png'}  ({time.perf_counter() - t:.1f} s)",
-          file=sys.stderr)
+    seconds = f"({time.perf_counter() - t:.1f} s)"
+    if folder is None:
+        print(f"plots: none written (not in a normderive checkout); pass --out DIR to save them  "
+              f"{seconds}", file=sys.stderr)
+    else:
+        print(f"plots: {folder / 'demo_curves.png'}, {folder / 'demo_bias.png'}  {seconds}", file=sys.stderr)
     return 0
