@@ -306,6 +306,7 @@ class Graph:
     def stop_gradient(expr) -> sp.Expr:
         return StopGrad(sp.sympify(expr))
 
+    m = M   #: the number of elements of a group (for update rules such as torch's m/(m - 1))
     clamp_min = staticmethod(ClampMin)
     clamp_max = staticmethod(ClampMax)
     clip = staticmethod(clip)

@@ -1,0 +1,240 @@
+"""The kernel IR (derive/ir): one rule for names, one schedule, and a user's layer gets every backend.
+
+Each failure of the issue "One kernel IR" is a test here: a user graph that numba got wrong with no
+error, names that crashed the kernels, a running rule torch's backend replaced, a build without torch
+or JAX kernels.  Each user graph is built with `derive build` (proved for m <= 2) and its kernels are
+compared with torch autograd of the same forward, written in plain torch.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import sympy as sp
+
+from derive import cli
+from derive.ir.names import Names
+from derive.math.algebra import Elem
+
+torch = pytest.importorskip("torch")
+
+
+# --------------------------------------------------------------------------- names
+
+
+def test_names_keep_the_documents_names_and_rename_only_what_cannot_be_used():
+    names = Names(reserved={"g", "cache"})
+    mu, g, lam, cache = sp.Symbol("mu"), sp.Symbol("g"), sp.Symbol("lambda"), Elem("cache")
+    names.add([mu, g, lam, cache])
+    assert names.name(mu) == "mu"
+    assert names.name(g) != "g" and names.name(lam) != "lambda" and names.name(cache) != "cache"
+    assert isinstance(names[cache], Elem)   # a per-element symbol stays one
+    names.check()
+
+
+def test_names_that_python_reads_as_one_are_told_apart():
+    micro, mu = sp.Symbol("\u00b5"), sp.Symbol("\u03bc")   # MICRO SIGN and GREEK SMALL LETTER MU
+    names = Names()
+    names.add([micro, mu])
+    import unicodedata
+    a, b = (unicodedata.normalize("NFKC", names.name(s)) for s in (micro, mu))
+    assert a != b
+    names.check()
+
+
+def test_a_local_of_a_backend_never_takes_a_graph_name():
+    names = Names()
+    names.add([sp.Symbol("std_g"), sp.Symbol("std")])
+    assert names.local("std_g") != "std_g"
+    assert names.local("std_g") == names.local("std_g")   # asked twice, the same name
+
+
+# --------------------------------------------------------------------------- user layers, built
+
+
+LAYOUT = 'from derive.forward import Spec\nLAYOUT = Spec({name!r}, {title!r}, {layout!r}, {reduce}, {params}, "p")\n'
+
+GRAPHS = {
+    # batch norm with a learned epsilon, all in the output (numba's dgamma was off by 7.4, deps by 52)
+    "learned_eps": ("N,D", (0,), (1,), """
+        def forward(g):
+            x, gamma, beta, e = g.input("x"), g.param("gamma"), g.param("beta"), g.param("e")
+            eps = g.constant("eps", 1e-5)
+            mu = g.mean("mu", x)
+            var = g.mean("var", (x - mu) ** 2)
+            g.output(gamma * (x - mu) / g.sqrt(var + eps + e ** 2) + beta)
+    """, lambda x, gamma, beta, e: gamma * (x - x.mean(0)) / torch.sqrt(x.var(0, unbiased=False) + 1e-5 + e ** 2)
+        + beta),
+    # batch norm in one line (numba's dgamma was 6.77 where torch gives -5.39)
+    "one_line": ("N,D", (0,), (1,), """
+        def forward(g):
+            x, gamma, beta = g.input("x"), g.param("gamma"), g.param("beta")
+            mu = g.mean("mu", x)
+            var = g.mean("var", (x - mu) ** 2)
+            g.output(gamma * (x - mu) / g.sqrt(var + g.constant("eps", 1e-5)) + beta)
+    """, lambda x, gamma, beta: gamma * (x - x.mean(0)) / torch.sqrt(x.var(0, unbiased=False) + 1e-5) + beta),
+    # ScaleNorm's own name g, grouped over the last axis (numba: TypingError at x[g, i])
+    "scalenorm": ("...,D", (-1,), (-1,), """
+        def forward(graph):
+            x, g = graph.input("x"), graph.param("g")
+            norm = graph.let("norm", graph.sqrt(graph.sum("sq", x ** 2)))
+            graph.output(g * x / norm)
+    """, lambda x, g: g * x / torch.sqrt((x ** 2).sum(-1, keepdim=True))),
+    # names Python reads as one (micro sign, Greek mu): the numba kernel was 72% off
+    "micro": ("N,D", (0,), (1,), """
+        def forward(g):
+            x, gamma = g.input("x"), g.param("gamma")
+            a = g.mean("\u00b5", x)
+            b = g.mean("\u03bc", x ** 2)
+            g.output(gamma * (x - a) / g.sqrt(b - a ** 2 + g.constant("eps", 1e-5)))
+    """, lambda x, gamma: gamma * (x - x.mean(0)) / torch.sqrt((x ** 2).mean(0) - x.mean(0) ** 2 + 1e-5)),
+}
+
+
+def write_graph(folder, name: str) -> object:
+    layout, reduce, params, body = GRAPHS[name][:4]
+    path = folder / f"{name}.py"
+    path.write_text(LAYOUT.format(name=name, title=name, layout=layout, reduce=reduce, params=params)
+                    + textwrap.dedent(body), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """Every graph above, built by `derive build` into one folder on sys.path."""
+    root = tmp_path_factory.mktemp("user_layers")
+    for name in GRAPHS:
+        assert cli.main(["-q", "--max-m", "2", "build", str(write_graph(root, name)),
+                         "--out", str(root / f"{name}_kernels")]) == 0, name
+    sys.path.insert(0, str(root))
+    yield root
+    sys.path.remove(str(root))
+
+
+def reference(name: str, x: np.ndarray, weights: list, dout: np.ndarray):
+    """torch autograd of the plain torch forward: (out, dx, *dweights)."""
+    xt = torch.tensor(x, requires_grad=True)
+    wt = [torch.tensor(w, requires_grad=True) for w in weights]
+    out = GRAPHS[name][4](xt, *wt)
+    grads = torch.autograd.grad(out, [xt, *wt], torch.tensor(dout))
+    return [out.detach().numpy()] + [g.numpy() for g in grads]
+
+
+def inputs(name: str):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((6, 4)) * 1.5 + 0.3
+    n_params = GRAPHS[name][3].count("param(")
+    weights = [rng.uniform(0.5, 1.5, 4) for _ in range(n_params)]
+    return x, weights, rng.standard_normal((6, 4))
+
+
+@pytest.mark.parametrize("name", sorted(GRAPHS))
+@pytest.mark.parametrize("backend", ["numpy", "numba", "torch", "jax"])
+def test_a_user_layer_gets_every_backend_and_each_agrees_with_torch_autograd(built, name, backend):
+    if backend in ("numba", "jax"):
+        pytest.importorskip(backend)
+    x, weights, dout = inputs(name)
+    want = reference(name, x, weights, dout)
+    package = f"{name}_kernels"
+    if backend in ("numpy", "numba"):
+        module = importlib.import_module(f"{package}.{name}" if backend == "numpy" else f"{package}.numba.{name}")
+        out, cache = getattr(module, f"{name}_forward")(x, *weights, {})
+        got = [out, *getattr(module, f"{name}_backward")(dout, cache)]
+    elif backend == "torch":
+        fn = getattr(importlib.import_module(f"{package}.torch"), name)
+        xt = torch.tensor(x, requires_grad=True)
+        wt = [torch.tensor(w, requires_grad=True) for w in weights]
+        out = fn(xt, *wt)
+        got = [out.detach().numpy()] + [g.numpy() for g in torch.autograd.grad(out, [xt, *wt], torch.tensor(dout))]
+    else:
+        import jax
+        jax.config.update("jax_enable_x64", True)
+        fn = getattr(importlib.import_module(f"{package}.jax"), name)
+        out, vjp = jax.vjp(fn, x, *weights)
+        got = [out, *vjp(dout)]
+    assert len(got) == len(want)
+    for k, (g, w) in enumerate(zip(got, want)):
+        np.testing.assert_allclose(np.asarray(g).reshape(w.shape), w, rtol=1e-10, atol=1e-10,
+                                   err_msg=f"{backend} {name} output {k}")
+
+
+# --------------------------------------------------------------------------- running statistics
+
+
+RUNNING = """
+from derive.forward import Spec
+LAYOUT = Spec("torchrule", "Batch norm, torch's running rule", "N,D", (0,), (1,), "bn_param")
+
+
+def forward(g):
+    x, gamma, beta = g.input("x"), g.param("gamma"), g.param("beta")
+    eps = g.constant("eps", 1e-5)
+    mom = g.constant("momentum", 0.1, fraction=True)
+    mu = g.mean("mu", x)
+    var = g.mean("var", (x - mu) ** 2)
+    g.output(gamma * (x - mu) / g.sqrt(var + eps) + beta)
+    g.running("running_mean", mu, lambda r, b, c: (1 - c["momentum"]) * r + c["momentum"] * b)
+    g.running("running_var", var, lambda r, b, c: (1 - c["momentum"]) * r + c["momentum"] * b * g.m / (g.m - 1))
+"""
+
+
+@pytest.fixture(scope="module")
+def torchrule(tmp_path_factory):
+    root = tmp_path_factory.mktemp("torchrule")
+    (root / "torchrule.py").write_text(RUNNING, encoding="utf-8")
+    assert cli.main(["-q", "--max-m", "2", "build", str(root / "torchrule.py"), "--out", str(root / "tr")]) == 0
+    sys.path.insert(0, str(root))
+    yield importlib.import_module("tr")
+    sys.path.remove(str(root))
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba", "torch"])
+def test_every_backend_applies_the_graphs_own_running_rule(torchrule, backend):
+    """A graph's own rule, m/(m - 1) included (numba's forward raised NameError: _blocks), is what every
+    backend applies; torch's backend used to put torch's momentum average in its place."""
+    if backend == "numba":
+        pytest.importorskip("numba")
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5, 3)) + 2
+    gamma, beta = np.ones(3), np.zeros(3)
+    mean0, var0 = rng.uniform(0, 1, 3), rng.uniform(1, 2, 3)
+    m = x.shape[0]
+    want_mean = 0.9 * mean0 + 0.1 * x.mean(0)
+    want_var = 0.9 * var0 + 0.1 * x.var(0) * m / (m - 1)
+    if backend == "torch":
+        rm, rv = torch.tensor(mean0), torch.tensor(var0)
+        importlib.import_module("tr.torch").torchrule(torch.tensor(x), torch.tensor(gamma), torch.tensor(beta), rm, rv,
+                                                      training=True, momentum=0.1)
+        got = rm.numpy(), rv.numpy()
+    else:
+        module = importlib.import_module("tr.torchrule" if backend == "numpy" else "tr.numba.torchrule")
+        params = {"mode": "train", "running_mean": mean0.copy(), "running_var": var0.copy(), "momentum": 0.1}
+        module.torchrule_forward(x, gamma, beta, params)
+        got = params["running_mean"], params["running_var"]
+    np.testing.assert_allclose(got[0], want_mean, rtol=1e-12)
+    np.testing.assert_allclose(got[1], want_var, rtol=1e-12)
+
+
+# --------------------------------------------------------------------------- nothing wrong is written
+
+
+def test_a_kernel_that_disagrees_with_the_proved_expressions_is_not_written(tmp_path, monkeypatch, capsys):
+    """A printed kernel whose arithmetic is off (here numba's dx, one coefficient's sign) stops derive
+    build: exit 1, one line naming the backend, the function and the output, nothing written."""
+    from derive.output import render
+    real = render.render_all
+
+    def broken(derivations, templates=None):
+        files = real(derivations, templates)
+        rel = "numba/one_line.py"
+        files[rel] = files[rel].replace("*coef_xhat", "*(-coef_xhat)", 1)
+        return files
+    monkeypatch.setattr(render, "render_all", broken)
+    out = tmp_path / "pkg"
+    assert cli.main(["-q", "--max-m", "2", "build", str(write_graph(tmp_path, "one_line")), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "backend numba" in err and "one_line_backward" in err and "dx" in err
+    assert not out.exists()
