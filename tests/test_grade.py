@@ -102,7 +102,8 @@ def test_summary_counts_each_slip(graded):
 def test_progress_lines(graded):
     _, subs, _, err = graded
     n = len(list(subs.glob("*.py")))
-    assert [int(k) for k in re.findall(r"^\[(\d+)/" + str(n) + r"\] \S+\.py: ", err, re.M)] == list(range(1, n + 1))
+    lines = re.findall(r"^\[(\d+)/" + str(n) + r"\] \S+\.py: ", err, re.MULTILINE)
+    assert [int(k) for k in lines] == list(range(1, n + 1))
     assert "Traceback" not in err
 
 

@@ -110,7 +110,7 @@ def main(folder: Path, out: Path, jobs: int = 2, timeout: float = sandbox.DEFAUL
         print(f"derive grade: {exc}", file=sys.stderr)
         return 2
     wanted = checks(functions)
-    print(f"derive grade: {len(files)} submissions in {folder}, {jobs} at a time, "
+    print(f"derive grade: {len(files)} submission{'s' * (len(files) != 1)} in {folder}, {jobs} at a time, "
           f"{timeout:g} s each at most", file=sys.stderr, flush=True)
     lines = {}
     pool = ThreadPoolExecutor(max_workers=jobs)
@@ -136,6 +136,6 @@ def main(folder: Path, out: Path, jobs: int = 2, timeout: float = sandbox.DEFAUL
     if why:
         print(f"derive grade: {why}", file=sys.stderr)
     c = doc["class"]
-    print(f"graded {len(files)} submissions: mean score {c['mean_score']:g} of {c['max_score']:g}; "
+    print(f"graded {len(files)} submission{'s' * (len(files) != 1)}: mean score {c['mean_score']:g} of {c['max_score']:g}; "
           f"wrote {out}/<name>/results.json, {out}/summary.json" + ("" if why else f", {out}/slips.png"))
     return 0

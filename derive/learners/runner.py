@@ -111,7 +111,7 @@ class Runner:
                 return fwd, err
             if task["kind"] == "train" and task["running"]:
                 for name in ("running_mean", "running_var"):
-                    got, _ = guarded(lambda: args[-1].get(name) if isinstance(args[-1], dict) else None)
+                    got, _ = guarded(lambda p, n: p.get(n) if isinstance(p, dict) else None, args[-1], name)
                     if got is not None:
                         out[f"{k}.{name}"], err = to_array(np, got, f"{name} (stored in the param dict)", limit)
                         if err:
