@@ -200,6 +200,11 @@ def test_outputs_that_are_no_arrays_are_named(capsys):
     assert out.count("PASS") == 6
 
 
+def test_memory_is_limited():
+    r = by_name(check.check_file(HOSTILE / "memory_hog.py"))["batchnorm_backward_alt"]
+    assert r["status"] == "error" and r["error"].startswith("raised MemoryError"), r
+
+
 def test_learner_writes_nothing_where_the_grader_works(capsys, monkeypatch, tmp_path):
     work = tmp_path / "grader"
     work.mkdir()

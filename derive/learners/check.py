@@ -200,7 +200,7 @@ def judge_outcome(path: Path, outcome: sandbox.Outcome, wanted: tuple[Check, ...
             stopped = ch.label
             results.append({**base, "error": outcome.how})
         else:
-            results.append({**base, "error": f"not run: the file {outcome.how}"
+            results.append({**base, "error": f"not run: the file {outcome.how or 'stopped early'}"
                                              + (f" in {stopped}" if stopped else "")})
     return results
 

@@ -103,7 +103,8 @@ def run(path: Path, checks: tuple[cases_mod.Check, ...], timeout: float = DEFAUL
     if timed_out:
         out.how = f"timed out after {timeout:g} s"
     elif proc.returncode < 0:
-        sig = signal.Signals(-proc.returncode).name
+        sig = signal.Signals(-proc.returncode).name if -proc.returncode in signal.valid_signals() \
+            else f"signal {-proc.returncode}"
         out.how = f"was killed by {sig}" + (" (out of memory?)" if sig == "SIGKILL" else "")
     elif len(data) >= MAX_OUTPUT:
         out.how = "sent more than 64 MB back"
