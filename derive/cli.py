@@ -11,8 +11,7 @@ import jinja2
 from . import project
 from .forward.graph import GraphError
 from .forward.library import BY_NAME, ENTRIES, load_file
-from .learners.cases import every_function
-from .learners.sandbox import DEFAULT_TIMEOUT
+from .learners import options as learner_options
 from .math import derivation
 from .math.lemmas import LemmaError
 from .output import importcheck, render, write
@@ -39,25 +38,6 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
     return value
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
-    return value
-
-
-def function_list(text: str) -> frozenset[str]:
-    names = frozenset(n.strip() for n in text.split(",") if n.strip())
-    unknown = sorted(names - set(every_function()))
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"unknown function {', '.join(unknown) or repr(text)}; "
-                                         f"choose from {', '.join(every_function())}")
-    return names
 
 
 def max_m(text: str) -> int:
@@ -112,18 +92,8 @@ def parser() -> Parser:
     check.add_argument("file", nargs="?", type=Path, help="a Python file defining batchnorm_forward, ...")
     check.add_argument("--json", action="store_true", help="machine-readable results")
     check.add_argument("--list", action="store_true", help="print the catalogue of known slips")
-    check.add_argument("--timeout", type=positive_float, default=DEFAULT_TIMEOUT, metavar="S",
-                       help=f"seconds the file may run, all its functions together (default {DEFAULT_TIMEOUT:g})")
-    grade = sub.add_parser("grade", help="check every *.py in a folder of submissions; write Gradescope's "
-                                         "results.json for each, summary.json and slips.png")
-    grade.add_argument("folder", type=Path, help="a folder of submissions, one *.py each")
-    grade.add_argument("--out", dest="grade_out", type=Path, required=True, metavar="OUT",
-                       help="where OUT/<name>/results.json, OUT/summary.json and OUT/slips.png go")
-    grade.add_argument("--jobs", type=positive_int, default=2, metavar="N", help="submissions run at a time (default 2)")
-    grade.add_argument("--timeout", type=positive_float, default=DEFAULT_TIMEOUT, metavar="S",
-                       help=f"seconds one submission may run (default {DEFAULT_TIMEOUT:g})")
-    grade.add_argument("--functions", type=function_list, default=None, metavar="F,G",
-                       help="grade only these functions (default: every one derive check knows)")
+    learner_options.add_timeout(check, "the file, all its functions together,")
+    learner_options.add_grade(sub, positive_int)
     demo = sub.add_parser("demo", help="train a small network on digits: no norm, batch norm, naive backward")
     demo.add_argument("--epochs", type=positive_int, default=None, help="epochs (default: the README's)")
     sub.add_parser("bench", help="time the kernels against the memory floor and PyTorch "
