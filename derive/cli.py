@@ -11,6 +11,7 @@ import jinja2
 from . import project
 from .forward.graph import GraphError
 from .forward.library import BY_NAME, ENTRIES, load_file
+from .learners import options as learner_options
 from .math import derivation
 from .math.lemmas import LemmaError
 from .output import importcheck, render, write
@@ -91,6 +92,8 @@ def parser() -> Parser:
     check.add_argument("file", nargs="?", type=Path, help="a Python file defining batchnorm_forward, ...")
     check.add_argument("--json", action="store_true", help="machine-readable results")
     check.add_argument("--list", action="store_true", help="print the catalogue of known slips")
+    learner_options.add_timeout(check, "the file, all its functions together,")
+    learner_options.add_grade(sub, positive_int)
     demo = sub.add_parser("demo", help="train a small network on digits: no norm, batch norm, naive backward")
     demo.add_argument("--epochs", type=positive_int, default=None, help="epochs (default: the README's)")
     demo.add_argument("--out", dest="demo_out", type=Path, default=None, metavar="DIR",
@@ -115,7 +118,10 @@ def main(argv: list[str] | None = None) -> int:
         return status
     if args.command == "check":
         from .learners import check
-        return check.main(args.file, args.json, args.list)
+        return check.main(args.file, args.json, args.list, args.timeout)
+    if args.command == "grade":
+        from .learners import grade
+        return grade.main(args.folder, args.grade_out, args.jobs, args.timeout, args.functions)
     if args.command == "demo":
         from .learners import demo
         return demo.main(args.epochs, args.demo_out)

@@ -5,7 +5,8 @@ the rest: a graph built from the library entry's own ``forward(g)`` through a
 :class:`SlipGraph` that alters one call (a stop-gradient around μ, a variance
 over m − 1, ε outside the root), or one change to a derived result (the running
 update with momentum and 1 − momentum exchanged, dγ without its sum, one term of
-the compact form with its sign flipped, the statistics taken over the wrong axis).
+the compact form with its sign flipped, the statistics taken over the wrong axes,
+γ left out of the first stage dx̂ = γ·dy, the derived result at another ε).
 Its backward comes from :func:`derive.stages.backward`; the formula a learner is
 missing (or has extra) is the difference of the derived expressions, printed by
 :mod:`derive.latex`.
@@ -78,6 +79,8 @@ class Derived:
     dx: sp.Expr | None = None              #: replaces the stages' dx (a flipped compact form)
     unsummed: tuple[str, ...] = ()         #: parameter gradients returned per element
     flipped: sp.Expr | None = None         #: the term of the compact form whose sign dx flips
+    dropped: str | None = None             #: the parameter left out of the first stage (dx̂ = dy)
+    constants: tuple[tuple[str, float], ...] = ()  #: constants the learner fixes (eps = 1e-8)
 
 
 def derived(entry: Entry, graph: Graph | None = None) -> Derived:
@@ -135,11 +138,33 @@ def _unsummed(family: str) -> Derived:
     return dataclasses.replace(correct(family), unsummed=("gamma",))
 
 
-def _wrong_axis(family: str) -> Derived:
-    """Batch norm's graph with the statistics of each row (axis 1) of an (N, D) batch."""
-    entry = BY_NAME[family]
-    d = derived(entry, SlipGraph(entry.spec.name, True))
-    return dataclasses.replace(d, test=None, axes=(1,))
+def _over(axes: tuple[int, ...], params_vary: bool) -> Callable[[str], Derived]:
+    """The entry's graph with its statistics over ``axes`` of the working view (e.g. each row of an
+    (N, D) batch: axes (1,)); ``params_vary``: whether γ then varies inside one group."""
+    def build(family: str) -> Derived:
+        entry = BY_NAME[family]
+        d = derived(entry, SlipGraph(entry.spec.name, params_vary))
+        return dataclasses.replace(d, test=None, axes=axes)
+    return build
+
+
+def _dropped(param: str) -> Callable[[str], Derived]:
+    """The derived backward with ``param`` set to 1 in its first stage: dx̂ = dy instead of γ·dy;
+    the later stages, derived from dx̂, are kept."""
+    def build(family: str) -> Derived:
+        d = correct(family)
+        first = d.stages[0]
+        p = {s: sp.Integer(1) for s in first.expr.free_symbols if s.name == param}
+        stage = dataclasses.replace(first, expr=first.expr.xreplace(p))
+        return dataclasses.replace(d, stages=(stage, *d.stages[1:]), dropped=param)
+    return build
+
+
+def _constant(name: str, value: float) -> Callable[[str], Derived]:
+    """The derived forward and backward, evaluated with the constant ``name`` fixed at ``value``."""
+    def build(family: str) -> Derived:
+        return dataclasses.replace(correct(family), constants=((name, value),))
+    return build
 
 
 def _flip(k: int) -> Callable[[str], Derived]:
@@ -179,8 +204,18 @@ CATALOGUE: tuple[Slip, ...] = (
     Slip("eps-outside", "epsilon is added outside the square root: (x - mu) / (sqrt(var) + eps).",
          "eps", _graph(eps_outside=True)),
     Slip("wrong-axis", "The statistics are taken over axis 1 (the features of each sample) instead of "
-         "axis 0 (the batch): the features x batch layout mixed up.", "layout", _wrong_axis,
+         "axis 0 (the batch): the features x batch layout mixed up.", "layout", _over((1,), True),
          ("batchnorm",)),
+    Slip("whole-array", "The statistics are taken over the whole array (np.mean(x) or np.sum(x) with no "
+         "axis, as in seed 000) instead of over each group.", "layout", _over((0, 1), True),
+         ("batchnorm", "layernorm")),
+    Slip("per-position", "Spatial batch norm's statistics are taken per (c, h, w) position over the batch "
+         "only (x reshaped to (N, C*H*W), as in seed 001) instead of per channel over (N, H, W).",
+         "layout", _over((0,), False), ("spatial_batchnorm",)),
+    Slip("no-gamma-in-dxhat", "gamma is left out of dxhat: dxhat = dout instead of gamma * dout.",
+         "slips", _dropped("gamma")),
+    Slip("eps-1e-8", "epsilon is a constant of the learner's own, 1e-8 (as in seeds 001 and 002), "
+         "instead of the param dict's eps.", "eps", _constant("eps", 1e-8)),
     *(Slip(f"sign-{k + 1}", f"Term {k + 1} of the compact form of dx has the wrong sign.", "slips",
            _flip(k)) for k in range(3)),
     Slip("momentum-swapped", "The running averages swap momentum and 1 - momentum "
@@ -208,7 +243,13 @@ def difference(slip: Slip, family: str) -> tuple[str, sp.Expr]:
     good, bad = correct(family), slip.derived(family)
     if bad.axes is not None:
         mu = good.train.node(good.train.sym("mu")).definition
-        return "mu, summed over axis 1 instead of axis 0", mu
+        return f"mu, summed over {_axes(bad.axes)} instead of {_axes(BY_NAME[family].spec.reduce_axes)}", mu
+    if bad.constants:
+        name, value = bad.constants[0]
+        return f"{name}, yours minus the derived one", sp.Float(value, 3) - good.train.sym(name)
+    if bad.dropped is not None:
+        g, b = good.stages[0], bad.stages[0]
+        return f"{g.symbol.name}, yours minus the derived one", sp.factor(b.expr - g.expr)
     for g_node, b_node in zip(good.train.lets + good.train.nodes, bad.train.lets + bad.train.nodes):
         delta = strip(b_node.definition, good.train) - g_node.definition
         if sp.simplify(delta) != 0:
@@ -224,6 +265,11 @@ def difference(slip: Slip, family: str) -> tuple[str, sp.Expr]:
         return f"{p.symbol.name}, yours minus the derived one", p.expr.args[0] - p.expr
     delta = dx_expr(family, bad) - dx_expr(family, good)
     return "dx, yours minus the derived one", sp.factor(abbreviate(sp.factor(delta), lemmas(family)))
+
+
+def _axes(axes: tuple[int, ...]) -> str:
+    words = [str(a) for a in axes]
+    return f"axis {words[0]}" if len(words) == 1 else f"axes {', '.join(words[:-1])} and {words[-1]}"
 
 
 def formula(slip: Slip, family: str) -> dict:

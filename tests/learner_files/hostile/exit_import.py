@@ -1,0 +1,4 @@
+"""Hostile: exits, status 0, while being imported."""
+import sys
+
+sys.exit(0)
