@@ -314,18 +314,30 @@ def second(d: Derivation) -> tuple[list[Assign], Second] | None:
 
 def name_sums(body: list[Assign]) -> list[Assign]:
     """Every group sum inside an expression becomes an assignment of its own, named by
-    :func:`sum_name` (mu = sum_x/m), so that a loop backend accumulates into a named value and
-    every backend prints the same steps.  A sum already assigned is reused."""
+    :func:`sum_name` (mu = sum_x/m), so that a loop backend accumulates into a named value and every
+    backend prints the same steps.  A sum is computed once, where it is first needed: a later
+    assignment of the same sum is dropped (same name) or reads the first one (another name)."""
     sums = Sums()
-    for a in body:
-        if isinstance(a.value, BatchSum):
-            sums.by_sum.setdefault(a.value, a.target)
+    taken = {a.target.name for a in body}
     out = []
     for a in body:
-        inner = [] if isinstance(a.value, BatchSum) else sorted(a.value.atoms(BatchSum), key=sp.default_sort_key)
+        if isinstance(a.value, BatchSum):
+            first = sums.by_sum.get(a.value)
+            if first is None:
+                sums.by_sum[a.value] = a.target
+                out.append(a)
+            elif first != a.target:
+                out.append(Assign(a.target, first))
+            continue
+        inner = sorted(a.value.atoms(BatchSum), key=sp.default_sort_key)
         for s in inner:
             if s not in sums.by_sum:
-                out.append(Assign(sums.name(s, a.target), s))
+                later = next((b.target for b in body if b.value == s), None)   # its own name, if it has one
+                name = later if later is not None else sums.name(s, a.target)
+                while later is None and name.name in taken:
+                    name = sp.Symbol(name.name + "_", real=True)
+                sums.by_sum[s] = name
+                out.append(Assign(name, s))
         out.append(Assign(a.target, a.value.xreplace({s: sums.by_sum[s] for s in inner})))
     return out
 
