@@ -161,6 +161,7 @@ def first_derivatives(name, dtype, create_graph):
     x = rand(*shape, offset=0.3).to(dtype).requires_grad_()
     args, kwargs = make(x)
     args = [a.to(dtype) if isinstance(a, torch.Tensor) else a for a in args]
+    kwargs = {k: a.to(dtype) if isinstance(a, torch.Tensor) else a for k, a in kwargs.items()}  # torch's rule
     diff = [x] + [a.requires_grad_() for i, a in enumerate(args) if isinstance(a, torch.Tensor)
                   and not (name.startswith(("batch", "mean_only", "instance_norm_eval")) and i < 2)]
     y = fn(x, *args, **kwargs)

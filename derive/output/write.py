@@ -25,8 +25,8 @@ SUFFIXES = (".py", ".md", ".tex")
 TEMPLATES = ("blocks.py.jinja", "derivation.md.jinja", "derivation.tex.jinja", "doc_md.jinja",
              "doc_tex.jinja", "init.py.jinja", "jax_functional.py.jinja", "jax_init.py.jinja",
              "jax_kernels.py.jinja", "jax_runtime.py.jinja", "kernel_arguments.jinja", "main.py.jinja",
-             "numba_init.py.jinja", "numba_kernels.py.jinja", "numba_layout.py.jinja", "numpy_kernels.py.jinja",
-             "runtime.py.jinja", "torch_functional.py.jinja", "torch_init.py.jinja", "torch_kernels.py.jinja",
+             "nn_checks.jinja", "numba_init.py.jinja", "numba_kernels.py.jinja", "numba_layout.py.jinja",
+             "numpy_kernels.py.jinja", "runtime.py.jinja", "torch_functional.py.jinja", "torch_init.py.jinja", "torch_kernels.py.jinja",
              "torch_modules.py.jinja", "torch_runtime.py.jinja", "torch_sync.py.jinja")
 
 
