@@ -135,7 +135,8 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
     buffers = {k: v for k, v in (("running_mean", running_mean), ("running_var", running_var)) if v is not None}
     layout = _rt.layout(view.shape, (2,), shape)
     out = _instancenorm.Train.apply(view, *params, {}, const, layout)
-    if buffers:  # torch's rule: the batch-norm update, averaged over the samples
+    if buffers and input.numel():  # torch's rule: the batch-norm update, averaged over the samples
+        # (an empty input leaves them as they are, as batch_norm's does; torch's become NaN)
         with torch.no_grad():
             stats = _instancenorm.forward_train(view.detach(), *(p.detach() for p in params), **const, **layout)
             _batchnorm.update_running(buffers, **stats, **const, **layout)
