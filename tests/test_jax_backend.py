@@ -186,3 +186,12 @@ def test_running_statistics_are_returned_as_torch_updates_its_buffers():
     from pathlib import Path
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert "return_running=True" in readme
+
+
+def test_batch_renorm_with_closed_clips_is_batch_norm():
+    """Issue 22: r_max = 1 and d_max = 0 on every backend (here: JAX's own batch norm)."""
+    x = rand(6, C, seed=8, offset=5.0)
+    np.testing.assert_allclose(gj.batch_renorm(x, RM, RV, training=True, r_max=1.0, d_max=0.0),
+                               ref_norm(x, (0,), 1e-5), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="^batch_renorm: d_max must be at least 0"):
+        gj.batch_renorm(x, RM, RV, training=True, d_max=-1.0)

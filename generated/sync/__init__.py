@@ -13,11 +13,21 @@ Printed from batch norm's derivation and its split across processes (derive/dist
 
 Batch sizes may differ per rank, and a rank may hold no samples.  Without an initialized
 process group, or with one process, it is plain batch norm with the same derived backward.
+
+Every collective waits at most ``timeout`` seconds (default TIMEOUT), not the process
+group's 30 minutes: a rank in evaluation mode (which exchanges nothing, as in torch) or one
+that skips this layer or its backward while the others train leaves them waiting, and they
+all raise the same RuntimeError once the time is up.
 """
+from datetime import timedelta
+
 import torch
 import torch.distributed as dist
 
-__all__ = ["sync_batch_norm", "SyncBatchNorm", "convert_sync_batchnorm"]
+__all__ = ["sync_batch_norm", "SyncBatchNorm", "convert_sync_batchnorm", "TIMEOUT"]
+
+#: seconds a rank waits for the others at each collective before it raises
+TIMEOUT = 60.0
 
 _DTYPE_CODES = {torch.float16: 1.0, torch.bfloat16: 2.0, torch.float32: 3.0, torch.float64: 4.0}
 
@@ -30,18 +40,34 @@ def _group_of(process_group):
     return group if dist.get_world_size(group) > 1 else None
 
 
-def _gather(values, group):
+def _wait(work, timeout, what):
+    """Wait for a collective at most ``timeout`` seconds; a timeout is one RuntimeError, the same
+    on every rank that waits (gloo and NCCL both honour the timeout of Work.wait)."""
+    try:
+        work.wait(timeout=timedelta(seconds=timeout))
+    except RuntimeError as error:
+        if "timed out" not in str(error).lower():
+            raise
+        raise RuntimeError(
+            f"sync_batch_norm: the other ranks did not join {what} within {timeout:g} s: a rank in "
+            f"evaluation mode (which exchanges nothing), or one that skips this layer or its backward, "
+            f"while this one trains, or a rank slower than that (raise timeout=); the process group "
+            f"cannot be used after this") from None
+
+
+def _gather(values, group, timeout, what):
     """all_gather of a float64 vector of the same length on every rank: (world, length)."""
     parts = [torch.empty_like(values) for _ in range(dist.get_world_size(group))]
-    dist.all_gather(parts, values, group=group)
+    _wait(dist.all_gather(parts, values, group=group, async_op=True), timeout, what)
     return torch.stack(parts)
 
 
-def _counts(x, group):
+def _counts(x, group, timeout):
     """Every rank's element count per channel, (world, 1), after checking that the ranks agree."""
     m_local = x.numel() // x.shape[1] if x.shape[1] else 0
     header = torch.tensor([x.shape[1], _DTYPE_CODES.get(x.dtype, 0.0), m_local], dtype=torch.float64)
-    headers = _gather(header, group) if group is not None else header[None]
+    headers = (_gather(header, group, timeout, "this training step's exchange of batch sizes")
+               if group is not None else header[None])
     channels, codes = headers[:, 0].tolist(), headers[:, 1].tolist()
     if len(set(channels)) > 1:
         counts = [int(c) for c in channels]
@@ -57,10 +83,10 @@ class _SyncBatchNormFunction(torch.autograd.Function):
     """Training-mode batch norm over every rank's batch, with the derived distributed backward."""
 
     @staticmethod
-    def forward(ctx, x, gamma, beta, running_mean, running_var, momentum, eps, group):
+    def forward(ctx, x, gamma, beta, running_mean, running_var, momentum, eps, group, timeout):
         dims = [0] + list(range(2, x.dim()))
         shape = [1, x.shape[1]] + [1] * (x.dim() - 2)
-        m_r = _counts(x, group)
+        m_r = _counts(x, group, timeout)
         m = int(m_r.sum().item())
         if m <= 1:
             raise ValueError(f"Expected more than 1 value per channel when training, got {m} over all ranks")
@@ -70,7 +96,8 @@ class _SyncBatchNormFunction(torch.autograd.Function):
         var_r = torch.sum((x - mu_r)**2, dim=dims, keepdim=True)/m_local
         # 2. one collective: every rank's local statistics, (world, C) each
         packed = torch.cat([mu_r.flatten(), var_r.flatten()])
-        parts = _gather(packed, group) if group is not None else packed[None]
+        parts = (_gather(packed, group, timeout, "the exchange of statistics") if group is not None
+                 else packed[None])
         mu_r = parts[:, 0 * x.shape[1]:1 * x.shape[1]]
         var_r = parts[:, 1 * x.shape[1]:2 * x.shape[1]]
         # 3. the proved merge, then the forward as one process computes it
@@ -88,7 +115,7 @@ class _SyncBatchNormFunction(torch.autograd.Function):
                 var_vec = var.flatten()
                 running_var.copy_(m*momentum*var_vec/(m - 1) + running_var*(1 - momentum))
         ctx.save_for_backward(x, gamma, mu, var)
-        ctx.eps, ctx.group, ctx.m = eps, group, m
+        ctx.eps, ctx.group, ctx.m, ctx.timeout = eps, group, m, timeout
         return out.to(x.dtype)
 
     @staticmethod
@@ -105,7 +132,8 @@ class _SyncBatchNormFunction(torch.autograd.Function):
         packed = packed.to(torch.float64)
         local_sums = packed.clone()
         if group is not None:
-            dist.all_reduce(packed, group=group)
+            work = dist.all_reduce(packed, group=group, async_op=True)
+            _wait(work, ctx.timeout, "the backward's exchange of sums")
         C = x.shape[1]
         sum_0 = packed[0 * C:1 * C].view(sum_0.shape)
         sum_1 = packed[1 * C:2 * C].view(sum_1.shape)
@@ -115,13 +143,14 @@ class _SyncBatchNormFunction(torch.autograd.Function):
         sum_1 = local_sums[1 * C:2 * C].view(sum_1.shape)
         dgamma = sum_1
         dbeta = sum_0
-        return (dx.to(x.dtype), dgamma.to(gamma.dtype), dbeta.to(gamma.dtype), None, None, None, None, None)
+        return (dx.to(x.dtype), dgamma.to(gamma.dtype), dbeta.to(gamma.dtype), None, None, None, None, None, None)
 
 
 def sync_batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
-                    eps=1e-5, process_group=None):
+                    eps=1e-5, process_group=None, timeout=TIMEOUT):
     """torch.nn.functional.batch_norm, with the training statistics taken over every rank of
-    ``process_group`` (the default group when None).  Eval mode uses the running statistics."""
+    ``process_group`` (the default group when None).  Eval mode uses the running statistics
+    and exchanges nothing.  Each collective waits at most ``timeout`` seconds for the others."""
     if input.dim() < 2:
         raise ValueError(f"sync_batch_norm: expected at least 2 dimensions (N, C, ...), got {input.dim()}")
     if not training:
@@ -135,16 +164,17 @@ def sync_batch_norm(input, running_mean, running_var, weight=None, bias=None, tr
     if beta is None:
         beta = torch.zeros_like(gamma)
     return _SyncBatchNormFunction.apply(input, gamma, beta, running_mean, running_var, momentum, eps,
-                                        _group_of(process_group))
+                                        _group_of(process_group), timeout)
 
 
 class SyncBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
-    """torch.nn.SyncBatchNorm's constructor, state_dict and behaviour, on any device and backend."""
+    """torch.nn.SyncBatchNorm's constructor, state_dict and behaviour, on any device and backend;
+    ``timeout``: the seconds each collective waits for the other ranks."""
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
-                 process_group=None, device=None, dtype=None):
+                 process_group=None, device=None, dtype=None, timeout=TIMEOUT):
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device=device, dtype=dtype)
-        self.process_group = process_group
+        self.process_group, self.timeout = process_group, timeout
 
     def _check_input_dim(self, input):
         if input.dim() < 2:
@@ -160,7 +190,7 @@ class SyncBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
         use_running = not self.training or self.track_running_stats
         return sync_batch_norm(input, self.running_mean if use_running else None,
                                self.running_var if use_running else None, self.weight, self.bias,
-                               batch_stats, factor, self.eps, self.process_group)
+                               batch_stats, factor, self.eps, self.process_group, self.timeout)
 
     @classmethod
     def convert_sync_batchnorm(cls, module, process_group=None):
