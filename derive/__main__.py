@@ -4,7 +4,6 @@ Ctrl-C at any moment, start-up included (importing SymPy and the rest takes the 
 second), ends it with one line on stderr and exit status 130: no traceback, and nothing
 half-written (atomic writes and the proof cache remove their temporary files, and worker
 processes are stopped)."""
-import signal
 import sys
 
 INTERRUPTED = "derive: interrupted; nothing half-written is left behind"
@@ -15,7 +14,6 @@ def main(argv: list[str] | None = None) -> int:
         from .cli import main as run  # the slow part of start-up
         return run(argv)
     except KeyboardInterrupt:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C does not interrupt the goodbye
         print(INTERRUPTED, file=sys.stderr)
         return 130
 

@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def command(args, progress: Progress) -> int:
+    """Run the parsed command (none: derive, prove and write or check); its exit status."""
     if args.command == "explain":
         from .learners import explain
         status = explain.main(args.topic, args.max_m, progress=progress.variant)

@@ -95,8 +95,8 @@ HALF_INPUTS = [
      ((16,),), {}),
     ("float16-eps-1e-8-constant-row", "layer_norm", torch.ones(2, 8, dtype=torch.float16), ((8,),),
      {"eps": 1e-8}),
-    ("rms_norm-bfloat16-default-eps", "rms_norm", torch.tensor([0.01, 0.02, -0.01, 0.015], dtype=torch.bfloat16),
-     ((4,),), {}),
+    ("rms_norm-bfloat16-default-eps", "rms_norm",
+     torch.tensor([0.01, 0.02, -0.01, 0.015], dtype=torch.bfloat16), ((4,),), {}),
 ]
 
 

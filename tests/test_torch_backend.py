@@ -294,7 +294,8 @@ def test_print_of_a_replaced_model_names_the_derived_modules():
                                                     torch.nn.InstanceNorm1d(3)))
     before = repr(model)
     after = repr(gt.replace_norm_layers(copy.deepcopy(model)))
-    for name in ("BatchNorm2d(8,", "GroupNorm(2, 8,", "LayerNorm((4,),", "RMSNorm((4,),", "InstanceNorm1d(3,"):
+    for name in ("BatchNorm2d(8,", "GroupNorm(2, 8,", "LayerNorm((4,),", "RMSNorm((4,),",
+                 "InstanceNorm1d(3,"):
         assert f": {name}" in before and f": generated.torch.{name}" in after
         assert after.count(name) == 1
     assert ": Conv2d(3, 8" in after  # what is not replaced prints as before

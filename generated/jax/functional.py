@@ -152,8 +152,8 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     input, work = _input("layer_norm", input)
     weight, bias = _array(weight), _array(bias)
     _rt.check_param_dtypes("layer_norm", _name(input), weight=_name(weight), bias=_name(bias))
-    normalized_shape = _rt.normalized("layer_norm", tuple(input.shape), normalized_shape, weight=_shape(weight),
-                                      bias=_shape(bias))
+    normalized_shape = _rt.normalized("layer_norm", tuple(input.shape), normalized_shape,
+                                      weight=_shape(weight), bias=_shape(bias))
     d = math.prod(normalized_shape)
     view = _view(input, (math.prod(input.shape[:input.ndim - len(normalized_shape)]), d), work)
     shape = (1, d)
@@ -246,8 +246,8 @@ def batch_renorm(input, running_mean, running_var, weight=None, bias=None, train
     shape = (1, c, 1)
     layout = _rt.layout(view.shape, (0, 2), shape)
     const = (("d_max", d_max), ("eps", eps), ("momentum", momentum), ("r_max", r_max))
-    out = _statistics(_batch_renorm, training, view, _affine(weight, bias, view, shape), buffers, const, layout,
-                      shape, return_running)
+    out = _statistics(_batch_renorm, training, view, _affine(weight, bias, view, shape), buffers, const,
+                      layout, shape, return_running)
     return _finish(out, input, return_running)
 
 

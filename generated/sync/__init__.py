@@ -143,7 +143,8 @@ class _SyncBatchNormFunction(torch.autograd.Function):
         sum_1 = local_sums[1 * C:2 * C].view(sum_1.shape)
         dgamma = sum_1
         dbeta = sum_0
-        return (dx.to(x.dtype), dgamma.to(gamma.dtype), dbeta.to(gamma.dtype), None, None, None, None, None, None)
+        grads = (dgamma.to(gamma.dtype), dbeta.to(gamma.dtype), )
+        return (dx.to(x.dtype), *grads, None, None, None, None, None, None)
 
 
 def sync_batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,

@@ -89,7 +89,8 @@ def _channel_input(fn, input, running_mean, running_var, training, **params):
 def _train_or_test(kernels, training, view, params, buffers, const, layout, stat_shape):
     if training:
         return kernels.Train.apply(view, *params, buffers, const, layout)
-    stats = {stat: buffers[buffer].to(view.dtype).reshape(stat_shape) for buffer, stat in kernels.STATS.items()}
+    stats = {stat: buffers[buffer].to(view.dtype).reshape(stat_shape)
+             for buffer, stat in kernels.STATS.items()}
     return kernels.Test.apply(view, *params, stats, const, layout)
 
 
@@ -116,7 +117,8 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
     work = _input(fn, input)
     if use_input_stats:
         _rt.check_spatial(fn, tuple(input.shape))
-    _rt.check_running(fn, running_mean, running_var, need=not use_input_stats, mode="with use_input_stats=False")
+    _rt.check_running(fn, running_mean, running_var, need=not use_input_stats,
+                      mode="with use_input_stats=False")
     _rt.check_dims(fn, input.dim(), 2, ValueError, "(N, C, ...)")
     _tensors(fn, input, running_mean=running_mean, running_var=running_var, weight=weight, bias=bias)
     n, c = input.shape[:2]
@@ -132,7 +134,8 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
         layout = _rt.layout(view.shape, (0, 2), shape)
         out = _train_or_test(_batchnorm, False, view, params, buffers, const, layout, shape)
         return out.reshape(input.shape).to(input.dtype)
-    buffers = {k: v for k, v in (("running_mean", running_mean), ("running_var", running_var)) if v is not None}
+    buffers = {k: v for k, v in (("running_mean", running_mean), ("running_var", running_var))
+               if v is not None}
     layout = _rt.layout(view.shape, (2,), shape)
     out = _instancenorm.Train.apply(view, *params, {}, const, layout)
     if buffers and input.numel():  # torch's rule: the batch-norm update, averaged over the samples
@@ -147,8 +150,8 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     """torch.nn.functional.layer_norm: statistics over the trailing ``normalized_shape`` dims."""
     work = _input("layer_norm", input)
     _tensors("layer_norm", input, weight=weight, bias=bias)
-    normalized_shape = _rt.normalized("layer_norm", tuple(input.shape), normalized_shape, weight=_shape(weight),
-                                      bias=_shape(bias))
+    normalized_shape = _rt.normalized("layer_norm", tuple(input.shape), normalized_shape,
+                                      weight=_shape(weight), bias=_shape(bias))
     d = math.prod(normalized_shape)
     view = _view(input, (math.prod(input.shape[:input.dim() - len(normalized_shape)]), d), work)
     shape = (1, d)
