@@ -105,12 +105,23 @@ def parser() -> Parser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command; Ctrl-C raises KeyboardInterrupt after closing the progress line (derive.__main__,
+    the installed command's entry point, turns it into one line and exit status 130)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["bench"]:
         from .bench import cpu as bench  # its own parser, options and --help, passed through untouched
         return bench.main(argv[1:])
     args = parser().parse_args(argv)
     progress = Progress(args.quiet)
+    try:
+        return command(args, progress)
+    except KeyboardInterrupt:
+        progress.end()
+        raise
+
+
+def command(args, progress: Progress) -> int:
+    """Run the parsed command (none: derive, prove and write or check); its exit status."""
     if args.command == "explain":
         from .learners import explain
         status = explain.main(args.topic, args.max_m, progress=progress.variant)
@@ -145,12 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     if place.out is None:
         print(project.no_output_line(), file=sys.stderr)
         return 2
-    try:
-        return generate(args, place, progress)
-    except KeyboardInterrupt:
-        progress.end()
-        print("derive: interrupted; nothing half-written is left behind", file=sys.stderr)
-        return 130
+    return generate(args, place, progress)
 
 
 def derive_all(entries, args, progress: Progress) -> list | None:
@@ -196,6 +202,11 @@ def rendered(derivations, package: str, templates, progress: Progress, use_cache
 def build(args, progress: Progress) -> int:
     """derive build FILE --out DIR: a user's normalization, proved, as an importable package."""
     try:
+        write.check_build_out(args.build_out)
+    except write.WriteError as e:
+        print(f"derive build: {e}", file=sys.stderr)
+        return 1
+    try:
         entry = load_file(args.file)
         entry.graph().model(True)
     except (GraphError, OSError, SyntaxError) as e:
@@ -208,7 +219,7 @@ def build(args, progress: Progress) -> int:
     files = rendered(derivations, root.name, project.locate(root).templates, progress, not args.no_cache)
     if files is None:
         return 1
-    summary = f"# {entry.spec.title}\n\nProved by `derive build`:\n\n```\n{table(derivations)}\n```\n"
+    summary = f"# {entry.spec.title}\n\n{write.BUILD_MARK}:\n\n```\n{table(derivations)}\n```\n"
     try:
         written = write.write_all(root, files)
         (root / "SUMMARY.md").write_text(summary, encoding="utf-8")

@@ -125,6 +125,25 @@ def running_stats(name, params, keys, features, stat_shape, dtype):
     return running
 
 
+def initial_running(name, params, initial, mode, features, dtype):
+    """Running buffers absent from ``params`` start at their ``initial`` value ({key: value}), not
+    at zeros: torch's and Ioffe's variance 1 where training reads the buffer.  Test mode reads
+    them from a copy (the caller's dict is not changed); training creates them in ``params``,
+    where it writes them anyway, once the buffers given there are known to be valid."""
+    missing = [key for key in initial if params.get(key) is None]
+    if not missing:
+        return params
+    filled = dict(params)
+    for key in missing:
+        filled[key] = numpy.full(features, initial[key], dtype=running_dtype(dtype))
+    running_stats(name, filled, tuple(initial), features, features, dtype)
+    if mode != "train":
+        return filled
+    for key in missing:
+        params[key] = filled[key]
+    return params
+
+
 def check_dict(name, value):
     if not isinstance(value, dict):
         raise TypeError(f"{name} must be a dict, got {type(value).__name__}")
@@ -160,6 +179,16 @@ def check_eps(name, value, dtype):
         raise ValueError(f"{name}={value} rounds to 0 in {work}, the working dtype of x; "
                          f"use eps >= {tiny} or float64 data")
     return eps
+
+
+def check_minimum(name, value, minimum):
+    """A constant that may be as small as ``minimum`` (batch renormalization's d_max = 0 and
+    r_max = 1: its clips closed, plain batch norm), and is finite."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, numpy.floating, numpy.integer)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    if not minimum <= value < float("inf"):
+        raise ValueError(f"{name} must be at least {minimum} and finite, got {value}")
+    return float(value)
 
 
 def check_fraction(name, value):

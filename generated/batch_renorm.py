@@ -30,8 +30,8 @@ def batch_renorm_forward(x, gamma, beta, bn_param):
     dtype = _rt.float_dtype(x=x, gamma=gamma, beta=beta)
     mode = _rt.check_mode("bn_param", bn_param)
     eps = _rt.check_eps("bn_param['eps']", bn_param.get("eps", 1e-05), dtype)
-    r_max = _rt.check_eps("bn_param['r_max']", bn_param.get("r_max", 3.0), dtype)
-    d_max = _rt.check_eps("bn_param['d_max']", bn_param.get("d_max", 5.0), dtype)
+    r_max = _rt.check_minimum("bn_param['r_max']", bn_param.get("r_max", 3.0), 1.0)
+    d_max = _rt.check_minimum("bn_param['d_max']", bn_param.get("d_max", 5.0), 0.0)
     momentum = _rt.check_fraction("bn_param['momentum']", bn_param.get("momentum", 0.9))
     x_param_axes = tuple(a % x.ndim for a in (1,))
     features = tuple(x.shape[a] for a in x_param_axes)
@@ -50,6 +50,7 @@ def batch_renorm_forward(x, gamma, beta, bn_param):
     gamma = _rt.as_work(gamma, dtype, copy=True).reshape(param_view)
     beta = _rt.as_work(beta, dtype, copy=True).reshape(param_view)
     x = _rt.as_work(x, dtype).reshape(view_shape)
+    bn_param = _rt.initial_running("bn_param", bn_param, {'running_var': 1.0}, mode, features, dtype)
     param_sum_axes = _rt.other_axes(len(view_shape), param_axes)
     outer_axes = tuple(a for a in param_sum_axes if a not in axes)
     shape, work = view_shape, x.dtype

@@ -152,3 +152,13 @@ def test_an_unimportable_package_is_not_written(tmp_path, monkeypatch, capsys):
     assert cli.main(["--max-m", "2", "build", str(ROOT / "examples" / "pixelnorm.py"), "--out", str(out)]) == 1
     assert "does not compile" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_constant_bounds_agree_between_graph_and_layout():
+    """A constant's least value is declared twice: in the graph (the symbol the proofs assume,
+    g.constant(..., minimum=)) and in the layout (the param-dict check, Spec.minimums)."""
+    for entry in ENTRIES:
+        declared = {c.symbol.name: c.minimum for c in entry.model().constants if c.minimum is not None}
+        assert declared == dict(entry.spec.minimums), entry.spec.name
+        assert all(c.symbol.is_nonnegative for c in entry.model().constants)
+        assert all(c.symbol.is_positive for c in entry.model().constants if c.minimum != 0)

@@ -312,3 +312,43 @@ def test_the_torch_oracle_is_right_for_a_strided_input():
     _, cache = generated.spatial_batchnorm_forward(strided, case.gamma, case.beta, case.fresh_param())
     np.testing.assert_allclose(grads[0], generated.spatial_batchnorm_backward(case.dout, cache)[0],
                                rtol=1e-8, atol=1e-10)
+
+
+# ------------------------------------------------------------------ issue 22, item 4: batch renormalization
+
+
+@pytest.mark.parametrize("mod", BACKENDS)
+def test_batch_renorm_with_closed_clips_is_torchs_batch_norm(mod):
+    """r_max = 1 and d_max = 0 (Ioffe's warm-up) make it batch norm; d_max = 0 was refused."""
+    rng = np.random.default_rng(3)
+    x, dy = rng.standard_normal((16, 4)) * 3 + 5, rng.standard_normal((16, 4))
+    closed = {"mode": "train", "r_max": 1, "d_max": 0}
+    out, cache = mod.batch_renorm_forward(x, np.ones(4), np.zeros(4), closed)
+    xt = torch.tensor(x, requires_grad=True)
+    want = F.batch_norm(xt, None, None, training=True)
+    want.backward(torch.tensor(dy))
+    np.testing.assert_allclose(out, want.detach().numpy(), rtol=1e-12, atol=1e-12)
+    dx = mod.batch_renorm_backward(dy, cache)[0]
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-10, atol=1e-12)
+    for key, value in (("r_max", 0.5), ("d_max", -1.0)):
+        with pytest.raises(ValueError, match=rf"^bn_param\['{key}'\] must be at least"):
+            mod.batch_renorm_forward(x, np.ones(4), np.zeros(4), {"mode": "train", key: value})
+
+
+@pytest.mark.parametrize("mod", BACKENDS)
+def test_batch_renorm_running_variance_starts_at_one(mod):
+    """Without running statistics in bn_param, the first step reads mean 0 and variance 1, as
+    torch's buffers and Ioffe's paper start (CS231n's zeros made it 3 * xhat + 5)."""
+    x = np.random.default_rng(4).standard_normal((32, 3)) + 0.3
+    param = {"mode": "train"}
+    out, _ = mod.batch_renorm_forward(x, np.ones(3), np.zeros(3), param)
+    xt = torch.tensor(x)
+    mu, std = xt.mean(0), torch.sqrt(xt.var(0, correction=0) + 1e-5)
+    std_run = torch.sqrt(torch.ones(3, dtype=torch.float64) + 1e-5)   # running_var = 1
+    r, d = torch.clamp(std / std_run, 1 / 3, 3), torch.clamp(mu / std_run, -5, 5)   # running_mean = 0
+    np.testing.assert_allclose(out, ((xt - mu) / std * r + d).numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(param["running_var"], 0.9 + 0.1 * x.var(0), rtol=1e-12)
+    test_param = {"mode": "test"}
+    out, _ = mod.batch_renorm_forward(x, np.ones(3), np.zeros(3), test_param)
+    np.testing.assert_allclose(out, x / np.sqrt(1 + 1e-5), rtol=1e-12)
+    assert test_param == {"mode": "test"}   # test mode does not write the dict

@@ -2,6 +2,8 @@
 and jax.test_util.check_grads up to order 2 (reverse mode: custom_vjp has no JVP)."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -95,3 +97,102 @@ def test_check_grads_can_fail():
     finally:
         k.backward_train = saved
         k.train.cache_clear()
+
+
+# ------------------------------------------------------------------ issue 22: against torch on the same input
+
+torch = pytest.importorskip("torch")
+import torch.nn.functional as TF  # noqa: E402
+from _torch_cases import HALF_INPUTS, REFUSED, ZERO_SIZE  # noqa: E402
+
+
+def to_jax(a):
+    """A torch tensor as the JAX array of the same values and dtype (anything else as it is)."""
+    if not isinstance(a, torch.Tensor):
+        return a
+    if a.dtype == torch.bfloat16:
+        return jnp.asarray(a.float().numpy()).astype(jnp.bfloat16)
+    return jnp.asarray(a.numpy())
+
+
+@pytest.mark.parametrize("label,fn,x,args,kwargs", HALF_INPUTS, ids=[h[0] for h in HALF_INPUTS])
+def test_half_inputs_are_normalized_as_torch_does(label, fn, x, args, kwargs):
+    """Output and dx within two units of the half dtype's rounding of torch's float64 result."""
+    dy = torch.linspace(-1, 1, x.numel()).reshape(x.shape)
+    xx = x.double().requires_grad_()
+    want = getattr(TF, fn)(xx, *args, **kwargs)
+    want.backward(dy.double())
+    f = lambda a: getattr(gj, fn)(a, *args, **kwargs)  # noqa: E731
+    out, dx = jax.jit(lambda a, d: (f(a), jax.vjp(f, a)[1](d)[0]))(to_jax(x), to_jax(dy.to(x.dtype)))
+    ulp = torch.finfo(x.dtype).eps
+    for ours, theirs in ((out, want.detach()), (dx, xx.grad)):
+        assert ours.dtype == to_jax(x).dtype
+        ours, theirs = np.asarray(ours.astype(jnp.float64)), theirs.numpy()
+        assert np.all(np.isfinite(ours))
+        error = np.abs(ours - theirs).max()
+        assert error <= 2 * ulp * max(np.abs(theirs).max(), 1.0), error
+
+
+JAX_REFUSED = [r for r in REFUSED if r[5]]
+
+
+@pytest.mark.parametrize("label,fn,args,kwargs,arg,_", JAX_REFUSED, ids=[r[0] for r in JAX_REFUSED])
+def test_refused_with_torchs_exception_naming_the_argument(label, fn, args, kwargs, arg, _):
+    with pytest.raises(Exception) as ours:
+        getattr(gj, fn)(*map(to_jax, args), **{k: to_jax(v) for k, v in kwargs.items()})
+    with pytest.raises(Exception) as theirs:
+        getattr(TF, fn)(*args, **kwargs)
+    assert type(ours.value) is type(theirs.value), repr(ours.value)
+    assert re.match(rf"{fn}: .*\b{arg}\b", str(ours.value)), str(ours.value)
+
+
+JAX_ZERO_SIZE = [z for z in ZERO_SIZE if z[0] != "instance_norm-N=0"]  # JAX's instance_norm has no buffers
+
+
+@pytest.mark.parametrize("label,fn,shape,make", JAX_ZERO_SIZE, ids=[z[0] for z in JAX_ZERO_SIZE])
+def test_zero_size_batch_returns_what_torch_returns(label, fn, shape, make):
+    args, kwargs = make(shape[1] if len(shape) > 1 else 0)
+    x = torch.zeros(shape, dtype=torch.float64, requires_grad=True)
+    targs = tuple(a.double() if isinstance(a, torch.Tensor) else a for a in args)
+    want = getattr(TF, fn)(x, *targs, **kwargs)
+    want.sum().backward()
+    f = lambda a: getattr(gj, fn)(a, *map(to_jax, targs), **kwargs)  # noqa: E731
+    out, dx = jax.jit(lambda a: (f(a), jax.grad(lambda b: jnp.sum(f(b)))(a)))(to_jax(x.detach()))
+    assert out.shape == tuple(want.shape) and out.dtype == jnp.float64
+    np.testing.assert_array_equal(dx, x.grad.numpy())
+
+
+def test_batch_of_one_in_training_is_refused_as_in_torch():
+    """It returned zeros; torch raises ValueError."""
+    with pytest.raises(ValueError, match="^batch_norm: expected more than 1 value per channel when training"):
+        gj.batch_norm(jnp.ones((1, 3, 1)), None, None, training=True)
+
+
+def test_running_statistics_are_returned_as_torch_updates_its_buffers():
+    """Issue 22/23: float16 buffers beside data of std 300 (torch: about 1e4, no inf), the
+    buffers passed are not modified, an empty batch leaves them as they are; the README and
+    the docstring say how the running statistics come back."""
+    x = torch.linspace(-1, 1, 4 * 8 * 25).reshape(4, 8, 25).half() * 520
+    rm, rv = torch.zeros(8, dtype=torch.float16), torch.ones(8, dtype=torch.float16)
+    TF.batch_norm(x, rm, rv, training=True)
+    jrm, jrv = jnp.zeros(8, jnp.float16), jnp.ones(8, jnp.float16)
+    _, (new_rm, new_rv) = gj.batch_norm(to_jax(x), jrm, jrv, training=True, return_running=True)
+    assert new_rv.dtype == jnp.float16 and bool(jnp.all(jnp.isfinite(new_rv)))
+    np.testing.assert_allclose(np.asarray(new_rv, np.float64), rv.double().numpy(), rtol=2e-3)
+    np.testing.assert_allclose(np.asarray(new_rm, np.float64), rm.double().numpy(), atol=1e-2)
+    assert float(jrv[0]) == 1.0
+    _, same = gj.batch_norm(jnp.ones((0, 8), jnp.float16), jrm, jrv, training=True, return_running=True)
+    assert same[0] is jrm and same[1] is jrv
+    assert "return_running=True" in gj.batch_norm.__doc__
+    from pathlib import Path
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "return_running=True" in readme
+
+
+def test_batch_renorm_with_closed_clips_is_batch_norm():
+    """Issue 22: r_max = 1 and d_max = 0 on every backend (here: JAX's own batch norm)."""
+    x = rand(6, C, seed=8, offset=5.0)
+    np.testing.assert_allclose(gj.batch_renorm(x, RM, RV, training=True, r_max=1.0, d_max=0.0),
+                               ref_norm(x, (0,), 1e-5), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="^batch_renorm: d_max must be at least 0"):
+        gj.batch_renorm(x, RM, RV, training=True, d_max=-1.0)

@@ -105,7 +105,25 @@ def uneven_cases(rank, world, cases):
             out[name] = None
         except (ValueError, TypeError) as e:
             out[name] = str(e)
+    out["mode"] = mode_case(rank, world)   # last: a timed-out collective leaves the group unusable
     return out
+
+
+def mode_case(rank, world, timeout=3.0):
+    """The last rank evaluates (no collective, as in torch) while the others train: each training
+    rank raises the same error within its own timeout, not the process group's."""
+    x = batch((2,) * world)[0][pieces((2,) * world, rank)]
+    start = time.monotonic()
+    if rank == world - 1:
+        sync.sync_batch_norm(x, torch.zeros(C, dtype=x.dtype), torch.ones(C, dtype=x.dtype), training=False,
+                             timeout=timeout)
+        time.sleep(timeout + 3)   # alive while the others wait (a rank that exits fails them at once)
+        return None
+    try:
+        sync.sync_batch_norm(x, None, None, training=True, timeout=timeout)
+    except RuntimeError as e:
+        return str(e), time.monotonic() - start
+    return "no error", time.monotonic() - start
 
 
 def float32_case(rank, world, sizes):
@@ -170,6 +188,10 @@ def test_three_ranks_uneven_and_bad_input():
         assert_matches([r[name] for r in ranks], sizes, reference(sizes), 1e-12)
     assert all("channel count" in r["channels"] for r in ranks)
     assert all("dtype" in r["dtype"] for r in ranks)
+    assert ranks[-1]["mode"] is None
+    errors = {r["mode"][0] for r in ranks[:-1]}
+    assert len(errors) == 1 and "evaluation mode" in errors.pop()
+    assert all(r["mode"][1] < 20 for r in ranks[:-1])   # the process group's timeout here is 60 s
 
 
 def test_two_ranks_float32_at_offset_and_ddp_training():

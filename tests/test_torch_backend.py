@@ -161,6 +161,7 @@ def first_derivatives(name, dtype, create_graph):
     x = rand(*shape, offset=0.3).to(dtype).requires_grad_()
     args, kwargs = make(x)
     args = [a.to(dtype) if isinstance(a, torch.Tensor) else a for a in args]
+    kwargs = {k: a.to(dtype) if isinstance(a, torch.Tensor) else a for k, a in kwargs.items()}  # torch's rule
     diff = [x] + [a.requires_grad_() for i, a in enumerate(args) if isinstance(a, torch.Tensor)
                   and not (name.startswith(("batch", "mean_only", "instance_norm_eval")) and i < 2)]
     y = fn(x, *args, **kwargs)
@@ -270,3 +271,31 @@ def test_cnn_trains_the_same_both_ways():
 def test_import_generated_imports_neither_torch_nor_jax():
     code = "import sys, generated; assert 'torch' not in sys.modules and 'jax' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_half_module_running_buffers_are_torchs():
+    """Issue 22: BatchNorm2d(8).half() on data of std 300 stored an inf running variance (the
+    batch variance summed in float16); torch takes it in float32 and stores about 1e4."""
+    x = rand(4, 8, 5, 5, seed=2, scale=300).half()
+    ours, theirs = gt.BatchNorm2d(8).half(), torch.nn.BatchNorm2d(8).half()
+    ya, yb = ours(x), theirs(x)
+    for name in ("running_mean", "running_var"):
+        a, b = getattr(ours, name), getattr(theirs, name)
+        assert a.dtype == b.dtype == torch.float16
+        assert torch.all(torch.isfinite(a))
+        torch.testing.assert_close(a, b, rtol=2e-3, atol=1e-2)
+    assert close(ya.double(), yb.double(), 4e-3)
+
+
+def test_print_of_a_replaced_model_names_the_derived_modules():
+    """Issue 23: after replace_norm_layers, print(model) looked exactly like torch's."""
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.GroupNorm(2, 8),
+                                torch.nn.Sequential(torch.nn.LayerNorm(4), torch.nn.RMSNorm(4),
+                                                    torch.nn.InstanceNorm1d(3)))
+    before = repr(model)
+    after = repr(gt.replace_norm_layers(copy.deepcopy(model)))
+    for name in ("BatchNorm2d(8,", "GroupNorm(2, 8,", "LayerNorm((4,),", "RMSNorm((4,),",
+                 "InstanceNorm1d(3,"):
+        assert f": {name}" in before and f": generated.torch.{name}" in after
+        assert after.count(name) == 1
+    assert ": Conv2d(3, 8" in after  # what is not replaced prints as before

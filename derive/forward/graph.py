@@ -111,6 +111,7 @@ class Constant:
     symbol: sp.Symbol
     default: float
     fraction: bool = False
+    minimum: float | None = None  #: the least value the param dict may give (None: any positive value)
 
 
 @dataclass(frozen=True)
@@ -219,11 +220,15 @@ class Graph:
         self._params.append(p)
         return p
 
-    def constant(self, name: str, default: float, fraction: bool = False) -> sp.Symbol:
+    def constant(self, name: str, default: float, fraction: bool = False,
+                 minimum: float | None = None) -> sp.Symbol:
         """A constant of the layer, read from the param dict (``default`` when absent); positive,
-        or in [0, 1] with ``fraction``."""
-        c = Const(self._name(name, "constant"), positive=True)
-        self._constants.append(Constant(c, float(default), fraction))
+        or in [0, 1] with ``fraction``, or at least ``minimum`` (``minimum=0`` admits 0)."""
+        if minimum is not None and minimum < 0:
+            raise GraphError(f"constant {name!r}: minimum must be 0 or more, got {minimum}")
+        sign = {"nonnegative": True} if minimum == 0 else {"positive": True}
+        c = Const(self._name(name, "constant"), **sign)
+        self._constants.append(Constant(c, float(default), fraction, minimum))
         return c
 
     def running_value(self, buffer: str) -> sp.Symbol:

@@ -40,6 +40,12 @@ class Spec:
     min_group: int = 2             #: training needs at least this many values per group (torch's rule)
     group_word: str = "group"      #: what one group is called in messages ("feature", "row", ...)
     facades: Facades = Facades()   #: its names in torch's and JAX's APIs (see :class:`Facades`)
+    #: param-dict constants that may be as small as a given bound, ((name, least), ...); the others
+    #: are positive (or fractions).  The graph declares the same bound: g.constant(..., minimum=)
+    minimums: tuple[tuple[str, float], ...] = ()
+    #: running buffers that the param dict gets at another value than CS231n's zeros when it has
+    #: none, ((buffer, value), ...): torch's variance 1 where training reads the buffer
+    initial_running: tuple[tuple[str, float], ...] = ()
 
     @property
     def gamma_varies(self) -> bool:

@@ -30,6 +30,7 @@ symbols, and the loop schedule of each (:mod:`derive.ir.schedule`) is decided he
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import sympy as sp
@@ -456,7 +457,7 @@ def build(d: Derivation, reserved=()) -> KernelIR:
     return KernelIR(
         spec=d.spec, names=names, x=names[model.x], dy=names[model.dy], output=names[model.output.symbol],
         params=tuple(names[p] for p in model.params),
-        constants=tuple(Constant(names[c.symbol], c.default, c.fraction) for c in model.constants),
+        constants=tuple(dataclasses.replace(c, symbol=names[c.symbol]) for c in model.constants),
         running=tuple(Running(names[r.symbol].name, names[r.stat], rn(r.update)) for r in model.running),
         reads_running=tuple(names[s] for s in model.reads_running),
         stats=tuple(names[r.stat] for r in model.running) if test is not None else (),

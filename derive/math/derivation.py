@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import os
 import pickle
+import signal
 import sys
 import threading
 import time
@@ -119,14 +120,23 @@ def derive_many(entries, max_m: int, progress=None, use_cache: bool = True,
             progress.line(f"proving {len(todo)} graphs (m <= {max_m} and symbolic m) in {workers} processes: "
                           + ", ".join(e.spec.name for e in todo.values()))
         _FORKED[:] = list(todo.values())  # the workers inherit the entries: their claims are closures
-        with cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            futures = {pool.submit(_derive_forked, n, max_m): k for n, k in enumerate(todo)}
-            for future in cf.as_completed(futures):
-                k = futures[future]
-                _MEMORY[k] = future.result()
-                store(k, _MEMORY[k])  # fresh proofs are kept even with use_cache=False
-                if progress:
-                    progress.line(f"  {todo[k].spec.name}: proved in {sum(_MEMORY[k].timings.values()):.1f} s")
+        fork = multiprocessing.get_context("fork")
+        ignore_ctrl_c = {"initializer": signal.signal, "initargs": (signal.SIGINT, signal.SIG_IGN)}
+        with cf.ProcessPoolExecutor(workers, mp_context=fork, **ignore_ctrl_c) as pool:
+            try:  # the workers ignore Ctrl-C: this process stops them, now rather than after their queue
+                futures = {pool.submit(_derive_forked, n, max_m): k for n, k in enumerate(todo)}
+                for future in cf.as_completed(futures):
+                    k = futures[future]
+                    _MEMORY[k] = future.result()
+                    store(k, _MEMORY[k])  # fresh proofs are kept even with use_cache=False
+                    if progress:
+                        took = sum(_MEMORY[k].timings.values())
+                        progress.line(f"  {todo[k].spec.name}: proved in {took:.1f} s")
+            except BaseException:
+                for process in list((pool._processes or {}).values()):  # noqa: SLF001 (public in 3.14)
+                    process.terminate()
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
     out = []
     for e, k in zip(entries, keys):
         say = progress.variant(e.spec.name) if progress else None
@@ -176,8 +186,12 @@ def store(k: str, d, kind: str = "proofs") -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(pickle.dumps(d))
-        os.replace(tmp, path)
+        try:
+            tmp.write_bytes(pickle.dumps(d))
+            os.replace(tmp, path)
+        except BaseException:  # Ctrl-C included: no temporary file is left behind
+            tmp.unlink(missing_ok=True)
+            raise
     except OSError:  # an unwritable cache only costs time
         pass
 

@@ -25,9 +25,14 @@ SUFFIXES = (".py", ".md", ".tex")
 TEMPLATES = ("blocks.py.jinja", "derivation.md.jinja", "derivation.tex.jinja", "doc_md.jinja",
              "doc_tex.jinja", "init.py.jinja", "jax_functional.py.jinja", "jax_init.py.jinja",
              "jax_kernels.py.jinja", "jax_runtime.py.jinja", "kernel_arguments.jinja", "main.py.jinja",
-             "numba_init.py.jinja", "numba_kernels.py.jinja", "numba_layout.py.jinja", "numpy_kernels.py.jinja",
-             "runtime.py.jinja", "torch_functional.py.jinja", "torch_init.py.jinja", "torch_kernels.py.jinja",
-             "torch_modules.py.jinja", "torch_runtime.py.jinja", "torch_sync.py.jinja")
+             "nn_checks.jinja", "numba_init.py.jinja", "numba_kernels.py.jinja", "numba_layout.py.jinja",
+             "numpy_kernels.py.jinja", "runtime.py.jinja", "torch_functional.py.jinja",
+             "torch_init.py.jinja", "torch_kernels.py.jinja", "torch_modules.py.jinja",
+             "torch_runtime.py.jinja", "torch_sync.py.jinja")
+
+
+#: what the SUMMARY.md that `derive build` writes beside the package it builds says
+BUILD_MARK = "Proved by `derive build`"
 
 
 class WriteError(RuntimeError):
@@ -83,6 +88,30 @@ def preflight(root: Path, templates: Path | None = None, names: Iterable[str] = 
         if not existing.is_dir():
             raise WriteError(f"cannot create {root}: {existing} is a file; pass another --out DIR")
         _probe(existing)
+
+
+def check_build_out(root: Path) -> None:
+    """`derive build --out ROOT` writes a package of its own: never inside a checkout's generated/
+    (the project's package, which `derive` writes), nor over a package that `derive build` did
+    not write (no SUMMARY.md of its own beside the __init__.py).  Raises WriteError."""
+    from ..project import find_checkout
+    root = Path(root).resolve()
+    checkout = find_checkout(root)
+    if checkout is not None and root.is_relative_to(checkout / "generated"):
+        raise WriteError(f"refusing to build into {root}: it is inside {checkout / 'generated'}, the "
+                         f"project's own package (written by `derive`); choose another --out DIR")
+    summary = root / "SUMMARY.md"
+    if (root / "__init__.py").exists() and not (summary.is_file() and BUILD_MARK in _text(summary)):
+        raise WriteError(f"refusing to build into {root}: it holds a package that `derive build` did "
+                         f"not write (an __init__.py, and no SUMMARY.md of derive build); choose another "
+                         f"--out DIR")
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
 
 
 def leftovers(root: Path) -> list[Path]:

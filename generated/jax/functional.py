@@ -3,8 +3,17 @@
 """torch.nn.functional's normalizations for JAX, computed by the derived kernels of
 generated/jax/ (jax.custom_vjp; JAX differentiates the printed backward for higher orders).
 
-Argument handling only.  JAX arrays are immutable, so the running statistics are not
-updated in place: ``return_running=True`` returns ``(out, new_buffers)`` instead of ``out``.
+Argument handling only: each function checks its arguments as torch does (torch's exception
+type, a message naming the argument).  A float16 or bfloat16 input is normalized in float32,
+as torch does, and the result cast back; JAX differentiates through both casts.
+
+Running statistics: JAX arrays are immutable, so nothing is updated in place.  Training-mode
+``batch_norm``, ``mean_only_batch_norm`` and ``batch_renorm`` take ``return_running=True`` to
+return ``(out, new_buffers)``, a tuple of the new ``(running_mean, running_var)`` (mean-only:
+``(running_mean,)``) in the buffers' own shape and dtype, updated by torch's rule
+(momentum 0.1, the unbiased batch variance); the caller keeps them for the next step.  With
+``return_running=False`` (the default) only ``out`` is returned and the buffers are only read
+(evaluation mode, and batch_renorm's training).
 """
 import math
 
@@ -25,14 +34,51 @@ __all__ = ["batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm"
            "mean_only_batch_norm", "batch_renorm", "weight_standardization"]
 
 
+def _array(a):
+    return None if a is None else jnp.asarray(a)
+
+
+def _name(a):
+    return None if a is None else jnp.dtype(a.dtype).name
+
+
+def _shape(a):
+    return None if a is None else tuple(a.shape)
+
+
+def _input(fn, input, integer_error=NotImplementedError, arg="input"):
+    """The input as a JAX array of a real floating dtype, and the dtype its statistics are taken in."""
+    input = jnp.asarray(input)
+    _rt.check_dtype(fn, _name(input), integer_error, arg)
+    return input, jnp.dtype(_rt.working(_name(input)))
+
+
+def _view(input, shape, work):
+    """The input viewed as ``shape`` (sizes given: a zero-size batch has no -1 to infer), in ``work``."""
+    return jnp.reshape(input, shape).astype(work)
+
+
 def _param(value, like, shape, fill):
     if value is None:
         return jnp.full(shape, fill, dtype=like.dtype)
-    return jnp.reshape(value, shape)
+    return jnp.reshape(value, shape).astype(like.dtype)
 
 
 def _affine(weight, bias, like, shape):
     return _param(weight, like, shape, 1.0), _param(bias, like, shape, 0.0)
+
+
+def _channel_input(fn, input, buffers, training, **params):
+    """batch_norm's checks (also mean_only_batch_norm's and batch_renorm's)."""
+    input, work = _input(fn, input)
+    _rt.check_dims(fn, input.ndim, 2, IndexError, "(N, C, ...)")
+    _rt.check_param_dtypes(fn, _name(input), **{k: _name(v) for k, v in {**buffers, **params}.items()})
+    c = input.shape[1]
+    for name, a in {**buffers, **params}.items():
+        _rt.check_numel(fn, name, _shape(a), c, "channel")
+    if training:
+        _rt.check_batch(fn, input.shape[0] * math.prod(input.shape[2:]), tuple(input.shape))
+    return input, work
 
 
 def _statistics(kernels, training, view, params, buffers, const, layout, shape, return_running):
@@ -42,107 +88,173 @@ def _statistics(kernels, training, view, params, buffers, const, layout, shape, 
         out = kernels.train(const, layout)(view, *params, *reads)
         if not return_running:
             return out
+        if any(buffers[n] is None for n in names) or view.size == 0:  # nothing to update (torch: unchanged)
+            return out, tuple(buffers[n] for n in names)
         kw = {**dict(const), **dict(layout)}
         values = kernels.forward_train(view, *params, *reads, **kw)
-        new = kernels.running_update(*(jnp.reshape(buffers[n], shape) for n in names), **values, **kw)
+        old = (jnp.reshape(buffers[n], shape).astype(view.dtype) for n in names)
+        new = kernels.running_update(*old, **values, **kw)
         return out, tuple(jnp.reshape(v, buffers[n].shape).astype(buffers[n].dtype) for v, n in zip(new, names))
     stats = tuple(jnp.reshape(buffers[n], shape).astype(view.dtype) for n in names)
     out = kernels.test(const, layout)(view, *params, *stats)
     return (out, tuple(buffers[n] for n in names)) if return_running else out
 
 
+def _finish(out, input, return_running):
+    """The result in the input's shape and dtype (and the new buffers, when asked for)."""
+    if return_running:
+        return jnp.reshape(out[0], input.shape).astype(input.dtype), out[1]
+    return jnp.reshape(out, input.shape).astype(input.dtype)
+
+
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
                eps=1e-5, return_running=False):
-    """torch.nn.functional.batch_norm: statistics over (N, *) of each channel of (N, C, *)."""
+    """torch.nn.functional.batch_norm: statistics over (N, *) of each channel of (N, C, *).
+
+    ``return_running=True`` returns ``(out, (new_running_mean, new_running_var))``: in training
+    mode torch's update of the buffers passed (which are never modified), in evaluation mode
+    the buffers themselves."""
+    fn = "batch_norm"
+    _rt.check_running(fn, running_mean, running_var, need=not training)
+    buffers = {"running_mean": _array(running_mean), "running_var": _array(running_var)}
+    weight, bias = _array(weight), _array(bias)
+    input, work = _channel_input(fn, input, buffers, training, weight=weight, bias=bias)
     n, c = input.shape[:2]
-    view = jnp.reshape(input, (n, c, -1))
+    view = _view(input, (n, c, math.prod(input.shape[2:])), work)
     shape = (1, c, 1)
     layout = _rt.layout(view.shape, (0, 2), shape)
     const = (("eps", eps), ("momentum", momentum))
-    buffers = {"running_mean": running_mean, "running_var": running_var}
-    out = _statistics(_batchnorm, training, view, _affine(weight, bias, input, shape), buffers, const, layout,
+    out = _statistics(_batchnorm, training, view, _affine(weight, bias, view, shape), buffers, const, layout,
                       shape, return_running)
-    return (jnp.reshape(out[0], input.shape), out[1]) if return_running else jnp.reshape(out, input.shape)
+    return _finish(out, input, return_running)
 
 
 def instance_norm(input, weight=None, bias=None, eps=1e-5):
     """torch.nn.functional.instance_norm with use_input_stats=True and no running statistics."""
+    fn = "instance_norm"
+    input, work = _input(fn, input)
+    _rt.check_spatial(fn, tuple(input.shape))
+    _rt.check_dims(fn, input.ndim, 2, ValueError, "(N, C, ...)")
+    weight, bias = _array(weight), _array(bias)
+    _rt.check_param_dtypes(fn, _name(input), weight=_name(weight), bias=_name(bias))
     n, c = input.shape[:2]
-    view = jnp.reshape(input, (n, c, -1))
+    _rt.check_numel(fn, "weight", _shape(weight), c, "channel")
+    _rt.check_numel(fn, "bias", _shape(bias), c, "channel")
+    view = _view(input, (n, c, math.prod(input.shape[2:])), work)
     shape = (1, c, 1)
     layout = _rt.layout(view.shape, (2,), shape)
-    out = _instancenorm.train((("eps", eps),), layout)(view, *_affine(weight, bias, input, shape))
-    return jnp.reshape(out, input.shape)
+    out = _instancenorm.train((("eps", eps),), layout)(view, *_affine(weight, bias, view, shape))
+    return _finish(out, input, False)
 
 
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     """torch.nn.functional.layer_norm: statistics over the trailing ``normalized_shape`` dims."""
-    normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    input, work = _input("layer_norm", input)
+    weight, bias = _array(weight), _array(bias)
+    _rt.check_param_dtypes("layer_norm", _name(input), weight=_name(weight), bias=_name(bias))
+    normalized_shape = _rt.normalized("layer_norm", tuple(input.shape), normalized_shape,
+                                      weight=_shape(weight), bias=_shape(bias))
     d = math.prod(normalized_shape)
-    view = jnp.reshape(input, (-1, d))
+    view = _view(input, (math.prod(input.shape[:input.ndim - len(normalized_shape)]), d), work)
     shape = (1, d)
     layout = _rt.layout(view.shape, (1,), shape)
-    out = _layernorm.train((("eps", eps),), layout)(view, *_affine(weight, bias, input, shape))
-    return jnp.reshape(out, input.shape)
+    out = _layernorm.train((("eps", eps),), layout)(view, *_affine(weight, bias, view, shape))
+    return _finish(out, input, False)
 
 
 def rms_norm(input, normalized_shape, weight=None, eps=None):
-    """torch.nn.functional.rms_norm; eps=None is the machine epsilon of the input's dtype."""
-    normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
-    eps = float(jnp.finfo(input.dtype).eps) if eps is None else eps
+    """torch.nn.functional.rms_norm; eps=None is the machine epsilon of the working dtype, as in
+    torch 2.13: float32's for float16, bfloat16 and float32 inputs, float64's for float64."""
+    input, work = _input("rms_norm", input)
+    weight = _array(weight)
+    normalized_shape = _rt.normalized("rms_norm", tuple(input.shape), normalized_shape, weight=_shape(weight))
+    eps = float(jnp.finfo(work).eps) if eps is None else eps
     d = math.prod(normalized_shape)
-    view = jnp.reshape(input, (-1, d))
+    view = _view(input, (math.prod(input.shape[:input.ndim - len(normalized_shape)]), d), work)
     shape = (1, d)
     layout = _rt.layout(view.shape, (1,), shape)
-    out = _rmsnorm.train((("eps", eps),), layout)(view, _param(weight, input, shape, 1.0))
-    return jnp.reshape(out, input.shape)
+    out = _rmsnorm.train((("eps", eps),), layout)(view, _param(weight, view, shape, 1.0))
+    return _finish(out, input, False)
 
 
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     """torch.nn.functional.group_norm: statistics over (C/G, *) of each sample's group of channels."""
+    fn = "group_norm"
+    input, work = _input(fn, input)
+    _rt.check_dims(fn, input.ndim, 2, RuntimeError, "(N, C, ...)")
+    _rt.check_groups(fn, tuple(input.shape), num_groups)
+    weight, bias = _array(weight), _array(bias)
+    _rt.check_param_dtypes(fn, _name(input), weight=_name(weight), bias=_name(bias))
     n, c = input.shape[:2]
-    view = jnp.reshape(input, (n, num_groups, c // num_groups, -1))
+    _rt.check_vector(fn, "weight", _shape(weight), c)
+    _rt.check_vector(fn, "bias", _shape(bias), c)
+    _rt.check_batch(fn, n * c // num_groups * math.prod(input.shape[2:]), tuple(input.shape))
+    view = _view(input, (n, num_groups, c // num_groups, math.prod(input.shape[2:])), work)
     shape = (1, num_groups, c // num_groups, 1)
     layout = _rt.layout(view.shape, (2, 3), shape)
-    out = _spatial_groupnorm.train((("eps", eps),), layout)(view, *_affine(weight, bias, input, shape))
-    return jnp.reshape(out, input.shape)
+    out = _spatial_groupnorm.train((("eps", eps),), layout)(view, *_affine(weight, bias, view, shape))
+    return _finish(out, input, False)
 
 
 def normalize(input, p=2.0, dim=1, eps=1e-12):
     """torch.nn.functional.normalize for p=2: input / max(||input||_2, eps) along ``dim``."""
+    input, work = _input("normalize", input, integer_error=RuntimeError)
     if p != 2:
         raise NotImplementedError(f"normalize: only p=2 is derived (the l2_normalize graph), got p={p}")
-    layout = _rt.layout(input.shape, (dim,), (1,) * input.ndim)
-    return _l2_normalize.train((("eps", eps),), layout)(input)
+    dim = _rt.check_dim("normalize", input.ndim, dim)
+    view = _view(input, tuple(input.shape) or (1,), work)  # a 0-D input is its one value along dim 0
+    layout = _rt.layout(view.shape, (dim,), (1,) * view.ndim)
+    return _finish(_l2_normalize.train((("eps", eps),), layout)(view), input, False)
 
 
 def mean_only_batch_norm(input, running_mean, bias=None, training=False, momentum=0.1, return_running=False):
-    """Mean-only batch norm (Salimans & Kingma 2016) in batch_norm's conventions."""
+    """Mean-only batch norm (Salimans & Kingma 2016) in batch_norm's conventions;
+    ``return_running=True`` returns ``(out, (new_running_mean,))``."""
+    fn = "mean_only_batch_norm"
+    if running_mean is None and not training:
+        raise RuntimeError(f"{fn}: running_mean must be given with training=False")
+    buffers, bias = {"running_mean": _array(running_mean)}, _array(bias)
+    input, work = _channel_input(fn, input, buffers, training, bias=bias)
     n, c = input.shape[:2]
-    view = jnp.reshape(input, (n, c, -1))
+    view = _view(input, (n, c, math.prod(input.shape[2:])), work)
     shape = (1, c, 1)
     layout = _rt.layout(view.shape, (0, 2), shape)
-    out = _statistics(_meanonly_batchnorm, training, view, (_param(bias, input, shape, 0.0),),
-                      {"running_mean": running_mean}, (("momentum", momentum),), layout, shape, return_running)
-    return (jnp.reshape(out[0], input.shape), out[1]) if return_running else jnp.reshape(out, input.shape)
+    out = _statistics(_meanonly_batchnorm, training, view, (_param(bias, view, shape, 0.0),), buffers,
+                      (("momentum", momentum),), layout, shape, return_running)
+    return _finish(out, input, return_running)
 
 
 def batch_renorm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
                  eps=1e-5, r_max=3.0, d_max=5.0, return_running=False):
-    """Batch renormalization (Ioffe 2017) in batch_norm's conventions; training reads the running stats."""
+    """Batch renormalization (Ioffe 2017) in batch_norm's conventions; training reads the running
+    statistics, so they are needed in both modes (start them at mean 0, variance 1, as torch's
+    buffers and Ioffe's paper do).  r is clipped to [1/r_max, r_max] and d to [-d_max, d_max]:
+    r_max = 1 and d_max = 0 are plain batch norm (Ioffe's warm-up).  ``return_running=True``
+    returns ``(out, (new_running_mean, new_running_var))``."""
+    fn = "batch_renorm"
+    _rt.check_running(fn, running_mean, running_var, need=True,
+                      mode="in both modes (batch renormalization reads them when training too)")
+    buffers = {"running_mean": _array(running_mean), "running_var": _array(running_var)}
+    weight, bias = _array(weight), _array(bias)
+    input, work = _channel_input(fn, input, buffers, training, weight=weight, bias=bias)
+    if not r_max >= 1:
+        raise ValueError(f"{fn}: r_max must be at least 1 (r is clipped to [1/r_max, r_max]), got {r_max}")
+    if not d_max >= 0:
+        raise ValueError(f"{fn}: d_max must be at least 0 (d is clipped to [-d_max, d_max]), got {d_max}")
     n, c = input.shape[:2]
-    view = jnp.reshape(input, (n, c, -1))
+    view = _view(input, (n, c, math.prod(input.shape[2:])), work)
     shape = (1, c, 1)
     layout = _rt.layout(view.shape, (0, 2), shape)
     const = (("d_max", d_max), ("eps", eps), ("momentum", momentum), ("r_max", r_max))
-    buffers = {"running_mean": running_mean, "running_var": running_var}
-    out = _statistics(_batch_renorm, training, view, _affine(weight, bias, input, shape), buffers, const, layout,
-                      shape, return_running)
-    return (jnp.reshape(out[0], input.shape), out[1]) if return_running else jnp.reshape(out, input.shape)
+    out = _statistics(_batch_renorm, training, view, _affine(weight, bias, view, shape), buffers, const,
+                      layout, shape, return_running)
+    return _finish(out, input, return_running)
 
 
 def weight_standardization(weight, eps=1e-5):
     """Weight standardization (Qiao et al. 2019): each output channel of a conv weight (O, ...)."""
-    view = jnp.reshape(weight, (weight.shape[0], -1))
+    weight, work = _input("weight_standardization", weight, arg="weight")
+    _rt.check_dims("weight_standardization", weight.ndim, 1, IndexError, "(O, ...)")
+    view = _view(weight, (weight.shape[0], math.prod(weight.shape[1:])), work)
     layout = _rt.layout(view.shape, (1,), (1, 1))
-    return jnp.reshape(_weight_standardization.train((("eps", eps),), layout)(view), weight.shape)
+    return _finish(_weight_standardization.train((("eps", eps),), layout)(view), weight, False)

@@ -13,12 +13,22 @@ Printed from batch norm's derivation and its split across processes (derive/dist
 
 Batch sizes may differ per rank, and a rank may hold no samples.  Without an initialized
 process group, or with one process, it is plain batch norm with the same derived backward.
+
+Every collective waits at most ``timeout`` seconds (default TIMEOUT), not the process
+group's 30 minutes: a rank in evaluation mode (which exchanges nothing, as in torch) or one
+that skips this layer or its backward while the others train leaves them waiting, and they
+all raise the same RuntimeError once the time is up.
 """
+from datetime import timedelta
+
 import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_nn
 
-__all__ = ["sync_batch_norm", "SyncBatchNorm", "convert_sync_batchnorm"]
+__all__ = ["sync_batch_norm", "SyncBatchNorm", "convert_sync_batchnorm", "TIMEOUT"]
+
+#: seconds a rank waits for the others at each collective before it raises
+TIMEOUT = 60.0
 
 _DTYPE_CODES = {torch.float16: 1.0, torch.bfloat16: 2.0, torch.float32: 3.0, torch.float64: 4.0}
 
@@ -31,18 +41,34 @@ def _group_of(process_group):
     return group if dist.get_world_size(group) > 1 else None
 
 
-def _gather(values, group):
+def _wait(work, timeout, what):
+    """Wait for a collective at most ``timeout`` seconds; a timeout is one RuntimeError, the same
+    on every rank that waits (gloo and NCCL both honour the timeout of Work.wait)."""
+    try:
+        work.wait(timeout=timedelta(seconds=timeout))
+    except RuntimeError as error:
+        if "timed out" not in str(error).lower():
+            raise
+        raise RuntimeError(
+            f"sync_batch_norm: the other ranks did not join {what} within {timeout:g} s: a rank in "
+            f"evaluation mode (which exchanges nothing), or one that skips this layer or its backward, "
+            f"while this one trains, or a rank slower than that (raise timeout=); the process group "
+            f"cannot be used after this") from None
+
+
+def _gather(values, group, timeout, what):
     """all_gather of a float64 vector of the same length on every rank: (world, length)."""
     parts = [torch.empty_like(values) for _ in range(dist.get_world_size(group))]
-    dist.all_gather(parts, values, group=group)
+    _wait(dist.all_gather(parts, values, group=group, async_op=True), timeout, what)
     return torch.stack(parts)
 
 
-def _counts(x, group):
+def _counts(x, group, timeout):
     """Every rank's element count per channel, (world, 1), after checking that the ranks agree."""
     m_local = x.numel() // x.shape[1] if x.shape[1] else 0
     header = torch.tensor([x.shape[1], _DTYPE_CODES.get(x.dtype, 0.0), m_local], dtype=torch.float64)
-    headers = _gather(header, group) if group is not None else header[None]
+    headers = (_gather(header, group, timeout, "this training step's exchange of batch sizes")
+               if group is not None else header[None])
     channels, codes = headers[:, 0].tolist(), headers[:, 1].tolist()
     if len(set(channels)) > 1:
         counts = [int(c) for c in channels]
@@ -54,7 +80,7 @@ def _counts(x, group):
     return headers[:, 2:3]
 
 
-def _statistics(x, group, m_r, differentiable=False):
+def _statistics(x, group, m_r, timeout, differentiable=False):
     """The statistics of every rank's batch: 1. this rank's own, 2. one all_gather of them,
     3. the proved merge (Chan et al.'s parallel algorithm)."""
     dims = [0] + list(range(2, x.dim()))
@@ -67,7 +93,7 @@ def _statistics(x, group, m_r, differentiable=False):
     elif differentiable:   # autograd sees through the collective (a second derivative)
         parts = torch.stack(dist_nn.all_gather(packed, group=group))
     else:
-        parts = _gather(packed, group)
+        parts = _gather(packed, group, timeout, "the exchange of statistics")
     C = x.shape[1]
     mu_r = parts[:, 0 * C:1 * C]
     var_r = parts[:, 1 * C:2 * C]
@@ -88,7 +114,7 @@ def _forward(x, gamma, beta, stats, eps):
     return {"std": std, "xhat": xhat, "out": out, }
 
 
-def _backward(dout, x, gamma, values, group, m, differentiable=False):
+def _backward(dout, x, gamma, values, group, m, timeout, differentiable=False):
     """The compact backward: 1. this rank's group sums; 2. ONE all_reduce of all of them; 3. dx
     from the global sums.  The parameter gradients are this rank's own sums: DistributedDataParallel
     all-reduces them."""
@@ -100,7 +126,8 @@ def _backward(dout, x, gamma, values, group, m, differentiable=False):
     local_sums = {"sum_dout": sum_dout, "sum_dout_xhat": sum_dout_xhat, }
     packed = torch.cat([sum_dout.flatten(), sum_dout_xhat.flatten()]).to(torch.float64)
     if group is not None:
-        packed = dist_nn.all_reduce(packed, group=group) if differentiable else _all_reduce(packed, group)
+        packed = (dist_nn.all_reduce(packed, group=group) if differentiable
+                  else _all_reduce(packed, group, timeout))
     C = x.shape[1]
     sum_dout = packed[0 * C:1 * C].view(sum_dout.shape)
     sum_dout_xhat = packed[1 * C:2 * C].view(sum_dout_xhat.shape)
@@ -115,9 +142,10 @@ def _backward(dout, x, gamma, values, group, m, differentiable=False):
     return dx, dgamma, dbeta
 
 
-def _all_reduce(packed, group):
+def _all_reduce(packed, group, timeout):
     packed = packed.clone()
-    dist.all_reduce(packed, group=group)
+    work = dist.all_reduce(packed, group=group, async_op=True)
+    _wait(work, timeout, "the backward's exchange of sums")
     return packed
 
 
@@ -127,12 +155,12 @@ class _SyncBatchNormFunction(torch.autograd.Function):
     differentiable collectives), so autograd differentiates the derived backward."""
 
     @staticmethod
-    def forward(ctx, x, gamma, beta, running_mean, running_var, momentum, eps, group):
-        m_r = _counts(x, group)
+    def forward(ctx, x, gamma, beta, running_mean, running_var, momentum, eps, group, timeout):
+        m_r = _counts(x, group, timeout)
         m = int(m_r.sum().item())
         if m <= 1:
             raise ValueError(f"Expected more than 1 value per channel when training, got {m} over all ranks")
-        stats = _statistics(x, group, m_r)
+        stats = _statistics(x, group, m_r, timeout)
         values = _forward(x, gamma, beta, stats, eps)
         if running_mean is not None:
             with torch.no_grad():
@@ -141,28 +169,29 @@ class _SyncBatchNormFunction(torch.autograd.Function):
                 running_mean.copy_(momentum*mu_vec + running_mean*(1 - momentum))
                 running_var.copy_(momentum*m*var_vec/(m - 1) + running_var*(1 - momentum))
         ctx.save_for_backward(x, gamma, beta, *stats.values())
-        ctx.eps, ctx.group, ctx.m, ctx.m_r = eps, group, m, m_r
+        ctx.eps, ctx.group, ctx.m, ctx.m_r, ctx.timeout = eps, group, m, m_r, timeout
         return values["out"].to(x.dtype)
 
     @staticmethod
     def backward(ctx, dout):
         x, gamma, beta, *saved = ctx.saved_tensors
         if torch.is_grad_enabled():   # a second derivative: every path from x, gamma and dout recorded
-            stats = _statistics(x, ctx.group, ctx.m_r, differentiable=True)
+            stats = _statistics(x, ctx.group, ctx.m_r, ctx.timeout, differentiable=True)
             values = _forward(x, gamma, beta, stats, ctx.eps)
-            grads = _backward(dout, x, gamma, values, ctx.group, ctx.m, differentiable=True)
+            grads = _backward(dout, x, gamma, values, ctx.group, ctx.m, ctx.timeout, differentiable=True)
         else:
             stats = dict(zip(("mu", "var", ), saved))
             values = _forward(x, gamma, beta, stats, ctx.eps)
-            grads = _backward(dout, x, gamma, values, ctx.group, ctx.m)
+            grads = _backward(dout, x, gamma, values, ctx.group, ctx.m, ctx.timeout)
         dx, *dparams = grads
-        return (dx.to(x.dtype), *(g.to(gamma.dtype) for g in dparams), None, None, None, None, None)
+        return (dx.to(x.dtype), *(g.to(gamma.dtype) for g in dparams), None, None, None, None, None, None)
 
 
 def sync_batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
-                    eps=1e-5, process_group=None):
+                    eps=1e-5, process_group=None, timeout=TIMEOUT):
     """torch.nn.functional.batch_norm, with the training statistics taken over every rank of
-    ``process_group`` (the default group when None).  Eval mode uses the running statistics."""
+    ``process_group`` (the default group when None).  Eval mode uses the running statistics
+    and exchanges nothing.  Each collective waits at most ``timeout`` seconds for the others."""
     if input.dim() < 2:
         raise ValueError(f"sync_batch_norm: expected at least 2 dimensions (N, C, ...), got {input.dim()}")
     if not training:
@@ -176,16 +205,17 @@ def sync_batch_norm(input, running_mean, running_var, weight=None, bias=None, tr
     if beta is None:
         beta = torch.zeros_like(gamma)
     return _SyncBatchNormFunction.apply(input, gamma, beta, running_mean, running_var, momentum, eps,
-                                        _group_of(process_group))
+                                        _group_of(process_group), timeout)
 
 
 class SyncBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
-    """torch.nn.SyncBatchNorm's constructor, state_dict and behaviour, on any device and backend."""
+    """torch.nn.SyncBatchNorm's constructor, state_dict and behaviour, on any device and backend;
+    ``timeout``: the seconds each collective waits for the other ranks."""
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
-                 process_group=None, device=None, dtype=None):
+                 process_group=None, device=None, dtype=None, timeout=TIMEOUT):
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device=device, dtype=dtype)
-        self.process_group = process_group
+        self.process_group, self.timeout = process_group, timeout
 
     def _check_input_dim(self, input):
         if input.dim() < 2:
@@ -201,7 +231,7 @@ class SyncBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
         use_running = not self.training or self.track_running_stats
         return sync_batch_norm(input, self.running_mean if use_running else None,
                                self.running_var if use_running else None, self.weight, self.bias,
-                               batch_stats, factor, self.eps, self.process_group)
+                               batch_stats, factor, self.eps, self.process_group, self.timeout)
 
     @classmethod
     def convert_sync_batchnorm(cls, module, process_group=None):

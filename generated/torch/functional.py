@@ -3,9 +3,12 @@
 """torch.nn.functional's normalizations, with the same names, signatures and results,
 computed by the derived kernels of generated/torch/.
 
-Only argument handling lives here: each function checks its arguments as torch does,
-views the input so that one normalization group lies along ``axes``, and calls the
-printed autograd.Function of one library entry.  Any float dtype, any device.
+Only argument handling lives here: each function checks its arguments as torch does (torch's
+exception type, a message naming the argument), views the input so that one normalization
+group lies along ``axes``, and calls the printed autograd.Function of one library entry.
+Any float dtype, any device.  A float16 or bfloat16 input is normalized in float32, as torch
+does (its opmath type): the view and the parameters are cast up, the result back, and
+autograd carries the gradients through both casts; running buffers keep their own dtype.
 """
 import math
 
@@ -26,125 +29,181 @@ __all__ = ["batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm"
            "mean_only_batch_norm", "batch_renorm", "weight_standardization"]
 
 
+def _name(t):
+    return None if t is None else _rt.dtype_name(t.dtype)
+
+
+def _shape(t):
+    return None if t is None else tuple(t.shape)
+
+
+def _input(fn, input, integer_error=NotImplementedError, arg="input"):
+    """The input is a real floating-point tensor; returns the dtype its statistics are taken in."""
+    if not isinstance(input, torch.Tensor):
+        raise TypeError(f"{fn}: {arg} must be a torch.Tensor, got {type(input).__name__}")
+    _rt.check_dtype(fn, _name(input), integer_error, arg)
+    return getattr(torch, _rt.working(_name(input)))
+
+
+def _tensors(fn, input, same_dtype=True, **tensors):
+    """Each of ``tensors`` is None or a tensor; with ``same_dtype``, torch's dtype rule."""
+    for name, t in tensors.items():
+        if t is not None and not isinstance(t, torch.Tensor):
+            raise TypeError(f"{fn}: {name} must be a torch.Tensor or None, got {type(t).__name__}")
+    if same_dtype:
+        _rt.check_param_dtypes(fn, _name(input), **{name: _name(t) for name, t in tensors.items()})
+
+
+def _view(input, shape, work):
+    """The input viewed as ``shape`` (sizes given: a zero-size batch has no -1 to infer), in ``work``."""
+    return input.reshape(shape).to(work)
+
+
 def _param(value, like, shape, fill):
-    """weight/bias as the kernels' view; None is the identity (ones / zeros, no gradient)."""
+    """weight/bias as the kernels' view, in the working dtype; None is the identity (ones / zeros,
+    no gradient)."""
     if value is None:
         return torch.full(shape, fill, dtype=like.dtype, device=like.device)
-    return value.reshape(shape)
+    return value.reshape(shape).to(like.dtype)
 
 
-def _channels(input, name):
-    if input.dim() < 2:
-        raise ValueError(f"{name}: expected an input of at least 2 dimensions (N, C, ...), got {input.dim()}")
-    return input.shape[0], input.shape[1]
+def _running(input, **buffers):
+    """The running buffers given; an empty input updates copies (torch leaves them unchanged)."""
+    given = {k: v for k, v in buffers.items() if v is not None}
+    return {k: v.clone() for k, v in given.items()} if input.numel() == 0 else given
 
 
-def _check_group(m, training, what):
-    if training and m <= 1:
-        raise ValueError(f"Expected more than 1 value per {what} when training, got input size {m}")
+def _channel_input(fn, input, running_mean, running_var, training, **params):
+    """batch_norm's checks (also mean_only_batch_norm's and batch_renorm's); returns the working dtype."""
+    work = _input(fn, input)
+    _rt.check_dims(fn, input.dim(), 2, IndexError, "(N, C, ...)")
+    _tensors(fn, input, running_mean=running_mean, running_var=running_var, **params)
+    c = input.shape[1]
+    for name, t in (("running_mean", running_mean), ("running_var", running_var), *params.items()):
+        _rt.check_numel(fn, name, _shape(t), c, "channel")
+    if training:
+        _rt.check_batch(fn, input.shape[0] * math.prod(input.shape[2:]), tuple(input.shape))
+    return work
 
 
 def _train_or_test(kernels, training, view, params, buffers, const, layout, stat_shape):
     if training:
         return kernels.Train.apply(view, *params, buffers, const, layout)
-    stats = {}
-    for buffer, stat in kernels.STATS.items():
-        if buffers.get(buffer) is None:
-            raise ValueError(f"{buffer} is required in evaluation mode (training=False)")
-        stats[stat] = buffers[buffer].to(view.dtype).reshape(stat_shape)
+    stats = {stat: buffers[buffer].to(view.dtype).reshape(stat_shape)
+             for buffer, stat in kernels.STATS.items()}
     return kernels.Test.apply(view, *params, stats, const, layout)
-
-
-def _running(**buffers):
-    return {k: v for k, v in buffers.items() if v is not None}
 
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
                eps=1e-5):
     """torch.nn.functional.batch_norm: statistics over (N, *) of each channel of (N, C, *)."""
-    n, c = _channels(input, "batch_norm")
-    view = input.reshape(n, c, -1)
+    _rt.check_running("batch_norm", running_mean, running_var, need=not training)
+    work = _channel_input("batch_norm", input, running_mean, running_var, training, weight=weight, bias=bias)
+    n, c = input.shape[:2]
+    view = _view(input, (n, c, math.prod(input.shape[2:])), work)
     shape = (1, c, 1)
     layout = _rt.layout(view.shape, (0, 2), shape)
-    _check_group(layout["m"], training, "channel")
-    params = (_param(weight, input, shape, 1.0), _param(bias, input, shape, 0.0))
+    params = (_param(weight, view, shape, 1.0), _param(bias, view, shape, 0.0))
     const = {"eps": eps, "momentum": momentum}
-    buffers = _running(running_mean=running_mean, running_var=running_var)
-    return _train_or_test(_batchnorm, training, view, params, buffers, const, layout, shape).reshape(input.shape)
+    buffers = _running(input, running_mean=running_mean, running_var=running_var)
+    out = _train_or_test(_batchnorm, training, view, params, buffers, const, layout, shape)
+    return out.reshape(input.shape).to(input.dtype)
 
 
 def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True,
                   momentum=0.1, eps=1e-5):
     """torch.nn.functional.instance_norm: statistics over (*) of each sample's channel of (N, C, *)."""
-    n, c = _channels(input, "instance_norm")
-    view = input.reshape(n, c, -1)
+    fn = "instance_norm"
+    work = _input(fn, input)
+    if use_input_stats:
+        _rt.check_spatial(fn, tuple(input.shape))
+    _rt.check_running(fn, running_mean, running_var, need=not use_input_stats,
+                      mode="with use_input_stats=False")
+    _rt.check_dims(fn, input.dim(), 2, ValueError, "(N, C, ...)")
+    _tensors(fn, input, running_mean=running_mean, running_var=running_var, weight=weight, bias=bias)
+    n, c = input.shape[:2]
+    for name, t in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight),
+                    ("bias", bias)):
+        _rt.check_numel(fn, name, _shape(t), c, "channel")
+    view = _view(input, (n, c, math.prod(input.shape[2:])), work)
     shape = (1, c, 1)
-    params = (_param(weight, input, shape, 1.0), _param(bias, input, shape, 0.0))
+    params = (_param(weight, view, shape, 1.0), _param(bias, view, shape, 0.0))
     const = {"eps": eps, "momentum": momentum}
-    buffers = _running(running_mean=running_mean, running_var=running_var)
     if not use_input_stats:
+        buffers = _running(input, running_mean=running_mean, running_var=running_var)
         layout = _rt.layout(view.shape, (0, 2), shape)
-        return _train_or_test(_batchnorm, False, view, params, buffers, const, layout, shape).reshape(input.shape)
+        out = _train_or_test(_batchnorm, False, view, params, buffers, const, layout, shape)
+        return out.reshape(input.shape).to(input.dtype)
+    buffers = {k: v for k, v in (("running_mean", running_mean), ("running_var", running_var))
+               if v is not None}
     layout = _rt.layout(view.shape, (2,), shape)
-    _check_group(layout["m"], True, "channel of one sample")
     out = _instancenorm.Train.apply(view, *params, {}, const, layout)
-    if buffers:  # torch's rule: the batch-norm update, averaged over the samples
+    if buffers and input.numel():  # torch's rule: the batch-norm update, averaged over the samples
+        # (an empty input leaves them as they are, as batch_norm's does; torch's become NaN)
         with torch.no_grad():
             stats = _instancenorm.forward_train(view.detach(), *(p.detach() for p in params), **const, **layout)
             _batchnorm.update_running(buffers, **stats, **const, **layout)
-    return out.reshape(input.shape)
+    return out.reshape(input.shape).to(input.dtype)
 
 
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     """torch.nn.functional.layer_norm: statistics over the trailing ``normalized_shape`` dims."""
-    normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
-    k = len(normalized_shape)
-    if tuple(input.shape[input.dim() - k:]) != normalized_shape:
-        raise RuntimeError(f"layer_norm: normalized_shape {list(normalized_shape)} does not match the trailing "
-                           f"dims of an input of shape {list(input.shape)}")
+    work = _input("layer_norm", input)
+    _tensors("layer_norm", input, weight=weight, bias=bias)
+    normalized_shape = _rt.normalized("layer_norm", tuple(input.shape), normalized_shape,
+                                      weight=_shape(weight), bias=_shape(bias))
     d = math.prod(normalized_shape)
-    view = input.reshape(-1, d)
+    view = _view(input, (math.prod(input.shape[:input.dim() - len(normalized_shape)]), d), work)
     shape = (1, d)
-    params = (_param(weight, input, shape, 1.0), _param(bias, input, shape, 0.0))
+    params = (_param(weight, view, shape, 1.0), _param(bias, view, shape, 0.0))
     layout = _rt.layout(view.shape, (1,), shape)
-    return _layernorm.Train.apply(view, *params, {}, {"eps": eps}, layout).reshape(input.shape)
+    out = _layernorm.Train.apply(view, *params, {}, {"eps": eps}, layout)
+    return out.reshape(input.shape).to(input.dtype)
 
 
 def rms_norm(input, normalized_shape, weight=None, eps=None):
-    """torch.nn.functional.rms_norm; eps=None is torch.finfo(input.dtype).eps."""
-    normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
-    k = len(normalized_shape)
-    if tuple(input.shape[input.dim() - k:]) != normalized_shape:
-        raise RuntimeError(f"rms_norm: normalized_shape {list(normalized_shape)} does not match the trailing "
-                           f"dims of an input of shape {list(input.shape)}")
-    eps = torch.finfo(input.dtype).eps if eps is None else eps
+    """torch.nn.functional.rms_norm; eps=None is the machine epsilon of the working dtype, as in
+    torch 2.13: float32's for float16, bfloat16 and float32 inputs, float64's for float64."""
+    work = _input("rms_norm", input)
+    _tensors("rms_norm", input, same_dtype=False, weight=weight)
+    normalized_shape = _rt.normalized("rms_norm", tuple(input.shape), normalized_shape, weight=_shape(weight))
+    eps = torch.finfo(work).eps if eps is None else eps
     d = math.prod(normalized_shape)
-    view = input.reshape(-1, d)
+    view = _view(input, (math.prod(input.shape[:input.dim() - len(normalized_shape)]), d), work)
     shape = (1, d)
     layout = _rt.layout(view.shape, (1,), shape)
-    out = _rmsnorm.Train.apply(view, _param(weight, input, shape, 1.0), {}, {"eps": eps}, layout)
-    return out.reshape(input.shape)
+    out = _rmsnorm.Train.apply(view, _param(weight, view, shape, 1.0), {}, {"eps": eps}, layout)
+    return out.reshape(input.shape).to(input.dtype)
 
 
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     """torch.nn.functional.group_norm: statistics over (C/G, *) of each sample's group of channels."""
-    n, c = _channels(input, "group_norm")
-    if c % num_groups:
-        raise RuntimeError(f"group_norm: the number of channels {c} is not divisible by num_groups={num_groups}")
-    view = input.reshape(n, num_groups, c // num_groups, -1)
+    fn = "group_norm"
+    work = _input(fn, input)
+    _rt.check_dims(fn, input.dim(), 2, RuntimeError, "(N, C, ...)")
+    _rt.check_groups(fn, tuple(input.shape), num_groups)
+    _tensors(fn, input, weight=weight, bias=bias)
+    n, c = input.shape[:2]
+    _rt.check_vector(fn, "weight", _shape(weight), c)
+    _rt.check_vector(fn, "bias", _shape(bias), c)
+    _rt.check_batch(fn, n * c // num_groups * math.prod(input.shape[2:]), tuple(input.shape))
+    view = _view(input, (n, num_groups, c // num_groups, math.prod(input.shape[2:])), work)
     shape = (1, num_groups, c // num_groups, 1)
-    params = (_param(weight, input, shape, 1.0), _param(bias, input, shape, 0.0))
+    params = (_param(weight, view, shape, 1.0), _param(bias, view, shape, 0.0))
     layout = _rt.layout(view.shape, (2, 3), shape)
-    return _spatial_groupnorm.Train.apply(view, *params, {}, {"eps": eps}, layout).reshape(input.shape)
+    out = _spatial_groupnorm.Train.apply(view, *params, {}, {"eps": eps}, layout)
+    return out.reshape(input.shape).to(input.dtype)
 
 
 def normalize(input, p=2.0, dim=1, eps=1e-12, out=None):
     """torch.nn.functional.normalize for p=2: input / max(||input||_2, eps) along ``dim``."""
+    work = _input("normalize", input, integer_error=RuntimeError)
     if p != 2:
         raise NotImplementedError(f"normalize: only p=2 is derived (the l2_normalize graph), got p={p}")
-    shape = (1,) * input.dim()
-    layout = _rt.layout(input.shape, (dim,), shape)
-    result = _l2_normalize.Train.apply(input, {}, {"eps": eps}, layout)
+    dim = _rt.check_dim("normalize", input.dim(), dim)
+    view = _view(input, tuple(input.shape) or (1,), work)  # a 0-D input is its one value along dim 0
+    layout = _rt.layout(view.shape, (dim,), (1,) * view.dim())
+    result = _l2_normalize.Train.apply(view, {}, {"eps": eps}, layout).reshape(input.shape).to(input.dtype)
     if out is not None:
         return out.copy_(result)
     return result
@@ -152,36 +211,51 @@ def normalize(input, p=2.0, dim=1, eps=1e-12, out=None):
 
 def mean_only_batch_norm(input, running_mean, bias=None, training=False, momentum=0.1):
     """Mean-only batch norm (Salimans & Kingma 2016) in batch_norm's conventions."""
-    n, c = _channels(input, "mean_only_batch_norm")
-    view = input.reshape(n, c, -1)
+    fn = "mean_only_batch_norm"
+    if running_mean is None and not training:
+        raise RuntimeError(f"{fn}: running_mean must be given with training=False")
+    work = _channel_input(fn, input, running_mean, None, training, bias=bias)
+    n, c = input.shape[:2]
+    view = _view(input, (n, c, math.prod(input.shape[2:])), work)
     shape = (1, c, 1)
     layout = _rt.layout(view.shape, (0, 2), shape)
-    _check_group(layout["m"], training, "channel")
-    params = (_param(bias, input, shape, 0.0),)
-    buffers = _running(running_mean=running_mean)
-    return _train_or_test(_meanonly_batchnorm, training, view, params, buffers, {"momentum": momentum},
-                          layout, shape).reshape(input.shape)
+    params = (_param(bias, view, shape, 0.0),)
+    buffers = _running(input, running_mean=running_mean)
+    out = _train_or_test(_meanonly_batchnorm, training, view, params, buffers, {"momentum": momentum}, layout,
+                         shape)
+    return out.reshape(input.shape).to(input.dtype)
 
 
 def batch_renorm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
                  eps=1e-5, r_max=3.0, d_max=5.0):
-    """Batch renormalization (Ioffe 2017) in batch_norm's conventions; training reads the running stats."""
-    n, c = _channels(input, "batch_renorm")
-    view = input.reshape(n, c, -1)
+    """Batch renormalization (Ioffe 2017) in batch_norm's conventions; training reads the running
+    statistics, so they are needed in both modes (start them at mean 0, variance 1, as torch's
+    buffers and Ioffe's paper do).  r is clipped to [1/r_max, r_max] and d to [-d_max, d_max]:
+    r_max = 1 and d_max = 0 are plain batch norm (Ioffe's warm-up)."""
+    fn = "batch_renorm"
+    _rt.check_running(fn, running_mean, running_var, need=True,
+                      mode="in both modes (batch renormalization reads them when training too)")
+    work = _channel_input(fn, input, running_mean, running_var, training, weight=weight, bias=bias)
+    if not r_max >= 1:
+        raise ValueError(f"{fn}: r_max must be at least 1 (r is clipped to [1/r_max, r_max]), got {r_max}")
+    if not d_max >= 0:
+        raise ValueError(f"{fn}: d_max must be at least 0 (d is clipped to [-d_max, d_max]), got {d_max}")
+    n, c = input.shape[:2]
+    view = _view(input, (n, c, math.prod(input.shape[2:])), work)
     shape = (1, c, 1)
     layout = _rt.layout(view.shape, (0, 2), shape)
-    _check_group(layout["m"], training, "channel")
-    params = (_param(weight, input, shape, 1.0), _param(bias, input, shape, 0.0))
+    params = (_param(weight, view, shape, 1.0), _param(bias, view, shape, 0.0))
     const = {"eps": eps, "momentum": momentum, "r_max": r_max, "d_max": d_max}
-    buffers = _running(running_mean=running_mean, running_var=running_var)
-    if training:
-        if len(buffers) < 2:
-            raise ValueError("batch_renorm: training reads running_mean and running_var; pass both")
-    return _train_or_test(_batch_renorm, training, view, params, buffers, const, layout, shape).reshape(input.shape)
+    buffers = _running(input, running_mean=running_mean, running_var=running_var)
+    out = _train_or_test(_batch_renorm, training, view, params, buffers, const, layout, shape)
+    return out.reshape(input.shape).to(input.dtype)
 
 
 def weight_standardization(weight, eps=1e-5):
     """Weight standardization (Qiao et al. 2019): each output channel of a conv weight (O, ...)."""
-    view = weight.reshape(weight.shape[0], -1)
+    work = _input("weight_standardization", weight, arg="weight")
+    _rt.check_dims("weight_standardization", weight.dim(), 1, IndexError, "(O, ...)")
+    view = _view(weight, (weight.shape[0], math.prod(weight.shape[1:])), work)
     layout = _rt.layout(view.shape, (1,), (1, 1))
-    return _weight_standardization.Train.apply(view, {}, {"eps": eps}, layout).reshape(weight.shape)
+    out = _weight_standardization.Train.apply(view, {}, {"eps": eps}, layout)
+    return out.reshape(weight.shape).to(weight.dtype)

@@ -6,6 +6,7 @@ Each class subclasses torch's own module, so constructor arguments, parameters,
 buffers and state_dict keys are torch's; only ``forward`` calls generated.torch.functional.
 ``replace_norm_layers(model)`` swaps a model's torch.nn normalization layers for these in
 place, keeping their parameters and buffers (the same tensors: an optimizer keeps working).
+``print(model)`` names them ``generated.torch.BatchNorm2d(...)``, so a replaced layer shows.
 """
 import torch
 
@@ -15,7 +16,13 @@ __all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNorm"
            "InstanceNorm2d", "InstanceNorm3d", "RMSNorm", "replace_norm_layers"]
 
 
-class _BatchNormForward:
+class _Derived:
+    def _get_name(self):
+        """The name print(model) shows: torch's class name, marked as the derived module."""
+        return f"generated.torch.{type(self).__name__}"
+
+
+class _BatchNormForward(_Derived):
     def forward(self, input):
         """torch.nn.modules.batchnorm._BatchNorm.forward, with the derived batch_norm."""
         self._check_input_dim(input)
@@ -41,22 +48,22 @@ class BatchNorm3d(_BatchNormForward, torch.nn.BatchNorm3d):
     pass
 
 
-class LayerNorm(torch.nn.LayerNorm):
+class LayerNorm(_Derived, torch.nn.LayerNorm):
     def forward(self, input):
         return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
 
 
-class GroupNorm(torch.nn.GroupNorm):
+class GroupNorm(_Derived, torch.nn.GroupNorm):
     def forward(self, input):
         return F.group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
 
 
-class RMSNorm(torch.nn.RMSNorm):
+class RMSNorm(_Derived, torch.nn.RMSNorm):
     def forward(self, input):
         return F.rms_norm(input, self.normalized_shape, self.weight, self.eps)
 
 
-class _InstanceNormForward:
+class _InstanceNormForward(_Derived):
     def forward(self, input):
         """torch.nn.modules.instancenorm._InstanceNorm.forward, with the derived instance_norm."""
         self._check_input_dim(input)
