@@ -22,13 +22,11 @@ from .render import HEADER_MARK
 TEMP_FILE = re.compile(r"^\.(?P<name>[^/]+\.(?:py|md|tex))\.[a-z0-9_]{8}\.tmp$")
 SUFFIXES = (".py", ".md", ".tex")
 #: every template that rendering reads (directly or by import), checked before proving
-TEMPLATES = ("blocks.py.jinja", "derivation.md.jinja", "derivation.tex.jinja", "doc_md.jinja",
-             "doc_tex.jinja", "init.py.jinja", "jax_functional.py.jinja", "jax_init.py.jinja",
-             "jax_kernels.py.jinja", "jax_runtime.py.jinja", "kernel_arguments.jinja", "main.py.jinja",
-             "nn_checks.jinja", "numba_init.py.jinja", "numba_kernels.py.jinja", "numba_layout.py.jinja",
-             "numpy_kernels.py.jinja", "runtime.py.jinja", "torch_functional.py.jinja",
-             "torch_init.py.jinja", "torch_kernels.py.jinja", "torch_modules.py.jinja",
-             "torch_runtime.py.jinja", "torch_sync.py.jinja")
+TEMPLATES = ("derivation.md.jinja", "derivation.tex.jinja", "doc_md.jinja", "doc_tex.jinja", "init.py.jinja",
+             "jax_functional.py.jinja", "jax_init.py.jinja", "jax_kernels.py.jinja", "jax_runtime.py.jinja",
+             "kernel_arguments.jinja", "main.py.jinja", "nn_checks.jinja", "numba_init.py.jinja",
+             "numba_kernels.py.jinja", "numpy_kernels.py.jinja", "torch_functional.py.jinja",
+             "torch_init.py.jinja", "torch_kernels.py.jinja", "torch_runtime.py.jinja", "torch_sync.py.jinja")
 
 
 #: what the SUMMARY.md that `derive build` writes beside the package it builds says

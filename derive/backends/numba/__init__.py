@@ -17,7 +17,7 @@ RESERVED = frozenset({
 
 
 def jobs(builds: list[Build]) -> dict[str, tuple[str, dict]]:
-    out = {"_layout.py": ("numba_layout.py.jinja", {})}
+    out = {"_layout.py": ("file:derive/backends/numba/files/_layout.py", {})}
     exports = []
     for b in builds:
         lay = loops(b.spec)

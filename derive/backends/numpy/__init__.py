@@ -20,8 +20,8 @@ def jobs(builds: list[Build]) -> dict[str, tuple[str, dict]]:
         out[f"{b.spec.name}.py"] = ("numpy_kernels.py.jinja", {
             **context(b.ir, shared),
             "grad_params": [(g.name, p.name) for g, p in zip(b.ir.grads[1:], b.ir.params)]})
-    out["_runtime.py"] = ("runtime.py.jinja", {})
-    out["_blocks.py"] = ("blocks.py.jinja", {})
+    out["_runtime.py"] = ("file:derive/backends/numpy/files/_runtime.py", {})
+    out["_blocks.py"] = ("file:derive/backends/numpy/files/_blocks.py", {})
     return out
 
 

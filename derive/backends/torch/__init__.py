@@ -26,7 +26,7 @@ def jobs(builds: list[Build]) -> dict[str, tuple[str, dict]]:
     if functional:
         defaults = {b.spec.name: kernel_context(b.ir)["defaults"] for b in builds}
         out["functional.py"] = ("torch_functional.py.jinja", {"defaults": defaults})
-        out["modules.py"] = ("torch_modules.py.jinja", {})
+        out["modules.py"] = ("file:derive/backends/torch/files/modules.py", {})
     out["__init__.py"] = ("torch_init.py.jinja", {
         "functional": functional, "entries": [(b.spec.name, class_name(b.spec.name)) for b in builds]})
     return out

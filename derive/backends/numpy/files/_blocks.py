@@ -1,4 +1,3 @@
-{{ header }}
 """How the fast kernels sweep memory: reductions without full-size temporaries,
 and elementwise passes over blocks of rows that stay in cache.
 

@@ -1,4 +1,3 @@
-{{ header }}
 """Input checks, dtype rules and array layout shared by every generated kernel.
 
 Nothing here is derivation math: the kernels' arithmetic is printed from the

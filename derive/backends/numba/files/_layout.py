@@ -1,4 +1,3 @@
-{{ header }}
 """How a working view is laid onto the loops of a numba kernel. No derivation math here.
 
 Each axis of the working view gets a loop letter, and the kernel sees one axis

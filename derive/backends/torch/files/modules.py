@@ -1,4 +1,3 @@
-{{ header }}
 """torch.nn's normalization modules on the derived kernels.
 
 Each class subclasses torch's own module, so constructor arguments, parameters,
