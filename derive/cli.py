@@ -183,7 +183,7 @@ def rendered(derivations, package: str, templates, progress: Progress, use_cache
         return files
     progress.line("rendering the kernels and the documents...")
     try:
-        files = render.render_all(derivations, templates)
+        files = render.render_all(derivations, templates, package=package)
     except jinja2.TemplateNotFound as e:
         print(f"derive: the template {e.name} is missing from {templates}; "
               "reinstall normderive or restore it. Nothing was written.", file=sys.stderr)

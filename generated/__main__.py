@@ -4,6 +4,7 @@
 import importlib.util
 import os
 
+PACKAGE = "generated"
 VARIANTS = {
     "batch_renorm": ("batch_renorm_forward", "batch_renorm_backward", "batch_renorm_backward_staged", ),
     "batchnorm": ("batchnorm_forward", "batchnorm_backward", "batchnorm_backward_alt", ),
@@ -18,19 +19,32 @@ VARIANTS = {
     "weight_standardization": ("weight_standardization_forward", "weight_standardization_backward", "weight_standardization_backward_staged", ),
 }
 DERIVATIONS = ("batch_renorm.md, batch_renorm.tex", "batchnorm.md, batchnorm.tex", "batchnorm_eps_outside.md, batchnorm_eps_outside.tex", "instancenorm.md, instancenorm.tex", "l2_normalize.md, l2_normalize.tex", "layernorm.md, layernorm.tex", "meanonly_batchnorm.md, meanonly_batchnorm.tex", "rmsnorm.md, rmsnorm.tex", "spatial_batchnorm.md, spatial_batchnorm.tex", "spatial_groupnorm.md, spatial_groupnorm.tex", "weight_standardization.md, weight_standardization.tex", )
+#: (subpackage, what it is, the modules it needs, the extra that installs them)
+BACKENDS = (
+    ("", "CS231n's functions in vectorized NumPy", (), ""),
+    ("numba", "the same names and signatures, fused loops compiled by numba on first call", ("numba", ), "numba"),
+    ("torch", "torch.autograd.Functions: a function and a module per entry, with the derived double backward", ("torch", ), ""),
+    ("jax", "a function per entry, with the derived VJP (jax.custom_vjp)", ("jax", ), "jax"),
+    ("sync", "statistics across the processes of a torch.distributed group", ("torch", ), ""),
+)
 
 
 def main() -> None:
     here = os.path.dirname(os.path.abspath(__file__))
-    print(f"generated: normalization kernels derived, proved and printed by derive\n  in {here}\n")
-    print("variants and their functions (from generated import ...):")
+    print(f"{PACKAGE}: normalization kernels derived, proved and printed by derive\n  in {here}\n")
+    print(f"variants and their functions (from {PACKAGE} import ...):")
     for variant, names in VARIANTS.items():
         print(f"  {variant}: {', '.join(names)}")
-    numba = importlib.util.find_spec("numba") is not None
     print("\nbackends:")
-    print("  numpy  import generated        (always)")
-    print("  numba  import generated.numba  (same names and signatures; "
-          + ("numba is installed)" if numba else "numba is not installed: pip install 'normderive[numba]')"))
+    for package, summary, requires, extra in BACKENDS:
+        if not os.path.exists(os.path.join(here, package or "__init__.py")):
+            continue
+        missing = [r for r in requires if importlib.util.find_spec(r) is None]
+        state = "ready" if not missing else (f"needs {', '.join(missing)}: pip install '.[{extra}]' in the normderive "
+                                             f"checkout" if extra else f"needs {', '.join(missing)}: pip install "
+                                             + " ".join(missing))
+        where = PACKAGE + ("." + package if package else "")
+        print(f"  import {where:{len(PACKAGE) + 7}} {summary} [{state}]")
     print(f"\nderivations (Markdown and LaTeX), in {os.path.join(here, 'derivations')}:")
     for name in DERIVATIONS:
         print(f"  {name}")

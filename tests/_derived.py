@@ -53,11 +53,11 @@ def cached_derive_many(entries, max_m, progress=None, use_cache=True, workers=No
 _renders: dict = {}
 
 
-def rendered_files(derivations, templates=None) -> dict[str, str]:
-    """derive.output.render.render_all, computed once per set of derivations and templates folder."""
-    key = (tuple(id(d) for d in derivations), str(templates or render.templates_dir()))
+def rendered_files(derivations, templates=None, package="generated") -> dict[str, str]:
+    """derive.output.render.render_all, computed once per set of derivations, templates folder and package."""
+    key = (tuple(id(d) for d in derivations), str(templates or render.templates_dir()), package)
     if key not in _renders:
-        _renders[key] = (list(derivations), _render_all(list(derivations), templates))
+        _renders[key] = (list(derivations), _render_all(list(derivations), templates, package=package))
     return dict(_renders[key][1])
 
 

@@ -142,8 +142,8 @@ def test_an_unimportable_package_is_not_written(tmp_path, monkeypatch, capsys):
     from derive.output import render
     real = render.render_all
 
-    def broken(derivations, templates=None):
-        files = real(derivations, templates)
+    def broken(derivations, templates=None, **kw):
+        files = real(derivations, templates, **kw)
         rel = "pixelnorm.py"   # the NumPy kernels of the entry
         files[rel] = files[rel].replace("def ", "def (", 1)
         return files

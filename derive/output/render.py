@@ -69,12 +69,13 @@ def builds(derivations) -> list:
     return [backends.Build(d, program.build(d, backends.reserved())) for d in derivations]
 
 
-def render_all(derivations: list[Derivation], templates: Path | None = None) -> dict[str, str]:
+def render_all(derivations: list[Derivation], templates: Path | None = None,
+               package: str = "generated") -> dict[str, str]:
     """{relative path under generated/: text} for every file derive writes."""
     from .. import backends
     from ..docs import documents
     found = builds(derivations)
-    jobs = package_jobs(found)
+    jobs = package_jobs(found, package)
     jobs.update(documents.document_jobs(derivations))
     for backend in backends.BACKENDS:
         jobs.update({_join(backend.package, rel): job for rel, job in backend.jobs(found).items()})
@@ -87,7 +88,7 @@ def _join(package: str, rel: str) -> str:
     return f"{package}/{rel}" if package else rel
 
 
-def package_jobs(found) -> dict:
+def package_jobs(found, package: str = "generated") -> dict:
     """The package's own __init__ (the top-level functions) and __main__ (what it holds)."""
     from .. import backends
     top = next(b for b in backends.BACKENDS if not b.package)
@@ -97,7 +98,8 @@ def package_jobs(found) -> dict:
         "__init__.py": ("init.py.jinja", {"exports": exports}),
         "__main__.py": ("main.py.jinja", {
             "variants": [(b.spec.name, [n for m, n in exports if m == b.spec.name]) for b in found],
-            "documents": [f"{b.spec.name}.md, {b.spec.name}.tex" for b in found], "backends": listed}),
+            "documents": [f"{b.spec.name}.md, {b.spec.name}.tex" for b in found], "backends": listed,
+            "package": package}),
     }
 
 

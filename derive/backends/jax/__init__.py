@@ -32,5 +32,5 @@ def jobs(builds: list[Build]) -> dict[str, tuple[str, dict]]:
 
 
 BACKEND = Backend(name="jax", order=3, package="jax", requires=("jax",), extra="jax",
-                  summary="import {package}.jax  (jax.custom_vjp; pip install 'normderive[jax]')",
+                  summary="a function per entry, with the derived VJP (jax.custom_vjp)",
                   reserved=RESERVED, jobs=jobs, verify="derive.backends.jax.verify")

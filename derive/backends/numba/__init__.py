@@ -32,5 +32,5 @@ def jobs(builds: list[Build]) -> dict[str, tuple[str, dict]]:
 
 
 BACKEND = Backend(name="numba", order=1, package="numba", requires=("numba",), extra="numba",
-                  summary="import {package}.numba  (same names and signatures; compiled on first call)",
+                  summary="the same names and signatures, fused loops compiled by numba on first call",
                   reserved=RESERVED, jobs=jobs, verify="derive.backends.numba.verify")

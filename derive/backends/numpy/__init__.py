@@ -30,6 +30,6 @@ def exports(b: Build) -> list[str]:
     return [f"{b.spec.name}_forward"] + [name for name, _, _ in backward_functions(b.ir)]
 
 
-BACKEND = Backend(name="numpy", order=0, package="", summary="import {package}  (always)",
+BACKEND = Backend(name="numpy", order=0, package="", summary="CS231n's functions in vectorized NumPy",
                   reserved=RESERVED, jobs=jobs, verify="derive.backends.numpy.verify",
                   options={"exports": exports})

@@ -16,5 +16,5 @@ def jobs(builds: list[Build]) -> dict[str, tuple[str, dict]]:
 
 
 BACKEND = Backend(name="sync", order=4, package="sync", requires=("torch",),
-                  summary="import {package}.sync  (batch norm across torch.distributed processes)",
+                  summary="statistics across the processes of a torch.distributed group",
                   reserved=RESERVED, jobs=jobs, verify="derive.backends.sync.verify")

@@ -33,5 +33,5 @@ def jobs(builds: list[Build]) -> dict[str, tuple[str, dict]]:
 
 
 BACKEND = Backend(name="torch", order=2, package="torch", requires=("torch",),
-                  summary="import {package}.torch  (torch.autograd.Functions; pip install torch)",
+                  summary="torch.autograd.Functions: a function and a module per entry, with the derived double backward",
                   reserved=RESERVED, jobs=jobs, verify="derive.backends.torch.verify")
