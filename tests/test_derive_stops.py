@@ -92,10 +92,10 @@ def test_folder_in_the_place_of_a_generated_file_is_refused_before_proving(tmp_p
 def test_missing_template_is_refused_before_proving(tmp_path, monkeypatch, quick, capsys):
     templates = tmp_path / "templates"
     shutil.copytree(render.templates_dir(), templates)
-    (templates / "blocks.py.jinja").unlink()
+    (templates / "numpy_kernels.py.jinja").unlink()
     monkeypatch.setattr(render, "templates_dir", lambda: templates)
     assert cli.main(["-q", "--out", str(tmp_path / "gen")]) == 1
-    assert "blocks.py.jinja is missing" in _one_line(capsys.readouterr().err) and quick == []
+    assert "numpy_kernels.py.jinja is missing" in _one_line(capsys.readouterr().err) and quick == []
 
 
 def test_every_template_rendering_reads_is_checked():

@@ -76,8 +76,8 @@ GRAPHS = {
             var = g.mean("var", (x - mu) ** 2)
             g.output(gamma * (x - mu) / g.sqrt(var + g.constant("eps", 1e-5)) + beta)
     """, lambda x, gamma, beta: gamma * (x - x.mean(0)) / torch.sqrt(x.var(0, unbiased=False) + 1e-5) + beta),
-    # ScaleNorm's own name g, grouped over the last axis (numba: TypingError at x[g, i])
-    "scalenorm": ("...,D", (-1,), (-1,), """
+    # ScaleNorm's own name g, one gain for the layer, grouped over the last axis (numba: TypingError at x[g, i])
+    "scalenorm": ("...,D", (-1,), (), """
         def forward(graph):
             x, g = graph.input("x"), graph.param("g")
             norm = graph.let("norm", graph.sqrt(graph.sum("sq", x ** 2)))
@@ -127,7 +127,8 @@ def inputs(name: str):
     rng = np.random.default_rng(7)
     x = rng.standard_normal((6, 4)) * 1.5 + 0.3
     n_params = GRAPHS[name][3].count("param(")
-    weights = [rng.uniform(0.5, 1.5, 4) for _ in range(n_params)]
+    shape = (4,) if GRAPHS[name][2] else ()    # a parameter per feature, or one for the layer
+    weights = [rng.uniform(0.5, 1.5, shape) for _ in range(n_params)]
     return x, weights, rng.standard_normal((6, 4))
 
 
@@ -230,11 +231,12 @@ def test_a_kernel_that_disagrees_with_the_proved_expressions_is_not_written(tmp_
     def broken(derivations, templates=None, **kw):
         files = real(derivations, templates, **kw)
         rel = "numba/one_line.py"
-        files[rel] = files[rel].replace("*coef_xhat", "*(-coef_xhat)", 1)
+        files[rel] = files[rel].replace("*coef_out_g[g]", "*(-coef_out_g[g])", 1)
         return files
     monkeypatch.setattr(render, "render_all", broken)
     out = tmp_path / "pkg"
-    assert cli.main(["-q", "--max-m", "2", "build", str(write_graph(tmp_path, "one_line")), "--out", str(out)]) == 1
+    assert cli.main(["-q", "--no-cache", "--max-m", "2", "build", str(write_graph(tmp_path, "one_line")),
+                     "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert "backend numba" in err and "one_line_backward" in err and "dx" in err
     assert not out.exists()

@@ -89,13 +89,14 @@ def tensor_context(ir: KernelIR, code) -> dict:
     params = [p.name for p in ir.params]
     inputs = {ir.x.name, *params, *(s.name for s in ir.reads_running)}
 
-    def arguments(names):
-        saved = [n for n in names if n not in inputs]
-        return saved, [(n, n if n in inputs else f'values["{n}"]') for n in names]
+    def arguments(names, known):
+        saved = [n for n in names if n not in known]
+        return saved, [(n, n if n in known else f'values["{n}"]') for n in names]
 
     train, test = ir["backward_compact"], ir.get("backward_test")
-    saved_train, args_train = arguments(reads(train, ir))
-    saved_test, args_test = arguments(reads(test, ir))
+    saved_train, args_train = arguments(reads(train, ir), inputs)
+    # test mode's statistics are inputs of its functions (the running values), not values it computes
+    saved_test, args_test = arguments(reads(test, ir), inputs | {s.name for s in ir.stats})
     names = ir.names
     return {
         "spec": ir.spec,
@@ -155,6 +156,9 @@ def generic(ir: KernelIR) -> dict:
             default = float(sp.Float(1 - c.default, 15))   # torch's momentum weights the batch
         constants.append((names.original(c.symbol).name, c.symbol.name, repr(default)))
     features = ", ".join(spec.layout.split(",")[a] for a in spec.param_axes if not spec.groups) or "C"
+    positional = [ir.x.name, *(f"{p.name}=None" for p in ir.params), *(f"{r.buffer}=None" for r in ir.running)]
+    keywords = (["num_groups"] if spec.groups else []) + (["training=True"] if ir.has_running else []) + [
+        f"{name}={default}" for _, name, default in constants]
     return {
         "class_name": class_name(spec.name),
         "generic_constants": constants,
@@ -164,4 +168,7 @@ def generic(ir: KernelIR) -> dict:
         "layout_text": "(" + ", ".join(spec.layout.split(",")) + ")",
         "running_rule": "torch's: momentum weights the batch" if torch_rule else "the graph's own rule",
         "check_group": spec.min_group > 1,
+        "signature": ", ".join(positional + (["*", *keywords] if keywords else [])),
+        "jax_signature": ", ".join(positional + ["*", *keywords, *(["return_running=False"] if ir.has_running else [])]
+                                   if keywords or ir.has_running else positional),
     }

@@ -32,6 +32,8 @@ def backward_functions(ir: KernelIR) -> list[tuple[str, str, str]]:
 
 def param_description(spec) -> str:
     letters = spec.layout.split(",")
+    if not spec.param_axes:
+        return "() (one value for the layer)"
     if spec.any_rank:
         return f"({letters[-1]},)"
     if spec.groups:

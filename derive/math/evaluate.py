@@ -72,6 +72,10 @@ _VALUES = {"ClampMin": np.maximum, "ClampMax": np.minimum,
 
 @lru_cache(maxsize=None)
 def _compile(expr: sp.Expr, args: tuple[sp.Symbol, ...]):
+    import unicodedata   # names Python reads as one (the micro sign and mu) get plain names of their kind
+    if len({unicodedata.normalize("NFKC", s.name) for s in args}) < len(args):
+        plain = {s: type(s)(f"a{k}_", **s.assumptions0) for k, s in enumerate(args)}
+        expr, args = expr.xreplace(plain), tuple(plain[s] for s in args)
     return sp.lambdify(args, expr, modules=[{n: _Late(n) for n in ("BatchSum", "ParamSum", "StopGrad")}, _VALUES,
                                             "numpy"])
 

@@ -81,7 +81,8 @@ def cases(d, facade_rule=None, seed: int = 0) -> list[Case]:
                 view = evaluate.View(view_shape, tuple(a % len(view_shape) for a in spec.reduce_axes),
                                      tuple(a % len(view_shape) for a in spec.param_axes))
                 n_param = int(np.prod([view_shape[a] for a in view.param_axes]))
-                weights = [rng.uniform(0.5, 1.5, n_param) * rng.choice([-1, 1]) for _ in model.params]
+                features = (n_param,) if view.param_axes else ()   # one value for the layer: shape ()
+                weights = [rng.uniform(0.5, 1.5, features) * rng.choice([-1, 1]) for _ in model.params]
                 running = {r.buffer: rng.uniform(0.5, 1.5, n_param) for r in model.running}
                 x = rng.standard_normal(view_shape) * 2 + 0.5
                 case = Case(f"{'train' if training else 'test'}, x {x_shape(spec, view_shape)}", training, m,

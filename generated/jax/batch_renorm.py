@@ -84,10 +84,10 @@ def train(const, layout):
 
     def fwd(x, gamma, beta, running_var, running_mean):
         values = forward_train(x, gamma, beta, running_var, running_mean, **kw)
-        return values["out"], (gamma, beta, running_var, running_mean, values["d"], values["r"], values["std"], values["xhat"], )
+        return values["out"], (x, gamma, beta, running_var, running_mean, values["d"], values["r"], values["std"], values["xhat"], )
 
     def bwd(saved, dout):
-        [gamma, beta, running_var, running_mean, *rest] = saved
+        [x, gamma, beta, running_var, running_mean, *rest] = saved
         values = dict(zip(("d", "r", "std", "xhat", ), rest))
         grads = backward_train(dout, d=values["d"], gamma=gamma, r=values["r"], std=values["std"], xhat=values["xhat"], **kw)
         return _rt.cotangents(grads, (gamma, beta, ), (running_var, running_mean, ))
@@ -107,10 +107,10 @@ def test(const, layout):
 
     def fwd(x, gamma, beta, mu, var):
         values = forward_test(x, gamma, beta, mu, var, **kw)
-        return values["out"], (gamma, beta, mu, var, values["std"], values["xhat"], )
+        return values["out"], (x, gamma, beta, mu, var, values["std"], values["xhat"], )
 
     def bwd(saved, dout):
-        [gamma, beta, mu, var, *rest] = saved
+        [x, gamma, beta, mu, var, *rest] = saved
         values = dict(zip(("std", "xhat", ), rest))
         grads = backward_test(dout, gamma=gamma, std=values["std"], xhat=values["xhat"], **kw)
         return _rt.cotangents(grads, (gamma, beta, ), (mu, var, ))
@@ -127,7 +127,7 @@ _REDUCE_AXES, _PARAM_AXES = (0,), (1,)
 PARAM_INIT = {"gamma": 1.0, "beta": 0.0, }
 
 
-def batch_renorm(x, gamma=None, beta=None, running_mean=None, running_var=None, *, training=True, return_running=False, eps=1e-05, r_max=3.0, d_max=5.0, momentum=0.09999999999999998, ):
+def batch_renorm(x, gamma=None, beta=None, running_mean=None, running_var=None, *, training=True, eps=1e-05, r_max=3.0, d_max=5.0, momentum=0.09999999999999998, return_running=False):
     """Batch renormalization of ``x`` (N, D), with the derived VJP (jax.custom_vjp).
 
     gamma, beta: (D,) (None: gamma = 1.0, beta = 0.0).

@@ -47,10 +47,10 @@ def train(const, layout):
 
     def fwd(x):
         values = forward_train(x, **kw)
-        return values["out"], (values["den"], values["norm"], values["out"], )
+        return values["out"], (x, values["den"], values["norm"], values["out"], )
 
     def bwd(saved, dout):
-        [*rest] = saved
+        [x, *rest] = saved
         values = dict(zip(("den", "norm", "out", ), rest))
         grads = backward_train(dout, den=values["den"], norm=values["norm"], out=values["out"], **kw)
         return _rt.cotangents(grads, (), ())
@@ -67,7 +67,7 @@ _REDUCE_AXES, _PARAM_AXES = (-1,), ()
 PARAM_INIT = {}
 
 
-def l2_normalize(x, *, eps=1e-12, ):
+def l2_normalize(x, *, eps=1e-12):
     """L2 normalization of ``x`` (..., D), with the derived VJP (jax.custom_vjp).
 
     """

@@ -68,10 +68,10 @@ def train(const, layout):
 
     def fwd(x, beta):
         values = forward_train(x, beta, **kw)
-        return values["out"], (beta, )
+        return values["out"], (x, beta, )
 
     def bwd(saved, dout):
-        [beta, *rest] = saved
+        [x, beta, *rest] = saved
         values = dict(zip((), rest))
         grads = backward_train(dout, **kw)
         return _rt.cotangents(grads, (beta, ), ())
@@ -91,10 +91,10 @@ def test(const, layout):
 
     def fwd(x, beta, mu):
         values = forward_test(x, beta, mu, **kw)
-        return values["out"], (beta, mu, )
+        return values["out"], (x, beta, mu, )
 
     def bwd(saved, dout):
-        [beta, mu, *rest] = saved
+        [x, beta, mu, *rest] = saved
         values = dict(zip((), rest))
         grads = backward_test(dout, **kw)
         return _rt.cotangents(grads, (beta, ), (mu, ))
@@ -111,7 +111,7 @@ _REDUCE_AXES, _PARAM_AXES = (0,), (1,)
 PARAM_INIT = {"beta": 0.0, }
 
 
-def meanonly_batchnorm(x, beta=None, running_mean=None, *, training=True, return_running=False, momentum=0.09999999999999998, ):
+def meanonly_batchnorm(x, beta=None, running_mean=None, *, training=True, momentum=0.09999999999999998, return_running=False):
     """Mean-only batch normalization of ``x`` (N, D), with the derived VJP (jax.custom_vjp).
 
     beta: (D,) (None: beta = 0.0).

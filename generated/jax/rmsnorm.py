@@ -49,10 +49,10 @@ def train(const, layout):
 
     def fwd(x, gamma):
         values = forward_train(x, gamma, **kw)
-        return values["out"], (gamma, values["std"], values["xhat"], )
+        return values["out"], (x, gamma, values["std"], values["xhat"], )
 
     def bwd(saved, dout):
-        [gamma, *rest] = saved
+        [x, gamma, *rest] = saved
         values = dict(zip(("std", "xhat", ), rest))
         grads = backward_train(dout, gamma=gamma, std=values["std"], xhat=values["xhat"], **kw)
         return _rt.cotangents(grads, (gamma, ), ())
@@ -69,7 +69,7 @@ _REDUCE_AXES, _PARAM_AXES = (-1,), (-1,)
 PARAM_INIT = {"gamma": 1.0, }
 
 
-def rmsnorm(x, gamma=None, *, eps=1e-05, ):
+def rmsnorm(x, gamma=None, *, eps=1e-05):
     """RMS normalization of ``x`` (..., D), with the derived VJP (jax.custom_vjp).
 
     gamma: (D,) (None: gamma = 1.0).

@@ -78,10 +78,10 @@ def train(const, layout):
 
     def fwd(x, gamma, beta):
         values = forward_train(x, gamma, beta, **kw)
-        return values["out"], (gamma, beta, values["std"], values["xhat"], )
+        return values["out"], (x, gamma, beta, values["std"], values["xhat"], )
 
     def bwd(saved, dout):
-        [gamma, beta, *rest] = saved
+        [x, gamma, beta, *rest] = saved
         values = dict(zip(("std", "xhat", ), rest))
         grads = backward_train(dout, gamma=gamma, std=values["std"], xhat=values["xhat"], **kw)
         return _rt.cotangents(grads, (gamma, beta, ), ())
@@ -101,10 +101,10 @@ def test(const, layout):
 
     def fwd(x, gamma, beta, mu, var):
         values = forward_test(x, gamma, beta, mu, var, **kw)
-        return values["out"], (gamma, beta, mu, var, values["std"], values["xhat"], )
+        return values["out"], (x, gamma, beta, mu, var, values["std"], values["xhat"], )
 
     def bwd(saved, dout):
-        [gamma, beta, mu, var, *rest] = saved
+        [x, gamma, beta, mu, var, *rest] = saved
         values = dict(zip(("std", "xhat", ), rest))
         grads = backward_test(dout, gamma=gamma, std=values["std"], xhat=values["xhat"], **kw)
         return _rt.cotangents(grads, (gamma, beta, ), (mu, var, ))
@@ -121,7 +121,7 @@ _REDUCE_AXES, _PARAM_AXES = (0, 2, 3), (1,)
 PARAM_INIT = {"gamma": 1.0, "beta": 0.0, }
 
 
-def spatial_batchnorm(x, gamma=None, beta=None, running_mean=None, running_var=None, *, training=True, return_running=False, eps=1e-05, momentum=0.9, ):
+def spatial_batchnorm(x, gamma=None, beta=None, running_mean=None, running_var=None, *, training=True, eps=1e-05, momentum=0.9, return_running=False):
     """Spatial batch normalization of ``x`` (N, C, H, W), with the derived VJP (jax.custom_vjp).
 
     gamma, beta: (C,) (None: gamma = 1.0, beta = 0.0).

@@ -54,10 +54,10 @@ def train(const, layout):
 
     def fwd(x, gamma, beta):
         values = forward_train(x, gamma, beta, **kw)
-        return values["out"], (gamma, beta, values["std"], values["xhat"], )
+        return values["out"], (x, gamma, beta, values["std"], values["xhat"], )
 
     def bwd(saved, dout):
-        [gamma, beta, *rest] = saved
+        [x, gamma, beta, *rest] = saved
         values = dict(zip(("std", "xhat", ), rest))
         grads = backward_train(dout, gamma=gamma, std=values["std"], xhat=values["xhat"], **kw)
         return _rt.cotangents(grads, (gamma, beta, ), ())
@@ -74,7 +74,7 @@ _REDUCE_AXES, _PARAM_AXES = (2, 3, 4), (1, 2)
 PARAM_INIT = {"gamma": 1.0, "beta": 0.0, }
 
 
-def spatial_groupnorm(x, gamma=None, beta=None, *, num_groups, eps=1e-05, ):
+def spatial_groupnorm(x, gamma=None, beta=None, *, num_groups, eps=1e-05):
     """Group normalization of ``x`` (N, C, H, W), with the derived VJP (jax.custom_vjp).
 
     gamma, beta: (C,) (None: gamma = 1.0, beta = 0.0).

@@ -51,10 +51,10 @@ def train(const, layout):
 
     def fwd(x):
         values = forward_train(x, **kw)
-        return values["out"], (values["out"], values["std"], )
+        return values["out"], (x, values["out"], values["std"], )
 
     def bwd(saved, dout):
-        [*rest] = saved
+        [x, *rest] = saved
         values = dict(zip(("out", "std", ), rest))
         grads = backward_train(dout, out=values["out"], std=values["std"], **kw)
         return _rt.cotangents(grads, (), ())
@@ -71,7 +71,7 @@ _REDUCE_AXES, _PARAM_AXES = (1, 2, 3), (0,)
 PARAM_INIT = {}
 
 
-def weight_standardization(x, *, eps=1e-05, ):
+def weight_standardization(x, *, eps=1e-05):
     """Weight standardization of ``x`` (O, I, H, W), with the derived VJP (jax.custom_vjp).
 
     """

@@ -182,6 +182,8 @@ class Test(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout):
         x, gamma, beta, *rest = ctx.saved_tensors
+        mu = ctx.stats["mu"]
+        var = ctx.stats["var"]
         if torch.is_grad_enabled():
             values = forward_test(x, gamma, beta, **ctx.stats, **ctx.const, **ctx.layout)
         else:
@@ -200,7 +202,7 @@ PARAM_INIT = {"gamma": 1.0, "beta": 0.0, }
 BUFFER_INIT = {"running_mean": 0.0, "running_var": 1.0, }
 
 
-def batch_renorm(x, gamma=None, beta=None, running_mean=None, running_var=None, *, training=True, eps=1e-05, r_max=3.0, d_max=5.0, momentum=0.09999999999999998, ):
+def batch_renorm(x, gamma=None, beta=None, running_mean=None, running_var=None, *, training=True, eps=1e-05, r_max=3.0, d_max=5.0, momentum=0.09999999999999998):
     """Batch renormalization of ``x`` (N, D), with the derived backward (and double backward).
 
     gamma, beta: (D,) (None: gamma = 1.0, beta = 0.0).

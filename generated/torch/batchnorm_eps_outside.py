@@ -176,6 +176,8 @@ class Test(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout):
         x, gamma, beta, *rest = ctx.saved_tensors
+        mu = ctx.stats["mu"]
+        var = ctx.stats["var"]
         if torch.is_grad_enabled():
             values = forward_test(x, gamma, beta, **ctx.stats, **ctx.const, **ctx.layout)
         else:
@@ -194,7 +196,7 @@ PARAM_INIT = {"gamma": 1.0, "beta": 0.0, }
 BUFFER_INIT = {"running_mean": 0.0, "running_var": 1.0, }
 
 
-def batchnorm_eps_outside(x, gamma=None, beta=None, running_mean=None, running_var=None, *, training=True, eps=1e-05, momentum=0.9, ):
+def batchnorm_eps_outside(x, gamma=None, beta=None, running_mean=None, running_var=None, *, training=True, eps=1e-05, momentum=0.9):
     """Batch normalization, epsilon outside the root of ``x`` (N, D), with the derived backward (and double backward).
 
     gamma, beta: (D,) (None: gamma = 1.0, beta = 0.0).

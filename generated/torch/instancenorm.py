@@ -140,7 +140,7 @@ PARAM_INIT = {"gamma": 1.0, "beta": 0.0, }
 BUFFER_INIT = {}
 
 
-def instancenorm(x, gamma=None, beta=None, *, eps=1e-05, ):
+def instancenorm(x, gamma=None, beta=None, *, eps=1e-05):
     """Instance normalization of ``x`` (N, C, H, W), with the derived backward (and double backward).
 
     gamma, beta: (C,) (None: gamma = 1.0, beta = 0.0).

@@ -123,7 +123,7 @@ PARAM_INIT = {}
 BUFFER_INIT = {}
 
 
-def l2_normalize(x, *, eps=1e-12, ):
+def l2_normalize(x, *, eps=1e-12):
     """L2 normalization of ``x`` (..., D), with the derived backward (and double backward).
 
     """

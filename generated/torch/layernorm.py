@@ -149,7 +149,7 @@ PARAM_INIT = {"gamma": 1.0, "beta": 0.0, }
 BUFFER_INIT = {}
 
 
-def layernorm(x, gamma=None, beta=None, *, eps=1e-05, ):
+def layernorm(x, gamma=None, beta=None, *, eps=1e-05):
     """Layer normalization of ``x`` (N, D), with the derived backward (and double backward).
 
     gamma, beta: (D,) (None: gamma = 1.0, beta = 0.0).

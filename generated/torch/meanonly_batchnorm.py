@@ -144,6 +144,7 @@ class Test(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout):
         x, beta, *rest = ctx.saved_tensors
+        mu = ctx.stats["mu"]
         if torch.is_grad_enabled():
             values = forward_test(x, beta, **ctx.stats, **ctx.const, **ctx.layout)
         else:
@@ -162,7 +163,7 @@ PARAM_INIT = {"beta": 0.0, }
 BUFFER_INIT = {"running_mean": 0.0, }
 
 
-def meanonly_batchnorm(x, beta=None, running_mean=None, *, training=True, momentum=0.09999999999999998, ):
+def meanonly_batchnorm(x, beta=None, running_mean=None, *, training=True, momentum=0.09999999999999998):
     """Mean-only batch normalization of ``x`` (N, D), with the derived backward (and double backward).
 
     beta: (D,) (None: beta = 0.0).

@@ -134,7 +134,7 @@ PARAM_INIT = {"gamma": 1.0, }
 BUFFER_INIT = {}
 
 
-def rmsnorm(x, gamma=None, *, eps=1e-05, ):
+def rmsnorm(x, gamma=None, *, eps=1e-05):
     """RMS normalization of ``x`` (..., D), with the derived backward (and double backward).
 
     gamma: (D,) (None: gamma = 1.0).

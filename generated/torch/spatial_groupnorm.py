@@ -149,7 +149,7 @@ PARAM_INIT = {"gamma": 1.0, "beta": 0.0, }
 BUFFER_INIT = {}
 
 
-def spatial_groupnorm(x, gamma=None, beta=None, *, num_groups, eps=1e-05, ):
+def spatial_groupnorm(x, gamma=None, beta=None, *, num_groups, eps=1e-05):
     """Group normalization of ``x`` (N, C, H, W), with the derived backward (and double backward).
 
     gamma, beta: (C,) (None: gamma = 1.0, beta = 0.0).

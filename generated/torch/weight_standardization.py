@@ -133,7 +133,7 @@ PARAM_INIT = {}
 BUFFER_INIT = {}
 
 
-def weight_standardization(x, *, eps=1e-05, ):
+def weight_standardization(x, *, eps=1e-05):
     """Weight standardization of ``x`` (O, I, H, W), with the derived backward (and double backward).
 
     """
