@@ -143,7 +143,8 @@ def batch_renorm_backward(dout, cache):
         dbeta = numpy.sum(sum_dout, axis=outer_axes, keepdims=True)
     else:
         dxhat = _blocks.elementwise(_dxhat, shape, work, dout, gamma)
-        dx = _blocks.elementwise(_dx_2, shape, work, dxhat, r_max, std)
+        dx_coef_dxhat = _blocks.narrow(numpy.minimum(numpy.maximum(1, 1/r_max), r_max)/std, work)
+        dx = _blocks.elementwise(_dx_2, shape, work, dx_coef_dxhat, dxhat)
         sum_dout_xhat = _blocks.sum_of_products((dout, xhat,), axes)
         sum_dout = _blocks.total(dout, axes)
         dgamma = numpy.sum(sum_dout_xhat, axis=outer_axes, keepdims=True)
@@ -179,17 +180,21 @@ def batch_renorm_backward_staged(dout, cache):
     if cache["mode"] == "train":
         dxhat = _blocks.elementwise(_dxhat, shape, work, dout, gamma)
         sum_dvar = _blocks.reduce(_summand_2, axes, shape, work, d, dxhat, mu, r, std, xhat)
-        dvar = _blocks.narrow(-1/2*r*sum_dvar/std**3, work)
+        dvar = -1/2*r*sum_dvar/std**3
         sum_dxhat = _blocks.total(dxhat, axes)
-        dmu = _blocks.narrow(-r*sum_dxhat/std, work)
-        dx = _blocks.elementwise(_dx_3, shape, work, d, dmu, dvar, dxhat, m, mu, r, std, xhat)
+        dmu = -r*sum_dxhat/std
+        dx_coef_dxhat = _blocks.narrow(r/std, work)
+        dx_coef_xhat = _blocks.narrow(_blocks.divide_or_zero(2*dvar*std, m*r), work)
+        dx_coef_1 = _blocks.narrow(_blocks.divide_or_zero(-2*d*dvar*std + dmu*r, m*r), work)
+        dx = _blocks.elementwise(_dx_3, shape, work, dx_coef_1, dx_coef_dxhat, dx_coef_xhat, dxhat, xhat)
         sum_dout_xhat = _blocks.sum_of_products((dout, xhat,), axes)
         sum_dout = _blocks.total(dout, axes)
         dgamma = numpy.sum(sum_dout_xhat, axis=outer_axes, keepdims=True)
         dbeta = numpy.sum(sum_dout, axis=outer_axes, keepdims=True)
     else:
         dxhat = _blocks.elementwise(_dxhat, shape, work, dout, gamma)
-        dx = _blocks.elementwise(_dx_2, shape, work, dxhat, r_max, std)
+        dx_coef_dxhat = _blocks.narrow(numpy.minimum(numpy.maximum(1, 1/r_max), r_max)/std, work)
+        dx = _blocks.elementwise(_dx_2, shape, work, dx_coef_dxhat, dxhat)
         sum_dout_xhat = _blocks.sum_of_products((dout, xhat,), axes)
         sum_dout = _blocks.total(dout, axes)
         dgamma = numpy.sum(sum_dout_xhat, axis=outer_axes, keepdims=True)
@@ -242,9 +247,9 @@ def _dxhat(_out, dout, gamma):
     numpy.multiply(dout, gamma, out=_out)
 
 
-def _dx_2(_out, dxhat, r_max, std):
-    """One block of: dxhat*numpy.minimum(numpy.maximum(1, 1/r_max), r_max)/std."""
-    numpy.multiply(dxhat, (numpy.minimum(numpy.maximum(1, 1/r_max), r_max)/std), out=_out)
+def _dx_2(_out, dx_coef_dxhat, dxhat):
+    """One block of: dxhat*dx_coef_dxhat."""
+    numpy.multiply(dxhat, dx_coef_dxhat, out=_out)
 
 
 def _summand_2(_out, d, dxhat, mu, r, std, xhat):
@@ -258,15 +263,10 @@ def _summand_2(_out, d, dxhat, mu, r, std, xhat):
     numpy.multiply(dxhat, t0, out=_out)
 
 
-def _dx_3(_out, d, dmu, dvar, dxhat, m, mu, r, std, xhat):
-    """One block of: dxhat*r/std + dmu/m + _rt.divide_or_zero(2*dvar*(xhat*std - d*std), m*r)."""
+def _dx_3(_out, dx_coef_1, dx_coef_dxhat, dx_coef_xhat, dxhat, xhat):
+    """One block of: dxhat*dx_coef_dxhat + xhat*dx_coef_xhat + dx_coef_1."""
     t0 = numpy.empty_like(_out)
-    numpy.multiply(dxhat, (r/std), out=_out)
-    numpy.multiply(xhat, std, out=t0)
-    numpy.subtract(t0, (d*std), out=t0)
-    numpy.add(t0, (mu*r), out=t0)
-    numpy.multiply(t0, (1/r), out=t0)
-    numpy.subtract(t0, mu, out=t0)
-    numpy.multiply(t0, (2*dvar/m), out=t0)
+    numpy.multiply(dxhat, dx_coef_dxhat, out=_out)
+    numpy.multiply(xhat, dx_coef_xhat, out=t0)
     numpy.add(_out, t0, out=_out)
-    numpy.add(_out, (dmu/m), out=_out)
+    numpy.add(_out, dx_coef_1, out=_out)

@@ -120,17 +120,21 @@ def batchnorm_eps_outside_backward(dout, cache):
     if cache["mode"] == "train":
         dxhat = _blocks.elementwise(_dxhat, shape, work, dout, gamma)
         sum_dxhat_xhat = _blocks.sum_of_products((dxhat, xhat,), axes)
-        dvar = _blocks.narrow(_blocks.divide_or_zero(-sum_dxhat_xhat, 2*std*(-eps + std)), work)
+        dvar = _blocks.divide_or_zero(-sum_dxhat_xhat, 2*std*(-eps + std))
         sum_dxhat = _blocks.total(dxhat, axes)
-        dmu = _blocks.narrow(-sum_dxhat/std, work)
-        dx = _blocks.elementwise(_dx, shape, work, dmu, dvar, dxhat, m, std, xhat)
+        dmu = -sum_dxhat/std
+        dx_coef_dxhat = _blocks.narrow(1/std, work)
+        dx_coef_xhat = _blocks.narrow(2*dvar*std/m, work)
+        dx_coef_1 = _blocks.narrow(dmu/m, work)
+        dx = _blocks.elementwise(_dx, shape, work, dx_coef_1, dx_coef_dxhat, dx_coef_xhat, dxhat, xhat)
         sum_dout_xhat = _blocks.sum_of_products((dout, xhat,), axes)
         sum_dout = _blocks.total(dout, axes)
         dgamma = numpy.sum(sum_dout_xhat, axis=outer_axes, keepdims=True)
         dbeta = numpy.sum(sum_dout, axis=outer_axes, keepdims=True)
     else:
         dxhat = _blocks.elementwise(_dxhat, shape, work, dout, gamma)
-        dx = _blocks.elementwise(_dx_2, shape, work, dxhat, std)
+        dx_coef_dxhat = _blocks.narrow(1/std, work)
+        dx = _blocks.elementwise(_dx_2, shape, work, dx_coef_dxhat, dxhat)
         sum_dout_xhat = _blocks.sum_of_products((dout, xhat,), axes)
         sum_dout = _blocks.total(dout, axes)
         dgamma = numpy.sum(sum_dout_xhat, axis=outer_axes, keepdims=True)
@@ -171,7 +175,8 @@ def batchnorm_eps_outside_backward_alt(dout, cache):
         dbeta = numpy.sum(sum_dout, axis=outer_axes, keepdims=True)
     else:
         dxhat = _blocks.elementwise(_dxhat, shape, work, dout, gamma)
-        dx = _blocks.elementwise(_dx_2, shape, work, dxhat, std)
+        dx_coef_dxhat = _blocks.narrow(1/std, work)
+        dx = _blocks.elementwise(_dx_2, shape, work, dx_coef_dxhat, dxhat)
         sum_dout_xhat = _blocks.sum_of_products((dout, xhat,), axes)
         sum_dout = _blocks.total(dout, axes)
         dgamma = numpy.sum(sum_dout_xhat, axis=outer_axes, keepdims=True)
@@ -213,18 +218,18 @@ def _dxhat(_out, dout, gamma):
     numpy.multiply(dout, gamma, out=_out)
 
 
-def _dx(_out, dmu, dvar, dxhat, m, std, xhat):
-    """One block of: dxhat/std + 2*xhat*dvar*std/m + dmu/m."""
+def _dx(_out, dx_coef_1, dx_coef_dxhat, dx_coef_xhat, dxhat, xhat):
+    """One block of: dxhat*dx_coef_dxhat + xhat*dx_coef_xhat + dx_coef_1."""
     t0 = numpy.empty_like(_out)
-    numpy.multiply(dxhat, (1/std), out=_out)
-    numpy.multiply(xhat, (2*dvar*std/m), out=t0)
+    numpy.multiply(dxhat, dx_coef_dxhat, out=_out)
+    numpy.multiply(xhat, dx_coef_xhat, out=t0)
     numpy.add(_out, t0, out=_out)
-    numpy.add(_out, (dmu/m), out=_out)
+    numpy.add(_out, dx_coef_1, out=_out)
 
 
-def _dx_2(_out, dxhat, std):
-    """One block of: dxhat/std."""
-    numpy.multiply(dxhat, (1/std), out=_out)
+def _dx_2(_out, dx_coef_dxhat, dxhat):
+    """One block of: dxhat*dx_coef_dxhat."""
+    numpy.multiply(dxhat, dx_coef_dxhat, out=_out)
 
 
 def _dx_3(_out, coef_1, coef_dout, coef_xhat, dout, xhat):

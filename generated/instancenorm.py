@@ -130,10 +130,13 @@ def instancenorm_backward_staged(dout, cache):
     shape, work = dout.shape, dout.dtype
     dxhat = _blocks.elementwise(_dxhat, shape, work, dout, gamma)
     sum_dxhat_xhat = _blocks.sum_of_products((dxhat, xhat,), axes)
-    dvar = _blocks.narrow(-1/2*sum_dxhat_xhat/std**2, work)
+    dvar = -1/2*sum_dxhat_xhat/std**2
     sum_dxhat = _blocks.total(dxhat, axes)
-    dmu = _blocks.narrow(-sum_dxhat/std, work)
-    dx = _blocks.elementwise(_dx_2, shape, work, dmu, dvar, dxhat, m, std, xhat)
+    dmu = -sum_dxhat/std
+    dx_coef_dxhat = _blocks.narrow(1/std, work)
+    dx_coef_xhat = _blocks.narrow(2*dvar*std/m, work)
+    dx_coef_1 = _blocks.narrow(dmu/m, work)
+    dx = _blocks.elementwise(_dx_2, shape, work, dx_coef_1, dx_coef_dxhat, dx_coef_xhat, dxhat, xhat)
     sum_dout_xhat = _blocks.sum_of_products((dout, xhat,), axes)
     sum_dout = _blocks.total(dout, axes)
     dgamma = numpy.sum(sum_dout_xhat, axis=outer_axes, keepdims=True)
@@ -178,10 +181,10 @@ def _dxhat(_out, dout, gamma):
     numpy.multiply(dout, gamma, out=_out)
 
 
-def _dx_2(_out, dmu, dvar, dxhat, m, std, xhat):
-    """One block of: dxhat/std + 2*xhat*dvar*std/m + dmu/m."""
+def _dx_2(_out, dx_coef_1, dx_coef_dxhat, dx_coef_xhat, dxhat, xhat):
+    """One block of: dxhat*dx_coef_dxhat + xhat*dx_coef_xhat + dx_coef_1."""
     t0 = numpy.empty_like(_out)
-    numpy.multiply(dxhat, (1/std), out=_out)
-    numpy.multiply(xhat, (2*dvar*std/m), out=t0)
+    numpy.multiply(dxhat, dx_coef_dxhat, out=_out)
+    numpy.multiply(xhat, dx_coef_xhat, out=t0)
     numpy.add(_out, t0, out=_out)
-    numpy.add(_out, (dmu/m), out=_out)
+    numpy.add(_out, dx_coef_1, out=_out)

@@ -110,8 +110,10 @@ def l2_normalize_backward_staged(dout, cache):
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
     shape, work = dout.shape, dout.dtype
     sum_dout_out = _blocks.sum_of_products((dout, out,), axes)
-    dsq = _blocks.narrow(_blocks.divide_or_zero(-sum_dout_out*numpy.heaviside(-eps + norm, 1), 2*den*norm), work)
-    dx = _blocks.elementwise(_dx_2, shape, work, den, dout, dsq, out)
+    dsq = _blocks.divide_or_zero(-sum_dout_out*numpy.heaviside(-eps + norm, 1), 2*den*norm)
+    dx_coef_dout = _blocks.narrow(1/den, work)
+    dx_coef_out = _blocks.narrow(2*den*dsq, work)
+    dx = _blocks.elementwise(_dx_2, shape, work, dout, dx_coef_dout, dx_coef_out, out)
     return (dx.reshape(cache["x_shape"]).astype(dtype, copy=False),
             )
 
@@ -134,9 +136,9 @@ def _dx(_out, coef_dout, coef_out, dout, out):
     numpy.add(_out, t0, out=_out)
 
 
-def _dx_2(_out, den, dout, dsq, out):
-    """One block of: _rt.divide_or_zero(dout, den) + 2*out*den*dsq."""
+def _dx_2(_out, dout, dx_coef_dout, dx_coef_out, out):
+    """One block of: dout*dx_coef_dout + out*dx_coef_out."""
     t0 = numpy.empty_like(_out)
-    numpy.multiply(dout, (1/den), out=_out)
-    numpy.multiply(out, (2*den*dsq), out=t0)
+    numpy.multiply(dout, dx_coef_dout, out=_out)
+    numpy.multiply(out, dx_coef_out, out=t0)
     numpy.add(_out, t0, out=_out)

@@ -128,8 +128,9 @@ def meanonly_batchnorm_backward_staged(dout, cache):
     if cache["mode"] == "train":
         dxc = _blocks.elementwise(_dxc, shape, work, dout)
         sum_dxc = _blocks.total(dxc, axes)
-        dmu = _blocks.narrow(-sum_dxc, work)
-        dx = _blocks.elementwise(_dx_3, shape, work, dmu, dxc, m)
+        dmu = -sum_dxc
+        dx_coef_1 = _blocks.narrow(dmu/m, work)
+        dx = _blocks.elementwise(_dx_3, shape, work, dx_coef_1, dxc)
         sum_dout = _blocks.total(dout, axes)
         dbeta = numpy.sum(sum_dout, axis=outer_axes, keepdims=True)
     else:
@@ -173,6 +174,6 @@ def _dx_2(_out, dxc):
     numpy.copyto(_out, dxc)
 
 
-def _dx_3(_out, dmu, dxc, m):
-    """One block of: dxc + dmu/m."""
-    numpy.add(dxc, (dmu/m), out=_out)
+def _dx_3(_out, dx_coef_1, dxc):
+    """One block of: dxc + dx_coef_1."""
+    numpy.add(dxc, dx_coef_1, out=_out)

@@ -113,10 +113,13 @@ def weight_standardization_backward_staged(dout, cache):
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
     shape, work = dout.shape, dout.dtype
     sum_dout_out = _blocks.sum_of_products((dout, out,), axes)
-    dvar = _blocks.narrow(-1/2*sum_dout_out/std**2, work)
+    dvar = -1/2*sum_dout_out/std**2
     sum_dout = _blocks.total(dout, axes)
-    dmu = _blocks.narrow(-sum_dout/std, work)
-    dx = _blocks.elementwise(_dx_2, shape, work, dmu, dout, dvar, m, out, std)
+    dmu = -sum_dout/std
+    dx_coef_dout = _blocks.narrow(1/std, work)
+    dx_coef_out = _blocks.narrow(2*dvar*std/m, work)
+    dx_coef_1 = _blocks.narrow(dmu/m, work)
+    dx = _blocks.elementwise(_dx_2, shape, work, dout, dx_coef_1, dx_coef_dout, dx_coef_out, out)
     return (dx.reshape(cache["x_shape"]).astype(dtype, copy=False),
             )
 
@@ -144,10 +147,10 @@ def _dx(_out, coef_1, coef_dout, coef_out, dout, out):
     numpy.add(_out, coef_1, out=_out)
 
 
-def _dx_2(_out, dmu, dout, dvar, m, out, std):
-    """One block of: dout/std + 2*out*dvar*std/m + dmu/m."""
+def _dx_2(_out, dout, dx_coef_1, dx_coef_dout, dx_coef_out, out):
+    """One block of: dout*dx_coef_dout + out*dx_coef_out + dx_coef_1."""
     t0 = numpy.empty_like(_out)
-    numpy.multiply(dout, (1/std), out=_out)
-    numpy.multiply(out, (2*dvar*std/m), out=t0)
+    numpy.multiply(dout, dx_coef_dout, out=_out)
+    numpy.multiply(out, dx_coef_out, out=t0)
     numpy.add(_out, t0, out=_out)
-    numpy.add(_out, (dmu/m), out=_out)
+    numpy.add(_out, dx_coef_1, out=_out)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import sympy as sp
 
 from ..forward.graph import Model
-from ..math.algebra import M, BatchSum, Elem, OuterSum, ParamSum
+from ..math.algebra import M, BatchSum, Elem, OuterSum, ParamSum, split_by_elements
 from ..math.derivation import Derivation
 from ..math.lemmas import Lemmas
 
@@ -157,11 +157,34 @@ def staged(d: Derivation, stages) -> list[Assign]:
     zero = {s: sp.Integer(0) for s in d.symbolic.vanishing}
     body = []
     for st in stages:
-        expr = st.expr.xreplace(zero).xreplace(d.lemmas.x_rule)
-        body.append(Assign(st.symbol, sp.factor_terms(abbreviate(expr, d.lemmas))))
+        expr = sp.factor_terms(abbreviate(st.expr.xreplace(zero).xreplace(d.lemmas.x_rule), d.lemmas))
+        body += collected(st.symbol, expr) if isinstance(st.symbol, Elem) else [Assign(st.symbol, expr)]
     sums = Sums()
     grads = parameter_gradients(d, sums, body)
     return body + grads
+
+
+def collected(target: sp.Symbol, expr: sp.Expr) -> list[Assign]:
+    """A per-element stage with the per-group factors of each of its terms computed first, as one
+    per-group coefficient each (dx = dxhat/std + xhat*dx_coef_xhat + dx_coef_1, dx_coef_xhat = 2*dvar*std/m):
+    the same stage, but no per-group factor is rounded to the working dtype on its own, where it may
+    be far out of range (dvar of a float32 spread of 1e30 is below float32's smallest number while
+    2*dvar*std is not)."""
+    if expr.has(BatchSum):
+        return [Assign(target, expr)]
+    try:
+        pairs = split_by_elements(expr)
+    except sp.PolynomialError:   # a per-element factor inside a function: left as it is
+        return [Assign(target, expr)]
+    out, terms = [], []
+    for coef, mono in pairs:
+        if coef.is_Number or coef.is_Symbol:
+            terms.append(coef * mono)
+            continue
+        name = sp.Symbol(coefficient_name(mono, f"{target.name}_"), real=True)
+        out.append(Assign(name, coef))
+        terms.append(name * mono)
+    return out + [Assign(target, sp.Add(*terms))]
 
 
 def second(d: Derivation) -> tuple[list[Assign], Second] | None:

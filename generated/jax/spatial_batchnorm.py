@@ -54,7 +54,8 @@ def forward_test(x, gamma, beta, mu, var, *, eps, momentum, m, axes, **_):
 def backward_test(dout, gamma, std, xhat, *, eps, momentum, m, axes, param_sum_axes, outer_axes, **_):
     """The backward pass of the test-mode (affine) map: the staged chain rule."""
     dxhat = dout*gamma
-    dx = dxhat/std
+    dx_coef_dxhat = 1/std
+    dx = dxhat*dx_coef_dxhat
     sum_dout_xhat = jnp.sum(dout*xhat, axis=axes, keepdims=True)
     sum_dout = jnp.sum(dout, axis=axes, keepdims=True)
     dgamma = _rt.total(sum_dout_xhat, outer_axes)

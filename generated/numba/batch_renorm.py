@@ -77,7 +77,7 @@ def _forward_train(x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, var_g
 def _forward_test(x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, chunks):
     """Forward pass, test mode (running statistics). Per group: std, std_run, r, d. Pass 1: xhat, out, elementwise."""
     O, G = x.shape
-    std_run_g = numpy.empty(G, x.dtype)
+    std_run_g = numpy.empty(G)
     for g in range(G):
         std_g[g] = math.sqrt(eps + var_g[g])
         std_run_g[g] = std_g[g]
@@ -144,12 +144,15 @@ def _backward_compact(dout, xhat, dx, d_g, r_g, std_g, gamma_p, dgamma_p, dbeta_
 @_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _backward_staged(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
-    """Backward pass, the staged chain rule. Pass 1 sums sum_dvar, sum_dxhat, sum_dout_xhat, sum_dout (float64) in each group; then dvar, dmu. Pass 2: dx, elementwise."""
+    """Backward pass, the staged chain rule. Pass 1 sums sum_dvar, sum_dxhat, sum_dout_xhat, sum_dout (float64) in each group; then dvar, dmu, dx_coef_dxhat, dx_coef_xhat, dx_coef_1. Pass 2: dx, elementwise."""
     O, G = dout.shape
     dgamma_g = numpy.empty(G)
     dbeta_g = numpy.empty(G)
-    dvar_g = numpy.empty(G, dout.dtype)
-    dmu_g = numpy.empty(G, dout.dtype)
+    dvar_g = numpy.empty(G)
+    dmu_g = numpy.empty(G)
+    dx_coef_dxhat_g = numpy.empty(G, dout.dtype)
+    dx_coef_xhat_g = numpy.empty(G, dout.dtype)
+    dx_coef_1_g = numpy.empty(G, dout.dtype)
     sum_dvar_c = numpy.empty((chunks, G))
     sum_dxhat_c = numpy.empty((chunks, G))
     sum_dout_xhat_c = numpy.empty((chunks, G))
@@ -188,13 +191,16 @@ def _backward_staged(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, d
             sum_dout += sum_dout_c[c, g]
         dvar_g[g] = -1/2*r_g[g]*sum_dvar/std_g[g]**3
         dmu_g[g] = -r_g[g]*sum_dxhat/std_g[g]
+        dx_coef_dxhat_g[g] = r_g[g]/std_g[g]
+        dx_coef_xhat_g[g] = ((2*dvar_g[g]*std_g[g])/(m*r_g[g]) if (m*r_g[g]) != 0 else 0.0)
+        dx_coef_1_g[g] = ((-2*d_g[g]*dvar_g[g]*std_g[g] + dmu_g[g]*r_g[g])/(m*r_g[g]) if (m*r_g[g]) != 0 else 0.0)
         dgamma_g[g] = sum_dout_xhat
         dbeta_g[g] = sum_dout
     for c in numba.prange(chunks):
         for o in range(c * O // chunks, (c + 1) * O // chunks):
             for g in range(G):
                 dxhat = dout[o, g]*gamma_p[g]
-                dx[o, g] = dxhat*r_g[g]/std_g[g] + dmu_g[g]/m + ((2*dvar_g[g]*(xhat[o, g]*std_g[g] - d_g[g]*std_g[g]))/(m*r_g[g]) if (m*r_g[g]) != 0 else 0.0)
+                dx[o, g] = dxhat*dx_coef_dxhat_g[g] + xhat[o, g]*dx_coef_xhat_g[g] + dx_coef_1_g[g]
     for p in range(P):
         dgamma_p[p] = 0.0
     for g in range(G):
@@ -208,10 +214,11 @@ def _backward_staged(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, d
 @_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _backward_test(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, r_max, P, chunks):
-    """Backward pass, test mode. Pass 1 sums sum_dout_xhat, sum_dout (float64) in each group. Pass 2: dx, elementwise."""
+    """Backward pass, test mode. Pass 1 sums sum_dout_xhat, sum_dout (float64) in each group; then dx_coef_dxhat. Pass 2: dx, elementwise."""
     O, G = dout.shape
     dgamma_g = numpy.empty(G)
     dbeta_g = numpy.empty(G)
+    dx_coef_dxhat_g = numpy.empty(G, dout.dtype)
     sum_dout_xhat_c = numpy.empty((chunks, G))
     sum_dout_c = numpy.empty((chunks, G))
     for c in numba.prange(chunks):
@@ -234,13 +241,14 @@ def _backward_test(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, r_max, P, 
         sum_dout = 0.0
         for c in range(chunks):
             sum_dout += sum_dout_c[c, g]
+        dx_coef_dxhat_g[g] = min(max(1, 1/r_max), r_max)/std_g[g]
         dgamma_g[g] = sum_dout_xhat
         dbeta_g[g] = sum_dout
     for c in numba.prange(chunks):
         for o in range(c * O // chunks, (c + 1) * O // chunks):
             for g in range(G):
                 dxhat = dout[o, g]*gamma_p[g]
-                dx[o, g] = dxhat*min(max(1, 1/r_max), r_max)/std_g[g]
+                dx[o, g] = dxhat*dx_coef_dxhat_g[g]
     for p in range(P):
         dgamma_p[p] = 0.0
     for g in range(G):

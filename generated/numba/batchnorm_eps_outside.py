@@ -136,12 +136,15 @@ def _backward_compact(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, eps, m,
 @_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _backward_staged(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, eps, m, P, chunks):
-    """Backward pass, the staged chain rule. Pass 1 sums sum_dxhat_xhat, sum_dxhat, sum_dout_xhat, sum_dout (float64) in each group; then dvar, dmu. Pass 2: dx, elementwise."""
+    """Backward pass, the staged chain rule. Pass 1 sums sum_dxhat_xhat, sum_dxhat, sum_dout_xhat, sum_dout (float64) in each group; then dvar, dmu, dx_coef_dxhat, dx_coef_xhat, dx_coef_1. Pass 2: dx, elementwise."""
     O, G = dout.shape
     dgamma_g = numpy.empty(G)
     dbeta_g = numpy.empty(G)
-    dvar_g = numpy.empty(G, dout.dtype)
-    dmu_g = numpy.empty(G, dout.dtype)
+    dvar_g = numpy.empty(G)
+    dmu_g = numpy.empty(G)
+    dx_coef_dxhat_g = numpy.empty(G, dout.dtype)
+    dx_coef_xhat_g = numpy.empty(G, dout.dtype)
+    dx_coef_1_g = numpy.empty(G, dout.dtype)
     sum_dxhat_xhat_c = numpy.empty((chunks, G))
     sum_dxhat_c = numpy.empty((chunks, G))
     sum_dout_xhat_c = numpy.empty((chunks, G))
@@ -180,13 +183,16 @@ def _backward_staged(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, eps, m, 
             sum_dout += sum_dout_c[c, g]
         dvar_g[g] = ((-sum_dxhat_xhat)/(2*std_g[g]*(-eps + std_g[g])) if (2*std_g[g]*(-eps + std_g[g])) != 0 else 0.0)
         dmu_g[g] = -sum_dxhat/std_g[g]
+        dx_coef_dxhat_g[g] = 1/std_g[g]
+        dx_coef_xhat_g[g] = 2*dvar_g[g]*std_g[g]/m
+        dx_coef_1_g[g] = dmu_g[g]/m
         dgamma_g[g] = sum_dout_xhat
         dbeta_g[g] = sum_dout
     for c in numba.prange(chunks):
         for o in range(c * O // chunks, (c + 1) * O // chunks):
             for g in range(G):
                 dxhat = dout[o, g]*gamma_p[g]
-                dx[o, g] = dxhat/std_g[g] + 2*xhat[o, g]*dvar_g[g]*std_g[g]/m + dmu_g[g]/m
+                dx[o, g] = dxhat*dx_coef_dxhat_g[g] + xhat[o, g]*dx_coef_xhat_g[g] + dx_coef_1_g[g]
     for p in range(P):
         dgamma_p[p] = 0.0
     for g in range(G):
@@ -200,10 +206,11 @@ def _backward_staged(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, eps, m, 
 @_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _backward_test(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, P, chunks):
-    """Backward pass, test mode. Pass 1 sums sum_dout_xhat, sum_dout (float64) in each group. Pass 2: dx, elementwise."""
+    """Backward pass, test mode. Pass 1 sums sum_dout_xhat, sum_dout (float64) in each group; then dx_coef_dxhat. Pass 2: dx, elementwise."""
     O, G = dout.shape
     dgamma_g = numpy.empty(G)
     dbeta_g = numpy.empty(G)
+    dx_coef_dxhat_g = numpy.empty(G, dout.dtype)
     sum_dout_xhat_c = numpy.empty((chunks, G))
     sum_dout_c = numpy.empty((chunks, G))
     for c in numba.prange(chunks):
@@ -226,13 +233,14 @@ def _backward_test(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, P, chunks)
         sum_dout = 0.0
         for c in range(chunks):
             sum_dout += sum_dout_c[c, g]
+        dx_coef_dxhat_g[g] = 1/std_g[g]
         dgamma_g[g] = sum_dout_xhat
         dbeta_g[g] = sum_dout
     for c in numba.prange(chunks):
         for o in range(c * O // chunks, (c + 1) * O // chunks):
             for g in range(G):
                 dxhat = dout[o, g]*gamma_p[g]
-                dx[o, g] = dxhat/std_g[g]
+                dx[o, g] = dxhat*dx_coef_dxhat_g[g]
     for p in range(P):
         dgamma_p[p] = 0.0
     for g in range(G):

@@ -86,7 +86,7 @@ def _backward_compact(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, c
 @_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _backward_staged(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
-    """Backward pass, the staged chain rule. Pass 1 sums sum_dxhat_xhat, sum_dxhat, sum_dout_xhat, sum_dout (float64) in each group; then dvar, dmu. Pass 2: dx, elementwise."""
+    """Backward pass, the staged chain rule. Pass 1 sums sum_dxhat_xhat, sum_dxhat, sum_dout_xhat, sum_dout (float64) in each group; then dvar, dmu, dx_coef_dxhat, dx_coef_xhat, dx_coef_1. Pass 2: dx, elementwise."""
     G, I = dout.shape
     work = dout.dtype.type
     dgamma_g = numpy.empty(G)
@@ -105,13 +105,16 @@ def _backward_staged(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, ch
                 sum_dxhat += numpy.float64(dout[g, i])*gamma
                 sum_dout_xhat += numpy.float64(dout[g, i])*numpy.float64(xhat[g, i])
                 sum_dout += numpy.float64(dout[g, i])
-            dvar = work(-1/2*sum_dxhat_xhat/std**2)
-            dmu = work(-sum_dxhat/std)
+            dvar = -1/2*sum_dxhat_xhat/std**2
+            dmu = -sum_dxhat/std
+            dx_coef_dxhat = work(1/std)
+            dx_coef_xhat = work(2*dvar*std/m)
+            dx_coef_1 = work(dmu/m)
             dgamma_g[g] = sum_dout_xhat
             dbeta_g[g] = sum_dout
             for i in range(I):
                 dxhat = dout[g, i]*gamma
-                dx[g, i] = dxhat/std + 2*xhat[g, i]*dvar*std/m + dmu/m
+                dx[g, i] = dxhat*dx_coef_dxhat + xhat[g, i]*dx_coef_xhat + dx_coef_1
     for p in range(P):
         dgamma_p[p] = 0.0
     for g in range(G):

@@ -64,7 +64,7 @@ def _backward_compact(dout, out, dx, den_g, norm_g, eps, P, chunks):
 @_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _backward_staged(dout, out, dx, den_g, norm_g, eps, P, chunks):
-    """Backward pass, the staged chain rule. Pass 1 sums sum_dout_out (float64) in each group; then dsq. Pass 2: dx, elementwise."""
+    """Backward pass, the staged chain rule. Pass 1 sums sum_dout_out (float64) in each group; then dsq, dx_coef_dout, dx_coef_out. Pass 2: dx, elementwise."""
     G, I = dout.shape
     work = dout.dtype.type
     for c in numba.prange(chunks):
@@ -74,9 +74,11 @@ def _backward_staged(dout, out, dx, den_g, norm_g, eps, P, chunks):
             sum_dout_out = 0.0
             for i in range(I):
                 sum_dout_out += numpy.float64(dout[g, i])*numpy.float64(out[g, i])
-            dsq = work(((-sum_dout_out*(1.0 if (-eps + norm) > 0 else (float(1) if (-eps + norm) == 0 else 0.0)))/(2*den*norm) if (2*den*norm) != 0 else 0.0))
+            dsq = ((-sum_dout_out*(1.0 if (-eps + norm) > 0 else (float(1) if (-eps + norm) == 0 else 0.0)))/(2*den*norm) if (2*den*norm) != 0 else 0.0)
+            dx_coef_dout = work(1/den)
+            dx_coef_out = work(2*den*dsq)
             for i in range(I):
-                dx[g, i] = ((dout[g, i])/(den) if (den) != 0 else 0.0) + 2*out[g, i]*den*dsq
+                dx[g, i] = dout[g, i]*dx_coef_dout + out[g, i]*dx_coef_out
 
 
 def l2_normalize_forward(x, l2_param):

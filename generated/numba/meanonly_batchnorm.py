@@ -99,10 +99,11 @@ def _backward_compact(dout, dx, dbeta_p, m, P, chunks):
 @_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _backward_staged(dout, dx, dbeta_p, m, P, chunks):
-    """Backward pass, the staged chain rule. Pass 1 sums sum_dxc, sum_dout (float64) in each group; then dmu. Pass 2: dx, elementwise."""
+    """Backward pass, the staged chain rule. Pass 1 sums sum_dxc, sum_dout (float64) in each group; then dmu, dx_coef_1. Pass 2: dx, elementwise."""
     O, G = dout.shape
     dbeta_g = numpy.empty(G)
-    dmu_g = numpy.empty(G, dout.dtype)
+    dmu_g = numpy.empty(G)
+    dx_coef_1_g = numpy.empty(G, dout.dtype)
     sum_dxc_c = numpy.empty((chunks, G))
     sum_dout_c = numpy.empty((chunks, G))
     for c in numba.prange(chunks):
@@ -126,12 +127,13 @@ def _backward_staged(dout, dx, dbeta_p, m, P, chunks):
         for c in range(chunks):
             sum_dout += sum_dout_c[c, g]
         dmu_g[g] = -sum_dxc
+        dx_coef_1_g[g] = dmu_g[g]/m
         dbeta_g[g] = sum_dout
     for c in numba.prange(chunks):
         for o in range(c * O // chunks, (c + 1) * O // chunks):
             for g in range(G):
                 dxc = dout[o, g]
-                dx[o, g] = dxc + dmu_g[g]/m
+                dx[o, g] = dxc + dx_coef_1_g[g]
     for p in range(P):
         dbeta_p[p] = 0.0
     for g in range(G):

@@ -77,7 +77,7 @@ def _backward_compact(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, chunks):
 @_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _backward_staged(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, chunks):
-    """Backward pass, the staged chain rule. Pass 1 sums sum_dxhat_xhat (float64) in each group; then dvar. Pass 2: dx, elementwise."""
+    """Backward pass, the staged chain rule. Pass 1 sums sum_dxhat_xhat (float64) in each group; then dvar, dx_coef_dxhat, dx_coef_xhat. Pass 2: dx, elementwise."""
     G, K = dout.shape
     work = dout.dtype.type
     dgamma_c = numpy.empty((chunks, P, K))
@@ -92,10 +92,12 @@ def _backward_staged(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, chunks):
             for k in range(K):
                 sum_dxhat_xhat += numpy.float64(dout[g, k])*numpy.float64(gamma_p[p, k])*numpy.float64(xhat[g, k])
                 dgamma_c[c, p, k] += dout[g, k]*xhat[g, k]
-            dvar = work(-1/2*sum_dxhat_xhat/std**2)
+            dvar = -1/2*sum_dxhat_xhat/std**2
+            dx_coef_dxhat = work(1/std)
+            dx_coef_xhat = work(2*dvar*std/m)
             for k in range(K):
                 dxhat = dout[g, k]*gamma_p[p, k]
-                dx[g, k] = dxhat/std + 2*xhat[g, k]*dvar*std/m
+                dx[g, k] = dxhat*dx_coef_dxhat + xhat[g, k]*dx_coef_xhat
     for p in range(P):
         for k in range(K):
             dgamma_p[p, k] = 0.0

@@ -114,7 +114,7 @@ def _backward_compact(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, c
 @_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _backward_staged(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
-    """Backward pass, the staged chain rule. Pass 1 sums sum_dxhat_xhat, sum_dxhat, sum_dout_xhat, sum_dout (float64) in each group; then dvar, dmu. Pass 2: dx, elementwise."""
+    """Backward pass, the staged chain rule. Pass 1 sums sum_dxhat_xhat, sum_dxhat, sum_dout_xhat, sum_dout (float64) in each group; then dvar, dmu, dx_coef_dxhat, dx_coef_xhat, dx_coef_1. Pass 2: dx, elementwise."""
     O, G, I = dout.shape
     work = dout.dtype.type
     dgamma_g = numpy.empty(G)
@@ -134,14 +134,17 @@ def _backward_staged(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, ch
                     sum_dxhat += numpy.float64(dout[o, g, i])*gamma
                     sum_dout_xhat += numpy.float64(dout[o, g, i])*numpy.float64(xhat[o, g, i])
                     sum_dout += numpy.float64(dout[o, g, i])
-            dvar = work(-1/2*sum_dxhat_xhat/std**2)
-            dmu = work(-sum_dxhat/std)
+            dvar = -1/2*sum_dxhat_xhat/std**2
+            dmu = -sum_dxhat/std
+            dx_coef_dxhat = work(1/std)
+            dx_coef_xhat = work(2*dvar*std/m)
+            dx_coef_1 = work(dmu/m)
             dgamma_g[g] = sum_dout_xhat
             dbeta_g[g] = sum_dout
             for o in range(O):
                 for i in range(I):
                     dxhat = dout[o, g, i]*gamma
-                    dx[o, g, i] = dxhat/std + 2*xhat[o, g, i]*dvar*std/m + dmu/m
+                    dx[o, g, i] = dxhat*dx_coef_dxhat + xhat[o, g, i]*dx_coef_xhat + dx_coef_1
     for p in range(P):
         dgamma_p[p] = 0.0
     for g in range(G):
@@ -155,8 +158,9 @@ def _backward_staged(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, ch
 @_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _backward_test(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, P, chunks):
-    """Backward pass, test mode. Pass 1 sums sum_dout_xhat, sum_dout (float64) in each group. Pass 2: dx, elementwise."""
+    """Backward pass, test mode. Pass 1 sums sum_dout_xhat, sum_dout (float64) in each group; then dx_coef_dxhat. Pass 2: dx, elementwise."""
     O, G, I = dout.shape
+    work = dout.dtype.type
     dgamma_g = numpy.empty(G)
     dbeta_g = numpy.empty(G)
     for c in numba.prange(chunks):
@@ -170,12 +174,13 @@ def _backward_test(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, P, chunks)
                 for i in range(I):
                     sum_dout_xhat += numpy.float64(dout[o, g, i])*numpy.float64(xhat[o, g, i])
                     sum_dout += numpy.float64(dout[o, g, i])
+            dx_coef_dxhat = work(1/std)
             dgamma_g[g] = sum_dout_xhat
             dbeta_g[g] = sum_dout
             for o in range(O):
                 for i in range(I):
                     dxhat = dout[o, g, i]*gamma
-                    dx[o, g, i] = dxhat/std
+                    dx[o, g, i] = dxhat*dx_coef_dxhat
     for p in range(P):
         dgamma_p[p] = 0.0
     for g in range(G):

@@ -133,7 +133,7 @@ def _backward_compact(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, c
 @_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _backward_staged(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
-    """Backward pass, the staged chain rule. Pass 1 sums sum_dxhat_xhat, sum_dxhat (float64) in each group; then dvar, dmu. Pass 2: dx, elementwise."""
+    """Backward pass, the staged chain rule. Pass 1 sums sum_dxhat_xhat, sum_dxhat (float64) in each group; then dvar, dmu, dx_coef_dxhat, dx_coef_xhat, dx_coef_1. Pass 2: dx, elementwise."""
     G, K, I = dout.shape
     work = dout.dtype.type
     dgamma_c = numpy.empty((chunks, P, K))
@@ -155,11 +155,14 @@ def _backward_staged(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, ch
                     sum_dxhat += numpy.float64(dout[g, k, i])*numpy.float64(gamma_p[p, k])
                     dgamma_c[c, p, k] += dout[g, k, i]*xhat[g, k, i]
                     dbeta_c[c, p, k] += dout[g, k, i]
-                dvar = work(-1/2*sum_dxhat_xhat/std**2)
-                dmu = work(-sum_dxhat/std)
+                dvar = -1/2*sum_dxhat_xhat/std**2
+                dmu = -sum_dxhat/std
+                dx_coef_dxhat = work(1/std)
+                dx_coef_xhat = work(2*dvar*std/m)
+                dx_coef_1 = work(dmu/m)
                 for k in range(K):
                     dxhat = dout[g, k, i]*gamma_p[p, k]
-                    dx[g, k, i] = dxhat/std + 2*xhat[g, k, i]*dvar*std/m + dmu/m
+                    dx[g, k, i] = dxhat*dx_coef_dxhat + xhat[g, k, i]*dx_coef_xhat + dx_coef_1
             else:
                 sum_dxhat_xhat = 0.0
                 sum_dxhat = 0.0
@@ -173,12 +176,15 @@ def _backward_staged(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, ch
                         dbeta += dout[g, k, i]
                     dgamma_c[c, p, k] += dgamma
                     dbeta_c[c, p, k] += dbeta
-                dvar = work(-1/2*sum_dxhat_xhat/std**2)
-                dmu = work(-sum_dxhat/std)
+                dvar = -1/2*sum_dxhat_xhat/std**2
+                dmu = -sum_dxhat/std
+                dx_coef_dxhat = work(1/std)
+                dx_coef_xhat = work(2*dvar*std/m)
+                dx_coef_1 = work(dmu/m)
                 for k in range(K):
                     for i in range(I):
                         dxhat = dout[g, k, i]*gamma_p[p, k]
-                        dx[g, k, i] = dxhat/std + 2*xhat[g, k, i]*dvar*std/m + dmu/m
+                        dx[g, k, i] = dxhat*dx_coef_dxhat + xhat[g, k, i]*dx_coef_xhat + dx_coef_1
     for p in range(P):
         for k in range(K):
             dgamma_p[p, k] = 0.0

@@ -68,7 +68,7 @@ def _backward_compact(dout, out, dx, std_g, m, P, chunks):
 @_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _backward_staged(dout, out, dx, std_g, m, P, chunks):
-    """Backward pass, the staged chain rule. Pass 1 sums sum_dout_out, sum_dout (float64) in each group; then dvar, dmu. Pass 2: dx, elementwise."""
+    """Backward pass, the staged chain rule. Pass 1 sums sum_dout_out, sum_dout (float64) in each group; then dvar, dmu, dx_coef_dout, dx_coef_out, dx_coef_1. Pass 2: dx, elementwise."""
     G, I = dout.shape
     work = dout.dtype.type
     for c in numba.prange(chunks):
@@ -79,10 +79,13 @@ def _backward_staged(dout, out, dx, std_g, m, P, chunks):
             for i in range(I):
                 sum_dout_out += numpy.float64(dout[g, i])*numpy.float64(out[g, i])
                 sum_dout += numpy.float64(dout[g, i])
-            dvar = work(-1/2*sum_dout_out/std**2)
-            dmu = work(-sum_dout/std)
+            dvar = -1/2*sum_dout_out/std**2
+            dmu = -sum_dout/std
+            dx_coef_dout = work(1/std)
+            dx_coef_out = work(2*dvar*std/m)
+            dx_coef_1 = work(dmu/m)
             for i in range(I):
-                dx[g, i] = dout[g, i]/std + 2*out[g, i]*dvar*std/m + dmu/m
+                dx[g, i] = dout[g, i]*dx_coef_dout + out[g, i]*dx_coef_out + dx_coef_1
 
 
 def weight_standardization_forward(x, ws_param):

@@ -61,7 +61,8 @@ def update_running(buffers, *, mu, var, momentum, m, **_):
 def backward_test(dout, gamma, std, xhat, *, eps, r_max, d_max, momentum, m, axes, param_sum_axes, outer_axes, **_):
     """The backward pass of the test-mode (affine) map: the staged chain rule."""
     dxhat = dout*gamma
-    dx = dxhat*_rt.stop_gradient(_rt.clamp_max(_rt.clamp_min(1, 1/r_max), r_max))/std
+    dx_coef_dxhat = _rt.stop_gradient(_rt.clamp_max(_rt.clamp_min(1, 1/r_max), r_max))/std
+    dx = dxhat*dx_coef_dxhat
     sum_dout_xhat = (dout*xhat).sum(dim=axes, keepdim=True)
     sum_dout = dout.sum(dim=axes, keepdim=True)
     dgamma = _rt.total(sum_dout_xhat, outer_axes)

@@ -55,7 +55,8 @@ def update_running(buffers, *, mu, var, momentum, m, **_):
 def backward_test(dout, gamma, std, xhat, *, eps, momentum, m, axes, param_sum_axes, outer_axes, **_):
     """The backward pass of the test-mode (affine) map: the staged chain rule."""
     dxhat = dout*gamma
-    dx = dxhat/std
+    dx_coef_dxhat = 1/std
+    dx = dxhat*dx_coef_dxhat
     sum_dout_xhat = (dout*xhat).sum(dim=axes, keepdim=True)
     sum_dout = dout.sum(dim=axes, keepdim=True)
     dgamma = _rt.total(sum_dout_xhat, outer_axes)

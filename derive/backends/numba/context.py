@@ -140,7 +140,11 @@ class Kernel:
                 "stores": stores,
             })
         element_reads = set().union(*(e.free_symbols for _, e in sc.elements))
-        temporaries = [self.array(s.name, "g") for s in sc.group_values if s.name not in r.group_out]
+        narrow = not element_reads & means(self.f, self.ir.x)
+        # per-group arrays of the columns family: in the working dtype only where the elementwise pass reads
+        # them (dvar of a float32 spread of 1e30 is below float32's range; the coefficient it enters is not)
+        temporaries = [(self.array(s.name, "g"), narrow and s in element_reads) for s in sc.group_values
+                       if s.name not in r.group_out]
         args = [*r.element_in, *r.element_out, *(self.array(n, "g") for n in r.group_in + r.group_out),
                 *(self.array(n, "p") for n in r.params + r.partials), *r.scalars, "P", "chunks"]
         return {
@@ -158,7 +162,7 @@ class Kernel:
             "read": {self.lhs(s) for s in sc.group_values if s in element_reads},
             # per-group values are float64 in the loops, except where the elementwise pass never
             # subtracts a mean: there they are rounded to the working dtype once per group
-            "narrow": not element_reads & means(self.f, self.ir.x),
+            "narrow": narrow,
             "args": args,
             "first": (r.element_in + r.element_out)[0],
             "element_in": list(r.element_in),
