@@ -29,7 +29,7 @@ from . import lemmas as lemmas_mod
 
 ENGINE = ("math/algebra", "proofs/exact", "forward/graph", "math/lemmas", "math/stages", "math/closed_form",
           "proofs/first", "math/derivation", "forward/claims",
-          "math/second_order", "proofs/second")
+          "math/second_order", "proofs/second", "proofs/tape", "proofs/ring")
 
 
 @dataclass(frozen=True)
