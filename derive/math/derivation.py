@@ -84,7 +84,7 @@ def key(entry: Entry, max_m: int) -> str:
 _MEMORY: dict[str, Derivation] = {}
 
 #: what derive's progress line says of a derivation taken from earlier proofs
-KEPT = "kept from an earlier run (derive --no-cache proves it again)"
+KEPT = "kept from an earlier run"
 
 
 def _kept(k: str) -> Derivation | None:

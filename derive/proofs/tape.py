@@ -1,5 +1,5 @@
 """The brute force, node by node: the forward graph of one concrete group as a list of
-assignments (a tape), and reverse mode over it.
+assignments (a tape), and reverse and forward mode over it.
 
 For a group of ``size`` elements every node of the forward graph becomes one assignment per
 element (``xhat_3 = (x_3 - mu)/sqrt(var + eps)``) or one per group (``mu = (x_0 + ... + x_5)/6``),
@@ -7,6 +7,7 @@ with its own symbol.  Reverse mode walks the tape backwards: the adjoint of an a
 ``v = f(u_1, ..., u_n)`` is the sum, over the assignments that read v, of their adjoint times
 the local partial derivative (the multivariable chain rule).  Every adjoint is itself an
 assignment, so a second pass over the first pass's tape gives the second derivatives.
+Forward mode carries d/dx_i through the forward assignments: a column of the Jacobian.
 
 Nothing here reads a derived formula: the tape is the forward graph at a concrete size, and
 every derivative is sympy.diff of one small assignment.  A result is a symbol of the tape;
