@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .output import render
 
-NAME = re.compile(r'^\s*name\s*=\s*["\']normderive["\']\s*$', re.M)
+NAME = re.compile(r'^\s*name\s*=\s*["\']normderive["\']\s*$', re.MULTILINE)
 CODE = Path(__file__).resolve().parent  #: the derive/ package that is running
 
 
@@ -42,12 +42,12 @@ class Place:
         if self.checkout is not None and self.templates == self.checkout / "templates":
             lines = [f"derive: templates from {self.templates} (this checkout)"]
         else:
-            lines = [f"derive: templates from {self.templates}, the copy beside the derive code that "
-                     "is running: NOT a checkout around the current directory, so edits there are "
-                     "not used"]
-        if self.checkout is not None and CODE != self.checkout / "derive":
-            lines.append(f"derive: note: the derive code running is {CODE}, not this checkout's "
-                         f"derive/ (run `python3 -m derive` in {self.checkout} to use its code)")
+            lines = [(f"derive: templates from {self.templates}, the copy beside the derive code that "
+                      "is running: NOT a checkout around the current directory, so edits there are "
+                      "not used")]
+        if self.checkout is not None and not same_code(CODE, self.checkout / "derive"):
+            lines.append(f"derive: note: the derive code running is {CODE}, which differs from this "
+                         f"checkout's derive/ (run `python3 -m derive` in {self.checkout} to use its code)")
         if verb is not None and self.out is not None:
             lines.append(f"derive: {verb} {self.out}")
         return lines
@@ -60,6 +60,19 @@ class Place:
             return f"derive --out {self.out}{extra}"
         out = "" if self.out == source / "generated" else f" --out {self.out}"
         return f"cd {source} && python3 -m derive{out}{extra}"
+
+
+def same_code(running: Path, checkout: Path) -> bool:
+    """Is the derive package at ``running`` the checkout's derive/: the same folder, or the same
+    Python files with the same bytes (as after ``pip install .`` inside the checkout)?"""
+    if running.resolve() == checkout.resolve():
+        return True
+
+    def files(root: Path) -> dict:
+        return {p.relative_to(root): p for p in root.rglob("*.py") if "__pycache__" not in p.parts}
+
+    mine, theirs = files(running), files(checkout)
+    return mine.keys() == theirs.keys() and all(mine[k].read_bytes() == theirs[k].read_bytes() for k in mine)
 
 
 def locate(out: Path | None, cwd: Path | None = None) -> Place:

@@ -10,11 +10,15 @@ from derive import cli
 from derive.bench import cpu as bench
 
 
-def test_quick_mode_through_the_cli(tmp_path, capsys):
+def test_quick_mode_through_the_cli(tmp_path, capsys, monkeypatch):
     """Two small shapes, float32, every norm and every installed contender, in a few seconds
-    once numba's cache is warm (the first run compiles the kernels)."""
+    once numba's cache is warm (the first run compiles the kernels).  On a busy machine (a load
+    average above the core count; here a pretended one) it says so."""
+    monkeypatch.setattr(bench.os, "getloadavg", lambda: (99.0, 99.0, 99.0))
     assert cli.main(["bench", "--quick", "--out", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "warning: the machine is busy (load average 99.0" in err
+    assert "warning: the machine is busy" in (tmp_path / "bench_table.md").read_text()
     lines = out.splitlines()
     header = [n for n, line in enumerate(lines) if line.startswith("| norm | shape | dtype | pass |")]
     rows = [line for line in lines if line.startswith("| batchnorm |") or line.startswith("| layernorm |")]
@@ -30,10 +34,32 @@ def test_quick_mode_through_the_cli(tmp_path, capsys):
             cells = [c.strip() for c in line.strip("|").split("|")]
             assert float(cells[4]) > 0 and float(cells[7]) > 0      # floor and numpy timed
     try:
+        import torch  # noqa: F401
+    except ImportError:
+        pass
+    else:  # generated.torch beside torch's native kernels: one table, its ratios in words
+        assert out.count("generated.torch against torch's native kernels") == 1
+        ratios = [line for line in out.splitlines() if line.startswith("| (")]
+        assert ratios and all(line.endswith(("x slower |", "x faster |")) for line in ratios)
+    try:
         import matplotlib  # noqa: F401
     except ImportError:
         return
     assert (tmp_path / "bench_float32.png").stat().st_size > 0
+
+
+def test_a_busy_machine_is_one_whose_load_exceeds_its_cores():
+    assert bench.busy(2.0, 2) is None and bench.busy(0.3, 1) is None
+    assert "busy (load average 2.5 on 2 cores)" in bench.busy(2.5, 2)
+
+
+def test_the_torch_ratio_says_which_is_faster():
+    from derive.bench import torch as bench_torch
+    assert bench_torch.direction(2.0) == "2.00x slower"      # generated takes twice native's time
+    assert bench_torch.direction(1 / 1.3) == "1.30x faster"
+    assert bench_torch.direction(1.0) == "1.00x slower"
+    row = bench_torch.table([((4, 8), 1, 3.0, 1.5, 2.0)]).splitlines()[-1]
+    assert row == "| (4, 8) | 1 | 3.00 | 1.50 | 2.00x slower |"
 
 
 def test_help_shows_the_benchmark_options(capsys):

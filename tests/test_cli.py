@@ -139,8 +139,11 @@ def test_generate_prints_the_table_and_is_deterministic(tmp_path):
         assert (out / "batchnorm_eps_outside.py").is_file()
         if quiet:
             assert r.stderr == ""
-        else:
-            assert "batchnorm: proved before..." in r.stderr  # the first run's proofs, from the cache
+            assert "kept" not in r.stdout   # this run's own times
+        else:  # the first run's proofs, from the cache, and said so: not its times again
+            assert "batchnorm: kept from an earlier run" in r.stderr and "proved before" not in r.stderr
+            assert r.stdout.splitlines()[2].split()[-2:] == ["kept", "kept"]
+            assert "kept: proved by an earlier run" in r.stdout
             assert "rendered before" in r.stderr  # and its render: kept proofs give the same render key
             assert f"writing into {out}" in r.stderr
         outs.append({p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()})
@@ -311,3 +314,58 @@ def test_ctrl_c_stops_the_proof_workers(tmp_path):
     status, err = _interrupt(["--no-cache", "--out", str(tmp_path / "gen")], "proving ", tmp_path)
     assert status == 130 and err == [INTERRUPTED]
     assert not (tmp_path / "gen").exists()
+
+
+def test_progress_and_summary_say_what_this_run_did(tmp_path, monkeypatch):
+    """Proving says so once (no "proved before" right after proving); a second run keeps the
+    proofs and says "kept" in its progress and its table, never the first run's times; every
+    progress line ends with a newline."""
+    import io
+
+    from derive.forward.library import BY_NAME
+    from derive.math import derivation
+    from derive.progress import Progress
+    monkeypatch.setenv("NORMDERIVE_CACHE", str(tmp_path))
+    monkeypatch.setattr(derivation, "_MEMORY", {})
+    entries = [BY_NAME["batchnorm"], BY_NAME["spatial_batchnorm"]]   # the same graphs
+    runs = []
+    for use_cache in (False, True):
+        stream = io.StringIO()
+        ds = derivation.derive_many(entries, 2, Progress(stream=stream), use_cache=use_cache)
+        runs.append((stream.getvalue(), cli.table(ds).splitlines()))
+    (cold, cold_table), (warm, warm_table) = runs
+    assert cold.endswith("\n") and warm.endswith("\n")
+    assert "kept" not in cold and "proved before" not in cold
+    assert "spatial_batchnorm: the same graphs as batchnorm" in cold
+    assert cold_table[2].split()[-1] == "s" and cold_table[3].split()[-3:] == ["-", "as", "batchnorm"]
+    assert [line.split(":")[0] for line in warm.splitlines()] == ["batchnorm", "spatial_batchnorm"]
+    assert all(line.endswith(derivation.KEPT) for line in warm.splitlines())
+    assert all(row.split()[-2:] == ["kept", "kept"] for row in warm_table[2:4])
+    assert warm_table[4].startswith("kept: proved by an earlier run")
+
+
+def test_a_second_latex_run_ends_its_progress_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("NORMDERIVE_CACHE", str(tmp_path))
+    monkeypatch.chdir(ROOT)
+    errs = []
+    for _ in range(2):
+        status, out, err = main(capsys, "--max-m", "2", "latex", "meanonly_batchnorm")
+        assert status == 0 and "\\begin{document}" in out
+        errs.append(err)
+    assert all(err.endswith("\n") for err in errs), errs
+    assert "kept from" not in errs[0] and "meanonly_batchnorm: kept from an earlier run" in errs[1]
+
+
+def test_the_code_note_only_where_the_running_code_differs(tmp_path):
+    """After `pip install .` in a checkout the installed derive/ has the checkout's bytes: no note.
+    An edit in the checkout's derive/ (not the running code) is worth one."""
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "normderive"\n')
+    (tmp_path / "templates").mkdir()
+    shutil.copytree(project.CODE, tmp_path / "derive", ignore=shutil.ignore_patterns("__pycache__"))
+    place = project.locate(None, cwd=tmp_path)
+    assert project.CODE != tmp_path / "derive"
+    assert not any("note:" in line for line in place.notes())
+    with (tmp_path / "derive" / "cli.py").open("a") as f:
+        f.write("# an edit in this checkout\n")
+    notes = [line for line in place.notes() if "note:" in line]
+    assert len(notes) == 1 and "differs from this checkout's derive/" in notes[0]

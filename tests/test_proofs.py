@@ -168,3 +168,64 @@ def test_rmsnorm_has_no_mean():
     m = BY_NAME["rmsnorm"].model()
     assert m.sym("mu") is None
     assert [s.symbol.name for s in stages.backward(m)] == ["dxhat", "dvar", "dx"]
+
+
+# ----------------------------------------------------------------- the brute force on a tape
+
+def _without_fallback(monkeypatch) -> list:
+    """TapeZero's fallback (zero_modulo_roots in the leaves) answers False, and the list returned
+    records each call: what is proved meanwhile, the tape's own route proved."""
+    from derive.proofs import ring
+    fell: list = []
+    monkeypatch.setattr(ring, "zero_modulo_roots", lambda e: fell.append(e) or False)
+    return fell
+
+
+@pytest.mark.parametrize("inside", [True, False])
+def test_the_tape_zero_test_changes_variables_exactly(monkeypatch, inside):
+    """sqrt(s + eps) is renamed g with eps = g**2 - s; sqrt(s) + eps (eps outside the root) is
+    renamed g with eps = g - sqrt(s) and sqrt(s) keeps its relation.  Identities hold, and what
+    holds only at one eps (eps = 0) is not proved."""
+    x0, x1, eps, s, t = sp.symbols("x_0 x_1 eps s t")
+    steps = {s: 2 * x0 ** 2 + x1 ** 2 + x0 * x1, t: x1 ** 2 + 2 * x0 ** 2 + x1 * x0}  # t = s
+    d = sp.sqrt(s + eps) if inside else sp.sqrt(s) + eps
+    true = [d * (1 / d) - 1, d ** 2 - (s + eps if inside else s + 2 * eps * sp.sqrt(s) + eps ** 2),
+            1 / d ** 3 + x0 / d ** 2 - (1 + x0 * d) / d ** 3, 1 / sp.sqrt(s) - sp.sqrt(s) / t]
+    false = [eps / d, eps * d, d - sp.sqrt(s), 1 / d ** 3 + x0 / d ** 2 - (1 + x0 * d + eps) / d ** 3,
+             sp.sqrt(s) - x0 - x1]
+    from derive.proofs.ring import TapeZero
+    fell = _without_fallback(monkeypatch)
+    zero = TapeZero(steps, true + false)
+    assert [zero(e) for e in true] == [True] * len(true) and not fell
+    assert [zero(e) for e in false] == [False] * len(false)
+
+
+@pytest.mark.parametrize("name", ["batchnorm", "batchnorm_eps_outside", "batch_renorm"])
+def test_the_library_proofs_need_no_fallback(monkeypatch, name):
+    """Every claim of the first and second order at m <= 3 is proved on the tape alone."""
+    from derive.proofs import second as proofs_second
+    d = derived(name)
+    fell = _without_fallback(monkeypatch)
+    proofs.prove_sizes(d.model, d.stages, d.compact, d.jacobian, d.params, 3, d.lemmas)
+    proofs_second.prove_sizes(d.model, d.second, 3)
+    assert not fell
+
+
+@pytest.mark.parametrize("name", ["batchnorm", "l2_normalize"])
+def test_the_tape_differentiates_like_sympy(name):
+    """Reverse mode (dx, dgamma) and forward mode (a Jacobian column) on the tape, written out
+    in the leaves, equal sympy.diff of the forward pass written out in the leaves, at m = 3."""
+    from derive.proofs import tape
+    from derive.proofs.exact import zero_modulo_roots
+    from derive.proofs.ring import in_leaves
+    d = derived(name)
+    c = proofs.concrete(d.model, 3)
+    group = tape.forward(d.model, 3, proofs.opaque_values(d.model))
+    wrt = group.xs + list(d.model.params)
+    back = group.tape.reverse(dict(zip(group.ys, group.dys)), wrt)
+    column = group.tape.tangents(group.xs[1], group.nodes)
+    for w in wrt:
+        brute = sp.Add(*[dy * sp.diff(y, w) for dy, y in zip(c.dys, c.ys)])
+        assert zero_modulo_roots(in_leaves(group.tape.steps, back[w]) - brute), w
+    for y_tape, y in zip(group.ys, c.ys):
+        assert zero_modulo_roots(in_leaves(group.tape.steps, column[y_tape]) - sp.diff(y, c.xs[1]))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import platform
 import statistics
 import sys
@@ -246,6 +247,14 @@ def goals(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+def busy(load: float, cores: int) -> str | None:
+    """A warning when other work shares the machine: a load average above the core count."""
+    if load <= cores:
+        return None
+    return (f"warning: the machine is busy (load average {load:.1f} on {cores} cores): other processes "
+            "share the cores, so these times can be far off; run derive bench again when it is idle")
+
+
 def machine(backends: dict) -> str:
     cpu = "unknown"
     try:
@@ -255,7 +264,6 @@ def machine(backends: dict) -> str:
                 break
     except OSError:
         pass
-    import os
     versions = [f"numpy {np.__version__}"] + [f"{k} {getattr(m, '__version__', '')}".strip()
                                                for k, m in (("torch", backends.get("torch")),
                                                             ("numba", sys.modules.get("numba")))
@@ -347,6 +355,9 @@ def main(argv: list[str] | None = None) -> int:
     budget = 0.0 if args.quick else BUDGET_S
     found = backends(args.no_torch)
     print(f"Machine: {machine(found)}\n")
+    warnings = [w for w in [busy(os.getloadavg()[0], os.cpu_count() or 1)] if w]
+    for w in warnings:
+        print(w + "\n", file=sys.stderr)
     print(table([]), flush=True)   # the header; each row follows as soon as it is timed
     results = []
     started = time.perf_counter()
@@ -357,8 +368,8 @@ def main(argv: list[str] | None = None) -> int:
                     seconds = measure(runners, max_rounds, budget)
                     results.append(Result(norm, shape, dt, direction, seconds))
                     print(table(results[-1:]).splitlines()[-1], flush=True)
-    verdicts = (["Goals: not judged with --quick (its tiny shapes measure per-call overhead, "
-                 "not the kernels); run derive bench without --quick for them."] if args.quick
+    verdicts = ([("Goals: not judged with --quick (its tiny shapes measure per-call overhead, "
+                  "not the kernels); run derive bench without --quick for them.")] if args.quick
                 else ["Goals (ratios measured in this run):", goals(results)])
     tail = [*verdicts, "Equivalents:\n" + "\n".join(f"- {k}: {v}" for k, v in EQUIVALENTS.items())]
     print("\n" + "\n\n".join(tail))
@@ -366,6 +377,11 @@ def main(argv: list[str] | None = None) -> int:
         from . import torch as bench_torch
         tail.append(bench_torch.main(args.quick))
         print("\n" + tail[-1])
+    late = busy(os.getloadavg()[0] - 1, os.cpu_count() or 1)  # less this process's own load
+    if late and not warnings:
+        warnings.append(late)
+        print("\n" + late, file=sys.stderr)
+    tail += warnings
     print(f"\n{len(results)} cases in {time.perf_counter() - started:.1f} s")
     text = "\n\n".join([f"Machine: {machine(found)}", table(results), *tail])
     if args.out:

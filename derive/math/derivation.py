@@ -30,7 +30,7 @@ from . import lemmas as lemmas_mod
 
 ENGINE = ("math/algebra", "proofs/exact", "forward/graph", "math/lemmas", "math/stages", "math/closed_form",
           "proofs/first", "math/derivation", "forward/claims",
-          "math/second_order", "proofs/second")
+          "math/second_order", "proofs/second", "proofs/tape", "proofs/ring")
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,7 @@ class Derivation:
     timings: dict[str, float]
     second: second_order.SecondOrder | None = None   #: the double backward (training mode)
     cache_key: str = ""   #: the key of the math (see key): the same for a fresh and a kept derivation
+    kept: bool = False    #: taken from earlier proofs (this process's or the disk cache), not proved by this call
 
     @property
     def running_stats(self) -> bool:
@@ -83,19 +84,33 @@ def key(entry: Entry, max_m: int) -> str:
 
 _MEMORY: dict[str, Derivation] = {}
 
+#: what derive's progress line says of a derivation taken from earlier proofs
+KEPT = "kept from an earlier run"
+
+
+def _kept(k: str) -> Derivation | None:
+    """The proofs of key ``k`` from this process or the disk cache, if any."""
+    found = _MEMORY.get(k)
+    if found is None:
+        found = load(k)
+        if found is not None:
+            _MEMORY[k] = found
+    return found
+
 
 def derive(entry: Entry, max_m: int, progress=None, use_cache: bool = True) -> Derivation:
-    """Derive and prove everything about ``entry``; raises ProofError on the first failure."""
+    """Derive and prove everything about ``entry``; raises ProofError on the first failure.
+    A derivation taken from earlier proofs has ``kept`` set, and ends its progress line so."""
     k = key(entry, max_m)
-    found = _MEMORY.get(k) if use_cache else None
-    if found is None and use_cache:
-        found = load(k)
+    found = _kept(k) if use_cache else None
     if found is None:
         found = _derive(entry, max_m, progress)
         _MEMORY[k] = found
         store(k, found)  # fresh proofs are kept even with use_cache=False
-    elif progress:
-        progress("proved before")
+    else:
+        found = dataclasses.replace(found, kept=True)
+        if progress is not None:
+            getattr(progress, "finish", progress)(KEPT)
     if found.cache_key != k:
         found = dataclasses.replace(found, cache_key=k)
     return rename(found, entry.spec)
@@ -108,7 +123,7 @@ def derive_many(entries, max_m: int, progress=None, use_cache: bool = True,
     keys = [key(e, max_m) for e in entries]
     todo: dict[str, Entry] = {}
     for k, e in zip(keys, entries):
-        if k not in todo and not (use_cache and (k in _MEMORY or load(k) is not None)):
+        if k not in todo and not (use_cache and _kept(k) is not None):
             todo[k] = e
     workers = min(len(todo), workers or os.cpu_count() or 1)
     if threading.active_count() > 1 or "jax" in sys.modules:
@@ -137,10 +152,20 @@ def derive_many(entries, max_m: int, progress=None, use_cache: bool = True,
                     process.terminate()
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise
-    out = []
+    out: list[Derivation] = []
+    first: dict[str, str] = {}
     for e, k in zip(entries, keys):
-        say = progress.variant(e.spec.name) if progress else None
-        out.append(derive(e, max_m, say, use_cache=use_cache or k in _MEMORY))
+        name = e.spec.name
+        if k in todo and (workers > 1 or k in first):  # proved by this call
+            if k in first and progress:
+                progress.line(f"  {name}: the same graphs as {first[k]}, proved above")
+            out.append(rename(dataclasses.replace(_MEMORY[k], cache_key=k), e.spec))
+        else:
+            say = progress.variant(name) if progress else None
+            out.append(derive(e, max_m, say, use_cache=use_cache))
+            if progress:
+                progress.end()
+        first.setdefault(k, name)
     return out
 
 

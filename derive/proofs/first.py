@@ -1,16 +1,18 @@
 """Exact proofs that the derived backward passes are right.
 
-* For every batch size m <= M: the brute-force vector-Jacobian product
-  (the full m x m Jacobian from ``sympy.diff``, contracted with dy) equals
-  the staged result and the compact result, and dgamma/dbeta equal the
-  derivatives of the loss with respect to gamma and beta.
+* For every batch size m <= M, on the forward graph of a group of m elements written out
+  node by node (derive.proofs.tape): the brute-force vector-Jacobian product (reverse mode
+  over that tape, seeded with dy) equals the staged result and the compact result, every
+  entry of the m x m Jacobian (forward mode from each x_i) equals the symbolic Jacobian
+  entry, and dgamma/dbeta equal the derivatives of the loss with respect to gamma and beta.
 * For a symbolic m: staged == compact, the Jacobian entry dy_j/dx_i contracted
   with dy gives the compact result, and the term of dmu that multiplies
   sum_k (x_k - mu) vanishes.
 
 "Equal" always means the difference is identically zero: for concrete sizes
 the square root is named r and the numerator of the difference is reduced
-modulo r^2 - radicand (:func:`~derive.exact.zero_modulo_roots`); for the
+modulo r^2 - radicand (:class:`~derive.proofs.ring.TapeZero`, and
+:func:`~derive.proofs.exact.zero_modulo_roots` where that route does not apply); for the
 symbolic size the difference cancels to 0 in the reduction algebra.
 No floating point and no random samples are involved.
 """
@@ -26,7 +28,8 @@ from ..math.algebra import BatchSum, Elem, at_size, expand_sums, indexed, split_
 from ..math.closed_form import Compact
 from ..math.lemmas import Lemmas
 from ..math.stages import Stage, inline
-from .exact import zero_modulo_roots
+from . import tape
+from .ring import TapeZero
 
 I, J = sp.symbols("i j", integer=True)
 
@@ -108,17 +111,6 @@ def at(c: Concrete, model: Model, expr: sp.Expr, k: int) -> sp.Expr:
     return at_size(in_leaves(model, expr).xreplace(c.opaque or {}), c.size, k, c.scalars)
 
 
-def vjp(c: Concrete) -> list[sp.Expr]:
-    """Brute force: dx_i = sum_j dy_j * d y_j / d x_i from the full Jacobian."""
-    return [sp.Add(*[dy * sp.diff(y, x) for dy, y in zip(c.dys, c.ys)]) for x in c.xs]
-
-
-def param_grad(c: Concrete, p: sp.Symbol, k: int) -> sp.Expr:
-    """dL/dp by differentiation: p is shared by the group, or p_k belongs to element k."""
-    wrt = indexed(p, k) if isinstance(p, Elem) else p
-    return sp.Add(*[dy * sp.diff(y, wrt) for dy, y in zip(c.dys, c.ys)])
-
-
 def check(variant: str, claim: str, size: str, ok: bool, log: list[Proof], t0: float) -> None:
     if not ok:
         raise ProofError(variant, claim, size)
@@ -132,9 +124,11 @@ def undefined(expr: sp.Expr) -> bool:
 def prove_sizes(model: Model, stages: tuple[Stage, ...], compact: Compact,
                 jacobian: sp.Expr, grads: tuple[Stage, ...], max_m: int, lemmas: Lemmas,
                 progress=None) -> list[Proof]:
-    """m = 1..M.  At m = 1 a group is constant; where the derived formula divides by zero
-    there (sqrt(var) with epsilon outside the root has no derivative at var = 0), that size
-    is left out, and the log says so."""
+    """m = 1..M, on the tape of the group (derive.proofs.tape): reverse mode seeded with dy
+    gives the vector-Jacobian product and the parameters' gradients, forward mode from each
+    x_i a column of the Jacobian.  At m = 1 a group is constant; where the derived formula
+    divides by zero there (sqrt(var) with epsilon outside the root has no derivative at
+    var = 0), that size is left out, and the log says so."""
     log: list[Proof] = []
     name = model.name
     staged = inline(stages)
@@ -142,29 +136,39 @@ def prove_sizes(model: Model, stages: tuple[Stage, ...], compact: Compact,
         if progress:
             progress(f"m={size}")
         t0 = time.perf_counter()
-        c = concrete(model, size)
-        if size == 1 and undefined(at(c, model, staged, 0)):
+        if size == 1 and undefined(at(concrete(model, 1), model, staged, 0)):
             log.append(Proof("left out: the formula divides by zero at every point", "m=1", 0.0))
             continue
-        brute = vjp(c)
-        label = f"m={size}"
-        for i in range(size):
-            if not zero_modulo_roots(brute[i] - at(c, model, staged, i)):
-                raise ProofError(name, "Jacobian-vector product == staged", label)
-            if not zero_modulo_roots(brute[i] - at(c, model, compact.dx, i)):
-                raise ProofError(name, "Jacobian-vector product == compact", label)
-            for j in range(size):
-                if not zero_modulo_roots(sp.diff(c.ys[j], c.xs[i]) - entry_at(c, model, jacobian, i, j)):
-                    raise ProofError(name, "Jacobian entry dy_j/dx_i", label)
-        for g in grads:
-            for k in range(size if isinstance(g.wrt, Elem) else 1):
-                local = g.expr.args[0]
-                mine = at(c, model, local if isinstance(g.wrt, Elem) else BatchSum(local), k)
-                if not zero_modulo_roots(param_grad(c, g.wrt, k) - mine):
-                    raise ProofError(name, f"{g.symbol} by differentiation", label)
+        group = tape.forward(model, size, opaque_values(model))
+        shares = [[(k, indexed(g.wrt, k)) for k in range(size)] if isinstance(g.wrt, Elem) else [(0, g.wrt)]
+                  for g in grads]
+        brute = group.tape.reverse(dict(zip(group.ys, group.dys)),
+                                   group.xs + [w for ws in shares for _, w in ws], "d")
+        claims = []  # (difference, what it proves), in the order they are checked
+        for i, x in enumerate(group.xs):
+            claims += [(brute[x] - tape.at(group, model, staged, i), "Jacobian-vector product == staged"),
+                       (brute[x] - tape.at(group, model, compact.dx, i), "Jacobian-vector product == compact")]
+            column = group.tape.tangents(x, group.nodes)
+            claims += [(column.get(y, 0) - tape_entry(group, model, jacobian, i, j), "Jacobian entry dy_j/dx_i")
+                       for j, y in enumerate(group.ys)]
+        for g, ws in zip(grads, shares):
+            local = g.expr.args[0] if isinstance(g.wrt, Elem) else BatchSum(g.expr.args[0])
+            claims += [(brute[w] - tape.at(group, model, local, k), f"{g.symbol} by differentiation")
+                       for k, w in ws]
+        zero = TapeZero(group.tape.steps, [c for c, _ in claims])
+        for difference, claim in claims:
+            if not zero(difference):
+                raise ProofError(name, claim, f"m={size}")
         check(name, "Jacobian == staged == compact; " + ", ".join(str(g.symbol) for g in grads),
-              label, True, log, t0)
+              f"m={size}", True, log, t0)
     return log
+
+
+def tape_entry(group: tape.Group, model: Model, jac: sp.Expr, i: int, j: int) -> sp.Expr:
+    """The symbolic Jacobian entry at row j, column i of a concrete group, on its tape."""
+    columns = {copy_i(s): tape.at(group, model, s, i) for s in per_element_symbols(model)}
+    entry = jac.xreplace({sp.KroneckerDelta(I, J): int(i == j)}).xreplace(columns)
+    return tape.at(group, model, entry, j)
 
 
 def prove_test_mode(model: Model, stages: tuple[Stage, ...], max_m: int) -> list[Proof]:
@@ -173,9 +177,11 @@ def prove_test_mode(model: Model, stages: tuple[Stage, ...], max_m: int) -> list
     staged = inline(stages)
     for size in range(1, max_m + 1):
         t0 = time.perf_counter()
-        c = concrete(model, size)
-        brute = vjp(c)
-        ok = all(zero_modulo_roots(brute[i] - at(c, model, staged, i)) for i in range(size))
+        group = tape.forward(model, size, opaque_values(model))
+        brute = group.tape.reverse(dict(zip(group.ys, group.dys)), group.xs, "d")
+        claims = [brute[x] - tape.at(group, model, staged, i) for i, x in enumerate(group.xs)]
+        zero = TapeZero(group.tape.steps, claims)
+        ok = all(zero(c) for c in claims)
         check(model.name, "test mode: Jacobian-vector product == staged", f"m={size}", ok, log, t0)
     return log
 
@@ -194,13 +200,6 @@ def per_element_symbols(model: Model) -> list[Elem]:
 
 def column_copies(model: Model) -> dict:
     return {s: copy_i(s) for s in per_element_symbols(model)}
-
-
-def entry_at(c: Concrete, model: Model, jac: sp.Expr, i: int, j: int) -> sp.Expr:
-    """The symbolic Jacobian entry at row j, column i of a concrete group."""
-    columns = {copy_i(s): at(c, model, s, i) for s in per_element_symbols(model)}
-    entry = jac.xreplace({sp.KroneckerDelta(I, J): int(i == j)}).xreplace(columns)
-    return at(c, model, entry, j)
 
 
 def jacobian_entry(model: Model, lemmas: Lemmas) -> sp.Expr:

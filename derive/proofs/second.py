@@ -1,16 +1,18 @@
 """Exact proofs of the second order (derive.second_order).
 
-* For every batch size m <= M: the brute-force backward (dx from the full Jacobian,
-  dgamma and dbeta by differentiation, as in derive.proofs) is contracted with the
-  upstream adjoints, L2 = sum_i bar_dx_i*dx_i + bar_dgamma*dgamma + bar_dbeta*dbeta, and
-  differentiated once more with sympy.diff: dL2/dx_k, dL2/ddout_k, dL2/dgamma must equal
-  the staged (reverse-mode) results and the compact ones, element by element.
+* For every batch size m <= M, on the tape of a group of m elements (derive.proofs.tape):
+  reverse mode over the forward assignments, seeded with dy, gives the brute-force first
+  order (dx, and each parameter's gradient); it is contracted with the upstream adjoints,
+  L2 = sum_i bar_dx_i*dx_i + bar_dgamma*dgamma + bar_dbeta*dbeta, and reverse mode over that
+  whole tape, seeded with 1 at L2, gives dL2/dx_k, dL2/ddout_k, dL2/dgamma: each must equal
+  the compact result, element by element.  Only the forward graph enters the brute force.
 * For a symbolic m: staged == compact in the reduction algebra, and bar_dout, which is
   linear in the upstream adjoints, equals the Jacobian-vector product
   sum_i (dy_j/dx_i)*bar_dx_i + bar_dgamma*dy_j/dgamma + bar_dbeta*dy_j/dbeta from the forward-mode
   Jacobian entry (an independent route: forward mode over the forward graph).
 
-Equal means: the difference is identically zero (derive.exact.zero_modulo_roots).
+Equal means: the difference is identically zero (derive.proofs.ring.TapeZero, the test of
+derive.proofs.exact computed on the tape).
 """
 from __future__ import annotations
 
@@ -23,47 +25,53 @@ from ..math.algebra import BatchSum, Elem, indexed
 from ..math.lemmas import Lemmas
 from ..math.second_order import SecondOrder, definitions
 from ..math.stages import inline
-from .exact import zero_modulo_roots
-from .first import I, J, Proof, ProofError, at, check, column_copies, concrete, param_grad, undefined, vjp
+from . import tape
+from .first import I, J, Proof, ProofError, at, check, column_copies, concrete, opaque_values, undefined
+from .ring import TapeZero
 
 
 def _upstream_at(symbol: sp.Symbol, k: int) -> sp.Symbol:
     return indexed(symbol, k) if isinstance(symbol, Elem) else symbol
 
 
-def loss(c, model: Model, so: SecondOrder) -> sp.Expr:
-    """L2 for a concrete group, from the brute-force first order."""
-    g = so.graph
-    dx = vjp(c)
-    total = sp.Add(*[_upstream_at(g.seeds[g.outputs[0]], i) * dx[i] for i in range(c.size)])
-    for p, out in zip(model.params, g.outputs[1:]):
+def loss(group: tape.Group, model: Model, so: SecondOrder) -> sp.Symbol:
+    """L2 on the tape of a concrete group, from the brute-force first order: reverse mode over
+    the forward assignments, seeded with dy, gives dx and each parameter's gradient."""
+    g, t = so.graph, group.tape
+    params = [[indexed(p, k) for k in range(group.size)] if isinstance(p, Elem) else [p]
+              for p in model.params]
+    first = t.reverse(dict(zip(group.ys, group.dys)), group.xs + [w for ws in params for w in ws], "d")
+    total = sp.Add(*[_upstream_at(g.seeds[g.outputs[0]], i) * first[x] for i, x in enumerate(group.xs)])
+    for ws, out in zip(params, g.outputs[1:]):
         seed = g.seeds[out]
-        if isinstance(p, Elem):
-            total += sp.Add(*[_upstream_at(seed, k) * param_grad(c, p, k) for k in range(c.size)])
-        else:
-            total += seed * param_grad(c, p, 0)
-    return total
+        total += sp.Add(*[_upstream_at(seed, k) * first[w] for k, w in enumerate(ws)])
+    return t.fresh("L2_", total)
 
 
 def prove_sizes(model: Model, so: SecondOrder, max_m: int, progress=None) -> list[Proof]:
+    """m = 1..M: d L2/d v by reverse mode over the tape of L2 (node by node), for every v the
+    results are taken with respect to, equals the compact result at every element."""
     log: list[Proof] = []
+    first = so.compact[so.results[0].symbol]
     for size in range(1, max_m + 1):
         if progress:
             progress(f"second order m={size}")
         t0 = time.perf_counter()
-        c = concrete(model, size)
-        first = so.compact[so.results[0].symbol]
-        if size == 1 and undefined(at(c, model, first, 0)):
+        if size == 1 and undefined(at(concrete(model, 1), model, first, 0)):
             log.append(Proof("left out: the second order divides by zero at every point", "m=1", 0.0))
             continue
-        l2 = loss(c, model, so)
+        group = tape.forward(model, size, opaque_values(model))
+        l2 = loss(group, model, so)
+        wrt = [[indexed(r.wrt, k) for k in range(size)] if isinstance(r.wrt, Elem) else [r.wrt]
+               for r in so.results]
+        grads = group.tape.reverse({l2: sp.Integer(1)}, [v for vs in wrt for v in vs], "bar")
+        claims = [(grads[v] - tape.at(group, model, so.compact[r.symbol], k), r)
+                  for r, vs in zip(so.results, wrt) for k, v in enumerate(vs)]
+        zero = TapeZero(group.tape.steps, [c for c, _ in claims])
         label = f"m={size}"
-        for r in so.results:
-            v = r.wrt
-            for k in range(size if isinstance(v, Elem) else 1):
-                brute = sp.diff(l2, indexed(v, k) if isinstance(v, Elem) else v)
-                if not zero_modulo_roots(brute - at(c, model, so.compact[r.symbol], k)):
-                    raise ProofError(model.name, f"second order: d L2/d {v} == compact {r.symbol}", label)
+        for claim, r in claims:
+            if not zero(claim):
+                raise ProofError(model.name, f"second order: d L2/d {r.wrt} == compact {r.symbol}", label)
         check(model.name, "second order: " + ", ".join(f"d L2/d {r.wrt} == {r.symbol}" for r in so.results)
              , label, True, log, t0)
     return log
