@@ -1,5 +1,6 @@
-"""generated.jax: the derived custom_vjp functions against JAX's own autodiff of the forward,
-and jax.test_util.check_grads up to order 2 (reverse mode: custom_vjp has no JVP)."""
+"""generated.jax: the derived functions (jax.custom_jvp whose JVP is the transpose of the derived
+backward) against JAX's own autodiff of the forward, and jax.test_util.check_grads up to order 2 in
+forward and reverse mode."""
 from __future__ import annotations
 
 import re
@@ -75,7 +76,10 @@ def test_against_jax_autodiff_and_check_grads(name):
         np.testing.assert_allclose(g_ours, g_ref, rtol=1e-10, atol=1e-12)
     hess_ours, hess_ref = (jax.jit(jax.hessian(loss(f)))(*args) for f in (ours, ref))
     np.testing.assert_allclose(hess_ours, hess_ref, rtol=1e-8, atol=1e-10)
-    check_grads(ours, args, order=2, modes=("rev",))
+    tangents = (rand(*shape, seed=8), rand(C, seed=9), rand(C, seed=10))
+    jvp_ours, jvp_ref = (jax.jit(lambda *a, f=f: jax.jvp(f, a, tangents)[1])(*args) for f in (ours, ref))
+    np.testing.assert_allclose(jvp_ours, jvp_ref, rtol=1e-10, atol=1e-12)   # jax.jvp failed on every function
+    check_grads(ours, args, order=2, modes=("fwd", "rev"))
 
 
 def test_running_statistics_follow_torch():
