@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import keyword
+import re
 import sys
 import time
 from pathlib import Path
@@ -56,7 +58,8 @@ def variant(text: str) -> str:
 
 
 def parser() -> Parser:
-    p = Parser(prog="derive", usage="derive [-h] [--max-m M] [--out DIR] [--check] [--no-cache] [-q] [COMMAND ...]",
+    p = Parser(prog="derive", usage="derive [-h] [--max-m M] [--order {1,2}] [--out DIR] [--check] [--no-cache] [-q] "
+                                    "[COMMAND ...]",
                formatter_class=argparse.RawDescriptionHelpFormatter, description=(
         "Derive the backward pass of each normalization layer from its forward pass, prove it\n"
         "exactly, and write NumPy and numba kernels and derivation documents into generated/.\n\n"
@@ -68,6 +71,9 @@ def parser() -> Parser:
     p.add_argument("--max-m", type=max_m, default=DEFAULT_MAX_M, metavar="M",
                    help=f"prove against the brute-force Jacobian for every batch size m <= M "
                         f"(default {DEFAULT_MAX_M})")
+    p.add_argument("--order", type=int, choices=(1, 2), default=2,
+                   help="2 (default): derive and prove the first and the second order; 1: the first "
+                        "order alone (no double backward; torch differentiates the backward itself)")
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
                    help="the generated package to write (default: the checkout's generated/; "
                         "required outside a checkout)")
@@ -87,6 +93,8 @@ def parser() -> Parser:
     build.add_argument("file", type=Path, help="a Python file defining LAYOUT and forward(g)")
     build.add_argument("--out", dest="build_out", type=Path, required=True, metavar="DIR",
                        help="the package to write (its name is the folder's name)")
+    build.add_argument("--order", dest="build_order", type=int, choices=(1, 2), default=None,
+                       help="1: a proved first-order package without the second order (default 2)")
     check = sub.add_parser("check", help="check a learner's CS231n functions and name the slip")
     check.add_argument("file", nargs="?", type=Path, help="a Python file defining batchnorm_forward, ...")
     check.add_argument("--json", action="store_true", help="machine-readable results")
@@ -147,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
 def derive_all(entries, args, progress: Progress) -> list | None:
     """Derive and prove every entry, or print one line and return None."""
     try:
-        out = derivation.derive_many(list(entries), args.max_m, progress, use_cache=not args.no_cache)
+        out = derivation.derive_many(list(entries), args.max_m, progress, use_cache=not args.no_cache,
+                                     **({"order": args.order} if args.order != 2 else {}))
     except (ProofError, LemmaError, GraphError) as e:
         progress.end()
         print(f"derive: {e}. Nothing was written.", file=sys.stderr)
@@ -184,18 +193,41 @@ def rendered(derivations, package: str, templates, progress: Progress, use_cache
 
 
 def build(args, progress: Progress) -> int:
-    """derive build FILE --out DIR: a user's normalization, proved, as an importable package."""
+    """derive build FILE --out DIR: a user's normalization, proved, as an importable package.
+    Every failure is one line on stderr naming the file or the node, exit 1, nothing written."""
+    if args.build_order is not None:
+        args.order = args.build_order
+    root = args.build_out
+    if not root.name.isidentifier() or keyword.iskeyword(root.name):
+        print(f"derive build: --out {root}: the folder's name {root.name!r} is the package's name, which must "
+              f"be a Python identifier (e.g. {'_'.join(re.findall(r'[A-Za-z0-9]+', root.name)) or 'kernels'!r}). "
+              "Nothing was written.", file=sys.stderr)
+        return 1
     try:
+        if not args.file.is_file():
+            raise GraphError(f"{args.file}: no such file")
         entry = load_file(args.file)
         entry.graph().model(True)
-    except (GraphError, OSError, SyntaxError) as e:
+        entry.graph().model(False)
+    except (GraphError, OSError) as e:
         print(f"derive build: {e}. Nothing was written.", file=sys.stderr)
         return 1
-    derivations = derive_all([entry], args, progress)
+    try:
+        derivations = derive_all([entry], args, progress)
+    except Exception as e:  # noqa: BLE001 -- a user's graph that the engine cannot handle: one line
+        progress.end()
+        print(f"derive build: {args.file}: the derivation stopped with {type(e).__name__}: "
+              f"{' '.join(str(e).split())[:300]} (this is derive's fault; please report it). "
+              "Nothing was written.", file=sys.stderr)
+        return 1
     if derivations is None:
         return 1
-    root = args.build_out
-    files = rendered(derivations, root.name, project.locate(root).templates, progress, not args.no_cache)
+    try:
+        files = rendered(derivations, root.name, project.locate(root).templates, progress, not args.no_cache)
+    except Exception as e:  # noqa: BLE001 -- a printer that cannot print this graph yet
+        print(f"derive build: {args.file}: proved, but the kernels could not be printed: {type(e).__name__}: "
+              f"{' '.join(str(e).split())[:300]}. Nothing was written.", file=sys.stderr)
+        return 1
     if files is None:
         return 1
     summary = f"# {entry.spec.title}\n\nProved by `derive build`:\n\n```\n{table(derivations)}\n```\n"

@@ -1,5 +1,5 @@
 """The input of the pipeline: a normalization's forward graph (:mod:`.graph`), its layout
 (:mod:`.layout`), the library of entries and the extra claims they may ask to prove."""
-from .layout import Spec
+from .layout import Input, Spec
 
-__all__ = ["Spec"]
+__all__ = ["Input", "Spec"]

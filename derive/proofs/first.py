@@ -22,11 +22,11 @@ from dataclasses import dataclass
 import sympy as sp
 
 from ..forward.graph import Model, StopGrad
-from ..math.algebra import BatchSum, Elem, at_size, expand_sums, indexed, split_by_elements
+from ..math.algebra import BatchSum, Elem, OuterSum, at_size, expand_sums, indexed, split_by_elements
 from ..math.closed_form import Compact
 from ..math.lemmas import Lemmas
 from ..math.stages import Stage, inline
-from .exact import zero_modulo_roots
+from .exact import symbolic_zero, zero_modulo_roots
 
 I, J = sp.symbols("i j", integer=True)
 
@@ -34,12 +34,12 @@ I, J = sp.symbols("i j", integer=True)
 class ProofError(RuntimeError):
     """A claimed identity did not reduce to zero."""
 
-    def __init__(self, variant: str, claim: str, size: str):
-        super().__init__(f"proof failed: {variant}: {claim} at {size}")
-        self.variant, self.claim, self.size = variant, claim, size
+    def __init__(self, variant: str, claim: str, size: str, hint: str = ""):
+        super().__init__(f"proof failed: {variant}: {claim} at {size}" + (f"; {hint}" if hint else ""))
+        self.variant, self.claim, self.size, self.hint = variant, claim, size, hint
 
     def __reduce__(self):  # so that a worker process can hand it back
-        return type(self), (self.variant, self.claim, self.size)
+        return type(self), (self.variant, self.claim, self.size, self.hint)
 
 
 @dataclass(frozen=True)
@@ -119,6 +119,15 @@ def param_grad(c: Concrete, p: sp.Symbol, k: int) -> sp.Expr:
     return sp.Add(*[dy * sp.diff(y, wrt) for dy, y in zip(c.dys, c.ys)])
 
 
+def group_value(g: Stage) -> sp.Expr:
+    """A collected gradient's value for one element (per-element leaf) or one group:
+    ParamSum(f) is f, or sum_k f_k; OuterSum(v) is v (derive.math.stages.collected)."""
+    inner = g.expr.args[0]
+    if isinstance(g.expr, OuterSum) or isinstance(g.wrt, Elem):
+        return inner
+    return BatchSum(inner)
+
+
 def check(variant: str, claim: str, size: str, ok: bool, log: list[Proof], t0: float) -> None:
     if not ok:
         raise ProofError(variant, claim, size)
@@ -158,8 +167,7 @@ def prove_sizes(model: Model, stages: tuple[Stage, ...], compact: Compact,
                     raise ProofError(name, "Jacobian entry dy_j/dx_i", label)
         for g in grads:
             for k in range(size if isinstance(g.wrt, Elem) else 1):
-                local = g.expr.args[0]
-                mine = at(c, model, local if isinstance(g.wrt, Elem) else BatchSum(local), k)
+                mine = at(c, model, group_value(g), k)
                 if not zero_modulo_roots(param_grad(c, g.wrt, k) - mine):
                     raise ProofError(name, f"{g.symbol} by differentiation", label)
         check(name, "Jacobian == staged == compact; " + ", ".join(str(g.symbol) for g in grads),
@@ -189,7 +197,7 @@ def copy_i(s: sp.Symbol) -> sp.Symbol:
 
 def per_element_symbols(model: Model) -> list[Elem]:
     return sorted({model.x, *(n.symbol for n in model.nodes if n.per_element),
-                   *(p for p in model.params if isinstance(p, Elem))}, key=lambda s: s.name)
+                   *(p for p in model.params + model.inputs if isinstance(p, Elem))}, key=lambda s: s.name)
 
 
 def column_copies(model: Model) -> dict:
@@ -203,27 +211,31 @@ def entry_at(c: Concrete, model: Model, jac: sp.Expr, i: int, j: int) -> sp.Expr
     return at(c, model, entry, j)
 
 
-def jacobian_entry(model: Model, lemmas: Lemmas) -> sp.Expr:
+def jacobian_entry(model: Model, lemmas: Lemmas, wrt: sp.Symbol | None = None) -> sp.Expr:
     """dy_j/dx_i for a symbolic batch, by forward-mode through the graph.
 
     Generic per-element symbols stand for element j; x_i and xhat_i for element i.
     x_j reaches y_j directly (a Kronecker delta) and through every per-group node.
+    ``wrt``: another leaf in place of x (dy_j/dgamma_i, or dy_j/dgamma for a per-group one).
     """
-    x = model.x
+    x = model.x if wrt is None else wrt
+    elem = isinstance(x, Elem)
     delta = sp.KroneckerDelta(I, J)
-    tangent: dict = {x: delta}
+    tangent: dict = {x: delta if elem else sp.Integer(1)}
     copies = column_copies(model)
     for node in model.nodes:
         d = node.definition
         t = sp.Add(*[sp.diff(d, p) * tangent[p] for p in sorted(tangent, key=str) if p != x])
         direct = sp.diff(d, x)
-        if node.per_element:
+        if not elem:
+            t += direct
+        elif node.per_element:
             t += direct * delta
         else:  # d/dx_i of a sum over the group: the summand's derivative at element i
             t += direct.xreplace(copies)
         tangent[node.symbol] = t
     raw = tangent[model.output.symbol]
-    extra = {copy_i(x): v.xreplace(copies) for v in lemmas.x_rule.values()}
+    extra = {copy_i(model.x): v.xreplace(copies) for v in lemmas.x_rule.values()}
     return sp.factor(lemmas.canonical(raw, extra))
 
 
@@ -263,10 +275,10 @@ def prove_symbolic(model: Model, stages: tuple[Stage, ...], compact: Compact,
         log.append(Proof(f"lemma {claim}", label, 0.0))
     t0 = time.perf_counter()
     staged = lemmas.canonical(inline(stages))
-    check(name, "staged == compact", label, sp.cancel(staged - compact.dx) == 0, log, t0)
+    check(name, "staged == compact", label, symbolic_zero(staged - compact.dx), log, t0)
     t0 = time.perf_counter()
     check(name, "sum_j dy_j * (dy_j/dx_i) == compact", label,
-          sp.cancel(lemmas.canonical(contract(jacobian, model, lemmas)) - compact.dx) == 0, log, t0)
+          symbolic_zero(lemmas.canonical(contract(jacobian, model, lemmas)) - compact.dx), log, t0)
     sums = sorted({s for st in stages for s in st.expr.atoms(BatchSum)}, key=sp.default_sort_key)
     vanishing = [s for s in sums if lemmas.canonical(s) == 0]
     sum_dx = sum_over_group(compact.dx, lemmas)

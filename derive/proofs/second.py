@@ -23,8 +23,9 @@ from ..math.algebra import BatchSum, Elem, indexed
 from ..math.lemmas import Lemmas
 from ..math.second_order import SecondOrder, definitions
 from ..math.stages import inline
-from .exact import zero_modulo_roots
-from .first import I, J, Proof, ProofError, at, check, column_copies, concrete, param_grad, undefined, vjp
+from .exact import symbolic_zero, zero_modulo_roots
+from .first import (I, J, Proof, ProofError, at, check, column_copies, concrete, jacobian_entry, param_grad,
+                    undefined, vjp)
 
 
 def _upstream_at(symbol: sp.Symbol, k: int) -> sp.Symbol:
@@ -36,7 +37,7 @@ def loss(c, model: Model, so: SecondOrder) -> sp.Expr:
     g = so.graph
     dx = vjp(c)
     total = sp.Add(*[_upstream_at(g.seeds[g.outputs[0]], i) * dx[i] for i in range(c.size)])
-    for p, out in zip(model.params, g.outputs[1:]):
+    for p, out in zip(g.shares_of, g.outputs[1:]):
         seed = g.seeds[out]
         if isinstance(p, Elem):
             total += sp.Add(*[_upstream_at(seed, k) * param_grad(c, p, k) for k in range(c.size)])
@@ -91,7 +92,7 @@ def prove_symbolic(model: Model, so: SecondOrder, jac: sp.Expr, lemmas: Lemmas) 
     t0 = time.perf_counter()
     for k, r in enumerate(so.results):
         staged = lemmas.canonical(inline(so.stages, len(so.stages) - n + k).xreplace(written))
-        if sp.cancel(staged - so.compact[r.symbol]) != 0:
+        if not symbolic_zero(staged - so.compact[r.symbol]):
             raise ProofError(name, f"second order: staged {r.symbol} == compact", label)
     check(name, "second order: staged == compact for " + ", ".join(str(r.symbol) for r in so.results),
           label, True, log, t0)
@@ -105,10 +106,15 @@ def prove_jvp(model: Model, so: SecondOrder, jac: sp.Expr, lemmas: Lemmas) -> li
     g = so.graph
     y = model.output.definition
     expected = jvp(jac, model, lemmas, g.seeds[g.outputs[0]])
-    for p, out in zip(model.params, g.outputs[1:]):
-        expected += g.seeds[out] * lemmas.canonical(sp.diff(y, p))
+    for p, out in zip(g.shares_of, g.outputs[1:]):
+        if not any(n.definition.has(p) for n in model.nodes[:-1]):  # only the output reads it
+            expected += g.seeds[out] * lemmas.canonical(sp.diff(y, p))
+        elif isinstance(p, Elem):
+            expected += jvp(jacobian_entry(model, lemmas, p), model, lemmas, g.seeds[out])
+        else:
+            expected += g.seeds[out] * jacobian_entry(model, lemmas, p)
     gdy = next(r for r in so.results if r.wrt == model.dy)
-    ok = sp.cancel(sp.expand(lemmas.canonical(expected)) - so.compact[gdy.symbol]) == 0
+    ok = symbolic_zero(sp.expand(lemmas.canonical(expected)) - so.compact[gdy.symbol])
     check(name, f"second order: {gdy.symbol} == forward-mode Jacobian times the upstream adjoints",
           label, ok, log, t0)
     return log
