@@ -25,6 +25,17 @@ from .lemmas import Lemmas
 from .stages import Stage, backward, collected, inline, leaf_stages
 
 
+#: sympy.factor of a larger sum takes minutes (the double backward of a graph with a function of
+#: a normalized value: 400 s for 3600 operations) and makes it larger; such a sum is put over one
+#: denominator without factoring.  The library's largest is 178.
+FACTOR_LIMIT = 400
+
+
+def collect(expr: sp.Expr) -> sp.Expr:
+    """``expr`` over one denominator: factored when it is small enough (:data:`FACTOR_LIMIT`)."""
+    return sp.factor(expr) if sp.count_ops(expr) <= FACTOR_LIMIT else sp.together(expr)
+
+
 @dataclass(frozen=True)
 class Compact:
     steps: tuple[tuple[str, sp.Expr], ...]   #: (what was done, dx after it)
@@ -39,7 +50,7 @@ class Compact:
 def compact(lemmas: Lemmas, stages: tuple[Stage, ...]) -> Compact:
     inlined = inline(stages)
     reduced = lemmas.canonical(inlined)
-    collected = sp.factor(reduced)
+    collected = collect(reduced)
     steps = (("inline the stages", inlined), ("reduce the sums", reduced),
              ("collect over one denominator", collected))
     return Compact(steps, collected)
@@ -51,7 +62,7 @@ def coefficients(dx: sp.Expr) -> list[tuple[sp.Expr, sp.Expr]]:
     For batch normalization: dx = (gamma/sigma_eps)*dy + (-gamma S_dyxhat/(m sigma_eps))*xhat
     + (-gamma S_dy/(m sigma_eps)); pairs sorted by monomial for determinism.
     """
-    return [(sp.factor(c), mono) for c, mono in split_by_elements(dx)]
+    return [(collect(c), mono) for c, mono in split_by_elements(dx)]
 
 
 @dataclass(frozen=True)
@@ -79,7 +90,7 @@ def gradients(model: Model, lemmas: Lemmas) -> tuple[Gradient, ...]:
     for st in leaf_stages(model):
         value = st.expr
         if value.free_symbols & adjoints:
-            value = sp.factor(lemmas.canonical(inline(nodes + (st,))))
+            value = collect(lemmas.canonical(inline(nodes + (st,))))
         symbol = sp.Symbol("d" + st.wrt.name, real=True)
         out.append(Gradient(st.wrt, st, value, collected(symbol, st.wrt, value, st.paths)))
     return tuple(out)

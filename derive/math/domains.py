@@ -18,6 +18,7 @@ import sympy as sp
 
 from ..forward.model import Domain, Model, Node
 from .algebra import Elem, expand_sums
+from .closed_form import collect
 from .lemmas import reduction_facts
 from .stages import Stage, adjoint_symbol, inline, reverse
 
@@ -57,7 +58,7 @@ def derive(model: Model, domain: Domain) -> DomainGradient:
     last = staged[-1]
     staged = staged[:-1] + (Stage(adjoint_symbol(domain.input), last.expr, last.wrt, last.paths),)
     facts = {domain.input ** p: v for p, v in reduction_facts(model_of(model, domain)).items()}
-    compact = sp.factor(expand_sums(inline(staged), facts))
+    compact = collect(expand_sums(inline(staged), facts))
     return DomainGradient(domain, seeds, staged, compact, facts)
 
 

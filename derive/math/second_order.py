@@ -24,7 +24,7 @@ import sympy as sp
 
 from ..forward.graph import Model, Node
 from .algebra import BatchSum, Elem, OuterSum, Step, split_by_elements
-from .closed_form import Compact
+from .closed_form import Compact, collect
 from .lemmas import Lemmas
 from .stages import Stage, adjoint_symbol, inline, reverse
 
@@ -90,7 +90,7 @@ class SecondOrder:
     steps: dict                           #: result symbol -> ((what was done, expr), ...)
 
     def coefficients(self, symbol: sp.Symbol) -> list[tuple[sp.Expr, sp.Expr]]:
-        return [(sp.factor(c), mono) for c, mono in split_by_elements(self.compact[symbol])]
+        return [(collect(c), mono) for c, mono in split_by_elements(self.compact[symbol])]
 
     @property
     def reductions(self) -> list[BatchSum]:
@@ -120,7 +120,7 @@ def derive(model: Model, lemmas: Lemmas, compact: Compact, params: tuple[Stage, 
         opened = inlined.xreplace(written)
         reduced = lemmas.canonical(opened)
         # a step is 0 or 1, so its powers are itself (the proofs check the result on each side)
-        collected = sp.factor(reduced).replace(
+        collected = collect(reduced).replace(
             lambda e: e.is_Pow and isinstance(e.base, Step) and e.exp.is_Integer and e.exp > 0,
             lambda e: e.base)
         steps[st.symbol] = (("inline the stages", inlined), ("write out the group sums", opened),

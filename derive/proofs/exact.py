@@ -128,10 +128,17 @@ def _signs(expr: sp.Expr):
         yield expr.xreplace(dict(zip(signs, values)))
 
 
+#: above this many operations a symbolic-m difference is tested by :func:`zero_modulo_roots`
+#: (every sum an atom, m a symbol): exact too, and much faster on large differences
+LARGE = 400
+
+
 def symbolic_zero(expr: sp.Expr) -> bool:
     """The symbolic-m test: ``expr`` cancels to 0, each function application taken as an atom
     whose arguments are put in one canonical form first (so sigmoid(v*(a + b)) and
     sigmoid(a*v + b*v) are the same atom)."""
+    if sp.count_ops(expr) > LARGE:  # sympy.cancel takes minutes there; the ring route seconds
+        return zero_modulo_roots(expr)
     if sp.cancel(expr) == 0:
         return True
     canonical = expr.replace(lambda e: isinstance(e, sp.Function) and not isinstance(e, BatchSum)
