@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import sympy
 import pytest
 import torch
 
@@ -193,3 +194,28 @@ def test_each_example_is_proved_as_asked(derived):
         assert (d.second is None) == (CASES[name].order == 1), name
     _, evo = derived("evonorm_s0")
     assert any(c.startswith("rule: d/du Sigmoid(u)") for c in (p.claim for p in evo.proofs))
+
+
+def test_a_failed_proof_says_what_to_try(monkeypatch):
+    """The issue's ScaleNorm: its second order failed at symbolic m with no advice, because the
+    symbolic test did not know that a step is 0 or 1.  With that test put back, the failure names
+    the identity, the m, --order 1 and the node whose rule is a convention; --order 1 then builds."""
+    from derive.proofs import first, second
+    monkeypatch.setattr(second, "symbolic_zero", lambda e: sympy.cancel(e) == 0)
+    entry = CASES["scale_norm"].entry()
+    with pytest.raises(first.ProofError) as failed:
+        derivation._derive(entry, 2)
+    message = str(failed.value)
+    assert "second order: staged bar_x == compact at symbolic m" in message
+    assert "try --order 1" in message and "node 'out' (max/clamp_min)" in message
+    assert derivation._derive(entry, 2, order=1).second is None
+
+
+def test_a_wrong_derivative_rule_is_caught_before_it_is_used(monkeypatch):
+    """Every proof differentiates sigmoid by its rule, so a wrong rule would agree with itself;
+    the rule is proved against SymPy's exp first."""
+    from derive.forward.functions import Sigmoid
+    from derive.proofs import first
+    monkeypatch.setattr(Sigmoid, "rule", classmethod(lambda cls, u: Sigmoid(u) * (1 + Sigmoid(u))))
+    with pytest.raises(first.ProofError, match=r"rule: d/du Sigmoid\(u\) = .* \(used by num\) at any u"):
+        derivation._derive(CASES["evonorm_s0"].entry(), 2)
