@@ -70,3 +70,21 @@ def bn_swish(x, gamma, beta, v, running_mean, running_var, training, eps=1e-5, m
         mu, var = running_mean, running_var
     y = gamma * (x - mu) / torch.sqrt(var + eps) + beta
     return y * torch.sigmoid(v * y)
+
+
+def log_norm(x, gamma):
+    """log inside the reduction, exp of the group value: x / geometric mean of (1 + x**2) along the last axis."""
+    return gamma * x * torch.exp(-torch.log(x ** 2 + 1).mean(dim=-1, keepdim=True))
+
+
+def sign_clamp(x, t):
+    """clamp against group values, sign, min against a scalar parameter; per feature of (N, D)."""
+    mu = x.mean(dim=0, keepdim=True)
+    bound = x.abs().mean(dim=0, keepdim=True)
+    return torch.max(torch.min(x - mu, bound), -bound) + torch.sign(x) * torch.clamp_max(x ** 2, t)
+
+
+def linf_like(x, c):
+    """max against a parameter inside a reduction: (x - mu) / mean(max(|x - mu|, c)) per feature."""
+    mu = x.mean(dim=0, keepdim=True)
+    return (x - mu) / torch.clamp_min((x - mu).abs(), c).mean(dim=0, keepdim=True)

@@ -84,3 +84,11 @@ def test_sys_exit_0_in_the_file_is_an_error_from_the_command_line(tmp_path):
                          capture_output=True, text=True, env=env, cwd=tmp_path)
     assert run.returncode == 1
     assert run.stderr.count("\n") == 1 and "SystemExit(0)" in run.stderr
+
+
+def test_an_input_whose_groups_do_not_match_xs(tmp_path, capsys):
+    path = tmp_path / "mismatch.py"
+    path.write_text(HEAD + "LAYOUT = Spec('mine', 'Mine', 'N,C,H,W', (2, 3), (), 'p', "
+                    "inputs={'y': Input('N,L', reduce_axes=(1,))})\n" + FORWARD)
+    assert cli.main(["build", str(path), "--out", str(tmp_path / "k")]) == 1
+    assert "inputs['y']: its groups must match x's one to one" in capsys.readouterr().err

@@ -73,6 +73,25 @@ def bn_swish(g):
     g.running("running_var", var)
 
 
+def log_norm(g):
+    x, gamma = g.input("x"), g.param("gamma")
+    lm = g.mean("lm", g.log(x ** 2 + 1), "mean log")
+    g.output(gamma * x * g.exp(-lm))
+
+
+def sign_clamp(g):
+    x, t = g.input("x"), g.param("t")
+    mu = g.mean("mu", x)
+    bound = g.mean("bound", g.abs(x))
+    g.output(g.clamp(x - mu, -bound, bound) + g.sign(x) * g.min(x ** 2, t))
+
+
+def linf_like(g):
+    x, c = g.input("x"), g.param("c")
+    mu = g.mean("mu", x)
+    g.output((x - mu) / g.mean("d", g.max(g.abs(x - mu), c)))
+
+
 @dataclass
 class Case:
     entry: Callable[[], Entry]
@@ -119,6 +138,15 @@ CASES = {
                                                "beta_c": Input("N,C", axes=(0, 1))}), conditional_in),
                            (2, 3, 2, 2), {}, lambda x, p, i, r, t: ref.conditional_in(x, i["gamma_c"], i["beta_c"]),
                            inputs={"gamma_c": (2, 3), "beta_c": (2, 3)}),
+    # log inside a reduction, exp of a group value, a per-element parameter (layer-norm layout)
+    "log_norm": Case(inline(Spec("log_norm", "log norm", "N,D", (1,), (1,), "p", min_group=1), log_norm), (3, 4),
+                     {"gamma": (4,)}, lambda x, p, i, r, t: ref.log_norm(x, p["gamma"])),
+    # clamps against group values, sign, min against a scalar parameter
+    "sign_clamp": Case(inline(Spec("sign_clamp", "sign clamp", "N,D", (0,), (1,), "p", axes={"t": ()}), sign_clamp),
+                       (4, 3), {"t": ()}, lambda x, p, i, r, t: ref.sign_clamp(x, p["t"])),
+    # max against a parameter inside a reduction
+    "linf_like": Case(inline(Spec("linf_like", "max inside a mean", "N,D", (0,), (1,), "p"), linf_like), (4, 3),
+                      {"c": (3,)}, lambda x, p, i, r, t: ref.linf_like(x, p["c"])),
     # a parameter inside a node, with running statistics (eval mode reads them)
     "bn_swish": Case(inline(Spec("bn_swish", "BN-swish", "N,D", (0,), (1,), "bn_param"), bn_swish), (5, 3),
                      {"gamma": (3,), "beta": (3,), "v": (3,)},

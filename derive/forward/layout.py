@@ -153,3 +153,7 @@ class Spec:
             if given.own_groups:
                 own = len(given.layout.split(",")) if given.layout and not given.layout.startswith("...") else None
                 in_range(f"inputs[{name!r}].reduce_axes", given.reduce_axes, own)
+                if own is not None and n is not None and own - len(given.reduce_axes) != n - len(self.reduce_axes):
+                    raise LayoutError(f"{where}: LAYOUT inputs[{name!r}]: its groups must match x's one to one, "
+                                      f"but it keeps {own - len(given.reduce_axes)} axes outside its groups "
+                                      f"and x keeps {n - len(self.reduce_axes)}")

@@ -110,8 +110,8 @@ def zero_modulo_roots(expr: sp.Expr) -> bool:
         roots.append((r, base))
         expr = expr.replace(lambda e: e.is_Pow and e.base == base and e.exp.is_Rational,
                             lambda e: r ** (2 * e.exp))
-    expr = expr.replace(lambda e: isinstance(e, sp.Function) and not isinstance(e, BatchSum),
-                        lambda e: e.func(*[_canonical(a) for a in e.args]))
+    expr = _canonical_calls(expr)
+    roots = [(r, _canonical_calls(b)) for r, b in roots]   # a root of a function: the same atoms
     if _is_zero(expr, roots):
         return True
     # A step and the clamps it decides: on each side of the kink the clamp is one of its
@@ -141,6 +141,7 @@ def symbolic_zero(expr: sp.Expr) -> bool:
         return zero_modulo_roots(expr)
     if sp.cancel(expr) == 0:
         return True
+    expr = expr.replace(Absolute, lambda a: Sign(a) * a)   # |u| = sign(u)*u for every real u
     canonical = expr.replace(lambda e: isinstance(e, sp.Function) and not isinstance(e, BatchSum)
                              and bool(e.args),
                              lambda e: e.func(*[_canonical(a) for a in e.args]))
@@ -150,6 +151,11 @@ def symbolic_zero(expr: sp.Expr) -> bool:
     if not canonical.atoms(Step) and not canonical.atoms(Sign):
         return False
     return all(sp.cancel(case) == 0 for signs in _signs(canonical) for case in _sides(signs))
+
+
+def _canonical_calls(expr: sp.Expr) -> sp.Expr:
+    return expr.replace(lambda e: isinstance(e, sp.Function) and not isinstance(e, BatchSum),
+                        lambda e: e.func(*[_canonical(a) for a in e.args]))
 
 
 def _canonical(e: sp.Expr) -> sp.Expr:
@@ -173,8 +179,11 @@ def _sides(expr: sp.Expr):
 
 
 def _is_zero(expr: sp.Expr, roots: list) -> bool:
-    calls = sorted((f for f in expr.atoms(sp.Function)), key=sp.default_sort_key)
-    expr = expr.xreplace({f: sp.Symbol(f"_f{k}", real=True) for k, f in enumerate(calls)})
+    calls = sorted(expr.atoms(sp.Function).union(*(b.atoms(sp.Function) for _, b in roots)),
+                   key=sp.default_sort_key)
+    opaque = {f: sp.Symbol(f"_f{k}", real=True) for k, f in enumerate(calls)}
+    expr = expr.xreplace(opaque)
+    roots = [(r, b.xreplace(opaque)) for r, b in roots]
     try:  # exact either way; the ring route is several times faster on large differences
         if _zero_in_ring(expr, roots):
             return True
