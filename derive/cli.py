@@ -195,40 +195,32 @@ def rendered(derivations, package: str, templates, progress: Progress, use_cache
 def build(args, progress: Progress) -> int:
     """derive build FILE --out DIR: a user's normalization, proved, as an importable package.
     Every failure is one line on stderr naming the file or the node, exit 1, nothing written."""
-    if args.build_order is not None:
-        args.order = args.build_order
+    args.order = args.build_order or args.order
     root = args.build_out
+    say = lambda text: print(f"derive build: {text.rstrip('.')}. Nothing was written.", file=sys.stderr)  # noqa
     if not root.name.isidentifier() or keyword.iskeyword(root.name):
-        print(f"derive build: --out {root}: the folder's name {root.name!r} is the package's name, which must "
-              f"be a Python identifier (e.g. {'_'.join(re.findall(r'[A-Za-z0-9]+', root.name)) or 'kernels'!r}). "
-              "Nothing was written.", file=sys.stderr)
-        return 1
+        fixed = "_".join(re.findall(r"[A-Za-z0-9]+", root.name)) or "kernels"
+        return say(f"--out {root}: the folder's name {root.name!r} is the package's name, which must be a "
+                   f"Python identifier (e.g. {fixed!r})") or 1
     try:
         if not args.file.is_file():
             raise GraphError(f"{args.file}: no such file")
         entry = load_file(args.file)
-        entry.graph().model(True)
-        entry.graph().model(False)
+        entry.graph().model(True), entry.graph().model(False)
     except (GraphError, OSError) as e:
-        print(f"derive build: {e}. Nothing was written.", file=sys.stderr)
-        return 1
+        return say(str(e)) or 1
+    brief = lambda e: f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"  # noqa: E731
     try:
         derivations = derive_all([entry], args, progress)
-    except Exception as e:  # noqa: BLE001 -- a user's graph that the engine cannot handle: one line
+    except Exception as e:  # noqa: BLE001 -- a graph the engine cannot handle is still one line
         progress.end()
-        print(f"derive build: {args.file}: the derivation stopped with {type(e).__name__}: "
-              f"{' '.join(str(e).split())[:300]} (this is derive's fault; please report it). "
-              "Nothing was written.", file=sys.stderr)
-        return 1
-    if derivations is None:
-        return 1
+        return say(f"{args.file}: derive stopped: {brief(e)} (derive's fault: please report it)") or 1
     try:
-        files = rendered(derivations, root.name, project.locate(root).templates, progress, not args.no_cache)
-    except Exception as e:  # noqa: BLE001 -- a printer that cannot print this graph yet
-        print(f"derive build: {args.file}: proved, but the kernels could not be printed: {type(e).__name__}: "
-              f"{' '.join(str(e).split())[:300]}. Nothing was written.", file=sys.stderr)
-        return 1
-    if files is None:
+        files = derivations and rendered(derivations, root.name, project.locate(root).templates, progress,
+                                         not args.no_cache)
+    except Exception as e:  # noqa: BLE001 -- until the kernel IR prints every graph
+        return say(f"{args.file}: proved, but the kernels could not be printed: {brief(e)}") or 1
+    if not files:
         return 1
     summary = f"# {entry.spec.title}\n\nProved by `derive build`:\n\n```\n{table(derivations)}\n```\n"
     try:

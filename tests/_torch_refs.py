@@ -88,3 +88,10 @@ def linf_like(x, c):
     """max against a parameter inside a reduction: (x - mu) / mean(max(|x - mu|, c)) per feature."""
     mu = x.mean(dim=0, keepdim=True)
     return (x - mu) / torch.clamp_min((x - mu).abs(), c).mean(dim=0, keepdim=True)
+
+
+def gated_ln(x, gate, gamma, eps=1e-5):
+    """A second input of x's shape: layer norm of x, gated elementwise by sigmoid(gate) (N, D)."""
+    mu = x.mean(dim=-1, keepdim=True)
+    var = x.var(dim=-1, keepdim=True, unbiased=False)
+    return gamma * (x - mu) / torch.sqrt(var + eps) * torch.sigmoid(gate)

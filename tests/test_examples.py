@@ -92,6 +92,14 @@ def linf_like(g):
     g.output((x - mu) / g.mean("d", g.max(g.abs(x - mu), c)))
 
 
+def gated_ln(g):
+    x, gate, gamma = g.input("x"), g.input("gate"), g.param("gamma")
+    eps = g.constant("eps", 1e-5)
+    mu = g.mean("mu", x)
+    var = g.mean("var", (x - mu) ** 2)
+    g.output(gamma * (x - mu) / g.sqrt(var + eps) * g.sigmoid(gate))
+
+
 @dataclass
 class Case:
     entry: Callable[[], Entry]
@@ -147,6 +155,10 @@ CASES = {
     # max against a parameter inside a reduction
     "linf_like": Case(inline(Spec("linf_like", "max inside a mean", "N,D", (0,), (1,), "p"), linf_like), (4, 3),
                       {"c": (3,)}, lambda x, p, i, r, t: ref.linf_like(x, p["c"])),
+    # a second input of x's shape
+    "gated_ln": Case(inline(Spec("gated_ln", "gated LN", "N,D", (1,), (1,), "p", min_group=1,
+                                 inputs={"gate": Input()}), gated_ln), (3, 4), {"gamma": (4,)},
+                     lambda x, p, i, r, t: ref.gated_ln(x, i["gate"], p["gamma"]), inputs={"gate": (3, 4)}),
     # a parameter inside a node, with running statistics (eval mode reads them)
     "bn_swish": Case(inline(Spec("bn_swish", "BN-swish", "N,D", (0,), (1,), "bn_param"), bn_swish), (5, 3),
                      {"gamma": (3,), "beta": (3,), "v": (3,)},

@@ -93,6 +93,9 @@ def view_of(spec: Spec, x_shape: tuple[int, ...], groups: int | None = None,
         shape = (n, groups, c // groups, *rest)
     leaves = tuple((name, _norm(spec.leaf_axes(name), len(shape)))
                    for name in sorted({n for n, _ in spec.axes} | {n for n, i in spec.inputs if i.axes is not None}))
+    leaves += tuple((name, tuple(range(len(shape)))) for name, i in spec.inputs  # x's shape: every axis
+                    if i.axes is None and not i.own_groups)
+    leaves = tuple(sorted(leaves))
     if not leaves:  # the library's views, as before
         return View(shape, spec.reduce_axes if axes is None else axes, spec.param_axes)
     return View(shape, _norm(spec.reduce_axes if axes is None else axes, len(shape)),
