@@ -176,3 +176,14 @@ def test_every_graph_method_and_layout_field_is_documented():
     missing += [f for f in fields if f"| `{f}` |" not in text]
     missing += [f"Input.{f.name}" for f in dataclasses.fields(Input) if f"`{f.name}`" not in text]
     assert not missing, missing
+
+
+def test_derive_build_order_1_writes_the_first_order_alone(tmp_path, capsys):
+    out = tmp_path / "pn_first"
+    code = cli.main(["-q", "--max-m", "2", "build", str(ROOT / "examples" / "pixelnorm.py"), "--out", str(out),
+                     "--order", "1"])
+    assert code == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:3] == ["variant", "exact", "for"] and table[2].split()[2] == "-"  # no second order
+    document = (out / "derivations" / "pixelnorm.md").read_text(encoding="utf-8")
+    assert "second order" not in document.lower()
