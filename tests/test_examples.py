@@ -259,3 +259,44 @@ def test_a_wrong_derivative_rule_is_caught_before_it_is_used(monkeypatch):
     monkeypatch.setattr(Sigmoid, "rule", classmethod(lambda cls, u: Sigmoid(u) * (1 + Sigmoid(u))))
     with pytest.raises(first.ProofError, match=r"rule: d/du Sigmoid\(u\) = .* \(used by num\) at any u"):
         derivation._derive(CASES["evonorm_s0"].entry(), 2)
+
+
+SECOND = [n for n, c in CASES.items() if c.order == 2]
+
+
+@pytest.mark.parametrize("name", SECOND)
+def test_the_second_order_against_torch_autograd(name, derived):
+    """The double backward (d.second, evaluated from its compact forms) against torch's
+    differentiation of its own first derivatives (create_graph=True), training mode."""
+    case = CASES[name]
+    entry, d = derived(name)
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=case.shape) * 1.3 + 0.4
+    dout = rng.normal(size=case.shape)
+    params = {n: rng.normal(size=s) + 0.8 for n, s in case.params.items()}
+    inputs = {n: rng.normal(size=s) * 1.1 + 0.2 for n, s in case.inputs.items()}
+    running = {"running_mean": rng.normal(size=case.shape[1]), "running_var": rng.uniform(0.5, 2, case.shape[1])}
+    leaves = {**params, **inputs}
+    upstream = {"bar_dx": rng.normal(size=case.shape), **{f"bar_d{n}": rng.normal(size=np.shape(v))
+                                                           for n, v in leaves.items()}}
+    view = evaluate.view_of(entry.spec, case.shape, case.groups)
+    env = evaluate.forward(d.model, x, params, {}, view, running if case.running else None, inputs)
+    ours = evaluate.second(d, env, dout, upstream, view)
+
+    tx, tdout = torch.tensor(x, requires_grad=True), torch.tensor(dout, requires_grad=True)
+    tl = {n: torch.tensor(v, requires_grad=True) for n, v in leaves.items()}
+    y = case.torch_fn(tx, {n: tl[n] for n in params}, {n: tl[n] for n in inputs},
+                      {n: torch.tensor(v) for n, v in running.items()}, True)
+    wrt = [tx, *tl.values()]
+    first = torch.autograd.grad((y * tdout).sum(), wrt, create_graph=True)
+    l2 = sum((torch.tensor(upstream["bar_d" + n]) * g).sum() for n, g in zip(["x", *tl], first))
+    names = ["x", "dout", *tl]
+    theirs = torch.autograd.grad(l2, [tx, tdout, *tl.values()], allow_unused=True)
+    close = dict(rtol=1e-9, atol=1e-10)
+    for n, t in zip(names, theirs):
+        mine = ours.get(f"bar_{n}")
+        expected = np.zeros(np.shape(leaves.get(n, x))) if t is None else t.detach().numpy()
+        if mine is None:   # the backward does not read it: its second derivative is 0
+            np.testing.assert_allclose(expected, 0, atol=1e-12, err_msg=f"bar_{n}")
+            continue
+        np.testing.assert_allclose(np.reshape(mine, -1), expected.reshape(-1), **close, err_msg=f"bar_{n}")

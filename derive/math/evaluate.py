@@ -226,3 +226,26 @@ def gradients(d, env: dict, dout, view: View, training: bool = True, staged: boo
         expr = inline(dg.stages) if staged else dg.compact
         out["d" + dg.input.name] = np.broadcast_to(value(expr, sub, own_v), own_v.shape)
     return out
+
+
+def second(d, env: dict, dout, upstream: dict, view: View) -> dict:
+    """The double backward of ``d`` (training mode): the gradients of
+    L2 = sum bar_dx*dx + sum over the leaves bar_d<leaf>*d<leaf> with respect to x, dout and each
+    leaf the backward reads, from the compact forms of d.second.  ``upstream``: 'bar_dx' and
+    'bar_d<leaf>' by name, each in its tensor's shape.  Returns 'bar_x', 'bar_dout', 'bar_<leaf>'."""
+    so = d.second
+    env = dict(env)
+    env["dout"] = np.asarray(dout, dtype=np.float64).reshape(view.shape)
+    for o in so.graph.outputs:
+        seed = so.graph.seeds[o].name
+        shape = view.shape if o == so.graph.outputs[0] else view.shape_of(o.name[1:])
+        env[seed] = np.asarray(upstream[seed], dtype=np.float64).reshape(shape)
+    out = {}
+    for r in so.results:
+        local = value(so.compact[r.symbol], env, view)
+        if r.wrt in (d.model.x, d.model.dy):
+            out[r.symbol.name] = np.broadcast_to(local, view.shape)
+        else:
+            wrap = ParamSum if isinstance(r.wrt, Elem) else OuterSum
+            out[r.symbol.name] = value(wrap(r.symbol), {r.symbol.name: local}, view, view.spans(r.wrt.name))
+    return out
