@@ -6,7 +6,7 @@ the channel-wise mean and standard deviation of the style features y,
 
 where y has its own spatial size (its own groups) and the same samples and channels.
 Both x and y get a gradient.  Not in the library:
-`derive build examples/adain.py --out adain_kernels --order 1`."""
+`derive build examples/adain.py --out adain_kernels`."""
 from derive.forward import Input, Spec
 
 LAYOUT = Spec("adain", "Adaptive instance normalization", "N,C,H,W", (2, 3), (), "adain_param",

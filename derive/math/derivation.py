@@ -19,7 +19,7 @@ from pathlib import Path
 
 import sympy as sp
 
-from ..forward.graph import GraphError, Model
+from ..forward.graph import Model
 from ..forward.layout import Spec
 from ..forward.library import Entry
 from ..proofs import first as proofs
@@ -27,12 +27,13 @@ from ..proofs import hints, leaves, rules
 from ..proofs import second as proofs_second
 from . import closed_form, second_order, stages
 from . import domains as domains_mod
+from . import domains_second as domains_second_mod
 from . import lemmas as lemmas_mod
 
 ENGINE = ("math/algebra", "proofs/exact", "forward/graph", "math/lemmas", "math/stages", "math/closed_form",
           "proofs/first", "math/derivation", "forward/claims",
           "math/second_order", "proofs/second",
-          "forward/functions", "forward/model", "math/domains", "proofs/leaves", "proofs/rules", "proofs/hints")
+          "forward/functions", "forward/model", "math/domains", "math/domains_second", "proofs/leaves", "proofs/rules", "proofs/hints")
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class Derivation:
     test_grads: tuple[closed_form.Gradient, ...] = ()   #: the same in test mode (no lemmas used)
     domains: tuple = ()   #: one derive.math.domains.DomainGradient per input with its own groups
     order: int = 2        #: 1: first order only (no second); 2: the double backward too
+    domains_second: tuple = ()  #: one derive.math.domains_second.DomainSecond per input with its own groups
 
     @property
     def running_stats(self) -> bool:
@@ -199,9 +201,6 @@ def _derive(entry: Entry, max_m: int, progress=None, order: int = 2) -> Derivati
     t = time.perf_counter()
     graph = entry.graph()
     train = graph.model(training=True)
-    if order == 2 and train.domains:
-        raise GraphError(f"input {train.domains[0].input.name!r}: the second order of a graph with an input that "
-                         "has its own groups is not derived; build it with --order 1")
     say("lemmas")
     lem = lemmas_mod.find(train, min(max_m, 3))
     say("stages")
@@ -213,10 +212,11 @@ def _derive(entry: Entry, max_m: int, progress=None, order: int = 2) -> Derivati
     say("compact form")
     compact = closed_form.compact(lem, staged)
     jac = proofs.jacobian_entry(train, lem)
-    second = None
+    second, domains_second = None, ()
     if order == 2:
         say("second order")
         second = second_order.derive(train, lem, compact, collected, staged[-1].symbol)
+        domains_second = domains_second_mod.derive_all(train, domains, second)
     timings["derive"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -234,6 +234,8 @@ def _derive(entry: Entry, max_m: int, progress=None, order: int = 2) -> Derivati
                                              (lambda s: say(f"proving {s}")) if progress else None)
             say("proving the second order for symbolic m")
             log += proofs_second.prove_symbolic(train, second, jac, lem)
+            for ds in domains_second:
+                log += leaves.prove_domain_second(train, ds, max_m)
         test_model, test_stages, test_grads = None, (), ()
         if graph.has_running:
             say("test mode")
@@ -249,4 +251,5 @@ def _derive(entry: Entry, max_m: int, progress=None, order: int = 2) -> Derivati
     return Derivation(entry.spec, train, lem, staged, params, compact,
                       closed_form.coefficients(compact.dx), jac, symbolic,
                       test_model, test_stages, tuple(log), max_m, timings, second,
-                      grads=grads, test_grads=test_grads, domains=domains, order=order)
+                      grads=grads, test_grads=test_grads, domains=domains, order=order,
+                      domains_second=domains_second)

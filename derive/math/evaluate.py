@@ -231,21 +231,44 @@ def gradients(d, env: dict, dout, view: View, training: bool = True, staged: boo
 def second(d, env: dict, dout, upstream: dict, view: View) -> dict:
     """The double backward of ``d`` (training mode): the gradients of
     L2 = sum bar_dx*dx + sum over the leaves bar_d<leaf>*d<leaf> with respect to x, dout and each
-    leaf the backward reads, from the compact forms of d.second.  ``upstream``: 'bar_dx' and
-    'bar_d<leaf>' by name, each in its tensor's shape.  Returns 'bar_x', 'bar_dout', 'bar_<leaf>'."""
-    so = d.second
+    leaf the backward reads, from the compact forms of d.second (and of d.domains_second for an
+    input with its own groups).  ``upstream``: 'bar_dx' and 'bar_d<leaf>' by name, each in its
+    tensor's shape.  Returns 'bar_x', 'bar_dout', 'bar_<leaf>'."""
+    so, model = d.second, d.model
     env = dict(env)
     env["dout"] = np.asarray(dout, dtype=np.float64).reshape(view.shape)
+    for g in d.grads:  # the first order's adjoints of the imported statistics (their sides read them)
+        if g.leaf in model.imports:
+            env[g.collected.symbol.name] = value(g.compact, env, view)
+    sides = []
+    for ds in d.domains_second:  # the seeds bar_d<o> of the main double backward come from y's side
+        sub = dict(env["@" + ds.first.input.name])
+        own_v = own_view(d.spec, ds.first.input.name, sub[ds.first.input.name].shape)
+        sub[ds.upstream.name] = np.asarray(upstream[ds.upstream.name], dtype=np.float64).reshape(own_v.shape)
+        for seed in ds.first.seeds.values():
+            sub[seed.name] = np.reshape(env[seed.name], own_v.stat_shape)
+        for r in ds.results[1:]:
+            env[r.symbol.name] = np.reshape(value(ds.compact[r.symbol], sub, own_v), view.stat_shape)
+        sides.append((ds, sub, own_v))
     for o in so.graph.outputs:
         seed = so.graph.seeds[o].name
+        if seed in env:
+            continue
         shape = view.shape if o == so.graph.outputs[0] else view.shape_of(o.name[1:])
         env[seed] = np.asarray(upstream[seed], dtype=np.float64).reshape(shape)
     out = {}
     for r in so.results:
         local = value(so.compact[r.symbol], env, view)
-        if r.wrt in (d.model.x, d.model.dy):
+        if r.wrt in model.imports:
+            env[r.symbol.name] = local
+        elif r.wrt in (model.x, model.dy):
             out[r.symbol.name] = np.broadcast_to(local, view.shape)
         else:
             wrap = ParamSum if isinstance(r.wrt, Elem) else OuterSum
             out[r.symbol.name] = value(wrap(r.symbol), {r.symbol.name: local}, view, view.spans(r.wrt.name))
+    for ds, sub, own_v in sides:
+        for o, bar in ds.outside.items():
+            sub[str(bar)] = np.reshape(env[bar.name], own_v.stat_shape) if bar.is_Symbol else 0.0
+        result = ds.results[0]
+        out[result.symbol.name] = np.broadcast_to(value(ds.compact[result.symbol], sub, own_v), own_v.shape)
     return out

@@ -18,6 +18,7 @@ from ..forward.model import Model
 from ..math.algebra import Elem, at_size, expand_sums, indexed
 from ..math.closed_form import Gradient
 from ..math.domains import DomainGradient, model_of
+from ..math.domains_second import DomainSecond
 from ..math.lemmas import Lemmas
 from ..math.stages import backward, inline
 from .exact import symbolic_zero, zero_modulo_roots
@@ -81,4 +82,41 @@ def prove_domain(model: Model, dg: DomainGradient, max_m: int) -> list[Proof]:
     if not symbolic_zero(expand_sums(staged, dg.facts) - dg.compact):
         raise ProofError(model.name, f"staged d{s.name} == compact", "symbolic m")
     log.append(Proof(f"staged d{s.name} == compact", "symbolic m", time.perf_counter() - t0))
+    return log
+
+
+def prove_domain_second(model: Model, ds: DomainSecond, max_m: int) -> list[Proof]:
+    """The second order on the side of an input with its own groups, m = 1..M (its group's m):
+    S = sum_k bar_dy_k*dy_k (dy_k by differentiation) + sum_o bar_<o>*o, differentiated by y_k and
+    by each seed d<o>, equals the compact bar_y and bar_d<o>; and staged == compact for a symbolic m."""
+    dg, y = ds.first, ds.first.input
+    sub = model_of(model, dg.domain)
+    log = []
+    for size in range(1, max_m + 1):
+        t0 = time.perf_counter()
+        scalars: dict = {}
+        for node in sub.nodes:
+            scalars[node.symbol] = at_size(node.definition, size, 0, scalars)
+        first = sp.Add(*[seed * scalars[o] for o, seed in dg.seeds.items()])
+        loss = sp.Add(*[indexed(ds.upstream, k) * sp.diff(first, indexed(y, k)) for k in range(size)])
+        loss += sp.Add(*[bar * scalars[o] for o, bar in ds.outside.items()])
+        for r in ds.results:
+            for k in range(size if isinstance(r.wrt, Elem) else 1):
+                wrt = indexed(r.wrt, k) if isinstance(r.wrt, Elem) else r.wrt
+                if not zero_modulo_roots(sp.diff(loss, wrt) - at_size(ds.compact[r.symbol], size, k, scalars)):
+                    raise ProofError(model.name, f"second order: d S/d {r.wrt} == compact {r.symbol} "
+                                     f"({y.name} has its own groups)", f"m={size}")
+        log.append(Proof("second order: " + ", ".join(f"d S/d {r.wrt} == {r.symbol}" for r in ds.results),
+                         f"m={size}", time.perf_counter() - t0))
+    t0 = time.perf_counter()
+    written: dict = {}
+    for node in ds.nodes[len(dg.domain.nodes):-1]:
+        written[node.symbol] = node.definition.xreplace(written)
+    n = len(ds.results)
+    for k, r in enumerate(ds.results):
+        staged = expand_sums(inline(ds.stages, len(ds.stages) - n + k).xreplace(written), dg.facts)
+        if not symbolic_zero(staged - ds.compact[r.symbol]):
+            raise ProofError(model.name, f"second order: staged {r.symbol} == compact", "symbolic m")
+    log.append(Proof("second order: staged == compact for " + ", ".join(str(r.symbol) for r in ds.results),
+                     "symbolic m", time.perf_counter() - t0))
     return log
