@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import keyword
+import re
 import sys
 import time
 from pathlib import Path
@@ -58,7 +60,8 @@ def variant(text: str) -> str:
 
 
 def parser() -> Parser:
-    p = Parser(prog="derive", usage="derive [-h] [--max-m M] [--out DIR] [--check] [--no-cache] [-q] [COMMAND ...]",
+    p = Parser(prog="derive", usage="derive [-h] [--max-m M] [--order {1,2}] [--out DIR] [--check] [--no-cache] [-q] "
+                                    "[COMMAND ...]",
                formatter_class=argparse.RawDescriptionHelpFormatter, description=(
         "Derive the backward pass of each normalization layer from its forward pass, prove it\n"
         "exactly, and write NumPy and numba kernels and derivation documents into generated/.\n\n"
@@ -70,6 +73,9 @@ def parser() -> Parser:
     p.add_argument("--max-m", type=max_m, default=DEFAULT_MAX_M, metavar="M",
                    help=f"prove against the brute-force Jacobian for every batch size m <= M "
                         f"(default {DEFAULT_MAX_M})")
+    p.add_argument("--order", type=int, choices=(1, 2), default=2,
+                   help="2 (default): derive and prove the first and the second order; 1: the first "
+                        "order alone (no double backward; torch differentiates the backward itself)")
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
                    help="the generated package to write (default: the checkout's generated/; "
                         "required outside a checkout)")
@@ -89,6 +95,8 @@ def parser() -> Parser:
     build.add_argument("file", type=Path, help="a Python file defining LAYOUT and forward(g)")
     build.add_argument("--out", dest="build_out", type=Path, required=True, metavar="DIR",
                        help="the package to write (its name is the folder's name)")
+    build.add_argument("--order", dest="build_order", type=int, choices=(1, 2), default=None,
+                       help="1: a proved first-order package without the second order (default 2)")
     check = sub.add_parser("check", help="check a learner's CS231n functions and name the slip")
     check.add_argument("file", nargs="?", type=Path, help="a Python file defining batchnorm_forward, ...")
     check.add_argument("--json", action="store_true", help="machine-readable results")
@@ -164,7 +172,8 @@ def command(args, progress: Progress) -> int:
 def derive_all(entries, args, progress: Progress) -> list | None:
     """Derive and prove every entry, or print one line and return None."""
     try:
-        out = derivation.derive_many(list(entries), args.max_m, progress, use_cache=not args.no_cache)
+        out = derivation.derive_many(list(entries), args.max_m, progress, use_cache=not args.no_cache,
+                                     **({"order": args.order} if args.order != 2 else {}))
     except (ProofError, LemmaError, GraphError) as e:
         progress.end()
         print(f"derive: {e}. Nothing was written.", file=sys.stderr)
@@ -202,24 +211,39 @@ def rendered(derivations, package: str, templates, progress: Progress, use_cache
 
 
 def build(args, progress: Progress) -> int:
-    """derive build FILE --out DIR: a user's normalization, proved, as an importable package."""
+    """derive build FILE --out DIR: a user's normalization, proved, as an importable package.
+    Every failure is one line on stderr naming the file or the node, exit 1, nothing written."""
+    args.order = args.build_order or args.order
     try:
         write.check_build_out(args.build_out)
     except write.WriteError as e:
         print(f"derive build: {e}", file=sys.stderr)
         return 1
-    try:
-        entry = load_file(args.file)
-        entry.graph().model(True)
-    except (GraphError, OSError, SyntaxError) as e:
-        print(f"derive build: {e}. Nothing was written.", file=sys.stderr)
-        return 1
-    derivations = derive_all([entry], args, progress)
-    if derivations is None:
-        return 1
     root = args.build_out
-    files = rendered(derivations, root.name, project.locate(root).templates, progress, not args.no_cache)
-    if files is None:
+    say = lambda text: print(f"derive build: {text.rstrip('.')}. Nothing was written.", file=sys.stderr)  # noqa
+    if not root.name.isidentifier() or keyword.iskeyword(root.name):
+        fixed = "_".join(re.findall(r"[A-Za-z0-9]+", root.name)) or "kernels"
+        return say(f"--out {root}: the folder's name {root.name!r} is the package's name, which must be a "
+                   f"Python identifier (e.g. {fixed!r})") or 1
+    try:
+        if not args.file.is_file():
+            raise GraphError(f"{args.file}: no such file")
+        entry = load_file(args.file)
+        entry.graph().model(True), entry.graph().model(False)
+    except (GraphError, OSError) as e:
+        return say(str(e)) or 1
+    brief = lambda e: f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"  # noqa: E731
+    try:
+        derivations = derive_all([entry], args, progress)
+    except Exception as e:  # noqa: BLE001 -- a graph the engine cannot handle is still one line
+        progress.end()
+        return say(f"{args.file}: derive stopped: {brief(e)} (derive's fault: please report it)") or 1
+    try:
+        files = derivations and rendered(derivations, root.name, project.locate(root).templates, progress,
+                                         not args.no_cache)
+    except Exception as e:  # noqa: BLE001 -- until the kernel IR prints every graph
+        return say(f"{args.file}: proved, but the kernels could not be printed: {brief(e)}") or 1
+    if not files:
         return 1
     summary = f"# {entry.spec.title}\n\n{write.BUILD_MARK}:\n\n```\n{table(derivations)}\n```\n"
     try:

@@ -43,13 +43,21 @@ def test_a_function_without_a_derivative_rule_is_named():
         build(forward)
 
 
-def test_max_needs_the_clamp_with_torchs_rule():
+def test_max_of_two_is_a_clamp_and_of_three_is_refused():
+    from derive.forward.functions import ClampMin
+
     def forward(g):
         x = g.input("x")
         s = g.sum("s", x ** 2)
         g.output(x / sp.Max(s, 1))
-    with pytest.raises(GraphError, match="node 'out': Max .*clamp_min"):
-        build(forward)
+    assert build(forward).output.definition.has(ClampMin)
+
+    def three(g):
+        x = g.input("x")
+        s = g.sum("s", x ** 2)
+        g.output(x / sp.Max(s, 1, x))
+    with pytest.raises(GraphError, match="node 'out': Max of 3 arguments .*g.max"):
+        build(three)
 
 
 def test_a_reduction_without_the_input_and_a_name_used_twice():
@@ -162,3 +170,30 @@ def test_constant_bounds_agree_between_graph_and_layout():
         assert declared == dict(entry.spec.minimums), entry.spec.name
         assert all(c.symbol.is_nonnegative for c in entry.model().constants)
         assert all(c.symbol.is_positive for c in entry.model().constants if c.minimum != 0)
+
+
+def test_every_graph_method_and_layout_field_is_documented():
+    """docs/graph.md has a section or a table row for each public Graph method and Spec/Input field."""
+    import dataclasses
+    import re
+
+    from derive.forward.graph import Graph
+    from derive.forward.layout import Input, Spec
+    text = (ROOT / "docs" / "graph.md").read_text(encoding="utf-8")
+    methods = [n for n in vars(Graph) if not n.startswith("_") and n not in ("model", "has_running")]
+    missing = [n for n in methods if not re.search(rf"`g\.{n}\(", text)]
+    fields = [f.name for f in dataclasses.fields(Spec)]
+    missing += [f for f in fields if f"| `{f}` |" not in text]
+    missing += [f"Input.{f.name}" for f in dataclasses.fields(Input) if f"`{f.name}`" not in text]
+    assert not missing, missing
+
+
+def test_derive_build_order_1_writes_the_first_order_alone(tmp_path, capsys):
+    out = tmp_path / "pn_first"
+    code = cli.main(["-q", "--max-m", "2", "build", str(ROOT / "examples" / "pixelnorm.py"), "--out", str(out),
+                     "--order", "1"])
+    assert code == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:3] == ["variant", "exact", "for"] and table[2].split()[2] == "-"  # no second order
+    document = (out / "derivations" / "pixelnorm.md").read_text(encoding="utf-8")
+    assert "second order" not in document.lower()

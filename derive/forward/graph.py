@@ -17,180 +17,48 @@ forward pass of ONE normalization group with a :class:`Graph` ``g``::
 
 Per-element quantities are :class:`~derive.algebra.Elem` symbols (``x`` is x_i);
 a reduction is a sum or a mean over the m elements of the group; ``let`` names a
-per-group expression (it is an abbreviation, not a stage of the backward pass);
-``stop_gradient`` and ``clamp_min``/``clamp_max`` carry their own derivative
-rules (torch's).  Which axes form a group, the parameters' shapes and the
-param dict are the layout (:mod:`derive.forward.layout`), kept apart from the math.
+per-group expression (it is an abbreviation, not a stage of the backward pass).
+Elementwise functions (exp, log, sigmoid, tanh, softplus, abs, sign, max, min, clamps,
+stop_gradient) may appear anywhere, inside reductions too, each with torch's derivative
+(:mod:`derive.forward.functions`).  Which axes form a group, the parameters' shapes and
+the param dict are the layout (:mod:`derive.forward.layout`), kept apart from the math.
+The reference of every method is docs/graph.md.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+import keyword
+from dataclasses import replace
+from typing import Callable, Mapping
 
 import sympy as sp
 
-from ..math.algebra import BatchSum, Const, Elem, M, Step
+from ..math.algebra import BatchSum, Const, Elem, M
+from .functions import (Absolute, ClampMax, ClampMin, Exp, Log, Sigmoid, Sign, Softplus, StopGrad, Tanh,
+                        clip, from_sympy)
+from .model import BATCH, RUNNING, Constant, Domain, Model, Node, Running
+
+__all__ = ["Graph", "GraphError", "Model", "Node", "Constant", "Running", "Domain", "RUNNING", "BATCH",
+           "StopGrad", "ClampMin", "ClampMax", "clip"]
 
 
 class GraphError(ValueError):
     """A graph that cannot be derived; the message names the node at fault."""
 
 
-class StopGrad(sp.Function):
-    """stop_gradient(f): the value of f, with derivative 0 (torch's ``detach``)."""
-
-    nargs = 1
-
-    def fdiff(self, argindex=1):
-        return sp.Integer(0)
-
-
-class ClampMin(sp.Function):
-    """max(a, lo) with torch's rule at the kink: d/da = 1 where a >= lo (clamp_min)."""
-
-    nargs = 2
-
-    @classmethod
-    def eval(cls, a, lo):
-        if a.is_Number and lo.is_Number:
-            return sp.Max(a, lo)
-        return None
-
-    def fdiff(self, argindex=1):
-        a, lo = self.args
-        return Step(a - lo, 1) if argindex == 1 else Step(lo - a, 0)
-
-    def branches(self):
-        """(condition, value where it is >= 0, value where it is < 0)."""
-        a, lo = self.args
-        return a - lo, a, lo
-
-
-class ClampMax(sp.Function):
-    """min(a, hi) with torch's rule at the kink: d/da = 1 where a <= hi (clamp_max)."""
-
-    nargs = 2
-
-    @classmethod
-    def eval(cls, a, hi):
-        if a.is_Number and hi.is_Number:
-            return sp.Min(a, hi)
-        return None
-
-    def fdiff(self, argindex=1):
-        a, hi = self.args
-        return Step(hi - a, 1) if argindex == 1 else Step(a - hi, 0)
-
-    def branches(self):
-        """(condition, value where it is >= 0, value where it is < 0)."""
-        a, hi = self.args
-        return hi - a, a, hi
-
-
-def clip(a: sp.Expr, lo: sp.Expr, hi: sp.Expr) -> sp.Expr:
-    """torch.clamp(a, lo, hi)."""
-    return ClampMax(ClampMin(a, lo), hi)
-
-
-@dataclass(frozen=True)
-class Node:
-    """One node ``symbol = definition`` of the forward graph."""
-
-    symbol: sp.Symbol
-    definition: sp.Expr           #: with every ``let`` expanded, so reverse mode sees through it
-    label: str
-    kind: str                     #: "reduce", "elementwise" or "output"
-
-    @property
-    def per_element(self) -> bool:
-        return isinstance(self.symbol, Elem)
-
-
-@dataclass(frozen=True)
-class Constant:
-    symbol: sp.Symbol
-    default: float
-    fraction: bool = False
-    minimum: float | None = None  #: the least value the param dict may give (None: any positive value)
-
-
-@dataclass(frozen=True)
-class Running:
-    """A running statistic: its buffer, the batch statistic it tracks, its update rule."""
-
-    buffer: str
-    stat: sp.Symbol
-    update: sp.Expr               #: in the symbols ``running`` (before), ``batch`` and the constants
-
-    @property
-    def symbol(self) -> sp.Symbol:
-        return sp.Symbol(self.buffer, real=True)
-
-
-RUNNING, BATCH = sp.Symbol("running", real=True), sp.Symbol("batch", real=True)
-
-
-@dataclass(frozen=True)
-class Model:
-    """The forward graph of one normalization in one mode, as the engine sees it."""
-
-    name: str
-    training: bool
-    x: Elem
-    dy: Elem
-    params: tuple[sp.Symbol, ...]
-    constants: tuple[Constant, ...]
-    lets: tuple[Node, ...]        #: abbreviations, in definition order (definitions expanded)
-    nodes: tuple[Node, ...]       #: topological order, the output last
-    stats: tuple[sp.Symbol, ...]  #: statistics that are leaves (test mode)
-    running: tuple[Running, ...]
-    reads_running: tuple[sp.Symbol, ...] = ()  #: running buffers read in training
-
-    @property
-    def output(self) -> Node:
-        return self.nodes[-1]
-
-    def node(self, symbol: sp.Symbol) -> Node:
-        return next(n for n in self.nodes + self.lets if n.symbol == symbol)
-
-    @property
-    def leaves(self) -> tuple[sp.Symbol, ...]:
-        return (self.x, *self.params, *self.stats, *self.reads_running)
-
-    @property
-    def symbols(self) -> dict[str, sp.Symbol]:
-        """Every named quantity of the graph, by name."""
-        out = {s.name: s for s in self.leaves}
-        out.update({c.symbol.name: c.symbol for c in self.constants})
-        out.update({n.symbol.name: n.symbol for n in self.lets + self.nodes})
-        return out
-
-    def sym(self, name: str) -> sp.Symbol | None:
-        return self.symbols.get(name)
-
-    @property
-    def scalars(self) -> tuple[sp.Symbol, ...]:
-        """Symbols that are Python numbers in a kernel: m and the constants."""
-        return (M, *(c.symbol for c in self.constants))
-
-    def param(self, name: str) -> sp.Symbol | None:
-        return next((p for p in self.params if p.name == name), None)
-
-    @property
-    def gamma(self):
-        return self.param("gamma")
-
-    @property
-    def beta(self):
-        return self.param("beta")
-
-
 class Graph:
-    """Builds a :class:`Model`. ``params_vary``: the parameters take a value per element."""
+    """Builds a :class:`Model`.
 
-    def __init__(self, name: str, params_vary: bool = False):
+    ``params_vary``: the parameters take a value per element (the layout's param_axes cross
+    its reduce_axes).  ``kinds``: per leaf name, "element", "group" or (an input) "own" --
+    what the layout says about that leaf (:meth:`derive.forward.layout.Spec.kind`).
+    """
+
+    def __init__(self, name: str, params_vary: bool = False, kinds: Mapping[str, str] | None = None):
         self.name, self.params_vary = name, params_vary
+        self.kinds = dict(kinds or {})
         self._x: Elem | None = None
+        self._inputs: list[sp.Symbol] = []
+        self._own: dict[Elem, list[Node]] = {}
         self._params: list[sp.Symbol] = []
         self._constants: list[Constant] = []
         self._lets: list[Node] = []
@@ -201,22 +69,37 @@ class Graph:
 
     # ----------------------------------------------------------------- leaves
     def _name(self, name: str, what: str) -> str:
-        if not isinstance(name, str) or not name.isidentifier():
-            raise GraphError(f"{what} {name!r}: a name must be a Python identifier")
+        if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
+            raise GraphError(f"{what} {name!r}: a name must be a Python identifier, not a keyword")
         if name in self._names:
             raise GraphError(f"{what} {name!r}: the name is already used in this graph")
+        if (name == "dout" or name.startswith("bar_") or "d" + name in self._names
+                or (name.startswith("d") and name[1:] in self._names)):
+            raise GraphError(f"{what} {name!r}: the name d<name> of a named quantity is its gradient "
+                             "(and dout, bar_<name> are the upstream gradients); choose another name")
         self._names.add(name)
         return name
 
     def input(self, name: str = "x") -> Elem:
-        if self._x is not None:
-            raise GraphError(f"input {name!r}: the graph already has the input {self._x.name!r}")
-        self._x = Elem(self._name(name, "input"), real=True)
-        return self._x
+        """The input ``x`` (the first call), or another input laid out as LAYOUT.inputs[name] says."""
+        if self._x is None:
+            self._x = Elem(self._name(name, "input"), real=True)
+            return self._x
+        kind = self.kinds.get(name)
+        if kind is None:
+            raise GraphError(f"input {name!r}: a second input needs its layout: "
+                             f"LAYOUT = Spec(..., inputs={{{name!r}: Input(...)}}) (see docs/graph.md)")
+        s = (sp.Symbol if kind == "group" else Elem)(self._name(name, "input"), real=True)
+        if kind == "own":
+            self._own[s] = []
+        else:
+            self._inputs.append(s)
+        return s
 
     def param(self, name: str) -> sp.Symbol:
-        kind = Elem if self.params_vary else sp.Symbol
-        p = kind(self._name(name, "param"), real=True)
+        """A learned parameter; per element or per group as the layout's axes say."""
+        kind = self.kinds.get(name, "element" if self.params_vary else "group")
+        p = (Elem if kind == "element" else sp.Symbol)(self._name(name, "param"), real=True)
         self._params.append(p)
         return p
 
@@ -238,21 +121,48 @@ class Graph:
         return s
 
     # ----------------------------------------------------------------- nodes
+    def _known(self) -> set:
+        own = {n.symbol for nodes in self._own.values() for n in nodes}
+        return {self._x, M, *self._inputs, *self._own, *own, *self._params,
+                *(c.symbol for c in self._constants), *self._reads, *(n.symbol for n in self._nodes + self._lets)}
+
     def _expand(self, expr, where: str) -> sp.Expr:
-        expr = sp.sympify(expr)
-        known = {self._x, M, *self._params, *(c.symbol for c in self._constants), *self._reads,
-                 *(n.symbol for n in self._nodes + self._lets)}
-        unknown = sorted(s.name for s in expr.free_symbols if s not in known)
+        try:
+            expr = sp.sympify(expr)
+        except (sp.SympifyError, TypeError) as e:
+            raise GraphError(f"{where}: not an expression of the graph ({e})") from None
+        if not isinstance(expr, sp.Expr):
+            raise GraphError(f"{where}: not an expression of the graph: {expr!r}")
+        unknown = sorted((s.name for s in expr.free_symbols if s not in self._known()))
         if unknown:
             raise GraphError(f"{where}: undefined symbol {', '.join(unknown)}")
-        return expr.xreplace({n.symbol: n.definition for n in self._lets})
+        expr = from_sympy(expr.xreplace({n.symbol: n.definition for n in self._lets}))
+        self._check_rules(expr, where)
+        return expr
 
     def _check_rules(self, expr: sp.Expr, where: str) -> None:
-        for f in sorted(expr.atoms(sp.Max, sp.Min, sp.Abs, sp.sign, sp.Piecewise, sp.Heaviside), key=str):
-            raise GraphError(f"{where}: {type(f).__name__} has no derivative rule that torch uses; "
-                             "write it with clamp_min / clamp_max")
-        for f in sorted(expr.atoms(sp.core.function.AppliedUndef), key=str):
-            raise GraphError(f"{where}: {type(f).__name__} has no derivative rule")
+        for f in sorted(expr.atoms(sp.Max, sp.Min, sp.Piecewise, sp.Heaviside), key=str):
+            raise GraphError(f"{where}: {type(f).__name__} of {len(f.args)} arguments has no derivative rule "
+                             "that torch uses; write it with g.max / g.min / g.clamp")
+        for f in sorted(expr.atoms(sp.Function), key=str):
+            if type(f) in (BatchSum, StopGrad, ClampMin, ClampMax, Exp, Log, Sigmoid, Tanh, Softplus,
+                           Absolute, Sign):
+                continue
+            name = type(f).__name__
+            raise GraphError(f"{where}: {name} has no derivative rule; use g.exp, g.log, g.sigmoid, g.tanh, "
+                             "g.softplus, g.abs, g.sign, g.max, g.min or g.clamp")
+        if expr.has(sp.zoo, sp.nan, sp.oo, -sp.oo, sp.I):
+            raise GraphError(f"{where}: the expression is not a finite real number ({expr})")
+
+    def _own_input(self, expr: sp.Expr) -> Elem | None:
+        found = [s for s in self._own if expr.has(s)]
+        return found[0] if found else None
+
+    def _main_only(self, expr: sp.Expr, where: str) -> None:
+        s = self._own_input(expr)
+        if s is not None:
+            raise GraphError(f"{where}: reads the input {s.name!r}, which has its own groups "
+                             f"(LAYOUT inputs[{s.name!r}].reduce_axes): read it only inside its reductions")
 
     def _per_group(self, expr: sp.Expr, where: str) -> sp.Expr:
         outside = expr.replace(lambda e: isinstance(e, BatchSum), lambda e: sp.Integer(0))
@@ -261,41 +171,53 @@ class Graph:
         return expr
 
     def sum(self, name: str, summand, label: str = "sum") -> sp.Symbol:
+        """sum_k summand_k over the m elements of the group."""
         return self._reduce(name, summand, label, sp.Integer(1))
 
     def mean(self, name: str, summand, label: str = "mean") -> sp.Symbol:
+        """(1/m) sum_k summand_k."""
         return self._reduce(name, summand, label, 1 / M)
 
     def _reduce(self, name: str, summand, label: str, scale) -> sp.Symbol:
         where = f"reduction {name!r}"
         summand = self._expand(summand, where)
-        self._check_rules(summand, where)
         if not summand.has(Elem):
             raise GraphError(f"{where}: the summand has no per-element quantity")
         nonneg = summand.is_nonnegative is True
         s = sp.Symbol(self._name(name, "reduction"), real=True, **({"nonnegative": True} if nonneg else {}))
-        self._nodes.append(Node(s, scale * BatchSum(summand), label, "reduce"))
+        node = Node(s, scale * BatchSum(summand), label, "reduce")
+        own = self._own_input(summand)
+        if own is None:
+            self._nodes.append(node)
+            return s
+        mine = {own, M, *(n.symbol for n in self._own[own]), *(c.symbol for c in self._constants)}
+        if summand.free_symbols - mine or summand.has(BatchSum):
+            other = sorted(str(v) for v in summand.free_symbols - mine) or ["a nested reduction"]
+            raise GraphError(f"{where}: a reduction over the input {own.name!r} (its own groups) may read only "
+                             f"{own.name!r}, its earlier reductions and constants; it reads {', '.join(other)}")
+        self._own[own].append(node)
         return s
 
     def let(self, name: str, expr, label: str = "") -> sp.Symbol:
         """A per-group abbreviation (e.g. std = sqrt(var + eps)); its definition is inlined."""
         where = f"let {name!r}"
         value = self._per_group(self._expand(expr, where), where)
-        self._check_rules(value, where)
         assumptions = {"positive": True} if value.is_positive else {"real": True}
         s = sp.Symbol(self._name(name, "let"), **assumptions)
         self._lets.append(Node(s, value, label or name, "let"))
         return s
 
     def elementwise(self, name: str, expr, label: str = "") -> Elem:
+        """A named per-element node: a stage of the backward pass (d<name>)."""
         where = f"node {name!r}"
         value = self._expand(expr, where)
-        self._check_rules(value, where)
+        self._main_only(value, where)
         e = Elem(self._name(name, "node"), real=True)
         self._nodes.append(Node(e, value, label or name, "elementwise"))
         return e
 
     def output(self, expr, name: str = "out") -> Elem:
+        """The output of the layer, per element; the last node."""
         e = self.elementwise(name, expr, "output")
         self._nodes[-1] = replace(self._nodes[-1], kind="output")
         return e
@@ -307,6 +229,7 @@ class Graph:
             raise GraphError(f"running {buffer!r}: {stat} is not a reduction of this graph")
         self._running.append((buffer, stat, update))
 
+    # ----------------------------------------------------------------- functions
     @staticmethod
     def stop_gradient(expr) -> sp.Expr:
         return StopGrad(sp.sympify(expr))
@@ -314,8 +237,18 @@ class Graph:
     m = M   #: the number of elements of a group (for update rules such as torch's m/(m - 1))
     clamp_min = staticmethod(ClampMin)
     clamp_max = staticmethod(ClampMax)
+    max = staticmethod(ClampMin)        #: max(a, b) with clamp_min's rule: the gradient goes to a at a tie
+    min = staticmethod(ClampMax)        #: min(a, b) with clamp_max's rule
     clip = staticmethod(clip)
+    clamp = staticmethod(clip)
     sqrt = staticmethod(sp.sqrt)
+    exp = staticmethod(Exp)
+    log = staticmethod(Log)
+    sigmoid = staticmethod(Sigmoid)
+    tanh = staticmethod(Tanh)
+    softplus = staticmethod(Softplus)
+    abs = staticmethod(Absolute)
+    sign = staticmethod(Sign)
 
     # ----------------------------------------------------------------- models
     def model(self, training: bool = True) -> Model:
@@ -323,6 +256,9 @@ class Graph:
             raise GraphError(f"{self.name}: the graph has no input (g.input)")
         if not self._nodes or self._nodes[-1].kind != "output":
             raise GraphError(f"{self.name}: the graph has no output (g.output), or nodes follow it")
+        for s, nodes in self._own.items():
+            if not nodes:
+                raise GraphError(f"input {s.name!r}: has its own groups but no reduction reads it")
         consts = {c.symbol.name: c.symbol for c in self._constants}
         running = []
         for buffer, stat, rule in self._running:
@@ -342,9 +278,12 @@ class Graph:
         reads = tuple(self._reads) if training else ()
         if not training and set(self._reads) - {r.symbol for r in running}:
             raise GraphError(f"{self.name}: a running value is read but never declared with g.running")
+        read = set().union(*(n.definition.free_symbols for n in nodes + lets))
+        domains = tuple(Domain(s, tuple(ns), tuple(n.symbol for n in ns if n.symbol in read))
+                        for s, ns in self._own.items())
         return Model(self.name, training, self._x, Elem("dout", real=True), tuple(self._params),
-                     tuple(self._constants),
-                     tuple(lets), tuple(nodes), stats, tuple(running), reads)
+                     tuple(self._constants), tuple(lets), tuple(nodes), stats, tuple(running), reads,
+                     tuple(self._inputs), domains)
 
     @property
     def has_running(self) -> bool:

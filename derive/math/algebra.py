@@ -91,12 +91,44 @@ class OuterSum(sp.Function):
     nargs = 1
 
 
+def mask_atoms(expr: sp.Expr) -> tuple[sp.Expr, dict]:
+    """``expr`` (expanded, its sums hidden) with every non-polynomial per-element part -- a
+    function application such as sigmoid(v*x) or [z - tau >= 0], a root or an inverse
+    such as 1/(1 + x**2) -- replaced by a per-element placeholder, so that it is a polynomial
+    in the element symbols and the placeholders.  Returns (masked, placeholder -> part).
+    The placeholders are numbered in SymPy's sort order of the parts: deterministic."""
+    found: set = set()
+
+    def walk(e, table):
+        if e.is_Atom or isinstance(e, BatchSum) or not e.has(Elem):
+            return e
+        if isinstance(e, sp.Function):
+            return table(e)
+        if e.is_Pow and not (e.exp.is_Integer and e.exp >= 0):
+            if e.exp.is_Integer:  # 1/b**k: a power of the part 1/b
+                return table(sp.Pow(e.base, -1)) ** (-e.exp)
+            return table(e)
+        return e.func(*[walk(a, table) for a in e.args])
+
+    def collect(part):
+        found.add(part)
+        return part
+
+    walk(expr, collect)
+    if not found:
+        return expr, {}
+    parts = sorted(found, key=sp.default_sort_key)
+    names = {part: Elem(f"@a{k}", real=True) for k, part in enumerate(parts)}
+    return walk(expr, names.__getitem__), {v: k for k, v in names.items()}
+
+
 def expand_sums(expr: sp.Expr, facts: Mapping[sp.Expr, sp.Expr]) -> sp.Expr:
     """Distribute every BatchSum over the monomials of its argument.
 
     ``facts`` maps a monomial of element symbols to its known sum
     (``1 -> m``, ``xhat -> 0``, ...); every other monomial stays a named
-    reduction ``BatchSum(monomial)``.
+    reduction ``BatchSum(monomial)``.  A non-polynomial per-element part (sigmoid(v*x),
+    a clamp's step, 1/x) is one factor of a monomial (:func:`mask_atoms`).
     """
 
     def one(arg):
@@ -105,12 +137,13 @@ def expand_sums(expr: sp.Expr, facts: Mapping[sp.Expr, sp.Expr]) -> sp.Expr:
         hidden = {s: sp.Dummy(f"sum{k}") for k, s in enumerate(inner)}
         arg = sp.expand(arg.xreplace(hidden))
         back = {v: k for k, v in hidden.items()}
+        arg, parts = mask_atoms(arg)
         gens = elems_of(arg)
         if not gens:
             return M * arg.xreplace(back)
         total = sp.Integer(0)
         for monom, coeff in sorted(sp.Poly(arg, *gens).terms(), key=lambda t: t[0]):
-            mono = sp.Mul(*[g**p for g, p in zip(gens, monom)])
+            mono = sp.Mul(*[g**p for g, p in zip(gens, monom)]).xreplace(parts).xreplace(back)
             total += coeff.as_expr().xreplace(back) * facts.get(mono, BatchSum(mono) if mono != 1 else M)
         return total
 
@@ -119,17 +152,18 @@ def expand_sums(expr: sp.Expr, facts: Mapping[sp.Expr, sp.Expr]) -> sp.Expr:
 
 def split_by_elements(expr: sp.Expr) -> list[tuple[sp.Expr, sp.Expr]]:
     """``expr`` as [(coefficient, monomial)], polynomial in the per-element symbols
-    that stand outside any sum; coefficients are per-group scalars."""
+    that stand outside any sum (and in the non-polynomial per-element parts, see
+    :func:`mask_atoms`); coefficients are per-group scalars."""
     sums = sorted(expr.atoms(BatchSum), key=sp.default_sort_key)
     hidden = {s: sp.Symbol(f"_sum{k}") for k, s in enumerate(sums)}
-    masked = sp.expand(expr.xreplace(hidden))
+    masked, parts = mask_atoms(sp.expand(expr.xreplace(hidden)))
     gens = elems_of(masked)
     back = {v: k for k, v in hidden.items()}
     if not gens:
         return [(expr, sp.Integer(1))]
     out = []
     for monom, coeff in sorted(sp.Poly(masked, *gens).terms(), key=lambda t: t[0], reverse=True):
-        mono = sp.Mul(*[g**p for g, p in zip(gens, monom)])
+        mono = sp.Mul(*[g**p for g, p in zip(gens, monom)]).xreplace(parts).xreplace(back)
         out.append((coeff.as_expr().xreplace(back), mono))
     return out
 

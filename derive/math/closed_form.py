@@ -19,9 +19,21 @@ from dataclasses import dataclass
 
 import sympy as sp
 
+from ..forward.model import Model
 from .algebra import BatchSum, split_by_elements
 from .lemmas import Lemmas
-from .stages import Stage, inline
+from .stages import Stage, backward, collected, inline, leaf_stages
+
+
+#: sympy.factor of a larger sum takes minutes (the double backward of a graph with a function of
+#: a normalized value: 400 s for 3600 operations) and makes it larger; such a sum is put over one
+#: denominator without factoring.  The library's largest is 178.
+FACTOR_LIMIT = 400
+
+
+def collect(expr: sp.Expr) -> sp.Expr:
+    """``expr`` over one denominator: factored when it is small enough (:data:`FACTOR_LIMIT`)."""
+    return sp.factor(expr) if sp.count_ops(expr) <= FACTOR_LIMIT else sp.together(expr)
 
 
 @dataclass(frozen=True)
@@ -38,7 +50,7 @@ class Compact:
 def compact(lemmas: Lemmas, stages: tuple[Stage, ...]) -> Compact:
     inlined = inline(stages)
     reduced = lemmas.canonical(inlined)
-    collected = sp.factor(reduced)
+    collected = collect(reduced)
     steps = (("inline the stages", inlined), ("reduce the sums", reduced),
              ("collect over one denominator", collected))
     return Compact(steps, collected)
@@ -50,4 +62,35 @@ def coefficients(dx: sp.Expr) -> list[tuple[sp.Expr, sp.Expr]]:
     For batch normalization: dx = (gamma/sigma_eps)*dy + (-gamma S_dyxhat/(m sigma_eps))*xhat
     + (-gamma S_dy/(m sigma_eps)); pairs sorted by monomial for determinism.
     """
-    return [(sp.factor(c), mono) for c, mono in split_by_elements(dx)]
+    return [(collect(c), mono) for c, mono in split_by_elements(dx)]
+
+
+@dataclass(frozen=True)
+class Gradient:
+    """The gradient of one leaf besides x (a parameter, another input, an imported statistic).
+
+    ``stage`` is reverse mode's d<leaf> in the node adjoints (per element, or per group for a
+    per-group leaf); ``compact`` is the same with the node adjoints inlined and reduced by the
+    lemmas (in forward values, dout and named reductions); ``collected`` is the tensor
+    gradient: ParamSum(local) or OuterSum(per-group value) (derive.math.stages.collected).
+    When only the output reads the leaf, ``stage`` reads dout alone and ``compact`` is it.
+    """
+
+    leaf: sp.Symbol
+    stage: Stage
+    compact: sp.Expr
+    collected: Stage
+
+
+def gradients(model: Model, lemmas: Lemmas) -> tuple[Gradient, ...]:
+    """A :class:`Gradient` for every leaf of ``model.differentiable``, in that order."""
+    nodes = backward(model)[:-1]
+    adjoints = {st.symbol for st in nodes}
+    out = []
+    for st in leaf_stages(model):
+        value = st.expr
+        if value.free_symbols & adjoints:
+            value = collect(lemmas.canonical(inline(nodes + (st,))))
+        symbol = sp.Symbol("d" + st.wrt.name, real=True)
+        out.append(Gradient(st.wrt, st, value, collected(symbol, st.wrt, value, st.paths)))
+    return tuple(out)

@@ -24,13 +24,18 @@ from ..forward.graph import Model
 from ..forward.layout import Spec
 from ..forward.library import Entry
 from ..proofs import first as proofs
+from ..proofs import hints, leaves, rules
 from ..proofs import second as proofs_second
 from . import closed_form, second_order, stages
+from . import domains as domains_mod
+from . import domains_second as domains_second_mod
 from . import lemmas as lemmas_mod
 
 ENGINE = ("math/algebra", "proofs/exact", "forward/graph", "math/lemmas", "math/stages", "math/closed_form",
           "proofs/first", "math/derivation", "forward/claims",
-          "math/second_order", "proofs/second", "proofs/tape", "proofs/ring")
+          "math/second_order", "proofs/second", "proofs/tape", "proofs/ring",
+          "forward/functions", "forward/model", "math/domains", "math/domains_second", "proofs/leaves",
+          "proofs/rules", "proofs/hints")
 
 
 @dataclass(frozen=True)
@@ -49,9 +54,15 @@ class Derivation:
     proofs: tuple[proofs.Proof, ...]
     max_m: int
     timings: dict[str, float]
-    second: second_order.SecondOrder | None = None   #: the double backward (training mode)
+    second: second_order.SecondOrder | None = None   #: the double backward (training mode); None at order 1
     cache_key: str = ""   #: the key of the math (see key): the same for a fresh and a kept derivation
     kept: bool = False    #: taken from earlier proofs (this process's or the disk cache), not proved by this call
+    #: one per leaf besides x (params, other inputs, imported statistics): staged, compact, collected
+    grads: tuple[closed_form.Gradient, ...] = ()
+    test_grads: tuple[closed_form.Gradient, ...] = ()   #: the same in test mode (no lemmas used)
+    domains: tuple = ()   #: one derive.math.domains.DomainGradient per input with its own groups
+    order: int = 2        #: 1: first order only (no second); 2: the double backward too
+    domains_second: tuple = ()  #: one derive.math.domains_second.DomainSecond per input with its own groups
 
     @property
     def running_stats(self) -> bool:
@@ -70,15 +81,17 @@ def engine_version() -> str:
     return hashlib.sha256((text + sp.__version__).encode()).hexdigest()[:16]
 
 
-def key(entry: Entry, max_m: int) -> str:
+def key(entry: Entry, max_m: int, order: int = 2) -> str:
     def math(model: Model) -> str:
         return sp.srepr((model.x, model.params, [(c.symbol, c.default) for c in model.constants],
                          [(n.symbol, n.definition, n.kind) for n in model.lets + model.nodes],
                          model.stats, [(r.buffer, r.stat, r.update) for r in model.running],
-                         model.reads_running))
+                         model.reads_running, model.inputs,
+                         [(d.input, [(n.symbol, n.definition) for n in d.nodes], d.outputs) for d in model.domains]))
     g = entry.graph()
     text = "|".join([math(g.model(True)), math(g.model(False)), str(max_m), engine_version(),
-                     ",".join(getattr(e, "__name__", repr(e)) for e in entry.extras)])
+                     ",".join(getattr(e, "__name__", repr(e)) for e in entry.extras)]
+                    + ([f"order {order}"] if order != 2 else []))
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
@@ -98,13 +111,14 @@ def _kept(k: str) -> Derivation | None:
     return found
 
 
-def derive(entry: Entry, max_m: int, progress=None, use_cache: bool = True) -> Derivation:
-    """Derive and prove everything about ``entry``; raises ProofError on the first failure.
-    A derivation taken from earlier proofs has ``kept`` set, and ends its progress line so."""
-    k = key(entry, max_m)
+def derive(entry: Entry, max_m: int, progress=None, use_cache: bool = True, order: int = 2) -> Derivation:
+    """Derive and prove everything about ``entry`` (``order`` 1: no second order); raises ProofError on
+    the first failure.  A derivation taken from earlier proofs has ``kept`` set, and ends its progress
+    line so."""
+    k = key(entry, max_m, order)
     found = _kept(k) if use_cache else None
     if found is None:
-        found = _derive(entry, max_m, progress)
+        found = _derive(entry, max_m, progress, order)
         _MEMORY[k] = found
         store(k, found)  # fresh proofs are kept even with use_cache=False
     else:
@@ -117,10 +131,10 @@ def derive(entry: Entry, max_m: int, progress=None, use_cache: bool = True) -> D
 
 
 def derive_many(entries, max_m: int, progress=None, use_cache: bool = True,
-                workers: int | None = None) -> list[Derivation]:
+                workers: int | None = None, order: int = 2) -> list[Derivation]:
     """Every entry; equal math is derived once, and what is not cached is proved in parallel
     worker processes (one per core).  ``progress``: a derive.progress.Progress, or None."""
-    keys = [key(e, max_m) for e in entries]
+    keys = [key(e, max_m, order) for e in entries]
     todo: dict[str, Entry] = {}
     for k, e in zip(keys, entries):
         if k not in todo and not (use_cache and _kept(k) is not None):
@@ -139,7 +153,7 @@ def derive_many(entries, max_m: int, progress=None, use_cache: bool = True,
         ignore_ctrl_c = {"initializer": signal.signal, "initargs": (signal.SIGINT, signal.SIG_IGN)}
         with cf.ProcessPoolExecutor(workers, mp_context=fork, **ignore_ctrl_c) as pool:
             try:  # the workers ignore Ctrl-C: this process stops them, now rather than after their queue
-                futures = {pool.submit(_derive_forked, n, max_m): k for n, k in enumerate(todo)}
+                futures = {pool.submit(_derive_forked, n, max_m, order): k for n, k in enumerate(todo)}
                 for future in cf.as_completed(futures):
                     k = futures[future]
                     _MEMORY[k] = future.result()
@@ -162,7 +176,7 @@ def derive_many(entries, max_m: int, progress=None, use_cache: bool = True,
             out.append(rename(dataclasses.replace(_MEMORY[k], cache_key=k), e.spec))
         else:
             say = progress.variant(name) if progress else None
-            out.append(derive(e, max_m, say, use_cache=use_cache))
+            out.append(derive(e, max_m, say, use_cache=use_cache, order=order))
             if progress:
                 progress.end()
         first.setdefault(k, name)
@@ -172,8 +186,8 @@ def derive_many(entries, max_m: int, progress=None, use_cache: bool = True,
 _FORKED: list = []
 
 
-def _derive_forked(n: int, max_m: int) -> Derivation:
-    return _derive(_FORKED[n], max_m)
+def _derive_forked(n: int, max_m: int, order: int = 2) -> Derivation:
+    return _derive(_FORKED[n], max_m, order=order)
 
 
 def rename(d: Derivation, spec: Spec) -> Derivation:
@@ -221,7 +235,7 @@ def store(k: str, d, kind: str = "proofs") -> None:
         pass
 
 
-def _derive(entry: Entry, max_m: int, progress=None) -> Derivation:
+def _derive(entry: Entry, max_m: int, progress=None, order: int = 2) -> Derivation:
     say = progress or (lambda _: None)
     timings: dict[str, float] = {}
     t = time.perf_counter()
@@ -231,30 +245,51 @@ def _derive(entry: Entry, max_m: int, progress=None) -> Derivation:
     lem = lemmas_mod.find(train, min(max_m, 3))
     say("stages")
     staged = stages.backward(train)
-    params = stages.parameter_gradients(train)
+    grads = closed_form.gradients(train, lem)
+    params = tuple(g.collected for g in grads if g.leaf in train.params)
+    collected = tuple(g.collected for g in grads)
+    domains = domains_mod.derive_all(train)
     say("compact form")
     compact = closed_form.compact(lem, staged)
     jac = proofs.jacobian_entry(train, lem)
-    say("second order")
-    second = second_order.derive(train, lem, compact, params, staged[-1].symbol)
+    second, domains_second = None, ()
+    if order == 2:
+        say("second order")
+        second = second_order.derive(train, lem, compact, collected, staged[-1].symbol)
+        domains_second = domains_second_mod.derive_all(train, domains, second)
     timings["derive"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    log = list(proofs.prove_sizes(train, staged, compact, jac, params, max_m, lem,
-                                  (lambda s: say(f"proving {s}")) if progress else None))
-    say("proving symbolic m")
-    symbolic = proofs.prove_symbolic(train, staged, compact, jac, lem, entry.extras)
-    log += symbolic.proofs
-    log += proofs_second.prove_sizes(train, second, max_m, (lambda s: say(f"proving {s}")) if progress else None)
-    say("proving the second order for symbolic m")
-    log += proofs_second.prove_symbolic(train, second, jac, lem)
-    test_model, test_stages = None, ()
-    if graph.has_running:
-        say("test mode")
-        test_model = graph.model(training=False)
-        test_stages = stages.backward(test_model)
-        log += proofs.prove_test_mode(test_model, test_stages, max_m)
+    try:
+        log = rules.prove(train)
+        log += proofs.prove_sizes(train, staged, compact, jac, collected, max_m, lem,
+                                  (lambda s: say(f"proving {s}")) if progress else None)
+        say("proving symbolic m")
+        symbolic = proofs.prove_symbolic(train, staged, compact, jac, lem, entry.extras)
+        log += symbolic.proofs + leaves.prove_compact(train, grads, lem)
+        for dg in domains:
+            log += leaves.prove_domain(train, dg, max_m)
+        if second is not None:
+            log += proofs_second.prove_sizes(train, second, max_m,
+                                             (lambda s: say(f"proving {s}")) if progress else None)
+            say("proving the second order for symbolic m")
+            log += proofs_second.prove_symbolic(train, second, jac, lem)
+            for ds in domains_second:
+                log += leaves.prove_domain_second(train, ds, max_m)
+        test_model, test_stages, test_grads = None, (), ()
+        if graph.has_running:
+            say("test mode")
+            test_model = graph.model(training=False)
+            test_stages = stages.backward(test_model)
+            log += proofs.prove_test_mode(test_model, test_stages, max_m)
+            if test_model.differentiable and any(g.compact is not g.stage.expr for g in grads):
+                test_grads = closed_form.gradients(test_model, lemmas_mod.Lemmas())
+                log += leaves.prove_test_mode(test_model, test_grads, max_m)
+    except proofs.ProofError as e:
+        raise hints.explained(e, train, order) from None
     timings["prove"] = time.perf_counter() - t
     return Derivation(entry.spec, train, lem, staged, params, compact,
                       closed_form.coefficients(compact.dx), jac, symbolic,
-                      test_model, test_stages, tuple(log), max_m, timings, second)
+                      test_model, test_stages, tuple(log), max_m, timings, second,
+                      grads=grads, test_grads=test_grads, domains=domains, order=order,
+                      domains_second=domains_second)

@@ -134,9 +134,13 @@ def change_of_variables(model: Model) -> tuple[dict, Elem | None, list[str]]:
     x = model.x
     candidates = [n for n in model.nodes if n.per_element and n.definition.has(x)
                   and not n.definition.atoms(Elem) - {x}]
+    t = sp.Symbol("_t")
     for node in reversed(candidates):
-        if sp.degree(sp.expand(node.definition.xreplace({x: sp.Symbol("_t")})), sp.Symbol("_t")) != 1:
+        written = sp.expand(node.definition.xreplace({x: t}))
+        if not written.is_polynomial(t) or sp.degree(written, t) != 1:
             continue
+        if sp.diff(written, t).free_symbols & set(model.differentiable):
+            continue  # x = (z - b)/a would divide by a parameter, which may be 0
         solved = solve(node.definition, node.symbol, x)
         if len(solved) == 1 and _zero(node.definition.xreplace({x: solved[0]}) - node.symbol):
             return {x: solved[0]}, node.symbol, [f"{x} = {{}}"]
@@ -194,12 +198,21 @@ def find(model: Model, max_m: int = 3) -> Lemmas:
             check_at_sizes(model, z, k, value, partial, max_m)
             sums[z ** k] = value
             claims.append(f"sum_k {z}_k{'^2' if k == 2 else ''} = {value}")
+    else:  # no normalized node: the sums of x the reductions define (sum_k x_k = m*mu), in x itself
+        partial = Lemmas(roots, inverses, folds=folds)
+        for k, value in sorted(reduction_facts(model).items()):
+            if value.has(BatchSum) or k > 2:
+                continue
+            value = sp.factor(partial.rewrite(value))
+            check_at_sizes(model, model.x, k, value, partial, max_m)
+            sums[model.x ** k] = value
+            claims.append(f"sum_k {model.x}_k{'^2' if k == 2 else ''} = {value}")
     return Lemmas(roots, inverses, x_rule, z, sums, folds=folds, proved=tuple(claims))
 
 
 def check_at_sizes(model: Model, z: Elem, k: int, value: sp.Expr, partial: Lemmas, max_m: int) -> None:
     """The sum fact, once more with the sum written out for m = 1..max_m: exact, no sampling."""
-    zdef = model.node(z).definition
+    zdef = z if z == model.x else model.node(z).definition
     for size in range(1, max_m + 1):
         scalars: dict = {}
         for node in model.nodes:

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import sympy as sp
 
 from ..forward.graph import Model, Node
-from .algebra import BatchSum, Elem, Step, split_by_elements
-from .closed_form import Compact
+from .algebra import BatchSum, Elem, OuterSum, Step, split_by_elements
+from .closed_form import Compact, collect
 from .lemmas import Lemmas
 from .stages import Stage, adjoint_symbol, inline, reverse
 
@@ -45,6 +45,7 @@ class BackwardGraph:
     outputs: tuple[sp.Symbol, ...]  #: dx, then one share per parameter
     seeds: dict                     #: output -> its upstream adjoint (bar_dx, bar_dgamma, ...)
     leaves: tuple[sp.Symbol, ...]   #: x, dout, the parameters the backward reads
+    shares_of: tuple[sp.Symbol, ...] = ()  #: the leaf whose gradient each output after dx is
 
     @property
     def upstream(self) -> tuple[sp.Symbol, ...]:
@@ -57,22 +58,27 @@ def backward_graph(model: Model, compact: Compact, params: tuple[Stage, ...], dx
     forward = [n for n in model.nodes if n is not model.output or n.symbol in read]
     # Abbreviations (std) are written out, so that reverse mode sees every path through them.
     lets = {let.symbol: let.definition for let in model.lets}
-    names = {s: reduction_symbol(s) for s in compact.reductions}
-    sums = [Node(names[s], s.xreplace(lets), "group sum", "reduce") for s in compact.reductions]
+    # the group sums of dx, then those only the parameters' gradients read: each a node of its own
+    more = set().union(*(p.expr.args[0].atoms(BatchSum) for p in params)) - set(compact.reductions)
+    reductions = compact.reductions + sorted(more, key=sp.default_sort_key)
+    names = {s: reduction_symbol(s) for s in reductions}
+    sums = [Node(names[s], s.xreplace(lets), "group sum", "reduce") for s in reductions]
     nodes = forward + sums + [Node(dx, compact.dx.xreplace(names).xreplace(lets), "dx", "elementwise")]
     outputs = [dx]
     for p in params:
-        local = p.expr.args[0].xreplace(lets)
+        local = p.expr.args[0].xreplace(lets).xreplace(names)
         if isinstance(p.wrt, Elem):
             share = Node(Elem(p.symbol.name, real=True), local, f"{p.symbol}", "elementwise")
+        elif isinstance(p.expr, OuterSum):  # a per-group value: the group's share as it stands
+            share = Node(p.symbol, local, f"{p.symbol}", "reduce")
         else:
             share = Node(p.symbol, BatchSum(local), f"{p.symbol}", "reduce")
         nodes.append(share)
         outputs.append(share.symbol)
     seeds = {o: adjoint_symbol(o, PREFIX) for o in outputs}
     read = set().union(*(n.definition.free_symbols for n in nodes))
-    leaves = [model.x, model.dy] + [p for p in model.params if p in read]
-    return BackwardGraph(tuple(nodes), tuple(outputs), seeds, tuple(leaves))
+    leaves = [model.x, model.dy] + [p for p in model.differentiable if p in read]
+    return BackwardGraph(tuple(nodes), tuple(outputs), seeds, tuple(leaves), tuple(p.wrt for p in params))
 
 
 @dataclass(frozen=True)
@@ -84,7 +90,7 @@ class SecondOrder:
     steps: dict                           #: result symbol -> ((what was done, expr), ...)
 
     def coefficients(self, symbol: sp.Symbol) -> list[tuple[sp.Expr, sp.Expr]]:
-        return [(sp.factor(c), mono) for c, mono in split_by_elements(self.compact[symbol])]
+        return [(collect(c), mono) for c, mono in split_by_elements(self.compact[symbol])]
 
     @property
     def reductions(self) -> list[BatchSum]:
@@ -114,7 +120,7 @@ def derive(model: Model, lemmas: Lemmas, compact: Compact, params: tuple[Stage, 
         opened = inlined.xreplace(written)
         reduced = lemmas.canonical(opened)
         # a step is 0 or 1, so its powers are itself (the proofs check the result on each side)
-        collected = sp.factor(reduced).replace(
+        collected = collect(reduced).replace(
             lambda e: e.is_Pow and isinstance(e.base, Step) and e.exp.is_Integer and e.exp > 0,
             lambda e: e.base)
         steps[st.symbol] = (("inline the stages", inlined), ("write out the group sums", opened),

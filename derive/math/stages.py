@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import sympy as sp
 
 from ..forward.graph import GraphError, Model
-from .algebra import BatchSum, Elem, ParamSum
+from .algebra import BatchSum, Elem, OuterSum, ParamSum
 
 
 @dataclass(frozen=True)
@@ -64,15 +64,44 @@ def backward(model: Model) -> tuple[Stage, ...]:
     return reverse(model.nodes, {model.output.symbol: model.dy}, [model.x])
 
 
+def leaf_stages(model: Model) -> tuple[Stage, ...]:
+    """Reverse mode continued past dx to every other leaf that gets a gradient (parameters,
+    other inputs, statistics of inputs with their own groups): d<leaf> collects from every
+    node that reads it, in the node adjoints of :func:`backward` -- per element for a
+    per-element leaf, a per-group value (its consumers' terms summed over the group) else."""
+    leaves = model.differentiable
+    full = reverse(model.nodes, {model.output.symbol: model.dy}, [model.x, *leaves])
+    return full[len(full) - len(leaves):]
+
+
+def collected(symbol: sp.Symbol, leaf: sp.Symbol, value: sp.Expr, paths=()) -> Stage:
+    """The tensor gradient of ``leaf`` from its per-element or per-group ``value``: summed over
+    every axis the leaf does not span.  ParamSum(f) sums f over those axes; a per-group value
+    written as a sum over the group (c*BatchSum(f) + ...) is ParamSum(c*f + ...), any other is
+    OuterSum(value) (summed over the groups that share the leaf)."""
+    if isinstance(leaf, Elem):
+        return Stage(symbol, ParamSum(value), leaf, paths)
+    local = []
+    for term in sp.Add.make_args(value):
+        sums = [f for f in sp.Mul.make_args(term) if isinstance(f, BatchSum)]
+        rest = term / sums[0] if len(sums) == 1 else None
+        if rest is None or rest.has(BatchSum) or rest.has(Elem):
+            return Stage(symbol, OuterSum(value), leaf, paths)
+        local.append(rest * sums[0].args[0])
+    return Stage(symbol, ParamSum(sp.Add(*local)), leaf, paths)
+
+
 def parameter_gradients(model: Model) -> tuple[Stage, ...]:
-    """dgamma and dbeta: the upstream gradient times dy/dparam, summed where the parameter is shared."""
+    """dgamma, dbeta, ...: ParamSum of the upstream gradient times dy/dparam, for parameters that
+    only the output reads (the form the kernels print); see derive.math.closed_form.gradients
+    for the general case, of which this is the special case."""
     y = model.output
     out = []
     for p in model.params:
         for n in model.nodes[:-1]:
             if n.definition.has(p):
-                raise GraphError(f"param {p.name!r}: read by node {n.symbol.name!r}; "
-                                 "parameters may only enter the output")
+                raise GraphError(f"param {p.name!r}: read by node {n.symbol.name!r}, not only by the output; "
+                                 "use derive.math.closed_form.gradients")
         local = model.dy * sp.diff(y.definition, p)
         out.append(Stage(sp.Symbol("d" + p.name, real=True), ParamSum(local), p, (y.symbol,)))
     return tuple(out)

@@ -11,6 +11,7 @@ import itertools
 
 import sympy as sp
 
+from ..forward.functions import Absolute, Sign
 from ..math.algebra import BatchSum, Step
 
 
@@ -97,6 +98,7 @@ def zero_modulo_roots(expr: sp.Expr) -> bool:
     """
     expr = expr.replace(lambda e: type(e).__name__ == "StopGrad", lambda e: e.args[0])
     expr = expr.replace(sp.sign, lambda a: a / sp.Abs(a)).replace(sp.Abs, lambda a: sp.sqrt(a ** 2))
+    expr = expr.replace(Absolute, lambda a: Sign(a) * a)   # |u| = sign(u)*u for every real u
     roots: list[tuple[sp.Symbol, sp.Expr]] = []
     while True:
         pows = [p for p in expr.atoms(sp.Pow) if p.exp.is_Rational and p.exp.q == 2
@@ -108,13 +110,52 @@ def zero_modulo_roots(expr: sp.Expr) -> bool:
         roots.append((r, base))
         expr = expr.replace(lambda e: e.is_Pow and e.base == base and e.exp.is_Rational,
                             lambda e: r ** (2 * e.exp))
-    expr = expr.replace(lambda e: isinstance(e, sp.Function) and not isinstance(e, BatchSum),
-                        lambda e: e.func(*[_canonical(a) for a in e.args]))
+    expr = _canonical_calls(expr)
+    roots = [(r, _canonical_calls(b)) for r, b in roots]   # a root of a function: the same atoms
     if _is_zero(expr, roots):
         return True
     # A step and the clamps it decides: on each side of the kink the clamp is one of its
     # arguments and the step is 0 or 1, so the identity is proved on each side.
-    return bool(expr.atoms(Step)) and all(_is_zero(case, roots) for case in _sides(expr))
+    if not expr.atoms(Step) and not expr.atoms(Sign):
+        return False
+    return all(_is_zero(case, roots) for signs in _signs(expr) for case in _sides(signs))
+
+
+def _signs(expr: sp.Expr):
+    """``expr`` for each value -1, 0, 1 of every sign(u) in it (once, unchanged, when there is none)."""
+    signs = sorted(expr.atoms(Sign), key=sp.default_sort_key)
+    for values in itertools.product((-1, 0, 1), repeat=len(signs)):
+        yield expr.xreplace(dict(zip(signs, values)))
+
+
+#: above this many operations a symbolic-m difference is tested by :func:`zero_modulo_roots`
+#: (every sum an atom, m a symbol): exact too, and much faster on large differences
+LARGE = 400
+
+
+def symbolic_zero(expr: sp.Expr) -> bool:
+    """The symbolic-m test: ``expr`` cancels to 0, each function application taken as an atom
+    whose arguments are put in one canonical form first (so sigmoid(v*(a + b)) and
+    sigmoid(a*v + b*v) are the same atom)."""
+    if sp.count_ops(expr) > LARGE:  # sympy.cancel takes minutes there; the ring route seconds
+        return zero_modulo_roots(expr)
+    if sp.cancel(expr) == 0:
+        return True
+    expr = expr.replace(Absolute, lambda a: Sign(a) * a)   # |u| = sign(u)*u for every real u
+    canonical = expr.replace(lambda e: isinstance(e, sp.Function) and not isinstance(e, BatchSum)
+                             and bool(e.args),
+                             lambda e: e.func(*[_canonical(a) for a in e.args]))
+    if sp.cancel(canonical) == 0:
+        return True
+    # A step is 0 or 1 and a sign -1, 0 or 1 (step*(step - 1) = 0): the identity on each side.
+    if not canonical.atoms(Step) and not canonical.atoms(Sign):
+        return False
+    return all(sp.cancel(case) == 0 for signs in _signs(canonical) for case in _sides(signs))
+
+
+def _canonical_calls(expr: sp.Expr) -> sp.Expr:
+    return expr.replace(lambda e: isinstance(e, sp.Function) and not isinstance(e, BatchSum),
+                        lambda e: e.func(*[_canonical(a) for a in e.args]))
 
 
 def _canonical(e: sp.Expr) -> sp.Expr:
@@ -138,8 +179,11 @@ def _sides(expr: sp.Expr):
 
 
 def _is_zero(expr: sp.Expr, roots: list) -> bool:
-    calls = sorted((f for f in expr.atoms(sp.Function)), key=sp.default_sort_key)
-    expr = expr.xreplace({f: sp.Symbol(f"_f{k}", real=True) for k, f in enumerate(calls)})
+    calls = sorted(expr.atoms(sp.Function).union(*(b.atoms(sp.Function) for _, b in roots)),
+                   key=sp.default_sort_key)
+    opaque = {f: sp.Symbol(f"_f{k}", real=True) for k, f in enumerate(calls)}
+    expr = expr.xreplace(opaque)
+    roots = [(r, b.xreplace(opaque)) for r, b in roots]
     try:  # exact either way; the ring route is several times faster on large differences
         if _zero_in_ring(expr, roots):
             return True

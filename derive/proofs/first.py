@@ -24,12 +24,13 @@ from dataclasses import dataclass
 import sympy as sp
 
 from ..forward.graph import Model, StopGrad
-from ..math.algebra import BatchSum, Elem, at_size, expand_sums, indexed, split_by_elements
+from ..math.algebra import BatchSum, Elem, OuterSum, at_size, expand_sums, indexed, split_by_elements
 from ..math.closed_form import Compact
 from ..math.lemmas import Lemmas
 from ..math.stages import Stage, inline
 from . import tape
 from .ring import TapeZero
+from .exact import symbolic_zero, zero_modulo_roots
 
 I, J = sp.symbols("i j", integer=True)
 
@@ -37,12 +38,12 @@ I, J = sp.symbols("i j", integer=True)
 class ProofError(RuntimeError):
     """A claimed identity did not reduce to zero."""
 
-    def __init__(self, variant: str, claim: str, size: str):
-        super().__init__(f"proof failed: {variant}: {claim} at {size}")
-        self.variant, self.claim, self.size = variant, claim, size
+    def __init__(self, variant: str, claim: str, size: str, hint: str = ""):
+        super().__init__(f"proof failed: {variant}: {claim} at {size}" + (f"; {hint}" if hint else ""))
+        self.variant, self.claim, self.size, self.hint = variant, claim, size, hint
 
     def __reduce__(self):  # so that a worker process can hand it back
-        return type(self), (self.variant, self.claim, self.size)
+        return type(self), (self.variant, self.claim, self.size, self.hint)
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,26 @@ def at(c: Concrete, model: Model, expr: sp.Expr, k: int) -> sp.Expr:
     return at_size(in_leaves(model, expr).xreplace(c.opaque or {}), c.size, k, c.scalars)
 
 
+def vjp(c: Concrete) -> list[sp.Expr]:
+    """Brute force: dx_i = sum_j dy_j * d y_j / d x_i from the full Jacobian."""
+    return [sp.Add(*[dy * sp.diff(y, x) for dy, y in zip(c.dys, c.ys)]) for x in c.xs]
+
+
+def param_grad(c: Concrete, p: sp.Symbol, k: int) -> sp.Expr:
+    """dL/dp by differentiation: p is shared by the group, or p_k belongs to element k."""
+    wrt = indexed(p, k) if isinstance(p, Elem) else p
+    return sp.Add(*[dy * sp.diff(y, wrt) for dy, y in zip(c.dys, c.ys)])
+
+
+def group_value(g: Stage) -> sp.Expr:
+    """A collected gradient's value for one element (per-element leaf) or one group:
+    ParamSum(f) is f, or sum_k f_k; OuterSum(v) is v (derive.math.stages.collected)."""
+    inner = g.expr.args[0]
+    if isinstance(g.expr, OuterSum) or isinstance(g.wrt, Elem):
+        return inner
+    return BatchSum(inner)
+
+
 def check(variant: str, claim: str, size: str, ok: bool, log: list[Proof], t0: float) -> None:
     if not ok:
         raise ProofError(variant, claim, size)
@@ -139,26 +160,44 @@ def prove_sizes(model: Model, stages: tuple[Stage, ...], compact: Compact,
         if size == 1 and undefined(at(concrete(model, 1), model, staged, 0)):
             log.append(Proof("left out: the formula divides by zero at every point", "m=1", 0.0))
             continue
-        group = tape.forward(model, size, opaque_values(model))
-        shares = [[(k, indexed(g.wrt, k)) for k in range(size)] if isinstance(g.wrt, Elem) else [(0, g.wrt)]
-                  for g in grads]
-        brute = group.tape.reverse(dict(zip(group.ys, group.dys)),
-                                   group.xs + [w for ws in shares for _, w in ws], "d")
-        claims = []  # (difference, what it proves), in the order they are checked
-        for i, x in enumerate(group.xs):
-            claims += [(brute[x] - tape.at(group, model, staged, i), "Jacobian-vector product == staged"),
-                       (brute[x] - tape.at(group, model, compact.dx, i), "Jacobian-vector product == compact")]
-            column = group.tape.tangents(x, group.nodes)
-            claims += [(column.get(y, 0) - tape_entry(group, model, jacobian, i, j), "Jacobian entry dy_j/dx_i")
-                       for j, y in enumerate(group.ys)]
-        for g, ws in zip(grads, shares):
-            local = g.expr.args[0] if isinstance(g.wrt, Elem) else BatchSum(g.expr.args[0])
-            claims += [(brute[w] - tape.at(group, model, local, k), f"{g.symbol} by differentiation")
-                       for k, w in ws]
-        zero = TapeZero(group.tape.steps, [c for c, _ in claims])
-        for difference, claim in claims:
-            if not zero(difference):
-                raise ProofError(name, claim, f"m={size}")
+        if tape.covers(model):
+            group = tape.forward(model, size, opaque_values(model))
+            shares = [[(k, indexed(g.wrt, k)) for k in range(size)] if isinstance(g.wrt, Elem) else [(0, g.wrt)]
+                      for g in grads]
+            brute = group.tape.reverse(dict(zip(group.ys, group.dys)),
+                                       group.xs + [w for ws in shares for _, w in ws], "d")
+            claims = []  # (difference, what it proves), in the order they are checked
+            for i, x in enumerate(group.xs):
+                claims += [(brute[x] - tape.at(group, model, staged, i), "Jacobian-vector product == staged"),
+                           (brute[x] - tape.at(group, model, compact.dx, i), "Jacobian-vector product == compact")]
+                column = group.tape.tangents(x, group.nodes)
+                claims += [(column.get(y, 0) - tape_entry(group, model, jacobian, i, j), "Jacobian entry dy_j/dx_i")
+                           for j, y in enumerate(group.ys)]
+            for g, ws in zip(grads, shares):
+                local = group_value(g)
+                claims += [(brute[w] - tape.at(group, model, local, k), f"{g.symbol} by differentiation")
+                           for k, w in ws]
+            zero = TapeZero(group.tape.steps, [c for c, _ in claims])
+            for difference, claim in claims:
+                if not zero(difference):
+                    raise ProofError(name, claim, f"m={size}")
+        else:   # inputs besides x: the group written out, and sympy.diff
+            c = concrete(model, size)
+            brute = vjp(c)
+            label = f"m={size}"
+            for i in range(size):
+                if not zero_modulo_roots(brute[i] - at(c, model, staged, i)):
+                    raise ProofError(name, "Jacobian-vector product == staged", label)
+                if not zero_modulo_roots(brute[i] - at(c, model, compact.dx, i)):
+                    raise ProofError(name, "Jacobian-vector product == compact", label)
+                for j in range(size):
+                    if not zero_modulo_roots(sp.diff(c.ys[j], c.xs[i]) - entry_at(c, model, jacobian, i, j)):
+                        raise ProofError(name, "Jacobian entry dy_j/dx_i", label)
+            for g in grads:
+                for k in range(size if isinstance(g.wrt, Elem) else 1):
+                    mine = at(c, model, group_value(g), k)
+                    if not zero_modulo_roots(param_grad(c, g.wrt, k) - mine):
+                        raise ProofError(name, f"{g.symbol} by differentiation", label)
         check(name, "Jacobian == staged == compact; " + ", ".join(str(g.symbol) for g in grads),
               f"m={size}", True, log, t0)
     return log
@@ -195,34 +234,45 @@ def copy_i(s: sp.Symbol) -> sp.Symbol:
 
 def per_element_symbols(model: Model) -> list[Elem]:
     return sorted({model.x, *(n.symbol for n in model.nodes if n.per_element),
-                   *(p for p in model.params if isinstance(p, Elem))}, key=lambda s: s.name)
+                   *(p for p in model.params + model.inputs if isinstance(p, Elem))}, key=lambda s: s.name)
 
 
 def column_copies(model: Model) -> dict:
     return {s: copy_i(s) for s in per_element_symbols(model)}
 
 
-def jacobian_entry(model: Model, lemmas: Lemmas) -> sp.Expr:
+def entry_at(c: Concrete, model: Model, jac: sp.Expr, i: int, j: int) -> sp.Expr:
+    """The symbolic Jacobian entry at row j, column i of a concrete group."""
+    columns = {copy_i(s): at(c, model, s, i) for s in per_element_symbols(model)}
+    entry = jac.xreplace({sp.KroneckerDelta(I, J): int(i == j)}).xreplace(columns)
+    return at(c, model, entry, j)
+
+
+def jacobian_entry(model: Model, lemmas: Lemmas, wrt: sp.Symbol | None = None) -> sp.Expr:
     """dy_j/dx_i for a symbolic batch, by forward-mode through the graph.
 
     Generic per-element symbols stand for element j; x_i and xhat_i for element i.
     x_j reaches y_j directly (a Kronecker delta) and through every per-group node.
+    ``wrt``: another leaf in place of x (dy_j/dgamma_i, or dy_j/dgamma for a per-group one).
     """
-    x = model.x
+    x = model.x if wrt is None else wrt
+    elem = isinstance(x, Elem)
     delta = sp.KroneckerDelta(I, J)
-    tangent: dict = {x: delta}
+    tangent: dict = {x: delta if elem else sp.Integer(1)}
     copies = column_copies(model)
     for node in model.nodes:
         d = node.definition
         t = sp.Add(*[sp.diff(d, p) * tangent[p] for p in sorted(tangent, key=str) if p != x])
         direct = sp.diff(d, x)
-        if node.per_element:
+        if not elem:
+            t += direct
+        elif node.per_element:
             t += direct * delta
         else:  # d/dx_i of a sum over the group: the summand's derivative at element i
             t += direct.xreplace(copies)
         tangent[node.symbol] = t
     raw = tangent[model.output.symbol]
-    extra = {copy_i(x): v.xreplace(copies) for v in lemmas.x_rule.values()}
+    extra = {copy_i(model.x): v.xreplace(copies) for v in lemmas.x_rule.values()}
     return sp.factor(lemmas.canonical(raw, extra))
 
 
@@ -262,10 +312,10 @@ def prove_symbolic(model: Model, stages: tuple[Stage, ...], compact: Compact,
         log.append(Proof(f"lemma {claim}", label, 0.0))
     t0 = time.perf_counter()
     staged = lemmas.canonical(inline(stages))
-    check(name, "staged == compact", label, sp.cancel(staged - compact.dx) == 0, log, t0)
+    check(name, "staged == compact", label, symbolic_zero(staged - compact.dx), log, t0)
     t0 = time.perf_counter()
     check(name, "sum_j dy_j * (dy_j/dx_i) == compact", label,
-          sp.cancel(lemmas.canonical(contract(jacobian, model, lemmas)) - compact.dx) == 0, log, t0)
+          symbolic_zero(lemmas.canonical(contract(jacobian, model, lemmas)) - compact.dx), log, t0)
     sums = sorted({s for st in stages for s in st.expr.atoms(BatchSum)}, key=sp.default_sort_key)
     vanishing = [s for s in sums if lemmas.canonical(s) == 0]
     sum_dx = sum_over_group(compact.dx, lemmas)

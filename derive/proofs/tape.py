@@ -84,6 +84,16 @@ class Group:
     opaque: dict      #: stop-gradient value -> its opaque symbol
 
 
+def covers(model: Model) -> bool:
+    """True for the graphs the tape was built and tested for: one input, and no function of values
+    besides clamps and stop-gradients (the library's).  Others (several inputs, exp/log/sigmoid/...)
+    are proved on the written-out group (derive.proofs.first.concrete)."""
+    from ..forward.functions import Absolute, Sign, Smooth
+    if getattr(model, "inputs", ()) or getattr(model, "domains", ()) or getattr(model, "imports", ()):
+        return False
+    return not any(n.definition.atoms(Smooth, Sign, Absolute) for n in model.nodes + model.lets)
+
+
 def forward(model: Model, size: int, opaque: dict) -> Group:
     """Every node of ``model`` at ``size`` elements, one assignment per element or group.
     ``opaque``: stop-gradient values and the symbols that stand for them (first.opaque_values)."""

@@ -14,12 +14,13 @@ import importlib
 import importlib.util
 import pkgutil
 import sys
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from ..graph import Graph, GraphError, Model
-from ..layout import Spec
+from ..layout import LayoutError, Spec
 
 
 @dataclass(frozen=True)
@@ -28,10 +29,18 @@ class Entry:
     forward: Callable[[Graph], None]
     extras: tuple = ()
     source: str = ""               #: the text of the file that defines it (part of the cache key)
+    where: str = ""                #: the file (or module) that defines it, for messages
 
     def graph(self) -> Graph:
-        g = Graph(self.spec.name, self.spec.gamma_varies)
-        self.forward(g)
+        g = Graph(self.spec.name, self.spec.gamma_varies, kinds(self.spec))
+        try:
+            self.forward(g)
+        except GraphError:
+            raise
+        except BaseException as e:  # a user's forward(g) that raises, or calls sys.exit
+            if isinstance(e, KeyboardInterrupt):
+                raise
+            raise GraphError(f"{self.where}: forward(g) raised {failure(e, self.where)}") from None
         return g
 
     def model(self, training: bool = True) -> Model:
@@ -42,14 +51,38 @@ class Entry:
         return self.graph().has_running
 
 
+def kinds(spec: Spec) -> dict[str, str]:
+    """Per leaf named in the layout: "element", "group" or "own" (derive.forward.layout.Spec.kind)."""
+    out = {name: spec.kind(name) for name, _ in spec.axes}
+    out.update({name: spec.kind(name, is_input=True) for name, _ in spec.inputs})
+    return out
+
+
+def failure(e: BaseException, where: str) -> str:
+    """``e`` in one line, with the line of ``where`` (the user's file) it was raised at."""
+    if isinstance(e, SystemExit):
+        return f"SystemExit({e.code!r}) (sys.exit)"
+    line = ""
+    for frame in traceback.extract_tb(e.__traceback__)[::-1]:
+        if where and Path(frame.filename).resolve() == Path(where).resolve():
+            line = f" at line {frame.lineno}"
+            break
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}{line}" + (f": {text}" if text else "")
+
+
 def from_module(module, where: str) -> Entry:
     spec, forward = getattr(module, "LAYOUT", None), getattr(module, "forward", None)
     if not isinstance(spec, Spec):
         raise GraphError(f"{where}: defines no LAYOUT = derive.forward.Spec(...)")
     if not callable(forward):
         raise GraphError(f"{where}: defines no function forward(g)")
+    try:
+        spec.check(where)
+    except LayoutError as e:
+        raise GraphError(str(e)) from None
     source = Path(module.__file__).read_text(encoding="utf-8") if getattr(module, "__file__", None) else ""
-    return Entry(spec, forward, tuple(getattr(module, "EXTRAS", ())), source)
+    return Entry(spec, forward, tuple(getattr(module, "EXTRAS", ())), source, where)
 
 
 def load_file(path: Path) -> Entry:
@@ -63,9 +96,19 @@ def load_file(path: Path) -> Entry:
     sys.path.insert(0, str(path.parent))
     try:
         spec.loader.exec_module(module)
+    except KeyboardInterrupt:
+        raise
+    except SyntaxError as e:
+        raise GraphError(f"{path}: line {e.lineno}: {e.msg}") from None
+    except BaseException as e:  # an import error, an exception or sys.exit in the file
+        raise GraphError(f"{path}: importing it raised {failure(e, str(path))}") from None
     finally:
         sys.path.remove(str(path.parent))
-    return from_module(module, str(path))
+    entry = from_module(module, str(path))
+    if entry.spec.name in BY_NAME:
+        raise GraphError(f"{path}: LAYOUT name {entry.spec.name!r} is a library entry's; "
+                         "choose another name (it names the generated functions)")
+    return entry
 
 
 def entries() -> tuple[Entry, ...]:
