@@ -306,3 +306,71 @@ def test_the_second_order_against_torch_autograd(name, derived):
             np.testing.assert_allclose(expected, 0, atol=1e-12, err_msg=f"bar_{n}")
             continue
         np.testing.assert_allclose(np.reshape(mine, -1), expected.reshape(-1), **close, err_msg=f"bar_{n}")
+
+
+# ------------------------------------------------------------------ the kernels every backend prints
+
+KERNELS = ("frn", "evonorm_s0", "mad", "scale_norm")   #: the worked examples, a function inside a
+#: reduction, a scalar parameter
+
+
+@pytest.fixture(scope="module")
+def kernels(derived, tmp_path_factory):
+    """The graphs above printed as one package by every backend -- rendered, imported, and each
+    backend's kernels checked against the proved expressions, as `derive build` does -- then imported."""
+    import sys
+
+    from derive.output import importcheck, render, write
+    found = [derived(name)[1] for name in KERNELS]
+    files = render.render_all(found, package="examples_kernels")
+    importcheck.check(files, "examples_kernels", found)   # raises if any backend disagrees with SymPy
+    root = tmp_path_factory.mktemp("kernels")
+    write.write_all(root / "examples_kernels", files)
+    sys.path.insert(0, str(root))
+    yield "examples_kernels"
+    sys.path.remove(str(root))
+
+
+@pytest.mark.parametrize("name", KERNELS)
+@pytest.mark.parametrize("backend", ["numpy", "numba", "torch", "jax"])
+def test_every_backend_agrees_with_torch_autograd(name, backend, kernels, derived):
+    """The printed kernels of each backend (not the derivation's expressions) against torch autograd
+    of the plain torch forward: the output and every gradient, float64, 1e-10."""
+    import importlib
+    case = CASES[name]
+    entry, d = derived(name)
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=case.shape) * 1.3 + 0.4
+    dout = rng.normal(size=case.shape)
+    params = {n: rng.normal(size=s) + 0.8 for n, s in case.params.items()}
+    tx = torch.tensor(x, requires_grad=True)
+    tp = {n: torch.tensor(v, requires_grad=True) for n, v in params.items()}
+    y = case.torch_fn(tx, tp, {}, {}, True)
+    want = [y.detach().numpy(), *torch.autograd.grad(y, [tx, *tp.values()], torch.tensor(dout))]
+    spec = entry.spec
+    if backend in ("numpy", "numba"):
+        if backend == "numba":
+            pytest.importorskip("numba")
+        module = importlib.import_module(f"{kernels}{'.numba' if backend == 'numba' else ''}.{spec.name}")
+        extra = [case.groups] if spec.groups else []
+        out, cache = getattr(module, f"{spec.name}_forward")(x, *params.values(), *extra, {})
+        got = [out, *getattr(module, f"{spec.name}_backward")(dout, cache)]
+    elif backend == "torch":
+        fn = getattr(importlib.import_module(f"{kernels}.torch.{spec.name}"), spec.name)
+        tx2 = torch.tensor(x, requires_grad=True)
+        tp2 = [torch.tensor(v, requires_grad=True) for v in params.values()]
+        extra = {"num_groups": case.groups} if spec.groups else {}
+        out = fn(tx2, *tp2, **extra)
+        got = [out.detach().numpy(), *torch.autograd.grad(out, [tx2, *tp2], torch.tensor(dout))]
+    else:
+        jax = pytest.importorskip("jax")
+        jax.config.update("jax_enable_x64", True)
+        fn = getattr(importlib.import_module(f"{kernels}.jax.{spec.name}"), spec.name)
+        extra = {"num_groups": case.groups} if spec.groups else {}
+        out, vjp = jax.vjp(lambda *a: fn(*a, **extra), x, *params.values())
+        got = [out, *vjp(dout)]
+    assert len(got) == len(want)
+    for k, (g, w) in enumerate(zip(got, want)):
+        w = w.detach().numpy() if isinstance(w, torch.Tensor) else w
+        np.testing.assert_allclose(np.reshape(np.asarray(g), np.shape(w)), w, rtol=1e-10, atol=1e-10,
+                                   err_msg=f"{backend} {name} output {k}")

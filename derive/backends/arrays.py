@@ -85,6 +85,33 @@ class KernelPrinter(NumPyPrinter):
 
     _print_Step = _print_Heaviside  # derive.algebra.Step: the same step
 
+    def _unary(self, function: str, expr) -> str:
+        return f"numpy.{function}({self._print(expr.args[0])})"
+
+    def _print_Exp(self, expr) -> str:
+        """The graph's exp (derive.forward.functions.Exp)."""
+        return self._unary("exp", expr)
+
+    def _print_Log(self, expr) -> str:
+        return self._unary("log", expr)
+
+    def _print_Tanh(self, expr) -> str:
+        return self._unary("tanh", expr)
+
+    def _print_Sign(self, expr) -> str:
+        return self._unary("sign", expr)
+
+    def _print_Absolute(self, expr) -> str:
+        return self._unary("abs", expr)
+
+    def _print_Sigmoid(self, expr) -> str:
+        """1/(1 + exp(-u)) as (1 + tanh(u/2))/2: no overflow of exp(-u) for a large negative u."""
+        return f"(0.5 + 0.5*numpy.tanh(0.5*{self.parenthesize(expr.args[0], PRECEDENCE['Mul'])}))"
+
+    def _print_Softplus(self, expr) -> str:
+        """log(1 + exp(u)) as logaddexp(0, u): no overflow for a large u."""
+        return f"numpy.logaddexp(0, {self._print(expr.args[0])})"
+
     def _print_Symbol(self, expr: sp.Symbol) -> str:
         """Symbols are already named as the kernel's variables."""
         return expr.name

@@ -62,6 +62,32 @@ class TensorPrinter(KernelPrinter):
 
     _print_Step = _print_Heaviside  # derive.algebra.Step: the same step
 
+    def _runtime(self, function: str, expr) -> str:
+        """The graph's functions of values (derive.forward.functions) through the runtime, which
+        takes a tensor or a Python number alike and gives each torch's own derivative."""
+        return f"_rt.{function}({self._print(expr.args[0])})"
+
+    def _print_Exp(self, expr) -> str:
+        return self._runtime("exp", expr)
+
+    def _print_Log(self, expr) -> str:
+        return self._runtime("log", expr)
+
+    def _print_Tanh(self, expr) -> str:
+        return self._runtime("tanh", expr)
+
+    def _print_Sigmoid(self, expr) -> str:
+        return self._runtime("sigmoid", expr)
+
+    def _print_Softplus(self, expr) -> str:
+        return self._runtime("softplus", expr)
+
+    def _print_Sign(self, expr) -> str:
+        return self._runtime("sign", expr)
+
+    def _print_Absolute(self, expr) -> str:
+        return self._runtime("abs", expr)
+
     def _print_Pow(self, expr: sp.Pow, rational: bool = False) -> str:
         """Square roots through the runtime (the argument may be a tensor or a number)."""
         if expr.exp == sp.S.Half:

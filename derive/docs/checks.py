@@ -89,7 +89,10 @@ def across_processes(d: Derivation) -> list:
     from ..math import split as distributed
     if not distributed.crosses(d.spec):
         return []
-    s = distributed.split(d.model, d.compact.dx)
+    try:
+        s = distributed.split(d.model, d.compact.dx)
+    except (distributed.SplitError, sp.PolynomialError):   # not a polynomial of x (|x - mu|): no merge derived
+        return []
     r, ranks = sp.Symbol("r"), sp.Symbol("R")
 
     def shown(e):

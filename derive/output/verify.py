@@ -34,6 +34,9 @@ def label(key: str, build) -> str:
     """'dgamma' for 'grad:1', 'running_var' for 'running:running_var'."""
     if key.startswith("grad:"):
         return build.ir.grads[int(key[5:])].name
+    if key.startswith("grad2:"):   # the double backward's gradient of dout, x or a parameter
+        which = key[6:]
+        return "bar_dout" if which == "dout" else f"bar_{(build.ir.x, *build.ir.params)[int(which)].name}"
     return key.split(":", 1)[-1]
 
 

@@ -219,3 +219,9 @@ def check_dim(fn, ndim, dim):
         raise IndexError(f"{fn}: dim {dim} is out of range for an input of {ndim} dimensions "
                          f"(expected it in [{-top}, {top - 1}])")
     return dim % top
+
+
+#: the graph's functions of values (derive.forward.functions), with jax.numpy's derivatives
+exp, log, tanh, sign = jnp.exp, jnp.log, jnp.tanh, jnp.sign
+sigmoid, softplus = jax.nn.sigmoid, jax.nn.softplus
+abs = jnp.abs   # noqa: A001 (the module's own name for the graph's abs)

@@ -257,3 +257,19 @@ def check_dim(fn, ndim, dim):
         raise IndexError(f"{fn}: dim {dim} is out of range for an input of {ndim} dimensions "
                          f"(expected it in [{-top}, {top - 1}])")
     return dim % top
+
+
+def _unary(torch_function, math_function):
+    def apply(a):
+        return torch_function(a) if isinstance(a, torch.Tensor) else math_function(a)
+    return apply
+
+
+#: the graph's functions of values (derive.forward.functions), for a tensor or a Python number
+exp = _unary(torch.exp, math.exp)
+log = _unary(torch.log, math.log)
+tanh = _unary(torch.tanh, math.tanh)
+sigmoid = _unary(torch.sigmoid, lambda a: 0.5 + 0.5 * math.tanh(0.5 * a))
+softplus = _unary(torch.nn.functional.softplus, lambda a: max(a, 0.0) + math.log1p(math.exp(-abs(a))))
+sign = _unary(torch.sign, lambda a: float((a > 0) - (a < 0)))
+abs = _unary(torch.abs, lambda a: -a if a < 0 else a)   # noqa: A001 (the module's own name for the graph's abs)

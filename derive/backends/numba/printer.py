@@ -69,6 +69,36 @@ class NumbaPrinter(PythonCodePrinter):
 
     _print_Step = _print_Heaviside  # derive.algebra.Step: the same step
 
+    def _math(self, function: str, expr) -> str:
+        return f"{self._module_format('math.' + function)}({self._print(expr.args[0])})"
+
+    def _print_Exp(self, expr) -> str:
+        """The graph's functions of one scalar (derive.forward.functions), with math's."""
+        return self._math("exp", expr)
+
+    def _print_Log(self, expr) -> str:
+        return self._math("log", expr)
+
+    def _print_Tanh(self, expr) -> str:
+        return self._math("tanh", expr)
+
+    def _print_Absolute(self, expr) -> str:
+        return f"abs({self._print(expr.args[0])})"
+
+    def _print_Sign(self, expr) -> str:
+        u = self._print(expr.args[0])
+        return f"(1.0 if ({u}) > 0 else (-1.0 if ({u}) < 0 else 0.0))"
+
+    def _print_Sigmoid(self, expr) -> str:
+        """1/(1 + exp(-u)) as (1 + tanh(u/2))/2: no overflow of exp(-u) for a large negative u."""
+        return f"(0.5 + 0.5*{self._module_format('math.tanh')}(0.5*({self._print(expr.args[0])})))"
+
+    def _print_Softplus(self, expr) -> str:
+        """log(1 + exp(u)) as max(u, 0) + log1p(exp(-|u|)): no overflow for a large u."""
+        u = self._print(expr.args[0])
+        return (f"(max({u}, 0.0) + {self._module_format('math.log1p')}({self._module_format('math.exp')}"
+                f"(-abs({u}))))")
+
     def _print_BatchSum(self, expr) -> str:
         """A reduction is a loop, not an expression: it must be an accumulator by now."""
         raise TypeError(f"unscheduled reduction {expr}: the numba backend must name it first")
