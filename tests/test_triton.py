@@ -100,8 +100,8 @@ def check_mode(T, K, view, layout, params, dout, const, dtype, training, g):
 
 
 @pytest.mark.parametrize("entry", ENTRIES)
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("blocks", ["default", "small"])
+@pytest.mark.parametrize("dtype, blocks", [(torch.float64, "default"), (torch.float32, "default"),
+                                           (torch.float64, "small")])
 def test_every_entry_against_autograd(entry, dtype, blocks, request):
     if blocks == "small":
         request.getfixturevalue("small_blocks")
@@ -179,3 +179,52 @@ def test_bfloat16_error_no_worse_than_torch(entry, torch_fn):
     assert on_half.dtype == torch.bfloat16
     step = 2.0 ** -7 * stored[K.OUTPUT].abs()
     assert ((on_half.float() - stored[K.OUTPUT]).abs() <= step).all()
+
+
+# --------------------------------------------------------------------------- derive bench --device cuda
+
+BENCH_SHAPES = {"batch_norm": (6, 4), "layer_norm": (4, 6), "rms_norm": (4, 6), "group_norm": (2, 4, 1, 2)}
+
+
+@pytest.mark.parametrize("name, shape", BENCH_SHAPES.items())
+def test_gpu_bench_runs_the_kernels_of_torchs_layer(name, shape, monkeypatch):
+    """The bench's generated contender (derive/bench/gpu.py) computes torch's own layer: output and the
+    gradients of x and the parameters, float64, here under the interpreter (group norm with 2 groups)."""
+    from derive.bench import gpu
+    monkeypatch.setattr(gpu, "GROUPS", 2)
+    x, params, dy = gpu.inputs(torch, name, shape, torch.float64, "cpu")
+    fn, backward_alone = gpu.generated(torch, name, shape)
+    base = gpu.native(torch, name, shape)
+    got, want = fn(x, *params), base(x, *params)
+    close(got, want.detach(), torch.float64, f"{name} output")
+    for a, b in zip(torch.autograd.grad(got, [x, *params], dy), torch.autograd.grad(want, [x, *params], dy)):
+        close(a, b, torch.float64, f"{name} gradient")
+    call, moved = backward_alone(x.detach(), *(p.detach() for p in params))
+    assert call()[0].shape == gpu.NORMS[name].view(shape)
+    assert moved >= 3 * x.numel() * x.element_size()   # dout and one saved value read, dx written
+
+
+def test_gpu_bench_lists_its_cases_and_refuses_without_cuda(capsys):
+    from derive.bench import cpu, gpu
+    assert cpu.main(["--device", "cuda", "--dry-run"]) == 0
+    listed = capsys.readouterr().out.splitlines()[1:]
+    assert len(listed) == len(gpu.CASES) * len(gpu.DTYPES)
+    for name, shape in gpu.CASES:
+        assert any(line.split()[0] == name and str(shape) in line for line in listed)
+    if not torch.cuda.is_available():
+        assert cpu.main(["--device=cuda", "--case", "rms_norm"]) == 2
+        assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_kernels_compile_for_the_gpu():
+    """Triton's compiler (no GPU needed) lowers a rows and a columns kernel to a cubin for sm_90 in each
+    configuration a launch can choose: code the interpreter runs but the compiler refuses fails here.
+    (`python -m derive.backends.triton.compile` compiles every kernel; the interpreter must be off.)"""
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    run = subprocess.run([sys.executable, "-m", "derive.backends.triton.compile", "--entry", "layernorm",
+                          "--kernel", "_backward_compact_rows", "--kernel", "_forward_train_columns",
+                          "--dtype", "bfloat16"], capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip().splitlines()[-1] == "8 kernels compiled for sm_90"

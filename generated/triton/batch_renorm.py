@@ -54,7 +54,6 @@ def _forward_train_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_running_mean, _ptr_run
             _mask = _ok[:, None] & _qok[None, :]
             _off = _row[:, None] + _q[None, :]
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
             sum_x = tl.sum(tl.where(_mask, x, 0.0), axis=1)
             std_run = _sqrt(eps + running_var)
             mu = _div(sum_x, m)
@@ -72,7 +71,6 @@ def _forward_train_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_running_mean, _ptr_run
             tl.store(_ptr_var + _g, var, mask=_ok)
             tl.store(_ptr_std + _g, std, mask=_ok)
             tl.store(_ptr_r + _g, r, mask=_ok)
-
         else:
             if 0 < _FIRST:  # summed by an earlier launch: add its slices in order
                 sum_x = tl.zeros([_BA], _ACC)
@@ -85,11 +83,9 @@ def _forward_train_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_running_mean, _ptr_run
                     _q = _q0 + _b
                     _qok = _q < _KI
                     _mask = _ok[:, None] & _qok[None, :]
-
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
                         _acc_sum_x += tl.where(_mask, x, 0.0)
                 sum_x = tl.sum(_acc_sum_x, axis=1)
                 if _FIRST == _LAST:  # staged: this slice's sums, for the launches after
@@ -110,11 +106,9 @@ def _forward_train_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_running_mean, _ptr_run
                     _q = _q0 + _b
                     _qok = _q < _KI
                     _mask = _ok[:, None] & _qok[None, :]
-
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
                         _acc_sum_var += tl.where(_mask, ((x - mu[:, None])*(x - mu[:, None])), 0.0)
                 sum_var = tl.sum(_acc_sum_var, axis=1)
                 if _FIRST == _LAST:  # staged: this slice's sums, for the launches after
@@ -129,11 +123,9 @@ def _forward_train_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_running_mean, _ptr_run
                     _q = _q0 + _b
                     _qok = _q < _KI
                     _mask = _ok[:, None] & _qok[None, :]
-
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
                         xhat = d[:, None] + _div(r[:, None]*(x - mu[:, None]), std[:, None])
                         out = xhat*gamma + beta
                         tl.store(_ptr_xhat + _off, xhat.to(_ptr_xhat.dtype.element_ty), mask=_mask)
@@ -144,7 +136,6 @@ def _forward_train_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_running_mean, _ptr_run
                     tl.store(_ptr_var + _g, var, mask=_ok)
                     tl.store(_ptr_std + _g, std, mask=_ok)
                     tl.store(_ptr_r + _g, r, mask=_ok)
-
                     pass
     if _ONE:
         pass
@@ -183,7 +174,6 @@ def _forward_train_columns(_ptr_x, _ptr_xhat, _ptr_out, _ptr_running_mean, _ptr_
             _mask = _ok[:, None] & (_o < _o1)[None, :]
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
             _acc_sum_x += tl.where(_mask, x, 0.0)
         sum_x = tl.sum(_acc_sum_x, axis=1)
         if _FIRST == _LAST:  # staged: this slice's sums, for the launches after
@@ -205,7 +195,6 @@ def _forward_train_columns(_ptr_x, _ptr_xhat, _ptr_out, _ptr_running_mean, _ptr_
             _mask = _ok[:, None] & (_o < _o1)[None, :]
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
             _acc_sum_var += tl.where(_mask, ((x - mu[:, None])*(x - mu[:, None])), 0.0)
         sum_var = tl.sum(_acc_sum_var, axis=1)
         if _FIRST == _LAST:  # staged: this slice's sums, for the launches after
@@ -221,7 +210,6 @@ def _forward_train_columns(_ptr_x, _ptr_xhat, _ptr_out, _ptr_running_mean, _ptr_
             _mask = _ok[:, None] & (_o < _o1)[None, :]
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
             xhat = d[:, None] + _div(r[:, None]*(x - mu[:, None]), std[:, None])
             out = xhat*gamma[:, None] + beta[:, None]
             tl.store(_ptr_xhat + _off, xhat.to(_ptr_xhat.dtype.element_ty), mask=_mask)
@@ -232,7 +220,6 @@ def _forward_train_columns(_ptr_x, _ptr_xhat, _ptr_out, _ptr_running_mean, _ptr_
             tl.store(_ptr_var + _g, var, mask=_ok)
             tl.store(_ptr_std + _g, std, mask=_ok)
             tl.store(_ptr_r + _g, r, mask=_ok)
-
             pass
 
 
@@ -292,7 +279,6 @@ def _forward_test_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_mu, _ptr_var, _ptr_std,
             _mask = _ok[:, None] & _qok[None, :]
             _off = _row[:, None] + _q[None, :]
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
             std = _sqrt(eps + var)
             std_run = std
             r = tl.minimum(tl.maximum(1.0, _div(1.0, r_max)), r_max)
@@ -304,7 +290,6 @@ def _forward_test_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_mu, _ptr_var, _ptr_std,
             tl.store(_ptr_std + _g, std, mask=_ok)
             tl.store(_ptr_r + _g, r, mask=_ok)
             tl.store(_ptr_d + _g, d, mask=_ok)
-
         else:
             if -1 < _LAST:
                 std = _sqrt(eps + var)
@@ -316,11 +301,9 @@ def _forward_test_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_mu, _ptr_var, _ptr_std,
                     _q = _q0 + _b
                     _qok = _q < _KI
                     _mask = _ok[:, None] & _qok[None, :]
-
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
                         xhat = d + _div(r*(x - mu[:, None]), std[:, None])
                         out = xhat*gamma + beta
                         tl.store(_ptr_xhat + _off, xhat.to(_ptr_xhat.dtype.element_ty), mask=_mask)
@@ -329,7 +312,6 @@ def _forward_test_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_mu, _ptr_var, _ptr_std,
                     tl.store(_ptr_std + _g, std, mask=_ok)
                     tl.store(_ptr_r + _g, r, mask=_ok)
                     tl.store(_ptr_d + _g, d, mask=_ok)
-
                     pass
     if _ONE:
         pass
@@ -366,7 +348,6 @@ def _forward_test_columns(_ptr_x, _ptr_xhat, _ptr_out, _ptr_mu, _ptr_var, _ptr_s
             _mask = _ok[:, None] & (_o < _o1)[None, :]
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
             xhat = d + _div(r*(x - mu[:, None]), std[:, None])
             out = xhat*gamma[:, None] + beta[:, None]
             tl.store(_ptr_xhat + _off, xhat.to(_ptr_xhat.dtype.element_ty), mask=_mask)
@@ -375,7 +356,6 @@ def _forward_test_columns(_ptr_x, _ptr_xhat, _ptr_out, _ptr_mu, _ptr_var, _ptr_s
             tl.store(_ptr_std + _g, std, mask=_ok)
             tl.store(_ptr_r + _g, r, mask=_ok)
             tl.store(_ptr_d + _g, d, mask=_ok)
-
             pass
 
 
@@ -432,7 +412,6 @@ def _backward_compact_rows(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_d, _ptr_r, _ptr_s
             _off = _row[:, None] + _q[None, :]
             dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
             xhat = tl.load(_ptr_xhat + _off, mask=_mask, other=0.0).to(_ACC)
-
             sum_dout = tl.sum(tl.where(_mask, dout, 0.0), axis=1)
             sum_dout_xhat = tl.sum(tl.where(_mask, dout*xhat, 0.0), axis=1)
             coef_dout = _div(gamma*r, std)
@@ -442,7 +421,6 @@ def _backward_compact_rows(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_d, _ptr_r, _ptr_s
             tl.store(_ptr_dx + _off, dx.to(_ptr_dx.dtype.element_ty), mask=_mask)
             tl.store(_buf_outer + 0 * _G + _g, sum_dout_xhat, mask=_ok)
             tl.store(_buf_outer + 1 * _G + _g, sum_dout, mask=_ok)
-
         else:
             if 0 < _FIRST:  # summed by an earlier launch: add its slices in order
                 sum_dout = tl.zeros([_BA], _ACC)
@@ -459,12 +437,10 @@ def _backward_compact_rows(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_d, _ptr_r, _ptr_s
                     _q = _q0 + _b
                     _qok = _q < _KI
                     _mask = _ok[:, None] & _qok[None, :]
-
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
                         xhat = tl.load(_ptr_xhat + _off, mask=_mask, other=0.0).to(_ACC)
-
                         _acc_sum_dout += tl.where(_mask, dout, 0.0)
                         _acc_sum_dout_xhat += tl.where(_mask, dout*xhat, 0.0)
                 sum_dout = tl.sum(_acc_sum_dout, axis=1)
@@ -482,18 +458,15 @@ def _backward_compact_rows(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_d, _ptr_r, _ptr_s
                     _q = _q0 + _b
                     _qok = _q < _KI
                     _mask = _ok[:, None] & _qok[None, :]
-
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
                         xhat = tl.load(_ptr_xhat + _off, mask=_mask, other=0.0).to(_ACC)
-
                         dx = dout*coef_dout[:, None] + xhat*coef_xhat[:, None] + coef_1[:, None]
                         tl.store(_ptr_dx + _off, dx.to(_ptr_dx.dtype.element_ty), mask=_mask)
                 if _s == 0:
                     tl.store(_buf_outer + 0 * _G + _g, sum_dout_xhat, mask=_ok)
                     tl.store(_buf_outer + 1 * _G + _g, sum_dout, mask=_ok)
-
                     pass
     if _ONE:
         pass
@@ -534,7 +507,6 @@ def _backward_compact_columns(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_d, _ptr_r, _pt
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
             xhat = tl.load(_ptr_xhat + _off, mask=_mask, other=0.0).to(_ACC)
-
             _acc_sum_dout += tl.where(_mask, dout, 0.0)
             _acc_sum_dout_xhat += tl.where(_mask, dout*xhat, 0.0)
         sum_dout = tl.sum(_acc_sum_dout, axis=1)
@@ -554,13 +526,11 @@ def _backward_compact_columns(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_d, _ptr_r, _pt
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
             xhat = tl.load(_ptr_xhat + _off, mask=_mask, other=0.0).to(_ACC)
-
             dx = dout*coef_dout[:, None] + xhat*coef_xhat[:, None] + coef_1[:, None]
             tl.store(_ptr_dx + _off, dx.to(_ptr_dx.dtype.element_ty), mask=_mask)
         if _s == 0:
             tl.store(_buf_outer + 0 * _G + _g, sum_dout_xhat, mask=_ok)
             tl.store(_buf_outer + 1 * _G + _g, sum_dout, mask=_ok)
-
             pass
 
 
@@ -615,7 +585,6 @@ def _backward_test_rows(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, _bu
             _off = _row[:, None] + _q[None, :]
             dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
             xhat = tl.load(_ptr_xhat + _off, mask=_mask, other=0.0).to(_ACC)
-
             sum_dout_xhat = tl.sum(tl.where(_mask, dout*xhat, 0.0), axis=1)
             sum_dout = tl.sum(tl.where(_mask, dout, 0.0), axis=1)
             dxhat = dout*gamma
@@ -623,7 +592,6 @@ def _backward_test_rows(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, _bu
             tl.store(_ptr_dx + _off, dx.to(_ptr_dx.dtype.element_ty), mask=_mask)
             tl.store(_buf_outer + 0 * _G + _g, sum_dout_xhat, mask=_ok)
             tl.store(_buf_outer + 1 * _G + _g, sum_dout, mask=_ok)
-
         else:
             if 0 < _FIRST:  # summed by an earlier launch: add its slices in order
                 sum_dout_xhat = tl.zeros([_BA], _ACC)
@@ -640,12 +608,10 @@ def _backward_test_rows(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, _bu
                     _q = _q0 + _b
                     _qok = _q < _KI
                     _mask = _ok[:, None] & _qok[None, :]
-
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
                         xhat = tl.load(_ptr_xhat + _off, mask=_mask, other=0.0).to(_ACC)
-
                         _acc_sum_dout_xhat += tl.where(_mask, dout*xhat, 0.0)
                         _acc_sum_dout += tl.where(_mask, dout, 0.0)
                 sum_dout_xhat = tl.sum(_acc_sum_dout_xhat, axis=1)
@@ -659,18 +625,15 @@ def _backward_test_rows(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, _bu
                     _q = _q0 + _b
                     _qok = _q < _KI
                     _mask = _ok[:, None] & _qok[None, :]
-
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
-
                         dxhat = dout*gamma
                         dx = _div(dxhat*tl.minimum(tl.maximum(1.0, _div(1.0, r_max)), r_max), std[:, None])
                         tl.store(_ptr_dx + _off, dx.to(_ptr_dx.dtype.element_ty), mask=_mask)
                 if _s == 0:
                     tl.store(_buf_outer + 0 * _G + _g, sum_dout_xhat, mask=_ok)
                     tl.store(_buf_outer + 1 * _G + _g, sum_dout, mask=_ok)
-
                     pass
     if _ONE:
         pass
@@ -709,7 +672,6 @@ def _backward_test_columns(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, 
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
             xhat = tl.load(_ptr_xhat + _off, mask=_mask, other=0.0).to(_ACC)
-
             _acc_sum_dout_xhat += tl.where(_mask, dout*xhat, 0.0)
             _acc_sum_dout += tl.where(_mask, dout, 0.0)
         sum_dout_xhat = tl.sum(_acc_sum_dout_xhat, axis=1)
@@ -724,14 +686,12 @@ def _backward_test_columns(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, 
             _mask = _ok[:, None] & (_o < _o1)[None, :]
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
-
             dxhat = dout*gamma[:, None]
             dx = _div(dxhat*tl.minimum(tl.maximum(1.0, _div(1.0, r_max)), r_max), std[:, None])
             tl.store(_ptr_dx + _off, dx.to(_ptr_dx.dtype.element_ty), mask=_mask)
         if _s == 0:
             tl.store(_buf_outer + 0 * _G + _g, sum_dout_xhat, mask=_ok)
             tl.store(_buf_outer + 1 * _G + _g, sum_dout, mask=_ok)
-
             pass
 
 

@@ -50,7 +50,6 @@ def _forward_train_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_mu, _ptr_var, _ptr_std
             _mask = _ok[:, None] & _qok[None, :]
             _off = _row[:, None] + _q[None, :]
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
             sum_x = tl.sum(tl.where(_mask, x, 0.0), axis=1)
             mu = _div(sum_x, m)
             sum_var = tl.sum(tl.where(_mask, ((x - mu[:, None])*(x - mu[:, None])), 0.0), axis=1)
@@ -63,7 +62,6 @@ def _forward_train_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_mu, _ptr_var, _ptr_std
             tl.store(_ptr_mu + _g, mu, mask=_ok)
             tl.store(_ptr_var + _g, var, mask=_ok)
             tl.store(_ptr_std + _g, std, mask=_ok)
-
         else:
             if 0 < _FIRST:  # summed by an earlier launch: add its slices in order
                 sum_x = tl.zeros([_BA], _ACC)
@@ -76,11 +74,9 @@ def _forward_train_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_mu, _ptr_var, _ptr_std
                     _q = _q0 + _b
                     _qok = _q < _KI
                     _mask = _ok[:, None] & _qok[None, :]
-
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
                         _acc_sum_x += tl.where(_mask, x, 0.0)
                 sum_x = tl.sum(_acc_sum_x, axis=1)
                 if _FIRST == _LAST:  # staged: this slice's sums, for the launches after
@@ -99,11 +95,9 @@ def _forward_train_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_mu, _ptr_var, _ptr_std
                     _q = _q0 + _b
                     _qok = _q < _KI
                     _mask = _ok[:, None] & _qok[None, :]
-
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
                         _acc_sum_var += tl.where(_mask, ((x - mu[:, None])*(x - mu[:, None])), 0.0)
                 sum_var = tl.sum(_acc_sum_var, axis=1)
                 if _FIRST == _LAST:  # staged: this slice's sums, for the launches after
@@ -117,11 +111,9 @@ def _forward_train_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_mu, _ptr_var, _ptr_std
                     _q = _q0 + _b
                     _qok = _q < _KI
                     _mask = _ok[:, None] & _qok[None, :]
-
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
                         xhat = _div(x - mu[:, None], std[:, None])
                         out = xhat*gamma + beta
                         tl.store(_ptr_xhat + _off, xhat.to(_ptr_xhat.dtype.element_ty), mask=_mask)
@@ -130,7 +122,6 @@ def _forward_train_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_mu, _ptr_var, _ptr_std
                     tl.store(_ptr_mu + _g, mu, mask=_ok)
                     tl.store(_ptr_var + _g, var, mask=_ok)
                     tl.store(_ptr_std + _g, std, mask=_ok)
-
                     pass
     if _ONE:
         pass
@@ -165,7 +156,6 @@ def _forward_train_columns(_ptr_x, _ptr_xhat, _ptr_out, _ptr_mu, _ptr_var, _ptr_
             _mask = _ok[:, None] & (_o < _o1)[None, :]
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
             _acc_sum_x += tl.where(_mask, x, 0.0)
         sum_x = tl.sum(_acc_sum_x, axis=1)
         if _FIRST == _LAST:  # staged: this slice's sums, for the launches after
@@ -185,7 +175,6 @@ def _forward_train_columns(_ptr_x, _ptr_xhat, _ptr_out, _ptr_mu, _ptr_var, _ptr_
             _mask = _ok[:, None] & (_o < _o1)[None, :]
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
             _acc_sum_var += tl.where(_mask, ((x - mu[:, None])*(x - mu[:, None])), 0.0)
         sum_var = tl.sum(_acc_sum_var, axis=1)
         if _FIRST == _LAST:  # staged: this slice's sums, for the launches after
@@ -200,7 +189,6 @@ def _forward_train_columns(_ptr_x, _ptr_xhat, _ptr_out, _ptr_mu, _ptr_var, _ptr_
             _mask = _ok[:, None] & (_o < _o1)[None, :]
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
             xhat = _div(x - mu[:, None], std[:, None])
             out = xhat*gamma[:, None] + beta[:, None]
             tl.store(_ptr_xhat + _off, xhat.to(_ptr_xhat.dtype.element_ty), mask=_mask)
@@ -209,7 +197,6 @@ def _forward_train_columns(_ptr_x, _ptr_xhat, _ptr_out, _ptr_mu, _ptr_var, _ptr_
             tl.store(_ptr_mu + _g, mu, mask=_ok)
             tl.store(_ptr_var + _g, var, mask=_ok)
             tl.store(_ptr_std + _g, std, mask=_ok)
-
             pass
 
 
@@ -263,14 +250,12 @@ def _forward_test_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_mu, _ptr_var, _ptr_std,
             _mask = _ok[:, None] & _qok[None, :]
             _off = _row[:, None] + _q[None, :]
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
             std = eps + _sqrt(var)
             xhat = _div(x - mu[:, None], std[:, None])
             out = xhat*gamma + beta
             tl.store(_ptr_xhat + _off, xhat.to(_ptr_xhat.dtype.element_ty), mask=_mask)
             tl.store(_ptr_out + _off, out.to(_ptr_out.dtype.element_ty), mask=_mask)
             tl.store(_ptr_std + _g, std, mask=_ok)
-
         else:
             if -1 < _LAST:
                 std = eps + _sqrt(var)
@@ -279,18 +264,15 @@ def _forward_test_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_mu, _ptr_var, _ptr_std,
                     _q = _q0 + _b
                     _qok = _q < _KI
                     _mask = _ok[:, None] & _qok[None, :]
-
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
                         xhat = _div(x - mu[:, None], std[:, None])
                         out = xhat*gamma + beta
                         tl.store(_ptr_xhat + _off, xhat.to(_ptr_xhat.dtype.element_ty), mask=_mask)
                         tl.store(_ptr_out + _off, out.to(_ptr_out.dtype.element_ty), mask=_mask)
                 if _s == 0:
                     tl.store(_ptr_std + _g, std, mask=_ok)
-
                     pass
     if _ONE:
         pass
@@ -322,14 +304,12 @@ def _forward_test_columns(_ptr_x, _ptr_xhat, _ptr_out, _ptr_mu, _ptr_var, _ptr_s
             _mask = _ok[:, None] & (_o < _o1)[None, :]
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
             xhat = _div(x - mu[:, None], std[:, None])
             out = xhat*gamma[:, None] + beta[:, None]
             tl.store(_ptr_xhat + _off, xhat.to(_ptr_xhat.dtype.element_ty), mask=_mask)
             tl.store(_ptr_out + _off, out.to(_ptr_out.dtype.element_ty), mask=_mask)
         if _s == 0:
             tl.store(_ptr_std + _g, std, mask=_ok)
-
             pass
 
 
@@ -383,7 +363,6 @@ def _backward_compact_rows(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, 
             _off = _row[:, None] + _q[None, :]
             dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
             xhat = tl.load(_ptr_xhat + _off, mask=_mask, other=0.0).to(_ACC)
-
             sum_dout = tl.sum(tl.where(_mask, dout, 0.0), axis=1)
             sum_dout_xhat = tl.sum(tl.where(_mask, dout*xhat, 0.0), axis=1)
             coef_dout = _div(gamma, std)
@@ -393,7 +372,6 @@ def _backward_compact_rows(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, 
             tl.store(_ptr_dx + _off, dx.to(_ptr_dx.dtype.element_ty), mask=_mask)
             tl.store(_buf_outer + 0 * _G + _g, sum_dout_xhat, mask=_ok)
             tl.store(_buf_outer + 1 * _G + _g, sum_dout, mask=_ok)
-
         else:
             if 0 < _FIRST:  # summed by an earlier launch: add its slices in order
                 sum_dout = tl.zeros([_BA], _ACC)
@@ -410,12 +388,10 @@ def _backward_compact_rows(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, 
                     _q = _q0 + _b
                     _qok = _q < _KI
                     _mask = _ok[:, None] & _qok[None, :]
-
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
                         xhat = tl.load(_ptr_xhat + _off, mask=_mask, other=0.0).to(_ACC)
-
                         _acc_sum_dout += tl.where(_mask, dout, 0.0)
                         _acc_sum_dout_xhat += tl.where(_mask, dout*xhat, 0.0)
                 sum_dout = tl.sum(_acc_sum_dout, axis=1)
@@ -433,18 +409,15 @@ def _backward_compact_rows(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, 
                     _q = _q0 + _b
                     _qok = _q < _KI
                     _mask = _ok[:, None] & _qok[None, :]
-
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
                         xhat = tl.load(_ptr_xhat + _off, mask=_mask, other=0.0).to(_ACC)
-
                         dx = dout*coef_dout[:, None] + xhat*coef_xhat[:, None] + coef_1[:, None]
                         tl.store(_ptr_dx + _off, dx.to(_ptr_dx.dtype.element_ty), mask=_mask)
                 if _s == 0:
                     tl.store(_buf_outer + 0 * _G + _g, sum_dout_xhat, mask=_ok)
                     tl.store(_buf_outer + 1 * _G + _g, sum_dout, mask=_ok)
-
                     pass
     if _ONE:
         pass
@@ -484,7 +457,6 @@ def _backward_compact_columns(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamm
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
             xhat = tl.load(_ptr_xhat + _off, mask=_mask, other=0.0).to(_ACC)
-
             _acc_sum_dout += tl.where(_mask, dout, 0.0)
             _acc_sum_dout_xhat += tl.where(_mask, dout*xhat, 0.0)
         sum_dout = tl.sum(_acc_sum_dout, axis=1)
@@ -504,13 +476,11 @@ def _backward_compact_columns(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamm
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
             xhat = tl.load(_ptr_xhat + _off, mask=_mask, other=0.0).to(_ACC)
-
             dx = dout*coef_dout[:, None] + xhat*coef_xhat[:, None] + coef_1[:, None]
             tl.store(_ptr_dx + _off, dx.to(_ptr_dx.dtype.element_ty), mask=_mask)
         if _s == 0:
             tl.store(_buf_outer + 0 * _G + _g, sum_dout_xhat, mask=_ok)
             tl.store(_buf_outer + 1 * _G + _g, sum_dout, mask=_ok)
-
             pass
 
 
@@ -562,7 +532,6 @@ def _backward_test_rows(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, _bu
             _off = _row[:, None] + _q[None, :]
             dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
             xhat = tl.load(_ptr_xhat + _off, mask=_mask, other=0.0).to(_ACC)
-
             sum_dout_xhat = tl.sum(tl.where(_mask, dout*xhat, 0.0), axis=1)
             sum_dout = tl.sum(tl.where(_mask, dout, 0.0), axis=1)
             dxhat = dout*gamma
@@ -570,7 +539,6 @@ def _backward_test_rows(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, _bu
             tl.store(_ptr_dx + _off, dx.to(_ptr_dx.dtype.element_ty), mask=_mask)
             tl.store(_buf_outer + 0 * _G + _g, sum_dout_xhat, mask=_ok)
             tl.store(_buf_outer + 1 * _G + _g, sum_dout, mask=_ok)
-
         else:
             if 0 < _FIRST:  # summed by an earlier launch: add its slices in order
                 sum_dout_xhat = tl.zeros([_BA], _ACC)
@@ -587,12 +555,10 @@ def _backward_test_rows(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, _bu
                     _q = _q0 + _b
                     _qok = _q < _KI
                     _mask = _ok[:, None] & _qok[None, :]
-
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
                         xhat = tl.load(_ptr_xhat + _off, mask=_mask, other=0.0).to(_ACC)
-
                         _acc_sum_dout_xhat += tl.where(_mask, dout*xhat, 0.0)
                         _acc_sum_dout += tl.where(_mask, dout, 0.0)
                 sum_dout_xhat = tl.sum(_acc_sum_dout_xhat, axis=1)
@@ -606,18 +572,15 @@ def _backward_test_rows(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, _bu
                     _q = _q0 + _b
                     _qok = _q < _KI
                     _mask = _ok[:, None] & _qok[None, :]
-
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
-
                         dxhat = dout*gamma
                         dx = _div(dxhat, std[:, None])
                         tl.store(_ptr_dx + _off, dx.to(_ptr_dx.dtype.element_ty), mask=_mask)
                 if _s == 0:
                     tl.store(_buf_outer + 0 * _G + _g, sum_dout_xhat, mask=_ok)
                     tl.store(_buf_outer + 1 * _G + _g, sum_dout, mask=_ok)
-
                     pass
     if _ONE:
         pass
@@ -655,7 +618,6 @@ def _backward_test_columns(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, 
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
             xhat = tl.load(_ptr_xhat + _off, mask=_mask, other=0.0).to(_ACC)
-
             _acc_sum_dout_xhat += tl.where(_mask, dout*xhat, 0.0)
             _acc_sum_dout += tl.where(_mask, dout, 0.0)
         sum_dout_xhat = tl.sum(_acc_sum_dout_xhat, axis=1)
@@ -670,14 +632,12 @@ def _backward_test_columns(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, 
             _mask = _ok[:, None] & (_o < _o1)[None, :]
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
-
             dxhat = dout*gamma[:, None]
             dx = _div(dxhat, std[:, None])
             tl.store(_ptr_dx + _off, dx.to(_ptr_dx.dtype.element_ty), mask=_mask)
         if _s == 0:
             tl.store(_buf_outer + 0 * _G + _g, sum_dout_xhat, mask=_ok)
             tl.store(_buf_outer + 1 * _G + _g, sum_dout, mask=_ok)
-
             pass
 
 

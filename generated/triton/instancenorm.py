@@ -50,7 +50,6 @@ def _forward_train_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_std, _ptr_beta, _ptr_g
             _mask = _ok[:, None] & _qok[None, :]
             _off = _row[:, None] + _q[None, :]
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
             sum_x = tl.sum(tl.where(_mask, x, 0.0), axis=1)
             mu = _div(sum_x, m)
             sum_var = tl.sum(tl.where(_mask, ((x - mu[:, None])*(x - mu[:, None])), 0.0), axis=1)
@@ -61,7 +60,6 @@ def _forward_train_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_std, _ptr_beta, _ptr_g
             tl.store(_ptr_xhat + _off, xhat.to(_ptr_xhat.dtype.element_ty), mask=_mask)
             tl.store(_ptr_out + _off, out.to(_ptr_out.dtype.element_ty), mask=_mask)
             tl.store(_ptr_std + _g, std, mask=_ok)
-
         else:
             if 0 < _FIRST:  # summed by an earlier launch: add its slices in order
                 sum_x = tl.zeros([_BA], _ACC)
@@ -74,11 +72,9 @@ def _forward_train_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_std, _ptr_beta, _ptr_g
                     _q = _q0 + _b
                     _qok = _q < _KI
                     _mask = _ok[:, None] & _qok[None, :]
-
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
                         _acc_sum_x += tl.where(_mask, x, 0.0)
                 sum_x = tl.sum(_acc_sum_x, axis=1)
                 if _FIRST == _LAST:  # staged: this slice's sums, for the launches after
@@ -97,11 +93,9 @@ def _forward_train_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_std, _ptr_beta, _ptr_g
                     _q = _q0 + _b
                     _qok = _q < _KI
                     _mask = _ok[:, None] & _qok[None, :]
-
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
                         _acc_sum_var += tl.where(_mask, ((x - mu[:, None])*(x - mu[:, None])), 0.0)
                 sum_var = tl.sum(_acc_sum_var, axis=1)
                 if _FIRST == _LAST:  # staged: this slice's sums, for the launches after
@@ -115,18 +109,15 @@ def _forward_train_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_std, _ptr_beta, _ptr_g
                     _q = _q0 + _b
                     _qok = _q < _KI
                     _mask = _ok[:, None] & _qok[None, :]
-
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
                         xhat = _div(x - mu[:, None], std[:, None])
                         out = xhat*gamma + beta
                         tl.store(_ptr_xhat + _off, xhat.to(_ptr_xhat.dtype.element_ty), mask=_mask)
                         tl.store(_ptr_out + _off, out.to(_ptr_out.dtype.element_ty), mask=_mask)
                 if _s == 0:
                     tl.store(_ptr_std + _g, std, mask=_ok)
-
                     pass
     if _ONE:
         pass
@@ -161,7 +152,6 @@ def _forward_train_columns(_ptr_x, _ptr_xhat, _ptr_out, _ptr_std, _ptr_beta, _pt
             _mask = _ok[:, None] & (_o < _o1)[None, :]
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
             _acc_sum_x += tl.where(_mask, x, 0.0)
         sum_x = tl.sum(_acc_sum_x, axis=1)
         if _FIRST == _LAST:  # staged: this slice's sums, for the launches after
@@ -181,7 +171,6 @@ def _forward_train_columns(_ptr_x, _ptr_xhat, _ptr_out, _ptr_std, _ptr_beta, _pt
             _mask = _ok[:, None] & (_o < _o1)[None, :]
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
             _acc_sum_var += tl.where(_mask, ((x - mu[:, None])*(x - mu[:, None])), 0.0)
         sum_var = tl.sum(_acc_sum_var, axis=1)
         if _FIRST == _LAST:  # staged: this slice's sums, for the launches after
@@ -196,14 +185,12 @@ def _forward_train_columns(_ptr_x, _ptr_xhat, _ptr_out, _ptr_std, _ptr_beta, _pt
             _mask = _ok[:, None] & (_o < _o1)[None, :]
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
             xhat = _div(x - mu[:, None], std[:, None])
             out = xhat*gamma[:, None] + beta[:, None]
             tl.store(_ptr_xhat + _off, xhat.to(_ptr_xhat.dtype.element_ty), mask=_mask)
             tl.store(_ptr_out + _off, out.to(_ptr_out.dtype.element_ty), mask=_mask)
         if _s == 0:
             tl.store(_ptr_std + _g, std, mask=_ok)
-
             pass
 
 
@@ -254,7 +241,6 @@ def _backward_compact_rows(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, 
             _off = _row[:, None] + _q[None, :]
             dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
             xhat = tl.load(_ptr_xhat + _off, mask=_mask, other=0.0).to(_ACC)
-
             sum_dout = tl.sum(tl.where(_mask, dout, 0.0), axis=1)
             sum_dout_xhat = tl.sum(tl.where(_mask, dout*xhat, 0.0), axis=1)
             coef_dout = _div(gamma, std)
@@ -264,7 +250,6 @@ def _backward_compact_rows(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, 
             tl.store(_ptr_dx + _off, dx.to(_ptr_dx.dtype.element_ty), mask=_mask)
             tl.store(_buf_outer + 0 * _G + _g, sum_dout_xhat, mask=_ok)
             tl.store(_buf_outer + 1 * _G + _g, sum_dout, mask=_ok)
-
         else:
             if 0 < _FIRST:  # summed by an earlier launch: add its slices in order
                 sum_dout = tl.zeros([_BA], _ACC)
@@ -281,12 +266,10 @@ def _backward_compact_rows(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, 
                     _q = _q0 + _b
                     _qok = _q < _KI
                     _mask = _ok[:, None] & _qok[None, :]
-
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
                         xhat = tl.load(_ptr_xhat + _off, mask=_mask, other=0.0).to(_ACC)
-
                         _acc_sum_dout += tl.where(_mask, dout, 0.0)
                         _acc_sum_dout_xhat += tl.where(_mask, dout*xhat, 0.0)
                 sum_dout = tl.sum(_acc_sum_dout, axis=1)
@@ -304,18 +287,15 @@ def _backward_compact_rows(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, 
                     _q = _q0 + _b
                     _qok = _q < _KI
                     _mask = _ok[:, None] & _qok[None, :]
-
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
                         xhat = tl.load(_ptr_xhat + _off, mask=_mask, other=0.0).to(_ACC)
-
                         dx = dout*coef_dout[:, None] + xhat*coef_xhat[:, None] + coef_1[:, None]
                         tl.store(_ptr_dx + _off, dx.to(_ptr_dx.dtype.element_ty), mask=_mask)
                 if _s == 0:
                     tl.store(_buf_outer + 0 * _G + _g, sum_dout_xhat, mask=_ok)
                     tl.store(_buf_outer + 1 * _G + _g, sum_dout, mask=_ok)
-
                     pass
     if _ONE:
         pass
@@ -354,7 +334,6 @@ def _backward_compact_columns(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamm
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
             xhat = tl.load(_ptr_xhat + _off, mask=_mask, other=0.0).to(_ACC)
-
             _acc_sum_dout += tl.where(_mask, dout, 0.0)
             _acc_sum_dout_xhat += tl.where(_mask, dout*xhat, 0.0)
         sum_dout = tl.sum(_acc_sum_dout, axis=1)
@@ -374,13 +353,11 @@ def _backward_compact_columns(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamm
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
             xhat = tl.load(_ptr_xhat + _off, mask=_mask, other=0.0).to(_ACC)
-
             dx = dout*coef_dout[:, None] + xhat*coef_xhat[:, None] + coef_1[:, None]
             tl.store(_ptr_dx + _off, dx.to(_ptr_dx.dtype.element_ty), mask=_mask)
         if _s == 0:
             tl.store(_buf_outer + 0 * _G + _g, sum_dout_xhat, mask=_ok)
             tl.store(_buf_outer + 1 * _G + _g, sum_dout, mask=_ok)
-
             pass
 
 

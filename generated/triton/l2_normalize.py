@@ -47,7 +47,6 @@ def _forward_train_rows(_ptr_x, _ptr_out, _ptr_norm, _ptr_den, _buf_parts, _buf_
             _mask = _ok[:, None] & _qok[None, :]
             _off = _row[:, None] + _q[None, :]
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
             sq = tl.sum(tl.where(_mask, (x*x), 0.0), axis=1)
             norm = _sqrt(sq)
             den = tl.maximum(norm, eps)
@@ -55,7 +54,6 @@ def _forward_train_rows(_ptr_x, _ptr_out, _ptr_norm, _ptr_den, _buf_parts, _buf_
             tl.store(_ptr_out + _off, out.to(_ptr_out.dtype.element_ty), mask=_mask)
             tl.store(_ptr_norm + _g, norm, mask=_ok)
             tl.store(_ptr_den + _g, den, mask=_ok)
-
         else:
             if 0 < _FIRST:  # summed by an earlier launch: add its slices in order
                 sq = tl.zeros([_BA], _ACC)
@@ -68,11 +66,9 @@ def _forward_train_rows(_ptr_x, _ptr_out, _ptr_norm, _ptr_den, _buf_parts, _buf_
                     _q = _q0 + _b
                     _qok = _q < _KI
                     _mask = _ok[:, None] & _qok[None, :]
-
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
                         _acc_sq += tl.where(_mask, (x*x), 0.0)
                 sq = tl.sum(_acc_sq, axis=1)
                 if _FIRST == _LAST:  # staged: this slice's sums, for the launches after
@@ -86,17 +82,14 @@ def _forward_train_rows(_ptr_x, _ptr_out, _ptr_norm, _ptr_den, _buf_parts, _buf_
                     _q = _q0 + _b
                     _qok = _q < _KI
                     _mask = _ok[:, None] & _qok[None, :]
-
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
                         out = tl.where((den[:, None]) != 0, _div(x, tl.where((den[:, None]) != 0, den[:, None], 1.0)), 0.0)
                         tl.store(_ptr_out + _off, out.to(_ptr_out.dtype.element_ty), mask=_mask)
                 if _s == 0:
                     tl.store(_ptr_norm + _g, norm, mask=_ok)
                     tl.store(_ptr_den + _g, den, mask=_ok)
-
                     pass
     if _ONE:
         pass
@@ -128,7 +121,6 @@ def _forward_train_columns(_ptr_x, _ptr_out, _ptr_norm, _ptr_den, _buf_parts, _b
             _mask = _ok[:, None] & (_o < _o1)[None, :]
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
             _acc_sq += tl.where(_mask, (x*x), 0.0)
         sq = tl.sum(_acc_sq, axis=1)
         if _FIRST == _LAST:  # staged: this slice's sums, for the launches after
@@ -143,13 +135,11 @@ def _forward_train_columns(_ptr_x, _ptr_out, _ptr_norm, _ptr_den, _buf_parts, _b
             _mask = _ok[:, None] & (_o < _o1)[None, :]
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
             out = tl.where((den[:, None]) != 0, _div(x, tl.where((den[:, None]) != 0, den[:, None], 1.0)), 0.0)
             tl.store(_ptr_out + _off, out.to(_ptr_out.dtype.element_ty), mask=_mask)
         if _s == 0:
             tl.store(_ptr_norm + _g, norm, mask=_ok)
             tl.store(_ptr_den + _g, den, mask=_ok)
-
             pass
 
 
@@ -198,13 +188,11 @@ def _backward_compact_rows(_ptr_dout, _ptr_out, _ptr_dx, _ptr_den, _ptr_norm, _b
             _off = _row[:, None] + _q[None, :]
             dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
             out = tl.load(_ptr_out + _off, mask=_mask, other=0.0).to(_ACC)
-
             sum_dout_out = tl.sum(tl.where(_mask, dout*out, 0.0), axis=1)
             coef_dout = _div(1.0, den)
             coef_out = tl.where((norm) != 0, _div(-sum_dout_out*tl.where((-eps + norm) > 0, 1.0, tl.where((-eps + norm) == 0, 1.0, 0.0)), tl.where((norm) != 0, norm, 1.0)), 0.0)
             dx = dout*coef_dout[:, None] + out*coef_out[:, None]
             tl.store(_ptr_dx + _off, dx.to(_ptr_dx.dtype.element_ty), mask=_mask)
-
         else:
             if 0 < _FIRST:  # summed by an earlier launch: add its slices in order
                 sum_dout_out = tl.zeros([_BA], _ACC)
@@ -217,12 +205,10 @@ def _backward_compact_rows(_ptr_dout, _ptr_out, _ptr_dx, _ptr_den, _ptr_norm, _b
                     _q = _q0 + _b
                     _qok = _q < _KI
                     _mask = _ok[:, None] & _qok[None, :]
-
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
                         out = tl.load(_ptr_out + _off, mask=_mask, other=0.0).to(_ACC)
-
                         _acc_sum_dout_out += tl.where(_mask, dout*out, 0.0)
                 sum_dout_out = tl.sum(_acc_sum_dout_out, axis=1)
                 if _FIRST == _LAST:  # staged: this slice's sums, for the launches after
@@ -236,16 +222,13 @@ def _backward_compact_rows(_ptr_dout, _ptr_out, _ptr_dx, _ptr_den, _ptr_norm, _b
                     _q = _q0 + _b
                     _qok = _q < _KI
                     _mask = _ok[:, None] & _qok[None, :]
-
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
                         out = tl.load(_ptr_out + _off, mask=_mask, other=0.0).to(_ACC)
-
                         dx = dout*coef_dout[:, None] + out*coef_out[:, None]
                         tl.store(_ptr_dx + _off, dx.to(_ptr_dx.dtype.element_ty), mask=_mask)
                 if _s == 0:
-
                     pass
     if _ONE:
         pass
@@ -280,7 +263,6 @@ def _backward_compact_columns(_ptr_dout, _ptr_out, _ptr_dx, _ptr_den, _ptr_norm,
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
             out = tl.load(_ptr_out + _off, mask=_mask, other=0.0).to(_ACC)
-
             _acc_sum_dout_out += tl.where(_mask, dout*out, 0.0)
         sum_dout_out = tl.sum(_acc_sum_dout_out, axis=1)
         if _FIRST == _LAST:  # staged: this slice's sums, for the launches after
@@ -296,11 +278,9 @@ def _backward_compact_columns(_ptr_dout, _ptr_out, _ptr_dx, _ptr_den, _ptr_norm,
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
             out = tl.load(_ptr_out + _off, mask=_mask, other=0.0).to(_ACC)
-
             dx = dout*coef_dout[:, None] + out*coef_out[:, None]
             tl.store(_ptr_dx + _off, dx.to(_ptr_dx.dtype.element_ty), mask=_mask)
         if _s == 0:
-
             pass
 
 

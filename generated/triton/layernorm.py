@@ -50,7 +50,6 @@ def _forward_train_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_std, _ptr_beta, _ptr_g
             beta = tl.load(_ptr_beta + _p * _K + _q // _I, mask=_qok, other=0.0).to(_ACC)
             gamma = tl.load(_ptr_gamma + _p * _K + _q // _I, mask=_qok, other=0.0).to(_ACC)
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
             sum_x = tl.sum(tl.where(_mask, x, 0.0), axis=1)
             mu = _div(sum_x, m)
             sum_var = tl.sum(tl.where(_mask, ((x - mu[:, None])*(x - mu[:, None])), 0.0), axis=1)
@@ -61,7 +60,6 @@ def _forward_train_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_std, _ptr_beta, _ptr_g
             tl.store(_ptr_xhat + _off, xhat.to(_ptr_xhat.dtype.element_ty), mask=_mask)
             tl.store(_ptr_out + _off, out.to(_ptr_out.dtype.element_ty), mask=_mask)
             tl.store(_ptr_std + _g, std, mask=_ok)
-
         else:
             if 0 < _FIRST:  # summed by an earlier launch: add its slices in order
                 sum_x = tl.zeros([_BA], _ACC)
@@ -74,11 +72,9 @@ def _forward_train_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_std, _ptr_beta, _ptr_g
                     _q = _q0 + _b
                     _qok = _q < _KI
                     _mask = _ok[:, None] & _qok[None, :]
-
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
                         _acc_sum_x += tl.where(_mask, x, 0.0)
                 sum_x = tl.sum(_acc_sum_x, axis=1)
                 if _FIRST == _LAST:  # staged: this slice's sums, for the launches after
@@ -97,11 +93,9 @@ def _forward_train_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_std, _ptr_beta, _ptr_g
                     _q = _q0 + _b
                     _qok = _q < _KI
                     _mask = _ok[:, None] & _qok[None, :]
-
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
                         _acc_sum_var += tl.where(_mask, ((x - mu[:, None])*(x - mu[:, None])), 0.0)
                 sum_var = tl.sum(_acc_sum_var, axis=1)
                 if _FIRST == _LAST:  # staged: this slice's sums, for the launches after
@@ -117,18 +111,15 @@ def _forward_train_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_std, _ptr_beta, _ptr_g
                     _mask = _ok[:, None] & _qok[None, :]
                     beta = tl.load(_ptr_beta + _p * _K + _q // _I, mask=_qok, other=0.0).to(_ACC)
                     gamma = tl.load(_ptr_gamma + _p * _K + _q // _I, mask=_qok, other=0.0).to(_ACC)
-
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
                         xhat = _div(x - mu[:, None], std[:, None])
                         out = beta[None, :] + gamma[None, :]*xhat
                         tl.store(_ptr_xhat + _off, xhat.to(_ptr_xhat.dtype.element_ty), mask=_mask)
                         tl.store(_ptr_out + _off, out.to(_ptr_out.dtype.element_ty), mask=_mask)
                 if _s == 0:
                     tl.store(_ptr_std + _g, std, mask=_ok)
-
                     pass
     if _ONE:
         pass
@@ -163,7 +154,6 @@ def _forward_train_columns(_ptr_x, _ptr_xhat, _ptr_out, _ptr_std, _ptr_beta, _pt
             _mask = _ok[:, None] & (_o < _o1)[None, :]
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
             _acc_sum_x += tl.where(_mask, x, 0.0)
         sum_x = tl.sum(_acc_sum_x, axis=1)
         if _FIRST == _LAST:  # staged: this slice's sums, for the launches after
@@ -183,7 +173,6 @@ def _forward_train_columns(_ptr_x, _ptr_xhat, _ptr_out, _ptr_std, _ptr_beta, _pt
             _mask = _ok[:, None] & (_o < _o1)[None, :]
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
             _acc_sum_var += tl.where(_mask, ((x - mu[:, None])*(x - mu[:, None])), 0.0)
         sum_var = tl.sum(_acc_sum_var, axis=1)
         if _FIRST == _LAST:  # staged: this slice's sums, for the launches after
@@ -198,14 +187,12 @@ def _forward_train_columns(_ptr_x, _ptr_xhat, _ptr_out, _ptr_std, _ptr_beta, _pt
             _mask = _ok[:, None] & (_o < _o1)[None, :]
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
             xhat = _div(x - mu[:, None], std[:, None])
             out = beta[:, None] + gamma[:, None]*xhat
             tl.store(_ptr_xhat + _off, xhat.to(_ptr_xhat.dtype.element_ty), mask=_mask)
             tl.store(_ptr_out + _off, out.to(_ptr_out.dtype.element_ty), mask=_mask)
         if _s == 0:
             tl.store(_ptr_std + _g, std, mask=_ok)
-
             pass
 
 
@@ -258,7 +245,6 @@ def _backward_compact_rows(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, 
             gamma = tl.load(_ptr_gamma + _p * _K + _q // _I, mask=_qok, other=0.0).to(_ACC)
             dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
             xhat = tl.load(_ptr_xhat + _off, mask=_mask, other=0.0).to(_ACC)
-
             sum_dout_gamma = tl.sum(tl.where(_mask, dout*gamma[None, :], 0.0), axis=1)
             sum_dout_gamma_xhat = tl.sum(tl.where(_mask, dout*gamma[None, :]*xhat, 0.0), axis=1)
             _part_dgamma += tl.sum(tl.where(_mask, dout*xhat, 0.0), axis=0)
@@ -268,7 +254,6 @@ def _backward_compact_rows(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, 
             coef_1 = _div(-sum_dout_gamma, m*std)
             dx = dout*gamma[None, :]*coef_dout_gamma[:, None] + xhat*coef_xhat[:, None] + coef_1[:, None]
             tl.store(_ptr_dx + _off, dx.to(_ptr_dx.dtype.element_ty), mask=_mask)
-
         else:
             if 0 < _FIRST:  # summed by an earlier launch: add its slices in order
                 sum_dout_gamma = tl.zeros([_BA], _ACC)
@@ -286,14 +271,12 @@ def _backward_compact_rows(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, 
                     _qok = _q < _KI
                     _mask = _ok[:, None] & _qok[None, :]
                     gamma = tl.load(_ptr_gamma + _p * _K + _q // _I, mask=_qok, other=0.0).to(_ACC)
-
                     _part_dgamma = tl.zeros([_BB], _ACC)
                     _part_dbeta = tl.zeros([_BB], _ACC)
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
                         xhat = tl.load(_ptr_xhat + _off, mask=_mask, other=0.0).to(_ACC)
-
                         _acc_sum_dout_gamma += tl.where(_mask, dout*gamma[None, :], 0.0)
                         _acc_sum_dout_gamma_xhat += tl.where(_mask, dout*gamma[None, :]*xhat, 0.0)
                         _part_dgamma += tl.sum(tl.where(_mask, dout*xhat, 0.0), axis=0)
@@ -316,16 +299,13 @@ def _backward_compact_rows(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, 
                     _qok = _q < _KI
                     _mask = _ok[:, None] & _qok[None, :]
                     gamma = tl.load(_ptr_gamma + _p * _K + _q // _I, mask=_qok, other=0.0).to(_ACC)
-
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
                         xhat = tl.load(_ptr_xhat + _off, mask=_mask, other=0.0).to(_ACC)
-
                         dx = dout*gamma[None, :]*coef_dout_gamma[:, None] + xhat*coef_xhat[:, None] + coef_1[:, None]
                         tl.store(_ptr_dx + _off, dx.to(_ptr_dx.dtype.element_ty), mask=_mask)
                 if _s == 0:
-
                     pass
     if _ONE:
         tl.store(_buf_partials + ((0 * _NPN + _pn) * _P + _p) * _KI + _b, _part_dgamma, mask=_b < _KI)
@@ -368,7 +348,6 @@ def _backward_compact_columns(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamm
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
             xhat = tl.load(_ptr_xhat + _off, mask=_mask, other=0.0).to(_ACC)
-
             _acc_sum_dout_gamma += tl.where(_mask, dout*gamma[:, None], 0.0)
             _acc_sum_dout_gamma_xhat += tl.where(_mask, dout*gamma[:, None]*xhat, 0.0)
             _part_dgamma += tl.sum(tl.where(_mask, dout*xhat, 0.0), axis=1)
@@ -392,11 +371,9 @@ def _backward_compact_columns(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamm
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
             xhat = tl.load(_ptr_xhat + _off, mask=_mask, other=0.0).to(_ACC)
-
             dx = dout*gamma[:, None]*coef_dout_gamma[:, None] + xhat*coef_xhat[:, None] + coef_1[:, None]
             tl.store(_ptr_dx + _off, dx.to(_ptr_dx.dtype.element_ty), mask=_mask)
         if _s == 0:
-
             pass
 
 

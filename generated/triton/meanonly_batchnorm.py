@@ -48,14 +48,12 @@ def _forward_train_rows(_ptr_x, _ptr_out, _ptr_mu, _ptr_beta, _buf_parts, _buf_p
             _mask = _ok[:, None] & _qok[None, :]
             _off = _row[:, None] + _q[None, :]
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
             sum_x = tl.sum(tl.where(_mask, x, 0.0), axis=1)
             mu = _div(sum_x, m)
             xc = x - mu[:, None]
             out = xc + beta
             tl.store(_ptr_out + _off, out.to(_ptr_out.dtype.element_ty), mask=_mask)
             tl.store(_ptr_mu + _g, mu, mask=_ok)
-
         else:
             if 0 < _FIRST:  # summed by an earlier launch: add its slices in order
                 sum_x = tl.zeros([_BA], _ACC)
@@ -68,11 +66,9 @@ def _forward_train_rows(_ptr_x, _ptr_out, _ptr_mu, _ptr_beta, _buf_parts, _buf_p
                     _q = _q0 + _b
                     _qok = _q < _KI
                     _mask = _ok[:, None] & _qok[None, :]
-
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
                         _acc_sum_x += tl.where(_mask, x, 0.0)
                 sum_x = tl.sum(_acc_sum_x, axis=1)
                 if _FIRST == _LAST:  # staged: this slice's sums, for the launches after
@@ -85,17 +81,14 @@ def _forward_train_rows(_ptr_x, _ptr_out, _ptr_mu, _ptr_beta, _buf_parts, _buf_p
                     _q = _q0 + _b
                     _qok = _q < _KI
                     _mask = _ok[:, None] & _qok[None, :]
-
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
                         xc = x - mu[:, None]
                         out = xc + beta
                         tl.store(_ptr_out + _off, out.to(_ptr_out.dtype.element_ty), mask=_mask)
                 if _s == 0:
                     tl.store(_ptr_mu + _g, mu, mask=_ok)
-
                     pass
     if _ONE:
         pass
@@ -128,7 +121,6 @@ def _forward_train_columns(_ptr_x, _ptr_out, _ptr_mu, _ptr_beta, _buf_parts, _bu
             _mask = _ok[:, None] & (_o < _o1)[None, :]
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
             _acc_sum_x += tl.where(_mask, x, 0.0)
         sum_x = tl.sum(_acc_sum_x, axis=1)
         if _FIRST == _LAST:  # staged: this slice's sums, for the launches after
@@ -142,13 +134,11 @@ def _forward_train_columns(_ptr_x, _ptr_out, _ptr_mu, _ptr_beta, _buf_parts, _bu
             _mask = _ok[:, None] & (_o < _o1)[None, :]
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
             xc = x - mu[:, None]
             out = xc + beta[:, None]
             tl.store(_ptr_out + _off, out.to(_ptr_out.dtype.element_ty), mask=_mask)
         if _s == 0:
             tl.store(_ptr_mu + _g, mu, mask=_ok)
-
             pass
 
 
@@ -195,27 +185,22 @@ def _forward_test_rows(_ptr_x, _ptr_out, _ptr_mu, _ptr_beta, _buf_parts, _buf_pa
             _mask = _ok[:, None] & _qok[None, :]
             _off = _row[:, None] + _q[None, :]
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
             xc = x - mu[:, None]
             out = xc + beta
             tl.store(_ptr_out + _off, out.to(_ptr_out.dtype.element_ty), mask=_mask)
-
         else:
             if _LAST == 0:  # the elementwise pass
                 for _q0 in range(0, _KI, _BB):
                     _q = _q0 + _b
                     _qok = _q < _KI
                     _mask = _ok[:, None] & _qok[None, :]
-
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
                         xc = x - mu[:, None]
                         out = xc + beta
                         tl.store(_ptr_out + _off, out.to(_ptr_out.dtype.element_ty), mask=_mask)
                 if _s == 0:
-
                     pass
     if _ONE:
         pass
@@ -242,12 +227,10 @@ def _forward_test_columns(_ptr_x, _ptr_out, _ptr_mu, _ptr_beta, _buf_parts, _buf
             _mask = _ok[:, None] & (_o < _o1)[None, :]
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
             xc = x - mu[:, None]
             out = xc + beta[:, None]
             tl.store(_ptr_out + _off, out.to(_ptr_out.dtype.element_ty), mask=_mask)
         if _s == 0:
-
             pass
 
 
@@ -293,13 +276,11 @@ def _backward_compact_rows(_ptr_dout, _ptr_dx, _buf_parts, _buf_partials, _buf_o
             _mask = _ok[:, None] & _qok[None, :]
             _off = _row[:, None] + _q[None, :]
             dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
-
             sum_dout = tl.sum(tl.where(_mask, dout, 0.0), axis=1)
             coef_1 = _div(-sum_dout, m)
             dx = dout + coef_1[:, None]
             tl.store(_ptr_dx + _off, dx.to(_ptr_dx.dtype.element_ty), mask=_mask)
             tl.store(_buf_outer + 0 * _G + _g, sum_dout, mask=_ok)
-
         else:
             if 0 < _FIRST:  # summed by an earlier launch: add its slices in order
                 sum_dout = tl.zeros([_BA], _ACC)
@@ -312,11 +293,9 @@ def _backward_compact_rows(_ptr_dout, _ptr_dx, _buf_parts, _buf_partials, _buf_o
                     _q = _q0 + _b
                     _qok = _q < _KI
                     _mask = _ok[:, None] & _qok[None, :]
-
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
-
                         _acc_sum_dout += tl.where(_mask, dout, 0.0)
                 sum_dout = tl.sum(_acc_sum_dout, axis=1)
                 if _FIRST == _LAST:  # staged: this slice's sums, for the launches after
@@ -329,16 +308,13 @@ def _backward_compact_rows(_ptr_dout, _ptr_dx, _buf_parts, _buf_partials, _buf_o
                     _q = _q0 + _b
                     _qok = _q < _KI
                     _mask = _ok[:, None] & _qok[None, :]
-
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
-
                         dx = dout + coef_1[:, None]
                         tl.store(_ptr_dx + _off, dx.to(_ptr_dx.dtype.element_ty), mask=_mask)
                 if _s == 0:
                     tl.store(_buf_outer + 0 * _G + _g, sum_dout, mask=_ok)
-
                     pass
     if _ONE:
         pass
@@ -370,7 +346,6 @@ def _backward_compact_columns(_ptr_dout, _ptr_dx, _buf_parts, _buf_partials, _bu
             _mask = _ok[:, None] & (_o < _o1)[None, :]
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
-
             _acc_sum_dout += tl.where(_mask, dout, 0.0)
         sum_dout = tl.sum(_acc_sum_dout, axis=1)
         if _FIRST == _LAST:  # staged: this slice's sums, for the launches after
@@ -384,12 +359,10 @@ def _backward_compact_columns(_ptr_dout, _ptr_dx, _buf_parts, _buf_partials, _bu
             _mask = _ok[:, None] & (_o < _o1)[None, :]
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
-
             dx = dout + coef_1[:, None]
             tl.store(_ptr_dx + _off, dx.to(_ptr_dx.dtype.element_ty), mask=_mask)
         if _s == 0:
             tl.store(_buf_outer + 0 * _G + _g, sum_dout, mask=_ok)
-
             pass
 
 
@@ -434,13 +407,11 @@ def _backward_test_rows(_ptr_dout, _ptr_dx, _buf_parts, _buf_partials, _buf_oute
             _mask = _ok[:, None] & _qok[None, :]
             _off = _row[:, None] + _q[None, :]
             dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
-
             sum_dout = tl.sum(tl.where(_mask, dout, 0.0), axis=1)
             dxc = dout
             dx = dxc
             tl.store(_ptr_dx + _off, dx.to(_ptr_dx.dtype.element_ty), mask=_mask)
             tl.store(_buf_outer + 0 * _G + _g, sum_dout, mask=_ok)
-
         else:
             if 0 < _FIRST:  # summed by an earlier launch: add its slices in order
                 sum_dout = tl.zeros([_BA], _ACC)
@@ -453,11 +424,9 @@ def _backward_test_rows(_ptr_dout, _ptr_dx, _buf_parts, _buf_partials, _buf_oute
                     _q = _q0 + _b
                     _qok = _q < _KI
                     _mask = _ok[:, None] & _qok[None, :]
-
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
-
                         _acc_sum_dout += tl.where(_mask, dout, 0.0)
                 sum_dout = tl.sum(_acc_sum_dout, axis=1)
                 if _FIRST == _LAST:  # staged: this slice's sums, for the launches after
@@ -468,17 +437,14 @@ def _backward_test_rows(_ptr_dout, _ptr_dx, _buf_parts, _buf_partials, _buf_oute
                     _q = _q0 + _b
                     _qok = _q < _KI
                     _mask = _ok[:, None] & _qok[None, :]
-
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
-
                         dxc = dout
                         dx = dxc
                         tl.store(_ptr_dx + _off, dx.to(_ptr_dx.dtype.element_ty), mask=_mask)
                 if _s == 0:
                     tl.store(_buf_outer + 0 * _G + _g, sum_dout, mask=_ok)
-
                     pass
     if _ONE:
         pass
@@ -509,7 +475,6 @@ def _backward_test_columns(_ptr_dout, _ptr_dx, _buf_parts, _buf_partials, _buf_o
             _mask = _ok[:, None] & (_o < _o1)[None, :]
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
-
             _acc_sum_dout += tl.where(_mask, dout, 0.0)
         sum_dout = tl.sum(_acc_sum_dout, axis=1)
         if _FIRST == _LAST:  # staged: this slice's sums, for the launches after
@@ -521,13 +486,11 @@ def _backward_test_columns(_ptr_dout, _ptr_dx, _buf_parts, _buf_partials, _buf_o
             _mask = _ok[:, None] & (_o < _o1)[None, :]
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
-
             dxc = dout
             dx = dxc
             tl.store(_ptr_dx + _off, dx.to(_ptr_dx.dtype.element_ty), mask=_mask)
         if _s == 0:
             tl.store(_buf_outer + 0 * _G + _g, sum_dout, mask=_ok)
-
             pass
 
 

@@ -49,7 +49,6 @@ def _forward_train_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_std, _ptr_gamma, _buf_
             _off = _row[:, None] + _q[None, :]
             gamma = tl.load(_ptr_gamma + _p * _K + _q // _I, mask=_qok, other=0.0).to(_ACC)
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
             sum_var = tl.sum(tl.where(_mask, (x*x), 0.0), axis=1)
             var = _div(sum_var, m)
             std = _sqrt(eps + var)
@@ -58,7 +57,6 @@ def _forward_train_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_std, _ptr_gamma, _buf_
             tl.store(_ptr_xhat + _off, xhat.to(_ptr_xhat.dtype.element_ty), mask=_mask)
             tl.store(_ptr_out + _off, out.to(_ptr_out.dtype.element_ty), mask=_mask)
             tl.store(_ptr_std + _g, std, mask=_ok)
-
         else:
             if 0 < _FIRST:  # summed by an earlier launch: add its slices in order
                 sum_var = tl.zeros([_BA], _ACC)
@@ -71,11 +69,9 @@ def _forward_train_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_std, _ptr_gamma, _buf_
                     _q = _q0 + _b
                     _qok = _q < _KI
                     _mask = _ok[:, None] & _qok[None, :]
-
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
                         _acc_sum_var += tl.where(_mask, (x*x), 0.0)
                 sum_var = tl.sum(_acc_sum_var, axis=1)
                 if _FIRST == _LAST:  # staged: this slice's sums, for the launches after
@@ -90,18 +86,15 @@ def _forward_train_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_std, _ptr_gamma, _buf_
                     _qok = _q < _KI
                     _mask = _ok[:, None] & _qok[None, :]
                     gamma = tl.load(_ptr_gamma + _p * _K + _q // _I, mask=_qok, other=0.0).to(_ACC)
-
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
                         xhat = _div(x, std[:, None])
                         out = gamma[None, :]*xhat
                         tl.store(_ptr_xhat + _off, xhat.to(_ptr_xhat.dtype.element_ty), mask=_mask)
                         tl.store(_ptr_out + _off, out.to(_ptr_out.dtype.element_ty), mask=_mask)
                 if _s == 0:
                     tl.store(_ptr_std + _g, std, mask=_ok)
-
                     pass
     if _ONE:
         pass
@@ -135,7 +128,6 @@ def _forward_train_columns(_ptr_x, _ptr_xhat, _ptr_out, _ptr_std, _ptr_gamma, _b
             _mask = _ok[:, None] & (_o < _o1)[None, :]
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
             _acc_sum_var += tl.where(_mask, (x*x), 0.0)
         sum_var = tl.sum(_acc_sum_var, axis=1)
         if _FIRST == _LAST:  # staged: this slice's sums, for the launches after
@@ -150,14 +142,12 @@ def _forward_train_columns(_ptr_x, _ptr_xhat, _ptr_out, _ptr_std, _ptr_gamma, _b
             _mask = _ok[:, None] & (_o < _o1)[None, :]
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
             xhat = _div(x, std[:, None])
             out = gamma[:, None]*xhat
             tl.store(_ptr_xhat + _off, xhat.to(_ptr_xhat.dtype.element_ty), mask=_mask)
             tl.store(_ptr_out + _off, out.to(_ptr_out.dtype.element_ty), mask=_mask)
         if _s == 0:
             tl.store(_ptr_std + _g, std, mask=_ok)
-
             pass
 
 
@@ -208,14 +198,12 @@ def _backward_compact_rows(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, 
             gamma = tl.load(_ptr_gamma + _p * _K + _q // _I, mask=_qok, other=0.0).to(_ACC)
             dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
             xhat = tl.load(_ptr_xhat + _off, mask=_mask, other=0.0).to(_ACC)
-
             sum_dout_gamma_xhat = tl.sum(tl.where(_mask, dout*gamma[None, :]*xhat, 0.0), axis=1)
             _part_dgamma += tl.sum(tl.where(_mask, dout*xhat, 0.0), axis=0)
             coef_dout_gamma = _div(1.0, std)
             coef_xhat = _div(-sum_dout_gamma_xhat, m*std)
             dx = dout*gamma[None, :]*coef_dout_gamma[:, None] + xhat*coef_xhat[:, None]
             tl.store(_ptr_dx + _off, dx.to(_ptr_dx.dtype.element_ty), mask=_mask)
-
         else:
             if 0 < _FIRST:  # summed by an earlier launch: add its slices in order
                 sum_dout_gamma_xhat = tl.zeros([_BA], _ACC)
@@ -229,13 +217,11 @@ def _backward_compact_rows(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, 
                     _qok = _q < _KI
                     _mask = _ok[:, None] & _qok[None, :]
                     gamma = tl.load(_ptr_gamma + _p * _K + _q // _I, mask=_qok, other=0.0).to(_ACC)
-
                     _part_dgamma = tl.zeros([_BB], _ACC)
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
                         xhat = tl.load(_ptr_xhat + _off, mask=_mask, other=0.0).to(_ACC)
-
                         _acc_sum_dout_gamma_xhat += tl.where(_mask, dout*gamma[None, :]*xhat, 0.0)
                         _part_dgamma += tl.sum(tl.where(_mask, dout*xhat, 0.0), axis=0)
                     tl.store(_buf_partials + ((0 * _S * _NPN + _s * _NPN + _pn) * _P + _p) * _KI + _q, _part_dgamma, mask=_qok)
@@ -252,16 +238,13 @@ def _backward_compact_rows(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, 
                     _qok = _q < _KI
                     _mask = _ok[:, None] & _qok[None, :]
                     gamma = tl.load(_ptr_gamma + _p * _K + _q // _I, mask=_qok, other=0.0).to(_ACC)
-
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
                         xhat = tl.load(_ptr_xhat + _off, mask=_mask, other=0.0).to(_ACC)
-
                         dx = dout*gamma[None, :]*coef_dout_gamma[:, None] + xhat*coef_xhat[:, None]
                         tl.store(_ptr_dx + _off, dx.to(_ptr_dx.dtype.element_ty), mask=_mask)
                 if _s == 0:
-
                     pass
     if _ONE:
         tl.store(_buf_partials + ((0 * _NPN + _pn) * _P + _p) * _KI + _b, _part_dgamma, mask=_b < _KI)
@@ -298,7 +281,6 @@ def _backward_compact_columns(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamm
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
             xhat = tl.load(_ptr_xhat + _off, mask=_mask, other=0.0).to(_ACC)
-
             _acc_sum_dout_gamma_xhat += tl.where(_mask, dout*gamma[:, None]*xhat, 0.0)
             _part_dgamma += tl.sum(tl.where(_mask, dout*xhat, 0.0), axis=1)
         sum_dout_gamma_xhat = tl.sum(_acc_sum_dout_gamma_xhat, axis=1)
@@ -316,11 +298,9 @@ def _backward_compact_columns(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamm
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
             xhat = tl.load(_ptr_xhat + _off, mask=_mask, other=0.0).to(_ACC)
-
             dx = dout*gamma[:, None]*coef_dout_gamma[:, None] + xhat*coef_xhat[:, None]
             tl.store(_ptr_dx + _off, dx.to(_ptr_dx.dtype.element_ty), mask=_mask)
         if _s == 0:
-
             pass
 
 

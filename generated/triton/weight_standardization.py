@@ -48,7 +48,6 @@ def _forward_train_rows(_ptr_x, _ptr_out, _ptr_std, _buf_parts, _buf_partials, _
             _mask = _ok[:, None] & _qok[None, :]
             _off = _row[:, None] + _q[None, :]
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
             sum_x = tl.sum(tl.where(_mask, x, 0.0), axis=1)
             mu = _div(sum_x, m)
             sum_var = tl.sum(tl.where(_mask, ((x - mu[:, None])*(x - mu[:, None])), 0.0), axis=1)
@@ -57,7 +56,6 @@ def _forward_train_rows(_ptr_x, _ptr_out, _ptr_std, _buf_parts, _buf_partials, _
             out = _div(x - mu[:, None], std[:, None])
             tl.store(_ptr_out + _off, out.to(_ptr_out.dtype.element_ty), mask=_mask)
             tl.store(_ptr_std + _g, std, mask=_ok)
-
         else:
             if 0 < _FIRST:  # summed by an earlier launch: add its slices in order
                 sum_x = tl.zeros([_BA], _ACC)
@@ -70,11 +68,9 @@ def _forward_train_rows(_ptr_x, _ptr_out, _ptr_std, _buf_parts, _buf_partials, _
                     _q = _q0 + _b
                     _qok = _q < _KI
                     _mask = _ok[:, None] & _qok[None, :]
-
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
                         _acc_sum_x += tl.where(_mask, x, 0.0)
                 sum_x = tl.sum(_acc_sum_x, axis=1)
                 if _FIRST == _LAST:  # staged: this slice's sums, for the launches after
@@ -93,11 +89,9 @@ def _forward_train_rows(_ptr_x, _ptr_out, _ptr_std, _buf_parts, _buf_partials, _
                     _q = _q0 + _b
                     _qok = _q < _KI
                     _mask = _ok[:, None] & _qok[None, :]
-
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
                         _acc_sum_var += tl.where(_mask, ((x - mu[:, None])*(x - mu[:, None])), 0.0)
                 sum_var = tl.sum(_acc_sum_var, axis=1)
                 if _FIRST == _LAST:  # staged: this slice's sums, for the launches after
@@ -111,16 +105,13 @@ def _forward_train_rows(_ptr_x, _ptr_out, _ptr_std, _buf_parts, _buf_partials, _
                     _q = _q0 + _b
                     _qok = _q < _KI
                     _mask = _ok[:, None] & _qok[None, :]
-
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
                         out = _div(x - mu[:, None], std[:, None])
                         tl.store(_ptr_out + _off, out.to(_ptr_out.dtype.element_ty), mask=_mask)
                 if _s == 0:
                     tl.store(_ptr_std + _g, std, mask=_ok)
-
                     pass
     if _ONE:
         pass
@@ -153,7 +144,6 @@ def _forward_train_columns(_ptr_x, _ptr_out, _ptr_std, _buf_parts, _buf_partials
             _mask = _ok[:, None] & (_o < _o1)[None, :]
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
             _acc_sum_x += tl.where(_mask, x, 0.0)
         sum_x = tl.sum(_acc_sum_x, axis=1)
         if _FIRST == _LAST:  # staged: this slice's sums, for the launches after
@@ -173,7 +163,6 @@ def _forward_train_columns(_ptr_x, _ptr_out, _ptr_std, _buf_parts, _buf_partials
             _mask = _ok[:, None] & (_o < _o1)[None, :]
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
             _acc_sum_var += tl.where(_mask, ((x - mu[:, None])*(x - mu[:, None])), 0.0)
         sum_var = tl.sum(_acc_sum_var, axis=1)
         if _FIRST == _LAST:  # staged: this slice's sums, for the launches after
@@ -188,12 +177,10 @@ def _forward_train_columns(_ptr_x, _ptr_out, _ptr_std, _buf_parts, _buf_partials
             _mask = _ok[:, None] & (_o < _o1)[None, :]
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-
             out = _div(x - mu[:, None], std[:, None])
             tl.store(_ptr_out + _off, out.to(_ptr_out.dtype.element_ty), mask=_mask)
         if _s == 0:
             tl.store(_ptr_std + _g, std, mask=_ok)
-
             pass
 
 
@@ -240,7 +227,6 @@ def _backward_compact_rows(_ptr_dout, _ptr_out, _ptr_dx, _ptr_std, _buf_parts, _
             _off = _row[:, None] + _q[None, :]
             dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
             out = tl.load(_ptr_out + _off, mask=_mask, other=0.0).to(_ACC)
-
             sum_dout = tl.sum(tl.where(_mask, dout, 0.0), axis=1)
             sum_dout_out = tl.sum(tl.where(_mask, dout*out, 0.0), axis=1)
             coef_dout = _div(1.0, std)
@@ -248,7 +234,6 @@ def _backward_compact_rows(_ptr_dout, _ptr_out, _ptr_dx, _ptr_std, _buf_parts, _
             coef_1 = _div(-sum_dout, m*std)
             dx = dout*coef_dout[:, None] + out*coef_out[:, None] + coef_1[:, None]
             tl.store(_ptr_dx + _off, dx.to(_ptr_dx.dtype.element_ty), mask=_mask)
-
         else:
             if 0 < _FIRST:  # summed by an earlier launch: add its slices in order
                 sum_dout = tl.zeros([_BA], _ACC)
@@ -265,12 +250,10 @@ def _backward_compact_rows(_ptr_dout, _ptr_out, _ptr_dx, _ptr_std, _buf_parts, _
                     _q = _q0 + _b
                     _qok = _q < _KI
                     _mask = _ok[:, None] & _qok[None, :]
-
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
                         out = tl.load(_ptr_out + _off, mask=_mask, other=0.0).to(_ACC)
-
                         _acc_sum_dout += tl.where(_mask, dout, 0.0)
                         _acc_sum_dout_out += tl.where(_mask, dout*out, 0.0)
                 sum_dout = tl.sum(_acc_sum_dout, axis=1)
@@ -288,16 +271,13 @@ def _backward_compact_rows(_ptr_dout, _ptr_out, _ptr_dx, _ptr_std, _buf_parts, _
                     _q = _q0 + _b
                     _qok = _q < _KI
                     _mask = _ok[:, None] & _qok[None, :]
-
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
                         out = tl.load(_ptr_out + _off, mask=_mask, other=0.0).to(_ACC)
-
                         dx = dout*coef_dout[:, None] + out*coef_out[:, None] + coef_1[:, None]
                         tl.store(_ptr_dx + _off, dx.to(_ptr_dx.dtype.element_ty), mask=_mask)
                 if _s == 0:
-
                     pass
     if _ONE:
         pass
@@ -335,7 +315,6 @@ def _backward_compact_columns(_ptr_dout, _ptr_out, _ptr_dx, _ptr_std, _buf_parts
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
             out = tl.load(_ptr_out + _off, mask=_mask, other=0.0).to(_ACC)
-
             _acc_sum_dout += tl.where(_mask, dout, 0.0)
             _acc_sum_dout_out += tl.where(_mask, dout*out, 0.0)
         sum_dout = tl.sum(_acc_sum_dout, axis=1)
@@ -355,11 +334,9 @@ def _backward_compact_columns(_ptr_dout, _ptr_out, _ptr_dx, _ptr_std, _buf_parts
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
             out = tl.load(_ptr_out + _off, mask=_mask, other=0.0).to(_ACC)
-
             dx = dout*coef_dout[:, None] + out*coef_out[:, None] + coef_1[:, None]
             tl.store(_ptr_dx + _off, dx.to(_ptr_dx.dtype.element_ty), mask=_mask)
         if _s == 0:
-
             pass
 
 

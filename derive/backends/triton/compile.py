@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import time
 
@@ -56,10 +57,14 @@ def kernels(module) -> list:
     return [(name, k) for name, k in vars(module).items() if type(k).__name__ == "Kernel" and name.startswith("_")]
 
 
-def check_module(module, dtypes=("float32", "bfloat16", "float64"), arch: int = 90, progress=print) -> int:
-    """Compile every kernel of ``module`` in every configuration; returns how many compiled."""
+def check_module(module, dtypes=("float32", "bfloat16", "float64"), arch: int = 90, progress=print,
+                 only=None) -> int:
+    """Compile every kernel of ``module`` (or those named in ``only``) in every configuration; returns
+    how many compiled."""
     count = 0
     for name, k in kernels(module):
+        if only and name not in only:
+            continue
         loops = k.loops
         columns = name.endswith("_columns")
         for dtype in dtypes:
@@ -78,12 +83,17 @@ def main(argv=None) -> int:
     p.add_argument("package", nargs="?", default="generated")
     p.add_argument("--arch", type=int, default=90, help="CUDA compute capability x10 (90: H100/H200)")
     p.add_argument("--entry", action="append", help="only this entry (repeatable)")
+    p.add_argument("--kernel", action="append", help="only this kernel, e.g. _backward_compact_rows (repeatable)")
+    p.add_argument("--dtype", action="append", choices=sorted(TYPES), help="only this input dtype (repeatable)")
     args = p.parse_args(argv)
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        p.error("TRITON_INTERPRET=1 is set: the interpreter compiles nothing (unset it)")
     triton_package = importlib.import_module(f"{args.package}.triton")
     entries = args.entry or list(triton_package.__all__)
     total = 0
     for entry in entries:
-        total += check_module(importlib.import_module(f"{args.package}.triton.{entry}"), arch=args.arch)
+        total += check_module(importlib.import_module(f"{args.package}.triton.{entry}"), arch=args.arch,
+                              dtypes=args.dtype or ("float32", "bfloat16", "float64"), only=args.kernel)
     print(f"{total} kernels compiled for sm_{args.arch}")
     return 0
 
