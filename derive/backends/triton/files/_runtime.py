@@ -120,11 +120,18 @@ class Config:
     def __init__(self, lay):
         if lay.family == "rows":
             ki = lay.K * lay.I
-            self.bb = min(_pow2(ki), MAX_BLOCK)
             groups = lay.G // lay.P if lay.P else 0
-            self.ba = max(1, min(_pow2(groups), TILE // self.bb))
+            self.one = ki <= MAX_BLOCK and lay.O == 1
+            if self.one:   # a whole group in one tile
+                self.bb = _pow2(ki)
+                self.ba = max(1, min(_pow2(groups), TILE // self.bb))
+            else:          # a few groups of one parameter row per tile (fewer partial sums of the
+                self.ba = 1   # parameter gradients), while the launch keeps PROGRAMS // 2 programs
+                while (self.ba < 8 and 2 * self.ba <= _pow2(groups)
+                       and lay.P * _cdiv(groups, 2 * self.ba) >= PROGRAMS // 2):
+                    self.ba *= 2
+                self.bb = min(_pow2(ki), MAX_BLOCK, max(1, TILE // self.ba))
             blocks = _cdiv(groups, self.ba)
-            self.one = ki <= self.bb and lay.O == 1
             if self.one:   # a program keeps its parameter partial sums over several blocks of groups
                 self.npn = max(1, min(blocks, PROGRAMS // lay.P))
                 self.nbp = _cdiv(blocks, self.npn)
