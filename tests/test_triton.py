@@ -24,7 +24,7 @@ TOL = {torch.float64: 1e-12, torch.float32: 2e-5}
 
 
 def modules(entry):
-    return (importlib.import_module(f"generated.torch.{entry}"), importlib.import_module(f"generated.triton.{entry}"))
+    return tuple(importlib.import_module(f"generated.{backend}.{entry}") for backend in ("torch", "triton"))
 
 
 def x_shape(T, groups):
@@ -58,7 +58,8 @@ def inputs(entry, dtype, shape=None, seed=0):
 
 def constants(K):
     names = [n for n, p in inspect.signature(K.forward_train).parameters.items() if p.kind == p.KEYWORD_ONLY]
-    return {n: {"momentum": 0.1, "r_max": 1.5, "d_max": 0.5}.get(n, 1e-5) for n in names if n not in ("m", "axes")}
+    chosen = {"momentum": 0.1, "r_max": 1.5, "d_max": 0.5}
+    return {n: chosen.get(n, 1e-5) for n in names if n not in ("m", "axes")}
 
 
 def arguments(fn, known):
@@ -83,13 +84,15 @@ def check_mode(T, K, view, layout, params, dout, const, dtype, training, g):
         got = K.forward_train(view, *params, **reads, **const, **layout)
         backward = K.backward_train_fused
     else:
-        stats = {s: torch.rand(layout["stat_shape"], generator=g, dtype=dtype) + 0.5 for s in T.STATS.values()}
+        stats = {s: torch.rand(layout["stat_shape"], generator=g, dtype=dtype) + 0.5
+                 for s in T.STATS.values()}
         reads = stats
         want = T.forward_test(x, *ps, **stats, **const, **layout)
         got = K.forward_test(view, *params, **stats, **const, **layout)
         backward = K.backward_test
     for key, value in got.items():   # (a test-mode value of constants alone is a number in torch's)
-        close(value, torch.as_tensor(want[key], dtype=dtype).detach().expand_as(value), dtype, f"forward {key}")
+        expected = torch.as_tensor(want[key], dtype=dtype).detach().expand_as(value)
+        close(value, expected, dtype, f"forward {key}")
     grads = torch.autograd.grad(want[K.OUTPUT], [x, *ps], dout, allow_unused=True)
     known.update(reads)
     known.update({k: v.detach() for k, v in got.items()})
@@ -141,7 +144,8 @@ def test_bad_argument_is_named():
 
 
 @pytest.mark.parametrize("entry, torch_fn", [
-    ("layernorm", lambda x, w, b: torch.nn.functional.layer_norm(x, x.shape[-1:], w.reshape(-1), b.reshape(-1))),
+    ("layernorm", lambda x, w, b: torch.nn.functional.layer_norm(x, x.shape[-1:], w.reshape(-1),
+                                                                 b.reshape(-1))),
     ("rmsnorm", lambda x, w: torch.nn.functional.rms_norm(x, x.shape[-1:], w.reshape(-1), eps=1e-5)),
     ("batchnorm", lambda x, w, b: torch.nn.functional.batch_norm(x, None, None, w.reshape(-1), b.reshape(-1),
                                                                  training=True)),
@@ -168,7 +172,8 @@ def test_bfloat16_error_no_worse_than_torch(entry, torch_fn):
     values = K.forward_train(*wide[:-1], **const, **layout)
     stored = {k: v.bfloat16().float() if v.shape == view.shape else v for k, v in values.items()}
     known = {"x": wide[0], **dict(zip(K.PARAMS, wide[1:-1])), **stored}
-    ours_dx = K.backward_train_fused(wide[-1], **arguments(K.backward_train_fused, known), **const, **layout)[0]
+    backward = K.backward_train_fused
+    ours_dx = backward(wide[-1], **arguments(backward, known), **const, **layout)[0]
 
     def err(a, b):
         return ((a.double() - b.detach()).abs().max() / b.detach().abs().max()).item()

@@ -51,8 +51,8 @@ def _rows(s):
 
 
 NORMS = {
-    "batch_norm": Norm("batchnorm", 2, (0, 2), lambda s: (s[0], s[1], math.prod(s[2:])), lambda s: (1, s[1], 1),
-                       {"eps": EPS, "momentum": 0.1}),
+    "batch_norm": Norm("batchnorm", 2, (0, 2), lambda s: (s[0], s[1], math.prod(s[2:])),
+                       lambda s: (1, s[1], 1), {"eps": EPS, "momentum": 0.1}),
     "layer_norm": Norm("layernorm", 2, (1,), _rows, lambda s: (1, s[-1]), {"eps": EPS}),
     "rms_norm": Norm("rmsnorm", 1, (1,), _rows, lambda s: (1, s[-1]), {"eps": EPS}),
     "group_norm": Norm("spatial_groupnorm", 2, (2, 3),
@@ -189,7 +189,8 @@ def requested(argv: list[str]) -> list[str] | None:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="derive bench --device cuda", description=__doc__.split("\n\n")[0])
     p.add_argument("--dry-run", action="store_true", help="list the cases and contenders; needs no GPU")
-    p.add_argument("--no-compile", action="store_true", help="leave torch.compile out (it compiles each case)")
+    p.add_argument("--no-compile", action="store_true",
+                   help="leave torch.compile out (it compiles each case)")
     p.add_argument("--case", action="append", choices=sorted(NORMS), help="only this layer (repeatable)")
     p.add_argument("--dtype", action="append", choices=DTYPES, help="only this dtype (repeatable)")
     return p
@@ -221,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     bw = bandwidth(torch, do_bench)
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}; copy bandwidth {bw / 1e6:.0f} GB/s\n")
-    print("| case | dtype | pass | " + " | ".join(f"{c} ms" for c in CONTENDERS) + " | triton/native | triton/liger |")
+    print("| case | dtype | pass | " + " | ".join(f"{c} ms" for c in CONTENDERS)
+          + " | triton/native | triton/liger |")
     print("|" + "---|" * (len(CONTENDERS) + 5), flush=True)
     limits, errs = [], []
     for name, shape, dtype in found:
@@ -237,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n| case | dtype | triton backward ms | limit ms | ratio |\n|---|---|---|---|---|")
     for name, shape, dtype, alone, limit in limits:
         print(f"| {name} {shape} | {dtype} | {alone:.3f} | {limit:.3f} | {alone / limit:.2f}x |")
-    print("\n| case | dtype | native out err | triton out err | native dx err | triton dx err |\n|---|---|---|---|---|---|")
+    print("\n| case | dtype | native out err | triton out err | native dx err | triton dx err |\n"
+          "|---|---|---|---|---|---|")
     for name, shape, dtype, err in errs:
         (no, nd), (to, td) = err["native"], err["triton"]
         print(f"| {name} {shape} | {dtype} | {no:.2g} | {to:.2g} | {nd:.2g} | {td:.2g} |")

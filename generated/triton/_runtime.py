@@ -182,7 +182,8 @@ class Layout:
         def size(which):
             return math.prod(view_shape[a] for a in which)
 
-        self.O, self.G, self.P, self.K, self.I = size(outer), size(groups), size(shared), size(spans), size(inner)
+        self.O, self.G, self.P = size(outer), size(groups), size(shared)
+        self.K, self.I = size(spans), size(inner)
         self.permuted = tuple(view_shape[a] for a in self.perm)
         self.stat_shape = tuple(1 if a in reduced else n for a, n in enumerate(view_shape))
         self.stat_permuted = tuple(self.stat_shape[a] for a in self.perm)
@@ -198,7 +199,8 @@ class Layout:
     # ------------------------------------------------------------------ element arrays
     def elements(self, t, name):
         if tuple(t.shape) != self.view_shape:
-            raise ValueError(f"{name} must have the working view's shape {self.view_shape}, got {tuple(t.shape)}")
+            raise ValueError(f"{name} must have the working view's shape {self.view_shape}, "
+                             f"got {tuple(t.shape)}")
         return t.permute(self.perm).reshape(self.O, self.G, self.K * self.I).contiguous()
 
     def new_elements(self, dtype, device):
@@ -225,7 +227,8 @@ class Layout:
     # ------------------------------------------------------------------ parameters
     def param(self, t, name):
         if tuple(t.shape) != self.param_shape:
-            raise ValueError(f"{name} must have the parameters' view shape {self.param_shape}, got {tuple(t.shape)}")
+            raise ValueError(f"{name} must have the parameters' view shape {self.param_shape}, "
+                             f"got {tuple(t.shape)}")
         return t.permute(self.perm).reshape(self.P, self.K).contiguous()
 
     def _param_out(self, pk, dtype):
@@ -279,12 +282,13 @@ def launch(kernels, lay, arrays, scal, sums, npartials, nouter):
     acc, device = scal.dtype, scal.device
     cfg = lay.config
     fill = torch.zeros if lay.empty else torch.empty
-    partials = fill(cfg.partials(lay, npartials), dtype=acc, device=device) if npartials else _dummy(acc, device)
-    outer = fill((nouter, lay.G), dtype=acc, device=device) if nouter else _dummy(acc, device)
+    dummy = _dummy(acc, device)
+    partials = fill(cfg.partials(lay, npartials), dtype=acc, device=device) if npartials else dummy
+    outer = fill((nouter, lay.G), dtype=acc, device=device) if nouter else dummy
     if lay.G == 0:
         return partials, outer
     staged = cfg.s > 1
-    parts = torch.empty((sums, cfg.s, lay.G), dtype=acc, device=device) if staged and sums else _dummy(acc, device)
+    parts = torch.empty((sums, cfg.s, lay.G), dtype=acc, device=device) if staged and sums else dummy
     fn = kernels[0] if lay.family == "rows" else kernels[1]
     launches = [(j, j) for j in range(fn.loops + 1)] if staged else [(0, fn.loops)]
     for first, last in launches:

@@ -19,7 +19,8 @@ def jobs(builds: list[Build]) -> dict[str, tuple[str, dict]]:
 
 
 BACKEND = Backend(name="triton", order=5, package="triton", requires=("triton", "torch"), extra="triton",
-                  summary="generated.torch's printed functions as fused Triton kernels (CUDA, or TRITON_INTERPRET=1)",
+                  summary="generated.torch's printed functions as fused Triton kernels "
+                          "(CUDA, or TRITON_INTERPRET=1)",
                   reserved=RESERVED, jobs=jobs, verify="derive.backends.triton.verify",
                   # Triton decides at import whether its own helpers (tl.zeros, tl.sum) are interpreted
                   options={"environment": {"TRITON_INTERPRET": "1"}})

@@ -54,7 +54,8 @@ def compile_kernel(kernel, dtype: str, constexprs: dict, arch: int = 90):
 
 
 def kernels(module) -> list:
-    return [(name, k) for name, k in vars(module).items() if type(k).__name__ == "Kernel" and name.startswith("_")]
+    return [(name, k) for name, k in vars(module).items()
+            if type(k).__name__ == "Kernel" and name.startswith("_")]
 
 
 def check_module(module, dtypes=("float32", "bfloat16", "float64"), arch: int = 90, progress=print,
@@ -79,12 +80,15 @@ def check_module(module, dtypes=("float32", "bfloat16", "float64"), arch: int = 
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m derive.backends.triton.compile", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m derive.backends.triton.compile",
+                                description=__doc__.split("\n\n")[0])
     p.add_argument("package", nargs="?", default="generated")
     p.add_argument("--arch", type=int, default=90, help="CUDA compute capability x10 (90: H100/H200)")
     p.add_argument("--entry", action="append", help="only this entry (repeatable)")
-    p.add_argument("--kernel", action="append", help="only this kernel, e.g. _backward_compact_rows (repeatable)")
-    p.add_argument("--dtype", action="append", choices=sorted(TYPES), help="only this input dtype (repeatable)")
+    p.add_argument("--kernel", action="append",
+                   help="only this kernel, e.g. _backward_compact_rows (repeatable)")
+    p.add_argument("--dtype", action="append", choices=sorted(TYPES),
+                   help="only this input dtype (repeatable)")
     args = p.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET") == "1":
         p.error("TRITON_INTERPRET=1 is set: the interpreter compiles nothing (unset it)")

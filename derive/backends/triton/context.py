@@ -126,7 +126,8 @@ class Kernel:
                               "loads": self.elements_read(summands),
                               "varying": self.varying_read(summands),
                               "sums": [(s.name, f"_acc_{s.name}", sums[s], self.p(e)) for s, e in ph.sums],
-                              "partials": [(f"_part_{g.name}", partials[g], self.p(e)) for g, e in ph.partials]})
+                              "partials": [(f"_part_{g.name}", partials[g], self.p(e))
+                                           for g, e in ph.partials]})
                 loop += 1
             if ph.group:
                 steps.append({"kind": "group", "ready": loop - 1,
@@ -198,7 +199,8 @@ def function_context(key: str, f: Function, ir: KernelIR, printer: TritonPrinter
 def module_context(ir: KernelIR) -> dict:
     """The context of templates/triton_kernels.py.jinja."""
     printer = TritonPrinter()
-    functions = {key: function_context(key, ir[key], ir, printer) for key in PUBLIC if ir.get(key) is not None}
+    functions = {key: function_context(key, ir[key], ir, printer)
+                 for key in PUBLIC if ir.get(key) is not None}
     params = [p.name for p in ir.params]
     train, test = ir["backward_compact"], ir.get("backward_test")
     signature = {
@@ -209,11 +211,13 @@ def module_context(ir: KernelIR) -> dict:
     }
     for key, fn in functions.items():
         fn["signature"] = signature[key]
-        missing = set(fn["roles"].element_in + fn["roles"].group_in + fn["roles"].params) - set(signature[key])
+        r = fn["roles"]
+        missing = set(r.element_in + r.group_in + r.params) - set(signature[key])
         if key.startswith("backward"):
             missing -= {ir.dy.name}
         if missing:
-            raise ValueError(f"{ir.spec.name}: the Triton {key} reads {sorted(missing)}, which its caller does not pass")
+            raise ValueError(f"{ir.spec.name}: the Triton {key} reads {sorted(missing)}, "
+                             "which its caller does not pass")
         fn["forward"] = key.startswith("forward")
         fn["like"] = ir.x.name if fn["forward"] else "dout"
         fn["results"] = [s.name for s in ir[key].results]

@@ -15,7 +15,8 @@ from sympy.printing.pycode import PythonCodePrinter
 from sympy.printing.precedence import precedence
 
 #: SymPy functions and the triton.language function that computes each
-FUNCTIONS = {"exp": "tl.exp", "log": "tl.log", "sin": "tl.sin", "cos": "tl.cos", "Abs": "tl.abs", "erf": "tl.erf"}
+FUNCTIONS = {"exp": "tl.exp", "log": "tl.log", "sin": "tl.sin", "cos": "tl.cos", "Abs": "tl.abs",
+             "erf": "tl.erf"}
 
 
 class TritonPrinter(PythonCodePrinter):
@@ -78,7 +79,8 @@ class TritonPrinter(PythonCodePrinter):
             if whole > 0:
                 return f"({root}*{self._print(base ** whole)})"
             return f"_div(1.0, {self._print(base ** -sp.Rational(exp.p, 2))})"
-        raise TypeError(f"the Triton printer cannot print the power {expr} (integer and half-integer exponents only)")
+        raise TypeError(f"the Triton printer cannot print the power {expr} "
+                        "(integer and half-integer exponents only)")
 
     def _print_Function(self, expr) -> str:
         name = type(expr).__name__

@@ -28,7 +28,8 @@ def selects(case) -> bool:
 
 def run(package: str, build, case) -> list:
     if os.environ.get("TRITON_INTERPRET") != "1":
-        raise RuntimeError("the Triton kernels are verified under TRITON_INTERPRET=1, set before triton imports")
+        raise RuntimeError("the Triton kernels are verified under TRITON_INTERPRET=1, "
+                           "set before triton imports")
     import torch
     ir, spec = build.ir, build.spec
     torch_module = importlib.import_module(f"{package}.torch.{spec.name}")
@@ -37,7 +38,8 @@ def run(package: str, build, case) -> list:
     x = torch.tensor(case.x)
     view, layout, shape, _ = rt.working_view(x, torch_module._REDUCE_AXES, torch_module._PARAM_AXES,
                                              case.groups if spec.groups else None)
-    params = {p.name: rt.parameter(torch.tensor(w), view, shape, 1.0, p.name) for p, w in zip(ir.params, case.weights)}
+    params = {p.name: rt.parameter(torch.tensor(w), view, shape, 1.0, p.name)
+              for p, w in zip(ir.params, case.weights)}
     const = {c.symbol.name: case.constants[ir.names.original(c.symbol).name] for c in ir.constants}
     buffers = {r.buffer: torch.tensor(case.running[ir.names.original(r.symbol).name]) for r in ir.running}
     dout = torch.tensor(case.dout).reshape(view.shape)
@@ -55,9 +57,11 @@ def run(package: str, build, case) -> list:
             found = [(name, f"running:{ir.names.original(r.symbol).name}", buffers[r.buffer].numpy())
                      for r in ir.running]
     else:
-        stats = {stat: buffers[buffer].reshape(layout["stat_shape"]) for buffer, stat in torch_module.STATS.items()}
+        stats = {stat: buffers[buffer].reshape(layout["stat_shape"])
+                 for buffer, stat in torch_module.STATS.items()}
         known.update(stats)
-        values = kernels.forward_test(view, *params.values(), *(stats[s.name] for s in ir.stats), **const, **layout)
+        values = kernels.forward_test(view, *params.values(), *(stats[s.name] for s in ir.stats),
+                                      **const, **layout)
         grads = kernels.backward_test(dout, **{n: known.get(n, values.get(n)) for n in
                                                reads(ir["backward_test"], ir)}, **const, **layout)
         found = []
