@@ -233,3 +233,26 @@ def test_kernels_compile_for_the_gpu():
                           "--dtype", "bfloat16"], capture_output=True, text=True, env=env, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip().splitlines()[-1] == "8 kernels compiled for sm_90"
+
+
+def test_printer_powers_and_quotients_evaluate_as_sympy():
+    """The Triton printer's spelling of powers, quotients and clamps, evaluated in Python with _div as
+    division and _sqrt as math.sqrt, gives SymPy's value (a compound base keeps its parentheses)."""
+    import math
+    import operator
+
+    import sympy as sp
+
+    from derive.backends.triton.printer import TritonPrinter
+    from derive.forward.graph import ClampMax, ClampMin
+    a, b, c = sp.symbols("a b c", positive=True)
+    exprs = [(a + b) ** sp.Rational(3, 2), (a + b) ** sp.Rational(-3, 2), (a + b) ** sp.Rational(5, 2),
+             -c * a / (b + c ** 2 + a) ** sp.Rational(3, 2), (a - b) ** 2 / (c * (a + b)), 1 / sp.sqrt(a + c),
+             ClampMax(ClampMin(a - b, -c), c) * sp.Rational(1, 3)]
+    values = {a: 1.3, b: 0.4, c: 2.1}
+    scope = {"_div": operator.truediv, "_sqrt": math.sqrt, "a": 1.3, "b": 0.4, "c": 2.1,
+             "tl": type("tl", (), {"maximum": staticmethod(max), "minimum": staticmethod(min),
+                                   "where": staticmethod(lambda q, x, y: x if q else y)})}
+    for e in exprs:
+        text = TritonPrinter().doprint(e)
+        assert math.isclose(eval(text, scope), float(e.subs(values)), rel_tol=1e-14), text

@@ -7,7 +7,8 @@ torch.  Each module (batch_renorm.py, ...) defines the functions of generated.to
 the same name that run on tensors -- forward_train, forward_test, backward_train_fused and
 backward_test -- with the same arguments and results, computed by Triton kernels on CUDA tensors
 (or on CPU tensors under TRITON_INTERPRET=1, Triton's interpreter).  The kernels compile on their
-first call.
+first call.  A second derivative is not here: it stays generated.torch's printed differentiable
+operations (the derived double backward).
 """
 try:
     import torch  # noqa: F401

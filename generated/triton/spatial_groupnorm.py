@@ -37,6 +37,11 @@ def _forward_train_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_std, _ptr_beta, _ptr_g
     _o1 = (_s + 1) * _O // _S
     eps = tl.load(_buf_scal + 0).to(_ACC)
     m = tl.load(_buf_scal + 1).to(_ACC)
+    if _ONE:  # the parameters of the program's one row, for every block of groups
+        _q = _b
+        _qok = _q < _KI
+        beta = tl.load(_ptr_beta + _p * _K + _q // _I, mask=_qok, other=0.0).to(_ACC)
+        gamma = tl.load(_ptr_gamma + _p * _K + _q // _I, mask=_qok, other=0.0).to(_ACC)
     for _i in range(_NBP):
         _n = (_pn * _NBP + _i) * _BA + _a
         _ok = _n < _G // _P
@@ -47,8 +52,6 @@ def _forward_train_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_std, _ptr_beta, _ptr_g
             _qok = _q < _KI
             _mask = _ok[:, None] & _qok[None, :]
             _off = _row[:, None] + _q[None, :]
-            beta = tl.load(_ptr_beta + _p * _K + _q // _I, mask=_qok, other=0.0).to(_ACC)
-            gamma = tl.load(_ptr_gamma + _p * _K + _q // _I, mask=_qok, other=0.0).to(_ACC)
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
             sum_x = tl.sum(tl.where(_mask, x, 0.0), axis=1)
             mu = _div(sum_x, m)
@@ -231,6 +234,10 @@ def _backward_compact_rows(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, 
     m = tl.load(_buf_scal + 0).to(_ACC)
     _part_dgamma = tl.zeros([_BB], _ACC)
     _part_dbeta = tl.zeros([_BB], _ACC)
+    if _ONE:  # the parameters of the program's one row, for every block of groups
+        _q = _b
+        _qok = _q < _KI
+        gamma = tl.load(_ptr_gamma + _p * _K + _q // _I, mask=_qok, other=0.0).to(_ACC)
     for _i in range(_NBP):
         _n = (_pn * _NBP + _i) * _BA + _a
         _ok = _n < _G // _P
@@ -242,7 +249,6 @@ def _backward_compact_rows(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, 
             _qok = _q < _KI
             _mask = _ok[:, None] & _qok[None, :]
             _off = _row[:, None] + _q[None, :]
-            gamma = tl.load(_ptr_gamma + _p * _K + _q // _I, mask=_qok, other=0.0).to(_ACC)
             dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
             xhat = tl.load(_ptr_xhat + _off, mask=_mask, other=0.0).to(_ACC)
             sum_dout_gamma = tl.sum(tl.where(_mask, dout*gamma[None, :], 0.0), axis=1)

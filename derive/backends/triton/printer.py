@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import sympy as sp
 from sympy.printing.pycode import PythonCodePrinter
-from sympy.printing.precedence import precedence
+from sympy.printing.precedence import PRECEDENCE, precedence
 
 #: SymPy functions and the triton.language function that computes each
 FUNCTIONS = {"exp": "tl.exp", "log": "tl.log", "sin": "tl.sin", "cos": "tl.cos", "Abs": "tl.abs",
@@ -77,7 +77,7 @@ class TritonPrinter(PythonCodePrinter):
             if whole == 0:
                 return root
             if whole > 0:
-                return f"({root}*{self._print(base ** whole)})"
+                return f"({root}*{self.parenthesize(base ** whole, PRECEDENCE['Mul'])})"
             return f"_div(1.0, {self._print(base ** -sp.Rational(exp.p, 2))})"
         raise TypeError(f"the Triton printer cannot print the power {expr} "
                         "(integer and half-integer exponents only)")
