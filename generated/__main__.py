@@ -26,6 +26,7 @@ BACKENDS = (
     ("torch", "torch.autograd.Functions: a function and a module per entry, with the derived double backward", ("torch", ), ""),
     ("jax", "a function per entry, with the derived VJP (jax.custom_vjp)", ("jax", ), "jax"),
     ("sync", "statistics across the processes of a torch.distributed group", ("torch", ), ""),
+    ("triton", "generated.torch's printed functions as fused Triton kernels (CUDA, or TRITON_INTERPRET=1)", ("triton", "torch", ), "triton"),
 )
 
 

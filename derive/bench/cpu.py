@@ -323,6 +323,9 @@ def parser() -> argparse.ArgumentParser:
                    help="at most N timed rounds per case (default 200; 5 with --quick)")
     p.add_argument("--norm", choices=NORMS, action="append", help="only this norm (repeatable)")
     p.add_argument("--no-torch", action="store_true", help="leave PyTorch out even where installed")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="cuda: generated.triton against torch on a GPU instead (derive/bench/gpu.py; "
+                        "`derive bench --device cuda --help` lists its options)")
     return p
 
 
@@ -347,6 +350,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--"]:  # `derive bench -- --quick`: argparse hands the separator on
         argv = argv[1:]
+    from . import gpu
+    if gpu.requested(argv) is not None:
+        return gpu.main(gpu.requested(argv))
     args = parser().parse_args(argv)
     dtype = args.dtype or ("float32" if args.quick else "both")
     dtypes = ("float32", "float64") if dtype == "both" else (dtype,)

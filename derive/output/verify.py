@@ -9,7 +9,9 @@ compares every output with the SymPy answer (relative error 1e-10 in float64), a
 ``check(package, build, cases)`` for what a backend checks itself (torch: gradgradcheck of the
 derived double backward).  The first disagreement is one line naming the backend, the function,
 the output and the case, exit status 1.  numba runs with NUMBA_DISABLE_JIT (the printed loops as
-plain Python: the same arithmetic and indexing, no minutes of compiling).
+plain Python: the same arithmetic and indexing, no minutes of compiling); a backend's
+``options["environment"]`` is set before any module imports (Triton's TRITON_INTERPRET=1: its kernels
+run on the CPU through Triton's interpreter).
 """
 from __future__ import annotations
 
@@ -72,10 +74,12 @@ def verify(package: str, builds, backends) -> str | None:
 def main(argv: list[str]) -> int:
     folder, package, derivations, *modules = argv
     os.environ["NUMBA_DISABLE_JIT"] = "1"
+    from .. import backends
+    for backend in backends.BACKENDS:   # what a backend's kernels read when their libraries import
+        os.environ.update(backend.options.get("environment", {}))
     sys.path.insert(0, folder)
     for m in modules:
         importlib.import_module(m)
-    from .. import backends
     from .render import builds
     with open(derivations, "rb") as f:
         found = builds(pickle.load(f))

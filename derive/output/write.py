@@ -26,7 +26,8 @@ TEMPLATES = ("derivation.md.jinja", "derivation.tex.jinja", "doc_md.jinja", "doc
              "jax_functional.py.jinja", "jax_init.py.jinja", "jax_kernels.py.jinja", "jax_runtime.py.jinja",
              "kernel_arguments.jinja", "main.py.jinja", "nn_checks.jinja", "numba_init.py.jinja",
              "numba_kernels.py.jinja", "numpy_kernels.py.jinja", "torch_functional.py.jinja",
-             "torch_init.py.jinja", "torch_kernels.py.jinja", "torch_runtime.py.jinja", "torch_sync.py.jinja")
+             "torch_init.py.jinja", "torch_kernels.py.jinja", "torch_runtime.py.jinja", "torch_sync.py.jinja",
+             "triton_init.py.jinja", "triton_kernels.py.jinja")
 
 
 #: what the SUMMARY.md that `derive build` writes beside the package it builds says
