@@ -534,8 +534,9 @@ def _backward_test_rows(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, _bu
             xhat = tl.load(_ptr_xhat + _off, mask=_mask, other=0.0).to(_ACC)
             sum_dout_xhat = tl.sum(tl.where(_mask, dout*xhat, 0.0), axis=1)
             sum_dout = tl.sum(tl.where(_mask, dout, 0.0), axis=1)
+            dx_coef_dxhat = _div(1.0, std)
             dxhat = dout*gamma
-            dx = _div(dxhat, std[:, None])
+            dx = dxhat*dx_coef_dxhat[:, None]
             tl.store(_ptr_dx + _off, dx.to(_ptr_dx.dtype.element_ty), mask=_mask)
             tl.store(_buf_outer + 0 * _G + _g, sum_dout_xhat, mask=_ok)
             tl.store(_buf_outer + 1 * _G + _g, sum_dout, mask=_ok)
@@ -567,6 +568,8 @@ def _backward_test_rows(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, _bu
                     tl.store(_buf_parts + (0 * _S + _s) * _G + _g, sum_dout_xhat, mask=_ok)
                     tl.store(_buf_parts + (1 * _S + _s) * _G + _g, sum_dout, mask=_ok)
                     pass
+            if 0 < _LAST:
+                dx_coef_dxhat = _div(1.0, std)
             if _LAST == 1:  # the elementwise pass
                 for _q0 in range(0, _KI, _BB):
                     _q = _q0 + _b
@@ -576,7 +579,7 @@ def _backward_test_rows(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, _bu
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
                         dxhat = dout*gamma
-                        dx = _div(dxhat, std[:, None])
+                        dx = dxhat*dx_coef_dxhat[:, None]
                         tl.store(_ptr_dx + _off, dx.to(_ptr_dx.dtype.element_ty), mask=_mask)
                 if _s == 0:
                     tl.store(_buf_outer + 0 * _G + _g, sum_dout_xhat, mask=_ok)
@@ -626,6 +629,8 @@ def _backward_test_columns(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, 
             tl.store(_buf_parts + (0 * _S + _s) * _G + _g, sum_dout_xhat, mask=_ok)
             tl.store(_buf_parts + (1 * _S + _s) * _G + _g, sum_dout, mask=_ok)
             pass
+    if 0 < _LAST:
+        dx_coef_dxhat = _div(1.0, std)
     if _LAST == 1:  # the elementwise pass
         for _q0 in range(_o0, _o1, _BB):
             _o = _q0 + _b
@@ -633,7 +638,7 @@ def _backward_test_columns(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, 
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
             dxhat = dout*gamma[:, None]
-            dx = _div(dxhat, std[:, None])
+            dx = dxhat*dx_coef_dxhat[:, None]
             tl.store(_ptr_dx + _off, dx.to(_ptr_dx.dtype.element_ty), mask=_mask)
         if _s == 0:
             tl.store(_buf_outer + 0 * _G + _g, sum_dout_xhat, mask=_ok)
