@@ -231,7 +231,9 @@ def test_a_kernel_that_disagrees_with_the_proved_expressions_is_not_written(tmp_
     def broken(derivations, templates=None, **kw):
         files = real(derivations, templates, **kw)
         rel = "numba/one_line.py"
-        files[rel] = files[rel].replace("*coef_out_g[g]", "*(-coef_out_g[g])", 1)
+        broken = files[rel].replace(" + coef_1_g[g]", " - coef_1_g[g]", 1)   # the compact dx
+        assert broken != files[rel], "the kernel to break has changed: pick another term"
+        files[rel] = broken
         return files
     monkeypatch.setattr(render, "render_all", broken)
     out = tmp_path / "pkg"
