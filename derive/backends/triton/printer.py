@@ -108,6 +108,32 @@ class TritonPrinter(PythonCodePrinter):
 
     _print_Step = _print_Heaviside
 
+    def _print_Exp(self, expr) -> str:
+        """The graph's functions of one value (derive.forward.functions), with triton.language's."""
+        return f"tl.exp({self._print(expr.args[0])})"
+
+    def _print_Log(self, expr) -> str:
+        return f"tl.log({self._print(expr.args[0])})"
+
+    def _print_Sigmoid(self, expr) -> str:
+        return f"tl.sigmoid({self._print(expr.args[0])})"
+
+    def _print_Tanh(self, expr) -> str:
+        """tanh(u) as 2*sigmoid(2u) - 1: triton.language has a sigmoid and no tanh."""
+        return f"(2.0*tl.sigmoid(2.0*({self._print(expr.args[0])})) - 1.0)"
+
+    def _print_Softplus(self, expr) -> str:
+        """log(1 + exp(u)) as max(u, 0) + log(1 + exp(-|u|)): no overflow for a large u."""
+        u = self._print(expr.args[0])
+        return f"(tl.maximum({u}, 0.0) + tl.log(1.0 + tl.exp(-tl.abs({u}))))"
+
+    def _print_Absolute(self, expr) -> str:
+        return f"tl.abs({self._print(expr.args[0])})"
+
+    def _print_Sign(self, expr) -> str:
+        u = self._print(expr.args[0])
+        return f"tl.where(({u}) > 0, 1.0, tl.where(({u}) < 0, -1.0, 0.0))"
+
     def _print_BatchSum(self, expr) -> str:
         raise TypeError(f"unscheduled reduction {expr}: the Triton backend must name it first")
 
