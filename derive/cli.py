@@ -255,6 +255,11 @@ def build(args, progress: Progress) -> int:
     print(table(derivations))
     print(f"wrote {len(written)} files into {root}/: import {root.name}; "
           f"the derivation is in {root}/derivations/{entry.spec.name}.md")
+    from .backends import BACKENDS
+    from .output.render import builds
+    left = [b.name for b in BACKENDS if not b.covers(builds(derivations)[0])]
+    if left:
+        print(f"not printed for this graph yet (see docs/graph.md): {', '.join(left)}")
     return 0
 
 

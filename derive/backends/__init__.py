@@ -41,6 +41,11 @@ class Backend:
     verify: str = ""                 #: module with run(module, build, case) -> outputs (derive.output.verify)
     extra: str = ""                  #: the pip extra that installs ``requires``
     options: dict = field(default_factory=dict)
+    prints: Callable = None          #: prints(build) -> bool: the entries it prints (None: every entry)
+
+    def covers(self, build: Build) -> bool:
+        """Whether this backend prints ``build`` (a graph it has no kernels for yet is left out, and said)."""
+        return self.prints is None or bool(self.prints(build))
 
 
 def _discover() -> tuple[Backend, ...]:

@@ -23,8 +23,9 @@ class KernelPrinter(NumPyPrinter):
     blocks of rows (see generated/_blocks.py).
     """
 
-    def __init__(self, fast: bool = False, blocks=None, exact_sums: bool = False):
+    def __init__(self, fast: bool = False, blocks=None, exact_sums: bool = False, group_axes: str = "axes"):
         super().__init__({"fully_qualified_modules": True, "allow_unknown_functions": False})
+        self.group_axes = group_axes  #: the name of the reduced axes (an input with its own groups has its own)
         self.fast = fast
         self.exact_sums = exact_sums  #: return plain sums in float64 (for the mean before split)
         self.blocks = blocks  #: a derive.block_printer.BlockCollector, for fast reductions
@@ -44,7 +45,7 @@ class KernelPrinter(NumPyPrinter):
 
     def _print_BatchSum(self, expr: BatchSum) -> str:
         """A reduction over the group: a sum over the reduced axes, kept for broadcasting."""
-        return self._reduction(expr.args[0], "axes")
+        return self._reduction(expr.args[0], self.group_axes)
 
     def _print_ParamSum(self, expr) -> str:
         """A parameter gradient: summed over every axis that gamma does not span."""
@@ -138,6 +139,26 @@ def array_arguments(expr: sp.Expr) -> list[str]:
 
 def code(expr: sp.Expr, fast: bool = False, blocks=None, exact_sums: bool = False) -> str:
     return KernelPrinter(fast, blocks, exact_sums).doprint(expr)
+
+
+def domains(ir, printer_class=KernelPrinter) -> list[dict]:
+    """Each input with its own groups (:class:`~derive.ir.program.DomainIR`) for a template: its checks,
+    its statistics and its gradient printed over its own view (its sums over ITS reduced axes)."""
+    out = []
+    for dm in ir.domains:
+        printer = printer_class()
+        printer.group_axes = dm.axes
+        letters = dm.layout.layout.split(",") if dm.layout.layout else ir.spec.layout.split(",")
+        out.append({
+            "name": dm.input.name, "axes": dm.axes, "m": dm.m.name, "grad": dm.grad.name,
+            "ndim": None if letters[0].startswith("...") else len(letters),
+            "layout_text": "(" + ", ".join(letters) + ")",
+            "reduce_axes": tuple(dm.layout.reduce_axes),
+            "stats": [s.name for s in dm.stats], "seeds": [s.name for s in dm.seeds],
+            "forward": [(a.target.name, printer.doprint(a.value)) for a in dm.forward],
+            "backward": [(a.target.name, printer.doprint(a.value)) for a in dm.backward],
+        })
+    return out
 
 
 def elementwise(expr: sp.Expr, blocks, hint: str) -> str:

@@ -26,7 +26,7 @@ class TensorPrinter(KernelPrinter):
 
     def _print_BatchSum(self, expr) -> str:
         """A reduction over the group: tensor.sum over the group axes, kept for broadcasting."""
-        return self._sum(expr.args[0], "axes")
+        return self._sum(expr.args[0], self.group_axes)
 
     def _print_ParamSum(self, expr) -> str:
         """A parameter gradient: summed over every axis that gamma does not span."""
@@ -113,7 +113,7 @@ def tensor_context(ir: KernelIR, code) -> dict:
     """The printed kernels of one entry, for templates/torch_kernels.py.jinja and jax_kernels.py.jinja:
     each IR function printed by ``code``, what each backward reads, and what the forward must save."""
     params = [p.name for p in ir.params]
-    inputs = {ir.x.name, *params, *(s.name for s in ir.reads_running)}
+    inputs = {ir.x.name, *params, *(s.name for s in ir.reads_running), *(s.name for dm in ir.domains for s in dm.stats)}
 
     def arguments(names, known):
         saved = [n for n in names if n not in known]
@@ -147,6 +147,9 @@ def tensor_context(ir: KernelIR, code) -> dict:
         "saved_test": saved_test,
         "args_test": args_test,
         "output": ir.output.name,
+        "imports": [s.name for dm in ir.domains for s in dm.stats],
+        "results_train": [r.name for r in train.results],
+        "results_test": [r.name for r in test.results] if test is not None else [],
         **second_context(ir, code, inputs),
     }
 
@@ -182,7 +185,8 @@ def generic(ir: KernelIR) -> dict:
             default = float(sp.Float(1 - c.default, 15))   # torch's momentum weights the batch
         constants.append((names.original(c.symbol).name, c.symbol.name, repr(default)))
     features = ", ".join(spec.layout.split(",")[a] for a in spec.param_axes if not spec.groups) or "C"
-    positional = [ir.x.name, *(f"{p.name}=None" for p in ir.params), *(f"{r.buffer}=None" for r in ir.running)]
+    positional = [ir.x.name, *(dm.input.name for dm in ir.domains), *(f"{p.name}=None" for p in ir.params),
+                  *(f"{r.buffer}=None" for r in ir.running)]
     keywords = (["num_groups"] if spec.groups else []) + (["training=True"] if ir.has_running else []) + [
         f"{name}={default}" for _, name, default in constants]
     return {

@@ -15,7 +15,8 @@ LAYOUT_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer
 
 
 def cache_keys(ir: KernelIR) -> list[str]:
-    return list(LAYOUT_KEYS) + sorted({s.name for s in ir.cache_values} | {f"{p.name}_shape" for p in ir.params})
+    own = {k for dm in ir.domains for k in (dm.axes, dm.m.name)}   # an input's own groups
+    return list(LAYOUT_KEYS) + sorted({s.name for s in ir.cache_values} | {f"{p.name}_shape" for p in ir.params} | own)
 
 
 def backward_functions(ir: KernelIR) -> list[tuple[str, str, str]]:
@@ -55,7 +56,7 @@ def common(ir: KernelIR) -> dict:
     """The context both array backends' templates share: names, checks, param dict, cache."""
     spec, names = ir.spec, ir.names
     keys = cache_keys(ir)
-    copied = {ir.x.name, ir.output.name}
+    copied = {ir.x.name, ir.output.name}   # (an input with its own groups is a copy already: own_groups)
     constants = [(names.original(c.symbol).name, c.symbol.name, repr(c.default), c.fraction) for c in ir.constants]
     running = [(names.original(r.symbol).name, r.symbol.name, r.stat.name) for r in ir.running]
     return {
@@ -64,6 +65,7 @@ def common(ir: KernelIR) -> dict:
         "x": ir.x.name,
         "output": ir.output.name,
         "param_names": [p.name for p in ir.params],
+        "domain_inputs": [dm.input.name for dm in ir.domains],
         "grads": [g.name for g in ir.grads],
         "dx": ir.grads[0].name,
         "constants": constants,
@@ -93,7 +95,8 @@ def call(module, build, case) -> list:
     if ir.has_running:
         params["mode"] = "train" if case.training else "test"
         params.update({buffer: value.copy() for buffer, value in case.running.items()})
-    args = [case.x.copy(), *(w.copy() for w in case.weights)] + ([case.groups] if spec.groups else [])
+    args = ([case.x.copy(), *(case.inputs[dm.input.name].copy() for dm in ir.domains), *(w.copy() for w in case.weights)]
+            + ([case.groups] if spec.groups else []))
     forward = getattr(module, f"{spec.name}_forward")
     out, cache = forward(*args, params)
     found = [(forward.__name__, "out", out)]

@@ -64,7 +64,7 @@ def node_value(model: Model, lemmas: Lemmas, node) -> sp.Expr:
 def forward(model: Model, lemmas: Lemmas) -> list[Assign]:
     """Every node in order, each let as soon as its inputs are there."""
     out: list[Assign] = []
-    available = {model.x, *model.params, *model.scalars, *model.stats, *model.reads_running}
+    available = {model.x, *model.params, *model.scalars, *model.stats, *model.reads_running, *model.imports}
     done: set = set()
 
     def ready():
@@ -147,7 +147,7 @@ def compact(d: Derivation) -> list[Assign]:
         terms.append(coef * mono)
     dx = Assign(d.stages[-1].symbol, sp.Add(*terms))
     grads = parameter_gradients(d, sums, body)
-    return body + [dx] + grads
+    return body + [dx] + grads + import_gradients(d, staged_form=False)
 
 
 def staged(d: Derivation, stages) -> list[Assign]:
@@ -161,7 +161,7 @@ def staged(d: Derivation, stages) -> list[Assign]:
         body += collected(st.symbol, expr) if isinstance(st.symbol, Elem) else [Assign(st.symbol, expr)]
     sums = Sums()
     grads = parameter_gradients(d, sums, body)
-    return body + grads
+    return body + grads + (import_gradients(d, staged_form=True) if stages is d.stages else [])
 
 
 def collected(target: sp.Symbol, expr: sp.Expr) -> list[Assign]:
@@ -185,6 +185,29 @@ def collected(target: sp.Symbol, expr: sp.Expr) -> list[Assign]:
         out.append(Assign(name, coef))
         terms.append(name * mono)
     return out + [Assign(target, sp.Add(*terms))]
+
+
+def import_gradients(d: Derivation, staged_form: bool) -> list[Assign]:
+    """The adjoint of each statistic of an input with its own groups (AdaIN's mu_y, var_y): one value
+    per group of x (compact, or from the stages' adjoints), the seed of that input's own backward."""
+    zero = {s: sp.Integer(0) for s in d.symbolic.vanishing}
+    out = []
+    for g in d.grads:
+        if g.leaf in d.model.imports:
+            expr = g.stage.expr.xreplace(zero).xreplace(d.lemmas.x_rule) if staged_form else g.compact
+            lets = {let.definition: let.symbol for let in d.model.lets}
+            out.append(Assign(g.collected.symbol, sp.factor_terms(abbreviate(expr, d.lemmas)).xreplace(lets)))
+    return out
+
+
+def domain_bodies(dg, m: sp.Symbol) -> tuple[list[Assign], list[Assign]]:
+    """An input with its own groups (derive.math.domains): its statistics over its own view, and its
+    gradient from the seeds, with ``m`` the size of ITS group."""
+    forward_body = [Assign(n.symbol, n.definition.xreplace({M: m})) for n in dg.domain.nodes]
+    # one term per seed, its per-element factor as the forward has it (2*dvar_y*(y - mu_y)/m_y: no
+    # cancellation between y*dvar_y and mu_y*dvar_y far from zero)
+    value = sp.collect(sp.expand(dg.compact.xreplace({M: m})), list(dg.seeds.values()), sp.factor_terms)
+    return name_sums(forward_body), [Assign(dg.stages[-1].symbol, value)]
 
 
 def second(d: Derivation) -> tuple[list[Assign], Second] | None:

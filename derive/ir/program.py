@@ -38,12 +38,12 @@ import sympy as sp
 from ..forward.graph import BATCH, RUNNING, Constant, Model, Running
 from ..math.algebra import M, Const, Elem
 from ..math.derivation import Derivation
-from .bodies import (Assign, Second, abbreviate, compact, facade_updates, forward, name_sums, second, split_bodies,
-                     staged)
+from .bodies import (Assign, Second, abbreviate, compact, domain_bodies, facade_updates, forward, name_sums, second,
+                     split_bodies, staged)
 from .names import Names
 from .schedule import Schedule, schedule
 
-__all__ = ["Assign", "Function", "KernelIR", "Second", "Split", "abbreviate", "build", "facade_updates",
+__all__ = ["Assign", "DomainIR", "Function", "KernelIR", "Second", "Split", "abbreviate", "build", "facade_updates",
            "is_scalar"]
 
 
@@ -98,6 +98,26 @@ class Split:
 
 
 @dataclass(frozen=True)
+class DomainIR:
+    """An input with its own groups (AdaIN's style features y), on its own working view: the input
+    itself, its groups over ``layout.reduce_axes`` and its other axes those of x's groups, in order.
+
+    ``forward`` computes its statistics (one value per group of x, read by every function of the IR
+    as leaves); the backward functions return their adjoints ``seeds``, from which ``backward``
+    computes its gradient ``grad``.  ``m`` is the size of ITS group."""
+
+    input: Elem
+    layout: object                     #: its derive.forward.Input (layout letters, reduce_axes)
+    m: sp.Symbol
+    axes: str                          #: the name of its reduced axes in a kernel
+    stats: tuple[sp.Symbol, ...]
+    seeds: tuple[sp.Symbol, ...]       #: d<stat>, one per statistic, in the same order
+    forward: tuple[Assign, ...]
+    backward: tuple[Assign, ...]
+    grad: sp.Symbol
+
+
+@dataclass(frozen=True)
 class KernelIR:
     """Every function of one derivation, in code names, and the facts the templates lay out."""
 
@@ -121,6 +141,7 @@ class KernelIR:
     second: Second | None = None
     split: Split | None = None
     cached: dict = field(default_factory=dict)   #: backward function name -> forward values it reads
+    domains: tuple[DomainIR, ...] = ()    #: the inputs with their own groups (their gradients end ``grads``)
 
     def __getitem__(self, name: str) -> Function:
         return self.functions[name]
@@ -166,10 +187,9 @@ def _symbols(bodies, model: Model, extra=()) -> set:
 def build(d: Derivation, reserved=()) -> KernelIR:
     """The kernel IR of ``d``: every function, named by one rule (``reserved``: the backends' own names)."""
     model, test = d.model, d.test_model
-    extra = [s.name for s in (*getattr(model, "inputs", ()), *(dm.input for dm in getattr(model, "domains", ())))]
-    if extra:
-        raise NotImplementedError(f"the kernels of a graph with inputs besides {model.x.name} ({', '.join(extra)}) "
-                                  "are not printed yet; its derivation is proved")
+    refused = _unprinted(d)
+    if refused:
+        raise NotImplementedError(f"the kernels of {refused} are not printed yet; its derivation is proved")
     raw: dict[str, list[Assign]] = {"forward_train": forward(model, d.lemmas)}
     if test is not None:
         raw["forward_test"] = forward(test, d.lemmas)
@@ -177,7 +197,7 @@ def build(d: Derivation, reserved=()) -> KernelIR:
     raw["backward_staged"] = staged(d, d.stages)
     if test is not None:
         raw["backward_test"] = staged(d, d.test_stages)
-    two = second(d)
+    two = second(d) if not model.domains else None   # the double backward through an input's own groups: not yet
     if two is not None:
         raw["backward2"] = two[0]
     raw = {key: name_sums(body) for key, body in raw.items()}
@@ -186,19 +206,29 @@ def build(d: Derivation, reserved=()) -> KernelIR:
     upstream = two[1].upstream if two else ()
 
     parts = split_bodies(d, raw["forward_train"], raw["backward_compact"]) if d.spec.facades.sync else None
+    own = {dg.input: sp.Symbol(f"m_{dg.input.name}", positive=True) for dg in d.domains}
+    domain_raw = {dg.input: domain_bodies(dg, own[dg.input]) for dg in d.domains}
     names = Names(reserved)
     names.fix(model.dy, "dout")
-    extra = list(upstream) + (list(parts[:2]) if parts else [])
-    names.add(_symbols(list(raw.values()) + [updates, facade] + (list(parts[2:]) if parts else []), model, extra))
+    extra = list(upstream) + (list(parts[:2]) if parts else []) + list(own.values())
+    names.add(_symbols(list(raw.values()) + [updates, facade] + (list(parts[2:]) if parts else [])
+                       + [b for pair in domain_raw.values() for b in pair], model, extra))
     names.check()
     rn = names.apply
 
     def assigns(body):
         return tuple(Assign(names[a.target], rn(a.value)) for a in body)
 
-    grads = (names[d.stages[-1].symbol], *(names[p.symbol] for p in d.params))
+    domains = tuple(DomainIR(names[dg.input], dict(d.spec.inputs)[dg.input.name], names[own[dg.input]],
+                             names.local(f"axes_{names[dg.input].name}"), tuple(names[o] for o in dg.domain.outputs),
+                             tuple(names[dg.seeds[o]] for o in dg.domain.outputs),
+                             *(assigns(b) for b in domain_raw[dg.input]), names[dg.stages[-1].symbol])
+                    for dg in d.domains)
+    grads = (names[d.stages[-1].symbol], *(names[p.symbol] for p in d.params), *(dm.grad for dm in domains))
+    seeds = tuple(s for dm in domains for s in dm.seeds)
     bodies = {key: assigns(body) for key, body in raw.items()}
-    leaves = {names[s] for s in (model.x, *model.params, *model.stats, *model.reads_running)}
+    leaves = {names[s] for s in (model.x, *model.params, *model.stats, *model.reads_running, *model.imports)}
+    leaves |= {dm.input for dm in domains}
     consts = {names[c.symbol] for c in model.constants}
     produced = {a.target for key in ("forward_train", "forward_test") if key in bodies for a in bodies[key]}
     cacheable = produced | leaves | consts | {M}
@@ -207,7 +237,10 @@ def build(d: Derivation, reserved=()) -> KernelIR:
         free = set().union(*(a.value.free_symbols for a in body)) - {a.target for a in body}
         return frozenset(free & cacheable)
 
-    cached = {key: reads(body) for key, body in bodies.items() if key.startswith("backward") and key != "backward2"}
+    # an input with its own groups: its backward reads it and its statistics (after any backward function)
+    domain_reads = frozenset().union(*(reads(dm.backward) - set(dm.seeds) - {dm.m} | {dm.input} for dm in domains))
+    cached = {key: reads(body) | domain_reads for key, body in bodies.items()
+              if key.startswith("backward") and key != "backward2"}
     kept = set().union(*cached.values()) | {names[model.output.symbol]} | {names[r.stat] for r in model.running}
     sec = None
     if two is not None:
@@ -220,7 +253,7 @@ def build(d: Derivation, reserved=()) -> KernelIR:
         elif key == "backward2":
             results = tuple(r for _, r in sec.results if r is not None)
         else:
-            results = grads
+            results = grads[:len(grads) - len(domains)] + seeds
         functions[key] = Function(key, DOCS[key], body, results, schedule(body, results))
     split = Split(names[parts[0]], names[parts[1]], *(assigns(b) for b in parts[2:])) if parts else None
     return KernelIR(
@@ -235,4 +268,16 @@ def build(d: Derivation, reserved=()) -> KernelIR:
                          for p in model.params),
         buffer_init=tuple((names[r.symbol].name, 1.0 if r.stat.is_nonnegative else 0.0) for r in model.running),
         functions=functions, updates=assigns(updates), facade_updates=assigns(facade), second=sec,
-        split=split, cached=cached)
+        split=split, cached=cached, domains=domains)
+
+
+def _unprinted(d: Derivation) -> str:
+    """What of ``d`` no backend prints yet ("" when every part is printed)."""
+    model = d.model
+    if model.inputs:
+        return (f"a graph whose inputs besides {model.x.name} broadcast against it "
+                f"({', '.join(s.name for s in model.inputs)})")
+    if model.domains and (d.spec.groups or d.test_model is not None):
+        return (f"a graph with an input with its own groups ({', '.join(dm.input.name for dm in model.domains)}) "
+                "and " + ("groups of channels" if d.spec.groups else "running statistics"))
+    return ""

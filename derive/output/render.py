@@ -78,7 +78,9 @@ def render_all(derivations: list[Derivation], templates: Path | None = None,
     jobs = package_jobs(found, package)
     jobs.update(documents.document_jobs(derivations))
     for backend in backends.BACKENDS:
-        jobs.update({_join(backend.package, rel): job for rel, job in backend.jobs(found).items()})
+        covered = [b for b in found if backend.covers(b)]
+        if covered:   # a backend that prints none of the entries writes no subpackage
+            jobs.update({_join(backend.package, rel): job for rel, job in backend.jobs(covered).items()})
     env = environment(templates)
     return {path: render(env, template, Path(path).suffix, **context)
             for path, (template, context) in sorted(jobs.items())}

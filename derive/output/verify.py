@@ -49,7 +49,7 @@ def verify(package: str, builds, backends) -> str | None:
         found = cases(build.derivation, facade_rule(build.derivation))
         for backend in backends:
             runner = importlib.import_module(backend.verify)
-            if not runner.covers(build):
+            if not backend.covers(build) or not runner.covers(build):
                 continue
             for case in found:
                 if hasattr(runner, "selects") and not runner.selects(case):

@@ -42,10 +42,26 @@ def divide_or_zero(num, den):
     return jnp.where(den != 0, num / safe, 0)
 
 
-def cotangents(grads, params, reads):
-    """dx, each parameter's gradient in its own shape, and zeros for the values read as constants."""
-    dx, *dparams = grads
-    return (dx, *(jnp.reshape(g, p.shape) for g, p in zip(dparams, params)), *(jnp.zeros_like(r) for r in reads))
+def cotangents(grads, params, reads, imports=()):
+    """dx, each parameter's gradient in its own shape, zeros for the values read as constants, and the
+    adjoints of the statistics of an input with its own groups (the seeds of its own backward)."""
+    dx, *rest = grads
+    dparams, seeds = rest[:len(params)], rest[len(params):]
+    return (dx, *(jnp.reshape(g, p.shape) for g, p in zip(dparams, params)), *(jnp.zeros_like(r) for r in reads),
+            *(jnp.broadcast_to(g, s.shape) for g, s in zip(seeds, imports)))
+
+
+def own_groups(value, name, reduce_axes, view_shape, axes):
+    """An input with its own groups (AdaIN's style features) and its static layout (its reduced axes and
+    its group size, as pairs); its other axes must be those of x's groups, in order."""
+    value = jnp.asarray(value)
+    own = tuple(sorted(a % value.ndim for a in reduce_axes))
+    kept = tuple(n for a, n in enumerate(value.shape) if a not in own)
+    groups = tuple(n for a, n in enumerate(view_shape) if a not in axes)
+    if kept != groups:
+        raise ValueError(f"{name} of shape {tuple(value.shape)} must have the sizes of x's groups {groups} on its "
+                         f"axes outside {own}, got {kept}")
+    return value, own, math.prod(value.shape[a] for a in own)
 
 
 def layout(view_shape, axes, param_shape):

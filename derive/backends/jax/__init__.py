@@ -11,7 +11,7 @@ from .context import kernel_context
 RESERVED = frozenset({
     "jax", "jnp", "functools", "math", "dout", "values", "grads", "reads", "buffers", "const", "layout",
     "rest", "training", "num_groups", "kw", "f", "fwd", "bwd", "saved", "return_running", "axes",
-    "param_sum_axes", "outer_axes",
+    "param_sum_axes", "outer_axes", "own", "stats", "seeds", "primals", "tangents", "tangent", "jvp", "vjp",
 })
 
 

@@ -4,9 +4,10 @@ backward again for higher orders."""
 from __future__ import annotations
 
 from ...ir.program import KernelIR
+from ..arrays import domains
 from ..tensors import tensor_context
-from .printer import jax_code
+from .printer import JaxPrinter, jax_code
 
 
 def kernel_context(ir: KernelIR) -> dict:
-    return tensor_context(ir, jax_code)
+    return {**tensor_context(ir, jax_code), "domains": domains(ir, JaxPrinter)}

@@ -31,6 +31,11 @@ def jobs(builds: list[Build]) -> dict[str, tuple[str, dict]]:
     return out
 
 
-BACKEND = Backend(name="numba", order=1, package="numba", requires=("numba",), extra="numba",
+def prints(build: Build) -> bool:
+    """Every entry but one with an input with its own groups (AdaIN's style features): not printed yet."""
+    return not build.ir.domains
+
+
+BACKEND = Backend(name="numba", prints=prints, order=1, package="numba", requires=("numba",), extra="numba",
                   summary="the same names and signatures, fused loops compiled by numba on first call",
                   reserved=RESERVED, jobs=jobs, verify="derive.backends.numba.verify")

@@ -16,7 +16,7 @@ from ...ir.api import backward_functions
 from ...ir.program import Function, KernelIR
 from ...math.algebra import M, BatchSum, Elem, OuterSum, ParamSum
 from .blocks import BlockCollector
-from ..arrays import code, elementwise
+from ..arrays import code, domains, elementwise
 
 Pairs = list[tuple[str, str]]
 
@@ -72,7 +72,8 @@ def context(ir: KernelIR, common: dict) -> dict:
         if test is None:   # printed once, after the first training backward (block functions in order of use)
             test = printed(ir["backward_test"], ir, blocks, narrow=True) if ir.get("backward_test") else []
         functions.append({"name": name, "description": description, "train": train, "test": test,
-                          "unpack": sorted(s.name for s in reads) + ["axes", "param_sum_axes", "outer_axes"]})
+                          "unpack": sorted(s.name for s in reads) + [k for dm in ir.domains for k in (dm.axes, dm.m.name)]
+                          + ["axes", "param_sum_axes", "outer_axes"]})
     return {
         **common,
         "forward_train": forward_train,
@@ -80,4 +81,5 @@ def context(ir: KernelIR, common: dict) -> dict:
         "updates": [(a.target.name, code(a.value)) for a in ir.updates],
         "backward_functions": functions,
         "blocks": blocks.all(),
+        "domains": domains(ir),
     }

@@ -32,6 +32,11 @@ def jobs(builds: list[Build]) -> dict[str, tuple[str, dict]]:
     return out
 
 
-BACKEND = Backend(name="torch", order=2, package="torch", requires=("torch",),
+def prints(build: Build) -> bool:
+    """Every entry but one with an input with its own groups (AdaIN's style features): not printed yet."""
+    return not build.ir.domains
+
+
+BACKEND = Backend(name="torch", prints=prints, order=2, package="torch", requires=("torch",),
                   summary="torch.autograd.Functions: a function and a module per entry, with the derived double backward",
                   reserved=RESERVED, jobs=jobs, verify="derive.backends.torch.verify")

@@ -18,7 +18,12 @@ def jobs(builds: list[Build]) -> dict[str, tuple[str, dict]]:
     return out
 
 
-BACKEND = Backend(name="triton", order=5, package="triton", requires=("triton", "torch"), extra="triton",
+def prints(build: Build) -> bool:
+    """Every entry but one with an input with its own groups (AdaIN's style features): not printed yet."""
+    return not build.ir.domains
+
+
+BACKEND = Backend(name="triton", prints=prints, order=5, package="triton", requires=("triton", "torch"), extra="triton",
                   summary="generated.torch's printed functions as fused Triton kernels "
                           "(CUDA, or TRITON_INTERPRET=1)",
                   reserved=RESERVED, jobs=jobs, verify="derive.backends.triton.verify",

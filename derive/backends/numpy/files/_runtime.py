@@ -220,6 +220,27 @@ def group_size(shape, axes):
     return size
 
 
+def group_shape(shape, axes):
+    """The shape of one value per group: ``shape`` with the reduced axes of length 1."""
+    return tuple(1 if a in axes else n for a, n in enumerate(shape))
+
+
+def own_groups(name, value, ndim, layout, reduce_axes, view_shape, axes, dtype, training):
+    """An input with its own groups (AdaIN's style features): the array in the working dtype, its
+    reduced axes and its group size.  Its other axes must be those of x's groups, in order."""
+    array = check_array(name, value, ndim, layout)
+    own = tuple(sorted(a % array.ndim for a in reduce_axes))
+    kept = tuple(n for a, n in enumerate(array.shape) if a not in own)
+    groups = tuple(n for a, n in enumerate(view_shape) if a not in axes)
+    if kept != groups:
+        raise ValueError(f"{name} of shape {array.shape} must have the sizes of x's groups {groups} on its axes "
+                         f"outside {own}, got {kept}")
+    m = group_size(array.shape, own)
+    if training:
+        check_nonempty(m, f"group of {name}", array.shape)
+    return as_work(array, dtype, copy=True), own, m
+
+
 def check_group_size(m, what, minimum=2):
     """Batch statistics of a single value are meaningless: every output would equal beta.
     As in torch, layer norm and group norm still accept one value per group (minimum 1)."""
