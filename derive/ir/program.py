@@ -273,7 +273,11 @@ def build(d: Derivation, reserved=()) -> KernelIR:
 
 def _unprinted(d: Derivation) -> str:
     """What of ``d`` no backend prints yet ("" when every part is printed)."""
-    model = d.model
+    model, spec = d.model, d.spec
+    own_axes = sorted(p.name for p in model.params if spec._norm(spec.leaf_axes(p.name)) != spec._norm(spec.param_axes))
+    if own_axes:
+        return (f"a graph whose parameters span other axes than param_axes={spec.param_axes} "
+                f"({', '.join(own_axes)}: LAYOUT axes)")
     if model.inputs:
         return (f"a graph whose inputs besides {model.x.name} broadcast against it "
                 f"({', '.join(s.name for s in model.inputs)})")
