@@ -222,6 +222,35 @@ def group_size(shape, axes):
     return size
 
 
+def leaf_axes(ndim, spans):
+    """The axes of the working view a parameter or input spans (None: every axis, x's shape)."""
+    return tuple(range(ndim)) if spans is None else tuple(sorted(a % ndim for a in spans))
+
+
+def union_axes(ndim, *spans):
+    """The axes some leaf spans: the kernels' parameter axes when the leaves span different ones."""
+    return tuple(sorted(set().union(*(leaf_axes(ndim, s) for s in spans))))
+
+
+def leaf(name, value, view_shape, spans, description, dtype):
+    """A parameter or input that spans its own axes of the working view: checked, in the working dtype
+    (a copy), laid out along those axes; and the shape its gradient is returned in."""
+    ndim = len(view_shape)
+    own = leaf_axes(ndim, spans)
+    features = tuple(view_shape[a] for a in own)
+    allowed = (features, broadcast_shape(ndim, own, features))
+    check_param_shape(name, value, allowed, description)
+    return as_work(value, dtype, copy=True).reshape(allowed[1]), param_shape(value, features)
+
+
+def leaf_gradient(grad, ndim, spans, shape):
+    """A leaf's gradient, summed over the axes it does not span, in its own ``shape``."""
+    own = leaf_axes(ndim, spans)
+    grad = numpy.asarray(grad)
+    other = tuple(a for a in range(grad.ndim) if a not in own and grad.shape[a] != 1)
+    return (numpy.sum(grad, axis=other, keepdims=True) if other else grad).reshape(shape)
+
+
 def group_shape(shape, axes):
     """The shape of one value per group: ``shape`` with the reduced axes of length 1."""
     return tuple(1 if a in axes else n for a, n in enumerate(shape))

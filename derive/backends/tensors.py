@@ -113,7 +113,8 @@ def tensor_context(ir: KernelIR, code) -> dict:
     """The printed kernels of one entry, for templates/torch_kernels.py.jinja and jax_kernels.py.jinja:
     each IR function printed by ``code``, what each backward reads, and what the forward must save."""
     params = [p.name for p in ir.params]
-    inputs = {ir.x.name, *params, *(s.name for s in ir.reads_running), *(s.name for dm in ir.domains for s in dm.stats)}
+    inputs = {ir.x.name, *params, *(s.name for s in ir.inputs), *(s.name for s in ir.reads_running),
+              *(s.name for dm in ir.domains for s in dm.stats)}
 
     def arguments(names, known):
         saved = [n for n in names if n not in known]
@@ -148,6 +149,8 @@ def tensor_context(ir: KernelIR, code) -> dict:
         "args_test": args_test,
         "output": ir.output.name,
         "imports": [s.name for dm in ir.domains for s in dm.stats],
+        "input_names": [s.name for s in ir.inputs],
+        "leaf_spans": {name: repr(spans) for name, spans in ir.spans},
         "results_train": [r.name for r in train.results],
         "results_test": [r.name for r in test.results] if test is not None else [],
         **second_context(ir, code, inputs),
@@ -185,7 +188,8 @@ def generic(ir: KernelIR) -> dict:
             default = float(sp.Float(1 - c.default, 15))   # torch's momentum weights the batch
         constants.append((names.original(c.symbol).name, c.symbol.name, repr(default)))
     features = ", ".join(spec.layout.split(",")[a] for a in spec.param_axes if not spec.groups) or "C"
-    positional = [ir.x.name, *(dm.input.name for dm in ir.domains), *(f"{p.name}=None" for p in ir.params),
+    positional = [ir.x.name, *(dm.input.name for dm in ir.domains), *(s.name for s in ir.inputs),
+                  *(f"{p.name}=None" for p in ir.params),
                   *(f"{r.buffer}=None" for r in ir.running)]
     keywords = (["num_groups"] if spec.groups else []) + (["training=True"] if ir.has_running else []) + [
         f"{name}={default}" for _, name, default in constants]

@@ -16,7 +16,8 @@ LAYOUT_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer
 
 def cache_keys(ir: KernelIR) -> list[str]:
     own = {k for dm in ir.domains for k in (dm.axes, dm.m.name)}   # an input's own groups
-    return list(LAYOUT_KEYS) + sorted({s.name for s in ir.cache_values} | {f"{p.name}_shape" for p in ir.params} | own)
+    shapes = {f"{p.name}_shape" for p in (*ir.params, *ir.inputs)}
+    return list(LAYOUT_KEYS) + sorted({s.name for s in ir.cache_values} | shapes | own)
 
 
 def backward_functions(ir: KernelIR) -> list[tuple[str, str, str]]:
@@ -43,6 +44,19 @@ def param_description(spec) -> str:
     return f"({', '.join(along)},)"
 
 
+def leaf_description(spec, spans) -> str:
+    """The shape a parameter or input spanning ``spans`` of the working view is given in, as letters."""
+    letters = spec.layout.split(",")
+    if spans is None:
+        return "(" + ", ".join(letters) + ") (the shape of x)"
+    if not spans:
+        return "() (one value for the layer)"
+    if spec.any_rank:
+        return f"the sizes of x's axes {tuple(spans)}"
+    return "(" + ", ".join(letters[a] for a in spans) + ",)" if len(spans) == 1 else \
+        "(" + ", ".join(letters[a] for a in spans) + ")"
+
+
 def axes_description(spec) -> str:
     letters = spec.layout.split(",")
     if spec.groups:
@@ -66,6 +80,11 @@ def common(ir: KernelIR) -> dict:
         "output": ir.output.name,
         "param_names": [p.name for p in ir.params],
         "domain_inputs": [dm.input.name for dm in ir.domains],
+        "input_names": [s.name for s in ir.inputs],
+        "leaf_spans": {name: repr(spans) for name, spans in ir.spans},
+        "leaf_descriptions": {name: leaf_description(spec, spans) for name, spans in ir.spans},
+        "leaf_grads": [(g.name, leaf.name, dict(ir.spans).get(leaf.name, "default"))
+                       for g, leaf in zip(ir.grads[1:], (*ir.params, *ir.inputs))],
         "grads": [g.name for g in ir.grads],
         "dx": ir.grads[0].name,
         "constants": constants,
@@ -95,8 +114,9 @@ def call(module, build, case) -> list:
     if ir.has_running:
         params["mode"] = "train" if case.training else "test"
         params.update({buffer: value.copy() for buffer, value in case.running.items()})
-    args = ([case.x.copy(), *(case.inputs[dm.input.name].copy() for dm in ir.domains), *(w.copy() for w in case.weights)]
-            + ([case.groups] if spec.groups else []))
+    leaves = [*(dm.input for dm in ir.domains), *ir.inputs]   # after x, in this order, then the parameters
+    args = ([case.x.copy(), *(case.inputs[ir.names.original(s).name].copy() for s in leaves),
+             *(w.copy() for w in case.weights)] + ([case.groups] if spec.groups else []))
     forward = getattr(module, f"{spec.name}_forward")
     out, cache = forward(*args, params)
     found = [(forward.__name__, "out", out)]

@@ -117,11 +117,16 @@ class Sums:
 
 
 def parameter_gradients(d: Derivation, sums: Sums, body: list[Assign]) -> list[Assign]:
-    """One gradient per parameter in the normal form (module docstring): a named group sum summed
-    over the outer axes, or, for a parameter that varies inside a group, a ParamSum."""
+    """One gradient per parameter (then per input that broadcasts against x) in the normal form (module
+    docstring): a named group sum summed over the outer axes, or, for a leaf that varies inside a group,
+    a ParamSum."""
     out = []
-    for p in d.params:
+    inputs = tuple(g.collected for g in d.grads if g.leaf in d.model.inputs)   # inputs that broadcast: the same
+    for p in d.params + inputs:
         local = p.expr.args[0]
+        if isinstance(p.expr, OuterSum):   # a per-group value that is not a group sum: summed over the groups
+            out.append(Assign(p.symbol, p.expr))
+            continue
         if isinstance(p.wrt, Elem):
             out.append(Assign(p.symbol, ParamSum(local)))
             continue

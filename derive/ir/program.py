@@ -142,6 +142,11 @@ class KernelIR:
     split: Split | None = None
     cached: dict = field(default_factory=dict)   #: backward function name -> forward values it reads
     domains: tuple[DomainIR, ...] = ()    #: the inputs with their own groups (their gradients end ``grads``)
+    inputs: tuple[sp.Symbol, ...] = ()    #: the inputs that broadcast against x (their gradients follow the params')
+    #: (leaf, the axes of the working view it spans; None: every axis) for every parameter and input, when an
+    #: input broadcasts or a parameter spans other axes than the layout's param_axes (else empty): a kernel
+    #: takes each in its own shape and sums its gradient to that shape
+    spans: tuple = ()
 
     def __getitem__(self, name: str) -> Function:
         return self.functions[name]
@@ -224,10 +229,13 @@ def build(d: Derivation, reserved=()) -> KernelIR:
                              tuple(names[dg.seeds[o]] for o in dg.domain.outputs),
                              *(assigns(b) for b in domain_raw[dg.input]), names[dg.stages[-1].symbol])
                     for dg in d.domains)
-    grads = (names[d.stages[-1].symbol], *(names[p.symbol] for p in d.params), *(dm.grad for dm in domains))
+    input_grads = tuple(names[g.collected.symbol] for g in d.grads if g.leaf in model.inputs)
+    grads = (names[d.stages[-1].symbol], *(names[p.symbol] for p in d.params), *input_grads,
+             *(dm.grad for dm in domains))
     seeds = tuple(s for dm in domains for s in dm.seeds)
     bodies = {key: assigns(body) for key, body in raw.items()}
-    leaves = {names[s] for s in (model.x, *model.params, *model.stats, *model.reads_running, *model.imports)}
+    leaves = {names[s] for s in (model.x, *model.params, *model.inputs, *model.stats, *model.reads_running,
+                                 *model.imports)}
     leaves |= {dm.input for dm in domains}
     consts = {names[c.symbol] for c in model.constants}
     produced = {a.target for key in ("forward_train", "forward_test") if key in bodies for a in bodies[key]}
@@ -258,7 +266,9 @@ def build(d: Derivation, reserved=()) -> KernelIR:
     split = Split(names[parts[0]], names[parts[1]], *(assigns(b) for b in parts[2:])) if parts else None
     return KernelIR(
         spec=d.spec, names=names, x=names[model.x], dy=names[model.dy], output=names[model.output.symbol],
-        params=tuple(names[p] for p in model.params),
+        params=tuple(names[p] for p in model.params), inputs=tuple(names[s] for s in model.inputs),
+        spans=tuple((names[s].name, _spans(d.spec, s)) for s in (*model.params, *model.inputs))
+        if model.inputs or any(_spans(d.spec, p) != tuple(d.spec.param_axes) for p in model.params) else (),
         constants=tuple(dataclasses.replace(c, symbol=names[c.symbol]) for c in model.constants),
         running=tuple(Running(names[r.symbol].name, names[r.stat], rn(r.update)) for r in model.running),
         reads_running=tuple(names[s] for s in model.reads_running),
@@ -271,16 +281,21 @@ def build(d: Derivation, reserved=()) -> KernelIR:
         split=split, cached=cached, domains=domains)
 
 
+def _spans(spec, leaf: sp.Symbol):
+    """The axes of the working view a parameter or input spans, as the layout gives them (None: x's shape)."""
+    given = dict(spec.inputs).get(leaf.name)
+    if given is not None and given.axes is None and not given.own_groups:
+        return None
+    return tuple(spec.leaf_axes(leaf.name))
+
+
 def _unprinted(d: Derivation) -> str:
     """What of ``d`` no backend prints yet ("" when every part is printed)."""
     model, spec = d.model, d.spec
-    own_axes = sorted(p.name for p in model.params if spec._norm(spec.leaf_axes(p.name)) != spec._norm(spec.param_axes))
-    if own_axes:
-        return (f"a graph whose parameters span other axes than param_axes={spec.param_axes} "
-                f"({', '.join(own_axes)}: LAYOUT axes)")
-    if model.inputs:
-        return (f"a graph whose inputs besides {model.x.name} broadcast against it "
-                f"({', '.join(s.name for s in model.inputs)})")
+    own = [s.name for s in (*model.params, *model.inputs) if _spans(spec, s) != tuple(spec.param_axes)]
+    if own and (spec.groups or d.test_model is not None or spec.batch_axis_option):
+        return (f"a graph whose leaves span other axes than param_axes={spec.param_axes} ({', '.join(own)}) "
+                "and " + ("groups of channels" if spec.groups else "running statistics"))
     if model.domains and (d.spec.groups or d.test_model is not None):
         return (f"a graph with an input with its own groups ({', '.join(dm.input.name for dm in model.domains)}) "
                 "and " + ("groups of channels" if d.spec.groups else "running statistics"))

@@ -61,6 +61,15 @@ def x_shape(spec, view: tuple[int, ...]) -> tuple[int, ...]:
     return (view[0], view[1] * view[2]) + view[3:] if spec.groups else view
 
 
+def features(view: evaluate.View, name: str) -> tuple[int, ...]:
+    """The shape a parameter or input is given in: the sizes of the axes it spans (() for one value); a
+    parameter on the layout's own axes as one flat vector (group norm's (C,) spans (G, C/G) of its view)."""
+    if name not in dict(view.leaf_axes):
+        n = int(np.prod([view.shape[a] for a in view.param_axes]))
+        return (n,) if view.param_axes else ()
+    return tuple(view.shape[a] for a in view.spans(name))
+
+
 def own_shape(spec, name: str, view: evaluate.View, m: int) -> tuple[int, ...]:
     """The shape of an input with its own groups: x's groups on its other axes, in order, and groups of
     m + 1 elements (not x's m, so that a kernel dividing by the wrong size is caught)."""
@@ -91,10 +100,10 @@ def cases(d, facade_rule=None, seed: int = 0) -> list[Case]:
                 continue
             for view_shape in view_shapes(spec, m):
                 view = evaluate.View(view_shape, tuple(a % len(view_shape) for a in spec.reduce_axes),
-                                     tuple(a % len(view_shape) for a in spec.param_axes))
+                                     tuple(a % len(view_shape) for a in spec.param_axes),
+                                     evaluate.view_of(spec, x_shape(spec, view_shape), GROUPS).leaf_axes)
                 n_param = int(np.prod([view_shape[a] for a in view.param_axes]))
-                features = (n_param,) if view.param_axes else ()   # one value for the layer: shape ()
-                weights = [rng.uniform(0.5, 1.5, features) * rng.choice([-1, 1]) for _ in model.params]
+                weights = [rng.uniform(0.5, 1.5, features(view, p.name)) * rng.choice([-1, 1]) for p in model.params]
                 running = {r.buffer: rng.uniform(0.5, 1.5, n_param) for r in model.running}
                 x = rng.standard_normal(view_shape) * 2 + 0.5
                 case = Case(f"{'train' if training else 'test'}, x {x_shape(spec, view_shape)}", training, m,
@@ -103,11 +112,13 @@ def cases(d, facade_rule=None, seed: int = 0) -> list[Case]:
                             rng.standard_normal(x_shape(spec, view_shape)))
                 # the double backward at m >= 2: a group of one is constant, its variance 0, and the second
                 # order's terms of 1/std**4 (1e10 at eps = 1e-5) cancel to what float64 cannot resolve to 1e-10
-                if training and d.second is not None and m >= 2 and not model.domains:   # (not printed there)
+                if training and d.second is not None and m >= 2 and not (model.domains or view.leaf_axes):
                     case.upstream = [rng.standard_normal(case.x.shape)] + [rng.standard_normal(w.shape)
                                                                           for w in weights]
                 case.inputs = {dm.input.name: rng.standard_normal(own_shape(spec, dm.input.name, view, m)) * 1.5 - 0.3
                                for dm in model.domains}
+                case.inputs.update({s.name: rng.standard_normal(features(view, s.name)) * 0.8 + 0.6
+                                    for s in model.inputs})
                 answer(d, case, view, facade_rule)
                 out.append(case)
     return out
@@ -118,8 +129,10 @@ def answer(d, case: Case, view: evaluate.View, facade_rule) -> None:
     model = d.model if case.training else d.test_model
     weights = {p.name: w for p, w in zip(model.params, case.weights)}
     running = {k: v.reshape(view.stat_shape) for k, v in case.running.items()}
-    own = {name: (a, evaluate.own_view(d.spec, name, a.shape)) for name, a in case.inputs.items()}
-    env = evaluate.forward(model, case.x.reshape(view.shape), weights, case.constants, view, running, {}, own)
+    domains = {dm.input.name for dm in model.domains}
+    own = {name: (a, evaluate.own_view(d.spec, name, a.shape)) for name, a in case.inputs.items() if name in domains}
+    broadcast = {name: a for name, a in case.inputs.items() if name not in domains}
+    env = evaluate.forward(model, case.x.reshape(view.shape), weights, case.constants, view, running, broadcast, own)
     case.expected["out"] = np.asarray(env[model.output.symbol.name]).reshape(case.x.shape)
     if case.training:
         for r in model.running:
@@ -131,10 +144,10 @@ def answer(d, case: Case, view: evaluate.View, facade_rule) -> None:
     case.expected["grad:0"] = np.asarray(back[stages[-1].symbol.name]).reshape(case.x.shape)
     for k, p in enumerate(d.params, 1):
         case.expected[f"grad:{k}"] = np.asarray(back[p.symbol.name]).reshape(-1)
-    if model.domains:   # the gradient of each input with its own groups, after the parameters'
+    if model.domains or model.inputs:   # each input's gradient after the parameters' (those with own groups last)
         grads = evaluate.gradients(d, env, case.dout.reshape(view.shape), view, training=case.training)
-        for k, dm in enumerate(model.domains, 1 + len(d.params)):
-            case.expected[f"grad:{k}"] = np.asarray(grads["d" + dm.input.name]).reshape(-1)
+        for k, s in enumerate((*model.inputs, *(dm.input for dm in model.domains)), 1 + len(d.params)):
+            case.expected[f"grad:{k}"] = np.asarray(grads["d" + s.name]).reshape(-1)
     if case.upstream:
         second_answer(d, case, env, view)
 

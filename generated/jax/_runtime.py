@@ -43,12 +43,38 @@ def divide_or_zero(num, den):
 
 
 def cotangents(grads, params, reads, imports=()):
-    """dx, each parameter's gradient in its own shape, zeros for the values read as constants, and the
-    adjoints of the statistics of an input with its own groups (the seeds of its own backward)."""
+    """dx, each parameter's (and input's) gradient in its own shape, zeros for the values read as constants,
+    and the adjoints of the statistics of an input with its own groups (the seeds of its own backward)."""
     dx, *rest = grads
     dparams, seeds = rest[:len(params)], rest[len(params):]
-    return (dx, *(jnp.reshape(g, p.shape) for g, p in zip(dparams, params)), *(jnp.zeros_like(r) for r in reads),
+    return (dx, *(to_shape(g, p.shape) for g, p in zip(dparams, params)), *(jnp.zeros_like(r) for r in reads),
             *(jnp.broadcast_to(g, s.shape) for g, s in zip(seeds, imports)))
+
+
+def to_shape(g, shape):
+    """A gradient summed over the axes where its leaf has length 1, in the leaf's shape."""
+    other = tuple(a for a, n in enumerate(shape) if n == 1 and jnp.shape(g)[a] != 1)
+    return jnp.reshape(jnp.sum(g, axis=other, keepdims=True) if other else g, shape)
+
+
+def leaf_axes(ndim, spans):
+    """The axes of the working view a parameter or input spans (None: every axis, x's shape)."""
+    return tuple(range(ndim)) if spans is None else tuple(sorted(a % ndim for a in spans))
+
+
+def leaf_layout(view_shape, layout, spans):
+    """The static layout when the leaves span different axes: the parameter axes are all they span."""
+    k = set().union(*(leaf_axes(len(view_shape), s) for s in spans))
+    return globals()["layout"](view_shape, dict(layout)["axes"], tuple(n if a in k else 1 for a, n in enumerate(view_shape)))
+
+
+def leaf(value, like, spans, fill, name):
+    """A parameter or input spanning its own axes of the working view; None is ``fill`` (a parameter)."""
+    own = leaf_axes(like.ndim, spans)
+    shape = tuple(n if a in own else 1 for a, n in enumerate(like.shape))
+    if value is None and fill is None:
+        raise ValueError(f"{name} is required")
+    return parameter(value, like, shape, fill, name)
 
 
 def own_groups(value, name, reduce_axes, view_shape, axes):

@@ -39,10 +39,12 @@ def run(package: str, build, case) -> list:
         new = fn(*inputs, **buffers, **kw, return_running=True)[1] if running else {}
         return out, vjp(dout), new
 
-    own = [jnp.asarray(case.inputs[dm.input.name]) for dm in ir.domains]   # after x, as the generic API takes them
+    # after x, as the generic API takes them: the inputs with their own groups, those that broadcast, the parameters
+    own = [jnp.asarray(case.inputs[ir.names.original(s).name]) for s in (*(dm.input for dm in ir.domains), *ir.inputs)]
     inputs = [jnp.asarray(case.x), *own] + [jnp.asarray(w) for w in case.weights]
     out, grads, new = everything(jnp.asarray(case.dout), *inputs)
-    grads = [grads[0], *grads[1 + len(own):], *grads[1:1 + len(own)]]   # dx, the parameters', then the inputs'
+    nd = len(ir.domains)   # the gradients as the cases give them: dx, the parameters', the inputs', own groups last
+    grads = [grads[0], *grads[1 + len(own):], *grads[1 + nd:1 + len(own)], *grads[1:1 + nd]]
     name = build.spec.name
     found = [(name, "out", out)] + [(f"{name} (vjp)", f"grad:{k}", g) for k, g in enumerate(grads)]
     found += [(name, f"running:{ir.names.original(r.symbol).name}", new[r.buffer]) for r in ir.running if running]

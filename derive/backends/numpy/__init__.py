@@ -17,9 +17,7 @@ def jobs(builds: list[Build]) -> dict[str, tuple[str, dict]]:
     out = {}
     for b in builds:
         shared = common(b.ir)
-        out[f"{b.spec.name}.py"] = ("numpy_kernels.py.jinja", {
-            **context(b.ir, shared),
-            "grad_params": [(g.name, p.name) for g, p in zip(b.ir.grads[1:], b.ir.params)]})
+        out[f"{b.spec.name}.py"] = ("numpy_kernels.py.jinja", context(b.ir, shared))
     out["_runtime.py"] = ("file:derive/backends/numpy/files/_runtime.py", {})
     out["_blocks.py"] = ("file:derive/backends/numpy/files/_blocks.py", {})
     return out

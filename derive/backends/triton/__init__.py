@@ -19,8 +19,9 @@ def jobs(builds: list[Build]) -> dict[str, tuple[str, dict]]:
 
 
 def prints(build: Build) -> bool:
-    """Every entry but one with an input with its own groups (AdaIN's style features): not printed yet."""
-    return not build.ir.domains
+    """Every entry but those with an input with its own groups (AdaIN's style features), an input that
+    broadcasts against x, or a leaf spanning other axes than the layout's param_axes: not printed yet."""
+    return not (build.ir.domains or build.ir.inputs or build.ir.spans)
 
 
 BACKEND = Backend(name="triton", prints=prints, order=5, package="triton", requires=("triton", "torch"), extra="triton",
