@@ -55,7 +55,7 @@ def test_a_local_of_a_backend_never_takes_a_graph_name():
 # --------------------------------------------------------------------------- user layers, built
 
 
-LAYOUT = 'from derive.forward import Spec\nLAYOUT = Spec({name!r}, {title!r}, {layout!r}, {reduce}, {params}, "p")\n'
+LAYOUT = 'from derive.forward import Spec\nLAYOUT = Spec({name!r}, {title!r}, {layout!r}, {reduce}, {params}, "p"{extra})\n'
 
 GRAPHS = {
     # batch norm with a learned epsilon, all in the output (numba's dgamma was off by 7.4, deps by 52)
@@ -83,6 +83,16 @@ GRAPHS = {
             norm = graph.let("norm", graph.sqrt(graph.sum("sq", x ** 2)))
             graph.output(g * x / norm)
     """, lambda x, g: g * x / torch.sqrt((x ** 2).sum(-1, keepdim=True))),
+    # layer norm in one line, groups of one allowed (torch's rule): no normalized node, so the compact dx was
+    # printed in x, whose coefficients (1/eps**1.5 times terms that sum to 0) cancelled to 3e-9 where dx is 0
+    # at a group of one, and derive build refused it; it is printed in x - mu
+    "ln_one_line": ("N,D", (1,), (1,), """
+        def forward(g):
+            x, gamma, beta = g.input("x"), g.param("gamma"), g.param("beta")
+            mu = g.mean("mu", x)
+            var = g.mean("var", (x - mu) ** 2)
+            g.output(gamma * (x - mu) / g.sqrt(var + g.constant("eps", 1e-5)) + beta)
+    """, lambda x, gamma, beta: torch.nn.functional.layer_norm(x, (4,), gamma, beta, 1e-5), ", min_group=1"),
     # names Python reads as one (micro sign, Greek mu): the numba kernel was 72% off
     "micro": ("N,D", (0,), (1,), """
         def forward(g):
@@ -96,8 +106,9 @@ GRAPHS = {
 
 def write_graph(folder, name: str) -> object:
     layout, reduce, params, body = GRAPHS[name][:4]
+    extra = GRAPHS[name][5] if len(GRAPHS[name]) > 5 else ""
     path = folder / f"{name}.py"
-    path.write_text(LAYOUT.format(name=name, title=name, layout=layout, reduce=reduce, params=params)
+    path.write_text(LAYOUT.format(name=name, title=name, layout=layout, reduce=reduce, params=params, extra=extra)
                     + textwrap.dedent(body), encoding="utf-8")
     return path
 
