@@ -347,6 +347,14 @@ class Printed:
             e(1, f"like = numpy.empty(0, {first}.dtype)")
         return sources, allocate
 
+    def store_sums(self, e: Emit, depth: int, ph, sources: dict, per_group: str) -> None:
+        """The group sums of ``ph`` that are results too (a user's graph may save a sum for its
+        backward): copied from the float64 sums the phases read into their result arrays."""
+        for acc, _ in ph.sums:
+            if acc.name in self.r.group_out:
+                target = self.array(acc.name, "g") + (per_group or "[:]")
+                e(depth, f"{target} = {self.view(sources, acc.name, per_group)}")
+
     @staticmethod
     def view(sources: dict, name: str, per_group: str) -> str:
         array, local = sources[name]
@@ -453,6 +461,7 @@ class Printed:
             if ph.sums or ph.partials:
                 self.cols_pass(e, 2, n, ph, inner, sources, "range(O)", lambda s: self.view(sources, s, "[g0:g1]"),
                                "tc")
+                self.store_sums(e, 2, ph, sources, "[g0:g1]")
             if ph.group or any(acc in dict(sc.outer).values() for acc, _ in ph.sums):
                 self.group_call(e, 2, ph, inner[f"g{n}"], sources, "[g0:g1]")
         self.cols_elements(e, 2, inner, sources, "range(O)")
@@ -486,6 +495,7 @@ class Printed:
                                lambda s: f"{self.local(s + '_r')}[rc, g0:g1]", "t")
                 for acc, _ in ph.sums:
                     e(1, f"_layout.sum_chunks({self.local(acc.name + '_r')}, {sources[acc.name][0]})")
+                self.store_sums(e, 1, ph, sources, "")
             if ph.group or any(acc in dict(sc.outer).values() for acc, _ in ph.sums):
                 self.group_call(e, 1, ph, inner[f"g{n}"], sources, "", "_all")
         e(1, "for t in numba.prange(RC * TC):")
