@@ -12,12 +12,18 @@ Every comparison is with torch's own layers, or with the printed operations, on 
 from __future__ import annotations
 
 import copy
+import importlib
 import inspect
+import os
+import pkgutil
 import sys
 import types
 
 import pytest
 
+# generated.triton's kernels run here under Triton's interpreter, on CPU tensors: read when triton is
+# imported (torch.compile's dynamo imports it), so set first, as tests/test_triton.py does
+os.environ["TRITON_INTERPRET"] = "1"
 torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 
@@ -278,3 +284,65 @@ def test_without_a_kernel_module_the_printed_operations_run(monkeypatch):
     x = rand(6, 5)
     assert close(gt.layer_norm(x, (5,)), F.layer_norm(x, (5,)))
     assert rt._LOADED == {("no_such_backend", "layernorm"): None}
+
+
+
+#: every entry of generated.torch (a module with the printed functions of the kernel contract)
+ENTRIES = sorted(m.name for m in pkgutil.iter_modules(gt.__path__)
+                 if hasattr(importlib.import_module(f"generated.torch.{m.name}"), "forward_train"))
+
+
+def _generic_call(entry, training):
+    """(fn, x, params) for the generic API of ``entry`` on a small input: a function of x and the
+    parameters that gives the running buffers (fresh ones at each call) and the mode."""
+    T = importlib.import_module(f"generated.torch.{entry}")
+    fn = getattr(T, entry)
+    keywords = inspect.signature(fn).parameters
+    groups = 2 if "num_groups" in keywords else None
+    ndim = max([a for a in T._REDUCE_AXES + T._PARAM_AXES if a >= 0] + [1]) + 1 - bool(groups)
+    x = rand(*((6, 4) if ndim == 2 else (3, 4, 2, 3)[:ndim]), seed=11) * 2 + 0.5
+    _, layout, pshape, _ = rt.working_view(x, T._REDUCE_AXES, T._PARAM_AXES, groups)
+    params = [rand(*pshape, seed=12 + k).abs() + 0.5 for k in range(len(T.PARAMS))]
+    extra = {"num_groups": groups} if groups else {}
+    if "training" in keywords:
+        extra["training"] = training
+
+    def call(x, *params):
+        stat = layout["stat_shape"]
+        buffers = {k: v + 0.25 * rand(*stat, seed=20).abs() for k, v in
+                   ((k, torch.full(stat, v, dtype=D64)) for k, v in getattr(T, "BUFFER_INIT", {}).items())}
+        return fn(x, *params, **buffers, **extra)
+    return call, x, params
+
+
+@pytest.mark.parametrize("entry, training", [(e, t) for e in ENTRIES for t in (True, False)
+                                             if t or importlib.import_module(f"generated.torch.{e}").STATS])
+def test_generated_tritons_own_modules_take_the_dispatch(entry, training, monkeypatch):
+    """The real generated.triton, under Triton's interpreter on CPU tensors (registered for the CPU
+    here; CUDA's in the dispatch): each pass of the generic API goes to its function of the kernel
+    contract (forward_train and backward_train_fused, or forward_test and backward_test), with the
+    results of the printed operations."""
+    pytest.importorskip("triton")
+    kernels = importlib.import_module(f"generated.triton.{entry}")
+    calls = []
+    for name in ("forward_train", "backward_train_fused", "forward_test", "backward_test"):
+        if not hasattr(kernels, name):   # no test mode
+            continue
+
+        def record(*args, _fn=getattr(kernels, name), _name=name, **kwargs):
+            calls.append(_name)
+            return _fn(*args, **kwargs)
+        monkeypatch.setattr(kernels, name, record)
+    fn, x, params = _generic_call(entry, training)
+    found = []
+    for backend in ("triton", "no_such_backend"):
+        monkeypatch.setitem(rt.FAST, "cpu", backend)
+        monkeypatch.setattr(rt, "_LOADED", {})
+        leaves = [x.clone().requires_grad_()] + [p.clone().requires_grad_() for p in params]
+        out = fn(*leaves)
+        found.append((out, torch.autograd.grad(out, leaves, rand(*out.shape, seed=9))))
+    mode = ("forward_train", "backward_train_fused") if training else ("forward_test", "backward_test")
+    assert calls == list(mode)
+    (out, grads), (want, want_grads) = found
+    assert close(out, want)
+    assert all(close(a, b) for a, b in zip(grads, want_grads))
