@@ -184,6 +184,12 @@ def _fake(kind, like, stat_shape, param_sum_axes):
     return like.new_empty([1 if a in summed else n for a, n in enumerate(like.shape)])
 
 
+def _schema_name(name, k, prefix):
+    """An argument's name in an operator's schema, which takes ASCII identifiers only: the graph's
+    own name where it is one, else ``prefix`` and its position (a user's graph may name a node µ)."""
+    return name if name.isascii() and name.isidentifier() and not name.startswith("_") else f"{prefix}{k}"
+
+
 def operator(entry, name, module, printed_name, tensors, constants, outputs):
     """The custom operator ``<entry>_<name>`` of the printed function ``printed_name`` of ``module``
     (looked up at each call): tensors ``tensors``,
@@ -195,7 +201,8 @@ def operator(entry, name, module, printed_name, tensors, constants, outputs):
     def printed(*args, **kwargs):
         return getattr(sys.modules[module], printed_name)(*args, **kwargs)
 
-    schema = ("(" + ", ".join([f"Tensor {t}" for t in tensors] + [f"float {c}" for c in constants]
+    schema = ("(" + ", ".join([f"Tensor {_schema_name(t, k, 't')}" for k, t in enumerate(tensors)]
+                              + [f"float {_schema_name(c, k, 'c')}" for k, c in enumerate(constants)]
                               + ["SymInt m", "int[] axes", "int[] param_sum_axes", "int[] outer_axes",
                                  "SymInt[] stat_shape"])
               + ") -> (" + ", ".join("Tensor" for _ in outputs) + ")")
