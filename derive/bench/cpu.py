@@ -13,7 +13,8 @@ Contenders, timed side by side in one process:
 Each case (norm, shape, dtype, pass) warms every contender up, then runs
 rounds in which every contender runs once, starting each round at a different
 contender so that all of them share the machine's drift; the median of the
-rounds is reported.  Usage: ``derive bench [--quick] [--out DIR] [--dtype D] [--repeats N]``.
+rounds is reported.  Usage: ``derive bench [--quick] [--out DIR] [--dtype D] [--repeats N]
+[--norm NORM] [--shape AxB]``.
 """
 from __future__ import annotations
 
@@ -313,6 +314,17 @@ def plot(results: list[Result], out: Path) -> list[Path]:
 # --------------------------------------------------------------------------- command line
 
 
+def shape_arg(text: str) -> tuple[int, ...]:
+    """A shape as 'AxB' or 'NxCxHxW' (two or four positive sizes)."""
+    try:
+        shape = tuple(int(n) for n in text.lower().split("x"))
+    except ValueError:
+        shape = ()
+    if len(shape) not in (2, 4) or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"--shape {text!r}: expected two or four positive sizes, e.g. 4096x1024")
+    return shape
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="derive bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="two small shapes, float32, few rounds (smoke test)")
@@ -322,6 +334,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=None, metavar="N",
                    help="at most N timed rounds per case (default 200; 5 with --quick)")
     p.add_argument("--norm", choices=NORMS, action="append", help="only this norm (repeatable)")
+    p.add_argument("--shape", type=shape_arg, action="append", metavar="AxB[xCxD]",
+                   help="only this shape (repeatable; e.g. 1048576x2, 32x64x56x56)")
     p.add_argument("--no-torch", action="store_true", help="leave PyTorch out even where installed")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="cuda: generated.triton against torch on a GPU instead (derive/bench/gpu.py; "
@@ -356,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     dtype = args.dtype or ("float32" if args.quick else "both")
     dtypes = ("float32", "float64") if dtype == "both" else (dtype,)
-    shapes = QUICK_SHAPES if args.quick else SHAPES
+    shapes = args.shape or (QUICK_SHAPES if args.quick else SHAPES)
     max_rounds = args.repeats or (5 if args.quick else 200)
     budget = 0.0 if args.quick else BUDGET_S
     found = backends(args.no_torch)

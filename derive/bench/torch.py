@@ -1,25 +1,33 @@
-"""Time generated.torch's printed backward beside torch's native kernels, in one process.
+"""Time generated.torch beside torch's native kernels, in one process.
 
-For batch norm (training) at (4096, 1024) and (32, 64, 56, 56) float32, with 1 and 2
-threads: the backward of ``generated.torch.batch_norm`` (the printed compact form) and of
-``torch.nn.functional.batch_norm`` (aten's native kernel), each timed as
-``torch.autograd.grad`` of one recorded forward; the median of ``repeats`` runs, the two
-taken in turn (one of each per round), so that a load that comes and goes on a shared
-machine falls on both alike.
+Issue 20's CPU cases, float32, training: batch norm at (4096, 1024) and (32, 64, 56, 56), layer
+norm at (8192, 1024) (over its last axis), group norm at (32, 64, 56, 56) (32 groups).  Each call
+is one forward with autograd recording and ``torch.autograd.grad`` of its output (x and the
+affine parameters): forward + backward, as one training step runs them.  ``generated.torch``
+sends large float32 CPU tensors to generated.numba's kernels when numba imports (its column
+says which ran: numba or the printed torch operations).  The two are taken in turn, one call of
+each per round, so that a load that comes and goes on a shared machine falls on both alike; the
+median of ``repeats`` rounds is reported, with the load average before and after.
 """
 from __future__ import annotations
 
+import os
 import statistics
 import time
 
-SHAPES = ((4096, 1024), (32, 64, 56, 56))
-QUICK_SHAPES = ((256, 64), (4, 8, 8, 8))
+#: (label, function name in torch.nn.functional and generated.torch, shape, extra arguments)
+CASES = (("batch norm", "batch_norm", (4096, 1024), {}),
+         ("batch norm", "batch_norm", (32, 64, 56, 56), {}),
+         ("layer norm", "layer_norm", (8192, 1024), {}),
+         ("group norm", "group_norm", (32, 64, 56, 56), {"num_groups": 32}))
+QUICK_CASES = (("batch norm", "batch_norm", (256, 64), {}),
+               ("group norm", "group_norm", (4, 8, 8, 8), {"num_groups": 4}))
 
 
 def _medians(fns, repeats: int) -> list[float]:
     """The median seconds of each function, run in turn: one call of each per round."""
     for fn in fns:
-        fn()  # warm-up
+        fn()  # warm-up (the numba kernels compile or load from their cache here)
     runs = [[] for _ in fns]
     for _ in range(repeats):
         for fn, times in zip(fns, runs):
@@ -29,33 +37,47 @@ def _medians(fns, repeats: int) -> list[float]:
     return [statistics.median(times) for times in runs]
 
 
-def backward(torch, batch_norm, shape):
-    """One recorded forward of ``batch_norm`` (training, affine) and a call that runs its backward."""
+def step(torch, module, name: str, shape, extra: dict):
+    """A call that runs one forward (recorded) of ``module.<name>`` (training, affine) and its
+    backward to x and the parameters."""
     g = torch.Generator().manual_seed(0)
-    c = shape[1]
+    c = shape[-1] if name == "layer_norm" else shape[1]
     x = torch.randn(*shape, generator=g).requires_grad_()
     w, b = torch.randn(c, generator=g).requires_grad_(), torch.randn(c, generator=g).requires_grad_()
     dy = torch.randn(*shape, generator=g)
-    y = batch_norm(x, None, None, w, b, training=True)
-    return lambda: torch.autograd.grad(y, (x, w, b), dy, retain_graph=True)
+    fn = getattr(module, name)
+    if name == "batch_norm":
+        forward = lambda: fn(x, None, None, w, b, training=True)  # noqa: E731
+    elif name == "layer_norm":
+        forward = lambda: fn(x, (c,), w, b)  # noqa: E731
+    else:
+        forward = lambda: fn(x, extra["num_groups"], w, b)  # noqa: E731
+    return lambda: torch.autograd.grad(forward(), (x, w, b), dy)
 
 
-def rows(quick: bool = False, repeats: int | None = None) -> list[tuple]:
-    """(shape, threads, generated ms, native ms, ratio) for every shape and thread count."""
+def ran(rt, name: str) -> str:
+    """Which kernels generated.torch ran for the last case: numba, or the printed operations."""
+    return "numba" if any(backend == "numba" and module is not None
+                          for (backend, _), module in rt._LOADED.items()) else "printed"
+
+
+def rows(quick: bool = False, repeats: int | None = None, threads: int = 2) -> list[tuple]:
+    """(label, shape, kernels, generated ms, native ms, ratio) for every case, at ``threads`` threads."""
     import torch
     import torch.nn.functional as F
 
     import generated.torch as gt
-    repeats = repeats or (3 if quick else 20)
+    from generated.torch import _runtime as rt
+    repeats = repeats or (3 if quick else 15)
     before = torch.get_num_threads()
     out = []
     try:
-        for shape in QUICK_SHAPES if quick else SHAPES:
-            fns = [backward(torch, gt.batch_norm, shape), backward(torch, F.batch_norm, shape)]
-            for threads in (1, 2):
-                torch.set_num_threads(threads)
-                ours, native = _medians(fns, repeats)
-                out.append((shape, threads, ours * 1e3, native * 1e3, ours / native))
+        torch.set_num_threads(threads)
+        for label, name, shape, extra in QUICK_CASES if quick else CASES:
+            rt._LOADED.clear()
+            fns = [step(torch, gt, name, shape, extra), step(torch, F, name, shape, extra)]
+            ours, native = _medians(fns, repeats)
+            out.append((label, shape, ran(rt, name), ours * 1e3, native * 1e3, ours / native))
     finally:
         torch.set_num_threads(before)
     return out
@@ -67,16 +89,21 @@ def direction(ratio: float) -> str:
 
 
 def table(results: list[tuple]) -> str:
-    lines = ["| batch norm backward, float32 | threads | generated.torch ms | torch native ms | generated.torch is |",
-             "|---|---|---|---|---|"]
-    for shape, threads, ours, native, ratio in results:
-        lines.append(f"| {shape} | {threads} | {ours:.2f} | {native:.2f} | {direction(ratio)} |")
+    lines = ["| forward + backward, float32, training | shape | generated.torch ran | generated.torch ms "
+             "| torch native ms | generated / native | generated.torch is |",
+             "|---|---|---|---|---|---|---|"]
+    for label, shape, kernels, ours, native, ratio in results:
+        lines.append(f"| {label} | {shape} | {kernels} | {ours:.2f} | {native:.2f} | {ratio:.2f} "
+                     f"| {direction(ratio)} |")
     return "\n".join(lines)
 
 
 def main(quick: bool = False) -> str:
-    """The table, with its title; the caller prints it."""
-    return "generated.torch against torch's native kernels:\n" + table(rows(quick))
+    """The table, with its title and the load average around it; the caller prints it."""
+    load = os.getloadavg()[0]
+    text = table(rows(quick))
+    return (f"generated.torch against torch's native kernels (2 threads; load average {load:.2f} before, "
+            f"{os.getloadavg()[0]:.2f} after):\n" + text)
 
 
 if __name__ == "__main__":
