@@ -17,7 +17,8 @@ _NUMBA_CACHE = tempfile.mkdtemp(prefix="normderive-numba-")
 os.environ["NORMDERIVE_NUMBA_CACHE"] = _NUMBA_CACHE
 
 #: the modules whose tests call generated.numba; they run last (see pytest_collection_modifyitems)
-NUMBA_MODULES = ("test_bench.py", "test_graph_oracle.py", "test_hard_inputs.py", "test_numba.py")
+NUMBA_MODULES = ("test_bench.py", "test_graph_oracle.py", "test_hard_inputs.py", "test_numba.py",
+                 "test_torch_compile.py")
 #: fewer numba tests than this compile their few kernels themselves
 WARMUP_FROM = 100
 _warmup: list[subprocess.Popen] = []

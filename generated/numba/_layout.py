@@ -2,13 +2,25 @@
 # Regenerate it with `derive` (or `python -m derive`) from the project root.
 """How a working view is laid onto the loops of a numba kernel. No derivation math here.
 
-Each axis of the working view gets a loop letter, and the kernel sees one axis
-per letter, in this order:
+Every axis of the working view gets a loop letter, and the kernels see the view as the
+canonical four axes (O, G, K, I), a letter the view lacks having length 1:
 
     o  reduced axes before the group axes (the batch axis of batch norm)
     g  the group axes: one mean and one variance for each g
     k  reduced axes that gamma spans (layer norm's features, group norm's channels)
-    i  reduced axes after the group axes (H and W)
+    i  the other reduced axes (H and W)
+
+so every view of an entry (its own layout, and the views torch.nn.functional takes: batch
+norm's (N, C, L), group norm's (N, G, C/G, L)) runs through the same kernels.  The layout also
+chooses, from the shape alone, how the kernels sweep memory (see derive/backends/numba/kernels.py):
+
+    rows   a thread takes a chunk of groups; the inner loops run along I (at least RUN long)
+    krows  the same along K, for parameters that vary inside a group (I = 1: layer norm)
+    cols   short runs: a thread takes a tile of columns (GT groups) through every pass
+    tall   cols with few tiles and many rows: each pass splits the rows into RC chunks too
+
+Chunk counts, tiles and strategy depend on the shape only, so results never depend on the
+thread count.
 """
 import functools
 import threading
@@ -16,15 +28,20 @@ import threading
 import numba
 import numpy
 
-#: the rows layouts hand groups to the threads in at most CHUNKS chunks (of at least
-#: GROUPS_PER_PARTIAL groups for each gamma when gamma varies inside a group); the columns
-#: layout ("og") hands them rows, in at most ROW_CHUNKS chunks of at least ROWS_PER_CHUNK
-#: rows, whose partial sums are added in chunk order.  Counts fixed by the shape keep every
-#: result independent of the thread count.
+#: runs shorter than RUN elements are swept as columns
+RUN = 32
+#: rows: at most CHUNKS chunks of groups (at least GROUPS_PER_PARTIAL groups per chunk for each
+#: parameter row when the parameters vary inside a group: each chunk keeps a float64 partial of
+#: their gradients)
 CHUNKS = 16
+GROUPS_PER_PARTIAL = 16
+#: cols: tiles of about TILE columns; with fewer than ITEMS tiles, the rows are split too (tall)
+#: into at most ROW_CHUNKS chunks of at least ROWS_PER_CHUNK rows
+TILE = 1024
 ROW_CHUNKS = 8
 ROWS_PER_CHUNK = 64
-GROUPS_PER_PARTIAL = 16
+ITEMS = 8
+LETTERS = "ogki"
 
 
 _LOCK = threading.Lock()
@@ -66,61 +83,76 @@ def _product(sizes):
 
 
 @functools.lru_cache(maxsize=256)
-def layout(view_shape, axes, param_axes, pattern):
+def layout(view_shape, axes, param_axes, varying):
     """The :class:`Layout` of a view, built once per shape."""
-    return Layout(view_shape, axes, param_axes, pattern)
+    return Layout(tuple(view_shape), tuple(axes), tuple(param_axes), varying)
+
+
+def param_axes(ndim, param_sum_axes):
+    """The axes a parameter spans: every axis it is not summed over."""
+    summed = {a % ndim for a in param_sum_axes}
+    return tuple(a for a in range(ndim) if a not in summed)
+
+
+def param_view(view_shape, param_sum_axes):
+    """The shape of a parameter of the view: length 1 along the axes it is summed over."""
+    summed = {a % len(view_shape) for a in param_sum_axes}
+    return tuple(1 if a in summed else n for a, n in enumerate(view_shape))
 
 
 class Layout:
-    """The kernel view of a working view of shape ``view_shape``, for the loop letters ``pattern``."""
+    """The canonical (O, G, K, I) view of a working view of shape ``view_shape`` and the strategy
+    its kernels run in; ``varying``: the entry's parameters vary inside a group."""
 
-    def __init__(self, view_shape, axes, param_axes, pattern):
+    def __init__(self, view_shape, axes, param_axes, varying):
         ndim = len(view_shape)
-        reduced, params = set(axes), set(param_axes)
+        reduced = {a % ndim for a in axes}
+        params = {a % ndim for a in param_axes}
         groups = [a for a in range(ndim) if a not in reduced]
         first = groups[0] if groups else ndim
-        letters = []
-        for a in range(ndim):
-            if a not in reduced:
-                letter = "g"
-            elif a in params:
-                letter = "k"
-            elif "o" in pattern and ("i" not in pattern or a < first):
-                letter = "o"
-            else:
-                letter = "i"
-            if letter not in pattern:
-                raise ValueError(f"axis {a} of the view {tuple(view_shape)} has no loop in {pattern!r}")
-            letters.append(letter)
+        letters = ["g" if a not in reduced else "k" if a in params else "o" if a < first else "i"
+                   for a in range(ndim)]
+        if "k" in letters and not varying:
+            raise ValueError(f"the parameters span a reduced axis of the view {view_shape}: this entry's "
+                             "parameters are one value per group")
         shared = [a for a in groups if a in params]
         if shared != groups[len(groups) - len(shared):]:
-            raise ValueError(f"gamma must span the last group axes of the view {tuple(view_shape)}")
-        self.perm = tuple(sorted(range(ndim), key=lambda a: pattern.index(letters[a])))
+            raise ValueError(f"gamma must span the last group axes of the view {view_shape}")
+        self.perm = tuple(sorted(range(ndim), key=lambda a: LETTERS.index(letters[a])))
         self.inverse = tuple(int(a) for a in numpy.argsort(self.perm))
         self.moved = self.perm != tuple(range(ndim))
         self.view_shape = tuple(view_shape)
-        self.shape = tuple(_product(n for n, l in zip(view_shape, letters) if l == letter)
-                           for letter in pattern)
-        self.groups = self.shape[pattern.index("g")]
+        self.O, self.G, self.K, self.I = (_product(n for n, l in zip(view_shape, letters) if l == letter)
+                                          for letter in LETTERS)
+        self.shape = (self.O, self.G, self.K, self.I)
+        self.groups = self.G
+        self.P = _product(view_shape[a] for a in shared)
+        self.param_shape = (self.P, self.K) if varying else (self.P,)
         self.stat_shape = tuple(1 if a in reduced else n for a, n in enumerate(view_shape))
-        shared_size = _product(view_shape[a] for a in shared)
-        if "k" in pattern:
-            self.param_shape = (shared_size, self.shape[pattern.index("k")])
+        self.varying = varying
+        run = self.K * self.I
+        if self.I >= RUN:
+            self.strategy = "rows"
+        elif varying and self.I == 1 and self.K >= RUN:
+            self.strategy = "krows"
         else:
-            self.param_shape = (shared_size,)
-        if pattern == "og":
-            self.chunks = min(ROW_CHUNKS, max(1, self.shape[0] // ROWS_PER_CHUNK))
-        elif "k" in pattern:
-            # each chunk keeps a float64 row of partial dgamma/dbeta of the size of gamma:
-            # at least GROUPS_PER_PARTIAL groups per chunk keep that traffic small
-            per_param = self.groups // (GROUPS_PER_PARTIAL * shared_size or 1)
-            self.chunks = min(self.groups, CHUNKS, max(2, per_param))
+            self.strategy = "cols"
+        if varying:
+            per_param = self.G // (GROUPS_PER_PARTIAL * self.P or 1)
+            self.chunks = max(1, min(self.G, CHUNKS, max(2, per_param)))
         else:
-            self.chunks = min(self.groups, CHUNKS)
+            self.chunks = max(1, min(self.G, CHUNKS))
+        self.GT = max(1, TILE // max(run, 1))
+        tiles = -(-self.G // self.GT)
+        self.RC = max(1, min(ROW_CHUNKS, self.O // ROWS_PER_CHUNK, 2 * ITEMS // max(tiles, 1)))
+        if self.strategy == "cols" and tiles < ITEMS and self.RC > 1:
+            self.strategy = "tall"
 
     def to_kernel(self, a):
-        """``a`` (shaped like the view) as the kernel sees it: a view, not a copy, for every layout here."""
-        return (a.transpose(self.perm) if self.moved else a).reshape(self.shape)
+        """``a`` (shaped like the view) as the kernels see it: (O, G, K, I), C-contiguous (a view
+        whenever the axes are already in that order and contiguous)."""
+        a = a.transpose(self.perm) if self.moved else a
+        return numpy.ascontiguousarray(a).reshape(self.shape)
 
     def empty(self, dtype):
         return numpy.empty(self.shape, dtype)
@@ -130,3 +162,127 @@ class Layout:
         if not self.moved:
             return a.reshape(self.view_shape)
         return a.reshape([self.view_shape[p] for p in self.perm]).transpose(self.inverse)
+
+    def cols(self, a):
+        return a.reshape(self.O, -1)
+
+    def krows(self, a):
+        return a.reshape(self.O, self.G, self.K)
+
+    def param(self, a):
+        """A parameter (shaped like the view's parameters) as the kernels read it: (P, K) or (P,)."""
+        a = numpy.asarray(a)
+        a = a.transpose(self.perm) if self.moved and a.ndim == len(self.perm) else a
+        return numpy.ascontiguousarray(a).reshape(self.param_shape)
+
+    def param_out(self, a, shape):
+        """A parameter's gradient (P, K) or (P,) back in the parameter's shape ``shape``."""
+        if not self.moved or len(shape) != len(self.perm):
+            return a.reshape(shape)
+        return a.reshape([shape[p] for p in self.perm]).transpose(self.inverse)
+
+    def stat(self, a):
+        """A per-group statistic (shaped like the view's statistics, or flat) as a float64 array over G."""
+        return numpy.ascontiguousarray(a, dtype=numpy.float64).reshape(-1)
+
+
+# --------------------------------------------------------------------------- helpers of the drivers
+
+
+@numba.njit(cache=True)
+def spread(values, run):
+    """values[g] repeated ``run`` times for each g (the same array when run is 1)."""
+    if run == 1:
+        return values
+    out = numpy.empty(values.shape[0] * run, values.dtype)
+    for g in range(values.shape[0]):
+        v = values[g]
+        for q in range(g * run, (g + 1) * run):
+            out[q] = v
+    return out
+
+
+@numba.njit(cache=True)
+def per_group(param, g0, g1, P):
+    """A parameter that is one value per group, param[g % P], for the groups g0..g1."""
+    out = numpy.empty(g1 - g0, param.dtype)
+    p = g0 % P if P else 0
+    for g in range(g1 - g0):
+        out[g] = param[p]
+        p += 1
+        if p == P:
+            p = 0
+    return out
+
+
+@numba.njit(cache=True)
+def expand_varying(param, g0, g1, K, I, P):
+    """A parameter that varies along k (param[g % P, k]) for each column of the groups g0..g1."""
+    out = numpy.empty((g1 - g0) * K * I, param.dtype)
+    p = g0 % P if P else 0
+    for g in range(g1 - g0):
+        base = g * K * I
+        for k in range(K):
+            v = param[p, k]
+            for i in range(base + k * I, base + (k + 1) * I):
+                out[i] = v
+        p += 1
+        if p == P:
+            p = 0
+    return out
+
+
+@numba.njit(cache=True)
+def fold(acc, run, out):
+    """out[g] = the sum of the ``run`` column accumulators of group g."""
+    if run == 1:
+        out[:] = acc
+        return
+    for g in range(out.shape[0]):
+        s = 0.0
+        for q in range(g * run, (g + 1) * run):
+            s += acc[q]
+        out[g] = s
+
+
+@numba.njit(cache=True)
+def fold_varying(acc, g0, g1, K, I, P, out):
+    """out[p, k] += the column accumulators of (g, k), g % P == p, for g in g0..g1."""
+    p = g0 % P if P else 0
+    for g in range(g1 - g0):
+        base = g * K * I
+        for k in range(K):
+            s = 0.0
+            for i in range(base + k * I, base + (k + 1) * I):
+                s += acc[i]
+            out[p, k] += s
+        p += 1
+        if p == P:
+            p = 0
+
+
+@numba.njit(cache=True)
+def sum_chunks(parts, out):
+    """out = parts[0] + parts[1] + ..., in that order (each row chunk's partial group sums)."""
+    out[:] = 0.0
+    for c in range(parts.shape[0]):
+        out += parts[c]
+
+
+@numba.njit(cache=True)
+def combine_chunks(parts, out):
+    """out = the sum of parts[0], parts[1], ... in that order (per-chunk partial gradients)."""
+    out[:] = 0.0
+    for c in range(parts.shape[0]):
+        out += parts[c]
+
+
+@numba.njit(cache=True)
+def combine_outer(values, out):
+    """out[p] = the sum of values[g] over the groups g with g % P == p (P = len(out)), in order of g."""
+    P = out.shape[0]
+    out[:] = 0.0
+    if P == 0:
+        return
+    for g0 in range(0, values.shape[0], P):
+        out += values[g0:g0 + P]

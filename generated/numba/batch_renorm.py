@@ -7,9 +7,12 @@ generated/derivations/batch_renorm.md), printed as scalar loops: each kernel
 is one or more reduction passes, whose sums accumulate in float64, then one
 elementwise pass.  Per-group values (the statistics and the lets) stay in float64 wherever the
 elementwise pass subtracts the mean; the cache keeps them in float64, as it gets them.
-Statistics are taken over the axes (N) of x (N, D);
-the kernels see the working view as (O, G) (columns layout, see
-generated/numba/_layout.py).
+Statistics are taken over the axes (N) of x (N, D).
+The kernels see any working view as (O, G, K, I) and sweep it by rows or by columns,
+as generated/numba/_layout.py chooses from the shape.  Two faces: the array API
+(batch_renorm_forward and its backward functions, the NumPy backend's contract), and
+generated.torch's kernel contract (forward_train, forward_test, backward_train_fused, backward_test: the printed
+torch functions' names and keywords, on NumPy arrays of the working view).
 """
 import math
 import numba
@@ -18,245 +21,862 @@ import numpy
 from .. import _runtime as _rt
 from . import _layout
 
-_PATTERN = "og"
+_VARYING = False   #: the parameters vary inside a group (a k axis)
 _FASTMATH = {"contract", "nsz", "reassoc"}
 _CACHE_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "beta_shape", "d", "gamma", "gamma_shape", "m", "mu", "r", "r_max", "std", "xhat", )
 
 
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_train_p0_rows(x):
+    sum_x = 0.0
+    for j in range(x.shape[0]):
+        sum_x += numpy.float64(x[j])
+    return (sum_x,)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_train_p1_rows(x, mu):
+    sum_var = 0.0
+    for j in range(x.shape[0]):
+        sum_var += (numpy.float64(x[j]) - numpy.float64(mu))**2
+    return (sum_var,)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_train_e_rows(x, xhat, out, beta, d, gamma, mu, r, std):
+    for j in range(x.shape[0]):
+        xhat[j] = d + r*(x[j] - mu)/std
+        out[j] = xhat[j]*gamma + beta
+
+
 @_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _forward_train(x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, chunks):
+def _forward_train_rows(x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, chunks):
+    O, G, K, I = x.shape
+    for c in numba.prange(chunks):
+        for g in range(c * G // chunks, (c + 1) * G // chunks):
+            p = g % P
+            running_mean = running_mean_g[g]
+            running_var = running_var_g[g]
+            beta = beta_p[p]
+            gamma = gamma_p[p]
+            sum_x = 0.0
+            for o in range(O):
+                for k in range(K):
+                    sum_x_run, = _forward_train_p0_rows(x[o, g, k])
+                    sum_x += sum_x_run
+            std_run = math.sqrt(eps + running_var)
+            mu = sum_x/m
+            d = min(max(((mu - running_mean)/(math.sqrt(eps + running_var)) if (math.sqrt(eps + running_var)) != 0 else 0.0), -d_max), d_max)
+            mu_g[g] = mu
+            d_g[g] = d
+            sum_var = 0.0
+            for o in range(O):
+                for k in range(K):
+                    sum_var_run, = _forward_train_p1_rows(x[o, g, k], mu)
+                    sum_var += sum_var_run
+            var = sum_var/m
+            std = math.sqrt(eps + var)
+            r = min(max(((std)/(math.sqrt(eps + running_var)) if (math.sqrt(eps + running_var)) != 0 else 0.0), 1/r_max), r_max)
+            var_g[g] = var
+            std_g[g] = std
+            r_g[g] = r
+            for o in range(O):
+                for k in range(K):
+                    _forward_train_e_rows(x[o, g, k], xhat[o, g, k], out[o, g, k], beta, d, gamma, mu, r, std)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_train_p0_cols(x, sum_x):
+    for j in range(x.shape[0]):
+        sum_x[j] += numpy.float64(x[j])
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_train_p1_cols(x, mu, sum_var):
+    for j in range(x.shape[0]):
+        sum_var[j] += (numpy.float64(x[j]) - numpy.float64(mu[j]))**2
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_train_e_cols(x, xhat, out, beta, d, gamma, mu, r, std):
+    for j in range(x.shape[0]):
+        xhat[j] = d[j] + r[j]*(x[j] - mu[j])/std[j]
+        out[j] = xhat[j]*gamma[j] + beta[j]
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_train_g0(sum_x, running_mean, running_var, mu_w, d_w, d_max, eps, m):
+    for g in range(sum_x.shape[0]):
+        std_run = math.sqrt(eps + running_var[g])
+        mu = sum_x[g]/m
+        d = min(max(((mu - running_mean[g])/(math.sqrt(eps + running_var[g])) if (math.sqrt(eps + running_var[g])) != 0 else 0.0), -d_max), d_max)
+        mu_w[g] = mu
+        d_w[g] = d
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_train_g1(sum_var, running_var, var_w, std_w, r_w, eps, m, r_max):
+    for g in range(sum_var.shape[0]):
+        var = sum_var[g]/m
+        std = math.sqrt(eps + var)
+        r = min(max(((std)/(math.sqrt(eps + running_var[g])) if (math.sqrt(eps + running_var[g])) != 0 else 0.0), 1/r_max), r_max)
+        var_w[g] = var
+        std_w[g] = std
+        r_w[g] = r
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _forward_train_cols(x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, K, I, G, GT):
+    O = x.shape[0]
+    TC = (G + GT - 1) // GT
+    for tc in numba.prange(TC):
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        beta_t = _layout.per_group(beta_p, g0, g1, P)
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        sum_x_s = numpy.empty(g1 - g0)
+        sum_var_s = numpy.empty(g1 - g0)
+        sum_x_t = numpy.zeros(j1 - j0)
+        for o in range(O):
+            _forward_train_p0_cols(x[o, j0:j1], sum_x_t)
+        _layout.fold(sum_x_t, K * I, sum_x_s)
+        _forward_train_g0(sum_x_s, running_mean_g[g0:g1], running_var_g[g0:g1], mu_g[g0:g1], d_g[g0:g1], d_max, eps, m)
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        sum_var_t = numpy.zeros(j1 - j0)
+        for o in range(O):
+            _forward_train_p1_cols(x[o, j0:j1], mu_e, sum_var_t)
+        _layout.fold(sum_var_t, K * I, sum_var_s)
+        _forward_train_g1(sum_var_s, running_var_g[g0:g1], var_g[g0:g1], std_g[g0:g1], r_g[g0:g1], eps, m, r_max)
+        beta_e = _layout.spread(beta_t, K * I)
+        d_e = _layout.spread(d_g[g0:g1], K * I)
+        gamma_e = _layout.spread(gamma_t, K * I)
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        r_e = _layout.spread(r_g[g0:g1], K * I)
+        std_e = _layout.spread(std_g[g0:g1], K * I)
+        for o in range(O):
+            _forward_train_e_cols(x[o, j0:j1], xhat[o, j0:j1], out[o, j0:j1], beta_e, d_e, gamma_e, mu_e, r_e, std_e)
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _forward_train_tall(x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, K, I, G, RC, GT):
+    O = x.shape[0]
+    TC = (G + GT - 1) // GT
+    sum_x_s = numpy.empty(G)
+    sum_var_s = numpy.empty(G)
+    beta_all = _layout.per_group(beta_p, 0, G, P)
+    gamma_all = _layout.per_group(gamma_p, 0, G, P)
+    sum_x_r = numpy.empty((RC, G))
+    for t in numba.prange(RC * TC):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        beta_t = _layout.per_group(beta_p, g0, g1, P)
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        sum_x_t = numpy.zeros(j1 - j0)
+        for o in range(o0, o1):
+            _forward_train_p0_cols(x[o, j0:j1], sum_x_t)
+        _layout.fold(sum_x_t, K * I, sum_x_r[rc, g0:g1])
+    _layout.sum_chunks(sum_x_r, sum_x_s)
+    _forward_train_g0(sum_x_s, running_mean_g, running_var_g, mu_g, d_g, d_max, eps, m)
+    sum_var_r = numpy.empty((RC, G))
+    for t in numba.prange(RC * TC):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        beta_t = _layout.per_group(beta_p, g0, g1, P)
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        sum_var_t = numpy.zeros(j1 - j0)
+        for o in range(o0, o1):
+            _forward_train_p1_cols(x[o, j0:j1], mu_e, sum_var_t)
+        _layout.fold(sum_var_t, K * I, sum_var_r[rc, g0:g1])
+    _layout.sum_chunks(sum_var_r, sum_var_s)
+    _forward_train_g1(sum_var_s, running_var_g, var_g, std_g, r_g, eps, m, r_max)
+    for t in numba.prange(RC * TC):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        beta_t = _layout.per_group(beta_p, g0, g1, P)
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        beta_e = _layout.spread(beta_t, K * I)
+        d_e = _layout.spread(d_g[g0:g1], K * I)
+        gamma_e = _layout.spread(gamma_t, K * I)
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        r_e = _layout.spread(r_g[g0:g1], K * I)
+        std_e = _layout.spread(std_g[g0:g1], K * I)
+        for o in range(o0, o1):
+            _forward_train_e_cols(x[o, j0:j1], xhat[o, j0:j1], out[o, j0:j1], beta_e, d_e, gamma_e, mu_e, r_e, std_e)
+
+
+def _forward_train(lay, x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max):
     """Forward pass, training mode. Pass 1 sums sum_x (float64) in each group; then std_run, mu, d. Pass 2 sums sum_var (float64) in each group; then var, std, r. Pass 3: xhat, out, elementwise."""
-    O, G = x.shape
-    std_run_g = numpy.empty(G)
-    sum_x_c = numpy.empty((chunks, G))
-    for c in numba.prange(chunks):
-        o0, o1 = c * O // chunks, (c + 1) * O // chunks
-        for g in range(G):
-            sum_x_c[c, g] = 0.0
-        for o in range(o0, o1 - (o1 - o0) % 4, 4):
-            for g in range(G):
-                sum_x_c[c, g] += numpy.float64(x[o, g]) + numpy.float64(x[o + 1, g]) + numpy.float64(x[o + 2, g]) + numpy.float64(x[o + 3, g])
-        for o in range(o1 - (o1 - o0) % 4, o1):
-            for g in range(G):
-                sum_x_c[c, g] += numpy.float64(x[o, g])
-    for g in range(G):
-        sum_x = 0.0
-        for c in range(chunks):
-            sum_x += sum_x_c[c, g]
-        std_run_g[g] = math.sqrt(eps + running_var_g[g])
-        mu_g[g] = sum_x/m
-        d_g[g] = min(max(((mu_g[g] - running_mean_g[g])/(math.sqrt(eps + running_var_g[g])) if (math.sqrt(eps + running_var_g[g])) != 0 else 0.0), -d_max), d_max)
-    sum_var_c = numpy.empty((chunks, G))
-    for c in numba.prange(chunks):
-        o0, o1 = c * O // chunks, (c + 1) * O // chunks
-        for g in range(G):
-            sum_var_c[c, g] = 0.0
-        for o in range(o0, o1 - (o1 - o0) % 4, 4):
-            for g in range(G):
-                sum_var_c[c, g] += numpy.float64((-mu_g[g] + x[o, g])**2) + numpy.float64((-mu_g[g] + x[o + 1, g])**2) + numpy.float64((-mu_g[g] + x[o + 2, g])**2) + numpy.float64((-mu_g[g] + x[o + 3, g])**2)
-        for o in range(o1 - (o1 - o0) % 4, o1):
-            for g in range(G):
-                sum_var_c[c, g] += (numpy.float64(x[o, g]) - numpy.float64(mu_g[g]))**2
-    for g in range(G):
-        sum_var = 0.0
-        for c in range(chunks):
-            sum_var += sum_var_c[c, g]
-        var_g[g] = sum_var/m
-        std_g[g] = math.sqrt(eps + var_g[g])
-        r_g[g] = min(max(((std_g[g])/(math.sqrt(eps + running_var_g[g])) if (math.sqrt(eps + running_var_g[g])) != 0 else 0.0), 1/r_max), r_max)
-    for c in numba.prange(chunks):
-        for o in range(c * O // chunks, (c + 1) * O // chunks):
-            for g in range(G):
-                xhat[o, g] = d_g[g] + r_g[g]*(x[o, g] - mu_g[g])/std_g[g]
-                out[o, g] = xhat[o, g]*gamma_p[g] + beta_p[g]
+    if lay.strategy == "cols":
+        _forward_train_cols(lay.cols(x), lay.cols(xhat), lay.cols(out), running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+    elif lay.strategy == "tall":
+        _forward_train_tall(lay.cols(x), lay.cols(xhat), lay.cols(out), running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+    else:
+        _forward_train_rows(x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, lay.P, lay.chunks)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_test_e_rows(x, xhat, out, beta, d, gamma, mu, r, std):
+    for j in range(x.shape[0]):
+        xhat[j] = d + r*(x[j] - mu)/std
+        out[j] = xhat[j]*gamma + beta
 
 
 @_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _forward_test(x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, chunks):
+def _forward_test_rows(x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, chunks):
+    O, G, K, I = x.shape
+    work = x.dtype.type
+    for c in numba.prange(chunks):
+        for g in range(c * G // chunks, (c + 1) * G // chunks):
+            p = g % P
+            mu = mu_g[g]
+            var = var_g[g]
+            beta = beta_p[p]
+            gamma = gamma_p[p]
+            std = work(math.sqrt(eps + var))
+            std_run = std
+            r = work(min(max(1, 1/r_max), r_max))
+            d = work(min(max(0, -d_max), d_max))
+            std_g[g] = std
+            r_g[g] = r
+            d_g[g] = d
+            for o in range(O):
+                for k in range(K):
+                    _forward_test_e_rows(x[o, g, k], xhat[o, g, k], out[o, g, k], beta, d, gamma, mu, r, std)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_test_e_cols(x, xhat, out, beta, d, gamma, mu, r, std):
+    for j in range(x.shape[0]):
+        xhat[j] = d[j] + r[j]*(x[j] - mu[j])/std[j]
+        out[j] = xhat[j]*gamma[j] + beta[j]
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_test_g0(var, std_w, r_w, d_w, d_max, eps, r_max, like):
+    work = like.dtype.type
+    for g in range(var.shape[0]):
+        std = work(math.sqrt(eps + var[g]))
+        std_run = std
+        r = work(min(max(1, 1/r_max), r_max))
+        d = work(min(max(0, -d_max), d_max))
+        std_w[g] = std
+        r_w[g] = r
+        d_w[g] = d
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _forward_test_cols(x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, K, I, G, GT):
+    O = x.shape[0]
+    TC = (G + GT - 1) // GT
+    like = numpy.empty(0, x.dtype)
+    for tc in numba.prange(TC):
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        beta_t = _layout.per_group(beta_p, g0, g1, P)
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        _forward_test_g0(var_g[g0:g1], std_g[g0:g1], r_g[g0:g1], d_g[g0:g1], d_max, eps, r_max, like)
+        beta_e = _layout.spread(beta_t, K * I)
+        d_e = _layout.spread(d_g[g0:g1], K * I)
+        gamma_e = _layout.spread(gamma_t, K * I)
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        r_e = _layout.spread(r_g[g0:g1], K * I)
+        std_e = _layout.spread(std_g[g0:g1], K * I)
+        for o in range(O):
+            _forward_test_e_cols(x[o, j0:j1], xhat[o, j0:j1], out[o, j0:j1], beta_e, d_e, gamma_e, mu_e, r_e, std_e)
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _forward_test_tall(x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, K, I, G, RC, GT):
+    O = x.shape[0]
+    TC = (G + GT - 1) // GT
+    like = numpy.empty(0, x.dtype)
+    beta_all = _layout.per_group(beta_p, 0, G, P)
+    gamma_all = _layout.per_group(gamma_p, 0, G, P)
+    _forward_test_g0(var_g, std_g, r_g, d_g, d_max, eps, r_max, like)
+    for t in numba.prange(RC * TC):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        beta_t = _layout.per_group(beta_p, g0, g1, P)
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        beta_e = _layout.spread(beta_t, K * I)
+        d_e = _layout.spread(d_g[g0:g1], K * I)
+        gamma_e = _layout.spread(gamma_t, K * I)
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        r_e = _layout.spread(r_g[g0:g1], K * I)
+        std_e = _layout.spread(std_g[g0:g1], K * I)
+        for o in range(o0, o1):
+            _forward_test_e_cols(x[o, j0:j1], xhat[o, j0:j1], out[o, j0:j1], beta_e, d_e, gamma_e, mu_e, r_e, std_e)
+
+
+def _forward_test(lay, x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max):
     """Forward pass, test mode (running statistics). Per group: std, std_run, r, d. Pass 1: xhat, out, elementwise."""
-    O, G = x.shape
-    std_run_g = numpy.empty(G)
-    for g in range(G):
-        std_g[g] = math.sqrt(eps + var_g[g])
-        std_run_g[g] = std_g[g]
-        r_g[g] = min(max(1, 1/r_max), r_max)
-        d_g[g] = min(max(0, -d_max), d_max)
-    for c in numba.prange(chunks):
-        for o in range(c * O // chunks, (c + 1) * O // chunks):
-            for g in range(G):
-                xhat[o, g] = d_g[g] + r_g[g]*(x[o, g] - mu_g[g])/std_g[g]
-                out[o, g] = xhat[o, g]*gamma_p[g] + beta_p[g]
+    if lay.strategy == "cols":
+        _forward_test_cols(lay.cols(x), lay.cols(xhat), lay.cols(out), mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+    elif lay.strategy == "tall":
+        _forward_test_tall(lay.cols(x), lay.cols(xhat), lay.cols(out), mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+    else:
+        _forward_test_rows(x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, lay.P, lay.chunks)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_compact_p0_rows(dout, xhat):
+    sum_dout = 0.0
+    sum_dout_xhat = 0.0
+    for j in range(dout.shape[0]):
+        sum_dout += numpy.float64(dout[j])
+        sum_dout_xhat += numpy.float64(dout[j])*numpy.float64(xhat[j])
+    return (sum_dout, sum_dout_xhat,)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_compact_e_rows(dout, xhat, dx, coef_1, coef_dout, coef_xhat):
+    for j in range(dout.shape[0]):
+        dx[j] = dout[j]*coef_dout + xhat[j]*coef_xhat + coef_1
 
 
 @_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_compact(dout, xhat, dx, d_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
+def _backward_compact_rows(dout, xhat, dx, d_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
+    O, G, K, I = dout.shape
+    work = dout.dtype.type
+    dgamma_g = dgamma_p if P == G else numpy.empty(G)
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    for c in numba.prange(chunks):
+        for g in range(c * G // chunks, (c + 1) * G // chunks):
+            p = g % P
+            d = d_g[g]
+            r = r_g[g]
+            std = std_g[g]
+            gamma = gamma_p[p]
+            sum_dout = 0.0
+            sum_dout_xhat = 0.0
+            for o in range(O):
+                for k in range(K):
+                    sum_dout_run, sum_dout_xhat_run, = _backward_compact_p0_rows(dout[o, g, k], xhat[o, g, k])
+                    sum_dout += sum_dout_run
+                    sum_dout_xhat += sum_dout_xhat_run
+            coef_dout = work(gamma*r/std)
+            coef_xhat = work(((gamma*(d*sum_dout - sum_dout_xhat))/(m*r*std) if (m*r*std) != 0 else 0.0))
+            coef_1 = work(((-gamma*(d**2*sum_dout - d*sum_dout_xhat + r**2*sum_dout))/(m*r*std) if (m*r*std) != 0 else 0.0))
+            dgamma_g[g] = sum_dout_xhat
+            dbeta_g[g] = sum_dout
+            for o in range(O):
+                for k in range(K):
+                    _backward_compact_e_rows(dout[o, g, k], xhat[o, g, k], dx[o, g, k], coef_1, coef_dout, coef_xhat)
+    if P != G:
+        _layout.combine_outer(dgamma_g, dgamma_p)
+    if P != G:
+        _layout.combine_outer(dbeta_g, dbeta_p)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_compact_p0_cols(dout, xhat, sum_dout, sum_dout_xhat):
+    for j in range(dout.shape[0]):
+        sum_dout[j] += numpy.float64(dout[j])
+        sum_dout_xhat[j] += numpy.float64(dout[j])*numpy.float64(xhat[j])
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_compact_e_cols(dout, xhat, dx, coef_1, coef_dout, coef_xhat):
+    for j in range(dout.shape[0]):
+        dx[j] = dout[j]*coef_dout[j] + xhat[j]*coef_xhat[j] + coef_1[j]
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_compact_g0(sum_dout, sum_dout_xhat, d, gamma, r, std, coef_dout_w, coef_xhat_w, coef_1_w, dgamma, dbeta, m, like):
+    work = like.dtype.type
+    for g in range(sum_dout.shape[0]):
+        coef_dout = work(gamma[g]*r[g]/std[g])
+        coef_xhat = work(((gamma[g]*(d[g]*sum_dout[g] - sum_dout_xhat[g]))/(m*r[g]*std[g]) if (m*r[g]*std[g]) != 0 else 0.0))
+        coef_1 = work(((-gamma[g]*(d[g]**2*sum_dout[g] - d[g]*sum_dout_xhat[g] + r[g]**2*sum_dout[g]))/(m*r[g]*std[g]) if (m*r[g]*std[g]) != 0 else 0.0))
+        coef_dout_w[g] = coef_dout
+        coef_xhat_w[g] = coef_xhat
+        coef_1_w[g] = coef_1
+        dgamma[g] = sum_dout_xhat[g]
+        dbeta[g] = sum_dout[g]
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _backward_compact_cols(dout, xhat, dx, d_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    dgamma_g = dgamma_p if P == G else numpy.empty(G)
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    like = numpy.empty(0, dout.dtype)
+    for tc in numba.prange(TC):
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        sum_dout_s = numpy.empty(g1 - g0)
+        sum_dout_xhat_s = numpy.empty(g1 - g0)
+        coef_dout_a = numpy.empty(g1 - g0, dout.dtype)
+        coef_xhat_a = numpy.empty(g1 - g0, dout.dtype)
+        coef_1_a = numpy.empty(g1 - g0, dout.dtype)
+        sum_dout_t = numpy.zeros(j1 - j0)
+        sum_dout_xhat_t = numpy.zeros(j1 - j0)
+        for o in range(O):
+            _backward_compact_p0_cols(dout[o, j0:j1], xhat[o, j0:j1], sum_dout_t, sum_dout_xhat_t)
+        _layout.fold(sum_dout_t, K * I, sum_dout_s)
+        _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_s)
+        _backward_compact_g0(sum_dout_s, sum_dout_xhat_s, d_g[g0:g1], gamma_t, r_g[g0:g1], std_g[g0:g1], coef_dout_a, coef_xhat_a, coef_1_a, dgamma_g[g0:g1], dbeta_g[g0:g1], m, like)
+        coef_1_e = _layout.spread(coef_1_a, K * I)
+        coef_dout_e = _layout.spread(coef_dout_a, K * I)
+        coef_xhat_e = _layout.spread(coef_xhat_a, K * I)
+        for o in range(O):
+            _backward_compact_e_cols(dout[o, j0:j1], xhat[o, j0:j1], dx[o, j0:j1], coef_1_e, coef_dout_e, coef_xhat_e)
+    if P != G:
+        _layout.combine_outer(dgamma_g, dgamma_p)
+    if P != G:
+        _layout.combine_outer(dbeta_g, dbeta_p)
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _backward_compact_tall(dout, xhat, dx, d_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, RC, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    sum_dout_s = numpy.empty(G)
+    sum_dout_xhat_s = numpy.empty(G)
+    coef_dout_a = numpy.empty(G, dout.dtype)
+    coef_xhat_a = numpy.empty(G, dout.dtype)
+    coef_1_a = numpy.empty(G, dout.dtype)
+    dgamma_g = dgamma_p if P == G else numpy.empty(G)
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    like = numpy.empty(0, dout.dtype)
+    gamma_all = _layout.per_group(gamma_p, 0, G, P)
+    sum_dout_r = numpy.empty((RC, G))
+    sum_dout_xhat_r = numpy.empty((RC, G))
+    for t in numba.prange(RC * TC):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        sum_dout_t = numpy.zeros(j1 - j0)
+        sum_dout_xhat_t = numpy.zeros(j1 - j0)
+        for o in range(o0, o1):
+            _backward_compact_p0_cols(dout[o, j0:j1], xhat[o, j0:j1], sum_dout_t, sum_dout_xhat_t)
+        _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
+        _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_r[rc, g0:g1])
+    _layout.sum_chunks(sum_dout_r, sum_dout_s)
+    _layout.sum_chunks(sum_dout_xhat_r, sum_dout_xhat_s)
+    _backward_compact_g0(sum_dout_s, sum_dout_xhat_s, d_g, gamma_all, r_g, std_g, coef_dout_a, coef_xhat_a, coef_1_a, dgamma_g, dbeta_g, m, like)
+    for t in numba.prange(RC * TC):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        coef_1_e = _layout.spread(coef_1_a[g0:g1], K * I)
+        coef_dout_e = _layout.spread(coef_dout_a[g0:g1], K * I)
+        coef_xhat_e = _layout.spread(coef_xhat_a[g0:g1], K * I)
+        for o in range(o0, o1):
+            _backward_compact_e_cols(dout[o, j0:j1], xhat[o, j0:j1], dx[o, j0:j1], coef_1_e, coef_dout_e, coef_xhat_e)
+    if P != G:
+        _layout.combine_outer(dgamma_g, dgamma_p)
+    if P != G:
+        _layout.combine_outer(dbeta_g, dbeta_p)
+
+
+def _backward_compact(lay, dout, xhat, dx, d_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m):
     """Backward pass, the compact form. Pass 1 sums sum_dout, sum_dout_xhat (float64) in each group; then coef_dout, coef_xhat, coef_1. Pass 2: dx, elementwise."""
-    O, G = dout.shape
-    dgamma_g = numpy.empty(G)
-    dbeta_g = numpy.empty(G)
-    coef_dout_g = numpy.empty(G, dout.dtype)
-    coef_xhat_g = numpy.empty(G, dout.dtype)
-    coef_1_g = numpy.empty(G, dout.dtype)
-    sum_dout_c = numpy.empty((chunks, G))
-    sum_dout_xhat_c = numpy.empty((chunks, G))
-    for c in numba.prange(chunks):
-        o0, o1 = c * O // chunks, (c + 1) * O // chunks
-        for g in range(G):
-            sum_dout_c[c, g] = 0.0
-            sum_dout_xhat_c[c, g] = 0.0
-        for o in range(o0, o1 - (o1 - o0) % 4, 4):
-            for g in range(G):
-                sum_dout_c[c, g] += numpy.float64(dout[o, g]) + numpy.float64(dout[o + 1, g]) + numpy.float64(dout[o + 2, g]) + numpy.float64(dout[o + 3, g])
-                sum_dout_xhat_c[c, g] += numpy.float64(dout[o, g]*xhat[o, g]) + numpy.float64(dout[o + 1, g]*xhat[o + 1, g]) + numpy.float64(dout[o + 2, g]*xhat[o + 2, g]) + numpy.float64(dout[o + 3, g]*xhat[o + 3, g])
-        for o in range(o1 - (o1 - o0) % 4, o1):
-            for g in range(G):
-                sum_dout_c[c, g] += numpy.float64(dout[o, g])
-                sum_dout_xhat_c[c, g] += numpy.float64(dout[o, g])*numpy.float64(xhat[o, g])
-    for g in range(G):
-        sum_dout = 0.0
-        for c in range(chunks):
-            sum_dout += sum_dout_c[c, g]
-        sum_dout_xhat = 0.0
-        for c in range(chunks):
-            sum_dout_xhat += sum_dout_xhat_c[c, g]
-        coef_dout_g[g] = gamma_p[g]*r_g[g]/std_g[g]
-        coef_xhat_g[g] = ((gamma_p[g]*(d_g[g]*sum_dout - sum_dout_xhat))/(m*r_g[g]*std_g[g]) if (m*r_g[g]*std_g[g]) != 0 else 0.0)
-        coef_1_g[g] = ((-gamma_p[g]*(d_g[g]**2*sum_dout - d_g[g]*sum_dout_xhat + r_g[g]**2*sum_dout))/(m*r_g[g]*std_g[g]) if (m*r_g[g]*std_g[g]) != 0 else 0.0)
-        dgamma_g[g] = sum_dout_xhat
-        dbeta_g[g] = sum_dout
-    for c in numba.prange(chunks):
-        for o in range(c * O // chunks, (c + 1) * O // chunks):
-            for g in range(G):
-                dx[o, g] = dout[o, g]*coef_dout_g[g] + xhat[o, g]*coef_xhat_g[g] + coef_1_g[g]
-    for p in range(P):
-        dgamma_p[p] = 0.0
-    for g in range(G):
-        dgamma_p[g % P] += dgamma_g[g]
-    for p in range(P):
-        dbeta_p[p] = 0.0
-    for g in range(G):
-        dbeta_p[g % P] += dbeta_g[g]
+    if lay.strategy == "cols":
+        _backward_compact_cols(lay.cols(dout), lay.cols(xhat), lay.cols(dx), d_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+    elif lay.strategy == "tall":
+        _backward_compact_tall(lay.cols(dout), lay.cols(xhat), lay.cols(dx), d_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+    else:
+        _backward_compact_rows(dout, xhat, dx, d_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.chunks)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_staged_p0_rows(dout, xhat, d, gamma, mu, r, std):
+    sum_dvar = 0.0
+    sum_dxhat = 0.0
+    sum_dout_xhat = 0.0
+    sum_dout = 0.0
+    for j in range(dout.shape[0]):
+        sum_dvar += ((numpy.float64(dout[j])*numpy.float64(gamma)*(numpy.float64(xhat[j])*numpy.float64(std) - numpy.float64(d)*numpy.float64(std)))/(numpy.float64(r)) if (numpy.float64(r)) != 0 else 0.0)
+        sum_dxhat += numpy.float64(dout[j])*numpy.float64(gamma)
+        sum_dout_xhat += numpy.float64(dout[j])*numpy.float64(xhat[j])
+        sum_dout += numpy.float64(dout[j])
+    return (sum_dvar, sum_dxhat, sum_dout_xhat, sum_dout,)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_staged_e_rows(dout, xhat, dx, dx_coef_1, dx_coef_dxhat, dx_coef_xhat, gamma):
+    for j in range(dout.shape[0]):
+        dxhat = dout[j]*gamma
+        dx[j] = dxhat*dx_coef_dxhat + xhat[j]*dx_coef_xhat + dx_coef_1
 
 
 @_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_staged(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
+def _backward_staged_rows(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
+    O, G, K, I = dout.shape
+    work = dout.dtype.type
+    dgamma_g = dgamma_p if P == G else numpy.empty(G)
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    for c in numba.prange(chunks):
+        for g in range(c * G // chunks, (c + 1) * G // chunks):
+            p = g % P
+            d = d_g[g]
+            mu = mu_g[g]
+            r = r_g[g]
+            std = std_g[g]
+            gamma = gamma_p[p]
+            sum_dvar = 0.0
+            sum_dxhat = 0.0
+            sum_dout_xhat = 0.0
+            sum_dout = 0.0
+            for o in range(O):
+                for k in range(K):
+                    sum_dvar_run, sum_dxhat_run, sum_dout_xhat_run, sum_dout_run, = _backward_staged_p0_rows(dout[o, g, k], xhat[o, g, k], d, gamma, mu, r, std)
+                    sum_dvar += sum_dvar_run
+                    sum_dxhat += sum_dxhat_run
+                    sum_dout_xhat += sum_dout_xhat_run
+                    sum_dout += sum_dout_run
+            dvar = -1/2*r*sum_dvar/std**3
+            dmu = -r*sum_dxhat/std
+            dx_coef_dxhat = work(r/std)
+            dx_coef_xhat = work(((2*dvar*std)/(m*r) if (m*r) != 0 else 0.0))
+            dx_coef_1 = work(((-2*d*dvar*std + dmu*r)/(m*r) if (m*r) != 0 else 0.0))
+            dgamma_g[g] = sum_dout_xhat
+            dbeta_g[g] = sum_dout
+            for o in range(O):
+                for k in range(K):
+                    _backward_staged_e_rows(dout[o, g, k], xhat[o, g, k], dx[o, g, k], dx_coef_1, dx_coef_dxhat, dx_coef_xhat, gamma)
+    if P != G:
+        _layout.combine_outer(dgamma_g, dgamma_p)
+    if P != G:
+        _layout.combine_outer(dbeta_g, dbeta_p)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_staged_p0_cols(dout, xhat, d, gamma, mu, r, std, sum_dvar, sum_dxhat, sum_dout_xhat, sum_dout):
+    for j in range(dout.shape[0]):
+        sum_dvar[j] += ((numpy.float64(dout[j])*numpy.float64(gamma[j])*(numpy.float64(xhat[j])*numpy.float64(std[j]) - numpy.float64(d[j])*numpy.float64(std[j])))/(numpy.float64(r[j])) if (numpy.float64(r[j])) != 0 else 0.0)
+        sum_dxhat[j] += numpy.float64(dout[j])*numpy.float64(gamma[j])
+        sum_dout_xhat[j] += numpy.float64(dout[j])*numpy.float64(xhat[j])
+        sum_dout[j] += numpy.float64(dout[j])
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_staged_e_cols(dout, xhat, dx, dx_coef_1, dx_coef_dxhat, dx_coef_xhat, gamma):
+    for j in range(dout.shape[0]):
+        dxhat = dout[j]*gamma[j]
+        dx[j] = dxhat*dx_coef_dxhat[j] + xhat[j]*dx_coef_xhat[j] + dx_coef_1[j]
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_staged_g0(sum_dvar, sum_dxhat, sum_dout_xhat, sum_dout, d, r, std, dx_coef_dxhat_w, dx_coef_xhat_w, dx_coef_1_w, dgamma, dbeta, m, like):
+    work = like.dtype.type
+    for g in range(sum_dvar.shape[0]):
+        dvar = -1/2*r[g]*sum_dvar[g]/std[g]**3
+        dmu = -r[g]*sum_dxhat[g]/std[g]
+        dx_coef_dxhat = work(r[g]/std[g])
+        dx_coef_xhat = work(((2*dvar*std[g])/(m*r[g]) if (m*r[g]) != 0 else 0.0))
+        dx_coef_1 = work(((-2*d[g]*dvar*std[g] + dmu*r[g])/(m*r[g]) if (m*r[g]) != 0 else 0.0))
+        dx_coef_dxhat_w[g] = dx_coef_dxhat
+        dx_coef_xhat_w[g] = dx_coef_xhat
+        dx_coef_1_w[g] = dx_coef_1
+        dgamma[g] = sum_dout_xhat[g]
+        dbeta[g] = sum_dout[g]
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _backward_staged_cols(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    dgamma_g = dgamma_p if P == G else numpy.empty(G)
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    like = numpy.empty(0, dout.dtype)
+    for tc in numba.prange(TC):
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        sum_dvar_s = numpy.empty(g1 - g0)
+        sum_dxhat_s = numpy.empty(g1 - g0)
+        sum_dout_xhat_s = numpy.empty(g1 - g0)
+        sum_dout_s = numpy.empty(g1 - g0)
+        dx_coef_dxhat_a = numpy.empty(g1 - g0, dout.dtype)
+        dx_coef_xhat_a = numpy.empty(g1 - g0, dout.dtype)
+        dx_coef_1_a = numpy.empty(g1 - g0, dout.dtype)
+        d_e = _layout.spread(d_g[g0:g1], K * I)
+        gamma_e = _layout.spread(gamma_t, K * I)
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        r_e = _layout.spread(r_g[g0:g1], K * I)
+        std_e = _layout.spread(std_g[g0:g1], K * I)
+        sum_dvar_t = numpy.zeros(j1 - j0)
+        sum_dxhat_t = numpy.zeros(j1 - j0)
+        sum_dout_xhat_t = numpy.zeros(j1 - j0)
+        sum_dout_t = numpy.zeros(j1 - j0)
+        for o in range(O):
+            _backward_staged_p0_cols(dout[o, j0:j1], xhat[o, j0:j1], d_e, gamma_e, mu_e, r_e, std_e, sum_dvar_t, sum_dxhat_t, sum_dout_xhat_t, sum_dout_t)
+        _layout.fold(sum_dvar_t, K * I, sum_dvar_s)
+        _layout.fold(sum_dxhat_t, K * I, sum_dxhat_s)
+        _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_s)
+        _layout.fold(sum_dout_t, K * I, sum_dout_s)
+        _backward_staged_g0(sum_dvar_s, sum_dxhat_s, sum_dout_xhat_s, sum_dout_s, d_g[g0:g1], r_g[g0:g1], std_g[g0:g1], dx_coef_dxhat_a, dx_coef_xhat_a, dx_coef_1_a, dgamma_g[g0:g1], dbeta_g[g0:g1], m, like)
+        dx_coef_1_e = _layout.spread(dx_coef_1_a, K * I)
+        dx_coef_dxhat_e = _layout.spread(dx_coef_dxhat_a, K * I)
+        dx_coef_xhat_e = _layout.spread(dx_coef_xhat_a, K * I)
+        gamma_e = _layout.spread(gamma_t, K * I)
+        for o in range(O):
+            _backward_staged_e_cols(dout[o, j0:j1], xhat[o, j0:j1], dx[o, j0:j1], dx_coef_1_e, dx_coef_dxhat_e, dx_coef_xhat_e, gamma_e)
+    if P != G:
+        _layout.combine_outer(dgamma_g, dgamma_p)
+    if P != G:
+        _layout.combine_outer(dbeta_g, dbeta_p)
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _backward_staged_tall(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, RC, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    sum_dvar_s = numpy.empty(G)
+    sum_dxhat_s = numpy.empty(G)
+    sum_dout_xhat_s = numpy.empty(G)
+    sum_dout_s = numpy.empty(G)
+    dx_coef_dxhat_a = numpy.empty(G, dout.dtype)
+    dx_coef_xhat_a = numpy.empty(G, dout.dtype)
+    dx_coef_1_a = numpy.empty(G, dout.dtype)
+    dgamma_g = dgamma_p if P == G else numpy.empty(G)
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    like = numpy.empty(0, dout.dtype)
+    gamma_all = _layout.per_group(gamma_p, 0, G, P)
+    sum_dvar_r = numpy.empty((RC, G))
+    sum_dxhat_r = numpy.empty((RC, G))
+    sum_dout_xhat_r = numpy.empty((RC, G))
+    sum_dout_r = numpy.empty((RC, G))
+    for t in numba.prange(RC * TC):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        d_e = _layout.spread(d_g[g0:g1], K * I)
+        gamma_e = _layout.spread(gamma_t, K * I)
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        r_e = _layout.spread(r_g[g0:g1], K * I)
+        std_e = _layout.spread(std_g[g0:g1], K * I)
+        sum_dvar_t = numpy.zeros(j1 - j0)
+        sum_dxhat_t = numpy.zeros(j1 - j0)
+        sum_dout_xhat_t = numpy.zeros(j1 - j0)
+        sum_dout_t = numpy.zeros(j1 - j0)
+        for o in range(o0, o1):
+            _backward_staged_p0_cols(dout[o, j0:j1], xhat[o, j0:j1], d_e, gamma_e, mu_e, r_e, std_e, sum_dvar_t, sum_dxhat_t, sum_dout_xhat_t, sum_dout_t)
+        _layout.fold(sum_dvar_t, K * I, sum_dvar_r[rc, g0:g1])
+        _layout.fold(sum_dxhat_t, K * I, sum_dxhat_r[rc, g0:g1])
+        _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_r[rc, g0:g1])
+        _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
+    _layout.sum_chunks(sum_dvar_r, sum_dvar_s)
+    _layout.sum_chunks(sum_dxhat_r, sum_dxhat_s)
+    _layout.sum_chunks(sum_dout_xhat_r, sum_dout_xhat_s)
+    _layout.sum_chunks(sum_dout_r, sum_dout_s)
+    _backward_staged_g0(sum_dvar_s, sum_dxhat_s, sum_dout_xhat_s, sum_dout_s, d_g, r_g, std_g, dx_coef_dxhat_a, dx_coef_xhat_a, dx_coef_1_a, dgamma_g, dbeta_g, m, like)
+    for t in numba.prange(RC * TC):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        dx_coef_1_e = _layout.spread(dx_coef_1_a[g0:g1], K * I)
+        dx_coef_dxhat_e = _layout.spread(dx_coef_dxhat_a[g0:g1], K * I)
+        dx_coef_xhat_e = _layout.spread(dx_coef_xhat_a[g0:g1], K * I)
+        gamma_e = _layout.spread(gamma_t, K * I)
+        for o in range(o0, o1):
+            _backward_staged_e_cols(dout[o, j0:j1], xhat[o, j0:j1], dx[o, j0:j1], dx_coef_1_e, dx_coef_dxhat_e, dx_coef_xhat_e, gamma_e)
+    if P != G:
+        _layout.combine_outer(dgamma_g, dgamma_p)
+    if P != G:
+        _layout.combine_outer(dbeta_g, dbeta_p)
+
+
+def _backward_staged(lay, dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m):
     """Backward pass, the staged chain rule. Pass 1 sums sum_dvar, sum_dxhat, sum_dout_xhat, sum_dout (float64) in each group; then dvar, dmu, dx_coef_dxhat, dx_coef_xhat, dx_coef_1. Pass 2: dx, elementwise."""
-    O, G = dout.shape
-    dgamma_g = numpy.empty(G)
-    dbeta_g = numpy.empty(G)
-    dvar_g = numpy.empty(G)
-    dmu_g = numpy.empty(G)
-    dx_coef_dxhat_g = numpy.empty(G, dout.dtype)
-    dx_coef_xhat_g = numpy.empty(G, dout.dtype)
-    dx_coef_1_g = numpy.empty(G, dout.dtype)
-    sum_dvar_c = numpy.empty((chunks, G))
-    sum_dxhat_c = numpy.empty((chunks, G))
-    sum_dout_xhat_c = numpy.empty((chunks, G))
-    sum_dout_c = numpy.empty((chunks, G))
-    for c in numba.prange(chunks):
-        o0, o1 = c * O // chunks, (c + 1) * O // chunks
-        for g in range(G):
-            sum_dvar_c[c, g] = 0.0
-            sum_dxhat_c[c, g] = 0.0
-            sum_dout_xhat_c[c, g] = 0.0
-            sum_dout_c[c, g] = 0.0
-        for o in range(o0, o1 - (o1 - o0) % 4, 4):
-            for g in range(G):
-                sum_dvar_c[c, g] += numpy.float64(((dout[o, g]*gamma_p[g]*(-d_g[g]*std_g[g] + std_g[g]*xhat[o, g]))/(r_g[g]) if (r_g[g]) != 0 else 0.0)) + numpy.float64(((dout[o + 1, g]*gamma_p[g]*(-d_g[g]*std_g[g] + std_g[g]*xhat[o + 1, g]))/(r_g[g]) if (r_g[g]) != 0 else 0.0)) + numpy.float64(((dout[o + 2, g]*gamma_p[g]*(-d_g[g]*std_g[g] + std_g[g]*xhat[o + 2, g]))/(r_g[g]) if (r_g[g]) != 0 else 0.0)) + numpy.float64(((dout[o + 3, g]*gamma_p[g]*(-d_g[g]*std_g[g] + std_g[g]*xhat[o + 3, g]))/(r_g[g]) if (r_g[g]) != 0 else 0.0))
-                sum_dxhat_c[c, g] += numpy.float64(dout[o, g]*gamma_p[g]) + numpy.float64(dout[o + 1, g]*gamma_p[g]) + numpy.float64(dout[o + 2, g]*gamma_p[g]) + numpy.float64(dout[o + 3, g]*gamma_p[g])
-                sum_dout_xhat_c[c, g] += numpy.float64(dout[o, g]*xhat[o, g]) + numpy.float64(dout[o + 1, g]*xhat[o + 1, g]) + numpy.float64(dout[o + 2, g]*xhat[o + 2, g]) + numpy.float64(dout[o + 3, g]*xhat[o + 3, g])
-                sum_dout_c[c, g] += numpy.float64(dout[o, g]) + numpy.float64(dout[o + 1, g]) + numpy.float64(dout[o + 2, g]) + numpy.float64(dout[o + 3, g])
-        for o in range(o1 - (o1 - o0) % 4, o1):
-            for g in range(G):
-                sum_dvar_c[c, g] += ((numpy.float64(dout[o, g])*numpy.float64(gamma_p[g])*(numpy.float64(xhat[o, g])*numpy.float64(std_g[g]) - numpy.float64(d_g[g])*numpy.float64(std_g[g])))/(numpy.float64(r_g[g])) if (numpy.float64(r_g[g])) != 0 else 0.0)
-                sum_dxhat_c[c, g] += numpy.float64(dout[o, g])*numpy.float64(gamma_p[g])
-                sum_dout_xhat_c[c, g] += numpy.float64(dout[o, g])*numpy.float64(xhat[o, g])
-                sum_dout_c[c, g] += numpy.float64(dout[o, g])
-    for g in range(G):
-        sum_dvar = 0.0
-        for c in range(chunks):
-            sum_dvar += sum_dvar_c[c, g]
-        sum_dxhat = 0.0
-        for c in range(chunks):
-            sum_dxhat += sum_dxhat_c[c, g]
-        sum_dout_xhat = 0.0
-        for c in range(chunks):
-            sum_dout_xhat += sum_dout_xhat_c[c, g]
-        sum_dout = 0.0
-        for c in range(chunks):
-            sum_dout += sum_dout_c[c, g]
-        dvar_g[g] = -1/2*r_g[g]*sum_dvar/std_g[g]**3
-        dmu_g[g] = -r_g[g]*sum_dxhat/std_g[g]
-        dx_coef_dxhat_g[g] = r_g[g]/std_g[g]
-        dx_coef_xhat_g[g] = ((2*dvar_g[g]*std_g[g])/(m*r_g[g]) if (m*r_g[g]) != 0 else 0.0)
-        dx_coef_1_g[g] = ((-2*d_g[g]*dvar_g[g]*std_g[g] + dmu_g[g]*r_g[g])/(m*r_g[g]) if (m*r_g[g]) != 0 else 0.0)
-        dgamma_g[g] = sum_dout_xhat
-        dbeta_g[g] = sum_dout
-    for c in numba.prange(chunks):
-        for o in range(c * O // chunks, (c + 1) * O // chunks):
-            for g in range(G):
-                dxhat = dout[o, g]*gamma_p[g]
-                dx[o, g] = dxhat*dx_coef_dxhat_g[g] + xhat[o, g]*dx_coef_xhat_g[g] + dx_coef_1_g[g]
-    for p in range(P):
-        dgamma_p[p] = 0.0
-    for g in range(G):
-        dgamma_p[g % P] += dgamma_g[g]
-    for p in range(P):
-        dbeta_p[p] = 0.0
-    for g in range(G):
-        dbeta_p[g % P] += dbeta_g[g]
+    if lay.strategy == "cols":
+        _backward_staged_cols(lay.cols(dout), lay.cols(xhat), lay.cols(dx), d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+    elif lay.strategy == "tall":
+        _backward_staged_tall(lay.cols(dout), lay.cols(xhat), lay.cols(dx), d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+    else:
+        _backward_staged_rows(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.chunks)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_test_p0_rows(dout, xhat):
+    sum_dout_xhat = 0.0
+    sum_dout = 0.0
+    for j in range(dout.shape[0]):
+        sum_dout_xhat += numpy.float64(dout[j])*numpy.float64(xhat[j])
+        sum_dout += numpy.float64(dout[j])
+    return (sum_dout_xhat, sum_dout,)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_test_e_rows(dout, dx, dx_coef_dxhat, gamma):
+    for j in range(dout.shape[0]):
+        dxhat = dout[j]*gamma
+        dx[j] = dxhat*dx_coef_dxhat
 
 
 @_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_test(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, r_max, P, chunks):
+def _backward_test_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, r_max, P, chunks):
+    O, G, K, I = dout.shape
+    work = dout.dtype.type
+    dgamma_g = dgamma_p if P == G else numpy.empty(G)
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    for c in numba.prange(chunks):
+        for g in range(c * G // chunks, (c + 1) * G // chunks):
+            p = g % P
+            std = std_g[g]
+            gamma = gamma_p[p]
+            sum_dout_xhat = 0.0
+            sum_dout = 0.0
+            for o in range(O):
+                for k in range(K):
+                    sum_dout_xhat_run, sum_dout_run, = _backward_test_p0_rows(dout[o, g, k], xhat[o, g, k])
+                    sum_dout_xhat += sum_dout_xhat_run
+                    sum_dout += sum_dout_run
+            dx_coef_dxhat = work(min(max(1, 1/r_max), r_max)/std)
+            dgamma_g[g] = sum_dout_xhat
+            dbeta_g[g] = sum_dout
+            for o in range(O):
+                for k in range(K):
+                    _backward_test_e_rows(dout[o, g, k], dx[o, g, k], dx_coef_dxhat, gamma)
+    if P != G:
+        _layout.combine_outer(dgamma_g, dgamma_p)
+    if P != G:
+        _layout.combine_outer(dbeta_g, dbeta_p)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_test_p0_cols(dout, xhat, sum_dout_xhat, sum_dout):
+    for j in range(dout.shape[0]):
+        sum_dout_xhat[j] += numpy.float64(dout[j])*numpy.float64(xhat[j])
+        sum_dout[j] += numpy.float64(dout[j])
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_test_e_cols(dout, dx, dx_coef_dxhat, gamma):
+    for j in range(dout.shape[0]):
+        dxhat = dout[j]*gamma[j]
+        dx[j] = dxhat*dx_coef_dxhat[j]
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_test_g0(sum_dout_xhat, sum_dout, std, dx_coef_dxhat_w, dgamma, dbeta, r_max, like):
+    work = like.dtype.type
+    for g in range(sum_dout_xhat.shape[0]):
+        dx_coef_dxhat = work(min(max(1, 1/r_max), r_max)/std[g])
+        dx_coef_dxhat_w[g] = dx_coef_dxhat
+        dgamma[g] = sum_dout_xhat[g]
+        dbeta[g] = sum_dout[g]
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _backward_test_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, r_max, P, K, I, G, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    dgamma_g = dgamma_p if P == G else numpy.empty(G)
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    like = numpy.empty(0, dout.dtype)
+    for tc in numba.prange(TC):
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        sum_dout_xhat_s = numpy.empty(g1 - g0)
+        sum_dout_s = numpy.empty(g1 - g0)
+        dx_coef_dxhat_a = numpy.empty(g1 - g0, dout.dtype)
+        sum_dout_xhat_t = numpy.zeros(j1 - j0)
+        sum_dout_t = numpy.zeros(j1 - j0)
+        for o in range(O):
+            _backward_test_p0_cols(dout[o, j0:j1], xhat[o, j0:j1], sum_dout_xhat_t, sum_dout_t)
+        _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_s)
+        _layout.fold(sum_dout_t, K * I, sum_dout_s)
+        _backward_test_g0(sum_dout_xhat_s, sum_dout_s, std_g[g0:g1], dx_coef_dxhat_a, dgamma_g[g0:g1], dbeta_g[g0:g1], r_max, like)
+        dx_coef_dxhat_e = _layout.spread(dx_coef_dxhat_a, K * I)
+        gamma_e = _layout.spread(gamma_t, K * I)
+        for o in range(O):
+            _backward_test_e_cols(dout[o, j0:j1], dx[o, j0:j1], dx_coef_dxhat_e, gamma_e)
+    if P != G:
+        _layout.combine_outer(dgamma_g, dgamma_p)
+    if P != G:
+        _layout.combine_outer(dbeta_g, dbeta_p)
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _backward_test_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, r_max, P, K, I, G, RC, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    sum_dout_xhat_s = numpy.empty(G)
+    sum_dout_s = numpy.empty(G)
+    dx_coef_dxhat_a = numpy.empty(G, dout.dtype)
+    dgamma_g = dgamma_p if P == G else numpy.empty(G)
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    like = numpy.empty(0, dout.dtype)
+    gamma_all = _layout.per_group(gamma_p, 0, G, P)
+    sum_dout_xhat_r = numpy.empty((RC, G))
+    sum_dout_r = numpy.empty((RC, G))
+    for t in numba.prange(RC * TC):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        sum_dout_xhat_t = numpy.zeros(j1 - j0)
+        sum_dout_t = numpy.zeros(j1 - j0)
+        for o in range(o0, o1):
+            _backward_test_p0_cols(dout[o, j0:j1], xhat[o, j0:j1], sum_dout_xhat_t, sum_dout_t)
+        _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_r[rc, g0:g1])
+        _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
+    _layout.sum_chunks(sum_dout_xhat_r, sum_dout_xhat_s)
+    _layout.sum_chunks(sum_dout_r, sum_dout_s)
+    _backward_test_g0(sum_dout_xhat_s, sum_dout_s, std_g, dx_coef_dxhat_a, dgamma_g, dbeta_g, r_max, like)
+    for t in numba.prange(RC * TC):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        dx_coef_dxhat_e = _layout.spread(dx_coef_dxhat_a[g0:g1], K * I)
+        gamma_e = _layout.spread(gamma_t, K * I)
+        for o in range(o0, o1):
+            _backward_test_e_cols(dout[o, j0:j1], dx[o, j0:j1], dx_coef_dxhat_e, gamma_e)
+    if P != G:
+        _layout.combine_outer(dgamma_g, dgamma_p)
+    if P != G:
+        _layout.combine_outer(dbeta_g, dbeta_p)
+
+
+def _backward_test(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, r_max):
     """Backward pass, test mode. Pass 1 sums sum_dout_xhat, sum_dout (float64) in each group; then dx_coef_dxhat. Pass 2: dx, elementwise."""
-    O, G = dout.shape
-    dgamma_g = numpy.empty(G)
-    dbeta_g = numpy.empty(G)
-    dx_coef_dxhat_g = numpy.empty(G, dout.dtype)
-    sum_dout_xhat_c = numpy.empty((chunks, G))
-    sum_dout_c = numpy.empty((chunks, G))
-    for c in numba.prange(chunks):
-        o0, o1 = c * O // chunks, (c + 1) * O // chunks
-        for g in range(G):
-            sum_dout_xhat_c[c, g] = 0.0
-            sum_dout_c[c, g] = 0.0
-        for o in range(o0, o1 - (o1 - o0) % 4, 4):
-            for g in range(G):
-                sum_dout_xhat_c[c, g] += numpy.float64(dout[o, g]*xhat[o, g]) + numpy.float64(dout[o + 1, g]*xhat[o + 1, g]) + numpy.float64(dout[o + 2, g]*xhat[o + 2, g]) + numpy.float64(dout[o + 3, g]*xhat[o + 3, g])
-                sum_dout_c[c, g] += numpy.float64(dout[o, g]) + numpy.float64(dout[o + 1, g]) + numpy.float64(dout[o + 2, g]) + numpy.float64(dout[o + 3, g])
-        for o in range(o1 - (o1 - o0) % 4, o1):
-            for g in range(G):
-                sum_dout_xhat_c[c, g] += numpy.float64(dout[o, g])*numpy.float64(xhat[o, g])
-                sum_dout_c[c, g] += numpy.float64(dout[o, g])
-    for g in range(G):
-        sum_dout_xhat = 0.0
-        for c in range(chunks):
-            sum_dout_xhat += sum_dout_xhat_c[c, g]
-        sum_dout = 0.0
-        for c in range(chunks):
-            sum_dout += sum_dout_c[c, g]
-        dx_coef_dxhat_g[g] = min(max(1, 1/r_max), r_max)/std_g[g]
-        dgamma_g[g] = sum_dout_xhat
-        dbeta_g[g] = sum_dout
-    for c in numba.prange(chunks):
-        for o in range(c * O // chunks, (c + 1) * O // chunks):
-            for g in range(G):
-                dxhat = dout[o, g]*gamma_p[g]
-                dx[o, g] = dxhat*dx_coef_dxhat_g[g]
-    for p in range(P):
-        dgamma_p[p] = 0.0
-    for g in range(G):
-        dgamma_p[g % P] += dgamma_g[g]
-    for p in range(P):
-        dbeta_p[p] = 0.0
-    for g in range(G):
-        dbeta_p[g % P] += dbeta_g[g]
+    if lay.strategy == "cols":
+        _backward_test_cols(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, dbeta_p, r_max, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+    elif lay.strategy == "tall":
+        _backward_test_tall(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, dbeta_p, r_max, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+    else:
+        _backward_test_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, r_max, lay.P, lay.chunks)
 
 
 def batch_renorm_forward(x, gamma, beta, bn_param):
@@ -298,7 +918,7 @@ def batch_renorm_forward(x, gamma, beta, bn_param):
     bn_param = _rt.initial_running("bn_param", bn_param, {'running_var': 1.0}, mode, features, dtype)
     param_sum_axes = _rt.other_axes(len(view_shape), param_axes)
     outer_axes = tuple(a for a in param_sum_axes if a not in axes)
-    lay = _layout.layout(view_shape, axes, param_axes, _PATTERN)
+    lay = _layout.layout(view_shape, axes, param_axes, _VARYING)
     work = x.dtype
     stat_shape = tuple(n if a in param_axes else 1 for a, n in enumerate(view_shape))
     running = _rt.running_stats("bn_param", bn_param, ("running_mean", "running_var", ), features, stat_shape, dtype)
@@ -314,24 +934,23 @@ def batch_renorm_forward(x, gamma, beta, bn_param):
         std_g = numpy.empty(lay.groups)
         r_g = numpy.empty(lay.groups)
         _forward_train(
+            lay,
             lay.to_kernel(x),
             xhat_k,
             out_k,
-            running_mean.reshape(-1).astype(numpy.float64),
-            running_var.reshape(-1).astype(numpy.float64),
+            lay.stat(running_mean),
+            lay.stat(running_var),
             mu_g,
             d_g,
             var_g,
             std_g,
             r_g,
-            beta.reshape(lay.param_shape),
-            gamma.reshape(lay.param_shape),
+            lay.param(beta),
+            lay.param(gamma),
             d_max,
             eps,
             m,
             r_max,
-            lay.param_shape[0],
-            lay.chunks,
         )
         xhat = lay.from_kernel(xhat_k)
         out = lay.from_kernel(out_k)
@@ -355,21 +974,20 @@ def batch_renorm_forward(x, gamma, beta, bn_param):
         r_g = numpy.empty(lay.groups)
         d_g = numpy.empty(lay.groups)
         _forward_test(
+            lay,
             lay.to_kernel(x),
             xhat_k,
             out_k,
-            mu.reshape(-1).astype(numpy.float64),
-            var.reshape(-1).astype(numpy.float64),
+            lay.stat(mu),
+            lay.stat(var),
             std_g,
             r_g,
             d_g,
-            beta.reshape(lay.param_shape),
-            gamma.reshape(lay.param_shape),
+            lay.param(beta),
+            lay.param(gamma),
             d_max,
             eps,
             r_max,
-            lay.param_shape[0],
-            lay.chunks,
         )
         xhat = lay.from_kernel(xhat_k)
         out = lay.from_kernel(out_k)
@@ -421,47 +1039,45 @@ def batch_renorm_backward(dout, cache):
     outer_axes = cache["outer_axes"]
     dtype = cache["dtype"]
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
-    lay = _layout.layout(cache["view_shape"], cache["axes"], cache["param_axes"], _PATTERN)
+    lay = _layout.layout(cache["view_shape"], cache["axes"], cache["param_axes"], _VARYING)
     work = dout.dtype
     if cache["mode"] == "train":
         dx_k = lay.empty(work)
-        dgamma = numpy.empty(lay.param_shape)
-        dbeta = numpy.empty(lay.param_shape)
+        dgamma_p = numpy.empty(lay.param_shape)
+        dbeta_p = numpy.empty(lay.param_shape)
         _backward_compact(
+            lay,
             lay.to_kernel(dout),
             lay.to_kernel(xhat),
             dx_k,
-            d.reshape(-1).astype(numpy.float64),
-            r.reshape(-1).astype(numpy.float64),
-            std.reshape(-1).astype(numpy.float64),
-            gamma.reshape(lay.param_shape),
-            dgamma,
-            dbeta,
+            lay.stat(d),
+            lay.stat(r),
+            lay.stat(std),
+            lay.param(gamma),
+            dgamma_p,
+            dbeta_p,
             m,
-            lay.param_shape[0],
-            lay.chunks,
         )
         dx = lay.from_kernel(dx_k)
     else:
         dx_k = lay.empty(work)
-        dgamma = numpy.empty(lay.param_shape)
-        dbeta = numpy.empty(lay.param_shape)
+        dgamma_p = numpy.empty(lay.param_shape)
+        dbeta_p = numpy.empty(lay.param_shape)
         _backward_test(
+            lay,
             lay.to_kernel(dout),
             lay.to_kernel(xhat),
             dx_k,
-            std.reshape(-1).astype(numpy.float64),
-            gamma.reshape(lay.param_shape),
-            dgamma,
-            dbeta,
+            lay.stat(std),
+            lay.param(gamma),
+            dgamma_p,
+            dbeta_p,
             r_max,
-            lay.param_shape[0],
-            lay.chunks,
         )
         dx = lay.from_kernel(dx_k)
     return (dx.reshape(cache["x_shape"]).astype(dtype, copy=False),
-            dgamma.reshape(cache["gamma_shape"]).astype(dtype, copy=False),
-            dbeta.reshape(cache["beta_shape"]).astype(dtype, copy=False),
+            dgamma_p.reshape(cache["gamma_shape"]).astype(dtype, copy=False),
+            dbeta_p.reshape(cache["beta_shape"]).astype(dtype, copy=False),
             )
 
 
@@ -486,46 +1102,174 @@ def batch_renorm_backward_staged(dout, cache):
     outer_axes = cache["outer_axes"]
     dtype = cache["dtype"]
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
-    lay = _layout.layout(cache["view_shape"], cache["axes"], cache["param_axes"], _PATTERN)
+    lay = _layout.layout(cache["view_shape"], cache["axes"], cache["param_axes"], _VARYING)
     work = dout.dtype
     if cache["mode"] == "train":
         dx_k = lay.empty(work)
-        dgamma = numpy.empty(lay.param_shape)
-        dbeta = numpy.empty(lay.param_shape)
+        dgamma_p = numpy.empty(lay.param_shape)
+        dbeta_p = numpy.empty(lay.param_shape)
         _backward_staged(
+            lay,
             lay.to_kernel(dout),
             lay.to_kernel(xhat),
             dx_k,
-            d.reshape(-1).astype(numpy.float64),
-            mu.reshape(-1).astype(numpy.float64),
-            r.reshape(-1).astype(numpy.float64),
-            std.reshape(-1).astype(numpy.float64),
-            gamma.reshape(lay.param_shape),
-            dgamma,
-            dbeta,
+            lay.stat(d),
+            lay.stat(mu),
+            lay.stat(r),
+            lay.stat(std),
+            lay.param(gamma),
+            dgamma_p,
+            dbeta_p,
             m,
-            lay.param_shape[0],
-            lay.chunks,
         )
         dx = lay.from_kernel(dx_k)
     else:
         dx_k = lay.empty(work)
-        dgamma = numpy.empty(lay.param_shape)
-        dbeta = numpy.empty(lay.param_shape)
+        dgamma_p = numpy.empty(lay.param_shape)
+        dbeta_p = numpy.empty(lay.param_shape)
         _backward_test(
+            lay,
             lay.to_kernel(dout),
             lay.to_kernel(xhat),
             dx_k,
-            std.reshape(-1).astype(numpy.float64),
-            gamma.reshape(lay.param_shape),
-            dgamma,
-            dbeta,
+            lay.stat(std),
+            lay.param(gamma),
+            dgamma_p,
+            dbeta_p,
             r_max,
-            lay.param_shape[0],
-            lay.chunks,
         )
         dx = lay.from_kernel(dx_k)
     return (dx.reshape(cache["x_shape"]).astype(dtype, copy=False),
-            dgamma.reshape(cache["gamma_shape"]).astype(dtype, copy=False),
-            dbeta.reshape(cache["beta_shape"]).astype(dtype, copy=False),
+            dgamma_p.reshape(cache["gamma_shape"]).astype(dtype, copy=False),
+            dbeta_p.reshape(cache["beta_shape"]).astype(dtype, copy=False),
             )
+
+
+
+def forward_train(x, gamma, beta, running_var, running_mean, *, eps, r_max, d_max, momentum, m, axes, param_sum_axes, **_):
+    """The training forward pass on NumPy arrays of the working view: generated.torch's kernel contract
+    (the names and keywords of generated.torch.batch_renorm.forward_train), run by the numba kernels;
+    returns the values generated.torch keeps (per-group ones shaped like a statistic, in the input's dtype)."""
+    work = x.dtype
+    lay = _layout.layout(x.shape, tuple(axes), _layout.param_axes(x.ndim, param_sum_axes), _VARYING)
+    xhat_k = lay.empty(work)
+    out_k = lay.empty(work)
+    mu_g = numpy.empty(lay.groups)
+    d_g = numpy.empty(lay.groups)
+    var_g = numpy.empty(lay.groups)
+    std_g = numpy.empty(lay.groups)
+    r_g = numpy.empty(lay.groups)
+    _forward_train(
+        lay,
+        lay.to_kernel(x),
+        xhat_k,
+        out_k,
+        lay.stat(running_mean),
+        lay.stat(running_var),
+        mu_g,
+        d_g,
+        var_g,
+        std_g,
+        r_g,
+        lay.param(beta),
+        lay.param(gamma),
+        d_max,
+        eps,
+        m,
+        r_max,
+    )
+    xhat = lay.from_kernel(xhat_k)
+    out = lay.from_kernel(out_k)
+    mu = mu_g.reshape(lay.stat_shape).astype(work)
+    d = d_g.reshape(lay.stat_shape).astype(work)
+    var = var_g.reshape(lay.stat_shape).astype(work)
+    std = std_g.reshape(lay.stat_shape).astype(work)
+    r = r_g.reshape(lay.stat_shape).astype(work)
+    return {"xhat": xhat, "out": out, "mu": mu, "d": d, "var": var, "std": std, "r": r, }
+
+
+def forward_test(x, gamma, beta, mu, var, *, eps, r_max, d_max, momentum, m, axes, param_sum_axes, **_):
+    """The test-mode forward pass (running statistics) on NumPy arrays of the working view: generated.torch's kernel contract
+    (the names and keywords of generated.torch.batch_renorm.forward_test), run by the numba kernels;
+    returns the values generated.torch keeps (per-group ones shaped like a statistic, in the input's dtype)."""
+    work = x.dtype
+    lay = _layout.layout(x.shape, tuple(axes), _layout.param_axes(x.ndim, param_sum_axes), _VARYING)
+    xhat_k = lay.empty(work)
+    out_k = lay.empty(work)
+    std_g = numpy.empty(lay.groups)
+    r_g = numpy.empty(lay.groups)
+    d_g = numpy.empty(lay.groups)
+    _forward_test(
+        lay,
+        lay.to_kernel(x),
+        xhat_k,
+        out_k,
+        lay.stat(mu),
+        lay.stat(var),
+        std_g,
+        r_g,
+        d_g,
+        lay.param(beta),
+        lay.param(gamma),
+        d_max,
+        eps,
+        r_max,
+    )
+    xhat = lay.from_kernel(xhat_k)
+    out = lay.from_kernel(out_k)
+    std = std_g.reshape(lay.stat_shape).astype(work)
+    r = r_g.reshape(lay.stat_shape).astype(work)
+    d = d_g.reshape(lay.stat_shape).astype(work)
+    return {"xhat": xhat, "out": out, "std": std, "r": r, "d": d, }
+
+
+def backward_train_fused(dout, d, gamma, r, std, xhat, *, eps, r_max, d_max, momentum, m, axes, param_sum_axes, **_):
+    """The compact training backward pass on NumPy arrays of the working view: generated.torch's kernel contract
+    (the names and keywords of generated.torch.batch_renorm.backward_train_fused), run by the numba kernels;
+    returns (dx, dgamma, dbeta), each parameter's gradient shaped like the parameters of the view."""
+    work = dout.dtype
+    lay = _layout.layout(dout.shape, tuple(axes), _layout.param_axes(dout.ndim, param_sum_axes), _VARYING)
+    dx_k = lay.empty(work)
+    dgamma_p = numpy.empty(lay.param_shape)
+    dbeta_p = numpy.empty(lay.param_shape)
+    _backward_compact(
+        lay,
+        lay.to_kernel(dout),
+        lay.to_kernel(xhat),
+        dx_k,
+        lay.stat(d),
+        lay.stat(r),
+        lay.stat(std),
+        lay.param(gamma),
+        dgamma_p,
+        dbeta_p,
+        m,
+    )
+    dx = lay.from_kernel(dx_k)
+    param_view = _layout.param_view(dout.shape, param_sum_axes)
+    return (dx, lay.param_out(dgamma_p, param_view).astype(work), lay.param_out(dbeta_p, param_view).astype(work),)
+
+
+def backward_test(dout, gamma, std, xhat, *, eps, r_max, d_max, momentum, m, axes, param_sum_axes, **_):
+    """The test-mode backward pass on NumPy arrays of the working view: generated.torch's kernel contract
+    (the names and keywords of generated.torch.batch_renorm.backward_test), run by the numba kernels;
+    returns (dx, dgamma, dbeta), each parameter's gradient shaped like the parameters of the view."""
+    work = dout.dtype
+    lay = _layout.layout(dout.shape, tuple(axes), _layout.param_axes(dout.ndim, param_sum_axes), _VARYING)
+    dx_k = lay.empty(work)
+    dgamma_p = numpy.empty(lay.param_shape)
+    dbeta_p = numpy.empty(lay.param_shape)
+    _backward_test(
+        lay,
+        lay.to_kernel(dout),
+        lay.to_kernel(xhat),
+        dx_k,
+        lay.stat(std),
+        lay.param(gamma),
+        dgamma_p,
+        dbeta_p,
+        r_max,
+    )
+    dx = lay.from_kernel(dx_k)
+    param_view = _layout.param_view(dout.shape, param_sum_axes)
+    return (dx, lay.param_out(dgamma_p, param_view).astype(work), lay.param_out(dbeta_p, param_view).astype(work),)

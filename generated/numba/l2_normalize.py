@@ -7,9 +7,12 @@ generated/derivations/l2_normalize.md), printed as scalar loops: each kernel
 is one or more reduction passes, whose sums accumulate in float64, then one
 elementwise pass.  Per-group values (the statistics and the lets) stay in float64 wherever the
 elementwise pass subtracts the mean; the cache keeps them in float64, as it gets them.
-Statistics are taken over the axes (D) (the last axis) of x (..., D);
-the kernels see the working view as (G, I) (rows layout, see
-generated/numba/_layout.py).
+Statistics are taken over the axes (D) (the last axis) of x (..., D).
+The kernels see any working view as (O, G, K, I) and sweep it by rows or by columns,
+as generated/numba/_layout.py chooses from the shape.  Two faces: the array API
+(l2_normalize_forward and its backward functions, the NumPy backend's contract), and
+generated.torch's kernel contract (forward_train, backward_train_fused: the printed
+torch functions' names and keywords, on NumPy arrays of the working view).
 """
 import math
 import numba
@@ -18,67 +21,374 @@ import numpy
 from .. import _runtime as _rt
 from . import _layout
 
-_PATTERN = "gi"
+_VARYING = False   #: the parameters vary inside a group (a k axis)
 _FASTMATH = {"contract", "nsz", "reassoc"}
 _CACHE_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "den", "eps", "norm", "out", )
 
 
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_train_p0_rows(x):
+    sq = 0.0
+    for j in range(x.shape[0]):
+        sq += numpy.float64(x[j])**2
+    return (sq,)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_train_e_rows(x, out, den):
+    for j in range(x.shape[0]):
+        out[j] = ((x[j])/(den) if (den) != 0 else 0.0)
+
+
 @_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _forward_train(x, out, norm_g, den_g, eps, P, chunks):
-    """Forward pass, training mode. Pass 1 sums sq (float64) in each group; then norm, den. Pass 2: out, elementwise."""
-    G, I = x.shape
+def _forward_train_rows(x, out, norm_g, den_g, eps, P, chunks):
+    O, G, K, I = x.shape
     work = x.dtype.type
     for c in numba.prange(chunks):
         for g in range(c * G // chunks, (c + 1) * G // chunks):
+            p = g % P
             sq = 0.0
-            for i in range(I):
-                sq += numpy.float64(x[g, i])**2
+            for o in range(O):
+                for k in range(K):
+                    sq_run, = _forward_train_p0_rows(x[o, g, k])
+                    sq += sq_run
             norm = math.sqrt(sq)
             den = work(max(norm, eps))
             norm_g[g] = norm
             den_g[g] = den
-            for i in range(I):
-                out[g, i] = ((x[g, i])/(den) if (den) != 0 else 0.0)
+            for o in range(O):
+                for k in range(K):
+                    _forward_train_e_rows(x[o, g, k], out[o, g, k], den)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_train_p0_cols(x, sq):
+    for j in range(x.shape[0]):
+        sq[j] += numpy.float64(x[j])**2
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_train_e_cols(x, out, den):
+    for j in range(x.shape[0]):
+        out[j] = ((x[j])/(den[j]) if (den[j]) != 0 else 0.0)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_train_g0(sq, norm_w, den_w, eps, like):
+    work = like.dtype.type
+    for g in range(sq.shape[0]):
+        norm = math.sqrt(sq[g])
+        den = work(max(norm, eps))
+        norm_w[g] = norm
+        den_w[g] = den
 
 
 @_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_compact(dout, out, dx, den_g, norm_g, eps, P, chunks):
-    """Backward pass, the compact form. Pass 1 sums sum_dout_out (float64) in each group; then coef_dout, coef_out. Pass 2: dx, elementwise."""
-    G, I = dout.shape
+def _forward_train_cols(x, out, norm_g, den_g, eps, P, K, I, G, GT):
+    O = x.shape[0]
+    TC = (G + GT - 1) // GT
+    like = numpy.empty(0, x.dtype)
+    for tc in numba.prange(TC):
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        sq_s = numpy.empty(g1 - g0)
+        sq_t = numpy.zeros(j1 - j0)
+        for o in range(O):
+            _forward_train_p0_cols(x[o, j0:j1], sq_t)
+        _layout.fold(sq_t, K * I, sq_s)
+        _forward_train_g0(sq_s, norm_g[g0:g1], den_g[g0:g1], eps, like)
+        den_e = _layout.spread(den_g[g0:g1], K * I)
+        for o in range(O):
+            _forward_train_e_cols(x[o, j0:j1], out[o, j0:j1], den_e)
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _forward_train_tall(x, out, norm_g, den_g, eps, P, K, I, G, RC, GT):
+    O = x.shape[0]
+    TC = (G + GT - 1) // GT
+    sq_s = numpy.empty(G)
+    like = numpy.empty(0, x.dtype)
+    sq_r = numpy.empty((RC, G))
+    for t in numba.prange(RC * TC):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        sq_t = numpy.zeros(j1 - j0)
+        for o in range(o0, o1):
+            _forward_train_p0_cols(x[o, j0:j1], sq_t)
+        _layout.fold(sq_t, K * I, sq_r[rc, g0:g1])
+    _layout.sum_chunks(sq_r, sq_s)
+    _forward_train_g0(sq_s, norm_g, den_g, eps, like)
+    for t in numba.prange(RC * TC):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        den_e = _layout.spread(den_g[g0:g1], K * I)
+        for o in range(o0, o1):
+            _forward_train_e_cols(x[o, j0:j1], out[o, j0:j1], den_e)
+
+
+def _forward_train(lay, x, out, norm_g, den_g, eps):
+    """Forward pass, training mode. Pass 1 sums sq (float64) in each group; then norm, den. Pass 2: out, elementwise."""
+    if lay.strategy == "cols":
+        _forward_train_cols(lay.cols(x), lay.cols(out), norm_g, den_g, eps, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+    elif lay.strategy == "tall":
+        _forward_train_tall(lay.cols(x), lay.cols(out), norm_g, den_g, eps, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+    else:
+        _forward_train_rows(x, out, norm_g, den_g, eps, lay.P, lay.chunks)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_compact_p0_rows(dout, out):
+    sum_dout_out = 0.0
+    for j in range(dout.shape[0]):
+        sum_dout_out += numpy.float64(dout[j])*numpy.float64(out[j])
+    return (sum_dout_out,)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_compact_e_rows(dout, out, dx, coef_dout, coef_out):
+    for j in range(dout.shape[0]):
+        dx[j] = dout[j]*coef_dout + out[j]*coef_out
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _backward_compact_rows(dout, out, dx, den_g, norm_g, eps, P, chunks):
+    O, G, K, I = dout.shape
     work = dout.dtype.type
     for c in numba.prange(chunks):
         for g in range(c * G // chunks, (c + 1) * G // chunks):
+            p = g % P
             den = den_g[g]
             norm = norm_g[g]
             sum_dout_out = 0.0
-            for i in range(I):
-                sum_dout_out += numpy.float64(dout[g, i])*numpy.float64(out[g, i])
+            for o in range(O):
+                for k in range(K):
+                    sum_dout_out_run, = _backward_compact_p0_rows(dout[o, g, k], out[o, g, k])
+                    sum_dout_out += sum_dout_out_run
             coef_dout = work(1/den)
             coef_out = work(((-sum_dout_out*(1.0 if (-eps + norm) > 0 else (float(1) if (-eps + norm) == 0 else 0.0)))/(norm) if (norm) != 0 else 0.0))
-            for i in range(I):
-                dx[g, i] = dout[g, i]*coef_dout + out[g, i]*coef_out
+            for o in range(O):
+                for k in range(K):
+                    _backward_compact_e_rows(dout[o, g, k], out[o, g, k], dx[o, g, k], coef_dout, coef_out)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_compact_p0_cols(dout, out, sum_dout_out):
+    for j in range(dout.shape[0]):
+        sum_dout_out[j] += numpy.float64(dout[j])*numpy.float64(out[j])
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_compact_e_cols(dout, out, dx, coef_dout, coef_out):
+    for j in range(dout.shape[0]):
+        dx[j] = dout[j]*coef_dout[j] + out[j]*coef_out[j]
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_compact_g0(sum_dout_out, den, norm, coef_dout_w, coef_out_w, eps, like):
+    work = like.dtype.type
+    for g in range(sum_dout_out.shape[0]):
+        coef_dout = work(1/den[g])
+        coef_out = work(((-sum_dout_out[g]*(1.0 if (-eps + norm[g]) > 0 else (float(1) if (-eps + norm[g]) == 0 else 0.0)))/(norm[g]) if (norm[g]) != 0 else 0.0))
+        coef_dout_w[g] = coef_dout
+        coef_out_w[g] = coef_out
 
 
 @_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_staged(dout, out, dx, den_g, norm_g, eps, P, chunks):
-    """Backward pass, the staged chain rule. Pass 1 sums sum_dout_out (float64) in each group; then dsq, dx_coef_dout, dx_coef_out. Pass 2: dx, elementwise."""
-    G, I = dout.shape
+def _backward_compact_cols(dout, out, dx, den_g, norm_g, eps, P, K, I, G, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    like = numpy.empty(0, dout.dtype)
+    for tc in numba.prange(TC):
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        sum_dout_out_s = numpy.empty(g1 - g0)
+        coef_dout_a = numpy.empty(g1 - g0, dout.dtype)
+        coef_out_a = numpy.empty(g1 - g0, dout.dtype)
+        sum_dout_out_t = numpy.zeros(j1 - j0)
+        for o in range(O):
+            _backward_compact_p0_cols(dout[o, j0:j1], out[o, j0:j1], sum_dout_out_t)
+        _layout.fold(sum_dout_out_t, K * I, sum_dout_out_s)
+        _backward_compact_g0(sum_dout_out_s, den_g[g0:g1], norm_g[g0:g1], coef_dout_a, coef_out_a, eps, like)
+        coef_dout_e = _layout.spread(coef_dout_a, K * I)
+        coef_out_e = _layout.spread(coef_out_a, K * I)
+        for o in range(O):
+            _backward_compact_e_cols(dout[o, j0:j1], out[o, j0:j1], dx[o, j0:j1], coef_dout_e, coef_out_e)
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _backward_compact_tall(dout, out, dx, den_g, norm_g, eps, P, K, I, G, RC, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    sum_dout_out_s = numpy.empty(G)
+    coef_dout_a = numpy.empty(G, dout.dtype)
+    coef_out_a = numpy.empty(G, dout.dtype)
+    like = numpy.empty(0, dout.dtype)
+    sum_dout_out_r = numpy.empty((RC, G))
+    for t in numba.prange(RC * TC):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        sum_dout_out_t = numpy.zeros(j1 - j0)
+        for o in range(o0, o1):
+            _backward_compact_p0_cols(dout[o, j0:j1], out[o, j0:j1], sum_dout_out_t)
+        _layout.fold(sum_dout_out_t, K * I, sum_dout_out_r[rc, g0:g1])
+    _layout.sum_chunks(sum_dout_out_r, sum_dout_out_s)
+    _backward_compact_g0(sum_dout_out_s, den_g, norm_g, coef_dout_a, coef_out_a, eps, like)
+    for t in numba.prange(RC * TC):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        coef_dout_e = _layout.spread(coef_dout_a[g0:g1], K * I)
+        coef_out_e = _layout.spread(coef_out_a[g0:g1], K * I)
+        for o in range(o0, o1):
+            _backward_compact_e_cols(dout[o, j0:j1], out[o, j0:j1], dx[o, j0:j1], coef_dout_e, coef_out_e)
+
+
+def _backward_compact(lay, dout, out, dx, den_g, norm_g, eps):
+    """Backward pass, the compact form. Pass 1 sums sum_dout_out (float64) in each group; then coef_dout, coef_out. Pass 2: dx, elementwise."""
+    if lay.strategy == "cols":
+        _backward_compact_cols(lay.cols(dout), lay.cols(out), lay.cols(dx), den_g, norm_g, eps, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+    elif lay.strategy == "tall":
+        _backward_compact_tall(lay.cols(dout), lay.cols(out), lay.cols(dx), den_g, norm_g, eps, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+    else:
+        _backward_compact_rows(dout, out, dx, den_g, norm_g, eps, lay.P, lay.chunks)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_staged_p0_rows(dout, out):
+    sum_dout_out = 0.0
+    for j in range(dout.shape[0]):
+        sum_dout_out += numpy.float64(dout[j])*numpy.float64(out[j])
+    return (sum_dout_out,)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_staged_e_rows(dout, out, dx, dx_coef_dout, dx_coef_out):
+    for j in range(dout.shape[0]):
+        dx[j] = dout[j]*dx_coef_dout + out[j]*dx_coef_out
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _backward_staged_rows(dout, out, dx, den_g, norm_g, eps, P, chunks):
+    O, G, K, I = dout.shape
     work = dout.dtype.type
     for c in numba.prange(chunks):
         for g in range(c * G // chunks, (c + 1) * G // chunks):
+            p = g % P
             den = den_g[g]
             norm = norm_g[g]
             sum_dout_out = 0.0
-            for i in range(I):
-                sum_dout_out += numpy.float64(dout[g, i])*numpy.float64(out[g, i])
+            for o in range(O):
+                for k in range(K):
+                    sum_dout_out_run, = _backward_staged_p0_rows(dout[o, g, k], out[o, g, k])
+                    sum_dout_out += sum_dout_out_run
             dsq = ((-sum_dout_out*(1.0 if (-eps + norm) > 0 else (float(1) if (-eps + norm) == 0 else 0.0)))/(2*den*norm) if (2*den*norm) != 0 else 0.0)
             dx_coef_dout = work(1/den)
             dx_coef_out = work(2*den*dsq)
-            for i in range(I):
-                dx[g, i] = dout[g, i]*dx_coef_dout + out[g, i]*dx_coef_out
+            for o in range(O):
+                for k in range(K):
+                    _backward_staged_e_rows(dout[o, g, k], out[o, g, k], dx[o, g, k], dx_coef_dout, dx_coef_out)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_staged_p0_cols(dout, out, sum_dout_out):
+    for j in range(dout.shape[0]):
+        sum_dout_out[j] += numpy.float64(dout[j])*numpy.float64(out[j])
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_staged_e_cols(dout, out, dx, dx_coef_dout, dx_coef_out):
+    for j in range(dout.shape[0]):
+        dx[j] = dout[j]*dx_coef_dout[j] + out[j]*dx_coef_out[j]
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_staged_g0(sum_dout_out, den, norm, dx_coef_dout_w, dx_coef_out_w, eps, like):
+    work = like.dtype.type
+    for g in range(sum_dout_out.shape[0]):
+        dsq = ((-sum_dout_out[g]*(1.0 if (-eps + norm[g]) > 0 else (float(1) if (-eps + norm[g]) == 0 else 0.0)))/(2*den[g]*norm[g]) if (2*den[g]*norm[g]) != 0 else 0.0)
+        dx_coef_dout = work(1/den[g])
+        dx_coef_out = work(2*den[g]*dsq)
+        dx_coef_dout_w[g] = dx_coef_dout
+        dx_coef_out_w[g] = dx_coef_out
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _backward_staged_cols(dout, out, dx, den_g, norm_g, eps, P, K, I, G, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    like = numpy.empty(0, dout.dtype)
+    for tc in numba.prange(TC):
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        sum_dout_out_s = numpy.empty(g1 - g0)
+        dx_coef_dout_a = numpy.empty(g1 - g0, dout.dtype)
+        dx_coef_out_a = numpy.empty(g1 - g0, dout.dtype)
+        sum_dout_out_t = numpy.zeros(j1 - j0)
+        for o in range(O):
+            _backward_staged_p0_cols(dout[o, j0:j1], out[o, j0:j1], sum_dout_out_t)
+        _layout.fold(sum_dout_out_t, K * I, sum_dout_out_s)
+        _backward_staged_g0(sum_dout_out_s, den_g[g0:g1], norm_g[g0:g1], dx_coef_dout_a, dx_coef_out_a, eps, like)
+        dx_coef_dout_e = _layout.spread(dx_coef_dout_a, K * I)
+        dx_coef_out_e = _layout.spread(dx_coef_out_a, K * I)
+        for o in range(O):
+            _backward_staged_e_cols(dout[o, j0:j1], out[o, j0:j1], dx[o, j0:j1], dx_coef_dout_e, dx_coef_out_e)
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _backward_staged_tall(dout, out, dx, den_g, norm_g, eps, P, K, I, G, RC, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    sum_dout_out_s = numpy.empty(G)
+    dx_coef_dout_a = numpy.empty(G, dout.dtype)
+    dx_coef_out_a = numpy.empty(G, dout.dtype)
+    like = numpy.empty(0, dout.dtype)
+    sum_dout_out_r = numpy.empty((RC, G))
+    for t in numba.prange(RC * TC):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        sum_dout_out_t = numpy.zeros(j1 - j0)
+        for o in range(o0, o1):
+            _backward_staged_p0_cols(dout[o, j0:j1], out[o, j0:j1], sum_dout_out_t)
+        _layout.fold(sum_dout_out_t, K * I, sum_dout_out_r[rc, g0:g1])
+    _layout.sum_chunks(sum_dout_out_r, sum_dout_out_s)
+    _backward_staged_g0(sum_dout_out_s, den_g, norm_g, dx_coef_dout_a, dx_coef_out_a, eps, like)
+    for t in numba.prange(RC * TC):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        dx_coef_dout_e = _layout.spread(dx_coef_dout_a[g0:g1], K * I)
+        dx_coef_out_e = _layout.spread(dx_coef_out_a[g0:g1], K * I)
+        for o in range(o0, o1):
+            _backward_staged_e_cols(dout[o, j0:j1], out[o, j0:j1], dx[o, j0:j1], dx_coef_dout_e, dx_coef_out_e)
+
+
+def _backward_staged(lay, dout, out, dx, den_g, norm_g, eps):
+    """Backward pass, the staged chain rule. Pass 1 sums sum_dout_out (float64) in each group; then dsq, dx_coef_dout, dx_coef_out. Pass 2: dx, elementwise."""
+    if lay.strategy == "cols":
+        _backward_staged_cols(lay.cols(dout), lay.cols(out), lay.cols(dx), den_g, norm_g, eps, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+    elif lay.strategy == "tall":
+        _backward_staged_tall(lay.cols(dout), lay.cols(out), lay.cols(dx), den_g, norm_g, eps, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+    else:
+        _backward_staged_rows(dout, out, dx, den_g, norm_g, eps, lay.P, lay.chunks)
 
 
 def l2_normalize_forward(x, l2_param):
@@ -108,19 +418,18 @@ def l2_normalize_forward(x, l2_param):
     x = _rt.as_work(x, dtype).reshape(view_shape)
     param_sum_axes = _rt.other_axes(len(view_shape), param_axes)
     outer_axes = tuple(a for a in param_sum_axes if a not in axes)
-    lay = _layout.layout(view_shape, axes, param_axes, _PATTERN)
+    lay = _layout.layout(view_shape, axes, param_axes, _VARYING)
     work = x.dtype
     out_k = lay.empty(work)
     norm_g = numpy.empty(lay.groups)
     den_g = numpy.empty(lay.groups)
     _forward_train(
+        lay,
         lay.to_kernel(x),
         out_k,
         norm_g,
         den_g,
         eps,
-        lay.param_shape[0],
-        lay.chunks,
     )
     out = lay.from_kernel(out_k)
     norm = norm_g.reshape(lay.stat_shape)
@@ -161,18 +470,17 @@ def l2_normalize_backward(dout, cache):
     outer_axes = cache["outer_axes"]
     dtype = cache["dtype"]
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
-    lay = _layout.layout(cache["view_shape"], cache["axes"], cache["param_axes"], _PATTERN)
+    lay = _layout.layout(cache["view_shape"], cache["axes"], cache["param_axes"], _VARYING)
     work = dout.dtype
     dx_k = lay.empty(work)
     _backward_compact(
+        lay,
         lay.to_kernel(dout),
         lay.to_kernel(out),
         dx_k,
-        den.reshape(-1).astype(numpy.float64),
-        norm.reshape(-1).astype(numpy.float64),
+        lay.stat(den),
+        lay.stat(norm),
         eps,
-        lay.param_shape[0],
-        lay.chunks,
     )
     dx = lay.from_kernel(dx_k)
     return (dx.reshape(cache["x_shape"]).astype(dtype, copy=False),
@@ -196,19 +504,62 @@ def l2_normalize_backward_staged(dout, cache):
     outer_axes = cache["outer_axes"]
     dtype = cache["dtype"]
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
-    lay = _layout.layout(cache["view_shape"], cache["axes"], cache["param_axes"], _PATTERN)
+    lay = _layout.layout(cache["view_shape"], cache["axes"], cache["param_axes"], _VARYING)
     work = dout.dtype
     dx_k = lay.empty(work)
     _backward_staged(
+        lay,
         lay.to_kernel(dout),
         lay.to_kernel(out),
         dx_k,
-        den.reshape(-1).astype(numpy.float64),
-        norm.reshape(-1).astype(numpy.float64),
+        lay.stat(den),
+        lay.stat(norm),
         eps,
-        lay.param_shape[0],
-        lay.chunks,
     )
     dx = lay.from_kernel(dx_k)
     return (dx.reshape(cache["x_shape"]).astype(dtype, copy=False),
             )
+
+
+
+def forward_train(x, *, eps, m, axes, param_sum_axes, **_):
+    """The training forward pass on NumPy arrays of the working view: generated.torch's kernel contract
+    (the names and keywords of generated.torch.l2_normalize.forward_train), run by the numba kernels;
+    returns the values generated.torch keeps (per-group ones shaped like a statistic, in the input's dtype)."""
+    work = x.dtype
+    lay = _layout.layout(x.shape, tuple(axes), _layout.param_axes(x.ndim, param_sum_axes), _VARYING)
+    out_k = lay.empty(work)
+    norm_g = numpy.empty(lay.groups)
+    den_g = numpy.empty(lay.groups)
+    _forward_train(
+        lay,
+        lay.to_kernel(x),
+        out_k,
+        norm_g,
+        den_g,
+        eps,
+    )
+    out = lay.from_kernel(out_k)
+    norm = norm_g.reshape(lay.stat_shape).astype(work)
+    den = den_g.reshape(lay.stat_shape).astype(work)
+    return {"out": out, "norm": norm, "den": den, }
+
+
+def backward_train_fused(dout, den, norm, out, *, eps, m, axes, param_sum_axes, **_):
+    """The compact training backward pass on NumPy arrays of the working view: generated.torch's kernel contract
+    (the names and keywords of generated.torch.l2_normalize.backward_train_fused), run by the numba kernels;
+    returns (dx), each parameter's gradient shaped like the parameters of the view."""
+    work = dout.dtype
+    lay = _layout.layout(dout.shape, tuple(axes), _layout.param_axes(dout.ndim, param_sum_axes), _VARYING)
+    dx_k = lay.empty(work)
+    _backward_compact(
+        lay,
+        lay.to_kernel(dout),
+        lay.to_kernel(out),
+        dx_k,
+        lay.stat(den),
+        lay.stat(norm),
+        eps,
+    )
+    dx = lay.from_kernel(dx_k)
+    return (dx,)

@@ -7,9 +7,12 @@ generated/derivations/meanonly_batchnorm.md), printed as scalar loops: each kern
 is one or more reduction passes, whose sums accumulate in float64, then one
 elementwise pass.  Per-group values (the statistics and the lets) stay in float64 wherever the
 elementwise pass subtracts the mean; the cache keeps them in float64, as it gets them.
-Statistics are taken over the axes (N) of x (N, D);
-the kernels see the working view as (O, G) (columns layout, see
-generated/numba/_layout.py).
+Statistics are taken over the axes (N) of x (N, D).
+The kernels see any working view as (O, G, K, I) and sweep it by rows or by columns,
+as generated/numba/_layout.py chooses from the shape.  Two faces: the array API
+(meanonly_batchnorm_forward and its backward functions, the NumPy backend's contract), and
+generated.torch's kernel contract (forward_train, forward_test, backward_train_fused, backward_test: the printed
+torch functions' names and keywords, on NumPy arrays of the working view).
 """
 import numba
 import numpy
@@ -17,160 +20,581 @@ import numpy
 from .. import _runtime as _rt
 from . import _layout
 
-_PATTERN = "og"
+_VARYING = False   #: the parameters vary inside a group (a k axis)
 _FASTMATH = {"contract", "nsz", "reassoc"}
 _CACHE_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "beta_shape", "m", )
 
 
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_train_p0_rows(x):
+    sum_x = 0.0
+    for j in range(x.shape[0]):
+        sum_x += numpy.float64(x[j])
+    return (sum_x,)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_train_e_rows(x, out, beta, mu):
+    for j in range(x.shape[0]):
+        xc = x[j] - mu
+        out[j] = xc + beta
+
+
 @_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _forward_train(x, out, mu_g, beta_p, m, P, chunks):
+def _forward_train_rows(x, out, mu_g, beta_p, m, P, chunks):
+    O, G, K, I = x.shape
+    for c in numba.prange(chunks):
+        for g in range(c * G // chunks, (c + 1) * G // chunks):
+            p = g % P
+            beta = beta_p[p]
+            sum_x = 0.0
+            for o in range(O):
+                for k in range(K):
+                    sum_x_run, = _forward_train_p0_rows(x[o, g, k])
+                    sum_x += sum_x_run
+            mu = sum_x/m
+            mu_g[g] = mu
+            for o in range(O):
+                for k in range(K):
+                    _forward_train_e_rows(x[o, g, k], out[o, g, k], beta, mu)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_train_p0_cols(x, sum_x):
+    for j in range(x.shape[0]):
+        sum_x[j] += numpy.float64(x[j])
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_train_e_cols(x, out, beta, mu):
+    for j in range(x.shape[0]):
+        xc = x[j] - mu[j]
+        out[j] = xc + beta[j]
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_train_g0(sum_x, mu_w, m):
+    for g in range(sum_x.shape[0]):
+        mu = sum_x[g]/m
+        mu_w[g] = mu
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _forward_train_cols(x, out, mu_g, beta_p, m, P, K, I, G, GT):
+    O = x.shape[0]
+    TC = (G + GT - 1) // GT
+    for tc in numba.prange(TC):
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        beta_t = _layout.per_group(beta_p, g0, g1, P)
+        sum_x_s = numpy.empty(g1 - g0)
+        sum_x_t = numpy.zeros(j1 - j0)
+        for o in range(O):
+            _forward_train_p0_cols(x[o, j0:j1], sum_x_t)
+        _layout.fold(sum_x_t, K * I, sum_x_s)
+        _forward_train_g0(sum_x_s, mu_g[g0:g1], m)
+        beta_e = _layout.spread(beta_t, K * I)
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        for o in range(O):
+            _forward_train_e_cols(x[o, j0:j1], out[o, j0:j1], beta_e, mu_e)
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _forward_train_tall(x, out, mu_g, beta_p, m, P, K, I, G, RC, GT):
+    O = x.shape[0]
+    TC = (G + GT - 1) // GT
+    sum_x_s = numpy.empty(G)
+    beta_all = _layout.per_group(beta_p, 0, G, P)
+    sum_x_r = numpy.empty((RC, G))
+    for t in numba.prange(RC * TC):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        beta_t = _layout.per_group(beta_p, g0, g1, P)
+        sum_x_t = numpy.zeros(j1 - j0)
+        for o in range(o0, o1):
+            _forward_train_p0_cols(x[o, j0:j1], sum_x_t)
+        _layout.fold(sum_x_t, K * I, sum_x_r[rc, g0:g1])
+    _layout.sum_chunks(sum_x_r, sum_x_s)
+    _forward_train_g0(sum_x_s, mu_g, m)
+    for t in numba.prange(RC * TC):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        beta_t = _layout.per_group(beta_p, g0, g1, P)
+        beta_e = _layout.spread(beta_t, K * I)
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        for o in range(o0, o1):
+            _forward_train_e_cols(x[o, j0:j1], out[o, j0:j1], beta_e, mu_e)
+
+
+def _forward_train(lay, x, out, mu_g, beta_p, m):
     """Forward pass, training mode. Pass 1 sums sum_x (float64) in each group; then mu. Pass 2: out, elementwise."""
-    O, G = x.shape
-    sum_x_c = numpy.empty((chunks, G))
-    for c in numba.prange(chunks):
-        o0, o1 = c * O // chunks, (c + 1) * O // chunks
-        for g in range(G):
-            sum_x_c[c, g] = 0.0
-        for o in range(o0, o1 - (o1 - o0) % 4, 4):
-            for g in range(G):
-                sum_x_c[c, g] += numpy.float64(x[o, g]) + numpy.float64(x[o + 1, g]) + numpy.float64(x[o + 2, g]) + numpy.float64(x[o + 3, g])
-        for o in range(o1 - (o1 - o0) % 4, o1):
-            for g in range(G):
-                sum_x_c[c, g] += numpy.float64(x[o, g])
-    for g in range(G):
-        sum_x = 0.0
-        for c in range(chunks):
-            sum_x += sum_x_c[c, g]
-        mu_g[g] = sum_x/m
-    for c in numba.prange(chunks):
-        for o in range(c * O // chunks, (c + 1) * O // chunks):
-            for g in range(G):
-                xc = x[o, g] - mu_g[g]
-                out[o, g] = xc + beta_p[g]
+    if lay.strategy == "cols":
+        _forward_train_cols(lay.cols(x), lay.cols(out), mu_g, beta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+    elif lay.strategy == "tall":
+        _forward_train_tall(lay.cols(x), lay.cols(out), mu_g, beta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+    else:
+        _forward_train_rows(x, out, mu_g, beta_p, m, lay.P, lay.chunks)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_test_e_rows(x, out, beta, mu):
+    for j in range(x.shape[0]):
+        xc = x[j] - mu
+        out[j] = xc + beta
 
 
 @_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _forward_test(x, out, mu_g, beta_p, P, chunks):
+def _forward_test_rows(x, out, mu_g, beta_p, P, chunks):
+    O, G, K, I = x.shape
+    for c in numba.prange(chunks):
+        for g in range(c * G // chunks, (c + 1) * G // chunks):
+            p = g % P
+            mu = mu_g[g]
+            beta = beta_p[p]
+            for o in range(O):
+                for k in range(K):
+                    _forward_test_e_rows(x[o, g, k], out[o, g, k], beta, mu)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_test_e_cols(x, out, beta, mu):
+    for j in range(x.shape[0]):
+        xc = x[j] - mu[j]
+        out[j] = xc + beta[j]
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _forward_test_cols(x, out, mu_g, beta_p, P, K, I, G, GT):
+    O = x.shape[0]
+    TC = (G + GT - 1) // GT
+    for tc in numba.prange(TC):
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        beta_t = _layout.per_group(beta_p, g0, g1, P)
+        beta_e = _layout.spread(beta_t, K * I)
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        for o in range(O):
+            _forward_test_e_cols(x[o, j0:j1], out[o, j0:j1], beta_e, mu_e)
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _forward_test_tall(x, out, mu_g, beta_p, P, K, I, G, RC, GT):
+    O = x.shape[0]
+    TC = (G + GT - 1) // GT
+    beta_all = _layout.per_group(beta_p, 0, G, P)
+    for t in numba.prange(RC * TC):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        beta_t = _layout.per_group(beta_p, g0, g1, P)
+        beta_e = _layout.spread(beta_t, K * I)
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        for o in range(o0, o1):
+            _forward_test_e_cols(x[o, j0:j1], out[o, j0:j1], beta_e, mu_e)
+
+
+def _forward_test(lay, x, out, mu_g, beta_p):
     """Forward pass, test mode (running statistics). Pass 1: out, elementwise."""
-    O, G = x.shape
-    for c in numba.prange(chunks):
-        for o in range(c * O // chunks, (c + 1) * O // chunks):
-            for g in range(G):
-                xc = x[o, g] - mu_g[g]
-                out[o, g] = xc + beta_p[g]
+    if lay.strategy == "cols":
+        _forward_test_cols(lay.cols(x), lay.cols(out), mu_g, beta_p, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+    elif lay.strategy == "tall":
+        _forward_test_tall(lay.cols(x), lay.cols(out), mu_g, beta_p, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+    else:
+        _forward_test_rows(x, out, mu_g, beta_p, lay.P, lay.chunks)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_compact_p0_rows(dout):
+    sum_dout = 0.0
+    for j in range(dout.shape[0]):
+        sum_dout += numpy.float64(dout[j])
+    return (sum_dout,)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_compact_e_rows(dout, dx, coef_1):
+    for j in range(dout.shape[0]):
+        dx[j] = dout[j] + coef_1
 
 
 @_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_compact(dout, dx, dbeta_p, m, P, chunks):
+def _backward_compact_rows(dout, dx, dbeta_p, m, P, chunks):
+    O, G, K, I = dout.shape
+    work = dout.dtype.type
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    for c in numba.prange(chunks):
+        for g in range(c * G // chunks, (c + 1) * G // chunks):
+            p = g % P
+            sum_dout = 0.0
+            for o in range(O):
+                for k in range(K):
+                    sum_dout_run, = _backward_compact_p0_rows(dout[o, g, k])
+                    sum_dout += sum_dout_run
+            coef_1 = work(-sum_dout/m)
+            dbeta_g[g] = sum_dout
+            for o in range(O):
+                for k in range(K):
+                    _backward_compact_e_rows(dout[o, g, k], dx[o, g, k], coef_1)
+    if P != G:
+        _layout.combine_outer(dbeta_g, dbeta_p)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_compact_p0_cols(dout, sum_dout):
+    for j in range(dout.shape[0]):
+        sum_dout[j] += numpy.float64(dout[j])
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_compact_e_cols(dout, dx, coef_1):
+    for j in range(dout.shape[0]):
+        dx[j] = dout[j] + coef_1[j]
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_compact_g0(sum_dout, coef_1_w, dbeta, m, like):
+    work = like.dtype.type
+    for g in range(sum_dout.shape[0]):
+        coef_1 = work(-sum_dout[g]/m)
+        coef_1_w[g] = coef_1
+        dbeta[g] = sum_dout[g]
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _backward_compact_cols(dout, dx, dbeta_p, m, P, K, I, G, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    like = numpy.empty(0, dout.dtype)
+    for tc in numba.prange(TC):
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        sum_dout_s = numpy.empty(g1 - g0)
+        coef_1_a = numpy.empty(g1 - g0, dout.dtype)
+        sum_dout_t = numpy.zeros(j1 - j0)
+        for o in range(O):
+            _backward_compact_p0_cols(dout[o, j0:j1], sum_dout_t)
+        _layout.fold(sum_dout_t, K * I, sum_dout_s)
+        _backward_compact_g0(sum_dout_s, coef_1_a, dbeta_g[g0:g1], m, like)
+        coef_1_e = _layout.spread(coef_1_a, K * I)
+        for o in range(O):
+            _backward_compact_e_cols(dout[o, j0:j1], dx[o, j0:j1], coef_1_e)
+    if P != G:
+        _layout.combine_outer(dbeta_g, dbeta_p)
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _backward_compact_tall(dout, dx, dbeta_p, m, P, K, I, G, RC, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    sum_dout_s = numpy.empty(G)
+    coef_1_a = numpy.empty(G, dout.dtype)
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    like = numpy.empty(0, dout.dtype)
+    sum_dout_r = numpy.empty((RC, G))
+    for t in numba.prange(RC * TC):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        sum_dout_t = numpy.zeros(j1 - j0)
+        for o in range(o0, o1):
+            _backward_compact_p0_cols(dout[o, j0:j1], sum_dout_t)
+        _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
+    _layout.sum_chunks(sum_dout_r, sum_dout_s)
+    _backward_compact_g0(sum_dout_s, coef_1_a, dbeta_g, m, like)
+    for t in numba.prange(RC * TC):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        coef_1_e = _layout.spread(coef_1_a[g0:g1], K * I)
+        for o in range(o0, o1):
+            _backward_compact_e_cols(dout[o, j0:j1], dx[o, j0:j1], coef_1_e)
+    if P != G:
+        _layout.combine_outer(dbeta_g, dbeta_p)
+
+
+def _backward_compact(lay, dout, dx, dbeta_p, m):
     """Backward pass, the compact form. Pass 1 sums sum_dout (float64) in each group; then coef_1. Pass 2: dx, elementwise."""
-    O, G = dout.shape
-    dbeta_g = numpy.empty(G)
-    coef_1_g = numpy.empty(G, dout.dtype)
-    sum_dout_c = numpy.empty((chunks, G))
-    for c in numba.prange(chunks):
-        o0, o1 = c * O // chunks, (c + 1) * O // chunks
-        for g in range(G):
-            sum_dout_c[c, g] = 0.0
-        for o in range(o0, o1 - (o1 - o0) % 4, 4):
-            for g in range(G):
-                sum_dout_c[c, g] += numpy.float64(dout[o, g]) + numpy.float64(dout[o + 1, g]) + numpy.float64(dout[o + 2, g]) + numpy.float64(dout[o + 3, g])
-        for o in range(o1 - (o1 - o0) % 4, o1):
-            for g in range(G):
-                sum_dout_c[c, g] += numpy.float64(dout[o, g])
-    for g in range(G):
-        sum_dout = 0.0
-        for c in range(chunks):
-            sum_dout += sum_dout_c[c, g]
-        coef_1_g[g] = -sum_dout/m
-        dbeta_g[g] = sum_dout
-    for c in numba.prange(chunks):
-        for o in range(c * O // chunks, (c + 1) * O // chunks):
-            for g in range(G):
-                dx[o, g] = dout[o, g] + coef_1_g[g]
-    for p in range(P):
-        dbeta_p[p] = 0.0
-    for g in range(G):
-        dbeta_p[g % P] += dbeta_g[g]
+    if lay.strategy == "cols":
+        _backward_compact_cols(lay.cols(dout), lay.cols(dx), dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+    elif lay.strategy == "tall":
+        _backward_compact_tall(lay.cols(dout), lay.cols(dx), dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+    else:
+        _backward_compact_rows(dout, dx, dbeta_p, m, lay.P, lay.chunks)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_staged_p0_rows(dout):
+    sum_dxc = 0.0
+    sum_dout = 0.0
+    for j in range(dout.shape[0]):
+        sum_dxc += numpy.float64(dout[j])
+        sum_dout += numpy.float64(dout[j])
+    return (sum_dxc, sum_dout,)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_staged_e_rows(dout, dx, dx_coef_1):
+    for j in range(dout.shape[0]):
+        dxc = dout[j]
+        dx[j] = dxc + dx_coef_1
 
 
 @_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_staged(dout, dx, dbeta_p, m, P, chunks):
+def _backward_staged_rows(dout, dx, dbeta_p, m, P, chunks):
+    O, G, K, I = dout.shape
+    work = dout.dtype.type
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    for c in numba.prange(chunks):
+        for g in range(c * G // chunks, (c + 1) * G // chunks):
+            p = g % P
+            sum_dxc = 0.0
+            sum_dout = 0.0
+            for o in range(O):
+                for k in range(K):
+                    sum_dxc_run, sum_dout_run, = _backward_staged_p0_rows(dout[o, g, k])
+                    sum_dxc += sum_dxc_run
+                    sum_dout += sum_dout_run
+            dmu = -sum_dxc
+            dx_coef_1 = work(dmu/m)
+            dbeta_g[g] = sum_dout
+            for o in range(O):
+                for k in range(K):
+                    _backward_staged_e_rows(dout[o, g, k], dx[o, g, k], dx_coef_1)
+    if P != G:
+        _layout.combine_outer(dbeta_g, dbeta_p)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_staged_p0_cols(dout, sum_dxc, sum_dout):
+    for j in range(dout.shape[0]):
+        sum_dxc[j] += numpy.float64(dout[j])
+        sum_dout[j] += numpy.float64(dout[j])
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_staged_e_cols(dout, dx, dx_coef_1):
+    for j in range(dout.shape[0]):
+        dxc = dout[j]
+        dx[j] = dxc + dx_coef_1[j]
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_staged_g0(sum_dxc, sum_dout, dx_coef_1_w, dbeta, m, like):
+    work = like.dtype.type
+    for g in range(sum_dxc.shape[0]):
+        dmu = -sum_dxc[g]
+        dx_coef_1 = work(dmu/m)
+        dx_coef_1_w[g] = dx_coef_1
+        dbeta[g] = sum_dout[g]
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _backward_staged_cols(dout, dx, dbeta_p, m, P, K, I, G, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    like = numpy.empty(0, dout.dtype)
+    for tc in numba.prange(TC):
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        sum_dxc_s = numpy.empty(g1 - g0)
+        sum_dout_s = numpy.empty(g1 - g0)
+        dx_coef_1_a = numpy.empty(g1 - g0, dout.dtype)
+        sum_dxc_t = numpy.zeros(j1 - j0)
+        sum_dout_t = numpy.zeros(j1 - j0)
+        for o in range(O):
+            _backward_staged_p0_cols(dout[o, j0:j1], sum_dxc_t, sum_dout_t)
+        _layout.fold(sum_dxc_t, K * I, sum_dxc_s)
+        _layout.fold(sum_dout_t, K * I, sum_dout_s)
+        _backward_staged_g0(sum_dxc_s, sum_dout_s, dx_coef_1_a, dbeta_g[g0:g1], m, like)
+        dx_coef_1_e = _layout.spread(dx_coef_1_a, K * I)
+        for o in range(O):
+            _backward_staged_e_cols(dout[o, j0:j1], dx[o, j0:j1], dx_coef_1_e)
+    if P != G:
+        _layout.combine_outer(dbeta_g, dbeta_p)
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _backward_staged_tall(dout, dx, dbeta_p, m, P, K, I, G, RC, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    sum_dxc_s = numpy.empty(G)
+    sum_dout_s = numpy.empty(G)
+    dx_coef_1_a = numpy.empty(G, dout.dtype)
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    like = numpy.empty(0, dout.dtype)
+    sum_dxc_r = numpy.empty((RC, G))
+    sum_dout_r = numpy.empty((RC, G))
+    for t in numba.prange(RC * TC):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        sum_dxc_t = numpy.zeros(j1 - j0)
+        sum_dout_t = numpy.zeros(j1 - j0)
+        for o in range(o0, o1):
+            _backward_staged_p0_cols(dout[o, j0:j1], sum_dxc_t, sum_dout_t)
+        _layout.fold(sum_dxc_t, K * I, sum_dxc_r[rc, g0:g1])
+        _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
+    _layout.sum_chunks(sum_dxc_r, sum_dxc_s)
+    _layout.sum_chunks(sum_dout_r, sum_dout_s)
+    _backward_staged_g0(sum_dxc_s, sum_dout_s, dx_coef_1_a, dbeta_g, m, like)
+    for t in numba.prange(RC * TC):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        dx_coef_1_e = _layout.spread(dx_coef_1_a[g0:g1], K * I)
+        for o in range(o0, o1):
+            _backward_staged_e_cols(dout[o, j0:j1], dx[o, j0:j1], dx_coef_1_e)
+    if P != G:
+        _layout.combine_outer(dbeta_g, dbeta_p)
+
+
+def _backward_staged(lay, dout, dx, dbeta_p, m):
     """Backward pass, the staged chain rule. Pass 1 sums sum_dxc, sum_dout (float64) in each group; then dmu, dx_coef_1. Pass 2: dx, elementwise."""
-    O, G = dout.shape
-    dbeta_g = numpy.empty(G)
-    dmu_g = numpy.empty(G)
-    dx_coef_1_g = numpy.empty(G, dout.dtype)
-    sum_dxc_c = numpy.empty((chunks, G))
-    sum_dout_c = numpy.empty((chunks, G))
-    for c in numba.prange(chunks):
-        o0, o1 = c * O // chunks, (c + 1) * O // chunks
-        for g in range(G):
-            sum_dxc_c[c, g] = 0.0
-            sum_dout_c[c, g] = 0.0
-        for o in range(o0, o1 - (o1 - o0) % 4, 4):
-            for g in range(G):
-                sum_dxc_c[c, g] += numpy.float64(dout[o, g]) + numpy.float64(dout[o + 1, g]) + numpy.float64(dout[o + 2, g]) + numpy.float64(dout[o + 3, g])
-                sum_dout_c[c, g] += numpy.float64(dout[o, g]) + numpy.float64(dout[o + 1, g]) + numpy.float64(dout[o + 2, g]) + numpy.float64(dout[o + 3, g])
-        for o in range(o1 - (o1 - o0) % 4, o1):
-            for g in range(G):
-                sum_dxc_c[c, g] += numpy.float64(dout[o, g])
-                sum_dout_c[c, g] += numpy.float64(dout[o, g])
-    for g in range(G):
-        sum_dxc = 0.0
-        for c in range(chunks):
-            sum_dxc += sum_dxc_c[c, g]
-        sum_dout = 0.0
-        for c in range(chunks):
-            sum_dout += sum_dout_c[c, g]
-        dmu_g[g] = -sum_dxc
-        dx_coef_1_g[g] = dmu_g[g]/m
-        dbeta_g[g] = sum_dout
-    for c in numba.prange(chunks):
-        for o in range(c * O // chunks, (c + 1) * O // chunks):
-            for g in range(G):
-                dxc = dout[o, g]
-                dx[o, g] = dxc + dx_coef_1_g[g]
-    for p in range(P):
-        dbeta_p[p] = 0.0
-    for g in range(G):
-        dbeta_p[g % P] += dbeta_g[g]
+    if lay.strategy == "cols":
+        _backward_staged_cols(lay.cols(dout), lay.cols(dx), dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+    elif lay.strategy == "tall":
+        _backward_staged_tall(lay.cols(dout), lay.cols(dx), dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+    else:
+        _backward_staged_rows(dout, dx, dbeta_p, m, lay.P, lay.chunks)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_test_p0_rows(dout):
+    sum_dout = 0.0
+    for j in range(dout.shape[0]):
+        sum_dout += numpy.float64(dout[j])
+    return (sum_dout,)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_test_e_rows(dout, dx):
+    for j in range(dout.shape[0]):
+        dxc = dout[j]
+        dx[j] = dxc
 
 
 @_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_test(dout, dx, dbeta_p, P, chunks):
+def _backward_test_rows(dout, dx, dbeta_p, P, chunks):
+    O, G, K, I = dout.shape
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    for c in numba.prange(chunks):
+        for g in range(c * G // chunks, (c + 1) * G // chunks):
+            p = g % P
+            sum_dout = 0.0
+            for o in range(O):
+                for k in range(K):
+                    sum_dout_run, = _backward_test_p0_rows(dout[o, g, k])
+                    sum_dout += sum_dout_run
+            dbeta_g[g] = sum_dout
+            for o in range(O):
+                for k in range(K):
+                    _backward_test_e_rows(dout[o, g, k], dx[o, g, k])
+    if P != G:
+        _layout.combine_outer(dbeta_g, dbeta_p)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_test_p0_cols(dout, sum_dout):
+    for j in range(dout.shape[0]):
+        sum_dout[j] += numpy.float64(dout[j])
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_test_e_cols(dout, dx):
+    for j in range(dout.shape[0]):
+        dxc = dout[j]
+        dx[j] = dxc
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_test_g0(sum_dout, dbeta):
+    for g in range(sum_dout.shape[0]):
+        dbeta[g] = sum_dout[g]
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _backward_test_cols(dout, dx, dbeta_p, P, K, I, G, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    for tc in numba.prange(TC):
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        sum_dout_s = numpy.empty(g1 - g0)
+        sum_dout_t = numpy.zeros(j1 - j0)
+        for o in range(O):
+            _backward_test_p0_cols(dout[o, j0:j1], sum_dout_t)
+        _layout.fold(sum_dout_t, K * I, sum_dout_s)
+        _backward_test_g0(sum_dout_s, dbeta_g[g0:g1])
+        for o in range(O):
+            _backward_test_e_cols(dout[o, j0:j1], dx[o, j0:j1])
+    if P != G:
+        _layout.combine_outer(dbeta_g, dbeta_p)
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _backward_test_tall(dout, dx, dbeta_p, P, K, I, G, RC, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    sum_dout_s = numpy.empty(G)
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    sum_dout_r = numpy.empty((RC, G))
+    for t in numba.prange(RC * TC):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        sum_dout_t = numpy.zeros(j1 - j0)
+        for o in range(o0, o1):
+            _backward_test_p0_cols(dout[o, j0:j1], sum_dout_t)
+        _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
+    _layout.sum_chunks(sum_dout_r, sum_dout_s)
+    _backward_test_g0(sum_dout_s, dbeta_g)
+    for t in numba.prange(RC * TC):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        for o in range(o0, o1):
+            _backward_test_e_cols(dout[o, j0:j1], dx[o, j0:j1])
+    if P != G:
+        _layout.combine_outer(dbeta_g, dbeta_p)
+
+
+def _backward_test(lay, dout, dx, dbeta_p):
     """Backward pass, test mode. Pass 1 sums sum_dout (float64) in each group. Pass 2: dx, elementwise."""
-    O, G = dout.shape
-    dbeta_g = numpy.empty(G)
-    sum_dout_c = numpy.empty((chunks, G))
-    for c in numba.prange(chunks):
-        o0, o1 = c * O // chunks, (c + 1) * O // chunks
-        for g in range(G):
-            sum_dout_c[c, g] = 0.0
-        for o in range(o0, o1 - (o1 - o0) % 4, 4):
-            for g in range(G):
-                sum_dout_c[c, g] += numpy.float64(dout[o, g]) + numpy.float64(dout[o + 1, g]) + numpy.float64(dout[o + 2, g]) + numpy.float64(dout[o + 3, g])
-        for o in range(o1 - (o1 - o0) % 4, o1):
-            for g in range(G):
-                sum_dout_c[c, g] += numpy.float64(dout[o, g])
-    for g in range(G):
-        sum_dout = 0.0
-        for c in range(chunks):
-            sum_dout += sum_dout_c[c, g]
-        dbeta_g[g] = sum_dout
-    for c in numba.prange(chunks):
-        for o in range(c * O // chunks, (c + 1) * O // chunks):
-            for g in range(G):
-                dxc = dout[o, g]
-                dx[o, g] = dxc
-    for p in range(P):
-        dbeta_p[p] = 0.0
-    for g in range(G):
-        dbeta_p[g % P] += dbeta_g[g]
+    if lay.strategy == "cols":
+        _backward_test_cols(lay.cols(dout), lay.cols(dx), dbeta_p, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+    elif lay.strategy == "tall":
+        _backward_test_tall(lay.cols(dout), lay.cols(dx), dbeta_p, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+    else:
+        _backward_test_rows(dout, dx, dbeta_p, lay.P, lay.chunks)
 
 
 def meanonly_batchnorm_forward(x, beta, bn_param):
@@ -205,7 +629,7 @@ def meanonly_batchnorm_forward(x, beta, bn_param):
     x = _rt.as_work(x, dtype).reshape(view_shape)
     param_sum_axes = _rt.other_axes(len(view_shape), param_axes)
     outer_axes = tuple(a for a in param_sum_axes if a not in axes)
-    lay = _layout.layout(view_shape, axes, param_axes, _PATTERN)
+    lay = _layout.layout(view_shape, axes, param_axes, _VARYING)
     work = x.dtype
     stat_shape = tuple(n if a in param_axes else 1 for a, n in enumerate(view_shape))
     running = _rt.running_stats("bn_param", bn_param, ("running_mean", ), features, stat_shape, dtype)
@@ -214,13 +638,12 @@ def meanonly_batchnorm_forward(x, beta, bn_param):
         out_k = lay.empty(work)
         mu_g = numpy.empty(lay.groups)
         _forward_train(
+            lay,
             lay.to_kernel(x),
             out_k,
             mu_g,
-            beta.reshape(lay.param_shape),
+            lay.param(beta),
             m,
-            lay.param_shape[0],
-            lay.chunks,
         )
         out = lay.from_kernel(out_k)
         mu = mu_g.reshape(lay.stat_shape)
@@ -231,12 +654,11 @@ def meanonly_batchnorm_forward(x, beta, bn_param):
         mu = running["running_mean"]
         out_k = lay.empty(work)
         _forward_test(
+            lay,
             lay.to_kernel(x),
             out_k,
-            mu.reshape(-1).astype(numpy.float64),
-            beta.reshape(lay.param_shape),
-            lay.param_shape[0],
-            lay.chunks,
+            lay.stat(mu),
+            lay.param(beta),
         )
         out = lay.from_kernel(out_k)
     variant = "meanonly_batchnorm"
@@ -270,33 +692,31 @@ def meanonly_batchnorm_backward(dout, cache):
     outer_axes = cache["outer_axes"]
     dtype = cache["dtype"]
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
-    lay = _layout.layout(cache["view_shape"], cache["axes"], cache["param_axes"], _PATTERN)
+    lay = _layout.layout(cache["view_shape"], cache["axes"], cache["param_axes"], _VARYING)
     work = dout.dtype
     if cache["mode"] == "train":
         dx_k = lay.empty(work)
-        dbeta = numpy.empty(lay.param_shape)
+        dbeta_p = numpy.empty(lay.param_shape)
         _backward_compact(
+            lay,
             lay.to_kernel(dout),
             dx_k,
-            dbeta,
+            dbeta_p,
             m,
-            lay.param_shape[0],
-            lay.chunks,
         )
         dx = lay.from_kernel(dx_k)
     else:
         dx_k = lay.empty(work)
-        dbeta = numpy.empty(lay.param_shape)
+        dbeta_p = numpy.empty(lay.param_shape)
         _backward_test(
+            lay,
             lay.to_kernel(dout),
             dx_k,
-            dbeta,
-            lay.param_shape[0],
-            lay.chunks,
+            dbeta_p,
         )
         dx = lay.from_kernel(dx_k)
     return (dx.reshape(cache["x_shape"]).astype(dtype, copy=False),
-            dbeta.reshape(cache["beta_shape"]).astype(dtype, copy=False),
+            dbeta_p.reshape(cache["beta_shape"]).astype(dtype, copy=False),
             )
 
 
@@ -314,31 +734,108 @@ def meanonly_batchnorm_backward_staged(dout, cache):
     outer_axes = cache["outer_axes"]
     dtype = cache["dtype"]
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
-    lay = _layout.layout(cache["view_shape"], cache["axes"], cache["param_axes"], _PATTERN)
+    lay = _layout.layout(cache["view_shape"], cache["axes"], cache["param_axes"], _VARYING)
     work = dout.dtype
     if cache["mode"] == "train":
         dx_k = lay.empty(work)
-        dbeta = numpy.empty(lay.param_shape)
+        dbeta_p = numpy.empty(lay.param_shape)
         _backward_staged(
+            lay,
             lay.to_kernel(dout),
             dx_k,
-            dbeta,
+            dbeta_p,
             m,
-            lay.param_shape[0],
-            lay.chunks,
         )
         dx = lay.from_kernel(dx_k)
     else:
         dx_k = lay.empty(work)
-        dbeta = numpy.empty(lay.param_shape)
+        dbeta_p = numpy.empty(lay.param_shape)
         _backward_test(
+            lay,
             lay.to_kernel(dout),
             dx_k,
-            dbeta,
-            lay.param_shape[0],
-            lay.chunks,
+            dbeta_p,
         )
         dx = lay.from_kernel(dx_k)
     return (dx.reshape(cache["x_shape"]).astype(dtype, copy=False),
-            dbeta.reshape(cache["beta_shape"]).astype(dtype, copy=False),
+            dbeta_p.reshape(cache["beta_shape"]).astype(dtype, copy=False),
             )
+
+
+
+def forward_train(x, beta, *, momentum, m, axes, param_sum_axes, **_):
+    """The training forward pass on NumPy arrays of the working view: generated.torch's kernel contract
+    (the names and keywords of generated.torch.meanonly_batchnorm.forward_train), run by the numba kernels;
+    returns the values generated.torch keeps (per-group ones shaped like a statistic, in the input's dtype)."""
+    work = x.dtype
+    lay = _layout.layout(x.shape, tuple(axes), _layout.param_axes(x.ndim, param_sum_axes), _VARYING)
+    out_k = lay.empty(work)
+    mu_g = numpy.empty(lay.groups)
+    _forward_train(
+        lay,
+        lay.to_kernel(x),
+        out_k,
+        mu_g,
+        lay.param(beta),
+        m,
+    )
+    out = lay.from_kernel(out_k)
+    mu = mu_g.reshape(lay.stat_shape).astype(work)
+    return {"out": out, "mu": mu, }
+
+
+def forward_test(x, beta, mu, *, momentum, m, axes, param_sum_axes, **_):
+    """The test-mode forward pass (running statistics) on NumPy arrays of the working view: generated.torch's kernel contract
+    (the names and keywords of generated.torch.meanonly_batchnorm.forward_test), run by the numba kernels;
+    returns the values generated.torch keeps (per-group ones shaped like a statistic, in the input's dtype)."""
+    work = x.dtype
+    lay = _layout.layout(x.shape, tuple(axes), _layout.param_axes(x.ndim, param_sum_axes), _VARYING)
+    out_k = lay.empty(work)
+    _forward_test(
+        lay,
+        lay.to_kernel(x),
+        out_k,
+        lay.stat(mu),
+        lay.param(beta),
+    )
+    out = lay.from_kernel(out_k)
+    return {"out": out, }
+
+
+def backward_train_fused(dout, *, momentum, m, axes, param_sum_axes, **_):
+    """The compact training backward pass on NumPy arrays of the working view: generated.torch's kernel contract
+    (the names and keywords of generated.torch.meanonly_batchnorm.backward_train_fused), run by the numba kernels;
+    returns (dx, dbeta), each parameter's gradient shaped like the parameters of the view."""
+    work = dout.dtype
+    lay = _layout.layout(dout.shape, tuple(axes), _layout.param_axes(dout.ndim, param_sum_axes), _VARYING)
+    dx_k = lay.empty(work)
+    dbeta_p = numpy.empty(lay.param_shape)
+    _backward_compact(
+        lay,
+        lay.to_kernel(dout),
+        dx_k,
+        dbeta_p,
+        m,
+    )
+    dx = lay.from_kernel(dx_k)
+    param_view = _layout.param_view(dout.shape, param_sum_axes)
+    return (dx, lay.param_out(dbeta_p, param_view).astype(work),)
+
+
+def backward_test(dout, *, momentum, m, axes, param_sum_axes, **_):
+    """The test-mode backward pass on NumPy arrays of the working view: generated.torch's kernel contract
+    (the names and keywords of generated.torch.meanonly_batchnorm.backward_test), run by the numba kernels;
+    returns (dx, dbeta), each parameter's gradient shaped like the parameters of the view."""
+    work = dout.dtype
+    lay = _layout.layout(dout.shape, tuple(axes), _layout.param_axes(dout.ndim, param_sum_axes), _VARYING)
+    dx_k = lay.empty(work)
+    dbeta_p = numpy.empty(lay.param_shape)
+    _backward_test(
+        lay,
+        lay.to_kernel(dout),
+        dx_k,
+        dbeta_p,
+    )
+    dx = lay.from_kernel(dx_k)
+    param_view = _layout.param_view(dout.shape, param_sum_axes)
+    return (dx, lay.param_out(dbeta_p, param_view).astype(work),)

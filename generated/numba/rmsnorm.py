@@ -7,9 +7,12 @@ generated/derivations/rmsnorm.md), printed as scalar loops: each kernel
 is one or more reduction passes, whose sums accumulate in float64, then one
 elementwise pass.  Per-group values (the statistics and the lets) stay in float64 wherever the
 elementwise pass subtracts the mean; the cache keeps them in float64, as it gets them.
-Statistics are taken over the axes (D) (the last axis) of x (..., D);
-the kernels see the working view as (G, K) (rows layout, see
-generated/numba/_layout.py).
+Statistics are taken over the axes (D) (the last axis) of x (..., D).
+The kernels see any working view as (O, G, K, I) and sweep it by rows or by columns,
+as generated/numba/_layout.py chooses from the shape.  Two faces: the array API
+(rmsnorm_forward and its backward functions, the NumPy backend's contract), and
+generated.torch's kernel contract (forward_train, backward_train_fused: the printed
+torch functions' names and keywords, on NumPy arrays of the working view).
 """
 import math
 import numba
@@ -18,93 +21,531 @@ import numpy
 from .. import _runtime as _rt
 from . import _layout
 
-_PATTERN = "gk"
+_VARYING = True   #: the parameters vary inside a group (a k axis)
 _FASTMATH = {"contract", "nsz", "reassoc"}
 _CACHE_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "gamma", "gamma_shape", "m", "std", "xhat", )
 
 
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_train_p0_rows(x):
+    sum_var = 0.0
+    for j in range(x.shape[0]):
+        sum_var += numpy.float64(x[j])**2
+    return (sum_var,)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_train_e_rows(x, xhat, out, gamma, std):
+    for j in range(x.shape[0]):
+        xhat[j] = x[j]/std
+        out[j] = gamma*xhat[j]
+
+
 @_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _forward_train(x, xhat, out, std_g, gamma_p, eps, m, P, chunks):
-    """Forward pass, training mode. Pass 1 sums sum_var (float64) in each group; then var, std. Pass 2: xhat, out, elementwise."""
-    G, K = x.shape
+def _forward_train_rows(x, xhat, out, std_g, gamma_p, eps, m, P, chunks):
+    O, G, K, I = x.shape
     work = x.dtype.type
     for c in numba.prange(chunks):
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             sum_var = 0.0
-            for k in range(K):
-                sum_var += numpy.float64(x[g, k])**2
+            for o in range(O):
+                for k in range(K):
+                    sum_var_run, = _forward_train_p0_rows(x[o, g, k])
+                    sum_var += sum_var_run
             var = sum_var/m
             std = work(math.sqrt(eps + var))
             std_g[g] = std
-            for k in range(K):
-                xhat[g, k] = x[g, k]/std
-                out[g, k] = gamma_p[p, k]*xhat[g, k]
+            for o in range(O):
+                for k in range(K):
+                    gamma = gamma_p[p, k]
+                    _forward_train_e_rows(x[o, g, k], xhat[o, g, k], out[o, g, k], gamma, std)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_train_p0_krows(x):
+    sum_var = 0.0
+    for j in range(x.shape[0]):
+        sum_var += numpy.float64(x[j])**2
+    return (sum_var,)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_train_e_krows(x, xhat, out, gamma, std):
+    for j in range(x.shape[0]):
+        xhat[j] = x[j]/std
+        out[j] = gamma[j]*xhat[j]
 
 
 @_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_compact(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, chunks):
-    """Backward pass, the compact form. Pass 1 sums sum_dout_gamma_xhat (float64) in each group; then coef_dout_gamma, coef_xhat. Pass 2: dx, elementwise."""
-    G, K = dout.shape
-    work = dout.dtype.type
-    dgamma_c = numpy.empty((chunks, P, K))
+def _forward_train_krows(x, xhat, out, std_g, gamma_p, eps, m, P, chunks):
+    O, G, K = x.shape
+    work = x.dtype.type
     for c in numba.prange(chunks):
-        for p in range(P):
-            for k in range(K):
-                dgamma_c[c, p, k] = 0.0
+        for g in range(c * G // chunks, (c + 1) * G // chunks):
+            p = g % P
+            sum_var = 0.0
+            for o in range(O):
+                sum_var_run, = _forward_train_p0_krows(x[o, g])
+                sum_var += sum_var_run
+            var = sum_var/m
+            std = work(math.sqrt(eps + var))
+            std_g[g] = std
+            for o in range(O):
+                _forward_train_e_krows(x[o, g], xhat[o, g], out[o, g], gamma_p[p], std)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_train_p0_cols(x, sum_var):
+    for j in range(x.shape[0]):
+        sum_var[j] += numpy.float64(x[j])**2
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_train_e_cols(x, xhat, out, gamma, std):
+    for j in range(x.shape[0]):
+        xhat[j] = x[j]/std[j]
+        out[j] = gamma[j]*xhat[j]
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_train_g0(sum_var, std_w, eps, m, like):
+    work = like.dtype.type
+    for g in range(sum_var.shape[0]):
+        var = sum_var[g]/m
+        std = work(math.sqrt(eps + var))
+        std_w[g] = std
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _forward_train_cols(x, xhat, out, std_g, gamma_p, eps, m, P, K, I, G, GT):
+    O = x.shape[0]
+    TC = (G + GT - 1) // GT
+    like = numpy.empty(0, x.dtype)
+    for tc in numba.prange(TC):
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        sum_var_s = numpy.empty(g1 - g0)
+        sum_var_t = numpy.zeros(j1 - j0)
+        for o in range(O):
+            _forward_train_p0_cols(x[o, j0:j1], sum_var_t)
+        _layout.fold(sum_var_t, K * I, sum_var_s)
+        _forward_train_g0(sum_var_s, std_g[g0:g1], eps, m, like)
+        gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        std_e = _layout.spread(std_g[g0:g1], K * I)
+        for o in range(O):
+            _forward_train_e_cols(x[o, j0:j1], xhat[o, j0:j1], out[o, j0:j1], gamma_e, std_e)
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _forward_train_tall(x, xhat, out, std_g, gamma_p, eps, m, P, K, I, G, RC, GT):
+    O = x.shape[0]
+    TC = (G + GT - 1) // GT
+    sum_var_s = numpy.empty(G)
+    like = numpy.empty(0, x.dtype)
+    sum_var_r = numpy.empty((RC, G))
+    for t in numba.prange(RC * TC):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        sum_var_t = numpy.zeros(j1 - j0)
+        for o in range(o0, o1):
+            _forward_train_p0_cols(x[o, j0:j1], sum_var_t)
+        _layout.fold(sum_var_t, K * I, sum_var_r[rc, g0:g1])
+    _layout.sum_chunks(sum_var_r, sum_var_s)
+    _forward_train_g0(sum_var_s, std_g, eps, m, like)
+    for t in numba.prange(RC * TC):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        std_e = _layout.spread(std_g[g0:g1], K * I)
+        for o in range(o0, o1):
+            _forward_train_e_cols(x[o, j0:j1], xhat[o, j0:j1], out[o, j0:j1], gamma_e, std_e)
+
+
+def _forward_train(lay, x, xhat, out, std_g, gamma_p, eps, m):
+    """Forward pass, training mode. Pass 1 sums sum_var (float64) in each group; then var, std. Pass 2: xhat, out, elementwise."""
+    if lay.strategy == "cols":
+        _forward_train_cols(lay.cols(x), lay.cols(xhat), lay.cols(out), std_g, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+    elif lay.strategy == "tall":
+        _forward_train_tall(lay.cols(x), lay.cols(xhat), lay.cols(out), std_g, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+    elif lay.strategy == "krows":
+        _forward_train_krows(lay.krows(x), lay.krows(xhat), lay.krows(out), std_g, gamma_p, eps, m, lay.P, lay.chunks)
+    else:
+        _forward_train_rows(x, xhat, out, std_g, gamma_p, eps, m, lay.P, lay.chunks)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_compact_p0_rows(dout, xhat, gamma):
+    sum_dout_gamma_xhat = 0.0
+    dgamma = 0.0
+    for j in range(dout.shape[0]):
+        sum_dout_gamma_xhat += numpy.float64(dout[j])*numpy.float64(gamma)*numpy.float64(xhat[j])
+        dgamma += dout[j]*xhat[j]
+    return (sum_dout_gamma_xhat, dgamma,)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_compact_e_rows(dout, xhat, dx, coef_dout_gamma, coef_xhat, gamma):
+    for j in range(dout.shape[0]):
+        dx[j] = dout[j]*gamma*coef_dout_gamma + xhat[j]*coef_xhat
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _backward_compact_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, chunks):
+    O, G, K, I = dout.shape
+    work = dout.dtype.type
+    dgamma_c = numpy.zeros((chunks, P, K))
+    for c in numba.prange(chunks):
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             std = std_g[g]
             sum_dout_gamma_xhat = 0.0
-            for k in range(K):
-                sum_dout_gamma_xhat += numpy.float64(dout[g, k])*numpy.float64(gamma_p[p, k])*numpy.float64(xhat[g, k])
-                dgamma_c[c, p, k] += dout[g, k]*xhat[g, k]
+            for o in range(O):
+                for k in range(K):
+                    gamma = gamma_p[p, k]
+                    sum_dout_gamma_xhat_run, dgamma_run, = _backward_compact_p0_rows(dout[o, g, k], xhat[o, g, k], gamma)
+                    sum_dout_gamma_xhat += sum_dout_gamma_xhat_run
+                    dgamma_c[c, p, k] += dgamma_run
             coef_dout_gamma = work(1/std)
             coef_xhat = work(-sum_dout_gamma_xhat/(m*std))
-            for k in range(K):
-                dx[g, k] = dout[g, k]*gamma_p[p, k]*coef_dout_gamma + xhat[g, k]*coef_xhat
-    for p in range(P):
-        for k in range(K):
-            dgamma_p[p, k] = 0.0
-    for c in range(chunks):
-        for p in range(P):
-            for k in range(K):
-                dgamma_p[p, k] += dgamma_c[c, p, k]
+            for o in range(O):
+                for k in range(K):
+                    gamma = gamma_p[p, k]
+                    _backward_compact_e_rows(dout[o, g, k], xhat[o, g, k], dx[o, g, k], coef_dout_gamma, coef_xhat, gamma)
+    _layout.combine_chunks(dgamma_c, dgamma_p)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_compact_p0_krows(dout, xhat, gamma, dgamma):
+    sum_dout_gamma_xhat = 0.0
+    for j in range(dout.shape[0]):
+        sum_dout_gamma_xhat += numpy.float64(dout[j])*numpy.float64(gamma[j])*numpy.float64(xhat[j])
+        dgamma[j] += dout[j]*xhat[j]
+    return (sum_dout_gamma_xhat,)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_compact_e_krows(dout, xhat, dx, coef_dout_gamma, coef_xhat, gamma):
+    for j in range(dout.shape[0]):
+        dx[j] = dout[j]*gamma[j]*coef_dout_gamma + xhat[j]*coef_xhat
 
 
 @_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_staged(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, chunks):
-    """Backward pass, the staged chain rule. Pass 1 sums sum_dxhat_xhat (float64) in each group; then dvar, dx_coef_dxhat, dx_coef_xhat. Pass 2: dx, elementwise."""
-    G, K = dout.shape
+def _backward_compact_krows(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, chunks):
+    O, G, K = dout.shape
     work = dout.dtype.type
-    dgamma_c = numpy.empty((chunks, P, K))
+    dgamma_c = numpy.zeros((chunks, P, K))
     for c in numba.prange(chunks):
-        for p in range(P):
-            for k in range(K):
-                dgamma_c[c, p, k] = 0.0
+        for g in range(c * G // chunks, (c + 1) * G // chunks):
+            p = g % P
+            std = std_g[g]
+            sum_dout_gamma_xhat = 0.0
+            for o in range(O):
+                sum_dout_gamma_xhat_run, = _backward_compact_p0_krows(dout[o, g], xhat[o, g], gamma_p[p], dgamma_c[c, p])
+                sum_dout_gamma_xhat += sum_dout_gamma_xhat_run
+            coef_dout_gamma = work(1/std)
+            coef_xhat = work(-sum_dout_gamma_xhat/(m*std))
+            for o in range(O):
+                _backward_compact_e_krows(dout[o, g], xhat[o, g], dx[o, g], coef_dout_gamma, coef_xhat, gamma_p[p])
+    _layout.combine_chunks(dgamma_c, dgamma_p)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_compact_p0_cols(dout, xhat, gamma, sum_dout_gamma_xhat, dgamma):
+    for j in range(dout.shape[0]):
+        sum_dout_gamma_xhat[j] += numpy.float64(dout[j])*numpy.float64(gamma[j])*numpy.float64(xhat[j])
+        dgamma[j] += dout[j]*xhat[j]
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_compact_e_cols(dout, xhat, dx, coef_dout_gamma, coef_xhat, gamma):
+    for j in range(dout.shape[0]):
+        dx[j] = dout[j]*gamma[j]*coef_dout_gamma[j] + xhat[j]*coef_xhat[j]
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_compact_g0(sum_dout_gamma_xhat, std, coef_dout_gamma_w, coef_xhat_w, m, like):
+    work = like.dtype.type
+    for g in range(sum_dout_gamma_xhat.shape[0]):
+        coef_dout_gamma = work(1/std[g])
+        coef_xhat = work(-sum_dout_gamma_xhat[g]/(m*std[g]))
+        coef_dout_gamma_w[g] = coef_dout_gamma
+        coef_xhat_w[g] = coef_xhat
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _backward_compact_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, K, I, G, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    like = numpy.empty(0, dout.dtype)
+    dgamma_c = numpy.zeros((TC, P, K))
+    for tc in numba.prange(TC):
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        sum_dout_gamma_xhat_s = numpy.empty(g1 - g0)
+        coef_dout_gamma_a = numpy.empty(g1 - g0, dout.dtype)
+        coef_xhat_a = numpy.empty(g1 - g0, dout.dtype)
+        gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        sum_dout_gamma_xhat_t = numpy.zeros(j1 - j0)
+        dgamma_t = numpy.zeros(j1 - j0)
+        for o in range(O):
+            _backward_compact_p0_cols(dout[o, j0:j1], xhat[o, j0:j1], gamma_e, sum_dout_gamma_xhat_t, dgamma_t)
+        _layout.fold(sum_dout_gamma_xhat_t, K * I, sum_dout_gamma_xhat_s)
+        _layout.fold_varying(dgamma_t, g0, g1, K, I, P, dgamma_c[tc])
+        _backward_compact_g0(sum_dout_gamma_xhat_s, std_g[g0:g1], coef_dout_gamma_a, coef_xhat_a, m, like)
+        coef_dout_gamma_e = _layout.spread(coef_dout_gamma_a, K * I)
+        coef_xhat_e = _layout.spread(coef_xhat_a, K * I)
+        gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        for o in range(O):
+            _backward_compact_e_cols(dout[o, j0:j1], xhat[o, j0:j1], dx[o, j0:j1], coef_dout_gamma_e, coef_xhat_e, gamma_e)
+    _layout.combine_chunks(dgamma_c, dgamma_p)
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _backward_compact_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, K, I, G, RC, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    sum_dout_gamma_xhat_s = numpy.empty(G)
+    coef_dout_gamma_a = numpy.empty(G, dout.dtype)
+    coef_xhat_a = numpy.empty(G, dout.dtype)
+    like = numpy.empty(0, dout.dtype)
+    dgamma_c = numpy.zeros((RC * TC, P, K))
+    sum_dout_gamma_xhat_r = numpy.empty((RC, G))
+    for t in numba.prange(RC * TC):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        sum_dout_gamma_xhat_t = numpy.zeros(j1 - j0)
+        dgamma_t = numpy.zeros(j1 - j0)
+        for o in range(o0, o1):
+            _backward_compact_p0_cols(dout[o, j0:j1], xhat[o, j0:j1], gamma_e, sum_dout_gamma_xhat_t, dgamma_t)
+        _layout.fold(sum_dout_gamma_xhat_t, K * I, sum_dout_gamma_xhat_r[rc, g0:g1])
+        _layout.fold_varying(dgamma_t, g0, g1, K, I, P, dgamma_c[t])
+    _layout.sum_chunks(sum_dout_gamma_xhat_r, sum_dout_gamma_xhat_s)
+    _backward_compact_g0(sum_dout_gamma_xhat_s, std_g, coef_dout_gamma_a, coef_xhat_a, m, like)
+    for t in numba.prange(RC * TC):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        coef_dout_gamma_e = _layout.spread(coef_dout_gamma_a[g0:g1], K * I)
+        coef_xhat_e = _layout.spread(coef_xhat_a[g0:g1], K * I)
+        gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        for o in range(o0, o1):
+            _backward_compact_e_cols(dout[o, j0:j1], xhat[o, j0:j1], dx[o, j0:j1], coef_dout_gamma_e, coef_xhat_e, gamma_e)
+    _layout.combine_chunks(dgamma_c, dgamma_p)
+
+
+def _backward_compact(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, m):
+    """Backward pass, the compact form. Pass 1 sums sum_dout_gamma_xhat (float64) in each group; then coef_dout_gamma, coef_xhat. Pass 2: dx, elementwise."""
+    if lay.strategy == "cols":
+        _backward_compact_cols(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+    elif lay.strategy == "tall":
+        _backward_compact_tall(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+    elif lay.strategy == "krows":
+        _backward_compact_krows(lay.krows(dout), lay.krows(xhat), lay.krows(dx), std_g, gamma_p, dgamma_p, m, lay.P, lay.chunks)
+    else:
+        _backward_compact_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, lay.P, lay.chunks)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_staged_p0_rows(dout, xhat, gamma):
+    sum_dxhat_xhat = 0.0
+    dgamma = 0.0
+    for j in range(dout.shape[0]):
+        sum_dxhat_xhat += numpy.float64(dout[j])*numpy.float64(gamma)*numpy.float64(xhat[j])
+        dgamma += dout[j]*xhat[j]
+    return (sum_dxhat_xhat, dgamma,)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_staged_e_rows(dout, xhat, dx, dx_coef_dxhat, dx_coef_xhat, gamma):
+    for j in range(dout.shape[0]):
+        dxhat = dout[j]*gamma
+        dx[j] = dxhat*dx_coef_dxhat + xhat[j]*dx_coef_xhat
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _backward_staged_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, chunks):
+    O, G, K, I = dout.shape
+    work = dout.dtype.type
+    dgamma_c = numpy.zeros((chunks, P, K))
+    for c in numba.prange(chunks):
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             std = std_g[g]
             sum_dxhat_xhat = 0.0
-            for k in range(K):
-                sum_dxhat_xhat += numpy.float64(dout[g, k])*numpy.float64(gamma_p[p, k])*numpy.float64(xhat[g, k])
-                dgamma_c[c, p, k] += dout[g, k]*xhat[g, k]
+            for o in range(O):
+                for k in range(K):
+                    gamma = gamma_p[p, k]
+                    sum_dxhat_xhat_run, dgamma_run, = _backward_staged_p0_rows(dout[o, g, k], xhat[o, g, k], gamma)
+                    sum_dxhat_xhat += sum_dxhat_xhat_run
+                    dgamma_c[c, p, k] += dgamma_run
             dvar = -1/2*sum_dxhat_xhat/std**2
             dx_coef_dxhat = work(1/std)
             dx_coef_xhat = work(2*dvar*std/m)
-            for k in range(K):
-                dxhat = dout[g, k]*gamma_p[p, k]
-                dx[g, k] = dxhat*dx_coef_dxhat + xhat[g, k]*dx_coef_xhat
-    for p in range(P):
-        for k in range(K):
-            dgamma_p[p, k] = 0.0
-    for c in range(chunks):
-        for p in range(P):
-            for k in range(K):
-                dgamma_p[p, k] += dgamma_c[c, p, k]
+            for o in range(O):
+                for k in range(K):
+                    gamma = gamma_p[p, k]
+                    _backward_staged_e_rows(dout[o, g, k], xhat[o, g, k], dx[o, g, k], dx_coef_dxhat, dx_coef_xhat, gamma)
+    _layout.combine_chunks(dgamma_c, dgamma_p)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_staged_p0_krows(dout, xhat, gamma, dgamma):
+    sum_dxhat_xhat = 0.0
+    for j in range(dout.shape[0]):
+        sum_dxhat_xhat += numpy.float64(dout[j])*numpy.float64(gamma[j])*numpy.float64(xhat[j])
+        dgamma[j] += dout[j]*xhat[j]
+    return (sum_dxhat_xhat,)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_staged_e_krows(dout, xhat, dx, dx_coef_dxhat, dx_coef_xhat, gamma):
+    for j in range(dout.shape[0]):
+        dxhat = dout[j]*gamma[j]
+        dx[j] = dxhat*dx_coef_dxhat + xhat[j]*dx_coef_xhat
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _backward_staged_krows(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, chunks):
+    O, G, K = dout.shape
+    work = dout.dtype.type
+    dgamma_c = numpy.zeros((chunks, P, K))
+    for c in numba.prange(chunks):
+        for g in range(c * G // chunks, (c + 1) * G // chunks):
+            p = g % P
+            std = std_g[g]
+            sum_dxhat_xhat = 0.0
+            for o in range(O):
+                sum_dxhat_xhat_run, = _backward_staged_p0_krows(dout[o, g], xhat[o, g], gamma_p[p], dgamma_c[c, p])
+                sum_dxhat_xhat += sum_dxhat_xhat_run
+            dvar = -1/2*sum_dxhat_xhat/std**2
+            dx_coef_dxhat = work(1/std)
+            dx_coef_xhat = work(2*dvar*std/m)
+            for o in range(O):
+                _backward_staged_e_krows(dout[o, g], xhat[o, g], dx[o, g], dx_coef_dxhat, dx_coef_xhat, gamma_p[p])
+    _layout.combine_chunks(dgamma_c, dgamma_p)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_staged_p0_cols(dout, xhat, gamma, sum_dxhat_xhat, dgamma):
+    for j in range(dout.shape[0]):
+        sum_dxhat_xhat[j] += numpy.float64(dout[j])*numpy.float64(gamma[j])*numpy.float64(xhat[j])
+        dgamma[j] += dout[j]*xhat[j]
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_staged_e_cols(dout, xhat, dx, dx_coef_dxhat, dx_coef_xhat, gamma):
+    for j in range(dout.shape[0]):
+        dxhat = dout[j]*gamma[j]
+        dx[j] = dxhat*dx_coef_dxhat[j] + xhat[j]*dx_coef_xhat[j]
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_staged_g0(sum_dxhat_xhat, std, dx_coef_dxhat_w, dx_coef_xhat_w, m, like):
+    work = like.dtype.type
+    for g in range(sum_dxhat_xhat.shape[0]):
+        dvar = -1/2*sum_dxhat_xhat[g]/std[g]**2
+        dx_coef_dxhat = work(1/std[g])
+        dx_coef_xhat = work(2*dvar*std[g]/m)
+        dx_coef_dxhat_w[g] = dx_coef_dxhat
+        dx_coef_xhat_w[g] = dx_coef_xhat
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _backward_staged_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, K, I, G, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    like = numpy.empty(0, dout.dtype)
+    dgamma_c = numpy.zeros((TC, P, K))
+    for tc in numba.prange(TC):
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        sum_dxhat_xhat_s = numpy.empty(g1 - g0)
+        dx_coef_dxhat_a = numpy.empty(g1 - g0, dout.dtype)
+        dx_coef_xhat_a = numpy.empty(g1 - g0, dout.dtype)
+        gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        sum_dxhat_xhat_t = numpy.zeros(j1 - j0)
+        dgamma_t = numpy.zeros(j1 - j0)
+        for o in range(O):
+            _backward_staged_p0_cols(dout[o, j0:j1], xhat[o, j0:j1], gamma_e, sum_dxhat_xhat_t, dgamma_t)
+        _layout.fold(sum_dxhat_xhat_t, K * I, sum_dxhat_xhat_s)
+        _layout.fold_varying(dgamma_t, g0, g1, K, I, P, dgamma_c[tc])
+        _backward_staged_g0(sum_dxhat_xhat_s, std_g[g0:g1], dx_coef_dxhat_a, dx_coef_xhat_a, m, like)
+        dx_coef_dxhat_e = _layout.spread(dx_coef_dxhat_a, K * I)
+        dx_coef_xhat_e = _layout.spread(dx_coef_xhat_a, K * I)
+        gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        for o in range(O):
+            _backward_staged_e_cols(dout[o, j0:j1], xhat[o, j0:j1], dx[o, j0:j1], dx_coef_dxhat_e, dx_coef_xhat_e, gamma_e)
+    _layout.combine_chunks(dgamma_c, dgamma_p)
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _backward_staged_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, K, I, G, RC, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    sum_dxhat_xhat_s = numpy.empty(G)
+    dx_coef_dxhat_a = numpy.empty(G, dout.dtype)
+    dx_coef_xhat_a = numpy.empty(G, dout.dtype)
+    like = numpy.empty(0, dout.dtype)
+    dgamma_c = numpy.zeros((RC * TC, P, K))
+    sum_dxhat_xhat_r = numpy.empty((RC, G))
+    for t in numba.prange(RC * TC):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        sum_dxhat_xhat_t = numpy.zeros(j1 - j0)
+        dgamma_t = numpy.zeros(j1 - j0)
+        for o in range(o0, o1):
+            _backward_staged_p0_cols(dout[o, j0:j1], xhat[o, j0:j1], gamma_e, sum_dxhat_xhat_t, dgamma_t)
+        _layout.fold(sum_dxhat_xhat_t, K * I, sum_dxhat_xhat_r[rc, g0:g1])
+        _layout.fold_varying(dgamma_t, g0, g1, K, I, P, dgamma_c[t])
+    _layout.sum_chunks(sum_dxhat_xhat_r, sum_dxhat_xhat_s)
+    _backward_staged_g0(sum_dxhat_xhat_s, std_g, dx_coef_dxhat_a, dx_coef_xhat_a, m, like)
+    for t in numba.prange(RC * TC):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        dx_coef_dxhat_e = _layout.spread(dx_coef_dxhat_a[g0:g1], K * I)
+        dx_coef_xhat_e = _layout.spread(dx_coef_xhat_a[g0:g1], K * I)
+        gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        for o in range(o0, o1):
+            _backward_staged_e_cols(dout[o, j0:j1], xhat[o, j0:j1], dx[o, j0:j1], dx_coef_dxhat_e, dx_coef_xhat_e, gamma_e)
+    _layout.combine_chunks(dgamma_c, dgamma_p)
+
+
+def _backward_staged(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, m):
+    """Backward pass, the staged chain rule. Pass 1 sums sum_dxhat_xhat (float64) in each group; then dvar, dx_coef_dxhat, dx_coef_xhat. Pass 2: dx, elementwise."""
+    if lay.strategy == "cols":
+        _backward_staged_cols(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+    elif lay.strategy == "tall":
+        _backward_staged_tall(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+    elif lay.strategy == "krows":
+        _backward_staged_krows(lay.krows(dout), lay.krows(xhat), lay.krows(dx), std_g, gamma_p, dgamma_p, m, lay.P, lay.chunks)
+    else:
+        _backward_staged_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, lay.P, lay.chunks)
 
 
 def rmsnorm_forward(x, gamma, rms_param):
@@ -137,21 +578,20 @@ def rmsnorm_forward(x, gamma, rms_param):
     x = _rt.as_work(x, dtype).reshape(view_shape)
     param_sum_axes = _rt.other_axes(len(view_shape), param_axes)
     outer_axes = tuple(a for a in param_sum_axes if a not in axes)
-    lay = _layout.layout(view_shape, axes, param_axes, _PATTERN)
+    lay = _layout.layout(view_shape, axes, param_axes, _VARYING)
     work = x.dtype
     xhat_k = lay.empty(work)
     out_k = lay.empty(work)
     std_g = numpy.empty(lay.groups)
     _forward_train(
+        lay,
         lay.to_kernel(x),
         xhat_k,
         out_k,
         std_g,
-        gamma.reshape(lay.param_shape),
+        lay.param(gamma),
         eps,
         m,
-        lay.param_shape[0],
-        lay.chunks,
     )
     xhat = lay.from_kernel(xhat_k)
     out = lay.from_kernel(out_k)
@@ -193,24 +633,23 @@ def rmsnorm_backward(dout, cache):
     outer_axes = cache["outer_axes"]
     dtype = cache["dtype"]
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
-    lay = _layout.layout(cache["view_shape"], cache["axes"], cache["param_axes"], _PATTERN)
+    lay = _layout.layout(cache["view_shape"], cache["axes"], cache["param_axes"], _VARYING)
     work = dout.dtype
     dx_k = lay.empty(work)
-    dgamma = numpy.empty(lay.param_shape)
+    dgamma_p = numpy.empty(lay.param_shape)
     _backward_compact(
+        lay,
         lay.to_kernel(dout),
         lay.to_kernel(xhat),
         dx_k,
-        std.reshape(-1).astype(numpy.float64),
-        gamma.reshape(lay.param_shape),
-        dgamma,
+        lay.stat(std),
+        lay.param(gamma),
+        dgamma_p,
         m,
-        lay.param_shape[0],
-        lay.chunks,
     )
     dx = lay.from_kernel(dx_k)
     return (dx.reshape(cache["x_shape"]).astype(dtype, copy=False),
-            dgamma.reshape(cache["gamma_shape"]).astype(dtype, copy=False),
+            dgamma_p.reshape(cache["gamma_shape"]).astype(dtype, copy=False),
             )
 
 
@@ -231,22 +670,70 @@ def rmsnorm_backward_staged(dout, cache):
     outer_axes = cache["outer_axes"]
     dtype = cache["dtype"]
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
-    lay = _layout.layout(cache["view_shape"], cache["axes"], cache["param_axes"], _PATTERN)
+    lay = _layout.layout(cache["view_shape"], cache["axes"], cache["param_axes"], _VARYING)
     work = dout.dtype
     dx_k = lay.empty(work)
-    dgamma = numpy.empty(lay.param_shape)
+    dgamma_p = numpy.empty(lay.param_shape)
     _backward_staged(
+        lay,
         lay.to_kernel(dout),
         lay.to_kernel(xhat),
         dx_k,
-        std.reshape(-1).astype(numpy.float64),
-        gamma.reshape(lay.param_shape),
-        dgamma,
+        lay.stat(std),
+        lay.param(gamma),
+        dgamma_p,
         m,
-        lay.param_shape[0],
-        lay.chunks,
     )
     dx = lay.from_kernel(dx_k)
     return (dx.reshape(cache["x_shape"]).astype(dtype, copy=False),
-            dgamma.reshape(cache["gamma_shape"]).astype(dtype, copy=False),
+            dgamma_p.reshape(cache["gamma_shape"]).astype(dtype, copy=False),
             )
+
+
+
+def forward_train(x, gamma, *, eps, m, axes, param_sum_axes, **_):
+    """The training forward pass on NumPy arrays of the working view: generated.torch's kernel contract
+    (the names and keywords of generated.torch.rmsnorm.forward_train), run by the numba kernels;
+    returns the values generated.torch keeps (per-group ones shaped like a statistic, in the input's dtype)."""
+    work = x.dtype
+    lay = _layout.layout(x.shape, tuple(axes), _layout.param_axes(x.ndim, param_sum_axes), _VARYING)
+    xhat_k = lay.empty(work)
+    out_k = lay.empty(work)
+    std_g = numpy.empty(lay.groups)
+    _forward_train(
+        lay,
+        lay.to_kernel(x),
+        xhat_k,
+        out_k,
+        std_g,
+        lay.param(gamma),
+        eps,
+        m,
+    )
+    xhat = lay.from_kernel(xhat_k)
+    out = lay.from_kernel(out_k)
+    std = std_g.reshape(lay.stat_shape).astype(work)
+    return {"xhat": xhat, "out": out, "std": std, }
+
+
+def backward_train_fused(dout, gamma, std, xhat, *, eps, m, axes, param_sum_axes, **_):
+    """The compact training backward pass on NumPy arrays of the working view: generated.torch's kernel contract
+    (the names and keywords of generated.torch.rmsnorm.backward_train_fused), run by the numba kernels;
+    returns (dx, dgamma), each parameter's gradient shaped like the parameters of the view."""
+    work = dout.dtype
+    lay = _layout.layout(dout.shape, tuple(axes), _layout.param_axes(dout.ndim, param_sum_axes), _VARYING)
+    dx_k = lay.empty(work)
+    dgamma_p = numpy.empty(lay.param_shape)
+    _backward_compact(
+        lay,
+        lay.to_kernel(dout),
+        lay.to_kernel(xhat),
+        dx_k,
+        lay.stat(std),
+        lay.param(gamma),
+        dgamma_p,
+        m,
+    )
+    dx = lay.from_kernel(dx_k)
+    param_view = _layout.param_view(dout.shape, param_sum_axes)
+    return (dx, lay.param_out(dgamma_p, param_view).astype(work),)

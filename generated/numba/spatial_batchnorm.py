@@ -7,9 +7,12 @@ generated/derivations/spatial_batchnorm.md), printed as scalar loops: each kerne
 is one or more reduction passes, whose sums accumulate in float64, then one
 elementwise pass.  Per-group values (the statistics and the lets) stay in float64 wherever the
 elementwise pass subtracts the mean; the cache keeps them in float64, as it gets them.
-Statistics are taken over the axes (N, H, W) of x (N, C, H, W);
-the kernels see the working view as (O, G, I) (rows layout, see
-generated/numba/_layout.py).
+Statistics are taken over the axes (N, H, W) of x (N, C, H, W).
+The kernels see any working view as (O, G, K, I) and sweep it by rows or by columns,
+as generated/numba/_layout.py chooses from the shape.  Two faces: the array API
+(spatial_batchnorm_forward and its backward functions, the NumPy backend's contract), and
+generated.torch's kernel contract (forward_train, forward_test, backward_train_fused, backward_test: the printed
+torch functions' names and keywords, on NumPy arrays of the working view).
 """
 import math
 import numba
@@ -18,16 +21,38 @@ import numpy
 from .. import _runtime as _rt
 from . import _layout
 
-_PATTERN = "ogi"
+_VARYING = False   #: the parameters vary inside a group (a k axis)
 _FASTMATH = {"contract", "nsz", "reassoc"}
 _CACHE_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "beta_shape", "gamma", "gamma_shape", "m", "std", "xhat", )
 
 
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_train_p0_rows(x):
+    sum_x = 0.0
+    for j in range(x.shape[0]):
+        sum_x += numpy.float64(x[j])
+    return (sum_x,)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_train_p1_rows(x, mu):
+    sum_var = 0.0
+    for j in range(x.shape[0]):
+        sum_var += (numpy.float64(x[j]) - numpy.float64(mu))**2
+    return (sum_var,)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_train_e_rows(x, xhat, out, beta, gamma, mu, std):
+    for j in range(x.shape[0]):
+        xhat[j] = (x[j] - mu)/std
+        out[j] = xhat[j]*gamma + beta
+
+
 @_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _forward_train(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, chunks):
-    """Forward pass, training mode. Pass 1 sums sum_x (float64) in each group; then mu. Pass 2 sums sum_var (float64) in each group; then var, std. Pass 3: xhat, out, elementwise."""
-    O, G, I = x.shape
+def _forward_train_rows(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, chunks):
+    O, G, K, I = x.shape
     for c in numba.prange(chunks):
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
@@ -35,29 +60,165 @@ def _forward_train(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P,
             gamma = gamma_p[p]
             sum_x = 0.0
             for o in range(O):
-                for i in range(I):
-                    sum_x += numpy.float64(x[o, g, i])
+                for k in range(K):
+                    sum_x_run, = _forward_train_p0_rows(x[o, g, k])
+                    sum_x += sum_x_run
             mu = sum_x/m
             mu_g[g] = mu
             sum_var = 0.0
             for o in range(O):
-                for i in range(I):
-                    sum_var += (numpy.float64(x[o, g, i]) - mu)**2
+                for k in range(K):
+                    sum_var_run, = _forward_train_p1_rows(x[o, g, k], mu)
+                    sum_var += sum_var_run
             var = sum_var/m
             std = math.sqrt(eps + var)
             var_g[g] = var
             std_g[g] = std
             for o in range(O):
-                for i in range(I):
-                    xhat[o, g, i] = (x[o, g, i] - mu)/std
-                    out[o, g, i] = xhat[o, g, i]*gamma + beta
+                for k in range(K):
+                    _forward_train_e_rows(x[o, g, k], xhat[o, g, k], out[o, g, k], beta, gamma, mu, std)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_train_p0_cols(x, sum_x):
+    for j in range(x.shape[0]):
+        sum_x[j] += numpy.float64(x[j])
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_train_p1_cols(x, mu, sum_var):
+    for j in range(x.shape[0]):
+        sum_var[j] += (numpy.float64(x[j]) - numpy.float64(mu[j]))**2
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_train_e_cols(x, xhat, out, beta, gamma, mu, std):
+    for j in range(x.shape[0]):
+        xhat[j] = (x[j] - mu[j])/std[j]
+        out[j] = xhat[j]*gamma[j] + beta[j]
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_train_g0(sum_x, mu_w, m):
+    for g in range(sum_x.shape[0]):
+        mu = sum_x[g]/m
+        mu_w[g] = mu
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_train_g1(sum_var, var_w, std_w, eps, m):
+    for g in range(sum_var.shape[0]):
+        var = sum_var[g]/m
+        std = math.sqrt(eps + var)
+        var_w[g] = var
+        std_w[g] = std
 
 
 @_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _forward_test(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, chunks):
-    """Forward pass, test mode (running statistics). Per group: std. Pass 1: xhat, out, elementwise."""
-    O, G, I = x.shape
+def _forward_train_cols(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT):
+    O = x.shape[0]
+    TC = (G + GT - 1) // GT
+    for tc in numba.prange(TC):
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        beta_t = _layout.per_group(beta_p, g0, g1, P)
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        sum_x_s = numpy.empty(g1 - g0)
+        sum_var_s = numpy.empty(g1 - g0)
+        sum_x_t = numpy.zeros(j1 - j0)
+        for o in range(O):
+            _forward_train_p0_cols(x[o, j0:j1], sum_x_t)
+        _layout.fold(sum_x_t, K * I, sum_x_s)
+        _forward_train_g0(sum_x_s, mu_g[g0:g1], m)
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        sum_var_t = numpy.zeros(j1 - j0)
+        for o in range(O):
+            _forward_train_p1_cols(x[o, j0:j1], mu_e, sum_var_t)
+        _layout.fold(sum_var_t, K * I, sum_var_s)
+        _forward_train_g1(sum_var_s, var_g[g0:g1], std_g[g0:g1], eps, m)
+        beta_e = _layout.spread(beta_t, K * I)
+        gamma_e = _layout.spread(gamma_t, K * I)
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        std_e = _layout.spread(std_g[g0:g1], K * I)
+        for o in range(O):
+            _forward_train_e_cols(x[o, j0:j1], xhat[o, j0:j1], out[o, j0:j1], beta_e, gamma_e, mu_e, std_e)
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _forward_train_tall(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, RC, GT):
+    O = x.shape[0]
+    TC = (G + GT - 1) // GT
+    sum_x_s = numpy.empty(G)
+    sum_var_s = numpy.empty(G)
+    beta_all = _layout.per_group(beta_p, 0, G, P)
+    gamma_all = _layout.per_group(gamma_p, 0, G, P)
+    sum_x_r = numpy.empty((RC, G))
+    for t in numba.prange(RC * TC):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        beta_t = _layout.per_group(beta_p, g0, g1, P)
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        sum_x_t = numpy.zeros(j1 - j0)
+        for o in range(o0, o1):
+            _forward_train_p0_cols(x[o, j0:j1], sum_x_t)
+        _layout.fold(sum_x_t, K * I, sum_x_r[rc, g0:g1])
+    _layout.sum_chunks(sum_x_r, sum_x_s)
+    _forward_train_g0(sum_x_s, mu_g, m)
+    sum_var_r = numpy.empty((RC, G))
+    for t in numba.prange(RC * TC):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        beta_t = _layout.per_group(beta_p, g0, g1, P)
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        sum_var_t = numpy.zeros(j1 - j0)
+        for o in range(o0, o1):
+            _forward_train_p1_cols(x[o, j0:j1], mu_e, sum_var_t)
+        _layout.fold(sum_var_t, K * I, sum_var_r[rc, g0:g1])
+    _layout.sum_chunks(sum_var_r, sum_var_s)
+    _forward_train_g1(sum_var_s, var_g, std_g, eps, m)
+    for t in numba.prange(RC * TC):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        beta_t = _layout.per_group(beta_p, g0, g1, P)
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        beta_e = _layout.spread(beta_t, K * I)
+        gamma_e = _layout.spread(gamma_t, K * I)
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        std_e = _layout.spread(std_g[g0:g1], K * I)
+        for o in range(o0, o1):
+            _forward_train_e_cols(x[o, j0:j1], xhat[o, j0:j1], out[o, j0:j1], beta_e, gamma_e, mu_e, std_e)
+
+
+def _forward_train(lay, x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m):
+    """Forward pass, training mode. Pass 1 sums sum_x (float64) in each group; then mu. Pass 2 sums sum_var (float64) in each group; then var, std. Pass 3: xhat, out, elementwise."""
+    if lay.strategy == "cols":
+        _forward_train_cols(lay.cols(x), lay.cols(xhat), lay.cols(out), mu_g, var_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+    elif lay.strategy == "tall":
+        _forward_train_tall(lay.cols(x), lay.cols(xhat), lay.cols(out), mu_g, var_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+    else:
+        _forward_train_rows(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.chunks)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_test_e_rows(x, xhat, out, beta, gamma, mu, std):
+    for j in range(x.shape[0]):
+        xhat[j] = (x[j] - mu)/std
+        out[j] = xhat[j]*gamma + beta
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _forward_test_rows(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, chunks):
+    O, G, K, I = x.shape
     work = x.dtype.type
     for c in numba.prange(chunks):
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -69,19 +230,102 @@ def _forward_test(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, chu
             std = work(math.sqrt(eps + var))
             std_g[g] = std
             for o in range(O):
-                for i in range(I):
-                    xhat[o, g, i] = (x[o, g, i] - mu)/std
-                    out[o, g, i] = xhat[o, g, i]*gamma + beta
+                for k in range(K):
+                    _forward_test_e_rows(x[o, g, k], xhat[o, g, k], out[o, g, k], beta, gamma, mu, std)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_test_e_cols(x, xhat, out, beta, gamma, mu, std):
+    for j in range(x.shape[0]):
+        xhat[j] = (x[j] - mu[j])/std[j]
+        out[j] = xhat[j]*gamma[j] + beta[j]
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_test_g0(var, std_w, eps, like):
+    work = like.dtype.type
+    for g in range(var.shape[0]):
+        std = work(math.sqrt(eps + var[g]))
+        std_w[g] = std
 
 
 @_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_compact(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
-    """Backward pass, the compact form. Pass 1 sums sum_dout, sum_dout_xhat (float64) in each group; then coef_dout, coef_xhat, coef_1. Pass 2: dx, elementwise."""
-    O, G, I = dout.shape
+def _forward_test_cols(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, K, I, G, GT):
+    O = x.shape[0]
+    TC = (G + GT - 1) // GT
+    like = numpy.empty(0, x.dtype)
+    for tc in numba.prange(TC):
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        beta_t = _layout.per_group(beta_p, g0, g1, P)
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        _forward_test_g0(var_g[g0:g1], std_g[g0:g1], eps, like)
+        beta_e = _layout.spread(beta_t, K * I)
+        gamma_e = _layout.spread(gamma_t, K * I)
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        std_e = _layout.spread(std_g[g0:g1], K * I)
+        for o in range(O):
+            _forward_test_e_cols(x[o, j0:j1], xhat[o, j0:j1], out[o, j0:j1], beta_e, gamma_e, mu_e, std_e)
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _forward_test_tall(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, K, I, G, RC, GT):
+    O = x.shape[0]
+    TC = (G + GT - 1) // GT
+    like = numpy.empty(0, x.dtype)
+    beta_all = _layout.per_group(beta_p, 0, G, P)
+    gamma_all = _layout.per_group(gamma_p, 0, G, P)
+    _forward_test_g0(var_g, std_g, eps, like)
+    for t in numba.prange(RC * TC):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        beta_t = _layout.per_group(beta_p, g0, g1, P)
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        beta_e = _layout.spread(beta_t, K * I)
+        gamma_e = _layout.spread(gamma_t, K * I)
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        std_e = _layout.spread(std_g[g0:g1], K * I)
+        for o in range(o0, o1):
+            _forward_test_e_cols(x[o, j0:j1], xhat[o, j0:j1], out[o, j0:j1], beta_e, gamma_e, mu_e, std_e)
+
+
+def _forward_test(lay, x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps):
+    """Forward pass, test mode (running statistics). Per group: std. Pass 1: xhat, out, elementwise."""
+    if lay.strategy == "cols":
+        _forward_test_cols(lay.cols(x), lay.cols(xhat), lay.cols(out), mu_g, var_g, std_g, beta_p, gamma_p, eps, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+    elif lay.strategy == "tall":
+        _forward_test_tall(lay.cols(x), lay.cols(xhat), lay.cols(out), mu_g, var_g, std_g, beta_p, gamma_p, eps, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+    else:
+        _forward_test_rows(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, lay.P, lay.chunks)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_compact_p0_rows(dout, xhat):
+    sum_dout = 0.0
+    sum_dout_xhat = 0.0
+    for j in range(dout.shape[0]):
+        sum_dout += numpy.float64(dout[j])
+        sum_dout_xhat += numpy.float64(dout[j])*numpy.float64(xhat[j])
+    return (sum_dout, sum_dout_xhat,)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_compact_e_rows(dout, xhat, dx, coef_1, coef_dout, coef_xhat):
+    for j in range(dout.shape[0]):
+        dx[j] = dout[j]*coef_dout + xhat[j]*coef_xhat + coef_1
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _backward_compact_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
+    O, G, K, I = dout.shape
     work = dout.dtype.type
-    dgamma_g = numpy.empty(G)
-    dbeta_g = numpy.empty(G)
+    dgamma_g = dgamma_p if P == G else numpy.empty(G)
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
     for c in numba.prange(chunks):
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
@@ -90,35 +334,172 @@ def _backward_compact(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, c
             sum_dout = 0.0
             sum_dout_xhat = 0.0
             for o in range(O):
-                for i in range(I):
-                    sum_dout += numpy.float64(dout[o, g, i])
-                    sum_dout_xhat += numpy.float64(dout[o, g, i])*numpy.float64(xhat[o, g, i])
+                for k in range(K):
+                    sum_dout_run, sum_dout_xhat_run, = _backward_compact_p0_rows(dout[o, g, k], xhat[o, g, k])
+                    sum_dout += sum_dout_run
+                    sum_dout_xhat += sum_dout_xhat_run
             coef_dout = work(gamma/std)
             coef_xhat = work(-gamma*sum_dout_xhat/(m*std))
             coef_1 = work(-gamma*sum_dout/(m*std))
             dgamma_g[g] = sum_dout_xhat
             dbeta_g[g] = sum_dout
             for o in range(O):
-                for i in range(I):
-                    dx[o, g, i] = dout[o, g, i]*coef_dout + xhat[o, g, i]*coef_xhat + coef_1
-    for p in range(P):
-        dgamma_p[p] = 0.0
-    for g in range(G):
-        dgamma_p[g % P] += dgamma_g[g]
-    for p in range(P):
-        dbeta_p[p] = 0.0
-    for g in range(G):
-        dbeta_p[g % P] += dbeta_g[g]
+                for k in range(K):
+                    _backward_compact_e_rows(dout[o, g, k], xhat[o, g, k], dx[o, g, k], coef_1, coef_dout, coef_xhat)
+    if P != G:
+        _layout.combine_outer(dgamma_g, dgamma_p)
+    if P != G:
+        _layout.combine_outer(dbeta_g, dbeta_p)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_compact_p0_cols(dout, xhat, sum_dout, sum_dout_xhat):
+    for j in range(dout.shape[0]):
+        sum_dout[j] += numpy.float64(dout[j])
+        sum_dout_xhat[j] += numpy.float64(dout[j])*numpy.float64(xhat[j])
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_compact_e_cols(dout, xhat, dx, coef_1, coef_dout, coef_xhat):
+    for j in range(dout.shape[0]):
+        dx[j] = dout[j]*coef_dout[j] + xhat[j]*coef_xhat[j] + coef_1[j]
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_compact_g0(sum_dout, sum_dout_xhat, gamma, std, coef_dout_w, coef_xhat_w, coef_1_w, dgamma, dbeta, m, like):
+    work = like.dtype.type
+    for g in range(sum_dout.shape[0]):
+        coef_dout = work(gamma[g]/std[g])
+        coef_xhat = work(-gamma[g]*sum_dout_xhat[g]/(m*std[g]))
+        coef_1 = work(-gamma[g]*sum_dout[g]/(m*std[g]))
+        coef_dout_w[g] = coef_dout
+        coef_xhat_w[g] = coef_xhat
+        coef_1_w[g] = coef_1
+        dgamma[g] = sum_dout_xhat[g]
+        dbeta[g] = sum_dout[g]
 
 
 @_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_staged(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
-    """Backward pass, the staged chain rule. Pass 1 sums sum_dxhat_xhat, sum_dxhat, sum_dout_xhat, sum_dout (float64) in each group; then dvar, dmu, dx_coef_dxhat, dx_coef_xhat, dx_coef_1. Pass 2: dx, elementwise."""
-    O, G, I = dout.shape
+def _backward_compact_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    dgamma_g = dgamma_p if P == G else numpy.empty(G)
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    like = numpy.empty(0, dout.dtype)
+    for tc in numba.prange(TC):
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        sum_dout_s = numpy.empty(g1 - g0)
+        sum_dout_xhat_s = numpy.empty(g1 - g0)
+        coef_dout_a = numpy.empty(g1 - g0, dout.dtype)
+        coef_xhat_a = numpy.empty(g1 - g0, dout.dtype)
+        coef_1_a = numpy.empty(g1 - g0, dout.dtype)
+        sum_dout_t = numpy.zeros(j1 - j0)
+        sum_dout_xhat_t = numpy.zeros(j1 - j0)
+        for o in range(O):
+            _backward_compact_p0_cols(dout[o, j0:j1], xhat[o, j0:j1], sum_dout_t, sum_dout_xhat_t)
+        _layout.fold(sum_dout_t, K * I, sum_dout_s)
+        _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_s)
+        _backward_compact_g0(sum_dout_s, sum_dout_xhat_s, gamma_t, std_g[g0:g1], coef_dout_a, coef_xhat_a, coef_1_a, dgamma_g[g0:g1], dbeta_g[g0:g1], m, like)
+        coef_1_e = _layout.spread(coef_1_a, K * I)
+        coef_dout_e = _layout.spread(coef_dout_a, K * I)
+        coef_xhat_e = _layout.spread(coef_xhat_a, K * I)
+        for o in range(O):
+            _backward_compact_e_cols(dout[o, j0:j1], xhat[o, j0:j1], dx[o, j0:j1], coef_1_e, coef_dout_e, coef_xhat_e)
+    if P != G:
+        _layout.combine_outer(dgamma_g, dgamma_p)
+    if P != G:
+        _layout.combine_outer(dbeta_g, dbeta_p)
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _backward_compact_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, RC, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    sum_dout_s = numpy.empty(G)
+    sum_dout_xhat_s = numpy.empty(G)
+    coef_dout_a = numpy.empty(G, dout.dtype)
+    coef_xhat_a = numpy.empty(G, dout.dtype)
+    coef_1_a = numpy.empty(G, dout.dtype)
+    dgamma_g = dgamma_p if P == G else numpy.empty(G)
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    like = numpy.empty(0, dout.dtype)
+    gamma_all = _layout.per_group(gamma_p, 0, G, P)
+    sum_dout_r = numpy.empty((RC, G))
+    sum_dout_xhat_r = numpy.empty((RC, G))
+    for t in numba.prange(RC * TC):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        sum_dout_t = numpy.zeros(j1 - j0)
+        sum_dout_xhat_t = numpy.zeros(j1 - j0)
+        for o in range(o0, o1):
+            _backward_compact_p0_cols(dout[o, j0:j1], xhat[o, j0:j1], sum_dout_t, sum_dout_xhat_t)
+        _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
+        _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_r[rc, g0:g1])
+    _layout.sum_chunks(sum_dout_r, sum_dout_s)
+    _layout.sum_chunks(sum_dout_xhat_r, sum_dout_xhat_s)
+    _backward_compact_g0(sum_dout_s, sum_dout_xhat_s, gamma_all, std_g, coef_dout_a, coef_xhat_a, coef_1_a, dgamma_g, dbeta_g, m, like)
+    for t in numba.prange(RC * TC):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        coef_1_e = _layout.spread(coef_1_a[g0:g1], K * I)
+        coef_dout_e = _layout.spread(coef_dout_a[g0:g1], K * I)
+        coef_xhat_e = _layout.spread(coef_xhat_a[g0:g1], K * I)
+        for o in range(o0, o1):
+            _backward_compact_e_cols(dout[o, j0:j1], xhat[o, j0:j1], dx[o, j0:j1], coef_1_e, coef_dout_e, coef_xhat_e)
+    if P != G:
+        _layout.combine_outer(dgamma_g, dgamma_p)
+    if P != G:
+        _layout.combine_outer(dbeta_g, dbeta_p)
+
+
+def _backward_compact(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m):
+    """Backward pass, the compact form. Pass 1 sums sum_dout, sum_dout_xhat (float64) in each group; then coef_dout, coef_xhat, coef_1. Pass 2: dx, elementwise."""
+    if lay.strategy == "cols":
+        _backward_compact_cols(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+    elif lay.strategy == "tall":
+        _backward_compact_tall(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+    else:
+        _backward_compact_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.chunks)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_staged_p0_rows(dout, xhat, gamma):
+    sum_dxhat_xhat = 0.0
+    sum_dxhat = 0.0
+    sum_dout_xhat = 0.0
+    sum_dout = 0.0
+    for j in range(dout.shape[0]):
+        sum_dxhat_xhat += numpy.float64(dout[j])*numpy.float64(xhat[j])*numpy.float64(gamma)
+        sum_dxhat += numpy.float64(dout[j])*numpy.float64(gamma)
+        sum_dout_xhat += numpy.float64(dout[j])*numpy.float64(xhat[j])
+        sum_dout += numpy.float64(dout[j])
+    return (sum_dxhat_xhat, sum_dxhat, sum_dout_xhat, sum_dout,)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_staged_e_rows(dout, xhat, dx, dx_coef_1, dx_coef_dxhat, dx_coef_xhat, gamma):
+    for j in range(dout.shape[0]):
+        dxhat = dout[j]*gamma
+        dx[j] = dxhat*dx_coef_dxhat + xhat[j]*dx_coef_xhat + dx_coef_1
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _backward_staged_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
+    O, G, K, I = dout.shape
     work = dout.dtype.type
-    dgamma_g = numpy.empty(G)
-    dbeta_g = numpy.empty(G)
+    dgamma_g = dgamma_p if P == G else numpy.empty(G)
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
     for c in numba.prange(chunks):
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
@@ -129,11 +510,12 @@ def _backward_staged(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, ch
             sum_dout_xhat = 0.0
             sum_dout = 0.0
             for o in range(O):
-                for i in range(I):
-                    sum_dxhat_xhat += numpy.float64(dout[o, g, i])*numpy.float64(xhat[o, g, i])*gamma
-                    sum_dxhat += numpy.float64(dout[o, g, i])*gamma
-                    sum_dout_xhat += numpy.float64(dout[o, g, i])*numpy.float64(xhat[o, g, i])
-                    sum_dout += numpy.float64(dout[o, g, i])
+                for k in range(K):
+                    sum_dxhat_xhat_run, sum_dxhat_run, sum_dout_xhat_run, sum_dout_run, = _backward_staged_p0_rows(dout[o, g, k], xhat[o, g, k], gamma)
+                    sum_dxhat_xhat += sum_dxhat_xhat_run
+                    sum_dxhat += sum_dxhat_run
+                    sum_dout_xhat += sum_dout_xhat_run
+                    sum_dout += sum_dout_run
             dvar = -1/2*sum_dxhat_xhat/std**2
             dmu = -sum_dxhat/std
             dx_coef_dxhat = work(1/std)
@@ -142,27 +524,183 @@ def _backward_staged(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, ch
             dgamma_g[g] = sum_dout_xhat
             dbeta_g[g] = sum_dout
             for o in range(O):
-                for i in range(I):
-                    dxhat = dout[o, g, i]*gamma
-                    dx[o, g, i] = dxhat*dx_coef_dxhat + xhat[o, g, i]*dx_coef_xhat + dx_coef_1
-    for p in range(P):
-        dgamma_p[p] = 0.0
-    for g in range(G):
-        dgamma_p[g % P] += dgamma_g[g]
-    for p in range(P):
-        dbeta_p[p] = 0.0
-    for g in range(G):
-        dbeta_p[g % P] += dbeta_g[g]
+                for k in range(K):
+                    _backward_staged_e_rows(dout[o, g, k], xhat[o, g, k], dx[o, g, k], dx_coef_1, dx_coef_dxhat, dx_coef_xhat, gamma)
+    if P != G:
+        _layout.combine_outer(dgamma_g, dgamma_p)
+    if P != G:
+        _layout.combine_outer(dbeta_g, dbeta_p)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_staged_p0_cols(dout, xhat, gamma, sum_dxhat_xhat, sum_dxhat, sum_dout_xhat, sum_dout):
+    for j in range(dout.shape[0]):
+        sum_dxhat_xhat[j] += numpy.float64(dout[j])*numpy.float64(xhat[j])*numpy.float64(gamma[j])
+        sum_dxhat[j] += numpy.float64(dout[j])*numpy.float64(gamma[j])
+        sum_dout_xhat[j] += numpy.float64(dout[j])*numpy.float64(xhat[j])
+        sum_dout[j] += numpy.float64(dout[j])
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_staged_e_cols(dout, xhat, dx, dx_coef_1, dx_coef_dxhat, dx_coef_xhat, gamma):
+    for j in range(dout.shape[0]):
+        dxhat = dout[j]*gamma[j]
+        dx[j] = dxhat*dx_coef_dxhat[j] + xhat[j]*dx_coef_xhat[j] + dx_coef_1[j]
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_staged_g0(sum_dxhat_xhat, sum_dxhat, sum_dout_xhat, sum_dout, std, dx_coef_dxhat_w, dx_coef_xhat_w, dx_coef_1_w, dgamma, dbeta, m, like):
+    work = like.dtype.type
+    for g in range(sum_dxhat_xhat.shape[0]):
+        dvar = -1/2*sum_dxhat_xhat[g]/std[g]**2
+        dmu = -sum_dxhat[g]/std[g]
+        dx_coef_dxhat = work(1/std[g])
+        dx_coef_xhat = work(2*dvar*std[g]/m)
+        dx_coef_1 = work(dmu/m)
+        dx_coef_dxhat_w[g] = dx_coef_dxhat
+        dx_coef_xhat_w[g] = dx_coef_xhat
+        dx_coef_1_w[g] = dx_coef_1
+        dgamma[g] = sum_dout_xhat[g]
+        dbeta[g] = sum_dout[g]
 
 
 @_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_test(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, P, chunks):
-    """Backward pass, test mode. Pass 1 sums sum_dout_xhat, sum_dout (float64) in each group; then dx_coef_dxhat. Pass 2: dx, elementwise."""
-    O, G, I = dout.shape
+def _backward_staged_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    dgamma_g = dgamma_p if P == G else numpy.empty(G)
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    like = numpy.empty(0, dout.dtype)
+    for tc in numba.prange(TC):
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        sum_dxhat_xhat_s = numpy.empty(g1 - g0)
+        sum_dxhat_s = numpy.empty(g1 - g0)
+        sum_dout_xhat_s = numpy.empty(g1 - g0)
+        sum_dout_s = numpy.empty(g1 - g0)
+        dx_coef_dxhat_a = numpy.empty(g1 - g0, dout.dtype)
+        dx_coef_xhat_a = numpy.empty(g1 - g0, dout.dtype)
+        dx_coef_1_a = numpy.empty(g1 - g0, dout.dtype)
+        gamma_e = _layout.spread(gamma_t, K * I)
+        sum_dxhat_xhat_t = numpy.zeros(j1 - j0)
+        sum_dxhat_t = numpy.zeros(j1 - j0)
+        sum_dout_xhat_t = numpy.zeros(j1 - j0)
+        sum_dout_t = numpy.zeros(j1 - j0)
+        for o in range(O):
+            _backward_staged_p0_cols(dout[o, j0:j1], xhat[o, j0:j1], gamma_e, sum_dxhat_xhat_t, sum_dxhat_t, sum_dout_xhat_t, sum_dout_t)
+        _layout.fold(sum_dxhat_xhat_t, K * I, sum_dxhat_xhat_s)
+        _layout.fold(sum_dxhat_t, K * I, sum_dxhat_s)
+        _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_s)
+        _layout.fold(sum_dout_t, K * I, sum_dout_s)
+        _backward_staged_g0(sum_dxhat_xhat_s, sum_dxhat_s, sum_dout_xhat_s, sum_dout_s, std_g[g0:g1], dx_coef_dxhat_a, dx_coef_xhat_a, dx_coef_1_a, dgamma_g[g0:g1], dbeta_g[g0:g1], m, like)
+        dx_coef_1_e = _layout.spread(dx_coef_1_a, K * I)
+        dx_coef_dxhat_e = _layout.spread(dx_coef_dxhat_a, K * I)
+        dx_coef_xhat_e = _layout.spread(dx_coef_xhat_a, K * I)
+        gamma_e = _layout.spread(gamma_t, K * I)
+        for o in range(O):
+            _backward_staged_e_cols(dout[o, j0:j1], xhat[o, j0:j1], dx[o, j0:j1], dx_coef_1_e, dx_coef_dxhat_e, dx_coef_xhat_e, gamma_e)
+    if P != G:
+        _layout.combine_outer(dgamma_g, dgamma_p)
+    if P != G:
+        _layout.combine_outer(dbeta_g, dbeta_p)
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _backward_staged_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, RC, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    sum_dxhat_xhat_s = numpy.empty(G)
+    sum_dxhat_s = numpy.empty(G)
+    sum_dout_xhat_s = numpy.empty(G)
+    sum_dout_s = numpy.empty(G)
+    dx_coef_dxhat_a = numpy.empty(G, dout.dtype)
+    dx_coef_xhat_a = numpy.empty(G, dout.dtype)
+    dx_coef_1_a = numpy.empty(G, dout.dtype)
+    dgamma_g = dgamma_p if P == G else numpy.empty(G)
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    like = numpy.empty(0, dout.dtype)
+    gamma_all = _layout.per_group(gamma_p, 0, G, P)
+    sum_dxhat_xhat_r = numpy.empty((RC, G))
+    sum_dxhat_r = numpy.empty((RC, G))
+    sum_dout_xhat_r = numpy.empty((RC, G))
+    sum_dout_r = numpy.empty((RC, G))
+    for t in numba.prange(RC * TC):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        gamma_e = _layout.spread(gamma_t, K * I)
+        sum_dxhat_xhat_t = numpy.zeros(j1 - j0)
+        sum_dxhat_t = numpy.zeros(j1 - j0)
+        sum_dout_xhat_t = numpy.zeros(j1 - j0)
+        sum_dout_t = numpy.zeros(j1 - j0)
+        for o in range(o0, o1):
+            _backward_staged_p0_cols(dout[o, j0:j1], xhat[o, j0:j1], gamma_e, sum_dxhat_xhat_t, sum_dxhat_t, sum_dout_xhat_t, sum_dout_t)
+        _layout.fold(sum_dxhat_xhat_t, K * I, sum_dxhat_xhat_r[rc, g0:g1])
+        _layout.fold(sum_dxhat_t, K * I, sum_dxhat_r[rc, g0:g1])
+        _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_r[rc, g0:g1])
+        _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
+    _layout.sum_chunks(sum_dxhat_xhat_r, sum_dxhat_xhat_s)
+    _layout.sum_chunks(sum_dxhat_r, sum_dxhat_s)
+    _layout.sum_chunks(sum_dout_xhat_r, sum_dout_xhat_s)
+    _layout.sum_chunks(sum_dout_r, sum_dout_s)
+    _backward_staged_g0(sum_dxhat_xhat_s, sum_dxhat_s, sum_dout_xhat_s, sum_dout_s, std_g, dx_coef_dxhat_a, dx_coef_xhat_a, dx_coef_1_a, dgamma_g, dbeta_g, m, like)
+    for t in numba.prange(RC * TC):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        dx_coef_1_e = _layout.spread(dx_coef_1_a[g0:g1], K * I)
+        dx_coef_dxhat_e = _layout.spread(dx_coef_dxhat_a[g0:g1], K * I)
+        dx_coef_xhat_e = _layout.spread(dx_coef_xhat_a[g0:g1], K * I)
+        gamma_e = _layout.spread(gamma_t, K * I)
+        for o in range(o0, o1):
+            _backward_staged_e_cols(dout[o, j0:j1], xhat[o, j0:j1], dx[o, j0:j1], dx_coef_1_e, dx_coef_dxhat_e, dx_coef_xhat_e, gamma_e)
+    if P != G:
+        _layout.combine_outer(dgamma_g, dgamma_p)
+    if P != G:
+        _layout.combine_outer(dbeta_g, dbeta_p)
+
+
+def _backward_staged(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m):
+    """Backward pass, the staged chain rule. Pass 1 sums sum_dxhat_xhat, sum_dxhat, sum_dout_xhat, sum_dout (float64) in each group; then dvar, dmu, dx_coef_dxhat, dx_coef_xhat, dx_coef_1. Pass 2: dx, elementwise."""
+    if lay.strategy == "cols":
+        _backward_staged_cols(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+    elif lay.strategy == "tall":
+        _backward_staged_tall(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+    else:
+        _backward_staged_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.chunks)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_test_p0_rows(dout, xhat):
+    sum_dout_xhat = 0.0
+    sum_dout = 0.0
+    for j in range(dout.shape[0]):
+        sum_dout_xhat += numpy.float64(dout[j])*numpy.float64(xhat[j])
+        sum_dout += numpy.float64(dout[j])
+    return (sum_dout_xhat, sum_dout,)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_test_e_rows(dout, dx, dx_coef_dxhat, gamma):
+    for j in range(dout.shape[0]):
+        dxhat = dout[j]*gamma
+        dx[j] = dxhat*dx_coef_dxhat
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _backward_test_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, P, chunks):
+    O, G, K, I = dout.shape
     work = dout.dtype.type
-    dgamma_g = numpy.empty(G)
-    dbeta_g = numpy.empty(G)
+    dgamma_g = dgamma_p if P == G else numpy.empty(G)
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
     for c in numba.prange(chunks):
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
@@ -171,24 +709,131 @@ def _backward_test(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, P, chunks)
             sum_dout_xhat = 0.0
             sum_dout = 0.0
             for o in range(O):
-                for i in range(I):
-                    sum_dout_xhat += numpy.float64(dout[o, g, i])*numpy.float64(xhat[o, g, i])
-                    sum_dout += numpy.float64(dout[o, g, i])
+                for k in range(K):
+                    sum_dout_xhat_run, sum_dout_run, = _backward_test_p0_rows(dout[o, g, k], xhat[o, g, k])
+                    sum_dout_xhat += sum_dout_xhat_run
+                    sum_dout += sum_dout_run
             dx_coef_dxhat = work(1/std)
             dgamma_g[g] = sum_dout_xhat
             dbeta_g[g] = sum_dout
             for o in range(O):
-                for i in range(I):
-                    dxhat = dout[o, g, i]*gamma
-                    dx[o, g, i] = dxhat*dx_coef_dxhat
-    for p in range(P):
-        dgamma_p[p] = 0.0
-    for g in range(G):
-        dgamma_p[g % P] += dgamma_g[g]
-    for p in range(P):
-        dbeta_p[p] = 0.0
-    for g in range(G):
-        dbeta_p[g % P] += dbeta_g[g]
+                for k in range(K):
+                    _backward_test_e_rows(dout[o, g, k], dx[o, g, k], dx_coef_dxhat, gamma)
+    if P != G:
+        _layout.combine_outer(dgamma_g, dgamma_p)
+    if P != G:
+        _layout.combine_outer(dbeta_g, dbeta_p)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_test_p0_cols(dout, xhat, sum_dout_xhat, sum_dout):
+    for j in range(dout.shape[0]):
+        sum_dout_xhat[j] += numpy.float64(dout[j])*numpy.float64(xhat[j])
+        sum_dout[j] += numpy.float64(dout[j])
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_test_e_cols(dout, dx, dx_coef_dxhat, gamma):
+    for j in range(dout.shape[0]):
+        dxhat = dout[j]*gamma[j]
+        dx[j] = dxhat*dx_coef_dxhat[j]
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_test_g0(sum_dout_xhat, sum_dout, std, dx_coef_dxhat_w, dgamma, dbeta, like):
+    work = like.dtype.type
+    for g in range(sum_dout_xhat.shape[0]):
+        dx_coef_dxhat = work(1/std[g])
+        dx_coef_dxhat_w[g] = dx_coef_dxhat
+        dgamma[g] = sum_dout_xhat[g]
+        dbeta[g] = sum_dout[g]
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _backward_test_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, P, K, I, G, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    dgamma_g = dgamma_p if P == G else numpy.empty(G)
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    like = numpy.empty(0, dout.dtype)
+    for tc in numba.prange(TC):
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        sum_dout_xhat_s = numpy.empty(g1 - g0)
+        sum_dout_s = numpy.empty(g1 - g0)
+        dx_coef_dxhat_a = numpy.empty(g1 - g0, dout.dtype)
+        sum_dout_xhat_t = numpy.zeros(j1 - j0)
+        sum_dout_t = numpy.zeros(j1 - j0)
+        for o in range(O):
+            _backward_test_p0_cols(dout[o, j0:j1], xhat[o, j0:j1], sum_dout_xhat_t, sum_dout_t)
+        _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_s)
+        _layout.fold(sum_dout_t, K * I, sum_dout_s)
+        _backward_test_g0(sum_dout_xhat_s, sum_dout_s, std_g[g0:g1], dx_coef_dxhat_a, dgamma_g[g0:g1], dbeta_g[g0:g1], like)
+        dx_coef_dxhat_e = _layout.spread(dx_coef_dxhat_a, K * I)
+        gamma_e = _layout.spread(gamma_t, K * I)
+        for o in range(O):
+            _backward_test_e_cols(dout[o, j0:j1], dx[o, j0:j1], dx_coef_dxhat_e, gamma_e)
+    if P != G:
+        _layout.combine_outer(dgamma_g, dgamma_p)
+    if P != G:
+        _layout.combine_outer(dbeta_g, dbeta_p)
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _backward_test_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, P, K, I, G, RC, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    sum_dout_xhat_s = numpy.empty(G)
+    sum_dout_s = numpy.empty(G)
+    dx_coef_dxhat_a = numpy.empty(G, dout.dtype)
+    dgamma_g = dgamma_p if P == G else numpy.empty(G)
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    like = numpy.empty(0, dout.dtype)
+    gamma_all = _layout.per_group(gamma_p, 0, G, P)
+    sum_dout_xhat_r = numpy.empty((RC, G))
+    sum_dout_r = numpy.empty((RC, G))
+    for t in numba.prange(RC * TC):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        sum_dout_xhat_t = numpy.zeros(j1 - j0)
+        sum_dout_t = numpy.zeros(j1 - j0)
+        for o in range(o0, o1):
+            _backward_test_p0_cols(dout[o, j0:j1], xhat[o, j0:j1], sum_dout_xhat_t, sum_dout_t)
+        _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_r[rc, g0:g1])
+        _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
+    _layout.sum_chunks(sum_dout_xhat_r, sum_dout_xhat_s)
+    _layout.sum_chunks(sum_dout_r, sum_dout_s)
+    _backward_test_g0(sum_dout_xhat_s, sum_dout_s, std_g, dx_coef_dxhat_a, dgamma_g, dbeta_g, like)
+    for t in numba.prange(RC * TC):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        dx_coef_dxhat_e = _layout.spread(dx_coef_dxhat_a[g0:g1], K * I)
+        gamma_e = _layout.spread(gamma_t, K * I)
+        for o in range(o0, o1):
+            _backward_test_e_cols(dout[o, j0:j1], dx[o, j0:j1], dx_coef_dxhat_e, gamma_e)
+    if P != G:
+        _layout.combine_outer(dgamma_g, dgamma_p)
+    if P != G:
+        _layout.combine_outer(dbeta_g, dbeta_p)
+
+
+def _backward_test(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p):
+    """Backward pass, test mode. Pass 1 sums sum_dout_xhat, sum_dout (float64) in each group; then dx_coef_dxhat. Pass 2: dx, elementwise."""
+    if lay.strategy == "cols":
+        _backward_test_cols(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, dbeta_p, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+    elif lay.strategy == "tall":
+        _backward_test_tall(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, dbeta_p, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+    else:
+        _backward_test_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, lay.P, lay.chunks)
 
 
 def spatial_batchnorm_forward(x, gamma, beta, bn_param):
@@ -227,7 +872,7 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param):
     x = _rt.as_work(x, dtype).reshape(view_shape)
     param_sum_axes = _rt.other_axes(len(view_shape), param_axes)
     outer_axes = tuple(a for a in param_sum_axes if a not in axes)
-    lay = _layout.layout(view_shape, axes, param_axes, _PATTERN)
+    lay = _layout.layout(view_shape, axes, param_axes, _VARYING)
     work = x.dtype
     stat_shape = tuple(n if a in param_axes else 1 for a, n in enumerate(view_shape))
     running = _rt.running_stats("bn_param", bn_param, ("running_mean", "running_var", ), features, stat_shape, dtype)
@@ -239,18 +884,17 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param):
         var_g = numpy.empty(lay.groups)
         std_g = numpy.empty(lay.groups)
         _forward_train(
+            lay,
             lay.to_kernel(x),
             xhat_k,
             out_k,
             mu_g,
             var_g,
             std_g,
-            beta.reshape(lay.param_shape),
-            gamma.reshape(lay.param_shape),
+            lay.param(beta),
+            lay.param(gamma),
             eps,
             m,
-            lay.param_shape[0],
-            lay.chunks,
         )
         xhat = lay.from_kernel(xhat_k)
         out = lay.from_kernel(out_k)
@@ -270,17 +914,16 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param):
         out_k = lay.empty(work)
         std_g = numpy.empty(lay.groups)
         _forward_test(
+            lay,
             lay.to_kernel(x),
             xhat_k,
             out_k,
-            mu.reshape(-1).astype(numpy.float64),
-            var.reshape(-1).astype(numpy.float64),
+            lay.stat(mu),
+            lay.stat(var),
             std_g,
-            beta.reshape(lay.param_shape),
-            gamma.reshape(lay.param_shape),
+            lay.param(beta),
+            lay.param(gamma),
             eps,
-            lay.param_shape[0],
-            lay.chunks,
         )
         xhat = lay.from_kernel(xhat_k)
         out = lay.from_kernel(out_k)
@@ -323,44 +966,42 @@ def spatial_batchnorm_backward(dout, cache):
     outer_axes = cache["outer_axes"]
     dtype = cache["dtype"]
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
-    lay = _layout.layout(cache["view_shape"], cache["axes"], cache["param_axes"], _PATTERN)
+    lay = _layout.layout(cache["view_shape"], cache["axes"], cache["param_axes"], _VARYING)
     work = dout.dtype
     if cache["mode"] == "train":
         dx_k = lay.empty(work)
-        dgamma = numpy.empty(lay.param_shape)
-        dbeta = numpy.empty(lay.param_shape)
+        dgamma_p = numpy.empty(lay.param_shape)
+        dbeta_p = numpy.empty(lay.param_shape)
         _backward_compact(
+            lay,
             lay.to_kernel(dout),
             lay.to_kernel(xhat),
             dx_k,
-            std.reshape(-1).astype(numpy.float64),
-            gamma.reshape(lay.param_shape),
-            dgamma,
-            dbeta,
+            lay.stat(std),
+            lay.param(gamma),
+            dgamma_p,
+            dbeta_p,
             m,
-            lay.param_shape[0],
-            lay.chunks,
         )
         dx = lay.from_kernel(dx_k)
     else:
         dx_k = lay.empty(work)
-        dgamma = numpy.empty(lay.param_shape)
-        dbeta = numpy.empty(lay.param_shape)
+        dgamma_p = numpy.empty(lay.param_shape)
+        dbeta_p = numpy.empty(lay.param_shape)
         _backward_test(
+            lay,
             lay.to_kernel(dout),
             lay.to_kernel(xhat),
             dx_k,
-            std.reshape(-1).astype(numpy.float64),
-            gamma.reshape(lay.param_shape),
-            dgamma,
-            dbeta,
-            lay.param_shape[0],
-            lay.chunks,
+            lay.stat(std),
+            lay.param(gamma),
+            dgamma_p,
+            dbeta_p,
         )
         dx = lay.from_kernel(dx_k)
     return (dx.reshape(cache["x_shape"]).astype(dtype, copy=False),
-            dgamma.reshape(cache["gamma_shape"]).astype(dtype, copy=False),
-            dbeta.reshape(cache["beta_shape"]).astype(dtype, copy=False),
+            dgamma_p.reshape(cache["gamma_shape"]).astype(dtype, copy=False),
+            dbeta_p.reshape(cache["beta_shape"]).astype(dtype, copy=False),
             )
 
 
@@ -381,42 +1022,149 @@ def spatial_batchnorm_backward_staged(dout, cache):
     outer_axes = cache["outer_axes"]
     dtype = cache["dtype"]
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
-    lay = _layout.layout(cache["view_shape"], cache["axes"], cache["param_axes"], _PATTERN)
+    lay = _layout.layout(cache["view_shape"], cache["axes"], cache["param_axes"], _VARYING)
     work = dout.dtype
     if cache["mode"] == "train":
         dx_k = lay.empty(work)
-        dgamma = numpy.empty(lay.param_shape)
-        dbeta = numpy.empty(lay.param_shape)
+        dgamma_p = numpy.empty(lay.param_shape)
+        dbeta_p = numpy.empty(lay.param_shape)
         _backward_staged(
+            lay,
             lay.to_kernel(dout),
             lay.to_kernel(xhat),
             dx_k,
-            std.reshape(-1).astype(numpy.float64),
-            gamma.reshape(lay.param_shape),
-            dgamma,
-            dbeta,
+            lay.stat(std),
+            lay.param(gamma),
+            dgamma_p,
+            dbeta_p,
             m,
-            lay.param_shape[0],
-            lay.chunks,
         )
         dx = lay.from_kernel(dx_k)
     else:
         dx_k = lay.empty(work)
-        dgamma = numpy.empty(lay.param_shape)
-        dbeta = numpy.empty(lay.param_shape)
+        dgamma_p = numpy.empty(lay.param_shape)
+        dbeta_p = numpy.empty(lay.param_shape)
         _backward_test(
+            lay,
             lay.to_kernel(dout),
             lay.to_kernel(xhat),
             dx_k,
-            std.reshape(-1).astype(numpy.float64),
-            gamma.reshape(lay.param_shape),
-            dgamma,
-            dbeta,
-            lay.param_shape[0],
-            lay.chunks,
+            lay.stat(std),
+            lay.param(gamma),
+            dgamma_p,
+            dbeta_p,
         )
         dx = lay.from_kernel(dx_k)
     return (dx.reshape(cache["x_shape"]).astype(dtype, copy=False),
-            dgamma.reshape(cache["gamma_shape"]).astype(dtype, copy=False),
-            dbeta.reshape(cache["beta_shape"]).astype(dtype, copy=False),
+            dgamma_p.reshape(cache["gamma_shape"]).astype(dtype, copy=False),
+            dbeta_p.reshape(cache["beta_shape"]).astype(dtype, copy=False),
             )
+
+
+
+def forward_train(x, gamma, beta, *, eps, momentum, m, axes, param_sum_axes, **_):
+    """The training forward pass on NumPy arrays of the working view: generated.torch's kernel contract
+    (the names and keywords of generated.torch.spatial_batchnorm.forward_train), run by the numba kernels;
+    returns the values generated.torch keeps (per-group ones shaped like a statistic, in the input's dtype)."""
+    work = x.dtype
+    lay = _layout.layout(x.shape, tuple(axes), _layout.param_axes(x.ndim, param_sum_axes), _VARYING)
+    xhat_k = lay.empty(work)
+    out_k = lay.empty(work)
+    mu_g = numpy.empty(lay.groups)
+    var_g = numpy.empty(lay.groups)
+    std_g = numpy.empty(lay.groups)
+    _forward_train(
+        lay,
+        lay.to_kernel(x),
+        xhat_k,
+        out_k,
+        mu_g,
+        var_g,
+        std_g,
+        lay.param(beta),
+        lay.param(gamma),
+        eps,
+        m,
+    )
+    xhat = lay.from_kernel(xhat_k)
+    out = lay.from_kernel(out_k)
+    mu = mu_g.reshape(lay.stat_shape).astype(work)
+    var = var_g.reshape(lay.stat_shape).astype(work)
+    std = std_g.reshape(lay.stat_shape).astype(work)
+    return {"xhat": xhat, "out": out, "mu": mu, "var": var, "std": std, }
+
+
+def forward_test(x, gamma, beta, mu, var, *, eps, momentum, m, axes, param_sum_axes, **_):
+    """The test-mode forward pass (running statistics) on NumPy arrays of the working view: generated.torch's kernel contract
+    (the names and keywords of generated.torch.spatial_batchnorm.forward_test), run by the numba kernels;
+    returns the values generated.torch keeps (per-group ones shaped like a statistic, in the input's dtype)."""
+    work = x.dtype
+    lay = _layout.layout(x.shape, tuple(axes), _layout.param_axes(x.ndim, param_sum_axes), _VARYING)
+    xhat_k = lay.empty(work)
+    out_k = lay.empty(work)
+    std_g = numpy.empty(lay.groups)
+    _forward_test(
+        lay,
+        lay.to_kernel(x),
+        xhat_k,
+        out_k,
+        lay.stat(mu),
+        lay.stat(var),
+        std_g,
+        lay.param(beta),
+        lay.param(gamma),
+        eps,
+    )
+    xhat = lay.from_kernel(xhat_k)
+    out = lay.from_kernel(out_k)
+    std = std_g.reshape(lay.stat_shape).astype(work)
+    return {"xhat": xhat, "out": out, "std": std, }
+
+
+def backward_train_fused(dout, gamma, std, xhat, *, eps, momentum, m, axes, param_sum_axes, **_):
+    """The compact training backward pass on NumPy arrays of the working view: generated.torch's kernel contract
+    (the names and keywords of generated.torch.spatial_batchnorm.backward_train_fused), run by the numba kernels;
+    returns (dx, dgamma, dbeta), each parameter's gradient shaped like the parameters of the view."""
+    work = dout.dtype
+    lay = _layout.layout(dout.shape, tuple(axes), _layout.param_axes(dout.ndim, param_sum_axes), _VARYING)
+    dx_k = lay.empty(work)
+    dgamma_p = numpy.empty(lay.param_shape)
+    dbeta_p = numpy.empty(lay.param_shape)
+    _backward_compact(
+        lay,
+        lay.to_kernel(dout),
+        lay.to_kernel(xhat),
+        dx_k,
+        lay.stat(std),
+        lay.param(gamma),
+        dgamma_p,
+        dbeta_p,
+        m,
+    )
+    dx = lay.from_kernel(dx_k)
+    param_view = _layout.param_view(dout.shape, param_sum_axes)
+    return (dx, lay.param_out(dgamma_p, param_view).astype(work), lay.param_out(dbeta_p, param_view).astype(work),)
+
+
+def backward_test(dout, gamma, std, xhat, *, eps, momentum, m, axes, param_sum_axes, **_):
+    """The test-mode backward pass on NumPy arrays of the working view: generated.torch's kernel contract
+    (the names and keywords of generated.torch.spatial_batchnorm.backward_test), run by the numba kernels;
+    returns (dx, dgamma, dbeta), each parameter's gradient shaped like the parameters of the view."""
+    work = dout.dtype
+    lay = _layout.layout(dout.shape, tuple(axes), _layout.param_axes(dout.ndim, param_sum_axes), _VARYING)
+    dx_k = lay.empty(work)
+    dgamma_p = numpy.empty(lay.param_shape)
+    dbeta_p = numpy.empty(lay.param_shape)
+    _backward_test(
+        lay,
+        lay.to_kernel(dout),
+        lay.to_kernel(xhat),
+        dx_k,
+        lay.stat(std),
+        lay.param(gamma),
+        dgamma_p,
+        dbeta_p,
+    )
+    dx = lay.from_kernel(dx_k)
+    param_view = _layout.param_view(dout.shape, param_sum_axes)
+    return (dx, lay.param_out(dgamma_p, param_view).astype(work), lay.param_out(dbeta_p, param_view).astype(work),)

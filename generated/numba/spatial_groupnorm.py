@@ -7,9 +7,12 @@ generated/derivations/spatial_groupnorm.md), printed as scalar loops: each kerne
 is one or more reduction passes, whose sums accumulate in float64, then one
 elementwise pass.  Per-group values (the statistics and the lets) stay in float64 wherever the
 elementwise pass subtracts the mean; the cache keeps them in float64, as it gets them.
-Statistics are taken over the axes (C/G, H, W) within each group of channels, for each sample of x (N, C, H, W);
-the kernels see the working view as (G, K, I) (rows layout, see
-generated/numba/_layout.py).
+Statistics are taken over the axes (C/G, H, W) within each group of channels, for each sample of x (N, C, H, W).
+The kernels see any working view as (O, G, K, I) and sweep it by rows or by columns,
+as generated/numba/_layout.py chooses from the shape.  Two faces: the array API
+(spatial_groupnorm_forward and its backward functions, the NumPy backend's contract), and
+generated.torch's kernel contract (forward_train, backward_train_fused: the printed
+torch functions' names and keywords, on NumPy arrays of the working view).
 """
 import math
 import numba
@@ -18,187 +21,684 @@ import numpy
 from .. import _runtime as _rt
 from . import _layout
 
-_PATTERN = "gki"
+_VARYING = True   #: the parameters vary inside a group (a k axis)
 _FASTMATH = {"contract", "nsz", "reassoc"}
 _CACHE_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "beta_shape", "gamma", "gamma_shape", "m", "std", "xhat", )
 
 
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_train_p0_rows(x):
+    sum_x = 0.0
+    for j in range(x.shape[0]):
+        sum_x += numpy.float64(x[j])
+    return (sum_x,)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_train_p1_rows(x, mu):
+    sum_var = 0.0
+    for j in range(x.shape[0]):
+        sum_var += (numpy.float64(x[j]) - numpy.float64(mu))**2
+    return (sum_var,)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_train_e_rows(x, xhat, out, beta, gamma, mu, std):
+    for j in range(x.shape[0]):
+        xhat[j] = (x[j] - mu)/std
+        out[j] = beta + gamma*xhat[j]
+
+
 @_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _forward_train(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chunks):
+def _forward_train_rows(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chunks):
+    O, G, K, I = x.shape
+    for c in numba.prange(chunks):
+        for g in range(c * G // chunks, (c + 1) * G // chunks):
+            p = g % P
+            sum_x = 0.0
+            for o in range(O):
+                for k in range(K):
+                    sum_x_run, = _forward_train_p0_rows(x[o, g, k])
+                    sum_x += sum_x_run
+            mu = sum_x/m
+            sum_var = 0.0
+            for o in range(O):
+                for k in range(K):
+                    sum_var_run, = _forward_train_p1_rows(x[o, g, k], mu)
+                    sum_var += sum_var_run
+            var = sum_var/m
+            std = math.sqrt(eps + var)
+            std_g[g] = std
+            for o in range(O):
+                for k in range(K):
+                    beta = beta_p[p, k]
+                    gamma = gamma_p[p, k]
+                    _forward_train_e_rows(x[o, g, k], xhat[o, g, k], out[o, g, k], beta, gamma, mu, std)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_train_p0_krows(x):
+    sum_x = 0.0
+    for j in range(x.shape[0]):
+        sum_x += numpy.float64(x[j])
+    return (sum_x,)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_train_p1_krows(x, mu):
+    sum_var = 0.0
+    for j in range(x.shape[0]):
+        sum_var += (numpy.float64(x[j]) - numpy.float64(mu))**2
+    return (sum_var,)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_train_e_krows(x, xhat, out, beta, gamma, mu, std):
+    for j in range(x.shape[0]):
+        xhat[j] = (x[j] - mu)/std
+        out[j] = beta[j] + gamma[j]*xhat[j]
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _forward_train_krows(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chunks):
+    O, G, K = x.shape
+    for c in numba.prange(chunks):
+        for g in range(c * G // chunks, (c + 1) * G // chunks):
+            p = g % P
+            sum_x = 0.0
+            for o in range(O):
+                sum_x_run, = _forward_train_p0_krows(x[o, g])
+                sum_x += sum_x_run
+            mu = sum_x/m
+            sum_var = 0.0
+            for o in range(O):
+                sum_var_run, = _forward_train_p1_krows(x[o, g], mu)
+                sum_var += sum_var_run
+            var = sum_var/m
+            std = math.sqrt(eps + var)
+            std_g[g] = std
+            for o in range(O):
+                _forward_train_e_krows(x[o, g], xhat[o, g], out[o, g], beta_p[p], gamma_p[p], mu, std)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_train_p0_cols(x, sum_x):
+    for j in range(x.shape[0]):
+        sum_x[j] += numpy.float64(x[j])
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_train_p1_cols(x, mu, sum_var):
+    for j in range(x.shape[0]):
+        sum_var[j] += (numpy.float64(x[j]) - numpy.float64(mu[j]))**2
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_train_e_cols(x, xhat, out, beta, gamma, mu, std):
+    for j in range(x.shape[0]):
+        xhat[j] = (x[j] - mu[j])/std[j]
+        out[j] = beta[j] + gamma[j]*xhat[j]
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_train_g0(sum_x, mu_w, m):
+    for g in range(sum_x.shape[0]):
+        mu = sum_x[g]/m
+        mu_w[g] = mu
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_train_g1(sum_var, var_w, std_w, eps, m):
+    for g in range(sum_var.shape[0]):
+        var = sum_var[g]/m
+        std = math.sqrt(eps + var)
+        var_w[g] = var
+        std_w[g] = std
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _forward_train_cols(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT):
+    O = x.shape[0]
+    TC = (G + GT - 1) // GT
+    for tc in numba.prange(TC):
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        sum_x_s = numpy.empty(g1 - g0)
+        sum_var_s = numpy.empty(g1 - g0)
+        mu_a = numpy.empty(g1 - g0)
+        var_a = numpy.empty(g1 - g0)
+        sum_x_t = numpy.zeros(j1 - j0)
+        for o in range(O):
+            _forward_train_p0_cols(x[o, j0:j1], sum_x_t)
+        _layout.fold(sum_x_t, K * I, sum_x_s)
+        _forward_train_g0(sum_x_s, mu_a, m)
+        mu_e = _layout.spread(mu_a, K * I)
+        sum_var_t = numpy.zeros(j1 - j0)
+        for o in range(O):
+            _forward_train_p1_cols(x[o, j0:j1], mu_e, sum_var_t)
+        _layout.fold(sum_var_t, K * I, sum_var_s)
+        _forward_train_g1(sum_var_s, var_a, std_g[g0:g1], eps, m)
+        beta_e = _layout.expand_varying(beta_p, g0, g1, K, I, P)
+        gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        mu_e = _layout.spread(mu_a, K * I)
+        std_e = _layout.spread(std_g[g0:g1], K * I)
+        for o in range(O):
+            _forward_train_e_cols(x[o, j0:j1], xhat[o, j0:j1], out[o, j0:j1], beta_e, gamma_e, mu_e, std_e)
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _forward_train_tall(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, K, I, G, RC, GT):
+    O = x.shape[0]
+    TC = (G + GT - 1) // GT
+    sum_x_s = numpy.empty(G)
+    sum_var_s = numpy.empty(G)
+    mu_a = numpy.empty(G)
+    var_a = numpy.empty(G)
+    sum_x_r = numpy.empty((RC, G))
+    for t in numba.prange(RC * TC):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        sum_x_t = numpy.zeros(j1 - j0)
+        for o in range(o0, o1):
+            _forward_train_p0_cols(x[o, j0:j1], sum_x_t)
+        _layout.fold(sum_x_t, K * I, sum_x_r[rc, g0:g1])
+    _layout.sum_chunks(sum_x_r, sum_x_s)
+    _forward_train_g0(sum_x_s, mu_a, m)
+    sum_var_r = numpy.empty((RC, G))
+    for t in numba.prange(RC * TC):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        mu_e = _layout.spread(mu_a[g0:g1], K * I)
+        sum_var_t = numpy.zeros(j1 - j0)
+        for o in range(o0, o1):
+            _forward_train_p1_cols(x[o, j0:j1], mu_e, sum_var_t)
+        _layout.fold(sum_var_t, K * I, sum_var_r[rc, g0:g1])
+    _layout.sum_chunks(sum_var_r, sum_var_s)
+    _forward_train_g1(sum_var_s, var_a, std_g, eps, m)
+    for t in numba.prange(RC * TC):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        beta_e = _layout.expand_varying(beta_p, g0, g1, K, I, P)
+        gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        mu_e = _layout.spread(mu_a[g0:g1], K * I)
+        std_e = _layout.spread(std_g[g0:g1], K * I)
+        for o in range(o0, o1):
+            _forward_train_e_cols(x[o, j0:j1], xhat[o, j0:j1], out[o, j0:j1], beta_e, gamma_e, mu_e, std_e)
+
+
+def _forward_train(lay, x, xhat, out, std_g, beta_p, gamma_p, eps, m):
     """Forward pass, training mode. Pass 1 sums sum_x (float64) in each group; then mu. Pass 2 sums sum_var (float64) in each group; then var, std. Pass 3: xhat, out, elementwise."""
-    G, K, I = x.shape
-    for c in numba.prange(chunks):
-        for g in range(c * G // chunks, (c + 1) * G // chunks):
-            p = g % P
-            if I == 1:  # one value per channel (H = W = 1): sweep the channels instead
-                i = 0
-                sum_x = 0.0
-                for k in range(K):
-                    sum_x += numpy.float64(x[g, k, i])
-                mu = sum_x/m
-                sum_var = 0.0
-                for k in range(K):
-                    sum_var += (numpy.float64(x[g, k, i]) - mu)**2
-                var = sum_var/m
-                std = math.sqrt(eps + var)
-                std_g[g] = std
-                for k in range(K):
-                    xhat[g, k, i] = (x[g, k, i] - mu)/std
-                    out[g, k, i] = beta_p[p, k] + gamma_p[p, k]*xhat[g, k, i]
-            else:
-                sum_x = 0.0
-                for k in range(K):
-                    for i in range(I):
-                        sum_x += numpy.float64(x[g, k, i])
-                mu = sum_x/m
-                sum_var = 0.0
-                for k in range(K):
-                    for i in range(I):
-                        sum_var += (numpy.float64(x[g, k, i]) - mu)**2
-                var = sum_var/m
-                std = math.sqrt(eps + var)
-                std_g[g] = std
-                for k in range(K):
-                    for i in range(I):
-                        xhat[g, k, i] = (x[g, k, i] - mu)/std
-                        out[g, k, i] = beta_p[p, k] + gamma_p[p, k]*xhat[g, k, i]
+    if lay.strategy == "cols":
+        _forward_train_cols(lay.cols(x), lay.cols(xhat), lay.cols(out), std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+    elif lay.strategy == "tall":
+        _forward_train_tall(lay.cols(x), lay.cols(xhat), lay.cols(out), std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+    elif lay.strategy == "krows":
+        _forward_train_krows(lay.krows(x), lay.krows(xhat), lay.krows(out), std_g, beta_p, gamma_p, eps, m, lay.P, lay.chunks)
+    else:
+        _forward_train_rows(x, xhat, out, std_g, beta_p, gamma_p, eps, m, lay.P, lay.chunks)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_compact_p0_rows(dout, xhat, gamma):
+    sum_dout_gamma = 0.0
+    sum_dout_gamma_xhat = 0.0
+    dgamma = 0.0
+    dbeta = 0.0
+    for j in range(dout.shape[0]):
+        sum_dout_gamma += numpy.float64(dout[j])*numpy.float64(gamma)
+        sum_dout_gamma_xhat += numpy.float64(dout[j])*numpy.float64(gamma)*numpy.float64(xhat[j])
+        dgamma += dout[j]*xhat[j]
+        dbeta += dout[j]
+    return (sum_dout_gamma, sum_dout_gamma_xhat, dgamma, dbeta,)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_compact_e_rows(dout, xhat, dx, coef_1, coef_dout_gamma, coef_xhat, gamma):
+    for j in range(dout.shape[0]):
+        dx[j] = dout[j]*gamma*coef_dout_gamma + xhat[j]*coef_xhat + coef_1
 
 
 @_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_compact(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
+def _backward_compact_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
+    O, G, K, I = dout.shape
+    work = dout.dtype.type
+    dgamma_c = numpy.zeros((chunks, P, K))
+    dbeta_c = numpy.zeros((chunks, P, K))
+    for c in numba.prange(chunks):
+        for g in range(c * G // chunks, (c + 1) * G // chunks):
+            p = g % P
+            std = std_g[g]
+            sum_dout_gamma = 0.0
+            sum_dout_gamma_xhat = 0.0
+            for o in range(O):
+                for k in range(K):
+                    gamma = gamma_p[p, k]
+                    sum_dout_gamma_run, sum_dout_gamma_xhat_run, dgamma_run, dbeta_run, = _backward_compact_p0_rows(dout[o, g, k], xhat[o, g, k], gamma)
+                    sum_dout_gamma += sum_dout_gamma_run
+                    sum_dout_gamma_xhat += sum_dout_gamma_xhat_run
+                    dgamma_c[c, p, k] += dgamma_run
+                    dbeta_c[c, p, k] += dbeta_run
+            coef_dout_gamma = work(1/std)
+            coef_xhat = work(-sum_dout_gamma_xhat/(m*std))
+            coef_1 = work(-sum_dout_gamma/(m*std))
+            for o in range(O):
+                for k in range(K):
+                    gamma = gamma_p[p, k]
+                    _backward_compact_e_rows(dout[o, g, k], xhat[o, g, k], dx[o, g, k], coef_1, coef_dout_gamma, coef_xhat, gamma)
+    _layout.combine_chunks(dgamma_c, dgamma_p)
+    _layout.combine_chunks(dbeta_c, dbeta_p)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_compact_p0_krows(dout, xhat, gamma, dgamma, dbeta):
+    sum_dout_gamma = 0.0
+    sum_dout_gamma_xhat = 0.0
+    for j in range(dout.shape[0]):
+        sum_dout_gamma += numpy.float64(dout[j])*numpy.float64(gamma[j])
+        sum_dout_gamma_xhat += numpy.float64(dout[j])*numpy.float64(gamma[j])*numpy.float64(xhat[j])
+        dgamma[j] += dout[j]*xhat[j]
+        dbeta[j] += dout[j]
+    return (sum_dout_gamma, sum_dout_gamma_xhat,)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_compact_e_krows(dout, xhat, dx, coef_1, coef_dout_gamma, coef_xhat, gamma):
+    for j in range(dout.shape[0]):
+        dx[j] = dout[j]*gamma[j]*coef_dout_gamma + xhat[j]*coef_xhat + coef_1
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _backward_compact_krows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
+    O, G, K = dout.shape
+    work = dout.dtype.type
+    dgamma_c = numpy.zeros((chunks, P, K))
+    dbeta_c = numpy.zeros((chunks, P, K))
+    for c in numba.prange(chunks):
+        for g in range(c * G // chunks, (c + 1) * G // chunks):
+            p = g % P
+            std = std_g[g]
+            sum_dout_gamma = 0.0
+            sum_dout_gamma_xhat = 0.0
+            for o in range(O):
+                sum_dout_gamma_run, sum_dout_gamma_xhat_run, = _backward_compact_p0_krows(dout[o, g], xhat[o, g], gamma_p[p], dgamma_c[c, p], dbeta_c[c, p])
+                sum_dout_gamma += sum_dout_gamma_run
+                sum_dout_gamma_xhat += sum_dout_gamma_xhat_run
+            coef_dout_gamma = work(1/std)
+            coef_xhat = work(-sum_dout_gamma_xhat/(m*std))
+            coef_1 = work(-sum_dout_gamma/(m*std))
+            for o in range(O):
+                _backward_compact_e_krows(dout[o, g], xhat[o, g], dx[o, g], coef_1, coef_dout_gamma, coef_xhat, gamma_p[p])
+    _layout.combine_chunks(dgamma_c, dgamma_p)
+    _layout.combine_chunks(dbeta_c, dbeta_p)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_compact_p0_cols(dout, xhat, gamma, sum_dout_gamma, sum_dout_gamma_xhat, dgamma, dbeta):
+    for j in range(dout.shape[0]):
+        sum_dout_gamma[j] += numpy.float64(dout[j])*numpy.float64(gamma[j])
+        sum_dout_gamma_xhat[j] += numpy.float64(dout[j])*numpy.float64(gamma[j])*numpy.float64(xhat[j])
+        dgamma[j] += dout[j]*xhat[j]
+        dbeta[j] += dout[j]
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_compact_e_cols(dout, xhat, dx, coef_1, coef_dout_gamma, coef_xhat, gamma):
+    for j in range(dout.shape[0]):
+        dx[j] = dout[j]*gamma[j]*coef_dout_gamma[j] + xhat[j]*coef_xhat[j] + coef_1[j]
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_compact_g0(sum_dout_gamma, sum_dout_gamma_xhat, std, coef_dout_gamma_w, coef_xhat_w, coef_1_w, m, like):
+    work = like.dtype.type
+    for g in range(sum_dout_gamma.shape[0]):
+        coef_dout_gamma = work(1/std[g])
+        coef_xhat = work(-sum_dout_gamma_xhat[g]/(m*std[g]))
+        coef_1 = work(-sum_dout_gamma[g]/(m*std[g]))
+        coef_dout_gamma_w[g] = coef_dout_gamma
+        coef_xhat_w[g] = coef_xhat
+        coef_1_w[g] = coef_1
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _backward_compact_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    like = numpy.empty(0, dout.dtype)
+    dgamma_c = numpy.zeros((TC, P, K))
+    dbeta_c = numpy.zeros((TC, P, K))
+    for tc in numba.prange(TC):
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        sum_dout_gamma_s = numpy.empty(g1 - g0)
+        sum_dout_gamma_xhat_s = numpy.empty(g1 - g0)
+        coef_dout_gamma_a = numpy.empty(g1 - g0, dout.dtype)
+        coef_xhat_a = numpy.empty(g1 - g0, dout.dtype)
+        coef_1_a = numpy.empty(g1 - g0, dout.dtype)
+        gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        sum_dout_gamma_t = numpy.zeros(j1 - j0)
+        sum_dout_gamma_xhat_t = numpy.zeros(j1 - j0)
+        dgamma_t = numpy.zeros(j1 - j0)
+        dbeta_t = numpy.zeros(j1 - j0)
+        for o in range(O):
+            _backward_compact_p0_cols(dout[o, j0:j1], xhat[o, j0:j1], gamma_e, sum_dout_gamma_t, sum_dout_gamma_xhat_t, dgamma_t, dbeta_t)
+        _layout.fold(sum_dout_gamma_t, K * I, sum_dout_gamma_s)
+        _layout.fold(sum_dout_gamma_xhat_t, K * I, sum_dout_gamma_xhat_s)
+        _layout.fold_varying(dgamma_t, g0, g1, K, I, P, dgamma_c[tc])
+        _layout.fold_varying(dbeta_t, g0, g1, K, I, P, dbeta_c[tc])
+        _backward_compact_g0(sum_dout_gamma_s, sum_dout_gamma_xhat_s, std_g[g0:g1], coef_dout_gamma_a, coef_xhat_a, coef_1_a, m, like)
+        coef_1_e = _layout.spread(coef_1_a, K * I)
+        coef_dout_gamma_e = _layout.spread(coef_dout_gamma_a, K * I)
+        coef_xhat_e = _layout.spread(coef_xhat_a, K * I)
+        gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        for o in range(O):
+            _backward_compact_e_cols(dout[o, j0:j1], xhat[o, j0:j1], dx[o, j0:j1], coef_1_e, coef_dout_gamma_e, coef_xhat_e, gamma_e)
+    _layout.combine_chunks(dgamma_c, dgamma_p)
+    _layout.combine_chunks(dbeta_c, dbeta_p)
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _backward_compact_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, RC, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    sum_dout_gamma_s = numpy.empty(G)
+    sum_dout_gamma_xhat_s = numpy.empty(G)
+    coef_dout_gamma_a = numpy.empty(G, dout.dtype)
+    coef_xhat_a = numpy.empty(G, dout.dtype)
+    coef_1_a = numpy.empty(G, dout.dtype)
+    like = numpy.empty(0, dout.dtype)
+    dgamma_c = numpy.zeros((RC * TC, P, K))
+    dbeta_c = numpy.zeros((RC * TC, P, K))
+    sum_dout_gamma_r = numpy.empty((RC, G))
+    sum_dout_gamma_xhat_r = numpy.empty((RC, G))
+    for t in numba.prange(RC * TC):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        sum_dout_gamma_t = numpy.zeros(j1 - j0)
+        sum_dout_gamma_xhat_t = numpy.zeros(j1 - j0)
+        dgamma_t = numpy.zeros(j1 - j0)
+        dbeta_t = numpy.zeros(j1 - j0)
+        for o in range(o0, o1):
+            _backward_compact_p0_cols(dout[o, j0:j1], xhat[o, j0:j1], gamma_e, sum_dout_gamma_t, sum_dout_gamma_xhat_t, dgamma_t, dbeta_t)
+        _layout.fold(sum_dout_gamma_t, K * I, sum_dout_gamma_r[rc, g0:g1])
+        _layout.fold(sum_dout_gamma_xhat_t, K * I, sum_dout_gamma_xhat_r[rc, g0:g1])
+        _layout.fold_varying(dgamma_t, g0, g1, K, I, P, dgamma_c[t])
+        _layout.fold_varying(dbeta_t, g0, g1, K, I, P, dbeta_c[t])
+    _layout.sum_chunks(sum_dout_gamma_r, sum_dout_gamma_s)
+    _layout.sum_chunks(sum_dout_gamma_xhat_r, sum_dout_gamma_xhat_s)
+    _backward_compact_g0(sum_dout_gamma_s, sum_dout_gamma_xhat_s, std_g, coef_dout_gamma_a, coef_xhat_a, coef_1_a, m, like)
+    for t in numba.prange(RC * TC):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        coef_1_e = _layout.spread(coef_1_a[g0:g1], K * I)
+        coef_dout_gamma_e = _layout.spread(coef_dout_gamma_a[g0:g1], K * I)
+        coef_xhat_e = _layout.spread(coef_xhat_a[g0:g1], K * I)
+        gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        for o in range(o0, o1):
+            _backward_compact_e_cols(dout[o, j0:j1], xhat[o, j0:j1], dx[o, j0:j1], coef_1_e, coef_dout_gamma_e, coef_xhat_e, gamma_e)
+    _layout.combine_chunks(dgamma_c, dgamma_p)
+    _layout.combine_chunks(dbeta_c, dbeta_p)
+
+
+def _backward_compact(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m):
     """Backward pass, the compact form. Pass 1 sums sum_dout_gamma, sum_dout_gamma_xhat (float64) in each group; then coef_dout_gamma, coef_xhat, coef_1. Pass 2: dx, elementwise."""
-    G, K, I = dout.shape
-    work = dout.dtype.type
-    dgamma_c = numpy.empty((chunks, P, K))
-    dbeta_c = numpy.empty((chunks, P, K))
-    for c in numba.prange(chunks):
-        for p in range(P):
-            for k in range(K):
-                dgamma_c[c, p, k] = 0.0
-                dbeta_c[c, p, k] = 0.0
-        for g in range(c * G // chunks, (c + 1) * G // chunks):
-            p = g % P
-            std = std_g[g]
-            if I == 1:  # one value per channel (H = W = 1): sweep the channels instead
-                i = 0
-                sum_dout_gamma = 0.0
-                sum_dout_gamma_xhat = 0.0
-                for k in range(K):
-                    sum_dout_gamma += numpy.float64(dout[g, k, i])*numpy.float64(gamma_p[p, k])
-                    sum_dout_gamma_xhat += numpy.float64(dout[g, k, i])*numpy.float64(gamma_p[p, k])*numpy.float64(xhat[g, k, i])
-                    dgamma_c[c, p, k] += dout[g, k, i]*xhat[g, k, i]
-                    dbeta_c[c, p, k] += dout[g, k, i]
-                coef_dout_gamma = work(1/std)
-                coef_xhat = work(-sum_dout_gamma_xhat/(m*std))
-                coef_1 = work(-sum_dout_gamma/(m*std))
-                for k in range(K):
-                    dx[g, k, i] = dout[g, k, i]*gamma_p[p, k]*coef_dout_gamma + xhat[g, k, i]*coef_xhat + coef_1
-            else:
-                sum_dout_gamma = 0.0
-                sum_dout_gamma_xhat = 0.0
-                for k in range(K):
-                    dgamma = 0.0
-                    dbeta = 0.0
-                    for i in range(I):
-                        sum_dout_gamma += numpy.float64(dout[g, k, i])*numpy.float64(gamma_p[p, k])
-                        sum_dout_gamma_xhat += numpy.float64(dout[g, k, i])*numpy.float64(gamma_p[p, k])*numpy.float64(xhat[g, k, i])
-                        dgamma += dout[g, k, i]*xhat[g, k, i]
-                        dbeta += dout[g, k, i]
-                    dgamma_c[c, p, k] += dgamma
-                    dbeta_c[c, p, k] += dbeta
-                coef_dout_gamma = work(1/std)
-                coef_xhat = work(-sum_dout_gamma_xhat/(m*std))
-                coef_1 = work(-sum_dout_gamma/(m*std))
-                for k in range(K):
-                    for i in range(I):
-                        dx[g, k, i] = dout[g, k, i]*gamma_p[p, k]*coef_dout_gamma + xhat[g, k, i]*coef_xhat + coef_1
-    for p in range(P):
-        for k in range(K):
-            dgamma_p[p, k] = 0.0
-    for c in range(chunks):
-        for p in range(P):
-            for k in range(K):
-                dgamma_p[p, k] += dgamma_c[c, p, k]
-    for p in range(P):
-        for k in range(K):
-            dbeta_p[p, k] = 0.0
-    for c in range(chunks):
-        for p in range(P):
-            for k in range(K):
-                dbeta_p[p, k] += dbeta_c[c, p, k]
+    if lay.strategy == "cols":
+        _backward_compact_cols(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+    elif lay.strategy == "tall":
+        _backward_compact_tall(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+    elif lay.strategy == "krows":
+        _backward_compact_krows(lay.krows(dout), lay.krows(xhat), lay.krows(dx), std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.chunks)
+    else:
+        _backward_compact_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.chunks)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_staged_p0_rows(dout, xhat, gamma):
+    sum_dxhat_xhat = 0.0
+    sum_dxhat = 0.0
+    dgamma = 0.0
+    dbeta = 0.0
+    for j in range(dout.shape[0]):
+        sum_dxhat_xhat += numpy.float64(dout[j])*numpy.float64(gamma)*numpy.float64(xhat[j])
+        sum_dxhat += numpy.float64(dout[j])*numpy.float64(gamma)
+        dgamma += dout[j]*xhat[j]
+        dbeta += dout[j]
+    return (sum_dxhat_xhat, sum_dxhat, dgamma, dbeta,)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_staged_e_rows(dout, xhat, dx, dx_coef_1, dx_coef_dxhat, dx_coef_xhat, gamma):
+    for j in range(dout.shape[0]):
+        dxhat = dout[j]*gamma
+        dx[j] = dxhat*dx_coef_dxhat + xhat[j]*dx_coef_xhat + dx_coef_1
 
 
 @_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_staged(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
-    """Backward pass, the staged chain rule. Pass 1 sums sum_dxhat_xhat, sum_dxhat (float64) in each group; then dvar, dmu, dx_coef_dxhat, dx_coef_xhat, dx_coef_1. Pass 2: dx, elementwise."""
-    G, K, I = dout.shape
+def _backward_staged_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
+    O, G, K, I = dout.shape
     work = dout.dtype.type
-    dgamma_c = numpy.empty((chunks, P, K))
-    dbeta_c = numpy.empty((chunks, P, K))
+    dgamma_c = numpy.zeros((chunks, P, K))
+    dbeta_c = numpy.zeros((chunks, P, K))
     for c in numba.prange(chunks):
-        for p in range(P):
-            for k in range(K):
-                dgamma_c[c, p, k] = 0.0
-                dbeta_c[c, p, k] = 0.0
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             std = std_g[g]
-            if I == 1:  # one value per channel (H = W = 1): sweep the channels instead
-                i = 0
-                sum_dxhat_xhat = 0.0
-                sum_dxhat = 0.0
+            sum_dxhat_xhat = 0.0
+            sum_dxhat = 0.0
+            for o in range(O):
                 for k in range(K):
-                    sum_dxhat_xhat += numpy.float64(dout[g, k, i])*numpy.float64(gamma_p[p, k])*numpy.float64(xhat[g, k, i])
-                    sum_dxhat += numpy.float64(dout[g, k, i])*numpy.float64(gamma_p[p, k])
-                    dgamma_c[c, p, k] += dout[g, k, i]*xhat[g, k, i]
-                    dbeta_c[c, p, k] += dout[g, k, i]
-                dvar = -1/2*sum_dxhat_xhat/std**2
-                dmu = -sum_dxhat/std
-                dx_coef_dxhat = work(1/std)
-                dx_coef_xhat = work(2*dvar*std/m)
-                dx_coef_1 = work(dmu/m)
+                    gamma = gamma_p[p, k]
+                    sum_dxhat_xhat_run, sum_dxhat_run, dgamma_run, dbeta_run, = _backward_staged_p0_rows(dout[o, g, k], xhat[o, g, k], gamma)
+                    sum_dxhat_xhat += sum_dxhat_xhat_run
+                    sum_dxhat += sum_dxhat_run
+                    dgamma_c[c, p, k] += dgamma_run
+                    dbeta_c[c, p, k] += dbeta_run
+            dvar = -1/2*sum_dxhat_xhat/std**2
+            dmu = -sum_dxhat/std
+            dx_coef_dxhat = work(1/std)
+            dx_coef_xhat = work(2*dvar*std/m)
+            dx_coef_1 = work(dmu/m)
+            for o in range(O):
                 for k in range(K):
-                    dxhat = dout[g, k, i]*gamma_p[p, k]
-                    dx[g, k, i] = dxhat*dx_coef_dxhat + xhat[g, k, i]*dx_coef_xhat + dx_coef_1
-            else:
-                sum_dxhat_xhat = 0.0
-                sum_dxhat = 0.0
-                for k in range(K):
-                    dgamma = 0.0
-                    dbeta = 0.0
-                    for i in range(I):
-                        sum_dxhat_xhat += numpy.float64(dout[g, k, i])*numpy.float64(gamma_p[p, k])*numpy.float64(xhat[g, k, i])
-                        sum_dxhat += numpy.float64(dout[g, k, i])*numpy.float64(gamma_p[p, k])
-                        dgamma += dout[g, k, i]*xhat[g, k, i]
-                        dbeta += dout[g, k, i]
-                    dgamma_c[c, p, k] += dgamma
-                    dbeta_c[c, p, k] += dbeta
-                dvar = -1/2*sum_dxhat_xhat/std**2
-                dmu = -sum_dxhat/std
-                dx_coef_dxhat = work(1/std)
-                dx_coef_xhat = work(2*dvar*std/m)
-                dx_coef_1 = work(dmu/m)
-                for k in range(K):
-                    for i in range(I):
-                        dxhat = dout[g, k, i]*gamma_p[p, k]
-                        dx[g, k, i] = dxhat*dx_coef_dxhat + xhat[g, k, i]*dx_coef_xhat + dx_coef_1
-    for p in range(P):
-        for k in range(K):
-            dgamma_p[p, k] = 0.0
-    for c in range(chunks):
-        for p in range(P):
-            for k in range(K):
-                dgamma_p[p, k] += dgamma_c[c, p, k]
-    for p in range(P):
-        for k in range(K):
-            dbeta_p[p, k] = 0.0
-    for c in range(chunks):
-        for p in range(P):
-            for k in range(K):
-                dbeta_p[p, k] += dbeta_c[c, p, k]
+                    gamma = gamma_p[p, k]
+                    _backward_staged_e_rows(dout[o, g, k], xhat[o, g, k], dx[o, g, k], dx_coef_1, dx_coef_dxhat, dx_coef_xhat, gamma)
+    _layout.combine_chunks(dgamma_c, dgamma_p)
+    _layout.combine_chunks(dbeta_c, dbeta_p)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_staged_p0_krows(dout, xhat, gamma, dgamma, dbeta):
+    sum_dxhat_xhat = 0.0
+    sum_dxhat = 0.0
+    for j in range(dout.shape[0]):
+        sum_dxhat_xhat += numpy.float64(dout[j])*numpy.float64(gamma[j])*numpy.float64(xhat[j])
+        sum_dxhat += numpy.float64(dout[j])*numpy.float64(gamma[j])
+        dgamma[j] += dout[j]*xhat[j]
+        dbeta[j] += dout[j]
+    return (sum_dxhat_xhat, sum_dxhat,)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_staged_e_krows(dout, xhat, dx, dx_coef_1, dx_coef_dxhat, dx_coef_xhat, gamma):
+    for j in range(dout.shape[0]):
+        dxhat = dout[j]*gamma[j]
+        dx[j] = dxhat*dx_coef_dxhat + xhat[j]*dx_coef_xhat + dx_coef_1
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _backward_staged_krows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
+    O, G, K = dout.shape
+    work = dout.dtype.type
+    dgamma_c = numpy.zeros((chunks, P, K))
+    dbeta_c = numpy.zeros((chunks, P, K))
+    for c in numba.prange(chunks):
+        for g in range(c * G // chunks, (c + 1) * G // chunks):
+            p = g % P
+            std = std_g[g]
+            sum_dxhat_xhat = 0.0
+            sum_dxhat = 0.0
+            for o in range(O):
+                sum_dxhat_xhat_run, sum_dxhat_run, = _backward_staged_p0_krows(dout[o, g], xhat[o, g], gamma_p[p], dgamma_c[c, p], dbeta_c[c, p])
+                sum_dxhat_xhat += sum_dxhat_xhat_run
+                sum_dxhat += sum_dxhat_run
+            dvar = -1/2*sum_dxhat_xhat/std**2
+            dmu = -sum_dxhat/std
+            dx_coef_dxhat = work(1/std)
+            dx_coef_xhat = work(2*dvar*std/m)
+            dx_coef_1 = work(dmu/m)
+            for o in range(O):
+                _backward_staged_e_krows(dout[o, g], xhat[o, g], dx[o, g], dx_coef_1, dx_coef_dxhat, dx_coef_xhat, gamma_p[p])
+    _layout.combine_chunks(dgamma_c, dgamma_p)
+    _layout.combine_chunks(dbeta_c, dbeta_p)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_staged_p0_cols(dout, xhat, gamma, sum_dxhat_xhat, sum_dxhat, dgamma, dbeta):
+    for j in range(dout.shape[0]):
+        sum_dxhat_xhat[j] += numpy.float64(dout[j])*numpy.float64(gamma[j])*numpy.float64(xhat[j])
+        sum_dxhat[j] += numpy.float64(dout[j])*numpy.float64(gamma[j])
+        dgamma[j] += dout[j]*xhat[j]
+        dbeta[j] += dout[j]
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_staged_e_cols(dout, xhat, dx, dx_coef_1, dx_coef_dxhat, dx_coef_xhat, gamma):
+    for j in range(dout.shape[0]):
+        dxhat = dout[j]*gamma[j]
+        dx[j] = dxhat*dx_coef_dxhat[j] + xhat[j]*dx_coef_xhat[j] + dx_coef_1[j]
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_staged_g0(sum_dxhat_xhat, sum_dxhat, std, dx_coef_dxhat_w, dx_coef_xhat_w, dx_coef_1_w, m, like):
+    work = like.dtype.type
+    for g in range(sum_dxhat_xhat.shape[0]):
+        dvar = -1/2*sum_dxhat_xhat[g]/std[g]**2
+        dmu = -sum_dxhat[g]/std[g]
+        dx_coef_dxhat = work(1/std[g])
+        dx_coef_xhat = work(2*dvar*std[g]/m)
+        dx_coef_1 = work(dmu/m)
+        dx_coef_dxhat_w[g] = dx_coef_dxhat
+        dx_coef_xhat_w[g] = dx_coef_xhat
+        dx_coef_1_w[g] = dx_coef_1
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _backward_staged_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    like = numpy.empty(0, dout.dtype)
+    dgamma_c = numpy.zeros((TC, P, K))
+    dbeta_c = numpy.zeros((TC, P, K))
+    for tc in numba.prange(TC):
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        sum_dxhat_xhat_s = numpy.empty(g1 - g0)
+        sum_dxhat_s = numpy.empty(g1 - g0)
+        dx_coef_dxhat_a = numpy.empty(g1 - g0, dout.dtype)
+        dx_coef_xhat_a = numpy.empty(g1 - g0, dout.dtype)
+        dx_coef_1_a = numpy.empty(g1 - g0, dout.dtype)
+        gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        sum_dxhat_xhat_t = numpy.zeros(j1 - j0)
+        sum_dxhat_t = numpy.zeros(j1 - j0)
+        dgamma_t = numpy.zeros(j1 - j0)
+        dbeta_t = numpy.zeros(j1 - j0)
+        for o in range(O):
+            _backward_staged_p0_cols(dout[o, j0:j1], xhat[o, j0:j1], gamma_e, sum_dxhat_xhat_t, sum_dxhat_t, dgamma_t, dbeta_t)
+        _layout.fold(sum_dxhat_xhat_t, K * I, sum_dxhat_xhat_s)
+        _layout.fold(sum_dxhat_t, K * I, sum_dxhat_s)
+        _layout.fold_varying(dgamma_t, g0, g1, K, I, P, dgamma_c[tc])
+        _layout.fold_varying(dbeta_t, g0, g1, K, I, P, dbeta_c[tc])
+        _backward_staged_g0(sum_dxhat_xhat_s, sum_dxhat_s, std_g[g0:g1], dx_coef_dxhat_a, dx_coef_xhat_a, dx_coef_1_a, m, like)
+        dx_coef_1_e = _layout.spread(dx_coef_1_a, K * I)
+        dx_coef_dxhat_e = _layout.spread(dx_coef_dxhat_a, K * I)
+        dx_coef_xhat_e = _layout.spread(dx_coef_xhat_a, K * I)
+        gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        for o in range(O):
+            _backward_staged_e_cols(dout[o, j0:j1], xhat[o, j0:j1], dx[o, j0:j1], dx_coef_1_e, dx_coef_dxhat_e, dx_coef_xhat_e, gamma_e)
+    _layout.combine_chunks(dgamma_c, dgamma_p)
+    _layout.combine_chunks(dbeta_c, dbeta_p)
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _backward_staged_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, RC, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    sum_dxhat_xhat_s = numpy.empty(G)
+    sum_dxhat_s = numpy.empty(G)
+    dx_coef_dxhat_a = numpy.empty(G, dout.dtype)
+    dx_coef_xhat_a = numpy.empty(G, dout.dtype)
+    dx_coef_1_a = numpy.empty(G, dout.dtype)
+    like = numpy.empty(0, dout.dtype)
+    dgamma_c = numpy.zeros((RC * TC, P, K))
+    dbeta_c = numpy.zeros((RC * TC, P, K))
+    sum_dxhat_xhat_r = numpy.empty((RC, G))
+    sum_dxhat_r = numpy.empty((RC, G))
+    for t in numba.prange(RC * TC):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        sum_dxhat_xhat_t = numpy.zeros(j1 - j0)
+        sum_dxhat_t = numpy.zeros(j1 - j0)
+        dgamma_t = numpy.zeros(j1 - j0)
+        dbeta_t = numpy.zeros(j1 - j0)
+        for o in range(o0, o1):
+            _backward_staged_p0_cols(dout[o, j0:j1], xhat[o, j0:j1], gamma_e, sum_dxhat_xhat_t, sum_dxhat_t, dgamma_t, dbeta_t)
+        _layout.fold(sum_dxhat_xhat_t, K * I, sum_dxhat_xhat_r[rc, g0:g1])
+        _layout.fold(sum_dxhat_t, K * I, sum_dxhat_r[rc, g0:g1])
+        _layout.fold_varying(dgamma_t, g0, g1, K, I, P, dgamma_c[t])
+        _layout.fold_varying(dbeta_t, g0, g1, K, I, P, dbeta_c[t])
+    _layout.sum_chunks(sum_dxhat_xhat_r, sum_dxhat_xhat_s)
+    _layout.sum_chunks(sum_dxhat_r, sum_dxhat_s)
+    _backward_staged_g0(sum_dxhat_xhat_s, sum_dxhat_s, std_g, dx_coef_dxhat_a, dx_coef_xhat_a, dx_coef_1_a, m, like)
+    for t in numba.prange(RC * TC):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        dx_coef_1_e = _layout.spread(dx_coef_1_a[g0:g1], K * I)
+        dx_coef_dxhat_e = _layout.spread(dx_coef_dxhat_a[g0:g1], K * I)
+        dx_coef_xhat_e = _layout.spread(dx_coef_xhat_a[g0:g1], K * I)
+        gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        for o in range(o0, o1):
+            _backward_staged_e_cols(dout[o, j0:j1], xhat[o, j0:j1], dx[o, j0:j1], dx_coef_1_e, dx_coef_dxhat_e, dx_coef_xhat_e, gamma_e)
+    _layout.combine_chunks(dgamma_c, dgamma_p)
+    _layout.combine_chunks(dbeta_c, dbeta_p)
+
+
+def _backward_staged(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m):
+    """Backward pass, the staged chain rule. Pass 1 sums sum_dxhat_xhat, sum_dxhat (float64) in each group; then dvar, dmu, dx_coef_dxhat, dx_coef_xhat, dx_coef_1. Pass 2: dx, elementwise."""
+    if lay.strategy == "cols":
+        _backward_staged_cols(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+    elif lay.strategy == "tall":
+        _backward_staged_tall(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+    elif lay.strategy == "krows":
+        _backward_staged_krows(lay.krows(dout), lay.krows(xhat), lay.krows(dx), std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.chunks)
+    else:
+        _backward_staged_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.chunks)
 
 
 def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
@@ -235,22 +735,21 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
     x = _rt.as_work(x, dtype).reshape(view_shape)
     param_sum_axes = _rt.other_axes(len(view_shape), param_axes)
     outer_axes = tuple(a for a in param_sum_axes if a not in axes)
-    lay = _layout.layout(view_shape, axes, param_axes, _PATTERN)
+    lay = _layout.layout(view_shape, axes, param_axes, _VARYING)
     work = x.dtype
     xhat_k = lay.empty(work)
     out_k = lay.empty(work)
     std_g = numpy.empty(lay.groups)
     _forward_train(
+        lay,
         lay.to_kernel(x),
         xhat_k,
         out_k,
         std_g,
-        beta.reshape(lay.param_shape),
-        gamma.reshape(lay.param_shape),
+        lay.param(beta),
+        lay.param(gamma),
         eps,
         m,
-        lay.param_shape[0],
-        lay.chunks,
     )
     xhat = lay.from_kernel(xhat_k)
     out = lay.from_kernel(out_k)
@@ -293,27 +792,26 @@ def spatial_groupnorm_backward(dout, cache):
     outer_axes = cache["outer_axes"]
     dtype = cache["dtype"]
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
-    lay = _layout.layout(cache["view_shape"], cache["axes"], cache["param_axes"], _PATTERN)
+    lay = _layout.layout(cache["view_shape"], cache["axes"], cache["param_axes"], _VARYING)
     work = dout.dtype
     dx_k = lay.empty(work)
-    dgamma = numpy.empty(lay.param_shape)
-    dbeta = numpy.empty(lay.param_shape)
+    dgamma_p = numpy.empty(lay.param_shape)
+    dbeta_p = numpy.empty(lay.param_shape)
     _backward_compact(
+        lay,
         lay.to_kernel(dout),
         lay.to_kernel(xhat),
         dx_k,
-        std.reshape(-1).astype(numpy.float64),
-        gamma.reshape(lay.param_shape),
-        dgamma,
-        dbeta,
+        lay.stat(std),
+        lay.param(gamma),
+        dgamma_p,
+        dbeta_p,
         m,
-        lay.param_shape[0],
-        lay.chunks,
     )
     dx = lay.from_kernel(dx_k)
     return (dx.reshape(cache["x_shape"]).astype(dtype, copy=False),
-            dgamma.reshape(cache["gamma_shape"]).astype(dtype, copy=False),
-            dbeta.reshape(cache["beta_shape"]).astype(dtype, copy=False),
+            dgamma_p.reshape(cache["gamma_shape"]).astype(dtype, copy=False),
+            dbeta_p.reshape(cache["beta_shape"]).astype(dtype, copy=False),
             )
 
 
@@ -334,25 +832,76 @@ def spatial_groupnorm_backward_staged(dout, cache):
     outer_axes = cache["outer_axes"]
     dtype = cache["dtype"]
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
-    lay = _layout.layout(cache["view_shape"], cache["axes"], cache["param_axes"], _PATTERN)
+    lay = _layout.layout(cache["view_shape"], cache["axes"], cache["param_axes"], _VARYING)
     work = dout.dtype
     dx_k = lay.empty(work)
-    dgamma = numpy.empty(lay.param_shape)
-    dbeta = numpy.empty(lay.param_shape)
+    dgamma_p = numpy.empty(lay.param_shape)
+    dbeta_p = numpy.empty(lay.param_shape)
     _backward_staged(
+        lay,
         lay.to_kernel(dout),
         lay.to_kernel(xhat),
         dx_k,
-        std.reshape(-1).astype(numpy.float64),
-        gamma.reshape(lay.param_shape),
-        dgamma,
-        dbeta,
+        lay.stat(std),
+        lay.param(gamma),
+        dgamma_p,
+        dbeta_p,
         m,
-        lay.param_shape[0],
-        lay.chunks,
     )
     dx = lay.from_kernel(dx_k)
     return (dx.reshape(cache["x_shape"]).astype(dtype, copy=False),
-            dgamma.reshape(cache["gamma_shape"]).astype(dtype, copy=False),
-            dbeta.reshape(cache["beta_shape"]).astype(dtype, copy=False),
+            dgamma_p.reshape(cache["gamma_shape"]).astype(dtype, copy=False),
+            dbeta_p.reshape(cache["beta_shape"]).astype(dtype, copy=False),
             )
+
+
+
+def forward_train(x, gamma, beta, *, eps, m, axes, param_sum_axes, **_):
+    """The training forward pass on NumPy arrays of the working view: generated.torch's kernel contract
+    (the names and keywords of generated.torch.spatial_groupnorm.forward_train), run by the numba kernels;
+    returns the values generated.torch keeps (per-group ones shaped like a statistic, in the input's dtype)."""
+    work = x.dtype
+    lay = _layout.layout(x.shape, tuple(axes), _layout.param_axes(x.ndim, param_sum_axes), _VARYING)
+    xhat_k = lay.empty(work)
+    out_k = lay.empty(work)
+    std_g = numpy.empty(lay.groups)
+    _forward_train(
+        lay,
+        lay.to_kernel(x),
+        xhat_k,
+        out_k,
+        std_g,
+        lay.param(beta),
+        lay.param(gamma),
+        eps,
+        m,
+    )
+    xhat = lay.from_kernel(xhat_k)
+    out = lay.from_kernel(out_k)
+    std = std_g.reshape(lay.stat_shape).astype(work)
+    return {"xhat": xhat, "out": out, "std": std, }
+
+
+def backward_train_fused(dout, gamma, std, xhat, *, eps, m, axes, param_sum_axes, **_):
+    """The compact training backward pass on NumPy arrays of the working view: generated.torch's kernel contract
+    (the names and keywords of generated.torch.spatial_groupnorm.backward_train_fused), run by the numba kernels;
+    returns (dx, dgamma, dbeta), each parameter's gradient shaped like the parameters of the view."""
+    work = dout.dtype
+    lay = _layout.layout(dout.shape, tuple(axes), _layout.param_axes(dout.ndim, param_sum_axes), _VARYING)
+    dx_k = lay.empty(work)
+    dgamma_p = numpy.empty(lay.param_shape)
+    dbeta_p = numpy.empty(lay.param_shape)
+    _backward_compact(
+        lay,
+        lay.to_kernel(dout),
+        lay.to_kernel(xhat),
+        dx_k,
+        lay.stat(std),
+        lay.param(gamma),
+        dgamma_p,
+        dbeta_p,
+        m,
+    )
+    dx = lay.from_kernel(dx_k)
+    param_view = _layout.param_view(dout.shape, param_sum_axes)
+    return (dx, lay.param_out(dgamma_p, param_view).astype(work), lay.param_out(dbeta_p, param_view).astype(work),)

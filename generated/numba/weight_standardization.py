@@ -7,9 +7,12 @@ generated/derivations/weight_standardization.md), printed as scalar loops: each 
 is one or more reduction passes, whose sums accumulate in float64, then one
 elementwise pass.  Per-group values (the statistics and the lets) stay in float64 wherever the
 elementwise pass subtracts the mean; the cache keeps them in float64, as it gets them.
-Statistics are taken over the axes (I, H, W) of x (O, I, H, W);
-the kernels see the working view as (G, I) (rows layout, see
-generated/numba/_layout.py).
+Statistics are taken over the axes (I, H, W) of x (O, I, H, W).
+The kernels see any working view as (O, G, K, I) and sweep it by rows or by columns,
+as generated/numba/_layout.py chooses from the shape.  Two faces: the array API
+(weight_standardization_forward and its backward functions, the NumPy backend's contract), and
+generated.torch's kernel contract (forward_train, backward_train_fused: the printed
+torch functions' names and keywords, on NumPy arrays of the working view).
 """
 import math
 import numba
@@ -18,74 +21,463 @@ import numpy
 from .. import _runtime as _rt
 from . import _layout
 
-_PATTERN = "gi"
+_VARYING = False   #: the parameters vary inside a group (a k axis)
 _FASTMATH = {"contract", "nsz", "reassoc"}
 _CACHE_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "m", "out", "std", )
 
 
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_train_p0_rows(x):
+    sum_x = 0.0
+    for j in range(x.shape[0]):
+        sum_x += numpy.float64(x[j])
+    return (sum_x,)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_train_p1_rows(x, mu):
+    sum_var = 0.0
+    for j in range(x.shape[0]):
+        sum_var += (numpy.float64(x[j]) - numpy.float64(mu))**2
+    return (sum_var,)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_train_e_rows(x, out, mu, std):
+    for j in range(x.shape[0]):
+        out[j] = (x[j] - mu)/std
+
+
 @_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _forward_train(x, out, std_g, eps, m, P, chunks):
-    """Forward pass, training mode. Pass 1 sums sum_x (float64) in each group; then mu. Pass 2 sums sum_var (float64) in each group; then var, std. Pass 3: out, elementwise."""
-    G, I = x.shape
+def _forward_train_rows(x, out, std_g, eps, m, P, chunks):
+    O, G, K, I = x.shape
     for c in numba.prange(chunks):
         for g in range(c * G // chunks, (c + 1) * G // chunks):
+            p = g % P
             sum_x = 0.0
-            for i in range(I):
-                sum_x += numpy.float64(x[g, i])
+            for o in range(O):
+                for k in range(K):
+                    sum_x_run, = _forward_train_p0_rows(x[o, g, k])
+                    sum_x += sum_x_run
             mu = sum_x/m
             sum_var = 0.0
-            for i in range(I):
-                sum_var += (numpy.float64(x[g, i]) - mu)**2
+            for o in range(O):
+                for k in range(K):
+                    sum_var_run, = _forward_train_p1_rows(x[o, g, k], mu)
+                    sum_var += sum_var_run
             var = sum_var/m
             std = math.sqrt(eps + var)
             std_g[g] = std
-            for i in range(I):
-                out[g, i] = (x[g, i] - mu)/std
+            for o in range(O):
+                for k in range(K):
+                    _forward_train_e_rows(x[o, g, k], out[o, g, k], mu, std)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_train_p0_cols(x, sum_x):
+    for j in range(x.shape[0]):
+        sum_x[j] += numpy.float64(x[j])
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_train_p1_cols(x, mu, sum_var):
+    for j in range(x.shape[0]):
+        sum_var[j] += (numpy.float64(x[j]) - numpy.float64(mu[j]))**2
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_train_e_cols(x, out, mu, std):
+    for j in range(x.shape[0]):
+        out[j] = (x[j] - mu[j])/std[j]
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_train_g0(sum_x, mu_w, m):
+    for g in range(sum_x.shape[0]):
+        mu = sum_x[g]/m
+        mu_w[g] = mu
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_train_g1(sum_var, var_w, std_w, eps, m):
+    for g in range(sum_var.shape[0]):
+        var = sum_var[g]/m
+        std = math.sqrt(eps + var)
+        var_w[g] = var
+        std_w[g] = std
 
 
 @_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_compact(dout, out, dx, std_g, m, P, chunks):
-    """Backward pass, the compact form. Pass 1 sums sum_dout, sum_dout_out (float64) in each group; then coef_dout, coef_out, coef_1. Pass 2: dx, elementwise."""
-    G, I = dout.shape
+def _forward_train_cols(x, out, std_g, eps, m, P, K, I, G, GT):
+    O = x.shape[0]
+    TC = (G + GT - 1) // GT
+    for tc in numba.prange(TC):
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        sum_x_s = numpy.empty(g1 - g0)
+        sum_var_s = numpy.empty(g1 - g0)
+        mu_a = numpy.empty(g1 - g0)
+        var_a = numpy.empty(g1 - g0)
+        sum_x_t = numpy.zeros(j1 - j0)
+        for o in range(O):
+            _forward_train_p0_cols(x[o, j0:j1], sum_x_t)
+        _layout.fold(sum_x_t, K * I, sum_x_s)
+        _forward_train_g0(sum_x_s, mu_a, m)
+        mu_e = _layout.spread(mu_a, K * I)
+        sum_var_t = numpy.zeros(j1 - j0)
+        for o in range(O):
+            _forward_train_p1_cols(x[o, j0:j1], mu_e, sum_var_t)
+        _layout.fold(sum_var_t, K * I, sum_var_s)
+        _forward_train_g1(sum_var_s, var_a, std_g[g0:g1], eps, m)
+        mu_e = _layout.spread(mu_a, K * I)
+        std_e = _layout.spread(std_g[g0:g1], K * I)
+        for o in range(O):
+            _forward_train_e_cols(x[o, j0:j1], out[o, j0:j1], mu_e, std_e)
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _forward_train_tall(x, out, std_g, eps, m, P, K, I, G, RC, GT):
+    O = x.shape[0]
+    TC = (G + GT - 1) // GT
+    sum_x_s = numpy.empty(G)
+    sum_var_s = numpy.empty(G)
+    mu_a = numpy.empty(G)
+    var_a = numpy.empty(G)
+    sum_x_r = numpy.empty((RC, G))
+    for t in numba.prange(RC * TC):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        sum_x_t = numpy.zeros(j1 - j0)
+        for o in range(o0, o1):
+            _forward_train_p0_cols(x[o, j0:j1], sum_x_t)
+        _layout.fold(sum_x_t, K * I, sum_x_r[rc, g0:g1])
+    _layout.sum_chunks(sum_x_r, sum_x_s)
+    _forward_train_g0(sum_x_s, mu_a, m)
+    sum_var_r = numpy.empty((RC, G))
+    for t in numba.prange(RC * TC):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        mu_e = _layout.spread(mu_a[g0:g1], K * I)
+        sum_var_t = numpy.zeros(j1 - j0)
+        for o in range(o0, o1):
+            _forward_train_p1_cols(x[o, j0:j1], mu_e, sum_var_t)
+        _layout.fold(sum_var_t, K * I, sum_var_r[rc, g0:g1])
+    _layout.sum_chunks(sum_var_r, sum_var_s)
+    _forward_train_g1(sum_var_s, var_a, std_g, eps, m)
+    for t in numba.prange(RC * TC):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        mu_e = _layout.spread(mu_a[g0:g1], K * I)
+        std_e = _layout.spread(std_g[g0:g1], K * I)
+        for o in range(o0, o1):
+            _forward_train_e_cols(x[o, j0:j1], out[o, j0:j1], mu_e, std_e)
+
+
+def _forward_train(lay, x, out, std_g, eps, m):
+    """Forward pass, training mode. Pass 1 sums sum_x (float64) in each group; then mu. Pass 2 sums sum_var (float64) in each group; then var, std. Pass 3: out, elementwise."""
+    if lay.strategy == "cols":
+        _forward_train_cols(lay.cols(x), lay.cols(out), std_g, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+    elif lay.strategy == "tall":
+        _forward_train_tall(lay.cols(x), lay.cols(out), std_g, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+    else:
+        _forward_train_rows(x, out, std_g, eps, m, lay.P, lay.chunks)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_compact_p0_rows(dout, out):
+    sum_dout = 0.0
+    sum_dout_out = 0.0
+    for j in range(dout.shape[0]):
+        sum_dout += numpy.float64(dout[j])
+        sum_dout_out += numpy.float64(dout[j])*numpy.float64(out[j])
+    return (sum_dout, sum_dout_out,)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_compact_e_rows(dout, out, dx, coef_1, coef_dout, coef_out):
+    for j in range(dout.shape[0]):
+        dx[j] = dout[j]*coef_dout + out[j]*coef_out + coef_1
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _backward_compact_rows(dout, out, dx, std_g, m, P, chunks):
+    O, G, K, I = dout.shape
     work = dout.dtype.type
     for c in numba.prange(chunks):
         for g in range(c * G // chunks, (c + 1) * G // chunks):
+            p = g % P
             std = std_g[g]
             sum_dout = 0.0
             sum_dout_out = 0.0
-            for i in range(I):
-                sum_dout += numpy.float64(dout[g, i])
-                sum_dout_out += numpy.float64(dout[g, i])*numpy.float64(out[g, i])
+            for o in range(O):
+                for k in range(K):
+                    sum_dout_run, sum_dout_out_run, = _backward_compact_p0_rows(dout[o, g, k], out[o, g, k])
+                    sum_dout += sum_dout_run
+                    sum_dout_out += sum_dout_out_run
             coef_dout = work(1/std)
             coef_out = work(-sum_dout_out/(m*std))
             coef_1 = work(-sum_dout/(m*std))
-            for i in range(I):
-                dx[g, i] = dout[g, i]*coef_dout + out[g, i]*coef_out + coef_1
+            for o in range(O):
+                for k in range(K):
+                    _backward_compact_e_rows(dout[o, g, k], out[o, g, k], dx[o, g, k], coef_1, coef_dout, coef_out)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_compact_p0_cols(dout, out, sum_dout, sum_dout_out):
+    for j in range(dout.shape[0]):
+        sum_dout[j] += numpy.float64(dout[j])
+        sum_dout_out[j] += numpy.float64(dout[j])*numpy.float64(out[j])
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_compact_e_cols(dout, out, dx, coef_1, coef_dout, coef_out):
+    for j in range(dout.shape[0]):
+        dx[j] = dout[j]*coef_dout[j] + out[j]*coef_out[j] + coef_1[j]
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_compact_g0(sum_dout, sum_dout_out, std, coef_dout_w, coef_out_w, coef_1_w, m, like):
+    work = like.dtype.type
+    for g in range(sum_dout.shape[0]):
+        coef_dout = work(1/std[g])
+        coef_out = work(-sum_dout_out[g]/(m*std[g]))
+        coef_1 = work(-sum_dout[g]/(m*std[g]))
+        coef_dout_w[g] = coef_dout
+        coef_out_w[g] = coef_out
+        coef_1_w[g] = coef_1
 
 
 @_layout.serial
 @numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_staged(dout, out, dx, std_g, m, P, chunks):
-    """Backward pass, the staged chain rule. Pass 1 sums sum_dout_out, sum_dout (float64) in each group; then dvar, dmu, dx_coef_dout, dx_coef_out, dx_coef_1. Pass 2: dx, elementwise."""
-    G, I = dout.shape
+def _backward_compact_cols(dout, out, dx, std_g, m, P, K, I, G, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    like = numpy.empty(0, dout.dtype)
+    for tc in numba.prange(TC):
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        sum_dout_s = numpy.empty(g1 - g0)
+        sum_dout_out_s = numpy.empty(g1 - g0)
+        coef_dout_a = numpy.empty(g1 - g0, dout.dtype)
+        coef_out_a = numpy.empty(g1 - g0, dout.dtype)
+        coef_1_a = numpy.empty(g1 - g0, dout.dtype)
+        sum_dout_t = numpy.zeros(j1 - j0)
+        sum_dout_out_t = numpy.zeros(j1 - j0)
+        for o in range(O):
+            _backward_compact_p0_cols(dout[o, j0:j1], out[o, j0:j1], sum_dout_t, sum_dout_out_t)
+        _layout.fold(sum_dout_t, K * I, sum_dout_s)
+        _layout.fold(sum_dout_out_t, K * I, sum_dout_out_s)
+        _backward_compact_g0(sum_dout_s, sum_dout_out_s, std_g[g0:g1], coef_dout_a, coef_out_a, coef_1_a, m, like)
+        coef_1_e = _layout.spread(coef_1_a, K * I)
+        coef_dout_e = _layout.spread(coef_dout_a, K * I)
+        coef_out_e = _layout.spread(coef_out_a, K * I)
+        for o in range(O):
+            _backward_compact_e_cols(dout[o, j0:j1], out[o, j0:j1], dx[o, j0:j1], coef_1_e, coef_dout_e, coef_out_e)
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _backward_compact_tall(dout, out, dx, std_g, m, P, K, I, G, RC, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    sum_dout_s = numpy.empty(G)
+    sum_dout_out_s = numpy.empty(G)
+    coef_dout_a = numpy.empty(G, dout.dtype)
+    coef_out_a = numpy.empty(G, dout.dtype)
+    coef_1_a = numpy.empty(G, dout.dtype)
+    like = numpy.empty(0, dout.dtype)
+    sum_dout_r = numpy.empty((RC, G))
+    sum_dout_out_r = numpy.empty((RC, G))
+    for t in numba.prange(RC * TC):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        sum_dout_t = numpy.zeros(j1 - j0)
+        sum_dout_out_t = numpy.zeros(j1 - j0)
+        for o in range(o0, o1):
+            _backward_compact_p0_cols(dout[o, j0:j1], out[o, j0:j1], sum_dout_t, sum_dout_out_t)
+        _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
+        _layout.fold(sum_dout_out_t, K * I, sum_dout_out_r[rc, g0:g1])
+    _layout.sum_chunks(sum_dout_r, sum_dout_s)
+    _layout.sum_chunks(sum_dout_out_r, sum_dout_out_s)
+    _backward_compact_g0(sum_dout_s, sum_dout_out_s, std_g, coef_dout_a, coef_out_a, coef_1_a, m, like)
+    for t in numba.prange(RC * TC):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        coef_1_e = _layout.spread(coef_1_a[g0:g1], K * I)
+        coef_dout_e = _layout.spread(coef_dout_a[g0:g1], K * I)
+        coef_out_e = _layout.spread(coef_out_a[g0:g1], K * I)
+        for o in range(o0, o1):
+            _backward_compact_e_cols(dout[o, j0:j1], out[o, j0:j1], dx[o, j0:j1], coef_1_e, coef_dout_e, coef_out_e)
+
+
+def _backward_compact(lay, dout, out, dx, std_g, m):
+    """Backward pass, the compact form. Pass 1 sums sum_dout, sum_dout_out (float64) in each group; then coef_dout, coef_out, coef_1. Pass 2: dx, elementwise."""
+    if lay.strategy == "cols":
+        _backward_compact_cols(lay.cols(dout), lay.cols(out), lay.cols(dx), std_g, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+    elif lay.strategy == "tall":
+        _backward_compact_tall(lay.cols(dout), lay.cols(out), lay.cols(dx), std_g, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+    else:
+        _backward_compact_rows(dout, out, dx, std_g, m, lay.P, lay.chunks)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_staged_p0_rows(dout, out):
+    sum_dout_out = 0.0
+    sum_dout = 0.0
+    for j in range(dout.shape[0]):
+        sum_dout_out += numpy.float64(dout[j])*numpy.float64(out[j])
+        sum_dout += numpy.float64(dout[j])
+    return (sum_dout_out, sum_dout,)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_staged_e_rows(dout, out, dx, dx_coef_1, dx_coef_dout, dx_coef_out):
+    for j in range(dout.shape[0]):
+        dx[j] = dout[j]*dx_coef_dout + out[j]*dx_coef_out + dx_coef_1
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _backward_staged_rows(dout, out, dx, std_g, m, P, chunks):
+    O, G, K, I = dout.shape
     work = dout.dtype.type
     for c in numba.prange(chunks):
         for g in range(c * G // chunks, (c + 1) * G // chunks):
+            p = g % P
             std = std_g[g]
             sum_dout_out = 0.0
             sum_dout = 0.0
-            for i in range(I):
-                sum_dout_out += numpy.float64(dout[g, i])*numpy.float64(out[g, i])
-                sum_dout += numpy.float64(dout[g, i])
+            for o in range(O):
+                for k in range(K):
+                    sum_dout_out_run, sum_dout_run, = _backward_staged_p0_rows(dout[o, g, k], out[o, g, k])
+                    sum_dout_out += sum_dout_out_run
+                    sum_dout += sum_dout_run
             dvar = -1/2*sum_dout_out/std**2
             dmu = -sum_dout/std
             dx_coef_dout = work(1/std)
             dx_coef_out = work(2*dvar*std/m)
             dx_coef_1 = work(dmu/m)
-            for i in range(I):
-                dx[g, i] = dout[g, i]*dx_coef_dout + out[g, i]*dx_coef_out + dx_coef_1
+            for o in range(O):
+                for k in range(K):
+                    _backward_staged_e_rows(dout[o, g, k], out[o, g, k], dx[o, g, k], dx_coef_1, dx_coef_dout, dx_coef_out)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_staged_p0_cols(dout, out, sum_dout_out, sum_dout):
+    for j in range(dout.shape[0]):
+        sum_dout_out[j] += numpy.float64(dout[j])*numpy.float64(out[j])
+        sum_dout[j] += numpy.float64(dout[j])
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_staged_e_cols(dout, out, dx, dx_coef_1, dx_coef_dout, dx_coef_out):
+    for j in range(dout.shape[0]):
+        dx[j] = dout[j]*dx_coef_dout[j] + out[j]*dx_coef_out[j] + dx_coef_1[j]
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_staged_g0(sum_dout_out, sum_dout, std, dx_coef_dout_w, dx_coef_out_w, dx_coef_1_w, m, like):
+    work = like.dtype.type
+    for g in range(sum_dout_out.shape[0]):
+        dvar = -1/2*sum_dout_out[g]/std[g]**2
+        dmu = -sum_dout[g]/std[g]
+        dx_coef_dout = work(1/std[g])
+        dx_coef_out = work(2*dvar*std[g]/m)
+        dx_coef_1 = work(dmu/m)
+        dx_coef_dout_w[g] = dx_coef_dout
+        dx_coef_out_w[g] = dx_coef_out
+        dx_coef_1_w[g] = dx_coef_1
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _backward_staged_cols(dout, out, dx, std_g, m, P, K, I, G, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    like = numpy.empty(0, dout.dtype)
+    for tc in numba.prange(TC):
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        sum_dout_out_s = numpy.empty(g1 - g0)
+        sum_dout_s = numpy.empty(g1 - g0)
+        dx_coef_dout_a = numpy.empty(g1 - g0, dout.dtype)
+        dx_coef_out_a = numpy.empty(g1 - g0, dout.dtype)
+        dx_coef_1_a = numpy.empty(g1 - g0, dout.dtype)
+        sum_dout_out_t = numpy.zeros(j1 - j0)
+        sum_dout_t = numpy.zeros(j1 - j0)
+        for o in range(O):
+            _backward_staged_p0_cols(dout[o, j0:j1], out[o, j0:j1], sum_dout_out_t, sum_dout_t)
+        _layout.fold(sum_dout_out_t, K * I, sum_dout_out_s)
+        _layout.fold(sum_dout_t, K * I, sum_dout_s)
+        _backward_staged_g0(sum_dout_out_s, sum_dout_s, std_g[g0:g1], dx_coef_dout_a, dx_coef_out_a, dx_coef_1_a, m, like)
+        dx_coef_1_e = _layout.spread(dx_coef_1_a, K * I)
+        dx_coef_dout_e = _layout.spread(dx_coef_dout_a, K * I)
+        dx_coef_out_e = _layout.spread(dx_coef_out_a, K * I)
+        for o in range(O):
+            _backward_staged_e_cols(dout[o, j0:j1], out[o, j0:j1], dx[o, j0:j1], dx_coef_1_e, dx_coef_dout_e, dx_coef_out_e)
+
+
+@_layout.serial
+@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _backward_staged_tall(dout, out, dx, std_g, m, P, K, I, G, RC, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    sum_dout_out_s = numpy.empty(G)
+    sum_dout_s = numpy.empty(G)
+    dx_coef_dout_a = numpy.empty(G, dout.dtype)
+    dx_coef_out_a = numpy.empty(G, dout.dtype)
+    dx_coef_1_a = numpy.empty(G, dout.dtype)
+    like = numpy.empty(0, dout.dtype)
+    sum_dout_out_r = numpy.empty((RC, G))
+    sum_dout_r = numpy.empty((RC, G))
+    for t in numba.prange(RC * TC):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        sum_dout_out_t = numpy.zeros(j1 - j0)
+        sum_dout_t = numpy.zeros(j1 - j0)
+        for o in range(o0, o1):
+            _backward_staged_p0_cols(dout[o, j0:j1], out[o, j0:j1], sum_dout_out_t, sum_dout_t)
+        _layout.fold(sum_dout_out_t, K * I, sum_dout_out_r[rc, g0:g1])
+        _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
+    _layout.sum_chunks(sum_dout_out_r, sum_dout_out_s)
+    _layout.sum_chunks(sum_dout_r, sum_dout_s)
+    _backward_staged_g0(sum_dout_out_s, sum_dout_s, std_g, dx_coef_dout_a, dx_coef_out_a, dx_coef_1_a, m, like)
+    for t in numba.prange(RC * TC):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        dx_coef_1_e = _layout.spread(dx_coef_1_a[g0:g1], K * I)
+        dx_coef_dout_e = _layout.spread(dx_coef_dout_a[g0:g1], K * I)
+        dx_coef_out_e = _layout.spread(dx_coef_out_a[g0:g1], K * I)
+        for o in range(o0, o1):
+            _backward_staged_e_cols(dout[o, j0:j1], out[o, j0:j1], dx[o, j0:j1], dx_coef_1_e, dx_coef_dout_e, dx_coef_out_e)
+
+
+def _backward_staged(lay, dout, out, dx, std_g, m):
+    """Backward pass, the staged chain rule. Pass 1 sums sum_dout_out, sum_dout (float64) in each group; then dvar, dmu, dx_coef_dout, dx_coef_out, dx_coef_1. Pass 2: dx, elementwise."""
+    if lay.strategy == "cols":
+        _backward_staged_cols(lay.cols(dout), lay.cols(out), lay.cols(dx), std_g, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+    elif lay.strategy == "tall":
+        _backward_staged_tall(lay.cols(dout), lay.cols(out), lay.cols(dx), std_g, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+    else:
+        _backward_staged_rows(dout, out, dx, std_g, m, lay.P, lay.chunks)
 
 
 def weight_standardization_forward(x, ws_param):
@@ -115,19 +507,18 @@ def weight_standardization_forward(x, ws_param):
     x = _rt.as_work(x, dtype).reshape(view_shape)
     param_sum_axes = _rt.other_axes(len(view_shape), param_axes)
     outer_axes = tuple(a for a in param_sum_axes if a not in axes)
-    lay = _layout.layout(view_shape, axes, param_axes, _PATTERN)
+    lay = _layout.layout(view_shape, axes, param_axes, _VARYING)
     work = x.dtype
     _rt.check_group_size(m, "output channel")
     out_k = lay.empty(work)
     std_g = numpy.empty(lay.groups)
     _forward_train(
+        lay,
         lay.to_kernel(x),
         out_k,
         std_g,
         eps,
         m,
-        lay.param_shape[0],
-        lay.chunks,
     )
     out = lay.from_kernel(out_k)
     std = std_g.reshape(lay.stat_shape)
@@ -165,17 +556,16 @@ def weight_standardization_backward(dout, cache):
     outer_axes = cache["outer_axes"]
     dtype = cache["dtype"]
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
-    lay = _layout.layout(cache["view_shape"], cache["axes"], cache["param_axes"], _PATTERN)
+    lay = _layout.layout(cache["view_shape"], cache["axes"], cache["param_axes"], _VARYING)
     work = dout.dtype
     dx_k = lay.empty(work)
     _backward_compact(
+        lay,
         lay.to_kernel(dout),
         lay.to_kernel(out),
         dx_k,
-        std.reshape(-1).astype(numpy.float64),
+        lay.stat(std),
         m,
-        lay.param_shape[0],
-        lay.chunks,
     )
     dx = lay.from_kernel(dx_k)
     return (dx.reshape(cache["x_shape"]).astype(dtype, copy=False),
@@ -198,18 +588,58 @@ def weight_standardization_backward_staged(dout, cache):
     outer_axes = cache["outer_axes"]
     dtype = cache["dtype"]
     dout = _rt.as_work(dout, dtype).reshape(cache["view_shape"])
-    lay = _layout.layout(cache["view_shape"], cache["axes"], cache["param_axes"], _PATTERN)
+    lay = _layout.layout(cache["view_shape"], cache["axes"], cache["param_axes"], _VARYING)
     work = dout.dtype
     dx_k = lay.empty(work)
     _backward_staged(
+        lay,
         lay.to_kernel(dout),
         lay.to_kernel(out),
         dx_k,
-        std.reshape(-1).astype(numpy.float64),
+        lay.stat(std),
         m,
-        lay.param_shape[0],
-        lay.chunks,
     )
     dx = lay.from_kernel(dx_k)
     return (dx.reshape(cache["x_shape"]).astype(dtype, copy=False),
             )
+
+
+
+def forward_train(x, *, eps, m, axes, param_sum_axes, **_):
+    """The training forward pass on NumPy arrays of the working view: generated.torch's kernel contract
+    (the names and keywords of generated.torch.weight_standardization.forward_train), run by the numba kernels;
+    returns the values generated.torch keeps (per-group ones shaped like a statistic, in the input's dtype)."""
+    work = x.dtype
+    lay = _layout.layout(x.shape, tuple(axes), _layout.param_axes(x.ndim, param_sum_axes), _VARYING)
+    out_k = lay.empty(work)
+    std_g = numpy.empty(lay.groups)
+    _forward_train(
+        lay,
+        lay.to_kernel(x),
+        out_k,
+        std_g,
+        eps,
+        m,
+    )
+    out = lay.from_kernel(out_k)
+    std = std_g.reshape(lay.stat_shape).astype(work)
+    return {"out": out, "std": std, }
+
+
+def backward_train_fused(dout, out, std, *, eps, m, axes, param_sum_axes, **_):
+    """The compact training backward pass on NumPy arrays of the working view: generated.torch's kernel contract
+    (the names and keywords of generated.torch.weight_standardization.backward_train_fused), run by the numba kernels;
+    returns (dx), each parameter's gradient shaped like the parameters of the view."""
+    work = dout.dtype
+    lay = _layout.layout(dout.shape, tuple(axes), _layout.param_axes(dout.ndim, param_sum_axes), _VARYING)
+    dx_k = lay.empty(work)
+    _backward_compact(
+        lay,
+        lay.to_kernel(dout),
+        lay.to_kernel(out),
+        dx_k,
+        lay.stat(std),
+        m,
+    )
+    dx = lay.from_kernel(dx_k)
+    return (dx,)

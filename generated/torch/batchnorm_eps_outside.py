@@ -6,10 +6,17 @@ Derived, proved and printed by `derive` from the same expressions as
 generated/batchnorm_eps_outside.py (see generated/derivations/batchnorm_eps_outside.md).  The
 kernels work on a view of the input whose groups lie along ``axes``; the
 functions of generated.torch.functional choose the view.  Every operation is a
-differentiable torch operation in ``backward_train``.  A plain backward runs
-``backward_train_fused``, the same assignments written into place; when a second
-derivative is asked for, ``Backward`` runs ``backward_train`` and its own backward is
-the derived double backward, ``backward2_train``.
+differentiable torch operation in ``backward_train``; ``backward_train_fused`` is the
+same assignments written into place.
+
+Each pass runs as a custom operator (torch.library), so that torch.compile and torch.export
+see one opaque call with a fake implementation: on a CUDA tensor it runs the Triton kernels of
+generated.triton, on a CPU tensor (float32/float64) the numba kernels of generated.numba, when
+they import (_runtime.kernels), and otherwise the printed functions here.  The autograd.Functions
+around the operators take torch.func's transforms: ``setup_context``, a vmap rule (each
+operator's own: its batch dimension becomes one more group axis), and a forward-mode rule by
+forward-mode AD over the printed forward.  A second derivative runs ``Backward``: the printed
+``backward_train``, whose own backward is the derived double backward, ``backward2_train``.
 """
 import torch
 
@@ -96,29 +103,76 @@ def backward_train_fused(dout, gamma, std, xhat, *, eps, momentum, m, axes, para
     return (dx, dgamma, dbeta,)
 
 
+# --------------------------------------------------------------------------- custom operators
+
+_forward_train = _rt.operator("batchnorm_eps_outside", "forward_train", __name__, "forward_train",
+                             ("x", "gamma", "beta", ), ("eps", "momentum", ),
+                             (("out", "element"), ("std", "group"), ("xhat", "element"), ("mu", "group"), ("var", "group"), ))
+_forward_test = _rt.operator("batchnorm_eps_outside", "forward_test", __name__, "forward_test",
+                             ("x", "gamma", "beta", "mu", "var", ), ("eps", "momentum", ),
+                             (("out", "element"), ("std", "group"), ("xhat", "element"), ))
+_backward_train = _rt.operator("batchnorm_eps_outside", "backward_train", __name__, "backward_train_fused",
+                             ("dout", "gamma", "std", "xhat", ), ("eps", "momentum", ),
+                             (("dx", "element"), ("dgamma", "param"), ("dbeta", "param"), ))
+_backward_test = _rt.operator("batchnorm_eps_outside", "backward_test", __name__, "backward_test",
+                             ("dout", "gamma", "std", "xhat", ), ("eps", "momentum", ),
+                             (("dx", "element"), ("dgamma", "param"), ("dbeta", "param"), ))
+
+#: what the training forward gives: the output, then the values the backward reads and the statistics
+TRAIN_VALUES = ("out", "std", "xhat", "mu", "var", )
+TEST_VALUES = ("out", "std", "xhat", )
+
+
+def _layout_args(const, layout):
+    return _rt.operator_args(("eps", "momentum", ), const, layout)
+
+
 class Train(torch.autograd.Function):
-    """Training mode: batch statistics; the running buffers are updated in place."""
+    """Training mode: batch statistics.  ``reads`` are the running statistics the training pass
+    reads (none for most entries); the outputs are TRAIN_VALUES, the output first."""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, x, gamma, beta, buffers, const, layout):
-        reads = {name: buffers[name].detach().to(x.dtype).reshape(layout["stat_shape"]).clone()
-                 for name in READS_RUNNING}
-        values = forward_train(x, gamma, beta, **reads, **const, **layout)
-        if buffers:
-            update_running(buffers, **values, **const, **layout)
+    def forward(x, gamma, beta, const, layout):
+        return _forward_train(x, gamma, beta, *_layout_args(const, layout))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, gamma, beta, const, layout = inputs
+        values = dict(zip(TRAIN_VALUES, output))
+        ctx.mark_non_differentiable(*output[1:])
+        ctx.save_for_backward(x, gamma, beta, values["std"], values["xhat"])
+        ctx.save_for_forward(x, gamma, beta)
         ctx.const, ctx.layout = const, layout
-        ctx.save_for_backward(x, gamma, beta, *reads.values(), values["std"], values["xhat"])
-        return values["out"]
 
     @staticmethod
-    def backward(ctx, dout):
+    def backward(ctx, dout, *_):
         x, gamma, beta, *rest = ctx.saved_tensors
-        reads = dict(zip(READS_RUNNING, rest))
+        reads = dict(zip(READS_RUNNING, ()))
+        none = (None,) * (len(READS_RUNNING) + 2)
         if torch.is_grad_enabled():  # a second derivative: the derived double backward (Backward)
-            return (*Backward.apply(dout, x, gamma, beta, reads, ctx.const, ctx.layout), None, None, None)
-        values = dict(zip(("std", "xhat", ), rest[len(READS_RUNNING):]))
-        grads = backward_train_fused(dout, gamma=gamma, std=values["std"], xhat=values["xhat"], **ctx.const, **ctx.layout)
-        return (*grads, None, None, None)
+            return (*_rt.apply(Backward, Backward, dout, x, gamma, beta, *reads.values(), ctx.const, ctx.layout), *none)
+        values = dict(zip(("std", "xhat", ), rest))
+        grads = _backward_train(dout, gamma, values["std"], values["xhat"], *_layout_args(ctx.const, ctx.layout))
+        return (*grads, *none)
+
+
+class TrainJvp(Train):
+    """Train with its forward-mode rule (torch.func.jvp, torch.autograd.forward_ad): forward-mode AD
+    over the printed forward.  generated.torch applies it except while torch.compile traces."""
+
+    @staticmethod
+    def jvp(ctx, x_t, gamma_t, beta_t, _const, _layout):
+        x, gamma, beta = ctx.saved_tensors
+        reads = dict(zip(READS_RUNNING, ()))
+
+        def out(x, gamma, beta):
+            return forward_train(x, gamma, beta, **reads, **ctx.const, **ctx.layout)["out"]
+
+        primals = (x, gamma, beta, )
+        tangents = _rt.tangents(primals, (x_t, gamma_t, beta_t, ))
+        return (torch.func.jvp(out, primals, tangents)[1], *(None,) * (len(TRAIN_VALUES) - 1))
 
 
 def backward2_train(dout, gamma, std, xhat, bar_dx, bar_dgamma, bar_dbeta, *, eps, momentum, m, axes, param_sum_axes, outer_axes, **_):
@@ -145,46 +199,95 @@ def backward2_train(dout, gamma, std, xhat, bar_dx, bar_dgamma, bar_dbeta, *, ep
 
 
 class Backward(torch.autograd.Function):
-    """The training backward as a function of dout, x, gamma, beta: its own backward is
-    the derived double backward, so a second derivative computes the proved formulas."""
+    """The training backward as a function of dout, x, gamma, beta (the printed torch
+    operations): its own backward is the derived double backward, so a second derivative computes
+    the proved formulas."""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, dout, x, gamma, beta, reads, const, layout):
+    def forward(dout, x, gamma, beta, const, layout):
+        reads = dict(zip(READS_RUNNING, ()))
         values = forward_train(x, gamma, beta, **reads, **const, **layout)
-        ctx.const, ctx.layout, ctx.reads = const, layout, reads
-        ctx.save_for_backward(dout, x, gamma, beta)
         return backward_train(dout, gamma=gamma, std=values["std"], xhat=values["xhat"], **const, **layout)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        *tensors, const, layout = inputs
+        ctx.save_for_backward(*tensors)
+        ctx.const, ctx.layout = const, layout
 
     @staticmethod
     def backward(ctx, bar_dx, bar_dgamma, bar_dbeta):
         dout, x, gamma, beta = ctx.saved_tensors
+        reads = dict(zip(READS_RUNNING, ()))
         # recomputed with autograd on when it is on: a third derivative sees every path from x
-        values = forward_train(x, gamma, beta, **ctx.reads, **ctx.const, **ctx.layout)
+        values = forward_train(x, gamma, beta, **reads, **ctx.const, **ctx.layout)
         grads = backward2_train(dout, gamma=gamma, std=values["std"], xhat=values["xhat"], bar_dx=bar_dx, bar_dgamma=bar_dgamma, bar_dbeta=bar_dbeta, **ctx.const, **ctx.layout)
-        return (*grads, None, None, None)
+        return (*grads, *(None,) * (len(READS_RUNNING) + 2))
 
 
 class Test(torch.autograd.Function):
-    """Test mode: the running statistics, read as constants."""
+    """Test mode: the running statistics (mu, var), read as constants."""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, x, gamma, beta, stats, const, layout):
-        values = forward_test(x, gamma, beta, **stats, **const, **layout)
-        ctx.const, ctx.layout, ctx.stats = const, layout, stats
-        ctx.save_for_backward(x, gamma, beta, values["std"], values["xhat"])
-        return values["out"]
+    def forward(x, gamma, beta, mu, var, const, layout):
+        return _forward_test(x, gamma, beta, mu, var, *_layout_args(const, layout))
 
     @staticmethod
-    def backward(ctx, dout):
-        x, gamma, beta, *rest = ctx.saved_tensors
-        mu = ctx.stats["mu"]
-        var = ctx.stats["var"]
-        if torch.is_grad_enabled():
-            values = forward_test(x, gamma, beta, **ctx.stats, **ctx.const, **ctx.layout)
-        else:
-            values = dict(zip(("std", "xhat", ), rest))
-        grads = backward_test(dout, gamma=gamma, std=values["std"], xhat=values["xhat"], **ctx.const, **ctx.layout)
-        return (*grads, None, None, None)
+    def setup_context(ctx, inputs, output):
+        x, gamma, beta, mu, var, const, layout = inputs
+        values = dict(zip(TEST_VALUES, output))
+        ctx.mark_non_differentiable(*output[1:])
+        ctx.save_for_backward(x, gamma, beta, mu, var, values["std"], values["xhat"])
+        ctx.save_for_forward(x, gamma, beta, mu, var)
+        ctx.const, ctx.layout = const, layout
+
+    @staticmethod
+    def backward(ctx, dout, *_):
+        x, gamma, beta, mu, var, *rest = ctx.saved_tensors
+        stats = {"mu": mu, "var": var, }
+        none = (None,) * (len(STATS) + 2)
+        if torch.is_grad_enabled():  # a second derivative: the printed operations, recorded
+            values = forward_test(x, gamma, beta, **stats, **ctx.const, **ctx.layout)
+            return (*backward_test(dout, gamma=gamma, std=values["std"], xhat=values["xhat"], **ctx.const, **ctx.layout), *none)
+        values = dict(zip(("std", "xhat", ), rest))
+        grads = _backward_test(dout, gamma, values["std"], values["xhat"], *_layout_args(ctx.const, ctx.layout))
+        return (*grads, *none)
+
+
+class TestJvp(Test):
+    """Test with its forward-mode rule: forward-mode AD over the printed test-mode forward."""
+
+    @staticmethod
+    def jvp(ctx, x_t, gamma_t, beta_t, mu_t, var_t, _const, _layout):
+        x, gamma, beta, mu, var = ctx.saved_tensors
+        stats = {"mu": mu, "var": var, }
+
+        def out(x, gamma, beta):
+            return forward_test(x, gamma, beta, **stats, **ctx.const, **ctx.layout)["out"]
+
+        primals = (x, gamma, beta, )
+        tangents = _rt.tangents(primals, (x_t, gamma_t, beta_t, ))
+        return (torch.func.jvp(out, primals, tangents)[1], *(None,) * (len(TEST_VALUES) - 1))
+
+
+def train(x, params, buffers, const, layout):
+    """The training pass of the working view ``x``: Train applied to it and the parameters; then the running buffers given
+    are updated in place from the batch statistics.  Returns the output."""
+    reads = ()
+    outputs = _rt.apply(Train, TrainJvp, x, *params, *reads, const, layout)
+    if buffers:
+        update_running(buffers, **dict(zip(TRAIN_VALUES, outputs)), **const, **layout)
+    return outputs[0]
+
+
+def test(x, params, stats, const, layout):
+    """The test-mode pass: Test applied to the working view, the parameters and the running
+    statistics ``stats`` (mu, var, shaped like a batch statistic).  Returns the output."""
+    return _rt.apply(Test, TestJvp, x, *params, *(stats[name] for name in STATS.values()), const, layout)[0]
 
 
 # --------------------------------------------------------------------------- the generic API
@@ -214,14 +317,14 @@ def batchnorm_eps_outside(x, gamma=None, beta=None, running_mean=None, running_v
             if _buffers[_name] is None:
                 raise ValueError(f"{_name} is required: training reads it")
         _buffers = {_k: _v for _k, _v in _buffers.items() if _v is not None}
-        _out = Train.apply(_view, *_params, _buffers, _const, _layout)
+        _out = train(_view, _params, _buffers, _const, _layout)
     else:
         _stats = {}
         for _buffer, _stat in STATS.items():
             if _buffers[_buffer] is None:
                 raise ValueError(f"{_buffer} is required in evaluation mode (training=False)")
             _stats[_stat] = _buffers[_buffer].to(_view.dtype).reshape(_layout["stat_shape"])
-        _out = Test.apply(_view, *_params, _stats, _const, _layout)
+        _out = test(_view, _params, _stats, _const, _layout)
     return _out.reshape(x.shape)
 
 

@@ -88,10 +88,10 @@ def _channel_input(fn, input, running_mean, running_var, training, **params):
 
 def _train_or_test(kernels, training, view, params, buffers, const, layout, stat_shape):
     if training:
-        return kernels.Train.apply(view, *params, buffers, const, layout)
+        return kernels.train(view, params, buffers, const, layout)
     stats = {stat: buffers[buffer].to(view.dtype).reshape(stat_shape)
              for buffer, stat in kernels.STATS.items()}
-    return kernels.Test.apply(view, *params, stats, const, layout)
+    return kernels.test(view, params, stats, const, layout)
 
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
@@ -137,7 +137,7 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
     buffers = {k: v for k, v in (("running_mean", running_mean), ("running_var", running_var))
                if v is not None}
     layout = _rt.layout(view.shape, (2,), shape)
-    out = _instancenorm.Train.apply(view, *params, {}, const, layout)
+    out = _instancenorm.train(view, params, {}, const, layout)
     if buffers and input.numel():  # torch's rule: the batch-norm update, averaged over the samples
         # (an empty input leaves them as they are, as batch_norm's does; torch's become NaN)
         with torch.no_grad():
@@ -157,7 +157,7 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     shape = (1, d)
     params = (_param(weight, view, shape, 1.0), _param(bias, view, shape, 0.0))
     layout = _rt.layout(view.shape, (1,), shape)
-    out = _layernorm.Train.apply(view, *params, {}, {"eps": eps}, layout)
+    out = _layernorm.train(view, params, {}, {"eps": eps}, layout)
     return out.reshape(input.shape).to(input.dtype)
 
 
@@ -172,7 +172,7 @@ def rms_norm(input, normalized_shape, weight=None, eps=None):
     view = _view(input, (math.prod(input.shape[:input.dim() - len(normalized_shape)]), d), work)
     shape = (1, d)
     layout = _rt.layout(view.shape, (1,), shape)
-    out = _rmsnorm.Train.apply(view, _param(weight, view, shape, 1.0), {}, {"eps": eps}, layout)
+    out = _rmsnorm.train(view, (_param(weight, view, shape, 1.0),), {}, {"eps": eps}, layout)
     return out.reshape(input.shape).to(input.dtype)
 
 
@@ -191,7 +191,7 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     shape = (1, num_groups, c // num_groups, 1)
     params = (_param(weight, view, shape, 1.0), _param(bias, view, shape, 0.0))
     layout = _rt.layout(view.shape, (2, 3), shape)
-    out = _spatial_groupnorm.Train.apply(view, *params, {}, {"eps": eps}, layout)
+    out = _spatial_groupnorm.train(view, params, {}, {"eps": eps}, layout)
     return out.reshape(input.shape).to(input.dtype)
 
 
@@ -203,7 +203,7 @@ def normalize(input, p=2.0, dim=1, eps=1e-12, out=None):
     dim = _rt.check_dim("normalize", input.dim(), dim)
     view = _view(input, tuple(input.shape) or (1,), work)  # a 0-D input is its one value along dim 0
     layout = _rt.layout(view.shape, (dim,), (1,) * view.dim())
-    result = _l2_normalize.Train.apply(view, {}, {"eps": eps}, layout).reshape(input.shape).to(input.dtype)
+    result = _l2_normalize.train(view, (), {}, {"eps": eps}, layout).reshape(input.shape).to(input.dtype)
     if out is not None:
         return out.copy_(result)
     return result
@@ -257,5 +257,5 @@ def weight_standardization(weight, eps=1e-5):
     _rt.check_dims("weight_standardization", weight.dim(), 1, IndexError, "(O, ...)")
     view = _view(weight, (weight.shape[0], math.prod(weight.shape[1:])), work)
     layout = _rt.layout(view.shape, (1,), (1, 1))
-    out = _weight_standardization.Train.apply(view, {}, {"eps": eps}, layout)
+    out = _weight_standardization.train(view, (), {}, {"eps": eps}, layout)
     return out.reshape(weight.shape).to(weight.dtype)

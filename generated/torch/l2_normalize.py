@@ -6,10 +6,17 @@ Derived, proved and printed by `derive` from the same expressions as
 generated/l2_normalize.py (see generated/derivations/l2_normalize.md).  The
 kernels work on a view of the input whose groups lie along ``axes``; the
 functions of generated.torch.functional choose the view.  Every operation is a
-differentiable torch operation in ``backward_train``.  A plain backward runs
-``backward_train_fused``, the same assignments written into place; when a second
-derivative is asked for, ``Backward`` runs ``backward_train`` and its own backward is
-the derived double backward, ``backward2_train``.
+differentiable torch operation in ``backward_train``; ``backward_train_fused`` is the
+same assignments written into place.
+
+Each pass runs as a custom operator (torch.library), so that torch.compile and torch.export
+see one opaque call with a fake implementation: on a CUDA tensor it runs the Triton kernels of
+generated.triton, on a CPU tensor (float32/float64) the numba kernels of generated.numba, when
+they import (_runtime.kernels), and otherwise the printed functions here.  The autograd.Functions
+around the operators take torch.func's transforms: ``setup_context``, a vmap rule (each
+operator's own: its batch dimension becomes one more group axis), and a forward-mode rule by
+forward-mode AD over the printed forward.  A second derivative runs ``Backward``: the printed
+``backward_train``, whose own backward is the derived double backward, ``backward2_train``.
 """
 import torch
 
@@ -53,27 +60,69 @@ def backward_train_fused(dout, den, norm, out, *, eps, m, axes, param_sum_axes, 
     return (dx,)
 
 
+# --------------------------------------------------------------------------- custom operators
+
+_forward_train = _rt.operator("l2_normalize", "forward_train", __name__, "forward_train",
+                             ("x", ), ("eps", ),
+                             (("out", "element"), ("den", "group"), ("norm", "group"), ))
+_backward_train = _rt.operator("l2_normalize", "backward_train", __name__, "backward_train_fused",
+                             ("dout", "den", "norm", "out", ), ("eps", ),
+                             (("dx", "element"), ))
+
+#: what the training forward gives: the output, then the values the backward reads and the statistics
+TRAIN_VALUES = ("out", "den", "norm", )
+
+
+def _layout_args(const, layout):
+    return _rt.operator_args(("eps", ), const, layout)
+
+
 class Train(torch.autograd.Function):
-    """Training mode: batch statistics."""
+    """Training mode: batch statistics.  ``reads`` are the running statistics the training pass
+    reads (none for most entries); the outputs are TRAIN_VALUES, the output first."""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, x, buffers, const, layout):
-        reads = {name: buffers[name].detach().to(x.dtype).reshape(layout["stat_shape"]).clone()
-                 for name in READS_RUNNING}
-        values = forward_train(x, **reads, **const, **layout)
+    def forward(x, const, layout):
+        return _forward_train(x, *_layout_args(const, layout))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, const, layout = inputs
+        values = dict(zip(TRAIN_VALUES, output))
+        ctx.mark_non_differentiable(*output[1:])
+        ctx.save_for_backward(x, values["den"], values["norm"], values["out"])
+        ctx.save_for_forward(x)
         ctx.const, ctx.layout = const, layout
-        ctx.save_for_backward(x, *reads.values(), values["den"], values["norm"], values["out"])
-        return values["out"]
 
     @staticmethod
-    def backward(ctx, dout):
+    def backward(ctx, dout, *_):
         x, *rest = ctx.saved_tensors
-        reads = dict(zip(READS_RUNNING, rest))
+        reads = dict(zip(READS_RUNNING, ()))
+        none = (None,) * (len(READS_RUNNING) + 2)
         if torch.is_grad_enabled():  # a second derivative: the derived double backward (Backward)
-            return (*Backward.apply(dout, x, reads, ctx.const, ctx.layout), None, None, None)
-        values = dict(zip(("den", "norm", "out", ), rest[len(READS_RUNNING):]))
-        grads = backward_train_fused(dout, den=values["den"], norm=values["norm"], out=values["out"], **ctx.const, **ctx.layout)
-        return (*grads, None, None, None)
+            return (*_rt.apply(Backward, Backward, dout, x, *reads.values(), ctx.const, ctx.layout), *none)
+        values = dict(zip(("den", "norm", "out", ), rest))
+        grads = _backward_train(dout, values["den"], values["norm"], values["out"], *_layout_args(ctx.const, ctx.layout))
+        return (*grads, *none)
+
+
+class TrainJvp(Train):
+    """Train with its forward-mode rule (torch.func.jvp, torch.autograd.forward_ad): forward-mode AD
+    over the printed forward.  generated.torch applies it except while torch.compile traces."""
+
+    @staticmethod
+    def jvp(ctx, x_t, _const, _layout):
+        x = ctx.saved_tensors
+        reads = dict(zip(READS_RUNNING, ()))
+
+        def out(x):
+            return forward_train(x, **reads, **ctx.const, **ctx.layout)["out"]
+
+        primals = (x, )
+        tangents = _rt.tangents(primals, (x_t, ))
+        return (torch.func.jvp(out, primals, tangents)[1], *(None,) * (len(TRAIN_VALUES) - 1))
 
 
 def backward2_train(dout, den, norm, out, bar_dx, *, eps, m, axes, param_sum_axes, outer_axes, **_):
@@ -94,23 +143,39 @@ def backward2_train(dout, den, norm, out, bar_dx, *, eps, m, axes, param_sum_axe
 
 
 class Backward(torch.autograd.Function):
-    """The training backward as a function of dout, x: its own backward is
-    the derived double backward, so a second derivative computes the proved formulas."""
+    """The training backward as a function of dout, x (the printed torch
+    operations): its own backward is the derived double backward, so a second derivative computes
+    the proved formulas."""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, dout, x, reads, const, layout):
+    def forward(dout, x, const, layout):
+        reads = dict(zip(READS_RUNNING, ()))
         values = forward_train(x, **reads, **const, **layout)
-        ctx.const, ctx.layout, ctx.reads = const, layout, reads
-        ctx.save_for_backward(dout, x)
         return backward_train(dout, den=values["den"], norm=values["norm"], out=values["out"], **const, **layout)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        *tensors, const, layout = inputs
+        ctx.save_for_backward(*tensors)
+        ctx.const, ctx.layout = const, layout
 
     @staticmethod
     def backward(ctx, bar_dx):
         dout, x = ctx.saved_tensors
+        reads = dict(zip(READS_RUNNING, ()))
         # recomputed with autograd on when it is on: a third derivative sees every path from x
-        values = forward_train(x, **ctx.reads, **ctx.const, **ctx.layout)
+        values = forward_train(x, **reads, **ctx.const, **ctx.layout)
         grads = backward2_train(dout, den=values["den"], norm=values["norm"], out=values["out"], bar_dx=bar_dx, **ctx.const, **ctx.layout)
-        return (*grads, None, None, None)
+        return (*grads, *(None,) * (len(READS_RUNNING) + 2))
+
+
+def train(x, params, buffers, const, layout):
+    """The training pass of the working view ``x``: Train applied to it and the parameters.  Returns the output."""
+    reads = ()
+    outputs = _rt.apply(Train, TrainJvp, x, *params, *reads, const, layout)
+    return outputs[0]
 
 
 # --------------------------------------------------------------------------- the generic API
@@ -131,7 +196,7 @@ def l2_normalize(x, *, eps=1e-12):
     _view, _layout, _shape, _features = _rt.working_view(x, _REDUCE_AXES, _PARAM_AXES)
     _params = ()
     _const = {"eps": eps, }
-    _out = Train.apply(_view, *_params, {}, _const, _layout)
+    _out = train(_view, _params, {}, _const, _layout)
     return _out.reshape(x.shape)
 
 

@@ -6,10 +6,17 @@ Derived, proved and printed by `derive` from the same expressions as
 generated/spatial_groupnorm.py (see generated/derivations/spatial_groupnorm.md).  The
 kernels work on a view of the input whose groups lie along ``axes``; the
 functions of generated.torch.functional choose the view.  Every operation is a
-differentiable torch operation in ``backward_train``.  A plain backward runs
-``backward_train_fused``, the same assignments written into place; when a second
-derivative is asked for, ``Backward`` runs ``backward_train`` and its own backward is
-the derived double backward, ``backward2_train``.
+differentiable torch operation in ``backward_train``; ``backward_train_fused`` is the
+same assignments written into place.
+
+Each pass runs as a custom operator (torch.library), so that torch.compile and torch.export
+see one opaque call with a fake implementation: on a CUDA tensor it runs the Triton kernels of
+generated.triton, on a CPU tensor (float32/float64) the numba kernels of generated.numba, when
+they import (_runtime.kernels), and otherwise the printed functions here.  The autograd.Functions
+around the operators take torch.func's transforms: ``setup_context``, a vmap rule (each
+operator's own: its batch dimension becomes one more group axis), and a forward-mode rule by
+forward-mode AD over the printed forward.  A second derivative runs ``Backward``: the printed
+``backward_train``, whose own backward is the derived double backward, ``backward2_train``.
 """
 import torch
 
@@ -68,27 +75,69 @@ def backward_train_fused(dout, gamma, std, xhat, *, eps, m, axes, param_sum_axes
     return (dx, dgamma, dbeta,)
 
 
+# --------------------------------------------------------------------------- custom operators
+
+_forward_train = _rt.operator("spatial_groupnorm", "forward_train", __name__, "forward_train",
+                             ("x", "gamma", "beta", ), ("eps", ),
+                             (("out", "element"), ("std", "group"), ("xhat", "element"), ))
+_backward_train = _rt.operator("spatial_groupnorm", "backward_train", __name__, "backward_train_fused",
+                             ("dout", "gamma", "std", "xhat", ), ("eps", ),
+                             (("dx", "element"), ("dgamma", "param"), ("dbeta", "param"), ))
+
+#: what the training forward gives: the output, then the values the backward reads and the statistics
+TRAIN_VALUES = ("out", "std", "xhat", )
+
+
+def _layout_args(const, layout):
+    return _rt.operator_args(("eps", ), const, layout)
+
+
 class Train(torch.autograd.Function):
-    """Training mode: batch statistics."""
+    """Training mode: batch statistics.  ``reads`` are the running statistics the training pass
+    reads (none for most entries); the outputs are TRAIN_VALUES, the output first."""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, x, gamma, beta, buffers, const, layout):
-        reads = {name: buffers[name].detach().to(x.dtype).reshape(layout["stat_shape"]).clone()
-                 for name in READS_RUNNING}
-        values = forward_train(x, gamma, beta, **reads, **const, **layout)
+    def forward(x, gamma, beta, const, layout):
+        return _forward_train(x, gamma, beta, *_layout_args(const, layout))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, gamma, beta, const, layout = inputs
+        values = dict(zip(TRAIN_VALUES, output))
+        ctx.mark_non_differentiable(*output[1:])
+        ctx.save_for_backward(x, gamma, beta, values["std"], values["xhat"])
+        ctx.save_for_forward(x, gamma, beta)
         ctx.const, ctx.layout = const, layout
-        ctx.save_for_backward(x, gamma, beta, *reads.values(), values["std"], values["xhat"])
-        return values["out"]
 
     @staticmethod
-    def backward(ctx, dout):
+    def backward(ctx, dout, *_):
         x, gamma, beta, *rest = ctx.saved_tensors
-        reads = dict(zip(READS_RUNNING, rest))
+        reads = dict(zip(READS_RUNNING, ()))
+        none = (None,) * (len(READS_RUNNING) + 2)
         if torch.is_grad_enabled():  # a second derivative: the derived double backward (Backward)
-            return (*Backward.apply(dout, x, gamma, beta, reads, ctx.const, ctx.layout), None, None, None)
-        values = dict(zip(("std", "xhat", ), rest[len(READS_RUNNING):]))
-        grads = backward_train_fused(dout, gamma=gamma, std=values["std"], xhat=values["xhat"], **ctx.const, **ctx.layout)
-        return (*grads, None, None, None)
+            return (*_rt.apply(Backward, Backward, dout, x, gamma, beta, *reads.values(), ctx.const, ctx.layout), *none)
+        values = dict(zip(("std", "xhat", ), rest))
+        grads = _backward_train(dout, gamma, values["std"], values["xhat"], *_layout_args(ctx.const, ctx.layout))
+        return (*grads, *none)
+
+
+class TrainJvp(Train):
+    """Train with its forward-mode rule (torch.func.jvp, torch.autograd.forward_ad): forward-mode AD
+    over the printed forward.  generated.torch applies it except while torch.compile traces."""
+
+    @staticmethod
+    def jvp(ctx, x_t, gamma_t, beta_t, _const, _layout):
+        x, gamma, beta = ctx.saved_tensors
+        reads = dict(zip(READS_RUNNING, ()))
+
+        def out(x, gamma, beta):
+            return forward_train(x, gamma, beta, **reads, **ctx.const, **ctx.layout)["out"]
+
+        primals = (x, gamma, beta, )
+        tangents = _rt.tangents(primals, (x_t, gamma_t, beta_t, ))
+        return (torch.func.jvp(out, primals, tangents)[1], *(None,) * (len(TRAIN_VALUES) - 1))
 
 
 def backward2_train(dout, gamma, std, xhat, bar_dx, bar_dgamma, bar_dbeta, *, eps, m, axes, param_sum_axes, outer_axes, **_):
@@ -120,23 +169,39 @@ def backward2_train(dout, gamma, std, xhat, bar_dx, bar_dgamma, bar_dbeta, *, ep
 
 
 class Backward(torch.autograd.Function):
-    """The training backward as a function of dout, x, gamma, beta: its own backward is
-    the derived double backward, so a second derivative computes the proved formulas."""
+    """The training backward as a function of dout, x, gamma, beta (the printed torch
+    operations): its own backward is the derived double backward, so a second derivative computes
+    the proved formulas."""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, dout, x, gamma, beta, reads, const, layout):
+    def forward(dout, x, gamma, beta, const, layout):
+        reads = dict(zip(READS_RUNNING, ()))
         values = forward_train(x, gamma, beta, **reads, **const, **layout)
-        ctx.const, ctx.layout, ctx.reads = const, layout, reads
-        ctx.save_for_backward(dout, x, gamma, beta)
         return backward_train(dout, gamma=gamma, std=values["std"], xhat=values["xhat"], **const, **layout)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        *tensors, const, layout = inputs
+        ctx.save_for_backward(*tensors)
+        ctx.const, ctx.layout = const, layout
 
     @staticmethod
     def backward(ctx, bar_dx, bar_dgamma, bar_dbeta):
         dout, x, gamma, beta = ctx.saved_tensors
+        reads = dict(zip(READS_RUNNING, ()))
         # recomputed with autograd on when it is on: a third derivative sees every path from x
-        values = forward_train(x, gamma, beta, **ctx.reads, **ctx.const, **ctx.layout)
+        values = forward_train(x, gamma, beta, **reads, **ctx.const, **ctx.layout)
         grads = backward2_train(dout, gamma=gamma, std=values["std"], xhat=values["xhat"], bar_dx=bar_dx, bar_dgamma=bar_dgamma, bar_dbeta=bar_dbeta, **ctx.const, **ctx.layout)
-        return (*grads, None, None, None)
+        return (*grads, *(None,) * (len(READS_RUNNING) + 2))
+
+
+def train(x, params, buffers, const, layout):
+    """The training pass of the working view ``x``: Train applied to it and the parameters.  Returns the output."""
+    reads = ()
+    outputs = _rt.apply(Train, TrainJvp, x, *params, *reads, const, layout)
+    return outputs[0]
 
 
 # --------------------------------------------------------------------------- the generic API
@@ -158,7 +223,7 @@ def spatial_groupnorm(x, gamma=None, beta=None, *, num_groups, eps=1e-05):
     _view, _layout, _shape, _features = _rt.working_view(x, _REDUCE_AXES, _PARAM_AXES, num_groups)
     _params = (_rt.parameter(gamma, _view, _shape, PARAM_INIT["gamma"], "gamma"), _rt.parameter(beta, _view, _shape, PARAM_INIT["beta"], "beta"), )
     _const = {"eps": eps, }
-    _out = Train.apply(_view, *_params, {}, _const, _layout)
+    _out = train(_view, _params, {}, _const, _layout)
     return _out.reshape(x.shape)
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 from .. import Backend, Build
 from ...ir.api import backward_functions, common
 from ...ir.layout import loops
-from .context import UNROLL, module_context
-from .headers import headers
+from .context import module_context
 
 #: identifiers templates/numba_kernels.py.jinja uses itself (besides the array API's, see the NumPy backend)
 RESERVED = frozenset({
-    "numba", "numpy", "math", "o", "g", "k", "i", "c", "p", "O", "G", "K", "I", "P", "o0", "o1", "chunks",
+    "numba", "numpy", "math", "o", "g", "k", "i", "c", "p", "j", "t", "rc", "tc", "O", "G", "K", "I", "P",
+    "o0", "o1", "g0", "g1", "j0", "j1", "RC", "TC", "GT", "chunks", "lay", "work", "values",
     "lay", "work", "dout", "cache", "dtype", "x_shape", "view_shape", "features", "allowed", "batch_axis",
     "x_param_axes", "axes", "param_axes", "param_view", "param_sum_axes", "outer_axes", "shape",
     "stat_shape", "running", "mode", "variant",
@@ -24,8 +24,9 @@ def jobs(builds: list[Build]) -> dict[str, tuple[str, dict]]:
         backward = backward_functions(b.ir)
         context = module_context(b.ir, common(b.ir), lay, backward)
         out[f"{b.spec.name}.py"] = ("numba_kernels.py.jinja", {
-            **context, **headers(lay, UNROLL),
-            "grad_params": [(g.name, p.name) for g, p in zip(b.ir.grads[1:], b.ir.params)]})
+            **context,
+            "grad_params": [(g.name, b.ir.names.local(f"{g.name}_p"), p.name)
+                            for g, p in zip(b.ir.grads[1:], b.ir.params)]})
         exports += [(b.spec.name, f"{b.spec.name}_forward")] + [(b.spec.name, name) for name, _, _ in backward]
     out["__init__.py"] = ("numba_init.py.jinja", {"exports": exports})
     return out

@@ -1,33 +1,27 @@
 """The numba backend's template context: the kernel IR's loop schedules, printed as scalar loops.
 
-Each function of the IR becomes one parallel kernel over the loop letters of its layout
-(:mod:`derive.ir.layout`): its passes (:mod:`derive.ir.schedule`) accumulate group sums in float64,
-then assign per-group values; its last loop writes the per-element results.  Two loop families lay
-a kernel out (templates/numba_kernels.py.jinja):
+Each function of the IR becomes one kernel over the canonical loop space (O, G, K, I) that every
+working view is laid onto (generated/numba/_layout.py): its passes (:mod:`derive.ir.schedule`)
+accumulate group sums in float64, then assign per-group values; its last loop writes the
+per-element results.  :mod:`.kernels` prints the inner loops and the parallel drivers of each
+strategy (rows, krows, cols); the runtime picks one from the shape.
 
-* ``columns`` (pattern ``og``, batch norm): a group is a column.  Each pass runs over chunks of
-  rows, four rows per accumulator update, into float64 partial sums per chunk, which are then added
-  in chunk order; per-group values are arrays ``<name>_g``; the elementwise pass runs over the
-  same chunks of rows.
-* ``rows`` (any other pattern): a group is a contiguous run; one parallel loop over chunks of
-  groups does every pass of a group while it is in cache; per-group values are locals.
-
-Chunk counts depend on the shape only, so results do not depend on the thread count.  Nothing here
-walks the derivation; every identifier comes from the IR's names.
+The module has two faces: the array API's functions (the NumPy backend's names, checks and
+cache, :mod:`derive.ir.api`), and the functions of generated.torch's kernel contract
+(``forward_train``, ``forward_test``, ``backward_train_fused``, ``backward_test``: the names and
+keywords of the printed torch functions, on NumPy arrays of the same working view), which
+generated.torch calls on CPU tensors through ``Tensor.numpy()``.  Nothing here walks the
+derivation; every identifier comes from the IR's names.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import sympy as sp
-
 from ...ir.layout import Loops
 from ...ir.program import Function, KernelIR, is_scalar
 from ...math.algebra import M, BatchSum, Elem
-from .printer import NumbaPrinter, Widen
-
-#: rows of the columns family summed into an accumulator per update
-UNROLL = 4
+from .kernels import Printed
+from .printer import NumbaPrinter
 
 
 @dataclass(frozen=True)
@@ -79,99 +73,40 @@ def means(f: Function, x: Elem) -> set:
 
 
 class Kernel:
-    """One kernel's printed program: loads, passes, elements, argument list."""
+    """One kernel: its roles, its printed inner loops and drivers (:mod:`.kernels`), and what the
+    Python functions around it pass and get back."""
 
     def __init__(self, f: Function, ir: KernelIR, lay: Loops, printer: NumbaPrinter, name: str):
         self.f, self.ir, self.lay, self.printer = f, ir, lay, printer
         self.r = roles(f, ir)
-        self.arr = {}   #: (name, suffix) -> the array's identifier
-        self.table = self.loads()
         self.name = name
 
     def array(self, name: str, suffix: str) -> str:
         """The identifier of the array that holds ``name`` (``std_g``, ``gamma_p``), unique in the module."""
         return self.ir.names.local(f"{name}_{suffix}")
 
-    def loads(self) -> dict[str, str]:
-        """How each symbol is read inside the loops, by name; any other symbol is a local."""
-        r, sc, lay = self.r, self.f.schedule, self.lay
-        locals_ = {s.name for s, _ in sc.elements} - set(r.element_out)
-        out = {name: f"{name}[{lay.element_index}]" for name in r.element_in + r.element_out}
-        out.update({name: f"{self.array(name, 'p')}[p, k]" for name in r.varying})
-        if lay.family == "columns":
-            group = [s.name for s in sc.group_values] + list(r.group_in)
-            out.update({name: f"{self.array(name, 'g')}[g]" for name in group})
-            out.update({name: f"{self.array(name, 'p')}[g]" for name in r.params if name not in r.varying})
-        return {k: v for k, v in out.items() if k not in locals_}
-
-    def p(self, expr: sp.Expr, table=None) -> str:
-        return self.printer.print_with(expr, self.table if table is None else table)
-
-    def lhs(self, symbol: sp.Symbol) -> str:
-        return self.table.get(symbol.name, symbol.name)
-
-    def unrolled(self, expr: sp.Expr) -> str:
-        """The sum of ``expr`` over the rows o, o+1, ..., o+UNROLL-1 of the columns family, each term
-        in float64: one accumulator update per UNROLL rows."""
-        copies, shifted = [], dict(self.table)
-        for r in range(UNROLL):
-            swap = {e: sp.Symbol(f"{e.name}__{r}", real=True) for e in expr.atoms(Elem)}
-            shifted.update({s.name: f"{e.name}[o{f' + {r}' if r else ''}, g]" for e, s in swap.items()})
-            copies.append(Widen(expr.xreplace(swap)))
-        return self.p(sp.Add(*copies), shifted)
-
     def context(self) -> dict:
-        r, sc, lay = self.r, self.f.schedule, self.lay
-        # a summand reads its operands in float64, so x**2 of a float32 x near 1e19 does not overflow
-        wide = {k: f"{self.printer._module_format('numpy.float64')}({v})" for k, v in self.table.items()}
-        outer = dict(sc.outer)
-        phases = []
-        for ph in sc.passes:
-            here = [s for s, _ in ph.sums + ph.group]
-            stores = [(f"{self.array(s.name, 'g')}[g]", s.name) for s in here
-                      if lay.family == "rows" and s.name in r.group_out]
-            stores += [(f"{self.array(g.name, 'g')}[g]", self.lhs(acc)) for g, acc in outer.items() if acc in here]
-            phases.append({
-                "sums": [{"acc": self.lhs(acc), "rhs": self.p(summand, wide),
-                          "unrolled": self.unrolled(summand) if lay.family == "columns" else ""}
-                         for acc, summand in ph.sums],
-                "partials": [(g.name, self.array(g.name, "c"), self.p(e)) for g, e in ph.partials],
-                "group": [(self.lhs(s), self.p(e)) for s, e in ph.group],
-                "stores": stores,
-            })
+        r, sc = self.r, self.f.schedule
         element_reads = set().union(*(e.free_symbols for _, e in sc.elements))
+        # only what the elementwise pass reads is rounded to the working dtype: var of a float32
+        # x near 1e20 passes float32's range while std (and out) do not
+        read = {s.name for s in sc.group_values if s in element_reads}
+        # per-group values are float64 in the loops, except where the elementwise pass never
+        # subtracts a mean: there they are rounded to the working dtype once per group
         narrow = not element_reads & means(self.f, self.ir.x)
-        # per-group arrays of the columns family: in the working dtype only where the elementwise pass reads
-        # them (dvar of a float32 spread of 1e30 is below float32's range; the coefficient it enters is not)
-        temporaries = [(self.array(s.name, "g"), narrow and s in element_reads) for s in sc.group_values
-                       if s.name not in r.group_out]
-        args = [*r.element_in, *r.element_out, *(self.array(n, "g") for n in r.group_in + r.group_out),
-                *(self.array(n, "p") for n in r.params + r.partials), *r.scalars, "P", "chunks"]
+        printed = Printed(self.f, self.ir, self.lay, self.printer, self.name, r, narrow, read)
+        doc = self.f.doc + " " + passes(self.f)
         return {
             "name": self.name,
-            "doc": self.f.doc + " " + passes(self.f),
+            "doc": doc,
             "roles": r,
-            "phases": phases,
-            "elements": [(self.lhs(s), self.p(e)) for s, e in sc.elements],
-            "group_loads": [(n, f"{self.array(n, 'g')}[g]") for n in r.group_in]
-            + [(n, f"{self.array(n, 'p')}[p]") for n in r.params if n not in r.varying],
-            "temporaries": temporaries,
-            "uses_p": lay.family == "rows" and bool(r.params or r.partials),
-            # only what the elementwise pass reads is rounded to the working dtype: var of a float32
-            # x near 1e20 passes float32's range while std (and out) do not
-            "read": {self.lhs(s) for s in sc.group_values if s in element_reads},
-            # per-group values are float64 in the loops, except where the elementwise pass never
-            # subtracts a mean: there they are rounded to the working dtype once per group
-            "narrow": narrow,
-            "args": args,
-            "first": (r.element_in + r.element_out)[0],
+            "source": printed.source() + ["", ""] + printed.dispatch(doc),
             "element_in": list(r.element_in),
             "element_out": [(n, self.array(n, "k")) for n in r.element_out],
             "group_in": [(n, self.array(n, "g")) for n in r.group_in],
             "group_out": [(n, self.array(n, "g")) for n in r.group_out],
             "params": [(n, self.array(n, "p")) for n in r.params],
-            "partials": [(n, self.array(n, "p"), self.array(n, "c"), self.array(n, "g")) for n in r.partials],
-            "varying": bool(r.varying),
+            "partials": [(n, self.array(n, "p")) for n in r.partials],
             "scalars": list(r.scalars),
         }
 
@@ -217,12 +152,44 @@ def module_context(ir: KernelIR, common: dict, lay: Loops, backward: list) -> di
         **common,
         "updates": [(a.target.name, code(a.value)) for a in ir.updates],
         "letters": lay.letters,
-        "family": lay.family,
-        "dims": lay.dims,
-        "reduced": list(lay.reduced),
-        "unroll": UNROLL,
+        "varying": lay.varies,
         "kernels": kernels,
         "kernel_list": [kernels[key] for key in order if key in kernels],
         "backward_functions": functions,
+        "torch_functions": torch_functions(ir, kernels),
         "imports": sorted(set(printer.module_imports) | {"numba", "numpy"}),
     }
+
+
+#: generated.torch's kernel contract: (function, the IR function it runs, what it does)
+CONTRACT = (("forward_train", "forward_train", "the training forward pass"),
+            ("forward_test", "forward_test", "the test-mode forward pass (running statistics)"),
+            ("backward_train_fused", "backward_compact", "the compact training backward pass"),
+            ("backward_test", "backward_test", "the test-mode backward pass"))
+
+
+def torch_functions(ir: KernelIR, kernels: dict) -> list[dict]:
+    """The functions of generated.torch's kernel contract: each with the positional arguments and
+    keywords of the printed torch function of that name (derive.backends.tensors), the kernel it runs,
+    and what it returns (a dict of the forward's values, or the gradients in order)."""
+    from ..tensors import reads
+    params = [p.name for p in ir.params]
+    constants = [c.symbol.name for c in ir.constants]
+    out = []
+    for name, key, what in CONTRACT:
+        if key not in kernels:
+            continue
+        f = ir[key]
+        if name == "forward_train":
+            positional = [ir.x.name, *params, *(s.name for s in ir.reads_running)]
+        elif name == "forward_test":
+            positional = [ir.x.name, *params, *(r.stat.name for r in ir.running)]
+        else:
+            positional = [ir.dy.name, *reads(f, ir)]
+        out.append({"name": name, "kernel": kernels[key], "what": what, "positional": positional,
+                    "keywords": constants + ["m", "axes", "param_sum_axes"],
+                    "forward": name.startswith("forward"), "first": positional[0],
+                    "grads": [g.name for g in ir.grads],
+                    "grad_params": [(g.name, ir.names.local(f"{g.name}_p"), p.name)
+                                    for g, p in zip(ir.grads[1:], ir.params)]})
+    return out

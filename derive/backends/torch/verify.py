@@ -29,6 +29,38 @@ def keywords(build, case) -> dict:
 
 
 def run(package: str, build, case) -> list:
+    """The generic API's output, gradients and running statistics through the printed operations, and
+    again through the compiled kernels that generated.torch runs on CPU tensors (generated.numba, when
+    it imports: every tensor sent there, whatever its size)."""
+    found = first_order(package, build, case)
+    runtime = importlib.import_module(f"{package}.torch._runtime")
+    if runtime.fast(build.spec.name, _Like()) is not None:
+        before = runtime.NUMBA_MIN_ELEMENTS
+        runtime.NUMBA_MIN_ELEMENTS = 0
+        try:
+            found += [(f"{where} (numba kernels)", key, value)
+                      for where, key, value in first_order(package, build, case, second_order=False)]
+        finally:
+            runtime.NUMBA_MIN_ELEMENTS = before
+    return found
+
+
+class _Like:
+    """What runtime.fast() reads of a tensor: a large float64 CPU one."""
+
+    class device:
+        type = "cpu"
+
+    @property
+    def dtype(self):
+        import torch
+        return torch.float64
+
+    def numel(self):
+        return 1 << 62
+
+
+def first_order(package: str, build, case, second_order: bool = True) -> list:
     import torch
     fn, ir = function(package, build), build.ir
     x = torch.tensor(case.x, requires_grad=True)
@@ -43,7 +75,7 @@ def run(package: str, build, case) -> list:
     if case.training:
         found += [(name, f"running:{ir.names.original(r.symbol).name}", buffers[r.buffer].numpy())
                   for r in ir.running]
-    if case.upstream:
+    if case.upstream and second_order:
         found += second(fn, build, case)
     return found
 

@@ -1,0 +1,557 @@
+"""The numba kernels of one IR function, printed as source lines: inner loops and parallel drivers.
+
+Every working view is laid onto the canonical loop space (O, G, K, I) (generated/numba/_layout.py):
+``o`` reduced axes before the groups, ``g`` the groups, ``k`` reduced axes the parameters span,
+``i`` the other reduced axes.  A function of the IR runs in one of three strategies, chosen by
+the runtime from the shape alone (so results never depend on the thread count):
+
+* ``rows``: a thread takes a chunk of groups and does every pass of a group while it is in
+  cache; each pass runs an inner loop over a contiguous run of ``i`` for each (o, k), the
+  parameters and per-group values being scalars there;
+* ``krows`` (parameters that vary inside a group, I = 1: layer norm): the same with the run
+  over ``k``, the parameters read as arrays along it;
+* ``cols`` (short runs: batch norm's (N, C), tall layer norm): the groups' elements are
+  columns; a thread takes a tile of columns and a chunk of rows, the inner loop runs along a
+  row of the tile with one float64 accumulator per column, folded into per-group partial sums
+  afterwards (one partial per row chunk, added in chunk order); per-group values and
+  parameters are spread over the tile's columns first.
+
+The inner loops are separate numba functions over one-dimensional arrays, so that LLVM
+vectorizes them; sums accumulate in float64.  Nothing here walks the derivation: the summands,
+group assignments and per-element assignments come from the IR's schedule, printed by
+:class:`~derive.backends.numba.printer.NumbaPrinter`.
+"""
+from __future__ import annotations
+
+import sympy as sp
+
+from ...ir.layout import Loops
+from ...ir.program import Function, KernelIR, is_scalar
+from ...math.algebra import Elem
+
+#: the numba decorators of the inner loops and of the drivers
+INNER = "@numba.njit(fastmath=_FASTMATH, cache=True)"
+DRIVER = ("@_layout.serial", "@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)")
+
+
+class Emit:
+    """Indented source lines."""
+
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def __call__(self, depth: int, text: str) -> None:
+        self.lines.append("    " * depth + text)
+
+
+class Printed:
+    """One IR function as numba source: the symbols each part reads, sorted into roles, and the
+    printed inner loops and drivers of every strategy its entry can take."""
+
+    def __init__(self, f: Function, ir: KernelIR, lay: Loops, printer, name: str, roles, narrow: bool,
+                 read: set):
+        self.f, self.ir, self.lay, self.printer, self.name, self.r = f, ir, lay, printer, name, roles
+        self.narrow, self.read = narrow, read          #: elementwise-read group values rounded to work
+        self.sc = f.schedule
+        self.group_values = [s for s, _ in (a for ph in self.sc.passes for a in ph.group)]
+        self.varying = set(roles.varying)
+        self.params = set(roles.params)
+        self.elements_in = set(roles.element_in) | set(roles.element_out)
+        self.local = ir.names.local
+
+    # ------------------------------------------------------------------ what each part reads
+
+    def operands(self, exprs) -> list[str]:
+        """The per-group values and parameters ``exprs`` read (no element arrays, no scalars), sorted."""
+        free = set().union(*(e.free_symbols for e in exprs)) if exprs else set()
+        locals_ = {s for s, _ in self.sc.elements}
+        return sorted(s.name for s in free - locals_
+                      if not is_scalar(s) and (s.name in self.params or not isinstance(s, Elem)))
+
+    def element_reads(self, exprs) -> list[str]:
+        free = set().union(*(e.free_symbols for e in exprs)) if exprs else set()
+        return sorted(s.name for s in free if isinstance(s, Elem) and s.name in self.r.element_in)
+
+    def scalars(self, exprs) -> list[str]:
+        free = set().union(*(e.free_symbols for e in exprs)) if exprs else set()
+        return sorted(s.name for s in free if is_scalar(s))
+
+    # ------------------------------------------------------------------ printing
+
+    def table(self, mode: str, names) -> dict[str, str]:
+        """How each name is read in an inner loop of ``mode``: element arrays at j; in cols every
+        operand is an array; in krows the varying parameters are; elsewhere operands are scalars."""
+        out = {}
+        for n in names:
+            if n in self.elements_in or mode == "cols" or (mode == "krows" and n in self.varying):
+                out[n] = f"{n}[j]"
+        return out
+
+    def p(self, expr: sp.Expr, table: dict) -> str:
+        return self.printer.print_with(expr, table)
+
+    def wide(self, table: dict, names) -> dict[str, str]:
+        """The same loads taken to float64 first (a summand of float32 x near 1e19 squares in float64)."""
+        f64 = self.printer._module_format("numpy.float64")
+        return {n: f"{f64}({table.get(n, n)})" for n in names}
+
+    # ------------------------------------------------------------------ inner loops
+
+    def pass_parts(self, ph):
+        exprs = [e for _, e in ph.sums] + [e for _, e in ph.partials]
+        return self.element_reads(exprs), self.operands(exprs), self.scalars(exprs)
+
+    def inner_pass(self, n: int, ph, mode: str) -> tuple[str, list[str]]:
+        """The inner loop of pass ``n`` in ``mode``: its name and source lines."""
+        elems, ops, scal = self.pass_parts(ph)
+        name = f"{self.name}_p{n}_{mode}"
+        sums = [acc.name for acc, _ in ph.sums]
+        partials = [g.name for g, _ in ph.partials]
+        if mode == "cols":
+            args = elems + ops + sums + partials + scal
+        elif mode == "krows":
+            args = elems + ops + partials + scal
+        else:
+            args = elems + ops + scal
+        table = self.table(mode, elems + ops)
+        wide = self.wide(table, elems + ops)
+        e = Emit()
+        e(0, INNER)
+        e(0, f"def {name}({', '.join(args)}):")
+        if mode != "cols":
+            for s in sums:
+                e(1, f"{s} = 0.0")
+        if mode == "rows":
+            for g in partials:
+                e(1, f"{g} = 0.0")
+        e(1, f"for j in range({elems[0]}.shape[0]):")
+        for acc, summand in ph.sums:
+            target = f"{acc.name}[j]" if mode == "cols" else acc.name
+            e(2, f"{target} += {self.p(summand, wide)}")
+        for g, summand in ph.partials:
+            target = g.name if mode == "rows" else f"{g.name}[j]"
+            e(2, f"{target} += {self.p(summand, table)}")
+        if mode == "rows" and (sums or partials):
+            e(1, f"return ({', '.join(sums + partials)},)")
+        elif mode == "krows" and sums:
+            e(1, f"return ({', '.join(sums)},)")
+        return name, e.lines
+
+    def element_parts(self):
+        exprs = [e for _, e in self.sc.elements]
+        stores = [s.name for s in self.sc.stores]
+        return self.element_reads(exprs), stores, self.operands(exprs), self.scalars(exprs)
+
+    def inner_elements(self, mode: str) -> tuple[str, list[str]]:
+        elems, stores, ops, scal = self.element_parts()
+        name = f"{self.name}_e_{mode}"
+        table = self.table(mode, elems + stores + ops)
+        e = Emit()
+        e(0, INNER)
+        e(0, f"def {name}({', '.join(elems + stores + ops + scal)}):")
+        e(1, f"for j in range({(elems + stores)[0]}.shape[0]):")
+        for s, value in self.sc.elements:
+            lhs = f"{s.name}[j]" if s.name in stores else s.name
+            e(2, f"{lhs} = {self.p(value, table)}")
+        return name, e.lines
+
+    # ------------------------------------------------------------------ drivers
+
+    def arguments(self) -> list[str]:
+        """The driver's arguments, shared by every strategy (then the strategy's own sizes)."""
+        r = self.r
+        return [*r.element_in, *r.element_out, *(self.array(n, "g") for n in r.group_in + r.group_out),
+                *(self.array(n, "p") for n in r.params + r.partials), *r.scalars]
+
+    def array(self, name: str, suffix: str) -> str:
+        return self.local(f"{name}_{suffix}")
+
+    def group_line(self, s, value, table) -> str:
+        rhs = self.p(value, table)
+        if self.narrow and s.name in self.read:
+            rhs = f"work({rhs})"
+        return f"{s.name} = {rhs}"
+
+    def needs_work(self) -> bool:
+        return self.narrow and any(s.name in self.read for s in self.group_values)
+
+    def combine(self, e: Emit, cols: bool) -> None:
+        outer = dict(self.sc.outer)
+        for g, _ in (a for ph in self.sc.passes for a in ph.partials):
+            e(1, f"_layout.combine_chunks({self.array(g.name, 'c')}, {self.array(g.name, 'p')})")
+        for g in outer:
+            e(1, "if P != G:")
+            e(2, f"_layout.combine_outer({self.array(g.name, 'g')}, {self.array(g.name, 'p')})")
+
+    def group_loads(self, e: Emit, depth: int, names, cols_sources=None) -> None:
+        """Loads at the start of a group: its per-group inputs and the parameters that are one value
+        per group; in cols also the per-group values of earlier phases."""
+        for n in names:
+            if n in self.r.group_in:
+                e(depth, f"{n} = {self.array(n, 'g')}[g]")
+            elif n in self.params and n not in self.varying:
+                e(depth, f"{n} = {self.array(n, 'p')}[p]")
+            elif cols_sources is not None and n in cols_sources:
+                e(depth, f"{n} = {cols_sources[n][0]}[g]")
+
+    def rows_driver(self, mode: str, inner: dict) -> list[str]:
+        """The rows (4-D arrays, runs over i) or krows (3-D arrays, runs over k) driver."""
+        r, sc = self.r, self.sc
+        e = Emit()
+        for d in DRIVER:
+            e(0, d)
+        e(0, f"def {self.name}_{mode}({', '.join(self.arguments() + ['P', 'chunks'])}):")
+        first = (r.element_in + r.element_out)[0]
+        e(1, f"{'O, G, K, I' if mode == 'rows' else 'O, G, K'} = {first}.shape")
+        if self.needs_work():
+            e(1, f"work = {first}.dtype.type")
+        for g, _ in (a for ph in sc.passes for a in ph.partials):
+            e(1, f"{self.array(g.name, 'c')} = numpy.zeros((chunks, P, K))")
+        for g, _ in sc.outer:
+            e(1, f"{self.array(g.name, 'g')} = {self.array(g.name, 'p')} if P == G else numpy.empty(G)")
+        e(1, "for c in numba.prange(chunks):")
+        e(2, "for g in range(c * G // chunks, (c + 1) * G // chunks):")
+        e(3, "p = g % P")
+        uniform = [n for n in r.group_in] + [n for n in r.params if n not in self.varying]
+        self.group_loads(e, 3, uniform)
+        outer = dict(sc.outer)
+        for n, ph in enumerate(sc.passes):
+            if ph.sums or ph.partials:
+                elems, ops, scal = self.pass_parts(ph)
+                sums = [acc.name for acc, _ in ph.sums]
+                partials = [g.name for g, _ in ph.partials]
+                for s in sums:
+                    e(3, f"{s} = 0.0")
+                e(3, "for o in range(O):")
+                depth = 4
+                if mode == "rows":
+                    e(4, "for k in range(K):")
+                    depth = 5
+                    for v in ops:
+                        if v in self.varying:
+                            e(5, f"{v} = {self.array(v, 'p')}[p, k]")
+                    call_args = [f"{a}[o, g, k]" for a in elems] + ops + scal
+                    got = sums + partials
+                else:
+                    call_args = ([f"{a}[o, g]" for a in elems]
+                                 + [f"{self.array(v, 'p')}[p]" if v in self.varying else v for v in ops]
+                                 + [f"{self.array(g, 'c')}[c, p]" for g in partials] + scal)
+                    got = sums
+                call = f"{inner[n]}({', '.join(call_args)})"
+                if got:
+                    temps = [self.local(f"{s}_run") for s in got]
+                    e(depth, f"{', '.join(temps)}, = {call}")
+                    for s, t in zip(sums, temps):
+                        e(depth, f"{s} += {t}")
+                    for g, t in zip(partials if mode == "rows" else [], temps[len(sums):]):
+                        e(depth, f"{self.array(g, 'c')}[c, p, k] += {t}")
+                else:
+                    e(depth, call)
+            for s, value in ph.group:
+                e(3, self.group_line(s, value, {}))
+            here = {s for s, _ in ph.sums + ph.group}
+            for s, _ in ph.sums + ph.group:
+                if s.name in r.group_out:
+                    e(3, f"{self.array(s.name, 'g')}[g] = {s.name}")
+            for g, acc in outer.items():
+                if acc in here:
+                    e(3, f"{self.array(g.name, 'g')}[g] = {acc.name}")
+        elems, stores, ops, scal = self.element_parts()
+        e(3, "for o in range(O):")
+        if mode == "rows":
+            e(4, "for k in range(K):")
+            for v in ops:
+                if v in self.varying:
+                    e(5, f"{v} = {self.array(v, 'p')}[p, k]")
+            args = [f"{a}[o, g, k]" for a in elems + stores] + ops + scal
+            e(5, f"{inner['e']}({', '.join(args)})")
+        else:
+            args = ([f"{a}[o, g]" for a in elems + stores]
+                    + [f"{self.array(v, 'p')}[p]" if v in self.varying else v for v in ops] + scal)
+            e(4, f"{inner['e']}({', '.join(args)})")
+        self.combine(e, cols=False)
+        return e.lines
+
+    # cols and tall: every per-group step is a loop over the groups of a tile (vectorized too)
+
+    def uniform_params(self) -> list[str]:
+        """The parameters that are one value per group, read anywhere in this kernel."""
+        return [n for n in self.r.params if n not in self.varying]
+
+    def spread(self, e: Emit, depth: int, names, sources: dict, per_group: str) -> dict[str, str]:
+        """Each operand over the tile's columns: per-group values (``sources``, sliced by
+        ``per_group``) and one-value-per-group parameters repeated K*I times (the same array when
+        K*I = 1), varying parameters laid out along k; returns name -> array."""
+        out = {}
+        for n in names:
+            local = self.local(f"{n}_e")
+            if n in self.varying:
+                e(depth, f"{local} = _layout.expand_varying({self.array(n, 'p')}, g0, g1, K, I, P)")
+            elif n in self.params:
+                e(depth, f"{local} = _layout.spread({self.local(n + '_t')}, K * I)")
+            else:
+                e(depth, f"{local} = _layout.spread({self.view(sources, n, per_group)}, K * I)")
+            out[n] = local
+        return out
+
+    def read_later(self) -> set[str]:
+        """The per-group values (and sums) some later phase reads: a later pass's summands, a later
+        phase's group assignments, or the elementwise pass (cols keeps these in arrays over G)."""
+        out: set[str] = set()
+        for n, ph in enumerate(self.sc.passes):
+            out |= {s.name for _, v in ph.sums + ph.partials for s in v.free_symbols}
+            if n:
+                out |= {s.name for _, v in ph.group for s in v.free_symbols}
+        out |= {s.name for _, v in self.sc.elements for s in v.free_symbols}
+        return out
+
+    def tile(self, e: Emit, depth: int, rows: bool) -> None:
+        if rows:
+            e(depth, "rc, tc = t // TC, t % TC")
+            e(depth, "o0, o1 = rc * O // RC, (rc + 1) * O // RC")
+        e(depth, "g0, g1 = tc * GT, min(G, (tc + 1) * GT)")
+        e(depth, "j0, j1 = g0 * K * I, g1 * K * I")
+        for n in self.uniform_params():
+            e(depth, f"{self.local(n + '_t')} = _layout.per_group({self.array(n, 'p')}, g0, g1, P)")
+
+    def cols_sources(self, e: Emit, first: str, tile: bool) -> tuple[dict, list[str]]:
+        """Where each per-group value lives between the phases of the cols strategies (they meet only
+        through memory): name -> (array, tile-local).  Inputs and results are arrays over G; with
+        ``tile`` the group sums and the values a later phase reads are arrays over the tile's
+        groups (returned as lines to run at the start of each tile), else arrays over G.  The outer
+        gradients' per-group values are the gradient itself when every group has its own
+        parameter (P = G)."""
+        r, sc = self.r, self.sc
+        sources = {n: (self.array(n, "g"), False) for n in r.group_in}
+        later = self.read_later()
+        size = "g1 - g0" if tile else "G"
+        allocate = []
+        for ph in sc.passes:
+            for acc, _ in ph.sums:
+                sources[acc.name] = (self.local(acc.name + "_s"), tile)
+                allocate.append(f"{sources[acc.name][0]} = numpy.empty({size})")
+        for s in self.group_values:
+            if s.name in r.group_out:
+                sources[s.name] = (self.array(s.name, "g"), False)
+            elif s.name in later:
+                sources[s.name] = (self.local(f"{s.name}_a"), tile)
+                kind = f", {first}.dtype" if self.narrow and s.name in self.read else ""
+                allocate.append(f"{sources[s.name][0]} = numpy.empty({size}{kind})")
+        if not tile:
+            for line in allocate:
+                e(1, line)
+            allocate = []
+        for g, _ in sc.outer:
+            e(1, f"{self.array(g.name, 'g')} = {self.array(g.name, 'p')} if P == G else numpy.empty(G)")
+        if self.needs_work():
+            e(1, f"like = numpy.empty(0, {first}.dtype)")
+        return sources, allocate
+
+    def store_sums(self, e: Emit, depth: int, ph, sources: dict, per_group: str) -> None:
+        """The group sums of ``ph`` that are results too (a user's graph may save a sum for its
+        backward): copied from the float64 sums the phases read into their result arrays."""
+        for acc, _ in ph.sums:
+            if acc.name in self.r.group_out:
+                target = self.array(acc.name, "g") + (per_group or "[:]")
+                e(depth, f"{target} = {self.view(sources, acc.name, per_group)}")
+
+    @staticmethod
+    def view(sources: dict, name: str, per_group: str) -> str:
+        array, local = sources[name]
+        return array if local else array + per_group
+
+    def inner_group(self, n: int, ph, sources: dict) -> tuple[str, list[str], list[str]]:
+        """The per-group phase ``n`` as a loop over an array of groups: its name, source lines and
+        the arrays it takes (sums, per-group values and parameters read; values stored; outer
+        gradients), by name; the caller passes each sliced to the groups."""
+        sums = [acc.name for acc, _ in ph.sums]
+        assigned = [s.name for s, _ in ph.group]
+        reads = set().union(*(v.free_symbols for _, v in ph.group)) if ph.group else set()
+        loaded = sorted({s.name for s in reads if not is_scalar(s)} - set(assigned) - set(sums))
+        scal = sorted({s.name for s in reads if is_scalar(s)})
+        here = sums + assigned
+        stores = [s for s in assigned if s in sources]
+        outer = [(g.name, acc.name) for g, acc in self.sc.outer if acc.name in here]
+        table = {v: f"{v}[g]" for v in sums + loaded}
+        written = {s: self.local(s + "_w") for s in stores}
+        args = sums + loaded + [written[s] for s in stores] + [g for g, _ in outer] + scal
+        takes = sums + loaded + stores + [g for g, _ in outer]
+        if self.needs_work():
+            args.append("like")
+        name = f"{self.name}_g{n}"
+        e = Emit()
+        e(0, INNER)
+        e(0, f"def {name}({', '.join(args)}):")
+        if self.needs_work():
+            e(1, "work = like.dtype.type")
+        if not takes:
+            raise ValueError(f"{self.name}: a per-group phase that reads no per-group value")
+        e(1, f"for g in range({takes[0]}.shape[0]):")
+        for s, value in ph.group:
+            e(2, self.group_line(s, value, table))
+        for s in stores:
+            e(2, f"{written[s]}[g] = {s}")
+        for g, acc in outer:
+            e(2, f"{g}[g] = {table.get(acc, acc)}")
+        return name, e.lines, takes
+
+    def group_call(self, e: Emit, depth: int, ph, group: tuple, sources: dict, per_group: str,
+                   params: str = "_t") -> None:
+        name, _, takes = group
+        args = []
+        for t in takes:
+            if t in sources:
+                args.append(self.view(sources, t, per_group))
+            elif t in self.params:
+                args.append(self.local(t + params))
+            else:   # an outer gradient's per-group array
+                g = next(g for g, _ in self.sc.outer if g.name == t)
+                args.append(f"{self.array(g.name, 'g')}{per_group}")
+        reads = set().union(*(v.free_symbols for _, v in ph.group)) if ph.group else set()
+        args += sorted({s.name for s in reads if is_scalar(s)})
+        if self.needs_work():
+            args.append("like")
+        e(depth, f"{name}({', '.join(args)})")
+
+    def cols_pass(self, e: Emit, depth: int, n: int, ph, inner: dict, sources: dict, rows: str,
+                  fold, part: str) -> None:
+        """Pass ``n`` over one tile: the column accumulators, the inner loop over ``rows``, then each
+        sum folded per group into ``fold(name)`` and each parameter partial into its chunk ``part``."""
+        elems, ops, scal = self.pass_parts(ph)
+        sums = [acc.name for acc, _ in ph.sums]
+        partials = [g.name for g, _ in ph.partials]
+        spread = self.spread(e, depth, ops, sources, "[g0:g1]")
+        accs = {s: self.local(s + "_t") for s in sums + partials}
+        for s in sums + partials:
+            e(depth, f"{accs[s]} = numpy.zeros(j1 - j0)")
+        e(depth, f"for o in {rows}:")
+        args = ([f"{a}[o, j0:j1]" for a in elems] + [spread[v] for v in ops]
+                + [accs[s] for s in sums + partials] + scal)
+        e(depth + 1, f"{inner[n]}({', '.join(args)})")
+        for s in sums:
+            e(depth, f"_layout.fold({accs[s]}, K * I, {fold(s)})")
+        for g in partials:
+            e(depth, f"_layout.fold_varying({accs[g]}, g0, g1, K, I, P, {self.array(g, 'c')}[{part}])")
+
+    def cols_elements(self, e: Emit, depth: int, inner: dict, sources: dict, rows: str) -> None:
+        elems, stores, ops, scal = self.element_parts()
+        spread = self.spread(e, depth, ops, sources, "[g0:g1]")
+        e(depth, f"for o in {rows}:")
+        args = [f"{a}[o, j0:j1]" for a in elems + stores] + [spread[v] for v in ops] + scal
+        e(depth + 1, f"{inner['e']}({', '.join(args)})")
+
+    def cols_driver(self, inner: dict) -> list[str]:
+        """cols: one parallel loop over tiles of GT groups; each tile runs every phase itself."""
+        r, sc = self.r, self.sc
+        e = Emit()
+        for d in DRIVER:
+            e(0, d)
+        e(0, f"def {self.name}_cols({', '.join(self.arguments() + ['P', 'K', 'I', 'G', 'GT'])}):")
+        first = (r.element_in + r.element_out)[0]
+        e(1, f"O = {first}.shape[0]")
+        e(1, "TC = (G + GT - 1) // GT")
+        sources, allocate = self.cols_sources(e, first, tile=True)
+        for g, _ in (a for ph in sc.passes for a in ph.partials):
+            e(1, f"{self.array(g.name, 'c')} = numpy.zeros((TC, P, K))")
+        e(1, "for tc in numba.prange(TC):")
+        self.tile(e, 2, rows=False)
+        for line in allocate:
+            e(2, line)
+        for n, ph in enumerate(sc.passes):
+            if ph.sums or ph.partials:
+                self.cols_pass(e, 2, n, ph, inner, sources, "range(O)", lambda s: self.view(sources, s, "[g0:g1]"),
+                               "tc")
+                self.store_sums(e, 2, ph, sources, "[g0:g1]")
+            if ph.group or any(acc in dict(sc.outer).values() for acc, _ in ph.sums):
+                self.group_call(e, 2, ph, inner[f"g{n}"], sources, "[g0:g1]")
+        self.cols_elements(e, 2, inner, sources, "range(O)")
+        self.combine(e, cols=True)
+        return e.lines
+
+    def tall_driver(self, inner: dict) -> list[str]:
+        """tall (cols with few tiles and many rows): each pass is a parallel loop over (row chunk,
+        tile) items into one partial sum per row chunk, added in chunk order before the per-group
+        phase (a loop over every group); then the elementwise pass over the same items."""
+        r, sc = self.r, self.sc
+        e = Emit()
+        for d in DRIVER:
+            e(0, d)
+        e(0, f"def {self.name}_tall({', '.join(self.arguments() + ['P', 'K', 'I', 'G', 'RC', 'GT'])}):")
+        first = (r.element_in + r.element_out)[0]
+        e(1, f"O = {first}.shape[0]")
+        e(1, "TC = (G + GT - 1) // GT")
+        sources, _ = self.cols_sources(e, first, tile=False)
+        for g, _ in (a for ph in sc.passes for a in ph.partials):
+            e(1, f"{self.array(g.name, 'c')} = numpy.zeros((RC * TC, P, K))")
+        for n in self.uniform_params():
+            e(1, f"{self.local(n + '_all')} = _layout.per_group({self.array(n, 'p')}, 0, G, P)")
+        for n, ph in enumerate(sc.passes):
+            if ph.sums or ph.partials:
+                for acc, _ in ph.sums:
+                    e(1, f"{self.local(acc.name + '_r')} = numpy.empty((RC, G))")
+                e(1, "for t in numba.prange(RC * TC):")
+                self.tile(e, 2, rows=True)
+                self.cols_pass(e, 2, n, ph, inner, sources, "range(o0, o1)",
+                               lambda s: f"{self.local(s + '_r')}[rc, g0:g1]", "t")
+                for acc, _ in ph.sums:
+                    e(1, f"_layout.sum_chunks({self.local(acc.name + '_r')}, {sources[acc.name][0]})")
+                self.store_sums(e, 1, ph, sources, "")
+            if ph.group or any(acc in dict(sc.outer).values() for acc, _ in ph.sums):
+                self.group_call(e, 1, ph, inner[f"g{n}"], sources, "", "_all")
+        e(1, "for t in numba.prange(RC * TC):")
+        self.tile(e, 2, rows=True)
+        self.cols_elements(e, 2, inner, sources, "range(o0, o1)")
+        self.combine(e, cols=True)
+        return e.lines
+
+    # ------------------------------------------------------------------ everything
+
+    def dispatch(self, doc: str) -> list[str]:
+        """The Python function that runs this kernel in the strategy the layout ``lay`` chose."""
+        r = self.r
+        args = self.arguments()
+        elements = set(r.element_in) | set(r.element_out)
+        e = Emit()
+        e(0, f"def {self.name}(lay, {', '.join(args)}):")
+        e(1, f'"""{doc}"""')
+        strategies = [("cols", "lay.cols({a})", ["lay.P", "lay.K", "lay.I", "lay.groups", "lay.GT"]),
+                      ("tall", "lay.cols({a})", ["lay.P", "lay.K", "lay.I", "lay.groups", "lay.RC", "lay.GT"]),
+                      ("krows", "lay.krows({a})", ["lay.P", "lay.chunks"]),
+                      ("rows", "{a}", ["lay.P", "lay.chunks"])]
+        if not r.varying:
+            strategies = [s for s in strategies if s[0] != "krows"]
+        for k, (mode, view, sizes) in enumerate(strategies):
+            last = k == len(strategies) - 1
+            e(1, "else:" if last else f"{'if' if k == 0 else 'elif'} lay.strategy == \"{mode}\":")
+            call = [view.format(a=a) if a in elements else a for a in args] + sizes
+            e(2, f"{self.name}_{mode}({', '.join(call)})")
+        return e.lines
+
+    def modes(self) -> list[str]:
+        return ["rows", "krows", "cols"] if self.r.varying else ["rows", "cols"]
+
+    def source(self) -> list[str]:
+        """Every inner loop and driver of this function, separated by blank lines."""
+        blocks = []
+        for mode in self.modes():
+            inner = {}
+            for n, ph in enumerate(self.sc.passes):
+                if ph.sums or ph.partials:
+                    inner[n], lines = self.inner_pass(n, ph, mode)
+                    blocks.append(lines)
+            inner["e"], lines = self.inner_elements(mode)
+            blocks.append(lines)
+            if mode == "cols":
+                sources, _ = self.cols_sources(Emit(), "x", tile=False)
+                for n, ph in enumerate(self.sc.passes):
+                    group = self.inner_group(n, ph, sources)
+                    inner[f"g{n}"] = group
+                    if ph.group or any(acc in dict(self.sc.outer).values() for acc, _ in ph.sums):
+                        blocks.append(group[1])
+                blocks += [self.cols_driver(inner), self.tall_driver(inner)]
+            else:
+                blocks.append(self.rows_driver(mode, inner))
+        out = []
+        for b in blocks:
+            out += ["", ""] + b
+        return out
