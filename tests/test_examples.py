@@ -315,7 +315,7 @@ KERNELS = ("frn", "evonorm_s0", "adain", "mad", "scale_norm", "conditional_in", 
 
 
 #: the backends that do not print a graph with an input with its own groups yet (derive build says so)
-NOT_PRINTED = {b: ("adain", "conditional_in", "gated_ln", "sign_clamp") for b in ("numba", "torch")}
+NOT_PRINTED = {"numba": ("conditional_in", "gated_ln", "sign_clamp")}
 
 
 @pytest.fixture(scope="module")

@@ -28,8 +28,13 @@ class TensorPrinter(KernelPrinter):
         """A reduction over the group: tensor.sum over the group axes, kept for broadcasting."""
         return self._sum(expr.args[0], self.group_axes)
 
+    #: leaves of their own shapes: the parameter axes may be every axis, and torch reads dim=() as all of them
+    param_total = False
+
     def _print_ParamSum(self, expr) -> str:
         """A parameter gradient: summed over every axis that gamma does not span."""
+        if self.param_total:
+            return f"_rt.param_total({self._print(expr.args[0])}, param_sum_axes)"
         return self._sum(expr.args[0], "param_sum_axes")
 
     def _print_OuterSum(self, expr) -> str:

@@ -202,7 +202,11 @@ def build(d: Derivation, reserved=()) -> KernelIR:
     raw["backward_staged"] = staged(d, d.stages)
     if test is not None:
         raw["backward_test"] = staged(d, d.test_stages)
-    two = second(d) if not model.domains else None   # the double backward through an input's own groups: not yet
+    # the double backward of the parameters only (other inputs' adjoints and leaves of their own shapes: not yet;
+    # the torch backend then differentiates the printed backward)
+    leaves_apart = model.domains or model.inputs or any(_spans(d.spec, p) != tuple(d.spec.param_axes)
+                                                        for p in model.params)
+    two = second(d) if not leaves_apart else None
     if two is not None:
         raw["backward2"] = two[0]
     raw = {key: name_sums(body) for key, body in raw.items()}

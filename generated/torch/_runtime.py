@@ -16,6 +16,12 @@ def total(t, axes):
     return t.sum(dim=axes, keepdim=True) if axes else t
 
 
+def param_total(t, axes):
+    """A parameter's gradient summed over ``axes``, kept; over no axis (a leaf spanning every axis), a
+    copy of ``t``."""
+    return t.sum(dim=axes, keepdim=True) if axes else t.clone()
+
+
 def sqrt(a):
     return torch.sqrt(a) if isinstance(a, torch.Tensor) else math.sqrt(a)
 
@@ -445,3 +451,46 @@ sigmoid = _unary(torch.sigmoid, lambda a: 0.5 + 0.5 * math.tanh(0.5 * a))
 softplus = _unary(torch.nn.functional.softplus, lambda a: max(a, 0.0) + math.log1p(math.exp(-abs(a))))
 sign = _unary(torch.sign, lambda a: float((a > 0) - (a < 0)))
 abs = _unary(torch.abs, lambda a: -a if a < 0 else a)   # noqa: A001 (the module's own name for the graph's abs)
+
+
+# --------------------------------------------------------------------------- leaves of their own shapes
+
+
+def leaf_axes(ndim, spans):
+    """The axes of the working view a parameter or input spans (None: every axis, x's shape)."""
+    return tuple(range(ndim)) if spans is None else tuple(sorted(a % ndim for a in spans))
+
+
+def leaf_layout(view_shape, kernel_layout, spans):
+    """The layout when the leaves span different axes: the parameter axes are all that they span."""
+    k = set().union(*(leaf_axes(len(view_shape), s) for s in spans))
+    return layout(view_shape, kernel_layout["axes"], tuple(n if a in k else 1 for a, n in enumerate(view_shape)))
+
+
+def leaf(value, like, spans, fill, name):
+    """A parameter or input spanning its own axes of the working view; None is ``fill`` (a parameter)."""
+    if value is None and fill is None:
+        raise ValueError(f"{name} is required")
+    own = leaf_axes(like.dim(), spans)
+    return parameter(value, like, tuple(n if a in own else 1 for a, n in enumerate(like.shape)), fill, name)
+
+
+def shaped(grads, leaves):
+    """Each gradient summed over the axes where its leaf has length 1, in the leaf's shape."""
+    out = []
+    for g, t in zip(grads, leaves):
+        other = tuple(a for a, n in enumerate(t.shape) if n == 1 and g.shape[a] != 1)
+        out.append((g.sum(dim=other, keepdim=True) if other else g).reshape(t.shape))
+    return tuple(out)
+
+
+def own_groups(value, name, reduce_axes, view_shape, axes, m_name, axes_name):
+    """The layout of an input with its own groups (AdaIN's style features): its reduced axes and its group
+    size, by the names its functions take them; its other axes must be those of x's groups, in order."""
+    own = tuple(sorted(a % value.dim() for a in reduce_axes))
+    kept = tuple(n for a, n in enumerate(value.shape) if a not in own)
+    groups = tuple(n for a, n in enumerate(view_shape) if a not in axes)
+    if kept != groups:
+        raise ValueError(f"{name} of shape {tuple(value.shape)} must have the sizes of x's groups {groups} on its "
+                         f"axes outside {own}, got {kept}")
+    return {m_name: math.prod(value.shape[a] for a in own), axes_name: own}

@@ -53,7 +53,8 @@ def roles(f: Function, ir: KernelIR) -> Roles:
     def names(symbols):
         return tuple(sorted(s.name for s in symbols))
 
-    group_out = [s for s in f.results if not isinstance(s, Elem)] if f.name.startswith("forward") else []
+    # per-group results: a forward's statistics; a backward's adjoints of an input's own statistics
+    group_out = [s for s in f.results if not isinstance(s, Elem) and s not in set(ir.grads)]
     return Roles(
         element_in=names(s for s in free if isinstance(s, Elem)),
         element_out=tuple(s.name for s in sc.stores),
@@ -133,7 +134,7 @@ def passes(f: Function) -> str:
 def module_context(ir: KernelIR, common: dict, lay: Loops, backward: list) -> dict:
     """The context of templates/numba_kernels.py.jinja: the array API's names, checks and cache
     (:mod:`derive.ir.api`), with one numba kernel per IR function."""
-    from ..arrays import code
+    from ..arrays import code, domains
     printer = NumbaPrinter()
     kernels = {key: Kernel(f, ir, lay, printer, f"_{key}").context()
                for key, f in ir.functions.items() if key != "backward2"}
@@ -145,8 +146,10 @@ def module_context(ir: KernelIR, common: dict, lay: Loops, backward: list) -> di
         keys = set(common["cache_keys"])
         if reads - keys:
             raise ValueError(f"{name}: the numba kernels read {sorted(reads - keys)}, which the cache does not keep")
+        # an input with its own groups: its backward (NumPy, after the kernel) reads it and its statistics
+        own = {n for dm in ir.domains for n in (dm.input.name, *(s.name for s in dm.stats), dm.axes, dm.m.name)}
         functions.append({"name": name, "description": description, "train": kernels[key],
-                          "unpack": sorted(reads) + ["axes", "param_sum_axes", "outer_axes"]})
+                          "unpack": sorted(reads | own) + ["axes", "param_sum_axes", "outer_axes"]})
     order = ["forward_train", "forward_test", "backward_compact", "backward_staged", "backward_test"]
     return {
         **common,
@@ -158,6 +161,7 @@ def module_context(ir: KernelIR, common: dict, lay: Loops, backward: list) -> di
         "backward_functions": functions,
         "torch_functions": torch_functions(ir, kernels),
         "imports": sorted(set(printer.module_imports) | {"numba", "numpy"}),
+        "domains": domains(ir),
     }
 
 
@@ -181,7 +185,8 @@ def torch_functions(ir: KernelIR, kernels: dict) -> list[dict]:
             continue
         f = ir[key]
         if name == "forward_train":
-            positional = [ir.x.name, *params, *(s.name for s in ir.reads_running)]
+            imports = [s.name for dm in ir.domains for s in dm.stats]   # after the parameters, as torch's
+            positional = [ir.x.name, *params, *imports, *(s.name for s in ir.reads_running)]
         elif name == "forward_test":
             positional = [ir.x.name, *params, *(r.stat.name for r in ir.running)]
         else:
@@ -190,6 +195,7 @@ def torch_functions(ir: KernelIR, kernels: dict) -> list[dict]:
                     "keywords": constants + ["m", "axes", "param_sum_axes"],
                     "forward": name.startswith("forward"), "first": positional[0],
                     "grads": [g.name for g in ir.grads],
+                    "seeds": [s.name for dm in ir.domains for s in dm.seeds],
                     "grad_params": [(g.name, ir.names.local(f"{g.name}_p"), p.name)
                                     for g, p in zip(ir.grads[1:], ir.params)]})
     return out

@@ -32,12 +32,6 @@ def jobs(builds: list[Build]) -> dict[str, tuple[str, dict]]:
     return out
 
 
-def prints(build: Build) -> bool:
-    """Every entry but those with an input with its own groups (AdaIN's style features), an input that
-    broadcasts against x, or a leaf spanning other axes than the layout's param_axes: not printed yet."""
-    return not (build.ir.domains or build.ir.inputs or build.ir.spans)
-
-
-BACKEND = Backend(name="torch", prints=prints, order=2, package="torch", requires=("torch",),
+BACKEND = Backend(name="torch", order=2, package="torch", requires=("torch",),
                   summary="torch.autograd.Functions: a function and a module per entry, with the derived double backward",
                   reserved=RESERVED, jobs=jobs, verify="derive.backends.torch.verify")

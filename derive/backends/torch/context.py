@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from ...ir.program import KernelIR
 from ...math.algebra import Elem
+from ..arrays import domains
 from ..tensors import tensor_context
-from .printer import torch_code, torch_fused_lines
+from .printer import TorchPrinter, torch_code, torch_fused_lines
 
 
 def unique(names) -> list[str]:
@@ -42,7 +43,8 @@ def operators(ir: KernelIR, ctx: dict) -> list[dict]:
         ops.append({"name": "forward_test", "printed": "forward_test",
                     "tensors": [ir.x.name, *ctx["param_names"], *stats],
                     "outputs": [(n, kinds[n]) for n in test_values]})
-    grads = [(ctx["grads"][0], "element")] + [(g, "param") for g in ctx["grads"][1:]]
+    seeds = {s.name for dm in ir.domains for s in dm.seeds}   # the adjoints of an input's own statistics
+    grads = [(ctx["grads"][0], "element")] + [(g, "group" if g in seeds else "param") for g in ctx["grads"][1:]]
     ops.append({"name": "backward_train", "printed": "backward_train_fused",
                 "tensors": ["dout", *ctx["reads_train"]], "outputs": grads})
     if ctx["has_running"]:
@@ -53,8 +55,15 @@ def operators(ir: KernelIR, ctx: dict) -> list[dict]:
 
 def kernel_context(ir: KernelIR) -> dict:
     train = ir["backward_compact"]
-    fused = torch_fused_lines([(a.target, a.value) for a in train.body], [p.name for p in ir.params])
-    ctx = {**tensor_context(ir, torch_code), "backward_train_fused": fused}
+    narrow = [p.name for p in ir.params] + [s.name for s in ir.inputs if dict(ir.spans).get(s.name) is not None]
+    leaves = bool(ir.spans)
+    fused = torch_fused_lines([(a.target, a.value) for a in train.body], narrow, leaves)
+    ctx = {**tensor_context(ir, lambda e: torch_code(e, leaves)), "backward_train_fused": fused}
+    # the autograd.Functions and operators take every leaf that gets a gradient: the parameters, the inputs that
+    # broadcast, the statistics of the inputs with their own groups; the module holds the parameters alone
+    ctx.update({"module_params": ctx["param_names"], "param_names": ctx["param_names"] + ctx["input_names"] + ctx["imports"],
+                "grads": ctx["results_train"], "domains": domains(ir, TorchPrinter),
+                "domain_inputs": [dm.input.name for dm in ir.domains]})
     ops = operators(ir, ctx)
     by_name = {op["name"]: op for op in ops}
     ctx.update({

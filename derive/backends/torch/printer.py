@@ -8,8 +8,12 @@ from ...math.algebra import BatchSum, Const, Elem, ParamSum
 from ..tensors import TensorPrinter as TorchPrinter
 
 
-def torch_code(expr: sp.Expr) -> str:
-    return TorchPrinter().doprint(expr)
+def torch_code(expr: sp.Expr, leaves: bool = False) -> str:
+    """``expr`` as torch operations (``leaves``: the parameter sums may be over no axis, see
+    :attr:`TorchPrinter.param_total`)."""
+    printer = TorchPrinter()
+    printer.param_total = leaves
+    return printer.doprint(expr)
 
 
 SCRATCH = "_t"
@@ -92,7 +96,10 @@ class FusedEmitter:
             return False
         ops = self.operands(parts[1], parts[2])
         source = ops[0] if len(ops) == 1 else self.into_scratch(ops)
-        self.lines.append(f"{lhs} = {source}.sum(dim={axes}, keepdim=True)")
+        if self.printer.param_total and axes == "param_sum_axes":   # no axis: a copy, never the scratch itself
+            self.lines.append(f"{lhs} = _rt.param_total({source}, {axes})")
+        else:
+            self.lines.append(f"{lhs} = {source}.sum(dim={axes}, keepdim=True)")
         return True
 
     def chain(self, lhs: str, e: sp.Expr) -> bool:
@@ -161,10 +168,11 @@ class FusedEmitter:
             self.lines.append(f"{name} = {self.code(e)}")
 
 
-def torch_fused_lines(assignments, params=()) -> list[str]:
+def torch_fused_lines(assignments, params=(), leaves: bool = False) -> list[str]:
     """Statements computing ``assignments`` in order, each result written into place (for
     a function that autograd does not record; see :class:`FusedEmitter`)."""
     em = FusedEmitter(params)
+    em.printer.param_total = leaves
     for lhs, e in assignments:
         em.assign(lhs, e)
     return em.lines
