@@ -263,7 +263,11 @@ def second(d: Derivation) -> tuple[list[Assign], Second] | None:
     by_input = {}
     for r in so.results:
         terms = []
-        for c, mono in so.coefficients(r.symbol):
+        # over one denominator, not factored: sympy.factor of these multivariate coefficients picks random
+        # evaluation points and now and then takes minutes (seen: 8 min for a graph that factors in 0.2 s),
+        # and the kernels are built at every derive build and again where they are verified
+        pairs = [(sp.factor_terms(sp.together(c)), mono) for c, mono in split_by_elements(so.compact[r.symbol])]
+        for c, mono in pairs:
             if c.is_Number:
                 terms.append(c * mono)
                 continue

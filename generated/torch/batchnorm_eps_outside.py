@@ -186,7 +186,7 @@ def backward2_train(dout, gamma, std, xhat, bar_dx, bar_dgamma, bar_dbeta, *, ep
     sum_dout_xhat = (dout*xhat).sum(dim=axes, keepdim=True)
     bar_x_coef_bar_dx = _rt.divide_or_zero(gamma*sum_dout_xhat, m*std*(eps - std))
     bar_x_coef_dout = _rt.divide_or_zero(eps*bar_dgamma*m - bar_dgamma*m*std + gamma*sum_bar_dx_xhat, m*std*(eps - std))
-    bar_x_coef_xhat = _rt.divide_or_zero(eps**2*bar_dgamma*m*std*sum_dout_xhat + eps**2*gamma*m*sum_bar_dx_dout - eps**2*gamma*sum_bar_dx*sum_dout - 2*eps*bar_dgamma*m*std**2*sum_dout_xhat - 2*eps*gamma*m*std*sum_bar_dx_dout + 2*eps*gamma*std*sum_bar_dx*sum_dout + 2*eps*gamma*std*sum_bar_dx_xhat*sum_dout_xhat + bar_dgamma*m*std**3*sum_dout_xhat + gamma*m*std**2*sum_bar_dx_dout - gamma*std**2*sum_bar_dx*sum_dout - 3*gamma*std**2*sum_bar_dx_xhat*sum_dout_xhat, m**2*std*(eps - std)**3)
+    bar_x_coef_xhat = _rt.divide_or_zero(eps**2*bar_dgamma*m*std*sum_dout_xhat + eps**2*gamma*m*sum_bar_dx_dout - eps**2*gamma*sum_bar_dx*sum_dout - 2*eps*bar_dgamma*m*std**2*sum_dout_xhat - 2*eps*gamma*m*std*sum_bar_dx_dout + 2*eps*gamma*std*sum_bar_dx*sum_dout + 2*eps*gamma*std*sum_bar_dx_xhat*sum_dout_xhat + bar_dgamma*m*std**3*sum_dout_xhat + gamma*m*std**2*sum_bar_dx_dout - gamma*std**2*sum_bar_dx*sum_dout - 3*gamma*std**2*sum_bar_dx_xhat*sum_dout_xhat, m**2*std*(eps**3 - 3*eps**2*std + 3*eps*std**2 - std**3))
     bar_x_coef_1 = _rt.divide_or_zero(-eps*bar_dgamma*m*sum_dout + bar_dgamma*m*std*sum_dout - gamma*sum_bar_dx*sum_dout_xhat - gamma*sum_bar_dx_xhat*sum_dout, m**2*std*(eps - std))
     bar_x = bar_dx*bar_x_coef_bar_dx + dout*bar_x_coef_dout + xhat*bar_x_coef_xhat + bar_x_coef_1
     bar_dout_coef_bar_dx = gamma/std

@@ -134,7 +134,7 @@ def backward2_train(dout, den, norm, out, bar_dx, *, eps, m, axes, param_sum_axe
     sum_dout_out = (dout*out).sum(dim=axes, keepdim=True)
     bar_x_coef_bar_dx = _rt.divide_or_zero(-sum_dout_out*_rt.step(-eps + norm, 1), den*norm)
     bar_x_coef_dout = _rt.divide_or_zero(-sum_bar_dx_out*_rt.step(-eps + norm, 1), den*norm)
-    bar_x_coef_out = _rt.divide_or_zero(-(-den**2*sum_bar_dx_out*sum_dout_out - 2*den*norm*sum_bar_dx_out*sum_dout_out*_rt.step(-eps + norm, 1) + norm**2*sum_bar_dx_dout)*_rt.step(-eps + norm, 1), den*norm**3)
+    bar_x_coef_out = _rt.divide_or_zero((den**2*sum_bar_dx_out*sum_dout_out + 2*den*norm*sum_bar_dx_out*sum_dout_out*_rt.step(-eps + norm, 1) - norm**2*sum_bar_dx_dout)*_rt.step(-eps + norm, 1), den*norm**3)
     bar_x = bar_dx*bar_x_coef_bar_dx + dout*bar_x_coef_dout + out*bar_x_coef_out
     bar_dout_coef_bar_dx = 1/den
     bar_dout_coef_out = _rt.divide_or_zero(-sum_bar_dx_out*_rt.step(-eps + norm, 1), norm)

@@ -142,7 +142,7 @@ def backward2_train(dout, gamma, std, xhat, bar_dx, bar_dgamma, *, eps, m, axes,
     bar_x_coef_bar_dgamma_dout = 1/std
     bar_x_coef_bar_dx = -sum_dout_gamma_xhat/(m*std**2)
     bar_x_coef_dout_gamma = -sum_bar_dx_xhat/(m*std**2)
-    bar_x_coef_xhat = -(m*std*sum_bar_dgamma_dout_xhat + m*sum_bar_dx_dout_gamma - 3*sum_bar_dx_xhat*sum_dout_gamma_xhat)/(m**2*std**2)
+    bar_x_coef_xhat = (-m*std*sum_bar_dgamma_dout_xhat - m*sum_bar_dx_dout_gamma + 3*sum_bar_dx_xhat*sum_dout_gamma_xhat)/(m**2*std**2)
     bar_x = bar_dgamma*dout*bar_x_coef_bar_dgamma_dout + bar_dx*bar_x_coef_bar_dx + dout*gamma*bar_x_coef_dout_gamma + xhat*bar_x_coef_xhat
     bar_dout_coef_bar_dx_gamma = 1/std
     bar_dout_coef_gamma_xhat = -sum_bar_dx_xhat/(m*std)

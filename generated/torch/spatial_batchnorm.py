@@ -186,8 +186,8 @@ def backward2_train(dout, gamma, std, xhat, bar_dx, bar_dgamma, bar_dbeta, *, ep
     sum_dout_xhat = (dout*xhat).sum(dim=axes, keepdim=True)
     bar_x_coef_bar_dx = -gamma*sum_dout_xhat/(m*std**2)
     bar_x_coef_dout = (bar_dgamma*m*std - gamma*sum_bar_dx_xhat)/(m*std**2)
-    bar_x_coef_xhat = -(bar_dgamma*m*std*sum_dout_xhat + gamma*m*sum_bar_dx_dout - gamma*sum_bar_dx*sum_dout - 3*gamma*sum_bar_dx_xhat*sum_dout_xhat)/(m**2*std**2)
-    bar_x_coef_1 = -(bar_dgamma*m*std*sum_dout - gamma*sum_bar_dx*sum_dout_xhat - gamma*sum_bar_dx_xhat*sum_dout)/(m**2*std**2)
+    bar_x_coef_xhat = (-bar_dgamma*m*std*sum_dout_xhat - gamma*m*sum_bar_dx_dout + gamma*sum_bar_dx*sum_dout + 3*gamma*sum_bar_dx_xhat*sum_dout_xhat)/(m**2*std**2)
+    bar_x_coef_1 = (-bar_dgamma*m*std*sum_dout + gamma*sum_bar_dx*sum_dout_xhat + gamma*sum_bar_dx_xhat*sum_dout)/(m**2*std**2)
     bar_x = bar_dx*bar_x_coef_bar_dx + dout*bar_x_coef_dout + xhat*bar_x_coef_xhat + bar_x_coef_1
     bar_dout_coef_bar_dx = gamma/std
     bar_dout_coef_xhat = (bar_dgamma*m*std - gamma*sum_bar_dx_xhat)/(m*std)

@@ -142,7 +142,7 @@ def backward2_train(dout, out, std, bar_dx, *, eps, m, axes, param_sum_axes, out
     sum_dout_out = (dout*out).sum(dim=axes, keepdim=True)
     bar_x_coef_bar_dx = -sum_dout_out/(m*std**2)
     bar_x_coef_dout = -sum_bar_dx_out/(m*std**2)
-    bar_x_coef_out = -(m*sum_bar_dx_dout - sum_bar_dx*sum_dout - 3*sum_bar_dx_out*sum_dout_out)/(m**2*std**2)
+    bar_x_coef_out = (-m*sum_bar_dx_dout + sum_bar_dx*sum_dout + 3*sum_bar_dx_out*sum_dout_out)/(m**2*std**2)
     bar_x_coef_1 = (sum_bar_dx*sum_dout_out + sum_bar_dx_out*sum_dout)/(m**2*std**2)
     bar_x = bar_dx*bar_x_coef_bar_dx + dout*bar_x_coef_dout + out*bar_x_coef_out + bar_x_coef_1
     bar_dout_coef_bar_dx = 1/std
