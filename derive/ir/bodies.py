@@ -12,9 +12,10 @@ from dataclasses import dataclass
 import sympy as sp
 
 from ..forward.graph import Model
-from ..math.algebra import M, BatchSum, Elem, OuterSum, ParamSum, expand_sums, split_by_elements
+from ..math.algebra import BatchSum, Elem, M, OuterSum, ParamSum, split_by_elements
 from ..math.derivation import Derivation
 from ..math.lemmas import Lemmas
+from .centered import centered
 
 
 @dataclass(frozen=True)
@@ -137,37 +138,6 @@ def parameter_gradients(d: Derivation, sums: Sums, body: list[Assign]) -> list[A
     return out
 
 
-def centered(d: Derivation) -> tuple[Elem, sp.Expr, list] | None:
-    """For a graph with the mean mu of x and no normalized node (layer norm in one line,
-    gamma*(x - mu)/sqrt(var + eps) + beta): the compact dx written in xc = x - mu, as the proved compact
-    form with x = xc + mu and the sums the reductions define (sum xc = 0, sum xc**2 = m*var), checked equal
-    to it exactly.  In x, its per-group coefficients are large and cancel (at a constant group
-    1/(eps + var)**(3/2) times terms that sum to 0); in xc they do not.  None where it does not apply."""
-    from ..math.lemmas import reduction_facts
-    model, dx = d.model, d.compact.dx
-    x = model.x
-    mu = next((n.symbol for n in model.nodes if n.definition == BatchSum(x) / M), None)
-    if d.lemmas.x_rule or mu is None or not dx.has(x):
-        return None
-    xc = Elem(f"{x.name}_centered", real=True)
-    powers = reduction_facts(model)
-    facts = {x ** p: v for p, v in powers.items()}
-    own = {xc: sp.Integer(0)}
-    if 2 in powers:
-        own[xc ** 2] = sp.expand(powers[2] - 2 * mu * powers[1] + M * mu ** 2)
-    # x inside a function (sigmoid(x)) stays x: such a function is one per-element factor meanwhile
-    inside = sorted((f for f in dx.atoms(sp.Function) if not isinstance(f, BatchSum) and f.has(x)),
-                    key=sp.default_sort_key)
-    masks = {f: Elem(f"_f{k}", real=True) for k, f in enumerate(inside)}
-    shifted = dx.xreplace(masks).xreplace({x: xc + mu})
-    value = sp.expand(expand_sums(shifted, own)).xreplace({v: f for f, v in masks.items()})
-    exact = expand_sums(value.xreplace({xc: x - mu}), facts) - expand_sums(dx, facts)
-    if sp.simplify(exact) != 0:   # a rewrite that is not exactly the proved form is never printed
-        return None
-    from ..math.closed_form import coefficients
-    return xc, x - mu, coefficients(value)
-
-
 def compact(d: Derivation) -> list[Assign]:
     """The compact form: its group sums, its per-group coefficients, dx, the parameter gradients."""
     shifted = centered(d)
@@ -188,7 +158,7 @@ def compact(d: Derivation) -> list[Assign]:
         terms.append(coef * mono)
     dx = Assign(d.stages[-1].symbol, sp.Add(*terms))
     grads = parameter_gradients(d, sums, body)
-    return body + [dx] + grads + import_gradients(d, staged_form=False)
+    return body + [dx] + grads
 
 
 def staged(d: Derivation, stages) -> list[Assign]:
@@ -202,7 +172,7 @@ def staged(d: Derivation, stages) -> list[Assign]:
         body += collected(st.symbol, expr) if isinstance(st.symbol, Elem) else [Assign(st.symbol, expr)]
     sums = Sums()
     grads = parameter_gradients(d, sums, body)
-    return body + grads + (import_gradients(d, staged_form=True) if stages is d.stages else [])
+    return body + grads
 
 
 def collected(target: sp.Symbol, expr: sp.Expr) -> list[Assign]:
@@ -226,29 +196,6 @@ def collected(target: sp.Symbol, expr: sp.Expr) -> list[Assign]:
         out.append(Assign(name, coef))
         terms.append(name * mono)
     return out + [Assign(target, sp.Add(*terms))]
-
-
-def import_gradients(d: Derivation, staged_form: bool) -> list[Assign]:
-    """The adjoint of each statistic of an input with its own groups (AdaIN's mu_y, var_y): one value
-    per group of x (compact, or from the stages' adjoints), the seed of that input's own backward."""
-    zero = {s: sp.Integer(0) for s in d.symbolic.vanishing}
-    out = []
-    for g in d.grads:
-        if g.leaf in d.model.imports:
-            expr = g.stage.expr.xreplace(zero).xreplace(d.lemmas.x_rule) if staged_form else g.compact
-            lets = {let.definition: let.symbol for let in d.model.lets}
-            out.append(Assign(g.collected.symbol, sp.factor_terms(abbreviate(expr, d.lemmas)).xreplace(lets)))
-    return out
-
-
-def domain_bodies(dg, m: sp.Symbol) -> tuple[list[Assign], list[Assign]]:
-    """An input with its own groups (derive.math.domains): its statistics over its own view, and its
-    gradient from the seeds, with ``m`` the size of ITS group."""
-    forward_body = [Assign(n.symbol, n.definition.xreplace({M: m})) for n in dg.domain.nodes]
-    # one term per seed, its per-element factor as the forward has it (2*dvar_y*(y - mu_y)/m_y: no
-    # cancellation between y*dvar_y and mu_y*dvar_y far from zero)
-    value = sp.collect(sp.expand(dg.compact.xreplace({M: m})), list(dg.seeds.values()), sp.factor_terms)
-    return name_sums(forward_body), [Assign(dg.stages[-1].symbol, value)]
 
 
 def second(d: Derivation) -> tuple[list[Assign], Second] | None:

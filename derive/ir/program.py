@@ -36,10 +36,21 @@ from dataclasses import dataclass, field
 import sympy as sp
 
 from ..forward.graph import BATCH, RUNNING, Constant, Model, Running
-from ..math.algebra import M, Const, Elem
+from ..math.algebra import Const, Elem, M
 from ..math.derivation import Derivation
-from .bodies import (Assign, Second, abbreviate, compact, domain_bodies, facade_updates, forward, name_sums, second,
-                     split_bodies, staged)
+from .bodies import (
+    Assign,
+    Second,
+    abbreviate,
+    compact,
+    facade_updates,
+    forward,
+    name_sums,
+    second,
+    split_bodies,
+    staged,
+)
+from .domains import domain_bodies, import_gradients
 from .names import Names
 from .schedule import Schedule, schedule
 
@@ -198,8 +209,8 @@ def build(d: Derivation, reserved=()) -> KernelIR:
     raw: dict[str, list[Assign]] = {"forward_train": forward(model, d.lemmas)}
     if test is not None:
         raw["forward_test"] = forward(test, d.lemmas)
-    raw["backward_compact"] = compact(d)
-    raw["backward_staged"] = staged(d, d.stages)
+    raw["backward_compact"] = compact(d) + import_gradients(d, staged_form=False)
+    raw["backward_staged"] = staged(d, d.stages) + import_gradients(d, staged_form=True)
     if test is not None:
         raw["backward_test"] = staged(d, d.test_stages)
     # the double backward of the parameters only (other inputs' adjoints and leaves of their own shapes: not yet;

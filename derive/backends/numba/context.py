@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from ...ir.layout import Loops
 from ...ir.program import Function, KernelIR, is_scalar
-from ...math.algebra import M, BatchSum, Elem
+from ...math.algebra import BatchSum, Elem, M
 from .kernels import Printed
 from .printer import NumbaPrinter
 
