@@ -24,7 +24,7 @@ BACKENDS = (
     ("", "CS231n's functions in vectorized NumPy", (), ""),
     ("numba", "the same names and signatures, fused loops compiled by numba on first call", ("numba", ), "numba"),
     ("torch", "torch.autograd.Functions: a function and a module per entry, with the derived double backward", ("torch", ), ""),
-    ("jax", "a function per entry, with the derived VJP (jax.custom_vjp)", ("jax", ), "jax"),
+    ("jax", "a function per entry, with the derived backward (jax.custom_jvp)", ("jax", ), "jax"),
     ("sync", "statistics across the processes of a torch.distributed group", ("torch", ), ""),
     ("triton", "generated.torch's printed functions as fused Triton kernels (CUDA, or TRITON_INTERPRET=1)", ("triton", "torch", ), "triton"),
 )

@@ -64,7 +64,7 @@ CASES = {
 def test_against_jax_autodiff_and_check_grads(name):
     """The values, gradients and Hessians are compared under jax.jit (one XLA compile each, where
     op-by-op dispatch compiles every operation of a Hessian separately: 3x faster here); the
-    custom_vjp rules are the same under jit.  check_grads runs the plain, eager function."""
+    custom_jvp rules are the same under jit.  check_grads runs the plain, eager function."""
     ours, ref, shape = CASES[name]
     x = rand(*shape, seed=5, offset=0.5)
     args = (x, W, B)

@@ -130,7 +130,7 @@ PARAM_INIT = {"gamma": 1.0, "beta": 0.0, }
 
 
 def batchnorm(x, gamma=None, beta=None, running_mean=None, running_var=None, *, training=True, eps=1e-05, momentum=0.09999999999999998, return_running=False):
-    """Batch normalization of ``x`` (N, D), with the derived VJP (jax.custom_vjp).
+    """Batch normalization of ``x`` (N, D), with the derived backward (jax.custom_jvp).
 
     gamma, beta: (D,) (None: gamma = 1.0, beta = 0.0).
     running_mean, running_var: running statistics (torch's: momentum weights the batch); JAX arrays are

@@ -79,7 +79,7 @@ PARAM_INIT = {"gamma": 1.0, "beta": 0.0, }
 
 
 def instancenorm(x, gamma=None, beta=None, *, eps=1e-05):
-    """Instance normalization of ``x`` (N, C, H, W), with the derived VJP (jax.custom_vjp).
+    """Instance normalization of ``x`` (N, C, H, W), with the derived backward (jax.custom_jvp).
 
     gamma, beta: (C,) (None: gamma = 1.0, beta = 0.0).
     """

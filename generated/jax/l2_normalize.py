@@ -72,7 +72,7 @@ PARAM_INIT = {}
 
 
 def l2_normalize(x, *, eps=1e-12):
-    """L2 normalization of ``x`` (..., D), with the derived VJP (jax.custom_vjp).
+    """L2 normalization of ``x`` (..., D), with the derived backward (jax.custom_jvp).
 
     """
     x = jnp.asarray(x)

@@ -79,7 +79,7 @@ PARAM_INIT = {"gamma": 1.0, "beta": 0.0, }
 
 
 def layernorm(x, gamma=None, beta=None, *, eps=1e-05):
-    """Layer normalization of ``x`` (N, D), with the derived VJP (jax.custom_vjp).
+    """Layer normalization of ``x`` (N, D), with the derived backward (jax.custom_jvp).
 
     gamma, beta: (D,) (None: gamma = 1.0, beta = 0.0).
     """

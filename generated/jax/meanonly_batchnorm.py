@@ -119,7 +119,7 @@ PARAM_INIT = {"beta": 0.0, }
 
 
 def meanonly_batchnorm(x, beta=None, running_mean=None, *, training=True, momentum=0.09999999999999998, return_running=False):
-    """Mean-only batch normalization of ``x`` (N, D), with the derived VJP (jax.custom_vjp).
+    """Mean-only batch normalization of ``x`` (N, D), with the derived backward (jax.custom_jvp).
 
     beta: (D,) (None: beta = 0.0).
     running_mean: running statistics (torch's: momentum weights the batch); JAX arrays are

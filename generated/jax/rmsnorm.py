@@ -74,7 +74,7 @@ PARAM_INIT = {"gamma": 1.0, }
 
 
 def rmsnorm(x, gamma=None, *, eps=1e-05):
-    """RMS normalization of ``x`` (..., D), with the derived VJP (jax.custom_vjp).
+    """RMS normalization of ``x`` (..., D), with the derived backward (jax.custom_jvp).
 
     gamma: (D,) (None: gamma = 1.0).
     """

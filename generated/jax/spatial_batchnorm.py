@@ -130,7 +130,7 @@ PARAM_INIT = {"gamma": 1.0, "beta": 0.0, }
 
 
 def spatial_batchnorm(x, gamma=None, beta=None, running_mean=None, running_var=None, *, training=True, eps=1e-05, momentum=0.9, return_running=False):
-    """Spatial batch normalization of ``x`` (N, C, H, W), with the derived VJP (jax.custom_vjp).
+    """Spatial batch normalization of ``x`` (N, C, H, W), with the derived backward (jax.custom_jvp).
 
     gamma, beta: (C,) (None: gamma = 1.0, beta = 0.0).
     running_mean, running_var: running statistics (the graph's own rule); JAX arrays are

@@ -79,7 +79,7 @@ PARAM_INIT = {"gamma": 1.0, "beta": 0.0, }
 
 
 def spatial_groupnorm(x, gamma=None, beta=None, *, num_groups, eps=1e-05):
-    """Group normalization of ``x`` (N, C, H, W), with the derived VJP (jax.custom_vjp).
+    """Group normalization of ``x`` (N, C, H, W), with the derived backward (jax.custom_jvp).
 
     gamma, beta: (C,) (None: gamma = 1.0, beta = 0.0).
     """

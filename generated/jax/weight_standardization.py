@@ -76,7 +76,7 @@ PARAM_INIT = {}
 
 
 def weight_standardization(x, *, eps=1e-05):
-    """Weight standardization of ``x`` (O, I, H, W), with the derived VJP (jax.custom_vjp).
+    """Weight standardization of ``x`` (O, I, H, W), with the derived backward (jax.custom_jvp).
 
     """
     x = jnp.asarray(x)

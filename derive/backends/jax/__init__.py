@@ -1,5 +1,5 @@
 """The JAX backend: generated.<package>.jax, every entry's forward with its derived VJP
-(jax.custom_vjp), a generic function per entry, and torch.nn.functional's names where the library
+(jax.custom_jvp, whose JVP is the transpose of the derived backward), a generic function per entry, and torch.nn.functional's names where the library
 has them."""
 from __future__ import annotations
 
@@ -32,5 +32,5 @@ def jobs(builds: list[Build]) -> dict[str, tuple[str, dict]]:
 
 
 BACKEND = Backend(name="jax", order=3, package="jax", requires=("jax",), extra="jax",
-                  summary="a function per entry, with the derived VJP (jax.custom_vjp)",
+                  summary="a function per entry, with the derived backward (jax.custom_jvp)",
                   reserved=RESERVED, jobs=jobs, verify="derive.backends.jax.verify")
