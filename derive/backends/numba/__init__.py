@@ -1,16 +1,16 @@
 """The numba backend: generated.<package>.numba, the array API's functions as fused parallel loops."""
 from __future__ import annotations
 
-from .. import Backend, Build
 from ...ir.api import backward_functions, common
 from ...ir.layout import loops
+from .. import Backend, Build
 from .context import module_context
 
 #: identifiers templates/numba_kernels.py.jinja uses itself (besides the array API's, see the NumPy backend)
 RESERVED = frozenset({
     "numba", "numpy", "math", "o", "g", "k", "i", "c", "p", "j", "t", "rc", "tc", "O", "G", "K", "I", "P",
     "o0", "o1", "g0", "g1", "j0", "j1", "RC", "TC", "GT", "chunks", "lay", "work", "values",
-    "lay", "work", "dout", "cache", "dtype", "x_shape", "view_shape", "features", "allowed", "batch_axis",
+    "dout", "cache", "dtype", "x_shape", "view_shape", "features", "allowed", "batch_axis",
     "x_param_axes", "axes", "param_axes", "param_view", "param_sum_axes", "outer_axes", "shape",
     "stat_shape", "running", "mode", "variant",
 })
