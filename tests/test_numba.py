@@ -183,18 +183,28 @@ def test_a_large_mean_offset_still_normalizes_in_float32(variant, mode, axis):
             assert not bad, (seed, backward, bad)
 
 
-def test_results_do_not_depend_on_the_thread_count():
-    """Chunks are fixed by the shape, so the sums are added in the same order on any machine."""
-    case = make_case(BY_NAME["layernorm"], np.random.default_rng(5), shape=(300, 70))
-    threads = numba.get_num_threads()
+@pytest.mark.parametrize("name, shape", [("layernorm", (600, 70)), ("batchnorm", (4000, 12)),
+                                         ("spatial_groupnorm", (8, 8, 24, 24))])
+def test_results_do_not_depend_on_the_thread_count(name, shape):
+    """Chunks and tiles are fixed by the shape, and each is summed on its own before the chunks are
+    added in order, so any number of threads gives the same bits (shapes above _layout.PARALLEL,
+    whose loops do run on threads: krows, tall and rows)."""
+    from generated.numba import _layout
+
+    assert int(np.prod(shape)) >= _layout.PARALLEL
+    case = make_case(BY_NAME[name], np.random.default_rng(5), shape=shape)
+    backward = BY_NAME[name].backward_names[0]
+    results = []
     try:
-        numba.set_num_threads(1)
-        one = _run(gn, case, "layernorm_backward")
-        numba.set_num_threads(threads)
-        many = _run(gn, case, "layernorm_backward")
+        for threads in (1, 2, 3):
+            _layout.set_num_threads(threads)
+            results.append(_run(gn, case, backward))
     finally:
-        numba.set_num_threads(threads)
-    assert all(np.array_equal(a, b) for a, b in zip(one[1], many[1]))
+        _layout.set_num_threads(_layout.numba.config.NUMBA_NUM_THREADS)
+    out, grads, _ = results[0]
+    for other_out, other_grads, _ in results[1:]:
+        assert np.array_equal(out, other_out)
+        assert len(grads) == len(other_grads) and all(np.array_equal(a, b) for a, b in zip(grads, other_grads))
 
 
 def test_non_contiguous_input():

@@ -10,6 +10,15 @@ $NORMDERIVE_NUMBA_CACHE if it is set, else in the user's cache folder
 (~/.cache/normderive/numba on Linux, ~/Library/Caches/normderive/numba on macOS,
 %LOCALAPPDATA%\\normderive\\numba on Windows), one subfolder per installed copy.
 
+Threads: a kernel's loops over its chunks of groups (or tiles of columns) are serial
+numba functions that release the GIL, run on a thread pool of this package for
+arrays of _layout.PARALLEL elements or more: get_num_threads() threads, by default
+numba.config.NUMBA_NUM_THREADS (the machine's CPUs), or set_num_threads(n).
+numba's own threading layer is never started (it costs seconds of compilation per
+kernel, and its workqueue layer aborts on concurrent calls), so the kernels are
+safe to call from several Python threads at once.  The chunks are fixed by the
+shape, so the results are the same bits on any number of threads.
+
 Why not numba's default: ``cache=True`` writes into a __pycache__ beside the
 source, i.e. into site-packages/generated/numba/, which pip does not remove on
 reinstall, and a folder left behind there breaks ``import generated``.  Setting
@@ -68,6 +77,7 @@ _LOCATORS = (getattr(_caching, "CacheImpl", None) or _caching._CacheImpl)._locat
 if not any(getattr(c, "folder", None) == _HERE for c in _LOCATORS):
     _LOCATORS.insert(0, _KernelCacheLocator)
 
+from ._layout import get_num_threads, set_num_threads  # noqa: E402,F401  (not in __all__: that is generated's)
 from .batch_renorm import batch_renorm_forward
 from .batch_renorm import batch_renorm_backward
 from .batch_renorm import batch_renorm_backward_staged

@@ -49,11 +49,9 @@ def _forward_train_e_rows(x, xhat, out, beta, d, gamma, mu, r, std):
         out[j] = xhat[j]*gamma + beta
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _forward_train_rows(x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, chunks):
-    O, G, K, I = x.shape
-    for c in numba.prange(chunks):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_train_rows_l0(x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, chunks, G, O, K, c0, c1):
+    for c in range(c0, c1):
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             running_mean = running_mean_g[g]
@@ -84,6 +82,11 @@ def _forward_train_rows(x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, 
             for o in range(O):
                 for k in range(K):
                     _forward_train_e_rows(x[o, g, k], xhat[o, g, k], out[o, g, k], beta, d, gamma, mu, r, std)
+
+
+def _forward_train_rows(x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, chunks):
+    O, G, K, I = x.shape
+    _layout.parallel(_forward_train_rows_l0, chunks, (x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, chunks, G, O, K,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
@@ -126,12 +129,9 @@ def _forward_train_g1(sum_var, running_var, var_w, std_w, r_w, eps, m, r_max):
         r_w[g] = r
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _forward_train_cols(x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, K, I, G, GT):
-    O = x.shape[0]
-    TC = (G + GT - 1) // GT
-    for tc in numba.prange(TC):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_train_cols_l0(x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, K, I, G, GT, O, tc0, tc1):
+    for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         beta_t = _layout.per_group(beta_p, g0, g1, P)
@@ -159,17 +159,15 @@ def _forward_train_cols(x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, 
             _forward_train_e_cols(x[o, j0:j1], xhat[o, j0:j1], out[o, j0:j1], beta_e, d_e, gamma_e, mu_e, r_e, std_e)
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _forward_train_tall(x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, K, I, G, RC, GT):
+def _forward_train_cols(x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, K, I, G, GT):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
-    sum_x_s = numpy.empty(G)
-    sum_var_s = numpy.empty(G)
-    beta_all = _layout.per_group(beta_p, 0, G, P)
-    gamma_all = _layout.per_group(gamma_p, 0, G, P)
-    sum_x_r = numpy.empty((RC, G))
-    for t in numba.prange(RC * TC):
+    _layout.parallel(_forward_train_cols_l0, TC, (x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, K, I, G, GT, O,), x.size)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_train_tall_l0(x, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_x_r, t0, t1):
+    for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -180,10 +178,11 @@ def _forward_train_tall(x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, 
         for o in range(o0, o1):
             _forward_train_p0_cols(x[o, j0:j1], sum_x_t)
         _layout.fold(sum_x_t, K * I, sum_x_r[rc, g0:g1])
-    _layout.sum_chunks(sum_x_r, sum_x_s)
-    _forward_train_g0(sum_x_s, running_mean_g, running_var_g, mu_g, d_g, d_max, eps, m)
-    sum_var_r = numpy.empty((RC, G))
-    for t in numba.prange(RC * TC):
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_train_tall_l1(x, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_var_r, t0, t1):
+    for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -195,9 +194,11 @@ def _forward_train_tall(x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, 
         for o in range(o0, o1):
             _forward_train_p1_cols(x[o, j0:j1], mu_e, sum_var_t)
         _layout.fold(sum_var_t, K * I, sum_var_r[rc, g0:g1])
-    _layout.sum_chunks(sum_var_r, sum_var_s)
-    _forward_train_g1(sum_var_s, running_var_g, var_g, std_g, r_g, eps, m, r_max)
-    for t in numba.prange(RC * TC):
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_train_tall_l2(x, xhat, out, mu_g, d_g, std_g, r_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, t0, t1):
+    for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -212,6 +213,24 @@ def _forward_train_tall(x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, 
         std_e = _layout.spread(std_g[g0:g1], K * I)
         for o in range(o0, o1):
             _forward_train_e_cols(x[o, j0:j1], xhat[o, j0:j1], out[o, j0:j1], beta_e, d_e, gamma_e, mu_e, r_e, std_e)
+
+
+def _forward_train_tall(x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, K, I, G, RC, GT):
+    O = x.shape[0]
+    TC = (G + GT - 1) // GT
+    sum_x_s = numpy.empty(G)
+    sum_var_s = numpy.empty(G)
+    beta_all = _layout.per_group(beta_p, 0, G, P)
+    gamma_all = _layout.per_group(gamma_p, 0, G, P)
+    sum_x_r = numpy.empty((RC, G))
+    _layout.parallel(_forward_train_tall_l0, RC * TC, (x, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_x_r,), x.size)
+    _layout.sum_chunks(sum_x_r, sum_x_s)
+    _forward_train_g0(sum_x_s, running_mean_g, running_var_g, mu_g, d_g, d_max, eps, m)
+    sum_var_r = numpy.empty((RC, G))
+    _layout.parallel(_forward_train_tall_l1, RC * TC, (x, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_var_r,), x.size)
+    _layout.sum_chunks(sum_var_r, sum_var_s)
+    _forward_train_g1(sum_var_s, running_var_g, var_g, std_g, r_g, eps, m, r_max)
+    _layout.parallel(_forward_train_tall_l2, RC * TC, (x, xhat, out, mu_g, d_g, std_g, r_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O,), x.size)
 
 
 def _forward_train(lay, x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max):
@@ -231,12 +250,10 @@ def _forward_test_e_rows(x, xhat, out, beta, d, gamma, mu, r, std):
         out[j] = xhat[j]*gamma + beta
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _forward_test_rows(x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, chunks):
-    O, G, K, I = x.shape
-    work = x.dtype.type
-    for c in numba.prange(chunks):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_test_rows_l0(x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, chunks, G, O, K, c0, c1):
+    for c in range(c0, c1):
+        work = x.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             mu = mu_g[g]
@@ -253,6 +270,11 @@ def _forward_test_rows(x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma
             for o in range(O):
                 for k in range(K):
                     _forward_test_e_rows(x[o, g, k], xhat[o, g, k], out[o, g, k], beta, d, gamma, mu, r, std)
+
+
+def _forward_test_rows(x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, chunks):
+    O, G, K, I = x.shape
+    _layout.parallel(_forward_test_rows_l0, chunks, (x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, chunks, G, O, K,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
@@ -275,13 +297,9 @@ def _forward_test_g0(var, std_w, r_w, d_w, d_max, eps, r_max, like):
         d_w[g] = d
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _forward_test_cols(x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, K, I, G, GT):
-    O = x.shape[0]
-    TC = (G + GT - 1) // GT
-    like = numpy.empty(0, x.dtype)
-    for tc in numba.prange(TC):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_test_cols_l0(x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, K, I, G, GT, like, O, tc0, tc1):
+    for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         beta_t = _layout.per_group(beta_p, g0, g1, P)
@@ -297,16 +315,16 @@ def _forward_test_cols(x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma
             _forward_test_e_cols(x[o, j0:j1], xhat[o, j0:j1], out[o, j0:j1], beta_e, d_e, gamma_e, mu_e, r_e, std_e)
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _forward_test_tall(x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, K, I, G, RC, GT):
+def _forward_test_cols(x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, K, I, G, GT):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
     like = numpy.empty(0, x.dtype)
-    beta_all = _layout.per_group(beta_p, 0, G, P)
-    gamma_all = _layout.per_group(gamma_p, 0, G, P)
-    _forward_test_g0(var_g, std_g, r_g, d_g, d_max, eps, r_max, like)
-    for t in numba.prange(RC * TC):
+    _layout.parallel(_forward_test_cols_l0, TC, (x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, K, I, G, GT, like, O,), x.size)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_test_tall_l0(x, xhat, out, mu_g, std_g, r_g, d_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, t0, t1):
+    for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -321,6 +339,16 @@ def _forward_test_tall(x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma
         std_e = _layout.spread(std_g[g0:g1], K * I)
         for o in range(o0, o1):
             _forward_test_e_cols(x[o, j0:j1], xhat[o, j0:j1], out[o, j0:j1], beta_e, d_e, gamma_e, mu_e, r_e, std_e)
+
+
+def _forward_test_tall(x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, K, I, G, RC, GT):
+    O = x.shape[0]
+    TC = (G + GT - 1) // GT
+    like = numpy.empty(0, x.dtype)
+    beta_all = _layout.per_group(beta_p, 0, G, P)
+    gamma_all = _layout.per_group(gamma_p, 0, G, P)
+    _forward_test_g0(var_g, std_g, r_g, d_g, d_max, eps, r_max, like)
+    _layout.parallel(_forward_test_tall_l0, RC * TC, (x, xhat, out, mu_g, std_g, r_g, d_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O,), x.size)
 
 
 def _forward_test(lay, x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max):
@@ -349,14 +377,10 @@ def _backward_compact_e_rows(dout, xhat, dx, coef_1, coef_dout, coef_xhat):
         dx[j] = dout[j]*coef_dout + xhat[j]*coef_xhat + coef_1
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_compact_rows(dout, xhat, dx, d_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
-    O, G, K, I = dout.shape
-    work = dout.dtype.type
-    dgamma_g = dgamma_p if P == G else numpy.empty(G)
-    dbeta_g = dbeta_p if P == G else numpy.empty(G)
-    for c in numba.prange(chunks):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_compact_rows_l0(dout, xhat, dx, d_g, r_g, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g, c0, c1):
+    for c in range(c0, c1):
+        work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             d = d_g[g]
@@ -378,6 +402,13 @@ def _backward_compact_rows(dout, xhat, dx, d_g, r_g, std_g, gamma_p, dgamma_p, d
             for o in range(O):
                 for k in range(K):
                     _backward_compact_e_rows(dout[o, g, k], xhat[o, g, k], dx[o, g, k], coef_1, coef_dout, coef_xhat)
+
+
+def _backward_compact_rows(dout, xhat, dx, d_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
+    O, G, K, I = dout.shape
+    dgamma_g = dgamma_p if P == G else numpy.empty(G)
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    _layout.parallel(_backward_compact_rows_l0, chunks, (dout, xhat, dx, d_g, r_g, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -411,15 +442,9 @@ def _backward_compact_g0(sum_dout, sum_dout_xhat, d, gamma, r, std, coef_dout_w,
         dbeta[g] = sum_dout[g]
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_compact_cols(dout, xhat, dx, d_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, GT):
-    O = dout.shape[0]
-    TC = (G + GT - 1) // GT
-    dgamma_g = dgamma_p if P == G else numpy.empty(G)
-    dbeta_g = dbeta_p if P == G else numpy.empty(G)
-    like = numpy.empty(0, dout.dtype)
-    for tc in numba.prange(TC):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_compact_cols_l0(dout, xhat, dx, d_g, r_g, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_g, dbeta_g, like, tc0, tc1):
+    for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         gamma_t = _layout.per_group(gamma_p, g0, g1, P)
@@ -440,14 +465,52 @@ def _backward_compact_cols(dout, xhat, dx, d_g, r_g, std_g, gamma_p, dgamma_p, d
         coef_xhat_e = _layout.spread(coef_xhat_a, K * I)
         for o in range(O):
             _backward_compact_e_cols(dout[o, j0:j1], xhat[o, j0:j1], dx[o, j0:j1], coef_1_e, coef_dout_e, coef_xhat_e)
+
+
+def _backward_compact_cols(dout, xhat, dx, d_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    dgamma_g = dgamma_p if P == G else numpy.empty(G)
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    like = numpy.empty(0, dout.dtype)
+    _layout.parallel(_backward_compact_cols_l0, TC, (dout, xhat, dx, d_g, r_g, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_g, dbeta_g, like,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
         _layout.combine_outer(dbeta_g, dbeta_p)
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_compact_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_r, sum_dout_xhat_r, t0, t1):
+    for t in range(t0, t1):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        sum_dout_t = numpy.zeros(j1 - j0)
+        sum_dout_xhat_t = numpy.zeros(j1 - j0)
+        for o in range(o0, o1):
+            _backward_compact_p0_cols(dout[o, j0:j1], xhat[o, j0:j1], sum_dout_t, sum_dout_xhat_t)
+        _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
+        _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_r[rc, g0:g1])
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_compact_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_a, coef_xhat_a, t0, t1):
+    for t in range(t0, t1):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        coef_1_e = _layout.spread(coef_1_a[g0:g1], K * I)
+        coef_dout_e = _layout.spread(coef_dout_a[g0:g1], K * I)
+        coef_xhat_e = _layout.spread(coef_xhat_a[g0:g1], K * I)
+        for o in range(o0, o1):
+            _backward_compact_e_cols(dout[o, j0:j1], xhat[o, j0:j1], dx[o, j0:j1], coef_1_e, coef_dout_e, coef_xhat_e)
+
+
 def _backward_compact_tall(dout, xhat, dx, d_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, RC, GT):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
@@ -462,32 +525,11 @@ def _backward_compact_tall(dout, xhat, dx, d_g, r_g, std_g, gamma_p, dgamma_p, d
     gamma_all = _layout.per_group(gamma_p, 0, G, P)
     sum_dout_r = numpy.empty((RC, G))
     sum_dout_xhat_r = numpy.empty((RC, G))
-    for t in numba.prange(RC * TC):
-        rc, tc = t // TC, t % TC
-        o0, o1 = rc * O // RC, (rc + 1) * O // RC
-        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
-        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        sum_dout_t = numpy.zeros(j1 - j0)
-        sum_dout_xhat_t = numpy.zeros(j1 - j0)
-        for o in range(o0, o1):
-            _backward_compact_p0_cols(dout[o, j0:j1], xhat[o, j0:j1], sum_dout_t, sum_dout_xhat_t)
-        _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
-        _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_r[rc, g0:g1])
+    _layout.parallel(_backward_compact_tall_l0, RC * TC, (dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_r, sum_dout_xhat_r,), dout.size)
     _layout.sum_chunks(sum_dout_r, sum_dout_s)
     _layout.sum_chunks(sum_dout_xhat_r, sum_dout_xhat_s)
     _backward_compact_g0(sum_dout_s, sum_dout_xhat_s, d_g, gamma_all, r_g, std_g, coef_dout_a, coef_xhat_a, coef_1_a, dgamma_g, dbeta_g, m, like)
-    for t in numba.prange(RC * TC):
-        rc, tc = t // TC, t % TC
-        o0, o1 = rc * O // RC, (rc + 1) * O // RC
-        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
-        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        coef_1_e = _layout.spread(coef_1_a[g0:g1], K * I)
-        coef_dout_e = _layout.spread(coef_dout_a[g0:g1], K * I)
-        coef_xhat_e = _layout.spread(coef_xhat_a[g0:g1], K * I)
-        for o in range(o0, o1):
-            _backward_compact_e_cols(dout[o, j0:j1], xhat[o, j0:j1], dx[o, j0:j1], coef_1_e, coef_dout_e, coef_xhat_e)
+    _layout.parallel(_backward_compact_tall_l1, RC * TC, (dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_a, coef_xhat_a,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -525,14 +567,10 @@ def _backward_staged_e_rows(dout, xhat, dx, dx_coef_1, dx_coef_dxhat, dx_coef_xh
         dx[j] = dxhat*dx_coef_dxhat + xhat[j]*dx_coef_xhat + dx_coef_1
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_staged_rows(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
-    O, G, K, I = dout.shape
-    work = dout.dtype.type
-    dgamma_g = dgamma_p if P == G else numpy.empty(G)
-    dbeta_g = dbeta_p if P == G else numpy.empty(G)
-    for c in numba.prange(chunks):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_staged_rows_l0(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g, c0, c1):
+    for c in range(c0, c1):
+        work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             d = d_g[g]
@@ -561,6 +599,13 @@ def _backward_staged_rows(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma
             for o in range(O):
                 for k in range(K):
                     _backward_staged_e_rows(dout[o, g, k], xhat[o, g, k], dx[o, g, k], dx_coef_1, dx_coef_dxhat, dx_coef_xhat, gamma)
+
+
+def _backward_staged_rows(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
+    O, G, K, I = dout.shape
+    dgamma_g = dgamma_p if P == G else numpy.empty(G)
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    _layout.parallel(_backward_staged_rows_l0, chunks, (dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -599,15 +644,9 @@ def _backward_staged_g0(sum_dvar, sum_dxhat, sum_dout_xhat, sum_dout, d, r, std,
         dbeta[g] = sum_dout[g]
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_staged_cols(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, GT):
-    O = dout.shape[0]
-    TC = (G + GT - 1) // GT
-    dgamma_g = dgamma_p if P == G else numpy.empty(G)
-    dbeta_g = dbeta_p if P == G else numpy.empty(G)
-    like = numpy.empty(0, dout.dtype)
-    for tc in numba.prange(TC):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_staged_cols_l0(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_g, dbeta_g, like, tc0, tc1):
+    for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         gamma_t = _layout.per_group(gamma_p, g0, g1, P)
@@ -640,33 +679,24 @@ def _backward_staged_cols(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma
         gamma_e = _layout.spread(gamma_t, K * I)
         for o in range(O):
             _backward_staged_e_cols(dout[o, j0:j1], xhat[o, j0:j1], dx[o, j0:j1], dx_coef_1_e, dx_coef_dxhat_e, dx_coef_xhat_e, gamma_e)
+
+
+def _backward_staged_cols(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    dgamma_g = dgamma_p if P == G else numpy.empty(G)
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    like = numpy.empty(0, dout.dtype)
+    _layout.parallel(_backward_staged_cols_l0, TC, (dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_g, dbeta_g, like,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
         _layout.combine_outer(dbeta_g, dbeta_p)
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_staged_tall(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, RC, GT):
-    O = dout.shape[0]
-    TC = (G + GT - 1) // GT
-    sum_dvar_s = numpy.empty(G)
-    sum_dxhat_s = numpy.empty(G)
-    sum_dout_xhat_s = numpy.empty(G)
-    sum_dout_s = numpy.empty(G)
-    dx_coef_dxhat_a = numpy.empty(G, dout.dtype)
-    dx_coef_xhat_a = numpy.empty(G, dout.dtype)
-    dx_coef_1_a = numpy.empty(G, dout.dtype)
-    dgamma_g = dgamma_p if P == G else numpy.empty(G)
-    dbeta_g = dbeta_p if P == G else numpy.empty(G)
-    like = numpy.empty(0, dout.dtype)
-    gamma_all = _layout.per_group(gamma_p, 0, G, P)
-    sum_dvar_r = numpy.empty((RC, G))
-    sum_dxhat_r = numpy.empty((RC, G))
-    sum_dout_xhat_r = numpy.empty((RC, G))
-    sum_dout_r = numpy.empty((RC, G))
-    for t in numba.prange(RC * TC):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_staged_tall_l0(dout, xhat, d_g, mu_g, r_g, std_g, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dvar_r, sum_dxhat_r, sum_dout_xhat_r, sum_dout_r, t0, t1):
+    for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -687,12 +717,11 @@ def _backward_staged_tall(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma
         _layout.fold(sum_dxhat_t, K * I, sum_dxhat_r[rc, g0:g1])
         _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_r[rc, g0:g1])
         _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
-    _layout.sum_chunks(sum_dvar_r, sum_dvar_s)
-    _layout.sum_chunks(sum_dxhat_r, sum_dxhat_s)
-    _layout.sum_chunks(sum_dout_xhat_r, sum_dout_xhat_s)
-    _layout.sum_chunks(sum_dout_r, sum_dout_s)
-    _backward_staged_g0(sum_dvar_s, sum_dxhat_s, sum_dout_xhat_s, sum_dout_s, d_g, r_g, std_g, dx_coef_dxhat_a, dx_coef_xhat_a, dx_coef_1_a, dgamma_g, dbeta_g, m, like)
-    for t in numba.prange(RC * TC):
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_staged_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_1_a, dx_coef_dxhat_a, dx_coef_xhat_a, t0, t1):
+    for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -704,6 +733,33 @@ def _backward_staged_tall(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma
         gamma_e = _layout.spread(gamma_t, K * I)
         for o in range(o0, o1):
             _backward_staged_e_cols(dout[o, j0:j1], xhat[o, j0:j1], dx[o, j0:j1], dx_coef_1_e, dx_coef_dxhat_e, dx_coef_xhat_e, gamma_e)
+
+
+def _backward_staged_tall(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, RC, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    sum_dvar_s = numpy.empty(G)
+    sum_dxhat_s = numpy.empty(G)
+    sum_dout_xhat_s = numpy.empty(G)
+    sum_dout_s = numpy.empty(G)
+    dx_coef_dxhat_a = numpy.empty(G, dout.dtype)
+    dx_coef_xhat_a = numpy.empty(G, dout.dtype)
+    dx_coef_1_a = numpy.empty(G, dout.dtype)
+    dgamma_g = dgamma_p if P == G else numpy.empty(G)
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    like = numpy.empty(0, dout.dtype)
+    gamma_all = _layout.per_group(gamma_p, 0, G, P)
+    sum_dvar_r = numpy.empty((RC, G))
+    sum_dxhat_r = numpy.empty((RC, G))
+    sum_dout_xhat_r = numpy.empty((RC, G))
+    sum_dout_r = numpy.empty((RC, G))
+    _layout.parallel(_backward_staged_tall_l0, RC * TC, (dout, xhat, d_g, mu_g, r_g, std_g, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dvar_r, sum_dxhat_r, sum_dout_xhat_r, sum_dout_r,), dout.size)
+    _layout.sum_chunks(sum_dvar_r, sum_dvar_s)
+    _layout.sum_chunks(sum_dxhat_r, sum_dxhat_s)
+    _layout.sum_chunks(sum_dout_xhat_r, sum_dout_xhat_s)
+    _layout.sum_chunks(sum_dout_r, sum_dout_s)
+    _backward_staged_g0(sum_dvar_s, sum_dxhat_s, sum_dout_xhat_s, sum_dout_s, d_g, r_g, std_g, dx_coef_dxhat_a, dx_coef_xhat_a, dx_coef_1_a, dgamma_g, dbeta_g, m, like)
+    _layout.parallel(_backward_staged_tall_l1, RC * TC, (dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_1_a, dx_coef_dxhat_a, dx_coef_xhat_a,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -737,14 +793,10 @@ def _backward_test_e_rows(dout, dx, dx_coef_dxhat, gamma):
         dx[j] = dxhat*dx_coef_dxhat
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_test_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, r_max, P, chunks):
-    O, G, K, I = dout.shape
-    work = dout.dtype.type
-    dgamma_g = dgamma_p if P == G else numpy.empty(G)
-    dbeta_g = dbeta_p if P == G else numpy.empty(G)
-    for c in numba.prange(chunks):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_test_rows_l0(dout, xhat, dx, std_g, gamma_p, r_max, P, chunks, G, O, K, dgamma_g, dbeta_g, c0, c1):
+    for c in range(c0, c1):
+        work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             std = std_g[g]
@@ -762,6 +814,13 @@ def _backward_test_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, r_max
             for o in range(O):
                 for k in range(K):
                     _backward_test_e_rows(dout[o, g, k], dx[o, g, k], dx_coef_dxhat, gamma)
+
+
+def _backward_test_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, r_max, P, chunks):
+    O, G, K, I = dout.shape
+    dgamma_g = dgamma_p if P == G else numpy.empty(G)
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    _layout.parallel(_backward_test_rows_l0, chunks, (dout, xhat, dx, std_g, gamma_p, r_max, P, chunks, G, O, K, dgamma_g, dbeta_g,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -792,15 +851,9 @@ def _backward_test_g0(sum_dout_xhat, sum_dout, std, dx_coef_dxhat_w, dgamma, dbe
         dbeta[g] = sum_dout[g]
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_test_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, r_max, P, K, I, G, GT):
-    O = dout.shape[0]
-    TC = (G + GT - 1) // GT
-    dgamma_g = dgamma_p if P == G else numpy.empty(G)
-    dbeta_g = dbeta_p if P == G else numpy.empty(G)
-    like = numpy.empty(0, dout.dtype)
-    for tc in numba.prange(TC):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_test_cols_l0(dout, xhat, dx, std_g, gamma_p, r_max, P, K, I, G, GT, O, dgamma_g, dbeta_g, like, tc0, tc1):
+    for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         gamma_t = _layout.per_group(gamma_p, g0, g1, P)
@@ -818,14 +871,51 @@ def _backward_test_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, r_max
         gamma_e = _layout.spread(gamma_t, K * I)
         for o in range(O):
             _backward_test_e_cols(dout[o, j0:j1], dx[o, j0:j1], dx_coef_dxhat_e, gamma_e)
+
+
+def _backward_test_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, r_max, P, K, I, G, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    dgamma_g = dgamma_p if P == G else numpy.empty(G)
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    like = numpy.empty(0, dout.dtype)
+    _layout.parallel(_backward_test_cols_l0, TC, (dout, xhat, dx, std_g, gamma_p, r_max, P, K, I, G, GT, O, dgamma_g, dbeta_g, like,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
         _layout.combine_outer(dbeta_g, dbeta_p)
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_test_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_xhat_r, sum_dout_r, t0, t1):
+    for t in range(t0, t1):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        sum_dout_xhat_t = numpy.zeros(j1 - j0)
+        sum_dout_t = numpy.zeros(j1 - j0)
+        for o in range(o0, o1):
+            _backward_test_p0_cols(dout[o, j0:j1], xhat[o, j0:j1], sum_dout_xhat_t, sum_dout_t)
+        _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_r[rc, g0:g1])
+        _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_test_tall_l1(dout, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_dxhat_a, t0, t1):
+    for t in range(t0, t1):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        dx_coef_dxhat_e = _layout.spread(dx_coef_dxhat_a[g0:g1], K * I)
+        gamma_e = _layout.spread(gamma_t, K * I)
+        for o in range(o0, o1):
+            _backward_test_e_cols(dout[o, j0:j1], dx[o, j0:j1], dx_coef_dxhat_e, gamma_e)
+
+
 def _backward_test_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, r_max, P, K, I, G, RC, GT):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
@@ -838,31 +928,11 @@ def _backward_test_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, r_max
     gamma_all = _layout.per_group(gamma_p, 0, G, P)
     sum_dout_xhat_r = numpy.empty((RC, G))
     sum_dout_r = numpy.empty((RC, G))
-    for t in numba.prange(RC * TC):
-        rc, tc = t // TC, t % TC
-        o0, o1 = rc * O // RC, (rc + 1) * O // RC
-        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
-        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        sum_dout_xhat_t = numpy.zeros(j1 - j0)
-        sum_dout_t = numpy.zeros(j1 - j0)
-        for o in range(o0, o1):
-            _backward_test_p0_cols(dout[o, j0:j1], xhat[o, j0:j1], sum_dout_xhat_t, sum_dout_t)
-        _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_r[rc, g0:g1])
-        _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
+    _layout.parallel(_backward_test_tall_l0, RC * TC, (dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_xhat_r, sum_dout_r,), dout.size)
     _layout.sum_chunks(sum_dout_xhat_r, sum_dout_xhat_s)
     _layout.sum_chunks(sum_dout_r, sum_dout_s)
     _backward_test_g0(sum_dout_xhat_s, sum_dout_s, std_g, dx_coef_dxhat_a, dgamma_g, dbeta_g, r_max, like)
-    for t in numba.prange(RC * TC):
-        rc, tc = t // TC, t % TC
-        o0, o1 = rc * O // RC, (rc + 1) * O // RC
-        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
-        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        dx_coef_dxhat_e = _layout.spread(dx_coef_dxhat_a[g0:g1], K * I)
-        gamma_e = _layout.spread(gamma_t, K * I)
-        for o in range(o0, o1):
-            _backward_test_e_cols(dout[o, j0:j1], dx[o, j0:j1], dx_coef_dxhat_e, gamma_e)
+    _layout.parallel(_backward_test_tall_l1, RC * TC, (dout, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_dxhat_a,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:

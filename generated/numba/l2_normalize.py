@@ -40,12 +40,10 @@ def _forward_train_e_rows(x, out, den):
         out[j] = ((x[j])/(den) if (den) != 0 else 0.0)
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _forward_train_rows(x, out, norm_g, den_g, eps, P, chunks):
-    O, G, K, I = x.shape
-    work = x.dtype.type
-    for c in numba.prange(chunks):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_train_rows_l0(x, out, norm_g, den_g, eps, P, chunks, G, O, K, c0, c1):
+    for c in range(c0, c1):
+        work = x.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             sq = 0.0
@@ -60,6 +58,11 @@ def _forward_train_rows(x, out, norm_g, den_g, eps, P, chunks):
             for o in range(O):
                 for k in range(K):
                     _forward_train_e_rows(x[o, g, k], out[o, g, k], den)
+
+
+def _forward_train_rows(x, out, norm_g, den_g, eps, P, chunks):
+    O, G, K, I = x.shape
+    _layout.parallel(_forward_train_rows_l0, chunks, (x, out, norm_g, den_g, eps, P, chunks, G, O, K,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
@@ -84,13 +87,9 @@ def _forward_train_g0(sq, norm_w, den_w, eps, like):
         den_w[g] = den
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _forward_train_cols(x, out, norm_g, den_g, eps, P, K, I, G, GT):
-    O = x.shape[0]
-    TC = (G + GT - 1) // GT
-    like = numpy.empty(0, x.dtype)
-    for tc in numba.prange(TC):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_train_cols_l0(x, out, norm_g, den_g, eps, K, I, G, GT, O, like, tc0, tc1):
+    for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         sq_s = numpy.empty(g1 - g0)
@@ -104,15 +103,16 @@ def _forward_train_cols(x, out, norm_g, den_g, eps, P, K, I, G, GT):
             _forward_train_e_cols(x[o, j0:j1], out[o, j0:j1], den_e)
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _forward_train_tall(x, out, norm_g, den_g, eps, P, K, I, G, RC, GT):
+def _forward_train_cols(x, out, norm_g, den_g, eps, P, K, I, G, GT):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
-    sq_s = numpy.empty(G)
     like = numpy.empty(0, x.dtype)
-    sq_r = numpy.empty((RC, G))
-    for t in numba.prange(RC * TC):
+    _layout.parallel(_forward_train_cols_l0, TC, (x, out, norm_g, den_g, eps, K, I, G, GT, O, like,), x.size)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_train_tall_l0(x, K, I, G, RC, GT, TC, O, sq_r, t0, t1):
+    for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -121,9 +121,11 @@ def _forward_train_tall(x, out, norm_g, den_g, eps, P, K, I, G, RC, GT):
         for o in range(o0, o1):
             _forward_train_p0_cols(x[o, j0:j1], sq_t)
         _layout.fold(sq_t, K * I, sq_r[rc, g0:g1])
-    _layout.sum_chunks(sq_r, sq_s)
-    _forward_train_g0(sq_s, norm_g, den_g, eps, like)
-    for t in numba.prange(RC * TC):
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_train_tall_l1(x, out, den_g, K, I, G, RC, GT, TC, O, t0, t1):
+    for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -131,6 +133,18 @@ def _forward_train_tall(x, out, norm_g, den_g, eps, P, K, I, G, RC, GT):
         den_e = _layout.spread(den_g[g0:g1], K * I)
         for o in range(o0, o1):
             _forward_train_e_cols(x[o, j0:j1], out[o, j0:j1], den_e)
+
+
+def _forward_train_tall(x, out, norm_g, den_g, eps, P, K, I, G, RC, GT):
+    O = x.shape[0]
+    TC = (G + GT - 1) // GT
+    sq_s = numpy.empty(G)
+    like = numpy.empty(0, x.dtype)
+    sq_r = numpy.empty((RC, G))
+    _layout.parallel(_forward_train_tall_l0, RC * TC, (x, K, I, G, RC, GT, TC, O, sq_r,), x.size)
+    _layout.sum_chunks(sq_r, sq_s)
+    _forward_train_g0(sq_s, norm_g, den_g, eps, like)
+    _layout.parallel(_forward_train_tall_l1, RC * TC, (x, out, den_g, K, I, G, RC, GT, TC, O,), x.size)
 
 
 def _forward_train(lay, x, out, norm_g, den_g, eps):
@@ -157,12 +171,10 @@ def _backward_compact_e_rows(dout, out, dx, coef_dout, coef_out):
         dx[j] = dout[j]*coef_dout + out[j]*coef_out
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_compact_rows(dout, out, dx, den_g, norm_g, eps, P, chunks):
-    O, G, K, I = dout.shape
-    work = dout.dtype.type
-    for c in numba.prange(chunks):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_compact_rows_l0(dout, out, dx, den_g, norm_g, eps, P, chunks, G, O, K, c0, c1):
+    for c in range(c0, c1):
+        work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             den = den_g[g]
@@ -177,6 +189,11 @@ def _backward_compact_rows(dout, out, dx, den_g, norm_g, eps, P, chunks):
             for o in range(O):
                 for k in range(K):
                     _backward_compact_e_rows(dout[o, g, k], out[o, g, k], dx[o, g, k], coef_dout, coef_out)
+
+
+def _backward_compact_rows(dout, out, dx, den_g, norm_g, eps, P, chunks):
+    O, G, K, I = dout.shape
+    _layout.parallel(_backward_compact_rows_l0, chunks, (dout, out, dx, den_g, norm_g, eps, P, chunks, G, O, K,), dout.size)
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
@@ -201,13 +218,9 @@ def _backward_compact_g0(sum_dout_out, den, norm, coef_dout_w, coef_out_w, eps, 
         coef_out_w[g] = coef_out
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_compact_cols(dout, out, dx, den_g, norm_g, eps, P, K, I, G, GT):
-    O = dout.shape[0]
-    TC = (G + GT - 1) // GT
-    like = numpy.empty(0, dout.dtype)
-    for tc in numba.prange(TC):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_compact_cols_l0(dout, out, dx, den_g, norm_g, eps, K, I, G, GT, O, like, tc0, tc1):
+    for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         sum_dout_out_s = numpy.empty(g1 - g0)
@@ -224,17 +237,16 @@ def _backward_compact_cols(dout, out, dx, den_g, norm_g, eps, P, K, I, G, GT):
             _backward_compact_e_cols(dout[o, j0:j1], out[o, j0:j1], dx[o, j0:j1], coef_dout_e, coef_out_e)
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_compact_tall(dout, out, dx, den_g, norm_g, eps, P, K, I, G, RC, GT):
+def _backward_compact_cols(dout, out, dx, den_g, norm_g, eps, P, K, I, G, GT):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
-    sum_dout_out_s = numpy.empty(G)
-    coef_dout_a = numpy.empty(G, dout.dtype)
-    coef_out_a = numpy.empty(G, dout.dtype)
     like = numpy.empty(0, dout.dtype)
-    sum_dout_out_r = numpy.empty((RC, G))
-    for t in numba.prange(RC * TC):
+    _layout.parallel(_backward_compact_cols_l0, TC, (dout, out, dx, den_g, norm_g, eps, K, I, G, GT, O, like,), dout.size)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_compact_tall_l0(dout, out, K, I, G, RC, GT, TC, O, sum_dout_out_r, t0, t1):
+    for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -243,9 +255,11 @@ def _backward_compact_tall(dout, out, dx, den_g, norm_g, eps, P, K, I, G, RC, GT
         for o in range(o0, o1):
             _backward_compact_p0_cols(dout[o, j0:j1], out[o, j0:j1], sum_dout_out_t)
         _layout.fold(sum_dout_out_t, K * I, sum_dout_out_r[rc, g0:g1])
-    _layout.sum_chunks(sum_dout_out_r, sum_dout_out_s)
-    _backward_compact_g0(sum_dout_out_s, den_g, norm_g, coef_dout_a, coef_out_a, eps, like)
-    for t in numba.prange(RC * TC):
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_compact_tall_l1(dout, out, dx, K, I, G, RC, GT, TC, O, coef_dout_a, coef_out_a, t0, t1):
+    for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -254,6 +268,20 @@ def _backward_compact_tall(dout, out, dx, den_g, norm_g, eps, P, K, I, G, RC, GT
         coef_out_e = _layout.spread(coef_out_a[g0:g1], K * I)
         for o in range(o0, o1):
             _backward_compact_e_cols(dout[o, j0:j1], out[o, j0:j1], dx[o, j0:j1], coef_dout_e, coef_out_e)
+
+
+def _backward_compact_tall(dout, out, dx, den_g, norm_g, eps, P, K, I, G, RC, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    sum_dout_out_s = numpy.empty(G)
+    coef_dout_a = numpy.empty(G, dout.dtype)
+    coef_out_a = numpy.empty(G, dout.dtype)
+    like = numpy.empty(0, dout.dtype)
+    sum_dout_out_r = numpy.empty((RC, G))
+    _layout.parallel(_backward_compact_tall_l0, RC * TC, (dout, out, K, I, G, RC, GT, TC, O, sum_dout_out_r,), dout.size)
+    _layout.sum_chunks(sum_dout_out_r, sum_dout_out_s)
+    _backward_compact_g0(sum_dout_out_s, den_g, norm_g, coef_dout_a, coef_out_a, eps, like)
+    _layout.parallel(_backward_compact_tall_l1, RC * TC, (dout, out, dx, K, I, G, RC, GT, TC, O, coef_dout_a, coef_out_a,), dout.size)
 
 
 def _backward_compact(lay, dout, out, dx, den_g, norm_g, eps):
@@ -280,12 +308,10 @@ def _backward_staged_e_rows(dout, out, dx, dx_coef_dout, dx_coef_out):
         dx[j] = dout[j]*dx_coef_dout + out[j]*dx_coef_out
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_staged_rows(dout, out, dx, den_g, norm_g, eps, P, chunks):
-    O, G, K, I = dout.shape
-    work = dout.dtype.type
-    for c in numba.prange(chunks):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_staged_rows_l0(dout, out, dx, den_g, norm_g, eps, P, chunks, G, O, K, c0, c1):
+    for c in range(c0, c1):
+        work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             den = den_g[g]
@@ -301,6 +327,11 @@ def _backward_staged_rows(dout, out, dx, den_g, norm_g, eps, P, chunks):
             for o in range(O):
                 for k in range(K):
                     _backward_staged_e_rows(dout[o, g, k], out[o, g, k], dx[o, g, k], dx_coef_dout, dx_coef_out)
+
+
+def _backward_staged_rows(dout, out, dx, den_g, norm_g, eps, P, chunks):
+    O, G, K, I = dout.shape
+    _layout.parallel(_backward_staged_rows_l0, chunks, (dout, out, dx, den_g, norm_g, eps, P, chunks, G, O, K,), dout.size)
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
@@ -326,13 +357,9 @@ def _backward_staged_g0(sum_dout_out, den, norm, dx_coef_dout_w, dx_coef_out_w, 
         dx_coef_out_w[g] = dx_coef_out
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_staged_cols(dout, out, dx, den_g, norm_g, eps, P, K, I, G, GT):
-    O = dout.shape[0]
-    TC = (G + GT - 1) // GT
-    like = numpy.empty(0, dout.dtype)
-    for tc in numba.prange(TC):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_staged_cols_l0(dout, out, dx, den_g, norm_g, eps, K, I, G, GT, O, like, tc0, tc1):
+    for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         sum_dout_out_s = numpy.empty(g1 - g0)
@@ -349,17 +376,16 @@ def _backward_staged_cols(dout, out, dx, den_g, norm_g, eps, P, K, I, G, GT):
             _backward_staged_e_cols(dout[o, j0:j1], out[o, j0:j1], dx[o, j0:j1], dx_coef_dout_e, dx_coef_out_e)
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_staged_tall(dout, out, dx, den_g, norm_g, eps, P, K, I, G, RC, GT):
+def _backward_staged_cols(dout, out, dx, den_g, norm_g, eps, P, K, I, G, GT):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
-    sum_dout_out_s = numpy.empty(G)
-    dx_coef_dout_a = numpy.empty(G, dout.dtype)
-    dx_coef_out_a = numpy.empty(G, dout.dtype)
     like = numpy.empty(0, dout.dtype)
-    sum_dout_out_r = numpy.empty((RC, G))
-    for t in numba.prange(RC * TC):
+    _layout.parallel(_backward_staged_cols_l0, TC, (dout, out, dx, den_g, norm_g, eps, K, I, G, GT, O, like,), dout.size)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_staged_tall_l0(dout, out, K, I, G, RC, GT, TC, O, sum_dout_out_r, t0, t1):
+    for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -368,9 +394,11 @@ def _backward_staged_tall(dout, out, dx, den_g, norm_g, eps, P, K, I, G, RC, GT)
         for o in range(o0, o1):
             _backward_staged_p0_cols(dout[o, j0:j1], out[o, j0:j1], sum_dout_out_t)
         _layout.fold(sum_dout_out_t, K * I, sum_dout_out_r[rc, g0:g1])
-    _layout.sum_chunks(sum_dout_out_r, sum_dout_out_s)
-    _backward_staged_g0(sum_dout_out_s, den_g, norm_g, dx_coef_dout_a, dx_coef_out_a, eps, like)
-    for t in numba.prange(RC * TC):
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_staged_tall_l1(dout, out, dx, K, I, G, RC, GT, TC, O, dx_coef_dout_a, dx_coef_out_a, t0, t1):
+    for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -379,6 +407,20 @@ def _backward_staged_tall(dout, out, dx, den_g, norm_g, eps, P, K, I, G, RC, GT)
         dx_coef_out_e = _layout.spread(dx_coef_out_a[g0:g1], K * I)
         for o in range(o0, o1):
             _backward_staged_e_cols(dout[o, j0:j1], out[o, j0:j1], dx[o, j0:j1], dx_coef_dout_e, dx_coef_out_e)
+
+
+def _backward_staged_tall(dout, out, dx, den_g, norm_g, eps, P, K, I, G, RC, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    sum_dout_out_s = numpy.empty(G)
+    dx_coef_dout_a = numpy.empty(G, dout.dtype)
+    dx_coef_out_a = numpy.empty(G, dout.dtype)
+    like = numpy.empty(0, dout.dtype)
+    sum_dout_out_r = numpy.empty((RC, G))
+    _layout.parallel(_backward_staged_tall_l0, RC * TC, (dout, out, K, I, G, RC, GT, TC, O, sum_dout_out_r,), dout.size)
+    _layout.sum_chunks(sum_dout_out_r, sum_dout_out_s)
+    _backward_staged_g0(sum_dout_out_s, den_g, norm_g, dx_coef_dout_a, dx_coef_out_a, eps, like)
+    _layout.parallel(_backward_staged_tall_l1, RC * TC, (dout, out, dx, K, I, G, RC, GT, TC, O, dx_coef_dout_a, dx_coef_out_a,), dout.size)
 
 
 def _backward_staged(lay, dout, out, dx, den_g, norm_g, eps):

@@ -49,11 +49,9 @@ def _forward_train_e_rows(x, xhat, out, beta, gamma, mu, std):
         out[j] = beta + gamma*xhat[j]
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _forward_train_rows(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chunks):
-    O, G, K, I = x.shape
-    for c in numba.prange(chunks):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_train_rows_l0(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K, c0, c1):
+    for c in range(c0, c1):
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             sum_x = 0.0
@@ -75,6 +73,11 @@ def _forward_train_rows(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chunks)
                     beta = beta_p[p, k]
                     gamma = gamma_p[p, k]
                     _forward_train_e_rows(x[o, g, k], xhat[o, g, k], out[o, g, k], beta, gamma, mu, std)
+
+
+def _forward_train_rows(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chunks):
+    O, G, K, I = x.shape
+    _layout.parallel(_forward_train_rows_l0, chunks, (x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
@@ -100,11 +103,9 @@ def _forward_train_e_krows(x, xhat, out, beta, gamma, mu, std):
         out[j] = beta[j] + gamma[j]*xhat[j]
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _forward_train_krows(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chunks):
-    O, G, K = x.shape
-    for c in numba.prange(chunks):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_train_krows_l0(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, c0, c1):
+    for c in range(c0, c1):
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             sum_x = 0.0
@@ -121,6 +122,11 @@ def _forward_train_krows(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chunks
             std_g[g] = std
             for o in range(O):
                 _forward_train_e_krows(x[o, g], xhat[o, g], out[o, g], beta_p[p], gamma_p[p], mu, std)
+
+
+def _forward_train_krows(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chunks):
+    O, G, K = x.shape
+    _layout.parallel(_forward_train_krows_l0, chunks, (x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
@@ -158,12 +164,9 @@ def _forward_train_g1(sum_var, var_w, std_w, eps, m):
         std_w[g] = std
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _forward_train_cols(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT):
-    O = x.shape[0]
-    TC = (G + GT - 1) // GT
-    for tc in numba.prange(TC):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_train_cols_l0(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O, tc0, tc1):
+    for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         sum_x_s = numpy.empty(g1 - g0)
@@ -189,17 +192,15 @@ def _forward_train_cols(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, K, I, G
             _forward_train_e_cols(x[o, j0:j1], xhat[o, j0:j1], out[o, j0:j1], beta_e, gamma_e, mu_e, std_e)
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _forward_train_tall(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, K, I, G, RC, GT):
+def _forward_train_cols(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
-    sum_x_s = numpy.empty(G)
-    sum_var_s = numpy.empty(G)
-    mu_a = numpy.empty(G)
-    var_a = numpy.empty(G)
-    sum_x_r = numpy.empty((RC, G))
-    for t in numba.prange(RC * TC):
+    _layout.parallel(_forward_train_cols_l0, TC, (x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O,), x.size)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_train_tall_l0(x, K, I, G, RC, GT, TC, O, sum_x_r, t0, t1):
+    for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -208,10 +209,11 @@ def _forward_train_tall(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, K, I, G
         for o in range(o0, o1):
             _forward_train_p0_cols(x[o, j0:j1], sum_x_t)
         _layout.fold(sum_x_t, K * I, sum_x_r[rc, g0:g1])
-    _layout.sum_chunks(sum_x_r, sum_x_s)
-    _forward_train_g0(sum_x_s, mu_a, m)
-    sum_var_r = numpy.empty((RC, G))
-    for t in numba.prange(RC * TC):
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_train_tall_l1(x, K, I, G, RC, GT, TC, O, mu_a, sum_var_r, t0, t1):
+    for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -221,9 +223,11 @@ def _forward_train_tall(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, K, I, G
         for o in range(o0, o1):
             _forward_train_p1_cols(x[o, j0:j1], mu_e, sum_var_t)
         _layout.fold(sum_var_t, K * I, sum_var_r[rc, g0:g1])
-    _layout.sum_chunks(sum_var_r, sum_var_s)
-    _forward_train_g1(sum_var_s, var_a, std_g, eps, m)
-    for t in numba.prange(RC * TC):
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_train_tall_l2(x, xhat, out, std_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, mu_a, t0, t1):
+    for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -234,6 +238,24 @@ def _forward_train_tall(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, K, I, G
         std_e = _layout.spread(std_g[g0:g1], K * I)
         for o in range(o0, o1):
             _forward_train_e_cols(x[o, j0:j1], xhat[o, j0:j1], out[o, j0:j1], beta_e, gamma_e, mu_e, std_e)
+
+
+def _forward_train_tall(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, K, I, G, RC, GT):
+    O = x.shape[0]
+    TC = (G + GT - 1) // GT
+    sum_x_s = numpy.empty(G)
+    sum_var_s = numpy.empty(G)
+    mu_a = numpy.empty(G)
+    var_a = numpy.empty(G)
+    sum_x_r = numpy.empty((RC, G))
+    _layout.parallel(_forward_train_tall_l0, RC * TC, (x, K, I, G, RC, GT, TC, O, sum_x_r,), x.size)
+    _layout.sum_chunks(sum_x_r, sum_x_s)
+    _forward_train_g0(sum_x_s, mu_a, m)
+    sum_var_r = numpy.empty((RC, G))
+    _layout.parallel(_forward_train_tall_l1, RC * TC, (x, K, I, G, RC, GT, TC, O, mu_a, sum_var_r,), x.size)
+    _layout.sum_chunks(sum_var_r, sum_var_s)
+    _forward_train_g1(sum_var_s, var_a, std_g, eps, m)
+    _layout.parallel(_forward_train_tall_l2, RC * TC, (x, xhat, out, std_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, mu_a,), x.size)
 
 
 def _forward_train(lay, x, xhat, out, std_g, beta_p, gamma_p, eps, m):
@@ -268,14 +290,10 @@ def _backward_compact_e_rows(dout, xhat, dx, coef_1, coef_dout_gamma, coef_xhat,
         dx[j] = dout[j]*gamma*coef_dout_gamma + xhat[j]*coef_xhat + coef_1
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_compact_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
-    O, G, K, I = dout.shape
-    work = dout.dtype.type
-    dgamma_c = numpy.zeros((chunks, P, K))
-    dbeta_c = numpy.zeros((chunks, P, K))
-    for c in numba.prange(chunks):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_compact_rows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c, dbeta_c, c0, c1):
+    for c in range(c0, c1):
+        work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             std = std_g[g]
@@ -296,6 +314,13 @@ def _backward_compact_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m,
                 for k in range(K):
                     gamma = gamma_p[p, k]
                     _backward_compact_e_rows(dout[o, g, k], xhat[o, g, k], dx[o, g, k], coef_1, coef_dout_gamma, coef_xhat, gamma)
+
+
+def _backward_compact_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
+    O, G, K, I = dout.shape
+    dgamma_c = numpy.zeros((chunks, P, K))
+    dbeta_c = numpy.zeros((chunks, P, K))
+    _layout.parallel(_backward_compact_rows_l0, chunks, (dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c, dbeta_c,), dout.size)
     _layout.combine_chunks(dgamma_c, dgamma_p)
     _layout.combine_chunks(dbeta_c, dbeta_p)
 
@@ -318,14 +343,10 @@ def _backward_compact_e_krows(dout, xhat, dx, coef_1, coef_dout_gamma, coef_xhat
         dx[j] = dout[j]*gamma[j]*coef_dout_gamma + xhat[j]*coef_xhat + coef_1
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_compact_krows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
-    O, G, K = dout.shape
-    work = dout.dtype.type
-    dgamma_c = numpy.zeros((chunks, P, K))
-    dbeta_c = numpy.zeros((chunks, P, K))
-    for c in numba.prange(chunks):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_compact_krows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, dgamma_c, dbeta_c, c0, c1):
+    for c in range(c0, c1):
+        work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             std = std_g[g]
@@ -340,6 +361,13 @@ def _backward_compact_krows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m
             coef_1 = work(-sum_dout_gamma/(m*std))
             for o in range(O):
                 _backward_compact_e_krows(dout[o, g], xhat[o, g], dx[o, g], coef_1, coef_dout_gamma, coef_xhat, gamma_p[p])
+
+
+def _backward_compact_krows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
+    O, G, K = dout.shape
+    dgamma_c = numpy.zeros((chunks, P, K))
+    dbeta_c = numpy.zeros((chunks, P, K))
+    _layout.parallel(_backward_compact_krows_l0, chunks, (dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, dgamma_c, dbeta_c,), dout.size)
     _layout.combine_chunks(dgamma_c, dgamma_p)
     _layout.combine_chunks(dbeta_c, dbeta_p)
 
@@ -371,15 +399,9 @@ def _backward_compact_g0(sum_dout_gamma, sum_dout_gamma_xhat, std, coef_dout_gam
         coef_1_w[g] = coef_1
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_compact_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, GT):
-    O = dout.shape[0]
-    TC = (G + GT - 1) // GT
-    like = numpy.empty(0, dout.dtype)
-    dgamma_c = numpy.zeros((TC, P, K))
-    dbeta_c = numpy.zeros((TC, P, K))
-    for tc in numba.prange(TC):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_compact_cols_l0(dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_c, dbeta_c, like, tc0, tc1):
+    for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         sum_dout_gamma_s = numpy.empty(g1 - g0)
@@ -405,26 +427,22 @@ def _backward_compact_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m,
         gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
         for o in range(O):
             _backward_compact_e_cols(dout[o, j0:j1], xhat[o, j0:j1], dx[o, j0:j1], coef_1_e, coef_dout_gamma_e, coef_xhat_e, gamma_e)
+
+
+def _backward_compact_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    like = numpy.empty(0, dout.dtype)
+    dgamma_c = numpy.zeros((TC, P, K))
+    dbeta_c = numpy.zeros((TC, P, K))
+    _layout.parallel(_backward_compact_cols_l0, TC, (dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_c, dbeta_c, like,), dout.size)
     _layout.combine_chunks(dgamma_c, dgamma_p)
     _layout.combine_chunks(dbeta_c, dbeta_p)
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_compact_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, RC, GT):
-    O = dout.shape[0]
-    TC = (G + GT - 1) // GT
-    sum_dout_gamma_s = numpy.empty(G)
-    sum_dout_gamma_xhat_s = numpy.empty(G)
-    coef_dout_gamma_a = numpy.empty(G, dout.dtype)
-    coef_xhat_a = numpy.empty(G, dout.dtype)
-    coef_1_a = numpy.empty(G, dout.dtype)
-    like = numpy.empty(0, dout.dtype)
-    dgamma_c = numpy.zeros((RC * TC, P, K))
-    dbeta_c = numpy.zeros((RC * TC, P, K))
-    sum_dout_gamma_r = numpy.empty((RC, G))
-    sum_dout_gamma_xhat_r = numpy.empty((RC, G))
-    for t in numba.prange(RC * TC):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_compact_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_gamma_r, sum_dout_gamma_xhat_r, dgamma_c, dbeta_c, t0, t1):
+    for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -440,10 +458,11 @@ def _backward_compact_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m,
         _layout.fold(sum_dout_gamma_xhat_t, K * I, sum_dout_gamma_xhat_r[rc, g0:g1])
         _layout.fold_varying(dgamma_t, g0, g1, K, I, P, dgamma_c[t])
         _layout.fold_varying(dbeta_t, g0, g1, K, I, P, dbeta_c[t])
-    _layout.sum_chunks(sum_dout_gamma_r, sum_dout_gamma_s)
-    _layout.sum_chunks(sum_dout_gamma_xhat_r, sum_dout_gamma_xhat_s)
-    _backward_compact_g0(sum_dout_gamma_s, sum_dout_gamma_xhat_s, std_g, coef_dout_gamma_a, coef_xhat_a, coef_1_a, m, like)
-    for t in numba.prange(RC * TC):
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_compact_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_gamma_a, coef_xhat_a, t0, t1):
+    for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -454,6 +473,26 @@ def _backward_compact_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m,
         gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
         for o in range(o0, o1):
             _backward_compact_e_cols(dout[o, j0:j1], xhat[o, j0:j1], dx[o, j0:j1], coef_1_e, coef_dout_gamma_e, coef_xhat_e, gamma_e)
+
+
+def _backward_compact_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, RC, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    sum_dout_gamma_s = numpy.empty(G)
+    sum_dout_gamma_xhat_s = numpy.empty(G)
+    coef_dout_gamma_a = numpy.empty(G, dout.dtype)
+    coef_xhat_a = numpy.empty(G, dout.dtype)
+    coef_1_a = numpy.empty(G, dout.dtype)
+    like = numpy.empty(0, dout.dtype)
+    dgamma_c = numpy.zeros((RC * TC, P, K))
+    dbeta_c = numpy.zeros((RC * TC, P, K))
+    sum_dout_gamma_r = numpy.empty((RC, G))
+    sum_dout_gamma_xhat_r = numpy.empty((RC, G))
+    _layout.parallel(_backward_compact_tall_l0, RC * TC, (dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_gamma_r, sum_dout_gamma_xhat_r, dgamma_c, dbeta_c,), dout.size)
+    _layout.sum_chunks(sum_dout_gamma_r, sum_dout_gamma_s)
+    _layout.sum_chunks(sum_dout_gamma_xhat_r, sum_dout_gamma_xhat_s)
+    _backward_compact_g0(sum_dout_gamma_s, sum_dout_gamma_xhat_s, std_g, coef_dout_gamma_a, coef_xhat_a, coef_1_a, m, like)
+    _layout.parallel(_backward_compact_tall_l1, RC * TC, (dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_gamma_a, coef_xhat_a,), dout.size)
     _layout.combine_chunks(dgamma_c, dgamma_p)
     _layout.combine_chunks(dbeta_c, dbeta_p)
 
@@ -491,14 +530,10 @@ def _backward_staged_e_rows(dout, xhat, dx, dx_coef_1, dx_coef_dxhat, dx_coef_xh
         dx[j] = dxhat*dx_coef_dxhat + xhat[j]*dx_coef_xhat + dx_coef_1
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_staged_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
-    O, G, K, I = dout.shape
-    work = dout.dtype.type
-    dgamma_c = numpy.zeros((chunks, P, K))
-    dbeta_c = numpy.zeros((chunks, P, K))
-    for c in numba.prange(chunks):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_staged_rows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c, dbeta_c, c0, c1):
+    for c in range(c0, c1):
+        work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             std = std_g[g]
@@ -521,6 +556,13 @@ def _backward_staged_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, 
                 for k in range(K):
                     gamma = gamma_p[p, k]
                     _backward_staged_e_rows(dout[o, g, k], xhat[o, g, k], dx[o, g, k], dx_coef_1, dx_coef_dxhat, dx_coef_xhat, gamma)
+
+
+def _backward_staged_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
+    O, G, K, I = dout.shape
+    dgamma_c = numpy.zeros((chunks, P, K))
+    dbeta_c = numpy.zeros((chunks, P, K))
+    _layout.parallel(_backward_staged_rows_l0, chunks, (dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c, dbeta_c,), dout.size)
     _layout.combine_chunks(dgamma_c, dgamma_p)
     _layout.combine_chunks(dbeta_c, dbeta_p)
 
@@ -544,14 +586,10 @@ def _backward_staged_e_krows(dout, xhat, dx, dx_coef_1, dx_coef_dxhat, dx_coef_x
         dx[j] = dxhat*dx_coef_dxhat + xhat[j]*dx_coef_xhat + dx_coef_1
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_staged_krows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
-    O, G, K = dout.shape
-    work = dout.dtype.type
-    dgamma_c = numpy.zeros((chunks, P, K))
-    dbeta_c = numpy.zeros((chunks, P, K))
-    for c in numba.prange(chunks):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_staged_krows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, dgamma_c, dbeta_c, c0, c1):
+    for c in range(c0, c1):
+        work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             std = std_g[g]
@@ -568,6 +606,13 @@ def _backward_staged_krows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m,
             dx_coef_1 = work(dmu/m)
             for o in range(O):
                 _backward_staged_e_krows(dout[o, g], xhat[o, g], dx[o, g], dx_coef_1, dx_coef_dxhat, dx_coef_xhat, gamma_p[p])
+
+
+def _backward_staged_krows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
+    O, G, K = dout.shape
+    dgamma_c = numpy.zeros((chunks, P, K))
+    dbeta_c = numpy.zeros((chunks, P, K))
+    _layout.parallel(_backward_staged_krows_l0, chunks, (dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, dgamma_c, dbeta_c,), dout.size)
     _layout.combine_chunks(dgamma_c, dgamma_p)
     _layout.combine_chunks(dbeta_c, dbeta_p)
 
@@ -602,15 +647,9 @@ def _backward_staged_g0(sum_dxhat_xhat, sum_dxhat, std, dx_coef_dxhat_w, dx_coef
         dx_coef_1_w[g] = dx_coef_1
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_staged_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, GT):
-    O = dout.shape[0]
-    TC = (G + GT - 1) // GT
-    like = numpy.empty(0, dout.dtype)
-    dgamma_c = numpy.zeros((TC, P, K))
-    dbeta_c = numpy.zeros((TC, P, K))
-    for tc in numba.prange(TC):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_staged_cols_l0(dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_c, dbeta_c, like, tc0, tc1):
+    for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         sum_dxhat_xhat_s = numpy.empty(g1 - g0)
@@ -636,26 +675,22 @@ def _backward_staged_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, 
         gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
         for o in range(O):
             _backward_staged_e_cols(dout[o, j0:j1], xhat[o, j0:j1], dx[o, j0:j1], dx_coef_1_e, dx_coef_dxhat_e, dx_coef_xhat_e, gamma_e)
+
+
+def _backward_staged_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    like = numpy.empty(0, dout.dtype)
+    dgamma_c = numpy.zeros((TC, P, K))
+    dbeta_c = numpy.zeros((TC, P, K))
+    _layout.parallel(_backward_staged_cols_l0, TC, (dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_c, dbeta_c, like,), dout.size)
     _layout.combine_chunks(dgamma_c, dgamma_p)
     _layout.combine_chunks(dbeta_c, dbeta_p)
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_staged_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, RC, GT):
-    O = dout.shape[0]
-    TC = (G + GT - 1) // GT
-    sum_dxhat_xhat_s = numpy.empty(G)
-    sum_dxhat_s = numpy.empty(G)
-    dx_coef_dxhat_a = numpy.empty(G, dout.dtype)
-    dx_coef_xhat_a = numpy.empty(G, dout.dtype)
-    dx_coef_1_a = numpy.empty(G, dout.dtype)
-    like = numpy.empty(0, dout.dtype)
-    dgamma_c = numpy.zeros((RC * TC, P, K))
-    dbeta_c = numpy.zeros((RC * TC, P, K))
-    sum_dxhat_xhat_r = numpy.empty((RC, G))
-    sum_dxhat_r = numpy.empty((RC, G))
-    for t in numba.prange(RC * TC):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_staged_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dxhat_xhat_r, sum_dxhat_r, dgamma_c, dbeta_c, t0, t1):
+    for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -671,10 +706,11 @@ def _backward_staged_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, 
         _layout.fold(sum_dxhat_t, K * I, sum_dxhat_r[rc, g0:g1])
         _layout.fold_varying(dgamma_t, g0, g1, K, I, P, dgamma_c[t])
         _layout.fold_varying(dbeta_t, g0, g1, K, I, P, dbeta_c[t])
-    _layout.sum_chunks(sum_dxhat_xhat_r, sum_dxhat_xhat_s)
-    _layout.sum_chunks(sum_dxhat_r, sum_dxhat_s)
-    _backward_staged_g0(sum_dxhat_xhat_s, sum_dxhat_s, std_g, dx_coef_dxhat_a, dx_coef_xhat_a, dx_coef_1_a, m, like)
-    for t in numba.prange(RC * TC):
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_staged_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_1_a, dx_coef_dxhat_a, dx_coef_xhat_a, t0, t1):
+    for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -685,6 +721,26 @@ def _backward_staged_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, 
         gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
         for o in range(o0, o1):
             _backward_staged_e_cols(dout[o, j0:j1], xhat[o, j0:j1], dx[o, j0:j1], dx_coef_1_e, dx_coef_dxhat_e, dx_coef_xhat_e, gamma_e)
+
+
+def _backward_staged_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, RC, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    sum_dxhat_xhat_s = numpy.empty(G)
+    sum_dxhat_s = numpy.empty(G)
+    dx_coef_dxhat_a = numpy.empty(G, dout.dtype)
+    dx_coef_xhat_a = numpy.empty(G, dout.dtype)
+    dx_coef_1_a = numpy.empty(G, dout.dtype)
+    like = numpy.empty(0, dout.dtype)
+    dgamma_c = numpy.zeros((RC * TC, P, K))
+    dbeta_c = numpy.zeros((RC * TC, P, K))
+    sum_dxhat_xhat_r = numpy.empty((RC, G))
+    sum_dxhat_r = numpy.empty((RC, G))
+    _layout.parallel(_backward_staged_tall_l0, RC * TC, (dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dxhat_xhat_r, sum_dxhat_r, dgamma_c, dbeta_c,), dout.size)
+    _layout.sum_chunks(sum_dxhat_xhat_r, sum_dxhat_xhat_s)
+    _layout.sum_chunks(sum_dxhat_r, sum_dxhat_s)
+    _backward_staged_g0(sum_dxhat_xhat_s, sum_dxhat_s, std_g, dx_coef_dxhat_a, dx_coef_xhat_a, dx_coef_1_a, m, like)
+    _layout.parallel(_backward_staged_tall_l1, RC * TC, (dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_1_a, dx_coef_dxhat_a, dx_coef_xhat_a,), dout.size)
     _layout.combine_chunks(dgamma_c, dgamma_p)
     _layout.combine_chunks(dbeta_c, dbeta_p)
 

@@ -40,11 +40,9 @@ def _forward_train_e_rows(x, out, beta, mu):
         out[j] = xc + beta
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _forward_train_rows(x, out, mu_g, beta_p, m, P, chunks):
-    O, G, K, I = x.shape
-    for c in numba.prange(chunks):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_train_rows_l0(x, out, mu_g, beta_p, m, P, chunks, G, O, K, c0, c1):
+    for c in range(c0, c1):
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             beta = beta_p[p]
@@ -58,6 +56,11 @@ def _forward_train_rows(x, out, mu_g, beta_p, m, P, chunks):
             for o in range(O):
                 for k in range(K):
                     _forward_train_e_rows(x[o, g, k], out[o, g, k], beta, mu)
+
+
+def _forward_train_rows(x, out, mu_g, beta_p, m, P, chunks):
+    O, G, K, I = x.shape
+    _layout.parallel(_forward_train_rows_l0, chunks, (x, out, mu_g, beta_p, m, P, chunks, G, O, K,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
@@ -80,12 +83,9 @@ def _forward_train_g0(sum_x, mu_w, m):
         mu_w[g] = mu
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _forward_train_cols(x, out, mu_g, beta_p, m, P, K, I, G, GT):
-    O = x.shape[0]
-    TC = (G + GT - 1) // GT
-    for tc in numba.prange(TC):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_train_cols_l0(x, out, mu_g, beta_p, m, P, K, I, G, GT, O, tc0, tc1):
+    for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         beta_t = _layout.per_group(beta_p, g0, g1, P)
@@ -101,15 +101,15 @@ def _forward_train_cols(x, out, mu_g, beta_p, m, P, K, I, G, GT):
             _forward_train_e_cols(x[o, j0:j1], out[o, j0:j1], beta_e, mu_e)
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _forward_train_tall(x, out, mu_g, beta_p, m, P, K, I, G, RC, GT):
+def _forward_train_cols(x, out, mu_g, beta_p, m, P, K, I, G, GT):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
-    sum_x_s = numpy.empty(G)
-    beta_all = _layout.per_group(beta_p, 0, G, P)
-    sum_x_r = numpy.empty((RC, G))
-    for t in numba.prange(RC * TC):
+    _layout.parallel(_forward_train_cols_l0, TC, (x, out, mu_g, beta_p, m, P, K, I, G, GT, O,), x.size)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_train_tall_l0(x, beta_p, P, K, I, G, RC, GT, TC, O, sum_x_r, t0, t1):
+    for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -119,9 +119,11 @@ def _forward_train_tall(x, out, mu_g, beta_p, m, P, K, I, G, RC, GT):
         for o in range(o0, o1):
             _forward_train_p0_cols(x[o, j0:j1], sum_x_t)
         _layout.fold(sum_x_t, K * I, sum_x_r[rc, g0:g1])
-    _layout.sum_chunks(sum_x_r, sum_x_s)
-    _forward_train_g0(sum_x_s, mu_g, m)
-    for t in numba.prange(RC * TC):
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_train_tall_l1(x, out, mu_g, beta_p, P, K, I, G, RC, GT, TC, O, t0, t1):
+    for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -131,6 +133,18 @@ def _forward_train_tall(x, out, mu_g, beta_p, m, P, K, I, G, RC, GT):
         mu_e = _layout.spread(mu_g[g0:g1], K * I)
         for o in range(o0, o1):
             _forward_train_e_cols(x[o, j0:j1], out[o, j0:j1], beta_e, mu_e)
+
+
+def _forward_train_tall(x, out, mu_g, beta_p, m, P, K, I, G, RC, GT):
+    O = x.shape[0]
+    TC = (G + GT - 1) // GT
+    sum_x_s = numpy.empty(G)
+    beta_all = _layout.per_group(beta_p, 0, G, P)
+    sum_x_r = numpy.empty((RC, G))
+    _layout.parallel(_forward_train_tall_l0, RC * TC, (x, beta_p, P, K, I, G, RC, GT, TC, O, sum_x_r,), x.size)
+    _layout.sum_chunks(sum_x_r, sum_x_s)
+    _forward_train_g0(sum_x_s, mu_g, m)
+    _layout.parallel(_forward_train_tall_l1, RC * TC, (x, out, mu_g, beta_p, P, K, I, G, RC, GT, TC, O,), x.size)
 
 
 def _forward_train(lay, x, out, mu_g, beta_p, m):
@@ -150,11 +164,9 @@ def _forward_test_e_rows(x, out, beta, mu):
         out[j] = xc + beta
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _forward_test_rows(x, out, mu_g, beta_p, P, chunks):
-    O, G, K, I = x.shape
-    for c in numba.prange(chunks):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_test_rows_l0(x, out, mu_g, beta_p, P, chunks, G, O, K, c0, c1):
+    for c in range(c0, c1):
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             mu = mu_g[g]
@@ -164,6 +176,11 @@ def _forward_test_rows(x, out, mu_g, beta_p, P, chunks):
                     _forward_test_e_rows(x[o, g, k], out[o, g, k], beta, mu)
 
 
+def _forward_test_rows(x, out, mu_g, beta_p, P, chunks):
+    O, G, K, I = x.shape
+    _layout.parallel(_forward_test_rows_l0, chunks, (x, out, mu_g, beta_p, P, chunks, G, O, K,), x.size)
+
+
 @numba.njit(fastmath=_FASTMATH, cache=True)
 def _forward_test_e_cols(x, out, beta, mu):
     for j in range(x.shape[0]):
@@ -171,12 +188,9 @@ def _forward_test_e_cols(x, out, beta, mu):
         out[j] = xc + beta[j]
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _forward_test_cols(x, out, mu_g, beta_p, P, K, I, G, GT):
-    O = x.shape[0]
-    TC = (G + GT - 1) // GT
-    for tc in numba.prange(TC):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_test_cols_l0(x, out, mu_g, beta_p, P, K, I, G, GT, O, tc0, tc1):
+    for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         beta_t = _layout.per_group(beta_p, g0, g1, P)
@@ -186,13 +200,15 @@ def _forward_test_cols(x, out, mu_g, beta_p, P, K, I, G, GT):
             _forward_test_e_cols(x[o, j0:j1], out[o, j0:j1], beta_e, mu_e)
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _forward_test_tall(x, out, mu_g, beta_p, P, K, I, G, RC, GT):
+def _forward_test_cols(x, out, mu_g, beta_p, P, K, I, G, GT):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
-    beta_all = _layout.per_group(beta_p, 0, G, P)
-    for t in numba.prange(RC * TC):
+    _layout.parallel(_forward_test_cols_l0, TC, (x, out, mu_g, beta_p, P, K, I, G, GT, O,), x.size)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_test_tall_l0(x, out, mu_g, beta_p, P, K, I, G, RC, GT, TC, O, t0, t1):
+    for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -202,6 +218,13 @@ def _forward_test_tall(x, out, mu_g, beta_p, P, K, I, G, RC, GT):
         mu_e = _layout.spread(mu_g[g0:g1], K * I)
         for o in range(o0, o1):
             _forward_test_e_cols(x[o, j0:j1], out[o, j0:j1], beta_e, mu_e)
+
+
+def _forward_test_tall(x, out, mu_g, beta_p, P, K, I, G, RC, GT):
+    O = x.shape[0]
+    TC = (G + GT - 1) // GT
+    beta_all = _layout.per_group(beta_p, 0, G, P)
+    _layout.parallel(_forward_test_tall_l0, RC * TC, (x, out, mu_g, beta_p, P, K, I, G, RC, GT, TC, O,), x.size)
 
 
 def _forward_test(lay, x, out, mu_g, beta_p):
@@ -228,13 +251,10 @@ def _backward_compact_e_rows(dout, dx, coef_1):
         dx[j] = dout[j] + coef_1
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_compact_rows(dout, dx, dbeta_p, m, P, chunks):
-    O, G, K, I = dout.shape
-    work = dout.dtype.type
-    dbeta_g = dbeta_p if P == G else numpy.empty(G)
-    for c in numba.prange(chunks):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_compact_rows_l0(dout, dx, m, P, chunks, G, O, K, dbeta_g, c0, c1):
+    for c in range(c0, c1):
+        work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             sum_dout = 0.0
@@ -247,6 +267,12 @@ def _backward_compact_rows(dout, dx, dbeta_p, m, P, chunks):
             for o in range(O):
                 for k in range(K):
                     _backward_compact_e_rows(dout[o, g, k], dx[o, g, k], coef_1)
+
+
+def _backward_compact_rows(dout, dx, dbeta_p, m, P, chunks):
+    O, G, K, I = dout.shape
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    _layout.parallel(_backward_compact_rows_l0, chunks, (dout, dx, m, P, chunks, G, O, K, dbeta_g,), dout.size)
     if P != G:
         _layout.combine_outer(dbeta_g, dbeta_p)
 
@@ -272,14 +298,9 @@ def _backward_compact_g0(sum_dout, coef_1_w, dbeta, m, like):
         dbeta[g] = sum_dout[g]
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_compact_cols(dout, dx, dbeta_p, m, P, K, I, G, GT):
-    O = dout.shape[0]
-    TC = (G + GT - 1) // GT
-    dbeta_g = dbeta_p if P == G else numpy.empty(G)
-    like = numpy.empty(0, dout.dtype)
-    for tc in numba.prange(TC):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_compact_cols_l0(dout, dx, m, K, I, G, GT, O, dbeta_g, like, tc0, tc1):
+    for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         sum_dout_s = numpy.empty(g1 - g0)
@@ -292,21 +313,21 @@ def _backward_compact_cols(dout, dx, dbeta_p, m, P, K, I, G, GT):
         coef_1_e = _layout.spread(coef_1_a, K * I)
         for o in range(O):
             _backward_compact_e_cols(dout[o, j0:j1], dx[o, j0:j1], coef_1_e)
+
+
+def _backward_compact_cols(dout, dx, dbeta_p, m, P, K, I, G, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    like = numpy.empty(0, dout.dtype)
+    _layout.parallel(_backward_compact_cols_l0, TC, (dout, dx, m, K, I, G, GT, O, dbeta_g, like,), dout.size)
     if P != G:
         _layout.combine_outer(dbeta_g, dbeta_p)
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_compact_tall(dout, dx, dbeta_p, m, P, K, I, G, RC, GT):
-    O = dout.shape[0]
-    TC = (G + GT - 1) // GT
-    sum_dout_s = numpy.empty(G)
-    coef_1_a = numpy.empty(G, dout.dtype)
-    dbeta_g = dbeta_p if P == G else numpy.empty(G)
-    like = numpy.empty(0, dout.dtype)
-    sum_dout_r = numpy.empty((RC, G))
-    for t in numba.prange(RC * TC):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_compact_tall_l0(dout, K, I, G, RC, GT, TC, O, sum_dout_r, t0, t1):
+    for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -315,9 +336,11 @@ def _backward_compact_tall(dout, dx, dbeta_p, m, P, K, I, G, RC, GT):
         for o in range(o0, o1):
             _backward_compact_p0_cols(dout[o, j0:j1], sum_dout_t)
         _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
-    _layout.sum_chunks(sum_dout_r, sum_dout_s)
-    _backward_compact_g0(sum_dout_s, coef_1_a, dbeta_g, m, like)
-    for t in numba.prange(RC * TC):
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_compact_tall_l1(dout, dx, K, I, G, RC, GT, TC, O, coef_1_a, t0, t1):
+    for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -325,6 +348,20 @@ def _backward_compact_tall(dout, dx, dbeta_p, m, P, K, I, G, RC, GT):
         coef_1_e = _layout.spread(coef_1_a[g0:g1], K * I)
         for o in range(o0, o1):
             _backward_compact_e_cols(dout[o, j0:j1], dx[o, j0:j1], coef_1_e)
+
+
+def _backward_compact_tall(dout, dx, dbeta_p, m, P, K, I, G, RC, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    sum_dout_s = numpy.empty(G)
+    coef_1_a = numpy.empty(G, dout.dtype)
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    like = numpy.empty(0, dout.dtype)
+    sum_dout_r = numpy.empty((RC, G))
+    _layout.parallel(_backward_compact_tall_l0, RC * TC, (dout, K, I, G, RC, GT, TC, O, sum_dout_r,), dout.size)
+    _layout.sum_chunks(sum_dout_r, sum_dout_s)
+    _backward_compact_g0(sum_dout_s, coef_1_a, dbeta_g, m, like)
+    _layout.parallel(_backward_compact_tall_l1, RC * TC, (dout, dx, K, I, G, RC, GT, TC, O, coef_1_a,), dout.size)
     if P != G:
         _layout.combine_outer(dbeta_g, dbeta_p)
 
@@ -356,13 +393,10 @@ def _backward_staged_e_rows(dout, dx, dx_coef_1):
         dx[j] = dxc + dx_coef_1
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_staged_rows(dout, dx, dbeta_p, m, P, chunks):
-    O, G, K, I = dout.shape
-    work = dout.dtype.type
-    dbeta_g = dbeta_p if P == G else numpy.empty(G)
-    for c in numba.prange(chunks):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_staged_rows_l0(dout, dx, m, P, chunks, G, O, K, dbeta_g, c0, c1):
+    for c in range(c0, c1):
+        work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             sum_dxc = 0.0
@@ -378,6 +412,12 @@ def _backward_staged_rows(dout, dx, dbeta_p, m, P, chunks):
             for o in range(O):
                 for k in range(K):
                     _backward_staged_e_rows(dout[o, g, k], dx[o, g, k], dx_coef_1)
+
+
+def _backward_staged_rows(dout, dx, dbeta_p, m, P, chunks):
+    O, G, K, I = dout.shape
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    _layout.parallel(_backward_staged_rows_l0, chunks, (dout, dx, m, P, chunks, G, O, K, dbeta_g,), dout.size)
     if P != G:
         _layout.combine_outer(dbeta_g, dbeta_p)
 
@@ -406,14 +446,9 @@ def _backward_staged_g0(sum_dxc, sum_dout, dx_coef_1_w, dbeta, m, like):
         dbeta[g] = sum_dout[g]
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_staged_cols(dout, dx, dbeta_p, m, P, K, I, G, GT):
-    O = dout.shape[0]
-    TC = (G + GT - 1) // GT
-    dbeta_g = dbeta_p if P == G else numpy.empty(G)
-    like = numpy.empty(0, dout.dtype)
-    for tc in numba.prange(TC):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_staged_cols_l0(dout, dx, m, K, I, G, GT, O, dbeta_g, like, tc0, tc1):
+    for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         sum_dxc_s = numpy.empty(g1 - g0)
@@ -429,23 +464,21 @@ def _backward_staged_cols(dout, dx, dbeta_p, m, P, K, I, G, GT):
         dx_coef_1_e = _layout.spread(dx_coef_1_a, K * I)
         for o in range(O):
             _backward_staged_e_cols(dout[o, j0:j1], dx[o, j0:j1], dx_coef_1_e)
+
+
+def _backward_staged_cols(dout, dx, dbeta_p, m, P, K, I, G, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    like = numpy.empty(0, dout.dtype)
+    _layout.parallel(_backward_staged_cols_l0, TC, (dout, dx, m, K, I, G, GT, O, dbeta_g, like,), dout.size)
     if P != G:
         _layout.combine_outer(dbeta_g, dbeta_p)
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_staged_tall(dout, dx, dbeta_p, m, P, K, I, G, RC, GT):
-    O = dout.shape[0]
-    TC = (G + GT - 1) // GT
-    sum_dxc_s = numpy.empty(G)
-    sum_dout_s = numpy.empty(G)
-    dx_coef_1_a = numpy.empty(G, dout.dtype)
-    dbeta_g = dbeta_p if P == G else numpy.empty(G)
-    like = numpy.empty(0, dout.dtype)
-    sum_dxc_r = numpy.empty((RC, G))
-    sum_dout_r = numpy.empty((RC, G))
-    for t in numba.prange(RC * TC):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_staged_tall_l0(dout, K, I, G, RC, GT, TC, O, sum_dxc_r, sum_dout_r, t0, t1):
+    for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -456,10 +489,11 @@ def _backward_staged_tall(dout, dx, dbeta_p, m, P, K, I, G, RC, GT):
             _backward_staged_p0_cols(dout[o, j0:j1], sum_dxc_t, sum_dout_t)
         _layout.fold(sum_dxc_t, K * I, sum_dxc_r[rc, g0:g1])
         _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
-    _layout.sum_chunks(sum_dxc_r, sum_dxc_s)
-    _layout.sum_chunks(sum_dout_r, sum_dout_s)
-    _backward_staged_g0(sum_dxc_s, sum_dout_s, dx_coef_1_a, dbeta_g, m, like)
-    for t in numba.prange(RC * TC):
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_staged_tall_l1(dout, dx, K, I, G, RC, GT, TC, O, dx_coef_1_a, t0, t1):
+    for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -467,6 +501,23 @@ def _backward_staged_tall(dout, dx, dbeta_p, m, P, K, I, G, RC, GT):
         dx_coef_1_e = _layout.spread(dx_coef_1_a[g0:g1], K * I)
         for o in range(o0, o1):
             _backward_staged_e_cols(dout[o, j0:j1], dx[o, j0:j1], dx_coef_1_e)
+
+
+def _backward_staged_tall(dout, dx, dbeta_p, m, P, K, I, G, RC, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    sum_dxc_s = numpy.empty(G)
+    sum_dout_s = numpy.empty(G)
+    dx_coef_1_a = numpy.empty(G, dout.dtype)
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    like = numpy.empty(0, dout.dtype)
+    sum_dxc_r = numpy.empty((RC, G))
+    sum_dout_r = numpy.empty((RC, G))
+    _layout.parallel(_backward_staged_tall_l0, RC * TC, (dout, K, I, G, RC, GT, TC, O, sum_dxc_r, sum_dout_r,), dout.size)
+    _layout.sum_chunks(sum_dxc_r, sum_dxc_s)
+    _layout.sum_chunks(sum_dout_r, sum_dout_s)
+    _backward_staged_g0(sum_dxc_s, sum_dout_s, dx_coef_1_a, dbeta_g, m, like)
+    _layout.parallel(_backward_staged_tall_l1, RC * TC, (dout, dx, K, I, G, RC, GT, TC, O, dx_coef_1_a,), dout.size)
     if P != G:
         _layout.combine_outer(dbeta_g, dbeta_p)
 
@@ -496,12 +547,9 @@ def _backward_test_e_rows(dout, dx):
         dx[j] = dxc
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_test_rows(dout, dx, dbeta_p, P, chunks):
-    O, G, K, I = dout.shape
-    dbeta_g = dbeta_p if P == G else numpy.empty(G)
-    for c in numba.prange(chunks):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_test_rows_l0(dout, dx, P, chunks, G, O, K, dbeta_g, c0, c1):
+    for c in range(c0, c1):
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             sum_dout = 0.0
@@ -513,6 +561,12 @@ def _backward_test_rows(dout, dx, dbeta_p, P, chunks):
             for o in range(O):
                 for k in range(K):
                     _backward_test_e_rows(dout[o, g, k], dx[o, g, k])
+
+
+def _backward_test_rows(dout, dx, dbeta_p, P, chunks):
+    O, G, K, I = dout.shape
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    _layout.parallel(_backward_test_rows_l0, chunks, (dout, dx, P, chunks, G, O, K, dbeta_g,), dout.size)
     if P != G:
         _layout.combine_outer(dbeta_g, dbeta_p)
 
@@ -536,13 +590,9 @@ def _backward_test_g0(sum_dout, dbeta):
         dbeta[g] = sum_dout[g]
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_test_cols(dout, dx, dbeta_p, P, K, I, G, GT):
-    O = dout.shape[0]
-    TC = (G + GT - 1) // GT
-    dbeta_g = dbeta_p if P == G else numpy.empty(G)
-    for tc in numba.prange(TC):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_test_cols_l0(dout, dx, K, I, G, GT, O, dbeta_g, tc0, tc1):
+    for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         sum_dout_s = numpy.empty(g1 - g0)
@@ -553,19 +603,20 @@ def _backward_test_cols(dout, dx, dbeta_p, P, K, I, G, GT):
         _backward_test_g0(sum_dout_s, dbeta_g[g0:g1])
         for o in range(O):
             _backward_test_e_cols(dout[o, j0:j1], dx[o, j0:j1])
+
+
+def _backward_test_cols(dout, dx, dbeta_p, P, K, I, G, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    _layout.parallel(_backward_test_cols_l0, TC, (dout, dx, K, I, G, GT, O, dbeta_g,), dout.size)
     if P != G:
         _layout.combine_outer(dbeta_g, dbeta_p)
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_test_tall(dout, dx, dbeta_p, P, K, I, G, RC, GT):
-    O = dout.shape[0]
-    TC = (G + GT - 1) // GT
-    sum_dout_s = numpy.empty(G)
-    dbeta_g = dbeta_p if P == G else numpy.empty(G)
-    sum_dout_r = numpy.empty((RC, G))
-    for t in numba.prange(RC * TC):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_test_tall_l0(dout, K, I, G, RC, GT, TC, O, sum_dout_r, t0, t1):
+    for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -574,15 +625,29 @@ def _backward_test_tall(dout, dx, dbeta_p, P, K, I, G, RC, GT):
         for o in range(o0, o1):
             _backward_test_p0_cols(dout[o, j0:j1], sum_dout_t)
         _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
-    _layout.sum_chunks(sum_dout_r, sum_dout_s)
-    _backward_test_g0(sum_dout_s, dbeta_g)
-    for t in numba.prange(RC * TC):
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_test_tall_l1(dout, dx, K, I, G, RC, GT, TC, O, t0, t1):
+    for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         for o in range(o0, o1):
             _backward_test_e_cols(dout[o, j0:j1], dx[o, j0:j1])
+
+
+def _backward_test_tall(dout, dx, dbeta_p, P, K, I, G, RC, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    sum_dout_s = numpy.empty(G)
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    sum_dout_r = numpy.empty((RC, G))
+    _layout.parallel(_backward_test_tall_l0, RC * TC, (dout, K, I, G, RC, GT, TC, O, sum_dout_r,), dout.size)
+    _layout.sum_chunks(sum_dout_r, sum_dout_s)
+    _backward_test_g0(sum_dout_s, dbeta_g)
+    _layout.parallel(_backward_test_tall_l1, RC * TC, (dout, dx, K, I, G, RC, GT, TC, O,), dout.size)
     if P != G:
         _layout.combine_outer(dbeta_g, dbeta_p)
 

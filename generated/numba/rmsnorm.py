@@ -41,12 +41,10 @@ def _forward_train_e_rows(x, xhat, out, gamma, std):
         out[j] = gamma*xhat[j]
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _forward_train_rows(x, xhat, out, std_g, gamma_p, eps, m, P, chunks):
-    O, G, K, I = x.shape
-    work = x.dtype.type
-    for c in numba.prange(chunks):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_train_rows_l0(x, xhat, out, std_g, gamma_p, eps, m, P, chunks, G, O, K, c0, c1):
+    for c in range(c0, c1):
+        work = x.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             sum_var = 0.0
@@ -61,6 +59,11 @@ def _forward_train_rows(x, xhat, out, std_g, gamma_p, eps, m, P, chunks):
                 for k in range(K):
                     gamma = gamma_p[p, k]
                     _forward_train_e_rows(x[o, g, k], xhat[o, g, k], out[o, g, k], gamma, std)
+
+
+def _forward_train_rows(x, xhat, out, std_g, gamma_p, eps, m, P, chunks):
+    O, G, K, I = x.shape
+    _layout.parallel(_forward_train_rows_l0, chunks, (x, xhat, out, std_g, gamma_p, eps, m, P, chunks, G, O, K,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
@@ -78,12 +81,10 @@ def _forward_train_e_krows(x, xhat, out, gamma, std):
         out[j] = gamma[j]*xhat[j]
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _forward_train_krows(x, xhat, out, std_g, gamma_p, eps, m, P, chunks):
-    O, G, K = x.shape
-    work = x.dtype.type
-    for c in numba.prange(chunks):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_train_krows_l0(x, xhat, out, std_g, gamma_p, eps, m, P, chunks, G, O, c0, c1):
+    for c in range(c0, c1):
+        work = x.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             sum_var = 0.0
@@ -95,6 +96,11 @@ def _forward_train_krows(x, xhat, out, std_g, gamma_p, eps, m, P, chunks):
             std_g[g] = std
             for o in range(O):
                 _forward_train_e_krows(x[o, g], xhat[o, g], out[o, g], gamma_p[p], std)
+
+
+def _forward_train_krows(x, xhat, out, std_g, gamma_p, eps, m, P, chunks):
+    O, G, K = x.shape
+    _layout.parallel(_forward_train_krows_l0, chunks, (x, xhat, out, std_g, gamma_p, eps, m, P, chunks, G, O,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
@@ -119,13 +125,9 @@ def _forward_train_g0(sum_var, std_w, eps, m, like):
         std_w[g] = std
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _forward_train_cols(x, xhat, out, std_g, gamma_p, eps, m, P, K, I, G, GT):
-    O = x.shape[0]
-    TC = (G + GT - 1) // GT
-    like = numpy.empty(0, x.dtype)
-    for tc in numba.prange(TC):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_train_cols_l0(x, xhat, out, std_g, gamma_p, eps, m, P, K, I, G, GT, O, like, tc0, tc1):
+    for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         sum_var_s = numpy.empty(g1 - g0)
@@ -140,15 +142,16 @@ def _forward_train_cols(x, xhat, out, std_g, gamma_p, eps, m, P, K, I, G, GT):
             _forward_train_e_cols(x[o, j0:j1], xhat[o, j0:j1], out[o, j0:j1], gamma_e, std_e)
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _forward_train_tall(x, xhat, out, std_g, gamma_p, eps, m, P, K, I, G, RC, GT):
+def _forward_train_cols(x, xhat, out, std_g, gamma_p, eps, m, P, K, I, G, GT):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
-    sum_var_s = numpy.empty(G)
     like = numpy.empty(0, x.dtype)
-    sum_var_r = numpy.empty((RC, G))
-    for t in numba.prange(RC * TC):
+    _layout.parallel(_forward_train_cols_l0, TC, (x, xhat, out, std_g, gamma_p, eps, m, P, K, I, G, GT, O, like,), x.size)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_train_tall_l0(x, K, I, G, RC, GT, TC, O, sum_var_r, t0, t1):
+    for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -157,9 +160,11 @@ def _forward_train_tall(x, xhat, out, std_g, gamma_p, eps, m, P, K, I, G, RC, GT
         for o in range(o0, o1):
             _forward_train_p0_cols(x[o, j0:j1], sum_var_t)
         _layout.fold(sum_var_t, K * I, sum_var_r[rc, g0:g1])
-    _layout.sum_chunks(sum_var_r, sum_var_s)
-    _forward_train_g0(sum_var_s, std_g, eps, m, like)
-    for t in numba.prange(RC * TC):
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_train_tall_l1(x, xhat, out, std_g, gamma_p, P, K, I, G, RC, GT, TC, O, t0, t1):
+    for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -168,6 +173,18 @@ def _forward_train_tall(x, xhat, out, std_g, gamma_p, eps, m, P, K, I, G, RC, GT
         std_e = _layout.spread(std_g[g0:g1], K * I)
         for o in range(o0, o1):
             _forward_train_e_cols(x[o, j0:j1], xhat[o, j0:j1], out[o, j0:j1], gamma_e, std_e)
+
+
+def _forward_train_tall(x, xhat, out, std_g, gamma_p, eps, m, P, K, I, G, RC, GT):
+    O = x.shape[0]
+    TC = (G + GT - 1) // GT
+    sum_var_s = numpy.empty(G)
+    like = numpy.empty(0, x.dtype)
+    sum_var_r = numpy.empty((RC, G))
+    _layout.parallel(_forward_train_tall_l0, RC * TC, (x, K, I, G, RC, GT, TC, O, sum_var_r,), x.size)
+    _layout.sum_chunks(sum_var_r, sum_var_s)
+    _forward_train_g0(sum_var_s, std_g, eps, m, like)
+    _layout.parallel(_forward_train_tall_l1, RC * TC, (x, xhat, out, std_g, gamma_p, P, K, I, G, RC, GT, TC, O,), x.size)
 
 
 def _forward_train(lay, x, xhat, out, std_g, gamma_p, eps, m):
@@ -198,13 +215,10 @@ def _backward_compact_e_rows(dout, xhat, dx, coef_dout_gamma, coef_xhat, gamma):
         dx[j] = dout[j]*gamma*coef_dout_gamma + xhat[j]*coef_xhat
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_compact_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, chunks):
-    O, G, K, I = dout.shape
-    work = dout.dtype.type
-    dgamma_c = numpy.zeros((chunks, P, K))
-    for c in numba.prange(chunks):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_compact_rows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c, c0, c1):
+    for c in range(c0, c1):
+        work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             std = std_g[g]
@@ -221,6 +235,12 @@ def _backward_compact_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, chunk
                 for k in range(K):
                     gamma = gamma_p[p, k]
                     _backward_compact_e_rows(dout[o, g, k], xhat[o, g, k], dx[o, g, k], coef_dout_gamma, coef_xhat, gamma)
+
+
+def _backward_compact_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, chunks):
+    O, G, K, I = dout.shape
+    dgamma_c = numpy.zeros((chunks, P, K))
+    _layout.parallel(_backward_compact_rows_l0, chunks, (dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c,), dout.size)
     _layout.combine_chunks(dgamma_c, dgamma_p)
 
 
@@ -239,13 +259,10 @@ def _backward_compact_e_krows(dout, xhat, dx, coef_dout_gamma, coef_xhat, gamma)
         dx[j] = dout[j]*gamma[j]*coef_dout_gamma + xhat[j]*coef_xhat
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_compact_krows(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, chunks):
-    O, G, K = dout.shape
-    work = dout.dtype.type
-    dgamma_c = numpy.zeros((chunks, P, K))
-    for c in numba.prange(chunks):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_compact_krows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, dgamma_c, c0, c1):
+    for c in range(c0, c1):
+        work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             std = std_g[g]
@@ -257,6 +274,12 @@ def _backward_compact_krows(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, chun
             coef_xhat = work(-sum_dout_gamma_xhat/(m*std))
             for o in range(O):
                 _backward_compact_e_krows(dout[o, g], xhat[o, g], dx[o, g], coef_dout_gamma, coef_xhat, gamma_p[p])
+
+
+def _backward_compact_krows(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, chunks):
+    O, G, K = dout.shape
+    dgamma_c = numpy.zeros((chunks, P, K))
+    _layout.parallel(_backward_compact_krows_l0, chunks, (dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, dgamma_c,), dout.size)
     _layout.combine_chunks(dgamma_c, dgamma_p)
 
 
@@ -283,14 +306,9 @@ def _backward_compact_g0(sum_dout_gamma_xhat, std, coef_dout_gamma_w, coef_xhat_
         coef_xhat_w[g] = coef_xhat
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_compact_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, K, I, G, GT):
-    O = dout.shape[0]
-    TC = (G + GT - 1) // GT
-    like = numpy.empty(0, dout.dtype)
-    dgamma_c = numpy.zeros((TC, P, K))
-    for tc in numba.prange(TC):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_compact_cols_l0(dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_c, like, tc0, tc1):
+    for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         sum_dout_gamma_xhat_s = numpy.empty(g1 - g0)
@@ -309,21 +327,20 @@ def _backward_compact_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, K, I,
         gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
         for o in range(O):
             _backward_compact_e_cols(dout[o, j0:j1], xhat[o, j0:j1], dx[o, j0:j1], coef_dout_gamma_e, coef_xhat_e, gamma_e)
+
+
+def _backward_compact_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, K, I, G, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    like = numpy.empty(0, dout.dtype)
+    dgamma_c = numpy.zeros((TC, P, K))
+    _layout.parallel(_backward_compact_cols_l0, TC, (dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_c, like,), dout.size)
     _layout.combine_chunks(dgamma_c, dgamma_p)
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_compact_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, K, I, G, RC, GT):
-    O = dout.shape[0]
-    TC = (G + GT - 1) // GT
-    sum_dout_gamma_xhat_s = numpy.empty(G)
-    coef_dout_gamma_a = numpy.empty(G, dout.dtype)
-    coef_xhat_a = numpy.empty(G, dout.dtype)
-    like = numpy.empty(0, dout.dtype)
-    dgamma_c = numpy.zeros((RC * TC, P, K))
-    sum_dout_gamma_xhat_r = numpy.empty((RC, G))
-    for t in numba.prange(RC * TC):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_compact_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_gamma_xhat_r, dgamma_c, t0, t1):
+    for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -335,9 +352,11 @@ def _backward_compact_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, K, I,
             _backward_compact_p0_cols(dout[o, j0:j1], xhat[o, j0:j1], gamma_e, sum_dout_gamma_xhat_t, dgamma_t)
         _layout.fold(sum_dout_gamma_xhat_t, K * I, sum_dout_gamma_xhat_r[rc, g0:g1])
         _layout.fold_varying(dgamma_t, g0, g1, K, I, P, dgamma_c[t])
-    _layout.sum_chunks(sum_dout_gamma_xhat_r, sum_dout_gamma_xhat_s)
-    _backward_compact_g0(sum_dout_gamma_xhat_s, std_g, coef_dout_gamma_a, coef_xhat_a, m, like)
-    for t in numba.prange(RC * TC):
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_compact_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, coef_dout_gamma_a, coef_xhat_a, t0, t1):
+    for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -347,6 +366,21 @@ def _backward_compact_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, K, I,
         gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
         for o in range(o0, o1):
             _backward_compact_e_cols(dout[o, j0:j1], xhat[o, j0:j1], dx[o, j0:j1], coef_dout_gamma_e, coef_xhat_e, gamma_e)
+
+
+def _backward_compact_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, K, I, G, RC, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    sum_dout_gamma_xhat_s = numpy.empty(G)
+    coef_dout_gamma_a = numpy.empty(G, dout.dtype)
+    coef_xhat_a = numpy.empty(G, dout.dtype)
+    like = numpy.empty(0, dout.dtype)
+    dgamma_c = numpy.zeros((RC * TC, P, K))
+    sum_dout_gamma_xhat_r = numpy.empty((RC, G))
+    _layout.parallel(_backward_compact_tall_l0, RC * TC, (dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_gamma_xhat_r, dgamma_c,), dout.size)
+    _layout.sum_chunks(sum_dout_gamma_xhat_r, sum_dout_gamma_xhat_s)
+    _backward_compact_g0(sum_dout_gamma_xhat_s, std_g, coef_dout_gamma_a, coef_xhat_a, m, like)
+    _layout.parallel(_backward_compact_tall_l1, RC * TC, (dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, coef_dout_gamma_a, coef_xhat_a,), dout.size)
     _layout.combine_chunks(dgamma_c, dgamma_p)
 
 
@@ -379,13 +413,10 @@ def _backward_staged_e_rows(dout, xhat, dx, dx_coef_dxhat, dx_coef_xhat, gamma):
         dx[j] = dxhat*dx_coef_dxhat + xhat[j]*dx_coef_xhat
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_staged_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, chunks):
-    O, G, K, I = dout.shape
-    work = dout.dtype.type
-    dgamma_c = numpy.zeros((chunks, P, K))
-    for c in numba.prange(chunks):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_staged_rows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c, c0, c1):
+    for c in range(c0, c1):
+        work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             std = std_g[g]
@@ -403,6 +434,12 @@ def _backward_staged_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, chunks
                 for k in range(K):
                     gamma = gamma_p[p, k]
                     _backward_staged_e_rows(dout[o, g, k], xhat[o, g, k], dx[o, g, k], dx_coef_dxhat, dx_coef_xhat, gamma)
+
+
+def _backward_staged_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, chunks):
+    O, G, K, I = dout.shape
+    dgamma_c = numpy.zeros((chunks, P, K))
+    _layout.parallel(_backward_staged_rows_l0, chunks, (dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c,), dout.size)
     _layout.combine_chunks(dgamma_c, dgamma_p)
 
 
@@ -422,13 +459,10 @@ def _backward_staged_e_krows(dout, xhat, dx, dx_coef_dxhat, dx_coef_xhat, gamma)
         dx[j] = dxhat*dx_coef_dxhat + xhat[j]*dx_coef_xhat
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_staged_krows(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, chunks):
-    O, G, K = dout.shape
-    work = dout.dtype.type
-    dgamma_c = numpy.zeros((chunks, P, K))
-    for c in numba.prange(chunks):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_staged_krows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, dgamma_c, c0, c1):
+    for c in range(c0, c1):
+        work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             std = std_g[g]
@@ -441,6 +475,12 @@ def _backward_staged_krows(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, chunk
             dx_coef_xhat = work(2*dvar*std/m)
             for o in range(O):
                 _backward_staged_e_krows(dout[o, g], xhat[o, g], dx[o, g], dx_coef_dxhat, dx_coef_xhat, gamma_p[p])
+
+
+def _backward_staged_krows(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, chunks):
+    O, G, K = dout.shape
+    dgamma_c = numpy.zeros((chunks, P, K))
+    _layout.parallel(_backward_staged_krows_l0, chunks, (dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, dgamma_c,), dout.size)
     _layout.combine_chunks(dgamma_c, dgamma_p)
 
 
@@ -469,14 +509,9 @@ def _backward_staged_g0(sum_dxhat_xhat, std, dx_coef_dxhat_w, dx_coef_xhat_w, m,
         dx_coef_xhat_w[g] = dx_coef_xhat
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_staged_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, K, I, G, GT):
-    O = dout.shape[0]
-    TC = (G + GT - 1) // GT
-    like = numpy.empty(0, dout.dtype)
-    dgamma_c = numpy.zeros((TC, P, K))
-    for tc in numba.prange(TC):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_staged_cols_l0(dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_c, like, tc0, tc1):
+    for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         sum_dxhat_xhat_s = numpy.empty(g1 - g0)
@@ -495,21 +530,20 @@ def _backward_staged_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, K, I, 
         gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
         for o in range(O):
             _backward_staged_e_cols(dout[o, j0:j1], xhat[o, j0:j1], dx[o, j0:j1], dx_coef_dxhat_e, dx_coef_xhat_e, gamma_e)
+
+
+def _backward_staged_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, K, I, G, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    like = numpy.empty(0, dout.dtype)
+    dgamma_c = numpy.zeros((TC, P, K))
+    _layout.parallel(_backward_staged_cols_l0, TC, (dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_c, like,), dout.size)
     _layout.combine_chunks(dgamma_c, dgamma_p)
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_staged_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, K, I, G, RC, GT):
-    O = dout.shape[0]
-    TC = (G + GT - 1) // GT
-    sum_dxhat_xhat_s = numpy.empty(G)
-    dx_coef_dxhat_a = numpy.empty(G, dout.dtype)
-    dx_coef_xhat_a = numpy.empty(G, dout.dtype)
-    like = numpy.empty(0, dout.dtype)
-    dgamma_c = numpy.zeros((RC * TC, P, K))
-    sum_dxhat_xhat_r = numpy.empty((RC, G))
-    for t in numba.prange(RC * TC):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_staged_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dxhat_xhat_r, dgamma_c, t0, t1):
+    for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -521,9 +555,11 @@ def _backward_staged_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, K, I, 
             _backward_staged_p0_cols(dout[o, j0:j1], xhat[o, j0:j1], gamma_e, sum_dxhat_xhat_t, dgamma_t)
         _layout.fold(sum_dxhat_xhat_t, K * I, sum_dxhat_xhat_r[rc, g0:g1])
         _layout.fold_varying(dgamma_t, g0, g1, K, I, P, dgamma_c[t])
-    _layout.sum_chunks(sum_dxhat_xhat_r, sum_dxhat_xhat_s)
-    _backward_staged_g0(sum_dxhat_xhat_s, std_g, dx_coef_dxhat_a, dx_coef_xhat_a, m, like)
-    for t in numba.prange(RC * TC):
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_staged_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_dxhat_a, dx_coef_xhat_a, t0, t1):
+    for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -533,6 +569,21 @@ def _backward_staged_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, K, I, 
         gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
         for o in range(o0, o1):
             _backward_staged_e_cols(dout[o, j0:j1], xhat[o, j0:j1], dx[o, j0:j1], dx_coef_dxhat_e, dx_coef_xhat_e, gamma_e)
+
+
+def _backward_staged_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, K, I, G, RC, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    sum_dxhat_xhat_s = numpy.empty(G)
+    dx_coef_dxhat_a = numpy.empty(G, dout.dtype)
+    dx_coef_xhat_a = numpy.empty(G, dout.dtype)
+    like = numpy.empty(0, dout.dtype)
+    dgamma_c = numpy.zeros((RC * TC, P, K))
+    sum_dxhat_xhat_r = numpy.empty((RC, G))
+    _layout.parallel(_backward_staged_tall_l0, RC * TC, (dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dxhat_xhat_r, dgamma_c,), dout.size)
+    _layout.sum_chunks(sum_dxhat_xhat_r, sum_dxhat_xhat_s)
+    _backward_staged_g0(sum_dxhat_xhat_s, std_g, dx_coef_dxhat_a, dx_coef_xhat_a, m, like)
+    _layout.parallel(_backward_staged_tall_l1, RC * TC, (dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_dxhat_a, dx_coef_xhat_a,), dout.size)
     _layout.combine_chunks(dgamma_c, dgamma_p)
 
 

@@ -49,11 +49,9 @@ def _forward_train_e_rows(x, xhat, out, beta, gamma, mu, std):
         out[j] = xhat[j]*gamma + beta
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _forward_train_rows(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, chunks):
-    O, G, K, I = x.shape
-    for c in numba.prange(chunks):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_train_rows_l0(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K, c0, c1):
+    for c in range(c0, c1):
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             beta = beta_p[p]
@@ -77,6 +75,11 @@ def _forward_train_rows(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, 
             for o in range(O):
                 for k in range(K):
                     _forward_train_e_rows(x[o, g, k], xhat[o, g, k], out[o, g, k], beta, gamma, mu, std)
+
+
+def _forward_train_rows(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, chunks):
+    O, G, K, I = x.shape
+    _layout.parallel(_forward_train_rows_l0, chunks, (x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
@@ -114,12 +117,9 @@ def _forward_train_g1(sum_var, var_w, std_w, eps, m):
         std_w[g] = std
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _forward_train_cols(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT):
-    O = x.shape[0]
-    TC = (G + GT - 1) // GT
-    for tc in numba.prange(TC):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_train_cols_l0(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O, tc0, tc1):
+    for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         beta_t = _layout.per_group(beta_p, g0, g1, P)
@@ -145,17 +145,15 @@ def _forward_train_cols(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, 
             _forward_train_e_cols(x[o, j0:j1], xhat[o, j0:j1], out[o, j0:j1], beta_e, gamma_e, mu_e, std_e)
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _forward_train_tall(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, RC, GT):
+def _forward_train_cols(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
-    sum_x_s = numpy.empty(G)
-    sum_var_s = numpy.empty(G)
-    beta_all = _layout.per_group(beta_p, 0, G, P)
-    gamma_all = _layout.per_group(gamma_p, 0, G, P)
-    sum_x_r = numpy.empty((RC, G))
-    for t in numba.prange(RC * TC):
+    _layout.parallel(_forward_train_cols_l0, TC, (x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O,), x.size)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_train_tall_l0(x, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_x_r, t0, t1):
+    for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -166,10 +164,11 @@ def _forward_train_tall(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, 
         for o in range(o0, o1):
             _forward_train_p0_cols(x[o, j0:j1], sum_x_t)
         _layout.fold(sum_x_t, K * I, sum_x_r[rc, g0:g1])
-    _layout.sum_chunks(sum_x_r, sum_x_s)
-    _forward_train_g0(sum_x_s, mu_g, m)
-    sum_var_r = numpy.empty((RC, G))
-    for t in numba.prange(RC * TC):
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_train_tall_l1(x, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_var_r, t0, t1):
+    for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -181,9 +180,11 @@ def _forward_train_tall(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, 
         for o in range(o0, o1):
             _forward_train_p1_cols(x[o, j0:j1], mu_e, sum_var_t)
         _layout.fold(sum_var_t, K * I, sum_var_r[rc, g0:g1])
-    _layout.sum_chunks(sum_var_r, sum_var_s)
-    _forward_train_g1(sum_var_s, var_g, std_g, eps, m)
-    for t in numba.prange(RC * TC):
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_train_tall_l2(x, xhat, out, mu_g, std_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, t0, t1):
+    for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -196,6 +197,24 @@ def _forward_train_tall(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, 
         std_e = _layout.spread(std_g[g0:g1], K * I)
         for o in range(o0, o1):
             _forward_train_e_cols(x[o, j0:j1], xhat[o, j0:j1], out[o, j0:j1], beta_e, gamma_e, mu_e, std_e)
+
+
+def _forward_train_tall(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, RC, GT):
+    O = x.shape[0]
+    TC = (G + GT - 1) // GT
+    sum_x_s = numpy.empty(G)
+    sum_var_s = numpy.empty(G)
+    beta_all = _layout.per_group(beta_p, 0, G, P)
+    gamma_all = _layout.per_group(gamma_p, 0, G, P)
+    sum_x_r = numpy.empty((RC, G))
+    _layout.parallel(_forward_train_tall_l0, RC * TC, (x, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_x_r,), x.size)
+    _layout.sum_chunks(sum_x_r, sum_x_s)
+    _forward_train_g0(sum_x_s, mu_g, m)
+    sum_var_r = numpy.empty((RC, G))
+    _layout.parallel(_forward_train_tall_l1, RC * TC, (x, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_var_r,), x.size)
+    _layout.sum_chunks(sum_var_r, sum_var_s)
+    _forward_train_g1(sum_var_s, var_g, std_g, eps, m)
+    _layout.parallel(_forward_train_tall_l2, RC * TC, (x, xhat, out, mu_g, std_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O,), x.size)
 
 
 def _forward_train(lay, x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m):
@@ -215,12 +234,10 @@ def _forward_test_e_rows(x, xhat, out, beta, gamma, mu, std):
         out[j] = xhat[j]*gamma + beta
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _forward_test_rows(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, chunks):
-    O, G, K, I = x.shape
-    work = x.dtype.type
-    for c in numba.prange(chunks):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_test_rows_l0(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, chunks, G, O, K, c0, c1):
+    for c in range(c0, c1):
+        work = x.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             mu = mu_g[g]
@@ -232,6 +249,11 @@ def _forward_test_rows(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P
             for o in range(O):
                 for k in range(K):
                     _forward_test_e_rows(x[o, g, k], xhat[o, g, k], out[o, g, k], beta, gamma, mu, std)
+
+
+def _forward_test_rows(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, chunks):
+    O, G, K, I = x.shape
+    _layout.parallel(_forward_test_rows_l0, chunks, (x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, chunks, G, O, K,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
@@ -249,13 +271,9 @@ def _forward_test_g0(var, std_w, eps, like):
         std_w[g] = std
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _forward_test_cols(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, K, I, G, GT):
-    O = x.shape[0]
-    TC = (G + GT - 1) // GT
-    like = numpy.empty(0, x.dtype)
-    for tc in numba.prange(TC):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_test_cols_l0(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, K, I, G, GT, like, O, tc0, tc1):
+    for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         beta_t = _layout.per_group(beta_p, g0, g1, P)
@@ -269,16 +287,16 @@ def _forward_test_cols(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P
             _forward_test_e_cols(x[o, j0:j1], xhat[o, j0:j1], out[o, j0:j1], beta_e, gamma_e, mu_e, std_e)
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _forward_test_tall(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, K, I, G, RC, GT):
+def _forward_test_cols(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, K, I, G, GT):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
     like = numpy.empty(0, x.dtype)
-    beta_all = _layout.per_group(beta_p, 0, G, P)
-    gamma_all = _layout.per_group(gamma_p, 0, G, P)
-    _forward_test_g0(var_g, std_g, eps, like)
-    for t in numba.prange(RC * TC):
+    _layout.parallel(_forward_test_cols_l0, TC, (x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, K, I, G, GT, like, O,), x.size)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_test_tall_l0(x, xhat, out, mu_g, std_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, t0, t1):
+    for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -291,6 +309,16 @@ def _forward_test_tall(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P
         std_e = _layout.spread(std_g[g0:g1], K * I)
         for o in range(o0, o1):
             _forward_test_e_cols(x[o, j0:j1], xhat[o, j0:j1], out[o, j0:j1], beta_e, gamma_e, mu_e, std_e)
+
+
+def _forward_test_tall(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, K, I, G, RC, GT):
+    O = x.shape[0]
+    TC = (G + GT - 1) // GT
+    like = numpy.empty(0, x.dtype)
+    beta_all = _layout.per_group(beta_p, 0, G, P)
+    gamma_all = _layout.per_group(gamma_p, 0, G, P)
+    _forward_test_g0(var_g, std_g, eps, like)
+    _layout.parallel(_forward_test_tall_l0, RC * TC, (x, xhat, out, mu_g, std_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O,), x.size)
 
 
 def _forward_test(lay, x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps):
@@ -319,14 +347,10 @@ def _backward_compact_e_rows(dout, xhat, dx, coef_1, coef_dout, coef_xhat):
         dx[j] = dout[j]*coef_dout + xhat[j]*coef_xhat + coef_1
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_compact_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
-    O, G, K, I = dout.shape
-    work = dout.dtype.type
-    dgamma_g = dgamma_p if P == G else numpy.empty(G)
-    dbeta_g = dbeta_p if P == G else numpy.empty(G)
-    for c in numba.prange(chunks):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_compact_rows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g, c0, c1):
+    for c in range(c0, c1):
+        work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             std = std_g[g]
@@ -346,6 +370,13 @@ def _backward_compact_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m,
             for o in range(O):
                 for k in range(K):
                     _backward_compact_e_rows(dout[o, g, k], xhat[o, g, k], dx[o, g, k], coef_1, coef_dout, coef_xhat)
+
+
+def _backward_compact_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
+    O, G, K, I = dout.shape
+    dgamma_g = dgamma_p if P == G else numpy.empty(G)
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    _layout.parallel(_backward_compact_rows_l0, chunks, (dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -379,15 +410,9 @@ def _backward_compact_g0(sum_dout, sum_dout_xhat, gamma, std, coef_dout_w, coef_
         dbeta[g] = sum_dout[g]
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_compact_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, GT):
-    O = dout.shape[0]
-    TC = (G + GT - 1) // GT
-    dgamma_g = dgamma_p if P == G else numpy.empty(G)
-    dbeta_g = dbeta_p if P == G else numpy.empty(G)
-    like = numpy.empty(0, dout.dtype)
-    for tc in numba.prange(TC):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_compact_cols_l0(dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_g, dbeta_g, like, tc0, tc1):
+    for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         gamma_t = _layout.per_group(gamma_p, g0, g1, P)
@@ -408,14 +433,52 @@ def _backward_compact_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m,
         coef_xhat_e = _layout.spread(coef_xhat_a, K * I)
         for o in range(O):
             _backward_compact_e_cols(dout[o, j0:j1], xhat[o, j0:j1], dx[o, j0:j1], coef_1_e, coef_dout_e, coef_xhat_e)
+
+
+def _backward_compact_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    dgamma_g = dgamma_p if P == G else numpy.empty(G)
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    like = numpy.empty(0, dout.dtype)
+    _layout.parallel(_backward_compact_cols_l0, TC, (dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_g, dbeta_g, like,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
         _layout.combine_outer(dbeta_g, dbeta_p)
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_compact_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_r, sum_dout_xhat_r, t0, t1):
+    for t in range(t0, t1):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        sum_dout_t = numpy.zeros(j1 - j0)
+        sum_dout_xhat_t = numpy.zeros(j1 - j0)
+        for o in range(o0, o1):
+            _backward_compact_p0_cols(dout[o, j0:j1], xhat[o, j0:j1], sum_dout_t, sum_dout_xhat_t)
+        _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
+        _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_r[rc, g0:g1])
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_compact_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_a, coef_xhat_a, t0, t1):
+    for t in range(t0, t1):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        coef_1_e = _layout.spread(coef_1_a[g0:g1], K * I)
+        coef_dout_e = _layout.spread(coef_dout_a[g0:g1], K * I)
+        coef_xhat_e = _layout.spread(coef_xhat_a[g0:g1], K * I)
+        for o in range(o0, o1):
+            _backward_compact_e_cols(dout[o, j0:j1], xhat[o, j0:j1], dx[o, j0:j1], coef_1_e, coef_dout_e, coef_xhat_e)
+
+
 def _backward_compact_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, RC, GT):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
@@ -430,32 +493,11 @@ def _backward_compact_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m,
     gamma_all = _layout.per_group(gamma_p, 0, G, P)
     sum_dout_r = numpy.empty((RC, G))
     sum_dout_xhat_r = numpy.empty((RC, G))
-    for t in numba.prange(RC * TC):
-        rc, tc = t // TC, t % TC
-        o0, o1 = rc * O // RC, (rc + 1) * O // RC
-        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
-        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        sum_dout_t = numpy.zeros(j1 - j0)
-        sum_dout_xhat_t = numpy.zeros(j1 - j0)
-        for o in range(o0, o1):
-            _backward_compact_p0_cols(dout[o, j0:j1], xhat[o, j0:j1], sum_dout_t, sum_dout_xhat_t)
-        _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
-        _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_r[rc, g0:g1])
+    _layout.parallel(_backward_compact_tall_l0, RC * TC, (dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_r, sum_dout_xhat_r,), dout.size)
     _layout.sum_chunks(sum_dout_r, sum_dout_s)
     _layout.sum_chunks(sum_dout_xhat_r, sum_dout_xhat_s)
     _backward_compact_g0(sum_dout_s, sum_dout_xhat_s, gamma_all, std_g, coef_dout_a, coef_xhat_a, coef_1_a, dgamma_g, dbeta_g, m, like)
-    for t in numba.prange(RC * TC):
-        rc, tc = t // TC, t % TC
-        o0, o1 = rc * O // RC, (rc + 1) * O // RC
-        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
-        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        coef_1_e = _layout.spread(coef_1_a[g0:g1], K * I)
-        coef_dout_e = _layout.spread(coef_dout_a[g0:g1], K * I)
-        coef_xhat_e = _layout.spread(coef_xhat_a[g0:g1], K * I)
-        for o in range(o0, o1):
-            _backward_compact_e_cols(dout[o, j0:j1], xhat[o, j0:j1], dx[o, j0:j1], coef_1_e, coef_dout_e, coef_xhat_e)
+    _layout.parallel(_backward_compact_tall_l1, RC * TC, (dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_a, coef_xhat_a,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -493,14 +535,10 @@ def _backward_staged_e_rows(dout, xhat, dx, dx_coef_1, dx_coef_dxhat, dx_coef_xh
         dx[j] = dxhat*dx_coef_dxhat + xhat[j]*dx_coef_xhat + dx_coef_1
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_staged_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
-    O, G, K, I = dout.shape
-    work = dout.dtype.type
-    dgamma_g = dgamma_p if P == G else numpy.empty(G)
-    dbeta_g = dbeta_p if P == G else numpy.empty(G)
-    for c in numba.prange(chunks):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_staged_rows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g, c0, c1):
+    for c in range(c0, c1):
+        work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             std = std_g[g]
@@ -526,6 +564,13 @@ def _backward_staged_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, 
             for o in range(O):
                 for k in range(K):
                     _backward_staged_e_rows(dout[o, g, k], xhat[o, g, k], dx[o, g, k], dx_coef_1, dx_coef_dxhat, dx_coef_xhat, gamma)
+
+
+def _backward_staged_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
+    O, G, K, I = dout.shape
+    dgamma_g = dgamma_p if P == G else numpy.empty(G)
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    _layout.parallel(_backward_staged_rows_l0, chunks, (dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -564,15 +609,9 @@ def _backward_staged_g0(sum_dxhat_xhat, sum_dxhat, sum_dout_xhat, sum_dout, std,
         dbeta[g] = sum_dout[g]
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_staged_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, GT):
-    O = dout.shape[0]
-    TC = (G + GT - 1) // GT
-    dgamma_g = dgamma_p if P == G else numpy.empty(G)
-    dbeta_g = dbeta_p if P == G else numpy.empty(G)
-    like = numpy.empty(0, dout.dtype)
-    for tc in numba.prange(TC):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_staged_cols_l0(dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_g, dbeta_g, like, tc0, tc1):
+    for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         gamma_t = _layout.per_group(gamma_p, g0, g1, P)
@@ -601,14 +640,58 @@ def _backward_staged_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, 
         gamma_e = _layout.spread(gamma_t, K * I)
         for o in range(O):
             _backward_staged_e_cols(dout[o, j0:j1], xhat[o, j0:j1], dx[o, j0:j1], dx_coef_1_e, dx_coef_dxhat_e, dx_coef_xhat_e, gamma_e)
+
+
+def _backward_staged_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    dgamma_g = dgamma_p if P == G else numpy.empty(G)
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    like = numpy.empty(0, dout.dtype)
+    _layout.parallel(_backward_staged_cols_l0, TC, (dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_g, dbeta_g, like,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
         _layout.combine_outer(dbeta_g, dbeta_p)
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_staged_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dxhat_xhat_r, sum_dxhat_r, sum_dout_xhat_r, sum_dout_r, t0, t1):
+    for t in range(t0, t1):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        gamma_e = _layout.spread(gamma_t, K * I)
+        sum_dxhat_xhat_t = numpy.zeros(j1 - j0)
+        sum_dxhat_t = numpy.zeros(j1 - j0)
+        sum_dout_xhat_t = numpy.zeros(j1 - j0)
+        sum_dout_t = numpy.zeros(j1 - j0)
+        for o in range(o0, o1):
+            _backward_staged_p0_cols(dout[o, j0:j1], xhat[o, j0:j1], gamma_e, sum_dxhat_xhat_t, sum_dxhat_t, sum_dout_xhat_t, sum_dout_t)
+        _layout.fold(sum_dxhat_xhat_t, K * I, sum_dxhat_xhat_r[rc, g0:g1])
+        _layout.fold(sum_dxhat_t, K * I, sum_dxhat_r[rc, g0:g1])
+        _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_r[rc, g0:g1])
+        _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_staged_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_1_a, dx_coef_dxhat_a, dx_coef_xhat_a, t0, t1):
+    for t in range(t0, t1):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        dx_coef_1_e = _layout.spread(dx_coef_1_a[g0:g1], K * I)
+        dx_coef_dxhat_e = _layout.spread(dx_coef_dxhat_a[g0:g1], K * I)
+        dx_coef_xhat_e = _layout.spread(dx_coef_xhat_a[g0:g1], K * I)
+        gamma_e = _layout.spread(gamma_t, K * I)
+        for o in range(o0, o1):
+            _backward_staged_e_cols(dout[o, j0:j1], xhat[o, j0:j1], dx[o, j0:j1], dx_coef_1_e, dx_coef_dxhat_e, dx_coef_xhat_e, gamma_e)
+
+
 def _backward_staged_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, RC, GT):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
@@ -627,40 +710,13 @@ def _backward_staged_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, 
     sum_dxhat_r = numpy.empty((RC, G))
     sum_dout_xhat_r = numpy.empty((RC, G))
     sum_dout_r = numpy.empty((RC, G))
-    for t in numba.prange(RC * TC):
-        rc, tc = t // TC, t % TC
-        o0, o1 = rc * O // RC, (rc + 1) * O // RC
-        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
-        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        gamma_e = _layout.spread(gamma_t, K * I)
-        sum_dxhat_xhat_t = numpy.zeros(j1 - j0)
-        sum_dxhat_t = numpy.zeros(j1 - j0)
-        sum_dout_xhat_t = numpy.zeros(j1 - j0)
-        sum_dout_t = numpy.zeros(j1 - j0)
-        for o in range(o0, o1):
-            _backward_staged_p0_cols(dout[o, j0:j1], xhat[o, j0:j1], gamma_e, sum_dxhat_xhat_t, sum_dxhat_t, sum_dout_xhat_t, sum_dout_t)
-        _layout.fold(sum_dxhat_xhat_t, K * I, sum_dxhat_xhat_r[rc, g0:g1])
-        _layout.fold(sum_dxhat_t, K * I, sum_dxhat_r[rc, g0:g1])
-        _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_r[rc, g0:g1])
-        _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
+    _layout.parallel(_backward_staged_tall_l0, RC * TC, (dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dxhat_xhat_r, sum_dxhat_r, sum_dout_xhat_r, sum_dout_r,), dout.size)
     _layout.sum_chunks(sum_dxhat_xhat_r, sum_dxhat_xhat_s)
     _layout.sum_chunks(sum_dxhat_r, sum_dxhat_s)
     _layout.sum_chunks(sum_dout_xhat_r, sum_dout_xhat_s)
     _layout.sum_chunks(sum_dout_r, sum_dout_s)
     _backward_staged_g0(sum_dxhat_xhat_s, sum_dxhat_s, sum_dout_xhat_s, sum_dout_s, std_g, dx_coef_dxhat_a, dx_coef_xhat_a, dx_coef_1_a, dgamma_g, dbeta_g, m, like)
-    for t in numba.prange(RC * TC):
-        rc, tc = t // TC, t % TC
-        o0, o1 = rc * O // RC, (rc + 1) * O // RC
-        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
-        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        dx_coef_1_e = _layout.spread(dx_coef_1_a[g0:g1], K * I)
-        dx_coef_dxhat_e = _layout.spread(dx_coef_dxhat_a[g0:g1], K * I)
-        dx_coef_xhat_e = _layout.spread(dx_coef_xhat_a[g0:g1], K * I)
-        gamma_e = _layout.spread(gamma_t, K * I)
-        for o in range(o0, o1):
-            _backward_staged_e_cols(dout[o, j0:j1], xhat[o, j0:j1], dx[o, j0:j1], dx_coef_1_e, dx_coef_dxhat_e, dx_coef_xhat_e, gamma_e)
+    _layout.parallel(_backward_staged_tall_l1, RC * TC, (dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_1_a, dx_coef_dxhat_a, dx_coef_xhat_a,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -694,14 +750,10 @@ def _backward_test_e_rows(dout, dx, dx_coef_dxhat, gamma):
         dx[j] = dxhat*dx_coef_dxhat
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_test_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, P, chunks):
-    O, G, K, I = dout.shape
-    work = dout.dtype.type
-    dgamma_g = dgamma_p if P == G else numpy.empty(G)
-    dbeta_g = dbeta_p if P == G else numpy.empty(G)
-    for c in numba.prange(chunks):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_test_rows_l0(dout, xhat, dx, std_g, gamma_p, P, chunks, G, O, K, dgamma_g, dbeta_g, c0, c1):
+    for c in range(c0, c1):
+        work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             std = std_g[g]
@@ -719,6 +771,13 @@ def _backward_test_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, P, ch
             for o in range(O):
                 for k in range(K):
                     _backward_test_e_rows(dout[o, g, k], dx[o, g, k], dx_coef_dxhat, gamma)
+
+
+def _backward_test_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, P, chunks):
+    O, G, K, I = dout.shape
+    dgamma_g = dgamma_p if P == G else numpy.empty(G)
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    _layout.parallel(_backward_test_rows_l0, chunks, (dout, xhat, dx, std_g, gamma_p, P, chunks, G, O, K, dgamma_g, dbeta_g,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -749,15 +808,9 @@ def _backward_test_g0(sum_dout_xhat, sum_dout, std, dx_coef_dxhat_w, dgamma, dbe
         dbeta[g] = sum_dout[g]
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_test_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, P, K, I, G, GT):
-    O = dout.shape[0]
-    TC = (G + GT - 1) // GT
-    dgamma_g = dgamma_p if P == G else numpy.empty(G)
-    dbeta_g = dbeta_p if P == G else numpy.empty(G)
-    like = numpy.empty(0, dout.dtype)
-    for tc in numba.prange(TC):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_test_cols_l0(dout, xhat, dx, std_g, gamma_p, P, K, I, G, GT, O, dgamma_g, dbeta_g, like, tc0, tc1):
+    for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         gamma_t = _layout.per_group(gamma_p, g0, g1, P)
@@ -775,14 +828,51 @@ def _backward_test_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, P, K,
         gamma_e = _layout.spread(gamma_t, K * I)
         for o in range(O):
             _backward_test_e_cols(dout[o, j0:j1], dx[o, j0:j1], dx_coef_dxhat_e, gamma_e)
+
+
+def _backward_test_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, P, K, I, G, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    dgamma_g = dgamma_p if P == G else numpy.empty(G)
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    like = numpy.empty(0, dout.dtype)
+    _layout.parallel(_backward_test_cols_l0, TC, (dout, xhat, dx, std_g, gamma_p, P, K, I, G, GT, O, dgamma_g, dbeta_g, like,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
         _layout.combine_outer(dbeta_g, dbeta_p)
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_test_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_xhat_r, sum_dout_r, t0, t1):
+    for t in range(t0, t1):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        sum_dout_xhat_t = numpy.zeros(j1 - j0)
+        sum_dout_t = numpy.zeros(j1 - j0)
+        for o in range(o0, o1):
+            _backward_test_p0_cols(dout[o, j0:j1], xhat[o, j0:j1], sum_dout_xhat_t, sum_dout_t)
+        _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_r[rc, g0:g1])
+        _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_test_tall_l1(dout, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_dxhat_a, t0, t1):
+    for t in range(t0, t1):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        dx_coef_dxhat_e = _layout.spread(dx_coef_dxhat_a[g0:g1], K * I)
+        gamma_e = _layout.spread(gamma_t, K * I)
+        for o in range(o0, o1):
+            _backward_test_e_cols(dout[o, j0:j1], dx[o, j0:j1], dx_coef_dxhat_e, gamma_e)
+
+
 def _backward_test_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, P, K, I, G, RC, GT):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
@@ -795,31 +885,11 @@ def _backward_test_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, P, K,
     gamma_all = _layout.per_group(gamma_p, 0, G, P)
     sum_dout_xhat_r = numpy.empty((RC, G))
     sum_dout_r = numpy.empty((RC, G))
-    for t in numba.prange(RC * TC):
-        rc, tc = t // TC, t % TC
-        o0, o1 = rc * O // RC, (rc + 1) * O // RC
-        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
-        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        sum_dout_xhat_t = numpy.zeros(j1 - j0)
-        sum_dout_t = numpy.zeros(j1 - j0)
-        for o in range(o0, o1):
-            _backward_test_p0_cols(dout[o, j0:j1], xhat[o, j0:j1], sum_dout_xhat_t, sum_dout_t)
-        _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_r[rc, g0:g1])
-        _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
+    _layout.parallel(_backward_test_tall_l0, RC * TC, (dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_xhat_r, sum_dout_r,), dout.size)
     _layout.sum_chunks(sum_dout_xhat_r, sum_dout_xhat_s)
     _layout.sum_chunks(sum_dout_r, sum_dout_s)
     _backward_test_g0(sum_dout_xhat_s, sum_dout_s, std_g, dx_coef_dxhat_a, dgamma_g, dbeta_g, like)
-    for t in numba.prange(RC * TC):
-        rc, tc = t // TC, t % TC
-        o0, o1 = rc * O // RC, (rc + 1) * O // RC
-        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
-        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        dx_coef_dxhat_e = _layout.spread(dx_coef_dxhat_a[g0:g1], K * I)
-        gamma_e = _layout.spread(gamma_t, K * I)
-        for o in range(o0, o1):
-            _backward_test_e_cols(dout[o, j0:j1], dx[o, j0:j1], dx_coef_dxhat_e, gamma_e)
+    _layout.parallel(_backward_test_tall_l1, RC * TC, (dout, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_dxhat_a,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:

@@ -48,11 +48,9 @@ def _forward_train_e_rows(x, out, mu, std):
         out[j] = (x[j] - mu)/std
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _forward_train_rows(x, out, std_g, eps, m, P, chunks):
-    O, G, K, I = x.shape
-    for c in numba.prange(chunks):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_train_rows_l0(x, out, std_g, eps, m, P, chunks, G, O, K, c0, c1):
+    for c in range(c0, c1):
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             sum_x = 0.0
@@ -72,6 +70,11 @@ def _forward_train_rows(x, out, std_g, eps, m, P, chunks):
             for o in range(O):
                 for k in range(K):
                     _forward_train_e_rows(x[o, g, k], out[o, g, k], mu, std)
+
+
+def _forward_train_rows(x, out, std_g, eps, m, P, chunks):
+    O, G, K, I = x.shape
+    _layout.parallel(_forward_train_rows_l0, chunks, (x, out, std_g, eps, m, P, chunks, G, O, K,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
@@ -108,12 +111,9 @@ def _forward_train_g1(sum_var, var_w, std_w, eps, m):
         std_w[g] = std
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _forward_train_cols(x, out, std_g, eps, m, P, K, I, G, GT):
-    O = x.shape[0]
-    TC = (G + GT - 1) // GT
-    for tc in numba.prange(TC):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_train_cols_l0(x, out, std_g, eps, m, K, I, G, GT, O, tc0, tc1):
+    for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         sum_x_s = numpy.empty(g1 - g0)
@@ -137,17 +137,15 @@ def _forward_train_cols(x, out, std_g, eps, m, P, K, I, G, GT):
             _forward_train_e_cols(x[o, j0:j1], out[o, j0:j1], mu_e, std_e)
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _forward_train_tall(x, out, std_g, eps, m, P, K, I, G, RC, GT):
+def _forward_train_cols(x, out, std_g, eps, m, P, K, I, G, GT):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
-    sum_x_s = numpy.empty(G)
-    sum_var_s = numpy.empty(G)
-    mu_a = numpy.empty(G)
-    var_a = numpy.empty(G)
-    sum_x_r = numpy.empty((RC, G))
-    for t in numba.prange(RC * TC):
+    _layout.parallel(_forward_train_cols_l0, TC, (x, out, std_g, eps, m, K, I, G, GT, O,), x.size)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_train_tall_l0(x, K, I, G, RC, GT, TC, O, sum_x_r, t0, t1):
+    for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -156,10 +154,11 @@ def _forward_train_tall(x, out, std_g, eps, m, P, K, I, G, RC, GT):
         for o in range(o0, o1):
             _forward_train_p0_cols(x[o, j0:j1], sum_x_t)
         _layout.fold(sum_x_t, K * I, sum_x_r[rc, g0:g1])
-    _layout.sum_chunks(sum_x_r, sum_x_s)
-    _forward_train_g0(sum_x_s, mu_a, m)
-    sum_var_r = numpy.empty((RC, G))
-    for t in numba.prange(RC * TC):
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_train_tall_l1(x, K, I, G, RC, GT, TC, O, mu_a, sum_var_r, t0, t1):
+    for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -169,9 +168,11 @@ def _forward_train_tall(x, out, std_g, eps, m, P, K, I, G, RC, GT):
         for o in range(o0, o1):
             _forward_train_p1_cols(x[o, j0:j1], mu_e, sum_var_t)
         _layout.fold(sum_var_t, K * I, sum_var_r[rc, g0:g1])
-    _layout.sum_chunks(sum_var_r, sum_var_s)
-    _forward_train_g1(sum_var_s, var_a, std_g, eps, m)
-    for t in numba.prange(RC * TC):
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_train_tall_l2(x, out, std_g, K, I, G, RC, GT, TC, O, mu_a, t0, t1):
+    for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -180,6 +181,24 @@ def _forward_train_tall(x, out, std_g, eps, m, P, K, I, G, RC, GT):
         std_e = _layout.spread(std_g[g0:g1], K * I)
         for o in range(o0, o1):
             _forward_train_e_cols(x[o, j0:j1], out[o, j0:j1], mu_e, std_e)
+
+
+def _forward_train_tall(x, out, std_g, eps, m, P, K, I, G, RC, GT):
+    O = x.shape[0]
+    TC = (G + GT - 1) // GT
+    sum_x_s = numpy.empty(G)
+    sum_var_s = numpy.empty(G)
+    mu_a = numpy.empty(G)
+    var_a = numpy.empty(G)
+    sum_x_r = numpy.empty((RC, G))
+    _layout.parallel(_forward_train_tall_l0, RC * TC, (x, K, I, G, RC, GT, TC, O, sum_x_r,), x.size)
+    _layout.sum_chunks(sum_x_r, sum_x_s)
+    _forward_train_g0(sum_x_s, mu_a, m)
+    sum_var_r = numpy.empty((RC, G))
+    _layout.parallel(_forward_train_tall_l1, RC * TC, (x, K, I, G, RC, GT, TC, O, mu_a, sum_var_r,), x.size)
+    _layout.sum_chunks(sum_var_r, sum_var_s)
+    _forward_train_g1(sum_var_s, var_a, std_g, eps, m)
+    _layout.parallel(_forward_train_tall_l2, RC * TC, (x, out, std_g, K, I, G, RC, GT, TC, O, mu_a,), x.size)
 
 
 def _forward_train(lay, x, out, std_g, eps, m):
@@ -208,12 +227,10 @@ def _backward_compact_e_rows(dout, out, dx, coef_1, coef_dout, coef_out):
         dx[j] = dout[j]*coef_dout + out[j]*coef_out + coef_1
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_compact_rows(dout, out, dx, std_g, m, P, chunks):
-    O, G, K, I = dout.shape
-    work = dout.dtype.type
-    for c in numba.prange(chunks):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_compact_rows_l0(dout, out, dx, std_g, m, P, chunks, G, O, K, c0, c1):
+    for c in range(c0, c1):
+        work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             std = std_g[g]
@@ -230,6 +247,11 @@ def _backward_compact_rows(dout, out, dx, std_g, m, P, chunks):
             for o in range(O):
                 for k in range(K):
                     _backward_compact_e_rows(dout[o, g, k], out[o, g, k], dx[o, g, k], coef_1, coef_dout, coef_out)
+
+
+def _backward_compact_rows(dout, out, dx, std_g, m, P, chunks):
+    O, G, K, I = dout.shape
+    _layout.parallel(_backward_compact_rows_l0, chunks, (dout, out, dx, std_g, m, P, chunks, G, O, K,), dout.size)
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
@@ -257,13 +279,9 @@ def _backward_compact_g0(sum_dout, sum_dout_out, std, coef_dout_w, coef_out_w, c
         coef_1_w[g] = coef_1
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_compact_cols(dout, out, dx, std_g, m, P, K, I, G, GT):
-    O = dout.shape[0]
-    TC = (G + GT - 1) // GT
-    like = numpy.empty(0, dout.dtype)
-    for tc in numba.prange(TC):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_compact_cols_l0(dout, out, dx, std_g, m, K, I, G, GT, O, like, tc0, tc1):
+    for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         sum_dout_s = numpy.empty(g1 - g0)
@@ -285,8 +303,42 @@ def _backward_compact_cols(dout, out, dx, std_g, m, P, K, I, G, GT):
             _backward_compact_e_cols(dout[o, j0:j1], out[o, j0:j1], dx[o, j0:j1], coef_1_e, coef_dout_e, coef_out_e)
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _backward_compact_cols(dout, out, dx, std_g, m, P, K, I, G, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    like = numpy.empty(0, dout.dtype)
+    _layout.parallel(_backward_compact_cols_l0, TC, (dout, out, dx, std_g, m, K, I, G, GT, O, like,), dout.size)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_compact_tall_l0(dout, out, K, I, G, RC, GT, TC, O, sum_dout_r, sum_dout_out_r, t0, t1):
+    for t in range(t0, t1):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        sum_dout_t = numpy.zeros(j1 - j0)
+        sum_dout_out_t = numpy.zeros(j1 - j0)
+        for o in range(o0, o1):
+            _backward_compact_p0_cols(dout[o, j0:j1], out[o, j0:j1], sum_dout_t, sum_dout_out_t)
+        _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
+        _layout.fold(sum_dout_out_t, K * I, sum_dout_out_r[rc, g0:g1])
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_compact_tall_l1(dout, out, dx, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_a, coef_out_a, t0, t1):
+    for t in range(t0, t1):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        coef_1_e = _layout.spread(coef_1_a[g0:g1], K * I)
+        coef_dout_e = _layout.spread(coef_dout_a[g0:g1], K * I)
+        coef_out_e = _layout.spread(coef_out_a[g0:g1], K * I)
+        for o in range(o0, o1):
+            _backward_compact_e_cols(dout[o, j0:j1], out[o, j0:j1], dx[o, j0:j1], coef_1_e, coef_dout_e, coef_out_e)
+
+
 def _backward_compact_tall(dout, out, dx, std_g, m, P, K, I, G, RC, GT):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
@@ -298,30 +350,11 @@ def _backward_compact_tall(dout, out, dx, std_g, m, P, K, I, G, RC, GT):
     like = numpy.empty(0, dout.dtype)
     sum_dout_r = numpy.empty((RC, G))
     sum_dout_out_r = numpy.empty((RC, G))
-    for t in numba.prange(RC * TC):
-        rc, tc = t // TC, t % TC
-        o0, o1 = rc * O // RC, (rc + 1) * O // RC
-        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
-        sum_dout_t = numpy.zeros(j1 - j0)
-        sum_dout_out_t = numpy.zeros(j1 - j0)
-        for o in range(o0, o1):
-            _backward_compact_p0_cols(dout[o, j0:j1], out[o, j0:j1], sum_dout_t, sum_dout_out_t)
-        _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
-        _layout.fold(sum_dout_out_t, K * I, sum_dout_out_r[rc, g0:g1])
+    _layout.parallel(_backward_compact_tall_l0, RC * TC, (dout, out, K, I, G, RC, GT, TC, O, sum_dout_r, sum_dout_out_r,), dout.size)
     _layout.sum_chunks(sum_dout_r, sum_dout_s)
     _layout.sum_chunks(sum_dout_out_r, sum_dout_out_s)
     _backward_compact_g0(sum_dout_s, sum_dout_out_s, std_g, coef_dout_a, coef_out_a, coef_1_a, m, like)
-    for t in numba.prange(RC * TC):
-        rc, tc = t // TC, t % TC
-        o0, o1 = rc * O // RC, (rc + 1) * O // RC
-        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
-        coef_1_e = _layout.spread(coef_1_a[g0:g1], K * I)
-        coef_dout_e = _layout.spread(coef_dout_a[g0:g1], K * I)
-        coef_out_e = _layout.spread(coef_out_a[g0:g1], K * I)
-        for o in range(o0, o1):
-            _backward_compact_e_cols(dout[o, j0:j1], out[o, j0:j1], dx[o, j0:j1], coef_1_e, coef_dout_e, coef_out_e)
+    _layout.parallel(_backward_compact_tall_l1, RC * TC, (dout, out, dx, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_a, coef_out_a,), dout.size)
 
 
 def _backward_compact(lay, dout, out, dx, std_g, m):
@@ -350,12 +383,10 @@ def _backward_staged_e_rows(dout, out, dx, dx_coef_1, dx_coef_dout, dx_coef_out)
         dx[j] = dout[j]*dx_coef_dout + out[j]*dx_coef_out + dx_coef_1
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_staged_rows(dout, out, dx, std_g, m, P, chunks):
-    O, G, K, I = dout.shape
-    work = dout.dtype.type
-    for c in numba.prange(chunks):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_staged_rows_l0(dout, out, dx, std_g, m, P, chunks, G, O, K, c0, c1):
+    for c in range(c0, c1):
+        work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             std = std_g[g]
@@ -374,6 +405,11 @@ def _backward_staged_rows(dout, out, dx, std_g, m, P, chunks):
             for o in range(O):
                 for k in range(K):
                     _backward_staged_e_rows(dout[o, g, k], out[o, g, k], dx[o, g, k], dx_coef_1, dx_coef_dout, dx_coef_out)
+
+
+def _backward_staged_rows(dout, out, dx, std_g, m, P, chunks):
+    O, G, K, I = dout.shape
+    _layout.parallel(_backward_staged_rows_l0, chunks, (dout, out, dx, std_g, m, P, chunks, G, O, K,), dout.size)
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
@@ -403,13 +439,9 @@ def _backward_staged_g0(sum_dout_out, sum_dout, std, dx_coef_dout_w, dx_coef_out
         dx_coef_1_w[g] = dx_coef_1
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _backward_staged_cols(dout, out, dx, std_g, m, P, K, I, G, GT):
-    O = dout.shape[0]
-    TC = (G + GT - 1) // GT
-    like = numpy.empty(0, dout.dtype)
-    for tc in numba.prange(TC):
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_staged_cols_l0(dout, out, dx, std_g, m, K, I, G, GT, O, like, tc0, tc1):
+    for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         sum_dout_out_s = numpy.empty(g1 - g0)
@@ -431,8 +463,42 @@ def _backward_staged_cols(dout, out, dx, std_g, m, P, K, I, G, GT):
             _backward_staged_e_cols(dout[o, j0:j1], out[o, j0:j1], dx[o, j0:j1], dx_coef_1_e, dx_coef_dout_e, dx_coef_out_e)
 
 
-@_layout.serial
-@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _backward_staged_cols(dout, out, dx, std_g, m, P, K, I, G, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    like = numpy.empty(0, dout.dtype)
+    _layout.parallel(_backward_staged_cols_l0, TC, (dout, out, dx, std_g, m, K, I, G, GT, O, like,), dout.size)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_staged_tall_l0(dout, out, K, I, G, RC, GT, TC, O, sum_dout_out_r, sum_dout_r, t0, t1):
+    for t in range(t0, t1):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        sum_dout_out_t = numpy.zeros(j1 - j0)
+        sum_dout_t = numpy.zeros(j1 - j0)
+        for o in range(o0, o1):
+            _backward_staged_p0_cols(dout[o, j0:j1], out[o, j0:j1], sum_dout_out_t, sum_dout_t)
+        _layout.fold(sum_dout_out_t, K * I, sum_dout_out_r[rc, g0:g1])
+        _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_staged_tall_l1(dout, out, dx, K, I, G, RC, GT, TC, O, dx_coef_1_a, dx_coef_dout_a, dx_coef_out_a, t0, t1):
+    for t in range(t0, t1):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        dx_coef_1_e = _layout.spread(dx_coef_1_a[g0:g1], K * I)
+        dx_coef_dout_e = _layout.spread(dx_coef_dout_a[g0:g1], K * I)
+        dx_coef_out_e = _layout.spread(dx_coef_out_a[g0:g1], K * I)
+        for o in range(o0, o1):
+            _backward_staged_e_cols(dout[o, j0:j1], out[o, j0:j1], dx[o, j0:j1], dx_coef_1_e, dx_coef_dout_e, dx_coef_out_e)
+
+
 def _backward_staged_tall(dout, out, dx, std_g, m, P, K, I, G, RC, GT):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
@@ -444,30 +510,11 @@ def _backward_staged_tall(dout, out, dx, std_g, m, P, K, I, G, RC, GT):
     like = numpy.empty(0, dout.dtype)
     sum_dout_out_r = numpy.empty((RC, G))
     sum_dout_r = numpy.empty((RC, G))
-    for t in numba.prange(RC * TC):
-        rc, tc = t // TC, t % TC
-        o0, o1 = rc * O // RC, (rc + 1) * O // RC
-        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
-        sum_dout_out_t = numpy.zeros(j1 - j0)
-        sum_dout_t = numpy.zeros(j1 - j0)
-        for o in range(o0, o1):
-            _backward_staged_p0_cols(dout[o, j0:j1], out[o, j0:j1], sum_dout_out_t, sum_dout_t)
-        _layout.fold(sum_dout_out_t, K * I, sum_dout_out_r[rc, g0:g1])
-        _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
+    _layout.parallel(_backward_staged_tall_l0, RC * TC, (dout, out, K, I, G, RC, GT, TC, O, sum_dout_out_r, sum_dout_r,), dout.size)
     _layout.sum_chunks(sum_dout_out_r, sum_dout_out_s)
     _layout.sum_chunks(sum_dout_r, sum_dout_s)
     _backward_staged_g0(sum_dout_out_s, sum_dout_s, std_g, dx_coef_dout_a, dx_coef_out_a, dx_coef_1_a, m, like)
-    for t in numba.prange(RC * TC):
-        rc, tc = t // TC, t % TC
-        o0, o1 = rc * O // RC, (rc + 1) * O // RC
-        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
-        dx_coef_1_e = _layout.spread(dx_coef_1_a[g0:g1], K * I)
-        dx_coef_dout_e = _layout.spread(dx_coef_dout_a[g0:g1], K * I)
-        dx_coef_out_e = _layout.spread(dx_coef_out_a[g0:g1], K * I)
-        for o in range(o0, o1):
-            _backward_staged_e_cols(dout[o, j0:j1], out[o, j0:j1], dx[o, j0:j1], dx_coef_1_e, dx_coef_dout_e, dx_coef_out_e)
+    _layout.parallel(_backward_staged_tall_l1, RC * TC, (dout, out, dx, K, I, G, RC, GT, TC, O, dx_coef_1_a, dx_coef_dout_a, dx_coef_out_a,), dout.size)
 
 
 def _backward_staged(lay, dout, out, dx, std_g, m):

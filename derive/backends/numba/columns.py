@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from ...ir.program import is_scalar
 
-#: the numba decorators of the inner loops and of the drivers
+#: the numba decorator of the inner loops (the drivers are outlined: see :mod:`.outline`)
 INNER = "@numba.njit(fastmath=_FASTMATH, cache=True)"
-DRIVER = ("@_layout.serial", "@numba.njit(parallel=True, fastmath=_FASTMATH, cache=True)")
 
 
 class Emit:
@@ -194,8 +193,6 @@ class Columns:
         """cols: one parallel loop over tiles of GT groups; each tile runs every phase itself."""
         r, sc = self.r, self.sc
         e = Emit()
-        for d in DRIVER:
-            e(0, d)
         e(0, f"def {self.name}_cols({', '.join(self.arguments() + ['P', 'K', 'I', 'G', 'GT'])}):")
         first = (r.element_in + r.element_out)[0]
         e(1, f"O = {first}.shape[0]")
@@ -224,8 +221,6 @@ class Columns:
         phase (a loop over every group); then the elementwise pass over the same items."""
         r, sc = self.r, self.sc
         e = Emit()
-        for d in DRIVER:
-            e(0, d)
         e(0, f"def {self.name}_tall({', '.join(self.arguments() + ['P', 'K', 'I', 'G', 'RC', 'GT'])}):")
         first = (r.element_in + r.element_out)[0]
         e(1, f"O = {first}.shape[0]")

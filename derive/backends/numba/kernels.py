@@ -1,4 +1,5 @@
-"""The numba kernels of one IR function, printed as source lines: inner loops and parallel drivers.
+"""The numba kernels of one IR function, printed as source lines: inner loops and drivers (whose
+parallel loops :mod:`.outline` turns into serial kernels run by a thread pool).
 
 Every working view is laid onto the canonical loop space (O, G, K, I) (generated/numba/_layout.py):
 ``o`` reduced axes before the groups, ``g`` the groups, ``k`` reduced axes the parameters span,
@@ -28,7 +29,8 @@ import sympy as sp
 from ...ir.layout import Loops
 from ...ir.program import Function, KernelIR, is_scalar
 from ...math.algebra import Elem
-from .columns import DRIVER, INNER, Columns, Emit
+from .columns import INNER, Columns, Emit
+from .outline import DEF, outline
 
 
 class Printed(Columns):
@@ -185,18 +187,16 @@ class Printed(Columns):
         """The rows (4-D arrays, runs over i) or krows (3-D arrays, runs over k) driver."""
         r, sc = self.r, self.sc
         e = Emit()
-        for d in DRIVER:
-            e(0, d)
         e(0, f"def {self.name}_{mode}({', '.join(self.arguments() + ['P', 'chunks'])}):")
         first = (r.element_in + r.element_out)[0]
         e(1, f"{'O, G, K, I' if mode == 'rows' else 'O, G, K'} = {first}.shape")
-        if self.needs_work():
-            e(1, f"work = {first}.dtype.type")
         for g, _ in (a for ph in sc.passes for a in ph.partials):
             e(1, f"{self.array(g.name, 'c')} = numpy.zeros((chunks, P, K))")
         for g, _ in sc.outer:
             e(1, f"{self.array(g.name, 'g')} = {self.array(g.name, 'p')} if P == G else numpy.empty(G)")
         e(1, "for c in numba.prange(chunks):")
+        if self.needs_work():
+            e(2, f"work = {first}.dtype.type")
         e(2, "for g in range(c * G // chunks, (c + 1) * G // chunks):")
         e(3, "p = g % P")
         uniform = [n for n in r.group_in] + [n for n in r.params if n not in self.varying]
@@ -303,9 +303,12 @@ class Printed(Columns):
                     inner[f"g{n}"] = group
                     if ph.group or any(acc in dict(self.sc.outer).values() for acc, _ in ph.sums):
                         blocks.append(group[1])
-                blocks += [self.cols_driver(inner), self.tall_driver(inner)]
+                drivers = [self.cols_driver(inner), self.tall_driver(inner)]
             else:
-                blocks.append(self.rows_driver(mode, inner))
+                drivers = [self.rows_driver(mode, inner)]
+            functions = {m.group(1) for b in blocks for m in map(DEF.match, b) if m}
+            for lines in drivers:
+                blocks += outline(lines, functions)
         out = []
         for b in blocks:
             out += ["", ""] + b

@@ -20,6 +20,7 @@ chooses, from the shape alone, how the kernels sweep memory (see derive/backends
 Chunk counts, tiles and strategy depend on the shape only, so results never depend on the
 thread count.
 """
+import concurrent.futures
 import functools
 import threading
 
@@ -42,35 +43,53 @@ ITEMS = 8
 LETTERS = "ogki"
 
 
+#: a call's parallel loops run on threads when its first array holds at least this many elements
+PARALLEL = 1 << 15
 _LOCK = threading.Lock()
-_threadsafe = False  #: set once numba has chosen a threading layer other than workqueue
+_POOL: list = []          #: the thread pool, made on first use: [executor, its workers]
+_THREADS = [0]            #: the number of threads set by set_num_threads (0: numba's NUMBA_NUM_THREADS)
 
 
-def serial(kernel):
-    """``kernel`` (a parallel numba function), called under a lock until numba's threading
-    layer is known to be threadsafe.
+def get_num_threads() -> int:
+    """The threads a parallel loop runs on: set_num_threads's, else numba.config.NUMBA_NUM_THREADS
+    (the machine's CPUs, or the NUMBA_NUM_THREADS environment variable)."""
+    return _THREADS[0] or numba.config.NUMBA_NUM_THREADS
 
-    numba's workqueue layer aborts the process ("Concurrent access has been detected")
-    when two Python threads launch parallel kernels at once; it is what numba uses when
-    NUMBA_THREADING_LAYER=workqueue, or when neither TBB nor OpenMP is available.  Under
-    it every kernel call is serialized; under tbb or omp the lock is dropped after the
-    first call.
-    """
-    @functools.wraps(kernel, updated=())
-    def call(*args):
-        global _threadsafe
-        if _threadsafe:
-            return kernel(*args)
-        with _LOCK:
-            result = kernel(*args)
-            try:
-                _threadsafe = numba.threading_layer() != "workqueue"
-            except ValueError:   # no parallel kernel ran yet (NUMBA_DISABLE_JIT): keep the lock
-                pass
-        return result
 
-    call.kernel = kernel
-    return call
+def set_num_threads(n: int) -> None:
+    """Run the parallel loops on ``n`` threads (1: in the calling thread only)."""
+    if int(n) < 1:
+        raise ValueError(f"set_num_threads: n must be at least 1, got {n!r}")
+    _THREADS[0] = int(n)
+
+
+def _pool(workers):
+    with _LOCK:
+        if not _POOL or _POOL[1] < workers:
+            if _POOL:
+                _POOL[0].shutdown(wait=False)
+            _POOL[:] = [concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="normderive"), workers]
+        return _POOL[0]
+
+
+def parallel(kernel, n, args, size):
+    """``kernel(*args, a, b)`` for consecutive blocks [a, b) of the items range(n): on up to
+    get_num_threads() threads (the calling thread takes the first block) when ``size`` (the
+    elements of the call's first array) reaches PARALLEL, else in the calling thread.  The
+    kernels are serial numba functions that release the GIL; each item writes its own part of the
+    outputs, so the split never changes a result."""
+    workers = min(n, get_num_threads()) if size >= PARALLEL else 1
+    if workers <= 1:
+        kernel(*args, 0, n)
+        return
+    bounds = [n * w // workers for w in range(workers + 1)]
+    pool = _pool(workers - 1)
+    futures = [pool.submit(kernel, *args, bounds[w], bounds[w + 1]) for w in range(1, workers)]
+    try:
+        kernel(*args, bounds[0], bounds[1])
+    finally:
+        for future in futures:
+            future.result()
 
 
 def _product(sizes):
