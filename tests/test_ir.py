@@ -293,3 +293,25 @@ def test_every_library_entry_is_checked_against_the_proved_expressions_to_the_se
     assert {b.spec.name for b in found} == {e.spec.name for e in ENTRIES}
     usable = [b for b in backends.BACKENDS if b.name in ("numpy", "torch", "sync")]
     assert verify.verify("generated", found, usable) is None
+
+
+def test_no_elementwise_loop_divides_by_a_per_group_value():
+    """The loop backends (numba, Triton) multiply each element by 1/std, computed once per group
+    (``inv_std``), instead of dividing every element by std: in numba, the forward's elementwise pass
+    of batch norm at (2048, 1024) float32 took 2.96 ms dividing and 1.38 ms multiplying.  Checked
+    on every function of every library entry: no per-element assignment takes a negative or
+    fractional power of a value computed per group."""
+    from _derived import all_default
+    from derive.output import render
+    checked = 0
+    for build in render.builds(list(all_default())):
+        for f in build.ir.functions.values():
+            per_group = {s for p in f.schedule.passes for s, _ in p.group + p.sums}
+            for target, value in f.schedule.elements:
+                slow = [p for p in value.atoms(sp.Pow) if p.base.free_symbols & per_group
+                        and not (p.exp.is_Integer and p.exp > 0)]
+                assert not slow, (build.spec.name, f.name, target, slow)
+                checked += 1
+            hoisted = [s for p in f.schedule.passes for s, _ in p.group if s.name.startswith("inv_")]
+            checked += len(hoisted)
+    assert checked > 100

@@ -277,7 +277,7 @@ def build(d: Derivation, reserved=()) -> KernelIR:
             results = tuple(r for _, r in sec.results if r is not None)
         else:
             results = grads[:len(grads) - len(domains)] + seeds
-        functions[key] = Function(key, DOCS[key], body, results, schedule(body, results))
+        functions[key] = Function(key, DOCS[key], body, results, schedule(body, results, names.local))
     split = Split(names[parts[0]], names[parts[1]], *(assigns(b) for b in parts[2:])) if parts else None
     return KernelIR(
         spec=d.spec, names=names, x=names[model.x], dy=names[model.dy], output=names[model.output.symbol],

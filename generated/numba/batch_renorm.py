@@ -43,9 +43,9 @@ def _forward_train_p1_rows(x, mu):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_e_rows(x, xhat, out, beta, d, gamma, mu, r, std):
+def _forward_train_e_rows(x, xhat, out, beta, d, gamma, inv_std, mu, r):
     for j in range(x.shape[0]):
-        xhat[j] = d + r*(x[j] - mu)/std
+        xhat[j] = d + inv_std*r*(x[j] - mu)
         out[j] = xhat[j]*gamma + beta
 
 
@@ -76,12 +76,13 @@ def _forward_train_rows_l0(x, xhat, out, running_mean_g, running_var_g, mu_g, d_
             var = sum_var/m
             std = math.sqrt(eps + var)
             r = min(max(((std)/(math.sqrt(eps + running_var)) if (math.sqrt(eps + running_var)) != 0 else 0.0), 1/r_max), r_max)
+            inv_std = 1/std
             var_g[g] = var
             std_g[g] = std
             r_g[g] = r
             for o in range(O):
                 for k in range(K):
-                    _forward_train_e_rows(x[o, g, k], xhat[o, g, k], out[o, g, k], beta, d, gamma, mu, r, std)
+                    _forward_train_e_rows(x[o, g, k], xhat[o, g, k], out[o, g, k], beta, d, gamma, inv_std, mu, r)
 
 
 def _forward_train_rows(x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, chunks):
@@ -102,9 +103,9 @@ def _forward_train_p1_cols(x, mu, sum_var):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_e_cols(x, xhat, out, beta, d, gamma, mu, r, std):
+def _forward_train_e_cols(x, xhat, out, beta, d, gamma, inv_std, mu, r):
     for j in range(x.shape[0]):
-        xhat[j] = d[j] + r[j]*(x[j] - mu[j])/std[j]
+        xhat[j] = d[j] + inv_std[j]*r[j]*(x[j] - mu[j])
         out[j] = xhat[j]*gamma[j] + beta[j]
 
 
@@ -119,14 +120,16 @@ def _forward_train_g0(sum_x, running_mean, running_var, mu_w, d_w, d_max, eps, m
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_g1(sum_var, running_var, var_w, std_w, r_w, eps, m, r_max):
+def _forward_train_g1(sum_var, running_var, var_w, std_w, r_w, inv_std_w, eps, m, r_max):
     for g in range(sum_var.shape[0]):
         var = sum_var[g]/m
         std = math.sqrt(eps + var)
         r = min(max(((std)/(math.sqrt(eps + running_var[g])) if (math.sqrt(eps + running_var[g])) != 0 else 0.0), 1/r_max), r_max)
+        inv_std = 1/std
         var_w[g] = var
         std_w[g] = std
         r_w[g] = r
+        inv_std_w[g] = inv_std
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
@@ -138,6 +141,7 @@ def _forward_train_cols_l0(x, xhat, out, running_mean_g, running_var_g, mu_g, d_
         gamma_t = _layout.per_group(gamma_p, g0, g1, P)
         sum_x_s = numpy.empty(g1 - g0)
         sum_var_s = numpy.empty(g1 - g0)
+        inv_std_a = numpy.empty(g1 - g0)
         sum_x_t = numpy.zeros(j1 - j0)
         for o in range(O):
             _forward_train_p0_cols(x[o, j0:j1], sum_x_t)
@@ -148,15 +152,15 @@ def _forward_train_cols_l0(x, xhat, out, running_mean_g, running_var_g, mu_g, d_
         for o in range(O):
             _forward_train_p1_cols(x[o, j0:j1], mu_e, sum_var_t)
         _layout.fold(sum_var_t, K * I, sum_var_s)
-        _forward_train_g1(sum_var_s, running_var_g[g0:g1], var_g[g0:g1], std_g[g0:g1], r_g[g0:g1], eps, m, r_max)
+        _forward_train_g1(sum_var_s, running_var_g[g0:g1], var_g[g0:g1], std_g[g0:g1], r_g[g0:g1], inv_std_a, eps, m, r_max)
         beta_e = _layout.spread(beta_t, K * I)
         d_e = _layout.spread(d_g[g0:g1], K * I)
         gamma_e = _layout.spread(gamma_t, K * I)
+        inv_std_e = _layout.spread(inv_std_a, K * I)
         mu_e = _layout.spread(mu_g[g0:g1], K * I)
         r_e = _layout.spread(r_g[g0:g1], K * I)
-        std_e = _layout.spread(std_g[g0:g1], K * I)
         for o in range(O):
-            _forward_train_e_cols(x[o, j0:j1], xhat[o, j0:j1], out[o, j0:j1], beta_e, d_e, gamma_e, mu_e, r_e, std_e)
+            _forward_train_e_cols(x[o, j0:j1], xhat[o, j0:j1], out[o, j0:j1], beta_e, d_e, gamma_e, inv_std_e, mu_e, r_e)
 
 
 def _forward_train_cols(x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, K, I, G, GT):
@@ -197,7 +201,7 @@ def _forward_train_tall_l1(x, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, 
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _forward_train_tall_l2(x, xhat, out, mu_g, d_g, std_g, r_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, t0, t1):
+def _forward_train_tall_l2(x, xhat, out, mu_g, d_g, r_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
@@ -208,11 +212,11 @@ def _forward_train_tall_l2(x, xhat, out, mu_g, d_g, std_g, r_g, beta_p, gamma_p,
         beta_e = _layout.spread(beta_t, K * I)
         d_e = _layout.spread(d_g[g0:g1], K * I)
         gamma_e = _layout.spread(gamma_t, K * I)
+        inv_std_e = _layout.spread(inv_std_a[g0:g1], K * I)
         mu_e = _layout.spread(mu_g[g0:g1], K * I)
         r_e = _layout.spread(r_g[g0:g1], K * I)
-        std_e = _layout.spread(std_g[g0:g1], K * I)
         for o in range(o0, o1):
-            _forward_train_e_cols(x[o, j0:j1], xhat[o, j0:j1], out[o, j0:j1], beta_e, d_e, gamma_e, mu_e, r_e, std_e)
+            _forward_train_e_cols(x[o, j0:j1], xhat[o, j0:j1], out[o, j0:j1], beta_e, d_e, gamma_e, inv_std_e, mu_e, r_e)
 
 
 def _forward_train_tall(x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, K, I, G, RC, GT):
@@ -220,6 +224,7 @@ def _forward_train_tall(x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, 
     TC = (G + GT - 1) // GT
     sum_x_s = numpy.empty(G)
     sum_var_s = numpy.empty(G)
+    inv_std_a = numpy.empty(G)
     beta_all = _layout.per_group(beta_p, 0, G, P)
     gamma_all = _layout.per_group(gamma_p, 0, G, P)
     sum_x_r = numpy.empty((RC, G))
@@ -229,12 +234,12 @@ def _forward_train_tall(x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, 
     sum_var_r = numpy.empty((RC, G))
     _layout.parallel(_forward_train_tall_l1, RC * TC, (x, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_var_r,), x.size)
     _layout.sum_chunks(sum_var_r, sum_var_s)
-    _forward_train_g1(sum_var_s, running_var_g, var_g, std_g, r_g, eps, m, r_max)
-    _layout.parallel(_forward_train_tall_l2, RC * TC, (x, xhat, out, mu_g, d_g, std_g, r_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O,), x.size)
+    _forward_train_g1(sum_var_s, running_var_g, var_g, std_g, r_g, inv_std_a, eps, m, r_max)
+    _layout.parallel(_forward_train_tall_l2, RC * TC, (x, xhat, out, mu_g, d_g, r_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a,), x.size)
 
 
 def _forward_train(lay, x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max):
-    """Forward pass, training mode. Pass 1 sums sum_x (float64) in each group; then std_run, mu, d. Pass 2 sums sum_var (float64) in each group; then var, std, r. Pass 3: xhat, out, elementwise."""
+    """Forward pass, training mode. Pass 1 sums sum_x (float64) in each group; then std_run, mu, d. Pass 2 sums sum_var (float64) in each group; then var, std, r, inv_std. Pass 3: xhat, out, elementwise."""
     if lay.strategy == "cols":
         _forward_train_cols(lay.cols(x), lay.cols(xhat), lay.cols(out), running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, lay.P, lay.K, lay.I, lay.groups, lay.GT)
     elif lay.strategy == "tall":
@@ -244,9 +249,9 @@ def _forward_train(lay, x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, 
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_test_e_rows(x, xhat, out, beta, d, gamma, mu, r, std):
+def _forward_test_e_rows(x, xhat, out, beta, d, gamma, inv_std, mu, r):
     for j in range(x.shape[0]):
-        xhat[j] = d + r*(x[j] - mu)/std
+        xhat[j] = d + inv_std*r*(x[j] - mu)
         out[j] = xhat[j]*gamma + beta
 
 
@@ -260,16 +265,17 @@ def _forward_test_rows_l0(x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, ga
             var = var_g[g]
             beta = beta_p[p]
             gamma = gamma_p[p]
-            std = work(math.sqrt(eps + var))
+            std = math.sqrt(eps + var)
             std_run = std
             r = work(min(max(1, 1/r_max), r_max))
             d = work(min(max(0, -d_max), d_max))
+            inv_std = work(1/std)
             std_g[g] = std
             r_g[g] = r
             d_g[g] = d
             for o in range(O):
                 for k in range(K):
-                    _forward_test_e_rows(x[o, g, k], xhat[o, g, k], out[o, g, k], beta, d, gamma, mu, r, std)
+                    _forward_test_e_rows(x[o, g, k], xhat[o, g, k], out[o, g, k], beta, d, gamma, inv_std, mu, r)
 
 
 def _forward_test_rows(x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, chunks):
@@ -278,23 +284,25 @@ def _forward_test_rows(x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_test_e_cols(x, xhat, out, beta, d, gamma, mu, r, std):
+def _forward_test_e_cols(x, xhat, out, beta, d, gamma, inv_std, mu, r):
     for j in range(x.shape[0]):
-        xhat[j] = d[j] + r[j]*(x[j] - mu[j])/std[j]
+        xhat[j] = d[j] + inv_std[j]*r[j]*(x[j] - mu[j])
         out[j] = xhat[j]*gamma[j] + beta[j]
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_test_g0(var, std_w, r_w, d_w, d_max, eps, r_max, like):
+def _forward_test_g0(var, std_w, r_w, d_w, inv_std_w, d_max, eps, r_max, like):
     work = like.dtype.type
     for g in range(var.shape[0]):
-        std = work(math.sqrt(eps + var[g]))
+        std = math.sqrt(eps + var[g])
         std_run = std
         r = work(min(max(1, 1/r_max), r_max))
         d = work(min(max(0, -d_max), d_max))
+        inv_std = work(1/std)
         std_w[g] = std
         r_w[g] = r
         d_w[g] = d
+        inv_std_w[g] = inv_std
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
@@ -304,15 +312,16 @@ def _forward_test_cols_l0(x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, ga
         j0, j1 = g0 * K * I, g1 * K * I
         beta_t = _layout.per_group(beta_p, g0, g1, P)
         gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        _forward_test_g0(var_g[g0:g1], std_g[g0:g1], r_g[g0:g1], d_g[g0:g1], d_max, eps, r_max, like)
+        inv_std_a = numpy.empty(g1 - g0, x.dtype)
+        _forward_test_g0(var_g[g0:g1], std_g[g0:g1], r_g[g0:g1], d_g[g0:g1], inv_std_a, d_max, eps, r_max, like)
         beta_e = _layout.spread(beta_t, K * I)
         d_e = _layout.spread(d_g[g0:g1], K * I)
         gamma_e = _layout.spread(gamma_t, K * I)
+        inv_std_e = _layout.spread(inv_std_a, K * I)
         mu_e = _layout.spread(mu_g[g0:g1], K * I)
         r_e = _layout.spread(r_g[g0:g1], K * I)
-        std_e = _layout.spread(std_g[g0:g1], K * I)
         for o in range(O):
-            _forward_test_e_cols(x[o, j0:j1], xhat[o, j0:j1], out[o, j0:j1], beta_e, d_e, gamma_e, mu_e, r_e, std_e)
+            _forward_test_e_cols(x[o, j0:j1], xhat[o, j0:j1], out[o, j0:j1], beta_e, d_e, gamma_e, inv_std_e, mu_e, r_e)
 
 
 def _forward_test_cols(x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, K, I, G, GT):
@@ -323,7 +332,7 @@ def _forward_test_cols(x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _forward_test_tall_l0(x, xhat, out, mu_g, std_g, r_g, d_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, t0, t1):
+def _forward_test_tall_l0(x, xhat, out, mu_g, r_g, d_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
@@ -334,25 +343,26 @@ def _forward_test_tall_l0(x, xhat, out, mu_g, std_g, r_g, d_g, beta_p, gamma_p, 
         beta_e = _layout.spread(beta_t, K * I)
         d_e = _layout.spread(d_g[g0:g1], K * I)
         gamma_e = _layout.spread(gamma_t, K * I)
+        inv_std_e = _layout.spread(inv_std_a[g0:g1], K * I)
         mu_e = _layout.spread(mu_g[g0:g1], K * I)
         r_e = _layout.spread(r_g[g0:g1], K * I)
-        std_e = _layout.spread(std_g[g0:g1], K * I)
         for o in range(o0, o1):
-            _forward_test_e_cols(x[o, j0:j1], xhat[o, j0:j1], out[o, j0:j1], beta_e, d_e, gamma_e, mu_e, r_e, std_e)
+            _forward_test_e_cols(x[o, j0:j1], xhat[o, j0:j1], out[o, j0:j1], beta_e, d_e, gamma_e, inv_std_e, mu_e, r_e)
 
 
 def _forward_test_tall(x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, K, I, G, RC, GT):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
+    inv_std_a = numpy.empty(G, x.dtype)
     like = numpy.empty(0, x.dtype)
     beta_all = _layout.per_group(beta_p, 0, G, P)
     gamma_all = _layout.per_group(gamma_p, 0, G, P)
-    _forward_test_g0(var_g, std_g, r_g, d_g, d_max, eps, r_max, like)
-    _layout.parallel(_forward_test_tall_l0, RC * TC, (x, xhat, out, mu_g, std_g, r_g, d_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O,), x.size)
+    _forward_test_g0(var_g, std_g, r_g, d_g, inv_std_a, d_max, eps, r_max, like)
+    _layout.parallel(_forward_test_tall_l0, RC * TC, (x, xhat, out, mu_g, r_g, d_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a,), x.size)
 
 
 def _forward_test(lay, x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max):
-    """Forward pass, test mode (running statistics). Per group: std, std_run, r, d. Pass 1: xhat, out, elementwise."""
+    """Forward pass, test mode (running statistics). Per group: std, std_run, r, d, inv_std. Pass 1: xhat, out, elementwise."""
     if lay.strategy == "cols":
         _forward_test_cols(lay.cols(x), lay.cols(xhat), lay.cols(out), mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, lay.P, lay.K, lay.I, lay.groups, lay.GT)
     elif lay.strategy == "tall":

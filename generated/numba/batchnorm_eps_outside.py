@@ -43,9 +43,9 @@ def _forward_train_p1_rows(x, mu):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_e_rows(x, xhat, out, beta, gamma, mu, std):
+def _forward_train_e_rows(x, xhat, out, beta, gamma, inv_std, mu):
     for j in range(x.shape[0]):
-        xhat[j] = (x[j] - mu)/std
+        xhat[j] = inv_std*(x[j] - mu)
         out[j] = xhat[j]*gamma + beta
 
 
@@ -70,11 +70,12 @@ def _forward_train_rows_l0(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, ep
                     sum_var += sum_var_run
             var = sum_var/m
             std = eps + math.sqrt(var)
+            inv_std = 1/std
             var_g[g] = var
             std_g[g] = std
             for o in range(O):
                 for k in range(K):
-                    _forward_train_e_rows(x[o, g, k], xhat[o, g, k], out[o, g, k], beta, gamma, mu, std)
+                    _forward_train_e_rows(x[o, g, k], xhat[o, g, k], out[o, g, k], beta, gamma, inv_std, mu)
 
 
 def _forward_train_rows(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, chunks):
@@ -95,9 +96,9 @@ def _forward_train_p1_cols(x, mu, sum_var):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_e_cols(x, xhat, out, beta, gamma, mu, std):
+def _forward_train_e_cols(x, xhat, out, beta, gamma, inv_std, mu):
     for j in range(x.shape[0]):
-        xhat[j] = (x[j] - mu[j])/std[j]
+        xhat[j] = inv_std[j]*(x[j] - mu[j])
         out[j] = xhat[j]*gamma[j] + beta[j]
 
 
@@ -109,12 +110,14 @@ def _forward_train_g0(sum_x, mu_w, m):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_g1(sum_var, var_w, std_w, eps, m):
+def _forward_train_g1(sum_var, var_w, std_w, inv_std_w, eps, m):
     for g in range(sum_var.shape[0]):
         var = sum_var[g]/m
         std = eps + math.sqrt(var)
+        inv_std = 1/std
         var_w[g] = var
         std_w[g] = std
+        inv_std_w[g] = inv_std
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
@@ -126,6 +129,7 @@ def _forward_train_cols_l0(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, ep
         gamma_t = _layout.per_group(gamma_p, g0, g1, P)
         sum_x_s = numpy.empty(g1 - g0)
         sum_var_s = numpy.empty(g1 - g0)
+        inv_std_a = numpy.empty(g1 - g0)
         sum_x_t = numpy.zeros(j1 - j0)
         for o in range(O):
             _forward_train_p0_cols(x[o, j0:j1], sum_x_t)
@@ -136,13 +140,13 @@ def _forward_train_cols_l0(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, ep
         for o in range(O):
             _forward_train_p1_cols(x[o, j0:j1], mu_e, sum_var_t)
         _layout.fold(sum_var_t, K * I, sum_var_s)
-        _forward_train_g1(sum_var_s, var_g[g0:g1], std_g[g0:g1], eps, m)
+        _forward_train_g1(sum_var_s, var_g[g0:g1], std_g[g0:g1], inv_std_a, eps, m)
         beta_e = _layout.spread(beta_t, K * I)
         gamma_e = _layout.spread(gamma_t, K * I)
+        inv_std_e = _layout.spread(inv_std_a, K * I)
         mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        std_e = _layout.spread(std_g[g0:g1], K * I)
         for o in range(O):
-            _forward_train_e_cols(x[o, j0:j1], xhat[o, j0:j1], out[o, j0:j1], beta_e, gamma_e, mu_e, std_e)
+            _forward_train_e_cols(x[o, j0:j1], xhat[o, j0:j1], out[o, j0:j1], beta_e, gamma_e, inv_std_e, mu_e)
 
 
 def _forward_train_cols(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT):
@@ -183,7 +187,7 @@ def _forward_train_tall_l1(x, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, 
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _forward_train_tall_l2(x, xhat, out, mu_g, std_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, t0, t1):
+def _forward_train_tall_l2(x, xhat, out, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
@@ -193,10 +197,10 @@ def _forward_train_tall_l2(x, xhat, out, mu_g, std_g, beta_p, gamma_p, P, K, I, 
         gamma_t = _layout.per_group(gamma_p, g0, g1, P)
         beta_e = _layout.spread(beta_t, K * I)
         gamma_e = _layout.spread(gamma_t, K * I)
+        inv_std_e = _layout.spread(inv_std_a[g0:g1], K * I)
         mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        std_e = _layout.spread(std_g[g0:g1], K * I)
         for o in range(o0, o1):
-            _forward_train_e_cols(x[o, j0:j1], xhat[o, j0:j1], out[o, j0:j1], beta_e, gamma_e, mu_e, std_e)
+            _forward_train_e_cols(x[o, j0:j1], xhat[o, j0:j1], out[o, j0:j1], beta_e, gamma_e, inv_std_e, mu_e)
 
 
 def _forward_train_tall(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, RC, GT):
@@ -204,6 +208,7 @@ def _forward_train_tall(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, 
     TC = (G + GT - 1) // GT
     sum_x_s = numpy.empty(G)
     sum_var_s = numpy.empty(G)
+    inv_std_a = numpy.empty(G)
     beta_all = _layout.per_group(beta_p, 0, G, P)
     gamma_all = _layout.per_group(gamma_p, 0, G, P)
     sum_x_r = numpy.empty((RC, G))
@@ -213,12 +218,12 @@ def _forward_train_tall(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, 
     sum_var_r = numpy.empty((RC, G))
     _layout.parallel(_forward_train_tall_l1, RC * TC, (x, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_var_r,), x.size)
     _layout.sum_chunks(sum_var_r, sum_var_s)
-    _forward_train_g1(sum_var_s, var_g, std_g, eps, m)
-    _layout.parallel(_forward_train_tall_l2, RC * TC, (x, xhat, out, mu_g, std_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O,), x.size)
+    _forward_train_g1(sum_var_s, var_g, std_g, inv_std_a, eps, m)
+    _layout.parallel(_forward_train_tall_l2, RC * TC, (x, xhat, out, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a,), x.size)
 
 
 def _forward_train(lay, x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m):
-    """Forward pass, training mode. Pass 1 sums sum_x (float64) in each group; then mu. Pass 2 sums sum_var (float64) in each group; then var, std. Pass 3: xhat, out, elementwise."""
+    """Forward pass, training mode. Pass 1 sums sum_x (float64) in each group; then mu. Pass 2 sums sum_var (float64) in each group; then var, std, inv_std. Pass 3: xhat, out, elementwise."""
     if lay.strategy == "cols":
         _forward_train_cols(lay.cols(x), lay.cols(xhat), lay.cols(out), mu_g, var_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
     elif lay.strategy == "tall":
@@ -228,9 +233,9 @@ def _forward_train(lay, x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, 
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_test_e_rows(x, xhat, out, beta, gamma, mu, std):
+def _forward_test_e_rows(x, xhat, out, beta, gamma, inv_std, mu):
     for j in range(x.shape[0]):
-        xhat[j] = (x[j] - mu)/std
+        xhat[j] = inv_std*(x[j] - mu)
         out[j] = xhat[j]*gamma + beta
 
 
@@ -244,11 +249,12 @@ def _forward_test_rows_l0(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps
             var = var_g[g]
             beta = beta_p[p]
             gamma = gamma_p[p]
-            std = work(eps + math.sqrt(var))
+            std = eps + math.sqrt(var)
+            inv_std = work(1/std)
             std_g[g] = std
             for o in range(O):
                 for k in range(K):
-                    _forward_test_e_rows(x[o, g, k], xhat[o, g, k], out[o, g, k], beta, gamma, mu, std)
+                    _forward_test_e_rows(x[o, g, k], xhat[o, g, k], out[o, g, k], beta, gamma, inv_std, mu)
 
 
 def _forward_test_rows(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, chunks):
@@ -257,18 +263,20 @@ def _forward_test_rows(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_test_e_cols(x, xhat, out, beta, gamma, mu, std):
+def _forward_test_e_cols(x, xhat, out, beta, gamma, inv_std, mu):
     for j in range(x.shape[0]):
-        xhat[j] = (x[j] - mu[j])/std[j]
+        xhat[j] = inv_std[j]*(x[j] - mu[j])
         out[j] = xhat[j]*gamma[j] + beta[j]
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_test_g0(var, std_w, eps, like):
+def _forward_test_g0(var, std_w, inv_std_w, eps, like):
     work = like.dtype.type
     for g in range(var.shape[0]):
-        std = work(eps + math.sqrt(var[g]))
+        std = eps + math.sqrt(var[g])
+        inv_std = work(1/std)
         std_w[g] = std
+        inv_std_w[g] = inv_std
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
@@ -278,13 +286,14 @@ def _forward_test_cols_l0(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps
         j0, j1 = g0 * K * I, g1 * K * I
         beta_t = _layout.per_group(beta_p, g0, g1, P)
         gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        _forward_test_g0(var_g[g0:g1], std_g[g0:g1], eps, like)
+        inv_std_a = numpy.empty(g1 - g0, x.dtype)
+        _forward_test_g0(var_g[g0:g1], std_g[g0:g1], inv_std_a, eps, like)
         beta_e = _layout.spread(beta_t, K * I)
         gamma_e = _layout.spread(gamma_t, K * I)
+        inv_std_e = _layout.spread(inv_std_a, K * I)
         mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        std_e = _layout.spread(std_g[g0:g1], K * I)
         for o in range(O):
-            _forward_test_e_cols(x[o, j0:j1], xhat[o, j0:j1], out[o, j0:j1], beta_e, gamma_e, mu_e, std_e)
+            _forward_test_e_cols(x[o, j0:j1], xhat[o, j0:j1], out[o, j0:j1], beta_e, gamma_e, inv_std_e, mu_e)
 
 
 def _forward_test_cols(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, K, I, G, GT):
@@ -295,7 +304,7 @@ def _forward_test_cols(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _forward_test_tall_l0(x, xhat, out, mu_g, std_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, t0, t1):
+def _forward_test_tall_l0(x, xhat, out, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
@@ -305,24 +314,25 @@ def _forward_test_tall_l0(x, xhat, out, mu_g, std_g, beta_p, gamma_p, P, K, I, G
         gamma_t = _layout.per_group(gamma_p, g0, g1, P)
         beta_e = _layout.spread(beta_t, K * I)
         gamma_e = _layout.spread(gamma_t, K * I)
+        inv_std_e = _layout.spread(inv_std_a[g0:g1], K * I)
         mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        std_e = _layout.spread(std_g[g0:g1], K * I)
         for o in range(o0, o1):
-            _forward_test_e_cols(x[o, j0:j1], xhat[o, j0:j1], out[o, j0:j1], beta_e, gamma_e, mu_e, std_e)
+            _forward_test_e_cols(x[o, j0:j1], xhat[o, j0:j1], out[o, j0:j1], beta_e, gamma_e, inv_std_e, mu_e)
 
 
 def _forward_test_tall(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, K, I, G, RC, GT):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
+    inv_std_a = numpy.empty(G, x.dtype)
     like = numpy.empty(0, x.dtype)
     beta_all = _layout.per_group(beta_p, 0, G, P)
     gamma_all = _layout.per_group(gamma_p, 0, G, P)
-    _forward_test_g0(var_g, std_g, eps, like)
-    _layout.parallel(_forward_test_tall_l0, RC * TC, (x, xhat, out, mu_g, std_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O,), x.size)
+    _forward_test_g0(var_g, std_g, inv_std_a, eps, like)
+    _layout.parallel(_forward_test_tall_l0, RC * TC, (x, xhat, out, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a,), x.size)
 
 
 def _forward_test(lay, x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps):
-    """Forward pass, test mode (running statistics). Per group: std. Pass 1: xhat, out, elementwise."""
+    """Forward pass, test mode (running statistics). Per group: std, inv_std. Pass 1: xhat, out, elementwise."""
     if lay.strategy == "cols":
         _forward_test_cols(lay.cols(x), lay.cols(xhat), lay.cols(out), mu_g, var_g, std_g, beta_p, gamma_p, eps, lay.P, lay.K, lay.I, lay.groups, lay.GT)
     elif lay.strategy == "tall":

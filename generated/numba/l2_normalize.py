@@ -35,9 +35,9 @@ def _forward_train_p0_rows(x):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_e_rows(x, out, den):
+def _forward_train_e_rows(x, out, inv_den):
     for j in range(x.shape[0]):
-        out[j] = ((x[j])/(den) if (den) != 0 else 0.0)
+        out[j] = x[j]*inv_den
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
@@ -52,12 +52,13 @@ def _forward_train_rows_l0(x, out, norm_g, den_g, eps, P, chunks, G, O, K, c0, c
                     sq_run, = _forward_train_p0_rows(x[o, g, k])
                     sq += sq_run
             norm = math.sqrt(sq)
-            den = work(max(norm, eps))
+            den = max(norm, eps)
+            inv_den = work(1/den)
             norm_g[g] = norm
             den_g[g] = den
             for o in range(O):
                 for k in range(K):
-                    _forward_train_e_rows(x[o, g, k], out[o, g, k], den)
+                    _forward_train_e_rows(x[o, g, k], out[o, g, k], inv_den)
 
 
 def _forward_train_rows(x, out, norm_g, den_g, eps, P, chunks):
@@ -72,19 +73,21 @@ def _forward_train_p0_cols(x, sq):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_e_cols(x, out, den):
+def _forward_train_e_cols(x, out, inv_den):
     for j in range(x.shape[0]):
-        out[j] = ((x[j])/(den[j]) if (den[j]) != 0 else 0.0)
+        out[j] = x[j]*inv_den[j]
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_g0(sq, norm_w, den_w, eps, like):
+def _forward_train_g0(sq, norm_w, den_w, inv_den_w, eps, like):
     work = like.dtype.type
     for g in range(sq.shape[0]):
         norm = math.sqrt(sq[g])
-        den = work(max(norm, eps))
+        den = max(norm, eps)
+        inv_den = work(1/den)
         norm_w[g] = norm
         den_w[g] = den
+        inv_den_w[g] = inv_den
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
@@ -93,14 +96,15 @@ def _forward_train_cols_l0(x, out, norm_g, den_g, eps, K, I, G, GT, O, like, tc0
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         sq_s = numpy.empty(g1 - g0)
+        inv_den_a = numpy.empty(g1 - g0, x.dtype)
         sq_t = numpy.zeros(j1 - j0)
         for o in range(O):
             _forward_train_p0_cols(x[o, j0:j1], sq_t)
         _layout.fold(sq_t, K * I, sq_s)
-        _forward_train_g0(sq_s, norm_g[g0:g1], den_g[g0:g1], eps, like)
-        den_e = _layout.spread(den_g[g0:g1], K * I)
+        _forward_train_g0(sq_s, norm_g[g0:g1], den_g[g0:g1], inv_den_a, eps, like)
+        inv_den_e = _layout.spread(inv_den_a, K * I)
         for o in range(O):
-            _forward_train_e_cols(x[o, j0:j1], out[o, j0:j1], den_e)
+            _forward_train_e_cols(x[o, j0:j1], out[o, j0:j1], inv_den_e)
 
 
 def _forward_train_cols(x, out, norm_g, den_g, eps, P, K, I, G, GT):
@@ -124,31 +128,32 @@ def _forward_train_tall_l0(x, K, I, G, RC, GT, TC, O, sq_r, t0, t1):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _forward_train_tall_l1(x, out, den_g, K, I, G, RC, GT, TC, O, t0, t1):
+def _forward_train_tall_l1(x, out, K, I, G, RC, GT, TC, O, inv_den_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        den_e = _layout.spread(den_g[g0:g1], K * I)
+        inv_den_e = _layout.spread(inv_den_a[g0:g1], K * I)
         for o in range(o0, o1):
-            _forward_train_e_cols(x[o, j0:j1], out[o, j0:j1], den_e)
+            _forward_train_e_cols(x[o, j0:j1], out[o, j0:j1], inv_den_e)
 
 
 def _forward_train_tall(x, out, norm_g, den_g, eps, P, K, I, G, RC, GT):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
     sq_s = numpy.empty(G)
+    inv_den_a = numpy.empty(G, x.dtype)
     like = numpy.empty(0, x.dtype)
     sq_r = numpy.empty((RC, G))
     _layout.parallel(_forward_train_tall_l0, RC * TC, (x, K, I, G, RC, GT, TC, O, sq_r,), x.size)
     _layout.sum_chunks(sq_r, sq_s)
-    _forward_train_g0(sq_s, norm_g, den_g, eps, like)
-    _layout.parallel(_forward_train_tall_l1, RC * TC, (x, out, den_g, K, I, G, RC, GT, TC, O,), x.size)
+    _forward_train_g0(sq_s, norm_g, den_g, inv_den_a, eps, like)
+    _layout.parallel(_forward_train_tall_l1, RC * TC, (x, out, K, I, G, RC, GT, TC, O, inv_den_a,), x.size)
 
 
 def _forward_train(lay, x, out, norm_g, den_g, eps):
-    """Forward pass, training mode. Pass 1 sums sq (float64) in each group; then norm, den. Pass 2: out, elementwise."""
+    """Forward pass, training mode. Pass 1 sums sq (float64) in each group; then norm, den, inv_den. Pass 2: out, elementwise."""
     if lay.strategy == "cols":
         _forward_train_cols(lay.cols(x), lay.cols(out), norm_g, den_g, eps, lay.P, lay.K, lay.I, lay.groups, lay.GT)
     elif lay.strategy == "tall":

@@ -43,9 +43,9 @@ def _forward_train_p1_rows(x, mu):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_e_rows(x, xhat, out, beta, gamma, mu, std):
+def _forward_train_e_rows(x, xhat, out, beta, gamma, inv_std, mu):
     for j in range(x.shape[0]):
-        xhat[j] = (x[j] - mu)/std
+        xhat[j] = inv_std*(x[j] - mu)
         out[j] = beta + gamma*xhat[j]
 
 
@@ -67,12 +67,13 @@ def _forward_train_rows_l0(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chun
                     sum_var += sum_var_run
             var = sum_var/m
             std = math.sqrt(eps + var)
+            inv_std = 1/std
             std_g[g] = std
             for o in range(O):
                 for k in range(K):
                     beta = beta_p[p, k]
                     gamma = gamma_p[p, k]
-                    _forward_train_e_rows(x[o, g, k], xhat[o, g, k], out[o, g, k], beta, gamma, mu, std)
+                    _forward_train_e_rows(x[o, g, k], xhat[o, g, k], out[o, g, k], beta, gamma, inv_std, mu)
 
 
 def _forward_train_rows(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chunks):
@@ -97,9 +98,9 @@ def _forward_train_p1_krows(x, mu):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_e_krows(x, xhat, out, beta, gamma, mu, std):
+def _forward_train_e_krows(x, xhat, out, beta, gamma, inv_std, mu):
     for j in range(x.shape[0]):
-        xhat[j] = (x[j] - mu)/std
+        xhat[j] = inv_std*(x[j] - mu)
         out[j] = beta[j] + gamma[j]*xhat[j]
 
 
@@ -119,9 +120,10 @@ def _forward_train_krows_l0(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chu
                 sum_var += sum_var_run
             var = sum_var/m
             std = math.sqrt(eps + var)
+            inv_std = 1/std
             std_g[g] = std
             for o in range(O):
-                _forward_train_e_krows(x[o, g], xhat[o, g], out[o, g], beta_p[p], gamma_p[p], mu, std)
+                _forward_train_e_krows(x[o, g], xhat[o, g], out[o, g], beta_p[p], gamma_p[p], inv_std, mu)
 
 
 def _forward_train_krows(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chunks):
@@ -142,9 +144,9 @@ def _forward_train_p1_cols(x, mu, sum_var):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_e_cols(x, xhat, out, beta, gamma, mu, std):
+def _forward_train_e_cols(x, xhat, out, beta, gamma, inv_std, mu):
     for j in range(x.shape[0]):
-        xhat[j] = (x[j] - mu[j])/std[j]
+        xhat[j] = inv_std[j]*(x[j] - mu[j])
         out[j] = beta[j] + gamma[j]*xhat[j]
 
 
@@ -156,12 +158,14 @@ def _forward_train_g0(sum_x, mu_w, m):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_g1(sum_var, var_w, std_w, eps, m):
+def _forward_train_g1(sum_var, var_w, std_w, inv_std_w, eps, m):
     for g in range(sum_var.shape[0]):
         var = sum_var[g]/m
         std = math.sqrt(eps + var)
+        inv_std = 1/std
         var_w[g] = var
         std_w[g] = std
+        inv_std_w[g] = inv_std
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
@@ -173,6 +177,7 @@ def _forward_train_cols_l0(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, K, I
         sum_var_s = numpy.empty(g1 - g0)
         mu_a = numpy.empty(g1 - g0)
         var_a = numpy.empty(g1 - g0)
+        inv_std_a = numpy.empty(g1 - g0)
         sum_x_t = numpy.zeros(j1 - j0)
         for o in range(O):
             _forward_train_p0_cols(x[o, j0:j1], sum_x_t)
@@ -183,13 +188,13 @@ def _forward_train_cols_l0(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, K, I
         for o in range(O):
             _forward_train_p1_cols(x[o, j0:j1], mu_e, sum_var_t)
         _layout.fold(sum_var_t, K * I, sum_var_s)
-        _forward_train_g1(sum_var_s, var_a, std_g[g0:g1], eps, m)
+        _forward_train_g1(sum_var_s, var_a, std_g[g0:g1], inv_std_a, eps, m)
         beta_e = _layout.expand_varying(beta_p, g0, g1, K, I, P)
         gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        inv_std_e = _layout.spread(inv_std_a, K * I)
         mu_e = _layout.spread(mu_a, K * I)
-        std_e = _layout.spread(std_g[g0:g1], K * I)
         for o in range(O):
-            _forward_train_e_cols(x[o, j0:j1], xhat[o, j0:j1], out[o, j0:j1], beta_e, gamma_e, mu_e, std_e)
+            _forward_train_e_cols(x[o, j0:j1], xhat[o, j0:j1], out[o, j0:j1], beta_e, gamma_e, inv_std_e, mu_e)
 
 
 def _forward_train_cols(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT):
@@ -226,7 +231,7 @@ def _forward_train_tall_l1(x, K, I, G, RC, GT, TC, O, mu_a, sum_var_r, t0, t1):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _forward_train_tall_l2(x, xhat, out, std_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, mu_a, t0, t1):
+def _forward_train_tall_l2(x, xhat, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, mu_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
@@ -234,10 +239,10 @@ def _forward_train_tall_l2(x, xhat, out, std_g, beta_p, gamma_p, P, K, I, G, RC,
         j0, j1 = g0 * K * I, g1 * K * I
         beta_e = _layout.expand_varying(beta_p, g0, g1, K, I, P)
         gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        inv_std_e = _layout.spread(inv_std_a[g0:g1], K * I)
         mu_e = _layout.spread(mu_a[g0:g1], K * I)
-        std_e = _layout.spread(std_g[g0:g1], K * I)
         for o in range(o0, o1):
-            _forward_train_e_cols(x[o, j0:j1], xhat[o, j0:j1], out[o, j0:j1], beta_e, gamma_e, mu_e, std_e)
+            _forward_train_e_cols(x[o, j0:j1], xhat[o, j0:j1], out[o, j0:j1], beta_e, gamma_e, inv_std_e, mu_e)
 
 
 def _forward_train_tall(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, K, I, G, RC, GT):
@@ -247,6 +252,7 @@ def _forward_train_tall(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, K, I, G
     sum_var_s = numpy.empty(G)
     mu_a = numpy.empty(G)
     var_a = numpy.empty(G)
+    inv_std_a = numpy.empty(G)
     sum_x_r = numpy.empty((RC, G))
     _layout.parallel(_forward_train_tall_l0, RC * TC, (x, K, I, G, RC, GT, TC, O, sum_x_r,), x.size)
     _layout.sum_chunks(sum_x_r, sum_x_s)
@@ -254,12 +260,12 @@ def _forward_train_tall(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, K, I, G
     sum_var_r = numpy.empty((RC, G))
     _layout.parallel(_forward_train_tall_l1, RC * TC, (x, K, I, G, RC, GT, TC, O, mu_a, sum_var_r,), x.size)
     _layout.sum_chunks(sum_var_r, sum_var_s)
-    _forward_train_g1(sum_var_s, var_a, std_g, eps, m)
-    _layout.parallel(_forward_train_tall_l2, RC * TC, (x, xhat, out, std_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, mu_a,), x.size)
+    _forward_train_g1(sum_var_s, var_a, std_g, inv_std_a, eps, m)
+    _layout.parallel(_forward_train_tall_l2, RC * TC, (x, xhat, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, mu_a,), x.size)
 
 
 def _forward_train(lay, x, xhat, out, std_g, beta_p, gamma_p, eps, m):
-    """Forward pass, training mode. Pass 1 sums sum_x (float64) in each group; then mu. Pass 2 sums sum_var (float64) in each group; then var, std. Pass 3: xhat, out, elementwise."""
+    """Forward pass, training mode. Pass 1 sums sum_x (float64) in each group; then mu. Pass 2 sums sum_var (float64) in each group; then var, std, inv_std. Pass 3: xhat, out, elementwise."""
     if lay.strategy == "cols":
         _forward_train_cols(lay.cols(x), lay.cols(xhat), lay.cols(out), std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
     elif lay.strategy == "tall":

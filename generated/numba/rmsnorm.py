@@ -35,9 +35,9 @@ def _forward_train_p0_rows(x):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_e_rows(x, xhat, out, gamma, std):
+def _forward_train_e_rows(x, xhat, out, gamma, inv_std):
     for j in range(x.shape[0]):
-        xhat[j] = x[j]/std
+        xhat[j] = x[j]*inv_std
         out[j] = gamma*xhat[j]
 
 
@@ -53,12 +53,13 @@ def _forward_train_rows_l0(x, xhat, out, std_g, gamma_p, eps, m, P, chunks, G, O
                     sum_var_run, = _forward_train_p0_rows(x[o, g, k])
                     sum_var += sum_var_run
             var = sum_var/m
-            std = work(math.sqrt(eps + var))
+            std = math.sqrt(eps + var)
+            inv_std = work(1/std)
             std_g[g] = std
             for o in range(O):
                 for k in range(K):
                     gamma = gamma_p[p, k]
-                    _forward_train_e_rows(x[o, g, k], xhat[o, g, k], out[o, g, k], gamma, std)
+                    _forward_train_e_rows(x[o, g, k], xhat[o, g, k], out[o, g, k], gamma, inv_std)
 
 
 def _forward_train_rows(x, xhat, out, std_g, gamma_p, eps, m, P, chunks):
@@ -75,9 +76,9 @@ def _forward_train_p0_krows(x):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_e_krows(x, xhat, out, gamma, std):
+def _forward_train_e_krows(x, xhat, out, gamma, inv_std):
     for j in range(x.shape[0]):
-        xhat[j] = x[j]/std
+        xhat[j] = x[j]*inv_std
         out[j] = gamma[j]*xhat[j]
 
 
@@ -92,10 +93,11 @@ def _forward_train_krows_l0(x, xhat, out, std_g, gamma_p, eps, m, P, chunks, G, 
                 sum_var_run, = _forward_train_p0_krows(x[o, g])
                 sum_var += sum_var_run
             var = sum_var/m
-            std = work(math.sqrt(eps + var))
+            std = math.sqrt(eps + var)
+            inv_std = work(1/std)
             std_g[g] = std
             for o in range(O):
-                _forward_train_e_krows(x[o, g], xhat[o, g], out[o, g], gamma_p[p], std)
+                _forward_train_e_krows(x[o, g], xhat[o, g], out[o, g], gamma_p[p], inv_std)
 
 
 def _forward_train_krows(x, xhat, out, std_g, gamma_p, eps, m, P, chunks):
@@ -110,19 +112,21 @@ def _forward_train_p0_cols(x, sum_var):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_e_cols(x, xhat, out, gamma, std):
+def _forward_train_e_cols(x, xhat, out, gamma, inv_std):
     for j in range(x.shape[0]):
-        xhat[j] = x[j]/std[j]
+        xhat[j] = x[j]*inv_std[j]
         out[j] = gamma[j]*xhat[j]
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_g0(sum_var, std_w, eps, m, like):
+def _forward_train_g0(sum_var, std_w, inv_std_w, eps, m, like):
     work = like.dtype.type
     for g in range(sum_var.shape[0]):
         var = sum_var[g]/m
-        std = work(math.sqrt(eps + var))
+        std = math.sqrt(eps + var)
+        inv_std = work(1/std)
         std_w[g] = std
+        inv_std_w[g] = inv_std
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
@@ -131,15 +135,16 @@ def _forward_train_cols_l0(x, xhat, out, std_g, gamma_p, eps, m, P, K, I, G, GT,
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         sum_var_s = numpy.empty(g1 - g0)
+        inv_std_a = numpy.empty(g1 - g0, x.dtype)
         sum_var_t = numpy.zeros(j1 - j0)
         for o in range(O):
             _forward_train_p0_cols(x[o, j0:j1], sum_var_t)
         _layout.fold(sum_var_t, K * I, sum_var_s)
-        _forward_train_g0(sum_var_s, std_g[g0:g1], eps, m, like)
+        _forward_train_g0(sum_var_s, std_g[g0:g1], inv_std_a, eps, m, like)
         gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
-        std_e = _layout.spread(std_g[g0:g1], K * I)
+        inv_std_e = _layout.spread(inv_std_a, K * I)
         for o in range(O):
-            _forward_train_e_cols(x[o, j0:j1], xhat[o, j0:j1], out[o, j0:j1], gamma_e, std_e)
+            _forward_train_e_cols(x[o, j0:j1], xhat[o, j0:j1], out[o, j0:j1], gamma_e, inv_std_e)
 
 
 def _forward_train_cols(x, xhat, out, std_g, gamma_p, eps, m, P, K, I, G, GT):
@@ -163,32 +168,33 @@ def _forward_train_tall_l0(x, K, I, G, RC, GT, TC, O, sum_var_r, t0, t1):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _forward_train_tall_l1(x, xhat, out, std_g, gamma_p, P, K, I, G, RC, GT, TC, O, t0, t1):
+def _forward_train_tall_l1(x, xhat, out, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
-        std_e = _layout.spread(std_g[g0:g1], K * I)
+        inv_std_e = _layout.spread(inv_std_a[g0:g1], K * I)
         for o in range(o0, o1):
-            _forward_train_e_cols(x[o, j0:j1], xhat[o, j0:j1], out[o, j0:j1], gamma_e, std_e)
+            _forward_train_e_cols(x[o, j0:j1], xhat[o, j0:j1], out[o, j0:j1], gamma_e, inv_std_e)
 
 
 def _forward_train_tall(x, xhat, out, std_g, gamma_p, eps, m, P, K, I, G, RC, GT):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
     sum_var_s = numpy.empty(G)
+    inv_std_a = numpy.empty(G, x.dtype)
     like = numpy.empty(0, x.dtype)
     sum_var_r = numpy.empty((RC, G))
     _layout.parallel(_forward_train_tall_l0, RC * TC, (x, K, I, G, RC, GT, TC, O, sum_var_r,), x.size)
     _layout.sum_chunks(sum_var_r, sum_var_s)
-    _forward_train_g0(sum_var_s, std_g, eps, m, like)
-    _layout.parallel(_forward_train_tall_l1, RC * TC, (x, xhat, out, std_g, gamma_p, P, K, I, G, RC, GT, TC, O,), x.size)
+    _forward_train_g0(sum_var_s, std_g, inv_std_a, eps, m, like)
+    _layout.parallel(_forward_train_tall_l1, RC * TC, (x, xhat, out, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a,), x.size)
 
 
 def _forward_train(lay, x, xhat, out, std_g, gamma_p, eps, m):
-    """Forward pass, training mode. Pass 1 sums sum_var (float64) in each group; then var, std. Pass 2: xhat, out, elementwise."""
+    """Forward pass, training mode. Pass 1 sums sum_var (float64) in each group; then var, std, inv_std. Pass 2: xhat, out, elementwise."""
     if lay.strategy == "cols":
         _forward_train_cols(lay.cols(x), lay.cols(xhat), lay.cols(out), std_g, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
     elif lay.strategy == "tall":

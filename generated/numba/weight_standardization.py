@@ -43,9 +43,9 @@ def _forward_train_p1_rows(x, mu):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_e_rows(x, out, mu, std):
+def _forward_train_e_rows(x, out, inv_std, mu):
     for j in range(x.shape[0]):
-        out[j] = (x[j] - mu)/std
+        out[j] = inv_std*(x[j] - mu)
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
@@ -66,10 +66,11 @@ def _forward_train_rows_l0(x, out, std_g, eps, m, P, chunks, G, O, K, c0, c1):
                     sum_var += sum_var_run
             var = sum_var/m
             std = math.sqrt(eps + var)
+            inv_std = 1/std
             std_g[g] = std
             for o in range(O):
                 for k in range(K):
-                    _forward_train_e_rows(x[o, g, k], out[o, g, k], mu, std)
+                    _forward_train_e_rows(x[o, g, k], out[o, g, k], inv_std, mu)
 
 
 def _forward_train_rows(x, out, std_g, eps, m, P, chunks):
@@ -90,9 +91,9 @@ def _forward_train_p1_cols(x, mu, sum_var):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_e_cols(x, out, mu, std):
+def _forward_train_e_cols(x, out, inv_std, mu):
     for j in range(x.shape[0]):
-        out[j] = (x[j] - mu[j])/std[j]
+        out[j] = inv_std[j]*(x[j] - mu[j])
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
@@ -103,12 +104,14 @@ def _forward_train_g0(sum_x, mu_w, m):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_g1(sum_var, var_w, std_w, eps, m):
+def _forward_train_g1(sum_var, var_w, std_w, inv_std_w, eps, m):
     for g in range(sum_var.shape[0]):
         var = sum_var[g]/m
         std = math.sqrt(eps + var)
+        inv_std = 1/std
         var_w[g] = var
         std_w[g] = std
+        inv_std_w[g] = inv_std
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
@@ -120,6 +123,7 @@ def _forward_train_cols_l0(x, out, std_g, eps, m, K, I, G, GT, O, tc0, tc1):
         sum_var_s = numpy.empty(g1 - g0)
         mu_a = numpy.empty(g1 - g0)
         var_a = numpy.empty(g1 - g0)
+        inv_std_a = numpy.empty(g1 - g0)
         sum_x_t = numpy.zeros(j1 - j0)
         for o in range(O):
             _forward_train_p0_cols(x[o, j0:j1], sum_x_t)
@@ -130,11 +134,11 @@ def _forward_train_cols_l0(x, out, std_g, eps, m, K, I, G, GT, O, tc0, tc1):
         for o in range(O):
             _forward_train_p1_cols(x[o, j0:j1], mu_e, sum_var_t)
         _layout.fold(sum_var_t, K * I, sum_var_s)
-        _forward_train_g1(sum_var_s, var_a, std_g[g0:g1], eps, m)
+        _forward_train_g1(sum_var_s, var_a, std_g[g0:g1], inv_std_a, eps, m)
+        inv_std_e = _layout.spread(inv_std_a, K * I)
         mu_e = _layout.spread(mu_a, K * I)
-        std_e = _layout.spread(std_g[g0:g1], K * I)
         for o in range(O):
-            _forward_train_e_cols(x[o, j0:j1], out[o, j0:j1], mu_e, std_e)
+            _forward_train_e_cols(x[o, j0:j1], out[o, j0:j1], inv_std_e, mu_e)
 
 
 def _forward_train_cols(x, out, std_g, eps, m, P, K, I, G, GT):
@@ -171,16 +175,16 @@ def _forward_train_tall_l1(x, K, I, G, RC, GT, TC, O, mu_a, sum_var_r, t0, t1):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _forward_train_tall_l2(x, out, std_g, K, I, G, RC, GT, TC, O, mu_a, t0, t1):
+def _forward_train_tall_l2(x, out, K, I, G, RC, GT, TC, O, inv_std_a, mu_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
+        inv_std_e = _layout.spread(inv_std_a[g0:g1], K * I)
         mu_e = _layout.spread(mu_a[g0:g1], K * I)
-        std_e = _layout.spread(std_g[g0:g1], K * I)
         for o in range(o0, o1):
-            _forward_train_e_cols(x[o, j0:j1], out[o, j0:j1], mu_e, std_e)
+            _forward_train_e_cols(x[o, j0:j1], out[o, j0:j1], inv_std_e, mu_e)
 
 
 def _forward_train_tall(x, out, std_g, eps, m, P, K, I, G, RC, GT):
@@ -190,6 +194,7 @@ def _forward_train_tall(x, out, std_g, eps, m, P, K, I, G, RC, GT):
     sum_var_s = numpy.empty(G)
     mu_a = numpy.empty(G)
     var_a = numpy.empty(G)
+    inv_std_a = numpy.empty(G)
     sum_x_r = numpy.empty((RC, G))
     _layout.parallel(_forward_train_tall_l0, RC * TC, (x, K, I, G, RC, GT, TC, O, sum_x_r,), x.size)
     _layout.sum_chunks(sum_x_r, sum_x_s)
@@ -197,12 +202,12 @@ def _forward_train_tall(x, out, std_g, eps, m, P, K, I, G, RC, GT):
     sum_var_r = numpy.empty((RC, G))
     _layout.parallel(_forward_train_tall_l1, RC * TC, (x, K, I, G, RC, GT, TC, O, mu_a, sum_var_r,), x.size)
     _layout.sum_chunks(sum_var_r, sum_var_s)
-    _forward_train_g1(sum_var_s, var_a, std_g, eps, m)
-    _layout.parallel(_forward_train_tall_l2, RC * TC, (x, out, std_g, K, I, G, RC, GT, TC, O, mu_a,), x.size)
+    _forward_train_g1(sum_var_s, var_a, std_g, inv_std_a, eps, m)
+    _layout.parallel(_forward_train_tall_l2, RC * TC, (x, out, K, I, G, RC, GT, TC, O, inv_std_a, mu_a,), x.size)
 
 
 def _forward_train(lay, x, out, std_g, eps, m):
-    """Forward pass, training mode. Pass 1 sums sum_x (float64) in each group; then mu. Pass 2 sums sum_var (float64) in each group; then var, std. Pass 3: out, elementwise."""
+    """Forward pass, training mode. Pass 1 sums sum_x (float64) in each group; then mu. Pass 2 sums sum_var (float64) in each group; then var, std, inv_std. Pass 3: out, elementwise."""
     if lay.strategy == "cols":
         _forward_train_cols(lay.cols(x), lay.cols(out), std_g, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
     elif lay.strategy == "tall":

@@ -62,7 +62,8 @@ def _forward_train_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_running_mean, _ptr_run
             var = _div(sum_var, m)
             std = _sqrt(eps + var)
             r = tl.minimum(tl.maximum(tl.where((_sqrt(eps + running_var)) != 0, _div(std, tl.where((_sqrt(eps + running_var)) != 0, _sqrt(eps + running_var), 1.0)), 0.0), _div(1.0, r_max)), r_max)
-            xhat = d[:, None] + _div(r[:, None]*(x - mu[:, None]), std[:, None])
+            inv_std = _div(1.0, std)
+            xhat = d[:, None] + inv_std[:, None]*r[:, None]*(x - mu[:, None])
             out = xhat*gamma + beta
             tl.store(_ptr_xhat + _off, xhat.to(_ptr_xhat.dtype.element_ty), mask=_mask)
             tl.store(_ptr_out + _off, out.to(_ptr_out.dtype.element_ty), mask=_mask)
@@ -118,6 +119,7 @@ def _forward_train_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_running_mean, _ptr_run
                 var = _div(sum_var, m)
                 std = _sqrt(eps + var)
                 r = tl.minimum(tl.maximum(tl.where((_sqrt(eps + running_var)) != 0, _div(std, tl.where((_sqrt(eps + running_var)) != 0, _sqrt(eps + running_var), 1.0)), 0.0), _div(1.0, r_max)), r_max)
+                inv_std = _div(1.0, std)
             if _LAST == 2:  # the elementwise pass
                 for _q0 in range(0, _KI, _BB):
                     _q = _q0 + _b
@@ -126,7 +128,7 @@ def _forward_train_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_running_mean, _ptr_run
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-                        xhat = d[:, None] + _div(r[:, None]*(x - mu[:, None]), std[:, None])
+                        xhat = d[:, None] + inv_std[:, None]*r[:, None]*(x - mu[:, None])
                         out = xhat*gamma + beta
                         tl.store(_ptr_xhat + _off, xhat.to(_ptr_xhat.dtype.element_ty), mask=_mask)
                         tl.store(_ptr_out + _off, out.to(_ptr_out.dtype.element_ty), mask=_mask)
@@ -204,13 +206,14 @@ def _forward_train_columns(_ptr_x, _ptr_xhat, _ptr_out, _ptr_running_mean, _ptr_
         var = _div(sum_var, m)
         std = _sqrt(eps + var)
         r = tl.minimum(tl.maximum(tl.where((_sqrt(eps + running_var)) != 0, _div(std, tl.where((_sqrt(eps + running_var)) != 0, _sqrt(eps + running_var), 1.0)), 0.0), _div(1.0, r_max)), r_max)
+        inv_std = _div(1.0, std)
     if _LAST == 2:  # the elementwise pass
         for _q0 in range(_o0, _o1, _BB):
             _o = _q0 + _b
             _mask = _ok[:, None] & (_o < _o1)[None, :]
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-            xhat = d[:, None] + _div(r[:, None]*(x - mu[:, None]), std[:, None])
+            xhat = d[:, None] + inv_std[:, None]*r[:, None]*(x - mu[:, None])
             out = xhat*gamma[:, None] + beta[:, None]
             tl.store(_ptr_xhat + _off, xhat.to(_ptr_xhat.dtype.element_ty), mask=_mask)
             tl.store(_ptr_out + _off, out.to(_ptr_out.dtype.element_ty), mask=_mask)
@@ -283,7 +286,8 @@ def _forward_test_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_mu, _ptr_var, _ptr_std,
             std_run = std
             r = tl.minimum(tl.maximum(1.0, _div(1.0, r_max)), r_max)
             d = tl.minimum(tl.maximum(0.0, -d_max), d_max)
-            xhat = d + _div(r*(x - mu[:, None]), std[:, None])
+            inv_std = _div(1.0, std)
+            xhat = d + inv_std[:, None]*r*(x - mu[:, None])
             out = xhat*gamma + beta
             tl.store(_ptr_xhat + _off, xhat.to(_ptr_xhat.dtype.element_ty), mask=_mask)
             tl.store(_ptr_out + _off, out.to(_ptr_out.dtype.element_ty), mask=_mask)
@@ -296,6 +300,7 @@ def _forward_test_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_mu, _ptr_var, _ptr_std,
                 std_run = std
                 r = tl.minimum(tl.maximum(1.0, _div(1.0, r_max)), r_max)
                 d = tl.minimum(tl.maximum(0.0, -d_max), d_max)
+                inv_std = _div(1.0, std)
             if _LAST == 0:  # the elementwise pass
                 for _q0 in range(0, _KI, _BB):
                     _q = _q0 + _b
@@ -304,7 +309,7 @@ def _forward_test_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_mu, _ptr_var, _ptr_std,
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-                        xhat = d + _div(r*(x - mu[:, None]), std[:, None])
+                        xhat = d + inv_std[:, None]*r*(x - mu[:, None])
                         out = xhat*gamma + beta
                         tl.store(_ptr_xhat + _off, xhat.to(_ptr_xhat.dtype.element_ty), mask=_mask)
                         tl.store(_ptr_out + _off, out.to(_ptr_out.dtype.element_ty), mask=_mask)
@@ -342,13 +347,14 @@ def _forward_test_columns(_ptr_x, _ptr_xhat, _ptr_out, _ptr_mu, _ptr_var, _ptr_s
         std_run = std
         r = tl.minimum(tl.maximum(1.0, _div(1.0, r_max)), r_max)
         d = tl.minimum(tl.maximum(0.0, -d_max), d_max)
+        inv_std = _div(1.0, std)
     if _LAST == 0:  # the elementwise pass
         for _q0 in range(_o0, _o1, _BB):
             _o = _q0 + _b
             _mask = _ok[:, None] & (_o < _o1)[None, :]
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-            xhat = d + _div(r*(x - mu[:, None]), std[:, None])
+            xhat = d + inv_std[:, None]*r*(x - mu[:, None])
             out = xhat*gamma[:, None] + beta[:, None]
             tl.store(_ptr_xhat + _off, xhat.to(_ptr_xhat.dtype.element_ty), mask=_mask)
             tl.store(_ptr_out + _off, out.to(_ptr_out.dtype.element_ty), mask=_mask)

@@ -55,7 +55,8 @@ def _forward_train_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_mu, _ptr_var, _ptr_std
             sum_var = tl.sum(tl.where(_mask, ((x - mu[:, None])*(x - mu[:, None])), 0.0), axis=1)
             var = _div(sum_var, m)
             std = eps + _sqrt(var)
-            xhat = _div(x - mu[:, None], std[:, None])
+            inv_std = _div(1.0, std)
+            xhat = inv_std[:, None]*(x - mu[:, None])
             out = xhat*gamma + beta
             tl.store(_ptr_xhat + _off, xhat.to(_ptr_xhat.dtype.element_ty), mask=_mask)
             tl.store(_ptr_out + _off, out.to(_ptr_out.dtype.element_ty), mask=_mask)
@@ -106,6 +107,7 @@ def _forward_train_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_mu, _ptr_var, _ptr_std
             if 1 < _LAST:
                 var = _div(sum_var, m)
                 std = eps + _sqrt(var)
+                inv_std = _div(1.0, std)
             if _LAST == 2:  # the elementwise pass
                 for _q0 in range(0, _KI, _BB):
                     _q = _q0 + _b
@@ -114,7 +116,7 @@ def _forward_train_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_mu, _ptr_var, _ptr_std
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-                        xhat = _div(x - mu[:, None], std[:, None])
+                        xhat = inv_std[:, None]*(x - mu[:, None])
                         out = xhat*gamma + beta
                         tl.store(_ptr_xhat + _off, xhat.to(_ptr_xhat.dtype.element_ty), mask=_mask)
                         tl.store(_ptr_out + _off, out.to(_ptr_out.dtype.element_ty), mask=_mask)
@@ -183,13 +185,14 @@ def _forward_train_columns(_ptr_x, _ptr_xhat, _ptr_out, _ptr_mu, _ptr_var, _ptr_
     if 1 < _LAST:
         var = _div(sum_var, m)
         std = eps + _sqrt(var)
+        inv_std = _div(1.0, std)
     if _LAST == 2:  # the elementwise pass
         for _q0 in range(_o0, _o1, _BB):
             _o = _q0 + _b
             _mask = _ok[:, None] & (_o < _o1)[None, :]
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-            xhat = _div(x - mu[:, None], std[:, None])
+            xhat = inv_std[:, None]*(x - mu[:, None])
             out = xhat*gamma[:, None] + beta[:, None]
             tl.store(_ptr_xhat + _off, xhat.to(_ptr_xhat.dtype.element_ty), mask=_mask)
             tl.store(_ptr_out + _off, out.to(_ptr_out.dtype.element_ty), mask=_mask)
@@ -251,7 +254,8 @@ def _forward_test_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_mu, _ptr_var, _ptr_std,
             _off = _row[:, None] + _q[None, :]
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
             std = eps + _sqrt(var)
-            xhat = _div(x - mu[:, None], std[:, None])
+            inv_std = _div(1.0, std)
+            xhat = inv_std[:, None]*(x - mu[:, None])
             out = xhat*gamma + beta
             tl.store(_ptr_xhat + _off, xhat.to(_ptr_xhat.dtype.element_ty), mask=_mask)
             tl.store(_ptr_out + _off, out.to(_ptr_out.dtype.element_ty), mask=_mask)
@@ -259,6 +263,7 @@ def _forward_test_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_mu, _ptr_var, _ptr_std,
         else:
             if -1 < _LAST:
                 std = eps + _sqrt(var)
+                inv_std = _div(1.0, std)
             if _LAST == 0:  # the elementwise pass
                 for _q0 in range(0, _KI, _BB):
                     _q = _q0 + _b
@@ -267,7 +272,7 @@ def _forward_test_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_mu, _ptr_var, _ptr_std,
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-                        xhat = _div(x - mu[:, None], std[:, None])
+                        xhat = inv_std[:, None]*(x - mu[:, None])
                         out = xhat*gamma + beta
                         tl.store(_ptr_xhat + _off, xhat.to(_ptr_xhat.dtype.element_ty), mask=_mask)
                         tl.store(_ptr_out + _off, out.to(_ptr_out.dtype.element_ty), mask=_mask)
@@ -298,13 +303,14 @@ def _forward_test_columns(_ptr_x, _ptr_xhat, _ptr_out, _ptr_mu, _ptr_var, _ptr_s
     var = tl.load(_ptr_var + _g, mask=_ok, other=1.0).to(_ACC)
     if -1 < _LAST:
         std = eps + _sqrt(var)
+        inv_std = _div(1.0, std)
     if _LAST == 0:  # the elementwise pass
         for _q0 in range(_o0, _o1, _BB):
             _o = _q0 + _b
             _mask = _ok[:, None] & (_o < _o1)[None, :]
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-            xhat = _div(x - mu[:, None], std[:, None])
+            xhat = inv_std[:, None]*(x - mu[:, None])
             out = xhat*gamma[:, None] + beta[:, None]
             tl.store(_ptr_xhat + _off, xhat.to(_ptr_xhat.dtype.element_ty), mask=_mask)
             tl.store(_ptr_out + _off, out.to(_ptr_out.dtype.element_ty), mask=_mask)

@@ -50,7 +50,8 @@ def _forward_train_rows(_ptr_x, _ptr_out, _ptr_norm, _ptr_den, _buf_parts, _buf_
             sq = tl.sum(tl.where(_mask, (x*x), 0.0), axis=1)
             norm = _sqrt(sq)
             den = tl.maximum(norm, eps)
-            out = tl.where((den[:, None]) != 0, _div(x, tl.where((den[:, None]) != 0, den[:, None], 1.0)), 0.0)
+            inv_den = _div(1.0, den)
+            out = x*inv_den[:, None]
             tl.store(_ptr_out + _off, out.to(_ptr_out.dtype.element_ty), mask=_mask)
             tl.store(_ptr_norm + _g, norm, mask=_ok)
             tl.store(_ptr_den + _g, den, mask=_ok)
@@ -77,6 +78,7 @@ def _forward_train_rows(_ptr_x, _ptr_out, _ptr_norm, _ptr_den, _buf_parts, _buf_
             if 0 < _LAST:
                 norm = _sqrt(sq)
                 den = tl.maximum(norm, eps)
+                inv_den = _div(1.0, den)
             if _LAST == 1:  # the elementwise pass
                 for _q0 in range(0, _KI, _BB):
                     _q = _q0 + _b
@@ -85,7 +87,7 @@ def _forward_train_rows(_ptr_x, _ptr_out, _ptr_norm, _ptr_den, _buf_parts, _buf_
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-                        out = tl.where((den[:, None]) != 0, _div(x, tl.where((den[:, None]) != 0, den[:, None], 1.0)), 0.0)
+                        out = x*inv_den[:, None]
                         tl.store(_ptr_out + _off, out.to(_ptr_out.dtype.element_ty), mask=_mask)
                 if _s == 0:
                     tl.store(_ptr_norm + _g, norm, mask=_ok)
@@ -129,13 +131,14 @@ def _forward_train_columns(_ptr_x, _ptr_out, _ptr_norm, _ptr_den, _buf_parts, _b
     if 0 < _LAST:
         norm = _sqrt(sq)
         den = tl.maximum(norm, eps)
+        inv_den = _div(1.0, den)
     if _LAST == 1:  # the elementwise pass
         for _q0 in range(_o0, _o1, _BB):
             _o = _q0 + _b
             _mask = _ok[:, None] & (_o < _o1)[None, :]
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-            out = tl.where((den[:, None]) != 0, _div(x, tl.where((den[:, None]) != 0, den[:, None], 1.0)), 0.0)
+            out = x*inv_den[:, None]
             tl.store(_ptr_out + _off, out.to(_ptr_out.dtype.element_ty), mask=_mask)
         if _s == 0:
             tl.store(_ptr_norm + _g, norm, mask=_ok)

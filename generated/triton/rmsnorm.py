@@ -55,7 +55,8 @@ def _forward_train_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_std, _ptr_gamma, _buf_
             sum_var = tl.sum(tl.where(_mask, (x*x), 0.0), axis=1)
             var = _div(sum_var, m)
             std = _sqrt(eps + var)
-            xhat = _div(x, std[:, None])
+            inv_std = _div(1.0, std)
+            xhat = x*inv_std[:, None]
             out = gamma[None, :]*xhat
             tl.store(_ptr_xhat + _off, xhat.to(_ptr_xhat.dtype.element_ty), mask=_mask)
             tl.store(_ptr_out + _off, out.to(_ptr_out.dtype.element_ty), mask=_mask)
@@ -83,6 +84,7 @@ def _forward_train_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_std, _ptr_gamma, _buf_
             if 0 < _LAST:
                 var = _div(sum_var, m)
                 std = _sqrt(eps + var)
+                inv_std = _div(1.0, std)
             if _LAST == 1:  # the elementwise pass
                 for _q0 in range(0, _KI, _BB):
                     _q = _q0 + _b
@@ -92,7 +94,7 @@ def _forward_train_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_std, _ptr_gamma, _buf_
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-                        xhat = _div(x, std[:, None])
+                        xhat = x*inv_std[:, None]
                         out = gamma[None, :]*xhat
                         tl.store(_ptr_xhat + _off, xhat.to(_ptr_xhat.dtype.element_ty), mask=_mask)
                         tl.store(_ptr_out + _off, out.to(_ptr_out.dtype.element_ty), mask=_mask)
@@ -139,13 +141,14 @@ def _forward_train_columns(_ptr_x, _ptr_xhat, _ptr_out, _ptr_std, _ptr_gamma, _b
     if 0 < _LAST:
         var = _div(sum_var, m)
         std = _sqrt(eps + var)
+        inv_std = _div(1.0, std)
     if _LAST == 1:  # the elementwise pass
         for _q0 in range(_o0, _o1, _BB):
             _o = _q0 + _b
             _mask = _ok[:, None] & (_o < _o1)[None, :]
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-            xhat = _div(x, std[:, None])
+            xhat = x*inv_std[:, None]
             out = gamma[:, None]*xhat
             tl.store(_ptr_xhat + _off, xhat.to(_ptr_xhat.dtype.element_ty), mask=_mask)
             tl.store(_ptr_out + _off, out.to(_ptr_out.dtype.element_ty), mask=_mask)

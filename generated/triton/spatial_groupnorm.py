@@ -58,7 +58,8 @@ def _forward_train_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_std, _ptr_beta, _ptr_g
             sum_var = tl.sum(tl.where(_mask, ((x - mu[:, None])*(x - mu[:, None])), 0.0), axis=1)
             var = _div(sum_var, m)
             std = _sqrt(eps + var)
-            xhat = _div(x - mu[:, None], std[:, None])
+            inv_std = _div(1.0, std)
+            xhat = inv_std[:, None]*(x - mu[:, None])
             out = beta[None, :] + gamma[None, :]*xhat
             tl.store(_ptr_xhat + _off, xhat.to(_ptr_xhat.dtype.element_ty), mask=_mask)
             tl.store(_ptr_out + _off, out.to(_ptr_out.dtype.element_ty), mask=_mask)
@@ -107,6 +108,7 @@ def _forward_train_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_std, _ptr_beta, _ptr_g
             if 1 < _LAST:
                 var = _div(sum_var, m)
                 std = _sqrt(eps + var)
+                inv_std = _div(1.0, std)
             if _LAST == 2:  # the elementwise pass
                 for _q0 in range(0, _KI, _BB):
                     _q = _q0 + _b
@@ -117,7 +119,7 @@ def _forward_train_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_std, _ptr_beta, _ptr_g
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-                        xhat = _div(x - mu[:, None], std[:, None])
+                        xhat = inv_std[:, None]*(x - mu[:, None])
                         out = beta[None, :] + gamma[None, :]*xhat
                         tl.store(_ptr_xhat + _off, xhat.to(_ptr_xhat.dtype.element_ty), mask=_mask)
                         tl.store(_ptr_out + _off, out.to(_ptr_out.dtype.element_ty), mask=_mask)
@@ -184,13 +186,14 @@ def _forward_train_columns(_ptr_x, _ptr_xhat, _ptr_out, _ptr_std, _ptr_beta, _pt
     if 1 < _LAST:
         var = _div(sum_var, m)
         std = _sqrt(eps + var)
+        inv_std = _div(1.0, std)
     if _LAST == 2:  # the elementwise pass
         for _q0 in range(_o0, _o1, _BB):
             _o = _q0 + _b
             _mask = _ok[:, None] & (_o < _o1)[None, :]
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
-            xhat = _div(x - mu[:, None], std[:, None])
+            xhat = inv_std[:, None]*(x - mu[:, None])
             out = beta[:, None] + gamma[:, None]*xhat
             tl.store(_ptr_xhat + _off, xhat.to(_ptr_xhat.dtype.element_ty), mask=_mask)
             tl.store(_ptr_out + _off, out.to(_ptr_out.dtype.element_ty), mask=_mask)
