@@ -10,9 +10,10 @@ has either the full length (and is sliced with the block) or length 1.
 """
 import numpy
 
-BLOCK_BYTES = 1 << 18   #: about 256 KiB of each operand per block
+BLOCK_BYTES = 1 << 19   #: about 512 KiB of each operand per block
 WIDE = numpy.float64    #: every block of a reduction is summed in float64
 SUM_ROWS = 64           #: rows of a long-row block summed in the working dtype before float64
+LONG_ROW_BYTES = 1 << 18   #: rows are long when SUM_ROWS of them hold this many bytes
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 
@@ -53,13 +54,13 @@ def elementwise(fn, shape, dtype, *args):
 
 
 def _long_rows(shape, dtype) -> bool:
-    """Rows so long that SUM_ROWS of them already fill a block: such blocks are summed in the
+    """Rows so long that SUM_ROWS of them hold LONG_ROW_BYTES: such blocks are summed in the
     working dtype (SIMD, no conversion) and only the block sums in float64; a working-dtype sum
     over at most SUM_ROWS rows does not drift."""
     row = numpy.dtype(dtype).itemsize
     for n in shape[1:]:
         row *= n
-    return row * SUM_ROWS >= BLOCK_BYTES
+    return row * SUM_ROWS >= LONG_ROW_BYTES
 
 
 def _accumulate(part_of, axes, shape, step):
