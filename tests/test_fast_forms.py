@@ -79,7 +79,7 @@ PRODUCTS = [
     ([(1, 7), (50, 7)], (0, 1)), ([(1, 7), (1, 7)], (1,)),
     ([(5, 3, 4, 6), (1, 3, 1, 1), (5, 3, 4, 6)], (2, 3)), ([(5, 3, 4, 6), (1, 3, 1, 1), (5, 3, 4, 6)], (0, 2, 3)),
     ([(4, 2, 3, 5, 5), (1, 2, 3, 1, 1), (4, 2, 3, 5, 5)], (2, 3, 4)), ([(4, 2, 3, 5, 5), (4, 2, 3, 5, 5)], (0, 3, 4)),
-    ([(1, 7), (1, 7), (1, 7)], (1,)),
+    ([(1, 7), (1, 7), (1, 7)], (1,)), ([(0, 7), (1, 7), (0, 7)], (1,)), ([(0, 7), (0, 7)], (0,)),
 ]
 
 
@@ -99,4 +99,4 @@ def test_sum_of_products_is_the_sum_of_the_product(shapes, axes, blocks, monkeyp
     assert got.dtype == np.float64 and got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
     got32 = _blocks.sum_of_products(tuple(f.astype(np.float32) for f in factors), axes)
-    np.testing.assert_allclose(got32, want, rtol=1e-5, atol=1e-5 * np.max(np.abs(want)))
+    np.testing.assert_allclose(got32, want, rtol=1e-5, atol=1e-5 * np.max(np.abs(want), initial=0))

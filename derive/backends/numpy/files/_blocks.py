@@ -186,7 +186,7 @@ def sum_of_products(factors, axes):
     spec = f"{small_sub},{head_sub}->{kept}"
     long_rows = 0 in axes and _long_rows(shape, work)
     wide_products = 0 in axes and not long_rows
-    step = min(_sum_step(shape, long_rows, numpy.dtype(WIDE if wide_products else work).itemsize), n)
+    step = max(1, min(_sum_step(shape, long_rows, numpy.dtype(WIDE if wide_products else work).itemsize), n))
     if wide_products:
         buffer = numpy.empty((step,) + tuple(shape[1:]), dtype=WIDE)
     elif len(rest) > 1:
