@@ -1,7 +1,7 @@
 """The fast layout (block functions, fused reductions) against the staged textbook form.
 
 Shapes are chosen so the arrays span several row blocks with a ragged last block
-(generated/_blocks.py sweeps about 256 KiB per operand), so a slicing mistake shows.
+(generated/_blocks.py sweeps about 512 KiB per operand), so a slicing mistake shows.
 """
 from __future__ import annotations
 
@@ -68,3 +68,35 @@ def test_fast_float32_is_close_to_float64(name, offset, tolerance):
     for a, b in zip(fast(dout64.astype(np.float32), cache32), staged(dout64, cache64)):
         assert a.dtype == np.float32
         assert max_rel(a, b) < tolerance
+
+
+# (factor shapes, axes): the operands the kernels hand generated/_blocks.py::sum_of_products -- per-feature,
+# per-group and per-element factors, two to four of them, summed within rows and along them
+PRODUCTS = [
+    ([(50, 7), (1, 7)], (1,)), ([(50, 7), (1, 7)], (0,)),
+    ([(50, 7), (1, 7), (50, 7)], (1,)), ([(50, 7), (1, 7), (50, 7)], (0,)),
+    ([(50, 1), (50, 7), (1, 7), (50, 7)], (1,)), ([(1, 7), (50, 7), (50, 1), (50, 7)], (0,)),
+    ([(1, 7), (50, 7)], (0, 1)), ([(1, 7), (1, 7)], (1,)),
+    ([(5, 3, 4, 6), (1, 3, 1, 1), (5, 3, 4, 6)], (2, 3)), ([(5, 3, 4, 6), (1, 3, 1, 1), (5, 3, 4, 6)], (0, 2, 3)),
+    ([(4, 2, 3, 5, 5), (1, 2, 3, 1, 1), (4, 2, 3, 5, 5)], (2, 3, 4)), ([(4, 2, 3, 5, 5), (4, 2, 3, 5, 5)], (0, 3, 4)),
+    ([(1, 7), (1, 7), (1, 7)], (1,)), ([(0, 7), (1, 7), (0, 7)], (1,)), ([(0, 7), (0, 7)], (0,)),
+]
+
+
+@pytest.mark.parametrize("blocks", ["default", "tiny"])
+@pytest.mark.parametrize("shapes,axes", PRODUCTS, ids=[f"{len(s)}x{s[0]}-{a}" for s, a in PRODUCTS])
+def test_sum_of_products_is_the_sum_of_the_product(shapes, axes, blocks, monkeypatch):
+    """Every factor layout, in one block and (tiny) in ragged blocks of a few rows, long rows and short."""
+    from generated import _blocks
+    if blocks == "tiny":
+        monkeypatch.setattr(_blocks, "BLOCK_BYTES", 200)
+        monkeypatch.setattr(_blocks, "LONG_ROW_BYTES", 64)
+        monkeypatch.setattr(_blocks, "SUM_ROWS", 3)
+    rng = np.random.default_rng(1)
+    factors = [rng.normal(size=s) for s in shapes]
+    want = np.sum(np.prod(np.broadcast_arrays(*factors), axis=0), axis=axes, keepdims=True)
+    got = _blocks.sum_of_products(tuple(factors), axes)
+    assert got.dtype == np.float64 and got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    got32 = _blocks.sum_of_products(tuple(f.astype(np.float32) for f in factors), axes)
+    np.testing.assert_allclose(got32, want, rtol=1e-5, atol=1e-5 * np.max(np.abs(want), initial=0))
