@@ -266,20 +266,23 @@ def test_both_backends_refuse_a_bad_input_with_the_same_error(label, name, args)
 
 
 @pytest.mark.skipif(gn is None, reason="no numba")
-def test_concurrent_calls_from_python_threads_agree_with_one_call(tmp_path):
-    """Four Python threads calling the kernels at once (each call's loops run on the kernels' own
-    threads too: 256 x 256 is above _layout.PARALLEL) get the bits of a call made alone, under
-    numba's workqueue threading layer too (which aborts a process whose parallel numba functions
-    are launched from two threads at once: the kernels have none)."""
+@pytest.mark.parametrize("threads", ["pool", "libgomp"])
+def test_concurrent_calls_from_python_threads_agree_with_one_call(tmp_path, threads):
+    """Four Python threads calling the kernels at once (each call's loops run on threads too: 256 x 256
+    is above _layout.PARALLEL) get the bits of a call made alone, on generated.numba's own pool and on
+    libgomp's threads (where torch has loaded libgomp), under numba's workqueue threading layer too
+    (which aborts a process whose parallel numba functions are launched from two threads at once:
+    the kernels have none)."""
     import os
     import subprocess
     import sys
     import textwrap
     from pathlib import Path
 
-    script = textwrap.dedent("""
+    script = ("import torch\n" if threads == "libgomp" else "") + textwrap.dedent("""
         import threading, numpy as np, generated.numba as gn
         from generated.numba import _layout
+        print((_layout._openmp() is not None) == ("torch" in globals()))
         x = np.random.default_rng(0).standard_normal((256, 256))
         g, b = np.ones(256), np.zeros(256)
         assert x.size >= _layout.PARALLEL
@@ -302,7 +305,7 @@ def test_concurrent_calls_from_python_threads_agree_with_one_call(tmp_path):
     r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
                        timeout=300, cwd=root)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.strip() == "same"
+    assert r.stdout.split() == ["True", "same"]
 
 
 # ------------------------------------------------------------------ item 13: the oracle's inputs are contiguous

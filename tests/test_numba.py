@@ -183,15 +183,24 @@ def test_a_large_mean_offset_still_normalizes_in_float32(variant, mode, axis):
             assert not bad, (seed, backward, bad)
 
 
+@pytest.mark.parametrize("threads", ["pool", "libgomp"])
 @pytest.mark.parametrize("name, shape", [("layernorm", (600, 70)), ("batchnorm", (4000, 12)),
                                          ("spatial_groupnorm", (8, 8, 24, 24))])
-def test_results_do_not_depend_on_the_thread_count(name, shape):
+def test_results_do_not_depend_on_the_thread_count(name, shape, threads, monkeypatch):
     """Chunks and tiles are fixed by the shape, and each is summed on its own before the chunks are
     added in order, so any number of threads gives the same bits (shapes above _layout.PARALLEL,
-    whose loops do run on threads: krows, tall and rows)."""
+    whose loops do run on threads: krows, tall and rows), on generated.numba's own pool and on
+    libgomp's threads (which the kernels use once torch has loaded libgomp)."""
     from generated.numba import _layout
 
     assert int(np.prod(shape)) >= _layout.PARALLEL
+    if threads == "pool":
+        monkeypatch.setattr(_layout, "_openmp", lambda: None)
+    else:
+        torch = pytest.importorskip("torch")
+        torch.add(torch.ones(4), 1)
+        if _layout._openmp() is None:
+            pytest.skip("this torch does not run on libgomp")
     case = make_case(BY_NAME[name], np.random.default_rng(5), shape=shape)
     backward = BY_NAME[name].backward_names[0]
     results = []

@@ -11,9 +11,10 @@ $NORMDERIVE_NUMBA_CACHE if it is set, else in the user's cache folder
 %LOCALAPPDATA%\\normderive\\numba on Windows), one subfolder per installed copy.
 
 Threads: a kernel's loops over its chunks of groups (or tiles of columns) are serial
-numba functions that release the GIL, run on a thread pool of this package for
-arrays of _layout.PARALLEL elements or more: get_num_threads() threads, by default
-numba.config.NUMBA_NUM_THREADS (the machine's CPUs), or set_num_threads(n).
+numba functions that release the GIL, run for arrays of _layout.PARALLEL elements
+or more on get_num_threads() threads (by default numba.config.NUMBA_NUM_THREADS, the
+machine's CPUs; or set_num_threads(n)): libgomp's, where the process has loaded it
+(torch has), else a thread pool of this package.
 numba's own threading layer is never started (it costs seconds of compilation per
 kernel, and its workqueue layer aborts on concurrent calls), so the kernels are
 safe to call from several Python threads at once.  The chunks are fixed by the
