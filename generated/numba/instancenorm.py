@@ -82,22 +82,31 @@ def _forward_train_rows(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chunks)
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_p0_cols(x, sum_x):
-    for j in range(x.shape[0]):
-        sum_x[j] += numpy.float64(x[j])
+def _forward_train_p0_cols(x, sum_x, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_x[q] += numpy.float64(x[ou, j])
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_p1_cols(x, mu, sum_var):
-    for j in range(x.shape[0]):
-        sum_var[j] += (numpy.float64(x[j]) - numpy.float64(mu[j]))**2
+def _forward_train_p1_cols(x, mu, sum_var, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_var[q] += (numpy.float64(x[ou, j]) - numpy.float64(mu[q]))**2
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_e_cols(x, xhat, out, beta, gamma, inv_std, mu):
-    for j in range(x.shape[0]):
-        xhat[j] = inv_std[j]*(x[j] - mu[j])
-        out[j] = xhat[j]*gamma[j] + beta[j]
+def _forward_train_e_cols(x, xhat, out, beta, gamma, inv_std, mu, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            xhat[ou, j] = inv_std[q]*(x[ou, j] - mu[q])
+            out[ou, j] = xhat[ou, j]*gamma[q] + beta[q]
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
@@ -131,22 +140,19 @@ def _forward_train_cols_l0(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, K, I
         var_a = numpy.empty(g1 - g0)
         inv_std_a = numpy.empty(g1 - g0)
         sum_x_t = numpy.zeros(j1 - j0)
-        for o in range(O):
-            _forward_train_p0_cols(x[o, j0:j1], sum_x_t)
+        _forward_train_p0_cols(x, sum_x_t, 0, O, j0, j1)
         _layout.fold(sum_x_t, K * I, sum_x_s)
         _forward_train_g0(sum_x_s, mu_a, m)
         mu_e = _layout.spread(mu_a, K * I)
         sum_var_t = numpy.zeros(j1 - j0)
-        for o in range(O):
-            _forward_train_p1_cols(x[o, j0:j1], mu_e, sum_var_t)
+        _forward_train_p1_cols(x, mu_e, sum_var_t, 0, O, j0, j1)
         _layout.fold(sum_var_t, K * I, sum_var_s)
         _forward_train_g1(sum_var_s, var_a, std_g[g0:g1], inv_std_a, eps, m)
         beta_e = _layout.spread(beta_t, K * I)
         gamma_e = _layout.spread(gamma_t, K * I)
         inv_std_e = _layout.spread(inv_std_a, K * I)
         mu_e = _layout.spread(mu_a, K * I)
-        for o in range(O):
-            _forward_train_e_cols(x[o, j0:j1], xhat[o, j0:j1], out[o, j0:j1], beta_e, gamma_e, inv_std_e, mu_e)
+        _forward_train_e_cols(x, xhat, out, beta_e, gamma_e, inv_std_e, mu_e, 0, O, j0, j1)
 
 
 def _forward_train_cols(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT):
@@ -165,8 +171,7 @@ def _forward_train_tall_l0(x, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_x_
         beta_t = _layout.per_group(beta_p, g0, g1, P)
         gamma_t = _layout.per_group(gamma_p, g0, g1, P)
         sum_x_t = numpy.zeros(j1 - j0)
-        for o in range(o0, o1):
-            _forward_train_p0_cols(x[o, j0:j1], sum_x_t)
+        _forward_train_p0_cols(x, sum_x_t, o0, o1, j0, j1)
         _layout.fold(sum_x_t, K * I, sum_x_r[rc, g0:g1])
 
 
@@ -181,8 +186,7 @@ def _forward_train_tall_l1(x, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, mu_a, 
         gamma_t = _layout.per_group(gamma_p, g0, g1, P)
         mu_e = _layout.spread(mu_a[g0:g1], K * I)
         sum_var_t = numpy.zeros(j1 - j0)
-        for o in range(o0, o1):
-            _forward_train_p1_cols(x[o, j0:j1], mu_e, sum_var_t)
+        _forward_train_p1_cols(x, mu_e, sum_var_t, o0, o1, j0, j1)
         _layout.fold(sum_var_t, K * I, sum_var_r[rc, g0:g1])
 
 
@@ -199,8 +203,7 @@ def _forward_train_tall_l2(x, xhat, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC
         gamma_e = _layout.spread(gamma_t, K * I)
         inv_std_e = _layout.spread(inv_std_a[g0:g1], K * I)
         mu_e = _layout.spread(mu_a[g0:g1], K * I)
-        for o in range(o0, o1):
-            _forward_train_e_cols(x[o, j0:j1], xhat[o, j0:j1], out[o, j0:j1], beta_e, gamma_e, inv_std_e, mu_e)
+        _forward_train_e_cols(x, xhat, out, beta_e, gamma_e, inv_std_e, mu_e, o0, o1, j0, j1)
 
 
 def _forward_train_tall(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, K, I, G, RC, GT):
@@ -287,16 +290,22 @@ def _backward_compact_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m,
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _backward_compact_p0_cols(dout, xhat, sum_dout, sum_dout_xhat):
-    for j in range(dout.shape[0]):
-        sum_dout[j] += numpy.float64(dout[j])
-        sum_dout_xhat[j] += numpy.float64(dout[j])*numpy.float64(xhat[j])
+def _backward_compact_p0_cols(dout, xhat, sum_dout, sum_dout_xhat, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_dout[q] += numpy.float64(dout[ou, j])
+            sum_dout_xhat[q] += numpy.float64(dout[ou, j])*numpy.float64(xhat[ou, j])
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _backward_compact_e_cols(dout, xhat, dx, coef_1, coef_dout, coef_xhat):
-    for j in range(dout.shape[0]):
-        dx[j] = dout[j]*coef_dout[j] + xhat[j]*coef_xhat[j] + coef_1[j]
+def _backward_compact_e_cols(dout, xhat, dx, coef_1, coef_dout, coef_xhat, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            dx[ou, j] = dout[ou, j]*coef_dout[q] + xhat[ou, j]*coef_xhat[q] + coef_1[q]
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
@@ -326,16 +335,14 @@ def _backward_compact_cols_l0(dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT,
         coef_1_a = numpy.empty(g1 - g0, dout.dtype)
         sum_dout_t = numpy.zeros(j1 - j0)
         sum_dout_xhat_t = numpy.zeros(j1 - j0)
-        for o in range(O):
-            _backward_compact_p0_cols(dout[o, j0:j1], xhat[o, j0:j1], sum_dout_t, sum_dout_xhat_t)
+        _backward_compact_p0_cols(dout, xhat, sum_dout_t, sum_dout_xhat_t, 0, O, j0, j1)
         _layout.fold(sum_dout_t, K * I, sum_dout_s)
         _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_s)
         _backward_compact_g0(sum_dout_s, sum_dout_xhat_s, gamma_t, std_g[g0:g1], coef_dout_a, coef_xhat_a, coef_1_a, dgamma_g[g0:g1], dbeta_g[g0:g1], m, like)
         coef_1_e = _layout.spread(coef_1_a, K * I)
         coef_dout_e = _layout.spread(coef_dout_a, K * I)
         coef_xhat_e = _layout.spread(coef_xhat_a, K * I)
-        for o in range(O):
-            _backward_compact_e_cols(dout[o, j0:j1], xhat[o, j0:j1], dx[o, j0:j1], coef_1_e, coef_dout_e, coef_xhat_e)
+        _backward_compact_e_cols(dout, xhat, dx, coef_1_e, coef_dout_e, coef_xhat_e, 0, O, j0, j1)
 
 
 def _backward_compact_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, GT):
@@ -361,8 +368,7 @@ def _backward_compact_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, su
         gamma_t = _layout.per_group(gamma_p, g0, g1, P)
         sum_dout_t = numpy.zeros(j1 - j0)
         sum_dout_xhat_t = numpy.zeros(j1 - j0)
-        for o in range(o0, o1):
-            _backward_compact_p0_cols(dout[o, j0:j1], xhat[o, j0:j1], sum_dout_t, sum_dout_xhat_t)
+        _backward_compact_p0_cols(dout, xhat, sum_dout_t, sum_dout_xhat_t, o0, o1, j0, j1)
         _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
         _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_r[rc, g0:g1])
 
@@ -378,8 +384,7 @@ def _backward_compact_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O
         coef_1_e = _layout.spread(coef_1_a[g0:g1], K * I)
         coef_dout_e = _layout.spread(coef_dout_a[g0:g1], K * I)
         coef_xhat_e = _layout.spread(coef_xhat_a[g0:g1], K * I)
-        for o in range(o0, o1):
-            _backward_compact_e_cols(dout[o, j0:j1], xhat[o, j0:j1], dx[o, j0:j1], coef_1_e, coef_dout_e, coef_xhat_e)
+        _backward_compact_e_cols(dout, xhat, dx, coef_1_e, coef_dout_e, coef_xhat_e, o0, o1, j0, j1)
 
 
 def _backward_compact_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, RC, GT):
@@ -481,19 +486,25 @@ def _backward_staged_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, 
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _backward_staged_p0_cols(dout, xhat, gamma, sum_dxhat_xhat, sum_dxhat, sum_dout_xhat, sum_dout):
-    for j in range(dout.shape[0]):
-        sum_dxhat_xhat[j] += numpy.float64(dout[j])*numpy.float64(xhat[j])*numpy.float64(gamma[j])
-        sum_dxhat[j] += numpy.float64(dout[j])*numpy.float64(gamma[j])
-        sum_dout_xhat[j] += numpy.float64(dout[j])*numpy.float64(xhat[j])
-        sum_dout[j] += numpy.float64(dout[j])
+def _backward_staged_p0_cols(dout, xhat, gamma, sum_dxhat_xhat, sum_dxhat, sum_dout_xhat, sum_dout, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_dxhat_xhat[q] += numpy.float64(dout[ou, j])*numpy.float64(xhat[ou, j])*numpy.float64(gamma[q])
+            sum_dxhat[q] += numpy.float64(dout[ou, j])*numpy.float64(gamma[q])
+            sum_dout_xhat[q] += numpy.float64(dout[ou, j])*numpy.float64(xhat[ou, j])
+            sum_dout[q] += numpy.float64(dout[ou, j])
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _backward_staged_e_cols(dout, xhat, dx, dx_coef_1, dx_coef_dxhat, dx_coef_xhat, gamma):
-    for j in range(dout.shape[0]):
-        dxhat = dout[j]*gamma[j]
-        dx[j] = dxhat*dx_coef_dxhat[j] + xhat[j]*dx_coef_xhat[j] + dx_coef_1[j]
+def _backward_staged_e_cols(dout, xhat, dx, dx_coef_1, dx_coef_dxhat, dx_coef_xhat, gamma, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            dxhat = dout[ou, j]*gamma[q]
+            dx[ou, j] = dxhat*dx_coef_dxhat[q] + xhat[ou, j]*dx_coef_xhat[q] + dx_coef_1[q]
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
@@ -530,8 +541,7 @@ def _backward_staged_cols_l0(dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, 
         sum_dxhat_t = numpy.zeros(j1 - j0)
         sum_dout_xhat_t = numpy.zeros(j1 - j0)
         sum_dout_t = numpy.zeros(j1 - j0)
-        for o in range(O):
-            _backward_staged_p0_cols(dout[o, j0:j1], xhat[o, j0:j1], gamma_e, sum_dxhat_xhat_t, sum_dxhat_t, sum_dout_xhat_t, sum_dout_t)
+        _backward_staged_p0_cols(dout, xhat, gamma_e, sum_dxhat_xhat_t, sum_dxhat_t, sum_dout_xhat_t, sum_dout_t, 0, O, j0, j1)
         _layout.fold(sum_dxhat_xhat_t, K * I, sum_dxhat_xhat_s)
         _layout.fold(sum_dxhat_t, K * I, sum_dxhat_s)
         _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_s)
@@ -541,8 +551,7 @@ def _backward_staged_cols_l0(dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, 
         dx_coef_dxhat_e = _layout.spread(dx_coef_dxhat_a, K * I)
         dx_coef_xhat_e = _layout.spread(dx_coef_xhat_a, K * I)
         gamma_e = _layout.spread(gamma_t, K * I)
-        for o in range(O):
-            _backward_staged_e_cols(dout[o, j0:j1], xhat[o, j0:j1], dx[o, j0:j1], dx_coef_1_e, dx_coef_dxhat_e, dx_coef_xhat_e, gamma_e)
+        _backward_staged_e_cols(dout, xhat, dx, dx_coef_1_e, dx_coef_dxhat_e, dx_coef_xhat_e, gamma_e, 0, O, j0, j1)
 
 
 def _backward_staged_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, GT):
@@ -571,8 +580,7 @@ def _backward_staged_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum
         sum_dxhat_t = numpy.zeros(j1 - j0)
         sum_dout_xhat_t = numpy.zeros(j1 - j0)
         sum_dout_t = numpy.zeros(j1 - j0)
-        for o in range(o0, o1):
-            _backward_staged_p0_cols(dout[o, j0:j1], xhat[o, j0:j1], gamma_e, sum_dxhat_xhat_t, sum_dxhat_t, sum_dout_xhat_t, sum_dout_t)
+        _backward_staged_p0_cols(dout, xhat, gamma_e, sum_dxhat_xhat_t, sum_dxhat_t, sum_dout_xhat_t, sum_dout_t, o0, o1, j0, j1)
         _layout.fold(sum_dxhat_xhat_t, K * I, sum_dxhat_xhat_r[rc, g0:g1])
         _layout.fold(sum_dxhat_t, K * I, sum_dxhat_r[rc, g0:g1])
         _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_r[rc, g0:g1])
@@ -591,8 +599,7 @@ def _backward_staged_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O,
         dx_coef_dxhat_e = _layout.spread(dx_coef_dxhat_a[g0:g1], K * I)
         dx_coef_xhat_e = _layout.spread(dx_coef_xhat_a[g0:g1], K * I)
         gamma_e = _layout.spread(gamma_t, K * I)
-        for o in range(o0, o1):
-            _backward_staged_e_cols(dout[o, j0:j1], xhat[o, j0:j1], dx[o, j0:j1], dx_coef_1_e, dx_coef_dxhat_e, dx_coef_xhat_e, gamma_e)
+        _backward_staged_e_cols(dout, xhat, dx, dx_coef_1_e, dx_coef_dxhat_e, dx_coef_xhat_e, gamma_e, o0, o1, j0, j1)
 
 
 def _backward_staged_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, RC, GT):

@@ -67,15 +67,21 @@ def _forward_train_rows(x, out, norm_g, den_g, eps, P, chunks):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_p0_cols(x, sq):
-    for j in range(x.shape[0]):
-        sq[j] += numpy.float64(x[j])**2
+def _forward_train_p0_cols(x, sq, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sq[q] += numpy.float64(x[ou, j])**2
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_e_cols(x, out, inv_den):
-    for j in range(x.shape[0]):
-        out[j] = x[j]*inv_den[j]
+def _forward_train_e_cols(x, out, inv_den, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            out[ou, j] = x[ou, j]*inv_den[q]
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
@@ -98,13 +104,11 @@ def _forward_train_cols_l0(x, out, norm_g, den_g, eps, K, I, G, GT, O, like, tc0
         sq_s = numpy.empty(g1 - g0)
         inv_den_a = numpy.empty(g1 - g0, x.dtype)
         sq_t = numpy.zeros(j1 - j0)
-        for o in range(O):
-            _forward_train_p0_cols(x[o, j0:j1], sq_t)
+        _forward_train_p0_cols(x, sq_t, 0, O, j0, j1)
         _layout.fold(sq_t, K * I, sq_s)
         _forward_train_g0(sq_s, norm_g[g0:g1], den_g[g0:g1], inv_den_a, eps, like)
         inv_den_e = _layout.spread(inv_den_a, K * I)
-        for o in range(O):
-            _forward_train_e_cols(x[o, j0:j1], out[o, j0:j1], inv_den_e)
+        _forward_train_e_cols(x, out, inv_den_e, 0, O, j0, j1)
 
 
 def _forward_train_cols(x, out, norm_g, den_g, eps, P, K, I, G, GT):
@@ -122,8 +126,7 @@ def _forward_train_tall_l0(x, K, I, G, RC, GT, TC, O, sq_r, t0, t1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         sq_t = numpy.zeros(j1 - j0)
-        for o in range(o0, o1):
-            _forward_train_p0_cols(x[o, j0:j1], sq_t)
+        _forward_train_p0_cols(x, sq_t, o0, o1, j0, j1)
         _layout.fold(sq_t, K * I, sq_r[rc, g0:g1])
 
 
@@ -135,8 +138,7 @@ def _forward_train_tall_l1(x, out, K, I, G, RC, GT, TC, O, inv_den_a, t0, t1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         inv_den_e = _layout.spread(inv_den_a[g0:g1], K * I)
-        for o in range(o0, o1):
-            _forward_train_e_cols(x[o, j0:j1], out[o, j0:j1], inv_den_e)
+        _forward_train_e_cols(x, out, inv_den_e, o0, o1, j0, j1)
 
 
 def _forward_train_tall(x, out, norm_g, den_g, eps, P, K, I, G, RC, GT):
@@ -202,15 +204,21 @@ def _backward_compact_rows(dout, out, dx, den_g, norm_g, eps, P, chunks):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _backward_compact_p0_cols(dout, out, sum_dout_out):
-    for j in range(dout.shape[0]):
-        sum_dout_out[j] += numpy.float64(dout[j])*numpy.float64(out[j])
+def _backward_compact_p0_cols(dout, out, sum_dout_out, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_dout_out[q] += numpy.float64(dout[ou, j])*numpy.float64(out[ou, j])
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _backward_compact_e_cols(dout, out, dx, coef_dout, coef_out):
-    for j in range(dout.shape[0]):
-        dx[j] = dout[j]*coef_dout[j] + out[j]*coef_out[j]
+def _backward_compact_e_cols(dout, out, dx, coef_dout, coef_out, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            dx[ou, j] = dout[ou, j]*coef_dout[q] + out[ou, j]*coef_out[q]
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
@@ -232,14 +240,12 @@ def _backward_compact_cols_l0(dout, out, dx, den_g, norm_g, eps, K, I, G, GT, O,
         coef_dout_a = numpy.empty(g1 - g0, dout.dtype)
         coef_out_a = numpy.empty(g1 - g0, dout.dtype)
         sum_dout_out_t = numpy.zeros(j1 - j0)
-        for o in range(O):
-            _backward_compact_p0_cols(dout[o, j0:j1], out[o, j0:j1], sum_dout_out_t)
+        _backward_compact_p0_cols(dout, out, sum_dout_out_t, 0, O, j0, j1)
         _layout.fold(sum_dout_out_t, K * I, sum_dout_out_s)
         _backward_compact_g0(sum_dout_out_s, den_g[g0:g1], norm_g[g0:g1], coef_dout_a, coef_out_a, eps, like)
         coef_dout_e = _layout.spread(coef_dout_a, K * I)
         coef_out_e = _layout.spread(coef_out_a, K * I)
-        for o in range(O):
-            _backward_compact_e_cols(dout[o, j0:j1], out[o, j0:j1], dx[o, j0:j1], coef_dout_e, coef_out_e)
+        _backward_compact_e_cols(dout, out, dx, coef_dout_e, coef_out_e, 0, O, j0, j1)
 
 
 def _backward_compact_cols(dout, out, dx, den_g, norm_g, eps, P, K, I, G, GT):
@@ -257,8 +263,7 @@ def _backward_compact_tall_l0(dout, out, K, I, G, RC, GT, TC, O, sum_dout_out_r,
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         sum_dout_out_t = numpy.zeros(j1 - j0)
-        for o in range(o0, o1):
-            _backward_compact_p0_cols(dout[o, j0:j1], out[o, j0:j1], sum_dout_out_t)
+        _backward_compact_p0_cols(dout, out, sum_dout_out_t, o0, o1, j0, j1)
         _layout.fold(sum_dout_out_t, K * I, sum_dout_out_r[rc, g0:g1])
 
 
@@ -271,8 +276,7 @@ def _backward_compact_tall_l1(dout, out, dx, K, I, G, RC, GT, TC, O, coef_dout_a
         j0, j1 = g0 * K * I, g1 * K * I
         coef_dout_e = _layout.spread(coef_dout_a[g0:g1], K * I)
         coef_out_e = _layout.spread(coef_out_a[g0:g1], K * I)
-        for o in range(o0, o1):
-            _backward_compact_e_cols(dout[o, j0:j1], out[o, j0:j1], dx[o, j0:j1], coef_dout_e, coef_out_e)
+        _backward_compact_e_cols(dout, out, dx, coef_dout_e, coef_out_e, o0, o1, j0, j1)
 
 
 def _backward_compact_tall(dout, out, dx, den_g, norm_g, eps, P, K, I, G, RC, GT):
@@ -340,15 +344,21 @@ def _backward_staged_rows(dout, out, dx, den_g, norm_g, eps, P, chunks):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _backward_staged_p0_cols(dout, out, sum_dout_out):
-    for j in range(dout.shape[0]):
-        sum_dout_out[j] += numpy.float64(dout[j])*numpy.float64(out[j])
+def _backward_staged_p0_cols(dout, out, sum_dout_out, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_dout_out[q] += numpy.float64(dout[ou, j])*numpy.float64(out[ou, j])
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _backward_staged_e_cols(dout, out, dx, dx_coef_dout, dx_coef_out):
-    for j in range(dout.shape[0]):
-        dx[j] = dout[j]*dx_coef_dout[j] + out[j]*dx_coef_out[j]
+def _backward_staged_e_cols(dout, out, dx, dx_coef_dout, dx_coef_out, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            dx[ou, j] = dout[ou, j]*dx_coef_dout[q] + out[ou, j]*dx_coef_out[q]
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
@@ -371,14 +381,12 @@ def _backward_staged_cols_l0(dout, out, dx, den_g, norm_g, eps, K, I, G, GT, O, 
         dx_coef_dout_a = numpy.empty(g1 - g0, dout.dtype)
         dx_coef_out_a = numpy.empty(g1 - g0, dout.dtype)
         sum_dout_out_t = numpy.zeros(j1 - j0)
-        for o in range(O):
-            _backward_staged_p0_cols(dout[o, j0:j1], out[o, j0:j1], sum_dout_out_t)
+        _backward_staged_p0_cols(dout, out, sum_dout_out_t, 0, O, j0, j1)
         _layout.fold(sum_dout_out_t, K * I, sum_dout_out_s)
         _backward_staged_g0(sum_dout_out_s, den_g[g0:g1], norm_g[g0:g1], dx_coef_dout_a, dx_coef_out_a, eps, like)
         dx_coef_dout_e = _layout.spread(dx_coef_dout_a, K * I)
         dx_coef_out_e = _layout.spread(dx_coef_out_a, K * I)
-        for o in range(O):
-            _backward_staged_e_cols(dout[o, j0:j1], out[o, j0:j1], dx[o, j0:j1], dx_coef_dout_e, dx_coef_out_e)
+        _backward_staged_e_cols(dout, out, dx, dx_coef_dout_e, dx_coef_out_e, 0, O, j0, j1)
 
 
 def _backward_staged_cols(dout, out, dx, den_g, norm_g, eps, P, K, I, G, GT):
@@ -396,8 +404,7 @@ def _backward_staged_tall_l0(dout, out, K, I, G, RC, GT, TC, O, sum_dout_out_r, 
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         sum_dout_out_t = numpy.zeros(j1 - j0)
-        for o in range(o0, o1):
-            _backward_staged_p0_cols(dout[o, j0:j1], out[o, j0:j1], sum_dout_out_t)
+        _backward_staged_p0_cols(dout, out, sum_dout_out_t, o0, o1, j0, j1)
         _layout.fold(sum_dout_out_t, K * I, sum_dout_out_r[rc, g0:g1])
 
 
@@ -410,8 +417,7 @@ def _backward_staged_tall_l1(dout, out, dx, K, I, G, RC, GT, TC, O, dx_coef_dout
         j0, j1 = g0 * K * I, g1 * K * I
         dx_coef_dout_e = _layout.spread(dx_coef_dout_a[g0:g1], K * I)
         dx_coef_out_e = _layout.spread(dx_coef_out_a[g0:g1], K * I)
-        for o in range(o0, o1):
-            _backward_staged_e_cols(dout[o, j0:j1], out[o, j0:j1], dx[o, j0:j1], dx_coef_dout_e, dx_coef_out_e)
+        _backward_staged_e_cols(dout, out, dx, dx_coef_dout_e, dx_coef_out_e, o0, o1, j0, j1)
 
 
 def _backward_staged_tall(dout, out, dx, den_g, norm_g, eps, P, K, I, G, RC, GT):

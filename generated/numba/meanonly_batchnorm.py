@@ -64,16 +64,22 @@ def _forward_train_rows(x, out, mu_g, beta_p, m, P, chunks):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_p0_cols(x, sum_x):
-    for j in range(x.shape[0]):
-        sum_x[j] += numpy.float64(x[j])
+def _forward_train_p0_cols(x, sum_x, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_x[q] += numpy.float64(x[ou, j])
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_e_cols(x, out, beta, mu):
-    for j in range(x.shape[0]):
-        xc = x[j] - mu[j]
-        out[j] = xc + beta[j]
+def _forward_train_e_cols(x, out, beta, mu, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            xc = x[ou, j] - mu[q]
+            out[ou, j] = xc + beta[q]
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
@@ -91,14 +97,12 @@ def _forward_train_cols_l0(x, out, mu_g, beta_p, m, P, K, I, G, GT, O, tc0, tc1)
         beta_t = _layout.per_group(beta_p, g0, g1, P)
         sum_x_s = numpy.empty(g1 - g0)
         sum_x_t = numpy.zeros(j1 - j0)
-        for o in range(O):
-            _forward_train_p0_cols(x[o, j0:j1], sum_x_t)
+        _forward_train_p0_cols(x, sum_x_t, 0, O, j0, j1)
         _layout.fold(sum_x_t, K * I, sum_x_s)
         _forward_train_g0(sum_x_s, mu_g[g0:g1], m)
         beta_e = _layout.spread(beta_t, K * I)
         mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        for o in range(O):
-            _forward_train_e_cols(x[o, j0:j1], out[o, j0:j1], beta_e, mu_e)
+        _forward_train_e_cols(x, out, beta_e, mu_e, 0, O, j0, j1)
 
 
 def _forward_train_cols(x, out, mu_g, beta_p, m, P, K, I, G, GT):
@@ -116,8 +120,7 @@ def _forward_train_tall_l0(x, beta_p, P, K, I, G, RC, GT, TC, O, sum_x_r, t0, t1
         j0, j1 = g0 * K * I, g1 * K * I
         beta_t = _layout.per_group(beta_p, g0, g1, P)
         sum_x_t = numpy.zeros(j1 - j0)
-        for o in range(o0, o1):
-            _forward_train_p0_cols(x[o, j0:j1], sum_x_t)
+        _forward_train_p0_cols(x, sum_x_t, o0, o1, j0, j1)
         _layout.fold(sum_x_t, K * I, sum_x_r[rc, g0:g1])
 
 
@@ -131,8 +134,7 @@ def _forward_train_tall_l1(x, out, mu_g, beta_p, P, K, I, G, RC, GT, TC, O, t0, 
         beta_t = _layout.per_group(beta_p, g0, g1, P)
         beta_e = _layout.spread(beta_t, K * I)
         mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        for o in range(o0, o1):
-            _forward_train_e_cols(x[o, j0:j1], out[o, j0:j1], beta_e, mu_e)
+        _forward_train_e_cols(x, out, beta_e, mu_e, o0, o1, j0, j1)
 
 
 def _forward_train_tall(x, out, mu_g, beta_p, m, P, K, I, G, RC, GT):
@@ -182,10 +184,13 @@ def _forward_test_rows(x, out, mu_g, beta_p, P, chunks):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_test_e_cols(x, out, beta, mu):
-    for j in range(x.shape[0]):
-        xc = x[j] - mu[j]
-        out[j] = xc + beta[j]
+def _forward_test_e_cols(x, out, beta, mu, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            xc = x[ou, j] - mu[q]
+            out[ou, j] = xc + beta[q]
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
@@ -196,8 +201,7 @@ def _forward_test_cols_l0(x, out, mu_g, beta_p, P, K, I, G, GT, O, tc0, tc1):
         beta_t = _layout.per_group(beta_p, g0, g1, P)
         beta_e = _layout.spread(beta_t, K * I)
         mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        for o in range(O):
-            _forward_test_e_cols(x[o, j0:j1], out[o, j0:j1], beta_e, mu_e)
+        _forward_test_e_cols(x, out, beta_e, mu_e, 0, O, j0, j1)
 
 
 def _forward_test_cols(x, out, mu_g, beta_p, P, K, I, G, GT):
@@ -216,8 +220,7 @@ def _forward_test_tall_l0(x, out, mu_g, beta_p, P, K, I, G, RC, GT, TC, O, t0, t
         beta_t = _layout.per_group(beta_p, g0, g1, P)
         beta_e = _layout.spread(beta_t, K * I)
         mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        for o in range(o0, o1):
-            _forward_test_e_cols(x[o, j0:j1], out[o, j0:j1], beta_e, mu_e)
+        _forward_test_e_cols(x, out, beta_e, mu_e, o0, o1, j0, j1)
 
 
 def _forward_test_tall(x, out, mu_g, beta_p, P, K, I, G, RC, GT):
@@ -278,15 +281,21 @@ def _backward_compact_rows(dout, dx, dbeta_p, m, P, chunks):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _backward_compact_p0_cols(dout, sum_dout):
-    for j in range(dout.shape[0]):
-        sum_dout[j] += numpy.float64(dout[j])
+def _backward_compact_p0_cols(dout, sum_dout, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_dout[q] += numpy.float64(dout[ou, j])
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _backward_compact_e_cols(dout, dx, coef_1):
-    for j in range(dout.shape[0]):
-        dx[j] = dout[j] + coef_1[j]
+def _backward_compact_e_cols(dout, dx, coef_1, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            dx[ou, j] = dout[ou, j] + coef_1[q]
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
@@ -306,13 +315,11 @@ def _backward_compact_cols_l0(dout, dx, m, K, I, G, GT, O, dbeta_g, like, tc0, t
         sum_dout_s = numpy.empty(g1 - g0)
         coef_1_a = numpy.empty(g1 - g0, dout.dtype)
         sum_dout_t = numpy.zeros(j1 - j0)
-        for o in range(O):
-            _backward_compact_p0_cols(dout[o, j0:j1], sum_dout_t)
+        _backward_compact_p0_cols(dout, sum_dout_t, 0, O, j0, j1)
         _layout.fold(sum_dout_t, K * I, sum_dout_s)
         _backward_compact_g0(sum_dout_s, coef_1_a, dbeta_g[g0:g1], m, like)
         coef_1_e = _layout.spread(coef_1_a, K * I)
-        for o in range(O):
-            _backward_compact_e_cols(dout[o, j0:j1], dx[o, j0:j1], coef_1_e)
+        _backward_compact_e_cols(dout, dx, coef_1_e, 0, O, j0, j1)
 
 
 def _backward_compact_cols(dout, dx, dbeta_p, m, P, K, I, G, GT):
@@ -333,8 +340,7 @@ def _backward_compact_tall_l0(dout, K, I, G, RC, GT, TC, O, sum_dout_r, t0, t1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         sum_dout_t = numpy.zeros(j1 - j0)
-        for o in range(o0, o1):
-            _backward_compact_p0_cols(dout[o, j0:j1], sum_dout_t)
+        _backward_compact_p0_cols(dout, sum_dout_t, o0, o1, j0, j1)
         _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
 
 
@@ -346,8 +352,7 @@ def _backward_compact_tall_l1(dout, dx, K, I, G, RC, GT, TC, O, coef_1_a, t0, t1
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         coef_1_e = _layout.spread(coef_1_a[g0:g1], K * I)
-        for o in range(o0, o1):
-            _backward_compact_e_cols(dout[o, j0:j1], dx[o, j0:j1], coef_1_e)
+        _backward_compact_e_cols(dout, dx, coef_1_e, o0, o1, j0, j1)
 
 
 def _backward_compact_tall(dout, dx, dbeta_p, m, P, K, I, G, RC, GT):
@@ -423,17 +428,23 @@ def _backward_staged_rows(dout, dx, dbeta_p, m, P, chunks):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _backward_staged_p0_cols(dout, sum_dxc, sum_dout):
-    for j in range(dout.shape[0]):
-        sum_dxc[j] += numpy.float64(dout[j])
-        sum_dout[j] += numpy.float64(dout[j])
+def _backward_staged_p0_cols(dout, sum_dxc, sum_dout, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_dxc[q] += numpy.float64(dout[ou, j])
+            sum_dout[q] += numpy.float64(dout[ou, j])
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _backward_staged_e_cols(dout, dx, dx_coef_1):
-    for j in range(dout.shape[0]):
-        dxc = dout[j]
-        dx[j] = dxc + dx_coef_1[j]
+def _backward_staged_e_cols(dout, dx, dx_coef_1, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            dxc = dout[ou, j]
+            dx[ou, j] = dxc + dx_coef_1[q]
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
@@ -456,14 +467,12 @@ def _backward_staged_cols_l0(dout, dx, m, K, I, G, GT, O, dbeta_g, like, tc0, tc
         dx_coef_1_a = numpy.empty(g1 - g0, dout.dtype)
         sum_dxc_t = numpy.zeros(j1 - j0)
         sum_dout_t = numpy.zeros(j1 - j0)
-        for o in range(O):
-            _backward_staged_p0_cols(dout[o, j0:j1], sum_dxc_t, sum_dout_t)
+        _backward_staged_p0_cols(dout, sum_dxc_t, sum_dout_t, 0, O, j0, j1)
         _layout.fold(sum_dxc_t, K * I, sum_dxc_s)
         _layout.fold(sum_dout_t, K * I, sum_dout_s)
         _backward_staged_g0(sum_dxc_s, sum_dout_s, dx_coef_1_a, dbeta_g[g0:g1], m, like)
         dx_coef_1_e = _layout.spread(dx_coef_1_a, K * I)
-        for o in range(O):
-            _backward_staged_e_cols(dout[o, j0:j1], dx[o, j0:j1], dx_coef_1_e)
+        _backward_staged_e_cols(dout, dx, dx_coef_1_e, 0, O, j0, j1)
 
 
 def _backward_staged_cols(dout, dx, dbeta_p, m, P, K, I, G, GT):
@@ -485,8 +494,7 @@ def _backward_staged_tall_l0(dout, K, I, G, RC, GT, TC, O, sum_dxc_r, sum_dout_r
         j0, j1 = g0 * K * I, g1 * K * I
         sum_dxc_t = numpy.zeros(j1 - j0)
         sum_dout_t = numpy.zeros(j1 - j0)
-        for o in range(o0, o1):
-            _backward_staged_p0_cols(dout[o, j0:j1], sum_dxc_t, sum_dout_t)
+        _backward_staged_p0_cols(dout, sum_dxc_t, sum_dout_t, o0, o1, j0, j1)
         _layout.fold(sum_dxc_t, K * I, sum_dxc_r[rc, g0:g1])
         _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
 
@@ -499,8 +507,7 @@ def _backward_staged_tall_l1(dout, dx, K, I, G, RC, GT, TC, O, dx_coef_1_a, t0, 
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         dx_coef_1_e = _layout.spread(dx_coef_1_a[g0:g1], K * I)
-        for o in range(o0, o1):
-            _backward_staged_e_cols(dout[o, j0:j1], dx[o, j0:j1], dx_coef_1_e)
+        _backward_staged_e_cols(dout, dx, dx_coef_1_e, o0, o1, j0, j1)
 
 
 def _backward_staged_tall(dout, dx, dbeta_p, m, P, K, I, G, RC, GT):
@@ -572,16 +579,22 @@ def _backward_test_rows(dout, dx, dbeta_p, P, chunks):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _backward_test_p0_cols(dout, sum_dout):
-    for j in range(dout.shape[0]):
-        sum_dout[j] += numpy.float64(dout[j])
+def _backward_test_p0_cols(dout, sum_dout, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_dout[q] += numpy.float64(dout[ou, j])
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _backward_test_e_cols(dout, dx):
-    for j in range(dout.shape[0]):
-        dxc = dout[j]
-        dx[j] = dxc
+def _backward_test_e_cols(dout, dx, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            dxc = dout[ou, j]
+            dx[ou, j] = dxc
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
@@ -597,12 +610,10 @@ def _backward_test_cols_l0(dout, dx, K, I, G, GT, O, dbeta_g, tc0, tc1):
         j0, j1 = g0 * K * I, g1 * K * I
         sum_dout_s = numpy.empty(g1 - g0)
         sum_dout_t = numpy.zeros(j1 - j0)
-        for o in range(O):
-            _backward_test_p0_cols(dout[o, j0:j1], sum_dout_t)
+        _backward_test_p0_cols(dout, sum_dout_t, 0, O, j0, j1)
         _layout.fold(sum_dout_t, K * I, sum_dout_s)
         _backward_test_g0(sum_dout_s, dbeta_g[g0:g1])
-        for o in range(O):
-            _backward_test_e_cols(dout[o, j0:j1], dx[o, j0:j1])
+        _backward_test_e_cols(dout, dx, 0, O, j0, j1)
 
 
 def _backward_test_cols(dout, dx, dbeta_p, P, K, I, G, GT):
@@ -622,8 +633,7 @@ def _backward_test_tall_l0(dout, K, I, G, RC, GT, TC, O, sum_dout_r, t0, t1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         sum_dout_t = numpy.zeros(j1 - j0)
-        for o in range(o0, o1):
-            _backward_test_p0_cols(dout[o, j0:j1], sum_dout_t)
+        _backward_test_p0_cols(dout, sum_dout_t, o0, o1, j0, j1)
         _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
 
 
@@ -634,8 +644,7 @@ def _backward_test_tall_l1(dout, dx, K, I, G, RC, GT, TC, O, t0, t1):
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        for o in range(o0, o1):
-            _backward_test_e_cols(dout[o, j0:j1], dx[o, j0:j1])
+        _backward_test_e_cols(dout, dx, o0, o1, j0, j1)
 
 
 def _backward_test_tall(dout, dx, dbeta_p, P, K, I, G, RC, GT):

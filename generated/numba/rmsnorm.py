@@ -106,16 +106,22 @@ def _forward_train_krows(x, xhat, out, std_g, gamma_p, eps, m, P, chunks):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_p0_cols(x, sum_var):
-    for j in range(x.shape[0]):
-        sum_var[j] += numpy.float64(x[j])**2
+def _forward_train_p0_cols(x, sum_var, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_var[q] += numpy.float64(x[ou, j])**2
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_e_cols(x, xhat, out, gamma, inv_std):
-    for j in range(x.shape[0]):
-        xhat[j] = x[j]*inv_std[j]
-        out[j] = gamma[j]*xhat[j]
+def _forward_train_e_cols(x, xhat, out, gamma, inv_std, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            xhat[ou, j] = x[ou, j]*inv_std[q]
+            out[ou, j] = gamma[q]*xhat[ou, j]
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
@@ -137,14 +143,12 @@ def _forward_train_cols_l0(x, xhat, out, std_g, gamma_p, eps, m, P, K, I, G, GT,
         sum_var_s = numpy.empty(g1 - g0)
         inv_std_a = numpy.empty(g1 - g0, x.dtype)
         sum_var_t = numpy.zeros(j1 - j0)
-        for o in range(O):
-            _forward_train_p0_cols(x[o, j0:j1], sum_var_t)
+        _forward_train_p0_cols(x, sum_var_t, 0, O, j0, j1)
         _layout.fold(sum_var_t, K * I, sum_var_s)
         _forward_train_g0(sum_var_s, std_g[g0:g1], inv_std_a, eps, m, like)
         gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
         inv_std_e = _layout.spread(inv_std_a, K * I)
-        for o in range(O):
-            _forward_train_e_cols(x[o, j0:j1], xhat[o, j0:j1], out[o, j0:j1], gamma_e, inv_std_e)
+        _forward_train_e_cols(x, xhat, out, gamma_e, inv_std_e, 0, O, j0, j1)
 
 
 def _forward_train_cols(x, xhat, out, std_g, gamma_p, eps, m, P, K, I, G, GT):
@@ -162,8 +166,7 @@ def _forward_train_tall_l0(x, K, I, G, RC, GT, TC, O, sum_var_r, t0, t1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         sum_var_t = numpy.zeros(j1 - j0)
-        for o in range(o0, o1):
-            _forward_train_p0_cols(x[o, j0:j1], sum_var_t)
+        _forward_train_p0_cols(x, sum_var_t, o0, o1, j0, j1)
         _layout.fold(sum_var_t, K * I, sum_var_r[rc, g0:g1])
 
 
@@ -176,8 +179,7 @@ def _forward_train_tall_l1(x, xhat, out, gamma_p, P, K, I, G, RC, GT, TC, O, inv
         j0, j1 = g0 * K * I, g1 * K * I
         gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
         inv_std_e = _layout.spread(inv_std_a[g0:g1], K * I)
-        for o in range(o0, o1):
-            _forward_train_e_cols(x[o, j0:j1], xhat[o, j0:j1], out[o, j0:j1], gamma_e, inv_std_e)
+        _forward_train_e_cols(x, xhat, out, gamma_e, inv_std_e, o0, o1, j0, j1)
 
 
 def _forward_train_tall(x, xhat, out, std_g, gamma_p, eps, m, P, K, I, G, RC, GT):
@@ -290,16 +292,22 @@ def _backward_compact_krows(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, chun
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _backward_compact_p0_cols(dout, xhat, gamma, sum_dout_gamma_xhat, dgamma):
-    for j in range(dout.shape[0]):
-        sum_dout_gamma_xhat[j] += numpy.float64(dout[j])*numpy.float64(gamma[j])*numpy.float64(xhat[j])
-        dgamma[j] += dout[j]*xhat[j]
+def _backward_compact_p0_cols(dout, xhat, gamma, sum_dout_gamma_xhat, dgamma, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_dout_gamma_xhat[q] += numpy.float64(dout[ou, j])*numpy.float64(gamma[q])*numpy.float64(xhat[ou, j])
+            dgamma[q] += dout[ou, j]*xhat[ou, j]
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _backward_compact_e_cols(dout, xhat, dx, coef_dout_gamma, coef_xhat, gamma):
-    for j in range(dout.shape[0]):
-        dx[j] = dout[j]*gamma[j]*coef_dout_gamma[j] + xhat[j]*coef_xhat[j]
+def _backward_compact_e_cols(dout, xhat, dx, coef_dout_gamma, coef_xhat, gamma, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            dx[ou, j] = dout[ou, j]*gamma[q]*coef_dout_gamma[q] + xhat[ou, j]*coef_xhat[q]
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
@@ -323,16 +331,14 @@ def _backward_compact_cols_l0(dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT,
         gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
         sum_dout_gamma_xhat_t = numpy.zeros(j1 - j0)
         dgamma_t = numpy.zeros(j1 - j0)
-        for o in range(O):
-            _backward_compact_p0_cols(dout[o, j0:j1], xhat[o, j0:j1], gamma_e, sum_dout_gamma_xhat_t, dgamma_t)
+        _backward_compact_p0_cols(dout, xhat, gamma_e, sum_dout_gamma_xhat_t, dgamma_t, 0, O, j0, j1)
         _layout.fold(sum_dout_gamma_xhat_t, K * I, sum_dout_gamma_xhat_s)
         _layout.fold_varying(dgamma_t, g0, g1, K, I, P, dgamma_c[tc])
         _backward_compact_g0(sum_dout_gamma_xhat_s, std_g[g0:g1], coef_dout_gamma_a, coef_xhat_a, m, like)
         coef_dout_gamma_e = _layout.spread(coef_dout_gamma_a, K * I)
         coef_xhat_e = _layout.spread(coef_xhat_a, K * I)
         gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
-        for o in range(O):
-            _backward_compact_e_cols(dout[o, j0:j1], xhat[o, j0:j1], dx[o, j0:j1], coef_dout_gamma_e, coef_xhat_e, gamma_e)
+        _backward_compact_e_cols(dout, xhat, dx, coef_dout_gamma_e, coef_xhat_e, gamma_e, 0, O, j0, j1)
 
 
 def _backward_compact_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, K, I, G, GT):
@@ -354,8 +360,7 @@ def _backward_compact_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, su
         gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
         sum_dout_gamma_xhat_t = numpy.zeros(j1 - j0)
         dgamma_t = numpy.zeros(j1 - j0)
-        for o in range(o0, o1):
-            _backward_compact_p0_cols(dout[o, j0:j1], xhat[o, j0:j1], gamma_e, sum_dout_gamma_xhat_t, dgamma_t)
+        _backward_compact_p0_cols(dout, xhat, gamma_e, sum_dout_gamma_xhat_t, dgamma_t, o0, o1, j0, j1)
         _layout.fold(sum_dout_gamma_xhat_t, K * I, sum_dout_gamma_xhat_r[rc, g0:g1])
         _layout.fold_varying(dgamma_t, g0, g1, K, I, P, dgamma_c[t])
 
@@ -370,8 +375,7 @@ def _backward_compact_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O
         coef_dout_gamma_e = _layout.spread(coef_dout_gamma_a[g0:g1], K * I)
         coef_xhat_e = _layout.spread(coef_xhat_a[g0:g1], K * I)
         gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
-        for o in range(o0, o1):
-            _backward_compact_e_cols(dout[o, j0:j1], xhat[o, j0:j1], dx[o, j0:j1], coef_dout_gamma_e, coef_xhat_e, gamma_e)
+        _backward_compact_e_cols(dout, xhat, dx, coef_dout_gamma_e, coef_xhat_e, gamma_e, o0, o1, j0, j1)
 
 
 def _backward_compact_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, K, I, G, RC, GT):
@@ -491,17 +495,23 @@ def _backward_staged_krows(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, chunk
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _backward_staged_p0_cols(dout, xhat, gamma, sum_dxhat_xhat, dgamma):
-    for j in range(dout.shape[0]):
-        sum_dxhat_xhat[j] += numpy.float64(dout[j])*numpy.float64(gamma[j])*numpy.float64(xhat[j])
-        dgamma[j] += dout[j]*xhat[j]
+def _backward_staged_p0_cols(dout, xhat, gamma, sum_dxhat_xhat, dgamma, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_dxhat_xhat[q] += numpy.float64(dout[ou, j])*numpy.float64(gamma[q])*numpy.float64(xhat[ou, j])
+            dgamma[q] += dout[ou, j]*xhat[ou, j]
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _backward_staged_e_cols(dout, xhat, dx, dx_coef_dxhat, dx_coef_xhat, gamma):
-    for j in range(dout.shape[0]):
-        dxhat = dout[j]*gamma[j]
-        dx[j] = dxhat*dx_coef_dxhat[j] + xhat[j]*dx_coef_xhat[j]
+def _backward_staged_e_cols(dout, xhat, dx, dx_coef_dxhat, dx_coef_xhat, gamma, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            dxhat = dout[ou, j]*gamma[q]
+            dx[ou, j] = dxhat*dx_coef_dxhat[q] + xhat[ou, j]*dx_coef_xhat[q]
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
@@ -526,16 +536,14 @@ def _backward_staged_cols_l0(dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, 
         gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
         sum_dxhat_xhat_t = numpy.zeros(j1 - j0)
         dgamma_t = numpy.zeros(j1 - j0)
-        for o in range(O):
-            _backward_staged_p0_cols(dout[o, j0:j1], xhat[o, j0:j1], gamma_e, sum_dxhat_xhat_t, dgamma_t)
+        _backward_staged_p0_cols(dout, xhat, gamma_e, sum_dxhat_xhat_t, dgamma_t, 0, O, j0, j1)
         _layout.fold(sum_dxhat_xhat_t, K * I, sum_dxhat_xhat_s)
         _layout.fold_varying(dgamma_t, g0, g1, K, I, P, dgamma_c[tc])
         _backward_staged_g0(sum_dxhat_xhat_s, std_g[g0:g1], dx_coef_dxhat_a, dx_coef_xhat_a, m, like)
         dx_coef_dxhat_e = _layout.spread(dx_coef_dxhat_a, K * I)
         dx_coef_xhat_e = _layout.spread(dx_coef_xhat_a, K * I)
         gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
-        for o in range(O):
-            _backward_staged_e_cols(dout[o, j0:j1], xhat[o, j0:j1], dx[o, j0:j1], dx_coef_dxhat_e, dx_coef_xhat_e, gamma_e)
+        _backward_staged_e_cols(dout, xhat, dx, dx_coef_dxhat_e, dx_coef_xhat_e, gamma_e, 0, O, j0, j1)
 
 
 def _backward_staged_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, K, I, G, GT):
@@ -557,8 +565,7 @@ def _backward_staged_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum
         gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
         sum_dxhat_xhat_t = numpy.zeros(j1 - j0)
         dgamma_t = numpy.zeros(j1 - j0)
-        for o in range(o0, o1):
-            _backward_staged_p0_cols(dout[o, j0:j1], xhat[o, j0:j1], gamma_e, sum_dxhat_xhat_t, dgamma_t)
+        _backward_staged_p0_cols(dout, xhat, gamma_e, sum_dxhat_xhat_t, dgamma_t, o0, o1, j0, j1)
         _layout.fold(sum_dxhat_xhat_t, K * I, sum_dxhat_xhat_r[rc, g0:g1])
         _layout.fold_varying(dgamma_t, g0, g1, K, I, P, dgamma_c[t])
 
@@ -573,8 +580,7 @@ def _backward_staged_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O,
         dx_coef_dxhat_e = _layout.spread(dx_coef_dxhat_a[g0:g1], K * I)
         dx_coef_xhat_e = _layout.spread(dx_coef_xhat_a[g0:g1], K * I)
         gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
-        for o in range(o0, o1):
-            _backward_staged_e_cols(dout[o, j0:j1], xhat[o, j0:j1], dx[o, j0:j1], dx_coef_dxhat_e, dx_coef_xhat_e, gamma_e)
+        _backward_staged_e_cols(dout, xhat, dx, dx_coef_dxhat_e, dx_coef_xhat_e, gamma_e, o0, o1, j0, j1)
 
 
 def _backward_staged_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, K, I, G, RC, GT):

@@ -79,21 +79,30 @@ def _forward_train_rows(x, out, std_g, eps, m, P, chunks):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_p0_cols(x, sum_x):
-    for j in range(x.shape[0]):
-        sum_x[j] += numpy.float64(x[j])
+def _forward_train_p0_cols(x, sum_x, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_x[q] += numpy.float64(x[ou, j])
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_p1_cols(x, mu, sum_var):
-    for j in range(x.shape[0]):
-        sum_var[j] += (numpy.float64(x[j]) - numpy.float64(mu[j]))**2
+def _forward_train_p1_cols(x, mu, sum_var, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_var[q] += (numpy.float64(x[ou, j]) - numpy.float64(mu[q]))**2
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_e_cols(x, out, inv_std, mu):
-    for j in range(x.shape[0]):
-        out[j] = inv_std[j]*(x[j] - mu[j])
+def _forward_train_e_cols(x, out, inv_std, mu, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            out[ou, j] = inv_std[q]*(x[ou, j] - mu[q])
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
@@ -125,20 +134,17 @@ def _forward_train_cols_l0(x, out, std_g, eps, m, K, I, G, GT, O, tc0, tc1):
         var_a = numpy.empty(g1 - g0)
         inv_std_a = numpy.empty(g1 - g0)
         sum_x_t = numpy.zeros(j1 - j0)
-        for o in range(O):
-            _forward_train_p0_cols(x[o, j0:j1], sum_x_t)
+        _forward_train_p0_cols(x, sum_x_t, 0, O, j0, j1)
         _layout.fold(sum_x_t, K * I, sum_x_s)
         _forward_train_g0(sum_x_s, mu_a, m)
         mu_e = _layout.spread(mu_a, K * I)
         sum_var_t = numpy.zeros(j1 - j0)
-        for o in range(O):
-            _forward_train_p1_cols(x[o, j0:j1], mu_e, sum_var_t)
+        _forward_train_p1_cols(x, mu_e, sum_var_t, 0, O, j0, j1)
         _layout.fold(sum_var_t, K * I, sum_var_s)
         _forward_train_g1(sum_var_s, var_a, std_g[g0:g1], inv_std_a, eps, m)
         inv_std_e = _layout.spread(inv_std_a, K * I)
         mu_e = _layout.spread(mu_a, K * I)
-        for o in range(O):
-            _forward_train_e_cols(x[o, j0:j1], out[o, j0:j1], inv_std_e, mu_e)
+        _forward_train_e_cols(x, out, inv_std_e, mu_e, 0, O, j0, j1)
 
 
 def _forward_train_cols(x, out, std_g, eps, m, P, K, I, G, GT):
@@ -155,8 +161,7 @@ def _forward_train_tall_l0(x, K, I, G, RC, GT, TC, O, sum_x_r, t0, t1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         sum_x_t = numpy.zeros(j1 - j0)
-        for o in range(o0, o1):
-            _forward_train_p0_cols(x[o, j0:j1], sum_x_t)
+        _forward_train_p0_cols(x, sum_x_t, o0, o1, j0, j1)
         _layout.fold(sum_x_t, K * I, sum_x_r[rc, g0:g1])
 
 
@@ -169,8 +174,7 @@ def _forward_train_tall_l1(x, K, I, G, RC, GT, TC, O, mu_a, sum_var_r, t0, t1):
         j0, j1 = g0 * K * I, g1 * K * I
         mu_e = _layout.spread(mu_a[g0:g1], K * I)
         sum_var_t = numpy.zeros(j1 - j0)
-        for o in range(o0, o1):
-            _forward_train_p1_cols(x[o, j0:j1], mu_e, sum_var_t)
+        _forward_train_p1_cols(x, mu_e, sum_var_t, o0, o1, j0, j1)
         _layout.fold(sum_var_t, K * I, sum_var_r[rc, g0:g1])
 
 
@@ -183,8 +187,7 @@ def _forward_train_tall_l2(x, out, K, I, G, RC, GT, TC, O, inv_std_a, mu_a, t0, 
         j0, j1 = g0 * K * I, g1 * K * I
         inv_std_e = _layout.spread(inv_std_a[g0:g1], K * I)
         mu_e = _layout.spread(mu_a[g0:g1], K * I)
-        for o in range(o0, o1):
-            _forward_train_e_cols(x[o, j0:j1], out[o, j0:j1], inv_std_e, mu_e)
+        _forward_train_e_cols(x, out, inv_std_e, mu_e, o0, o1, j0, j1)
 
 
 def _forward_train_tall(x, out, std_g, eps, m, P, K, I, G, RC, GT):
@@ -260,16 +263,22 @@ def _backward_compact_rows(dout, out, dx, std_g, m, P, chunks):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _backward_compact_p0_cols(dout, out, sum_dout, sum_dout_out):
-    for j in range(dout.shape[0]):
-        sum_dout[j] += numpy.float64(dout[j])
-        sum_dout_out[j] += numpy.float64(dout[j])*numpy.float64(out[j])
+def _backward_compact_p0_cols(dout, out, sum_dout, sum_dout_out, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_dout[q] += numpy.float64(dout[ou, j])
+            sum_dout_out[q] += numpy.float64(dout[ou, j])*numpy.float64(out[ou, j])
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _backward_compact_e_cols(dout, out, dx, coef_1, coef_dout, coef_out):
-    for j in range(dout.shape[0]):
-        dx[j] = dout[j]*coef_dout[j] + out[j]*coef_out[j] + coef_1[j]
+def _backward_compact_e_cols(dout, out, dx, coef_1, coef_dout, coef_out, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            dx[ou, j] = dout[ou, j]*coef_dout[q] + out[ou, j]*coef_out[q] + coef_1[q]
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
@@ -296,16 +305,14 @@ def _backward_compact_cols_l0(dout, out, dx, std_g, m, K, I, G, GT, O, like, tc0
         coef_1_a = numpy.empty(g1 - g0, dout.dtype)
         sum_dout_t = numpy.zeros(j1 - j0)
         sum_dout_out_t = numpy.zeros(j1 - j0)
-        for o in range(O):
-            _backward_compact_p0_cols(dout[o, j0:j1], out[o, j0:j1], sum_dout_t, sum_dout_out_t)
+        _backward_compact_p0_cols(dout, out, sum_dout_t, sum_dout_out_t, 0, O, j0, j1)
         _layout.fold(sum_dout_t, K * I, sum_dout_s)
         _layout.fold(sum_dout_out_t, K * I, sum_dout_out_s)
         _backward_compact_g0(sum_dout_s, sum_dout_out_s, std_g[g0:g1], coef_dout_a, coef_out_a, coef_1_a, m, like)
         coef_1_e = _layout.spread(coef_1_a, K * I)
         coef_dout_e = _layout.spread(coef_dout_a, K * I)
         coef_out_e = _layout.spread(coef_out_a, K * I)
-        for o in range(O):
-            _backward_compact_e_cols(dout[o, j0:j1], out[o, j0:j1], dx[o, j0:j1], coef_1_e, coef_dout_e, coef_out_e)
+        _backward_compact_e_cols(dout, out, dx, coef_1_e, coef_dout_e, coef_out_e, 0, O, j0, j1)
 
 
 def _backward_compact_cols(dout, out, dx, std_g, m, P, K, I, G, GT):
@@ -324,8 +331,7 @@ def _backward_compact_tall_l0(dout, out, K, I, G, RC, GT, TC, O, sum_dout_r, sum
         j0, j1 = g0 * K * I, g1 * K * I
         sum_dout_t = numpy.zeros(j1 - j0)
         sum_dout_out_t = numpy.zeros(j1 - j0)
-        for o in range(o0, o1):
-            _backward_compact_p0_cols(dout[o, j0:j1], out[o, j0:j1], sum_dout_t, sum_dout_out_t)
+        _backward_compact_p0_cols(dout, out, sum_dout_t, sum_dout_out_t, o0, o1, j0, j1)
         _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
         _layout.fold(sum_dout_out_t, K * I, sum_dout_out_r[rc, g0:g1])
 
@@ -340,8 +346,7 @@ def _backward_compact_tall_l1(dout, out, dx, K, I, G, RC, GT, TC, O, coef_1_a, c
         coef_1_e = _layout.spread(coef_1_a[g0:g1], K * I)
         coef_dout_e = _layout.spread(coef_dout_a[g0:g1], K * I)
         coef_out_e = _layout.spread(coef_out_a[g0:g1], K * I)
-        for o in range(o0, o1):
-            _backward_compact_e_cols(dout[o, j0:j1], out[o, j0:j1], dx[o, j0:j1], coef_1_e, coef_dout_e, coef_out_e)
+        _backward_compact_e_cols(dout, out, dx, coef_1_e, coef_dout_e, coef_out_e, o0, o1, j0, j1)
 
 
 def _backward_compact_tall(dout, out, dx, std_g, m, P, K, I, G, RC, GT):
@@ -418,16 +423,22 @@ def _backward_staged_rows(dout, out, dx, std_g, m, P, chunks):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _backward_staged_p0_cols(dout, out, sum_dout_out, sum_dout):
-    for j in range(dout.shape[0]):
-        sum_dout_out[j] += numpy.float64(dout[j])*numpy.float64(out[j])
-        sum_dout[j] += numpy.float64(dout[j])
+def _backward_staged_p0_cols(dout, out, sum_dout_out, sum_dout, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_dout_out[q] += numpy.float64(dout[ou, j])*numpy.float64(out[ou, j])
+            sum_dout[q] += numpy.float64(dout[ou, j])
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _backward_staged_e_cols(dout, out, dx, dx_coef_1, dx_coef_dout, dx_coef_out):
-    for j in range(dout.shape[0]):
-        dx[j] = dout[j]*dx_coef_dout[j] + out[j]*dx_coef_out[j] + dx_coef_1[j]
+def _backward_staged_e_cols(dout, out, dx, dx_coef_1, dx_coef_dout, dx_coef_out, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            dx[ou, j] = dout[ou, j]*dx_coef_dout[q] + out[ou, j]*dx_coef_out[q] + dx_coef_1[q]
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
@@ -456,16 +467,14 @@ def _backward_staged_cols_l0(dout, out, dx, std_g, m, K, I, G, GT, O, like, tc0,
         dx_coef_1_a = numpy.empty(g1 - g0, dout.dtype)
         sum_dout_out_t = numpy.zeros(j1 - j0)
         sum_dout_t = numpy.zeros(j1 - j0)
-        for o in range(O):
-            _backward_staged_p0_cols(dout[o, j0:j1], out[o, j0:j1], sum_dout_out_t, sum_dout_t)
+        _backward_staged_p0_cols(dout, out, sum_dout_out_t, sum_dout_t, 0, O, j0, j1)
         _layout.fold(sum_dout_out_t, K * I, sum_dout_out_s)
         _layout.fold(sum_dout_t, K * I, sum_dout_s)
         _backward_staged_g0(sum_dout_out_s, sum_dout_s, std_g[g0:g1], dx_coef_dout_a, dx_coef_out_a, dx_coef_1_a, m, like)
         dx_coef_1_e = _layout.spread(dx_coef_1_a, K * I)
         dx_coef_dout_e = _layout.spread(dx_coef_dout_a, K * I)
         dx_coef_out_e = _layout.spread(dx_coef_out_a, K * I)
-        for o in range(O):
-            _backward_staged_e_cols(dout[o, j0:j1], out[o, j0:j1], dx[o, j0:j1], dx_coef_1_e, dx_coef_dout_e, dx_coef_out_e)
+        _backward_staged_e_cols(dout, out, dx, dx_coef_1_e, dx_coef_dout_e, dx_coef_out_e, 0, O, j0, j1)
 
 
 def _backward_staged_cols(dout, out, dx, std_g, m, P, K, I, G, GT):
@@ -484,8 +493,7 @@ def _backward_staged_tall_l0(dout, out, K, I, G, RC, GT, TC, O, sum_dout_out_r, 
         j0, j1 = g0 * K * I, g1 * K * I
         sum_dout_out_t = numpy.zeros(j1 - j0)
         sum_dout_t = numpy.zeros(j1 - j0)
-        for o in range(o0, o1):
-            _backward_staged_p0_cols(dout[o, j0:j1], out[o, j0:j1], sum_dout_out_t, sum_dout_t)
+        _backward_staged_p0_cols(dout, out, sum_dout_out_t, sum_dout_t, o0, o1, j0, j1)
         _layout.fold(sum_dout_out_t, K * I, sum_dout_out_r[rc, g0:g1])
         _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
 
@@ -500,8 +508,7 @@ def _backward_staged_tall_l1(dout, out, dx, K, I, G, RC, GT, TC, O, dx_coef_1_a,
         dx_coef_1_e = _layout.spread(dx_coef_1_a[g0:g1], K * I)
         dx_coef_dout_e = _layout.spread(dx_coef_dout_a[g0:g1], K * I)
         dx_coef_out_e = _layout.spread(dx_coef_out_a[g0:g1], K * I)
-        for o in range(o0, o1):
-            _backward_staged_e_cols(dout[o, j0:j1], out[o, j0:j1], dx[o, j0:j1], dx_coef_1_e, dx_coef_dout_e, dx_coef_out_e)
+        _backward_staged_e_cols(dout, out, dx, dx_coef_1_e, dx_coef_dout_e, dx_coef_out_e, o0, o1, j0, j1)
 
 
 def _backward_staged_tall(dout, out, dx, std_g, m, P, K, I, G, RC, GT):

@@ -173,10 +173,9 @@ class Columns:
         accs = {s: self.local(s + "_t") for s in sums + partials}
         for s in sums + partials:
             e(depth, f"{accs[s]} = numpy.zeros(j1 - j0)")
-        e(depth, f"for o in {rows}:")
-        args = ([f"{a}[o, j0:j1]" for a in elems] + [spread[v] for v in ops]
-                + [accs[s] for s in sums + partials] + scal)
-        e(depth + 1, f"{inner[n]}({', '.join(args)})")
+        args = (elems + [spread[v] for v in ops] + [accs[s] for s in sums + partials] + scal
+                + [rows, "j0", "j1"])
+        e(depth, f"{inner[n]}({', '.join(args)})")
         for s in sums:
             e(depth, f"_layout.fold({accs[s]}, K * I, {fold(s)})")
         for g in partials:
@@ -185,9 +184,8 @@ class Columns:
     def cols_elements(self, e: Emit, depth: int, inner: dict, sources: dict, rows: str) -> None:
         elems, stores, ops, scal = self.element_parts()
         spread = self.spread(e, depth, ops, sources, "[g0:g1]")
-        e(depth, f"for o in {rows}:")
-        args = [f"{a}[o, j0:j1]" for a in elems + stores] + [spread[v] for v in ops] + scal
-        e(depth + 1, f"{inner['e']}({', '.join(args)})")
+        args = elems + stores + [spread[v] for v in ops] + scal + [rows, "j0", "j1"]
+        e(depth, f"{inner['e']}({', '.join(args)})")
 
     def cols_driver(self, inner: dict) -> list[str]:
         """cols: one parallel loop over tiles of GT groups; each tile runs every phase itself."""
@@ -206,12 +204,12 @@ class Columns:
             e(2, line)
         for n, ph in enumerate(sc.passes):
             if ph.sums or ph.partials:
-                self.cols_pass(e, 2, n, ph, inner, sources, "range(O)", lambda s: self.view(sources, s, "[g0:g1]"),
+                self.cols_pass(e, 2, n, ph, inner, sources, "0, O", lambda s: self.view(sources, s, "[g0:g1]"),
                                "tc")
                 self.store_sums(e, 2, ph, sources, "[g0:g1]")
             if ph.group or any(acc in dict(sc.outer).values() for acc, _ in ph.sums):
                 self.group_call(e, 2, ph, inner[f"g{n}"], sources, "[g0:g1]")
-        self.cols_elements(e, 2, inner, sources, "range(O)")
+        self.cols_elements(e, 2, inner, sources, "0, O")
         self.combine(e, cols=True)
         return e.lines
 
@@ -236,7 +234,7 @@ class Columns:
                     e(1, f"{self.local(acc.name + '_r')} = numpy.empty((RC, G))")
                 e(1, "for t in numba.prange(RC * TC):")
                 self.tile(e, 2, rows=True)
-                self.cols_pass(e, 2, n, ph, inner, sources, "range(o0, o1)",
+                self.cols_pass(e, 2, n, ph, inner, sources, "o0, o1",
                                lambda s: f"{self.local(s + '_r')}[rc, g0:g1]", "t")
                 for acc, _ in ph.sums:
                     e(1, f"_layout.sum_chunks({self.local(acc.name + '_r')}, {sources[acc.name][0]})")
@@ -245,6 +243,6 @@ class Columns:
                 self.group_call(e, 1, ph, inner[f"g{n}"], sources, "", "_all")
         e(1, "for t in numba.prange(RC * TC):")
         self.tile(e, 2, rows=True)
-        self.cols_elements(e, 2, inner, sources, "range(o0, o1)")
+        self.cols_elements(e, 2, inner, sources, "o0, o1")
         self.combine(e, cols=True)
         return e.lines

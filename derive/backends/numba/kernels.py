@@ -72,7 +72,11 @@ class Printed(Columns):
         operand is an array; in krows the varying parameters are; elsewhere operands are scalars."""
         out = {}
         for n in names:
-            if n in self.elements_in or mode == "cols" or (mode == "krows" and n in self.varying):
+            if n in self.elements_in and mode == "cols":
+                out[n] = f"{n}[ou, j]"     # a block of the tile, column q of it: see cols_loops
+            elif mode == "cols":
+                out[n] = f"{n}[q]"
+            elif n in self.elements_in or (mode == "krows" and n in self.varying):
                 out[n] = f"{n}[j]"
         return out
 
@@ -90,6 +94,17 @@ class Printed(Columns):
         exprs = [e for _, e in ph.sums] + [e for _, e in ph.partials]
         return self.element_reads(exprs), self.operands(exprs), self.scalars(exprs)
 
+    @staticmethod
+    def cols_loops(e: Emit) -> None:
+        """The loops of a cols inner function over rows o0..o1 and columns j0..j1 of whole 2-D arrays:
+        element (ou, j), column q of the tile's per-column arrays.  The indices of the 2-D arrays are
+        unsigned, so numba reads them without a check for negative indices, which kept LLVM from
+        vectorizing the loop (9.0 ms against 2.6 ms for an elementwise pass at (4096, 1024))."""
+        e(1, "for o in range(o0, o1):")
+        e(2, "ou = numba.uint64(o)")
+        e(2, "for q in range(j1 - j0):")
+        e(3, "j = numba.uint64(j0 + q)")
+
     def inner_pass(self, n: int, ph, mode: str) -> tuple[str, list[str]]:
         """The inner loop of pass ``n`` in ``mode``: its name and source lines."""
         elems, ops, scal = self.pass_parts(ph)
@@ -97,7 +112,7 @@ class Printed(Columns):
         sums = [acc.name for acc, _ in ph.sums]
         partials = [g.name for g, _ in ph.partials]
         if mode == "cols":
-            args = elems + ops + sums + partials + scal
+            args = elems + ops + sums + partials + scal + ["o0", "o1", "j0", "j1"]
         elif mode == "krows":
             args = elems + ops + partials + scal
         else:
@@ -113,13 +128,18 @@ class Printed(Columns):
         if mode == "rows":
             for g in partials:
                 e(1, f"{g} = 0.0")
-        e(1, f"for j in range({elems[0]}.shape[0]):")
+        depth = 2
+        if mode == "cols":   # rows o0..o1 of the tile's columns j0..j1 (the arrays whole: unit stride in j)
+            self.cols_loops(e)
+            depth = 3
+        else:
+            e(1, f"for j in range({elems[0]}.shape[0]):")
         for acc, summand in ph.sums:
-            target = f"{acc.name}[j]" if mode == "cols" else acc.name
-            e(2, f"{target} += {self.p(summand, wide)}")
+            target = f"{acc.name}[q]" if mode == "cols" else acc.name
+            e(depth, f"{target} += {self.p(summand, wide)}")
         for g, summand in ph.partials:
-            target = g.name if mode == "rows" else f"{g.name}[j]"
-            e(2, f"{target} += {self.p(summand, table)}")
+            target = g.name if mode == "rows" else f"{g.name}[q]" if mode == "cols" else f"{g.name}[j]"
+            e(depth, f"{target} += {self.p(summand, table)}")
         if mode == "rows" and (sums or partials):
             e(1, f"return ({', '.join(sums + partials)},)")
         elif mode == "krows" and sums:
@@ -137,11 +157,18 @@ class Printed(Columns):
         table = self.table(mode, elems + stores + ops)
         e = Emit()
         e(0, INNER)
-        e(0, f"def {name}({', '.join(elems + stores + ops + scal)}):")
-        e(1, f"for j in range({(elems + stores)[0]}.shape[0]):")
+        bounds = ["o0", "o1", "j0", "j1"] if mode == "cols" else []
+        at = "[ou, j]" if mode == "cols" else "[j]"
+        e(0, f"def {name}({', '.join(elems + stores + ops + scal + bounds)}):")
+        first = (elems + stores)[0]
+        if mode == "cols":   # rows o0..o1 of the tile's columns j0..j1
+            self.cols_loops(e)
+        else:
+            e(1, f"for j in range({first}.shape[0]):")
+        depth = 3 if mode == "cols" else 2
         for s, value in self.sc.elements:
-            lhs = f"{s.name}[j]" if s.name in stores else s.name
-            e(2, f"{lhs} = {self.p(value, table)}")
+            lhs = f"{s.name}{at}" if s.name in stores else s.name
+            e(depth, f"{lhs} = {self.p(value, table)}")
         return name, e.lines
 
     # ------------------------------------------------------------------ drivers
