@@ -281,8 +281,8 @@ def test_concurrent_calls_from_python_threads_agree_with_one_call(tmp_path, thre
 
     script = ("import torch\n" if threads == "libgomp" else "") + textwrap.dedent("""
         import threading, numpy as np, generated.numba as gn
-        from generated.numba import _layout
-        print((_layout._openmp() is not None) == ("torch" in globals()))
+        from generated.numba import _layout, _threads
+        print((_threads._openmp() is not None) == ("torch" in globals()))
         x = np.random.default_rng(0).standard_normal((256, 256))
         g, b = np.ones(256), np.zeros(256)
         assert x.size >= _layout.PARALLEL

@@ -191,15 +191,15 @@ def test_results_do_not_depend_on_the_thread_count(name, shape, threads, monkeyp
     added in order, so any number of threads gives the same bits (shapes above _layout.PARALLEL,
     whose loops do run on threads: krows, tall and rows), on generated.numba's own pool and on
     libgomp's threads (which the kernels use once torch has loaded libgomp)."""
-    from generated.numba import _layout
+    from generated.numba import _layout, _threads
 
     assert int(np.prod(shape)) >= _layout.PARALLEL
     if threads == "pool":
-        monkeypatch.setattr(_layout, "_openmp", lambda: None)
+        monkeypatch.setattr(_threads, "_openmp", lambda: None)
     else:
         torch = pytest.importorskip("torch")
         torch.add(torch.ones(4), 1)
-        if _layout._openmp() is None:
+        if _threads._openmp() is None:
             pytest.skip("this torch does not run on libgomp")
     case = make_case(BY_NAME[name], np.random.default_rng(5), shape=shape)
     backward = BY_NAME[name].backward_names[0]

@@ -18,7 +18,8 @@ RESERVED = frozenset({
 
 
 def jobs(builds: list[Build]) -> dict[str, tuple[str, dict]]:
-    out = {"_layout.py": ("file:derive/backends/numba/files/_layout.py", {})}
+    out = {"_layout.py": ("file:derive/backends/numba/files/_layout.py", {}),
+           "_threads.py": ("file:derive/backends/numba/files/_threads.py", {})}
     exports = []
     for b in builds:
         lay = loops(b.spec)

@@ -20,14 +20,12 @@ chooses, from the shape alone, how the kernels sweep memory (see derive/backends
 Chunk counts, tiles and strategy depend on the shape only, so results never depend on the
 thread count.
 """
-import concurrent.futures
-import ctypes
 import functools
-import os
-import threading
 
 import numba
 import numpy
+
+from ._threads import PARALLEL, get_num_threads, parallel, set_num_threads  # noqa: F401  (the kernels call _layout.parallel)
 
 #: runs shorter than RUN elements are swept as columns
 RUN = 32
@@ -43,99 +41,6 @@ ROW_CHUNKS = 8
 ROWS_PER_CHUNK = 64
 ITEMS = 8
 LETTERS = "ogki"
-
-
-#: a call's parallel loops run on threads when its first array holds at least this many elements
-PARALLEL = 1 << 15
-_LOCK = threading.Lock()
-_POOL: list = []          #: the thread pool, made on first use: [executor, its workers]
-_THREADS = [0]            #: the number of threads set by set_num_threads (0: numba's NUMBA_NUM_THREADS)
-_OPENMP: list = []        #: libgomp, once found loaded
-_BODY = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
-
-
-def get_num_threads() -> int:
-    """The threads a parallel loop runs on: set_num_threads's, else numba.config.NUMBA_NUM_THREADS
-    (the machine's CPUs, or the NUMBA_NUM_THREADS environment variable)."""
-    return _THREADS[0] or numba.config.NUMBA_NUM_THREADS
-
-
-def set_num_threads(n: int) -> None:
-    """Run the parallel loops on ``n`` threads (1: in the calling thread only)."""
-    if int(n) < 1:
-        raise ValueError(f"set_num_threads: n must be at least 1, got {n!r}")
-    _THREADS[0] = int(n)
-
-
-def _pool(workers):
-    with _LOCK:
-        if not _POOL or _POOL[1] < workers:
-            if _POOL:
-                _POOL[0].shutdown(wait=False)
-            _POOL[:] = [concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="normderive"), workers]
-        return _POOL[0]
-
-
-def _openmp():
-    """libgomp, when this process has loaded it already (torch has: its CPU operations run on
-    libgomp's threads), else None.  Those threads spin for a while after each torch operation, and a
-    thread of our own pool would share a core with one of them: a parallel loop run on libgomp's team
-    instead took 2.5 ms where our pool took 4.6 ms right after a torch operation (batch norm's
-    forward at (4096, 1024) float32, 2 cores)."""
-    if not _OPENMP:
-        try:
-            lib = ctypes.CDLL("libgomp.so.1", mode=getattr(os, "RTLD_NOLOAD", 0) | ctypes.RTLD_GLOBAL)
-        except OSError:
-            return None
-        lib.GOMP_parallel.argtypes = [_BODY, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
-        lib.GOMP_parallel.restype = None
-        _OPENMP.append(lib)
-    return _OPENMP[0]
-
-
-def _on_openmp(lib, kernel, args, bounds):
-    """The blocks on libgomp's team (the calling thread is its thread 0); each thread of the team
-    takes every nt-th block, so a smaller team than asked for (a nested call) still runs them all."""
-    errors = []
-    workers = len(bounds) - 1
-
-    def body(_):
-        t, nt = lib.omp_get_thread_num(), lib.omp_get_num_threads()
-        try:
-            for w in range(t, workers, nt):
-                kernel(*args, bounds[w], bounds[w + 1])
-        except BaseException as error:   # raised again in the calling thread
-            errors.append(error)
-
-    callback = _BODY(body)
-    lib.GOMP_parallel(callback, None, workers, 0)
-    if errors:
-        raise errors[0]
-
-
-def parallel(kernel, n, args, size):
-    """``kernel(*args, a, b)`` for consecutive blocks [a, b) of the items range(n): on up to
-    get_num_threads() threads when ``size`` (the elements of the call's first array) reaches
-    PARALLEL, else in the calling thread.  The threads are libgomp's when the process has loaded it
-    (torch's), else a pool of this package's (the calling thread takes the first block).  The
-    kernels are serial numba functions that release the GIL; each item writes its own part of the
-    outputs, so the split never changes a result."""
-    workers = min(n, get_num_threads()) if size >= PARALLEL else 1
-    if workers <= 1:
-        kernel(*args, 0, n)
-        return
-    bounds = [n * w // workers for w in range(workers + 1)]
-    lib = _openmp()
-    if lib is not None:
-        _on_openmp(lib, kernel, args, bounds)
-        return
-    pool = _pool(workers - 1)
-    futures = [pool.submit(kernel, *args, bounds[w], bounds[w + 1]) for w in range(1, workers)]
-    try:
-        kernel(*args, bounds[0], bounds[1])
-    finally:
-        for future in futures:
-            future.result()
 
 
 def _product(sizes):
