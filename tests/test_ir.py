@@ -243,7 +243,8 @@ def test_a_kernel_that_disagrees_with_the_proved_expressions_is_not_written(tmp_
         files = real(derivations, templates, **kw)
         rel = "numba/one_line.py"
         # the compact dx, in the loops of every strategy (a small input runs the columns')
-        broken = files[rel].replace(" + coef_1[j]", " - coef_1[j]").replace(" + coef_1\n", " - coef_1\n")
+        broken = (files[rel].replace(" + coef_1[j]", " - coef_1[j]").replace(" + coef_1[q]", " - coef_1[q]")
+                  .replace(" + coef_1\n", " - coef_1\n"))
         assert broken != files[rel], "the kernel to break has changed: pick another term"
         files[rel] = broken
         return files
