@@ -257,8 +257,7 @@ def build(args, progress: Progress) -> int:
           f"the derivation is in {root}/derivations/{entry.spec.name}.md")
     from .backends import BACKENDS
     from .output.render import builds
-    built = builds(derivations)[0]   # the kernel IR, built once (about a second: the double backward)
-    left = [b.name for b in BACKENDS if not b.covers(built)]
+    left = [b.name for built in builds(derivations)[:1] for b in BACKENDS if not b.covers(built)]  # IR built once
     if left:
         print(f"not printed for this graph yet (see docs/graph.md): {', '.join(left)}")
     return 0
