@@ -12,13 +12,13 @@ the runtime from the shape alone (so results never depend on the thread count):
 * ``krows`` (parameters that vary inside a group, I = 1: layer norm): the same with the run
   over ``k``, the parameters read as arrays along it;
 * ``cols`` (short runs: batch norm's (N, C), tall layer norm): the groups' elements are
-  columns; a thread takes a tile of columns and a chunk of rows, the inner loop runs along a
-  row of the tile with one float64 accumulator per column, folded into per-group partial sums
+  columns; a thread takes a tile of columns and a chunk of rows, the inner loop runs along the
+  rows of the tile with one float64 accumulator per column, folded into per-group partial sums
   afterwards (one partial per row chunk, added in chunk order); per-group values and
   parameters are spread over the tile's columns first.
 
-The inner loops are separate numba functions over one-dimensional arrays, so that LLVM
-vectorizes them; sums accumulate in float64.  Nothing here walks the derivation: the summands,
+The inner loops are separate numba functions (over one run, or over a block of rows of a tile:
+:meth:`Printed.loops`), so that LLVM vectorizes them; sums accumulate in float64.  Nothing here walks the derivation: the summands,
 group assignments and per-element assignments come from the IR's schedule, printed by
 :class:`~derive.backends.numba.printer.NumbaPrinter`.
 """
@@ -31,6 +31,9 @@ from ...ir.program import Function, KernelIR, is_scalar
 from ...math.algebra import Elem
 from .columns import INNER, Columns, Emit
 from .outline import DEF, outline
+
+#: the arguments of a cols inner function that say which block of the tile it runs: rows o0..o1, columns j0..j1
+BLOCK = ("o0", "o1", "j0", "j1")
 
 
 class Printed(Columns):
@@ -73,7 +76,7 @@ class Printed(Columns):
         out = {}
         for n in names:
             if n in self.elements_in and mode == "cols":
-                out[n] = f"{n}[ou, j]"     # a block of the tile, column q of it: see cols_loops
+                out[n] = f"{n}[ou, j]"     # a block of the tile, column q of it: see loops
             elif mode == "cols":
                 out[n] = f"{n}[q]"
             elif n in self.elements_in or (mode == "krows" and n in self.varying):
@@ -95,15 +98,20 @@ class Printed(Columns):
         return self.element_reads(exprs), self.operands(exprs), self.scalars(exprs)
 
     @staticmethod
-    def cols_loops(e: Emit) -> None:
-        """The loops of a cols inner function over rows o0..o1 and columns j0..j1 of whole 2-D arrays:
-        element (ou, j), column q of the tile's per-column arrays.  The indices of the 2-D arrays are
-        unsigned, so numba reads them without a check for negative indices, which kept LLVM from
-        vectorizing the loop (9.0 ms against 2.6 ms for an elementwise pass at (4096, 1024))."""
+    def loops(e: Emit, mode: str, first: str) -> int:
+        """The loops of an inner function; returns the depth of their body.  rows and krows: one run
+        ``j`` of one-dimensional arrays.  cols: rows o0..o1 and columns j0..j1 of the whole 2-D
+        arrays (element (ou, j); column q of the tile's per-column arrays), one call per block of
+        rows, with unsigned indices: numba checks a signed index for being negative, which kept LLVM
+        from vectorizing the loop (9.0 ms against 2.6 ms for an elementwise pass at (4096, 1024))."""
+        if mode != "cols":
+            e(1, f"for j in range({first}.shape[0]):")
+            return 2
         e(1, "for o in range(o0, o1):")
         e(2, "ou = numba.uint64(o)")
         e(2, "for q in range(j1 - j0):")
         e(3, "j = numba.uint64(j0 + q)")
+        return 3
 
     def inner_pass(self, n: int, ph, mode: str) -> tuple[str, list[str]]:
         """The inner loop of pass ``n`` in ``mode``: its name and source lines."""
@@ -112,7 +120,7 @@ class Printed(Columns):
         sums = [acc.name for acc, _ in ph.sums]
         partials = [g.name for g, _ in ph.partials]
         if mode == "cols":
-            args = elems + ops + sums + partials + scal + ["o0", "o1", "j0", "j1"]
+            args = elems + ops + sums + partials + scal + list(BLOCK)
         elif mode == "krows":
             args = elems + ops + partials + scal
         else:
@@ -128,12 +136,7 @@ class Printed(Columns):
         if mode == "rows":
             for g in partials:
                 e(1, f"{g} = 0.0")
-        depth = 2
-        if mode == "cols":   # rows o0..o1 of the tile's columns j0..j1 (the arrays whole: unit stride in j)
-            self.cols_loops(e)
-            depth = 3
-        else:
-            e(1, f"for j in range({elems[0]}.shape[0]):")
+        depth = self.loops(e, mode, elems[0])
         for acc, summand in ph.sums:
             target = f"{acc.name}[q]" if mode == "cols" else acc.name
             e(depth, f"{target} += {self.p(summand, wide)}")
@@ -157,15 +160,10 @@ class Printed(Columns):
         table = self.table(mode, elems + stores + ops)
         e = Emit()
         e(0, INNER)
-        bounds = ["o0", "o1", "j0", "j1"] if mode == "cols" else []
+        bounds = list(BLOCK) if mode == "cols" else []
         at = "[ou, j]" if mode == "cols" else "[j]"
         e(0, f"def {name}({', '.join(elems + stores + ops + scal + bounds)}):")
-        first = (elems + stores)[0]
-        if mode == "cols":   # rows o0..o1 of the tile's columns j0..j1
-            self.cols_loops(e)
-        else:
-            e(1, f"for j in range({first}.shape[0]):")
-        depth = 3 if mode == "cols" else 2
+        depth = self.loops(e, mode, (elems + stores)[0])
         for s, value in self.sc.elements:
             lhs = f"{s.name}{at}" if s.name in stores else s.name
             e(depth, f"{lhs} = {self.p(value, table)}")
