@@ -306,13 +306,47 @@ def test_no_elementwise_loop_divides_by_a_per_group_value():
     from derive.output import render
     checked = 0
     for build in render.builds(list(all_default())):
-        for f in build.ir.functions.values():
-            per_group = {s for p in f.schedule.passes for s, _ in p.group + p.sums}
+        ir = build.ir
+        forward = [a.target for key in ("forward_train", "forward_test") if ir.get(key) for a in ir[key].body]
+        statistics = {s for s in forward if not isinstance(s, Elem)} | set(ir.stats)
+        for f in ir.functions.values():
+            # computed per group in the function, or read from the forward's per-group values (backward_step)
+            per_group = {s for p in f.schedule.passes for s, _ in p.group + p.sums} | (set(f.reads) & statistics)
             for target, value in f.schedule.elements:
                 slow = [p for p in value.atoms(sp.Pow) if p.base.free_symbols & per_group
                         and not (p.exp.is_Integer and p.exp > 0)]
                 assert not slow, (build.spec.name, f.name, target, slow)
                 checked += 1
+            # no factor of a group sum's summand is one value per group (1/std): the sum is multiplied, once
+            for p in f.schedule.passes:
+                for acc, summand in p.sums:
+                    slow = [q for q in sp.Mul.make_args(summand) if q.free_symbols and q.free_symbols <= per_group]
+                    assert not slow, (build.spec.name, f.name, acc, slow)
+                    checked += 1
             hoisted = [s for p in f.schedule.passes for s, _ in p.group if s.name.startswith("inv_")]
             checked += len(hoisted)
     assert checked > 100
+
+
+def test_the_training_step_moves_no_per_element_value_but_the_output():
+    """generated.torch's training pair (derive.ir.step): forward_step writes the output and per-group
+    values only, and backward_step reads x, dout, the leaves and per-group values -- it recomputes x̂
+    from x by the forward's own assignment, so a training step neither writes nor reads x̂.  Checked for
+    every library entry; its kernels are checked against torch autograd by the torch tests."""
+    from _derived import all_default
+    from derive.output import render
+    for build in render.builds(list(all_default())):
+        ir = build.ir
+        fwd, bwd = ir["forward_step"], ir["backward_step"]
+        written = [s for s in fwd.results if isinstance(s, Elem)]
+        assert written == [ir.output], (build.spec.name, written)
+        leaves = {ir.x, ir.dy, *ir.params, *ir.inputs, *(dm.input for dm in ir.domains)}
+        element_reads = {s for s in bwd.reads if isinstance(s, Elem)}
+        assert element_reads <= leaves, (build.spec.name, element_reads - leaves)
+        compact = ir["backward_compact"]
+        recomputed = bwd.body[:len(bwd.body) - len(compact.body)]
+        assert bwd.body[len(recomputed):] == compact.body
+        assert all(a in ir["forward_train"].body and isinstance(a.target, Elem) for a in recomputed)
+        assert {a.target for a in recomputed} >= {s for s in compact.reads if isinstance(s, Elem)} - leaves
+        assert {s for s in fwd.results if not isinstance(s, Elem)} >= set(bwd.reads) - leaves - set(bwd.scalars) \
+            - set(ir.reads_running) - {s for dm in ir.domains for s in dm.stats}

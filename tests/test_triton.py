@@ -229,7 +229,7 @@ def test_kernels_compile_for_the_gpu():
     import sys
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     run = subprocess.run([sys.executable, "-m", "derive.backends.triton.compile", "--entry", "layernorm",
-                          "--kernel", "_backward_compact_rows", "--kernel", "_forward_train_columns",
+                          "--kernel", "_backward_step_rows", "--kernel", "_forward_step_columns",
                           "--dtype", "bfloat16"], capture_output=True, text=True, env=env, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip().splitlines()[-1] == "8 kernels compiled for sm_90"

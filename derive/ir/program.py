@@ -23,7 +23,9 @@ Functions (those the derivation has):
   0, x written through the normalized node so the cache need not keep x);
 * ``backward_test``: the staged chain rule of the test-mode (affine) graph;
 * ``backward2``: the double backward (reverse mode over the backward graph), its upstream adjoints
-  ``bar_dx``, ``bar_dgamma``, ... in, the gradients of dout, x and the parameters out.
+  ``bar_dx``, ``bar_dgamma``, ... in, the gradients of dout, x and the parameters out;
+* ``forward_step`` / ``backward_step``: generated.torch's training pair (:mod:`derive.ir.step`): the
+  forward without the per-element values, the compact backward recomputing them from x.
 
 Everything is in code names (:mod:`derive.ir.names`); what each function reads comes from free
 symbols, and the loop schedule of each (:mod:`derive.ir.schedule`) is decided here, once.
@@ -53,6 +55,7 @@ from .bodies import (
 from .domains import domain_bodies, import_gradients
 from .names import Names
 from .schedule import Schedule, schedule
+from .step import recomputed
 
 __all__ = ["Assign", "DomainIR", "Function", "KernelIR", "Second", "Split", "abbreviate", "build", "facade_updates",
            "is_scalar"]
@@ -186,6 +189,8 @@ DOCS = {
     "backward_staged": "Backward pass, the staged chain rule.",
     "backward_test": "Backward pass, test mode.",
     "backward2": "Double backward: reverse mode over the backward graph.",
+    "forward_step": "Forward pass, training mode: the output and per-group values only.",
+    "backward_step": "Backward pass, the compact form, recomputing from x the per-element values it reads.",
 }
 
 
@@ -255,6 +260,7 @@ def build(d: Derivation, reserved=()) -> KernelIR:
     consts = {names[c.symbol] for c in model.constants}
     produced = {a.target for key in ("forward_train", "forward_test") if key in bodies for a in bodies[key]}
     cacheable = produced | leaves | consts | {M}
+    groupwise = {s for s in produced if not isinstance(s, Elem)} | {names[s] for s in model.stats}
 
     def reads(body) -> frozenset:
         free = set().union(*(a.value.free_symbols for a in body)) - {a.target for a in body}
@@ -264,7 +270,11 @@ def build(d: Derivation, reserved=()) -> KernelIR:
     domain_reads = frozenset().union(*(reads(dm.backward) - set(dm.seeds) - {dm.m} | {dm.input} for dm in domains))
     cached = {key: reads(body) | domain_reads for key, body in bodies.items()
               if key.startswith("backward") and key != "backward2"}
-    kept = set().union(*cached.values()) | {names[model.output.symbol]} | {names[r.stat] for r in model.running}
+    stats = {names[model.output.symbol]} | {names[r.stat] for r in model.running}
+    kept = set().union(*cached.values()) | stats
+    bodies["forward_step"] = bodies["forward_train"]
+    bodies["backward_step"] = recomputed(bodies["forward_train"], bodies["backward_compact"])
+    kept_step = reads(bodies["backward_step"]) | domain_reads | stats
     sec = None
     if two is not None:
         sec = Second(tuple(names[u] for u in two[1].upstream),
@@ -272,12 +282,13 @@ def build(d: Derivation, reserved=()) -> KernelIR:
     functions = {}
     for key, body in bodies.items():
         if key.startswith("forward"):
-            results = tuple(a.target for a in body if a.target in kept)
+            results = tuple(a.target for a in body if a.target in (kept_step if key == "forward_step" else kept))
         elif key == "backward2":
             results = tuple(r for _, r in sec.results if r is not None)
         else:
             results = grads[:len(grads) - len(domains)] + seeds
-        functions[key] = Function(key, DOCS[key], body, results, schedule(body, results, names.local))
+        given = reads(body) & groupwise
+        functions[key] = Function(key, DOCS[key], body, results, schedule(body, results, names.local, given))
     split = Split(names[parts[0]], names[parts[1]], *(assigns(b) for b in parts[2:])) if parts else None
     return KernelIR(
         spec=d.spec, names=names, x=names[model.x], dy=names[model.dy], output=names[model.output.symbol],

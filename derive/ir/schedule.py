@@ -91,10 +91,11 @@ def hoist(elements, level: dict, group: list, local) -> list:
     return out
 
 
-def schedule(body, results, local=None) -> Schedule:
+def schedule(body, results, local=None, given=()) -> Schedule:
     """The passes of ``body`` (a sequence of Assign); ``results``: what the function returns;
     ``local``: a namer of new locals, to :func:`hoist` per-group divisions out of the elementwise
-    loop (none: no hoisting)."""
+    loop (none: no hoisting); ``given``: the per-group values it reads (the forward's statistics,
+    which a backward that recomputes x̂ divides by)."""
     elements: list = []
     level: dict = {}                     #: per-group value or accumulator -> the pass it is ready after
     sums: list[list] = []
@@ -113,15 +114,27 @@ def schedule(body, results, local=None) -> Schedule:
         """The first pass whose loop can read every per-group value of ``expr``."""
         return 1 + max((level[s] for s in expr.free_symbols if s in level), default=-1)
 
+    def per_group(expr) -> bool:
+        free = expr.free_symbols
+        return bool(free) and all(s in level or s in given or s == M or isinstance(s, Const) for s in free)
+
     def accumulate(s: BatchSum, target) -> sp.Symbol:
         if s not in accumulators:
             summand = inline(s.args[0], elements)
             n = ready(summand)
             grow(n)
-            acc = target
-            accumulators[s] = acc
-            sums[n].append((acc, summand))
-            level[acc] = n
+            # a factor that is one value per group (1/std in a backward that recomputes x̂) multiplies the
+            # sum once, after the loop, instead of every summand: sum(f*c) = c*sum(f), exactly
+            factors = sp.Mul.make_args(summand)
+            scale = sp.Mul(*[f for f in factors if per_group(f)])
+            if scale != 1 and local is not None:
+                acc = sp.Symbol(local(f"{target.name}_acc"))
+                sums[n].append((acc, sp.Mul(*[f for f in factors if not per_group(f)])))
+                group[n].append((target, scale * acc))
+            else:
+                sums[n].append((target, summand))
+            accumulators[s] = target
+            level[target] = n
         return accumulators[s]
 
     for a in body:
@@ -153,6 +166,9 @@ def schedule(body, results, local=None) -> Schedule:
         group[n].append((target, value))
         level[target] = n
     if local is not None:
+        grow(0)
+        for s in given:   # read from the start: a power of one is taken after the first pass, before the elements
+            level.setdefault(s, 0)
         elements = hoist(elements, level, group, local)
     stores = tuple(s for s in results if isinstance(s, Elem))
     kept = [k for k in range(len(sums)) if sums[k] or partials[k] or group[k]]

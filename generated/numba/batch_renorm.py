@@ -969,6 +969,442 @@ def _backward_test(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, r_max
         _backward_test_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, r_max, lay.P, lay.chunks)
 
 
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_step_p0_rows(x):
+    sum_x = 0.0
+    for j in range(x.shape[0]):
+        sum_x += numpy.float64(x[j])
+    return (sum_x,)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_step_p1_rows(x, mu):
+    sum_var = 0.0
+    for j in range(x.shape[0]):
+        sum_var += (numpy.float64(x[j]) - numpy.float64(mu))**2
+    return (sum_var,)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_step_e_rows(x, out, beta, d, gamma, inv_std, mu, r):
+    for j in range(x.shape[0]):
+        xhat = d + inv_std*r*(x[j] - mu)
+        out[j] = xhat*gamma + beta
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_step_rows_l0(x, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, chunks, G, O, K, c0, c1):
+    for c in range(c0, c1):
+        for g in range(c * G // chunks, (c + 1) * G // chunks):
+            p = g % P
+            running_mean = running_mean_g[g]
+            running_var = running_var_g[g]
+            beta = beta_p[p]
+            gamma = gamma_p[p]
+            sum_x = 0.0
+            for o in range(O):
+                for k in range(K):
+                    sum_x_run, = _forward_step_p0_rows(x[o, g, k])
+                    sum_x += sum_x_run
+            std_run = math.sqrt(eps + running_var)
+            mu = sum_x/m
+            d = min(max(((mu - running_mean)/(math.sqrt(eps + running_var)) if (math.sqrt(eps + running_var)) != 0 else 0.0), -d_max), d_max)
+            mu_g[g] = mu
+            d_g[g] = d
+            sum_var = 0.0
+            for o in range(O):
+                for k in range(K):
+                    sum_var_run, = _forward_step_p1_rows(x[o, g, k], mu)
+                    sum_var += sum_var_run
+            var = sum_var/m
+            std = math.sqrt(eps + var)
+            r = min(max(((std)/(math.sqrt(eps + running_var)) if (math.sqrt(eps + running_var)) != 0 else 0.0), 1/r_max), r_max)
+            inv_std = 1/std
+            var_g[g] = var
+            std_g[g] = std
+            r_g[g] = r
+            for o in range(O):
+                for k in range(K):
+                    _forward_step_e_rows(x[o, g, k], out[o, g, k], beta, d, gamma, inv_std, mu, r)
+
+
+def _forward_step_rows(x, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, chunks):
+    O, G, K, I = x.shape
+    _layout.parallel(_forward_step_rows_l0, chunks, (x, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, chunks, G, O, K,), x.size)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_step_p0_cols(x, sum_x, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_x[q] += numpy.float64(x[ou, j])
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_step_p1_cols(x, mu, sum_var, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_var[q] += (numpy.float64(x[ou, j]) - numpy.float64(mu[q]))**2
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_step_e_cols(x, out, beta, d, gamma, inv_std, mu, r, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            xhat = d[q] + inv_std[q]*r[q]*(x[ou, j] - mu[q])
+            out[ou, j] = xhat*gamma[q] + beta[q]
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_step_g0(sum_x, running_mean, running_var, mu_w, d_w, d_max, eps, m):
+    for g in range(sum_x.shape[0]):
+        std_run = math.sqrt(eps + running_var[g])
+        mu = sum_x[g]/m
+        d = min(max(((mu - running_mean[g])/(math.sqrt(eps + running_var[g])) if (math.sqrt(eps + running_var[g])) != 0 else 0.0), -d_max), d_max)
+        mu_w[g] = mu
+        d_w[g] = d
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_step_g1(sum_var, running_var, var_w, std_w, r_w, inv_std_w, eps, m, r_max):
+    for g in range(sum_var.shape[0]):
+        var = sum_var[g]/m
+        std = math.sqrt(eps + var)
+        r = min(max(((std)/(math.sqrt(eps + running_var[g])) if (math.sqrt(eps + running_var[g])) != 0 else 0.0), 1/r_max), r_max)
+        inv_std = 1/std
+        var_w[g] = var
+        std_w[g] = std
+        r_w[g] = r
+        inv_std_w[g] = inv_std
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_step_cols_l0(x, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, K, I, G, GT, O, tc0, tc1):
+    for tc in range(tc0, tc1):
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        beta_t = _layout.per_group(beta_p, g0, g1, P)
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        sum_x_s = numpy.empty(g1 - g0)
+        sum_var_s = numpy.empty(g1 - g0)
+        inv_std_a = numpy.empty(g1 - g0)
+        sum_x_t = numpy.zeros(j1 - j0)
+        _forward_step_p0_cols(x, sum_x_t, 0, O, j0, j1)
+        _layout.fold(sum_x_t, K * I, sum_x_s)
+        _forward_step_g0(sum_x_s, running_mean_g[g0:g1], running_var_g[g0:g1], mu_g[g0:g1], d_g[g0:g1], d_max, eps, m)
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        sum_var_t = numpy.zeros(j1 - j0)
+        _forward_step_p1_cols(x, mu_e, sum_var_t, 0, O, j0, j1)
+        _layout.fold(sum_var_t, K * I, sum_var_s)
+        _forward_step_g1(sum_var_s, running_var_g[g0:g1], var_g[g0:g1], std_g[g0:g1], r_g[g0:g1], inv_std_a, eps, m, r_max)
+        beta_e = _layout.spread(beta_t, K * I)
+        d_e = _layout.spread(d_g[g0:g1], K * I)
+        gamma_e = _layout.spread(gamma_t, K * I)
+        inv_std_e = _layout.spread(inv_std_a, K * I)
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        r_e = _layout.spread(r_g[g0:g1], K * I)
+        _forward_step_e_cols(x, out, beta_e, d_e, gamma_e, inv_std_e, mu_e, r_e, 0, O, j0, j1)
+
+
+def _forward_step_cols(x, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, K, I, G, GT):
+    O = x.shape[0]
+    TC = (G + GT - 1) // GT
+    _layout.parallel(_forward_step_cols_l0, TC, (x, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, K, I, G, GT, O,), x.size)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_step_tall_l0(x, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_x_r, t0, t1):
+    for t in range(t0, t1):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        beta_t = _layout.per_group(beta_p, g0, g1, P)
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        sum_x_t = numpy.zeros(j1 - j0)
+        _forward_step_p0_cols(x, sum_x_t, o0, o1, j0, j1)
+        _layout.fold(sum_x_t, K * I, sum_x_r[rc, g0:g1])
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_step_tall_l1(x, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_var_r, t0, t1):
+    for t in range(t0, t1):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        beta_t = _layout.per_group(beta_p, g0, g1, P)
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        sum_var_t = numpy.zeros(j1 - j0)
+        _forward_step_p1_cols(x, mu_e, sum_var_t, o0, o1, j0, j1)
+        _layout.fold(sum_var_t, K * I, sum_var_r[rc, g0:g1])
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_step_tall_l2(x, out, mu_g, d_g, r_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, t0, t1):
+    for t in range(t0, t1):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        beta_t = _layout.per_group(beta_p, g0, g1, P)
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        beta_e = _layout.spread(beta_t, K * I)
+        d_e = _layout.spread(d_g[g0:g1], K * I)
+        gamma_e = _layout.spread(gamma_t, K * I)
+        inv_std_e = _layout.spread(inv_std_a[g0:g1], K * I)
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        r_e = _layout.spread(r_g[g0:g1], K * I)
+        _forward_step_e_cols(x, out, beta_e, d_e, gamma_e, inv_std_e, mu_e, r_e, o0, o1, j0, j1)
+
+
+def _forward_step_tall(x, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, K, I, G, RC, GT):
+    O = x.shape[0]
+    TC = (G + GT - 1) // GT
+    sum_x_s = numpy.empty(G)
+    sum_var_s = numpy.empty(G)
+    inv_std_a = numpy.empty(G)
+    beta_all = _layout.per_group(beta_p, 0, G, P)
+    gamma_all = _layout.per_group(gamma_p, 0, G, P)
+    sum_x_r = numpy.empty((RC, G))
+    _layout.parallel(_forward_step_tall_l0, RC * TC, (x, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_x_r,), x.size)
+    _layout.sum_chunks(sum_x_r, sum_x_s)
+    _forward_step_g0(sum_x_s, running_mean_g, running_var_g, mu_g, d_g, d_max, eps, m)
+    sum_var_r = numpy.empty((RC, G))
+    _layout.parallel(_forward_step_tall_l1, RC * TC, (x, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_var_r,), x.size)
+    _layout.sum_chunks(sum_var_r, sum_var_s)
+    _forward_step_g1(sum_var_s, running_var_g, var_g, std_g, r_g, inv_std_a, eps, m, r_max)
+    _layout.parallel(_forward_step_tall_l2, RC * TC, (x, out, mu_g, d_g, r_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a,), x.size)
+
+
+def _forward_step(lay, x, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max):
+    """Forward pass, training mode: the output and per-group values only. Pass 1 sums sum_x (float64) in each group; then std_run, mu, d. Pass 2 sums sum_var (float64) in each group; then var, std, r, inv_std. Pass 3: out, elementwise."""
+    if lay.strategy == "cols":
+        _forward_step_cols(lay.cols(x), lay.cols(out), running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+    elif lay.strategy == "tall":
+        _forward_step_tall(lay.cols(x), lay.cols(out), running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+    else:
+        _forward_step_rows(x, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, lay.P, lay.chunks)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_step_p0_rows(dout, x, d, mu, r, std):
+    sum_dout = 0.0
+    sum_dout_xhat = 0.0
+    for j in range(dout.shape[0]):
+        sum_dout += numpy.float64(dout[j])
+        sum_dout_xhat += numpy.float64(dout[j])*(numpy.float64(d) + numpy.float64(r)*(numpy.float64(x[j]) - numpy.float64(mu))/numpy.float64(std))
+    return (sum_dout, sum_dout_xhat,)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_step_e_rows(dout, x, dx, coef_1, coef_dout, coef_xhat, d, inv_std, mu, r):
+    for j in range(dout.shape[0]):
+        xhat = d + inv_std*r*(x[j] - mu)
+        dx[j] = dout[j]*coef_dout + xhat*coef_xhat + coef_1
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_step_rows_l0(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g, c0, c1):
+    for c in range(c0, c1):
+        work = dout.dtype.type
+        for g in range(c * G // chunks, (c + 1) * G // chunks):
+            p = g % P
+            d = d_g[g]
+            mu = mu_g[g]
+            r = r_g[g]
+            std = std_g[g]
+            gamma = gamma_p[p]
+            sum_dout = 0.0
+            sum_dout_xhat = 0.0
+            for o in range(O):
+                for k in range(K):
+                    sum_dout_run, sum_dout_xhat_run, = _backward_step_p0_rows(dout[o, g, k], x[o, g, k], d, mu, r, std)
+                    sum_dout += sum_dout_run
+                    sum_dout_xhat += sum_dout_xhat_run
+            coef_dout = work(gamma*r/std)
+            coef_xhat = work(((gamma*(d*sum_dout - sum_dout_xhat))/(m*r*std) if (m*r*std) != 0 else 0.0))
+            coef_1 = work(((-gamma*(d**2*sum_dout - d*sum_dout_xhat + r**2*sum_dout))/(m*r*std) if (m*r*std) != 0 else 0.0))
+            inv_std = work(1/std)
+            dgamma_g[g] = sum_dout_xhat
+            dbeta_g[g] = sum_dout
+            for o in range(O):
+                for k in range(K):
+                    _backward_step_e_rows(dout[o, g, k], x[o, g, k], dx[o, g, k], coef_1, coef_dout, coef_xhat, d, inv_std, mu, r)
+
+
+def _backward_step_rows(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
+    O, G, K, I = dout.shape
+    dgamma_g = dgamma_p if P == G else numpy.empty(G)
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    _layout.parallel(_backward_step_rows_l0, chunks, (dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g,), dout.size)
+    if P != G:
+        _layout.combine_outer(dgamma_g, dgamma_p)
+    if P != G:
+        _layout.combine_outer(dbeta_g, dbeta_p)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_step_p0_cols(dout, x, d, mu, r, std, sum_dout, sum_dout_xhat, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_dout[q] += numpy.float64(dout[ou, j])
+            sum_dout_xhat[q] += numpy.float64(dout[ou, j])*(numpy.float64(d[q]) + numpy.float64(r[q])*(numpy.float64(x[ou, j]) - numpy.float64(mu[q]))/numpy.float64(std[q]))
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_step_e_cols(dout, x, dx, coef_1, coef_dout, coef_xhat, d, inv_std, mu, r, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            xhat = d[q] + inv_std[q]*r[q]*(x[ou, j] - mu[q])
+            dx[ou, j] = dout[ou, j]*coef_dout[q] + xhat*coef_xhat[q] + coef_1[q]
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_step_g0(sum_dout, sum_dout_xhat, d, gamma, r, std, coef_dout_w, coef_xhat_w, coef_1_w, inv_std_w, dgamma, dbeta, m, like):
+    work = like.dtype.type
+    for g in range(sum_dout.shape[0]):
+        coef_dout = work(gamma[g]*r[g]/std[g])
+        coef_xhat = work(((gamma[g]*(d[g]*sum_dout[g] - sum_dout_xhat[g]))/(m*r[g]*std[g]) if (m*r[g]*std[g]) != 0 else 0.0))
+        coef_1 = work(((-gamma[g]*(d[g]**2*sum_dout[g] - d[g]*sum_dout_xhat[g] + r[g]**2*sum_dout[g]))/(m*r[g]*std[g]) if (m*r[g]*std[g]) != 0 else 0.0))
+        inv_std = work(1/std[g])
+        coef_dout_w[g] = coef_dout
+        coef_xhat_w[g] = coef_xhat
+        coef_1_w[g] = coef_1
+        inv_std_w[g] = inv_std
+        dgamma[g] = sum_dout_xhat[g]
+        dbeta[g] = sum_dout[g]
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_step_cols_l0(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_g, dbeta_g, like, tc0, tc1):
+    for tc in range(tc0, tc1):
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        sum_dout_s = numpy.empty(g1 - g0)
+        sum_dout_xhat_s = numpy.empty(g1 - g0)
+        coef_dout_a = numpy.empty(g1 - g0, dout.dtype)
+        coef_xhat_a = numpy.empty(g1 - g0, dout.dtype)
+        coef_1_a = numpy.empty(g1 - g0, dout.dtype)
+        inv_std_a = numpy.empty(g1 - g0, dout.dtype)
+        d_e = _layout.spread(d_g[g0:g1], K * I)
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        r_e = _layout.spread(r_g[g0:g1], K * I)
+        std_e = _layout.spread(std_g[g0:g1], K * I)
+        sum_dout_t = numpy.zeros(j1 - j0)
+        sum_dout_xhat_t = numpy.zeros(j1 - j0)
+        _backward_step_p0_cols(dout, x, d_e, mu_e, r_e, std_e, sum_dout_t, sum_dout_xhat_t, 0, O, j0, j1)
+        _layout.fold(sum_dout_t, K * I, sum_dout_s)
+        _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_s)
+        _backward_step_g0(sum_dout_s, sum_dout_xhat_s, d_g[g0:g1], gamma_t, r_g[g0:g1], std_g[g0:g1], coef_dout_a, coef_xhat_a, coef_1_a, inv_std_a, dgamma_g[g0:g1], dbeta_g[g0:g1], m, like)
+        coef_1_e = _layout.spread(coef_1_a, K * I)
+        coef_dout_e = _layout.spread(coef_dout_a, K * I)
+        coef_xhat_e = _layout.spread(coef_xhat_a, K * I)
+        d_e = _layout.spread(d_g[g0:g1], K * I)
+        inv_std_e = _layout.spread(inv_std_a, K * I)
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        r_e = _layout.spread(r_g[g0:g1], K * I)
+        _backward_step_e_cols(dout, x, dx, coef_1_e, coef_dout_e, coef_xhat_e, d_e, inv_std_e, mu_e, r_e, 0, O, j0, j1)
+
+
+def _backward_step_cols(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    dgamma_g = dgamma_p if P == G else numpy.empty(G)
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    like = numpy.empty(0, dout.dtype)
+    _layout.parallel(_backward_step_cols_l0, TC, (dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_g, dbeta_g, like,), dout.size)
+    if P != G:
+        _layout.combine_outer(dgamma_g, dgamma_p)
+    if P != G:
+        _layout.combine_outer(dbeta_g, dbeta_p)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_step_tall_l0(dout, x, d_g, mu_g, r_g, std_g, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_r, sum_dout_xhat_r, t0, t1):
+    for t in range(t0, t1):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        d_e = _layout.spread(d_g[g0:g1], K * I)
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        r_e = _layout.spread(r_g[g0:g1], K * I)
+        std_e = _layout.spread(std_g[g0:g1], K * I)
+        sum_dout_t = numpy.zeros(j1 - j0)
+        sum_dout_xhat_t = numpy.zeros(j1 - j0)
+        _backward_step_p0_cols(dout, x, d_e, mu_e, r_e, std_e, sum_dout_t, sum_dout_xhat_t, o0, o1, j0, j1)
+        _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
+        _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_r[rc, g0:g1])
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_step_tall_l1(dout, x, dx, d_g, mu_g, r_g, gamma_p, P, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_a, coef_xhat_a, inv_std_a, t0, t1):
+    for t in range(t0, t1):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        coef_1_e = _layout.spread(coef_1_a[g0:g1], K * I)
+        coef_dout_e = _layout.spread(coef_dout_a[g0:g1], K * I)
+        coef_xhat_e = _layout.spread(coef_xhat_a[g0:g1], K * I)
+        d_e = _layout.spread(d_g[g0:g1], K * I)
+        inv_std_e = _layout.spread(inv_std_a[g0:g1], K * I)
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        r_e = _layout.spread(r_g[g0:g1], K * I)
+        _backward_step_e_cols(dout, x, dx, coef_1_e, coef_dout_e, coef_xhat_e, d_e, inv_std_e, mu_e, r_e, o0, o1, j0, j1)
+
+
+def _backward_step_tall(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, RC, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    sum_dout_s = numpy.empty(G)
+    sum_dout_xhat_s = numpy.empty(G)
+    coef_dout_a = numpy.empty(G, dout.dtype)
+    coef_xhat_a = numpy.empty(G, dout.dtype)
+    coef_1_a = numpy.empty(G, dout.dtype)
+    inv_std_a = numpy.empty(G, dout.dtype)
+    dgamma_g = dgamma_p if P == G else numpy.empty(G)
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    like = numpy.empty(0, dout.dtype)
+    gamma_all = _layout.per_group(gamma_p, 0, G, P)
+    sum_dout_r = numpy.empty((RC, G))
+    sum_dout_xhat_r = numpy.empty((RC, G))
+    _layout.parallel(_backward_step_tall_l0, RC * TC, (dout, x, d_g, mu_g, r_g, std_g, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_r, sum_dout_xhat_r,), dout.size)
+    _layout.sum_chunks(sum_dout_r, sum_dout_s)
+    _layout.sum_chunks(sum_dout_xhat_r, sum_dout_xhat_s)
+    _backward_step_g0(sum_dout_s, sum_dout_xhat_s, d_g, gamma_all, r_g, std_g, coef_dout_a, coef_xhat_a, coef_1_a, inv_std_a, dgamma_g, dbeta_g, m, like)
+    _layout.parallel(_backward_step_tall_l1, RC * TC, (dout, x, dx, d_g, mu_g, r_g, gamma_p, P, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_a, coef_xhat_a, inv_std_a,), dout.size)
+    if P != G:
+        _layout.combine_outer(dgamma_g, dgamma_p)
+    if P != G:
+        _layout.combine_outer(dbeta_g, dbeta_p)
+
+
+def _backward_step(lay, dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m):
+    """Backward pass, the compact form, recomputing from x the per-element values it reads. Pass 1 sums sum_dout, sum_dout_xhat (float64) in each group; then coef_dout, coef_xhat, coef_1, inv_std. Pass 2: dx, elementwise."""
+    if lay.strategy == "cols":
+        _backward_step_cols(lay.cols(dout), lay.cols(x), lay.cols(dx), d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+    elif lay.strategy == "tall":
+        _backward_step_tall(lay.cols(dout), lay.cols(x), lay.cols(dx), d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+    else:
+        _backward_step_rows(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.chunks)
+
+
 def batch_renorm_forward(x, gamma, beta, bn_param):
     """Batch renormalization, forward pass (numba); the same contract as generated.batch_renorm_forward.
 
@@ -1242,17 +1678,15 @@ def forward_train(x, gamma, beta, running_var, running_mean, *, eps, r_max, d_ma
     returns the values generated.torch keeps (per-group ones shaped like a statistic, in the input's dtype)."""
     work = x.dtype
     lay = _layout.layout(x.shape, tuple(axes), _layout.param_axes(x.ndim, param_sum_axes), _VARYING)
-    xhat_k = lay.empty(work)
     out_k = lay.empty(work)
     mu_g = numpy.empty(lay.groups)
     d_g = numpy.empty(lay.groups)
     var_g = numpy.empty(lay.groups)
     std_g = numpy.empty(lay.groups)
     r_g = numpy.empty(lay.groups)
-    _forward_train(
+    _forward_step(
         lay,
         lay.to_kernel(x),
-        xhat_k,
         out_k,
         lay.stat(running_mean),
         lay.stat(running_var),
@@ -1268,14 +1702,13 @@ def forward_train(x, gamma, beta, running_var, running_mean, *, eps, r_max, d_ma
         m,
         r_max,
     )
-    xhat = lay.from_kernel(xhat_k)
     out = lay.from_kernel(out_k)
     mu = mu_g.reshape(lay.stat_shape).astype(work)
     d = d_g.reshape(lay.stat_shape).astype(work)
     var = var_g.reshape(lay.stat_shape).astype(work)
     std = std_g.reshape(lay.stat_shape).astype(work)
     r = r_g.reshape(lay.stat_shape).astype(work)
-    return {"xhat": xhat, "out": out, "mu": mu, "d": d, "var": var, "std": std, "r": r, }
+    return {"out": out, "mu": mu, "d": d, "var": var, "std": std, "r": r, }
 
 
 def forward_test(x, gamma, beta, mu, var, *, eps, r_max, d_max, momentum, m, axes, param_sum_axes, **_):
@@ -1313,8 +1746,8 @@ def forward_test(x, gamma, beta, mu, var, *, eps, r_max, d_max, momentum, m, axe
     return {"xhat": xhat, "out": out, "std": std, "r": r, "d": d, }
 
 
-def backward_train_fused(dout, d, gamma, r, std, xhat, *, eps, r_max, d_max, momentum, m, axes, param_sum_axes, **_):
-    """The compact training backward pass on NumPy arrays of the working view: generated.torch's kernel contract
+def backward_train_fused(dout, d, gamma, mu, r, std, x, *, eps, r_max, d_max, momentum, m, axes, param_sum_axes, **_):
+    """The compact training backward pass (x̂ recomputed from x) on NumPy arrays of the working view: generated.torch's kernel contract
     (the names and keywords of generated.torch.batch_renorm.backward_train_fused), run by the numba kernels;
     returns (dx, dgamma, dbeta), each parameter's gradient shaped like the parameters of the view."""
     work = dout.dtype
@@ -1322,12 +1755,13 @@ def backward_train_fused(dout, d, gamma, r, std, xhat, *, eps, r_max, d_max, mom
     dx_k = lay.empty(work)
     dgamma_p = numpy.empty(lay.param_shape)
     dbeta_p = numpy.empty(lay.param_shape)
-    _backward_compact(
+    _backward_step(
         lay,
         lay.to_kernel(dout),
-        lay.to_kernel(xhat),
+        lay.to_kernel(x),
         dx_k,
         lay.stat(d),
+        lay.stat(mu),
         lay.stat(r),
         lay.stat(std),
         lay.param(gamma),

@@ -926,6 +926,416 @@ def _backward_test(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p):
         _backward_test_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, lay.P, lay.chunks)
 
 
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_step_p0_rows(x):
+    sum_x = 0.0
+    for j in range(x.shape[0]):
+        sum_x += numpy.float64(x[j])
+    return (sum_x,)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_step_p1_rows(x, mu):
+    sum_var = 0.0
+    for j in range(x.shape[0]):
+        sum_var += (numpy.float64(x[j]) - numpy.float64(mu))**2
+    return (sum_var,)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_step_e_rows(x, out, beta, gamma, inv_std, mu):
+    for j in range(x.shape[0]):
+        xhat = inv_std*(x[j] - mu)
+        out[j] = xhat*gamma + beta
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_step_rows_l0(x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K, c0, c1):
+    for c in range(c0, c1):
+        for g in range(c * G // chunks, (c + 1) * G // chunks):
+            p = g % P
+            beta = beta_p[p]
+            gamma = gamma_p[p]
+            sum_x = 0.0
+            for o in range(O):
+                for k in range(K):
+                    sum_x_run, = _forward_step_p0_rows(x[o, g, k])
+                    sum_x += sum_x_run
+            mu = sum_x/m
+            mu_g[g] = mu
+            sum_var = 0.0
+            for o in range(O):
+                for k in range(K):
+                    sum_var_run, = _forward_step_p1_rows(x[o, g, k], mu)
+                    sum_var += sum_var_run
+            var = sum_var/m
+            std = math.sqrt(eps + var)
+            inv_std = 1/std
+            var_g[g] = var
+            std_g[g] = std
+            for o in range(O):
+                for k in range(K):
+                    _forward_step_e_rows(x[o, g, k], out[o, g, k], beta, gamma, inv_std, mu)
+
+
+def _forward_step_rows(x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, chunks):
+    O, G, K, I = x.shape
+    _layout.parallel(_forward_step_rows_l0, chunks, (x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K,), x.size)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_step_p0_cols(x, sum_x, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_x[q] += numpy.float64(x[ou, j])
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_step_p1_cols(x, mu, sum_var, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_var[q] += (numpy.float64(x[ou, j]) - numpy.float64(mu[q]))**2
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_step_e_cols(x, out, beta, gamma, inv_std, mu, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            xhat = inv_std[q]*(x[ou, j] - mu[q])
+            out[ou, j] = xhat*gamma[q] + beta[q]
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_step_g0(sum_x, mu_w, m):
+    for g in range(sum_x.shape[0]):
+        mu = sum_x[g]/m
+        mu_w[g] = mu
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_step_g1(sum_var, var_w, std_w, inv_std_w, eps, m):
+    for g in range(sum_var.shape[0]):
+        var = sum_var[g]/m
+        std = math.sqrt(eps + var)
+        inv_std = 1/std
+        var_w[g] = var
+        std_w[g] = std
+        inv_std_w[g] = inv_std
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_step_cols_l0(x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O, tc0, tc1):
+    for tc in range(tc0, tc1):
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        beta_t = _layout.per_group(beta_p, g0, g1, P)
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        sum_x_s = numpy.empty(g1 - g0)
+        sum_var_s = numpy.empty(g1 - g0)
+        inv_std_a = numpy.empty(g1 - g0)
+        sum_x_t = numpy.zeros(j1 - j0)
+        _forward_step_p0_cols(x, sum_x_t, 0, O, j0, j1)
+        _layout.fold(sum_x_t, K * I, sum_x_s)
+        _forward_step_g0(sum_x_s, mu_g[g0:g1], m)
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        sum_var_t = numpy.zeros(j1 - j0)
+        _forward_step_p1_cols(x, mu_e, sum_var_t, 0, O, j0, j1)
+        _layout.fold(sum_var_t, K * I, sum_var_s)
+        _forward_step_g1(sum_var_s, var_g[g0:g1], std_g[g0:g1], inv_std_a, eps, m)
+        beta_e = _layout.spread(beta_t, K * I)
+        gamma_e = _layout.spread(gamma_t, K * I)
+        inv_std_e = _layout.spread(inv_std_a, K * I)
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        _forward_step_e_cols(x, out, beta_e, gamma_e, inv_std_e, mu_e, 0, O, j0, j1)
+
+
+def _forward_step_cols(x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT):
+    O = x.shape[0]
+    TC = (G + GT - 1) // GT
+    _layout.parallel(_forward_step_cols_l0, TC, (x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O,), x.size)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_step_tall_l0(x, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_x_r, t0, t1):
+    for t in range(t0, t1):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        beta_t = _layout.per_group(beta_p, g0, g1, P)
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        sum_x_t = numpy.zeros(j1 - j0)
+        _forward_step_p0_cols(x, sum_x_t, o0, o1, j0, j1)
+        _layout.fold(sum_x_t, K * I, sum_x_r[rc, g0:g1])
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_step_tall_l1(x, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_var_r, t0, t1):
+    for t in range(t0, t1):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        beta_t = _layout.per_group(beta_p, g0, g1, P)
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        sum_var_t = numpy.zeros(j1 - j0)
+        _forward_step_p1_cols(x, mu_e, sum_var_t, o0, o1, j0, j1)
+        _layout.fold(sum_var_t, K * I, sum_var_r[rc, g0:g1])
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_step_tall_l2(x, out, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, t0, t1):
+    for t in range(t0, t1):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        beta_t = _layout.per_group(beta_p, g0, g1, P)
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        beta_e = _layout.spread(beta_t, K * I)
+        gamma_e = _layout.spread(gamma_t, K * I)
+        inv_std_e = _layout.spread(inv_std_a[g0:g1], K * I)
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        _forward_step_e_cols(x, out, beta_e, gamma_e, inv_std_e, mu_e, o0, o1, j0, j1)
+
+
+def _forward_step_tall(x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, RC, GT):
+    O = x.shape[0]
+    TC = (G + GT - 1) // GT
+    sum_x_s = numpy.empty(G)
+    sum_var_s = numpy.empty(G)
+    inv_std_a = numpy.empty(G)
+    beta_all = _layout.per_group(beta_p, 0, G, P)
+    gamma_all = _layout.per_group(gamma_p, 0, G, P)
+    sum_x_r = numpy.empty((RC, G))
+    _layout.parallel(_forward_step_tall_l0, RC * TC, (x, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_x_r,), x.size)
+    _layout.sum_chunks(sum_x_r, sum_x_s)
+    _forward_step_g0(sum_x_s, mu_g, m)
+    sum_var_r = numpy.empty((RC, G))
+    _layout.parallel(_forward_step_tall_l1, RC * TC, (x, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_var_r,), x.size)
+    _layout.sum_chunks(sum_var_r, sum_var_s)
+    _forward_step_g1(sum_var_s, var_g, std_g, inv_std_a, eps, m)
+    _layout.parallel(_forward_step_tall_l2, RC * TC, (x, out, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a,), x.size)
+
+
+def _forward_step(lay, x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m):
+    """Forward pass, training mode: the output and per-group values only. Pass 1 sums sum_x (float64) in each group; then mu. Pass 2 sums sum_var (float64) in each group; then var, std, inv_std. Pass 3: out, elementwise."""
+    if lay.strategy == "cols":
+        _forward_step_cols(lay.cols(x), lay.cols(out), mu_g, var_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+    elif lay.strategy == "tall":
+        _forward_step_tall(lay.cols(x), lay.cols(out), mu_g, var_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+    else:
+        _forward_step_rows(x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.chunks)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_step_p0_rows(dout, x, mu):
+    sum_dout = 0.0
+    sum_dout_xhat_acc = 0.0
+    for j in range(dout.shape[0]):
+        sum_dout += numpy.float64(dout[j])
+        sum_dout_xhat_acc += numpy.float64(dout[j])*(numpy.float64(x[j]) - numpy.float64(mu))
+    return (sum_dout, sum_dout_xhat_acc,)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_step_e_rows(dout, x, dx, coef_1, coef_dout, coef_xhat, inv_std, mu):
+    for j in range(dout.shape[0]):
+        xhat = inv_std*(x[j] - mu)
+        dx[j] = dout[j]*coef_dout + xhat*coef_xhat + coef_1
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_step_rows_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g, c0, c1):
+    for c in range(c0, c1):
+        work = dout.dtype.type
+        for g in range(c * G // chunks, (c + 1) * G // chunks):
+            p = g % P
+            mu = mu_g[g]
+            std = std_g[g]
+            gamma = gamma_p[p]
+            sum_dout = 0.0
+            sum_dout_xhat_acc = 0.0
+            for o in range(O):
+                for k in range(K):
+                    sum_dout_run, sum_dout_xhat_acc_run, = _backward_step_p0_rows(dout[o, g, k], x[o, g, k], mu)
+                    sum_dout += sum_dout_run
+                    sum_dout_xhat_acc += sum_dout_xhat_acc_run
+            sum_dout_xhat = sum_dout_xhat_acc/std
+            coef_dout = work(gamma/std)
+            coef_xhat = work(-gamma*sum_dout_xhat/(m*std))
+            coef_1 = work(-gamma*sum_dout/(m*std))
+            inv_std = work(1/std)
+            dgamma_g[g] = sum_dout_xhat
+            dbeta_g[g] = sum_dout
+            for o in range(O):
+                for k in range(K):
+                    _backward_step_e_rows(dout[o, g, k], x[o, g, k], dx[o, g, k], coef_1, coef_dout, coef_xhat, inv_std, mu)
+
+
+def _backward_step_rows(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
+    O, G, K, I = dout.shape
+    dgamma_g = dgamma_p if P == G else numpy.empty(G)
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    _layout.parallel(_backward_step_rows_l0, chunks, (dout, x, dx, mu_g, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g,), dout.size)
+    if P != G:
+        _layout.combine_outer(dgamma_g, dgamma_p)
+    if P != G:
+        _layout.combine_outer(dbeta_g, dbeta_p)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_step_p0_cols(dout, x, mu, sum_dout, sum_dout_xhat_acc, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_dout[q] += numpy.float64(dout[ou, j])
+            sum_dout_xhat_acc[q] += numpy.float64(dout[ou, j])*(numpy.float64(x[ou, j]) - numpy.float64(mu[q]))
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_step_e_cols(dout, x, dx, coef_1, coef_dout, coef_xhat, inv_std, mu, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            xhat = inv_std[q]*(x[ou, j] - mu[q])
+            dx[ou, j] = dout[ou, j]*coef_dout[q] + xhat*coef_xhat[q] + coef_1[q]
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_step_g0(sum_dout, sum_dout_xhat_acc, gamma, std, coef_dout_w, coef_xhat_w, coef_1_w, inv_std_w, dgamma, dbeta, m, like):
+    work = like.dtype.type
+    for g in range(sum_dout.shape[0]):
+        sum_dout_xhat = sum_dout_xhat_acc[g]/std[g]
+        coef_dout = work(gamma[g]/std[g])
+        coef_xhat = work(-gamma[g]*sum_dout_xhat/(m*std[g]))
+        coef_1 = work(-gamma[g]*sum_dout[g]/(m*std[g]))
+        inv_std = work(1/std[g])
+        coef_dout_w[g] = coef_dout
+        coef_xhat_w[g] = coef_xhat
+        coef_1_w[g] = coef_1
+        inv_std_w[g] = inv_std
+        dgamma[g] = sum_dout_xhat
+        dbeta[g] = sum_dout[g]
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_step_cols_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_g, dbeta_g, like, tc0, tc1):
+    for tc in range(tc0, tc1):
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        sum_dout_s = numpy.empty(g1 - g0)
+        sum_dout_xhat_acc_s = numpy.empty(g1 - g0)
+        coef_dout_a = numpy.empty(g1 - g0, dout.dtype)
+        coef_xhat_a = numpy.empty(g1 - g0, dout.dtype)
+        coef_1_a = numpy.empty(g1 - g0, dout.dtype)
+        inv_std_a = numpy.empty(g1 - g0, dout.dtype)
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        sum_dout_t = numpy.zeros(j1 - j0)
+        sum_dout_xhat_acc_t = numpy.zeros(j1 - j0)
+        _backward_step_p0_cols(dout, x, mu_e, sum_dout_t, sum_dout_xhat_acc_t, 0, O, j0, j1)
+        _layout.fold(sum_dout_t, K * I, sum_dout_s)
+        _layout.fold(sum_dout_xhat_acc_t, K * I, sum_dout_xhat_acc_s)
+        _backward_step_g0(sum_dout_s, sum_dout_xhat_acc_s, gamma_t, std_g[g0:g1], coef_dout_a, coef_xhat_a, coef_1_a, inv_std_a, dgamma_g[g0:g1], dbeta_g[g0:g1], m, like)
+        coef_1_e = _layout.spread(coef_1_a, K * I)
+        coef_dout_e = _layout.spread(coef_dout_a, K * I)
+        coef_xhat_e = _layout.spread(coef_xhat_a, K * I)
+        inv_std_e = _layout.spread(inv_std_a, K * I)
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        _backward_step_e_cols(dout, x, dx, coef_1_e, coef_dout_e, coef_xhat_e, inv_std_e, mu_e, 0, O, j0, j1)
+
+
+def _backward_step_cols(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    dgamma_g = dgamma_p if P == G else numpy.empty(G)
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    like = numpy.empty(0, dout.dtype)
+    _layout.parallel(_backward_step_cols_l0, TC, (dout, x, dx, mu_g, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_g, dbeta_g, like,), dout.size)
+    if P != G:
+        _layout.combine_outer(dgamma_g, dgamma_p)
+    if P != G:
+        _layout.combine_outer(dbeta_g, dbeta_p)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_step_tall_l0(dout, x, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_r, sum_dout_xhat_acc_r, t0, t1):
+    for t in range(t0, t1):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        sum_dout_t = numpy.zeros(j1 - j0)
+        sum_dout_xhat_acc_t = numpy.zeros(j1 - j0)
+        _backward_step_p0_cols(dout, x, mu_e, sum_dout_t, sum_dout_xhat_acc_t, o0, o1, j0, j1)
+        _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
+        _layout.fold(sum_dout_xhat_acc_t, K * I, sum_dout_xhat_acc_r[rc, g0:g1])
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_step_tall_l1(dout, x, dx, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_a, coef_xhat_a, inv_std_a, t0, t1):
+    for t in range(t0, t1):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        coef_1_e = _layout.spread(coef_1_a[g0:g1], K * I)
+        coef_dout_e = _layout.spread(coef_dout_a[g0:g1], K * I)
+        coef_xhat_e = _layout.spread(coef_xhat_a[g0:g1], K * I)
+        inv_std_e = _layout.spread(inv_std_a[g0:g1], K * I)
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        _backward_step_e_cols(dout, x, dx, coef_1_e, coef_dout_e, coef_xhat_e, inv_std_e, mu_e, o0, o1, j0, j1)
+
+
+def _backward_step_tall(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, RC, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    sum_dout_s = numpy.empty(G)
+    sum_dout_xhat_acc_s = numpy.empty(G)
+    coef_dout_a = numpy.empty(G, dout.dtype)
+    coef_xhat_a = numpy.empty(G, dout.dtype)
+    coef_1_a = numpy.empty(G, dout.dtype)
+    inv_std_a = numpy.empty(G, dout.dtype)
+    dgamma_g = dgamma_p if P == G else numpy.empty(G)
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    like = numpy.empty(0, dout.dtype)
+    gamma_all = _layout.per_group(gamma_p, 0, G, P)
+    sum_dout_r = numpy.empty((RC, G))
+    sum_dout_xhat_acc_r = numpy.empty((RC, G))
+    _layout.parallel(_backward_step_tall_l0, RC * TC, (dout, x, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_r, sum_dout_xhat_acc_r,), dout.size)
+    _layout.sum_chunks(sum_dout_r, sum_dout_s)
+    _layout.sum_chunks(sum_dout_xhat_acc_r, sum_dout_xhat_acc_s)
+    _backward_step_g0(sum_dout_s, sum_dout_xhat_acc_s, gamma_all, std_g, coef_dout_a, coef_xhat_a, coef_1_a, inv_std_a, dgamma_g, dbeta_g, m, like)
+    _layout.parallel(_backward_step_tall_l1, RC * TC, (dout, x, dx, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_a, coef_xhat_a, inv_std_a,), dout.size)
+    if P != G:
+        _layout.combine_outer(dgamma_g, dgamma_p)
+    if P != G:
+        _layout.combine_outer(dbeta_g, dbeta_p)
+
+
+def _backward_step(lay, dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m):
+    """Backward pass, the compact form, recomputing from x the per-element values it reads. Pass 1 sums sum_dout, sum_dout_xhat_acc (float64) in each group; then sum_dout_xhat, coef_dout, coef_xhat, coef_1, inv_std. Pass 2: dx, elementwise."""
+    if lay.strategy == "cols":
+        _backward_step_cols(lay.cols(dout), lay.cols(x), lay.cols(dx), mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+    elif lay.strategy == "tall":
+        _backward_step_tall(lay.cols(dout), lay.cols(x), lay.cols(dx), mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+    else:
+        _backward_step_rows(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.chunks)
+
+
 def batchnorm_forward(x, gamma, beta, bn_param):
     """Batch normalization, forward pass (numba); the same contract as generated.batchnorm_forward.
 
@@ -1159,15 +1569,13 @@ def forward_train(x, gamma, beta, *, eps, momentum, m, axes, param_sum_axes, **_
     returns the values generated.torch keeps (per-group ones shaped like a statistic, in the input's dtype)."""
     work = x.dtype
     lay = _layout.layout(x.shape, tuple(axes), _layout.param_axes(x.ndim, param_sum_axes), _VARYING)
-    xhat_k = lay.empty(work)
     out_k = lay.empty(work)
     mu_g = numpy.empty(lay.groups)
     var_g = numpy.empty(lay.groups)
     std_g = numpy.empty(lay.groups)
-    _forward_train(
+    _forward_step(
         lay,
         lay.to_kernel(x),
-        xhat_k,
         out_k,
         mu_g,
         var_g,
@@ -1177,12 +1585,11 @@ def forward_train(x, gamma, beta, *, eps, momentum, m, axes, param_sum_axes, **_
         eps,
         m,
     )
-    xhat = lay.from_kernel(xhat_k)
     out = lay.from_kernel(out_k)
     mu = mu_g.reshape(lay.stat_shape).astype(work)
     var = var_g.reshape(lay.stat_shape).astype(work)
     std = std_g.reshape(lay.stat_shape).astype(work)
-    return {"xhat": xhat, "out": out, "mu": mu, "var": var, "std": std, }
+    return {"out": out, "mu": mu, "var": var, "std": std, }
 
 
 def forward_test(x, gamma, beta, mu, var, *, eps, momentum, m, axes, param_sum_axes, **_):
@@ -1212,8 +1619,8 @@ def forward_test(x, gamma, beta, mu, var, *, eps, momentum, m, axes, param_sum_a
     return {"xhat": xhat, "out": out, "std": std, }
 
 
-def backward_train_fused(dout, gamma, std, xhat, *, eps, momentum, m, axes, param_sum_axes, **_):
-    """The compact training backward pass on NumPy arrays of the working view: generated.torch's kernel contract
+def backward_train_fused(dout, gamma, mu, std, x, *, eps, momentum, m, axes, param_sum_axes, **_):
+    """The compact training backward pass (x̂ recomputed from x) on NumPy arrays of the working view: generated.torch's kernel contract
     (the names and keywords of generated.torch.batchnorm.backward_train_fused), run by the numba kernels;
     returns (dx, dgamma, dbeta), each parameter's gradient shaped like the parameters of the view."""
     work = dout.dtype
@@ -1221,11 +1628,12 @@ def backward_train_fused(dout, gamma, std, xhat, *, eps, momentum, m, axes, para
     dx_k = lay.empty(work)
     dgamma_p = numpy.empty(lay.param_shape)
     dbeta_p = numpy.empty(lay.param_shape)
-    _backward_compact(
+    _backward_step(
         lay,
         lay.to_kernel(dout),
-        lay.to_kernel(xhat),
+        lay.to_kernel(x),
         dx_k,
+        lay.stat(mu),
         lay.stat(std),
         lay.param(gamma),
         dgamma_p,

@@ -444,6 +444,294 @@ def _backward_staged(lay, dout, out, dx, den_g, norm_g, eps):
         _backward_staged_rows(dout, out, dx, den_g, norm_g, eps, lay.P, lay.chunks)
 
 
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_step_p0_rows(x):
+    sq = 0.0
+    for j in range(x.shape[0]):
+        sq += numpy.float64(x[j])**2
+    return (sq,)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_step_e_rows(x, out, inv_den):
+    for j in range(x.shape[0]):
+        out[j] = x[j]*inv_den
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_step_rows_l0(x, out, norm_g, den_g, eps, P, chunks, G, O, K, c0, c1):
+    for c in range(c0, c1):
+        work = x.dtype.type
+        for g in range(c * G // chunks, (c + 1) * G // chunks):
+            p = g % P
+            sq = 0.0
+            for o in range(O):
+                for k in range(K):
+                    sq_run, = _forward_step_p0_rows(x[o, g, k])
+                    sq += sq_run
+            norm = math.sqrt(sq)
+            den = max(norm, eps)
+            inv_den = work(1/den)
+            norm_g[g] = norm
+            den_g[g] = den
+            for o in range(O):
+                for k in range(K):
+                    _forward_step_e_rows(x[o, g, k], out[o, g, k], inv_den)
+
+
+def _forward_step_rows(x, out, norm_g, den_g, eps, P, chunks):
+    O, G, K, I = x.shape
+    _layout.parallel(_forward_step_rows_l0, chunks, (x, out, norm_g, den_g, eps, P, chunks, G, O, K,), x.size)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_step_p0_cols(x, sq, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sq[q] += numpy.float64(x[ou, j])**2
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_step_e_cols(x, out, inv_den, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            out[ou, j] = x[ou, j]*inv_den[q]
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_step_g0(sq, norm_w, den_w, inv_den_w, eps, like):
+    work = like.dtype.type
+    for g in range(sq.shape[0]):
+        norm = math.sqrt(sq[g])
+        den = max(norm, eps)
+        inv_den = work(1/den)
+        norm_w[g] = norm
+        den_w[g] = den
+        inv_den_w[g] = inv_den
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_step_cols_l0(x, out, norm_g, den_g, eps, K, I, G, GT, O, like, tc0, tc1):
+    for tc in range(tc0, tc1):
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        sq_s = numpy.empty(g1 - g0)
+        inv_den_a = numpy.empty(g1 - g0, x.dtype)
+        sq_t = numpy.zeros(j1 - j0)
+        _forward_step_p0_cols(x, sq_t, 0, O, j0, j1)
+        _layout.fold(sq_t, K * I, sq_s)
+        _forward_step_g0(sq_s, norm_g[g0:g1], den_g[g0:g1], inv_den_a, eps, like)
+        inv_den_e = _layout.spread(inv_den_a, K * I)
+        _forward_step_e_cols(x, out, inv_den_e, 0, O, j0, j1)
+
+
+def _forward_step_cols(x, out, norm_g, den_g, eps, P, K, I, G, GT):
+    O = x.shape[0]
+    TC = (G + GT - 1) // GT
+    like = numpy.empty(0, x.dtype)
+    _layout.parallel(_forward_step_cols_l0, TC, (x, out, norm_g, den_g, eps, K, I, G, GT, O, like,), x.size)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_step_tall_l0(x, K, I, G, RC, GT, TC, O, sq_r, t0, t1):
+    for t in range(t0, t1):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        sq_t = numpy.zeros(j1 - j0)
+        _forward_step_p0_cols(x, sq_t, o0, o1, j0, j1)
+        _layout.fold(sq_t, K * I, sq_r[rc, g0:g1])
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_step_tall_l1(x, out, K, I, G, RC, GT, TC, O, inv_den_a, t0, t1):
+    for t in range(t0, t1):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        inv_den_e = _layout.spread(inv_den_a[g0:g1], K * I)
+        _forward_step_e_cols(x, out, inv_den_e, o0, o1, j0, j1)
+
+
+def _forward_step_tall(x, out, norm_g, den_g, eps, P, K, I, G, RC, GT):
+    O = x.shape[0]
+    TC = (G + GT - 1) // GT
+    sq_s = numpy.empty(G)
+    inv_den_a = numpy.empty(G, x.dtype)
+    like = numpy.empty(0, x.dtype)
+    sq_r = numpy.empty((RC, G))
+    _layout.parallel(_forward_step_tall_l0, RC * TC, (x, K, I, G, RC, GT, TC, O, sq_r,), x.size)
+    _layout.sum_chunks(sq_r, sq_s)
+    _forward_step_g0(sq_s, norm_g, den_g, inv_den_a, eps, like)
+    _layout.parallel(_forward_step_tall_l1, RC * TC, (x, out, K, I, G, RC, GT, TC, O, inv_den_a,), x.size)
+
+
+def _forward_step(lay, x, out, norm_g, den_g, eps):
+    """Forward pass, training mode: the output and per-group values only. Pass 1 sums sq (float64) in each group; then norm, den, inv_den. Pass 2: out, elementwise."""
+    if lay.strategy == "cols":
+        _forward_step_cols(lay.cols(x), lay.cols(out), norm_g, den_g, eps, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+    elif lay.strategy == "tall":
+        _forward_step_tall(lay.cols(x), lay.cols(out), norm_g, den_g, eps, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+    else:
+        _forward_step_rows(x, out, norm_g, den_g, eps, lay.P, lay.chunks)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_step_p0_rows(dout, x):
+    sum_dout_out_acc = 0.0
+    for j in range(dout.shape[0]):
+        sum_dout_out_acc += numpy.float64(dout[j])*numpy.float64(x[j])
+    return (sum_dout_out_acc,)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_step_e_rows(dout, x, dx, coef_dout, coef_out, inv_den):
+    for j in range(dout.shape[0]):
+        out = x[j]*inv_den
+        dx[j] = dout[j]*coef_dout + out*coef_out
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_step_rows_l0(dout, x, dx, den_g, norm_g, eps, P, chunks, G, O, K, c0, c1):
+    for c in range(c0, c1):
+        work = dout.dtype.type
+        for g in range(c * G // chunks, (c + 1) * G // chunks):
+            p = g % P
+            den = den_g[g]
+            norm = norm_g[g]
+            sum_dout_out_acc = 0.0
+            for o in range(O):
+                for k in range(K):
+                    sum_dout_out_acc_run, = _backward_step_p0_rows(dout[o, g, k], x[o, g, k])
+                    sum_dout_out_acc += sum_dout_out_acc_run
+            sum_dout_out = ((sum_dout_out_acc)/(den) if (den) != 0 else 0.0)
+            coef_dout = work(1/den)
+            coef_out = work(((-sum_dout_out*(1.0 if (-eps + norm) > 0 else (float(1) if (-eps + norm) == 0 else 0.0)))/(norm) if (norm) != 0 else 0.0))
+            inv_den = work(1/den)
+            for o in range(O):
+                for k in range(K):
+                    _backward_step_e_rows(dout[o, g, k], x[o, g, k], dx[o, g, k], coef_dout, coef_out, inv_den)
+
+
+def _backward_step_rows(dout, x, dx, den_g, norm_g, eps, P, chunks):
+    O, G, K, I = dout.shape
+    _layout.parallel(_backward_step_rows_l0, chunks, (dout, x, dx, den_g, norm_g, eps, P, chunks, G, O, K,), dout.size)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_step_p0_cols(dout, x, sum_dout_out_acc, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_dout_out_acc[q] += numpy.float64(dout[ou, j])*numpy.float64(x[ou, j])
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_step_e_cols(dout, x, dx, coef_dout, coef_out, inv_den, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            out = x[ou, j]*inv_den[q]
+            dx[ou, j] = dout[ou, j]*coef_dout[q] + out*coef_out[q]
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_step_g0(sum_dout_out_acc, den, norm, coef_dout_w, coef_out_w, inv_den_w, eps, like):
+    work = like.dtype.type
+    for g in range(sum_dout_out_acc.shape[0]):
+        sum_dout_out = ((sum_dout_out_acc[g])/(den[g]) if (den[g]) != 0 else 0.0)
+        coef_dout = work(1/den[g])
+        coef_out = work(((-sum_dout_out*(1.0 if (-eps + norm[g]) > 0 else (float(1) if (-eps + norm[g]) == 0 else 0.0)))/(norm[g]) if (norm[g]) != 0 else 0.0))
+        inv_den = work(1/den[g])
+        coef_dout_w[g] = coef_dout
+        coef_out_w[g] = coef_out
+        inv_den_w[g] = inv_den
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_step_cols_l0(dout, x, dx, den_g, norm_g, eps, K, I, G, GT, O, like, tc0, tc1):
+    for tc in range(tc0, tc1):
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        sum_dout_out_acc_s = numpy.empty(g1 - g0)
+        coef_dout_a = numpy.empty(g1 - g0, dout.dtype)
+        coef_out_a = numpy.empty(g1 - g0, dout.dtype)
+        inv_den_a = numpy.empty(g1 - g0, dout.dtype)
+        sum_dout_out_acc_t = numpy.zeros(j1 - j0)
+        _backward_step_p0_cols(dout, x, sum_dout_out_acc_t, 0, O, j0, j1)
+        _layout.fold(sum_dout_out_acc_t, K * I, sum_dout_out_acc_s)
+        _backward_step_g0(sum_dout_out_acc_s, den_g[g0:g1], norm_g[g0:g1], coef_dout_a, coef_out_a, inv_den_a, eps, like)
+        coef_dout_e = _layout.spread(coef_dout_a, K * I)
+        coef_out_e = _layout.spread(coef_out_a, K * I)
+        inv_den_e = _layout.spread(inv_den_a, K * I)
+        _backward_step_e_cols(dout, x, dx, coef_dout_e, coef_out_e, inv_den_e, 0, O, j0, j1)
+
+
+def _backward_step_cols(dout, x, dx, den_g, norm_g, eps, P, K, I, G, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    like = numpy.empty(0, dout.dtype)
+    _layout.parallel(_backward_step_cols_l0, TC, (dout, x, dx, den_g, norm_g, eps, K, I, G, GT, O, like,), dout.size)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_step_tall_l0(dout, x, K, I, G, RC, GT, TC, O, sum_dout_out_acc_r, t0, t1):
+    for t in range(t0, t1):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        sum_dout_out_acc_t = numpy.zeros(j1 - j0)
+        _backward_step_p0_cols(dout, x, sum_dout_out_acc_t, o0, o1, j0, j1)
+        _layout.fold(sum_dout_out_acc_t, K * I, sum_dout_out_acc_r[rc, g0:g1])
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_step_tall_l1(dout, x, dx, K, I, G, RC, GT, TC, O, coef_dout_a, coef_out_a, inv_den_a, t0, t1):
+    for t in range(t0, t1):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        coef_dout_e = _layout.spread(coef_dout_a[g0:g1], K * I)
+        coef_out_e = _layout.spread(coef_out_a[g0:g1], K * I)
+        inv_den_e = _layout.spread(inv_den_a[g0:g1], K * I)
+        _backward_step_e_cols(dout, x, dx, coef_dout_e, coef_out_e, inv_den_e, o0, o1, j0, j1)
+
+
+def _backward_step_tall(dout, x, dx, den_g, norm_g, eps, P, K, I, G, RC, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    sum_dout_out_acc_s = numpy.empty(G)
+    coef_dout_a = numpy.empty(G, dout.dtype)
+    coef_out_a = numpy.empty(G, dout.dtype)
+    inv_den_a = numpy.empty(G, dout.dtype)
+    like = numpy.empty(0, dout.dtype)
+    sum_dout_out_acc_r = numpy.empty((RC, G))
+    _layout.parallel(_backward_step_tall_l0, RC * TC, (dout, x, K, I, G, RC, GT, TC, O, sum_dout_out_acc_r,), dout.size)
+    _layout.sum_chunks(sum_dout_out_acc_r, sum_dout_out_acc_s)
+    _backward_step_g0(sum_dout_out_acc_s, den_g, norm_g, coef_dout_a, coef_out_a, inv_den_a, eps, like)
+    _layout.parallel(_backward_step_tall_l1, RC * TC, (dout, x, dx, K, I, G, RC, GT, TC, O, coef_dout_a, coef_out_a, inv_den_a,), dout.size)
+
+
+def _backward_step(lay, dout, x, dx, den_g, norm_g, eps):
+    """Backward pass, the compact form, recomputing from x the per-element values it reads. Pass 1 sums sum_dout_out_acc (float64) in each group; then sum_dout_out, coef_dout, coef_out, inv_den. Pass 2: dx, elementwise."""
+    if lay.strategy == "cols":
+        _backward_step_cols(lay.cols(dout), lay.cols(x), lay.cols(dx), den_g, norm_g, eps, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+    elif lay.strategy == "tall":
+        _backward_step_tall(lay.cols(dout), lay.cols(x), lay.cols(dx), den_g, norm_g, eps, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+    else:
+        _backward_step_rows(dout, x, dx, den_g, norm_g, eps, lay.P, lay.chunks)
+
+
 def l2_normalize_forward(x, l2_param):
     """L2 normalization, forward pass (numba); the same contract as generated.l2_normalize_forward.
 
@@ -584,7 +872,7 @@ def forward_train(x, *, eps, m, axes, param_sum_axes, **_):
     out_k = lay.empty(work)
     norm_g = numpy.empty(lay.groups)
     den_g = numpy.empty(lay.groups)
-    _forward_train(
+    _forward_step(
         lay,
         lay.to_kernel(x),
         out_k,
@@ -598,17 +886,17 @@ def forward_train(x, *, eps, m, axes, param_sum_axes, **_):
     return {"out": out, "norm": norm, "den": den, }
 
 
-def backward_train_fused(dout, den, norm, out, *, eps, m, axes, param_sum_axes, **_):
-    """The compact training backward pass on NumPy arrays of the working view: generated.torch's kernel contract
+def backward_train_fused(dout, den, norm, x, *, eps, m, axes, param_sum_axes, **_):
+    """The compact training backward pass (x̂ recomputed from x) on NumPy arrays of the working view: generated.torch's kernel contract
     (the names and keywords of generated.torch.l2_normalize.backward_train_fused), run by the numba kernels;
     returns (dx), each parameter's gradient shaped like the parameters of the view."""
     work = dout.dtype
     lay = _layout.layout(dout.shape, tuple(axes), _layout.param_axes(dout.ndim, param_sum_axes), _VARYING)
     dx_k = lay.empty(work)
-    _backward_compact(
+    _backward_step(
         lay,
         lay.to_kernel(dout),
-        lay.to_kernel(out),
+        lay.to_kernel(x),
         dx_k,
         lay.stat(den),
         lay.stat(norm),

@@ -770,6 +770,522 @@ def _backward_staged(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m):
         _backward_staged_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.chunks)
 
 
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_step_p0_rows(x):
+    sum_x = 0.0
+    for j in range(x.shape[0]):
+        sum_x += numpy.float64(x[j])
+    return (sum_x,)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_step_p1_rows(x, mu):
+    sum_var = 0.0
+    for j in range(x.shape[0]):
+        sum_var += (numpy.float64(x[j]) - numpy.float64(mu))**2
+    return (sum_var,)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_step_e_rows(x, out, beta, gamma, inv_std, mu):
+    for j in range(x.shape[0]):
+        xhat = inv_std*(x[j] - mu)
+        out[j] = beta + gamma*xhat
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_step_rows_l0(x, out, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K, c0, c1):
+    for c in range(c0, c1):
+        for g in range(c * G // chunks, (c + 1) * G // chunks):
+            p = g % P
+            sum_x = 0.0
+            for o in range(O):
+                for k in range(K):
+                    sum_x_run, = _forward_step_p0_rows(x[o, g, k])
+                    sum_x += sum_x_run
+            mu = sum_x/m
+            mu_g[g] = mu
+            sum_var = 0.0
+            for o in range(O):
+                for k in range(K):
+                    sum_var_run, = _forward_step_p1_rows(x[o, g, k], mu)
+                    sum_var += sum_var_run
+            var = sum_var/m
+            std = math.sqrt(eps + var)
+            inv_std = 1/std
+            std_g[g] = std
+            for o in range(O):
+                for k in range(K):
+                    beta = beta_p[p, k]
+                    gamma = gamma_p[p, k]
+                    _forward_step_e_rows(x[o, g, k], out[o, g, k], beta, gamma, inv_std, mu)
+
+
+def _forward_step_rows(x, out, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunks):
+    O, G, K, I = x.shape
+    _layout.parallel(_forward_step_rows_l0, chunks, (x, out, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K,), x.size)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_step_p0_krows(x):
+    sum_x = 0.0
+    for j in range(x.shape[0]):
+        sum_x += numpy.float64(x[j])
+    return (sum_x,)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_step_p1_krows(x, mu):
+    sum_var = 0.0
+    for j in range(x.shape[0]):
+        sum_var += (numpy.float64(x[j]) - numpy.float64(mu))**2
+    return (sum_var,)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_step_e_krows(x, out, beta, gamma, inv_std, mu):
+    for j in range(x.shape[0]):
+        xhat = inv_std*(x[j] - mu)
+        out[j] = beta[j] + gamma[j]*xhat
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_step_krows_l0(x, out, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, c0, c1):
+    for c in range(c0, c1):
+        for g in range(c * G // chunks, (c + 1) * G // chunks):
+            p = g % P
+            sum_x = 0.0
+            for o in range(O):
+                sum_x_run, = _forward_step_p0_krows(x[o, g])
+                sum_x += sum_x_run
+            mu = sum_x/m
+            mu_g[g] = mu
+            sum_var = 0.0
+            for o in range(O):
+                sum_var_run, = _forward_step_p1_krows(x[o, g], mu)
+                sum_var += sum_var_run
+            var = sum_var/m
+            std = math.sqrt(eps + var)
+            inv_std = 1/std
+            std_g[g] = std
+            for o in range(O):
+                _forward_step_e_krows(x[o, g], out[o, g], beta_p[p], gamma_p[p], inv_std, mu)
+
+
+def _forward_step_krows(x, out, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunks):
+    O, G, K = x.shape
+    _layout.parallel(_forward_step_krows_l0, chunks, (x, out, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O,), x.size)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_step_p0_cols(x, sum_x, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_x[q] += numpy.float64(x[ou, j])
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_step_p1_cols(x, mu, sum_var, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_var[q] += (numpy.float64(x[ou, j]) - numpy.float64(mu[q]))**2
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_step_e_cols(x, out, beta, gamma, inv_std, mu, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            xhat = inv_std[q]*(x[ou, j] - mu[q])
+            out[ou, j] = beta[q] + gamma[q]*xhat
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_step_g0(sum_x, mu_w, m):
+    for g in range(sum_x.shape[0]):
+        mu = sum_x[g]/m
+        mu_w[g] = mu
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_step_g1(sum_var, var_w, std_w, inv_std_w, eps, m):
+    for g in range(sum_var.shape[0]):
+        var = sum_var[g]/m
+        std = math.sqrt(eps + var)
+        inv_std = 1/std
+        var_w[g] = var
+        std_w[g] = std
+        inv_std_w[g] = inv_std
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_step_cols_l0(x, out, mu_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O, tc0, tc1):
+    for tc in range(tc0, tc1):
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        sum_x_s = numpy.empty(g1 - g0)
+        sum_var_s = numpy.empty(g1 - g0)
+        var_a = numpy.empty(g1 - g0)
+        inv_std_a = numpy.empty(g1 - g0)
+        sum_x_t = numpy.zeros(j1 - j0)
+        _forward_step_p0_cols(x, sum_x_t, 0, O, j0, j1)
+        _layout.fold(sum_x_t, K * I, sum_x_s)
+        _forward_step_g0(sum_x_s, mu_g[g0:g1], m)
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        sum_var_t = numpy.zeros(j1 - j0)
+        _forward_step_p1_cols(x, mu_e, sum_var_t, 0, O, j0, j1)
+        _layout.fold(sum_var_t, K * I, sum_var_s)
+        _forward_step_g1(sum_var_s, var_a, std_g[g0:g1], inv_std_a, eps, m)
+        beta_e = _layout.expand_varying(beta_p, g0, g1, K, I, P)
+        gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        inv_std_e = _layout.spread(inv_std_a, K * I)
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        _forward_step_e_cols(x, out, beta_e, gamma_e, inv_std_e, mu_e, 0, O, j0, j1)
+
+
+def _forward_step_cols(x, out, mu_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT):
+    O = x.shape[0]
+    TC = (G + GT - 1) // GT
+    _layout.parallel(_forward_step_cols_l0, TC, (x, out, mu_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O,), x.size)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_step_tall_l0(x, K, I, G, RC, GT, TC, O, sum_x_r, t0, t1):
+    for t in range(t0, t1):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        sum_x_t = numpy.zeros(j1 - j0)
+        _forward_step_p0_cols(x, sum_x_t, o0, o1, j0, j1)
+        _layout.fold(sum_x_t, K * I, sum_x_r[rc, g0:g1])
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_step_tall_l1(x, mu_g, K, I, G, RC, GT, TC, O, sum_var_r, t0, t1):
+    for t in range(t0, t1):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        sum_var_t = numpy.zeros(j1 - j0)
+        _forward_step_p1_cols(x, mu_e, sum_var_t, o0, o1, j0, j1)
+        _layout.fold(sum_var_t, K * I, sum_var_r[rc, g0:g1])
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_step_tall_l2(x, out, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, t0, t1):
+    for t in range(t0, t1):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        beta_e = _layout.expand_varying(beta_p, g0, g1, K, I, P)
+        gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        inv_std_e = _layout.spread(inv_std_a[g0:g1], K * I)
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        _forward_step_e_cols(x, out, beta_e, gamma_e, inv_std_e, mu_e, o0, o1, j0, j1)
+
+
+def _forward_step_tall(x, out, mu_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, RC, GT):
+    O = x.shape[0]
+    TC = (G + GT - 1) // GT
+    sum_x_s = numpy.empty(G)
+    sum_var_s = numpy.empty(G)
+    var_a = numpy.empty(G)
+    inv_std_a = numpy.empty(G)
+    sum_x_r = numpy.empty((RC, G))
+    _layout.parallel(_forward_step_tall_l0, RC * TC, (x, K, I, G, RC, GT, TC, O, sum_x_r,), x.size)
+    _layout.sum_chunks(sum_x_r, sum_x_s)
+    _forward_step_g0(sum_x_s, mu_g, m)
+    sum_var_r = numpy.empty((RC, G))
+    _layout.parallel(_forward_step_tall_l1, RC * TC, (x, mu_g, K, I, G, RC, GT, TC, O, sum_var_r,), x.size)
+    _layout.sum_chunks(sum_var_r, sum_var_s)
+    _forward_step_g1(sum_var_s, var_a, std_g, inv_std_a, eps, m)
+    _layout.parallel(_forward_step_tall_l2, RC * TC, (x, out, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a,), x.size)
+
+
+def _forward_step(lay, x, out, mu_g, std_g, beta_p, gamma_p, eps, m):
+    """Forward pass, training mode: the output and per-group values only. Pass 1 sums sum_x (float64) in each group; then mu. Pass 2 sums sum_var (float64) in each group; then var, std, inv_std. Pass 3: out, elementwise."""
+    if lay.strategy == "cols":
+        _forward_step_cols(lay.cols(x), lay.cols(out), mu_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+    elif lay.strategy == "tall":
+        _forward_step_tall(lay.cols(x), lay.cols(out), mu_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+    elif lay.strategy == "krows":
+        _forward_step_krows(lay.krows(x), lay.krows(out), mu_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.chunks)
+    else:
+        _forward_step_rows(x, out, mu_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.chunks)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_step_p0_rows(dout, x, gamma, mu, std):
+    sum_dout_gamma = 0.0
+    sum_dout_gamma_xhat_acc = 0.0
+    dgamma = 0.0
+    dbeta = 0.0
+    for j in range(dout.shape[0]):
+        sum_dout_gamma += numpy.float64(dout[j])*numpy.float64(gamma)
+        sum_dout_gamma_xhat_acc += numpy.float64(dout[j])*numpy.float64(gamma)*(numpy.float64(x[j]) - numpy.float64(mu))
+        dgamma += dout[j]*(x[j] - mu)/std
+        dbeta += dout[j]
+    return (sum_dout_gamma, sum_dout_gamma_xhat_acc, dgamma, dbeta,)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_step_e_rows(dout, x, dx, coef_1, coef_dout_gamma, coef_xhat, gamma, inv_std, mu):
+    for j in range(dout.shape[0]):
+        xhat = inv_std*(x[j] - mu)
+        dx[j] = dout[j]*gamma*coef_dout_gamma + xhat*coef_xhat + coef_1
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_step_rows_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c, dbeta_c, c0, c1):
+    for c in range(c0, c1):
+        work = dout.dtype.type
+        for g in range(c * G // chunks, (c + 1) * G // chunks):
+            p = g % P
+            mu = mu_g[g]
+            std = std_g[g]
+            sum_dout_gamma = 0.0
+            sum_dout_gamma_xhat_acc = 0.0
+            for o in range(O):
+                for k in range(K):
+                    gamma = gamma_p[p, k]
+                    sum_dout_gamma_run, sum_dout_gamma_xhat_acc_run, dgamma_run, dbeta_run, = _backward_step_p0_rows(dout[o, g, k], x[o, g, k], gamma, mu, std)
+                    sum_dout_gamma += sum_dout_gamma_run
+                    sum_dout_gamma_xhat_acc += sum_dout_gamma_xhat_acc_run
+                    dgamma_c[c, p, k] += dgamma_run
+                    dbeta_c[c, p, k] += dbeta_run
+            sum_dout_gamma_xhat = sum_dout_gamma_xhat_acc/std
+            coef_dout_gamma = work(1/std)
+            coef_xhat = work(-sum_dout_gamma_xhat/(m*std))
+            coef_1 = work(-sum_dout_gamma/(m*std))
+            inv_std = work(1/std)
+            for o in range(O):
+                for k in range(K):
+                    gamma = gamma_p[p, k]
+                    _backward_step_e_rows(dout[o, g, k], x[o, g, k], dx[o, g, k], coef_1, coef_dout_gamma, coef_xhat, gamma, inv_std, mu)
+
+
+def _backward_step_rows(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
+    O, G, K, I = dout.shape
+    dgamma_c = numpy.zeros((chunks, P, K))
+    dbeta_c = numpy.zeros((chunks, P, K))
+    _layout.parallel(_backward_step_rows_l0, chunks, (dout, x, dx, mu_g, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c, dbeta_c,), dout.size)
+    _layout.combine_chunks(dgamma_c, dgamma_p)
+    _layout.combine_chunks(dbeta_c, dbeta_p)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_step_p0_krows(dout, x, gamma, mu, std, dgamma, dbeta):
+    sum_dout_gamma = 0.0
+    sum_dout_gamma_xhat_acc = 0.0
+    for j in range(dout.shape[0]):
+        sum_dout_gamma += numpy.float64(dout[j])*numpy.float64(gamma[j])
+        sum_dout_gamma_xhat_acc += numpy.float64(dout[j])*numpy.float64(gamma[j])*(numpy.float64(x[j]) - numpy.float64(mu))
+        dgamma[j] += dout[j]*(x[j] - mu)/std
+        dbeta[j] += dout[j]
+    return (sum_dout_gamma, sum_dout_gamma_xhat_acc,)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_step_e_krows(dout, x, dx, coef_1, coef_dout_gamma, coef_xhat, gamma, inv_std, mu):
+    for j in range(dout.shape[0]):
+        xhat = inv_std*(x[j] - mu)
+        dx[j] = dout[j]*gamma[j]*coef_dout_gamma + xhat*coef_xhat + coef_1
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_step_krows_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, chunks, G, O, dgamma_c, dbeta_c, c0, c1):
+    for c in range(c0, c1):
+        work = dout.dtype.type
+        for g in range(c * G // chunks, (c + 1) * G // chunks):
+            p = g % P
+            mu = mu_g[g]
+            std = std_g[g]
+            sum_dout_gamma = 0.0
+            sum_dout_gamma_xhat_acc = 0.0
+            for o in range(O):
+                sum_dout_gamma_run, sum_dout_gamma_xhat_acc_run, = _backward_step_p0_krows(dout[o, g], x[o, g], gamma_p[p], mu, std, dgamma_c[c, p], dbeta_c[c, p])
+                sum_dout_gamma += sum_dout_gamma_run
+                sum_dout_gamma_xhat_acc += sum_dout_gamma_xhat_acc_run
+            sum_dout_gamma_xhat = sum_dout_gamma_xhat_acc/std
+            coef_dout_gamma = work(1/std)
+            coef_xhat = work(-sum_dout_gamma_xhat/(m*std))
+            coef_1 = work(-sum_dout_gamma/(m*std))
+            inv_std = work(1/std)
+            for o in range(O):
+                _backward_step_e_krows(dout[o, g], x[o, g], dx[o, g], coef_1, coef_dout_gamma, coef_xhat, gamma_p[p], inv_std, mu)
+
+
+def _backward_step_krows(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
+    O, G, K = dout.shape
+    dgamma_c = numpy.zeros((chunks, P, K))
+    dbeta_c = numpy.zeros((chunks, P, K))
+    _layout.parallel(_backward_step_krows_l0, chunks, (dout, x, dx, mu_g, std_g, gamma_p, m, P, chunks, G, O, dgamma_c, dbeta_c,), dout.size)
+    _layout.combine_chunks(dgamma_c, dgamma_p)
+    _layout.combine_chunks(dbeta_c, dbeta_p)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_step_p0_cols(dout, x, gamma, mu, std, sum_dout_gamma, sum_dout_gamma_xhat_acc, dgamma, dbeta, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_dout_gamma[q] += numpy.float64(dout[ou, j])*numpy.float64(gamma[q])
+            sum_dout_gamma_xhat_acc[q] += numpy.float64(dout[ou, j])*numpy.float64(gamma[q])*(numpy.float64(x[ou, j]) - numpy.float64(mu[q]))
+            dgamma[q] += dout[ou, j]*(x[ou, j] - mu[q])/std[q]
+            dbeta[q] += dout[ou, j]
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_step_e_cols(dout, x, dx, coef_1, coef_dout_gamma, coef_xhat, gamma, inv_std, mu, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            xhat = inv_std[q]*(x[ou, j] - mu[q])
+            dx[ou, j] = dout[ou, j]*gamma[q]*coef_dout_gamma[q] + xhat*coef_xhat[q] + coef_1[q]
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_step_g0(sum_dout_gamma, sum_dout_gamma_xhat_acc, std, coef_dout_gamma_w, coef_xhat_w, coef_1_w, inv_std_w, m, like):
+    work = like.dtype.type
+    for g in range(sum_dout_gamma.shape[0]):
+        sum_dout_gamma_xhat = sum_dout_gamma_xhat_acc[g]/std[g]
+        coef_dout_gamma = work(1/std[g])
+        coef_xhat = work(-sum_dout_gamma_xhat/(m*std[g]))
+        coef_1 = work(-sum_dout_gamma[g]/(m*std[g]))
+        inv_std = work(1/std[g])
+        coef_dout_gamma_w[g] = coef_dout_gamma
+        coef_xhat_w[g] = coef_xhat
+        coef_1_w[g] = coef_1
+        inv_std_w[g] = inv_std
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_step_cols_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_c, dbeta_c, like, tc0, tc1):
+    for tc in range(tc0, tc1):
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        sum_dout_gamma_s = numpy.empty(g1 - g0)
+        sum_dout_gamma_xhat_acc_s = numpy.empty(g1 - g0)
+        coef_dout_gamma_a = numpy.empty(g1 - g0, dout.dtype)
+        coef_xhat_a = numpy.empty(g1 - g0, dout.dtype)
+        coef_1_a = numpy.empty(g1 - g0, dout.dtype)
+        inv_std_a = numpy.empty(g1 - g0, dout.dtype)
+        gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        std_e = _layout.spread(std_g[g0:g1], K * I)
+        sum_dout_gamma_t = numpy.zeros(j1 - j0)
+        sum_dout_gamma_xhat_acc_t = numpy.zeros(j1 - j0)
+        dgamma_t = numpy.zeros(j1 - j0)
+        dbeta_t = numpy.zeros(j1 - j0)
+        _backward_step_p0_cols(dout, x, gamma_e, mu_e, std_e, sum_dout_gamma_t, sum_dout_gamma_xhat_acc_t, dgamma_t, dbeta_t, 0, O, j0, j1)
+        _layout.fold(sum_dout_gamma_t, K * I, sum_dout_gamma_s)
+        _layout.fold(sum_dout_gamma_xhat_acc_t, K * I, sum_dout_gamma_xhat_acc_s)
+        _layout.fold_varying(dgamma_t, g0, g1, K, I, P, dgamma_c[tc])
+        _layout.fold_varying(dbeta_t, g0, g1, K, I, P, dbeta_c[tc])
+        _backward_step_g0(sum_dout_gamma_s, sum_dout_gamma_xhat_acc_s, std_g[g0:g1], coef_dout_gamma_a, coef_xhat_a, coef_1_a, inv_std_a, m, like)
+        coef_1_e = _layout.spread(coef_1_a, K * I)
+        coef_dout_gamma_e = _layout.spread(coef_dout_gamma_a, K * I)
+        coef_xhat_e = _layout.spread(coef_xhat_a, K * I)
+        gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        inv_std_e = _layout.spread(inv_std_a, K * I)
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        _backward_step_e_cols(dout, x, dx, coef_1_e, coef_dout_gamma_e, coef_xhat_e, gamma_e, inv_std_e, mu_e, 0, O, j0, j1)
+
+
+def _backward_step_cols(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    like = numpy.empty(0, dout.dtype)
+    dgamma_c = numpy.zeros((TC, P, K))
+    dbeta_c = numpy.zeros((TC, P, K))
+    _layout.parallel(_backward_step_cols_l0, TC, (dout, x, dx, mu_g, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_c, dbeta_c, like,), dout.size)
+    _layout.combine_chunks(dgamma_c, dgamma_p)
+    _layout.combine_chunks(dbeta_c, dbeta_p)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_step_tall_l0(dout, x, mu_g, std_g, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_gamma_r, sum_dout_gamma_xhat_acc_r, dgamma_c, dbeta_c, t0, t1):
+    for t in range(t0, t1):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        std_e = _layout.spread(std_g[g0:g1], K * I)
+        sum_dout_gamma_t = numpy.zeros(j1 - j0)
+        sum_dout_gamma_xhat_acc_t = numpy.zeros(j1 - j0)
+        dgamma_t = numpy.zeros(j1 - j0)
+        dbeta_t = numpy.zeros(j1 - j0)
+        _backward_step_p0_cols(dout, x, gamma_e, mu_e, std_e, sum_dout_gamma_t, sum_dout_gamma_xhat_acc_t, dgamma_t, dbeta_t, o0, o1, j0, j1)
+        _layout.fold(sum_dout_gamma_t, K * I, sum_dout_gamma_r[rc, g0:g1])
+        _layout.fold(sum_dout_gamma_xhat_acc_t, K * I, sum_dout_gamma_xhat_acc_r[rc, g0:g1])
+        _layout.fold_varying(dgamma_t, g0, g1, K, I, P, dgamma_c[t])
+        _layout.fold_varying(dbeta_t, g0, g1, K, I, P, dbeta_c[t])
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_step_tall_l1(dout, x, dx, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_gamma_a, coef_xhat_a, inv_std_a, t0, t1):
+    for t in range(t0, t1):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        coef_1_e = _layout.spread(coef_1_a[g0:g1], K * I)
+        coef_dout_gamma_e = _layout.spread(coef_dout_gamma_a[g0:g1], K * I)
+        coef_xhat_e = _layout.spread(coef_xhat_a[g0:g1], K * I)
+        gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        inv_std_e = _layout.spread(inv_std_a[g0:g1], K * I)
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        _backward_step_e_cols(dout, x, dx, coef_1_e, coef_dout_gamma_e, coef_xhat_e, gamma_e, inv_std_e, mu_e, o0, o1, j0, j1)
+
+
+def _backward_step_tall(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, RC, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    sum_dout_gamma_s = numpy.empty(G)
+    sum_dout_gamma_xhat_acc_s = numpy.empty(G)
+    coef_dout_gamma_a = numpy.empty(G, dout.dtype)
+    coef_xhat_a = numpy.empty(G, dout.dtype)
+    coef_1_a = numpy.empty(G, dout.dtype)
+    inv_std_a = numpy.empty(G, dout.dtype)
+    like = numpy.empty(0, dout.dtype)
+    dgamma_c = numpy.zeros((RC * TC, P, K))
+    dbeta_c = numpy.zeros((RC * TC, P, K))
+    sum_dout_gamma_r = numpy.empty((RC, G))
+    sum_dout_gamma_xhat_acc_r = numpy.empty((RC, G))
+    _layout.parallel(_backward_step_tall_l0, RC * TC, (dout, x, mu_g, std_g, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_gamma_r, sum_dout_gamma_xhat_acc_r, dgamma_c, dbeta_c,), dout.size)
+    _layout.sum_chunks(sum_dout_gamma_r, sum_dout_gamma_s)
+    _layout.sum_chunks(sum_dout_gamma_xhat_acc_r, sum_dout_gamma_xhat_acc_s)
+    _backward_step_g0(sum_dout_gamma_s, sum_dout_gamma_xhat_acc_s, std_g, coef_dout_gamma_a, coef_xhat_a, coef_1_a, inv_std_a, m, like)
+    _layout.parallel(_backward_step_tall_l1, RC * TC, (dout, x, dx, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_gamma_a, coef_xhat_a, inv_std_a,), dout.size)
+    _layout.combine_chunks(dgamma_c, dgamma_p)
+    _layout.combine_chunks(dbeta_c, dbeta_p)
+
+
+def _backward_step(lay, dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m):
+    """Backward pass, the compact form, recomputing from x the per-element values it reads. Pass 1 sums sum_dout_gamma, sum_dout_gamma_xhat_acc (float64) in each group; then sum_dout_gamma_xhat, coef_dout_gamma, coef_xhat, coef_1, inv_std. Pass 2: dx, elementwise."""
+    if lay.strategy == "cols":
+        _backward_step_cols(lay.cols(dout), lay.cols(x), lay.cols(dx), mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+    elif lay.strategy == "tall":
+        _backward_step_tall(lay.cols(dout), lay.cols(x), lay.cols(dx), mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+    elif lay.strategy == "krows":
+        _backward_step_krows(lay.krows(dout), lay.krows(x), lay.krows(dx), mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.chunks)
+    else:
+        _backward_step_rows(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.chunks)
+
+
 def layernorm_forward(x, gamma, beta, ln_param):
     """Layer normalization, forward pass (numba); the same contract as generated.layernorm_forward.
 
@@ -930,28 +1446,28 @@ def forward_train(x, gamma, beta, *, eps, m, axes, param_sum_axes, **_):
     returns the values generated.torch keeps (per-group ones shaped like a statistic, in the input's dtype)."""
     work = x.dtype
     lay = _layout.layout(x.shape, tuple(axes), _layout.param_axes(x.ndim, param_sum_axes), _VARYING)
-    xhat_k = lay.empty(work)
     out_k = lay.empty(work)
+    mu_g = numpy.empty(lay.groups)
     std_g = numpy.empty(lay.groups)
-    _forward_train(
+    _forward_step(
         lay,
         lay.to_kernel(x),
-        xhat_k,
         out_k,
+        mu_g,
         std_g,
         lay.param(beta),
         lay.param(gamma),
         eps,
         m,
     )
-    xhat = lay.from_kernel(xhat_k)
     out = lay.from_kernel(out_k)
+    mu = mu_g.reshape(lay.stat_shape).astype(work)
     std = std_g.reshape(lay.stat_shape).astype(work)
-    return {"xhat": xhat, "out": out, "std": std, }
+    return {"out": out, "mu": mu, "std": std, }
 
 
-def backward_train_fused(dout, gamma, std, xhat, *, eps, m, axes, param_sum_axes, **_):
-    """The compact training backward pass on NumPy arrays of the working view: generated.torch's kernel contract
+def backward_train_fused(dout, gamma, mu, std, x, *, eps, m, axes, param_sum_axes, **_):
+    """The compact training backward pass (x̂ recomputed from x) on NumPy arrays of the working view: generated.torch's kernel contract
     (the names and keywords of generated.torch.layernorm.backward_train_fused), run by the numba kernels;
     returns (dx, dgamma, dbeta), each parameter's gradient shaped like the parameters of the view."""
     work = dout.dtype
@@ -959,11 +1475,12 @@ def backward_train_fused(dout, gamma, std, xhat, *, eps, m, axes, param_sum_axes
     dx_k = lay.empty(work)
     dgamma_p = numpy.empty(lay.param_shape)
     dbeta_p = numpy.empty(lay.param_shape)
-    _backward_compact(
+    _backward_step(
         lay,
         lay.to_kernel(dout),
-        lay.to_kernel(xhat),
+        lay.to_kernel(x),
         dx_k,
+        lay.stat(mu),
         lay.stat(std),
         lay.param(gamma),
         dgamma_p,

@@ -539,6 +539,372 @@ def _backward_staged(lay, dout, out, dx, std_g, m):
         _backward_staged_rows(dout, out, dx, std_g, m, lay.P, lay.chunks)
 
 
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_step_p0_rows(x):
+    sum_x = 0.0
+    for j in range(x.shape[0]):
+        sum_x += numpy.float64(x[j])
+    return (sum_x,)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_step_p1_rows(x, mu):
+    sum_var = 0.0
+    for j in range(x.shape[0]):
+        sum_var += (numpy.float64(x[j]) - numpy.float64(mu))**2
+    return (sum_var,)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_step_e_rows(x, out, inv_std, mu):
+    for j in range(x.shape[0]):
+        out[j] = inv_std*(x[j] - mu)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_step_rows_l0(x, out, mu_g, std_g, eps, m, P, chunks, G, O, K, c0, c1):
+    for c in range(c0, c1):
+        for g in range(c * G // chunks, (c + 1) * G // chunks):
+            p = g % P
+            sum_x = 0.0
+            for o in range(O):
+                for k in range(K):
+                    sum_x_run, = _forward_step_p0_rows(x[o, g, k])
+                    sum_x += sum_x_run
+            mu = sum_x/m
+            mu_g[g] = mu
+            sum_var = 0.0
+            for o in range(O):
+                for k in range(K):
+                    sum_var_run, = _forward_step_p1_rows(x[o, g, k], mu)
+                    sum_var += sum_var_run
+            var = sum_var/m
+            std = math.sqrt(eps + var)
+            inv_std = 1/std
+            std_g[g] = std
+            for o in range(O):
+                for k in range(K):
+                    _forward_step_e_rows(x[o, g, k], out[o, g, k], inv_std, mu)
+
+
+def _forward_step_rows(x, out, mu_g, std_g, eps, m, P, chunks):
+    O, G, K, I = x.shape
+    _layout.parallel(_forward_step_rows_l0, chunks, (x, out, mu_g, std_g, eps, m, P, chunks, G, O, K,), x.size)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_step_p0_cols(x, sum_x, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_x[q] += numpy.float64(x[ou, j])
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_step_p1_cols(x, mu, sum_var, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_var[q] += (numpy.float64(x[ou, j]) - numpy.float64(mu[q]))**2
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_step_e_cols(x, out, inv_std, mu, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            out[ou, j] = inv_std[q]*(x[ou, j] - mu[q])
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_step_g0(sum_x, mu_w, m):
+    for g in range(sum_x.shape[0]):
+        mu = sum_x[g]/m
+        mu_w[g] = mu
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_step_g1(sum_var, var_w, std_w, inv_std_w, eps, m):
+    for g in range(sum_var.shape[0]):
+        var = sum_var[g]/m
+        std = math.sqrt(eps + var)
+        inv_std = 1/std
+        var_w[g] = var
+        std_w[g] = std
+        inv_std_w[g] = inv_std
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_step_cols_l0(x, out, mu_g, std_g, eps, m, K, I, G, GT, O, tc0, tc1):
+    for tc in range(tc0, tc1):
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        sum_x_s = numpy.empty(g1 - g0)
+        sum_var_s = numpy.empty(g1 - g0)
+        var_a = numpy.empty(g1 - g0)
+        inv_std_a = numpy.empty(g1 - g0)
+        sum_x_t = numpy.zeros(j1 - j0)
+        _forward_step_p0_cols(x, sum_x_t, 0, O, j0, j1)
+        _layout.fold(sum_x_t, K * I, sum_x_s)
+        _forward_step_g0(sum_x_s, mu_g[g0:g1], m)
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        sum_var_t = numpy.zeros(j1 - j0)
+        _forward_step_p1_cols(x, mu_e, sum_var_t, 0, O, j0, j1)
+        _layout.fold(sum_var_t, K * I, sum_var_s)
+        _forward_step_g1(sum_var_s, var_a, std_g[g0:g1], inv_std_a, eps, m)
+        inv_std_e = _layout.spread(inv_std_a, K * I)
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        _forward_step_e_cols(x, out, inv_std_e, mu_e, 0, O, j0, j1)
+
+
+def _forward_step_cols(x, out, mu_g, std_g, eps, m, P, K, I, G, GT):
+    O = x.shape[0]
+    TC = (G + GT - 1) // GT
+    _layout.parallel(_forward_step_cols_l0, TC, (x, out, mu_g, std_g, eps, m, K, I, G, GT, O,), x.size)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_step_tall_l0(x, K, I, G, RC, GT, TC, O, sum_x_r, t0, t1):
+    for t in range(t0, t1):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        sum_x_t = numpy.zeros(j1 - j0)
+        _forward_step_p0_cols(x, sum_x_t, o0, o1, j0, j1)
+        _layout.fold(sum_x_t, K * I, sum_x_r[rc, g0:g1])
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_step_tall_l1(x, mu_g, K, I, G, RC, GT, TC, O, sum_var_r, t0, t1):
+    for t in range(t0, t1):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        sum_var_t = numpy.zeros(j1 - j0)
+        _forward_step_p1_cols(x, mu_e, sum_var_t, o0, o1, j0, j1)
+        _layout.fold(sum_var_t, K * I, sum_var_r[rc, g0:g1])
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_step_tall_l2(x, out, mu_g, K, I, G, RC, GT, TC, O, inv_std_a, t0, t1):
+    for t in range(t0, t1):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        inv_std_e = _layout.spread(inv_std_a[g0:g1], K * I)
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        _forward_step_e_cols(x, out, inv_std_e, mu_e, o0, o1, j0, j1)
+
+
+def _forward_step_tall(x, out, mu_g, std_g, eps, m, P, K, I, G, RC, GT):
+    O = x.shape[0]
+    TC = (G + GT - 1) // GT
+    sum_x_s = numpy.empty(G)
+    sum_var_s = numpy.empty(G)
+    var_a = numpy.empty(G)
+    inv_std_a = numpy.empty(G)
+    sum_x_r = numpy.empty((RC, G))
+    _layout.parallel(_forward_step_tall_l0, RC * TC, (x, K, I, G, RC, GT, TC, O, sum_x_r,), x.size)
+    _layout.sum_chunks(sum_x_r, sum_x_s)
+    _forward_step_g0(sum_x_s, mu_g, m)
+    sum_var_r = numpy.empty((RC, G))
+    _layout.parallel(_forward_step_tall_l1, RC * TC, (x, mu_g, K, I, G, RC, GT, TC, O, sum_var_r,), x.size)
+    _layout.sum_chunks(sum_var_r, sum_var_s)
+    _forward_step_g1(sum_var_s, var_a, std_g, inv_std_a, eps, m)
+    _layout.parallel(_forward_step_tall_l2, RC * TC, (x, out, mu_g, K, I, G, RC, GT, TC, O, inv_std_a,), x.size)
+
+
+def _forward_step(lay, x, out, mu_g, std_g, eps, m):
+    """Forward pass, training mode: the output and per-group values only. Pass 1 sums sum_x (float64) in each group; then mu. Pass 2 sums sum_var (float64) in each group; then var, std, inv_std. Pass 3: out, elementwise."""
+    if lay.strategy == "cols":
+        _forward_step_cols(lay.cols(x), lay.cols(out), mu_g, std_g, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+    elif lay.strategy == "tall":
+        _forward_step_tall(lay.cols(x), lay.cols(out), mu_g, std_g, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+    else:
+        _forward_step_rows(x, out, mu_g, std_g, eps, m, lay.P, lay.chunks)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_step_p0_rows(dout, x, mu):
+    sum_dout = 0.0
+    sum_dout_out_acc = 0.0
+    for j in range(dout.shape[0]):
+        sum_dout += numpy.float64(dout[j])
+        sum_dout_out_acc += numpy.float64(dout[j])*(numpy.float64(x[j]) - numpy.float64(mu))
+    return (sum_dout, sum_dout_out_acc,)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_step_e_rows(dout, x, dx, coef_1, coef_dout, coef_out, inv_std, mu):
+    for j in range(dout.shape[0]):
+        out = inv_std*(x[j] - mu)
+        dx[j] = dout[j]*coef_dout + out*coef_out + coef_1
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_step_rows_l0(dout, x, dx, mu_g, std_g, m, P, chunks, G, O, K, c0, c1):
+    for c in range(c0, c1):
+        work = dout.dtype.type
+        for g in range(c * G // chunks, (c + 1) * G // chunks):
+            p = g % P
+            mu = mu_g[g]
+            std = std_g[g]
+            sum_dout = 0.0
+            sum_dout_out_acc = 0.0
+            for o in range(O):
+                for k in range(K):
+                    sum_dout_run, sum_dout_out_acc_run, = _backward_step_p0_rows(dout[o, g, k], x[o, g, k], mu)
+                    sum_dout += sum_dout_run
+                    sum_dout_out_acc += sum_dout_out_acc_run
+            sum_dout_out = sum_dout_out_acc/std
+            coef_dout = work(1/std)
+            coef_out = work(-sum_dout_out/(m*std))
+            coef_1 = work(-sum_dout/(m*std))
+            inv_std = work(1/std)
+            for o in range(O):
+                for k in range(K):
+                    _backward_step_e_rows(dout[o, g, k], x[o, g, k], dx[o, g, k], coef_1, coef_dout, coef_out, inv_std, mu)
+
+
+def _backward_step_rows(dout, x, dx, mu_g, std_g, m, P, chunks):
+    O, G, K, I = dout.shape
+    _layout.parallel(_backward_step_rows_l0, chunks, (dout, x, dx, mu_g, std_g, m, P, chunks, G, O, K,), dout.size)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_step_p0_cols(dout, x, mu, sum_dout, sum_dout_out_acc, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_dout[q] += numpy.float64(dout[ou, j])
+            sum_dout_out_acc[q] += numpy.float64(dout[ou, j])*(numpy.float64(x[ou, j]) - numpy.float64(mu[q]))
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_step_e_cols(dout, x, dx, coef_1, coef_dout, coef_out, inv_std, mu, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            out = inv_std[q]*(x[ou, j] - mu[q])
+            dx[ou, j] = dout[ou, j]*coef_dout[q] + out*coef_out[q] + coef_1[q]
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_step_g0(sum_dout, sum_dout_out_acc, std, coef_dout_w, coef_out_w, coef_1_w, inv_std_w, m, like):
+    work = like.dtype.type
+    for g in range(sum_dout.shape[0]):
+        sum_dout_out = sum_dout_out_acc[g]/std[g]
+        coef_dout = work(1/std[g])
+        coef_out = work(-sum_dout_out/(m*std[g]))
+        coef_1 = work(-sum_dout[g]/(m*std[g]))
+        inv_std = work(1/std[g])
+        coef_dout_w[g] = coef_dout
+        coef_out_w[g] = coef_out
+        coef_1_w[g] = coef_1
+        inv_std_w[g] = inv_std
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_step_cols_l0(dout, x, dx, mu_g, std_g, m, K, I, G, GT, O, like, tc0, tc1):
+    for tc in range(tc0, tc1):
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        sum_dout_s = numpy.empty(g1 - g0)
+        sum_dout_out_acc_s = numpy.empty(g1 - g0)
+        coef_dout_a = numpy.empty(g1 - g0, dout.dtype)
+        coef_out_a = numpy.empty(g1 - g0, dout.dtype)
+        coef_1_a = numpy.empty(g1 - g0, dout.dtype)
+        inv_std_a = numpy.empty(g1 - g0, dout.dtype)
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        sum_dout_t = numpy.zeros(j1 - j0)
+        sum_dout_out_acc_t = numpy.zeros(j1 - j0)
+        _backward_step_p0_cols(dout, x, mu_e, sum_dout_t, sum_dout_out_acc_t, 0, O, j0, j1)
+        _layout.fold(sum_dout_t, K * I, sum_dout_s)
+        _layout.fold(sum_dout_out_acc_t, K * I, sum_dout_out_acc_s)
+        _backward_step_g0(sum_dout_s, sum_dout_out_acc_s, std_g[g0:g1], coef_dout_a, coef_out_a, coef_1_a, inv_std_a, m, like)
+        coef_1_e = _layout.spread(coef_1_a, K * I)
+        coef_dout_e = _layout.spread(coef_dout_a, K * I)
+        coef_out_e = _layout.spread(coef_out_a, K * I)
+        inv_std_e = _layout.spread(inv_std_a, K * I)
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        _backward_step_e_cols(dout, x, dx, coef_1_e, coef_dout_e, coef_out_e, inv_std_e, mu_e, 0, O, j0, j1)
+
+
+def _backward_step_cols(dout, x, dx, mu_g, std_g, m, P, K, I, G, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    like = numpy.empty(0, dout.dtype)
+    _layout.parallel(_backward_step_cols_l0, TC, (dout, x, dx, mu_g, std_g, m, K, I, G, GT, O, like,), dout.size)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_step_tall_l0(dout, x, mu_g, K, I, G, RC, GT, TC, O, sum_dout_r, sum_dout_out_acc_r, t0, t1):
+    for t in range(t0, t1):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        sum_dout_t = numpy.zeros(j1 - j0)
+        sum_dout_out_acc_t = numpy.zeros(j1 - j0)
+        _backward_step_p0_cols(dout, x, mu_e, sum_dout_t, sum_dout_out_acc_t, o0, o1, j0, j1)
+        _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
+        _layout.fold(sum_dout_out_acc_t, K * I, sum_dout_out_acc_r[rc, g0:g1])
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_step_tall_l1(dout, x, dx, mu_g, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_a, coef_out_a, inv_std_a, t0, t1):
+    for t in range(t0, t1):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        coef_1_e = _layout.spread(coef_1_a[g0:g1], K * I)
+        coef_dout_e = _layout.spread(coef_dout_a[g0:g1], K * I)
+        coef_out_e = _layout.spread(coef_out_a[g0:g1], K * I)
+        inv_std_e = _layout.spread(inv_std_a[g0:g1], K * I)
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        _backward_step_e_cols(dout, x, dx, coef_1_e, coef_dout_e, coef_out_e, inv_std_e, mu_e, o0, o1, j0, j1)
+
+
+def _backward_step_tall(dout, x, dx, mu_g, std_g, m, P, K, I, G, RC, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    sum_dout_s = numpy.empty(G)
+    sum_dout_out_acc_s = numpy.empty(G)
+    coef_dout_a = numpy.empty(G, dout.dtype)
+    coef_out_a = numpy.empty(G, dout.dtype)
+    coef_1_a = numpy.empty(G, dout.dtype)
+    inv_std_a = numpy.empty(G, dout.dtype)
+    like = numpy.empty(0, dout.dtype)
+    sum_dout_r = numpy.empty((RC, G))
+    sum_dout_out_acc_r = numpy.empty((RC, G))
+    _layout.parallel(_backward_step_tall_l0, RC * TC, (dout, x, mu_g, K, I, G, RC, GT, TC, O, sum_dout_r, sum_dout_out_acc_r,), dout.size)
+    _layout.sum_chunks(sum_dout_r, sum_dout_s)
+    _layout.sum_chunks(sum_dout_out_acc_r, sum_dout_out_acc_s)
+    _backward_step_g0(sum_dout_s, sum_dout_out_acc_s, std_g, coef_dout_a, coef_out_a, coef_1_a, inv_std_a, m, like)
+    _layout.parallel(_backward_step_tall_l1, RC * TC, (dout, x, dx, mu_g, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_a, coef_out_a, inv_std_a,), dout.size)
+
+
+def _backward_step(lay, dout, x, dx, mu_g, std_g, m):
+    """Backward pass, the compact form, recomputing from x the per-element values it reads. Pass 1 sums sum_dout, sum_dout_out_acc (float64) in each group; then sum_dout_out, coef_dout, coef_out, coef_1, inv_std. Pass 2: dx, elementwise."""
+    if lay.strategy == "cols":
+        _backward_step_cols(lay.cols(dout), lay.cols(x), lay.cols(dx), mu_g, std_g, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+    elif lay.strategy == "tall":
+        _backward_step_tall(lay.cols(dout), lay.cols(x), lay.cols(dx), mu_g, std_g, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+    else:
+        _backward_step_rows(dout, x, dx, mu_g, std_g, m, lay.P, lay.chunks)
+
+
 def weight_standardization_forward(x, ws_param):
     """Weight standardization, forward pass (numba); the same contract as generated.weight_standardization_forward.
 
@@ -671,32 +1037,36 @@ def forward_train(x, *, eps, m, axes, param_sum_axes, **_):
     work = x.dtype
     lay = _layout.layout(x.shape, tuple(axes), _layout.param_axes(x.ndim, param_sum_axes), _VARYING)
     out_k = lay.empty(work)
+    mu_g = numpy.empty(lay.groups)
     std_g = numpy.empty(lay.groups)
-    _forward_train(
+    _forward_step(
         lay,
         lay.to_kernel(x),
         out_k,
+        mu_g,
         std_g,
         eps,
         m,
     )
     out = lay.from_kernel(out_k)
+    mu = mu_g.reshape(lay.stat_shape).astype(work)
     std = std_g.reshape(lay.stat_shape).astype(work)
-    return {"out": out, "std": std, }
+    return {"out": out, "mu": mu, "std": std, }
 
 
-def backward_train_fused(dout, out, std, *, eps, m, axes, param_sum_axes, **_):
-    """The compact training backward pass on NumPy arrays of the working view: generated.torch's kernel contract
+def backward_train_fused(dout, mu, std, x, *, eps, m, axes, param_sum_axes, **_):
+    """The compact training backward pass (x̂ recomputed from x) on NumPy arrays of the working view: generated.torch's kernel contract
     (the names and keywords of generated.torch.weight_standardization.backward_train_fused), run by the numba kernels;
     returns (dx), each parameter's gradient shaped like the parameters of the view."""
     work = dout.dtype
     lay = _layout.layout(dout.shape, tuple(axes), _layout.param_axes(dout.ndim, param_sum_axes), _VARYING)
     dx_k = lay.empty(work)
-    _backward_compact(
+    _backward_step(
         lay,
         lay.to_kernel(dout),
-        lay.to_kernel(out),
+        lay.to_kernel(x),
         dx_k,
+        lay.stat(mu),
         lay.stat(std),
         m,
     )

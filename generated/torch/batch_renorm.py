@@ -7,7 +7,9 @@ generated/batch_renorm.py (see generated/derivations/batch_renorm.md).  The
 kernels work on a view of the input whose groups lie along ``axes``; the
 functions of generated.torch.functional choose the view.  Every operation is a
 differentiable torch operation in ``backward_train``; ``backward_train_fused`` is the
-same assignments written into place.
+same assignments written into place.  A training step keeps the output and per-group values
+only (TRAIN_VALUES): the backward recomputes each per-element value it reads from x by the
+forward's own assignment, as torch's kernels recompute x̂, so x̂ is neither written nor read back.
 
 Each pass runs as a custom operator (torch.library), so that torch.compile and torch.export
 see one opaque call with a fake implementation: on a CUDA tensor it runs the Triton kernels of
@@ -77,9 +79,10 @@ def backward_test(dout, gamma, std, xhat, *, eps, r_max, d_max, momentum, m, axe
     return (dx, dgamma, dbeta,)
 
 
-def backward_train(dout, d, gamma, r, std, xhat, *, eps, r_max, d_max, momentum, m, axes, param_sum_axes, outer_axes, **_):
+def backward_train(dout, d, gamma, mu, r, std, x, *, eps, r_max, d_max, momentum, m, axes, param_sum_axes, outer_axes, **_):
     """The compact backward pass: named group sums, per-group coefficients, dx, then the
     parameter gradients."""
+    xhat = d + r*(x - mu)/std
     sum_dout = dout.sum(dim=axes, keepdim=True)
     sum_dout_xhat = (dout*xhat).sum(dim=axes, keepdim=True)
     coef_dout = gamma*r/std
@@ -92,10 +95,11 @@ def backward_train(dout, d, gamma, r, std, xhat, *, eps, r_max, d_max, momentum,
 
 
 @torch.no_grad()
-def backward_train_fused(dout, d, gamma, r, std, xhat, *, eps, r_max, d_max, momentum, m, axes, param_sum_axes, outer_axes, **_):
+def backward_train_fused(dout, d, gamma, mu, r, std, x, *, eps, r_max, d_max, momentum, m, axes, param_sum_axes, outer_axes, **_):
     """The same assignments as backward_train, each written into its result (out=, in place)
     so that no full-size temporary is made per operation; not differentiable, for a backward
     that autograd does not record."""
+    xhat = d + r*(x - mu)/std
     sum_dout = dout.sum(dim=axes, keepdim=True)
     _t = torch.mul(dout, xhat)
     sum_dout_xhat = _t.sum(dim=axes, keepdim=True)
@@ -113,19 +117,19 @@ def backward_train_fused(dout, d, gamma, r, std, xhat, *, eps, r_max, d_max, mom
 
 _forward_train = _rt.operator("batch_renorm", "forward_train", __name__, "forward_train",
                              ("x", "gamma", "beta", "running_var", "running_mean", ), ("eps", "r_max", "d_max", "momentum", ),
-                             (("out", "element"), ("d", "group"), ("r", "group"), ("std", "group"), ("xhat", "element"), ("mu", "group"), ("var", "group"), ))
+                             (("out", "element"), ("d", "group"), ("mu", "group"), ("r", "group"), ("std", "group"), ("var", "group"), ))
 _forward_test = _rt.operator("batch_renorm", "forward_test", __name__, "forward_test",
                              ("x", "gamma", "beta", "mu", "var", ), ("eps", "r_max", "d_max", "momentum", ),
                              (("out", "element"), ("std", "group"), ("xhat", "element"), ))
 _backward_train = _rt.operator("batch_renorm", "backward_train", __name__, "backward_train_fused",
-                             ("dout", "d", "gamma", "r", "std", "xhat", ), ("eps", "r_max", "d_max", "momentum", ),
+                             ("dout", "d", "gamma", "mu", "r", "std", "x", ), ("eps", "r_max", "d_max", "momentum", ),
                              (("dx", "element"), ("dgamma", "param"), ("dbeta", "param"), ))
 _backward_test = _rt.operator("batch_renorm", "backward_test", __name__, "backward_test",
                              ("dout", "gamma", "std", "xhat", ), ("eps", "r_max", "d_max", "momentum", ),
                              (("dx", "element"), ("dgamma", "param"), ("dbeta", "param"), ))
 
 #: what the training forward gives: the output, then the values the backward reads and the statistics
-TRAIN_VALUES = ("out", "d", "r", "std", "xhat", "mu", "var", )
+TRAIN_VALUES = ("out", "d", "mu", "r", "std", "var", )
 TEST_VALUES = ("out", "std", "xhat", )
 
 
@@ -148,7 +152,8 @@ class Train(torch.autograd.Function):
         x, gamma, beta, running_var, running_mean, const, layout = inputs
         values = dict(zip(TRAIN_VALUES, output))
         ctx.mark_non_differentiable(*output[1:])
-        ctx.save_for_backward(x, gamma, beta, running_var, running_mean, values["d"], values["r"], values["std"], values["xhat"])
+        ctx.set_materialize_grads(False)  # no zeros of x's size for the statistics' gradients
+        ctx.save_for_backward(x, gamma, beta, running_var, running_mean, values["d"], values["mu"], values["r"], values["std"])
         ctx.save_for_forward(x, gamma, beta, running_var, running_mean)
         ctx.const, ctx.layout = const, layout
 
@@ -157,10 +162,12 @@ class Train(torch.autograd.Function):
         x, gamma, beta, running_var, running_mean, *rest = ctx.saved_tensors
         reads = dict(zip(READS_RUNNING, (running_var, running_mean, )))
         none = (None,) * (len(READS_RUNNING) + 2)
+        if dout is None:  # the output took no part in the loss (grads are not materialized)
+            return (None,) * 3 + none
         if torch.is_grad_enabled():  # a second derivative: the derived double backward (Backward)
             return (*_rt.apply(Backward, Backward, dout, x, gamma, beta, *reads.values(), ctx.const, ctx.layout), *none)
-        values = dict(zip(("d", "r", "std", "xhat", ), rest))
-        grads = _backward_train(dout, values["d"], gamma, values["r"], values["std"], values["xhat"], *_layout_args(ctx.const, ctx.layout))
+        values = dict(zip(("d", "mu", "r", "std", ), rest))
+        grads = _backward_train(dout, values["d"], gamma, values["mu"], values["r"], values["std"], x, *_layout_args(ctx.const, ctx.layout))
         return (*grads, *none)
 
 
@@ -215,7 +222,7 @@ class Backward(torch.autograd.Function):
     def forward(dout, x, gamma, beta, running_var, running_mean, const, layout):
         reads = dict(zip(READS_RUNNING, (running_var, running_mean, )))
         values = forward_train(x, gamma, beta, **reads, **const, **layout)
-        return backward_train(dout, d=values["d"], gamma=gamma, r=values["r"], std=values["std"], xhat=values["xhat"], **const, **layout)
+        return backward_train(dout, d=values["d"], gamma=gamma, mu=values["mu"], r=values["r"], std=values["std"], x=x, **const, **layout)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -247,6 +254,7 @@ class Test(torch.autograd.Function):
         x, gamma, beta, mu, var, const, layout = inputs
         values = dict(zip(TEST_VALUES, output))
         ctx.mark_non_differentiable(*output[1:])
+        ctx.set_materialize_grads(False)  # no zeros of x's size for the statistics' gradients
         ctx.save_for_backward(x, gamma, beta, mu, var, values["std"], values["xhat"])
         ctx.save_for_forward(x, gamma, beta, mu, var)
         ctx.const, ctx.layout = const, layout
@@ -256,6 +264,8 @@ class Test(torch.autograd.Function):
         x, gamma, beta, mu, var, *rest = ctx.saved_tensors
         stats = {"mu": mu, "var": var, }
         none = (None,) * (len(STATS) + 2)
+        if dout is None:  # the output took no part in the loss (grads are not materialized)
+            return (None,) * 3 + none
         if torch.is_grad_enabled():  # a second derivative: the printed operations, recorded
             values = forward_test(x, gamma, beta, **stats, **ctx.const, **ctx.layout)
             return (*backward_test(dout, gamma=gamma, std=values["std"], xhat=values["xhat"], **ctx.const, **ctx.layout), *none)

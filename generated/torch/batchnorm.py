@@ -7,7 +7,9 @@ generated/batchnorm.py (see generated/derivations/batchnorm.md).  The
 kernels work on a view of the input whose groups lie along ``axes``; the
 functions of generated.torch.functional choose the view.  Every operation is a
 differentiable torch operation in ``backward_train``; ``backward_train_fused`` is the
-same assignments written into place.
+same assignments written into place.  A training step keeps the output and per-group values
+only (TRAIN_VALUES): the backward recomputes each per-element value it reads from x by the
+forward's own assignment, as torch's kernels recompute x̂, so x̂ is neither written nor read back.
 
 Each pass runs as a custom operator (torch.library), so that torch.compile and torch.export
 see one opaque call with a fake implementation: on a CUDA tensor it runs the Triton kernels of
@@ -71,9 +73,10 @@ def backward_test(dout, gamma, std, xhat, *, eps, momentum, m, axes, param_sum_a
     return (dx, dgamma, dbeta,)
 
 
-def backward_train(dout, gamma, std, xhat, *, eps, momentum, m, axes, param_sum_axes, outer_axes, **_):
+def backward_train(dout, gamma, mu, std, x, *, eps, momentum, m, axes, param_sum_axes, outer_axes, **_):
     """The compact backward pass: named group sums, per-group coefficients, dx, then the
     parameter gradients."""
+    xhat = (x - mu)/std
     sum_dout = dout.sum(dim=axes, keepdim=True)
     sum_dout_xhat = (dout*xhat).sum(dim=axes, keepdim=True)
     coef_dout = gamma/std
@@ -86,10 +89,11 @@ def backward_train(dout, gamma, std, xhat, *, eps, momentum, m, axes, param_sum_
 
 
 @torch.no_grad()
-def backward_train_fused(dout, gamma, std, xhat, *, eps, momentum, m, axes, param_sum_axes, outer_axes, **_):
+def backward_train_fused(dout, gamma, mu, std, x, *, eps, momentum, m, axes, param_sum_axes, outer_axes, **_):
     """The same assignments as backward_train, each written into its result (out=, in place)
     so that no full-size temporary is made per operation; not differentiable, for a backward
     that autograd does not record."""
+    xhat = (x - mu)/std
     sum_dout = dout.sum(dim=axes, keepdim=True)
     _t = torch.mul(dout, xhat)
     sum_dout_xhat = _t.sum(dim=axes, keepdim=True)
@@ -107,19 +111,19 @@ def backward_train_fused(dout, gamma, std, xhat, *, eps, momentum, m, axes, para
 
 _forward_train = _rt.operator("batchnorm", "forward_train", __name__, "forward_train",
                              ("x", "gamma", "beta", ), ("eps", "momentum", ),
-                             (("out", "element"), ("std", "group"), ("xhat", "element"), ("mu", "group"), ("var", "group"), ))
+                             (("out", "element"), ("mu", "group"), ("std", "group"), ("var", "group"), ))
 _forward_test = _rt.operator("batchnorm", "forward_test", __name__, "forward_test",
                              ("x", "gamma", "beta", "mu", "var", ), ("eps", "momentum", ),
                              (("out", "element"), ("std", "group"), ("xhat", "element"), ))
 _backward_train = _rt.operator("batchnorm", "backward_train", __name__, "backward_train_fused",
-                             ("dout", "gamma", "std", "xhat", ), ("eps", "momentum", ),
+                             ("dout", "gamma", "mu", "std", "x", ), ("eps", "momentum", ),
                              (("dx", "element"), ("dgamma", "param"), ("dbeta", "param"), ))
 _backward_test = _rt.operator("batchnorm", "backward_test", __name__, "backward_test",
                              ("dout", "gamma", "std", "xhat", ), ("eps", "momentum", ),
                              (("dx", "element"), ("dgamma", "param"), ("dbeta", "param"), ))
 
 #: what the training forward gives: the output, then the values the backward reads and the statistics
-TRAIN_VALUES = ("out", "std", "xhat", "mu", "var", )
+TRAIN_VALUES = ("out", "mu", "std", "var", )
 TEST_VALUES = ("out", "std", "xhat", )
 
 
@@ -142,7 +146,8 @@ class Train(torch.autograd.Function):
         x, gamma, beta, const, layout = inputs
         values = dict(zip(TRAIN_VALUES, output))
         ctx.mark_non_differentiable(*output[1:])
-        ctx.save_for_backward(x, gamma, beta, values["std"], values["xhat"])
+        ctx.set_materialize_grads(False)  # no zeros of x's size for the statistics' gradients
+        ctx.save_for_backward(x, gamma, beta, values["mu"], values["std"])
         ctx.save_for_forward(x, gamma, beta)
         ctx.const, ctx.layout = const, layout
 
@@ -151,10 +156,12 @@ class Train(torch.autograd.Function):
         x, gamma, beta, *rest = ctx.saved_tensors
         reads = dict(zip(READS_RUNNING, ()))
         none = (None,) * (len(READS_RUNNING) + 2)
+        if dout is None:  # the output took no part in the loss (grads are not materialized)
+            return (None,) * 3 + none
         if torch.is_grad_enabled():  # a second derivative: the derived double backward (Backward)
             return (*_rt.apply(Backward, Backward, dout, x, gamma, beta, *reads.values(), ctx.const, ctx.layout), *none)
-        values = dict(zip(("std", "xhat", ), rest))
-        grads = _backward_train(dout, gamma, values["std"], values["xhat"], *_layout_args(ctx.const, ctx.layout))
+        values = dict(zip(("mu", "std", ), rest))
+        grads = _backward_train(dout, gamma, values["mu"], values["std"], x, *_layout_args(ctx.const, ctx.layout))
         return (*grads, *none)
 
 
@@ -209,7 +216,7 @@ class Backward(torch.autograd.Function):
     def forward(dout, x, gamma, beta, const, layout):
         reads = dict(zip(READS_RUNNING, ()))
         values = forward_train(x, gamma, beta, **reads, **const, **layout)
-        return backward_train(dout, gamma=gamma, std=values["std"], xhat=values["xhat"], **const, **layout)
+        return backward_train(dout, gamma=gamma, mu=values["mu"], std=values["std"], x=x, **const, **layout)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -241,6 +248,7 @@ class Test(torch.autograd.Function):
         x, gamma, beta, mu, var, const, layout = inputs
         values = dict(zip(TEST_VALUES, output))
         ctx.mark_non_differentiable(*output[1:])
+        ctx.set_materialize_grads(False)  # no zeros of x's size for the statistics' gradients
         ctx.save_for_backward(x, gamma, beta, mu, var, values["std"], values["xhat"])
         ctx.save_for_forward(x, gamma, beta, mu, var)
         ctx.const, ctx.layout = const, layout
@@ -250,6 +258,8 @@ class Test(torch.autograd.Function):
         x, gamma, beta, mu, var, *rest = ctx.saved_tensors
         stats = {"mu": mu, "var": var, }
         none = (None,) * (len(STATS) + 2)
+        if dout is None:  # the output took no part in the loss (grads are not materialized)
+            return (None,) * 3 + none
         if torch.is_grad_enabled():  # a second derivative: the printed operations, recorded
             values = forward_test(x, gamma, beta, **stats, **ctx.const, **ctx.layout)
             return (*backward_test(dout, gamma=gamma, std=values["std"], xhat=values["xhat"], **ctx.const, **ctx.layout), *none)

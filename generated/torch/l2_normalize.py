@@ -7,7 +7,9 @@ generated/l2_normalize.py (see generated/derivations/l2_normalize.md).  The
 kernels work on a view of the input whose groups lie along ``axes``; the
 functions of generated.torch.functional choose the view.  Every operation is a
 differentiable torch operation in ``backward_train``; ``backward_train_fused`` is the
-same assignments written into place.
+same assignments written into place.  A training step keeps the output and per-group values
+only (TRAIN_VALUES): the backward recomputes each per-element value it reads from x by the
+forward's own assignment, as torch's kernels recompute x̂, so x̂ is neither written nor read back.
 
 Each pass runs as a custom operator (torch.library), so that torch.compile and torch.export
 see one opaque call with a fake implementation: on a CUDA tensor it runs the Triton kernels of
@@ -36,9 +38,10 @@ def forward_train(x, *, eps, m, axes, **_):
     return {"sq": sq, "norm": norm, "den": den, "out": out, }
 
 
-def backward_train(dout, den, norm, out, *, eps, m, axes, param_sum_axes, outer_axes, **_):
+def backward_train(dout, den, norm, x, *, eps, m, axes, param_sum_axes, outer_axes, **_):
     """The compact backward pass: named group sums, per-group coefficients, dx, then the
     parameter gradients."""
+    out = _rt.divide_or_zero(x, den)
     sum_dout_out = (dout*out).sum(dim=axes, keepdim=True)
     coef_dout = 1/den
     coef_out = _rt.divide_or_zero(-sum_dout_out*_rt.step(-eps + norm, 1), norm)
@@ -47,10 +50,11 @@ def backward_train(dout, den, norm, out, *, eps, m, axes, param_sum_axes, outer_
 
 
 @torch.no_grad()
-def backward_train_fused(dout, den, norm, out, *, eps, m, axes, param_sum_axes, outer_axes, **_):
+def backward_train_fused(dout, den, norm, x, *, eps, m, axes, param_sum_axes, outer_axes, **_):
     """The same assignments as backward_train, each written into its result (out=, in place)
     so that no full-size temporary is made per operation; not differentiable, for a backward
     that autograd does not record."""
+    out = torch.mul(x, 1/den)
     _t = torch.mul(dout, out)
     sum_dout_out = _t.sum(dim=axes, keepdim=True)
     coef_dout = 1/den
@@ -66,7 +70,7 @@ _forward_train = _rt.operator("l2_normalize", "forward_train", __name__, "forwar
                              ("x", ), ("eps", ),
                              (("out", "element"), ("den", "group"), ("norm", "group"), ))
 _backward_train = _rt.operator("l2_normalize", "backward_train", __name__, "backward_train_fused",
-                             ("dout", "den", "norm", "out", ), ("eps", ),
+                             ("dout", "den", "norm", "x", ), ("eps", ),
                              (("dx", "element"), ))
 
 #: what the training forward gives: the output, then the values the backward reads and the statistics
@@ -92,7 +96,8 @@ class Train(torch.autograd.Function):
         x, const, layout = inputs
         values = dict(zip(TRAIN_VALUES, output))
         ctx.mark_non_differentiable(*output[1:])
-        ctx.save_for_backward(x, values["den"], values["norm"], values["out"])
+        ctx.set_materialize_grads(False)  # no zeros of x's size for the statistics' gradients
+        ctx.save_for_backward(x, values["den"], values["norm"])
         ctx.save_for_forward(x)
         ctx.const, ctx.layout = const, layout
 
@@ -101,10 +106,12 @@ class Train(torch.autograd.Function):
         x, *rest = ctx.saved_tensors
         reads = dict(zip(READS_RUNNING, ()))
         none = (None,) * (len(READS_RUNNING) + 2)
+        if dout is None:  # the output took no part in the loss (grads are not materialized)
+            return (None,) * 1 + none
         if torch.is_grad_enabled():  # a second derivative: the derived double backward (Backward)
             return (*_rt.apply(Backward, Backward, dout, x, *reads.values(), ctx.const, ctx.layout), *none)
-        values = dict(zip(("den", "norm", "out", ), rest))
-        grads = _backward_train(dout, values["den"], values["norm"], values["out"], *_layout_args(ctx.const, ctx.layout))
+        values = dict(zip(("den", "norm", ), rest))
+        grads = _backward_train(dout, values["den"], values["norm"], x, *_layout_args(ctx.const, ctx.layout))
         return (*grads, *none)
 
 
@@ -153,7 +160,7 @@ class Backward(torch.autograd.Function):
     def forward(dout, x, const, layout):
         reads = dict(zip(READS_RUNNING, ()))
         values = forward_train(x, **reads, **const, **layout)
-        return backward_train(dout, den=values["den"], norm=values["norm"], out=values["out"], **const, **layout)
+        return backward_train(dout, den=values["den"], norm=values["norm"], x=x, **const, **layout)
 
     @staticmethod
     def setup_context(ctx, inputs, output):

@@ -7,7 +7,9 @@ generated/meanonly_batchnorm.py (see generated/derivations/meanonly_batchnorm.md
 kernels work on a view of the input whose groups lie along ``axes``; the
 functions of generated.torch.functional choose the view.  Every operation is a
 differentiable torch operation in ``backward_train``; ``backward_train_fused`` is the
-same assignments written into place.
+same assignments written into place.  A training step keeps the output and per-group values
+only (TRAIN_VALUES): the backward recomputes each per-element value it reads from x by the
+forward's own assignment, as torch's kernels recompute x̂, so x̂ is neither written nor read back.
 
 Each pass runs as a custom operator (torch.library), so that torch.compile and torch.export
 see one opaque call with a fake implementation: on a CUDA tensor it runs the Triton kernels of
@@ -122,6 +124,7 @@ class Train(torch.autograd.Function):
         x, beta, const, layout = inputs
         values = dict(zip(TRAIN_VALUES, output))
         ctx.mark_non_differentiable(*output[1:])
+        ctx.set_materialize_grads(False)  # no zeros of x's size for the statistics' gradients
         ctx.save_for_backward(x, beta)
         ctx.save_for_forward(x, beta)
         ctx.const, ctx.layout = const, layout
@@ -131,6 +134,8 @@ class Train(torch.autograd.Function):
         x, beta, *rest = ctx.saved_tensors
         reads = dict(zip(READS_RUNNING, ()))
         none = (None,) * (len(READS_RUNNING) + 2)
+        if dout is None:  # the output took no part in the loss (grads are not materialized)
+            return (None,) * 2 + none
         if torch.is_grad_enabled():  # a second derivative: the derived double backward (Backward)
             return (*_rt.apply(Backward, Backward, dout, x, beta, *reads.values(), ctx.const, ctx.layout), *none)
         values = dict(zip((), rest))
@@ -208,6 +213,7 @@ class Test(torch.autograd.Function):
         x, beta, mu, const, layout = inputs
         values = dict(zip(TEST_VALUES, output))
         ctx.mark_non_differentiable(*output[1:])
+        ctx.set_materialize_grads(False)  # no zeros of x's size for the statistics' gradients
         ctx.save_for_backward(x, beta, mu)
         ctx.save_for_forward(x, beta, mu)
         ctx.const, ctx.layout = const, layout
@@ -217,6 +223,8 @@ class Test(torch.autograd.Function):
         x, beta, mu, *rest = ctx.saved_tensors
         stats = {"mu": mu, }
         none = (None,) * (len(STATS) + 2)
+        if dout is None:  # the output took no part in the loss (grads are not materialized)
+            return (None,) * 2 + none
         if torch.is_grad_enabled():  # a second derivative: the printed operations, recorded
             values = forward_test(x, beta, **stats, **ctx.const, **ctx.layout)
             return (*backward_test(dout, **ctx.const, **ctx.layout), *none)

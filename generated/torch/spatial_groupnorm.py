@@ -7,7 +7,9 @@ generated/spatial_groupnorm.py (see generated/derivations/spatial_groupnorm.md).
 kernels work on a view of the input whose groups lie along ``axes``; the
 functions of generated.torch.functional choose the view.  Every operation is a
 differentiable torch operation in ``backward_train``; ``backward_train_fused`` is the
-same assignments written into place.
+same assignments written into place.  A training step keeps the output and per-group values
+only (TRAIN_VALUES): the backward recomputes each per-element value it reads from x by the
+forward's own assignment, as torch's kernels recompute x̂, so x̂ is neither written nor read back.
 
 Each pass runs as a custom operator (torch.library), so that torch.compile and torch.export
 see one opaque call with a fake implementation: on a CUDA tensor it runs the Triton kernels of
@@ -39,9 +41,10 @@ def forward_train(x, gamma, beta, *, eps, m, axes, **_):
     return {"sum_x": sum_x, "mu": mu, "sum_var": sum_var, "var": var, "std": std, "xhat": xhat, "out": out, }
 
 
-def backward_train(dout, gamma, std, xhat, *, eps, m, axes, param_sum_axes, outer_axes, **_):
+def backward_train(dout, gamma, mu, std, x, *, eps, m, axes, param_sum_axes, outer_axes, **_):
     """The compact backward pass: named group sums, per-group coefficients, dx, then the
     parameter gradients."""
+    xhat = (x - mu)/std
     sum_dout_gamma = (dout*gamma).sum(dim=axes, keepdim=True)
     sum_dout_gamma_xhat = (dout*gamma*xhat).sum(dim=axes, keepdim=True)
     coef_dout_gamma = 1/std
@@ -54,10 +57,11 @@ def backward_train(dout, gamma, std, xhat, *, eps, m, axes, param_sum_axes, oute
 
 
 @torch.no_grad()
-def backward_train_fused(dout, gamma, std, xhat, *, eps, m, axes, param_sum_axes, outer_axes, **_):
+def backward_train_fused(dout, gamma, mu, std, x, *, eps, m, axes, param_sum_axes, outer_axes, **_):
     """The same assignments as backward_train, each written into its result (out=, in place)
     so that no full-size temporary is made per operation; not differentiable, for a backward
     that autograd does not record."""
+    xhat = (x - mu)/std
     _t = torch.mul(dout, gamma)
     sum_dout_gamma = _t.sum(dim=axes, keepdim=True)
     torch.mul(dout, xhat, out=_t)
@@ -79,13 +83,13 @@ def backward_train_fused(dout, gamma, std, xhat, *, eps, m, axes, param_sum_axes
 
 _forward_train = _rt.operator("spatial_groupnorm", "forward_train", __name__, "forward_train",
                              ("x", "gamma", "beta", ), ("eps", ),
-                             (("out", "element"), ("std", "group"), ("xhat", "element"), ))
+                             (("out", "element"), ("mu", "group"), ("std", "group"), ))
 _backward_train = _rt.operator("spatial_groupnorm", "backward_train", __name__, "backward_train_fused",
-                             ("dout", "gamma", "std", "xhat", ), ("eps", ),
+                             ("dout", "gamma", "mu", "std", "x", ), ("eps", ),
                              (("dx", "element"), ("dgamma", "param"), ("dbeta", "param"), ))
 
 #: what the training forward gives: the output, then the values the backward reads and the statistics
-TRAIN_VALUES = ("out", "std", "xhat", )
+TRAIN_VALUES = ("out", "mu", "std", )
 
 
 def _layout_args(const, layout):
@@ -107,7 +111,8 @@ class Train(torch.autograd.Function):
         x, gamma, beta, const, layout = inputs
         values = dict(zip(TRAIN_VALUES, output))
         ctx.mark_non_differentiable(*output[1:])
-        ctx.save_for_backward(x, gamma, beta, values["std"], values["xhat"])
+        ctx.set_materialize_grads(False)  # no zeros of x's size for the statistics' gradients
+        ctx.save_for_backward(x, gamma, beta, values["mu"], values["std"])
         ctx.save_for_forward(x, gamma, beta)
         ctx.const, ctx.layout = const, layout
 
@@ -116,10 +121,12 @@ class Train(torch.autograd.Function):
         x, gamma, beta, *rest = ctx.saved_tensors
         reads = dict(zip(READS_RUNNING, ()))
         none = (None,) * (len(READS_RUNNING) + 2)
+        if dout is None:  # the output took no part in the loss (grads are not materialized)
+            return (None,) * 3 + none
         if torch.is_grad_enabled():  # a second derivative: the derived double backward (Backward)
             return (*_rt.apply(Backward, Backward, dout, x, gamma, beta, *reads.values(), ctx.const, ctx.layout), *none)
-        values = dict(zip(("std", "xhat", ), rest))
-        grads = _backward_train(dout, gamma, values["std"], values["xhat"], *_layout_args(ctx.const, ctx.layout))
+        values = dict(zip(("mu", "std", ), rest))
+        grads = _backward_train(dout, gamma, values["mu"], values["std"], x, *_layout_args(ctx.const, ctx.layout))
         return (*grads, *none)
 
 
@@ -179,7 +186,7 @@ class Backward(torch.autograd.Function):
     def forward(dout, x, gamma, beta, const, layout):
         reads = dict(zip(READS_RUNNING, ()))
         values = forward_train(x, gamma, beta, **reads, **const, **layout)
-        return backward_train(dout, gamma=gamma, std=values["std"], xhat=values["xhat"], **const, **layout)
+        return backward_train(dout, gamma=gamma, mu=values["mu"], std=values["std"], x=x, **const, **layout)
 
     @staticmethod
     def setup_context(ctx, inputs, output):

@@ -7,7 +7,9 @@ generated/weight_standardization.py (see generated/derivations/weight_standardiz
 kernels work on a view of the input whose groups lie along ``axes``; the
 functions of generated.torch.functional choose the view.  Every operation is a
 differentiable torch operation in ``backward_train``; ``backward_train_fused`` is the
-same assignments written into place.
+same assignments written into place.  A training step keeps the output and per-group values
+only (TRAIN_VALUES): the backward recomputes each per-element value it reads from x by the
+forward's own assignment, as torch's kernels recompute x̂, so x̂ is neither written nor read back.
 
 Each pass runs as a custom operator (torch.library), so that torch.compile and torch.export
 see one opaque call with a fake implementation: on a CUDA tensor it runs the Triton kernels of
@@ -38,9 +40,10 @@ def forward_train(x, *, eps, m, axes, **_):
     return {"sum_x": sum_x, "mu": mu, "sum_var": sum_var, "var": var, "std": std, "out": out, }
 
 
-def backward_train(dout, out, std, *, eps, m, axes, param_sum_axes, outer_axes, **_):
+def backward_train(dout, mu, std, x, *, eps, m, axes, param_sum_axes, outer_axes, **_):
     """The compact backward pass: named group sums, per-group coefficients, dx, then the
     parameter gradients."""
+    out = (x - mu)/std
     sum_dout = dout.sum(dim=axes, keepdim=True)
     sum_dout_out = (dout*out).sum(dim=axes, keepdim=True)
     coef_dout = 1/std
@@ -51,10 +54,11 @@ def backward_train(dout, out, std, *, eps, m, axes, param_sum_axes, outer_axes, 
 
 
 @torch.no_grad()
-def backward_train_fused(dout, out, std, *, eps, m, axes, param_sum_axes, outer_axes, **_):
+def backward_train_fused(dout, mu, std, x, *, eps, m, axes, param_sum_axes, outer_axes, **_):
     """The same assignments as backward_train, each written into its result (out=, in place)
     so that no full-size temporary is made per operation; not differentiable, for a backward
     that autograd does not record."""
+    out = (x - mu)/std
     sum_dout = dout.sum(dim=axes, keepdim=True)
     _t = torch.mul(dout, out)
     sum_dout_out = _t.sum(dim=axes, keepdim=True)
@@ -70,13 +74,13 @@ def backward_train_fused(dout, out, std, *, eps, m, axes, param_sum_axes, outer_
 
 _forward_train = _rt.operator("weight_standardization", "forward_train", __name__, "forward_train",
                              ("x", ), ("eps", ),
-                             (("out", "element"), ("std", "group"), ))
+                             (("out", "element"), ("mu", "group"), ("std", "group"), ))
 _backward_train = _rt.operator("weight_standardization", "backward_train", __name__, "backward_train_fused",
-                             ("dout", "out", "std", ), ("eps", ),
+                             ("dout", "mu", "std", "x", ), ("eps", ),
                              (("dx", "element"), ))
 
 #: what the training forward gives: the output, then the values the backward reads and the statistics
-TRAIN_VALUES = ("out", "std", )
+TRAIN_VALUES = ("out", "mu", "std", )
 
 
 def _layout_args(const, layout):
@@ -98,7 +102,8 @@ class Train(torch.autograd.Function):
         x, const, layout = inputs
         values = dict(zip(TRAIN_VALUES, output))
         ctx.mark_non_differentiable(*output[1:])
-        ctx.save_for_backward(x, values["out"], values["std"])
+        ctx.set_materialize_grads(False)  # no zeros of x's size for the statistics' gradients
+        ctx.save_for_backward(x, values["mu"], values["std"])
         ctx.save_for_forward(x)
         ctx.const, ctx.layout = const, layout
 
@@ -107,10 +112,12 @@ class Train(torch.autograd.Function):
         x, *rest = ctx.saved_tensors
         reads = dict(zip(READS_RUNNING, ()))
         none = (None,) * (len(READS_RUNNING) + 2)
+        if dout is None:  # the output took no part in the loss (grads are not materialized)
+            return (None,) * 1 + none
         if torch.is_grad_enabled():  # a second derivative: the derived double backward (Backward)
             return (*_rt.apply(Backward, Backward, dout, x, *reads.values(), ctx.const, ctx.layout), *none)
-        values = dict(zip(("out", "std", ), rest))
-        grads = _backward_train(dout, values["out"], values["std"], *_layout_args(ctx.const, ctx.layout))
+        values = dict(zip(("mu", "std", ), rest))
+        grads = _backward_train(dout, values["mu"], values["std"], x, *_layout_args(ctx.const, ctx.layout))
         return (*grads, *none)
 
 
@@ -163,7 +170,7 @@ class Backward(torch.autograd.Function):
     def forward(dout, x, const, layout):
         reads = dict(zip(READS_RUNNING, ()))
         values = forward_train(x, **reads, **const, **layout)
-        return backward_train(dout, out=values["out"], std=values["std"], **const, **layout)
+        return backward_train(dout, mu=values["mu"], std=values["std"], x=x, **const, **layout)
 
     @staticmethod
     def setup_context(ctx, inputs, output):

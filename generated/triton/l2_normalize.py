@@ -21,10 +21,10 @@ PARAMS = ()
 
 
 @_rt.kernel(1)
-def _forward_train_rows(_ptr_x, _ptr_out, _ptr_norm, _ptr_den, _buf_parts, _buf_partials, _buf_outer, _buf_scal,
+def _forward_step_rows(_ptr_x, _ptr_out, _ptr_norm, _ptr_den, _buf_parts, _buf_partials, _buf_outer, _buf_scal,
         _O, _G, _P, _K, _I, _S, _NPN, _NBP, _FIRST: tl.constexpr, _LAST: tl.constexpr, _ONE: tl.constexpr,
         _BA: tl.constexpr, _BB: tl.constexpr, _ACC: tl.constexpr):
-    """Forward pass, training mode. Rows: a tile is _BA groups of one parameter row times _BB positions of a group."""
+    """Forward pass, training mode: the output and per-group values only. Rows: a tile is _BA groups of one parameter row times _BB positions of a group."""
     _pid = tl.program_id(0)
     _s = tl.program_id(1)
     _p = _pid % _P
@@ -98,10 +98,10 @@ def _forward_train_rows(_ptr_x, _ptr_out, _ptr_norm, _ptr_den, _buf_parts, _buf_
 
 
 @_rt.kernel(1)
-def _forward_train_columns(_ptr_x, _ptr_out, _ptr_norm, _ptr_den, _buf_parts, _buf_partials, _buf_outer, _buf_scal,
+def _forward_step_columns(_ptr_x, _ptr_out, _ptr_norm, _ptr_den, _buf_parts, _buf_partials, _buf_outer, _buf_scal,
         _O, _G, _P, _K, _I, _S, _NPN, _NBP, _FIRST: tl.constexpr, _LAST: tl.constexpr, _ONE: tl.constexpr,
         _BA: tl.constexpr, _BB: tl.constexpr, _ACC: tl.constexpr):
-    """Forward pass, training mode. Columns: a tile is _BA neighbouring groups times _BB rows."""
+    """Forward pass, training mode: the output and per-group values only. Columns: a tile is _BA neighbouring groups times _BB rows."""
     _pid = tl.program_id(0)
     _s = tl.program_id(1)
     _g = _pid * _BA + tl.arange(0, _BA)
@@ -147,7 +147,7 @@ def _forward_train_columns(_ptr_x, _ptr_out, _ptr_norm, _ptr_den, _buf_parts, _b
 
 
 def forward_train(x, *, eps, m, axes, **_):
-    """Forward pass, training mode. The same arguments and results as generated.torch.l2_normalize.forward_train."""
+    """Forward pass, training mode: the output and per-group values only. The same arguments and results as generated.torch.l2_normalize.forward_train."""
     _lay = _rt.layout(x, axes, (), _.get("param_sum_axes"))
     _dtype, _device = x.dtype, x.device
     _acc = _rt.accumulator(_dtype)
@@ -156,16 +156,16 @@ def forward_train(x, *, eps, m, axes, **_):
     _t_norm = _lay.new_groups(_acc, _device)
     _t_den = _lay.new_groups(_acc, _device)
     _scal = _rt.scalars((eps, ), _acc, _device)
-    _partials, _outer = _rt.launch((_forward_train_rows, _forward_train_columns), _lay, (_t_x, _t_out, _t_norm, _t_den), _scal,
+    _partials, _outer = _rt.launch((_forward_step_rows, _forward_step_columns), _lay, (_t_x, _t_out, _t_norm, _t_den), _scal,
                                    1, 0, 0)
     return {"norm": _lay.groups_out(_t_norm), "den": _lay.groups_out(_t_den), "out": _lay.elements_out(_t_out), }
 
 
 @_rt.kernel(1)
-def _backward_compact_rows(_ptr_dout, _ptr_out, _ptr_dx, _ptr_den, _ptr_norm, _buf_parts, _buf_partials, _buf_outer, _buf_scal,
+def _backward_step_rows(_ptr_dout, _ptr_x, _ptr_dx, _ptr_den, _ptr_norm, _buf_parts, _buf_partials, _buf_outer, _buf_scal,
         _O, _G, _P, _K, _I, _S, _NPN, _NBP, _FIRST: tl.constexpr, _LAST: tl.constexpr, _ONE: tl.constexpr,
         _BA: tl.constexpr, _BB: tl.constexpr, _ACC: tl.constexpr):
-    """Backward pass, the compact form. Rows: a tile is _BA groups of one parameter row times _BB positions of a group."""
+    """Backward pass, the compact form, recomputing from x the per-element values it reads. Rows: a tile is _BA groups of one parameter row times _BB positions of a group."""
     _pid = tl.program_id(0)
     _s = tl.program_id(1)
     _p = _pid % _P
@@ -190,20 +190,23 @@ def _backward_compact_rows(_ptr_dout, _ptr_out, _ptr_dx, _ptr_den, _ptr_norm, _b
             _mask = _ok[:, None] & _qok[None, :]
             _off = _row[:, None] + _q[None, :]
             dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
-            out = tl.load(_ptr_out + _off, mask=_mask, other=0.0).to(_ACC)
-            sum_dout_out = tl.sum(tl.where(_mask, dout*out, 0.0), axis=1)
+            x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
+            sum_dout_out_acc = tl.sum(tl.where(_mask, dout*x, 0.0), axis=1)
+            sum_dout_out = tl.where((den) != 0, _div(sum_dout_out_acc, tl.where((den) != 0, den, 1.0)), 0.0)
             coef_dout = _div(1.0, den)
             coef_out = tl.where((norm) != 0, _div(-sum_dout_out*tl.where((-eps + norm) > 0, 1.0, tl.where((-eps + norm) == 0, 1.0, 0.0)), tl.where((norm) != 0, norm, 1.0)), 0.0)
+            inv_den = _div(1.0, den)
+            out = x*inv_den[:, None]
             dx = dout*coef_dout[:, None] + out*coef_out[:, None]
             tl.store(_ptr_dx + _off, dx.to(_ptr_dx.dtype.element_ty), mask=_mask)
         else:
             if 0 < _FIRST:  # summed by an earlier launch: add its slices in order
-                sum_dout_out = tl.zeros([_BA], _ACC)
+                sum_dout_out_acc = tl.zeros([_BA], _ACC)
                 for _s2 in range(_S):
-                    sum_dout_out += tl.load(_buf_parts + (0 * _S + _s2) * _G + _g, mask=_ok, other=0.0)
+                    sum_dout_out_acc += tl.load(_buf_parts + (0 * _S + _s2) * _G + _g, mask=_ok, other=0.0)
                 pass
             elif 0 <= _LAST:  # pass 1
-                _acc_sum_dout_out = tl.zeros([_BA, _BB], _ACC)
+                _acc_sum_dout_out_acc = tl.zeros([_BA, _BB], _ACC)
                 for _q0 in range(0, _KI, _BB):
                     _q = _q0 + _b
                     _qok = _q < _KI
@@ -211,15 +214,17 @@ def _backward_compact_rows(_ptr_dout, _ptr_out, _ptr_dx, _ptr_den, _ptr_norm, _b
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
-                        out = tl.load(_ptr_out + _off, mask=_mask, other=0.0).to(_ACC)
-                        _acc_sum_dout_out += tl.where(_mask, dout*out, 0.0)
-                sum_dout_out = tl.sum(_acc_sum_dout_out, axis=1)
+                        x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
+                        _acc_sum_dout_out_acc += tl.where(_mask, dout*x, 0.0)
+                sum_dout_out_acc = tl.sum(_acc_sum_dout_out_acc, axis=1)
                 if _FIRST == _LAST:  # staged: this slice's sums, for the launches after
-                    tl.store(_buf_parts + (0 * _S + _s) * _G + _g, sum_dout_out, mask=_ok)
+                    tl.store(_buf_parts + (0 * _S + _s) * _G + _g, sum_dout_out_acc, mask=_ok)
                     pass
             if 0 < _LAST:
+                sum_dout_out = tl.where((den) != 0, _div(sum_dout_out_acc, tl.where((den) != 0, den, 1.0)), 0.0)
                 coef_dout = _div(1.0, den)
                 coef_out = tl.where((norm) != 0, _div(-sum_dout_out*tl.where((-eps + norm) > 0, 1.0, tl.where((-eps + norm) == 0, 1.0, 0.0)), tl.where((norm) != 0, norm, 1.0)), 0.0)
+                inv_den = _div(1.0, den)
             if _LAST == 1:  # the elementwise pass
                 for _q0 in range(0, _KI, _BB):
                     _q = _q0 + _b
@@ -228,7 +233,8 @@ def _backward_compact_rows(_ptr_dout, _ptr_out, _ptr_dx, _ptr_den, _ptr_norm, _b
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
-                        out = tl.load(_ptr_out + _off, mask=_mask, other=0.0).to(_ACC)
+                        x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
+                        out = x*inv_den[:, None]
                         dx = dout*coef_dout[:, None] + out*coef_out[:, None]
                         tl.store(_ptr_dx + _off, dx.to(_ptr_dx.dtype.element_ty), mask=_mask)
                 if _s == 0:
@@ -238,10 +244,10 @@ def _backward_compact_rows(_ptr_dout, _ptr_out, _ptr_dx, _ptr_den, _ptr_norm, _b
 
 
 @_rt.kernel(1)
-def _backward_compact_columns(_ptr_dout, _ptr_out, _ptr_dx, _ptr_den, _ptr_norm, _buf_parts, _buf_partials, _buf_outer, _buf_scal,
+def _backward_step_columns(_ptr_dout, _ptr_x, _ptr_dx, _ptr_den, _ptr_norm, _buf_parts, _buf_partials, _buf_outer, _buf_scal,
         _O, _G, _P, _K, _I, _S, _NPN, _NBP, _FIRST: tl.constexpr, _LAST: tl.constexpr, _ONE: tl.constexpr,
         _BA: tl.constexpr, _BB: tl.constexpr, _ACC: tl.constexpr):
-    """Backward pass, the compact form. Columns: a tile is _BA neighbouring groups times _BB rows."""
+    """Backward pass, the compact form, recomputing from x the per-element values it reads. Columns: a tile is _BA neighbouring groups times _BB rows."""
     _pid = tl.program_id(0)
     _s = tl.program_id(1)
     _g = _pid * _BA + tl.arange(0, _BA)
@@ -254,51 +260,54 @@ def _backward_compact_columns(_ptr_dout, _ptr_out, _ptr_dx, _ptr_den, _ptr_norm,
     den = tl.load(_ptr_den + _g, mask=_ok, other=1.0).to(_ACC)
     norm = tl.load(_ptr_norm + _g, mask=_ok, other=1.0).to(_ACC)
     if 0 < _FIRST:  # summed by an earlier launch: add its slices in order
-        sum_dout_out = tl.zeros([_BA], _ACC)
+        sum_dout_out_acc = tl.zeros([_BA], _ACC)
         for _s2 in range(_S):
-            sum_dout_out += tl.load(_buf_parts + (0 * _S + _s2) * _G + _g, mask=_ok, other=0.0)
+            sum_dout_out_acc += tl.load(_buf_parts + (0 * _S + _s2) * _G + _g, mask=_ok, other=0.0)
         pass
     elif 0 <= _LAST:  # pass 1
-        _acc_sum_dout_out = tl.zeros([_BA, _BB], _ACC)
+        _acc_sum_dout_out_acc = tl.zeros([_BA, _BB], _ACC)
         for _q0 in range(_o0, _o1, _BB):
             _o = _q0 + _b
             _mask = _ok[:, None] & (_o < _o1)[None, :]
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
-            out = tl.load(_ptr_out + _off, mask=_mask, other=0.0).to(_ACC)
-            _acc_sum_dout_out += tl.where(_mask, dout*out, 0.0)
-        sum_dout_out = tl.sum(_acc_sum_dout_out, axis=1)
+            x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
+            _acc_sum_dout_out_acc += tl.where(_mask, dout*x, 0.0)
+        sum_dout_out_acc = tl.sum(_acc_sum_dout_out_acc, axis=1)
         if _FIRST == _LAST:  # staged: this slice's sums, for the launches after
-            tl.store(_buf_parts + (0 * _S + _s) * _G + _g, sum_dout_out, mask=_ok)
+            tl.store(_buf_parts + (0 * _S + _s) * _G + _g, sum_dout_out_acc, mask=_ok)
             pass
     if 0 < _LAST:
+        sum_dout_out = tl.where((den) != 0, _div(sum_dout_out_acc, tl.where((den) != 0, den, 1.0)), 0.0)
         coef_dout = _div(1.0, den)
         coef_out = tl.where((norm) != 0, _div(-sum_dout_out*tl.where((-eps + norm) > 0, 1.0, tl.where((-eps + norm) == 0, 1.0, 0.0)), tl.where((norm) != 0, norm, 1.0)), 0.0)
+        inv_den = _div(1.0, den)
     if _LAST == 1:  # the elementwise pass
         for _q0 in range(_o0, _o1, _BB):
             _o = _q0 + _b
             _mask = _ok[:, None] & (_o < _o1)[None, :]
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
-            out = tl.load(_ptr_out + _off, mask=_mask, other=0.0).to(_ACC)
+            x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
+            out = x*inv_den[:, None]
             dx = dout*coef_dout[:, None] + out*coef_out[:, None]
             tl.store(_ptr_dx + _off, dx.to(_ptr_dx.dtype.element_ty), mask=_mask)
         if _s == 0:
             pass
 
 
-def backward_train_fused(dout, den, norm, out, *, eps, m, axes, param_sum_axes, outer_axes, **_):
-    """Backward pass, the compact form. The same arguments and results as generated.torch.l2_normalize.backward_train_fused."""
+def backward_train_fused(dout, den, norm, x, *, eps, m, axes, param_sum_axes, outer_axes, **_):
+    """Backward pass, the compact form, recomputing from x the per-element values it reads. The same arguments and results as generated.torch.l2_normalize.backward_train_fused."""
     _lay = _rt.layout(dout, axes, param_sum_axes=param_sum_axes)
     _dtype, _device = dout.dtype, dout.device
     _acc = _rt.accumulator(_dtype)
     _t_dout = _lay.elements(dout, "dout")
-    _t_out = _lay.elements(out, "out")
+    _t_x = _lay.elements(x, "x")
     _t_dx = _lay.new_elements(_dtype, _device)
     _t_den = _lay.groups(den, "den")
     _t_norm = _lay.groups(norm, "norm")
     _scal = _rt.scalars((eps, ), _acc, _device)
-    _partials, _outer = _rt.launch((_backward_compact_rows, _backward_compact_columns), _lay, (_t_dout, _t_out, _t_dx, _t_den, _t_norm), _scal,
+    _partials, _outer = _rt.launch((_backward_step_rows, _backward_step_columns), _lay, (_t_dout, _t_x, _t_dx, _t_den, _t_norm), _scal,
                                    1, 0, 0)
     return (_lay.elements_out(_t_dx),
             )

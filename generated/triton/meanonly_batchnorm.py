@@ -21,10 +21,10 @@ PARAMS = ("beta", )
 
 
 @_rt.kernel(1)
-def _forward_train_rows(_ptr_x, _ptr_out, _ptr_mu, _ptr_beta, _buf_parts, _buf_partials, _buf_outer, _buf_scal,
+def _forward_step_rows(_ptr_x, _ptr_out, _ptr_mu, _ptr_beta, _buf_parts, _buf_partials, _buf_outer, _buf_scal,
         _O, _G, _P, _K, _I, _S, _NPN, _NBP, _FIRST: tl.constexpr, _LAST: tl.constexpr, _ONE: tl.constexpr,
         _BA: tl.constexpr, _BB: tl.constexpr, _ACC: tl.constexpr):
-    """Forward pass, training mode. Rows: a tile is _BA groups of one parameter row times _BB positions of a group."""
+    """Forward pass, training mode: the output and per-group values only. Rows: a tile is _BA groups of one parameter row times _BB positions of a group."""
     _pid = tl.program_id(0)
     _s = tl.program_id(1)
     _p = _pid % _P
@@ -95,10 +95,10 @@ def _forward_train_rows(_ptr_x, _ptr_out, _ptr_mu, _ptr_beta, _buf_parts, _buf_p
 
 
 @_rt.kernel(1)
-def _forward_train_columns(_ptr_x, _ptr_out, _ptr_mu, _ptr_beta, _buf_parts, _buf_partials, _buf_outer, _buf_scal,
+def _forward_step_columns(_ptr_x, _ptr_out, _ptr_mu, _ptr_beta, _buf_parts, _buf_partials, _buf_outer, _buf_scal,
         _O, _G, _P, _K, _I, _S, _NPN, _NBP, _FIRST: tl.constexpr, _LAST: tl.constexpr, _ONE: tl.constexpr,
         _BA: tl.constexpr, _BB: tl.constexpr, _ACC: tl.constexpr):
-    """Forward pass, training mode. Columns: a tile is _BA neighbouring groups times _BB rows."""
+    """Forward pass, training mode: the output and per-group values only. Columns: a tile is _BA neighbouring groups times _BB rows."""
     _pid = tl.program_id(0)
     _s = tl.program_id(1)
     _g = _pid * _BA + tl.arange(0, _BA)
@@ -143,7 +143,7 @@ def _forward_train_columns(_ptr_x, _ptr_out, _ptr_mu, _ptr_beta, _buf_parts, _bu
 
 
 def forward_train(x, beta, *, momentum, m, axes, **_):
-    """Forward pass, training mode. The same arguments and results as generated.torch.meanonly_batchnorm.forward_train."""
+    """Forward pass, training mode: the output and per-group values only. The same arguments and results as generated.torch.meanonly_batchnorm.forward_train."""
     _lay = _rt.layout(x, axes, (beta, ), _.get("param_sum_axes"))
     _dtype, _device = x.dtype, x.device
     _acc = _rt.accumulator(_dtype)
@@ -152,7 +152,7 @@ def forward_train(x, beta, *, momentum, m, axes, **_):
     _t_mu = _lay.new_groups(_acc, _device)
     _t_beta = _lay.param(beta, "beta")
     _scal = _rt.scalars((m, ), _acc, _device)
-    _partials, _outer = _rt.launch((_forward_train_rows, _forward_train_columns), _lay, (_t_x, _t_out, _t_mu, _t_beta), _scal,
+    _partials, _outer = _rt.launch((_forward_step_rows, _forward_step_columns), _lay, (_t_x, _t_out, _t_mu, _t_beta), _scal,
                                    1, 0, 0)
     return {"mu": _lay.groups_out(_t_mu), "out": _lay.elements_out(_t_out), }
 
@@ -250,10 +250,10 @@ def forward_test(x, beta, mu, *, momentum, m, axes, **_):
 
 
 @_rt.kernel(1)
-def _backward_compact_rows(_ptr_dout, _ptr_dx, _buf_parts, _buf_partials, _buf_outer, _buf_scal,
+def _backward_step_rows(_ptr_dout, _ptr_dx, _buf_parts, _buf_partials, _buf_outer, _buf_scal,
         _O, _G, _P, _K, _I, _S, _NPN, _NBP, _FIRST: tl.constexpr, _LAST: tl.constexpr, _ONE: tl.constexpr,
         _BA: tl.constexpr, _BB: tl.constexpr, _ACC: tl.constexpr):
-    """Backward pass, the compact form. Rows: a tile is _BA groups of one parameter row times _BB positions of a group."""
+    """Backward pass, the compact form, recomputing from x the per-element values it reads. Rows: a tile is _BA groups of one parameter row times _BB positions of a group."""
     _pid = tl.program_id(0)
     _s = tl.program_id(1)
     _p = _pid % _P
@@ -321,10 +321,10 @@ def _backward_compact_rows(_ptr_dout, _ptr_dx, _buf_parts, _buf_partials, _buf_o
 
 
 @_rt.kernel(1)
-def _backward_compact_columns(_ptr_dout, _ptr_dx, _buf_parts, _buf_partials, _buf_outer, _buf_scal,
+def _backward_step_columns(_ptr_dout, _ptr_dx, _buf_parts, _buf_partials, _buf_outer, _buf_scal,
         _O, _G, _P, _K, _I, _S, _NPN, _NBP, _FIRST: tl.constexpr, _LAST: tl.constexpr, _ONE: tl.constexpr,
         _BA: tl.constexpr, _BB: tl.constexpr, _ACC: tl.constexpr):
-    """Backward pass, the compact form. Columns: a tile is _BA neighbouring groups times _BB rows."""
+    """Backward pass, the compact form, recomputing from x the per-element values it reads. Columns: a tile is _BA neighbouring groups times _BB rows."""
     _pid = tl.program_id(0)
     _s = tl.program_id(1)
     _g = _pid * _BA + tl.arange(0, _BA)
@@ -367,14 +367,14 @@ def _backward_compact_columns(_ptr_dout, _ptr_dx, _buf_parts, _buf_partials, _bu
 
 
 def backward_train_fused(dout, *, momentum, m, axes, param_sum_axes, outer_axes, **_):
-    """Backward pass, the compact form. The same arguments and results as generated.torch.meanonly_batchnorm.backward_train_fused."""
+    """Backward pass, the compact form, recomputing from x the per-element values it reads. The same arguments and results as generated.torch.meanonly_batchnorm.backward_train_fused."""
     _lay = _rt.layout(dout, axes, param_sum_axes=param_sum_axes)
     _dtype, _device = dout.dtype, dout.device
     _acc = _rt.accumulator(_dtype)
     _t_dout = _lay.elements(dout, "dout")
     _t_dx = _lay.new_elements(_dtype, _device)
     _scal = _rt.scalars((m, ), _acc, _device)
-    _partials, _outer = _rt.launch((_backward_compact_rows, _backward_compact_columns), _lay, (_t_dout, _t_dx), _scal,
+    _partials, _outer = _rt.launch((_backward_step_rows, _backward_step_columns), _lay, (_t_dout, _t_dx), _scal,
                                    1, 0, 1)
     return (_lay.elements_out(_t_dx),
             _lay.outer_grad(_outer[0], _dtype),

@@ -21,10 +21,10 @@ PARAMS = ("gamma", "beta", )
 
 
 @_rt.kernel(2)
-def _forward_train_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_std, _ptr_beta, _ptr_gamma, _buf_parts, _buf_partials, _buf_outer, _buf_scal,
+def _forward_step_rows(_ptr_x, _ptr_out, _ptr_mu, _ptr_std, _ptr_beta, _ptr_gamma, _buf_parts, _buf_partials, _buf_outer, _buf_scal,
         _O, _G, _P, _K, _I, _S, _NPN, _NBP, _FIRST: tl.constexpr, _LAST: tl.constexpr, _ONE: tl.constexpr,
         _BA: tl.constexpr, _BB: tl.constexpr, _ACC: tl.constexpr):
-    """Forward pass, training mode. Rows: a tile is _BA groups of one parameter row times _BB positions of a group."""
+    """Forward pass, training mode: the output and per-group values only. Rows: a tile is _BA groups of one parameter row times _BB positions of a group."""
     _pid = tl.program_id(0)
     _s = tl.program_id(1)
     _p = _pid % _P
@@ -61,8 +61,8 @@ def _forward_train_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_std, _ptr_beta, _ptr_g
             inv_std = _div(1.0, std)
             xhat = inv_std[:, None]*(x - mu[:, None])
             out = beta[None, :] + gamma[None, :]*xhat
-            tl.store(_ptr_xhat + _off, xhat.to(_ptr_xhat.dtype.element_ty), mask=_mask)
             tl.store(_ptr_out + _off, out.to(_ptr_out.dtype.element_ty), mask=_mask)
+            tl.store(_ptr_mu + _g, mu, mask=_ok)
             tl.store(_ptr_std + _g, std, mask=_ok)
         else:
             if 0 < _FIRST:  # summed by an earlier launch: add its slices in order
@@ -121,9 +121,9 @@ def _forward_train_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_std, _ptr_beta, _ptr_g
                         x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
                         xhat = inv_std[:, None]*(x - mu[:, None])
                         out = beta[None, :] + gamma[None, :]*xhat
-                        tl.store(_ptr_xhat + _off, xhat.to(_ptr_xhat.dtype.element_ty), mask=_mask)
                         tl.store(_ptr_out + _off, out.to(_ptr_out.dtype.element_ty), mask=_mask)
                 if _s == 0:
+                    tl.store(_ptr_mu + _g, mu, mask=_ok)
                     tl.store(_ptr_std + _g, std, mask=_ok)
                     pass
     if _ONE:
@@ -131,10 +131,10 @@ def _forward_train_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_std, _ptr_beta, _ptr_g
 
 
 @_rt.kernel(2)
-def _forward_train_columns(_ptr_x, _ptr_xhat, _ptr_out, _ptr_std, _ptr_beta, _ptr_gamma, _buf_parts, _buf_partials, _buf_outer, _buf_scal,
+def _forward_step_columns(_ptr_x, _ptr_out, _ptr_mu, _ptr_std, _ptr_beta, _ptr_gamma, _buf_parts, _buf_partials, _buf_outer, _buf_scal,
         _O, _G, _P, _K, _I, _S, _NPN, _NBP, _FIRST: tl.constexpr, _LAST: tl.constexpr, _ONE: tl.constexpr,
         _BA: tl.constexpr, _BB: tl.constexpr, _ACC: tl.constexpr):
-    """Forward pass, training mode. Columns: a tile is _BA neighbouring groups times _BB rows."""
+    """Forward pass, training mode: the output and per-group values only. Columns: a tile is _BA neighbouring groups times _BB rows."""
     _pid = tl.program_id(0)
     _s = tl.program_id(1)
     _g = _pid * _BA + tl.arange(0, _BA)
@@ -195,35 +195,35 @@ def _forward_train_columns(_ptr_x, _ptr_xhat, _ptr_out, _ptr_std, _ptr_beta, _pt
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
             xhat = inv_std[:, None]*(x - mu[:, None])
             out = beta[:, None] + gamma[:, None]*xhat
-            tl.store(_ptr_xhat + _off, xhat.to(_ptr_xhat.dtype.element_ty), mask=_mask)
             tl.store(_ptr_out + _off, out.to(_ptr_out.dtype.element_ty), mask=_mask)
         if _s == 0:
+            tl.store(_ptr_mu + _g, mu, mask=_ok)
             tl.store(_ptr_std + _g, std, mask=_ok)
             pass
 
 
 def forward_train(x, gamma, beta, *, eps, m, axes, **_):
-    """Forward pass, training mode. The same arguments and results as generated.torch.spatial_groupnorm.forward_train."""
+    """Forward pass, training mode: the output and per-group values only. The same arguments and results as generated.torch.spatial_groupnorm.forward_train."""
     _lay = _rt.layout(x, axes, (gamma, beta, ), _.get("param_sum_axes"))
     _dtype, _device = x.dtype, x.device
     _acc = _rt.accumulator(_dtype)
     _t_x = _lay.elements(x, "x")
-    _t_xhat = _lay.new_elements(_dtype, _device)
     _t_out = _lay.new_elements(_dtype, _device)
+    _t_mu = _lay.new_groups(_acc, _device)
     _t_std = _lay.new_groups(_acc, _device)
     _t_beta = _lay.param(beta, "beta")
     _t_gamma = _lay.param(gamma, "gamma")
     _scal = _rt.scalars((eps, m, ), _acc, _device)
-    _partials, _outer = _rt.launch((_forward_train_rows, _forward_train_columns), _lay, (_t_x, _t_xhat, _t_out, _t_std, _t_beta, _t_gamma), _scal,
+    _partials, _outer = _rt.launch((_forward_step_rows, _forward_step_columns), _lay, (_t_x, _t_out, _t_mu, _t_std, _t_beta, _t_gamma), _scal,
                                    2, 0, 0)
-    return {"std": _lay.groups_out(_t_std), "xhat": _lay.elements_out(_t_xhat), "out": _lay.elements_out(_t_out), }
+    return {"mu": _lay.groups_out(_t_mu), "std": _lay.groups_out(_t_std), "out": _lay.elements_out(_t_out), }
 
 
 @_rt.kernel(1)
-def _backward_compact_rows(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, _buf_parts, _buf_partials, _buf_outer, _buf_scal,
+def _backward_step_rows(_ptr_dout, _ptr_x, _ptr_dx, _ptr_mu, _ptr_std, _ptr_gamma, _buf_parts, _buf_partials, _buf_outer, _buf_scal,
         _O, _G, _P, _K, _I, _S, _NPN, _NBP, _FIRST: tl.constexpr, _LAST: tl.constexpr, _ONE: tl.constexpr,
         _BA: tl.constexpr, _BB: tl.constexpr, _ACC: tl.constexpr):
-    """Backward pass, the compact form. Rows: a tile is _BA groups of one parameter row times _BB positions of a group."""
+    """Backward pass, the compact form, recomputing from x the per-element values it reads. Rows: a tile is _BA groups of one parameter row times _BB positions of a group."""
     _pid = tl.program_id(0)
     _s = tl.program_id(1)
     _p = _pid % _P
@@ -246,6 +246,7 @@ def _backward_compact_rows(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, 
         _ok = _n < _G // _P
         _g = _n * _P + _p
         _row = _g.to(tl.int64) * _KI
+        mu = tl.load(_ptr_mu + _g, mask=_ok, other=1.0).to(_ACC)
         std = tl.load(_ptr_std + _g, mask=_ok, other=1.0).to(_ACC)
         if _ONE:  # the whole group in one tile: every input is loaded once
             _q = _b
@@ -253,14 +254,17 @@ def _backward_compact_rows(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, 
             _mask = _ok[:, None] & _qok[None, :]
             _off = _row[:, None] + _q[None, :]
             dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
-            xhat = tl.load(_ptr_xhat + _off, mask=_mask, other=0.0).to(_ACC)
+            x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
             sum_dout_gamma = tl.sum(tl.where(_mask, dout*gamma[None, :], 0.0), axis=1)
-            sum_dout_gamma_xhat = tl.sum(tl.where(_mask, dout*gamma[None, :]*xhat, 0.0), axis=1)
-            _part_dgamma += tl.sum(tl.where(_mask, dout*xhat, 0.0), axis=0)
+            sum_dout_gamma_xhat_acc = tl.sum(tl.where(_mask, dout*gamma[None, :]*(x - mu[:, None]), 0.0), axis=1)
+            _part_dgamma += tl.sum(tl.where(_mask, _div(dout*(x - mu[:, None]), std[:, None]), 0.0), axis=0)
             _part_dbeta += tl.sum(tl.where(_mask, dout, 0.0), axis=0)
+            sum_dout_gamma_xhat = _div(sum_dout_gamma_xhat_acc, std)
             coef_dout_gamma = _div(1.0, std)
             coef_xhat = _div(-sum_dout_gamma_xhat, m*std)
             coef_1 = _div(-sum_dout_gamma, m*std)
+            inv_std = _div(1.0, std)
+            xhat = inv_std[:, None]*(x - mu[:, None])
             dx = dout*gamma[None, :]*coef_dout_gamma[:, None] + xhat*coef_xhat[:, None] + coef_1[:, None]
             tl.store(_ptr_dx + _off, dx.to(_ptr_dx.dtype.element_ty), mask=_mask)
         else:
@@ -268,13 +272,13 @@ def _backward_compact_rows(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, 
                 sum_dout_gamma = tl.zeros([_BA], _ACC)
                 for _s2 in range(_S):
                     sum_dout_gamma += tl.load(_buf_parts + (0 * _S + _s2) * _G + _g, mask=_ok, other=0.0)
-                sum_dout_gamma_xhat = tl.zeros([_BA], _ACC)
+                sum_dout_gamma_xhat_acc = tl.zeros([_BA], _ACC)
                 for _s2 in range(_S):
-                    sum_dout_gamma_xhat += tl.load(_buf_parts + (1 * _S + _s2) * _G + _g, mask=_ok, other=0.0)
+                    sum_dout_gamma_xhat_acc += tl.load(_buf_parts + (1 * _S + _s2) * _G + _g, mask=_ok, other=0.0)
                 pass
             elif 0 <= _LAST:  # pass 1
                 _acc_sum_dout_gamma = tl.zeros([_BA, _BB], _ACC)
-                _acc_sum_dout_gamma_xhat = tl.zeros([_BA, _BB], _ACC)
+                _acc_sum_dout_gamma_xhat_acc = tl.zeros([_BA, _BB], _ACC)
                 for _q0 in range(0, _KI, _BB):
                     _q = _q0 + _b
                     _qok = _q < _KI
@@ -285,23 +289,25 @@ def _backward_compact_rows(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, 
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
-                        xhat = tl.load(_ptr_xhat + _off, mask=_mask, other=0.0).to(_ACC)
+                        x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
                         _acc_sum_dout_gamma += tl.where(_mask, dout*gamma[None, :], 0.0)
-                        _acc_sum_dout_gamma_xhat += tl.where(_mask, dout*gamma[None, :]*xhat, 0.0)
-                        _part_dgamma += tl.sum(tl.where(_mask, dout*xhat, 0.0), axis=0)
+                        _acc_sum_dout_gamma_xhat_acc += tl.where(_mask, dout*gamma[None, :]*(x - mu[:, None]), 0.0)
+                        _part_dgamma += tl.sum(tl.where(_mask, _div(dout*(x - mu[:, None]), std[:, None]), 0.0), axis=0)
                         _part_dbeta += tl.sum(tl.where(_mask, dout, 0.0), axis=0)
                     tl.store(_buf_partials + ((0 * _S * _NPN + _s * _NPN + _pn) * _P + _p) * _KI + _q, _part_dgamma, mask=_qok)
                     tl.store(_buf_partials + ((1 * _S * _NPN + _s * _NPN + _pn) * _P + _p) * _KI + _q, _part_dbeta, mask=_qok)
                 sum_dout_gamma = tl.sum(_acc_sum_dout_gamma, axis=1)
-                sum_dout_gamma_xhat = tl.sum(_acc_sum_dout_gamma_xhat, axis=1)
+                sum_dout_gamma_xhat_acc = tl.sum(_acc_sum_dout_gamma_xhat_acc, axis=1)
                 if _FIRST == _LAST:  # staged: this slice's sums, for the launches after
                     tl.store(_buf_parts + (0 * _S + _s) * _G + _g, sum_dout_gamma, mask=_ok)
-                    tl.store(_buf_parts + (1 * _S + _s) * _G + _g, sum_dout_gamma_xhat, mask=_ok)
+                    tl.store(_buf_parts + (1 * _S + _s) * _G + _g, sum_dout_gamma_xhat_acc, mask=_ok)
                     pass
             if 0 < _LAST:
+                sum_dout_gamma_xhat = _div(sum_dout_gamma_xhat_acc, std)
                 coef_dout_gamma = _div(1.0, std)
                 coef_xhat = _div(-sum_dout_gamma_xhat, m*std)
                 coef_1 = _div(-sum_dout_gamma, m*std)
+                inv_std = _div(1.0, std)
             if _LAST == 1:  # the elementwise pass
                 for _q0 in range(0, _KI, _BB):
                     _q = _q0 + _b
@@ -311,7 +317,8 @@ def _backward_compact_rows(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, 
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
-                        xhat = tl.load(_ptr_xhat + _off, mask=_mask, other=0.0).to(_ACC)
+                        x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
+                        xhat = inv_std[:, None]*(x - mu[:, None])
                         dx = dout*gamma[None, :]*coef_dout_gamma[:, None] + xhat*coef_xhat[:, None] + coef_1[:, None]
                         tl.store(_ptr_dx + _off, dx.to(_ptr_dx.dtype.element_ty), mask=_mask)
                 if _s == 0:
@@ -323,10 +330,10 @@ def _backward_compact_rows(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, 
 
 
 @_rt.kernel(1)
-def _backward_compact_columns(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, _buf_parts, _buf_partials, _buf_outer, _buf_scal,
+def _backward_step_columns(_ptr_dout, _ptr_x, _ptr_dx, _ptr_mu, _ptr_std, _ptr_gamma, _buf_parts, _buf_partials, _buf_outer, _buf_scal,
         _O, _G, _P, _K, _I, _S, _NPN, _NBP, _FIRST: tl.constexpr, _LAST: tl.constexpr, _ONE: tl.constexpr,
         _BA: tl.constexpr, _BB: tl.constexpr, _ACC: tl.constexpr):
-    """Backward pass, the compact form. Columns: a tile is _BA neighbouring groups times _BB rows."""
+    """Backward pass, the compact form, recomputing from x the per-element values it reads. Columns: a tile is _BA neighbouring groups times _BB rows."""
     _pid = tl.program_id(0)
     _s = tl.program_id(1)
     _g = _pid * _BA + tl.arange(0, _BA)
@@ -337,18 +344,19 @@ def _backward_compact_columns(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamm
     _o1 = (_s + 1) * _O // _S
     m = tl.load(_buf_scal + 0).to(_ACC)
     gamma = tl.load(_ptr_gamma + _p * _K, mask=_ok, other=0.0).to(_ACC)
+    mu = tl.load(_ptr_mu + _g, mask=_ok, other=1.0).to(_ACC)
     std = tl.load(_ptr_std + _g, mask=_ok, other=1.0).to(_ACC)
     if 0 < _FIRST:  # summed by an earlier launch: add its slices in order
         sum_dout_gamma = tl.zeros([_BA], _ACC)
         for _s2 in range(_S):
             sum_dout_gamma += tl.load(_buf_parts + (0 * _S + _s2) * _G + _g, mask=_ok, other=0.0)
-        sum_dout_gamma_xhat = tl.zeros([_BA], _ACC)
+        sum_dout_gamma_xhat_acc = tl.zeros([_BA], _ACC)
         for _s2 in range(_S):
-            sum_dout_gamma_xhat += tl.load(_buf_parts + (1 * _S + _s2) * _G + _g, mask=_ok, other=0.0)
+            sum_dout_gamma_xhat_acc += tl.load(_buf_parts + (1 * _S + _s2) * _G + _g, mask=_ok, other=0.0)
         pass
     elif 0 <= _LAST:  # pass 1
         _acc_sum_dout_gamma = tl.zeros([_BA, _BB], _ACC)
-        _acc_sum_dout_gamma_xhat = tl.zeros([_BA, _BB], _ACC)
+        _acc_sum_dout_gamma_xhat_acc = tl.zeros([_BA, _BB], _ACC)
         _part_dgamma = tl.zeros([_BA], _ACC)
         _part_dbeta = tl.zeros([_BA], _ACC)
         for _q0 in range(_o0, _o1, _BB):
@@ -356,48 +364,52 @@ def _backward_compact_columns(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamm
             _mask = _ok[:, None] & (_o < _o1)[None, :]
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
-            xhat = tl.load(_ptr_xhat + _off, mask=_mask, other=0.0).to(_ACC)
+            x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
             _acc_sum_dout_gamma += tl.where(_mask, dout*gamma[:, None], 0.0)
-            _acc_sum_dout_gamma_xhat += tl.where(_mask, dout*gamma[:, None]*xhat, 0.0)
-            _part_dgamma += tl.sum(tl.where(_mask, dout*xhat, 0.0), axis=1)
+            _acc_sum_dout_gamma_xhat_acc += tl.where(_mask, dout*gamma[:, None]*(x - mu[:, None]), 0.0)
+            _part_dgamma += tl.sum(tl.where(_mask, _div(dout*(x - mu[:, None]), std[:, None]), 0.0), axis=1)
             _part_dbeta += tl.sum(tl.where(_mask, dout, 0.0), axis=1)
         sum_dout_gamma = tl.sum(_acc_sum_dout_gamma, axis=1)
-        sum_dout_gamma_xhat = tl.sum(_acc_sum_dout_gamma_xhat, axis=1)
+        sum_dout_gamma_xhat_acc = tl.sum(_acc_sum_dout_gamma_xhat_acc, axis=1)
         tl.store(_buf_partials + (0 * _S + _s) * _G + _g, _part_dgamma, mask=_ok)
         tl.store(_buf_partials + (1 * _S + _s) * _G + _g, _part_dbeta, mask=_ok)
         if _FIRST == _LAST:  # staged: this slice's sums, for the launches after
             tl.store(_buf_parts + (0 * _S + _s) * _G + _g, sum_dout_gamma, mask=_ok)
-            tl.store(_buf_parts + (1 * _S + _s) * _G + _g, sum_dout_gamma_xhat, mask=_ok)
+            tl.store(_buf_parts + (1 * _S + _s) * _G + _g, sum_dout_gamma_xhat_acc, mask=_ok)
             pass
     if 0 < _LAST:
+        sum_dout_gamma_xhat = _div(sum_dout_gamma_xhat_acc, std)
         coef_dout_gamma = _div(1.0, std)
         coef_xhat = _div(-sum_dout_gamma_xhat, m*std)
         coef_1 = _div(-sum_dout_gamma, m*std)
+        inv_std = _div(1.0, std)
     if _LAST == 1:  # the elementwise pass
         for _q0 in range(_o0, _o1, _BB):
             _o = _q0 + _b
             _mask = _ok[:, None] & (_o < _o1)[None, :]
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
-            xhat = tl.load(_ptr_xhat + _off, mask=_mask, other=0.0).to(_ACC)
+            x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
+            xhat = inv_std[:, None]*(x - mu[:, None])
             dx = dout*gamma[:, None]*coef_dout_gamma[:, None] + xhat*coef_xhat[:, None] + coef_1[:, None]
             tl.store(_ptr_dx + _off, dx.to(_ptr_dx.dtype.element_ty), mask=_mask)
         if _s == 0:
             pass
 
 
-def backward_train_fused(dout, gamma, std, xhat, *, eps, m, axes, param_sum_axes, outer_axes, **_):
-    """Backward pass, the compact form. The same arguments and results as generated.torch.spatial_groupnorm.backward_train_fused."""
+def backward_train_fused(dout, gamma, mu, std, x, *, eps, m, axes, param_sum_axes, outer_axes, **_):
+    """Backward pass, the compact form, recomputing from x the per-element values it reads. The same arguments and results as generated.torch.spatial_groupnorm.backward_train_fused."""
     _lay = _rt.layout(dout, axes, param_sum_axes=param_sum_axes)
     _dtype, _device = dout.dtype, dout.device
     _acc = _rt.accumulator(_dtype)
     _t_dout = _lay.elements(dout, "dout")
-    _t_xhat = _lay.elements(xhat, "xhat")
+    _t_x = _lay.elements(x, "x")
     _t_dx = _lay.new_elements(_dtype, _device)
+    _t_mu = _lay.groups(mu, "mu")
     _t_std = _lay.groups(std, "std")
     _t_gamma = _lay.param(gamma, "gamma")
     _scal = _rt.scalars((m, ), _acc, _device)
-    _partials, _outer = _rt.launch((_backward_compact_rows, _backward_compact_columns), _lay, (_t_dout, _t_xhat, _t_dx, _t_std, _t_gamma), _scal,
+    _partials, _outer = _rt.launch((_backward_step_rows, _backward_step_columns), _lay, (_t_dout, _t_x, _t_dx, _t_mu, _t_std, _t_gamma), _scal,
                                    2, 2, 0)
     return (_lay.elements_out(_t_dx),
             _lay.partial_grad(_partials[0], _dtype),

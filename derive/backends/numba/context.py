@@ -150,7 +150,8 @@ def module_context(ir: KernelIR, common: dict, lay: Loops, backward: list) -> di
         own = {n for dm in ir.domains for n in (dm.input.name, *(s.name for s in dm.stats), dm.axes, dm.m.name)}
         functions.append({"name": name, "description": description, "train": kernels[key],
                           "unpack": sorted(reads | own) + ["axes", "param_sum_axes", "outer_axes"]})
-    order = ["forward_train", "forward_test", "backward_compact", "backward_staged", "backward_test"]
+    order = ["forward_train", "forward_test", "backward_compact", "backward_staged", "backward_test", "forward_step",
+             "backward_step"]
     return {
         **common,
         "updates": [(a.target.name, code(a.value)) for a in ir.updates],
@@ -166,9 +167,9 @@ def module_context(ir: KernelIR, common: dict, lay: Loops, backward: list) -> di
 
 
 #: generated.torch's kernel contract: (function, the IR function it runs, what it does)
-CONTRACT = (("forward_train", "forward_train", "the training forward pass"),
+CONTRACT = (("forward_train", "forward_step", "the training forward pass"),
             ("forward_test", "forward_test", "the test-mode forward pass (running statistics)"),
-            ("backward_train_fused", "backward_compact", "the compact training backward pass"),
+            ("backward_train_fused", "backward_step", "the compact training backward pass (x̂ recomputed from x)"),
             ("backward_test", "backward_test", "the test-mode backward pass"))
 
 
@@ -184,7 +185,7 @@ def torch_functions(ir: KernelIR, kernels: dict) -> list[dict]:
         if key not in kernels:
             continue
         f = ir[key]
-        if name == "forward_train":
+        if key == "forward_step":
             imports = [s.name for dm in ir.domains for s in dm.stats]   # after the parameters, as torch's
             positional = [ir.x.name, *params, *imports, *(s.name for s in ir.reads_running)]
         elif name == "forward_test":

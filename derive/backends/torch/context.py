@@ -54,11 +54,11 @@ def operators(ir: KernelIR, ctx: dict) -> list[dict]:
 
 
 def kernel_context(ir: KernelIR) -> dict:
-    train = ir["backward_compact"]
+    train = ir["backward_step"]   # the compact backward recomputing x̂ from x: the forward keeps no x̂
     narrow = [p.name for p in ir.params] + [s.name for s in ir.inputs if dict(ir.spans).get(s.name) is not None]
     leaves = bool(ir.spans)
     fused = torch_fused_lines([(a.target, a.value) for a in train.body], narrow, leaves)
-    ctx = {**tensor_context(ir, lambda e: torch_code(e, leaves)), "backward_train_fused": fused}
+    ctx = {**tensor_context(ir, lambda e: torch_code(e, leaves), "backward_step"), "backward_train_fused": fused}
     # the autograd.Functions and operators take every leaf that gets a gradient: the parameters, the inputs that
     # broadcast, the statistics of the inputs with their own groups; the module holds the parameters alone
     ctx.update({"module_params": ctx["param_names"], "param_names": ctx["param_names"] + ctx["input_names"] + ctx["imports"],

@@ -86,7 +86,7 @@ def main(argv=None) -> int:
     p.add_argument("--arch", type=int, default=90, help="CUDA compute capability x10 (90: H100/H200)")
     p.add_argument("--entry", action="append", help="only this entry (repeatable)")
     p.add_argument("--kernel", action="append",
-                   help="only this kernel, e.g. _backward_compact_rows (repeatable)")
+                   help="only this kernel, e.g. _backward_step_rows (repeatable)")
     p.add_argument("--dtype", action="append", choices=sorted(TYPES),
                    help="only this input dtype (repeatable)")
     args = p.parse_args(argv)
@@ -94,6 +94,12 @@ def main(argv=None) -> int:
         p.error("TRITON_INTERPRET=1 is set: the interpreter compiles nothing (unset it)")
     triton_package = importlib.import_module(f"{args.package}.triton")
     entries = args.entry or list(triton_package.__all__)
+    if args.kernel:
+        known = {name for entry in entries
+                 for name, _ in kernels(importlib.import_module(f"{args.package}.triton.{entry}"))}
+        unknown = sorted(set(args.kernel) - known)
+        if unknown:
+            p.error(f"--kernel: no kernel named {', '.join(unknown)} (there are {', '.join(sorted(known))})")
     total = 0
     for entry in entries:
         total += check_module(importlib.import_module(f"{args.package}.triton.{entry}"), arch=args.arch,

@@ -50,7 +50,7 @@ def run(package: str, build, case) -> list:
         values = kernels.forward_train(view, *params.values(), *(known[s.name] for s in ir.reads_running),
                                        **const, **layout)
         grads = kernels.backward_train_fused(dout, **{n: known.get(n, values.get(n)) for n in
-                                                      reads(ir["backward_compact"], ir)}, **const, **layout)
+                                                      reads(ir["backward_step"], ir)}, **const, **layout)
         found = []
         if ir.has_running:
             torch_module.update_running(buffers, **values, **const, **layout)
