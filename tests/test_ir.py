@@ -317,10 +317,15 @@ def test_no_elementwise_loop_divides_by_a_per_group_value():
                         and not (p.exp.is_Integer and p.exp > 0)]
                 assert not slow, (build.spec.name, f.name, target, slow)
                 checked += 1
-            # no factor of a group sum's summand is one value per group (1/std): the sum is multiplied, once
+            # no factor of a group sum's summand is one value per group (1/std): the sum is multiplied, once;
+            # and no summand (of a sum or of a parameter's gradient) divides by one either
             for p in f.schedule.passes:
                 for acc, summand in p.sums:
                     slow = [q for q in sp.Mul.make_args(summand) if q.free_symbols and q.free_symbols <= per_group]
+                    assert not slow, (build.spec.name, f.name, acc, slow)
+                for acc, summand in p.sums + p.partials:
+                    slow = [q for q in summand.atoms(sp.Pow) if q.base.free_symbols & per_group
+                            and not (q.exp.is_Integer and q.exp > 0)]
                     assert not slow, (build.spec.name, f.name, acc, slow)
                     checked += 1
             hoisted = [s for p in f.schedule.passes for s, _ in p.group if s.name.startswith("inv_")]

@@ -54,41 +54,42 @@ def inline(expr: sp.Expr, elements) -> sp.Expr:
     return expr
 
 
-def hoist(elements, level: dict, group: list, local) -> list:
-    """The per-element assignments with every power of a per-group value that is a division or a root
-    (``1/std``, ``(var + eps)**(-1/2)``) replaced by a per-group value assigned once per group, in the
-    pass its base is ready after: ``(x - mu)/std`` is printed ``(x - mu)*inv_std``, a product in the
-    elementwise loop instead of a division (about twice as fast).  ``inv_std`` is ``1/std`` by its
-    definition, so the expressions are the same ones (checked: substituting the definitions back gives
-    each expression as it was); ``local(base)`` names the new values."""
-    made: dict = {}
+class Hoist:
+    """Every power of a per-group value that is a division or a root (``1/std``, ``(var + eps)**(-1/2)``)
+    in a per-element expression, replaced by a per-group value assigned once per group, in the pass
+    its base is ready after (``setup``, before the first loop, for a value the function reads):
+    ``(x - mu)/std`` is printed ``(x - mu)*inv_std``, a product in the elementwise loop instead of a
+    division (about twice as fast).  ``inv_std`` is ``1/std`` by its definition, so the expressions are
+    the same ones (checked: substituting the definitions back gives each expression as it was);
+    ``local(base)`` names the new values."""
 
-    def per_group(expr) -> bool:
+    def __init__(self, level: dict, group: list, setup: list, local):
+        self.level, self.group, self.setup, self.local = level, group, setup, local
+        self.made: dict = {}
+
+    def per_group(self, expr) -> bool:
         free = expr.free_symbols
-        return (any(s in level for s in free)
-                and all(s in level or s == M or isinstance(s, Const) for s in free))
+        return (any(s in self.level for s in free)
+                and all(s in self.level or s == M or isinstance(s, Const) for s in free))
 
-    def replace(expr):
-        powers = [p for p in expr.atoms(sp.Pow) if per_group(p.base) and not (p.exp.is_Integer and p.exp > 0)]
+    def __call__(self, target, value):
+        made, level = self.made, self.level
+        powers = [p for p in value.atoms(sp.Pow) if self.per_group(p.base) and not (p.exp.is_Integer and p.exp > 0)]
         for p in sorted(powers, key=sp.default_sort_key):
             if p not in made:
                 stem = p.base.name if isinstance(p.base, sp.Symbol) else "den"
                 stem = f"inv_{stem}" if p.exp == -1 else f"pow_{stem}"
                 taken = {s.name for s in made.values()}
-                name = next(n for n in (local(stem if k == 0 else f"{stem}_{k}") for k in range(len(made) + 1))
+                name = next(n for n in (self.local(stem if k == 0 else f"{stem}_{k}") for k in range(len(made) + 1))
                             if n not in taken)
                 made[p] = sp.Symbol(name)
                 n = max(level[s] for s in p.free_symbols if s in level)
-                group[n].append((made[p], p))
+                (self.group[n] if n >= 0 else self.setup).append((made[p], p))
                 level[made[p]] = n
-        return expr.xreplace({p: made[p] for p in powers}) if powers else expr
-
-    out = [(target, replace(value)) for target, value in elements]
-    back = {s: p for p, s in made.items()}
-    for (target, value), (_, new) in zip(elements, out):
-        if new.xreplace(back) != value:
+        new = value.xreplace({p: made[p] for p in powers}) if powers else value
+        if new.xreplace({s: p for p, s in made.items()}) != value:
             raise ValueError(f"{target} = {value}: hoisting its per-group powers changed it to {new}")
-    return out
+        return target, new
 
 
 def schedule(body, results, local=None, given=()) -> Schedule:
@@ -97,7 +98,8 @@ def schedule(body, results, local=None, given=()) -> Schedule:
     loop (none: no hoisting); ``given``: the per-group values it reads (the forward's statistics,
     which a backward that recomputes x̂ divides by)."""
     elements: list = []
-    level: dict = {}                     #: per-group value or accumulator -> the pass it is ready after
+    #: per-group value or accumulator -> the pass it is ready after (-1: read by the function, ready before any)
+    level: dict = {s: -1 for s in given}
     sums: list[list] = []
     partials: list[list] = []
     group: list[list] = []
@@ -116,7 +118,7 @@ def schedule(body, results, local=None, given=()) -> Schedule:
 
     def per_group(expr) -> bool:
         free = expr.free_symbols
-        return bool(free) and all(s in level or s in given or s == M or isinstance(s, Const) for s in free)
+        return bool(free) and all(s in level or s == M or isinstance(s, Const) for s in free)
 
     def accumulate(s: BatchSum, target) -> sp.Symbol:
         if s not in accumulators:
@@ -161,16 +163,21 @@ def schedule(body, results, local=None, given=()) -> Schedule:
         if value.has(BatchSum, ParamSum, OuterSum):
             raise ValueError(f"{target} = {value}: a sum inside an expression must be named first "
                              "(derive.ir.program.name_sums)")
-        n = max((level[s] for s in value.free_symbols if s in level), default=0)
+        n = max(0, max((level[s] for s in value.free_symbols if s in level), default=0))
         grow(n)
         group[n].append((target, value))
         level[target] = n
+    setup: list = []                     #: per-group values of what the function reads, before the first loop
     if local is not None:
         grow(0)
-        for s in given:   # read from the start: a power of one is taken after the first pass, before the elements
-            level.setdefault(s, 0)
-        elements = hoist(elements, level, group, local)
+        hoist = Hoist(level, group, setup, local)
+        for k in range(len(sums)):
+            sums[k] = [hoist(*pair) for pair in sums[k]]
+            partials[k] = [hoist(*pair) for pair in partials[k]]
+        elements = [hoist(*pair) for pair in elements]
     stores = tuple(s for s in results if isinstance(s, Elem))
     kept = [k for k in range(len(sums)) if sums[k] or partials[k] or group[k]]
     passes = tuple(Pass(tuple(sums[k]), tuple(partials[k]), tuple(group[k])) for k in kept)
+    if setup:
+        passes = (Pass((), (), tuple(setup)),) + passes
     return Schedule(passes, tuple(elements), stores, tuple(outer))

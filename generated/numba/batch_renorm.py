@@ -563,13 +563,13 @@ def _backward_compact(lay, dout, xhat, dx, d_g, r_g, std_g, gamma_p, dgamma_p, d
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _backward_staged_p0_rows(dout, xhat, d, gamma, mu, r, std):
+def _backward_staged_p1_rows(dout, xhat, d, gamma, inv_r, mu, r, std):
     sum_dvar = 0.0
     sum_dxhat = 0.0
     sum_dout_xhat = 0.0
     sum_dout = 0.0
     for j in range(dout.shape[0]):
-        sum_dvar += ((numpy.float64(dout[j])*numpy.float64(gamma)*(numpy.float64(xhat[j])*numpy.float64(std) - numpy.float64(d)*numpy.float64(std)))/(numpy.float64(r)) if (numpy.float64(r)) != 0 else 0.0)
+        sum_dvar += numpy.float64(dout[j])*numpy.float64(gamma)*(numpy.float64(inv_r)*(numpy.float64(xhat[j])*numpy.float64(std) - numpy.float64(d)*numpy.float64(std) + numpy.float64(mu)*numpy.float64(r)) - numpy.float64(mu))
         sum_dxhat += numpy.float64(dout[j])*numpy.float64(gamma)
         sum_dout_xhat += numpy.float64(dout[j])*numpy.float64(xhat[j])
         sum_dout += numpy.float64(dout[j])
@@ -594,13 +594,14 @@ def _backward_staged_rows_l0(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, m, 
             r = r_g[g]
             std = std_g[g]
             gamma = gamma_p[p]
+            inv_r = 1/r
             sum_dvar = 0.0
             sum_dxhat = 0.0
             sum_dout_xhat = 0.0
             sum_dout = 0.0
             for o in range(O):
                 for k in range(K):
-                    sum_dvar_run, sum_dxhat_run, sum_dout_xhat_run, sum_dout_run, = _backward_staged_p0_rows(dout[o, g, k], xhat[o, g, k], d, gamma, mu, r, std)
+                    sum_dvar_run, sum_dxhat_run, sum_dout_xhat_run, sum_dout_run, = _backward_staged_p1_rows(dout[o, g, k], xhat[o, g, k], d, gamma, inv_r, mu, r, std)
                     sum_dvar += sum_dvar_run
                     sum_dxhat += sum_dxhat_run
                     sum_dout_xhat += sum_dout_xhat_run
@@ -629,12 +630,12 @@ def _backward_staged_rows(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _backward_staged_p0_cols(dout, xhat, d, gamma, mu, r, std, sum_dvar, sum_dxhat, sum_dout_xhat, sum_dout, o0, o1, j0, j1):
+def _backward_staged_p1_cols(dout, xhat, d, gamma, inv_r, mu, r, std, sum_dvar, sum_dxhat, sum_dout_xhat, sum_dout, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
-            sum_dvar[q] += ((numpy.float64(dout[ou, j])*numpy.float64(gamma[q])*(numpy.float64(xhat[ou, j])*numpy.float64(std[q]) - numpy.float64(d[q])*numpy.float64(std[q])))/(numpy.float64(r[q])) if (numpy.float64(r[q])) != 0 else 0.0)
+            sum_dvar[q] += numpy.float64(dout[ou, j])*numpy.float64(gamma[q])*(numpy.float64(inv_r[q])*(numpy.float64(xhat[ou, j])*numpy.float64(std[q]) - numpy.float64(d[q])*numpy.float64(std[q]) + numpy.float64(mu[q])*numpy.float64(r[q])) - numpy.float64(mu[q]))
             sum_dxhat[q] += numpy.float64(dout[ou, j])*numpy.float64(gamma[q])
             sum_dout_xhat[q] += numpy.float64(dout[ou, j])*numpy.float64(xhat[ou, j])
             sum_dout[q] += numpy.float64(dout[ou, j])
@@ -651,7 +652,15 @@ def _backward_staged_e_cols(dout, xhat, dx, dx_coef_1, dx_coef_dxhat, dx_coef_xh
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _backward_staged_g0(sum_dvar, sum_dxhat, sum_dout_xhat, sum_dout, d, r, std, dx_coef_dxhat_w, dx_coef_xhat_w, dx_coef_1_w, dgamma, dbeta, m, like):
+def _backward_staged_g0(r, inv_r_w, like):
+    work = like.dtype.type
+    for g in range(r.shape[0]):
+        inv_r = 1/r[g]
+        inv_r_w[g] = inv_r
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_staged_g1(sum_dvar, sum_dxhat, sum_dout_xhat, sum_dout, d, r, std, dvar_w, dmu_w, dx_coef_dxhat_w, dx_coef_xhat_w, dx_coef_1_w, dgamma, dbeta, m, like):
     work = like.dtype.type
     for g in range(sum_dvar.shape[0]):
         dvar = -1/2*r[g]*sum_dvar[g]/std[g]**3
@@ -659,6 +668,8 @@ def _backward_staged_g0(sum_dvar, sum_dxhat, sum_dout_xhat, sum_dout, d, r, std,
         dx_coef_dxhat = work(r[g]/std[g])
         dx_coef_xhat = work(((2*dvar*std[g])/(m*r[g]) if (m*r[g]) != 0 else 0.0))
         dx_coef_1 = work(((-2*d[g]*dvar*std[g] + dmu*r[g])/(m*r[g]) if (m*r[g]) != 0 else 0.0))
+        dvar_w[g] = dvar
+        dmu_w[g] = dmu
         dx_coef_dxhat_w[g] = dx_coef_dxhat
         dx_coef_xhat_w[g] = dx_coef_xhat
         dx_coef_1_w[g] = dx_coef_1
@@ -667,7 +678,7 @@ def _backward_staged_g0(sum_dvar, sum_dxhat, sum_dout_xhat, sum_dout, d, r, std,
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _backward_staged_cols_l0(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_g, dbeta_g, like, tc0, tc1):
+def _backward_staged_cols_l0(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, K, I, G, GT, like, O, dgamma_g, dbeta_g, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
@@ -676,11 +687,16 @@ def _backward_staged_cols_l0(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, m, 
         sum_dxhat_s = numpy.empty(g1 - g0)
         sum_dout_xhat_s = numpy.empty(g1 - g0)
         sum_dout_s = numpy.empty(g1 - g0)
+        inv_r_a = numpy.empty(g1 - g0)
+        dvar_a = numpy.empty(g1 - g0)
+        dmu_a = numpy.empty(g1 - g0)
         dx_coef_dxhat_a = numpy.empty(g1 - g0, dout.dtype)
         dx_coef_xhat_a = numpy.empty(g1 - g0, dout.dtype)
         dx_coef_1_a = numpy.empty(g1 - g0, dout.dtype)
+        _backward_staged_g0(r_g[g0:g1], inv_r_a, like)
         d_e = _layout.spread(d_g[g0:g1], K * I)
         gamma_e = _layout.spread(gamma_t, K * I)
+        inv_r_e = _layout.spread(inv_r_a, K * I)
         mu_e = _layout.spread(mu_g[g0:g1], K * I)
         r_e = _layout.spread(r_g[g0:g1], K * I)
         std_e = _layout.spread(std_g[g0:g1], K * I)
@@ -688,12 +704,12 @@ def _backward_staged_cols_l0(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, m, 
         sum_dxhat_t = numpy.zeros(j1 - j0)
         sum_dout_xhat_t = numpy.zeros(j1 - j0)
         sum_dout_t = numpy.zeros(j1 - j0)
-        _backward_staged_p0_cols(dout, xhat, d_e, gamma_e, mu_e, r_e, std_e, sum_dvar_t, sum_dxhat_t, sum_dout_xhat_t, sum_dout_t, 0, O, j0, j1)
+        _backward_staged_p1_cols(dout, xhat, d_e, gamma_e, inv_r_e, mu_e, r_e, std_e, sum_dvar_t, sum_dxhat_t, sum_dout_xhat_t, sum_dout_t, 0, O, j0, j1)
         _layout.fold(sum_dvar_t, K * I, sum_dvar_s)
         _layout.fold(sum_dxhat_t, K * I, sum_dxhat_s)
         _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_s)
         _layout.fold(sum_dout_t, K * I, sum_dout_s)
-        _backward_staged_g0(sum_dvar_s, sum_dxhat_s, sum_dout_xhat_s, sum_dout_s, d_g[g0:g1], r_g[g0:g1], std_g[g0:g1], dx_coef_dxhat_a, dx_coef_xhat_a, dx_coef_1_a, dgamma_g[g0:g1], dbeta_g[g0:g1], m, like)
+        _backward_staged_g1(sum_dvar_s, sum_dxhat_s, sum_dout_xhat_s, sum_dout_s, d_g[g0:g1], r_g[g0:g1], std_g[g0:g1], dvar_a, dmu_a, dx_coef_dxhat_a, dx_coef_xhat_a, dx_coef_1_a, dgamma_g[g0:g1], dbeta_g[g0:g1], m, like)
         dx_coef_1_e = _layout.spread(dx_coef_1_a, K * I)
         dx_coef_dxhat_e = _layout.spread(dx_coef_dxhat_a, K * I)
         dx_coef_xhat_e = _layout.spread(dx_coef_xhat_a, K * I)
@@ -707,7 +723,7 @@ def _backward_staged_cols(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma
     dgamma_g = dgamma_p if P == G else numpy.empty(G)
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
     like = numpy.empty(0, dout.dtype)
-    _layout.parallel(_backward_staged_cols_l0, TC, (dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_g, dbeta_g, like,), dout.size)
+    _layout.parallel(_backward_staged_cols_l0, TC, (dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, K, I, G, GT, like, O, dgamma_g, dbeta_g,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -715,7 +731,7 @@ def _backward_staged_cols(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _backward_staged_tall_l0(dout, xhat, d_g, mu_g, r_g, std_g, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dvar_r, sum_dxhat_r, sum_dout_xhat_r, sum_dout_r, t0, t1):
+def _backward_staged_tall_l0(dout, xhat, d_g, mu_g, r_g, std_g, gamma_p, P, K, I, G, RC, GT, TC, O, inv_r_a, sum_dvar_r, sum_dxhat_r, sum_dout_xhat_r, sum_dout_r, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
@@ -724,6 +740,7 @@ def _backward_staged_tall_l0(dout, xhat, d_g, mu_g, r_g, std_g, gamma_p, P, K, I
         gamma_t = _layout.per_group(gamma_p, g0, g1, P)
         d_e = _layout.spread(d_g[g0:g1], K * I)
         gamma_e = _layout.spread(gamma_t, K * I)
+        inv_r_e = _layout.spread(inv_r_a[g0:g1], K * I)
         mu_e = _layout.spread(mu_g[g0:g1], K * I)
         r_e = _layout.spread(r_g[g0:g1], K * I)
         std_e = _layout.spread(std_g[g0:g1], K * I)
@@ -731,7 +748,7 @@ def _backward_staged_tall_l0(dout, xhat, d_g, mu_g, r_g, std_g, gamma_p, P, K, I
         sum_dxhat_t = numpy.zeros(j1 - j0)
         sum_dout_xhat_t = numpy.zeros(j1 - j0)
         sum_dout_t = numpy.zeros(j1 - j0)
-        _backward_staged_p0_cols(dout, xhat, d_e, gamma_e, mu_e, r_e, std_e, sum_dvar_t, sum_dxhat_t, sum_dout_xhat_t, sum_dout_t, o0, o1, j0, j1)
+        _backward_staged_p1_cols(dout, xhat, d_e, gamma_e, inv_r_e, mu_e, r_e, std_e, sum_dvar_t, sum_dxhat_t, sum_dout_xhat_t, sum_dout_t, o0, o1, j0, j1)
         _layout.fold(sum_dvar_t, K * I, sum_dvar_r[rc, g0:g1])
         _layout.fold(sum_dxhat_t, K * I, sum_dxhat_r[rc, g0:g1])
         _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_r[rc, g0:g1])
@@ -760,6 +777,9 @@ def _backward_staged_tall(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma
     sum_dxhat_s = numpy.empty(G)
     sum_dout_xhat_s = numpy.empty(G)
     sum_dout_s = numpy.empty(G)
+    inv_r_a = numpy.empty(G)
+    dvar_a = numpy.empty(G)
+    dmu_a = numpy.empty(G)
     dx_coef_dxhat_a = numpy.empty(G, dout.dtype)
     dx_coef_xhat_a = numpy.empty(G, dout.dtype)
     dx_coef_1_a = numpy.empty(G, dout.dtype)
@@ -767,16 +787,17 @@ def _backward_staged_tall(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
     like = numpy.empty(0, dout.dtype)
     gamma_all = _layout.per_group(gamma_p, 0, G, P)
+    _backward_staged_g0(r_g, inv_r_a, like)
     sum_dvar_r = numpy.empty((RC, G))
     sum_dxhat_r = numpy.empty((RC, G))
     sum_dout_xhat_r = numpy.empty((RC, G))
     sum_dout_r = numpy.empty((RC, G))
-    _layout.parallel(_backward_staged_tall_l0, RC * TC, (dout, xhat, d_g, mu_g, r_g, std_g, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dvar_r, sum_dxhat_r, sum_dout_xhat_r, sum_dout_r,), dout.size)
+    _layout.parallel(_backward_staged_tall_l0, RC * TC, (dout, xhat, d_g, mu_g, r_g, std_g, gamma_p, P, K, I, G, RC, GT, TC, O, inv_r_a, sum_dvar_r, sum_dxhat_r, sum_dout_xhat_r, sum_dout_r,), dout.size)
     _layout.sum_chunks(sum_dvar_r, sum_dvar_s)
     _layout.sum_chunks(sum_dxhat_r, sum_dxhat_s)
     _layout.sum_chunks(sum_dout_xhat_r, sum_dout_xhat_s)
     _layout.sum_chunks(sum_dout_r, sum_dout_s)
-    _backward_staged_g0(sum_dvar_s, sum_dxhat_s, sum_dout_xhat_s, sum_dout_s, d_g, r_g, std_g, dx_coef_dxhat_a, dx_coef_xhat_a, dx_coef_1_a, dgamma_g, dbeta_g, m, like)
+    _backward_staged_g1(sum_dvar_s, sum_dxhat_s, sum_dout_xhat_s, sum_dout_s, d_g, r_g, std_g, dvar_a, dmu_a, dx_coef_dxhat_a, dx_coef_xhat_a, dx_coef_1_a, dgamma_g, dbeta_g, m, like)
     _layout.parallel(_backward_staged_tall_l1, RC * TC, (dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_1_a, dx_coef_dxhat_a, dx_coef_xhat_a,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
@@ -785,7 +806,7 @@ def _backward_staged_tall(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma
 
 
 def _backward_staged(lay, dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m):
-    """Backward pass, the staged chain rule. Pass 1 sums sum_dvar, sum_dxhat, sum_dout_xhat, sum_dout (float64) in each group; then dvar, dmu, dx_coef_dxhat, dx_coef_xhat, dx_coef_1. Pass 2: dx, elementwise."""
+    """Backward pass, the staged chain rule. Per group: inv_r. Pass 1 sums sum_dvar, sum_dxhat, sum_dout_xhat, sum_dout (float64) in each group; then dvar, dmu, dx_coef_dxhat, dx_coef_xhat, dx_coef_1. Pass 2: dx, elementwise."""
     if lay.strategy == "cols":
         _backward_staged_cols(lay.cols(dout), lay.cols(xhat), lay.cols(dx), d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
     elif lay.strategy == "tall":
@@ -1195,12 +1216,12 @@ def _forward_step(lay, x, out, running_mean_g, running_var_g, mu_g, d_g, var_g, 
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _backward_step_p0_rows(dout, x, d, mu, r, std):
+def _backward_step_p1_rows(dout, x, d, inv_std, mu, r):
     sum_dout = 0.0
     sum_dout_xhat = 0.0
     for j in range(dout.shape[0]):
         sum_dout += numpy.float64(dout[j])
-        sum_dout_xhat += numpy.float64(dout[j])*(numpy.float64(d) + numpy.float64(r)*(numpy.float64(x[j]) - numpy.float64(mu))/numpy.float64(std))
+        sum_dout_xhat += numpy.float64(dout[j])*(numpy.float64(d) + numpy.float64(inv_std)*numpy.float64(r)*(numpy.float64(x[j]) - numpy.float64(mu)))
     return (sum_dout, sum_dout_xhat,)
 
 
@@ -1222,17 +1243,17 @@ def _backward_step_rows_l0(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, ch
             r = r_g[g]
             std = std_g[g]
             gamma = gamma_p[p]
+            inv_std = work(1/std)
             sum_dout = 0.0
             sum_dout_xhat = 0.0
             for o in range(O):
                 for k in range(K):
-                    sum_dout_run, sum_dout_xhat_run, = _backward_step_p0_rows(dout[o, g, k], x[o, g, k], d, mu, r, std)
+                    sum_dout_run, sum_dout_xhat_run, = _backward_step_p1_rows(dout[o, g, k], x[o, g, k], d, inv_std, mu, r)
                     sum_dout += sum_dout_run
                     sum_dout_xhat += sum_dout_xhat_run
             coef_dout = work(gamma*r/std)
             coef_xhat = work(((gamma*(d*sum_dout - sum_dout_xhat))/(m*r*std) if (m*r*std) != 0 else 0.0))
             coef_1 = work(((-gamma*(d**2*sum_dout - d*sum_dout_xhat + r**2*sum_dout))/(m*r*std) if (m*r*std) != 0 else 0.0))
-            inv_std = work(1/std)
             dgamma_g[g] = sum_dout_xhat
             dbeta_g[g] = sum_dout
             for o in range(O):
@@ -1252,13 +1273,13 @@ def _backward_step_rows(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, d
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _backward_step_p0_cols(dout, x, d, mu, r, std, sum_dout, sum_dout_xhat, o0, o1, j0, j1):
+def _backward_step_p1_cols(dout, x, d, inv_std, mu, r, sum_dout, sum_dout_xhat, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
             sum_dout[q] += numpy.float64(dout[ou, j])
-            sum_dout_xhat[q] += numpy.float64(dout[ou, j])*(numpy.float64(d[q]) + numpy.float64(r[q])*(numpy.float64(x[ou, j]) - numpy.float64(mu[q]))/numpy.float64(std[q]))
+            sum_dout_xhat[q] += numpy.float64(dout[ou, j])*(numpy.float64(d[q]) + numpy.float64(inv_std[q])*numpy.float64(r[q])*(numpy.float64(x[ou, j]) - numpy.float64(mu[q])))
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
@@ -1272,43 +1293,50 @@ def _backward_step_e_cols(dout, x, dx, coef_1, coef_dout, coef_xhat, d, inv_std,
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _backward_step_g0(sum_dout, sum_dout_xhat, d, gamma, r, std, coef_dout_w, coef_xhat_w, coef_1_w, inv_std_w, dgamma, dbeta, m, like):
+def _backward_step_g0(std, inv_std_w, like):
+    work = like.dtype.type
+    for g in range(std.shape[0]):
+        inv_std = work(1/std[g])
+        inv_std_w[g] = inv_std
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_step_g1(sum_dout, sum_dout_xhat, d, gamma, r, std, coef_dout_w, coef_xhat_w, coef_1_w, dgamma, dbeta, m, like):
     work = like.dtype.type
     for g in range(sum_dout.shape[0]):
         coef_dout = work(gamma[g]*r[g]/std[g])
         coef_xhat = work(((gamma[g]*(d[g]*sum_dout[g] - sum_dout_xhat[g]))/(m*r[g]*std[g]) if (m*r[g]*std[g]) != 0 else 0.0))
         coef_1 = work(((-gamma[g]*(d[g]**2*sum_dout[g] - d[g]*sum_dout_xhat[g] + r[g]**2*sum_dout[g]))/(m*r[g]*std[g]) if (m*r[g]*std[g]) != 0 else 0.0))
-        inv_std = work(1/std[g])
         coef_dout_w[g] = coef_dout
         coef_xhat_w[g] = coef_xhat
         coef_1_w[g] = coef_1
-        inv_std_w[g] = inv_std
         dgamma[g] = sum_dout_xhat[g]
         dbeta[g] = sum_dout[g]
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _backward_step_cols_l0(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_g, dbeta_g, like, tc0, tc1):
+def _backward_step_cols_l0(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, K, I, G, GT, like, O, dgamma_g, dbeta_g, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         gamma_t = _layout.per_group(gamma_p, g0, g1, P)
         sum_dout_s = numpy.empty(g1 - g0)
         sum_dout_xhat_s = numpy.empty(g1 - g0)
+        inv_std_a = numpy.empty(g1 - g0, dout.dtype)
         coef_dout_a = numpy.empty(g1 - g0, dout.dtype)
         coef_xhat_a = numpy.empty(g1 - g0, dout.dtype)
         coef_1_a = numpy.empty(g1 - g0, dout.dtype)
-        inv_std_a = numpy.empty(g1 - g0, dout.dtype)
+        _backward_step_g0(std_g[g0:g1], inv_std_a, like)
         d_e = _layout.spread(d_g[g0:g1], K * I)
+        inv_std_e = _layout.spread(inv_std_a, K * I)
         mu_e = _layout.spread(mu_g[g0:g1], K * I)
         r_e = _layout.spread(r_g[g0:g1], K * I)
-        std_e = _layout.spread(std_g[g0:g1], K * I)
         sum_dout_t = numpy.zeros(j1 - j0)
         sum_dout_xhat_t = numpy.zeros(j1 - j0)
-        _backward_step_p0_cols(dout, x, d_e, mu_e, r_e, std_e, sum_dout_t, sum_dout_xhat_t, 0, O, j0, j1)
+        _backward_step_p1_cols(dout, x, d_e, inv_std_e, mu_e, r_e, sum_dout_t, sum_dout_xhat_t, 0, O, j0, j1)
         _layout.fold(sum_dout_t, K * I, sum_dout_s)
         _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_s)
-        _backward_step_g0(sum_dout_s, sum_dout_xhat_s, d_g[g0:g1], gamma_t, r_g[g0:g1], std_g[g0:g1], coef_dout_a, coef_xhat_a, coef_1_a, inv_std_a, dgamma_g[g0:g1], dbeta_g[g0:g1], m, like)
+        _backward_step_g1(sum_dout_s, sum_dout_xhat_s, d_g[g0:g1], gamma_t, r_g[g0:g1], std_g[g0:g1], coef_dout_a, coef_xhat_a, coef_1_a, dgamma_g[g0:g1], dbeta_g[g0:g1], m, like)
         coef_1_e = _layout.spread(coef_1_a, K * I)
         coef_dout_e = _layout.spread(coef_dout_a, K * I)
         coef_xhat_e = _layout.spread(coef_xhat_a, K * I)
@@ -1325,7 +1353,7 @@ def _backward_step_cols(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, d
     dgamma_g = dgamma_p if P == G else numpy.empty(G)
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
     like = numpy.empty(0, dout.dtype)
-    _layout.parallel(_backward_step_cols_l0, TC, (dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_g, dbeta_g, like,), dout.size)
+    _layout.parallel(_backward_step_cols_l0, TC, (dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, K, I, G, GT, like, O, dgamma_g, dbeta_g,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -1333,7 +1361,7 @@ def _backward_step_cols(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, d
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _backward_step_tall_l0(dout, x, d_g, mu_g, r_g, std_g, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_r, sum_dout_xhat_r, t0, t1):
+def _backward_step_tall_l0(dout, x, d_g, mu_g, r_g, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, sum_dout_r, sum_dout_xhat_r, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
@@ -1341,12 +1369,12 @@ def _backward_step_tall_l0(dout, x, d_g, mu_g, r_g, std_g, gamma_p, P, K, I, G, 
         j0, j1 = g0 * K * I, g1 * K * I
         gamma_t = _layout.per_group(gamma_p, g0, g1, P)
         d_e = _layout.spread(d_g[g0:g1], K * I)
+        inv_std_e = _layout.spread(inv_std_a[g0:g1], K * I)
         mu_e = _layout.spread(mu_g[g0:g1], K * I)
         r_e = _layout.spread(r_g[g0:g1], K * I)
-        std_e = _layout.spread(std_g[g0:g1], K * I)
         sum_dout_t = numpy.zeros(j1 - j0)
         sum_dout_xhat_t = numpy.zeros(j1 - j0)
-        _backward_step_p0_cols(dout, x, d_e, mu_e, r_e, std_e, sum_dout_t, sum_dout_xhat_t, o0, o1, j0, j1)
+        _backward_step_p1_cols(dout, x, d_e, inv_std_e, mu_e, r_e, sum_dout_t, sum_dout_xhat_t, o0, o1, j0, j1)
         _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
         _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_r[rc, g0:g1])
 
@@ -1374,20 +1402,21 @@ def _backward_step_tall(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, d
     TC = (G + GT - 1) // GT
     sum_dout_s = numpy.empty(G)
     sum_dout_xhat_s = numpy.empty(G)
+    inv_std_a = numpy.empty(G, dout.dtype)
     coef_dout_a = numpy.empty(G, dout.dtype)
     coef_xhat_a = numpy.empty(G, dout.dtype)
     coef_1_a = numpy.empty(G, dout.dtype)
-    inv_std_a = numpy.empty(G, dout.dtype)
     dgamma_g = dgamma_p if P == G else numpy.empty(G)
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
     like = numpy.empty(0, dout.dtype)
     gamma_all = _layout.per_group(gamma_p, 0, G, P)
+    _backward_step_g0(std_g, inv_std_a, like)
     sum_dout_r = numpy.empty((RC, G))
     sum_dout_xhat_r = numpy.empty((RC, G))
-    _layout.parallel(_backward_step_tall_l0, RC * TC, (dout, x, d_g, mu_g, r_g, std_g, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_r, sum_dout_xhat_r,), dout.size)
+    _layout.parallel(_backward_step_tall_l0, RC * TC, (dout, x, d_g, mu_g, r_g, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, sum_dout_r, sum_dout_xhat_r,), dout.size)
     _layout.sum_chunks(sum_dout_r, sum_dout_s)
     _layout.sum_chunks(sum_dout_xhat_r, sum_dout_xhat_s)
-    _backward_step_g0(sum_dout_s, sum_dout_xhat_s, d_g, gamma_all, r_g, std_g, coef_dout_a, coef_xhat_a, coef_1_a, inv_std_a, dgamma_g, dbeta_g, m, like)
+    _backward_step_g1(sum_dout_s, sum_dout_xhat_s, d_g, gamma_all, r_g, std_g, coef_dout_a, coef_xhat_a, coef_1_a, dgamma_g, dbeta_g, m, like)
     _layout.parallel(_backward_step_tall_l1, RC * TC, (dout, x, dx, d_g, mu_g, r_g, gamma_p, P, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_a, coef_xhat_a, inv_std_a,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
@@ -1396,7 +1425,7 @@ def _backward_step_tall(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, d
 
 
 def _backward_step(lay, dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m):
-    """Backward pass, the compact form, recomputing from x the per-element values it reads. Pass 1 sums sum_dout, sum_dout_xhat (float64) in each group; then coef_dout, coef_xhat, coef_1, inv_std. Pass 2: dx, elementwise."""
+    """Backward pass, the compact form, recomputing from x the per-element values it reads. Per group: inv_std. Pass 1 sums sum_dout, sum_dout_xhat (float64) in each group; then coef_dout, coef_xhat, coef_1. Pass 2: dx, elementwise."""
     if lay.strategy == "cols":
         _backward_step_cols(lay.cols(dout), lay.cols(x), lay.cols(dx), d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
     elif lay.strategy == "tall":

@@ -583,7 +583,7 @@ def _forward_step(lay, x, out, norm_g, den_g, eps):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _backward_step_p0_rows(dout, x):
+def _backward_step_p1_rows(dout, x):
     sum_dout_out_acc = 0.0
     for j in range(dout.shape[0]):
         sum_dout_out_acc += numpy.float64(dout[j])*numpy.float64(x[j])
@@ -605,15 +605,15 @@ def _backward_step_rows_l0(dout, x, dx, den_g, norm_g, eps, P, chunks, G, O, K, 
             p = g % P
             den = den_g[g]
             norm = norm_g[g]
+            inv_den = work(1/den)
             sum_dout_out_acc = 0.0
             for o in range(O):
                 for k in range(K):
-                    sum_dout_out_acc_run, = _backward_step_p0_rows(dout[o, g, k], x[o, g, k])
+                    sum_dout_out_acc_run, = _backward_step_p1_rows(dout[o, g, k], x[o, g, k])
                     sum_dout_out_acc += sum_dout_out_acc_run
             sum_dout_out = ((sum_dout_out_acc)/(den) if (den) != 0 else 0.0)
             coef_dout = work(1/den)
             coef_out = work(((-sum_dout_out*(1.0 if (-eps + norm) > 0 else (float(1) if (-eps + norm) == 0 else 0.0)))/(norm) if (norm) != 0 else 0.0))
-            inv_den = work(1/den)
             for o in range(O):
                 for k in range(K):
                     _backward_step_e_rows(dout[o, g, k], x[o, g, k], dx[o, g, k], coef_dout, coef_out, inv_den)
@@ -625,7 +625,7 @@ def _backward_step_rows(dout, x, dx, den_g, norm_g, eps, P, chunks):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _backward_step_p0_cols(dout, x, sum_dout_out_acc, o0, o1, j0, j1):
+def _backward_step_p1_cols(dout, x, sum_dout_out_acc, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
@@ -644,31 +644,40 @@ def _backward_step_e_cols(dout, x, dx, coef_dout, coef_out, inv_den, o0, o1, j0,
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _backward_step_g0(sum_dout_out_acc, den, norm, coef_dout_w, coef_out_w, inv_den_w, eps, like):
+def _backward_step_g0(den, inv_den_w, like):
+    work = like.dtype.type
+    for g in range(den.shape[0]):
+        inv_den = work(1/den[g])
+        inv_den_w[g] = inv_den
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_step_g1(sum_dout_out_acc, den, norm, sum_dout_out_w, coef_dout_w, coef_out_w, eps, like):
     work = like.dtype.type
     for g in range(sum_dout_out_acc.shape[0]):
         sum_dout_out = ((sum_dout_out_acc[g])/(den[g]) if (den[g]) != 0 else 0.0)
         coef_dout = work(1/den[g])
         coef_out = work(((-sum_dout_out*(1.0 if (-eps + norm[g]) > 0 else (float(1) if (-eps + norm[g]) == 0 else 0.0)))/(norm[g]) if (norm[g]) != 0 else 0.0))
-        inv_den = work(1/den[g])
+        sum_dout_out_w[g] = sum_dout_out
         coef_dout_w[g] = coef_dout
         coef_out_w[g] = coef_out
-        inv_den_w[g] = inv_den
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _backward_step_cols_l0(dout, x, dx, den_g, norm_g, eps, K, I, G, GT, O, like, tc0, tc1):
+def _backward_step_cols_l0(dout, x, dx, den_g, norm_g, eps, K, I, G, GT, like, O, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         sum_dout_out_acc_s = numpy.empty(g1 - g0)
+        inv_den_a = numpy.empty(g1 - g0, dout.dtype)
+        sum_dout_out_a = numpy.empty(g1 - g0)
         coef_dout_a = numpy.empty(g1 - g0, dout.dtype)
         coef_out_a = numpy.empty(g1 - g0, dout.dtype)
-        inv_den_a = numpy.empty(g1 - g0, dout.dtype)
+        _backward_step_g0(den_g[g0:g1], inv_den_a, like)
         sum_dout_out_acc_t = numpy.zeros(j1 - j0)
-        _backward_step_p0_cols(dout, x, sum_dout_out_acc_t, 0, O, j0, j1)
+        _backward_step_p1_cols(dout, x, sum_dout_out_acc_t, 0, O, j0, j1)
         _layout.fold(sum_dout_out_acc_t, K * I, sum_dout_out_acc_s)
-        _backward_step_g0(sum_dout_out_acc_s, den_g[g0:g1], norm_g[g0:g1], coef_dout_a, coef_out_a, inv_den_a, eps, like)
+        _backward_step_g1(sum_dout_out_acc_s, den_g[g0:g1], norm_g[g0:g1], sum_dout_out_a, coef_dout_a, coef_out_a, eps, like)
         coef_dout_e = _layout.spread(coef_dout_a, K * I)
         coef_out_e = _layout.spread(coef_out_a, K * I)
         inv_den_e = _layout.spread(inv_den_a, K * I)
@@ -679,7 +688,7 @@ def _backward_step_cols(dout, x, dx, den_g, norm_g, eps, P, K, I, G, GT):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     like = numpy.empty(0, dout.dtype)
-    _layout.parallel(_backward_step_cols_l0, TC, (dout, x, dx, den_g, norm_g, eps, K, I, G, GT, O, like,), dout.size)
+    _layout.parallel(_backward_step_cols_l0, TC, (dout, x, dx, den_g, norm_g, eps, K, I, G, GT, like, O,), dout.size)
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
@@ -690,7 +699,7 @@ def _backward_step_tall_l0(dout, x, K, I, G, RC, GT, TC, O, sum_dout_out_acc_r, 
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         sum_dout_out_acc_t = numpy.zeros(j1 - j0)
-        _backward_step_p0_cols(dout, x, sum_dout_out_acc_t, o0, o1, j0, j1)
+        _backward_step_p1_cols(dout, x, sum_dout_out_acc_t, o0, o1, j0, j1)
         _layout.fold(sum_dout_out_acc_t, K * I, sum_dout_out_acc_r[rc, g0:g1])
 
 
@@ -711,19 +720,21 @@ def _backward_step_tall(dout, x, dx, den_g, norm_g, eps, P, K, I, G, RC, GT):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     sum_dout_out_acc_s = numpy.empty(G)
+    inv_den_a = numpy.empty(G, dout.dtype)
+    sum_dout_out_a = numpy.empty(G)
     coef_dout_a = numpy.empty(G, dout.dtype)
     coef_out_a = numpy.empty(G, dout.dtype)
-    inv_den_a = numpy.empty(G, dout.dtype)
     like = numpy.empty(0, dout.dtype)
+    _backward_step_g0(den_g, inv_den_a, like)
     sum_dout_out_acc_r = numpy.empty((RC, G))
     _layout.parallel(_backward_step_tall_l0, RC * TC, (dout, x, K, I, G, RC, GT, TC, O, sum_dout_out_acc_r,), dout.size)
     _layout.sum_chunks(sum_dout_out_acc_r, sum_dout_out_acc_s)
-    _backward_step_g0(sum_dout_out_acc_s, den_g, norm_g, coef_dout_a, coef_out_a, inv_den_a, eps, like)
+    _backward_step_g1(sum_dout_out_acc_s, den_g, norm_g, sum_dout_out_a, coef_dout_a, coef_out_a, eps, like)
     _layout.parallel(_backward_step_tall_l1, RC * TC, (dout, x, dx, K, I, G, RC, GT, TC, O, coef_dout_a, coef_out_a, inv_den_a,), dout.size)
 
 
 def _backward_step(lay, dout, x, dx, den_g, norm_g, eps):
-    """Backward pass, the compact form, recomputing from x the per-element values it reads. Pass 1 sums sum_dout_out_acc (float64) in each group; then sum_dout_out, coef_dout, coef_out, inv_den. Pass 2: dx, elementwise."""
+    """Backward pass, the compact form, recomputing from x the per-element values it reads. Per group: inv_den. Pass 1 sums sum_dout_out_acc (float64) in each group; then sum_dout_out, coef_dout, coef_out. Pass 2: dx, elementwise."""
     if lay.strategy == "cols":
         _backward_step_cols(lay.cols(dout), lay.cols(x), lay.cols(dx), den_g, norm_g, eps, lay.P, lay.K, lay.I, lay.groups, lay.GT)
     elif lay.strategy == "tall":

@@ -1024,7 +1024,7 @@ def _forward_step(lay, x, out, mu_g, std_g, beta_p, gamma_p, eps, m):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _backward_step_p0_rows(dout, x, gamma, mu, std):
+def _backward_step_p1_rows(dout, x, gamma, inv_std, mu):
     sum_dout_gamma = 0.0
     sum_dout_gamma_xhat_acc = 0.0
     dgamma = 0.0
@@ -1032,7 +1032,7 @@ def _backward_step_p0_rows(dout, x, gamma, mu, std):
     for j in range(dout.shape[0]):
         sum_dout_gamma += numpy.float64(dout[j])*numpy.float64(gamma)
         sum_dout_gamma_xhat_acc += numpy.float64(dout[j])*numpy.float64(gamma)*(numpy.float64(x[j]) - numpy.float64(mu))
-        dgamma += dout[j]*(x[j] - mu)/std
+        dgamma += dout[j]*inv_std*(x[j] - mu)
         dbeta += dout[j]
     return (sum_dout_gamma, sum_dout_gamma_xhat_acc, dgamma, dbeta,)
 
@@ -1052,12 +1052,13 @@ def _backward_step_rows_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, chunks, G, O
             p = g % P
             mu = mu_g[g]
             std = std_g[g]
+            inv_std = work(1/std)
             sum_dout_gamma = 0.0
             sum_dout_gamma_xhat_acc = 0.0
             for o in range(O):
                 for k in range(K):
                     gamma = gamma_p[p, k]
-                    sum_dout_gamma_run, sum_dout_gamma_xhat_acc_run, dgamma_run, dbeta_run, = _backward_step_p0_rows(dout[o, g, k], x[o, g, k], gamma, mu, std)
+                    sum_dout_gamma_run, sum_dout_gamma_xhat_acc_run, dgamma_run, dbeta_run, = _backward_step_p1_rows(dout[o, g, k], x[o, g, k], gamma, inv_std, mu)
                     sum_dout_gamma += sum_dout_gamma_run
                     sum_dout_gamma_xhat_acc += sum_dout_gamma_xhat_acc_run
                     dgamma_c[c, p, k] += dgamma_run
@@ -1066,7 +1067,6 @@ def _backward_step_rows_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, chunks, G, O
             coef_dout_gamma = work(1/std)
             coef_xhat = work(-sum_dout_gamma_xhat/(m*std))
             coef_1 = work(-sum_dout_gamma/(m*std))
-            inv_std = work(1/std)
             for o in range(O):
                 for k in range(K):
                     gamma = gamma_p[p, k]
@@ -1083,13 +1083,13 @@ def _backward_step_rows(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m,
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _backward_step_p0_krows(dout, x, gamma, mu, std, dgamma, dbeta):
+def _backward_step_p1_krows(dout, x, gamma, inv_std, mu, dgamma, dbeta):
     sum_dout_gamma = 0.0
     sum_dout_gamma_xhat_acc = 0.0
     for j in range(dout.shape[0]):
         sum_dout_gamma += numpy.float64(dout[j])*numpy.float64(gamma[j])
         sum_dout_gamma_xhat_acc += numpy.float64(dout[j])*numpy.float64(gamma[j])*(numpy.float64(x[j]) - numpy.float64(mu))
-        dgamma[j] += dout[j]*(x[j] - mu)/std
+        dgamma[j] += dout[j]*inv_std*(x[j] - mu)
         dbeta[j] += dout[j]
     return (sum_dout_gamma, sum_dout_gamma_xhat_acc,)
 
@@ -1109,17 +1109,17 @@ def _backward_step_krows_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, chunks, G, 
             p = g % P
             mu = mu_g[g]
             std = std_g[g]
+            inv_std = work(1/std)
             sum_dout_gamma = 0.0
             sum_dout_gamma_xhat_acc = 0.0
             for o in range(O):
-                sum_dout_gamma_run, sum_dout_gamma_xhat_acc_run, = _backward_step_p0_krows(dout[o, g], x[o, g], gamma_p[p], mu, std, dgamma_c[c, p], dbeta_c[c, p])
+                sum_dout_gamma_run, sum_dout_gamma_xhat_acc_run, = _backward_step_p1_krows(dout[o, g], x[o, g], gamma_p[p], inv_std, mu, dgamma_c[c, p], dbeta_c[c, p])
                 sum_dout_gamma += sum_dout_gamma_run
                 sum_dout_gamma_xhat_acc += sum_dout_gamma_xhat_acc_run
             sum_dout_gamma_xhat = sum_dout_gamma_xhat_acc/std
             coef_dout_gamma = work(1/std)
             coef_xhat = work(-sum_dout_gamma_xhat/(m*std))
             coef_1 = work(-sum_dout_gamma/(m*std))
-            inv_std = work(1/std)
             for o in range(O):
                 _backward_step_e_krows(dout[o, g], x[o, g], dx[o, g], coef_1, coef_dout_gamma, coef_xhat, gamma_p[p], inv_std, mu)
 
@@ -1134,14 +1134,14 @@ def _backward_step_krows(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _backward_step_p0_cols(dout, x, gamma, mu, std, sum_dout_gamma, sum_dout_gamma_xhat_acc, dgamma, dbeta, o0, o1, j0, j1):
+def _backward_step_p1_cols(dout, x, gamma, inv_std, mu, sum_dout_gamma, sum_dout_gamma_xhat_acc, dgamma, dbeta, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
             sum_dout_gamma[q] += numpy.float64(dout[ou, j])*numpy.float64(gamma[q])
             sum_dout_gamma_xhat_acc[q] += numpy.float64(dout[ou, j])*numpy.float64(gamma[q])*(numpy.float64(x[ou, j]) - numpy.float64(mu[q]))
-            dgamma[q] += dout[ou, j]*(x[ou, j] - mu[q])/std[q]
+            dgamma[q] += dout[ou, j]*inv_std[q]*(x[ou, j] - mu[q])
             dbeta[q] += dout[ou, j]
 
 
@@ -1156,44 +1156,53 @@ def _backward_step_e_cols(dout, x, dx, coef_1, coef_dout_gamma, coef_xhat, gamma
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _backward_step_g0(sum_dout_gamma, sum_dout_gamma_xhat_acc, std, coef_dout_gamma_w, coef_xhat_w, coef_1_w, inv_std_w, m, like):
+def _backward_step_g0(std, inv_std_w, like):
+    work = like.dtype.type
+    for g in range(std.shape[0]):
+        inv_std = work(1/std[g])
+        inv_std_w[g] = inv_std
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_step_g1(sum_dout_gamma, sum_dout_gamma_xhat_acc, std, sum_dout_gamma_xhat_w, coef_dout_gamma_w, coef_xhat_w, coef_1_w, m, like):
     work = like.dtype.type
     for g in range(sum_dout_gamma.shape[0]):
         sum_dout_gamma_xhat = sum_dout_gamma_xhat_acc[g]/std[g]
         coef_dout_gamma = work(1/std[g])
         coef_xhat = work(-sum_dout_gamma_xhat/(m*std[g]))
         coef_1 = work(-sum_dout_gamma[g]/(m*std[g]))
-        inv_std = work(1/std[g])
+        sum_dout_gamma_xhat_w[g] = sum_dout_gamma_xhat
         coef_dout_gamma_w[g] = coef_dout_gamma
         coef_xhat_w[g] = coef_xhat
         coef_1_w[g] = coef_1
-        inv_std_w[g] = inv_std
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _backward_step_cols_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_c, dbeta_c, like, tc0, tc1):
+def _backward_step_cols_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, K, I, G, GT, like, O, dgamma_c, dbeta_c, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         sum_dout_gamma_s = numpy.empty(g1 - g0)
         sum_dout_gamma_xhat_acc_s = numpy.empty(g1 - g0)
+        inv_std_a = numpy.empty(g1 - g0, dout.dtype)
+        sum_dout_gamma_xhat_a = numpy.empty(g1 - g0)
         coef_dout_gamma_a = numpy.empty(g1 - g0, dout.dtype)
         coef_xhat_a = numpy.empty(g1 - g0, dout.dtype)
         coef_1_a = numpy.empty(g1 - g0, dout.dtype)
-        inv_std_a = numpy.empty(g1 - g0, dout.dtype)
+        _backward_step_g0(std_g[g0:g1], inv_std_a, like)
         gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        inv_std_e = _layout.spread(inv_std_a, K * I)
         mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        std_e = _layout.spread(std_g[g0:g1], K * I)
         sum_dout_gamma_t = numpy.zeros(j1 - j0)
         sum_dout_gamma_xhat_acc_t = numpy.zeros(j1 - j0)
         dgamma_t = numpy.zeros(j1 - j0)
         dbeta_t = numpy.zeros(j1 - j0)
-        _backward_step_p0_cols(dout, x, gamma_e, mu_e, std_e, sum_dout_gamma_t, sum_dout_gamma_xhat_acc_t, dgamma_t, dbeta_t, 0, O, j0, j1)
+        _backward_step_p1_cols(dout, x, gamma_e, inv_std_e, mu_e, sum_dout_gamma_t, sum_dout_gamma_xhat_acc_t, dgamma_t, dbeta_t, 0, O, j0, j1)
         _layout.fold(sum_dout_gamma_t, K * I, sum_dout_gamma_s)
         _layout.fold(sum_dout_gamma_xhat_acc_t, K * I, sum_dout_gamma_xhat_acc_s)
         _layout.fold_varying(dgamma_t, g0, g1, K, I, P, dgamma_c[tc])
         _layout.fold_varying(dbeta_t, g0, g1, K, I, P, dbeta_c[tc])
-        _backward_step_g0(sum_dout_gamma_s, sum_dout_gamma_xhat_acc_s, std_g[g0:g1], coef_dout_gamma_a, coef_xhat_a, coef_1_a, inv_std_a, m, like)
+        _backward_step_g1(sum_dout_gamma_s, sum_dout_gamma_xhat_acc_s, std_g[g0:g1], sum_dout_gamma_xhat_a, coef_dout_gamma_a, coef_xhat_a, coef_1_a, m, like)
         coef_1_e = _layout.spread(coef_1_a, K * I)
         coef_dout_gamma_e = _layout.spread(coef_dout_gamma_a, K * I)
         coef_xhat_e = _layout.spread(coef_xhat_a, K * I)
@@ -1209,26 +1218,26 @@ def _backward_step_cols(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m,
     like = numpy.empty(0, dout.dtype)
     dgamma_c = numpy.zeros((TC, P, K))
     dbeta_c = numpy.zeros((TC, P, K))
-    _layout.parallel(_backward_step_cols_l0, TC, (dout, x, dx, mu_g, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_c, dbeta_c, like,), dout.size)
+    _layout.parallel(_backward_step_cols_l0, TC, (dout, x, dx, mu_g, std_g, gamma_p, m, P, K, I, G, GT, like, O, dgamma_c, dbeta_c,), dout.size)
     _layout.combine_chunks(dgamma_c, dgamma_p)
     _layout.combine_chunks(dbeta_c, dbeta_p)
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _backward_step_tall_l0(dout, x, mu_g, std_g, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_gamma_r, sum_dout_gamma_xhat_acc_r, dgamma_c, dbeta_c, t0, t1):
+def _backward_step_tall_l0(dout, x, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, sum_dout_gamma_r, sum_dout_gamma_xhat_acc_r, dgamma_c, dbeta_c, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        inv_std_e = _layout.spread(inv_std_a[g0:g1], K * I)
         mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        std_e = _layout.spread(std_g[g0:g1], K * I)
         sum_dout_gamma_t = numpy.zeros(j1 - j0)
         sum_dout_gamma_xhat_acc_t = numpy.zeros(j1 - j0)
         dgamma_t = numpy.zeros(j1 - j0)
         dbeta_t = numpy.zeros(j1 - j0)
-        _backward_step_p0_cols(dout, x, gamma_e, mu_e, std_e, sum_dout_gamma_t, sum_dout_gamma_xhat_acc_t, dgamma_t, dbeta_t, o0, o1, j0, j1)
+        _backward_step_p1_cols(dout, x, gamma_e, inv_std_e, mu_e, sum_dout_gamma_t, sum_dout_gamma_xhat_acc_t, dgamma_t, dbeta_t, o0, o1, j0, j1)
         _layout.fold(sum_dout_gamma_t, K * I, sum_dout_gamma_r[rc, g0:g1])
         _layout.fold(sum_dout_gamma_xhat_acc_t, K * I, sum_dout_gamma_xhat_acc_r[rc, g0:g1])
         _layout.fold_varying(dgamma_t, g0, g1, K, I, P, dgamma_c[t])
@@ -1256,26 +1265,28 @@ def _backward_step_tall(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m,
     TC = (G + GT - 1) // GT
     sum_dout_gamma_s = numpy.empty(G)
     sum_dout_gamma_xhat_acc_s = numpy.empty(G)
+    inv_std_a = numpy.empty(G, dout.dtype)
+    sum_dout_gamma_xhat_a = numpy.empty(G)
     coef_dout_gamma_a = numpy.empty(G, dout.dtype)
     coef_xhat_a = numpy.empty(G, dout.dtype)
     coef_1_a = numpy.empty(G, dout.dtype)
-    inv_std_a = numpy.empty(G, dout.dtype)
     like = numpy.empty(0, dout.dtype)
     dgamma_c = numpy.zeros((RC * TC, P, K))
     dbeta_c = numpy.zeros((RC * TC, P, K))
+    _backward_step_g0(std_g, inv_std_a, like)
     sum_dout_gamma_r = numpy.empty((RC, G))
     sum_dout_gamma_xhat_acc_r = numpy.empty((RC, G))
-    _layout.parallel(_backward_step_tall_l0, RC * TC, (dout, x, mu_g, std_g, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_gamma_r, sum_dout_gamma_xhat_acc_r, dgamma_c, dbeta_c,), dout.size)
+    _layout.parallel(_backward_step_tall_l0, RC * TC, (dout, x, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, sum_dout_gamma_r, sum_dout_gamma_xhat_acc_r, dgamma_c, dbeta_c,), dout.size)
     _layout.sum_chunks(sum_dout_gamma_r, sum_dout_gamma_s)
     _layout.sum_chunks(sum_dout_gamma_xhat_acc_r, sum_dout_gamma_xhat_acc_s)
-    _backward_step_g0(sum_dout_gamma_s, sum_dout_gamma_xhat_acc_s, std_g, coef_dout_gamma_a, coef_xhat_a, coef_1_a, inv_std_a, m, like)
+    _backward_step_g1(sum_dout_gamma_s, sum_dout_gamma_xhat_acc_s, std_g, sum_dout_gamma_xhat_a, coef_dout_gamma_a, coef_xhat_a, coef_1_a, m, like)
     _layout.parallel(_backward_step_tall_l1, RC * TC, (dout, x, dx, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_gamma_a, coef_xhat_a, inv_std_a,), dout.size)
     _layout.combine_chunks(dgamma_c, dgamma_p)
     _layout.combine_chunks(dbeta_c, dbeta_p)
 
 
 def _backward_step(lay, dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m):
-    """Backward pass, the compact form, recomputing from x the per-element values it reads. Pass 1 sums sum_dout_gamma, sum_dout_gamma_xhat_acc (float64) in each group; then sum_dout_gamma_xhat, coef_dout_gamma, coef_xhat, coef_1, inv_std. Pass 2: dx, elementwise."""
+    """Backward pass, the compact form, recomputing from x the per-element values it reads. Per group: inv_std. Pass 1 sums sum_dout_gamma, sum_dout_gamma_xhat_acc (float64) in each group; then sum_dout_gamma_xhat, coef_dout_gamma, coef_xhat, coef_1. Pass 2: dx, elementwise."""
     if lay.strategy == "cols":
         _backward_step_cols(lay.cols(dout), lay.cols(x), lay.cols(dx), mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
     elif lay.strategy == "tall":

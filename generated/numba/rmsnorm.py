@@ -793,12 +793,12 @@ def _forward_step(lay, x, out, std_g, gamma_p, eps, m):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _backward_step_p0_rows(dout, x, gamma, std):
+def _backward_step_p1_rows(dout, x, gamma, inv_std):
     sum_dout_gamma_xhat_acc = 0.0
     dgamma = 0.0
     for j in range(dout.shape[0]):
         sum_dout_gamma_xhat_acc += numpy.float64(dout[j])*numpy.float64(gamma)*numpy.float64(x[j])
-        dgamma += dout[j]*x[j]/std
+        dgamma += dout[j]*x[j]*inv_std
     return (sum_dout_gamma_xhat_acc, dgamma,)
 
 
@@ -816,17 +816,17 @@ def _backward_step_rows_l0(dout, x, dx, std_g, gamma_p, m, P, chunks, G, O, K, d
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             std = std_g[g]
+            inv_std = work(1/std)
             sum_dout_gamma_xhat_acc = 0.0
             for o in range(O):
                 for k in range(K):
                     gamma = gamma_p[p, k]
-                    sum_dout_gamma_xhat_acc_run, dgamma_run, = _backward_step_p0_rows(dout[o, g, k], x[o, g, k], gamma, std)
+                    sum_dout_gamma_xhat_acc_run, dgamma_run, = _backward_step_p1_rows(dout[o, g, k], x[o, g, k], gamma, inv_std)
                     sum_dout_gamma_xhat_acc += sum_dout_gamma_xhat_acc_run
                     dgamma_c[c, p, k] += dgamma_run
             sum_dout_gamma_xhat = sum_dout_gamma_xhat_acc/std
             coef_dout_gamma = work(1/std)
             coef_xhat = work(-sum_dout_gamma_xhat/(m*std))
-            inv_std = work(1/std)
             for o in range(O):
                 for k in range(K):
                     gamma = gamma_p[p, k]
@@ -841,11 +841,11 @@ def _backward_step_rows(dout, x, dx, std_g, gamma_p, dgamma_p, m, P, chunks):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _backward_step_p0_krows(dout, x, gamma, std, dgamma):
+def _backward_step_p1_krows(dout, x, gamma, inv_std, dgamma):
     sum_dout_gamma_xhat_acc = 0.0
     for j in range(dout.shape[0]):
         sum_dout_gamma_xhat_acc += numpy.float64(dout[j])*numpy.float64(gamma[j])*numpy.float64(x[j])
-        dgamma[j] += dout[j]*x[j]/std
+        dgamma[j] += dout[j]*x[j]*inv_std
     return (sum_dout_gamma_xhat_acc,)
 
 
@@ -863,14 +863,14 @@ def _backward_step_krows_l0(dout, x, dx, std_g, gamma_p, m, P, chunks, G, O, dga
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             std = std_g[g]
+            inv_std = work(1/std)
             sum_dout_gamma_xhat_acc = 0.0
             for o in range(O):
-                sum_dout_gamma_xhat_acc_run, = _backward_step_p0_krows(dout[o, g], x[o, g], gamma_p[p], std, dgamma_c[c, p])
+                sum_dout_gamma_xhat_acc_run, = _backward_step_p1_krows(dout[o, g], x[o, g], gamma_p[p], inv_std, dgamma_c[c, p])
                 sum_dout_gamma_xhat_acc += sum_dout_gamma_xhat_acc_run
             sum_dout_gamma_xhat = sum_dout_gamma_xhat_acc/std
             coef_dout_gamma = work(1/std)
             coef_xhat = work(-sum_dout_gamma_xhat/(m*std))
-            inv_std = work(1/std)
             for o in range(O):
                 _backward_step_e_krows(dout[o, g], x[o, g], dx[o, g], coef_dout_gamma, coef_xhat, gamma_p[p], inv_std)
 
@@ -883,13 +883,13 @@ def _backward_step_krows(dout, x, dx, std_g, gamma_p, dgamma_p, m, P, chunks):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _backward_step_p0_cols(dout, x, gamma, std, sum_dout_gamma_xhat_acc, dgamma, o0, o1, j0, j1):
+def _backward_step_p1_cols(dout, x, gamma, inv_std, sum_dout_gamma_xhat_acc, dgamma, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
             sum_dout_gamma_xhat_acc[q] += numpy.float64(dout[ou, j])*numpy.float64(gamma[q])*numpy.float64(x[ou, j])
-            dgamma[q] += dout[ou, j]*x[ou, j]/std[q]
+            dgamma[q] += dout[ou, j]*x[ou, j]*inv_std[q]
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
@@ -903,35 +903,44 @@ def _backward_step_e_cols(dout, x, dx, coef_dout_gamma, coef_xhat, gamma, inv_st
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _backward_step_g0(sum_dout_gamma_xhat_acc, std, coef_dout_gamma_w, coef_xhat_w, inv_std_w, m, like):
+def _backward_step_g0(std, inv_std_w, like):
+    work = like.dtype.type
+    for g in range(std.shape[0]):
+        inv_std = work(1/std[g])
+        inv_std_w[g] = inv_std
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_step_g1(sum_dout_gamma_xhat_acc, std, sum_dout_gamma_xhat_w, coef_dout_gamma_w, coef_xhat_w, m, like):
     work = like.dtype.type
     for g in range(sum_dout_gamma_xhat_acc.shape[0]):
         sum_dout_gamma_xhat = sum_dout_gamma_xhat_acc[g]/std[g]
         coef_dout_gamma = work(1/std[g])
         coef_xhat = work(-sum_dout_gamma_xhat/(m*std[g]))
-        inv_std = work(1/std[g])
+        sum_dout_gamma_xhat_w[g] = sum_dout_gamma_xhat
         coef_dout_gamma_w[g] = coef_dout_gamma
         coef_xhat_w[g] = coef_xhat
-        inv_std_w[g] = inv_std
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _backward_step_cols_l0(dout, x, dx, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_c, like, tc0, tc1):
+def _backward_step_cols_l0(dout, x, dx, std_g, gamma_p, m, P, K, I, G, GT, like, O, dgamma_c, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         sum_dout_gamma_xhat_acc_s = numpy.empty(g1 - g0)
+        inv_std_a = numpy.empty(g1 - g0, dout.dtype)
+        sum_dout_gamma_xhat_a = numpy.empty(g1 - g0)
         coef_dout_gamma_a = numpy.empty(g1 - g0, dout.dtype)
         coef_xhat_a = numpy.empty(g1 - g0, dout.dtype)
-        inv_std_a = numpy.empty(g1 - g0, dout.dtype)
+        _backward_step_g0(std_g[g0:g1], inv_std_a, like)
         gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
-        std_e = _layout.spread(std_g[g0:g1], K * I)
+        inv_std_e = _layout.spread(inv_std_a, K * I)
         sum_dout_gamma_xhat_acc_t = numpy.zeros(j1 - j0)
         dgamma_t = numpy.zeros(j1 - j0)
-        _backward_step_p0_cols(dout, x, gamma_e, std_e, sum_dout_gamma_xhat_acc_t, dgamma_t, 0, O, j0, j1)
+        _backward_step_p1_cols(dout, x, gamma_e, inv_std_e, sum_dout_gamma_xhat_acc_t, dgamma_t, 0, O, j0, j1)
         _layout.fold(sum_dout_gamma_xhat_acc_t, K * I, sum_dout_gamma_xhat_acc_s)
         _layout.fold_varying(dgamma_t, g0, g1, K, I, P, dgamma_c[tc])
-        _backward_step_g0(sum_dout_gamma_xhat_acc_s, std_g[g0:g1], coef_dout_gamma_a, coef_xhat_a, inv_std_a, m, like)
+        _backward_step_g1(sum_dout_gamma_xhat_acc_s, std_g[g0:g1], sum_dout_gamma_xhat_a, coef_dout_gamma_a, coef_xhat_a, m, like)
         coef_dout_gamma_e = _layout.spread(coef_dout_gamma_a, K * I)
         coef_xhat_e = _layout.spread(coef_xhat_a, K * I)
         gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
@@ -944,22 +953,22 @@ def _backward_step_cols(dout, x, dx, std_g, gamma_p, dgamma_p, m, P, K, I, G, GT
     TC = (G + GT - 1) // GT
     like = numpy.empty(0, dout.dtype)
     dgamma_c = numpy.zeros((TC, P, K))
-    _layout.parallel(_backward_step_cols_l0, TC, (dout, x, dx, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_c, like,), dout.size)
+    _layout.parallel(_backward_step_cols_l0, TC, (dout, x, dx, std_g, gamma_p, m, P, K, I, G, GT, like, O, dgamma_c,), dout.size)
     _layout.combine_chunks(dgamma_c, dgamma_p)
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _backward_step_tall_l0(dout, x, std_g, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_gamma_xhat_acc_r, dgamma_c, t0, t1):
+def _backward_step_tall_l0(dout, x, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, sum_dout_gamma_xhat_acc_r, dgamma_c, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
-        std_e = _layout.spread(std_g[g0:g1], K * I)
+        inv_std_e = _layout.spread(inv_std_a[g0:g1], K * I)
         sum_dout_gamma_xhat_acc_t = numpy.zeros(j1 - j0)
         dgamma_t = numpy.zeros(j1 - j0)
-        _backward_step_p0_cols(dout, x, gamma_e, std_e, sum_dout_gamma_xhat_acc_t, dgamma_t, o0, o1, j0, j1)
+        _backward_step_p1_cols(dout, x, gamma_e, inv_std_e, sum_dout_gamma_xhat_acc_t, dgamma_t, o0, o1, j0, j1)
         _layout.fold(sum_dout_gamma_xhat_acc_t, K * I, sum_dout_gamma_xhat_acc_r[rc, g0:g1])
         _layout.fold_varying(dgamma_t, g0, g1, K, I, P, dgamma_c[t])
 
@@ -982,21 +991,23 @@ def _backward_step_tall(dout, x, dx, std_g, gamma_p, dgamma_p, m, P, K, I, G, RC
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     sum_dout_gamma_xhat_acc_s = numpy.empty(G)
+    inv_std_a = numpy.empty(G, dout.dtype)
+    sum_dout_gamma_xhat_a = numpy.empty(G)
     coef_dout_gamma_a = numpy.empty(G, dout.dtype)
     coef_xhat_a = numpy.empty(G, dout.dtype)
-    inv_std_a = numpy.empty(G, dout.dtype)
     like = numpy.empty(0, dout.dtype)
     dgamma_c = numpy.zeros((RC * TC, P, K))
+    _backward_step_g0(std_g, inv_std_a, like)
     sum_dout_gamma_xhat_acc_r = numpy.empty((RC, G))
-    _layout.parallel(_backward_step_tall_l0, RC * TC, (dout, x, std_g, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_gamma_xhat_acc_r, dgamma_c,), dout.size)
+    _layout.parallel(_backward_step_tall_l0, RC * TC, (dout, x, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, sum_dout_gamma_xhat_acc_r, dgamma_c,), dout.size)
     _layout.sum_chunks(sum_dout_gamma_xhat_acc_r, sum_dout_gamma_xhat_acc_s)
-    _backward_step_g0(sum_dout_gamma_xhat_acc_s, std_g, coef_dout_gamma_a, coef_xhat_a, inv_std_a, m, like)
+    _backward_step_g1(sum_dout_gamma_xhat_acc_s, std_g, sum_dout_gamma_xhat_a, coef_dout_gamma_a, coef_xhat_a, m, like)
     _layout.parallel(_backward_step_tall_l1, RC * TC, (dout, x, dx, gamma_p, P, K, I, G, RC, GT, TC, O, coef_dout_gamma_a, coef_xhat_a, inv_std_a,), dout.size)
     _layout.combine_chunks(dgamma_c, dgamma_p)
 
 
 def _backward_step(lay, dout, x, dx, std_g, gamma_p, dgamma_p, m):
-    """Backward pass, the compact form, recomputing from x the per-element values it reads. Pass 1 sums sum_dout_gamma_xhat_acc (float64) in each group; then sum_dout_gamma_xhat, coef_dout_gamma, coef_xhat, inv_std. Pass 2: dx, elementwise."""
+    """Backward pass, the compact form, recomputing from x the per-element values it reads. Per group: inv_std. Pass 1 sums sum_dout_gamma_xhat_acc (float64) in each group; then sum_dout_gamma_xhat, coef_dout_gamma, coef_xhat. Pass 2: dx, elementwise."""
     if lay.strategy == "cols":
         _backward_step_cols(lay.cols(dout), lay.cols(x), lay.cols(dx), std_g, gamma_p, dgamma_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
     elif lay.strategy == "tall":

@@ -1136,7 +1136,7 @@ def _forward_step(lay, x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _backward_step_p0_rows(dout, x, mu):
+def _backward_step_p1_rows(dout, x, mu):
     sum_dout = 0.0
     sum_dout_xhat_acc = 0.0
     for j in range(dout.shape[0]):
@@ -1161,18 +1161,18 @@ def _backward_step_rows_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, chunks, G, O
             mu = mu_g[g]
             std = std_g[g]
             gamma = gamma_p[p]
+            inv_std = work(1/std)
             sum_dout = 0.0
             sum_dout_xhat_acc = 0.0
             for o in range(O):
                 for k in range(K):
-                    sum_dout_run, sum_dout_xhat_acc_run, = _backward_step_p0_rows(dout[o, g, k], x[o, g, k], mu)
+                    sum_dout_run, sum_dout_xhat_acc_run, = _backward_step_p1_rows(dout[o, g, k], x[o, g, k], mu)
                     sum_dout += sum_dout_run
                     sum_dout_xhat_acc += sum_dout_xhat_acc_run
             sum_dout_xhat = sum_dout_xhat_acc/std
             coef_dout = work(gamma/std)
             coef_xhat = work(-gamma*sum_dout_xhat/(m*std))
             coef_1 = work(-gamma*sum_dout/(m*std))
-            inv_std = work(1/std)
             dgamma_g[g] = sum_dout_xhat
             dbeta_g[g] = sum_dout
             for o in range(O):
@@ -1192,7 +1192,7 @@ def _backward_step_rows(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m,
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _backward_step_p0_cols(dout, x, mu, sum_dout, sum_dout_xhat_acc, o0, o1, j0, j1):
+def _backward_step_p1_cols(dout, x, mu, sum_dout, sum_dout_xhat_acc, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
@@ -1212,41 +1212,50 @@ def _backward_step_e_cols(dout, x, dx, coef_1, coef_dout, coef_xhat, inv_std, mu
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _backward_step_g0(sum_dout, sum_dout_xhat_acc, gamma, std, coef_dout_w, coef_xhat_w, coef_1_w, inv_std_w, dgamma, dbeta, m, like):
+def _backward_step_g0(std, inv_std_w, like):
+    work = like.dtype.type
+    for g in range(std.shape[0]):
+        inv_std = work(1/std[g])
+        inv_std_w[g] = inv_std
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_step_g1(sum_dout, sum_dout_xhat_acc, gamma, std, sum_dout_xhat_w, coef_dout_w, coef_xhat_w, coef_1_w, dgamma, dbeta, m, like):
     work = like.dtype.type
     for g in range(sum_dout.shape[0]):
         sum_dout_xhat = sum_dout_xhat_acc[g]/std[g]
         coef_dout = work(gamma[g]/std[g])
         coef_xhat = work(-gamma[g]*sum_dout_xhat/(m*std[g]))
         coef_1 = work(-gamma[g]*sum_dout[g]/(m*std[g]))
-        inv_std = work(1/std[g])
+        sum_dout_xhat_w[g] = sum_dout_xhat
         coef_dout_w[g] = coef_dout
         coef_xhat_w[g] = coef_xhat
         coef_1_w[g] = coef_1
-        inv_std_w[g] = inv_std
         dgamma[g] = sum_dout_xhat
         dbeta[g] = sum_dout[g]
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _backward_step_cols_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_g, dbeta_g, like, tc0, tc1):
+def _backward_step_cols_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, K, I, G, GT, like, O, dgamma_g, dbeta_g, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         gamma_t = _layout.per_group(gamma_p, g0, g1, P)
         sum_dout_s = numpy.empty(g1 - g0)
         sum_dout_xhat_acc_s = numpy.empty(g1 - g0)
+        inv_std_a = numpy.empty(g1 - g0, dout.dtype)
+        sum_dout_xhat_a = numpy.empty(g1 - g0)
         coef_dout_a = numpy.empty(g1 - g0, dout.dtype)
         coef_xhat_a = numpy.empty(g1 - g0, dout.dtype)
         coef_1_a = numpy.empty(g1 - g0, dout.dtype)
-        inv_std_a = numpy.empty(g1 - g0, dout.dtype)
+        _backward_step_g0(std_g[g0:g1], inv_std_a, like)
         mu_e = _layout.spread(mu_g[g0:g1], K * I)
         sum_dout_t = numpy.zeros(j1 - j0)
         sum_dout_xhat_acc_t = numpy.zeros(j1 - j0)
-        _backward_step_p0_cols(dout, x, mu_e, sum_dout_t, sum_dout_xhat_acc_t, 0, O, j0, j1)
+        _backward_step_p1_cols(dout, x, mu_e, sum_dout_t, sum_dout_xhat_acc_t, 0, O, j0, j1)
         _layout.fold(sum_dout_t, K * I, sum_dout_s)
         _layout.fold(sum_dout_xhat_acc_t, K * I, sum_dout_xhat_acc_s)
-        _backward_step_g0(sum_dout_s, sum_dout_xhat_acc_s, gamma_t, std_g[g0:g1], coef_dout_a, coef_xhat_a, coef_1_a, inv_std_a, dgamma_g[g0:g1], dbeta_g[g0:g1], m, like)
+        _backward_step_g1(sum_dout_s, sum_dout_xhat_acc_s, gamma_t, std_g[g0:g1], sum_dout_xhat_a, coef_dout_a, coef_xhat_a, coef_1_a, dgamma_g[g0:g1], dbeta_g[g0:g1], m, like)
         coef_1_e = _layout.spread(coef_1_a, K * I)
         coef_dout_e = _layout.spread(coef_dout_a, K * I)
         coef_xhat_e = _layout.spread(coef_xhat_a, K * I)
@@ -1261,7 +1270,7 @@ def _backward_step_cols(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m,
     dgamma_g = dgamma_p if P == G else numpy.empty(G)
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
     like = numpy.empty(0, dout.dtype)
-    _layout.parallel(_backward_step_cols_l0, TC, (dout, x, dx, mu_g, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_g, dbeta_g, like,), dout.size)
+    _layout.parallel(_backward_step_cols_l0, TC, (dout, x, dx, mu_g, std_g, gamma_p, m, P, K, I, G, GT, like, O, dgamma_g, dbeta_g,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -1279,7 +1288,7 @@ def _backward_step_tall_l0(dout, x, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, su
         mu_e = _layout.spread(mu_g[g0:g1], K * I)
         sum_dout_t = numpy.zeros(j1 - j0)
         sum_dout_xhat_acc_t = numpy.zeros(j1 - j0)
-        _backward_step_p0_cols(dout, x, mu_e, sum_dout_t, sum_dout_xhat_acc_t, o0, o1, j0, j1)
+        _backward_step_p1_cols(dout, x, mu_e, sum_dout_t, sum_dout_xhat_acc_t, o0, o1, j0, j1)
         _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
         _layout.fold(sum_dout_xhat_acc_t, K * I, sum_dout_xhat_acc_r[rc, g0:g1])
 
@@ -1305,20 +1314,22 @@ def _backward_step_tall(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m,
     TC = (G + GT - 1) // GT
     sum_dout_s = numpy.empty(G)
     sum_dout_xhat_acc_s = numpy.empty(G)
+    inv_std_a = numpy.empty(G, dout.dtype)
+    sum_dout_xhat_a = numpy.empty(G)
     coef_dout_a = numpy.empty(G, dout.dtype)
     coef_xhat_a = numpy.empty(G, dout.dtype)
     coef_1_a = numpy.empty(G, dout.dtype)
-    inv_std_a = numpy.empty(G, dout.dtype)
     dgamma_g = dgamma_p if P == G else numpy.empty(G)
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
     like = numpy.empty(0, dout.dtype)
     gamma_all = _layout.per_group(gamma_p, 0, G, P)
+    _backward_step_g0(std_g, inv_std_a, like)
     sum_dout_r = numpy.empty((RC, G))
     sum_dout_xhat_acc_r = numpy.empty((RC, G))
     _layout.parallel(_backward_step_tall_l0, RC * TC, (dout, x, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_r, sum_dout_xhat_acc_r,), dout.size)
     _layout.sum_chunks(sum_dout_r, sum_dout_s)
     _layout.sum_chunks(sum_dout_xhat_acc_r, sum_dout_xhat_acc_s)
-    _backward_step_g0(sum_dout_s, sum_dout_xhat_acc_s, gamma_all, std_g, coef_dout_a, coef_xhat_a, coef_1_a, inv_std_a, dgamma_g, dbeta_g, m, like)
+    _backward_step_g1(sum_dout_s, sum_dout_xhat_acc_s, gamma_all, std_g, sum_dout_xhat_a, coef_dout_a, coef_xhat_a, coef_1_a, dgamma_g, dbeta_g, m, like)
     _layout.parallel(_backward_step_tall_l1, RC * TC, (dout, x, dx, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_a, coef_xhat_a, inv_std_a,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
@@ -1327,7 +1338,7 @@ def _backward_step_tall(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m,
 
 
 def _backward_step(lay, dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m):
-    """Backward pass, the compact form, recomputing from x the per-element values it reads. Pass 1 sums sum_dout, sum_dout_xhat_acc (float64) in each group; then sum_dout_xhat, coef_dout, coef_xhat, coef_1, inv_std. Pass 2: dx, elementwise."""
+    """Backward pass, the compact form, recomputing from x the per-element values it reads. Per group: inv_std. Pass 1 sums sum_dout, sum_dout_xhat_acc (float64) in each group; then sum_dout_xhat, coef_dout, coef_xhat, coef_1. Pass 2: dx, elementwise."""
     if lay.strategy == "cols":
         _backward_step_cols(lay.cols(dout), lay.cols(x), lay.cols(dx), mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
     elif lay.strategy == "tall":

@@ -732,7 +732,7 @@ def _forward_step(lay, x, out, mu_g, std_g, eps, m):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _backward_step_p0_rows(dout, x, mu):
+def _backward_step_p1_rows(dout, x, mu):
     sum_dout = 0.0
     sum_dout_out_acc = 0.0
     for j in range(dout.shape[0]):
@@ -756,18 +756,18 @@ def _backward_step_rows_l0(dout, x, dx, mu_g, std_g, m, P, chunks, G, O, K, c0, 
             p = g % P
             mu = mu_g[g]
             std = std_g[g]
+            inv_std = work(1/std)
             sum_dout = 0.0
             sum_dout_out_acc = 0.0
             for o in range(O):
                 for k in range(K):
-                    sum_dout_run, sum_dout_out_acc_run, = _backward_step_p0_rows(dout[o, g, k], x[o, g, k], mu)
+                    sum_dout_run, sum_dout_out_acc_run, = _backward_step_p1_rows(dout[o, g, k], x[o, g, k], mu)
                     sum_dout += sum_dout_run
                     sum_dout_out_acc += sum_dout_out_acc_run
             sum_dout_out = sum_dout_out_acc/std
             coef_dout = work(1/std)
             coef_out = work(-sum_dout_out/(m*std))
             coef_1 = work(-sum_dout/(m*std))
-            inv_std = work(1/std)
             for o in range(O):
                 for k in range(K):
                     _backward_step_e_rows(dout[o, g, k], x[o, g, k], dx[o, g, k], coef_1, coef_dout, coef_out, inv_std, mu)
@@ -779,7 +779,7 @@ def _backward_step_rows(dout, x, dx, mu_g, std_g, m, P, chunks):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _backward_step_p0_cols(dout, x, mu, sum_dout, sum_dout_out_acc, o0, o1, j0, j1):
+def _backward_step_p1_cols(dout, x, mu, sum_dout, sum_dout_out_acc, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
@@ -799,38 +799,47 @@ def _backward_step_e_cols(dout, x, dx, coef_1, coef_dout, coef_out, inv_std, mu,
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _backward_step_g0(sum_dout, sum_dout_out_acc, std, coef_dout_w, coef_out_w, coef_1_w, inv_std_w, m, like):
+def _backward_step_g0(std, inv_std_w, like):
+    work = like.dtype.type
+    for g in range(std.shape[0]):
+        inv_std = work(1/std[g])
+        inv_std_w[g] = inv_std
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_step_g1(sum_dout, sum_dout_out_acc, std, sum_dout_out_w, coef_dout_w, coef_out_w, coef_1_w, m, like):
     work = like.dtype.type
     for g in range(sum_dout.shape[0]):
         sum_dout_out = sum_dout_out_acc[g]/std[g]
         coef_dout = work(1/std[g])
         coef_out = work(-sum_dout_out/(m*std[g]))
         coef_1 = work(-sum_dout[g]/(m*std[g]))
-        inv_std = work(1/std[g])
+        sum_dout_out_w[g] = sum_dout_out
         coef_dout_w[g] = coef_dout
         coef_out_w[g] = coef_out
         coef_1_w[g] = coef_1
-        inv_std_w[g] = inv_std
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _backward_step_cols_l0(dout, x, dx, mu_g, std_g, m, K, I, G, GT, O, like, tc0, tc1):
+def _backward_step_cols_l0(dout, x, dx, mu_g, std_g, m, K, I, G, GT, like, O, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         sum_dout_s = numpy.empty(g1 - g0)
         sum_dout_out_acc_s = numpy.empty(g1 - g0)
+        inv_std_a = numpy.empty(g1 - g0, dout.dtype)
+        sum_dout_out_a = numpy.empty(g1 - g0)
         coef_dout_a = numpy.empty(g1 - g0, dout.dtype)
         coef_out_a = numpy.empty(g1 - g0, dout.dtype)
         coef_1_a = numpy.empty(g1 - g0, dout.dtype)
-        inv_std_a = numpy.empty(g1 - g0, dout.dtype)
+        _backward_step_g0(std_g[g0:g1], inv_std_a, like)
         mu_e = _layout.spread(mu_g[g0:g1], K * I)
         sum_dout_t = numpy.zeros(j1 - j0)
         sum_dout_out_acc_t = numpy.zeros(j1 - j0)
-        _backward_step_p0_cols(dout, x, mu_e, sum_dout_t, sum_dout_out_acc_t, 0, O, j0, j1)
+        _backward_step_p1_cols(dout, x, mu_e, sum_dout_t, sum_dout_out_acc_t, 0, O, j0, j1)
         _layout.fold(sum_dout_t, K * I, sum_dout_s)
         _layout.fold(sum_dout_out_acc_t, K * I, sum_dout_out_acc_s)
-        _backward_step_g0(sum_dout_s, sum_dout_out_acc_s, std_g[g0:g1], coef_dout_a, coef_out_a, coef_1_a, inv_std_a, m, like)
+        _backward_step_g1(sum_dout_s, sum_dout_out_acc_s, std_g[g0:g1], sum_dout_out_a, coef_dout_a, coef_out_a, coef_1_a, m, like)
         coef_1_e = _layout.spread(coef_1_a, K * I)
         coef_dout_e = _layout.spread(coef_dout_a, K * I)
         coef_out_e = _layout.spread(coef_out_a, K * I)
@@ -843,7 +852,7 @@ def _backward_step_cols(dout, x, dx, mu_g, std_g, m, P, K, I, G, GT):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     like = numpy.empty(0, dout.dtype)
-    _layout.parallel(_backward_step_cols_l0, TC, (dout, x, dx, mu_g, std_g, m, K, I, G, GT, O, like,), dout.size)
+    _layout.parallel(_backward_step_cols_l0, TC, (dout, x, dx, mu_g, std_g, m, K, I, G, GT, like, O,), dout.size)
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
@@ -856,7 +865,7 @@ def _backward_step_tall_l0(dout, x, mu_g, K, I, G, RC, GT, TC, O, sum_dout_r, su
         mu_e = _layout.spread(mu_g[g0:g1], K * I)
         sum_dout_t = numpy.zeros(j1 - j0)
         sum_dout_out_acc_t = numpy.zeros(j1 - j0)
-        _backward_step_p0_cols(dout, x, mu_e, sum_dout_t, sum_dout_out_acc_t, o0, o1, j0, j1)
+        _backward_step_p1_cols(dout, x, mu_e, sum_dout_t, sum_dout_out_acc_t, o0, o1, j0, j1)
         _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
         _layout.fold(sum_dout_out_acc_t, K * I, sum_dout_out_acc_r[rc, g0:g1])
 
@@ -881,22 +890,24 @@ def _backward_step_tall(dout, x, dx, mu_g, std_g, m, P, K, I, G, RC, GT):
     TC = (G + GT - 1) // GT
     sum_dout_s = numpy.empty(G)
     sum_dout_out_acc_s = numpy.empty(G)
+    inv_std_a = numpy.empty(G, dout.dtype)
+    sum_dout_out_a = numpy.empty(G)
     coef_dout_a = numpy.empty(G, dout.dtype)
     coef_out_a = numpy.empty(G, dout.dtype)
     coef_1_a = numpy.empty(G, dout.dtype)
-    inv_std_a = numpy.empty(G, dout.dtype)
     like = numpy.empty(0, dout.dtype)
+    _backward_step_g0(std_g, inv_std_a, like)
     sum_dout_r = numpy.empty((RC, G))
     sum_dout_out_acc_r = numpy.empty((RC, G))
     _layout.parallel(_backward_step_tall_l0, RC * TC, (dout, x, mu_g, K, I, G, RC, GT, TC, O, sum_dout_r, sum_dout_out_acc_r,), dout.size)
     _layout.sum_chunks(sum_dout_r, sum_dout_s)
     _layout.sum_chunks(sum_dout_out_acc_r, sum_dout_out_acc_s)
-    _backward_step_g0(sum_dout_s, sum_dout_out_acc_s, std_g, coef_dout_a, coef_out_a, coef_1_a, inv_std_a, m, like)
+    _backward_step_g1(sum_dout_s, sum_dout_out_acc_s, std_g, sum_dout_out_a, coef_dout_a, coef_out_a, coef_1_a, m, like)
     _layout.parallel(_backward_step_tall_l1, RC * TC, (dout, x, dx, mu_g, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_a, coef_out_a, inv_std_a,), dout.size)
 
 
 def _backward_step(lay, dout, x, dx, mu_g, std_g, m):
-    """Backward pass, the compact form, recomputing from x the per-element values it reads. Pass 1 sums sum_dout, sum_dout_out_acc (float64) in each group; then sum_dout_out, coef_dout, coef_out, coef_1, inv_std. Pass 2: dx, elementwise."""
+    """Backward pass, the compact form, recomputing from x the per-element values it reads. Per group: inv_std. Pass 1 sums sum_dout, sum_dout_out_acc (float64) in each group; then sum_dout_out, coef_dout, coef_out, coef_1. Pass 2: dx, elementwise."""
     if lay.strategy == "cols":
         _backward_step_cols(lay.cols(dout), lay.cols(x), lay.cols(dx), mu_g, std_g, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
     elif lay.strategy == "tall":

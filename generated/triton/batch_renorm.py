@@ -415,18 +415,20 @@ def _backward_step_rows(_ptr_dout, _ptr_x, _ptr_dx, _ptr_d, _ptr_mu, _ptr_r, _pt
             _off = _row[:, None] + _q[None, :]
             dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
+            inv_std = _div(1.0, std)
             sum_dout = tl.sum(tl.where(_mask, dout, 0.0), axis=1)
-            sum_dout_xhat = tl.sum(tl.where(_mask, _div(dout*(d[:, None]*std[:, None] + r[:, None]*(x - mu[:, None])), std[:, None]), 0.0), axis=1)
+            sum_dout_xhat = tl.sum(tl.where(_mask, dout*(d[:, None] + inv_std[:, None]*r[:, None]*(x - mu[:, None])), 0.0), axis=1)
             coef_dout = _div(gamma*r, std)
             coef_xhat = tl.where((m*r*std) != 0, _div(gamma*(d*sum_dout - sum_dout_xhat), tl.where((m*r*std) != 0, m*r*std, 1.0)), 0.0)
             coef_1 = tl.where((m*r*std) != 0, _div(-gamma*((d*d)*sum_dout - d*sum_dout_xhat + (r*r)*sum_dout), tl.where((m*r*std) != 0, m*r*std, 1.0)), 0.0)
-            inv_std = _div(1.0, std)
             xhat = d[:, None] + inv_std[:, None]*r[:, None]*(x - mu[:, None])
             dx = dout*coef_dout[:, None] + xhat*coef_xhat[:, None] + coef_1[:, None]
             tl.store(_ptr_dx + _off, dx.to(_ptr_dx.dtype.element_ty), mask=_mask)
             tl.store(_buf_outer + 0 * _G + _g, sum_dout_xhat, mask=_ok)
             tl.store(_buf_outer + 1 * _G + _g, sum_dout, mask=_ok)
         else:
+            if -1 < _LAST:
+                inv_std = _div(1.0, std)
             if 0 < _FIRST:  # summed by an earlier launch: add its slices in order
                 sum_dout = tl.zeros([_BA], _ACC)
                 for _s2 in range(_S):
@@ -447,7 +449,7 @@ def _backward_step_rows(_ptr_dout, _ptr_x, _ptr_dx, _ptr_d, _ptr_mu, _ptr_r, _pt
                         dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
                         x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
                         _acc_sum_dout += tl.where(_mask, dout, 0.0)
-                        _acc_sum_dout_xhat += tl.where(_mask, _div(dout*(d[:, None]*std[:, None] + r[:, None]*(x - mu[:, None])), std[:, None]), 0.0)
+                        _acc_sum_dout_xhat += tl.where(_mask, dout*(d[:, None] + inv_std[:, None]*r[:, None]*(x - mu[:, None])), 0.0)
                 sum_dout = tl.sum(_acc_sum_dout, axis=1)
                 sum_dout_xhat = tl.sum(_acc_sum_dout_xhat, axis=1)
                 if _FIRST == _LAST:  # staged: this slice's sums, for the launches after
@@ -458,7 +460,6 @@ def _backward_step_rows(_ptr_dout, _ptr_x, _ptr_dx, _ptr_d, _ptr_mu, _ptr_r, _pt
                 coef_dout = _div(gamma*r, std)
                 coef_xhat = tl.where((m*r*std) != 0, _div(gamma*(d*sum_dout - sum_dout_xhat), tl.where((m*r*std) != 0, m*r*std, 1.0)), 0.0)
                 coef_1 = tl.where((m*r*std) != 0, _div(-gamma*((d*d)*sum_dout - d*sum_dout_xhat + (r*r)*sum_dout), tl.where((m*r*std) != 0, m*r*std, 1.0)), 0.0)
-                inv_std = _div(1.0, std)
             if _LAST == 1:  # the elementwise pass
                 for _q0 in range(0, _KI, _BB):
                     _q = _q0 + _b
@@ -498,6 +499,8 @@ def _backward_step_columns(_ptr_dout, _ptr_x, _ptr_dx, _ptr_d, _ptr_mu, _ptr_r, 
     mu = tl.load(_ptr_mu + _g, mask=_ok, other=1.0).to(_ACC)
     r = tl.load(_ptr_r + _g, mask=_ok, other=1.0).to(_ACC)
     std = tl.load(_ptr_std + _g, mask=_ok, other=1.0).to(_ACC)
+    if -1 < _LAST:
+        inv_std = _div(1.0, std)
     if 0 < _FIRST:  # summed by an earlier launch: add its slices in order
         sum_dout = tl.zeros([_BA], _ACC)
         for _s2 in range(_S):
@@ -516,7 +519,7 @@ def _backward_step_columns(_ptr_dout, _ptr_x, _ptr_dx, _ptr_d, _ptr_mu, _ptr_r, 
             dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
             _acc_sum_dout += tl.where(_mask, dout, 0.0)
-            _acc_sum_dout_xhat += tl.where(_mask, _div(dout*(d[:, None]*std[:, None] + r[:, None]*(x - mu[:, None])), std[:, None]), 0.0)
+            _acc_sum_dout_xhat += tl.where(_mask, dout*(d[:, None] + inv_std[:, None]*r[:, None]*(x - mu[:, None])), 0.0)
         sum_dout = tl.sum(_acc_sum_dout, axis=1)
         sum_dout_xhat = tl.sum(_acc_sum_dout_xhat, axis=1)
         if _FIRST == _LAST:  # staged: this slice's sums, for the launches after
@@ -527,7 +530,6 @@ def _backward_step_columns(_ptr_dout, _ptr_x, _ptr_dx, _ptr_d, _ptr_mu, _ptr_r, 
         coef_dout = _div(gamma*r, std)
         coef_xhat = tl.where((m*r*std) != 0, _div(gamma*(d*sum_dout - sum_dout_xhat), tl.where((m*r*std) != 0, m*r*std, 1.0)), 0.0)
         coef_1 = tl.where((m*r*std) != 0, _div(-gamma*((d*d)*sum_dout - d*sum_dout_xhat + (r*r)*sum_dout), tl.where((m*r*std) != 0, m*r*std, 1.0)), 0.0)
-        inv_std = _div(1.0, std)
     if _LAST == 1:  # the elementwise pass
         for _q0 in range(_o0, _o1, _BB):
             _o = _q0 + _b

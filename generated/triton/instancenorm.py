@@ -245,19 +245,21 @@ def _backward_step_rows(_ptr_dout, _ptr_x, _ptr_dx, _ptr_mu, _ptr_std, _ptr_gamm
             _off = _row[:, None] + _q[None, :]
             dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
+            inv_std = _div(1.0, std)
             sum_dout = tl.sum(tl.where(_mask, dout, 0.0), axis=1)
             sum_dout_xhat_acc = tl.sum(tl.where(_mask, dout*(x - mu[:, None]), 0.0), axis=1)
             sum_dout_xhat = _div(sum_dout_xhat_acc, std)
             coef_dout = _div(gamma, std)
             coef_xhat = _div(-gamma*sum_dout_xhat, m*std)
             coef_1 = _div(-gamma*sum_dout, m*std)
-            inv_std = _div(1.0, std)
             xhat = inv_std[:, None]*(x - mu[:, None])
             dx = dout*coef_dout[:, None] + xhat*coef_xhat[:, None] + coef_1[:, None]
             tl.store(_ptr_dx + _off, dx.to(_ptr_dx.dtype.element_ty), mask=_mask)
             tl.store(_buf_outer + 0 * _G + _g, sum_dout_xhat, mask=_ok)
             tl.store(_buf_outer + 1 * _G + _g, sum_dout, mask=_ok)
         else:
+            if -1 < _LAST:
+                inv_std = _div(1.0, std)
             if 0 < _FIRST:  # summed by an earlier launch: add its slices in order
                 sum_dout = tl.zeros([_BA], _ACC)
                 for _s2 in range(_S):
@@ -290,7 +292,6 @@ def _backward_step_rows(_ptr_dout, _ptr_x, _ptr_dx, _ptr_mu, _ptr_std, _ptr_gamm
                 coef_dout = _div(gamma, std)
                 coef_xhat = _div(-gamma*sum_dout_xhat, m*std)
                 coef_1 = _div(-gamma*sum_dout, m*std)
-                inv_std = _div(1.0, std)
             if _LAST == 1:  # the elementwise pass
                 for _q0 in range(0, _KI, _BB):
                     _q = _q0 + _b
@@ -328,6 +329,8 @@ def _backward_step_columns(_ptr_dout, _ptr_x, _ptr_dx, _ptr_mu, _ptr_std, _ptr_g
     gamma = tl.load(_ptr_gamma + _p * _K, mask=_ok, other=0.0).to(_ACC)
     mu = tl.load(_ptr_mu + _g, mask=_ok, other=1.0).to(_ACC)
     std = tl.load(_ptr_std + _g, mask=_ok, other=1.0).to(_ACC)
+    if -1 < _LAST:
+        inv_std = _div(1.0, std)
     if 0 < _FIRST:  # summed by an earlier launch: add its slices in order
         sum_dout = tl.zeros([_BA], _ACC)
         for _s2 in range(_S):
@@ -358,7 +361,6 @@ def _backward_step_columns(_ptr_dout, _ptr_x, _ptr_dx, _ptr_mu, _ptr_std, _ptr_g
         coef_dout = _div(gamma, std)
         coef_xhat = _div(-gamma*sum_dout_xhat, m*std)
         coef_1 = _div(-gamma*sum_dout, m*std)
-        inv_std = _div(1.0, std)
     if _LAST == 1:  # the elementwise pass
         for _q0 in range(_o0, _o1, _BB):
             _o = _q0 + _b

@@ -191,15 +191,17 @@ def _backward_step_rows(_ptr_dout, _ptr_x, _ptr_dx, _ptr_den, _ptr_norm, _buf_pa
             _off = _row[:, None] + _q[None, :]
             dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
+            inv_den = _div(1.0, den)
             sum_dout_out_acc = tl.sum(tl.where(_mask, dout*x, 0.0), axis=1)
             sum_dout_out = tl.where((den) != 0, _div(sum_dout_out_acc, tl.where((den) != 0, den, 1.0)), 0.0)
             coef_dout = _div(1.0, den)
             coef_out = tl.where((norm) != 0, _div(-sum_dout_out*tl.where((-eps + norm) > 0, 1.0, tl.where((-eps + norm) == 0, 1.0, 0.0)), tl.where((norm) != 0, norm, 1.0)), 0.0)
-            inv_den = _div(1.0, den)
             out = x*inv_den[:, None]
             dx = dout*coef_dout[:, None] + out*coef_out[:, None]
             tl.store(_ptr_dx + _off, dx.to(_ptr_dx.dtype.element_ty), mask=_mask)
         else:
+            if -1 < _LAST:
+                inv_den = _div(1.0, den)
             if 0 < _FIRST:  # summed by an earlier launch: add its slices in order
                 sum_dout_out_acc = tl.zeros([_BA], _ACC)
                 for _s2 in range(_S):
@@ -224,7 +226,6 @@ def _backward_step_rows(_ptr_dout, _ptr_x, _ptr_dx, _ptr_den, _ptr_norm, _buf_pa
                 sum_dout_out = tl.where((den) != 0, _div(sum_dout_out_acc, tl.where((den) != 0, den, 1.0)), 0.0)
                 coef_dout = _div(1.0, den)
                 coef_out = tl.where((norm) != 0, _div(-sum_dout_out*tl.where((-eps + norm) > 0, 1.0, tl.where((-eps + norm) == 0, 1.0, 0.0)), tl.where((norm) != 0, norm, 1.0)), 0.0)
-                inv_den = _div(1.0, den)
             if _LAST == 1:  # the elementwise pass
                 for _q0 in range(0, _KI, _BB):
                     _q = _q0 + _b
@@ -259,6 +260,8 @@ def _backward_step_columns(_ptr_dout, _ptr_x, _ptr_dx, _ptr_den, _ptr_norm, _buf
     eps = tl.load(_buf_scal + 0).to(_ACC)
     den = tl.load(_ptr_den + _g, mask=_ok, other=1.0).to(_ACC)
     norm = tl.load(_ptr_norm + _g, mask=_ok, other=1.0).to(_ACC)
+    if -1 < _LAST:
+        inv_den = _div(1.0, den)
     if 0 < _FIRST:  # summed by an earlier launch: add its slices in order
         sum_dout_out_acc = tl.zeros([_BA], _ACC)
         for _s2 in range(_S):
@@ -281,7 +284,6 @@ def _backward_step_columns(_ptr_dout, _ptr_x, _ptr_dx, _ptr_den, _ptr_norm, _buf
         sum_dout_out = tl.where((den) != 0, _div(sum_dout_out_acc, tl.where((den) != 0, den, 1.0)), 0.0)
         coef_dout = _div(1.0, den)
         coef_out = tl.where((norm) != 0, _div(-sum_dout_out*tl.where((-eps + norm) > 0, 1.0, tl.where((-eps + norm) == 0, 1.0, 0.0)), tl.where((norm) != 0, norm, 1.0)), 0.0)
-        inv_den = _div(1.0, den)
     if _LAST == 1:  # the elementwise pass
         for _q0 in range(_o0, _o1, _BB):
             _o = _q0 + _b

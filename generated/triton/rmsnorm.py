@@ -203,16 +203,18 @@ def _backward_step_rows(_ptr_dout, _ptr_x, _ptr_dx, _ptr_std, _ptr_gamma, _buf_p
             _off = _row[:, None] + _q[None, :]
             dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
+            inv_std = _div(1.0, std)
             sum_dout_gamma_xhat_acc = tl.sum(tl.where(_mask, dout*gamma[None, :]*x, 0.0), axis=1)
-            _part_dgamma += tl.sum(tl.where(_mask, _div(dout*x, std[:, None]), 0.0), axis=0)
+            _part_dgamma += tl.sum(tl.where(_mask, dout*x*inv_std[:, None], 0.0), axis=0)
             sum_dout_gamma_xhat = _div(sum_dout_gamma_xhat_acc, std)
             coef_dout_gamma = _div(1.0, std)
             coef_xhat = _div(-sum_dout_gamma_xhat, m*std)
-            inv_std = _div(1.0, std)
             xhat = x*inv_std[:, None]
             dx = dout*gamma[None, :]*coef_dout_gamma[:, None] + xhat*coef_xhat[:, None]
             tl.store(_ptr_dx + _off, dx.to(_ptr_dx.dtype.element_ty), mask=_mask)
         else:
+            if -1 < _LAST:
+                inv_std = _div(1.0, std)
             if 0 < _FIRST:  # summed by an earlier launch: add its slices in order
                 sum_dout_gamma_xhat_acc = tl.zeros([_BA], _ACC)
                 for _s2 in range(_S):
@@ -231,7 +233,7 @@ def _backward_step_rows(_ptr_dout, _ptr_x, _ptr_dx, _ptr_std, _ptr_gamma, _buf_p
                         dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
                         x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
                         _acc_sum_dout_gamma_xhat_acc += tl.where(_mask, dout*gamma[None, :]*x, 0.0)
-                        _part_dgamma += tl.sum(tl.where(_mask, _div(dout*x, std[:, None]), 0.0), axis=0)
+                        _part_dgamma += tl.sum(tl.where(_mask, dout*x*inv_std[:, None], 0.0), axis=0)
                     tl.store(_buf_partials + ((0 * _S * _NPN + _s * _NPN + _pn) * _P + _p) * _KI + _q, _part_dgamma, mask=_qok)
                 sum_dout_gamma_xhat_acc = tl.sum(_acc_sum_dout_gamma_xhat_acc, axis=1)
                 if _FIRST == _LAST:  # staged: this slice's sums, for the launches after
@@ -241,7 +243,6 @@ def _backward_step_rows(_ptr_dout, _ptr_x, _ptr_dx, _ptr_std, _ptr_gamma, _buf_p
                 sum_dout_gamma_xhat = _div(sum_dout_gamma_xhat_acc, std)
                 coef_dout_gamma = _div(1.0, std)
                 coef_xhat = _div(-sum_dout_gamma_xhat, m*std)
-                inv_std = _div(1.0, std)
             if _LAST == 1:  # the elementwise pass
                 for _q0 in range(0, _KI, _BB):
                     _q = _q0 + _b
@@ -278,6 +279,8 @@ def _backward_step_columns(_ptr_dout, _ptr_x, _ptr_dx, _ptr_std, _ptr_gamma, _bu
     m = tl.load(_buf_scal + 0).to(_ACC)
     gamma = tl.load(_ptr_gamma + _p * _K, mask=_ok, other=0.0).to(_ACC)
     std = tl.load(_ptr_std + _g, mask=_ok, other=1.0).to(_ACC)
+    if -1 < _LAST:
+        inv_std = _div(1.0, std)
     if 0 < _FIRST:  # summed by an earlier launch: add its slices in order
         sum_dout_gamma_xhat_acc = tl.zeros([_BA], _ACC)
         for _s2 in range(_S):
@@ -293,7 +296,7 @@ def _backward_step_columns(_ptr_dout, _ptr_x, _ptr_dx, _ptr_std, _ptr_gamma, _bu
             dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
             _acc_sum_dout_gamma_xhat_acc += tl.where(_mask, dout*gamma[:, None]*x, 0.0)
-            _part_dgamma += tl.sum(tl.where(_mask, _div(dout*x, std[:, None]), 0.0), axis=1)
+            _part_dgamma += tl.sum(tl.where(_mask, dout*x*inv_std[:, None], 0.0), axis=1)
         sum_dout_gamma_xhat_acc = tl.sum(_acc_sum_dout_gamma_xhat_acc, axis=1)
         tl.store(_buf_partials + (0 * _S + _s) * _G + _g, _part_dgamma, mask=_ok)
         if _FIRST == _LAST:  # staged: this slice's sums, for the launches after
@@ -303,7 +306,6 @@ def _backward_step_columns(_ptr_dout, _ptr_x, _ptr_dx, _ptr_std, _ptr_gamma, _bu
         sum_dout_gamma_xhat = _div(sum_dout_gamma_xhat_acc, std)
         coef_dout_gamma = _div(1.0, std)
         coef_xhat = _div(-sum_dout_gamma_xhat, m*std)
-        inv_std = _div(1.0, std)
     if _LAST == 1:  # the elementwise pass
         for _q0 in range(_o0, _o1, _BB):
             _o = _q0 + _b

@@ -255,19 +255,21 @@ def _backward_step_rows(_ptr_dout, _ptr_x, _ptr_dx, _ptr_mu, _ptr_std, _ptr_gamm
             _off = _row[:, None] + _q[None, :]
             dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
+            inv_std = _div(1.0, std)
             sum_dout_gamma = tl.sum(tl.where(_mask, dout*gamma[None, :], 0.0), axis=1)
             sum_dout_gamma_xhat_acc = tl.sum(tl.where(_mask, dout*gamma[None, :]*(x - mu[:, None]), 0.0), axis=1)
-            _part_dgamma += tl.sum(tl.where(_mask, _div(dout*(x - mu[:, None]), std[:, None]), 0.0), axis=0)
+            _part_dgamma += tl.sum(tl.where(_mask, dout*inv_std[:, None]*(x - mu[:, None]), 0.0), axis=0)
             _part_dbeta += tl.sum(tl.where(_mask, dout, 0.0), axis=0)
             sum_dout_gamma_xhat = _div(sum_dout_gamma_xhat_acc, std)
             coef_dout_gamma = _div(1.0, std)
             coef_xhat = _div(-sum_dout_gamma_xhat, m*std)
             coef_1 = _div(-sum_dout_gamma, m*std)
-            inv_std = _div(1.0, std)
             xhat = inv_std[:, None]*(x - mu[:, None])
             dx = dout*gamma[None, :]*coef_dout_gamma[:, None] + xhat*coef_xhat[:, None] + coef_1[:, None]
             tl.store(_ptr_dx + _off, dx.to(_ptr_dx.dtype.element_ty), mask=_mask)
         else:
+            if -1 < _LAST:
+                inv_std = _div(1.0, std)
             if 0 < _FIRST:  # summed by an earlier launch: add its slices in order
                 sum_dout_gamma = tl.zeros([_BA], _ACC)
                 for _s2 in range(_S):
@@ -292,7 +294,7 @@ def _backward_step_rows(_ptr_dout, _ptr_x, _ptr_dx, _ptr_mu, _ptr_std, _ptr_gamm
                         x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
                         _acc_sum_dout_gamma += tl.where(_mask, dout*gamma[None, :], 0.0)
                         _acc_sum_dout_gamma_xhat_acc += tl.where(_mask, dout*gamma[None, :]*(x - mu[:, None]), 0.0)
-                        _part_dgamma += tl.sum(tl.where(_mask, _div(dout*(x - mu[:, None]), std[:, None]), 0.0), axis=0)
+                        _part_dgamma += tl.sum(tl.where(_mask, dout*inv_std[:, None]*(x - mu[:, None]), 0.0), axis=0)
                         _part_dbeta += tl.sum(tl.where(_mask, dout, 0.0), axis=0)
                     tl.store(_buf_partials + ((0 * _S * _NPN + _s * _NPN + _pn) * _P + _p) * _KI + _q, _part_dgamma, mask=_qok)
                     tl.store(_buf_partials + ((1 * _S * _NPN + _s * _NPN + _pn) * _P + _p) * _KI + _q, _part_dbeta, mask=_qok)
@@ -307,7 +309,6 @@ def _backward_step_rows(_ptr_dout, _ptr_x, _ptr_dx, _ptr_mu, _ptr_std, _ptr_gamm
                 coef_dout_gamma = _div(1.0, std)
                 coef_xhat = _div(-sum_dout_gamma_xhat, m*std)
                 coef_1 = _div(-sum_dout_gamma, m*std)
-                inv_std = _div(1.0, std)
             if _LAST == 1:  # the elementwise pass
                 for _q0 in range(0, _KI, _BB):
                     _q = _q0 + _b
@@ -346,6 +347,8 @@ def _backward_step_columns(_ptr_dout, _ptr_x, _ptr_dx, _ptr_mu, _ptr_std, _ptr_g
     gamma = tl.load(_ptr_gamma + _p * _K, mask=_ok, other=0.0).to(_ACC)
     mu = tl.load(_ptr_mu + _g, mask=_ok, other=1.0).to(_ACC)
     std = tl.load(_ptr_std + _g, mask=_ok, other=1.0).to(_ACC)
+    if -1 < _LAST:
+        inv_std = _div(1.0, std)
     if 0 < _FIRST:  # summed by an earlier launch: add its slices in order
         sum_dout_gamma = tl.zeros([_BA], _ACC)
         for _s2 in range(_S):
@@ -367,7 +370,7 @@ def _backward_step_columns(_ptr_dout, _ptr_x, _ptr_dx, _ptr_mu, _ptr_std, _ptr_g
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
             _acc_sum_dout_gamma += tl.where(_mask, dout*gamma[:, None], 0.0)
             _acc_sum_dout_gamma_xhat_acc += tl.where(_mask, dout*gamma[:, None]*(x - mu[:, None]), 0.0)
-            _part_dgamma += tl.sum(tl.where(_mask, _div(dout*(x - mu[:, None]), std[:, None]), 0.0), axis=1)
+            _part_dgamma += tl.sum(tl.where(_mask, dout*inv_std[:, None]*(x - mu[:, None]), 0.0), axis=1)
             _part_dbeta += tl.sum(tl.where(_mask, dout, 0.0), axis=1)
         sum_dout_gamma = tl.sum(_acc_sum_dout_gamma, axis=1)
         sum_dout_gamma_xhat_acc = tl.sum(_acc_sum_dout_gamma_xhat_acc, axis=1)
@@ -382,7 +385,6 @@ def _backward_step_columns(_ptr_dout, _ptr_x, _ptr_dx, _ptr_mu, _ptr_std, _ptr_g
         coef_dout_gamma = _div(1.0, std)
         coef_xhat = _div(-sum_dout_gamma_xhat, m*std)
         coef_1 = _div(-sum_dout_gamma, m*std)
-        inv_std = _div(1.0, std)
     if _LAST == 1:  # the elementwise pass
         for _q0 in range(_o0, _o1, _BB):
             _o = _q0 + _b

@@ -235,17 +235,19 @@ def _backward_step_rows(_ptr_dout, _ptr_x, _ptr_dx, _ptr_mu, _ptr_std, _buf_part
             _off = _row[:, None] + _q[None, :]
             dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
+            inv_std = _div(1.0, std)
             sum_dout = tl.sum(tl.where(_mask, dout, 0.0), axis=1)
             sum_dout_out_acc = tl.sum(tl.where(_mask, dout*(x - mu[:, None]), 0.0), axis=1)
             sum_dout_out = _div(sum_dout_out_acc, std)
             coef_dout = _div(1.0, std)
             coef_out = _div(-sum_dout_out, m*std)
             coef_1 = _div(-sum_dout, m*std)
-            inv_std = _div(1.0, std)
             out = inv_std[:, None]*(x - mu[:, None])
             dx = dout*coef_dout[:, None] + out*coef_out[:, None] + coef_1[:, None]
             tl.store(_ptr_dx + _off, dx.to(_ptr_dx.dtype.element_ty), mask=_mask)
         else:
+            if -1 < _LAST:
+                inv_std = _div(1.0, std)
             if 0 < _FIRST:  # summed by an earlier launch: add its slices in order
                 sum_dout = tl.zeros([_BA], _ACC)
                 for _s2 in range(_S):
@@ -278,7 +280,6 @@ def _backward_step_rows(_ptr_dout, _ptr_x, _ptr_dx, _ptr_mu, _ptr_std, _buf_part
                 coef_dout = _div(1.0, std)
                 coef_out = _div(-sum_dout_out, m*std)
                 coef_1 = _div(-sum_dout, m*std)
-                inv_std = _div(1.0, std)
             if _LAST == 1:  # the elementwise pass
                 for _q0 in range(0, _KI, _BB):
                     _q = _q0 + _b
@@ -313,6 +314,8 @@ def _backward_step_columns(_ptr_dout, _ptr_x, _ptr_dx, _ptr_mu, _ptr_std, _buf_p
     m = tl.load(_buf_scal + 0).to(_ACC)
     mu = tl.load(_ptr_mu + _g, mask=_ok, other=1.0).to(_ACC)
     std = tl.load(_ptr_std + _g, mask=_ok, other=1.0).to(_ACC)
+    if -1 < _LAST:
+        inv_std = _div(1.0, std)
     if 0 < _FIRST:  # summed by an earlier launch: add its slices in order
         sum_dout = tl.zeros([_BA], _ACC)
         for _s2 in range(_S):
@@ -343,7 +346,6 @@ def _backward_step_columns(_ptr_dout, _ptr_x, _ptr_dx, _ptr_mu, _ptr_std, _buf_p
         coef_dout = _div(1.0, std)
         coef_out = _div(-sum_dout_out, m*std)
         coef_1 = _div(-sum_dout, m*std)
-        inv_std = _div(1.0, std)
     if _LAST == 1:  # the elementwise pass
         for _q0 in range(_o0, _o1, _BB):
             _o = _q0 + _b
