@@ -269,7 +269,7 @@ def test_both_backends_refuse_a_bad_input_with_the_same_error(label, name, args)
 @pytest.mark.parametrize("threads", ["pool", "libgomp"])
 def test_concurrent_calls_from_python_threads_agree_with_one_call(tmp_path, threads):
     """Four Python threads calling the kernels at once (each call's loops run on threads too: 256 x 256
-    is above _layout.PARALLEL) get the bits of a call made alone, on generated.numba's own pool and on
+    is above _threads.PARALLEL, lowered for the test) get the bits of a call made alone, on generated.numba's own pool and on
     libgomp's threads (where torch has loaded libgomp), under numba's workqueue threading layer too
     (which aborts a process whose parallel numba functions are launched from two threads at once:
     the kernels have none)."""
@@ -285,7 +285,8 @@ def test_concurrent_calls_from_python_threads_agree_with_one_call(tmp_path, thre
         print((_threads._openmp() is not None) == ("torch" in globals()))
         x = np.random.default_rng(0).standard_normal((256, 256))
         g, b = np.ones(256), np.zeros(256)
-        assert x.size >= _layout.PARALLEL
+        _threads.PARALLEL = 1 << 12
+        assert x.size >= _threads.PARALLEL
         def run():
             out, c = gn.batchnorm_forward(x, g, b, {"mode": "train"})
             return (out,) + gn.batchnorm_backward_alt(x, c)

@@ -188,12 +188,13 @@ def test_a_large_mean_offset_still_normalizes_in_float32(variant, mode, axis):
                                          ("spatial_groupnorm", (8, 8, 24, 24))])
 def test_results_do_not_depend_on_the_thread_count(name, shape, threads, monkeypatch):
     """Chunks and tiles are fixed by the shape, and each is summed on its own before the chunks are
-    added in order, so any number of threads gives the same bits (shapes above _layout.PARALLEL,
-    whose loops do run on threads: krows, tall and rows), on generated.numba's own pool and on
-    libgomp's threads (which the kernels use once torch has loaded libgomp)."""
+    added in order, so any number of threads gives the same bits (with _threads.PARALLEL lowered below
+    these shapes, so that their loops do run on threads: krows, tall and rows), on generated.numba's own
+    pool and on libgomp's threads (which the kernels use once torch has loaded libgomp)."""
     from generated.numba import _layout, _threads
 
-    assert int(np.prod(shape)) >= _layout.PARALLEL
+    monkeypatch.setattr(_threads, "PARALLEL", 1 << 12)
+    assert int(np.prod(shape)) >= _threads.PARALLEL
     if threads == "pool":
         monkeypatch.setattr(_threads, "_openmp", lambda: None)
     else:

@@ -71,3 +71,38 @@ def test_the_backward_makes_no_zeros_of_xs_size(name, shape, fn, size):
     with Fills(x.numel()) as mode:
         out.backward(dy)
     assert not mode.found, mode.found
+
+
+class Calls(TorchDispatchMode):
+    """The operators called under it, by name."""
+
+    def __init__(self):
+        super().__init__()
+        self.names = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(func.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("name,shape,fn", CASES, ids=[f"{c[0]}{c[1]}" for c in CASES])
+def test_a_plain_call_skips_the_dispatcher_and_gives_the_operators_bits(name, shape, fn, size):
+    """A plain eager call runs each pass's implementation directly (generated.torch._runtime._eager);
+    under a dispatch mode (as under torch.compile, torch.export and torch.func) the custom operator
+    runs, and is seen as one call.  Both give the same bits, forward and backward."""
+    results = []
+    for mode in (None, Calls()):
+        x, w, b = leaves(name, shape, SIZES[size])
+        if mode is None:
+            out = fn(x, w, b)
+            out.backward(torch.ones_like(out))
+        else:
+            with mode:
+                out = fn(x, w, b)
+                out.backward(torch.ones_like(out))
+            assert any("_forward_train" in n for n in mode.names), mode.names
+            assert any("_backward_train" in n for n in mode.names), mode.names
+        results.append((out.detach(), x.grad, w.grad, b.grad))
+    for a, b in zip(*results):
+        assert (a is None and b is None) or torch.equal(a, b)
