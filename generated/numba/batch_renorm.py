@@ -92,7 +92,17 @@ def _forward_train_rows(x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
 def _forward_train_p0_cols(x, sum_x, o0, o1, j0, j1):
-    for o in range(o0, o1):
+    o = o0
+    while o + 4 <= o1:
+        u0 = numba.uint64(o + 0)
+        u1 = numba.uint64(o + 1)
+        u2 = numba.uint64(o + 2)
+        u3 = numba.uint64(o + 3)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_x[q] += ((numpy.float64(x[u0, j]) + numpy.float64(x[u1, j])) + (numpy.float64(x[u2, j]) + numpy.float64(x[u3, j])))
+        o += 4
+    for o in range(o, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
@@ -101,7 +111,17 @@ def _forward_train_p0_cols(x, sum_x, o0, o1, j0, j1):
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
 def _forward_train_p1_cols(x, mu, sum_var, o0, o1, j0, j1):
-    for o in range(o0, o1):
+    o = o0
+    while o + 4 <= o1:
+        u0 = numba.uint64(o + 0)
+        u1 = numba.uint64(o + 1)
+        u2 = numba.uint64(o + 2)
+        u3 = numba.uint64(o + 3)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_var[q] += (((numpy.float64(x[u0, j]) - numpy.float64(mu[q]))**2 + (numpy.float64(x[u1, j]) - numpy.float64(mu[q]))**2) + ((numpy.float64(x[u2, j]) - numpy.float64(mu[q]))**2 + (numpy.float64(x[u3, j]) - numpy.float64(mu[q]))**2))
+        o += 4
+    for o in range(o, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
@@ -431,7 +451,18 @@ def _backward_compact_rows(dout, xhat, dx, d_g, r_g, std_g, gamma_p, dgamma_p, d
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
 def _backward_compact_p0_cols(dout, xhat, sum_dout, sum_dout_xhat, o0, o1, j0, j1):
-    for o in range(o0, o1):
+    o = o0
+    while o + 4 <= o1:
+        u0 = numba.uint64(o + 0)
+        u1 = numba.uint64(o + 1)
+        u2 = numba.uint64(o + 2)
+        u3 = numba.uint64(o + 3)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_dout[q] += ((numpy.float64(dout[u0, j]) + numpy.float64(dout[u1, j])) + (numpy.float64(dout[u2, j]) + numpy.float64(dout[u3, j])))
+            sum_dout_xhat[q] += ((numpy.float64(dout[u0, j])*numpy.float64(xhat[u0, j]) + numpy.float64(dout[u1, j])*numpy.float64(xhat[u1, j])) + (numpy.float64(dout[u2, j])*numpy.float64(xhat[u2, j]) + numpy.float64(dout[u3, j])*numpy.float64(xhat[u3, j])))
+        o += 4
+    for o in range(o, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
@@ -631,7 +662,20 @@ def _backward_staged_rows(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
 def _backward_staged_p1_cols(dout, xhat, d, gamma, inv_r, mu, r, std, sum_dvar, sum_dxhat, sum_dout_xhat, sum_dout, o0, o1, j0, j1):
-    for o in range(o0, o1):
+    o = o0
+    while o + 4 <= o1:
+        u0 = numba.uint64(o + 0)
+        u1 = numba.uint64(o + 1)
+        u2 = numba.uint64(o + 2)
+        u3 = numba.uint64(o + 3)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_dvar[q] += ((numpy.float64(dout[u0, j])*numpy.float64(gamma[q])*(numpy.float64(inv_r[q])*(numpy.float64(xhat[u0, j])*numpy.float64(std[q]) - numpy.float64(d[q])*numpy.float64(std[q]) + numpy.float64(mu[q])*numpy.float64(r[q])) - numpy.float64(mu[q])) + numpy.float64(dout[u1, j])*numpy.float64(gamma[q])*(numpy.float64(inv_r[q])*(numpy.float64(xhat[u1, j])*numpy.float64(std[q]) - numpy.float64(d[q])*numpy.float64(std[q]) + numpy.float64(mu[q])*numpy.float64(r[q])) - numpy.float64(mu[q]))) + (numpy.float64(dout[u2, j])*numpy.float64(gamma[q])*(numpy.float64(inv_r[q])*(numpy.float64(xhat[u2, j])*numpy.float64(std[q]) - numpy.float64(d[q])*numpy.float64(std[q]) + numpy.float64(mu[q])*numpy.float64(r[q])) - numpy.float64(mu[q])) + numpy.float64(dout[u3, j])*numpy.float64(gamma[q])*(numpy.float64(inv_r[q])*(numpy.float64(xhat[u3, j])*numpy.float64(std[q]) - numpy.float64(d[q])*numpy.float64(std[q]) + numpy.float64(mu[q])*numpy.float64(r[q])) - numpy.float64(mu[q]))))
+            sum_dxhat[q] += ((numpy.float64(dout[u0, j])*numpy.float64(gamma[q]) + numpy.float64(dout[u1, j])*numpy.float64(gamma[q])) + (numpy.float64(dout[u2, j])*numpy.float64(gamma[q]) + numpy.float64(dout[u3, j])*numpy.float64(gamma[q])))
+            sum_dout_xhat[q] += ((numpy.float64(dout[u0, j])*numpy.float64(xhat[u0, j]) + numpy.float64(dout[u1, j])*numpy.float64(xhat[u1, j])) + (numpy.float64(dout[u2, j])*numpy.float64(xhat[u2, j]) + numpy.float64(dout[u3, j])*numpy.float64(xhat[u3, j])))
+            sum_dout[q] += ((numpy.float64(dout[u0, j]) + numpy.float64(dout[u1, j])) + (numpy.float64(dout[u2, j]) + numpy.float64(dout[u3, j])))
+        o += 4
+    for o in range(o, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
@@ -868,7 +912,18 @@ def _backward_test_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, r_max
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
 def _backward_test_p0_cols(dout, xhat, sum_dout_xhat, sum_dout, o0, o1, j0, j1):
-    for o in range(o0, o1):
+    o = o0
+    while o + 4 <= o1:
+        u0 = numba.uint64(o + 0)
+        u1 = numba.uint64(o + 1)
+        u2 = numba.uint64(o + 2)
+        u3 = numba.uint64(o + 3)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_dout_xhat[q] += ((numpy.float64(dout[u0, j])*numpy.float64(xhat[u0, j]) + numpy.float64(dout[u1, j])*numpy.float64(xhat[u1, j])) + (numpy.float64(dout[u2, j])*numpy.float64(xhat[u2, j]) + numpy.float64(dout[u3, j])*numpy.float64(xhat[u3, j])))
+            sum_dout[q] += ((numpy.float64(dout[u0, j]) + numpy.float64(dout[u1, j])) + (numpy.float64(dout[u2, j]) + numpy.float64(dout[u3, j])))
+        o += 4
+    for o in range(o, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
@@ -1056,7 +1111,17 @@ def _forward_step_rows(x, out, running_mean_g, running_var_g, mu_g, d_g, var_g, 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
 def _forward_step_p0_cols(x, sum_x, o0, o1, j0, j1):
-    for o in range(o0, o1):
+    o = o0
+    while o + 4 <= o1:
+        u0 = numba.uint64(o + 0)
+        u1 = numba.uint64(o + 1)
+        u2 = numba.uint64(o + 2)
+        u3 = numba.uint64(o + 3)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_x[q] += ((numpy.float64(x[u0, j]) + numpy.float64(x[u1, j])) + (numpy.float64(x[u2, j]) + numpy.float64(x[u3, j])))
+        o += 4
+    for o in range(o, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
@@ -1065,7 +1130,17 @@ def _forward_step_p0_cols(x, sum_x, o0, o1, j0, j1):
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
 def _forward_step_p1_cols(x, mu, sum_var, o0, o1, j0, j1):
-    for o in range(o0, o1):
+    o = o0
+    while o + 4 <= o1:
+        u0 = numba.uint64(o + 0)
+        u1 = numba.uint64(o + 1)
+        u2 = numba.uint64(o + 2)
+        u3 = numba.uint64(o + 3)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_var[q] += (((numpy.float64(x[u0, j]) - numpy.float64(mu[q]))**2 + (numpy.float64(x[u1, j]) - numpy.float64(mu[q]))**2) + ((numpy.float64(x[u2, j]) - numpy.float64(mu[q]))**2 + (numpy.float64(x[u3, j]) - numpy.float64(mu[q]))**2))
+        o += 4
+    for o in range(o, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
@@ -1274,7 +1349,18 @@ def _backward_step_rows(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, d
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
 def _backward_step_p1_cols(dout, x, d, inv_std, mu, r, sum_dout, sum_dout_xhat, o0, o1, j0, j1):
-    for o in range(o0, o1):
+    o = o0
+    while o + 4 <= o1:
+        u0 = numba.uint64(o + 0)
+        u1 = numba.uint64(o + 1)
+        u2 = numba.uint64(o + 2)
+        u3 = numba.uint64(o + 3)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_dout[q] += ((numpy.float64(dout[u0, j]) + numpy.float64(dout[u1, j])) + (numpy.float64(dout[u2, j]) + numpy.float64(dout[u3, j])))
+            sum_dout_xhat[q] += ((numpy.float64(dout[u0, j])*(numpy.float64(d[q]) + numpy.float64(inv_std[q])*numpy.float64(r[q])*(numpy.float64(x[u0, j]) - numpy.float64(mu[q]))) + numpy.float64(dout[u1, j])*(numpy.float64(d[q]) + numpy.float64(inv_std[q])*numpy.float64(r[q])*(numpy.float64(x[u1, j]) - numpy.float64(mu[q])))) + (numpy.float64(dout[u2, j])*(numpy.float64(d[q]) + numpy.float64(inv_std[q])*numpy.float64(r[q])*(numpy.float64(x[u2, j]) - numpy.float64(mu[q]))) + numpy.float64(dout[u3, j])*(numpy.float64(d[q]) + numpy.float64(inv_std[q])*numpy.float64(r[q])*(numpy.float64(x[u3, j]) - numpy.float64(mu[q])))))
+        o += 4
+    for o in range(o, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
@@ -1717,8 +1803,8 @@ def forward_train(x, gamma, beta, running_var, running_mean, *, eps, r_max, d_ma
         lay,
         lay.to_kernel(x),
         out_k,
-        lay.stat(running_mean),
-        lay.stat(running_var),
+        lay.stat(running_mean, work),
+        lay.stat(running_var, work),
         mu_g,
         d_g,
         var_g,
@@ -1756,8 +1842,8 @@ def forward_test(x, gamma, beta, mu, var, *, eps, r_max, d_max, momentum, m, axe
         lay.to_kernel(x),
         xhat_k,
         out_k,
-        lay.stat(mu),
-        lay.stat(var),
+        lay.stat(mu, work),
+        lay.stat(var, work),
         std_g,
         r_g,
         d_g,
@@ -1789,10 +1875,10 @@ def backward_train_fused(dout, d, gamma, mu, r, std, x, *, eps, r_max, d_max, mo
         lay.to_kernel(dout),
         lay.to_kernel(x),
         dx_k,
-        lay.stat(d),
-        lay.stat(mu),
-        lay.stat(r),
-        lay.stat(std),
+        lay.stat(d, work),
+        lay.stat(mu, work),
+        lay.stat(r, work),
+        lay.stat(std, work),
         lay.param(gamma),
         dgamma_p,
         dbeta_p,
@@ -1817,7 +1903,7 @@ def backward_test(dout, gamma, std, xhat, *, eps, r_max, d_max, momentum, m, axe
         lay.to_kernel(dout),
         lay.to_kernel(xhat),
         dx_k,
-        lay.stat(std),
+        lay.stat(std, work),
         lay.param(gamma),
         dgamma_p,
         dbeta_p,

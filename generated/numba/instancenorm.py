@@ -83,7 +83,17 @@ def _forward_train_rows(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chunks)
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
 def _forward_train_p0_cols(x, sum_x, o0, o1, j0, j1):
-    for o in range(o0, o1):
+    o = o0
+    while o + 4 <= o1:
+        u0 = numba.uint64(o + 0)
+        u1 = numba.uint64(o + 1)
+        u2 = numba.uint64(o + 2)
+        u3 = numba.uint64(o + 3)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_x[q] += ((numpy.float64(x[u0, j]) + numpy.float64(x[u1, j])) + (numpy.float64(x[u2, j]) + numpy.float64(x[u3, j])))
+        o += 4
+    for o in range(o, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
@@ -92,7 +102,17 @@ def _forward_train_p0_cols(x, sum_x, o0, o1, j0, j1):
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
 def _forward_train_p1_cols(x, mu, sum_var, o0, o1, j0, j1):
-    for o in range(o0, o1):
+    o = o0
+    while o + 4 <= o1:
+        u0 = numba.uint64(o + 0)
+        u1 = numba.uint64(o + 1)
+        u2 = numba.uint64(o + 2)
+        u3 = numba.uint64(o + 3)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_var[q] += (((numpy.float64(x[u0, j]) - numpy.float64(mu[q]))**2 + (numpy.float64(x[u1, j]) - numpy.float64(mu[q]))**2) + ((numpy.float64(x[u2, j]) - numpy.float64(mu[q]))**2 + (numpy.float64(x[u3, j]) - numpy.float64(mu[q]))**2))
+        o += 4
+    for o in range(o, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
@@ -291,7 +311,18 @@ def _backward_compact_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m,
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
 def _backward_compact_p0_cols(dout, xhat, sum_dout, sum_dout_xhat, o0, o1, j0, j1):
-    for o in range(o0, o1):
+    o = o0
+    while o + 4 <= o1:
+        u0 = numba.uint64(o + 0)
+        u1 = numba.uint64(o + 1)
+        u2 = numba.uint64(o + 2)
+        u3 = numba.uint64(o + 3)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_dout[q] += ((numpy.float64(dout[u0, j]) + numpy.float64(dout[u1, j])) + (numpy.float64(dout[u2, j]) + numpy.float64(dout[u3, j])))
+            sum_dout_xhat[q] += ((numpy.float64(dout[u0, j])*numpy.float64(xhat[u0, j]) + numpy.float64(dout[u1, j])*numpy.float64(xhat[u1, j])) + (numpy.float64(dout[u2, j])*numpy.float64(xhat[u2, j]) + numpy.float64(dout[u3, j])*numpy.float64(xhat[u3, j])))
+        o += 4
+    for o in range(o, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
@@ -487,7 +518,20 @@ def _backward_staged_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
 def _backward_staged_p0_cols(dout, xhat, gamma, sum_dxhat_xhat, sum_dxhat, sum_dout_xhat, sum_dout, o0, o1, j0, j1):
-    for o in range(o0, o1):
+    o = o0
+    while o + 4 <= o1:
+        u0 = numba.uint64(o + 0)
+        u1 = numba.uint64(o + 1)
+        u2 = numba.uint64(o + 2)
+        u3 = numba.uint64(o + 3)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_dxhat_xhat[q] += ((numpy.float64(dout[u0, j])*numpy.float64(xhat[u0, j])*numpy.float64(gamma[q]) + numpy.float64(dout[u1, j])*numpy.float64(xhat[u1, j])*numpy.float64(gamma[q])) + (numpy.float64(dout[u2, j])*numpy.float64(xhat[u2, j])*numpy.float64(gamma[q]) + numpy.float64(dout[u3, j])*numpy.float64(xhat[u3, j])*numpy.float64(gamma[q])))
+            sum_dxhat[q] += ((numpy.float64(dout[u0, j])*numpy.float64(gamma[q]) + numpy.float64(dout[u1, j])*numpy.float64(gamma[q])) + (numpy.float64(dout[u2, j])*numpy.float64(gamma[q]) + numpy.float64(dout[u3, j])*numpy.float64(gamma[q])))
+            sum_dout_xhat[q] += ((numpy.float64(dout[u0, j])*numpy.float64(xhat[u0, j]) + numpy.float64(dout[u1, j])*numpy.float64(xhat[u1, j])) + (numpy.float64(dout[u2, j])*numpy.float64(xhat[u2, j]) + numpy.float64(dout[u3, j])*numpy.float64(xhat[u3, j])))
+            sum_dout[q] += ((numpy.float64(dout[u0, j]) + numpy.float64(dout[u1, j])) + (numpy.float64(dout[u2, j]) + numpy.float64(dout[u3, j])))
+        o += 4
+    for o in range(o, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
@@ -701,7 +745,17 @@ def _forward_step_rows(x, out, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunks):
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
 def _forward_step_p0_cols(x, sum_x, o0, o1, j0, j1):
-    for o in range(o0, o1):
+    o = o0
+    while o + 4 <= o1:
+        u0 = numba.uint64(o + 0)
+        u1 = numba.uint64(o + 1)
+        u2 = numba.uint64(o + 2)
+        u3 = numba.uint64(o + 3)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_x[q] += ((numpy.float64(x[u0, j]) + numpy.float64(x[u1, j])) + (numpy.float64(x[u2, j]) + numpy.float64(x[u3, j])))
+        o += 4
+    for o in range(o, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
@@ -710,7 +764,17 @@ def _forward_step_p0_cols(x, sum_x, o0, o1, j0, j1):
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
 def _forward_step_p1_cols(x, mu, sum_var, o0, o1, j0, j1):
-    for o in range(o0, o1):
+    o = o0
+    while o + 4 <= o1:
+        u0 = numba.uint64(o + 0)
+        u1 = numba.uint64(o + 1)
+        u2 = numba.uint64(o + 2)
+        u3 = numba.uint64(o + 3)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_var[q] += (((numpy.float64(x[u0, j]) - numpy.float64(mu[q]))**2 + (numpy.float64(x[u1, j]) - numpy.float64(mu[q]))**2) + ((numpy.float64(x[u2, j]) - numpy.float64(mu[q]))**2 + (numpy.float64(x[u3, j]) - numpy.float64(mu[q]))**2))
+        o += 4
+    for o in range(o, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
@@ -911,7 +975,18 @@ def _backward_step_rows(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m,
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
 def _backward_step_p1_cols(dout, x, mu, sum_dout, sum_dout_xhat_acc, o0, o1, j0, j1):
-    for o in range(o0, o1):
+    o = o0
+    while o + 4 <= o1:
+        u0 = numba.uint64(o + 0)
+        u1 = numba.uint64(o + 1)
+        u2 = numba.uint64(o + 2)
+        u3 = numba.uint64(o + 3)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_dout[q] += ((numpy.float64(dout[u0, j]) + numpy.float64(dout[u1, j])) + (numpy.float64(dout[u2, j]) + numpy.float64(dout[u3, j])))
+            sum_dout_xhat_acc[q] += ((numpy.float64(dout[u0, j])*(numpy.float64(x[u0, j]) - numpy.float64(mu[q])) + numpy.float64(dout[u1, j])*(numpy.float64(x[u1, j]) - numpy.float64(mu[q]))) + (numpy.float64(dout[u2, j])*(numpy.float64(x[u2, j]) - numpy.float64(mu[q])) + numpy.float64(dout[u3, j])*(numpy.float64(x[u3, j]) - numpy.float64(mu[q]))))
+        o += 4
+    for o in range(o, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
@@ -1260,8 +1335,8 @@ def backward_train_fused(dout, gamma, mu, std, x, *, eps, m, axes, param_sum_axe
         lay.to_kernel(dout),
         lay.to_kernel(x),
         dx_k,
-        lay.stat(mu),
-        lay.stat(std),
+        lay.stat(mu, work),
+        lay.stat(std, work),
         lay.param(gamma),
         dgamma_p,
         dbeta_p,

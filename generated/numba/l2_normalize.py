@@ -68,7 +68,17 @@ def _forward_train_rows(x, out, norm_g, den_g, eps, P, chunks):
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
 def _forward_train_p0_cols(x, sq, o0, o1, j0, j1):
-    for o in range(o0, o1):
+    o = o0
+    while o + 4 <= o1:
+        u0 = numba.uint64(o + 0)
+        u1 = numba.uint64(o + 1)
+        u2 = numba.uint64(o + 2)
+        u3 = numba.uint64(o + 3)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sq[q] += ((numpy.float64(x[u0, j])**2 + numpy.float64(x[u1, j])**2) + (numpy.float64(x[u2, j])**2 + numpy.float64(x[u3, j])**2))
+        o += 4
+    for o in range(o, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
@@ -205,7 +215,17 @@ def _backward_compact_rows(dout, out, dx, den_g, norm_g, eps, P, chunks):
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
 def _backward_compact_p0_cols(dout, out, sum_dout_out, o0, o1, j0, j1):
-    for o in range(o0, o1):
+    o = o0
+    while o + 4 <= o1:
+        u0 = numba.uint64(o + 0)
+        u1 = numba.uint64(o + 1)
+        u2 = numba.uint64(o + 2)
+        u3 = numba.uint64(o + 3)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_dout_out[q] += ((numpy.float64(dout[u0, j])*numpy.float64(out[u0, j]) + numpy.float64(dout[u1, j])*numpy.float64(out[u1, j])) + (numpy.float64(dout[u2, j])*numpy.float64(out[u2, j]) + numpy.float64(dout[u3, j])*numpy.float64(out[u3, j])))
+        o += 4
+    for o in range(o, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
@@ -345,7 +365,17 @@ def _backward_staged_rows(dout, out, dx, den_g, norm_g, eps, P, chunks):
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
 def _backward_staged_p0_cols(dout, out, sum_dout_out, o0, o1, j0, j1):
-    for o in range(o0, o1):
+    o = o0
+    while o + 4 <= o1:
+        u0 = numba.uint64(o + 0)
+        u1 = numba.uint64(o + 1)
+        u2 = numba.uint64(o + 2)
+        u3 = numba.uint64(o + 3)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_dout_out[q] += ((numpy.float64(dout[u0, j])*numpy.float64(out[u0, j]) + numpy.float64(dout[u1, j])*numpy.float64(out[u1, j])) + (numpy.float64(dout[u2, j])*numpy.float64(out[u2, j]) + numpy.float64(dout[u3, j])*numpy.float64(out[u3, j])))
+        o += 4
+    for o in range(o, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
@@ -486,7 +516,17 @@ def _forward_step_rows(x, out, norm_g, den_g, eps, P, chunks):
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
 def _forward_step_p0_cols(x, sq, o0, o1, j0, j1):
-    for o in range(o0, o1):
+    o = o0
+    while o + 4 <= o1:
+        u0 = numba.uint64(o + 0)
+        u1 = numba.uint64(o + 1)
+        u2 = numba.uint64(o + 2)
+        u3 = numba.uint64(o + 3)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sq[q] += ((numpy.float64(x[u0, j])**2 + numpy.float64(x[u1, j])**2) + (numpy.float64(x[u2, j])**2 + numpy.float64(x[u3, j])**2))
+        o += 4
+    for o in range(o, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
@@ -626,7 +666,17 @@ def _backward_step_rows(dout, x, dx, den_g, norm_g, eps, P, chunks):
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
 def _backward_step_p1_cols(dout, x, sum_dout_out_acc, o0, o1, j0, j1):
-    for o in range(o0, o1):
+    o = o0
+    while o + 4 <= o1:
+        u0 = numba.uint64(o + 0)
+        u1 = numba.uint64(o + 1)
+        u2 = numba.uint64(o + 2)
+        u3 = numba.uint64(o + 3)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_dout_out_acc[q] += ((numpy.float64(dout[u0, j])*numpy.float64(x[u0, j]) + numpy.float64(dout[u1, j])*numpy.float64(x[u1, j])) + (numpy.float64(dout[u2, j])*numpy.float64(x[u2, j]) + numpy.float64(dout[u3, j])*numpy.float64(x[u3, j])))
+        o += 4
+    for o in range(o, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
@@ -909,8 +959,8 @@ def backward_train_fused(dout, den, norm, x, *, eps, m, axes, param_sum_axes, **
         lay.to_kernel(dout),
         lay.to_kernel(x),
         dx_k,
-        lay.stat(den),
-        lay.stat(norm),
+        lay.stat(den, work),
+        lay.stat(norm, work),
         eps,
     )
     dx = lay.from_kernel(dx_k)

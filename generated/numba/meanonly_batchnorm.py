@@ -65,7 +65,17 @@ def _forward_train_rows(x, out, mu_g, beta_p, m, P, chunks):
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
 def _forward_train_p0_cols(x, sum_x, o0, o1, j0, j1):
-    for o in range(o0, o1):
+    o = o0
+    while o + 4 <= o1:
+        u0 = numba.uint64(o + 0)
+        u1 = numba.uint64(o + 1)
+        u2 = numba.uint64(o + 2)
+        u3 = numba.uint64(o + 3)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_x[q] += ((numpy.float64(x[u0, j]) + numpy.float64(x[u1, j])) + (numpy.float64(x[u2, j]) + numpy.float64(x[u3, j])))
+        o += 4
+    for o in range(o, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
@@ -282,7 +292,17 @@ def _backward_compact_rows(dout, dx, dbeta_p, m, P, chunks):
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
 def _backward_compact_p0_cols(dout, sum_dout, o0, o1, j0, j1):
-    for o in range(o0, o1):
+    o = o0
+    while o + 4 <= o1:
+        u0 = numba.uint64(o + 0)
+        u1 = numba.uint64(o + 1)
+        u2 = numba.uint64(o + 2)
+        u3 = numba.uint64(o + 3)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_dout[q] += ((numpy.float64(dout[u0, j]) + numpy.float64(dout[u1, j])) + (numpy.float64(dout[u2, j]) + numpy.float64(dout[u3, j])))
+        o += 4
+    for o in range(o, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
@@ -429,7 +449,18 @@ def _backward_staged_rows(dout, dx, dbeta_p, m, P, chunks):
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
 def _backward_staged_p0_cols(dout, sum_dxc, sum_dout, o0, o1, j0, j1):
-    for o in range(o0, o1):
+    o = o0
+    while o + 4 <= o1:
+        u0 = numba.uint64(o + 0)
+        u1 = numba.uint64(o + 1)
+        u2 = numba.uint64(o + 2)
+        u3 = numba.uint64(o + 3)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_dxc[q] += ((numpy.float64(dout[u0, j]) + numpy.float64(dout[u1, j])) + (numpy.float64(dout[u2, j]) + numpy.float64(dout[u3, j])))
+            sum_dout[q] += ((numpy.float64(dout[u0, j]) + numpy.float64(dout[u1, j])) + (numpy.float64(dout[u2, j]) + numpy.float64(dout[u3, j])))
+        o += 4
+    for o in range(o, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
@@ -580,7 +611,17 @@ def _backward_test_rows(dout, dx, dbeta_p, P, chunks):
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
 def _backward_test_p0_cols(dout, sum_dout, o0, o1, j0, j1):
-    for o in range(o0, o1):
+    o = o0
+    while o + 4 <= o1:
+        u0 = numba.uint64(o + 0)
+        u1 = numba.uint64(o + 1)
+        u2 = numba.uint64(o + 2)
+        u3 = numba.uint64(o + 3)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_dout[q] += ((numpy.float64(dout[u0, j]) + numpy.float64(dout[u1, j])) + (numpy.float64(dout[u2, j]) + numpy.float64(dout[u3, j])))
+        o += 4
+    for o in range(o, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
@@ -711,7 +752,17 @@ def _forward_step_rows(x, out, mu_g, beta_p, m, P, chunks):
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
 def _forward_step_p0_cols(x, sum_x, o0, o1, j0, j1):
-    for o in range(o0, o1):
+    o = o0
+    while o + 4 <= o1:
+        u0 = numba.uint64(o + 0)
+        u1 = numba.uint64(o + 1)
+        u2 = numba.uint64(o + 2)
+        u3 = numba.uint64(o + 3)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_x[q] += ((numpy.float64(x[u0, j]) + numpy.float64(x[u1, j])) + (numpy.float64(x[u2, j]) + numpy.float64(x[u3, j])))
+        o += 4
+    for o in range(o, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
@@ -847,7 +898,17 @@ def _backward_step_rows(dout, dx, dbeta_p, m, P, chunks):
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
 def _backward_step_p0_cols(dout, sum_dout, o0, o1, j0, j1):
-    for o in range(o0, o1):
+    o = o0
+    while o + 4 <= o1:
+        u0 = numba.uint64(o + 0)
+        u1 = numba.uint64(o + 1)
+        u2 = numba.uint64(o + 2)
+        u3 = numba.uint64(o + 3)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_dout[q] += ((numpy.float64(dout[u0, j]) + numpy.float64(dout[u1, j])) + (numpy.float64(dout[u2, j]) + numpy.float64(dout[u3, j])))
+        o += 4
+    for o in range(o, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
@@ -1144,7 +1205,7 @@ def forward_test(x, beta, mu, *, momentum, m, axes, param_sum_axes, **_):
         lay,
         lay.to_kernel(x),
         out_k,
-        lay.stat(mu),
+        lay.stat(mu, work),
         lay.param(beta),
     )
     out = lay.from_kernel(out_k)

@@ -107,7 +107,17 @@ def _forward_train_krows(x, xhat, out, std_g, gamma_p, eps, m, P, chunks):
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
 def _forward_train_p0_cols(x, sum_var, o0, o1, j0, j1):
-    for o in range(o0, o1):
+    o = o0
+    while o + 4 <= o1:
+        u0 = numba.uint64(o + 0)
+        u1 = numba.uint64(o + 1)
+        u2 = numba.uint64(o + 2)
+        u3 = numba.uint64(o + 3)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_var[q] += ((numpy.float64(x[u0, j])**2 + numpy.float64(x[u1, j])**2) + (numpy.float64(x[u2, j])**2 + numpy.float64(x[u3, j])**2))
+        o += 4
+    for o in range(o, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
@@ -293,7 +303,18 @@ def _backward_compact_krows(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, chun
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
 def _backward_compact_p0_cols(dout, xhat, gamma, sum_dout_gamma_xhat, dgamma, o0, o1, j0, j1):
-    for o in range(o0, o1):
+    o = o0
+    while o + 4 <= o1:
+        u0 = numba.uint64(o + 0)
+        u1 = numba.uint64(o + 1)
+        u2 = numba.uint64(o + 2)
+        u3 = numba.uint64(o + 3)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_dout_gamma_xhat[q] += ((numpy.float64(dout[u0, j])*numpy.float64(gamma[q])*numpy.float64(xhat[u0, j]) + numpy.float64(dout[u1, j])*numpy.float64(gamma[q])*numpy.float64(xhat[u1, j])) + (numpy.float64(dout[u2, j])*numpy.float64(gamma[q])*numpy.float64(xhat[u2, j]) + numpy.float64(dout[u3, j])*numpy.float64(gamma[q])*numpy.float64(xhat[u3, j])))
+            dgamma[q] += ((dout[u0, j]*xhat[u0, j] + dout[u1, j]*xhat[u1, j]) + (dout[u2, j]*xhat[u2, j] + dout[u3, j]*xhat[u3, j]))
+        o += 4
+    for o in range(o, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
@@ -496,7 +517,18 @@ def _backward_staged_krows(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, chunk
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
 def _backward_staged_p0_cols(dout, xhat, gamma, sum_dxhat_xhat, dgamma, o0, o1, j0, j1):
-    for o in range(o0, o1):
+    o = o0
+    while o + 4 <= o1:
+        u0 = numba.uint64(o + 0)
+        u1 = numba.uint64(o + 1)
+        u2 = numba.uint64(o + 2)
+        u3 = numba.uint64(o + 3)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_dxhat_xhat[q] += ((numpy.float64(dout[u0, j])*numpy.float64(gamma[q])*numpy.float64(xhat[u0, j]) + numpy.float64(dout[u1, j])*numpy.float64(gamma[q])*numpy.float64(xhat[u1, j])) + (numpy.float64(dout[u2, j])*numpy.float64(gamma[q])*numpy.float64(xhat[u2, j]) + numpy.float64(dout[u3, j])*numpy.float64(gamma[q])*numpy.float64(xhat[u3, j])))
+            dgamma[q] += ((dout[u0, j]*xhat[u0, j] + dout[u1, j]*xhat[u1, j]) + (dout[u2, j]*xhat[u2, j] + dout[u3, j]*xhat[u3, j]))
+        o += 4
+    for o in range(o, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
@@ -692,7 +724,17 @@ def _forward_step_krows(x, out, std_g, gamma_p, eps, m, P, chunks):
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
 def _forward_step_p0_cols(x, sum_var, o0, o1, j0, j1):
-    for o in range(o0, o1):
+    o = o0
+    while o + 4 <= o1:
+        u0 = numba.uint64(o + 0)
+        u1 = numba.uint64(o + 1)
+        u2 = numba.uint64(o + 2)
+        u3 = numba.uint64(o + 3)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_var[q] += ((numpy.float64(x[u0, j])**2 + numpy.float64(x[u1, j])**2) + (numpy.float64(x[u2, j])**2 + numpy.float64(x[u3, j])**2))
+        o += 4
+    for o in range(o, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
@@ -884,7 +926,18 @@ def _backward_step_krows(dout, x, dx, std_g, gamma_p, dgamma_p, m, P, chunks):
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
 def _backward_step_p1_cols(dout, x, gamma, inv_std, sum_dout_gamma_xhat_acc, dgamma, o0, o1, j0, j1):
-    for o in range(o0, o1):
+    o = o0
+    while o + 4 <= o1:
+        u0 = numba.uint64(o + 0)
+        u1 = numba.uint64(o + 1)
+        u2 = numba.uint64(o + 2)
+        u3 = numba.uint64(o + 3)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_dout_gamma_xhat_acc[q] += ((numpy.float64(dout[u0, j])*numpy.float64(gamma[q])*numpy.float64(x[u0, j]) + numpy.float64(dout[u1, j])*numpy.float64(gamma[q])*numpy.float64(x[u1, j])) + (numpy.float64(dout[u2, j])*numpy.float64(gamma[q])*numpy.float64(x[u2, j]) + numpy.float64(dout[u3, j])*numpy.float64(gamma[q])*numpy.float64(x[u3, j])))
+            dgamma[q] += ((dout[u0, j]*x[u0, j]*inv_std[q] + dout[u1, j]*x[u1, j]*inv_std[q]) + (dout[u2, j]*x[u2, j]*inv_std[q] + dout[u3, j]*x[u3, j]*inv_std[q]))
+        o += 4
+    for o in range(o, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
@@ -1196,7 +1249,7 @@ def backward_train_fused(dout, gamma, std, x, *, eps, m, axes, param_sum_axes, *
         lay.to_kernel(dout),
         lay.to_kernel(x),
         dx_k,
-        lay.stat(std),
+        lay.stat(std, work),
         lay.param(gamma),
         dgamma_p,
         m,

@@ -80,7 +80,17 @@ def _forward_train_rows(x, out, std_g, eps, m, P, chunks):
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
 def _forward_train_p0_cols(x, sum_x, o0, o1, j0, j1):
-    for o in range(o0, o1):
+    o = o0
+    while o + 4 <= o1:
+        u0 = numba.uint64(o + 0)
+        u1 = numba.uint64(o + 1)
+        u2 = numba.uint64(o + 2)
+        u3 = numba.uint64(o + 3)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_x[q] += ((numpy.float64(x[u0, j]) + numpy.float64(x[u1, j])) + (numpy.float64(x[u2, j]) + numpy.float64(x[u3, j])))
+        o += 4
+    for o in range(o, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
@@ -89,7 +99,17 @@ def _forward_train_p0_cols(x, sum_x, o0, o1, j0, j1):
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
 def _forward_train_p1_cols(x, mu, sum_var, o0, o1, j0, j1):
-    for o in range(o0, o1):
+    o = o0
+    while o + 4 <= o1:
+        u0 = numba.uint64(o + 0)
+        u1 = numba.uint64(o + 1)
+        u2 = numba.uint64(o + 2)
+        u3 = numba.uint64(o + 3)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_var[q] += (((numpy.float64(x[u0, j]) - numpy.float64(mu[q]))**2 + (numpy.float64(x[u1, j]) - numpy.float64(mu[q]))**2) + ((numpy.float64(x[u2, j]) - numpy.float64(mu[q]))**2 + (numpy.float64(x[u3, j]) - numpy.float64(mu[q]))**2))
+        o += 4
+    for o in range(o, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
@@ -264,7 +284,18 @@ def _backward_compact_rows(dout, out, dx, std_g, m, P, chunks):
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
 def _backward_compact_p0_cols(dout, out, sum_dout, sum_dout_out, o0, o1, j0, j1):
-    for o in range(o0, o1):
+    o = o0
+    while o + 4 <= o1:
+        u0 = numba.uint64(o + 0)
+        u1 = numba.uint64(o + 1)
+        u2 = numba.uint64(o + 2)
+        u3 = numba.uint64(o + 3)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_dout[q] += ((numpy.float64(dout[u0, j]) + numpy.float64(dout[u1, j])) + (numpy.float64(dout[u2, j]) + numpy.float64(dout[u3, j])))
+            sum_dout_out[q] += ((numpy.float64(dout[u0, j])*numpy.float64(out[u0, j]) + numpy.float64(dout[u1, j])*numpy.float64(out[u1, j])) + (numpy.float64(dout[u2, j])*numpy.float64(out[u2, j]) + numpy.float64(dout[u3, j])*numpy.float64(out[u3, j])))
+        o += 4
+    for o in range(o, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
@@ -424,7 +455,18 @@ def _backward_staged_rows(dout, out, dx, std_g, m, P, chunks):
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
 def _backward_staged_p0_cols(dout, out, sum_dout_out, sum_dout, o0, o1, j0, j1):
-    for o in range(o0, o1):
+    o = o0
+    while o + 4 <= o1:
+        u0 = numba.uint64(o + 0)
+        u1 = numba.uint64(o + 1)
+        u2 = numba.uint64(o + 2)
+        u3 = numba.uint64(o + 3)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_dout_out[q] += ((numpy.float64(dout[u0, j])*numpy.float64(out[u0, j]) + numpy.float64(dout[u1, j])*numpy.float64(out[u1, j])) + (numpy.float64(dout[u2, j])*numpy.float64(out[u2, j]) + numpy.float64(dout[u3, j])*numpy.float64(out[u3, j])))
+            sum_dout[q] += ((numpy.float64(dout[u0, j]) + numpy.float64(dout[u1, j])) + (numpy.float64(dout[u2, j]) + numpy.float64(dout[u3, j])))
+        o += 4
+    for o in range(o, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
@@ -594,7 +636,17 @@ def _forward_step_rows(x, out, mu_g, std_g, eps, m, P, chunks):
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
 def _forward_step_p0_cols(x, sum_x, o0, o1, j0, j1):
-    for o in range(o0, o1):
+    o = o0
+    while o + 4 <= o1:
+        u0 = numba.uint64(o + 0)
+        u1 = numba.uint64(o + 1)
+        u2 = numba.uint64(o + 2)
+        u3 = numba.uint64(o + 3)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_x[q] += ((numpy.float64(x[u0, j]) + numpy.float64(x[u1, j])) + (numpy.float64(x[u2, j]) + numpy.float64(x[u3, j])))
+        o += 4
+    for o in range(o, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
@@ -603,7 +655,17 @@ def _forward_step_p0_cols(x, sum_x, o0, o1, j0, j1):
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
 def _forward_step_p1_cols(x, mu, sum_var, o0, o1, j0, j1):
-    for o in range(o0, o1):
+    o = o0
+    while o + 4 <= o1:
+        u0 = numba.uint64(o + 0)
+        u1 = numba.uint64(o + 1)
+        u2 = numba.uint64(o + 2)
+        u3 = numba.uint64(o + 3)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_var[q] += (((numpy.float64(x[u0, j]) - numpy.float64(mu[q]))**2 + (numpy.float64(x[u1, j]) - numpy.float64(mu[q]))**2) + ((numpy.float64(x[u2, j]) - numpy.float64(mu[q]))**2 + (numpy.float64(x[u3, j]) - numpy.float64(mu[q]))**2))
+        o += 4
+    for o in range(o, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
@@ -780,7 +842,18 @@ def _backward_step_rows(dout, x, dx, mu_g, std_g, m, P, chunks):
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
 def _backward_step_p1_cols(dout, x, mu, sum_dout, sum_dout_out_acc, o0, o1, j0, j1):
-    for o in range(o0, o1):
+    o = o0
+    while o + 4 <= o1:
+        u0 = numba.uint64(o + 0)
+        u1 = numba.uint64(o + 1)
+        u2 = numba.uint64(o + 2)
+        u3 = numba.uint64(o + 3)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_dout[q] += ((numpy.float64(dout[u0, j]) + numpy.float64(dout[u1, j])) + (numpy.float64(dout[u2, j]) + numpy.float64(dout[u3, j])))
+            sum_dout_out_acc[q] += ((numpy.float64(dout[u0, j])*(numpy.float64(x[u0, j]) - numpy.float64(mu[q])) + numpy.float64(dout[u1, j])*(numpy.float64(x[u1, j]) - numpy.float64(mu[q]))) + (numpy.float64(dout[u2, j])*(numpy.float64(x[u2, j]) - numpy.float64(mu[q])) + numpy.float64(dout[u3, j])*(numpy.float64(x[u3, j]) - numpy.float64(mu[q]))))
+        o += 4
+    for o in range(o, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
@@ -1077,8 +1150,8 @@ def backward_train_fused(dout, mu, std, x, *, eps, m, axes, param_sum_axes, **_)
         lay.to_kernel(dout),
         lay.to_kernel(x),
         dx_k,
-        lay.stat(mu),
-        lay.stat(std),
+        lay.stat(mu, work),
+        lay.stat(std, work),
         m,
     )
     dx = lay.from_kernel(dx_k)

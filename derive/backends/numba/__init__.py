@@ -10,7 +10,7 @@ from .context import module_context
 RESERVED = frozenset({
     "numba", "numpy", "math", "o", "g", "k", "i", "c", "p", "j", "t", "rc", "tc", "O", "G", "K", "I", "P",
     "o0", "o1", "g0", "g1", "j0", "j1", "RC", "TC", "GT", "chunks", "lay", "work", "values",
-    "q", "ou", "c0", "c1", "t0", "t1", "tc0", "tc1",
+    "q", "ou", "c0", "c1", "t0", "t1", "tc0", "tc1", "u0", "u1", "u2", "u3",
     "dout", "cache", "dtype", "x_shape", "view_shape", "features", "allowed", "batch_axis",
     "x_param_axes", "axes", "param_axes", "param_view", "param_sum_axes", "outer_axes", "shape",
     "stat_shape", "running", "mode", "variant",
