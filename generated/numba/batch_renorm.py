@@ -23,6 +23,8 @@ from . import _layout
 
 _VARYING = False   #: the parameters vary inside a group (a k axis)
 _FASTMATH = {"contract", "nsz", "reassoc"}
+#: the elementwise passes: no reassociation, which would add mu_hi and mu_lo before x - mu_hi
+_FASTMATH_ELEMENTS = {"contract", "nsz"}
 _CACHE_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "beta_shape", "d", "gamma", "gamma_shape", "m", "mu", "r", "r_max", "std", "xhat", )
 
 
@@ -42,16 +44,18 @@ def _forward_train_p1_rows(x, mu):
     return (sum_var,)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_e_rows(x, xhat, out, beta, d, gamma, inv_std, mu, r):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+def _forward_train_e_rows(x, xhat, out, beta, d, gamma, inv_std, mu_hi, mu_lo, r):
     for j in range(x.shape[0]):
-        xhat[j] = d + inv_std*r*(x[j] - mu)
+        x_mu_hi = x[j] - mu_hi
+        xhat[j] = d + inv_std*r*(x_mu_hi - mu_lo)
         out[j] = xhat[j]*gamma + beta
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
 def _forward_train_rows_l0(x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, chunks, G, O, K, c0, c1):
     for c in range(c0, c1):
+        work = x.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             running_mean = running_mean_g[g]
@@ -65,7 +69,9 @@ def _forward_train_rows_l0(x, xhat, out, running_mean_g, running_var_g, mu_g, d_
                     sum_x += sum_x_run
             std_run = math.sqrt(eps + running_var)
             mu = sum_x/m
-            d = min(max(((mu - running_mean)/(math.sqrt(eps + running_var)) if (math.sqrt(eps + running_var)) != 0 else 0.0), -d_max), d_max)
+            d = work(min(max(((mu - running_mean)/(math.sqrt(eps + running_var)) if (math.sqrt(eps + running_var)) != 0 else 0.0), -d_max), d_max))
+            mu_hi = work(mu)
+            mu_lo = work(mu - mu_hi)
             mu_g[g] = mu
             d_g[g] = d
             sum_var = 0.0
@@ -75,14 +81,14 @@ def _forward_train_rows_l0(x, xhat, out, running_mean_g, running_var_g, mu_g, d_
                     sum_var += sum_var_run
             var = sum_var/m
             std = math.sqrt(eps + var)
-            r = min(max(((std)/(math.sqrt(eps + running_var)) if (math.sqrt(eps + running_var)) != 0 else 0.0), 1/r_max), r_max)
-            inv_std = 1/std
+            r = work(min(max(((std)/(math.sqrt(eps + running_var)) if (math.sqrt(eps + running_var)) != 0 else 0.0), 1/r_max), r_max))
+            inv_std = work(1/std)
             var_g[g] = var
             std_g[g] = std
             r_g[g] = r
             for o in range(O):
                 for k in range(K):
-                    _forward_train_e_rows(x[o, g, k], xhat[o, g, k], out[o, g, k], beta, d, gamma, inv_std, mu, r)
+                    _forward_train_e_rows(x[o, g, k], xhat[o, g, k], out[o, g, k], beta, d, gamma, inv_std, mu_hi, mu_lo, r)
 
 
 def _forward_train_rows(x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, chunks):
@@ -128,33 +134,40 @@ def _forward_train_p1_cols(x, mu, sum_var, o0, o1, j0, j1):
             sum_var[q] += (numpy.float64(x[ou, j]) - numpy.float64(mu[q]))**2
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_e_cols(x, xhat, out, beta, d, gamma, inv_std, mu, r, o0, o1, j0, j1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+def _forward_train_e_cols(x, xhat, out, beta, d, gamma, inv_std, mu_hi, mu_lo, r, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
-            xhat[ou, j] = d[q] + inv_std[q]*r[q]*(x[ou, j] - mu[q])
+            x_mu_hi = x[ou, j] - mu_hi[q]
+            xhat[ou, j] = d[q] + inv_std[q]*r[q]*(x_mu_hi - mu_lo[q])
             out[ou, j] = xhat[ou, j]*gamma[q] + beta[q]
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_g0(sum_x, running_mean, running_var, mu_w, d_w, d_max, eps, m):
+def _forward_train_g0(sum_x, running_mean, running_var, mu_w, d_w, mu_hi_w, mu_lo_w, d_max, eps, m, like):
+    work = like.dtype.type
     for g in range(sum_x.shape[0]):
         std_run = math.sqrt(eps + running_var[g])
         mu = sum_x[g]/m
-        d = min(max(((mu - running_mean[g])/(math.sqrt(eps + running_var[g])) if (math.sqrt(eps + running_var[g])) != 0 else 0.0), -d_max), d_max)
+        d = work(min(max(((mu - running_mean[g])/(math.sqrt(eps + running_var[g])) if (math.sqrt(eps + running_var[g])) != 0 else 0.0), -d_max), d_max))
+        mu_hi = work(mu)
+        mu_lo = work(mu - mu_hi)
         mu_w[g] = mu
         d_w[g] = d
+        mu_hi_w[g] = mu_hi
+        mu_lo_w[g] = mu_lo
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_g1(sum_var, running_var, var_w, std_w, r_w, inv_std_w, eps, m, r_max):
+def _forward_train_g1(sum_var, running_var, var_w, std_w, r_w, inv_std_w, eps, m, r_max, like):
+    work = like.dtype.type
     for g in range(sum_var.shape[0]):
         var = sum_var[g]/m
         std = math.sqrt(eps + var)
-        r = min(max(((std)/(math.sqrt(eps + running_var[g])) if (math.sqrt(eps + running_var[g])) != 0 else 0.0), 1/r_max), r_max)
-        inv_std = 1/std
+        r = work(min(max(((std)/(math.sqrt(eps + running_var[g])) if (math.sqrt(eps + running_var[g])) != 0 else 0.0), 1/r_max), r_max))
+        inv_std = work(1/std)
         var_w[g] = var
         std_w[g] = std
         r_w[g] = r
@@ -162,7 +175,7 @@ def _forward_train_g1(sum_var, running_var, var_w, std_w, r_w, inv_std_w, eps, m
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _forward_train_cols_l0(x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, K, I, G, GT, O, tc0, tc1):
+def _forward_train_cols_l0(x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, K, I, G, GT, O, like, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
@@ -170,29 +183,33 @@ def _forward_train_cols_l0(x, xhat, out, running_mean_g, running_var_g, mu_g, d_
         gamma_t = _layout.per_group(gamma_p, g0, g1, P)
         sum_x_s = numpy.empty(g1 - g0)
         sum_var_s = numpy.empty(g1 - g0)
-        inv_std_a = numpy.empty(g1 - g0)
+        mu_hi_a = numpy.empty(g1 - g0, x.dtype)
+        mu_lo_a = numpy.empty(g1 - g0, x.dtype)
+        inv_std_a = numpy.empty(g1 - g0, x.dtype)
         sum_x_t = numpy.zeros(j1 - j0)
         _forward_train_p0_cols(x, sum_x_t, 0, O, j0, j1)
         _layout.fold(sum_x_t, K * I, sum_x_s)
-        _forward_train_g0(sum_x_s, running_mean_g[g0:g1], running_var_g[g0:g1], mu_g[g0:g1], d_g[g0:g1], d_max, eps, m)
+        _forward_train_g0(sum_x_s, running_mean_g[g0:g1], running_var_g[g0:g1], mu_g[g0:g1], d_g[g0:g1], mu_hi_a, mu_lo_a, d_max, eps, m, like)
         mu_e = _layout.spread(mu_g[g0:g1], K * I)
         sum_var_t = numpy.zeros(j1 - j0)
         _forward_train_p1_cols(x, mu_e, sum_var_t, 0, O, j0, j1)
         _layout.fold(sum_var_t, K * I, sum_var_s)
-        _forward_train_g1(sum_var_s, running_var_g[g0:g1], var_g[g0:g1], std_g[g0:g1], r_g[g0:g1], inv_std_a, eps, m, r_max)
+        _forward_train_g1(sum_var_s, running_var_g[g0:g1], var_g[g0:g1], std_g[g0:g1], r_g[g0:g1], inv_std_a, eps, m, r_max, like)
         beta_e = _layout.spread(beta_t, K * I)
         d_e = _layout.spread(d_g[g0:g1], K * I)
         gamma_e = _layout.spread(gamma_t, K * I)
         inv_std_e = _layout.spread(inv_std_a, K * I)
-        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        mu_hi_e = _layout.spread(mu_hi_a, K * I)
+        mu_lo_e = _layout.spread(mu_lo_a, K * I)
         r_e = _layout.spread(r_g[g0:g1], K * I)
-        _forward_train_e_cols(x, xhat, out, beta_e, d_e, gamma_e, inv_std_e, mu_e, r_e, 0, O, j0, j1)
+        _forward_train_e_cols(x, xhat, out, beta_e, d_e, gamma_e, inv_std_e, mu_hi_e, mu_lo_e, r_e, 0, O, j0, j1)
 
 
 def _forward_train_cols(x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, K, I, G, GT):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
-    _layout.parallel(_forward_train_cols_l0, TC, (x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, K, I, G, GT, O,), x.size)
+    like = numpy.empty(0, x.dtype)
+    _layout.parallel(_forward_train_cols_l0, TC, (x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, K, I, G, GT, O, like,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
@@ -225,7 +242,7 @@ def _forward_train_tall_l1(x, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, 
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _forward_train_tall_l2(x, xhat, out, mu_g, d_g, r_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, t0, t1):
+def _forward_train_tall_l2(x, xhat, out, d_g, r_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, mu_hi_a, mu_lo_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
@@ -237,9 +254,10 @@ def _forward_train_tall_l2(x, xhat, out, mu_g, d_g, r_g, beta_p, gamma_p, P, K, 
         d_e = _layout.spread(d_g[g0:g1], K * I)
         gamma_e = _layout.spread(gamma_t, K * I)
         inv_std_e = _layout.spread(inv_std_a[g0:g1], K * I)
-        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        mu_hi_e = _layout.spread(mu_hi_a[g0:g1], K * I)
+        mu_lo_e = _layout.spread(mu_lo_a[g0:g1], K * I)
         r_e = _layout.spread(r_g[g0:g1], K * I)
-        _forward_train_e_cols(x, xhat, out, beta_e, d_e, gamma_e, inv_std_e, mu_e, r_e, o0, o1, j0, j1)
+        _forward_train_e_cols(x, xhat, out, beta_e, d_e, gamma_e, inv_std_e, mu_hi_e, mu_lo_e, r_e, o0, o1, j0, j1)
 
 
 def _forward_train_tall(x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, K, I, G, RC, GT):
@@ -247,22 +265,25 @@ def _forward_train_tall(x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, 
     TC = (G + GT - 1) // GT
     sum_x_s = numpy.empty(G)
     sum_var_s = numpy.empty(G)
-    inv_std_a = numpy.empty(G)
+    mu_hi_a = numpy.empty(G, x.dtype)
+    mu_lo_a = numpy.empty(G, x.dtype)
+    inv_std_a = numpy.empty(G, x.dtype)
+    like = numpy.empty(0, x.dtype)
     beta_all = _layout.per_group(beta_p, 0, G, P)
     gamma_all = _layout.per_group(gamma_p, 0, G, P)
     sum_x_r = numpy.empty((RC, G))
     _layout.parallel(_forward_train_tall_l0, RC * TC, (x, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_x_r,), x.size)
     _layout.sum_chunks(sum_x_r, sum_x_s)
-    _forward_train_g0(sum_x_s, running_mean_g, running_var_g, mu_g, d_g, d_max, eps, m)
+    _forward_train_g0(sum_x_s, running_mean_g, running_var_g, mu_g, d_g, mu_hi_a, mu_lo_a, d_max, eps, m, like)
     sum_var_r = numpy.empty((RC, G))
     _layout.parallel(_forward_train_tall_l1, RC * TC, (x, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_var_r,), x.size)
     _layout.sum_chunks(sum_var_r, sum_var_s)
-    _forward_train_g1(sum_var_s, running_var_g, var_g, std_g, r_g, inv_std_a, eps, m, r_max)
-    _layout.parallel(_forward_train_tall_l2, RC * TC, (x, xhat, out, mu_g, d_g, r_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a,), x.size)
+    _forward_train_g1(sum_var_s, running_var_g, var_g, std_g, r_g, inv_std_a, eps, m, r_max, like)
+    _layout.parallel(_forward_train_tall_l2, RC * TC, (x, xhat, out, d_g, r_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, mu_hi_a, mu_lo_a,), x.size)
 
 
 def _forward_train(lay, x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max):
-    """Forward pass, training mode. Pass 1 sums sum_x (float64) in each group; then std_run, mu, d. Pass 2 sums sum_var (float64) in each group; then var, std, r, inv_std. Pass 3: xhat, out, elementwise."""
+    """Forward pass, training mode. Pass 1 sums sum_x (float64) in each group; then std_run, mu, d, mu_hi, mu_lo. Pass 2 sums sum_var (float64) in each group; then var, std, r, inv_std. Pass 3: xhat, out, elementwise."""
     if lay.strategy == "cols":
         _forward_train_cols(lay.cols(x), lay.cols(xhat), lay.cols(out), running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, lay.P, lay.K, lay.I, lay.groups, lay.GT)
     elif lay.strategy == "tall":
@@ -271,7 +292,7 @@ def _forward_train(lay, x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, 
         _forward_train_rows(x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _forward_test_e_rows(x, xhat, out, beta, d, gamma, inv_std, mu, r):
     for j in range(x.shape[0]):
         xhat[j] = d + inv_std*r*(x[j] - mu)
@@ -306,7 +327,7 @@ def _forward_test_rows(x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma
     _layout.parallel(_forward_test_rows_l0, chunks, (x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, chunks, G, O, K,), x.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _forward_test_e_cols(x, xhat, out, beta, d, gamma, inv_std, mu, r, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -405,7 +426,7 @@ def _backward_compact_p0_rows(dout, xhat):
     return (sum_dout, sum_dout_xhat,)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _backward_compact_e_rows(dout, xhat, dx, coef_1, coef_dout, coef_xhat):
     for j in range(dout.shape[0]):
         dx[j] = dout[j]*coef_dout + xhat[j]*coef_xhat + coef_1
@@ -470,7 +491,7 @@ def _backward_compact_p0_cols(dout, xhat, sum_dout, sum_dout_xhat, o0, o1, j0, j
             sum_dout_xhat[q] += numpy.float64(dout[ou, j])*numpy.float64(xhat[ou, j])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _backward_compact_e_cols(dout, xhat, dx, coef_1, coef_dout, coef_xhat, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -607,7 +628,7 @@ def _backward_staged_p1_rows(dout, xhat, d, gamma, inv_r, mu, r, std):
     return (sum_dvar, sum_dxhat, sum_dout_xhat, sum_dout,)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _backward_staged_e_rows(dout, xhat, dx, dx_coef_1, dx_coef_dxhat, dx_coef_xhat, gamma):
     for j in range(dout.shape[0]):
         dxhat = dout[j]*gamma
@@ -685,7 +706,7 @@ def _backward_staged_p1_cols(dout, xhat, d, gamma, inv_r, mu, r, std, sum_dvar, 
             sum_dout[q] += numpy.float64(dout[ou, j])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _backward_staged_e_cols(dout, xhat, dx, dx_coef_1, dx_coef_dxhat, dx_coef_xhat, gamma, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -869,7 +890,7 @@ def _backward_test_p0_rows(dout, xhat):
     return (sum_dout_xhat, sum_dout,)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _backward_test_e_rows(dout, dx, dx_coef_dxhat, gamma):
     for j in range(dout.shape[0]):
         dxhat = dout[j]*gamma
@@ -931,7 +952,7 @@ def _backward_test_p0_cols(dout, xhat, sum_dout_xhat, sum_dout, o0, o1, j0, j1):
             sum_dout[q] += numpy.float64(dout[ou, j])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _backward_test_e_cols(dout, dx, dx_coef_dxhat, gamma, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -1061,16 +1082,18 @@ def _forward_step_p1_rows(x, mu):
     return (sum_var,)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_step_e_rows(x, out, beta, d, gamma, inv_std, mu, r):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+def _forward_step_e_rows(x, out, beta, d, gamma, inv_std, mu_hi, mu_lo, r):
     for j in range(x.shape[0]):
-        xhat = d + inv_std*r*(x[j] - mu)
+        x_mu_hi = x[j] - mu_hi
+        xhat = d + inv_std*r*(x_mu_hi - mu_lo)
         out[j] = xhat*gamma + beta
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
 def _forward_step_rows_l0(x, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, chunks, G, O, K, c0, c1):
     for c in range(c0, c1):
+        work = x.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             running_mean = running_mean_g[g]
@@ -1084,7 +1107,9 @@ def _forward_step_rows_l0(x, out, running_mean_g, running_var_g, mu_g, d_g, var_
                     sum_x += sum_x_run
             std_run = math.sqrt(eps + running_var)
             mu = sum_x/m
-            d = min(max(((mu - running_mean)/(math.sqrt(eps + running_var)) if (math.sqrt(eps + running_var)) != 0 else 0.0), -d_max), d_max)
+            d = work(min(max(((mu - running_mean)/(math.sqrt(eps + running_var)) if (math.sqrt(eps + running_var)) != 0 else 0.0), -d_max), d_max))
+            mu_hi = work(mu)
+            mu_lo = work(mu - mu_hi)
             mu_g[g] = mu
             d_g[g] = d
             sum_var = 0.0
@@ -1094,14 +1119,14 @@ def _forward_step_rows_l0(x, out, running_mean_g, running_var_g, mu_g, d_g, var_
                     sum_var += sum_var_run
             var = sum_var/m
             std = math.sqrt(eps + var)
-            r = min(max(((std)/(math.sqrt(eps + running_var)) if (math.sqrt(eps + running_var)) != 0 else 0.0), 1/r_max), r_max)
-            inv_std = 1/std
+            r = work(min(max(((std)/(math.sqrt(eps + running_var)) if (math.sqrt(eps + running_var)) != 0 else 0.0), 1/r_max), r_max))
+            inv_std = work(1/std)
             var_g[g] = var
             std_g[g] = std
             r_g[g] = r
             for o in range(O):
                 for k in range(K):
-                    _forward_step_e_rows(x[o, g, k], out[o, g, k], beta, d, gamma, inv_std, mu, r)
+                    _forward_step_e_rows(x[o, g, k], out[o, g, k], beta, d, gamma, inv_std, mu_hi, mu_lo, r)
 
 
 def _forward_step_rows(x, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, chunks):
@@ -1147,33 +1172,40 @@ def _forward_step_p1_cols(x, mu, sum_var, o0, o1, j0, j1):
             sum_var[q] += (numpy.float64(x[ou, j]) - numpy.float64(mu[q]))**2
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_step_e_cols(x, out, beta, d, gamma, inv_std, mu, r, o0, o1, j0, j1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+def _forward_step_e_cols(x, out, beta, d, gamma, inv_std, mu_hi, mu_lo, r, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
-            xhat = d[q] + inv_std[q]*r[q]*(x[ou, j] - mu[q])
+            x_mu_hi = x[ou, j] - mu_hi[q]
+            xhat = d[q] + inv_std[q]*r[q]*(x_mu_hi - mu_lo[q])
             out[ou, j] = xhat*gamma[q] + beta[q]
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_step_g0(sum_x, running_mean, running_var, mu_w, d_w, d_max, eps, m):
+def _forward_step_g0(sum_x, running_mean, running_var, mu_w, d_w, mu_hi_w, mu_lo_w, d_max, eps, m, like):
+    work = like.dtype.type
     for g in range(sum_x.shape[0]):
         std_run = math.sqrt(eps + running_var[g])
         mu = sum_x[g]/m
-        d = min(max(((mu - running_mean[g])/(math.sqrt(eps + running_var[g])) if (math.sqrt(eps + running_var[g])) != 0 else 0.0), -d_max), d_max)
+        d = work(min(max(((mu - running_mean[g])/(math.sqrt(eps + running_var[g])) if (math.sqrt(eps + running_var[g])) != 0 else 0.0), -d_max), d_max))
+        mu_hi = work(mu)
+        mu_lo = work(mu - mu_hi)
         mu_w[g] = mu
         d_w[g] = d
+        mu_hi_w[g] = mu_hi
+        mu_lo_w[g] = mu_lo
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_step_g1(sum_var, running_var, var_w, std_w, r_w, inv_std_w, eps, m, r_max):
+def _forward_step_g1(sum_var, running_var, var_w, std_w, r_w, inv_std_w, eps, m, r_max, like):
+    work = like.dtype.type
     for g in range(sum_var.shape[0]):
         var = sum_var[g]/m
         std = math.sqrt(eps + var)
-        r = min(max(((std)/(math.sqrt(eps + running_var[g])) if (math.sqrt(eps + running_var[g])) != 0 else 0.0), 1/r_max), r_max)
-        inv_std = 1/std
+        r = work(min(max(((std)/(math.sqrt(eps + running_var[g])) if (math.sqrt(eps + running_var[g])) != 0 else 0.0), 1/r_max), r_max))
+        inv_std = work(1/std)
         var_w[g] = var
         std_w[g] = std
         r_w[g] = r
@@ -1181,7 +1213,7 @@ def _forward_step_g1(sum_var, running_var, var_w, std_w, r_w, inv_std_w, eps, m,
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _forward_step_cols_l0(x, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, K, I, G, GT, O, tc0, tc1):
+def _forward_step_cols_l0(x, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, K, I, G, GT, O, like, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
@@ -1189,29 +1221,33 @@ def _forward_step_cols_l0(x, out, running_mean_g, running_var_g, mu_g, d_g, var_
         gamma_t = _layout.per_group(gamma_p, g0, g1, P)
         sum_x_s = numpy.empty(g1 - g0)
         sum_var_s = numpy.empty(g1 - g0)
-        inv_std_a = numpy.empty(g1 - g0)
+        mu_hi_a = numpy.empty(g1 - g0, x.dtype)
+        mu_lo_a = numpy.empty(g1 - g0, x.dtype)
+        inv_std_a = numpy.empty(g1 - g0, x.dtype)
         sum_x_t = numpy.zeros(j1 - j0)
         _forward_step_p0_cols(x, sum_x_t, 0, O, j0, j1)
         _layout.fold(sum_x_t, K * I, sum_x_s)
-        _forward_step_g0(sum_x_s, running_mean_g[g0:g1], running_var_g[g0:g1], mu_g[g0:g1], d_g[g0:g1], d_max, eps, m)
+        _forward_step_g0(sum_x_s, running_mean_g[g0:g1], running_var_g[g0:g1], mu_g[g0:g1], d_g[g0:g1], mu_hi_a, mu_lo_a, d_max, eps, m, like)
         mu_e = _layout.spread(mu_g[g0:g1], K * I)
         sum_var_t = numpy.zeros(j1 - j0)
         _forward_step_p1_cols(x, mu_e, sum_var_t, 0, O, j0, j1)
         _layout.fold(sum_var_t, K * I, sum_var_s)
-        _forward_step_g1(sum_var_s, running_var_g[g0:g1], var_g[g0:g1], std_g[g0:g1], r_g[g0:g1], inv_std_a, eps, m, r_max)
+        _forward_step_g1(sum_var_s, running_var_g[g0:g1], var_g[g0:g1], std_g[g0:g1], r_g[g0:g1], inv_std_a, eps, m, r_max, like)
         beta_e = _layout.spread(beta_t, K * I)
         d_e = _layout.spread(d_g[g0:g1], K * I)
         gamma_e = _layout.spread(gamma_t, K * I)
         inv_std_e = _layout.spread(inv_std_a, K * I)
-        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        mu_hi_e = _layout.spread(mu_hi_a, K * I)
+        mu_lo_e = _layout.spread(mu_lo_a, K * I)
         r_e = _layout.spread(r_g[g0:g1], K * I)
-        _forward_step_e_cols(x, out, beta_e, d_e, gamma_e, inv_std_e, mu_e, r_e, 0, O, j0, j1)
+        _forward_step_e_cols(x, out, beta_e, d_e, gamma_e, inv_std_e, mu_hi_e, mu_lo_e, r_e, 0, O, j0, j1)
 
 
 def _forward_step_cols(x, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, K, I, G, GT):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
-    _layout.parallel(_forward_step_cols_l0, TC, (x, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, K, I, G, GT, O,), x.size)
+    like = numpy.empty(0, x.dtype)
+    _layout.parallel(_forward_step_cols_l0, TC, (x, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, K, I, G, GT, O, like,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
@@ -1244,7 +1280,7 @@ def _forward_step_tall_l1(x, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, s
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _forward_step_tall_l2(x, out, mu_g, d_g, r_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, t0, t1):
+def _forward_step_tall_l2(x, out, d_g, r_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, mu_hi_a, mu_lo_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
@@ -1256,9 +1292,10 @@ def _forward_step_tall_l2(x, out, mu_g, d_g, r_g, beta_p, gamma_p, P, K, I, G, R
         d_e = _layout.spread(d_g[g0:g1], K * I)
         gamma_e = _layout.spread(gamma_t, K * I)
         inv_std_e = _layout.spread(inv_std_a[g0:g1], K * I)
-        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        mu_hi_e = _layout.spread(mu_hi_a[g0:g1], K * I)
+        mu_lo_e = _layout.spread(mu_lo_a[g0:g1], K * I)
         r_e = _layout.spread(r_g[g0:g1], K * I)
-        _forward_step_e_cols(x, out, beta_e, d_e, gamma_e, inv_std_e, mu_e, r_e, o0, o1, j0, j1)
+        _forward_step_e_cols(x, out, beta_e, d_e, gamma_e, inv_std_e, mu_hi_e, mu_lo_e, r_e, o0, o1, j0, j1)
 
 
 def _forward_step_tall(x, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, K, I, G, RC, GT):
@@ -1266,22 +1303,25 @@ def _forward_step_tall(x, out, running_mean_g, running_var_g, mu_g, d_g, var_g, 
     TC = (G + GT - 1) // GT
     sum_x_s = numpy.empty(G)
     sum_var_s = numpy.empty(G)
-    inv_std_a = numpy.empty(G)
+    mu_hi_a = numpy.empty(G, x.dtype)
+    mu_lo_a = numpy.empty(G, x.dtype)
+    inv_std_a = numpy.empty(G, x.dtype)
+    like = numpy.empty(0, x.dtype)
     beta_all = _layout.per_group(beta_p, 0, G, P)
     gamma_all = _layout.per_group(gamma_p, 0, G, P)
     sum_x_r = numpy.empty((RC, G))
     _layout.parallel(_forward_step_tall_l0, RC * TC, (x, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_x_r,), x.size)
     _layout.sum_chunks(sum_x_r, sum_x_s)
-    _forward_step_g0(sum_x_s, running_mean_g, running_var_g, mu_g, d_g, d_max, eps, m)
+    _forward_step_g0(sum_x_s, running_mean_g, running_var_g, mu_g, d_g, mu_hi_a, mu_lo_a, d_max, eps, m, like)
     sum_var_r = numpy.empty((RC, G))
     _layout.parallel(_forward_step_tall_l1, RC * TC, (x, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_var_r,), x.size)
     _layout.sum_chunks(sum_var_r, sum_var_s)
-    _forward_step_g1(sum_var_s, running_var_g, var_g, std_g, r_g, inv_std_a, eps, m, r_max)
-    _layout.parallel(_forward_step_tall_l2, RC * TC, (x, out, mu_g, d_g, r_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a,), x.size)
+    _forward_step_g1(sum_var_s, running_var_g, var_g, std_g, r_g, inv_std_a, eps, m, r_max, like)
+    _layout.parallel(_forward_step_tall_l2, RC * TC, (x, out, d_g, r_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, mu_hi_a, mu_lo_a,), x.size)
 
 
 def _forward_step(lay, x, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max):
-    """Forward pass, training mode: the output and per-group values only. Pass 1 sums sum_x (float64) in each group; then std_run, mu, d. Pass 2 sums sum_var (float64) in each group; then var, std, r, inv_std. Pass 3: out, elementwise."""
+    """Forward pass, training mode: the output and per-group values only. Pass 1 sums sum_x (float64) in each group; then std_run, mu, d, mu_hi, mu_lo. Pass 2 sums sum_var (float64) in each group; then var, std, r, inv_std. Pass 3: out, elementwise."""
     if lay.strategy == "cols":
         _forward_step_cols(lay.cols(x), lay.cols(out), running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, lay.P, lay.K, lay.I, lay.groups, lay.GT)
     elif lay.strategy == "tall":
@@ -1300,7 +1340,7 @@ def _backward_step_p1_rows(dout, x, d, inv_std, mu, r):
     return (sum_dout, sum_dout_xhat,)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _backward_step_e_rows(dout, x, dx, coef_1, coef_dout, coef_xhat, d, inv_std, mu, r):
     for j in range(dout.shape[0]):
         xhat = d + inv_std*r*(x[j] - mu)
@@ -1368,7 +1408,7 @@ def _backward_step_p1_cols(dout, x, d, inv_std, mu, r, sum_dout, sum_dout_xhat, 
             sum_dout_xhat[q] += numpy.float64(dout[ou, j])*(numpy.float64(d[q]) + numpy.float64(inv_std[q])*numpy.float64(r[q])*(numpy.float64(x[ou, j]) - numpy.float64(mu[q])))
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _backward_step_e_cols(dout, x, dx, coef_1, coef_dout, coef_xhat, d, inv_std, mu, r, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)

@@ -23,6 +23,8 @@ from . import _layout
 
 _VARYING = False   #: the parameters vary inside a group (a k axis)
 _FASTMATH = {"contract", "nsz", "reassoc"}
+#: the elementwise passes: no reassociation, which would add mu_hi and mu_lo before x - mu_hi
+_FASTMATH_ELEMENTS = {"contract", "nsz"}
 _CACHE_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "den", "eps", "norm", "out", )
 
 
@@ -34,7 +36,7 @@ def _forward_train_p0_rows(x):
     return (sq,)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _forward_train_e_rows(x, out, inv_den):
     for j in range(x.shape[0]):
         out[j] = x[j]*inv_den
@@ -85,7 +87,7 @@ def _forward_train_p0_cols(x, sq, o0, o1, j0, j1):
             sq[q] += numpy.float64(x[ou, j])**2
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _forward_train_e_cols(x, out, inv_den, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -182,7 +184,7 @@ def _backward_compact_p0_rows(dout, out):
     return (sum_dout_out,)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _backward_compact_e_rows(dout, out, dx, coef_dout, coef_out):
     for j in range(dout.shape[0]):
         dx[j] = dout[j]*coef_dout + out[j]*coef_out
@@ -232,7 +234,7 @@ def _backward_compact_p0_cols(dout, out, sum_dout_out, o0, o1, j0, j1):
             sum_dout_out[q] += numpy.float64(dout[ou, j])*numpy.float64(out[ou, j])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _backward_compact_e_cols(dout, out, dx, coef_dout, coef_out, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -331,7 +333,7 @@ def _backward_staged_p0_rows(dout, out):
     return (sum_dout_out,)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _backward_staged_e_rows(dout, out, dx, dx_coef_dout, dx_coef_out):
     for j in range(dout.shape[0]):
         dx[j] = dout[j]*dx_coef_dout + out[j]*dx_coef_out
@@ -382,7 +384,7 @@ def _backward_staged_p0_cols(dout, out, sum_dout_out, o0, o1, j0, j1):
             sum_dout_out[q] += numpy.float64(dout[ou, j])*numpy.float64(out[ou, j])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _backward_staged_e_cols(dout, out, dx, dx_coef_dout, dx_coef_out, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -482,7 +484,7 @@ def _forward_step_p0_rows(x):
     return (sq,)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _forward_step_e_rows(x, out, inv_den):
     for j in range(x.shape[0]):
         out[j] = x[j]*inv_den
@@ -533,7 +535,7 @@ def _forward_step_p0_cols(x, sq, o0, o1, j0, j1):
             sq[q] += numpy.float64(x[ou, j])**2
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _forward_step_e_cols(x, out, inv_den, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -630,7 +632,7 @@ def _backward_step_p1_rows(dout, x):
     return (sum_dout_out_acc,)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _backward_step_e_rows(dout, x, dx, coef_dout, coef_out, inv_den):
     for j in range(dout.shape[0]):
         out = x[j]*inv_den
@@ -683,7 +685,7 @@ def _backward_step_p1_cols(dout, x, sum_dout_out_acc, o0, o1, j0, j1):
             sum_dout_out_acc[q] += numpy.float64(dout[ou, j])*numpy.float64(x[ou, j])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _backward_step_e_cols(dout, x, dx, coef_dout, coef_out, inv_den, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)

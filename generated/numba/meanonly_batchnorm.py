@@ -22,6 +22,8 @@ from . import _layout
 
 _VARYING = False   #: the parameters vary inside a group (a k axis)
 _FASTMATH = {"contract", "nsz", "reassoc"}
+#: the elementwise passes: no reassociation, which would add mu_hi and mu_lo before x - mu_hi
+_FASTMATH_ELEMENTS = {"contract", "nsz"}
 _CACHE_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "beta_shape", "m", )
 
 
@@ -33,16 +35,18 @@ def _forward_train_p0_rows(x):
     return (sum_x,)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_e_rows(x, out, beta, mu):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+def _forward_train_e_rows(x, out, beta, mu_hi, mu_lo):
     for j in range(x.shape[0]):
-        xc = x[j] - mu
+        x_mu_hi = x[j] - mu_hi
+        xc = x_mu_hi - mu_lo
         out[j] = xc + beta
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
 def _forward_train_rows_l0(x, out, mu_g, beta_p, m, P, chunks, G, O, K, c0, c1):
     for c in range(c0, c1):
+        work = x.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             beta = beta_p[p]
@@ -52,10 +56,12 @@ def _forward_train_rows_l0(x, out, mu_g, beta_p, m, P, chunks, G, O, K, c0, c1):
                     sum_x_run, = _forward_train_p0_rows(x[o, g, k])
                     sum_x += sum_x_run
             mu = sum_x/m
+            mu_hi = work(mu)
+            mu_lo = work(mu - mu_hi)
             mu_g[g] = mu
             for o in range(O):
                 for k in range(K):
-                    _forward_train_e_rows(x[o, g, k], out[o, g, k], beta, mu)
+                    _forward_train_e_rows(x[o, g, k], out[o, g, k], beta, mu_hi, mu_lo)
 
 
 def _forward_train_rows(x, out, mu_g, beta_p, m, P, chunks):
@@ -82,43 +88,53 @@ def _forward_train_p0_cols(x, sum_x, o0, o1, j0, j1):
             sum_x[q] += numpy.float64(x[ou, j])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_e_cols(x, out, beta, mu, o0, o1, j0, j1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+def _forward_train_e_cols(x, out, beta, mu_hi, mu_lo, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
-            xc = x[ou, j] - mu[q]
+            x_mu_hi = x[ou, j] - mu_hi[q]
+            xc = x_mu_hi - mu_lo[q]
             out[ou, j] = xc + beta[q]
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_g0(sum_x, mu_w, m):
+def _forward_train_g0(sum_x, mu_w, mu_hi_w, mu_lo_w, m, like):
+    work = like.dtype.type
     for g in range(sum_x.shape[0]):
         mu = sum_x[g]/m
+        mu_hi = work(mu)
+        mu_lo = work(mu - mu_hi)
         mu_w[g] = mu
+        mu_hi_w[g] = mu_hi
+        mu_lo_w[g] = mu_lo
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _forward_train_cols_l0(x, out, mu_g, beta_p, m, P, K, I, G, GT, O, tc0, tc1):
+def _forward_train_cols_l0(x, out, mu_g, beta_p, m, P, K, I, G, GT, O, like, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         beta_t = _layout.per_group(beta_p, g0, g1, P)
         sum_x_s = numpy.empty(g1 - g0)
+        mu_hi_a = numpy.empty(g1 - g0, x.dtype)
+        mu_lo_a = numpy.empty(g1 - g0, x.dtype)
         sum_x_t = numpy.zeros(j1 - j0)
         _forward_train_p0_cols(x, sum_x_t, 0, O, j0, j1)
         _layout.fold(sum_x_t, K * I, sum_x_s)
-        _forward_train_g0(sum_x_s, mu_g[g0:g1], m)
+        _forward_train_g0(sum_x_s, mu_g[g0:g1], mu_hi_a, mu_lo_a, m, like)
         beta_e = _layout.spread(beta_t, K * I)
-        mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        _forward_train_e_cols(x, out, beta_e, mu_e, 0, O, j0, j1)
+        mu_hi_e = _layout.spread(mu_hi_a, K * I)
+        mu_lo_e = _layout.spread(mu_lo_a, K * I)
+        _forward_train_e_cols(x, out, beta_e, mu_hi_e, mu_lo_e, 0, O, j0, j1)
 
 
 def _forward_train_cols(x, out, mu_g, beta_p, m, P, K, I, G, GT):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
-    _layout.parallel(_forward_train_cols_l0, TC, (x, out, mu_g, beta_p, m, P, K, I, G, GT, O,), x.size)
+    like = numpy.empty(0, x.dtype)
+    _layout.parallel(_forward_train_cols_l0, TC, (x, out, mu_g, beta_p, m, P, K, I, G, GT, O, like,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
@@ -135,7 +151,7 @@ def _forward_train_tall_l0(x, beta_p, P, K, I, G, RC, GT, TC, O, sum_x_r, t0, t1
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _forward_train_tall_l1(x, out, mu_g, beta_p, P, K, I, G, RC, GT, TC, O, t0, t1):
+def _forward_train_tall_l1(x, out, beta_p, P, K, I, G, RC, GT, TC, O, mu_hi_a, mu_lo_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
@@ -143,24 +159,28 @@ def _forward_train_tall_l1(x, out, mu_g, beta_p, P, K, I, G, RC, GT, TC, O, t0, 
         j0, j1 = g0 * K * I, g1 * K * I
         beta_t = _layout.per_group(beta_p, g0, g1, P)
         beta_e = _layout.spread(beta_t, K * I)
-        mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        _forward_train_e_cols(x, out, beta_e, mu_e, o0, o1, j0, j1)
+        mu_hi_e = _layout.spread(mu_hi_a[g0:g1], K * I)
+        mu_lo_e = _layout.spread(mu_lo_a[g0:g1], K * I)
+        _forward_train_e_cols(x, out, beta_e, mu_hi_e, mu_lo_e, o0, o1, j0, j1)
 
 
 def _forward_train_tall(x, out, mu_g, beta_p, m, P, K, I, G, RC, GT):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
     sum_x_s = numpy.empty(G)
+    mu_hi_a = numpy.empty(G, x.dtype)
+    mu_lo_a = numpy.empty(G, x.dtype)
+    like = numpy.empty(0, x.dtype)
     beta_all = _layout.per_group(beta_p, 0, G, P)
     sum_x_r = numpy.empty((RC, G))
     _layout.parallel(_forward_train_tall_l0, RC * TC, (x, beta_p, P, K, I, G, RC, GT, TC, O, sum_x_r,), x.size)
     _layout.sum_chunks(sum_x_r, sum_x_s)
-    _forward_train_g0(sum_x_s, mu_g, m)
-    _layout.parallel(_forward_train_tall_l1, RC * TC, (x, out, mu_g, beta_p, P, K, I, G, RC, GT, TC, O,), x.size)
+    _forward_train_g0(sum_x_s, mu_g, mu_hi_a, mu_lo_a, m, like)
+    _layout.parallel(_forward_train_tall_l1, RC * TC, (x, out, beta_p, P, K, I, G, RC, GT, TC, O, mu_hi_a, mu_lo_a,), x.size)
 
 
 def _forward_train(lay, x, out, mu_g, beta_p, m):
-    """Forward pass, training mode. Pass 1 sums sum_x (float64) in each group; then mu. Pass 2: out, elementwise."""
+    """Forward pass, training mode. Pass 1 sums sum_x (float64) in each group; then mu, mu_hi, mu_lo. Pass 2: out, elementwise."""
     if lay.strategy == "cols":
         _forward_train_cols(lay.cols(x), lay.cols(out), mu_g, beta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
     elif lay.strategy == "tall":
@@ -169,7 +189,7 @@ def _forward_train(lay, x, out, mu_g, beta_p, m):
         _forward_train_rows(x, out, mu_g, beta_p, m, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _forward_test_e_rows(x, out, beta, mu):
     for j in range(x.shape[0]):
         xc = x[j] - mu
@@ -193,7 +213,7 @@ def _forward_test_rows(x, out, mu_g, beta_p, P, chunks):
     _layout.parallel(_forward_test_rows_l0, chunks, (x, out, mu_g, beta_p, P, chunks, G, O, K,), x.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _forward_test_e_cols(x, out, beta, mu, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -258,7 +278,7 @@ def _backward_compact_p0_rows(dout):
     return (sum_dout,)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _backward_compact_e_rows(dout, dx, coef_1):
     for j in range(dout.shape[0]):
         dx[j] = dout[j] + coef_1
@@ -309,7 +329,7 @@ def _backward_compact_p0_cols(dout, sum_dout, o0, o1, j0, j1):
             sum_dout[q] += numpy.float64(dout[ou, j])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _backward_compact_e_cols(dout, dx, coef_1, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -411,7 +431,7 @@ def _backward_staged_p0_rows(dout):
     return (sum_dxc, sum_dout,)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _backward_staged_e_rows(dout, dx, dx_coef_1):
     for j in range(dout.shape[0]):
         dxc = dout[j]
@@ -468,7 +488,7 @@ def _backward_staged_p0_cols(dout, sum_dxc, sum_dout, o0, o1, j0, j1):
             sum_dout[q] += numpy.float64(dout[ou, j])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _backward_staged_e_cols(dout, dx, dx_coef_1, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -578,7 +598,7 @@ def _backward_test_p0_rows(dout):
     return (sum_dout,)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _backward_test_e_rows(dout, dx):
     for j in range(dout.shape[0]):
         dxc = dout[j]
@@ -628,7 +648,7 @@ def _backward_test_p0_cols(dout, sum_dout, o0, o1, j0, j1):
             sum_dout[q] += numpy.float64(dout[ou, j])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _backward_test_e_cols(dout, dx, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -720,16 +740,18 @@ def _forward_step_p0_rows(x):
     return (sum_x,)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_step_e_rows(x, out, beta, mu):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+def _forward_step_e_rows(x, out, beta, mu_hi, mu_lo):
     for j in range(x.shape[0]):
-        xc = x[j] - mu
+        x_mu_hi = x[j] - mu_hi
+        xc = x_mu_hi - mu_lo
         out[j] = xc + beta
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
 def _forward_step_rows_l0(x, out, mu_g, beta_p, m, P, chunks, G, O, K, c0, c1):
     for c in range(c0, c1):
+        work = x.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             beta = beta_p[p]
@@ -739,10 +761,12 @@ def _forward_step_rows_l0(x, out, mu_g, beta_p, m, P, chunks, G, O, K, c0, c1):
                     sum_x_run, = _forward_step_p0_rows(x[o, g, k])
                     sum_x += sum_x_run
             mu = sum_x/m
+            mu_hi = work(mu)
+            mu_lo = work(mu - mu_hi)
             mu_g[g] = mu
             for o in range(O):
                 for k in range(K):
-                    _forward_step_e_rows(x[o, g, k], out[o, g, k], beta, mu)
+                    _forward_step_e_rows(x[o, g, k], out[o, g, k], beta, mu_hi, mu_lo)
 
 
 def _forward_step_rows(x, out, mu_g, beta_p, m, P, chunks):
@@ -769,43 +793,53 @@ def _forward_step_p0_cols(x, sum_x, o0, o1, j0, j1):
             sum_x[q] += numpy.float64(x[ou, j])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_step_e_cols(x, out, beta, mu, o0, o1, j0, j1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+def _forward_step_e_cols(x, out, beta, mu_hi, mu_lo, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
-            xc = x[ou, j] - mu[q]
+            x_mu_hi = x[ou, j] - mu_hi[q]
+            xc = x_mu_hi - mu_lo[q]
             out[ou, j] = xc + beta[q]
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_step_g0(sum_x, mu_w, m):
+def _forward_step_g0(sum_x, mu_w, mu_hi_w, mu_lo_w, m, like):
+    work = like.dtype.type
     for g in range(sum_x.shape[0]):
         mu = sum_x[g]/m
+        mu_hi = work(mu)
+        mu_lo = work(mu - mu_hi)
         mu_w[g] = mu
+        mu_hi_w[g] = mu_hi
+        mu_lo_w[g] = mu_lo
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _forward_step_cols_l0(x, out, mu_g, beta_p, m, P, K, I, G, GT, O, tc0, tc1):
+def _forward_step_cols_l0(x, out, mu_g, beta_p, m, P, K, I, G, GT, O, like, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         beta_t = _layout.per_group(beta_p, g0, g1, P)
         sum_x_s = numpy.empty(g1 - g0)
+        mu_hi_a = numpy.empty(g1 - g0, x.dtype)
+        mu_lo_a = numpy.empty(g1 - g0, x.dtype)
         sum_x_t = numpy.zeros(j1 - j0)
         _forward_step_p0_cols(x, sum_x_t, 0, O, j0, j1)
         _layout.fold(sum_x_t, K * I, sum_x_s)
-        _forward_step_g0(sum_x_s, mu_g[g0:g1], m)
+        _forward_step_g0(sum_x_s, mu_g[g0:g1], mu_hi_a, mu_lo_a, m, like)
         beta_e = _layout.spread(beta_t, K * I)
-        mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        _forward_step_e_cols(x, out, beta_e, mu_e, 0, O, j0, j1)
+        mu_hi_e = _layout.spread(mu_hi_a, K * I)
+        mu_lo_e = _layout.spread(mu_lo_a, K * I)
+        _forward_step_e_cols(x, out, beta_e, mu_hi_e, mu_lo_e, 0, O, j0, j1)
 
 
 def _forward_step_cols(x, out, mu_g, beta_p, m, P, K, I, G, GT):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
-    _layout.parallel(_forward_step_cols_l0, TC, (x, out, mu_g, beta_p, m, P, K, I, G, GT, O,), x.size)
+    like = numpy.empty(0, x.dtype)
+    _layout.parallel(_forward_step_cols_l0, TC, (x, out, mu_g, beta_p, m, P, K, I, G, GT, O, like,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
@@ -822,7 +856,7 @@ def _forward_step_tall_l0(x, beta_p, P, K, I, G, RC, GT, TC, O, sum_x_r, t0, t1)
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _forward_step_tall_l1(x, out, mu_g, beta_p, P, K, I, G, RC, GT, TC, O, t0, t1):
+def _forward_step_tall_l1(x, out, beta_p, P, K, I, G, RC, GT, TC, O, mu_hi_a, mu_lo_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
@@ -830,24 +864,28 @@ def _forward_step_tall_l1(x, out, mu_g, beta_p, P, K, I, G, RC, GT, TC, O, t0, t
         j0, j1 = g0 * K * I, g1 * K * I
         beta_t = _layout.per_group(beta_p, g0, g1, P)
         beta_e = _layout.spread(beta_t, K * I)
-        mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        _forward_step_e_cols(x, out, beta_e, mu_e, o0, o1, j0, j1)
+        mu_hi_e = _layout.spread(mu_hi_a[g0:g1], K * I)
+        mu_lo_e = _layout.spread(mu_lo_a[g0:g1], K * I)
+        _forward_step_e_cols(x, out, beta_e, mu_hi_e, mu_lo_e, o0, o1, j0, j1)
 
 
 def _forward_step_tall(x, out, mu_g, beta_p, m, P, K, I, G, RC, GT):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
     sum_x_s = numpy.empty(G)
+    mu_hi_a = numpy.empty(G, x.dtype)
+    mu_lo_a = numpy.empty(G, x.dtype)
+    like = numpy.empty(0, x.dtype)
     beta_all = _layout.per_group(beta_p, 0, G, P)
     sum_x_r = numpy.empty((RC, G))
     _layout.parallel(_forward_step_tall_l0, RC * TC, (x, beta_p, P, K, I, G, RC, GT, TC, O, sum_x_r,), x.size)
     _layout.sum_chunks(sum_x_r, sum_x_s)
-    _forward_step_g0(sum_x_s, mu_g, m)
-    _layout.parallel(_forward_step_tall_l1, RC * TC, (x, out, mu_g, beta_p, P, K, I, G, RC, GT, TC, O,), x.size)
+    _forward_step_g0(sum_x_s, mu_g, mu_hi_a, mu_lo_a, m, like)
+    _layout.parallel(_forward_step_tall_l1, RC * TC, (x, out, beta_p, P, K, I, G, RC, GT, TC, O, mu_hi_a, mu_lo_a,), x.size)
 
 
 def _forward_step(lay, x, out, mu_g, beta_p, m):
-    """Forward pass, training mode: the output and per-group values only. Pass 1 sums sum_x (float64) in each group; then mu. Pass 2: out, elementwise."""
+    """Forward pass, training mode: the output and per-group values only. Pass 1 sums sum_x (float64) in each group; then mu, mu_hi, mu_lo. Pass 2: out, elementwise."""
     if lay.strategy == "cols":
         _forward_step_cols(lay.cols(x), lay.cols(out), mu_g, beta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
     elif lay.strategy == "tall":
@@ -864,7 +902,7 @@ def _backward_step_p0_rows(dout):
     return (sum_dout,)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _backward_step_e_rows(dout, dx, coef_1):
     for j in range(dout.shape[0]):
         dx[j] = dout[j] + coef_1
@@ -915,7 +953,7 @@ def _backward_step_p0_cols(dout, sum_dout, o0, o1, j0, j1):
             sum_dout[q] += numpy.float64(dout[ou, j])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _backward_step_e_cols(dout, dx, coef_1, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)

@@ -23,6 +23,8 @@ from . import _layout
 
 _VARYING = True   #: the parameters vary inside a group (a k axis)
 _FASTMATH = {"contract", "nsz", "reassoc"}
+#: the elementwise passes: no reassociation, which would add mu_hi and mu_lo before x - mu_hi
+_FASTMATH_ELEMENTS = {"contract", "nsz"}
 _CACHE_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "gamma", "gamma_shape", "m", "std", "xhat", )
 
 
@@ -34,7 +36,7 @@ def _forward_train_p0_rows(x):
     return (sum_var,)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _forward_train_e_rows(x, xhat, out, gamma, inv_std):
     for j in range(x.shape[0]):
         xhat[j] = x[j]*inv_std
@@ -75,7 +77,7 @@ def _forward_train_p0_krows(x):
     return (sum_var,)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _forward_train_e_krows(x, xhat, out, gamma, inv_std):
     for j in range(x.shape[0]):
         xhat[j] = x[j]*inv_std
@@ -124,7 +126,7 @@ def _forward_train_p0_cols(x, sum_var, o0, o1, j0, j1):
             sum_var[q] += numpy.float64(x[ou, j])**2
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _forward_train_e_cols(x, xhat, out, gamma, inv_std, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -227,7 +229,7 @@ def _backward_compact_p0_rows(dout, xhat, gamma):
     return (sum_dout_gamma_xhat, dgamma,)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _backward_compact_e_rows(dout, xhat, dx, coef_dout_gamma, coef_xhat, gamma):
     for j in range(dout.shape[0]):
         dx[j] = dout[j]*gamma*coef_dout_gamma + xhat[j]*coef_xhat
@@ -271,7 +273,7 @@ def _backward_compact_p0_krows(dout, xhat, gamma, dgamma):
     return (sum_dout_gamma_xhat,)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _backward_compact_e_krows(dout, xhat, dx, coef_dout_gamma, coef_xhat, gamma):
     for j in range(dout.shape[0]):
         dx[j] = dout[j]*gamma[j]*coef_dout_gamma + xhat[j]*coef_xhat
@@ -322,7 +324,7 @@ def _backward_compact_p0_cols(dout, xhat, gamma, sum_dout_gamma_xhat, dgamma, o0
             dgamma[q] += dout[ou, j]*xhat[ou, j]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _backward_compact_e_cols(dout, xhat, dx, coef_dout_gamma, coef_xhat, gamma, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -437,7 +439,7 @@ def _backward_staged_p0_rows(dout, xhat, gamma):
     return (sum_dxhat_xhat, dgamma,)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _backward_staged_e_rows(dout, xhat, dx, dx_coef_dxhat, dx_coef_xhat, gamma):
     for j in range(dout.shape[0]):
         dxhat = dout[j]*gamma
@@ -483,7 +485,7 @@ def _backward_staged_p0_krows(dout, xhat, gamma, dgamma):
     return (sum_dxhat_xhat,)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _backward_staged_e_krows(dout, xhat, dx, dx_coef_dxhat, dx_coef_xhat, gamma):
     for j in range(dout.shape[0]):
         dxhat = dout[j]*gamma[j]
@@ -536,7 +538,7 @@ def _backward_staged_p0_cols(dout, xhat, gamma, sum_dxhat_xhat, dgamma, o0, o1, 
             dgamma[q] += dout[ou, j]*xhat[ou, j]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _backward_staged_e_cols(dout, xhat, dx, dx_coef_dxhat, dx_coef_xhat, gamma, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -651,7 +653,7 @@ def _forward_step_p0_rows(x):
     return (sum_var,)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _forward_step_e_rows(x, out, gamma, inv_std):
     for j in range(x.shape[0]):
         xhat = x[j]*inv_std
@@ -692,7 +694,7 @@ def _forward_step_p0_krows(x):
     return (sum_var,)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _forward_step_e_krows(x, out, gamma, inv_std):
     for j in range(x.shape[0]):
         xhat = x[j]*inv_std
@@ -741,7 +743,7 @@ def _forward_step_p0_cols(x, sum_var, o0, o1, j0, j1):
             sum_var[q] += numpy.float64(x[ou, j])**2
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _forward_step_e_cols(x, out, gamma, inv_std, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -844,7 +846,7 @@ def _backward_step_p1_rows(dout, x, gamma, inv_std):
     return (sum_dout_gamma_xhat_acc, dgamma,)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _backward_step_e_rows(dout, x, dx, coef_dout_gamma, coef_xhat, gamma, inv_std):
     for j in range(dout.shape[0]):
         xhat = x[j]*inv_std
@@ -891,7 +893,7 @@ def _backward_step_p1_krows(dout, x, gamma, inv_std, dgamma):
     return (sum_dout_gamma_xhat_acc,)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _backward_step_e_krows(dout, x, dx, coef_dout_gamma, coef_xhat, gamma, inv_std):
     for j in range(dout.shape[0]):
         xhat = x[j]*inv_std
@@ -945,7 +947,7 @@ def _backward_step_p1_cols(dout, x, gamma, inv_std, sum_dout_gamma_xhat_acc, dga
             dgamma[q] += dout[ou, j]*x[ou, j]*inv_std[q]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _backward_step_e_cols(dout, x, dx, coef_dout_gamma, coef_xhat, gamma, inv_std, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)

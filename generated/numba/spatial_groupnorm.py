@@ -23,6 +23,8 @@ from . import _layout
 
 _VARYING = True   #: the parameters vary inside a group (a k axis)
 _FASTMATH = {"contract", "nsz", "reassoc"}
+#: the elementwise passes: no reassociation, which would add mu_hi and mu_lo before x - mu_hi
+_FASTMATH_ELEMENTS = {"contract", "nsz"}
 _CACHE_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "beta_shape", "gamma", "gamma_shape", "m", "std", "xhat", )
 
 
@@ -42,16 +44,18 @@ def _forward_train_p1_rows(x, mu):
     return (sum_var,)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_e_rows(x, xhat, out, beta, gamma, inv_std, mu):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+def _forward_train_e_rows(x, xhat, out, beta, gamma, inv_std, mu_hi, mu_lo):
     for j in range(x.shape[0]):
-        xhat[j] = inv_std*(x[j] - mu)
+        x_mu_hi = x[j] - mu_hi
+        xhat[j] = inv_std*(x_mu_hi - mu_lo)
         out[j] = beta + gamma*xhat[j]
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
 def _forward_train_rows_l0(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K, c0, c1):
     for c in range(c0, c1):
+        work = x.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             sum_x = 0.0
@@ -60,6 +64,8 @@ def _forward_train_rows_l0(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chun
                     sum_x_run, = _forward_train_p0_rows(x[o, g, k])
                     sum_x += sum_x_run
             mu = sum_x/m
+            mu_hi = work(mu)
+            mu_lo = work(mu - mu_hi)
             sum_var = 0.0
             for o in range(O):
                 for k in range(K):
@@ -67,13 +73,13 @@ def _forward_train_rows_l0(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chun
                     sum_var += sum_var_run
             var = sum_var/m
             std = math.sqrt(eps + var)
-            inv_std = 1/std
+            inv_std = work(1/std)
             std_g[g] = std
             for o in range(O):
                 for k in range(K):
                     beta = beta_p[p, k]
                     gamma = gamma_p[p, k]
-                    _forward_train_e_rows(x[o, g, k], xhat[o, g, k], out[o, g, k], beta, gamma, inv_std, mu)
+                    _forward_train_e_rows(x[o, g, k], xhat[o, g, k], out[o, g, k], beta, gamma, inv_std, mu_hi, mu_lo)
 
 
 def _forward_train_rows(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chunks):
@@ -97,16 +103,18 @@ def _forward_train_p1_krows(x, mu):
     return (sum_var,)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_e_krows(x, xhat, out, beta, gamma, inv_std, mu):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+def _forward_train_e_krows(x, xhat, out, beta, gamma, inv_std, mu_hi, mu_lo):
     for j in range(x.shape[0]):
-        xhat[j] = inv_std*(x[j] - mu)
+        x_mu_hi = x[j] - mu_hi
+        xhat[j] = inv_std*(x_mu_hi - mu_lo)
         out[j] = beta[j] + gamma[j]*xhat[j]
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
 def _forward_train_krows_l0(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, c0, c1):
     for c in range(c0, c1):
+        work = x.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             sum_x = 0.0
@@ -114,16 +122,18 @@ def _forward_train_krows_l0(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chu
                 sum_x_run, = _forward_train_p0_krows(x[o, g])
                 sum_x += sum_x_run
             mu = sum_x/m
+            mu_hi = work(mu)
+            mu_lo = work(mu - mu_hi)
             sum_var = 0.0
             for o in range(O):
                 sum_var_run, = _forward_train_p1_krows(x[o, g], mu)
                 sum_var += sum_var_run
             var = sum_var/m
             std = math.sqrt(eps + var)
-            inv_std = 1/std
+            inv_std = work(1/std)
             std_g[g] = std
             for o in range(O):
-                _forward_train_e_krows(x[o, g], xhat[o, g], out[o, g], beta_p[p], gamma_p[p], inv_std, mu)
+                _forward_train_e_krows(x[o, g], xhat[o, g], out[o, g], beta_p[p], gamma_p[p], inv_std, mu_hi, mu_lo)
 
 
 def _forward_train_krows(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chunks):
@@ -169,64 +179,75 @@ def _forward_train_p1_cols(x, mu, sum_var, o0, o1, j0, j1):
             sum_var[q] += (numpy.float64(x[ou, j]) - numpy.float64(mu[q]))**2
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_e_cols(x, xhat, out, beta, gamma, inv_std, mu, o0, o1, j0, j1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+def _forward_train_e_cols(x, xhat, out, beta, gamma, inv_std, mu_hi, mu_lo, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
-            xhat[ou, j] = inv_std[q]*(x[ou, j] - mu[q])
+            x_mu_hi = x[ou, j] - mu_hi[q]
+            xhat[ou, j] = inv_std[q]*(x_mu_hi - mu_lo[q])
             out[ou, j] = beta[q] + gamma[q]*xhat[ou, j]
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_g0(sum_x, mu_w, m):
+def _forward_train_g0(sum_x, mu_w, mu_hi_w, mu_lo_w, m, like):
+    work = like.dtype.type
     for g in range(sum_x.shape[0]):
         mu = sum_x[g]/m
+        mu_hi = work(mu)
+        mu_lo = work(mu - mu_hi)
         mu_w[g] = mu
+        mu_hi_w[g] = mu_hi
+        mu_lo_w[g] = mu_lo
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_g1(sum_var, var_w, std_w, inv_std_w, eps, m):
+def _forward_train_g1(sum_var, var_w, std_w, inv_std_w, eps, m, like):
+    work = like.dtype.type
     for g in range(sum_var.shape[0]):
         var = sum_var[g]/m
         std = math.sqrt(eps + var)
-        inv_std = 1/std
+        inv_std = work(1/std)
         var_w[g] = var
         std_w[g] = std
         inv_std_w[g] = inv_std
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _forward_train_cols_l0(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O, tc0, tc1):
+def _forward_train_cols_l0(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O, like, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         sum_x_s = numpy.empty(g1 - g0)
         sum_var_s = numpy.empty(g1 - g0)
         mu_a = numpy.empty(g1 - g0)
+        mu_hi_a = numpy.empty(g1 - g0, x.dtype)
+        mu_lo_a = numpy.empty(g1 - g0, x.dtype)
         var_a = numpy.empty(g1 - g0)
-        inv_std_a = numpy.empty(g1 - g0)
+        inv_std_a = numpy.empty(g1 - g0, x.dtype)
         sum_x_t = numpy.zeros(j1 - j0)
         _forward_train_p0_cols(x, sum_x_t, 0, O, j0, j1)
         _layout.fold(sum_x_t, K * I, sum_x_s)
-        _forward_train_g0(sum_x_s, mu_a, m)
+        _forward_train_g0(sum_x_s, mu_a, mu_hi_a, mu_lo_a, m, like)
         mu_e = _layout.spread(mu_a, K * I)
         sum_var_t = numpy.zeros(j1 - j0)
         _forward_train_p1_cols(x, mu_e, sum_var_t, 0, O, j0, j1)
         _layout.fold(sum_var_t, K * I, sum_var_s)
-        _forward_train_g1(sum_var_s, var_a, std_g[g0:g1], inv_std_a, eps, m)
+        _forward_train_g1(sum_var_s, var_a, std_g[g0:g1], inv_std_a, eps, m, like)
         beta_e = _layout.expand_varying(beta_p, g0, g1, K, I, P)
         gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
         inv_std_e = _layout.spread(inv_std_a, K * I)
-        mu_e = _layout.spread(mu_a, K * I)
-        _forward_train_e_cols(x, xhat, out, beta_e, gamma_e, inv_std_e, mu_e, 0, O, j0, j1)
+        mu_hi_e = _layout.spread(mu_hi_a, K * I)
+        mu_lo_e = _layout.spread(mu_lo_a, K * I)
+        _forward_train_e_cols(x, xhat, out, beta_e, gamma_e, inv_std_e, mu_hi_e, mu_lo_e, 0, O, j0, j1)
 
 
 def _forward_train_cols(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
-    _layout.parallel(_forward_train_cols_l0, TC, (x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O,), x.size)
+    like = numpy.empty(0, x.dtype)
+    _layout.parallel(_forward_train_cols_l0, TC, (x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O, like,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
@@ -255,7 +276,7 @@ def _forward_train_tall_l1(x, K, I, G, RC, GT, TC, O, mu_a, sum_var_r, t0, t1):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _forward_train_tall_l2(x, xhat, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, mu_a, t0, t1):
+def _forward_train_tall_l2(x, xhat, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, mu_hi_a, mu_lo_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
@@ -264,8 +285,9 @@ def _forward_train_tall_l2(x, xhat, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC
         beta_e = _layout.expand_varying(beta_p, g0, g1, K, I, P)
         gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
         inv_std_e = _layout.spread(inv_std_a[g0:g1], K * I)
-        mu_e = _layout.spread(mu_a[g0:g1], K * I)
-        _forward_train_e_cols(x, xhat, out, beta_e, gamma_e, inv_std_e, mu_e, o0, o1, j0, j1)
+        mu_hi_e = _layout.spread(mu_hi_a[g0:g1], K * I)
+        mu_lo_e = _layout.spread(mu_lo_a[g0:g1], K * I)
+        _forward_train_e_cols(x, xhat, out, beta_e, gamma_e, inv_std_e, mu_hi_e, mu_lo_e, o0, o1, j0, j1)
 
 
 def _forward_train_tall(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, K, I, G, RC, GT):
@@ -274,21 +296,24 @@ def _forward_train_tall(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, K, I, G
     sum_x_s = numpy.empty(G)
     sum_var_s = numpy.empty(G)
     mu_a = numpy.empty(G)
+    mu_hi_a = numpy.empty(G, x.dtype)
+    mu_lo_a = numpy.empty(G, x.dtype)
     var_a = numpy.empty(G)
-    inv_std_a = numpy.empty(G)
+    inv_std_a = numpy.empty(G, x.dtype)
+    like = numpy.empty(0, x.dtype)
     sum_x_r = numpy.empty((RC, G))
     _layout.parallel(_forward_train_tall_l0, RC * TC, (x, K, I, G, RC, GT, TC, O, sum_x_r,), x.size)
     _layout.sum_chunks(sum_x_r, sum_x_s)
-    _forward_train_g0(sum_x_s, mu_a, m)
+    _forward_train_g0(sum_x_s, mu_a, mu_hi_a, mu_lo_a, m, like)
     sum_var_r = numpy.empty((RC, G))
     _layout.parallel(_forward_train_tall_l1, RC * TC, (x, K, I, G, RC, GT, TC, O, mu_a, sum_var_r,), x.size)
     _layout.sum_chunks(sum_var_r, sum_var_s)
-    _forward_train_g1(sum_var_s, var_a, std_g, inv_std_a, eps, m)
-    _layout.parallel(_forward_train_tall_l2, RC * TC, (x, xhat, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, mu_a,), x.size)
+    _forward_train_g1(sum_var_s, var_a, std_g, inv_std_a, eps, m, like)
+    _layout.parallel(_forward_train_tall_l2, RC * TC, (x, xhat, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, mu_hi_a, mu_lo_a,), x.size)
 
 
 def _forward_train(lay, x, xhat, out, std_g, beta_p, gamma_p, eps, m):
-    """Forward pass, training mode. Pass 1 sums sum_x (float64) in each group; then mu. Pass 2 sums sum_var (float64) in each group; then var, std, inv_std. Pass 3: xhat, out, elementwise."""
+    """Forward pass, training mode. Pass 1 sums sum_x (float64) in each group; then mu, mu_hi, mu_lo. Pass 2 sums sum_var (float64) in each group; then var, std, inv_std. Pass 3: xhat, out, elementwise."""
     if lay.strategy == "cols":
         _forward_train_cols(lay.cols(x), lay.cols(xhat), lay.cols(out), std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
     elif lay.strategy == "tall":
@@ -313,7 +338,7 @@ def _backward_compact_p0_rows(dout, xhat, gamma):
     return (sum_dout_gamma, sum_dout_gamma_xhat, dgamma, dbeta,)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _backward_compact_e_rows(dout, xhat, dx, coef_1, coef_dout_gamma, coef_xhat, gamma):
     for j in range(dout.shape[0]):
         dx[j] = dout[j]*gamma*coef_dout_gamma + xhat[j]*coef_xhat + coef_1
@@ -366,7 +391,7 @@ def _backward_compact_p0_krows(dout, xhat, gamma, dgamma, dbeta):
     return (sum_dout_gamma, sum_dout_gamma_xhat,)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _backward_compact_e_krows(dout, xhat, dx, coef_1, coef_dout_gamma, coef_xhat, gamma):
     for j in range(dout.shape[0]):
         dx[j] = dout[j]*gamma[j]*coef_dout_gamma + xhat[j]*coef_xhat + coef_1
@@ -426,7 +451,7 @@ def _backward_compact_p0_cols(dout, xhat, gamma, sum_dout_gamma, sum_dout_gamma_
             dbeta[q] += dout[ou, j]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _backward_compact_e_cols(dout, xhat, dx, coef_1, coef_dout_gamma, coef_xhat, gamma, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -567,7 +592,7 @@ def _backward_staged_p0_rows(dout, xhat, gamma):
     return (sum_dxhat_xhat, sum_dxhat, dgamma, dbeta,)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _backward_staged_e_rows(dout, xhat, dx, dx_coef_1, dx_coef_dxhat, dx_coef_xhat, gamma):
     for j in range(dout.shape[0]):
         dxhat = dout[j]*gamma
@@ -623,7 +648,7 @@ def _backward_staged_p0_krows(dout, xhat, gamma, dgamma, dbeta):
     return (sum_dxhat_xhat, sum_dxhat,)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _backward_staged_e_krows(dout, xhat, dx, dx_coef_1, dx_coef_dxhat, dx_coef_xhat, gamma):
     for j in range(dout.shape[0]):
         dxhat = dout[j]*gamma[j]
@@ -686,7 +711,7 @@ def _backward_staged_p0_cols(dout, xhat, gamma, sum_dxhat_xhat, sum_dxhat, dgamm
             dbeta[q] += dout[ou, j]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _backward_staged_e_cols(dout, xhat, dx, dx_coef_1, dx_coef_dxhat, dx_coef_xhat, gamma, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -832,16 +857,18 @@ def _forward_step_p1_rows(x, mu):
     return (sum_var,)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_step_e_rows(x, out, beta, gamma, inv_std, mu):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+def _forward_step_e_rows(x, out, beta, gamma, inv_std, mu_hi, mu_lo):
     for j in range(x.shape[0]):
-        xhat = inv_std*(x[j] - mu)
+        x_mu_hi = x[j] - mu_hi
+        xhat = inv_std*(x_mu_hi - mu_lo)
         out[j] = beta + gamma*xhat
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
 def _forward_step_rows_l0(x, out, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K, c0, c1):
     for c in range(c0, c1):
+        work = x.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             sum_x = 0.0
@@ -850,6 +877,8 @@ def _forward_step_rows_l0(x, out, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunk
                     sum_x_run, = _forward_step_p0_rows(x[o, g, k])
                     sum_x += sum_x_run
             mu = sum_x/m
+            mu_hi = work(mu)
+            mu_lo = work(mu - mu_hi)
             mu_g[g] = mu
             sum_var = 0.0
             for o in range(O):
@@ -858,13 +887,13 @@ def _forward_step_rows_l0(x, out, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunk
                     sum_var += sum_var_run
             var = sum_var/m
             std = math.sqrt(eps + var)
-            inv_std = 1/std
+            inv_std = work(1/std)
             std_g[g] = std
             for o in range(O):
                 for k in range(K):
                     beta = beta_p[p, k]
                     gamma = gamma_p[p, k]
-                    _forward_step_e_rows(x[o, g, k], out[o, g, k], beta, gamma, inv_std, mu)
+                    _forward_step_e_rows(x[o, g, k], out[o, g, k], beta, gamma, inv_std, mu_hi, mu_lo)
 
 
 def _forward_step_rows(x, out, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunks):
@@ -888,16 +917,18 @@ def _forward_step_p1_krows(x, mu):
     return (sum_var,)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_step_e_krows(x, out, beta, gamma, inv_std, mu):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+def _forward_step_e_krows(x, out, beta, gamma, inv_std, mu_hi, mu_lo):
     for j in range(x.shape[0]):
-        xhat = inv_std*(x[j] - mu)
+        x_mu_hi = x[j] - mu_hi
+        xhat = inv_std*(x_mu_hi - mu_lo)
         out[j] = beta[j] + gamma[j]*xhat
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
 def _forward_step_krows_l0(x, out, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, c0, c1):
     for c in range(c0, c1):
+        work = x.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             sum_x = 0.0
@@ -905,6 +936,8 @@ def _forward_step_krows_l0(x, out, mu_g, std_g, beta_p, gamma_p, eps, m, P, chun
                 sum_x_run, = _forward_step_p0_krows(x[o, g])
                 sum_x += sum_x_run
             mu = sum_x/m
+            mu_hi = work(mu)
+            mu_lo = work(mu - mu_hi)
             mu_g[g] = mu
             sum_var = 0.0
             for o in range(O):
@@ -912,10 +945,10 @@ def _forward_step_krows_l0(x, out, mu_g, std_g, beta_p, gamma_p, eps, m, P, chun
                 sum_var += sum_var_run
             var = sum_var/m
             std = math.sqrt(eps + var)
-            inv_std = 1/std
+            inv_std = work(1/std)
             std_g[g] = std
             for o in range(O):
-                _forward_step_e_krows(x[o, g], out[o, g], beta_p[p], gamma_p[p], inv_std, mu)
+                _forward_step_e_krows(x[o, g], out[o, g], beta_p[p], gamma_p[p], inv_std, mu_hi, mu_lo)
 
 
 def _forward_step_krows(x, out, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunks):
@@ -961,63 +994,74 @@ def _forward_step_p1_cols(x, mu, sum_var, o0, o1, j0, j1):
             sum_var[q] += (numpy.float64(x[ou, j]) - numpy.float64(mu[q]))**2
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_step_e_cols(x, out, beta, gamma, inv_std, mu, o0, o1, j0, j1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+def _forward_step_e_cols(x, out, beta, gamma, inv_std, mu_hi, mu_lo, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
-            xhat = inv_std[q]*(x[ou, j] - mu[q])
+            x_mu_hi = x[ou, j] - mu_hi[q]
+            xhat = inv_std[q]*(x_mu_hi - mu_lo[q])
             out[ou, j] = beta[q] + gamma[q]*xhat
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_step_g0(sum_x, mu_w, m):
+def _forward_step_g0(sum_x, mu_w, mu_hi_w, mu_lo_w, m, like):
+    work = like.dtype.type
     for g in range(sum_x.shape[0]):
         mu = sum_x[g]/m
+        mu_hi = work(mu)
+        mu_lo = work(mu - mu_hi)
         mu_w[g] = mu
+        mu_hi_w[g] = mu_hi
+        mu_lo_w[g] = mu_lo
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_step_g1(sum_var, var_w, std_w, inv_std_w, eps, m):
+def _forward_step_g1(sum_var, var_w, std_w, inv_std_w, eps, m, like):
+    work = like.dtype.type
     for g in range(sum_var.shape[0]):
         var = sum_var[g]/m
         std = math.sqrt(eps + var)
-        inv_std = 1/std
+        inv_std = work(1/std)
         var_w[g] = var
         std_w[g] = std
         inv_std_w[g] = inv_std
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _forward_step_cols_l0(x, out, mu_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O, tc0, tc1):
+def _forward_step_cols_l0(x, out, mu_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O, like, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         sum_x_s = numpy.empty(g1 - g0)
         sum_var_s = numpy.empty(g1 - g0)
+        mu_hi_a = numpy.empty(g1 - g0, x.dtype)
+        mu_lo_a = numpy.empty(g1 - g0, x.dtype)
         var_a = numpy.empty(g1 - g0)
-        inv_std_a = numpy.empty(g1 - g0)
+        inv_std_a = numpy.empty(g1 - g0, x.dtype)
         sum_x_t = numpy.zeros(j1 - j0)
         _forward_step_p0_cols(x, sum_x_t, 0, O, j0, j1)
         _layout.fold(sum_x_t, K * I, sum_x_s)
-        _forward_step_g0(sum_x_s, mu_g[g0:g1], m)
+        _forward_step_g0(sum_x_s, mu_g[g0:g1], mu_hi_a, mu_lo_a, m, like)
         mu_e = _layout.spread(mu_g[g0:g1], K * I)
         sum_var_t = numpy.zeros(j1 - j0)
         _forward_step_p1_cols(x, mu_e, sum_var_t, 0, O, j0, j1)
         _layout.fold(sum_var_t, K * I, sum_var_s)
-        _forward_step_g1(sum_var_s, var_a, std_g[g0:g1], inv_std_a, eps, m)
+        _forward_step_g1(sum_var_s, var_a, std_g[g0:g1], inv_std_a, eps, m, like)
         beta_e = _layout.expand_varying(beta_p, g0, g1, K, I, P)
         gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
         inv_std_e = _layout.spread(inv_std_a, K * I)
-        mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        _forward_step_e_cols(x, out, beta_e, gamma_e, inv_std_e, mu_e, 0, O, j0, j1)
+        mu_hi_e = _layout.spread(mu_hi_a, K * I)
+        mu_lo_e = _layout.spread(mu_lo_a, K * I)
+        _forward_step_e_cols(x, out, beta_e, gamma_e, inv_std_e, mu_hi_e, mu_lo_e, 0, O, j0, j1)
 
 
 def _forward_step_cols(x, out, mu_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
-    _layout.parallel(_forward_step_cols_l0, TC, (x, out, mu_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O,), x.size)
+    like = numpy.empty(0, x.dtype)
+    _layout.parallel(_forward_step_cols_l0, TC, (x, out, mu_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O, like,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
@@ -1046,7 +1090,7 @@ def _forward_step_tall_l1(x, mu_g, K, I, G, RC, GT, TC, O, sum_var_r, t0, t1):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _forward_step_tall_l2(x, out, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, t0, t1):
+def _forward_step_tall_l2(x, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, mu_hi_a, mu_lo_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
@@ -1055,8 +1099,9 @@ def _forward_step_tall_l2(x, out, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC,
         beta_e = _layout.expand_varying(beta_p, g0, g1, K, I, P)
         gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
         inv_std_e = _layout.spread(inv_std_a[g0:g1], K * I)
-        mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        _forward_step_e_cols(x, out, beta_e, gamma_e, inv_std_e, mu_e, o0, o1, j0, j1)
+        mu_hi_e = _layout.spread(mu_hi_a[g0:g1], K * I)
+        mu_lo_e = _layout.spread(mu_lo_a[g0:g1], K * I)
+        _forward_step_e_cols(x, out, beta_e, gamma_e, inv_std_e, mu_hi_e, mu_lo_e, o0, o1, j0, j1)
 
 
 def _forward_step_tall(x, out, mu_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, RC, GT):
@@ -1064,21 +1109,24 @@ def _forward_step_tall(x, out, mu_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G,
     TC = (G + GT - 1) // GT
     sum_x_s = numpy.empty(G)
     sum_var_s = numpy.empty(G)
+    mu_hi_a = numpy.empty(G, x.dtype)
+    mu_lo_a = numpy.empty(G, x.dtype)
     var_a = numpy.empty(G)
-    inv_std_a = numpy.empty(G)
+    inv_std_a = numpy.empty(G, x.dtype)
+    like = numpy.empty(0, x.dtype)
     sum_x_r = numpy.empty((RC, G))
     _layout.parallel(_forward_step_tall_l0, RC * TC, (x, K, I, G, RC, GT, TC, O, sum_x_r,), x.size)
     _layout.sum_chunks(sum_x_r, sum_x_s)
-    _forward_step_g0(sum_x_s, mu_g, m)
+    _forward_step_g0(sum_x_s, mu_g, mu_hi_a, mu_lo_a, m, like)
     sum_var_r = numpy.empty((RC, G))
     _layout.parallel(_forward_step_tall_l1, RC * TC, (x, mu_g, K, I, G, RC, GT, TC, O, sum_var_r,), x.size)
     _layout.sum_chunks(sum_var_r, sum_var_s)
-    _forward_step_g1(sum_var_s, var_a, std_g, inv_std_a, eps, m)
-    _layout.parallel(_forward_step_tall_l2, RC * TC, (x, out, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a,), x.size)
+    _forward_step_g1(sum_var_s, var_a, std_g, inv_std_a, eps, m, like)
+    _layout.parallel(_forward_step_tall_l2, RC * TC, (x, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, mu_hi_a, mu_lo_a,), x.size)
 
 
 def _forward_step(lay, x, out, mu_g, std_g, beta_p, gamma_p, eps, m):
-    """Forward pass, training mode: the output and per-group values only. Pass 1 sums sum_x (float64) in each group; then mu. Pass 2 sums sum_var (float64) in each group; then var, std, inv_std. Pass 3: out, elementwise."""
+    """Forward pass, training mode: the output and per-group values only. Pass 1 sums sum_x (float64) in each group; then mu, mu_hi, mu_lo. Pass 2 sums sum_var (float64) in each group; then var, std, inv_std. Pass 3: out, elementwise."""
     if lay.strategy == "cols":
         _forward_step_cols(lay.cols(x), lay.cols(out), mu_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
     elif lay.strategy == "tall":
@@ -1103,7 +1151,7 @@ def _backward_step_p1_rows(dout, x, gamma, inv_std, mu):
     return (sum_dout_gamma, sum_dout_gamma_xhat_acc, dgamma, dbeta,)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _backward_step_e_rows(dout, x, dx, coef_1, coef_dout_gamma, coef_xhat, gamma, inv_std, mu):
     for j in range(dout.shape[0]):
         xhat = inv_std*(x[j] - mu)
@@ -1160,7 +1208,7 @@ def _backward_step_p1_krows(dout, x, gamma, inv_std, mu, dgamma, dbeta):
     return (sum_dout_gamma, sum_dout_gamma_xhat_acc,)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _backward_step_e_krows(dout, x, dx, coef_1, coef_dout_gamma, coef_xhat, gamma, inv_std, mu):
     for j in range(dout.shape[0]):
         xhat = inv_std*(x[j] - mu)
@@ -1224,7 +1272,7 @@ def _backward_step_p1_cols(dout, x, gamma, inv_std, mu, sum_dout_gamma, sum_dout
             dbeta[q] += dout[ou, j]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _backward_step_e_cols(dout, x, dx, coef_1, coef_dout_gamma, coef_xhat, gamma, inv_std, mu, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)

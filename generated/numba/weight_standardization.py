@@ -23,6 +23,8 @@ from . import _layout
 
 _VARYING = False   #: the parameters vary inside a group (a k axis)
 _FASTMATH = {"contract", "nsz", "reassoc"}
+#: the elementwise passes: no reassociation, which would add mu_hi and mu_lo before x - mu_hi
+_FASTMATH_ELEMENTS = {"contract", "nsz"}
 _CACHE_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "m", "out", "std", )
 
 
@@ -42,15 +44,17 @@ def _forward_train_p1_rows(x, mu):
     return (sum_var,)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_e_rows(x, out, inv_std, mu):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+def _forward_train_e_rows(x, out, inv_std, mu_hi, mu_lo):
     for j in range(x.shape[0]):
-        out[j] = inv_std*(x[j] - mu)
+        x_mu_hi = x[j] - mu_hi
+        out[j] = inv_std*(x_mu_hi - mu_lo)
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
 def _forward_train_rows_l0(x, out, std_g, eps, m, P, chunks, G, O, K, c0, c1):
     for c in range(c0, c1):
+        work = x.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             sum_x = 0.0
@@ -59,6 +63,8 @@ def _forward_train_rows_l0(x, out, std_g, eps, m, P, chunks, G, O, K, c0, c1):
                     sum_x_run, = _forward_train_p0_rows(x[o, g, k])
                     sum_x += sum_x_run
             mu = sum_x/m
+            mu_hi = work(mu)
+            mu_lo = work(mu - mu_hi)
             sum_var = 0.0
             for o in range(O):
                 for k in range(K):
@@ -66,11 +72,11 @@ def _forward_train_rows_l0(x, out, std_g, eps, m, P, chunks, G, O, K, c0, c1):
                     sum_var += sum_var_run
             var = sum_var/m
             std = math.sqrt(eps + var)
-            inv_std = 1/std
+            inv_std = work(1/std)
             std_g[g] = std
             for o in range(O):
                 for k in range(K):
-                    _forward_train_e_rows(x[o, g, k], out[o, g, k], inv_std, mu)
+                    _forward_train_e_rows(x[o, g, k], out[o, g, k], inv_std, mu_hi, mu_lo)
 
 
 def _forward_train_rows(x, out, std_g, eps, m, P, chunks):
@@ -116,61 +122,72 @@ def _forward_train_p1_cols(x, mu, sum_var, o0, o1, j0, j1):
             sum_var[q] += (numpy.float64(x[ou, j]) - numpy.float64(mu[q]))**2
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_e_cols(x, out, inv_std, mu, o0, o1, j0, j1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+def _forward_train_e_cols(x, out, inv_std, mu_hi, mu_lo, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
-            out[ou, j] = inv_std[q]*(x[ou, j] - mu[q])
+            x_mu_hi = x[ou, j] - mu_hi[q]
+            out[ou, j] = inv_std[q]*(x_mu_hi - mu_lo[q])
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_g0(sum_x, mu_w, m):
+def _forward_train_g0(sum_x, mu_w, mu_hi_w, mu_lo_w, m, like):
+    work = like.dtype.type
     for g in range(sum_x.shape[0]):
         mu = sum_x[g]/m
+        mu_hi = work(mu)
+        mu_lo = work(mu - mu_hi)
         mu_w[g] = mu
+        mu_hi_w[g] = mu_hi
+        mu_lo_w[g] = mu_lo
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_g1(sum_var, var_w, std_w, inv_std_w, eps, m):
+def _forward_train_g1(sum_var, var_w, std_w, inv_std_w, eps, m, like):
+    work = like.dtype.type
     for g in range(sum_var.shape[0]):
         var = sum_var[g]/m
         std = math.sqrt(eps + var)
-        inv_std = 1/std
+        inv_std = work(1/std)
         var_w[g] = var
         std_w[g] = std
         inv_std_w[g] = inv_std
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _forward_train_cols_l0(x, out, std_g, eps, m, K, I, G, GT, O, tc0, tc1):
+def _forward_train_cols_l0(x, out, std_g, eps, m, K, I, G, GT, O, like, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         sum_x_s = numpy.empty(g1 - g0)
         sum_var_s = numpy.empty(g1 - g0)
         mu_a = numpy.empty(g1 - g0)
+        mu_hi_a = numpy.empty(g1 - g0, x.dtype)
+        mu_lo_a = numpy.empty(g1 - g0, x.dtype)
         var_a = numpy.empty(g1 - g0)
-        inv_std_a = numpy.empty(g1 - g0)
+        inv_std_a = numpy.empty(g1 - g0, x.dtype)
         sum_x_t = numpy.zeros(j1 - j0)
         _forward_train_p0_cols(x, sum_x_t, 0, O, j0, j1)
         _layout.fold(sum_x_t, K * I, sum_x_s)
-        _forward_train_g0(sum_x_s, mu_a, m)
+        _forward_train_g0(sum_x_s, mu_a, mu_hi_a, mu_lo_a, m, like)
         mu_e = _layout.spread(mu_a, K * I)
         sum_var_t = numpy.zeros(j1 - j0)
         _forward_train_p1_cols(x, mu_e, sum_var_t, 0, O, j0, j1)
         _layout.fold(sum_var_t, K * I, sum_var_s)
-        _forward_train_g1(sum_var_s, var_a, std_g[g0:g1], inv_std_a, eps, m)
+        _forward_train_g1(sum_var_s, var_a, std_g[g0:g1], inv_std_a, eps, m, like)
         inv_std_e = _layout.spread(inv_std_a, K * I)
-        mu_e = _layout.spread(mu_a, K * I)
-        _forward_train_e_cols(x, out, inv_std_e, mu_e, 0, O, j0, j1)
+        mu_hi_e = _layout.spread(mu_hi_a, K * I)
+        mu_lo_e = _layout.spread(mu_lo_a, K * I)
+        _forward_train_e_cols(x, out, inv_std_e, mu_hi_e, mu_lo_e, 0, O, j0, j1)
 
 
 def _forward_train_cols(x, out, std_g, eps, m, P, K, I, G, GT):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
-    _layout.parallel(_forward_train_cols_l0, TC, (x, out, std_g, eps, m, K, I, G, GT, O,), x.size)
+    like = numpy.empty(0, x.dtype)
+    _layout.parallel(_forward_train_cols_l0, TC, (x, out, std_g, eps, m, K, I, G, GT, O, like,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
@@ -199,15 +216,16 @@ def _forward_train_tall_l1(x, K, I, G, RC, GT, TC, O, mu_a, sum_var_r, t0, t1):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _forward_train_tall_l2(x, out, K, I, G, RC, GT, TC, O, inv_std_a, mu_a, t0, t1):
+def _forward_train_tall_l2(x, out, K, I, G, RC, GT, TC, O, inv_std_a, mu_hi_a, mu_lo_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         inv_std_e = _layout.spread(inv_std_a[g0:g1], K * I)
-        mu_e = _layout.spread(mu_a[g0:g1], K * I)
-        _forward_train_e_cols(x, out, inv_std_e, mu_e, o0, o1, j0, j1)
+        mu_hi_e = _layout.spread(mu_hi_a[g0:g1], K * I)
+        mu_lo_e = _layout.spread(mu_lo_a[g0:g1], K * I)
+        _forward_train_e_cols(x, out, inv_std_e, mu_hi_e, mu_lo_e, o0, o1, j0, j1)
 
 
 def _forward_train_tall(x, out, std_g, eps, m, P, K, I, G, RC, GT):
@@ -216,21 +234,24 @@ def _forward_train_tall(x, out, std_g, eps, m, P, K, I, G, RC, GT):
     sum_x_s = numpy.empty(G)
     sum_var_s = numpy.empty(G)
     mu_a = numpy.empty(G)
+    mu_hi_a = numpy.empty(G, x.dtype)
+    mu_lo_a = numpy.empty(G, x.dtype)
     var_a = numpy.empty(G)
-    inv_std_a = numpy.empty(G)
+    inv_std_a = numpy.empty(G, x.dtype)
+    like = numpy.empty(0, x.dtype)
     sum_x_r = numpy.empty((RC, G))
     _layout.parallel(_forward_train_tall_l0, RC * TC, (x, K, I, G, RC, GT, TC, O, sum_x_r,), x.size)
     _layout.sum_chunks(sum_x_r, sum_x_s)
-    _forward_train_g0(sum_x_s, mu_a, m)
+    _forward_train_g0(sum_x_s, mu_a, mu_hi_a, mu_lo_a, m, like)
     sum_var_r = numpy.empty((RC, G))
     _layout.parallel(_forward_train_tall_l1, RC * TC, (x, K, I, G, RC, GT, TC, O, mu_a, sum_var_r,), x.size)
     _layout.sum_chunks(sum_var_r, sum_var_s)
-    _forward_train_g1(sum_var_s, var_a, std_g, inv_std_a, eps, m)
-    _layout.parallel(_forward_train_tall_l2, RC * TC, (x, out, K, I, G, RC, GT, TC, O, inv_std_a, mu_a,), x.size)
+    _forward_train_g1(sum_var_s, var_a, std_g, inv_std_a, eps, m, like)
+    _layout.parallel(_forward_train_tall_l2, RC * TC, (x, out, K, I, G, RC, GT, TC, O, inv_std_a, mu_hi_a, mu_lo_a,), x.size)
 
 
 def _forward_train(lay, x, out, std_g, eps, m):
-    """Forward pass, training mode. Pass 1 sums sum_x (float64) in each group; then mu. Pass 2 sums sum_var (float64) in each group; then var, std, inv_std. Pass 3: out, elementwise."""
+    """Forward pass, training mode. Pass 1 sums sum_x (float64) in each group; then mu, mu_hi, mu_lo. Pass 2 sums sum_var (float64) in each group; then var, std, inv_std. Pass 3: out, elementwise."""
     if lay.strategy == "cols":
         _forward_train_cols(lay.cols(x), lay.cols(out), std_g, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
     elif lay.strategy == "tall":
@@ -249,7 +270,7 @@ def _backward_compact_p0_rows(dout, out):
     return (sum_dout, sum_dout_out,)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _backward_compact_e_rows(dout, out, dx, coef_1, coef_dout, coef_out):
     for j in range(dout.shape[0]):
         dx[j] = dout[j]*coef_dout + out[j]*coef_out + coef_1
@@ -303,7 +324,7 @@ def _backward_compact_p0_cols(dout, out, sum_dout, sum_dout_out, o0, o1, j0, j1)
             sum_dout_out[q] += numpy.float64(dout[ou, j])*numpy.float64(out[ou, j])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _backward_compact_e_cols(dout, out, dx, coef_1, coef_dout, coef_out, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -418,7 +439,7 @@ def _backward_staged_p0_rows(dout, out):
     return (sum_dout_out, sum_dout,)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _backward_staged_e_rows(dout, out, dx, dx_coef_1, dx_coef_dout, dx_coef_out):
     for j in range(dout.shape[0]):
         dx[j] = dout[j]*dx_coef_dout + out[j]*dx_coef_out + dx_coef_1
@@ -474,7 +495,7 @@ def _backward_staged_p0_cols(dout, out, sum_dout_out, sum_dout, o0, o1, j0, j1):
             sum_dout[q] += numpy.float64(dout[ou, j])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _backward_staged_e_cols(dout, out, dx, dx_coef_1, dx_coef_dout, dx_coef_out, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -597,15 +618,17 @@ def _forward_step_p1_rows(x, mu):
     return (sum_var,)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_step_e_rows(x, out, inv_std, mu):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+def _forward_step_e_rows(x, out, inv_std, mu_hi, mu_lo):
     for j in range(x.shape[0]):
-        out[j] = inv_std*(x[j] - mu)
+        x_mu_hi = x[j] - mu_hi
+        out[j] = inv_std*(x_mu_hi - mu_lo)
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
 def _forward_step_rows_l0(x, out, mu_g, std_g, eps, m, P, chunks, G, O, K, c0, c1):
     for c in range(c0, c1):
+        work = x.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             sum_x = 0.0
@@ -614,6 +637,8 @@ def _forward_step_rows_l0(x, out, mu_g, std_g, eps, m, P, chunks, G, O, K, c0, c
                     sum_x_run, = _forward_step_p0_rows(x[o, g, k])
                     sum_x += sum_x_run
             mu = sum_x/m
+            mu_hi = work(mu)
+            mu_lo = work(mu - mu_hi)
             mu_g[g] = mu
             sum_var = 0.0
             for o in range(O):
@@ -622,11 +647,11 @@ def _forward_step_rows_l0(x, out, mu_g, std_g, eps, m, P, chunks, G, O, K, c0, c
                     sum_var += sum_var_run
             var = sum_var/m
             std = math.sqrt(eps + var)
-            inv_std = 1/std
+            inv_std = work(1/std)
             std_g[g] = std
             for o in range(O):
                 for k in range(K):
-                    _forward_step_e_rows(x[o, g, k], out[o, g, k], inv_std, mu)
+                    _forward_step_e_rows(x[o, g, k], out[o, g, k], inv_std, mu_hi, mu_lo)
 
 
 def _forward_step_rows(x, out, mu_g, std_g, eps, m, P, chunks):
@@ -672,60 +697,71 @@ def _forward_step_p1_cols(x, mu, sum_var, o0, o1, j0, j1):
             sum_var[q] += (numpy.float64(x[ou, j]) - numpy.float64(mu[q]))**2
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_step_e_cols(x, out, inv_std, mu, o0, o1, j0, j1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+def _forward_step_e_cols(x, out, inv_std, mu_hi, mu_lo, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
-            out[ou, j] = inv_std[q]*(x[ou, j] - mu[q])
+            x_mu_hi = x[ou, j] - mu_hi[q]
+            out[ou, j] = inv_std[q]*(x_mu_hi - mu_lo[q])
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_step_g0(sum_x, mu_w, m):
+def _forward_step_g0(sum_x, mu_w, mu_hi_w, mu_lo_w, m, like):
+    work = like.dtype.type
     for g in range(sum_x.shape[0]):
         mu = sum_x[g]/m
+        mu_hi = work(mu)
+        mu_lo = work(mu - mu_hi)
         mu_w[g] = mu
+        mu_hi_w[g] = mu_hi
+        mu_lo_w[g] = mu_lo
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_step_g1(sum_var, var_w, std_w, inv_std_w, eps, m):
+def _forward_step_g1(sum_var, var_w, std_w, inv_std_w, eps, m, like):
+    work = like.dtype.type
     for g in range(sum_var.shape[0]):
         var = sum_var[g]/m
         std = math.sqrt(eps + var)
-        inv_std = 1/std
+        inv_std = work(1/std)
         var_w[g] = var
         std_w[g] = std
         inv_std_w[g] = inv_std
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _forward_step_cols_l0(x, out, mu_g, std_g, eps, m, K, I, G, GT, O, tc0, tc1):
+def _forward_step_cols_l0(x, out, mu_g, std_g, eps, m, K, I, G, GT, O, like, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         sum_x_s = numpy.empty(g1 - g0)
         sum_var_s = numpy.empty(g1 - g0)
+        mu_hi_a = numpy.empty(g1 - g0, x.dtype)
+        mu_lo_a = numpy.empty(g1 - g0, x.dtype)
         var_a = numpy.empty(g1 - g0)
-        inv_std_a = numpy.empty(g1 - g0)
+        inv_std_a = numpy.empty(g1 - g0, x.dtype)
         sum_x_t = numpy.zeros(j1 - j0)
         _forward_step_p0_cols(x, sum_x_t, 0, O, j0, j1)
         _layout.fold(sum_x_t, K * I, sum_x_s)
-        _forward_step_g0(sum_x_s, mu_g[g0:g1], m)
+        _forward_step_g0(sum_x_s, mu_g[g0:g1], mu_hi_a, mu_lo_a, m, like)
         mu_e = _layout.spread(mu_g[g0:g1], K * I)
         sum_var_t = numpy.zeros(j1 - j0)
         _forward_step_p1_cols(x, mu_e, sum_var_t, 0, O, j0, j1)
         _layout.fold(sum_var_t, K * I, sum_var_s)
-        _forward_step_g1(sum_var_s, var_a, std_g[g0:g1], inv_std_a, eps, m)
+        _forward_step_g1(sum_var_s, var_a, std_g[g0:g1], inv_std_a, eps, m, like)
         inv_std_e = _layout.spread(inv_std_a, K * I)
-        mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        _forward_step_e_cols(x, out, inv_std_e, mu_e, 0, O, j0, j1)
+        mu_hi_e = _layout.spread(mu_hi_a, K * I)
+        mu_lo_e = _layout.spread(mu_lo_a, K * I)
+        _forward_step_e_cols(x, out, inv_std_e, mu_hi_e, mu_lo_e, 0, O, j0, j1)
 
 
 def _forward_step_cols(x, out, mu_g, std_g, eps, m, P, K, I, G, GT):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
-    _layout.parallel(_forward_step_cols_l0, TC, (x, out, mu_g, std_g, eps, m, K, I, G, GT, O,), x.size)
+    like = numpy.empty(0, x.dtype)
+    _layout.parallel(_forward_step_cols_l0, TC, (x, out, mu_g, std_g, eps, m, K, I, G, GT, O, like,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
@@ -754,15 +790,16 @@ def _forward_step_tall_l1(x, mu_g, K, I, G, RC, GT, TC, O, sum_var_r, t0, t1):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _forward_step_tall_l2(x, out, mu_g, K, I, G, RC, GT, TC, O, inv_std_a, t0, t1):
+def _forward_step_tall_l2(x, out, K, I, G, RC, GT, TC, O, inv_std_a, mu_hi_a, mu_lo_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         inv_std_e = _layout.spread(inv_std_a[g0:g1], K * I)
-        mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        _forward_step_e_cols(x, out, inv_std_e, mu_e, o0, o1, j0, j1)
+        mu_hi_e = _layout.spread(mu_hi_a[g0:g1], K * I)
+        mu_lo_e = _layout.spread(mu_lo_a[g0:g1], K * I)
+        _forward_step_e_cols(x, out, inv_std_e, mu_hi_e, mu_lo_e, o0, o1, j0, j1)
 
 
 def _forward_step_tall(x, out, mu_g, std_g, eps, m, P, K, I, G, RC, GT):
@@ -770,21 +807,24 @@ def _forward_step_tall(x, out, mu_g, std_g, eps, m, P, K, I, G, RC, GT):
     TC = (G + GT - 1) // GT
     sum_x_s = numpy.empty(G)
     sum_var_s = numpy.empty(G)
+    mu_hi_a = numpy.empty(G, x.dtype)
+    mu_lo_a = numpy.empty(G, x.dtype)
     var_a = numpy.empty(G)
-    inv_std_a = numpy.empty(G)
+    inv_std_a = numpy.empty(G, x.dtype)
+    like = numpy.empty(0, x.dtype)
     sum_x_r = numpy.empty((RC, G))
     _layout.parallel(_forward_step_tall_l0, RC * TC, (x, K, I, G, RC, GT, TC, O, sum_x_r,), x.size)
     _layout.sum_chunks(sum_x_r, sum_x_s)
-    _forward_step_g0(sum_x_s, mu_g, m)
+    _forward_step_g0(sum_x_s, mu_g, mu_hi_a, mu_lo_a, m, like)
     sum_var_r = numpy.empty((RC, G))
     _layout.parallel(_forward_step_tall_l1, RC * TC, (x, mu_g, K, I, G, RC, GT, TC, O, sum_var_r,), x.size)
     _layout.sum_chunks(sum_var_r, sum_var_s)
-    _forward_step_g1(sum_var_s, var_a, std_g, inv_std_a, eps, m)
-    _layout.parallel(_forward_step_tall_l2, RC * TC, (x, out, mu_g, K, I, G, RC, GT, TC, O, inv_std_a,), x.size)
+    _forward_step_g1(sum_var_s, var_a, std_g, inv_std_a, eps, m, like)
+    _layout.parallel(_forward_step_tall_l2, RC * TC, (x, out, K, I, G, RC, GT, TC, O, inv_std_a, mu_hi_a, mu_lo_a,), x.size)
 
 
 def _forward_step(lay, x, out, mu_g, std_g, eps, m):
-    """Forward pass, training mode: the output and per-group values only. Pass 1 sums sum_x (float64) in each group; then mu. Pass 2 sums sum_var (float64) in each group; then var, std, inv_std. Pass 3: out, elementwise."""
+    """Forward pass, training mode: the output and per-group values only. Pass 1 sums sum_x (float64) in each group; then mu, mu_hi, mu_lo. Pass 2 sums sum_var (float64) in each group; then var, std, inv_std. Pass 3: out, elementwise."""
     if lay.strategy == "cols":
         _forward_step_cols(lay.cols(x), lay.cols(out), mu_g, std_g, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
     elif lay.strategy == "tall":
@@ -803,7 +843,7 @@ def _backward_step_p1_rows(dout, x, mu):
     return (sum_dout, sum_dout_out_acc,)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _backward_step_e_rows(dout, x, dx, coef_1, coef_dout, coef_out, inv_std, mu):
     for j in range(dout.shape[0]):
         out = inv_std*(x[j] - mu)
@@ -861,7 +901,7 @@ def _backward_step_p1_cols(dout, x, mu, sum_dout, sum_dout_out_acc, o0, o1, j0, 
             sum_dout_out_acc[q] += numpy.float64(dout[ou, j])*(numpy.float64(x[ou, j]) - numpy.float64(mu[q]))
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
 def _backward_step_e_cols(dout, x, dx, coef_1, coef_dout, coef_out, inv_std, mu, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)

@@ -8,6 +8,9 @@ from ...ir.program import is_scalar
 
 #: the numba decorator of the inner loops (the drivers are outlined: see :mod:`.outline`)
 INNER = "@numba.njit(fastmath=_FASTMATH, cache=True)"
+#: the numba decorator of the elementwise loops: the same without reassociation ((x - mu_hi) - mu_lo
+#: must not become x - (mu_hi + mu_lo), which rounds mu_lo away)
+ELEMENTS = "@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)"
 
 
 class Emit:

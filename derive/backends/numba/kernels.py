@@ -29,7 +29,7 @@ import sympy as sp
 from ...ir.layout import Loops
 from ...ir.program import Function, KernelIR, is_scalar
 from ...math.algebra import Elem
-from .columns import INNER, Columns, Emit
+from .columns import ELEMENTS, INNER, Columns, Emit
 from .outline import DEF, outline
 
 #: the arguments of a cols inner function that say which block of the tile it runs: rows o0..o1, columns j0..j1
@@ -198,7 +198,7 @@ class Printed(Columns):
         name = f"{self.name}_e_{mode}"
         table = self.table(mode, elems + stores + ops)
         e = Emit()
-        e(0, INNER)
+        e(0, ELEMENTS)
         bounds = list(BLOCK) if mode == "cols" else []
         at = "[ou, j]" if mode == "cols" else "[j]"
         e(0, f"def {name}({', '.join(elems + stores + ops + scal + bounds)}):")
