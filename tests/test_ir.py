@@ -336,22 +336,31 @@ def test_no_elementwise_loop_divides_by_a_per_group_value():
 def test_the_training_step_moves_no_per_element_value_but_the_output():
     """generated.torch's training pair (derive.ir.step): forward_step writes the output and per-group
     values only, and backward_step reads x, dout, the leaves and per-group values -- it recomputes x̂
-    from x by the forward's own assignment, so a training step neither writes nor reads x̂.  Checked for
-    every library entry; its kernels are checked against torch autograd by the torch tests."""
+    from x by the forward's own assignment, so a training step neither writes nor reads x̂; the same of
+    test mode (forward_test_step, backward_test_step).  Checked for every library entry; its kernels are
+    checked against torch autograd by the torch tests."""
     from _derived import all_default
     from derive.output import render
+    pairs = 0
     for build in render.builds(list(all_default())):
         ir = build.ir
-        fwd, bwd = ir["forward_step"], ir["backward_step"]
-        written = [s for s in fwd.results if isinstance(s, Elem)]
-        assert written == [ir.output], (build.spec.name, written)
-        leaves = {ir.x, ir.dy, *ir.params, *ir.inputs, *(dm.input for dm in ir.domains)}
-        element_reads = {s for s in bwd.reads if isinstance(s, Elem)}
-        assert element_reads <= leaves, (build.spec.name, element_reads - leaves)
-        compact = ir["backward_compact"]
-        recomputed = bwd.body[:len(bwd.body) - len(compact.body)]
-        assert bwd.body[len(recomputed):] == compact.body
-        assert all(a in ir["forward_train"].body and isinstance(a.target, Elem) for a in recomputed)
-        assert {a.target for a in recomputed} >= {s for s in compact.reads if isinstance(s, Elem)} - leaves
-        assert {s for s in fwd.results if not isinstance(s, Elem)} >= set(bwd.reads) - leaves - set(bwd.scalars) \
-            - set(ir.reads_running) - {s for dm in ir.domains for s in dm.stats}
+        for forward, backward, source, proved in (("forward_step", "backward_step", "forward_train", "backward_compact"),
+                                                  ("forward_test_step", "backward_test_step", "forward_test",
+                                                   "backward_test")):
+            if ir.get(forward) is None:
+                continue
+            pairs += 1
+            fwd, bwd = ir[forward], ir[backward]
+            written = [s for s in fwd.results if isinstance(s, Elem)]
+            assert written == [ir.output], (build.spec.name, forward, written)
+            leaves = {ir.x, ir.dy, *ir.params, *ir.inputs, *(dm.input for dm in ir.domains)}
+            element_reads = {s for s in bwd.reads if isinstance(s, Elem)}
+            assert element_reads <= leaves, (build.spec.name, backward, element_reads - leaves)
+            compact = ir[proved]
+            recomputed = bwd.body[:len(bwd.body) - len(compact.body)]
+            assert bwd.body[len(recomputed):] == compact.body
+            assert all(a in ir[source].body and isinstance(a.target, Elem) for a in recomputed)
+            assert {a.target for a in recomputed} >= {s for s in compact.reads if isinstance(s, Elem)} - leaves
+            assert {s for s in fwd.results if not isinstance(s, Elem)} >= set(bwd.reads) - leaves - set(bwd.scalars) \
+                - set(ir.reads_running) - set(ir.stats) - {s for dm in ir.domains for s in dm.stats}
+    assert pairs > 11

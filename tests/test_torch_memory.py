@@ -1,6 +1,6 @@
 """What a training step through generated.torch keeps and makes, as torch's own layers do: the backward
-saves x and per-group values only (x̂ is recomputed from x, derive.ir.step), and it makes no tensor of
-x's size for the statistics' gradients, which nothing reads.  On the printed operations (a small
+saves x and per-group values only (x̂ is recomputed from x, derive.ir.step; in training and in eval
+mode), and it makes no tensor of x's size for the statistics' gradients, which nothing reads.  On the printed operations (a small
 input) and on the numba kernels (a large float32 one, when numba imports)."""
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ CASES = [("batch_norm", (64, 32), lambda x, w, b: gt.batch_norm(x, None, None, w
          ("batch_norm", (8, 16, 5, 5), lambda x, w, b: gt.batch_norm(x, None, None, w, b, training=True)),
          ("layer_norm", (64, 32), lambda x, w, b: gt.layer_norm(x, (x.shape[-1],), w, b)),
          ("group_norm", (4, 16, 5, 5), lambda x, w, b: gt.group_norm(x, 4, w, b)),
-         ("rms_norm", (64, 32), lambda x, w, b: gt.rms_norm(x, (x.shape[-1],), w))]
+         ("rms_norm", (64, 32), lambda x, w, b: gt.rms_norm(x, (x.shape[-1],), w)),
+         ("batch_norm_eval", (64, 32), lambda x, w, b: gt.batch_norm(x, torch.zeros(x.shape[1]), torch.ones(x.shape[1]),
+                                                                     w, b, training=False))]
 SIZES = {"small": 1, "large": 64}   # large: the numba kernels' size (generated.torch._runtime.NUMBA_MIN_ELEMENTS)
 
 
@@ -101,8 +103,9 @@ def test_a_plain_call_skips_the_dispatcher_and_gives_the_operators_bits(name, sh
             with mode:
                 out = fn(x, w, b)
                 out.backward(torch.ones_like(out))
-            assert any("_forward_train" in n for n in mode.names), mode.names
-            assert any("_backward_train" in n for n in mode.names), mode.names
+            stage = "test" if name.endswith("_eval") else "train"
+            assert any(f"_forward_{stage}" in n for n in mode.names), mode.names
+            assert any(f"_backward_{stage}" in n for n in mode.names), mode.names
         results.append((out.detach(), x.grad, w.grad, b.grad))
     for a, b in zip(*results):
         assert (a is None and b is None) or torch.equal(a, b)

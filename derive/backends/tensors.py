@@ -114,11 +114,11 @@ def reads(f: Function | None, ir: KernelIR) -> list[str]:
     return [s.name for s in f.arrays if s != ir.dy] if f is not None else []
 
 
-def tensor_context(ir: KernelIR, code, backward: str = "backward_compact") -> dict:
+def tensor_context(ir: KernelIR, code, backward: str = "backward_compact", test_backward: str = "backward_test") -> dict:
     """The printed kernels of one entry, for templates/torch_kernels.py.jinja and jax_kernels.py.jinja:
     each IR function printed by ``code``, what each backward reads, and what the forward must save;
-    ``backward``: the IR function printed as the training backward (torch's: ``backward_step``, which
-    recomputes x̂ from x)."""
+    ``backward``, ``test_backward``: the IR functions printed as the training and test-mode backward
+    (torch's: ``backward_step`` and ``backward_test_step``, which recompute x̂ from x)."""
     params = [p.name for p in ir.params]
     inputs = {ir.x.name, *params, *(s.name for s in ir.inputs), *(s.name for s in ir.reads_running),
               *(s.name for dm in ir.domains for s in dm.stats)}
@@ -127,7 +127,7 @@ def tensor_context(ir: KernelIR, code, backward: str = "backward_compact") -> di
         saved = [n for n in names if n not in known]
         return saved, [(n, n if n in known else f'values["{n}"]') for n in names]
 
-    train, test = ir[backward], ir.get("backward_test")
+    train, test = ir[backward], ir.get(test_backward)
     saved_train, args_train = arguments(reads(train, ir), inputs)
     # test mode's statistics are inputs of its functions (the running values), not values it computes
     saved_test, args_test = arguments(reads(test, ir), inputs | {s.name for s in ir.stats})

@@ -25,7 +25,8 @@ Functions (those the derivation has):
 * ``backward2``: the double backward (reverse mode over the backward graph), its upstream adjoints
   ``bar_dx``, ``bar_dgamma``, ... in, the gradients of dout, x and the parameters out;
 * ``forward_step`` / ``backward_step``: generated.torch's training pair (:mod:`derive.ir.step`): the
-  forward without the per-element values, the compact backward recomputing them from x.
+  forward without the per-element values, the compact backward recomputing them from x; and
+  ``forward_test_step`` / ``backward_test_step``, the same of test mode.
 
 Everything is in code names (:mod:`derive.ir.names`); what each function reads comes from free
 symbols, and the loop schedule of each (:mod:`derive.ir.schedule`) is decided here, once.
@@ -191,6 +192,8 @@ DOCS = {
     "backward2": "Double backward: reverse mode over the backward graph.",
     "forward_step": "Forward pass, training mode: the output and per-group values only.",
     "backward_step": "Backward pass, the compact form, recomputing from x the per-element values it reads.",
+    "forward_test_step": "Forward pass, test mode (running statistics): the output and per-group values only.",
+    "backward_test_step": "Backward pass, test mode, recomputing from x the per-element values it reads.",
 }
 
 
@@ -274,7 +277,11 @@ def build(d: Derivation, reserved=()) -> KernelIR:
     kept = set().union(*cached.values()) | stats
     bodies["forward_step"] = bodies["forward_train"]
     bodies["backward_step"] = recomputed(bodies["forward_train"], bodies["backward_compact"])
-    kept_step = reads(bodies["backward_step"]) | domain_reads | stats
+    kept_for = {"forward_step": reads(bodies["backward_step"]) | domain_reads | stats}
+    if "forward_test" in bodies:
+        bodies["forward_test_step"] = bodies["forward_test"]
+        bodies["backward_test_step"] = recomputed(bodies["forward_test"], bodies["backward_test"])
+        kept_for["forward_test_step"] = reads(bodies["backward_test_step"]) | {names[model.output.symbol]}
     sec = None
     if two is not None:
         sec = Second(tuple(names[u] for u in two[1].upstream),
@@ -282,7 +289,7 @@ def build(d: Derivation, reserved=()) -> KernelIR:
     functions = {}
     for key, body in bodies.items():
         if key.startswith("forward"):
-            results = tuple(a.target for a in body if a.target in (kept_step if key == "forward_step" else kept))
+            results = tuple(a.target for a in body if a.target in kept_for.get(key, kept))
         elif key == "backward2":
             results = tuple(r for _, r in sec.results if r is not None)
         else:

@@ -1560,6 +1560,350 @@ def _backward_step(lay, dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, d
         _backward_step_rows(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.chunks)
 
 
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+def _forward_test_step_e_rows(x, out, beta, d, gamma, inv_std, mu, r):
+    for j in range(x.shape[0]):
+        xhat = d + inv_std*r*(x[j] - mu)
+        out[j] = xhat*gamma + beta
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_test_step_rows_l0(x, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, chunks, G, O, K, c0, c1):
+    for c in range(c0, c1):
+        work = x.dtype.type
+        for g in range(c * G // chunks, (c + 1) * G // chunks):
+            p = g % P
+            mu = mu_g[g]
+            var = var_g[g]
+            beta = beta_p[p]
+            gamma = gamma_p[p]
+            std = math.sqrt(eps + var)
+            std_run = std
+            r = work(min(max(1, 1/r_max), r_max))
+            d = work(min(max(0, -d_max), d_max))
+            inv_std = work(1/std)
+            std_g[g] = std
+            r_g[g] = r
+            d_g[g] = d
+            for o in range(O):
+                for k in range(K):
+                    _forward_test_step_e_rows(x[o, g, k], out[o, g, k], beta, d, gamma, inv_std, mu, r)
+
+
+def _forward_test_step_rows(x, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, chunks):
+    O, G, K, I = x.shape
+    _layout.parallel(_forward_test_step_rows_l0, chunks, (x, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, chunks, G, O, K,), x.size)
+
+
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+def _forward_test_step_e_cols(x, out, beta, d, gamma, inv_std, mu, r, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            xhat = d[q] + inv_std[q]*r[q]*(x[ou, j] - mu[q])
+            out[ou, j] = xhat*gamma[q] + beta[q]
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _forward_test_step_g0(var, std_w, r_w, d_w, inv_std_w, d_max, eps, r_max, like):
+    work = like.dtype.type
+    for g in range(var.shape[0]):
+        std = math.sqrt(eps + var[g])
+        std_run = std
+        r = work(min(max(1, 1/r_max), r_max))
+        d = work(min(max(0, -d_max), d_max))
+        inv_std = work(1/std)
+        std_w[g] = std
+        r_w[g] = r
+        d_w[g] = d
+        inv_std_w[g] = inv_std
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_test_step_cols_l0(x, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, K, I, G, GT, like, O, tc0, tc1):
+    for tc in range(tc0, tc1):
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        beta_t = _layout.per_group(beta_p, g0, g1, P)
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        inv_std_a = numpy.empty(g1 - g0, x.dtype)
+        _forward_test_step_g0(var_g[g0:g1], std_g[g0:g1], r_g[g0:g1], d_g[g0:g1], inv_std_a, d_max, eps, r_max, like)
+        beta_e = _layout.spread(beta_t, K * I)
+        d_e = _layout.spread(d_g[g0:g1], K * I)
+        gamma_e = _layout.spread(gamma_t, K * I)
+        inv_std_e = _layout.spread(inv_std_a, K * I)
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        r_e = _layout.spread(r_g[g0:g1], K * I)
+        _forward_test_step_e_cols(x, out, beta_e, d_e, gamma_e, inv_std_e, mu_e, r_e, 0, O, j0, j1)
+
+
+def _forward_test_step_cols(x, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, K, I, G, GT):
+    O = x.shape[0]
+    TC = (G + GT - 1) // GT
+    like = numpy.empty(0, x.dtype)
+    _layout.parallel(_forward_test_step_cols_l0, TC, (x, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, K, I, G, GT, like, O,), x.size)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_test_step_tall_l0(x, out, mu_g, r_g, d_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, t0, t1):
+    for t in range(t0, t1):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        beta_t = _layout.per_group(beta_p, g0, g1, P)
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        beta_e = _layout.spread(beta_t, K * I)
+        d_e = _layout.spread(d_g[g0:g1], K * I)
+        gamma_e = _layout.spread(gamma_t, K * I)
+        inv_std_e = _layout.spread(inv_std_a[g0:g1], K * I)
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        r_e = _layout.spread(r_g[g0:g1], K * I)
+        _forward_test_step_e_cols(x, out, beta_e, d_e, gamma_e, inv_std_e, mu_e, r_e, o0, o1, j0, j1)
+
+
+def _forward_test_step_tall(x, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, K, I, G, RC, GT):
+    O = x.shape[0]
+    TC = (G + GT - 1) // GT
+    inv_std_a = numpy.empty(G, x.dtype)
+    like = numpy.empty(0, x.dtype)
+    beta_all = _layout.per_group(beta_p, 0, G, P)
+    gamma_all = _layout.per_group(gamma_p, 0, G, P)
+    _forward_test_step_g0(var_g, std_g, r_g, d_g, inv_std_a, d_max, eps, r_max, like)
+    _layout.parallel(_forward_test_step_tall_l0, RC * TC, (x, out, mu_g, r_g, d_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a,), x.size)
+
+
+def _forward_test_step(lay, x, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max):
+    """Forward pass, test mode (running statistics): the output and per-group values only. Per group: std, std_run, r, d, inv_std. Pass 1: out, elementwise."""
+    if lay.strategy == "cols":
+        _forward_test_step_cols(lay.cols(x), lay.cols(out), mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+    elif lay.strategy == "tall":
+        _forward_test_step_tall(lay.cols(x), lay.cols(out), mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+    else:
+        _forward_test_step_rows(x, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, lay.P, lay.chunks)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_test_step_p1_rows(dout, x, d, inv_std, mu, r):
+    sum_dout_xhat = 0.0
+    sum_dout = 0.0
+    for j in range(dout.shape[0]):
+        sum_dout_xhat += numpy.float64(dout[j])*(numpy.float64(d) + numpy.float64(inv_std)*numpy.float64(r)*(numpy.float64(x[j]) - numpy.float64(mu)))
+        sum_dout += numpy.float64(dout[j])
+    return (sum_dout_xhat, sum_dout,)
+
+
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+def _backward_test_step_e_rows(dout, x, dx, d, dx_coef_dxhat, gamma, inv_std, mu, r):
+    for j in range(dout.shape[0]):
+        xhat = d + inv_std*r*(x[j] - mu)
+        dxhat = dout[j]*gamma
+        dx[j] = dxhat*dx_coef_dxhat
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_test_step_rows_l0(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, r_max, P, chunks, G, O, K, dgamma_g, dbeta_g, c0, c1):
+    for c in range(c0, c1):
+        work = dout.dtype.type
+        for g in range(c * G // chunks, (c + 1) * G // chunks):
+            p = g % P
+            d = d_g[g]
+            mu = mu_g[g]
+            r = r_g[g]
+            std = std_g[g]
+            gamma = gamma_p[p]
+            inv_std = work(1/std)
+            sum_dout_xhat = 0.0
+            sum_dout = 0.0
+            for o in range(O):
+                for k in range(K):
+                    sum_dout_xhat_run, sum_dout_run, = _backward_test_step_p1_rows(dout[o, g, k], x[o, g, k], d, inv_std, mu, r)
+                    sum_dout_xhat += sum_dout_xhat_run
+                    sum_dout += sum_dout_run
+            dx_coef_dxhat = work(min(max(1, 1/r_max), r_max)/std)
+            dgamma_g[g] = sum_dout_xhat
+            dbeta_g[g] = sum_dout
+            for o in range(O):
+                for k in range(K):
+                    _backward_test_step_e_rows(dout[o, g, k], x[o, g, k], dx[o, g, k], d, dx_coef_dxhat, gamma, inv_std, mu, r)
+
+
+def _backward_test_step_rows(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, r_max, P, chunks):
+    O, G, K, I = dout.shape
+    dgamma_g = dgamma_p if P == G else numpy.empty(G)
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    _layout.parallel(_backward_test_step_rows_l0, chunks, (dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, r_max, P, chunks, G, O, K, dgamma_g, dbeta_g,), dout.size)
+    if P != G:
+        _layout.combine_outer(dgamma_g, dgamma_p)
+    if P != G:
+        _layout.combine_outer(dbeta_g, dbeta_p)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_test_step_p1_cols(dout, x, d, inv_std, mu, r, sum_dout_xhat, sum_dout, o0, o1, j0, j1):
+    o = o0
+    while o + 4 <= o1:
+        u0 = numba.uint64(o + 0)
+        u1 = numba.uint64(o + 1)
+        u2 = numba.uint64(o + 2)
+        u3 = numba.uint64(o + 3)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_dout_xhat[q] += ((numpy.float64(dout[u0, j])*(numpy.float64(d[q]) + numpy.float64(inv_std[q])*numpy.float64(r[q])*(numpy.float64(x[u0, j]) - numpy.float64(mu[q]))) + numpy.float64(dout[u1, j])*(numpy.float64(d[q]) + numpy.float64(inv_std[q])*numpy.float64(r[q])*(numpy.float64(x[u1, j]) - numpy.float64(mu[q])))) + (numpy.float64(dout[u2, j])*(numpy.float64(d[q]) + numpy.float64(inv_std[q])*numpy.float64(r[q])*(numpy.float64(x[u2, j]) - numpy.float64(mu[q]))) + numpy.float64(dout[u3, j])*(numpy.float64(d[q]) + numpy.float64(inv_std[q])*numpy.float64(r[q])*(numpy.float64(x[u3, j]) - numpy.float64(mu[q])))))
+            sum_dout[q] += ((numpy.float64(dout[u0, j]) + numpy.float64(dout[u1, j])) + (numpy.float64(dout[u2, j]) + numpy.float64(dout[u3, j])))
+        o += 4
+    for o in range(o, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_dout_xhat[q] += numpy.float64(dout[ou, j])*(numpy.float64(d[q]) + numpy.float64(inv_std[q])*numpy.float64(r[q])*(numpy.float64(x[ou, j]) - numpy.float64(mu[q])))
+            sum_dout[q] += numpy.float64(dout[ou, j])
+
+
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+def _backward_test_step_e_cols(dout, x, dx, d, dx_coef_dxhat, gamma, inv_std, mu, r, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            xhat = d[q] + inv_std[q]*r[q]*(x[ou, j] - mu[q])
+            dxhat = dout[ou, j]*gamma[q]
+            dx[ou, j] = dxhat*dx_coef_dxhat[q]
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_test_step_g0(std, inv_std_w, like):
+    work = like.dtype.type
+    for g in range(std.shape[0]):
+        inv_std = work(1/std[g])
+        inv_std_w[g] = inv_std
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_test_step_g1(sum_dout_xhat, sum_dout, std, dx_coef_dxhat_w, dgamma, dbeta, r_max, like):
+    work = like.dtype.type
+    for g in range(sum_dout_xhat.shape[0]):
+        dx_coef_dxhat = work(min(max(1, 1/r_max), r_max)/std[g])
+        dx_coef_dxhat_w[g] = dx_coef_dxhat
+        dgamma[g] = sum_dout_xhat[g]
+        dbeta[g] = sum_dout[g]
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_test_step_cols_l0(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, r_max, P, K, I, G, GT, like, O, dgamma_g, dbeta_g, tc0, tc1):
+    for tc in range(tc0, tc1):
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        sum_dout_xhat_s = numpy.empty(g1 - g0)
+        sum_dout_s = numpy.empty(g1 - g0)
+        inv_std_a = numpy.empty(g1 - g0, dout.dtype)
+        dx_coef_dxhat_a = numpy.empty(g1 - g0, dout.dtype)
+        _backward_test_step_g0(std_g[g0:g1], inv_std_a, like)
+        d_e = _layout.spread(d_g[g0:g1], K * I)
+        inv_std_e = _layout.spread(inv_std_a, K * I)
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        r_e = _layout.spread(r_g[g0:g1], K * I)
+        sum_dout_xhat_t = numpy.zeros(j1 - j0)
+        sum_dout_t = numpy.zeros(j1 - j0)
+        _backward_test_step_p1_cols(dout, x, d_e, inv_std_e, mu_e, r_e, sum_dout_xhat_t, sum_dout_t, 0, O, j0, j1)
+        _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_s)
+        _layout.fold(sum_dout_t, K * I, sum_dout_s)
+        _backward_test_step_g1(sum_dout_xhat_s, sum_dout_s, std_g[g0:g1], dx_coef_dxhat_a, dgamma_g[g0:g1], dbeta_g[g0:g1], r_max, like)
+        d_e = _layout.spread(d_g[g0:g1], K * I)
+        dx_coef_dxhat_e = _layout.spread(dx_coef_dxhat_a, K * I)
+        gamma_e = _layout.spread(gamma_t, K * I)
+        inv_std_e = _layout.spread(inv_std_a, K * I)
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        r_e = _layout.spread(r_g[g0:g1], K * I)
+        _backward_test_step_e_cols(dout, x, dx, d_e, dx_coef_dxhat_e, gamma_e, inv_std_e, mu_e, r_e, 0, O, j0, j1)
+
+
+def _backward_test_step_cols(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, r_max, P, K, I, G, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    dgamma_g = dgamma_p if P == G else numpy.empty(G)
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    like = numpy.empty(0, dout.dtype)
+    _layout.parallel(_backward_test_step_cols_l0, TC, (dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, r_max, P, K, I, G, GT, like, O, dgamma_g, dbeta_g,), dout.size)
+    if P != G:
+        _layout.combine_outer(dgamma_g, dgamma_p)
+    if P != G:
+        _layout.combine_outer(dbeta_g, dbeta_p)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_test_step_tall_l0(dout, x, d_g, mu_g, r_g, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, sum_dout_xhat_r, sum_dout_r, t0, t1):
+    for t in range(t0, t1):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        d_e = _layout.spread(d_g[g0:g1], K * I)
+        inv_std_e = _layout.spread(inv_std_a[g0:g1], K * I)
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        r_e = _layout.spread(r_g[g0:g1], K * I)
+        sum_dout_xhat_t = numpy.zeros(j1 - j0)
+        sum_dout_t = numpy.zeros(j1 - j0)
+        _backward_test_step_p1_cols(dout, x, d_e, inv_std_e, mu_e, r_e, sum_dout_xhat_t, sum_dout_t, o0, o1, j0, j1)
+        _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_r[rc, g0:g1])
+        _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_test_step_tall_l1(dout, x, dx, d_g, mu_g, r_g, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_dxhat_a, inv_std_a, t0, t1):
+    for t in range(t0, t1):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
+        d_e = _layout.spread(d_g[g0:g1], K * I)
+        dx_coef_dxhat_e = _layout.spread(dx_coef_dxhat_a[g0:g1], K * I)
+        gamma_e = _layout.spread(gamma_t, K * I)
+        inv_std_e = _layout.spread(inv_std_a[g0:g1], K * I)
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        r_e = _layout.spread(r_g[g0:g1], K * I)
+        _backward_test_step_e_cols(dout, x, dx, d_e, dx_coef_dxhat_e, gamma_e, inv_std_e, mu_e, r_e, o0, o1, j0, j1)
+
+
+def _backward_test_step_tall(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, r_max, P, K, I, G, RC, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    sum_dout_xhat_s = numpy.empty(G)
+    sum_dout_s = numpy.empty(G)
+    inv_std_a = numpy.empty(G, dout.dtype)
+    dx_coef_dxhat_a = numpy.empty(G, dout.dtype)
+    dgamma_g = dgamma_p if P == G else numpy.empty(G)
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    like = numpy.empty(0, dout.dtype)
+    gamma_all = _layout.per_group(gamma_p, 0, G, P)
+    _backward_test_step_g0(std_g, inv_std_a, like)
+    sum_dout_xhat_r = numpy.empty((RC, G))
+    sum_dout_r = numpy.empty((RC, G))
+    _layout.parallel(_backward_test_step_tall_l0, RC * TC, (dout, x, d_g, mu_g, r_g, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, sum_dout_xhat_r, sum_dout_r,), dout.size)
+    _layout.sum_chunks(sum_dout_xhat_r, sum_dout_xhat_s)
+    _layout.sum_chunks(sum_dout_r, sum_dout_s)
+    _backward_test_step_g1(sum_dout_xhat_s, sum_dout_s, std_g, dx_coef_dxhat_a, dgamma_g, dbeta_g, r_max, like)
+    _layout.parallel(_backward_test_step_tall_l1, RC * TC, (dout, x, dx, d_g, mu_g, r_g, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_dxhat_a, inv_std_a,), dout.size)
+    if P != G:
+        _layout.combine_outer(dgamma_g, dgamma_p)
+    if P != G:
+        _layout.combine_outer(dbeta_g, dbeta_p)
+
+
+def _backward_test_step(lay, dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, r_max):
+    """Backward pass, test mode, recomputing from x the per-element values it reads. Per group: inv_std. Pass 1 sums sum_dout_xhat, sum_dout (float64) in each group; then dx_coef_dxhat. Pass 2: dx, elementwise."""
+    if lay.strategy == "cols":
+        _backward_test_step_cols(lay.cols(dout), lay.cols(x), lay.cols(dx), d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, r_max, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+    elif lay.strategy == "tall":
+        _backward_test_step_tall(lay.cols(dout), lay.cols(x), lay.cols(dx), d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, r_max, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+    else:
+        _backward_test_step_rows(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, r_max, lay.P, lay.chunks)
+
+
 def batch_renorm_forward(x, gamma, beta, bn_param):
     """Batch renormalization, forward pass (numba); the same contract as generated.batch_renorm_forward.
 
@@ -1872,15 +2216,13 @@ def forward_test(x, gamma, beta, mu, var, *, eps, r_max, d_max, momentum, m, axe
     returns the values generated.torch keeps (per-group ones shaped like a statistic, in the input's dtype)."""
     work = x.dtype
     lay = _layout.layout(x.shape, tuple(axes), _layout.param_axes(x.ndim, param_sum_axes), _VARYING)
-    xhat_k = lay.empty(work)
     out_k = lay.empty(work)
     std_g = numpy.empty(lay.groups)
     r_g = numpy.empty(lay.groups)
     d_g = numpy.empty(lay.groups)
-    _forward_test(
+    _forward_test_step(
         lay,
         lay.to_kernel(x),
-        xhat_k,
         out_k,
         lay.stat(mu, work),
         lay.stat(var, work),
@@ -1893,12 +2235,11 @@ def forward_test(x, gamma, beta, mu, var, *, eps, r_max, d_max, momentum, m, axe
         eps,
         r_max,
     )
-    xhat = lay.from_kernel(xhat_k)
     out = lay.from_kernel(out_k)
     std = std_g.reshape(lay.stat_shape).astype(work)
     r = r_g.reshape(lay.stat_shape).astype(work)
     d = d_g.reshape(lay.stat_shape).astype(work)
-    return {"xhat": xhat, "out": out, "std": std, "r": r, "d": d, }
+    return {"out": out, "std": std, "r": r, "d": d, }
 
 
 def backward_train_fused(dout, d, gamma, mu, r, std, x, *, eps, r_max, d_max, momentum, m, axes, param_sum_axes, **_):
@@ -1929,8 +2270,8 @@ def backward_train_fused(dout, d, gamma, mu, r, std, x, *, eps, r_max, d_max, mo
     return (dx, lay.param_out(dgamma_p, param_view).astype(work), lay.param_out(dbeta_p, param_view).astype(work),)
 
 
-def backward_test(dout, gamma, std, xhat, *, eps, r_max, d_max, momentum, m, axes, param_sum_axes, **_):
-    """The test-mode backward pass on NumPy arrays of the working view: generated.torch's kernel contract
+def backward_test(dout, d, gamma, mu, r, std, x, *, eps, r_max, d_max, momentum, m, axes, param_sum_axes, **_):
+    """The test-mode backward pass (x̂ recomputed from x) on NumPy arrays of the working view: generated.torch's kernel contract
     (the names and keywords of generated.torch.batch_renorm.backward_test), run by the numba kernels;
     returns (dx, dgamma, dbeta), each parameter's gradient shaped like the parameters of the view."""
     work = dout.dtype
@@ -1938,11 +2279,14 @@ def backward_test(dout, gamma, std, xhat, *, eps, r_max, d_max, momentum, m, axe
     dx_k = lay.empty(work)
     dgamma_p = numpy.empty(lay.param_shape)
     dbeta_p = numpy.empty(lay.param_shape)
-    _backward_test(
+    _backward_test_step(
         lay,
         lay.to_kernel(dout),
-        lay.to_kernel(xhat),
+        lay.to_kernel(x),
         dx_k,
+        lay.stat(d, work),
+        lay.stat(mu, work),
+        lay.stat(r, work),
         lay.stat(std, work),
         lay.param(gamma),
         dgamma_p,

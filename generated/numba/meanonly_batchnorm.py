@@ -1045,6 +1045,229 @@ def _backward_step(lay, dout, dx, dbeta_p, m):
         _backward_step_rows(dout, dx, dbeta_p, m, lay.P, lay.chunks)
 
 
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+def _forward_test_step_e_rows(x, out, beta, mu):
+    for j in range(x.shape[0]):
+        xc = x[j] - mu
+        out[j] = xc + beta
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_test_step_rows_l0(x, out, mu_g, beta_p, P, chunks, G, O, K, c0, c1):
+    for c in range(c0, c1):
+        for g in range(c * G // chunks, (c + 1) * G // chunks):
+            p = g % P
+            mu = mu_g[g]
+            beta = beta_p[p]
+            for o in range(O):
+                for k in range(K):
+                    _forward_test_step_e_rows(x[o, g, k], out[o, g, k], beta, mu)
+
+
+def _forward_test_step_rows(x, out, mu_g, beta_p, P, chunks):
+    O, G, K, I = x.shape
+    _layout.parallel(_forward_test_step_rows_l0, chunks, (x, out, mu_g, beta_p, P, chunks, G, O, K,), x.size)
+
+
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+def _forward_test_step_e_cols(x, out, beta, mu, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            xc = x[ou, j] - mu[q]
+            out[ou, j] = xc + beta[q]
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_test_step_cols_l0(x, out, mu_g, beta_p, P, K, I, G, GT, O, tc0, tc1):
+    for tc in range(tc0, tc1):
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        beta_t = _layout.per_group(beta_p, g0, g1, P)
+        beta_e = _layout.spread(beta_t, K * I)
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        _forward_test_step_e_cols(x, out, beta_e, mu_e, 0, O, j0, j1)
+
+
+def _forward_test_step_cols(x, out, mu_g, beta_p, P, K, I, G, GT):
+    O = x.shape[0]
+    TC = (G + GT - 1) // GT
+    _layout.parallel(_forward_test_step_cols_l0, TC, (x, out, mu_g, beta_p, P, K, I, G, GT, O,), x.size)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _forward_test_step_tall_l0(x, out, mu_g, beta_p, P, K, I, G, RC, GT, TC, O, t0, t1):
+    for t in range(t0, t1):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        beta_t = _layout.per_group(beta_p, g0, g1, P)
+        beta_e = _layout.spread(beta_t, K * I)
+        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        _forward_test_step_e_cols(x, out, beta_e, mu_e, o0, o1, j0, j1)
+
+
+def _forward_test_step_tall(x, out, mu_g, beta_p, P, K, I, G, RC, GT):
+    O = x.shape[0]
+    TC = (G + GT - 1) // GT
+    beta_all = _layout.per_group(beta_p, 0, G, P)
+    _layout.parallel(_forward_test_step_tall_l0, RC * TC, (x, out, mu_g, beta_p, P, K, I, G, RC, GT, TC, O,), x.size)
+
+
+def _forward_test_step(lay, x, out, mu_g, beta_p):
+    """Forward pass, test mode (running statistics): the output and per-group values only. Pass 1: out, elementwise."""
+    if lay.strategy == "cols":
+        _forward_test_step_cols(lay.cols(x), lay.cols(out), mu_g, beta_p, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+    elif lay.strategy == "tall":
+        _forward_test_step_tall(lay.cols(x), lay.cols(out), mu_g, beta_p, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+    else:
+        _forward_test_step_rows(x, out, mu_g, beta_p, lay.P, lay.chunks)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_test_step_p0_rows(dout):
+    sum_dout = 0.0
+    for j in range(dout.shape[0]):
+        sum_dout += numpy.float64(dout[j])
+    return (sum_dout,)
+
+
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+def _backward_test_step_e_rows(dout, dx):
+    for j in range(dout.shape[0]):
+        dxc = dout[j]
+        dx[j] = dxc
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_test_step_rows_l0(dout, dx, P, chunks, G, O, K, dbeta_g, c0, c1):
+    for c in range(c0, c1):
+        for g in range(c * G // chunks, (c + 1) * G // chunks):
+            p = g % P
+            sum_dout = 0.0
+            for o in range(O):
+                for k in range(K):
+                    sum_dout_run, = _backward_test_step_p0_rows(dout[o, g, k])
+                    sum_dout += sum_dout_run
+            dbeta_g[g] = sum_dout
+            for o in range(O):
+                for k in range(K):
+                    _backward_test_step_e_rows(dout[o, g, k], dx[o, g, k])
+
+
+def _backward_test_step_rows(dout, dx, dbeta_p, P, chunks):
+    O, G, K, I = dout.shape
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    _layout.parallel(_backward_test_step_rows_l0, chunks, (dout, dx, P, chunks, G, O, K, dbeta_g,), dout.size)
+    if P != G:
+        _layout.combine_outer(dbeta_g, dbeta_p)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_test_step_p0_cols(dout, sum_dout, o0, o1, j0, j1):
+    o = o0
+    while o + 4 <= o1:
+        u0 = numba.uint64(o + 0)
+        u1 = numba.uint64(o + 1)
+        u2 = numba.uint64(o + 2)
+        u3 = numba.uint64(o + 3)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_dout[q] += ((numpy.float64(dout[u0, j]) + numpy.float64(dout[u1, j])) + (numpy.float64(dout[u2, j]) + numpy.float64(dout[u3, j])))
+        o += 4
+    for o in range(o, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_dout[q] += numpy.float64(dout[ou, j])
+
+
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+def _backward_test_step_e_cols(dout, dx, o0, o1, j0, j1):
+    for o in range(o0, o1):
+        ou = numba.uint64(o)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            dxc = dout[ou, j]
+            dx[ou, j] = dxc
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _backward_test_step_g0(sum_dout, dbeta):
+    for g in range(sum_dout.shape[0]):
+        dbeta[g] = sum_dout[g]
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_test_step_cols_l0(dout, dx, K, I, G, GT, O, dbeta_g, tc0, tc1):
+    for tc in range(tc0, tc1):
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        sum_dout_s = numpy.empty(g1 - g0)
+        sum_dout_t = numpy.zeros(j1 - j0)
+        _backward_test_step_p0_cols(dout, sum_dout_t, 0, O, j0, j1)
+        _layout.fold(sum_dout_t, K * I, sum_dout_s)
+        _backward_test_step_g0(sum_dout_s, dbeta_g[g0:g1])
+        _backward_test_step_e_cols(dout, dx, 0, O, j0, j1)
+
+
+def _backward_test_step_cols(dout, dx, dbeta_p, P, K, I, G, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    _layout.parallel(_backward_test_step_cols_l0, TC, (dout, dx, K, I, G, GT, O, dbeta_g,), dout.size)
+    if P != G:
+        _layout.combine_outer(dbeta_g, dbeta_p)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_test_step_tall_l0(dout, K, I, G, RC, GT, TC, O, sum_dout_r, t0, t1):
+    for t in range(t0, t1):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        sum_dout_t = numpy.zeros(j1 - j0)
+        _backward_test_step_p0_cols(dout, sum_dout_t, o0, o1, j0, j1)
+        _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+def _backward_test_step_tall_l1(dout, dx, K, I, G, RC, GT, TC, O, t0, t1):
+    for t in range(t0, t1):
+        rc, tc = t // TC, t % TC
+        o0, o1 = rc * O // RC, (rc + 1) * O // RC
+        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
+        j0, j1 = g0 * K * I, g1 * K * I
+        _backward_test_step_e_cols(dout, dx, o0, o1, j0, j1)
+
+
+def _backward_test_step_tall(dout, dx, dbeta_p, P, K, I, G, RC, GT):
+    O = dout.shape[0]
+    TC = (G + GT - 1) // GT
+    sum_dout_s = numpy.empty(G)
+    dbeta_g = dbeta_p if P == G else numpy.empty(G)
+    sum_dout_r = numpy.empty((RC, G))
+    _layout.parallel(_backward_test_step_tall_l0, RC * TC, (dout, K, I, G, RC, GT, TC, O, sum_dout_r,), dout.size)
+    _layout.sum_chunks(sum_dout_r, sum_dout_s)
+    _backward_test_step_g0(sum_dout_s, dbeta_g)
+    _layout.parallel(_backward_test_step_tall_l1, RC * TC, (dout, dx, K, I, G, RC, GT, TC, O,), dout.size)
+    if P != G:
+        _layout.combine_outer(dbeta_g, dbeta_p)
+
+
+def _backward_test_step(lay, dout, dx, dbeta_p):
+    """Backward pass, test mode, recomputing from x the per-element values it reads. Pass 1 sums sum_dout (float64) in each group. Pass 2: dx, elementwise."""
+    if lay.strategy == "cols":
+        _backward_test_step_cols(lay.cols(dout), lay.cols(dx), dbeta_p, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+    elif lay.strategy == "tall":
+        _backward_test_step_tall(lay.cols(dout), lay.cols(dx), dbeta_p, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+    else:
+        _backward_test_step_rows(dout, dx, dbeta_p, lay.P, lay.chunks)
+
+
 def meanonly_batchnorm_forward(x, beta, bn_param):
     """Mean-only batch normalization, forward pass (numba); the same contract as generated.meanonly_batchnorm_forward.
 
@@ -1239,7 +1462,7 @@ def forward_test(x, beta, mu, *, momentum, m, axes, param_sum_axes, **_):
     work = x.dtype
     lay = _layout.layout(x.shape, tuple(axes), _layout.param_axes(x.ndim, param_sum_axes), _VARYING)
     out_k = lay.empty(work)
-    _forward_test(
+    _forward_test_step(
         lay,
         lay.to_kernel(x),
         out_k,
@@ -1271,14 +1494,14 @@ def backward_train_fused(dout, *, momentum, m, axes, param_sum_axes, **_):
 
 
 def backward_test(dout, *, momentum, m, axes, param_sum_axes, **_):
-    """The test-mode backward pass on NumPy arrays of the working view: generated.torch's kernel contract
+    """The test-mode backward pass (x̂ recomputed from x) on NumPy arrays of the working view: generated.torch's kernel contract
     (the names and keywords of generated.torch.meanonly_batchnorm.backward_test), run by the numba kernels;
     returns (dx, dbeta), each parameter's gradient shaped like the parameters of the view."""
     work = dout.dtype
     lay = _layout.layout(dout.shape, tuple(axes), _layout.param_axes(dout.ndim, param_sum_axes), _VARYING)
     dx_k = lay.empty(work)
     dbeta_p = numpy.empty(lay.param_shape)
-    _backward_test(
+    _backward_test_step(
         lay,
         lay.to_kernel(dout),
         dx_k,

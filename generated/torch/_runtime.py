@@ -168,13 +168,16 @@ def _keywords(constants, scalars):
     return kw
 
 
-def _outputs(result, outputs, like, inputs):
+def _outputs(result, outputs, like, inputs, kw):
     """The operator's outputs, in order and in ``like``'s dtype, none of them an input or another output
-    (an operator's outputs alias nothing)."""
+    (an operator's outputs alias nothing); a number (a per-group value that is a constant, as batch
+    renorm's r in test mode) is given the shape of its kind."""
     values = [result[name] for name, _ in outputs] if isinstance(result, dict) else list(result)
     taken = {t.untyped_storage().data_ptr() for t in inputs if t.numel()}
     out = []
-    for v in values:
+    for v, (_, kind) in zip(values, outputs):
+        if not isinstance(v, torch.Tensor):
+            v = _fake(kind, like, kw["stat_shape"], kw["param_sum_axes"]).fill_(v)
         v = v.to(like.dtype)
         if v.numel():
             ptr = v.untyped_storage().data_ptr()
@@ -234,7 +237,7 @@ def operator(entry, name, module, printed_name, tensors, constants, outputs):
         fn = getattr(kernels, name if name != "backward_train" else "backward_train_fused", None) \
             if kernels is not None else None
         result = (fn or printed)(*inputs, **kw)
-        return _outputs(result, outputs, inputs[0], inputs)
+        return _outputs(result, outputs, inputs[0], inputs, kw)
 
     def impl(*args):
         return one(impl_all(*args))
@@ -255,7 +258,7 @@ def operator(entry, name, module, printed_name, tensors, constants, outputs):
         for k in ("axes", "param_sum_axes", "outer_axes"):
             kw[k] = tuple(a % (batched[0].dim() - 1) + 1 for a in kw[k])
         kw["stat_shape"] = (info.batch_size, *kw["stat_shape"])
-        result = _outputs(printed(*batched, **kw), outputs, batched[0], batched)
+        result = _outputs(printed(*batched, **kw), outputs, batched[0], batched, kw)
         return one(result), one((0,) * len(result))
 
     op = torch.library.custom_op(f"{NAMESPACE}::{entry}_{name}", impl, mutates_args=(), schema=schema)

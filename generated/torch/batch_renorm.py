@@ -67,8 +67,9 @@ def update_running(buffers, *, mu, var, momentum, m, **_):
     _rt.store(buffers["running_var"], new_running_var)
 
 
-def backward_test(dout, gamma, std, xhat, *, eps, r_max, d_max, momentum, m, axes, param_sum_axes, outer_axes, **_):
+def backward_test(dout, d, gamma, mu, r, std, x, *, eps, r_max, d_max, momentum, m, axes, param_sum_axes, outer_axes, **_):
     """The backward pass of the test-mode (affine) map: the staged chain rule."""
+    xhat = d + r*(x - mu)/std
     dxhat = dout*gamma
     dx_coef_dxhat = _rt.stop_gradient(_rt.clamp_max(_rt.clamp_min(1, 1/r_max), r_max))/std
     dx = dxhat*dx_coef_dxhat
@@ -120,17 +121,17 @@ _forward_train = _rt.operator("batch_renorm", "forward_train", __name__, "forwar
                              (("out", "element"), ("d", "group"), ("mu", "group"), ("r", "group"), ("std", "group"), ("var", "group"), ))
 _forward_test = _rt.operator("batch_renorm", "forward_test", __name__, "forward_test",
                              ("x", "gamma", "beta", "mu", "var", ), ("eps", "r_max", "d_max", "momentum", ),
-                             (("out", "element"), ("std", "group"), ("xhat", "element"), ))
+                             (("out", "element"), ("d", "group"), ("r", "group"), ("std", "group"), ))
 _backward_train = _rt.operator("batch_renorm", "backward_train", __name__, "backward_train_fused",
                              ("dout", "d", "gamma", "mu", "r", "std", "x", ), ("eps", "r_max", "d_max", "momentum", ),
                              (("dx", "element"), ("dgamma", "param"), ("dbeta", "param"), ))
 _backward_test = _rt.operator("batch_renorm", "backward_test", __name__, "backward_test",
-                             ("dout", "gamma", "std", "xhat", ), ("eps", "r_max", "d_max", "momentum", ),
+                             ("dout", "d", "gamma", "mu", "r", "std", "x", ), ("eps", "r_max", "d_max", "momentum", ),
                              (("dx", "element"), ("dgamma", "param"), ("dbeta", "param"), ))
 
 #: what the training forward gives: the output, then the values the backward reads and the statistics
 TRAIN_VALUES = ("out", "d", "mu", "r", "std", "var", )
-TEST_VALUES = ("out", "std", "xhat", )
+TEST_VALUES = ("out", "d", "r", "std", )
 
 
 def _layout_args(const, layout):
@@ -255,7 +256,7 @@ class Test(torch.autograd.Function):
         values = dict(zip(TEST_VALUES, output))
         ctx.mark_non_differentiable(*output[1:])
         ctx.set_materialize_grads(False)  # no zeros of x's size for the statistics' gradients
-        ctx.save_for_backward(x, gamma, beta, mu, var, values["std"], values["xhat"])
+        ctx.save_for_backward(x, gamma, beta, mu, var, values["d"], values["r"], values["std"])
         ctx.save_for_forward(x, gamma, beta, mu, var)
         ctx.const, ctx.layout = const, layout
 
@@ -268,9 +269,9 @@ class Test(torch.autograd.Function):
             return (None,) * 3 + none
         if torch.is_grad_enabled():  # a second derivative: the printed operations, recorded
             values = forward_test(x, gamma, beta, **stats, **ctx.const, **ctx.layout)
-            return (*backward_test(dout, gamma=gamma, std=values["std"], xhat=values["xhat"], **ctx.const, **ctx.layout), *none)
-        values = dict(zip(("std", "xhat", ), rest))
-        grads = _backward_test(dout, gamma, values["std"], values["xhat"], *_layout_args(ctx.const, ctx.layout))
+            return (*backward_test(dout, d=values["d"], gamma=gamma, mu=mu, r=values["r"], std=values["std"], x=x, **ctx.const, **ctx.layout), *none)
+        values = dict(zip(("d", "r", "std", ), rest))
+        grads = _backward_test(dout, values["d"], gamma, mu, values["r"], values["std"], x, *_layout_args(ctx.const, ctx.layout))
         return (*grads, *none)
 
 

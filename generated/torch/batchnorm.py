@@ -61,8 +61,9 @@ def update_running(buffers, *, mu, var, momentum, m, **_):
     _rt.store(buffers["running_var"], new_running_var)
 
 
-def backward_test(dout, gamma, std, xhat, *, eps, momentum, m, axes, param_sum_axes, outer_axes, **_):
+def backward_test(dout, gamma, mu, std, x, *, eps, momentum, m, axes, param_sum_axes, outer_axes, **_):
     """The backward pass of the test-mode (affine) map: the staged chain rule."""
+    xhat = (x - mu)/std
     dxhat = dout*gamma
     dx_coef_dxhat = 1/std
     dx = dxhat*dx_coef_dxhat
@@ -114,17 +115,17 @@ _forward_train = _rt.operator("batchnorm", "forward_train", __name__, "forward_t
                              (("out", "element"), ("mu", "group"), ("std", "group"), ("var", "group"), ))
 _forward_test = _rt.operator("batchnorm", "forward_test", __name__, "forward_test",
                              ("x", "gamma", "beta", "mu", "var", ), ("eps", "momentum", ),
-                             (("out", "element"), ("std", "group"), ("xhat", "element"), ))
+                             (("out", "element"), ("std", "group"), ))
 _backward_train = _rt.operator("batchnorm", "backward_train", __name__, "backward_train_fused",
                              ("dout", "gamma", "mu", "std", "x", ), ("eps", "momentum", ),
                              (("dx", "element"), ("dgamma", "param"), ("dbeta", "param"), ))
 _backward_test = _rt.operator("batchnorm", "backward_test", __name__, "backward_test",
-                             ("dout", "gamma", "std", "xhat", ), ("eps", "momentum", ),
+                             ("dout", "gamma", "mu", "std", "x", ), ("eps", "momentum", ),
                              (("dx", "element"), ("dgamma", "param"), ("dbeta", "param"), ))
 
 #: what the training forward gives: the output, then the values the backward reads and the statistics
 TRAIN_VALUES = ("out", "mu", "std", "var", )
-TEST_VALUES = ("out", "std", "xhat", )
+TEST_VALUES = ("out", "std", )
 
 
 def _layout_args(const, layout):
@@ -249,7 +250,7 @@ class Test(torch.autograd.Function):
         values = dict(zip(TEST_VALUES, output))
         ctx.mark_non_differentiable(*output[1:])
         ctx.set_materialize_grads(False)  # no zeros of x's size for the statistics' gradients
-        ctx.save_for_backward(x, gamma, beta, mu, var, values["std"], values["xhat"])
+        ctx.save_for_backward(x, gamma, beta, mu, var, values["std"])
         ctx.save_for_forward(x, gamma, beta, mu, var)
         ctx.const, ctx.layout = const, layout
 
@@ -262,9 +263,9 @@ class Test(torch.autograd.Function):
             return (None,) * 3 + none
         if torch.is_grad_enabled():  # a second derivative: the printed operations, recorded
             values = forward_test(x, gamma, beta, **stats, **ctx.const, **ctx.layout)
-            return (*backward_test(dout, gamma=gamma, std=values["std"], xhat=values["xhat"], **ctx.const, **ctx.layout), *none)
-        values = dict(zip(("std", "xhat", ), rest))
-        grads = _backward_test(dout, gamma, values["std"], values["xhat"], *_layout_args(ctx.const, ctx.layout))
+            return (*backward_test(dout, gamma=gamma, mu=mu, std=values["std"], x=x, **ctx.const, **ctx.layout), *none)
+        values = dict(zip(("std", ), rest))
+        grads = _backward_test(dout, gamma, mu, values["std"], x, *_layout_args(ctx.const, ctx.layout))
         return (*grads, *none)
 
 

@@ -246,10 +246,10 @@ def forward_train(x, gamma, beta, running_var, running_mean, *, eps, r_max, d_ma
 
 
 @_rt.kernel(0)
-def _forward_test_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_mu, _ptr_var, _ptr_std, _ptr_r, _ptr_d, _ptr_beta, _ptr_gamma, _buf_parts, _buf_partials, _buf_outer, _buf_scal,
+def _forward_test_step_rows(_ptr_x, _ptr_out, _ptr_mu, _ptr_var, _ptr_std, _ptr_r, _ptr_d, _ptr_beta, _ptr_gamma, _buf_parts, _buf_partials, _buf_outer, _buf_scal,
         _O, _G, _P, _K, _I, _S, _NPN, _NBP, _FIRST: tl.constexpr, _LAST: tl.constexpr, _ONE: tl.constexpr,
         _BA: tl.constexpr, _BB: tl.constexpr, _ACC: tl.constexpr):
-    """Forward pass, test mode (running statistics). Rows: a tile is _BA groups of one parameter row times _BB positions of a group."""
+    """Forward pass, test mode (running statistics): the output and per-group values only. Rows: a tile is _BA groups of one parameter row times _BB positions of a group."""
     _pid = tl.program_id(0)
     _s = tl.program_id(1)
     _p = _pid % _P
@@ -285,7 +285,6 @@ def _forward_test_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_mu, _ptr_var, _ptr_std,
             inv_std = _div(1.0, std)
             xhat = d + inv_std[:, None]*r*(x - mu[:, None])
             out = xhat*gamma + beta
-            tl.store(_ptr_xhat + _off, xhat.to(_ptr_xhat.dtype.element_ty), mask=_mask)
             tl.store(_ptr_out + _off, out.to(_ptr_out.dtype.element_ty), mask=_mask)
             tl.store(_ptr_std + _g, std, mask=_ok)
             tl.store(_ptr_r + _g, r, mask=_ok)
@@ -307,7 +306,6 @@ def _forward_test_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_mu, _ptr_var, _ptr_std,
                         x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
                         xhat = d + inv_std[:, None]*r*(x - mu[:, None])
                         out = xhat*gamma + beta
-                        tl.store(_ptr_xhat + _off, xhat.to(_ptr_xhat.dtype.element_ty), mask=_mask)
                         tl.store(_ptr_out + _off, out.to(_ptr_out.dtype.element_ty), mask=_mask)
                 if _s == 0:
                     tl.store(_ptr_std + _g, std, mask=_ok)
@@ -319,10 +317,10 @@ def _forward_test_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_mu, _ptr_var, _ptr_std,
 
 
 @_rt.kernel(0)
-def _forward_test_columns(_ptr_x, _ptr_xhat, _ptr_out, _ptr_mu, _ptr_var, _ptr_std, _ptr_r, _ptr_d, _ptr_beta, _ptr_gamma, _buf_parts, _buf_partials, _buf_outer, _buf_scal,
+def _forward_test_step_columns(_ptr_x, _ptr_out, _ptr_mu, _ptr_var, _ptr_std, _ptr_r, _ptr_d, _ptr_beta, _ptr_gamma, _buf_parts, _buf_partials, _buf_outer, _buf_scal,
         _O, _G, _P, _K, _I, _S, _NPN, _NBP, _FIRST: tl.constexpr, _LAST: tl.constexpr, _ONE: tl.constexpr,
         _BA: tl.constexpr, _BB: tl.constexpr, _ACC: tl.constexpr):
-    """Forward pass, test mode (running statistics). Columns: a tile is _BA neighbouring groups times _BB rows."""
+    """Forward pass, test mode (running statistics): the output and per-group values only. Columns: a tile is _BA neighbouring groups times _BB rows."""
     _pid = tl.program_id(0)
     _s = tl.program_id(1)
     _g = _pid * _BA + tl.arange(0, _BA)
@@ -352,7 +350,6 @@ def _forward_test_columns(_ptr_x, _ptr_xhat, _ptr_out, _ptr_mu, _ptr_var, _ptr_s
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
             xhat = d + inv_std[:, None]*r*(x - mu[:, None])
             out = xhat*gamma[:, None] + beta[:, None]
-            tl.store(_ptr_xhat + _off, xhat.to(_ptr_xhat.dtype.element_ty), mask=_mask)
             tl.store(_ptr_out + _off, out.to(_ptr_out.dtype.element_ty), mask=_mask)
         if _s == 0:
             tl.store(_ptr_std + _g, std, mask=_ok)
@@ -362,12 +359,11 @@ def _forward_test_columns(_ptr_x, _ptr_xhat, _ptr_out, _ptr_mu, _ptr_var, _ptr_s
 
 
 def forward_test(x, gamma, beta, mu, var, *, eps, r_max, d_max, momentum, m, axes, **_):
-    """Forward pass, test mode (running statistics). The same arguments and results as generated.torch.batch_renorm.forward_test."""
+    """Forward pass, test mode (running statistics): the output and per-group values only. The same arguments and results as generated.torch.batch_renorm.forward_test."""
     _lay = _rt.layout(x, axes, (gamma, beta, ), _.get("param_sum_axes"))
     _dtype, _device = x.dtype, x.device
     _acc = _rt.accumulator(_dtype)
     _t_x = _lay.elements(x, "x")
-    _t_xhat = _lay.new_elements(_dtype, _device)
     _t_out = _lay.new_elements(_dtype, _device)
     _t_mu = _lay.groups(mu, "mu")
     _t_var = _lay.groups(var, "var")
@@ -377,9 +373,9 @@ def forward_test(x, gamma, beta, mu, var, *, eps, r_max, d_max, momentum, m, axe
     _t_beta = _lay.param(beta, "beta")
     _t_gamma = _lay.param(gamma, "gamma")
     _scal = _rt.scalars((d_max, eps, r_max, ), _acc, _device)
-    _partials, _outer = _rt.launch((_forward_test_rows, _forward_test_columns), _lay, (_t_x, _t_xhat, _t_out, _t_mu, _t_var, _t_std, _t_r, _t_d, _t_beta, _t_gamma), _scal,
+    _partials, _outer = _rt.launch((_forward_test_step_rows, _forward_test_step_columns), _lay, (_t_x, _t_out, _t_mu, _t_var, _t_std, _t_r, _t_d, _t_beta, _t_gamma), _scal,
                                    0, 0, 0)
-    return {"std": _lay.groups_out(_t_std), "r": _lay.groups_out(_t_r), "d": _lay.groups_out(_t_d), "xhat": _lay.elements_out(_t_xhat), "out": _lay.elements_out(_t_out), }
+    return {"std": _lay.groups_out(_t_std), "r": _lay.groups_out(_t_r), "d": _lay.groups_out(_t_d), "out": _lay.elements_out(_t_out), }
 
 
 @_rt.kernel(1)
@@ -569,10 +565,10 @@ def backward_train_fused(dout, d, gamma, mu, r, std, x, *, eps, r_max, d_max, mo
 
 
 @_rt.kernel(1)
-def _backward_test_rows(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, _buf_parts, _buf_partials, _buf_outer, _buf_scal,
+def _backward_test_step_rows(_ptr_dout, _ptr_x, _ptr_dx, _ptr_d, _ptr_mu, _ptr_r, _ptr_std, _ptr_gamma, _buf_parts, _buf_partials, _buf_outer, _buf_scal,
         _O, _G, _P, _K, _I, _S, _NPN, _NBP, _FIRST: tl.constexpr, _LAST: tl.constexpr, _ONE: tl.constexpr,
         _BA: tl.constexpr, _BB: tl.constexpr, _ACC: tl.constexpr):
-    """Backward pass, test mode. Rows: a tile is _BA groups of one parameter row times _BB positions of a group."""
+    """Backward pass, test mode, recomputing from x the per-element values it reads. Rows: a tile is _BA groups of one parameter row times _BB positions of a group."""
     _pid = tl.program_id(0)
     _s = tl.program_id(1)
     _p = _pid % _P
@@ -590,6 +586,9 @@ def _backward_test_rows(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, _bu
         _ok = _n < _G // _P
         _g = _n * _P + _p
         _row = _g.to(tl.int64) * _KI
+        d = tl.load(_ptr_d + _g, mask=_ok, other=1.0).to(_ACC)
+        mu = tl.load(_ptr_mu + _g, mask=_ok, other=1.0).to(_ACC)
+        r = tl.load(_ptr_r + _g, mask=_ok, other=1.0).to(_ACC)
         std = tl.load(_ptr_std + _g, mask=_ok, other=1.0).to(_ACC)
         if _ONE:  # the whole group in one tile: every input is loaded once
             _q = _b
@@ -597,16 +596,20 @@ def _backward_test_rows(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, _bu
             _mask = _ok[:, None] & _qok[None, :]
             _off = _row[:, None] + _q[None, :]
             dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
-            xhat = tl.load(_ptr_xhat + _off, mask=_mask, other=0.0).to(_ACC)
-            sum_dout_xhat = tl.sum(tl.where(_mask, dout*xhat, 0.0), axis=1)
+            x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
+            inv_std = _div(1.0, std)
+            sum_dout_xhat = tl.sum(tl.where(_mask, dout*(d[:, None] + inv_std[:, None]*r[:, None]*(x - mu[:, None])), 0.0), axis=1)
             sum_dout = tl.sum(tl.where(_mask, dout, 0.0), axis=1)
             dx_coef_dxhat = _div(tl.minimum(tl.maximum(1.0, _div(1.0, r_max)), r_max), std)
+            xhat = d[:, None] + inv_std[:, None]*r[:, None]*(x - mu[:, None])
             dxhat = dout*gamma
             dx = dxhat*dx_coef_dxhat[:, None]
             tl.store(_ptr_dx + _off, dx.to(_ptr_dx.dtype.element_ty), mask=_mask)
             tl.store(_buf_outer + 0 * _G + _g, sum_dout_xhat, mask=_ok)
             tl.store(_buf_outer + 1 * _G + _g, sum_dout, mask=_ok)
         else:
+            if -1 < _LAST:
+                inv_std = _div(1.0, std)
             if 0 < _FIRST:  # summed by an earlier launch: add its slices in order
                 sum_dout_xhat = tl.zeros([_BA], _ACC)
                 for _s2 in range(_S):
@@ -625,8 +628,8 @@ def _backward_test_rows(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, _bu
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
-                        xhat = tl.load(_ptr_xhat + _off, mask=_mask, other=0.0).to(_ACC)
-                        _acc_sum_dout_xhat += tl.where(_mask, dout*xhat, 0.0)
+                        x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
+                        _acc_sum_dout_xhat += tl.where(_mask, dout*(d[:, None] + inv_std[:, None]*r[:, None]*(x - mu[:, None])), 0.0)
                         _acc_sum_dout += tl.where(_mask, dout, 0.0)
                 sum_dout_xhat = tl.sum(_acc_sum_dout_xhat, axis=1)
                 sum_dout = tl.sum(_acc_sum_dout, axis=1)
@@ -644,6 +647,8 @@ def _backward_test_rows(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, _bu
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
+                        x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
+                        xhat = d[:, None] + inv_std[:, None]*r[:, None]*(x - mu[:, None])
                         dxhat = dout*gamma
                         dx = dxhat*dx_coef_dxhat[:, None]
                         tl.store(_ptr_dx + _off, dx.to(_ptr_dx.dtype.element_ty), mask=_mask)
@@ -656,10 +661,10 @@ def _backward_test_rows(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, _bu
 
 
 @_rt.kernel(1)
-def _backward_test_columns(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, _buf_parts, _buf_partials, _buf_outer, _buf_scal,
+def _backward_test_step_columns(_ptr_dout, _ptr_x, _ptr_dx, _ptr_d, _ptr_mu, _ptr_r, _ptr_std, _ptr_gamma, _buf_parts, _buf_partials, _buf_outer, _buf_scal,
         _O, _G, _P, _K, _I, _S, _NPN, _NBP, _FIRST: tl.constexpr, _LAST: tl.constexpr, _ONE: tl.constexpr,
         _BA: tl.constexpr, _BB: tl.constexpr, _ACC: tl.constexpr):
-    """Backward pass, test mode. Columns: a tile is _BA neighbouring groups times _BB rows."""
+    """Backward pass, test mode, recomputing from x the per-element values it reads. Columns: a tile is _BA neighbouring groups times _BB rows."""
     _pid = tl.program_id(0)
     _s = tl.program_id(1)
     _g = _pid * _BA + tl.arange(0, _BA)
@@ -670,7 +675,12 @@ def _backward_test_columns(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, 
     _o1 = (_s + 1) * _O // _S
     r_max = tl.load(_buf_scal + 0).to(_ACC)
     gamma = tl.load(_ptr_gamma + _p * _K, mask=_ok, other=0.0).to(_ACC)
+    d = tl.load(_ptr_d + _g, mask=_ok, other=1.0).to(_ACC)
+    mu = tl.load(_ptr_mu + _g, mask=_ok, other=1.0).to(_ACC)
+    r = tl.load(_ptr_r + _g, mask=_ok, other=1.0).to(_ACC)
     std = tl.load(_ptr_std + _g, mask=_ok, other=1.0).to(_ACC)
+    if -1 < _LAST:
+        inv_std = _div(1.0, std)
     if 0 < _FIRST:  # summed by an earlier launch: add its slices in order
         sum_dout_xhat = tl.zeros([_BA], _ACC)
         for _s2 in range(_S):
@@ -687,8 +697,8 @@ def _backward_test_columns(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, 
             _mask = _ok[:, None] & (_o < _o1)[None, :]
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
-            xhat = tl.load(_ptr_xhat + _off, mask=_mask, other=0.0).to(_ACC)
-            _acc_sum_dout_xhat += tl.where(_mask, dout*xhat, 0.0)
+            x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
+            _acc_sum_dout_xhat += tl.where(_mask, dout*(d[:, None] + inv_std[:, None]*r[:, None]*(x - mu[:, None])), 0.0)
             _acc_sum_dout += tl.where(_mask, dout, 0.0)
         sum_dout_xhat = tl.sum(_acc_sum_dout_xhat, axis=1)
         sum_dout = tl.sum(_acc_sum_dout, axis=1)
@@ -704,6 +714,8 @@ def _backward_test_columns(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, 
             _mask = _ok[:, None] & (_o < _o1)[None, :]
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
+            x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
+            xhat = d[:, None] + inv_std[:, None]*r[:, None]*(x - mu[:, None])
             dxhat = dout*gamma[:, None]
             dx = dxhat*dx_coef_dxhat[:, None]
             tl.store(_ptr_dx + _off, dx.to(_ptr_dx.dtype.element_ty), mask=_mask)
@@ -713,18 +725,21 @@ def _backward_test_columns(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, 
             pass
 
 
-def backward_test(dout, gamma, std, xhat, *, eps, r_max, d_max, momentum, m, axes, param_sum_axes, outer_axes, **_):
-    """Backward pass, test mode. The same arguments and results as generated.torch.batch_renorm.backward_test."""
+def backward_test(dout, d, gamma, mu, r, std, x, *, eps, r_max, d_max, momentum, m, axes, param_sum_axes, outer_axes, **_):
+    """Backward pass, test mode, recomputing from x the per-element values it reads. The same arguments and results as generated.torch.batch_renorm.backward_test."""
     _lay = _rt.layout(dout, axes, param_sum_axes=param_sum_axes)
     _dtype, _device = dout.dtype, dout.device
     _acc = _rt.accumulator(_dtype)
     _t_dout = _lay.elements(dout, "dout")
-    _t_xhat = _lay.elements(xhat, "xhat")
+    _t_x = _lay.elements(x, "x")
     _t_dx = _lay.new_elements(_dtype, _device)
+    _t_d = _lay.groups(d, "d")
+    _t_mu = _lay.groups(mu, "mu")
+    _t_r = _lay.groups(r, "r")
     _t_std = _lay.groups(std, "std")
     _t_gamma = _lay.param(gamma, "gamma")
     _scal = _rt.scalars((r_max, ), _acc, _device)
-    _partials, _outer = _rt.launch((_backward_test_rows, _backward_test_columns), _lay, (_t_dout, _t_xhat, _t_dx, _t_std, _t_gamma), _scal,
+    _partials, _outer = _rt.launch((_backward_test_step_rows, _backward_test_step_columns), _lay, (_t_dout, _t_x, _t_dx, _t_d, _t_mu, _t_r, _t_std, _t_gamma), _scal,
                                    2, 0, 2)
     return (_lay.elements_out(_t_dx),
             _lay.outer_grad(_outer[0], _dtype),

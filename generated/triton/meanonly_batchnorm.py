@@ -158,10 +158,10 @@ def forward_train(x, beta, *, momentum, m, axes, **_):
 
 
 @_rt.kernel(0)
-def _forward_test_rows(_ptr_x, _ptr_out, _ptr_mu, _ptr_beta, _buf_parts, _buf_partials, _buf_outer, _buf_scal,
+def _forward_test_step_rows(_ptr_x, _ptr_out, _ptr_mu, _ptr_beta, _buf_parts, _buf_partials, _buf_outer, _buf_scal,
         _O, _G, _P, _K, _I, _S, _NPN, _NBP, _FIRST: tl.constexpr, _LAST: tl.constexpr, _ONE: tl.constexpr,
         _BA: tl.constexpr, _BB: tl.constexpr, _ACC: tl.constexpr):
-    """Forward pass, test mode (running statistics). Rows: a tile is _BA groups of one parameter row times _BB positions of a group."""
+    """Forward pass, test mode (running statistics): the output and per-group values only. Rows: a tile is _BA groups of one parameter row times _BB positions of a group."""
     _pid = tl.program_id(0)
     _s = tl.program_id(1)
     _p = _pid % _P
@@ -207,10 +207,10 @@ def _forward_test_rows(_ptr_x, _ptr_out, _ptr_mu, _ptr_beta, _buf_parts, _buf_pa
 
 
 @_rt.kernel(0)
-def _forward_test_columns(_ptr_x, _ptr_out, _ptr_mu, _ptr_beta, _buf_parts, _buf_partials, _buf_outer, _buf_scal,
+def _forward_test_step_columns(_ptr_x, _ptr_out, _ptr_mu, _ptr_beta, _buf_parts, _buf_partials, _buf_outer, _buf_scal,
         _O, _G, _P, _K, _I, _S, _NPN, _NBP, _FIRST: tl.constexpr, _LAST: tl.constexpr, _ONE: tl.constexpr,
         _BA: tl.constexpr, _BB: tl.constexpr, _ACC: tl.constexpr):
-    """Forward pass, test mode (running statistics). Columns: a tile is _BA neighbouring groups times _BB rows."""
+    """Forward pass, test mode (running statistics): the output and per-group values only. Columns: a tile is _BA neighbouring groups times _BB rows."""
     _pid = tl.program_id(0)
     _s = tl.program_id(1)
     _g = _pid * _BA + tl.arange(0, _BA)
@@ -235,7 +235,7 @@ def _forward_test_columns(_ptr_x, _ptr_out, _ptr_mu, _ptr_beta, _buf_parts, _buf
 
 
 def forward_test(x, beta, mu, *, momentum, m, axes, **_):
-    """Forward pass, test mode (running statistics). The same arguments and results as generated.torch.meanonly_batchnorm.forward_test."""
+    """Forward pass, test mode (running statistics): the output and per-group values only. The same arguments and results as generated.torch.meanonly_batchnorm.forward_test."""
     _lay = _rt.layout(x, axes, (beta, ), _.get("param_sum_axes"))
     _dtype, _device = x.dtype, x.device
     _acc = _rt.accumulator(_dtype)
@@ -244,7 +244,7 @@ def forward_test(x, beta, mu, *, momentum, m, axes, **_):
     _t_mu = _lay.groups(mu, "mu")
     _t_beta = _lay.param(beta, "beta")
     _scal = _rt.scalars((), _acc, _device)
-    _partials, _outer = _rt.launch((_forward_test_rows, _forward_test_columns), _lay, (_t_x, _t_out, _t_mu, _t_beta), _scal,
+    _partials, _outer = _rt.launch((_forward_test_step_rows, _forward_test_step_columns), _lay, (_t_x, _t_out, _t_mu, _t_beta), _scal,
                                    0, 0, 0)
     return {"out": _lay.elements_out(_t_out), }
 
@@ -382,10 +382,10 @@ def backward_train_fused(dout, *, momentum, m, axes, param_sum_axes, outer_axes,
 
 
 @_rt.kernel(1)
-def _backward_test_rows(_ptr_dout, _ptr_dx, _buf_parts, _buf_partials, _buf_outer, _buf_scal,
+def _backward_test_step_rows(_ptr_dout, _ptr_dx, _buf_parts, _buf_partials, _buf_outer, _buf_scal,
         _O, _G, _P, _K, _I, _S, _NPN, _NBP, _FIRST: tl.constexpr, _LAST: tl.constexpr, _ONE: tl.constexpr,
         _BA: tl.constexpr, _BB: tl.constexpr, _ACC: tl.constexpr):
-    """Backward pass, test mode. Rows: a tile is _BA groups of one parameter row times _BB positions of a group."""
+    """Backward pass, test mode, recomputing from x the per-element values it reads. Rows: a tile is _BA groups of one parameter row times _BB positions of a group."""
     _pid = tl.program_id(0)
     _s = tl.program_id(1)
     _p = _pid % _P
@@ -451,10 +451,10 @@ def _backward_test_rows(_ptr_dout, _ptr_dx, _buf_parts, _buf_partials, _buf_oute
 
 
 @_rt.kernel(1)
-def _backward_test_columns(_ptr_dout, _ptr_dx, _buf_parts, _buf_partials, _buf_outer, _buf_scal,
+def _backward_test_step_columns(_ptr_dout, _ptr_dx, _buf_parts, _buf_partials, _buf_outer, _buf_scal,
         _O, _G, _P, _K, _I, _S, _NPN, _NBP, _FIRST: tl.constexpr, _LAST: tl.constexpr, _ONE: tl.constexpr,
         _BA: tl.constexpr, _BB: tl.constexpr, _ACC: tl.constexpr):
-    """Backward pass, test mode. Columns: a tile is _BA neighbouring groups times _BB rows."""
+    """Backward pass, test mode, recomputing from x the per-element values it reads. Columns: a tile is _BA neighbouring groups times _BB rows."""
     _pid = tl.program_id(0)
     _s = tl.program_id(1)
     _g = _pid * _BA + tl.arange(0, _BA)
@@ -495,14 +495,14 @@ def _backward_test_columns(_ptr_dout, _ptr_dx, _buf_parts, _buf_partials, _buf_o
 
 
 def backward_test(dout, *, momentum, m, axes, param_sum_axes, outer_axes, **_):
-    """Backward pass, test mode. The same arguments and results as generated.torch.meanonly_batchnorm.backward_test."""
+    """Backward pass, test mode, recomputing from x the per-element values it reads. The same arguments and results as generated.torch.meanonly_batchnorm.backward_test."""
     _lay = _rt.layout(dout, axes, param_sum_axes=param_sum_axes)
     _dtype, _device = dout.dtype, dout.device
     _acc = _rt.accumulator(_dtype)
     _t_dout = _lay.elements(dout, "dout")
     _t_dx = _lay.new_elements(_dtype, _device)
     _scal = _rt.scalars((), _acc, _device)
-    _partials, _outer = _rt.launch((_backward_test_rows, _backward_test_columns), _lay, (_t_dout, _t_dx), _scal,
+    _partials, _outer = _rt.launch((_backward_test_step_rows, _backward_test_step_columns), _lay, (_t_dout, _t_dx), _scal,
                                    1, 0, 1)
     return (_lay.elements_out(_t_dx),
             _lay.outer_grad(_outer[0], _dtype),

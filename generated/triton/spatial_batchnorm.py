@@ -219,10 +219,10 @@ def forward_train(x, gamma, beta, *, eps, momentum, m, axes, **_):
 
 
 @_rt.kernel(0)
-def _forward_test_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_mu, _ptr_var, _ptr_std, _ptr_beta, _ptr_gamma, _buf_parts, _buf_partials, _buf_outer, _buf_scal,
+def _forward_test_step_rows(_ptr_x, _ptr_out, _ptr_mu, _ptr_var, _ptr_std, _ptr_beta, _ptr_gamma, _buf_parts, _buf_partials, _buf_outer, _buf_scal,
         _O, _G, _P, _K, _I, _S, _NPN, _NBP, _FIRST: tl.constexpr, _LAST: tl.constexpr, _ONE: tl.constexpr,
         _BA: tl.constexpr, _BB: tl.constexpr, _ACC: tl.constexpr):
-    """Forward pass, test mode (running statistics). Rows: a tile is _BA groups of one parameter row times _BB positions of a group."""
+    """Forward pass, test mode (running statistics): the output and per-group values only. Rows: a tile is _BA groups of one parameter row times _BB positions of a group."""
     _pid = tl.program_id(0)
     _s = tl.program_id(1)
     _p = _pid % _P
@@ -253,7 +253,6 @@ def _forward_test_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_mu, _ptr_var, _ptr_std,
             inv_std = _div(1.0, std)
             xhat = inv_std[:, None]*(x - mu[:, None])
             out = xhat*gamma + beta
-            tl.store(_ptr_xhat + _off, xhat.to(_ptr_xhat.dtype.element_ty), mask=_mask)
             tl.store(_ptr_out + _off, out.to(_ptr_out.dtype.element_ty), mask=_mask)
             tl.store(_ptr_std + _g, std, mask=_ok)
         else:
@@ -270,7 +269,6 @@ def _forward_test_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_mu, _ptr_var, _ptr_std,
                         x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
                         xhat = inv_std[:, None]*(x - mu[:, None])
                         out = xhat*gamma + beta
-                        tl.store(_ptr_xhat + _off, xhat.to(_ptr_xhat.dtype.element_ty), mask=_mask)
                         tl.store(_ptr_out + _off, out.to(_ptr_out.dtype.element_ty), mask=_mask)
                 if _s == 0:
                     tl.store(_ptr_std + _g, std, mask=_ok)
@@ -280,10 +278,10 @@ def _forward_test_rows(_ptr_x, _ptr_xhat, _ptr_out, _ptr_mu, _ptr_var, _ptr_std,
 
 
 @_rt.kernel(0)
-def _forward_test_columns(_ptr_x, _ptr_xhat, _ptr_out, _ptr_mu, _ptr_var, _ptr_std, _ptr_beta, _ptr_gamma, _buf_parts, _buf_partials, _buf_outer, _buf_scal,
+def _forward_test_step_columns(_ptr_x, _ptr_out, _ptr_mu, _ptr_var, _ptr_std, _ptr_beta, _ptr_gamma, _buf_parts, _buf_partials, _buf_outer, _buf_scal,
         _O, _G, _P, _K, _I, _S, _NPN, _NBP, _FIRST: tl.constexpr, _LAST: tl.constexpr, _ONE: tl.constexpr,
         _BA: tl.constexpr, _BB: tl.constexpr, _ACC: tl.constexpr):
-    """Forward pass, test mode (running statistics). Columns: a tile is _BA neighbouring groups times _BB rows."""
+    """Forward pass, test mode (running statistics): the output and per-group values only. Columns: a tile is _BA neighbouring groups times _BB rows."""
     _pid = tl.program_id(0)
     _s = tl.program_id(1)
     _g = _pid * _BA + tl.arange(0, _BA)
@@ -308,7 +306,6 @@ def _forward_test_columns(_ptr_x, _ptr_xhat, _ptr_out, _ptr_mu, _ptr_var, _ptr_s
             x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
             xhat = inv_std[:, None]*(x - mu[:, None])
             out = xhat*gamma[:, None] + beta[:, None]
-            tl.store(_ptr_xhat + _off, xhat.to(_ptr_xhat.dtype.element_ty), mask=_mask)
             tl.store(_ptr_out + _off, out.to(_ptr_out.dtype.element_ty), mask=_mask)
         if _s == 0:
             tl.store(_ptr_std + _g, std, mask=_ok)
@@ -316,12 +313,11 @@ def _forward_test_columns(_ptr_x, _ptr_xhat, _ptr_out, _ptr_mu, _ptr_var, _ptr_s
 
 
 def forward_test(x, gamma, beta, mu, var, *, eps, momentum, m, axes, **_):
-    """Forward pass, test mode (running statistics). The same arguments and results as generated.torch.spatial_batchnorm.forward_test."""
+    """Forward pass, test mode (running statistics): the output and per-group values only. The same arguments and results as generated.torch.spatial_batchnorm.forward_test."""
     _lay = _rt.layout(x, axes, (gamma, beta, ), _.get("param_sum_axes"))
     _dtype, _device = x.dtype, x.device
     _acc = _rt.accumulator(_dtype)
     _t_x = _lay.elements(x, "x")
-    _t_xhat = _lay.new_elements(_dtype, _device)
     _t_out = _lay.new_elements(_dtype, _device)
     _t_mu = _lay.groups(mu, "mu")
     _t_var = _lay.groups(var, "var")
@@ -329,9 +325,9 @@ def forward_test(x, gamma, beta, mu, var, *, eps, momentum, m, axes, **_):
     _t_beta = _lay.param(beta, "beta")
     _t_gamma = _lay.param(gamma, "gamma")
     _scal = _rt.scalars((eps, ), _acc, _device)
-    _partials, _outer = _rt.launch((_forward_test_rows, _forward_test_columns), _lay, (_t_x, _t_xhat, _t_out, _t_mu, _t_var, _t_std, _t_beta, _t_gamma), _scal,
+    _partials, _outer = _rt.launch((_forward_test_step_rows, _forward_test_step_columns), _lay, (_t_x, _t_out, _t_mu, _t_var, _t_std, _t_beta, _t_gamma), _scal,
                                    0, 0, 0)
-    return {"std": _lay.groups_out(_t_std), "xhat": _lay.elements_out(_t_xhat), "out": _lay.elements_out(_t_out), }
+    return {"std": _lay.groups_out(_t_std), "out": _lay.elements_out(_t_out), }
 
 
 @_rt.kernel(1)
@@ -518,10 +514,10 @@ def backward_train_fused(dout, gamma, mu, std, x, *, eps, momentum, m, axes, par
 
 
 @_rt.kernel(1)
-def _backward_test_rows(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, _buf_parts, _buf_partials, _buf_outer, _buf_scal,
+def _backward_test_step_rows(_ptr_dout, _ptr_x, _ptr_dx, _ptr_mu, _ptr_std, _ptr_gamma, _buf_parts, _buf_partials, _buf_outer, _buf_scal,
         _O, _G, _P, _K, _I, _S, _NPN, _NBP, _FIRST: tl.constexpr, _LAST: tl.constexpr, _ONE: tl.constexpr,
         _BA: tl.constexpr, _BB: tl.constexpr, _ACC: tl.constexpr):
-    """Backward pass, test mode. Rows: a tile is _BA groups of one parameter row times _BB positions of a group."""
+    """Backward pass, test mode, recomputing from x the per-element values it reads. Rows: a tile is _BA groups of one parameter row times _BB positions of a group."""
     _pid = tl.program_id(0)
     _s = tl.program_id(1)
     _p = _pid % _P
@@ -538,6 +534,7 @@ def _backward_test_rows(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, _bu
         _ok = _n < _G // _P
         _g = _n * _P + _p
         _row = _g.to(tl.int64) * _KI
+        mu = tl.load(_ptr_mu + _g, mask=_ok, other=1.0).to(_ACC)
         std = tl.load(_ptr_std + _g, mask=_ok, other=1.0).to(_ACC)
         if _ONE:  # the whole group in one tile: every input is loaded once
             _q = _b
@@ -545,26 +542,31 @@ def _backward_test_rows(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, _bu
             _mask = _ok[:, None] & _qok[None, :]
             _off = _row[:, None] + _q[None, :]
             dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
-            xhat = tl.load(_ptr_xhat + _off, mask=_mask, other=0.0).to(_ACC)
-            sum_dout_xhat = tl.sum(tl.where(_mask, dout*xhat, 0.0), axis=1)
+            x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
+            inv_std = _div(1.0, std)
+            sum_dout_xhat_acc = tl.sum(tl.where(_mask, dout*(x - mu[:, None]), 0.0), axis=1)
             sum_dout = tl.sum(tl.where(_mask, dout, 0.0), axis=1)
             dx_coef_dxhat = _div(1.0, std)
+            sum_dout_xhat = _div(sum_dout_xhat_acc, std)
+            xhat = inv_std[:, None]*(x - mu[:, None])
             dxhat = dout*gamma
             dx = dxhat*dx_coef_dxhat[:, None]
             tl.store(_ptr_dx + _off, dx.to(_ptr_dx.dtype.element_ty), mask=_mask)
             tl.store(_buf_outer + 0 * _G + _g, sum_dout_xhat, mask=_ok)
             tl.store(_buf_outer + 1 * _G + _g, sum_dout, mask=_ok)
         else:
+            if -1 < _LAST:
+                inv_std = _div(1.0, std)
             if 0 < _FIRST:  # summed by an earlier launch: add its slices in order
-                sum_dout_xhat = tl.zeros([_BA], _ACC)
+                sum_dout_xhat_acc = tl.zeros([_BA], _ACC)
                 for _s2 in range(_S):
-                    sum_dout_xhat += tl.load(_buf_parts + (0 * _S + _s2) * _G + _g, mask=_ok, other=0.0)
+                    sum_dout_xhat_acc += tl.load(_buf_parts + (0 * _S + _s2) * _G + _g, mask=_ok, other=0.0)
                 sum_dout = tl.zeros([_BA], _ACC)
                 for _s2 in range(_S):
                     sum_dout += tl.load(_buf_parts + (1 * _S + _s2) * _G + _g, mask=_ok, other=0.0)
                 pass
             elif 0 <= _LAST:  # pass 1
-                _acc_sum_dout_xhat = tl.zeros([_BA, _BB], _ACC)
+                _acc_sum_dout_xhat_acc = tl.zeros([_BA, _BB], _ACC)
                 _acc_sum_dout = tl.zeros([_BA, _BB], _ACC)
                 for _q0 in range(0, _KI, _BB):
                     _q = _q0 + _b
@@ -573,17 +575,18 @@ def _backward_test_rows(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, _bu
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
-                        xhat = tl.load(_ptr_xhat + _off, mask=_mask, other=0.0).to(_ACC)
-                        _acc_sum_dout_xhat += tl.where(_mask, dout*xhat, 0.0)
+                        x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
+                        _acc_sum_dout_xhat_acc += tl.where(_mask, dout*(x - mu[:, None]), 0.0)
                         _acc_sum_dout += tl.where(_mask, dout, 0.0)
-                sum_dout_xhat = tl.sum(_acc_sum_dout_xhat, axis=1)
+                sum_dout_xhat_acc = tl.sum(_acc_sum_dout_xhat_acc, axis=1)
                 sum_dout = tl.sum(_acc_sum_dout, axis=1)
                 if _FIRST == _LAST:  # staged: this slice's sums, for the launches after
-                    tl.store(_buf_parts + (0 * _S + _s) * _G + _g, sum_dout_xhat, mask=_ok)
+                    tl.store(_buf_parts + (0 * _S + _s) * _G + _g, sum_dout_xhat_acc, mask=_ok)
                     tl.store(_buf_parts + (1 * _S + _s) * _G + _g, sum_dout, mask=_ok)
                     pass
             if 0 < _LAST:
                 dx_coef_dxhat = _div(1.0, std)
+                sum_dout_xhat = _div(sum_dout_xhat_acc, std)
             if _LAST == 1:  # the elementwise pass
                 for _q0 in range(0, _KI, _BB):
                     _q = _q0 + _b
@@ -592,6 +595,8 @@ def _backward_test_rows(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, _bu
                     for _o in range(_o0, _o1):
                         _off = _o * _GKI + _row[:, None] + _q[None, :]
                         dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
+                        x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
+                        xhat = inv_std[:, None]*(x - mu[:, None])
                         dxhat = dout*gamma
                         dx = dxhat*dx_coef_dxhat[:, None]
                         tl.store(_ptr_dx + _off, dx.to(_ptr_dx.dtype.element_ty), mask=_mask)
@@ -604,10 +609,10 @@ def _backward_test_rows(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, _bu
 
 
 @_rt.kernel(1)
-def _backward_test_columns(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, _buf_parts, _buf_partials, _buf_outer, _buf_scal,
+def _backward_test_step_columns(_ptr_dout, _ptr_x, _ptr_dx, _ptr_mu, _ptr_std, _ptr_gamma, _buf_parts, _buf_partials, _buf_outer, _buf_scal,
         _O, _G, _P, _K, _I, _S, _NPN, _NBP, _FIRST: tl.constexpr, _LAST: tl.constexpr, _ONE: tl.constexpr,
         _BA: tl.constexpr, _BB: tl.constexpr, _ACC: tl.constexpr):
-    """Backward pass, test mode. Columns: a tile is _BA neighbouring groups times _BB rows."""
+    """Backward pass, test mode, recomputing from x the per-element values it reads. Columns: a tile is _BA neighbouring groups times _BB rows."""
     _pid = tl.program_id(0)
     _s = tl.program_id(1)
     _g = _pid * _BA + tl.arange(0, _BA)
@@ -617,40 +622,46 @@ def _backward_test_columns(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, 
     _o0 = _s * _O // _S
     _o1 = (_s + 1) * _O // _S
     gamma = tl.load(_ptr_gamma + _p * _K, mask=_ok, other=0.0).to(_ACC)
+    mu = tl.load(_ptr_mu + _g, mask=_ok, other=1.0).to(_ACC)
     std = tl.load(_ptr_std + _g, mask=_ok, other=1.0).to(_ACC)
+    if -1 < _LAST:
+        inv_std = _div(1.0, std)
     if 0 < _FIRST:  # summed by an earlier launch: add its slices in order
-        sum_dout_xhat = tl.zeros([_BA], _ACC)
+        sum_dout_xhat_acc = tl.zeros([_BA], _ACC)
         for _s2 in range(_S):
-            sum_dout_xhat += tl.load(_buf_parts + (0 * _S + _s2) * _G + _g, mask=_ok, other=0.0)
+            sum_dout_xhat_acc += tl.load(_buf_parts + (0 * _S + _s2) * _G + _g, mask=_ok, other=0.0)
         sum_dout = tl.zeros([_BA], _ACC)
         for _s2 in range(_S):
             sum_dout += tl.load(_buf_parts + (1 * _S + _s2) * _G + _g, mask=_ok, other=0.0)
         pass
     elif 0 <= _LAST:  # pass 1
-        _acc_sum_dout_xhat = tl.zeros([_BA, _BB], _ACC)
+        _acc_sum_dout_xhat_acc = tl.zeros([_BA, _BB], _ACC)
         _acc_sum_dout = tl.zeros([_BA, _BB], _ACC)
         for _q0 in range(_o0, _o1, _BB):
             _o = _q0 + _b
             _mask = _ok[:, None] & (_o < _o1)[None, :]
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
-            xhat = tl.load(_ptr_xhat + _off, mask=_mask, other=0.0).to(_ACC)
-            _acc_sum_dout_xhat += tl.where(_mask, dout*xhat, 0.0)
+            x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
+            _acc_sum_dout_xhat_acc += tl.where(_mask, dout*(x - mu[:, None]), 0.0)
             _acc_sum_dout += tl.where(_mask, dout, 0.0)
-        sum_dout_xhat = tl.sum(_acc_sum_dout_xhat, axis=1)
+        sum_dout_xhat_acc = tl.sum(_acc_sum_dout_xhat_acc, axis=1)
         sum_dout = tl.sum(_acc_sum_dout, axis=1)
         if _FIRST == _LAST:  # staged: this slice's sums, for the launches after
-            tl.store(_buf_parts + (0 * _S + _s) * _G + _g, sum_dout_xhat, mask=_ok)
+            tl.store(_buf_parts + (0 * _S + _s) * _G + _g, sum_dout_xhat_acc, mask=_ok)
             tl.store(_buf_parts + (1 * _S + _s) * _G + _g, sum_dout, mask=_ok)
             pass
     if 0 < _LAST:
         dx_coef_dxhat = _div(1.0, std)
+        sum_dout_xhat = _div(sum_dout_xhat_acc, std)
     if _LAST == 1:  # the elementwise pass
         for _q0 in range(_o0, _o1, _BB):
             _o = _q0 + _b
             _mask = _ok[:, None] & (_o < _o1)[None, :]
             _off = _o.to(tl.int64)[None, :] * _G + _g[:, None]
             dout = tl.load(_ptr_dout + _off, mask=_mask, other=0.0).to(_ACC)
+            x = tl.load(_ptr_x + _off, mask=_mask, other=0.0).to(_ACC)
+            xhat = inv_std[:, None]*(x - mu[:, None])
             dxhat = dout*gamma[:, None]
             dx = dxhat*dx_coef_dxhat[:, None]
             tl.store(_ptr_dx + _off, dx.to(_ptr_dx.dtype.element_ty), mask=_mask)
@@ -660,18 +671,19 @@ def _backward_test_columns(_ptr_dout, _ptr_xhat, _ptr_dx, _ptr_std, _ptr_gamma, 
             pass
 
 
-def backward_test(dout, gamma, std, xhat, *, eps, momentum, m, axes, param_sum_axes, outer_axes, **_):
-    """Backward pass, test mode. The same arguments and results as generated.torch.spatial_batchnorm.backward_test."""
+def backward_test(dout, gamma, mu, std, x, *, eps, momentum, m, axes, param_sum_axes, outer_axes, **_):
+    """Backward pass, test mode, recomputing from x the per-element values it reads. The same arguments and results as generated.torch.spatial_batchnorm.backward_test."""
     _lay = _rt.layout(dout, axes, param_sum_axes=param_sum_axes)
     _dtype, _device = dout.dtype, dout.device
     _acc = _rt.accumulator(_dtype)
     _t_dout = _lay.elements(dout, "dout")
-    _t_xhat = _lay.elements(xhat, "xhat")
+    _t_x = _lay.elements(x, "x")
     _t_dx = _lay.new_elements(_dtype, _device)
+    _t_mu = _lay.groups(mu, "mu")
     _t_std = _lay.groups(std, "std")
     _t_gamma = _lay.param(gamma, "gamma")
     _scal = _rt.scalars((), _acc, _device)
-    _partials, _outer = _rt.launch((_backward_test_rows, _backward_test_columns), _lay, (_t_dout, _t_xhat, _t_dx, _t_std, _t_gamma), _scal,
+    _partials, _outer = _rt.launch((_backward_test_step_rows, _backward_test_step_columns), _lay, (_t_dout, _t_x, _t_dx, _t_mu, _t_std, _t_gamma), _scal,
                                    2, 0, 2)
     return (_lay.elements_out(_t_dx),
             _lay.outer_grad(_outer[0], _dtype),

@@ -202,7 +202,7 @@ def module_context(ir: KernelIR, common: dict, lay: Loops, backward: list) -> di
         functions.append({"name": name, "description": description, "train": kernels[key],
                           "unpack": sorted(reads | own) + ["axes", "param_sum_axes", "outer_axes"]})
     order = ["forward_train", "forward_test", "backward_compact", "backward_staged", "backward_test", "forward_step",
-             "backward_step"]
+             "backward_step", "forward_test_step", "backward_test_step"]
     return {
         **common,
         "updates": [(a.target.name, code(a.value)) for a in ir.updates],
@@ -219,9 +219,9 @@ def module_context(ir: KernelIR, common: dict, lay: Loops, backward: list) -> di
 
 #: generated.torch's kernel contract: (function, the IR function it runs, what it does)
 CONTRACT = (("forward_train", "forward_step", "the training forward pass"),
-            ("forward_test", "forward_test", "the test-mode forward pass (running statistics)"),
+            ("forward_test", "forward_test_step", "the test-mode forward pass (running statistics)"),
             ("backward_train_fused", "backward_step", "the compact training backward pass (x̂ recomputed from x)"),
-            ("backward_test", "backward_test", "the test-mode backward pass"))
+            ("backward_test", "backward_test_step", "the test-mode backward pass (x̂ recomputed from x)"))
 
 
 def torch_functions(ir: KernelIR, kernels: dict) -> list[dict]:

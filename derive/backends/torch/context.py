@@ -58,7 +58,8 @@ def kernel_context(ir: KernelIR) -> dict:
     narrow = [p.name for p in ir.params] + [s.name for s in ir.inputs if dict(ir.spans).get(s.name) is not None]
     leaves = bool(ir.spans)
     fused = torch_fused_lines([(a.target, a.value) for a in train.body], narrow, leaves)
-    ctx = {**tensor_context(ir, lambda e: torch_code(e, leaves), "backward_step"), "backward_train_fused": fused}
+    ctx = {**tensor_context(ir, lambda e: torch_code(e, leaves), "backward_step", "backward_test_step"),
+           "backward_train_fused": fused}
     # the autograd.Functions and operators take every leaf that gets a gradient: the parameters, the inputs that
     # broadcast, the statistics of the inputs with their own groups; the module holds the parameters alone
     ctx.update({"module_params": ctx["param_names"], "param_names": ctx["param_names"] + ctx["input_names"] + ctx["imports"],

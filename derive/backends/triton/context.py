@@ -29,8 +29,8 @@ from ..tensors import reads
 from .printer import TritonPrinter
 
 #: the IR functions that get kernels, and the public name of each (generated.torch's)
-PUBLIC = {"forward_step": "forward_train", "forward_test": "forward_test",
-          "backward_step": "backward_train_fused", "backward_test": "backward_test"}
+PUBLIC = {"forward_step": "forward_train", "forward_test_step": "forward_test",
+          "backward_step": "backward_train_fused", "backward_test_step": "backward_test"}
 
 
 def ptr(name: str) -> str:
@@ -202,12 +202,12 @@ def module_context(ir: KernelIR) -> dict:
     functions = {key: function_context(key, ir[key], ir, printer)
                  for key in PUBLIC if ir.get(key) is not None}
     params = [p.name for p in ir.params]
-    train, test = ir["backward_step"], ir.get("backward_test")
+    train, test = ir["backward_step"], ir.get("backward_test_step")
     signature = {
         "forward_step": [ir.x.name, *params, *(s.name for s in ir.reads_running)],
-        "forward_test": [ir.x.name, *params, *(s.name for s in ir.stats)],
+        "forward_test_step": [ir.x.name, *params, *(s.name for s in ir.stats)],
         "backward_step": ["dout", *reads(train, ir)],
-        "backward_test": ["dout", *reads(test, ir)] if test is not None else [],
+        "backward_test_step": ["dout", *reads(test, ir)] if test is not None else [],
     }
     for key, fn in functions.items():
         fn["signature"] = signature[key]

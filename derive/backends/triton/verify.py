@@ -63,7 +63,7 @@ def run(package: str, build, case) -> list:
         values = kernels.forward_test(view, *params.values(), *(stats[s.name] for s in ir.stats),
                                       **const, **layout)
         grads = kernels.backward_test(dout, **{n: known.get(n, values.get(n)) for n in
-                                               reads(ir["backward_test"], ir)}, **const, **layout)
+                                               reads(ir["backward_test_step"], ir)}, **const, **layout)
         found = []
     found.append((f"{name} (forward)", "out", values[ir.output.name].reshape(x.shape).numpy()))
     found += [(f"{name} (backward)", f"grad:{k}", g.reshape(-1).numpy() if k else g.reshape(x.shape).numpy())
