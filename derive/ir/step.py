@@ -5,7 +5,8 @@ reads and the statistics: no per-element value beside the output is written.  ``
 the compact backward (``backward_compact``, proved) preceded by the forward's own definitions of the
 per-element values it reads (``xhat = (x - mu)/std``), so that it reads x and per-group values: a
 training step moves x̂ through memory no more (one write and one array fewer), as torch's own
-kernels do.  The array API's cache and its backward functions are unchanged.
+kernels do.  Test mode has the same pair (``forward_test_step``, ``backward_test_step``).  The array
+API's cache and its backward functions are unchanged.
 """
 from __future__ import annotations
 
