@@ -366,3 +366,6 @@ class BatchRenorm(torch.nn.Module):
 
     def extra_repr(self):
         return "derived by normderive: batch_renorm, " + ", ".join(f"{k}={getattr(self, k)}" for k in ("eps", "r_max", "d_max", "momentum", ))
+
+
+_rt.fixed_signatures(globals())

@@ -357,3 +357,6 @@ class BatchnormEpsOutside(torch.nn.Module):
 
     def extra_repr(self):
         return "derived by normderive: batchnorm_eps_outside, " + ", ".join(f"{k}={getattr(self, k)}" for k in ("eps", "momentum", ))
+
+
+_rt.fixed_signatures(globals())

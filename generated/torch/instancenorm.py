@@ -241,3 +241,6 @@ class Instancenorm(torch.nn.Module):
 
     def extra_repr(self):
         return "derived by normderive: instancenorm, " + ", ".join(f"{k}={getattr(self, k)}" for k in ("eps", ))
+
+
+_rt.fixed_signatures(globals())

@@ -219,3 +219,6 @@ class L2Normalize(torch.nn.Module):
 
     def extra_repr(self):
         return "derived by normderive: l2_normalize, " + ", ".join(f"{k}={getattr(self, k)}" for k in ("eps", ))
+
+
+_rt.fixed_signatures(globals())

@@ -249,3 +249,6 @@ class Layernorm(torch.nn.Module):
 
     def extra_repr(self):
         return "derived by normderive: layernorm, " + ", ".join(f"{k}={getattr(self, k)}" for k in ("eps", ))
+
+
+_rt.fixed_signatures(globals())

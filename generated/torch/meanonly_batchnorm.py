@@ -318,3 +318,6 @@ class MeanonlyBatchnorm(torch.nn.Module):
 
     def extra_repr(self):
         return "derived by normderive: meanonly_batchnorm, " + ", ".join(f"{k}={getattr(self, k)}" for k in ("momentum", ))
+
+
+_rt.fixed_signatures(globals())

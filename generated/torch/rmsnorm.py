@@ -233,3 +233,6 @@ class Rmsnorm(torch.nn.Module):
 
     def extra_repr(self):
         return "derived by normderive: rmsnorm, " + ", ".join(f"{k}={getattr(self, k)}" for k in ("eps", ))
+
+
+_rt.fixed_signatures(globals())

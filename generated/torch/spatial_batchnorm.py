@@ -357,3 +357,6 @@ class SpatialBatchnorm(torch.nn.Module):
 
     def extra_repr(self):
         return "derived by normderive: spatial_batchnorm, " + ", ".join(f"{k}={getattr(self, k)}" for k in ("eps", "momentum", ))
+
+
+_rt.fixed_signatures(globals())

@@ -250,3 +250,6 @@ class SpatialGroupnorm(torch.nn.Module):
 
     def extra_repr(self):
         return "derived by normderive: spatial_groupnorm, " + ", ".join(f"{k}={getattr(self, k)}" for k in ("eps", ))
+
+
+_rt.fixed_signatures(globals())

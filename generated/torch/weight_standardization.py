@@ -230,3 +230,6 @@ class WeightStandardization(torch.nn.Module):
 
     def extra_repr(self):
         return "derived by normderive: weight_standardization, " + ", ".join(f"{k}={getattr(self, k)}" for k in ("eps", ))
+
+
+_rt.fixed_signatures(globals())
