@@ -8,6 +8,8 @@ from ...ir.program import is_scalar
 
 #: the numba decorator of the inner loops (the drivers are outlined: see :mod:`.outline`)
 INNER = "@numba.njit(fastmath=_FASTMATH, cache=True)"
+#: the rows a cols pass adds up before it updates a column's accumulator (a power of two)
+UNROLL = 4
 #: the numba decorator of the elementwise loops: the same without reassociation ((x - mu_hi) - mu_lo
 #: must not become x - (mu_hi + mu_lo), which rounds mu_lo away)
 ELEMENTS = "@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)"
@@ -98,6 +100,41 @@ class Columns:
         if self.needs_work():
             e(1, f"like = numpy.empty(0, {first}.dtype)")
         return sources, allocate
+
+    def cols_accumulate(self, e: Emit, ph, table: dict, wide: dict) -> None:
+        """The accumulation of a cols pass: UNROLL rows at a time, their summands added in float64
+        before each column's accumulator is (read, added to and written back once per UNROLL
+        elements instead of once per element: 1.25 ms against 1.88 ms for two sums over (4096, 1024)
+        float32, one thread), then the rows left one at a time.  The order is fixed by the block's
+        bounds, so the bits still do not depend on the thread count."""
+        def rows(tab, k):
+            return {n: v.replace("[ou, j]", f"[u{k}, j]") for n, v in tab.items()}
+
+        def added(summand, tab):
+            terms = [f"{self.p(summand, rows(tab, k))}" for k in range(UNROLL)]
+            while len(terms) > 1:
+                terms = [f"({a} + {b})" for a, b in zip(terms[::2], terms[1::2])]
+            return terms[0]
+
+        e(1, "o = o0")
+        e(1, f"while o + {UNROLL} <= o1:")
+        for k in range(UNROLL):
+            e(2, f"u{k} = numba.uint64(o + {k})")
+        e(2, "for q in range(j1 - j0):")
+        e(3, "j = numba.uint64(j0 + q)")
+        for acc, summand in ph.sums:
+            e(3, f"{acc.name}[q] += {added(summand, wide)}")
+        for g, summand in ph.partials:
+            e(3, f"{g.name}[q] += {added(summand, table)}")
+        e(2, f"o += {UNROLL}")
+        e(1, "for o in range(o, o1):")
+        e(2, "ou = numba.uint64(o)")
+        e(2, "for q in range(j1 - j0):")
+        e(3, "j = numba.uint64(j0 + q)")
+        for acc, summand in ph.sums:
+            e(3, f"{acc.name}[q] += {self.p(summand, wide)}")
+        for g, summand in ph.partials:
+            e(3, f"{g.name}[q] += {self.p(summand, table)}")
 
     def store_sums(self, e: Emit, depth: int, ph, sources: dict, per_group: str) -> None:
         """The group sums of ``ph`` that are results too (a user's graph may save a sum for its

@@ -1,5 +1,6 @@
-"""The numba kernels of one IR function, printed as source lines: inner loops and drivers (whose
-parallel loops :mod:`.outline` turns into serial kernels run by a thread pool).
+"""The numba kernels of one IR function, printed as source lines: inner loops and drivers (the rows
+and krows drivers in :mod:`.rows`, the cols and tall ones in :mod:`.columns`; their parallel loops
+:mod:`.outline` turns into serial kernels run by a thread pool).
 
 Every working view is laid onto the canonical loop space (O, G, K, I) (generated/numba/_layout.py):
 ``o`` reduced axes before the groups, ``g`` the groups, ``k`` reduced axes the parameters span,
@@ -31,14 +32,13 @@ from ...ir.program import Function, KernelIR, is_scalar
 from ...math.algebra import Elem
 from .columns import ELEMENTS, INNER, Columns, Emit
 from .outline import DEF, outline
+from .rows import Rows
 
 #: the arguments of a cols inner function that say which block of the tile it runs: rows o0..o1, columns j0..j1
 BLOCK = ("o0", "o1", "j0", "j1")
-#: the rows a cols pass adds up before it updates a column's accumulator (a power of two)
-UNROLL = 4
 
 
-class Printed(Columns):
+class Printed(Columns, Rows):
     """One IR function as numba source: the symbols each part reads, sorted into roles, and the
     printed inner loops and drivers of every strategy its entry can take."""
 
@@ -153,41 +153,6 @@ class Printed(Columns):
             e(1, f"return ({', '.join(sums)},)")
         return name, e.lines
 
-    def cols_accumulate(self, e: Emit, ph, table: dict, wide: dict) -> None:
-        """The accumulation of a cols pass: UNROLL rows at a time, their summands added in float64
-        before each column's accumulator is (read, added to and written back once per UNROLL
-        elements instead of once per element: 1.25 ms against 1.88 ms for two sums over (4096, 1024)
-        float32, one thread), then the rows left one at a time.  The order is fixed by the block's
-        bounds, so the bits still do not depend on the thread count."""
-        def rows(tab, k):
-            return {n: v.replace("[ou, j]", f"[u{k}, j]") for n, v in tab.items()}
-
-        def added(summand, tab):
-            terms = [f"{self.p(summand, rows(tab, k))}" for k in range(UNROLL)]
-            while len(terms) > 1:
-                terms = [f"({a} + {b})" for a, b in zip(terms[::2], terms[1::2])]
-            return terms[0]
-
-        e(1, "o = o0")
-        e(1, f"while o + {UNROLL} <= o1:")
-        for k in range(UNROLL):
-            e(2, f"u{k} = numba.uint64(o + {k})")
-        e(2, "for q in range(j1 - j0):")
-        e(3, "j = numba.uint64(j0 + q)")
-        for acc, summand in ph.sums:
-            e(3, f"{acc.name}[q] += {added(summand, wide)}")
-        for g, summand in ph.partials:
-            e(3, f"{g.name}[q] += {added(summand, table)}")
-        e(2, f"o += {UNROLL}")
-        e(1, "for o in range(o, o1):")
-        e(2, "ou = numba.uint64(o)")
-        e(2, "for q in range(j1 - j0):")
-        e(3, "j = numba.uint64(j0 + q)")
-        for acc, summand in ph.sums:
-            e(3, f"{acc.name}[q] += {self.p(summand, wide)}")
-        for g, summand in ph.partials:
-            e(3, f"{g.name}[q] += {self.p(summand, table)}")
-
     def element_parts(self):
         exprs = [e for _, e in self.sc.elements]
         stores = [s.name for s in self.sc.stores]
@@ -246,82 +211,6 @@ class Printed(Columns):
                 e(depth, f"{n} = {self.array(n, 'p')}[p]")
             elif cols_sources is not None and n in cols_sources:
                 e(depth, f"{n} = {cols_sources[n][0]}[g]")
-
-    def rows_driver(self, mode: str, inner: dict) -> list[str]:
-        """The rows (4-D arrays, runs over i) or krows (3-D arrays, runs over k) driver."""
-        r, sc = self.r, self.sc
-        e = Emit()
-        e(0, f"def {self.name}_{mode}({', '.join(self.arguments() + ['P', 'chunks'])}):")
-        first = (r.element_in + r.element_out)[0]
-        e(1, f"{'O, G, K, I' if mode == 'rows' else 'O, G, K'} = {first}.shape")
-        for g, _ in (a for ph in sc.passes for a in ph.partials):
-            e(1, f"{self.array(g.name, 'c')} = numpy.zeros((chunks, P, K))")
-        for g, _ in sc.outer:
-            e(1, f"{self.array(g.name, 'g')} = {self.array(g.name, 'p')} if P == G else numpy.empty(G)")
-        e(1, "for c in numba.prange(chunks):")
-        if self.needs_work():
-            e(2, f"work = {first}.dtype.type")
-        e(2, "for g in range(c * G // chunks, (c + 1) * G // chunks):")
-        e(3, "p = g % P")
-        uniform = [n for n in r.group_in] + [n for n in r.params if n not in self.varying]
-        self.group_loads(e, 3, uniform)
-        outer = dict(sc.outer)
-        for n, ph in enumerate(sc.passes):
-            if ph.sums or ph.partials:
-                elems, ops, scal = self.pass_parts(ph)
-                sums = [acc.name for acc, _ in ph.sums]
-                partials = [g.name for g, _ in ph.partials]
-                for s in sums:
-                    e(3, f"{s} = 0.0")
-                e(3, "for o in range(O):")
-                depth = 4
-                if mode == "rows":
-                    e(4, "for k in range(K):")
-                    depth = 5
-                    for v in ops:
-                        if v in self.varying:
-                            e(5, f"{v} = {self.array(v, 'p')}[p, k]")
-                    call_args = [f"{a}[o, g, k]" for a in elems] + ops + scal
-                    got = sums + partials
-                else:
-                    call_args = ([f"{a}[o, g]" for a in elems]
-                                 + [f"{self.array(v, 'p')}[p]" if v in self.varying else v for v in ops]
-                                 + [f"{self.array(g, 'c')}[c, p]" for g in partials] + scal)
-                    got = sums
-                call = f"{inner[n]}({', '.join(call_args)})"
-                if got:
-                    temps = [self.local(f"{s}_run") for s in got]
-                    e(depth, f"{', '.join(temps)}, = {call}")
-                    for s, t in zip(sums, temps):
-                        e(depth, f"{s} += {t}")
-                    for g, t in zip(partials if mode == "rows" else [], temps[len(sums):]):
-                        e(depth, f"{self.array(g, 'c')}[c, p, k] += {t}")
-                else:
-                    e(depth, call)
-            for s, value in ph.group:
-                e(3, self.group_line(s, value, {}))
-            here = {s for s, _ in ph.sums + ph.group}
-            for s, _ in ph.sums + ph.group:
-                if s.name in r.group_out:
-                    e(3, f"{self.array(s.name, 'g')}[g] = {s.name}")
-            for g, acc in outer.items():
-                if acc in here:
-                    e(3, f"{self.array(g.name, 'g')}[g] = {acc.name}")
-        elems, stores, ops, scal = self.element_parts()
-        e(3, "for o in range(O):")
-        if mode == "rows":
-            e(4, "for k in range(K):")
-            for v in ops:
-                if v in self.varying:
-                    e(5, f"{v} = {self.array(v, 'p')}[p, k]")
-            args = [f"{a}[o, g, k]" for a in elems + stores] + ops + scal
-            e(5, f"{inner['e']}({', '.join(args)})")
-        else:
-            args = ([f"{a}[o, g]" for a in elems + stores]
-                    + [f"{self.array(v, 'p')}[p]" if v in self.varying else v for v in ops] + scal)
-            e(4, f"{inner['e']}({', '.join(args)})")
-        self.combine(e, cols=False)
-        return e.lines
 
     # ------------------------------------------------------------------ everything
 

@@ -1,0 +1,86 @@
+"""The rows and krows drivers of a numba kernel (see :mod:`.kernels`): a thread takes a chunk of groups
+and does every pass of a group while it is in cache.  A mixin of
+:class:`~derive.backends.numba.kernels.Printed`, whose state and inner loops it reads."""
+from __future__ import annotations
+
+from .columns import Emit
+
+
+class Rows:
+    """The rows and krows drivers of :class:`~derive.backends.numba.kernels.Printed`."""
+
+    def rows_driver(self, mode: str, inner: dict) -> list[str]:
+        """The rows (4-D arrays, runs over i) or krows (3-D arrays, runs over k) driver."""
+        r, sc = self.r, self.sc
+        e = Emit()
+        e(0, f"def {self.name}_{mode}({', '.join(self.arguments() + ['P', 'chunks'])}):")
+        first = (r.element_in + r.element_out)[0]
+        e(1, f"{'O, G, K, I' if mode == 'rows' else 'O, G, K'} = {first}.shape")
+        for g, _ in (a for ph in sc.passes for a in ph.partials):
+            e(1, f"{self.array(g.name, 'c')} = numpy.zeros((chunks, P, K))")
+        for g, _ in sc.outer:
+            e(1, f"{self.array(g.name, 'g')} = {self.array(g.name, 'p')} if P == G else numpy.empty(G)")
+        e(1, "for c in numba.prange(chunks):")
+        if self.needs_work():
+            e(2, f"work = {first}.dtype.type")
+        e(2, "for g in range(c * G // chunks, (c + 1) * G // chunks):")
+        e(3, "p = g % P")
+        uniform = [n for n in r.group_in] + [n for n in r.params if n not in self.varying]
+        self.group_loads(e, 3, uniform)
+        outer = dict(sc.outer)
+        for n, ph in enumerate(sc.passes):
+            if ph.sums or ph.partials:
+                elems, ops, scal = self.pass_parts(ph)
+                sums = [acc.name for acc, _ in ph.sums]
+                partials = [g.name for g, _ in ph.partials]
+                for s in sums:
+                    e(3, f"{s} = 0.0")
+                e(3, "for o in range(O):")
+                depth = 4
+                if mode == "rows":
+                    e(4, "for k in range(K):")
+                    depth = 5
+                    for v in ops:
+                        if v in self.varying:
+                            e(5, f"{v} = {self.array(v, 'p')}[p, k]")
+                    call_args = [f"{a}[o, g, k]" for a in elems] + ops + scal
+                    got = sums + partials
+                else:
+                    call_args = ([f"{a}[o, g]" for a in elems]
+                                 + [f"{self.array(v, 'p')}[p]" if v in self.varying else v for v in ops]
+                                 + [f"{self.array(g, 'c')}[c, p]" for g in partials] + scal)
+                    got = sums
+                call = f"{inner[n]}({', '.join(call_args)})"
+                if got:
+                    temps = [self.local(f"{s}_run") for s in got]
+                    e(depth, f"{', '.join(temps)}, = {call}")
+                    for s, t in zip(sums, temps):
+                        e(depth, f"{s} += {t}")
+                    for g, t in zip(partials if mode == "rows" else [], temps[len(sums):]):
+                        e(depth, f"{self.array(g, 'c')}[c, p, k] += {t}")
+                else:
+                    e(depth, call)
+            for s, value in ph.group:
+                e(3, self.group_line(s, value, {}))
+            here = {s for s, _ in ph.sums + ph.group}
+            for s, _ in ph.sums + ph.group:
+                if s.name in r.group_out:
+                    e(3, f"{self.array(s.name, 'g')}[g] = {s.name}")
+            for g, acc in outer.items():
+                if acc in here:
+                    e(3, f"{self.array(g.name, 'g')}[g] = {acc.name}")
+        elems, stores, ops, scal = self.element_parts()
+        e(3, "for o in range(O):")
+        if mode == "rows":
+            e(4, "for k in range(K):")
+            for v in ops:
+                if v in self.varying:
+                    e(5, f"{v} = {self.array(v, 'p')}[p, k]")
+            args = [f"{a}[o, g, k]" for a in elems + stores] + ops + scal
+            e(5, f"{inner['e']}({', '.join(args)})")
+        else:
+            args = ([f"{a}[o, g]" for a in elems + stores]
+                    + [f"{self.array(v, 'p')}[p]" if v in self.varying else v for v in ops] + scal)
+            e(4, f"{inner['e']}({', '.join(args)})")
+        self.combine(e, cols=False)
+        return e.lines
