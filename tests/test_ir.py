@@ -340,6 +340,7 @@ def test_the_training_step_moves_no_per_element_value_but_the_output():
     test mode (forward_test_step, backward_test_step).  Checked for every library entry; its kernels are
     checked against torch autograd by the torch tests."""
     from _derived import all_default
+
     from derive.output import render
     pairs = 0
     for build in render.builds(list(all_default())):

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 
 torch = pytest.importorskip("torch")
-from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode
 
-import generated.torch as gt  # noqa: E402
+import generated.torch as gt
 
 CASES = [("batch_norm", (64, 32), lambda x, w, b: gt.batch_norm(x, None, None, w, b, training=True)),
          ("batch_norm", (8, 16, 5, 5), lambda x, w, b: gt.batch_norm(x, None, None, w, b, training=True)),
