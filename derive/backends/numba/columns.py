@@ -107,34 +107,32 @@ class Columns:
         elements instead of once per element: 1.25 ms against 1.88 ms for two sums over (4096, 1024)
         float32, one thread), then the rows left one at a time.  The order is fixed by the block's
         bounds, so the bits still do not depend on the thread count."""
-        def rows(tab, k):
-            return {n: v.replace("[ou, j]", f"[u{k}, j]") for n, v in tab.items()}
+        def accumulate(rows: int) -> None:   # the accumulators' updates, the rows' summands added in pairs
+            def added(summand, tab):
+                if rows == 1:
+                    return self.p(summand, tab)
+                terms = [self.p(summand, {n: v.replace("[ou, j]", f"[u{k}, j]") for n, v in tab.items()})
+                         for k in range(rows)]
+                while len(terms) > 1:
+                    terms = [f"({a} + {b})" for a, b in zip(terms[::2], terms[1::2])]
+                return terms[0]
 
-        def added(summand, tab):
-            terms = [f"{self.p(summand, rows(tab, k))}" for k in range(UNROLL)]
-            while len(terms) > 1:
-                terms = [f"({a} + {b})" for a, b in zip(terms[::2], terms[1::2])]
-            return terms[0]
+            e(2, "for q in range(j1 - j0):")
+            e(3, "j = numba.uint64(j0 + q)")
+            for acc, summand in ph.sums:
+                e(3, f"{acc.name}[q] += {added(summand, wide)}")
+            for g, summand in ph.partials:
+                e(3, f"{g.name}[q] += {added(summand, table)}")
 
         e(1, "o = o0")
         e(1, f"while o + {UNROLL} <= o1:")
         for k in range(UNROLL):
             e(2, f"u{k} = numba.uint64(o + {k})")
-        e(2, "for q in range(j1 - j0):")
-        e(3, "j = numba.uint64(j0 + q)")
-        for acc, summand in ph.sums:
-            e(3, f"{acc.name}[q] += {added(summand, wide)}")
-        for g, summand in ph.partials:
-            e(3, f"{g.name}[q] += {added(summand, table)}")
+        accumulate(UNROLL)
         e(2, f"o += {UNROLL}")
         e(1, "for o in range(o, o1):")
         e(2, "ou = numba.uint64(o)")
-        e(2, "for q in range(j1 - j0):")
-        e(3, "j = numba.uint64(j0 + q)")
-        for acc, summand in ph.sums:
-            e(3, f"{acc.name}[q] += {self.p(summand, wide)}")
-        for g, summand in ph.partials:
-            e(3, f"{g.name}[q] += {self.p(summand, table)}")
+        accumulate(1)
 
     def store_sums(self, e: Emit, depth: int, ph, sources: dict, per_group: str) -> None:
         """The group sums of ``ph`` that are results too (a user's graph may save a sum for its
