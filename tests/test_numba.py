@@ -136,11 +136,15 @@ def test_matches_torch_autograd(variant, mode, axis, dtype):
 @pytest.mark.parametrize("name, shape, G", [
     ("batchnorm", (3000, 7), None), ("spatial_batchnorm", (40, 3, 9, 11), None),
     ("layernorm", (5, 3001), None), ("spatial_groupnorm", (2, 6, 31, 33), 3),
-    ("spatial_groupnorm", (70, 12, 1, 1), 4),
+    ("spatial_groupnorm", (70, 12, 1, 1), 4), ("spatial_groupnorm", (100, 15, 1, 1), 5),
+    ("spatial_groupnorm", (100, 128, 1, 1), 2),
     ("instancenorm", (2, 3, 40, 41), None), ("rmsnorm", (2, 3, 2999), None)])
 def test_larger_groups_and_ragged_blocks(name, shape, G):
     """Groups larger than a chunk, row counts that are not a multiple of the unroll, more
-    groups than threads, and group norm with H = W = 1: the loop layouts' edges."""
+    groups than threads, and group norm with H = W = 1: the loop layouts' edges.  (100, 15, 1, 1)
+    with 5 groups has cols tiles of 341 groups, so the second tile starts at parameter row 341 % 5;
+    (100, 128, 1, 1) with 2 groups runs krows in chunks of 33 groups, whose gradient blocks go
+    into their partials after 32 groups and at the chunk's end."""
     variant = BY_NAME[name]
     case = make_case(variant, np.random.default_rng(7), shape=shape, G=G, offset=2.0)
     for backward in variant.backward_names:

@@ -723,7 +723,6 @@ def _backward_staged_cols_l0(dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, 
         dx_coef_1_e = _layout.spread(dx_coef_1_a, K * I)
         dx_coef_dxhat_e = _layout.spread(dx_coef_dxhat_a, K * I)
         dx_coef_xhat_e = _layout.spread(dx_coef_xhat_a, K * I)
-        gamma_e = _layout.spread(gamma_t, K * I)
         _backward_staged_e_cols(dout, xhat, dx, dx_coef_1_e, dx_coef_dxhat_e, dx_coef_xhat_e, gamma_e, 0, O, j0, j1)
 
 

@@ -398,30 +398,38 @@ def _backward_compact_e_krows(dout, xhat, dx, coef_1, coef_dout_gamma, coef_xhat
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _backward_compact_krows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, dgamma_c, dbeta_c, c0, c1):
+def _backward_compact_krows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, K, G, O, dgamma_c, dbeta_c, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
-        for g in range(c * G // chunks, (c + 1) * G // chunks):
+        dgamma_b = numpy.zeros((P, K), dout.dtype)
+        dbeta_b = numpy.zeros((P, K), dout.dtype)
+        g0, every = c * G // chunks, _layout.block_groups(P, O)
+        for g in range(g0, (c + 1) * G // chunks):
             p = g % P
             std = std_g[g]
             sum_dout_gamma = 0.0
             sum_dout_gamma_xhat = 0.0
             for o in range(O):
-                sum_dout_gamma_run, sum_dout_gamma_xhat_run, = _backward_compact_p0_krows(dout[o, g], xhat[o, g], gamma_p[p], dgamma_c[c, p], dbeta_c[c, p])
+                sum_dout_gamma_run, sum_dout_gamma_xhat_run, = _backward_compact_p0_krows(dout[o, g], xhat[o, g], gamma_p[p], dgamma_b[p], dbeta_b[p])
                 sum_dout_gamma += sum_dout_gamma_run
                 sum_dout_gamma_xhat += sum_dout_gamma_xhat_run
             coef_dout_gamma = work(1/std)
             coef_xhat = work(-sum_dout_gamma_xhat/(m*std))
             coef_1 = work(-sum_dout_gamma/(m*std))
+            if (g - g0 + 1) % every == 0:
+                _layout.flush(dgamma_b, dgamma_c[c])
+                _layout.flush(dbeta_b, dbeta_c[c])
             for o in range(O):
                 _backward_compact_e_krows(dout[o, g], xhat[o, g], dx[o, g], coef_1, coef_dout_gamma, coef_xhat, gamma_p[p])
+        _layout.flush(dgamma_b, dgamma_c[c])
+        _layout.flush(dbeta_b, dbeta_c[c])
 
 
 def _backward_compact_krows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
     O, G, K = dout.shape
     dgamma_c = numpy.zeros((chunks, P, K))
     dbeta_c = numpy.zeros((chunks, P, K))
-    _layout.parallel(_backward_compact_krows_l0, chunks, (dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, dgamma_c, dbeta_c,), dout.size)
+    _layout.parallel(_backward_compact_krows_l0, chunks, (dout, xhat, dx, std_g, gamma_p, m, P, chunks, K, G, O, dgamma_c, dbeta_c,), dout.size)
     _layout.combine_chunks(dgamma_c, dgamma_p)
     _layout.combine_chunks(dbeta_c, dbeta_p)
 
@@ -496,7 +504,6 @@ def _backward_compact_cols_l0(dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT,
         coef_1_e = _layout.spread(coef_1_a, K * I)
         coef_dout_gamma_e = _layout.spread(coef_dout_gamma_a, K * I)
         coef_xhat_e = _layout.spread(coef_xhat_a, K * I)
-        gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
         _backward_compact_e_cols(dout, xhat, dx, coef_1_e, coef_dout_gamma_e, coef_xhat_e, gamma_e, 0, O, j0, j1)
 
 
@@ -656,16 +663,19 @@ def _backward_staged_e_krows(dout, xhat, dx, dx_coef_1, dx_coef_dxhat, dx_coef_x
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _backward_staged_krows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, dgamma_c, dbeta_c, c0, c1):
+def _backward_staged_krows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, K, G, O, dgamma_c, dbeta_c, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
-        for g in range(c * G // chunks, (c + 1) * G // chunks):
+        dgamma_b = numpy.zeros((P, K), dout.dtype)
+        dbeta_b = numpy.zeros((P, K), dout.dtype)
+        g0, every = c * G // chunks, _layout.block_groups(P, O)
+        for g in range(g0, (c + 1) * G // chunks):
             p = g % P
             std = std_g[g]
             sum_dxhat_xhat = 0.0
             sum_dxhat = 0.0
             for o in range(O):
-                sum_dxhat_xhat_run, sum_dxhat_run, = _backward_staged_p0_krows(dout[o, g], xhat[o, g], gamma_p[p], dgamma_c[c, p], dbeta_c[c, p])
+                sum_dxhat_xhat_run, sum_dxhat_run, = _backward_staged_p0_krows(dout[o, g], xhat[o, g], gamma_p[p], dgamma_b[p], dbeta_b[p])
                 sum_dxhat_xhat += sum_dxhat_xhat_run
                 sum_dxhat += sum_dxhat_run
             dvar = -1/2*sum_dxhat_xhat/std**2
@@ -673,15 +683,20 @@ def _backward_staged_krows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O
             dx_coef_dxhat = work(1/std)
             dx_coef_xhat = work(2*dvar*std/m)
             dx_coef_1 = work(dmu/m)
+            if (g - g0 + 1) % every == 0:
+                _layout.flush(dgamma_b, dgamma_c[c])
+                _layout.flush(dbeta_b, dbeta_c[c])
             for o in range(O):
                 _backward_staged_e_krows(dout[o, g], xhat[o, g], dx[o, g], dx_coef_1, dx_coef_dxhat, dx_coef_xhat, gamma_p[p])
+        _layout.flush(dgamma_b, dgamma_c[c])
+        _layout.flush(dbeta_b, dbeta_c[c])
 
 
 def _backward_staged_krows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
     O, G, K = dout.shape
     dgamma_c = numpy.zeros((chunks, P, K))
     dbeta_c = numpy.zeros((chunks, P, K))
-    _layout.parallel(_backward_staged_krows_l0, chunks, (dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, dgamma_c, dbeta_c,), dout.size)
+    _layout.parallel(_backward_staged_krows_l0, chunks, (dout, xhat, dx, std_g, gamma_p, m, P, chunks, K, G, O, dgamma_c, dbeta_c,), dout.size)
     _layout.combine_chunks(dgamma_c, dgamma_p)
     _layout.combine_chunks(dbeta_c, dbeta_p)
 
@@ -759,7 +774,6 @@ def _backward_staged_cols_l0(dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, 
         dx_coef_1_e = _layout.spread(dx_coef_1_a, K * I)
         dx_coef_dxhat_e = _layout.spread(dx_coef_dxhat_a, K * I)
         dx_coef_xhat_e = _layout.spread(dx_coef_xhat_a, K * I)
-        gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
         _backward_staged_e_cols(dout, xhat, dx, dx_coef_1_e, dx_coef_dxhat_e, dx_coef_xhat_e, gamma_e, 0, O, j0, j1)
 
 
@@ -1216,10 +1230,13 @@ def _backward_step_e_krows(dout, x, dx, coef_1, coef_dout_gamma, coef_xhat, gamm
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _backward_step_krows_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, chunks, G, O, dgamma_c, dbeta_c, c0, c1):
+def _backward_step_krows_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, chunks, K, G, O, dgamma_c, dbeta_c, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
-        for g in range(c * G // chunks, (c + 1) * G // chunks):
+        dgamma_b = numpy.zeros((P, K), dout.dtype)
+        dbeta_b = numpy.zeros((P, K), dout.dtype)
+        g0, every = c * G // chunks, _layout.block_groups(P, O)
+        for g in range(g0, (c + 1) * G // chunks):
             p = g % P
             mu = mu_g[g]
             std = std_g[g]
@@ -1227,22 +1244,27 @@ def _backward_step_krows_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, chunks, G, 
             sum_dout_gamma = 0.0
             sum_dout_gamma_xhat_acc = 0.0
             for o in range(O):
-                sum_dout_gamma_run, sum_dout_gamma_xhat_acc_run, = _backward_step_p1_krows(dout[o, g], x[o, g], gamma_p[p], inv_std, mu, dgamma_c[c, p], dbeta_c[c, p])
+                sum_dout_gamma_run, sum_dout_gamma_xhat_acc_run, = _backward_step_p1_krows(dout[o, g], x[o, g], gamma_p[p], inv_std, mu, dgamma_b[p], dbeta_b[p])
                 sum_dout_gamma += sum_dout_gamma_run
                 sum_dout_gamma_xhat_acc += sum_dout_gamma_xhat_acc_run
             sum_dout_gamma_xhat = sum_dout_gamma_xhat_acc/std
             coef_dout_gamma = work(1/std)
             coef_xhat = work(-sum_dout_gamma_xhat/(m*std))
             coef_1 = work(-sum_dout_gamma/(m*std))
+            if (g - g0 + 1) % every == 0:
+                _layout.flush(dgamma_b, dgamma_c[c])
+                _layout.flush(dbeta_b, dbeta_c[c])
             for o in range(O):
                 _backward_step_e_krows(dout[o, g], x[o, g], dx[o, g], coef_1, coef_dout_gamma, coef_xhat, gamma_p[p], inv_std, mu)
+        _layout.flush(dgamma_b, dgamma_c[c])
+        _layout.flush(dbeta_b, dbeta_c[c])
 
 
 def _backward_step_krows(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
     O, G, K = dout.shape
     dgamma_c = numpy.zeros((chunks, P, K))
     dbeta_c = numpy.zeros((chunks, P, K))
-    _layout.parallel(_backward_step_krows_l0, chunks, (dout, x, dx, mu_g, std_g, gamma_p, m, P, chunks, G, O, dgamma_c, dbeta_c,), dout.size)
+    _layout.parallel(_backward_step_krows_l0, chunks, (dout, x, dx, mu_g, std_g, gamma_p, m, P, chunks, K, G, O, dgamma_c, dbeta_c,), dout.size)
     _layout.combine_chunks(dgamma_c, dgamma_p)
     _layout.combine_chunks(dbeta_c, dbeta_p)
 
@@ -1333,7 +1355,6 @@ def _backward_step_cols_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, K, I, G, GT,
         coef_1_e = _layout.spread(coef_1_a, K * I)
         coef_dout_gamma_e = _layout.spread(coef_dout_gamma_a, K * I)
         coef_xhat_e = _layout.spread(coef_xhat_a, K * I)
-        gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
         inv_std_e = _layout.spread(inv_std_a, K * I)
         mu_e = _layout.spread(mu_g[g0:g1], K * I)
         _backward_step_e_cols(dout, x, dx, coef_1_e, coef_dout_gamma_e, coef_xhat_e, gamma_e, inv_std_e, mu_e, 0, O, j0, j1)

@@ -35,17 +35,22 @@ class Columns:
     def spread(self, e: Emit, depth: int, names, sources: dict, per_group: str) -> dict[str, str]:
         """Each operand over the tile's columns: per-group values (``sources``, sliced by
         ``per_group``) and one-value-per-group parameters repeated K*I times (the same array when
-        K*I = 1), varying parameters laid out along k; returns name -> array."""
+        K*I = 1), varying parameters laid out along k; returns name -> array.  A parameter is laid
+        out once a tile: a later phase of the same tile reads the same array."""
         out = {}
         for n in names:
             local = self.local(f"{n}_e")
+            out[n] = local
+            if n in self.params and n in self.tile_spread:
+                continue
+            if n in self.params:
+                self.tile_spread.add(n)
             if n in self.varying:
                 e(depth, f"{local} = _layout.expand_varying({self.array(n, 'p')}, g0, g1, K, I, P)")
             elif n in self.params:
                 e(depth, f"{local} = _layout.spread({self.local(n + '_t')}, K * I)")
             else:
                 e(depth, f"{local} = _layout.spread({self.view(sources, n, per_group)}, K * I)")
-            out[n] = local
         return out
 
     def read_later(self) -> set[str]:
@@ -60,6 +65,7 @@ class Columns:
         return out
 
     def tile(self, e: Emit, depth: int, rows: bool) -> None:
+        self.tile_spread = set()   # the parameters this tile has laid out over its columns (see spread)
         if rows:
             e(depth, "rc, tc = t // TC, t % TC")
             e(depth, "o0, o1 = rc * O // RC, (rc + 1) * O // RC")

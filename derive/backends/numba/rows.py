@@ -20,10 +20,15 @@ class Rows:
             e(1, f"{self.array(g.name, 'c')} = numpy.zeros((chunks, P, K))")
         for g, _ in sc.outer:
             e(1, f"{self.array(g.name, 'g')} = {self.array(g.name, 'p')} if P == G else numpy.empty(G)")
+        blocked = [g.name for g, _ in (a for ph in sc.passes for a in ph.partials)] if mode == "krows" else []
         e(1, "for c in numba.prange(chunks):")
         if self.needs_work():
             e(2, f"work = {first}.dtype.type")
-        e(2, "for g in range(c * G // chunks, (c + 1) * G // chunks):")
+        if blocked:   # a row adds into a block in the working dtype; BLOCK rows a block go into the float64 partial
+            for g in blocked:
+                e(2, f"{self.array(g, 'b')} = numpy.zeros((P, K), {first}.dtype)")
+            e(2, "g0, every = c * G // chunks, _layout.block_groups(P, O)")
+        e(2, f"for g in range({'g0' if blocked else 'c * G // chunks'}, (c + 1) * G // chunks):")
         e(3, "p = g % P")
         uniform = [n for n in r.group_in] + [n for n in r.params if n not in self.varying]
         self.group_loads(e, 3, uniform)
@@ -48,7 +53,7 @@ class Rows:
                 else:
                     call_args = ([f"{a}[o, g]" for a in elems]
                                  + [f"{self.array(v, 'p')}[p]" if v in self.varying else v for v in ops]
-                                 + [f"{self.array(g, 'c')}[c, p]" for g in partials] + scal)
+                                 + [f"{self.array(g, 'b')}[p]" for g in partials] + scal)
                     got = sums
                 call = f"{inner[n]}({', '.join(call_args)})"
                 if got:
@@ -69,6 +74,10 @@ class Rows:
             for g, acc in outer.items():
                 if acc in here:
                     e(3, f"{self.array(g.name, 'g')}[g] = {acc.name}")
+        if blocked:
+            e(3, "if (g - g0 + 1) % every == 0:")
+            for g in blocked:
+                e(4, f"_layout.flush({self.array(g, 'b')}, {self.array(g, 'c')}[c])")
         elems, stores, ops, scal = self.element_parts()
         e(3, "for o in range(O):")
         if mode == "rows":
@@ -82,5 +91,7 @@ class Rows:
             args = ([f"{a}[o, g]" for a in elems + stores]
                     + [f"{self.array(v, 'p')}[p]" if v in self.varying else v for v in ops] + scal)
             e(4, f"{inner['e']}({', '.join(args)})")
+        for g in blocked:
+            e(2, f"_layout.flush({self.array(g, 'b')}, {self.array(g, 'c')}[c])")
         self.combine(e, cols=False)
         return e.lines

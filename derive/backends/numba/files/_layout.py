@@ -34,6 +34,10 @@ RUN = 32
 #: their gradients)
 CHUNKS = 16
 GROUPS_PER_PARTIAL = 16
+#: krows: a thread adds the parameters' gradients of up to BLOCK rows into a block in the working
+#: dtype, then the block into its float64 partial (a float64 partial updated by every row took 4.0
+#: of 6.2 ms in layer norm's backward sums at (8192, 1024), one thread)
+BLOCK = 16
 #: cols: tiles of about TILE columns; with fewer than ITEMS tiles, the rows are split too (tall)
 #: into at most ROW_CHUNKS chunks of at least ROWS_PER_CHUNK rows
 TILE = 1024
@@ -166,10 +170,12 @@ def spread(values, run):
     if run == 1:
         return values
     out = numpy.empty(values.shape[0] * run, values.dtype)
+    q = 0
     for g in range(values.shape[0]):
         v = values[g]
-        for q in range(g * run, (g + 1) * run):
+        for _ in range(run):
             out[q] = v
+            q += 1
     return out
 
 
@@ -188,18 +194,26 @@ def per_group(param, g0, g1, P):
 
 @numba.njit(cache=True)
 def expand_varying(param, g0, g1, K, I, P):
-    """A parameter that varies along k (param[g % P, k]) for each column of the groups g0..g1."""
-    out = numpy.empty((g1 - g0) * K * I, param.dtype)
-    p = g0 % P if P else 0
-    for g in range(g1 - g0):
-        base = g * K * I
+    """A parameter that varies along k (param[g % P, k]) for each column of the groups g0..g1: one
+    period of P groups laid out once, then repeated from group g0 % P (a loop over g, k and i for
+    every column took 3.1 ms for 2048 tiles of 512 groups of 2 columns, this 1.3 ms)."""
+    KI = K * I
+    period = numpy.empty(max(P, 1) * KI, param.dtype)
+    q = 0
+    for p in range(max(P, 1)):
         for k in range(K):
-            v = param[p, k]
-            for i in range(base + k * I, base + (k + 1) * I):
-                out[i] = v
-        p += 1
-        if p == P:
-            p = 0
+            v = param[p if P else 0, k]
+            for _ in range(I):
+                period[q] = v
+                q += 1
+    n = (g1 - g0) * KI
+    out = numpy.empty(n, param.dtype)
+    s = (g0 % P if P else 0) * KI
+    for q in range(n):
+        out[q] = period[s]
+        s += 1
+        if s == period.shape[0]:
+            s = 0
     return out
 
 
@@ -209,10 +223,12 @@ def fold(acc, run, out):
     if run == 1:
         out[:] = acc
         return
+    q = 0
     for g in range(out.shape[0]):
         s = 0.0
-        for q in range(g * run, (g + 1) * run):
+        for _ in range(run):
             s += acc[q]
+            q += 1
         out[g] = s
 
 
@@ -220,16 +236,32 @@ def fold(acc, run, out):
 def fold_varying(acc, g0, g1, K, I, P, out):
     """out[p, k] += the column accumulators of (g, k), g % P == p, for g in g0..g1."""
     p = g0 % P if P else 0
+    q = 0
     for g in range(g1 - g0):
-        base = g * K * I
         for k in range(K):
             s = 0.0
-            for i in range(base + k * I, base + (k + 1) * I):
-                s += acc[i]
+            for _ in range(I):
+                s += acc[q]
+                q += 1
             out[p, k] += s
         p += 1
         if p == P:
             p = 0
+
+
+@numba.njit(cache=True)
+def block_groups(P, O):
+    """krows: after how many groups a block goes into its partial (P groups a row of blocks, O rows a group)."""
+    return max(1, BLOCK // max(O, 1)) * P
+
+
+@numba.njit(cache=True)
+def flush(block, partial):
+    """partial += block (a float64 partial, a block in the working dtype); then the block is zero."""
+    for p in range(block.shape[0]):
+        for k in range(block.shape[1]):
+            partial[p, k] += block[p, k]
+            block[p, k] = 0
 
 
 @numba.njit(cache=True)
