@@ -8,12 +8,23 @@ sends large float32 CPU tensors to generated.numba's kernels when numba imports 
 says which ran: numba or the printed torch operations).  The two are taken in turn, one call of
 each per round, so that a load that comes and goes on a shared machine falls on both alike; the
 median of ``repeats`` rounds is reported, with the load average before and after.
+
+Two regimes, since a full-size tensor's fresh pages can cost either side more than its kernels:
+this process (glibc's defaults: a tensor of 16 MiB or more is a fresh mapping each time, until
+glibc raises its threshold after the first frees, so a run may fall on either side of it), and a
+second process that keeps glibc's memory (``KEPT``: no fresh pages after warm-up, as a long
+training loop settles into for tensors under glibc's 32 MiB ceiling).  Native's own time moved 2x
+or more between runs of the first; the second is the kernels' and the Python's cost.
 """
 from __future__ import annotations
 
+import json
 import os
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 #: (label, function name in torch.nn.functional and generated.torch, shape, extra arguments)
 CASES = (("batch norm", "batch_norm", (4096, 1024), {}),
@@ -22,6 +33,8 @@ CASES = (("batch norm", "batch_norm", (4096, 1024), {}),
          ("group norm", "group_norm", (32, 64, 56, 56), {"num_groups": 32}))
 QUICK_CASES = (("batch norm", "batch_norm", (256, 64), {}),
                ("group norm", "group_norm", (4, 8, 8, 8), {"num_groups": 4}))
+#: the environment of the second process: glibc serves every tensor from memory it keeps
+KEPT = {"MALLOC_MMAP_THRESHOLD_": str(1 << 32), "MALLOC_TRIM_THRESHOLD_": str(1 << 34)}
 
 
 def _medians(fns, repeats: int) -> list[float]:
@@ -88,24 +101,51 @@ def direction(ratio: float) -> str:
     return f"{ratio:.2f}x slower" if ratio >= 1 else f"{1 / ratio:.2f}x faster"
 
 
-def table(results: list[tuple]) -> str:
+def table(results: list[tuple], kept: list[tuple] | None = None) -> str:
+    """One row per case; with ``kept`` (the same cases timed keeping glibc's memory), three more
+    columns: generated.torch and native ms there, and their ratio in words."""
+    more = kept is not None
     lines = ["| forward + backward, float32, training | shape | generated.torch ran | generated.torch ms "
-             "| torch native ms | generated / native | generated.torch is |",
-             "|---|---|---|---|---|---|---|"]
-    for label, shape, kernels, ours, native, ratio in results:
-        lines.append(f"| {label} | {shape} | {kernels} | {ours:.2f} | {native:.2f} | {ratio:.2f} "
-                     f"| {direction(ratio)} |")
+             "| torch native ms | generated / native | generated.torch is |"
+             + (" memory kept: generated ms | native ms | generated.torch is |" if more else ""),
+             "|---|---|---|---|---|---|---|" + ("---|---|---|" if more else "")]
+    for k, (label, shape, kernels, ours, native, ratio) in enumerate(results):
+        row = (f"| {label} | {shape} | {kernels} | {ours:.2f} | {native:.2f} | {ratio:.2f} "
+               f"| {direction(ratio)} |")
+        if more:
+            same = kept[k] if k < len(kept) else None
+            row += (f" {same[3]:.2f} | {same[4]:.2f} | {direction(same[5])} |" if same else " - | - | - |")
+        lines.append(row)
     return "\n".join(lines)
+
+
+def kept_rows(quick: bool) -> tuple[list[tuple] | None, str]:
+    """rows() in a second process that keeps glibc's memory (``KEPT``), and a note on failure."""
+    import generated
+    roots = {str(Path(generated.__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[2])}
+    env = {**os.environ, **KEPT, "PYTHONPATH": os.pathsep.join([*sorted(roots), os.environ.get("PYTHONPATH", "")])}
+    command = [sys.executable, "-m", "derive.bench.torch", "--rows"] + (["--quick"] if quick else [])
+    try:
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, check=True)
+        return [tuple(r[:1]) + (tuple(r[1]),) + tuple(r[2:]) for r in json.loads(done.stdout)], ""
+    except (subprocess.SubprocessError, ValueError, OSError) as e:
+        return None, f"\n(the second process, keeping glibc's memory, did not run: {type(e).__name__})"
 
 
 def main(quick: bool = False) -> str:
     """The table, with its title and the load average around it; the caller prints it."""
     load = os.getloadavg()[0]
-    text = table(rows(quick))
+    results = rows(quick)
+    print("derive bench: timing generated.torch again in a process that keeps glibc's memory ...",
+          file=sys.stderr, flush=True)
+    kept, note = kept_rows(quick)
     return (f"generated.torch against torch's native kernels (2 threads; load average {load:.2f} before, "
-            f"{os.getloadavg()[0]:.2f} after):\n" + text)
+            f"{os.getloadavg()[0]:.2f} after; the last three columns from a second process that keeps "
+            f"glibc's memory, so that neither side pays for fresh pages):\n" + table(results, kept or []) + note)
 
 
 if __name__ == "__main__":
-    import sys
-    print(main("--quick" in sys.argv))
+    if "--rows" in sys.argv:   # the second process of main(): its rows as JSON
+        print(json.dumps(rows("--quick" in sys.argv)))
+    else:
+        print(main("--quick" in sys.argv))
