@@ -270,3 +270,56 @@ def test_a_constant_group_with_eps_outside_gets_the_limit(backward):
     dx = getattr(gn, backward)(dout, cache)[0]
     limit = (dout[:, 0] - dout[:, 0].mean()) / 1e-5
     assert np.max(np.abs(dx[:, 0] - limit)) <= 1e-12 * np.max(np.abs(limit))
+
+
+def _to_inputs(expr, group: dict, elements: dict):
+    """``expr`` with every per-element local and per-group value replaced by its definition, down to
+    the function's inputs and group sums."""
+    for _ in range(50):
+        new = expr.xreplace(elements).xreplace(group)
+        if new == expr:
+            return new
+        expr = new
+    raise AssertionError(f"no fixed point: {expr}")
+
+
+def test_the_elementwise_pass_reads_each_per_group_factor_once():
+    """numba's rewrites of a schedule (derive/backends/numba/context.py, fold.py): each stored
+    per-element result, with every definition substituted back, is the function's own; and where a
+    result is affine in its per-element values, its per-group factors are multiplied out once per
+    group: batch norm's training forward reads mu_hi and two coefficients per element (it read
+    beta, gamma, inv_std, mu_hi and mu_lo) and its backward four (it read five)."""
+    import sympy as sp
+    from _derived import all_default
+    from derive.backends.numba.context import split_means
+    from derive.backends.numba.fold import fold_elements
+    from derive.math.algebra import Elem
+    from derive.output import render
+
+    def reads(f):
+        got = set()
+        for _, v in f.schedule.elements:
+            got |= {s for s in v.free_symbols if not isinstance(s, Elem)}
+        return {s.name for s in got} - {"m"}
+
+    counts, checked = {}, 0
+    for build in render.builds(list(all_default())):
+        ir = build.ir
+        for key, f in ir.functions.items():
+            if key == "backward2":
+                continue
+            split = split_means(f, ir.x, ir.names.local)
+            folded = fold_elements(split, ir.x, ir.names.local)
+            old = {s: v for s, v in f.schedule.elements}
+            group = {s: v for p in folded.schedule.passes for s, v in p.group}
+            new = {s: v for s, v in folded.schedule.elements}
+            for s in f.schedule.stores:
+                want = _to_inputs(old[s], group, old)
+                got = _to_inputs(new[s], group, new)
+                assert sp.expand(got - want) == 0, (build.spec.name, key, s)
+                checked += 1
+            counts[build.spec.name, key] = (len(reads(split)), len(reads(folded)))
+    assert checked > 50
+    assert counts["batchnorm", "forward_step"] == (5, 3)
+    assert counts["batchnorm", "backward_step"] == (5, 4)
+    assert counts["layernorm", "forward_step"][1] == counts["layernorm", "forward_step"][0]   # gamma varies

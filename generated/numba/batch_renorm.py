@@ -45,10 +45,10 @@ def _forward_train_p1_rows(x, mu):
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
-def _forward_train_e_rows(x, xhat, out, beta, d, gamma, inv_std, mu_hi, mu_lo, r):
+def _forward_train_e_rows(x, xhat, out, beta, gamma, mu_hi, xhat_coef_1, xhat_coef_x_mu_hi):
     for j in range(x.shape[0]):
         x_mu_hi = x[j] - mu_hi
-        xhat[j] = d + inv_std*r*(x_mu_hi - mu_lo)
+        xhat[j] = x_mu_hi*xhat_coef_x_mu_hi + xhat_coef_1
         out[j] = xhat[j]*gamma + beta
 
 
@@ -69,9 +69,9 @@ def _forward_train_rows_l0(x, xhat, out, running_mean_g, running_var_g, mu_g, d_
                     sum_x += sum_x_run
             std_run = math.sqrt(eps + running_var)
             mu = sum_x/m
-            d = work(min(max(((mu - running_mean)/(math.sqrt(eps + running_var)) if (math.sqrt(eps + running_var)) != 0 else 0.0), -d_max), d_max))
+            d = min(max(((mu - running_mean)/(math.sqrt(eps + running_var)) if (math.sqrt(eps + running_var)) != 0 else 0.0), -d_max), d_max)
             mu_hi = work(mu)
-            mu_lo = work(mu - mu_hi)
+            mu_lo = mu - mu_hi
             mu_g[g] = mu
             d_g[g] = d
             sum_var = 0.0
@@ -81,14 +81,16 @@ def _forward_train_rows_l0(x, xhat, out, running_mean_g, running_var_g, mu_g, d_
                     sum_var += sum_var_run
             var = sum_var/m
             std = math.sqrt(eps + var)
-            r = work(min(max(((std)/(math.sqrt(eps + running_var)) if (math.sqrt(eps + running_var)) != 0 else 0.0), 1/r_max), r_max))
-            inv_std = work(1/std)
+            r = min(max(((std)/(math.sqrt(eps + running_var)) if (math.sqrt(eps + running_var)) != 0 else 0.0), 1/r_max), r_max)
+            inv_std = 1/std
+            xhat_coef_x_mu_hi = work(inv_std*r)
+            xhat_coef_1 = work(d - inv_std*mu_lo*r)
             var_g[g] = var
             std_g[g] = std
             r_g[g] = r
             for o in range(O):
                 for k in range(K):
-                    _forward_train_e_rows(x[o, g, k], xhat[o, g, k], out[o, g, k], beta, d, gamma, inv_std, mu_hi, mu_lo, r)
+                    _forward_train_e_rows(x[o, g, k], xhat[o, g, k], out[o, g, k], beta, gamma, mu_hi, xhat_coef_1, xhat_coef_x_mu_hi)
 
 
 def _forward_train_rows(x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, chunks):
@@ -135,13 +137,13 @@ def _forward_train_p1_cols(x, mu, sum_var, o0, o1, j0, j1):
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
-def _forward_train_e_cols(x, xhat, out, beta, d, gamma, inv_std, mu_hi, mu_lo, r, o0, o1, j0, j1):
+def _forward_train_e_cols(x, xhat, out, beta, gamma, mu_hi, xhat_coef_1, xhat_coef_x_mu_hi, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
             x_mu_hi = x[ou, j] - mu_hi[q]
-            xhat[ou, j] = d[q] + inv_std[q]*r[q]*(x_mu_hi - mu_lo[q])
+            xhat[ou, j] = x_mu_hi*xhat_coef_x_mu_hi[q] + xhat_coef_1[q]
             out[ou, j] = xhat[ou, j]*gamma[q] + beta[q]
 
 
@@ -151,9 +153,9 @@ def _forward_train_g0(sum_x, running_mean, running_var, mu_w, d_w, mu_hi_w, mu_l
     for g in range(sum_x.shape[0]):
         std_run = math.sqrt(eps + running_var[g])
         mu = sum_x[g]/m
-        d = work(min(max(((mu - running_mean[g])/(math.sqrt(eps + running_var[g])) if (math.sqrt(eps + running_var[g])) != 0 else 0.0), -d_max), d_max))
+        d = min(max(((mu - running_mean[g])/(math.sqrt(eps + running_var[g])) if (math.sqrt(eps + running_var[g])) != 0 else 0.0), -d_max), d_max)
         mu_hi = work(mu)
-        mu_lo = work(mu - mu_hi)
+        mu_lo = mu - mu_hi
         mu_w[g] = mu
         d_w[g] = d
         mu_hi_w[g] = mu_hi
@@ -161,17 +163,21 @@ def _forward_train_g0(sum_x, running_mean, running_var, mu_w, d_w, mu_hi_w, mu_l
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_g1(sum_var, running_var, var_w, std_w, r_w, inv_std_w, eps, m, r_max, like):
+def _forward_train_g1(sum_var, d, mu_lo, running_var, var_w, std_w, r_w, inv_std_w, xhat_coef_x_mu_hi_w, xhat_coef_1_w, eps, m, r_max, like):
     work = like.dtype.type
     for g in range(sum_var.shape[0]):
         var = sum_var[g]/m
         std = math.sqrt(eps + var)
-        r = work(min(max(((std)/(math.sqrt(eps + running_var[g])) if (math.sqrt(eps + running_var[g])) != 0 else 0.0), 1/r_max), r_max))
-        inv_std = work(1/std)
+        r = min(max(((std)/(math.sqrt(eps + running_var[g])) if (math.sqrt(eps + running_var[g])) != 0 else 0.0), 1/r_max), r_max)
+        inv_std = 1/std
+        xhat_coef_x_mu_hi = work(inv_std*r)
+        xhat_coef_1 = work(d[g] - inv_std*mu_lo[g]*r)
         var_w[g] = var
         std_w[g] = std
         r_w[g] = r
         inv_std_w[g] = inv_std
+        xhat_coef_x_mu_hi_w[g] = xhat_coef_x_mu_hi
+        xhat_coef_1_w[g] = xhat_coef_1
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
@@ -184,8 +190,10 @@ def _forward_train_cols_l0(x, xhat, out, running_mean_g, running_var_g, mu_g, d_
         sum_x_s = numpy.empty(g1 - g0)
         sum_var_s = numpy.empty(g1 - g0)
         mu_hi_a = numpy.empty(g1 - g0, x.dtype)
-        mu_lo_a = numpy.empty(g1 - g0, x.dtype)
-        inv_std_a = numpy.empty(g1 - g0, x.dtype)
+        mu_lo_a = numpy.empty(g1 - g0)
+        inv_std_a = numpy.empty(g1 - g0)
+        xhat_coef_x_mu_hi_a = numpy.empty(g1 - g0, x.dtype)
+        xhat_coef_1_a = numpy.empty(g1 - g0, x.dtype)
         sum_x_t = numpy.zeros(j1 - j0)
         _forward_train_p0_cols(x, sum_x_t, 0, O, j0, j1)
         _layout.fold(sum_x_t, K * I, sum_x_s)
@@ -194,15 +202,13 @@ def _forward_train_cols_l0(x, xhat, out, running_mean_g, running_var_g, mu_g, d_
         sum_var_t = numpy.zeros(j1 - j0)
         _forward_train_p1_cols(x, mu_e, sum_var_t, 0, O, j0, j1)
         _layout.fold(sum_var_t, K * I, sum_var_s)
-        _forward_train_g1(sum_var_s, running_var_g[g0:g1], var_g[g0:g1], std_g[g0:g1], r_g[g0:g1], inv_std_a, eps, m, r_max, like)
+        _forward_train_g1(sum_var_s, d_g[g0:g1], mu_lo_a, running_var_g[g0:g1], var_g[g0:g1], std_g[g0:g1], r_g[g0:g1], inv_std_a, xhat_coef_x_mu_hi_a, xhat_coef_1_a, eps, m, r_max, like)
         beta_e = _layout.spread(beta_t, K * I)
-        d_e = _layout.spread(d_g[g0:g1], K * I)
         gamma_e = _layout.spread(gamma_t, K * I)
-        inv_std_e = _layout.spread(inv_std_a, K * I)
         mu_hi_e = _layout.spread(mu_hi_a, K * I)
-        mu_lo_e = _layout.spread(mu_lo_a, K * I)
-        r_e = _layout.spread(r_g[g0:g1], K * I)
-        _forward_train_e_cols(x, xhat, out, beta_e, d_e, gamma_e, inv_std_e, mu_hi_e, mu_lo_e, r_e, 0, O, j0, j1)
+        xhat_coef_1_e = _layout.spread(xhat_coef_1_a, K * I)
+        xhat_coef_x_mu_hi_e = _layout.spread(xhat_coef_x_mu_hi_a, K * I)
+        _forward_train_e_cols(x, xhat, out, beta_e, gamma_e, mu_hi_e, xhat_coef_1_e, xhat_coef_x_mu_hi_e, 0, O, j0, j1)
 
 
 def _forward_train_cols(x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, K, I, G, GT):
@@ -242,7 +248,7 @@ def _forward_train_tall_l1(x, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, 
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _forward_train_tall_l2(x, xhat, out, d_g, r_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, mu_hi_a, mu_lo_a, t0, t1):
+def _forward_train_tall_l2(x, xhat, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, mu_hi_a, xhat_coef_1_a, xhat_coef_x_mu_hi_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
@@ -251,13 +257,11 @@ def _forward_train_tall_l2(x, xhat, out, d_g, r_g, beta_p, gamma_p, P, K, I, G, 
         beta_t = _layout.per_group(beta_p, g0, g1, P)
         gamma_t = _layout.per_group(gamma_p, g0, g1, P)
         beta_e = _layout.spread(beta_t, K * I)
-        d_e = _layout.spread(d_g[g0:g1], K * I)
         gamma_e = _layout.spread(gamma_t, K * I)
-        inv_std_e = _layout.spread(inv_std_a[g0:g1], K * I)
         mu_hi_e = _layout.spread(mu_hi_a[g0:g1], K * I)
-        mu_lo_e = _layout.spread(mu_lo_a[g0:g1], K * I)
-        r_e = _layout.spread(r_g[g0:g1], K * I)
-        _forward_train_e_cols(x, xhat, out, beta_e, d_e, gamma_e, inv_std_e, mu_hi_e, mu_lo_e, r_e, o0, o1, j0, j1)
+        xhat_coef_1_e = _layout.spread(xhat_coef_1_a[g0:g1], K * I)
+        xhat_coef_x_mu_hi_e = _layout.spread(xhat_coef_x_mu_hi_a[g0:g1], K * I)
+        _forward_train_e_cols(x, xhat, out, beta_e, gamma_e, mu_hi_e, xhat_coef_1_e, xhat_coef_x_mu_hi_e, o0, o1, j0, j1)
 
 
 def _forward_train_tall(x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, K, I, G, RC, GT):
@@ -266,8 +270,10 @@ def _forward_train_tall(x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, 
     sum_x_s = numpy.empty(G)
     sum_var_s = numpy.empty(G)
     mu_hi_a = numpy.empty(G, x.dtype)
-    mu_lo_a = numpy.empty(G, x.dtype)
-    inv_std_a = numpy.empty(G, x.dtype)
+    mu_lo_a = numpy.empty(G)
+    inv_std_a = numpy.empty(G)
+    xhat_coef_x_mu_hi_a = numpy.empty(G, x.dtype)
+    xhat_coef_1_a = numpy.empty(G, x.dtype)
     like = numpy.empty(0, x.dtype)
     beta_all = _layout.per_group(beta_p, 0, G, P)
     gamma_all = _layout.per_group(gamma_p, 0, G, P)
@@ -278,12 +284,12 @@ def _forward_train_tall(x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, 
     sum_var_r = numpy.empty((RC, G))
     _layout.parallel(_forward_train_tall_l1, RC * TC, (x, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_var_r,), x.size)
     _layout.sum_chunks(sum_var_r, sum_var_s)
-    _forward_train_g1(sum_var_s, running_var_g, var_g, std_g, r_g, inv_std_a, eps, m, r_max, like)
-    _layout.parallel(_forward_train_tall_l2, RC * TC, (x, xhat, out, d_g, r_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, mu_hi_a, mu_lo_a,), x.size)
+    _forward_train_g1(sum_var_s, d_g, mu_lo_a, running_var_g, var_g, std_g, r_g, inv_std_a, xhat_coef_x_mu_hi_a, xhat_coef_1_a, eps, m, r_max, like)
+    _layout.parallel(_forward_train_tall_l2, RC * TC, (x, xhat, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, mu_hi_a, xhat_coef_1_a, xhat_coef_x_mu_hi_a,), x.size)
 
 
 def _forward_train(lay, x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max):
-    """Forward pass, training mode. Pass 1 sums sum_x (float64) in each group; then std_run, mu, d, mu_hi, mu_lo. Pass 2 sums sum_var (float64) in each group; then var, std, r, inv_std. Pass 3: xhat, out, elementwise."""
+    """Forward pass, training mode. Pass 1 sums sum_x (float64) in each group; then std_run, mu, d, mu_hi, mu_lo. Pass 2 sums sum_var (float64) in each group; then var, std, r, inv_std, xhat_coef_x_mu_hi, xhat_coef_1. Pass 3: xhat, out, elementwise."""
     if lay.strategy == "cols":
         _forward_train_cols(lay.cols(x), lay.cols(xhat), lay.cols(out), running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, lay.P, lay.K, lay.I, lay.groups, lay.GT)
     elif lay.strategy == "tall":
@@ -293,9 +299,10 @@ def _forward_train(lay, x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, 
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
-def _forward_test_e_rows(x, xhat, out, beta, d, gamma, inv_std, mu, r):
+def _forward_test_e_rows(x, xhat, out, beta, d, gamma, mu, xhat_coef_x_mu):
     for j in range(x.shape[0]):
-        xhat[j] = d + inv_std*r*(x[j] - mu)
+        x_mu = x[j] - mu
+        xhat[j] = x_mu*xhat_coef_x_mu + d
         out[j] = xhat[j]*gamma + beta
 
 
@@ -311,15 +318,16 @@ def _forward_test_rows_l0(x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, ga
             gamma = gamma_p[p]
             std = math.sqrt(eps + var)
             std_run = std
-            r = work(min(max(1, 1/r_max), r_max))
+            r = min(max(1, 1/r_max), r_max)
             d = work(min(max(0, -d_max), d_max))
-            inv_std = work(1/std)
+            inv_std = 1/std
+            xhat_coef_x_mu = work(inv_std*r)
             std_g[g] = std
             r_g[g] = r
             d_g[g] = d
             for o in range(O):
                 for k in range(K):
-                    _forward_test_e_rows(x[o, g, k], xhat[o, g, k], out[o, g, k], beta, d, gamma, inv_std, mu, r)
+                    _forward_test_e_rows(x[o, g, k], xhat[o, g, k], out[o, g, k], beta, d, gamma, mu, xhat_coef_x_mu)
 
 
 def _forward_test_rows(x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, chunks):
@@ -328,28 +336,30 @@ def _forward_test_rows(x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
-def _forward_test_e_cols(x, xhat, out, beta, d, gamma, inv_std, mu, r, o0, o1, j0, j1):
+def _forward_test_e_cols(x, xhat, out, beta, d, gamma, mu, xhat_coef_x_mu, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
-            xhat[ou, j] = d[q] + inv_std[q]*r[q]*(x[ou, j] - mu[q])
+            x_mu = x[ou, j] - mu[q]
+            xhat[ou, j] = x_mu*xhat_coef_x_mu[q] + d[q]
             out[ou, j] = xhat[ou, j]*gamma[q] + beta[q]
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_test_g0(var, std_w, r_w, d_w, inv_std_w, d_max, eps, r_max, like):
+def _forward_test_g0(var, std_w, r_w, d_w, xhat_coef_x_mu_w, d_max, eps, r_max, like):
     work = like.dtype.type
     for g in range(var.shape[0]):
         std = math.sqrt(eps + var[g])
         std_run = std
-        r = work(min(max(1, 1/r_max), r_max))
+        r = min(max(1, 1/r_max), r_max)
         d = work(min(max(0, -d_max), d_max))
-        inv_std = work(1/std)
+        inv_std = 1/std
+        xhat_coef_x_mu = work(inv_std*r)
         std_w[g] = std
         r_w[g] = r
         d_w[g] = d
-        inv_std_w[g] = inv_std
+        xhat_coef_x_mu_w[g] = xhat_coef_x_mu
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
@@ -359,15 +369,14 @@ def _forward_test_cols_l0(x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, ga
         j0, j1 = g0 * K * I, g1 * K * I
         beta_t = _layout.per_group(beta_p, g0, g1, P)
         gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        inv_std_a = numpy.empty(g1 - g0, x.dtype)
-        _forward_test_g0(var_g[g0:g1], std_g[g0:g1], r_g[g0:g1], d_g[g0:g1], inv_std_a, d_max, eps, r_max, like)
+        xhat_coef_x_mu_a = numpy.empty(g1 - g0, x.dtype)
+        _forward_test_g0(var_g[g0:g1], std_g[g0:g1], r_g[g0:g1], d_g[g0:g1], xhat_coef_x_mu_a, d_max, eps, r_max, like)
         beta_e = _layout.spread(beta_t, K * I)
         d_e = _layout.spread(d_g[g0:g1], K * I)
         gamma_e = _layout.spread(gamma_t, K * I)
-        inv_std_e = _layout.spread(inv_std_a, K * I)
         mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        r_e = _layout.spread(r_g[g0:g1], K * I)
-        _forward_test_e_cols(x, xhat, out, beta_e, d_e, gamma_e, inv_std_e, mu_e, r_e, 0, O, j0, j1)
+        xhat_coef_x_mu_e = _layout.spread(xhat_coef_x_mu_a, K * I)
+        _forward_test_e_cols(x, xhat, out, beta_e, d_e, gamma_e, mu_e, xhat_coef_x_mu_e, 0, O, j0, j1)
 
 
 def _forward_test_cols(x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, K, I, G, GT):
@@ -378,7 +387,7 @@ def _forward_test_cols(x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _forward_test_tall_l0(x, xhat, out, mu_g, r_g, d_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, t0, t1):
+def _forward_test_tall_l0(x, xhat, out, mu_g, d_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, xhat_coef_x_mu_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
@@ -389,25 +398,24 @@ def _forward_test_tall_l0(x, xhat, out, mu_g, r_g, d_g, beta_p, gamma_p, P, K, I
         beta_e = _layout.spread(beta_t, K * I)
         d_e = _layout.spread(d_g[g0:g1], K * I)
         gamma_e = _layout.spread(gamma_t, K * I)
-        inv_std_e = _layout.spread(inv_std_a[g0:g1], K * I)
         mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        r_e = _layout.spread(r_g[g0:g1], K * I)
-        _forward_test_e_cols(x, xhat, out, beta_e, d_e, gamma_e, inv_std_e, mu_e, r_e, o0, o1, j0, j1)
+        xhat_coef_x_mu_e = _layout.spread(xhat_coef_x_mu_a[g0:g1], K * I)
+        _forward_test_e_cols(x, xhat, out, beta_e, d_e, gamma_e, mu_e, xhat_coef_x_mu_e, o0, o1, j0, j1)
 
 
 def _forward_test_tall(x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, K, I, G, RC, GT):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
-    inv_std_a = numpy.empty(G, x.dtype)
+    xhat_coef_x_mu_a = numpy.empty(G, x.dtype)
     like = numpy.empty(0, x.dtype)
     beta_all = _layout.per_group(beta_p, 0, G, P)
     gamma_all = _layout.per_group(gamma_p, 0, G, P)
-    _forward_test_g0(var_g, std_g, r_g, d_g, inv_std_a, d_max, eps, r_max, like)
-    _layout.parallel(_forward_test_tall_l0, RC * TC, (x, xhat, out, mu_g, r_g, d_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a,), x.size)
+    _forward_test_g0(var_g, std_g, r_g, d_g, xhat_coef_x_mu_a, d_max, eps, r_max, like)
+    _layout.parallel(_forward_test_tall_l0, RC * TC, (x, xhat, out, mu_g, d_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, xhat_coef_x_mu_a,), x.size)
 
 
 def _forward_test(lay, x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max):
-    """Forward pass, test mode (running statistics). Per group: std, std_run, r, d, inv_std. Pass 1: xhat, out, elementwise."""
+    """Forward pass, test mode (running statistics). Per group: std, std_run, r, d, inv_std, xhat_coef_x_mu. Pass 1: xhat, out, elementwise."""
     if lay.strategy == "cols":
         _forward_test_cols(lay.cols(x), lay.cols(xhat), lay.cols(out), mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, lay.P, lay.K, lay.I, lay.groups, lay.GT)
     elif lay.strategy == "tall":
@@ -629,10 +637,9 @@ def _backward_staged_p1_rows(dout, xhat, d, gamma, inv_r, mu, r, std):
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
-def _backward_staged_e_rows(dout, xhat, dx, dx_coef_1, dx_coef_dxhat, dx_coef_xhat, gamma):
+def _backward_staged_e_rows(dout, xhat, dx, dx_coef_1, dx_coef_dout, dx_coef_xhat):
     for j in range(dout.shape[0]):
-        dxhat = dout[j]*gamma
-        dx[j] = dxhat*dx_coef_dxhat + xhat[j]*dx_coef_xhat + dx_coef_1
+        dx[j] = dout[j]*dx_coef_dout + xhat[j]*dx_coef_xhat + dx_coef_1
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
@@ -660,14 +667,15 @@ def _backward_staged_rows_l0(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, m, 
                     sum_dout += sum_dout_run
             dvar = -1/2*r*sum_dvar/std**3
             dmu = -r*sum_dxhat/std
-            dx_coef_dxhat = work(r/std)
+            dx_coef_dxhat = r/std
             dx_coef_xhat = work(((2*dvar*std)/(m*r) if (m*r) != 0 else 0.0))
             dx_coef_1 = work(((-2*d*dvar*std + dmu*r)/(m*r) if (m*r) != 0 else 0.0))
+            dx_coef_dout = work(dx_coef_dxhat*gamma)
             dgamma_g[g] = sum_dout_xhat
             dbeta_g[g] = sum_dout
             for o in range(O):
                 for k in range(K):
-                    _backward_staged_e_rows(dout[o, g, k], xhat[o, g, k], dx[o, g, k], dx_coef_1, dx_coef_dxhat, dx_coef_xhat, gamma)
+                    _backward_staged_e_rows(dout[o, g, k], xhat[o, g, k], dx[o, g, k], dx_coef_1, dx_coef_dout, dx_coef_xhat)
 
 
 def _backward_staged_rows(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
@@ -707,13 +715,12 @@ def _backward_staged_p1_cols(dout, xhat, d, gamma, inv_r, mu, r, std, sum_dvar, 
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
-def _backward_staged_e_cols(dout, xhat, dx, dx_coef_1, dx_coef_dxhat, dx_coef_xhat, gamma, o0, o1, j0, j1):
+def _backward_staged_e_cols(dout, xhat, dx, dx_coef_1, dx_coef_dout, dx_coef_xhat, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
-            dxhat = dout[ou, j]*gamma[q]
-            dx[ou, j] = dxhat*dx_coef_dxhat[q] + xhat[ou, j]*dx_coef_xhat[q] + dx_coef_1[q]
+            dx[ou, j] = dout[ou, j]*dx_coef_dout[q] + xhat[ou, j]*dx_coef_xhat[q] + dx_coef_1[q]
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
@@ -725,19 +732,21 @@ def _backward_staged_g0(r, inv_r_w, like):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _backward_staged_g1(sum_dvar, sum_dxhat, sum_dout_xhat, sum_dout, d, r, std, dvar_w, dmu_w, dx_coef_dxhat_w, dx_coef_xhat_w, dx_coef_1_w, dgamma, dbeta, m, like):
+def _backward_staged_g1(sum_dvar, sum_dxhat, sum_dout_xhat, sum_dout, d, gamma, r, std, dvar_w, dmu_w, dx_coef_dxhat_w, dx_coef_xhat_w, dx_coef_1_w, dx_coef_dout_w, dgamma, dbeta, m, like):
     work = like.dtype.type
     for g in range(sum_dvar.shape[0]):
         dvar = -1/2*r[g]*sum_dvar[g]/std[g]**3
         dmu = -r[g]*sum_dxhat[g]/std[g]
-        dx_coef_dxhat = work(r[g]/std[g])
+        dx_coef_dxhat = r[g]/std[g]
         dx_coef_xhat = work(((2*dvar*std[g])/(m*r[g]) if (m*r[g]) != 0 else 0.0))
         dx_coef_1 = work(((-2*d[g]*dvar*std[g] + dmu*r[g])/(m*r[g]) if (m*r[g]) != 0 else 0.0))
+        dx_coef_dout = work(dx_coef_dxhat*gamma[g])
         dvar_w[g] = dvar
         dmu_w[g] = dmu
         dx_coef_dxhat_w[g] = dx_coef_dxhat
         dx_coef_xhat_w[g] = dx_coef_xhat
         dx_coef_1_w[g] = dx_coef_1
+        dx_coef_dout_w[g] = dx_coef_dout
         dgamma[g] = sum_dout_xhat[g]
         dbeta[g] = sum_dout[g]
 
@@ -755,9 +764,10 @@ def _backward_staged_cols_l0(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, m, 
         inv_r_a = numpy.empty(g1 - g0)
         dvar_a = numpy.empty(g1 - g0)
         dmu_a = numpy.empty(g1 - g0)
-        dx_coef_dxhat_a = numpy.empty(g1 - g0, dout.dtype)
+        dx_coef_dxhat_a = numpy.empty(g1 - g0)
         dx_coef_xhat_a = numpy.empty(g1 - g0, dout.dtype)
         dx_coef_1_a = numpy.empty(g1 - g0, dout.dtype)
+        dx_coef_dout_a = numpy.empty(g1 - g0, dout.dtype)
         _backward_staged_g0(r_g[g0:g1], inv_r_a, like)
         d_e = _layout.spread(d_g[g0:g1], K * I)
         gamma_e = _layout.spread(gamma_t, K * I)
@@ -774,11 +784,11 @@ def _backward_staged_cols_l0(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, m, 
         _layout.fold(sum_dxhat_t, K * I, sum_dxhat_s)
         _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_s)
         _layout.fold(sum_dout_t, K * I, sum_dout_s)
-        _backward_staged_g1(sum_dvar_s, sum_dxhat_s, sum_dout_xhat_s, sum_dout_s, d_g[g0:g1], r_g[g0:g1], std_g[g0:g1], dvar_a, dmu_a, dx_coef_dxhat_a, dx_coef_xhat_a, dx_coef_1_a, dgamma_g[g0:g1], dbeta_g[g0:g1], m, like)
+        _backward_staged_g1(sum_dvar_s, sum_dxhat_s, sum_dout_xhat_s, sum_dout_s, d_g[g0:g1], gamma_t, r_g[g0:g1], std_g[g0:g1], dvar_a, dmu_a, dx_coef_dxhat_a, dx_coef_xhat_a, dx_coef_1_a, dx_coef_dout_a, dgamma_g[g0:g1], dbeta_g[g0:g1], m, like)
         dx_coef_1_e = _layout.spread(dx_coef_1_a, K * I)
-        dx_coef_dxhat_e = _layout.spread(dx_coef_dxhat_a, K * I)
+        dx_coef_dout_e = _layout.spread(dx_coef_dout_a, K * I)
         dx_coef_xhat_e = _layout.spread(dx_coef_xhat_a, K * I)
-        _backward_staged_e_cols(dout, xhat, dx, dx_coef_1_e, dx_coef_dxhat_e, dx_coef_xhat_e, gamma_e, 0, O, j0, j1)
+        _backward_staged_e_cols(dout, xhat, dx, dx_coef_1_e, dx_coef_dout_e, dx_coef_xhat_e, 0, O, j0, j1)
 
 
 def _backward_staged_cols(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, GT):
@@ -820,7 +830,7 @@ def _backward_staged_tall_l0(dout, xhat, d_g, mu_g, r_g, std_g, gamma_p, P, K, I
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _backward_staged_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_1_a, dx_coef_dxhat_a, dx_coef_xhat_a, t0, t1):
+def _backward_staged_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_1_a, dx_coef_dout_a, dx_coef_xhat_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
@@ -828,10 +838,9 @@ def _backward_staged_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O,
         j0, j1 = g0 * K * I, g1 * K * I
         gamma_t = _layout.per_group(gamma_p, g0, g1, P)
         dx_coef_1_e = _layout.spread(dx_coef_1_a[g0:g1], K * I)
-        dx_coef_dxhat_e = _layout.spread(dx_coef_dxhat_a[g0:g1], K * I)
+        dx_coef_dout_e = _layout.spread(dx_coef_dout_a[g0:g1], K * I)
         dx_coef_xhat_e = _layout.spread(dx_coef_xhat_a[g0:g1], K * I)
-        gamma_e = _layout.spread(gamma_t, K * I)
-        _backward_staged_e_cols(dout, xhat, dx, dx_coef_1_e, dx_coef_dxhat_e, dx_coef_xhat_e, gamma_e, o0, o1, j0, j1)
+        _backward_staged_e_cols(dout, xhat, dx, dx_coef_1_e, dx_coef_dout_e, dx_coef_xhat_e, o0, o1, j0, j1)
 
 
 def _backward_staged_tall(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, RC, GT):
@@ -844,9 +853,10 @@ def _backward_staged_tall(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma
     inv_r_a = numpy.empty(G)
     dvar_a = numpy.empty(G)
     dmu_a = numpy.empty(G)
-    dx_coef_dxhat_a = numpy.empty(G, dout.dtype)
+    dx_coef_dxhat_a = numpy.empty(G)
     dx_coef_xhat_a = numpy.empty(G, dout.dtype)
     dx_coef_1_a = numpy.empty(G, dout.dtype)
+    dx_coef_dout_a = numpy.empty(G, dout.dtype)
     dgamma_g = dgamma_p if P == G else numpy.empty(G)
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
     like = numpy.empty(0, dout.dtype)
@@ -861,8 +871,8 @@ def _backward_staged_tall(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma
     _layout.sum_chunks(sum_dxhat_r, sum_dxhat_s)
     _layout.sum_chunks(sum_dout_xhat_r, sum_dout_xhat_s)
     _layout.sum_chunks(sum_dout_r, sum_dout_s)
-    _backward_staged_g1(sum_dvar_s, sum_dxhat_s, sum_dout_xhat_s, sum_dout_s, d_g, r_g, std_g, dvar_a, dmu_a, dx_coef_dxhat_a, dx_coef_xhat_a, dx_coef_1_a, dgamma_g, dbeta_g, m, like)
-    _layout.parallel(_backward_staged_tall_l1, RC * TC, (dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_1_a, dx_coef_dxhat_a, dx_coef_xhat_a,), dout.size)
+    _backward_staged_g1(sum_dvar_s, sum_dxhat_s, sum_dout_xhat_s, sum_dout_s, d_g, gamma_all, r_g, std_g, dvar_a, dmu_a, dx_coef_dxhat_a, dx_coef_xhat_a, dx_coef_1_a, dx_coef_dout_a, dgamma_g, dbeta_g, m, like)
+    _layout.parallel(_backward_staged_tall_l1, RC * TC, (dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_1_a, dx_coef_dout_a, dx_coef_xhat_a,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -870,7 +880,7 @@ def _backward_staged_tall(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma
 
 
 def _backward_staged(lay, dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m):
-    """Backward pass, the staged chain rule. Per group: inv_r. Pass 1 sums sum_dvar, sum_dxhat, sum_dout_xhat, sum_dout (float64) in each group; then dvar, dmu, dx_coef_dxhat, dx_coef_xhat, dx_coef_1. Pass 2: dx, elementwise."""
+    """Backward pass, the staged chain rule. Per group: inv_r. Pass 1 sums sum_dvar, sum_dxhat, sum_dout_xhat, sum_dout (float64) in each group; then dvar, dmu, dx_coef_dxhat, dx_coef_xhat, dx_coef_1, dx_coef_dout. Pass 2: dx, elementwise."""
     if lay.strategy == "cols":
         _backward_staged_cols(lay.cols(dout), lay.cols(xhat), lay.cols(dx), d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
     elif lay.strategy == "tall":
@@ -890,10 +900,9 @@ def _backward_test_p0_rows(dout, xhat):
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
-def _backward_test_e_rows(dout, dx, dx_coef_dxhat, gamma):
+def _backward_test_e_rows(dout, dx, dx_coef_dout):
     for j in range(dout.shape[0]):
-        dxhat = dout[j]*gamma
-        dx[j] = dxhat*dx_coef_dxhat
+        dx[j] = dout[j]*dx_coef_dout
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
@@ -911,12 +920,13 @@ def _backward_test_rows_l0(dout, xhat, dx, std_g, gamma_p, r_max, P, chunks, G, 
                     sum_dout_xhat_run, sum_dout_run, = _backward_test_p0_rows(dout[o, g, k], xhat[o, g, k])
                     sum_dout_xhat += sum_dout_xhat_run
                     sum_dout += sum_dout_run
-            dx_coef_dxhat = work(min(max(1, 1/r_max), r_max)/std)
+            dx_coef_dxhat = min(max(1, 1/r_max), r_max)/std
+            dx_coef_dout = work(dx_coef_dxhat*gamma)
             dgamma_g[g] = sum_dout_xhat
             dbeta_g[g] = sum_dout
             for o in range(O):
                 for k in range(K):
-                    _backward_test_e_rows(dout[o, g, k], dx[o, g, k], dx_coef_dxhat, gamma)
+                    _backward_test_e_rows(dout[o, g, k], dx[o, g, k], dx_coef_dout)
 
 
 def _backward_test_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, r_max, P, chunks):
@@ -952,21 +962,21 @@ def _backward_test_p0_cols(dout, xhat, sum_dout_xhat, sum_dout, o0, o1, j0, j1):
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
-def _backward_test_e_cols(dout, dx, dx_coef_dxhat, gamma, o0, o1, j0, j1):
+def _backward_test_e_cols(dout, dx, dx_coef_dout, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
-            dxhat = dout[ou, j]*gamma[q]
-            dx[ou, j] = dxhat*dx_coef_dxhat[q]
+            dx[ou, j] = dout[ou, j]*dx_coef_dout[q]
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _backward_test_g0(sum_dout_xhat, sum_dout, std, dx_coef_dxhat_w, dgamma, dbeta, r_max, like):
+def _backward_test_g0(sum_dout_xhat, sum_dout, gamma, std, dx_coef_dout_w, dgamma, dbeta, r_max, like):
     work = like.dtype.type
     for g in range(sum_dout_xhat.shape[0]):
-        dx_coef_dxhat = work(min(max(1, 1/r_max), r_max)/std[g])
-        dx_coef_dxhat_w[g] = dx_coef_dxhat
+        dx_coef_dxhat = min(max(1, 1/r_max), r_max)/std[g]
+        dx_coef_dout = work(dx_coef_dxhat*gamma[g])
+        dx_coef_dout_w[g] = dx_coef_dout
         dgamma[g] = sum_dout_xhat[g]
         dbeta[g] = sum_dout[g]
 
@@ -979,16 +989,15 @@ def _backward_test_cols_l0(dout, xhat, dx, std_g, gamma_p, r_max, P, K, I, G, GT
         gamma_t = _layout.per_group(gamma_p, g0, g1, P)
         sum_dout_xhat_s = numpy.empty(g1 - g0)
         sum_dout_s = numpy.empty(g1 - g0)
-        dx_coef_dxhat_a = numpy.empty(g1 - g0, dout.dtype)
+        dx_coef_dout_a = numpy.empty(g1 - g0, dout.dtype)
         sum_dout_xhat_t = numpy.zeros(j1 - j0)
         sum_dout_t = numpy.zeros(j1 - j0)
         _backward_test_p0_cols(dout, xhat, sum_dout_xhat_t, sum_dout_t, 0, O, j0, j1)
         _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_s)
         _layout.fold(sum_dout_t, K * I, sum_dout_s)
-        _backward_test_g0(sum_dout_xhat_s, sum_dout_s, std_g[g0:g1], dx_coef_dxhat_a, dgamma_g[g0:g1], dbeta_g[g0:g1], r_max, like)
-        dx_coef_dxhat_e = _layout.spread(dx_coef_dxhat_a, K * I)
-        gamma_e = _layout.spread(gamma_t, K * I)
-        _backward_test_e_cols(dout, dx, dx_coef_dxhat_e, gamma_e, 0, O, j0, j1)
+        _backward_test_g0(sum_dout_xhat_s, sum_dout_s, gamma_t, std_g[g0:g1], dx_coef_dout_a, dgamma_g[g0:g1], dbeta_g[g0:g1], r_max, like)
+        dx_coef_dout_e = _layout.spread(dx_coef_dout_a, K * I)
+        _backward_test_e_cols(dout, dx, dx_coef_dout_e, 0, O, j0, j1)
 
 
 def _backward_test_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, r_max, P, K, I, G, GT):
@@ -1020,16 +1029,15 @@ def _backward_test_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_d
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _backward_test_tall_l1(dout, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_dxhat_a, t0, t1):
+def _backward_test_tall_l1(dout, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_dout_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        dx_coef_dxhat_e = _layout.spread(dx_coef_dxhat_a[g0:g1], K * I)
-        gamma_e = _layout.spread(gamma_t, K * I)
-        _backward_test_e_cols(dout, dx, dx_coef_dxhat_e, gamma_e, o0, o1, j0, j1)
+        dx_coef_dout_e = _layout.spread(dx_coef_dout_a[g0:g1], K * I)
+        _backward_test_e_cols(dout, dx, dx_coef_dout_e, o0, o1, j0, j1)
 
 
 def _backward_test_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, r_max, P, K, I, G, RC, GT):
@@ -1037,7 +1045,7 @@ def _backward_test_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, r_max
     TC = (G + GT - 1) // GT
     sum_dout_xhat_s = numpy.empty(G)
     sum_dout_s = numpy.empty(G)
-    dx_coef_dxhat_a = numpy.empty(G, dout.dtype)
+    dx_coef_dout_a = numpy.empty(G, dout.dtype)
     dgamma_g = dgamma_p if P == G else numpy.empty(G)
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
     like = numpy.empty(0, dout.dtype)
@@ -1047,8 +1055,8 @@ def _backward_test_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, r_max
     _layout.parallel(_backward_test_tall_l0, RC * TC, (dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_xhat_r, sum_dout_r,), dout.size)
     _layout.sum_chunks(sum_dout_xhat_r, sum_dout_xhat_s)
     _layout.sum_chunks(sum_dout_r, sum_dout_s)
-    _backward_test_g0(sum_dout_xhat_s, sum_dout_s, std_g, dx_coef_dxhat_a, dgamma_g, dbeta_g, r_max, like)
-    _layout.parallel(_backward_test_tall_l1, RC * TC, (dout, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_dxhat_a,), dout.size)
+    _backward_test_g0(sum_dout_xhat_s, sum_dout_s, gamma_all, std_g, dx_coef_dout_a, dgamma_g, dbeta_g, r_max, like)
+    _layout.parallel(_backward_test_tall_l1, RC * TC, (dout, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_dout_a,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -1056,7 +1064,7 @@ def _backward_test_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, r_max
 
 
 def _backward_test(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, r_max):
-    """Backward pass, test mode. Pass 1 sums sum_dout_xhat, sum_dout (float64) in each group; then dx_coef_dxhat. Pass 2: dx, elementwise."""
+    """Backward pass, test mode. Pass 1 sums sum_dout_xhat, sum_dout (float64) in each group; then dx_coef_dxhat, dx_coef_dout. Pass 2: dx, elementwise."""
     if lay.strategy == "cols":
         _backward_test_cols(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, dbeta_p, r_max, lay.P, lay.K, lay.I, lay.groups, lay.GT)
     elif lay.strategy == "tall":
@@ -1082,11 +1090,10 @@ def _forward_step_p1_rows(x, mu):
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
-def _forward_step_e_rows(x, out, beta, d, gamma, inv_std, mu_hi, mu_lo, r):
+def _forward_step_e_rows(x, out, mu_hi, out_coef_1, out_coef_x_mu_hi):
     for j in range(x.shape[0]):
         x_mu_hi = x[j] - mu_hi
-        xhat = d + inv_std*r*(x_mu_hi - mu_lo)
-        out[j] = xhat*gamma + beta
+        out[j] = x_mu_hi*out_coef_x_mu_hi + out_coef_1
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
@@ -1106,9 +1113,9 @@ def _forward_step_rows_l0(x, out, running_mean_g, running_var_g, mu_g, d_g, var_
                     sum_x += sum_x_run
             std_run = math.sqrt(eps + running_var)
             mu = sum_x/m
-            d = work(min(max(((mu - running_mean)/(math.sqrt(eps + running_var)) if (math.sqrt(eps + running_var)) != 0 else 0.0), -d_max), d_max))
+            d = min(max(((mu - running_mean)/(math.sqrt(eps + running_var)) if (math.sqrt(eps + running_var)) != 0 else 0.0), -d_max), d_max)
             mu_hi = work(mu)
-            mu_lo = work(mu - mu_hi)
+            mu_lo = mu - mu_hi
             mu_g[g] = mu
             d_g[g] = d
             sum_var = 0.0
@@ -1118,14 +1125,16 @@ def _forward_step_rows_l0(x, out, running_mean_g, running_var_g, mu_g, d_g, var_
                     sum_var += sum_var_run
             var = sum_var/m
             std = math.sqrt(eps + var)
-            r = work(min(max(((std)/(math.sqrt(eps + running_var)) if (math.sqrt(eps + running_var)) != 0 else 0.0), 1/r_max), r_max))
-            inv_std = work(1/std)
+            r = min(max(((std)/(math.sqrt(eps + running_var)) if (math.sqrt(eps + running_var)) != 0 else 0.0), 1/r_max), r_max)
+            inv_std = 1/std
+            out_coef_x_mu_hi = work(gamma*inv_std*r)
+            out_coef_1 = work(beta + d*gamma - gamma*inv_std*mu_lo*r)
             var_g[g] = var
             std_g[g] = std
             r_g[g] = r
             for o in range(O):
                 for k in range(K):
-                    _forward_step_e_rows(x[o, g, k], out[o, g, k], beta, d, gamma, inv_std, mu_hi, mu_lo, r)
+                    _forward_step_e_rows(x[o, g, k], out[o, g, k], mu_hi, out_coef_1, out_coef_x_mu_hi)
 
 
 def _forward_step_rows(x, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, chunks):
@@ -1172,14 +1181,13 @@ def _forward_step_p1_cols(x, mu, sum_var, o0, o1, j0, j1):
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
-def _forward_step_e_cols(x, out, beta, d, gamma, inv_std, mu_hi, mu_lo, r, o0, o1, j0, j1):
+def _forward_step_e_cols(x, out, mu_hi, out_coef_1, out_coef_x_mu_hi, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
             x_mu_hi = x[ou, j] - mu_hi[q]
-            xhat = d[q] + inv_std[q]*r[q]*(x_mu_hi - mu_lo[q])
-            out[ou, j] = xhat*gamma[q] + beta[q]
+            out[ou, j] = x_mu_hi*out_coef_x_mu_hi[q] + out_coef_1[q]
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
@@ -1188,9 +1196,9 @@ def _forward_step_g0(sum_x, running_mean, running_var, mu_w, d_w, mu_hi_w, mu_lo
     for g in range(sum_x.shape[0]):
         std_run = math.sqrt(eps + running_var[g])
         mu = sum_x[g]/m
-        d = work(min(max(((mu - running_mean[g])/(math.sqrt(eps + running_var[g])) if (math.sqrt(eps + running_var[g])) != 0 else 0.0), -d_max), d_max))
+        d = min(max(((mu - running_mean[g])/(math.sqrt(eps + running_var[g])) if (math.sqrt(eps + running_var[g])) != 0 else 0.0), -d_max), d_max)
         mu_hi = work(mu)
-        mu_lo = work(mu - mu_hi)
+        mu_lo = mu - mu_hi
         mu_w[g] = mu
         d_w[g] = d
         mu_hi_w[g] = mu_hi
@@ -1198,17 +1206,21 @@ def _forward_step_g0(sum_x, running_mean, running_var, mu_w, d_w, mu_hi_w, mu_lo
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_step_g1(sum_var, running_var, var_w, std_w, r_w, inv_std_w, eps, m, r_max, like):
+def _forward_step_g1(sum_var, beta, d, gamma, mu_lo, running_var, var_w, std_w, r_w, inv_std_w, out_coef_x_mu_hi_w, out_coef_1_w, eps, m, r_max, like):
     work = like.dtype.type
     for g in range(sum_var.shape[0]):
         var = sum_var[g]/m
         std = math.sqrt(eps + var)
-        r = work(min(max(((std)/(math.sqrt(eps + running_var[g])) if (math.sqrt(eps + running_var[g])) != 0 else 0.0), 1/r_max), r_max))
-        inv_std = work(1/std)
+        r = min(max(((std)/(math.sqrt(eps + running_var[g])) if (math.sqrt(eps + running_var[g])) != 0 else 0.0), 1/r_max), r_max)
+        inv_std = 1/std
+        out_coef_x_mu_hi = work(gamma[g]*inv_std*r)
+        out_coef_1 = work(beta[g] + d[g]*gamma[g] - gamma[g]*inv_std*mu_lo[g]*r)
         var_w[g] = var
         std_w[g] = std
         r_w[g] = r
         inv_std_w[g] = inv_std
+        out_coef_x_mu_hi_w[g] = out_coef_x_mu_hi
+        out_coef_1_w[g] = out_coef_1
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
@@ -1221,8 +1233,10 @@ def _forward_step_cols_l0(x, out, running_mean_g, running_var_g, mu_g, d_g, var_
         sum_x_s = numpy.empty(g1 - g0)
         sum_var_s = numpy.empty(g1 - g0)
         mu_hi_a = numpy.empty(g1 - g0, x.dtype)
-        mu_lo_a = numpy.empty(g1 - g0, x.dtype)
-        inv_std_a = numpy.empty(g1 - g0, x.dtype)
+        mu_lo_a = numpy.empty(g1 - g0)
+        inv_std_a = numpy.empty(g1 - g0)
+        out_coef_x_mu_hi_a = numpy.empty(g1 - g0, x.dtype)
+        out_coef_1_a = numpy.empty(g1 - g0, x.dtype)
         sum_x_t = numpy.zeros(j1 - j0)
         _forward_step_p0_cols(x, sum_x_t, 0, O, j0, j1)
         _layout.fold(sum_x_t, K * I, sum_x_s)
@@ -1231,15 +1245,11 @@ def _forward_step_cols_l0(x, out, running_mean_g, running_var_g, mu_g, d_g, var_
         sum_var_t = numpy.zeros(j1 - j0)
         _forward_step_p1_cols(x, mu_e, sum_var_t, 0, O, j0, j1)
         _layout.fold(sum_var_t, K * I, sum_var_s)
-        _forward_step_g1(sum_var_s, running_var_g[g0:g1], var_g[g0:g1], std_g[g0:g1], r_g[g0:g1], inv_std_a, eps, m, r_max, like)
-        beta_e = _layout.spread(beta_t, K * I)
-        d_e = _layout.spread(d_g[g0:g1], K * I)
-        gamma_e = _layout.spread(gamma_t, K * I)
-        inv_std_e = _layout.spread(inv_std_a, K * I)
+        _forward_step_g1(sum_var_s, beta_t, d_g[g0:g1], gamma_t, mu_lo_a, running_var_g[g0:g1], var_g[g0:g1], std_g[g0:g1], r_g[g0:g1], inv_std_a, out_coef_x_mu_hi_a, out_coef_1_a, eps, m, r_max, like)
         mu_hi_e = _layout.spread(mu_hi_a, K * I)
-        mu_lo_e = _layout.spread(mu_lo_a, K * I)
-        r_e = _layout.spread(r_g[g0:g1], K * I)
-        _forward_step_e_cols(x, out, beta_e, d_e, gamma_e, inv_std_e, mu_hi_e, mu_lo_e, r_e, 0, O, j0, j1)
+        out_coef_1_e = _layout.spread(out_coef_1_a, K * I)
+        out_coef_x_mu_hi_e = _layout.spread(out_coef_x_mu_hi_a, K * I)
+        _forward_step_e_cols(x, out, mu_hi_e, out_coef_1_e, out_coef_x_mu_hi_e, 0, O, j0, j1)
 
 
 def _forward_step_cols(x, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, K, I, G, GT):
@@ -1279,7 +1289,7 @@ def _forward_step_tall_l1(x, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, s
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _forward_step_tall_l2(x, out, d_g, r_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, mu_hi_a, mu_lo_a, t0, t1):
+def _forward_step_tall_l2(x, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, mu_hi_a, out_coef_1_a, out_coef_x_mu_hi_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
@@ -1287,14 +1297,10 @@ def _forward_step_tall_l2(x, out, d_g, r_g, beta_p, gamma_p, P, K, I, G, RC, GT,
         j0, j1 = g0 * K * I, g1 * K * I
         beta_t = _layout.per_group(beta_p, g0, g1, P)
         gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        beta_e = _layout.spread(beta_t, K * I)
-        d_e = _layout.spread(d_g[g0:g1], K * I)
-        gamma_e = _layout.spread(gamma_t, K * I)
-        inv_std_e = _layout.spread(inv_std_a[g0:g1], K * I)
         mu_hi_e = _layout.spread(mu_hi_a[g0:g1], K * I)
-        mu_lo_e = _layout.spread(mu_lo_a[g0:g1], K * I)
-        r_e = _layout.spread(r_g[g0:g1], K * I)
-        _forward_step_e_cols(x, out, beta_e, d_e, gamma_e, inv_std_e, mu_hi_e, mu_lo_e, r_e, o0, o1, j0, j1)
+        out_coef_1_e = _layout.spread(out_coef_1_a[g0:g1], K * I)
+        out_coef_x_mu_hi_e = _layout.spread(out_coef_x_mu_hi_a[g0:g1], K * I)
+        _forward_step_e_cols(x, out, mu_hi_e, out_coef_1_e, out_coef_x_mu_hi_e, o0, o1, j0, j1)
 
 
 def _forward_step_tall(x, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, K, I, G, RC, GT):
@@ -1303,8 +1309,10 @@ def _forward_step_tall(x, out, running_mean_g, running_var_g, mu_g, d_g, var_g, 
     sum_x_s = numpy.empty(G)
     sum_var_s = numpy.empty(G)
     mu_hi_a = numpy.empty(G, x.dtype)
-    mu_lo_a = numpy.empty(G, x.dtype)
-    inv_std_a = numpy.empty(G, x.dtype)
+    mu_lo_a = numpy.empty(G)
+    inv_std_a = numpy.empty(G)
+    out_coef_x_mu_hi_a = numpy.empty(G, x.dtype)
+    out_coef_1_a = numpy.empty(G, x.dtype)
     like = numpy.empty(0, x.dtype)
     beta_all = _layout.per_group(beta_p, 0, G, P)
     gamma_all = _layout.per_group(gamma_p, 0, G, P)
@@ -1315,12 +1323,12 @@ def _forward_step_tall(x, out, running_mean_g, running_var_g, mu_g, d_g, var_g, 
     sum_var_r = numpy.empty((RC, G))
     _layout.parallel(_forward_step_tall_l1, RC * TC, (x, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_var_r,), x.size)
     _layout.sum_chunks(sum_var_r, sum_var_s)
-    _forward_step_g1(sum_var_s, running_var_g, var_g, std_g, r_g, inv_std_a, eps, m, r_max, like)
-    _layout.parallel(_forward_step_tall_l2, RC * TC, (x, out, d_g, r_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, mu_hi_a, mu_lo_a,), x.size)
+    _forward_step_g1(sum_var_s, beta_all, d_g, gamma_all, mu_lo_a, running_var_g, var_g, std_g, r_g, inv_std_a, out_coef_x_mu_hi_a, out_coef_1_a, eps, m, r_max, like)
+    _layout.parallel(_forward_step_tall_l2, RC * TC, (x, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, mu_hi_a, out_coef_1_a, out_coef_x_mu_hi_a,), x.size)
 
 
 def _forward_step(lay, x, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max):
-    """Forward pass, training mode: the output and per-group values only. Pass 1 sums sum_x (float64) in each group; then std_run, mu, d, mu_hi, mu_lo. Pass 2 sums sum_var (float64) in each group; then var, std, r, inv_std. Pass 3: out, elementwise."""
+    """Forward pass, training mode: the output and per-group values only. Pass 1 sums sum_x (float64) in each group; then std_run, mu, d, mu_hi, mu_lo. Pass 2 sums sum_var (float64) in each group; then var, std, r, inv_std, out_coef_x_mu_hi, out_coef_1. Pass 3: out, elementwise."""
     if lay.strategy == "cols":
         _forward_step_cols(lay.cols(x), lay.cols(out), running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, lay.P, lay.K, lay.I, lay.groups, lay.GT)
     elif lay.strategy == "tall":
@@ -1340,10 +1348,10 @@ def _backward_step_p1_rows(dout, x, d, inv_std, mu, r):
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
-def _backward_step_e_rows(dout, x, dx, coef_1, coef_dout, coef_xhat, d, inv_std, mu, r):
+def _backward_step_e_rows(dout, x, dx, coef_dout, dx_coef_1_1, dx_coef_x_mu, mu):
     for j in range(dout.shape[0]):
-        xhat = d + inv_std*r*(x[j] - mu)
-        dx[j] = dout[j]*coef_dout + xhat*coef_xhat + coef_1
+        x_mu = x[j] - mu
+        dx[j] = dout[j]*coef_dout + x_mu*dx_coef_x_mu + dx_coef_1_1
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
@@ -1357,7 +1365,7 @@ def _backward_step_rows_l0(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, ch
             r = r_g[g]
             std = std_g[g]
             gamma = gamma_p[p]
-            inv_std = work(1/std)
+            inv_std = 1/std
             sum_dout = 0.0
             sum_dout_xhat = 0.0
             for o in range(O):
@@ -1366,13 +1374,15 @@ def _backward_step_rows_l0(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, ch
                     sum_dout += sum_dout_run
                     sum_dout_xhat += sum_dout_xhat_run
             coef_dout = work(gamma*r/std)
-            coef_xhat = work(((gamma*(d*sum_dout - sum_dout_xhat))/(m*r*std) if (m*r*std) != 0 else 0.0))
-            coef_1 = work(((-gamma*(d**2*sum_dout - d*sum_dout_xhat + r**2*sum_dout))/(m*r*std) if (m*r*std) != 0 else 0.0))
+            coef_xhat = ((gamma*(d*sum_dout - sum_dout_xhat))/(m*r*std) if (m*r*std) != 0 else 0.0)
+            coef_1 = ((-gamma*(d**2*sum_dout - d*sum_dout_xhat + r**2*sum_dout))/(m*r*std) if (m*r*std) != 0 else 0.0)
+            dx_coef_x_mu = work(coef_xhat*inv_std*r)
+            dx_coef_1_1 = work(coef_1 + coef_xhat*d)
             dgamma_g[g] = sum_dout_xhat
             dbeta_g[g] = sum_dout
             for o in range(O):
                 for k in range(K):
-                    _backward_step_e_rows(dout[o, g, k], x[o, g, k], dx[o, g, k], coef_1, coef_dout, coef_xhat, d, inv_std, mu, r)
+                    _backward_step_e_rows(dout[o, g, k], x[o, g, k], dx[o, g, k], coef_dout, dx_coef_1_1, dx_coef_x_mu, mu)
 
 
 def _backward_step_rows(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
@@ -1408,33 +1418,37 @@ def _backward_step_p1_cols(dout, x, d, inv_std, mu, r, sum_dout, sum_dout_xhat, 
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
-def _backward_step_e_cols(dout, x, dx, coef_1, coef_dout, coef_xhat, d, inv_std, mu, r, o0, o1, j0, j1):
+def _backward_step_e_cols(dout, x, dx, coef_dout, dx_coef_1_1, dx_coef_x_mu, mu, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
-            xhat = d[q] + inv_std[q]*r[q]*(x[ou, j] - mu[q])
-            dx[ou, j] = dout[ou, j]*coef_dout[q] + xhat*coef_xhat[q] + coef_1[q]
+            x_mu = x[ou, j] - mu[q]
+            dx[ou, j] = dout[ou, j]*coef_dout[q] + x_mu*dx_coef_x_mu[q] + dx_coef_1_1[q]
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
 def _backward_step_g0(std, inv_std_w, like):
     work = like.dtype.type
     for g in range(std.shape[0]):
-        inv_std = work(1/std[g])
+        inv_std = 1/std[g]
         inv_std_w[g] = inv_std
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _backward_step_g1(sum_dout, sum_dout_xhat, d, gamma, r, std, coef_dout_w, coef_xhat_w, coef_1_w, dgamma, dbeta, m, like):
+def _backward_step_g1(sum_dout, sum_dout_xhat, d, gamma, inv_std, r, std, coef_dout_w, coef_xhat_w, coef_1_w, dx_coef_x_mu_w, dx_coef_1_1_w, dgamma, dbeta, m, like):
     work = like.dtype.type
     for g in range(sum_dout.shape[0]):
         coef_dout = work(gamma[g]*r[g]/std[g])
-        coef_xhat = work(((gamma[g]*(d[g]*sum_dout[g] - sum_dout_xhat[g]))/(m*r[g]*std[g]) if (m*r[g]*std[g]) != 0 else 0.0))
-        coef_1 = work(((-gamma[g]*(d[g]**2*sum_dout[g] - d[g]*sum_dout_xhat[g] + r[g]**2*sum_dout[g]))/(m*r[g]*std[g]) if (m*r[g]*std[g]) != 0 else 0.0))
+        coef_xhat = ((gamma[g]*(d[g]*sum_dout[g] - sum_dout_xhat[g]))/(m*r[g]*std[g]) if (m*r[g]*std[g]) != 0 else 0.0)
+        coef_1 = ((-gamma[g]*(d[g]**2*sum_dout[g] - d[g]*sum_dout_xhat[g] + r[g]**2*sum_dout[g]))/(m*r[g]*std[g]) if (m*r[g]*std[g]) != 0 else 0.0)
+        dx_coef_x_mu = work(coef_xhat*inv_std[g]*r[g])
+        dx_coef_1_1 = work(coef_1 + coef_xhat*d[g])
         coef_dout_w[g] = coef_dout
         coef_xhat_w[g] = coef_xhat
         coef_1_w[g] = coef_1
+        dx_coef_x_mu_w[g] = dx_coef_x_mu
+        dx_coef_1_1_w[g] = dx_coef_1_1
         dgamma[g] = sum_dout_xhat[g]
         dbeta[g] = sum_dout[g]
 
@@ -1447,10 +1461,12 @@ def _backward_step_cols_l0(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, K,
         gamma_t = _layout.per_group(gamma_p, g0, g1, P)
         sum_dout_s = numpy.empty(g1 - g0)
         sum_dout_xhat_s = numpy.empty(g1 - g0)
-        inv_std_a = numpy.empty(g1 - g0, dout.dtype)
+        inv_std_a = numpy.empty(g1 - g0)
         coef_dout_a = numpy.empty(g1 - g0, dout.dtype)
-        coef_xhat_a = numpy.empty(g1 - g0, dout.dtype)
-        coef_1_a = numpy.empty(g1 - g0, dout.dtype)
+        coef_xhat_a = numpy.empty(g1 - g0)
+        coef_1_a = numpy.empty(g1 - g0)
+        dx_coef_x_mu_a = numpy.empty(g1 - g0, dout.dtype)
+        dx_coef_1_1_a = numpy.empty(g1 - g0, dout.dtype)
         _backward_step_g0(std_g[g0:g1], inv_std_a, like)
         d_e = _layout.spread(d_g[g0:g1], K * I)
         inv_std_e = _layout.spread(inv_std_a, K * I)
@@ -1461,15 +1477,12 @@ def _backward_step_cols_l0(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, K,
         _backward_step_p1_cols(dout, x, d_e, inv_std_e, mu_e, r_e, sum_dout_t, sum_dout_xhat_t, 0, O, j0, j1)
         _layout.fold(sum_dout_t, K * I, sum_dout_s)
         _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_s)
-        _backward_step_g1(sum_dout_s, sum_dout_xhat_s, d_g[g0:g1], gamma_t, r_g[g0:g1], std_g[g0:g1], coef_dout_a, coef_xhat_a, coef_1_a, dgamma_g[g0:g1], dbeta_g[g0:g1], m, like)
-        coef_1_e = _layout.spread(coef_1_a, K * I)
+        _backward_step_g1(sum_dout_s, sum_dout_xhat_s, d_g[g0:g1], gamma_t, inv_std_a, r_g[g0:g1], std_g[g0:g1], coef_dout_a, coef_xhat_a, coef_1_a, dx_coef_x_mu_a, dx_coef_1_1_a, dgamma_g[g0:g1], dbeta_g[g0:g1], m, like)
         coef_dout_e = _layout.spread(coef_dout_a, K * I)
-        coef_xhat_e = _layout.spread(coef_xhat_a, K * I)
-        d_e = _layout.spread(d_g[g0:g1], K * I)
-        inv_std_e = _layout.spread(inv_std_a, K * I)
+        dx_coef_1_1_e = _layout.spread(dx_coef_1_1_a, K * I)
+        dx_coef_x_mu_e = _layout.spread(dx_coef_x_mu_a, K * I)
         mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        r_e = _layout.spread(r_g[g0:g1], K * I)
-        _backward_step_e_cols(dout, x, dx, coef_1_e, coef_dout_e, coef_xhat_e, d_e, inv_std_e, mu_e, r_e, 0, O, j0, j1)
+        _backward_step_e_cols(dout, x, dx, coef_dout_e, dx_coef_1_1_e, dx_coef_x_mu_e, mu_e, 0, O, j0, j1)
 
 
 def _backward_step_cols(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, GT):
@@ -1505,21 +1518,18 @@ def _backward_step_tall_l0(dout, x, d_g, mu_g, r_g, gamma_p, P, K, I, G, RC, GT,
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _backward_step_tall_l1(dout, x, dx, d_g, mu_g, r_g, gamma_p, P, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_a, coef_xhat_a, inv_std_a, t0, t1):
+def _backward_step_tall_l1(dout, x, dx, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, coef_dout_a, dx_coef_1_1_a, dx_coef_x_mu_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        coef_1_e = _layout.spread(coef_1_a[g0:g1], K * I)
         coef_dout_e = _layout.spread(coef_dout_a[g0:g1], K * I)
-        coef_xhat_e = _layout.spread(coef_xhat_a[g0:g1], K * I)
-        d_e = _layout.spread(d_g[g0:g1], K * I)
-        inv_std_e = _layout.spread(inv_std_a[g0:g1], K * I)
+        dx_coef_1_1_e = _layout.spread(dx_coef_1_1_a[g0:g1], K * I)
+        dx_coef_x_mu_e = _layout.spread(dx_coef_x_mu_a[g0:g1], K * I)
         mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        r_e = _layout.spread(r_g[g0:g1], K * I)
-        _backward_step_e_cols(dout, x, dx, coef_1_e, coef_dout_e, coef_xhat_e, d_e, inv_std_e, mu_e, r_e, o0, o1, j0, j1)
+        _backward_step_e_cols(dout, x, dx, coef_dout_e, dx_coef_1_1_e, dx_coef_x_mu_e, mu_e, o0, o1, j0, j1)
 
 
 def _backward_step_tall(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, RC, GT):
@@ -1527,10 +1537,12 @@ def _backward_step_tall(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, d
     TC = (G + GT - 1) // GT
     sum_dout_s = numpy.empty(G)
     sum_dout_xhat_s = numpy.empty(G)
-    inv_std_a = numpy.empty(G, dout.dtype)
+    inv_std_a = numpy.empty(G)
     coef_dout_a = numpy.empty(G, dout.dtype)
-    coef_xhat_a = numpy.empty(G, dout.dtype)
-    coef_1_a = numpy.empty(G, dout.dtype)
+    coef_xhat_a = numpy.empty(G)
+    coef_1_a = numpy.empty(G)
+    dx_coef_x_mu_a = numpy.empty(G, dout.dtype)
+    dx_coef_1_1_a = numpy.empty(G, dout.dtype)
     dgamma_g = dgamma_p if P == G else numpy.empty(G)
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
     like = numpy.empty(0, dout.dtype)
@@ -1541,8 +1553,8 @@ def _backward_step_tall(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, d
     _layout.parallel(_backward_step_tall_l0, RC * TC, (dout, x, d_g, mu_g, r_g, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, sum_dout_r, sum_dout_xhat_r,), dout.size)
     _layout.sum_chunks(sum_dout_r, sum_dout_s)
     _layout.sum_chunks(sum_dout_xhat_r, sum_dout_xhat_s)
-    _backward_step_g1(sum_dout_s, sum_dout_xhat_s, d_g, gamma_all, r_g, std_g, coef_dout_a, coef_xhat_a, coef_1_a, dgamma_g, dbeta_g, m, like)
-    _layout.parallel(_backward_step_tall_l1, RC * TC, (dout, x, dx, d_g, mu_g, r_g, gamma_p, P, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_a, coef_xhat_a, inv_std_a,), dout.size)
+    _backward_step_g1(sum_dout_s, sum_dout_xhat_s, d_g, gamma_all, inv_std_a, r_g, std_g, coef_dout_a, coef_xhat_a, coef_1_a, dx_coef_x_mu_a, dx_coef_1_1_a, dgamma_g, dbeta_g, m, like)
+    _layout.parallel(_backward_step_tall_l1, RC * TC, (dout, x, dx, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, coef_dout_a, dx_coef_1_1_a, dx_coef_x_mu_a,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -1550,7 +1562,7 @@ def _backward_step_tall(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, d
 
 
 def _backward_step(lay, dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m):
-    """Backward pass, the compact form, recomputing from x the per-element values it reads. Per group: inv_std. Pass 1 sums sum_dout, sum_dout_xhat (float64) in each group; then coef_dout, coef_xhat, coef_1. Pass 2: dx, elementwise."""
+    """Backward pass, the compact form, recomputing from x the per-element values it reads. Per group: inv_std. Pass 1 sums sum_dout, sum_dout_xhat (float64) in each group; then coef_dout, coef_xhat, coef_1, dx_coef_x_mu, dx_coef_1_1. Pass 2: dx, elementwise."""
     if lay.strategy == "cols":
         _backward_step_cols(lay.cols(dout), lay.cols(x), lay.cols(dx), d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
     elif lay.strategy == "tall":
@@ -1560,10 +1572,10 @@ def _backward_step(lay, dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, d
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
-def _forward_test_step_e_rows(x, out, beta, d, gamma, inv_std, mu, r):
+def _forward_test_step_e_rows(x, out, mu, out_coef_1, out_coef_x_mu):
     for j in range(x.shape[0]):
-        xhat = d + inv_std*r*(x[j] - mu)
-        out[j] = xhat*gamma + beta
+        x_mu = x[j] - mu
+        out[j] = x_mu*out_coef_x_mu + out_coef_1
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
@@ -1578,15 +1590,17 @@ def _forward_test_step_rows_l0(x, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gam
             gamma = gamma_p[p]
             std = math.sqrt(eps + var)
             std_run = std
-            r = work(min(max(1, 1/r_max), r_max))
-            d = work(min(max(0, -d_max), d_max))
-            inv_std = work(1/std)
+            r = min(max(1, 1/r_max), r_max)
+            d = min(max(0, -d_max), d_max)
+            inv_std = 1/std
+            out_coef_x_mu = work(gamma*inv_std*r)
+            out_coef_1 = work(beta + d*gamma)
             std_g[g] = std
             r_g[g] = r
             d_g[g] = d
             for o in range(O):
                 for k in range(K):
-                    _forward_test_step_e_rows(x[o, g, k], out[o, g, k], beta, d, gamma, inv_std, mu, r)
+                    _forward_test_step_e_rows(x[o, g, k], out[o, g, k], mu, out_coef_1, out_coef_x_mu)
 
 
 def _forward_test_step_rows(x, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, chunks):
@@ -1595,28 +1609,31 @@ def _forward_test_step_rows(x, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
-def _forward_test_step_e_cols(x, out, beta, d, gamma, inv_std, mu, r, o0, o1, j0, j1):
+def _forward_test_step_e_cols(x, out, mu, out_coef_1, out_coef_x_mu, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
-            xhat = d[q] + inv_std[q]*r[q]*(x[ou, j] - mu[q])
-            out[ou, j] = xhat*gamma[q] + beta[q]
+            x_mu = x[ou, j] - mu[q]
+            out[ou, j] = x_mu*out_coef_x_mu[q] + out_coef_1[q]
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_test_step_g0(var, std_w, r_w, d_w, inv_std_w, d_max, eps, r_max, like):
+def _forward_test_step_g0(beta, gamma, var, std_w, r_w, d_w, out_coef_x_mu_w, out_coef_1_w, d_max, eps, r_max, like):
     work = like.dtype.type
-    for g in range(var.shape[0]):
+    for g in range(beta.shape[0]):
         std = math.sqrt(eps + var[g])
         std_run = std
-        r = work(min(max(1, 1/r_max), r_max))
-        d = work(min(max(0, -d_max), d_max))
-        inv_std = work(1/std)
+        r = min(max(1, 1/r_max), r_max)
+        d = min(max(0, -d_max), d_max)
+        inv_std = 1/std
+        out_coef_x_mu = work(gamma[g]*inv_std*r)
+        out_coef_1 = work(beta[g] + d*gamma[g])
         std_w[g] = std
         r_w[g] = r
         d_w[g] = d
-        inv_std_w[g] = inv_std
+        out_coef_x_mu_w[g] = out_coef_x_mu
+        out_coef_1_w[g] = out_coef_1
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
@@ -1626,15 +1643,13 @@ def _forward_test_step_cols_l0(x, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gam
         j0, j1 = g0 * K * I, g1 * K * I
         beta_t = _layout.per_group(beta_p, g0, g1, P)
         gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        inv_std_a = numpy.empty(g1 - g0, x.dtype)
-        _forward_test_step_g0(var_g[g0:g1], std_g[g0:g1], r_g[g0:g1], d_g[g0:g1], inv_std_a, d_max, eps, r_max, like)
-        beta_e = _layout.spread(beta_t, K * I)
-        d_e = _layout.spread(d_g[g0:g1], K * I)
-        gamma_e = _layout.spread(gamma_t, K * I)
-        inv_std_e = _layout.spread(inv_std_a, K * I)
+        out_coef_x_mu_a = numpy.empty(g1 - g0, x.dtype)
+        out_coef_1_a = numpy.empty(g1 - g0, x.dtype)
+        _forward_test_step_g0(beta_t, gamma_t, var_g[g0:g1], std_g[g0:g1], r_g[g0:g1], d_g[g0:g1], out_coef_x_mu_a, out_coef_1_a, d_max, eps, r_max, like)
         mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        r_e = _layout.spread(r_g[g0:g1], K * I)
-        _forward_test_step_e_cols(x, out, beta_e, d_e, gamma_e, inv_std_e, mu_e, r_e, 0, O, j0, j1)
+        out_coef_1_e = _layout.spread(out_coef_1_a, K * I)
+        out_coef_x_mu_e = _layout.spread(out_coef_x_mu_a, K * I)
+        _forward_test_step_e_cols(x, out, mu_e, out_coef_1_e, out_coef_x_mu_e, 0, O, j0, j1)
 
 
 def _forward_test_step_cols(x, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, K, I, G, GT):
@@ -1645,7 +1660,7 @@ def _forward_test_step_cols(x, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _forward_test_step_tall_l0(x, out, mu_g, r_g, d_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, t0, t1):
+def _forward_test_step_tall_l0(x, out, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, out_coef_1_a, out_coef_x_mu_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
@@ -1653,28 +1668,26 @@ def _forward_test_step_tall_l0(x, out, mu_g, r_g, d_g, beta_p, gamma_p, P, K, I,
         j0, j1 = g0 * K * I, g1 * K * I
         beta_t = _layout.per_group(beta_p, g0, g1, P)
         gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        beta_e = _layout.spread(beta_t, K * I)
-        d_e = _layout.spread(d_g[g0:g1], K * I)
-        gamma_e = _layout.spread(gamma_t, K * I)
-        inv_std_e = _layout.spread(inv_std_a[g0:g1], K * I)
         mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        r_e = _layout.spread(r_g[g0:g1], K * I)
-        _forward_test_step_e_cols(x, out, beta_e, d_e, gamma_e, inv_std_e, mu_e, r_e, o0, o1, j0, j1)
+        out_coef_1_e = _layout.spread(out_coef_1_a[g0:g1], K * I)
+        out_coef_x_mu_e = _layout.spread(out_coef_x_mu_a[g0:g1], K * I)
+        _forward_test_step_e_cols(x, out, mu_e, out_coef_1_e, out_coef_x_mu_e, o0, o1, j0, j1)
 
 
 def _forward_test_step_tall(x, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, K, I, G, RC, GT):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
-    inv_std_a = numpy.empty(G, x.dtype)
+    out_coef_x_mu_a = numpy.empty(G, x.dtype)
+    out_coef_1_a = numpy.empty(G, x.dtype)
     like = numpy.empty(0, x.dtype)
     beta_all = _layout.per_group(beta_p, 0, G, P)
     gamma_all = _layout.per_group(gamma_p, 0, G, P)
-    _forward_test_step_g0(var_g, std_g, r_g, d_g, inv_std_a, d_max, eps, r_max, like)
-    _layout.parallel(_forward_test_step_tall_l0, RC * TC, (x, out, mu_g, r_g, d_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a,), x.size)
+    _forward_test_step_g0(beta_all, gamma_all, var_g, std_g, r_g, d_g, out_coef_x_mu_a, out_coef_1_a, d_max, eps, r_max, like)
+    _layout.parallel(_forward_test_step_tall_l0, RC * TC, (x, out, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, out_coef_1_a, out_coef_x_mu_a,), x.size)
 
 
 def _forward_test_step(lay, x, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max):
-    """Forward pass, test mode (running statistics): the output and per-group values only. Per group: std, std_run, r, d, inv_std. Pass 1: out, elementwise."""
+    """Forward pass, test mode (running statistics): the output and per-group values only. Per group: std, std_run, r, d, inv_std, out_coef_x_mu, out_coef_1. Pass 1: out, elementwise."""
     if lay.strategy == "cols":
         _forward_test_step_cols(lay.cols(x), lay.cols(out), mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, lay.P, lay.K, lay.I, lay.groups, lay.GT)
     elif lay.strategy == "tall":
@@ -1694,11 +1707,9 @@ def _backward_test_step_p1_rows(dout, x, d, inv_std, mu, r):
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
-def _backward_test_step_e_rows(dout, x, dx, d, dx_coef_dxhat, gamma, inv_std, mu, r):
+def _backward_test_step_e_rows(dout, dx, dx_coef_dout):
     for j in range(dout.shape[0]):
-        xhat = d + inv_std*r*(x[j] - mu)
-        dxhat = dout[j]*gamma
-        dx[j] = dxhat*dx_coef_dxhat
+        dx[j] = dout[j]*dx_coef_dout
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
@@ -1712,7 +1723,7 @@ def _backward_test_step_rows_l0(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, r_m
             r = r_g[g]
             std = std_g[g]
             gamma = gamma_p[p]
-            inv_std = work(1/std)
+            inv_std = 1/std
             sum_dout_xhat = 0.0
             sum_dout = 0.0
             for o in range(O):
@@ -1720,12 +1731,13 @@ def _backward_test_step_rows_l0(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, r_m
                     sum_dout_xhat_run, sum_dout_run, = _backward_test_step_p1_rows(dout[o, g, k], x[o, g, k], d, inv_std, mu, r)
                     sum_dout_xhat += sum_dout_xhat_run
                     sum_dout += sum_dout_run
-            dx_coef_dxhat = work(min(max(1, 1/r_max), r_max)/std)
+            dx_coef_dxhat = min(max(1, 1/r_max), r_max)/std
+            dx_coef_dout = work(dx_coef_dxhat*gamma)
             dgamma_g[g] = sum_dout_xhat
             dbeta_g[g] = sum_dout
             for o in range(O):
                 for k in range(K):
-                    _backward_test_step_e_rows(dout[o, g, k], x[o, g, k], dx[o, g, k], d, dx_coef_dxhat, gamma, inv_std, mu, r)
+                    _backward_test_step_e_rows(dout[o, g, k], dx[o, g, k], dx_coef_dout)
 
 
 def _backward_test_step_rows(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, r_max, P, chunks):
@@ -1761,30 +1773,30 @@ def _backward_test_step_p1_cols(dout, x, d, inv_std, mu, r, sum_dout_xhat, sum_d
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
-def _backward_test_step_e_cols(dout, x, dx, d, dx_coef_dxhat, gamma, inv_std, mu, r, o0, o1, j0, j1):
+def _backward_test_step_e_cols(dout, dx, dx_coef_dout, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
-            xhat = d[q] + inv_std[q]*r[q]*(x[ou, j] - mu[q])
-            dxhat = dout[ou, j]*gamma[q]
-            dx[ou, j] = dxhat*dx_coef_dxhat[q]
+            dx[ou, j] = dout[ou, j]*dx_coef_dout[q]
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
 def _backward_test_step_g0(std, inv_std_w, like):
     work = like.dtype.type
     for g in range(std.shape[0]):
-        inv_std = work(1/std[g])
+        inv_std = 1/std[g]
         inv_std_w[g] = inv_std
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _backward_test_step_g1(sum_dout_xhat, sum_dout, std, dx_coef_dxhat_w, dgamma, dbeta, r_max, like):
+def _backward_test_step_g1(sum_dout_xhat, sum_dout, gamma, std, dx_coef_dxhat_w, dx_coef_dout_w, dgamma, dbeta, r_max, like):
     work = like.dtype.type
     for g in range(sum_dout_xhat.shape[0]):
-        dx_coef_dxhat = work(min(max(1, 1/r_max), r_max)/std[g])
+        dx_coef_dxhat = min(max(1, 1/r_max), r_max)/std[g]
+        dx_coef_dout = work(dx_coef_dxhat*gamma[g])
         dx_coef_dxhat_w[g] = dx_coef_dxhat
+        dx_coef_dout_w[g] = dx_coef_dout
         dgamma[g] = sum_dout_xhat[g]
         dbeta[g] = sum_dout[g]
 
@@ -1797,8 +1809,9 @@ def _backward_test_step_cols_l0(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, r_m
         gamma_t = _layout.per_group(gamma_p, g0, g1, P)
         sum_dout_xhat_s = numpy.empty(g1 - g0)
         sum_dout_s = numpy.empty(g1 - g0)
-        inv_std_a = numpy.empty(g1 - g0, dout.dtype)
-        dx_coef_dxhat_a = numpy.empty(g1 - g0, dout.dtype)
+        inv_std_a = numpy.empty(g1 - g0)
+        dx_coef_dxhat_a = numpy.empty(g1 - g0)
+        dx_coef_dout_a = numpy.empty(g1 - g0, dout.dtype)
         _backward_test_step_g0(std_g[g0:g1], inv_std_a, like)
         d_e = _layout.spread(d_g[g0:g1], K * I)
         inv_std_e = _layout.spread(inv_std_a, K * I)
@@ -1809,14 +1822,9 @@ def _backward_test_step_cols_l0(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, r_m
         _backward_test_step_p1_cols(dout, x, d_e, inv_std_e, mu_e, r_e, sum_dout_xhat_t, sum_dout_t, 0, O, j0, j1)
         _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_s)
         _layout.fold(sum_dout_t, K * I, sum_dout_s)
-        _backward_test_step_g1(sum_dout_xhat_s, sum_dout_s, std_g[g0:g1], dx_coef_dxhat_a, dgamma_g[g0:g1], dbeta_g[g0:g1], r_max, like)
-        d_e = _layout.spread(d_g[g0:g1], K * I)
-        dx_coef_dxhat_e = _layout.spread(dx_coef_dxhat_a, K * I)
-        gamma_e = _layout.spread(gamma_t, K * I)
-        inv_std_e = _layout.spread(inv_std_a, K * I)
-        mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        r_e = _layout.spread(r_g[g0:g1], K * I)
-        _backward_test_step_e_cols(dout, x, dx, d_e, dx_coef_dxhat_e, gamma_e, inv_std_e, mu_e, r_e, 0, O, j0, j1)
+        _backward_test_step_g1(sum_dout_xhat_s, sum_dout_s, gamma_t, std_g[g0:g1], dx_coef_dxhat_a, dx_coef_dout_a, dgamma_g[g0:g1], dbeta_g[g0:g1], r_max, like)
+        dx_coef_dout_e = _layout.spread(dx_coef_dout_a, K * I)
+        _backward_test_step_e_cols(dout, dx, dx_coef_dout_e, 0, O, j0, j1)
 
 
 def _backward_test_step_cols(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, r_max, P, K, I, G, GT):
@@ -1852,20 +1860,15 @@ def _backward_test_step_tall_l0(dout, x, d_g, mu_g, r_g, gamma_p, P, K, I, G, RC
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _backward_test_step_tall_l1(dout, x, dx, d_g, mu_g, r_g, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_dxhat_a, inv_std_a, t0, t1):
+def _backward_test_step_tall_l1(dout, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_dout_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        d_e = _layout.spread(d_g[g0:g1], K * I)
-        dx_coef_dxhat_e = _layout.spread(dx_coef_dxhat_a[g0:g1], K * I)
-        gamma_e = _layout.spread(gamma_t, K * I)
-        inv_std_e = _layout.spread(inv_std_a[g0:g1], K * I)
-        mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        r_e = _layout.spread(r_g[g0:g1], K * I)
-        _backward_test_step_e_cols(dout, x, dx, d_e, dx_coef_dxhat_e, gamma_e, inv_std_e, mu_e, r_e, o0, o1, j0, j1)
+        dx_coef_dout_e = _layout.spread(dx_coef_dout_a[g0:g1], K * I)
+        _backward_test_step_e_cols(dout, dx, dx_coef_dout_e, o0, o1, j0, j1)
 
 
 def _backward_test_step_tall(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, r_max, P, K, I, G, RC, GT):
@@ -1873,8 +1876,9 @@ def _backward_test_step_tall(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma
     TC = (G + GT - 1) // GT
     sum_dout_xhat_s = numpy.empty(G)
     sum_dout_s = numpy.empty(G)
-    inv_std_a = numpy.empty(G, dout.dtype)
-    dx_coef_dxhat_a = numpy.empty(G, dout.dtype)
+    inv_std_a = numpy.empty(G)
+    dx_coef_dxhat_a = numpy.empty(G)
+    dx_coef_dout_a = numpy.empty(G, dout.dtype)
     dgamma_g = dgamma_p if P == G else numpy.empty(G)
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
     like = numpy.empty(0, dout.dtype)
@@ -1885,8 +1889,8 @@ def _backward_test_step_tall(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma
     _layout.parallel(_backward_test_step_tall_l0, RC * TC, (dout, x, d_g, mu_g, r_g, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, sum_dout_xhat_r, sum_dout_r,), dout.size)
     _layout.sum_chunks(sum_dout_xhat_r, sum_dout_xhat_s)
     _layout.sum_chunks(sum_dout_r, sum_dout_s)
-    _backward_test_step_g1(sum_dout_xhat_s, sum_dout_s, std_g, dx_coef_dxhat_a, dgamma_g, dbeta_g, r_max, like)
-    _layout.parallel(_backward_test_step_tall_l1, RC * TC, (dout, x, dx, d_g, mu_g, r_g, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_dxhat_a, inv_std_a,), dout.size)
+    _backward_test_step_g1(sum_dout_xhat_s, sum_dout_s, gamma_all, std_g, dx_coef_dxhat_a, dx_coef_dout_a, dgamma_g, dbeta_g, r_max, like)
+    _layout.parallel(_backward_test_step_tall_l1, RC * TC, (dout, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_dout_a,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -1894,7 +1898,7 @@ def _backward_test_step_tall(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma
 
 
 def _backward_test_step(lay, dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, r_max):
-    """Backward pass, test mode, recomputing from x the per-element values it reads. Per group: inv_std. Pass 1 sums sum_dout_xhat, sum_dout (float64) in each group; then dx_coef_dxhat. Pass 2: dx, elementwise."""
+    """Backward pass, test mode, recomputing from x the per-element values it reads. Per group: inv_std. Pass 1 sums sum_dout_xhat, sum_dout (float64) in each group; then dx_coef_dxhat, dx_coef_dout. Pass 2: dx, elementwise."""
     if lay.strategy == "cols":
         _backward_test_step_cols(lay.cols(dout), lay.cols(x), lay.cols(dx), d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, r_max, lay.P, lay.K, lay.I, lay.groups, lay.GT)
     elif lay.strategy == "tall":

@@ -597,10 +597,9 @@ def _backward_staged_p0_rows(dout, xhat, gamma):
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
-def _backward_staged_e_rows(dout, xhat, dx, dx_coef_1, dx_coef_dxhat, dx_coef_xhat, gamma):
+def _backward_staged_e_rows(dout, xhat, dx, dx_coef_1, dx_coef_dout, dx_coef_xhat):
     for j in range(dout.shape[0]):
-        dxhat = dout[j]*gamma
-        dx[j] = dxhat*dx_coef_dxhat + xhat[j]*dx_coef_xhat + dx_coef_1
+        dx[j] = dout[j]*dx_coef_dout + xhat[j]*dx_coef_xhat + dx_coef_1
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
@@ -624,14 +623,15 @@ def _backward_staged_rows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O,
                     sum_dout += sum_dout_run
             dvar = -1/2*sum_dxhat_xhat/std**2
             dmu = -sum_dxhat/std
-            dx_coef_dxhat = work(1/std)
+            dx_coef_dxhat = 1/std
             dx_coef_xhat = work(2*dvar*std/m)
             dx_coef_1 = work(dmu/m)
+            dx_coef_dout = work(dx_coef_dxhat*gamma)
             dgamma_g[g] = sum_dout_xhat
             dbeta_g[g] = sum_dout
             for o in range(O):
                 for k in range(K):
-                    _backward_staged_e_rows(dout[o, g, k], xhat[o, g, k], dx[o, g, k], dx_coef_1, dx_coef_dxhat, dx_coef_xhat, gamma)
+                    _backward_staged_e_rows(dout[o, g, k], xhat[o, g, k], dx[o, g, k], dx_coef_1, dx_coef_dout, dx_coef_xhat)
 
 
 def _backward_staged_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
@@ -671,27 +671,27 @@ def _backward_staged_p0_cols(dout, xhat, gamma, sum_dxhat_xhat, sum_dxhat, sum_d
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
-def _backward_staged_e_cols(dout, xhat, dx, dx_coef_1, dx_coef_dxhat, dx_coef_xhat, gamma, o0, o1, j0, j1):
+def _backward_staged_e_cols(dout, xhat, dx, dx_coef_1, dx_coef_dout, dx_coef_xhat, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
-            dxhat = dout[ou, j]*gamma[q]
-            dx[ou, j] = dxhat*dx_coef_dxhat[q] + xhat[ou, j]*dx_coef_xhat[q] + dx_coef_1[q]
+            dx[ou, j] = dout[ou, j]*dx_coef_dout[q] + xhat[ou, j]*dx_coef_xhat[q] + dx_coef_1[q]
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _backward_staged_g0(sum_dxhat_xhat, sum_dxhat, sum_dout_xhat, sum_dout, std, dx_coef_dxhat_w, dx_coef_xhat_w, dx_coef_1_w, dgamma, dbeta, m, like):
+def _backward_staged_g0(sum_dxhat_xhat, sum_dxhat, sum_dout_xhat, sum_dout, gamma, std, dx_coef_xhat_w, dx_coef_1_w, dx_coef_dout_w, dgamma, dbeta, m, like):
     work = like.dtype.type
     for g in range(sum_dxhat_xhat.shape[0]):
         dvar = -1/2*sum_dxhat_xhat[g]/std[g]**2
         dmu = -sum_dxhat[g]/std[g]
-        dx_coef_dxhat = work(1/std[g])
+        dx_coef_dxhat = 1/std[g]
         dx_coef_xhat = work(2*dvar*std[g]/m)
         dx_coef_1 = work(dmu/m)
-        dx_coef_dxhat_w[g] = dx_coef_dxhat
+        dx_coef_dout = work(dx_coef_dxhat*gamma[g])
         dx_coef_xhat_w[g] = dx_coef_xhat
         dx_coef_1_w[g] = dx_coef_1
+        dx_coef_dout_w[g] = dx_coef_dout
         dgamma[g] = sum_dout_xhat[g]
         dbeta[g] = sum_dout[g]
 
@@ -706,9 +706,9 @@ def _backward_staged_cols_l0(dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, 
         sum_dxhat_s = numpy.empty(g1 - g0)
         sum_dout_xhat_s = numpy.empty(g1 - g0)
         sum_dout_s = numpy.empty(g1 - g0)
-        dx_coef_dxhat_a = numpy.empty(g1 - g0, dout.dtype)
         dx_coef_xhat_a = numpy.empty(g1 - g0, dout.dtype)
         dx_coef_1_a = numpy.empty(g1 - g0, dout.dtype)
+        dx_coef_dout_a = numpy.empty(g1 - g0, dout.dtype)
         gamma_e = _layout.spread(gamma_t, K * I)
         sum_dxhat_xhat_t = numpy.zeros(j1 - j0)
         sum_dxhat_t = numpy.zeros(j1 - j0)
@@ -719,11 +719,11 @@ def _backward_staged_cols_l0(dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, 
         _layout.fold(sum_dxhat_t, K * I, sum_dxhat_s)
         _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_s)
         _layout.fold(sum_dout_t, K * I, sum_dout_s)
-        _backward_staged_g0(sum_dxhat_xhat_s, sum_dxhat_s, sum_dout_xhat_s, sum_dout_s, std_g[g0:g1], dx_coef_dxhat_a, dx_coef_xhat_a, dx_coef_1_a, dgamma_g[g0:g1], dbeta_g[g0:g1], m, like)
+        _backward_staged_g0(sum_dxhat_xhat_s, sum_dxhat_s, sum_dout_xhat_s, sum_dout_s, gamma_t, std_g[g0:g1], dx_coef_xhat_a, dx_coef_1_a, dx_coef_dout_a, dgamma_g[g0:g1], dbeta_g[g0:g1], m, like)
         dx_coef_1_e = _layout.spread(dx_coef_1_a, K * I)
-        dx_coef_dxhat_e = _layout.spread(dx_coef_dxhat_a, K * I)
+        dx_coef_dout_e = _layout.spread(dx_coef_dout_a, K * I)
         dx_coef_xhat_e = _layout.spread(dx_coef_xhat_a, K * I)
-        _backward_staged_e_cols(dout, xhat, dx, dx_coef_1_e, dx_coef_dxhat_e, dx_coef_xhat_e, gamma_e, 0, O, j0, j1)
+        _backward_staged_e_cols(dout, xhat, dx, dx_coef_1_e, dx_coef_dout_e, dx_coef_xhat_e, 0, O, j0, j1)
 
 
 def _backward_staged_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, GT):
@@ -760,7 +760,7 @@ def _backward_staged_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _backward_staged_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_1_a, dx_coef_dxhat_a, dx_coef_xhat_a, t0, t1):
+def _backward_staged_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_1_a, dx_coef_dout_a, dx_coef_xhat_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
@@ -768,10 +768,9 @@ def _backward_staged_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O,
         j0, j1 = g0 * K * I, g1 * K * I
         gamma_t = _layout.per_group(gamma_p, g0, g1, P)
         dx_coef_1_e = _layout.spread(dx_coef_1_a[g0:g1], K * I)
-        dx_coef_dxhat_e = _layout.spread(dx_coef_dxhat_a[g0:g1], K * I)
+        dx_coef_dout_e = _layout.spread(dx_coef_dout_a[g0:g1], K * I)
         dx_coef_xhat_e = _layout.spread(dx_coef_xhat_a[g0:g1], K * I)
-        gamma_e = _layout.spread(gamma_t, K * I)
-        _backward_staged_e_cols(dout, xhat, dx, dx_coef_1_e, dx_coef_dxhat_e, dx_coef_xhat_e, gamma_e, o0, o1, j0, j1)
+        _backward_staged_e_cols(dout, xhat, dx, dx_coef_1_e, dx_coef_dout_e, dx_coef_xhat_e, o0, o1, j0, j1)
 
 
 def _backward_staged_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, RC, GT):
@@ -781,9 +780,9 @@ def _backward_staged_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, 
     sum_dxhat_s = numpy.empty(G)
     sum_dout_xhat_s = numpy.empty(G)
     sum_dout_s = numpy.empty(G)
-    dx_coef_dxhat_a = numpy.empty(G, dout.dtype)
     dx_coef_xhat_a = numpy.empty(G, dout.dtype)
     dx_coef_1_a = numpy.empty(G, dout.dtype)
+    dx_coef_dout_a = numpy.empty(G, dout.dtype)
     dgamma_g = dgamma_p if P == G else numpy.empty(G)
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
     like = numpy.empty(0, dout.dtype)
@@ -797,8 +796,8 @@ def _backward_staged_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, 
     _layout.sum_chunks(sum_dxhat_r, sum_dxhat_s)
     _layout.sum_chunks(sum_dout_xhat_r, sum_dout_xhat_s)
     _layout.sum_chunks(sum_dout_r, sum_dout_s)
-    _backward_staged_g0(sum_dxhat_xhat_s, sum_dxhat_s, sum_dout_xhat_s, sum_dout_s, std_g, dx_coef_dxhat_a, dx_coef_xhat_a, dx_coef_1_a, dgamma_g, dbeta_g, m, like)
-    _layout.parallel(_backward_staged_tall_l1, RC * TC, (dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_1_a, dx_coef_dxhat_a, dx_coef_xhat_a,), dout.size)
+    _backward_staged_g0(sum_dxhat_xhat_s, sum_dxhat_s, sum_dout_xhat_s, sum_dout_s, gamma_all, std_g, dx_coef_xhat_a, dx_coef_1_a, dx_coef_dout_a, dgamma_g, dbeta_g, m, like)
+    _layout.parallel(_backward_staged_tall_l1, RC * TC, (dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_1_a, dx_coef_dout_a, dx_coef_xhat_a,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -806,7 +805,7 @@ def _backward_staged_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, 
 
 
 def _backward_staged(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m):
-    """Backward pass, the staged chain rule. Pass 1 sums sum_dxhat_xhat, sum_dxhat, sum_dout_xhat, sum_dout (float64) in each group; then dvar, dmu, dx_coef_dxhat, dx_coef_xhat, dx_coef_1. Pass 2: dx, elementwise."""
+    """Backward pass, the staged chain rule. Pass 1 sums sum_dxhat_xhat, sum_dxhat, sum_dout_xhat, sum_dout (float64) in each group; then dvar, dmu, dx_coef_dxhat, dx_coef_xhat, dx_coef_1, dx_coef_dout. Pass 2: dx, elementwise."""
     if lay.strategy == "cols":
         _backward_staged_cols(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
     elif lay.strategy == "tall":
@@ -826,10 +825,9 @@ def _backward_test_p0_rows(dout, xhat):
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
-def _backward_test_e_rows(dout, dx, dx_coef_dxhat, gamma):
+def _backward_test_e_rows(dout, dx, dx_coef_dout):
     for j in range(dout.shape[0]):
-        dxhat = dout[j]*gamma
-        dx[j] = dxhat*dx_coef_dxhat
+        dx[j] = dout[j]*dx_coef_dout
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
@@ -847,12 +845,13 @@ def _backward_test_rows_l0(dout, xhat, dx, std_g, gamma_p, P, chunks, G, O, K, d
                     sum_dout_xhat_run, sum_dout_run, = _backward_test_p0_rows(dout[o, g, k], xhat[o, g, k])
                     sum_dout_xhat += sum_dout_xhat_run
                     sum_dout += sum_dout_run
-            dx_coef_dxhat = work(1/std)
+            dx_coef_dxhat = 1/std
+            dx_coef_dout = work(dx_coef_dxhat*gamma)
             dgamma_g[g] = sum_dout_xhat
             dbeta_g[g] = sum_dout
             for o in range(O):
                 for k in range(K):
-                    _backward_test_e_rows(dout[o, g, k], dx[o, g, k], dx_coef_dxhat, gamma)
+                    _backward_test_e_rows(dout[o, g, k], dx[o, g, k], dx_coef_dout)
 
 
 def _backward_test_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, P, chunks):
@@ -888,21 +887,21 @@ def _backward_test_p0_cols(dout, xhat, sum_dout_xhat, sum_dout, o0, o1, j0, j1):
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
-def _backward_test_e_cols(dout, dx, dx_coef_dxhat, gamma, o0, o1, j0, j1):
+def _backward_test_e_cols(dout, dx, dx_coef_dout, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
-            dxhat = dout[ou, j]*gamma[q]
-            dx[ou, j] = dxhat*dx_coef_dxhat[q]
+            dx[ou, j] = dout[ou, j]*dx_coef_dout[q]
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _backward_test_g0(sum_dout_xhat, sum_dout, std, dx_coef_dxhat_w, dgamma, dbeta, like):
+def _backward_test_g0(sum_dout_xhat, sum_dout, gamma, std, dx_coef_dout_w, dgamma, dbeta, like):
     work = like.dtype.type
     for g in range(sum_dout_xhat.shape[0]):
-        dx_coef_dxhat = work(1/std[g])
-        dx_coef_dxhat_w[g] = dx_coef_dxhat
+        dx_coef_dxhat = 1/std[g]
+        dx_coef_dout = work(dx_coef_dxhat*gamma[g])
+        dx_coef_dout_w[g] = dx_coef_dout
         dgamma[g] = sum_dout_xhat[g]
         dbeta[g] = sum_dout[g]
 
@@ -915,16 +914,15 @@ def _backward_test_cols_l0(dout, xhat, dx, std_g, gamma_p, P, K, I, G, GT, O, dg
         gamma_t = _layout.per_group(gamma_p, g0, g1, P)
         sum_dout_xhat_s = numpy.empty(g1 - g0)
         sum_dout_s = numpy.empty(g1 - g0)
-        dx_coef_dxhat_a = numpy.empty(g1 - g0, dout.dtype)
+        dx_coef_dout_a = numpy.empty(g1 - g0, dout.dtype)
         sum_dout_xhat_t = numpy.zeros(j1 - j0)
         sum_dout_t = numpy.zeros(j1 - j0)
         _backward_test_p0_cols(dout, xhat, sum_dout_xhat_t, sum_dout_t, 0, O, j0, j1)
         _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_s)
         _layout.fold(sum_dout_t, K * I, sum_dout_s)
-        _backward_test_g0(sum_dout_xhat_s, sum_dout_s, std_g[g0:g1], dx_coef_dxhat_a, dgamma_g[g0:g1], dbeta_g[g0:g1], like)
-        dx_coef_dxhat_e = _layout.spread(dx_coef_dxhat_a, K * I)
-        gamma_e = _layout.spread(gamma_t, K * I)
-        _backward_test_e_cols(dout, dx, dx_coef_dxhat_e, gamma_e, 0, O, j0, j1)
+        _backward_test_g0(sum_dout_xhat_s, sum_dout_s, gamma_t, std_g[g0:g1], dx_coef_dout_a, dgamma_g[g0:g1], dbeta_g[g0:g1], like)
+        dx_coef_dout_e = _layout.spread(dx_coef_dout_a, K * I)
+        _backward_test_e_cols(dout, dx, dx_coef_dout_e, 0, O, j0, j1)
 
 
 def _backward_test_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, P, K, I, G, GT):
@@ -956,16 +954,15 @@ def _backward_test_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_d
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _backward_test_tall_l1(dout, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_dxhat_a, t0, t1):
+def _backward_test_tall_l1(dout, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_dout_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        dx_coef_dxhat_e = _layout.spread(dx_coef_dxhat_a[g0:g1], K * I)
-        gamma_e = _layout.spread(gamma_t, K * I)
-        _backward_test_e_cols(dout, dx, dx_coef_dxhat_e, gamma_e, o0, o1, j0, j1)
+        dx_coef_dout_e = _layout.spread(dx_coef_dout_a[g0:g1], K * I)
+        _backward_test_e_cols(dout, dx, dx_coef_dout_e, o0, o1, j0, j1)
 
 
 def _backward_test_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, P, K, I, G, RC, GT):
@@ -973,7 +970,7 @@ def _backward_test_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, P, K,
     TC = (G + GT - 1) // GT
     sum_dout_xhat_s = numpy.empty(G)
     sum_dout_s = numpy.empty(G)
-    dx_coef_dxhat_a = numpy.empty(G, dout.dtype)
+    dx_coef_dout_a = numpy.empty(G, dout.dtype)
     dgamma_g = dgamma_p if P == G else numpy.empty(G)
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
     like = numpy.empty(0, dout.dtype)
@@ -983,8 +980,8 @@ def _backward_test_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, P, K,
     _layout.parallel(_backward_test_tall_l0, RC * TC, (dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_xhat_r, sum_dout_r,), dout.size)
     _layout.sum_chunks(sum_dout_xhat_r, sum_dout_xhat_s)
     _layout.sum_chunks(sum_dout_r, sum_dout_s)
-    _backward_test_g0(sum_dout_xhat_s, sum_dout_s, std_g, dx_coef_dxhat_a, dgamma_g, dbeta_g, like)
-    _layout.parallel(_backward_test_tall_l1, RC * TC, (dout, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_dxhat_a,), dout.size)
+    _backward_test_g0(sum_dout_xhat_s, sum_dout_s, gamma_all, std_g, dx_coef_dout_a, dgamma_g, dbeta_g, like)
+    _layout.parallel(_backward_test_tall_l1, RC * TC, (dout, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_dout_a,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -992,7 +989,7 @@ def _backward_test_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, P, K,
 
 
 def _backward_test(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p):
-    """Backward pass, test mode. Pass 1 sums sum_dout_xhat, sum_dout (float64) in each group; then dx_coef_dxhat. Pass 2: dx, elementwise."""
+    """Backward pass, test mode. Pass 1 sums sum_dout_xhat, sum_dout (float64) in each group; then dx_coef_dxhat, dx_coef_dout. Pass 2: dx, elementwise."""
     if lay.strategy == "cols":
         _backward_test_cols(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, dbeta_p, lay.P, lay.K, lay.I, lay.groups, lay.GT)
     elif lay.strategy == "tall":
@@ -1018,11 +1015,10 @@ def _forward_step_p1_rows(x, mu):
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
-def _forward_step_e_rows(x, out, beta, gamma, inv_std, mu_hi, mu_lo):
+def _forward_step_e_rows(x, out, mu_hi, out_coef_1, out_coef_x_mu_hi):
     for j in range(x.shape[0]):
         x_mu_hi = x[j] - mu_hi
-        xhat = inv_std*(x_mu_hi - mu_lo)
-        out[j] = xhat*gamma + beta
+        out[j] = x_mu_hi*out_coef_x_mu_hi + out_coef_1
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
@@ -1040,7 +1036,7 @@ def _forward_step_rows_l0(x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P
                     sum_x += sum_x_run
             mu = sum_x/m
             mu_hi = work(mu)
-            mu_lo = work(mu - mu_hi)
+            mu_lo = mu - mu_hi
             mu_g[g] = mu
             sum_var = 0.0
             for o in range(O):
@@ -1049,12 +1045,14 @@ def _forward_step_rows_l0(x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P
                     sum_var += sum_var_run
             var = sum_var/m
             std = math.sqrt(eps + var)
-            inv_std = work(1/std)
+            inv_std = 1/std
+            out_coef_x_mu_hi = work(gamma*inv_std)
+            out_coef_1 = work(beta - gamma*inv_std*mu_lo)
             var_g[g] = var
             std_g[g] = std
             for o in range(O):
                 for k in range(K):
-                    _forward_step_e_rows(x[o, g, k], out[o, g, k], beta, gamma, inv_std, mu_hi, mu_lo)
+                    _forward_step_e_rows(x[o, g, k], out[o, g, k], mu_hi, out_coef_1, out_coef_x_mu_hi)
 
 
 def _forward_step_rows(x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, chunks):
@@ -1101,14 +1099,13 @@ def _forward_step_p1_cols(x, mu, sum_var, o0, o1, j0, j1):
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
-def _forward_step_e_cols(x, out, beta, gamma, inv_std, mu_hi, mu_lo, o0, o1, j0, j1):
+def _forward_step_e_cols(x, out, mu_hi, out_coef_1, out_coef_x_mu_hi, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
             x_mu_hi = x[ou, j] - mu_hi[q]
-            xhat = inv_std[q]*(x_mu_hi - mu_lo[q])
-            out[ou, j] = xhat*gamma[q] + beta[q]
+            out[ou, j] = x_mu_hi*out_coef_x_mu_hi[q] + out_coef_1[q]
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
@@ -1117,22 +1114,26 @@ def _forward_step_g0(sum_x, mu_w, mu_hi_w, mu_lo_w, m, like):
     for g in range(sum_x.shape[0]):
         mu = sum_x[g]/m
         mu_hi = work(mu)
-        mu_lo = work(mu - mu_hi)
+        mu_lo = mu - mu_hi
         mu_w[g] = mu
         mu_hi_w[g] = mu_hi
         mu_lo_w[g] = mu_lo
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_step_g1(sum_var, var_w, std_w, inv_std_w, eps, m, like):
+def _forward_step_g1(sum_var, beta, gamma, mu_lo, var_w, std_w, inv_std_w, out_coef_x_mu_hi_w, out_coef_1_w, eps, m, like):
     work = like.dtype.type
     for g in range(sum_var.shape[0]):
         var = sum_var[g]/m
         std = math.sqrt(eps + var)
-        inv_std = work(1/std)
+        inv_std = 1/std
+        out_coef_x_mu_hi = work(gamma[g]*inv_std)
+        out_coef_1 = work(beta[g] - gamma[g]*inv_std*mu_lo[g])
         var_w[g] = var
         std_w[g] = std
         inv_std_w[g] = inv_std
+        out_coef_x_mu_hi_w[g] = out_coef_x_mu_hi
+        out_coef_1_w[g] = out_coef_1
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
@@ -1145,8 +1146,10 @@ def _forward_step_cols_l0(x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P
         sum_x_s = numpy.empty(g1 - g0)
         sum_var_s = numpy.empty(g1 - g0)
         mu_hi_a = numpy.empty(g1 - g0, x.dtype)
-        mu_lo_a = numpy.empty(g1 - g0, x.dtype)
-        inv_std_a = numpy.empty(g1 - g0, x.dtype)
+        mu_lo_a = numpy.empty(g1 - g0)
+        inv_std_a = numpy.empty(g1 - g0)
+        out_coef_x_mu_hi_a = numpy.empty(g1 - g0, x.dtype)
+        out_coef_1_a = numpy.empty(g1 - g0, x.dtype)
         sum_x_t = numpy.zeros(j1 - j0)
         _forward_step_p0_cols(x, sum_x_t, 0, O, j0, j1)
         _layout.fold(sum_x_t, K * I, sum_x_s)
@@ -1155,13 +1158,11 @@ def _forward_step_cols_l0(x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P
         sum_var_t = numpy.zeros(j1 - j0)
         _forward_step_p1_cols(x, mu_e, sum_var_t, 0, O, j0, j1)
         _layout.fold(sum_var_t, K * I, sum_var_s)
-        _forward_step_g1(sum_var_s, var_g[g0:g1], std_g[g0:g1], inv_std_a, eps, m, like)
-        beta_e = _layout.spread(beta_t, K * I)
-        gamma_e = _layout.spread(gamma_t, K * I)
-        inv_std_e = _layout.spread(inv_std_a, K * I)
+        _forward_step_g1(sum_var_s, beta_t, gamma_t, mu_lo_a, var_g[g0:g1], std_g[g0:g1], inv_std_a, out_coef_x_mu_hi_a, out_coef_1_a, eps, m, like)
         mu_hi_e = _layout.spread(mu_hi_a, K * I)
-        mu_lo_e = _layout.spread(mu_lo_a, K * I)
-        _forward_step_e_cols(x, out, beta_e, gamma_e, inv_std_e, mu_hi_e, mu_lo_e, 0, O, j0, j1)
+        out_coef_1_e = _layout.spread(out_coef_1_a, K * I)
+        out_coef_x_mu_hi_e = _layout.spread(out_coef_x_mu_hi_a, K * I)
+        _forward_step_e_cols(x, out, mu_hi_e, out_coef_1_e, out_coef_x_mu_hi_e, 0, O, j0, j1)
 
 
 def _forward_step_cols(x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT):
@@ -1201,7 +1202,7 @@ def _forward_step_tall_l1(x, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, s
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _forward_step_tall_l2(x, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, mu_hi_a, mu_lo_a, t0, t1):
+def _forward_step_tall_l2(x, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, mu_hi_a, out_coef_1_a, out_coef_x_mu_hi_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
@@ -1209,12 +1210,10 @@ def _forward_step_tall_l2(x, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, in
         j0, j1 = g0 * K * I, g1 * K * I
         beta_t = _layout.per_group(beta_p, g0, g1, P)
         gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        beta_e = _layout.spread(beta_t, K * I)
-        gamma_e = _layout.spread(gamma_t, K * I)
-        inv_std_e = _layout.spread(inv_std_a[g0:g1], K * I)
         mu_hi_e = _layout.spread(mu_hi_a[g0:g1], K * I)
-        mu_lo_e = _layout.spread(mu_lo_a[g0:g1], K * I)
-        _forward_step_e_cols(x, out, beta_e, gamma_e, inv_std_e, mu_hi_e, mu_lo_e, o0, o1, j0, j1)
+        out_coef_1_e = _layout.spread(out_coef_1_a[g0:g1], K * I)
+        out_coef_x_mu_hi_e = _layout.spread(out_coef_x_mu_hi_a[g0:g1], K * I)
+        _forward_step_e_cols(x, out, mu_hi_e, out_coef_1_e, out_coef_x_mu_hi_e, o0, o1, j0, j1)
 
 
 def _forward_step_tall(x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, RC, GT):
@@ -1223,8 +1222,10 @@ def _forward_step_tall(x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, K
     sum_x_s = numpy.empty(G)
     sum_var_s = numpy.empty(G)
     mu_hi_a = numpy.empty(G, x.dtype)
-    mu_lo_a = numpy.empty(G, x.dtype)
-    inv_std_a = numpy.empty(G, x.dtype)
+    mu_lo_a = numpy.empty(G)
+    inv_std_a = numpy.empty(G)
+    out_coef_x_mu_hi_a = numpy.empty(G, x.dtype)
+    out_coef_1_a = numpy.empty(G, x.dtype)
     like = numpy.empty(0, x.dtype)
     beta_all = _layout.per_group(beta_p, 0, G, P)
     gamma_all = _layout.per_group(gamma_p, 0, G, P)
@@ -1235,12 +1236,12 @@ def _forward_step_tall(x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, K
     sum_var_r = numpy.empty((RC, G))
     _layout.parallel(_forward_step_tall_l1, RC * TC, (x, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_var_r,), x.size)
     _layout.sum_chunks(sum_var_r, sum_var_s)
-    _forward_step_g1(sum_var_s, var_g, std_g, inv_std_a, eps, m, like)
-    _layout.parallel(_forward_step_tall_l2, RC * TC, (x, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, mu_hi_a, mu_lo_a,), x.size)
+    _forward_step_g1(sum_var_s, beta_all, gamma_all, mu_lo_a, var_g, std_g, inv_std_a, out_coef_x_mu_hi_a, out_coef_1_a, eps, m, like)
+    _layout.parallel(_forward_step_tall_l2, RC * TC, (x, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, mu_hi_a, out_coef_1_a, out_coef_x_mu_hi_a,), x.size)
 
 
 def _forward_step(lay, x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m):
-    """Forward pass, training mode: the output and per-group values only. Pass 1 sums sum_x (float64) in each group; then mu, mu_hi, mu_lo. Pass 2 sums sum_var (float64) in each group; then var, std, inv_std. Pass 3: out, elementwise."""
+    """Forward pass, training mode: the output and per-group values only. Pass 1 sums sum_x (float64) in each group; then mu, mu_hi, mu_lo. Pass 2 sums sum_var (float64) in each group; then var, std, inv_std, out_coef_x_mu_hi, out_coef_1. Pass 3: out, elementwise."""
     if lay.strategy == "cols":
         _forward_step_cols(lay.cols(x), lay.cols(out), mu_g, var_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
     elif lay.strategy == "tall":
@@ -1260,10 +1261,10 @@ def _backward_step_p1_rows(dout, x, mu):
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
-def _backward_step_e_rows(dout, x, dx, coef_1, coef_dout, coef_xhat, inv_std, mu):
+def _backward_step_e_rows(dout, x, dx, coef_1, coef_dout, dx_coef_x_mu, mu):
     for j in range(dout.shape[0]):
-        xhat = inv_std*(x[j] - mu)
-        dx[j] = dout[j]*coef_dout + xhat*coef_xhat + coef_1
+        x_mu = x[j] - mu
+        dx[j] = dout[j]*coef_dout + x_mu*dx_coef_x_mu + coef_1
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
@@ -1275,7 +1276,7 @@ def _backward_step_rows_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, chunks, G, O
             mu = mu_g[g]
             std = std_g[g]
             gamma = gamma_p[p]
-            inv_std = work(1/std)
+            inv_std = 1/std
             sum_dout = 0.0
             sum_dout_xhat_acc = 0.0
             for o in range(O):
@@ -1285,13 +1286,14 @@ def _backward_step_rows_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, chunks, G, O
                     sum_dout_xhat_acc += sum_dout_xhat_acc_run
             sum_dout_xhat = sum_dout_xhat_acc/std
             coef_dout = work(gamma/std)
-            coef_xhat = work(-gamma*sum_dout_xhat/(m*std))
+            coef_xhat = -gamma*sum_dout_xhat/(m*std)
             coef_1 = work(-gamma*sum_dout/(m*std))
+            dx_coef_x_mu = work(coef_xhat*inv_std)
             dgamma_g[g] = sum_dout_xhat
             dbeta_g[g] = sum_dout
             for o in range(O):
                 for k in range(K):
-                    _backward_step_e_rows(dout[o, g, k], x[o, g, k], dx[o, g, k], coef_1, coef_dout, coef_xhat, inv_std, mu)
+                    _backward_step_e_rows(dout[o, g, k], x[o, g, k], dx[o, g, k], coef_1, coef_dout, dx_coef_x_mu, mu)
 
 
 def _backward_step_rows(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
@@ -1327,35 +1329,37 @@ def _backward_step_p1_cols(dout, x, mu, sum_dout, sum_dout_xhat_acc, o0, o1, j0,
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
-def _backward_step_e_cols(dout, x, dx, coef_1, coef_dout, coef_xhat, inv_std, mu, o0, o1, j0, j1):
+def _backward_step_e_cols(dout, x, dx, coef_1, coef_dout, dx_coef_x_mu, mu, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
-            xhat = inv_std[q]*(x[ou, j] - mu[q])
-            dx[ou, j] = dout[ou, j]*coef_dout[q] + xhat*coef_xhat[q] + coef_1[q]
+            x_mu = x[ou, j] - mu[q]
+            dx[ou, j] = dout[ou, j]*coef_dout[q] + x_mu*dx_coef_x_mu[q] + coef_1[q]
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
 def _backward_step_g0(std, inv_std_w, like):
     work = like.dtype.type
     for g in range(std.shape[0]):
-        inv_std = work(1/std[g])
+        inv_std = 1/std[g]
         inv_std_w[g] = inv_std
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _backward_step_g1(sum_dout, sum_dout_xhat_acc, gamma, std, sum_dout_xhat_w, coef_dout_w, coef_xhat_w, coef_1_w, dgamma, dbeta, m, like):
+def _backward_step_g1(sum_dout, sum_dout_xhat_acc, gamma, inv_std, std, sum_dout_xhat_w, coef_dout_w, coef_xhat_w, coef_1_w, dx_coef_x_mu_w, dgamma, dbeta, m, like):
     work = like.dtype.type
     for g in range(sum_dout.shape[0]):
         sum_dout_xhat = sum_dout_xhat_acc[g]/std[g]
         coef_dout = work(gamma[g]/std[g])
-        coef_xhat = work(-gamma[g]*sum_dout_xhat/(m*std[g]))
+        coef_xhat = -gamma[g]*sum_dout_xhat/(m*std[g])
         coef_1 = work(-gamma[g]*sum_dout[g]/(m*std[g]))
+        dx_coef_x_mu = work(coef_xhat*inv_std[g])
         sum_dout_xhat_w[g] = sum_dout_xhat
         coef_dout_w[g] = coef_dout
         coef_xhat_w[g] = coef_xhat
         coef_1_w[g] = coef_1
+        dx_coef_x_mu_w[g] = dx_coef_x_mu
         dgamma[g] = sum_dout_xhat
         dbeta[g] = sum_dout[g]
 
@@ -1368,11 +1372,12 @@ def _backward_step_cols_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, K, I, G, GT,
         gamma_t = _layout.per_group(gamma_p, g0, g1, P)
         sum_dout_s = numpy.empty(g1 - g0)
         sum_dout_xhat_acc_s = numpy.empty(g1 - g0)
-        inv_std_a = numpy.empty(g1 - g0, dout.dtype)
+        inv_std_a = numpy.empty(g1 - g0)
         sum_dout_xhat_a = numpy.empty(g1 - g0)
         coef_dout_a = numpy.empty(g1 - g0, dout.dtype)
-        coef_xhat_a = numpy.empty(g1 - g0, dout.dtype)
+        coef_xhat_a = numpy.empty(g1 - g0)
         coef_1_a = numpy.empty(g1 - g0, dout.dtype)
+        dx_coef_x_mu_a = numpy.empty(g1 - g0, dout.dtype)
         _backward_step_g0(std_g[g0:g1], inv_std_a, like)
         mu_e = _layout.spread(mu_g[g0:g1], K * I)
         sum_dout_t = numpy.zeros(j1 - j0)
@@ -1380,13 +1385,12 @@ def _backward_step_cols_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, K, I, G, GT,
         _backward_step_p1_cols(dout, x, mu_e, sum_dout_t, sum_dout_xhat_acc_t, 0, O, j0, j1)
         _layout.fold(sum_dout_t, K * I, sum_dout_s)
         _layout.fold(sum_dout_xhat_acc_t, K * I, sum_dout_xhat_acc_s)
-        _backward_step_g1(sum_dout_s, sum_dout_xhat_acc_s, gamma_t, std_g[g0:g1], sum_dout_xhat_a, coef_dout_a, coef_xhat_a, coef_1_a, dgamma_g[g0:g1], dbeta_g[g0:g1], m, like)
+        _backward_step_g1(sum_dout_s, sum_dout_xhat_acc_s, gamma_t, inv_std_a, std_g[g0:g1], sum_dout_xhat_a, coef_dout_a, coef_xhat_a, coef_1_a, dx_coef_x_mu_a, dgamma_g[g0:g1], dbeta_g[g0:g1], m, like)
         coef_1_e = _layout.spread(coef_1_a, K * I)
         coef_dout_e = _layout.spread(coef_dout_a, K * I)
-        coef_xhat_e = _layout.spread(coef_xhat_a, K * I)
-        inv_std_e = _layout.spread(inv_std_a, K * I)
+        dx_coef_x_mu_e = _layout.spread(dx_coef_x_mu_a, K * I)
         mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        _backward_step_e_cols(dout, x, dx, coef_1_e, coef_dout_e, coef_xhat_e, inv_std_e, mu_e, 0, O, j0, j1)
+        _backward_step_e_cols(dout, x, dx, coef_1_e, coef_dout_e, dx_coef_x_mu_e, mu_e, 0, O, j0, j1)
 
 
 def _backward_step_cols(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, GT):
@@ -1419,7 +1423,7 @@ def _backward_step_tall_l0(dout, x, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, su
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _backward_step_tall_l1(dout, x, dx, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_a, coef_xhat_a, inv_std_a, t0, t1):
+def _backward_step_tall_l1(dout, x, dx, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_a, dx_coef_x_mu_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
@@ -1428,10 +1432,9 @@ def _backward_step_tall_l1(dout, x, dx, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O
         gamma_t = _layout.per_group(gamma_p, g0, g1, P)
         coef_1_e = _layout.spread(coef_1_a[g0:g1], K * I)
         coef_dout_e = _layout.spread(coef_dout_a[g0:g1], K * I)
-        coef_xhat_e = _layout.spread(coef_xhat_a[g0:g1], K * I)
-        inv_std_e = _layout.spread(inv_std_a[g0:g1], K * I)
+        dx_coef_x_mu_e = _layout.spread(dx_coef_x_mu_a[g0:g1], K * I)
         mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        _backward_step_e_cols(dout, x, dx, coef_1_e, coef_dout_e, coef_xhat_e, inv_std_e, mu_e, o0, o1, j0, j1)
+        _backward_step_e_cols(dout, x, dx, coef_1_e, coef_dout_e, dx_coef_x_mu_e, mu_e, o0, o1, j0, j1)
 
 
 def _backward_step_tall(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, RC, GT):
@@ -1439,11 +1442,12 @@ def _backward_step_tall(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m,
     TC = (G + GT - 1) // GT
     sum_dout_s = numpy.empty(G)
     sum_dout_xhat_acc_s = numpy.empty(G)
-    inv_std_a = numpy.empty(G, dout.dtype)
+    inv_std_a = numpy.empty(G)
     sum_dout_xhat_a = numpy.empty(G)
     coef_dout_a = numpy.empty(G, dout.dtype)
-    coef_xhat_a = numpy.empty(G, dout.dtype)
+    coef_xhat_a = numpy.empty(G)
     coef_1_a = numpy.empty(G, dout.dtype)
+    dx_coef_x_mu_a = numpy.empty(G, dout.dtype)
     dgamma_g = dgamma_p if P == G else numpy.empty(G)
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
     like = numpy.empty(0, dout.dtype)
@@ -1454,8 +1458,8 @@ def _backward_step_tall(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m,
     _layout.parallel(_backward_step_tall_l0, RC * TC, (dout, x, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_r, sum_dout_xhat_acc_r,), dout.size)
     _layout.sum_chunks(sum_dout_r, sum_dout_s)
     _layout.sum_chunks(sum_dout_xhat_acc_r, sum_dout_xhat_acc_s)
-    _backward_step_g1(sum_dout_s, sum_dout_xhat_acc_s, gamma_all, std_g, sum_dout_xhat_a, coef_dout_a, coef_xhat_a, coef_1_a, dgamma_g, dbeta_g, m, like)
-    _layout.parallel(_backward_step_tall_l1, RC * TC, (dout, x, dx, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_a, coef_xhat_a, inv_std_a,), dout.size)
+    _backward_step_g1(sum_dout_s, sum_dout_xhat_acc_s, gamma_all, inv_std_a, std_g, sum_dout_xhat_a, coef_dout_a, coef_xhat_a, coef_1_a, dx_coef_x_mu_a, dgamma_g, dbeta_g, m, like)
+    _layout.parallel(_backward_step_tall_l1, RC * TC, (dout, x, dx, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_a, dx_coef_x_mu_a,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -1463,7 +1467,7 @@ def _backward_step_tall(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m,
 
 
 def _backward_step(lay, dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m):
-    """Backward pass, the compact form, recomputing from x the per-element values it reads. Per group: inv_std. Pass 1 sums sum_dout, sum_dout_xhat_acc (float64) in each group; then sum_dout_xhat, coef_dout, coef_xhat, coef_1. Pass 2: dx, elementwise."""
+    """Backward pass, the compact form, recomputing from x the per-element values it reads. Per group: inv_std. Pass 1 sums sum_dout, sum_dout_xhat_acc (float64) in each group; then sum_dout_xhat, coef_dout, coef_xhat, coef_1, dx_coef_x_mu. Pass 2: dx, elementwise."""
     if lay.strategy == "cols":
         _backward_step_cols(lay.cols(dout), lay.cols(x), lay.cols(dx), mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
     elif lay.strategy == "tall":
@@ -1473,10 +1477,10 @@ def _backward_step(lay, dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m)
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
-def _forward_test_step_e_rows(x, out, beta, gamma, inv_std, mu):
+def _forward_test_step_e_rows(x, out, beta, mu, out_coef_x_mu):
     for j in range(x.shape[0]):
-        xhat = inv_std*(x[j] - mu)
-        out[j] = xhat*gamma + beta
+        x_mu = x[j] - mu
+        out[j] = x_mu*out_coef_x_mu + beta
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
@@ -1490,11 +1494,12 @@ def _forward_test_step_rows_l0(x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps,
             beta = beta_p[p]
             gamma = gamma_p[p]
             std = math.sqrt(eps + var)
-            inv_std = work(1/std)
+            inv_std = 1/std
+            out_coef_x_mu = work(gamma*inv_std)
             std_g[g] = std
             for o in range(O):
                 for k in range(K):
-                    _forward_test_step_e_rows(x[o, g, k], out[o, g, k], beta, gamma, inv_std, mu)
+                    _forward_test_step_e_rows(x[o, g, k], out[o, g, k], beta, mu, out_coef_x_mu)
 
 
 def _forward_test_step_rows(x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, chunks):
@@ -1503,23 +1508,24 @@ def _forward_test_step_rows(x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P,
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
-def _forward_test_step_e_cols(x, out, beta, gamma, inv_std, mu, o0, o1, j0, j1):
+def _forward_test_step_e_cols(x, out, beta, mu, out_coef_x_mu, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
-            xhat = inv_std[q]*(x[ou, j] - mu[q])
-            out[ou, j] = xhat*gamma[q] + beta[q]
+            x_mu = x[ou, j] - mu[q]
+            out[ou, j] = x_mu*out_coef_x_mu[q] + beta[q]
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_test_step_g0(var, std_w, inv_std_w, eps, like):
+def _forward_test_step_g0(gamma, var, std_w, out_coef_x_mu_w, eps, like):
     work = like.dtype.type
-    for g in range(var.shape[0]):
+    for g in range(gamma.shape[0]):
         std = math.sqrt(eps + var[g])
-        inv_std = work(1/std)
+        inv_std = 1/std
+        out_coef_x_mu = work(gamma[g]*inv_std)
         std_w[g] = std
-        inv_std_w[g] = inv_std
+        out_coef_x_mu_w[g] = out_coef_x_mu
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
@@ -1529,13 +1535,12 @@ def _forward_test_step_cols_l0(x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps,
         j0, j1 = g0 * K * I, g1 * K * I
         beta_t = _layout.per_group(beta_p, g0, g1, P)
         gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        inv_std_a = numpy.empty(g1 - g0, x.dtype)
-        _forward_test_step_g0(var_g[g0:g1], std_g[g0:g1], inv_std_a, eps, like)
+        out_coef_x_mu_a = numpy.empty(g1 - g0, x.dtype)
+        _forward_test_step_g0(gamma_t, var_g[g0:g1], std_g[g0:g1], out_coef_x_mu_a, eps, like)
         beta_e = _layout.spread(beta_t, K * I)
-        gamma_e = _layout.spread(gamma_t, K * I)
-        inv_std_e = _layout.spread(inv_std_a, K * I)
         mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        _forward_test_step_e_cols(x, out, beta_e, gamma_e, inv_std_e, mu_e, 0, O, j0, j1)
+        out_coef_x_mu_e = _layout.spread(out_coef_x_mu_a, K * I)
+        _forward_test_step_e_cols(x, out, beta_e, mu_e, out_coef_x_mu_e, 0, O, j0, j1)
 
 
 def _forward_test_step_cols(x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, K, I, G, GT):
@@ -1546,7 +1551,7 @@ def _forward_test_step_cols(x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P,
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _forward_test_step_tall_l0(x, out, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, t0, t1):
+def _forward_test_step_tall_l0(x, out, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, out_coef_x_mu_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
@@ -1555,25 +1560,24 @@ def _forward_test_step_tall_l0(x, out, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT
         beta_t = _layout.per_group(beta_p, g0, g1, P)
         gamma_t = _layout.per_group(gamma_p, g0, g1, P)
         beta_e = _layout.spread(beta_t, K * I)
-        gamma_e = _layout.spread(gamma_t, K * I)
-        inv_std_e = _layout.spread(inv_std_a[g0:g1], K * I)
         mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        _forward_test_step_e_cols(x, out, beta_e, gamma_e, inv_std_e, mu_e, o0, o1, j0, j1)
+        out_coef_x_mu_e = _layout.spread(out_coef_x_mu_a[g0:g1], K * I)
+        _forward_test_step_e_cols(x, out, beta_e, mu_e, out_coef_x_mu_e, o0, o1, j0, j1)
 
 
 def _forward_test_step_tall(x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, K, I, G, RC, GT):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
-    inv_std_a = numpy.empty(G, x.dtype)
+    out_coef_x_mu_a = numpy.empty(G, x.dtype)
     like = numpy.empty(0, x.dtype)
     beta_all = _layout.per_group(beta_p, 0, G, P)
     gamma_all = _layout.per_group(gamma_p, 0, G, P)
-    _forward_test_step_g0(var_g, std_g, inv_std_a, eps, like)
-    _layout.parallel(_forward_test_step_tall_l0, RC * TC, (x, out, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a,), x.size)
+    _forward_test_step_g0(gamma_all, var_g, std_g, out_coef_x_mu_a, eps, like)
+    _layout.parallel(_forward_test_step_tall_l0, RC * TC, (x, out, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, out_coef_x_mu_a,), x.size)
 
 
 def _forward_test_step(lay, x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps):
-    """Forward pass, test mode (running statistics): the output and per-group values only. Per group: std, inv_std. Pass 1: out, elementwise."""
+    """Forward pass, test mode (running statistics): the output and per-group values only. Per group: std, inv_std, out_coef_x_mu. Pass 1: out, elementwise."""
     if lay.strategy == "cols":
         _forward_test_step_cols(lay.cols(x), lay.cols(out), mu_g, var_g, std_g, beta_p, gamma_p, eps, lay.P, lay.K, lay.I, lay.groups, lay.GT)
     elif lay.strategy == "tall":
@@ -1593,11 +1597,9 @@ def _backward_test_step_p1_rows(dout, x, mu):
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
-def _backward_test_step_e_rows(dout, x, dx, dx_coef_dxhat, gamma, inv_std, mu):
+def _backward_test_step_e_rows(dout, dx, dx_coef_dout):
     for j in range(dout.shape[0]):
-        xhat = inv_std*(x[j] - mu)
-        dxhat = dout[j]*gamma
-        dx[j] = dxhat*dx_coef_dxhat
+        dx[j] = dout[j]*dx_coef_dout
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
@@ -1609,7 +1611,7 @@ def _backward_test_step_rows_l0(dout, x, dx, mu_g, std_g, gamma_p, P, chunks, G,
             mu = mu_g[g]
             std = std_g[g]
             gamma = gamma_p[p]
-            inv_std = work(1/std)
+            inv_std = 1/std
             sum_dout_xhat_acc = 0.0
             sum_dout = 0.0
             for o in range(O):
@@ -1617,13 +1619,14 @@ def _backward_test_step_rows_l0(dout, x, dx, mu_g, std_g, gamma_p, P, chunks, G,
                     sum_dout_xhat_acc_run, sum_dout_run, = _backward_test_step_p1_rows(dout[o, g, k], x[o, g, k], mu)
                     sum_dout_xhat_acc += sum_dout_xhat_acc_run
                     sum_dout += sum_dout_run
-            dx_coef_dxhat = work(1/std)
+            dx_coef_dxhat = 1/std
             sum_dout_xhat = sum_dout_xhat_acc/std
+            dx_coef_dout = work(dx_coef_dxhat*gamma)
             dgamma_g[g] = sum_dout_xhat
             dbeta_g[g] = sum_dout
             for o in range(O):
                 for k in range(K):
-                    _backward_test_step_e_rows(dout[o, g, k], x[o, g, k], dx[o, g, k], dx_coef_dxhat, gamma, inv_std, mu)
+                    _backward_test_step_e_rows(dout[o, g, k], dx[o, g, k], dx_coef_dout)
 
 
 def _backward_test_step_rows(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, P, chunks):
@@ -1659,31 +1662,30 @@ def _backward_test_step_p1_cols(dout, x, mu, sum_dout_xhat_acc, sum_dout, o0, o1
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
-def _backward_test_step_e_cols(dout, x, dx, dx_coef_dxhat, gamma, inv_std, mu, o0, o1, j0, j1):
+def _backward_test_step_e_cols(dout, dx, dx_coef_dout, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
-            xhat = inv_std[q]*(x[ou, j] - mu[q])
-            dxhat = dout[ou, j]*gamma[q]
-            dx[ou, j] = dxhat*dx_coef_dxhat[q]
+            dx[ou, j] = dout[ou, j]*dx_coef_dout[q]
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _backward_test_step_g0(std, inv_std_w, like):
+def _backward_test_step_g0(std, like):
     work = like.dtype.type
     for g in range(std.shape[0]):
-        inv_std = work(1/std[g])
-        inv_std_w[g] = inv_std
+        inv_std = 1/std[g]
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _backward_test_step_g1(sum_dout_xhat_acc, sum_dout, std, dx_coef_dxhat_w, dgamma, dbeta, like):
+def _backward_test_step_g1(sum_dout_xhat_acc, sum_dout, gamma, std, dx_coef_dxhat_w, dx_coef_dout_w, dgamma, dbeta, like):
     work = like.dtype.type
     for g in range(sum_dout_xhat_acc.shape[0]):
-        dx_coef_dxhat = work(1/std[g])
+        dx_coef_dxhat = 1/std[g]
         sum_dout_xhat = sum_dout_xhat_acc[g]/std[g]
+        dx_coef_dout = work(dx_coef_dxhat*gamma[g])
         dx_coef_dxhat_w[g] = dx_coef_dxhat
+        dx_coef_dout_w[g] = dx_coef_dout
         dgamma[g] = sum_dout_xhat
         dbeta[g] = sum_dout[g]
 
@@ -1696,21 +1698,18 @@ def _backward_test_step_cols_l0(dout, x, dx, mu_g, std_g, gamma_p, P, K, I, G, G
         gamma_t = _layout.per_group(gamma_p, g0, g1, P)
         sum_dout_xhat_acc_s = numpy.empty(g1 - g0)
         sum_dout_s = numpy.empty(g1 - g0)
-        inv_std_a = numpy.empty(g1 - g0, dout.dtype)
-        dx_coef_dxhat_a = numpy.empty(g1 - g0, dout.dtype)
-        _backward_test_step_g0(std_g[g0:g1], inv_std_a, like)
+        dx_coef_dxhat_a = numpy.empty(g1 - g0)
+        dx_coef_dout_a = numpy.empty(g1 - g0, dout.dtype)
+        _backward_test_step_g0(std_g[g0:g1], like)
         mu_e = _layout.spread(mu_g[g0:g1], K * I)
         sum_dout_xhat_acc_t = numpy.zeros(j1 - j0)
         sum_dout_t = numpy.zeros(j1 - j0)
         _backward_test_step_p1_cols(dout, x, mu_e, sum_dout_xhat_acc_t, sum_dout_t, 0, O, j0, j1)
         _layout.fold(sum_dout_xhat_acc_t, K * I, sum_dout_xhat_acc_s)
         _layout.fold(sum_dout_t, K * I, sum_dout_s)
-        _backward_test_step_g1(sum_dout_xhat_acc_s, sum_dout_s, std_g[g0:g1], dx_coef_dxhat_a, dgamma_g[g0:g1], dbeta_g[g0:g1], like)
-        dx_coef_dxhat_e = _layout.spread(dx_coef_dxhat_a, K * I)
-        gamma_e = _layout.spread(gamma_t, K * I)
-        inv_std_e = _layout.spread(inv_std_a, K * I)
-        mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        _backward_test_step_e_cols(dout, x, dx, dx_coef_dxhat_e, gamma_e, inv_std_e, mu_e, 0, O, j0, j1)
+        _backward_test_step_g1(sum_dout_xhat_acc_s, sum_dout_s, gamma_t, std_g[g0:g1], dx_coef_dxhat_a, dx_coef_dout_a, dgamma_g[g0:g1], dbeta_g[g0:g1], like)
+        dx_coef_dout_e = _layout.spread(dx_coef_dout_a, K * I)
+        _backward_test_step_e_cols(dout, dx, dx_coef_dout_e, 0, O, j0, j1)
 
 
 def _backward_test_step_cols(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, P, K, I, G, GT):
@@ -1743,18 +1742,15 @@ def _backward_test_step_tall_l0(dout, x, mu_g, gamma_p, P, K, I, G, RC, GT, TC, 
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _backward_test_step_tall_l1(dout, x, dx, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_dxhat_a, inv_std_a, t0, t1):
+def _backward_test_step_tall_l1(dout, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_dout_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        dx_coef_dxhat_e = _layout.spread(dx_coef_dxhat_a[g0:g1], K * I)
-        gamma_e = _layout.spread(gamma_t, K * I)
-        inv_std_e = _layout.spread(inv_std_a[g0:g1], K * I)
-        mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        _backward_test_step_e_cols(dout, x, dx, dx_coef_dxhat_e, gamma_e, inv_std_e, mu_e, o0, o1, j0, j1)
+        dx_coef_dout_e = _layout.spread(dx_coef_dout_a[g0:g1], K * I)
+        _backward_test_step_e_cols(dout, dx, dx_coef_dout_e, o0, o1, j0, j1)
 
 
 def _backward_test_step_tall(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, P, K, I, G, RC, GT):
@@ -1762,20 +1758,20 @@ def _backward_test_step_tall(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_
     TC = (G + GT - 1) // GT
     sum_dout_xhat_acc_s = numpy.empty(G)
     sum_dout_s = numpy.empty(G)
-    inv_std_a = numpy.empty(G, dout.dtype)
-    dx_coef_dxhat_a = numpy.empty(G, dout.dtype)
+    dx_coef_dxhat_a = numpy.empty(G)
+    dx_coef_dout_a = numpy.empty(G, dout.dtype)
     dgamma_g = dgamma_p if P == G else numpy.empty(G)
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
     like = numpy.empty(0, dout.dtype)
     gamma_all = _layout.per_group(gamma_p, 0, G, P)
-    _backward_test_step_g0(std_g, inv_std_a, like)
+    _backward_test_step_g0(std_g, like)
     sum_dout_xhat_acc_r = numpy.empty((RC, G))
     sum_dout_r = numpy.empty((RC, G))
     _layout.parallel(_backward_test_step_tall_l0, RC * TC, (dout, x, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_xhat_acc_r, sum_dout_r,), dout.size)
     _layout.sum_chunks(sum_dout_xhat_acc_r, sum_dout_xhat_acc_s)
     _layout.sum_chunks(sum_dout_r, sum_dout_s)
-    _backward_test_step_g1(sum_dout_xhat_acc_s, sum_dout_s, std_g, dx_coef_dxhat_a, dgamma_g, dbeta_g, like)
-    _layout.parallel(_backward_test_step_tall_l1, RC * TC, (dout, x, dx, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_dxhat_a, inv_std_a,), dout.size)
+    _backward_test_step_g1(sum_dout_xhat_acc_s, sum_dout_s, gamma_all, std_g, dx_coef_dxhat_a, dx_coef_dout_a, dgamma_g, dbeta_g, like)
+    _layout.parallel(_backward_test_step_tall_l1, RC * TC, (dout, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_dout_a,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -1783,7 +1779,7 @@ def _backward_test_step_tall(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_
 
 
 def _backward_test_step(lay, dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p):
-    """Backward pass, test mode, recomputing from x the per-element values it reads. Per group: inv_std. Pass 1 sums sum_dout_xhat_acc, sum_dout (float64) in each group; then dx_coef_dxhat, sum_dout_xhat. Pass 2: dx, elementwise."""
+    """Backward pass, test mode, recomputing from x the per-element values it reads. Per group: inv_std. Pass 1 sums sum_dout_xhat_acc, sum_dout (float64) in each group; then dx_coef_dxhat, sum_dout_xhat, dx_coef_dout. Pass 2: dx, elementwise."""
     if lay.strategy == "cols":
         _backward_test_step_cols(lay.cols(dout), lay.cols(x), lay.cols(dx), mu_g, std_g, gamma_p, dgamma_p, dbeta_p, lay.P, lay.K, lay.I, lay.groups, lay.GT)
     elif lay.strategy == "tall":

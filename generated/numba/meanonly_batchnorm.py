@@ -36,11 +36,10 @@ def _forward_train_p0_rows(x):
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
-def _forward_train_e_rows(x, out, beta, mu_hi, mu_lo):
+def _forward_train_e_rows(x, out, mu_hi, out_coef_1):
     for j in range(x.shape[0]):
         x_mu_hi = x[j] - mu_hi
-        xc = x_mu_hi - mu_lo
-        out[j] = xc + beta
+        out[j] = x_mu_hi + out_coef_1
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
@@ -57,11 +56,12 @@ def _forward_train_rows_l0(x, out, mu_g, beta_p, m, P, chunks, G, O, K, c0, c1):
                     sum_x += sum_x_run
             mu = sum_x/m
             mu_hi = work(mu)
-            mu_lo = work(mu - mu_hi)
+            mu_lo = mu - mu_hi
+            out_coef_1 = work(beta - mu_lo)
             mu_g[g] = mu
             for o in range(O):
                 for k in range(K):
-                    _forward_train_e_rows(x[o, g, k], out[o, g, k], beta, mu_hi, mu_lo)
+                    _forward_train_e_rows(x[o, g, k], out[o, g, k], mu_hi, out_coef_1)
 
 
 def _forward_train_rows(x, out, mu_g, beta_p, m, P, chunks):
@@ -89,26 +89,26 @@ def _forward_train_p0_cols(x, sum_x, o0, o1, j0, j1):
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
-def _forward_train_e_cols(x, out, beta, mu_hi, mu_lo, o0, o1, j0, j1):
+def _forward_train_e_cols(x, out, mu_hi, out_coef_1, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
             x_mu_hi = x[ou, j] - mu_hi[q]
-            xc = x_mu_hi - mu_lo[q]
-            out[ou, j] = xc + beta[q]
+            out[ou, j] = x_mu_hi + out_coef_1[q]
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_g0(sum_x, mu_w, mu_hi_w, mu_lo_w, m, like):
+def _forward_train_g0(sum_x, beta, mu_w, mu_hi_w, out_coef_1_w, m, like):
     work = like.dtype.type
     for g in range(sum_x.shape[0]):
         mu = sum_x[g]/m
         mu_hi = work(mu)
-        mu_lo = work(mu - mu_hi)
+        mu_lo = mu - mu_hi
+        out_coef_1 = work(beta[g] - mu_lo)
         mu_w[g] = mu
         mu_hi_w[g] = mu_hi
-        mu_lo_w[g] = mu_lo
+        out_coef_1_w[g] = out_coef_1
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
@@ -119,15 +119,14 @@ def _forward_train_cols_l0(x, out, mu_g, beta_p, m, P, K, I, G, GT, O, like, tc0
         beta_t = _layout.per_group(beta_p, g0, g1, P)
         sum_x_s = numpy.empty(g1 - g0)
         mu_hi_a = numpy.empty(g1 - g0, x.dtype)
-        mu_lo_a = numpy.empty(g1 - g0, x.dtype)
+        out_coef_1_a = numpy.empty(g1 - g0, x.dtype)
         sum_x_t = numpy.zeros(j1 - j0)
         _forward_train_p0_cols(x, sum_x_t, 0, O, j0, j1)
         _layout.fold(sum_x_t, K * I, sum_x_s)
-        _forward_train_g0(sum_x_s, mu_g[g0:g1], mu_hi_a, mu_lo_a, m, like)
-        beta_e = _layout.spread(beta_t, K * I)
+        _forward_train_g0(sum_x_s, beta_t, mu_g[g0:g1], mu_hi_a, out_coef_1_a, m, like)
         mu_hi_e = _layout.spread(mu_hi_a, K * I)
-        mu_lo_e = _layout.spread(mu_lo_a, K * I)
-        _forward_train_e_cols(x, out, beta_e, mu_hi_e, mu_lo_e, 0, O, j0, j1)
+        out_coef_1_e = _layout.spread(out_coef_1_a, K * I)
+        _forward_train_e_cols(x, out, mu_hi_e, out_coef_1_e, 0, O, j0, j1)
 
 
 def _forward_train_cols(x, out, mu_g, beta_p, m, P, K, I, G, GT):
@@ -151,17 +150,16 @@ def _forward_train_tall_l0(x, beta_p, P, K, I, G, RC, GT, TC, O, sum_x_r, t0, t1
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _forward_train_tall_l1(x, out, beta_p, P, K, I, G, RC, GT, TC, O, mu_hi_a, mu_lo_a, t0, t1):
+def _forward_train_tall_l1(x, out, beta_p, P, K, I, G, RC, GT, TC, O, mu_hi_a, out_coef_1_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         beta_t = _layout.per_group(beta_p, g0, g1, P)
-        beta_e = _layout.spread(beta_t, K * I)
         mu_hi_e = _layout.spread(mu_hi_a[g0:g1], K * I)
-        mu_lo_e = _layout.spread(mu_lo_a[g0:g1], K * I)
-        _forward_train_e_cols(x, out, beta_e, mu_hi_e, mu_lo_e, o0, o1, j0, j1)
+        out_coef_1_e = _layout.spread(out_coef_1_a[g0:g1], K * I)
+        _forward_train_e_cols(x, out, mu_hi_e, out_coef_1_e, o0, o1, j0, j1)
 
 
 def _forward_train_tall(x, out, mu_g, beta_p, m, P, K, I, G, RC, GT):
@@ -169,18 +167,18 @@ def _forward_train_tall(x, out, mu_g, beta_p, m, P, K, I, G, RC, GT):
     TC = (G + GT - 1) // GT
     sum_x_s = numpy.empty(G)
     mu_hi_a = numpy.empty(G, x.dtype)
-    mu_lo_a = numpy.empty(G, x.dtype)
+    out_coef_1_a = numpy.empty(G, x.dtype)
     like = numpy.empty(0, x.dtype)
     beta_all = _layout.per_group(beta_p, 0, G, P)
     sum_x_r = numpy.empty((RC, G))
     _layout.parallel(_forward_train_tall_l0, RC * TC, (x, beta_p, P, K, I, G, RC, GT, TC, O, sum_x_r,), x.size)
     _layout.sum_chunks(sum_x_r, sum_x_s)
-    _forward_train_g0(sum_x_s, mu_g, mu_hi_a, mu_lo_a, m, like)
-    _layout.parallel(_forward_train_tall_l1, RC * TC, (x, out, beta_p, P, K, I, G, RC, GT, TC, O, mu_hi_a, mu_lo_a,), x.size)
+    _forward_train_g0(sum_x_s, beta_all, mu_g, mu_hi_a, out_coef_1_a, m, like)
+    _layout.parallel(_forward_train_tall_l1, RC * TC, (x, out, beta_p, P, K, I, G, RC, GT, TC, O, mu_hi_a, out_coef_1_a,), x.size)
 
 
 def _forward_train(lay, x, out, mu_g, beta_p, m):
-    """Forward pass, training mode. Pass 1 sums sum_x (float64) in each group; then mu, mu_hi, mu_lo. Pass 2: out, elementwise."""
+    """Forward pass, training mode. Pass 1 sums sum_x (float64) in each group; then mu, mu_hi, mu_lo, out_coef_1. Pass 2: out, elementwise."""
     if lay.strategy == "cols":
         _forward_train_cols(lay.cols(x), lay.cols(out), mu_g, beta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
     elif lay.strategy == "tall":
@@ -741,11 +739,10 @@ def _forward_step_p0_rows(x):
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
-def _forward_step_e_rows(x, out, beta, mu_hi, mu_lo):
+def _forward_step_e_rows(x, out, mu_hi, out_coef_1):
     for j in range(x.shape[0]):
         x_mu_hi = x[j] - mu_hi
-        xc = x_mu_hi - mu_lo
-        out[j] = xc + beta
+        out[j] = x_mu_hi + out_coef_1
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
@@ -762,11 +759,12 @@ def _forward_step_rows_l0(x, out, mu_g, beta_p, m, P, chunks, G, O, K, c0, c1):
                     sum_x += sum_x_run
             mu = sum_x/m
             mu_hi = work(mu)
-            mu_lo = work(mu - mu_hi)
+            mu_lo = mu - mu_hi
+            out_coef_1 = work(beta - mu_lo)
             mu_g[g] = mu
             for o in range(O):
                 for k in range(K):
-                    _forward_step_e_rows(x[o, g, k], out[o, g, k], beta, mu_hi, mu_lo)
+                    _forward_step_e_rows(x[o, g, k], out[o, g, k], mu_hi, out_coef_1)
 
 
 def _forward_step_rows(x, out, mu_g, beta_p, m, P, chunks):
@@ -794,26 +792,26 @@ def _forward_step_p0_cols(x, sum_x, o0, o1, j0, j1):
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
-def _forward_step_e_cols(x, out, beta, mu_hi, mu_lo, o0, o1, j0, j1):
+def _forward_step_e_cols(x, out, mu_hi, out_coef_1, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
             x_mu_hi = x[ou, j] - mu_hi[q]
-            xc = x_mu_hi - mu_lo[q]
-            out[ou, j] = xc + beta[q]
+            out[ou, j] = x_mu_hi + out_coef_1[q]
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_step_g0(sum_x, mu_w, mu_hi_w, mu_lo_w, m, like):
+def _forward_step_g0(sum_x, beta, mu_w, mu_hi_w, out_coef_1_w, m, like):
     work = like.dtype.type
     for g in range(sum_x.shape[0]):
         mu = sum_x[g]/m
         mu_hi = work(mu)
-        mu_lo = work(mu - mu_hi)
+        mu_lo = mu - mu_hi
+        out_coef_1 = work(beta[g] - mu_lo)
         mu_w[g] = mu
         mu_hi_w[g] = mu_hi
-        mu_lo_w[g] = mu_lo
+        out_coef_1_w[g] = out_coef_1
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
@@ -824,15 +822,14 @@ def _forward_step_cols_l0(x, out, mu_g, beta_p, m, P, K, I, G, GT, O, like, tc0,
         beta_t = _layout.per_group(beta_p, g0, g1, P)
         sum_x_s = numpy.empty(g1 - g0)
         mu_hi_a = numpy.empty(g1 - g0, x.dtype)
-        mu_lo_a = numpy.empty(g1 - g0, x.dtype)
+        out_coef_1_a = numpy.empty(g1 - g0, x.dtype)
         sum_x_t = numpy.zeros(j1 - j0)
         _forward_step_p0_cols(x, sum_x_t, 0, O, j0, j1)
         _layout.fold(sum_x_t, K * I, sum_x_s)
-        _forward_step_g0(sum_x_s, mu_g[g0:g1], mu_hi_a, mu_lo_a, m, like)
-        beta_e = _layout.spread(beta_t, K * I)
+        _forward_step_g0(sum_x_s, beta_t, mu_g[g0:g1], mu_hi_a, out_coef_1_a, m, like)
         mu_hi_e = _layout.spread(mu_hi_a, K * I)
-        mu_lo_e = _layout.spread(mu_lo_a, K * I)
-        _forward_step_e_cols(x, out, beta_e, mu_hi_e, mu_lo_e, 0, O, j0, j1)
+        out_coef_1_e = _layout.spread(out_coef_1_a, K * I)
+        _forward_step_e_cols(x, out, mu_hi_e, out_coef_1_e, 0, O, j0, j1)
 
 
 def _forward_step_cols(x, out, mu_g, beta_p, m, P, K, I, G, GT):
@@ -856,17 +853,16 @@ def _forward_step_tall_l0(x, beta_p, P, K, I, G, RC, GT, TC, O, sum_x_r, t0, t1)
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _forward_step_tall_l1(x, out, beta_p, P, K, I, G, RC, GT, TC, O, mu_hi_a, mu_lo_a, t0, t1):
+def _forward_step_tall_l1(x, out, beta_p, P, K, I, G, RC, GT, TC, O, mu_hi_a, out_coef_1_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         beta_t = _layout.per_group(beta_p, g0, g1, P)
-        beta_e = _layout.spread(beta_t, K * I)
         mu_hi_e = _layout.spread(mu_hi_a[g0:g1], K * I)
-        mu_lo_e = _layout.spread(mu_lo_a[g0:g1], K * I)
-        _forward_step_e_cols(x, out, beta_e, mu_hi_e, mu_lo_e, o0, o1, j0, j1)
+        out_coef_1_e = _layout.spread(out_coef_1_a[g0:g1], K * I)
+        _forward_step_e_cols(x, out, mu_hi_e, out_coef_1_e, o0, o1, j0, j1)
 
 
 def _forward_step_tall(x, out, mu_g, beta_p, m, P, K, I, G, RC, GT):
@@ -874,18 +870,18 @@ def _forward_step_tall(x, out, mu_g, beta_p, m, P, K, I, G, RC, GT):
     TC = (G + GT - 1) // GT
     sum_x_s = numpy.empty(G)
     mu_hi_a = numpy.empty(G, x.dtype)
-    mu_lo_a = numpy.empty(G, x.dtype)
+    out_coef_1_a = numpy.empty(G, x.dtype)
     like = numpy.empty(0, x.dtype)
     beta_all = _layout.per_group(beta_p, 0, G, P)
     sum_x_r = numpy.empty((RC, G))
     _layout.parallel(_forward_step_tall_l0, RC * TC, (x, beta_p, P, K, I, G, RC, GT, TC, O, sum_x_r,), x.size)
     _layout.sum_chunks(sum_x_r, sum_x_s)
-    _forward_step_g0(sum_x_s, mu_g, mu_hi_a, mu_lo_a, m, like)
-    _layout.parallel(_forward_step_tall_l1, RC * TC, (x, out, beta_p, P, K, I, G, RC, GT, TC, O, mu_hi_a, mu_lo_a,), x.size)
+    _forward_step_g0(sum_x_s, beta_all, mu_g, mu_hi_a, out_coef_1_a, m, like)
+    _layout.parallel(_forward_step_tall_l1, RC * TC, (x, out, beta_p, P, K, I, G, RC, GT, TC, O, mu_hi_a, out_coef_1_a,), x.size)
 
 
 def _forward_step(lay, x, out, mu_g, beta_p, m):
-    """Forward pass, training mode: the output and per-group values only. Pass 1 sums sum_x (float64) in each group; then mu, mu_hi, mu_lo. Pass 2: out, elementwise."""
+    """Forward pass, training mode: the output and per-group values only. Pass 1 sums sum_x (float64) in each group; then mu, mu_hi, mu_lo, out_coef_1. Pass 2: out, elementwise."""
     if lay.strategy == "cols":
         _forward_step_cols(lay.cols(x), lay.cols(out), mu_g, beta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
     elif lay.strategy == "tall":

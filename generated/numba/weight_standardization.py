@@ -844,10 +844,10 @@ def _backward_step_p1_rows(dout, x, mu):
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
-def _backward_step_e_rows(dout, x, dx, coef_1, coef_dout, coef_out, inv_std, mu):
+def _backward_step_e_rows(dout, x, dx, coef_1, coef_dout, dx_coef_x_mu, mu):
     for j in range(dout.shape[0]):
-        out = inv_std*(x[j] - mu)
-        dx[j] = dout[j]*coef_dout + out*coef_out + coef_1
+        x_mu = x[j] - mu
+        dx[j] = dout[j]*coef_dout + x_mu*dx_coef_x_mu + coef_1
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
@@ -858,7 +858,7 @@ def _backward_step_rows_l0(dout, x, dx, mu_g, std_g, m, P, chunks, G, O, K, c0, 
             p = g % P
             mu = mu_g[g]
             std = std_g[g]
-            inv_std = work(1/std)
+            inv_std = 1/std
             sum_dout = 0.0
             sum_dout_out_acc = 0.0
             for o in range(O):
@@ -868,11 +868,12 @@ def _backward_step_rows_l0(dout, x, dx, mu_g, std_g, m, P, chunks, G, O, K, c0, 
                     sum_dout_out_acc += sum_dout_out_acc_run
             sum_dout_out = sum_dout_out_acc/std
             coef_dout = work(1/std)
-            coef_out = work(-sum_dout_out/(m*std))
+            coef_out = -sum_dout_out/(m*std)
             coef_1 = work(-sum_dout/(m*std))
+            dx_coef_x_mu = work(coef_out*inv_std)
             for o in range(O):
                 for k in range(K):
-                    _backward_step_e_rows(dout[o, g, k], x[o, g, k], dx[o, g, k], coef_1, coef_dout, coef_out, inv_std, mu)
+                    _backward_step_e_rows(dout[o, g, k], x[o, g, k], dx[o, g, k], coef_1, coef_dout, dx_coef_x_mu, mu)
 
 
 def _backward_step_rows(dout, x, dx, mu_g, std_g, m, P, chunks):
@@ -902,35 +903,37 @@ def _backward_step_p1_cols(dout, x, mu, sum_dout, sum_dout_out_acc, o0, o1, j0, 
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
-def _backward_step_e_cols(dout, x, dx, coef_1, coef_dout, coef_out, inv_std, mu, o0, o1, j0, j1):
+def _backward_step_e_cols(dout, x, dx, coef_1, coef_dout, dx_coef_x_mu, mu, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
-            out = inv_std[q]*(x[ou, j] - mu[q])
-            dx[ou, j] = dout[ou, j]*coef_dout[q] + out*coef_out[q] + coef_1[q]
+            x_mu = x[ou, j] - mu[q]
+            dx[ou, j] = dout[ou, j]*coef_dout[q] + x_mu*dx_coef_x_mu[q] + coef_1[q]
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
 def _backward_step_g0(std, inv_std_w, like):
     work = like.dtype.type
     for g in range(std.shape[0]):
-        inv_std = work(1/std[g])
+        inv_std = 1/std[g]
         inv_std_w[g] = inv_std
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _backward_step_g1(sum_dout, sum_dout_out_acc, std, sum_dout_out_w, coef_dout_w, coef_out_w, coef_1_w, m, like):
+def _backward_step_g1(sum_dout, sum_dout_out_acc, inv_std, std, sum_dout_out_w, coef_dout_w, coef_out_w, coef_1_w, dx_coef_x_mu_w, m, like):
     work = like.dtype.type
     for g in range(sum_dout.shape[0]):
         sum_dout_out = sum_dout_out_acc[g]/std[g]
         coef_dout = work(1/std[g])
-        coef_out = work(-sum_dout_out/(m*std[g]))
+        coef_out = -sum_dout_out/(m*std[g])
         coef_1 = work(-sum_dout[g]/(m*std[g]))
+        dx_coef_x_mu = work(coef_out*inv_std[g])
         sum_dout_out_w[g] = sum_dout_out
         coef_dout_w[g] = coef_dout
         coef_out_w[g] = coef_out
         coef_1_w[g] = coef_1
+        dx_coef_x_mu_w[g] = dx_coef_x_mu
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
@@ -940,11 +943,12 @@ def _backward_step_cols_l0(dout, x, dx, mu_g, std_g, m, K, I, G, GT, like, O, tc
         j0, j1 = g0 * K * I, g1 * K * I
         sum_dout_s = numpy.empty(g1 - g0)
         sum_dout_out_acc_s = numpy.empty(g1 - g0)
-        inv_std_a = numpy.empty(g1 - g0, dout.dtype)
+        inv_std_a = numpy.empty(g1 - g0)
         sum_dout_out_a = numpy.empty(g1 - g0)
         coef_dout_a = numpy.empty(g1 - g0, dout.dtype)
-        coef_out_a = numpy.empty(g1 - g0, dout.dtype)
+        coef_out_a = numpy.empty(g1 - g0)
         coef_1_a = numpy.empty(g1 - g0, dout.dtype)
+        dx_coef_x_mu_a = numpy.empty(g1 - g0, dout.dtype)
         _backward_step_g0(std_g[g0:g1], inv_std_a, like)
         mu_e = _layout.spread(mu_g[g0:g1], K * I)
         sum_dout_t = numpy.zeros(j1 - j0)
@@ -952,13 +956,12 @@ def _backward_step_cols_l0(dout, x, dx, mu_g, std_g, m, K, I, G, GT, like, O, tc
         _backward_step_p1_cols(dout, x, mu_e, sum_dout_t, sum_dout_out_acc_t, 0, O, j0, j1)
         _layout.fold(sum_dout_t, K * I, sum_dout_s)
         _layout.fold(sum_dout_out_acc_t, K * I, sum_dout_out_acc_s)
-        _backward_step_g1(sum_dout_s, sum_dout_out_acc_s, std_g[g0:g1], sum_dout_out_a, coef_dout_a, coef_out_a, coef_1_a, m, like)
+        _backward_step_g1(sum_dout_s, sum_dout_out_acc_s, inv_std_a, std_g[g0:g1], sum_dout_out_a, coef_dout_a, coef_out_a, coef_1_a, dx_coef_x_mu_a, m, like)
         coef_1_e = _layout.spread(coef_1_a, K * I)
         coef_dout_e = _layout.spread(coef_dout_a, K * I)
-        coef_out_e = _layout.spread(coef_out_a, K * I)
-        inv_std_e = _layout.spread(inv_std_a, K * I)
+        dx_coef_x_mu_e = _layout.spread(dx_coef_x_mu_a, K * I)
         mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        _backward_step_e_cols(dout, x, dx, coef_1_e, coef_dout_e, coef_out_e, inv_std_e, mu_e, 0, O, j0, j1)
+        _backward_step_e_cols(dout, x, dx, coef_1_e, coef_dout_e, dx_coef_x_mu_e, mu_e, 0, O, j0, j1)
 
 
 def _backward_step_cols(dout, x, dx, mu_g, std_g, m, P, K, I, G, GT):
@@ -984,7 +987,7 @@ def _backward_step_tall_l0(dout, x, mu_g, K, I, G, RC, GT, TC, O, sum_dout_r, su
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _backward_step_tall_l1(dout, x, dx, mu_g, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_a, coef_out_a, inv_std_a, t0, t1):
+def _backward_step_tall_l1(dout, x, dx, mu_g, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_a, dx_coef_x_mu_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
@@ -992,10 +995,9 @@ def _backward_step_tall_l1(dout, x, dx, mu_g, K, I, G, RC, GT, TC, O, coef_1_a, 
         j0, j1 = g0 * K * I, g1 * K * I
         coef_1_e = _layout.spread(coef_1_a[g0:g1], K * I)
         coef_dout_e = _layout.spread(coef_dout_a[g0:g1], K * I)
-        coef_out_e = _layout.spread(coef_out_a[g0:g1], K * I)
-        inv_std_e = _layout.spread(inv_std_a[g0:g1], K * I)
+        dx_coef_x_mu_e = _layout.spread(dx_coef_x_mu_a[g0:g1], K * I)
         mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        _backward_step_e_cols(dout, x, dx, coef_1_e, coef_dout_e, coef_out_e, inv_std_e, mu_e, o0, o1, j0, j1)
+        _backward_step_e_cols(dout, x, dx, coef_1_e, coef_dout_e, dx_coef_x_mu_e, mu_e, o0, o1, j0, j1)
 
 
 def _backward_step_tall(dout, x, dx, mu_g, std_g, m, P, K, I, G, RC, GT):
@@ -1003,11 +1005,12 @@ def _backward_step_tall(dout, x, dx, mu_g, std_g, m, P, K, I, G, RC, GT):
     TC = (G + GT - 1) // GT
     sum_dout_s = numpy.empty(G)
     sum_dout_out_acc_s = numpy.empty(G)
-    inv_std_a = numpy.empty(G, dout.dtype)
+    inv_std_a = numpy.empty(G)
     sum_dout_out_a = numpy.empty(G)
     coef_dout_a = numpy.empty(G, dout.dtype)
-    coef_out_a = numpy.empty(G, dout.dtype)
+    coef_out_a = numpy.empty(G)
     coef_1_a = numpy.empty(G, dout.dtype)
+    dx_coef_x_mu_a = numpy.empty(G, dout.dtype)
     like = numpy.empty(0, dout.dtype)
     _backward_step_g0(std_g, inv_std_a, like)
     sum_dout_r = numpy.empty((RC, G))
@@ -1015,12 +1018,12 @@ def _backward_step_tall(dout, x, dx, mu_g, std_g, m, P, K, I, G, RC, GT):
     _layout.parallel(_backward_step_tall_l0, RC * TC, (dout, x, mu_g, K, I, G, RC, GT, TC, O, sum_dout_r, sum_dout_out_acc_r,), dout.size)
     _layout.sum_chunks(sum_dout_r, sum_dout_s)
     _layout.sum_chunks(sum_dout_out_acc_r, sum_dout_out_acc_s)
-    _backward_step_g1(sum_dout_s, sum_dout_out_acc_s, std_g, sum_dout_out_a, coef_dout_a, coef_out_a, coef_1_a, m, like)
-    _layout.parallel(_backward_step_tall_l1, RC * TC, (dout, x, dx, mu_g, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_a, coef_out_a, inv_std_a,), dout.size)
+    _backward_step_g1(sum_dout_s, sum_dout_out_acc_s, inv_std_a, std_g, sum_dout_out_a, coef_dout_a, coef_out_a, coef_1_a, dx_coef_x_mu_a, m, like)
+    _layout.parallel(_backward_step_tall_l1, RC * TC, (dout, x, dx, mu_g, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_a, dx_coef_x_mu_a,), dout.size)
 
 
 def _backward_step(lay, dout, x, dx, mu_g, std_g, m):
-    """Backward pass, the compact form, recomputing from x the per-element values it reads. Per group: inv_std. Pass 1 sums sum_dout, sum_dout_out_acc (float64) in each group; then sum_dout_out, coef_dout, coef_out, coef_1. Pass 2: dx, elementwise."""
+    """Backward pass, the compact form, recomputing from x the per-element values it reads. Per group: inv_std. Pass 1 sums sum_dout, sum_dout_out_acc (float64) in each group; then sum_dout_out, coef_dout, coef_out, coef_1, dx_coef_x_mu. Pass 2: dx, elementwise."""
     if lay.strategy == "cols":
         _backward_step_cols(lay.cols(dout), lay.cols(x), lay.cols(dx), mu_g, std_g, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
     elif lay.strategy == "tall":

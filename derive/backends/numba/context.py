@@ -23,6 +23,7 @@ import sympy as sp
 from ...ir.layout import Loops
 from ...ir.program import Function, KernelIR, is_scalar
 from ...math.algebra import BatchSum, Elem, M
+from .fold import fold_elements
 from .kernels import Printed
 from .printer import NumbaPrinter
 
@@ -128,7 +129,7 @@ class Kernel:
     Python functions around it pass and get back."""
 
     def __init__(self, f: Function, ir: KernelIR, lay: Loops, printer: NumbaPrinter, name: str):
-        f = split_means(f, ir.x, ir.names.local)
+        f = fold_elements(split_means(f, ir.x, ir.names.local), ir.x, ir.names.local)
         self.f, self.ir, self.lay, self.printer = f, ir, lay, printer
         self.r = roles(f, ir)
         self.name = name
