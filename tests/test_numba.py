@@ -323,3 +323,38 @@ def test_the_elementwise_pass_reads_each_per_group_factor_once():
     assert counts["batchnorm", "forward_step"] == (5, 3)
     assert counts["batchnorm", "backward_step"] == (5, 4)
     assert counts["layernorm", "forward_step"][1] == counts["layernorm", "forward_step"][0]   # gamma varies
+
+
+def test_the_statistics_take_one_pass_around_each_groups_first_element():
+    """numba's forward kernels sum x and the variance in one pass, around a shift s (each group's
+    first element; derive/backends/numba/shift.py): every sum of the pass they replace, written
+    with the new sums as the sums they are (sum(x - s), sum((x - s)**2)), is exactly the old one;
+    batch, layer and group norm's training forwards have one pass of sums where they had two, and
+    RMS norm (no mean) keeps its one."""
+    import sympy as sp
+    from _derived import all_default
+    from derive.backends.numba.shift import shift_moments
+    from derive.math.algebra import BatchSum, expand_sums
+    from derive.output import render
+
+    merged, checked = {}, 0
+    for build in render.builds(list(all_default())):
+        ir = build.ir
+        for key, f in ir.functions.items():
+            shifted, shifts = shift_moments(f, ir.x, ir.names.local)
+            sums = lambda sc: sum(1 for p in sc.passes if p.sums)   # noqa: E731
+            merged[build.spec.name, key] = (sums(f.schedule), sums(shifted.schedule))
+            if not shifts:
+                assert shifted is f
+                continue
+            old = {acc: BatchSum(v) for p in f.schedule.passes for acc, v in p.sums}
+            new = {acc: BatchSum(v) for p in shifted.schedule.passes for acc, v in p.sums}
+            values = {s: v for p in shifted.schedule.passes for s, v in p.group}
+            for target, want in old.items():
+                got = new[target] if target in new else values[target].xreplace(new)
+                assert sp.expand(expand_sums(got, {}) - expand_sums(want, {})) == 0, (build.spec.name, key, target)
+                checked += 1
+    assert checked > 20
+    for name in ("batchnorm", "layernorm", "spatial_groupnorm"):
+        assert merged[name, "forward_step"] == (2, 1), name
+    assert merged["rmsnorm", "forward_step"] == (1, 1)

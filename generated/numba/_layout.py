@@ -167,6 +167,17 @@ class Layout:
 
 
 @numba.njit(cache=True)
+def first(x):
+    """Each group's first element of a kernel view x (O, G, K, I), in float64 (zeros where a group
+    is empty): the shift its statistics are summed around (derive/backends/numba/shift.py)."""
+    out = numpy.zeros(x.shape[1])
+    if x.shape[0] and x.shape[2] and x.shape[3]:
+        for g in range(x.shape[1]):
+            out[g] = x[0, g, 0, 0]
+    return out
+
+
+@numba.njit(cache=True)
 def spread(values, run):
     """values[g] repeated ``run`` times for each g (the same array when run is 1)."""
     if run == 1:

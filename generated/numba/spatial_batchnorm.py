@@ -29,19 +29,13 @@ _CACHE_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_p0_rows(x):
-    sum_x = 0.0
+def _forward_train_p0_rows(x, x_shift):
+    sum_x_shifted = 0.0
+    sum_var_shifted = 0.0
     for j in range(x.shape[0]):
-        sum_x += numpy.float64(x[j])
-    return (sum_x,)
-
-
-@numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_p1_rows(x, mu):
-    sum_var = 0.0
-    for j in range(x.shape[0]):
-        sum_var += (numpy.float64(x[j]) - numpy.float64(mu))**2
-    return (sum_var,)
+        sum_x_shifted += numpy.float64(x[j]) - numpy.float64(x_shift)
+        sum_var_shifted += (numpy.float64(x[j]) - numpy.float64(x_shift))**2
+    return (sum_x_shifted, sum_var_shifted,)
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
@@ -53,30 +47,30 @@ def _forward_train_e_rows(x, xhat, out, beta, gamma, inv_std, mu_hi, mu_lo):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _forward_train_rows_l0(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K, c0, c1):
+def _forward_train_rows_l0(x, xhat, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
+            x_shift = x_shift_g[g]
             beta = beta_p[p]
             gamma = gamma_p[p]
-            sum_x = 0.0
+            sum_x_shifted = 0.0
+            sum_var_shifted = 0.0
             for o in range(O):
                 for k in range(K):
-                    sum_x_run, = _forward_train_p0_rows(x[o, g, k])
-                    sum_x += sum_x_run
+                    sum_x_shifted_run, sum_var_shifted_run, = _forward_train_p0_rows(x[o, g, k], x_shift)
+                    sum_x_shifted += sum_x_shifted_run
+                    sum_var_shifted += sum_var_shifted_run
+            sum_x = m*x_shift + sum_x_shifted
             mu = sum_x/m
-            mu_hi = work(mu)
-            mu_lo = work(mu - mu_hi)
-            mu_g[g] = mu
-            sum_var = 0.0
-            for o in range(O):
-                for k in range(K):
-                    sum_var_run, = _forward_train_p1_rows(x[o, g, k], mu)
-                    sum_var += sum_var_run
+            sum_var = m*(mu - x_shift)**2 + sum_var_shifted - 2*sum_x_shifted*(mu - x_shift)
             var = sum_var/m
             std = math.sqrt(eps + var)
             inv_std = work(1/std)
+            mu_hi = work(mu)
+            mu_lo = work(mu - mu_hi)
+            mu_g[g] = mu
             var_g[g] = var
             std_g[g] = std
             for o in range(O):
@@ -84,13 +78,13 @@ def _forward_train_rows_l0(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, ep
                     _forward_train_e_rows(x[o, g, k], xhat[o, g, k], out[o, g, k], beta, gamma, inv_std, mu_hi, mu_lo)
 
 
-def _forward_train_rows(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, chunks):
+def _forward_train_rows(x, xhat, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, chunks):
     O, G, K, I = x.shape
-    _layout.parallel(_forward_train_rows_l0, chunks, (x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K,), x.size)
+    _layout.parallel(_forward_train_rows_l0, chunks, (x, xhat, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_p0_cols(x, sum_x, o0, o1, j0, j1):
+def _forward_train_p0_cols(x, x_shift, sum_x_shifted, sum_var_shifted, o0, o1, j0, j1):
     o = o0
     while o + 4 <= o1:
         u0 = numba.uint64(o + 0)
@@ -99,32 +93,15 @@ def _forward_train_p0_cols(x, sum_x, o0, o1, j0, j1):
         u3 = numba.uint64(o + 3)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
-            sum_x[q] += ((numpy.float64(x[u0, j]) + numpy.float64(x[u1, j])) + (numpy.float64(x[u2, j]) + numpy.float64(x[u3, j])))
+            sum_x_shifted[q] += ((numpy.float64(x[u0, j]) - numpy.float64(x_shift[q]) + numpy.float64(x[u1, j]) - numpy.float64(x_shift[q])) + (numpy.float64(x[u2, j]) - numpy.float64(x_shift[q]) + numpy.float64(x[u3, j]) - numpy.float64(x_shift[q])))
+            sum_var_shifted[q] += (((numpy.float64(x[u0, j]) - numpy.float64(x_shift[q]))**2 + (numpy.float64(x[u1, j]) - numpy.float64(x_shift[q]))**2) + ((numpy.float64(x[u2, j]) - numpy.float64(x_shift[q]))**2 + (numpy.float64(x[u3, j]) - numpy.float64(x_shift[q]))**2))
         o += 4
     for o in range(o, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
-            sum_x[q] += numpy.float64(x[ou, j])
-
-
-@numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_p1_cols(x, mu, sum_var, o0, o1, j0, j1):
-    o = o0
-    while o + 4 <= o1:
-        u0 = numba.uint64(o + 0)
-        u1 = numba.uint64(o + 1)
-        u2 = numba.uint64(o + 2)
-        u3 = numba.uint64(o + 3)
-        for q in range(j1 - j0):
-            j = numba.uint64(j0 + q)
-            sum_var[q] += (((numpy.float64(x[u0, j]) - numpy.float64(mu[q]))**2 + (numpy.float64(x[u1, j]) - numpy.float64(mu[q]))**2) + ((numpy.float64(x[u2, j]) - numpy.float64(mu[q]))**2 + (numpy.float64(x[u3, j]) - numpy.float64(mu[q]))**2))
-        o += 4
-    for o in range(o, o1):
-        ou = numba.uint64(o)
-        for q in range(j1 - j0):
-            j = numba.uint64(j0 + q)
-            sum_var[q] += (numpy.float64(x[ou, j]) - numpy.float64(mu[q]))**2
+            sum_x_shifted[q] += numpy.float64(x[ou, j]) - numpy.float64(x_shift[q])
+            sum_var_shifted[q] += (numpy.float64(x[ou, j]) - numpy.float64(x_shift[q]))**2
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
@@ -139,50 +116,44 @@ def _forward_train_e_cols(x, xhat, out, beta, gamma, inv_std, mu_hi, mu_lo, o0, 
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_g0(sum_x, mu_w, mu_hi_w, mu_lo_w, m, like):
+def _forward_train_g0(sum_x_shifted, sum_var_shifted, x_shift, mu_w, var_w, std_w, inv_std_w, mu_hi_w, mu_lo_w, eps, m, like):
     work = like.dtype.type
-    for g in range(sum_x.shape[0]):
-        mu = sum_x[g]/m
+    for g in range(sum_x_shifted.shape[0]):
+        sum_x = m*x_shift[g] + sum_x_shifted[g]
+        mu = sum_x/m
+        sum_var = m*(mu - x_shift[g])**2 + sum_var_shifted[g] - 2*sum_x_shifted[g]*(mu - x_shift[g])
+        var = sum_var/m
+        std = math.sqrt(eps + var)
+        inv_std = work(1/std)
         mu_hi = work(mu)
         mu_lo = work(mu - mu_hi)
         mu_w[g] = mu
+        var_w[g] = var
+        std_w[g] = std
+        inv_std_w[g] = inv_std
         mu_hi_w[g] = mu_hi
         mu_lo_w[g] = mu_lo
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_g1(sum_var, var_w, std_w, inv_std_w, eps, m, like):
-    work = like.dtype.type
-    for g in range(sum_var.shape[0]):
-        var = sum_var[g]/m
-        std = math.sqrt(eps + var)
-        inv_std = work(1/std)
-        var_w[g] = var
-        std_w[g] = std
-        inv_std_w[g] = inv_std
-
-
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _forward_train_cols_l0(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O, like, tc0, tc1):
+def _forward_train_cols_l0(x, xhat, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O, like, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         beta_t = _layout.per_group(beta_p, g0, g1, P)
         gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        sum_x_s = numpy.empty(g1 - g0)
-        sum_var_s = numpy.empty(g1 - g0)
+        sum_x_shifted_s = numpy.empty(g1 - g0)
+        sum_var_shifted_s = numpy.empty(g1 - g0)
+        inv_std_a = numpy.empty(g1 - g0, x.dtype)
         mu_hi_a = numpy.empty(g1 - g0, x.dtype)
         mu_lo_a = numpy.empty(g1 - g0, x.dtype)
-        inv_std_a = numpy.empty(g1 - g0, x.dtype)
-        sum_x_t = numpy.zeros(j1 - j0)
-        _forward_train_p0_cols(x, sum_x_t, 0, O, j0, j1)
-        _layout.fold(sum_x_t, K * I, sum_x_s)
-        _forward_train_g0(sum_x_s, mu_g[g0:g1], mu_hi_a, mu_lo_a, m, like)
-        mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        sum_var_t = numpy.zeros(j1 - j0)
-        _forward_train_p1_cols(x, mu_e, sum_var_t, 0, O, j0, j1)
-        _layout.fold(sum_var_t, K * I, sum_var_s)
-        _forward_train_g1(sum_var_s, var_g[g0:g1], std_g[g0:g1], inv_std_a, eps, m, like)
+        x_shift_e = _layout.spread(x_shift_g[g0:g1], K * I)
+        sum_x_shifted_t = numpy.zeros(j1 - j0)
+        sum_var_shifted_t = numpy.zeros(j1 - j0)
+        _forward_train_p0_cols(x, x_shift_e, sum_x_shifted_t, sum_var_shifted_t, 0, O, j0, j1)
+        _layout.fold(sum_x_shifted_t, K * I, sum_x_shifted_s)
+        _layout.fold(sum_var_shifted_t, K * I, sum_var_shifted_s)
+        _forward_train_g0(sum_x_shifted_s, sum_var_shifted_s, x_shift_g[g0:g1], mu_g[g0:g1], var_g[g0:g1], std_g[g0:g1], inv_std_a, mu_hi_a, mu_lo_a, eps, m, like)
         beta_e = _layout.spread(beta_t, K * I)
         gamma_e = _layout.spread(gamma_t, K * I)
         inv_std_e = _layout.spread(inv_std_a, K * I)
@@ -191,15 +162,15 @@ def _forward_train_cols_l0(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, ep
         _forward_train_e_cols(x, xhat, out, beta_e, gamma_e, inv_std_e, mu_hi_e, mu_lo_e, 0, O, j0, j1)
 
 
-def _forward_train_cols(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT):
+def _forward_train_cols(x, xhat, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
     like = numpy.empty(0, x.dtype)
-    _layout.parallel(_forward_train_cols_l0, TC, (x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O, like,), x.size)
+    _layout.parallel(_forward_train_cols_l0, TC, (x, xhat, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O, like,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _forward_train_tall_l0(x, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_x_r, t0, t1):
+def _forward_train_tall_l0(x, x_shift_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_x_shifted_r, sum_var_shifted_r, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
@@ -207,28 +178,16 @@ def _forward_train_tall_l0(x, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_x_
         j0, j1 = g0 * K * I, g1 * K * I
         beta_t = _layout.per_group(beta_p, g0, g1, P)
         gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        sum_x_t = numpy.zeros(j1 - j0)
-        _forward_train_p0_cols(x, sum_x_t, o0, o1, j0, j1)
-        _layout.fold(sum_x_t, K * I, sum_x_r[rc, g0:g1])
+        x_shift_e = _layout.spread(x_shift_g[g0:g1], K * I)
+        sum_x_shifted_t = numpy.zeros(j1 - j0)
+        sum_var_shifted_t = numpy.zeros(j1 - j0)
+        _forward_train_p0_cols(x, x_shift_e, sum_x_shifted_t, sum_var_shifted_t, o0, o1, j0, j1)
+        _layout.fold(sum_x_shifted_t, K * I, sum_x_shifted_r[rc, g0:g1])
+        _layout.fold(sum_var_shifted_t, K * I, sum_var_shifted_r[rc, g0:g1])
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _forward_train_tall_l1(x, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_var_r, t0, t1):
-    for t in range(t0, t1):
-        rc, tc = t // TC, t % TC
-        o0, o1 = rc * O // RC, (rc + 1) * O // RC
-        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
-        beta_t = _layout.per_group(beta_p, g0, g1, P)
-        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        sum_var_t = numpy.zeros(j1 - j0)
-        _forward_train_p1_cols(x, mu_e, sum_var_t, o0, o1, j0, j1)
-        _layout.fold(sum_var_t, K * I, sum_var_r[rc, g0:g1])
-
-
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _forward_train_tall_l2(x, xhat, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, mu_hi_a, mu_lo_a, t0, t1):
+def _forward_train_tall_l1(x, xhat, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, mu_hi_a, mu_lo_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
@@ -244,36 +203,35 @@ def _forward_train_tall_l2(x, xhat, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC
         _forward_train_e_cols(x, xhat, out, beta_e, gamma_e, inv_std_e, mu_hi_e, mu_lo_e, o0, o1, j0, j1)
 
 
-def _forward_train_tall(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, RC, GT):
+def _forward_train_tall(x, xhat, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, RC, GT):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
-    sum_x_s = numpy.empty(G)
-    sum_var_s = numpy.empty(G)
+    sum_x_shifted_s = numpy.empty(G)
+    sum_var_shifted_s = numpy.empty(G)
+    inv_std_a = numpy.empty(G, x.dtype)
     mu_hi_a = numpy.empty(G, x.dtype)
     mu_lo_a = numpy.empty(G, x.dtype)
-    inv_std_a = numpy.empty(G, x.dtype)
     like = numpy.empty(0, x.dtype)
     beta_all = _layout.per_group(beta_p, 0, G, P)
     gamma_all = _layout.per_group(gamma_p, 0, G, P)
-    sum_x_r = numpy.empty((RC, G))
-    _layout.parallel(_forward_train_tall_l0, RC * TC, (x, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_x_r,), x.size)
-    _layout.sum_chunks(sum_x_r, sum_x_s)
-    _forward_train_g0(sum_x_s, mu_g, mu_hi_a, mu_lo_a, m, like)
-    sum_var_r = numpy.empty((RC, G))
-    _layout.parallel(_forward_train_tall_l1, RC * TC, (x, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_var_r,), x.size)
-    _layout.sum_chunks(sum_var_r, sum_var_s)
-    _forward_train_g1(sum_var_s, var_g, std_g, inv_std_a, eps, m, like)
-    _layout.parallel(_forward_train_tall_l2, RC * TC, (x, xhat, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, mu_hi_a, mu_lo_a,), x.size)
+    sum_x_shifted_r = numpy.empty((RC, G))
+    sum_var_shifted_r = numpy.empty((RC, G))
+    _layout.parallel(_forward_train_tall_l0, RC * TC, (x, x_shift_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_x_shifted_r, sum_var_shifted_r,), x.size)
+    _layout.sum_chunks(sum_x_shifted_r, sum_x_shifted_s)
+    _layout.sum_chunks(sum_var_shifted_r, sum_var_shifted_s)
+    _forward_train_g0(sum_x_shifted_s, sum_var_shifted_s, x_shift_g, mu_g, var_g, std_g, inv_std_a, mu_hi_a, mu_lo_a, eps, m, like)
+    _layout.parallel(_forward_train_tall_l1, RC * TC, (x, xhat, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, mu_hi_a, mu_lo_a,), x.size)
 
 
 def _forward_train(lay, x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m):
-    """Forward pass, training mode. Pass 1 sums sum_x (float64) in each group; then mu, mu_hi, mu_lo. Pass 2 sums sum_var (float64) in each group; then var, std, inv_std. Pass 3: xhat, out, elementwise."""
+    """Forward pass, training mode. Pass 1 sums sum_x_shifted, sum_var_shifted (float64) in each group; then sum_x, mu, sum_var, var, std, inv_std, mu_hi, mu_lo. Pass 2: xhat, out, elementwise."""
+    x_shift_g = _layout.first(x)
     if lay.strategy == "cols":
-        _forward_train_cols(lay.cols(x), lay.cols(xhat), lay.cols(out), mu_g, var_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _forward_train_cols(lay.cols(x), lay.cols(xhat), lay.cols(out), x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
     elif lay.strategy == "tall":
-        _forward_train_tall(lay.cols(x), lay.cols(xhat), lay.cols(out), mu_g, var_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _forward_train_tall(lay.cols(x), lay.cols(xhat), lay.cols(out), x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
     else:
-        _forward_train_rows(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.chunks)
+        _forward_train_rows(x, xhat, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.chunks)
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
@@ -999,19 +957,13 @@ def _backward_test(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_step_p0_rows(x):
-    sum_x = 0.0
+def _forward_step_p0_rows(x, x_shift):
+    sum_x_shifted = 0.0
+    sum_var_shifted = 0.0
     for j in range(x.shape[0]):
-        sum_x += numpy.float64(x[j])
-    return (sum_x,)
-
-
-@numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_step_p1_rows(x, mu):
-    sum_var = 0.0
-    for j in range(x.shape[0]):
-        sum_var += (numpy.float64(x[j]) - numpy.float64(mu))**2
-    return (sum_var,)
+        sum_x_shifted += numpy.float64(x[j]) - numpy.float64(x_shift)
+        sum_var_shifted += (numpy.float64(x[j]) - numpy.float64(x_shift))**2
+    return (sum_x_shifted, sum_var_shifted,)
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
@@ -1022,32 +974,32 @@ def _forward_step_e_rows(x, out, mu_hi, out_coef_1, out_coef_x_mu_hi):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _forward_step_rows_l0(x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K, c0, c1):
+def _forward_step_rows_l0(x, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
+            x_shift = x_shift_g[g]
             beta = beta_p[p]
             gamma = gamma_p[p]
-            sum_x = 0.0
+            sum_x_shifted = 0.0
+            sum_var_shifted = 0.0
             for o in range(O):
                 for k in range(K):
-                    sum_x_run, = _forward_step_p0_rows(x[o, g, k])
-                    sum_x += sum_x_run
+                    sum_x_shifted_run, sum_var_shifted_run, = _forward_step_p0_rows(x[o, g, k], x_shift)
+                    sum_x_shifted += sum_x_shifted_run
+                    sum_var_shifted += sum_var_shifted_run
+            sum_x = m*x_shift + sum_x_shifted
             mu = sum_x/m
-            mu_hi = work(mu)
-            mu_lo = mu - mu_hi
-            mu_g[g] = mu
-            sum_var = 0.0
-            for o in range(O):
-                for k in range(K):
-                    sum_var_run, = _forward_step_p1_rows(x[o, g, k], mu)
-                    sum_var += sum_var_run
+            sum_var = m*(mu - x_shift)**2 + sum_var_shifted - 2*sum_x_shifted*(mu - x_shift)
             var = sum_var/m
             std = math.sqrt(eps + var)
             inv_std = 1/std
+            mu_hi = work(mu)
+            mu_lo = mu - mu_hi
             out_coef_x_mu_hi = work(gamma*inv_std)
             out_coef_1 = work(beta - gamma*inv_std*mu_lo)
+            mu_g[g] = mu
             var_g[g] = var
             std_g[g] = std
             for o in range(O):
@@ -1055,13 +1007,13 @@ def _forward_step_rows_l0(x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P
                     _forward_step_e_rows(x[o, g, k], out[o, g, k], mu_hi, out_coef_1, out_coef_x_mu_hi)
 
 
-def _forward_step_rows(x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, chunks):
+def _forward_step_rows(x, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, chunks):
     O, G, K, I = x.shape
-    _layout.parallel(_forward_step_rows_l0, chunks, (x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K,), x.size)
+    _layout.parallel(_forward_step_rows_l0, chunks, (x, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_step_p0_cols(x, sum_x, o0, o1, j0, j1):
+def _forward_step_p0_cols(x, x_shift, sum_x_shifted, sum_var_shifted, o0, o1, j0, j1):
     o = o0
     while o + 4 <= o1:
         u0 = numba.uint64(o + 0)
@@ -1070,32 +1022,15 @@ def _forward_step_p0_cols(x, sum_x, o0, o1, j0, j1):
         u3 = numba.uint64(o + 3)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
-            sum_x[q] += ((numpy.float64(x[u0, j]) + numpy.float64(x[u1, j])) + (numpy.float64(x[u2, j]) + numpy.float64(x[u3, j])))
+            sum_x_shifted[q] += ((numpy.float64(x[u0, j]) - numpy.float64(x_shift[q]) + numpy.float64(x[u1, j]) - numpy.float64(x_shift[q])) + (numpy.float64(x[u2, j]) - numpy.float64(x_shift[q]) + numpy.float64(x[u3, j]) - numpy.float64(x_shift[q])))
+            sum_var_shifted[q] += (((numpy.float64(x[u0, j]) - numpy.float64(x_shift[q]))**2 + (numpy.float64(x[u1, j]) - numpy.float64(x_shift[q]))**2) + ((numpy.float64(x[u2, j]) - numpy.float64(x_shift[q]))**2 + (numpy.float64(x[u3, j]) - numpy.float64(x_shift[q]))**2))
         o += 4
     for o in range(o, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
-            sum_x[q] += numpy.float64(x[ou, j])
-
-
-@numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_step_p1_cols(x, mu, sum_var, o0, o1, j0, j1):
-    o = o0
-    while o + 4 <= o1:
-        u0 = numba.uint64(o + 0)
-        u1 = numba.uint64(o + 1)
-        u2 = numba.uint64(o + 2)
-        u3 = numba.uint64(o + 3)
-        for q in range(j1 - j0):
-            j = numba.uint64(j0 + q)
-            sum_var[q] += (((numpy.float64(x[u0, j]) - numpy.float64(mu[q]))**2 + (numpy.float64(x[u1, j]) - numpy.float64(mu[q]))**2) + ((numpy.float64(x[u2, j]) - numpy.float64(mu[q]))**2 + (numpy.float64(x[u3, j]) - numpy.float64(mu[q]))**2))
-        o += 4
-    for o in range(o, o1):
-        ou = numba.uint64(o)
-        for q in range(j1 - j0):
-            j = numba.uint64(j0 + q)
-            sum_var[q] += (numpy.float64(x[ou, j]) - numpy.float64(mu[q]))**2
+            sum_x_shifted[q] += numpy.float64(x[ou, j]) - numpy.float64(x_shift[q])
+            sum_var_shifted[q] += (numpy.float64(x[ou, j]) - numpy.float64(x_shift[q]))**2
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
@@ -1109,71 +1044,61 @@ def _forward_step_e_cols(x, out, mu_hi, out_coef_1, out_coef_x_mu_hi, o0, o1, j0
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_step_g0(sum_x, mu_w, mu_hi_w, mu_lo_w, m, like):
+def _forward_step_g0(sum_x_shifted, sum_var_shifted, beta, gamma, x_shift, mu_w, var_w, std_w, mu_hi_w, out_coef_x_mu_hi_w, out_coef_1_w, eps, m, like):
     work = like.dtype.type
-    for g in range(sum_x.shape[0]):
-        mu = sum_x[g]/m
-        mu_hi = work(mu)
-        mu_lo = mu - mu_hi
-        mu_w[g] = mu
-        mu_hi_w[g] = mu_hi
-        mu_lo_w[g] = mu_lo
-
-
-@numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_step_g1(sum_var, beta, gamma, mu_lo, var_w, std_w, inv_std_w, out_coef_x_mu_hi_w, out_coef_1_w, eps, m, like):
-    work = like.dtype.type
-    for g in range(sum_var.shape[0]):
-        var = sum_var[g]/m
+    for g in range(sum_x_shifted.shape[0]):
+        sum_x = m*x_shift[g] + sum_x_shifted[g]
+        mu = sum_x/m
+        sum_var = m*(mu - x_shift[g])**2 + sum_var_shifted[g] - 2*sum_x_shifted[g]*(mu - x_shift[g])
+        var = sum_var/m
         std = math.sqrt(eps + var)
         inv_std = 1/std
+        mu_hi = work(mu)
+        mu_lo = mu - mu_hi
         out_coef_x_mu_hi = work(gamma[g]*inv_std)
-        out_coef_1 = work(beta[g] - gamma[g]*inv_std*mu_lo[g])
+        out_coef_1 = work(beta[g] - gamma[g]*inv_std*mu_lo)
+        mu_w[g] = mu
         var_w[g] = var
         std_w[g] = std
-        inv_std_w[g] = inv_std
+        mu_hi_w[g] = mu_hi
         out_coef_x_mu_hi_w[g] = out_coef_x_mu_hi
         out_coef_1_w[g] = out_coef_1
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _forward_step_cols_l0(x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O, like, tc0, tc1):
+def _forward_step_cols_l0(x, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O, like, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
         beta_t = _layout.per_group(beta_p, g0, g1, P)
         gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        sum_x_s = numpy.empty(g1 - g0)
-        sum_var_s = numpy.empty(g1 - g0)
+        sum_x_shifted_s = numpy.empty(g1 - g0)
+        sum_var_shifted_s = numpy.empty(g1 - g0)
         mu_hi_a = numpy.empty(g1 - g0, x.dtype)
-        mu_lo_a = numpy.empty(g1 - g0)
-        inv_std_a = numpy.empty(g1 - g0)
         out_coef_x_mu_hi_a = numpy.empty(g1 - g0, x.dtype)
         out_coef_1_a = numpy.empty(g1 - g0, x.dtype)
-        sum_x_t = numpy.zeros(j1 - j0)
-        _forward_step_p0_cols(x, sum_x_t, 0, O, j0, j1)
-        _layout.fold(sum_x_t, K * I, sum_x_s)
-        _forward_step_g0(sum_x_s, mu_g[g0:g1], mu_hi_a, mu_lo_a, m, like)
-        mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        sum_var_t = numpy.zeros(j1 - j0)
-        _forward_step_p1_cols(x, mu_e, sum_var_t, 0, O, j0, j1)
-        _layout.fold(sum_var_t, K * I, sum_var_s)
-        _forward_step_g1(sum_var_s, beta_t, gamma_t, mu_lo_a, var_g[g0:g1], std_g[g0:g1], inv_std_a, out_coef_x_mu_hi_a, out_coef_1_a, eps, m, like)
+        x_shift_e = _layout.spread(x_shift_g[g0:g1], K * I)
+        sum_x_shifted_t = numpy.zeros(j1 - j0)
+        sum_var_shifted_t = numpy.zeros(j1 - j0)
+        _forward_step_p0_cols(x, x_shift_e, sum_x_shifted_t, sum_var_shifted_t, 0, O, j0, j1)
+        _layout.fold(sum_x_shifted_t, K * I, sum_x_shifted_s)
+        _layout.fold(sum_var_shifted_t, K * I, sum_var_shifted_s)
+        _forward_step_g0(sum_x_shifted_s, sum_var_shifted_s, beta_t, gamma_t, x_shift_g[g0:g1], mu_g[g0:g1], var_g[g0:g1], std_g[g0:g1], mu_hi_a, out_coef_x_mu_hi_a, out_coef_1_a, eps, m, like)
         mu_hi_e = _layout.spread(mu_hi_a, K * I)
         out_coef_1_e = _layout.spread(out_coef_1_a, K * I)
         out_coef_x_mu_hi_e = _layout.spread(out_coef_x_mu_hi_a, K * I)
         _forward_step_e_cols(x, out, mu_hi_e, out_coef_1_e, out_coef_x_mu_hi_e, 0, O, j0, j1)
 
 
-def _forward_step_cols(x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT):
+def _forward_step_cols(x, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
     like = numpy.empty(0, x.dtype)
-    _layout.parallel(_forward_step_cols_l0, TC, (x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O, like,), x.size)
+    _layout.parallel(_forward_step_cols_l0, TC, (x, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O, like,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _forward_step_tall_l0(x, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_x_r, t0, t1):
+def _forward_step_tall_l0(x, x_shift_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_x_shifted_r, sum_var_shifted_r, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
@@ -1181,28 +1106,16 @@ def _forward_step_tall_l0(x, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_x_r
         j0, j1 = g0 * K * I, g1 * K * I
         beta_t = _layout.per_group(beta_p, g0, g1, P)
         gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        sum_x_t = numpy.zeros(j1 - j0)
-        _forward_step_p0_cols(x, sum_x_t, o0, o1, j0, j1)
-        _layout.fold(sum_x_t, K * I, sum_x_r[rc, g0:g1])
+        x_shift_e = _layout.spread(x_shift_g[g0:g1], K * I)
+        sum_x_shifted_t = numpy.zeros(j1 - j0)
+        sum_var_shifted_t = numpy.zeros(j1 - j0)
+        _forward_step_p0_cols(x, x_shift_e, sum_x_shifted_t, sum_var_shifted_t, o0, o1, j0, j1)
+        _layout.fold(sum_x_shifted_t, K * I, sum_x_shifted_r[rc, g0:g1])
+        _layout.fold(sum_var_shifted_t, K * I, sum_var_shifted_r[rc, g0:g1])
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _forward_step_tall_l1(x, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_var_r, t0, t1):
-    for t in range(t0, t1):
-        rc, tc = t // TC, t % TC
-        o0, o1 = rc * O // RC, (rc + 1) * O // RC
-        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
-        beta_t = _layout.per_group(beta_p, g0, g1, P)
-        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        sum_var_t = numpy.zeros(j1 - j0)
-        _forward_step_p1_cols(x, mu_e, sum_var_t, o0, o1, j0, j1)
-        _layout.fold(sum_var_t, K * I, sum_var_r[rc, g0:g1])
-
-
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _forward_step_tall_l2(x, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, mu_hi_a, out_coef_1_a, out_coef_x_mu_hi_a, t0, t1):
+def _forward_step_tall_l1(x, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, mu_hi_a, out_coef_1_a, out_coef_x_mu_hi_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
@@ -1216,38 +1129,35 @@ def _forward_step_tall_l2(x, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, mu
         _forward_step_e_cols(x, out, mu_hi_e, out_coef_1_e, out_coef_x_mu_hi_e, o0, o1, j0, j1)
 
 
-def _forward_step_tall(x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, RC, GT):
+def _forward_step_tall(x, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, RC, GT):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
-    sum_x_s = numpy.empty(G)
-    sum_var_s = numpy.empty(G)
+    sum_x_shifted_s = numpy.empty(G)
+    sum_var_shifted_s = numpy.empty(G)
     mu_hi_a = numpy.empty(G, x.dtype)
-    mu_lo_a = numpy.empty(G)
-    inv_std_a = numpy.empty(G)
     out_coef_x_mu_hi_a = numpy.empty(G, x.dtype)
     out_coef_1_a = numpy.empty(G, x.dtype)
     like = numpy.empty(0, x.dtype)
     beta_all = _layout.per_group(beta_p, 0, G, P)
     gamma_all = _layout.per_group(gamma_p, 0, G, P)
-    sum_x_r = numpy.empty((RC, G))
-    _layout.parallel(_forward_step_tall_l0, RC * TC, (x, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_x_r,), x.size)
-    _layout.sum_chunks(sum_x_r, sum_x_s)
-    _forward_step_g0(sum_x_s, mu_g, mu_hi_a, mu_lo_a, m, like)
-    sum_var_r = numpy.empty((RC, G))
-    _layout.parallel(_forward_step_tall_l1, RC * TC, (x, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_var_r,), x.size)
-    _layout.sum_chunks(sum_var_r, sum_var_s)
-    _forward_step_g1(sum_var_s, beta_all, gamma_all, mu_lo_a, var_g, std_g, inv_std_a, out_coef_x_mu_hi_a, out_coef_1_a, eps, m, like)
-    _layout.parallel(_forward_step_tall_l2, RC * TC, (x, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, mu_hi_a, out_coef_1_a, out_coef_x_mu_hi_a,), x.size)
+    sum_x_shifted_r = numpy.empty((RC, G))
+    sum_var_shifted_r = numpy.empty((RC, G))
+    _layout.parallel(_forward_step_tall_l0, RC * TC, (x, x_shift_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_x_shifted_r, sum_var_shifted_r,), x.size)
+    _layout.sum_chunks(sum_x_shifted_r, sum_x_shifted_s)
+    _layout.sum_chunks(sum_var_shifted_r, sum_var_shifted_s)
+    _forward_step_g0(sum_x_shifted_s, sum_var_shifted_s, beta_all, gamma_all, x_shift_g, mu_g, var_g, std_g, mu_hi_a, out_coef_x_mu_hi_a, out_coef_1_a, eps, m, like)
+    _layout.parallel(_forward_step_tall_l1, RC * TC, (x, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, mu_hi_a, out_coef_1_a, out_coef_x_mu_hi_a,), x.size)
 
 
 def _forward_step(lay, x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m):
-    """Forward pass, training mode: the output and per-group values only. Pass 1 sums sum_x (float64) in each group; then mu, mu_hi, mu_lo. Pass 2 sums sum_var (float64) in each group; then var, std, inv_std, out_coef_x_mu_hi, out_coef_1. Pass 3: out, elementwise."""
+    """Forward pass, training mode: the output and per-group values only. Pass 1 sums sum_x_shifted, sum_var_shifted (float64) in each group; then sum_x, mu, sum_var, var, std, inv_std, mu_hi, mu_lo, out_coef_x_mu_hi, out_coef_1. Pass 2: out, elementwise."""
+    x_shift_g = _layout.first(x)
     if lay.strategy == "cols":
-        _forward_step_cols(lay.cols(x), lay.cols(out), mu_g, var_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _forward_step_cols(lay.cols(x), lay.cols(out), x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
     elif lay.strategy == "tall":
-        _forward_step_tall(lay.cols(x), lay.cols(out), mu_g, var_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _forward_step_tall(lay.cols(x), lay.cols(out), x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
     else:
-        _forward_step_rows(x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.chunks)
+        _forward_step_rows(x, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.chunks)
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)

@@ -29,19 +29,13 @@ _CACHE_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_p0_rows(x):
-    sum_x = 0.0
+def _forward_train_p0_rows(x, x_shift):
+    sum_x_shifted = 0.0
+    sum_var_shifted = 0.0
     for j in range(x.shape[0]):
-        sum_x += numpy.float64(x[j])
-    return (sum_x,)
-
-
-@numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_p1_rows(x, mu):
-    sum_var = 0.0
-    for j in range(x.shape[0]):
-        sum_var += (numpy.float64(x[j]) - numpy.float64(mu))**2
-    return (sum_var,)
+        sum_x_shifted += numpy.float64(x[j]) - numpy.float64(x_shift)
+        sum_var_shifted += (numpy.float64(x[j]) - numpy.float64(x_shift))**2
+    return (sum_x_shifted, sum_var_shifted,)
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
@@ -53,27 +47,27 @@ def _forward_train_e_rows(x, xhat, out, beta, gamma, inv_std, mu_hi, mu_lo):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _forward_train_rows_l0(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K, c0, c1):
+def _forward_train_rows_l0(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
-            sum_x = 0.0
+            x_shift = x_shift_g[g]
+            sum_x_shifted = 0.0
+            sum_var_shifted = 0.0
             for o in range(O):
                 for k in range(K):
-                    sum_x_run, = _forward_train_p0_rows(x[o, g, k])
-                    sum_x += sum_x_run
+                    sum_x_shifted_run, sum_var_shifted_run, = _forward_train_p0_rows(x[o, g, k], x_shift)
+                    sum_x_shifted += sum_x_shifted_run
+                    sum_var_shifted += sum_var_shifted_run
+            sum_x = m*x_shift + sum_x_shifted
             mu = sum_x/m
-            mu_hi = work(mu)
-            mu_lo = work(mu - mu_hi)
-            sum_var = 0.0
-            for o in range(O):
-                for k in range(K):
-                    sum_var_run, = _forward_train_p1_rows(x[o, g, k], mu)
-                    sum_var += sum_var_run
+            sum_var = m*(mu - x_shift)**2 + sum_var_shifted - 2*sum_x_shifted*(mu - x_shift)
             var = sum_var/m
             std = math.sqrt(eps + var)
             inv_std = work(1/std)
+            mu_hi = work(mu)
+            mu_lo = work(mu - mu_hi)
             std_g[g] = std
             for o in range(O):
                 for k in range(K):
@@ -82,25 +76,19 @@ def _forward_train_rows_l0(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chun
                     _forward_train_e_rows(x[o, g, k], xhat[o, g, k], out[o, g, k], beta, gamma, inv_std, mu_hi, mu_lo)
 
 
-def _forward_train_rows(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chunks):
+def _forward_train_rows(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, P, chunks):
     O, G, K, I = x.shape
-    _layout.parallel(_forward_train_rows_l0, chunks, (x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K,), x.size)
+    _layout.parallel(_forward_train_rows_l0, chunks, (x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_p0_krows(x):
-    sum_x = 0.0
+def _forward_train_p0_krows(x, x_shift):
+    sum_x_shifted = 0.0
+    sum_var_shifted = 0.0
     for j in range(x.shape[0]):
-        sum_x += numpy.float64(x[j])
-    return (sum_x,)
-
-
-@numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_p1_krows(x, mu):
-    sum_var = 0.0
-    for j in range(x.shape[0]):
-        sum_var += (numpy.float64(x[j]) - numpy.float64(mu))**2
-    return (sum_var,)
+        sum_x_shifted += numpy.float64(x[j]) - numpy.float64(x_shift)
+        sum_var_shifted += (numpy.float64(x[j]) - numpy.float64(x_shift))**2
+    return (sum_x_shifted, sum_var_shifted,)
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
@@ -112,37 +100,38 @@ def _forward_train_e_krows(x, xhat, out, beta, gamma, inv_std, mu_hi, mu_lo):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _forward_train_krows_l0(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, c0, c1):
+def _forward_train_krows_l0(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
-            sum_x = 0.0
+            x_shift = x_shift_g[g]
+            sum_x_shifted = 0.0
+            sum_var_shifted = 0.0
             for o in range(O):
-                sum_x_run, = _forward_train_p0_krows(x[o, g])
-                sum_x += sum_x_run
+                sum_x_shifted_run, sum_var_shifted_run, = _forward_train_p0_krows(x[o, g], x_shift)
+                sum_x_shifted += sum_x_shifted_run
+                sum_var_shifted += sum_var_shifted_run
+            sum_x = m*x_shift + sum_x_shifted
             mu = sum_x/m
-            mu_hi = work(mu)
-            mu_lo = work(mu - mu_hi)
-            sum_var = 0.0
-            for o in range(O):
-                sum_var_run, = _forward_train_p1_krows(x[o, g], mu)
-                sum_var += sum_var_run
+            sum_var = m*(mu - x_shift)**2 + sum_var_shifted - 2*sum_x_shifted*(mu - x_shift)
             var = sum_var/m
             std = math.sqrt(eps + var)
             inv_std = work(1/std)
+            mu_hi = work(mu)
+            mu_lo = work(mu - mu_hi)
             std_g[g] = std
             for o in range(O):
                 _forward_train_e_krows(x[o, g], xhat[o, g], out[o, g], beta_p[p], gamma_p[p], inv_std, mu_hi, mu_lo)
 
 
-def _forward_train_krows(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chunks):
+def _forward_train_krows(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, P, chunks):
     O, G, K = x.shape
-    _layout.parallel(_forward_train_krows_l0, chunks, (x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O,), x.size)
+    _layout.parallel(_forward_train_krows_l0, chunks, (x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_p0_cols(x, sum_x, o0, o1, j0, j1):
+def _forward_train_p0_cols(x, x_shift, sum_x_shifted, sum_var_shifted, o0, o1, j0, j1):
     o = o0
     while o + 4 <= o1:
         u0 = numba.uint64(o + 0)
@@ -151,32 +140,15 @@ def _forward_train_p0_cols(x, sum_x, o0, o1, j0, j1):
         u3 = numba.uint64(o + 3)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
-            sum_x[q] += ((numpy.float64(x[u0, j]) + numpy.float64(x[u1, j])) + (numpy.float64(x[u2, j]) + numpy.float64(x[u3, j])))
+            sum_x_shifted[q] += ((numpy.float64(x[u0, j]) - numpy.float64(x_shift[q]) + numpy.float64(x[u1, j]) - numpy.float64(x_shift[q])) + (numpy.float64(x[u2, j]) - numpy.float64(x_shift[q]) + numpy.float64(x[u3, j]) - numpy.float64(x_shift[q])))
+            sum_var_shifted[q] += (((numpy.float64(x[u0, j]) - numpy.float64(x_shift[q]))**2 + (numpy.float64(x[u1, j]) - numpy.float64(x_shift[q]))**2) + ((numpy.float64(x[u2, j]) - numpy.float64(x_shift[q]))**2 + (numpy.float64(x[u3, j]) - numpy.float64(x_shift[q]))**2))
         o += 4
     for o in range(o, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
-            sum_x[q] += numpy.float64(x[ou, j])
-
-
-@numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_p1_cols(x, mu, sum_var, o0, o1, j0, j1):
-    o = o0
-    while o + 4 <= o1:
-        u0 = numba.uint64(o + 0)
-        u1 = numba.uint64(o + 1)
-        u2 = numba.uint64(o + 2)
-        u3 = numba.uint64(o + 3)
-        for q in range(j1 - j0):
-            j = numba.uint64(j0 + q)
-            sum_var[q] += (((numpy.float64(x[u0, j]) - numpy.float64(mu[q]))**2 + (numpy.float64(x[u1, j]) - numpy.float64(mu[q]))**2) + ((numpy.float64(x[u2, j]) - numpy.float64(mu[q]))**2 + (numpy.float64(x[u3, j]) - numpy.float64(mu[q]))**2))
-        o += 4
-    for o in range(o, o1):
-        ou = numba.uint64(o)
-        for q in range(j1 - j0):
-            j = numba.uint64(j0 + q)
-            sum_var[q] += (numpy.float64(x[ou, j]) - numpy.float64(mu[q]))**2
+            sum_x_shifted[q] += numpy.float64(x[ou, j]) - numpy.float64(x_shift[q])
+            sum_var_shifted[q] += (numpy.float64(x[ou, j]) - numpy.float64(x_shift[q]))**2
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
@@ -191,50 +163,40 @@ def _forward_train_e_cols(x, xhat, out, beta, gamma, inv_std, mu_hi, mu_lo, o0, 
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_g0(sum_x, mu_w, mu_hi_w, mu_lo_w, m, like):
+def _forward_train_g0(sum_x_shifted, sum_var_shifted, x_shift, std_w, inv_std_w, mu_hi_w, mu_lo_w, eps, m, like):
     work = like.dtype.type
-    for g in range(sum_x.shape[0]):
-        mu = sum_x[g]/m
+    for g in range(sum_x_shifted.shape[0]):
+        sum_x = m*x_shift[g] + sum_x_shifted[g]
+        mu = sum_x/m
+        sum_var = m*(mu - x_shift[g])**2 + sum_var_shifted[g] - 2*sum_x_shifted[g]*(mu - x_shift[g])
+        var = sum_var/m
+        std = math.sqrt(eps + var)
+        inv_std = work(1/std)
         mu_hi = work(mu)
         mu_lo = work(mu - mu_hi)
-        mu_w[g] = mu
+        std_w[g] = std
+        inv_std_w[g] = inv_std
         mu_hi_w[g] = mu_hi
         mu_lo_w[g] = mu_lo
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_train_g1(sum_var, var_w, std_w, inv_std_w, eps, m, like):
-    work = like.dtype.type
-    for g in range(sum_var.shape[0]):
-        var = sum_var[g]/m
-        std = math.sqrt(eps + var)
-        inv_std = work(1/std)
-        var_w[g] = var
-        std_w[g] = std
-        inv_std_w[g] = inv_std
-
-
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _forward_train_cols_l0(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O, like, tc0, tc1):
+def _forward_train_cols_l0(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O, like, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        sum_x_s = numpy.empty(g1 - g0)
-        sum_var_s = numpy.empty(g1 - g0)
-        mu_a = numpy.empty(g1 - g0)
+        sum_x_shifted_s = numpy.empty(g1 - g0)
+        sum_var_shifted_s = numpy.empty(g1 - g0)
+        inv_std_a = numpy.empty(g1 - g0, x.dtype)
         mu_hi_a = numpy.empty(g1 - g0, x.dtype)
         mu_lo_a = numpy.empty(g1 - g0, x.dtype)
-        var_a = numpy.empty(g1 - g0)
-        inv_std_a = numpy.empty(g1 - g0, x.dtype)
-        sum_x_t = numpy.zeros(j1 - j0)
-        _forward_train_p0_cols(x, sum_x_t, 0, O, j0, j1)
-        _layout.fold(sum_x_t, K * I, sum_x_s)
-        _forward_train_g0(sum_x_s, mu_a, mu_hi_a, mu_lo_a, m, like)
-        mu_e = _layout.spread(mu_a, K * I)
-        sum_var_t = numpy.zeros(j1 - j0)
-        _forward_train_p1_cols(x, mu_e, sum_var_t, 0, O, j0, j1)
-        _layout.fold(sum_var_t, K * I, sum_var_s)
-        _forward_train_g1(sum_var_s, var_a, std_g[g0:g1], inv_std_a, eps, m, like)
+        x_shift_e = _layout.spread(x_shift_g[g0:g1], K * I)
+        sum_x_shifted_t = numpy.zeros(j1 - j0)
+        sum_var_shifted_t = numpy.zeros(j1 - j0)
+        _forward_train_p0_cols(x, x_shift_e, sum_x_shifted_t, sum_var_shifted_t, 0, O, j0, j1)
+        _layout.fold(sum_x_shifted_t, K * I, sum_x_shifted_s)
+        _layout.fold(sum_var_shifted_t, K * I, sum_var_shifted_s)
+        _forward_train_g0(sum_x_shifted_s, sum_var_shifted_s, x_shift_g[g0:g1], std_g[g0:g1], inv_std_a, mu_hi_a, mu_lo_a, eps, m, like)
         beta_e = _layout.expand_varying(beta_p, g0, g1, K, I, P)
         gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
         inv_std_e = _layout.spread(inv_std_a, K * I)
@@ -243,40 +205,30 @@ def _forward_train_cols_l0(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, K, I
         _forward_train_e_cols(x, xhat, out, beta_e, gamma_e, inv_std_e, mu_hi_e, mu_lo_e, 0, O, j0, j1)
 
 
-def _forward_train_cols(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT):
+def _forward_train_cols(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
     like = numpy.empty(0, x.dtype)
-    _layout.parallel(_forward_train_cols_l0, TC, (x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O, like,), x.size)
+    _layout.parallel(_forward_train_cols_l0, TC, (x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O, like,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _forward_train_tall_l0(x, K, I, G, RC, GT, TC, O, sum_x_r, t0, t1):
+def _forward_train_tall_l0(x, x_shift_g, K, I, G, RC, GT, TC, O, sum_x_shifted_r, sum_var_shifted_r, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        sum_x_t = numpy.zeros(j1 - j0)
-        _forward_train_p0_cols(x, sum_x_t, o0, o1, j0, j1)
-        _layout.fold(sum_x_t, K * I, sum_x_r[rc, g0:g1])
+        x_shift_e = _layout.spread(x_shift_g[g0:g1], K * I)
+        sum_x_shifted_t = numpy.zeros(j1 - j0)
+        sum_var_shifted_t = numpy.zeros(j1 - j0)
+        _forward_train_p0_cols(x, x_shift_e, sum_x_shifted_t, sum_var_shifted_t, o0, o1, j0, j1)
+        _layout.fold(sum_x_shifted_t, K * I, sum_x_shifted_r[rc, g0:g1])
+        _layout.fold(sum_var_shifted_t, K * I, sum_var_shifted_r[rc, g0:g1])
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _forward_train_tall_l1(x, K, I, G, RC, GT, TC, O, mu_a, sum_var_r, t0, t1):
-    for t in range(t0, t1):
-        rc, tc = t // TC, t % TC
-        o0, o1 = rc * O // RC, (rc + 1) * O // RC
-        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
-        mu_e = _layout.spread(mu_a[g0:g1], K * I)
-        sum_var_t = numpy.zeros(j1 - j0)
-        _forward_train_p1_cols(x, mu_e, sum_var_t, o0, o1, j0, j1)
-        _layout.fold(sum_var_t, K * I, sum_var_r[rc, g0:g1])
-
-
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _forward_train_tall_l2(x, xhat, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, mu_hi_a, mu_lo_a, t0, t1):
+def _forward_train_tall_l1(x, xhat, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, mu_hi_a, mu_lo_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
@@ -290,38 +242,35 @@ def _forward_train_tall_l2(x, xhat, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC
         _forward_train_e_cols(x, xhat, out, beta_e, gamma_e, inv_std_e, mu_hi_e, mu_lo_e, o0, o1, j0, j1)
 
 
-def _forward_train_tall(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, K, I, G, RC, GT):
+def _forward_train_tall(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, RC, GT):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
-    sum_x_s = numpy.empty(G)
-    sum_var_s = numpy.empty(G)
-    mu_a = numpy.empty(G)
+    sum_x_shifted_s = numpy.empty(G)
+    sum_var_shifted_s = numpy.empty(G)
+    inv_std_a = numpy.empty(G, x.dtype)
     mu_hi_a = numpy.empty(G, x.dtype)
     mu_lo_a = numpy.empty(G, x.dtype)
-    var_a = numpy.empty(G)
-    inv_std_a = numpy.empty(G, x.dtype)
     like = numpy.empty(0, x.dtype)
-    sum_x_r = numpy.empty((RC, G))
-    _layout.parallel(_forward_train_tall_l0, RC * TC, (x, K, I, G, RC, GT, TC, O, sum_x_r,), x.size)
-    _layout.sum_chunks(sum_x_r, sum_x_s)
-    _forward_train_g0(sum_x_s, mu_a, mu_hi_a, mu_lo_a, m, like)
-    sum_var_r = numpy.empty((RC, G))
-    _layout.parallel(_forward_train_tall_l1, RC * TC, (x, K, I, G, RC, GT, TC, O, mu_a, sum_var_r,), x.size)
-    _layout.sum_chunks(sum_var_r, sum_var_s)
-    _forward_train_g1(sum_var_s, var_a, std_g, inv_std_a, eps, m, like)
-    _layout.parallel(_forward_train_tall_l2, RC * TC, (x, xhat, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, mu_hi_a, mu_lo_a,), x.size)
+    sum_x_shifted_r = numpy.empty((RC, G))
+    sum_var_shifted_r = numpy.empty((RC, G))
+    _layout.parallel(_forward_train_tall_l0, RC * TC, (x, x_shift_g, K, I, G, RC, GT, TC, O, sum_x_shifted_r, sum_var_shifted_r,), x.size)
+    _layout.sum_chunks(sum_x_shifted_r, sum_x_shifted_s)
+    _layout.sum_chunks(sum_var_shifted_r, sum_var_shifted_s)
+    _forward_train_g0(sum_x_shifted_s, sum_var_shifted_s, x_shift_g, std_g, inv_std_a, mu_hi_a, mu_lo_a, eps, m, like)
+    _layout.parallel(_forward_train_tall_l1, RC * TC, (x, xhat, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, mu_hi_a, mu_lo_a,), x.size)
 
 
 def _forward_train(lay, x, xhat, out, std_g, beta_p, gamma_p, eps, m):
-    """Forward pass, training mode. Pass 1 sums sum_x (float64) in each group; then mu, mu_hi, mu_lo. Pass 2 sums sum_var (float64) in each group; then var, std, inv_std. Pass 3: xhat, out, elementwise."""
+    """Forward pass, training mode. Pass 1 sums sum_x_shifted, sum_var_shifted (float64) in each group; then sum_x, mu, sum_var, var, std, inv_std, mu_hi, mu_lo. Pass 2: xhat, out, elementwise."""
+    x_shift_g = _layout.first(x)
     if lay.strategy == "cols":
-        _forward_train_cols(lay.cols(x), lay.cols(xhat), lay.cols(out), std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _forward_train_cols(lay.cols(x), lay.cols(xhat), lay.cols(out), x_shift_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
     elif lay.strategy == "tall":
-        _forward_train_tall(lay.cols(x), lay.cols(xhat), lay.cols(out), std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _forward_train_tall(lay.cols(x), lay.cols(xhat), lay.cols(out), x_shift_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
     elif lay.strategy == "krows":
-        _forward_train_krows(lay.krows(x), lay.krows(xhat), lay.krows(out), std_g, beta_p, gamma_p, eps, m, lay.P, lay.chunks)
+        _forward_train_krows(lay.krows(x), lay.krows(xhat), lay.krows(out), x_shift_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.chunks)
     else:
-        _forward_train_rows(x, xhat, out, std_g, beta_p, gamma_p, eps, m, lay.P, lay.chunks)
+        _forward_train_rows(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.chunks)
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
@@ -856,19 +805,13 @@ def _backward_staged(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_step_p0_rows(x):
-    sum_x = 0.0
+def _forward_step_p0_rows(x, x_shift):
+    sum_x_shifted = 0.0
+    sum_var_shifted = 0.0
     for j in range(x.shape[0]):
-        sum_x += numpy.float64(x[j])
-    return (sum_x,)
-
-
-@numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_step_p1_rows(x, mu):
-    sum_var = 0.0
-    for j in range(x.shape[0]):
-        sum_var += (numpy.float64(x[j]) - numpy.float64(mu))**2
-    return (sum_var,)
+        sum_x_shifted += numpy.float64(x[j]) - numpy.float64(x_shift)
+        sum_var_shifted += (numpy.float64(x[j]) - numpy.float64(x_shift))**2
+    return (sum_x_shifted, sum_var_shifted,)
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
@@ -880,28 +823,28 @@ def _forward_step_e_rows(x, out, beta, gamma, inv_std, mu_hi, mu_lo):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _forward_step_rows_l0(x, out, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K, c0, c1):
+def _forward_step_rows_l0(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
-            sum_x = 0.0
+            x_shift = x_shift_g[g]
+            sum_x_shifted = 0.0
+            sum_var_shifted = 0.0
             for o in range(O):
                 for k in range(K):
-                    sum_x_run, = _forward_step_p0_rows(x[o, g, k])
-                    sum_x += sum_x_run
+                    sum_x_shifted_run, sum_var_shifted_run, = _forward_step_p0_rows(x[o, g, k], x_shift)
+                    sum_x_shifted += sum_x_shifted_run
+                    sum_var_shifted += sum_var_shifted_run
+            sum_x = m*x_shift + sum_x_shifted
             mu = sum_x/m
-            mu_hi = work(mu)
-            mu_lo = work(mu - mu_hi)
-            mu_g[g] = mu
-            sum_var = 0.0
-            for o in range(O):
-                for k in range(K):
-                    sum_var_run, = _forward_step_p1_rows(x[o, g, k], mu)
-                    sum_var += sum_var_run
+            sum_var = m*(mu - x_shift)**2 + sum_var_shifted - 2*sum_x_shifted*(mu - x_shift)
             var = sum_var/m
             std = math.sqrt(eps + var)
             inv_std = work(1/std)
+            mu_hi = work(mu)
+            mu_lo = work(mu - mu_hi)
+            mu_g[g] = mu
             std_g[g] = std
             for o in range(O):
                 for k in range(K):
@@ -910,25 +853,19 @@ def _forward_step_rows_l0(x, out, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunk
                     _forward_step_e_rows(x[o, g, k], out[o, g, k], beta, gamma, inv_std, mu_hi, mu_lo)
 
 
-def _forward_step_rows(x, out, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunks):
+def _forward_step_rows(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunks):
     O, G, K, I = x.shape
-    _layout.parallel(_forward_step_rows_l0, chunks, (x, out, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K,), x.size)
+    _layout.parallel(_forward_step_rows_l0, chunks, (x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_step_p0_krows(x):
-    sum_x = 0.0
+def _forward_step_p0_krows(x, x_shift):
+    sum_x_shifted = 0.0
+    sum_var_shifted = 0.0
     for j in range(x.shape[0]):
-        sum_x += numpy.float64(x[j])
-    return (sum_x,)
-
-
-@numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_step_p1_krows(x, mu):
-    sum_var = 0.0
-    for j in range(x.shape[0]):
-        sum_var += (numpy.float64(x[j]) - numpy.float64(mu))**2
-    return (sum_var,)
+        sum_x_shifted += numpy.float64(x[j]) - numpy.float64(x_shift)
+        sum_var_shifted += (numpy.float64(x[j]) - numpy.float64(x_shift))**2
+    return (sum_x_shifted, sum_var_shifted,)
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
@@ -940,38 +877,39 @@ def _forward_step_e_krows(x, out, beta, gamma, inv_std, mu_hi, mu_lo):
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _forward_step_krows_l0(x, out, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, c0, c1):
+def _forward_step_krows_l0(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
-            sum_x = 0.0
+            x_shift = x_shift_g[g]
+            sum_x_shifted = 0.0
+            sum_var_shifted = 0.0
             for o in range(O):
-                sum_x_run, = _forward_step_p0_krows(x[o, g])
-                sum_x += sum_x_run
+                sum_x_shifted_run, sum_var_shifted_run, = _forward_step_p0_krows(x[o, g], x_shift)
+                sum_x_shifted += sum_x_shifted_run
+                sum_var_shifted += sum_var_shifted_run
+            sum_x = m*x_shift + sum_x_shifted
             mu = sum_x/m
-            mu_hi = work(mu)
-            mu_lo = work(mu - mu_hi)
-            mu_g[g] = mu
-            sum_var = 0.0
-            for o in range(O):
-                sum_var_run, = _forward_step_p1_krows(x[o, g], mu)
-                sum_var += sum_var_run
+            sum_var = m*(mu - x_shift)**2 + sum_var_shifted - 2*sum_x_shifted*(mu - x_shift)
             var = sum_var/m
             std = math.sqrt(eps + var)
             inv_std = work(1/std)
+            mu_hi = work(mu)
+            mu_lo = work(mu - mu_hi)
+            mu_g[g] = mu
             std_g[g] = std
             for o in range(O):
                 _forward_step_e_krows(x[o, g], out[o, g], beta_p[p], gamma_p[p], inv_std, mu_hi, mu_lo)
 
 
-def _forward_step_krows(x, out, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunks):
+def _forward_step_krows(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunks):
     O, G, K = x.shape
-    _layout.parallel(_forward_step_krows_l0, chunks, (x, out, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O,), x.size)
+    _layout.parallel(_forward_step_krows_l0, chunks, (x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_step_p0_cols(x, sum_x, o0, o1, j0, j1):
+def _forward_step_p0_cols(x, x_shift, sum_x_shifted, sum_var_shifted, o0, o1, j0, j1):
     o = o0
     while o + 4 <= o1:
         u0 = numba.uint64(o + 0)
@@ -980,32 +918,15 @@ def _forward_step_p0_cols(x, sum_x, o0, o1, j0, j1):
         u3 = numba.uint64(o + 3)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
-            sum_x[q] += ((numpy.float64(x[u0, j]) + numpy.float64(x[u1, j])) + (numpy.float64(x[u2, j]) + numpy.float64(x[u3, j])))
+            sum_x_shifted[q] += ((numpy.float64(x[u0, j]) - numpy.float64(x_shift[q]) + numpy.float64(x[u1, j]) - numpy.float64(x_shift[q])) + (numpy.float64(x[u2, j]) - numpy.float64(x_shift[q]) + numpy.float64(x[u3, j]) - numpy.float64(x_shift[q])))
+            sum_var_shifted[q] += (((numpy.float64(x[u0, j]) - numpy.float64(x_shift[q]))**2 + (numpy.float64(x[u1, j]) - numpy.float64(x_shift[q]))**2) + ((numpy.float64(x[u2, j]) - numpy.float64(x_shift[q]))**2 + (numpy.float64(x[u3, j]) - numpy.float64(x_shift[q]))**2))
         o += 4
     for o in range(o, o1):
         ou = numba.uint64(o)
         for q in range(j1 - j0):
             j = numba.uint64(j0 + q)
-            sum_x[q] += numpy.float64(x[ou, j])
-
-
-@numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_step_p1_cols(x, mu, sum_var, o0, o1, j0, j1):
-    o = o0
-    while o + 4 <= o1:
-        u0 = numba.uint64(o + 0)
-        u1 = numba.uint64(o + 1)
-        u2 = numba.uint64(o + 2)
-        u3 = numba.uint64(o + 3)
-        for q in range(j1 - j0):
-            j = numba.uint64(j0 + q)
-            sum_var[q] += (((numpy.float64(x[u0, j]) - numpy.float64(mu[q]))**2 + (numpy.float64(x[u1, j]) - numpy.float64(mu[q]))**2) + ((numpy.float64(x[u2, j]) - numpy.float64(mu[q]))**2 + (numpy.float64(x[u3, j]) - numpy.float64(mu[q]))**2))
-        o += 4
-    for o in range(o, o1):
-        ou = numba.uint64(o)
-        for q in range(j1 - j0):
-            j = numba.uint64(j0 + q)
-            sum_var[q] += (numpy.float64(x[ou, j]) - numpy.float64(mu[q]))**2
+            sum_x_shifted[q] += numpy.float64(x[ou, j]) - numpy.float64(x_shift[q])
+            sum_var_shifted[q] += (numpy.float64(x[ou, j]) - numpy.float64(x_shift[q]))**2
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
@@ -1020,49 +941,41 @@ def _forward_step_e_cols(x, out, beta, gamma, inv_std, mu_hi, mu_lo, o0, o1, j0,
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_step_g0(sum_x, mu_w, mu_hi_w, mu_lo_w, m, like):
+def _forward_step_g0(sum_x_shifted, sum_var_shifted, x_shift, mu_w, std_w, inv_std_w, mu_hi_w, mu_lo_w, eps, m, like):
     work = like.dtype.type
-    for g in range(sum_x.shape[0]):
-        mu = sum_x[g]/m
+    for g in range(sum_x_shifted.shape[0]):
+        sum_x = m*x_shift[g] + sum_x_shifted[g]
+        mu = sum_x/m
+        sum_var = m*(mu - x_shift[g])**2 + sum_var_shifted[g] - 2*sum_x_shifted[g]*(mu - x_shift[g])
+        var = sum_var/m
+        std = math.sqrt(eps + var)
+        inv_std = work(1/std)
         mu_hi = work(mu)
         mu_lo = work(mu - mu_hi)
         mu_w[g] = mu
+        std_w[g] = std
+        inv_std_w[g] = inv_std
         mu_hi_w[g] = mu_hi
         mu_lo_w[g] = mu_lo
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
-def _forward_step_g1(sum_var, var_w, std_w, inv_std_w, eps, m, like):
-    work = like.dtype.type
-    for g in range(sum_var.shape[0]):
-        var = sum_var[g]/m
-        std = math.sqrt(eps + var)
-        inv_std = work(1/std)
-        var_w[g] = var
-        std_w[g] = std
-        inv_std_w[g] = inv_std
-
-
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _forward_step_cols_l0(x, out, mu_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O, like, tc0, tc1):
+def _forward_step_cols_l0(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O, like, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        sum_x_s = numpy.empty(g1 - g0)
-        sum_var_s = numpy.empty(g1 - g0)
+        sum_x_shifted_s = numpy.empty(g1 - g0)
+        sum_var_shifted_s = numpy.empty(g1 - g0)
+        inv_std_a = numpy.empty(g1 - g0, x.dtype)
         mu_hi_a = numpy.empty(g1 - g0, x.dtype)
         mu_lo_a = numpy.empty(g1 - g0, x.dtype)
-        var_a = numpy.empty(g1 - g0)
-        inv_std_a = numpy.empty(g1 - g0, x.dtype)
-        sum_x_t = numpy.zeros(j1 - j0)
-        _forward_step_p0_cols(x, sum_x_t, 0, O, j0, j1)
-        _layout.fold(sum_x_t, K * I, sum_x_s)
-        _forward_step_g0(sum_x_s, mu_g[g0:g1], mu_hi_a, mu_lo_a, m, like)
-        mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        sum_var_t = numpy.zeros(j1 - j0)
-        _forward_step_p1_cols(x, mu_e, sum_var_t, 0, O, j0, j1)
-        _layout.fold(sum_var_t, K * I, sum_var_s)
-        _forward_step_g1(sum_var_s, var_a, std_g[g0:g1], inv_std_a, eps, m, like)
+        x_shift_e = _layout.spread(x_shift_g[g0:g1], K * I)
+        sum_x_shifted_t = numpy.zeros(j1 - j0)
+        sum_var_shifted_t = numpy.zeros(j1 - j0)
+        _forward_step_p0_cols(x, x_shift_e, sum_x_shifted_t, sum_var_shifted_t, 0, O, j0, j1)
+        _layout.fold(sum_x_shifted_t, K * I, sum_x_shifted_s)
+        _layout.fold(sum_var_shifted_t, K * I, sum_var_shifted_s)
+        _forward_step_g0(sum_x_shifted_s, sum_var_shifted_s, x_shift_g[g0:g1], mu_g[g0:g1], std_g[g0:g1], inv_std_a, mu_hi_a, mu_lo_a, eps, m, like)
         beta_e = _layout.expand_varying(beta_p, g0, g1, K, I, P)
         gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
         inv_std_e = _layout.spread(inv_std_a, K * I)
@@ -1071,40 +984,30 @@ def _forward_step_cols_l0(x, out, mu_g, std_g, beta_p, gamma_p, eps, m, P, K, I,
         _forward_step_e_cols(x, out, beta_e, gamma_e, inv_std_e, mu_hi_e, mu_lo_e, 0, O, j0, j1)
 
 
-def _forward_step_cols(x, out, mu_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT):
+def _forward_step_cols(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
     like = numpy.empty(0, x.dtype)
-    _layout.parallel(_forward_step_cols_l0, TC, (x, out, mu_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O, like,), x.size)
+    _layout.parallel(_forward_step_cols_l0, TC, (x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O, like,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _forward_step_tall_l0(x, K, I, G, RC, GT, TC, O, sum_x_r, t0, t1):
+def _forward_step_tall_l0(x, x_shift_g, K, I, G, RC, GT, TC, O, sum_x_shifted_r, sum_var_shifted_r, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        sum_x_t = numpy.zeros(j1 - j0)
-        _forward_step_p0_cols(x, sum_x_t, o0, o1, j0, j1)
-        _layout.fold(sum_x_t, K * I, sum_x_r[rc, g0:g1])
+        x_shift_e = _layout.spread(x_shift_g[g0:g1], K * I)
+        sum_x_shifted_t = numpy.zeros(j1 - j0)
+        sum_var_shifted_t = numpy.zeros(j1 - j0)
+        _forward_step_p0_cols(x, x_shift_e, sum_x_shifted_t, sum_var_shifted_t, o0, o1, j0, j1)
+        _layout.fold(sum_x_shifted_t, K * I, sum_x_shifted_r[rc, g0:g1])
+        _layout.fold(sum_var_shifted_t, K * I, sum_var_shifted_r[rc, g0:g1])
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _forward_step_tall_l1(x, mu_g, K, I, G, RC, GT, TC, O, sum_var_r, t0, t1):
-    for t in range(t0, t1):
-        rc, tc = t // TC, t % TC
-        o0, o1 = rc * O // RC, (rc + 1) * O // RC
-        g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
-        mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        sum_var_t = numpy.zeros(j1 - j0)
-        _forward_step_p1_cols(x, mu_e, sum_var_t, o0, o1, j0, j1)
-        _layout.fold(sum_var_t, K * I, sum_var_r[rc, g0:g1])
-
-
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _forward_step_tall_l2(x, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, mu_hi_a, mu_lo_a, t0, t1):
+def _forward_step_tall_l1(x, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, mu_hi_a, mu_lo_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
@@ -1118,37 +1021,35 @@ def _forward_step_tall_l2(x, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, in
         _forward_step_e_cols(x, out, beta_e, gamma_e, inv_std_e, mu_hi_e, mu_lo_e, o0, o1, j0, j1)
 
 
-def _forward_step_tall(x, out, mu_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, RC, GT):
+def _forward_step_tall(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, RC, GT):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
-    sum_x_s = numpy.empty(G)
-    sum_var_s = numpy.empty(G)
+    sum_x_shifted_s = numpy.empty(G)
+    sum_var_shifted_s = numpy.empty(G)
+    inv_std_a = numpy.empty(G, x.dtype)
     mu_hi_a = numpy.empty(G, x.dtype)
     mu_lo_a = numpy.empty(G, x.dtype)
-    var_a = numpy.empty(G)
-    inv_std_a = numpy.empty(G, x.dtype)
     like = numpy.empty(0, x.dtype)
-    sum_x_r = numpy.empty((RC, G))
-    _layout.parallel(_forward_step_tall_l0, RC * TC, (x, K, I, G, RC, GT, TC, O, sum_x_r,), x.size)
-    _layout.sum_chunks(sum_x_r, sum_x_s)
-    _forward_step_g0(sum_x_s, mu_g, mu_hi_a, mu_lo_a, m, like)
-    sum_var_r = numpy.empty((RC, G))
-    _layout.parallel(_forward_step_tall_l1, RC * TC, (x, mu_g, K, I, G, RC, GT, TC, O, sum_var_r,), x.size)
-    _layout.sum_chunks(sum_var_r, sum_var_s)
-    _forward_step_g1(sum_var_s, var_a, std_g, inv_std_a, eps, m, like)
-    _layout.parallel(_forward_step_tall_l2, RC * TC, (x, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, mu_hi_a, mu_lo_a,), x.size)
+    sum_x_shifted_r = numpy.empty((RC, G))
+    sum_var_shifted_r = numpy.empty((RC, G))
+    _layout.parallel(_forward_step_tall_l0, RC * TC, (x, x_shift_g, K, I, G, RC, GT, TC, O, sum_x_shifted_r, sum_var_shifted_r,), x.size)
+    _layout.sum_chunks(sum_x_shifted_r, sum_x_shifted_s)
+    _layout.sum_chunks(sum_var_shifted_r, sum_var_shifted_s)
+    _forward_step_g0(sum_x_shifted_s, sum_var_shifted_s, x_shift_g, mu_g, std_g, inv_std_a, mu_hi_a, mu_lo_a, eps, m, like)
+    _layout.parallel(_forward_step_tall_l1, RC * TC, (x, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, mu_hi_a, mu_lo_a,), x.size)
 
 
 def _forward_step(lay, x, out, mu_g, std_g, beta_p, gamma_p, eps, m):
-    """Forward pass, training mode: the output and per-group values only. Pass 1 sums sum_x (float64) in each group; then mu, mu_hi, mu_lo. Pass 2 sums sum_var (float64) in each group; then var, std, inv_std. Pass 3: out, elementwise."""
+    """Forward pass, training mode: the output and per-group values only. Pass 1 sums sum_x_shifted, sum_var_shifted (float64) in each group; then sum_x, mu, sum_var, var, std, inv_std, mu_hi, mu_lo. Pass 2: out, elementwise."""
+    x_shift_g = _layout.first(x)
     if lay.strategy == "cols":
-        _forward_step_cols(lay.cols(x), lay.cols(out), mu_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _forward_step_cols(lay.cols(x), lay.cols(out), x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
     elif lay.strategy == "tall":
-        _forward_step_tall(lay.cols(x), lay.cols(out), mu_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _forward_step_tall(lay.cols(x), lay.cols(out), x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
     elif lay.strategy == "krows":
-        _forward_step_krows(lay.krows(x), lay.krows(out), mu_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.chunks)
+        _forward_step_krows(lay.krows(x), lay.krows(out), x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.chunks)
     else:
-        _forward_step_rows(x, out, mu_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.chunks)
+        _forward_step_rows(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.chunks)
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)

@@ -25,6 +25,7 @@ from ...ir.program import Function, KernelIR, is_scalar
 from ...math.algebra import BatchSum, Elem, M
 from .fold import fold_elements
 from .kernels import Printed
+from .shift import shift_moments
 from .printer import NumbaPrinter
 
 
@@ -129,6 +130,7 @@ class Kernel:
     Python functions around it pass and get back."""
 
     def __init__(self, f: Function, ir: KernelIR, lay: Loops, printer: NumbaPrinter, name: str):
+        f, self.shifts = shift_moments(f, ir.x, ir.names.local)
         f = fold_elements(split_means(f, ir.x, ir.names.local), ir.x, ir.names.local)
         self.f, self.ir, self.lay, self.printer = f, ir, lay, printer
         self.r = roles(f, ir)
@@ -147,7 +149,7 @@ class Kernel:
         # per-group values are float64 in the loops, except where the elementwise pass never
         # subtracts a mean: there they are rounded to the working dtype once per group
         narrow = not element_reads & means(self.f, self.ir.x)
-        printed = Printed(self.f, self.ir, self.lay, self.printer, self.name, r, narrow, read)
+        printed = Printed(self.f, self.ir, self.lay, self.printer, self.name, r, narrow, read, self.shifts)
         doc = self.f.doc + " " + passes(self.f)
         return {
             "name": self.name,
@@ -156,7 +158,8 @@ class Kernel:
             "source": printed.source() + ["", ""] + printed.dispatch(doc),
             "element_in": list(r.element_in),
             "element_out": [(n, self.array(n, "k")) for n in r.element_out],
-            "group_in": [(n, self.array(n, "g")) for n in r.group_in],
+            # the shifts are read from x by the kernel's dispatch function, not passed in
+            "group_in": [(n, self.array(n, "g")) for n in r.group_in if n not in {s.name for s, _ in self.shifts}],
             "group_out": [(n, self.array(n, "g")) for n in r.group_out],
             "params": [(n, self.array(n, "p")) for n in r.params],
             "partials": [(n, self.array(n, "p")) for n in r.partials],

@@ -43,7 +43,7 @@ class Printed(Columns, Rows):
     printed inner loops and drivers of every strategy its entry can take."""
 
     def __init__(self, f: Function, ir: KernelIR, lay: Loops, printer, name: str, roles, narrow: bool,
-                 read: set):
+                 read: set, shifts=()):
         self.f, self.ir, self.lay, self.printer, self.name, self.r = f, ir, lay, printer, name, roles
         self.narrow, self.read = narrow, read          #: elementwise-read group values rounded to work
         self.sc = f.schedule
@@ -52,6 +52,7 @@ class Printed(Columns, Rows):
         self.params = set(roles.params)
         self.elements_in = set(roles.element_in) | set(roles.element_out)
         self.local = ir.names.local
+        self.shifts = tuple(shifts)                    #: (per-group shift, the input whose first element it is)
 
     # ------------------------------------------------------------------ what each part reads
 
@@ -219,9 +220,12 @@ class Printed(Columns, Rows):
         r = self.r
         args = self.arguments()
         elements = set(r.element_in) | set(r.element_out)
+        shifts = {self.array(s.name, "g"): x.name for s, x in self.shifts}
         e = Emit()
-        e(0, f"def {self.name}(lay, {', '.join(args)}):")
+        e(0, f"def {self.name}(lay, {', '.join(a for a in args if a not in shifts)}):")
         e(1, f'"""{doc}"""')
+        for array, x in shifts.items():   # each group's first element of x (see derive/backends/numba/shift.py)
+            e(1, f"{array} = _layout.first({x})")
         strategies = [("cols", "lay.cols({a})", ["lay.P", "lay.K", "lay.I", "lay.groups", "lay.GT"]),
                       ("tall", "lay.cols({a})", ["lay.P", "lay.K", "lay.I", "lay.groups", "lay.RC", "lay.GT"]),
                       ("krows", "lay.krows({a})", ["lay.P", "lay.chunks"]),
