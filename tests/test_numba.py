@@ -358,3 +358,19 @@ def test_the_statistics_take_one_pass_around_each_groups_first_element():
     for name in ("batchnorm", "layernorm", "spatial_groupnorm"):
         assert merged[name, "forward_step"] == (2, 1), name
     assert merged["rmsnorm", "forward_step"] == (1, 1)
+
+
+def test_a_first_element_far_from_its_group_still_gives_the_variance():
+    """The one-pass statistics sum around each group's first element (shift.py); here that element
+    is 1e5 away from the rest (x = 3e4 + N(0, 1), the first row + 1e5), the worst place for the
+    shift: the two sides of the variance's formula cancel by about m = 4096, and float64 sums keep
+    the variance to 1e-11 relative (float32 sums would lose it to about 2e-4)."""
+    rng = np.random.default_rng(0)
+    x = (3e4 + rng.standard_normal((4096, 64))).astype(np.float32)
+    x[0] += 1e5
+    out, cache = gn.batchnorm_forward(x, np.ones(64, np.float32), np.zeros(64, np.float32),
+                                      {"eps": 1e-5, "mode": "train"})
+    x64 = x.astype(np.float64)
+    var = x64.var(0)
+    assert np.abs(cache["std"].reshape(-1) ** 2 - 1e-5 - var).max() / var.min() <= 1e-9
+    assert np.abs(out - (x64 - x64.mean(0)) / np.sqrt(var + 1e-5)).max() <= 1e-4
