@@ -291,6 +291,7 @@ def test_the_elementwise_pass_reads_each_per_group_factor_once():
     beta, gamma, inv_std, mu_hi and mu_lo) and its backward four (it read five)."""
     import sympy as sp
     from _derived import all_default
+
     from derive.backends.numba.context import split_means
     from derive.backends.numba.fold import fold_elements
     from derive.math.algebra import Elem
@@ -333,6 +334,7 @@ def test_the_statistics_take_one_pass_around_each_groups_first_element():
     RMS norm (no mean) keeps its one."""
     import sympy as sp
     from _derived import all_default
+
     from derive.backends.numba.shift import shift_moments
     from derive.math.algebra import BatchSum, expand_sums
     from derive.output import render
@@ -342,7 +344,7 @@ def test_the_statistics_take_one_pass_around_each_groups_first_element():
         ir = build.ir
         for key, f in ir.functions.items():
             shifted, shifts = shift_moments(f, ir.x, ir.names.local)
-            sums = lambda sc: sum(1 for p in sc.passes if p.sums)   # noqa: E731
+            sums = lambda sc: sum(1 for p in sc.passes if p.sums)
             merged[build.spec.name, key] = (sums(f.schedule), sums(shifted.schedule))
             if not shifts:
                 assert shifted is f

@@ -25,8 +25,8 @@ from ...ir.program import Function, KernelIR, is_scalar
 from ...math.algebra import BatchSum, Elem, M
 from .fold import fold_elements
 from .kernels import Printed
-from .shift import shift_moments
 from .printer import NumbaPrinter
+from .shift import shift_moments
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import dataclasses
 
 import sympy as sp
 
-from ...ir.program import Function
+from ...ir.program import Function, is_scalar
 from ...ir.schedule import Pass, inline
 from ...math.algebra import Elem
 
@@ -62,7 +62,6 @@ def _centre(expr, x: Elem, made: dict, local):
 
 def _operands(expr) -> set:
     """The per-group values and parameters ``expr`` reads (not per-element ones, not m or eps)."""
-    from ...ir.program import is_scalar
     return {s for s in expr.free_symbols if not isinstance(s, Elem) and not is_scalar(s)}
 
 

@@ -17,18 +17,35 @@ per-group input of the kernel that its dispatch function reads from x (``_layout
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import sympy as sp
 
 from ...ir.program import Function
 from ...ir.schedule import Pass
-from ...math.algebra import M, Elem
+from ...math.algebra import Elem, M
 
 
 def _one_of(summand):
-    """(factor, summand): a summand factored (x - s)**2 stays a square of a difference, not
-    x**2 - 2*x*s + s**2) and its numeric factor taken out, so that sums that differ by it are one."""
+    """(factor, summand): the summand factored, so that (x - s)**2 stays the square of a difference
+    (not x**2 - 2*x*s + s**2), and its numeric factor taken out, so that sums that differ by one
+    are one."""
     return sp.factor(summand).as_coeff_Mul()
+
+
+def _accumulator(sums: list, x: Elem, local, summand, stem):
+    """The accumulator of sum(summand) in ``sums`` (a new one appended, or one met before, times a
+    number); the sum of a constant summand is m times it."""
+    c, rest = _one_of(summand)
+    if not rest.has(x):
+        return c * rest * M
+    for acc, v in sums:
+        for sign in (1, -1):
+            if sp.expand(v - sign * rest) == 0:
+                return sign * c * acc
+    acc = sp.Symbol(local(stem))
+    sums.append((acc, rest))
+    return c * acc
 
 
 def shift_moments(f: Function, x: Elem, local) -> tuple[Function, tuple]:
@@ -50,37 +67,18 @@ def shift_moments(f: Function, x: Elem, local) -> tuple[Function, tuple]:
         except sp.PolynomialError:
             continue
         shift = sp.Symbol(local(f"{x.name}_shift"))
-        sums = list(first.sums)
-
-        def accumulator(summand, stem):
-            """The accumulator of sum(summand), new or met before; a constant summand is m times it."""
-            c, rest = _one_of(summand)
-            if not rest.has(x):
-                return c * rest * M
-            for acc, v in sums:
-                for sign in (1, -1):
-                    if sp.expand(v - sign * rest) == 0:
-                        return sign * c * acc
-            acc = sp.Symbol(local(stem))
-            sums.append((acc, rest))
-            return c * acc
-
-        sums = [(acc, v) for acc, v in sums if acc != total]
+        sums = [(acc, v) for acc, v in first.sums if acc != total]
+        accumulator = functools.partial(_accumulator, sums, x, local)
         centred = accumulator(x - shift, f"{total.name}_shifted")
         group = [(total, centred + M * shift)] + list(first.group)
         for (target, summand), poly in zip(second.sums, polys):
-            terms = []
-            for j in range(poly.degree() + 1):
-                derivative = sp.diff(summand, mean, j).xreplace({mean: shift}) / sp.factorial(j)
-                if derivative != 0:
-                    stem = f"{target.name}_shifted" + (str(j) if j else "")
-                    terms.append((mean - shift) ** j * accumulator(derivative, stem))
-            taylor = sp.Add(*terms)
-            check = sp.Add(*[(mean - shift) ** j * sp.diff(summand, mean, j).xreplace({mean: shift}) / sp.factorial(j)
-                             for j in range(poly.degree() + 1)])
-            if sp.expand(check - summand) != 0:
+            parts = [(j, sp.diff(summand, mean, j).xreplace({mean: shift}) / sp.factorial(j))
+                     for j in range(poly.degree() + 1)]
+            if sp.expand(sp.Add(*[(mean - shift) ** j * d for j, d in parts]) - summand) != 0:
                 raise ValueError(f"{target} = sum({summand}): its sums around {shift} are not it")
-            group.append((target, taylor))
+            stems = [f"{target.name}_shifted" + (str(j) if j else "") for j, _ in parts]
+            group.append((target, sp.Add(*[(mean - shift) ** j * accumulator(d, stem)
+                                           for (j, d), stem in zip(parts, stems) if d != 0])))
         group += list(second.group)
         merged = Pass(tuple(sums), first.partials, tuple(group))
         passes[a:a + 2] = [merged]
