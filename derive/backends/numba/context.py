@@ -150,7 +150,9 @@ class Kernel:
         # subtracts a mean: there they are rounded to the working dtype once per group
         narrow = not element_reads & means(self.f, self.ir.x)
         printed = Printed(self.f, self.ir, self.lay, self.printer, self.name, r, narrow, read, self.shifts)
-        doc = self.f.doc + " " + passes(self.f)
+        doc = self.f.doc + " " + passes(self.f) + "".join(
+            f" {s.name} is each group's first element of {x.name}: the sums of x are taken around it, one pass for the"
+            " mean and the variance (derive/backends/numba/shift.py)." for s, x in self.shifts)
         return {
             "name": self.name,
             "doc": doc,
