@@ -137,14 +137,16 @@ def test_matches_torch_autograd(variant, mode, axis, dtype):
     ("batchnorm", (3000, 7), None), ("spatial_batchnorm", (40, 3, 9, 11), None),
     ("layernorm", (5, 3001), None), ("spatial_groupnorm", (2, 6, 31, 33), 3),
     ("spatial_groupnorm", (70, 12, 1, 1), 4), ("spatial_groupnorm", (100, 15, 1, 1), 5),
-    ("spatial_groupnorm", (100, 128, 1, 1), 2),
+    ("spatial_groupnorm", (100, 128, 1, 1), 2), ("layernorm", (37, 8), None),
+    ("spatial_groupnorm", (70, 32, 1, 1), 4),
     ("instancenorm", (2, 3, 40, 41), None), ("rmsnorm", (2, 3, 2999), None)])
 def test_larger_groups_and_ragged_blocks(name, shape, G):
     """Groups larger than a chunk, row counts that are not a multiple of the unroll, more
     groups than threads, and group norm with H = W = 1: the loop layouts' edges.  (100, 15, 1, 1)
     with 5 groups has cols tiles of 341 groups, so the second tile starts at parameter row 341 % 5;
     (100, 128, 1, 1) with 2 groups runs krows in chunks of 33 groups, whose gradient blocks go
-    into their partials after 32 groups and at the chunk's end."""
+    into their partials after 32 groups and at the chunk's end; (37, 8) and (70, 32, 1, 1) with 4
+    groups run krows on runs of 8 (a group is one run)."""
     variant = BY_NAME[name]
     case = make_case(variant, np.random.default_rng(7), shape=shape, G=G, offset=2.0)
     for backward in variant.backward_names:
@@ -376,3 +378,28 @@ def test_a_first_element_far_from_its_group_still_gives_the_variance():
     var = x64.var(0)
     assert np.abs(cache["std"].reshape(-1) ** 2 - 1e-5 - var).max() / var.min() <= 1e-9
     assert np.abs(out - (x64 - x64.mean(0)) / np.sqrt(var + 1e-5)).max() <= 1e-4
+
+
+def test_short_runs_take_krows_only_where_a_group_is_one_run():
+    """The layout's choice for parameters that vary inside a group (layer norm): runs of 8 or more
+    along k go to krows when a group is one run (O = 1); shorter ones, or groups spread over rows,
+    stay in cols.  The test above checks the results of both."""
+    from generated.numba import _layout
+    assert _layout.layout((1000, 8), (1,), (1,), True).strategy == "krows"
+    assert _layout.layout((1000, 4), (1,), (1,), True).strategy == "cols"
+    assert _layout.layout((6, 1000, 8), (0, 2), (2,), True).strategy == "cols"
+
+
+def test_a_zero_variance_group_with_eps_zero_gives_torchs_nan():
+    """generated.torch runs numba's kernels on a large CPU tensor, and layer norm takes torch's
+    eps = 0: a constant row divides 0 by 0.  Like torch, that row is nan (the kernels use NumPy's
+    error model: no ZeroDivisionError raised from inside a loop) and the others are normalized as usual."""
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+
+    import generated.torch as gt
+    x = torch.randn(64, 1024, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x[0] = 2.0
+    got, want = gt.layer_norm(x, (1024,), eps=0.0), F.layer_norm(x, (1024,), eps=0.0)
+    assert torch.isnan(want[0]).all() and torch.isnan(got[0]).all()
+    assert torch.allclose(got[1:], want[1:], rtol=1e-10, atol=1e-12)

@@ -28,7 +28,7 @@ _FASTMATH_ELEMENTS = {"contract", "nsz"}
 _CACHE_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "beta_shape", "d", "gamma", "gamma_shape", "m", "mu", "r", "r_max", "std", "xhat", )
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_train_p0_rows(x, x_shift):
     sum_x_shifted = 0.0
     sum_var_shifted = 0.0
@@ -38,7 +38,7 @@ def _forward_train_p0_rows(x, x_shift):
     return (sum_x_shifted, sum_var_shifted,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _forward_train_e_rows(x, xhat, out, beta, gamma, mu_hi, xhat_coef_1, xhat_coef_x_mu_hi):
     for j in range(x.shape[0]):
         x_mu_hi = x[j] - mu_hi
@@ -46,7 +46,7 @@ def _forward_train_e_rows(x, xhat, out, beta, gamma, mu_hi, xhat_coef_1, xhat_co
         out[j] = xhat[j]*gamma + beta
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_rows_l0(x, xhat, out, running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, chunks, G, O, K, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
@@ -92,7 +92,7 @@ def _forward_train_rows(x, xhat, out, running_mean_g, running_var_g, x_shift_g, 
     _layout.parallel(_forward_train_rows_l0, chunks, (x, xhat, out, running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, chunks, G, O, K,), x.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_train_p0_cols(x, x_shift, sum_x_shifted, sum_var_shifted, o0, o1, j0, j1):
     o = o0
     while o + 4 <= o1:
@@ -113,7 +113,7 @@ def _forward_train_p0_cols(x, x_shift, sum_x_shifted, sum_var_shifted, o0, o1, j
             sum_var_shifted[q] += (numpy.float64(x[ou, j]) - numpy.float64(x_shift[q]))**2
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _forward_train_e_cols(x, xhat, out, beta, gamma, mu_hi, xhat_coef_1, xhat_coef_x_mu_hi, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -124,7 +124,7 @@ def _forward_train_e_cols(x, xhat, out, beta, gamma, mu_hi, xhat_coef_1, xhat_co
             out[ou, j] = xhat[ou, j]*gamma[q] + beta[q]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_train_g0(sum_x_shifted, sum_var_shifted, running_mean, running_var, x_shift, mu_w, d_w, var_w, std_w, r_w, mu_hi_w, xhat_coef_x_mu_hi_w, xhat_coef_1_w, d_max, eps, m, r_max, like):
     work = like.dtype.type
     for g in range(sum_x_shifted.shape[0]):
@@ -151,7 +151,7 @@ def _forward_train_g0(sum_x_shifted, sum_var_shifted, running_mean, running_var,
         xhat_coef_1_w[g] = xhat_coef_1
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_cols_l0(x, xhat, out, running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, K, I, G, GT, O, like, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -185,7 +185,7 @@ def _forward_train_cols(x, xhat, out, running_mean_g, running_var_g, x_shift_g, 
     _layout.parallel(_forward_train_cols_l0, TC, (x, xhat, out, running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, K, I, G, GT, O, like,), x.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_tall_l0(x, x_shift_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_x_shifted_r, sum_var_shifted_r, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -202,7 +202,7 @@ def _forward_train_tall_l0(x, x_shift_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC
         _layout.fold(sum_var_shifted_t, K * I, sum_var_shifted_r[rc, g0:g1])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_tall_l1(x, xhat, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, mu_hi_a, xhat_coef_1_a, xhat_coef_x_mu_hi_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -250,7 +250,7 @@ def _forward_train(lay, x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, 
         _forward_train_rows(x, xhat, out, running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _forward_test_e_rows(x, xhat, out, beta, d, gamma, mu, xhat_coef_x_mu):
     for j in range(x.shape[0]):
         x_mu = x[j] - mu
@@ -258,7 +258,7 @@ def _forward_test_e_rows(x, xhat, out, beta, d, gamma, mu, xhat_coef_x_mu):
         out[j] = xhat[j]*gamma + beta
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_test_rows_l0(x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, chunks, G, O, K, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
@@ -287,7 +287,7 @@ def _forward_test_rows(x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma
     _layout.parallel(_forward_test_rows_l0, chunks, (x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, chunks, G, O, K,), x.size)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _forward_test_e_cols(x, xhat, out, beta, d, gamma, mu, xhat_coef_x_mu, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -298,7 +298,7 @@ def _forward_test_e_cols(x, xhat, out, beta, d, gamma, mu, xhat_coef_x_mu, o0, o
             out[ou, j] = xhat[ou, j]*gamma[q] + beta[q]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_test_g0(var, std_w, r_w, d_w, xhat_coef_x_mu_w, d_max, eps, r_max, like):
     work = like.dtype.type
     for g in range(var.shape[0]):
@@ -314,7 +314,7 @@ def _forward_test_g0(var, std_w, r_w, d_w, xhat_coef_x_mu_w, d_max, eps, r_max, 
         xhat_coef_x_mu_w[g] = xhat_coef_x_mu
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_test_cols_l0(x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, K, I, G, GT, like, O, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -338,7 +338,7 @@ def _forward_test_cols(x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma
     _layout.parallel(_forward_test_cols_l0, TC, (x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, K, I, G, GT, like, O,), x.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_test_tall_l0(x, xhat, out, mu_g, d_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, xhat_coef_x_mu_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -376,7 +376,7 @@ def _forward_test(lay, x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma
         _forward_test_rows(x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_compact_p0_rows(dout, xhat):
     sum_dout = 0.0
     sum_dout_xhat = 0.0
@@ -386,13 +386,13 @@ def _backward_compact_p0_rows(dout, xhat):
     return (sum_dout, sum_dout_xhat,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_compact_e_rows(dout, xhat, dx, coef_1, coef_dout, coef_xhat):
     for j in range(dout.shape[0]):
         dx[j] = dout[j]*coef_dout + xhat[j]*coef_xhat + coef_1
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_rows_l0(dout, xhat, dx, d_g, r_g, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -430,7 +430,7 @@ def _backward_compact_rows(dout, xhat, dx, d_g, r_g, std_g, gamma_p, dgamma_p, d
         _layout.combine_outer(dbeta_g, dbeta_p)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_compact_p0_cols(dout, xhat, sum_dout, sum_dout_xhat, o0, o1, j0, j1):
     o = o0
     while o + 4 <= o1:
@@ -451,7 +451,7 @@ def _backward_compact_p0_cols(dout, xhat, sum_dout, sum_dout_xhat, o0, o1, j0, j
             sum_dout_xhat[q] += numpy.float64(dout[ou, j])*numpy.float64(xhat[ou, j])
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_compact_e_cols(dout, xhat, dx, coef_1, coef_dout, coef_xhat, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -460,7 +460,7 @@ def _backward_compact_e_cols(dout, xhat, dx, coef_1, coef_dout, coef_xhat, o0, o
             dx[ou, j] = dout[ou, j]*coef_dout[q] + xhat[ou, j]*coef_xhat[q] + coef_1[q]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_compact_g0(sum_dout, sum_dout_xhat, d, gamma, r, std, coef_dout_w, coef_xhat_w, coef_1_w, dgamma, dbeta, m, like):
     work = like.dtype.type
     for g in range(sum_dout.shape[0]):
@@ -474,7 +474,7 @@ def _backward_compact_g0(sum_dout, sum_dout_xhat, d, gamma, r, std, coef_dout_w,
         dbeta[g] = sum_dout[g]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_cols_l0(dout, xhat, dx, d_g, r_g, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_g, dbeta_g, like, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -510,7 +510,7 @@ def _backward_compact_cols(dout, xhat, dx, d_g, r_g, std_g, gamma_p, dgamma_p, d
         _layout.combine_outer(dbeta_g, dbeta_p)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_r, sum_dout_xhat_r, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -525,7 +525,7 @@ def _backward_compact_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, su
         _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_r[rc, g0:g1])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_a, coef_xhat_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -574,7 +574,7 @@ def _backward_compact(lay, dout, xhat, dx, d_g, r_g, std_g, gamma_p, dgamma_p, d
         _backward_compact_rows(dout, xhat, dx, d_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_staged_p1_rows(dout, xhat, d, gamma, inv_r, mu, r, std):
     sum_dvar = 0.0
     sum_dxhat = 0.0
@@ -588,13 +588,13 @@ def _backward_staged_p1_rows(dout, xhat, d, gamma, inv_r, mu, r, std):
     return (sum_dvar, sum_dxhat, sum_dout_xhat, sum_dout,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_staged_e_rows(dout, xhat, dx, dx_coef_1, dx_coef_dout, dx_coef_xhat):
     for j in range(dout.shape[0]):
         dx[j] = dout[j]*dx_coef_dout + xhat[j]*dx_coef_xhat + dx_coef_1
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_rows_l0(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -641,7 +641,7 @@ def _backward_staged_rows(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma
         _layout.combine_outer(dbeta_g, dbeta_p)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_staged_p1_cols(dout, xhat, d, gamma, inv_r, mu, r, std, sum_dvar, sum_dxhat, sum_dout_xhat, sum_dout, o0, o1, j0, j1):
     o = o0
     while o + 4 <= o1:
@@ -666,7 +666,7 @@ def _backward_staged_p1_cols(dout, xhat, d, gamma, inv_r, mu, r, std, sum_dvar, 
             sum_dout[q] += numpy.float64(dout[ou, j])
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_staged_e_cols(dout, xhat, dx, dx_coef_1, dx_coef_dout, dx_coef_xhat, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -675,7 +675,7 @@ def _backward_staged_e_cols(dout, xhat, dx, dx_coef_1, dx_coef_dout, dx_coef_xha
             dx[ou, j] = dout[ou, j]*dx_coef_dout[q] + xhat[ou, j]*dx_coef_xhat[q] + dx_coef_1[q]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_staged_g0(r, inv_r_w, like):
     work = like.dtype.type
     for g in range(r.shape[0]):
@@ -683,7 +683,7 @@ def _backward_staged_g0(r, inv_r_w, like):
         inv_r_w[g] = inv_r
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_staged_g1(sum_dvar, sum_dxhat, sum_dout_xhat, sum_dout, d, gamma, r, std, dvar_w, dmu_w, dx_coef_dxhat_w, dx_coef_xhat_w, dx_coef_1_w, dx_coef_dout_w, dgamma, dbeta, m, like):
     work = like.dtype.type
     for g in range(sum_dvar.shape[0]):
@@ -703,7 +703,7 @@ def _backward_staged_g1(sum_dvar, sum_dxhat, sum_dout_xhat, sum_dout, d, gamma, 
         dbeta[g] = sum_dout[g]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_cols_l0(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, K, I, G, GT, like, O, dgamma_g, dbeta_g, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -756,7 +756,7 @@ def _backward_staged_cols(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma
         _layout.combine_outer(dbeta_g, dbeta_p)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_tall_l0(dout, xhat, d_g, mu_g, r_g, std_g, gamma_p, P, K, I, G, RC, GT, TC, O, inv_r_a, sum_dvar_r, sum_dxhat_r, sum_dout_xhat_r, sum_dout_r, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -781,7 +781,7 @@ def _backward_staged_tall_l0(dout, xhat, d_g, mu_g, r_g, std_g, gamma_p, P, K, I
         _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_1_a, dx_coef_dout_a, dx_coef_xhat_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -841,7 +841,7 @@ def _backward_staged(lay, dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma
         _backward_staged_rows(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_test_p0_rows(dout, xhat):
     sum_dout_xhat = 0.0
     sum_dout = 0.0
@@ -851,13 +851,13 @@ def _backward_test_p0_rows(dout, xhat):
     return (sum_dout_xhat, sum_dout,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_test_e_rows(dout, dx, dx_coef_dout):
     for j in range(dout.shape[0]):
         dx[j] = dout[j]*dx_coef_dout
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_test_rows_l0(dout, xhat, dx, std_g, gamma_p, r_max, P, chunks, G, O, K, dgamma_g, dbeta_g, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -892,7 +892,7 @@ def _backward_test_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, r_max
         _layout.combine_outer(dbeta_g, dbeta_p)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_test_p0_cols(dout, xhat, sum_dout_xhat, sum_dout, o0, o1, j0, j1):
     o = o0
     while o + 4 <= o1:
@@ -913,7 +913,7 @@ def _backward_test_p0_cols(dout, xhat, sum_dout_xhat, sum_dout, o0, o1, j0, j1):
             sum_dout[q] += numpy.float64(dout[ou, j])
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_test_e_cols(dout, dx, dx_coef_dout, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -922,7 +922,7 @@ def _backward_test_e_cols(dout, dx, dx_coef_dout, o0, o1, j0, j1):
             dx[ou, j] = dout[ou, j]*dx_coef_dout[q]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_test_g0(sum_dout_xhat, sum_dout, gamma, std, dx_coef_dout_w, dgamma, dbeta, r_max, like):
     work = like.dtype.type
     for g in range(sum_dout_xhat.shape[0]):
@@ -933,7 +933,7 @@ def _backward_test_g0(sum_dout_xhat, sum_dout, gamma, std, dx_coef_dout_w, dgamm
         dbeta[g] = sum_dout[g]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_test_cols_l0(dout, xhat, dx, std_g, gamma_p, r_max, P, K, I, G, GT, O, dgamma_g, dbeta_g, like, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -965,7 +965,7 @@ def _backward_test_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, r_max
         _layout.combine_outer(dbeta_g, dbeta_p)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_test_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_xhat_r, sum_dout_r, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -980,7 +980,7 @@ def _backward_test_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_d
         _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_test_tall_l1(dout, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_dout_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -1025,7 +1025,7 @@ def _backward_test(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, r_max
         _backward_test_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, r_max, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_step_p0_rows(x, x_shift):
     sum_x_shifted = 0.0
     sum_var_shifted = 0.0
@@ -1035,14 +1035,14 @@ def _forward_step_p0_rows(x, x_shift):
     return (sum_x_shifted, sum_var_shifted,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _forward_step_e_rows(x, out, mu_hi, out_coef_1, out_coef_x_mu_hi):
     for j in range(x.shape[0]):
         x_mu_hi = x[j] - mu_hi
         out[j] = x_mu_hi*out_coef_x_mu_hi + out_coef_1
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_rows_l0(x, out, running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, chunks, G, O, K, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
@@ -1088,7 +1088,7 @@ def _forward_step_rows(x, out, running_mean_g, running_var_g, x_shift_g, mu_g, d
     _layout.parallel(_forward_step_rows_l0, chunks, (x, out, running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, chunks, G, O, K,), x.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_step_p0_cols(x, x_shift, sum_x_shifted, sum_var_shifted, o0, o1, j0, j1):
     o = o0
     while o + 4 <= o1:
@@ -1109,7 +1109,7 @@ def _forward_step_p0_cols(x, x_shift, sum_x_shifted, sum_var_shifted, o0, o1, j0
             sum_var_shifted[q] += (numpy.float64(x[ou, j]) - numpy.float64(x_shift[q]))**2
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _forward_step_e_cols(x, out, mu_hi, out_coef_1, out_coef_x_mu_hi, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -1119,7 +1119,7 @@ def _forward_step_e_cols(x, out, mu_hi, out_coef_1, out_coef_x_mu_hi, o0, o1, j0
             out[ou, j] = x_mu_hi*out_coef_x_mu_hi[q] + out_coef_1[q]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_step_g0(sum_x_shifted, sum_var_shifted, beta, gamma, running_mean, running_var, x_shift, mu_w, d_w, var_w, std_w, r_w, mu_hi_w, out_coef_x_mu_hi_w, out_coef_1_w, d_max, eps, m, r_max, like):
     work = like.dtype.type
     for g in range(sum_x_shifted.shape[0]):
@@ -1146,7 +1146,7 @@ def _forward_step_g0(sum_x_shifted, sum_var_shifted, beta, gamma, running_mean, 
         out_coef_1_w[g] = out_coef_1
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_cols_l0(x, out, running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, K, I, G, GT, O, like, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -1178,7 +1178,7 @@ def _forward_step_cols(x, out, running_mean_g, running_var_g, x_shift_g, mu_g, d
     _layout.parallel(_forward_step_cols_l0, TC, (x, out, running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, K, I, G, GT, O, like,), x.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_tall_l0(x, x_shift_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_x_shifted_r, sum_var_shifted_r, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -1195,7 +1195,7 @@ def _forward_step_tall_l0(x, x_shift_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC,
         _layout.fold(sum_var_shifted_t, K * I, sum_var_shifted_r[rc, g0:g1])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_tall_l1(x, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, mu_hi_a, out_coef_1_a, out_coef_x_mu_hi_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -1241,7 +1241,7 @@ def _forward_step(lay, x, out, running_mean_g, running_var_g, mu_g, d_g, var_g, 
         _forward_step_rows(x, out, running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_step_p1_rows(dout, x, d, inv_std, mu, r):
     sum_dout = 0.0
     sum_dout_xhat = 0.0
@@ -1251,14 +1251,14 @@ def _backward_step_p1_rows(dout, x, d, inv_std, mu, r):
     return (sum_dout, sum_dout_xhat,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_step_e_rows(dout, x, dx, coef_dout, dx_coef_1_1, dx_coef_x_mu, mu):
     for j in range(dout.shape[0]):
         x_mu = x[j] - mu
         dx[j] = dout[j]*coef_dout + x_mu*dx_coef_x_mu + dx_coef_1_1
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_rows_l0(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -1300,7 +1300,7 @@ def _backward_step_rows(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, d
         _layout.combine_outer(dbeta_g, dbeta_p)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_step_p1_cols(dout, x, d, inv_std, mu, r, sum_dout, sum_dout_xhat, o0, o1, j0, j1):
     o = o0
     while o + 4 <= o1:
@@ -1321,7 +1321,7 @@ def _backward_step_p1_cols(dout, x, d, inv_std, mu, r, sum_dout, sum_dout_xhat, 
             sum_dout_xhat[q] += numpy.float64(dout[ou, j])*(numpy.float64(d[q]) + numpy.float64(inv_std[q])*numpy.float64(r[q])*(numpy.float64(x[ou, j]) - numpy.float64(mu[q])))
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_step_e_cols(dout, x, dx, coef_dout, dx_coef_1_1, dx_coef_x_mu, mu, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -1331,7 +1331,7 @@ def _backward_step_e_cols(dout, x, dx, coef_dout, dx_coef_1_1, dx_coef_x_mu, mu,
             dx[ou, j] = dout[ou, j]*coef_dout[q] + x_mu*dx_coef_x_mu[q] + dx_coef_1_1[q]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_step_g0(std, inv_std_w, like):
     work = like.dtype.type
     for g in range(std.shape[0]):
@@ -1339,7 +1339,7 @@ def _backward_step_g0(std, inv_std_w, like):
         inv_std_w[g] = inv_std
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_step_g1(sum_dout, sum_dout_xhat, d, gamma, inv_std, r, std, coef_dout_w, coef_xhat_w, coef_1_w, dx_coef_x_mu_w, dx_coef_1_1_w, dgamma, dbeta, m, like):
     work = like.dtype.type
     for g in range(sum_dout.shape[0]):
@@ -1357,7 +1357,7 @@ def _backward_step_g1(sum_dout, sum_dout_xhat, d, gamma, inv_std, r, std, coef_d
         dbeta[g] = sum_dout[g]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_cols_l0(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, K, I, G, GT, like, O, dgamma_g, dbeta_g, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -1402,7 +1402,7 @@ def _backward_step_cols(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, d
         _layout.combine_outer(dbeta_g, dbeta_p)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_tall_l0(dout, x, d_g, mu_g, r_g, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, sum_dout_r, sum_dout_xhat_r, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -1421,7 +1421,7 @@ def _backward_step_tall_l0(dout, x, d_g, mu_g, r_g, gamma_p, P, K, I, G, RC, GT,
         _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_r[rc, g0:g1])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_tall_l1(dout, x, dx, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, coef_dout_a, dx_coef_1_1_a, dx_coef_x_mu_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -1475,14 +1475,14 @@ def _backward_step(lay, dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, d
         _backward_step_rows(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _forward_test_step_e_rows(x, out, mu, out_coef_1, out_coef_x_mu):
     for j in range(x.shape[0]):
         x_mu = x[j] - mu
         out[j] = x_mu*out_coef_x_mu + out_coef_1
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_test_step_rows_l0(x, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, chunks, G, O, K, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
@@ -1512,7 +1512,7 @@ def _forward_test_step_rows(x, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_
     _layout.parallel(_forward_test_step_rows_l0, chunks, (x, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, chunks, G, O, K,), x.size)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _forward_test_step_e_cols(x, out, mu, out_coef_1, out_coef_x_mu, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -1522,7 +1522,7 @@ def _forward_test_step_e_cols(x, out, mu, out_coef_1, out_coef_x_mu, o0, o1, j0,
             out[ou, j] = x_mu*out_coef_x_mu[q] + out_coef_1[q]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_test_step_g0(beta, gamma, var, std_w, r_w, d_w, out_coef_x_mu_w, out_coef_1_w, d_max, eps, r_max, like):
     work = like.dtype.type
     for g in range(beta.shape[0]):
@@ -1540,7 +1540,7 @@ def _forward_test_step_g0(beta, gamma, var, std_w, r_w, d_w, out_coef_x_mu_w, ou
         out_coef_1_w[g] = out_coef_1
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_test_step_cols_l0(x, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, K, I, G, GT, like, O, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -1563,7 +1563,7 @@ def _forward_test_step_cols(x, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_
     _layout.parallel(_forward_test_step_cols_l0, TC, (x, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, K, I, G, GT, like, O,), x.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_test_step_tall_l0(x, out, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, out_coef_1_a, out_coef_x_mu_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -1600,7 +1600,7 @@ def _forward_test_step(lay, x, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_
         _forward_test_step_rows(x, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_test_step_p1_rows(dout, x, d, inv_std, mu, r):
     sum_dout_xhat = 0.0
     sum_dout = 0.0
@@ -1610,13 +1610,13 @@ def _backward_test_step_p1_rows(dout, x, d, inv_std, mu, r):
     return (sum_dout_xhat, sum_dout,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_test_step_e_rows(dout, dx, dx_coef_dout):
     for j in range(dout.shape[0]):
         dx[j] = dout[j]*dx_coef_dout
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_test_step_rows_l0(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, r_max, P, chunks, G, O, K, dgamma_g, dbeta_g, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -1655,7 +1655,7 @@ def _backward_test_step_rows(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma
         _layout.combine_outer(dbeta_g, dbeta_p)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_test_step_p1_cols(dout, x, d, inv_std, mu, r, sum_dout_xhat, sum_dout, o0, o1, j0, j1):
     o = o0
     while o + 4 <= o1:
@@ -1676,7 +1676,7 @@ def _backward_test_step_p1_cols(dout, x, d, inv_std, mu, r, sum_dout_xhat, sum_d
             sum_dout[q] += numpy.float64(dout[ou, j])
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_test_step_e_cols(dout, dx, dx_coef_dout, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -1685,7 +1685,7 @@ def _backward_test_step_e_cols(dout, dx, dx_coef_dout, o0, o1, j0, j1):
             dx[ou, j] = dout[ou, j]*dx_coef_dout[q]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_test_step_g0(std, inv_std_w, like):
     work = like.dtype.type
     for g in range(std.shape[0]):
@@ -1693,7 +1693,7 @@ def _backward_test_step_g0(std, inv_std_w, like):
         inv_std_w[g] = inv_std
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_test_step_g1(sum_dout_xhat, sum_dout, gamma, std, dx_coef_dxhat_w, dx_coef_dout_w, dgamma, dbeta, r_max, like):
     work = like.dtype.type
     for g in range(sum_dout_xhat.shape[0]):
@@ -1705,7 +1705,7 @@ def _backward_test_step_g1(sum_dout_xhat, sum_dout, gamma, std, dx_coef_dxhat_w,
         dbeta[g] = sum_dout[g]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_test_step_cols_l0(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, r_max, P, K, I, G, GT, like, O, dgamma_g, dbeta_g, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -1744,7 +1744,7 @@ def _backward_test_step_cols(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma
         _layout.combine_outer(dbeta_g, dbeta_p)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_test_step_tall_l0(dout, x, d_g, mu_g, r_g, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, sum_dout_xhat_r, sum_dout_r, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -1763,7 +1763,7 @@ def _backward_test_step_tall_l0(dout, x, d_g, mu_g, r_g, gamma_p, P, K, I, G, RC
         _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_test_step_tall_l1(dout, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_dout_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC

@@ -28,7 +28,7 @@ _FASTMATH_ELEMENTS = {"contract", "nsz"}
 _CACHE_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "beta_shape", "gamma", "gamma_shape", "m", "std", "xhat", )
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_train_p0_rows(x, x_shift):
     sum_x_shifted = 0.0
     sum_var_shifted = 0.0
@@ -38,7 +38,7 @@ def _forward_train_p0_rows(x, x_shift):
     return (sum_x_shifted, sum_var_shifted,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _forward_train_e_rows(x, xhat, out, beta, gamma, inv_std, mu_hi, mu_lo):
     for j in range(x.shape[0]):
         x_mu_hi = x[j] - mu_hi
@@ -46,7 +46,7 @@ def _forward_train_e_rows(x, xhat, out, beta, gamma, inv_std, mu_hi, mu_lo):
         out[j] = xhat[j]*gamma + beta
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_rows_l0(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
@@ -81,7 +81,7 @@ def _forward_train_rows(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m,
     _layout.parallel(_forward_train_rows_l0, chunks, (x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K,), x.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_train_p0_cols(x, x_shift, sum_x_shifted, sum_var_shifted, o0, o1, j0, j1):
     o = o0
     while o + 4 <= o1:
@@ -102,7 +102,7 @@ def _forward_train_p0_cols(x, x_shift, sum_x_shifted, sum_var_shifted, o0, o1, j
             sum_var_shifted[q] += (numpy.float64(x[ou, j]) - numpy.float64(x_shift[q]))**2
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _forward_train_e_cols(x, xhat, out, beta, gamma, inv_std, mu_hi, mu_lo, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -113,7 +113,7 @@ def _forward_train_e_cols(x, xhat, out, beta, gamma, inv_std, mu_hi, mu_lo, o0, 
             out[ou, j] = xhat[ou, j]*gamma[q] + beta[q]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_train_g0(sum_x_shifted, sum_var_shifted, x_shift, std_w, inv_std_w, mu_hi_w, mu_lo_w, eps, m, like):
     work = like.dtype.type
     for g in range(sum_x_shifted.shape[0]):
@@ -131,7 +131,7 @@ def _forward_train_g0(sum_x_shifted, sum_var_shifted, x_shift, std_w, inv_std_w,
         mu_lo_w[g] = mu_lo
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_cols_l0(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O, like, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -165,7 +165,7 @@ def _forward_train_cols(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m,
     _layout.parallel(_forward_train_cols_l0, TC, (x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O, like,), x.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_tall_l0(x, x_shift_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_x_shifted_r, sum_var_shifted_r, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -182,7 +182,7 @@ def _forward_train_tall_l0(x, x_shift_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC
         _layout.fold(sum_var_shifted_t, K * I, sum_var_shifted_r[rc, g0:g1])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_tall_l1(x, xhat, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, mu_hi_a, mu_lo_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -230,7 +230,7 @@ def _forward_train(lay, x, xhat, out, std_g, beta_p, gamma_p, eps, m):
         _forward_train_rows(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_compact_p0_rows(dout, xhat):
     sum_dout = 0.0
     sum_dout_xhat = 0.0
@@ -240,13 +240,13 @@ def _backward_compact_p0_rows(dout, xhat):
     return (sum_dout, sum_dout_xhat,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_compact_e_rows(dout, xhat, dx, coef_1, coef_dout, coef_xhat):
     for j in range(dout.shape[0]):
         dx[j] = dout[j]*coef_dout + xhat[j]*coef_xhat + coef_1
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_rows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -282,7 +282,7 @@ def _backward_compact_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m,
         _layout.combine_outer(dbeta_g, dbeta_p)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_compact_p0_cols(dout, xhat, sum_dout, sum_dout_xhat, o0, o1, j0, j1):
     o = o0
     while o + 4 <= o1:
@@ -303,7 +303,7 @@ def _backward_compact_p0_cols(dout, xhat, sum_dout, sum_dout_xhat, o0, o1, j0, j
             sum_dout_xhat[q] += numpy.float64(dout[ou, j])*numpy.float64(xhat[ou, j])
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_compact_e_cols(dout, xhat, dx, coef_1, coef_dout, coef_xhat, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -312,7 +312,7 @@ def _backward_compact_e_cols(dout, xhat, dx, coef_1, coef_dout, coef_xhat, o0, o
             dx[ou, j] = dout[ou, j]*coef_dout[q] + xhat[ou, j]*coef_xhat[q] + coef_1[q]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_compact_g0(sum_dout, sum_dout_xhat, gamma, std, coef_dout_w, coef_xhat_w, coef_1_w, dgamma, dbeta, m, like):
     work = like.dtype.type
     for g in range(sum_dout.shape[0]):
@@ -326,7 +326,7 @@ def _backward_compact_g0(sum_dout, sum_dout_xhat, gamma, std, coef_dout_w, coef_
         dbeta[g] = sum_dout[g]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_cols_l0(dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_g, dbeta_g, like, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -362,7 +362,7 @@ def _backward_compact_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m,
         _layout.combine_outer(dbeta_g, dbeta_p)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_r, sum_dout_xhat_r, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -377,7 +377,7 @@ def _backward_compact_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, su
         _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_r[rc, g0:g1])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_a, coef_xhat_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -426,7 +426,7 @@ def _backward_compact(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m)
         _backward_compact_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_staged_p0_rows(dout, xhat, gamma):
     sum_dxhat_xhat = 0.0
     sum_dxhat = 0.0
@@ -440,13 +440,13 @@ def _backward_staged_p0_rows(dout, xhat, gamma):
     return (sum_dxhat_xhat, sum_dxhat, sum_dout_xhat, sum_dout,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_staged_e_rows(dout, xhat, dx, dx_coef_1, dx_coef_dout, dx_coef_xhat):
     for j in range(dout.shape[0]):
         dx[j] = dout[j]*dx_coef_dout + xhat[j]*dx_coef_xhat + dx_coef_1
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_rows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -489,7 +489,7 @@ def _backward_staged_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, 
         _layout.combine_outer(dbeta_g, dbeta_p)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_staged_p0_cols(dout, xhat, gamma, sum_dxhat_xhat, sum_dxhat, sum_dout_xhat, sum_dout, o0, o1, j0, j1):
     o = o0
     while o + 4 <= o1:
@@ -514,7 +514,7 @@ def _backward_staged_p0_cols(dout, xhat, gamma, sum_dxhat_xhat, sum_dxhat, sum_d
             sum_dout[q] += numpy.float64(dout[ou, j])
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_staged_e_cols(dout, xhat, dx, dx_coef_1, dx_coef_dout, dx_coef_xhat, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -523,7 +523,7 @@ def _backward_staged_e_cols(dout, xhat, dx, dx_coef_1, dx_coef_dout, dx_coef_xha
             dx[ou, j] = dout[ou, j]*dx_coef_dout[q] + xhat[ou, j]*dx_coef_xhat[q] + dx_coef_1[q]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_staged_g0(sum_dxhat_xhat, sum_dxhat, sum_dout_xhat, sum_dout, gamma, std, dx_coef_xhat_w, dx_coef_1_w, dx_coef_dout_w, dgamma, dbeta, m, like):
     work = like.dtype.type
     for g in range(sum_dxhat_xhat.shape[0]):
@@ -540,7 +540,7 @@ def _backward_staged_g0(sum_dxhat_xhat, sum_dxhat, sum_dout_xhat, sum_dout, gamm
         dbeta[g] = sum_dout[g]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_cols_l0(dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_g, dbeta_g, like, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -583,7 +583,7 @@ def _backward_staged_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, 
         _layout.combine_outer(dbeta_g, dbeta_p)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dxhat_xhat_r, sum_dxhat_r, sum_dout_xhat_r, sum_dout_r, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -603,7 +603,7 @@ def _backward_staged_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum
         _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_1_a, dx_coef_dout_a, dx_coef_xhat_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -658,7 +658,7 @@ def _backward_staged(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m):
         _backward_staged_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_step_p0_rows(x, x_shift):
     sum_x_shifted = 0.0
     sum_var_shifted = 0.0
@@ -668,14 +668,14 @@ def _forward_step_p0_rows(x, x_shift):
     return (sum_x_shifted, sum_var_shifted,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _forward_step_e_rows(x, out, mu_hi, out_coef_1, out_coef_x_mu_hi):
     for j in range(x.shape[0]):
         x_mu_hi = x[j] - mu_hi
         out[j] = x_mu_hi*out_coef_x_mu_hi + out_coef_1
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_rows_l0(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
@@ -713,7 +713,7 @@ def _forward_step_rows(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, 
     _layout.parallel(_forward_step_rows_l0, chunks, (x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K,), x.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_step_p0_cols(x, x_shift, sum_x_shifted, sum_var_shifted, o0, o1, j0, j1):
     o = o0
     while o + 4 <= o1:
@@ -734,7 +734,7 @@ def _forward_step_p0_cols(x, x_shift, sum_x_shifted, sum_var_shifted, o0, o1, j0
             sum_var_shifted[q] += (numpy.float64(x[ou, j]) - numpy.float64(x_shift[q]))**2
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _forward_step_e_cols(x, out, mu_hi, out_coef_1, out_coef_x_mu_hi, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -744,7 +744,7 @@ def _forward_step_e_cols(x, out, mu_hi, out_coef_1, out_coef_x_mu_hi, o0, o1, j0
             out[ou, j] = x_mu_hi*out_coef_x_mu_hi[q] + out_coef_1[q]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_step_g0(sum_x_shifted, sum_var_shifted, beta, gamma, x_shift, mu_w, std_w, mu_hi_w, out_coef_x_mu_hi_w, out_coef_1_w, eps, m, like):
     work = like.dtype.type
     for g in range(sum_x_shifted.shape[0]):
@@ -765,7 +765,7 @@ def _forward_step_g0(sum_x_shifted, sum_var_shifted, beta, gamma, x_shift, mu_w,
         out_coef_1_w[g] = out_coef_1
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_cols_l0(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O, like, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -797,7 +797,7 @@ def _forward_step_cols(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, 
     _layout.parallel(_forward_step_cols_l0, TC, (x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O, like,), x.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_tall_l0(x, x_shift_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_x_shifted_r, sum_var_shifted_r, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -814,7 +814,7 @@ def _forward_step_tall_l0(x, x_shift_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC,
         _layout.fold(sum_var_shifted_t, K * I, sum_var_shifted_r[rc, g0:g1])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_tall_l1(x, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, mu_hi_a, out_coef_1_a, out_coef_x_mu_hi_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -860,7 +860,7 @@ def _forward_step(lay, x, out, mu_g, std_g, beta_p, gamma_p, eps, m):
         _forward_step_rows(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_step_p1_rows(dout, x, mu):
     sum_dout = 0.0
     sum_dout_xhat_acc = 0.0
@@ -870,14 +870,14 @@ def _backward_step_p1_rows(dout, x, mu):
     return (sum_dout, sum_dout_xhat_acc,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_step_e_rows(dout, x, dx, coef_1, coef_dout, dx_coef_x_mu, mu):
     for j in range(dout.shape[0]):
         x_mu = x[j] - mu
         dx[j] = dout[j]*coef_dout + x_mu*dx_coef_x_mu + coef_1
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_rows_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -917,7 +917,7 @@ def _backward_step_rows(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m,
         _layout.combine_outer(dbeta_g, dbeta_p)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_step_p1_cols(dout, x, mu, sum_dout, sum_dout_xhat_acc, o0, o1, j0, j1):
     o = o0
     while o + 4 <= o1:
@@ -938,7 +938,7 @@ def _backward_step_p1_cols(dout, x, mu, sum_dout, sum_dout_xhat_acc, o0, o1, j0,
             sum_dout_xhat_acc[q] += numpy.float64(dout[ou, j])*(numpy.float64(x[ou, j]) - numpy.float64(mu[q]))
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_step_e_cols(dout, x, dx, coef_1, coef_dout, dx_coef_x_mu, mu, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -948,7 +948,7 @@ def _backward_step_e_cols(dout, x, dx, coef_1, coef_dout, dx_coef_x_mu, mu, o0, 
             dx[ou, j] = dout[ou, j]*coef_dout[q] + x_mu*dx_coef_x_mu[q] + coef_1[q]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_step_g0(std, inv_std_w, like):
     work = like.dtype.type
     for g in range(std.shape[0]):
@@ -956,7 +956,7 @@ def _backward_step_g0(std, inv_std_w, like):
         inv_std_w[g] = inv_std
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_step_g1(sum_dout, sum_dout_xhat_acc, gamma, inv_std, std, sum_dout_xhat_w, coef_dout_w, coef_xhat_w, coef_1_w, dx_coef_x_mu_w, dgamma, dbeta, m, like):
     work = like.dtype.type
     for g in range(sum_dout.shape[0]):
@@ -974,7 +974,7 @@ def _backward_step_g1(sum_dout, sum_dout_xhat_acc, gamma, inv_std, std, sum_dout
         dbeta[g] = sum_dout[g]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_cols_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, K, I, G, GT, like, O, dgamma_g, dbeta_g, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -1016,7 +1016,7 @@ def _backward_step_cols(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m,
         _layout.combine_outer(dbeta_g, dbeta_p)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_tall_l0(dout, x, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_r, sum_dout_xhat_acc_r, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -1032,7 +1032,7 @@ def _backward_step_tall_l0(dout, x, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, su
         _layout.fold(sum_dout_xhat_acc_t, K * I, sum_dout_xhat_acc_r[rc, g0:g1])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_tall_l1(dout, x, dx, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_a, dx_coef_x_mu_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC

@@ -28,7 +28,7 @@ _FASTMATH_ELEMENTS = {"contract", "nsz"}
 _CACHE_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "den", "eps", "norm", "out", )
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_train_p0_rows(x):
     sq = 0.0
     for j in range(x.shape[0]):
@@ -36,13 +36,13 @@ def _forward_train_p0_rows(x):
     return (sq,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _forward_train_e_rows(x, out, inv_den):
     for j in range(x.shape[0]):
         out[j] = x[j]*inv_den
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_rows_l0(x, out, norm_g, den_g, eps, P, chunks, G, O, K, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
@@ -68,7 +68,7 @@ def _forward_train_rows(x, out, norm_g, den_g, eps, P, chunks):
     _layout.parallel(_forward_train_rows_l0, chunks, (x, out, norm_g, den_g, eps, P, chunks, G, O, K,), x.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_train_p0_cols(x, sq, o0, o1, j0, j1):
     o = o0
     while o + 4 <= o1:
@@ -87,7 +87,7 @@ def _forward_train_p0_cols(x, sq, o0, o1, j0, j1):
             sq[q] += numpy.float64(x[ou, j])**2
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _forward_train_e_cols(x, out, inv_den, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -96,7 +96,7 @@ def _forward_train_e_cols(x, out, inv_den, o0, o1, j0, j1):
             out[ou, j] = x[ou, j]*inv_den[q]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_train_g0(sq, norm_w, den_w, inv_den_w, eps, like):
     work = like.dtype.type
     for g in range(sq.shape[0]):
@@ -108,7 +108,7 @@ def _forward_train_g0(sq, norm_w, den_w, inv_den_w, eps, like):
         inv_den_w[g] = inv_den
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_cols_l0(x, out, norm_g, den_g, eps, K, I, G, GT, O, like, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -130,7 +130,7 @@ def _forward_train_cols(x, out, norm_g, den_g, eps, P, K, I, G, GT):
     _layout.parallel(_forward_train_cols_l0, TC, (x, out, norm_g, den_g, eps, K, I, G, GT, O, like,), x.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_tall_l0(x, K, I, G, RC, GT, TC, O, sq_r, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -142,7 +142,7 @@ def _forward_train_tall_l0(x, K, I, G, RC, GT, TC, O, sq_r, t0, t1):
         _layout.fold(sq_t, K * I, sq_r[rc, g0:g1])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_tall_l1(x, out, K, I, G, RC, GT, TC, O, inv_den_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -176,7 +176,7 @@ def _forward_train(lay, x, out, norm_g, den_g, eps):
         _forward_train_rows(x, out, norm_g, den_g, eps, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_compact_p0_rows(dout, out):
     sum_dout_out = 0.0
     for j in range(dout.shape[0]):
@@ -184,13 +184,13 @@ def _backward_compact_p0_rows(dout, out):
     return (sum_dout_out,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_compact_e_rows(dout, out, dx, coef_dout, coef_out):
     for j in range(dout.shape[0]):
         dx[j] = dout[j]*coef_dout + out[j]*coef_out
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_rows_l0(dout, out, dx, den_g, norm_g, eps, P, chunks, G, O, K, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -215,7 +215,7 @@ def _backward_compact_rows(dout, out, dx, den_g, norm_g, eps, P, chunks):
     _layout.parallel(_backward_compact_rows_l0, chunks, (dout, out, dx, den_g, norm_g, eps, P, chunks, G, O, K,), dout.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_compact_p0_cols(dout, out, sum_dout_out, o0, o1, j0, j1):
     o = o0
     while o + 4 <= o1:
@@ -234,7 +234,7 @@ def _backward_compact_p0_cols(dout, out, sum_dout_out, o0, o1, j0, j1):
             sum_dout_out[q] += numpy.float64(dout[ou, j])*numpy.float64(out[ou, j])
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_compact_e_cols(dout, out, dx, coef_dout, coef_out, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -243,7 +243,7 @@ def _backward_compact_e_cols(dout, out, dx, coef_dout, coef_out, o0, o1, j0, j1)
             dx[ou, j] = dout[ou, j]*coef_dout[q] + out[ou, j]*coef_out[q]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_compact_g0(sum_dout_out, den, norm, coef_dout_w, coef_out_w, eps, like):
     work = like.dtype.type
     for g in range(sum_dout_out.shape[0]):
@@ -253,7 +253,7 @@ def _backward_compact_g0(sum_dout_out, den, norm, coef_dout_w, coef_out_w, eps, 
         coef_out_w[g] = coef_out
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_cols_l0(dout, out, dx, den_g, norm_g, eps, K, I, G, GT, O, like, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -277,7 +277,7 @@ def _backward_compact_cols(dout, out, dx, den_g, norm_g, eps, P, K, I, G, GT):
     _layout.parallel(_backward_compact_cols_l0, TC, (dout, out, dx, den_g, norm_g, eps, K, I, G, GT, O, like,), dout.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_tall_l0(dout, out, K, I, G, RC, GT, TC, O, sum_dout_out_r, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -289,7 +289,7 @@ def _backward_compact_tall_l0(dout, out, K, I, G, RC, GT, TC, O, sum_dout_out_r,
         _layout.fold(sum_dout_out_t, K * I, sum_dout_out_r[rc, g0:g1])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_tall_l1(dout, out, dx, K, I, G, RC, GT, TC, O, coef_dout_a, coef_out_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -325,7 +325,7 @@ def _backward_compact(lay, dout, out, dx, den_g, norm_g, eps):
         _backward_compact_rows(dout, out, dx, den_g, norm_g, eps, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_staged_p0_rows(dout, out):
     sum_dout_out = 0.0
     for j in range(dout.shape[0]):
@@ -333,13 +333,13 @@ def _backward_staged_p0_rows(dout, out):
     return (sum_dout_out,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_staged_e_rows(dout, out, dx, dx_coef_dout, dx_coef_out):
     for j in range(dout.shape[0]):
         dx[j] = dout[j]*dx_coef_dout + out[j]*dx_coef_out
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_rows_l0(dout, out, dx, den_g, norm_g, eps, P, chunks, G, O, K, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -365,7 +365,7 @@ def _backward_staged_rows(dout, out, dx, den_g, norm_g, eps, P, chunks):
     _layout.parallel(_backward_staged_rows_l0, chunks, (dout, out, dx, den_g, norm_g, eps, P, chunks, G, O, K,), dout.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_staged_p0_cols(dout, out, sum_dout_out, o0, o1, j0, j1):
     o = o0
     while o + 4 <= o1:
@@ -384,7 +384,7 @@ def _backward_staged_p0_cols(dout, out, sum_dout_out, o0, o1, j0, j1):
             sum_dout_out[q] += numpy.float64(dout[ou, j])*numpy.float64(out[ou, j])
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_staged_e_cols(dout, out, dx, dx_coef_dout, dx_coef_out, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -393,7 +393,7 @@ def _backward_staged_e_cols(dout, out, dx, dx_coef_dout, dx_coef_out, o0, o1, j0
             dx[ou, j] = dout[ou, j]*dx_coef_dout[q] + out[ou, j]*dx_coef_out[q]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_staged_g0(sum_dout_out, den, norm, dx_coef_dout_w, dx_coef_out_w, eps, like):
     work = like.dtype.type
     for g in range(sum_dout_out.shape[0]):
@@ -404,7 +404,7 @@ def _backward_staged_g0(sum_dout_out, den, norm, dx_coef_dout_w, dx_coef_out_w, 
         dx_coef_out_w[g] = dx_coef_out
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_cols_l0(dout, out, dx, den_g, norm_g, eps, K, I, G, GT, O, like, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -428,7 +428,7 @@ def _backward_staged_cols(dout, out, dx, den_g, norm_g, eps, P, K, I, G, GT):
     _layout.parallel(_backward_staged_cols_l0, TC, (dout, out, dx, den_g, norm_g, eps, K, I, G, GT, O, like,), dout.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_tall_l0(dout, out, K, I, G, RC, GT, TC, O, sum_dout_out_r, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -440,7 +440,7 @@ def _backward_staged_tall_l0(dout, out, K, I, G, RC, GT, TC, O, sum_dout_out_r, 
         _layout.fold(sum_dout_out_t, K * I, sum_dout_out_r[rc, g0:g1])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_tall_l1(dout, out, dx, K, I, G, RC, GT, TC, O, dx_coef_dout_a, dx_coef_out_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -476,7 +476,7 @@ def _backward_staged(lay, dout, out, dx, den_g, norm_g, eps):
         _backward_staged_rows(dout, out, dx, den_g, norm_g, eps, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_step_p0_rows(x):
     sq = 0.0
     for j in range(x.shape[0]):
@@ -484,13 +484,13 @@ def _forward_step_p0_rows(x):
     return (sq,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _forward_step_e_rows(x, out, inv_den):
     for j in range(x.shape[0]):
         out[j] = x[j]*inv_den
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_rows_l0(x, out, norm_g, den_g, eps, P, chunks, G, O, K, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
@@ -516,7 +516,7 @@ def _forward_step_rows(x, out, norm_g, den_g, eps, P, chunks):
     _layout.parallel(_forward_step_rows_l0, chunks, (x, out, norm_g, den_g, eps, P, chunks, G, O, K,), x.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_step_p0_cols(x, sq, o0, o1, j0, j1):
     o = o0
     while o + 4 <= o1:
@@ -535,7 +535,7 @@ def _forward_step_p0_cols(x, sq, o0, o1, j0, j1):
             sq[q] += numpy.float64(x[ou, j])**2
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _forward_step_e_cols(x, out, inv_den, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -544,7 +544,7 @@ def _forward_step_e_cols(x, out, inv_den, o0, o1, j0, j1):
             out[ou, j] = x[ou, j]*inv_den[q]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_step_g0(sq, norm_w, den_w, inv_den_w, eps, like):
     work = like.dtype.type
     for g in range(sq.shape[0]):
@@ -556,7 +556,7 @@ def _forward_step_g0(sq, norm_w, den_w, inv_den_w, eps, like):
         inv_den_w[g] = inv_den
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_cols_l0(x, out, norm_g, den_g, eps, K, I, G, GT, O, like, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -578,7 +578,7 @@ def _forward_step_cols(x, out, norm_g, den_g, eps, P, K, I, G, GT):
     _layout.parallel(_forward_step_cols_l0, TC, (x, out, norm_g, den_g, eps, K, I, G, GT, O, like,), x.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_tall_l0(x, K, I, G, RC, GT, TC, O, sq_r, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -590,7 +590,7 @@ def _forward_step_tall_l0(x, K, I, G, RC, GT, TC, O, sq_r, t0, t1):
         _layout.fold(sq_t, K * I, sq_r[rc, g0:g1])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_tall_l1(x, out, K, I, G, RC, GT, TC, O, inv_den_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -624,7 +624,7 @@ def _forward_step(lay, x, out, norm_g, den_g, eps):
         _forward_step_rows(x, out, norm_g, den_g, eps, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_step_p1_rows(dout, x):
     sum_dout_out_acc = 0.0
     for j in range(dout.shape[0]):
@@ -632,14 +632,14 @@ def _backward_step_p1_rows(dout, x):
     return (sum_dout_out_acc,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_step_e_rows(dout, x, dx, coef_dout, coef_out, inv_den):
     for j in range(dout.shape[0]):
         out = x[j]*inv_den
         dx[j] = dout[j]*coef_dout + out*coef_out
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_rows_l0(dout, x, dx, den_g, norm_g, eps, P, chunks, G, O, K, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -666,7 +666,7 @@ def _backward_step_rows(dout, x, dx, den_g, norm_g, eps, P, chunks):
     _layout.parallel(_backward_step_rows_l0, chunks, (dout, x, dx, den_g, norm_g, eps, P, chunks, G, O, K,), dout.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_step_p1_cols(dout, x, sum_dout_out_acc, o0, o1, j0, j1):
     o = o0
     while o + 4 <= o1:
@@ -685,7 +685,7 @@ def _backward_step_p1_cols(dout, x, sum_dout_out_acc, o0, o1, j0, j1):
             sum_dout_out_acc[q] += numpy.float64(dout[ou, j])*numpy.float64(x[ou, j])
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_step_e_cols(dout, x, dx, coef_dout, coef_out, inv_den, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -695,7 +695,7 @@ def _backward_step_e_cols(dout, x, dx, coef_dout, coef_out, inv_den, o0, o1, j0,
             dx[ou, j] = dout[ou, j]*coef_dout[q] + out*coef_out[q]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_step_g0(den, inv_den_w, like):
     work = like.dtype.type
     for g in range(den.shape[0]):
@@ -703,7 +703,7 @@ def _backward_step_g0(den, inv_den_w, like):
         inv_den_w[g] = inv_den
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_step_g1(sum_dout_out_acc, den, norm, sum_dout_out_w, coef_dout_w, coef_out_w, eps, like):
     work = like.dtype.type
     for g in range(sum_dout_out_acc.shape[0]):
@@ -715,7 +715,7 @@ def _backward_step_g1(sum_dout_out_acc, den, norm, sum_dout_out_w, coef_dout_w, 
         coef_out_w[g] = coef_out
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_cols_l0(dout, x, dx, den_g, norm_g, eps, K, I, G, GT, like, O, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -743,7 +743,7 @@ def _backward_step_cols(dout, x, dx, den_g, norm_g, eps, P, K, I, G, GT):
     _layout.parallel(_backward_step_cols_l0, TC, (dout, x, dx, den_g, norm_g, eps, K, I, G, GT, like, O,), dout.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_tall_l0(dout, x, K, I, G, RC, GT, TC, O, sum_dout_out_acc_r, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -755,7 +755,7 @@ def _backward_step_tall_l0(dout, x, K, I, G, RC, GT, TC, O, sum_dout_out_acc_r, 
         _layout.fold(sum_dout_out_acc_t, K * I, sum_dout_out_acc_r[rc, g0:g1])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_tall_l1(dout, x, dx, K, I, G, RC, GT, TC, O, coef_dout_a, coef_out_a, inv_den_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC

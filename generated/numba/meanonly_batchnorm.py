@@ -27,7 +27,7 @@ _FASTMATH_ELEMENTS = {"contract", "nsz"}
 _CACHE_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "beta_shape", "m", )
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_train_p0_rows(x):
     sum_x = 0.0
     for j in range(x.shape[0]):
@@ -35,14 +35,14 @@ def _forward_train_p0_rows(x):
     return (sum_x,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _forward_train_e_rows(x, out, mu_hi, out_coef_1):
     for j in range(x.shape[0]):
         x_mu_hi = x[j] - mu_hi
         out[j] = x_mu_hi + out_coef_1
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_rows_l0(x, out, mu_g, beta_p, m, P, chunks, G, O, K, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
@@ -69,7 +69,7 @@ def _forward_train_rows(x, out, mu_g, beta_p, m, P, chunks):
     _layout.parallel(_forward_train_rows_l0, chunks, (x, out, mu_g, beta_p, m, P, chunks, G, O, K,), x.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_train_p0_cols(x, sum_x, o0, o1, j0, j1):
     o = o0
     while o + 4 <= o1:
@@ -88,7 +88,7 @@ def _forward_train_p0_cols(x, sum_x, o0, o1, j0, j1):
             sum_x[q] += numpy.float64(x[ou, j])
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _forward_train_e_cols(x, out, mu_hi, out_coef_1, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -98,7 +98,7 @@ def _forward_train_e_cols(x, out, mu_hi, out_coef_1, o0, o1, j0, j1):
             out[ou, j] = x_mu_hi + out_coef_1[q]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_train_g0(sum_x, beta, mu_w, mu_hi_w, out_coef_1_w, m, like):
     work = like.dtype.type
     for g in range(sum_x.shape[0]):
@@ -111,7 +111,7 @@ def _forward_train_g0(sum_x, beta, mu_w, mu_hi_w, out_coef_1_w, m, like):
         out_coef_1_w[g] = out_coef_1
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_cols_l0(x, out, mu_g, beta_p, m, P, K, I, G, GT, O, like, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -136,7 +136,7 @@ def _forward_train_cols(x, out, mu_g, beta_p, m, P, K, I, G, GT):
     _layout.parallel(_forward_train_cols_l0, TC, (x, out, mu_g, beta_p, m, P, K, I, G, GT, O, like,), x.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_tall_l0(x, beta_p, P, K, I, G, RC, GT, TC, O, sum_x_r, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -149,7 +149,7 @@ def _forward_train_tall_l0(x, beta_p, P, K, I, G, RC, GT, TC, O, sum_x_r, t0, t1
         _layout.fold(sum_x_t, K * I, sum_x_r[rc, g0:g1])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_tall_l1(x, out, beta_p, P, K, I, G, RC, GT, TC, O, mu_hi_a, out_coef_1_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -187,14 +187,14 @@ def _forward_train(lay, x, out, mu_g, beta_p, m):
         _forward_train_rows(x, out, mu_g, beta_p, m, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _forward_test_e_rows(x, out, beta, mu):
     for j in range(x.shape[0]):
         xc = x[j] - mu
         out[j] = xc + beta
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_test_rows_l0(x, out, mu_g, beta_p, P, chunks, G, O, K, c0, c1):
     for c in range(c0, c1):
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -211,7 +211,7 @@ def _forward_test_rows(x, out, mu_g, beta_p, P, chunks):
     _layout.parallel(_forward_test_rows_l0, chunks, (x, out, mu_g, beta_p, P, chunks, G, O, K,), x.size)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _forward_test_e_cols(x, out, beta, mu, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -221,7 +221,7 @@ def _forward_test_e_cols(x, out, beta, mu, o0, o1, j0, j1):
             out[ou, j] = xc + beta[q]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_test_cols_l0(x, out, mu_g, beta_p, P, K, I, G, GT, O, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -238,7 +238,7 @@ def _forward_test_cols(x, out, mu_g, beta_p, P, K, I, G, GT):
     _layout.parallel(_forward_test_cols_l0, TC, (x, out, mu_g, beta_p, P, K, I, G, GT, O,), x.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_test_tall_l0(x, out, mu_g, beta_p, P, K, I, G, RC, GT, TC, O, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -268,7 +268,7 @@ def _forward_test(lay, x, out, mu_g, beta_p):
         _forward_test_rows(x, out, mu_g, beta_p, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_compact_p0_rows(dout):
     sum_dout = 0.0
     for j in range(dout.shape[0]):
@@ -276,13 +276,13 @@ def _backward_compact_p0_rows(dout):
     return (sum_dout,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_compact_e_rows(dout, dx, coef_1):
     for j in range(dout.shape[0]):
         dx[j] = dout[j] + coef_1
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_rows_l0(dout, dx, m, P, chunks, G, O, K, dbeta_g, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -308,7 +308,7 @@ def _backward_compact_rows(dout, dx, dbeta_p, m, P, chunks):
         _layout.combine_outer(dbeta_g, dbeta_p)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_compact_p0_cols(dout, sum_dout, o0, o1, j0, j1):
     o = o0
     while o + 4 <= o1:
@@ -327,7 +327,7 @@ def _backward_compact_p0_cols(dout, sum_dout, o0, o1, j0, j1):
             sum_dout[q] += numpy.float64(dout[ou, j])
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_compact_e_cols(dout, dx, coef_1, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -336,7 +336,7 @@ def _backward_compact_e_cols(dout, dx, coef_1, o0, o1, j0, j1):
             dx[ou, j] = dout[ou, j] + coef_1[q]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_compact_g0(sum_dout, coef_1_w, dbeta, m, like):
     work = like.dtype.type
     for g in range(sum_dout.shape[0]):
@@ -345,7 +345,7 @@ def _backward_compact_g0(sum_dout, coef_1_w, dbeta, m, like):
         dbeta[g] = sum_dout[g]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_cols_l0(dout, dx, m, K, I, G, GT, O, dbeta_g, like, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -370,7 +370,7 @@ def _backward_compact_cols(dout, dx, dbeta_p, m, P, K, I, G, GT):
         _layout.combine_outer(dbeta_g, dbeta_p)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_tall_l0(dout, K, I, G, RC, GT, TC, O, sum_dout_r, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -382,7 +382,7 @@ def _backward_compact_tall_l0(dout, K, I, G, RC, GT, TC, O, sum_dout_r, t0, t1):
         _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_tall_l1(dout, dx, K, I, G, RC, GT, TC, O, coef_1_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -419,7 +419,7 @@ def _backward_compact(lay, dout, dx, dbeta_p, m):
         _backward_compact_rows(dout, dx, dbeta_p, m, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_staged_p0_rows(dout):
     sum_dxc = 0.0
     sum_dout = 0.0
@@ -429,14 +429,14 @@ def _backward_staged_p0_rows(dout):
     return (sum_dxc, sum_dout,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_staged_e_rows(dout, dx, dx_coef_1):
     for j in range(dout.shape[0]):
         dxc = dout[j]
         dx[j] = dxc + dx_coef_1
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_rows_l0(dout, dx, m, P, chunks, G, O, K, dbeta_g, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -465,7 +465,7 @@ def _backward_staged_rows(dout, dx, dbeta_p, m, P, chunks):
         _layout.combine_outer(dbeta_g, dbeta_p)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_staged_p0_cols(dout, sum_dxc, sum_dout, o0, o1, j0, j1):
     o = o0
     while o + 4 <= o1:
@@ -486,7 +486,7 @@ def _backward_staged_p0_cols(dout, sum_dxc, sum_dout, o0, o1, j0, j1):
             sum_dout[q] += numpy.float64(dout[ou, j])
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_staged_e_cols(dout, dx, dx_coef_1, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -496,7 +496,7 @@ def _backward_staged_e_cols(dout, dx, dx_coef_1, o0, o1, j0, j1):
             dx[ou, j] = dxc + dx_coef_1[q]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_staged_g0(sum_dxc, sum_dout, dx_coef_1_w, dbeta, m, like):
     work = like.dtype.type
     for g in range(sum_dxc.shape[0]):
@@ -506,7 +506,7 @@ def _backward_staged_g0(sum_dxc, sum_dout, dx_coef_1_w, dbeta, m, like):
         dbeta[g] = sum_dout[g]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_cols_l0(dout, dx, m, K, I, G, GT, O, dbeta_g, like, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -534,7 +534,7 @@ def _backward_staged_cols(dout, dx, dbeta_p, m, P, K, I, G, GT):
         _layout.combine_outer(dbeta_g, dbeta_p)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_tall_l0(dout, K, I, G, RC, GT, TC, O, sum_dxc_r, sum_dout_r, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -548,7 +548,7 @@ def _backward_staged_tall_l0(dout, K, I, G, RC, GT, TC, O, sum_dxc_r, sum_dout_r
         _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_tall_l1(dout, dx, K, I, G, RC, GT, TC, O, dx_coef_1_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -588,7 +588,7 @@ def _backward_staged(lay, dout, dx, dbeta_p, m):
         _backward_staged_rows(dout, dx, dbeta_p, m, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_test_p0_rows(dout):
     sum_dout = 0.0
     for j in range(dout.shape[0]):
@@ -596,14 +596,14 @@ def _backward_test_p0_rows(dout):
     return (sum_dout,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_test_e_rows(dout, dx):
     for j in range(dout.shape[0]):
         dxc = dout[j]
         dx[j] = dxc
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_test_rows_l0(dout, dx, P, chunks, G, O, K, dbeta_g, c0, c1):
     for c in range(c0, c1):
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -627,7 +627,7 @@ def _backward_test_rows(dout, dx, dbeta_p, P, chunks):
         _layout.combine_outer(dbeta_g, dbeta_p)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_test_p0_cols(dout, sum_dout, o0, o1, j0, j1):
     o = o0
     while o + 4 <= o1:
@@ -646,7 +646,7 @@ def _backward_test_p0_cols(dout, sum_dout, o0, o1, j0, j1):
             sum_dout[q] += numpy.float64(dout[ou, j])
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_test_e_cols(dout, dx, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -656,13 +656,13 @@ def _backward_test_e_cols(dout, dx, o0, o1, j0, j1):
             dx[ou, j] = dxc
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_test_g0(sum_dout, dbeta):
     for g in range(sum_dout.shape[0]):
         dbeta[g] = sum_dout[g]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_test_cols_l0(dout, dx, K, I, G, GT, O, dbeta_g, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -684,7 +684,7 @@ def _backward_test_cols(dout, dx, dbeta_p, P, K, I, G, GT):
         _layout.combine_outer(dbeta_g, dbeta_p)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_test_tall_l0(dout, K, I, G, RC, GT, TC, O, sum_dout_r, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -696,7 +696,7 @@ def _backward_test_tall_l0(dout, K, I, G, RC, GT, TC, O, sum_dout_r, t0, t1):
         _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_test_tall_l1(dout, dx, K, I, G, RC, GT, TC, O, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -730,7 +730,7 @@ def _backward_test(lay, dout, dx, dbeta_p):
         _backward_test_rows(dout, dx, dbeta_p, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_step_p0_rows(x):
     sum_x = 0.0
     for j in range(x.shape[0]):
@@ -738,14 +738,14 @@ def _forward_step_p0_rows(x):
     return (sum_x,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _forward_step_e_rows(x, out, mu_hi, out_coef_1):
     for j in range(x.shape[0]):
         x_mu_hi = x[j] - mu_hi
         out[j] = x_mu_hi + out_coef_1
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_rows_l0(x, out, mu_g, beta_p, m, P, chunks, G, O, K, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
@@ -772,7 +772,7 @@ def _forward_step_rows(x, out, mu_g, beta_p, m, P, chunks):
     _layout.parallel(_forward_step_rows_l0, chunks, (x, out, mu_g, beta_p, m, P, chunks, G, O, K,), x.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_step_p0_cols(x, sum_x, o0, o1, j0, j1):
     o = o0
     while o + 4 <= o1:
@@ -791,7 +791,7 @@ def _forward_step_p0_cols(x, sum_x, o0, o1, j0, j1):
             sum_x[q] += numpy.float64(x[ou, j])
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _forward_step_e_cols(x, out, mu_hi, out_coef_1, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -801,7 +801,7 @@ def _forward_step_e_cols(x, out, mu_hi, out_coef_1, o0, o1, j0, j1):
             out[ou, j] = x_mu_hi + out_coef_1[q]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_step_g0(sum_x, beta, mu_w, mu_hi_w, out_coef_1_w, m, like):
     work = like.dtype.type
     for g in range(sum_x.shape[0]):
@@ -814,7 +814,7 @@ def _forward_step_g0(sum_x, beta, mu_w, mu_hi_w, out_coef_1_w, m, like):
         out_coef_1_w[g] = out_coef_1
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_cols_l0(x, out, mu_g, beta_p, m, P, K, I, G, GT, O, like, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -839,7 +839,7 @@ def _forward_step_cols(x, out, mu_g, beta_p, m, P, K, I, G, GT):
     _layout.parallel(_forward_step_cols_l0, TC, (x, out, mu_g, beta_p, m, P, K, I, G, GT, O, like,), x.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_tall_l0(x, beta_p, P, K, I, G, RC, GT, TC, O, sum_x_r, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -852,7 +852,7 @@ def _forward_step_tall_l0(x, beta_p, P, K, I, G, RC, GT, TC, O, sum_x_r, t0, t1)
         _layout.fold(sum_x_t, K * I, sum_x_r[rc, g0:g1])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_tall_l1(x, out, beta_p, P, K, I, G, RC, GT, TC, O, mu_hi_a, out_coef_1_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -890,7 +890,7 @@ def _forward_step(lay, x, out, mu_g, beta_p, m):
         _forward_step_rows(x, out, mu_g, beta_p, m, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_step_p0_rows(dout):
     sum_dout = 0.0
     for j in range(dout.shape[0]):
@@ -898,13 +898,13 @@ def _backward_step_p0_rows(dout):
     return (sum_dout,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_step_e_rows(dout, dx, coef_1):
     for j in range(dout.shape[0]):
         dx[j] = dout[j] + coef_1
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_rows_l0(dout, dx, m, P, chunks, G, O, K, dbeta_g, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -930,7 +930,7 @@ def _backward_step_rows(dout, dx, dbeta_p, m, P, chunks):
         _layout.combine_outer(dbeta_g, dbeta_p)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_step_p0_cols(dout, sum_dout, o0, o1, j0, j1):
     o = o0
     while o + 4 <= o1:
@@ -949,7 +949,7 @@ def _backward_step_p0_cols(dout, sum_dout, o0, o1, j0, j1):
             sum_dout[q] += numpy.float64(dout[ou, j])
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_step_e_cols(dout, dx, coef_1, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -958,7 +958,7 @@ def _backward_step_e_cols(dout, dx, coef_1, o0, o1, j0, j1):
             dx[ou, j] = dout[ou, j] + coef_1[q]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_step_g0(sum_dout, coef_1_w, dbeta, m, like):
     work = like.dtype.type
     for g in range(sum_dout.shape[0]):
@@ -967,7 +967,7 @@ def _backward_step_g0(sum_dout, coef_1_w, dbeta, m, like):
         dbeta[g] = sum_dout[g]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_cols_l0(dout, dx, m, K, I, G, GT, O, dbeta_g, like, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -992,7 +992,7 @@ def _backward_step_cols(dout, dx, dbeta_p, m, P, K, I, G, GT):
         _layout.combine_outer(dbeta_g, dbeta_p)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_tall_l0(dout, K, I, G, RC, GT, TC, O, sum_dout_r, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -1004,7 +1004,7 @@ def _backward_step_tall_l0(dout, K, I, G, RC, GT, TC, O, sum_dout_r, t0, t1):
         _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_tall_l1(dout, dx, K, I, G, RC, GT, TC, O, coef_1_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -1041,14 +1041,14 @@ def _backward_step(lay, dout, dx, dbeta_p, m):
         _backward_step_rows(dout, dx, dbeta_p, m, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _forward_test_step_e_rows(x, out, beta, mu):
     for j in range(x.shape[0]):
         xc = x[j] - mu
         out[j] = xc + beta
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_test_step_rows_l0(x, out, mu_g, beta_p, P, chunks, G, O, K, c0, c1):
     for c in range(c0, c1):
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -1065,7 +1065,7 @@ def _forward_test_step_rows(x, out, mu_g, beta_p, P, chunks):
     _layout.parallel(_forward_test_step_rows_l0, chunks, (x, out, mu_g, beta_p, P, chunks, G, O, K,), x.size)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _forward_test_step_e_cols(x, out, beta, mu, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -1075,7 +1075,7 @@ def _forward_test_step_e_cols(x, out, beta, mu, o0, o1, j0, j1):
             out[ou, j] = xc + beta[q]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_test_step_cols_l0(x, out, mu_g, beta_p, P, K, I, G, GT, O, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -1092,7 +1092,7 @@ def _forward_test_step_cols(x, out, mu_g, beta_p, P, K, I, G, GT):
     _layout.parallel(_forward_test_step_cols_l0, TC, (x, out, mu_g, beta_p, P, K, I, G, GT, O,), x.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_test_step_tall_l0(x, out, mu_g, beta_p, P, K, I, G, RC, GT, TC, O, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -1122,7 +1122,7 @@ def _forward_test_step(lay, x, out, mu_g, beta_p):
         _forward_test_step_rows(x, out, mu_g, beta_p, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_test_step_p0_rows(dout):
     sum_dout = 0.0
     for j in range(dout.shape[0]):
@@ -1130,14 +1130,14 @@ def _backward_test_step_p0_rows(dout):
     return (sum_dout,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_test_step_e_rows(dout, dx):
     for j in range(dout.shape[0]):
         dxc = dout[j]
         dx[j] = dxc
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_test_step_rows_l0(dout, dx, P, chunks, G, O, K, dbeta_g, c0, c1):
     for c in range(c0, c1):
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -1161,7 +1161,7 @@ def _backward_test_step_rows(dout, dx, dbeta_p, P, chunks):
         _layout.combine_outer(dbeta_g, dbeta_p)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_test_step_p0_cols(dout, sum_dout, o0, o1, j0, j1):
     o = o0
     while o + 4 <= o1:
@@ -1180,7 +1180,7 @@ def _backward_test_step_p0_cols(dout, sum_dout, o0, o1, j0, j1):
             sum_dout[q] += numpy.float64(dout[ou, j])
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_test_step_e_cols(dout, dx, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -1190,13 +1190,13 @@ def _backward_test_step_e_cols(dout, dx, o0, o1, j0, j1):
             dx[ou, j] = dxc
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_test_step_g0(sum_dout, dbeta):
     for g in range(sum_dout.shape[0]):
         dbeta[g] = sum_dout[g]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_test_step_cols_l0(dout, dx, K, I, G, GT, O, dbeta_g, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -1218,7 +1218,7 @@ def _backward_test_step_cols(dout, dx, dbeta_p, P, K, I, G, GT):
         _layout.combine_outer(dbeta_g, dbeta_p)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_test_step_tall_l0(dout, K, I, G, RC, GT, TC, O, sum_dout_r, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -1230,7 +1230,7 @@ def _backward_test_step_tall_l0(dout, K, I, G, RC, GT, TC, O, sum_dout_r, t0, t1
         _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_test_step_tall_l1(dout, dx, K, I, G, RC, GT, TC, O, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC

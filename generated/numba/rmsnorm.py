@@ -28,7 +28,7 @@ _FASTMATH_ELEMENTS = {"contract", "nsz"}
 _CACHE_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "gamma", "gamma_shape", "m", "std", "xhat", )
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_train_p0_rows(x):
     sum_var = 0.0
     for j in range(x.shape[0]):
@@ -36,14 +36,14 @@ def _forward_train_p0_rows(x):
     return (sum_var,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _forward_train_e_rows(x, xhat, out, gamma, inv_std):
     for j in range(x.shape[0]):
         xhat[j] = x[j]*inv_std
         out[j] = gamma*xhat[j]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_rows_l0(x, xhat, out, std_g, gamma_p, eps, m, P, chunks, G, O, K, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
@@ -69,7 +69,7 @@ def _forward_train_rows(x, xhat, out, std_g, gamma_p, eps, m, P, chunks):
     _layout.parallel(_forward_train_rows_l0, chunks, (x, xhat, out, std_g, gamma_p, eps, m, P, chunks, G, O, K,), x.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_train_p0_krows(x):
     sum_var = 0.0
     for j in range(x.shape[0]):
@@ -77,14 +77,14 @@ def _forward_train_p0_krows(x):
     return (sum_var,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _forward_train_e_krows(x, xhat, out, gamma, inv_std):
     for j in range(x.shape[0]):
         xhat[j] = x[j]*inv_std
         out[j] = gamma[j]*xhat[j]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_krows_l0(x, xhat, out, std_g, gamma_p, eps, m, P, chunks, G, O, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
@@ -107,7 +107,7 @@ def _forward_train_krows(x, xhat, out, std_g, gamma_p, eps, m, P, chunks):
     _layout.parallel(_forward_train_krows_l0, chunks, (x, xhat, out, std_g, gamma_p, eps, m, P, chunks, G, O,), x.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_train_p0_cols(x, sum_var, o0, o1, j0, j1):
     o = o0
     while o + 4 <= o1:
@@ -126,7 +126,7 @@ def _forward_train_p0_cols(x, sum_var, o0, o1, j0, j1):
             sum_var[q] += numpy.float64(x[ou, j])**2
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _forward_train_e_cols(x, xhat, out, gamma, inv_std, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -136,7 +136,7 @@ def _forward_train_e_cols(x, xhat, out, gamma, inv_std, o0, o1, j0, j1):
             out[ou, j] = gamma[q]*xhat[ou, j]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_train_g0(sum_var, std_w, inv_std_w, eps, m, like):
     work = like.dtype.type
     for g in range(sum_var.shape[0]):
@@ -147,7 +147,7 @@ def _forward_train_g0(sum_var, std_w, inv_std_w, eps, m, like):
         inv_std_w[g] = inv_std
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_cols_l0(x, xhat, out, std_g, gamma_p, eps, m, P, K, I, G, GT, O, like, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -170,7 +170,7 @@ def _forward_train_cols(x, xhat, out, std_g, gamma_p, eps, m, P, K, I, G, GT):
     _layout.parallel(_forward_train_cols_l0, TC, (x, xhat, out, std_g, gamma_p, eps, m, P, K, I, G, GT, O, like,), x.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_tall_l0(x, K, I, G, RC, GT, TC, O, sum_var_r, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -182,7 +182,7 @@ def _forward_train_tall_l0(x, K, I, G, RC, GT, TC, O, sum_var_r, t0, t1):
         _layout.fold(sum_var_t, K * I, sum_var_r[rc, g0:g1])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_tall_l1(x, xhat, out, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -219,7 +219,7 @@ def _forward_train(lay, x, xhat, out, std_g, gamma_p, eps, m):
         _forward_train_rows(x, xhat, out, std_g, gamma_p, eps, m, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_compact_p0_rows(dout, xhat, gamma):
     sum_dout_gamma_xhat = 0.0
     dgamma = 0.0
@@ -229,13 +229,13 @@ def _backward_compact_p0_rows(dout, xhat, gamma):
     return (sum_dout_gamma_xhat, dgamma,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_compact_e_rows(dout, xhat, dx, coef_dout_gamma, coef_xhat, gamma):
     for j in range(dout.shape[0]):
         dx[j] = dout[j]*gamma*coef_dout_gamma + xhat[j]*coef_xhat
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_rows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -264,7 +264,7 @@ def _backward_compact_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, chunk
     _layout.combine_chunks(dgamma_c, dgamma_p)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_compact_p0_krows(dout, xhat, gamma, dgamma):
     sum_dout_gamma_xhat = 0.0
     for j in range(dout.shape[0]):
@@ -273,13 +273,13 @@ def _backward_compact_p0_krows(dout, xhat, gamma, dgamma):
     return (sum_dout_gamma_xhat,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_compact_e_krows(dout, xhat, dx, coef_dout_gamma, coef_xhat, gamma):
     for j in range(dout.shape[0]):
         dx[j] = dout[j]*gamma[j]*coef_dout_gamma + xhat[j]*coef_xhat
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_krows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, K, G, O, dgamma_c, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -308,7 +308,7 @@ def _backward_compact_krows(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, chun
     _layout.combine_chunks(dgamma_c, dgamma_p)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_compact_p0_cols(dout, xhat, gamma, sum_dout_gamma_xhat, dgamma, o0, o1, j0, j1):
     o = o0
     while o + 4 <= o1:
@@ -329,7 +329,7 @@ def _backward_compact_p0_cols(dout, xhat, gamma, sum_dout_gamma_xhat, dgamma, o0
             dgamma[q] += dout[ou, j]*xhat[ou, j]
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_compact_e_cols(dout, xhat, dx, coef_dout_gamma, coef_xhat, gamma, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -338,7 +338,7 @@ def _backward_compact_e_cols(dout, xhat, dx, coef_dout_gamma, coef_xhat, gamma, 
             dx[ou, j] = dout[ou, j]*gamma[q]*coef_dout_gamma[q] + xhat[ou, j]*coef_xhat[q]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_compact_g0(sum_dout_gamma_xhat, std, coef_dout_gamma_w, coef_xhat_w, m, like):
     work = like.dtype.type
     for g in range(sum_dout_gamma_xhat.shape[0]):
@@ -348,7 +348,7 @@ def _backward_compact_g0(sum_dout_gamma_xhat, std, coef_dout_gamma_w, coef_xhat_
         coef_xhat_w[g] = coef_xhat
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_cols_l0(dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_c, like, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -377,7 +377,7 @@ def _backward_compact_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, K, I,
     _layout.combine_chunks(dgamma_c, dgamma_p)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_gamma_xhat_r, dgamma_c, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -392,7 +392,7 @@ def _backward_compact_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, su
         _layout.fold_varying(dgamma_t, g0, g1, K, I, P, dgamma_c[t])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, coef_dout_gamma_a, coef_xhat_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -433,7 +433,7 @@ def _backward_compact(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, m):
         _backward_compact_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_staged_p0_rows(dout, xhat, gamma):
     sum_dxhat_xhat = 0.0
     dgamma = 0.0
@@ -443,14 +443,14 @@ def _backward_staged_p0_rows(dout, xhat, gamma):
     return (sum_dxhat_xhat, dgamma,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_staged_e_rows(dout, xhat, dx, dx_coef_dxhat, dx_coef_xhat, gamma):
     for j in range(dout.shape[0]):
         dxhat = dout[j]*gamma
         dx[j] = dxhat*dx_coef_dxhat + xhat[j]*dx_coef_xhat
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_rows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -480,7 +480,7 @@ def _backward_staged_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, chunks
     _layout.combine_chunks(dgamma_c, dgamma_p)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_staged_p0_krows(dout, xhat, gamma, dgamma):
     sum_dxhat_xhat = 0.0
     for j in range(dout.shape[0]):
@@ -489,14 +489,14 @@ def _backward_staged_p0_krows(dout, xhat, gamma, dgamma):
     return (sum_dxhat_xhat,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_staged_e_krows(dout, xhat, dx, dx_coef_dxhat, dx_coef_xhat, gamma):
     for j in range(dout.shape[0]):
         dxhat = dout[j]*gamma[j]
         dx[j] = dxhat*dx_coef_dxhat + xhat[j]*dx_coef_xhat
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_krows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, K, G, O, dgamma_c, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -526,7 +526,7 @@ def _backward_staged_krows(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, chunk
     _layout.combine_chunks(dgamma_c, dgamma_p)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_staged_p0_cols(dout, xhat, gamma, sum_dxhat_xhat, dgamma, o0, o1, j0, j1):
     o = o0
     while o + 4 <= o1:
@@ -547,7 +547,7 @@ def _backward_staged_p0_cols(dout, xhat, gamma, sum_dxhat_xhat, dgamma, o0, o1, 
             dgamma[q] += dout[ou, j]*xhat[ou, j]
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_staged_e_cols(dout, xhat, dx, dx_coef_dxhat, dx_coef_xhat, gamma, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -557,7 +557,7 @@ def _backward_staged_e_cols(dout, xhat, dx, dx_coef_dxhat, dx_coef_xhat, gamma, 
             dx[ou, j] = dxhat*dx_coef_dxhat[q] + xhat[ou, j]*dx_coef_xhat[q]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_staged_g0(sum_dxhat_xhat, std, dx_coef_dxhat_w, dx_coef_xhat_w, m, like):
     work = like.dtype.type
     for g in range(sum_dxhat_xhat.shape[0]):
@@ -568,7 +568,7 @@ def _backward_staged_g0(sum_dxhat_xhat, std, dx_coef_dxhat_w, dx_coef_xhat_w, m,
         dx_coef_xhat_w[g] = dx_coef_xhat
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_cols_l0(dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_c, like, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -597,7 +597,7 @@ def _backward_staged_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, K, I, 
     _layout.combine_chunks(dgamma_c, dgamma_p)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dxhat_xhat_r, dgamma_c, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -612,7 +612,7 @@ def _backward_staged_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum
         _layout.fold_varying(dgamma_t, g0, g1, K, I, P, dgamma_c[t])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_dxhat_a, dx_coef_xhat_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -653,7 +653,7 @@ def _backward_staged(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, m):
         _backward_staged_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_step_p0_rows(x):
     sum_var = 0.0
     for j in range(x.shape[0]):
@@ -661,14 +661,14 @@ def _forward_step_p0_rows(x):
     return (sum_var,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _forward_step_e_rows(x, out, gamma, inv_std):
     for j in range(x.shape[0]):
         xhat = x[j]*inv_std
         out[j] = gamma*xhat
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_rows_l0(x, out, std_g, gamma_p, eps, m, P, chunks, G, O, K, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
@@ -694,7 +694,7 @@ def _forward_step_rows(x, out, std_g, gamma_p, eps, m, P, chunks):
     _layout.parallel(_forward_step_rows_l0, chunks, (x, out, std_g, gamma_p, eps, m, P, chunks, G, O, K,), x.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_step_p0_krows(x):
     sum_var = 0.0
     for j in range(x.shape[0]):
@@ -702,14 +702,14 @@ def _forward_step_p0_krows(x):
     return (sum_var,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _forward_step_e_krows(x, out, gamma, inv_std):
     for j in range(x.shape[0]):
         xhat = x[j]*inv_std
         out[j] = gamma[j]*xhat
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_krows_l0(x, out, std_g, gamma_p, eps, m, P, chunks, G, O, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
@@ -732,7 +732,7 @@ def _forward_step_krows(x, out, std_g, gamma_p, eps, m, P, chunks):
     _layout.parallel(_forward_step_krows_l0, chunks, (x, out, std_g, gamma_p, eps, m, P, chunks, G, O,), x.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_step_p0_cols(x, sum_var, o0, o1, j0, j1):
     o = o0
     while o + 4 <= o1:
@@ -751,7 +751,7 @@ def _forward_step_p0_cols(x, sum_var, o0, o1, j0, j1):
             sum_var[q] += numpy.float64(x[ou, j])**2
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _forward_step_e_cols(x, out, gamma, inv_std, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -761,7 +761,7 @@ def _forward_step_e_cols(x, out, gamma, inv_std, o0, o1, j0, j1):
             out[ou, j] = gamma[q]*xhat
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_step_g0(sum_var, std_w, inv_std_w, eps, m, like):
     work = like.dtype.type
     for g in range(sum_var.shape[0]):
@@ -772,7 +772,7 @@ def _forward_step_g0(sum_var, std_w, inv_std_w, eps, m, like):
         inv_std_w[g] = inv_std
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_cols_l0(x, out, std_g, gamma_p, eps, m, P, K, I, G, GT, O, like, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -795,7 +795,7 @@ def _forward_step_cols(x, out, std_g, gamma_p, eps, m, P, K, I, G, GT):
     _layout.parallel(_forward_step_cols_l0, TC, (x, out, std_g, gamma_p, eps, m, P, K, I, G, GT, O, like,), x.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_tall_l0(x, K, I, G, RC, GT, TC, O, sum_var_r, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -807,7 +807,7 @@ def _forward_step_tall_l0(x, K, I, G, RC, GT, TC, O, sum_var_r, t0, t1):
         _layout.fold(sum_var_t, K * I, sum_var_r[rc, g0:g1])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_tall_l1(x, out, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -844,7 +844,7 @@ def _forward_step(lay, x, out, std_g, gamma_p, eps, m):
         _forward_step_rows(x, out, std_g, gamma_p, eps, m, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_step_p1_rows(dout, x, gamma, inv_std):
     sum_dout_gamma_xhat_acc = 0.0
     dgamma = 0.0
@@ -854,14 +854,14 @@ def _backward_step_p1_rows(dout, x, gamma, inv_std):
     return (sum_dout_gamma_xhat_acc, dgamma,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_step_e_rows(dout, x, dx, coef_dout_gamma, coef_xhat, gamma, inv_std):
     for j in range(dout.shape[0]):
         xhat = x[j]*inv_std
         dx[j] = dout[j]*gamma*coef_dout_gamma + xhat*coef_xhat
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_rows_l0(dout, x, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -892,7 +892,7 @@ def _backward_step_rows(dout, x, dx, std_g, gamma_p, dgamma_p, m, P, chunks):
     _layout.combine_chunks(dgamma_c, dgamma_p)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_step_p1_krows(dout, x, gamma, inv_std, dgamma):
     sum_dout_gamma_xhat_acc = 0.0
     for j in range(dout.shape[0]):
@@ -901,14 +901,14 @@ def _backward_step_p1_krows(dout, x, gamma, inv_std, dgamma):
     return (sum_dout_gamma_xhat_acc,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_step_e_krows(dout, x, dx, coef_dout_gamma, coef_xhat, gamma, inv_std):
     for j in range(dout.shape[0]):
         xhat = x[j]*inv_std
         dx[j] = dout[j]*gamma[j]*coef_dout_gamma + xhat*coef_xhat
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_krows_l0(dout, x, dx, std_g, gamma_p, m, P, chunks, K, G, O, dgamma_c, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -939,7 +939,7 @@ def _backward_step_krows(dout, x, dx, std_g, gamma_p, dgamma_p, m, P, chunks):
     _layout.combine_chunks(dgamma_c, dgamma_p)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_step_p1_cols(dout, x, gamma, inv_std, sum_dout_gamma_xhat_acc, dgamma, o0, o1, j0, j1):
     o = o0
     while o + 4 <= o1:
@@ -960,7 +960,7 @@ def _backward_step_p1_cols(dout, x, gamma, inv_std, sum_dout_gamma_xhat_acc, dga
             dgamma[q] += dout[ou, j]*x[ou, j]*inv_std[q]
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_step_e_cols(dout, x, dx, coef_dout_gamma, coef_xhat, gamma, inv_std, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -970,7 +970,7 @@ def _backward_step_e_cols(dout, x, dx, coef_dout_gamma, coef_xhat, gamma, inv_st
             dx[ou, j] = dout[ou, j]*gamma[q]*coef_dout_gamma[q] + xhat*coef_xhat[q]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_step_g0(std, inv_std_w, like):
     work = like.dtype.type
     for g in range(std.shape[0]):
@@ -978,7 +978,7 @@ def _backward_step_g0(std, inv_std_w, like):
         inv_std_w[g] = inv_std
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_step_g1(sum_dout_gamma_xhat_acc, std, sum_dout_gamma_xhat_w, coef_dout_gamma_w, coef_xhat_w, m, like):
     work = like.dtype.type
     for g in range(sum_dout_gamma_xhat_acc.shape[0]):
@@ -990,7 +990,7 @@ def _backward_step_g1(sum_dout_gamma_xhat_acc, std, sum_dout_gamma_xhat_w, coef_
         coef_xhat_w[g] = coef_xhat
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_cols_l0(dout, x, dx, std_g, gamma_p, m, P, K, I, G, GT, like, O, dgamma_c, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -1024,7 +1024,7 @@ def _backward_step_cols(dout, x, dx, std_g, gamma_p, dgamma_p, m, P, K, I, G, GT
     _layout.combine_chunks(dgamma_c, dgamma_p)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_tall_l0(dout, x, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, sum_dout_gamma_xhat_acc_r, dgamma_c, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -1040,7 +1040,7 @@ def _backward_step_tall_l0(dout, x, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_
         _layout.fold_varying(dgamma_t, g0, g1, K, I, P, dgamma_c[t])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_tall_l1(dout, x, dx, gamma_p, P, K, I, G, RC, GT, TC, O, coef_dout_gamma_a, coef_xhat_a, inv_std_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC

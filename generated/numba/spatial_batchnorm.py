@@ -28,7 +28,7 @@ _FASTMATH_ELEMENTS = {"contract", "nsz"}
 _CACHE_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "beta_shape", "gamma", "gamma_shape", "m", "std", "xhat", )
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_train_p0_rows(x, x_shift):
     sum_x_shifted = 0.0
     sum_var_shifted = 0.0
@@ -38,7 +38,7 @@ def _forward_train_p0_rows(x, x_shift):
     return (sum_x_shifted, sum_var_shifted,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _forward_train_e_rows(x, xhat, out, beta, gamma, inv_std, mu_hi, mu_lo):
     for j in range(x.shape[0]):
         x_mu_hi = x[j] - mu_hi
@@ -46,7 +46,7 @@ def _forward_train_e_rows(x, xhat, out, beta, gamma, inv_std, mu_hi, mu_lo):
         out[j] = xhat[j]*gamma + beta
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_rows_l0(x, xhat, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
@@ -83,7 +83,7 @@ def _forward_train_rows(x, xhat, out, x_shift_g, mu_g, var_g, std_g, beta_p, gam
     _layout.parallel(_forward_train_rows_l0, chunks, (x, xhat, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K,), x.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_train_p0_cols(x, x_shift, sum_x_shifted, sum_var_shifted, o0, o1, j0, j1):
     o = o0
     while o + 4 <= o1:
@@ -104,7 +104,7 @@ def _forward_train_p0_cols(x, x_shift, sum_x_shifted, sum_var_shifted, o0, o1, j
             sum_var_shifted[q] += (numpy.float64(x[ou, j]) - numpy.float64(x_shift[q]))**2
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _forward_train_e_cols(x, xhat, out, beta, gamma, inv_std, mu_hi, mu_lo, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -115,7 +115,7 @@ def _forward_train_e_cols(x, xhat, out, beta, gamma, inv_std, mu_hi, mu_lo, o0, 
             out[ou, j] = xhat[ou, j]*gamma[q] + beta[q]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_train_g0(sum_x_shifted, sum_var_shifted, x_shift, mu_w, var_w, std_w, inv_std_w, mu_hi_w, mu_lo_w, eps, m, like):
     work = like.dtype.type
     for g in range(sum_x_shifted.shape[0]):
@@ -135,7 +135,7 @@ def _forward_train_g0(sum_x_shifted, sum_var_shifted, x_shift, mu_w, var_w, std_
         mu_lo_w[g] = mu_lo
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_cols_l0(x, xhat, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O, like, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -169,7 +169,7 @@ def _forward_train_cols(x, xhat, out, x_shift_g, mu_g, var_g, std_g, beta_p, gam
     _layout.parallel(_forward_train_cols_l0, TC, (x, xhat, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O, like,), x.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_tall_l0(x, x_shift_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_x_shifted_r, sum_var_shifted_r, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -186,7 +186,7 @@ def _forward_train_tall_l0(x, x_shift_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC
         _layout.fold(sum_var_shifted_t, K * I, sum_var_shifted_r[rc, g0:g1])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_tall_l1(x, xhat, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, mu_hi_a, mu_lo_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -234,14 +234,14 @@ def _forward_train(lay, x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, 
         _forward_train_rows(x, xhat, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _forward_test_e_rows(x, xhat, out, beta, gamma, inv_std, mu):
     for j in range(x.shape[0]):
         xhat[j] = inv_std*(x[j] - mu)
         out[j] = xhat[j]*gamma + beta
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_test_rows_l0(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, chunks, G, O, K, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
@@ -264,7 +264,7 @@ def _forward_test_rows(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P
     _layout.parallel(_forward_test_rows_l0, chunks, (x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, chunks, G, O, K,), x.size)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _forward_test_e_cols(x, xhat, out, beta, gamma, inv_std, mu, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -274,7 +274,7 @@ def _forward_test_e_cols(x, xhat, out, beta, gamma, inv_std, mu, o0, o1, j0, j1)
             out[ou, j] = xhat[ou, j]*gamma[q] + beta[q]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_test_g0(var, std_w, inv_std_w, eps, like):
     work = like.dtype.type
     for g in range(var.shape[0]):
@@ -284,7 +284,7 @@ def _forward_test_g0(var, std_w, inv_std_w, eps, like):
         inv_std_w[g] = inv_std
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_test_cols_l0(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, K, I, G, GT, like, O, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -307,7 +307,7 @@ def _forward_test_cols(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P
     _layout.parallel(_forward_test_cols_l0, TC, (x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, K, I, G, GT, like, O,), x.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_test_tall_l0(x, xhat, out, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -344,7 +344,7 @@ def _forward_test(lay, x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps):
         _forward_test_rows(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_compact_p0_rows(dout, xhat):
     sum_dout = 0.0
     sum_dout_xhat = 0.0
@@ -354,13 +354,13 @@ def _backward_compact_p0_rows(dout, xhat):
     return (sum_dout, sum_dout_xhat,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_compact_e_rows(dout, xhat, dx, coef_1, coef_dout, coef_xhat):
     for j in range(dout.shape[0]):
         dx[j] = dout[j]*coef_dout + xhat[j]*coef_xhat + coef_1
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_rows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -396,7 +396,7 @@ def _backward_compact_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m,
         _layout.combine_outer(dbeta_g, dbeta_p)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_compact_p0_cols(dout, xhat, sum_dout, sum_dout_xhat, o0, o1, j0, j1):
     o = o0
     while o + 4 <= o1:
@@ -417,7 +417,7 @@ def _backward_compact_p0_cols(dout, xhat, sum_dout, sum_dout_xhat, o0, o1, j0, j
             sum_dout_xhat[q] += numpy.float64(dout[ou, j])*numpy.float64(xhat[ou, j])
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_compact_e_cols(dout, xhat, dx, coef_1, coef_dout, coef_xhat, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -426,7 +426,7 @@ def _backward_compact_e_cols(dout, xhat, dx, coef_1, coef_dout, coef_xhat, o0, o
             dx[ou, j] = dout[ou, j]*coef_dout[q] + xhat[ou, j]*coef_xhat[q] + coef_1[q]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_compact_g0(sum_dout, sum_dout_xhat, gamma, std, coef_dout_w, coef_xhat_w, coef_1_w, dgamma, dbeta, m, like):
     work = like.dtype.type
     for g in range(sum_dout.shape[0]):
@@ -440,7 +440,7 @@ def _backward_compact_g0(sum_dout, sum_dout_xhat, gamma, std, coef_dout_w, coef_
         dbeta[g] = sum_dout[g]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_cols_l0(dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_g, dbeta_g, like, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -476,7 +476,7 @@ def _backward_compact_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m,
         _layout.combine_outer(dbeta_g, dbeta_p)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_r, sum_dout_xhat_r, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -491,7 +491,7 @@ def _backward_compact_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, su
         _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_r[rc, g0:g1])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_a, coef_xhat_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -540,7 +540,7 @@ def _backward_compact(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m)
         _backward_compact_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_staged_p0_rows(dout, xhat, gamma):
     sum_dxhat_xhat = 0.0
     sum_dxhat = 0.0
@@ -554,13 +554,13 @@ def _backward_staged_p0_rows(dout, xhat, gamma):
     return (sum_dxhat_xhat, sum_dxhat, sum_dout_xhat, sum_dout,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_staged_e_rows(dout, xhat, dx, dx_coef_1, dx_coef_dout, dx_coef_xhat):
     for j in range(dout.shape[0]):
         dx[j] = dout[j]*dx_coef_dout + xhat[j]*dx_coef_xhat + dx_coef_1
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_rows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -603,7 +603,7 @@ def _backward_staged_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, 
         _layout.combine_outer(dbeta_g, dbeta_p)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_staged_p0_cols(dout, xhat, gamma, sum_dxhat_xhat, sum_dxhat, sum_dout_xhat, sum_dout, o0, o1, j0, j1):
     o = o0
     while o + 4 <= o1:
@@ -628,7 +628,7 @@ def _backward_staged_p0_cols(dout, xhat, gamma, sum_dxhat_xhat, sum_dxhat, sum_d
             sum_dout[q] += numpy.float64(dout[ou, j])
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_staged_e_cols(dout, xhat, dx, dx_coef_1, dx_coef_dout, dx_coef_xhat, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -637,7 +637,7 @@ def _backward_staged_e_cols(dout, xhat, dx, dx_coef_1, dx_coef_dout, dx_coef_xha
             dx[ou, j] = dout[ou, j]*dx_coef_dout[q] + xhat[ou, j]*dx_coef_xhat[q] + dx_coef_1[q]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_staged_g0(sum_dxhat_xhat, sum_dxhat, sum_dout_xhat, sum_dout, gamma, std, dx_coef_xhat_w, dx_coef_1_w, dx_coef_dout_w, dgamma, dbeta, m, like):
     work = like.dtype.type
     for g in range(sum_dxhat_xhat.shape[0]):
@@ -654,7 +654,7 @@ def _backward_staged_g0(sum_dxhat_xhat, sum_dxhat, sum_dout_xhat, sum_dout, gamm
         dbeta[g] = sum_dout[g]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_cols_l0(dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_g, dbeta_g, like, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -697,7 +697,7 @@ def _backward_staged_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, 
         _layout.combine_outer(dbeta_g, dbeta_p)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dxhat_xhat_r, sum_dxhat_r, sum_dout_xhat_r, sum_dout_r, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -717,7 +717,7 @@ def _backward_staged_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum
         _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_1_a, dx_coef_dout_a, dx_coef_xhat_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -772,7 +772,7 @@ def _backward_staged(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m):
         _backward_staged_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_test_p0_rows(dout, xhat):
     sum_dout_xhat = 0.0
     sum_dout = 0.0
@@ -782,13 +782,13 @@ def _backward_test_p0_rows(dout, xhat):
     return (sum_dout_xhat, sum_dout,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_test_e_rows(dout, dx, dx_coef_dout):
     for j in range(dout.shape[0]):
         dx[j] = dout[j]*dx_coef_dout
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_test_rows_l0(dout, xhat, dx, std_g, gamma_p, P, chunks, G, O, K, dgamma_g, dbeta_g, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -823,7 +823,7 @@ def _backward_test_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, P, ch
         _layout.combine_outer(dbeta_g, dbeta_p)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_test_p0_cols(dout, xhat, sum_dout_xhat, sum_dout, o0, o1, j0, j1):
     o = o0
     while o + 4 <= o1:
@@ -844,7 +844,7 @@ def _backward_test_p0_cols(dout, xhat, sum_dout_xhat, sum_dout, o0, o1, j0, j1):
             sum_dout[q] += numpy.float64(dout[ou, j])
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_test_e_cols(dout, dx, dx_coef_dout, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -853,7 +853,7 @@ def _backward_test_e_cols(dout, dx, dx_coef_dout, o0, o1, j0, j1):
             dx[ou, j] = dout[ou, j]*dx_coef_dout[q]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_test_g0(sum_dout_xhat, sum_dout, gamma, std, dx_coef_dout_w, dgamma, dbeta, like):
     work = like.dtype.type
     for g in range(sum_dout_xhat.shape[0]):
@@ -864,7 +864,7 @@ def _backward_test_g0(sum_dout_xhat, sum_dout, gamma, std, dx_coef_dout_w, dgamm
         dbeta[g] = sum_dout[g]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_test_cols_l0(dout, xhat, dx, std_g, gamma_p, P, K, I, G, GT, O, dgamma_g, dbeta_g, like, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -896,7 +896,7 @@ def _backward_test_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, P, K,
         _layout.combine_outer(dbeta_g, dbeta_p)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_test_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_xhat_r, sum_dout_r, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -911,7 +911,7 @@ def _backward_test_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_d
         _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_test_tall_l1(dout, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_dout_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -956,7 +956,7 @@ def _backward_test(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p):
         _backward_test_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_step_p0_rows(x, x_shift):
     sum_x_shifted = 0.0
     sum_var_shifted = 0.0
@@ -966,14 +966,14 @@ def _forward_step_p0_rows(x, x_shift):
     return (sum_x_shifted, sum_var_shifted,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _forward_step_e_rows(x, out, mu_hi, out_coef_1, out_coef_x_mu_hi):
     for j in range(x.shape[0]):
         x_mu_hi = x[j] - mu_hi
         out[j] = x_mu_hi*out_coef_x_mu_hi + out_coef_1
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_rows_l0(x, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
@@ -1012,7 +1012,7 @@ def _forward_step_rows(x, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, e
     _layout.parallel(_forward_step_rows_l0, chunks, (x, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K,), x.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_step_p0_cols(x, x_shift, sum_x_shifted, sum_var_shifted, o0, o1, j0, j1):
     o = o0
     while o + 4 <= o1:
@@ -1033,7 +1033,7 @@ def _forward_step_p0_cols(x, x_shift, sum_x_shifted, sum_var_shifted, o0, o1, j0
             sum_var_shifted[q] += (numpy.float64(x[ou, j]) - numpy.float64(x_shift[q]))**2
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _forward_step_e_cols(x, out, mu_hi, out_coef_1, out_coef_x_mu_hi, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -1043,7 +1043,7 @@ def _forward_step_e_cols(x, out, mu_hi, out_coef_1, out_coef_x_mu_hi, o0, o1, j0
             out[ou, j] = x_mu_hi*out_coef_x_mu_hi[q] + out_coef_1[q]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_step_g0(sum_x_shifted, sum_var_shifted, beta, gamma, x_shift, mu_w, var_w, std_w, mu_hi_w, out_coef_x_mu_hi_w, out_coef_1_w, eps, m, like):
     work = like.dtype.type
     for g in range(sum_x_shifted.shape[0]):
@@ -1065,7 +1065,7 @@ def _forward_step_g0(sum_x_shifted, sum_var_shifted, beta, gamma, x_shift, mu_w,
         out_coef_1_w[g] = out_coef_1
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_cols_l0(x, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O, like, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -1097,7 +1097,7 @@ def _forward_step_cols(x, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, e
     _layout.parallel(_forward_step_cols_l0, TC, (x, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O, like,), x.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_tall_l0(x, x_shift_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_x_shifted_r, sum_var_shifted_r, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -1114,7 +1114,7 @@ def _forward_step_tall_l0(x, x_shift_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC,
         _layout.fold(sum_var_shifted_t, K * I, sum_var_shifted_r[rc, g0:g1])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_tall_l1(x, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, mu_hi_a, out_coef_1_a, out_coef_x_mu_hi_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -1160,7 +1160,7 @@ def _forward_step(lay, x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m):
         _forward_step_rows(x, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_step_p1_rows(dout, x, mu):
     sum_dout = 0.0
     sum_dout_xhat_acc = 0.0
@@ -1170,14 +1170,14 @@ def _backward_step_p1_rows(dout, x, mu):
     return (sum_dout, sum_dout_xhat_acc,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_step_e_rows(dout, x, dx, coef_1, coef_dout, dx_coef_x_mu, mu):
     for j in range(dout.shape[0]):
         x_mu = x[j] - mu
         dx[j] = dout[j]*coef_dout + x_mu*dx_coef_x_mu + coef_1
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_rows_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -1217,7 +1217,7 @@ def _backward_step_rows(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m,
         _layout.combine_outer(dbeta_g, dbeta_p)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_step_p1_cols(dout, x, mu, sum_dout, sum_dout_xhat_acc, o0, o1, j0, j1):
     o = o0
     while o + 4 <= o1:
@@ -1238,7 +1238,7 @@ def _backward_step_p1_cols(dout, x, mu, sum_dout, sum_dout_xhat_acc, o0, o1, j0,
             sum_dout_xhat_acc[q] += numpy.float64(dout[ou, j])*(numpy.float64(x[ou, j]) - numpy.float64(mu[q]))
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_step_e_cols(dout, x, dx, coef_1, coef_dout, dx_coef_x_mu, mu, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -1248,7 +1248,7 @@ def _backward_step_e_cols(dout, x, dx, coef_1, coef_dout, dx_coef_x_mu, mu, o0, 
             dx[ou, j] = dout[ou, j]*coef_dout[q] + x_mu*dx_coef_x_mu[q] + coef_1[q]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_step_g0(std, inv_std_w, like):
     work = like.dtype.type
     for g in range(std.shape[0]):
@@ -1256,7 +1256,7 @@ def _backward_step_g0(std, inv_std_w, like):
         inv_std_w[g] = inv_std
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_step_g1(sum_dout, sum_dout_xhat_acc, gamma, inv_std, std, sum_dout_xhat_w, coef_dout_w, coef_xhat_w, coef_1_w, dx_coef_x_mu_w, dgamma, dbeta, m, like):
     work = like.dtype.type
     for g in range(sum_dout.shape[0]):
@@ -1274,7 +1274,7 @@ def _backward_step_g1(sum_dout, sum_dout_xhat_acc, gamma, inv_std, std, sum_dout
         dbeta[g] = sum_dout[g]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_cols_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, K, I, G, GT, like, O, dgamma_g, dbeta_g, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -1316,7 +1316,7 @@ def _backward_step_cols(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m,
         _layout.combine_outer(dbeta_g, dbeta_p)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_tall_l0(dout, x, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_r, sum_dout_xhat_acc_r, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -1332,7 +1332,7 @@ def _backward_step_tall_l0(dout, x, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, su
         _layout.fold(sum_dout_xhat_acc_t, K * I, sum_dout_xhat_acc_r[rc, g0:g1])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_tall_l1(dout, x, dx, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_a, dx_coef_x_mu_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -1386,14 +1386,14 @@ def _backward_step(lay, dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m)
         _backward_step_rows(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _forward_test_step_e_rows(x, out, beta, mu, out_coef_x_mu):
     for j in range(x.shape[0]):
         x_mu = x[j] - mu
         out[j] = x_mu*out_coef_x_mu + beta
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_test_step_rows_l0(x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, chunks, G, O, K, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
@@ -1417,7 +1417,7 @@ def _forward_test_step_rows(x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P,
     _layout.parallel(_forward_test_step_rows_l0, chunks, (x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, chunks, G, O, K,), x.size)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _forward_test_step_e_cols(x, out, beta, mu, out_coef_x_mu, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -1427,7 +1427,7 @@ def _forward_test_step_e_cols(x, out, beta, mu, out_coef_x_mu, o0, o1, j0, j1):
             out[ou, j] = x_mu*out_coef_x_mu[q] + beta[q]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_test_step_g0(gamma, var, std_w, out_coef_x_mu_w, eps, like):
     work = like.dtype.type
     for g in range(gamma.shape[0]):
@@ -1438,7 +1438,7 @@ def _forward_test_step_g0(gamma, var, std_w, out_coef_x_mu_w, eps, like):
         out_coef_x_mu_w[g] = out_coef_x_mu
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_test_step_cols_l0(x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, K, I, G, GT, like, O, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -1460,7 +1460,7 @@ def _forward_test_step_cols(x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P,
     _layout.parallel(_forward_test_step_cols_l0, TC, (x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, K, I, G, GT, like, O,), x.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_test_step_tall_l0(x, out, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, out_coef_x_mu_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -1496,7 +1496,7 @@ def _forward_test_step(lay, x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps):
         _forward_test_step_rows(x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_test_step_p1_rows(dout, x, mu):
     sum_dout_xhat_acc = 0.0
     sum_dout = 0.0
@@ -1506,13 +1506,13 @@ def _backward_test_step_p1_rows(dout, x, mu):
     return (sum_dout_xhat_acc, sum_dout,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_test_step_e_rows(dout, dx, dx_coef_dout):
     for j in range(dout.shape[0]):
         dx[j] = dout[j]*dx_coef_dout
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_test_step_rows_l0(dout, x, dx, mu_g, std_g, gamma_p, P, chunks, G, O, K, dgamma_g, dbeta_g, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -1550,7 +1550,7 @@ def _backward_test_step_rows(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_
         _layout.combine_outer(dbeta_g, dbeta_p)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_test_step_p1_cols(dout, x, mu, sum_dout_xhat_acc, sum_dout, o0, o1, j0, j1):
     o = o0
     while o + 4 <= o1:
@@ -1571,7 +1571,7 @@ def _backward_test_step_p1_cols(dout, x, mu, sum_dout_xhat_acc, sum_dout, o0, o1
             sum_dout[q] += numpy.float64(dout[ou, j])
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_test_step_e_cols(dout, dx, dx_coef_dout, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -1580,14 +1580,14 @@ def _backward_test_step_e_cols(dout, dx, dx_coef_dout, o0, o1, j0, j1):
             dx[ou, j] = dout[ou, j]*dx_coef_dout[q]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_test_step_g0(std, like):
     work = like.dtype.type
     for g in range(std.shape[0]):
         inv_std = 1/std[g]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_test_step_g1(sum_dout_xhat_acc, sum_dout, gamma, std, dx_coef_dxhat_w, dx_coef_dout_w, dgamma, dbeta, like):
     work = like.dtype.type
     for g in range(sum_dout_xhat_acc.shape[0]):
@@ -1600,7 +1600,7 @@ def _backward_test_step_g1(sum_dout_xhat_acc, sum_dout, gamma, std, dx_coef_dxha
         dbeta[g] = sum_dout[g]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_test_step_cols_l0(dout, x, dx, mu_g, std_g, gamma_p, P, K, I, G, GT, like, O, dgamma_g, dbeta_g, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -1635,7 +1635,7 @@ def _backward_test_step_cols(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_
         _layout.combine_outer(dbeta_g, dbeta_p)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_test_step_tall_l0(dout, x, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_xhat_acc_r, sum_dout_r, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -1651,7 +1651,7 @@ def _backward_test_step_tall_l0(dout, x, mu_g, gamma_p, P, K, I, G, RC, GT, TC, 
         _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_test_step_tall_l1(dout, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_dout_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC

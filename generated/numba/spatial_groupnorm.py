@@ -28,7 +28,7 @@ _FASTMATH_ELEMENTS = {"contract", "nsz"}
 _CACHE_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "beta_shape", "gamma", "gamma_shape", "m", "std", "xhat", )
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_train_p0_rows(x, x_shift):
     sum_x_shifted = 0.0
     sum_var_shifted = 0.0
@@ -38,7 +38,7 @@ def _forward_train_p0_rows(x, x_shift):
     return (sum_x_shifted, sum_var_shifted,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _forward_train_e_rows(x, xhat, out, beta, gamma, inv_std, mu_hi, mu_lo):
     for j in range(x.shape[0]):
         x_mu_hi = x[j] - mu_hi
@@ -46,7 +46,7 @@ def _forward_train_e_rows(x, xhat, out, beta, gamma, inv_std, mu_hi, mu_lo):
         out[j] = beta + gamma*xhat[j]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_rows_l0(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
@@ -81,7 +81,7 @@ def _forward_train_rows(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m,
     _layout.parallel(_forward_train_rows_l0, chunks, (x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K,), x.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_train_p0_krows(x, x_shift):
     sum_x_shifted = 0.0
     sum_var_shifted = 0.0
@@ -91,7 +91,7 @@ def _forward_train_p0_krows(x, x_shift):
     return (sum_x_shifted, sum_var_shifted,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _forward_train_e_krows(x, xhat, out, beta, gamma, inv_std, mu_hi, mu_lo):
     for j in range(x.shape[0]):
         x_mu_hi = x[j] - mu_hi
@@ -99,7 +99,7 @@ def _forward_train_e_krows(x, xhat, out, beta, gamma, inv_std, mu_hi, mu_lo):
         out[j] = beta[j] + gamma[j]*xhat[j]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_krows_l0(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
@@ -130,7 +130,7 @@ def _forward_train_krows(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m
     _layout.parallel(_forward_train_krows_l0, chunks, (x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O,), x.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_train_p0_cols(x, x_shift, sum_x_shifted, sum_var_shifted, o0, o1, j0, j1):
     o = o0
     while o + 4 <= o1:
@@ -151,7 +151,7 @@ def _forward_train_p0_cols(x, x_shift, sum_x_shifted, sum_var_shifted, o0, o1, j
             sum_var_shifted[q] += (numpy.float64(x[ou, j]) - numpy.float64(x_shift[q]))**2
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _forward_train_e_cols(x, xhat, out, beta, gamma, inv_std, mu_hi, mu_lo, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -162,7 +162,7 @@ def _forward_train_e_cols(x, xhat, out, beta, gamma, inv_std, mu_hi, mu_lo, o0, 
             out[ou, j] = beta[q] + gamma[q]*xhat[ou, j]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_train_g0(sum_x_shifted, sum_var_shifted, x_shift, std_w, inv_std_w, mu_hi_w, mu_lo_w, eps, m, like):
     work = like.dtype.type
     for g in range(sum_x_shifted.shape[0]):
@@ -180,7 +180,7 @@ def _forward_train_g0(sum_x_shifted, sum_var_shifted, x_shift, std_w, inv_std_w,
         mu_lo_w[g] = mu_lo
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_cols_l0(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O, like, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -212,7 +212,7 @@ def _forward_train_cols(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m,
     _layout.parallel(_forward_train_cols_l0, TC, (x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O, like,), x.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_tall_l0(x, x_shift_g, K, I, G, RC, GT, TC, O, sum_x_shifted_r, sum_var_shifted_r, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -227,7 +227,7 @@ def _forward_train_tall_l0(x, x_shift_g, K, I, G, RC, GT, TC, O, sum_x_shifted_r
         _layout.fold(sum_var_shifted_t, K * I, sum_var_shifted_r[rc, g0:g1])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_tall_l1(x, xhat, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, mu_hi_a, mu_lo_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -273,7 +273,7 @@ def _forward_train(lay, x, xhat, out, std_g, beta_p, gamma_p, eps, m):
         _forward_train_rows(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_compact_p0_rows(dout, xhat, gamma):
     sum_dout_gamma = 0.0
     sum_dout_gamma_xhat = 0.0
@@ -287,13 +287,13 @@ def _backward_compact_p0_rows(dout, xhat, gamma):
     return (sum_dout_gamma, sum_dout_gamma_xhat, dgamma, dbeta,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_compact_e_rows(dout, xhat, dx, coef_1, coef_dout_gamma, coef_xhat, gamma):
     for j in range(dout.shape[0]):
         dx[j] = dout[j]*gamma*coef_dout_gamma + xhat[j]*coef_xhat + coef_1
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_rows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c, dbeta_c, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -328,7 +328,7 @@ def _backward_compact_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m,
     _layout.combine_chunks(dbeta_c, dbeta_p)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_compact_p0_krows(dout, xhat, gamma, dgamma, dbeta):
     sum_dout_gamma = 0.0
     sum_dout_gamma_xhat = 0.0
@@ -340,13 +340,13 @@ def _backward_compact_p0_krows(dout, xhat, gamma, dgamma, dbeta):
     return (sum_dout_gamma, sum_dout_gamma_xhat,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_compact_e_krows(dout, xhat, dx, coef_1, coef_dout_gamma, coef_xhat, gamma):
     for j in range(dout.shape[0]):
         dx[j] = dout[j]*gamma[j]*coef_dout_gamma + xhat[j]*coef_xhat + coef_1
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_krows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, K, G, O, dgamma_c, dbeta_c, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -383,7 +383,7 @@ def _backward_compact_krows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m
     _layout.combine_chunks(dbeta_c, dbeta_p)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_compact_p0_cols(dout, xhat, gamma, sum_dout_gamma, sum_dout_gamma_xhat, dgamma, dbeta, o0, o1, j0, j1):
     o = o0
     while o + 4 <= o1:
@@ -408,7 +408,7 @@ def _backward_compact_p0_cols(dout, xhat, gamma, sum_dout_gamma, sum_dout_gamma_
             dbeta[q] += dout[ou, j]
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_compact_e_cols(dout, xhat, dx, coef_1, coef_dout_gamma, coef_xhat, gamma, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -417,7 +417,7 @@ def _backward_compact_e_cols(dout, xhat, dx, coef_1, coef_dout_gamma, coef_xhat,
             dx[ou, j] = dout[ou, j]*gamma[q]*coef_dout_gamma[q] + xhat[ou, j]*coef_xhat[q] + coef_1[q]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_compact_g0(sum_dout_gamma, sum_dout_gamma_xhat, std, coef_dout_gamma_w, coef_xhat_w, coef_1_w, m, like):
     work = like.dtype.type
     for g in range(sum_dout_gamma.shape[0]):
@@ -429,7 +429,7 @@ def _backward_compact_g0(sum_dout_gamma, sum_dout_gamma_xhat, std, coef_dout_gam
         coef_1_w[g] = coef_1
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_cols_l0(dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_c, dbeta_c, like, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -467,7 +467,7 @@ def _backward_compact_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m,
     _layout.combine_chunks(dbeta_c, dbeta_p)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_gamma_r, sum_dout_gamma_xhat_r, dgamma_c, dbeta_c, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -486,7 +486,7 @@ def _backward_compact_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, su
         _layout.fold_varying(dbeta_t, g0, g1, K, I, P, dbeta_c[t])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_gamma_a, coef_xhat_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -534,7 +534,7 @@ def _backward_compact(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m)
         _backward_compact_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_staged_p0_rows(dout, xhat, gamma):
     sum_dxhat_xhat = 0.0
     sum_dxhat = 0.0
@@ -548,14 +548,14 @@ def _backward_staged_p0_rows(dout, xhat, gamma):
     return (sum_dxhat_xhat, sum_dxhat, dgamma, dbeta,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_staged_e_rows(dout, xhat, dx, dx_coef_1, dx_coef_dxhat, dx_coef_xhat, gamma):
     for j in range(dout.shape[0]):
         dxhat = dout[j]*gamma
         dx[j] = dxhat*dx_coef_dxhat + xhat[j]*dx_coef_xhat + dx_coef_1
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_rows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c, dbeta_c, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -592,7 +592,7 @@ def _backward_staged_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, 
     _layout.combine_chunks(dbeta_c, dbeta_p)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_staged_p0_krows(dout, xhat, gamma, dgamma, dbeta):
     sum_dxhat_xhat = 0.0
     sum_dxhat = 0.0
@@ -604,14 +604,14 @@ def _backward_staged_p0_krows(dout, xhat, gamma, dgamma, dbeta):
     return (sum_dxhat_xhat, sum_dxhat,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_staged_e_krows(dout, xhat, dx, dx_coef_1, dx_coef_dxhat, dx_coef_xhat, gamma):
     for j in range(dout.shape[0]):
         dxhat = dout[j]*gamma[j]
         dx[j] = dxhat*dx_coef_dxhat + xhat[j]*dx_coef_xhat + dx_coef_1
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_krows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, K, G, O, dgamma_c, dbeta_c, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -650,7 +650,7 @@ def _backward_staged_krows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m,
     _layout.combine_chunks(dbeta_c, dbeta_p)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_staged_p0_cols(dout, xhat, gamma, sum_dxhat_xhat, sum_dxhat, dgamma, dbeta, o0, o1, j0, j1):
     o = o0
     while o + 4 <= o1:
@@ -675,7 +675,7 @@ def _backward_staged_p0_cols(dout, xhat, gamma, sum_dxhat_xhat, sum_dxhat, dgamm
             dbeta[q] += dout[ou, j]
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_staged_e_cols(dout, xhat, dx, dx_coef_1, dx_coef_dxhat, dx_coef_xhat, gamma, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -685,7 +685,7 @@ def _backward_staged_e_cols(dout, xhat, dx, dx_coef_1, dx_coef_dxhat, dx_coef_xh
             dx[ou, j] = dxhat*dx_coef_dxhat[q] + xhat[ou, j]*dx_coef_xhat[q] + dx_coef_1[q]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_staged_g0(sum_dxhat_xhat, sum_dxhat, std, dx_coef_dxhat_w, dx_coef_xhat_w, dx_coef_1_w, m, like):
     work = like.dtype.type
     for g in range(sum_dxhat_xhat.shape[0]):
@@ -699,7 +699,7 @@ def _backward_staged_g0(sum_dxhat_xhat, sum_dxhat, std, dx_coef_dxhat_w, dx_coef
         dx_coef_1_w[g] = dx_coef_1
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_cols_l0(dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_c, dbeta_c, like, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -737,7 +737,7 @@ def _backward_staged_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, 
     _layout.combine_chunks(dbeta_c, dbeta_p)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dxhat_xhat_r, sum_dxhat_r, dgamma_c, dbeta_c, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -756,7 +756,7 @@ def _backward_staged_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum
         _layout.fold_varying(dbeta_t, g0, g1, K, I, P, dbeta_c[t])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_1_a, dx_coef_dxhat_a, dx_coef_xhat_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -804,7 +804,7 @@ def _backward_staged(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m):
         _backward_staged_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_step_p0_rows(x, x_shift):
     sum_x_shifted = 0.0
     sum_var_shifted = 0.0
@@ -814,7 +814,7 @@ def _forward_step_p0_rows(x, x_shift):
     return (sum_x_shifted, sum_var_shifted,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _forward_step_e_rows(x, out, beta, gamma, inv_std, mu_hi, mu_lo):
     for j in range(x.shape[0]):
         x_mu_hi = x[j] - mu_hi
@@ -822,7 +822,7 @@ def _forward_step_e_rows(x, out, beta, gamma, inv_std, mu_hi, mu_lo):
         out[j] = beta + gamma*xhat
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_rows_l0(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
@@ -858,7 +858,7 @@ def _forward_step_rows(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, 
     _layout.parallel(_forward_step_rows_l0, chunks, (x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K,), x.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_step_p0_krows(x, x_shift):
     sum_x_shifted = 0.0
     sum_var_shifted = 0.0
@@ -868,7 +868,7 @@ def _forward_step_p0_krows(x, x_shift):
     return (sum_x_shifted, sum_var_shifted,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _forward_step_e_krows(x, out, beta, gamma, inv_std, mu_hi, mu_lo):
     for j in range(x.shape[0]):
         x_mu_hi = x[j] - mu_hi
@@ -876,7 +876,7 @@ def _forward_step_e_krows(x, out, beta, gamma, inv_std, mu_hi, mu_lo):
         out[j] = beta[j] + gamma[j]*xhat
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_krows_l0(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
@@ -908,7 +908,7 @@ def _forward_step_krows(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m,
     _layout.parallel(_forward_step_krows_l0, chunks, (x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O,), x.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_step_p0_cols(x, x_shift, sum_x_shifted, sum_var_shifted, o0, o1, j0, j1):
     o = o0
     while o + 4 <= o1:
@@ -929,7 +929,7 @@ def _forward_step_p0_cols(x, x_shift, sum_x_shifted, sum_var_shifted, o0, o1, j0
             sum_var_shifted[q] += (numpy.float64(x[ou, j]) - numpy.float64(x_shift[q]))**2
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _forward_step_e_cols(x, out, beta, gamma, inv_std, mu_hi, mu_lo, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -940,7 +940,7 @@ def _forward_step_e_cols(x, out, beta, gamma, inv_std, mu_hi, mu_lo, o0, o1, j0,
             out[ou, j] = beta[q] + gamma[q]*xhat
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_step_g0(sum_x_shifted, sum_var_shifted, x_shift, mu_w, std_w, inv_std_w, mu_hi_w, mu_lo_w, eps, m, like):
     work = like.dtype.type
     for g in range(sum_x_shifted.shape[0]):
@@ -959,7 +959,7 @@ def _forward_step_g0(sum_x_shifted, sum_var_shifted, x_shift, mu_w, std_w, inv_s
         mu_lo_w[g] = mu_lo
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_cols_l0(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O, like, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -991,7 +991,7 @@ def _forward_step_cols(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, 
     _layout.parallel(_forward_step_cols_l0, TC, (x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O, like,), x.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_tall_l0(x, x_shift_g, K, I, G, RC, GT, TC, O, sum_x_shifted_r, sum_var_shifted_r, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -1006,7 +1006,7 @@ def _forward_step_tall_l0(x, x_shift_g, K, I, G, RC, GT, TC, O, sum_x_shifted_r,
         _layout.fold(sum_var_shifted_t, K * I, sum_var_shifted_r[rc, g0:g1])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_tall_l1(x, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, mu_hi_a, mu_lo_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -1052,7 +1052,7 @@ def _forward_step(lay, x, out, mu_g, std_g, beta_p, gamma_p, eps, m):
         _forward_step_rows(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_step_p1_rows(dout, x, gamma, inv_std, mu):
     sum_dout_gamma = 0.0
     sum_dout_gamma_xhat_acc = 0.0
@@ -1066,14 +1066,14 @@ def _backward_step_p1_rows(dout, x, gamma, inv_std, mu):
     return (sum_dout_gamma, sum_dout_gamma_xhat_acc, dgamma, dbeta,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_step_e_rows(dout, x, dx, coef_1, coef_dout_gamma, coef_xhat, gamma, inv_std, mu):
     for j in range(dout.shape[0]):
         xhat = inv_std*(x[j] - mu)
         dx[j] = dout[j]*gamma*coef_dout_gamma + xhat*coef_xhat + coef_1
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_rows_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c, dbeta_c, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -1111,7 +1111,7 @@ def _backward_step_rows(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m,
     _layout.combine_chunks(dbeta_c, dbeta_p)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_step_p1_krows(dout, x, gamma, inv_std, mu, dgamma, dbeta):
     sum_dout_gamma = 0.0
     sum_dout_gamma_xhat_acc = 0.0
@@ -1123,14 +1123,14 @@ def _backward_step_p1_krows(dout, x, gamma, inv_std, mu, dgamma, dbeta):
     return (sum_dout_gamma, sum_dout_gamma_xhat_acc,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_step_e_krows(dout, x, dx, coef_1, coef_dout_gamma, coef_xhat, gamma, inv_std, mu):
     for j in range(dout.shape[0]):
         xhat = inv_std*(x[j] - mu)
         dx[j] = dout[j]*gamma[j]*coef_dout_gamma + xhat*coef_xhat + coef_1
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_krows_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, chunks, K, G, O, dgamma_c, dbeta_c, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -1170,7 +1170,7 @@ def _backward_step_krows(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m
     _layout.combine_chunks(dbeta_c, dbeta_p)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_step_p1_cols(dout, x, gamma, inv_std, mu, sum_dout_gamma, sum_dout_gamma_xhat_acc, dgamma, dbeta, o0, o1, j0, j1):
     o = o0
     while o + 4 <= o1:
@@ -1195,7 +1195,7 @@ def _backward_step_p1_cols(dout, x, gamma, inv_std, mu, sum_dout_gamma, sum_dout
             dbeta[q] += dout[ou, j]
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_step_e_cols(dout, x, dx, coef_1, coef_dout_gamma, coef_xhat, gamma, inv_std, mu, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -1205,7 +1205,7 @@ def _backward_step_e_cols(dout, x, dx, coef_1, coef_dout_gamma, coef_xhat, gamma
             dx[ou, j] = dout[ou, j]*gamma[q]*coef_dout_gamma[q] + xhat*coef_xhat[q] + coef_1[q]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_step_g0(std, inv_std_w, like):
     work = like.dtype.type
     for g in range(std.shape[0]):
@@ -1213,7 +1213,7 @@ def _backward_step_g0(std, inv_std_w, like):
         inv_std_w[g] = inv_std
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_step_g1(sum_dout_gamma, sum_dout_gamma_xhat_acc, std, sum_dout_gamma_xhat_w, coef_dout_gamma_w, coef_xhat_w, coef_1_w, m, like):
     work = like.dtype.type
     for g in range(sum_dout_gamma.shape[0]):
@@ -1227,7 +1227,7 @@ def _backward_step_g1(sum_dout_gamma, sum_dout_gamma_xhat_acc, std, sum_dout_gam
         coef_1_w[g] = coef_1
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_cols_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, K, I, G, GT, like, O, dgamma_c, dbeta_c, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -1272,7 +1272,7 @@ def _backward_step_cols(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m,
     _layout.combine_chunks(dbeta_c, dbeta_p)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_tall_l0(dout, x, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, sum_dout_gamma_r, sum_dout_gamma_xhat_acc_r, dgamma_c, dbeta_c, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -1293,7 +1293,7 @@ def _backward_step_tall_l0(dout, x, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, in
         _layout.fold_varying(dbeta_t, g0, g1, K, I, P, dbeta_c[t])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_tall_l1(dout, x, dx, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_gamma_a, coef_xhat_a, inv_std_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC

@@ -28,7 +28,7 @@ _FASTMATH_ELEMENTS = {"contract", "nsz"}
 _CACHE_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer_axes", "dtype", "x_shape", "view_shape", "m", "out", "std", )
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_train_p0_rows(x, x_shift):
     sum_x_shifted = 0.0
     sum_var_shifted = 0.0
@@ -38,14 +38,14 @@ def _forward_train_p0_rows(x, x_shift):
     return (sum_x_shifted, sum_var_shifted,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _forward_train_e_rows(x, out, inv_std, mu_hi, mu_lo):
     for j in range(x.shape[0]):
         x_mu_hi = x[j] - mu_hi
         out[j] = inv_std*(x_mu_hi - mu_lo)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_rows_l0(x, out, x_shift_g, std_g, eps, m, P, chunks, G, O, K, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
@@ -78,7 +78,7 @@ def _forward_train_rows(x, out, x_shift_g, std_g, eps, m, P, chunks):
     _layout.parallel(_forward_train_rows_l0, chunks, (x, out, x_shift_g, std_g, eps, m, P, chunks, G, O, K,), x.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_train_p0_cols(x, x_shift, sum_x_shifted, sum_var_shifted, o0, o1, j0, j1):
     o = o0
     while o + 4 <= o1:
@@ -99,7 +99,7 @@ def _forward_train_p0_cols(x, x_shift, sum_x_shifted, sum_var_shifted, o0, o1, j
             sum_var_shifted[q] += (numpy.float64(x[ou, j]) - numpy.float64(x_shift[q]))**2
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _forward_train_e_cols(x, out, inv_std, mu_hi, mu_lo, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -109,7 +109,7 @@ def _forward_train_e_cols(x, out, inv_std, mu_hi, mu_lo, o0, o1, j0, j1):
             out[ou, j] = inv_std[q]*(x_mu_hi - mu_lo[q])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_train_g0(sum_x_shifted, sum_var_shifted, x_shift, std_w, inv_std_w, mu_hi_w, mu_lo_w, eps, m, like):
     work = like.dtype.type
     for g in range(sum_x_shifted.shape[0]):
@@ -127,7 +127,7 @@ def _forward_train_g0(sum_x_shifted, sum_var_shifted, x_shift, std_w, inv_std_w,
         mu_lo_w[g] = mu_lo
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_cols_l0(x, out, x_shift_g, std_g, eps, m, K, I, G, GT, O, like, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -157,7 +157,7 @@ def _forward_train_cols(x, out, x_shift_g, std_g, eps, m, P, K, I, G, GT):
     _layout.parallel(_forward_train_cols_l0, TC, (x, out, x_shift_g, std_g, eps, m, K, I, G, GT, O, like,), x.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_tall_l0(x, x_shift_g, K, I, G, RC, GT, TC, O, sum_x_shifted_r, sum_var_shifted_r, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -172,7 +172,7 @@ def _forward_train_tall_l0(x, x_shift_g, K, I, G, RC, GT, TC, O, sum_x_shifted_r
         _layout.fold(sum_var_shifted_t, K * I, sum_var_shifted_r[rc, g0:g1])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_tall_l1(x, out, K, I, G, RC, GT, TC, O, inv_std_a, mu_hi_a, mu_lo_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -214,7 +214,7 @@ def _forward_train(lay, x, out, std_g, eps, m):
         _forward_train_rows(x, out, x_shift_g, std_g, eps, m, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_compact_p0_rows(dout, out):
     sum_dout = 0.0
     sum_dout_out = 0.0
@@ -224,13 +224,13 @@ def _backward_compact_p0_rows(dout, out):
     return (sum_dout, sum_dout_out,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_compact_e_rows(dout, out, dx, coef_1, coef_dout, coef_out):
     for j in range(dout.shape[0]):
         dx[j] = dout[j]*coef_dout + out[j]*coef_out + coef_1
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_rows_l0(dout, out, dx, std_g, m, P, chunks, G, O, K, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -257,7 +257,7 @@ def _backward_compact_rows(dout, out, dx, std_g, m, P, chunks):
     _layout.parallel(_backward_compact_rows_l0, chunks, (dout, out, dx, std_g, m, P, chunks, G, O, K,), dout.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_compact_p0_cols(dout, out, sum_dout, sum_dout_out, o0, o1, j0, j1):
     o = o0
     while o + 4 <= o1:
@@ -278,7 +278,7 @@ def _backward_compact_p0_cols(dout, out, sum_dout, sum_dout_out, o0, o1, j0, j1)
             sum_dout_out[q] += numpy.float64(dout[ou, j])*numpy.float64(out[ou, j])
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_compact_e_cols(dout, out, dx, coef_1, coef_dout, coef_out, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -287,7 +287,7 @@ def _backward_compact_e_cols(dout, out, dx, coef_1, coef_dout, coef_out, o0, o1,
             dx[ou, j] = dout[ou, j]*coef_dout[q] + out[ou, j]*coef_out[q] + coef_1[q]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_compact_g0(sum_dout, sum_dout_out, std, coef_dout_w, coef_out_w, coef_1_w, m, like):
     work = like.dtype.type
     for g in range(sum_dout.shape[0]):
@@ -299,7 +299,7 @@ def _backward_compact_g0(sum_dout, sum_dout_out, std, coef_dout_w, coef_out_w, c
         coef_1_w[g] = coef_1
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_cols_l0(dout, out, dx, std_g, m, K, I, G, GT, O, like, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -328,7 +328,7 @@ def _backward_compact_cols(dout, out, dx, std_g, m, P, K, I, G, GT):
     _layout.parallel(_backward_compact_cols_l0, TC, (dout, out, dx, std_g, m, K, I, G, GT, O, like,), dout.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_tall_l0(dout, out, K, I, G, RC, GT, TC, O, sum_dout_r, sum_dout_out_r, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -342,7 +342,7 @@ def _backward_compact_tall_l0(dout, out, K, I, G, RC, GT, TC, O, sum_dout_r, sum
         _layout.fold(sum_dout_out_t, K * I, sum_dout_out_r[rc, g0:g1])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_tall_l1(dout, out, dx, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_a, coef_out_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -383,7 +383,7 @@ def _backward_compact(lay, dout, out, dx, std_g, m):
         _backward_compact_rows(dout, out, dx, std_g, m, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_staged_p0_rows(dout, out):
     sum_dout_out = 0.0
     sum_dout = 0.0
@@ -393,13 +393,13 @@ def _backward_staged_p0_rows(dout, out):
     return (sum_dout_out, sum_dout,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_staged_e_rows(dout, out, dx, dx_coef_1, dx_coef_dout, dx_coef_out):
     for j in range(dout.shape[0]):
         dx[j] = dout[j]*dx_coef_dout + out[j]*dx_coef_out + dx_coef_1
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_rows_l0(dout, out, dx, std_g, m, P, chunks, G, O, K, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -428,7 +428,7 @@ def _backward_staged_rows(dout, out, dx, std_g, m, P, chunks):
     _layout.parallel(_backward_staged_rows_l0, chunks, (dout, out, dx, std_g, m, P, chunks, G, O, K,), dout.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_staged_p0_cols(dout, out, sum_dout_out, sum_dout, o0, o1, j0, j1):
     o = o0
     while o + 4 <= o1:
@@ -449,7 +449,7 @@ def _backward_staged_p0_cols(dout, out, sum_dout_out, sum_dout, o0, o1, j0, j1):
             sum_dout[q] += numpy.float64(dout[ou, j])
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_staged_e_cols(dout, out, dx, dx_coef_1, dx_coef_dout, dx_coef_out, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -458,7 +458,7 @@ def _backward_staged_e_cols(dout, out, dx, dx_coef_1, dx_coef_dout, dx_coef_out,
             dx[ou, j] = dout[ou, j]*dx_coef_dout[q] + out[ou, j]*dx_coef_out[q] + dx_coef_1[q]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_staged_g0(sum_dout_out, sum_dout, std, dx_coef_dout_w, dx_coef_out_w, dx_coef_1_w, m, like):
     work = like.dtype.type
     for g in range(sum_dout_out.shape[0]):
@@ -472,7 +472,7 @@ def _backward_staged_g0(sum_dout_out, sum_dout, std, dx_coef_dout_w, dx_coef_out
         dx_coef_1_w[g] = dx_coef_1
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_cols_l0(dout, out, dx, std_g, m, K, I, G, GT, O, like, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -501,7 +501,7 @@ def _backward_staged_cols(dout, out, dx, std_g, m, P, K, I, G, GT):
     _layout.parallel(_backward_staged_cols_l0, TC, (dout, out, dx, std_g, m, K, I, G, GT, O, like,), dout.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_tall_l0(dout, out, K, I, G, RC, GT, TC, O, sum_dout_out_r, sum_dout_r, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -515,7 +515,7 @@ def _backward_staged_tall_l0(dout, out, K, I, G, RC, GT, TC, O, sum_dout_out_r, 
         _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_tall_l1(dout, out, dx, K, I, G, RC, GT, TC, O, dx_coef_1_a, dx_coef_dout_a, dx_coef_out_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -556,7 +556,7 @@ def _backward_staged(lay, dout, out, dx, std_g, m):
         _backward_staged_rows(dout, out, dx, std_g, m, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_step_p0_rows(x, x_shift):
     sum_x_shifted = 0.0
     sum_var_shifted = 0.0
@@ -566,14 +566,14 @@ def _forward_step_p0_rows(x, x_shift):
     return (sum_x_shifted, sum_var_shifted,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _forward_step_e_rows(x, out, inv_std, mu_hi, mu_lo):
     for j in range(x.shape[0]):
         x_mu_hi = x[j] - mu_hi
         out[j] = inv_std*(x_mu_hi - mu_lo)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_rows_l0(x, out, x_shift_g, mu_g, std_g, eps, m, P, chunks, G, O, K, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
@@ -607,7 +607,7 @@ def _forward_step_rows(x, out, x_shift_g, mu_g, std_g, eps, m, P, chunks):
     _layout.parallel(_forward_step_rows_l0, chunks, (x, out, x_shift_g, mu_g, std_g, eps, m, P, chunks, G, O, K,), x.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_step_p0_cols(x, x_shift, sum_x_shifted, sum_var_shifted, o0, o1, j0, j1):
     o = o0
     while o + 4 <= o1:
@@ -628,7 +628,7 @@ def _forward_step_p0_cols(x, x_shift, sum_x_shifted, sum_var_shifted, o0, o1, j0
             sum_var_shifted[q] += (numpy.float64(x[ou, j]) - numpy.float64(x_shift[q]))**2
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _forward_step_e_cols(x, out, inv_std, mu_hi, mu_lo, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -638,7 +638,7 @@ def _forward_step_e_cols(x, out, inv_std, mu_hi, mu_lo, o0, o1, j0, j1):
             out[ou, j] = inv_std[q]*(x_mu_hi - mu_lo[q])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_step_g0(sum_x_shifted, sum_var_shifted, x_shift, mu_w, std_w, inv_std_w, mu_hi_w, mu_lo_w, eps, m, like):
     work = like.dtype.type
     for g in range(sum_x_shifted.shape[0]):
@@ -657,7 +657,7 @@ def _forward_step_g0(sum_x_shifted, sum_var_shifted, x_shift, mu_w, std_w, inv_s
         mu_lo_w[g] = mu_lo
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_cols_l0(x, out, x_shift_g, mu_g, std_g, eps, m, K, I, G, GT, O, like, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -687,7 +687,7 @@ def _forward_step_cols(x, out, x_shift_g, mu_g, std_g, eps, m, P, K, I, G, GT):
     _layout.parallel(_forward_step_cols_l0, TC, (x, out, x_shift_g, mu_g, std_g, eps, m, K, I, G, GT, O, like,), x.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_tall_l0(x, x_shift_g, K, I, G, RC, GT, TC, O, sum_x_shifted_r, sum_var_shifted_r, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -702,7 +702,7 @@ def _forward_step_tall_l0(x, x_shift_g, K, I, G, RC, GT, TC, O, sum_x_shifted_r,
         _layout.fold(sum_var_shifted_t, K * I, sum_var_shifted_r[rc, g0:g1])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_tall_l1(x, out, K, I, G, RC, GT, TC, O, inv_std_a, mu_hi_a, mu_lo_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -744,7 +744,7 @@ def _forward_step(lay, x, out, mu_g, std_g, eps, m):
         _forward_step_rows(x, out, x_shift_g, mu_g, std_g, eps, m, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_step_p1_rows(dout, x, mu):
     sum_dout = 0.0
     sum_dout_out_acc = 0.0
@@ -754,14 +754,14 @@ def _backward_step_p1_rows(dout, x, mu):
     return (sum_dout, sum_dout_out_acc,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_step_e_rows(dout, x, dx, coef_1, coef_dout, dx_coef_x_mu, mu):
     for j in range(dout.shape[0]):
         x_mu = x[j] - mu
         dx[j] = dout[j]*coef_dout + x_mu*dx_coef_x_mu + coef_1
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_rows_l0(dout, x, dx, mu_g, std_g, m, P, chunks, G, O, K, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -792,7 +792,7 @@ def _backward_step_rows(dout, x, dx, mu_g, std_g, m, P, chunks):
     _layout.parallel(_backward_step_rows_l0, chunks, (dout, x, dx, mu_g, std_g, m, P, chunks, G, O, K,), dout.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_step_p1_cols(dout, x, mu, sum_dout, sum_dout_out_acc, o0, o1, j0, j1):
     o = o0
     while o + 4 <= o1:
@@ -813,7 +813,7 @@ def _backward_step_p1_cols(dout, x, mu, sum_dout, sum_dout_out_acc, o0, o1, j0, 
             sum_dout_out_acc[q] += numpy.float64(dout[ou, j])*(numpy.float64(x[ou, j]) - numpy.float64(mu[q]))
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
 def _backward_step_e_cols(dout, x, dx, coef_1, coef_dout, dx_coef_x_mu, mu, o0, o1, j0, j1):
     for o in range(o0, o1):
         ou = numba.uint64(o)
@@ -823,7 +823,7 @@ def _backward_step_e_cols(dout, x, dx, coef_1, coef_dout, dx_coef_x_mu, mu, o0, 
             dx[ou, j] = dout[ou, j]*coef_dout[q] + x_mu*dx_coef_x_mu[q] + coef_1[q]
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_step_g0(std, inv_std_w, like):
     work = like.dtype.type
     for g in range(std.shape[0]):
@@ -831,7 +831,7 @@ def _backward_step_g0(std, inv_std_w, like):
         inv_std_w[g] = inv_std
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_step_g1(sum_dout, sum_dout_out_acc, inv_std, std, sum_dout_out_w, coef_dout_w, coef_out_w, coef_1_w, dx_coef_x_mu_w, m, like):
     work = like.dtype.type
     for g in range(sum_dout.shape[0]):
@@ -847,7 +847,7 @@ def _backward_step_g1(sum_dout, sum_dout_out_acc, inv_std, std, sum_dout_out_w, 
         dx_coef_x_mu_w[g] = dx_coef_x_mu
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_cols_l0(dout, x, dx, mu_g, std_g, m, K, I, G, GT, like, O, tc0, tc1):
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
@@ -882,7 +882,7 @@ def _backward_step_cols(dout, x, dx, mu_g, std_g, m, P, K, I, G, GT):
     _layout.parallel(_backward_step_cols_l0, TC, (dout, x, dx, mu_g, std_g, m, K, I, G, GT, like, O,), dout.size)
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_tall_l0(dout, x, mu_g, K, I, G, RC, GT, TC, O, sum_dout_r, sum_dout_out_acc_r, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
@@ -897,7 +897,7 @@ def _backward_step_tall_l0(dout, x, mu_g, K, I, G, RC, GT, TC, O, sum_dout_r, su
         _layout.fold(sum_dout_out_acc_t, K * I, sum_dout_out_acc_r[rc, g0:g1])
 
 
-@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_tall_l1(dout, x, dx, mu_g, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_a, dx_coef_x_mu_a, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC

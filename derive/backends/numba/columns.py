@@ -7,12 +7,12 @@ from __future__ import annotations
 from ...ir.program import is_scalar
 
 #: the numba decorator of the inner loops (the drivers are outlined: see :mod:`.outline`)
-INNER = "@numba.njit(fastmath=_FASTMATH, cache=True)"
+INNER = '@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)'
 #: the rows a cols pass adds up before it updates a column's accumulator (a power of two)
 UNROLL = 4
 #: the numba decorator of the elementwise loops: the same without reassociation ((x - mu_hi) - mu_lo
 #: must not become x - (mu_hi + mu_lo), which rounds mu_lo away)
-ELEMENTS = "@numba.njit(fastmath=_FASTMATH_ELEMENTS, cache=True)"
+ELEMENTS = '@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)'
 
 
 class Emit:

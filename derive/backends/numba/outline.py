@@ -5,7 +5,7 @@ loops read ``for v in numba.prange(n):``.  numba's parallel compilation of such 
 seconds for each dtype and memory layout (more than all its inner loops together), so each
 parallel loop is printed instead as a serial kernel over a block of its items,
 
-    @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)
+    @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
     def <driver>_l<k>(<what the loop reads>, v0, v1):
         for v in range(v0, v1):
             <the loop's body>
@@ -14,6 +14,11 @@ and the driver, plain Python, hands the items to ``_layout.parallel(kernel, n, a
 which runs blocks of them on threads (the kernels release the GIL).  The items of a loop write
 disjoint parts of its outputs, and every sum over items is added afterwards in item order, so
 the results do not depend on how the items are split between threads.
+
+Every kernel and inner loop takes NumPy's error model: a float division by zero gives inf or nan,
+as in NumPy and torch, where Python's model raises ZeroDivisionError, which puts a branch into
+every loop that divides and keeps LLVM from vectorizing it (a loop over 2**20 groups computing
+std and 1/std: 5.3 ms against 1.2 ms).
 """
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ import re
 
 #: names every generated numba module defines or imports
 MODULE_NAMES = frozenset({"math", "numba", "numpy", "_layout", "_FASTMATH"}) | frozenset(dir(builtins))
-KERNEL = "@numba.njit(fastmath=_FASTMATH, cache=True, nogil=True)"
+KERNEL = '@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)'
 _LOOP = re.compile(r"^    for (\w+) in numba\.prange\((.+)\):$")
 DEF = re.compile(r"^def (\w+)\((.*)\):$")
 
