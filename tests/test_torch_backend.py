@@ -200,6 +200,18 @@ def test_fused_check_can_fail():
         k.backward_train = saved
 
 
+@pytest.mark.parametrize("training, eps", [(True, 0.0), (True, -1e-5), (False, -1e-5)])
+def test_batch_norm_refuses_the_eps_torch_refuses(training, eps):
+    """torch.nn.functional.batch_norm's own checks: eps > 0 in training, eps >= 0 in evaluation."""
+    x, stats = rand(4, 3), (torch.zeros(3, dtype=D64), torch.ones(3, dtype=D64))
+    messages = []
+    for fn in (TF.batch_norm, gt.batch_norm):
+        with pytest.raises(ValueError) as error:
+            fn(x, *stats, training=training, eps=eps)
+        messages.append(str(error.value))
+    assert messages[0] == messages[1]
+
+
 def test_normalize_other_p_raises():
     with pytest.raises(NotImplementedError, match="p=2"):
         gt.normalize(rand(3, 4), p=1)

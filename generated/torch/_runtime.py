@@ -110,7 +110,8 @@ _PACKAGE = __name__.rsplit(".", 2)[0]
 
 class OnNumpy:
     """The kernel contract of a generated.numba module, called with CPU tensors: each tensor goes in
-    as Tensor.numpy() (no copy) and each array comes back as torch.from_numpy (no copy)."""
+    as Tensor.numpy() (no copy) and each array comes back as torch.from_numpy (no copy).  Each
+    function is wrapped once, on its first call."""
 
     def __init__(self, module):
         self.module = module
@@ -119,12 +120,12 @@ class OnNumpy:
         fn = getattr(self.module, name)
 
         def call(*args, **kwargs):
-            arrays = [a.detach().numpy() if isinstance(a, torch.Tensor) else a for a in args]
-            result = fn(*arrays, **kwargs)
+            result = fn(*[a.detach().numpy() if isinstance(a, torch.Tensor) else a for a in args], **kwargs)
             if isinstance(result, dict):
                 return {k: torch.from_numpy(v) for k, v in result.items()}
             return tuple(torch.from_numpy(v) for v in result)
 
+        setattr(self, name, call)   # found as an attribute from now on: __getattr__ runs once a name
         return call
 
 
@@ -174,12 +175,14 @@ def _outputs(result, outputs, like, inputs, kw):
     (an operator's outputs alias nothing); a number (a per-group value that is a constant, as batch
     renorm's r in test mode) is given the shape of its kind."""
     values = [result[name] for name, _ in outputs] if isinstance(result, dict) else list(result)
+    dtype = like.dtype
     taken = {t.untyped_storage().data_ptr() for t in inputs if t.numel()}
     out = []
     for v, (_, kind) in zip(values, outputs):
         if not isinstance(v, torch.Tensor):
             v = _fake(kind, like, kw["stat_shape"], kw["param_sum_axes"]).fill_(v)
-        v = v.to(like.dtype)
+        if v.dtype != dtype:
+            v = v.to(dtype)
         if v.numel():
             ptr = v.untyped_storage().data_ptr()
             if ptr in taken:
@@ -232,8 +235,7 @@ def operator(entry, name, module, printed_name, tensors, constants, outputs):
                                  "SymInt[] stat_shape"])
               + ") -> (" + ", ".join("Tensor" for _ in outputs) + ")")
 
-    def impl_all(*args):
-        inputs, kw = list(args[:n]), _keywords(constants, args[n:])
+    def run(inputs, kw):
         kernels = fast(entry, inputs[0])
         fn = getattr(kernels, name if name != "backward_train" else "backward_train_fused", None) \
             if kernels is not None else None
@@ -241,7 +243,7 @@ def operator(entry, name, module, printed_name, tensors, constants, outputs):
         return _outputs(result, outputs, inputs[0], inputs, kw)
 
     def impl(*args):
-        return one(impl_all(*args))
+        return one(run(args[:n], _keywords(constants, args[n:])))
 
     def fake(*args):
         like, kw = args[0], _keywords(constants, args[n:])
@@ -266,10 +268,14 @@ def operator(entry, name, module, printed_name, tensors, constants, outputs):
     op.register_fake(fake)
     torch.library.register_vmap(op, vmap)
 
-    def call(*args):
+    def call(*args, const, layout):
+        """The outputs (a tuple) for the tensors ``args``, the layer's constants ``const`` and the
+        ``layout`` (dicts); a plain call runs the kernels directly, without the operator's arguments."""
         if _eager(args[0]):
-            return impl_all(*args)
-        result = op(*args)
+            kw = {c: float(const[c]) for c in constants}
+            kw.update(layout)
+            return run(args, kw)
+        result = op(*args, *operator_args(constants, const, layout))
         return result if isinstance(result, tuple) else (result,)
 
     call.op = op
@@ -278,8 +284,16 @@ def operator(entry, name, module, printed_name, tensors, constants, outputs):
 
 def apply(function, with_jvp, *args):
     """``with_jvp.apply(*args)`` (the autograd.Function with its forward-mode rule), or ``function``'s
-    (the same without it) while torch.compile traces: dynamo does not trace a custom jvp."""
-    return (function if torch.compiler.is_compiling() else with_jvp).apply(*args)
+    (the same without it) while torch.compile traces: dynamo does not trace a custom jvp.  Outside
+    torch.func's transforms it calls what Function.apply calls there, without the argument binding
+    before it (inspect.signature of forward, 65-80 us a call once the interpreter's data has left the
+    cache): every argument here is positional and no forward has a default."""
+    if torch.compiler.is_compiling():
+        return function.apply(*args)
+    if torch._C._are_functorch_transforms_active():
+        return with_jvp.apply(*args)
+    unwrap = torch._C._functorch.unwrap_if_dead
+    return super(torch.autograd.Function, with_jvp).apply(*(unwrap(a) if isinstance(a, torch.Tensor) else a for a in args))
 
 
 def tangents(primals, given):

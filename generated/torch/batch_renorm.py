@@ -134,10 +134,6 @@ TRAIN_VALUES = ("out", "d", "mu", "r", "std", "var", )
 TEST_VALUES = ("out", "d", "r", "std", )
 
 
-def _layout_args(const, layout):
-    return _rt.operator_args(("eps", "r_max", "d_max", "momentum", ), const, layout)
-
-
 class Train(torch.autograd.Function):
     """Training mode: batch statistics.  ``reads`` are the running statistics the training pass
     reads (none for most entries); the outputs are TRAIN_VALUES, the output first."""
@@ -146,7 +142,7 @@ class Train(torch.autograd.Function):
 
     @staticmethod
     def forward(x, gamma, beta, running_var, running_mean, const, layout):
-        return _forward_train(x, gamma, beta, running_var, running_mean, *_layout_args(const, layout))
+        return _forward_train(x, gamma, beta, running_var, running_mean, const=const, layout=layout)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -168,7 +164,7 @@ class Train(torch.autograd.Function):
         if torch.is_grad_enabled():  # a second derivative: the derived double backward (Backward)
             return (*_rt.apply(Backward, Backward, dout, x, gamma, beta, *reads.values(), ctx.const, ctx.layout), *none)
         values = dict(zip(("d", "mu", "r", "std", ), rest))
-        grads = _backward_train(dout, values["d"], gamma, values["mu"], values["r"], values["std"], x, *_layout_args(ctx.const, ctx.layout))
+        grads = _backward_train(dout, values["d"], gamma, values["mu"], values["r"], values["std"], x, const=ctx.const, layout=ctx.layout)
         return (*grads, *none)
 
 
@@ -248,7 +244,7 @@ class Test(torch.autograd.Function):
 
     @staticmethod
     def forward(x, gamma, beta, mu, var, const, layout):
-        return _forward_test(x, gamma, beta, mu, var, *_layout_args(const, layout))
+        return _forward_test(x, gamma, beta, mu, var, const=const, layout=layout)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -271,7 +267,7 @@ class Test(torch.autograd.Function):
             values = forward_test(x, gamma, beta, **stats, **ctx.const, **ctx.layout)
             return (*backward_test(dout, d=values["d"], gamma=gamma, mu=mu, r=values["r"], std=values["std"], x=x, **ctx.const, **ctx.layout), *none)
         values = dict(zip(("d", "r", "std", ), rest))
-        grads = _backward_test(dout, values["d"], gamma, mu, values["r"], values["std"], x, *_layout_args(ctx.const, ctx.layout))
+        grads = _backward_test(dout, values["d"], gamma, mu, values["r"], values["std"], x, const=ctx.const, layout=ctx.layout)
         return (*grads, *none)
 
 

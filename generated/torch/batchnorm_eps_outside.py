@@ -128,10 +128,6 @@ TRAIN_VALUES = ("out", "mu", "std", "var", )
 TEST_VALUES = ("out", "std", )
 
 
-def _layout_args(const, layout):
-    return _rt.operator_args(("eps", "momentum", ), const, layout)
-
-
 class Train(torch.autograd.Function):
     """Training mode: batch statistics.  ``reads`` are the running statistics the training pass
     reads (none for most entries); the outputs are TRAIN_VALUES, the output first."""
@@ -140,7 +136,7 @@ class Train(torch.autograd.Function):
 
     @staticmethod
     def forward(x, gamma, beta, const, layout):
-        return _forward_train(x, gamma, beta, *_layout_args(const, layout))
+        return _forward_train(x, gamma, beta, const=const, layout=layout)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -162,7 +158,7 @@ class Train(torch.autograd.Function):
         if torch.is_grad_enabled():  # a second derivative: the derived double backward (Backward)
             return (*_rt.apply(Backward, Backward, dout, x, gamma, beta, *reads.values(), ctx.const, ctx.layout), *none)
         values = dict(zip(("mu", "std", ), rest))
-        grads = _backward_train(dout, gamma, values["mu"], values["std"], x, *_layout_args(ctx.const, ctx.layout))
+        grads = _backward_train(dout, gamma, values["mu"], values["std"], x, const=ctx.const, layout=ctx.layout)
         return (*grads, *none)
 
 
@@ -242,7 +238,7 @@ class Test(torch.autograd.Function):
 
     @staticmethod
     def forward(x, gamma, beta, mu, var, const, layout):
-        return _forward_test(x, gamma, beta, mu, var, *_layout_args(const, layout))
+        return _forward_test(x, gamma, beta, mu, var, const=const, layout=layout)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -265,7 +261,7 @@ class Test(torch.autograd.Function):
             values = forward_test(x, gamma, beta, **stats, **ctx.const, **ctx.layout)
             return (*backward_test(dout, gamma=gamma, mu=mu, std=values["std"], x=x, **ctx.const, **ctx.layout), *none)
         values = dict(zip(("std", ), rest))
-        grads = _backward_test(dout, gamma, mu, values["std"], x, *_layout_args(ctx.const, ctx.layout))
+        grads = _backward_test(dout, gamma, mu, values["std"], x, const=ctx.const, layout=ctx.layout)
         return (*grads, *none)
 
 

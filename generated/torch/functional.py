@@ -98,6 +98,10 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
                eps=1e-5):
     """torch.nn.functional.batch_norm: statistics over (N, *) of each channel of (N, C, *)."""
     _rt.check_running("batch_norm", running_mean, running_var, need=not training)
+    if training and eps <= 0.0:
+        raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
+    if eps < 0.0:
+        raise ValueError(f"batch_norm eps must be non-negative, but got {eps}")
     work = _channel_input("batch_norm", input, running_mean, running_var, training, weight=weight, bias=bias)
     n, c = input.shape[:2]
     view = _view(input, (n, c, math.prod(input.shape[2:])), work)

@@ -77,10 +77,6 @@ _backward_train = _rt.operator("l2_normalize", "backward_train", __name__, "back
 TRAIN_VALUES = ("out", "den", "norm", )
 
 
-def _layout_args(const, layout):
-    return _rt.operator_args(("eps", ), const, layout)
-
-
 class Train(torch.autograd.Function):
     """Training mode: batch statistics.  ``reads`` are the running statistics the training pass
     reads (none for most entries); the outputs are TRAIN_VALUES, the output first."""
@@ -89,7 +85,7 @@ class Train(torch.autograd.Function):
 
     @staticmethod
     def forward(x, const, layout):
-        return _forward_train(x, *_layout_args(const, layout))
+        return _forward_train(x, const=const, layout=layout)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -111,7 +107,7 @@ class Train(torch.autograd.Function):
         if torch.is_grad_enabled():  # a second derivative: the derived double backward (Backward)
             return (*_rt.apply(Backward, Backward, dout, x, *reads.values(), ctx.const, ctx.layout), *none)
         values = dict(zip(("den", "norm", ), rest))
-        grads = _backward_train(dout, values["den"], values["norm"], x, *_layout_args(ctx.const, ctx.layout))
+        grads = _backward_train(dout, values["den"], values["norm"], x, const=ctx.const, layout=ctx.layout)
         return (*grads, *none)
 
 

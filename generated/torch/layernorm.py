@@ -92,10 +92,6 @@ _backward_train = _rt.operator("layernorm", "backward_train", __name__, "backwar
 TRAIN_VALUES = ("out", "mu", "std", )
 
 
-def _layout_args(const, layout):
-    return _rt.operator_args(("eps", ), const, layout)
-
-
 class Train(torch.autograd.Function):
     """Training mode: batch statistics.  ``reads`` are the running statistics the training pass
     reads (none for most entries); the outputs are TRAIN_VALUES, the output first."""
@@ -104,7 +100,7 @@ class Train(torch.autograd.Function):
 
     @staticmethod
     def forward(x, gamma, beta, const, layout):
-        return _forward_train(x, gamma, beta, *_layout_args(const, layout))
+        return _forward_train(x, gamma, beta, const=const, layout=layout)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -126,7 +122,7 @@ class Train(torch.autograd.Function):
         if torch.is_grad_enabled():  # a second derivative: the derived double backward (Backward)
             return (*_rt.apply(Backward, Backward, dout, x, gamma, beta, *reads.values(), ctx.const, ctx.layout), *none)
         values = dict(zip(("mu", "std", ), rest))
-        grads = _backward_train(dout, gamma, values["mu"], values["std"], x, *_layout_args(ctx.const, ctx.layout))
+        grads = _backward_train(dout, gamma, values["mu"], values["std"], x, const=ctx.const, layout=ctx.layout)
         return (*grads, *none)
 
 

@@ -105,10 +105,6 @@ TRAIN_VALUES = ("out", "mu", )
 TEST_VALUES = ("out", )
 
 
-def _layout_args(const, layout):
-    return _rt.operator_args(("momentum", ), const, layout)
-
-
 class Train(torch.autograd.Function):
     """Training mode: batch statistics.  ``reads`` are the running statistics the training pass
     reads (none for most entries); the outputs are TRAIN_VALUES, the output first."""
@@ -117,7 +113,7 @@ class Train(torch.autograd.Function):
 
     @staticmethod
     def forward(x, beta, const, layout):
-        return _forward_train(x, beta, *_layout_args(const, layout))
+        return _forward_train(x, beta, const=const, layout=layout)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -139,7 +135,7 @@ class Train(torch.autograd.Function):
         if torch.is_grad_enabled():  # a second derivative: the derived double backward (Backward)
             return (*_rt.apply(Backward, Backward, dout, x, beta, *reads.values(), ctx.const, ctx.layout), *none)
         values = dict(zip((), rest))
-        grads = _backward_train(dout, *_layout_args(ctx.const, ctx.layout))
+        grads = _backward_train(dout, const=ctx.const, layout=ctx.layout)
         return (*grads, *none)
 
 
@@ -206,7 +202,7 @@ class Test(torch.autograd.Function):
 
     @staticmethod
     def forward(x, beta, mu, const, layout):
-        return _forward_test(x, beta, mu, *_layout_args(const, layout))
+        return _forward_test(x, beta, mu, const=const, layout=layout)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -229,7 +225,7 @@ class Test(torch.autograd.Function):
             values = forward_test(x, beta, **stats, **ctx.const, **ctx.layout)
             return (*backward_test(dout, **ctx.const, **ctx.layout), *none)
         values = dict(zip((), rest))
-        grads = _backward_test(dout, *_layout_args(ctx.const, ctx.layout))
+        grads = _backward_test(dout, const=ctx.const, layout=ctx.layout)
         return (*grads, *none)
 
 

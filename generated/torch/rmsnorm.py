@@ -83,10 +83,6 @@ _backward_train = _rt.operator("rmsnorm", "backward_train", __name__, "backward_
 TRAIN_VALUES = ("out", "std", )
 
 
-def _layout_args(const, layout):
-    return _rt.operator_args(("eps", ), const, layout)
-
-
 class Train(torch.autograd.Function):
     """Training mode: batch statistics.  ``reads`` are the running statistics the training pass
     reads (none for most entries); the outputs are TRAIN_VALUES, the output first."""
@@ -95,7 +91,7 @@ class Train(torch.autograd.Function):
 
     @staticmethod
     def forward(x, gamma, const, layout):
-        return _forward_train(x, gamma, *_layout_args(const, layout))
+        return _forward_train(x, gamma, const=const, layout=layout)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -117,7 +113,7 @@ class Train(torch.autograd.Function):
         if torch.is_grad_enabled():  # a second derivative: the derived double backward (Backward)
             return (*_rt.apply(Backward, Backward, dout, x, gamma, *reads.values(), ctx.const, ctx.layout), *none)
         values = dict(zip(("std", ), rest))
-        grads = _backward_train(dout, gamma, values["std"], x, *_layout_args(ctx.const, ctx.layout))
+        grads = _backward_train(dout, gamma, values["std"], x, const=ctx.const, layout=ctx.layout)
         return (*grads, *none)
 
 
