@@ -403,3 +403,27 @@ def test_a_zero_variance_group_with_eps_zero_gives_torchs_nan():
     got, want = gt.layer_norm(x, (1024,), eps=0.0), F.layer_norm(x, (1024,), eps=0.0)
     assert torch.isnan(want[0]).all() and torch.isnan(got[0]).all()
     assert torch.allclose(got[1:], want[1:], rtol=1e-10, atol=1e-12)
+
+
+def test_krows_with_groups_over_several_rows_matches_the_printed_torch_functions():
+    """A layer norm view whose groups span a reduced axis before them too (O = 3 rows of 64 along k):
+    krows' loop over o, which the library's own views (O = 1) never take.  generated.numba's kernel
+    contract against the printed torch functions on the same view, float64."""
+    torch = pytest.importorskip("torch")
+    from generated.numba import _layout
+    from generated.numba import layernorm as nl
+    from generated.torch import layernorm as tl
+    rng = np.random.default_rng(3)
+    x, dout = rng.normal(size=(3, 50, 64)) + 2.0, rng.normal(size=(3, 50, 64))
+    gamma, beta = rng.normal(size=(1, 1, 64)), rng.normal(size=(1, 1, 64))
+    kw = {"eps": 1e-5, "m": 3 * 64, "axes": (0, 2), "param_sum_axes": (0, 1)}
+    assert _layout.layout(x.shape, (0, 2), (2,), True).strategy == "krows"
+    got = nl.forward_train(x, gamma, beta, **kw)
+    want = tl.forward_train(*map(torch.from_numpy, (x, gamma, beta)), **kw)
+    assert rel_error(got["out"], want["out"].numpy()) <= 1e-12
+    grads = nl.backward_train_fused(dout, gamma, got["mu"], got["std"], x, **kw)
+    t = {k: torch.from_numpy(np.asarray(v)) for k, v in (("mu", got["mu"]), ("std", got["std"]))}
+    wants = tl.backward_train_fused(torch.from_numpy(dout), torch.from_numpy(gamma), t["mu"], t["std"],
+                                    torch.from_numpy(x), outer_axes=(0, 1), **kw)
+    for a, b in zip(grads, wants):
+        assert rel_error(np.asarray(a), b.numpy()) <= 1e-12

@@ -91,16 +91,8 @@ def _forward_train_p0_krows(x, x_shift):
     return (sum_x_shifted, sum_var_shifted,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _forward_train_e_krows(x, xhat, out, beta, gamma, inv_std, mu_hi, mu_lo):
-    for j in range(x.shape[0]):
-        x_mu_hi = x[j] - mu_hi
-        xhat[j] = inv_std*(x_mu_hi - mu_lo)
-        out[j] = beta[j] + gamma[j]*xhat[j]
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_train_krows_l0(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, c0, c1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+def _forward_train_krows_l0(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -108,10 +100,15 @@ def _forward_train_krows_l0(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps
             x_shift = x_shift_g[g]
             sum_x_shifted = 0.0
             sum_var_shifted = 0.0
-            for o in range(O):
-                sum_x_shifted_run, sum_var_shifted_run, = _forward_train_p0_krows(x[o, g], x_shift)
+            if O == 1:
+                sum_x_shifted_run, sum_var_shifted_run, = _forward_train_p0_krows(x[0, g], x_shift)
                 sum_x_shifted += sum_x_shifted_run
                 sum_var_shifted += sum_var_shifted_run
+            else:
+                for o in range(O):
+                    sum_x_shifted_run, sum_var_shifted_run, = _forward_train_p0_krows(x[o, g], x_shift)
+                    sum_x_shifted += sum_x_shifted_run
+                    sum_var_shifted += sum_var_shifted_run
             sum_x = m*x_shift + sum_x_shifted
             mu = sum_x/m
             sum_var = m*(mu - x_shift)**2 + sum_var_shifted - 2*sum_x_shifted*(mu - x_shift)
@@ -121,13 +118,22 @@ def _forward_train_krows_l0(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps
             mu_hi = work(mu)
             mu_lo = work(mu - mu_hi)
             std_g[g] = std
-            for o in range(O):
-                _forward_train_e_krows(x[o, g], xhat[o, g], out[o, g], beta_p[p], gamma_p[p], inv_std, mu_hi, mu_lo)
+            if O == 1:
+                for j in range(K):
+                    x_mu_hi = x[0, g, j] - mu_hi
+                    xhat[0, g, j] = inv_std*(x_mu_hi - mu_lo)
+                    out[0, g, j] = beta_p[p, j] + gamma_p[p, j]*xhat[0, g, j]
+            else:
+                for o in range(O):
+                    for j in range(K):
+                        x_mu_hi = x[o, g, j] - mu_hi
+                        xhat[o, g, j] = inv_std*(x_mu_hi - mu_lo)
+                        out[o, g, j] = beta_p[p, j] + gamma_p[p, j]*xhat[o, g, j]
 
 
 def _forward_train_krows(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, P, chunks):
     O, G, K = x.shape
-    _layout.parallel(_forward_train_krows_l0, chunks, (x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O,), x.size)
+    _layout.parallel(_forward_train_krows_l0, chunks, (x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
@@ -340,36 +346,43 @@ def _backward_compact_p0_krows(dout, xhat, gamma, dgamma, dbeta):
     return (sum_dout_gamma, sum_dout_gamma_xhat,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _backward_compact_e_krows(dout, xhat, dx, coef_1, coef_dout_gamma, coef_xhat, gamma):
-    for j in range(dout.shape[0]):
-        dx[j] = dout[j]*gamma[j]*coef_dout_gamma + xhat[j]*coef_xhat + coef_1
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_krows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, K, G, O, dgamma_c, dbeta_c, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         dgamma_b = numpy.zeros((P, K), dout.dtype)
         dbeta_b = numpy.zeros((P, K), dout.dtype)
         g0, every = c * G // chunks, _layout.block_groups(P, O)
+        left = every
         for g in range(g0, (c + 1) * G // chunks):
             p = g % P
             std = std_g[g]
             sum_dout_gamma = 0.0
             sum_dout_gamma_xhat = 0.0
-            for o in range(O):
-                sum_dout_gamma_run, sum_dout_gamma_xhat_run, = _backward_compact_p0_krows(dout[o, g], xhat[o, g], gamma_p[p], dgamma_b[p], dbeta_b[p])
+            if O == 1:
+                sum_dout_gamma_run, sum_dout_gamma_xhat_run, = _backward_compact_p0_krows(dout[0, g], xhat[0, g], gamma_p[p], dgamma_b[p], dbeta_b[p])
                 sum_dout_gamma += sum_dout_gamma_run
                 sum_dout_gamma_xhat += sum_dout_gamma_xhat_run
+            else:
+                for o in range(O):
+                    sum_dout_gamma_run, sum_dout_gamma_xhat_run, = _backward_compact_p0_krows(dout[o, g], xhat[o, g], gamma_p[p], dgamma_b[p], dbeta_b[p])
+                    sum_dout_gamma += sum_dout_gamma_run
+                    sum_dout_gamma_xhat += sum_dout_gamma_xhat_run
             coef_dout_gamma = work(1/std)
             coef_xhat = work(-sum_dout_gamma_xhat/(m*std))
             coef_1 = work(-sum_dout_gamma/(m*std))
-            if (g - g0 + 1) % every == 0:
+            left -= 1
+            if left == 0:
+                left = every
                 _layout.flush(dgamma_b, dgamma_c[c])
                 _layout.flush(dbeta_b, dbeta_c[c])
-            for o in range(O):
-                _backward_compact_e_krows(dout[o, g], xhat[o, g], dx[o, g], coef_1, coef_dout_gamma, coef_xhat, gamma_p[p])
+            if O == 1:
+                for j in range(K):
+                    dx[0, g, j] = dout[0, g, j]*gamma_p[p, j]*coef_dout_gamma + xhat[0, g, j]*coef_xhat + coef_1
+            else:
+                for o in range(O):
+                    for j in range(K):
+                        dx[o, g, j] = dout[o, g, j]*gamma_p[p, j]*coef_dout_gamma + xhat[o, g, j]*coef_xhat + coef_1
         _layout.flush(dgamma_b, dgamma_c[c])
         _layout.flush(dbeta_b, dbeta_c[c])
 
@@ -604,39 +617,47 @@ def _backward_staged_p0_krows(dout, xhat, gamma, dgamma, dbeta):
     return (sum_dxhat_xhat, sum_dxhat,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _backward_staged_e_krows(dout, xhat, dx, dx_coef_1, dx_coef_dxhat, dx_coef_xhat, gamma):
-    for j in range(dout.shape[0]):
-        dxhat = dout[j]*gamma[j]
-        dx[j] = dxhat*dx_coef_dxhat + xhat[j]*dx_coef_xhat + dx_coef_1
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_krows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, K, G, O, dgamma_c, dbeta_c, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         dgamma_b = numpy.zeros((P, K), dout.dtype)
         dbeta_b = numpy.zeros((P, K), dout.dtype)
         g0, every = c * G // chunks, _layout.block_groups(P, O)
+        left = every
         for g in range(g0, (c + 1) * G // chunks):
             p = g % P
             std = std_g[g]
             sum_dxhat_xhat = 0.0
             sum_dxhat = 0.0
-            for o in range(O):
-                sum_dxhat_xhat_run, sum_dxhat_run, = _backward_staged_p0_krows(dout[o, g], xhat[o, g], gamma_p[p], dgamma_b[p], dbeta_b[p])
+            if O == 1:
+                sum_dxhat_xhat_run, sum_dxhat_run, = _backward_staged_p0_krows(dout[0, g], xhat[0, g], gamma_p[p], dgamma_b[p], dbeta_b[p])
                 sum_dxhat_xhat += sum_dxhat_xhat_run
                 sum_dxhat += sum_dxhat_run
+            else:
+                for o in range(O):
+                    sum_dxhat_xhat_run, sum_dxhat_run, = _backward_staged_p0_krows(dout[o, g], xhat[o, g], gamma_p[p], dgamma_b[p], dbeta_b[p])
+                    sum_dxhat_xhat += sum_dxhat_xhat_run
+                    sum_dxhat += sum_dxhat_run
             dvar = -1/2*sum_dxhat_xhat/std**2
             dmu = -sum_dxhat/std
             dx_coef_dxhat = work(1/std)
             dx_coef_xhat = work(2*dvar*std/m)
             dx_coef_1 = work(dmu/m)
-            if (g - g0 + 1) % every == 0:
+            left -= 1
+            if left == 0:
+                left = every
                 _layout.flush(dgamma_b, dgamma_c[c])
                 _layout.flush(dbeta_b, dbeta_c[c])
-            for o in range(O):
-                _backward_staged_e_krows(dout[o, g], xhat[o, g], dx[o, g], dx_coef_1, dx_coef_dxhat, dx_coef_xhat, gamma_p[p])
+            if O == 1:
+                for j in range(K):
+                    dxhat = dout[0, g, j]*gamma_p[p, j]
+                    dx[0, g, j] = dxhat*dx_coef_dxhat + xhat[0, g, j]*dx_coef_xhat + dx_coef_1
+            else:
+                for o in range(O):
+                    for j in range(K):
+                        dxhat = dout[o, g, j]*gamma_p[p, j]
+                        dx[o, g, j] = dxhat*dx_coef_dxhat + xhat[o, g, j]*dx_coef_xhat + dx_coef_1
         _layout.flush(dgamma_b, dgamma_c[c])
         _layout.flush(dbeta_b, dbeta_c[c])
 
@@ -868,16 +889,8 @@ def _forward_step_p0_krows(x, x_shift):
     return (sum_x_shifted, sum_var_shifted,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _forward_step_e_krows(x, out, beta, gamma, inv_std, mu_hi, mu_lo):
-    for j in range(x.shape[0]):
-        x_mu_hi = x[j] - mu_hi
-        xhat = inv_std*(x_mu_hi - mu_lo)
-        out[j] = beta[j] + gamma[j]*xhat
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_step_krows_l0(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, c0, c1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+def _forward_step_krows_l0(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -885,10 +898,15 @@ def _forward_step_krows_l0(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps,
             x_shift = x_shift_g[g]
             sum_x_shifted = 0.0
             sum_var_shifted = 0.0
-            for o in range(O):
-                sum_x_shifted_run, sum_var_shifted_run, = _forward_step_p0_krows(x[o, g], x_shift)
+            if O == 1:
+                sum_x_shifted_run, sum_var_shifted_run, = _forward_step_p0_krows(x[0, g], x_shift)
                 sum_x_shifted += sum_x_shifted_run
                 sum_var_shifted += sum_var_shifted_run
+            else:
+                for o in range(O):
+                    sum_x_shifted_run, sum_var_shifted_run, = _forward_step_p0_krows(x[o, g], x_shift)
+                    sum_x_shifted += sum_x_shifted_run
+                    sum_var_shifted += sum_var_shifted_run
             sum_x = m*x_shift + sum_x_shifted
             mu = sum_x/m
             sum_var = m*(mu - x_shift)**2 + sum_var_shifted - 2*sum_x_shifted*(mu - x_shift)
@@ -899,13 +917,22 @@ def _forward_step_krows_l0(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps,
             mu_lo = work(mu - mu_hi)
             mu_g[g] = mu
             std_g[g] = std
-            for o in range(O):
-                _forward_step_e_krows(x[o, g], out[o, g], beta_p[p], gamma_p[p], inv_std, mu_hi, mu_lo)
+            if O == 1:
+                for j in range(K):
+                    x_mu_hi = x[0, g, j] - mu_hi
+                    xhat = inv_std*(x_mu_hi - mu_lo)
+                    out[0, g, j] = beta_p[p, j] + gamma_p[p, j]*xhat
+            else:
+                for o in range(O):
+                    for j in range(K):
+                        x_mu_hi = x[o, g, j] - mu_hi
+                        xhat = inv_std*(x_mu_hi - mu_lo)
+                        out[o, g, j] = beta_p[p, j] + gamma_p[p, j]*xhat
 
 
 def _forward_step_krows(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunks):
     O, G, K = x.shape
-    _layout.parallel(_forward_step_krows_l0, chunks, (x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O,), x.size)
+    _layout.parallel(_forward_step_krows_l0, chunks, (x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
@@ -1123,20 +1150,14 @@ def _backward_step_p1_krows(dout, x, gamma, inv_std, mu, dgamma, dbeta):
     return (sum_dout_gamma, sum_dout_gamma_xhat_acc,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _backward_step_e_krows(dout, x, dx, coef_1, coef_dout_gamma, coef_xhat, gamma, inv_std, mu):
-    for j in range(dout.shape[0]):
-        xhat = inv_std*(x[j] - mu)
-        dx[j] = dout[j]*gamma[j]*coef_dout_gamma + xhat*coef_xhat + coef_1
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
 def _backward_step_krows_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, chunks, K, G, O, dgamma_c, dbeta_c, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         dgamma_b = numpy.zeros((P, K), dout.dtype)
         dbeta_b = numpy.zeros((P, K), dout.dtype)
         g0, every = c * G // chunks, _layout.block_groups(P, O)
+        left = every
         for g in range(g0, (c + 1) * G // chunks):
             p = g % P
             mu = mu_g[g]
@@ -1144,19 +1165,33 @@ def _backward_step_krows_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, chunks, K, 
             inv_std = work(1/std)
             sum_dout_gamma = 0.0
             sum_dout_gamma_xhat_acc = 0.0
-            for o in range(O):
-                sum_dout_gamma_run, sum_dout_gamma_xhat_acc_run, = _backward_step_p1_krows(dout[o, g], x[o, g], gamma_p[p], inv_std, mu, dgamma_b[p], dbeta_b[p])
+            if O == 1:
+                sum_dout_gamma_run, sum_dout_gamma_xhat_acc_run, = _backward_step_p1_krows(dout[0, g], x[0, g], gamma_p[p], inv_std, mu, dgamma_b[p], dbeta_b[p])
                 sum_dout_gamma += sum_dout_gamma_run
                 sum_dout_gamma_xhat_acc += sum_dout_gamma_xhat_acc_run
+            else:
+                for o in range(O):
+                    sum_dout_gamma_run, sum_dout_gamma_xhat_acc_run, = _backward_step_p1_krows(dout[o, g], x[o, g], gamma_p[p], inv_std, mu, dgamma_b[p], dbeta_b[p])
+                    sum_dout_gamma += sum_dout_gamma_run
+                    sum_dout_gamma_xhat_acc += sum_dout_gamma_xhat_acc_run
             sum_dout_gamma_xhat = sum_dout_gamma_xhat_acc/std
             coef_dout_gamma = work(1/std)
             coef_xhat = work(-sum_dout_gamma_xhat/(m*std))
             coef_1 = work(-sum_dout_gamma/(m*std))
-            if (g - g0 + 1) % every == 0:
+            left -= 1
+            if left == 0:
+                left = every
                 _layout.flush(dgamma_b, dgamma_c[c])
                 _layout.flush(dbeta_b, dbeta_c[c])
-            for o in range(O):
-                _backward_step_e_krows(dout[o, g], x[o, g], dx[o, g], coef_1, coef_dout_gamma, coef_xhat, gamma_p[p], inv_std, mu)
+            if O == 1:
+                for j in range(K):
+                    xhat = inv_std*(x[0, g, j] - mu)
+                    dx[0, g, j] = dout[0, g, j]*gamma_p[p, j]*coef_dout_gamma + xhat*coef_xhat + coef_1
+            else:
+                for o in range(O):
+                    for j in range(K):
+                        xhat = inv_std*(x[o, g, j] - mu)
+                        dx[o, g, j] = dout[o, g, j]*gamma_p[p, j]*coef_dout_gamma + xhat*coef_xhat + coef_1
         _layout.flush(dgamma_b, dgamma_c[c])
         _layout.flush(dbeta_b, dbeta_c[c])
 

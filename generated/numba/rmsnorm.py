@@ -77,34 +77,38 @@ def _forward_train_p0_krows(x):
     return (sum_var,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _forward_train_e_krows(x, xhat, out, gamma, inv_std):
-    for j in range(x.shape[0]):
-        xhat[j] = x[j]*inv_std
-        out[j] = gamma[j]*xhat[j]
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_train_krows_l0(x, xhat, out, std_g, gamma_p, eps, m, P, chunks, G, O, c0, c1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+def _forward_train_krows_l0(x, xhat, out, std_g, gamma_p, eps, m, P, chunks, G, O, K, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             sum_var = 0.0
-            for o in range(O):
-                sum_var_run, = _forward_train_p0_krows(x[o, g])
+            if O == 1:
+                sum_var_run, = _forward_train_p0_krows(x[0, g])
                 sum_var += sum_var_run
+            else:
+                for o in range(O):
+                    sum_var_run, = _forward_train_p0_krows(x[o, g])
+                    sum_var += sum_var_run
             var = sum_var/m
             std = math.sqrt(eps + var)
             inv_std = work(1/std)
             std_g[g] = std
-            for o in range(O):
-                _forward_train_e_krows(x[o, g], xhat[o, g], out[o, g], gamma_p[p], inv_std)
+            if O == 1:
+                for j in range(K):
+                    xhat[0, g, j] = x[0, g, j]*inv_std
+                    out[0, g, j] = gamma_p[p, j]*xhat[0, g, j]
+            else:
+                for o in range(O):
+                    for j in range(K):
+                        xhat[o, g, j] = x[o, g, j]*inv_std
+                        out[o, g, j] = gamma_p[p, j]*xhat[o, g, j]
 
 
 def _forward_train_krows(x, xhat, out, std_g, gamma_p, eps, m, P, chunks):
     O, G, K = x.shape
-    _layout.parallel(_forward_train_krows_l0, chunks, (x, xhat, out, std_g, gamma_p, eps, m, P, chunks, G, O,), x.size)
+    _layout.parallel(_forward_train_krows_l0, chunks, (x, xhat, out, std_g, gamma_p, eps, m, P, chunks, G, O, K,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
@@ -273,31 +277,37 @@ def _backward_compact_p0_krows(dout, xhat, gamma, dgamma):
     return (sum_dout_gamma_xhat,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _backward_compact_e_krows(dout, xhat, dx, coef_dout_gamma, coef_xhat, gamma):
-    for j in range(dout.shape[0]):
-        dx[j] = dout[j]*gamma[j]*coef_dout_gamma + xhat[j]*coef_xhat
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_krows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, K, G, O, dgamma_c, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         dgamma_b = numpy.zeros((P, K), dout.dtype)
         g0, every = c * G // chunks, _layout.block_groups(P, O)
+        left = every
         for g in range(g0, (c + 1) * G // chunks):
             p = g % P
             std = std_g[g]
             sum_dout_gamma_xhat = 0.0
-            for o in range(O):
-                sum_dout_gamma_xhat_run, = _backward_compact_p0_krows(dout[o, g], xhat[o, g], gamma_p[p], dgamma_b[p])
+            if O == 1:
+                sum_dout_gamma_xhat_run, = _backward_compact_p0_krows(dout[0, g], xhat[0, g], gamma_p[p], dgamma_b[p])
                 sum_dout_gamma_xhat += sum_dout_gamma_xhat_run
+            else:
+                for o in range(O):
+                    sum_dout_gamma_xhat_run, = _backward_compact_p0_krows(dout[o, g], xhat[o, g], gamma_p[p], dgamma_b[p])
+                    sum_dout_gamma_xhat += sum_dout_gamma_xhat_run
             coef_dout_gamma = work(1/std)
             coef_xhat = work(-sum_dout_gamma_xhat/(m*std))
-            if (g - g0 + 1) % every == 0:
+            left -= 1
+            if left == 0:
+                left = every
                 _layout.flush(dgamma_b, dgamma_c[c])
-            for o in range(O):
-                _backward_compact_e_krows(dout[o, g], xhat[o, g], dx[o, g], coef_dout_gamma, coef_xhat, gamma_p[p])
+            if O == 1:
+                for j in range(K):
+                    dx[0, g, j] = dout[0, g, j]*gamma_p[p, j]*coef_dout_gamma + xhat[0, g, j]*coef_xhat
+            else:
+                for o in range(O):
+                    for j in range(K):
+                        dx[o, g, j] = dout[o, g, j]*gamma_p[p, j]*coef_dout_gamma + xhat[o, g, j]*coef_xhat
         _layout.flush(dgamma_b, dgamma_c[c])
 
 
@@ -489,33 +499,40 @@ def _backward_staged_p0_krows(dout, xhat, gamma, dgamma):
     return (sum_dxhat_xhat,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _backward_staged_e_krows(dout, xhat, dx, dx_coef_dxhat, dx_coef_xhat, gamma):
-    for j in range(dout.shape[0]):
-        dxhat = dout[j]*gamma[j]
-        dx[j] = dxhat*dx_coef_dxhat + xhat[j]*dx_coef_xhat
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_krows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, K, G, O, dgamma_c, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         dgamma_b = numpy.zeros((P, K), dout.dtype)
         g0, every = c * G // chunks, _layout.block_groups(P, O)
+        left = every
         for g in range(g0, (c + 1) * G // chunks):
             p = g % P
             std = std_g[g]
             sum_dxhat_xhat = 0.0
-            for o in range(O):
-                sum_dxhat_xhat_run, = _backward_staged_p0_krows(dout[o, g], xhat[o, g], gamma_p[p], dgamma_b[p])
+            if O == 1:
+                sum_dxhat_xhat_run, = _backward_staged_p0_krows(dout[0, g], xhat[0, g], gamma_p[p], dgamma_b[p])
                 sum_dxhat_xhat += sum_dxhat_xhat_run
+            else:
+                for o in range(O):
+                    sum_dxhat_xhat_run, = _backward_staged_p0_krows(dout[o, g], xhat[o, g], gamma_p[p], dgamma_b[p])
+                    sum_dxhat_xhat += sum_dxhat_xhat_run
             dvar = -1/2*sum_dxhat_xhat/std**2
             dx_coef_dxhat = work(1/std)
             dx_coef_xhat = work(2*dvar*std/m)
-            if (g - g0 + 1) % every == 0:
+            left -= 1
+            if left == 0:
+                left = every
                 _layout.flush(dgamma_b, dgamma_c[c])
-            for o in range(O):
-                _backward_staged_e_krows(dout[o, g], xhat[o, g], dx[o, g], dx_coef_dxhat, dx_coef_xhat, gamma_p[p])
+            if O == 1:
+                for j in range(K):
+                    dxhat = dout[0, g, j]*gamma_p[p, j]
+                    dx[0, g, j] = dxhat*dx_coef_dxhat + xhat[0, g, j]*dx_coef_xhat
+            else:
+                for o in range(O):
+                    for j in range(K):
+                        dxhat = dout[o, g, j]*gamma_p[p, j]
+                        dx[o, g, j] = dxhat*dx_coef_dxhat + xhat[o, g, j]*dx_coef_xhat
         _layout.flush(dgamma_b, dgamma_c[c])
 
 
@@ -702,34 +719,38 @@ def _forward_step_p0_krows(x):
     return (sum_var,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _forward_step_e_krows(x, out, gamma, inv_std):
-    for j in range(x.shape[0]):
-        xhat = x[j]*inv_std
-        out[j] = gamma[j]*xhat
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_step_krows_l0(x, out, std_g, gamma_p, eps, m, P, chunks, G, O, c0, c1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+def _forward_step_krows_l0(x, out, std_g, gamma_p, eps, m, P, chunks, G, O, K, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             sum_var = 0.0
-            for o in range(O):
-                sum_var_run, = _forward_step_p0_krows(x[o, g])
+            if O == 1:
+                sum_var_run, = _forward_step_p0_krows(x[0, g])
                 sum_var += sum_var_run
+            else:
+                for o in range(O):
+                    sum_var_run, = _forward_step_p0_krows(x[o, g])
+                    sum_var += sum_var_run
             var = sum_var/m
             std = math.sqrt(eps + var)
             inv_std = work(1/std)
             std_g[g] = std
-            for o in range(O):
-                _forward_step_e_krows(x[o, g], out[o, g], gamma_p[p], inv_std)
+            if O == 1:
+                for j in range(K):
+                    xhat = x[0, g, j]*inv_std
+                    out[0, g, j] = gamma_p[p, j]*xhat
+            else:
+                for o in range(O):
+                    for j in range(K):
+                        xhat = x[o, g, j]*inv_std
+                        out[o, g, j] = gamma_p[p, j]*xhat
 
 
 def _forward_step_krows(x, out, std_g, gamma_p, eps, m, P, chunks):
     O, G, K = x.shape
-    _layout.parallel(_forward_step_krows_l0, chunks, (x, out, std_g, gamma_p, eps, m, P, chunks, G, O,), x.size)
+    _layout.parallel(_forward_step_krows_l0, chunks, (x, out, std_g, gamma_p, eps, m, P, chunks, G, O, K,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
@@ -901,34 +922,41 @@ def _backward_step_p1_krows(dout, x, gamma, inv_std, dgamma):
     return (sum_dout_gamma_xhat_acc,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _backward_step_e_krows(dout, x, dx, coef_dout_gamma, coef_xhat, gamma, inv_std):
-    for j in range(dout.shape[0]):
-        xhat = x[j]*inv_std
-        dx[j] = dout[j]*gamma[j]*coef_dout_gamma + xhat*coef_xhat
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
 def _backward_step_krows_l0(dout, x, dx, std_g, gamma_p, m, P, chunks, K, G, O, dgamma_c, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         dgamma_b = numpy.zeros((P, K), dout.dtype)
         g0, every = c * G // chunks, _layout.block_groups(P, O)
+        left = every
         for g in range(g0, (c + 1) * G // chunks):
             p = g % P
             std = std_g[g]
             inv_std = work(1/std)
             sum_dout_gamma_xhat_acc = 0.0
-            for o in range(O):
-                sum_dout_gamma_xhat_acc_run, = _backward_step_p1_krows(dout[o, g], x[o, g], gamma_p[p], inv_std, dgamma_b[p])
+            if O == 1:
+                sum_dout_gamma_xhat_acc_run, = _backward_step_p1_krows(dout[0, g], x[0, g], gamma_p[p], inv_std, dgamma_b[p])
                 sum_dout_gamma_xhat_acc += sum_dout_gamma_xhat_acc_run
+            else:
+                for o in range(O):
+                    sum_dout_gamma_xhat_acc_run, = _backward_step_p1_krows(dout[o, g], x[o, g], gamma_p[p], inv_std, dgamma_b[p])
+                    sum_dout_gamma_xhat_acc += sum_dout_gamma_xhat_acc_run
             sum_dout_gamma_xhat = sum_dout_gamma_xhat_acc/std
             coef_dout_gamma = work(1/std)
             coef_xhat = work(-sum_dout_gamma_xhat/(m*std))
-            if (g - g0 + 1) % every == 0:
+            left -= 1
+            if left == 0:
+                left = every
                 _layout.flush(dgamma_b, dgamma_c[c])
-            for o in range(O):
-                _backward_step_e_krows(dout[o, g], x[o, g], dx[o, g], coef_dout_gamma, coef_xhat, gamma_p[p], inv_std)
+            if O == 1:
+                for j in range(K):
+                    xhat = x[0, g, j]*inv_std
+                    dx[0, g, j] = dout[0, g, j]*gamma_p[p, j]*coef_dout_gamma + xhat*coef_xhat
+            else:
+                for o in range(O):
+                    for j in range(K):
+                        xhat = x[o, g, j]*inv_std
+                        dx[o, g, j] = dout[o, g, j]*gamma_p[p, j]*coef_dout_gamma + xhat*coef_xhat
         _layout.flush(dgamma_b, dgamma_c[c])
 
 

@@ -251,8 +251,9 @@ class Printed(Columns, Rows):
                 if ph.sums or ph.partials:
                     inner[n], lines = self.inner_pass(n, ph, mode)
                     blocks.append(lines)
-            inner["e"], lines = self.inner_elements(mode)
-            blocks.append(lines)
+            if mode != "krows":   # krows prints its elementwise pass in the kernel (rows.py)
+                inner["e"], lines = self.inner_elements(mode)
+                blocks.append(lines)
             if mode == "cols":
                 sources, _ = self.cols_sources(Emit(), "x", tile=False)
                 for n, ph in enumerate(self.sc.passes):
@@ -264,8 +265,10 @@ class Printed(Columns, Rows):
             else:
                 drivers = [self.rows_driver(mode, inner)]
             functions = {m.group(1) for b in blocks for m in map(DEF.match, b) if m}
+            # the krows kernels hold the elementwise pass: its fast-math flags, which keep (x - mu_hi) - mu_lo
+            flags = "_FASTMATH_ELEMENTS" if mode == "krows" else "_FASTMATH"
             for lines in drivers:
-                blocks += outline(lines, functions)
+                blocks += outline(lines, functions, flags)
         out = []
         for b in blocks:
             out += ["", ""] + b

@@ -5,7 +5,7 @@ loops read ``for v in numba.prange(n):``.  numba's parallel compilation of such 
 seconds for each dtype and memory layout (more than all its inner loops together), so each
 parallel loop is printed instead as a serial kernel over a block of its items,
 
-    @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
+    @numba.njit(fastmath=<flags>, error_model="numpy", cache=True, nogil=True)
     def <driver>_l<k>(<what the loop reads>, v0, v1):
         for v in range(v0, v1):
             <the loop's body>
@@ -28,7 +28,7 @@ import re
 
 #: names every generated numba module defines or imports
 MODULE_NAMES = frozenset({"math", "numba", "numpy", "_layout", "_FASTMATH"}) | frozenset(dir(builtins))
-KERNEL = '@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)'
+KERNEL = '@numba.njit(fastmath={flags}, error_model="numpy", cache=True, nogil=True)'
 _LOOP = re.compile(r"^    for (\w+) in numba\.prange\((.+)\):$")
 DEF = re.compile(r"^def (\w+)\((.*)\):$")
 
@@ -54,10 +54,11 @@ def reads(body: list[str], var: str, known: frozenset) -> list[str]:
     return loaded
 
 
-def outline(lines: list[str], functions: set[str]) -> list[list[str]]:
+def outline(lines: list[str], functions: set[str], flags: str = "_FASTMATH") -> list[list[str]]:
     """The blocks that replace the driver ``lines`` (decorators, ``def``, body at depth 1): one
     serial kernel per parallel loop, then the driver as a Python function.  ``functions``: the
-    module-level functions the driver may call."""
+    module-level functions the driver may call; ``flags``: the module's name of the kernels'
+    fast-math flags."""
     start = next(i for i, line in enumerate(lines) if line.startswith("def "))
     name, args = DEF.match(lines[start]).groups()
     params = [a.strip() for a in args.split(",")]
@@ -85,7 +86,7 @@ def outline(lines: list[str], functions: set[str]) -> list[list[str]]:
         clash = set(bounds) & (set(free) | {var})
         if clash:
             raise ValueError(f"{name}: the loop bounds {sorted(clash)} clash with a name the loop reads")
-        blocks.append([KERNEL, f"def {kernel}({', '.join(free + bounds)}):",
+        blocks.append([KERNEL.format(flags=flags), f"def {kernel}({', '.join(free + bounds)}):",
                        f"    for {var} in range({', '.join(bounds)}):", *inner])
         packed = f"({', '.join(free)},)" if free else "()"
         driver.append(f"    _layout.parallel({kernel}, {count}, {packed}, {first}.size)")
