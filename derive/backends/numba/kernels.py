@@ -11,15 +11,17 @@ the runtime from the shape alone (so results never depend on the thread count):
   cache; each pass runs an inner loop over a contiguous run of ``i`` for each (o, k), the
   parameters and per-group values being scalars there;
 * ``krows`` (parameters that vary inside a group, I = 1: layer norm): the same with the run
-  over ``k``, the parameters read as arrays along it;
+  over ``k``, the parameters read as arrays along it; its elementwise pass is printed in the
+  kernel itself (a call per group cost more than a short run's work);
 * ``cols`` (short runs: batch norm's (N, C), tall layer norm): the groups' elements are
   columns; a thread takes a tile of columns and a chunk of rows, the inner loop runs along the
   rows of the tile with one float64 accumulator per column, folded into per-group partial sums
   afterwards (one partial per row chunk, added in chunk order); per-group values and
   parameters are spread over the tile's columns first.
 
-The inner loops are separate numba functions (over one run, or over a block of rows of a tile:
-:meth:`Printed.loops`), so that LLVM vectorizes them; sums accumulate in float64.  Nothing here walks the derivation: the summands,
+The other inner loops are separate numba functions (over one run, or over a block of rows of a
+tile: :meth:`Printed.loops`), so that LLVM vectorizes them under their own fast-math flags; sums
+accumulate in float64.  Nothing here walks the derivation: the summands,
 group assignments and per-element assignments come from the IR's schedule, printed by
 :class:`~derive.backends.numba.printer.NumbaPrinter`.
 """

@@ -117,7 +117,7 @@ class Rows:
         loop per group cost about 13 ns of a layer norm forward's 26 ns a group at (2**20, 2) float32;
         the kernel takes the elementwise loops' fast-math flags, see kernels.py), once without a loop
         over o when a group is one run (O = 1)."""
-        elems, stores, ops, scal = self.element_parts()
+        elems, stores, ops, _ = self.element_parts()
 
         def body(depth: int, o: str) -> None:
             table = {n: f"{n}[{o}, g, j]" for n in elems + stores}
