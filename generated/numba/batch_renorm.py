@@ -38,16 +38,8 @@ def _forward_train_p0_rows(x, x_shift):
     return (sum_x_shifted, sum_var_shifted,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _forward_train_e_rows(x, xhat, out, beta, gamma, mu_hi, xhat_coef_1, xhat_coef_x_mu_hi):
-    for j in range(x.shape[0]):
-        x_mu_hi = x[j] - mu_hi
-        xhat[j] = x_mu_hi*xhat_coef_x_mu_hi + xhat_coef_1
-        out[j] = xhat[j]*gamma + beta
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_train_rows_l0(x, xhat, out, running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, chunks, G, O, K, c0, c1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+def _forward_train_rows_l0(x, xhat, out, running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, chunks, G, O, K, I, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -82,14 +74,24 @@ def _forward_train_rows_l0(x, xhat, out, running_mean_g, running_var_g, x_shift_
             var_g[g] = var
             std_g[g] = std
             r_g[g] = r
-            for o in range(O):
+            if O == 1:
                 for k in range(K):
-                    _forward_train_e_rows(x[o, g, k], xhat[o, g, k], out[o, g, k], beta, gamma, mu_hi, xhat_coef_1, xhat_coef_x_mu_hi)
+                    for j in range(I):
+                        x_mu_hi = x[0, g, k, j] - mu_hi
+                        xhat[0, g, k, j] = x_mu_hi*xhat_coef_x_mu_hi + xhat_coef_1
+                        out[0, g, k, j] = xhat[0, g, k, j]*gamma + beta
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        for j in range(I):
+                            x_mu_hi = x[o, g, k, j] - mu_hi
+                            xhat[o, g, k, j] = x_mu_hi*xhat_coef_x_mu_hi + xhat_coef_1
+                            out[o, g, k, j] = xhat[o, g, k, j]*gamma + beta
 
 
 def _forward_train_rows(x, xhat, out, running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, chunks):
     O, G, K, I = x.shape
-    _layout.parallel(_forward_train_rows_l0, chunks, (x, xhat, out, running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, chunks, G, O, K,), x.size)
+    _layout.parallel(_forward_train_rows_l0, chunks, (x, xhat, out, running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, chunks, G, O, K, I,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
@@ -250,16 +252,8 @@ def _forward_train(lay, x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, 
         _forward_train_rows(x, xhat, out, running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _forward_test_e_rows(x, xhat, out, beta, d, gamma, mu, xhat_coef_x_mu):
-    for j in range(x.shape[0]):
-        x_mu = x[j] - mu
-        xhat[j] = x_mu*xhat_coef_x_mu + d
-        out[j] = xhat[j]*gamma + beta
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_test_rows_l0(x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, chunks, G, O, K, c0, c1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+def _forward_test_rows_l0(x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, chunks, G, O, K, I, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -277,14 +271,24 @@ def _forward_test_rows_l0(x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, ga
             std_g[g] = std
             r_g[g] = r
             d_g[g] = d
-            for o in range(O):
+            if O == 1:
                 for k in range(K):
-                    _forward_test_e_rows(x[o, g, k], xhat[o, g, k], out[o, g, k], beta, d, gamma, mu, xhat_coef_x_mu)
+                    for j in range(I):
+                        x_mu = x[0, g, k, j] - mu
+                        xhat[0, g, k, j] = x_mu*xhat_coef_x_mu + d
+                        out[0, g, k, j] = xhat[0, g, k, j]*gamma + beta
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        for j in range(I):
+                            x_mu = x[o, g, k, j] - mu
+                            xhat[o, g, k, j] = x_mu*xhat_coef_x_mu + d
+                            out[o, g, k, j] = xhat[o, g, k, j]*gamma + beta
 
 
 def _forward_test_rows(x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, chunks):
     O, G, K, I = x.shape
-    _layout.parallel(_forward_test_rows_l0, chunks, (x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, chunks, G, O, K,), x.size)
+    _layout.parallel(_forward_test_rows_l0, chunks, (x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, chunks, G, O, K, I,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
@@ -386,14 +390,8 @@ def _backward_compact_p0_rows(dout, xhat):
     return (sum_dout, sum_dout_xhat,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _backward_compact_e_rows(dout, xhat, dx, coef_1, coef_dout, coef_xhat):
-    for j in range(dout.shape[0]):
-        dx[j] = dout[j]*coef_dout + xhat[j]*coef_xhat + coef_1
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_compact_rows_l0(dout, xhat, dx, d_g, r_g, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g, c0, c1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+def _backward_compact_rows_l0(dout, xhat, dx, d_g, r_g, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g, I, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -414,16 +412,22 @@ def _backward_compact_rows_l0(dout, xhat, dx, d_g, r_g, std_g, gamma_p, m, P, ch
             coef_1 = work(((-gamma*(d**2*sum_dout - d*sum_dout_xhat + r**2*sum_dout))/(m*r*std) if (m*r*std) != 0 else 0.0))
             dgamma_g[g] = sum_dout_xhat
             dbeta_g[g] = sum_dout
-            for o in range(O):
+            if O == 1:
                 for k in range(K):
-                    _backward_compact_e_rows(dout[o, g, k], xhat[o, g, k], dx[o, g, k], coef_1, coef_dout, coef_xhat)
+                    for j in range(I):
+                        dx[0, g, k, j] = dout[0, g, k, j]*coef_dout + xhat[0, g, k, j]*coef_xhat + coef_1
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        for j in range(I):
+                            dx[o, g, k, j] = dout[o, g, k, j]*coef_dout + xhat[o, g, k, j]*coef_xhat + coef_1
 
 
 def _backward_compact_rows(dout, xhat, dx, d_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
     O, G, K, I = dout.shape
     dgamma_g = dgamma_p if P == G else numpy.empty(G)
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
-    _layout.parallel(_backward_compact_rows_l0, chunks, (dout, xhat, dx, d_g, r_g, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g,), dout.size)
+    _layout.parallel(_backward_compact_rows_l0, chunks, (dout, xhat, dx, d_g, r_g, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g, I,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -588,14 +592,8 @@ def _backward_staged_p1_rows(dout, xhat, d, gamma, inv_r, mu, r, std):
     return (sum_dvar, sum_dxhat, sum_dout_xhat, sum_dout,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _backward_staged_e_rows(dout, xhat, dx, dx_coef_1, dx_coef_dout, dx_coef_xhat):
-    for j in range(dout.shape[0]):
-        dx[j] = dout[j]*dx_coef_dout + xhat[j]*dx_coef_xhat + dx_coef_1
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_staged_rows_l0(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g, c0, c1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+def _backward_staged_rows_l0(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g, I, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -625,16 +623,22 @@ def _backward_staged_rows_l0(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, m, 
             dx_coef_dout = work(dx_coef_dxhat*gamma)
             dgamma_g[g] = sum_dout_xhat
             dbeta_g[g] = sum_dout
-            for o in range(O):
+            if O == 1:
                 for k in range(K):
-                    _backward_staged_e_rows(dout[o, g, k], xhat[o, g, k], dx[o, g, k], dx_coef_1, dx_coef_dout, dx_coef_xhat)
+                    for j in range(I):
+                        dx[0, g, k, j] = dout[0, g, k, j]*dx_coef_dout + xhat[0, g, k, j]*dx_coef_xhat + dx_coef_1
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        for j in range(I):
+                            dx[o, g, k, j] = dout[o, g, k, j]*dx_coef_dout + xhat[o, g, k, j]*dx_coef_xhat + dx_coef_1
 
 
 def _backward_staged_rows(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
     O, G, K, I = dout.shape
     dgamma_g = dgamma_p if P == G else numpy.empty(G)
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
-    _layout.parallel(_backward_staged_rows_l0, chunks, (dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g,), dout.size)
+    _layout.parallel(_backward_staged_rows_l0, chunks, (dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g, I,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -851,14 +855,8 @@ def _backward_test_p0_rows(dout, xhat):
     return (sum_dout_xhat, sum_dout,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _backward_test_e_rows(dout, dx, dx_coef_dout):
-    for j in range(dout.shape[0]):
-        dx[j] = dout[j]*dx_coef_dout
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_test_rows_l0(dout, xhat, dx, std_g, gamma_p, r_max, P, chunks, G, O, K, dgamma_g, dbeta_g, c0, c1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+def _backward_test_rows_l0(dout, xhat, dx, std_g, gamma_p, r_max, P, chunks, G, O, K, dgamma_g, dbeta_g, I, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -876,16 +874,22 @@ def _backward_test_rows_l0(dout, xhat, dx, std_g, gamma_p, r_max, P, chunks, G, 
             dx_coef_dout = work(dx_coef_dxhat*gamma)
             dgamma_g[g] = sum_dout_xhat
             dbeta_g[g] = sum_dout
-            for o in range(O):
+            if O == 1:
                 for k in range(K):
-                    _backward_test_e_rows(dout[o, g, k], dx[o, g, k], dx_coef_dout)
+                    for j in range(I):
+                        dx[0, g, k, j] = dout[0, g, k, j]*dx_coef_dout
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        for j in range(I):
+                            dx[o, g, k, j] = dout[o, g, k, j]*dx_coef_dout
 
 
 def _backward_test_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, r_max, P, chunks):
     O, G, K, I = dout.shape
     dgamma_g = dgamma_p if P == G else numpy.empty(G)
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
-    _layout.parallel(_backward_test_rows_l0, chunks, (dout, xhat, dx, std_g, gamma_p, r_max, P, chunks, G, O, K, dgamma_g, dbeta_g,), dout.size)
+    _layout.parallel(_backward_test_rows_l0, chunks, (dout, xhat, dx, std_g, gamma_p, r_max, P, chunks, G, O, K, dgamma_g, dbeta_g, I,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -1035,15 +1039,8 @@ def _forward_step_p0_rows(x, x_shift):
     return (sum_x_shifted, sum_var_shifted,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _forward_step_e_rows(x, out, mu_hi, out_coef_1, out_coef_x_mu_hi):
-    for j in range(x.shape[0]):
-        x_mu_hi = x[j] - mu_hi
-        out[j] = x_mu_hi*out_coef_x_mu_hi + out_coef_1
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_step_rows_l0(x, out, running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, chunks, G, O, K, c0, c1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+def _forward_step_rows_l0(x, out, running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, chunks, G, O, K, I, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -1078,14 +1075,22 @@ def _forward_step_rows_l0(x, out, running_mean_g, running_var_g, x_shift_g, mu_g
             var_g[g] = var
             std_g[g] = std
             r_g[g] = r
-            for o in range(O):
+            if O == 1:
                 for k in range(K):
-                    _forward_step_e_rows(x[o, g, k], out[o, g, k], mu_hi, out_coef_1, out_coef_x_mu_hi)
+                    for j in range(I):
+                        x_mu_hi = x[0, g, k, j] - mu_hi
+                        out[0, g, k, j] = x_mu_hi*out_coef_x_mu_hi + out_coef_1
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        for j in range(I):
+                            x_mu_hi = x[o, g, k, j] - mu_hi
+                            out[o, g, k, j] = x_mu_hi*out_coef_x_mu_hi + out_coef_1
 
 
 def _forward_step_rows(x, out, running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, chunks):
     O, G, K, I = x.shape
-    _layout.parallel(_forward_step_rows_l0, chunks, (x, out, running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, chunks, G, O, K,), x.size)
+    _layout.parallel(_forward_step_rows_l0, chunks, (x, out, running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, chunks, G, O, K, I,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
@@ -1251,15 +1256,8 @@ def _backward_step_p1_rows(dout, x, d, inv_std, mu, r):
     return (sum_dout, sum_dout_xhat,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _backward_step_e_rows(dout, x, dx, coef_dout, dx_coef_1_1, dx_coef_x_mu, mu):
-    for j in range(dout.shape[0]):
-        x_mu = x[j] - mu
-        dx[j] = dout[j]*coef_dout + x_mu*dx_coef_x_mu + dx_coef_1_1
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_step_rows_l0(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g, c0, c1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+def _backward_step_rows_l0(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g, I, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -1284,16 +1282,24 @@ def _backward_step_rows_l0(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, ch
             dx_coef_1_1 = work(coef_1 + coef_xhat*d)
             dgamma_g[g] = sum_dout_xhat
             dbeta_g[g] = sum_dout
-            for o in range(O):
+            if O == 1:
                 for k in range(K):
-                    _backward_step_e_rows(dout[o, g, k], x[o, g, k], dx[o, g, k], coef_dout, dx_coef_1_1, dx_coef_x_mu, mu)
+                    for j in range(I):
+                        x_mu = x[0, g, k, j] - mu
+                        dx[0, g, k, j] = dout[0, g, k, j]*coef_dout + x_mu*dx_coef_x_mu + dx_coef_1_1
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        for j in range(I):
+                            x_mu = x[o, g, k, j] - mu
+                            dx[o, g, k, j] = dout[o, g, k, j]*coef_dout + x_mu*dx_coef_x_mu + dx_coef_1_1
 
 
 def _backward_step_rows(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
     O, G, K, I = dout.shape
     dgamma_g = dgamma_p if P == G else numpy.empty(G)
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
-    _layout.parallel(_backward_step_rows_l0, chunks, (dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g,), dout.size)
+    _layout.parallel(_backward_step_rows_l0, chunks, (dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g, I,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -1475,15 +1481,8 @@ def _backward_step(lay, dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, d
         _backward_step_rows(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _forward_test_step_e_rows(x, out, mu, out_coef_1, out_coef_x_mu):
-    for j in range(x.shape[0]):
-        x_mu = x[j] - mu
-        out[j] = x_mu*out_coef_x_mu + out_coef_1
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_test_step_rows_l0(x, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, chunks, G, O, K, c0, c1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+def _forward_test_step_rows_l0(x, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, chunks, G, O, K, I, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -1502,14 +1501,22 @@ def _forward_test_step_rows_l0(x, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gam
             std_g[g] = std
             r_g[g] = r
             d_g[g] = d
-            for o in range(O):
+            if O == 1:
                 for k in range(K):
-                    _forward_test_step_e_rows(x[o, g, k], out[o, g, k], mu, out_coef_1, out_coef_x_mu)
+                    for j in range(I):
+                        x_mu = x[0, g, k, j] - mu
+                        out[0, g, k, j] = x_mu*out_coef_x_mu + out_coef_1
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        for j in range(I):
+                            x_mu = x[o, g, k, j] - mu
+                            out[o, g, k, j] = x_mu*out_coef_x_mu + out_coef_1
 
 
 def _forward_test_step_rows(x, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, chunks):
     O, G, K, I = x.shape
-    _layout.parallel(_forward_test_step_rows_l0, chunks, (x, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, chunks, G, O, K,), x.size)
+    _layout.parallel(_forward_test_step_rows_l0, chunks, (x, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, chunks, G, O, K, I,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
@@ -1610,14 +1617,8 @@ def _backward_test_step_p1_rows(dout, x, d, inv_std, mu, r):
     return (sum_dout_xhat, sum_dout,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _backward_test_step_e_rows(dout, dx, dx_coef_dout):
-    for j in range(dout.shape[0]):
-        dx[j] = dout[j]*dx_coef_dout
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_test_step_rows_l0(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, r_max, P, chunks, G, O, K, dgamma_g, dbeta_g, c0, c1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+def _backward_test_step_rows_l0(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, r_max, P, chunks, G, O, K, dgamma_g, dbeta_g, I, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -1639,16 +1640,22 @@ def _backward_test_step_rows_l0(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, r_m
             dx_coef_dout = work(dx_coef_dxhat*gamma)
             dgamma_g[g] = sum_dout_xhat
             dbeta_g[g] = sum_dout
-            for o in range(O):
+            if O == 1:
                 for k in range(K):
-                    _backward_test_step_e_rows(dout[o, g, k], dx[o, g, k], dx_coef_dout)
+                    for j in range(I):
+                        dx[0, g, k, j] = dout[0, g, k, j]*dx_coef_dout
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        for j in range(I):
+                            dx[o, g, k, j] = dout[o, g, k, j]*dx_coef_dout
 
 
 def _backward_test_step_rows(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, r_max, P, chunks):
     O, G, K, I = dout.shape
     dgamma_g = dgamma_p if P == G else numpy.empty(G)
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
-    _layout.parallel(_backward_test_step_rows_l0, chunks, (dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, r_max, P, chunks, G, O, K, dgamma_g, dbeta_g,), dout.size)
+    _layout.parallel(_backward_test_step_rows_l0, chunks, (dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, r_max, P, chunks, G, O, K, dgamma_g, dbeta_g, I,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:

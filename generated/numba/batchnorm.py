@@ -38,16 +38,8 @@ def _forward_train_p0_rows(x, x_shift):
     return (sum_x_shifted, sum_var_shifted,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _forward_train_e_rows(x, xhat, out, beta, gamma, inv_std, mu_hi, mu_lo):
-    for j in range(x.shape[0]):
-        x_mu_hi = x[j] - mu_hi
-        xhat[j] = inv_std*(x_mu_hi - mu_lo)
-        out[j] = xhat[j]*gamma + beta
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_train_rows_l0(x, xhat, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K, c0, c1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+def _forward_train_rows_l0(x, xhat, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K, I, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -73,14 +65,24 @@ def _forward_train_rows_l0(x, xhat, out, x_shift_g, mu_g, var_g, std_g, beta_p, 
             mu_g[g] = mu
             var_g[g] = var
             std_g[g] = std
-            for o in range(O):
+            if O == 1:
                 for k in range(K):
-                    _forward_train_e_rows(x[o, g, k], xhat[o, g, k], out[o, g, k], beta, gamma, inv_std, mu_hi, mu_lo)
+                    for j in range(I):
+                        x_mu_hi = x[0, g, k, j] - mu_hi
+                        xhat[0, g, k, j] = inv_std*(x_mu_hi - mu_lo)
+                        out[0, g, k, j] = xhat[0, g, k, j]*gamma + beta
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        for j in range(I):
+                            x_mu_hi = x[o, g, k, j] - mu_hi
+                            xhat[o, g, k, j] = inv_std*(x_mu_hi - mu_lo)
+                            out[o, g, k, j] = xhat[o, g, k, j]*gamma + beta
 
 
 def _forward_train_rows(x, xhat, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, chunks):
     O, G, K, I = x.shape
-    _layout.parallel(_forward_train_rows_l0, chunks, (x, xhat, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K,), x.size)
+    _layout.parallel(_forward_train_rows_l0, chunks, (x, xhat, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K, I,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
@@ -234,15 +236,8 @@ def _forward_train(lay, x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, 
         _forward_train_rows(x, xhat, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _forward_test_e_rows(x, xhat, out, beta, gamma, inv_std, mu):
-    for j in range(x.shape[0]):
-        xhat[j] = inv_std*(x[j] - mu)
-        out[j] = xhat[j]*gamma + beta
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_test_rows_l0(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, chunks, G, O, K, c0, c1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+def _forward_test_rows_l0(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, chunks, G, O, K, I, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -254,14 +249,22 @@ def _forward_test_rows_l0(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps
             std = math.sqrt(eps + var)
             inv_std = work(1/std)
             std_g[g] = std
-            for o in range(O):
+            if O == 1:
                 for k in range(K):
-                    _forward_test_e_rows(x[o, g, k], xhat[o, g, k], out[o, g, k], beta, gamma, inv_std, mu)
+                    for j in range(I):
+                        xhat[0, g, k, j] = inv_std*(x[0, g, k, j] - mu)
+                        out[0, g, k, j] = xhat[0, g, k, j]*gamma + beta
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        for j in range(I):
+                            xhat[o, g, k, j] = inv_std*(x[o, g, k, j] - mu)
+                            out[o, g, k, j] = xhat[o, g, k, j]*gamma + beta
 
 
 def _forward_test_rows(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, chunks):
     O, G, K, I = x.shape
-    _layout.parallel(_forward_test_rows_l0, chunks, (x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, chunks, G, O, K,), x.size)
+    _layout.parallel(_forward_test_rows_l0, chunks, (x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, chunks, G, O, K, I,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
@@ -354,14 +357,8 @@ def _backward_compact_p0_rows(dout, xhat):
     return (sum_dout, sum_dout_xhat,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _backward_compact_e_rows(dout, xhat, dx, coef_1, coef_dout, coef_xhat):
-    for j in range(dout.shape[0]):
-        dx[j] = dout[j]*coef_dout + xhat[j]*coef_xhat + coef_1
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_compact_rows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g, c0, c1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+def _backward_compact_rows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g, I, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -380,16 +377,22 @@ def _backward_compact_rows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O
             coef_1 = work(-gamma*sum_dout/(m*std))
             dgamma_g[g] = sum_dout_xhat
             dbeta_g[g] = sum_dout
-            for o in range(O):
+            if O == 1:
                 for k in range(K):
-                    _backward_compact_e_rows(dout[o, g, k], xhat[o, g, k], dx[o, g, k], coef_1, coef_dout, coef_xhat)
+                    for j in range(I):
+                        dx[0, g, k, j] = dout[0, g, k, j]*coef_dout + xhat[0, g, k, j]*coef_xhat + coef_1
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        for j in range(I):
+                            dx[o, g, k, j] = dout[o, g, k, j]*coef_dout + xhat[o, g, k, j]*coef_xhat + coef_1
 
 
 def _backward_compact_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
     O, G, K, I = dout.shape
     dgamma_g = dgamma_p if P == G else numpy.empty(G)
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
-    _layout.parallel(_backward_compact_rows_l0, chunks, (dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g,), dout.size)
+    _layout.parallel(_backward_compact_rows_l0, chunks, (dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g, I,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -554,14 +557,8 @@ def _backward_staged_p0_rows(dout, xhat, gamma):
     return (sum_dxhat_xhat, sum_dxhat, sum_dout_xhat, sum_dout,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _backward_staged_e_rows(dout, xhat, dx, dx_coef_1, dx_coef_dout, dx_coef_xhat):
-    for j in range(dout.shape[0]):
-        dx[j] = dout[j]*dx_coef_dout + xhat[j]*dx_coef_xhat + dx_coef_1
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_staged_rows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g, c0, c1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+def _backward_staged_rows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g, I, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -587,16 +584,22 @@ def _backward_staged_rows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O,
             dx_coef_dout = work(dx_coef_dxhat*gamma)
             dgamma_g[g] = sum_dout_xhat
             dbeta_g[g] = sum_dout
-            for o in range(O):
+            if O == 1:
                 for k in range(K):
-                    _backward_staged_e_rows(dout[o, g, k], xhat[o, g, k], dx[o, g, k], dx_coef_1, dx_coef_dout, dx_coef_xhat)
+                    for j in range(I):
+                        dx[0, g, k, j] = dout[0, g, k, j]*dx_coef_dout + xhat[0, g, k, j]*dx_coef_xhat + dx_coef_1
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        for j in range(I):
+                            dx[o, g, k, j] = dout[o, g, k, j]*dx_coef_dout + xhat[o, g, k, j]*dx_coef_xhat + dx_coef_1
 
 
 def _backward_staged_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
     O, G, K, I = dout.shape
     dgamma_g = dgamma_p if P == G else numpy.empty(G)
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
-    _layout.parallel(_backward_staged_rows_l0, chunks, (dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g,), dout.size)
+    _layout.parallel(_backward_staged_rows_l0, chunks, (dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g, I,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -782,14 +785,8 @@ def _backward_test_p0_rows(dout, xhat):
     return (sum_dout_xhat, sum_dout,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _backward_test_e_rows(dout, dx, dx_coef_dout):
-    for j in range(dout.shape[0]):
-        dx[j] = dout[j]*dx_coef_dout
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_test_rows_l0(dout, xhat, dx, std_g, gamma_p, P, chunks, G, O, K, dgamma_g, dbeta_g, c0, c1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+def _backward_test_rows_l0(dout, xhat, dx, std_g, gamma_p, P, chunks, G, O, K, dgamma_g, dbeta_g, I, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -807,16 +804,22 @@ def _backward_test_rows_l0(dout, xhat, dx, std_g, gamma_p, P, chunks, G, O, K, d
             dx_coef_dout = work(dx_coef_dxhat*gamma)
             dgamma_g[g] = sum_dout_xhat
             dbeta_g[g] = sum_dout
-            for o in range(O):
+            if O == 1:
                 for k in range(K):
-                    _backward_test_e_rows(dout[o, g, k], dx[o, g, k], dx_coef_dout)
+                    for j in range(I):
+                        dx[0, g, k, j] = dout[0, g, k, j]*dx_coef_dout
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        for j in range(I):
+                            dx[o, g, k, j] = dout[o, g, k, j]*dx_coef_dout
 
 
 def _backward_test_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, P, chunks):
     O, G, K, I = dout.shape
     dgamma_g = dgamma_p if P == G else numpy.empty(G)
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
-    _layout.parallel(_backward_test_rows_l0, chunks, (dout, xhat, dx, std_g, gamma_p, P, chunks, G, O, K, dgamma_g, dbeta_g,), dout.size)
+    _layout.parallel(_backward_test_rows_l0, chunks, (dout, xhat, dx, std_g, gamma_p, P, chunks, G, O, K, dgamma_g, dbeta_g, I,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -966,15 +969,8 @@ def _forward_step_p0_rows(x, x_shift):
     return (sum_x_shifted, sum_var_shifted,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _forward_step_e_rows(x, out, mu_hi, out_coef_1, out_coef_x_mu_hi):
-    for j in range(x.shape[0]):
-        x_mu_hi = x[j] - mu_hi
-        out[j] = x_mu_hi*out_coef_x_mu_hi + out_coef_1
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_step_rows_l0(x, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K, c0, c1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+def _forward_step_rows_l0(x, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K, I, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -1002,14 +998,22 @@ def _forward_step_rows_l0(x, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p
             mu_g[g] = mu
             var_g[g] = var
             std_g[g] = std
-            for o in range(O):
+            if O == 1:
                 for k in range(K):
-                    _forward_step_e_rows(x[o, g, k], out[o, g, k], mu_hi, out_coef_1, out_coef_x_mu_hi)
+                    for j in range(I):
+                        x_mu_hi = x[0, g, k, j] - mu_hi
+                        out[0, g, k, j] = x_mu_hi*out_coef_x_mu_hi + out_coef_1
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        for j in range(I):
+                            x_mu_hi = x[o, g, k, j] - mu_hi
+                            out[o, g, k, j] = x_mu_hi*out_coef_x_mu_hi + out_coef_1
 
 
 def _forward_step_rows(x, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, chunks):
     O, G, K, I = x.shape
-    _layout.parallel(_forward_step_rows_l0, chunks, (x, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K,), x.size)
+    _layout.parallel(_forward_step_rows_l0, chunks, (x, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K, I,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
@@ -1170,15 +1174,8 @@ def _backward_step_p1_rows(dout, x, mu):
     return (sum_dout, sum_dout_xhat_acc,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _backward_step_e_rows(dout, x, dx, coef_1, coef_dout, dx_coef_x_mu, mu):
-    for j in range(dout.shape[0]):
-        x_mu = x[j] - mu
-        dx[j] = dout[j]*coef_dout + x_mu*dx_coef_x_mu + coef_1
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_step_rows_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g, c0, c1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+def _backward_step_rows_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g, I, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -1201,16 +1198,24 @@ def _backward_step_rows_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, chunks, G, O
             dx_coef_x_mu = work(coef_xhat*inv_std)
             dgamma_g[g] = sum_dout_xhat
             dbeta_g[g] = sum_dout
-            for o in range(O):
+            if O == 1:
                 for k in range(K):
-                    _backward_step_e_rows(dout[o, g, k], x[o, g, k], dx[o, g, k], coef_1, coef_dout, dx_coef_x_mu, mu)
+                    for j in range(I):
+                        x_mu = x[0, g, k, j] - mu
+                        dx[0, g, k, j] = dout[0, g, k, j]*coef_dout + x_mu*dx_coef_x_mu + coef_1
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        for j in range(I):
+                            x_mu = x[o, g, k, j] - mu
+                            dx[o, g, k, j] = dout[o, g, k, j]*coef_dout + x_mu*dx_coef_x_mu + coef_1
 
 
 def _backward_step_rows(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
     O, G, K, I = dout.shape
     dgamma_g = dgamma_p if P == G else numpy.empty(G)
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
-    _layout.parallel(_backward_step_rows_l0, chunks, (dout, x, dx, mu_g, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g,), dout.size)
+    _layout.parallel(_backward_step_rows_l0, chunks, (dout, x, dx, mu_g, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g, I,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -1386,15 +1391,8 @@ def _backward_step(lay, dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m)
         _backward_step_rows(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _forward_test_step_e_rows(x, out, beta, mu, out_coef_x_mu):
-    for j in range(x.shape[0]):
-        x_mu = x[j] - mu
-        out[j] = x_mu*out_coef_x_mu + beta
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_test_step_rows_l0(x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, chunks, G, O, K, c0, c1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+def _forward_test_step_rows_l0(x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, chunks, G, O, K, I, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -1407,14 +1405,22 @@ def _forward_test_step_rows_l0(x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps,
             inv_std = 1/std
             out_coef_x_mu = work(gamma*inv_std)
             std_g[g] = std
-            for o in range(O):
+            if O == 1:
                 for k in range(K):
-                    _forward_test_step_e_rows(x[o, g, k], out[o, g, k], beta, mu, out_coef_x_mu)
+                    for j in range(I):
+                        x_mu = x[0, g, k, j] - mu
+                        out[0, g, k, j] = x_mu*out_coef_x_mu + beta
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        for j in range(I):
+                            x_mu = x[o, g, k, j] - mu
+                            out[o, g, k, j] = x_mu*out_coef_x_mu + beta
 
 
 def _forward_test_step_rows(x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, chunks):
     O, G, K, I = x.shape
-    _layout.parallel(_forward_test_step_rows_l0, chunks, (x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, chunks, G, O, K,), x.size)
+    _layout.parallel(_forward_test_step_rows_l0, chunks, (x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, chunks, G, O, K, I,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
@@ -1506,14 +1512,8 @@ def _backward_test_step_p1_rows(dout, x, mu):
     return (sum_dout_xhat_acc, sum_dout,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _backward_test_step_e_rows(dout, dx, dx_coef_dout):
-    for j in range(dout.shape[0]):
-        dx[j] = dout[j]*dx_coef_dout
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_test_step_rows_l0(dout, x, dx, mu_g, std_g, gamma_p, P, chunks, G, O, K, dgamma_g, dbeta_g, c0, c1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+def _backward_test_step_rows_l0(dout, x, dx, mu_g, std_g, gamma_p, P, chunks, G, O, K, dgamma_g, dbeta_g, I, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -1534,16 +1534,22 @@ def _backward_test_step_rows_l0(dout, x, dx, mu_g, std_g, gamma_p, P, chunks, G,
             dx_coef_dout = work(dx_coef_dxhat*gamma)
             dgamma_g[g] = sum_dout_xhat
             dbeta_g[g] = sum_dout
-            for o in range(O):
+            if O == 1:
                 for k in range(K):
-                    _backward_test_step_e_rows(dout[o, g, k], dx[o, g, k], dx_coef_dout)
+                    for j in range(I):
+                        dx[0, g, k, j] = dout[0, g, k, j]*dx_coef_dout
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        for j in range(I):
+                            dx[o, g, k, j] = dout[o, g, k, j]*dx_coef_dout
 
 
 def _backward_test_step_rows(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, P, chunks):
     O, G, K, I = dout.shape
     dgamma_g = dgamma_p if P == G else numpy.empty(G)
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
-    _layout.parallel(_backward_test_step_rows_l0, chunks, (dout, x, dx, mu_g, std_g, gamma_p, P, chunks, G, O, K, dgamma_g, dbeta_g,), dout.size)
+    _layout.parallel(_backward_test_step_rows_l0, chunks, (dout, x, dx, mu_g, std_g, gamma_p, P, chunks, G, O, K, dgamma_g, dbeta_g, I,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:

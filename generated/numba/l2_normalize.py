@@ -36,14 +36,8 @@ def _forward_train_p0_rows(x):
     return (sq,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _forward_train_e_rows(x, out, inv_den):
-    for j in range(x.shape[0]):
-        out[j] = x[j]*inv_den
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_train_rows_l0(x, out, norm_g, den_g, eps, P, chunks, G, O, K, c0, c1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+def _forward_train_rows_l0(x, out, norm_g, den_g, eps, P, chunks, G, O, K, I, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -58,14 +52,20 @@ def _forward_train_rows_l0(x, out, norm_g, den_g, eps, P, chunks, G, O, K, c0, c
             inv_den = work(1/den)
             norm_g[g] = norm
             den_g[g] = den
-            for o in range(O):
+            if O == 1:
                 for k in range(K):
-                    _forward_train_e_rows(x[o, g, k], out[o, g, k], inv_den)
+                    for j in range(I):
+                        out[0, g, k, j] = x[0, g, k, j]*inv_den
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        for j in range(I):
+                            out[o, g, k, j] = x[o, g, k, j]*inv_den
 
 
 def _forward_train_rows(x, out, norm_g, den_g, eps, P, chunks):
     O, G, K, I = x.shape
-    _layout.parallel(_forward_train_rows_l0, chunks, (x, out, norm_g, den_g, eps, P, chunks, G, O, K,), x.size)
+    _layout.parallel(_forward_train_rows_l0, chunks, (x, out, norm_g, den_g, eps, P, chunks, G, O, K, I,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
@@ -184,14 +184,8 @@ def _backward_compact_p0_rows(dout, out):
     return (sum_dout_out,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _backward_compact_e_rows(dout, out, dx, coef_dout, coef_out):
-    for j in range(dout.shape[0]):
-        dx[j] = dout[j]*coef_dout + out[j]*coef_out
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_compact_rows_l0(dout, out, dx, den_g, norm_g, eps, P, chunks, G, O, K, c0, c1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+def _backward_compact_rows_l0(dout, out, dx, den_g, norm_g, eps, P, chunks, G, O, K, I, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -205,14 +199,20 @@ def _backward_compact_rows_l0(dout, out, dx, den_g, norm_g, eps, P, chunks, G, O
                     sum_dout_out += sum_dout_out_run
             coef_dout = work(1/den)
             coef_out = work(((-sum_dout_out*(1.0 if (-eps + norm) > 0 else (float(1) if (-eps + norm) == 0 else 0.0)))/(norm) if (norm) != 0 else 0.0))
-            for o in range(O):
+            if O == 1:
                 for k in range(K):
-                    _backward_compact_e_rows(dout[o, g, k], out[o, g, k], dx[o, g, k], coef_dout, coef_out)
+                    for j in range(I):
+                        dx[0, g, k, j] = dout[0, g, k, j]*coef_dout + out[0, g, k, j]*coef_out
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        for j in range(I):
+                            dx[o, g, k, j] = dout[o, g, k, j]*coef_dout + out[o, g, k, j]*coef_out
 
 
 def _backward_compact_rows(dout, out, dx, den_g, norm_g, eps, P, chunks):
     O, G, K, I = dout.shape
-    _layout.parallel(_backward_compact_rows_l0, chunks, (dout, out, dx, den_g, norm_g, eps, P, chunks, G, O, K,), dout.size)
+    _layout.parallel(_backward_compact_rows_l0, chunks, (dout, out, dx, den_g, norm_g, eps, P, chunks, G, O, K, I,), dout.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
@@ -333,14 +333,8 @@ def _backward_staged_p0_rows(dout, out):
     return (sum_dout_out,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _backward_staged_e_rows(dout, out, dx, dx_coef_dout, dx_coef_out):
-    for j in range(dout.shape[0]):
-        dx[j] = dout[j]*dx_coef_dout + out[j]*dx_coef_out
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_staged_rows_l0(dout, out, dx, den_g, norm_g, eps, P, chunks, G, O, K, c0, c1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+def _backward_staged_rows_l0(dout, out, dx, den_g, norm_g, eps, P, chunks, G, O, K, I, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -355,14 +349,20 @@ def _backward_staged_rows_l0(dout, out, dx, den_g, norm_g, eps, P, chunks, G, O,
             dsq = ((-sum_dout_out*(1.0 if (-eps + norm) > 0 else (float(1) if (-eps + norm) == 0 else 0.0)))/(2*den*norm) if (2*den*norm) != 0 else 0.0)
             dx_coef_dout = work(1/den)
             dx_coef_out = work(2*den*dsq)
-            for o in range(O):
+            if O == 1:
                 for k in range(K):
-                    _backward_staged_e_rows(dout[o, g, k], out[o, g, k], dx[o, g, k], dx_coef_dout, dx_coef_out)
+                    for j in range(I):
+                        dx[0, g, k, j] = dout[0, g, k, j]*dx_coef_dout + out[0, g, k, j]*dx_coef_out
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        for j in range(I):
+                            dx[o, g, k, j] = dout[o, g, k, j]*dx_coef_dout + out[o, g, k, j]*dx_coef_out
 
 
 def _backward_staged_rows(dout, out, dx, den_g, norm_g, eps, P, chunks):
     O, G, K, I = dout.shape
-    _layout.parallel(_backward_staged_rows_l0, chunks, (dout, out, dx, den_g, norm_g, eps, P, chunks, G, O, K,), dout.size)
+    _layout.parallel(_backward_staged_rows_l0, chunks, (dout, out, dx, den_g, norm_g, eps, P, chunks, G, O, K, I,), dout.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
@@ -484,14 +484,8 @@ def _forward_step_p0_rows(x):
     return (sq,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _forward_step_e_rows(x, out, inv_den):
-    for j in range(x.shape[0]):
-        out[j] = x[j]*inv_den
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_step_rows_l0(x, out, norm_g, den_g, eps, P, chunks, G, O, K, c0, c1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+def _forward_step_rows_l0(x, out, norm_g, den_g, eps, P, chunks, G, O, K, I, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -506,14 +500,20 @@ def _forward_step_rows_l0(x, out, norm_g, den_g, eps, P, chunks, G, O, K, c0, c1
             inv_den = work(1/den)
             norm_g[g] = norm
             den_g[g] = den
-            for o in range(O):
+            if O == 1:
                 for k in range(K):
-                    _forward_step_e_rows(x[o, g, k], out[o, g, k], inv_den)
+                    for j in range(I):
+                        out[0, g, k, j] = x[0, g, k, j]*inv_den
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        for j in range(I):
+                            out[o, g, k, j] = x[o, g, k, j]*inv_den
 
 
 def _forward_step_rows(x, out, norm_g, den_g, eps, P, chunks):
     O, G, K, I = x.shape
-    _layout.parallel(_forward_step_rows_l0, chunks, (x, out, norm_g, den_g, eps, P, chunks, G, O, K,), x.size)
+    _layout.parallel(_forward_step_rows_l0, chunks, (x, out, norm_g, den_g, eps, P, chunks, G, O, K, I,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
@@ -632,15 +632,8 @@ def _backward_step_p1_rows(dout, x):
     return (sum_dout_out_acc,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _backward_step_e_rows(dout, x, dx, coef_dout, coef_out, inv_den):
-    for j in range(dout.shape[0]):
-        out = x[j]*inv_den
-        dx[j] = dout[j]*coef_dout + out*coef_out
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_step_rows_l0(dout, x, dx, den_g, norm_g, eps, P, chunks, G, O, K, c0, c1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+def _backward_step_rows_l0(dout, x, dx, den_g, norm_g, eps, P, chunks, G, O, K, I, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -656,14 +649,22 @@ def _backward_step_rows_l0(dout, x, dx, den_g, norm_g, eps, P, chunks, G, O, K, 
             sum_dout_out = ((sum_dout_out_acc)/(den) if (den) != 0 else 0.0)
             coef_dout = work(1/den)
             coef_out = work(((-sum_dout_out*(1.0 if (-eps + norm) > 0 else (float(1) if (-eps + norm) == 0 else 0.0)))/(norm) if (norm) != 0 else 0.0))
-            for o in range(O):
+            if O == 1:
                 for k in range(K):
-                    _backward_step_e_rows(dout[o, g, k], x[o, g, k], dx[o, g, k], coef_dout, coef_out, inv_den)
+                    for j in range(I):
+                        out = x[0, g, k, j]*inv_den
+                        dx[0, g, k, j] = dout[0, g, k, j]*coef_dout + out*coef_out
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        for j in range(I):
+                            out = x[o, g, k, j]*inv_den
+                            dx[o, g, k, j] = dout[o, g, k, j]*coef_dout + out*coef_out
 
 
 def _backward_step_rows(dout, x, dx, den_g, norm_g, eps, P, chunks):
     O, G, K, I = dout.shape
-    _layout.parallel(_backward_step_rows_l0, chunks, (dout, x, dx, den_g, norm_g, eps, P, chunks, G, O, K,), dout.size)
+    _layout.parallel(_backward_step_rows_l0, chunks, (dout, x, dx, den_g, norm_g, eps, P, chunks, G, O, K, I,), dout.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)

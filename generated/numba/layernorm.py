@@ -38,16 +38,8 @@ def _forward_train_p0_rows(x, x_shift):
     return (sum_x_shifted, sum_var_shifted,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _forward_train_e_rows(x, xhat, out, beta, gamma, inv_std, mu_hi, mu_lo):
-    for j in range(x.shape[0]):
-        x_mu_hi = x[j] - mu_hi
-        xhat[j] = inv_std*(x_mu_hi - mu_lo)
-        out[j] = beta + gamma*xhat[j]
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_train_rows_l0(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K, c0, c1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+def _forward_train_rows_l0(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K, I, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -69,16 +61,28 @@ def _forward_train_rows_l0(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps,
             mu_hi = work(mu)
             mu_lo = work(mu - mu_hi)
             std_g[g] = std
-            for o in range(O):
+            if O == 1:
                 for k in range(K):
                     beta = beta_p[p, k]
                     gamma = gamma_p[p, k]
-                    _forward_train_e_rows(x[o, g, k], xhat[o, g, k], out[o, g, k], beta, gamma, inv_std, mu_hi, mu_lo)
+                    for j in range(I):
+                        x_mu_hi = x[0, g, k, j] - mu_hi
+                        xhat[0, g, k, j] = inv_std*(x_mu_hi - mu_lo)
+                        out[0, g, k, j] = beta + gamma*xhat[0, g, k, j]
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        beta = beta_p[p, k]
+                        gamma = gamma_p[p, k]
+                        for j in range(I):
+                            x_mu_hi = x[o, g, k, j] - mu_hi
+                            xhat[o, g, k, j] = inv_std*(x_mu_hi - mu_lo)
+                            out[o, g, k, j] = beta + gamma*xhat[o, g, k, j]
 
 
 def _forward_train_rows(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, P, chunks):
     O, G, K, I = x.shape
-    _layout.parallel(_forward_train_rows_l0, chunks, (x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K,), x.size)
+    _layout.parallel(_forward_train_rows_l0, chunks, (x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K, I,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
@@ -293,14 +297,8 @@ def _backward_compact_p0_rows(dout, xhat, gamma):
     return (sum_dout_gamma, sum_dout_gamma_xhat, dgamma, dbeta,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _backward_compact_e_rows(dout, xhat, dx, coef_1, coef_dout_gamma, coef_xhat, gamma):
-    for j in range(dout.shape[0]):
-        dx[j] = dout[j]*gamma*coef_dout_gamma + xhat[j]*coef_xhat + coef_1
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_compact_rows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c, dbeta_c, c0, c1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+def _backward_compact_rows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c, dbeta_c, I, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -319,17 +317,24 @@ def _backward_compact_rows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O
             coef_dout_gamma = work(1/std)
             coef_xhat = work(-sum_dout_gamma_xhat/(m*std))
             coef_1 = work(-sum_dout_gamma/(m*std))
-            for o in range(O):
+            if O == 1:
                 for k in range(K):
                     gamma = gamma_p[p, k]
-                    _backward_compact_e_rows(dout[o, g, k], xhat[o, g, k], dx[o, g, k], coef_1, coef_dout_gamma, coef_xhat, gamma)
+                    for j in range(I):
+                        dx[0, g, k, j] = dout[0, g, k, j]*gamma*coef_dout_gamma + xhat[0, g, k, j]*coef_xhat + coef_1
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        gamma = gamma_p[p, k]
+                        for j in range(I):
+                            dx[o, g, k, j] = dout[o, g, k, j]*gamma*coef_dout_gamma + xhat[o, g, k, j]*coef_xhat + coef_1
 
 
 def _backward_compact_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
     O, G, K, I = dout.shape
     dgamma_c = numpy.zeros((chunks, P, K))
     dbeta_c = numpy.zeros((chunks, P, K))
-    _layout.parallel(_backward_compact_rows_l0, chunks, (dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c, dbeta_c,), dout.size)
+    _layout.parallel(_backward_compact_rows_l0, chunks, (dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c, dbeta_c, I,), dout.size)
     _layout.combine_chunks(dgamma_c, dgamma_p)
     _layout.combine_chunks(dbeta_c, dbeta_p)
 
@@ -561,15 +566,8 @@ def _backward_staged_p0_rows(dout, xhat, gamma):
     return (sum_dxhat_xhat, sum_dxhat, dgamma, dbeta,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _backward_staged_e_rows(dout, xhat, dx, dx_coef_1, dx_coef_dxhat, dx_coef_xhat, gamma):
-    for j in range(dout.shape[0]):
-        dxhat = dout[j]*gamma
-        dx[j] = dxhat*dx_coef_dxhat + xhat[j]*dx_coef_xhat + dx_coef_1
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_staged_rows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c, dbeta_c, c0, c1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+def _backward_staged_rows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c, dbeta_c, I, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -590,17 +588,26 @@ def _backward_staged_rows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O,
             dx_coef_dxhat = work(1/std)
             dx_coef_xhat = work(2*dvar*std/m)
             dx_coef_1 = work(dmu/m)
-            for o in range(O):
+            if O == 1:
                 for k in range(K):
                     gamma = gamma_p[p, k]
-                    _backward_staged_e_rows(dout[o, g, k], xhat[o, g, k], dx[o, g, k], dx_coef_1, dx_coef_dxhat, dx_coef_xhat, gamma)
+                    for j in range(I):
+                        dxhat = dout[0, g, k, j]*gamma
+                        dx[0, g, k, j] = dxhat*dx_coef_dxhat + xhat[0, g, k, j]*dx_coef_xhat + dx_coef_1
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        gamma = gamma_p[p, k]
+                        for j in range(I):
+                            dxhat = dout[o, g, k, j]*gamma
+                            dx[o, g, k, j] = dxhat*dx_coef_dxhat + xhat[o, g, k, j]*dx_coef_xhat + dx_coef_1
 
 
 def _backward_staged_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
     O, G, K, I = dout.shape
     dgamma_c = numpy.zeros((chunks, P, K))
     dbeta_c = numpy.zeros((chunks, P, K))
-    _layout.parallel(_backward_staged_rows_l0, chunks, (dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c, dbeta_c,), dout.size)
+    _layout.parallel(_backward_staged_rows_l0, chunks, (dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c, dbeta_c, I,), dout.size)
     _layout.combine_chunks(dgamma_c, dgamma_p)
     _layout.combine_chunks(dbeta_c, dbeta_p)
 
@@ -835,16 +842,8 @@ def _forward_step_p0_rows(x, x_shift):
     return (sum_x_shifted, sum_var_shifted,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _forward_step_e_rows(x, out, beta, gamma, inv_std, mu_hi, mu_lo):
-    for j in range(x.shape[0]):
-        x_mu_hi = x[j] - mu_hi
-        xhat = inv_std*(x_mu_hi - mu_lo)
-        out[j] = beta + gamma*xhat
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_step_rows_l0(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K, c0, c1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+def _forward_step_rows_l0(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K, I, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -867,16 +866,28 @@ def _forward_step_rows_l0(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, 
             mu_lo = work(mu - mu_hi)
             mu_g[g] = mu
             std_g[g] = std
-            for o in range(O):
+            if O == 1:
                 for k in range(K):
                     beta = beta_p[p, k]
                     gamma = gamma_p[p, k]
-                    _forward_step_e_rows(x[o, g, k], out[o, g, k], beta, gamma, inv_std, mu_hi, mu_lo)
+                    for j in range(I):
+                        x_mu_hi = x[0, g, k, j] - mu_hi
+                        xhat = inv_std*(x_mu_hi - mu_lo)
+                        out[0, g, k, j] = beta + gamma*xhat
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        beta = beta_p[p, k]
+                        gamma = gamma_p[p, k]
+                        for j in range(I):
+                            x_mu_hi = x[o, g, k, j] - mu_hi
+                            xhat = inv_std*(x_mu_hi - mu_lo)
+                            out[o, g, k, j] = beta + gamma*xhat
 
 
 def _forward_step_rows(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunks):
     O, G, K, I = x.shape
-    _layout.parallel(_forward_step_rows_l0, chunks, (x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K,), x.size)
+    _layout.parallel(_forward_step_rows_l0, chunks, (x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K, I,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
@@ -1093,15 +1104,8 @@ def _backward_step_p1_rows(dout, x, gamma, inv_std, mu):
     return (sum_dout_gamma, sum_dout_gamma_xhat_acc, dgamma, dbeta,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _backward_step_e_rows(dout, x, dx, coef_1, coef_dout_gamma, coef_xhat, gamma, inv_std, mu):
-    for j in range(dout.shape[0]):
-        xhat = inv_std*(x[j] - mu)
-        dx[j] = dout[j]*gamma*coef_dout_gamma + xhat*coef_xhat + coef_1
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_step_rows_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c, dbeta_c, c0, c1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+def _backward_step_rows_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c, dbeta_c, I, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -1123,17 +1127,26 @@ def _backward_step_rows_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, chunks, G, O
             coef_dout_gamma = work(1/std)
             coef_xhat = work(-sum_dout_gamma_xhat/(m*std))
             coef_1 = work(-sum_dout_gamma/(m*std))
-            for o in range(O):
+            if O == 1:
                 for k in range(K):
                     gamma = gamma_p[p, k]
-                    _backward_step_e_rows(dout[o, g, k], x[o, g, k], dx[o, g, k], coef_1, coef_dout_gamma, coef_xhat, gamma, inv_std, mu)
+                    for j in range(I):
+                        xhat = inv_std*(x[0, g, k, j] - mu)
+                        dx[0, g, k, j] = dout[0, g, k, j]*gamma*coef_dout_gamma + xhat*coef_xhat + coef_1
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        gamma = gamma_p[p, k]
+                        for j in range(I):
+                            xhat = inv_std*(x[o, g, k, j] - mu)
+                            dx[o, g, k, j] = dout[o, g, k, j]*gamma*coef_dout_gamma + xhat*coef_xhat + coef_1
 
 
 def _backward_step_rows(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, chunks):
     O, G, K, I = dout.shape
     dgamma_c = numpy.zeros((chunks, P, K))
     dbeta_c = numpy.zeros((chunks, P, K))
-    _layout.parallel(_backward_step_rows_l0, chunks, (dout, x, dx, mu_g, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c, dbeta_c,), dout.size)
+    _layout.parallel(_backward_step_rows_l0, chunks, (dout, x, dx, mu_g, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c, dbeta_c, I,), dout.size)
     _layout.combine_chunks(dgamma_c, dgamma_p)
     _layout.combine_chunks(dbeta_c, dbeta_p)
 

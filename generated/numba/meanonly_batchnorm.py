@@ -35,15 +35,8 @@ def _forward_train_p0_rows(x):
     return (sum_x,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _forward_train_e_rows(x, out, mu_hi, out_coef_1):
-    for j in range(x.shape[0]):
-        x_mu_hi = x[j] - mu_hi
-        out[j] = x_mu_hi + out_coef_1
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_train_rows_l0(x, out, mu_g, beta_p, m, P, chunks, G, O, K, c0, c1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+def _forward_train_rows_l0(x, out, mu_g, beta_p, m, P, chunks, G, O, K, I, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -59,14 +52,22 @@ def _forward_train_rows_l0(x, out, mu_g, beta_p, m, P, chunks, G, O, K, c0, c1):
             mu_lo = mu - mu_hi
             out_coef_1 = work(beta - mu_lo)
             mu_g[g] = mu
-            for o in range(O):
+            if O == 1:
                 for k in range(K):
-                    _forward_train_e_rows(x[o, g, k], out[o, g, k], mu_hi, out_coef_1)
+                    for j in range(I):
+                        x_mu_hi = x[0, g, k, j] - mu_hi
+                        out[0, g, k, j] = x_mu_hi + out_coef_1
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        for j in range(I):
+                            x_mu_hi = x[o, g, k, j] - mu_hi
+                            out[o, g, k, j] = x_mu_hi + out_coef_1
 
 
 def _forward_train_rows(x, out, mu_g, beta_p, m, P, chunks):
     O, G, K, I = x.shape
-    _layout.parallel(_forward_train_rows_l0, chunks, (x, out, mu_g, beta_p, m, P, chunks, G, O, K,), x.size)
+    _layout.parallel(_forward_train_rows_l0, chunks, (x, out, mu_g, beta_p, m, P, chunks, G, O, K, I,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
@@ -187,28 +188,29 @@ def _forward_train(lay, x, out, mu_g, beta_p, m):
         _forward_train_rows(x, out, mu_g, beta_p, m, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _forward_test_e_rows(x, out, beta, mu):
-    for j in range(x.shape[0]):
-        xc = x[j] - mu
-        out[j] = xc + beta
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_test_rows_l0(x, out, mu_g, beta_p, P, chunks, G, O, K, c0, c1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+def _forward_test_rows_l0(x, out, mu_g, beta_p, P, chunks, G, O, K, I, c0, c1):
     for c in range(c0, c1):
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             mu = mu_g[g]
             beta = beta_p[p]
-            for o in range(O):
+            if O == 1:
                 for k in range(K):
-                    _forward_test_e_rows(x[o, g, k], out[o, g, k], beta, mu)
+                    for j in range(I):
+                        xc = x[0, g, k, j] - mu
+                        out[0, g, k, j] = xc + beta
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        for j in range(I):
+                            xc = x[o, g, k, j] - mu
+                            out[o, g, k, j] = xc + beta
 
 
 def _forward_test_rows(x, out, mu_g, beta_p, P, chunks):
     O, G, K, I = x.shape
-    _layout.parallel(_forward_test_rows_l0, chunks, (x, out, mu_g, beta_p, P, chunks, G, O, K,), x.size)
+    _layout.parallel(_forward_test_rows_l0, chunks, (x, out, mu_g, beta_p, P, chunks, G, O, K, I,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
@@ -276,14 +278,8 @@ def _backward_compact_p0_rows(dout):
     return (sum_dout,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _backward_compact_e_rows(dout, dx, coef_1):
-    for j in range(dout.shape[0]):
-        dx[j] = dout[j] + coef_1
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_compact_rows_l0(dout, dx, m, P, chunks, G, O, K, dbeta_g, c0, c1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+def _backward_compact_rows_l0(dout, dx, m, P, chunks, G, O, K, dbeta_g, I, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -295,15 +291,21 @@ def _backward_compact_rows_l0(dout, dx, m, P, chunks, G, O, K, dbeta_g, c0, c1):
                     sum_dout += sum_dout_run
             coef_1 = work(-sum_dout/m)
             dbeta_g[g] = sum_dout
-            for o in range(O):
+            if O == 1:
                 for k in range(K):
-                    _backward_compact_e_rows(dout[o, g, k], dx[o, g, k], coef_1)
+                    for j in range(I):
+                        dx[0, g, k, j] = dout[0, g, k, j] + coef_1
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        for j in range(I):
+                            dx[o, g, k, j] = dout[o, g, k, j] + coef_1
 
 
 def _backward_compact_rows(dout, dx, dbeta_p, m, P, chunks):
     O, G, K, I = dout.shape
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
-    _layout.parallel(_backward_compact_rows_l0, chunks, (dout, dx, m, P, chunks, G, O, K, dbeta_g,), dout.size)
+    _layout.parallel(_backward_compact_rows_l0, chunks, (dout, dx, m, P, chunks, G, O, K, dbeta_g, I,), dout.size)
     if P != G:
         _layout.combine_outer(dbeta_g, dbeta_p)
 
@@ -429,15 +431,8 @@ def _backward_staged_p0_rows(dout):
     return (sum_dxc, sum_dout,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _backward_staged_e_rows(dout, dx, dx_coef_1):
-    for j in range(dout.shape[0]):
-        dxc = dout[j]
-        dx[j] = dxc + dx_coef_1
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_staged_rows_l0(dout, dx, m, P, chunks, G, O, K, dbeta_g, c0, c1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+def _backward_staged_rows_l0(dout, dx, m, P, chunks, G, O, K, dbeta_g, I, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -452,15 +447,23 @@ def _backward_staged_rows_l0(dout, dx, m, P, chunks, G, O, K, dbeta_g, c0, c1):
             dmu = -sum_dxc
             dx_coef_1 = work(dmu/m)
             dbeta_g[g] = sum_dout
-            for o in range(O):
+            if O == 1:
                 for k in range(K):
-                    _backward_staged_e_rows(dout[o, g, k], dx[o, g, k], dx_coef_1)
+                    for j in range(I):
+                        dxc = dout[0, g, k, j]
+                        dx[0, g, k, j] = dxc + dx_coef_1
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        for j in range(I):
+                            dxc = dout[o, g, k, j]
+                            dx[o, g, k, j] = dxc + dx_coef_1
 
 
 def _backward_staged_rows(dout, dx, dbeta_p, m, P, chunks):
     O, G, K, I = dout.shape
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
-    _layout.parallel(_backward_staged_rows_l0, chunks, (dout, dx, m, P, chunks, G, O, K, dbeta_g,), dout.size)
+    _layout.parallel(_backward_staged_rows_l0, chunks, (dout, dx, m, P, chunks, G, O, K, dbeta_g, I,), dout.size)
     if P != G:
         _layout.combine_outer(dbeta_g, dbeta_p)
 
@@ -596,15 +599,8 @@ def _backward_test_p0_rows(dout):
     return (sum_dout,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _backward_test_e_rows(dout, dx):
-    for j in range(dout.shape[0]):
-        dxc = dout[j]
-        dx[j] = dxc
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_test_rows_l0(dout, dx, P, chunks, G, O, K, dbeta_g, c0, c1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+def _backward_test_rows_l0(dout, dx, P, chunks, G, O, K, dbeta_g, I, c0, c1):
     for c in range(c0, c1):
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
@@ -614,15 +610,23 @@ def _backward_test_rows_l0(dout, dx, P, chunks, G, O, K, dbeta_g, c0, c1):
                     sum_dout_run, = _backward_test_p0_rows(dout[o, g, k])
                     sum_dout += sum_dout_run
             dbeta_g[g] = sum_dout
-            for o in range(O):
+            if O == 1:
                 for k in range(K):
-                    _backward_test_e_rows(dout[o, g, k], dx[o, g, k])
+                    for j in range(I):
+                        dxc = dout[0, g, k, j]
+                        dx[0, g, k, j] = dxc
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        for j in range(I):
+                            dxc = dout[o, g, k, j]
+                            dx[o, g, k, j] = dxc
 
 
 def _backward_test_rows(dout, dx, dbeta_p, P, chunks):
     O, G, K, I = dout.shape
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
-    _layout.parallel(_backward_test_rows_l0, chunks, (dout, dx, P, chunks, G, O, K, dbeta_g,), dout.size)
+    _layout.parallel(_backward_test_rows_l0, chunks, (dout, dx, P, chunks, G, O, K, dbeta_g, I,), dout.size)
     if P != G:
         _layout.combine_outer(dbeta_g, dbeta_p)
 
@@ -738,15 +742,8 @@ def _forward_step_p0_rows(x):
     return (sum_x,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _forward_step_e_rows(x, out, mu_hi, out_coef_1):
-    for j in range(x.shape[0]):
-        x_mu_hi = x[j] - mu_hi
-        out[j] = x_mu_hi + out_coef_1
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_step_rows_l0(x, out, mu_g, beta_p, m, P, chunks, G, O, K, c0, c1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+def _forward_step_rows_l0(x, out, mu_g, beta_p, m, P, chunks, G, O, K, I, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -762,14 +759,22 @@ def _forward_step_rows_l0(x, out, mu_g, beta_p, m, P, chunks, G, O, K, c0, c1):
             mu_lo = mu - mu_hi
             out_coef_1 = work(beta - mu_lo)
             mu_g[g] = mu
-            for o in range(O):
+            if O == 1:
                 for k in range(K):
-                    _forward_step_e_rows(x[o, g, k], out[o, g, k], mu_hi, out_coef_1)
+                    for j in range(I):
+                        x_mu_hi = x[0, g, k, j] - mu_hi
+                        out[0, g, k, j] = x_mu_hi + out_coef_1
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        for j in range(I):
+                            x_mu_hi = x[o, g, k, j] - mu_hi
+                            out[o, g, k, j] = x_mu_hi + out_coef_1
 
 
 def _forward_step_rows(x, out, mu_g, beta_p, m, P, chunks):
     O, G, K, I = x.shape
-    _layout.parallel(_forward_step_rows_l0, chunks, (x, out, mu_g, beta_p, m, P, chunks, G, O, K,), x.size)
+    _layout.parallel(_forward_step_rows_l0, chunks, (x, out, mu_g, beta_p, m, P, chunks, G, O, K, I,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
@@ -898,14 +903,8 @@ def _backward_step_p0_rows(dout):
     return (sum_dout,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _backward_step_e_rows(dout, dx, coef_1):
-    for j in range(dout.shape[0]):
-        dx[j] = dout[j] + coef_1
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_step_rows_l0(dout, dx, m, P, chunks, G, O, K, dbeta_g, c0, c1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+def _backward_step_rows_l0(dout, dx, m, P, chunks, G, O, K, dbeta_g, I, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -917,15 +916,21 @@ def _backward_step_rows_l0(dout, dx, m, P, chunks, G, O, K, dbeta_g, c0, c1):
                     sum_dout += sum_dout_run
             coef_1 = work(-sum_dout/m)
             dbeta_g[g] = sum_dout
-            for o in range(O):
+            if O == 1:
                 for k in range(K):
-                    _backward_step_e_rows(dout[o, g, k], dx[o, g, k], coef_1)
+                    for j in range(I):
+                        dx[0, g, k, j] = dout[0, g, k, j] + coef_1
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        for j in range(I):
+                            dx[o, g, k, j] = dout[o, g, k, j] + coef_1
 
 
 def _backward_step_rows(dout, dx, dbeta_p, m, P, chunks):
     O, G, K, I = dout.shape
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
-    _layout.parallel(_backward_step_rows_l0, chunks, (dout, dx, m, P, chunks, G, O, K, dbeta_g,), dout.size)
+    _layout.parallel(_backward_step_rows_l0, chunks, (dout, dx, m, P, chunks, G, O, K, dbeta_g, I,), dout.size)
     if P != G:
         _layout.combine_outer(dbeta_g, dbeta_p)
 
@@ -1041,28 +1046,29 @@ def _backward_step(lay, dout, dx, dbeta_p, m):
         _backward_step_rows(dout, dx, dbeta_p, m, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _forward_test_step_e_rows(x, out, beta, mu):
-    for j in range(x.shape[0]):
-        xc = x[j] - mu
-        out[j] = xc + beta
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_test_step_rows_l0(x, out, mu_g, beta_p, P, chunks, G, O, K, c0, c1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+def _forward_test_step_rows_l0(x, out, mu_g, beta_p, P, chunks, G, O, K, I, c0, c1):
     for c in range(c0, c1):
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             mu = mu_g[g]
             beta = beta_p[p]
-            for o in range(O):
+            if O == 1:
                 for k in range(K):
-                    _forward_test_step_e_rows(x[o, g, k], out[o, g, k], beta, mu)
+                    for j in range(I):
+                        xc = x[0, g, k, j] - mu
+                        out[0, g, k, j] = xc + beta
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        for j in range(I):
+                            xc = x[o, g, k, j] - mu
+                            out[o, g, k, j] = xc + beta
 
 
 def _forward_test_step_rows(x, out, mu_g, beta_p, P, chunks):
     O, G, K, I = x.shape
-    _layout.parallel(_forward_test_step_rows_l0, chunks, (x, out, mu_g, beta_p, P, chunks, G, O, K,), x.size)
+    _layout.parallel(_forward_test_step_rows_l0, chunks, (x, out, mu_g, beta_p, P, chunks, G, O, K, I,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
@@ -1130,15 +1136,8 @@ def _backward_test_step_p0_rows(dout):
     return (sum_dout,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _backward_test_step_e_rows(dout, dx):
-    for j in range(dout.shape[0]):
-        dxc = dout[j]
-        dx[j] = dxc
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_test_step_rows_l0(dout, dx, P, chunks, G, O, K, dbeta_g, c0, c1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+def _backward_test_step_rows_l0(dout, dx, P, chunks, G, O, K, dbeta_g, I, c0, c1):
     for c in range(c0, c1):
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
@@ -1148,15 +1147,23 @@ def _backward_test_step_rows_l0(dout, dx, P, chunks, G, O, K, dbeta_g, c0, c1):
                     sum_dout_run, = _backward_test_step_p0_rows(dout[o, g, k])
                     sum_dout += sum_dout_run
             dbeta_g[g] = sum_dout
-            for o in range(O):
+            if O == 1:
                 for k in range(K):
-                    _backward_test_step_e_rows(dout[o, g, k], dx[o, g, k])
+                    for j in range(I):
+                        dxc = dout[0, g, k, j]
+                        dx[0, g, k, j] = dxc
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        for j in range(I):
+                            dxc = dout[o, g, k, j]
+                            dx[o, g, k, j] = dxc
 
 
 def _backward_test_step_rows(dout, dx, dbeta_p, P, chunks):
     O, G, K, I = dout.shape
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
-    _layout.parallel(_backward_test_step_rows_l0, chunks, (dout, dx, P, chunks, G, O, K, dbeta_g,), dout.size)
+    _layout.parallel(_backward_test_step_rows_l0, chunks, (dout, dx, P, chunks, G, O, K, dbeta_g, I,), dout.size)
     if P != G:
         _layout.combine_outer(dbeta_g, dbeta_p)
 

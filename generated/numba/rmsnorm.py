@@ -36,15 +36,8 @@ def _forward_train_p0_rows(x):
     return (sum_var,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _forward_train_e_rows(x, xhat, out, gamma, inv_std):
-    for j in range(x.shape[0]):
-        xhat[j] = x[j]*inv_std
-        out[j] = gamma*xhat[j]
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_train_rows_l0(x, xhat, out, std_g, gamma_p, eps, m, P, chunks, G, O, K, c0, c1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+def _forward_train_rows_l0(x, xhat, out, std_g, gamma_p, eps, m, P, chunks, G, O, K, I, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -58,15 +51,24 @@ def _forward_train_rows_l0(x, xhat, out, std_g, gamma_p, eps, m, P, chunks, G, O
             std = math.sqrt(eps + var)
             inv_std = work(1/std)
             std_g[g] = std
-            for o in range(O):
+            if O == 1:
                 for k in range(K):
                     gamma = gamma_p[p, k]
-                    _forward_train_e_rows(x[o, g, k], xhat[o, g, k], out[o, g, k], gamma, inv_std)
+                    for j in range(I):
+                        xhat[0, g, k, j] = x[0, g, k, j]*inv_std
+                        out[0, g, k, j] = gamma*xhat[0, g, k, j]
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        gamma = gamma_p[p, k]
+                        for j in range(I):
+                            xhat[o, g, k, j] = x[o, g, k, j]*inv_std
+                            out[o, g, k, j] = gamma*xhat[o, g, k, j]
 
 
 def _forward_train_rows(x, xhat, out, std_g, gamma_p, eps, m, P, chunks):
     O, G, K, I = x.shape
-    _layout.parallel(_forward_train_rows_l0, chunks, (x, xhat, out, std_g, gamma_p, eps, m, P, chunks, G, O, K,), x.size)
+    _layout.parallel(_forward_train_rows_l0, chunks, (x, xhat, out, std_g, gamma_p, eps, m, P, chunks, G, O, K, I,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
@@ -233,14 +235,8 @@ def _backward_compact_p0_rows(dout, xhat, gamma):
     return (sum_dout_gamma_xhat, dgamma,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _backward_compact_e_rows(dout, xhat, dx, coef_dout_gamma, coef_xhat, gamma):
-    for j in range(dout.shape[0]):
-        dx[j] = dout[j]*gamma*coef_dout_gamma + xhat[j]*coef_xhat
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_compact_rows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c, c0, c1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+def _backward_compact_rows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c, I, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -255,16 +251,23 @@ def _backward_compact_rows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O
                     dgamma_c[c, p, k] += dgamma_run
             coef_dout_gamma = work(1/std)
             coef_xhat = work(-sum_dout_gamma_xhat/(m*std))
-            for o in range(O):
+            if O == 1:
                 for k in range(K):
                     gamma = gamma_p[p, k]
-                    _backward_compact_e_rows(dout[o, g, k], xhat[o, g, k], dx[o, g, k], coef_dout_gamma, coef_xhat, gamma)
+                    for j in range(I):
+                        dx[0, g, k, j] = dout[0, g, k, j]*gamma*coef_dout_gamma + xhat[0, g, k, j]*coef_xhat
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        gamma = gamma_p[p, k]
+                        for j in range(I):
+                            dx[o, g, k, j] = dout[o, g, k, j]*gamma*coef_dout_gamma + xhat[o, g, k, j]*coef_xhat
 
 
 def _backward_compact_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, chunks):
     O, G, K, I = dout.shape
     dgamma_c = numpy.zeros((chunks, P, K))
-    _layout.parallel(_backward_compact_rows_l0, chunks, (dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c,), dout.size)
+    _layout.parallel(_backward_compact_rows_l0, chunks, (dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c, I,), dout.size)
     _layout.combine_chunks(dgamma_c, dgamma_p)
 
 
@@ -453,15 +456,8 @@ def _backward_staged_p0_rows(dout, xhat, gamma):
     return (sum_dxhat_xhat, dgamma,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _backward_staged_e_rows(dout, xhat, dx, dx_coef_dxhat, dx_coef_xhat, gamma):
-    for j in range(dout.shape[0]):
-        dxhat = dout[j]*gamma
-        dx[j] = dxhat*dx_coef_dxhat + xhat[j]*dx_coef_xhat
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_staged_rows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c, c0, c1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+def _backward_staged_rows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c, I, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -477,16 +473,25 @@ def _backward_staged_rows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O,
             dvar = -1/2*sum_dxhat_xhat/std**2
             dx_coef_dxhat = work(1/std)
             dx_coef_xhat = work(2*dvar*std/m)
-            for o in range(O):
+            if O == 1:
                 for k in range(K):
                     gamma = gamma_p[p, k]
-                    _backward_staged_e_rows(dout[o, g, k], xhat[o, g, k], dx[o, g, k], dx_coef_dxhat, dx_coef_xhat, gamma)
+                    for j in range(I):
+                        dxhat = dout[0, g, k, j]*gamma
+                        dx[0, g, k, j] = dxhat*dx_coef_dxhat + xhat[0, g, k, j]*dx_coef_xhat
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        gamma = gamma_p[p, k]
+                        for j in range(I):
+                            dxhat = dout[o, g, k, j]*gamma
+                            dx[o, g, k, j] = dxhat*dx_coef_dxhat + xhat[o, g, k, j]*dx_coef_xhat
 
 
 def _backward_staged_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, chunks):
     O, G, K, I = dout.shape
     dgamma_c = numpy.zeros((chunks, P, K))
-    _layout.parallel(_backward_staged_rows_l0, chunks, (dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c,), dout.size)
+    _layout.parallel(_backward_staged_rows_l0, chunks, (dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c, I,), dout.size)
     _layout.combine_chunks(dgamma_c, dgamma_p)
 
 
@@ -678,15 +683,8 @@ def _forward_step_p0_rows(x):
     return (sum_var,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _forward_step_e_rows(x, out, gamma, inv_std):
-    for j in range(x.shape[0]):
-        xhat = x[j]*inv_std
-        out[j] = gamma*xhat
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_step_rows_l0(x, out, std_g, gamma_p, eps, m, P, chunks, G, O, K, c0, c1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+def _forward_step_rows_l0(x, out, std_g, gamma_p, eps, m, P, chunks, G, O, K, I, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -700,15 +698,24 @@ def _forward_step_rows_l0(x, out, std_g, gamma_p, eps, m, P, chunks, G, O, K, c0
             std = math.sqrt(eps + var)
             inv_std = work(1/std)
             std_g[g] = std
-            for o in range(O):
+            if O == 1:
                 for k in range(K):
                     gamma = gamma_p[p, k]
-                    _forward_step_e_rows(x[o, g, k], out[o, g, k], gamma, inv_std)
+                    for j in range(I):
+                        xhat = x[0, g, k, j]*inv_std
+                        out[0, g, k, j] = gamma*xhat
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        gamma = gamma_p[p, k]
+                        for j in range(I):
+                            xhat = x[o, g, k, j]*inv_std
+                            out[o, g, k, j] = gamma*xhat
 
 
 def _forward_step_rows(x, out, std_g, gamma_p, eps, m, P, chunks):
     O, G, K, I = x.shape
-    _layout.parallel(_forward_step_rows_l0, chunks, (x, out, std_g, gamma_p, eps, m, P, chunks, G, O, K,), x.size)
+    _layout.parallel(_forward_step_rows_l0, chunks, (x, out, std_g, gamma_p, eps, m, P, chunks, G, O, K, I,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
@@ -875,15 +882,8 @@ def _backward_step_p1_rows(dout, x, gamma, inv_std):
     return (sum_dout_gamma_xhat_acc, dgamma,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _backward_step_e_rows(dout, x, dx, coef_dout_gamma, coef_xhat, gamma, inv_std):
-    for j in range(dout.shape[0]):
-        xhat = x[j]*inv_std
-        dx[j] = dout[j]*gamma*coef_dout_gamma + xhat*coef_xhat
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_step_rows_l0(dout, x, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c, c0, c1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+def _backward_step_rows_l0(dout, x, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c, I, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -900,16 +900,25 @@ def _backward_step_rows_l0(dout, x, dx, std_g, gamma_p, m, P, chunks, G, O, K, d
             sum_dout_gamma_xhat = sum_dout_gamma_xhat_acc/std
             coef_dout_gamma = work(1/std)
             coef_xhat = work(-sum_dout_gamma_xhat/(m*std))
-            for o in range(O):
+            if O == 1:
                 for k in range(K):
                     gamma = gamma_p[p, k]
-                    _backward_step_e_rows(dout[o, g, k], x[o, g, k], dx[o, g, k], coef_dout_gamma, coef_xhat, gamma, inv_std)
+                    for j in range(I):
+                        xhat = x[0, g, k, j]*inv_std
+                        dx[0, g, k, j] = dout[0, g, k, j]*gamma*coef_dout_gamma + xhat*coef_xhat
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        gamma = gamma_p[p, k]
+                        for j in range(I):
+                            xhat = x[o, g, k, j]*inv_std
+                            dx[o, g, k, j] = dout[o, g, k, j]*gamma*coef_dout_gamma + xhat*coef_xhat
 
 
 def _backward_step_rows(dout, x, dx, std_g, gamma_p, dgamma_p, m, P, chunks):
     O, G, K, I = dout.shape
     dgamma_c = numpy.zeros((chunks, P, K))
-    _layout.parallel(_backward_step_rows_l0, chunks, (dout, x, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c,), dout.size)
+    _layout.parallel(_backward_step_rows_l0, chunks, (dout, x, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c, I,), dout.size)
     _layout.combine_chunks(dgamma_c, dgamma_p)
 
 

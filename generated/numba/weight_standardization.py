@@ -38,15 +38,8 @@ def _forward_train_p0_rows(x, x_shift):
     return (sum_x_shifted, sum_var_shifted,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _forward_train_e_rows(x, out, inv_std, mu_hi, mu_lo):
-    for j in range(x.shape[0]):
-        x_mu_hi = x[j] - mu_hi
-        out[j] = inv_std*(x_mu_hi - mu_lo)
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_train_rows_l0(x, out, x_shift_g, std_g, eps, m, P, chunks, G, O, K, c0, c1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+def _forward_train_rows_l0(x, out, x_shift_g, std_g, eps, m, P, chunks, G, O, K, I, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -68,14 +61,22 @@ def _forward_train_rows_l0(x, out, x_shift_g, std_g, eps, m, P, chunks, G, O, K,
             mu_hi = work(mu)
             mu_lo = work(mu - mu_hi)
             std_g[g] = std
-            for o in range(O):
+            if O == 1:
                 for k in range(K):
-                    _forward_train_e_rows(x[o, g, k], out[o, g, k], inv_std, mu_hi, mu_lo)
+                    for j in range(I):
+                        x_mu_hi = x[0, g, k, j] - mu_hi
+                        out[0, g, k, j] = inv_std*(x_mu_hi - mu_lo)
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        for j in range(I):
+                            x_mu_hi = x[o, g, k, j] - mu_hi
+                            out[o, g, k, j] = inv_std*(x_mu_hi - mu_lo)
 
 
 def _forward_train_rows(x, out, x_shift_g, std_g, eps, m, P, chunks):
     O, G, K, I = x.shape
-    _layout.parallel(_forward_train_rows_l0, chunks, (x, out, x_shift_g, std_g, eps, m, P, chunks, G, O, K,), x.size)
+    _layout.parallel(_forward_train_rows_l0, chunks, (x, out, x_shift_g, std_g, eps, m, P, chunks, G, O, K, I,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
@@ -224,14 +225,8 @@ def _backward_compact_p0_rows(dout, out):
     return (sum_dout, sum_dout_out,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _backward_compact_e_rows(dout, out, dx, coef_1, coef_dout, coef_out):
-    for j in range(dout.shape[0]):
-        dx[j] = dout[j]*coef_dout + out[j]*coef_out + coef_1
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_compact_rows_l0(dout, out, dx, std_g, m, P, chunks, G, O, K, c0, c1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+def _backward_compact_rows_l0(dout, out, dx, std_g, m, P, chunks, G, O, K, I, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -247,14 +242,20 @@ def _backward_compact_rows_l0(dout, out, dx, std_g, m, P, chunks, G, O, K, c0, c
             coef_dout = work(1/std)
             coef_out = work(-sum_dout_out/(m*std))
             coef_1 = work(-sum_dout/(m*std))
-            for o in range(O):
+            if O == 1:
                 for k in range(K):
-                    _backward_compact_e_rows(dout[o, g, k], out[o, g, k], dx[o, g, k], coef_1, coef_dout, coef_out)
+                    for j in range(I):
+                        dx[0, g, k, j] = dout[0, g, k, j]*coef_dout + out[0, g, k, j]*coef_out + coef_1
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        for j in range(I):
+                            dx[o, g, k, j] = dout[o, g, k, j]*coef_dout + out[o, g, k, j]*coef_out + coef_1
 
 
 def _backward_compact_rows(dout, out, dx, std_g, m, P, chunks):
     O, G, K, I = dout.shape
-    _layout.parallel(_backward_compact_rows_l0, chunks, (dout, out, dx, std_g, m, P, chunks, G, O, K,), dout.size)
+    _layout.parallel(_backward_compact_rows_l0, chunks, (dout, out, dx, std_g, m, P, chunks, G, O, K, I,), dout.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
@@ -393,14 +394,8 @@ def _backward_staged_p0_rows(dout, out):
     return (sum_dout_out, sum_dout,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _backward_staged_e_rows(dout, out, dx, dx_coef_1, dx_coef_dout, dx_coef_out):
-    for j in range(dout.shape[0]):
-        dx[j] = dout[j]*dx_coef_dout + out[j]*dx_coef_out + dx_coef_1
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_staged_rows_l0(dout, out, dx, std_g, m, P, chunks, G, O, K, c0, c1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+def _backward_staged_rows_l0(dout, out, dx, std_g, m, P, chunks, G, O, K, I, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -418,14 +413,20 @@ def _backward_staged_rows_l0(dout, out, dx, std_g, m, P, chunks, G, O, K, c0, c1
             dx_coef_dout = work(1/std)
             dx_coef_out = work(2*dvar*std/m)
             dx_coef_1 = work(dmu/m)
-            for o in range(O):
+            if O == 1:
                 for k in range(K):
-                    _backward_staged_e_rows(dout[o, g, k], out[o, g, k], dx[o, g, k], dx_coef_1, dx_coef_dout, dx_coef_out)
+                    for j in range(I):
+                        dx[0, g, k, j] = dout[0, g, k, j]*dx_coef_dout + out[0, g, k, j]*dx_coef_out + dx_coef_1
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        for j in range(I):
+                            dx[o, g, k, j] = dout[o, g, k, j]*dx_coef_dout + out[o, g, k, j]*dx_coef_out + dx_coef_1
 
 
 def _backward_staged_rows(dout, out, dx, std_g, m, P, chunks):
     O, G, K, I = dout.shape
-    _layout.parallel(_backward_staged_rows_l0, chunks, (dout, out, dx, std_g, m, P, chunks, G, O, K,), dout.size)
+    _layout.parallel(_backward_staged_rows_l0, chunks, (dout, out, dx, std_g, m, P, chunks, G, O, K, I,), dout.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
@@ -566,15 +567,8 @@ def _forward_step_p0_rows(x, x_shift):
     return (sum_x_shifted, sum_var_shifted,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _forward_step_e_rows(x, out, inv_std, mu_hi, mu_lo):
-    for j in range(x.shape[0]):
-        x_mu_hi = x[j] - mu_hi
-        out[j] = inv_std*(x_mu_hi - mu_lo)
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_step_rows_l0(x, out, x_shift_g, mu_g, std_g, eps, m, P, chunks, G, O, K, c0, c1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+def _forward_step_rows_l0(x, out, x_shift_g, mu_g, std_g, eps, m, P, chunks, G, O, K, I, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -597,14 +591,22 @@ def _forward_step_rows_l0(x, out, x_shift_g, mu_g, std_g, eps, m, P, chunks, G, 
             mu_lo = work(mu - mu_hi)
             mu_g[g] = mu
             std_g[g] = std
-            for o in range(O):
+            if O == 1:
                 for k in range(K):
-                    _forward_step_e_rows(x[o, g, k], out[o, g, k], inv_std, mu_hi, mu_lo)
+                    for j in range(I):
+                        x_mu_hi = x[0, g, k, j] - mu_hi
+                        out[0, g, k, j] = inv_std*(x_mu_hi - mu_lo)
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        for j in range(I):
+                            x_mu_hi = x[o, g, k, j] - mu_hi
+                            out[o, g, k, j] = inv_std*(x_mu_hi - mu_lo)
 
 
 def _forward_step_rows(x, out, x_shift_g, mu_g, std_g, eps, m, P, chunks):
     O, G, K, I = x.shape
-    _layout.parallel(_forward_step_rows_l0, chunks, (x, out, x_shift_g, mu_g, std_g, eps, m, P, chunks, G, O, K,), x.size)
+    _layout.parallel(_forward_step_rows_l0, chunks, (x, out, x_shift_g, mu_g, std_g, eps, m, P, chunks, G, O, K, I,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
@@ -754,15 +756,8 @@ def _backward_step_p1_rows(dout, x, mu):
     return (sum_dout, sum_dout_out_acc,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
-def _backward_step_e_rows(dout, x, dx, coef_1, coef_dout, dx_coef_x_mu, mu):
-    for j in range(dout.shape[0]):
-        x_mu = x[j] - mu
-        dx[j] = dout[j]*coef_dout + x_mu*dx_coef_x_mu + coef_1
-
-
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_step_rows_l0(dout, x, dx, mu_g, std_g, m, P, chunks, G, O, K, c0, c1):
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+def _backward_step_rows_l0(dout, x, dx, mu_g, std_g, m, P, chunks, G, O, K, I, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -782,14 +777,22 @@ def _backward_step_rows_l0(dout, x, dx, mu_g, std_g, m, P, chunks, G, O, K, c0, 
             coef_out = -sum_dout_out/(m*std)
             coef_1 = work(-sum_dout/(m*std))
             dx_coef_x_mu = work(coef_out*inv_std)
-            for o in range(O):
+            if O == 1:
                 for k in range(K):
-                    _backward_step_e_rows(dout[o, g, k], x[o, g, k], dx[o, g, k], coef_1, coef_dout, dx_coef_x_mu, mu)
+                    for j in range(I):
+                        x_mu = x[0, g, k, j] - mu
+                        dx[0, g, k, j] = dout[0, g, k, j]*coef_dout + x_mu*dx_coef_x_mu + coef_1
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        for j in range(I):
+                            x_mu = x[o, g, k, j] - mu
+                            dx[o, g, k, j] = dout[o, g, k, j]*coef_dout + x_mu*dx_coef_x_mu + coef_1
 
 
 def _backward_step_rows(dout, x, dx, mu_g, std_g, m, P, chunks):
     O, G, K, I = dout.shape
-    _layout.parallel(_backward_step_rows_l0, chunks, (dout, x, dx, mu_g, std_g, m, P, chunks, G, O, K,), dout.size)
+    _layout.parallel(_backward_step_rows_l0, chunks, (dout, x, dx, mu_g, std_g, m, P, chunks, G, O, K, I,), dout.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)

@@ -11,8 +11,8 @@ the runtime from the shape alone (so results never depend on the thread count):
   cache; each pass runs an inner loop over a contiguous run of ``i`` for each (o, k), the
   parameters and per-group values being scalars there;
 * ``krows`` (parameters that vary inside a group, I = 1: layer norm): the same with the run
-  over ``k``, the parameters read as arrays along it; its elementwise pass is printed in the
-  kernel itself (a call per group cost more than a short run's work);
+  over ``k``, the parameters read as arrays along it.  rows and krows print their elementwise
+  pass in the kernel itself (a call per run cost more than a short run's work);
 * ``cols`` (short runs: batch norm's (N, C), tall layer norm): the groups' elements are
   columns; a thread takes a tile of columns and a chunk of rows, the inner loop runs along the
   rows of the tile with one float64 accumulator per column, folded into per-group partial sums
@@ -253,7 +253,7 @@ class Printed(Columns, Rows):
                 if ph.sums or ph.partials:
                     inner[n], lines = self.inner_pass(n, ph, mode)
                     blocks.append(lines)
-            if mode != "krows":   # krows prints its elementwise pass in the kernel (rows.py)
+            if mode == "cols":   # rows and krows print their elementwise pass in the kernel (rows.py)
                 inner["e"], lines = self.inner_elements(mode)
                 blocks.append(lines)
             if mode == "cols":
@@ -267,8 +267,9 @@ class Printed(Columns, Rows):
             else:
                 drivers = [self.rows_driver(mode, inner)]
             functions = {m.group(1) for b in blocks for m in map(DEF.match, b) if m}
-            # the krows kernels hold the elementwise pass: its fast-math flags, which keep (x - mu_hi) - mu_lo
-            flags = "_FASTMATH_ELEMENTS" if mode == "krows" else "_FASTMATH"
+            # the rows and krows kernels hold the elementwise pass: its fast-math flags, which keep
+            # (x - mu_hi) - mu_lo in that order
+            flags = "_FASTMATH" if mode == "cols" else "_FASTMATH_ELEMENTS"
             for lines in drivers:
                 blocks += outline(lines, functions, flags)
         out = []

@@ -52,17 +52,7 @@ class Rows:
             e(4, "left = every")
             for g in blocked:
                 e(4, f"_layout.flush({self.array(g, 'b')}, {self.array(g, 'c')}[c])")
-        if mode == "rows":
-            elems, stores, ops, scal = self.element_parts()
-            e(3, "for o in range(O):")
-            e(4, "for k in range(K):")
-            for v in ops:
-                if v in self.varying:
-                    e(5, f"{v} = {self.array(v, 'p')}[p, k]")
-            args = [f"{a}[o, g, k]" for a in elems + stores] + ops + scal
-            e(5, f"{inner['e']}({', '.join(args)})")
-        else:
-            self.krows_elements(e)
+        self.elements_inline(e, mode)
         for g in blocked:
             e(2, f"_layout.flush({self.array(g, 'b')}, {self.array(g, 'c')}[c])")
         self.combine(e, cols=False)
@@ -112,24 +102,31 @@ class Rows:
         e(4, "for o in range(O):")
         run(5, call)
 
-    def krows_elements(self, e: Emit) -> None:
-        """krows' elementwise pass over one group, printed in the kernel itself (a call of an inner
-        loop per group cost about 13 ns of a layer norm forward's 26 ns a group at (2**20, 2) float32;
-        the kernel takes the elementwise loops' fast-math flags, see kernels.py), once without a loop
-        over o when a group is one run (O = 1)."""
+    def elements_inline(self, e: Emit, mode: str) -> None:
+        """The elementwise pass over one group, printed in the kernel itself: a call of an inner loop
+        per run cost about 13 ns (of krows' 26 ns a group for layer norm's forward at (2**20, 2)
+        float32; rows calls one per (o, k)).  The kernel takes the elementwise loops' fast-math flags
+        (see kernels.py).  A group that is one row of runs (O = 1) skips the loop over o."""
         elems, stores, ops, _ = self.element_parts()
+        at = "g, j" if mode == "krows" else "g, k, j"
 
         def body(depth: int, o: str) -> None:
-            table = {n: f"{n}[{o}, g, j]" for n in elems + stores}
-            table.update({v: f"{self.array(v, 'p')}[p, j]" for v in ops if v in self.varying})
+            if mode == "rows":
+                e(depth, "for k in range(K):")
+                depth += 1
+                for v in ops:
+                    if v in self.varying:
+                        e(depth, f"{v} = {self.array(v, 'p')}[p, k]")
+            e(depth, f"for j in range({'K' if mode == 'krows' else 'I'}):")
+            table = {n: f"{n}[{o}, {at}]" for n in elems + stores}
+            if mode == "krows":
+                table.update({v: f"{self.array(v, 'p')}[p, j]" for v in ops if v in self.varying})
             for s, value in self.sc.elements:
-                lhs = f"{s.name}[{o}, g, j]" if s.name in stores else s.name
-                e(depth, f"{lhs} = {self.p(value, table)}")
+                lhs = f"{s.name}[{o}, {at}]" if s.name in stores else s.name
+                e(depth + 1, f"{lhs} = {self.p(value, table)}")
 
         e(3, "if O == 1:")
-        e(4, "for j in range(K):")
-        body(5, "0")
+        body(4, "0")
         e(3, "else:")
         e(4, "for o in range(O):")
-        e(5, "for j in range(K):")
-        body(6, "o")
+        body(5, "o")
