@@ -252,7 +252,7 @@ def _forward_train(lay, x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, 
         _forward_train_rows(x, xhat, out, running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_test_rows_l0(x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, chunks, G, O, K, I, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
@@ -390,7 +390,7 @@ def _backward_compact_p0_rows(dout, xhat):
     return (sum_dout, sum_dout_xhat,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_rows_l0(dout, xhat, dx, d_g, r_g, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g, I, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -592,7 +592,7 @@ def _backward_staged_p1_rows(dout, xhat, d, gamma, inv_r, mu, r, std):
     return (sum_dvar, sum_dxhat, sum_dout_xhat, sum_dout,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_rows_l0(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g, I, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -855,7 +855,7 @@ def _backward_test_p0_rows(dout, xhat):
     return (sum_dout_xhat, sum_dout,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_test_rows_l0(dout, xhat, dx, std_g, gamma_p, r_max, P, chunks, G, O, K, dgamma_g, dbeta_g, I, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -1256,7 +1256,7 @@ def _backward_step_p1_rows(dout, x, d, inv_std, mu, r):
     return (sum_dout, sum_dout_xhat,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_rows_l0(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g, I, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -1481,7 +1481,7 @@ def _backward_step(lay, dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, d
         _backward_step_rows(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_test_step_rows_l0(x, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, chunks, G, O, K, I, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
@@ -1617,7 +1617,7 @@ def _backward_test_step_p1_rows(dout, x, d, inv_std, mu, r):
     return (sum_dout_xhat, sum_dout,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_test_step_rows_l0(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, r_max, P, chunks, G, O, K, dgamma_g, dbeta_g, I, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type

@@ -236,7 +236,7 @@ def _forward_train(lay, x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, 
         _forward_train_rows(x, xhat, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_test_rows_l0(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, chunks, G, O, K, I, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
@@ -357,7 +357,7 @@ def _backward_compact_p0_rows(dout, xhat):
     return (sum_dout, sum_dout_xhat,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_rows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g, I, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -557,7 +557,7 @@ def _backward_staged_p0_rows(dout, xhat, gamma):
     return (sum_dxhat_xhat, sum_dxhat, sum_dout_xhat, sum_dout,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_rows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g, I, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -785,7 +785,7 @@ def _backward_test_p0_rows(dout, xhat):
     return (sum_dout_xhat, sum_dout,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_test_rows_l0(dout, xhat, dx, std_g, gamma_p, P, chunks, G, O, K, dgamma_g, dbeta_g, I, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -1174,7 +1174,7 @@ def _backward_step_p1_rows(dout, x, mu):
     return (sum_dout, sum_dout_xhat_acc,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_rows_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g, I, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -1391,7 +1391,7 @@ def _backward_step(lay, dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m)
         _backward_step_rows(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_test_step_rows_l0(x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, chunks, G, O, K, I, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
@@ -1512,7 +1512,7 @@ def _backward_test_step_p1_rows(dout, x, mu):
     return (sum_dout_xhat_acc, sum_dout,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_test_step_rows_l0(dout, x, dx, mu_g, std_g, gamma_p, P, chunks, G, O, K, dgamma_g, dbeta_g, I, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type

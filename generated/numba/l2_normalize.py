@@ -36,7 +36,7 @@ def _forward_train_p0_rows(x):
     return (sq,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_rows_l0(x, out, norm_g, den_g, eps, P, chunks, G, O, K, I, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
@@ -184,7 +184,7 @@ def _backward_compact_p0_rows(dout, out):
     return (sum_dout_out,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_rows_l0(dout, out, dx, den_g, norm_g, eps, P, chunks, G, O, K, I, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -333,7 +333,7 @@ def _backward_staged_p0_rows(dout, out):
     return (sum_dout_out,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_rows_l0(dout, out, dx, den_g, norm_g, eps, P, chunks, G, O, K, I, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -484,7 +484,7 @@ def _forward_step_p0_rows(x):
     return (sq,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_rows_l0(x, out, norm_g, den_g, eps, P, chunks, G, O, K, I, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
@@ -632,7 +632,7 @@ def _backward_step_p1_rows(dout, x):
     return (sum_dout_out_acc,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_rows_l0(dout, x, dx, den_g, norm_g, eps, P, chunks, G, O, K, I, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type

@@ -188,7 +188,7 @@ def _forward_train(lay, x, out, mu_g, beta_p, m):
         _forward_train_rows(x, out, mu_g, beta_p, m, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_test_rows_l0(x, out, mu_g, beta_p, P, chunks, G, O, K, I, c0, c1):
     for c in range(c0, c1):
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -278,7 +278,7 @@ def _backward_compact_p0_rows(dout):
     return (sum_dout,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_rows_l0(dout, dx, m, P, chunks, G, O, K, dbeta_g, I, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -431,7 +431,7 @@ def _backward_staged_p0_rows(dout):
     return (sum_dxc, sum_dout,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_rows_l0(dout, dx, m, P, chunks, G, O, K, dbeta_g, I, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -599,7 +599,7 @@ def _backward_test_p0_rows(dout):
     return (sum_dout,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_test_rows_l0(dout, dx, P, chunks, G, O, K, dbeta_g, I, c0, c1):
     for c in range(c0, c1):
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -903,7 +903,7 @@ def _backward_step_p0_rows(dout):
     return (sum_dout,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_rows_l0(dout, dx, m, P, chunks, G, O, K, dbeta_g, I, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -1046,7 +1046,7 @@ def _backward_step(lay, dout, dx, dbeta_p, m):
         _backward_step_rows(dout, dx, dbeta_p, m, lay.P, lay.chunks)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_test_step_rows_l0(x, out, mu_g, beta_p, P, chunks, G, O, K, I, c0, c1):
     for c in range(c0, c1):
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -1136,7 +1136,7 @@ def _backward_test_step_p0_rows(dout):
     return (sum_dout,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_test_step_rows_l0(dout, dx, P, chunks, G, O, K, dbeta_g, I, c0, c1):
     for c in range(c0, c1):
         for g in range(c * G // chunks, (c + 1) * G // chunks):

@@ -36,7 +36,7 @@ def _forward_train_p0_rows(x):
     return (sum_var,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_rows_l0(x, xhat, out, std_g, gamma_p, eps, m, P, chunks, G, O, K, I, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
@@ -71,15 +71,7 @@ def _forward_train_rows(x, xhat, out, std_g, gamma_p, eps, m, P, chunks):
     _layout.parallel(_forward_train_rows_l0, chunks, (x, xhat, out, std_g, gamma_p, eps, m, P, chunks, G, O, K, I,), x.size)
 
 
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
-def _forward_train_p0_krows(x):
-    sum_var = 0.0
-    for j in range(x.shape[0]):
-        sum_var += numpy.float64(x[j])**2
-    return (sum_var,)
-
-
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_krows_l0(x, xhat, out, std_g, gamma_p, eps, m, P, chunks, G, O, K, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
@@ -87,12 +79,12 @@ def _forward_train_krows_l0(x, xhat, out, std_g, gamma_p, eps, m, P, chunks, G, 
             p = g % P
             sum_var = 0.0
             if O == 1:
-                sum_var_run, = _forward_train_p0_krows(x[0, g])
-                sum_var += sum_var_run
+                for j in range(K):
+                    sum_var += numpy.float64(x[0, g, j])**2
             else:
                 for o in range(O):
-                    sum_var_run, = _forward_train_p0_krows(x[o, g])
-                    sum_var += sum_var_run
+                    for j in range(K):
+                        sum_var += numpy.float64(x[o, g, j])**2
             var = sum_var/m
             std = math.sqrt(eps + var)
             inv_std = work(1/std)
@@ -235,7 +227,7 @@ def _backward_compact_p0_rows(dout, xhat, gamma):
     return (sum_dout_gamma_xhat, dgamma,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_rows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c, I, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -271,16 +263,7 @@ def _backward_compact_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, chunk
     _layout.combine_chunks(dgamma_c, dgamma_p)
 
 
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
-def _backward_compact_p0_krows(dout, xhat, gamma, dgamma):
-    sum_dout_gamma_xhat = 0.0
-    for j in range(dout.shape[0]):
-        sum_dout_gamma_xhat += numpy.float64(dout[j])*numpy.float64(gamma[j])*numpy.float64(xhat[j])
-        dgamma[j] += dout[j]*xhat[j]
-    return (sum_dout_gamma_xhat,)
-
-
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_krows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, K, G, O, dgamma_c, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -292,12 +275,14 @@ def _backward_compact_krows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, K, 
             std = std_g[g]
             sum_dout_gamma_xhat = 0.0
             if O == 1:
-                sum_dout_gamma_xhat_run, = _backward_compact_p0_krows(dout[0, g], xhat[0, g], gamma_p[p], dgamma_b[p])
-                sum_dout_gamma_xhat += sum_dout_gamma_xhat_run
+                for j in range(K):
+                    sum_dout_gamma_xhat += numpy.float64(dout[0, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(xhat[0, g, j])
+                    dgamma_b[p, j] += dout[0, g, j]*xhat[0, g, j]
             else:
                 for o in range(O):
-                    sum_dout_gamma_xhat_run, = _backward_compact_p0_krows(dout[o, g], xhat[o, g], gamma_p[p], dgamma_b[p])
-                    sum_dout_gamma_xhat += sum_dout_gamma_xhat_run
+                    for j in range(K):
+                        sum_dout_gamma_xhat += numpy.float64(dout[o, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(xhat[o, g, j])
+                        dgamma_b[p, j] += dout[o, g, j]*xhat[o, g, j]
             coef_dout_gamma = work(1/std)
             coef_xhat = work(-sum_dout_gamma_xhat/(m*std))
             left -= 1
@@ -456,7 +441,7 @@ def _backward_staged_p0_rows(dout, xhat, gamma):
     return (sum_dxhat_xhat, dgamma,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_rows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c, I, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -495,16 +480,7 @@ def _backward_staged_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, chunks
     _layout.combine_chunks(dgamma_c, dgamma_p)
 
 
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
-def _backward_staged_p0_krows(dout, xhat, gamma, dgamma):
-    sum_dxhat_xhat = 0.0
-    for j in range(dout.shape[0]):
-        sum_dxhat_xhat += numpy.float64(dout[j])*numpy.float64(gamma[j])*numpy.float64(xhat[j])
-        dgamma[j] += dout[j]*xhat[j]
-    return (sum_dxhat_xhat,)
-
-
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_krows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, K, G, O, dgamma_c, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -516,12 +492,14 @@ def _backward_staged_krows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, K, G
             std = std_g[g]
             sum_dxhat_xhat = 0.0
             if O == 1:
-                sum_dxhat_xhat_run, = _backward_staged_p0_krows(dout[0, g], xhat[0, g], gamma_p[p], dgamma_b[p])
-                sum_dxhat_xhat += sum_dxhat_xhat_run
+                for j in range(K):
+                    sum_dxhat_xhat += numpy.float64(dout[0, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(xhat[0, g, j])
+                    dgamma_b[p, j] += dout[0, g, j]*xhat[0, g, j]
             else:
                 for o in range(O):
-                    sum_dxhat_xhat_run, = _backward_staged_p0_krows(dout[o, g], xhat[o, g], gamma_p[p], dgamma_b[p])
-                    sum_dxhat_xhat += sum_dxhat_xhat_run
+                    for j in range(K):
+                        sum_dxhat_xhat += numpy.float64(dout[o, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(xhat[o, g, j])
+                        dgamma_b[p, j] += dout[o, g, j]*xhat[o, g, j]
             dvar = -1/2*sum_dxhat_xhat/std**2
             dx_coef_dxhat = work(1/std)
             dx_coef_xhat = work(2*dvar*std/m)
@@ -683,7 +661,7 @@ def _forward_step_p0_rows(x):
     return (sum_var,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_rows_l0(x, out, std_g, gamma_p, eps, m, P, chunks, G, O, K, I, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
@@ -718,15 +696,7 @@ def _forward_step_rows(x, out, std_g, gamma_p, eps, m, P, chunks):
     _layout.parallel(_forward_step_rows_l0, chunks, (x, out, std_g, gamma_p, eps, m, P, chunks, G, O, K, I,), x.size)
 
 
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
-def _forward_step_p0_krows(x):
-    sum_var = 0.0
-    for j in range(x.shape[0]):
-        sum_var += numpy.float64(x[j])**2
-    return (sum_var,)
-
-
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_krows_l0(x, out, std_g, gamma_p, eps, m, P, chunks, G, O, K, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
@@ -734,12 +704,12 @@ def _forward_step_krows_l0(x, out, std_g, gamma_p, eps, m, P, chunks, G, O, K, c
             p = g % P
             sum_var = 0.0
             if O == 1:
-                sum_var_run, = _forward_step_p0_krows(x[0, g])
-                sum_var += sum_var_run
+                for j in range(K):
+                    sum_var += numpy.float64(x[0, g, j])**2
             else:
                 for o in range(O):
-                    sum_var_run, = _forward_step_p0_krows(x[o, g])
-                    sum_var += sum_var_run
+                    for j in range(K):
+                        sum_var += numpy.float64(x[o, g, j])**2
             var = sum_var/m
             std = math.sqrt(eps + var)
             inv_std = work(1/std)
@@ -882,7 +852,7 @@ def _backward_step_p1_rows(dout, x, gamma, inv_std):
     return (sum_dout_gamma_xhat_acc, dgamma,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_rows_l0(dout, x, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c, I, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -922,16 +892,7 @@ def _backward_step_rows(dout, x, dx, std_g, gamma_p, dgamma_p, m, P, chunks):
     _layout.combine_chunks(dgamma_c, dgamma_p)
 
 
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
-def _backward_step_p1_krows(dout, x, gamma, inv_std, dgamma):
-    sum_dout_gamma_xhat_acc = 0.0
-    for j in range(dout.shape[0]):
-        sum_dout_gamma_xhat_acc += numpy.float64(dout[j])*numpy.float64(gamma[j])*numpy.float64(x[j])
-        dgamma[j] += dout[j]*x[j]*inv_std
-    return (sum_dout_gamma_xhat_acc,)
-
-
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_krows_l0(dout, x, dx, std_g, gamma_p, m, P, chunks, K, G, O, dgamma_c, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -944,12 +905,14 @@ def _backward_step_krows_l0(dout, x, dx, std_g, gamma_p, m, P, chunks, K, G, O, 
             inv_std = work(1/std)
             sum_dout_gamma_xhat_acc = 0.0
             if O == 1:
-                sum_dout_gamma_xhat_acc_run, = _backward_step_p1_krows(dout[0, g], x[0, g], gamma_p[p], inv_std, dgamma_b[p])
-                sum_dout_gamma_xhat_acc += sum_dout_gamma_xhat_acc_run
+                for j in range(K):
+                    sum_dout_gamma_xhat_acc += numpy.float64(dout[0, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(x[0, g, j])
+                    dgamma_b[p, j] += dout[0, g, j]*x[0, g, j]*inv_std
             else:
                 for o in range(O):
-                    sum_dout_gamma_xhat_acc_run, = _backward_step_p1_krows(dout[o, g], x[o, g], gamma_p[p], inv_std, dgamma_b[p])
-                    sum_dout_gamma_xhat_acc += sum_dout_gamma_xhat_acc_run
+                    for j in range(K):
+                        sum_dout_gamma_xhat_acc += numpy.float64(dout[o, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(x[o, g, j])
+                        dgamma_b[p, j] += dout[o, g, j]*x[o, g, j]*inv_std
             sum_dout_gamma_xhat = sum_dout_gamma_xhat_acc/std
             coef_dout_gamma = work(1/std)
             coef_xhat = work(-sum_dout_gamma_xhat/(m*std))

@@ -297,7 +297,7 @@ def _backward_compact_p0_rows(dout, xhat, gamma):
     return (sum_dout_gamma, sum_dout_gamma_xhat, dgamma, dbeta,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_rows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c, dbeta_c, I, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -339,19 +339,7 @@ def _backward_compact_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m,
     _layout.combine_chunks(dbeta_c, dbeta_p)
 
 
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
-def _backward_compact_p0_krows(dout, xhat, gamma, dgamma, dbeta):
-    sum_dout_gamma = 0.0
-    sum_dout_gamma_xhat = 0.0
-    for j in range(dout.shape[0]):
-        sum_dout_gamma += numpy.float64(dout[j])*numpy.float64(gamma[j])
-        sum_dout_gamma_xhat += numpy.float64(dout[j])*numpy.float64(gamma[j])*numpy.float64(xhat[j])
-        dgamma[j] += dout[j]*xhat[j]
-        dbeta[j] += dout[j]
-    return (sum_dout_gamma, sum_dout_gamma_xhat,)
-
-
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_krows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, K, G, O, dgamma_c, dbeta_c, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -365,14 +353,18 @@ def _backward_compact_krows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, K, 
             sum_dout_gamma = 0.0
             sum_dout_gamma_xhat = 0.0
             if O == 1:
-                sum_dout_gamma_run, sum_dout_gamma_xhat_run, = _backward_compact_p0_krows(dout[0, g], xhat[0, g], gamma_p[p], dgamma_b[p], dbeta_b[p])
-                sum_dout_gamma += sum_dout_gamma_run
-                sum_dout_gamma_xhat += sum_dout_gamma_xhat_run
+                for j in range(K):
+                    sum_dout_gamma += numpy.float64(dout[0, g, j])*numpy.float64(gamma_p[p, j])
+                    sum_dout_gamma_xhat += numpy.float64(dout[0, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(xhat[0, g, j])
+                    dgamma_b[p, j] += dout[0, g, j]*xhat[0, g, j]
+                    dbeta_b[p, j] += dout[0, g, j]
             else:
                 for o in range(O):
-                    sum_dout_gamma_run, sum_dout_gamma_xhat_run, = _backward_compact_p0_krows(dout[o, g], xhat[o, g], gamma_p[p], dgamma_b[p], dbeta_b[p])
-                    sum_dout_gamma += sum_dout_gamma_run
-                    sum_dout_gamma_xhat += sum_dout_gamma_xhat_run
+                    for j in range(K):
+                        sum_dout_gamma += numpy.float64(dout[o, g, j])*numpy.float64(gamma_p[p, j])
+                        sum_dout_gamma_xhat += numpy.float64(dout[o, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(xhat[o, g, j])
+                        dgamma_b[p, j] += dout[o, g, j]*xhat[o, g, j]
+                        dbeta_b[p, j] += dout[o, g, j]
             coef_dout_gamma = work(1/std)
             coef_xhat = work(-sum_dout_gamma_xhat/(m*std))
             coef_1 = work(-sum_dout_gamma/(m*std))
@@ -566,7 +558,7 @@ def _backward_staged_p0_rows(dout, xhat, gamma):
     return (sum_dxhat_xhat, sum_dxhat, dgamma, dbeta,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_rows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c, dbeta_c, I, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -612,19 +604,7 @@ def _backward_staged_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, 
     _layout.combine_chunks(dbeta_c, dbeta_p)
 
 
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
-def _backward_staged_p0_krows(dout, xhat, gamma, dgamma, dbeta):
-    sum_dxhat_xhat = 0.0
-    sum_dxhat = 0.0
-    for j in range(dout.shape[0]):
-        sum_dxhat_xhat += numpy.float64(dout[j])*numpy.float64(gamma[j])*numpy.float64(xhat[j])
-        sum_dxhat += numpy.float64(dout[j])*numpy.float64(gamma[j])
-        dgamma[j] += dout[j]*xhat[j]
-        dbeta[j] += dout[j]
-    return (sum_dxhat_xhat, sum_dxhat,)
-
-
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_krows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, K, G, O, dgamma_c, dbeta_c, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -638,14 +618,18 @@ def _backward_staged_krows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, K, G
             sum_dxhat_xhat = 0.0
             sum_dxhat = 0.0
             if O == 1:
-                sum_dxhat_xhat_run, sum_dxhat_run, = _backward_staged_p0_krows(dout[0, g], xhat[0, g], gamma_p[p], dgamma_b[p], dbeta_b[p])
-                sum_dxhat_xhat += sum_dxhat_xhat_run
-                sum_dxhat += sum_dxhat_run
+                for j in range(K):
+                    sum_dxhat_xhat += numpy.float64(dout[0, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(xhat[0, g, j])
+                    sum_dxhat += numpy.float64(dout[0, g, j])*numpy.float64(gamma_p[p, j])
+                    dgamma_b[p, j] += dout[0, g, j]*xhat[0, g, j]
+                    dbeta_b[p, j] += dout[0, g, j]
             else:
                 for o in range(O):
-                    sum_dxhat_xhat_run, sum_dxhat_run, = _backward_staged_p0_krows(dout[o, g], xhat[o, g], gamma_p[p], dgamma_b[p], dbeta_b[p])
-                    sum_dxhat_xhat += sum_dxhat_xhat_run
-                    sum_dxhat += sum_dxhat_run
+                    for j in range(K):
+                        sum_dxhat_xhat += numpy.float64(dout[o, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(xhat[o, g, j])
+                        sum_dxhat += numpy.float64(dout[o, g, j])*numpy.float64(gamma_p[p, j])
+                        dgamma_b[p, j] += dout[o, g, j]*xhat[o, g, j]
+                        dbeta_b[p, j] += dout[o, g, j]
             dvar = -1/2*sum_dxhat_xhat/std**2
             dmu = -sum_dxhat/std
             dx_coef_dxhat = work(1/std)
@@ -1104,7 +1088,7 @@ def _backward_step_p1_rows(dout, x, gamma, inv_std, mu):
     return (sum_dout_gamma, sum_dout_gamma_xhat_acc, dgamma, dbeta,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_rows_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c, dbeta_c, I, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -1151,19 +1135,7 @@ def _backward_step_rows(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m,
     _layout.combine_chunks(dbeta_c, dbeta_p)
 
 
-@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
-def _backward_step_p1_krows(dout, x, gamma, inv_std, mu, dgamma, dbeta):
-    sum_dout_gamma = 0.0
-    sum_dout_gamma_xhat_acc = 0.0
-    for j in range(dout.shape[0]):
-        sum_dout_gamma += numpy.float64(dout[j])*numpy.float64(gamma[j])
-        sum_dout_gamma_xhat_acc += numpy.float64(dout[j])*numpy.float64(gamma[j])*(numpy.float64(x[j]) - numpy.float64(mu))
-        dgamma[j] += dout[j]*inv_std*(x[j] - mu)
-        dbeta[j] += dout[j]
-    return (sum_dout_gamma, sum_dout_gamma_xhat_acc,)
-
-
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_krows_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, chunks, K, G, O, dgamma_c, dbeta_c, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -1179,14 +1151,18 @@ def _backward_step_krows_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, chunks, K, 
             sum_dout_gamma = 0.0
             sum_dout_gamma_xhat_acc = 0.0
             if O == 1:
-                sum_dout_gamma_run, sum_dout_gamma_xhat_acc_run, = _backward_step_p1_krows(dout[0, g], x[0, g], gamma_p[p], inv_std, mu, dgamma_b[p], dbeta_b[p])
-                sum_dout_gamma += sum_dout_gamma_run
-                sum_dout_gamma_xhat_acc += sum_dout_gamma_xhat_acc_run
+                for j in range(K):
+                    sum_dout_gamma += numpy.float64(dout[0, g, j])*numpy.float64(gamma_p[p, j])
+                    sum_dout_gamma_xhat_acc += numpy.float64(dout[0, g, j])*numpy.float64(gamma_p[p, j])*(numpy.float64(x[0, g, j]) - numpy.float64(mu))
+                    dgamma_b[p, j] += dout[0, g, j]*inv_std*(x[0, g, j] - mu)
+                    dbeta_b[p, j] += dout[0, g, j]
             else:
                 for o in range(O):
-                    sum_dout_gamma_run, sum_dout_gamma_xhat_acc_run, = _backward_step_p1_krows(dout[o, g], x[o, g], gamma_p[p], inv_std, mu, dgamma_b[p], dbeta_b[p])
-                    sum_dout_gamma += sum_dout_gamma_run
-                    sum_dout_gamma_xhat_acc += sum_dout_gamma_xhat_acc_run
+                    for j in range(K):
+                        sum_dout_gamma += numpy.float64(dout[o, g, j])*numpy.float64(gamma_p[p, j])
+                        sum_dout_gamma_xhat_acc += numpy.float64(dout[o, g, j])*numpy.float64(gamma_p[p, j])*(numpy.float64(x[o, g, j]) - numpy.float64(mu))
+                        dgamma_b[p, j] += dout[o, g, j]*inv_std*(x[o, g, j] - mu)
+                        dbeta_b[p, j] += dout[o, g, j]
             sum_dout_gamma_xhat = sum_dout_gamma_xhat_acc/std
             coef_dout_gamma = work(1/std)
             coef_xhat = work(-sum_dout_gamma_xhat/(m*std))

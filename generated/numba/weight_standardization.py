@@ -225,7 +225,7 @@ def _backward_compact_p0_rows(dout, out):
     return (sum_dout, sum_dout_out,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_rows_l0(dout, out, dx, std_g, m, P, chunks, G, O, K, I, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -394,7 +394,7 @@ def _backward_staged_p0_rows(dout, out):
     return (sum_dout_out, sum_dout,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_rows_l0(dout, out, dx, std_g, m, P, chunks, G, O, K, I, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
@@ -756,7 +756,7 @@ def _backward_step_p1_rows(dout, x, mu):
     return (sum_dout, sum_dout_out_acc,)
 
 
-@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_rows_l0(dout, x, dx, mu_g, std_g, m, P, chunks, G, O, K, I, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type

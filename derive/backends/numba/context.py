@@ -131,7 +131,9 @@ class Kernel:
 
     def __init__(self, f: Function, ir: KernelIR, lay: Loops, printer: NumbaPrinter, name: str):
         f, self.shifts = shift_moments(f, ir.x, ir.names.local)
-        f = fold_elements(split_means(f, ir.x, ir.names.local), ir.x, ir.names.local)
+        split = split_means(f, ir.x, ir.names.local)
+        self.split = split is not f   #: its elementwise pass takes (x - mu_hi) - mu_lo (kernels.py)
+        f = fold_elements(split, ir.x, ir.names.local)
         self.f, self.ir, self.lay, self.printer = f, ir, lay, printer
         self.r = roles(f, ir)
         self.name = name
@@ -149,7 +151,8 @@ class Kernel:
         # per-group values are float64 in the loops, except where the elementwise pass never
         # subtracts a mean: there they are rounded to the working dtype once per group
         narrow = not element_reads & means(self.f, self.ir.x)
-        printed = Printed(self.f, self.ir, self.lay, self.printer, self.name, r, narrow, read, self.shifts)
+        printed = Printed(self.f, self.ir, self.lay, self.printer, self.name, r, narrow, read, self.shifts,
+                          self.split)
         doc = self.f.doc + " " + passes(self.f) + "".join(
             f" {s.name} is each group's first element of {x.name}: the sums of x are taken around it, one pass for the"
             " mean and the variance (derive/backends/numba/shift.py)." for s, x in self.shifts)

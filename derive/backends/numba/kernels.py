@@ -45,7 +45,7 @@ class Printed(Columns, Rows):
     printed inner loops and drivers of every strategy its entry can take."""
 
     def __init__(self, f: Function, ir: KernelIR, lay: Loops, printer, name: str, roles, narrow: bool,
-                 read: set, shifts=()):
+                 read: set, shifts=(), split: bool = True):
         self.f, self.ir, self.lay, self.printer, self.name, self.r = f, ir, lay, printer, name, roles
         self.narrow, self.read = narrow, read          #: elementwise-read group values rounded to work
         self.sc = f.schedule
@@ -55,6 +55,9 @@ class Printed(Columns, Rows):
         self.elements_in = set(roles.element_in) | set(roles.element_out)
         self.local = ir.names.local
         self.shifts = tuple(shifts)                    #: (per-group shift, the input whose first element it is)
+        #: the elementwise pass subtracts a split mean, (x - mu_hi) - mu_lo, which reassociation would undo:
+        #: then the rows and krows kernels, which hold that pass, take its fast-math flags
+        self.split = split
 
     # ------------------------------------------------------------------ what each part reads
 
@@ -241,6 +244,11 @@ class Printed(Columns, Rows):
             e(2, f"{self.name}_{mode}({', '.join(call)})")
         return e.lines
 
+    def sums_inline(self, mode: str) -> bool:
+        """krows prints its passes' sums in the kernel too, where the kernel may reassociate (no split
+        mean): a call per group cost about 14 ns of layer norm's backward at (65536, 64)."""
+        return mode == "krows" and not self.split
+
     def modes(self) -> list[str]:
         return ["rows", "krows", "cols"] if self.r.varying else ["rows", "cols"]
 
@@ -250,7 +258,7 @@ class Printed(Columns, Rows):
         for mode in self.modes():
             inner = {}
             for n, ph in enumerate(self.sc.passes):
-                if ph.sums or ph.partials:
+                if (ph.sums or ph.partials) and not self.sums_inline(mode):
                     inner[n], lines = self.inner_pass(n, ph, mode)
                     blocks.append(lines)
             if mode == "cols":   # rows and krows print their elementwise pass in the kernel (rows.py)
@@ -267,9 +275,9 @@ class Printed(Columns, Rows):
             else:
                 drivers = [self.rows_driver(mode, inner)]
             functions = {m.group(1) for b in blocks for m in map(DEF.match, b) if m}
-            # the rows and krows kernels hold the elementwise pass: its fast-math flags, which keep
+            # the rows and krows kernels hold the elementwise pass: its fast-math flags where it keeps
             # (x - mu_hi) - mu_lo in that order
-            flags = "_FASTMATH" if mode == "cols" else "_FASTMATH_ELEMENTS"
+            flags = "_FASTMATH_ELEMENTS" if mode != "cols" and self.split else "_FASTMATH"
             for lines in drivers:
                 blocks += outline(lines, functions, flags)
         out = []

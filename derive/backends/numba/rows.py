@@ -35,7 +35,9 @@ class Rows:
         self.group_loads(e, 3, uniform)
         outer = dict(sc.outer)
         for n, ph in enumerate(sc.passes):
-            if ph.sums or ph.partials:
+            if (ph.sums or ph.partials) and self.sums_inline(mode):
+                self.krows_sums_inline(e, ph)
+            elif ph.sums or ph.partials:
                 self.rows_pass(e, mode, inner[n], ph)
             for s, value in ph.group:
                 e(3, self.group_line(s, value, {}))
@@ -101,6 +103,29 @@ class Rows:
         e(3, "else:")
         e(4, "for o in range(O):")
         run(5, call)
+
+    def krows_sums_inline(self, e: Emit, ph) -> None:
+        """A krows pass over one group printed in the kernel (see Printed.sums_inline): its sums in
+        float64 and its parameter partials into the group's row of the blocks."""
+        elems, ops, _ = self.pass_parts(ph)
+        for acc, _ in ph.sums:
+            e(3, f"{acc.name} = 0.0")
+
+        def body(depth: int, o: str) -> None:
+            e(depth, "for j in range(K):")
+            table = {n: f"{n}[{o}, g, j]" for n in elems}
+            table.update({v: f"{self.array(v, 'p')}[p, j]" for v in ops if v in self.varying})
+            wide = self.wide(table, elems + ops)
+            for acc, summand in ph.sums:
+                e(depth + 1, f"{acc.name} += {self.p(summand, wide)}")
+            for g, summand in ph.partials:
+                e(depth + 1, f"{self.array(g.name, 'b')}[p, j] += {self.p(summand, table)}")
+
+        e(3, "if O == 1:")
+        body(4, "0")
+        e(3, "else:")
+        e(4, "for o in range(O):")
+        body(5, "o")
 
     def elements_inline(self, e: Emit, mode: str) -> None:
         """The elementwise pass over one group, printed in the kernel itself: a call of an inner loop
