@@ -264,7 +264,6 @@ class Printed(Columns, Rows):
             if mode == "cols":   # rows and krows print their elementwise pass in the kernel (rows.py)
                 inner["e"], lines = self.inner_elements(mode)
                 blocks.append(lines)
-            if mode == "cols":
                 sources, _ = self.cols_sources(Emit(), "x", tile=False)
                 for n, ph in enumerate(self.sc.passes):
                     group = self.inner_group(n, ph, sources)
