@@ -98,11 +98,7 @@ class Rows:
                     e(5, f"{v} = {self.array(v, 'p')}[p, k]")
             run(5, call)
             return
-        e(3, "if O == 1:")
-        run(4, call.replace("[o, g]", "[0, g]"))
-        e(3, "else:")
-        e(4, "for o in range(O):")
-        run(5, call)
+        self.over_o(e, lambda depth, o: run(depth, call.replace("[o, g]", f"[{o}, g]")))
 
     def krows_sums_inline(self, e: Emit, ph) -> None:
         """A krows pass over one group printed in the kernel (see Printed.sums_inline): its sums in
@@ -121,11 +117,7 @@ class Rows:
             for g, summand in ph.partials:
                 e(depth + 1, f"{self.array(g.name, 'b')}[p, j] += {self.p(summand, table)}")
 
-        e(3, "if O == 1:")
-        body(4, "0")
-        e(3, "else:")
-        e(4, "for o in range(O):")
-        body(5, "o")
+        self.over_o(e, body)
 
     def elements_inline(self, e: Emit, mode: str) -> None:
         """The elementwise pass over one group, printed in the kernel itself: a call of an inner loop
@@ -150,6 +142,12 @@ class Rows:
                 lhs = f"{s.name}[{o}, {at}]" if s.name in stores else s.name
                 e(depth + 1, f"{lhs} = {self.p(value, table)}")
 
+        self.over_o(e, body)
+
+    @staticmethod
+    def over_o(e: Emit, body) -> None:
+        """``body(depth, o)`` printed twice in a group's loop: once with o = 0 for a group that is one
+        row of runs (O = 1, every library view: no loop over o), once inside ``for o in range(O)``."""
         e(3, "if O == 1:")
         body(4, "0")
         e(3, "else:")
