@@ -282,18 +282,34 @@ def test_sync_batch_norm_has_the_derived_second_derivative():
                                atol=1e-12)
 
 
+_VERIFY_COMMITTED = """
+import sys
+from derive import backends
+from derive.forward.library import ENTRIES
+from derive.output import render, verify
+from _derived import all_default
+found = render.builds(list(all_default()))
+assert {b.spec.name for b in found} == {e.spec.name for e in ENTRIES}
+usable = [b for b in backends.BACKENDS if b.name in ("numpy", "torch", "sync")]
+problem = verify.verify("generated", found, usable)
+sys.exit(problem)
+"""
+
+
 def test_every_library_entry_is_checked_against_the_proved_expressions_to_the_second_order():
-    """What derive checks before writing, run here on the committed package: every entry's NumPy, torch,
-    JAX and sync kernels against SymPy, first and second order (numba: tests/test_numba.py compiles
-    it), without a hand-written list of entries."""
-    from derive import backends
-    from derive.forward.library import ENTRIES
-    from derive.output import render, verify
-    from _derived import all_default
-    found = render.builds(list(all_default()))
-    assert {b.spec.name for b in found} == {e.spec.name for e in ENTRIES}
-    usable = [b for b in backends.BACKENDS if b.name in ("numpy", "torch", "sync")]
-    assert verify.verify("generated", found, usable) is None
+    """What derive checks before writing, run here on the committed package, as derive runs it: in a
+    fresh interpreter with NUMBA_DISABLE_JIT, so that the numba kernels that generated.torch sends CPU
+    tensors to run as the printed Python loops (compiled, they are tests/test_numba.py's; compiling
+    them here took 49 s).  Every entry's NumPy, torch and sync kernels against SymPy, first and second
+    order, without a hand-written list of entries."""
+    import os
+    import subprocess
+    from pathlib import Path
+    here = Path(__file__).resolve().parent
+    path = os.pathsep.join([str(here), str(here.parent), os.environ.get("PYTHONPATH", "")])
+    done = subprocess.run([sys.executable, "-c", _VERIFY_COMMITTED], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "NUMBA_DISABLE_JIT": "1", "PYTHONPATH": path})
+    assert done.returncode == 0, done.stderr[-3000:]
 
 
 def test_no_elementwise_loop_divides_by_a_per_group_value():
