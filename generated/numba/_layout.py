@@ -172,14 +172,22 @@ class Layout:
 # --------------------------------------------------------------------------- helpers of the drivers
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
+def _first(x, out, g0, g1):
+    if x.shape[0] and x.shape[2] and x.shape[3]:
+        for g in range(g0, g1):
+            out[g] = x[0, g, 0, 0]
+    else:
+        out[g0:g1] = 0.0
+
+
 def first(x):
     """Each group's first element of a kernel view x (O, G, K, I), in float64 (zeros where a group
-    is empty): the shift its statistics are summed around (derive/backends/numba/shift.py)."""
-    out = numpy.zeros(x.shape[1])
-    if x.shape[0] and x.shape[2] and x.shape[3]:
-        for g in range(x.shape[1]):
-            out[g] = x[0, g, 0, 0]
+    is empty): the shift its statistics are summed around (derive/backends/numba/shift.py).  On the
+    threads, like the kernels: with a million groups, layer norm at (2**20, 2) or batch norm at
+    (4, 2**20), one thread took 1.15 ms, a fifth of the forward."""
+    out = numpy.empty(x.shape[1])
+    parallel(_first, x.shape[1], (x, out), x.size)
     return out
 
 
