@@ -155,28 +155,45 @@ def _forward_train_g0(sum_x_shifted, sum_var_shifted, running_mean, running_var,
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_cols_l0(x, xhat, out, running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, K, I, G, GT, O, like, tc0, tc1):
+    beta_t_b = numpy.empty(GT, beta_p.dtype)
+    gamma_t_b = numpy.empty(GT, gamma_p.dtype)
+    sum_x_shifted_s_b = numpy.empty(GT)
+    sum_var_shifted_s_b = numpy.empty(GT)
+    mu_hi_a_b = numpy.empty(GT, x.dtype)
+    xhat_coef_x_mu_hi_a_b = numpy.empty(GT, x.dtype)
+    xhat_coef_1_a_b = numpy.empty(GT, x.dtype)
+    x_shift_e_b = numpy.empty(GT * K * I, x_shift_g.dtype)
+    sum_x_shifted_t_b = numpy.empty(GT * K * I)
+    sum_var_shifted_t_b = numpy.empty(GT * K * I)
+    beta_e_b = numpy.empty(GT * K * I, beta_p.dtype)
+    gamma_e_b = numpy.empty(GT * K * I, gamma_p.dtype)
+    mu_hi_e_b = numpy.empty(GT * K * I, mu_hi_a_b.dtype)
+    xhat_coef_1_e_b = numpy.empty(GT * K * I, xhat_coef_1_a_b.dtype)
+    xhat_coef_x_mu_hi_e_b = numpy.empty(GT * K * I, xhat_coef_x_mu_hi_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        beta_t = _layout.per_group(beta_p, g0, g1, P)
-        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        sum_x_shifted_s = numpy.empty(g1 - g0)
-        sum_var_shifted_s = numpy.empty(g1 - g0)
-        mu_hi_a = numpy.empty(g1 - g0, x.dtype)
-        xhat_coef_x_mu_hi_a = numpy.empty(g1 - g0, x.dtype)
-        xhat_coef_1_a = numpy.empty(g1 - g0, x.dtype)
-        x_shift_e = _layout.spread(x_shift_g[g0:g1], K * I)
-        sum_x_shifted_t = numpy.zeros(j1 - j0)
-        sum_var_shifted_t = numpy.zeros(j1 - j0)
+        beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
+        gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
+        sum_x_shifted_s = sum_x_shifted_s_b[:g1 - g0]
+        sum_var_shifted_s = sum_var_shifted_s_b[:g1 - g0]
+        mu_hi_a = mu_hi_a_b[:g1 - g0]
+        xhat_coef_x_mu_hi_a = xhat_coef_x_mu_hi_a_b[:g1 - g0]
+        xhat_coef_1_a = xhat_coef_1_a_b[:g1 - g0]
+        x_shift_e = _layout.spread_into(x_shift_g[g0:g1], K * I, x_shift_e_b[:j1 - j0])
+        sum_x_shifted_t = sum_x_shifted_t_b[:j1 - j0]
+        sum_x_shifted_t[:] = 0.0
+        sum_var_shifted_t = sum_var_shifted_t_b[:j1 - j0]
+        sum_var_shifted_t[:] = 0.0
         _forward_train_p0_cols(x, x_shift_e, sum_x_shifted_t, sum_var_shifted_t, 0, O, j0, j1)
         _layout.fold(sum_x_shifted_t, K * I, sum_x_shifted_s)
         _layout.fold(sum_var_shifted_t, K * I, sum_var_shifted_s)
         _forward_train_g0(sum_x_shifted_s, sum_var_shifted_s, running_mean_g[g0:g1], running_var_g[g0:g1], x_shift_g[g0:g1], mu_g[g0:g1], d_g[g0:g1], var_g[g0:g1], std_g[g0:g1], r_g[g0:g1], mu_hi_a, xhat_coef_x_mu_hi_a, xhat_coef_1_a, d_max, eps, m, r_max, like)
-        beta_e = _layout.spread(beta_t, K * I)
-        gamma_e = _layout.spread(gamma_t, K * I)
-        mu_hi_e = _layout.spread(mu_hi_a, K * I)
-        xhat_coef_1_e = _layout.spread(xhat_coef_1_a, K * I)
-        xhat_coef_x_mu_hi_e = _layout.spread(xhat_coef_x_mu_hi_a, K * I)
+        beta_e = _layout.spread_into(beta_t, K * I, beta_e_b[:j1 - j0])
+        gamma_e = _layout.spread_into(gamma_t, K * I, gamma_e_b[:j1 - j0])
+        mu_hi_e = _layout.spread_into(mu_hi_a, K * I, mu_hi_e_b[:j1 - j0])
+        xhat_coef_1_e = _layout.spread_into(xhat_coef_1_a, K * I, xhat_coef_1_e_b[:j1 - j0])
+        xhat_coef_x_mu_hi_e = _layout.spread_into(xhat_coef_x_mu_hi_a, K * I, xhat_coef_x_mu_hi_e_b[:j1 - j0])
         _forward_train_e_cols(x, xhat, out, beta_e, gamma_e, mu_hi_e, xhat_coef_1_e, xhat_coef_x_mu_hi_e, 0, O, j0, j1)
 
 
@@ -189,16 +206,23 @@ def _forward_train_cols(x, xhat, out, running_mean_g, running_var_g, x_shift_g, 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_tall_l0(x, x_shift_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_x_shifted_r, sum_var_shifted_r, t0, t1):
+    beta_t_b = numpy.empty(GT, beta_p.dtype)
+    gamma_t_b = numpy.empty(GT, gamma_p.dtype)
+    x_shift_e_b = numpy.empty(GT * K * I, x_shift_g.dtype)
+    sum_x_shifted_t_b = numpy.empty(GT * K * I)
+    sum_var_shifted_t_b = numpy.empty(GT * K * I)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        beta_t = _layout.per_group(beta_p, g0, g1, P)
-        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        x_shift_e = _layout.spread(x_shift_g[g0:g1], K * I)
-        sum_x_shifted_t = numpy.zeros(j1 - j0)
-        sum_var_shifted_t = numpy.zeros(j1 - j0)
+        beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
+        gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
+        x_shift_e = _layout.spread_into(x_shift_g[g0:g1], K * I, x_shift_e_b[:j1 - j0])
+        sum_x_shifted_t = sum_x_shifted_t_b[:j1 - j0]
+        sum_x_shifted_t[:] = 0.0
+        sum_var_shifted_t = sum_var_shifted_t_b[:j1 - j0]
+        sum_var_shifted_t[:] = 0.0
         _forward_train_p0_cols(x, x_shift_e, sum_x_shifted_t, sum_var_shifted_t, o0, o1, j0, j1)
         _layout.fold(sum_x_shifted_t, K * I, sum_x_shifted_r[rc, g0:g1])
         _layout.fold(sum_var_shifted_t, K * I, sum_var_shifted_r[rc, g0:g1])
@@ -206,18 +230,25 @@ def _forward_train_tall_l0(x, x_shift_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_tall_l1(x, xhat, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, mu_hi_a, xhat_coef_1_a, xhat_coef_x_mu_hi_a, t0, t1):
+    beta_t_b = numpy.empty(GT, beta_p.dtype)
+    gamma_t_b = numpy.empty(GT, gamma_p.dtype)
+    beta_e_b = numpy.empty(GT * K * I, beta_p.dtype)
+    gamma_e_b = numpy.empty(GT * K * I, gamma_p.dtype)
+    mu_hi_e_b = numpy.empty(GT * K * I, mu_hi_a.dtype)
+    xhat_coef_1_e_b = numpy.empty(GT * K * I, xhat_coef_1_a.dtype)
+    xhat_coef_x_mu_hi_e_b = numpy.empty(GT * K * I, xhat_coef_x_mu_hi_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        beta_t = _layout.per_group(beta_p, g0, g1, P)
-        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        beta_e = _layout.spread(beta_t, K * I)
-        gamma_e = _layout.spread(gamma_t, K * I)
-        mu_hi_e = _layout.spread(mu_hi_a[g0:g1], K * I)
-        xhat_coef_1_e = _layout.spread(xhat_coef_1_a[g0:g1], K * I)
-        xhat_coef_x_mu_hi_e = _layout.spread(xhat_coef_x_mu_hi_a[g0:g1], K * I)
+        beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
+        gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
+        beta_e = _layout.spread_into(beta_t, K * I, beta_e_b[:j1 - j0])
+        gamma_e = _layout.spread_into(gamma_t, K * I, gamma_e_b[:j1 - j0])
+        mu_hi_e = _layout.spread_into(mu_hi_a[g0:g1], K * I, mu_hi_e_b[:j1 - j0])
+        xhat_coef_1_e = _layout.spread_into(xhat_coef_1_a[g0:g1], K * I, xhat_coef_1_e_b[:j1 - j0])
+        xhat_coef_x_mu_hi_e = _layout.spread_into(xhat_coef_x_mu_hi_a[g0:g1], K * I, xhat_coef_x_mu_hi_e_b[:j1 - j0])
         _forward_train_e_cols(x, xhat, out, beta_e, gamma_e, mu_hi_e, xhat_coef_1_e, xhat_coef_x_mu_hi_e, o0, o1, j0, j1)
 
 
@@ -320,18 +351,26 @@ def _forward_test_g0(var, std_w, r_w, d_w, xhat_coef_x_mu_w, d_max, eps, r_max, 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_test_cols_l0(x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, K, I, G, GT, like, O, tc0, tc1):
+    beta_t_b = numpy.empty(GT, beta_p.dtype)
+    gamma_t_b = numpy.empty(GT, gamma_p.dtype)
+    xhat_coef_x_mu_a_b = numpy.empty(GT, x.dtype)
+    beta_e_b = numpy.empty(GT * K * I, beta_p.dtype)
+    d_e_b = numpy.empty(GT * K * I, d_g.dtype)
+    gamma_e_b = numpy.empty(GT * K * I, gamma_p.dtype)
+    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
+    xhat_coef_x_mu_e_b = numpy.empty(GT * K * I, xhat_coef_x_mu_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        beta_t = _layout.per_group(beta_p, g0, g1, P)
-        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        xhat_coef_x_mu_a = numpy.empty(g1 - g0, x.dtype)
+        beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
+        gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
+        xhat_coef_x_mu_a = xhat_coef_x_mu_a_b[:g1 - g0]
         _forward_test_g0(var_g[g0:g1], std_g[g0:g1], r_g[g0:g1], d_g[g0:g1], xhat_coef_x_mu_a, d_max, eps, r_max, like)
-        beta_e = _layout.spread(beta_t, K * I)
-        d_e = _layout.spread(d_g[g0:g1], K * I)
-        gamma_e = _layout.spread(gamma_t, K * I)
-        mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        xhat_coef_x_mu_e = _layout.spread(xhat_coef_x_mu_a, K * I)
+        beta_e = _layout.spread_into(beta_t, K * I, beta_e_b[:j1 - j0])
+        d_e = _layout.spread_into(d_g[g0:g1], K * I, d_e_b[:j1 - j0])
+        gamma_e = _layout.spread_into(gamma_t, K * I, gamma_e_b[:j1 - j0])
+        mu_e = _layout.spread_into(mu_g[g0:g1], K * I, mu_e_b[:j1 - j0])
+        xhat_coef_x_mu_e = _layout.spread_into(xhat_coef_x_mu_a, K * I, xhat_coef_x_mu_e_b[:j1 - j0])
         _forward_test_e_cols(x, xhat, out, beta_e, d_e, gamma_e, mu_e, xhat_coef_x_mu_e, 0, O, j0, j1)
 
 
@@ -344,18 +383,25 @@ def _forward_test_cols(x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_test_tall_l0(x, xhat, out, mu_g, d_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, xhat_coef_x_mu_a, t0, t1):
+    beta_t_b = numpy.empty(GT, beta_p.dtype)
+    gamma_t_b = numpy.empty(GT, gamma_p.dtype)
+    beta_e_b = numpy.empty(GT * K * I, beta_p.dtype)
+    d_e_b = numpy.empty(GT * K * I, d_g.dtype)
+    gamma_e_b = numpy.empty(GT * K * I, gamma_p.dtype)
+    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
+    xhat_coef_x_mu_e_b = numpy.empty(GT * K * I, xhat_coef_x_mu_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        beta_t = _layout.per_group(beta_p, g0, g1, P)
-        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        beta_e = _layout.spread(beta_t, K * I)
-        d_e = _layout.spread(d_g[g0:g1], K * I)
-        gamma_e = _layout.spread(gamma_t, K * I)
-        mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        xhat_coef_x_mu_e = _layout.spread(xhat_coef_x_mu_a[g0:g1], K * I)
+        beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
+        gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
+        beta_e = _layout.spread_into(beta_t, K * I, beta_e_b[:j1 - j0])
+        d_e = _layout.spread_into(d_g[g0:g1], K * I, d_e_b[:j1 - j0])
+        gamma_e = _layout.spread_into(gamma_t, K * I, gamma_e_b[:j1 - j0])
+        mu_e = _layout.spread_into(mu_g[g0:g1], K * I, mu_e_b[:j1 - j0])
+        xhat_coef_x_mu_e = _layout.spread_into(xhat_coef_x_mu_a[g0:g1], K * I, xhat_coef_x_mu_e_b[:j1 - j0])
         _forward_test_e_cols(x, xhat, out, beta_e, d_e, gamma_e, mu_e, xhat_coef_x_mu_e, o0, o1, j0, j1)
 
 
@@ -480,24 +526,37 @@ def _backward_compact_g0(sum_dout, sum_dout_xhat, d, gamma, r, std, coef_dout_w,
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_cols_l0(dout, xhat, dx, d_g, r_g, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_g, dbeta_g, like, tc0, tc1):
+    gamma_t_b = numpy.empty(GT, gamma_p.dtype)
+    sum_dout_s_b = numpy.empty(GT)
+    sum_dout_xhat_s_b = numpy.empty(GT)
+    coef_dout_a_b = numpy.empty(GT, dout.dtype)
+    coef_xhat_a_b = numpy.empty(GT, dout.dtype)
+    coef_1_a_b = numpy.empty(GT, dout.dtype)
+    sum_dout_t_b = numpy.empty(GT * K * I)
+    sum_dout_xhat_t_b = numpy.empty(GT * K * I)
+    coef_1_e_b = numpy.empty(GT * K * I, coef_1_a_b.dtype)
+    coef_dout_e_b = numpy.empty(GT * K * I, coef_dout_a_b.dtype)
+    coef_xhat_e_b = numpy.empty(GT * K * I, coef_xhat_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        sum_dout_s = numpy.empty(g1 - g0)
-        sum_dout_xhat_s = numpy.empty(g1 - g0)
-        coef_dout_a = numpy.empty(g1 - g0, dout.dtype)
-        coef_xhat_a = numpy.empty(g1 - g0, dout.dtype)
-        coef_1_a = numpy.empty(g1 - g0, dout.dtype)
-        sum_dout_t = numpy.zeros(j1 - j0)
-        sum_dout_xhat_t = numpy.zeros(j1 - j0)
+        gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
+        sum_dout_s = sum_dout_s_b[:g1 - g0]
+        sum_dout_xhat_s = sum_dout_xhat_s_b[:g1 - g0]
+        coef_dout_a = coef_dout_a_b[:g1 - g0]
+        coef_xhat_a = coef_xhat_a_b[:g1 - g0]
+        coef_1_a = coef_1_a_b[:g1 - g0]
+        sum_dout_t = sum_dout_t_b[:j1 - j0]
+        sum_dout_t[:] = 0.0
+        sum_dout_xhat_t = sum_dout_xhat_t_b[:j1 - j0]
+        sum_dout_xhat_t[:] = 0.0
         _backward_compact_p0_cols(dout, xhat, sum_dout_t, sum_dout_xhat_t, 0, O, j0, j1)
         _layout.fold(sum_dout_t, K * I, sum_dout_s)
         _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_s)
         _backward_compact_g0(sum_dout_s, sum_dout_xhat_s, d_g[g0:g1], gamma_t, r_g[g0:g1], std_g[g0:g1], coef_dout_a, coef_xhat_a, coef_1_a, dgamma_g[g0:g1], dbeta_g[g0:g1], m, like)
-        coef_1_e = _layout.spread(coef_1_a, K * I)
-        coef_dout_e = _layout.spread(coef_dout_a, K * I)
-        coef_xhat_e = _layout.spread(coef_xhat_a, K * I)
+        coef_1_e = _layout.spread_into(coef_1_a, K * I, coef_1_e_b[:j1 - j0])
+        coef_dout_e = _layout.spread_into(coef_dout_a, K * I, coef_dout_e_b[:j1 - j0])
+        coef_xhat_e = _layout.spread_into(coef_xhat_a, K * I, coef_xhat_e_b[:j1 - j0])
         _backward_compact_e_cols(dout, xhat, dx, coef_1_e, coef_dout_e, coef_xhat_e, 0, O, j0, j1)
 
 
@@ -516,14 +575,19 @@ def _backward_compact_cols(dout, xhat, dx, d_g, r_g, std_g, gamma_p, dgamma_p, d
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_r, sum_dout_xhat_r, t0, t1):
+    gamma_t_b = numpy.empty(GT, gamma_p.dtype)
+    sum_dout_t_b = numpy.empty(GT * K * I)
+    sum_dout_xhat_t_b = numpy.empty(GT * K * I)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        sum_dout_t = numpy.zeros(j1 - j0)
-        sum_dout_xhat_t = numpy.zeros(j1 - j0)
+        gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
+        sum_dout_t = sum_dout_t_b[:j1 - j0]
+        sum_dout_t[:] = 0.0
+        sum_dout_xhat_t = sum_dout_xhat_t_b[:j1 - j0]
+        sum_dout_xhat_t[:] = 0.0
         _backward_compact_p0_cols(dout, xhat, sum_dout_t, sum_dout_xhat_t, o0, o1, j0, j1)
         _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
         _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_r[rc, g0:g1])
@@ -531,15 +595,19 @@ def _backward_compact_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, su
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_a, coef_xhat_a, t0, t1):
+    gamma_t_b = numpy.empty(GT, gamma_p.dtype)
+    coef_1_e_b = numpy.empty(GT * K * I, coef_1_a.dtype)
+    coef_dout_e_b = numpy.empty(GT * K * I, coef_dout_a.dtype)
+    coef_xhat_e_b = numpy.empty(GT * K * I, coef_xhat_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        coef_1_e = _layout.spread(coef_1_a[g0:g1], K * I)
-        coef_dout_e = _layout.spread(coef_dout_a[g0:g1], K * I)
-        coef_xhat_e = _layout.spread(coef_xhat_a[g0:g1], K * I)
+        gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
+        coef_1_e = _layout.spread_into(coef_1_a[g0:g1], K * I, coef_1_e_b[:j1 - j0])
+        coef_dout_e = _layout.spread_into(coef_dout_a[g0:g1], K * I, coef_dout_e_b[:j1 - j0])
+        coef_xhat_e = _layout.spread_into(coef_xhat_a[g0:g1], K * I, coef_xhat_e_b[:j1 - j0])
         _backward_compact_e_cols(dout, xhat, dx, coef_1_e, coef_dout_e, coef_xhat_e, o0, o1, j0, j1)
 
 
@@ -709,41 +777,70 @@ def _backward_staged_g1(sum_dvar, sum_dxhat, sum_dout_xhat, sum_dout, d, gamma, 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_cols_l0(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, K, I, G, GT, like, O, dgamma_g, dbeta_g, tc0, tc1):
+    gamma_t_b = numpy.empty(GT, gamma_p.dtype)
+    sum_dvar_s_b = numpy.empty(GT)
+    sum_dxhat_s_b = numpy.empty(GT)
+    sum_dout_xhat_s_b = numpy.empty(GT)
+    sum_dout_s_b = numpy.empty(GT)
+    inv_r_a_b = numpy.empty(GT)
+    dvar_a_b = numpy.empty(GT)
+    dmu_a_b = numpy.empty(GT)
+    dx_coef_dxhat_a_b = numpy.empty(GT)
+    dx_coef_xhat_a_b = numpy.empty(GT, dout.dtype)
+    dx_coef_1_a_b = numpy.empty(GT, dout.dtype)
+    dx_coef_dout_a_b = numpy.empty(GT, dout.dtype)
+    d_e_b = numpy.empty(GT * K * I, d_g.dtype)
+    gamma_e_b = numpy.empty(GT * K * I, gamma_p.dtype)
+    inv_r_e_b = numpy.empty(GT * K * I, inv_r_a_b.dtype)
+    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
+    r_e_b = numpy.empty(GT * K * I, r_g.dtype)
+    std_e_b = numpy.empty(GT * K * I, std_g.dtype)
+    sum_dvar_t_b = numpy.empty(GT * K * I)
+    sum_dxhat_t_b = numpy.empty(GT * K * I)
+    sum_dout_xhat_t_b = numpy.empty(GT * K * I)
+    sum_dout_t_b = numpy.empty(GT * K * I)
+    dx_coef_1_e_b = numpy.empty(GT * K * I, dx_coef_1_a_b.dtype)
+    dx_coef_dout_e_b = numpy.empty(GT * K * I, dx_coef_dout_a_b.dtype)
+    dx_coef_xhat_e_b = numpy.empty(GT * K * I, dx_coef_xhat_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        sum_dvar_s = numpy.empty(g1 - g0)
-        sum_dxhat_s = numpy.empty(g1 - g0)
-        sum_dout_xhat_s = numpy.empty(g1 - g0)
-        sum_dout_s = numpy.empty(g1 - g0)
-        inv_r_a = numpy.empty(g1 - g0)
-        dvar_a = numpy.empty(g1 - g0)
-        dmu_a = numpy.empty(g1 - g0)
-        dx_coef_dxhat_a = numpy.empty(g1 - g0)
-        dx_coef_xhat_a = numpy.empty(g1 - g0, dout.dtype)
-        dx_coef_1_a = numpy.empty(g1 - g0, dout.dtype)
-        dx_coef_dout_a = numpy.empty(g1 - g0, dout.dtype)
+        gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
+        sum_dvar_s = sum_dvar_s_b[:g1 - g0]
+        sum_dxhat_s = sum_dxhat_s_b[:g1 - g0]
+        sum_dout_xhat_s = sum_dout_xhat_s_b[:g1 - g0]
+        sum_dout_s = sum_dout_s_b[:g1 - g0]
+        inv_r_a = inv_r_a_b[:g1 - g0]
+        dvar_a = dvar_a_b[:g1 - g0]
+        dmu_a = dmu_a_b[:g1 - g0]
+        dx_coef_dxhat_a = dx_coef_dxhat_a_b[:g1 - g0]
+        dx_coef_xhat_a = dx_coef_xhat_a_b[:g1 - g0]
+        dx_coef_1_a = dx_coef_1_a_b[:g1 - g0]
+        dx_coef_dout_a = dx_coef_dout_a_b[:g1 - g0]
         _backward_staged_g0(r_g[g0:g1], inv_r_a, like)
-        d_e = _layout.spread(d_g[g0:g1], K * I)
-        gamma_e = _layout.spread(gamma_t, K * I)
-        inv_r_e = _layout.spread(inv_r_a, K * I)
-        mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        r_e = _layout.spread(r_g[g0:g1], K * I)
-        std_e = _layout.spread(std_g[g0:g1], K * I)
-        sum_dvar_t = numpy.zeros(j1 - j0)
-        sum_dxhat_t = numpy.zeros(j1 - j0)
-        sum_dout_xhat_t = numpy.zeros(j1 - j0)
-        sum_dout_t = numpy.zeros(j1 - j0)
+        d_e = _layout.spread_into(d_g[g0:g1], K * I, d_e_b[:j1 - j0])
+        gamma_e = _layout.spread_into(gamma_t, K * I, gamma_e_b[:j1 - j0])
+        inv_r_e = _layout.spread_into(inv_r_a, K * I, inv_r_e_b[:j1 - j0])
+        mu_e = _layout.spread_into(mu_g[g0:g1], K * I, mu_e_b[:j1 - j0])
+        r_e = _layout.spread_into(r_g[g0:g1], K * I, r_e_b[:j1 - j0])
+        std_e = _layout.spread_into(std_g[g0:g1], K * I, std_e_b[:j1 - j0])
+        sum_dvar_t = sum_dvar_t_b[:j1 - j0]
+        sum_dvar_t[:] = 0.0
+        sum_dxhat_t = sum_dxhat_t_b[:j1 - j0]
+        sum_dxhat_t[:] = 0.0
+        sum_dout_xhat_t = sum_dout_xhat_t_b[:j1 - j0]
+        sum_dout_xhat_t[:] = 0.0
+        sum_dout_t = sum_dout_t_b[:j1 - j0]
+        sum_dout_t[:] = 0.0
         _backward_staged_p1_cols(dout, xhat, d_e, gamma_e, inv_r_e, mu_e, r_e, std_e, sum_dvar_t, sum_dxhat_t, sum_dout_xhat_t, sum_dout_t, 0, O, j0, j1)
         _layout.fold(sum_dvar_t, K * I, sum_dvar_s)
         _layout.fold(sum_dxhat_t, K * I, sum_dxhat_s)
         _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_s)
         _layout.fold(sum_dout_t, K * I, sum_dout_s)
         _backward_staged_g1(sum_dvar_s, sum_dxhat_s, sum_dout_xhat_s, sum_dout_s, d_g[g0:g1], gamma_t, r_g[g0:g1], std_g[g0:g1], dvar_a, dmu_a, dx_coef_dxhat_a, dx_coef_xhat_a, dx_coef_1_a, dx_coef_dout_a, dgamma_g[g0:g1], dbeta_g[g0:g1], m, like)
-        dx_coef_1_e = _layout.spread(dx_coef_1_a, K * I)
-        dx_coef_dout_e = _layout.spread(dx_coef_dout_a, K * I)
-        dx_coef_xhat_e = _layout.spread(dx_coef_xhat_a, K * I)
+        dx_coef_1_e = _layout.spread_into(dx_coef_1_a, K * I, dx_coef_1_e_b[:j1 - j0])
+        dx_coef_dout_e = _layout.spread_into(dx_coef_dout_a, K * I, dx_coef_dout_e_b[:j1 - j0])
+        dx_coef_xhat_e = _layout.spread_into(dx_coef_xhat_a, K * I, dx_coef_xhat_e_b[:j1 - j0])
         _backward_staged_e_cols(dout, xhat, dx, dx_coef_1_e, dx_coef_dout_e, dx_coef_xhat_e, 0, O, j0, j1)
 
 
@@ -762,22 +859,37 @@ def _backward_staged_cols(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_tall_l0(dout, xhat, d_g, mu_g, r_g, std_g, gamma_p, P, K, I, G, RC, GT, TC, O, inv_r_a, sum_dvar_r, sum_dxhat_r, sum_dout_xhat_r, sum_dout_r, t0, t1):
+    gamma_t_b = numpy.empty(GT, gamma_p.dtype)
+    d_e_b = numpy.empty(GT * K * I, d_g.dtype)
+    gamma_e_b = numpy.empty(GT * K * I, gamma_p.dtype)
+    inv_r_e_b = numpy.empty(GT * K * I, inv_r_a.dtype)
+    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
+    r_e_b = numpy.empty(GT * K * I, r_g.dtype)
+    std_e_b = numpy.empty(GT * K * I, std_g.dtype)
+    sum_dvar_t_b = numpy.empty(GT * K * I)
+    sum_dxhat_t_b = numpy.empty(GT * K * I)
+    sum_dout_xhat_t_b = numpy.empty(GT * K * I)
+    sum_dout_t_b = numpy.empty(GT * K * I)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        d_e = _layout.spread(d_g[g0:g1], K * I)
-        gamma_e = _layout.spread(gamma_t, K * I)
-        inv_r_e = _layout.spread(inv_r_a[g0:g1], K * I)
-        mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        r_e = _layout.spread(r_g[g0:g1], K * I)
-        std_e = _layout.spread(std_g[g0:g1], K * I)
-        sum_dvar_t = numpy.zeros(j1 - j0)
-        sum_dxhat_t = numpy.zeros(j1 - j0)
-        sum_dout_xhat_t = numpy.zeros(j1 - j0)
-        sum_dout_t = numpy.zeros(j1 - j0)
+        gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
+        d_e = _layout.spread_into(d_g[g0:g1], K * I, d_e_b[:j1 - j0])
+        gamma_e = _layout.spread_into(gamma_t, K * I, gamma_e_b[:j1 - j0])
+        inv_r_e = _layout.spread_into(inv_r_a[g0:g1], K * I, inv_r_e_b[:j1 - j0])
+        mu_e = _layout.spread_into(mu_g[g0:g1], K * I, mu_e_b[:j1 - j0])
+        r_e = _layout.spread_into(r_g[g0:g1], K * I, r_e_b[:j1 - j0])
+        std_e = _layout.spread_into(std_g[g0:g1], K * I, std_e_b[:j1 - j0])
+        sum_dvar_t = sum_dvar_t_b[:j1 - j0]
+        sum_dvar_t[:] = 0.0
+        sum_dxhat_t = sum_dxhat_t_b[:j1 - j0]
+        sum_dxhat_t[:] = 0.0
+        sum_dout_xhat_t = sum_dout_xhat_t_b[:j1 - j0]
+        sum_dout_xhat_t[:] = 0.0
+        sum_dout_t = sum_dout_t_b[:j1 - j0]
+        sum_dout_t[:] = 0.0
         _backward_staged_p1_cols(dout, xhat, d_e, gamma_e, inv_r_e, mu_e, r_e, std_e, sum_dvar_t, sum_dxhat_t, sum_dout_xhat_t, sum_dout_t, o0, o1, j0, j1)
         _layout.fold(sum_dvar_t, K * I, sum_dvar_r[rc, g0:g1])
         _layout.fold(sum_dxhat_t, K * I, sum_dxhat_r[rc, g0:g1])
@@ -787,15 +899,19 @@ def _backward_staged_tall_l0(dout, xhat, d_g, mu_g, r_g, std_g, gamma_p, P, K, I
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_1_a, dx_coef_dout_a, dx_coef_xhat_a, t0, t1):
+    gamma_t_b = numpy.empty(GT, gamma_p.dtype)
+    dx_coef_1_e_b = numpy.empty(GT * K * I, dx_coef_1_a.dtype)
+    dx_coef_dout_e_b = numpy.empty(GT * K * I, dx_coef_dout_a.dtype)
+    dx_coef_xhat_e_b = numpy.empty(GT * K * I, dx_coef_xhat_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        dx_coef_1_e = _layout.spread(dx_coef_1_a[g0:g1], K * I)
-        dx_coef_dout_e = _layout.spread(dx_coef_dout_a[g0:g1], K * I)
-        dx_coef_xhat_e = _layout.spread(dx_coef_xhat_a[g0:g1], K * I)
+        gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
+        dx_coef_1_e = _layout.spread_into(dx_coef_1_a[g0:g1], K * I, dx_coef_1_e_b[:j1 - j0])
+        dx_coef_dout_e = _layout.spread_into(dx_coef_dout_a[g0:g1], K * I, dx_coef_dout_e_b[:j1 - j0])
+        dx_coef_xhat_e = _layout.spread_into(dx_coef_xhat_a[g0:g1], K * I, dx_coef_xhat_e_b[:j1 - j0])
         _backward_staged_e_cols(dout, xhat, dx, dx_coef_1_e, dx_coef_dout_e, dx_coef_xhat_e, o0, o1, j0, j1)
 
 
@@ -939,20 +1055,29 @@ def _backward_test_g0(sum_dout_xhat, sum_dout, gamma, std, dx_coef_dout_w, dgamm
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_test_cols_l0(dout, xhat, dx, std_g, gamma_p, r_max, P, K, I, G, GT, O, dgamma_g, dbeta_g, like, tc0, tc1):
+    gamma_t_b = numpy.empty(GT, gamma_p.dtype)
+    sum_dout_xhat_s_b = numpy.empty(GT)
+    sum_dout_s_b = numpy.empty(GT)
+    dx_coef_dout_a_b = numpy.empty(GT, dout.dtype)
+    sum_dout_xhat_t_b = numpy.empty(GT * K * I)
+    sum_dout_t_b = numpy.empty(GT * K * I)
+    dx_coef_dout_e_b = numpy.empty(GT * K * I, dx_coef_dout_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        sum_dout_xhat_s = numpy.empty(g1 - g0)
-        sum_dout_s = numpy.empty(g1 - g0)
-        dx_coef_dout_a = numpy.empty(g1 - g0, dout.dtype)
-        sum_dout_xhat_t = numpy.zeros(j1 - j0)
-        sum_dout_t = numpy.zeros(j1 - j0)
+        gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
+        sum_dout_xhat_s = sum_dout_xhat_s_b[:g1 - g0]
+        sum_dout_s = sum_dout_s_b[:g1 - g0]
+        dx_coef_dout_a = dx_coef_dout_a_b[:g1 - g0]
+        sum_dout_xhat_t = sum_dout_xhat_t_b[:j1 - j0]
+        sum_dout_xhat_t[:] = 0.0
+        sum_dout_t = sum_dout_t_b[:j1 - j0]
+        sum_dout_t[:] = 0.0
         _backward_test_p0_cols(dout, xhat, sum_dout_xhat_t, sum_dout_t, 0, O, j0, j1)
         _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_s)
         _layout.fold(sum_dout_t, K * I, sum_dout_s)
         _backward_test_g0(sum_dout_xhat_s, sum_dout_s, gamma_t, std_g[g0:g1], dx_coef_dout_a, dgamma_g[g0:g1], dbeta_g[g0:g1], r_max, like)
-        dx_coef_dout_e = _layout.spread(dx_coef_dout_a, K * I)
+        dx_coef_dout_e = _layout.spread_into(dx_coef_dout_a, K * I, dx_coef_dout_e_b[:j1 - j0])
         _backward_test_e_cols(dout, dx, dx_coef_dout_e, 0, O, j0, j1)
 
 
@@ -971,14 +1096,19 @@ def _backward_test_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, r_max
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_test_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_xhat_r, sum_dout_r, t0, t1):
+    gamma_t_b = numpy.empty(GT, gamma_p.dtype)
+    sum_dout_xhat_t_b = numpy.empty(GT * K * I)
+    sum_dout_t_b = numpy.empty(GT * K * I)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        sum_dout_xhat_t = numpy.zeros(j1 - j0)
-        sum_dout_t = numpy.zeros(j1 - j0)
+        gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
+        sum_dout_xhat_t = sum_dout_xhat_t_b[:j1 - j0]
+        sum_dout_xhat_t[:] = 0.0
+        sum_dout_t = sum_dout_t_b[:j1 - j0]
+        sum_dout_t[:] = 0.0
         _backward_test_p0_cols(dout, xhat, sum_dout_xhat_t, sum_dout_t, o0, o1, j0, j1)
         _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_r[rc, g0:g1])
         _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
@@ -986,13 +1116,15 @@ def _backward_test_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_d
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_test_tall_l1(dout, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_dout_a, t0, t1):
+    gamma_t_b = numpy.empty(GT, gamma_p.dtype)
+    dx_coef_dout_e_b = numpy.empty(GT * K * I, dx_coef_dout_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        dx_coef_dout_e = _layout.spread(dx_coef_dout_a[g0:g1], K * I)
+        gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
+        dx_coef_dout_e = _layout.spread_into(dx_coef_dout_a[g0:g1], K * I, dx_coef_dout_e_b[:j1 - j0])
         _backward_test_e_cols(dout, dx, dx_coef_dout_e, o0, o1, j0, j1)
 
 
@@ -1153,26 +1285,41 @@ def _forward_step_g0(sum_x_shifted, sum_var_shifted, beta, gamma, running_mean, 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_cols_l0(x, out, running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, K, I, G, GT, O, like, tc0, tc1):
+    beta_t_b = numpy.empty(GT, beta_p.dtype)
+    gamma_t_b = numpy.empty(GT, gamma_p.dtype)
+    sum_x_shifted_s_b = numpy.empty(GT)
+    sum_var_shifted_s_b = numpy.empty(GT)
+    mu_hi_a_b = numpy.empty(GT, x.dtype)
+    out_coef_x_mu_hi_a_b = numpy.empty(GT, x.dtype)
+    out_coef_1_a_b = numpy.empty(GT, x.dtype)
+    x_shift_e_b = numpy.empty(GT * K * I, x_shift_g.dtype)
+    sum_x_shifted_t_b = numpy.empty(GT * K * I)
+    sum_var_shifted_t_b = numpy.empty(GT * K * I)
+    mu_hi_e_b = numpy.empty(GT * K * I, mu_hi_a_b.dtype)
+    out_coef_1_e_b = numpy.empty(GT * K * I, out_coef_1_a_b.dtype)
+    out_coef_x_mu_hi_e_b = numpy.empty(GT * K * I, out_coef_x_mu_hi_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        beta_t = _layout.per_group(beta_p, g0, g1, P)
-        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        sum_x_shifted_s = numpy.empty(g1 - g0)
-        sum_var_shifted_s = numpy.empty(g1 - g0)
-        mu_hi_a = numpy.empty(g1 - g0, x.dtype)
-        out_coef_x_mu_hi_a = numpy.empty(g1 - g0, x.dtype)
-        out_coef_1_a = numpy.empty(g1 - g0, x.dtype)
-        x_shift_e = _layout.spread(x_shift_g[g0:g1], K * I)
-        sum_x_shifted_t = numpy.zeros(j1 - j0)
-        sum_var_shifted_t = numpy.zeros(j1 - j0)
+        beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
+        gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
+        sum_x_shifted_s = sum_x_shifted_s_b[:g1 - g0]
+        sum_var_shifted_s = sum_var_shifted_s_b[:g1 - g0]
+        mu_hi_a = mu_hi_a_b[:g1 - g0]
+        out_coef_x_mu_hi_a = out_coef_x_mu_hi_a_b[:g1 - g0]
+        out_coef_1_a = out_coef_1_a_b[:g1 - g0]
+        x_shift_e = _layout.spread_into(x_shift_g[g0:g1], K * I, x_shift_e_b[:j1 - j0])
+        sum_x_shifted_t = sum_x_shifted_t_b[:j1 - j0]
+        sum_x_shifted_t[:] = 0.0
+        sum_var_shifted_t = sum_var_shifted_t_b[:j1 - j0]
+        sum_var_shifted_t[:] = 0.0
         _forward_step_p0_cols(x, x_shift_e, sum_x_shifted_t, sum_var_shifted_t, 0, O, j0, j1)
         _layout.fold(sum_x_shifted_t, K * I, sum_x_shifted_s)
         _layout.fold(sum_var_shifted_t, K * I, sum_var_shifted_s)
         _forward_step_g0(sum_x_shifted_s, sum_var_shifted_s, beta_t, gamma_t, running_mean_g[g0:g1], running_var_g[g0:g1], x_shift_g[g0:g1], mu_g[g0:g1], d_g[g0:g1], var_g[g0:g1], std_g[g0:g1], r_g[g0:g1], mu_hi_a, out_coef_x_mu_hi_a, out_coef_1_a, d_max, eps, m, r_max, like)
-        mu_hi_e = _layout.spread(mu_hi_a, K * I)
-        out_coef_1_e = _layout.spread(out_coef_1_a, K * I)
-        out_coef_x_mu_hi_e = _layout.spread(out_coef_x_mu_hi_a, K * I)
+        mu_hi_e = _layout.spread_into(mu_hi_a, K * I, mu_hi_e_b[:j1 - j0])
+        out_coef_1_e = _layout.spread_into(out_coef_1_a, K * I, out_coef_1_e_b[:j1 - j0])
+        out_coef_x_mu_hi_e = _layout.spread_into(out_coef_x_mu_hi_a, K * I, out_coef_x_mu_hi_e_b[:j1 - j0])
         _forward_step_e_cols(x, out, mu_hi_e, out_coef_1_e, out_coef_x_mu_hi_e, 0, O, j0, j1)
 
 
@@ -1185,16 +1332,23 @@ def _forward_step_cols(x, out, running_mean_g, running_var_g, x_shift_g, mu_g, d
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_tall_l0(x, x_shift_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_x_shifted_r, sum_var_shifted_r, t0, t1):
+    beta_t_b = numpy.empty(GT, beta_p.dtype)
+    gamma_t_b = numpy.empty(GT, gamma_p.dtype)
+    x_shift_e_b = numpy.empty(GT * K * I, x_shift_g.dtype)
+    sum_x_shifted_t_b = numpy.empty(GT * K * I)
+    sum_var_shifted_t_b = numpy.empty(GT * K * I)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        beta_t = _layout.per_group(beta_p, g0, g1, P)
-        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        x_shift_e = _layout.spread(x_shift_g[g0:g1], K * I)
-        sum_x_shifted_t = numpy.zeros(j1 - j0)
-        sum_var_shifted_t = numpy.zeros(j1 - j0)
+        beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
+        gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
+        x_shift_e = _layout.spread_into(x_shift_g[g0:g1], K * I, x_shift_e_b[:j1 - j0])
+        sum_x_shifted_t = sum_x_shifted_t_b[:j1 - j0]
+        sum_x_shifted_t[:] = 0.0
+        sum_var_shifted_t = sum_var_shifted_t_b[:j1 - j0]
+        sum_var_shifted_t[:] = 0.0
         _forward_step_p0_cols(x, x_shift_e, sum_x_shifted_t, sum_var_shifted_t, o0, o1, j0, j1)
         _layout.fold(sum_x_shifted_t, K * I, sum_x_shifted_r[rc, g0:g1])
         _layout.fold(sum_var_shifted_t, K * I, sum_var_shifted_r[rc, g0:g1])
@@ -1202,16 +1356,21 @@ def _forward_step_tall_l0(x, x_shift_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC,
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_tall_l1(x, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, mu_hi_a, out_coef_1_a, out_coef_x_mu_hi_a, t0, t1):
+    beta_t_b = numpy.empty(GT, beta_p.dtype)
+    gamma_t_b = numpy.empty(GT, gamma_p.dtype)
+    mu_hi_e_b = numpy.empty(GT * K * I, mu_hi_a.dtype)
+    out_coef_1_e_b = numpy.empty(GT * K * I, out_coef_1_a.dtype)
+    out_coef_x_mu_hi_e_b = numpy.empty(GT * K * I, out_coef_x_mu_hi_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        beta_t = _layout.per_group(beta_p, g0, g1, P)
-        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        mu_hi_e = _layout.spread(mu_hi_a[g0:g1], K * I)
-        out_coef_1_e = _layout.spread(out_coef_1_a[g0:g1], K * I)
-        out_coef_x_mu_hi_e = _layout.spread(out_coef_x_mu_hi_a[g0:g1], K * I)
+        beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
+        gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
+        mu_hi_e = _layout.spread_into(mu_hi_a[g0:g1], K * I, mu_hi_e_b[:j1 - j0])
+        out_coef_1_e = _layout.spread_into(out_coef_1_a[g0:g1], K * I, out_coef_1_e_b[:j1 - j0])
+        out_coef_x_mu_hi_e = _layout.spread_into(out_coef_x_mu_hi_a[g0:g1], K * I, out_coef_x_mu_hi_e_b[:j1 - j0])
         _forward_step_e_cols(x, out, mu_hi_e, out_coef_1_e, out_coef_x_mu_hi_e, o0, o1, j0, j1)
 
 
@@ -1365,33 +1524,53 @@ def _backward_step_g1(sum_dout, sum_dout_xhat, d, gamma, inv_std, r, std, coef_d
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_cols_l0(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, K, I, G, GT, like, O, dgamma_g, dbeta_g, tc0, tc1):
+    gamma_t_b = numpy.empty(GT, gamma_p.dtype)
+    sum_dout_s_b = numpy.empty(GT)
+    sum_dout_xhat_s_b = numpy.empty(GT)
+    inv_std_a_b = numpy.empty(GT)
+    coef_dout_a_b = numpy.empty(GT, dout.dtype)
+    coef_xhat_a_b = numpy.empty(GT)
+    coef_1_a_b = numpy.empty(GT)
+    dx_coef_x_mu_a_b = numpy.empty(GT, dout.dtype)
+    dx_coef_1_1_a_b = numpy.empty(GT, dout.dtype)
+    d_e_b = numpy.empty(GT * K * I, d_g.dtype)
+    inv_std_e_b = numpy.empty(GT * K * I, inv_std_a_b.dtype)
+    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
+    r_e_b = numpy.empty(GT * K * I, r_g.dtype)
+    sum_dout_t_b = numpy.empty(GT * K * I)
+    sum_dout_xhat_t_b = numpy.empty(GT * K * I)
+    coef_dout_e_b = numpy.empty(GT * K * I, coef_dout_a_b.dtype)
+    dx_coef_1_1_e_b = numpy.empty(GT * K * I, dx_coef_1_1_a_b.dtype)
+    dx_coef_x_mu_e_b = numpy.empty(GT * K * I, dx_coef_x_mu_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        sum_dout_s = numpy.empty(g1 - g0)
-        sum_dout_xhat_s = numpy.empty(g1 - g0)
-        inv_std_a = numpy.empty(g1 - g0)
-        coef_dout_a = numpy.empty(g1 - g0, dout.dtype)
-        coef_xhat_a = numpy.empty(g1 - g0)
-        coef_1_a = numpy.empty(g1 - g0)
-        dx_coef_x_mu_a = numpy.empty(g1 - g0, dout.dtype)
-        dx_coef_1_1_a = numpy.empty(g1 - g0, dout.dtype)
+        gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
+        sum_dout_s = sum_dout_s_b[:g1 - g0]
+        sum_dout_xhat_s = sum_dout_xhat_s_b[:g1 - g0]
+        inv_std_a = inv_std_a_b[:g1 - g0]
+        coef_dout_a = coef_dout_a_b[:g1 - g0]
+        coef_xhat_a = coef_xhat_a_b[:g1 - g0]
+        coef_1_a = coef_1_a_b[:g1 - g0]
+        dx_coef_x_mu_a = dx_coef_x_mu_a_b[:g1 - g0]
+        dx_coef_1_1_a = dx_coef_1_1_a_b[:g1 - g0]
         _backward_step_g0(std_g[g0:g1], inv_std_a, like)
-        d_e = _layout.spread(d_g[g0:g1], K * I)
-        inv_std_e = _layout.spread(inv_std_a, K * I)
-        mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        r_e = _layout.spread(r_g[g0:g1], K * I)
-        sum_dout_t = numpy.zeros(j1 - j0)
-        sum_dout_xhat_t = numpy.zeros(j1 - j0)
+        d_e = _layout.spread_into(d_g[g0:g1], K * I, d_e_b[:j1 - j0])
+        inv_std_e = _layout.spread_into(inv_std_a, K * I, inv_std_e_b[:j1 - j0])
+        mu_e = _layout.spread_into(mu_g[g0:g1], K * I, mu_e_b[:j1 - j0])
+        r_e = _layout.spread_into(r_g[g0:g1], K * I, r_e_b[:j1 - j0])
+        sum_dout_t = sum_dout_t_b[:j1 - j0]
+        sum_dout_t[:] = 0.0
+        sum_dout_xhat_t = sum_dout_xhat_t_b[:j1 - j0]
+        sum_dout_xhat_t[:] = 0.0
         _backward_step_p1_cols(dout, x, d_e, inv_std_e, mu_e, r_e, sum_dout_t, sum_dout_xhat_t, 0, O, j0, j1)
         _layout.fold(sum_dout_t, K * I, sum_dout_s)
         _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_s)
         _backward_step_g1(sum_dout_s, sum_dout_xhat_s, d_g[g0:g1], gamma_t, inv_std_a, r_g[g0:g1], std_g[g0:g1], coef_dout_a, coef_xhat_a, coef_1_a, dx_coef_x_mu_a, dx_coef_1_1_a, dgamma_g[g0:g1], dbeta_g[g0:g1], m, like)
-        coef_dout_e = _layout.spread(coef_dout_a, K * I)
-        dx_coef_1_1_e = _layout.spread(dx_coef_1_1_a, K * I)
-        dx_coef_x_mu_e = _layout.spread(dx_coef_x_mu_a, K * I)
-        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        coef_dout_e = _layout.spread_into(coef_dout_a, K * I, coef_dout_e_b[:j1 - j0])
+        dx_coef_1_1_e = _layout.spread_into(dx_coef_1_1_a, K * I, dx_coef_1_1_e_b[:j1 - j0])
+        dx_coef_x_mu_e = _layout.spread_into(dx_coef_x_mu_a, K * I, dx_coef_x_mu_e_b[:j1 - j0])
+        mu_e = _layout.spread_into(mu_g[g0:g1], K * I, mu_e_b[:j1 - j0])
         _backward_step_e_cols(dout, x, dx, coef_dout_e, dx_coef_1_1_e, dx_coef_x_mu_e, mu_e, 0, O, j0, j1)
 
 
@@ -1410,18 +1589,27 @@ def _backward_step_cols(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, d
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_tall_l0(dout, x, d_g, mu_g, r_g, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, sum_dout_r, sum_dout_xhat_r, t0, t1):
+    gamma_t_b = numpy.empty(GT, gamma_p.dtype)
+    d_e_b = numpy.empty(GT * K * I, d_g.dtype)
+    inv_std_e_b = numpy.empty(GT * K * I, inv_std_a.dtype)
+    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
+    r_e_b = numpy.empty(GT * K * I, r_g.dtype)
+    sum_dout_t_b = numpy.empty(GT * K * I)
+    sum_dout_xhat_t_b = numpy.empty(GT * K * I)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        d_e = _layout.spread(d_g[g0:g1], K * I)
-        inv_std_e = _layout.spread(inv_std_a[g0:g1], K * I)
-        mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        r_e = _layout.spread(r_g[g0:g1], K * I)
-        sum_dout_t = numpy.zeros(j1 - j0)
-        sum_dout_xhat_t = numpy.zeros(j1 - j0)
+        gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
+        d_e = _layout.spread_into(d_g[g0:g1], K * I, d_e_b[:j1 - j0])
+        inv_std_e = _layout.spread_into(inv_std_a[g0:g1], K * I, inv_std_e_b[:j1 - j0])
+        mu_e = _layout.spread_into(mu_g[g0:g1], K * I, mu_e_b[:j1 - j0])
+        r_e = _layout.spread_into(r_g[g0:g1], K * I, r_e_b[:j1 - j0])
+        sum_dout_t = sum_dout_t_b[:j1 - j0]
+        sum_dout_t[:] = 0.0
+        sum_dout_xhat_t = sum_dout_xhat_t_b[:j1 - j0]
+        sum_dout_xhat_t[:] = 0.0
         _backward_step_p1_cols(dout, x, d_e, inv_std_e, mu_e, r_e, sum_dout_t, sum_dout_xhat_t, o0, o1, j0, j1)
         _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
         _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_r[rc, g0:g1])
@@ -1429,16 +1617,21 @@ def _backward_step_tall_l0(dout, x, d_g, mu_g, r_g, gamma_p, P, K, I, G, RC, GT,
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_tall_l1(dout, x, dx, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, coef_dout_a, dx_coef_1_1_a, dx_coef_x_mu_a, t0, t1):
+    gamma_t_b = numpy.empty(GT, gamma_p.dtype)
+    coef_dout_e_b = numpy.empty(GT * K * I, coef_dout_a.dtype)
+    dx_coef_1_1_e_b = numpy.empty(GT * K * I, dx_coef_1_1_a.dtype)
+    dx_coef_x_mu_e_b = numpy.empty(GT * K * I, dx_coef_x_mu_a.dtype)
+    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        coef_dout_e = _layout.spread(coef_dout_a[g0:g1], K * I)
-        dx_coef_1_1_e = _layout.spread(dx_coef_1_1_a[g0:g1], K * I)
-        dx_coef_x_mu_e = _layout.spread(dx_coef_x_mu_a[g0:g1], K * I)
-        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
+        coef_dout_e = _layout.spread_into(coef_dout_a[g0:g1], K * I, coef_dout_e_b[:j1 - j0])
+        dx_coef_1_1_e = _layout.spread_into(dx_coef_1_1_a[g0:g1], K * I, dx_coef_1_1_e_b[:j1 - j0])
+        dx_coef_x_mu_e = _layout.spread_into(dx_coef_x_mu_a[g0:g1], K * I, dx_coef_x_mu_e_b[:j1 - j0])
+        mu_e = _layout.spread_into(mu_g[g0:g1], K * I, mu_e_b[:j1 - j0])
         _backward_step_e_cols(dout, x, dx, coef_dout_e, dx_coef_1_1_e, dx_coef_x_mu_e, mu_e, o0, o1, j0, j1)
 
 
@@ -1549,17 +1742,24 @@ def _forward_test_step_g0(beta, gamma, var, std_w, r_w, d_w, out_coef_x_mu_w, ou
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_test_step_cols_l0(x, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, K, I, G, GT, like, O, tc0, tc1):
+    beta_t_b = numpy.empty(GT, beta_p.dtype)
+    gamma_t_b = numpy.empty(GT, gamma_p.dtype)
+    out_coef_x_mu_a_b = numpy.empty(GT, x.dtype)
+    out_coef_1_a_b = numpy.empty(GT, x.dtype)
+    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
+    out_coef_1_e_b = numpy.empty(GT * K * I, out_coef_1_a_b.dtype)
+    out_coef_x_mu_e_b = numpy.empty(GT * K * I, out_coef_x_mu_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        beta_t = _layout.per_group(beta_p, g0, g1, P)
-        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        out_coef_x_mu_a = numpy.empty(g1 - g0, x.dtype)
-        out_coef_1_a = numpy.empty(g1 - g0, x.dtype)
+        beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
+        gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
+        out_coef_x_mu_a = out_coef_x_mu_a_b[:g1 - g0]
+        out_coef_1_a = out_coef_1_a_b[:g1 - g0]
         _forward_test_step_g0(beta_t, gamma_t, var_g[g0:g1], std_g[g0:g1], r_g[g0:g1], d_g[g0:g1], out_coef_x_mu_a, out_coef_1_a, d_max, eps, r_max, like)
-        mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        out_coef_1_e = _layout.spread(out_coef_1_a, K * I)
-        out_coef_x_mu_e = _layout.spread(out_coef_x_mu_a, K * I)
+        mu_e = _layout.spread_into(mu_g[g0:g1], K * I, mu_e_b[:j1 - j0])
+        out_coef_1_e = _layout.spread_into(out_coef_1_a, K * I, out_coef_1_e_b[:j1 - j0])
+        out_coef_x_mu_e = _layout.spread_into(out_coef_x_mu_a, K * I, out_coef_x_mu_e_b[:j1 - j0])
         _forward_test_step_e_cols(x, out, mu_e, out_coef_1_e, out_coef_x_mu_e, 0, O, j0, j1)
 
 
@@ -1572,16 +1772,21 @@ def _forward_test_step_cols(x, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_test_step_tall_l0(x, out, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, out_coef_1_a, out_coef_x_mu_a, t0, t1):
+    beta_t_b = numpy.empty(GT, beta_p.dtype)
+    gamma_t_b = numpy.empty(GT, gamma_p.dtype)
+    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
+    out_coef_1_e_b = numpy.empty(GT * K * I, out_coef_1_a.dtype)
+    out_coef_x_mu_e_b = numpy.empty(GT * K * I, out_coef_x_mu_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        beta_t = _layout.per_group(beta_p, g0, g1, P)
-        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        out_coef_1_e = _layout.spread(out_coef_1_a[g0:g1], K * I)
-        out_coef_x_mu_e = _layout.spread(out_coef_x_mu_a[g0:g1], K * I)
+        beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
+        gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
+        mu_e = _layout.spread_into(mu_g[g0:g1], K * I, mu_e_b[:j1 - j0])
+        out_coef_1_e = _layout.spread_into(out_coef_1_a[g0:g1], K * I, out_coef_1_e_b[:j1 - j0])
+        out_coef_x_mu_e = _layout.spread_into(out_coef_x_mu_a[g0:g1], K * I, out_coef_x_mu_e_b[:j1 - j0])
         _forward_test_step_e_cols(x, out, mu_e, out_coef_1_e, out_coef_x_mu_e, o0, o1, j0, j1)
 
 
@@ -1714,27 +1919,42 @@ def _backward_test_step_g1(sum_dout_xhat, sum_dout, gamma, std, dx_coef_dxhat_w,
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_test_step_cols_l0(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, r_max, P, K, I, G, GT, like, O, dgamma_g, dbeta_g, tc0, tc1):
+    gamma_t_b = numpy.empty(GT, gamma_p.dtype)
+    sum_dout_xhat_s_b = numpy.empty(GT)
+    sum_dout_s_b = numpy.empty(GT)
+    inv_std_a_b = numpy.empty(GT)
+    dx_coef_dxhat_a_b = numpy.empty(GT)
+    dx_coef_dout_a_b = numpy.empty(GT, dout.dtype)
+    d_e_b = numpy.empty(GT * K * I, d_g.dtype)
+    inv_std_e_b = numpy.empty(GT * K * I, inv_std_a_b.dtype)
+    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
+    r_e_b = numpy.empty(GT * K * I, r_g.dtype)
+    sum_dout_xhat_t_b = numpy.empty(GT * K * I)
+    sum_dout_t_b = numpy.empty(GT * K * I)
+    dx_coef_dout_e_b = numpy.empty(GT * K * I, dx_coef_dout_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        sum_dout_xhat_s = numpy.empty(g1 - g0)
-        sum_dout_s = numpy.empty(g1 - g0)
-        inv_std_a = numpy.empty(g1 - g0)
-        dx_coef_dxhat_a = numpy.empty(g1 - g0)
-        dx_coef_dout_a = numpy.empty(g1 - g0, dout.dtype)
+        gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
+        sum_dout_xhat_s = sum_dout_xhat_s_b[:g1 - g0]
+        sum_dout_s = sum_dout_s_b[:g1 - g0]
+        inv_std_a = inv_std_a_b[:g1 - g0]
+        dx_coef_dxhat_a = dx_coef_dxhat_a_b[:g1 - g0]
+        dx_coef_dout_a = dx_coef_dout_a_b[:g1 - g0]
         _backward_test_step_g0(std_g[g0:g1], inv_std_a, like)
-        d_e = _layout.spread(d_g[g0:g1], K * I)
-        inv_std_e = _layout.spread(inv_std_a, K * I)
-        mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        r_e = _layout.spread(r_g[g0:g1], K * I)
-        sum_dout_xhat_t = numpy.zeros(j1 - j0)
-        sum_dout_t = numpy.zeros(j1 - j0)
+        d_e = _layout.spread_into(d_g[g0:g1], K * I, d_e_b[:j1 - j0])
+        inv_std_e = _layout.spread_into(inv_std_a, K * I, inv_std_e_b[:j1 - j0])
+        mu_e = _layout.spread_into(mu_g[g0:g1], K * I, mu_e_b[:j1 - j0])
+        r_e = _layout.spread_into(r_g[g0:g1], K * I, r_e_b[:j1 - j0])
+        sum_dout_xhat_t = sum_dout_xhat_t_b[:j1 - j0]
+        sum_dout_xhat_t[:] = 0.0
+        sum_dout_t = sum_dout_t_b[:j1 - j0]
+        sum_dout_t[:] = 0.0
         _backward_test_step_p1_cols(dout, x, d_e, inv_std_e, mu_e, r_e, sum_dout_xhat_t, sum_dout_t, 0, O, j0, j1)
         _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_s)
         _layout.fold(sum_dout_t, K * I, sum_dout_s)
         _backward_test_step_g1(sum_dout_xhat_s, sum_dout_s, gamma_t, std_g[g0:g1], dx_coef_dxhat_a, dx_coef_dout_a, dgamma_g[g0:g1], dbeta_g[g0:g1], r_max, like)
-        dx_coef_dout_e = _layout.spread(dx_coef_dout_a, K * I)
+        dx_coef_dout_e = _layout.spread_into(dx_coef_dout_a, K * I, dx_coef_dout_e_b[:j1 - j0])
         _backward_test_step_e_cols(dout, dx, dx_coef_dout_e, 0, O, j0, j1)
 
 
@@ -1753,18 +1973,27 @@ def _backward_test_step_cols(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_test_step_tall_l0(dout, x, d_g, mu_g, r_g, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, sum_dout_xhat_r, sum_dout_r, t0, t1):
+    gamma_t_b = numpy.empty(GT, gamma_p.dtype)
+    d_e_b = numpy.empty(GT * K * I, d_g.dtype)
+    inv_std_e_b = numpy.empty(GT * K * I, inv_std_a.dtype)
+    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
+    r_e_b = numpy.empty(GT * K * I, r_g.dtype)
+    sum_dout_xhat_t_b = numpy.empty(GT * K * I)
+    sum_dout_t_b = numpy.empty(GT * K * I)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        d_e = _layout.spread(d_g[g0:g1], K * I)
-        inv_std_e = _layout.spread(inv_std_a[g0:g1], K * I)
-        mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        r_e = _layout.spread(r_g[g0:g1], K * I)
-        sum_dout_xhat_t = numpy.zeros(j1 - j0)
-        sum_dout_t = numpy.zeros(j1 - j0)
+        gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
+        d_e = _layout.spread_into(d_g[g0:g1], K * I, d_e_b[:j1 - j0])
+        inv_std_e = _layout.spread_into(inv_std_a[g0:g1], K * I, inv_std_e_b[:j1 - j0])
+        mu_e = _layout.spread_into(mu_g[g0:g1], K * I, mu_e_b[:j1 - j0])
+        r_e = _layout.spread_into(r_g[g0:g1], K * I, r_e_b[:j1 - j0])
+        sum_dout_xhat_t = sum_dout_xhat_t_b[:j1 - j0]
+        sum_dout_xhat_t[:] = 0.0
+        sum_dout_t = sum_dout_t_b[:j1 - j0]
+        sum_dout_t[:] = 0.0
         _backward_test_step_p1_cols(dout, x, d_e, inv_std_e, mu_e, r_e, sum_dout_xhat_t, sum_dout_t, o0, o1, j0, j1)
         _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_r[rc, g0:g1])
         _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
@@ -1772,13 +2001,15 @@ def _backward_test_step_tall_l0(dout, x, d_g, mu_g, r_g, gamma_p, P, K, I, G, RC
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_test_step_tall_l1(dout, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_dout_a, t0, t1):
+    gamma_t_b = numpy.empty(GT, gamma_p.dtype)
+    dx_coef_dout_e_b = numpy.empty(GT * K * I, dx_coef_dout_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        dx_coef_dout_e = _layout.spread(dx_coef_dout_a[g0:g1], K * I)
+        gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
+        dx_coef_dout_e = _layout.spread_into(dx_coef_dout_a[g0:g1], K * I, dx_coef_dout_e_b[:j1 - j0])
         _backward_test_step_e_cols(dout, dx, dx_coef_dout_e, o0, o1, j0, j1)
 
 

@@ -135,28 +135,45 @@ def _forward_train_g0(sum_x_shifted, sum_var_shifted, x_shift, std_w, inv_std_w,
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_cols_l0(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O, like, tc0, tc1):
+    beta_t_b = numpy.empty(GT, beta_p.dtype)
+    gamma_t_b = numpy.empty(GT, gamma_p.dtype)
+    sum_x_shifted_s_b = numpy.empty(GT)
+    sum_var_shifted_s_b = numpy.empty(GT)
+    inv_std_a_b = numpy.empty(GT, x.dtype)
+    mu_hi_a_b = numpy.empty(GT, x.dtype)
+    mu_lo_a_b = numpy.empty(GT, x.dtype)
+    x_shift_e_b = numpy.empty(GT * K * I, x_shift_g.dtype)
+    sum_x_shifted_t_b = numpy.empty(GT * K * I)
+    sum_var_shifted_t_b = numpy.empty(GT * K * I)
+    beta_e_b = numpy.empty(GT * K * I, beta_p.dtype)
+    gamma_e_b = numpy.empty(GT * K * I, gamma_p.dtype)
+    inv_std_e_b = numpy.empty(GT * K * I, inv_std_a_b.dtype)
+    mu_hi_e_b = numpy.empty(GT * K * I, mu_hi_a_b.dtype)
+    mu_lo_e_b = numpy.empty(GT * K * I, mu_lo_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        beta_t = _layout.per_group(beta_p, g0, g1, P)
-        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        sum_x_shifted_s = numpy.empty(g1 - g0)
-        sum_var_shifted_s = numpy.empty(g1 - g0)
-        inv_std_a = numpy.empty(g1 - g0, x.dtype)
-        mu_hi_a = numpy.empty(g1 - g0, x.dtype)
-        mu_lo_a = numpy.empty(g1 - g0, x.dtype)
-        x_shift_e = _layout.spread(x_shift_g[g0:g1], K * I)
-        sum_x_shifted_t = numpy.zeros(j1 - j0)
-        sum_var_shifted_t = numpy.zeros(j1 - j0)
+        beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
+        gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
+        sum_x_shifted_s = sum_x_shifted_s_b[:g1 - g0]
+        sum_var_shifted_s = sum_var_shifted_s_b[:g1 - g0]
+        inv_std_a = inv_std_a_b[:g1 - g0]
+        mu_hi_a = mu_hi_a_b[:g1 - g0]
+        mu_lo_a = mu_lo_a_b[:g1 - g0]
+        x_shift_e = _layout.spread_into(x_shift_g[g0:g1], K * I, x_shift_e_b[:j1 - j0])
+        sum_x_shifted_t = sum_x_shifted_t_b[:j1 - j0]
+        sum_x_shifted_t[:] = 0.0
+        sum_var_shifted_t = sum_var_shifted_t_b[:j1 - j0]
+        sum_var_shifted_t[:] = 0.0
         _forward_train_p0_cols(x, x_shift_e, sum_x_shifted_t, sum_var_shifted_t, 0, O, j0, j1)
         _layout.fold(sum_x_shifted_t, K * I, sum_x_shifted_s)
         _layout.fold(sum_var_shifted_t, K * I, sum_var_shifted_s)
         _forward_train_g0(sum_x_shifted_s, sum_var_shifted_s, x_shift_g[g0:g1], std_g[g0:g1], inv_std_a, mu_hi_a, mu_lo_a, eps, m, like)
-        beta_e = _layout.spread(beta_t, K * I)
-        gamma_e = _layout.spread(gamma_t, K * I)
-        inv_std_e = _layout.spread(inv_std_a, K * I)
-        mu_hi_e = _layout.spread(mu_hi_a, K * I)
-        mu_lo_e = _layout.spread(mu_lo_a, K * I)
+        beta_e = _layout.spread_into(beta_t, K * I, beta_e_b[:j1 - j0])
+        gamma_e = _layout.spread_into(gamma_t, K * I, gamma_e_b[:j1 - j0])
+        inv_std_e = _layout.spread_into(inv_std_a, K * I, inv_std_e_b[:j1 - j0])
+        mu_hi_e = _layout.spread_into(mu_hi_a, K * I, mu_hi_e_b[:j1 - j0])
+        mu_lo_e = _layout.spread_into(mu_lo_a, K * I, mu_lo_e_b[:j1 - j0])
         _forward_train_e_cols(x, xhat, out, beta_e, gamma_e, inv_std_e, mu_hi_e, mu_lo_e, 0, O, j0, j1)
 
 
@@ -169,16 +186,23 @@ def _forward_train_cols(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m,
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_tall_l0(x, x_shift_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_x_shifted_r, sum_var_shifted_r, t0, t1):
+    beta_t_b = numpy.empty(GT, beta_p.dtype)
+    gamma_t_b = numpy.empty(GT, gamma_p.dtype)
+    x_shift_e_b = numpy.empty(GT * K * I, x_shift_g.dtype)
+    sum_x_shifted_t_b = numpy.empty(GT * K * I)
+    sum_var_shifted_t_b = numpy.empty(GT * K * I)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        beta_t = _layout.per_group(beta_p, g0, g1, P)
-        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        x_shift_e = _layout.spread(x_shift_g[g0:g1], K * I)
-        sum_x_shifted_t = numpy.zeros(j1 - j0)
-        sum_var_shifted_t = numpy.zeros(j1 - j0)
+        beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
+        gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
+        x_shift_e = _layout.spread_into(x_shift_g[g0:g1], K * I, x_shift_e_b[:j1 - j0])
+        sum_x_shifted_t = sum_x_shifted_t_b[:j1 - j0]
+        sum_x_shifted_t[:] = 0.0
+        sum_var_shifted_t = sum_var_shifted_t_b[:j1 - j0]
+        sum_var_shifted_t[:] = 0.0
         _forward_train_p0_cols(x, x_shift_e, sum_x_shifted_t, sum_var_shifted_t, o0, o1, j0, j1)
         _layout.fold(sum_x_shifted_t, K * I, sum_x_shifted_r[rc, g0:g1])
         _layout.fold(sum_var_shifted_t, K * I, sum_var_shifted_r[rc, g0:g1])
@@ -186,18 +210,25 @@ def _forward_train_tall_l0(x, x_shift_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_tall_l1(x, xhat, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, mu_hi_a, mu_lo_a, t0, t1):
+    beta_t_b = numpy.empty(GT, beta_p.dtype)
+    gamma_t_b = numpy.empty(GT, gamma_p.dtype)
+    beta_e_b = numpy.empty(GT * K * I, beta_p.dtype)
+    gamma_e_b = numpy.empty(GT * K * I, gamma_p.dtype)
+    inv_std_e_b = numpy.empty(GT * K * I, inv_std_a.dtype)
+    mu_hi_e_b = numpy.empty(GT * K * I, mu_hi_a.dtype)
+    mu_lo_e_b = numpy.empty(GT * K * I, mu_lo_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        beta_t = _layout.per_group(beta_p, g0, g1, P)
-        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        beta_e = _layout.spread(beta_t, K * I)
-        gamma_e = _layout.spread(gamma_t, K * I)
-        inv_std_e = _layout.spread(inv_std_a[g0:g1], K * I)
-        mu_hi_e = _layout.spread(mu_hi_a[g0:g1], K * I)
-        mu_lo_e = _layout.spread(mu_lo_a[g0:g1], K * I)
+        beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
+        gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
+        beta_e = _layout.spread_into(beta_t, K * I, beta_e_b[:j1 - j0])
+        gamma_e = _layout.spread_into(gamma_t, K * I, gamma_e_b[:j1 - j0])
+        inv_std_e = _layout.spread_into(inv_std_a[g0:g1], K * I, inv_std_e_b[:j1 - j0])
+        mu_hi_e = _layout.spread_into(mu_hi_a[g0:g1], K * I, mu_hi_e_b[:j1 - j0])
+        mu_lo_e = _layout.spread_into(mu_lo_a[g0:g1], K * I, mu_lo_e_b[:j1 - j0])
         _forward_train_e_cols(x, xhat, out, beta_e, gamma_e, inv_std_e, mu_hi_e, mu_lo_e, o0, o1, j0, j1)
 
 
@@ -330,24 +361,37 @@ def _backward_compact_g0(sum_dout, sum_dout_xhat, gamma, std, coef_dout_w, coef_
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_cols_l0(dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_g, dbeta_g, like, tc0, tc1):
+    gamma_t_b = numpy.empty(GT, gamma_p.dtype)
+    sum_dout_s_b = numpy.empty(GT)
+    sum_dout_xhat_s_b = numpy.empty(GT)
+    coef_dout_a_b = numpy.empty(GT, dout.dtype)
+    coef_xhat_a_b = numpy.empty(GT, dout.dtype)
+    coef_1_a_b = numpy.empty(GT, dout.dtype)
+    sum_dout_t_b = numpy.empty(GT * K * I)
+    sum_dout_xhat_t_b = numpy.empty(GT * K * I)
+    coef_1_e_b = numpy.empty(GT * K * I, coef_1_a_b.dtype)
+    coef_dout_e_b = numpy.empty(GT * K * I, coef_dout_a_b.dtype)
+    coef_xhat_e_b = numpy.empty(GT * K * I, coef_xhat_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        sum_dout_s = numpy.empty(g1 - g0)
-        sum_dout_xhat_s = numpy.empty(g1 - g0)
-        coef_dout_a = numpy.empty(g1 - g0, dout.dtype)
-        coef_xhat_a = numpy.empty(g1 - g0, dout.dtype)
-        coef_1_a = numpy.empty(g1 - g0, dout.dtype)
-        sum_dout_t = numpy.zeros(j1 - j0)
-        sum_dout_xhat_t = numpy.zeros(j1 - j0)
+        gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
+        sum_dout_s = sum_dout_s_b[:g1 - g0]
+        sum_dout_xhat_s = sum_dout_xhat_s_b[:g1 - g0]
+        coef_dout_a = coef_dout_a_b[:g1 - g0]
+        coef_xhat_a = coef_xhat_a_b[:g1 - g0]
+        coef_1_a = coef_1_a_b[:g1 - g0]
+        sum_dout_t = sum_dout_t_b[:j1 - j0]
+        sum_dout_t[:] = 0.0
+        sum_dout_xhat_t = sum_dout_xhat_t_b[:j1 - j0]
+        sum_dout_xhat_t[:] = 0.0
         _backward_compact_p0_cols(dout, xhat, sum_dout_t, sum_dout_xhat_t, 0, O, j0, j1)
         _layout.fold(sum_dout_t, K * I, sum_dout_s)
         _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_s)
         _backward_compact_g0(sum_dout_s, sum_dout_xhat_s, gamma_t, std_g[g0:g1], coef_dout_a, coef_xhat_a, coef_1_a, dgamma_g[g0:g1], dbeta_g[g0:g1], m, like)
-        coef_1_e = _layout.spread(coef_1_a, K * I)
-        coef_dout_e = _layout.spread(coef_dout_a, K * I)
-        coef_xhat_e = _layout.spread(coef_xhat_a, K * I)
+        coef_1_e = _layout.spread_into(coef_1_a, K * I, coef_1_e_b[:j1 - j0])
+        coef_dout_e = _layout.spread_into(coef_dout_a, K * I, coef_dout_e_b[:j1 - j0])
+        coef_xhat_e = _layout.spread_into(coef_xhat_a, K * I, coef_xhat_e_b[:j1 - j0])
         _backward_compact_e_cols(dout, xhat, dx, coef_1_e, coef_dout_e, coef_xhat_e, 0, O, j0, j1)
 
 
@@ -366,14 +410,19 @@ def _backward_compact_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m,
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_r, sum_dout_xhat_r, t0, t1):
+    gamma_t_b = numpy.empty(GT, gamma_p.dtype)
+    sum_dout_t_b = numpy.empty(GT * K * I)
+    sum_dout_xhat_t_b = numpy.empty(GT * K * I)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        sum_dout_t = numpy.zeros(j1 - j0)
-        sum_dout_xhat_t = numpy.zeros(j1 - j0)
+        gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
+        sum_dout_t = sum_dout_t_b[:j1 - j0]
+        sum_dout_t[:] = 0.0
+        sum_dout_xhat_t = sum_dout_xhat_t_b[:j1 - j0]
+        sum_dout_xhat_t[:] = 0.0
         _backward_compact_p0_cols(dout, xhat, sum_dout_t, sum_dout_xhat_t, o0, o1, j0, j1)
         _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
         _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_r[rc, g0:g1])
@@ -381,15 +430,19 @@ def _backward_compact_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, su
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_a, coef_xhat_a, t0, t1):
+    gamma_t_b = numpy.empty(GT, gamma_p.dtype)
+    coef_1_e_b = numpy.empty(GT * K * I, coef_1_a.dtype)
+    coef_dout_e_b = numpy.empty(GT * K * I, coef_dout_a.dtype)
+    coef_xhat_e_b = numpy.empty(GT * K * I, coef_xhat_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        coef_1_e = _layout.spread(coef_1_a[g0:g1], K * I)
-        coef_dout_e = _layout.spread(coef_dout_a[g0:g1], K * I)
-        coef_xhat_e = _layout.spread(coef_xhat_a[g0:g1], K * I)
+        gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
+        coef_1_e = _layout.spread_into(coef_1_a[g0:g1], K * I, coef_1_e_b[:j1 - j0])
+        coef_dout_e = _layout.spread_into(coef_dout_a[g0:g1], K * I, coef_dout_e_b[:j1 - j0])
+        coef_xhat_e = _layout.spread_into(coef_xhat_a[g0:g1], K * I, coef_xhat_e_b[:j1 - j0])
         _backward_compact_e_cols(dout, xhat, dx, coef_1_e, coef_dout_e, coef_xhat_e, o0, o1, j0, j1)
 
 
@@ -544,31 +597,51 @@ def _backward_staged_g0(sum_dxhat_xhat, sum_dxhat, sum_dout_xhat, sum_dout, gamm
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_cols_l0(dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_g, dbeta_g, like, tc0, tc1):
+    gamma_t_b = numpy.empty(GT, gamma_p.dtype)
+    sum_dxhat_xhat_s_b = numpy.empty(GT)
+    sum_dxhat_s_b = numpy.empty(GT)
+    sum_dout_xhat_s_b = numpy.empty(GT)
+    sum_dout_s_b = numpy.empty(GT)
+    dx_coef_xhat_a_b = numpy.empty(GT, dout.dtype)
+    dx_coef_1_a_b = numpy.empty(GT, dout.dtype)
+    dx_coef_dout_a_b = numpy.empty(GT, dout.dtype)
+    gamma_e_b = numpy.empty(GT * K * I, gamma_p.dtype)
+    sum_dxhat_xhat_t_b = numpy.empty(GT * K * I)
+    sum_dxhat_t_b = numpy.empty(GT * K * I)
+    sum_dout_xhat_t_b = numpy.empty(GT * K * I)
+    sum_dout_t_b = numpy.empty(GT * K * I)
+    dx_coef_1_e_b = numpy.empty(GT * K * I, dx_coef_1_a_b.dtype)
+    dx_coef_dout_e_b = numpy.empty(GT * K * I, dx_coef_dout_a_b.dtype)
+    dx_coef_xhat_e_b = numpy.empty(GT * K * I, dx_coef_xhat_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        sum_dxhat_xhat_s = numpy.empty(g1 - g0)
-        sum_dxhat_s = numpy.empty(g1 - g0)
-        sum_dout_xhat_s = numpy.empty(g1 - g0)
-        sum_dout_s = numpy.empty(g1 - g0)
-        dx_coef_xhat_a = numpy.empty(g1 - g0, dout.dtype)
-        dx_coef_1_a = numpy.empty(g1 - g0, dout.dtype)
-        dx_coef_dout_a = numpy.empty(g1 - g0, dout.dtype)
-        gamma_e = _layout.spread(gamma_t, K * I)
-        sum_dxhat_xhat_t = numpy.zeros(j1 - j0)
-        sum_dxhat_t = numpy.zeros(j1 - j0)
-        sum_dout_xhat_t = numpy.zeros(j1 - j0)
-        sum_dout_t = numpy.zeros(j1 - j0)
+        gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
+        sum_dxhat_xhat_s = sum_dxhat_xhat_s_b[:g1 - g0]
+        sum_dxhat_s = sum_dxhat_s_b[:g1 - g0]
+        sum_dout_xhat_s = sum_dout_xhat_s_b[:g1 - g0]
+        sum_dout_s = sum_dout_s_b[:g1 - g0]
+        dx_coef_xhat_a = dx_coef_xhat_a_b[:g1 - g0]
+        dx_coef_1_a = dx_coef_1_a_b[:g1 - g0]
+        dx_coef_dout_a = dx_coef_dout_a_b[:g1 - g0]
+        gamma_e = _layout.spread_into(gamma_t, K * I, gamma_e_b[:j1 - j0])
+        sum_dxhat_xhat_t = sum_dxhat_xhat_t_b[:j1 - j0]
+        sum_dxhat_xhat_t[:] = 0.0
+        sum_dxhat_t = sum_dxhat_t_b[:j1 - j0]
+        sum_dxhat_t[:] = 0.0
+        sum_dout_xhat_t = sum_dout_xhat_t_b[:j1 - j0]
+        sum_dout_xhat_t[:] = 0.0
+        sum_dout_t = sum_dout_t_b[:j1 - j0]
+        sum_dout_t[:] = 0.0
         _backward_staged_p0_cols(dout, xhat, gamma_e, sum_dxhat_xhat_t, sum_dxhat_t, sum_dout_xhat_t, sum_dout_t, 0, O, j0, j1)
         _layout.fold(sum_dxhat_xhat_t, K * I, sum_dxhat_xhat_s)
         _layout.fold(sum_dxhat_t, K * I, sum_dxhat_s)
         _layout.fold(sum_dout_xhat_t, K * I, sum_dout_xhat_s)
         _layout.fold(sum_dout_t, K * I, sum_dout_s)
         _backward_staged_g0(sum_dxhat_xhat_s, sum_dxhat_s, sum_dout_xhat_s, sum_dout_s, gamma_t, std_g[g0:g1], dx_coef_xhat_a, dx_coef_1_a, dx_coef_dout_a, dgamma_g[g0:g1], dbeta_g[g0:g1], m, like)
-        dx_coef_1_e = _layout.spread(dx_coef_1_a, K * I)
-        dx_coef_dout_e = _layout.spread(dx_coef_dout_a, K * I)
-        dx_coef_xhat_e = _layout.spread(dx_coef_xhat_a, K * I)
+        dx_coef_1_e = _layout.spread_into(dx_coef_1_a, K * I, dx_coef_1_e_b[:j1 - j0])
+        dx_coef_dout_e = _layout.spread_into(dx_coef_dout_a, K * I, dx_coef_dout_e_b[:j1 - j0])
+        dx_coef_xhat_e = _layout.spread_into(dx_coef_xhat_a, K * I, dx_coef_xhat_e_b[:j1 - j0])
         _backward_staged_e_cols(dout, xhat, dx, dx_coef_1_e, dx_coef_dout_e, dx_coef_xhat_e, 0, O, j0, j1)
 
 
@@ -587,17 +660,27 @@ def _backward_staged_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dxhat_xhat_r, sum_dxhat_r, sum_dout_xhat_r, sum_dout_r, t0, t1):
+    gamma_t_b = numpy.empty(GT, gamma_p.dtype)
+    gamma_e_b = numpy.empty(GT * K * I, gamma_p.dtype)
+    sum_dxhat_xhat_t_b = numpy.empty(GT * K * I)
+    sum_dxhat_t_b = numpy.empty(GT * K * I)
+    sum_dout_xhat_t_b = numpy.empty(GT * K * I)
+    sum_dout_t_b = numpy.empty(GT * K * I)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        gamma_e = _layout.spread(gamma_t, K * I)
-        sum_dxhat_xhat_t = numpy.zeros(j1 - j0)
-        sum_dxhat_t = numpy.zeros(j1 - j0)
-        sum_dout_xhat_t = numpy.zeros(j1 - j0)
-        sum_dout_t = numpy.zeros(j1 - j0)
+        gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
+        gamma_e = _layout.spread_into(gamma_t, K * I, gamma_e_b[:j1 - j0])
+        sum_dxhat_xhat_t = sum_dxhat_xhat_t_b[:j1 - j0]
+        sum_dxhat_xhat_t[:] = 0.0
+        sum_dxhat_t = sum_dxhat_t_b[:j1 - j0]
+        sum_dxhat_t[:] = 0.0
+        sum_dout_xhat_t = sum_dout_xhat_t_b[:j1 - j0]
+        sum_dout_xhat_t[:] = 0.0
+        sum_dout_t = sum_dout_t_b[:j1 - j0]
+        sum_dout_t[:] = 0.0
         _backward_staged_p0_cols(dout, xhat, gamma_e, sum_dxhat_xhat_t, sum_dxhat_t, sum_dout_xhat_t, sum_dout_t, o0, o1, j0, j1)
         _layout.fold(sum_dxhat_xhat_t, K * I, sum_dxhat_xhat_r[rc, g0:g1])
         _layout.fold(sum_dxhat_t, K * I, sum_dxhat_r[rc, g0:g1])
@@ -607,15 +690,19 @@ def _backward_staged_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_1_a, dx_coef_dout_a, dx_coef_xhat_a, t0, t1):
+    gamma_t_b = numpy.empty(GT, gamma_p.dtype)
+    dx_coef_1_e_b = numpy.empty(GT * K * I, dx_coef_1_a.dtype)
+    dx_coef_dout_e_b = numpy.empty(GT * K * I, dx_coef_dout_a.dtype)
+    dx_coef_xhat_e_b = numpy.empty(GT * K * I, dx_coef_xhat_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        dx_coef_1_e = _layout.spread(dx_coef_1_a[g0:g1], K * I)
-        dx_coef_dout_e = _layout.spread(dx_coef_dout_a[g0:g1], K * I)
-        dx_coef_xhat_e = _layout.spread(dx_coef_xhat_a[g0:g1], K * I)
+        gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
+        dx_coef_1_e = _layout.spread_into(dx_coef_1_a[g0:g1], K * I, dx_coef_1_e_b[:j1 - j0])
+        dx_coef_dout_e = _layout.spread_into(dx_coef_dout_a[g0:g1], K * I, dx_coef_dout_e_b[:j1 - j0])
+        dx_coef_xhat_e = _layout.spread_into(dx_coef_xhat_a[g0:g1], K * I, dx_coef_xhat_e_b[:j1 - j0])
         _backward_staged_e_cols(dout, xhat, dx, dx_coef_1_e, dx_coef_dout_e, dx_coef_xhat_e, o0, o1, j0, j1)
 
 
@@ -770,26 +857,41 @@ def _forward_step_g0(sum_x_shifted, sum_var_shifted, beta, gamma, x_shift, mu_w,
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_cols_l0(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O, like, tc0, tc1):
+    beta_t_b = numpy.empty(GT, beta_p.dtype)
+    gamma_t_b = numpy.empty(GT, gamma_p.dtype)
+    sum_x_shifted_s_b = numpy.empty(GT)
+    sum_var_shifted_s_b = numpy.empty(GT)
+    mu_hi_a_b = numpy.empty(GT, x.dtype)
+    out_coef_x_mu_hi_a_b = numpy.empty(GT, x.dtype)
+    out_coef_1_a_b = numpy.empty(GT, x.dtype)
+    x_shift_e_b = numpy.empty(GT * K * I, x_shift_g.dtype)
+    sum_x_shifted_t_b = numpy.empty(GT * K * I)
+    sum_var_shifted_t_b = numpy.empty(GT * K * I)
+    mu_hi_e_b = numpy.empty(GT * K * I, mu_hi_a_b.dtype)
+    out_coef_1_e_b = numpy.empty(GT * K * I, out_coef_1_a_b.dtype)
+    out_coef_x_mu_hi_e_b = numpy.empty(GT * K * I, out_coef_x_mu_hi_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        beta_t = _layout.per_group(beta_p, g0, g1, P)
-        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        sum_x_shifted_s = numpy.empty(g1 - g0)
-        sum_var_shifted_s = numpy.empty(g1 - g0)
-        mu_hi_a = numpy.empty(g1 - g0, x.dtype)
-        out_coef_x_mu_hi_a = numpy.empty(g1 - g0, x.dtype)
-        out_coef_1_a = numpy.empty(g1 - g0, x.dtype)
-        x_shift_e = _layout.spread(x_shift_g[g0:g1], K * I)
-        sum_x_shifted_t = numpy.zeros(j1 - j0)
-        sum_var_shifted_t = numpy.zeros(j1 - j0)
+        beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
+        gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
+        sum_x_shifted_s = sum_x_shifted_s_b[:g1 - g0]
+        sum_var_shifted_s = sum_var_shifted_s_b[:g1 - g0]
+        mu_hi_a = mu_hi_a_b[:g1 - g0]
+        out_coef_x_mu_hi_a = out_coef_x_mu_hi_a_b[:g1 - g0]
+        out_coef_1_a = out_coef_1_a_b[:g1 - g0]
+        x_shift_e = _layout.spread_into(x_shift_g[g0:g1], K * I, x_shift_e_b[:j1 - j0])
+        sum_x_shifted_t = sum_x_shifted_t_b[:j1 - j0]
+        sum_x_shifted_t[:] = 0.0
+        sum_var_shifted_t = sum_var_shifted_t_b[:j1 - j0]
+        sum_var_shifted_t[:] = 0.0
         _forward_step_p0_cols(x, x_shift_e, sum_x_shifted_t, sum_var_shifted_t, 0, O, j0, j1)
         _layout.fold(sum_x_shifted_t, K * I, sum_x_shifted_s)
         _layout.fold(sum_var_shifted_t, K * I, sum_var_shifted_s)
         _forward_step_g0(sum_x_shifted_s, sum_var_shifted_s, beta_t, gamma_t, x_shift_g[g0:g1], mu_g[g0:g1], std_g[g0:g1], mu_hi_a, out_coef_x_mu_hi_a, out_coef_1_a, eps, m, like)
-        mu_hi_e = _layout.spread(mu_hi_a, K * I)
-        out_coef_1_e = _layout.spread(out_coef_1_a, K * I)
-        out_coef_x_mu_hi_e = _layout.spread(out_coef_x_mu_hi_a, K * I)
+        mu_hi_e = _layout.spread_into(mu_hi_a, K * I, mu_hi_e_b[:j1 - j0])
+        out_coef_1_e = _layout.spread_into(out_coef_1_a, K * I, out_coef_1_e_b[:j1 - j0])
+        out_coef_x_mu_hi_e = _layout.spread_into(out_coef_x_mu_hi_a, K * I, out_coef_x_mu_hi_e_b[:j1 - j0])
         _forward_step_e_cols(x, out, mu_hi_e, out_coef_1_e, out_coef_x_mu_hi_e, 0, O, j0, j1)
 
 
@@ -802,16 +904,23 @@ def _forward_step_cols(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_tall_l0(x, x_shift_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_x_shifted_r, sum_var_shifted_r, t0, t1):
+    beta_t_b = numpy.empty(GT, beta_p.dtype)
+    gamma_t_b = numpy.empty(GT, gamma_p.dtype)
+    x_shift_e_b = numpy.empty(GT * K * I, x_shift_g.dtype)
+    sum_x_shifted_t_b = numpy.empty(GT * K * I)
+    sum_var_shifted_t_b = numpy.empty(GT * K * I)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        beta_t = _layout.per_group(beta_p, g0, g1, P)
-        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        x_shift_e = _layout.spread(x_shift_g[g0:g1], K * I)
-        sum_x_shifted_t = numpy.zeros(j1 - j0)
-        sum_var_shifted_t = numpy.zeros(j1 - j0)
+        beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
+        gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
+        x_shift_e = _layout.spread_into(x_shift_g[g0:g1], K * I, x_shift_e_b[:j1 - j0])
+        sum_x_shifted_t = sum_x_shifted_t_b[:j1 - j0]
+        sum_x_shifted_t[:] = 0.0
+        sum_var_shifted_t = sum_var_shifted_t_b[:j1 - j0]
+        sum_var_shifted_t[:] = 0.0
         _forward_step_p0_cols(x, x_shift_e, sum_x_shifted_t, sum_var_shifted_t, o0, o1, j0, j1)
         _layout.fold(sum_x_shifted_t, K * I, sum_x_shifted_r[rc, g0:g1])
         _layout.fold(sum_var_shifted_t, K * I, sum_var_shifted_r[rc, g0:g1])
@@ -819,16 +928,21 @@ def _forward_step_tall_l0(x, x_shift_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC,
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_tall_l1(x, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, mu_hi_a, out_coef_1_a, out_coef_x_mu_hi_a, t0, t1):
+    beta_t_b = numpy.empty(GT, beta_p.dtype)
+    gamma_t_b = numpy.empty(GT, gamma_p.dtype)
+    mu_hi_e_b = numpy.empty(GT * K * I, mu_hi_a.dtype)
+    out_coef_1_e_b = numpy.empty(GT * K * I, out_coef_1_a.dtype)
+    out_coef_x_mu_hi_e_b = numpy.empty(GT * K * I, out_coef_x_mu_hi_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        beta_t = _layout.per_group(beta_p, g0, g1, P)
-        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        mu_hi_e = _layout.spread(mu_hi_a[g0:g1], K * I)
-        out_coef_1_e = _layout.spread(out_coef_1_a[g0:g1], K * I)
-        out_coef_x_mu_hi_e = _layout.spread(out_coef_x_mu_hi_a[g0:g1], K * I)
+        beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
+        gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
+        mu_hi_e = _layout.spread_into(mu_hi_a[g0:g1], K * I, mu_hi_e_b[:j1 - j0])
+        out_coef_1_e = _layout.spread_into(out_coef_1_a[g0:g1], K * I, out_coef_1_e_b[:j1 - j0])
+        out_coef_x_mu_hi_e = _layout.spread_into(out_coef_x_mu_hi_a[g0:g1], K * I, out_coef_x_mu_hi_e_b[:j1 - j0])
         _forward_step_e_cols(x, out, mu_hi_e, out_coef_1_e, out_coef_x_mu_hi_e, o0, o1, j0, j1)
 
 
@@ -980,30 +1094,47 @@ def _backward_step_g1(sum_dout, sum_dout_xhat_acc, gamma, inv_std, std, sum_dout
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_cols_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, K, I, G, GT, like, O, dgamma_g, dbeta_g, tc0, tc1):
+    gamma_t_b = numpy.empty(GT, gamma_p.dtype)
+    sum_dout_s_b = numpy.empty(GT)
+    sum_dout_xhat_acc_s_b = numpy.empty(GT)
+    inv_std_a_b = numpy.empty(GT)
+    sum_dout_xhat_a_b = numpy.empty(GT)
+    coef_dout_a_b = numpy.empty(GT, dout.dtype)
+    coef_xhat_a_b = numpy.empty(GT)
+    coef_1_a_b = numpy.empty(GT, dout.dtype)
+    dx_coef_x_mu_a_b = numpy.empty(GT, dout.dtype)
+    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
+    sum_dout_t_b = numpy.empty(GT * K * I)
+    sum_dout_xhat_acc_t_b = numpy.empty(GT * K * I)
+    coef_1_e_b = numpy.empty(GT * K * I, coef_1_a_b.dtype)
+    coef_dout_e_b = numpy.empty(GT * K * I, coef_dout_a_b.dtype)
+    dx_coef_x_mu_e_b = numpy.empty(GT * K * I, dx_coef_x_mu_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        sum_dout_s = numpy.empty(g1 - g0)
-        sum_dout_xhat_acc_s = numpy.empty(g1 - g0)
-        inv_std_a = numpy.empty(g1 - g0)
-        sum_dout_xhat_a = numpy.empty(g1 - g0)
-        coef_dout_a = numpy.empty(g1 - g0, dout.dtype)
-        coef_xhat_a = numpy.empty(g1 - g0)
-        coef_1_a = numpy.empty(g1 - g0, dout.dtype)
-        dx_coef_x_mu_a = numpy.empty(g1 - g0, dout.dtype)
+        gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
+        sum_dout_s = sum_dout_s_b[:g1 - g0]
+        sum_dout_xhat_acc_s = sum_dout_xhat_acc_s_b[:g1 - g0]
+        inv_std_a = inv_std_a_b[:g1 - g0]
+        sum_dout_xhat_a = sum_dout_xhat_a_b[:g1 - g0]
+        coef_dout_a = coef_dout_a_b[:g1 - g0]
+        coef_xhat_a = coef_xhat_a_b[:g1 - g0]
+        coef_1_a = coef_1_a_b[:g1 - g0]
+        dx_coef_x_mu_a = dx_coef_x_mu_a_b[:g1 - g0]
         _backward_step_g0(std_g[g0:g1], inv_std_a, like)
-        mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        sum_dout_t = numpy.zeros(j1 - j0)
-        sum_dout_xhat_acc_t = numpy.zeros(j1 - j0)
+        mu_e = _layout.spread_into(mu_g[g0:g1], K * I, mu_e_b[:j1 - j0])
+        sum_dout_t = sum_dout_t_b[:j1 - j0]
+        sum_dout_t[:] = 0.0
+        sum_dout_xhat_acc_t = sum_dout_xhat_acc_t_b[:j1 - j0]
+        sum_dout_xhat_acc_t[:] = 0.0
         _backward_step_p1_cols(dout, x, mu_e, sum_dout_t, sum_dout_xhat_acc_t, 0, O, j0, j1)
         _layout.fold(sum_dout_t, K * I, sum_dout_s)
         _layout.fold(sum_dout_xhat_acc_t, K * I, sum_dout_xhat_acc_s)
         _backward_step_g1(sum_dout_s, sum_dout_xhat_acc_s, gamma_t, inv_std_a, std_g[g0:g1], sum_dout_xhat_a, coef_dout_a, coef_xhat_a, coef_1_a, dx_coef_x_mu_a, dgamma_g[g0:g1], dbeta_g[g0:g1], m, like)
-        coef_1_e = _layout.spread(coef_1_a, K * I)
-        coef_dout_e = _layout.spread(coef_dout_a, K * I)
-        dx_coef_x_mu_e = _layout.spread(dx_coef_x_mu_a, K * I)
-        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        coef_1_e = _layout.spread_into(coef_1_a, K * I, coef_1_e_b[:j1 - j0])
+        coef_dout_e = _layout.spread_into(coef_dout_a, K * I, coef_dout_e_b[:j1 - j0])
+        dx_coef_x_mu_e = _layout.spread_into(dx_coef_x_mu_a, K * I, dx_coef_x_mu_e_b[:j1 - j0])
+        mu_e = _layout.spread_into(mu_g[g0:g1], K * I, mu_e_b[:j1 - j0])
         _backward_step_e_cols(dout, x, dx, coef_1_e, coef_dout_e, dx_coef_x_mu_e, mu_e, 0, O, j0, j1)
 
 
@@ -1022,15 +1153,21 @@ def _backward_step_cols(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m,
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_tall_l0(dout, x, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_r, sum_dout_xhat_acc_r, t0, t1):
+    gamma_t_b = numpy.empty(GT, gamma_p.dtype)
+    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
+    sum_dout_t_b = numpy.empty(GT * K * I)
+    sum_dout_xhat_acc_t_b = numpy.empty(GT * K * I)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        sum_dout_t = numpy.zeros(j1 - j0)
-        sum_dout_xhat_acc_t = numpy.zeros(j1 - j0)
+        gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
+        mu_e = _layout.spread_into(mu_g[g0:g1], K * I, mu_e_b[:j1 - j0])
+        sum_dout_t = sum_dout_t_b[:j1 - j0]
+        sum_dout_t[:] = 0.0
+        sum_dout_xhat_acc_t = sum_dout_xhat_acc_t_b[:j1 - j0]
+        sum_dout_xhat_acc_t[:] = 0.0
         _backward_step_p1_cols(dout, x, mu_e, sum_dout_t, sum_dout_xhat_acc_t, o0, o1, j0, j1)
         _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
         _layout.fold(sum_dout_xhat_acc_t, K * I, sum_dout_xhat_acc_r[rc, g0:g1])
@@ -1038,16 +1175,21 @@ def _backward_step_tall_l0(dout, x, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, su
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_tall_l1(dout, x, dx, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_a, dx_coef_x_mu_a, t0, t1):
+    gamma_t_b = numpy.empty(GT, gamma_p.dtype)
+    coef_1_e_b = numpy.empty(GT * K * I, coef_1_a.dtype)
+    coef_dout_e_b = numpy.empty(GT * K * I, coef_dout_a.dtype)
+    dx_coef_x_mu_e_b = numpy.empty(GT * K * I, dx_coef_x_mu_a.dtype)
+    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        gamma_t = _layout.per_group(gamma_p, g0, g1, P)
-        coef_1_e = _layout.spread(coef_1_a[g0:g1], K * I)
-        coef_dout_e = _layout.spread(coef_dout_a[g0:g1], K * I)
-        dx_coef_x_mu_e = _layout.spread(dx_coef_x_mu_a[g0:g1], K * I)
-        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
+        coef_1_e = _layout.spread_into(coef_1_a[g0:g1], K * I, coef_1_e_b[:j1 - j0])
+        coef_dout_e = _layout.spread_into(coef_dout_a[g0:g1], K * I, coef_dout_e_b[:j1 - j0])
+        dx_coef_x_mu_e = _layout.spread_into(dx_coef_x_mu_a[g0:g1], K * I, dx_coef_x_mu_e_b[:j1 - j0])
+        mu_e = _layout.spread_into(mu_g[g0:g1], K * I, mu_e_b[:j1 - j0])
         _backward_step_e_cols(dout, x, dx, coef_1_e, coef_dout_e, dx_coef_x_mu_e, mu_e, o0, o1, j0, j1)
 
 

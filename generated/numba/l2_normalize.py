@@ -110,16 +110,21 @@ def _forward_train_g0(sq, norm_w, den_w, inv_den_w, eps, like):
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_cols_l0(x, out, norm_g, den_g, eps, K, I, G, GT, O, like, tc0, tc1):
+    sq_s_b = numpy.empty(GT)
+    inv_den_a_b = numpy.empty(GT, x.dtype)
+    sq_t_b = numpy.empty(GT * K * I)
+    inv_den_e_b = numpy.empty(GT * K * I, inv_den_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        sq_s = numpy.empty(g1 - g0)
-        inv_den_a = numpy.empty(g1 - g0, x.dtype)
-        sq_t = numpy.zeros(j1 - j0)
+        sq_s = sq_s_b[:g1 - g0]
+        inv_den_a = inv_den_a_b[:g1 - g0]
+        sq_t = sq_t_b[:j1 - j0]
+        sq_t[:] = 0.0
         _forward_train_p0_cols(x, sq_t, 0, O, j0, j1)
         _layout.fold(sq_t, K * I, sq_s)
         _forward_train_g0(sq_s, norm_g[g0:g1], den_g[g0:g1], inv_den_a, eps, like)
-        inv_den_e = _layout.spread(inv_den_a, K * I)
+        inv_den_e = _layout.spread_into(inv_den_a, K * I, inv_den_e_b[:j1 - j0])
         _forward_train_e_cols(x, out, inv_den_e, 0, O, j0, j1)
 
 
@@ -132,24 +137,27 @@ def _forward_train_cols(x, out, norm_g, den_g, eps, P, K, I, G, GT):
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_tall_l0(x, K, I, G, RC, GT, TC, O, sq_r, t0, t1):
+    sq_t_b = numpy.empty(GT * K * I)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        sq_t = numpy.zeros(j1 - j0)
+        sq_t = sq_t_b[:j1 - j0]
+        sq_t[:] = 0.0
         _forward_train_p0_cols(x, sq_t, o0, o1, j0, j1)
         _layout.fold(sq_t, K * I, sq_r[rc, g0:g1])
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_tall_l1(x, out, K, I, G, RC, GT, TC, O, inv_den_a, t0, t1):
+    inv_den_e_b = numpy.empty(GT * K * I, inv_den_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        inv_den_e = _layout.spread(inv_den_a[g0:g1], K * I)
+        inv_den_e = _layout.spread_into(inv_den_a[g0:g1], K * I, inv_den_e_b[:j1 - j0])
         _forward_train_e_cols(x, out, inv_den_e, o0, o1, j0, j1)
 
 
@@ -255,18 +263,25 @@ def _backward_compact_g0(sum_dout_out, den, norm, coef_dout_w, coef_out_w, eps, 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_cols_l0(dout, out, dx, den_g, norm_g, eps, K, I, G, GT, O, like, tc0, tc1):
+    sum_dout_out_s_b = numpy.empty(GT)
+    coef_dout_a_b = numpy.empty(GT, dout.dtype)
+    coef_out_a_b = numpy.empty(GT, dout.dtype)
+    sum_dout_out_t_b = numpy.empty(GT * K * I)
+    coef_dout_e_b = numpy.empty(GT * K * I, coef_dout_a_b.dtype)
+    coef_out_e_b = numpy.empty(GT * K * I, coef_out_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        sum_dout_out_s = numpy.empty(g1 - g0)
-        coef_dout_a = numpy.empty(g1 - g0, dout.dtype)
-        coef_out_a = numpy.empty(g1 - g0, dout.dtype)
-        sum_dout_out_t = numpy.zeros(j1 - j0)
+        sum_dout_out_s = sum_dout_out_s_b[:g1 - g0]
+        coef_dout_a = coef_dout_a_b[:g1 - g0]
+        coef_out_a = coef_out_a_b[:g1 - g0]
+        sum_dout_out_t = sum_dout_out_t_b[:j1 - j0]
+        sum_dout_out_t[:] = 0.0
         _backward_compact_p0_cols(dout, out, sum_dout_out_t, 0, O, j0, j1)
         _layout.fold(sum_dout_out_t, K * I, sum_dout_out_s)
         _backward_compact_g0(sum_dout_out_s, den_g[g0:g1], norm_g[g0:g1], coef_dout_a, coef_out_a, eps, like)
-        coef_dout_e = _layout.spread(coef_dout_a, K * I)
-        coef_out_e = _layout.spread(coef_out_a, K * I)
+        coef_dout_e = _layout.spread_into(coef_dout_a, K * I, coef_dout_e_b[:j1 - j0])
+        coef_out_e = _layout.spread_into(coef_out_a, K * I, coef_out_e_b[:j1 - j0])
         _backward_compact_e_cols(dout, out, dx, coef_dout_e, coef_out_e, 0, O, j0, j1)
 
 
@@ -279,25 +294,29 @@ def _backward_compact_cols(dout, out, dx, den_g, norm_g, eps, P, K, I, G, GT):
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_tall_l0(dout, out, K, I, G, RC, GT, TC, O, sum_dout_out_r, t0, t1):
+    sum_dout_out_t_b = numpy.empty(GT * K * I)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        sum_dout_out_t = numpy.zeros(j1 - j0)
+        sum_dout_out_t = sum_dout_out_t_b[:j1 - j0]
+        sum_dout_out_t[:] = 0.0
         _backward_compact_p0_cols(dout, out, sum_dout_out_t, o0, o1, j0, j1)
         _layout.fold(sum_dout_out_t, K * I, sum_dout_out_r[rc, g0:g1])
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_tall_l1(dout, out, dx, K, I, G, RC, GT, TC, O, coef_dout_a, coef_out_a, t0, t1):
+    coef_dout_e_b = numpy.empty(GT * K * I, coef_dout_a.dtype)
+    coef_out_e_b = numpy.empty(GT * K * I, coef_out_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        coef_dout_e = _layout.spread(coef_dout_a[g0:g1], K * I)
-        coef_out_e = _layout.spread(coef_out_a[g0:g1], K * I)
+        coef_dout_e = _layout.spread_into(coef_dout_a[g0:g1], K * I, coef_dout_e_b[:j1 - j0])
+        coef_out_e = _layout.spread_into(coef_out_a[g0:g1], K * I, coef_out_e_b[:j1 - j0])
         _backward_compact_e_cols(dout, out, dx, coef_dout_e, coef_out_e, o0, o1, j0, j1)
 
 
@@ -406,18 +425,25 @@ def _backward_staged_g0(sum_dout_out, den, norm, dx_coef_dout_w, dx_coef_out_w, 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_cols_l0(dout, out, dx, den_g, norm_g, eps, K, I, G, GT, O, like, tc0, tc1):
+    sum_dout_out_s_b = numpy.empty(GT)
+    dx_coef_dout_a_b = numpy.empty(GT, dout.dtype)
+    dx_coef_out_a_b = numpy.empty(GT, dout.dtype)
+    sum_dout_out_t_b = numpy.empty(GT * K * I)
+    dx_coef_dout_e_b = numpy.empty(GT * K * I, dx_coef_dout_a_b.dtype)
+    dx_coef_out_e_b = numpy.empty(GT * K * I, dx_coef_out_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        sum_dout_out_s = numpy.empty(g1 - g0)
-        dx_coef_dout_a = numpy.empty(g1 - g0, dout.dtype)
-        dx_coef_out_a = numpy.empty(g1 - g0, dout.dtype)
-        sum_dout_out_t = numpy.zeros(j1 - j0)
+        sum_dout_out_s = sum_dout_out_s_b[:g1 - g0]
+        dx_coef_dout_a = dx_coef_dout_a_b[:g1 - g0]
+        dx_coef_out_a = dx_coef_out_a_b[:g1 - g0]
+        sum_dout_out_t = sum_dout_out_t_b[:j1 - j0]
+        sum_dout_out_t[:] = 0.0
         _backward_staged_p0_cols(dout, out, sum_dout_out_t, 0, O, j0, j1)
         _layout.fold(sum_dout_out_t, K * I, sum_dout_out_s)
         _backward_staged_g0(sum_dout_out_s, den_g[g0:g1], norm_g[g0:g1], dx_coef_dout_a, dx_coef_out_a, eps, like)
-        dx_coef_dout_e = _layout.spread(dx_coef_dout_a, K * I)
-        dx_coef_out_e = _layout.spread(dx_coef_out_a, K * I)
+        dx_coef_dout_e = _layout.spread_into(dx_coef_dout_a, K * I, dx_coef_dout_e_b[:j1 - j0])
+        dx_coef_out_e = _layout.spread_into(dx_coef_out_a, K * I, dx_coef_out_e_b[:j1 - j0])
         _backward_staged_e_cols(dout, out, dx, dx_coef_dout_e, dx_coef_out_e, 0, O, j0, j1)
 
 
@@ -430,25 +456,29 @@ def _backward_staged_cols(dout, out, dx, den_g, norm_g, eps, P, K, I, G, GT):
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_tall_l0(dout, out, K, I, G, RC, GT, TC, O, sum_dout_out_r, t0, t1):
+    sum_dout_out_t_b = numpy.empty(GT * K * I)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        sum_dout_out_t = numpy.zeros(j1 - j0)
+        sum_dout_out_t = sum_dout_out_t_b[:j1 - j0]
+        sum_dout_out_t[:] = 0.0
         _backward_staged_p0_cols(dout, out, sum_dout_out_t, o0, o1, j0, j1)
         _layout.fold(sum_dout_out_t, K * I, sum_dout_out_r[rc, g0:g1])
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_tall_l1(dout, out, dx, K, I, G, RC, GT, TC, O, dx_coef_dout_a, dx_coef_out_a, t0, t1):
+    dx_coef_dout_e_b = numpy.empty(GT * K * I, dx_coef_dout_a.dtype)
+    dx_coef_out_e_b = numpy.empty(GT * K * I, dx_coef_out_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        dx_coef_dout_e = _layout.spread(dx_coef_dout_a[g0:g1], K * I)
-        dx_coef_out_e = _layout.spread(dx_coef_out_a[g0:g1], K * I)
+        dx_coef_dout_e = _layout.spread_into(dx_coef_dout_a[g0:g1], K * I, dx_coef_dout_e_b[:j1 - j0])
+        dx_coef_out_e = _layout.spread_into(dx_coef_out_a[g0:g1], K * I, dx_coef_out_e_b[:j1 - j0])
         _backward_staged_e_cols(dout, out, dx, dx_coef_dout_e, dx_coef_out_e, o0, o1, j0, j1)
 
 
@@ -558,16 +588,21 @@ def _forward_step_g0(sq, norm_w, den_w, inv_den_w, eps, like):
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_cols_l0(x, out, norm_g, den_g, eps, K, I, G, GT, O, like, tc0, tc1):
+    sq_s_b = numpy.empty(GT)
+    inv_den_a_b = numpy.empty(GT, x.dtype)
+    sq_t_b = numpy.empty(GT * K * I)
+    inv_den_e_b = numpy.empty(GT * K * I, inv_den_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        sq_s = numpy.empty(g1 - g0)
-        inv_den_a = numpy.empty(g1 - g0, x.dtype)
-        sq_t = numpy.zeros(j1 - j0)
+        sq_s = sq_s_b[:g1 - g0]
+        inv_den_a = inv_den_a_b[:g1 - g0]
+        sq_t = sq_t_b[:j1 - j0]
+        sq_t[:] = 0.0
         _forward_step_p0_cols(x, sq_t, 0, O, j0, j1)
         _layout.fold(sq_t, K * I, sq_s)
         _forward_step_g0(sq_s, norm_g[g0:g1], den_g[g0:g1], inv_den_a, eps, like)
-        inv_den_e = _layout.spread(inv_den_a, K * I)
+        inv_den_e = _layout.spread_into(inv_den_a, K * I, inv_den_e_b[:j1 - j0])
         _forward_step_e_cols(x, out, inv_den_e, 0, O, j0, j1)
 
 
@@ -580,24 +615,27 @@ def _forward_step_cols(x, out, norm_g, den_g, eps, P, K, I, G, GT):
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_tall_l0(x, K, I, G, RC, GT, TC, O, sq_r, t0, t1):
+    sq_t_b = numpy.empty(GT * K * I)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        sq_t = numpy.zeros(j1 - j0)
+        sq_t = sq_t_b[:j1 - j0]
+        sq_t[:] = 0.0
         _forward_step_p0_cols(x, sq_t, o0, o1, j0, j1)
         _layout.fold(sq_t, K * I, sq_r[rc, g0:g1])
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_tall_l1(x, out, K, I, G, RC, GT, TC, O, inv_den_a, t0, t1):
+    inv_den_e_b = numpy.empty(GT * K * I, inv_den_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        inv_den_e = _layout.spread(inv_den_a[g0:g1], K * I)
+        inv_den_e = _layout.spread_into(inv_den_a[g0:g1], K * I, inv_den_e_b[:j1 - j0])
         _forward_step_e_cols(x, out, inv_den_e, o0, o1, j0, j1)
 
 
@@ -718,22 +756,32 @@ def _backward_step_g1(sum_dout_out_acc, den, norm, sum_dout_out_w, coef_dout_w, 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_cols_l0(dout, x, dx, den_g, norm_g, eps, K, I, G, GT, like, O, tc0, tc1):
+    sum_dout_out_acc_s_b = numpy.empty(GT)
+    inv_den_a_b = numpy.empty(GT, dout.dtype)
+    sum_dout_out_a_b = numpy.empty(GT)
+    coef_dout_a_b = numpy.empty(GT, dout.dtype)
+    coef_out_a_b = numpy.empty(GT, dout.dtype)
+    sum_dout_out_acc_t_b = numpy.empty(GT * K * I)
+    coef_dout_e_b = numpy.empty(GT * K * I, coef_dout_a_b.dtype)
+    coef_out_e_b = numpy.empty(GT * K * I, coef_out_a_b.dtype)
+    inv_den_e_b = numpy.empty(GT * K * I, inv_den_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        sum_dout_out_acc_s = numpy.empty(g1 - g0)
-        inv_den_a = numpy.empty(g1 - g0, dout.dtype)
-        sum_dout_out_a = numpy.empty(g1 - g0)
-        coef_dout_a = numpy.empty(g1 - g0, dout.dtype)
-        coef_out_a = numpy.empty(g1 - g0, dout.dtype)
+        sum_dout_out_acc_s = sum_dout_out_acc_s_b[:g1 - g0]
+        inv_den_a = inv_den_a_b[:g1 - g0]
+        sum_dout_out_a = sum_dout_out_a_b[:g1 - g0]
+        coef_dout_a = coef_dout_a_b[:g1 - g0]
+        coef_out_a = coef_out_a_b[:g1 - g0]
         _backward_step_g0(den_g[g0:g1], inv_den_a, like)
-        sum_dout_out_acc_t = numpy.zeros(j1 - j0)
+        sum_dout_out_acc_t = sum_dout_out_acc_t_b[:j1 - j0]
+        sum_dout_out_acc_t[:] = 0.0
         _backward_step_p1_cols(dout, x, sum_dout_out_acc_t, 0, O, j0, j1)
         _layout.fold(sum_dout_out_acc_t, K * I, sum_dout_out_acc_s)
         _backward_step_g1(sum_dout_out_acc_s, den_g[g0:g1], norm_g[g0:g1], sum_dout_out_a, coef_dout_a, coef_out_a, eps, like)
-        coef_dout_e = _layout.spread(coef_dout_a, K * I)
-        coef_out_e = _layout.spread(coef_out_a, K * I)
-        inv_den_e = _layout.spread(inv_den_a, K * I)
+        coef_dout_e = _layout.spread_into(coef_dout_a, K * I, coef_dout_e_b[:j1 - j0])
+        coef_out_e = _layout.spread_into(coef_out_a, K * I, coef_out_e_b[:j1 - j0])
+        inv_den_e = _layout.spread_into(inv_den_a, K * I, inv_den_e_b[:j1 - j0])
         _backward_step_e_cols(dout, x, dx, coef_dout_e, coef_out_e, inv_den_e, 0, O, j0, j1)
 
 
@@ -746,26 +794,31 @@ def _backward_step_cols(dout, x, dx, den_g, norm_g, eps, P, K, I, G, GT):
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_tall_l0(dout, x, K, I, G, RC, GT, TC, O, sum_dout_out_acc_r, t0, t1):
+    sum_dout_out_acc_t_b = numpy.empty(GT * K * I)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        sum_dout_out_acc_t = numpy.zeros(j1 - j0)
+        sum_dout_out_acc_t = sum_dout_out_acc_t_b[:j1 - j0]
+        sum_dout_out_acc_t[:] = 0.0
         _backward_step_p1_cols(dout, x, sum_dout_out_acc_t, o0, o1, j0, j1)
         _layout.fold(sum_dout_out_acc_t, K * I, sum_dout_out_acc_r[rc, g0:g1])
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_tall_l1(dout, x, dx, K, I, G, RC, GT, TC, O, coef_dout_a, coef_out_a, inv_den_a, t0, t1):
+    coef_dout_e_b = numpy.empty(GT * K * I, coef_dout_a.dtype)
+    coef_out_e_b = numpy.empty(GT * K * I, coef_out_a.dtype)
+    inv_den_e_b = numpy.empty(GT * K * I, inv_den_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        coef_dout_e = _layout.spread(coef_dout_a[g0:g1], K * I)
-        coef_out_e = _layout.spread(coef_out_a[g0:g1], K * I)
-        inv_den_e = _layout.spread(inv_den_a[g0:g1], K * I)
+        coef_dout_e = _layout.spread_into(coef_dout_a[g0:g1], K * I, coef_dout_e_b[:j1 - j0])
+        coef_out_e = _layout.spread_into(coef_out_a[g0:g1], K * I, coef_out_e_b[:j1 - j0])
+        inv_den_e = _layout.spread_into(inv_den_a[g0:g1], K * I, inv_den_e_b[:j1 - j0])
         _backward_step_e_cols(dout, x, dx, coef_dout_e, coef_out_e, inv_den_e, o0, o1, j0, j1)
 
 

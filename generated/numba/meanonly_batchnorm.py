@@ -114,19 +114,27 @@ def _forward_train_g0(sum_x, beta, mu_w, mu_hi_w, out_coef_1_w, m, like):
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_cols_l0(x, out, mu_g, beta_p, m, P, K, I, G, GT, O, like, tc0, tc1):
+    beta_t_b = numpy.empty(GT, beta_p.dtype)
+    sum_x_s_b = numpy.empty(GT)
+    mu_hi_a_b = numpy.empty(GT, x.dtype)
+    out_coef_1_a_b = numpy.empty(GT, x.dtype)
+    sum_x_t_b = numpy.empty(GT * K * I)
+    mu_hi_e_b = numpy.empty(GT * K * I, mu_hi_a_b.dtype)
+    out_coef_1_e_b = numpy.empty(GT * K * I, out_coef_1_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        beta_t = _layout.per_group(beta_p, g0, g1, P)
-        sum_x_s = numpy.empty(g1 - g0)
-        mu_hi_a = numpy.empty(g1 - g0, x.dtype)
-        out_coef_1_a = numpy.empty(g1 - g0, x.dtype)
-        sum_x_t = numpy.zeros(j1 - j0)
+        beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
+        sum_x_s = sum_x_s_b[:g1 - g0]
+        mu_hi_a = mu_hi_a_b[:g1 - g0]
+        out_coef_1_a = out_coef_1_a_b[:g1 - g0]
+        sum_x_t = sum_x_t_b[:j1 - j0]
+        sum_x_t[:] = 0.0
         _forward_train_p0_cols(x, sum_x_t, 0, O, j0, j1)
         _layout.fold(sum_x_t, K * I, sum_x_s)
         _forward_train_g0(sum_x_s, beta_t, mu_g[g0:g1], mu_hi_a, out_coef_1_a, m, like)
-        mu_hi_e = _layout.spread(mu_hi_a, K * I)
-        out_coef_1_e = _layout.spread(out_coef_1_a, K * I)
+        mu_hi_e = _layout.spread_into(mu_hi_a, K * I, mu_hi_e_b[:j1 - j0])
+        out_coef_1_e = _layout.spread_into(out_coef_1_a, K * I, out_coef_1_e_b[:j1 - j0])
         _forward_train_e_cols(x, out, mu_hi_e, out_coef_1_e, 0, O, j0, j1)
 
 
@@ -139,27 +147,33 @@ def _forward_train_cols(x, out, mu_g, beta_p, m, P, K, I, G, GT):
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_tall_l0(x, beta_p, P, K, I, G, RC, GT, TC, O, sum_x_r, t0, t1):
+    beta_t_b = numpy.empty(GT, beta_p.dtype)
+    sum_x_t_b = numpy.empty(GT * K * I)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        beta_t = _layout.per_group(beta_p, g0, g1, P)
-        sum_x_t = numpy.zeros(j1 - j0)
+        beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
+        sum_x_t = sum_x_t_b[:j1 - j0]
+        sum_x_t[:] = 0.0
         _forward_train_p0_cols(x, sum_x_t, o0, o1, j0, j1)
         _layout.fold(sum_x_t, K * I, sum_x_r[rc, g0:g1])
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_tall_l1(x, out, beta_p, P, K, I, G, RC, GT, TC, O, mu_hi_a, out_coef_1_a, t0, t1):
+    beta_t_b = numpy.empty(GT, beta_p.dtype)
+    mu_hi_e_b = numpy.empty(GT * K * I, mu_hi_a.dtype)
+    out_coef_1_e_b = numpy.empty(GT * K * I, out_coef_1_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        beta_t = _layout.per_group(beta_p, g0, g1, P)
-        mu_hi_e = _layout.spread(mu_hi_a[g0:g1], K * I)
-        out_coef_1_e = _layout.spread(out_coef_1_a[g0:g1], K * I)
+        beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
+        mu_hi_e = _layout.spread_into(mu_hi_a[g0:g1], K * I, mu_hi_e_b[:j1 - j0])
+        out_coef_1_e = _layout.spread_into(out_coef_1_a[g0:g1], K * I, out_coef_1_e_b[:j1 - j0])
         _forward_train_e_cols(x, out, mu_hi_e, out_coef_1_e, o0, o1, j0, j1)
 
 
@@ -225,12 +239,15 @@ def _forward_test_e_cols(x, out, beta, mu, o0, o1, j0, j1):
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_test_cols_l0(x, out, mu_g, beta_p, P, K, I, G, GT, O, tc0, tc1):
+    beta_t_b = numpy.empty(GT, beta_p.dtype)
+    beta_e_b = numpy.empty(GT * K * I, beta_p.dtype)
+    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        beta_t = _layout.per_group(beta_p, g0, g1, P)
-        beta_e = _layout.spread(beta_t, K * I)
-        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
+        beta_e = _layout.spread_into(beta_t, K * I, beta_e_b[:j1 - j0])
+        mu_e = _layout.spread_into(mu_g[g0:g1], K * I, mu_e_b[:j1 - j0])
         _forward_test_e_cols(x, out, beta_e, mu_e, 0, O, j0, j1)
 
 
@@ -242,14 +259,17 @@ def _forward_test_cols(x, out, mu_g, beta_p, P, K, I, G, GT):
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_test_tall_l0(x, out, mu_g, beta_p, P, K, I, G, RC, GT, TC, O, t0, t1):
+    beta_t_b = numpy.empty(GT, beta_p.dtype)
+    beta_e_b = numpy.empty(GT * K * I, beta_p.dtype)
+    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        beta_t = _layout.per_group(beta_p, g0, g1, P)
-        beta_e = _layout.spread(beta_t, K * I)
-        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
+        beta_e = _layout.spread_into(beta_t, K * I, beta_e_b[:j1 - j0])
+        mu_e = _layout.spread_into(mu_g[g0:g1], K * I, mu_e_b[:j1 - j0])
         _forward_test_e_cols(x, out, beta_e, mu_e, o0, o1, j0, j1)
 
 
@@ -349,16 +369,21 @@ def _backward_compact_g0(sum_dout, coef_1_w, dbeta, m, like):
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_cols_l0(dout, dx, m, K, I, G, GT, O, dbeta_g, like, tc0, tc1):
+    sum_dout_s_b = numpy.empty(GT)
+    coef_1_a_b = numpy.empty(GT, dout.dtype)
+    sum_dout_t_b = numpy.empty(GT * K * I)
+    coef_1_e_b = numpy.empty(GT * K * I, coef_1_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        sum_dout_s = numpy.empty(g1 - g0)
-        coef_1_a = numpy.empty(g1 - g0, dout.dtype)
-        sum_dout_t = numpy.zeros(j1 - j0)
+        sum_dout_s = sum_dout_s_b[:g1 - g0]
+        coef_1_a = coef_1_a_b[:g1 - g0]
+        sum_dout_t = sum_dout_t_b[:j1 - j0]
+        sum_dout_t[:] = 0.0
         _backward_compact_p0_cols(dout, sum_dout_t, 0, O, j0, j1)
         _layout.fold(sum_dout_t, K * I, sum_dout_s)
         _backward_compact_g0(sum_dout_s, coef_1_a, dbeta_g[g0:g1], m, like)
-        coef_1_e = _layout.spread(coef_1_a, K * I)
+        coef_1_e = _layout.spread_into(coef_1_a, K * I, coef_1_e_b[:j1 - j0])
         _backward_compact_e_cols(dout, dx, coef_1_e, 0, O, j0, j1)
 
 
@@ -374,24 +399,27 @@ def _backward_compact_cols(dout, dx, dbeta_p, m, P, K, I, G, GT):
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_tall_l0(dout, K, I, G, RC, GT, TC, O, sum_dout_r, t0, t1):
+    sum_dout_t_b = numpy.empty(GT * K * I)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        sum_dout_t = numpy.zeros(j1 - j0)
+        sum_dout_t = sum_dout_t_b[:j1 - j0]
+        sum_dout_t[:] = 0.0
         _backward_compact_p0_cols(dout, sum_dout_t, o0, o1, j0, j1)
         _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_tall_l1(dout, dx, K, I, G, RC, GT, TC, O, coef_1_a, t0, t1):
+    coef_1_e_b = numpy.empty(GT * K * I, coef_1_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        coef_1_e = _layout.spread(coef_1_a[g0:g1], K * I)
+        coef_1_e = _layout.spread_into(coef_1_a[g0:g1], K * I, coef_1_e_b[:j1 - j0])
         _backward_compact_e_cols(dout, dx, coef_1_e, o0, o1, j0, j1)
 
 
@@ -511,19 +539,27 @@ def _backward_staged_g0(sum_dxc, sum_dout, dx_coef_1_w, dbeta, m, like):
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_cols_l0(dout, dx, m, K, I, G, GT, O, dbeta_g, like, tc0, tc1):
+    sum_dxc_s_b = numpy.empty(GT)
+    sum_dout_s_b = numpy.empty(GT)
+    dx_coef_1_a_b = numpy.empty(GT, dout.dtype)
+    sum_dxc_t_b = numpy.empty(GT * K * I)
+    sum_dout_t_b = numpy.empty(GT * K * I)
+    dx_coef_1_e_b = numpy.empty(GT * K * I, dx_coef_1_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        sum_dxc_s = numpy.empty(g1 - g0)
-        sum_dout_s = numpy.empty(g1 - g0)
-        dx_coef_1_a = numpy.empty(g1 - g0, dout.dtype)
-        sum_dxc_t = numpy.zeros(j1 - j0)
-        sum_dout_t = numpy.zeros(j1 - j0)
+        sum_dxc_s = sum_dxc_s_b[:g1 - g0]
+        sum_dout_s = sum_dout_s_b[:g1 - g0]
+        dx_coef_1_a = dx_coef_1_a_b[:g1 - g0]
+        sum_dxc_t = sum_dxc_t_b[:j1 - j0]
+        sum_dxc_t[:] = 0.0
+        sum_dout_t = sum_dout_t_b[:j1 - j0]
+        sum_dout_t[:] = 0.0
         _backward_staged_p0_cols(dout, sum_dxc_t, sum_dout_t, 0, O, j0, j1)
         _layout.fold(sum_dxc_t, K * I, sum_dxc_s)
         _layout.fold(sum_dout_t, K * I, sum_dout_s)
         _backward_staged_g0(sum_dxc_s, sum_dout_s, dx_coef_1_a, dbeta_g[g0:g1], m, like)
-        dx_coef_1_e = _layout.spread(dx_coef_1_a, K * I)
+        dx_coef_1_e = _layout.spread_into(dx_coef_1_a, K * I, dx_coef_1_e_b[:j1 - j0])
         _backward_staged_e_cols(dout, dx, dx_coef_1_e, 0, O, j0, j1)
 
 
@@ -539,13 +575,17 @@ def _backward_staged_cols(dout, dx, dbeta_p, m, P, K, I, G, GT):
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_tall_l0(dout, K, I, G, RC, GT, TC, O, sum_dxc_r, sum_dout_r, t0, t1):
+    sum_dxc_t_b = numpy.empty(GT * K * I)
+    sum_dout_t_b = numpy.empty(GT * K * I)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        sum_dxc_t = numpy.zeros(j1 - j0)
-        sum_dout_t = numpy.zeros(j1 - j0)
+        sum_dxc_t = sum_dxc_t_b[:j1 - j0]
+        sum_dxc_t[:] = 0.0
+        sum_dout_t = sum_dout_t_b[:j1 - j0]
+        sum_dout_t[:] = 0.0
         _backward_staged_p0_cols(dout, sum_dxc_t, sum_dout_t, o0, o1, j0, j1)
         _layout.fold(sum_dxc_t, K * I, sum_dxc_r[rc, g0:g1])
         _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
@@ -553,12 +593,13 @@ def _backward_staged_tall_l0(dout, K, I, G, RC, GT, TC, O, sum_dxc_r, sum_dout_r
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_tall_l1(dout, dx, K, I, G, RC, GT, TC, O, dx_coef_1_a, t0, t1):
+    dx_coef_1_e_b = numpy.empty(GT * K * I, dx_coef_1_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        dx_coef_1_e = _layout.spread(dx_coef_1_a[g0:g1], K * I)
+        dx_coef_1_e = _layout.spread_into(dx_coef_1_a[g0:g1], K * I, dx_coef_1_e_b[:j1 - j0])
         _backward_staged_e_cols(dout, dx, dx_coef_1_e, o0, o1, j0, j1)
 
 
@@ -668,11 +709,14 @@ def _backward_test_g0(sum_dout, dbeta):
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_test_cols_l0(dout, dx, K, I, G, GT, O, dbeta_g, tc0, tc1):
+    sum_dout_s_b = numpy.empty(GT)
+    sum_dout_t_b = numpy.empty(GT * K * I)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        sum_dout_s = numpy.empty(g1 - g0)
-        sum_dout_t = numpy.zeros(j1 - j0)
+        sum_dout_s = sum_dout_s_b[:g1 - g0]
+        sum_dout_t = sum_dout_t_b[:j1 - j0]
+        sum_dout_t[:] = 0.0
         _backward_test_p0_cols(dout, sum_dout_t, 0, O, j0, j1)
         _layout.fold(sum_dout_t, K * I, sum_dout_s)
         _backward_test_g0(sum_dout_s, dbeta_g[g0:g1])
@@ -690,12 +734,14 @@ def _backward_test_cols(dout, dx, dbeta_p, P, K, I, G, GT):
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_test_tall_l0(dout, K, I, G, RC, GT, TC, O, sum_dout_r, t0, t1):
+    sum_dout_t_b = numpy.empty(GT * K * I)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        sum_dout_t = numpy.zeros(j1 - j0)
+        sum_dout_t = sum_dout_t_b[:j1 - j0]
+        sum_dout_t[:] = 0.0
         _backward_test_p0_cols(dout, sum_dout_t, o0, o1, j0, j1)
         _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
 
@@ -821,19 +867,27 @@ def _forward_step_g0(sum_x, beta, mu_w, mu_hi_w, out_coef_1_w, m, like):
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_cols_l0(x, out, mu_g, beta_p, m, P, K, I, G, GT, O, like, tc0, tc1):
+    beta_t_b = numpy.empty(GT, beta_p.dtype)
+    sum_x_s_b = numpy.empty(GT)
+    mu_hi_a_b = numpy.empty(GT, x.dtype)
+    out_coef_1_a_b = numpy.empty(GT, x.dtype)
+    sum_x_t_b = numpy.empty(GT * K * I)
+    mu_hi_e_b = numpy.empty(GT * K * I, mu_hi_a_b.dtype)
+    out_coef_1_e_b = numpy.empty(GT * K * I, out_coef_1_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        beta_t = _layout.per_group(beta_p, g0, g1, P)
-        sum_x_s = numpy.empty(g1 - g0)
-        mu_hi_a = numpy.empty(g1 - g0, x.dtype)
-        out_coef_1_a = numpy.empty(g1 - g0, x.dtype)
-        sum_x_t = numpy.zeros(j1 - j0)
+        beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
+        sum_x_s = sum_x_s_b[:g1 - g0]
+        mu_hi_a = mu_hi_a_b[:g1 - g0]
+        out_coef_1_a = out_coef_1_a_b[:g1 - g0]
+        sum_x_t = sum_x_t_b[:j1 - j0]
+        sum_x_t[:] = 0.0
         _forward_step_p0_cols(x, sum_x_t, 0, O, j0, j1)
         _layout.fold(sum_x_t, K * I, sum_x_s)
         _forward_step_g0(sum_x_s, beta_t, mu_g[g0:g1], mu_hi_a, out_coef_1_a, m, like)
-        mu_hi_e = _layout.spread(mu_hi_a, K * I)
-        out_coef_1_e = _layout.spread(out_coef_1_a, K * I)
+        mu_hi_e = _layout.spread_into(mu_hi_a, K * I, mu_hi_e_b[:j1 - j0])
+        out_coef_1_e = _layout.spread_into(out_coef_1_a, K * I, out_coef_1_e_b[:j1 - j0])
         _forward_step_e_cols(x, out, mu_hi_e, out_coef_1_e, 0, O, j0, j1)
 
 
@@ -846,27 +900,33 @@ def _forward_step_cols(x, out, mu_g, beta_p, m, P, K, I, G, GT):
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_tall_l0(x, beta_p, P, K, I, G, RC, GT, TC, O, sum_x_r, t0, t1):
+    beta_t_b = numpy.empty(GT, beta_p.dtype)
+    sum_x_t_b = numpy.empty(GT * K * I)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        beta_t = _layout.per_group(beta_p, g0, g1, P)
-        sum_x_t = numpy.zeros(j1 - j0)
+        beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
+        sum_x_t = sum_x_t_b[:j1 - j0]
+        sum_x_t[:] = 0.0
         _forward_step_p0_cols(x, sum_x_t, o0, o1, j0, j1)
         _layout.fold(sum_x_t, K * I, sum_x_r[rc, g0:g1])
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_tall_l1(x, out, beta_p, P, K, I, G, RC, GT, TC, O, mu_hi_a, out_coef_1_a, t0, t1):
+    beta_t_b = numpy.empty(GT, beta_p.dtype)
+    mu_hi_e_b = numpy.empty(GT * K * I, mu_hi_a.dtype)
+    out_coef_1_e_b = numpy.empty(GT * K * I, out_coef_1_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        beta_t = _layout.per_group(beta_p, g0, g1, P)
-        mu_hi_e = _layout.spread(mu_hi_a[g0:g1], K * I)
-        out_coef_1_e = _layout.spread(out_coef_1_a[g0:g1], K * I)
+        beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
+        mu_hi_e = _layout.spread_into(mu_hi_a[g0:g1], K * I, mu_hi_e_b[:j1 - j0])
+        out_coef_1_e = _layout.spread_into(out_coef_1_a[g0:g1], K * I, out_coef_1_e_b[:j1 - j0])
         _forward_step_e_cols(x, out, mu_hi_e, out_coef_1_e, o0, o1, j0, j1)
 
 
@@ -974,16 +1034,21 @@ def _backward_step_g0(sum_dout, coef_1_w, dbeta, m, like):
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_cols_l0(dout, dx, m, K, I, G, GT, O, dbeta_g, like, tc0, tc1):
+    sum_dout_s_b = numpy.empty(GT)
+    coef_1_a_b = numpy.empty(GT, dout.dtype)
+    sum_dout_t_b = numpy.empty(GT * K * I)
+    coef_1_e_b = numpy.empty(GT * K * I, coef_1_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        sum_dout_s = numpy.empty(g1 - g0)
-        coef_1_a = numpy.empty(g1 - g0, dout.dtype)
-        sum_dout_t = numpy.zeros(j1 - j0)
+        sum_dout_s = sum_dout_s_b[:g1 - g0]
+        coef_1_a = coef_1_a_b[:g1 - g0]
+        sum_dout_t = sum_dout_t_b[:j1 - j0]
+        sum_dout_t[:] = 0.0
         _backward_step_p0_cols(dout, sum_dout_t, 0, O, j0, j1)
         _layout.fold(sum_dout_t, K * I, sum_dout_s)
         _backward_step_g0(sum_dout_s, coef_1_a, dbeta_g[g0:g1], m, like)
-        coef_1_e = _layout.spread(coef_1_a, K * I)
+        coef_1_e = _layout.spread_into(coef_1_a, K * I, coef_1_e_b[:j1 - j0])
         _backward_step_e_cols(dout, dx, coef_1_e, 0, O, j0, j1)
 
 
@@ -999,24 +1064,27 @@ def _backward_step_cols(dout, dx, dbeta_p, m, P, K, I, G, GT):
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_tall_l0(dout, K, I, G, RC, GT, TC, O, sum_dout_r, t0, t1):
+    sum_dout_t_b = numpy.empty(GT * K * I)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        sum_dout_t = numpy.zeros(j1 - j0)
+        sum_dout_t = sum_dout_t_b[:j1 - j0]
+        sum_dout_t[:] = 0.0
         _backward_step_p0_cols(dout, sum_dout_t, o0, o1, j0, j1)
         _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_tall_l1(dout, dx, K, I, G, RC, GT, TC, O, coef_1_a, t0, t1):
+    coef_1_e_b = numpy.empty(GT * K * I, coef_1_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        coef_1_e = _layout.spread(coef_1_a[g0:g1], K * I)
+        coef_1_e = _layout.spread_into(coef_1_a[g0:g1], K * I, coef_1_e_b[:j1 - j0])
         _backward_step_e_cols(dout, dx, coef_1_e, o0, o1, j0, j1)
 
 
@@ -1083,12 +1151,15 @@ def _forward_test_step_e_cols(x, out, beta, mu, o0, o1, j0, j1):
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_test_step_cols_l0(x, out, mu_g, beta_p, P, K, I, G, GT, O, tc0, tc1):
+    beta_t_b = numpy.empty(GT, beta_p.dtype)
+    beta_e_b = numpy.empty(GT * K * I, beta_p.dtype)
+    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        beta_t = _layout.per_group(beta_p, g0, g1, P)
-        beta_e = _layout.spread(beta_t, K * I)
-        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
+        beta_e = _layout.spread_into(beta_t, K * I, beta_e_b[:j1 - j0])
+        mu_e = _layout.spread_into(mu_g[g0:g1], K * I, mu_e_b[:j1 - j0])
         _forward_test_step_e_cols(x, out, beta_e, mu_e, 0, O, j0, j1)
 
 
@@ -1100,14 +1171,17 @@ def _forward_test_step_cols(x, out, mu_g, beta_p, P, K, I, G, GT):
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_test_step_tall_l0(x, out, mu_g, beta_p, P, K, I, G, RC, GT, TC, O, t0, t1):
+    beta_t_b = numpy.empty(GT, beta_p.dtype)
+    beta_e_b = numpy.empty(GT * K * I, beta_p.dtype)
+    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        beta_t = _layout.per_group(beta_p, g0, g1, P)
-        beta_e = _layout.spread(beta_t, K * I)
-        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
+        beta_e = _layout.spread_into(beta_t, K * I, beta_e_b[:j1 - j0])
+        mu_e = _layout.spread_into(mu_g[g0:g1], K * I, mu_e_b[:j1 - j0])
         _forward_test_step_e_cols(x, out, beta_e, mu_e, o0, o1, j0, j1)
 
 
@@ -1205,11 +1279,14 @@ def _backward_test_step_g0(sum_dout, dbeta):
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_test_step_cols_l0(dout, dx, K, I, G, GT, O, dbeta_g, tc0, tc1):
+    sum_dout_s_b = numpy.empty(GT)
+    sum_dout_t_b = numpy.empty(GT * K * I)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        sum_dout_s = numpy.empty(g1 - g0)
-        sum_dout_t = numpy.zeros(j1 - j0)
+        sum_dout_s = sum_dout_s_b[:g1 - g0]
+        sum_dout_t = sum_dout_t_b[:j1 - j0]
+        sum_dout_t[:] = 0.0
         _backward_test_step_p0_cols(dout, sum_dout_t, 0, O, j0, j1)
         _layout.fold(sum_dout_t, K * I, sum_dout_s)
         _backward_test_step_g0(sum_dout_s, dbeta_g[g0:g1])
@@ -1227,12 +1304,14 @@ def _backward_test_step_cols(dout, dx, dbeta_p, P, K, I, G, GT):
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_test_step_tall_l0(dout, K, I, G, RC, GT, TC, O, sum_dout_r, t0, t1):
+    sum_dout_t_b = numpy.empty(GT * K * I)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        sum_dout_t = numpy.zeros(j1 - j0)
+        sum_dout_t = sum_dout_t_b[:j1 - j0]
+        sum_dout_t[:] = 0.0
         _backward_test_step_p0_cols(dout, sum_dout_t, o0, o1, j0, j1)
         _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
 

@@ -147,17 +147,23 @@ def _forward_train_g0(sum_var, std_w, inv_std_w, eps, m, like):
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_cols_l0(x, xhat, out, std_g, gamma_p, eps, m, P, K, I, G, GT, O, like, tc0, tc1):
+    sum_var_s_b = numpy.empty(GT)
+    inv_std_a_b = numpy.empty(GT, x.dtype)
+    sum_var_t_b = numpy.empty(GT * K * I)
+    gamma_all = _layout.expand_varying(gamma_p, 0, GT, K, I, P)
+    inv_std_e_b = numpy.empty(GT * K * I, inv_std_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        sum_var_s = numpy.empty(g1 - g0)
-        inv_std_a = numpy.empty(g1 - g0, x.dtype)
-        sum_var_t = numpy.zeros(j1 - j0)
+        sum_var_s = sum_var_s_b[:g1 - g0]
+        inv_std_a = inv_std_a_b[:g1 - g0]
+        sum_var_t = sum_var_t_b[:j1 - j0]
+        sum_var_t[:] = 0.0
         _forward_train_p0_cols(x, sum_var_t, 0, O, j0, j1)
         _layout.fold(sum_var_t, K * I, sum_var_s)
         _forward_train_g0(sum_var_s, std_g[g0:g1], inv_std_a, eps, m, like)
-        gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
-        inv_std_e = _layout.spread(inv_std_a, K * I)
+        gamma_e = gamma_all[:j1 - j0] if P == 0 or GT % P == 0 else _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        inv_std_e = _layout.spread_into(inv_std_a, K * I, inv_std_e_b[:j1 - j0])
         _forward_train_e_cols(x, xhat, out, gamma_e, inv_std_e, 0, O, j0, j1)
 
 
@@ -170,25 +176,29 @@ def _forward_train_cols(x, xhat, out, std_g, gamma_p, eps, m, P, K, I, G, GT):
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_tall_l0(x, K, I, G, RC, GT, TC, O, sum_var_r, t0, t1):
+    sum_var_t_b = numpy.empty(GT * K * I)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        sum_var_t = numpy.zeros(j1 - j0)
+        sum_var_t = sum_var_t_b[:j1 - j0]
+        sum_var_t[:] = 0.0
         _forward_train_p0_cols(x, sum_var_t, o0, o1, j0, j1)
         _layout.fold(sum_var_t, K * I, sum_var_r[rc, g0:g1])
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_tall_l1(x, xhat, out, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, t0, t1):
+    gamma_all = _layout.expand_varying(gamma_p, 0, GT, K, I, P)
+    inv_std_e_b = numpy.empty(GT * K * I, inv_std_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
-        inv_std_e = _layout.spread(inv_std_a[g0:g1], K * I)
+        gamma_e = gamma_all[:j1 - j0] if P == 0 or GT % P == 0 else _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        inv_std_e = _layout.spread_into(inv_std_a[g0:g1], K * I, inv_std_e_b[:j1 - j0])
         _forward_train_e_cols(x, xhat, out, gamma_e, inv_std_e, o0, o1, j0, j1)
 
 
@@ -348,21 +358,31 @@ def _backward_compact_g0(sum_dout_gamma_xhat, std, coef_dout_gamma_w, coef_xhat_
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_cols_l0(dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_c, like, tc0, tc1):
+    sum_dout_gamma_xhat_s_b = numpy.empty(GT)
+    coef_dout_gamma_a_b = numpy.empty(GT, dout.dtype)
+    coef_xhat_a_b = numpy.empty(GT, dout.dtype)
+    gamma_all = _layout.expand_varying(gamma_p, 0, GT, K, I, P)
+    sum_dout_gamma_xhat_t_b = numpy.empty(GT * K * I)
+    dgamma_t_b = numpy.empty(GT * K * I)
+    coef_dout_gamma_e_b = numpy.empty(GT * K * I, coef_dout_gamma_a_b.dtype)
+    coef_xhat_e_b = numpy.empty(GT * K * I, coef_xhat_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        sum_dout_gamma_xhat_s = numpy.empty(g1 - g0)
-        coef_dout_gamma_a = numpy.empty(g1 - g0, dout.dtype)
-        coef_xhat_a = numpy.empty(g1 - g0, dout.dtype)
-        gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
-        sum_dout_gamma_xhat_t = numpy.zeros(j1 - j0)
-        dgamma_t = numpy.zeros(j1 - j0)
+        sum_dout_gamma_xhat_s = sum_dout_gamma_xhat_s_b[:g1 - g0]
+        coef_dout_gamma_a = coef_dout_gamma_a_b[:g1 - g0]
+        coef_xhat_a = coef_xhat_a_b[:g1 - g0]
+        gamma_e = gamma_all[:j1 - j0] if P == 0 or GT % P == 0 else _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        sum_dout_gamma_xhat_t = sum_dout_gamma_xhat_t_b[:j1 - j0]
+        sum_dout_gamma_xhat_t[:] = 0.0
+        dgamma_t = dgamma_t_b[:j1 - j0]
+        dgamma_t[:] = 0.0
         _backward_compact_p0_cols(dout, xhat, gamma_e, sum_dout_gamma_xhat_t, dgamma_t, 0, O, j0, j1)
         _layout.fold(sum_dout_gamma_xhat_t, K * I, sum_dout_gamma_xhat_s)
         _layout.fold_varying(dgamma_t, g0, g1, K, I, P, dgamma_c[tc])
         _backward_compact_g0(sum_dout_gamma_xhat_s, std_g[g0:g1], coef_dout_gamma_a, coef_xhat_a, m, like)
-        coef_dout_gamma_e = _layout.spread(coef_dout_gamma_a, K * I)
-        coef_xhat_e = _layout.spread(coef_xhat_a, K * I)
+        coef_dout_gamma_e = _layout.spread_into(coef_dout_gamma_a, K * I, coef_dout_gamma_e_b[:j1 - j0])
+        coef_xhat_e = _layout.spread_into(coef_xhat_a, K * I, coef_xhat_e_b[:j1 - j0])
         _backward_compact_e_cols(dout, xhat, dx, coef_dout_gamma_e, coef_xhat_e, gamma_e, 0, O, j0, j1)
 
 
@@ -377,14 +397,19 @@ def _backward_compact_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, K, I,
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_gamma_xhat_r, dgamma_c, t0, t1):
+    gamma_all = _layout.expand_varying(gamma_p, 0, GT, K, I, P)
+    sum_dout_gamma_xhat_t_b = numpy.empty(GT * K * I)
+    dgamma_t_b = numpy.empty(GT * K * I)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
-        sum_dout_gamma_xhat_t = numpy.zeros(j1 - j0)
-        dgamma_t = numpy.zeros(j1 - j0)
+        gamma_e = gamma_all[:j1 - j0] if P == 0 or GT % P == 0 else _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        sum_dout_gamma_xhat_t = sum_dout_gamma_xhat_t_b[:j1 - j0]
+        sum_dout_gamma_xhat_t[:] = 0.0
+        dgamma_t = dgamma_t_b[:j1 - j0]
+        dgamma_t[:] = 0.0
         _backward_compact_p0_cols(dout, xhat, gamma_e, sum_dout_gamma_xhat_t, dgamma_t, o0, o1, j0, j1)
         _layout.fold(sum_dout_gamma_xhat_t, K * I, sum_dout_gamma_xhat_r[rc, g0:g1])
         _layout.fold_varying(dgamma_t, g0, g1, K, I, P, dgamma_c[t])
@@ -392,14 +417,17 @@ def _backward_compact_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, su
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, coef_dout_gamma_a, coef_xhat_a, t0, t1):
+    coef_dout_gamma_e_b = numpy.empty(GT * K * I, coef_dout_gamma_a.dtype)
+    coef_xhat_e_b = numpy.empty(GT * K * I, coef_xhat_a.dtype)
+    gamma_all = _layout.expand_varying(gamma_p, 0, GT, K, I, P)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        coef_dout_gamma_e = _layout.spread(coef_dout_gamma_a[g0:g1], K * I)
-        coef_xhat_e = _layout.spread(coef_xhat_a[g0:g1], K * I)
-        gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        coef_dout_gamma_e = _layout.spread_into(coef_dout_gamma_a[g0:g1], K * I, coef_dout_gamma_e_b[:j1 - j0])
+        coef_xhat_e = _layout.spread_into(coef_xhat_a[g0:g1], K * I, coef_xhat_e_b[:j1 - j0])
+        gamma_e = gamma_all[:j1 - j0] if P == 0 or GT % P == 0 else _layout.expand_varying(gamma_p, g0, g1, K, I, P)
         _backward_compact_e_cols(dout, xhat, dx, coef_dout_gamma_e, coef_xhat_e, gamma_e, o0, o1, j0, j1)
 
 
@@ -570,21 +598,31 @@ def _backward_staged_g0(sum_dxhat_xhat, std, dx_coef_dxhat_w, dx_coef_xhat_w, m,
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_cols_l0(dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_c, like, tc0, tc1):
+    sum_dxhat_xhat_s_b = numpy.empty(GT)
+    dx_coef_dxhat_a_b = numpy.empty(GT, dout.dtype)
+    dx_coef_xhat_a_b = numpy.empty(GT, dout.dtype)
+    gamma_all = _layout.expand_varying(gamma_p, 0, GT, K, I, P)
+    sum_dxhat_xhat_t_b = numpy.empty(GT * K * I)
+    dgamma_t_b = numpy.empty(GT * K * I)
+    dx_coef_dxhat_e_b = numpy.empty(GT * K * I, dx_coef_dxhat_a_b.dtype)
+    dx_coef_xhat_e_b = numpy.empty(GT * K * I, dx_coef_xhat_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        sum_dxhat_xhat_s = numpy.empty(g1 - g0)
-        dx_coef_dxhat_a = numpy.empty(g1 - g0, dout.dtype)
-        dx_coef_xhat_a = numpy.empty(g1 - g0, dout.dtype)
-        gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
-        sum_dxhat_xhat_t = numpy.zeros(j1 - j0)
-        dgamma_t = numpy.zeros(j1 - j0)
+        sum_dxhat_xhat_s = sum_dxhat_xhat_s_b[:g1 - g0]
+        dx_coef_dxhat_a = dx_coef_dxhat_a_b[:g1 - g0]
+        dx_coef_xhat_a = dx_coef_xhat_a_b[:g1 - g0]
+        gamma_e = gamma_all[:j1 - j0] if P == 0 or GT % P == 0 else _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        sum_dxhat_xhat_t = sum_dxhat_xhat_t_b[:j1 - j0]
+        sum_dxhat_xhat_t[:] = 0.0
+        dgamma_t = dgamma_t_b[:j1 - j0]
+        dgamma_t[:] = 0.0
         _backward_staged_p0_cols(dout, xhat, gamma_e, sum_dxhat_xhat_t, dgamma_t, 0, O, j0, j1)
         _layout.fold(sum_dxhat_xhat_t, K * I, sum_dxhat_xhat_s)
         _layout.fold_varying(dgamma_t, g0, g1, K, I, P, dgamma_c[tc])
         _backward_staged_g0(sum_dxhat_xhat_s, std_g[g0:g1], dx_coef_dxhat_a, dx_coef_xhat_a, m, like)
-        dx_coef_dxhat_e = _layout.spread(dx_coef_dxhat_a, K * I)
-        dx_coef_xhat_e = _layout.spread(dx_coef_xhat_a, K * I)
+        dx_coef_dxhat_e = _layout.spread_into(dx_coef_dxhat_a, K * I, dx_coef_dxhat_e_b[:j1 - j0])
+        dx_coef_xhat_e = _layout.spread_into(dx_coef_xhat_a, K * I, dx_coef_xhat_e_b[:j1 - j0])
         _backward_staged_e_cols(dout, xhat, dx, dx_coef_dxhat_e, dx_coef_xhat_e, gamma_e, 0, O, j0, j1)
 
 
@@ -599,14 +637,19 @@ def _backward_staged_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, K, I, 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dxhat_xhat_r, dgamma_c, t0, t1):
+    gamma_all = _layout.expand_varying(gamma_p, 0, GT, K, I, P)
+    sum_dxhat_xhat_t_b = numpy.empty(GT * K * I)
+    dgamma_t_b = numpy.empty(GT * K * I)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
-        sum_dxhat_xhat_t = numpy.zeros(j1 - j0)
-        dgamma_t = numpy.zeros(j1 - j0)
+        gamma_e = gamma_all[:j1 - j0] if P == 0 or GT % P == 0 else _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        sum_dxhat_xhat_t = sum_dxhat_xhat_t_b[:j1 - j0]
+        sum_dxhat_xhat_t[:] = 0.0
+        dgamma_t = dgamma_t_b[:j1 - j0]
+        dgamma_t[:] = 0.0
         _backward_staged_p0_cols(dout, xhat, gamma_e, sum_dxhat_xhat_t, dgamma_t, o0, o1, j0, j1)
         _layout.fold(sum_dxhat_xhat_t, K * I, sum_dxhat_xhat_r[rc, g0:g1])
         _layout.fold_varying(dgamma_t, g0, g1, K, I, P, dgamma_c[t])
@@ -614,14 +657,17 @@ def _backward_staged_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_dxhat_a, dx_coef_xhat_a, t0, t1):
+    dx_coef_dxhat_e_b = numpy.empty(GT * K * I, dx_coef_dxhat_a.dtype)
+    dx_coef_xhat_e_b = numpy.empty(GT * K * I, dx_coef_xhat_a.dtype)
+    gamma_all = _layout.expand_varying(gamma_p, 0, GT, K, I, P)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        dx_coef_dxhat_e = _layout.spread(dx_coef_dxhat_a[g0:g1], K * I)
-        dx_coef_xhat_e = _layout.spread(dx_coef_xhat_a[g0:g1], K * I)
-        gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        dx_coef_dxhat_e = _layout.spread_into(dx_coef_dxhat_a[g0:g1], K * I, dx_coef_dxhat_e_b[:j1 - j0])
+        dx_coef_xhat_e = _layout.spread_into(dx_coef_xhat_a[g0:g1], K * I, dx_coef_xhat_e_b[:j1 - j0])
+        gamma_e = gamma_all[:j1 - j0] if P == 0 or GT % P == 0 else _layout.expand_varying(gamma_p, g0, g1, K, I, P)
         _backward_staged_e_cols(dout, xhat, dx, dx_coef_dxhat_e, dx_coef_xhat_e, gamma_e, o0, o1, j0, j1)
 
 
@@ -772,17 +818,23 @@ def _forward_step_g0(sum_var, std_w, inv_std_w, eps, m, like):
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_cols_l0(x, out, std_g, gamma_p, eps, m, P, K, I, G, GT, O, like, tc0, tc1):
+    sum_var_s_b = numpy.empty(GT)
+    inv_std_a_b = numpy.empty(GT, x.dtype)
+    sum_var_t_b = numpy.empty(GT * K * I)
+    gamma_all = _layout.expand_varying(gamma_p, 0, GT, K, I, P)
+    inv_std_e_b = numpy.empty(GT * K * I, inv_std_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        sum_var_s = numpy.empty(g1 - g0)
-        inv_std_a = numpy.empty(g1 - g0, x.dtype)
-        sum_var_t = numpy.zeros(j1 - j0)
+        sum_var_s = sum_var_s_b[:g1 - g0]
+        inv_std_a = inv_std_a_b[:g1 - g0]
+        sum_var_t = sum_var_t_b[:j1 - j0]
+        sum_var_t[:] = 0.0
         _forward_step_p0_cols(x, sum_var_t, 0, O, j0, j1)
         _layout.fold(sum_var_t, K * I, sum_var_s)
         _forward_step_g0(sum_var_s, std_g[g0:g1], inv_std_a, eps, m, like)
-        gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
-        inv_std_e = _layout.spread(inv_std_a, K * I)
+        gamma_e = gamma_all[:j1 - j0] if P == 0 or GT % P == 0 else _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        inv_std_e = _layout.spread_into(inv_std_a, K * I, inv_std_e_b[:j1 - j0])
         _forward_step_e_cols(x, out, gamma_e, inv_std_e, 0, O, j0, j1)
 
 
@@ -795,25 +847,29 @@ def _forward_step_cols(x, out, std_g, gamma_p, eps, m, P, K, I, G, GT):
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_tall_l0(x, K, I, G, RC, GT, TC, O, sum_var_r, t0, t1):
+    sum_var_t_b = numpy.empty(GT * K * I)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        sum_var_t = numpy.zeros(j1 - j0)
+        sum_var_t = sum_var_t_b[:j1 - j0]
+        sum_var_t[:] = 0.0
         _forward_step_p0_cols(x, sum_var_t, o0, o1, j0, j1)
         _layout.fold(sum_var_t, K * I, sum_var_r[rc, g0:g1])
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_tall_l1(x, out, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, t0, t1):
+    gamma_all = _layout.expand_varying(gamma_p, 0, GT, K, I, P)
+    inv_std_e_b = numpy.empty(GT * K * I, inv_std_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
-        inv_std_e = _layout.spread(inv_std_a[g0:g1], K * I)
+        gamma_e = gamma_all[:j1 - j0] if P == 0 or GT % P == 0 else _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        inv_std_e = _layout.spread_into(inv_std_a[g0:g1], K * I, inv_std_e_b[:j1 - j0])
         _forward_step_e_cols(x, out, gamma_e, inv_std_e, o0, o1, j0, j1)
 
 
@@ -992,26 +1048,39 @@ def _backward_step_g1(sum_dout_gamma_xhat_acc, std, sum_dout_gamma_xhat_w, coef_
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_cols_l0(dout, x, dx, std_g, gamma_p, m, P, K, I, G, GT, like, O, dgamma_c, tc0, tc1):
+    sum_dout_gamma_xhat_acc_s_b = numpy.empty(GT)
+    inv_std_a_b = numpy.empty(GT, dout.dtype)
+    sum_dout_gamma_xhat_a_b = numpy.empty(GT)
+    coef_dout_gamma_a_b = numpy.empty(GT, dout.dtype)
+    coef_xhat_a_b = numpy.empty(GT, dout.dtype)
+    gamma_all = _layout.expand_varying(gamma_p, 0, GT, K, I, P)
+    inv_std_e_b = numpy.empty(GT * K * I, inv_std_a_b.dtype)
+    sum_dout_gamma_xhat_acc_t_b = numpy.empty(GT * K * I)
+    dgamma_t_b = numpy.empty(GT * K * I)
+    coef_dout_gamma_e_b = numpy.empty(GT * K * I, coef_dout_gamma_a_b.dtype)
+    coef_xhat_e_b = numpy.empty(GT * K * I, coef_xhat_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        sum_dout_gamma_xhat_acc_s = numpy.empty(g1 - g0)
-        inv_std_a = numpy.empty(g1 - g0, dout.dtype)
-        sum_dout_gamma_xhat_a = numpy.empty(g1 - g0)
-        coef_dout_gamma_a = numpy.empty(g1 - g0, dout.dtype)
-        coef_xhat_a = numpy.empty(g1 - g0, dout.dtype)
+        sum_dout_gamma_xhat_acc_s = sum_dout_gamma_xhat_acc_s_b[:g1 - g0]
+        inv_std_a = inv_std_a_b[:g1 - g0]
+        sum_dout_gamma_xhat_a = sum_dout_gamma_xhat_a_b[:g1 - g0]
+        coef_dout_gamma_a = coef_dout_gamma_a_b[:g1 - g0]
+        coef_xhat_a = coef_xhat_a_b[:g1 - g0]
         _backward_step_g0(std_g[g0:g1], inv_std_a, like)
-        gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
-        inv_std_e = _layout.spread(inv_std_a, K * I)
-        sum_dout_gamma_xhat_acc_t = numpy.zeros(j1 - j0)
-        dgamma_t = numpy.zeros(j1 - j0)
+        gamma_e = gamma_all[:j1 - j0] if P == 0 or GT % P == 0 else _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        inv_std_e = _layout.spread_into(inv_std_a, K * I, inv_std_e_b[:j1 - j0])
+        sum_dout_gamma_xhat_acc_t = sum_dout_gamma_xhat_acc_t_b[:j1 - j0]
+        sum_dout_gamma_xhat_acc_t[:] = 0.0
+        dgamma_t = dgamma_t_b[:j1 - j0]
+        dgamma_t[:] = 0.0
         _backward_step_p1_cols(dout, x, gamma_e, inv_std_e, sum_dout_gamma_xhat_acc_t, dgamma_t, 0, O, j0, j1)
         _layout.fold(sum_dout_gamma_xhat_acc_t, K * I, sum_dout_gamma_xhat_acc_s)
         _layout.fold_varying(dgamma_t, g0, g1, K, I, P, dgamma_c[tc])
         _backward_step_g1(sum_dout_gamma_xhat_acc_s, std_g[g0:g1], sum_dout_gamma_xhat_a, coef_dout_gamma_a, coef_xhat_a, m, like)
-        coef_dout_gamma_e = _layout.spread(coef_dout_gamma_a, K * I)
-        coef_xhat_e = _layout.spread(coef_xhat_a, K * I)
-        inv_std_e = _layout.spread(inv_std_a, K * I)
+        coef_dout_gamma_e = _layout.spread_into(coef_dout_gamma_a, K * I, coef_dout_gamma_e_b[:j1 - j0])
+        coef_xhat_e = _layout.spread_into(coef_xhat_a, K * I, coef_xhat_e_b[:j1 - j0])
+        inv_std_e = _layout.spread_into(inv_std_a, K * I, inv_std_e_b[:j1 - j0])
         _backward_step_e_cols(dout, x, dx, coef_dout_gamma_e, coef_xhat_e, gamma_e, inv_std_e, 0, O, j0, j1)
 
 
@@ -1026,15 +1095,21 @@ def _backward_step_cols(dout, x, dx, std_g, gamma_p, dgamma_p, m, P, K, I, G, GT
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_tall_l0(dout, x, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, sum_dout_gamma_xhat_acc_r, dgamma_c, t0, t1):
+    gamma_all = _layout.expand_varying(gamma_p, 0, GT, K, I, P)
+    inv_std_e_b = numpy.empty(GT * K * I, inv_std_a.dtype)
+    sum_dout_gamma_xhat_acc_t_b = numpy.empty(GT * K * I)
+    dgamma_t_b = numpy.empty(GT * K * I)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
-        inv_std_e = _layout.spread(inv_std_a[g0:g1], K * I)
-        sum_dout_gamma_xhat_acc_t = numpy.zeros(j1 - j0)
-        dgamma_t = numpy.zeros(j1 - j0)
+        gamma_e = gamma_all[:j1 - j0] if P == 0 or GT % P == 0 else _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        inv_std_e = _layout.spread_into(inv_std_a[g0:g1], K * I, inv_std_e_b[:j1 - j0])
+        sum_dout_gamma_xhat_acc_t = sum_dout_gamma_xhat_acc_t_b[:j1 - j0]
+        sum_dout_gamma_xhat_acc_t[:] = 0.0
+        dgamma_t = dgamma_t_b[:j1 - j0]
+        dgamma_t[:] = 0.0
         _backward_step_p1_cols(dout, x, gamma_e, inv_std_e, sum_dout_gamma_xhat_acc_t, dgamma_t, o0, o1, j0, j1)
         _layout.fold(sum_dout_gamma_xhat_acc_t, K * I, sum_dout_gamma_xhat_acc_r[rc, g0:g1])
         _layout.fold_varying(dgamma_t, g0, g1, K, I, P, dgamma_c[t])
@@ -1042,15 +1117,19 @@ def _backward_step_tall_l0(dout, x, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_tall_l1(dout, x, dx, gamma_p, P, K, I, G, RC, GT, TC, O, coef_dout_gamma_a, coef_xhat_a, inv_std_a, t0, t1):
+    coef_dout_gamma_e_b = numpy.empty(GT * K * I, coef_dout_gamma_a.dtype)
+    coef_xhat_e_b = numpy.empty(GT * K * I, coef_xhat_a.dtype)
+    gamma_all = _layout.expand_varying(gamma_p, 0, GT, K, I, P)
+    inv_std_e_b = numpy.empty(GT * K * I, inv_std_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        coef_dout_gamma_e = _layout.spread(coef_dout_gamma_a[g0:g1], K * I)
-        coef_xhat_e = _layout.spread(coef_xhat_a[g0:g1], K * I)
-        gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
-        inv_std_e = _layout.spread(inv_std_a[g0:g1], K * I)
+        coef_dout_gamma_e = _layout.spread_into(coef_dout_gamma_a[g0:g1], K * I, coef_dout_gamma_e_b[:j1 - j0])
+        coef_xhat_e = _layout.spread_into(coef_xhat_a[g0:g1], K * I, coef_xhat_e_b[:j1 - j0])
+        gamma_e = gamma_all[:j1 - j0] if P == 0 or GT % P == 0 else _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        inv_std_e = _layout.spread_into(inv_std_a[g0:g1], K * I, inv_std_e_b[:j1 - j0])
         _backward_step_e_cols(dout, x, dx, coef_dout_gamma_e, coef_xhat_e, gamma_e, inv_std_e, o0, o1, j0, j1)
 
 

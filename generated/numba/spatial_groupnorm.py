@@ -192,26 +192,41 @@ def _forward_train_g0(sum_x_shifted, sum_var_shifted, x_shift, std_w, inv_std_w,
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_cols_l0(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O, like, tc0, tc1):
+    sum_x_shifted_s_b = numpy.empty(GT)
+    sum_var_shifted_s_b = numpy.empty(GT)
+    inv_std_a_b = numpy.empty(GT, x.dtype)
+    mu_hi_a_b = numpy.empty(GT, x.dtype)
+    mu_lo_a_b = numpy.empty(GT, x.dtype)
+    x_shift_e_b = numpy.empty(GT * K * I, x_shift_g.dtype)
+    sum_x_shifted_t_b = numpy.empty(GT * K * I)
+    sum_var_shifted_t_b = numpy.empty(GT * K * I)
+    beta_all = _layout.expand_varying(beta_p, 0, GT, K, I, P)
+    gamma_all = _layout.expand_varying(gamma_p, 0, GT, K, I, P)
+    inv_std_e_b = numpy.empty(GT * K * I, inv_std_a_b.dtype)
+    mu_hi_e_b = numpy.empty(GT * K * I, mu_hi_a_b.dtype)
+    mu_lo_e_b = numpy.empty(GT * K * I, mu_lo_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        sum_x_shifted_s = numpy.empty(g1 - g0)
-        sum_var_shifted_s = numpy.empty(g1 - g0)
-        inv_std_a = numpy.empty(g1 - g0, x.dtype)
-        mu_hi_a = numpy.empty(g1 - g0, x.dtype)
-        mu_lo_a = numpy.empty(g1 - g0, x.dtype)
-        x_shift_e = _layout.spread(x_shift_g[g0:g1], K * I)
-        sum_x_shifted_t = numpy.zeros(j1 - j0)
-        sum_var_shifted_t = numpy.zeros(j1 - j0)
+        sum_x_shifted_s = sum_x_shifted_s_b[:g1 - g0]
+        sum_var_shifted_s = sum_var_shifted_s_b[:g1 - g0]
+        inv_std_a = inv_std_a_b[:g1 - g0]
+        mu_hi_a = mu_hi_a_b[:g1 - g0]
+        mu_lo_a = mu_lo_a_b[:g1 - g0]
+        x_shift_e = _layout.spread_into(x_shift_g[g0:g1], K * I, x_shift_e_b[:j1 - j0])
+        sum_x_shifted_t = sum_x_shifted_t_b[:j1 - j0]
+        sum_x_shifted_t[:] = 0.0
+        sum_var_shifted_t = sum_var_shifted_t_b[:j1 - j0]
+        sum_var_shifted_t[:] = 0.0
         _forward_train_p0_cols(x, x_shift_e, sum_x_shifted_t, sum_var_shifted_t, 0, O, j0, j1)
         _layout.fold(sum_x_shifted_t, K * I, sum_x_shifted_s)
         _layout.fold(sum_var_shifted_t, K * I, sum_var_shifted_s)
         _forward_train_g0(sum_x_shifted_s, sum_var_shifted_s, x_shift_g[g0:g1], std_g[g0:g1], inv_std_a, mu_hi_a, mu_lo_a, eps, m, like)
-        beta_e = _layout.expand_varying(beta_p, g0, g1, K, I, P)
-        gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
-        inv_std_e = _layout.spread(inv_std_a, K * I)
-        mu_hi_e = _layout.spread(mu_hi_a, K * I)
-        mu_lo_e = _layout.spread(mu_lo_a, K * I)
+        beta_e = beta_all[:j1 - j0] if P == 0 or GT % P == 0 else _layout.expand_varying(beta_p, g0, g1, K, I, P)
+        gamma_e = gamma_all[:j1 - j0] if P == 0 or GT % P == 0 else _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        inv_std_e = _layout.spread_into(inv_std_a, K * I, inv_std_e_b[:j1 - j0])
+        mu_hi_e = _layout.spread_into(mu_hi_a, K * I, mu_hi_e_b[:j1 - j0])
+        mu_lo_e = _layout.spread_into(mu_lo_a, K * I, mu_lo_e_b[:j1 - j0])
         _forward_train_e_cols(x, xhat, out, beta_e, gamma_e, inv_std_e, mu_hi_e, mu_lo_e, 0, O, j0, j1)
 
 
@@ -224,14 +239,19 @@ def _forward_train_cols(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m,
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_tall_l0(x, x_shift_g, K, I, G, RC, GT, TC, O, sum_x_shifted_r, sum_var_shifted_r, t0, t1):
+    x_shift_e_b = numpy.empty(GT * K * I, x_shift_g.dtype)
+    sum_x_shifted_t_b = numpy.empty(GT * K * I)
+    sum_var_shifted_t_b = numpy.empty(GT * K * I)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        x_shift_e = _layout.spread(x_shift_g[g0:g1], K * I)
-        sum_x_shifted_t = numpy.zeros(j1 - j0)
-        sum_var_shifted_t = numpy.zeros(j1 - j0)
+        x_shift_e = _layout.spread_into(x_shift_g[g0:g1], K * I, x_shift_e_b[:j1 - j0])
+        sum_x_shifted_t = sum_x_shifted_t_b[:j1 - j0]
+        sum_x_shifted_t[:] = 0.0
+        sum_var_shifted_t = sum_var_shifted_t_b[:j1 - j0]
+        sum_var_shifted_t[:] = 0.0
         _forward_train_p0_cols(x, x_shift_e, sum_x_shifted_t, sum_var_shifted_t, o0, o1, j0, j1)
         _layout.fold(sum_x_shifted_t, K * I, sum_x_shifted_r[rc, g0:g1])
         _layout.fold(sum_var_shifted_t, K * I, sum_var_shifted_r[rc, g0:g1])
@@ -239,16 +259,21 @@ def _forward_train_tall_l0(x, x_shift_g, K, I, G, RC, GT, TC, O, sum_x_shifted_r
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_tall_l1(x, xhat, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, mu_hi_a, mu_lo_a, t0, t1):
+    beta_all = _layout.expand_varying(beta_p, 0, GT, K, I, P)
+    gamma_all = _layout.expand_varying(gamma_p, 0, GT, K, I, P)
+    inv_std_e_b = numpy.empty(GT * K * I, inv_std_a.dtype)
+    mu_hi_e_b = numpy.empty(GT * K * I, mu_hi_a.dtype)
+    mu_lo_e_b = numpy.empty(GT * K * I, mu_lo_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        beta_e = _layout.expand_varying(beta_p, g0, g1, K, I, P)
-        gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
-        inv_std_e = _layout.spread(inv_std_a[g0:g1], K * I)
-        mu_hi_e = _layout.spread(mu_hi_a[g0:g1], K * I)
-        mu_lo_e = _layout.spread(mu_lo_a[g0:g1], K * I)
+        beta_e = beta_all[:j1 - j0] if P == 0 or GT % P == 0 else _layout.expand_varying(beta_p, g0, g1, K, I, P)
+        gamma_e = gamma_all[:j1 - j0] if P == 0 or GT % P == 0 else _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        inv_std_e = _layout.spread_into(inv_std_a[g0:g1], K * I, inv_std_e_b[:j1 - j0])
+        mu_hi_e = _layout.spread_into(mu_hi_a[g0:g1], K * I, mu_hi_e_b[:j1 - j0])
+        mu_lo_e = _layout.spread_into(mu_lo_a[g0:g1], K * I, mu_lo_e_b[:j1 - j0])
         _forward_train_e_cols(x, xhat, out, beta_e, gamma_e, inv_std_e, mu_hi_e, mu_lo_e, o0, o1, j0, j1)
 
 
@@ -441,28 +466,45 @@ def _backward_compact_g0(sum_dout_gamma, sum_dout_gamma_xhat, std, coef_dout_gam
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_cols_l0(dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_c, dbeta_c, like, tc0, tc1):
+    sum_dout_gamma_s_b = numpy.empty(GT)
+    sum_dout_gamma_xhat_s_b = numpy.empty(GT)
+    coef_dout_gamma_a_b = numpy.empty(GT, dout.dtype)
+    coef_xhat_a_b = numpy.empty(GT, dout.dtype)
+    coef_1_a_b = numpy.empty(GT, dout.dtype)
+    gamma_all = _layout.expand_varying(gamma_p, 0, GT, K, I, P)
+    sum_dout_gamma_t_b = numpy.empty(GT * K * I)
+    sum_dout_gamma_xhat_t_b = numpy.empty(GT * K * I)
+    dgamma_t_b = numpy.empty(GT * K * I)
+    dbeta_t_b = numpy.empty(GT * K * I)
+    coef_1_e_b = numpy.empty(GT * K * I, coef_1_a_b.dtype)
+    coef_dout_gamma_e_b = numpy.empty(GT * K * I, coef_dout_gamma_a_b.dtype)
+    coef_xhat_e_b = numpy.empty(GT * K * I, coef_xhat_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        sum_dout_gamma_s = numpy.empty(g1 - g0)
-        sum_dout_gamma_xhat_s = numpy.empty(g1 - g0)
-        coef_dout_gamma_a = numpy.empty(g1 - g0, dout.dtype)
-        coef_xhat_a = numpy.empty(g1 - g0, dout.dtype)
-        coef_1_a = numpy.empty(g1 - g0, dout.dtype)
-        gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
-        sum_dout_gamma_t = numpy.zeros(j1 - j0)
-        sum_dout_gamma_xhat_t = numpy.zeros(j1 - j0)
-        dgamma_t = numpy.zeros(j1 - j0)
-        dbeta_t = numpy.zeros(j1 - j0)
+        sum_dout_gamma_s = sum_dout_gamma_s_b[:g1 - g0]
+        sum_dout_gamma_xhat_s = sum_dout_gamma_xhat_s_b[:g1 - g0]
+        coef_dout_gamma_a = coef_dout_gamma_a_b[:g1 - g0]
+        coef_xhat_a = coef_xhat_a_b[:g1 - g0]
+        coef_1_a = coef_1_a_b[:g1 - g0]
+        gamma_e = gamma_all[:j1 - j0] if P == 0 or GT % P == 0 else _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        sum_dout_gamma_t = sum_dout_gamma_t_b[:j1 - j0]
+        sum_dout_gamma_t[:] = 0.0
+        sum_dout_gamma_xhat_t = sum_dout_gamma_xhat_t_b[:j1 - j0]
+        sum_dout_gamma_xhat_t[:] = 0.0
+        dgamma_t = dgamma_t_b[:j1 - j0]
+        dgamma_t[:] = 0.0
+        dbeta_t = dbeta_t_b[:j1 - j0]
+        dbeta_t[:] = 0.0
         _backward_compact_p0_cols(dout, xhat, gamma_e, sum_dout_gamma_t, sum_dout_gamma_xhat_t, dgamma_t, dbeta_t, 0, O, j0, j1)
         _layout.fold(sum_dout_gamma_t, K * I, sum_dout_gamma_s)
         _layout.fold(sum_dout_gamma_xhat_t, K * I, sum_dout_gamma_xhat_s)
         _layout.fold_varying(dgamma_t, g0, g1, K, I, P, dgamma_c[tc])
         _layout.fold_varying(dbeta_t, g0, g1, K, I, P, dbeta_c[tc])
         _backward_compact_g0(sum_dout_gamma_s, sum_dout_gamma_xhat_s, std_g[g0:g1], coef_dout_gamma_a, coef_xhat_a, coef_1_a, m, like)
-        coef_1_e = _layout.spread(coef_1_a, K * I)
-        coef_dout_gamma_e = _layout.spread(coef_dout_gamma_a, K * I)
-        coef_xhat_e = _layout.spread(coef_xhat_a, K * I)
+        coef_1_e = _layout.spread_into(coef_1_a, K * I, coef_1_e_b[:j1 - j0])
+        coef_dout_gamma_e = _layout.spread_into(coef_dout_gamma_a, K * I, coef_dout_gamma_e_b[:j1 - j0])
+        coef_xhat_e = _layout.spread_into(coef_xhat_a, K * I, coef_xhat_e_b[:j1 - j0])
         _backward_compact_e_cols(dout, xhat, dx, coef_1_e, coef_dout_gamma_e, coef_xhat_e, gamma_e, 0, O, j0, j1)
 
 
@@ -479,16 +521,25 @@ def _backward_compact_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m,
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_gamma_r, sum_dout_gamma_xhat_r, dgamma_c, dbeta_c, t0, t1):
+    gamma_all = _layout.expand_varying(gamma_p, 0, GT, K, I, P)
+    sum_dout_gamma_t_b = numpy.empty(GT * K * I)
+    sum_dout_gamma_xhat_t_b = numpy.empty(GT * K * I)
+    dgamma_t_b = numpy.empty(GT * K * I)
+    dbeta_t_b = numpy.empty(GT * K * I)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
-        sum_dout_gamma_t = numpy.zeros(j1 - j0)
-        sum_dout_gamma_xhat_t = numpy.zeros(j1 - j0)
-        dgamma_t = numpy.zeros(j1 - j0)
-        dbeta_t = numpy.zeros(j1 - j0)
+        gamma_e = gamma_all[:j1 - j0] if P == 0 or GT % P == 0 else _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        sum_dout_gamma_t = sum_dout_gamma_t_b[:j1 - j0]
+        sum_dout_gamma_t[:] = 0.0
+        sum_dout_gamma_xhat_t = sum_dout_gamma_xhat_t_b[:j1 - j0]
+        sum_dout_gamma_xhat_t[:] = 0.0
+        dgamma_t = dgamma_t_b[:j1 - j0]
+        dgamma_t[:] = 0.0
+        dbeta_t = dbeta_t_b[:j1 - j0]
+        dbeta_t[:] = 0.0
         _backward_compact_p0_cols(dout, xhat, gamma_e, sum_dout_gamma_t, sum_dout_gamma_xhat_t, dgamma_t, dbeta_t, o0, o1, j0, j1)
         _layout.fold(sum_dout_gamma_t, K * I, sum_dout_gamma_r[rc, g0:g1])
         _layout.fold(sum_dout_gamma_xhat_t, K * I, sum_dout_gamma_xhat_r[rc, g0:g1])
@@ -498,15 +549,19 @@ def _backward_compact_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, su
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_gamma_a, coef_xhat_a, t0, t1):
+    coef_1_e_b = numpy.empty(GT * K * I, coef_1_a.dtype)
+    coef_dout_gamma_e_b = numpy.empty(GT * K * I, coef_dout_gamma_a.dtype)
+    coef_xhat_e_b = numpy.empty(GT * K * I, coef_xhat_a.dtype)
+    gamma_all = _layout.expand_varying(gamma_p, 0, GT, K, I, P)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        coef_1_e = _layout.spread(coef_1_a[g0:g1], K * I)
-        coef_dout_gamma_e = _layout.spread(coef_dout_gamma_a[g0:g1], K * I)
-        coef_xhat_e = _layout.spread(coef_xhat_a[g0:g1], K * I)
-        gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        coef_1_e = _layout.spread_into(coef_1_a[g0:g1], K * I, coef_1_e_b[:j1 - j0])
+        coef_dout_gamma_e = _layout.spread_into(coef_dout_gamma_a[g0:g1], K * I, coef_dout_gamma_e_b[:j1 - j0])
+        coef_xhat_e = _layout.spread_into(coef_xhat_a[g0:g1], K * I, coef_xhat_e_b[:j1 - j0])
+        gamma_e = gamma_all[:j1 - j0] if P == 0 or GT % P == 0 else _layout.expand_varying(gamma_p, g0, g1, K, I, P)
         _backward_compact_e_cols(dout, xhat, dx, coef_1_e, coef_dout_gamma_e, coef_xhat_e, gamma_e, o0, o1, j0, j1)
 
 
@@ -713,28 +768,45 @@ def _backward_staged_g0(sum_dxhat_xhat, sum_dxhat, std, dx_coef_dxhat_w, dx_coef
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_cols_l0(dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_c, dbeta_c, like, tc0, tc1):
+    sum_dxhat_xhat_s_b = numpy.empty(GT)
+    sum_dxhat_s_b = numpy.empty(GT)
+    dx_coef_dxhat_a_b = numpy.empty(GT, dout.dtype)
+    dx_coef_xhat_a_b = numpy.empty(GT, dout.dtype)
+    dx_coef_1_a_b = numpy.empty(GT, dout.dtype)
+    gamma_all = _layout.expand_varying(gamma_p, 0, GT, K, I, P)
+    sum_dxhat_xhat_t_b = numpy.empty(GT * K * I)
+    sum_dxhat_t_b = numpy.empty(GT * K * I)
+    dgamma_t_b = numpy.empty(GT * K * I)
+    dbeta_t_b = numpy.empty(GT * K * I)
+    dx_coef_1_e_b = numpy.empty(GT * K * I, dx_coef_1_a_b.dtype)
+    dx_coef_dxhat_e_b = numpy.empty(GT * K * I, dx_coef_dxhat_a_b.dtype)
+    dx_coef_xhat_e_b = numpy.empty(GT * K * I, dx_coef_xhat_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        sum_dxhat_xhat_s = numpy.empty(g1 - g0)
-        sum_dxhat_s = numpy.empty(g1 - g0)
-        dx_coef_dxhat_a = numpy.empty(g1 - g0, dout.dtype)
-        dx_coef_xhat_a = numpy.empty(g1 - g0, dout.dtype)
-        dx_coef_1_a = numpy.empty(g1 - g0, dout.dtype)
-        gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
-        sum_dxhat_xhat_t = numpy.zeros(j1 - j0)
-        sum_dxhat_t = numpy.zeros(j1 - j0)
-        dgamma_t = numpy.zeros(j1 - j0)
-        dbeta_t = numpy.zeros(j1 - j0)
+        sum_dxhat_xhat_s = sum_dxhat_xhat_s_b[:g1 - g0]
+        sum_dxhat_s = sum_dxhat_s_b[:g1 - g0]
+        dx_coef_dxhat_a = dx_coef_dxhat_a_b[:g1 - g0]
+        dx_coef_xhat_a = dx_coef_xhat_a_b[:g1 - g0]
+        dx_coef_1_a = dx_coef_1_a_b[:g1 - g0]
+        gamma_e = gamma_all[:j1 - j0] if P == 0 or GT % P == 0 else _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        sum_dxhat_xhat_t = sum_dxhat_xhat_t_b[:j1 - j0]
+        sum_dxhat_xhat_t[:] = 0.0
+        sum_dxhat_t = sum_dxhat_t_b[:j1 - j0]
+        sum_dxhat_t[:] = 0.0
+        dgamma_t = dgamma_t_b[:j1 - j0]
+        dgamma_t[:] = 0.0
+        dbeta_t = dbeta_t_b[:j1 - j0]
+        dbeta_t[:] = 0.0
         _backward_staged_p0_cols(dout, xhat, gamma_e, sum_dxhat_xhat_t, sum_dxhat_t, dgamma_t, dbeta_t, 0, O, j0, j1)
         _layout.fold(sum_dxhat_xhat_t, K * I, sum_dxhat_xhat_s)
         _layout.fold(sum_dxhat_t, K * I, sum_dxhat_s)
         _layout.fold_varying(dgamma_t, g0, g1, K, I, P, dgamma_c[tc])
         _layout.fold_varying(dbeta_t, g0, g1, K, I, P, dbeta_c[tc])
         _backward_staged_g0(sum_dxhat_xhat_s, sum_dxhat_s, std_g[g0:g1], dx_coef_dxhat_a, dx_coef_xhat_a, dx_coef_1_a, m, like)
-        dx_coef_1_e = _layout.spread(dx_coef_1_a, K * I)
-        dx_coef_dxhat_e = _layout.spread(dx_coef_dxhat_a, K * I)
-        dx_coef_xhat_e = _layout.spread(dx_coef_xhat_a, K * I)
+        dx_coef_1_e = _layout.spread_into(dx_coef_1_a, K * I, dx_coef_1_e_b[:j1 - j0])
+        dx_coef_dxhat_e = _layout.spread_into(dx_coef_dxhat_a, K * I, dx_coef_dxhat_e_b[:j1 - j0])
+        dx_coef_xhat_e = _layout.spread_into(dx_coef_xhat_a, K * I, dx_coef_xhat_e_b[:j1 - j0])
         _backward_staged_e_cols(dout, xhat, dx, dx_coef_1_e, dx_coef_dxhat_e, dx_coef_xhat_e, gamma_e, 0, O, j0, j1)
 
 
@@ -751,16 +823,25 @@ def _backward_staged_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dxhat_xhat_r, sum_dxhat_r, dgamma_c, dbeta_c, t0, t1):
+    gamma_all = _layout.expand_varying(gamma_p, 0, GT, K, I, P)
+    sum_dxhat_xhat_t_b = numpy.empty(GT * K * I)
+    sum_dxhat_t_b = numpy.empty(GT * K * I)
+    dgamma_t_b = numpy.empty(GT * K * I)
+    dbeta_t_b = numpy.empty(GT * K * I)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
-        sum_dxhat_xhat_t = numpy.zeros(j1 - j0)
-        sum_dxhat_t = numpy.zeros(j1 - j0)
-        dgamma_t = numpy.zeros(j1 - j0)
-        dbeta_t = numpy.zeros(j1 - j0)
+        gamma_e = gamma_all[:j1 - j0] if P == 0 or GT % P == 0 else _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        sum_dxhat_xhat_t = sum_dxhat_xhat_t_b[:j1 - j0]
+        sum_dxhat_xhat_t[:] = 0.0
+        sum_dxhat_t = sum_dxhat_t_b[:j1 - j0]
+        sum_dxhat_t[:] = 0.0
+        dgamma_t = dgamma_t_b[:j1 - j0]
+        dgamma_t[:] = 0.0
+        dbeta_t = dbeta_t_b[:j1 - j0]
+        dbeta_t[:] = 0.0
         _backward_staged_p0_cols(dout, xhat, gamma_e, sum_dxhat_xhat_t, sum_dxhat_t, dgamma_t, dbeta_t, o0, o1, j0, j1)
         _layout.fold(sum_dxhat_xhat_t, K * I, sum_dxhat_xhat_r[rc, g0:g1])
         _layout.fold(sum_dxhat_t, K * I, sum_dxhat_r[rc, g0:g1])
@@ -770,15 +851,19 @@ def _backward_staged_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_1_a, dx_coef_dxhat_a, dx_coef_xhat_a, t0, t1):
+    dx_coef_1_e_b = numpy.empty(GT * K * I, dx_coef_1_a.dtype)
+    dx_coef_dxhat_e_b = numpy.empty(GT * K * I, dx_coef_dxhat_a.dtype)
+    dx_coef_xhat_e_b = numpy.empty(GT * K * I, dx_coef_xhat_a.dtype)
+    gamma_all = _layout.expand_varying(gamma_p, 0, GT, K, I, P)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        dx_coef_1_e = _layout.spread(dx_coef_1_a[g0:g1], K * I)
-        dx_coef_dxhat_e = _layout.spread(dx_coef_dxhat_a[g0:g1], K * I)
-        dx_coef_xhat_e = _layout.spread(dx_coef_xhat_a[g0:g1], K * I)
-        gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        dx_coef_1_e = _layout.spread_into(dx_coef_1_a[g0:g1], K * I, dx_coef_1_e_b[:j1 - j0])
+        dx_coef_dxhat_e = _layout.spread_into(dx_coef_dxhat_a[g0:g1], K * I, dx_coef_dxhat_e_b[:j1 - j0])
+        dx_coef_xhat_e = _layout.spread_into(dx_coef_xhat_a[g0:g1], K * I, dx_coef_xhat_e_b[:j1 - j0])
+        gamma_e = gamma_all[:j1 - j0] if P == 0 or GT % P == 0 else _layout.expand_varying(gamma_p, g0, g1, K, I, P)
         _backward_staged_e_cols(dout, xhat, dx, dx_coef_1_e, dx_coef_dxhat_e, dx_coef_xhat_e, gamma_e, o0, o1, j0, j1)
 
 
@@ -983,26 +1068,41 @@ def _forward_step_g0(sum_x_shifted, sum_var_shifted, x_shift, mu_w, std_w, inv_s
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_cols_l0(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O, like, tc0, tc1):
+    sum_x_shifted_s_b = numpy.empty(GT)
+    sum_var_shifted_s_b = numpy.empty(GT)
+    inv_std_a_b = numpy.empty(GT, x.dtype)
+    mu_hi_a_b = numpy.empty(GT, x.dtype)
+    mu_lo_a_b = numpy.empty(GT, x.dtype)
+    x_shift_e_b = numpy.empty(GT * K * I, x_shift_g.dtype)
+    sum_x_shifted_t_b = numpy.empty(GT * K * I)
+    sum_var_shifted_t_b = numpy.empty(GT * K * I)
+    beta_all = _layout.expand_varying(beta_p, 0, GT, K, I, P)
+    gamma_all = _layout.expand_varying(gamma_p, 0, GT, K, I, P)
+    inv_std_e_b = numpy.empty(GT * K * I, inv_std_a_b.dtype)
+    mu_hi_e_b = numpy.empty(GT * K * I, mu_hi_a_b.dtype)
+    mu_lo_e_b = numpy.empty(GT * K * I, mu_lo_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        sum_x_shifted_s = numpy.empty(g1 - g0)
-        sum_var_shifted_s = numpy.empty(g1 - g0)
-        inv_std_a = numpy.empty(g1 - g0, x.dtype)
-        mu_hi_a = numpy.empty(g1 - g0, x.dtype)
-        mu_lo_a = numpy.empty(g1 - g0, x.dtype)
-        x_shift_e = _layout.spread(x_shift_g[g0:g1], K * I)
-        sum_x_shifted_t = numpy.zeros(j1 - j0)
-        sum_var_shifted_t = numpy.zeros(j1 - j0)
+        sum_x_shifted_s = sum_x_shifted_s_b[:g1 - g0]
+        sum_var_shifted_s = sum_var_shifted_s_b[:g1 - g0]
+        inv_std_a = inv_std_a_b[:g1 - g0]
+        mu_hi_a = mu_hi_a_b[:g1 - g0]
+        mu_lo_a = mu_lo_a_b[:g1 - g0]
+        x_shift_e = _layout.spread_into(x_shift_g[g0:g1], K * I, x_shift_e_b[:j1 - j0])
+        sum_x_shifted_t = sum_x_shifted_t_b[:j1 - j0]
+        sum_x_shifted_t[:] = 0.0
+        sum_var_shifted_t = sum_var_shifted_t_b[:j1 - j0]
+        sum_var_shifted_t[:] = 0.0
         _forward_step_p0_cols(x, x_shift_e, sum_x_shifted_t, sum_var_shifted_t, 0, O, j0, j1)
         _layout.fold(sum_x_shifted_t, K * I, sum_x_shifted_s)
         _layout.fold(sum_var_shifted_t, K * I, sum_var_shifted_s)
         _forward_step_g0(sum_x_shifted_s, sum_var_shifted_s, x_shift_g[g0:g1], mu_g[g0:g1], std_g[g0:g1], inv_std_a, mu_hi_a, mu_lo_a, eps, m, like)
-        beta_e = _layout.expand_varying(beta_p, g0, g1, K, I, P)
-        gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
-        inv_std_e = _layout.spread(inv_std_a, K * I)
-        mu_hi_e = _layout.spread(mu_hi_a, K * I)
-        mu_lo_e = _layout.spread(mu_lo_a, K * I)
+        beta_e = beta_all[:j1 - j0] if P == 0 or GT % P == 0 else _layout.expand_varying(beta_p, g0, g1, K, I, P)
+        gamma_e = gamma_all[:j1 - j0] if P == 0 or GT % P == 0 else _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        inv_std_e = _layout.spread_into(inv_std_a, K * I, inv_std_e_b[:j1 - j0])
+        mu_hi_e = _layout.spread_into(mu_hi_a, K * I, mu_hi_e_b[:j1 - j0])
+        mu_lo_e = _layout.spread_into(mu_lo_a, K * I, mu_lo_e_b[:j1 - j0])
         _forward_step_e_cols(x, out, beta_e, gamma_e, inv_std_e, mu_hi_e, mu_lo_e, 0, O, j0, j1)
 
 
@@ -1015,14 +1115,19 @@ def _forward_step_cols(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_tall_l0(x, x_shift_g, K, I, G, RC, GT, TC, O, sum_x_shifted_r, sum_var_shifted_r, t0, t1):
+    x_shift_e_b = numpy.empty(GT * K * I, x_shift_g.dtype)
+    sum_x_shifted_t_b = numpy.empty(GT * K * I)
+    sum_var_shifted_t_b = numpy.empty(GT * K * I)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        x_shift_e = _layout.spread(x_shift_g[g0:g1], K * I)
-        sum_x_shifted_t = numpy.zeros(j1 - j0)
-        sum_var_shifted_t = numpy.zeros(j1 - j0)
+        x_shift_e = _layout.spread_into(x_shift_g[g0:g1], K * I, x_shift_e_b[:j1 - j0])
+        sum_x_shifted_t = sum_x_shifted_t_b[:j1 - j0]
+        sum_x_shifted_t[:] = 0.0
+        sum_var_shifted_t = sum_var_shifted_t_b[:j1 - j0]
+        sum_var_shifted_t[:] = 0.0
         _forward_step_p0_cols(x, x_shift_e, sum_x_shifted_t, sum_var_shifted_t, o0, o1, j0, j1)
         _layout.fold(sum_x_shifted_t, K * I, sum_x_shifted_r[rc, g0:g1])
         _layout.fold(sum_var_shifted_t, K * I, sum_var_shifted_r[rc, g0:g1])
@@ -1030,16 +1135,21 @@ def _forward_step_tall_l0(x, x_shift_g, K, I, G, RC, GT, TC, O, sum_x_shifted_r,
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_tall_l1(x, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, mu_hi_a, mu_lo_a, t0, t1):
+    beta_all = _layout.expand_varying(beta_p, 0, GT, K, I, P)
+    gamma_all = _layout.expand_varying(gamma_p, 0, GT, K, I, P)
+    inv_std_e_b = numpy.empty(GT * K * I, inv_std_a.dtype)
+    mu_hi_e_b = numpy.empty(GT * K * I, mu_hi_a.dtype)
+    mu_lo_e_b = numpy.empty(GT * K * I, mu_lo_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        beta_e = _layout.expand_varying(beta_p, g0, g1, K, I, P)
-        gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
-        inv_std_e = _layout.spread(inv_std_a[g0:g1], K * I)
-        mu_hi_e = _layout.spread(mu_hi_a[g0:g1], K * I)
-        mu_lo_e = _layout.spread(mu_lo_a[g0:g1], K * I)
+        beta_e = beta_all[:j1 - j0] if P == 0 or GT % P == 0 else _layout.expand_varying(beta_p, g0, g1, K, I, P)
+        gamma_e = gamma_all[:j1 - j0] if P == 0 or GT % P == 0 else _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        inv_std_e = _layout.spread_into(inv_std_a[g0:g1], K * I, inv_std_e_b[:j1 - j0])
+        mu_hi_e = _layout.spread_into(mu_hi_a[g0:g1], K * I, mu_hi_e_b[:j1 - j0])
+        mu_lo_e = _layout.spread_into(mu_lo_a[g0:g1], K * I, mu_lo_e_b[:j1 - j0])
         _forward_step_e_cols(x, out, beta_e, gamma_e, inv_std_e, mu_hi_e, mu_lo_e, o0, o1, j0, j1)
 
 
@@ -1253,35 +1363,56 @@ def _backward_step_g1(sum_dout_gamma, sum_dout_gamma_xhat_acc, std, sum_dout_gam
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_cols_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, K, I, G, GT, like, O, dgamma_c, dbeta_c, tc0, tc1):
+    sum_dout_gamma_s_b = numpy.empty(GT)
+    sum_dout_gamma_xhat_acc_s_b = numpy.empty(GT)
+    inv_std_a_b = numpy.empty(GT, dout.dtype)
+    sum_dout_gamma_xhat_a_b = numpy.empty(GT)
+    coef_dout_gamma_a_b = numpy.empty(GT, dout.dtype)
+    coef_xhat_a_b = numpy.empty(GT, dout.dtype)
+    coef_1_a_b = numpy.empty(GT, dout.dtype)
+    gamma_all = _layout.expand_varying(gamma_p, 0, GT, K, I, P)
+    inv_std_e_b = numpy.empty(GT * K * I, inv_std_a_b.dtype)
+    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
+    sum_dout_gamma_t_b = numpy.empty(GT * K * I)
+    sum_dout_gamma_xhat_acc_t_b = numpy.empty(GT * K * I)
+    dgamma_t_b = numpy.empty(GT * K * I)
+    dbeta_t_b = numpy.empty(GT * K * I)
+    coef_1_e_b = numpy.empty(GT * K * I, coef_1_a_b.dtype)
+    coef_dout_gamma_e_b = numpy.empty(GT * K * I, coef_dout_gamma_a_b.dtype)
+    coef_xhat_e_b = numpy.empty(GT * K * I, coef_xhat_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        sum_dout_gamma_s = numpy.empty(g1 - g0)
-        sum_dout_gamma_xhat_acc_s = numpy.empty(g1 - g0)
-        inv_std_a = numpy.empty(g1 - g0, dout.dtype)
-        sum_dout_gamma_xhat_a = numpy.empty(g1 - g0)
-        coef_dout_gamma_a = numpy.empty(g1 - g0, dout.dtype)
-        coef_xhat_a = numpy.empty(g1 - g0, dout.dtype)
-        coef_1_a = numpy.empty(g1 - g0, dout.dtype)
+        sum_dout_gamma_s = sum_dout_gamma_s_b[:g1 - g0]
+        sum_dout_gamma_xhat_acc_s = sum_dout_gamma_xhat_acc_s_b[:g1 - g0]
+        inv_std_a = inv_std_a_b[:g1 - g0]
+        sum_dout_gamma_xhat_a = sum_dout_gamma_xhat_a_b[:g1 - g0]
+        coef_dout_gamma_a = coef_dout_gamma_a_b[:g1 - g0]
+        coef_xhat_a = coef_xhat_a_b[:g1 - g0]
+        coef_1_a = coef_1_a_b[:g1 - g0]
         _backward_step_g0(std_g[g0:g1], inv_std_a, like)
-        gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
-        inv_std_e = _layout.spread(inv_std_a, K * I)
-        mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        sum_dout_gamma_t = numpy.zeros(j1 - j0)
-        sum_dout_gamma_xhat_acc_t = numpy.zeros(j1 - j0)
-        dgamma_t = numpy.zeros(j1 - j0)
-        dbeta_t = numpy.zeros(j1 - j0)
+        gamma_e = gamma_all[:j1 - j0] if P == 0 or GT % P == 0 else _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        inv_std_e = _layout.spread_into(inv_std_a, K * I, inv_std_e_b[:j1 - j0])
+        mu_e = _layout.spread_into(mu_g[g0:g1], K * I, mu_e_b[:j1 - j0])
+        sum_dout_gamma_t = sum_dout_gamma_t_b[:j1 - j0]
+        sum_dout_gamma_t[:] = 0.0
+        sum_dout_gamma_xhat_acc_t = sum_dout_gamma_xhat_acc_t_b[:j1 - j0]
+        sum_dout_gamma_xhat_acc_t[:] = 0.0
+        dgamma_t = dgamma_t_b[:j1 - j0]
+        dgamma_t[:] = 0.0
+        dbeta_t = dbeta_t_b[:j1 - j0]
+        dbeta_t[:] = 0.0
         _backward_step_p1_cols(dout, x, gamma_e, inv_std_e, mu_e, sum_dout_gamma_t, sum_dout_gamma_xhat_acc_t, dgamma_t, dbeta_t, 0, O, j0, j1)
         _layout.fold(sum_dout_gamma_t, K * I, sum_dout_gamma_s)
         _layout.fold(sum_dout_gamma_xhat_acc_t, K * I, sum_dout_gamma_xhat_acc_s)
         _layout.fold_varying(dgamma_t, g0, g1, K, I, P, dgamma_c[tc])
         _layout.fold_varying(dbeta_t, g0, g1, K, I, P, dbeta_c[tc])
         _backward_step_g1(sum_dout_gamma_s, sum_dout_gamma_xhat_acc_s, std_g[g0:g1], sum_dout_gamma_xhat_a, coef_dout_gamma_a, coef_xhat_a, coef_1_a, m, like)
-        coef_1_e = _layout.spread(coef_1_a, K * I)
-        coef_dout_gamma_e = _layout.spread(coef_dout_gamma_a, K * I)
-        coef_xhat_e = _layout.spread(coef_xhat_a, K * I)
-        inv_std_e = _layout.spread(inv_std_a, K * I)
-        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        coef_1_e = _layout.spread_into(coef_1_a, K * I, coef_1_e_b[:j1 - j0])
+        coef_dout_gamma_e = _layout.spread_into(coef_dout_gamma_a, K * I, coef_dout_gamma_e_b[:j1 - j0])
+        coef_xhat_e = _layout.spread_into(coef_xhat_a, K * I, coef_xhat_e_b[:j1 - j0])
+        inv_std_e = _layout.spread_into(inv_std_a, K * I, inv_std_e_b[:j1 - j0])
+        mu_e = _layout.spread_into(mu_g[g0:g1], K * I, mu_e_b[:j1 - j0])
         _backward_step_e_cols(dout, x, dx, coef_1_e, coef_dout_gamma_e, coef_xhat_e, gamma_e, inv_std_e, mu_e, 0, O, j0, j1)
 
 
@@ -1298,18 +1429,29 @@ def _backward_step_cols(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m,
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_tall_l0(dout, x, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, sum_dout_gamma_r, sum_dout_gamma_xhat_acc_r, dgamma_c, dbeta_c, t0, t1):
+    gamma_all = _layout.expand_varying(gamma_p, 0, GT, K, I, P)
+    inv_std_e_b = numpy.empty(GT * K * I, inv_std_a.dtype)
+    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
+    sum_dout_gamma_t_b = numpy.empty(GT * K * I)
+    sum_dout_gamma_xhat_acc_t_b = numpy.empty(GT * K * I)
+    dgamma_t_b = numpy.empty(GT * K * I)
+    dbeta_t_b = numpy.empty(GT * K * I)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
-        inv_std_e = _layout.spread(inv_std_a[g0:g1], K * I)
-        mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        sum_dout_gamma_t = numpy.zeros(j1 - j0)
-        sum_dout_gamma_xhat_acc_t = numpy.zeros(j1 - j0)
-        dgamma_t = numpy.zeros(j1 - j0)
-        dbeta_t = numpy.zeros(j1 - j0)
+        gamma_e = gamma_all[:j1 - j0] if P == 0 or GT % P == 0 else _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        inv_std_e = _layout.spread_into(inv_std_a[g0:g1], K * I, inv_std_e_b[:j1 - j0])
+        mu_e = _layout.spread_into(mu_g[g0:g1], K * I, mu_e_b[:j1 - j0])
+        sum_dout_gamma_t = sum_dout_gamma_t_b[:j1 - j0]
+        sum_dout_gamma_t[:] = 0.0
+        sum_dout_gamma_xhat_acc_t = sum_dout_gamma_xhat_acc_t_b[:j1 - j0]
+        sum_dout_gamma_xhat_acc_t[:] = 0.0
+        dgamma_t = dgamma_t_b[:j1 - j0]
+        dgamma_t[:] = 0.0
+        dbeta_t = dbeta_t_b[:j1 - j0]
+        dbeta_t[:] = 0.0
         _backward_step_p1_cols(dout, x, gamma_e, inv_std_e, mu_e, sum_dout_gamma_t, sum_dout_gamma_xhat_acc_t, dgamma_t, dbeta_t, o0, o1, j0, j1)
         _layout.fold(sum_dout_gamma_t, K * I, sum_dout_gamma_r[rc, g0:g1])
         _layout.fold(sum_dout_gamma_xhat_acc_t, K * I, sum_dout_gamma_xhat_acc_r[rc, g0:g1])
@@ -1319,17 +1461,23 @@ def _backward_step_tall_l0(dout, x, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, in
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_tall_l1(dout, x, dx, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_gamma_a, coef_xhat_a, inv_std_a, t0, t1):
+    coef_1_e_b = numpy.empty(GT * K * I, coef_1_a.dtype)
+    coef_dout_gamma_e_b = numpy.empty(GT * K * I, coef_dout_gamma_a.dtype)
+    coef_xhat_e_b = numpy.empty(GT * K * I, coef_xhat_a.dtype)
+    gamma_all = _layout.expand_varying(gamma_p, 0, GT, K, I, P)
+    inv_std_e_b = numpy.empty(GT * K * I, inv_std_a.dtype)
+    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        coef_1_e = _layout.spread(coef_1_a[g0:g1], K * I)
-        coef_dout_gamma_e = _layout.spread(coef_dout_gamma_a[g0:g1], K * I)
-        coef_xhat_e = _layout.spread(coef_xhat_a[g0:g1], K * I)
-        gamma_e = _layout.expand_varying(gamma_p, g0, g1, K, I, P)
-        inv_std_e = _layout.spread(inv_std_a[g0:g1], K * I)
-        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        coef_1_e = _layout.spread_into(coef_1_a[g0:g1], K * I, coef_1_e_b[:j1 - j0])
+        coef_dout_gamma_e = _layout.spread_into(coef_dout_gamma_a[g0:g1], K * I, coef_dout_gamma_e_b[:j1 - j0])
+        coef_xhat_e = _layout.spread_into(coef_xhat_a[g0:g1], K * I, coef_xhat_e_b[:j1 - j0])
+        gamma_e = gamma_all[:j1 - j0] if P == 0 or GT % P == 0 else _layout.expand_varying(gamma_p, g0, g1, K, I, P)
+        inv_std_e = _layout.spread_into(inv_std_a[g0:g1], K * I, inv_std_e_b[:j1 - j0])
+        mu_e = _layout.spread_into(mu_g[g0:g1], K * I, mu_e_b[:j1 - j0])
         _backward_step_e_cols(dout, x, dx, coef_1_e, coef_dout_gamma_e, coef_xhat_e, gamma_e, inv_std_e, mu_e, o0, o1, j0, j1)
 
 

@@ -130,24 +130,37 @@ def _forward_train_g0(sum_x_shifted, sum_var_shifted, x_shift, std_w, inv_std_w,
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_cols_l0(x, out, x_shift_g, std_g, eps, m, K, I, G, GT, O, like, tc0, tc1):
+    sum_x_shifted_s_b = numpy.empty(GT)
+    sum_var_shifted_s_b = numpy.empty(GT)
+    inv_std_a_b = numpy.empty(GT, x.dtype)
+    mu_hi_a_b = numpy.empty(GT, x.dtype)
+    mu_lo_a_b = numpy.empty(GT, x.dtype)
+    x_shift_e_b = numpy.empty(GT * K * I, x_shift_g.dtype)
+    sum_x_shifted_t_b = numpy.empty(GT * K * I)
+    sum_var_shifted_t_b = numpy.empty(GT * K * I)
+    inv_std_e_b = numpy.empty(GT * K * I, inv_std_a_b.dtype)
+    mu_hi_e_b = numpy.empty(GT * K * I, mu_hi_a_b.dtype)
+    mu_lo_e_b = numpy.empty(GT * K * I, mu_lo_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        sum_x_shifted_s = numpy.empty(g1 - g0)
-        sum_var_shifted_s = numpy.empty(g1 - g0)
-        inv_std_a = numpy.empty(g1 - g0, x.dtype)
-        mu_hi_a = numpy.empty(g1 - g0, x.dtype)
-        mu_lo_a = numpy.empty(g1 - g0, x.dtype)
-        x_shift_e = _layout.spread(x_shift_g[g0:g1], K * I)
-        sum_x_shifted_t = numpy.zeros(j1 - j0)
-        sum_var_shifted_t = numpy.zeros(j1 - j0)
+        sum_x_shifted_s = sum_x_shifted_s_b[:g1 - g0]
+        sum_var_shifted_s = sum_var_shifted_s_b[:g1 - g0]
+        inv_std_a = inv_std_a_b[:g1 - g0]
+        mu_hi_a = mu_hi_a_b[:g1 - g0]
+        mu_lo_a = mu_lo_a_b[:g1 - g0]
+        x_shift_e = _layout.spread_into(x_shift_g[g0:g1], K * I, x_shift_e_b[:j1 - j0])
+        sum_x_shifted_t = sum_x_shifted_t_b[:j1 - j0]
+        sum_x_shifted_t[:] = 0.0
+        sum_var_shifted_t = sum_var_shifted_t_b[:j1 - j0]
+        sum_var_shifted_t[:] = 0.0
         _forward_train_p0_cols(x, x_shift_e, sum_x_shifted_t, sum_var_shifted_t, 0, O, j0, j1)
         _layout.fold(sum_x_shifted_t, K * I, sum_x_shifted_s)
         _layout.fold(sum_var_shifted_t, K * I, sum_var_shifted_s)
         _forward_train_g0(sum_x_shifted_s, sum_var_shifted_s, x_shift_g[g0:g1], std_g[g0:g1], inv_std_a, mu_hi_a, mu_lo_a, eps, m, like)
-        inv_std_e = _layout.spread(inv_std_a, K * I)
-        mu_hi_e = _layout.spread(mu_hi_a, K * I)
-        mu_lo_e = _layout.spread(mu_lo_a, K * I)
+        inv_std_e = _layout.spread_into(inv_std_a, K * I, inv_std_e_b[:j1 - j0])
+        mu_hi_e = _layout.spread_into(mu_hi_a, K * I, mu_hi_e_b[:j1 - j0])
+        mu_lo_e = _layout.spread_into(mu_lo_a, K * I, mu_lo_e_b[:j1 - j0])
         _forward_train_e_cols(x, out, inv_std_e, mu_hi_e, mu_lo_e, 0, O, j0, j1)
 
 
@@ -160,14 +173,19 @@ def _forward_train_cols(x, out, x_shift_g, std_g, eps, m, P, K, I, G, GT):
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_tall_l0(x, x_shift_g, K, I, G, RC, GT, TC, O, sum_x_shifted_r, sum_var_shifted_r, t0, t1):
+    x_shift_e_b = numpy.empty(GT * K * I, x_shift_g.dtype)
+    sum_x_shifted_t_b = numpy.empty(GT * K * I)
+    sum_var_shifted_t_b = numpy.empty(GT * K * I)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        x_shift_e = _layout.spread(x_shift_g[g0:g1], K * I)
-        sum_x_shifted_t = numpy.zeros(j1 - j0)
-        sum_var_shifted_t = numpy.zeros(j1 - j0)
+        x_shift_e = _layout.spread_into(x_shift_g[g0:g1], K * I, x_shift_e_b[:j1 - j0])
+        sum_x_shifted_t = sum_x_shifted_t_b[:j1 - j0]
+        sum_x_shifted_t[:] = 0.0
+        sum_var_shifted_t = sum_var_shifted_t_b[:j1 - j0]
+        sum_var_shifted_t[:] = 0.0
         _forward_train_p0_cols(x, x_shift_e, sum_x_shifted_t, sum_var_shifted_t, o0, o1, j0, j1)
         _layout.fold(sum_x_shifted_t, K * I, sum_x_shifted_r[rc, g0:g1])
         _layout.fold(sum_var_shifted_t, K * I, sum_var_shifted_r[rc, g0:g1])
@@ -175,14 +193,17 @@ def _forward_train_tall_l0(x, x_shift_g, K, I, G, RC, GT, TC, O, sum_x_shifted_r
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_train_tall_l1(x, out, K, I, G, RC, GT, TC, O, inv_std_a, mu_hi_a, mu_lo_a, t0, t1):
+    inv_std_e_b = numpy.empty(GT * K * I, inv_std_a.dtype)
+    mu_hi_e_b = numpy.empty(GT * K * I, mu_hi_a.dtype)
+    mu_lo_e_b = numpy.empty(GT * K * I, mu_lo_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        inv_std_e = _layout.spread(inv_std_a[g0:g1], K * I)
-        mu_hi_e = _layout.spread(mu_hi_a[g0:g1], K * I)
-        mu_lo_e = _layout.spread(mu_lo_a[g0:g1], K * I)
+        inv_std_e = _layout.spread_into(inv_std_a[g0:g1], K * I, inv_std_e_b[:j1 - j0])
+        mu_hi_e = _layout.spread_into(mu_hi_a[g0:g1], K * I, mu_hi_e_b[:j1 - j0])
+        mu_lo_e = _layout.spread_into(mu_lo_a[g0:g1], K * I, mu_lo_e_b[:j1 - j0])
         _forward_train_e_cols(x, out, inv_std_e, mu_hi_e, mu_lo_e, o0, o1, j0, j1)
 
 
@@ -302,23 +323,35 @@ def _backward_compact_g0(sum_dout, sum_dout_out, std, coef_dout_w, coef_out_w, c
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_cols_l0(dout, out, dx, std_g, m, K, I, G, GT, O, like, tc0, tc1):
+    sum_dout_s_b = numpy.empty(GT)
+    sum_dout_out_s_b = numpy.empty(GT)
+    coef_dout_a_b = numpy.empty(GT, dout.dtype)
+    coef_out_a_b = numpy.empty(GT, dout.dtype)
+    coef_1_a_b = numpy.empty(GT, dout.dtype)
+    sum_dout_t_b = numpy.empty(GT * K * I)
+    sum_dout_out_t_b = numpy.empty(GT * K * I)
+    coef_1_e_b = numpy.empty(GT * K * I, coef_1_a_b.dtype)
+    coef_dout_e_b = numpy.empty(GT * K * I, coef_dout_a_b.dtype)
+    coef_out_e_b = numpy.empty(GT * K * I, coef_out_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        sum_dout_s = numpy.empty(g1 - g0)
-        sum_dout_out_s = numpy.empty(g1 - g0)
-        coef_dout_a = numpy.empty(g1 - g0, dout.dtype)
-        coef_out_a = numpy.empty(g1 - g0, dout.dtype)
-        coef_1_a = numpy.empty(g1 - g0, dout.dtype)
-        sum_dout_t = numpy.zeros(j1 - j0)
-        sum_dout_out_t = numpy.zeros(j1 - j0)
+        sum_dout_s = sum_dout_s_b[:g1 - g0]
+        sum_dout_out_s = sum_dout_out_s_b[:g1 - g0]
+        coef_dout_a = coef_dout_a_b[:g1 - g0]
+        coef_out_a = coef_out_a_b[:g1 - g0]
+        coef_1_a = coef_1_a_b[:g1 - g0]
+        sum_dout_t = sum_dout_t_b[:j1 - j0]
+        sum_dout_t[:] = 0.0
+        sum_dout_out_t = sum_dout_out_t_b[:j1 - j0]
+        sum_dout_out_t[:] = 0.0
         _backward_compact_p0_cols(dout, out, sum_dout_t, sum_dout_out_t, 0, O, j0, j1)
         _layout.fold(sum_dout_t, K * I, sum_dout_s)
         _layout.fold(sum_dout_out_t, K * I, sum_dout_out_s)
         _backward_compact_g0(sum_dout_s, sum_dout_out_s, std_g[g0:g1], coef_dout_a, coef_out_a, coef_1_a, m, like)
-        coef_1_e = _layout.spread(coef_1_a, K * I)
-        coef_dout_e = _layout.spread(coef_dout_a, K * I)
-        coef_out_e = _layout.spread(coef_out_a, K * I)
+        coef_1_e = _layout.spread_into(coef_1_a, K * I, coef_1_e_b[:j1 - j0])
+        coef_dout_e = _layout.spread_into(coef_dout_a, K * I, coef_dout_e_b[:j1 - j0])
+        coef_out_e = _layout.spread_into(coef_out_a, K * I, coef_out_e_b[:j1 - j0])
         _backward_compact_e_cols(dout, out, dx, coef_1_e, coef_dout_e, coef_out_e, 0, O, j0, j1)
 
 
@@ -331,13 +364,17 @@ def _backward_compact_cols(dout, out, dx, std_g, m, P, K, I, G, GT):
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_tall_l0(dout, out, K, I, G, RC, GT, TC, O, sum_dout_r, sum_dout_out_r, t0, t1):
+    sum_dout_t_b = numpy.empty(GT * K * I)
+    sum_dout_out_t_b = numpy.empty(GT * K * I)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        sum_dout_t = numpy.zeros(j1 - j0)
-        sum_dout_out_t = numpy.zeros(j1 - j0)
+        sum_dout_t = sum_dout_t_b[:j1 - j0]
+        sum_dout_t[:] = 0.0
+        sum_dout_out_t = sum_dout_out_t_b[:j1 - j0]
+        sum_dout_out_t[:] = 0.0
         _backward_compact_p0_cols(dout, out, sum_dout_t, sum_dout_out_t, o0, o1, j0, j1)
         _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
         _layout.fold(sum_dout_out_t, K * I, sum_dout_out_r[rc, g0:g1])
@@ -345,14 +382,17 @@ def _backward_compact_tall_l0(dout, out, K, I, G, RC, GT, TC, O, sum_dout_r, sum
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_compact_tall_l1(dout, out, dx, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_a, coef_out_a, t0, t1):
+    coef_1_e_b = numpy.empty(GT * K * I, coef_1_a.dtype)
+    coef_dout_e_b = numpy.empty(GT * K * I, coef_dout_a.dtype)
+    coef_out_e_b = numpy.empty(GT * K * I, coef_out_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        coef_1_e = _layout.spread(coef_1_a[g0:g1], K * I)
-        coef_dout_e = _layout.spread(coef_dout_a[g0:g1], K * I)
-        coef_out_e = _layout.spread(coef_out_a[g0:g1], K * I)
+        coef_1_e = _layout.spread_into(coef_1_a[g0:g1], K * I, coef_1_e_b[:j1 - j0])
+        coef_dout_e = _layout.spread_into(coef_dout_a[g0:g1], K * I, coef_dout_e_b[:j1 - j0])
+        coef_out_e = _layout.spread_into(coef_out_a[g0:g1], K * I, coef_out_e_b[:j1 - j0])
         _backward_compact_e_cols(dout, out, dx, coef_1_e, coef_dout_e, coef_out_e, o0, o1, j0, j1)
 
 
@@ -475,23 +515,35 @@ def _backward_staged_g0(sum_dout_out, sum_dout, std, dx_coef_dout_w, dx_coef_out
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_cols_l0(dout, out, dx, std_g, m, K, I, G, GT, O, like, tc0, tc1):
+    sum_dout_out_s_b = numpy.empty(GT)
+    sum_dout_s_b = numpy.empty(GT)
+    dx_coef_dout_a_b = numpy.empty(GT, dout.dtype)
+    dx_coef_out_a_b = numpy.empty(GT, dout.dtype)
+    dx_coef_1_a_b = numpy.empty(GT, dout.dtype)
+    sum_dout_out_t_b = numpy.empty(GT * K * I)
+    sum_dout_t_b = numpy.empty(GT * K * I)
+    dx_coef_1_e_b = numpy.empty(GT * K * I, dx_coef_1_a_b.dtype)
+    dx_coef_dout_e_b = numpy.empty(GT * K * I, dx_coef_dout_a_b.dtype)
+    dx_coef_out_e_b = numpy.empty(GT * K * I, dx_coef_out_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        sum_dout_out_s = numpy.empty(g1 - g0)
-        sum_dout_s = numpy.empty(g1 - g0)
-        dx_coef_dout_a = numpy.empty(g1 - g0, dout.dtype)
-        dx_coef_out_a = numpy.empty(g1 - g0, dout.dtype)
-        dx_coef_1_a = numpy.empty(g1 - g0, dout.dtype)
-        sum_dout_out_t = numpy.zeros(j1 - j0)
-        sum_dout_t = numpy.zeros(j1 - j0)
+        sum_dout_out_s = sum_dout_out_s_b[:g1 - g0]
+        sum_dout_s = sum_dout_s_b[:g1 - g0]
+        dx_coef_dout_a = dx_coef_dout_a_b[:g1 - g0]
+        dx_coef_out_a = dx_coef_out_a_b[:g1 - g0]
+        dx_coef_1_a = dx_coef_1_a_b[:g1 - g0]
+        sum_dout_out_t = sum_dout_out_t_b[:j1 - j0]
+        sum_dout_out_t[:] = 0.0
+        sum_dout_t = sum_dout_t_b[:j1 - j0]
+        sum_dout_t[:] = 0.0
         _backward_staged_p0_cols(dout, out, sum_dout_out_t, sum_dout_t, 0, O, j0, j1)
         _layout.fold(sum_dout_out_t, K * I, sum_dout_out_s)
         _layout.fold(sum_dout_t, K * I, sum_dout_s)
         _backward_staged_g0(sum_dout_out_s, sum_dout_s, std_g[g0:g1], dx_coef_dout_a, dx_coef_out_a, dx_coef_1_a, m, like)
-        dx_coef_1_e = _layout.spread(dx_coef_1_a, K * I)
-        dx_coef_dout_e = _layout.spread(dx_coef_dout_a, K * I)
-        dx_coef_out_e = _layout.spread(dx_coef_out_a, K * I)
+        dx_coef_1_e = _layout.spread_into(dx_coef_1_a, K * I, dx_coef_1_e_b[:j1 - j0])
+        dx_coef_dout_e = _layout.spread_into(dx_coef_dout_a, K * I, dx_coef_dout_e_b[:j1 - j0])
+        dx_coef_out_e = _layout.spread_into(dx_coef_out_a, K * I, dx_coef_out_e_b[:j1 - j0])
         _backward_staged_e_cols(dout, out, dx, dx_coef_1_e, dx_coef_dout_e, dx_coef_out_e, 0, O, j0, j1)
 
 
@@ -504,13 +556,17 @@ def _backward_staged_cols(dout, out, dx, std_g, m, P, K, I, G, GT):
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_tall_l0(dout, out, K, I, G, RC, GT, TC, O, sum_dout_out_r, sum_dout_r, t0, t1):
+    sum_dout_out_t_b = numpy.empty(GT * K * I)
+    sum_dout_t_b = numpy.empty(GT * K * I)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        sum_dout_out_t = numpy.zeros(j1 - j0)
-        sum_dout_t = numpy.zeros(j1 - j0)
+        sum_dout_out_t = sum_dout_out_t_b[:j1 - j0]
+        sum_dout_out_t[:] = 0.0
+        sum_dout_t = sum_dout_t_b[:j1 - j0]
+        sum_dout_t[:] = 0.0
         _backward_staged_p0_cols(dout, out, sum_dout_out_t, sum_dout_t, o0, o1, j0, j1)
         _layout.fold(sum_dout_out_t, K * I, sum_dout_out_r[rc, g0:g1])
         _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
@@ -518,14 +574,17 @@ def _backward_staged_tall_l0(dout, out, K, I, G, RC, GT, TC, O, sum_dout_out_r, 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_staged_tall_l1(dout, out, dx, K, I, G, RC, GT, TC, O, dx_coef_1_a, dx_coef_dout_a, dx_coef_out_a, t0, t1):
+    dx_coef_1_e_b = numpy.empty(GT * K * I, dx_coef_1_a.dtype)
+    dx_coef_dout_e_b = numpy.empty(GT * K * I, dx_coef_dout_a.dtype)
+    dx_coef_out_e_b = numpy.empty(GT * K * I, dx_coef_out_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        dx_coef_1_e = _layout.spread(dx_coef_1_a[g0:g1], K * I)
-        dx_coef_dout_e = _layout.spread(dx_coef_dout_a[g0:g1], K * I)
-        dx_coef_out_e = _layout.spread(dx_coef_out_a[g0:g1], K * I)
+        dx_coef_1_e = _layout.spread_into(dx_coef_1_a[g0:g1], K * I, dx_coef_1_e_b[:j1 - j0])
+        dx_coef_dout_e = _layout.spread_into(dx_coef_dout_a[g0:g1], K * I, dx_coef_dout_e_b[:j1 - j0])
+        dx_coef_out_e = _layout.spread_into(dx_coef_out_a[g0:g1], K * I, dx_coef_out_e_b[:j1 - j0])
         _backward_staged_e_cols(dout, out, dx, dx_coef_1_e, dx_coef_dout_e, dx_coef_out_e, o0, o1, j0, j1)
 
 
@@ -661,24 +720,37 @@ def _forward_step_g0(sum_x_shifted, sum_var_shifted, x_shift, mu_w, std_w, inv_s
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_cols_l0(x, out, x_shift_g, mu_g, std_g, eps, m, K, I, G, GT, O, like, tc0, tc1):
+    sum_x_shifted_s_b = numpy.empty(GT)
+    sum_var_shifted_s_b = numpy.empty(GT)
+    inv_std_a_b = numpy.empty(GT, x.dtype)
+    mu_hi_a_b = numpy.empty(GT, x.dtype)
+    mu_lo_a_b = numpy.empty(GT, x.dtype)
+    x_shift_e_b = numpy.empty(GT * K * I, x_shift_g.dtype)
+    sum_x_shifted_t_b = numpy.empty(GT * K * I)
+    sum_var_shifted_t_b = numpy.empty(GT * K * I)
+    inv_std_e_b = numpy.empty(GT * K * I, inv_std_a_b.dtype)
+    mu_hi_e_b = numpy.empty(GT * K * I, mu_hi_a_b.dtype)
+    mu_lo_e_b = numpy.empty(GT * K * I, mu_lo_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        sum_x_shifted_s = numpy.empty(g1 - g0)
-        sum_var_shifted_s = numpy.empty(g1 - g0)
-        inv_std_a = numpy.empty(g1 - g0, x.dtype)
-        mu_hi_a = numpy.empty(g1 - g0, x.dtype)
-        mu_lo_a = numpy.empty(g1 - g0, x.dtype)
-        x_shift_e = _layout.spread(x_shift_g[g0:g1], K * I)
-        sum_x_shifted_t = numpy.zeros(j1 - j0)
-        sum_var_shifted_t = numpy.zeros(j1 - j0)
+        sum_x_shifted_s = sum_x_shifted_s_b[:g1 - g0]
+        sum_var_shifted_s = sum_var_shifted_s_b[:g1 - g0]
+        inv_std_a = inv_std_a_b[:g1 - g0]
+        mu_hi_a = mu_hi_a_b[:g1 - g0]
+        mu_lo_a = mu_lo_a_b[:g1 - g0]
+        x_shift_e = _layout.spread_into(x_shift_g[g0:g1], K * I, x_shift_e_b[:j1 - j0])
+        sum_x_shifted_t = sum_x_shifted_t_b[:j1 - j0]
+        sum_x_shifted_t[:] = 0.0
+        sum_var_shifted_t = sum_var_shifted_t_b[:j1 - j0]
+        sum_var_shifted_t[:] = 0.0
         _forward_step_p0_cols(x, x_shift_e, sum_x_shifted_t, sum_var_shifted_t, 0, O, j0, j1)
         _layout.fold(sum_x_shifted_t, K * I, sum_x_shifted_s)
         _layout.fold(sum_var_shifted_t, K * I, sum_var_shifted_s)
         _forward_step_g0(sum_x_shifted_s, sum_var_shifted_s, x_shift_g[g0:g1], mu_g[g0:g1], std_g[g0:g1], inv_std_a, mu_hi_a, mu_lo_a, eps, m, like)
-        inv_std_e = _layout.spread(inv_std_a, K * I)
-        mu_hi_e = _layout.spread(mu_hi_a, K * I)
-        mu_lo_e = _layout.spread(mu_lo_a, K * I)
+        inv_std_e = _layout.spread_into(inv_std_a, K * I, inv_std_e_b[:j1 - j0])
+        mu_hi_e = _layout.spread_into(mu_hi_a, K * I, mu_hi_e_b[:j1 - j0])
+        mu_lo_e = _layout.spread_into(mu_lo_a, K * I, mu_lo_e_b[:j1 - j0])
         _forward_step_e_cols(x, out, inv_std_e, mu_hi_e, mu_lo_e, 0, O, j0, j1)
 
 
@@ -691,14 +763,19 @@ def _forward_step_cols(x, out, x_shift_g, mu_g, std_g, eps, m, P, K, I, G, GT):
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_tall_l0(x, x_shift_g, K, I, G, RC, GT, TC, O, sum_x_shifted_r, sum_var_shifted_r, t0, t1):
+    x_shift_e_b = numpy.empty(GT * K * I, x_shift_g.dtype)
+    sum_x_shifted_t_b = numpy.empty(GT * K * I)
+    sum_var_shifted_t_b = numpy.empty(GT * K * I)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        x_shift_e = _layout.spread(x_shift_g[g0:g1], K * I)
-        sum_x_shifted_t = numpy.zeros(j1 - j0)
-        sum_var_shifted_t = numpy.zeros(j1 - j0)
+        x_shift_e = _layout.spread_into(x_shift_g[g0:g1], K * I, x_shift_e_b[:j1 - j0])
+        sum_x_shifted_t = sum_x_shifted_t_b[:j1 - j0]
+        sum_x_shifted_t[:] = 0.0
+        sum_var_shifted_t = sum_var_shifted_t_b[:j1 - j0]
+        sum_var_shifted_t[:] = 0.0
         _forward_step_p0_cols(x, x_shift_e, sum_x_shifted_t, sum_var_shifted_t, o0, o1, j0, j1)
         _layout.fold(sum_x_shifted_t, K * I, sum_x_shifted_r[rc, g0:g1])
         _layout.fold(sum_var_shifted_t, K * I, sum_var_shifted_r[rc, g0:g1])
@@ -706,14 +783,17 @@ def _forward_step_tall_l0(x, x_shift_g, K, I, G, RC, GT, TC, O, sum_x_shifted_r,
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _forward_step_tall_l1(x, out, K, I, G, RC, GT, TC, O, inv_std_a, mu_hi_a, mu_lo_a, t0, t1):
+    inv_std_e_b = numpy.empty(GT * K * I, inv_std_a.dtype)
+    mu_hi_e_b = numpy.empty(GT * K * I, mu_hi_a.dtype)
+    mu_lo_e_b = numpy.empty(GT * K * I, mu_lo_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        inv_std_e = _layout.spread(inv_std_a[g0:g1], K * I)
-        mu_hi_e = _layout.spread(mu_hi_a[g0:g1], K * I)
-        mu_lo_e = _layout.spread(mu_lo_a[g0:g1], K * I)
+        inv_std_e = _layout.spread_into(inv_std_a[g0:g1], K * I, inv_std_e_b[:j1 - j0])
+        mu_hi_e = _layout.spread_into(mu_hi_a[g0:g1], K * I, mu_hi_e_b[:j1 - j0])
+        mu_lo_e = _layout.spread_into(mu_lo_a[g0:g1], K * I, mu_lo_e_b[:j1 - j0])
         _forward_step_e_cols(x, out, inv_std_e, mu_hi_e, mu_lo_e, o0, o1, j0, j1)
 
 
@@ -852,29 +932,45 @@ def _backward_step_g1(sum_dout, sum_dout_out_acc, inv_std, std, sum_dout_out_w, 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_cols_l0(dout, x, dx, mu_g, std_g, m, K, I, G, GT, like, O, tc0, tc1):
+    sum_dout_s_b = numpy.empty(GT)
+    sum_dout_out_acc_s_b = numpy.empty(GT)
+    inv_std_a_b = numpy.empty(GT)
+    sum_dout_out_a_b = numpy.empty(GT)
+    coef_dout_a_b = numpy.empty(GT, dout.dtype)
+    coef_out_a_b = numpy.empty(GT)
+    coef_1_a_b = numpy.empty(GT, dout.dtype)
+    dx_coef_x_mu_a_b = numpy.empty(GT, dout.dtype)
+    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
+    sum_dout_t_b = numpy.empty(GT * K * I)
+    sum_dout_out_acc_t_b = numpy.empty(GT * K * I)
+    coef_1_e_b = numpy.empty(GT * K * I, coef_1_a_b.dtype)
+    coef_dout_e_b = numpy.empty(GT * K * I, coef_dout_a_b.dtype)
+    dx_coef_x_mu_e_b = numpy.empty(GT * K * I, dx_coef_x_mu_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        sum_dout_s = numpy.empty(g1 - g0)
-        sum_dout_out_acc_s = numpy.empty(g1 - g0)
-        inv_std_a = numpy.empty(g1 - g0)
-        sum_dout_out_a = numpy.empty(g1 - g0)
-        coef_dout_a = numpy.empty(g1 - g0, dout.dtype)
-        coef_out_a = numpy.empty(g1 - g0)
-        coef_1_a = numpy.empty(g1 - g0, dout.dtype)
-        dx_coef_x_mu_a = numpy.empty(g1 - g0, dout.dtype)
+        sum_dout_s = sum_dout_s_b[:g1 - g0]
+        sum_dout_out_acc_s = sum_dout_out_acc_s_b[:g1 - g0]
+        inv_std_a = inv_std_a_b[:g1 - g0]
+        sum_dout_out_a = sum_dout_out_a_b[:g1 - g0]
+        coef_dout_a = coef_dout_a_b[:g1 - g0]
+        coef_out_a = coef_out_a_b[:g1 - g0]
+        coef_1_a = coef_1_a_b[:g1 - g0]
+        dx_coef_x_mu_a = dx_coef_x_mu_a_b[:g1 - g0]
         _backward_step_g0(std_g[g0:g1], inv_std_a, like)
-        mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        sum_dout_t = numpy.zeros(j1 - j0)
-        sum_dout_out_acc_t = numpy.zeros(j1 - j0)
+        mu_e = _layout.spread_into(mu_g[g0:g1], K * I, mu_e_b[:j1 - j0])
+        sum_dout_t = sum_dout_t_b[:j1 - j0]
+        sum_dout_t[:] = 0.0
+        sum_dout_out_acc_t = sum_dout_out_acc_t_b[:j1 - j0]
+        sum_dout_out_acc_t[:] = 0.0
         _backward_step_p1_cols(dout, x, mu_e, sum_dout_t, sum_dout_out_acc_t, 0, O, j0, j1)
         _layout.fold(sum_dout_t, K * I, sum_dout_s)
         _layout.fold(sum_dout_out_acc_t, K * I, sum_dout_out_acc_s)
         _backward_step_g1(sum_dout_s, sum_dout_out_acc_s, inv_std_a, std_g[g0:g1], sum_dout_out_a, coef_dout_a, coef_out_a, coef_1_a, dx_coef_x_mu_a, m, like)
-        coef_1_e = _layout.spread(coef_1_a, K * I)
-        coef_dout_e = _layout.spread(coef_dout_a, K * I)
-        dx_coef_x_mu_e = _layout.spread(dx_coef_x_mu_a, K * I)
-        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        coef_1_e = _layout.spread_into(coef_1_a, K * I, coef_1_e_b[:j1 - j0])
+        coef_dout_e = _layout.spread_into(coef_dout_a, K * I, coef_dout_e_b[:j1 - j0])
+        dx_coef_x_mu_e = _layout.spread_into(dx_coef_x_mu_a, K * I, dx_coef_x_mu_e_b[:j1 - j0])
+        mu_e = _layout.spread_into(mu_g[g0:g1], K * I, mu_e_b[:j1 - j0])
         _backward_step_e_cols(dout, x, dx, coef_1_e, coef_dout_e, dx_coef_x_mu_e, mu_e, 0, O, j0, j1)
 
 
@@ -887,14 +983,19 @@ def _backward_step_cols(dout, x, dx, mu_g, std_g, m, P, K, I, G, GT):
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_tall_l0(dout, x, mu_g, K, I, G, RC, GT, TC, O, sum_dout_r, sum_dout_out_acc_r, t0, t1):
+    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
+    sum_dout_t_b = numpy.empty(GT * K * I)
+    sum_dout_out_acc_t_b = numpy.empty(GT * K * I)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        mu_e = _layout.spread(mu_g[g0:g1], K * I)
-        sum_dout_t = numpy.zeros(j1 - j0)
-        sum_dout_out_acc_t = numpy.zeros(j1 - j0)
+        mu_e = _layout.spread_into(mu_g[g0:g1], K * I, mu_e_b[:j1 - j0])
+        sum_dout_t = sum_dout_t_b[:j1 - j0]
+        sum_dout_t[:] = 0.0
+        sum_dout_out_acc_t = sum_dout_out_acc_t_b[:j1 - j0]
+        sum_dout_out_acc_t[:] = 0.0
         _backward_step_p1_cols(dout, x, mu_e, sum_dout_t, sum_dout_out_acc_t, o0, o1, j0, j1)
         _layout.fold(sum_dout_t, K * I, sum_dout_r[rc, g0:g1])
         _layout.fold(sum_dout_out_acc_t, K * I, sum_dout_out_acc_r[rc, g0:g1])
@@ -902,15 +1003,19 @@ def _backward_step_tall_l0(dout, x, mu_g, K, I, G, RC, GT, TC, O, sum_dout_r, su
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
 def _backward_step_tall_l1(dout, x, dx, mu_g, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_a, dx_coef_x_mu_a, t0, t1):
+    coef_1_e_b = numpy.empty(GT * K * I, coef_1_a.dtype)
+    coef_dout_e_b = numpy.empty(GT * K * I, coef_dout_a.dtype)
+    dx_coef_x_mu_e_b = numpy.empty(GT * K * I, dx_coef_x_mu_a.dtype)
+    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I, g1 * K * I
-        coef_1_e = _layout.spread(coef_1_a[g0:g1], K * I)
-        coef_dout_e = _layout.spread(coef_dout_a[g0:g1], K * I)
-        dx_coef_x_mu_e = _layout.spread(dx_coef_x_mu_a[g0:g1], K * I)
-        mu_e = _layout.spread(mu_g[g0:g1], K * I)
+        coef_1_e = _layout.spread_into(coef_1_a[g0:g1], K * I, coef_1_e_b[:j1 - j0])
+        coef_dout_e = _layout.spread_into(coef_dout_a[g0:g1], K * I, coef_dout_e_b[:j1 - j0])
+        dx_coef_x_mu_e = _layout.spread_into(dx_coef_x_mu_a[g0:g1], K * I, dx_coef_x_mu_e_b[:j1 - j0])
+        mu_e = _layout.spread_into(mu_g[g0:g1], K * I, mu_e_b[:j1 - j0])
         _backward_step_e_cols(dout, x, dx, coef_1_e, coef_dout_e, dx_coef_x_mu_e, mu_e, o0, o1, j0, j1)
 
 

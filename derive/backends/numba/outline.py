@@ -10,7 +10,10 @@ parallel loop is printed instead as a serial kernel over a block of its items,
         for v in range(v0, v1):
             <the loop's body>
 
-and the driver, plain Python, hands the items to ``_layout.parallel(kernel, n, args, size)``,
+A line of the loop's body that ends in ``# once a block`` (ONCE: a scratch array of the largest
+item's size, which each item then slices) is moved before the kernel's loop, so that a block of
+items allocates it once; it may read only what the driver passes in.
+The driver, plain Python, hands the items to ``_layout.parallel(kernel, n, args, size)``,
 which runs blocks of them on threads (the kernels release the GIL).  The items of a loop write
 disjoint parts of its outputs, and every sum over items is added afterwards in item order, so
 the results do not depend on how the items are split between threads.
@@ -29,6 +32,8 @@ import re
 #: names every generated numba module defines or imports
 MODULE_NAMES = frozenset({"math", "numba", "numpy", "_layout", "_FASTMATH"}) | frozenset(dir(builtins))
 KERNEL = '@numba.njit(fastmath={flags}, error_model="numpy", cache=True, nogil=True)'
+#: the end of a loop body's line that runs once a block of items, before the kernel's loop
+ONCE = "  # once a block"
 _LOOP = re.compile(r"^    for (\w+) in numba\.prange\((.+)\):$")
 DEF = re.compile(r"^def (\w+)\((.*)\):$")
 
@@ -86,8 +91,12 @@ def outline(lines: list[str], functions: set[str], flags: str = "_FASTMATH") -> 
         clash = set(bounds) & (set(free) | {var})
         if clash:
             raise ValueError(f"{name}: the loop bounds {sorted(clash)} clash with a name the loop reads")
+        once = [line for line in inner if line.endswith(ONCE)]
+        if any(_depth(line) != 2 for line in once):
+            raise ValueError(f"{name}: a line run once a block must be at the top level of the loop's body")
         blocks.append([KERNEL.format(flags=flags), f"def {kernel}({', '.join(free + bounds)}):",
-                       f"    for {var} in range({', '.join(bounds)}):", *inner])
+                       *dict.fromkeys(line[4:-len(ONCE)] for line in once),
+                       f"    for {var} in range({', '.join(bounds)}):", *(line for line in inner if line not in once)])
         packed = f"({', '.join(free)},)" if free else "()"
         driver.append(f"    _layout.parallel({kernel}, {count}, {packed}, {first}.size)")
         i = j

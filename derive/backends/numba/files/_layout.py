@@ -200,8 +200,15 @@ def spread(values, run):
     """values[g] repeated ``run`` times for each g (the same array when run is 1)."""
     if run == 1:
         return values
+    return spread_into(values, run, numpy.empty(values.shape[0] * run, values.dtype))
+
+
+@numba.njit(cache=True)
+def spread_into(values, run, out):
+    """values[g] repeated ``run`` times for each g, written into ``out`` (values itself when run is 1)."""
+    if run == 1:
+        return values
     n = values.shape[0]
-    out = numpy.empty(n * run, values.dtype)
     if run <= SHORT_SPREAD:
         step = numba.uint64(run)
         for r in range(run):
@@ -209,7 +216,7 @@ def spread(values, run):
                 out[numba.uint64(g) * step + numba.uint64(r)] = values[numba.uint64(g)]
         return out
     q = 0
-    for g in range(values.shape[0]):
+    for g in range(n):
         v = values[g]
         for _ in range(run):
             out[q] = v
@@ -220,7 +227,12 @@ def spread(values, run):
 @numba.njit(cache=True)
 def per_group(param, g0, g1, P):
     """A parameter that is one value per group, param[g % P], for the groups g0..g1."""
-    out = numpy.empty(g1 - g0, param.dtype)
+    return per_group_into(param, g0, g1, P, numpy.empty(g1 - g0, param.dtype))
+
+
+@numba.njit(cache=True)
+def per_group_into(param, g0, g1, P, out):
+    """per_group, written into ``out``."""
     p = g0 % P if P else 0
     for g in range(g1 - g0):
         out[g] = param[p]
