@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import time
 
 import numpy as np
 import pytest
@@ -41,10 +42,11 @@ def test_quick_mode_through_the_cli(tmp_path, capsys, monkeypatch):
         assert out.count("generated.torch against torch's native kernels") == 1
         ratios = [line for line in out.splitlines() if line.startswith(("| batch norm | (", "| group norm | ("))]
         assert ratios and all(line.endswith(("x slower |", "x faster |")) for line in ratios)
-        # the second process, keeping glibc's memory, timed the same cases: three more numbers each
+        # the second process, keeping glibc's memory, timed the same cases: four more cells each
         for line in ratios:
             cells = [c.strip() for c in line.strip("|").split("|")]
-            assert len(cells) == 10 and float(cells[7]) > 0 and float(cells[8]) > 0
+            assert len(cells) == 12 and float(cells[8]) > 0 and float(cells[9]) > 0
+            assert cells[7].endswith(("x slower", "x faster")) and cells[11].endswith(("x slower", "x faster"))
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -62,12 +64,36 @@ def test_the_torch_ratio_says_which_is_faster():
     assert bench_torch.direction(2.0) == "2.00x slower"      # generated takes twice native's time
     assert bench_torch.direction(1 / 1.3) == "1.30x faster"
     assert bench_torch.direction(1.0) == "1.00x slower"
-    row = bench_torch.table([("batch norm", (4, 8), "numba", 3.0, 1.5, 2.0)]).splitlines()[-1]
-    assert row == "| batch norm | (4, 8) | numba | 3.00 | 1.50 | 2.00 | 2.00x slower |"
-    two = [("batch norm", (4, 8), "numba", 3.0, 1.5, 2.0), ("layer norm", (2, 8), "numba", 1.0, 2.0, 0.5)]
-    rows = bench_torch.table(two, [("batch norm", (4, 8), "numba", 1.2, 1.5, 0.8)]).splitlines()
-    assert rows[2] == "| batch norm | (4, 8) | numba | 3.00 | 1.50 | 2.00 | 2.00x slower | 1.20 | 1.50 | 1.25x faster |"
-    assert rows[3].endswith("| 2.00x faster | - | - | - |")   # a case the second process did not time
+    row = bench_torch.table([("batch norm", (4, 8), "numba", 3.0, 1.5, 2.0, 0.5)]).splitlines()[-1]
+    assert row == "| batch norm | (4, 8) | numba | 3.00 | 1.50 | 2.00 | 2.00x slower | 2.00x faster |"
+    two = [("batch norm", (4, 8), "numba", 3.0, 1.5, 2.0, 1.1), ("layer norm", (2, 8), "numba", 1.0, 2.0, 0.5, 0.4)]
+    rows = bench_torch.table(two, [("batch norm", (4, 8), "numba", 1.2, 1.5, 0.8, 1.3)]).splitlines()
+    assert rows[2] == ("| batch norm | (4, 8) | numba | 3.00 | 1.50 | 2.00 | 2.00x slower | 1.10x slower "
+                       "| 1.20 | 1.50 | 1.25x faster | 1.30x slower |")
+    assert rows[3].endswith("| 2.50x faster | - | - | - | - |")   # a case the second process did not time
+
+
+def test_the_torch_timings_keep_each_sides_calls_apart_and_run_all_of_them():
+    """In a row, each side runs ``block`` times a round and its first call, which pays for the switch
+    from the other side, is not counted; in turn, once a round; every round runs every side."""
+    from derive.bench import torch as bench_torch
+    calls = {"a": 0, "b": 0}
+    last = [None]
+
+    def side(name):
+        def fn():
+            calls[name] += 1
+            if last[0] != name:   # the switch-over: 4 ms
+                time.sleep(0.004)
+            last[0] = name
+        return fn
+    a, b = bench_torch._medians([side("a"), side("b")], 3, 2)
+    assert calls == {"a": 1 + 3 * 2, "b": 1 + 3 * 2}
+    assert a < 0.002 and b < 0.002   # counting the first call of each pair would give 2 ms
+    calls.update(a=0, b=0)
+    bench_torch._medians([side("a"), side("b")], 5)
+    assert calls == {"a": 6, "b": 6}
+    assert bench_torch.BLOCK > 1
 
 
 def test_help_shows_the_benchmark_options(capsys):

@@ -139,14 +139,18 @@ def test_matches_torch_autograd(variant, mode, axis, dtype):
     ("spatial_groupnorm", (70, 12, 1, 1), 4), ("spatial_groupnorm", (100, 15, 1, 1), 5),
     ("spatial_groupnorm", (100, 128, 1, 1), 2), ("layernorm", (37, 8), None),
     ("spatial_groupnorm", (70, 32, 1, 1), 4),
-    ("instancenorm", (2, 3, 40, 41), None), ("rmsnorm", (2, 3, 2999), None)])
+    ("instancenorm", (2, 3, 40, 41), None), ("rmsnorm", (2, 3, 2999), None),
+    ("layernorm", (3, 9000), None), ("layernorm", (1, 20000), None), ("rmsnorm", (5, 40001), None),
+    ("spatial_groupnorm", (2, 16386, 1, 1), 2)])
 def test_larger_groups_and_ragged_blocks(name, shape, G):
     """Groups larger than a chunk, row counts that are not a multiple of the unroll, more
     groups than threads, and group norm with H = W = 1: the loop layouts' edges.  (100, 15, 1, 1)
     with 5 groups has cols tiles of 341 groups, so the second tile starts at parameter row 341 % 5;
     (100, 128, 1, 1) with 2 groups runs krows in chunks of 33 groups, whose gradient blocks go
     into their partials after 32 groups and at the chunk's end; (37, 8) and (70, 32, 1, 1) with 4
-    groups run krows on runs of 8 (a group is one run)."""
+    groups run krows on runs of 8 (a group is one run).  The last four have fewer than 16 long
+    groups: wide, k split into tiles (2, 4, 9 and 2 of them; group norm's parameters repeat every
+    2 groups of 8193 channels), one group alone at (1, 20000)."""
     variant = BY_NAME[name]
     case = make_case(variant, np.random.default_rng(7), shape=shape, G=G, offset=2.0)
     for backward in variant.backward_names:
@@ -191,11 +195,11 @@ def test_a_large_mean_offset_still_normalizes_in_float32(variant, mode, axis):
 
 @pytest.mark.parametrize("threads", ["pool", "libgomp"])
 @pytest.mark.parametrize("name, shape", [("layernorm", (600, 70)), ("batchnorm", (4000, 12)),
-                                         ("spatial_groupnorm", (8, 8, 24, 24))])
+                                         ("spatial_groupnorm", (8, 8, 24, 24)), ("layernorm", (3, 20000))])
 def test_results_do_not_depend_on_the_thread_count(name, shape, threads, monkeypatch):
     """Chunks and tiles are fixed by the shape, and each is summed on its own before the chunks are
     added in order, so any number of threads gives the same bits (with _threads.PARALLEL lowered below
-    these shapes, so that their loops do run on threads: krows, tall and rows), on generated.numba's own
+    these shapes, so that their loops do run on threads: krows, tall, rows and wide), on generated.numba's own
     pool and on libgomp's threads (which the kernels use once torch has loaded libgomp)."""
     from generated.numba import _layout, _threads
 
@@ -388,6 +392,20 @@ def test_short_runs_take_krows_only_where_a_group_is_one_run():
     assert _layout.layout((1000, 8), (1,), (1,), True).strategy == "krows"
     assert _layout.layout((1000, 4), (1,), (1,), True).strategy == "cols"
     assert _layout.layout((6, 1000, 8), (0, 2), (2,), True).strategy == "cols"
+
+
+def test_few_long_groups_split_k_into_tiles():
+    """krows with fewer than 16 groups, each long enough for two tiles of 4096 along k, goes wide:
+    the threads split k instead of taking whole groups (layer norm at (4, 2**20): backward 8.45 ms in
+    krows, 3.59 ms in wide).  The tests above check the results of wide."""
+    from generated.numba import _layout
+    assert _layout.layout((4, 2**20), (1,), (1,), True).strategy == "wide"
+    assert _layout.layout((4, 2**20), (1,), (1,), True).KT == 16
+    assert _layout.layout((3, 9000), (1,), (1,), True).KT == 2
+    assert _layout.layout((15, 8192), (1,), (1,), True).strategy == "wide"
+    assert _layout.layout((16, 2**20), (1,), (1,), True).strategy == "krows"    # enough groups
+    assert _layout.layout((4, 8191), (1,), (1,), True).strategy == "krows"      # one tile
+    assert _layout.layout((1, 4, 2**20), (2,), (1,), False).strategy == "rows"  # one value a group
 
 
 def test_a_zero_variance_group_with_eps_zero_gives_torchs_nan():

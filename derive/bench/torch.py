@@ -5,14 +5,24 @@ norm at (8192, 1024) (over its last axis), group norm at (32, 64, 56, 56) (32 gr
 is one forward with autograd recording and ``torch.autograd.grad`` of its output (x and the
 affine parameters): forward + backward, as one training step runs them.  ``generated.torch``
 sends large float32 CPU tensors to generated.numba's kernels when numba imports (its column
-says which ran: numba or the printed torch operations).  The two are taken in turn, one call of
-each per round, so that a load that comes and goes on a shared machine falls on both alike; the
-median of ``repeats`` rounds is reported, with the load average before and after.
+says which ran: numba or the printed torch operations).
 
-Two regimes, since a full-size tensor's fresh pages can cost either side more than its kernels:
-this process (glibc's defaults: a tensor of 16 MiB or more is a fresh mapping each time, until
-glibc raises its threshold after the first frees, so a run may fall on either side of it), and a
-second process that keeps glibc's memory (``KEPT``: no fresh pages after warm-up, as a long
+Two orders, since on a machine whose last-level cache holds a 16 MiB tensor (this one's 32 MiB)
+what ran just before moves either side's time by 10-30%:
+
+- in a row: each round runs each side BLOCK times in a row and keeps all but the first call (a
+  side's own steady state, as a loop timing one operation sees it);
+- in turn: one call of each side per round (each call finds the other side's tensors in the cache,
+  as a layer between other layers does).
+
+The sides take their turns in an order shuffled every round (a fixed seed), so that a load that
+comes and goes on a shared machine falls on both alike; the median of ``repeats`` rounds is
+reported, with the load average before and after.
+
+Two regimes of memory, since a full-size tensor's fresh pages can cost either side more than its
+kernels: this process (glibc's defaults: a tensor of 16 MiB or more is a fresh mapping each time,
+until glibc raises its threshold after the first frees, so a run may fall on either side of it),
+and a second process that keeps glibc's memory (``KEPT``: no fresh pages after warm-up, as a long
 training loop settles into for tensors under glibc's 32 MiB ceiling).  Native's own time moved 2x
 or more between runs of the first; the second is the kernels' and the Python's cost.
 """
@@ -20,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -37,16 +48,27 @@ QUICK_CASES = (("batch norm", "batch_norm", (256, 64), {}),
 KEPT = {"MALLOC_MMAP_THRESHOLD_": str(1 << 32), "MALLOC_TRIM_THRESHOLD_": str(1 << 34)}
 
 
-def _medians(fns, repeats: int) -> list[float]:
-    """The median seconds of each function, run in turn: one call of each per round."""
+#: in a row: each side runs BLOCK times a round, its first call not counted
+BLOCK = 4
+
+
+def _medians(fns, repeats: int, block: int = 1) -> list[float]:
+    """The median seconds of each function: ``repeats`` rounds, each running every function ``block``
+    times in a row (the first of them not counted when block > 1), the functions in an order shuffled
+    every round."""
     for fn in fns:
         fn()  # warm-up (the numba kernels compile or load from their cache here)
     runs = [[] for _ in fns]
+    order = list(range(len(fns)))
+    shuffle = random.Random(0).shuffle
     for _ in range(repeats):
-        for fn, times in zip(fns, runs):
-            t = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t)
+        shuffle(order)
+        for k in order:
+            for call in range(block):
+                t = time.perf_counter()
+                fns[k]()
+                if call or block == 1:
+                    runs[k].append(time.perf_counter() - t)
     return [statistics.median(times) for times in runs]
 
 
@@ -75,7 +97,8 @@ def ran(rt, name: str) -> str:
 
 
 def rows(quick: bool = False, repeats: int | None = None, threads: int = 2) -> list[tuple]:
-    """(label, shape, kernels, generated ms, native ms, ratio) for every case, at ``threads`` threads."""
+    """(label, shape, kernels, generated ms, native ms, ratio, ratio in turn) for every case, at
+    ``threads`` threads: the times and the first ratio in a row, the last ratio in turn."""
     import torch
     import torch.nn.functional as F
 
@@ -89,8 +112,10 @@ def rows(quick: bool = False, repeats: int | None = None, threads: int = 2) -> l
         for label, name, shape, extra in QUICK_CASES if quick else CASES:
             rt._LOADED.clear()
             fns = [step(torch, gt, name, shape, extra), step(torch, F, name, shape, extra)]
-            ours, native = _medians(fns, repeats)
-            out.append((label, shape, ran(rt, name), ours * 1e3, native * 1e3, ours / native))
+            ours, native = _medians(fns, repeats, BLOCK)
+            ours_turn, native_turn = _medians(fns, repeats)
+            out.append((label, shape, ran(rt, name), ours * 1e3, native * 1e3, ours / native,
+                        ours_turn / native_turn))
     finally:
         torch.set_num_threads(before)
     return out
@@ -102,19 +127,22 @@ def direction(ratio: float) -> str:
 
 
 def table(results: list[tuple], kept: list[tuple] | None = None) -> str:
-    """One row per case; with ``kept`` (the same cases timed keeping glibc's memory), three more
-    columns: generated.torch and native ms there, and their ratio in words."""
+    """One row per case: in a row, generated.torch's and native's ms and their ratio, in numbers and in
+    words; then the ratio in turn.  With ``kept`` (the same cases timed keeping glibc's memory), four
+    more columns: generated.torch's and native's ms there in a row, and both ratios in words."""
     more = kept is not None
-    lines = ["| forward + backward, float32, training | shape | generated.torch ran | generated.torch ms "
-             "| torch native ms | generated / native | generated.torch is |"
-             + (" memory kept: generated ms | native ms | generated.torch is |" if more else ""),
-             "|---|---|---|---|---|---|---|" + ("---|---|---|" if more else "")]
-    for k, (label, shape, kernels, ours, native, ratio) in enumerate(results):
+    lines = ["| forward + backward, float32, training | shape | generated.torch ran | in a row: generated.torch ms "
+             "| torch native ms | generated / native | generated.torch is | in turn: generated.torch is |"
+             + (" memory kept, in a row: generated ms | native ms | generated.torch is "
+                "| in turn: generated.torch is |" if more else ""),
+             "|---|---|---|---|---|---|---|---|" + ("---|---|---|---|" if more else "")]
+    for k, (label, shape, kernels, ours, native, ratio, turn) in enumerate(results):
         row = (f"| {label} | {shape} | {kernels} | {ours:.2f} | {native:.2f} | {ratio:.2f} "
-               f"| {direction(ratio)} |")
+               f"| {direction(ratio)} | {direction(turn)} |")
         if more:
             same = kept[k] if k < len(kept) else None
-            row += (f" {same[3]:.2f} | {same[4]:.2f} | {direction(same[5])} |" if same else " - | - | - |")
+            row += (f" {same[3]:.2f} | {same[4]:.2f} | {direction(same[5])} | {direction(same[6])} |"
+                    if same else " - | - | - | - |")
         lines.append(row)
     return "\n".join(lines)
 
@@ -140,8 +168,9 @@ def main(quick: bool = False) -> str:
           file=sys.stderr, flush=True)
     kept, note = kept_rows(quick)
     return (f"generated.torch against torch's native kernels (2 threads; load average {load:.2f} before, "
-            f"{os.getloadavg()[0]:.2f} after; the last three columns from a second process that keeps "
-            f"glibc's memory, so that neither side pays for fresh pages):\n" + table(results, kept or []) + note)
+            f"{os.getloadavg()[0]:.2f} after; in a row: each side's calls one after another, in turn: the "
+            f"sides alternating; the last four columns from a second process that keeps glibc's memory, so "
+            f"that neither side pays for fresh pages):\n" + table(results, kept or []) + note)
 
 
 if __name__ == "__main__":

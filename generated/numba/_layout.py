@@ -17,6 +17,8 @@ chooses, from the shape alone, how the kernels sweep memory (see derive/backends
     rows   a thread takes a chunk of groups; the inner loops run along I (at least RUN long)
     krows  the same along K, for parameters that vary inside a group (I = 1: layer norm; runs of
            KRUN or more when a group is one run)
+    wide   krows with few groups: each pass is split into KT tiles of k instead (the threads
+           each own a part of the parameters' gradients)
     cols   short runs: a thread takes a tile of columns (GT groups) through every pass
     tall   cols with few tiles and many rows: each pass splits the rows into RC chunks too
 
@@ -46,6 +48,11 @@ GROUPS_PER_PARTIAL = 16
 #: dtype, then the block into its float64 partial (a float64 partial updated by every row took 4.0
 #: of 6.2 ms in layer norm's backward sums at (8192, 1024), one thread)
 BLOCK = 16
+#: wide: krows with fewer than WIDE_GROUPS groups splits k into KT tiles (at most WIDE_TILES, of at least
+#: WIDE_RUN elements each)
+WIDE_GROUPS = 16
+WIDE_TILES = 16
+WIDE_RUN = 4096
 #: cols: tiles of about TILE columns; with fewer than ITEMS tiles, the rows are split too (tall)
 #: into at most ROW_CHUNKS chunks of at least ROWS_PER_CHUNK rows
 TILE = 1024
@@ -122,6 +129,9 @@ class Layout:
             self.chunks = max(1, min(self.G, CHUNKS, max(2, per_param)))
         else:
             self.chunks = max(1, min(self.G, CHUNKS))
+        self.KT = max(1, min(WIDE_TILES, self.K // WIDE_RUN))
+        if self.strategy == "krows" and self.G < WIDE_GROUPS and self.KT > 1:
+            self.strategy = "wide"
         self.GT = max(1, TILE // max(run, 1))
         tiles = -(-self.G // self.GT)
         self.RC = max(1, min(ROW_CHUNKS, self.O // ROWS_PER_CHUNK, 2 * ITEMS // max(tiles, 1)))
@@ -181,13 +191,17 @@ def _first(x, out, g0, g1):
         out[g0:g1] = 0.0
 
 
+#: first() runs on the threads from this many groups: with a million groups, layer norm at (2**20, 2) or
+#: batch norm at (4, 2**20), one thread took 1.15 ms, a fifth of the forward; with 1024 (batch norm at
+#: (4096, 1024)) the handover of a parallel loop (about 80 us) cost more than the 10 us of work
+FIRST_PARALLEL = 1 << 17
+
+
 def first(x):
     """Each group's first element of a kernel view x (O, G, K, I), in float64 (zeros where a group
-    is empty): the shift its statistics are summed around (derive/backends/numba/shift.py).  On the
-    threads, like the kernels: with a million groups, layer norm at (2**20, 2) or batch norm at
-    (4, 2**20), one thread took 1.15 ms, a fifth of the forward."""
+    is empty): the shift its statistics are summed around (derive/backends/numba/shift.py)."""
     out = numpy.empty(x.shape[1])
-    parallel(_first, x.shape[1], (x, out), x.size)
+    parallel(_first, x.shape[1], (x, out), x.size if x.shape[1] >= FIRST_PARALLEL else 0)
     return out
 
 

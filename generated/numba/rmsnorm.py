@@ -215,6 +215,57 @@ def _forward_train_tall(x, xhat, out, std_g, gamma_p, eps, m, P, K, I, G, RC, GT
     _layout.parallel(_forward_train_tall_l1, RC * TC, (x, xhat, out, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a,), x.size)
 
 
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
+def _forward_train_p0_wide(x):
+    sum_var = 0.0
+    for j in range(x.shape[0]):
+        sum_var += numpy.float64(x[j])**2
+    return (sum_var,)
+
+
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
+def _forward_train_e_wide(x, xhat, out, gamma, inv_std):
+    for j in range(x.shape[0]):
+        xhat[j] = x[j]*inv_std
+        out[j] = gamma[j]*xhat[j]
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
+def _forward_train_wide_l0(x, P, KT, K, G, O, sum_var_r, t0, t1):
+    for t in range(t0, t1):
+        k0, k1 = t * K // KT, (t + 1) * K // KT
+        for g in range(G):
+            p = g % P
+            sum_var = 0.0
+            for o in range(O):
+                sum_var_run, = _forward_train_p0_wide(x[o, g, k0:k1])
+                sum_var += sum_var_run
+            sum_var_r[t, g] = sum_var
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
+def _forward_train_wide_l1(x, xhat, out, gamma_p, P, KT, K, G, inv_std_a, O, t0, t1):
+    for t in range(t0, t1):
+        k0, k1 = t * K // KT, (t + 1) * K // KT
+        for g in range(G):
+            p = g % P
+            inv_std = inv_std_a[g]
+            for o in range(O):
+                _forward_train_e_wide(x[o, g, k0:k1], xhat[o, g, k0:k1], out[o, g, k0:k1], gamma_p[p, k0:k1], inv_std)
+
+
+def _forward_train_wide(x, xhat, out, std_g, gamma_p, eps, m, P, KT):
+    O, G, K = x.shape
+    sum_var_s = numpy.empty(G)
+    inv_std_a = numpy.empty(G, x.dtype)
+    like = numpy.empty(0, x.dtype)
+    sum_var_r = numpy.empty((KT, G))
+    _layout.parallel(_forward_train_wide_l0, KT, (x, P, KT, K, G, O, sum_var_r,), x.size)
+    _layout.sum_chunks(sum_var_r, sum_var_s)
+    _forward_train_g0(sum_var_s, std_g, inv_std_a, eps, m, like)
+    _layout.parallel(_forward_train_wide_l1, KT, (x, xhat, out, gamma_p, P, KT, K, G, inv_std_a, O,), x.size)
+
+
 def _forward_train(lay, x, xhat, out, std_g, gamma_p, eps, m):
     """Forward pass, training mode. Pass 1 sums sum_var (float64) in each group; then var, std, inv_std. Pass 2: xhat, out, elementwise."""
     if lay.strategy == "cols":
@@ -223,6 +274,8 @@ def _forward_train(lay, x, xhat, out, std_g, gamma_p, eps, m):
         _forward_train_tall(lay.cols(x), lay.cols(xhat), lay.cols(out), std_g, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
     elif lay.strategy == "krows":
         _forward_train_krows(lay.krows(x), lay.krows(xhat), lay.krows(out), std_g, gamma_p, eps, m, lay.P, lay.chunks)
+    elif lay.strategy == "wide":
+        _forward_train_wide(lay.krows(x), lay.krows(xhat), lay.krows(out), std_g, gamma_p, eps, m, lay.P, lay.KT)
     else:
         _forward_train_rows(x, xhat, out, std_g, gamma_p, eps, m, lay.P, lay.chunks)
 
@@ -447,6 +500,60 @@ def _backward_compact_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, K, I,
     _layout.combine_chunks(dgamma_c, dgamma_p)
 
 
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
+def _backward_compact_p0_wide(dout, xhat, gamma, dgamma):
+    sum_dout_gamma_xhat = 0.0
+    for j in range(dout.shape[0]):
+        sum_dout_gamma_xhat += numpy.float64(dout[j])*numpy.float64(gamma[j])*numpy.float64(xhat[j])
+        dgamma[j] += dout[j]*xhat[j]
+    return (sum_dout_gamma_xhat,)
+
+
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
+def _backward_compact_e_wide(dout, xhat, dx, coef_dout_gamma, coef_xhat, gamma):
+    for j in range(dout.shape[0]):
+        dx[j] = dout[j]*gamma[j]*coef_dout_gamma + xhat[j]*coef_xhat
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
+def _backward_compact_wide_l0(dout, xhat, gamma_p, dgamma_p, P, KT, K, G, O, sum_dout_gamma_xhat_r, t0, t1):
+    for t in range(t0, t1):
+        k0, k1 = t * K // KT, (t + 1) * K // KT
+        dgamma_p[:, k0:k1] = 0.0
+        for g in range(G):
+            p = g % P
+            sum_dout_gamma_xhat = 0.0
+            for o in range(O):
+                sum_dout_gamma_xhat_run, = _backward_compact_p0_wide(dout[o, g, k0:k1], xhat[o, g, k0:k1], gamma_p[p, k0:k1], dgamma_p[p, k0:k1])
+                sum_dout_gamma_xhat += sum_dout_gamma_xhat_run
+            sum_dout_gamma_xhat_r[t, g] = sum_dout_gamma_xhat
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
+def _backward_compact_wide_l1(dout, xhat, dx, gamma_p, P, KT, K, G, coef_dout_gamma_a, coef_xhat_a, O, t0, t1):
+    for t in range(t0, t1):
+        k0, k1 = t * K // KT, (t + 1) * K // KT
+        for g in range(G):
+            p = g % P
+            coef_dout_gamma = coef_dout_gamma_a[g]
+            coef_xhat = coef_xhat_a[g]
+            for o in range(O):
+                _backward_compact_e_wide(dout[o, g, k0:k1], xhat[o, g, k0:k1], dx[o, g, k0:k1], coef_dout_gamma, coef_xhat, gamma_p[p, k0:k1])
+
+
+def _backward_compact_wide(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, KT):
+    O, G, K = dout.shape
+    sum_dout_gamma_xhat_s = numpy.empty(G)
+    coef_dout_gamma_a = numpy.empty(G, dout.dtype)
+    coef_xhat_a = numpy.empty(G, dout.dtype)
+    like = numpy.empty(0, dout.dtype)
+    sum_dout_gamma_xhat_r = numpy.empty((KT, G))
+    _layout.parallel(_backward_compact_wide_l0, KT, (dout, xhat, gamma_p, dgamma_p, P, KT, K, G, O, sum_dout_gamma_xhat_r,), dout.size)
+    _layout.sum_chunks(sum_dout_gamma_xhat_r, sum_dout_gamma_xhat_s)
+    _backward_compact_g0(sum_dout_gamma_xhat_s, std_g, coef_dout_gamma_a, coef_xhat_a, m, like)
+    _layout.parallel(_backward_compact_wide_l1, KT, (dout, xhat, dx, gamma_p, P, KT, K, G, coef_dout_gamma_a, coef_xhat_a, O,), dout.size)
+
+
 def _backward_compact(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, m):
     """Backward pass, the compact form. Pass 1 sums sum_dout_gamma_xhat (float64) in each group; then coef_dout_gamma, coef_xhat. Pass 2: dx, elementwise."""
     if lay.strategy == "cols":
@@ -455,6 +562,8 @@ def _backward_compact(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, m):
         _backward_compact_tall(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
     elif lay.strategy == "krows":
         _backward_compact_krows(lay.krows(dout), lay.krows(xhat), lay.krows(dx), std_g, gamma_p, dgamma_p, m, lay.P, lay.chunks)
+    elif lay.strategy == "wide":
+        _backward_compact_wide(lay.krows(dout), lay.krows(xhat), lay.krows(dx), std_g, gamma_p, dgamma_p, m, lay.P, lay.KT)
     else:
         _backward_compact_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, lay.P, lay.chunks)
 
@@ -687,6 +796,61 @@ def _backward_staged_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, K, I, 
     _layout.combine_chunks(dgamma_c, dgamma_p)
 
 
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
+def _backward_staged_p0_wide(dout, xhat, gamma, dgamma):
+    sum_dxhat_xhat = 0.0
+    for j in range(dout.shape[0]):
+        sum_dxhat_xhat += numpy.float64(dout[j])*numpy.float64(gamma[j])*numpy.float64(xhat[j])
+        dgamma[j] += dout[j]*xhat[j]
+    return (sum_dxhat_xhat,)
+
+
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
+def _backward_staged_e_wide(dout, xhat, dx, dx_coef_dxhat, dx_coef_xhat, gamma):
+    for j in range(dout.shape[0]):
+        dxhat = dout[j]*gamma[j]
+        dx[j] = dxhat*dx_coef_dxhat + xhat[j]*dx_coef_xhat
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
+def _backward_staged_wide_l0(dout, xhat, gamma_p, dgamma_p, P, KT, K, G, O, sum_dxhat_xhat_r, t0, t1):
+    for t in range(t0, t1):
+        k0, k1 = t * K // KT, (t + 1) * K // KT
+        dgamma_p[:, k0:k1] = 0.0
+        for g in range(G):
+            p = g % P
+            sum_dxhat_xhat = 0.0
+            for o in range(O):
+                sum_dxhat_xhat_run, = _backward_staged_p0_wide(dout[o, g, k0:k1], xhat[o, g, k0:k1], gamma_p[p, k0:k1], dgamma_p[p, k0:k1])
+                sum_dxhat_xhat += sum_dxhat_xhat_run
+            sum_dxhat_xhat_r[t, g] = sum_dxhat_xhat
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
+def _backward_staged_wide_l1(dout, xhat, dx, gamma_p, P, KT, K, G, dx_coef_dxhat_a, dx_coef_xhat_a, O, t0, t1):
+    for t in range(t0, t1):
+        k0, k1 = t * K // KT, (t + 1) * K // KT
+        for g in range(G):
+            p = g % P
+            dx_coef_dxhat = dx_coef_dxhat_a[g]
+            dx_coef_xhat = dx_coef_xhat_a[g]
+            for o in range(O):
+                _backward_staged_e_wide(dout[o, g, k0:k1], xhat[o, g, k0:k1], dx[o, g, k0:k1], dx_coef_dxhat, dx_coef_xhat, gamma_p[p, k0:k1])
+
+
+def _backward_staged_wide(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, KT):
+    O, G, K = dout.shape
+    sum_dxhat_xhat_s = numpy.empty(G)
+    dx_coef_dxhat_a = numpy.empty(G, dout.dtype)
+    dx_coef_xhat_a = numpy.empty(G, dout.dtype)
+    like = numpy.empty(0, dout.dtype)
+    sum_dxhat_xhat_r = numpy.empty((KT, G))
+    _layout.parallel(_backward_staged_wide_l0, KT, (dout, xhat, gamma_p, dgamma_p, P, KT, K, G, O, sum_dxhat_xhat_r,), dout.size)
+    _layout.sum_chunks(sum_dxhat_xhat_r, sum_dxhat_xhat_s)
+    _backward_staged_g0(sum_dxhat_xhat_s, std_g, dx_coef_dxhat_a, dx_coef_xhat_a, m, like)
+    _layout.parallel(_backward_staged_wide_l1, KT, (dout, xhat, dx, gamma_p, P, KT, K, G, dx_coef_dxhat_a, dx_coef_xhat_a, O,), dout.size)
+
+
 def _backward_staged(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, m):
     """Backward pass, the staged chain rule. Pass 1 sums sum_dxhat_xhat (float64) in each group; then dvar, dx_coef_dxhat, dx_coef_xhat. Pass 2: dx, elementwise."""
     if lay.strategy == "cols":
@@ -695,6 +859,8 @@ def _backward_staged(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, m):
         _backward_staged_tall(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
     elif lay.strategy == "krows":
         _backward_staged_krows(lay.krows(dout), lay.krows(xhat), lay.krows(dx), std_g, gamma_p, dgamma_p, m, lay.P, lay.chunks)
+    elif lay.strategy == "wide":
+        _backward_staged_wide(lay.krows(dout), lay.krows(xhat), lay.krows(dx), std_g, gamma_p, dgamma_p, m, lay.P, lay.KT)
     else:
         _backward_staged_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, lay.P, lay.chunks)
 
@@ -886,6 +1052,57 @@ def _forward_step_tall(x, out, std_g, gamma_p, eps, m, P, K, I, G, RC, GT):
     _layout.parallel(_forward_step_tall_l1, RC * TC, (x, out, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a,), x.size)
 
 
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
+def _forward_step_p0_wide(x):
+    sum_var = 0.0
+    for j in range(x.shape[0]):
+        sum_var += numpy.float64(x[j])**2
+    return (sum_var,)
+
+
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
+def _forward_step_e_wide(x, out, gamma, inv_std):
+    for j in range(x.shape[0]):
+        xhat = x[j]*inv_std
+        out[j] = gamma[j]*xhat
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
+def _forward_step_wide_l0(x, P, KT, K, G, O, sum_var_r, t0, t1):
+    for t in range(t0, t1):
+        k0, k1 = t * K // KT, (t + 1) * K // KT
+        for g in range(G):
+            p = g % P
+            sum_var = 0.0
+            for o in range(O):
+                sum_var_run, = _forward_step_p0_wide(x[o, g, k0:k1])
+                sum_var += sum_var_run
+            sum_var_r[t, g] = sum_var
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
+def _forward_step_wide_l1(x, out, gamma_p, P, KT, K, G, inv_std_a, O, t0, t1):
+    for t in range(t0, t1):
+        k0, k1 = t * K // KT, (t + 1) * K // KT
+        for g in range(G):
+            p = g % P
+            inv_std = inv_std_a[g]
+            for o in range(O):
+                _forward_step_e_wide(x[o, g, k0:k1], out[o, g, k0:k1], gamma_p[p, k0:k1], inv_std)
+
+
+def _forward_step_wide(x, out, std_g, gamma_p, eps, m, P, KT):
+    O, G, K = x.shape
+    sum_var_s = numpy.empty(G)
+    inv_std_a = numpy.empty(G, x.dtype)
+    like = numpy.empty(0, x.dtype)
+    sum_var_r = numpy.empty((KT, G))
+    _layout.parallel(_forward_step_wide_l0, KT, (x, P, KT, K, G, O, sum_var_r,), x.size)
+    _layout.sum_chunks(sum_var_r, sum_var_s)
+    _forward_step_g0(sum_var_s, std_g, inv_std_a, eps, m, like)
+    _layout.parallel(_forward_step_wide_l1, KT, (x, out, gamma_p, P, KT, K, G, inv_std_a, O,), x.size)
+
+
 def _forward_step(lay, x, out, std_g, gamma_p, eps, m):
     """Forward pass, training mode: the output and per-group values only. Pass 1 sums sum_var (float64) in each group; then var, std, inv_std. Pass 2: out, elementwise."""
     if lay.strategy == "cols":
@@ -894,6 +1111,8 @@ def _forward_step(lay, x, out, std_g, gamma_p, eps, m):
         _forward_step_tall(lay.cols(x), lay.cols(out), std_g, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
     elif lay.strategy == "krows":
         _forward_step_krows(lay.krows(x), lay.krows(out), std_g, gamma_p, eps, m, lay.P, lay.chunks)
+    elif lay.strategy == "wide":
+        _forward_step_wide(lay.krows(x), lay.krows(out), std_g, gamma_p, eps, m, lay.P, lay.KT)
     else:
         _forward_step_rows(x, out, std_g, gamma_p, eps, m, lay.P, lay.chunks)
 
@@ -1152,6 +1371,66 @@ def _backward_step_tall(dout, x, dx, std_g, gamma_p, dgamma_p, m, P, K, I, G, RC
     _layout.combine_chunks(dgamma_c, dgamma_p)
 
 
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
+def _backward_step_p1_wide(dout, x, gamma, inv_std, dgamma):
+    sum_dout_gamma_xhat_acc = 0.0
+    for j in range(dout.shape[0]):
+        sum_dout_gamma_xhat_acc += numpy.float64(dout[j])*numpy.float64(gamma[j])*numpy.float64(x[j])
+        dgamma[j] += dout[j]*x[j]*inv_std
+    return (sum_dout_gamma_xhat_acc,)
+
+
+@numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True)
+def _backward_step_e_wide(dout, x, dx, coef_dout_gamma, coef_xhat, gamma, inv_std):
+    for j in range(dout.shape[0]):
+        xhat = x[j]*inv_std
+        dx[j] = dout[j]*gamma[j]*coef_dout_gamma + xhat*coef_xhat
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
+def _backward_step_wide_l0(dout, x, gamma_p, dgamma_p, P, KT, K, G, inv_std_a, O, sum_dout_gamma_xhat_acc_r, t0, t1):
+    for t in range(t0, t1):
+        k0, k1 = t * K // KT, (t + 1) * K // KT
+        dgamma_p[:, k0:k1] = 0.0
+        for g in range(G):
+            p = g % P
+            inv_std = inv_std_a[g]
+            sum_dout_gamma_xhat_acc = 0.0
+            for o in range(O):
+                sum_dout_gamma_xhat_acc_run, = _backward_step_p1_wide(dout[o, g, k0:k1], x[o, g, k0:k1], gamma_p[p, k0:k1], inv_std, dgamma_p[p, k0:k1])
+                sum_dout_gamma_xhat_acc += sum_dout_gamma_xhat_acc_run
+            sum_dout_gamma_xhat_acc_r[t, g] = sum_dout_gamma_xhat_acc
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
+def _backward_step_wide_l1(dout, x, dx, gamma_p, P, KT, K, G, coef_dout_gamma_a, coef_xhat_a, inv_std_a, O, t0, t1):
+    for t in range(t0, t1):
+        k0, k1 = t * K // KT, (t + 1) * K // KT
+        for g in range(G):
+            p = g % P
+            coef_dout_gamma = coef_dout_gamma_a[g]
+            coef_xhat = coef_xhat_a[g]
+            inv_std = inv_std_a[g]
+            for o in range(O):
+                _backward_step_e_wide(dout[o, g, k0:k1], x[o, g, k0:k1], dx[o, g, k0:k1], coef_dout_gamma, coef_xhat, gamma_p[p, k0:k1], inv_std)
+
+
+def _backward_step_wide(dout, x, dx, std_g, gamma_p, dgamma_p, m, P, KT):
+    O, G, K = dout.shape
+    sum_dout_gamma_xhat_acc_s = numpy.empty(G)
+    inv_std_a = numpy.empty(G, dout.dtype)
+    sum_dout_gamma_xhat_a = numpy.empty(G)
+    coef_dout_gamma_a = numpy.empty(G, dout.dtype)
+    coef_xhat_a = numpy.empty(G, dout.dtype)
+    like = numpy.empty(0, dout.dtype)
+    _backward_step_g0(std_g, inv_std_a, like)
+    sum_dout_gamma_xhat_acc_r = numpy.empty((KT, G))
+    _layout.parallel(_backward_step_wide_l0, KT, (dout, x, gamma_p, dgamma_p, P, KT, K, G, inv_std_a, O, sum_dout_gamma_xhat_acc_r,), dout.size)
+    _layout.sum_chunks(sum_dout_gamma_xhat_acc_r, sum_dout_gamma_xhat_acc_s)
+    _backward_step_g1(sum_dout_gamma_xhat_acc_s, std_g, sum_dout_gamma_xhat_a, coef_dout_gamma_a, coef_xhat_a, m, like)
+    _layout.parallel(_backward_step_wide_l1, KT, (dout, x, dx, gamma_p, P, KT, K, G, coef_dout_gamma_a, coef_xhat_a, inv_std_a, O,), dout.size)
+
+
 def _backward_step(lay, dout, x, dx, std_g, gamma_p, dgamma_p, m):
     """Backward pass, the compact form, recomputing from x the per-element values it reads. Per group: inv_std. Pass 1 sums sum_dout_gamma_xhat_acc (float64) in each group; then sum_dout_gamma_xhat, coef_dout_gamma, coef_xhat. Pass 2: dx, elementwise."""
     if lay.strategy == "cols":
@@ -1160,6 +1439,8 @@ def _backward_step(lay, dout, x, dx, std_g, gamma_p, dgamma_p, m):
         _backward_step_tall(lay.cols(dout), lay.cols(x), lay.cols(dx), std_g, gamma_p, dgamma_p, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
     elif lay.strategy == "krows":
         _backward_step_krows(lay.krows(dout), lay.krows(x), lay.krows(dx), std_g, gamma_p, dgamma_p, m, lay.P, lay.chunks)
+    elif lay.strategy == "wide":
+        _backward_step_wide(lay.krows(dout), lay.krows(x), lay.krows(dx), std_g, gamma_p, dgamma_p, m, lay.P, lay.KT)
     else:
         _backward_step_rows(dout, x, dx, std_g, gamma_p, dgamma_p, m, lay.P, lay.chunks)
 

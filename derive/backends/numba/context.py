@@ -4,7 +4,7 @@ Each function of the IR becomes one kernel over the canonical loop space (O, G, 
 working view is laid onto (generated/numba/_layout.py): its passes (:mod:`derive.ir.schedule`)
 accumulate group sums in float64, then assign per-group values; its last loop writes the
 per-element results.  :mod:`.kernels` prints the inner loops and the parallel drivers of each
-strategy (rows, krows, cols); the runtime picks one from the shape.
+strategy (rows, krows, wide, cols, tall); the runtime picks one from the shape.
 
 The module has two faces: the array API's functions (the NumPy backend's names, checks and
 cache, :mod:`derive.ir.api`), and the functions of generated.torch's kernel contract

@@ -1,10 +1,10 @@
 """The numba kernels of one IR function, printed as source lines: inner loops and drivers (the rows
-and krows drivers in :mod:`.rows`, the cols and tall ones in :mod:`.columns`; their parallel loops
+and krows drivers in :mod:`.rows`, the cols and tall ones in :mod:`.columns`, wide in :mod:`.wide`; their parallel loops
 :mod:`.outline` turns into serial kernels run by a thread pool).
 
 Every working view is laid onto the canonical loop space (O, G, K, I) (generated/numba/_layout.py):
 ``o`` reduced axes before the groups, ``g`` the groups, ``k`` reduced axes the parameters span,
-``i`` the other reduced axes.  A function of the IR runs in one of three strategies, chosen by
+``i`` the other reduced axes.  A function of the IR runs in one of four strategies, chosen by
 the runtime from the shape alone (so results never depend on the thread count):
 
 * ``rows``: a thread takes a chunk of groups and does every pass of a group while it is in
@@ -13,6 +13,9 @@ the runtime from the shape alone (so results never depend on the thread count):
 * ``krows`` (parameters that vary inside a group, I = 1: layer norm): the same with the run
   over ``k``, the parameters read as arrays along it.  rows and krows print their elementwise
   pass in the kernel itself (a call per run cost more than a short run's work);
+* ``wide`` (krows with few long groups: layer norm at (4, 2**20)): each pass a loop over tiles of
+  ``k`` instead, every group's part of a tile in the krows inner loops, so that each tile owns its
+  part of the parameters' gradients (:mod:`.wide`);
 * ``cols`` (short runs: batch norm's (N, C), tall layer norm): the groups' elements are
   columns; a thread takes a tile of columns and a chunk of rows, the inner loop runs along the
   rows of the tile with one float64 accumulator per column, folded into per-group partial sums
@@ -35,12 +38,13 @@ from ...math.algebra import Elem
 from .columns import ELEMENTS, INNER, Columns, Emit
 from .outline import DEF, outline
 from .rows import Rows
+from .wide import Wide
 
 #: the arguments of a cols inner function that say which block of the tile it runs: rows o0..o1, columns j0..j1
 BLOCK = ("o0", "o1", "j0", "j1")
 
 
-class Printed(Columns, Rows):
+class Printed(Columns, Rows, Wide):
     """One IR function as numba source: the symbols each part reads, sorted into roles, and the
     printed inner loops and drivers of every strategy its entry can take."""
 
@@ -121,10 +125,11 @@ class Printed(Columns, Rows):
         e(3, "j = numba.uint64(j0 + q)")
         return 3
 
-    def inner_pass(self, n: int, ph, mode: str) -> tuple[str, list[str]]:
-        """The inner loop of pass ``n`` in ``mode``: its name and source lines."""
+    def inner_pass(self, n: int, ph, mode: str, label: str = "") -> tuple[str, list[str]]:
+        """The inner loop of pass ``n`` in ``mode`` (named after ``label``, by default the mode): its
+        name and source lines."""
         elems, ops, scal = self.pass_parts(ph)
-        name = f"{self.name}_p{n}_{mode}"
+        name = f"{self.name}_p{n}_{label or mode}"
         sums = [acc.name for acc, _ in ph.sums]
         partials = [g.name for g, _ in ph.partials]
         if mode == "cols":
@@ -164,9 +169,9 @@ class Printed(Columns, Rows):
         stores = [s.name for s in self.sc.stores]
         return self.element_reads(exprs), stores, self.operands(exprs), self.scalars(exprs)
 
-    def inner_elements(self, mode: str) -> tuple[str, list[str]]:
+    def inner_elements(self, mode: str, label: str = "") -> tuple[str, list[str]]:
         elems, stores, ops, scal = self.element_parts()
-        name = f"{self.name}_e_{mode}"
+        name = f"{self.name}_e_{label or mode}"
         table = self.table(mode, elems + stores + ops)
         e = Emit()
         e(0, ELEMENTS)
@@ -234,9 +239,10 @@ class Printed(Columns, Rows):
         strategies = [("cols", "lay.cols({a})", ["lay.P", "lay.K", "lay.I", "lay.groups", "lay.GT"]),
                       ("tall", "lay.cols({a})", ["lay.P", "lay.K", "lay.I", "lay.groups", "lay.RC", "lay.GT"]),
                       ("krows", "lay.krows({a})", ["lay.P", "lay.chunks"]),
+                      ("wide", "lay.krows({a})", ["lay.P", "lay.KT"]),
                       ("rows", "{a}", ["lay.P", "lay.chunks"])]
         if not r.varying:
-            strategies = [s for s in strategies if s[0] != "krows"]
+            strategies = [s for s in strategies if s[0] not in ("krows", "wide")]
         for k, (mode, view, sizes) in enumerate(strategies):
             last = k == len(strategies) - 1
             e(1, "else:" if last else f"{'if' if k == 0 else 'elif'} lay.strategy == \"{mode}\":")
@@ -255,6 +261,7 @@ class Printed(Columns, Rows):
     def source(self) -> list[str]:
         """Every inner loop and driver of this function, separated by blank lines."""
         blocks = []
+        groups = {}   # the per-group phases as loops over groups (cols, tall and wide call them)
         for mode in self.modes():
             inner = {}
             for n, ph in enumerate(self.sc.passes):
@@ -267,7 +274,7 @@ class Printed(Columns, Rows):
                 sources, _ = self.cols_sources(Emit(), "x", tile=False)
                 for n, ph in enumerate(self.sc.passes):
                     group = self.inner_group(n, ph, sources)
-                    inner[f"g{n}"] = group
+                    inner[f"g{n}"] = groups[f"g{n}"] = group
                     if ph.group or any(acc in dict(self.sc.outer).values() for acc, _ in ph.sums):
                         blocks.append(group[1])
                 drivers = [self.cols_driver(inner), self.tall_driver(inner)]
@@ -279,6 +286,11 @@ class Printed(Columns, Rows):
             flags = "_FASTMATH_ELEMENTS" if mode != "cols" and self.split else "_FASTMATH"
             for lines in drivers:
                 blocks += outline(lines, functions, flags)
+        if self.r.varying:   # after cols, whose per-group phases it calls
+            inner, lines = self.wide_inner()
+            blocks += lines
+            functions = {m.group(1) for b in blocks for m in map(DEF.match, b) if m}
+            blocks += outline(self.wide_driver(inner, groups), functions)
         out = []
         for b in blocks:
             out += ["", ""] + b
