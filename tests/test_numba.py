@@ -395,9 +395,9 @@ def test_short_runs_take_krows_only_where_a_group_is_one_run():
 
 
 def test_few_long_groups_split_k_into_tiles():
-    """krows with fewer than 16 groups, each long enough for two tiles of 4096 along k, goes wide:
-    the threads split k instead of taking whole groups (layer norm at (4, 2**20): backward 8.45 ms in
-    krows, 3.59 ms in wide).  The tests above check the results of wide."""
+    """krows with fewer than 16 groups a parameter row, each long enough for two tiles of 4096 along
+    k, goes wide: the threads split k instead of taking whole groups (layer norm at (4, 2**20):
+    backward 8.45 ms in krows, 3.59 ms in wide).  The tests above check the results of wide."""
     from generated.numba import _layout
     assert _layout.layout((4, 2**20), (1,), (1,), True).strategy == "wide"
     assert _layout.layout((4, 2**20), (1,), (1,), True).KT == 16
@@ -406,6 +406,9 @@ def test_few_long_groups_split_k_into_tiles():
     assert _layout.layout((16, 2**20), (1,), (1,), True).strategy == "krows"    # enough groups
     assert _layout.layout((4, 8191), (1,), (1,), True).strategy == "krows"      # one tile
     assert _layout.layout((1, 4, 2**20), (2,), (1,), False).strategy == "rows"  # one value a group
+    # group norm's view (N, G, C/G, 1), gamma along (G, C/G): N groups share a parameter row
+    assert _layout.layout((4, 32, 2**15, 1), (2, 3), (1, 2), True).strategy == "wide"
+    assert _layout.layout((16, 32, 2**13, 1), (2, 3), (1, 2), True).strategy == "krows"
 
 
 def test_a_zero_variance_group_with_eps_zero_gives_torchs_nan():

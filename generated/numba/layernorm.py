@@ -367,10 +367,10 @@ def _forward_train(lay, x, xhat, out, std_g, beta_p, gamma_p, eps, m):
         _forward_train_cols(lay.cols(x), lay.cols(xhat), lay.cols(out), x_shift_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
     elif lay.strategy == "tall":
         _forward_train_tall(lay.cols(x), lay.cols(xhat), lay.cols(out), x_shift_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
-    elif lay.strategy == "krows":
-        _forward_train_krows(lay.krows(x), lay.krows(xhat), lay.krows(out), x_shift_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.chunks)
-    elif lay.strategy == "wide":
+    elif lay.strategy == "wide" and lay.groups == 1:
         _forward_train_wide(lay.krows(x), lay.krows(xhat), lay.krows(out), x_shift_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.KT)
+    elif lay.strategy in ("krows", "wide"):
+        _forward_train_krows(lay.krows(x), lay.krows(xhat), lay.krows(out), x_shift_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.chunks)
     else:
         _forward_train_rows(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.chunks)
 
@@ -726,10 +726,10 @@ def _backward_compact(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m)
         _backward_compact_cols(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
     elif lay.strategy == "tall":
         _backward_compact_tall(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
-    elif lay.strategy == "krows":
-        _backward_compact_krows(lay.krows(dout), lay.krows(xhat), lay.krows(dx), std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.chunks)
     elif lay.strategy == "wide":
         _backward_compact_wide(lay.krows(dout), lay.krows(xhat), lay.krows(dx), std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.KT)
+    elif lay.strategy == "krows":
+        _backward_compact_krows(lay.krows(dout), lay.krows(xhat), lay.krows(dx), std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.chunks)
     else:
         _backward_compact_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.chunks)
 
@@ -1097,10 +1097,10 @@ def _backward_staged(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m):
         _backward_staged_cols(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
     elif lay.strategy == "tall":
         _backward_staged_tall(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
-    elif lay.strategy == "krows":
-        _backward_staged_krows(lay.krows(dout), lay.krows(xhat), lay.krows(dx), std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.chunks)
     elif lay.strategy == "wide":
         _backward_staged_wide(lay.krows(dout), lay.krows(xhat), lay.krows(dx), std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.KT)
+    elif lay.strategy == "krows":
+        _backward_staged_krows(lay.krows(dout), lay.krows(xhat), lay.krows(dx), std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.chunks)
     else:
         _backward_staged_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.chunks)
 
@@ -1447,10 +1447,10 @@ def _forward_step(lay, x, out, mu_g, std_g, beta_p, gamma_p, eps, m):
         _forward_step_cols(lay.cols(x), lay.cols(out), x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
     elif lay.strategy == "tall":
         _forward_step_tall(lay.cols(x), lay.cols(out), x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
-    elif lay.strategy == "krows":
-        _forward_step_krows(lay.krows(x), lay.krows(out), x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.chunks)
-    elif lay.strategy == "wide":
+    elif lay.strategy == "wide" and lay.groups == 1:
         _forward_step_wide(lay.krows(x), lay.krows(out), x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.KT)
+    elif lay.strategy in ("krows", "wide"):
+        _forward_step_krows(lay.krows(x), lay.krows(out), x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.chunks)
     else:
         _forward_step_rows(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.chunks)
 
@@ -1857,10 +1857,10 @@ def _backward_step(lay, dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m)
         _backward_step_cols(lay.cols(dout), lay.cols(x), lay.cols(dx), mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
     elif lay.strategy == "tall":
         _backward_step_tall(lay.cols(dout), lay.cols(x), lay.cols(dx), mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
-    elif lay.strategy == "krows":
-        _backward_step_krows(lay.krows(dout), lay.krows(x), lay.krows(dx), mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.chunks)
     elif lay.strategy == "wide":
         _backward_step_wide(lay.krows(dout), lay.krows(x), lay.krows(dx), mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.KT)
+    elif lay.strategy == "krows":
+        _backward_step_krows(lay.krows(dout), lay.krows(x), lay.krows(dx), mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.chunks)
     else:
         _backward_step_rows(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.chunks)
 

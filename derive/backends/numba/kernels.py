@@ -236,16 +236,22 @@ class Printed(Columns, Rows, Wide):
         e(1, f'"""{doc}"""')
         for array, x in shifts.items():   # each group's first element of x (see derive/backends/numba/shift.py)
             e(1, f"{array} = _layout.first({x})")
+        # a function without the parameters' gradients runs wide only where there is one group
+        # (see generated/numba/_layout.py's WIDE_GROUPS)
+        partials = any(ph.partials for ph in self.sc.passes)
         strategies = [("cols", "lay.cols({a})", ["lay.P", "lay.K", "lay.I", "lay.groups", "lay.GT"]),
                       ("tall", "lay.cols({a})", ["lay.P", "lay.K", "lay.I", "lay.groups", "lay.RC", "lay.GT"]),
-                      ("krows", "lay.krows({a})", ["lay.P", "lay.chunks"]),
                       ("wide", "lay.krows({a})", ["lay.P", "lay.KT"]),
+                      ("krows", "lay.krows({a})", ["lay.P", "lay.chunks"]),
                       ("rows", "{a}", ["lay.P", "lay.chunks"])]
+        when = {"wide": 'lay.strategy == "wide"' if partials else 'lay.strategy == "wide" and lay.groups == 1',
+                "krows": 'lay.strategy == "krows"' if partials else 'lay.strategy in ("krows", "wide")'}
         if not r.varying:
             strategies = [s for s in strategies if s[0] not in ("krows", "wide")]
         for k, (mode, view, sizes) in enumerate(strategies):
             last = k == len(strategies) - 1
-            e(1, "else:" if last else f"{'if' if k == 0 else 'elif'} lay.strategy == \"{mode}\":")
+            test = when.get(mode, f'lay.strategy == "{mode}"')
+            e(1, "else:" if last else f"{'if' if k == 0 else 'elif'} {test}:")
             call = [view.format(a=a) if a in elements else a for a in args] + sizes
             e(2, f"{self.name}_{mode}({', '.join(call)})")
         return e.lines
