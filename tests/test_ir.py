@@ -257,6 +257,27 @@ def test_a_kernel_that_disagrees_with_the_proved_expressions_is_not_written(tmp_
     assert not out.exists()
 
 
+@pytest.mark.parametrize("strategy", ["wide", "rows"])
+def test_a_kernel_wrong_in_one_strategy_only_is_not_written(strategy, tmp_path, monkeypatch, capsys):
+    """A small verification case lays out in cols, so derive runs it in every strategy too
+    (derive/backends/numba/verify.py).  Broken only in wide (each tile of k one element short) or only
+    in rows (the run-constant factors of its sums dropped), layer norm's numba kernels stop derive
+    build, naming the strategy."""
+    from derive.backends.numba import kernels, wide
+    if strategy == "wide":
+        monkeypatch.setattr(wide, "BOUNDS", "k0, k1 = t * K // KT, max(t * K // KT, (t + 1) * K // KT - 1)")
+    else:
+        factors = kernels.Printed.run_factors
+        monkeypatch.setattr(kernels.Printed, "run_factors",
+                            lambda self, ph: (factors(self, ph)[0], [(1, name) for _, name in factors(self, ph)[1]]))
+    out = tmp_path / "pkg"
+    assert cli.main(["-q", "--no-cache", "--max-m", "2", "build", str(write_graph(tmp_path, "ln_one_line")),
+                     "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "backend numba" in err and f"({strategy})" in err
+    assert not out.exists()
+
+
 # --------------------------------------------------------------------------- second derivatives
 
 

@@ -648,16 +648,14 @@ def _backward_compact(lay, dout, xhat, dx, d_g, r_g, std_g, gamma_p, dgamma_p, d
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_staged_p1_rows(dout, xhat, d, gamma, inv_r, mu, r, std):
-    sum_dvar = 0.0
-    sum_dxhat = 0.0
     sum_dout_xhat = 0.0
     sum_dout = 0.0
+    run2 = 0.0
     for j in range(dout.shape[0]):
-        sum_dvar += numpy.float64(dout[j])*numpy.float64(gamma)*(numpy.float64(inv_r)*(numpy.float64(xhat[j])*numpy.float64(std) - numpy.float64(d)*numpy.float64(std) + numpy.float64(mu)*numpy.float64(r)) - numpy.float64(mu))
-        sum_dxhat += numpy.float64(dout[j])*numpy.float64(gamma)
         sum_dout_xhat += numpy.float64(dout[j])*numpy.float64(xhat[j])
         sum_dout += numpy.float64(dout[j])
-    return (sum_dvar, sum_dxhat, sum_dout_xhat, sum_dout,)
+        run2 += numpy.float64(dout[j])*(numpy.float64(inv_r)*(numpy.float64(xhat[j])*numpy.float64(std) - numpy.float64(d)*numpy.float64(std) + numpy.float64(mu)*numpy.float64(r)) - numpy.float64(mu))
+    return (numpy.float64(gamma)*run2, numpy.float64(gamma)*sum_dout, sum_dout_xhat, sum_dout,)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)

@@ -377,16 +377,12 @@ def _forward_train(lay, x, xhat, out, std_g, beta_p, gamma_p, eps, m):
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_compact_p0_rows(dout, xhat, gamma):
-    sum_dout_gamma = 0.0
-    sum_dout_gamma_xhat = 0.0
     dgamma = 0.0
     dbeta = 0.0
     for j in range(dout.shape[0]):
-        sum_dout_gamma += numpy.float64(dout[j])*numpy.float64(gamma)
-        sum_dout_gamma_xhat += numpy.float64(dout[j])*numpy.float64(gamma)*numpy.float64(xhat[j])
-        dgamma += dout[j]*xhat[j]
-        dbeta += dout[j]
-    return (sum_dout_gamma, sum_dout_gamma_xhat, dgamma, dbeta,)
+        dgamma += numpy.float64(dout[j])*numpy.float64(xhat[j])
+        dbeta += numpy.float64(dout[j])
+    return (numpy.float64(gamma)*dbeta, numpy.float64(gamma)*dgamma, dgamma, dbeta,)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
@@ -736,16 +732,12 @@ def _backward_compact(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m)
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_staged_p0_rows(dout, xhat, gamma):
-    sum_dxhat_xhat = 0.0
-    sum_dxhat = 0.0
     dgamma = 0.0
     dbeta = 0.0
     for j in range(dout.shape[0]):
-        sum_dxhat_xhat += numpy.float64(dout[j])*numpy.float64(gamma)*numpy.float64(xhat[j])
-        sum_dxhat += numpy.float64(dout[j])*numpy.float64(gamma)
-        dgamma += dout[j]*xhat[j]
-        dbeta += dout[j]
-    return (sum_dxhat_xhat, sum_dxhat, dgamma, dbeta,)
+        dgamma += numpy.float64(dout[j])*numpy.float64(xhat[j])
+        dbeta += numpy.float64(dout[j])
+    return (numpy.float64(gamma)*dgamma, numpy.float64(gamma)*dbeta, dgamma, dbeta,)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
@@ -1457,16 +1449,12 @@ def _forward_step(lay, x, out, mu_g, std_g, beta_p, gamma_p, eps, m):
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_step_p1_rows(dout, x, gamma, inv_std, mu):
-    sum_dout_gamma = 0.0
-    sum_dout_gamma_xhat_acc = 0.0
-    dgamma = 0.0
     dbeta = 0.0
+    run1 = 0.0
     for j in range(dout.shape[0]):
-        sum_dout_gamma += numpy.float64(dout[j])*numpy.float64(gamma)
-        sum_dout_gamma_xhat_acc += numpy.float64(dout[j])*numpy.float64(gamma)*(numpy.float64(x[j]) - numpy.float64(mu))
-        dgamma += dout[j]*inv_std*(x[j] - mu)
-        dbeta += dout[j]
-    return (sum_dout_gamma, sum_dout_gamma_xhat_acc, dgamma, dbeta,)
+        dbeta += numpy.float64(dout[j])
+        run1 += numpy.float64(dout[j])*(numpy.float64(x[j]) - numpy.float64(mu))
+    return (numpy.float64(gamma)*dbeta, numpy.float64(gamma)*run1, numpy.float64(inv_std)*run1, dbeta,)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)

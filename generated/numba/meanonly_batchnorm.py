@@ -452,11 +452,9 @@ def _backward_compact(lay, dout, dx, dbeta_p, m):
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_staged_p0_rows(dout):
     sum_dxc = 0.0
-    sum_dout = 0.0
     for j in range(dout.shape[0]):
         sum_dxc += numpy.float64(dout[j])
-        sum_dout += numpy.float64(dout[j])
-    return (sum_dxc, sum_dout,)
+    return (sum_dxc, sum_dxc,)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)

@@ -282,12 +282,10 @@ def _forward_train(lay, x, xhat, out, std_g, gamma_p, eps, m):
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_compact_p0_rows(dout, xhat, gamma):
-    sum_dout_gamma_xhat = 0.0
     dgamma = 0.0
     for j in range(dout.shape[0]):
-        sum_dout_gamma_xhat += numpy.float64(dout[j])*numpy.float64(gamma)*numpy.float64(xhat[j])
-        dgamma += dout[j]*xhat[j]
-    return (sum_dout_gamma_xhat, dgamma,)
+        dgamma += numpy.float64(dout[j])*numpy.float64(xhat[j])
+    return (numpy.float64(gamma)*dgamma, dgamma,)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
@@ -570,12 +568,10 @@ def _backward_compact(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, m):
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_staged_p0_rows(dout, xhat, gamma):
-    sum_dxhat_xhat = 0.0
     dgamma = 0.0
     for j in range(dout.shape[0]):
-        sum_dxhat_xhat += numpy.float64(dout[j])*numpy.float64(gamma)*numpy.float64(xhat[j])
-        dgamma += dout[j]*xhat[j]
-    return (sum_dxhat_xhat, dgamma,)
+        dgamma += numpy.float64(dout[j])*numpy.float64(xhat[j])
+    return (numpy.float64(gamma)*dgamma, dgamma,)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
@@ -1119,12 +1115,10 @@ def _forward_step(lay, x, out, std_g, gamma_p, eps, m):
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_step_p1_rows(dout, x, gamma, inv_std):
-    sum_dout_gamma_xhat_acc = 0.0
-    dgamma = 0.0
+    run0 = 0.0
     for j in range(dout.shape[0]):
-        sum_dout_gamma_xhat_acc += numpy.float64(dout[j])*numpy.float64(gamma)*numpy.float64(x[j])
-        dgamma += dout[j]*x[j]*inv_std
-    return (sum_dout_gamma_xhat_acc, dgamma,)
+        run0 += numpy.float64(dout[j])*numpy.float64(x[j])
+    return (numpy.float64(gamma)*run0, numpy.float64(inv_std)*run0,)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)

@@ -611,16 +611,12 @@ def _backward_compact(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m)
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_staged_p0_rows(dout, xhat, gamma):
-    sum_dxhat_xhat = 0.0
-    sum_dxhat = 0.0
     sum_dout_xhat = 0.0
     sum_dout = 0.0
     for j in range(dout.shape[0]):
-        sum_dxhat_xhat += numpy.float64(dout[j])*numpy.float64(xhat[j])*numpy.float64(gamma)
-        sum_dxhat += numpy.float64(dout[j])*numpy.float64(gamma)
         sum_dout_xhat += numpy.float64(dout[j])*numpy.float64(xhat[j])
         sum_dout += numpy.float64(dout[j])
-    return (sum_dxhat_xhat, sum_dxhat, sum_dout_xhat, sum_dout,)
+    return (numpy.float64(gamma)*sum_dout_xhat, numpy.float64(gamma)*sum_dout, sum_dout_xhat, sum_dout,)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
