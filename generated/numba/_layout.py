@@ -27,10 +27,25 @@ thread count.
 """
 import functools
 
-import numba
 import numpy
 
-from ._threads import PARALLEL, get_num_threads, parallel, set_num_threads  # noqa: F401  (the kernels call _layout.parallel)
+# the kernels call these as _layout.<name>
+from ._loops import (  # noqa: F401
+    BLOCK,
+    block_groups,
+    combine_chunks,
+    combine_outer,
+    expand_varying,
+    first,
+    flush,
+    fold,
+    fold_varying,
+    per_group,
+    per_group_into,
+    spread_into,
+    sum_chunks,
+)
+from ._threads import PARALLEL, get_num_threads, parallel, set_num_threads  # noqa: F401
 
 #: runs shorter than RUN elements are swept as columns
 RUN = 32
@@ -44,10 +59,6 @@ KRUN = 8
 #: their gradients)
 CHUNKS = 16
 GROUPS_PER_PARTIAL = 16
-#: krows: a thread adds the parameters' gradients of up to BLOCK rows into a block in the working
-#: dtype, then the block into its float64 partial (a float64 partial updated by every row took 4.0
-#: of 6.2 ms in layer norm's backward sums at (8192, 1024), one thread)
-BLOCK = 16
 #: wide: krows with fewer than WIDE_GROUPS groups a parameter row (G < WIDE_GROUPS * P) splits k into KT
 #: tiles (at most WIDE_TILES, of at least WIDE_RUN elements each).  A function without the parameters'
 #: gradients (a forward) runs krows there unless there is one group: krows reads a group's second pass
@@ -99,8 +110,8 @@ class Layout:
         reduced = {a % ndim for a in axes}
         params = {a % ndim for a in param_axes}
         groups = [a for a in range(ndim) if a not in reduced]
-        first = groups[0] if groups else ndim
-        letters = ["g" if a not in reduced else "k" if a in params else "o" if a < first else "i"
+        first_group = groups[0] if groups else ndim
+        letters = ["g" if a not in reduced else "k" if a in params else "o" if a < first_group else "i"
                    for a in range(ndim)]
         if "k" in letters and not varying:
             raise ValueError(f"the parameters span a reduced axis of the view {view_shape}: this entry's "
@@ -180,181 +191,3 @@ class Layout:
         generated.torch (then the elementwise passes run in it: 0.93 ms against 1.75 ms for batch
         norm's at (4096, 1024) float32, one thread)."""
         return numpy.ascontiguousarray(a, dtype=dtype).reshape(-1)
-
-
-# --------------------------------------------------------------------------- helpers of the drivers
-
-
-@numba.njit(cache=True, nogil=True)
-def _first(x, out, g0, g1):
-    if x.shape[0] and x.shape[2] and x.shape[3]:
-        for g in range(g0, g1):
-            out[g] = x[0, g, 0, 0]
-    else:
-        out[g0:g1] = 0.0
-
-
-#: first() runs on the threads from this many groups: with a million groups, layer norm at (2**20, 2) or
-#: batch norm at (4, 2**20), one thread took 1.15 ms, a fifth of the forward; with 1024 (batch norm at
-#: (4096, 1024)) the handover of a parallel loop (about 80 us) cost more than the 10 us of work
-FIRST_PARALLEL = 1 << 17
-
-
-def first(x):
-    """Each group's first element of a kernel view x (O, G, K, I), in float64 (zeros where a group
-    is empty): the shift its statistics are summed around (derive/backends/numba/shift.py)."""
-    out = numpy.empty(x.shape[1])
-    parallel(_first, x.shape[1], (x, out), x.size if x.shape[1] >= FIRST_PARALLEL else 0)
-    return out
-
-
-#: spread_into and fold sweep short runs one position of the run at a time (a strided loop that LLVM
-#: vectorizes): 2**20 values spread over runs of 2 took 0.58 ms against 1.14 ms, folded 0.88 ms against 1.29
-SHORT_SPREAD = 8
-SHORT_FOLD = 2
-
-
-@numba.njit(cache=True)
-def spread_into(values, run, out):
-    """values[g] repeated ``run`` times for each g, written into ``out`` (values itself when run is 1)."""
-    if run == 1:
-        return values
-    n = values.shape[0]
-    if run <= SHORT_SPREAD:
-        step = numba.uint64(run)
-        for r in range(run):
-            for g in range(n):
-                out[numba.uint64(g) * step + numba.uint64(r)] = values[numba.uint64(g)]
-        return out
-    q = 0
-    for g in range(n):
-        v = values[g]
-        for _ in range(run):
-            out[q] = v
-            q += 1
-    return out
-
-
-@numba.njit(cache=True)
-def per_group(param, g0, g1, P):
-    """A parameter that is one value per group, param[g % P], for the groups g0..g1."""
-    return per_group_into(param, g0, g1, P, numpy.empty(g1 - g0, param.dtype))
-
-
-@numba.njit(cache=True)
-def per_group_into(param, g0, g1, P, out):
-    """per_group, written into ``out``."""
-    p = g0 % P if P else 0
-    for g in range(g1 - g0):
-        out[g] = param[p]
-        p += 1
-        if p == P:
-            p = 0
-    return out
-
-
-@numba.njit(cache=True)
-def expand_varying(param, g0, g1, K, I, P):
-    """A parameter that varies along k (param[g % P, k]) for each column of the groups g0..g1: one
-    period of P groups laid out once, then repeated from group g0 % P (a loop over g, k and i for
-    every column took 3.1 ms for 2048 tiles of 512 groups of 2 columns, this 1.3 ms)."""
-    KI = K * I
-    period = numpy.empty(max(P, 1) * KI, param.dtype)
-    q = 0
-    for p in range(max(P, 1)):
-        for k in range(K):
-            v = param[p if P else 0, k]
-            for _ in range(I):
-                period[q] = v
-                q += 1
-    n = (g1 - g0) * KI
-    out = numpy.empty(n, param.dtype)
-    s = (g0 % P if P else 0) * KI
-    for q in range(n):
-        out[q] = period[s]
-        s += 1
-        if s == period.shape[0]:
-            s = 0
-    return out
-
-
-@numba.njit(cache=True)
-def fold(acc, run, out):
-    """out[g] = the sum of the ``run`` column accumulators of group g."""
-    if run == 1:
-        out[:] = acc
-        return
-    if run <= SHORT_FOLD:
-        step = numba.uint64(run)
-        for g in range(out.shape[0]):
-            out[numba.uint64(g)] = acc[numba.uint64(g) * step]
-        for r in range(1, run):
-            for g in range(out.shape[0]):
-                out[numba.uint64(g)] += acc[numba.uint64(g) * step + numba.uint64(r)]
-        return
-    q = 0
-    for g in range(out.shape[0]):
-        s = 0.0
-        for _ in range(run):
-            s += acc[q]
-            q += 1
-        out[g] = s
-
-
-@numba.njit(cache=True)
-def fold_varying(acc, g0, g1, K, I, P, out):
-    """out[p, k] += the column accumulators of (g, k), g % P == p, for g in g0..g1."""
-    p = g0 % P if P else 0
-    q = 0
-    for g in range(g1 - g0):
-        for k in range(K):
-            s = 0.0
-            for _ in range(I):
-                s += acc[q]
-                q += 1
-            out[p, k] += s
-        p += 1
-        if p == P:
-            p = 0
-
-
-@numba.njit(cache=True)
-def block_groups(P, O):
-    """krows: after how many groups a block goes into its partial (P groups a row of blocks, O rows a group)."""
-    return max(1, BLOCK // max(O, 1)) * P
-
-
-@numba.njit(cache=True)
-def flush(block, partial):
-    """partial += block (a float64 partial, a block in the working dtype); then the block is zero."""
-    for p in range(block.shape[0]):
-        for k in range(block.shape[1]):
-            partial[p, k] += block[p, k]
-            block[p, k] = 0
-
-
-@numba.njit(cache=True)
-def sum_chunks(parts, out):
-    """out = parts[0] + parts[1] + ..., in that order (each row chunk's partial group sums)."""
-    out[:] = 0.0
-    for c in range(parts.shape[0]):
-        out += parts[c]
-
-
-@numba.njit(cache=True)
-def combine_chunks(parts, out):
-    """out = the sum of parts[0], parts[1], ... in that order (per-chunk partial gradients)."""
-    out[:] = 0.0
-    for c in range(parts.shape[0]):
-        out += parts[c]
-
-
-@numba.njit(cache=True)
-def combine_outer(values, out):
-    """out[p] = the sum of values[g] over the groups g with g % P == p (P = len(out)), in order of g."""
-    P = out.shape[0]
-    out[:] = 0.0
-    if P == 0:
-        return
-    for g0 in range(0, values.shape[0], P):
-        out += values[g0:g0 + P]

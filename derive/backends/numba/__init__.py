@@ -19,6 +19,7 @@ RESERVED = frozenset({
 
 def jobs(builds: list[Build]) -> dict[str, tuple[str, dict]]:
     out = {"_layout.py": ("file:derive/backends/numba/files/_layout.py", {}),
+           "_loops.py": ("file:derive/backends/numba/files/_loops.py", {}),
            "_threads.py": ("file:derive/backends/numba/files/_threads.py", {})}
     exports = []
     for b in builds:

@@ -3,6 +3,9 @@ and does every pass of a group while it is in cache.  A mixin of
 :class:`~derive.backends.numba.kernels.Printed`, whose state and inner loops it reads."""
 from __future__ import annotations
 
+import sympy as sp
+
+from ...math.algebra import Elem
 from .columns import Emit
 
 
@@ -59,6 +62,48 @@ class Rows:
             e(2, f"_layout.flush({self.array(g, 'b')}, {self.array(g, 'c')}[c])")
         self.combine(e, cols=False)
         return e.lines
+
+    def run_factors(self, ph) -> tuple[list, list]:
+        """The sums and partial gradients of a rows pass as run-constant factors times sums over the
+        run: each summand split into the product of its factors that read no element (per-group
+        values, parameters, constants: one value over a run of i) and of those that do, each
+        distinct element part summed once.  Returns ([(accumulator, element part)], [(factor,
+        accumulator)] for each sum, then each partial).  Group norm's backward sums dout*gamma,
+        dout*gamma*(x - mu), dout*inv_std*(x - mu) and dout: two sums over the run, not four."""
+        raws: dict = {}
+        uses = []
+
+        def varies(f) -> bool:   # reads an element (the parameters are one value a run in rows)
+            return any(s.name not in self.params for s in f.atoms(Elem))
+
+        split = []
+        for target, summand in ph.sums + ph.partials:
+            factors = sp.Mul.make_args(summand)
+            element = sp.Mul(*(f for f in factors if varies(f)))
+            factor = sp.Mul(*(f for f in factors if not varies(f)))
+            if sp.simplify(factor * element - summand) != 0:   # a guard: Mul.make_args splits exactly
+                raise ValueError(f"{self.name}: {summand} is not {factor} times {element}")
+            split.append((target.name, factor, element))
+        for name, factor, element in split:   # the document's name where a sum is its element part alone
+            if factor == 1 and element not in raws:
+                raws[element] = name
+        for _, factor, element in split:
+            if element not in raws:
+                raws[element] = self.local(f"run{len(raws)}")
+            uses.append((factor, raws[element]))
+        return [(name, element) for element, name in raws.items()], uses
+
+    def rows_accumulate(self, e: Emit, ph, wide: dict) -> None:
+        """A rows pass over one run: each distinct element part summed in float64, then every sum and
+        partial returned as its factor times its sum (see :meth:`run_factors`)."""
+        raws, uses = self.run_factors(ph)
+        for name, _ in raws:
+            e(1, f"{name} = 0.0")
+        e(1, f"for j in range({self.pass_parts(ph)[0][0]}.shape[0]):")
+        for name, element in raws:
+            e(2, f"{name} += {self.p(element, wide)}")
+        values = [name if factor == 1 else f"{self.p(factor, wide)}*{name}" for factor, name in uses]
+        e(1, f"return ({', '.join(values)},)")
 
     def rows_pass(self, e: Emit, mode: str, inner: str, ph) -> None:
         """A pass over one group: its inner loop called for each run, the runs' sums added up (in
