@@ -13,7 +13,7 @@ RESERVED = frozenset({
     "q", "ou", "c0", "c1", "t0", "t1", "tc0", "tc1", "u0", "u1", "u2", "u3",
     "dout", "cache", "dtype", "x_shape", "view_shape", "features", "allowed", "batch_axis",
     "x_param_axes", "axes", "param_axes", "param_view", "param_sum_axes", "outer_axes", "shape",
-    "stat_shape", "running", "mode", "variant", "left", "every",
+    "stat_shape", "running", "mode", "variant", "left", "every", "k0", "k1", "KT",
 })
 
 

@@ -24,7 +24,7 @@ BOUNDS = "k0, k1 = t * K // KT, (t + 1) * K // KT"
 class Wide:
     """The wide driver of :class:`~derive.backends.numba.kernels.Printed`."""
 
-    def wide_inner(self) -> dict:
+    def wide_inner(self) -> tuple[dict, list]:
         """The inner loops wide calls on a run's part ``[k0:k1]``: each pass's krows loop (its sums
         returned, its partial gradients added into the arrays it is given) and the elementwise loop
         over one run, under their own names."""
@@ -37,7 +37,7 @@ class Wide:
         blocks.append(lines)
         return inner, blocks
 
-    def wide_run(self, names, sources: dict) -> list[str]:
+    def wide_run(self, names) -> list[str]:
         """The arguments of an inner loop for one run's part of a tile: element arrays and varying
         parameters sliced to [k0:k1], the other operands by name (loaded per group)."""
         out = []
@@ -78,7 +78,7 @@ class Wide:
         e(2, "for g in range(G):")
         self.wide_group(e, ops, sources)
         e(3, "for o in range(O):")
-        e(4, f"{inner['e']}({', '.join(self.wide_run(elems + stores + ops, sources) + scal)})")
+        e(4, f"{inner['e']}({', '.join(self.wide_run(elems + stores + ops) + scal)})")
         for g in dict(sc.outer):
             e(1, "if P != G:")
             e(2, f"_layout.combine_outer({self.array(g.name, 'g')}, {self.array(g.name, 'p')})")
@@ -101,7 +101,7 @@ class Wide:
         for s in sums:
             e(3, f"{s} = 0.0")
         e(3, "for o in range(O):")
-        call = (f"{inner}({', '.join(self.wide_run(elems + ops, sources) + [f'{t}[p, k0:k1]' for t in partials] + scal)})")
+        call = (f"{inner}({', '.join(self.wide_run(elems + ops) + [f'{t}[p, k0:k1]' for t in partials] + scal)})")
         if sums:
             temps = [self.local(f"{s}_run") for s in sums]
             e(4, f"{', '.join(temps)}, = {call}")
