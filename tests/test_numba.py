@@ -426,19 +426,21 @@ def test_a_zero_variance_group_with_eps_zero_gives_torchs_nan():
     assert torch.allclose(got[1:], want[1:], rtol=1e-10, atol=1e-12)
 
 
-def test_krows_with_groups_over_several_rows_matches_the_printed_torch_functions():
+@pytest.mark.parametrize("shape", [(3, 50, 64), (3, 4, 9000), (3, 1, 9000)], ids=["krows", "wide", "wide-one-group"])
+def test_krows_with_groups_over_several_rows_matches_the_printed_torch_functions(shape):
     """A layer norm view whose groups span a reduced axis before them too (O = 3 rows of 64 along k):
-    krows' loop over o, which the library's own views (O = 1) never take.  generated.numba's kernel
-    contract against the printed torch functions on the same view, float64."""
+    krows' loop over o, which the library's own views (O = 1) never take; and wide's, with 4 groups
+    of 3 rows of 9000 (the forward in krows) and with one (the forward in wide too).  generated.numba's kernel contract against the printed torch functions on the
+    same view, float64."""
     torch = pytest.importorskip("torch")
     from generated.numba import _layout
     from generated.numba import layernorm as nl
     from generated.torch import layernorm as tl
     rng = np.random.default_rng(3)
-    x, dout = rng.normal(size=(3, 50, 64)) + 2.0, rng.normal(size=(3, 50, 64))
-    gamma, beta = rng.normal(size=(1, 1, 64)), rng.normal(size=(1, 1, 64))
-    kw = {"eps": 1e-5, "m": 3 * 64, "axes": (0, 2), "param_sum_axes": (0, 1)}
-    assert _layout.layout(x.shape, (0, 2), (2,), True).strategy == "krows"
+    x, dout = rng.normal(size=shape) + 2.0, rng.normal(size=shape)
+    gamma, beta = rng.normal(size=(1, 1, shape[2])), rng.normal(size=(1, 1, shape[2]))
+    kw = {"eps": 1e-5, "m": 3 * shape[2], "axes": (0, 2), "param_sum_axes": (0, 1)}
+    assert _layout.layout(x.shape, (0, 2), (2,), True).strategy == ("krows" if shape[2] == 64 else "wide")
     got = nl.forward_train(x, gamma, beta, **kw)
     want = tl.forward_train(*map(torch.from_numpy, (x, gamma, beta)), **kw)
     assert rel_error(got["out"], want["out"].numpy()) <= 1e-12
