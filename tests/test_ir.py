@@ -278,6 +278,58 @@ def test_a_kernel_wrong_in_one_strategy_only_is_not_written(strategy, tmp_path, 
     assert not out.exists()
 
 
+def test_a_kernel_contract_wrong_in_one_strategy_only_is_not_written(tmp_path, monkeypatch, capsys):
+    """The drivers of the kernel contract (forward_train, backward_train_fused: what generated.torch runs
+    on CPU tensors) are other functions than the array API's.  Broken only there and only in wide (each
+    tile of k one element short), layer norm's kernels stop derive build: the torch backend runs the
+    contract in every strategy too."""
+    import re
+
+    from derive.output import render
+    real = render.render_all
+
+    def broken(derivations, templates=None, **kw):
+        files = real(derivations, templates, **kw)
+        rel = "numba/ln_one_line.py"
+        blocks = re.split(r"(?m)^(?=@numba|def )", files[rel])
+        short = "k0, k1 = t * K // KT, max(t * K // KT, (t + 1) * K // KT - 1)"
+        out = [b.replace("k0, k1 = t * K // KT, (t + 1) * K // KT", short) if "_step_wide" in b else b
+               for b in blocks]
+        assert sum(short in b for b in out) >= 2, "the kernel to break has changed"
+        files[rel] = "".join(out)
+        return files
+    monkeypatch.setattr(render, "render_all", broken)
+    out = tmp_path / "pkg"
+    assert cli.main(["-q", "--no-cache", "--max-m", "2", "build", str(write_graph(tmp_path, "ln_one_line")),
+                     "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "backend torch" in err and "(numba kernels, wide)" in err
+    assert not out.exists()
+
+
+def test_a_kernel_wrong_for_groups_over_several_rows_only_is_not_written(tmp_path, monkeypatch, capsys):
+    """The entry's own layout gives layer norm one row a group (O = 1); the kernel contract also takes
+    views whose groups run over several rows.  With every loop over those rows cut to the first one
+    (right wherever O = 1), layer norm's kernels stop derive build: the torch backend checks each
+    mode on a view with one more reduced axis in front (derive.output.cases.over_rows)."""
+    from derive.output import render
+    real = render.render_all
+
+    def broken(derivations, templates=None, **kw):
+        files = real(derivations, templates, **kw)
+        rel = "numba/ln_one_line.py"
+        files[rel] = files[rel].replace("for o in range(O):", "for o in range(min(O, 1)):")
+        assert files[rel].count("range(min(O, 1))") >= 4, "the kernel to break has changed"
+        return files
+    monkeypatch.setattr(render, "render_all", broken)
+    out = tmp_path / "pkg"
+    assert cli.main(["-q", "--no-cache", "--max-m", "2", "build", str(write_graph(tmp_path, "ln_one_line")),
+                     "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "backend torch" in err and "numba kernels" in err and "over 3 rows" in err
+    assert not out.exists()
+
+
 # --------------------------------------------------------------------------- second derivatives
 
 

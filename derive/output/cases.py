@@ -34,6 +34,7 @@ class Case:
     expected: dict = field(default_factory=dict)   #: "out", "running:<buffer>", "grad:<k>" -> value
     facade: dict = field(default_factory=dict)     #: "running:<buffer>" in torch's convention
     inputs: dict = field(default_factory=dict)     #: an input with its own groups -> its array (its own shape)
+    view_shape: tuple = ()                         #: the working view x is laid out in
 
 
 def view_shapes(spec, m: int) -> list[tuple[int, ...]]:
@@ -109,7 +110,7 @@ def cases(d, facade_rule=None, seed: int = 0) -> list[Case]:
                 case = Case(f"{'train' if training else 'test'}, x {x_shape(spec, view_shape)}", training, m,
                             x.reshape(x_shape(spec, view_shape)), GROUPS if spec.groups else None, weights,
                             {c.symbol.name: c.default for c in model.constants}, running,
-                            rng.standard_normal(x_shape(spec, view_shape)))
+                            rng.standard_normal(x_shape(spec, view_shape)), view_shape=view_shape)
                 # the double backward at m >= 2: a group of one is constant, its variance 0, and the second
                 # order's terms of 1/std**4 (1e10 at eps = 1e-5) cancel to what float64 cannot resolve to 1e-10
                 if training and d.second is not None and m >= 2 and not (model.domains or view.leaf_axes):
@@ -122,6 +123,33 @@ def cases(d, facade_rule=None, seed: int = 0) -> list[Case]:
                 answer(d, case, view, facade_rule)
                 out.append(case)
     return out
+
+
+#: over_rows: the rows of the reduced axis put in front of a case's view
+ROWS = 3
+
+
+def over_rows(d, case: Case, seed: int = 1) -> tuple[evaluate.View, Case] | None:
+    """``case`` on a view with one more reduced axis in front, of ROWS rows that no parameter spans, with
+    the proved expressions' answers there: every group then runs over several rows (O > 1 in
+    generated/numba/_layout.py), as in views that the kernel contract takes (layer norm over
+    (3, N, D) with axes (0, 2)) and the entry's own layout never gives.  None where a leaf has axes or
+    groups of its own."""
+    spec = d.spec
+    model = d.model if case.training else d.test_model
+    ndim = len(case.view_shape)
+    if model.domains or model.inputs or evaluate.view_of(spec, case.x.shape, GROUPS).leaf_axes:
+        return None
+    view = evaluate.View((ROWS, *case.view_shape), (0, *sorted(a % ndim + 1 for a in spec.reduce_axes)),
+                         tuple(sorted(a % ndim + 1 for a in spec.param_axes)))
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(view.shape) * 2 + 0.5
+    rows = Case(f"{case.name} over {ROWS} rows: view {view.shape}, axes {view.axes}", case.training,
+                case.m * ROWS, x, case.groups, [w.copy() for w in case.weights], dict(case.constants),
+                {k: v.copy() for k, v in case.running.items()}, rng.standard_normal(view.shape),
+                view_shape=view.shape)
+    answer(d, rows, view, None)
+    return view, rows
 
 
 def answer(d, case: Case, view: evaluate.View, facade_rule) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 
 from ...forward.graph import StopGrad
+from ..numba.verify import STRATEGIES, forced
 
 FACADE = True   #: the running statistics follow the convention of the entry's torch names
 
@@ -31,15 +32,19 @@ def keywords(build, case) -> dict:
 def run(package: str, build, case) -> list:
     """The generic API's output, gradients and running statistics through the printed operations, and
     again through the compiled kernels that generated.torch runs on CPU tensors (generated.numba, when
-    it imports: every tensor sent there, whatever its size)."""
+    it imports: every tensor sent there, whatever its size), once in each strategy of the numba layout
+    that the case's view can take (derive.backends.numba.verify.forced)."""
     found = first_order(package, build, case)
     runtime = importlib.import_module(f"{package}.torch._runtime")
     if runtime.fast(build.spec.name, _Like()) is not None:
+        layout = importlib.import_module(f"{package}.numba._layout")
         before = runtime.NUMBA_MIN_ELEMENTS
         runtime.NUMBA_MIN_ELEMENTS = 0
         try:
-            found += [(f"{where} (numba kernels)", key, value)
-                      for where, key, value in first_order(package, build, case, second_order=False)]
+            for strategy in STRATEGIES:   # each driver of the kernel contract, not only the case's own
+                with forced(layout, strategy):
+                    found += [(f"{where} (numba kernels, {strategy})", key, value)
+                              for where, key, value in first_order(package, build, case, second_order=False)]
         finally:
             runtime.NUMBA_MIN_ELEMENTS = before
     return found
@@ -105,11 +110,73 @@ def second(fn, build, case) -> list:
              0 * t.detach().numpy()) for key, g, t in zip(keys, found, tensors)]
 
 
+def _on_rows(module, build, view, rows) -> list:
+    """The output and first-order gradients of ``module``'s training or test pass on the working view
+    ``view`` (evaluate.View) of the case ``rows``."""
+    import torch
+    ir = build.ir
+    runtime = importlib.import_module(module.__name__.rsplit(".", 1)[0] + "._runtime")
+    const = {c.symbol.name: rows.constants[ir.names.original(c.symbol).name] for c in ir.constants}
+    layout = runtime.layout(view.shape, view.axes, view.param_shape)
+    x = torch.tensor(rows.x, requires_grad=True)
+    params = [torch.tensor(w.reshape(view.param_shape), requires_grad=True) for w in rows.weights]
+    if rows.training:
+        buffers = {r.buffer: torch.tensor(rows.running[ir.names.original(r.symbol).name]) for r in ir.running}
+        out = module.train(x, params, buffers, const, layout)
+    else:
+        stats = {stat: torch.tensor(rows.running[buffer]).reshape(view.stat_shape)
+                 for buffer, stat in module.STATS.items()}
+        out = module.test(x, params, stats, const, layout)
+    out.backward(torch.tensor(rows.dout))
+    return [("out", out)] + [(f"grad:{k}", t.grad if t.grad is not None else 0 * t)
+                             for k, t in enumerate([x, *params])]
+
+
+def over_rows(package: str, build, cases) -> str | None:
+    """Each mode's case of groups of 2 on a view with groups over several rows (cases.over_rows: one
+    more reduced axis in front), through the printed operations and then the numba kernels in every
+    strategy, against the proved expressions' answers there: the first disagreement, or None."""
+    from ...output.cases import agree
+    from ...output.cases import over_rows as stacked
+    module = importlib.import_module(f"{package}.torch.{build.spec.name}")
+    runtime = importlib.import_module(f"{package}.torch._runtime")
+    runs = [("printed operations", None)]
+    if runtime.fast(build.spec.name, _Like()) is not None:
+        runs += [(f"numba kernels, {strategy}", strategy) for strategy in STRATEGIES]
+    chosen = {c.training: c for c in reversed(cases) if c.m == 2}
+    for case in chosen.values():
+        made = stacked(build.derivation, case)
+        if made is None:
+            continue
+        view, rows = made
+        for where, strategy in runs:
+            before = runtime.NUMBA_MIN_ELEMENTS
+            try:
+                if strategy:
+                    runtime.NUMBA_MIN_ELEMENTS = 0
+                    with forced(importlib.import_module(f"{package}.numba._layout"), strategy):
+                        found = _on_rows(module, build, view, rows)
+                else:
+                    found = _on_rows(module, build, view, rows)
+            finally:
+                runtime.NUMBA_MIN_ELEMENTS = before
+            for key, value in found:
+                err = agree(value.detach().numpy(), rows.expected[key])
+                if err is not None:
+                    return (f"{build.spec.name} ({where}): {key} differs from the proved expression by {err:.3g} "
+                            f"(relative; case {rows.name})")
+    return None
+
+
 def check(package: str, build, cases) -> str | None:
-    """The derived double backward passes gradgradcheck (float64) in every mode, on a group of 3 -- for a
+    """Groups over several rows agree with the proved expressions (over_rows); and the derived double
+    backward passes gradgradcheck (float64) in every mode, on a group of 3 -- for a
     graph without stop-gradients: where one is, autograd's derivative is not the function's own, which
     finite differences measure; there the comparison with the proved compact forms (run) checks it."""
     import torch
+    problem = over_rows(package, build, cases)
+    if problem:
+        return problem
     fn, ir = function(package, build), build.ir
     if any(a.value.has(StopGrad) for f in ir.functions.values() for a in f.body):
         return None
