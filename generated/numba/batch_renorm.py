@@ -39,16 +39,16 @@ def _forward_train_p0_rows(x, x_shift):
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
-def _forward_train_rows_l0(x, xhat, out, running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, chunks, G, O, K, I, c0, c1):
+def _forward_train_rows_l0(x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, chunks, G, O, K, I, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             running_mean = running_mean_g[g]
             running_var = running_var_g[g]
-            x_shift = x_shift_g[g]
             beta = beta_p[p]
             gamma = gamma_p[p]
+            x_shift = numpy.float64(x[0, g, 0, 0]) if O * K * I else 0.0
             sum_x_shifted = 0.0
             sum_var_shifted = 0.0
             for o in range(O):
@@ -91,7 +91,7 @@ def _forward_train_rows_l0(x, xhat, out, running_mean_g, running_var_g, x_shift_
 
 def _forward_train_rows(x, xhat, out, running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, chunks):
     O, G, K, I = x.shape
-    _layout.parallel(_forward_train_rows_l0, chunks, (x, xhat, out, running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, chunks, G, O, K, I,), x.size)
+    _layout.parallel(_forward_train_rows_l0, chunks, (x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, chunks, G, O, K, I,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
@@ -274,12 +274,14 @@ def _forward_train_tall(x, xhat, out, running_mean_g, running_var_g, x_shift_g, 
 
 def _forward_train(lay, x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max):
     """Forward pass, training mode. Pass 1 sums sum_x_shifted, sum_var_shifted (float64) in each group; then sum_x, std_run, mu, d, sum_var, var, std, r, inv_std, mu_hi, mu_lo, xhat_coef_x_mu_hi, xhat_coef_1. Pass 2: xhat, out, elementwise. x_shift is each group's first element of x: the sums of x are taken around it, one pass for the mean and the variance (derive/backends/numba/shift.py)."""
-    x_shift_g = _layout.first(x)
     if lay.strategy == "cols":
+        x_shift_g = _layout.first(x)
         _forward_train_cols(lay.cols(x), lay.cols(xhat), lay.cols(out), running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, lay.P, lay.K, lay.I, lay.groups, lay.GT)
     elif lay.strategy == "tall":
+        x_shift_g = _layout.first(x)
         _forward_train_tall(lay.cols(x), lay.cols(xhat), lay.cols(out), running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
     else:
+        x_shift_g = _layout.NO_SHIFT
         _forward_train_rows(x, xhat, out, running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, lay.P, lay.chunks)
 
 
@@ -1170,16 +1172,16 @@ def _forward_step_p0_rows(x, x_shift):
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
-def _forward_step_rows_l0(x, out, running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, chunks, G, O, K, I, c0, c1):
+def _forward_step_rows_l0(x, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, chunks, G, O, K, I, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             running_mean = running_mean_g[g]
             running_var = running_var_g[g]
-            x_shift = x_shift_g[g]
             beta = beta_p[p]
             gamma = gamma_p[p]
+            x_shift = numpy.float64(x[0, g, 0, 0]) if O * K * I else 0.0
             sum_x_shifted = 0.0
             sum_var_shifted = 0.0
             for o in range(O):
@@ -1220,7 +1222,7 @@ def _forward_step_rows_l0(x, out, running_mean_g, running_var_g, x_shift_g, mu_g
 
 def _forward_step_rows(x, out, running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, chunks):
     O, G, K, I = x.shape
-    _layout.parallel(_forward_step_rows_l0, chunks, (x, out, running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, chunks, G, O, K, I,), x.size)
+    _layout.parallel(_forward_step_rows_l0, chunks, (x, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, chunks, G, O, K, I,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
@@ -1394,12 +1396,14 @@ def _forward_step_tall(x, out, running_mean_g, running_var_g, x_shift_g, mu_g, d
 
 def _forward_step(lay, x, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max):
     """Forward pass, training mode: the output and per-group values only. Pass 1 sums sum_x_shifted, sum_var_shifted (float64) in each group; then sum_x, std_run, mu, d, sum_var, var, std, r, inv_std, mu_hi, mu_lo, out_coef_x_mu_hi, out_coef_1. Pass 2: out, elementwise. x_shift is each group's first element of x: the sums of x are taken around it, one pass for the mean and the variance (derive/backends/numba/shift.py)."""
-    x_shift_g = _layout.first(x)
     if lay.strategy == "cols":
+        x_shift_g = _layout.first(x)
         _forward_step_cols(lay.cols(x), lay.cols(out), running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, lay.P, lay.K, lay.I, lay.groups, lay.GT)
     elif lay.strategy == "tall":
+        x_shift_g = _layout.first(x)
         _forward_step_tall(lay.cols(x), lay.cols(out), running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
     else:
+        x_shift_g = _layout.NO_SHIFT
         _forward_step_rows(x, out, running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, lay.P, lay.chunks)
 
 

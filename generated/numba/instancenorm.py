@@ -39,14 +39,14 @@ def _forward_train_p0_rows(x, x_shift):
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
-def _forward_train_rows_l0(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K, I, c0, c1):
+def _forward_train_rows_l0(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K, I, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
-            x_shift = x_shift_g[g]
             beta = beta_p[p]
             gamma = gamma_p[p]
+            x_shift = numpy.float64(x[0, g, 0, 0]) if O * K * I else 0.0
             sum_x_shifted = 0.0
             sum_var_shifted = 0.0
             for o in range(O):
@@ -80,7 +80,7 @@ def _forward_train_rows_l0(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps,
 
 def _forward_train_rows(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, P, chunks):
     O, G, K, I = x.shape
-    _layout.parallel(_forward_train_rows_l0, chunks, (x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K, I,), x.size)
+    _layout.parallel(_forward_train_rows_l0, chunks, (x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K, I,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
@@ -254,12 +254,14 @@ def _forward_train_tall(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m,
 
 def _forward_train(lay, x, xhat, out, std_g, beta_p, gamma_p, eps, m):
     """Forward pass, training mode. Pass 1 sums sum_x_shifted, sum_var_shifted (float64) in each group; then sum_x, mu, sum_var, var, std, inv_std, mu_hi, mu_lo. Pass 2: xhat, out, elementwise. x_shift is each group's first element of x: the sums of x are taken around it, one pass for the mean and the variance (derive/backends/numba/shift.py)."""
-    x_shift_g = _layout.first(x)
     if lay.strategy == "cols":
+        x_shift_g = _layout.first(x)
         _forward_train_cols(lay.cols(x), lay.cols(xhat), lay.cols(out), x_shift_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
     elif lay.strategy == "tall":
+        x_shift_g = _layout.first(x)
         _forward_train_tall(lay.cols(x), lay.cols(xhat), lay.cols(out), x_shift_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
     else:
+        x_shift_g = _layout.NO_SHIFT
         _forward_train_rows(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.chunks)
 
 
@@ -754,14 +756,14 @@ def _forward_step_p0_rows(x, x_shift):
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
-def _forward_step_rows_l0(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K, I, c0, c1):
+def _forward_step_rows_l0(x, out, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K, I, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
-            x_shift = x_shift_g[g]
             beta = beta_p[p]
             gamma = gamma_p[p]
+            x_shift = numpy.float64(x[0, g, 0, 0]) if O * K * I else 0.0
             sum_x_shifted = 0.0
             sum_var_shifted = 0.0
             for o in range(O):
@@ -796,7 +798,7 @@ def _forward_step_rows_l0(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, 
 
 def _forward_step_rows(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunks):
     O, G, K, I = x.shape
-    _layout.parallel(_forward_step_rows_l0, chunks, (x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K, I,), x.size)
+    _layout.parallel(_forward_step_rows_l0, chunks, (x, out, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K, I,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
@@ -964,12 +966,14 @@ def _forward_step_tall(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, 
 
 def _forward_step(lay, x, out, mu_g, std_g, beta_p, gamma_p, eps, m):
     """Forward pass, training mode: the output and per-group values only. Pass 1 sums sum_x_shifted, sum_var_shifted (float64) in each group; then sum_x, mu, sum_var, var, std, inv_std, mu_hi, mu_lo, out_coef_x_mu_hi, out_coef_1. Pass 2: out, elementwise. x_shift is each group's first element of x: the sums of x are taken around it, one pass for the mean and the variance (derive/backends/numba/shift.py)."""
-    x_shift_g = _layout.first(x)
     if lay.strategy == "cols":
+        x_shift_g = _layout.first(x)
         _forward_step_cols(lay.cols(x), lay.cols(out), x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
     elif lay.strategy == "tall":
+        x_shift_g = _layout.first(x)
         _forward_step_tall(lay.cols(x), lay.cols(out), x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
     else:
+        x_shift_g = _layout.NO_SHIFT
         _forward_step_rows(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.chunks)
 
 

@@ -34,8 +34,12 @@ class Rows:
             e(2, "left = every")
         e(2, f"for g in range({'g0' if blocked else 'c * G // chunks'}, (c + 1) * G // chunks):")
         e(3, "p = g % P")
-        uniform = [n for n in r.group_in] + [n for n in r.params if n not in self.varying]
+        shifts = {s.name: x.name for s, x in self.shifts}
+        uniform = [n for n in r.group_in if n not in shifts] + [n for n in r.params if n not in self.varying]
         self.group_loads(e, 3, uniform)
+        sizes, index = ("O * K * I", "0, g, 0, 0") if mode == "rows" else ("O * K", "0, g, 0")
+        for n, x in shifts.items():   # the group's first element (_layout.first's value; 0 for an empty group)
+            e(3, f"{n} = numpy.float64({x}[{index}]) if {sizes} else 0.0")
         outer = dict(sc.outer)
         for n, ph in enumerate(sc.passes):
             if (ph.sums or ph.partials) and self.sums_inline(mode):
