@@ -124,8 +124,8 @@ def _on_rows(module, build, view, rows) -> list:
         buffers = {r.buffer: torch.tensor(rows.running[ir.names.original(r.symbol).name]) for r in ir.running}
         out = module.train(x, params, buffers, const, layout)
     else:
-        stats = {stat: torch.tensor(rows.running[buffer]).reshape(view.stat_shape)
-                 for buffer, stat in module.STATS.items()}
+        stats = {stat: torch.tensor(rows.running[ir.names.original(r.symbol).name]).reshape(view.stat_shape)
+                 for stat, r in zip(module.STATS.values(), ir.running)}   # STATS: in the order of ir.running
         out = module.test(x, params, stats, const, layout)
     out.backward(torch.tensor(rows.dout))
     return [("out", out)] + [(f"grad:{k}", t.grad if t.grad is not None else 0 * t)
