@@ -154,7 +154,7 @@ class Layout:
         if self.strategy == "krows" and self.G < WIDE_GROUPS * max(self.P, 1) and self.KT > 1:
             self.strategy = "wide"
         tile = LONG_TILE if self.O * TILE > CACHED_TILE else TILE
-        self.GT = max(1, tile // max(run, 1))
+        self.GT = max(1, min(self.G, tile // max(run, 1)))   # no tile wider than the groups (its scratch)
         tiles = -(-self.G // self.GT)
         self.RC = max(1, min(ROW_CHUNKS, self.O // ROWS_PER_CHUNK, 2 * ITEMS // max(tiles, 1)))
         if self.strategy == "cols" and tiles < ITEMS and self.RC > 1:
