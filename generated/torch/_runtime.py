@@ -101,7 +101,7 @@ def layout(view_shape, axes, param_shape):
 #: the names and keywords of the printed functions, on the same working views)
 FAST = {"cuda": "triton", "cpu": "numba"}
 #: CPU tensors with fewer elements run the printed operations: no kernel is compiled for a tensor too
-#: small to gain from it (above it, a training step through the numba kernels took 20-35% less time than
+#: small to gain from it (above it, a training step through the numba kernels took 20-42% less time than
 #: through the printed operations: batch norm (16, 256) 212 against 268 us, layer norm (16, 256) 187
 #: against 270, group norm (2, 64, 8, 8) 195 against 292; and at (256, 1024) 497 against 628, 440
 #: against 756)
