@@ -32,7 +32,6 @@ import numpy
 # the kernels call these as _layout.<name>
 from ._loops import (  # noqa: F401
     BLOCK,
-    NO_SHIFT,
     block_groups,
     combine_chunks,
     combine_outer,

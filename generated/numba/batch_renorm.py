@@ -89,7 +89,7 @@ def _forward_train_rows_l0(x, xhat, out, running_mean_g, running_var_g, mu_g, d_
                             out[o, g, k, j] = xhat[o, g, k, j]*gamma + beta
 
 
-def _forward_train_rows(x, xhat, out, running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, chunks):
+def _forward_train_rows(x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, chunks):
     O, G, K, I = x.shape
     _layout.parallel(_forward_train_rows_l0, chunks, (x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, chunks, G, O, K, I,), x.size)
 
@@ -281,8 +281,7 @@ def _forward_train(lay, x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, 
         x_shift_g = _layout.first(x)
         _forward_train_tall(lay.cols(x), lay.cols(xhat), lay.cols(out), running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
     else:
-        x_shift_g = _layout.NO_SHIFT
-        _forward_train_rows(x, xhat, out, running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, lay.P, lay.chunks)
+        _forward_train_rows(x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, lay.P, lay.chunks)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
@@ -1220,7 +1219,7 @@ def _forward_step_rows_l0(x, out, running_mean_g, running_var_g, mu_g, d_g, var_
                             out[o, g, k, j] = x_mu_hi*out_coef_x_mu_hi + out_coef_1
 
 
-def _forward_step_rows(x, out, running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, chunks):
+def _forward_step_rows(x, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, chunks):
     O, G, K, I = x.shape
     _layout.parallel(_forward_step_rows_l0, chunks, (x, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, chunks, G, O, K, I,), x.size)
 
@@ -1403,8 +1402,7 @@ def _forward_step(lay, x, out, running_mean_g, running_var_g, mu_g, d_g, var_g, 
         x_shift_g = _layout.first(x)
         _forward_step_tall(lay.cols(x), lay.cols(out), running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
     else:
-        x_shift_g = _layout.NO_SHIFT
-        _forward_step_rows(x, out, running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, lay.P, lay.chunks)
+        _forward_step_rows(x, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, lay.P, lay.chunks)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)

@@ -80,7 +80,7 @@ def _forward_train_rows_l0(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, ep
                             out[o, g, k, j] = xhat[o, g, k, j]*gamma + beta
 
 
-def _forward_train_rows(x, xhat, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, chunks):
+def _forward_train_rows(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, chunks):
     O, G, K, I = x.shape
     _layout.parallel(_forward_train_rows_l0, chunks, (x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K, I,), x.size)
 
@@ -265,8 +265,7 @@ def _forward_train(lay, x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, 
         x_shift_g = _layout.first(x)
         _forward_train_tall(lay.cols(x), lay.cols(xhat), lay.cols(out), x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
     else:
-        x_shift_g = _layout.NO_SHIFT
-        _forward_train_rows(x, xhat, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.chunks)
+        _forward_train_rows(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.chunks)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
@@ -1125,7 +1124,7 @@ def _forward_step_rows_l0(x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P
                             out[o, g, k, j] = x_mu_hi*out_coef_x_mu_hi + out_coef_1
 
 
-def _forward_step_rows(x, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, chunks):
+def _forward_step_rows(x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, chunks):
     O, G, K, I = x.shape
     _layout.parallel(_forward_step_rows_l0, chunks, (x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K, I,), x.size)
 
@@ -1303,8 +1302,7 @@ def _forward_step(lay, x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m):
         x_shift_g = _layout.first(x)
         _forward_step_tall(lay.cols(x), lay.cols(out), x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
     else:
-        x_shift_g = _layout.NO_SHIFT
-        _forward_step_rows(x, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.chunks)
+        _forward_step_rows(x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.chunks)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)

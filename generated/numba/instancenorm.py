@@ -78,7 +78,7 @@ def _forward_train_rows_l0(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chun
                             out[o, g, k, j] = xhat[o, g, k, j]*gamma + beta
 
 
-def _forward_train_rows(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, P, chunks):
+def _forward_train_rows(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chunks):
     O, G, K, I = x.shape
     _layout.parallel(_forward_train_rows_l0, chunks, (x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K, I,), x.size)
 
@@ -261,8 +261,7 @@ def _forward_train(lay, x, xhat, out, std_g, beta_p, gamma_p, eps, m):
         x_shift_g = _layout.first(x)
         _forward_train_tall(lay.cols(x), lay.cols(xhat), lay.cols(out), x_shift_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
     else:
-        x_shift_g = _layout.NO_SHIFT
-        _forward_train_rows(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.chunks)
+        _forward_train_rows(x, xhat, out, std_g, beta_p, gamma_p, eps, m, lay.P, lay.chunks)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
@@ -796,7 +795,7 @@ def _forward_step_rows_l0(x, out, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunk
                             out[o, g, k, j] = x_mu_hi*out_coef_x_mu_hi + out_coef_1
 
 
-def _forward_step_rows(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunks):
+def _forward_step_rows(x, out, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunks):
     O, G, K, I = x.shape
     _layout.parallel(_forward_step_rows_l0, chunks, (x, out, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K, I,), x.size)
 
@@ -973,8 +972,7 @@ def _forward_step(lay, x, out, mu_g, std_g, beta_p, gamma_p, eps, m):
         x_shift_g = _layout.first(x)
         _forward_step_tall(lay.cols(x), lay.cols(out), x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
     else:
-        x_shift_g = _layout.NO_SHIFT
-        _forward_step_rows(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.chunks)
+        _forward_step_rows(x, out, mu_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.chunks)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)

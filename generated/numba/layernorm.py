@@ -80,7 +80,7 @@ def _forward_train_rows_l0(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chun
                             out[o, g, k, j] = beta + gamma*xhat[o, g, k, j]
 
 
-def _forward_train_rows(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, P, chunks):
+def _forward_train_rows(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chunks):
     O, G, K, I = x.shape
     _layout.parallel(_forward_train_rows_l0, chunks, (x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K, I,), x.size)
 
@@ -135,7 +135,7 @@ def _forward_train_krows_l0(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chu
                         out[o, g, j] = beta_p[p, j] + gamma_p[p, j]*xhat[o, g, j]
 
 
-def _forward_train_krows(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, P, chunks):
+def _forward_train_krows(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chunks):
     O, G, K = x.shape
     _layout.parallel(_forward_train_krows_l0, chunks, (x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K,), x.size)
 
@@ -372,11 +372,9 @@ def _forward_train(lay, x, xhat, out, std_g, beta_p, gamma_p, eps, m):
         x_shift_g = _layout.first(x)
         _forward_train_wide(lay.krows(x), lay.krows(xhat), lay.krows(out), x_shift_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.KT)
     elif lay.strategy in ("krows", "wide"):
-        x_shift_g = _layout.NO_SHIFT
-        _forward_train_krows(lay.krows(x), lay.krows(xhat), lay.krows(out), x_shift_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.chunks)
+        _forward_train_krows(lay.krows(x), lay.krows(xhat), lay.krows(out), std_g, beta_p, gamma_p, eps, m, lay.P, lay.chunks)
     else:
-        x_shift_g = _layout.NO_SHIFT
-        _forward_train_rows(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.chunks)
+        _forward_train_rows(x, xhat, out, std_g, beta_p, gamma_p, eps, m, lay.P, lay.chunks)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
@@ -1154,7 +1152,7 @@ def _forward_step_rows_l0(x, out, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunk
                             out[o, g, k, j] = beta + gamma*xhat
 
 
-def _forward_step_rows(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunks):
+def _forward_step_rows(x, out, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunks):
     O, G, K, I = x.shape
     _layout.parallel(_forward_step_rows_l0, chunks, (x, out, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K, I,), x.size)
 
@@ -1210,7 +1208,7 @@ def _forward_step_krows_l0(x, out, mu_g, std_g, beta_p, gamma_p, eps, m, P, chun
                         out[o, g, j] = beta_p[p, j] + gamma_p[p, j]*xhat
 
 
-def _forward_step_krows(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunks):
+def _forward_step_krows(x, out, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunks):
     O, G, K = x.shape
     _layout.parallel(_forward_step_krows_l0, chunks, (x, out, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunks, G, O, K,), x.size)
 
@@ -1448,11 +1446,9 @@ def _forward_step(lay, x, out, mu_g, std_g, beta_p, gamma_p, eps, m):
         x_shift_g = _layout.first(x)
         _forward_step_wide(lay.krows(x), lay.krows(out), x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.KT)
     elif lay.strategy in ("krows", "wide"):
-        x_shift_g = _layout.NO_SHIFT
-        _forward_step_krows(lay.krows(x), lay.krows(out), x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.chunks)
+        _forward_step_krows(lay.krows(x), lay.krows(out), mu_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.chunks)
     else:
-        x_shift_g = _layout.NO_SHIFT
-        _forward_step_rows(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.chunks)
+        _forward_step_rows(x, out, mu_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.chunks)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)

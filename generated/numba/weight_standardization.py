@@ -74,7 +74,7 @@ def _forward_train_rows_l0(x, out, std_g, eps, m, P, chunks, G, O, K, I, c0, c1)
                             out[o, g, k, j] = inv_std*(x_mu_hi - mu_lo)
 
 
-def _forward_train_rows(x, out, x_shift_g, std_g, eps, m, P, chunks):
+def _forward_train_rows(x, out, std_g, eps, m, P, chunks):
     O, G, K, I = x.shape
     _layout.parallel(_forward_train_rows_l0, chunks, (x, out, std_g, eps, m, P, chunks, G, O, K, I,), x.size)
 
@@ -234,8 +234,7 @@ def _forward_train(lay, x, out, std_g, eps, m):
         x_shift_g = _layout.first(x)
         _forward_train_tall(lay.cols(x), lay.cols(out), x_shift_g, std_g, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
     else:
-        x_shift_g = _layout.NO_SHIFT
-        _forward_train_rows(x, out, x_shift_g, std_g, eps, m, lay.P, lay.chunks)
+        _forward_train_rows(x, out, std_g, eps, m, lay.P, lay.chunks)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
@@ -665,7 +664,7 @@ def _forward_step_rows_l0(x, out, mu_g, std_g, eps, m, P, chunks, G, O, K, I, c0
                             out[o, g, k, j] = inv_std*(x_mu_hi - mu_lo)
 
 
-def _forward_step_rows(x, out, x_shift_g, mu_g, std_g, eps, m, P, chunks):
+def _forward_step_rows(x, out, mu_g, std_g, eps, m, P, chunks):
     O, G, K, I = x.shape
     _layout.parallel(_forward_step_rows_l0, chunks, (x, out, mu_g, std_g, eps, m, P, chunks, G, O, K, I,), x.size)
 
@@ -826,8 +825,7 @@ def _forward_step(lay, x, out, mu_g, std_g, eps, m):
         x_shift_g = _layout.first(x)
         _forward_step_tall(lay.cols(x), lay.cols(out), x_shift_g, mu_g, std_g, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
     else:
-        x_shift_g = _layout.NO_SHIFT
-        _forward_step_rows(x, out, x_shift_g, mu_g, std_g, eps, m, lay.P, lay.chunks)
+        _forward_step_rows(x, out, mu_g, std_g, eps, m, lay.P, lay.chunks)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)

@@ -182,10 +182,13 @@ class Printed(Columns, Rows, Wide):
 
     # ------------------------------------------------------------------ drivers
 
-    def arguments(self) -> list[str]:
-        """The driver's arguments, shared by every strategy (then the strategy's own sizes)."""
+    def arguments(self, shifts: bool = True) -> list[str]:
+        """The driver's arguments, shared by every strategy (then the strategy's own sizes); without the
+        shifts' arrays where ``shifts`` is False (rows and krows read each group's first element)."""
         r = self.r
-        return [*r.element_in, *r.element_out, *(self.array(n, "g") for n in r.group_in + r.group_out),
+        skip = set() if shifts else {s.name for s, _ in self.shifts}
+        return [*r.element_in, *r.element_out,
+                *(self.array(n, "g") for n in r.group_in + r.group_out if n not in skip),
                 *(self.array(n, "p") for n in r.params + r.partials), *r.scalars]
 
     def array(self, name: str, suffix: str) -> str:
@@ -249,9 +252,11 @@ class Printed(Columns, Rows, Wide):
             # each group's first element of x (see derive/backends/numba/shift.py): rows and krows read
             # it in the kernel, as a group starts (a pass of its own cost layer norm's forward at
             # (8192, 1024) 0.1 ms, a cache miss a row)
-            for array, x in shifts.items():
-                e(2, f"{array} = " + ("_layout.NO_SHIFT" if mode in ("rows", "krows") else f"_layout.first({x})"))
-            call = [view.format(a=a) if a in elements else a for a in args] + sizes
+            whole = mode in ("rows", "krows")
+            if not whole:
+                for array, x in shifts.items():
+                    e(2, f"{array} = _layout.first({x})")
+            call = [view.format(a=a) if a in elements else a for a in self.arguments(shifts=not whole)] + sizes
             e(2, f"{self.name}_{mode}({', '.join(call)})")
         return e.lines
 

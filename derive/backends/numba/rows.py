@@ -16,7 +16,7 @@ class Rows:
         """The rows (4-D arrays, runs over i) or krows (3-D arrays, runs over k) driver."""
         r, sc = self.r, self.sc
         e = Emit()
-        e(0, f"def {self.name}_{mode}({', '.join(self.arguments() + ['P', 'chunks'])}):")
+        e(0, f"def {self.name}_{mode}({', '.join(self.arguments(shifts=False) + ['P', 'chunks'])}):")
         first = (r.element_in + r.element_out)[0]
         e(1, f"{'O, G, K, I' if mode == 'rows' else 'O, G, K'} = {first}.shape")
         for g, _ in (a for ph in sc.passes for a in ph.partials):

@@ -28,10 +28,6 @@ def _first(x, out, g0, g1):
 FIRST_PARALLEL = 1 << 17
 
 
-#: what rows and krows are passed for the shifts: they read each group's first element in the kernel
-NO_SHIFT = numpy.empty(0)
-
-
 def first(x):
     """Each group's first element of a kernel view x (O, G, K, I), in float64 (zeros where a group
     is empty): the shift its statistics are summed around (derive/backends/numba/shift.py)."""
