@@ -99,6 +99,26 @@ def test_the_compile_cache_stays_out_of_the_package():
     assert os.path.dirname(elsewhere._cache._cache_path) == os.path.dirname(os.path.abspath(__file__))
 
 
+def test_a_change_to_the_runtime_files_alone_recompiles_the_kernels(monkeypatch, tmp_path):
+    """A kernel's cached code holds the runtime helpers it calls (_layout, _loops, _threads) compiled
+    into it, so its cache stamp covers their files too: `derive` may rewrite _loops.py and leave a
+    kernel file as it was, and its cached code must not keep the old helpers."""
+    package = os.path.dirname(os.path.abspath(gn.__file__))
+    assert sorted(os.path.basename(p) for p in gn._RUNTIME) == ["_layout.py", "_loops.py", "_threads.py"]
+    assert all(os.path.dirname(p) == package for p in gn._RUNTIME)
+    helper = tmp_path / "_loops.py"
+    helper.write_text("# a runtime file\n")
+    monkeypatch.setattr(gn, "_RUNTIME", (str(helper),))
+    from generated.numba import batchnorm as kernels
+    py_func = kernels._forward_train_p0_cols.py_func
+    locator = gn._KernelCacheLocator.from_function(py_func, kernels.__file__)
+    before = locator.get_source_stamp()
+    os.utime(helper, ns=(os.stat(helper).st_atime_ns, os.stat(helper).st_mtime_ns + 10**9))
+    assert locator.get_source_stamp() != before
+    helper.write_text("# a runtime file, longer now\n")
+    assert locator.get_source_stamp() != before
+
+
 def test_the_default_cache_is_the_users_cache_folder(monkeypatch, tmp_path):
     monkeypatch.delenv("NORMDERIVE_NUMBA_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
@@ -159,6 +179,53 @@ def test_larger_groups_and_ragged_blocks(name, shape, G):
         assert not bad, f"{backward}: {bad}"
 
 
+@pytest.mark.parametrize("name, shape, R, strategy", [
+    ("batchnorm", (1000, 6), 125, "cols"), ("batchnorm", (65536, 2), 512, "tall"),
+    ("batchnorm", (1009, 4), 1, "tall"), ("spatial_batchnorm", (8192, 3, 2, 2), 64, "tall"),
+    ("spatial_batchnorm", (30, 5, 3, 3), 15, "cols")])
+def test_short_rows_are_merged(name, shape, R, strategy):
+    """cols and tall take rows shorter than _layout.SHORT_ROW R at a time as one row (R the largest
+    divisor of the rows with R * row <= _layout.TILE; none past 1 for 1009 rows, a prime): column
+    c of a merged row is column c % row of a row, so the sums fold and the per-group factors spread
+    over R periods.  Against the NumPy kernels at 1e-10, float64, every backward form."""
+    from generated.numba import _layout
+    variant = BY_NAME[name]
+    view = shape if len(shape) == 2 else (shape[0], shape[1], shape[2] * shape[3])
+    lay = _layout.layout(view, (0, 2) if len(shape) == 4 else (0,), (1,), False)
+    assert (lay.R, lay.strategy) == (R, strategy)
+    case = make_case(variant, np.random.default_rng(11), shape=shape, offset=2.0)
+    for backward in variant.backward_names:
+        got, want = _run(gn, case, backward), _run(generated, case, backward)
+        bad = {k: e for k, e in _errors(got, want).items() if not e <= 1e-10}
+        assert not bad, f"{backward}: {bad}"
+
+
+@pytest.mark.parametrize("shape", [(600, 5, 2), (12800, 5, 2)], ids=["cols", "tall"])
+def test_merged_rows_with_parameters_along_k_match_the_printed_torch_functions(shape):
+    """A layer norm view with groups over many short rows (O rows of 5 groups of 2 along k): rows
+    merged 100 at a time, with gamma laid out along the merged row's columns and its gradient folded
+    over them.  generated.numba's kernel contract against the printed torch functions, float64."""
+    torch = pytest.importorskip("torch")
+    from generated.numba import _layout
+    from generated.numba import layernorm as nl
+    from generated.torch import layernorm as tl
+    rng = np.random.default_rng(4)
+    x, dout = rng.normal(size=shape) + 2.0, rng.normal(size=shape)
+    gamma, beta = rng.normal(size=(1, 1, shape[2])), rng.normal(size=(1, 1, shape[2]))
+    kw = {"eps": 1e-5, "m": shape[0] * shape[2], "axes": (0, 2), "param_sum_axes": (0, 1)}
+    lay = _layout.layout(x.shape, (0, 2), (2,), True)
+    assert (lay.R, lay.strategy) == (100, "cols" if shape[0] == 600 else "tall")
+    got = nl.forward_train(x, gamma, beta, **kw)
+    want = tl.forward_train(*map(torch.from_numpy, (x, gamma, beta)), **kw)
+    assert rel_error(got["out"], want["out"].numpy()) <= 1e-12
+    grads = nl.backward_train_fused(dout, gamma, got["mu"], got["std"], x, **kw)
+    t = {k: torch.from_numpy(np.asarray(v)) for k, v in (("mu", got["mu"]), ("std", got["std"]))}
+    wants = tl.backward_train_fused(torch.from_numpy(dout), torch.from_numpy(gamma), t["mu"], t["std"],
+                                    torch.from_numpy(x), outer_axes=(0, 1), **kw)
+    for a, b in zip(grads, wants):
+        assert rel_error(np.asarray(a), b.numpy()) <= 1e-12
+
+
 @pytest.mark.parametrize("name, shape", [("batchnorm", (2**20, 2)), ("layernorm", (2, 2**20))])
 def test_float32_sums_accumulate_in_float64(name, shape):
     """dout = 1000 + U(0, 1) in float32, gamma = 1, 2**20 values per group.  A float32
@@ -195,11 +262,12 @@ def test_a_large_mean_offset_still_normalizes_in_float32(variant, mode, axis):
 
 @pytest.mark.parametrize("threads", ["pool", "libgomp"])
 @pytest.mark.parametrize("name, shape", [("layernorm", (600, 70)), ("batchnorm", (4000, 12)),
-                                         ("spatial_groupnorm", (8, 8, 24, 24)), ("layernorm", (3, 20000))])
+                                         ("spatial_groupnorm", (8, 8, 24, 24)), ("layernorm", (3, 20000)),
+                                         ("batchnorm", (65536, 2))])
 def test_results_do_not_depend_on_the_thread_count(name, shape, threads, monkeypatch):
     """Chunks and tiles are fixed by the shape, and each is summed on its own before the chunks are
     added in order, so any number of threads gives the same bits (with _threads.PARALLEL lowered below
-    these shapes, so that their loops do run on threads: krows, tall, rows and wide), on generated.numba's own
+    these shapes, so that their loops do run on threads: krows, tall, rows, wide and tall with rows merged), on generated.numba's own
     pool and on libgomp's threads (which the kernels use once torch has loaded libgomp)."""
     from generated.numba import _layout, _threads
 

@@ -37,6 +37,7 @@ except ImportError as error:  # pragma: no cover - exercised only without numba
     raise ImportError("generated.numba needs numba: pip install 'normderive[numba]'") from error
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
+_RUNTIME = tuple(os.path.join(_HERE, f"{name}.py") for name in ("_layout", "_loops", "_threads"))
 
 
 def cache_dir() -> str:
@@ -66,6 +67,16 @@ class _KernelCacheLocator(_caching._SourceFileBackedLocatorMixin, _caching._Cach
 
     def get_cache_path(self):
         return self._cache_path
+
+    def get_source_stamp(self):
+        """The kernel file's stamp and the runtime files' (_layout.py, _loops.py, _threads.py): a
+        kernel's cached code holds the runtime helpers it calls, compiled into it, so a change to
+        them alone must not leave it running the old ones."""
+        stamps = []
+        for path in (self._py_file,) + _RUNTIME:
+            st = os.stat(path)
+            stamps += [st.st_mtime, st.st_size]
+        return tuple(stamps)
 
     @classmethod
     def from_function(cls, py_func, py_file):

@@ -9,6 +9,7 @@ the process has loaded it (torch has), else a pool of this package.  The kernels
 import concurrent.futures
 import ctypes
 import os
+import sys
 import threading
 
 import numba
@@ -21,6 +22,9 @@ _LOCK = threading.Lock()
 _POOL: list = []          #: the thread pool, made on first use: [executor, its workers]
 _THREADS = [0]            #: the number of threads set by set_num_threads (0: numba's NUMBA_NUM_THREADS)
 _OPENMP: list = []        #: libgomp, once found loaded
+#: len(sys.modules) when libgomp was last found not loaded: it is looked for again only after an import
+#: (each look is a dlopen, about 0.1 ms a parallel loop)
+_ABSENT = [-1]
 _BODY = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 
 
@@ -53,9 +57,12 @@ def _openmp():
     instead took 2.5 ms where our pool took 4.6 ms right after a torch operation (batch norm's
     forward at (4096, 1024) float32, 2 cores)."""
     if not _OPENMP:
+        if _ABSENT[0] == len(sys.modules):
+            return None
         try:
             lib = ctypes.CDLL("libgomp.so.1", mode=getattr(os, "RTLD_NOLOAD", 0) | ctypes.RTLD_GLOBAL)
         except OSError:
+            _ABSENT[0] = len(sys.modules)
             return None
         lib.GOMP_parallel.argtypes = [_BODY, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
         lib.GOMP_parallel.restype = None

@@ -154,7 +154,7 @@ def _forward_train_g0(sum_x_shifted, sum_var_shifted, running_mean, running_var,
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_train_cols_l0(x, xhat, out, running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, K, I, G, GT, O, like, tc0, tc1):
+def _forward_train_cols_l0(x, xhat, out, running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, K, I, G, GT, R, O, like, tc0, tc1):
     beta_t_b = numpy.empty(GT, beta_p.dtype)
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
     sum_x_shifted_s_b = numpy.empty(GT)
@@ -162,17 +162,17 @@ def _forward_train_cols_l0(x, xhat, out, running_mean_g, running_var_g, x_shift_
     mu_hi_a_b = numpy.empty(GT, x.dtype)
     xhat_coef_x_mu_hi_a_b = numpy.empty(GT, x.dtype)
     xhat_coef_1_a_b = numpy.empty(GT, x.dtype)
-    x_shift_e_b = numpy.empty(GT * K * I, x_shift_g.dtype)
-    sum_x_shifted_t_b = numpy.empty(GT * K * I)
-    sum_var_shifted_t_b = numpy.empty(GT * K * I)
-    beta_e_b = numpy.empty(GT * K * I, beta_p.dtype)
-    gamma_e_b = numpy.empty(GT * K * I, gamma_p.dtype)
-    mu_hi_e_b = numpy.empty(GT * K * I, mu_hi_a_b.dtype)
-    xhat_coef_1_e_b = numpy.empty(GT * K * I, xhat_coef_1_a_b.dtype)
-    xhat_coef_x_mu_hi_e_b = numpy.empty(GT * K * I, xhat_coef_x_mu_hi_a_b.dtype)
+    x_shift_e_b = numpy.empty(GT * K * I * R, x_shift_g.dtype)
+    sum_x_shifted_t_b = numpy.empty(GT * K * I * R)
+    sum_var_shifted_t_b = numpy.empty(GT * K * I * R)
+    beta_e_b = numpy.empty(GT * K * I * R, beta_p.dtype)
+    gamma_e_b = numpy.empty(GT * K * I * R, gamma_p.dtype)
+    mu_hi_e_b = numpy.empty(GT * K * I * R, mu_hi_a_b.dtype)
+    xhat_coef_1_e_b = numpy.empty(GT * K * I * R, xhat_coef_1_a_b.dtype)
+    xhat_coef_x_mu_hi_e_b = numpy.empty(GT * K * I * R, xhat_coef_x_mu_hi_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         sum_x_shifted_s = sum_x_shifted_s_b[:g1 - g0]
@@ -197,25 +197,25 @@ def _forward_train_cols_l0(x, xhat, out, running_mean_g, running_var_g, x_shift_
         _forward_train_e_cols(x, xhat, out, beta_e, gamma_e, mu_hi_e, xhat_coef_1_e, xhat_coef_x_mu_hi_e, 0, O, j0, j1)
 
 
-def _forward_train_cols(x, xhat, out, running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, K, I, G, GT):
+def _forward_train_cols(x, xhat, out, running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, K, I, G, GT, R):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
     like = numpy.empty(0, x.dtype)
-    _layout.parallel(_forward_train_cols_l0, TC, (x, xhat, out, running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, K, I, G, GT, O, like,), x.size)
+    _layout.parallel(_forward_train_cols_l0, TC, (x, xhat, out, running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, K, I, G, GT, R, O, like,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_train_tall_l0(x, x_shift_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_x_shifted_r, sum_var_shifted_r, t0, t1):
+def _forward_train_tall_l0(x, x_shift_g, beta_p, gamma_p, P, K, I, G, RC, GT, R, TC, O, sum_x_shifted_r, sum_var_shifted_r, t0, t1):
     beta_t_b = numpy.empty(GT, beta_p.dtype)
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
-    x_shift_e_b = numpy.empty(GT * K * I, x_shift_g.dtype)
-    sum_x_shifted_t_b = numpy.empty(GT * K * I)
-    sum_var_shifted_t_b = numpy.empty(GT * K * I)
+    x_shift_e_b = numpy.empty(GT * K * I * R, x_shift_g.dtype)
+    sum_x_shifted_t_b = numpy.empty(GT * K * I * R)
+    sum_var_shifted_t_b = numpy.empty(GT * K * I * R)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         x_shift_e = _layout.spread_into(x_shift_g[g0:g1], K * I, x_shift_e_b[:j1 - j0])
@@ -229,19 +229,19 @@ def _forward_train_tall_l0(x, x_shift_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_train_tall_l1(x, xhat, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, mu_hi_a, xhat_coef_1_a, xhat_coef_x_mu_hi_a, t0, t1):
+def _forward_train_tall_l1(x, xhat, out, beta_p, gamma_p, P, K, I, G, RC, GT, R, TC, O, mu_hi_a, xhat_coef_1_a, xhat_coef_x_mu_hi_a, t0, t1):
     beta_t_b = numpy.empty(GT, beta_p.dtype)
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
-    beta_e_b = numpy.empty(GT * K * I, beta_p.dtype)
-    gamma_e_b = numpy.empty(GT * K * I, gamma_p.dtype)
-    mu_hi_e_b = numpy.empty(GT * K * I, mu_hi_a.dtype)
-    xhat_coef_1_e_b = numpy.empty(GT * K * I, xhat_coef_1_a.dtype)
-    xhat_coef_x_mu_hi_e_b = numpy.empty(GT * K * I, xhat_coef_x_mu_hi_a.dtype)
+    beta_e_b = numpy.empty(GT * K * I * R, beta_p.dtype)
+    gamma_e_b = numpy.empty(GT * K * I * R, gamma_p.dtype)
+    mu_hi_e_b = numpy.empty(GT * K * I * R, mu_hi_a.dtype)
+    xhat_coef_1_e_b = numpy.empty(GT * K * I * R, xhat_coef_1_a.dtype)
+    xhat_coef_x_mu_hi_e_b = numpy.empty(GT * K * I * R, xhat_coef_x_mu_hi_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         beta_e = _layout.spread_into(beta_t, K * I, beta_e_b[:j1 - j0])
@@ -252,7 +252,7 @@ def _forward_train_tall_l1(x, xhat, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC
         _forward_train_e_cols(x, xhat, out, beta_e, gamma_e, mu_hi_e, xhat_coef_1_e, xhat_coef_x_mu_hi_e, o0, o1, j0, j1)
 
 
-def _forward_train_tall(x, xhat, out, running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, K, I, G, RC, GT):
+def _forward_train_tall(x, xhat, out, running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, K, I, G, RC, GT, R):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
     sum_x_shifted_s = numpy.empty(G)
@@ -265,21 +265,21 @@ def _forward_train_tall(x, xhat, out, running_mean_g, running_var_g, x_shift_g, 
     gamma_all = _layout.per_group(gamma_p, 0, G, P)
     sum_x_shifted_r = numpy.empty((RC, G))
     sum_var_shifted_r = numpy.empty((RC, G))
-    _layout.parallel(_forward_train_tall_l0, RC * TC, (x, x_shift_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_x_shifted_r, sum_var_shifted_r,), x.size)
+    _layout.parallel(_forward_train_tall_l0, RC * TC, (x, x_shift_g, beta_p, gamma_p, P, K, I, G, RC, GT, R, TC, O, sum_x_shifted_r, sum_var_shifted_r,), x.size)
     _layout.sum_chunks(sum_x_shifted_r, sum_x_shifted_s)
     _layout.sum_chunks(sum_var_shifted_r, sum_var_shifted_s)
     _forward_train_g0(sum_x_shifted_s, sum_var_shifted_s, running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, mu_hi_a, xhat_coef_x_mu_hi_a, xhat_coef_1_a, d_max, eps, m, r_max, like)
-    _layout.parallel(_forward_train_tall_l1, RC * TC, (x, xhat, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, mu_hi_a, xhat_coef_1_a, xhat_coef_x_mu_hi_a,), x.size)
+    _layout.parallel(_forward_train_tall_l1, RC * TC, (x, xhat, out, beta_p, gamma_p, P, K, I, G, RC, GT, R, TC, O, mu_hi_a, xhat_coef_1_a, xhat_coef_x_mu_hi_a,), x.size)
 
 
 def _forward_train(lay, x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max):
     """Forward pass, training mode. Pass 1 sums sum_x_shifted, sum_var_shifted (float64) in each group; then sum_x, std_run, mu, d, sum_var, var, std, r, inv_std, mu_hi, mu_lo, xhat_coef_x_mu_hi, xhat_coef_1. Pass 2: xhat, out, elementwise. x_shift is each group's first element of x: the sums of x are taken around it, one pass for the mean and the variance (derive/backends/numba/shift.py)."""
     if lay.strategy == "cols":
         x_shift_g = _layout.first(x)
-        _forward_train_cols(lay.cols(x), lay.cols(xhat), lay.cols(out), running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _forward_train_cols(lay.cols(x), lay.cols(xhat), lay.cols(out), running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
         x_shift_g = _layout.first(x)
-        _forward_train_tall(lay.cols(x), lay.cols(xhat), lay.cols(out), running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _forward_train_tall(lay.cols(x), lay.cols(xhat), lay.cols(out), running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT, lay.R)
     else:
         _forward_train_rows(x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, lay.P, lay.chunks)
 
@@ -351,18 +351,18 @@ def _forward_test_g0(var, std_w, r_w, d_w, xhat_coef_x_mu_w, d_max, eps, r_max, 
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_test_cols_l0(x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, K, I, G, GT, like, O, tc0, tc1):
+def _forward_test_cols_l0(x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, K, I, G, GT, R, like, O, tc0, tc1):
     beta_t_b = numpy.empty(GT, beta_p.dtype)
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
     xhat_coef_x_mu_a_b = numpy.empty(GT, x.dtype)
-    beta_e_b = numpy.empty(GT * K * I, beta_p.dtype)
-    d_e_b = numpy.empty(GT * K * I, d_g.dtype)
-    gamma_e_b = numpy.empty(GT * K * I, gamma_p.dtype)
-    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
-    xhat_coef_x_mu_e_b = numpy.empty(GT * K * I, xhat_coef_x_mu_a_b.dtype)
+    beta_e_b = numpy.empty(GT * K * I * R, beta_p.dtype)
+    d_e_b = numpy.empty(GT * K * I * R, d_g.dtype)
+    gamma_e_b = numpy.empty(GT * K * I * R, gamma_p.dtype)
+    mu_e_b = numpy.empty(GT * K * I * R, mu_g.dtype)
+    xhat_coef_x_mu_e_b = numpy.empty(GT * K * I * R, xhat_coef_x_mu_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         xhat_coef_x_mu_a = xhat_coef_x_mu_a_b[:g1 - g0]
@@ -375,27 +375,27 @@ def _forward_test_cols_l0(x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, ga
         _forward_test_e_cols(x, xhat, out, beta_e, d_e, gamma_e, mu_e, xhat_coef_x_mu_e, 0, O, j0, j1)
 
 
-def _forward_test_cols(x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, K, I, G, GT):
+def _forward_test_cols(x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, K, I, G, GT, R):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
     like = numpy.empty(0, x.dtype)
-    _layout.parallel(_forward_test_cols_l0, TC, (x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, K, I, G, GT, like, O,), x.size)
+    _layout.parallel(_forward_test_cols_l0, TC, (x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, K, I, G, GT, R, like, O,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_test_tall_l0(x, xhat, out, mu_g, d_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, xhat_coef_x_mu_a, t0, t1):
+def _forward_test_tall_l0(x, xhat, out, mu_g, d_g, beta_p, gamma_p, P, K, I, G, RC, GT, R, TC, O, xhat_coef_x_mu_a, t0, t1):
     beta_t_b = numpy.empty(GT, beta_p.dtype)
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
-    beta_e_b = numpy.empty(GT * K * I, beta_p.dtype)
-    d_e_b = numpy.empty(GT * K * I, d_g.dtype)
-    gamma_e_b = numpy.empty(GT * K * I, gamma_p.dtype)
-    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
-    xhat_coef_x_mu_e_b = numpy.empty(GT * K * I, xhat_coef_x_mu_a.dtype)
+    beta_e_b = numpy.empty(GT * K * I * R, beta_p.dtype)
+    d_e_b = numpy.empty(GT * K * I * R, d_g.dtype)
+    gamma_e_b = numpy.empty(GT * K * I * R, gamma_p.dtype)
+    mu_e_b = numpy.empty(GT * K * I * R, mu_g.dtype)
+    xhat_coef_x_mu_e_b = numpy.empty(GT * K * I * R, xhat_coef_x_mu_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         beta_e = _layout.spread_into(beta_t, K * I, beta_e_b[:j1 - j0])
@@ -406,7 +406,7 @@ def _forward_test_tall_l0(x, xhat, out, mu_g, d_g, beta_p, gamma_p, P, K, I, G, 
         _forward_test_e_cols(x, xhat, out, beta_e, d_e, gamma_e, mu_e, xhat_coef_x_mu_e, o0, o1, j0, j1)
 
 
-def _forward_test_tall(x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, K, I, G, RC, GT):
+def _forward_test_tall(x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, K, I, G, RC, GT, R):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
     xhat_coef_x_mu_a = numpy.empty(G, x.dtype)
@@ -414,15 +414,15 @@ def _forward_test_tall(x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma
     beta_all = _layout.per_group(beta_p, 0, G, P)
     gamma_all = _layout.per_group(gamma_p, 0, G, P)
     _forward_test_g0(var_g, std_g, r_g, d_g, xhat_coef_x_mu_a, d_max, eps, r_max, like)
-    _layout.parallel(_forward_test_tall_l0, RC * TC, (x, xhat, out, mu_g, d_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, xhat_coef_x_mu_a,), x.size)
+    _layout.parallel(_forward_test_tall_l0, RC * TC, (x, xhat, out, mu_g, d_g, beta_p, gamma_p, P, K, I, G, RC, GT, R, TC, O, xhat_coef_x_mu_a,), x.size)
 
 
 def _forward_test(lay, x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max):
     """Forward pass, test mode (running statistics). Per group: std, std_run, r, d, inv_std, xhat_coef_x_mu. Pass 1: xhat, out, elementwise."""
     if lay.strategy == "cols":
-        _forward_test_cols(lay.cols(x), lay.cols(xhat), lay.cols(out), mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _forward_test_cols(lay.cols(x), lay.cols(xhat), lay.cols(out), mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
-        _forward_test_tall(lay.cols(x), lay.cols(xhat), lay.cols(out), mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _forward_test_tall(lay.cols(x), lay.cols(xhat), lay.cols(out), mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT, lay.R)
     else:
         _forward_test_rows(x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, lay.P, lay.chunks)
 
@@ -526,21 +526,21 @@ def _backward_compact_g0(sum_dout, sum_dout_xhat, d, gamma, r, std, coef_dout_w,
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_compact_cols_l0(dout, xhat, dx, d_g, r_g, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_g, dbeta_g, like, tc0, tc1):
+def _backward_compact_cols_l0(dout, xhat, dx, d_g, r_g, std_g, gamma_p, m, P, K, I, G, GT, R, O, dgamma_g, dbeta_g, like, tc0, tc1):
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
     sum_dout_s_b = numpy.empty(GT)
     sum_dout_xhat_s_b = numpy.empty(GT)
     coef_dout_a_b = numpy.empty(GT, dout.dtype)
     coef_xhat_a_b = numpy.empty(GT, dout.dtype)
     coef_1_a_b = numpy.empty(GT, dout.dtype)
-    sum_dout_t_b = numpy.empty(GT * K * I)
-    sum_dout_xhat_t_b = numpy.empty(GT * K * I)
-    coef_1_e_b = numpy.empty(GT * K * I, coef_1_a_b.dtype)
-    coef_dout_e_b = numpy.empty(GT * K * I, coef_dout_a_b.dtype)
-    coef_xhat_e_b = numpy.empty(GT * K * I, coef_xhat_a_b.dtype)
+    sum_dout_t_b = numpy.empty(GT * K * I * R)
+    sum_dout_xhat_t_b = numpy.empty(GT * K * I * R)
+    coef_1_e_b = numpy.empty(GT * K * I * R, coef_1_a_b.dtype)
+    coef_dout_e_b = numpy.empty(GT * K * I * R, coef_dout_a_b.dtype)
+    coef_xhat_e_b = numpy.empty(GT * K * I * R, coef_xhat_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         sum_dout_s = sum_dout_s_b[:g1 - g0]
         sum_dout_xhat_s = sum_dout_xhat_s_b[:g1 - g0]
@@ -561,13 +561,13 @@ def _backward_compact_cols_l0(dout, xhat, dx, d_g, r_g, std_g, gamma_p, m, P, K,
         _backward_compact_e_cols(dout, xhat, dx, coef_1_e, coef_dout_e, coef_xhat_e, 0, O, j0, j1)
 
 
-def _backward_compact_cols(dout, xhat, dx, d_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, GT):
+def _backward_compact_cols(dout, xhat, dx, d_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     dgamma_g = dgamma_p if P == G else numpy.empty(G)
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
     like = numpy.empty(0, dout.dtype)
-    _layout.parallel(_backward_compact_cols_l0, TC, (dout, xhat, dx, d_g, r_g, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_g, dbeta_g, like,), dout.size)
+    _layout.parallel(_backward_compact_cols_l0, TC, (dout, xhat, dx, d_g, r_g, std_g, gamma_p, m, P, K, I, G, GT, R, O, dgamma_g, dbeta_g, like,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -575,15 +575,15 @@ def _backward_compact_cols(dout, xhat, dx, d_g, r_g, std_g, gamma_p, dgamma_p, d
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_compact_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_r, sum_dout_xhat_r, t0, t1):
+def _backward_compact_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, R, TC, O, sum_dout_r, sum_dout_xhat_r, t0, t1):
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
-    sum_dout_t_b = numpy.empty(GT * K * I)
-    sum_dout_xhat_t_b = numpy.empty(GT * K * I)
+    sum_dout_t_b = numpy.empty(GT * K * I * R)
+    sum_dout_xhat_t_b = numpy.empty(GT * K * I * R)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         sum_dout_t = sum_dout_t_b[:j1 - j0]
         sum_dout_t[:] = 0.0
@@ -595,16 +595,16 @@ def _backward_compact_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, su
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_compact_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_a, coef_xhat_a, t0, t1):
+def _backward_compact_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, R, TC, O, coef_1_a, coef_dout_a, coef_xhat_a, t0, t1):
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
-    coef_1_e_b = numpy.empty(GT * K * I, coef_1_a.dtype)
-    coef_dout_e_b = numpy.empty(GT * K * I, coef_dout_a.dtype)
-    coef_xhat_e_b = numpy.empty(GT * K * I, coef_xhat_a.dtype)
+    coef_1_e_b = numpy.empty(GT * K * I * R, coef_1_a.dtype)
+    coef_dout_e_b = numpy.empty(GT * K * I * R, coef_dout_a.dtype)
+    coef_xhat_e_b = numpy.empty(GT * K * I * R, coef_xhat_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         coef_1_e = _layout.spread_into(coef_1_a[g0:g1], K * I, coef_1_e_b[:j1 - j0])
         coef_dout_e = _layout.spread_into(coef_dout_a[g0:g1], K * I, coef_dout_e_b[:j1 - j0])
@@ -612,7 +612,7 @@ def _backward_compact_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O
         _backward_compact_e_cols(dout, xhat, dx, coef_1_e, coef_dout_e, coef_xhat_e, o0, o1, j0, j1)
 
 
-def _backward_compact_tall(dout, xhat, dx, d_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, RC, GT):
+def _backward_compact_tall(dout, xhat, dx, d_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, RC, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     sum_dout_s = numpy.empty(G)
@@ -626,11 +626,11 @@ def _backward_compact_tall(dout, xhat, dx, d_g, r_g, std_g, gamma_p, dgamma_p, d
     gamma_all = _layout.per_group(gamma_p, 0, G, P)
     sum_dout_r = numpy.empty((RC, G))
     sum_dout_xhat_r = numpy.empty((RC, G))
-    _layout.parallel(_backward_compact_tall_l0, RC * TC, (dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_r, sum_dout_xhat_r,), dout.size)
+    _layout.parallel(_backward_compact_tall_l0, RC * TC, (dout, xhat, gamma_p, P, K, I, G, RC, GT, R, TC, O, sum_dout_r, sum_dout_xhat_r,), dout.size)
     _layout.sum_chunks(sum_dout_r, sum_dout_s)
     _layout.sum_chunks(sum_dout_xhat_r, sum_dout_xhat_s)
     _backward_compact_g0(sum_dout_s, sum_dout_xhat_s, d_g, gamma_all, r_g, std_g, coef_dout_a, coef_xhat_a, coef_1_a, dgamma_g, dbeta_g, m, like)
-    _layout.parallel(_backward_compact_tall_l1, RC * TC, (dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_a, coef_xhat_a,), dout.size)
+    _layout.parallel(_backward_compact_tall_l1, RC * TC, (dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, R, TC, O, coef_1_a, coef_dout_a, coef_xhat_a,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -640,9 +640,9 @@ def _backward_compact_tall(dout, xhat, dx, d_g, r_g, std_g, gamma_p, dgamma_p, d
 def _backward_compact(lay, dout, xhat, dx, d_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m):
     """Backward pass, the compact form. Pass 1 sums sum_dout, sum_dout_xhat (float64) in each group; then coef_dout, coef_xhat, coef_1. Pass 2: dx, elementwise."""
     if lay.strategy == "cols":
-        _backward_compact_cols(lay.cols(dout), lay.cols(xhat), lay.cols(dx), d_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _backward_compact_cols(lay.cols(dout), lay.cols(xhat), lay.cols(dx), d_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
-        _backward_compact_tall(lay.cols(dout), lay.cols(xhat), lay.cols(dx), d_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _backward_compact_tall(lay.cols(dout), lay.cols(xhat), lay.cols(dx), d_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT, lay.R)
     else:
         _backward_compact_rows(dout, xhat, dx, d_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.chunks)
 
@@ -775,7 +775,7 @@ def _backward_staged_g1(sum_dvar, sum_dxhat, sum_dout_xhat, sum_dout, d, gamma, 
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_staged_cols_l0(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, K, I, G, GT, like, O, dgamma_g, dbeta_g, tc0, tc1):
+def _backward_staged_cols_l0(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, K, I, G, GT, R, like, O, dgamma_g, dbeta_g, tc0, tc1):
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
     sum_dvar_s_b = numpy.empty(GT)
     sum_dxhat_s_b = numpy.empty(GT)
@@ -788,22 +788,22 @@ def _backward_staged_cols_l0(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, m, 
     dx_coef_xhat_a_b = numpy.empty(GT, dout.dtype)
     dx_coef_1_a_b = numpy.empty(GT, dout.dtype)
     dx_coef_dout_a_b = numpy.empty(GT, dout.dtype)
-    d_e_b = numpy.empty(GT * K * I, d_g.dtype)
-    gamma_e_b = numpy.empty(GT * K * I, gamma_p.dtype)
-    inv_r_e_b = numpy.empty(GT * K * I, inv_r_a_b.dtype)
-    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
-    r_e_b = numpy.empty(GT * K * I, r_g.dtype)
-    std_e_b = numpy.empty(GT * K * I, std_g.dtype)
-    sum_dvar_t_b = numpy.empty(GT * K * I)
-    sum_dxhat_t_b = numpy.empty(GT * K * I)
-    sum_dout_xhat_t_b = numpy.empty(GT * K * I)
-    sum_dout_t_b = numpy.empty(GT * K * I)
-    dx_coef_1_e_b = numpy.empty(GT * K * I, dx_coef_1_a_b.dtype)
-    dx_coef_dout_e_b = numpy.empty(GT * K * I, dx_coef_dout_a_b.dtype)
-    dx_coef_xhat_e_b = numpy.empty(GT * K * I, dx_coef_xhat_a_b.dtype)
+    d_e_b = numpy.empty(GT * K * I * R, d_g.dtype)
+    gamma_e_b = numpy.empty(GT * K * I * R, gamma_p.dtype)
+    inv_r_e_b = numpy.empty(GT * K * I * R, inv_r_a_b.dtype)
+    mu_e_b = numpy.empty(GT * K * I * R, mu_g.dtype)
+    r_e_b = numpy.empty(GT * K * I * R, r_g.dtype)
+    std_e_b = numpy.empty(GT * K * I * R, std_g.dtype)
+    sum_dvar_t_b = numpy.empty(GT * K * I * R)
+    sum_dxhat_t_b = numpy.empty(GT * K * I * R)
+    sum_dout_xhat_t_b = numpy.empty(GT * K * I * R)
+    sum_dout_t_b = numpy.empty(GT * K * I * R)
+    dx_coef_1_e_b = numpy.empty(GT * K * I * R, dx_coef_1_a_b.dtype)
+    dx_coef_dout_e_b = numpy.empty(GT * K * I * R, dx_coef_dout_a_b.dtype)
+    dx_coef_xhat_e_b = numpy.empty(GT * K * I * R, dx_coef_xhat_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         sum_dvar_s = sum_dvar_s_b[:g1 - g0]
         sum_dxhat_s = sum_dxhat_s_b[:g1 - g0]
@@ -843,13 +843,13 @@ def _backward_staged_cols_l0(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, m, 
         _backward_staged_e_cols(dout, xhat, dx, dx_coef_1_e, dx_coef_dout_e, dx_coef_xhat_e, 0, O, j0, j1)
 
 
-def _backward_staged_cols(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, GT):
+def _backward_staged_cols(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     dgamma_g = dgamma_p if P == G else numpy.empty(G)
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
     like = numpy.empty(0, dout.dtype)
-    _layout.parallel(_backward_staged_cols_l0, TC, (dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, K, I, G, GT, like, O, dgamma_g, dbeta_g,), dout.size)
+    _layout.parallel(_backward_staged_cols_l0, TC, (dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, K, I, G, GT, R, like, O, dgamma_g, dbeta_g,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -857,23 +857,23 @@ def _backward_staged_cols(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_staged_tall_l0(dout, xhat, d_g, mu_g, r_g, std_g, gamma_p, P, K, I, G, RC, GT, TC, O, inv_r_a, sum_dvar_r, sum_dxhat_r, sum_dout_xhat_r, sum_dout_r, t0, t1):
+def _backward_staged_tall_l0(dout, xhat, d_g, mu_g, r_g, std_g, gamma_p, P, K, I, G, RC, GT, R, TC, O, inv_r_a, sum_dvar_r, sum_dxhat_r, sum_dout_xhat_r, sum_dout_r, t0, t1):
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
-    d_e_b = numpy.empty(GT * K * I, d_g.dtype)
-    gamma_e_b = numpy.empty(GT * K * I, gamma_p.dtype)
-    inv_r_e_b = numpy.empty(GT * K * I, inv_r_a.dtype)
-    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
-    r_e_b = numpy.empty(GT * K * I, r_g.dtype)
-    std_e_b = numpy.empty(GT * K * I, std_g.dtype)
-    sum_dvar_t_b = numpy.empty(GT * K * I)
-    sum_dxhat_t_b = numpy.empty(GT * K * I)
-    sum_dout_xhat_t_b = numpy.empty(GT * K * I)
-    sum_dout_t_b = numpy.empty(GT * K * I)
+    d_e_b = numpy.empty(GT * K * I * R, d_g.dtype)
+    gamma_e_b = numpy.empty(GT * K * I * R, gamma_p.dtype)
+    inv_r_e_b = numpy.empty(GT * K * I * R, inv_r_a.dtype)
+    mu_e_b = numpy.empty(GT * K * I * R, mu_g.dtype)
+    r_e_b = numpy.empty(GT * K * I * R, r_g.dtype)
+    std_e_b = numpy.empty(GT * K * I * R, std_g.dtype)
+    sum_dvar_t_b = numpy.empty(GT * K * I * R)
+    sum_dxhat_t_b = numpy.empty(GT * K * I * R)
+    sum_dout_xhat_t_b = numpy.empty(GT * K * I * R)
+    sum_dout_t_b = numpy.empty(GT * K * I * R)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         d_e = _layout.spread_into(d_g[g0:g1], K * I, d_e_b[:j1 - j0])
         gamma_e = _layout.spread_into(gamma_t, K * I, gamma_e_b[:j1 - j0])
@@ -897,16 +897,16 @@ def _backward_staged_tall_l0(dout, xhat, d_g, mu_g, r_g, std_g, gamma_p, P, K, I
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_staged_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_1_a, dx_coef_dout_a, dx_coef_xhat_a, t0, t1):
+def _backward_staged_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, R, TC, O, dx_coef_1_a, dx_coef_dout_a, dx_coef_xhat_a, t0, t1):
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
-    dx_coef_1_e_b = numpy.empty(GT * K * I, dx_coef_1_a.dtype)
-    dx_coef_dout_e_b = numpy.empty(GT * K * I, dx_coef_dout_a.dtype)
-    dx_coef_xhat_e_b = numpy.empty(GT * K * I, dx_coef_xhat_a.dtype)
+    dx_coef_1_e_b = numpy.empty(GT * K * I * R, dx_coef_1_a.dtype)
+    dx_coef_dout_e_b = numpy.empty(GT * K * I * R, dx_coef_dout_a.dtype)
+    dx_coef_xhat_e_b = numpy.empty(GT * K * I * R, dx_coef_xhat_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         dx_coef_1_e = _layout.spread_into(dx_coef_1_a[g0:g1], K * I, dx_coef_1_e_b[:j1 - j0])
         dx_coef_dout_e = _layout.spread_into(dx_coef_dout_a[g0:g1], K * I, dx_coef_dout_e_b[:j1 - j0])
@@ -914,7 +914,7 @@ def _backward_staged_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O,
         _backward_staged_e_cols(dout, xhat, dx, dx_coef_1_e, dx_coef_dout_e, dx_coef_xhat_e, o0, o1, j0, j1)
 
 
-def _backward_staged_tall(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, RC, GT):
+def _backward_staged_tall(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, RC, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     sum_dvar_s = numpy.empty(G)
@@ -937,13 +937,13 @@ def _backward_staged_tall(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma
     sum_dxhat_r = numpy.empty((RC, G))
     sum_dout_xhat_r = numpy.empty((RC, G))
     sum_dout_r = numpy.empty((RC, G))
-    _layout.parallel(_backward_staged_tall_l0, RC * TC, (dout, xhat, d_g, mu_g, r_g, std_g, gamma_p, P, K, I, G, RC, GT, TC, O, inv_r_a, sum_dvar_r, sum_dxhat_r, sum_dout_xhat_r, sum_dout_r,), dout.size)
+    _layout.parallel(_backward_staged_tall_l0, RC * TC, (dout, xhat, d_g, mu_g, r_g, std_g, gamma_p, P, K, I, G, RC, GT, R, TC, O, inv_r_a, sum_dvar_r, sum_dxhat_r, sum_dout_xhat_r, sum_dout_r,), dout.size)
     _layout.sum_chunks(sum_dvar_r, sum_dvar_s)
     _layout.sum_chunks(sum_dxhat_r, sum_dxhat_s)
     _layout.sum_chunks(sum_dout_xhat_r, sum_dout_xhat_s)
     _layout.sum_chunks(sum_dout_r, sum_dout_s)
     _backward_staged_g1(sum_dvar_s, sum_dxhat_s, sum_dout_xhat_s, sum_dout_s, d_g, gamma_all, r_g, std_g, dvar_a, dmu_a, dx_coef_dxhat_a, dx_coef_xhat_a, dx_coef_1_a, dx_coef_dout_a, dgamma_g, dbeta_g, m, like)
-    _layout.parallel(_backward_staged_tall_l1, RC * TC, (dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_1_a, dx_coef_dout_a, dx_coef_xhat_a,), dout.size)
+    _layout.parallel(_backward_staged_tall_l1, RC * TC, (dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, R, TC, O, dx_coef_1_a, dx_coef_dout_a, dx_coef_xhat_a,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -953,9 +953,9 @@ def _backward_staged_tall(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma
 def _backward_staged(lay, dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m):
     """Backward pass, the staged chain rule. Per group: inv_r. Pass 1 sums sum_dvar, sum_dxhat, sum_dout_xhat, sum_dout (float64) in each group; then dvar, dmu, dx_coef_dxhat, dx_coef_xhat, dx_coef_1, dx_coef_dout. Pass 2: dx, elementwise."""
     if lay.strategy == "cols":
-        _backward_staged_cols(lay.cols(dout), lay.cols(xhat), lay.cols(dx), d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _backward_staged_cols(lay.cols(dout), lay.cols(xhat), lay.cols(dx), d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
-        _backward_staged_tall(lay.cols(dout), lay.cols(xhat), lay.cols(dx), d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _backward_staged_tall(lay.cols(dout), lay.cols(xhat), lay.cols(dx), d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT, lay.R)
     else:
         _backward_staged_rows(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.chunks)
 
@@ -1053,17 +1053,17 @@ def _backward_test_g0(sum_dout_xhat, sum_dout, gamma, std, dx_coef_dout_w, dgamm
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_test_cols_l0(dout, xhat, dx, std_g, gamma_p, r_max, P, K, I, G, GT, O, dgamma_g, dbeta_g, like, tc0, tc1):
+def _backward_test_cols_l0(dout, xhat, dx, std_g, gamma_p, r_max, P, K, I, G, GT, R, O, dgamma_g, dbeta_g, like, tc0, tc1):
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
     sum_dout_xhat_s_b = numpy.empty(GT)
     sum_dout_s_b = numpy.empty(GT)
     dx_coef_dout_a_b = numpy.empty(GT, dout.dtype)
-    sum_dout_xhat_t_b = numpy.empty(GT * K * I)
-    sum_dout_t_b = numpy.empty(GT * K * I)
-    dx_coef_dout_e_b = numpy.empty(GT * K * I, dx_coef_dout_a_b.dtype)
+    sum_dout_xhat_t_b = numpy.empty(GT * K * I * R)
+    sum_dout_t_b = numpy.empty(GT * K * I * R)
+    dx_coef_dout_e_b = numpy.empty(GT * K * I * R, dx_coef_dout_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         sum_dout_xhat_s = sum_dout_xhat_s_b[:g1 - g0]
         sum_dout_s = sum_dout_s_b[:g1 - g0]
@@ -1080,13 +1080,13 @@ def _backward_test_cols_l0(dout, xhat, dx, std_g, gamma_p, r_max, P, K, I, G, GT
         _backward_test_e_cols(dout, dx, dx_coef_dout_e, 0, O, j0, j1)
 
 
-def _backward_test_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, r_max, P, K, I, G, GT):
+def _backward_test_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, r_max, P, K, I, G, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     dgamma_g = dgamma_p if P == G else numpy.empty(G)
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
     like = numpy.empty(0, dout.dtype)
-    _layout.parallel(_backward_test_cols_l0, TC, (dout, xhat, dx, std_g, gamma_p, r_max, P, K, I, G, GT, O, dgamma_g, dbeta_g, like,), dout.size)
+    _layout.parallel(_backward_test_cols_l0, TC, (dout, xhat, dx, std_g, gamma_p, r_max, P, K, I, G, GT, R, O, dgamma_g, dbeta_g, like,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -1094,15 +1094,15 @@ def _backward_test_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, r_max
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_test_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_xhat_r, sum_dout_r, t0, t1):
+def _backward_test_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, R, TC, O, sum_dout_xhat_r, sum_dout_r, t0, t1):
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
-    sum_dout_xhat_t_b = numpy.empty(GT * K * I)
-    sum_dout_t_b = numpy.empty(GT * K * I)
+    sum_dout_xhat_t_b = numpy.empty(GT * K * I * R)
+    sum_dout_t_b = numpy.empty(GT * K * I * R)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         sum_dout_xhat_t = sum_dout_xhat_t_b[:j1 - j0]
         sum_dout_xhat_t[:] = 0.0
@@ -1114,20 +1114,20 @@ def _backward_test_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_d
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_test_tall_l1(dout, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_dout_a, t0, t1):
+def _backward_test_tall_l1(dout, dx, gamma_p, P, K, I, G, RC, GT, R, TC, O, dx_coef_dout_a, t0, t1):
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
-    dx_coef_dout_e_b = numpy.empty(GT * K * I, dx_coef_dout_a.dtype)
+    dx_coef_dout_e_b = numpy.empty(GT * K * I * R, dx_coef_dout_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         dx_coef_dout_e = _layout.spread_into(dx_coef_dout_a[g0:g1], K * I, dx_coef_dout_e_b[:j1 - j0])
         _backward_test_e_cols(dout, dx, dx_coef_dout_e, o0, o1, j0, j1)
 
 
-def _backward_test_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, r_max, P, K, I, G, RC, GT):
+def _backward_test_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, r_max, P, K, I, G, RC, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     sum_dout_xhat_s = numpy.empty(G)
@@ -1139,11 +1139,11 @@ def _backward_test_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, r_max
     gamma_all = _layout.per_group(gamma_p, 0, G, P)
     sum_dout_xhat_r = numpy.empty((RC, G))
     sum_dout_r = numpy.empty((RC, G))
-    _layout.parallel(_backward_test_tall_l0, RC * TC, (dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_xhat_r, sum_dout_r,), dout.size)
+    _layout.parallel(_backward_test_tall_l0, RC * TC, (dout, xhat, gamma_p, P, K, I, G, RC, GT, R, TC, O, sum_dout_xhat_r, sum_dout_r,), dout.size)
     _layout.sum_chunks(sum_dout_xhat_r, sum_dout_xhat_s)
     _layout.sum_chunks(sum_dout_r, sum_dout_s)
     _backward_test_g0(sum_dout_xhat_s, sum_dout_s, gamma_all, std_g, dx_coef_dout_a, dgamma_g, dbeta_g, r_max, like)
-    _layout.parallel(_backward_test_tall_l1, RC * TC, (dout, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_dout_a,), dout.size)
+    _layout.parallel(_backward_test_tall_l1, RC * TC, (dout, dx, gamma_p, P, K, I, G, RC, GT, R, TC, O, dx_coef_dout_a,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -1153,9 +1153,9 @@ def _backward_test_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, r_max
 def _backward_test(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, r_max):
     """Backward pass, test mode. Pass 1 sums sum_dout_xhat, sum_dout (float64) in each group; then dx_coef_dxhat, dx_coef_dout. Pass 2: dx, elementwise."""
     if lay.strategy == "cols":
-        _backward_test_cols(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, dbeta_p, r_max, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _backward_test_cols(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, dbeta_p, r_max, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
-        _backward_test_tall(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, dbeta_p, r_max, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _backward_test_tall(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, dbeta_p, r_max, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT, lay.R)
     else:
         _backward_test_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, r_max, lay.P, lay.chunks)
 
@@ -1283,7 +1283,7 @@ def _forward_step_g0(sum_x_shifted, sum_var_shifted, beta, gamma, running_mean, 
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_step_cols_l0(x, out, running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, K, I, G, GT, O, like, tc0, tc1):
+def _forward_step_cols_l0(x, out, running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, K, I, G, GT, R, O, like, tc0, tc1):
     beta_t_b = numpy.empty(GT, beta_p.dtype)
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
     sum_x_shifted_s_b = numpy.empty(GT)
@@ -1291,15 +1291,15 @@ def _forward_step_cols_l0(x, out, running_mean_g, running_var_g, x_shift_g, mu_g
     mu_hi_a_b = numpy.empty(GT, x.dtype)
     out_coef_x_mu_hi_a_b = numpy.empty(GT, x.dtype)
     out_coef_1_a_b = numpy.empty(GT, x.dtype)
-    x_shift_e_b = numpy.empty(GT * K * I, x_shift_g.dtype)
-    sum_x_shifted_t_b = numpy.empty(GT * K * I)
-    sum_var_shifted_t_b = numpy.empty(GT * K * I)
-    mu_hi_e_b = numpy.empty(GT * K * I, mu_hi_a_b.dtype)
-    out_coef_1_e_b = numpy.empty(GT * K * I, out_coef_1_a_b.dtype)
-    out_coef_x_mu_hi_e_b = numpy.empty(GT * K * I, out_coef_x_mu_hi_a_b.dtype)
+    x_shift_e_b = numpy.empty(GT * K * I * R, x_shift_g.dtype)
+    sum_x_shifted_t_b = numpy.empty(GT * K * I * R)
+    sum_var_shifted_t_b = numpy.empty(GT * K * I * R)
+    mu_hi_e_b = numpy.empty(GT * K * I * R, mu_hi_a_b.dtype)
+    out_coef_1_e_b = numpy.empty(GT * K * I * R, out_coef_1_a_b.dtype)
+    out_coef_x_mu_hi_e_b = numpy.empty(GT * K * I * R, out_coef_x_mu_hi_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         sum_x_shifted_s = sum_x_shifted_s_b[:g1 - g0]
@@ -1322,25 +1322,25 @@ def _forward_step_cols_l0(x, out, running_mean_g, running_var_g, x_shift_g, mu_g
         _forward_step_e_cols(x, out, mu_hi_e, out_coef_1_e, out_coef_x_mu_hi_e, 0, O, j0, j1)
 
 
-def _forward_step_cols(x, out, running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, K, I, G, GT):
+def _forward_step_cols(x, out, running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, K, I, G, GT, R):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
     like = numpy.empty(0, x.dtype)
-    _layout.parallel(_forward_step_cols_l0, TC, (x, out, running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, K, I, G, GT, O, like,), x.size)
+    _layout.parallel(_forward_step_cols_l0, TC, (x, out, running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, K, I, G, GT, R, O, like,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_step_tall_l0(x, x_shift_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_x_shifted_r, sum_var_shifted_r, t0, t1):
+def _forward_step_tall_l0(x, x_shift_g, beta_p, gamma_p, P, K, I, G, RC, GT, R, TC, O, sum_x_shifted_r, sum_var_shifted_r, t0, t1):
     beta_t_b = numpy.empty(GT, beta_p.dtype)
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
-    x_shift_e_b = numpy.empty(GT * K * I, x_shift_g.dtype)
-    sum_x_shifted_t_b = numpy.empty(GT * K * I)
-    sum_var_shifted_t_b = numpy.empty(GT * K * I)
+    x_shift_e_b = numpy.empty(GT * K * I * R, x_shift_g.dtype)
+    sum_x_shifted_t_b = numpy.empty(GT * K * I * R)
+    sum_var_shifted_t_b = numpy.empty(GT * K * I * R)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         x_shift_e = _layout.spread_into(x_shift_g[g0:g1], K * I, x_shift_e_b[:j1 - j0])
@@ -1354,17 +1354,17 @@ def _forward_step_tall_l0(x, x_shift_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC,
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_step_tall_l1(x, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, mu_hi_a, out_coef_1_a, out_coef_x_mu_hi_a, t0, t1):
+def _forward_step_tall_l1(x, out, beta_p, gamma_p, P, K, I, G, RC, GT, R, TC, O, mu_hi_a, out_coef_1_a, out_coef_x_mu_hi_a, t0, t1):
     beta_t_b = numpy.empty(GT, beta_p.dtype)
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
-    mu_hi_e_b = numpy.empty(GT * K * I, mu_hi_a.dtype)
-    out_coef_1_e_b = numpy.empty(GT * K * I, out_coef_1_a.dtype)
-    out_coef_x_mu_hi_e_b = numpy.empty(GT * K * I, out_coef_x_mu_hi_a.dtype)
+    mu_hi_e_b = numpy.empty(GT * K * I * R, mu_hi_a.dtype)
+    out_coef_1_e_b = numpy.empty(GT * K * I * R, out_coef_1_a.dtype)
+    out_coef_x_mu_hi_e_b = numpy.empty(GT * K * I * R, out_coef_x_mu_hi_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         mu_hi_e = _layout.spread_into(mu_hi_a[g0:g1], K * I, mu_hi_e_b[:j1 - j0])
@@ -1373,7 +1373,7 @@ def _forward_step_tall_l1(x, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, mu
         _forward_step_e_cols(x, out, mu_hi_e, out_coef_1_e, out_coef_x_mu_hi_e, o0, o1, j0, j1)
 
 
-def _forward_step_tall(x, out, running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, K, I, G, RC, GT):
+def _forward_step_tall(x, out, running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, P, K, I, G, RC, GT, R):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
     sum_x_shifted_s = numpy.empty(G)
@@ -1386,21 +1386,21 @@ def _forward_step_tall(x, out, running_mean_g, running_var_g, x_shift_g, mu_g, d
     gamma_all = _layout.per_group(gamma_p, 0, G, P)
     sum_x_shifted_r = numpy.empty((RC, G))
     sum_var_shifted_r = numpy.empty((RC, G))
-    _layout.parallel(_forward_step_tall_l0, RC * TC, (x, x_shift_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_x_shifted_r, sum_var_shifted_r,), x.size)
+    _layout.parallel(_forward_step_tall_l0, RC * TC, (x, x_shift_g, beta_p, gamma_p, P, K, I, G, RC, GT, R, TC, O, sum_x_shifted_r, sum_var_shifted_r,), x.size)
     _layout.sum_chunks(sum_x_shifted_r, sum_x_shifted_s)
     _layout.sum_chunks(sum_var_shifted_r, sum_var_shifted_s)
     _forward_step_g0(sum_x_shifted_s, sum_var_shifted_s, beta_all, gamma_all, running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, mu_hi_a, out_coef_x_mu_hi_a, out_coef_1_a, d_max, eps, m, r_max, like)
-    _layout.parallel(_forward_step_tall_l1, RC * TC, (x, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, mu_hi_a, out_coef_1_a, out_coef_x_mu_hi_a,), x.size)
+    _layout.parallel(_forward_step_tall_l1, RC * TC, (x, out, beta_p, gamma_p, P, K, I, G, RC, GT, R, TC, O, mu_hi_a, out_coef_1_a, out_coef_x_mu_hi_a,), x.size)
 
 
 def _forward_step(lay, x, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max):
     """Forward pass, training mode: the output and per-group values only. Pass 1 sums sum_x_shifted, sum_var_shifted (float64) in each group; then sum_x, std_run, mu, d, sum_var, var, std, r, inv_std, mu_hi, mu_lo, out_coef_x_mu_hi, out_coef_1. Pass 2: out, elementwise. x_shift is each group's first element of x: the sums of x are taken around it, one pass for the mean and the variance (derive/backends/numba/shift.py)."""
     if lay.strategy == "cols":
         x_shift_g = _layout.first(x)
-        _forward_step_cols(lay.cols(x), lay.cols(out), running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _forward_step_cols(lay.cols(x), lay.cols(out), running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
         x_shift_g = _layout.first(x)
-        _forward_step_tall(lay.cols(x), lay.cols(out), running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _forward_step_tall(lay.cols(x), lay.cols(out), running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT, lay.R)
     else:
         _forward_step_rows(x, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, lay.P, lay.chunks)
 
@@ -1523,7 +1523,7 @@ def _backward_step_g1(sum_dout, sum_dout_xhat, d, gamma, inv_std, r, std, coef_d
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_step_cols_l0(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, K, I, G, GT, like, O, dgamma_g, dbeta_g, tc0, tc1):
+def _backward_step_cols_l0(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, K, I, G, GT, R, like, O, dgamma_g, dbeta_g, tc0, tc1):
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
     sum_dout_s_b = numpy.empty(GT)
     sum_dout_xhat_s_b = numpy.empty(GT)
@@ -1533,18 +1533,18 @@ def _backward_step_cols_l0(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, K,
     coef_1_a_b = numpy.empty(GT)
     dx_coef_x_mu_a_b = numpy.empty(GT, dout.dtype)
     dx_coef_1_1_a_b = numpy.empty(GT, dout.dtype)
-    d_e_b = numpy.empty(GT * K * I, d_g.dtype)
-    inv_std_e_b = numpy.empty(GT * K * I, inv_std_a_b.dtype)
-    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
-    r_e_b = numpy.empty(GT * K * I, r_g.dtype)
-    sum_dout_t_b = numpy.empty(GT * K * I)
-    sum_dout_xhat_t_b = numpy.empty(GT * K * I)
-    coef_dout_e_b = numpy.empty(GT * K * I, coef_dout_a_b.dtype)
-    dx_coef_1_1_e_b = numpy.empty(GT * K * I, dx_coef_1_1_a_b.dtype)
-    dx_coef_x_mu_e_b = numpy.empty(GT * K * I, dx_coef_x_mu_a_b.dtype)
+    d_e_b = numpy.empty(GT * K * I * R, d_g.dtype)
+    inv_std_e_b = numpy.empty(GT * K * I * R, inv_std_a_b.dtype)
+    mu_e_b = numpy.empty(GT * K * I * R, mu_g.dtype)
+    r_e_b = numpy.empty(GT * K * I * R, r_g.dtype)
+    sum_dout_t_b = numpy.empty(GT * K * I * R)
+    sum_dout_xhat_t_b = numpy.empty(GT * K * I * R)
+    coef_dout_e_b = numpy.empty(GT * K * I * R, coef_dout_a_b.dtype)
+    dx_coef_1_1_e_b = numpy.empty(GT * K * I * R, dx_coef_1_1_a_b.dtype)
+    dx_coef_x_mu_e_b = numpy.empty(GT * K * I * R, dx_coef_x_mu_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         sum_dout_s = sum_dout_s_b[:g1 - g0]
         sum_dout_xhat_s = sum_dout_xhat_s_b[:g1 - g0]
@@ -1574,13 +1574,13 @@ def _backward_step_cols_l0(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, K,
         _backward_step_e_cols(dout, x, dx, coef_dout_e, dx_coef_1_1_e, dx_coef_x_mu_e, mu_e, 0, O, j0, j1)
 
 
-def _backward_step_cols(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, GT):
+def _backward_step_cols(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     dgamma_g = dgamma_p if P == G else numpy.empty(G)
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
     like = numpy.empty(0, dout.dtype)
-    _layout.parallel(_backward_step_cols_l0, TC, (dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, K, I, G, GT, like, O, dgamma_g, dbeta_g,), dout.size)
+    _layout.parallel(_backward_step_cols_l0, TC, (dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, K, I, G, GT, R, like, O, dgamma_g, dbeta_g,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -1588,19 +1588,19 @@ def _backward_step_cols(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, d
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_step_tall_l0(dout, x, d_g, mu_g, r_g, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, sum_dout_r, sum_dout_xhat_r, t0, t1):
+def _backward_step_tall_l0(dout, x, d_g, mu_g, r_g, gamma_p, P, K, I, G, RC, GT, R, TC, O, inv_std_a, sum_dout_r, sum_dout_xhat_r, t0, t1):
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
-    d_e_b = numpy.empty(GT * K * I, d_g.dtype)
-    inv_std_e_b = numpy.empty(GT * K * I, inv_std_a.dtype)
-    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
-    r_e_b = numpy.empty(GT * K * I, r_g.dtype)
-    sum_dout_t_b = numpy.empty(GT * K * I)
-    sum_dout_xhat_t_b = numpy.empty(GT * K * I)
+    d_e_b = numpy.empty(GT * K * I * R, d_g.dtype)
+    inv_std_e_b = numpy.empty(GT * K * I * R, inv_std_a.dtype)
+    mu_e_b = numpy.empty(GT * K * I * R, mu_g.dtype)
+    r_e_b = numpy.empty(GT * K * I * R, r_g.dtype)
+    sum_dout_t_b = numpy.empty(GT * K * I * R)
+    sum_dout_xhat_t_b = numpy.empty(GT * K * I * R)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         d_e = _layout.spread_into(d_g[g0:g1], K * I, d_e_b[:j1 - j0])
         inv_std_e = _layout.spread_into(inv_std_a[g0:g1], K * I, inv_std_e_b[:j1 - j0])
@@ -1616,17 +1616,17 @@ def _backward_step_tall_l0(dout, x, d_g, mu_g, r_g, gamma_p, P, K, I, G, RC, GT,
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_step_tall_l1(dout, x, dx, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, coef_dout_a, dx_coef_1_1_a, dx_coef_x_mu_a, t0, t1):
+def _backward_step_tall_l1(dout, x, dx, mu_g, gamma_p, P, K, I, G, RC, GT, R, TC, O, coef_dout_a, dx_coef_1_1_a, dx_coef_x_mu_a, t0, t1):
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
-    coef_dout_e_b = numpy.empty(GT * K * I, coef_dout_a.dtype)
-    dx_coef_1_1_e_b = numpy.empty(GT * K * I, dx_coef_1_1_a.dtype)
-    dx_coef_x_mu_e_b = numpy.empty(GT * K * I, dx_coef_x_mu_a.dtype)
-    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
+    coef_dout_e_b = numpy.empty(GT * K * I * R, coef_dout_a.dtype)
+    dx_coef_1_1_e_b = numpy.empty(GT * K * I * R, dx_coef_1_1_a.dtype)
+    dx_coef_x_mu_e_b = numpy.empty(GT * K * I * R, dx_coef_x_mu_a.dtype)
+    mu_e_b = numpy.empty(GT * K * I * R, mu_g.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         coef_dout_e = _layout.spread_into(coef_dout_a[g0:g1], K * I, coef_dout_e_b[:j1 - j0])
         dx_coef_1_1_e = _layout.spread_into(dx_coef_1_1_a[g0:g1], K * I, dx_coef_1_1_e_b[:j1 - j0])
@@ -1635,7 +1635,7 @@ def _backward_step_tall_l1(dout, x, dx, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O
         _backward_step_e_cols(dout, x, dx, coef_dout_e, dx_coef_1_1_e, dx_coef_x_mu_e, mu_e, o0, o1, j0, j1)
 
 
-def _backward_step_tall(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, RC, GT):
+def _backward_step_tall(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, RC, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     sum_dout_s = numpy.empty(G)
@@ -1653,11 +1653,11 @@ def _backward_step_tall(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, d
     _backward_step_g0(std_g, inv_std_a, like)
     sum_dout_r = numpy.empty((RC, G))
     sum_dout_xhat_r = numpy.empty((RC, G))
-    _layout.parallel(_backward_step_tall_l0, RC * TC, (dout, x, d_g, mu_g, r_g, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, sum_dout_r, sum_dout_xhat_r,), dout.size)
+    _layout.parallel(_backward_step_tall_l0, RC * TC, (dout, x, d_g, mu_g, r_g, gamma_p, P, K, I, G, RC, GT, R, TC, O, inv_std_a, sum_dout_r, sum_dout_xhat_r,), dout.size)
     _layout.sum_chunks(sum_dout_r, sum_dout_s)
     _layout.sum_chunks(sum_dout_xhat_r, sum_dout_xhat_s)
     _backward_step_g1(sum_dout_s, sum_dout_xhat_s, d_g, gamma_all, inv_std_a, r_g, std_g, coef_dout_a, coef_xhat_a, coef_1_a, dx_coef_x_mu_a, dx_coef_1_1_a, dgamma_g, dbeta_g, m, like)
-    _layout.parallel(_backward_step_tall_l1, RC * TC, (dout, x, dx, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, coef_dout_a, dx_coef_1_1_a, dx_coef_x_mu_a,), dout.size)
+    _layout.parallel(_backward_step_tall_l1, RC * TC, (dout, x, dx, mu_g, gamma_p, P, K, I, G, RC, GT, R, TC, O, coef_dout_a, dx_coef_1_1_a, dx_coef_x_mu_a,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -1667,9 +1667,9 @@ def _backward_step_tall(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, d
 def _backward_step(lay, dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m):
     """Backward pass, the compact form, recomputing from x the per-element values it reads. Per group: inv_std. Pass 1 sums sum_dout, sum_dout_xhat (float64) in each group; then coef_dout, coef_xhat, coef_1, dx_coef_x_mu, dx_coef_1_1. Pass 2: dx, elementwise."""
     if lay.strategy == "cols":
-        _backward_step_cols(lay.cols(dout), lay.cols(x), lay.cols(dx), d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _backward_step_cols(lay.cols(dout), lay.cols(x), lay.cols(dx), d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
-        _backward_step_tall(lay.cols(dout), lay.cols(x), lay.cols(dx), d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _backward_step_tall(lay.cols(dout), lay.cols(x), lay.cols(dx), d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT, lay.R)
     else:
         _backward_step_rows(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.chunks)
 
@@ -1741,17 +1741,17 @@ def _forward_test_step_g0(beta, gamma, var, std_w, r_w, d_w, out_coef_x_mu_w, ou
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_test_step_cols_l0(x, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, K, I, G, GT, like, O, tc0, tc1):
+def _forward_test_step_cols_l0(x, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, K, I, G, GT, R, like, O, tc0, tc1):
     beta_t_b = numpy.empty(GT, beta_p.dtype)
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
     out_coef_x_mu_a_b = numpy.empty(GT, x.dtype)
     out_coef_1_a_b = numpy.empty(GT, x.dtype)
-    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
-    out_coef_1_e_b = numpy.empty(GT * K * I, out_coef_1_a_b.dtype)
-    out_coef_x_mu_e_b = numpy.empty(GT * K * I, out_coef_x_mu_a_b.dtype)
+    mu_e_b = numpy.empty(GT * K * I * R, mu_g.dtype)
+    out_coef_1_e_b = numpy.empty(GT * K * I * R, out_coef_1_a_b.dtype)
+    out_coef_x_mu_e_b = numpy.empty(GT * K * I * R, out_coef_x_mu_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         out_coef_x_mu_a = out_coef_x_mu_a_b[:g1 - g0]
@@ -1763,25 +1763,25 @@ def _forward_test_step_cols_l0(x, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gam
         _forward_test_step_e_cols(x, out, mu_e, out_coef_1_e, out_coef_x_mu_e, 0, O, j0, j1)
 
 
-def _forward_test_step_cols(x, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, K, I, G, GT):
+def _forward_test_step_cols(x, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, K, I, G, GT, R):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
     like = numpy.empty(0, x.dtype)
-    _layout.parallel(_forward_test_step_cols_l0, TC, (x, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, K, I, G, GT, like, O,), x.size)
+    _layout.parallel(_forward_test_step_cols_l0, TC, (x, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, K, I, G, GT, R, like, O,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_test_step_tall_l0(x, out, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, out_coef_1_a, out_coef_x_mu_a, t0, t1):
+def _forward_test_step_tall_l0(x, out, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, R, TC, O, out_coef_1_a, out_coef_x_mu_a, t0, t1):
     beta_t_b = numpy.empty(GT, beta_p.dtype)
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
-    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
-    out_coef_1_e_b = numpy.empty(GT * K * I, out_coef_1_a.dtype)
-    out_coef_x_mu_e_b = numpy.empty(GT * K * I, out_coef_x_mu_a.dtype)
+    mu_e_b = numpy.empty(GT * K * I * R, mu_g.dtype)
+    out_coef_1_e_b = numpy.empty(GT * K * I * R, out_coef_1_a.dtype)
+    out_coef_x_mu_e_b = numpy.empty(GT * K * I * R, out_coef_x_mu_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         mu_e = _layout.spread_into(mu_g[g0:g1], K * I, mu_e_b[:j1 - j0])
@@ -1790,7 +1790,7 @@ def _forward_test_step_tall_l0(x, out, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT
         _forward_test_step_e_cols(x, out, mu_e, out_coef_1_e, out_coef_x_mu_e, o0, o1, j0, j1)
 
 
-def _forward_test_step_tall(x, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, K, I, G, RC, GT):
+def _forward_test_step_tall(x, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, P, K, I, G, RC, GT, R):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
     out_coef_x_mu_a = numpy.empty(G, x.dtype)
@@ -1799,15 +1799,15 @@ def _forward_test_step_tall(x, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_
     beta_all = _layout.per_group(beta_p, 0, G, P)
     gamma_all = _layout.per_group(gamma_p, 0, G, P)
     _forward_test_step_g0(beta_all, gamma_all, var_g, std_g, r_g, d_g, out_coef_x_mu_a, out_coef_1_a, d_max, eps, r_max, like)
-    _layout.parallel(_forward_test_step_tall_l0, RC * TC, (x, out, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, out_coef_1_a, out_coef_x_mu_a,), x.size)
+    _layout.parallel(_forward_test_step_tall_l0, RC * TC, (x, out, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, R, TC, O, out_coef_1_a, out_coef_x_mu_a,), x.size)
 
 
 def _forward_test_step(lay, x, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max):
     """Forward pass, test mode (running statistics): the output and per-group values only. Per group: std, std_run, r, d, inv_std, out_coef_x_mu, out_coef_1. Pass 1: out, elementwise."""
     if lay.strategy == "cols":
-        _forward_test_step_cols(lay.cols(x), lay.cols(out), mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _forward_test_step_cols(lay.cols(x), lay.cols(out), mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
-        _forward_test_step_tall(lay.cols(x), lay.cols(out), mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _forward_test_step_tall(lay.cols(x), lay.cols(out), mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT, lay.R)
     else:
         _forward_test_step_rows(x, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_p, d_max, eps, r_max, lay.P, lay.chunks)
 
@@ -1918,23 +1918,23 @@ def _backward_test_step_g1(sum_dout_xhat, sum_dout, gamma, std, dx_coef_dxhat_w,
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_test_step_cols_l0(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, r_max, P, K, I, G, GT, like, O, dgamma_g, dbeta_g, tc0, tc1):
+def _backward_test_step_cols_l0(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, r_max, P, K, I, G, GT, R, like, O, dgamma_g, dbeta_g, tc0, tc1):
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
     sum_dout_xhat_s_b = numpy.empty(GT)
     sum_dout_s_b = numpy.empty(GT)
     inv_std_a_b = numpy.empty(GT)
     dx_coef_dxhat_a_b = numpy.empty(GT)
     dx_coef_dout_a_b = numpy.empty(GT, dout.dtype)
-    d_e_b = numpy.empty(GT * K * I, d_g.dtype)
-    inv_std_e_b = numpy.empty(GT * K * I, inv_std_a_b.dtype)
-    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
-    r_e_b = numpy.empty(GT * K * I, r_g.dtype)
-    sum_dout_xhat_t_b = numpy.empty(GT * K * I)
-    sum_dout_t_b = numpy.empty(GT * K * I)
-    dx_coef_dout_e_b = numpy.empty(GT * K * I, dx_coef_dout_a_b.dtype)
+    d_e_b = numpy.empty(GT * K * I * R, d_g.dtype)
+    inv_std_e_b = numpy.empty(GT * K * I * R, inv_std_a_b.dtype)
+    mu_e_b = numpy.empty(GT * K * I * R, mu_g.dtype)
+    r_e_b = numpy.empty(GT * K * I * R, r_g.dtype)
+    sum_dout_xhat_t_b = numpy.empty(GT * K * I * R)
+    sum_dout_t_b = numpy.empty(GT * K * I * R)
+    dx_coef_dout_e_b = numpy.empty(GT * K * I * R, dx_coef_dout_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         sum_dout_xhat_s = sum_dout_xhat_s_b[:g1 - g0]
         sum_dout_s = sum_dout_s_b[:g1 - g0]
@@ -1958,13 +1958,13 @@ def _backward_test_step_cols_l0(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, r_m
         _backward_test_step_e_cols(dout, dx, dx_coef_dout_e, 0, O, j0, j1)
 
 
-def _backward_test_step_cols(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, r_max, P, K, I, G, GT):
+def _backward_test_step_cols(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, r_max, P, K, I, G, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     dgamma_g = dgamma_p if P == G else numpy.empty(G)
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
     like = numpy.empty(0, dout.dtype)
-    _layout.parallel(_backward_test_step_cols_l0, TC, (dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, r_max, P, K, I, G, GT, like, O, dgamma_g, dbeta_g,), dout.size)
+    _layout.parallel(_backward_test_step_cols_l0, TC, (dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, r_max, P, K, I, G, GT, R, like, O, dgamma_g, dbeta_g,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -1972,19 +1972,19 @@ def _backward_test_step_cols(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_test_step_tall_l0(dout, x, d_g, mu_g, r_g, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, sum_dout_xhat_r, sum_dout_r, t0, t1):
+def _backward_test_step_tall_l0(dout, x, d_g, mu_g, r_g, gamma_p, P, K, I, G, RC, GT, R, TC, O, inv_std_a, sum_dout_xhat_r, sum_dout_r, t0, t1):
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
-    d_e_b = numpy.empty(GT * K * I, d_g.dtype)
-    inv_std_e_b = numpy.empty(GT * K * I, inv_std_a.dtype)
-    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
-    r_e_b = numpy.empty(GT * K * I, r_g.dtype)
-    sum_dout_xhat_t_b = numpy.empty(GT * K * I)
-    sum_dout_t_b = numpy.empty(GT * K * I)
+    d_e_b = numpy.empty(GT * K * I * R, d_g.dtype)
+    inv_std_e_b = numpy.empty(GT * K * I * R, inv_std_a.dtype)
+    mu_e_b = numpy.empty(GT * K * I * R, mu_g.dtype)
+    r_e_b = numpy.empty(GT * K * I * R, r_g.dtype)
+    sum_dout_xhat_t_b = numpy.empty(GT * K * I * R)
+    sum_dout_t_b = numpy.empty(GT * K * I * R)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         d_e = _layout.spread_into(d_g[g0:g1], K * I, d_e_b[:j1 - j0])
         inv_std_e = _layout.spread_into(inv_std_a[g0:g1], K * I, inv_std_e_b[:j1 - j0])
@@ -2000,20 +2000,20 @@ def _backward_test_step_tall_l0(dout, x, d_g, mu_g, r_g, gamma_p, P, K, I, G, RC
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_test_step_tall_l1(dout, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_dout_a, t0, t1):
+def _backward_test_step_tall_l1(dout, dx, gamma_p, P, K, I, G, RC, GT, R, TC, O, dx_coef_dout_a, t0, t1):
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
-    dx_coef_dout_e_b = numpy.empty(GT * K * I, dx_coef_dout_a.dtype)
+    dx_coef_dout_e_b = numpy.empty(GT * K * I * R, dx_coef_dout_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         dx_coef_dout_e = _layout.spread_into(dx_coef_dout_a[g0:g1], K * I, dx_coef_dout_e_b[:j1 - j0])
         _backward_test_step_e_cols(dout, dx, dx_coef_dout_e, o0, o1, j0, j1)
 
 
-def _backward_test_step_tall(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, r_max, P, K, I, G, RC, GT):
+def _backward_test_step_tall(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, r_max, P, K, I, G, RC, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     sum_dout_xhat_s = numpy.empty(G)
@@ -2028,11 +2028,11 @@ def _backward_test_step_tall(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma
     _backward_test_step_g0(std_g, inv_std_a, like)
     sum_dout_xhat_r = numpy.empty((RC, G))
     sum_dout_r = numpy.empty((RC, G))
-    _layout.parallel(_backward_test_step_tall_l0, RC * TC, (dout, x, d_g, mu_g, r_g, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, sum_dout_xhat_r, sum_dout_r,), dout.size)
+    _layout.parallel(_backward_test_step_tall_l0, RC * TC, (dout, x, d_g, mu_g, r_g, gamma_p, P, K, I, G, RC, GT, R, TC, O, inv_std_a, sum_dout_xhat_r, sum_dout_r,), dout.size)
     _layout.sum_chunks(sum_dout_xhat_r, sum_dout_xhat_s)
     _layout.sum_chunks(sum_dout_r, sum_dout_s)
     _backward_test_step_g1(sum_dout_xhat_s, sum_dout_s, gamma_all, std_g, dx_coef_dxhat_a, dx_coef_dout_a, dgamma_g, dbeta_g, r_max, like)
-    _layout.parallel(_backward_test_step_tall_l1, RC * TC, (dout, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_dout_a,), dout.size)
+    _layout.parallel(_backward_test_step_tall_l1, RC * TC, (dout, dx, gamma_p, P, K, I, G, RC, GT, R, TC, O, dx_coef_dout_a,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -2042,9 +2042,9 @@ def _backward_test_step_tall(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma
 def _backward_test_step(lay, dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, r_max):
     """Backward pass, test mode, recomputing from x the per-element values it reads. Per group: inv_std. Pass 1 sums sum_dout_xhat, sum_dout (float64) in each group; then dx_coef_dxhat, dx_coef_dout. Pass 2: dx, elementwise."""
     if lay.strategy == "cols":
-        _backward_test_step_cols(lay.cols(dout), lay.cols(x), lay.cols(dx), d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, r_max, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _backward_test_step_cols(lay.cols(dout), lay.cols(x), lay.cols(dx), d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, r_max, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
-        _backward_test_step_tall(lay.cols(dout), lay.cols(x), lay.cols(dx), d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, r_max, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _backward_test_step_tall(lay.cols(dout), lay.cols(x), lay.cols(dx), d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, r_max, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT, lay.R)
     else:
         _backward_test_step_rows(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, dbeta_p, r_max, lay.P, lay.chunks)
 

@@ -138,7 +138,7 @@ def _forward_train_g0(sum_x_shifted, sum_var_shifted, x_shift, mu_w, var_w, std_
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_train_cols_l0(x, xhat, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O, like, tc0, tc1):
+def _forward_train_cols_l0(x, xhat, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, R, O, like, tc0, tc1):
     beta_t_b = numpy.empty(GT, beta_p.dtype)
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
     sum_x_shifted_s_b = numpy.empty(GT)
@@ -146,17 +146,17 @@ def _forward_train_cols_l0(x, xhat, out, x_shift_g, mu_g, var_g, std_g, beta_p, 
     inv_std_a_b = numpy.empty(GT, x.dtype)
     mu_hi_a_b = numpy.empty(GT, x.dtype)
     mu_lo_a_b = numpy.empty(GT, x.dtype)
-    x_shift_e_b = numpy.empty(GT * K * I, x_shift_g.dtype)
-    sum_x_shifted_t_b = numpy.empty(GT * K * I)
-    sum_var_shifted_t_b = numpy.empty(GT * K * I)
-    beta_e_b = numpy.empty(GT * K * I, beta_p.dtype)
-    gamma_e_b = numpy.empty(GT * K * I, gamma_p.dtype)
-    inv_std_e_b = numpy.empty(GT * K * I, inv_std_a_b.dtype)
-    mu_hi_e_b = numpy.empty(GT * K * I, mu_hi_a_b.dtype)
-    mu_lo_e_b = numpy.empty(GT * K * I, mu_lo_a_b.dtype)
+    x_shift_e_b = numpy.empty(GT * K * I * R, x_shift_g.dtype)
+    sum_x_shifted_t_b = numpy.empty(GT * K * I * R)
+    sum_var_shifted_t_b = numpy.empty(GT * K * I * R)
+    beta_e_b = numpy.empty(GT * K * I * R, beta_p.dtype)
+    gamma_e_b = numpy.empty(GT * K * I * R, gamma_p.dtype)
+    inv_std_e_b = numpy.empty(GT * K * I * R, inv_std_a_b.dtype)
+    mu_hi_e_b = numpy.empty(GT * K * I * R, mu_hi_a_b.dtype)
+    mu_lo_e_b = numpy.empty(GT * K * I * R, mu_lo_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         sum_x_shifted_s = sum_x_shifted_s_b[:g1 - g0]
@@ -181,25 +181,25 @@ def _forward_train_cols_l0(x, xhat, out, x_shift_g, mu_g, var_g, std_g, beta_p, 
         _forward_train_e_cols(x, xhat, out, beta_e, gamma_e, inv_std_e, mu_hi_e, mu_lo_e, 0, O, j0, j1)
 
 
-def _forward_train_cols(x, xhat, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT):
+def _forward_train_cols(x, xhat, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, R):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
     like = numpy.empty(0, x.dtype)
-    _layout.parallel(_forward_train_cols_l0, TC, (x, xhat, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O, like,), x.size)
+    _layout.parallel(_forward_train_cols_l0, TC, (x, xhat, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, R, O, like,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_train_tall_l0(x, x_shift_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_x_shifted_r, sum_var_shifted_r, t0, t1):
+def _forward_train_tall_l0(x, x_shift_g, beta_p, gamma_p, P, K, I, G, RC, GT, R, TC, O, sum_x_shifted_r, sum_var_shifted_r, t0, t1):
     beta_t_b = numpy.empty(GT, beta_p.dtype)
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
-    x_shift_e_b = numpy.empty(GT * K * I, x_shift_g.dtype)
-    sum_x_shifted_t_b = numpy.empty(GT * K * I)
-    sum_var_shifted_t_b = numpy.empty(GT * K * I)
+    x_shift_e_b = numpy.empty(GT * K * I * R, x_shift_g.dtype)
+    sum_x_shifted_t_b = numpy.empty(GT * K * I * R)
+    sum_var_shifted_t_b = numpy.empty(GT * K * I * R)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         x_shift_e = _layout.spread_into(x_shift_g[g0:g1], K * I, x_shift_e_b[:j1 - j0])
@@ -213,19 +213,19 @@ def _forward_train_tall_l0(x, x_shift_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_train_tall_l1(x, xhat, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, mu_hi_a, mu_lo_a, t0, t1):
+def _forward_train_tall_l1(x, xhat, out, beta_p, gamma_p, P, K, I, G, RC, GT, R, TC, O, inv_std_a, mu_hi_a, mu_lo_a, t0, t1):
     beta_t_b = numpy.empty(GT, beta_p.dtype)
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
-    beta_e_b = numpy.empty(GT * K * I, beta_p.dtype)
-    gamma_e_b = numpy.empty(GT * K * I, gamma_p.dtype)
-    inv_std_e_b = numpy.empty(GT * K * I, inv_std_a.dtype)
-    mu_hi_e_b = numpy.empty(GT * K * I, mu_hi_a.dtype)
-    mu_lo_e_b = numpy.empty(GT * K * I, mu_lo_a.dtype)
+    beta_e_b = numpy.empty(GT * K * I * R, beta_p.dtype)
+    gamma_e_b = numpy.empty(GT * K * I * R, gamma_p.dtype)
+    inv_std_e_b = numpy.empty(GT * K * I * R, inv_std_a.dtype)
+    mu_hi_e_b = numpy.empty(GT * K * I * R, mu_hi_a.dtype)
+    mu_lo_e_b = numpy.empty(GT * K * I * R, mu_lo_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         beta_e = _layout.spread_into(beta_t, K * I, beta_e_b[:j1 - j0])
@@ -236,7 +236,7 @@ def _forward_train_tall_l1(x, xhat, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC
         _forward_train_e_cols(x, xhat, out, beta_e, gamma_e, inv_std_e, mu_hi_e, mu_lo_e, o0, o1, j0, j1)
 
 
-def _forward_train_tall(x, xhat, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, RC, GT):
+def _forward_train_tall(x, xhat, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, RC, GT, R):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
     sum_x_shifted_s = numpy.empty(G)
@@ -249,21 +249,21 @@ def _forward_train_tall(x, xhat, out, x_shift_g, mu_g, var_g, std_g, beta_p, gam
     gamma_all = _layout.per_group(gamma_p, 0, G, P)
     sum_x_shifted_r = numpy.empty((RC, G))
     sum_var_shifted_r = numpy.empty((RC, G))
-    _layout.parallel(_forward_train_tall_l0, RC * TC, (x, x_shift_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_x_shifted_r, sum_var_shifted_r,), x.size)
+    _layout.parallel(_forward_train_tall_l0, RC * TC, (x, x_shift_g, beta_p, gamma_p, P, K, I, G, RC, GT, R, TC, O, sum_x_shifted_r, sum_var_shifted_r,), x.size)
     _layout.sum_chunks(sum_x_shifted_r, sum_x_shifted_s)
     _layout.sum_chunks(sum_var_shifted_r, sum_var_shifted_s)
     _forward_train_g0(sum_x_shifted_s, sum_var_shifted_s, x_shift_g, mu_g, var_g, std_g, inv_std_a, mu_hi_a, mu_lo_a, eps, m, like)
-    _layout.parallel(_forward_train_tall_l1, RC * TC, (x, xhat, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, mu_hi_a, mu_lo_a,), x.size)
+    _layout.parallel(_forward_train_tall_l1, RC * TC, (x, xhat, out, beta_p, gamma_p, P, K, I, G, RC, GT, R, TC, O, inv_std_a, mu_hi_a, mu_lo_a,), x.size)
 
 
 def _forward_train(lay, x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m):
     """Forward pass, training mode. Pass 1 sums sum_x_shifted, sum_var_shifted (float64) in each group; then sum_x, mu, sum_var, var, std, inv_std, mu_hi, mu_lo. Pass 2: xhat, out, elementwise. x_shift is each group's first element of x: the sums of x are taken around it, one pass for the mean and the variance (derive/backends/numba/shift.py)."""
     if lay.strategy == "cols":
         x_shift_g = _layout.first(x)
-        _forward_train_cols(lay.cols(x), lay.cols(xhat), lay.cols(out), x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _forward_train_cols(lay.cols(x), lay.cols(xhat), lay.cols(out), x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
         x_shift_g = _layout.first(x)
-        _forward_train_tall(lay.cols(x), lay.cols(xhat), lay.cols(out), x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _forward_train_tall(lay.cols(x), lay.cols(xhat), lay.cols(out), x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT, lay.R)
     else:
         _forward_train_rows(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.chunks)
 
@@ -320,17 +320,17 @@ def _forward_test_g0(var, std_w, inv_std_w, eps, like):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_test_cols_l0(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, K, I, G, GT, like, O, tc0, tc1):
+def _forward_test_cols_l0(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, K, I, G, GT, R, like, O, tc0, tc1):
     beta_t_b = numpy.empty(GT, beta_p.dtype)
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
     inv_std_a_b = numpy.empty(GT, x.dtype)
-    beta_e_b = numpy.empty(GT * K * I, beta_p.dtype)
-    gamma_e_b = numpy.empty(GT * K * I, gamma_p.dtype)
-    inv_std_e_b = numpy.empty(GT * K * I, inv_std_a_b.dtype)
-    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
+    beta_e_b = numpy.empty(GT * K * I * R, beta_p.dtype)
+    gamma_e_b = numpy.empty(GT * K * I * R, gamma_p.dtype)
+    inv_std_e_b = numpy.empty(GT * K * I * R, inv_std_a_b.dtype)
+    mu_e_b = numpy.empty(GT * K * I * R, mu_g.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         inv_std_a = inv_std_a_b[:g1 - g0]
@@ -342,26 +342,26 @@ def _forward_test_cols_l0(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps
         _forward_test_e_cols(x, xhat, out, beta_e, gamma_e, inv_std_e, mu_e, 0, O, j0, j1)
 
 
-def _forward_test_cols(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, K, I, G, GT):
+def _forward_test_cols(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, K, I, G, GT, R):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
     like = numpy.empty(0, x.dtype)
-    _layout.parallel(_forward_test_cols_l0, TC, (x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, K, I, G, GT, like, O,), x.size)
+    _layout.parallel(_forward_test_cols_l0, TC, (x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, K, I, G, GT, R, like, O,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_test_tall_l0(x, xhat, out, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, t0, t1):
+def _forward_test_tall_l0(x, xhat, out, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, R, TC, O, inv_std_a, t0, t1):
     beta_t_b = numpy.empty(GT, beta_p.dtype)
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
-    beta_e_b = numpy.empty(GT * K * I, beta_p.dtype)
-    gamma_e_b = numpy.empty(GT * K * I, gamma_p.dtype)
-    inv_std_e_b = numpy.empty(GT * K * I, inv_std_a.dtype)
-    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
+    beta_e_b = numpy.empty(GT * K * I * R, beta_p.dtype)
+    gamma_e_b = numpy.empty(GT * K * I * R, gamma_p.dtype)
+    inv_std_e_b = numpy.empty(GT * K * I * R, inv_std_a.dtype)
+    mu_e_b = numpy.empty(GT * K * I * R, mu_g.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         beta_e = _layout.spread_into(beta_t, K * I, beta_e_b[:j1 - j0])
@@ -371,7 +371,7 @@ def _forward_test_tall_l0(x, xhat, out, mu_g, beta_p, gamma_p, P, K, I, G, RC, G
         _forward_test_e_cols(x, xhat, out, beta_e, gamma_e, inv_std_e, mu_e, o0, o1, j0, j1)
 
 
-def _forward_test_tall(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, K, I, G, RC, GT):
+def _forward_test_tall(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, K, I, G, RC, GT, R):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
     inv_std_a = numpy.empty(G, x.dtype)
@@ -379,15 +379,15 @@ def _forward_test_tall(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P
     beta_all = _layout.per_group(beta_p, 0, G, P)
     gamma_all = _layout.per_group(gamma_p, 0, G, P)
     _forward_test_g0(var_g, std_g, inv_std_a, eps, like)
-    _layout.parallel(_forward_test_tall_l0, RC * TC, (x, xhat, out, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a,), x.size)
+    _layout.parallel(_forward_test_tall_l0, RC * TC, (x, xhat, out, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, R, TC, O, inv_std_a,), x.size)
 
 
 def _forward_test(lay, x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps):
     """Forward pass, test mode (running statistics). Per group: std, inv_std. Pass 1: xhat, out, elementwise."""
     if lay.strategy == "cols":
-        _forward_test_cols(lay.cols(x), lay.cols(xhat), lay.cols(out), mu_g, var_g, std_g, beta_p, gamma_p, eps, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _forward_test_cols(lay.cols(x), lay.cols(xhat), lay.cols(out), mu_g, var_g, std_g, beta_p, gamma_p, eps, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
-        _forward_test_tall(lay.cols(x), lay.cols(xhat), lay.cols(out), mu_g, var_g, std_g, beta_p, gamma_p, eps, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _forward_test_tall(lay.cols(x), lay.cols(xhat), lay.cols(out), mu_g, var_g, std_g, beta_p, gamma_p, eps, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT, lay.R)
     else:
         _forward_test_rows(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, lay.P, lay.chunks)
 
@@ -489,21 +489,21 @@ def _backward_compact_g0(sum_dout, sum_dout_xhat, gamma, std, coef_dout_w, coef_
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_compact_cols_l0(dout, xhat, dx, std_g, gamma_p, eps, m, P, K, I, G, GT, O, dgamma_g, dbeta_g, like, tc0, tc1):
+def _backward_compact_cols_l0(dout, xhat, dx, std_g, gamma_p, eps, m, P, K, I, G, GT, R, O, dgamma_g, dbeta_g, like, tc0, tc1):
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
     sum_dout_s_b = numpy.empty(GT)
     sum_dout_xhat_s_b = numpy.empty(GT)
     coef_dout_a_b = numpy.empty(GT, dout.dtype)
     coef_xhat_a_b = numpy.empty(GT, dout.dtype)
     coef_1_a_b = numpy.empty(GT, dout.dtype)
-    sum_dout_t_b = numpy.empty(GT * K * I)
-    sum_dout_xhat_t_b = numpy.empty(GT * K * I)
-    coef_1_e_b = numpy.empty(GT * K * I, coef_1_a_b.dtype)
-    coef_dout_e_b = numpy.empty(GT * K * I, coef_dout_a_b.dtype)
-    coef_xhat_e_b = numpy.empty(GT * K * I, coef_xhat_a_b.dtype)
+    sum_dout_t_b = numpy.empty(GT * K * I * R)
+    sum_dout_xhat_t_b = numpy.empty(GT * K * I * R)
+    coef_1_e_b = numpy.empty(GT * K * I * R, coef_1_a_b.dtype)
+    coef_dout_e_b = numpy.empty(GT * K * I * R, coef_dout_a_b.dtype)
+    coef_xhat_e_b = numpy.empty(GT * K * I * R, coef_xhat_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         sum_dout_s = sum_dout_s_b[:g1 - g0]
         sum_dout_xhat_s = sum_dout_xhat_s_b[:g1 - g0]
@@ -524,13 +524,13 @@ def _backward_compact_cols_l0(dout, xhat, dx, std_g, gamma_p, eps, m, P, K, I, G
         _backward_compact_e_cols(dout, xhat, dx, coef_1_e, coef_dout_e, coef_xhat_e, 0, O, j0, j1)
 
 
-def _backward_compact_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, eps, m, P, K, I, G, GT):
+def _backward_compact_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, eps, m, P, K, I, G, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     dgamma_g = dgamma_p if P == G else numpy.empty(G)
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
     like = numpy.empty(0, dout.dtype)
-    _layout.parallel(_backward_compact_cols_l0, TC, (dout, xhat, dx, std_g, gamma_p, eps, m, P, K, I, G, GT, O, dgamma_g, dbeta_g, like,), dout.size)
+    _layout.parallel(_backward_compact_cols_l0, TC, (dout, xhat, dx, std_g, gamma_p, eps, m, P, K, I, G, GT, R, O, dgamma_g, dbeta_g, like,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -538,15 +538,15 @@ def _backward_compact_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, ep
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_compact_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_r, sum_dout_xhat_r, t0, t1):
+def _backward_compact_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, R, TC, O, sum_dout_r, sum_dout_xhat_r, t0, t1):
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
-    sum_dout_t_b = numpy.empty(GT * K * I)
-    sum_dout_xhat_t_b = numpy.empty(GT * K * I)
+    sum_dout_t_b = numpy.empty(GT * K * I * R)
+    sum_dout_xhat_t_b = numpy.empty(GT * K * I * R)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         sum_dout_t = sum_dout_t_b[:j1 - j0]
         sum_dout_t[:] = 0.0
@@ -558,16 +558,16 @@ def _backward_compact_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, su
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_compact_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_a, coef_xhat_a, t0, t1):
+def _backward_compact_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, R, TC, O, coef_1_a, coef_dout_a, coef_xhat_a, t0, t1):
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
-    coef_1_e_b = numpy.empty(GT * K * I, coef_1_a.dtype)
-    coef_dout_e_b = numpy.empty(GT * K * I, coef_dout_a.dtype)
-    coef_xhat_e_b = numpy.empty(GT * K * I, coef_xhat_a.dtype)
+    coef_1_e_b = numpy.empty(GT * K * I * R, coef_1_a.dtype)
+    coef_dout_e_b = numpy.empty(GT * K * I * R, coef_dout_a.dtype)
+    coef_xhat_e_b = numpy.empty(GT * K * I * R, coef_xhat_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         coef_1_e = _layout.spread_into(coef_1_a[g0:g1], K * I, coef_1_e_b[:j1 - j0])
         coef_dout_e = _layout.spread_into(coef_dout_a[g0:g1], K * I, coef_dout_e_b[:j1 - j0])
@@ -575,7 +575,7 @@ def _backward_compact_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O
         _backward_compact_e_cols(dout, xhat, dx, coef_1_e, coef_dout_e, coef_xhat_e, o0, o1, j0, j1)
 
 
-def _backward_compact_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, eps, m, P, K, I, G, RC, GT):
+def _backward_compact_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, eps, m, P, K, I, G, RC, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     sum_dout_s = numpy.empty(G)
@@ -589,11 +589,11 @@ def _backward_compact_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, ep
     gamma_all = _layout.per_group(gamma_p, 0, G, P)
     sum_dout_r = numpy.empty((RC, G))
     sum_dout_xhat_r = numpy.empty((RC, G))
-    _layout.parallel(_backward_compact_tall_l0, RC * TC, (dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_r, sum_dout_xhat_r,), dout.size)
+    _layout.parallel(_backward_compact_tall_l0, RC * TC, (dout, xhat, gamma_p, P, K, I, G, RC, GT, R, TC, O, sum_dout_r, sum_dout_xhat_r,), dout.size)
     _layout.sum_chunks(sum_dout_r, sum_dout_s)
     _layout.sum_chunks(sum_dout_xhat_r, sum_dout_xhat_s)
     _backward_compact_g0(sum_dout_s, sum_dout_xhat_s, gamma_all, std_g, coef_dout_a, coef_xhat_a, coef_1_a, dgamma_g, dbeta_g, eps, m, like)
-    _layout.parallel(_backward_compact_tall_l1, RC * TC, (dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_a, coef_xhat_a,), dout.size)
+    _layout.parallel(_backward_compact_tall_l1, RC * TC, (dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, R, TC, O, coef_1_a, coef_dout_a, coef_xhat_a,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -603,9 +603,9 @@ def _backward_compact_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, ep
 def _backward_compact(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, eps, m):
     """Backward pass, the compact form. Pass 1 sums sum_dout, sum_dout_xhat (float64) in each group; then coef_dout, coef_xhat, coef_1. Pass 2: dx, elementwise."""
     if lay.strategy == "cols":
-        _backward_compact_cols(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, dbeta_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _backward_compact_cols(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, dbeta_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
-        _backward_compact_tall(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, dbeta_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _backward_compact_tall(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, dbeta_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT, lay.R)
     else:
         _backward_compact_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, eps, m, lay.P, lay.chunks)
 
@@ -721,7 +721,7 @@ def _backward_staged_g0(sum_dxhat_xhat, sum_dxhat, sum_dout_xhat, sum_dout, gamm
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_staged_cols_l0(dout, xhat, dx, std_g, gamma_p, eps, m, P, K, I, G, GT, O, dgamma_g, dbeta_g, like, tc0, tc1):
+def _backward_staged_cols_l0(dout, xhat, dx, std_g, gamma_p, eps, m, P, K, I, G, GT, R, O, dgamma_g, dbeta_g, like, tc0, tc1):
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
     sum_dxhat_xhat_s_b = numpy.empty(GT)
     sum_dxhat_s_b = numpy.empty(GT)
@@ -730,17 +730,17 @@ def _backward_staged_cols_l0(dout, xhat, dx, std_g, gamma_p, eps, m, P, K, I, G,
     dx_coef_xhat_a_b = numpy.empty(GT, dout.dtype)
     dx_coef_1_a_b = numpy.empty(GT, dout.dtype)
     dx_coef_dout_a_b = numpy.empty(GT, dout.dtype)
-    gamma_e_b = numpy.empty(GT * K * I, gamma_p.dtype)
-    sum_dxhat_xhat_t_b = numpy.empty(GT * K * I)
-    sum_dxhat_t_b = numpy.empty(GT * K * I)
-    sum_dout_xhat_t_b = numpy.empty(GT * K * I)
-    sum_dout_t_b = numpy.empty(GT * K * I)
-    dx_coef_1_e_b = numpy.empty(GT * K * I, dx_coef_1_a_b.dtype)
-    dx_coef_dout_e_b = numpy.empty(GT * K * I, dx_coef_dout_a_b.dtype)
-    dx_coef_xhat_e_b = numpy.empty(GT * K * I, dx_coef_xhat_a_b.dtype)
+    gamma_e_b = numpy.empty(GT * K * I * R, gamma_p.dtype)
+    sum_dxhat_xhat_t_b = numpy.empty(GT * K * I * R)
+    sum_dxhat_t_b = numpy.empty(GT * K * I * R)
+    sum_dout_xhat_t_b = numpy.empty(GT * K * I * R)
+    sum_dout_t_b = numpy.empty(GT * K * I * R)
+    dx_coef_1_e_b = numpy.empty(GT * K * I * R, dx_coef_1_a_b.dtype)
+    dx_coef_dout_e_b = numpy.empty(GT * K * I * R, dx_coef_dout_a_b.dtype)
+    dx_coef_xhat_e_b = numpy.empty(GT * K * I * R, dx_coef_xhat_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         sum_dxhat_xhat_s = sum_dxhat_xhat_s_b[:g1 - g0]
         sum_dxhat_s = sum_dxhat_s_b[:g1 - g0]
@@ -770,13 +770,13 @@ def _backward_staged_cols_l0(dout, xhat, dx, std_g, gamma_p, eps, m, P, K, I, G,
         _backward_staged_e_cols(dout, xhat, dx, dx_coef_1_e, dx_coef_dout_e, dx_coef_xhat_e, 0, O, j0, j1)
 
 
-def _backward_staged_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, eps, m, P, K, I, G, GT):
+def _backward_staged_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, eps, m, P, K, I, G, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     dgamma_g = dgamma_p if P == G else numpy.empty(G)
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
     like = numpy.empty(0, dout.dtype)
-    _layout.parallel(_backward_staged_cols_l0, TC, (dout, xhat, dx, std_g, gamma_p, eps, m, P, K, I, G, GT, O, dgamma_g, dbeta_g, like,), dout.size)
+    _layout.parallel(_backward_staged_cols_l0, TC, (dout, xhat, dx, std_g, gamma_p, eps, m, P, K, I, G, GT, R, O, dgamma_g, dbeta_g, like,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -784,18 +784,18 @@ def _backward_staged_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, eps
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_staged_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dxhat_xhat_r, sum_dxhat_r, sum_dout_xhat_r, sum_dout_r, t0, t1):
+def _backward_staged_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, R, TC, O, sum_dxhat_xhat_r, sum_dxhat_r, sum_dout_xhat_r, sum_dout_r, t0, t1):
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
-    gamma_e_b = numpy.empty(GT * K * I, gamma_p.dtype)
-    sum_dxhat_xhat_t_b = numpy.empty(GT * K * I)
-    sum_dxhat_t_b = numpy.empty(GT * K * I)
-    sum_dout_xhat_t_b = numpy.empty(GT * K * I)
-    sum_dout_t_b = numpy.empty(GT * K * I)
+    gamma_e_b = numpy.empty(GT * K * I * R, gamma_p.dtype)
+    sum_dxhat_xhat_t_b = numpy.empty(GT * K * I * R)
+    sum_dxhat_t_b = numpy.empty(GT * K * I * R)
+    sum_dout_xhat_t_b = numpy.empty(GT * K * I * R)
+    sum_dout_t_b = numpy.empty(GT * K * I * R)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         gamma_e = _layout.spread_into(gamma_t, K * I, gamma_e_b[:j1 - j0])
         sum_dxhat_xhat_t = sum_dxhat_xhat_t_b[:j1 - j0]
@@ -814,16 +814,16 @@ def _backward_staged_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_staged_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_1_a, dx_coef_dout_a, dx_coef_xhat_a, t0, t1):
+def _backward_staged_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, R, TC, O, dx_coef_1_a, dx_coef_dout_a, dx_coef_xhat_a, t0, t1):
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
-    dx_coef_1_e_b = numpy.empty(GT * K * I, dx_coef_1_a.dtype)
-    dx_coef_dout_e_b = numpy.empty(GT * K * I, dx_coef_dout_a.dtype)
-    dx_coef_xhat_e_b = numpy.empty(GT * K * I, dx_coef_xhat_a.dtype)
+    dx_coef_1_e_b = numpy.empty(GT * K * I * R, dx_coef_1_a.dtype)
+    dx_coef_dout_e_b = numpy.empty(GT * K * I * R, dx_coef_dout_a.dtype)
+    dx_coef_xhat_e_b = numpy.empty(GT * K * I * R, dx_coef_xhat_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         dx_coef_1_e = _layout.spread_into(dx_coef_1_a[g0:g1], K * I, dx_coef_1_e_b[:j1 - j0])
         dx_coef_dout_e = _layout.spread_into(dx_coef_dout_a[g0:g1], K * I, dx_coef_dout_e_b[:j1 - j0])
@@ -831,7 +831,7 @@ def _backward_staged_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O,
         _backward_staged_e_cols(dout, xhat, dx, dx_coef_1_e, dx_coef_dout_e, dx_coef_xhat_e, o0, o1, j0, j1)
 
 
-def _backward_staged_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, eps, m, P, K, I, G, RC, GT):
+def _backward_staged_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, eps, m, P, K, I, G, RC, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     sum_dxhat_xhat_s = numpy.empty(G)
@@ -849,13 +849,13 @@ def _backward_staged_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, eps
     sum_dxhat_r = numpy.empty((RC, G))
     sum_dout_xhat_r = numpy.empty((RC, G))
     sum_dout_r = numpy.empty((RC, G))
-    _layout.parallel(_backward_staged_tall_l0, RC * TC, (dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dxhat_xhat_r, sum_dxhat_r, sum_dout_xhat_r, sum_dout_r,), dout.size)
+    _layout.parallel(_backward_staged_tall_l0, RC * TC, (dout, xhat, gamma_p, P, K, I, G, RC, GT, R, TC, O, sum_dxhat_xhat_r, sum_dxhat_r, sum_dout_xhat_r, sum_dout_r,), dout.size)
     _layout.sum_chunks(sum_dxhat_xhat_r, sum_dxhat_xhat_s)
     _layout.sum_chunks(sum_dxhat_r, sum_dxhat_s)
     _layout.sum_chunks(sum_dout_xhat_r, sum_dout_xhat_s)
     _layout.sum_chunks(sum_dout_r, sum_dout_s)
     _backward_staged_g0(sum_dxhat_xhat_s, sum_dxhat_s, sum_dout_xhat_s, sum_dout_s, gamma_all, std_g, dx_coef_xhat_a, dx_coef_1_a, dx_coef_dout_a, dgamma_g, dbeta_g, eps, m, like)
-    _layout.parallel(_backward_staged_tall_l1, RC * TC, (dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_1_a, dx_coef_dout_a, dx_coef_xhat_a,), dout.size)
+    _layout.parallel(_backward_staged_tall_l1, RC * TC, (dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, R, TC, O, dx_coef_1_a, dx_coef_dout_a, dx_coef_xhat_a,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -865,9 +865,9 @@ def _backward_staged_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, eps
 def _backward_staged(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, eps, m):
     """Backward pass, the staged chain rule. Pass 1 sums sum_dxhat_xhat, sum_dxhat, sum_dout_xhat, sum_dout (float64) in each group; then dvar, dmu, dx_coef_dxhat, dx_coef_xhat, dx_coef_1, dx_coef_dout. Pass 2: dx, elementwise."""
     if lay.strategy == "cols":
-        _backward_staged_cols(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, dbeta_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _backward_staged_cols(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, dbeta_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
-        _backward_staged_tall(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, dbeta_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _backward_staged_tall(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, dbeta_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT, lay.R)
     else:
         _backward_staged_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, eps, m, lay.P, lay.chunks)
 
@@ -965,17 +965,17 @@ def _backward_test_g0(sum_dout_xhat, sum_dout, gamma, std, dx_coef_dout_w, dgamm
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_test_cols_l0(dout, xhat, dx, std_g, gamma_p, P, K, I, G, GT, O, dgamma_g, dbeta_g, like, tc0, tc1):
+def _backward_test_cols_l0(dout, xhat, dx, std_g, gamma_p, P, K, I, G, GT, R, O, dgamma_g, dbeta_g, like, tc0, tc1):
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
     sum_dout_xhat_s_b = numpy.empty(GT)
     sum_dout_s_b = numpy.empty(GT)
     dx_coef_dout_a_b = numpy.empty(GT, dout.dtype)
-    sum_dout_xhat_t_b = numpy.empty(GT * K * I)
-    sum_dout_t_b = numpy.empty(GT * K * I)
-    dx_coef_dout_e_b = numpy.empty(GT * K * I, dx_coef_dout_a_b.dtype)
+    sum_dout_xhat_t_b = numpy.empty(GT * K * I * R)
+    sum_dout_t_b = numpy.empty(GT * K * I * R)
+    dx_coef_dout_e_b = numpy.empty(GT * K * I * R, dx_coef_dout_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         sum_dout_xhat_s = sum_dout_xhat_s_b[:g1 - g0]
         sum_dout_s = sum_dout_s_b[:g1 - g0]
@@ -992,13 +992,13 @@ def _backward_test_cols_l0(dout, xhat, dx, std_g, gamma_p, P, K, I, G, GT, O, dg
         _backward_test_e_cols(dout, dx, dx_coef_dout_e, 0, O, j0, j1)
 
 
-def _backward_test_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, P, K, I, G, GT):
+def _backward_test_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, P, K, I, G, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     dgamma_g = dgamma_p if P == G else numpy.empty(G)
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
     like = numpy.empty(0, dout.dtype)
-    _layout.parallel(_backward_test_cols_l0, TC, (dout, xhat, dx, std_g, gamma_p, P, K, I, G, GT, O, dgamma_g, dbeta_g, like,), dout.size)
+    _layout.parallel(_backward_test_cols_l0, TC, (dout, xhat, dx, std_g, gamma_p, P, K, I, G, GT, R, O, dgamma_g, dbeta_g, like,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -1006,15 +1006,15 @@ def _backward_test_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, P, K,
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_test_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_xhat_r, sum_dout_r, t0, t1):
+def _backward_test_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, R, TC, O, sum_dout_xhat_r, sum_dout_r, t0, t1):
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
-    sum_dout_xhat_t_b = numpy.empty(GT * K * I)
-    sum_dout_t_b = numpy.empty(GT * K * I)
+    sum_dout_xhat_t_b = numpy.empty(GT * K * I * R)
+    sum_dout_t_b = numpy.empty(GT * K * I * R)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         sum_dout_xhat_t = sum_dout_xhat_t_b[:j1 - j0]
         sum_dout_xhat_t[:] = 0.0
@@ -1026,20 +1026,20 @@ def _backward_test_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_d
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_test_tall_l1(dout, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_dout_a, t0, t1):
+def _backward_test_tall_l1(dout, dx, gamma_p, P, K, I, G, RC, GT, R, TC, O, dx_coef_dout_a, t0, t1):
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
-    dx_coef_dout_e_b = numpy.empty(GT * K * I, dx_coef_dout_a.dtype)
+    dx_coef_dout_e_b = numpy.empty(GT * K * I * R, dx_coef_dout_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         dx_coef_dout_e = _layout.spread_into(dx_coef_dout_a[g0:g1], K * I, dx_coef_dout_e_b[:j1 - j0])
         _backward_test_e_cols(dout, dx, dx_coef_dout_e, o0, o1, j0, j1)
 
 
-def _backward_test_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, P, K, I, G, RC, GT):
+def _backward_test_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, P, K, I, G, RC, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     sum_dout_xhat_s = numpy.empty(G)
@@ -1051,11 +1051,11 @@ def _backward_test_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, P, K,
     gamma_all = _layout.per_group(gamma_p, 0, G, P)
     sum_dout_xhat_r = numpy.empty((RC, G))
     sum_dout_r = numpy.empty((RC, G))
-    _layout.parallel(_backward_test_tall_l0, RC * TC, (dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_xhat_r, sum_dout_r,), dout.size)
+    _layout.parallel(_backward_test_tall_l0, RC * TC, (dout, xhat, gamma_p, P, K, I, G, RC, GT, R, TC, O, sum_dout_xhat_r, sum_dout_r,), dout.size)
     _layout.sum_chunks(sum_dout_xhat_r, sum_dout_xhat_s)
     _layout.sum_chunks(sum_dout_r, sum_dout_s)
     _backward_test_g0(sum_dout_xhat_s, sum_dout_s, gamma_all, std_g, dx_coef_dout_a, dgamma_g, dbeta_g, like)
-    _layout.parallel(_backward_test_tall_l1, RC * TC, (dout, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_dout_a,), dout.size)
+    _layout.parallel(_backward_test_tall_l1, RC * TC, (dout, dx, gamma_p, P, K, I, G, RC, GT, R, TC, O, dx_coef_dout_a,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -1065,9 +1065,9 @@ def _backward_test_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, P, K,
 def _backward_test(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p):
     """Backward pass, test mode. Pass 1 sums sum_dout_xhat, sum_dout (float64) in each group; then dx_coef_dxhat, dx_coef_dout. Pass 2: dx, elementwise."""
     if lay.strategy == "cols":
-        _backward_test_cols(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, dbeta_p, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _backward_test_cols(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, dbeta_p, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
-        _backward_test_tall(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, dbeta_p, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _backward_test_tall(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, dbeta_p, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT, lay.R)
     else:
         _backward_test_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, lay.P, lay.chunks)
 
@@ -1183,7 +1183,7 @@ def _forward_step_g0(sum_x_shifted, sum_var_shifted, beta, gamma, x_shift, mu_w,
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_step_cols_l0(x, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O, like, tc0, tc1):
+def _forward_step_cols_l0(x, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, R, O, like, tc0, tc1):
     beta_t_b = numpy.empty(GT, beta_p.dtype)
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
     sum_x_shifted_s_b = numpy.empty(GT)
@@ -1191,15 +1191,15 @@ def _forward_step_cols_l0(x, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p
     mu_hi_a_b = numpy.empty(GT, x.dtype)
     out_coef_x_mu_hi_a_b = numpy.empty(GT, x.dtype)
     out_coef_1_a_b = numpy.empty(GT, x.dtype)
-    x_shift_e_b = numpy.empty(GT * K * I, x_shift_g.dtype)
-    sum_x_shifted_t_b = numpy.empty(GT * K * I)
-    sum_var_shifted_t_b = numpy.empty(GT * K * I)
-    mu_hi_e_b = numpy.empty(GT * K * I, mu_hi_a_b.dtype)
-    out_coef_1_e_b = numpy.empty(GT * K * I, out_coef_1_a_b.dtype)
-    out_coef_x_mu_hi_e_b = numpy.empty(GT * K * I, out_coef_x_mu_hi_a_b.dtype)
+    x_shift_e_b = numpy.empty(GT * K * I * R, x_shift_g.dtype)
+    sum_x_shifted_t_b = numpy.empty(GT * K * I * R)
+    sum_var_shifted_t_b = numpy.empty(GT * K * I * R)
+    mu_hi_e_b = numpy.empty(GT * K * I * R, mu_hi_a_b.dtype)
+    out_coef_1_e_b = numpy.empty(GT * K * I * R, out_coef_1_a_b.dtype)
+    out_coef_x_mu_hi_e_b = numpy.empty(GT * K * I * R, out_coef_x_mu_hi_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         sum_x_shifted_s = sum_x_shifted_s_b[:g1 - g0]
@@ -1222,25 +1222,25 @@ def _forward_step_cols_l0(x, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p
         _forward_step_e_cols(x, out, mu_hi_e, out_coef_1_e, out_coef_x_mu_hi_e, 0, O, j0, j1)
 
 
-def _forward_step_cols(x, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT):
+def _forward_step_cols(x, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, R):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
     like = numpy.empty(0, x.dtype)
-    _layout.parallel(_forward_step_cols_l0, TC, (x, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O, like,), x.size)
+    _layout.parallel(_forward_step_cols_l0, TC, (x, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, R, O, like,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_step_tall_l0(x, x_shift_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_x_shifted_r, sum_var_shifted_r, t0, t1):
+def _forward_step_tall_l0(x, x_shift_g, beta_p, gamma_p, P, K, I, G, RC, GT, R, TC, O, sum_x_shifted_r, sum_var_shifted_r, t0, t1):
     beta_t_b = numpy.empty(GT, beta_p.dtype)
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
-    x_shift_e_b = numpy.empty(GT * K * I, x_shift_g.dtype)
-    sum_x_shifted_t_b = numpy.empty(GT * K * I)
-    sum_var_shifted_t_b = numpy.empty(GT * K * I)
+    x_shift_e_b = numpy.empty(GT * K * I * R, x_shift_g.dtype)
+    sum_x_shifted_t_b = numpy.empty(GT * K * I * R)
+    sum_var_shifted_t_b = numpy.empty(GT * K * I * R)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         x_shift_e = _layout.spread_into(x_shift_g[g0:g1], K * I, x_shift_e_b[:j1 - j0])
@@ -1254,17 +1254,17 @@ def _forward_step_tall_l0(x, x_shift_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC,
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_step_tall_l1(x, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, mu_hi_a, out_coef_1_a, out_coef_x_mu_hi_a, t0, t1):
+def _forward_step_tall_l1(x, out, beta_p, gamma_p, P, K, I, G, RC, GT, R, TC, O, mu_hi_a, out_coef_1_a, out_coef_x_mu_hi_a, t0, t1):
     beta_t_b = numpy.empty(GT, beta_p.dtype)
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
-    mu_hi_e_b = numpy.empty(GT * K * I, mu_hi_a.dtype)
-    out_coef_1_e_b = numpy.empty(GT * K * I, out_coef_1_a.dtype)
-    out_coef_x_mu_hi_e_b = numpy.empty(GT * K * I, out_coef_x_mu_hi_a.dtype)
+    mu_hi_e_b = numpy.empty(GT * K * I * R, mu_hi_a.dtype)
+    out_coef_1_e_b = numpy.empty(GT * K * I * R, out_coef_1_a.dtype)
+    out_coef_x_mu_hi_e_b = numpy.empty(GT * K * I * R, out_coef_x_mu_hi_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         mu_hi_e = _layout.spread_into(mu_hi_a[g0:g1], K * I, mu_hi_e_b[:j1 - j0])
@@ -1273,7 +1273,7 @@ def _forward_step_tall_l1(x, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, mu
         _forward_step_e_cols(x, out, mu_hi_e, out_coef_1_e, out_coef_x_mu_hi_e, o0, o1, j0, j1)
 
 
-def _forward_step_tall(x, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, RC, GT):
+def _forward_step_tall(x, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, RC, GT, R):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
     sum_x_shifted_s = numpy.empty(G)
@@ -1286,21 +1286,21 @@ def _forward_step_tall(x, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, e
     gamma_all = _layout.per_group(gamma_p, 0, G, P)
     sum_x_shifted_r = numpy.empty((RC, G))
     sum_var_shifted_r = numpy.empty((RC, G))
-    _layout.parallel(_forward_step_tall_l0, RC * TC, (x, x_shift_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_x_shifted_r, sum_var_shifted_r,), x.size)
+    _layout.parallel(_forward_step_tall_l0, RC * TC, (x, x_shift_g, beta_p, gamma_p, P, K, I, G, RC, GT, R, TC, O, sum_x_shifted_r, sum_var_shifted_r,), x.size)
     _layout.sum_chunks(sum_x_shifted_r, sum_x_shifted_s)
     _layout.sum_chunks(sum_var_shifted_r, sum_var_shifted_s)
     _forward_step_g0(sum_x_shifted_s, sum_var_shifted_s, beta_all, gamma_all, x_shift_g, mu_g, var_g, std_g, mu_hi_a, out_coef_x_mu_hi_a, out_coef_1_a, eps, m, like)
-    _layout.parallel(_forward_step_tall_l1, RC * TC, (x, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, mu_hi_a, out_coef_1_a, out_coef_x_mu_hi_a,), x.size)
+    _layout.parallel(_forward_step_tall_l1, RC * TC, (x, out, beta_p, gamma_p, P, K, I, G, RC, GT, R, TC, O, mu_hi_a, out_coef_1_a, out_coef_x_mu_hi_a,), x.size)
 
 
 def _forward_step(lay, x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m):
     """Forward pass, training mode: the output and per-group values only. Pass 1 sums sum_x_shifted, sum_var_shifted (float64) in each group; then sum_x, mu, sum_var, var, std, inv_std, mu_hi, mu_lo, out_coef_x_mu_hi, out_coef_1. Pass 2: out, elementwise. x_shift is each group's first element of x: the sums of x are taken around it, one pass for the mean and the variance (derive/backends/numba/shift.py)."""
     if lay.strategy == "cols":
         x_shift_g = _layout.first(x)
-        _forward_step_cols(lay.cols(x), lay.cols(out), x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _forward_step_cols(lay.cols(x), lay.cols(out), x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
         x_shift_g = _layout.first(x)
-        _forward_step_tall(lay.cols(x), lay.cols(out), x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _forward_step_tall(lay.cols(x), lay.cols(out), x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT, lay.R)
     else:
         _forward_step_rows(x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.chunks)
 
@@ -1421,7 +1421,7 @@ def _backward_step_g1(sum_dout, sum_dout_xhat_acc, gamma, inv_std, std, sum_dout
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_step_cols_l0(dout, x, dx, mu_g, std_g, gamma_p, eps, m, P, K, I, G, GT, like, O, dgamma_g, dbeta_g, tc0, tc1):
+def _backward_step_cols_l0(dout, x, dx, mu_g, std_g, gamma_p, eps, m, P, K, I, G, GT, R, like, O, dgamma_g, dbeta_g, tc0, tc1):
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
     sum_dout_s_b = numpy.empty(GT)
     sum_dout_xhat_acc_s_b = numpy.empty(GT)
@@ -1431,15 +1431,15 @@ def _backward_step_cols_l0(dout, x, dx, mu_g, std_g, gamma_p, eps, m, P, K, I, G
     coef_xhat_a_b = numpy.empty(GT)
     coef_1_a_b = numpy.empty(GT, dout.dtype)
     dx_coef_x_mu_a_b = numpy.empty(GT, dout.dtype)
-    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
-    sum_dout_t_b = numpy.empty(GT * K * I)
-    sum_dout_xhat_acc_t_b = numpy.empty(GT * K * I)
-    coef_1_e_b = numpy.empty(GT * K * I, coef_1_a_b.dtype)
-    coef_dout_e_b = numpy.empty(GT * K * I, coef_dout_a_b.dtype)
-    dx_coef_x_mu_e_b = numpy.empty(GT * K * I, dx_coef_x_mu_a_b.dtype)
+    mu_e_b = numpy.empty(GT * K * I * R, mu_g.dtype)
+    sum_dout_t_b = numpy.empty(GT * K * I * R)
+    sum_dout_xhat_acc_t_b = numpy.empty(GT * K * I * R)
+    coef_1_e_b = numpy.empty(GT * K * I * R, coef_1_a_b.dtype)
+    coef_dout_e_b = numpy.empty(GT * K * I * R, coef_dout_a_b.dtype)
+    dx_coef_x_mu_e_b = numpy.empty(GT * K * I * R, dx_coef_x_mu_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         sum_dout_s = sum_dout_s_b[:g1 - g0]
         sum_dout_xhat_acc_s = sum_dout_xhat_acc_s_b[:g1 - g0]
@@ -1466,13 +1466,13 @@ def _backward_step_cols_l0(dout, x, dx, mu_g, std_g, gamma_p, eps, m, P, K, I, G
         _backward_step_e_cols(dout, x, dx, coef_1_e, coef_dout_e, dx_coef_x_mu_e, mu_e, 0, O, j0, j1)
 
 
-def _backward_step_cols(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, eps, m, P, K, I, G, GT):
+def _backward_step_cols(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, eps, m, P, K, I, G, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     dgamma_g = dgamma_p if P == G else numpy.empty(G)
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
     like = numpy.empty(0, dout.dtype)
-    _layout.parallel(_backward_step_cols_l0, TC, (dout, x, dx, mu_g, std_g, gamma_p, eps, m, P, K, I, G, GT, like, O, dgamma_g, dbeta_g,), dout.size)
+    _layout.parallel(_backward_step_cols_l0, TC, (dout, x, dx, mu_g, std_g, gamma_p, eps, m, P, K, I, G, GT, R, like, O, dgamma_g, dbeta_g,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -1480,16 +1480,16 @@ def _backward_step_cols(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, ep
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_step_tall_l0(dout, x, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_r, sum_dout_xhat_acc_r, t0, t1):
+def _backward_step_tall_l0(dout, x, mu_g, gamma_p, P, K, I, G, RC, GT, R, TC, O, sum_dout_r, sum_dout_xhat_acc_r, t0, t1):
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
-    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
-    sum_dout_t_b = numpy.empty(GT * K * I)
-    sum_dout_xhat_acc_t_b = numpy.empty(GT * K * I)
+    mu_e_b = numpy.empty(GT * K * I * R, mu_g.dtype)
+    sum_dout_t_b = numpy.empty(GT * K * I * R)
+    sum_dout_xhat_acc_t_b = numpy.empty(GT * K * I * R)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         mu_e = _layout.spread_into(mu_g[g0:g1], K * I, mu_e_b[:j1 - j0])
         sum_dout_t = sum_dout_t_b[:j1 - j0]
@@ -1502,17 +1502,17 @@ def _backward_step_tall_l0(dout, x, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, su
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_step_tall_l1(dout, x, dx, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_a, dx_coef_x_mu_a, t0, t1):
+def _backward_step_tall_l1(dout, x, dx, mu_g, gamma_p, P, K, I, G, RC, GT, R, TC, O, coef_1_a, coef_dout_a, dx_coef_x_mu_a, t0, t1):
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
-    coef_1_e_b = numpy.empty(GT * K * I, coef_1_a.dtype)
-    coef_dout_e_b = numpy.empty(GT * K * I, coef_dout_a.dtype)
-    dx_coef_x_mu_e_b = numpy.empty(GT * K * I, dx_coef_x_mu_a.dtype)
-    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
+    coef_1_e_b = numpy.empty(GT * K * I * R, coef_1_a.dtype)
+    coef_dout_e_b = numpy.empty(GT * K * I * R, coef_dout_a.dtype)
+    dx_coef_x_mu_e_b = numpy.empty(GT * K * I * R, dx_coef_x_mu_a.dtype)
+    mu_e_b = numpy.empty(GT * K * I * R, mu_g.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         coef_1_e = _layout.spread_into(coef_1_a[g0:g1], K * I, coef_1_e_b[:j1 - j0])
         coef_dout_e = _layout.spread_into(coef_dout_a[g0:g1], K * I, coef_dout_e_b[:j1 - j0])
@@ -1521,7 +1521,7 @@ def _backward_step_tall_l1(dout, x, dx, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O
         _backward_step_e_cols(dout, x, dx, coef_1_e, coef_dout_e, dx_coef_x_mu_e, mu_e, o0, o1, j0, j1)
 
 
-def _backward_step_tall(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, eps, m, P, K, I, G, RC, GT):
+def _backward_step_tall(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, eps, m, P, K, I, G, RC, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     sum_dout_s = numpy.empty(G)
@@ -1539,11 +1539,11 @@ def _backward_step_tall(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, ep
     _backward_step_g0(std_g, inv_std_a, like)
     sum_dout_r = numpy.empty((RC, G))
     sum_dout_xhat_acc_r = numpy.empty((RC, G))
-    _layout.parallel(_backward_step_tall_l0, RC * TC, (dout, x, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_r, sum_dout_xhat_acc_r,), dout.size)
+    _layout.parallel(_backward_step_tall_l0, RC * TC, (dout, x, mu_g, gamma_p, P, K, I, G, RC, GT, R, TC, O, sum_dout_r, sum_dout_xhat_acc_r,), dout.size)
     _layout.sum_chunks(sum_dout_r, sum_dout_s)
     _layout.sum_chunks(sum_dout_xhat_acc_r, sum_dout_xhat_acc_s)
     _backward_step_g1(sum_dout_s, sum_dout_xhat_acc_s, gamma_all, inv_std_a, std_g, sum_dout_xhat_a, coef_dout_a, coef_xhat_a, coef_1_a, dx_coef_x_mu_a, dgamma_g, dbeta_g, eps, m, like)
-    _layout.parallel(_backward_step_tall_l1, RC * TC, (dout, x, dx, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_a, dx_coef_x_mu_a,), dout.size)
+    _layout.parallel(_backward_step_tall_l1, RC * TC, (dout, x, dx, mu_g, gamma_p, P, K, I, G, RC, GT, R, TC, O, coef_1_a, coef_dout_a, dx_coef_x_mu_a,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -1553,9 +1553,9 @@ def _backward_step_tall(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, ep
 def _backward_step(lay, dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, eps, m):
     """Backward pass, the compact form, recomputing from x the per-element values it reads. Per group: inv_std. Pass 1 sums sum_dout, sum_dout_xhat_acc (float64) in each group; then sum_dout_xhat, coef_dout, coef_xhat, coef_1, dx_coef_x_mu. Pass 2: dx, elementwise."""
     if lay.strategy == "cols":
-        _backward_step_cols(lay.cols(dout), lay.cols(x), lay.cols(dx), mu_g, std_g, gamma_p, dgamma_p, dbeta_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _backward_step_cols(lay.cols(dout), lay.cols(x), lay.cols(dx), mu_g, std_g, gamma_p, dgamma_p, dbeta_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
-        _backward_step_tall(lay.cols(dout), lay.cols(x), lay.cols(dx), mu_g, std_g, gamma_p, dgamma_p, dbeta_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _backward_step_tall(lay.cols(dout), lay.cols(x), lay.cols(dx), mu_g, std_g, gamma_p, dgamma_p, dbeta_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT, lay.R)
     else:
         _backward_step_rows(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, eps, m, lay.P, lay.chunks)
 
@@ -1614,16 +1614,16 @@ def _forward_test_step_g0(gamma, var, std_w, out_coef_x_mu_w, eps, like):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_test_step_cols_l0(x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, K, I, G, GT, like, O, tc0, tc1):
+def _forward_test_step_cols_l0(x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, K, I, G, GT, R, like, O, tc0, tc1):
     beta_t_b = numpy.empty(GT, beta_p.dtype)
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
     out_coef_x_mu_a_b = numpy.empty(GT, x.dtype)
-    beta_e_b = numpy.empty(GT * K * I, beta_p.dtype)
-    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
-    out_coef_x_mu_e_b = numpy.empty(GT * K * I, out_coef_x_mu_a_b.dtype)
+    beta_e_b = numpy.empty(GT * K * I * R, beta_p.dtype)
+    mu_e_b = numpy.empty(GT * K * I * R, mu_g.dtype)
+    out_coef_x_mu_e_b = numpy.empty(GT * K * I * R, out_coef_x_mu_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         out_coef_x_mu_a = out_coef_x_mu_a_b[:g1 - g0]
@@ -1634,25 +1634,25 @@ def _forward_test_step_cols_l0(x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps,
         _forward_test_step_e_cols(x, out, beta_e, mu_e, out_coef_x_mu_e, 0, O, j0, j1)
 
 
-def _forward_test_step_cols(x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, K, I, G, GT):
+def _forward_test_step_cols(x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, K, I, G, GT, R):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
     like = numpy.empty(0, x.dtype)
-    _layout.parallel(_forward_test_step_cols_l0, TC, (x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, K, I, G, GT, like, O,), x.size)
+    _layout.parallel(_forward_test_step_cols_l0, TC, (x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, K, I, G, GT, R, like, O,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_test_step_tall_l0(x, out, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, out_coef_x_mu_a, t0, t1):
+def _forward_test_step_tall_l0(x, out, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, R, TC, O, out_coef_x_mu_a, t0, t1):
     beta_t_b = numpy.empty(GT, beta_p.dtype)
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
-    beta_e_b = numpy.empty(GT * K * I, beta_p.dtype)
-    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
-    out_coef_x_mu_e_b = numpy.empty(GT * K * I, out_coef_x_mu_a.dtype)
+    beta_e_b = numpy.empty(GT * K * I * R, beta_p.dtype)
+    mu_e_b = numpy.empty(GT * K * I * R, mu_g.dtype)
+    out_coef_x_mu_e_b = numpy.empty(GT * K * I * R, out_coef_x_mu_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         beta_e = _layout.spread_into(beta_t, K * I, beta_e_b[:j1 - j0])
@@ -1661,7 +1661,7 @@ def _forward_test_step_tall_l0(x, out, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT
         _forward_test_step_e_cols(x, out, beta_e, mu_e, out_coef_x_mu_e, o0, o1, j0, j1)
 
 
-def _forward_test_step_tall(x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, K, I, G, RC, GT):
+def _forward_test_step_tall(x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P, K, I, G, RC, GT, R):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
     out_coef_x_mu_a = numpy.empty(G, x.dtype)
@@ -1669,15 +1669,15 @@ def _forward_test_step_tall(x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, P,
     beta_all = _layout.per_group(beta_p, 0, G, P)
     gamma_all = _layout.per_group(gamma_p, 0, G, P)
     _forward_test_step_g0(gamma_all, var_g, std_g, out_coef_x_mu_a, eps, like)
-    _layout.parallel(_forward_test_step_tall_l0, RC * TC, (x, out, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, out_coef_x_mu_a,), x.size)
+    _layout.parallel(_forward_test_step_tall_l0, RC * TC, (x, out, mu_g, beta_p, gamma_p, P, K, I, G, RC, GT, R, TC, O, out_coef_x_mu_a,), x.size)
 
 
 def _forward_test_step(lay, x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps):
     """Forward pass, test mode (running statistics): the output and per-group values only. Per group: std, inv_std, out_coef_x_mu. Pass 1: out, elementwise."""
     if lay.strategy == "cols":
-        _forward_test_step_cols(lay.cols(x), lay.cols(out), mu_g, var_g, std_g, beta_p, gamma_p, eps, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _forward_test_step_cols(lay.cols(x), lay.cols(out), mu_g, var_g, std_g, beta_p, gamma_p, eps, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
-        _forward_test_step_tall(lay.cols(x), lay.cols(out), mu_g, var_g, std_g, beta_p, gamma_p, eps, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _forward_test_step_tall(lay.cols(x), lay.cols(out), mu_g, var_g, std_g, beta_p, gamma_p, eps, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT, lay.R)
     else:
         _forward_test_step_rows(x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, lay.P, lay.chunks)
 
@@ -1787,19 +1787,19 @@ def _backward_test_step_g1(sum_dout_xhat_acc, sum_dout, gamma, std, dx_coef_dxha
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_test_step_cols_l0(dout, x, dx, mu_g, std_g, gamma_p, P, K, I, G, GT, like, O, dgamma_g, dbeta_g, tc0, tc1):
+def _backward_test_step_cols_l0(dout, x, dx, mu_g, std_g, gamma_p, P, K, I, G, GT, R, like, O, dgamma_g, dbeta_g, tc0, tc1):
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
     sum_dout_xhat_acc_s_b = numpy.empty(GT)
     sum_dout_s_b = numpy.empty(GT)
     dx_coef_dxhat_a_b = numpy.empty(GT)
     dx_coef_dout_a_b = numpy.empty(GT, dout.dtype)
-    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
-    sum_dout_xhat_acc_t_b = numpy.empty(GT * K * I)
-    sum_dout_t_b = numpy.empty(GT * K * I)
-    dx_coef_dout_e_b = numpy.empty(GT * K * I, dx_coef_dout_a_b.dtype)
+    mu_e_b = numpy.empty(GT * K * I * R, mu_g.dtype)
+    sum_dout_xhat_acc_t_b = numpy.empty(GT * K * I * R)
+    sum_dout_t_b = numpy.empty(GT * K * I * R)
+    dx_coef_dout_e_b = numpy.empty(GT * K * I * R, dx_coef_dout_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         sum_dout_xhat_acc_s = sum_dout_xhat_acc_s_b[:g1 - g0]
         sum_dout_s = sum_dout_s_b[:g1 - g0]
@@ -1819,13 +1819,13 @@ def _backward_test_step_cols_l0(dout, x, dx, mu_g, std_g, gamma_p, P, K, I, G, G
         _backward_test_step_e_cols(dout, dx, dx_coef_dout_e, 0, O, j0, j1)
 
 
-def _backward_test_step_cols(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, P, K, I, G, GT):
+def _backward_test_step_cols(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, P, K, I, G, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     dgamma_g = dgamma_p if P == G else numpy.empty(G)
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
     like = numpy.empty(0, dout.dtype)
-    _layout.parallel(_backward_test_step_cols_l0, TC, (dout, x, dx, mu_g, std_g, gamma_p, P, K, I, G, GT, like, O, dgamma_g, dbeta_g,), dout.size)
+    _layout.parallel(_backward_test_step_cols_l0, TC, (dout, x, dx, mu_g, std_g, gamma_p, P, K, I, G, GT, R, like, O, dgamma_g, dbeta_g,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -1833,16 +1833,16 @@ def _backward_test_step_cols(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_test_step_tall_l0(dout, x, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_xhat_acc_r, sum_dout_r, t0, t1):
+def _backward_test_step_tall_l0(dout, x, mu_g, gamma_p, P, K, I, G, RC, GT, R, TC, O, sum_dout_xhat_acc_r, sum_dout_r, t0, t1):
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
-    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
-    sum_dout_xhat_acc_t_b = numpy.empty(GT * K * I)
-    sum_dout_t_b = numpy.empty(GT * K * I)
+    mu_e_b = numpy.empty(GT * K * I * R, mu_g.dtype)
+    sum_dout_xhat_acc_t_b = numpy.empty(GT * K * I * R)
+    sum_dout_t_b = numpy.empty(GT * K * I * R)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         mu_e = _layout.spread_into(mu_g[g0:g1], K * I, mu_e_b[:j1 - j0])
         sum_dout_xhat_acc_t = sum_dout_xhat_acc_t_b[:j1 - j0]
@@ -1855,20 +1855,20 @@ def _backward_test_step_tall_l0(dout, x, mu_g, gamma_p, P, K, I, G, RC, GT, TC, 
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_test_step_tall_l1(dout, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_dout_a, t0, t1):
+def _backward_test_step_tall_l1(dout, dx, gamma_p, P, K, I, G, RC, GT, R, TC, O, dx_coef_dout_a, t0, t1):
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
-    dx_coef_dout_e_b = numpy.empty(GT * K * I, dx_coef_dout_a.dtype)
+    dx_coef_dout_e_b = numpy.empty(GT * K * I * R, dx_coef_dout_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         dx_coef_dout_e = _layout.spread_into(dx_coef_dout_a[g0:g1], K * I, dx_coef_dout_e_b[:j1 - j0])
         _backward_test_step_e_cols(dout, dx, dx_coef_dout_e, o0, o1, j0, j1)
 
 
-def _backward_test_step_tall(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, P, K, I, G, RC, GT):
+def _backward_test_step_tall(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, P, K, I, G, RC, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     sum_dout_xhat_acc_s = numpy.empty(G)
@@ -1882,11 +1882,11 @@ def _backward_test_step_tall(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_
     _backward_test_step_g0(std_g, like)
     sum_dout_xhat_acc_r = numpy.empty((RC, G))
     sum_dout_r = numpy.empty((RC, G))
-    _layout.parallel(_backward_test_step_tall_l0, RC * TC, (dout, x, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_xhat_acc_r, sum_dout_r,), dout.size)
+    _layout.parallel(_backward_test_step_tall_l0, RC * TC, (dout, x, mu_g, gamma_p, P, K, I, G, RC, GT, R, TC, O, sum_dout_xhat_acc_r, sum_dout_r,), dout.size)
     _layout.sum_chunks(sum_dout_xhat_acc_r, sum_dout_xhat_acc_s)
     _layout.sum_chunks(sum_dout_r, sum_dout_s)
     _backward_test_step_g1(sum_dout_xhat_acc_s, sum_dout_s, gamma_all, std_g, dx_coef_dxhat_a, dx_coef_dout_a, dgamma_g, dbeta_g, like)
-    _layout.parallel(_backward_test_step_tall_l1, RC * TC, (dout, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_dout_a,), dout.size)
+    _layout.parallel(_backward_test_step_tall_l1, RC * TC, (dout, dx, gamma_p, P, K, I, G, RC, GT, R, TC, O, dx_coef_dout_a,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -1896,9 +1896,9 @@ def _backward_test_step_tall(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_
 def _backward_test_step(lay, dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p):
     """Backward pass, test mode, recomputing from x the per-element values it reads. Per group: inv_std. Pass 1 sums sum_dout_xhat_acc, sum_dout (float64) in each group; then dx_coef_dxhat, sum_dout_xhat, dx_coef_dout. Pass 2: dx, elementwise."""
     if lay.strategy == "cols":
-        _backward_test_step_cols(lay.cols(dout), lay.cols(x), lay.cols(dx), mu_g, std_g, gamma_p, dgamma_p, dbeta_p, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _backward_test_step_cols(lay.cols(dout), lay.cols(x), lay.cols(dx), mu_g, std_g, gamma_p, dgamma_p, dbeta_p, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
-        _backward_test_step_tall(lay.cols(dout), lay.cols(x), lay.cols(dx), mu_g, std_g, gamma_p, dgamma_p, dbeta_p, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _backward_test_step_tall(lay.cols(dout), lay.cols(x), lay.cols(dx), mu_g, std_g, gamma_p, dgamma_p, dbeta_p, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT, lay.R)
     else:
         _backward_test_step_rows(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, lay.P, lay.chunks)
 

@@ -134,7 +134,7 @@ def _forward_train_g0(sum_x_shifted, sum_var_shifted, x_shift, std_w, inv_std_w,
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_train_cols_l0(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O, like, tc0, tc1):
+def _forward_train_cols_l0(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, R, O, like, tc0, tc1):
     beta_t_b = numpy.empty(GT, beta_p.dtype)
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
     sum_x_shifted_s_b = numpy.empty(GT)
@@ -142,17 +142,17 @@ def _forward_train_cols_l0(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps,
     inv_std_a_b = numpy.empty(GT, x.dtype)
     mu_hi_a_b = numpy.empty(GT, x.dtype)
     mu_lo_a_b = numpy.empty(GT, x.dtype)
-    x_shift_e_b = numpy.empty(GT * K * I, x_shift_g.dtype)
-    sum_x_shifted_t_b = numpy.empty(GT * K * I)
-    sum_var_shifted_t_b = numpy.empty(GT * K * I)
-    beta_e_b = numpy.empty(GT * K * I, beta_p.dtype)
-    gamma_e_b = numpy.empty(GT * K * I, gamma_p.dtype)
-    inv_std_e_b = numpy.empty(GT * K * I, inv_std_a_b.dtype)
-    mu_hi_e_b = numpy.empty(GT * K * I, mu_hi_a_b.dtype)
-    mu_lo_e_b = numpy.empty(GT * K * I, mu_lo_a_b.dtype)
+    x_shift_e_b = numpy.empty(GT * K * I * R, x_shift_g.dtype)
+    sum_x_shifted_t_b = numpy.empty(GT * K * I * R)
+    sum_var_shifted_t_b = numpy.empty(GT * K * I * R)
+    beta_e_b = numpy.empty(GT * K * I * R, beta_p.dtype)
+    gamma_e_b = numpy.empty(GT * K * I * R, gamma_p.dtype)
+    inv_std_e_b = numpy.empty(GT * K * I * R, inv_std_a_b.dtype)
+    mu_hi_e_b = numpy.empty(GT * K * I * R, mu_hi_a_b.dtype)
+    mu_lo_e_b = numpy.empty(GT * K * I * R, mu_lo_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         sum_x_shifted_s = sum_x_shifted_s_b[:g1 - g0]
@@ -177,25 +177,25 @@ def _forward_train_cols_l0(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps,
         _forward_train_e_cols(x, xhat, out, beta_e, gamma_e, inv_std_e, mu_hi_e, mu_lo_e, 0, O, j0, j1)
 
 
-def _forward_train_cols(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT):
+def _forward_train_cols(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, R):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
     like = numpy.empty(0, x.dtype)
-    _layout.parallel(_forward_train_cols_l0, TC, (x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O, like,), x.size)
+    _layout.parallel(_forward_train_cols_l0, TC, (x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, R, O, like,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_train_tall_l0(x, x_shift_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_x_shifted_r, sum_var_shifted_r, t0, t1):
+def _forward_train_tall_l0(x, x_shift_g, beta_p, gamma_p, P, K, I, G, RC, GT, R, TC, O, sum_x_shifted_r, sum_var_shifted_r, t0, t1):
     beta_t_b = numpy.empty(GT, beta_p.dtype)
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
-    x_shift_e_b = numpy.empty(GT * K * I, x_shift_g.dtype)
-    sum_x_shifted_t_b = numpy.empty(GT * K * I)
-    sum_var_shifted_t_b = numpy.empty(GT * K * I)
+    x_shift_e_b = numpy.empty(GT * K * I * R, x_shift_g.dtype)
+    sum_x_shifted_t_b = numpy.empty(GT * K * I * R)
+    sum_var_shifted_t_b = numpy.empty(GT * K * I * R)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         x_shift_e = _layout.spread_into(x_shift_g[g0:g1], K * I, x_shift_e_b[:j1 - j0])
@@ -209,19 +209,19 @@ def _forward_train_tall_l0(x, x_shift_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_train_tall_l1(x, xhat, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, mu_hi_a, mu_lo_a, t0, t1):
+def _forward_train_tall_l1(x, xhat, out, beta_p, gamma_p, P, K, I, G, RC, GT, R, TC, O, inv_std_a, mu_hi_a, mu_lo_a, t0, t1):
     beta_t_b = numpy.empty(GT, beta_p.dtype)
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
-    beta_e_b = numpy.empty(GT * K * I, beta_p.dtype)
-    gamma_e_b = numpy.empty(GT * K * I, gamma_p.dtype)
-    inv_std_e_b = numpy.empty(GT * K * I, inv_std_a.dtype)
-    mu_hi_e_b = numpy.empty(GT * K * I, mu_hi_a.dtype)
-    mu_lo_e_b = numpy.empty(GT * K * I, mu_lo_a.dtype)
+    beta_e_b = numpy.empty(GT * K * I * R, beta_p.dtype)
+    gamma_e_b = numpy.empty(GT * K * I * R, gamma_p.dtype)
+    inv_std_e_b = numpy.empty(GT * K * I * R, inv_std_a.dtype)
+    mu_hi_e_b = numpy.empty(GT * K * I * R, mu_hi_a.dtype)
+    mu_lo_e_b = numpy.empty(GT * K * I * R, mu_lo_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         beta_e = _layout.spread_into(beta_t, K * I, beta_e_b[:j1 - j0])
@@ -232,7 +232,7 @@ def _forward_train_tall_l1(x, xhat, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC
         _forward_train_e_cols(x, xhat, out, beta_e, gamma_e, inv_std_e, mu_hi_e, mu_lo_e, o0, o1, j0, j1)
 
 
-def _forward_train_tall(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, RC, GT):
+def _forward_train_tall(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, RC, GT, R):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
     sum_x_shifted_s = numpy.empty(G)
@@ -245,21 +245,21 @@ def _forward_train_tall(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m,
     gamma_all = _layout.per_group(gamma_p, 0, G, P)
     sum_x_shifted_r = numpy.empty((RC, G))
     sum_var_shifted_r = numpy.empty((RC, G))
-    _layout.parallel(_forward_train_tall_l0, RC * TC, (x, x_shift_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_x_shifted_r, sum_var_shifted_r,), x.size)
+    _layout.parallel(_forward_train_tall_l0, RC * TC, (x, x_shift_g, beta_p, gamma_p, P, K, I, G, RC, GT, R, TC, O, sum_x_shifted_r, sum_var_shifted_r,), x.size)
     _layout.sum_chunks(sum_x_shifted_r, sum_x_shifted_s)
     _layout.sum_chunks(sum_var_shifted_r, sum_var_shifted_s)
     _forward_train_g0(sum_x_shifted_s, sum_var_shifted_s, x_shift_g, std_g, inv_std_a, mu_hi_a, mu_lo_a, eps, m, like)
-    _layout.parallel(_forward_train_tall_l1, RC * TC, (x, xhat, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, mu_hi_a, mu_lo_a,), x.size)
+    _layout.parallel(_forward_train_tall_l1, RC * TC, (x, xhat, out, beta_p, gamma_p, P, K, I, G, RC, GT, R, TC, O, inv_std_a, mu_hi_a, mu_lo_a,), x.size)
 
 
 def _forward_train(lay, x, xhat, out, std_g, beta_p, gamma_p, eps, m):
     """Forward pass, training mode. Pass 1 sums sum_x_shifted, sum_var_shifted (float64) in each group; then sum_x, mu, sum_var, var, std, inv_std, mu_hi, mu_lo. Pass 2: xhat, out, elementwise. x_shift is each group's first element of x: the sums of x are taken around it, one pass for the mean and the variance (derive/backends/numba/shift.py)."""
     if lay.strategy == "cols":
         x_shift_g = _layout.first(x)
-        _forward_train_cols(lay.cols(x), lay.cols(xhat), lay.cols(out), x_shift_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _forward_train_cols(lay.cols(x), lay.cols(xhat), lay.cols(out), x_shift_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
         x_shift_g = _layout.first(x)
-        _forward_train_tall(lay.cols(x), lay.cols(xhat), lay.cols(out), x_shift_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _forward_train_tall(lay.cols(x), lay.cols(xhat), lay.cols(out), x_shift_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT, lay.R)
     else:
         _forward_train_rows(x, xhat, out, std_g, beta_p, gamma_p, eps, m, lay.P, lay.chunks)
 
@@ -361,21 +361,21 @@ def _backward_compact_g0(sum_dout, sum_dout_xhat, gamma, std, coef_dout_w, coef_
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_compact_cols_l0(dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_g, dbeta_g, like, tc0, tc1):
+def _backward_compact_cols_l0(dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, R, O, dgamma_g, dbeta_g, like, tc0, tc1):
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
     sum_dout_s_b = numpy.empty(GT)
     sum_dout_xhat_s_b = numpy.empty(GT)
     coef_dout_a_b = numpy.empty(GT, dout.dtype)
     coef_xhat_a_b = numpy.empty(GT, dout.dtype)
     coef_1_a_b = numpy.empty(GT, dout.dtype)
-    sum_dout_t_b = numpy.empty(GT * K * I)
-    sum_dout_xhat_t_b = numpy.empty(GT * K * I)
-    coef_1_e_b = numpy.empty(GT * K * I, coef_1_a_b.dtype)
-    coef_dout_e_b = numpy.empty(GT * K * I, coef_dout_a_b.dtype)
-    coef_xhat_e_b = numpy.empty(GT * K * I, coef_xhat_a_b.dtype)
+    sum_dout_t_b = numpy.empty(GT * K * I * R)
+    sum_dout_xhat_t_b = numpy.empty(GT * K * I * R)
+    coef_1_e_b = numpy.empty(GT * K * I * R, coef_1_a_b.dtype)
+    coef_dout_e_b = numpy.empty(GT * K * I * R, coef_dout_a_b.dtype)
+    coef_xhat_e_b = numpy.empty(GT * K * I * R, coef_xhat_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         sum_dout_s = sum_dout_s_b[:g1 - g0]
         sum_dout_xhat_s = sum_dout_xhat_s_b[:g1 - g0]
@@ -396,13 +396,13 @@ def _backward_compact_cols_l0(dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT,
         _backward_compact_e_cols(dout, xhat, dx, coef_1_e, coef_dout_e, coef_xhat_e, 0, O, j0, j1)
 
 
-def _backward_compact_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, GT):
+def _backward_compact_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     dgamma_g = dgamma_p if P == G else numpy.empty(G)
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
     like = numpy.empty(0, dout.dtype)
-    _layout.parallel(_backward_compact_cols_l0, TC, (dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_g, dbeta_g, like,), dout.size)
+    _layout.parallel(_backward_compact_cols_l0, TC, (dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, R, O, dgamma_g, dbeta_g, like,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -410,15 +410,15 @@ def _backward_compact_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m,
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_compact_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_r, sum_dout_xhat_r, t0, t1):
+def _backward_compact_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, R, TC, O, sum_dout_r, sum_dout_xhat_r, t0, t1):
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
-    sum_dout_t_b = numpy.empty(GT * K * I)
-    sum_dout_xhat_t_b = numpy.empty(GT * K * I)
+    sum_dout_t_b = numpy.empty(GT * K * I * R)
+    sum_dout_xhat_t_b = numpy.empty(GT * K * I * R)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         sum_dout_t = sum_dout_t_b[:j1 - j0]
         sum_dout_t[:] = 0.0
@@ -430,16 +430,16 @@ def _backward_compact_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, su
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_compact_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_a, coef_xhat_a, t0, t1):
+def _backward_compact_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, R, TC, O, coef_1_a, coef_dout_a, coef_xhat_a, t0, t1):
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
-    coef_1_e_b = numpy.empty(GT * K * I, coef_1_a.dtype)
-    coef_dout_e_b = numpy.empty(GT * K * I, coef_dout_a.dtype)
-    coef_xhat_e_b = numpy.empty(GT * K * I, coef_xhat_a.dtype)
+    coef_1_e_b = numpy.empty(GT * K * I * R, coef_1_a.dtype)
+    coef_dout_e_b = numpy.empty(GT * K * I * R, coef_dout_a.dtype)
+    coef_xhat_e_b = numpy.empty(GT * K * I * R, coef_xhat_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         coef_1_e = _layout.spread_into(coef_1_a[g0:g1], K * I, coef_1_e_b[:j1 - j0])
         coef_dout_e = _layout.spread_into(coef_dout_a[g0:g1], K * I, coef_dout_e_b[:j1 - j0])
@@ -447,7 +447,7 @@ def _backward_compact_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O
         _backward_compact_e_cols(dout, xhat, dx, coef_1_e, coef_dout_e, coef_xhat_e, o0, o1, j0, j1)
 
 
-def _backward_compact_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, RC, GT):
+def _backward_compact_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, RC, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     sum_dout_s = numpy.empty(G)
@@ -461,11 +461,11 @@ def _backward_compact_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m,
     gamma_all = _layout.per_group(gamma_p, 0, G, P)
     sum_dout_r = numpy.empty((RC, G))
     sum_dout_xhat_r = numpy.empty((RC, G))
-    _layout.parallel(_backward_compact_tall_l0, RC * TC, (dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_r, sum_dout_xhat_r,), dout.size)
+    _layout.parallel(_backward_compact_tall_l0, RC * TC, (dout, xhat, gamma_p, P, K, I, G, RC, GT, R, TC, O, sum_dout_r, sum_dout_xhat_r,), dout.size)
     _layout.sum_chunks(sum_dout_r, sum_dout_s)
     _layout.sum_chunks(sum_dout_xhat_r, sum_dout_xhat_s)
     _backward_compact_g0(sum_dout_s, sum_dout_xhat_s, gamma_all, std_g, coef_dout_a, coef_xhat_a, coef_1_a, dgamma_g, dbeta_g, m, like)
-    _layout.parallel(_backward_compact_tall_l1, RC * TC, (dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_a, coef_xhat_a,), dout.size)
+    _layout.parallel(_backward_compact_tall_l1, RC * TC, (dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, R, TC, O, coef_1_a, coef_dout_a, coef_xhat_a,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -475,9 +475,9 @@ def _backward_compact_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m,
 def _backward_compact(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m):
     """Backward pass, the compact form. Pass 1 sums sum_dout, sum_dout_xhat (float64) in each group; then coef_dout, coef_xhat, coef_1. Pass 2: dx, elementwise."""
     if lay.strategy == "cols":
-        _backward_compact_cols(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _backward_compact_cols(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
-        _backward_compact_tall(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _backward_compact_tall(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT, lay.R)
     else:
         _backward_compact_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.chunks)
 
@@ -593,7 +593,7 @@ def _backward_staged_g0(sum_dxhat_xhat, sum_dxhat, sum_dout_xhat, sum_dout, gamm
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_staged_cols_l0(dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_g, dbeta_g, like, tc0, tc1):
+def _backward_staged_cols_l0(dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, R, O, dgamma_g, dbeta_g, like, tc0, tc1):
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
     sum_dxhat_xhat_s_b = numpy.empty(GT)
     sum_dxhat_s_b = numpy.empty(GT)
@@ -602,17 +602,17 @@ def _backward_staged_cols_l0(dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, 
     dx_coef_xhat_a_b = numpy.empty(GT, dout.dtype)
     dx_coef_1_a_b = numpy.empty(GT, dout.dtype)
     dx_coef_dout_a_b = numpy.empty(GT, dout.dtype)
-    gamma_e_b = numpy.empty(GT * K * I, gamma_p.dtype)
-    sum_dxhat_xhat_t_b = numpy.empty(GT * K * I)
-    sum_dxhat_t_b = numpy.empty(GT * K * I)
-    sum_dout_xhat_t_b = numpy.empty(GT * K * I)
-    sum_dout_t_b = numpy.empty(GT * K * I)
-    dx_coef_1_e_b = numpy.empty(GT * K * I, dx_coef_1_a_b.dtype)
-    dx_coef_dout_e_b = numpy.empty(GT * K * I, dx_coef_dout_a_b.dtype)
-    dx_coef_xhat_e_b = numpy.empty(GT * K * I, dx_coef_xhat_a_b.dtype)
+    gamma_e_b = numpy.empty(GT * K * I * R, gamma_p.dtype)
+    sum_dxhat_xhat_t_b = numpy.empty(GT * K * I * R)
+    sum_dxhat_t_b = numpy.empty(GT * K * I * R)
+    sum_dout_xhat_t_b = numpy.empty(GT * K * I * R)
+    sum_dout_t_b = numpy.empty(GT * K * I * R)
+    dx_coef_1_e_b = numpy.empty(GT * K * I * R, dx_coef_1_a_b.dtype)
+    dx_coef_dout_e_b = numpy.empty(GT * K * I * R, dx_coef_dout_a_b.dtype)
+    dx_coef_xhat_e_b = numpy.empty(GT * K * I * R, dx_coef_xhat_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         sum_dxhat_xhat_s = sum_dxhat_xhat_s_b[:g1 - g0]
         sum_dxhat_s = sum_dxhat_s_b[:g1 - g0]
@@ -642,13 +642,13 @@ def _backward_staged_cols_l0(dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, 
         _backward_staged_e_cols(dout, xhat, dx, dx_coef_1_e, dx_coef_dout_e, dx_coef_xhat_e, 0, O, j0, j1)
 
 
-def _backward_staged_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, GT):
+def _backward_staged_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     dgamma_g = dgamma_p if P == G else numpy.empty(G)
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
     like = numpy.empty(0, dout.dtype)
-    _layout.parallel(_backward_staged_cols_l0, TC, (dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_g, dbeta_g, like,), dout.size)
+    _layout.parallel(_backward_staged_cols_l0, TC, (dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, R, O, dgamma_g, dbeta_g, like,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -656,18 +656,18 @@ def _backward_staged_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, 
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_staged_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dxhat_xhat_r, sum_dxhat_r, sum_dout_xhat_r, sum_dout_r, t0, t1):
+def _backward_staged_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, R, TC, O, sum_dxhat_xhat_r, sum_dxhat_r, sum_dout_xhat_r, sum_dout_r, t0, t1):
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
-    gamma_e_b = numpy.empty(GT * K * I, gamma_p.dtype)
-    sum_dxhat_xhat_t_b = numpy.empty(GT * K * I)
-    sum_dxhat_t_b = numpy.empty(GT * K * I)
-    sum_dout_xhat_t_b = numpy.empty(GT * K * I)
-    sum_dout_t_b = numpy.empty(GT * K * I)
+    gamma_e_b = numpy.empty(GT * K * I * R, gamma_p.dtype)
+    sum_dxhat_xhat_t_b = numpy.empty(GT * K * I * R)
+    sum_dxhat_t_b = numpy.empty(GT * K * I * R)
+    sum_dout_xhat_t_b = numpy.empty(GT * K * I * R)
+    sum_dout_t_b = numpy.empty(GT * K * I * R)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         gamma_e = _layout.spread_into(gamma_t, K * I, gamma_e_b[:j1 - j0])
         sum_dxhat_xhat_t = sum_dxhat_xhat_t_b[:j1 - j0]
@@ -686,16 +686,16 @@ def _backward_staged_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_staged_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_1_a, dx_coef_dout_a, dx_coef_xhat_a, t0, t1):
+def _backward_staged_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, R, TC, O, dx_coef_1_a, dx_coef_dout_a, dx_coef_xhat_a, t0, t1):
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
-    dx_coef_1_e_b = numpy.empty(GT * K * I, dx_coef_1_a.dtype)
-    dx_coef_dout_e_b = numpy.empty(GT * K * I, dx_coef_dout_a.dtype)
-    dx_coef_xhat_e_b = numpy.empty(GT * K * I, dx_coef_xhat_a.dtype)
+    dx_coef_1_e_b = numpy.empty(GT * K * I * R, dx_coef_1_a.dtype)
+    dx_coef_dout_e_b = numpy.empty(GT * K * I * R, dx_coef_dout_a.dtype)
+    dx_coef_xhat_e_b = numpy.empty(GT * K * I * R, dx_coef_xhat_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         dx_coef_1_e = _layout.spread_into(dx_coef_1_a[g0:g1], K * I, dx_coef_1_e_b[:j1 - j0])
         dx_coef_dout_e = _layout.spread_into(dx_coef_dout_a[g0:g1], K * I, dx_coef_dout_e_b[:j1 - j0])
@@ -703,7 +703,7 @@ def _backward_staged_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O,
         _backward_staged_e_cols(dout, xhat, dx, dx_coef_1_e, dx_coef_dout_e, dx_coef_xhat_e, o0, o1, j0, j1)
 
 
-def _backward_staged_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, RC, GT):
+def _backward_staged_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, RC, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     sum_dxhat_xhat_s = numpy.empty(G)
@@ -721,13 +721,13 @@ def _backward_staged_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, 
     sum_dxhat_r = numpy.empty((RC, G))
     sum_dout_xhat_r = numpy.empty((RC, G))
     sum_dout_r = numpy.empty((RC, G))
-    _layout.parallel(_backward_staged_tall_l0, RC * TC, (dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dxhat_xhat_r, sum_dxhat_r, sum_dout_xhat_r, sum_dout_r,), dout.size)
+    _layout.parallel(_backward_staged_tall_l0, RC * TC, (dout, xhat, gamma_p, P, K, I, G, RC, GT, R, TC, O, sum_dxhat_xhat_r, sum_dxhat_r, sum_dout_xhat_r, sum_dout_r,), dout.size)
     _layout.sum_chunks(sum_dxhat_xhat_r, sum_dxhat_xhat_s)
     _layout.sum_chunks(sum_dxhat_r, sum_dxhat_s)
     _layout.sum_chunks(sum_dout_xhat_r, sum_dout_xhat_s)
     _layout.sum_chunks(sum_dout_r, sum_dout_s)
     _backward_staged_g0(sum_dxhat_xhat_s, sum_dxhat_s, sum_dout_xhat_s, sum_dout_s, gamma_all, std_g, dx_coef_xhat_a, dx_coef_1_a, dx_coef_dout_a, dgamma_g, dbeta_g, m, like)
-    _layout.parallel(_backward_staged_tall_l1, RC * TC, (dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_1_a, dx_coef_dout_a, dx_coef_xhat_a,), dout.size)
+    _layout.parallel(_backward_staged_tall_l1, RC * TC, (dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, R, TC, O, dx_coef_1_a, dx_coef_dout_a, dx_coef_xhat_a,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -737,9 +737,9 @@ def _backward_staged_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, 
 def _backward_staged(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m):
     """Backward pass, the staged chain rule. Pass 1 sums sum_dxhat_xhat, sum_dxhat, sum_dout_xhat, sum_dout (float64) in each group; then dvar, dmu, dx_coef_dxhat, dx_coef_xhat, dx_coef_1, dx_coef_dout. Pass 2: dx, elementwise."""
     if lay.strategy == "cols":
-        _backward_staged_cols(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _backward_staged_cols(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
-        _backward_staged_tall(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _backward_staged_tall(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT, lay.R)
     else:
         _backward_staged_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.chunks)
 
@@ -853,7 +853,7 @@ def _forward_step_g0(sum_x_shifted, sum_var_shifted, beta, gamma, x_shift, mu_w,
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_step_cols_l0(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O, like, tc0, tc1):
+def _forward_step_cols_l0(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, R, O, like, tc0, tc1):
     beta_t_b = numpy.empty(GT, beta_p.dtype)
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
     sum_x_shifted_s_b = numpy.empty(GT)
@@ -861,15 +861,15 @@ def _forward_step_cols_l0(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, 
     mu_hi_a_b = numpy.empty(GT, x.dtype)
     out_coef_x_mu_hi_a_b = numpy.empty(GT, x.dtype)
     out_coef_1_a_b = numpy.empty(GT, x.dtype)
-    x_shift_e_b = numpy.empty(GT * K * I, x_shift_g.dtype)
-    sum_x_shifted_t_b = numpy.empty(GT * K * I)
-    sum_var_shifted_t_b = numpy.empty(GT * K * I)
-    mu_hi_e_b = numpy.empty(GT * K * I, mu_hi_a_b.dtype)
-    out_coef_1_e_b = numpy.empty(GT * K * I, out_coef_1_a_b.dtype)
-    out_coef_x_mu_hi_e_b = numpy.empty(GT * K * I, out_coef_x_mu_hi_a_b.dtype)
+    x_shift_e_b = numpy.empty(GT * K * I * R, x_shift_g.dtype)
+    sum_x_shifted_t_b = numpy.empty(GT * K * I * R)
+    sum_var_shifted_t_b = numpy.empty(GT * K * I * R)
+    mu_hi_e_b = numpy.empty(GT * K * I * R, mu_hi_a_b.dtype)
+    out_coef_1_e_b = numpy.empty(GT * K * I * R, out_coef_1_a_b.dtype)
+    out_coef_x_mu_hi_e_b = numpy.empty(GT * K * I * R, out_coef_x_mu_hi_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         sum_x_shifted_s = sum_x_shifted_s_b[:g1 - g0]
@@ -892,25 +892,25 @@ def _forward_step_cols_l0(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, 
         _forward_step_e_cols(x, out, mu_hi_e, out_coef_1_e, out_coef_x_mu_hi_e, 0, O, j0, j1)
 
 
-def _forward_step_cols(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT):
+def _forward_step_cols(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, R):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
     like = numpy.empty(0, x.dtype)
-    _layout.parallel(_forward_step_cols_l0, TC, (x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O, like,), x.size)
+    _layout.parallel(_forward_step_cols_l0, TC, (x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, R, O, like,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_step_tall_l0(x, x_shift_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_x_shifted_r, sum_var_shifted_r, t0, t1):
+def _forward_step_tall_l0(x, x_shift_g, beta_p, gamma_p, P, K, I, G, RC, GT, R, TC, O, sum_x_shifted_r, sum_var_shifted_r, t0, t1):
     beta_t_b = numpy.empty(GT, beta_p.dtype)
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
-    x_shift_e_b = numpy.empty(GT * K * I, x_shift_g.dtype)
-    sum_x_shifted_t_b = numpy.empty(GT * K * I)
-    sum_var_shifted_t_b = numpy.empty(GT * K * I)
+    x_shift_e_b = numpy.empty(GT * K * I * R, x_shift_g.dtype)
+    sum_x_shifted_t_b = numpy.empty(GT * K * I * R)
+    sum_var_shifted_t_b = numpy.empty(GT * K * I * R)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         x_shift_e = _layout.spread_into(x_shift_g[g0:g1], K * I, x_shift_e_b[:j1 - j0])
@@ -924,17 +924,17 @@ def _forward_step_tall_l0(x, x_shift_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC,
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_step_tall_l1(x, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, mu_hi_a, out_coef_1_a, out_coef_x_mu_hi_a, t0, t1):
+def _forward_step_tall_l1(x, out, beta_p, gamma_p, P, K, I, G, RC, GT, R, TC, O, mu_hi_a, out_coef_1_a, out_coef_x_mu_hi_a, t0, t1):
     beta_t_b = numpy.empty(GT, beta_p.dtype)
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
-    mu_hi_e_b = numpy.empty(GT * K * I, mu_hi_a.dtype)
-    out_coef_1_e_b = numpy.empty(GT * K * I, out_coef_1_a.dtype)
-    out_coef_x_mu_hi_e_b = numpy.empty(GT * K * I, out_coef_x_mu_hi_a.dtype)
+    mu_hi_e_b = numpy.empty(GT * K * I * R, mu_hi_a.dtype)
+    out_coef_1_e_b = numpy.empty(GT * K * I * R, out_coef_1_a.dtype)
+    out_coef_x_mu_hi_e_b = numpy.empty(GT * K * I * R, out_coef_x_mu_hi_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         mu_hi_e = _layout.spread_into(mu_hi_a[g0:g1], K * I, mu_hi_e_b[:j1 - j0])
@@ -943,7 +943,7 @@ def _forward_step_tall_l1(x, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, mu
         _forward_step_e_cols(x, out, mu_hi_e, out_coef_1_e, out_coef_x_mu_hi_e, o0, o1, j0, j1)
 
 
-def _forward_step_tall(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, RC, GT):
+def _forward_step_tall(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, RC, GT, R):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
     sum_x_shifted_s = numpy.empty(G)
@@ -956,21 +956,21 @@ def _forward_step_tall(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, 
     gamma_all = _layout.per_group(gamma_p, 0, G, P)
     sum_x_shifted_r = numpy.empty((RC, G))
     sum_var_shifted_r = numpy.empty((RC, G))
-    _layout.parallel(_forward_step_tall_l0, RC * TC, (x, x_shift_g, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, sum_x_shifted_r, sum_var_shifted_r,), x.size)
+    _layout.parallel(_forward_step_tall_l0, RC * TC, (x, x_shift_g, beta_p, gamma_p, P, K, I, G, RC, GT, R, TC, O, sum_x_shifted_r, sum_var_shifted_r,), x.size)
     _layout.sum_chunks(sum_x_shifted_r, sum_x_shifted_s)
     _layout.sum_chunks(sum_var_shifted_r, sum_var_shifted_s)
     _forward_step_g0(sum_x_shifted_s, sum_var_shifted_s, beta_all, gamma_all, x_shift_g, mu_g, std_g, mu_hi_a, out_coef_x_mu_hi_a, out_coef_1_a, eps, m, like)
-    _layout.parallel(_forward_step_tall_l1, RC * TC, (x, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, mu_hi_a, out_coef_1_a, out_coef_x_mu_hi_a,), x.size)
+    _layout.parallel(_forward_step_tall_l1, RC * TC, (x, out, beta_p, gamma_p, P, K, I, G, RC, GT, R, TC, O, mu_hi_a, out_coef_1_a, out_coef_x_mu_hi_a,), x.size)
 
 
 def _forward_step(lay, x, out, mu_g, std_g, beta_p, gamma_p, eps, m):
     """Forward pass, training mode: the output and per-group values only. Pass 1 sums sum_x_shifted, sum_var_shifted (float64) in each group; then sum_x, mu, sum_var, var, std, inv_std, mu_hi, mu_lo, out_coef_x_mu_hi, out_coef_1. Pass 2: out, elementwise. x_shift is each group's first element of x: the sums of x are taken around it, one pass for the mean and the variance (derive/backends/numba/shift.py)."""
     if lay.strategy == "cols":
         x_shift_g = _layout.first(x)
-        _forward_step_cols(lay.cols(x), lay.cols(out), x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _forward_step_cols(lay.cols(x), lay.cols(out), x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
         x_shift_g = _layout.first(x)
-        _forward_step_tall(lay.cols(x), lay.cols(out), x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _forward_step_tall(lay.cols(x), lay.cols(out), x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT, lay.R)
     else:
         _forward_step_rows(x, out, mu_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.chunks)
 
@@ -1091,7 +1091,7 @@ def _backward_step_g1(sum_dout, sum_dout_xhat_acc, gamma, inv_std, std, sum_dout
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_step_cols_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, K, I, G, GT, like, O, dgamma_g, dbeta_g, tc0, tc1):
+def _backward_step_cols_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, K, I, G, GT, R, like, O, dgamma_g, dbeta_g, tc0, tc1):
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
     sum_dout_s_b = numpy.empty(GT)
     sum_dout_xhat_acc_s_b = numpy.empty(GT)
@@ -1101,15 +1101,15 @@ def _backward_step_cols_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, K, I, G, GT,
     coef_xhat_a_b = numpy.empty(GT)
     coef_1_a_b = numpy.empty(GT, dout.dtype)
     dx_coef_x_mu_a_b = numpy.empty(GT, dout.dtype)
-    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
-    sum_dout_t_b = numpy.empty(GT * K * I)
-    sum_dout_xhat_acc_t_b = numpy.empty(GT * K * I)
-    coef_1_e_b = numpy.empty(GT * K * I, coef_1_a_b.dtype)
-    coef_dout_e_b = numpy.empty(GT * K * I, coef_dout_a_b.dtype)
-    dx_coef_x_mu_e_b = numpy.empty(GT * K * I, dx_coef_x_mu_a_b.dtype)
+    mu_e_b = numpy.empty(GT * K * I * R, mu_g.dtype)
+    sum_dout_t_b = numpy.empty(GT * K * I * R)
+    sum_dout_xhat_acc_t_b = numpy.empty(GT * K * I * R)
+    coef_1_e_b = numpy.empty(GT * K * I * R, coef_1_a_b.dtype)
+    coef_dout_e_b = numpy.empty(GT * K * I * R, coef_dout_a_b.dtype)
+    dx_coef_x_mu_e_b = numpy.empty(GT * K * I * R, dx_coef_x_mu_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         sum_dout_s = sum_dout_s_b[:g1 - g0]
         sum_dout_xhat_acc_s = sum_dout_xhat_acc_s_b[:g1 - g0]
@@ -1136,13 +1136,13 @@ def _backward_step_cols_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, K, I, G, GT,
         _backward_step_e_cols(dout, x, dx, coef_1_e, coef_dout_e, dx_coef_x_mu_e, mu_e, 0, O, j0, j1)
 
 
-def _backward_step_cols(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, GT):
+def _backward_step_cols(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     dgamma_g = dgamma_p if P == G else numpy.empty(G)
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
     like = numpy.empty(0, dout.dtype)
-    _layout.parallel(_backward_step_cols_l0, TC, (dout, x, dx, mu_g, std_g, gamma_p, m, P, K, I, G, GT, like, O, dgamma_g, dbeta_g,), dout.size)
+    _layout.parallel(_backward_step_cols_l0, TC, (dout, x, dx, mu_g, std_g, gamma_p, m, P, K, I, G, GT, R, like, O, dgamma_g, dbeta_g,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -1150,16 +1150,16 @@ def _backward_step_cols(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m,
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_step_tall_l0(dout, x, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_r, sum_dout_xhat_acc_r, t0, t1):
+def _backward_step_tall_l0(dout, x, mu_g, gamma_p, P, K, I, G, RC, GT, R, TC, O, sum_dout_r, sum_dout_xhat_acc_r, t0, t1):
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
-    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
-    sum_dout_t_b = numpy.empty(GT * K * I)
-    sum_dout_xhat_acc_t_b = numpy.empty(GT * K * I)
+    mu_e_b = numpy.empty(GT * K * I * R, mu_g.dtype)
+    sum_dout_t_b = numpy.empty(GT * K * I * R)
+    sum_dout_xhat_acc_t_b = numpy.empty(GT * K * I * R)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         mu_e = _layout.spread_into(mu_g[g0:g1], K * I, mu_e_b[:j1 - j0])
         sum_dout_t = sum_dout_t_b[:j1 - j0]
@@ -1172,17 +1172,17 @@ def _backward_step_tall_l0(dout, x, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, su
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_step_tall_l1(dout, x, dx, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_a, dx_coef_x_mu_a, t0, t1):
+def _backward_step_tall_l1(dout, x, dx, mu_g, gamma_p, P, K, I, G, RC, GT, R, TC, O, coef_1_a, coef_dout_a, dx_coef_x_mu_a, t0, t1):
     gamma_t_b = numpy.empty(GT, gamma_p.dtype)
-    coef_1_e_b = numpy.empty(GT * K * I, coef_1_a.dtype)
-    coef_dout_e_b = numpy.empty(GT * K * I, coef_dout_a.dtype)
-    dx_coef_x_mu_e_b = numpy.empty(GT * K * I, dx_coef_x_mu_a.dtype)
-    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
+    coef_1_e_b = numpy.empty(GT * K * I * R, coef_1_a.dtype)
+    coef_dout_e_b = numpy.empty(GT * K * I * R, coef_dout_a.dtype)
+    dx_coef_x_mu_e_b = numpy.empty(GT * K * I * R, dx_coef_x_mu_a.dtype)
+    mu_e_b = numpy.empty(GT * K * I * R, mu_g.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
         coef_1_e = _layout.spread_into(coef_1_a[g0:g1], K * I, coef_1_e_b[:j1 - j0])
         coef_dout_e = _layout.spread_into(coef_dout_a[g0:g1], K * I, coef_dout_e_b[:j1 - j0])
@@ -1191,7 +1191,7 @@ def _backward_step_tall_l1(dout, x, dx, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O
         _backward_step_e_cols(dout, x, dx, coef_1_e, coef_dout_e, dx_coef_x_mu_e, mu_e, o0, o1, j0, j1)
 
 
-def _backward_step_tall(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, RC, GT):
+def _backward_step_tall(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, RC, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     sum_dout_s = numpy.empty(G)
@@ -1209,11 +1209,11 @@ def _backward_step_tall(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m,
     _backward_step_g0(std_g, inv_std_a, like)
     sum_dout_r = numpy.empty((RC, G))
     sum_dout_xhat_acc_r = numpy.empty((RC, G))
-    _layout.parallel(_backward_step_tall_l0, RC * TC, (dout, x, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_r, sum_dout_xhat_acc_r,), dout.size)
+    _layout.parallel(_backward_step_tall_l0, RC * TC, (dout, x, mu_g, gamma_p, P, K, I, G, RC, GT, R, TC, O, sum_dout_r, sum_dout_xhat_acc_r,), dout.size)
     _layout.sum_chunks(sum_dout_r, sum_dout_s)
     _layout.sum_chunks(sum_dout_xhat_acc_r, sum_dout_xhat_acc_s)
     _backward_step_g1(sum_dout_s, sum_dout_xhat_acc_s, gamma_all, inv_std_a, std_g, sum_dout_xhat_a, coef_dout_a, coef_xhat_a, coef_1_a, dx_coef_x_mu_a, dgamma_g, dbeta_g, m, like)
-    _layout.parallel(_backward_step_tall_l1, RC * TC, (dout, x, dx, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_a, dx_coef_x_mu_a,), dout.size)
+    _layout.parallel(_backward_step_tall_l1, RC * TC, (dout, x, dx, mu_g, gamma_p, P, K, I, G, RC, GT, R, TC, O, coef_1_a, coef_dout_a, dx_coef_x_mu_a,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -1223,9 +1223,9 @@ def _backward_step_tall(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m,
 def _backward_step(lay, dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m):
     """Backward pass, the compact form, recomputing from x the per-element values it reads. Per group: inv_std. Pass 1 sums sum_dout, sum_dout_xhat_acc (float64) in each group; then sum_dout_xhat, coef_dout, coef_xhat, coef_1, dx_coef_x_mu. Pass 2: dx, elementwise."""
     if lay.strategy == "cols":
-        _backward_step_cols(lay.cols(dout), lay.cols(x), lay.cols(dx), mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _backward_step_cols(lay.cols(dout), lay.cols(x), lay.cols(dx), mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
-        _backward_step_tall(lay.cols(dout), lay.cols(x), lay.cols(dx), mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _backward_step_tall(lay.cols(dout), lay.cols(x), lay.cols(dx), mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT, lay.R)
     else:
         _backward_step_rows(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.chunks)
 

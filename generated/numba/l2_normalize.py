@@ -109,14 +109,14 @@ def _forward_train_g0(sq, norm_w, den_w, inv_den_w, eps, like):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_train_cols_l0(x, out, norm_g, den_g, eps, K, I, G, GT, O, like, tc0, tc1):
+def _forward_train_cols_l0(x, out, norm_g, den_g, eps, K, I, G, GT, R, O, like, tc0, tc1):
     sq_s_b = numpy.empty(GT)
     inv_den_a_b = numpy.empty(GT, x.dtype)
-    sq_t_b = numpy.empty(GT * K * I)
-    inv_den_e_b = numpy.empty(GT * K * I, inv_den_a_b.dtype)
+    sq_t_b = numpy.empty(GT * K * I * R)
+    inv_den_e_b = numpy.empty(GT * K * I * R, inv_den_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         sq_s = sq_s_b[:g1 - g0]
         inv_den_a = inv_den_a_b[:g1 - g0]
         sq_t = sq_t_b[:j1 - j0]
@@ -128,21 +128,21 @@ def _forward_train_cols_l0(x, out, norm_g, den_g, eps, K, I, G, GT, O, like, tc0
         _forward_train_e_cols(x, out, inv_den_e, 0, O, j0, j1)
 
 
-def _forward_train_cols(x, out, norm_g, den_g, eps, P, K, I, G, GT):
+def _forward_train_cols(x, out, norm_g, den_g, eps, P, K, I, G, GT, R):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
     like = numpy.empty(0, x.dtype)
-    _layout.parallel(_forward_train_cols_l0, TC, (x, out, norm_g, den_g, eps, K, I, G, GT, O, like,), x.size)
+    _layout.parallel(_forward_train_cols_l0, TC, (x, out, norm_g, den_g, eps, K, I, G, GT, R, O, like,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_train_tall_l0(x, K, I, G, RC, GT, TC, O, sq_r, t0, t1):
-    sq_t_b = numpy.empty(GT * K * I)
+def _forward_train_tall_l0(x, K, I, G, RC, GT, R, TC, O, sq_r, t0, t1):
+    sq_t_b = numpy.empty(GT * K * I * R)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         sq_t = sq_t_b[:j1 - j0]
         sq_t[:] = 0.0
         _forward_train_p0_cols(x, sq_t, o0, o1, j0, j1)
@@ -150,36 +150,36 @@ def _forward_train_tall_l0(x, K, I, G, RC, GT, TC, O, sq_r, t0, t1):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_train_tall_l1(x, out, K, I, G, RC, GT, TC, O, inv_den_a, t0, t1):
-    inv_den_e_b = numpy.empty(GT * K * I, inv_den_a.dtype)
+def _forward_train_tall_l1(x, out, K, I, G, RC, GT, R, TC, O, inv_den_a, t0, t1):
+    inv_den_e_b = numpy.empty(GT * K * I * R, inv_den_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         inv_den_e = _layout.spread_into(inv_den_a[g0:g1], K * I, inv_den_e_b[:j1 - j0])
         _forward_train_e_cols(x, out, inv_den_e, o0, o1, j0, j1)
 
 
-def _forward_train_tall(x, out, norm_g, den_g, eps, P, K, I, G, RC, GT):
+def _forward_train_tall(x, out, norm_g, den_g, eps, P, K, I, G, RC, GT, R):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
     sq_s = numpy.empty(G)
     inv_den_a = numpy.empty(G, x.dtype)
     like = numpy.empty(0, x.dtype)
     sq_r = numpy.empty((RC, G))
-    _layout.parallel(_forward_train_tall_l0, RC * TC, (x, K, I, G, RC, GT, TC, O, sq_r,), x.size)
+    _layout.parallel(_forward_train_tall_l0, RC * TC, (x, K, I, G, RC, GT, R, TC, O, sq_r,), x.size)
     _layout.sum_chunks(sq_r, sq_s)
     _forward_train_g0(sq_s, norm_g, den_g, inv_den_a, eps, like)
-    _layout.parallel(_forward_train_tall_l1, RC * TC, (x, out, K, I, G, RC, GT, TC, O, inv_den_a,), x.size)
+    _layout.parallel(_forward_train_tall_l1, RC * TC, (x, out, K, I, G, RC, GT, R, TC, O, inv_den_a,), x.size)
 
 
 def _forward_train(lay, x, out, norm_g, den_g, eps):
     """Forward pass, training mode. Pass 1 sums sq (float64) in each group; then norm, den, inv_den. Pass 2: out, elementwise."""
     if lay.strategy == "cols":
-        _forward_train_cols(lay.cols(x), lay.cols(out), norm_g, den_g, eps, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _forward_train_cols(lay.cols(x), lay.cols(out), norm_g, den_g, eps, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
-        _forward_train_tall(lay.cols(x), lay.cols(out), norm_g, den_g, eps, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _forward_train_tall(lay.cols(x), lay.cols(out), norm_g, den_g, eps, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT, lay.R)
     else:
         _forward_train_rows(x, out, norm_g, den_g, eps, lay.P, lay.chunks)
 
@@ -262,16 +262,16 @@ def _backward_compact_g0(sum_dout_out, den, norm, coef_dout_w, coef_out_w, eps, 
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_compact_cols_l0(dout, out, dx, den_g, norm_g, eps, K, I, G, GT, O, like, tc0, tc1):
+def _backward_compact_cols_l0(dout, out, dx, den_g, norm_g, eps, K, I, G, GT, R, O, like, tc0, tc1):
     sum_dout_out_s_b = numpy.empty(GT)
     coef_dout_a_b = numpy.empty(GT, dout.dtype)
     coef_out_a_b = numpy.empty(GT, dout.dtype)
-    sum_dout_out_t_b = numpy.empty(GT * K * I)
-    coef_dout_e_b = numpy.empty(GT * K * I, coef_dout_a_b.dtype)
-    coef_out_e_b = numpy.empty(GT * K * I, coef_out_a_b.dtype)
+    sum_dout_out_t_b = numpy.empty(GT * K * I * R)
+    coef_dout_e_b = numpy.empty(GT * K * I * R, coef_dout_a_b.dtype)
+    coef_out_e_b = numpy.empty(GT * K * I * R, coef_out_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         sum_dout_out_s = sum_dout_out_s_b[:g1 - g0]
         coef_dout_a = coef_dout_a_b[:g1 - g0]
         coef_out_a = coef_out_a_b[:g1 - g0]
@@ -285,21 +285,21 @@ def _backward_compact_cols_l0(dout, out, dx, den_g, norm_g, eps, K, I, G, GT, O,
         _backward_compact_e_cols(dout, out, dx, coef_dout_e, coef_out_e, 0, O, j0, j1)
 
 
-def _backward_compact_cols(dout, out, dx, den_g, norm_g, eps, P, K, I, G, GT):
+def _backward_compact_cols(dout, out, dx, den_g, norm_g, eps, P, K, I, G, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     like = numpy.empty(0, dout.dtype)
-    _layout.parallel(_backward_compact_cols_l0, TC, (dout, out, dx, den_g, norm_g, eps, K, I, G, GT, O, like,), dout.size)
+    _layout.parallel(_backward_compact_cols_l0, TC, (dout, out, dx, den_g, norm_g, eps, K, I, G, GT, R, O, like,), dout.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_compact_tall_l0(dout, out, K, I, G, RC, GT, TC, O, sum_dout_out_r, t0, t1):
-    sum_dout_out_t_b = numpy.empty(GT * K * I)
+def _backward_compact_tall_l0(dout, out, K, I, G, RC, GT, R, TC, O, sum_dout_out_r, t0, t1):
+    sum_dout_out_t_b = numpy.empty(GT * K * I * R)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         sum_dout_out_t = sum_dout_out_t_b[:j1 - j0]
         sum_dout_out_t[:] = 0.0
         _backward_compact_p0_cols(dout, out, sum_dout_out_t, o0, o1, j0, j1)
@@ -307,20 +307,20 @@ def _backward_compact_tall_l0(dout, out, K, I, G, RC, GT, TC, O, sum_dout_out_r,
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_compact_tall_l1(dout, out, dx, K, I, G, RC, GT, TC, O, coef_dout_a, coef_out_a, t0, t1):
-    coef_dout_e_b = numpy.empty(GT * K * I, coef_dout_a.dtype)
-    coef_out_e_b = numpy.empty(GT * K * I, coef_out_a.dtype)
+def _backward_compact_tall_l1(dout, out, dx, K, I, G, RC, GT, R, TC, O, coef_dout_a, coef_out_a, t0, t1):
+    coef_dout_e_b = numpy.empty(GT * K * I * R, coef_dout_a.dtype)
+    coef_out_e_b = numpy.empty(GT * K * I * R, coef_out_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         coef_dout_e = _layout.spread_into(coef_dout_a[g0:g1], K * I, coef_dout_e_b[:j1 - j0])
         coef_out_e = _layout.spread_into(coef_out_a[g0:g1], K * I, coef_out_e_b[:j1 - j0])
         _backward_compact_e_cols(dout, out, dx, coef_dout_e, coef_out_e, o0, o1, j0, j1)
 
 
-def _backward_compact_tall(dout, out, dx, den_g, norm_g, eps, P, K, I, G, RC, GT):
+def _backward_compact_tall(dout, out, dx, den_g, norm_g, eps, P, K, I, G, RC, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     sum_dout_out_s = numpy.empty(G)
@@ -328,18 +328,18 @@ def _backward_compact_tall(dout, out, dx, den_g, norm_g, eps, P, K, I, G, RC, GT
     coef_out_a = numpy.empty(G, dout.dtype)
     like = numpy.empty(0, dout.dtype)
     sum_dout_out_r = numpy.empty((RC, G))
-    _layout.parallel(_backward_compact_tall_l0, RC * TC, (dout, out, K, I, G, RC, GT, TC, O, sum_dout_out_r,), dout.size)
+    _layout.parallel(_backward_compact_tall_l0, RC * TC, (dout, out, K, I, G, RC, GT, R, TC, O, sum_dout_out_r,), dout.size)
     _layout.sum_chunks(sum_dout_out_r, sum_dout_out_s)
     _backward_compact_g0(sum_dout_out_s, den_g, norm_g, coef_dout_a, coef_out_a, eps, like)
-    _layout.parallel(_backward_compact_tall_l1, RC * TC, (dout, out, dx, K, I, G, RC, GT, TC, O, coef_dout_a, coef_out_a,), dout.size)
+    _layout.parallel(_backward_compact_tall_l1, RC * TC, (dout, out, dx, K, I, G, RC, GT, R, TC, O, coef_dout_a, coef_out_a,), dout.size)
 
 
 def _backward_compact(lay, dout, out, dx, den_g, norm_g, eps):
     """Backward pass, the compact form. Pass 1 sums sum_dout_out (float64) in each group; then coef_dout, coef_out. Pass 2: dx, elementwise."""
     if lay.strategy == "cols":
-        _backward_compact_cols(lay.cols(dout), lay.cols(out), lay.cols(dx), den_g, norm_g, eps, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _backward_compact_cols(lay.cols(dout), lay.cols(out), lay.cols(dx), den_g, norm_g, eps, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
-        _backward_compact_tall(lay.cols(dout), lay.cols(out), lay.cols(dx), den_g, norm_g, eps, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _backward_compact_tall(lay.cols(dout), lay.cols(out), lay.cols(dx), den_g, norm_g, eps, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT, lay.R)
     else:
         _backward_compact_rows(dout, out, dx, den_g, norm_g, eps, lay.P, lay.chunks)
 
@@ -424,16 +424,16 @@ def _backward_staged_g0(sum_dout_out, den, norm, dx_coef_dout_w, dx_coef_out_w, 
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_staged_cols_l0(dout, out, dx, den_g, norm_g, eps, K, I, G, GT, O, like, tc0, tc1):
+def _backward_staged_cols_l0(dout, out, dx, den_g, norm_g, eps, K, I, G, GT, R, O, like, tc0, tc1):
     sum_dout_out_s_b = numpy.empty(GT)
     dx_coef_dout_a_b = numpy.empty(GT, dout.dtype)
     dx_coef_out_a_b = numpy.empty(GT, dout.dtype)
-    sum_dout_out_t_b = numpy.empty(GT * K * I)
-    dx_coef_dout_e_b = numpy.empty(GT * K * I, dx_coef_dout_a_b.dtype)
-    dx_coef_out_e_b = numpy.empty(GT * K * I, dx_coef_out_a_b.dtype)
+    sum_dout_out_t_b = numpy.empty(GT * K * I * R)
+    dx_coef_dout_e_b = numpy.empty(GT * K * I * R, dx_coef_dout_a_b.dtype)
+    dx_coef_out_e_b = numpy.empty(GT * K * I * R, dx_coef_out_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         sum_dout_out_s = sum_dout_out_s_b[:g1 - g0]
         dx_coef_dout_a = dx_coef_dout_a_b[:g1 - g0]
         dx_coef_out_a = dx_coef_out_a_b[:g1 - g0]
@@ -447,21 +447,21 @@ def _backward_staged_cols_l0(dout, out, dx, den_g, norm_g, eps, K, I, G, GT, O, 
         _backward_staged_e_cols(dout, out, dx, dx_coef_dout_e, dx_coef_out_e, 0, O, j0, j1)
 
 
-def _backward_staged_cols(dout, out, dx, den_g, norm_g, eps, P, K, I, G, GT):
+def _backward_staged_cols(dout, out, dx, den_g, norm_g, eps, P, K, I, G, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     like = numpy.empty(0, dout.dtype)
-    _layout.parallel(_backward_staged_cols_l0, TC, (dout, out, dx, den_g, norm_g, eps, K, I, G, GT, O, like,), dout.size)
+    _layout.parallel(_backward_staged_cols_l0, TC, (dout, out, dx, den_g, norm_g, eps, K, I, G, GT, R, O, like,), dout.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_staged_tall_l0(dout, out, K, I, G, RC, GT, TC, O, sum_dout_out_r, t0, t1):
-    sum_dout_out_t_b = numpy.empty(GT * K * I)
+def _backward_staged_tall_l0(dout, out, K, I, G, RC, GT, R, TC, O, sum_dout_out_r, t0, t1):
+    sum_dout_out_t_b = numpy.empty(GT * K * I * R)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         sum_dout_out_t = sum_dout_out_t_b[:j1 - j0]
         sum_dout_out_t[:] = 0.0
         _backward_staged_p0_cols(dout, out, sum_dout_out_t, o0, o1, j0, j1)
@@ -469,20 +469,20 @@ def _backward_staged_tall_l0(dout, out, K, I, G, RC, GT, TC, O, sum_dout_out_r, 
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_staged_tall_l1(dout, out, dx, K, I, G, RC, GT, TC, O, dx_coef_dout_a, dx_coef_out_a, t0, t1):
-    dx_coef_dout_e_b = numpy.empty(GT * K * I, dx_coef_dout_a.dtype)
-    dx_coef_out_e_b = numpy.empty(GT * K * I, dx_coef_out_a.dtype)
+def _backward_staged_tall_l1(dout, out, dx, K, I, G, RC, GT, R, TC, O, dx_coef_dout_a, dx_coef_out_a, t0, t1):
+    dx_coef_dout_e_b = numpy.empty(GT * K * I * R, dx_coef_dout_a.dtype)
+    dx_coef_out_e_b = numpy.empty(GT * K * I * R, dx_coef_out_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         dx_coef_dout_e = _layout.spread_into(dx_coef_dout_a[g0:g1], K * I, dx_coef_dout_e_b[:j1 - j0])
         dx_coef_out_e = _layout.spread_into(dx_coef_out_a[g0:g1], K * I, dx_coef_out_e_b[:j1 - j0])
         _backward_staged_e_cols(dout, out, dx, dx_coef_dout_e, dx_coef_out_e, o0, o1, j0, j1)
 
 
-def _backward_staged_tall(dout, out, dx, den_g, norm_g, eps, P, K, I, G, RC, GT):
+def _backward_staged_tall(dout, out, dx, den_g, norm_g, eps, P, K, I, G, RC, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     sum_dout_out_s = numpy.empty(G)
@@ -490,18 +490,18 @@ def _backward_staged_tall(dout, out, dx, den_g, norm_g, eps, P, K, I, G, RC, GT)
     dx_coef_out_a = numpy.empty(G, dout.dtype)
     like = numpy.empty(0, dout.dtype)
     sum_dout_out_r = numpy.empty((RC, G))
-    _layout.parallel(_backward_staged_tall_l0, RC * TC, (dout, out, K, I, G, RC, GT, TC, O, sum_dout_out_r,), dout.size)
+    _layout.parallel(_backward_staged_tall_l0, RC * TC, (dout, out, K, I, G, RC, GT, R, TC, O, sum_dout_out_r,), dout.size)
     _layout.sum_chunks(sum_dout_out_r, sum_dout_out_s)
     _backward_staged_g0(sum_dout_out_s, den_g, norm_g, dx_coef_dout_a, dx_coef_out_a, eps, like)
-    _layout.parallel(_backward_staged_tall_l1, RC * TC, (dout, out, dx, K, I, G, RC, GT, TC, O, dx_coef_dout_a, dx_coef_out_a,), dout.size)
+    _layout.parallel(_backward_staged_tall_l1, RC * TC, (dout, out, dx, K, I, G, RC, GT, R, TC, O, dx_coef_dout_a, dx_coef_out_a,), dout.size)
 
 
 def _backward_staged(lay, dout, out, dx, den_g, norm_g, eps):
     """Backward pass, the staged chain rule. Pass 1 sums sum_dout_out (float64) in each group; then dsq, dx_coef_dout, dx_coef_out. Pass 2: dx, elementwise."""
     if lay.strategy == "cols":
-        _backward_staged_cols(lay.cols(dout), lay.cols(out), lay.cols(dx), den_g, norm_g, eps, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _backward_staged_cols(lay.cols(dout), lay.cols(out), lay.cols(dx), den_g, norm_g, eps, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
-        _backward_staged_tall(lay.cols(dout), lay.cols(out), lay.cols(dx), den_g, norm_g, eps, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _backward_staged_tall(lay.cols(dout), lay.cols(out), lay.cols(dx), den_g, norm_g, eps, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT, lay.R)
     else:
         _backward_staged_rows(dout, out, dx, den_g, norm_g, eps, lay.P, lay.chunks)
 
@@ -587,14 +587,14 @@ def _forward_step_g0(sq, norm_w, den_w, inv_den_w, eps, like):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_step_cols_l0(x, out, norm_g, den_g, eps, K, I, G, GT, O, like, tc0, tc1):
+def _forward_step_cols_l0(x, out, norm_g, den_g, eps, K, I, G, GT, R, O, like, tc0, tc1):
     sq_s_b = numpy.empty(GT)
     inv_den_a_b = numpy.empty(GT, x.dtype)
-    sq_t_b = numpy.empty(GT * K * I)
-    inv_den_e_b = numpy.empty(GT * K * I, inv_den_a_b.dtype)
+    sq_t_b = numpy.empty(GT * K * I * R)
+    inv_den_e_b = numpy.empty(GT * K * I * R, inv_den_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         sq_s = sq_s_b[:g1 - g0]
         inv_den_a = inv_den_a_b[:g1 - g0]
         sq_t = sq_t_b[:j1 - j0]
@@ -606,21 +606,21 @@ def _forward_step_cols_l0(x, out, norm_g, den_g, eps, K, I, G, GT, O, like, tc0,
         _forward_step_e_cols(x, out, inv_den_e, 0, O, j0, j1)
 
 
-def _forward_step_cols(x, out, norm_g, den_g, eps, P, K, I, G, GT):
+def _forward_step_cols(x, out, norm_g, den_g, eps, P, K, I, G, GT, R):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
     like = numpy.empty(0, x.dtype)
-    _layout.parallel(_forward_step_cols_l0, TC, (x, out, norm_g, den_g, eps, K, I, G, GT, O, like,), x.size)
+    _layout.parallel(_forward_step_cols_l0, TC, (x, out, norm_g, den_g, eps, K, I, G, GT, R, O, like,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_step_tall_l0(x, K, I, G, RC, GT, TC, O, sq_r, t0, t1):
-    sq_t_b = numpy.empty(GT * K * I)
+def _forward_step_tall_l0(x, K, I, G, RC, GT, R, TC, O, sq_r, t0, t1):
+    sq_t_b = numpy.empty(GT * K * I * R)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         sq_t = sq_t_b[:j1 - j0]
         sq_t[:] = 0.0
         _forward_step_p0_cols(x, sq_t, o0, o1, j0, j1)
@@ -628,36 +628,36 @@ def _forward_step_tall_l0(x, K, I, G, RC, GT, TC, O, sq_r, t0, t1):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_step_tall_l1(x, out, K, I, G, RC, GT, TC, O, inv_den_a, t0, t1):
-    inv_den_e_b = numpy.empty(GT * K * I, inv_den_a.dtype)
+def _forward_step_tall_l1(x, out, K, I, G, RC, GT, R, TC, O, inv_den_a, t0, t1):
+    inv_den_e_b = numpy.empty(GT * K * I * R, inv_den_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         inv_den_e = _layout.spread_into(inv_den_a[g0:g1], K * I, inv_den_e_b[:j1 - j0])
         _forward_step_e_cols(x, out, inv_den_e, o0, o1, j0, j1)
 
 
-def _forward_step_tall(x, out, norm_g, den_g, eps, P, K, I, G, RC, GT):
+def _forward_step_tall(x, out, norm_g, den_g, eps, P, K, I, G, RC, GT, R):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
     sq_s = numpy.empty(G)
     inv_den_a = numpy.empty(G, x.dtype)
     like = numpy.empty(0, x.dtype)
     sq_r = numpy.empty((RC, G))
-    _layout.parallel(_forward_step_tall_l0, RC * TC, (x, K, I, G, RC, GT, TC, O, sq_r,), x.size)
+    _layout.parallel(_forward_step_tall_l0, RC * TC, (x, K, I, G, RC, GT, R, TC, O, sq_r,), x.size)
     _layout.sum_chunks(sq_r, sq_s)
     _forward_step_g0(sq_s, norm_g, den_g, inv_den_a, eps, like)
-    _layout.parallel(_forward_step_tall_l1, RC * TC, (x, out, K, I, G, RC, GT, TC, O, inv_den_a,), x.size)
+    _layout.parallel(_forward_step_tall_l1, RC * TC, (x, out, K, I, G, RC, GT, R, TC, O, inv_den_a,), x.size)
 
 
 def _forward_step(lay, x, out, norm_g, den_g, eps):
     """Forward pass, training mode: the output and per-group values only. Pass 1 sums sq (float64) in each group; then norm, den, inv_den. Pass 2: out, elementwise."""
     if lay.strategy == "cols":
-        _forward_step_cols(lay.cols(x), lay.cols(out), norm_g, den_g, eps, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _forward_step_cols(lay.cols(x), lay.cols(out), norm_g, den_g, eps, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
-        _forward_step_tall(lay.cols(x), lay.cols(out), norm_g, den_g, eps, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _forward_step_tall(lay.cols(x), lay.cols(out), norm_g, den_g, eps, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT, lay.R)
     else:
         _forward_step_rows(x, out, norm_g, den_g, eps, lay.P, lay.chunks)
 
@@ -755,19 +755,19 @@ def _backward_step_g1(sum_dout_out_acc, den, norm, sum_dout_out_w, coef_dout_w, 
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_step_cols_l0(dout, x, dx, den_g, norm_g, eps, K, I, G, GT, like, O, tc0, tc1):
+def _backward_step_cols_l0(dout, x, dx, den_g, norm_g, eps, K, I, G, GT, R, like, O, tc0, tc1):
     sum_dout_out_acc_s_b = numpy.empty(GT)
     inv_den_a_b = numpy.empty(GT, dout.dtype)
     sum_dout_out_a_b = numpy.empty(GT)
     coef_dout_a_b = numpy.empty(GT, dout.dtype)
     coef_out_a_b = numpy.empty(GT, dout.dtype)
-    sum_dout_out_acc_t_b = numpy.empty(GT * K * I)
-    coef_dout_e_b = numpy.empty(GT * K * I, coef_dout_a_b.dtype)
-    coef_out_e_b = numpy.empty(GT * K * I, coef_out_a_b.dtype)
-    inv_den_e_b = numpy.empty(GT * K * I, inv_den_a_b.dtype)
+    sum_dout_out_acc_t_b = numpy.empty(GT * K * I * R)
+    coef_dout_e_b = numpy.empty(GT * K * I * R, coef_dout_a_b.dtype)
+    coef_out_e_b = numpy.empty(GT * K * I * R, coef_out_a_b.dtype)
+    inv_den_e_b = numpy.empty(GT * K * I * R, inv_den_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         sum_dout_out_acc_s = sum_dout_out_acc_s_b[:g1 - g0]
         inv_den_a = inv_den_a_b[:g1 - g0]
         sum_dout_out_a = sum_dout_out_a_b[:g1 - g0]
@@ -785,21 +785,21 @@ def _backward_step_cols_l0(dout, x, dx, den_g, norm_g, eps, K, I, G, GT, like, O
         _backward_step_e_cols(dout, x, dx, coef_dout_e, coef_out_e, inv_den_e, 0, O, j0, j1)
 
 
-def _backward_step_cols(dout, x, dx, den_g, norm_g, eps, P, K, I, G, GT):
+def _backward_step_cols(dout, x, dx, den_g, norm_g, eps, P, K, I, G, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     like = numpy.empty(0, dout.dtype)
-    _layout.parallel(_backward_step_cols_l0, TC, (dout, x, dx, den_g, norm_g, eps, K, I, G, GT, like, O,), dout.size)
+    _layout.parallel(_backward_step_cols_l0, TC, (dout, x, dx, den_g, norm_g, eps, K, I, G, GT, R, like, O,), dout.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_step_tall_l0(dout, x, K, I, G, RC, GT, TC, O, sum_dout_out_acc_r, t0, t1):
-    sum_dout_out_acc_t_b = numpy.empty(GT * K * I)
+def _backward_step_tall_l0(dout, x, K, I, G, RC, GT, R, TC, O, sum_dout_out_acc_r, t0, t1):
+    sum_dout_out_acc_t_b = numpy.empty(GT * K * I * R)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         sum_dout_out_acc_t = sum_dout_out_acc_t_b[:j1 - j0]
         sum_dout_out_acc_t[:] = 0.0
         _backward_step_p1_cols(dout, x, sum_dout_out_acc_t, o0, o1, j0, j1)
@@ -807,22 +807,22 @@ def _backward_step_tall_l0(dout, x, K, I, G, RC, GT, TC, O, sum_dout_out_acc_r, 
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_step_tall_l1(dout, x, dx, K, I, G, RC, GT, TC, O, coef_dout_a, coef_out_a, inv_den_a, t0, t1):
-    coef_dout_e_b = numpy.empty(GT * K * I, coef_dout_a.dtype)
-    coef_out_e_b = numpy.empty(GT * K * I, coef_out_a.dtype)
-    inv_den_e_b = numpy.empty(GT * K * I, inv_den_a.dtype)
+def _backward_step_tall_l1(dout, x, dx, K, I, G, RC, GT, R, TC, O, coef_dout_a, coef_out_a, inv_den_a, t0, t1):
+    coef_dout_e_b = numpy.empty(GT * K * I * R, coef_dout_a.dtype)
+    coef_out_e_b = numpy.empty(GT * K * I * R, coef_out_a.dtype)
+    inv_den_e_b = numpy.empty(GT * K * I * R, inv_den_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         coef_dout_e = _layout.spread_into(coef_dout_a[g0:g1], K * I, coef_dout_e_b[:j1 - j0])
         coef_out_e = _layout.spread_into(coef_out_a[g0:g1], K * I, coef_out_e_b[:j1 - j0])
         inv_den_e = _layout.spread_into(inv_den_a[g0:g1], K * I, inv_den_e_b[:j1 - j0])
         _backward_step_e_cols(dout, x, dx, coef_dout_e, coef_out_e, inv_den_e, o0, o1, j0, j1)
 
 
-def _backward_step_tall(dout, x, dx, den_g, norm_g, eps, P, K, I, G, RC, GT):
+def _backward_step_tall(dout, x, dx, den_g, norm_g, eps, P, K, I, G, RC, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     sum_dout_out_acc_s = numpy.empty(G)
@@ -833,18 +833,18 @@ def _backward_step_tall(dout, x, dx, den_g, norm_g, eps, P, K, I, G, RC, GT):
     like = numpy.empty(0, dout.dtype)
     _backward_step_g0(den_g, inv_den_a, like)
     sum_dout_out_acc_r = numpy.empty((RC, G))
-    _layout.parallel(_backward_step_tall_l0, RC * TC, (dout, x, K, I, G, RC, GT, TC, O, sum_dout_out_acc_r,), dout.size)
+    _layout.parallel(_backward_step_tall_l0, RC * TC, (dout, x, K, I, G, RC, GT, R, TC, O, sum_dout_out_acc_r,), dout.size)
     _layout.sum_chunks(sum_dout_out_acc_r, sum_dout_out_acc_s)
     _backward_step_g1(sum_dout_out_acc_s, den_g, norm_g, sum_dout_out_a, coef_dout_a, coef_out_a, eps, like)
-    _layout.parallel(_backward_step_tall_l1, RC * TC, (dout, x, dx, K, I, G, RC, GT, TC, O, coef_dout_a, coef_out_a, inv_den_a,), dout.size)
+    _layout.parallel(_backward_step_tall_l1, RC * TC, (dout, x, dx, K, I, G, RC, GT, R, TC, O, coef_dout_a, coef_out_a, inv_den_a,), dout.size)
 
 
 def _backward_step(lay, dout, x, dx, den_g, norm_g, eps):
     """Backward pass, the compact form, recomputing from x the per-element values it reads. Per group: inv_den. Pass 1 sums sum_dout_out_acc (float64) in each group; then sum_dout_out, coef_dout, coef_out. Pass 2: dx, elementwise."""
     if lay.strategy == "cols":
-        _backward_step_cols(lay.cols(dout), lay.cols(x), lay.cols(dx), den_g, norm_g, eps, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _backward_step_cols(lay.cols(dout), lay.cols(x), lay.cols(dx), den_g, norm_g, eps, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
-        _backward_step_tall(lay.cols(dout), lay.cols(x), lay.cols(dx), den_g, norm_g, eps, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _backward_step_tall(lay.cols(dout), lay.cols(x), lay.cols(dx), den_g, norm_g, eps, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT, lay.R)
     else:
         _backward_step_rows(dout, x, dx, den_g, norm_g, eps, lay.P, lay.chunks)
 

@@ -113,17 +113,17 @@ def _forward_train_g0(sum_x, beta, mu_w, mu_hi_w, out_coef_1_w, m, like):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_train_cols_l0(x, out, mu_g, beta_p, m, P, K, I, G, GT, O, like, tc0, tc1):
+def _forward_train_cols_l0(x, out, mu_g, beta_p, m, P, K, I, G, GT, R, O, like, tc0, tc1):
     beta_t_b = numpy.empty(GT, beta_p.dtype)
     sum_x_s_b = numpy.empty(GT)
     mu_hi_a_b = numpy.empty(GT, x.dtype)
     out_coef_1_a_b = numpy.empty(GT, x.dtype)
-    sum_x_t_b = numpy.empty(GT * K * I)
-    mu_hi_e_b = numpy.empty(GT * K * I, mu_hi_a_b.dtype)
-    out_coef_1_e_b = numpy.empty(GT * K * I, out_coef_1_a_b.dtype)
+    sum_x_t_b = numpy.empty(GT * K * I * R)
+    mu_hi_e_b = numpy.empty(GT * K * I * R, mu_hi_a_b.dtype)
+    out_coef_1_e_b = numpy.empty(GT * K * I * R, out_coef_1_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
         sum_x_s = sum_x_s_b[:g1 - g0]
         mu_hi_a = mu_hi_a_b[:g1 - g0]
@@ -138,22 +138,22 @@ def _forward_train_cols_l0(x, out, mu_g, beta_p, m, P, K, I, G, GT, O, like, tc0
         _forward_train_e_cols(x, out, mu_hi_e, out_coef_1_e, 0, O, j0, j1)
 
 
-def _forward_train_cols(x, out, mu_g, beta_p, m, P, K, I, G, GT):
+def _forward_train_cols(x, out, mu_g, beta_p, m, P, K, I, G, GT, R):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
     like = numpy.empty(0, x.dtype)
-    _layout.parallel(_forward_train_cols_l0, TC, (x, out, mu_g, beta_p, m, P, K, I, G, GT, O, like,), x.size)
+    _layout.parallel(_forward_train_cols_l0, TC, (x, out, mu_g, beta_p, m, P, K, I, G, GT, R, O, like,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_train_tall_l0(x, beta_p, P, K, I, G, RC, GT, TC, O, sum_x_r, t0, t1):
+def _forward_train_tall_l0(x, beta_p, P, K, I, G, RC, GT, R, TC, O, sum_x_r, t0, t1):
     beta_t_b = numpy.empty(GT, beta_p.dtype)
-    sum_x_t_b = numpy.empty(GT * K * I)
+    sum_x_t_b = numpy.empty(GT * K * I * R)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
         sum_x_t = sum_x_t_b[:j1 - j0]
         sum_x_t[:] = 0.0
@@ -162,22 +162,22 @@ def _forward_train_tall_l0(x, beta_p, P, K, I, G, RC, GT, TC, O, sum_x_r, t0, t1
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_train_tall_l1(x, out, beta_p, P, K, I, G, RC, GT, TC, O, mu_hi_a, out_coef_1_a, t0, t1):
+def _forward_train_tall_l1(x, out, beta_p, P, K, I, G, RC, GT, R, TC, O, mu_hi_a, out_coef_1_a, t0, t1):
     beta_t_b = numpy.empty(GT, beta_p.dtype)
-    mu_hi_e_b = numpy.empty(GT * K * I, mu_hi_a.dtype)
-    out_coef_1_e_b = numpy.empty(GT * K * I, out_coef_1_a.dtype)
+    mu_hi_e_b = numpy.empty(GT * K * I * R, mu_hi_a.dtype)
+    out_coef_1_e_b = numpy.empty(GT * K * I * R, out_coef_1_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
         mu_hi_e = _layout.spread_into(mu_hi_a[g0:g1], K * I, mu_hi_e_b[:j1 - j0])
         out_coef_1_e = _layout.spread_into(out_coef_1_a[g0:g1], K * I, out_coef_1_e_b[:j1 - j0])
         _forward_train_e_cols(x, out, mu_hi_e, out_coef_1_e, o0, o1, j0, j1)
 
 
-def _forward_train_tall(x, out, mu_g, beta_p, m, P, K, I, G, RC, GT):
+def _forward_train_tall(x, out, mu_g, beta_p, m, P, K, I, G, RC, GT, R):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
     sum_x_s = numpy.empty(G)
@@ -186,18 +186,18 @@ def _forward_train_tall(x, out, mu_g, beta_p, m, P, K, I, G, RC, GT):
     like = numpy.empty(0, x.dtype)
     beta_all = _layout.per_group(beta_p, 0, G, P)
     sum_x_r = numpy.empty((RC, G))
-    _layout.parallel(_forward_train_tall_l0, RC * TC, (x, beta_p, P, K, I, G, RC, GT, TC, O, sum_x_r,), x.size)
+    _layout.parallel(_forward_train_tall_l0, RC * TC, (x, beta_p, P, K, I, G, RC, GT, R, TC, O, sum_x_r,), x.size)
     _layout.sum_chunks(sum_x_r, sum_x_s)
     _forward_train_g0(sum_x_s, beta_all, mu_g, mu_hi_a, out_coef_1_a, m, like)
-    _layout.parallel(_forward_train_tall_l1, RC * TC, (x, out, beta_p, P, K, I, G, RC, GT, TC, O, mu_hi_a, out_coef_1_a,), x.size)
+    _layout.parallel(_forward_train_tall_l1, RC * TC, (x, out, beta_p, P, K, I, G, RC, GT, R, TC, O, mu_hi_a, out_coef_1_a,), x.size)
 
 
 def _forward_train(lay, x, out, mu_g, beta_p, m):
     """Forward pass, training mode. Pass 1 sums sum_x (float64) in each group; then mu, mu_hi, mu_lo, out_coef_1. Pass 2: out, elementwise."""
     if lay.strategy == "cols":
-        _forward_train_cols(lay.cols(x), lay.cols(out), mu_g, beta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _forward_train_cols(lay.cols(x), lay.cols(out), mu_g, beta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
-        _forward_train_tall(lay.cols(x), lay.cols(out), mu_g, beta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _forward_train_tall(lay.cols(x), lay.cols(out), mu_g, beta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT, lay.R)
     else:
         _forward_train_rows(x, out, mu_g, beta_p, m, lay.P, lay.chunks)
 
@@ -238,54 +238,54 @@ def _forward_test_e_cols(x, out, beta, mu, o0, o1, j0, j1):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_test_cols_l0(x, out, mu_g, beta_p, P, K, I, G, GT, O, tc0, tc1):
+def _forward_test_cols_l0(x, out, mu_g, beta_p, P, K, I, G, GT, R, O, tc0, tc1):
     beta_t_b = numpy.empty(GT, beta_p.dtype)
-    beta_e_b = numpy.empty(GT * K * I, beta_p.dtype)
-    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
+    beta_e_b = numpy.empty(GT * K * I * R, beta_p.dtype)
+    mu_e_b = numpy.empty(GT * K * I * R, mu_g.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
         beta_e = _layout.spread_into(beta_t, K * I, beta_e_b[:j1 - j0])
         mu_e = _layout.spread_into(mu_g[g0:g1], K * I, mu_e_b[:j1 - j0])
         _forward_test_e_cols(x, out, beta_e, mu_e, 0, O, j0, j1)
 
 
-def _forward_test_cols(x, out, mu_g, beta_p, P, K, I, G, GT):
+def _forward_test_cols(x, out, mu_g, beta_p, P, K, I, G, GT, R):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
-    _layout.parallel(_forward_test_cols_l0, TC, (x, out, mu_g, beta_p, P, K, I, G, GT, O,), x.size)
+    _layout.parallel(_forward_test_cols_l0, TC, (x, out, mu_g, beta_p, P, K, I, G, GT, R, O,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_test_tall_l0(x, out, mu_g, beta_p, P, K, I, G, RC, GT, TC, O, t0, t1):
+def _forward_test_tall_l0(x, out, mu_g, beta_p, P, K, I, G, RC, GT, R, TC, O, t0, t1):
     beta_t_b = numpy.empty(GT, beta_p.dtype)
-    beta_e_b = numpy.empty(GT * K * I, beta_p.dtype)
-    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
+    beta_e_b = numpy.empty(GT * K * I * R, beta_p.dtype)
+    mu_e_b = numpy.empty(GT * K * I * R, mu_g.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
         beta_e = _layout.spread_into(beta_t, K * I, beta_e_b[:j1 - j0])
         mu_e = _layout.spread_into(mu_g[g0:g1], K * I, mu_e_b[:j1 - j0])
         _forward_test_e_cols(x, out, beta_e, mu_e, o0, o1, j0, j1)
 
 
-def _forward_test_tall(x, out, mu_g, beta_p, P, K, I, G, RC, GT):
+def _forward_test_tall(x, out, mu_g, beta_p, P, K, I, G, RC, GT, R):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
     beta_all = _layout.per_group(beta_p, 0, G, P)
-    _layout.parallel(_forward_test_tall_l0, RC * TC, (x, out, mu_g, beta_p, P, K, I, G, RC, GT, TC, O,), x.size)
+    _layout.parallel(_forward_test_tall_l0, RC * TC, (x, out, mu_g, beta_p, P, K, I, G, RC, GT, R, TC, O,), x.size)
 
 
 def _forward_test(lay, x, out, mu_g, beta_p):
     """Forward pass, test mode (running statistics). Pass 1: out, elementwise."""
     if lay.strategy == "cols":
-        _forward_test_cols(lay.cols(x), lay.cols(out), mu_g, beta_p, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _forward_test_cols(lay.cols(x), lay.cols(out), mu_g, beta_p, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
-        _forward_test_tall(lay.cols(x), lay.cols(out), mu_g, beta_p, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _forward_test_tall(lay.cols(x), lay.cols(out), mu_g, beta_p, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT, lay.R)
     else:
         _forward_test_rows(x, out, mu_g, beta_p, lay.P, lay.chunks)
 
@@ -368,14 +368,14 @@ def _backward_compact_g0(sum_dout, coef_1_w, dbeta, m, like):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_compact_cols_l0(dout, dx, m, K, I, G, GT, O, dbeta_g, like, tc0, tc1):
+def _backward_compact_cols_l0(dout, dx, m, K, I, G, GT, R, O, dbeta_g, like, tc0, tc1):
     sum_dout_s_b = numpy.empty(GT)
     coef_1_a_b = numpy.empty(GT, dout.dtype)
-    sum_dout_t_b = numpy.empty(GT * K * I)
-    coef_1_e_b = numpy.empty(GT * K * I, coef_1_a_b.dtype)
+    sum_dout_t_b = numpy.empty(GT * K * I * R)
+    coef_1_e_b = numpy.empty(GT * K * I * R, coef_1_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         sum_dout_s = sum_dout_s_b[:g1 - g0]
         coef_1_a = coef_1_a_b[:g1 - g0]
         sum_dout_t = sum_dout_t_b[:j1 - j0]
@@ -387,24 +387,24 @@ def _backward_compact_cols_l0(dout, dx, m, K, I, G, GT, O, dbeta_g, like, tc0, t
         _backward_compact_e_cols(dout, dx, coef_1_e, 0, O, j0, j1)
 
 
-def _backward_compact_cols(dout, dx, dbeta_p, m, P, K, I, G, GT):
+def _backward_compact_cols(dout, dx, dbeta_p, m, P, K, I, G, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
     like = numpy.empty(0, dout.dtype)
-    _layout.parallel(_backward_compact_cols_l0, TC, (dout, dx, m, K, I, G, GT, O, dbeta_g, like,), dout.size)
+    _layout.parallel(_backward_compact_cols_l0, TC, (dout, dx, m, K, I, G, GT, R, O, dbeta_g, like,), dout.size)
     if P != G:
         _layout.combine_outer(dbeta_g, dbeta_p)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_compact_tall_l0(dout, K, I, G, RC, GT, TC, O, sum_dout_r, t0, t1):
-    sum_dout_t_b = numpy.empty(GT * K * I)
+def _backward_compact_tall_l0(dout, K, I, G, RC, GT, R, TC, O, sum_dout_r, t0, t1):
+    sum_dout_t_b = numpy.empty(GT * K * I * R)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         sum_dout_t = sum_dout_t_b[:j1 - j0]
         sum_dout_t[:] = 0.0
         _backward_compact_p0_cols(dout, sum_dout_t, o0, o1, j0, j1)
@@ -412,18 +412,18 @@ def _backward_compact_tall_l0(dout, K, I, G, RC, GT, TC, O, sum_dout_r, t0, t1):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_compact_tall_l1(dout, dx, K, I, G, RC, GT, TC, O, coef_1_a, t0, t1):
-    coef_1_e_b = numpy.empty(GT * K * I, coef_1_a.dtype)
+def _backward_compact_tall_l1(dout, dx, K, I, G, RC, GT, R, TC, O, coef_1_a, t0, t1):
+    coef_1_e_b = numpy.empty(GT * K * I * R, coef_1_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         coef_1_e = _layout.spread_into(coef_1_a[g0:g1], K * I, coef_1_e_b[:j1 - j0])
         _backward_compact_e_cols(dout, dx, coef_1_e, o0, o1, j0, j1)
 
 
-def _backward_compact_tall(dout, dx, dbeta_p, m, P, K, I, G, RC, GT):
+def _backward_compact_tall(dout, dx, dbeta_p, m, P, K, I, G, RC, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     sum_dout_s = numpy.empty(G)
@@ -431,10 +431,10 @@ def _backward_compact_tall(dout, dx, dbeta_p, m, P, K, I, G, RC, GT):
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
     like = numpy.empty(0, dout.dtype)
     sum_dout_r = numpy.empty((RC, G))
-    _layout.parallel(_backward_compact_tall_l0, RC * TC, (dout, K, I, G, RC, GT, TC, O, sum_dout_r,), dout.size)
+    _layout.parallel(_backward_compact_tall_l0, RC * TC, (dout, K, I, G, RC, GT, R, TC, O, sum_dout_r,), dout.size)
     _layout.sum_chunks(sum_dout_r, sum_dout_s)
     _backward_compact_g0(sum_dout_s, coef_1_a, dbeta_g, m, like)
-    _layout.parallel(_backward_compact_tall_l1, RC * TC, (dout, dx, K, I, G, RC, GT, TC, O, coef_1_a,), dout.size)
+    _layout.parallel(_backward_compact_tall_l1, RC * TC, (dout, dx, K, I, G, RC, GT, R, TC, O, coef_1_a,), dout.size)
     if P != G:
         _layout.combine_outer(dbeta_g, dbeta_p)
 
@@ -442,9 +442,9 @@ def _backward_compact_tall(dout, dx, dbeta_p, m, P, K, I, G, RC, GT):
 def _backward_compact(lay, dout, dx, dbeta_p, m):
     """Backward pass, the compact form. Pass 1 sums sum_dout (float64) in each group; then coef_1. Pass 2: dx, elementwise."""
     if lay.strategy == "cols":
-        _backward_compact_cols(lay.cols(dout), lay.cols(dx), dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _backward_compact_cols(lay.cols(dout), lay.cols(dx), dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
-        _backward_compact_tall(lay.cols(dout), lay.cols(dx), dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _backward_compact_tall(lay.cols(dout), lay.cols(dx), dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT, lay.R)
     else:
         _backward_compact_rows(dout, dx, dbeta_p, m, lay.P, lay.chunks)
 
@@ -536,16 +536,16 @@ def _backward_staged_g0(sum_dxc, sum_dout, dx_coef_1_w, dbeta, m, like):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_staged_cols_l0(dout, dx, m, K, I, G, GT, O, dbeta_g, like, tc0, tc1):
+def _backward_staged_cols_l0(dout, dx, m, K, I, G, GT, R, O, dbeta_g, like, tc0, tc1):
     sum_dxc_s_b = numpy.empty(GT)
     sum_dout_s_b = numpy.empty(GT)
     dx_coef_1_a_b = numpy.empty(GT, dout.dtype)
-    sum_dxc_t_b = numpy.empty(GT * K * I)
-    sum_dout_t_b = numpy.empty(GT * K * I)
-    dx_coef_1_e_b = numpy.empty(GT * K * I, dx_coef_1_a_b.dtype)
+    sum_dxc_t_b = numpy.empty(GT * K * I * R)
+    sum_dout_t_b = numpy.empty(GT * K * I * R)
+    dx_coef_1_e_b = numpy.empty(GT * K * I * R, dx_coef_1_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         sum_dxc_s = sum_dxc_s_b[:g1 - g0]
         sum_dout_s = sum_dout_s_b[:g1 - g0]
         dx_coef_1_a = dx_coef_1_a_b[:g1 - g0]
@@ -561,25 +561,25 @@ def _backward_staged_cols_l0(dout, dx, m, K, I, G, GT, O, dbeta_g, like, tc0, tc
         _backward_staged_e_cols(dout, dx, dx_coef_1_e, 0, O, j0, j1)
 
 
-def _backward_staged_cols(dout, dx, dbeta_p, m, P, K, I, G, GT):
+def _backward_staged_cols(dout, dx, dbeta_p, m, P, K, I, G, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
     like = numpy.empty(0, dout.dtype)
-    _layout.parallel(_backward_staged_cols_l0, TC, (dout, dx, m, K, I, G, GT, O, dbeta_g, like,), dout.size)
+    _layout.parallel(_backward_staged_cols_l0, TC, (dout, dx, m, K, I, G, GT, R, O, dbeta_g, like,), dout.size)
     if P != G:
         _layout.combine_outer(dbeta_g, dbeta_p)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_staged_tall_l0(dout, K, I, G, RC, GT, TC, O, sum_dxc_r, sum_dout_r, t0, t1):
-    sum_dxc_t_b = numpy.empty(GT * K * I)
-    sum_dout_t_b = numpy.empty(GT * K * I)
+def _backward_staged_tall_l0(dout, K, I, G, RC, GT, R, TC, O, sum_dxc_r, sum_dout_r, t0, t1):
+    sum_dxc_t_b = numpy.empty(GT * K * I * R)
+    sum_dout_t_b = numpy.empty(GT * K * I * R)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         sum_dxc_t = sum_dxc_t_b[:j1 - j0]
         sum_dxc_t[:] = 0.0
         sum_dout_t = sum_dout_t_b[:j1 - j0]
@@ -590,18 +590,18 @@ def _backward_staged_tall_l0(dout, K, I, G, RC, GT, TC, O, sum_dxc_r, sum_dout_r
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_staged_tall_l1(dout, dx, K, I, G, RC, GT, TC, O, dx_coef_1_a, t0, t1):
-    dx_coef_1_e_b = numpy.empty(GT * K * I, dx_coef_1_a.dtype)
+def _backward_staged_tall_l1(dout, dx, K, I, G, RC, GT, R, TC, O, dx_coef_1_a, t0, t1):
+    dx_coef_1_e_b = numpy.empty(GT * K * I * R, dx_coef_1_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         dx_coef_1_e = _layout.spread_into(dx_coef_1_a[g0:g1], K * I, dx_coef_1_e_b[:j1 - j0])
         _backward_staged_e_cols(dout, dx, dx_coef_1_e, o0, o1, j0, j1)
 
 
-def _backward_staged_tall(dout, dx, dbeta_p, m, P, K, I, G, RC, GT):
+def _backward_staged_tall(dout, dx, dbeta_p, m, P, K, I, G, RC, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     sum_dxc_s = numpy.empty(G)
@@ -611,11 +611,11 @@ def _backward_staged_tall(dout, dx, dbeta_p, m, P, K, I, G, RC, GT):
     like = numpy.empty(0, dout.dtype)
     sum_dxc_r = numpy.empty((RC, G))
     sum_dout_r = numpy.empty((RC, G))
-    _layout.parallel(_backward_staged_tall_l0, RC * TC, (dout, K, I, G, RC, GT, TC, O, sum_dxc_r, sum_dout_r,), dout.size)
+    _layout.parallel(_backward_staged_tall_l0, RC * TC, (dout, K, I, G, RC, GT, R, TC, O, sum_dxc_r, sum_dout_r,), dout.size)
     _layout.sum_chunks(sum_dxc_r, sum_dxc_s)
     _layout.sum_chunks(sum_dout_r, sum_dout_s)
     _backward_staged_g0(sum_dxc_s, sum_dout_s, dx_coef_1_a, dbeta_g, m, like)
-    _layout.parallel(_backward_staged_tall_l1, RC * TC, (dout, dx, K, I, G, RC, GT, TC, O, dx_coef_1_a,), dout.size)
+    _layout.parallel(_backward_staged_tall_l1, RC * TC, (dout, dx, K, I, G, RC, GT, R, TC, O, dx_coef_1_a,), dout.size)
     if P != G:
         _layout.combine_outer(dbeta_g, dbeta_p)
 
@@ -623,9 +623,9 @@ def _backward_staged_tall(dout, dx, dbeta_p, m, P, K, I, G, RC, GT):
 def _backward_staged(lay, dout, dx, dbeta_p, m):
     """Backward pass, the staged chain rule. Pass 1 sums sum_dxc, sum_dout (float64) in each group; then dmu, dx_coef_1. Pass 2: dx, elementwise."""
     if lay.strategy == "cols":
-        _backward_staged_cols(lay.cols(dout), lay.cols(dx), dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _backward_staged_cols(lay.cols(dout), lay.cols(dx), dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
-        _backward_staged_tall(lay.cols(dout), lay.cols(dx), dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _backward_staged_tall(lay.cols(dout), lay.cols(dx), dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT, lay.R)
     else:
         _backward_staged_rows(dout, dx, dbeta_p, m, lay.P, lay.chunks)
 
@@ -706,12 +706,12 @@ def _backward_test_g0(sum_dout, dbeta):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_test_cols_l0(dout, dx, K, I, G, GT, O, dbeta_g, tc0, tc1):
+def _backward_test_cols_l0(dout, dx, K, I, G, GT, R, O, dbeta_g, tc0, tc1):
     sum_dout_s_b = numpy.empty(GT)
-    sum_dout_t_b = numpy.empty(GT * K * I)
+    sum_dout_t_b = numpy.empty(GT * K * I * R)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         sum_dout_s = sum_dout_s_b[:g1 - g0]
         sum_dout_t = sum_dout_t_b[:j1 - j0]
         sum_dout_t[:] = 0.0
@@ -721,23 +721,23 @@ def _backward_test_cols_l0(dout, dx, K, I, G, GT, O, dbeta_g, tc0, tc1):
         _backward_test_e_cols(dout, dx, 0, O, j0, j1)
 
 
-def _backward_test_cols(dout, dx, dbeta_p, P, K, I, G, GT):
+def _backward_test_cols(dout, dx, dbeta_p, P, K, I, G, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
-    _layout.parallel(_backward_test_cols_l0, TC, (dout, dx, K, I, G, GT, O, dbeta_g,), dout.size)
+    _layout.parallel(_backward_test_cols_l0, TC, (dout, dx, K, I, G, GT, R, O, dbeta_g,), dout.size)
     if P != G:
         _layout.combine_outer(dbeta_g, dbeta_p)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_test_tall_l0(dout, K, I, G, RC, GT, TC, O, sum_dout_r, t0, t1):
-    sum_dout_t_b = numpy.empty(GT * K * I)
+def _backward_test_tall_l0(dout, K, I, G, RC, GT, R, TC, O, sum_dout_r, t0, t1):
+    sum_dout_t_b = numpy.empty(GT * K * I * R)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         sum_dout_t = sum_dout_t_b[:j1 - j0]
         sum_dout_t[:] = 0.0
         _backward_test_p0_cols(dout, sum_dout_t, o0, o1, j0, j1)
@@ -745,25 +745,25 @@ def _backward_test_tall_l0(dout, K, I, G, RC, GT, TC, O, sum_dout_r, t0, t1):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_test_tall_l1(dout, dx, K, I, G, RC, GT, TC, O, t0, t1):
+def _backward_test_tall_l1(dout, dx, K, I, G, RC, GT, R, TC, O, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         _backward_test_e_cols(dout, dx, o0, o1, j0, j1)
 
 
-def _backward_test_tall(dout, dx, dbeta_p, P, K, I, G, RC, GT):
+def _backward_test_tall(dout, dx, dbeta_p, P, K, I, G, RC, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     sum_dout_s = numpy.empty(G)
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
     sum_dout_r = numpy.empty((RC, G))
-    _layout.parallel(_backward_test_tall_l0, RC * TC, (dout, K, I, G, RC, GT, TC, O, sum_dout_r,), dout.size)
+    _layout.parallel(_backward_test_tall_l0, RC * TC, (dout, K, I, G, RC, GT, R, TC, O, sum_dout_r,), dout.size)
     _layout.sum_chunks(sum_dout_r, sum_dout_s)
     _backward_test_g0(sum_dout_s, dbeta_g)
-    _layout.parallel(_backward_test_tall_l1, RC * TC, (dout, dx, K, I, G, RC, GT, TC, O,), dout.size)
+    _layout.parallel(_backward_test_tall_l1, RC * TC, (dout, dx, K, I, G, RC, GT, R, TC, O,), dout.size)
     if P != G:
         _layout.combine_outer(dbeta_g, dbeta_p)
 
@@ -771,9 +771,9 @@ def _backward_test_tall(dout, dx, dbeta_p, P, K, I, G, RC, GT):
 def _backward_test(lay, dout, dx, dbeta_p):
     """Backward pass, test mode. Pass 1 sums sum_dout (float64) in each group. Pass 2: dx, elementwise."""
     if lay.strategy == "cols":
-        _backward_test_cols(lay.cols(dout), lay.cols(dx), dbeta_p, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _backward_test_cols(lay.cols(dout), lay.cols(dx), dbeta_p, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
-        _backward_test_tall(lay.cols(dout), lay.cols(dx), dbeta_p, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _backward_test_tall(lay.cols(dout), lay.cols(dx), dbeta_p, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT, lay.R)
     else:
         _backward_test_rows(dout, dx, dbeta_p, lay.P, lay.chunks)
 
@@ -864,17 +864,17 @@ def _forward_step_g0(sum_x, beta, mu_w, mu_hi_w, out_coef_1_w, m, like):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_step_cols_l0(x, out, mu_g, beta_p, m, P, K, I, G, GT, O, like, tc0, tc1):
+def _forward_step_cols_l0(x, out, mu_g, beta_p, m, P, K, I, G, GT, R, O, like, tc0, tc1):
     beta_t_b = numpy.empty(GT, beta_p.dtype)
     sum_x_s_b = numpy.empty(GT)
     mu_hi_a_b = numpy.empty(GT, x.dtype)
     out_coef_1_a_b = numpy.empty(GT, x.dtype)
-    sum_x_t_b = numpy.empty(GT * K * I)
-    mu_hi_e_b = numpy.empty(GT * K * I, mu_hi_a_b.dtype)
-    out_coef_1_e_b = numpy.empty(GT * K * I, out_coef_1_a_b.dtype)
+    sum_x_t_b = numpy.empty(GT * K * I * R)
+    mu_hi_e_b = numpy.empty(GT * K * I * R, mu_hi_a_b.dtype)
+    out_coef_1_e_b = numpy.empty(GT * K * I * R, out_coef_1_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
         sum_x_s = sum_x_s_b[:g1 - g0]
         mu_hi_a = mu_hi_a_b[:g1 - g0]
@@ -889,22 +889,22 @@ def _forward_step_cols_l0(x, out, mu_g, beta_p, m, P, K, I, G, GT, O, like, tc0,
         _forward_step_e_cols(x, out, mu_hi_e, out_coef_1_e, 0, O, j0, j1)
 
 
-def _forward_step_cols(x, out, mu_g, beta_p, m, P, K, I, G, GT):
+def _forward_step_cols(x, out, mu_g, beta_p, m, P, K, I, G, GT, R):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
     like = numpy.empty(0, x.dtype)
-    _layout.parallel(_forward_step_cols_l0, TC, (x, out, mu_g, beta_p, m, P, K, I, G, GT, O, like,), x.size)
+    _layout.parallel(_forward_step_cols_l0, TC, (x, out, mu_g, beta_p, m, P, K, I, G, GT, R, O, like,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_step_tall_l0(x, beta_p, P, K, I, G, RC, GT, TC, O, sum_x_r, t0, t1):
+def _forward_step_tall_l0(x, beta_p, P, K, I, G, RC, GT, R, TC, O, sum_x_r, t0, t1):
     beta_t_b = numpy.empty(GT, beta_p.dtype)
-    sum_x_t_b = numpy.empty(GT * K * I)
+    sum_x_t_b = numpy.empty(GT * K * I * R)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
         sum_x_t = sum_x_t_b[:j1 - j0]
         sum_x_t[:] = 0.0
@@ -913,22 +913,22 @@ def _forward_step_tall_l0(x, beta_p, P, K, I, G, RC, GT, TC, O, sum_x_r, t0, t1)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_step_tall_l1(x, out, beta_p, P, K, I, G, RC, GT, TC, O, mu_hi_a, out_coef_1_a, t0, t1):
+def _forward_step_tall_l1(x, out, beta_p, P, K, I, G, RC, GT, R, TC, O, mu_hi_a, out_coef_1_a, t0, t1):
     beta_t_b = numpy.empty(GT, beta_p.dtype)
-    mu_hi_e_b = numpy.empty(GT * K * I, mu_hi_a.dtype)
-    out_coef_1_e_b = numpy.empty(GT * K * I, out_coef_1_a.dtype)
+    mu_hi_e_b = numpy.empty(GT * K * I * R, mu_hi_a.dtype)
+    out_coef_1_e_b = numpy.empty(GT * K * I * R, out_coef_1_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
         mu_hi_e = _layout.spread_into(mu_hi_a[g0:g1], K * I, mu_hi_e_b[:j1 - j0])
         out_coef_1_e = _layout.spread_into(out_coef_1_a[g0:g1], K * I, out_coef_1_e_b[:j1 - j0])
         _forward_step_e_cols(x, out, mu_hi_e, out_coef_1_e, o0, o1, j0, j1)
 
 
-def _forward_step_tall(x, out, mu_g, beta_p, m, P, K, I, G, RC, GT):
+def _forward_step_tall(x, out, mu_g, beta_p, m, P, K, I, G, RC, GT, R):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
     sum_x_s = numpy.empty(G)
@@ -937,18 +937,18 @@ def _forward_step_tall(x, out, mu_g, beta_p, m, P, K, I, G, RC, GT):
     like = numpy.empty(0, x.dtype)
     beta_all = _layout.per_group(beta_p, 0, G, P)
     sum_x_r = numpy.empty((RC, G))
-    _layout.parallel(_forward_step_tall_l0, RC * TC, (x, beta_p, P, K, I, G, RC, GT, TC, O, sum_x_r,), x.size)
+    _layout.parallel(_forward_step_tall_l0, RC * TC, (x, beta_p, P, K, I, G, RC, GT, R, TC, O, sum_x_r,), x.size)
     _layout.sum_chunks(sum_x_r, sum_x_s)
     _forward_step_g0(sum_x_s, beta_all, mu_g, mu_hi_a, out_coef_1_a, m, like)
-    _layout.parallel(_forward_step_tall_l1, RC * TC, (x, out, beta_p, P, K, I, G, RC, GT, TC, O, mu_hi_a, out_coef_1_a,), x.size)
+    _layout.parallel(_forward_step_tall_l1, RC * TC, (x, out, beta_p, P, K, I, G, RC, GT, R, TC, O, mu_hi_a, out_coef_1_a,), x.size)
 
 
 def _forward_step(lay, x, out, mu_g, beta_p, m):
     """Forward pass, training mode: the output and per-group values only. Pass 1 sums sum_x (float64) in each group; then mu, mu_hi, mu_lo, out_coef_1. Pass 2: out, elementwise."""
     if lay.strategy == "cols":
-        _forward_step_cols(lay.cols(x), lay.cols(out), mu_g, beta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _forward_step_cols(lay.cols(x), lay.cols(out), mu_g, beta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
-        _forward_step_tall(lay.cols(x), lay.cols(out), mu_g, beta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _forward_step_tall(lay.cols(x), lay.cols(out), mu_g, beta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT, lay.R)
     else:
         _forward_step_rows(x, out, mu_g, beta_p, m, lay.P, lay.chunks)
 
@@ -1031,14 +1031,14 @@ def _backward_step_g0(sum_dout, coef_1_w, dbeta, m, like):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_step_cols_l0(dout, dx, m, K, I, G, GT, O, dbeta_g, like, tc0, tc1):
+def _backward_step_cols_l0(dout, dx, m, K, I, G, GT, R, O, dbeta_g, like, tc0, tc1):
     sum_dout_s_b = numpy.empty(GT)
     coef_1_a_b = numpy.empty(GT, dout.dtype)
-    sum_dout_t_b = numpy.empty(GT * K * I)
-    coef_1_e_b = numpy.empty(GT * K * I, coef_1_a_b.dtype)
+    sum_dout_t_b = numpy.empty(GT * K * I * R)
+    coef_1_e_b = numpy.empty(GT * K * I * R, coef_1_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         sum_dout_s = sum_dout_s_b[:g1 - g0]
         coef_1_a = coef_1_a_b[:g1 - g0]
         sum_dout_t = sum_dout_t_b[:j1 - j0]
@@ -1050,24 +1050,24 @@ def _backward_step_cols_l0(dout, dx, m, K, I, G, GT, O, dbeta_g, like, tc0, tc1)
         _backward_step_e_cols(dout, dx, coef_1_e, 0, O, j0, j1)
 
 
-def _backward_step_cols(dout, dx, dbeta_p, m, P, K, I, G, GT):
+def _backward_step_cols(dout, dx, dbeta_p, m, P, K, I, G, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
     like = numpy.empty(0, dout.dtype)
-    _layout.parallel(_backward_step_cols_l0, TC, (dout, dx, m, K, I, G, GT, O, dbeta_g, like,), dout.size)
+    _layout.parallel(_backward_step_cols_l0, TC, (dout, dx, m, K, I, G, GT, R, O, dbeta_g, like,), dout.size)
     if P != G:
         _layout.combine_outer(dbeta_g, dbeta_p)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_step_tall_l0(dout, K, I, G, RC, GT, TC, O, sum_dout_r, t0, t1):
-    sum_dout_t_b = numpy.empty(GT * K * I)
+def _backward_step_tall_l0(dout, K, I, G, RC, GT, R, TC, O, sum_dout_r, t0, t1):
+    sum_dout_t_b = numpy.empty(GT * K * I * R)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         sum_dout_t = sum_dout_t_b[:j1 - j0]
         sum_dout_t[:] = 0.0
         _backward_step_p0_cols(dout, sum_dout_t, o0, o1, j0, j1)
@@ -1075,18 +1075,18 @@ def _backward_step_tall_l0(dout, K, I, G, RC, GT, TC, O, sum_dout_r, t0, t1):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_step_tall_l1(dout, dx, K, I, G, RC, GT, TC, O, coef_1_a, t0, t1):
-    coef_1_e_b = numpy.empty(GT * K * I, coef_1_a.dtype)
+def _backward_step_tall_l1(dout, dx, K, I, G, RC, GT, R, TC, O, coef_1_a, t0, t1):
+    coef_1_e_b = numpy.empty(GT * K * I * R, coef_1_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         coef_1_e = _layout.spread_into(coef_1_a[g0:g1], K * I, coef_1_e_b[:j1 - j0])
         _backward_step_e_cols(dout, dx, coef_1_e, o0, o1, j0, j1)
 
 
-def _backward_step_tall(dout, dx, dbeta_p, m, P, K, I, G, RC, GT):
+def _backward_step_tall(dout, dx, dbeta_p, m, P, K, I, G, RC, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     sum_dout_s = numpy.empty(G)
@@ -1094,10 +1094,10 @@ def _backward_step_tall(dout, dx, dbeta_p, m, P, K, I, G, RC, GT):
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
     like = numpy.empty(0, dout.dtype)
     sum_dout_r = numpy.empty((RC, G))
-    _layout.parallel(_backward_step_tall_l0, RC * TC, (dout, K, I, G, RC, GT, TC, O, sum_dout_r,), dout.size)
+    _layout.parallel(_backward_step_tall_l0, RC * TC, (dout, K, I, G, RC, GT, R, TC, O, sum_dout_r,), dout.size)
     _layout.sum_chunks(sum_dout_r, sum_dout_s)
     _backward_step_g0(sum_dout_s, coef_1_a, dbeta_g, m, like)
-    _layout.parallel(_backward_step_tall_l1, RC * TC, (dout, dx, K, I, G, RC, GT, TC, O, coef_1_a,), dout.size)
+    _layout.parallel(_backward_step_tall_l1, RC * TC, (dout, dx, K, I, G, RC, GT, R, TC, O, coef_1_a,), dout.size)
     if P != G:
         _layout.combine_outer(dbeta_g, dbeta_p)
 
@@ -1105,9 +1105,9 @@ def _backward_step_tall(dout, dx, dbeta_p, m, P, K, I, G, RC, GT):
 def _backward_step(lay, dout, dx, dbeta_p, m):
     """Backward pass, the compact form, recomputing from x the per-element values it reads. Pass 1 sums sum_dout (float64) in each group; then coef_1. Pass 2: dx, elementwise."""
     if lay.strategy == "cols":
-        _backward_step_cols(lay.cols(dout), lay.cols(dx), dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _backward_step_cols(lay.cols(dout), lay.cols(dx), dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
-        _backward_step_tall(lay.cols(dout), lay.cols(dx), dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _backward_step_tall(lay.cols(dout), lay.cols(dx), dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT, lay.R)
     else:
         _backward_step_rows(dout, dx, dbeta_p, m, lay.P, lay.chunks)
 
@@ -1148,54 +1148,54 @@ def _forward_test_step_e_cols(x, out, beta, mu, o0, o1, j0, j1):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_test_step_cols_l0(x, out, mu_g, beta_p, P, K, I, G, GT, O, tc0, tc1):
+def _forward_test_step_cols_l0(x, out, mu_g, beta_p, P, K, I, G, GT, R, O, tc0, tc1):
     beta_t_b = numpy.empty(GT, beta_p.dtype)
-    beta_e_b = numpy.empty(GT * K * I, beta_p.dtype)
-    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
+    beta_e_b = numpy.empty(GT * K * I * R, beta_p.dtype)
+    mu_e_b = numpy.empty(GT * K * I * R, mu_g.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
         beta_e = _layout.spread_into(beta_t, K * I, beta_e_b[:j1 - j0])
         mu_e = _layout.spread_into(mu_g[g0:g1], K * I, mu_e_b[:j1 - j0])
         _forward_test_step_e_cols(x, out, beta_e, mu_e, 0, O, j0, j1)
 
 
-def _forward_test_step_cols(x, out, mu_g, beta_p, P, K, I, G, GT):
+def _forward_test_step_cols(x, out, mu_g, beta_p, P, K, I, G, GT, R):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
-    _layout.parallel(_forward_test_step_cols_l0, TC, (x, out, mu_g, beta_p, P, K, I, G, GT, O,), x.size)
+    _layout.parallel(_forward_test_step_cols_l0, TC, (x, out, mu_g, beta_p, P, K, I, G, GT, R, O,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_test_step_tall_l0(x, out, mu_g, beta_p, P, K, I, G, RC, GT, TC, O, t0, t1):
+def _forward_test_step_tall_l0(x, out, mu_g, beta_p, P, K, I, G, RC, GT, R, TC, O, t0, t1):
     beta_t_b = numpy.empty(GT, beta_p.dtype)
-    beta_e_b = numpy.empty(GT * K * I, beta_p.dtype)
-    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
+    beta_e_b = numpy.empty(GT * K * I * R, beta_p.dtype)
+    mu_e_b = numpy.empty(GT * K * I * R, mu_g.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
         beta_e = _layout.spread_into(beta_t, K * I, beta_e_b[:j1 - j0])
         mu_e = _layout.spread_into(mu_g[g0:g1], K * I, mu_e_b[:j1 - j0])
         _forward_test_step_e_cols(x, out, beta_e, mu_e, o0, o1, j0, j1)
 
 
-def _forward_test_step_tall(x, out, mu_g, beta_p, P, K, I, G, RC, GT):
+def _forward_test_step_tall(x, out, mu_g, beta_p, P, K, I, G, RC, GT, R):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
     beta_all = _layout.per_group(beta_p, 0, G, P)
-    _layout.parallel(_forward_test_step_tall_l0, RC * TC, (x, out, mu_g, beta_p, P, K, I, G, RC, GT, TC, O,), x.size)
+    _layout.parallel(_forward_test_step_tall_l0, RC * TC, (x, out, mu_g, beta_p, P, K, I, G, RC, GT, R, TC, O,), x.size)
 
 
 def _forward_test_step(lay, x, out, mu_g, beta_p):
     """Forward pass, test mode (running statistics): the output and per-group values only. Pass 1: out, elementwise."""
     if lay.strategy == "cols":
-        _forward_test_step_cols(lay.cols(x), lay.cols(out), mu_g, beta_p, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _forward_test_step_cols(lay.cols(x), lay.cols(out), mu_g, beta_p, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
-        _forward_test_step_tall(lay.cols(x), lay.cols(out), mu_g, beta_p, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _forward_test_step_tall(lay.cols(x), lay.cols(out), mu_g, beta_p, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT, lay.R)
     else:
         _forward_test_step_rows(x, out, mu_g, beta_p, lay.P, lay.chunks)
 
@@ -1276,12 +1276,12 @@ def _backward_test_step_g0(sum_dout, dbeta):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_test_step_cols_l0(dout, dx, K, I, G, GT, O, dbeta_g, tc0, tc1):
+def _backward_test_step_cols_l0(dout, dx, K, I, G, GT, R, O, dbeta_g, tc0, tc1):
     sum_dout_s_b = numpy.empty(GT)
-    sum_dout_t_b = numpy.empty(GT * K * I)
+    sum_dout_t_b = numpy.empty(GT * K * I * R)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         sum_dout_s = sum_dout_s_b[:g1 - g0]
         sum_dout_t = sum_dout_t_b[:j1 - j0]
         sum_dout_t[:] = 0.0
@@ -1291,23 +1291,23 @@ def _backward_test_step_cols_l0(dout, dx, K, I, G, GT, O, dbeta_g, tc0, tc1):
         _backward_test_step_e_cols(dout, dx, 0, O, j0, j1)
 
 
-def _backward_test_step_cols(dout, dx, dbeta_p, P, K, I, G, GT):
+def _backward_test_step_cols(dout, dx, dbeta_p, P, K, I, G, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
-    _layout.parallel(_backward_test_step_cols_l0, TC, (dout, dx, K, I, G, GT, O, dbeta_g,), dout.size)
+    _layout.parallel(_backward_test_step_cols_l0, TC, (dout, dx, K, I, G, GT, R, O, dbeta_g,), dout.size)
     if P != G:
         _layout.combine_outer(dbeta_g, dbeta_p)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_test_step_tall_l0(dout, K, I, G, RC, GT, TC, O, sum_dout_r, t0, t1):
-    sum_dout_t_b = numpy.empty(GT * K * I)
+def _backward_test_step_tall_l0(dout, K, I, G, RC, GT, R, TC, O, sum_dout_r, t0, t1):
+    sum_dout_t_b = numpy.empty(GT * K * I * R)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         sum_dout_t = sum_dout_t_b[:j1 - j0]
         sum_dout_t[:] = 0.0
         _backward_test_step_p0_cols(dout, sum_dout_t, o0, o1, j0, j1)
@@ -1315,25 +1315,25 @@ def _backward_test_step_tall_l0(dout, K, I, G, RC, GT, TC, O, sum_dout_r, t0, t1
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_test_step_tall_l1(dout, dx, K, I, G, RC, GT, TC, O, t0, t1):
+def _backward_test_step_tall_l1(dout, dx, K, I, G, RC, GT, R, TC, O, t0, t1):
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         _backward_test_step_e_cols(dout, dx, o0, o1, j0, j1)
 
 
-def _backward_test_step_tall(dout, dx, dbeta_p, P, K, I, G, RC, GT):
+def _backward_test_step_tall(dout, dx, dbeta_p, P, K, I, G, RC, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     sum_dout_s = numpy.empty(G)
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
     sum_dout_r = numpy.empty((RC, G))
-    _layout.parallel(_backward_test_step_tall_l0, RC * TC, (dout, K, I, G, RC, GT, TC, O, sum_dout_r,), dout.size)
+    _layout.parallel(_backward_test_step_tall_l0, RC * TC, (dout, K, I, G, RC, GT, R, TC, O, sum_dout_r,), dout.size)
     _layout.sum_chunks(sum_dout_r, sum_dout_s)
     _backward_test_step_g0(sum_dout_s, dbeta_g)
-    _layout.parallel(_backward_test_step_tall_l1, RC * TC, (dout, dx, K, I, G, RC, GT, TC, O,), dout.size)
+    _layout.parallel(_backward_test_step_tall_l1, RC * TC, (dout, dx, K, I, G, RC, GT, R, TC, O,), dout.size)
     if P != G:
         _layout.combine_outer(dbeta_g, dbeta_p)
 
@@ -1341,9 +1341,9 @@ def _backward_test_step_tall(dout, dx, dbeta_p, P, K, I, G, RC, GT):
 def _backward_test_step(lay, dout, dx, dbeta_p):
     """Backward pass, test mode, recomputing from x the per-element values it reads. Pass 1 sums sum_dout (float64) in each group. Pass 2: dx, elementwise."""
     if lay.strategy == "cols":
-        _backward_test_step_cols(lay.cols(dout), lay.cols(dx), dbeta_p, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _backward_test_step_cols(lay.cols(dout), lay.cols(dx), dbeta_p, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
-        _backward_test_step_tall(lay.cols(dout), lay.cols(dx), dbeta_p, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _backward_test_step_tall(lay.cols(dout), lay.cols(dx), dbeta_p, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT, lay.R)
     else:
         _backward_test_step_rows(dout, dx, dbeta_p, lay.P, lay.chunks)
 

@@ -146,15 +146,15 @@ def _forward_train_g0(sum_var, std_w, inv_std_w, eps, m, like):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_train_cols_l0(x, xhat, out, std_g, gamma_p, eps, m, P, K, I, G, GT, O, like, tc0, tc1):
+def _forward_train_cols_l0(x, xhat, out, std_g, gamma_p, eps, m, P, K, I, G, GT, R, O, like, tc0, tc1):
     sum_var_s_b = numpy.empty(GT)
     inv_std_a_b = numpy.empty(GT, x.dtype)
-    sum_var_t_b = numpy.empty(GT * K * I)
-    gamma_all = _layout.expand_varying(gamma_p, 0, GT, K, I, P)
-    inv_std_e_b = numpy.empty(GT * K * I, inv_std_a_b.dtype)
+    sum_var_t_b = numpy.empty(GT * K * I * R)
+    gamma_all = _layout.expand_varying(gamma_p, 0, GT * R, K, I, P)
+    inv_std_e_b = numpy.empty(GT * K * I * R, inv_std_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         sum_var_s = sum_var_s_b[:g1 - g0]
         inv_std_a = inv_std_a_b[:g1 - g0]
         sum_var_t = sum_var_t_b[:j1 - j0]
@@ -167,21 +167,21 @@ def _forward_train_cols_l0(x, xhat, out, std_g, gamma_p, eps, m, P, K, I, G, GT,
         _forward_train_e_cols(x, xhat, out, gamma_e, inv_std_e, 0, O, j0, j1)
 
 
-def _forward_train_cols(x, xhat, out, std_g, gamma_p, eps, m, P, K, I, G, GT):
+def _forward_train_cols(x, xhat, out, std_g, gamma_p, eps, m, P, K, I, G, GT, R):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
     like = numpy.empty(0, x.dtype)
-    _layout.parallel(_forward_train_cols_l0, TC, (x, xhat, out, std_g, gamma_p, eps, m, P, K, I, G, GT, O, like,), x.size)
+    _layout.parallel(_forward_train_cols_l0, TC, (x, xhat, out, std_g, gamma_p, eps, m, P, K, I, G, GT, R, O, like,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_train_tall_l0(x, K, I, G, RC, GT, TC, O, sum_var_r, t0, t1):
-    sum_var_t_b = numpy.empty(GT * K * I)
+def _forward_train_tall_l0(x, K, I, G, RC, GT, R, TC, O, sum_var_r, t0, t1):
+    sum_var_t_b = numpy.empty(GT * K * I * R)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         sum_var_t = sum_var_t_b[:j1 - j0]
         sum_var_t[:] = 0.0
         _forward_train_p0_cols(x, sum_var_t, o0, o1, j0, j1)
@@ -189,30 +189,30 @@ def _forward_train_tall_l0(x, K, I, G, RC, GT, TC, O, sum_var_r, t0, t1):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_train_tall_l1(x, xhat, out, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, t0, t1):
-    gamma_all = _layout.expand_varying(gamma_p, 0, GT, K, I, P)
-    inv_std_e_b = numpy.empty(GT * K * I, inv_std_a.dtype)
+def _forward_train_tall_l1(x, xhat, out, gamma_p, P, K, I, G, RC, GT, R, TC, O, inv_std_a, t0, t1):
+    gamma_all = _layout.expand_varying(gamma_p, 0, GT * R, K, I, P)
+    inv_std_e_b = numpy.empty(GT * K * I * R, inv_std_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         gamma_e = gamma_all[:j1 - j0] if P == 0 or GT % P == 0 else _layout.expand_varying(gamma_p, g0, g1, K, I, P)
         inv_std_e = _layout.spread_into(inv_std_a[g0:g1], K * I, inv_std_e_b[:j1 - j0])
         _forward_train_e_cols(x, xhat, out, gamma_e, inv_std_e, o0, o1, j0, j1)
 
 
-def _forward_train_tall(x, xhat, out, std_g, gamma_p, eps, m, P, K, I, G, RC, GT):
+def _forward_train_tall(x, xhat, out, std_g, gamma_p, eps, m, P, K, I, G, RC, GT, R):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
     sum_var_s = numpy.empty(G)
     inv_std_a = numpy.empty(G, x.dtype)
     like = numpy.empty(0, x.dtype)
     sum_var_r = numpy.empty((RC, G))
-    _layout.parallel(_forward_train_tall_l0, RC * TC, (x, K, I, G, RC, GT, TC, O, sum_var_r,), x.size)
+    _layout.parallel(_forward_train_tall_l0, RC * TC, (x, K, I, G, RC, GT, R, TC, O, sum_var_r,), x.size)
     _layout.sum_chunks(sum_var_r, sum_var_s)
     _forward_train_g0(sum_var_s, std_g, inv_std_a, eps, m, like)
-    _layout.parallel(_forward_train_tall_l1, RC * TC, (x, xhat, out, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a,), x.size)
+    _layout.parallel(_forward_train_tall_l1, RC * TC, (x, xhat, out, gamma_p, P, K, I, G, RC, GT, R, TC, O, inv_std_a,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
@@ -269,9 +269,9 @@ def _forward_train_wide(x, xhat, out, std_g, gamma_p, eps, m, P, KT):
 def _forward_train(lay, x, xhat, out, std_g, gamma_p, eps, m):
     """Forward pass, training mode. Pass 1 sums sum_var (float64) in each group; then var, std, inv_std. Pass 2: xhat, out, elementwise."""
     if lay.strategy == "cols":
-        _forward_train_cols(lay.cols(x), lay.cols(xhat), lay.cols(out), std_g, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _forward_train_cols(lay.cols(x), lay.cols(xhat), lay.cols(out), std_g, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
-        _forward_train_tall(lay.cols(x), lay.cols(xhat), lay.cols(out), std_g, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _forward_train_tall(lay.cols(x), lay.cols(xhat), lay.cols(out), std_g, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT, lay.R)
     elif lay.strategy == "wide" and lay.groups == 1:
         _forward_train_wide(lay.krows(x), lay.krows(xhat), lay.krows(out), std_g, gamma_p, eps, m, lay.P, lay.KT)
     elif lay.strategy in ("krows", "wide"):
@@ -408,18 +408,18 @@ def _backward_compact_g0(sum_dout_gamma_xhat, std, coef_dout_gamma_w, coef_xhat_
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_compact_cols_l0(dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_c, like, tc0, tc1):
+def _backward_compact_cols_l0(dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, R, O, dgamma_c, like, tc0, tc1):
     sum_dout_gamma_xhat_s_b = numpy.empty(GT)
     coef_dout_gamma_a_b = numpy.empty(GT, dout.dtype)
     coef_xhat_a_b = numpy.empty(GT, dout.dtype)
-    gamma_all = _layout.expand_varying(gamma_p, 0, GT, K, I, P)
-    sum_dout_gamma_xhat_t_b = numpy.empty(GT * K * I)
-    dgamma_t_b = numpy.empty(GT * K * I)
-    coef_dout_gamma_e_b = numpy.empty(GT * K * I, coef_dout_gamma_a_b.dtype)
-    coef_xhat_e_b = numpy.empty(GT * K * I, coef_xhat_a_b.dtype)
+    gamma_all = _layout.expand_varying(gamma_p, 0, GT * R, K, I, P)
+    sum_dout_gamma_xhat_t_b = numpy.empty(GT * K * I * R)
+    dgamma_t_b = numpy.empty(GT * K * I * R)
+    coef_dout_gamma_e_b = numpy.empty(GT * K * I * R, coef_dout_gamma_a_b.dtype)
+    coef_xhat_e_b = numpy.empty(GT * K * I * R, coef_xhat_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         sum_dout_gamma_xhat_s = sum_dout_gamma_xhat_s_b[:g1 - g0]
         coef_dout_gamma_a = coef_dout_gamma_a_b[:g1 - g0]
         coef_xhat_a = coef_xhat_a_b[:g1 - g0]
@@ -437,25 +437,25 @@ def _backward_compact_cols_l0(dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT,
         _backward_compact_e_cols(dout, xhat, dx, coef_dout_gamma_e, coef_xhat_e, gamma_e, 0, O, j0, j1)
 
 
-def _backward_compact_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, K, I, G, GT):
+def _backward_compact_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, K, I, G, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     like = numpy.empty(0, dout.dtype)
     dgamma_c = numpy.zeros((TC, P, K))
-    _layout.parallel(_backward_compact_cols_l0, TC, (dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_c, like,), dout.size)
+    _layout.parallel(_backward_compact_cols_l0, TC, (dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, R, O, dgamma_c, like,), dout.size)
     _layout.combine_chunks(dgamma_c, dgamma_p)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_compact_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_gamma_xhat_r, dgamma_c, t0, t1):
-    gamma_all = _layout.expand_varying(gamma_p, 0, GT, K, I, P)
-    sum_dout_gamma_xhat_t_b = numpy.empty(GT * K * I)
-    dgamma_t_b = numpy.empty(GT * K * I)
+def _backward_compact_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, R, TC, O, sum_dout_gamma_xhat_r, dgamma_c, t0, t1):
+    gamma_all = _layout.expand_varying(gamma_p, 0, GT * R, K, I, P)
+    sum_dout_gamma_xhat_t_b = numpy.empty(GT * K * I * R)
+    dgamma_t_b = numpy.empty(GT * K * I * R)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         gamma_e = gamma_all[:j1 - j0] if P == 0 or GT % P == 0 else _layout.expand_varying(gamma_p, g0, g1, K, I, P)
         sum_dout_gamma_xhat_t = sum_dout_gamma_xhat_t_b[:j1 - j0]
         sum_dout_gamma_xhat_t[:] = 0.0
@@ -467,22 +467,22 @@ def _backward_compact_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, su
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_compact_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, coef_dout_gamma_a, coef_xhat_a, t0, t1):
-    coef_dout_gamma_e_b = numpy.empty(GT * K * I, coef_dout_gamma_a.dtype)
-    coef_xhat_e_b = numpy.empty(GT * K * I, coef_xhat_a.dtype)
-    gamma_all = _layout.expand_varying(gamma_p, 0, GT, K, I, P)
+def _backward_compact_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, R, TC, O, coef_dout_gamma_a, coef_xhat_a, t0, t1):
+    coef_dout_gamma_e_b = numpy.empty(GT * K * I * R, coef_dout_gamma_a.dtype)
+    coef_xhat_e_b = numpy.empty(GT * K * I * R, coef_xhat_a.dtype)
+    gamma_all = _layout.expand_varying(gamma_p, 0, GT * R, K, I, P)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         coef_dout_gamma_e = _layout.spread_into(coef_dout_gamma_a[g0:g1], K * I, coef_dout_gamma_e_b[:j1 - j0])
         coef_xhat_e = _layout.spread_into(coef_xhat_a[g0:g1], K * I, coef_xhat_e_b[:j1 - j0])
         gamma_e = gamma_all[:j1 - j0] if P == 0 or GT % P == 0 else _layout.expand_varying(gamma_p, g0, g1, K, I, P)
         _backward_compact_e_cols(dout, xhat, dx, coef_dout_gamma_e, coef_xhat_e, gamma_e, o0, o1, j0, j1)
 
 
-def _backward_compact_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, K, I, G, RC, GT):
+def _backward_compact_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, K, I, G, RC, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     sum_dout_gamma_xhat_s = numpy.empty(G)
@@ -491,10 +491,10 @@ def _backward_compact_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, K, I,
     like = numpy.empty(0, dout.dtype)
     dgamma_c = numpy.zeros((RC * TC, P, K))
     sum_dout_gamma_xhat_r = numpy.empty((RC, G))
-    _layout.parallel(_backward_compact_tall_l0, RC * TC, (dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_gamma_xhat_r, dgamma_c,), dout.size)
+    _layout.parallel(_backward_compact_tall_l0, RC * TC, (dout, xhat, gamma_p, P, K, I, G, RC, GT, R, TC, O, sum_dout_gamma_xhat_r, dgamma_c,), dout.size)
     _layout.sum_chunks(sum_dout_gamma_xhat_r, sum_dout_gamma_xhat_s)
     _backward_compact_g0(sum_dout_gamma_xhat_s, std_g, coef_dout_gamma_a, coef_xhat_a, m, like)
-    _layout.parallel(_backward_compact_tall_l1, RC * TC, (dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, coef_dout_gamma_a, coef_xhat_a,), dout.size)
+    _layout.parallel(_backward_compact_tall_l1, RC * TC, (dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, R, TC, O, coef_dout_gamma_a, coef_xhat_a,), dout.size)
     _layout.combine_chunks(dgamma_c, dgamma_p)
 
 
@@ -555,9 +555,9 @@ def _backward_compact_wide(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, KT):
 def _backward_compact(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, m):
     """Backward pass, the compact form. Pass 1 sums sum_dout_gamma_xhat (float64) in each group; then coef_dout_gamma, coef_xhat. Pass 2: dx, elementwise."""
     if lay.strategy == "cols":
-        _backward_compact_cols(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _backward_compact_cols(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
-        _backward_compact_tall(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _backward_compact_tall(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT, lay.R)
     elif lay.strategy == "wide":
         _backward_compact_wide(lay.krows(dout), lay.krows(xhat), lay.krows(dx), std_g, gamma_p, dgamma_p, m, lay.P, lay.KT)
     elif lay.strategy == "krows":
@@ -702,18 +702,18 @@ def _backward_staged_g0(sum_dxhat_xhat, std, dx_coef_dxhat_w, dx_coef_xhat_w, m,
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_staged_cols_l0(dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_c, like, tc0, tc1):
+def _backward_staged_cols_l0(dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, R, O, dgamma_c, like, tc0, tc1):
     sum_dxhat_xhat_s_b = numpy.empty(GT)
     dx_coef_dxhat_a_b = numpy.empty(GT, dout.dtype)
     dx_coef_xhat_a_b = numpy.empty(GT, dout.dtype)
-    gamma_all = _layout.expand_varying(gamma_p, 0, GT, K, I, P)
-    sum_dxhat_xhat_t_b = numpy.empty(GT * K * I)
-    dgamma_t_b = numpy.empty(GT * K * I)
-    dx_coef_dxhat_e_b = numpy.empty(GT * K * I, dx_coef_dxhat_a_b.dtype)
-    dx_coef_xhat_e_b = numpy.empty(GT * K * I, dx_coef_xhat_a_b.dtype)
+    gamma_all = _layout.expand_varying(gamma_p, 0, GT * R, K, I, P)
+    sum_dxhat_xhat_t_b = numpy.empty(GT * K * I * R)
+    dgamma_t_b = numpy.empty(GT * K * I * R)
+    dx_coef_dxhat_e_b = numpy.empty(GT * K * I * R, dx_coef_dxhat_a_b.dtype)
+    dx_coef_xhat_e_b = numpy.empty(GT * K * I * R, dx_coef_xhat_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         sum_dxhat_xhat_s = sum_dxhat_xhat_s_b[:g1 - g0]
         dx_coef_dxhat_a = dx_coef_dxhat_a_b[:g1 - g0]
         dx_coef_xhat_a = dx_coef_xhat_a_b[:g1 - g0]
@@ -731,25 +731,25 @@ def _backward_staged_cols_l0(dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, 
         _backward_staged_e_cols(dout, xhat, dx, dx_coef_dxhat_e, dx_coef_xhat_e, gamma_e, 0, O, j0, j1)
 
 
-def _backward_staged_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, K, I, G, GT):
+def _backward_staged_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, K, I, G, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     like = numpy.empty(0, dout.dtype)
     dgamma_c = numpy.zeros((TC, P, K))
-    _layout.parallel(_backward_staged_cols_l0, TC, (dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_c, like,), dout.size)
+    _layout.parallel(_backward_staged_cols_l0, TC, (dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, R, O, dgamma_c, like,), dout.size)
     _layout.combine_chunks(dgamma_c, dgamma_p)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_staged_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dxhat_xhat_r, dgamma_c, t0, t1):
-    gamma_all = _layout.expand_varying(gamma_p, 0, GT, K, I, P)
-    sum_dxhat_xhat_t_b = numpy.empty(GT * K * I)
-    dgamma_t_b = numpy.empty(GT * K * I)
+def _backward_staged_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, R, TC, O, sum_dxhat_xhat_r, dgamma_c, t0, t1):
+    gamma_all = _layout.expand_varying(gamma_p, 0, GT * R, K, I, P)
+    sum_dxhat_xhat_t_b = numpy.empty(GT * K * I * R)
+    dgamma_t_b = numpy.empty(GT * K * I * R)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         gamma_e = gamma_all[:j1 - j0] if P == 0 or GT % P == 0 else _layout.expand_varying(gamma_p, g0, g1, K, I, P)
         sum_dxhat_xhat_t = sum_dxhat_xhat_t_b[:j1 - j0]
         sum_dxhat_xhat_t[:] = 0.0
@@ -761,22 +761,22 @@ def _backward_staged_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_staged_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_dxhat_a, dx_coef_xhat_a, t0, t1):
-    dx_coef_dxhat_e_b = numpy.empty(GT * K * I, dx_coef_dxhat_a.dtype)
-    dx_coef_xhat_e_b = numpy.empty(GT * K * I, dx_coef_xhat_a.dtype)
-    gamma_all = _layout.expand_varying(gamma_p, 0, GT, K, I, P)
+def _backward_staged_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, R, TC, O, dx_coef_dxhat_a, dx_coef_xhat_a, t0, t1):
+    dx_coef_dxhat_e_b = numpy.empty(GT * K * I * R, dx_coef_dxhat_a.dtype)
+    dx_coef_xhat_e_b = numpy.empty(GT * K * I * R, dx_coef_xhat_a.dtype)
+    gamma_all = _layout.expand_varying(gamma_p, 0, GT * R, K, I, P)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         dx_coef_dxhat_e = _layout.spread_into(dx_coef_dxhat_a[g0:g1], K * I, dx_coef_dxhat_e_b[:j1 - j0])
         dx_coef_xhat_e = _layout.spread_into(dx_coef_xhat_a[g0:g1], K * I, dx_coef_xhat_e_b[:j1 - j0])
         gamma_e = gamma_all[:j1 - j0] if P == 0 or GT % P == 0 else _layout.expand_varying(gamma_p, g0, g1, K, I, P)
         _backward_staged_e_cols(dout, xhat, dx, dx_coef_dxhat_e, dx_coef_xhat_e, gamma_e, o0, o1, j0, j1)
 
 
-def _backward_staged_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, K, I, G, RC, GT):
+def _backward_staged_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, K, I, G, RC, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     sum_dxhat_xhat_s = numpy.empty(G)
@@ -785,10 +785,10 @@ def _backward_staged_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, K, I, 
     like = numpy.empty(0, dout.dtype)
     dgamma_c = numpy.zeros((RC * TC, P, K))
     sum_dxhat_xhat_r = numpy.empty((RC, G))
-    _layout.parallel(_backward_staged_tall_l0, RC * TC, (dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dxhat_xhat_r, dgamma_c,), dout.size)
+    _layout.parallel(_backward_staged_tall_l0, RC * TC, (dout, xhat, gamma_p, P, K, I, G, RC, GT, R, TC, O, sum_dxhat_xhat_r, dgamma_c,), dout.size)
     _layout.sum_chunks(sum_dxhat_xhat_r, sum_dxhat_xhat_s)
     _backward_staged_g0(sum_dxhat_xhat_s, std_g, dx_coef_dxhat_a, dx_coef_xhat_a, m, like)
-    _layout.parallel(_backward_staged_tall_l1, RC * TC, (dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_dxhat_a, dx_coef_xhat_a,), dout.size)
+    _layout.parallel(_backward_staged_tall_l1, RC * TC, (dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, R, TC, O, dx_coef_dxhat_a, dx_coef_xhat_a,), dout.size)
     _layout.combine_chunks(dgamma_c, dgamma_p)
 
 
@@ -850,9 +850,9 @@ def _backward_staged_wide(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, KT):
 def _backward_staged(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, m):
     """Backward pass, the staged chain rule. Pass 1 sums sum_dxhat_xhat (float64) in each group; then dvar, dx_coef_dxhat, dx_coef_xhat. Pass 2: dx, elementwise."""
     if lay.strategy == "cols":
-        _backward_staged_cols(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _backward_staged_cols(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
-        _backward_staged_tall(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _backward_staged_tall(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT, lay.R)
     elif lay.strategy == "wide":
         _backward_staged_wide(lay.krows(dout), lay.krows(xhat), lay.krows(dx), std_g, gamma_p, dgamma_p, m, lay.P, lay.KT)
     elif lay.strategy == "krows":
@@ -979,15 +979,15 @@ def _forward_step_g0(sum_var, std_w, inv_std_w, eps, m, like):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_step_cols_l0(x, out, std_g, gamma_p, eps, m, P, K, I, G, GT, O, like, tc0, tc1):
+def _forward_step_cols_l0(x, out, std_g, gamma_p, eps, m, P, K, I, G, GT, R, O, like, tc0, tc1):
     sum_var_s_b = numpy.empty(GT)
     inv_std_a_b = numpy.empty(GT, x.dtype)
-    sum_var_t_b = numpy.empty(GT * K * I)
-    gamma_all = _layout.expand_varying(gamma_p, 0, GT, K, I, P)
-    inv_std_e_b = numpy.empty(GT * K * I, inv_std_a_b.dtype)
+    sum_var_t_b = numpy.empty(GT * K * I * R)
+    gamma_all = _layout.expand_varying(gamma_p, 0, GT * R, K, I, P)
+    inv_std_e_b = numpy.empty(GT * K * I * R, inv_std_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         sum_var_s = sum_var_s_b[:g1 - g0]
         inv_std_a = inv_std_a_b[:g1 - g0]
         sum_var_t = sum_var_t_b[:j1 - j0]
@@ -1000,21 +1000,21 @@ def _forward_step_cols_l0(x, out, std_g, gamma_p, eps, m, P, K, I, G, GT, O, lik
         _forward_step_e_cols(x, out, gamma_e, inv_std_e, 0, O, j0, j1)
 
 
-def _forward_step_cols(x, out, std_g, gamma_p, eps, m, P, K, I, G, GT):
+def _forward_step_cols(x, out, std_g, gamma_p, eps, m, P, K, I, G, GT, R):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
     like = numpy.empty(0, x.dtype)
-    _layout.parallel(_forward_step_cols_l0, TC, (x, out, std_g, gamma_p, eps, m, P, K, I, G, GT, O, like,), x.size)
+    _layout.parallel(_forward_step_cols_l0, TC, (x, out, std_g, gamma_p, eps, m, P, K, I, G, GT, R, O, like,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_step_tall_l0(x, K, I, G, RC, GT, TC, O, sum_var_r, t0, t1):
-    sum_var_t_b = numpy.empty(GT * K * I)
+def _forward_step_tall_l0(x, K, I, G, RC, GT, R, TC, O, sum_var_r, t0, t1):
+    sum_var_t_b = numpy.empty(GT * K * I * R)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         sum_var_t = sum_var_t_b[:j1 - j0]
         sum_var_t[:] = 0.0
         _forward_step_p0_cols(x, sum_var_t, o0, o1, j0, j1)
@@ -1022,30 +1022,30 @@ def _forward_step_tall_l0(x, K, I, G, RC, GT, TC, O, sum_var_r, t0, t1):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_step_tall_l1(x, out, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, t0, t1):
-    gamma_all = _layout.expand_varying(gamma_p, 0, GT, K, I, P)
-    inv_std_e_b = numpy.empty(GT * K * I, inv_std_a.dtype)
+def _forward_step_tall_l1(x, out, gamma_p, P, K, I, G, RC, GT, R, TC, O, inv_std_a, t0, t1):
+    gamma_all = _layout.expand_varying(gamma_p, 0, GT * R, K, I, P)
+    inv_std_e_b = numpy.empty(GT * K * I * R, inv_std_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         gamma_e = gamma_all[:j1 - j0] if P == 0 or GT % P == 0 else _layout.expand_varying(gamma_p, g0, g1, K, I, P)
         inv_std_e = _layout.spread_into(inv_std_a[g0:g1], K * I, inv_std_e_b[:j1 - j0])
         _forward_step_e_cols(x, out, gamma_e, inv_std_e, o0, o1, j0, j1)
 
 
-def _forward_step_tall(x, out, std_g, gamma_p, eps, m, P, K, I, G, RC, GT):
+def _forward_step_tall(x, out, std_g, gamma_p, eps, m, P, K, I, G, RC, GT, R):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
     sum_var_s = numpy.empty(G)
     inv_std_a = numpy.empty(G, x.dtype)
     like = numpy.empty(0, x.dtype)
     sum_var_r = numpy.empty((RC, G))
-    _layout.parallel(_forward_step_tall_l0, RC * TC, (x, K, I, G, RC, GT, TC, O, sum_var_r,), x.size)
+    _layout.parallel(_forward_step_tall_l0, RC * TC, (x, K, I, G, RC, GT, R, TC, O, sum_var_r,), x.size)
     _layout.sum_chunks(sum_var_r, sum_var_s)
     _forward_step_g0(sum_var_s, std_g, inv_std_a, eps, m, like)
-    _layout.parallel(_forward_step_tall_l1, RC * TC, (x, out, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a,), x.size)
+    _layout.parallel(_forward_step_tall_l1, RC * TC, (x, out, gamma_p, P, K, I, G, RC, GT, R, TC, O, inv_std_a,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
@@ -1102,9 +1102,9 @@ def _forward_step_wide(x, out, std_g, gamma_p, eps, m, P, KT):
 def _forward_step(lay, x, out, std_g, gamma_p, eps, m):
     """Forward pass, training mode: the output and per-group values only. Pass 1 sums sum_var (float64) in each group; then var, std, inv_std. Pass 2: out, elementwise."""
     if lay.strategy == "cols":
-        _forward_step_cols(lay.cols(x), lay.cols(out), std_g, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _forward_step_cols(lay.cols(x), lay.cols(out), std_g, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
-        _forward_step_tall(lay.cols(x), lay.cols(out), std_g, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _forward_step_tall(lay.cols(x), lay.cols(out), std_g, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT, lay.R)
     elif lay.strategy == "wide" and lay.groups == 1:
         _forward_step_wide(lay.krows(x), lay.krows(out), std_g, gamma_p, eps, m, lay.P, lay.KT)
     elif lay.strategy in ("krows", "wide"):
@@ -1260,21 +1260,21 @@ def _backward_step_g1(sum_dout_gamma_xhat_acc, std, sum_dout_gamma_xhat_w, coef_
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_step_cols_l0(dout, x, dx, std_g, gamma_p, m, P, K, I, G, GT, like, O, dgamma_c, tc0, tc1):
+def _backward_step_cols_l0(dout, x, dx, std_g, gamma_p, m, P, K, I, G, GT, R, like, O, dgamma_c, tc0, tc1):
     sum_dout_gamma_xhat_acc_s_b = numpy.empty(GT)
     inv_std_a_b = numpy.empty(GT, dout.dtype)
     sum_dout_gamma_xhat_a_b = numpy.empty(GT)
     coef_dout_gamma_a_b = numpy.empty(GT, dout.dtype)
     coef_xhat_a_b = numpy.empty(GT, dout.dtype)
-    gamma_all = _layout.expand_varying(gamma_p, 0, GT, K, I, P)
-    inv_std_e_b = numpy.empty(GT * K * I, inv_std_a_b.dtype)
-    sum_dout_gamma_xhat_acc_t_b = numpy.empty(GT * K * I)
-    dgamma_t_b = numpy.empty(GT * K * I)
-    coef_dout_gamma_e_b = numpy.empty(GT * K * I, coef_dout_gamma_a_b.dtype)
-    coef_xhat_e_b = numpy.empty(GT * K * I, coef_xhat_a_b.dtype)
+    gamma_all = _layout.expand_varying(gamma_p, 0, GT * R, K, I, P)
+    inv_std_e_b = numpy.empty(GT * K * I * R, inv_std_a_b.dtype)
+    sum_dout_gamma_xhat_acc_t_b = numpy.empty(GT * K * I * R)
+    dgamma_t_b = numpy.empty(GT * K * I * R)
+    coef_dout_gamma_e_b = numpy.empty(GT * K * I * R, coef_dout_gamma_a_b.dtype)
+    coef_xhat_e_b = numpy.empty(GT * K * I * R, coef_xhat_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         sum_dout_gamma_xhat_acc_s = sum_dout_gamma_xhat_acc_s_b[:g1 - g0]
         inv_std_a = inv_std_a_b[:g1 - g0]
         sum_dout_gamma_xhat_a = sum_dout_gamma_xhat_a_b[:g1 - g0]
@@ -1297,26 +1297,26 @@ def _backward_step_cols_l0(dout, x, dx, std_g, gamma_p, m, P, K, I, G, GT, like,
         _backward_step_e_cols(dout, x, dx, coef_dout_gamma_e, coef_xhat_e, gamma_e, inv_std_e, 0, O, j0, j1)
 
 
-def _backward_step_cols(dout, x, dx, std_g, gamma_p, dgamma_p, m, P, K, I, G, GT):
+def _backward_step_cols(dout, x, dx, std_g, gamma_p, dgamma_p, m, P, K, I, G, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     like = numpy.empty(0, dout.dtype)
     dgamma_c = numpy.zeros((TC, P, K))
-    _layout.parallel(_backward_step_cols_l0, TC, (dout, x, dx, std_g, gamma_p, m, P, K, I, G, GT, like, O, dgamma_c,), dout.size)
+    _layout.parallel(_backward_step_cols_l0, TC, (dout, x, dx, std_g, gamma_p, m, P, K, I, G, GT, R, like, O, dgamma_c,), dout.size)
     _layout.combine_chunks(dgamma_c, dgamma_p)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_step_tall_l0(dout, x, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, sum_dout_gamma_xhat_acc_r, dgamma_c, t0, t1):
-    gamma_all = _layout.expand_varying(gamma_p, 0, GT, K, I, P)
-    inv_std_e_b = numpy.empty(GT * K * I, inv_std_a.dtype)
-    sum_dout_gamma_xhat_acc_t_b = numpy.empty(GT * K * I)
-    dgamma_t_b = numpy.empty(GT * K * I)
+def _backward_step_tall_l0(dout, x, gamma_p, P, K, I, G, RC, GT, R, TC, O, inv_std_a, sum_dout_gamma_xhat_acc_r, dgamma_c, t0, t1):
+    gamma_all = _layout.expand_varying(gamma_p, 0, GT * R, K, I, P)
+    inv_std_e_b = numpy.empty(GT * K * I * R, inv_std_a.dtype)
+    sum_dout_gamma_xhat_acc_t_b = numpy.empty(GT * K * I * R)
+    dgamma_t_b = numpy.empty(GT * K * I * R)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         gamma_e = gamma_all[:j1 - j0] if P == 0 or GT % P == 0 else _layout.expand_varying(gamma_p, g0, g1, K, I, P)
         inv_std_e = _layout.spread_into(inv_std_a[g0:g1], K * I, inv_std_e_b[:j1 - j0])
         sum_dout_gamma_xhat_acc_t = sum_dout_gamma_xhat_acc_t_b[:j1 - j0]
@@ -1329,16 +1329,16 @@ def _backward_step_tall_l0(dout, x, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_step_tall_l1(dout, x, dx, gamma_p, P, K, I, G, RC, GT, TC, O, coef_dout_gamma_a, coef_xhat_a, inv_std_a, t0, t1):
-    coef_dout_gamma_e_b = numpy.empty(GT * K * I, coef_dout_gamma_a.dtype)
-    coef_xhat_e_b = numpy.empty(GT * K * I, coef_xhat_a.dtype)
-    gamma_all = _layout.expand_varying(gamma_p, 0, GT, K, I, P)
-    inv_std_e_b = numpy.empty(GT * K * I, inv_std_a.dtype)
+def _backward_step_tall_l1(dout, x, dx, gamma_p, P, K, I, G, RC, GT, R, TC, O, coef_dout_gamma_a, coef_xhat_a, inv_std_a, t0, t1):
+    coef_dout_gamma_e_b = numpy.empty(GT * K * I * R, coef_dout_gamma_a.dtype)
+    coef_xhat_e_b = numpy.empty(GT * K * I * R, coef_xhat_a.dtype)
+    gamma_all = _layout.expand_varying(gamma_p, 0, GT * R, K, I, P)
+    inv_std_e_b = numpy.empty(GT * K * I * R, inv_std_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         coef_dout_gamma_e = _layout.spread_into(coef_dout_gamma_a[g0:g1], K * I, coef_dout_gamma_e_b[:j1 - j0])
         coef_xhat_e = _layout.spread_into(coef_xhat_a[g0:g1], K * I, coef_xhat_e_b[:j1 - j0])
         gamma_e = gamma_all[:j1 - j0] if P == 0 or GT % P == 0 else _layout.expand_varying(gamma_p, g0, g1, K, I, P)
@@ -1346,7 +1346,7 @@ def _backward_step_tall_l1(dout, x, dx, gamma_p, P, K, I, G, RC, GT, TC, O, coef
         _backward_step_e_cols(dout, x, dx, coef_dout_gamma_e, coef_xhat_e, gamma_e, inv_std_e, o0, o1, j0, j1)
 
 
-def _backward_step_tall(dout, x, dx, std_g, gamma_p, dgamma_p, m, P, K, I, G, RC, GT):
+def _backward_step_tall(dout, x, dx, std_g, gamma_p, dgamma_p, m, P, K, I, G, RC, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     sum_dout_gamma_xhat_acc_s = numpy.empty(G)
@@ -1358,10 +1358,10 @@ def _backward_step_tall(dout, x, dx, std_g, gamma_p, dgamma_p, m, P, K, I, G, RC
     dgamma_c = numpy.zeros((RC * TC, P, K))
     _backward_step_g0(std_g, inv_std_a, like)
     sum_dout_gamma_xhat_acc_r = numpy.empty((RC, G))
-    _layout.parallel(_backward_step_tall_l0, RC * TC, (dout, x, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, sum_dout_gamma_xhat_acc_r, dgamma_c,), dout.size)
+    _layout.parallel(_backward_step_tall_l0, RC * TC, (dout, x, gamma_p, P, K, I, G, RC, GT, R, TC, O, inv_std_a, sum_dout_gamma_xhat_acc_r, dgamma_c,), dout.size)
     _layout.sum_chunks(sum_dout_gamma_xhat_acc_r, sum_dout_gamma_xhat_acc_s)
     _backward_step_g1(sum_dout_gamma_xhat_acc_s, std_g, sum_dout_gamma_xhat_a, coef_dout_gamma_a, coef_xhat_a, m, like)
-    _layout.parallel(_backward_step_tall_l1, RC * TC, (dout, x, dx, gamma_p, P, K, I, G, RC, GT, TC, O, coef_dout_gamma_a, coef_xhat_a, inv_std_a,), dout.size)
+    _layout.parallel(_backward_step_tall_l1, RC * TC, (dout, x, dx, gamma_p, P, K, I, G, RC, GT, R, TC, O, coef_dout_gamma_a, coef_xhat_a, inv_std_a,), dout.size)
     _layout.combine_chunks(dgamma_c, dgamma_p)
 
 
@@ -1428,9 +1428,9 @@ def _backward_step_wide(dout, x, dx, std_g, gamma_p, dgamma_p, m, P, KT):
 def _backward_step(lay, dout, x, dx, std_g, gamma_p, dgamma_p, m):
     """Backward pass, the compact form, recomputing from x the per-element values it reads. Per group: inv_std. Pass 1 sums sum_dout_gamma_xhat_acc (float64) in each group; then sum_dout_gamma_xhat, coef_dout_gamma, coef_xhat. Pass 2: dx, elementwise."""
     if lay.strategy == "cols":
-        _backward_step_cols(lay.cols(dout), lay.cols(x), lay.cols(dx), std_g, gamma_p, dgamma_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _backward_step_cols(lay.cols(dout), lay.cols(x), lay.cols(dx), std_g, gamma_p, dgamma_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
-        _backward_step_tall(lay.cols(dout), lay.cols(x), lay.cols(dx), std_g, gamma_p, dgamma_p, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _backward_step_tall(lay.cols(dout), lay.cols(x), lay.cols(dx), std_g, gamma_p, dgamma_p, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT, lay.R)
     elif lay.strategy == "wide":
         _backward_step_wide(lay.krows(dout), lay.krows(x), lay.krows(dx), std_g, gamma_p, dgamma_p, m, lay.P, lay.KT)
     elif lay.strategy == "krows":

@@ -191,23 +191,23 @@ def _forward_train_g0(sum_x_shifted, sum_var_shifted, x_shift, std_w, inv_std_w,
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_train_cols_l0(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O, like, tc0, tc1):
+def _forward_train_cols_l0(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, R, O, like, tc0, tc1):
     sum_x_shifted_s_b = numpy.empty(GT)
     sum_var_shifted_s_b = numpy.empty(GT)
     inv_std_a_b = numpy.empty(GT, x.dtype)
     mu_hi_a_b = numpy.empty(GT, x.dtype)
     mu_lo_a_b = numpy.empty(GT, x.dtype)
-    x_shift_e_b = numpy.empty(GT * K * I, x_shift_g.dtype)
-    sum_x_shifted_t_b = numpy.empty(GT * K * I)
-    sum_var_shifted_t_b = numpy.empty(GT * K * I)
-    beta_all = _layout.expand_varying(beta_p, 0, GT, K, I, P)
-    gamma_all = _layout.expand_varying(gamma_p, 0, GT, K, I, P)
-    inv_std_e_b = numpy.empty(GT * K * I, inv_std_a_b.dtype)
-    mu_hi_e_b = numpy.empty(GT * K * I, mu_hi_a_b.dtype)
-    mu_lo_e_b = numpy.empty(GT * K * I, mu_lo_a_b.dtype)
+    x_shift_e_b = numpy.empty(GT * K * I * R, x_shift_g.dtype)
+    sum_x_shifted_t_b = numpy.empty(GT * K * I * R)
+    sum_var_shifted_t_b = numpy.empty(GT * K * I * R)
+    beta_all = _layout.expand_varying(beta_p, 0, GT * R, K, I, P)
+    gamma_all = _layout.expand_varying(gamma_p, 0, GT * R, K, I, P)
+    inv_std_e_b = numpy.empty(GT * K * I * R, inv_std_a_b.dtype)
+    mu_hi_e_b = numpy.empty(GT * K * I * R, mu_hi_a_b.dtype)
+    mu_lo_e_b = numpy.empty(GT * K * I * R, mu_lo_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         sum_x_shifted_s = sum_x_shifted_s_b[:g1 - g0]
         sum_var_shifted_s = sum_var_shifted_s_b[:g1 - g0]
         inv_std_a = inv_std_a_b[:g1 - g0]
@@ -230,23 +230,23 @@ def _forward_train_cols_l0(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps,
         _forward_train_e_cols(x, xhat, out, beta_e, gamma_e, inv_std_e, mu_hi_e, mu_lo_e, 0, O, j0, j1)
 
 
-def _forward_train_cols(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT):
+def _forward_train_cols(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, R):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
     like = numpy.empty(0, x.dtype)
-    _layout.parallel(_forward_train_cols_l0, TC, (x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O, like,), x.size)
+    _layout.parallel(_forward_train_cols_l0, TC, (x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, R, O, like,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_train_tall_l0(x, x_shift_g, K, I, G, RC, GT, TC, O, sum_x_shifted_r, sum_var_shifted_r, t0, t1):
-    x_shift_e_b = numpy.empty(GT * K * I, x_shift_g.dtype)
-    sum_x_shifted_t_b = numpy.empty(GT * K * I)
-    sum_var_shifted_t_b = numpy.empty(GT * K * I)
+def _forward_train_tall_l0(x, x_shift_g, K, I, G, RC, GT, R, TC, O, sum_x_shifted_r, sum_var_shifted_r, t0, t1):
+    x_shift_e_b = numpy.empty(GT * K * I * R, x_shift_g.dtype)
+    sum_x_shifted_t_b = numpy.empty(GT * K * I * R)
+    sum_var_shifted_t_b = numpy.empty(GT * K * I * R)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         x_shift_e = _layout.spread_into(x_shift_g[g0:g1], K * I, x_shift_e_b[:j1 - j0])
         sum_x_shifted_t = sum_x_shifted_t_b[:j1 - j0]
         sum_x_shifted_t[:] = 0.0
@@ -258,17 +258,17 @@ def _forward_train_tall_l0(x, x_shift_g, K, I, G, RC, GT, TC, O, sum_x_shifted_r
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_train_tall_l1(x, xhat, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, mu_hi_a, mu_lo_a, t0, t1):
-    beta_all = _layout.expand_varying(beta_p, 0, GT, K, I, P)
-    gamma_all = _layout.expand_varying(gamma_p, 0, GT, K, I, P)
-    inv_std_e_b = numpy.empty(GT * K * I, inv_std_a.dtype)
-    mu_hi_e_b = numpy.empty(GT * K * I, mu_hi_a.dtype)
-    mu_lo_e_b = numpy.empty(GT * K * I, mu_lo_a.dtype)
+def _forward_train_tall_l1(x, xhat, out, beta_p, gamma_p, P, K, I, G, RC, GT, R, TC, O, inv_std_a, mu_hi_a, mu_lo_a, t0, t1):
+    beta_all = _layout.expand_varying(beta_p, 0, GT * R, K, I, P)
+    gamma_all = _layout.expand_varying(gamma_p, 0, GT * R, K, I, P)
+    inv_std_e_b = numpy.empty(GT * K * I * R, inv_std_a.dtype)
+    mu_hi_e_b = numpy.empty(GT * K * I * R, mu_hi_a.dtype)
+    mu_lo_e_b = numpy.empty(GT * K * I * R, mu_lo_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         beta_e = beta_all[:j1 - j0] if P == 0 or GT % P == 0 else _layout.expand_varying(beta_p, g0, g1, K, I, P)
         gamma_e = gamma_all[:j1 - j0] if P == 0 or GT % P == 0 else _layout.expand_varying(gamma_p, g0, g1, K, I, P)
         inv_std_e = _layout.spread_into(inv_std_a[g0:g1], K * I, inv_std_e_b[:j1 - j0])
@@ -277,7 +277,7 @@ def _forward_train_tall_l1(x, xhat, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC
         _forward_train_e_cols(x, xhat, out, beta_e, gamma_e, inv_std_e, mu_hi_e, mu_lo_e, o0, o1, j0, j1)
 
 
-def _forward_train_tall(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, RC, GT):
+def _forward_train_tall(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, RC, GT, R):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
     sum_x_shifted_s = numpy.empty(G)
@@ -288,11 +288,11 @@ def _forward_train_tall(x, xhat, out, x_shift_g, std_g, beta_p, gamma_p, eps, m,
     like = numpy.empty(0, x.dtype)
     sum_x_shifted_r = numpy.empty((RC, G))
     sum_var_shifted_r = numpy.empty((RC, G))
-    _layout.parallel(_forward_train_tall_l0, RC * TC, (x, x_shift_g, K, I, G, RC, GT, TC, O, sum_x_shifted_r, sum_var_shifted_r,), x.size)
+    _layout.parallel(_forward_train_tall_l0, RC * TC, (x, x_shift_g, K, I, G, RC, GT, R, TC, O, sum_x_shifted_r, sum_var_shifted_r,), x.size)
     _layout.sum_chunks(sum_x_shifted_r, sum_x_shifted_s)
     _layout.sum_chunks(sum_var_shifted_r, sum_var_shifted_s)
     _forward_train_g0(sum_x_shifted_s, sum_var_shifted_s, x_shift_g, std_g, inv_std_a, mu_hi_a, mu_lo_a, eps, m, like)
-    _layout.parallel(_forward_train_tall_l1, RC * TC, (x, xhat, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, mu_hi_a, mu_lo_a,), x.size)
+    _layout.parallel(_forward_train_tall_l1, RC * TC, (x, xhat, out, beta_p, gamma_p, P, K, I, G, RC, GT, R, TC, O, inv_std_a, mu_hi_a, mu_lo_a,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
@@ -364,10 +364,10 @@ def _forward_train(lay, x, xhat, out, std_g, beta_p, gamma_p, eps, m):
     """Forward pass, training mode. Pass 1 sums sum_x_shifted, sum_var_shifted (float64) in each group; then sum_x, mu, sum_var, var, std, inv_std, mu_hi, mu_lo. Pass 2: xhat, out, elementwise. x_shift is each group's first element of x: the sums of x are taken around it, one pass for the mean and the variance (derive/backends/numba/shift.py)."""
     if lay.strategy == "cols":
         x_shift_g = _layout.first(x)
-        _forward_train_cols(lay.cols(x), lay.cols(xhat), lay.cols(out), x_shift_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _forward_train_cols(lay.cols(x), lay.cols(xhat), lay.cols(out), x_shift_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
         x_shift_g = _layout.first(x)
-        _forward_train_tall(lay.cols(x), lay.cols(xhat), lay.cols(out), x_shift_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _forward_train_tall(lay.cols(x), lay.cols(xhat), lay.cols(out), x_shift_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT, lay.R)
     elif lay.strategy == "wide" and lay.groups == 1:
         x_shift_g = _layout.first(x)
         _forward_train_wide(lay.krows(x), lay.krows(xhat), lay.krows(out), x_shift_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.KT)
@@ -530,23 +530,23 @@ def _backward_compact_g0(sum_dout_gamma, sum_dout_gamma_xhat, std, coef_dout_gam
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_compact_cols_l0(dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_c, dbeta_c, like, tc0, tc1):
+def _backward_compact_cols_l0(dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, R, O, dgamma_c, dbeta_c, like, tc0, tc1):
     sum_dout_gamma_s_b = numpy.empty(GT)
     sum_dout_gamma_xhat_s_b = numpy.empty(GT)
     coef_dout_gamma_a_b = numpy.empty(GT, dout.dtype)
     coef_xhat_a_b = numpy.empty(GT, dout.dtype)
     coef_1_a_b = numpy.empty(GT, dout.dtype)
-    gamma_all = _layout.expand_varying(gamma_p, 0, GT, K, I, P)
-    sum_dout_gamma_t_b = numpy.empty(GT * K * I)
-    sum_dout_gamma_xhat_t_b = numpy.empty(GT * K * I)
-    dgamma_t_b = numpy.empty(GT * K * I)
-    dbeta_t_b = numpy.empty(GT * K * I)
-    coef_1_e_b = numpy.empty(GT * K * I, coef_1_a_b.dtype)
-    coef_dout_gamma_e_b = numpy.empty(GT * K * I, coef_dout_gamma_a_b.dtype)
-    coef_xhat_e_b = numpy.empty(GT * K * I, coef_xhat_a_b.dtype)
+    gamma_all = _layout.expand_varying(gamma_p, 0, GT * R, K, I, P)
+    sum_dout_gamma_t_b = numpy.empty(GT * K * I * R)
+    sum_dout_gamma_xhat_t_b = numpy.empty(GT * K * I * R)
+    dgamma_t_b = numpy.empty(GT * K * I * R)
+    dbeta_t_b = numpy.empty(GT * K * I * R)
+    coef_1_e_b = numpy.empty(GT * K * I * R, coef_1_a_b.dtype)
+    coef_dout_gamma_e_b = numpy.empty(GT * K * I * R, coef_dout_gamma_a_b.dtype)
+    coef_xhat_e_b = numpy.empty(GT * K * I * R, coef_xhat_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         sum_dout_gamma_s = sum_dout_gamma_s_b[:g1 - g0]
         sum_dout_gamma_xhat_s = sum_dout_gamma_xhat_s_b[:g1 - g0]
         coef_dout_gamma_a = coef_dout_gamma_a_b[:g1 - g0]
@@ -573,29 +573,29 @@ def _backward_compact_cols_l0(dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT,
         _backward_compact_e_cols(dout, xhat, dx, coef_1_e, coef_dout_gamma_e, coef_xhat_e, gamma_e, 0, O, j0, j1)
 
 
-def _backward_compact_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, GT):
+def _backward_compact_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     like = numpy.empty(0, dout.dtype)
     dgamma_c = numpy.zeros((TC, P, K))
     dbeta_c = numpy.zeros((TC, P, K))
-    _layout.parallel(_backward_compact_cols_l0, TC, (dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_c, dbeta_c, like,), dout.size)
+    _layout.parallel(_backward_compact_cols_l0, TC, (dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, R, O, dgamma_c, dbeta_c, like,), dout.size)
     _layout.combine_chunks(dgamma_c, dgamma_p)
     _layout.combine_chunks(dbeta_c, dbeta_p)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_compact_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_gamma_r, sum_dout_gamma_xhat_r, dgamma_c, dbeta_c, t0, t1):
-    gamma_all = _layout.expand_varying(gamma_p, 0, GT, K, I, P)
-    sum_dout_gamma_t_b = numpy.empty(GT * K * I)
-    sum_dout_gamma_xhat_t_b = numpy.empty(GT * K * I)
-    dgamma_t_b = numpy.empty(GT * K * I)
-    dbeta_t_b = numpy.empty(GT * K * I)
+def _backward_compact_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, R, TC, O, sum_dout_gamma_r, sum_dout_gamma_xhat_r, dgamma_c, dbeta_c, t0, t1):
+    gamma_all = _layout.expand_varying(gamma_p, 0, GT * R, K, I, P)
+    sum_dout_gamma_t_b = numpy.empty(GT * K * I * R)
+    sum_dout_gamma_xhat_t_b = numpy.empty(GT * K * I * R)
+    dgamma_t_b = numpy.empty(GT * K * I * R)
+    dbeta_t_b = numpy.empty(GT * K * I * R)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         gamma_e = gamma_all[:j1 - j0] if P == 0 or GT % P == 0 else _layout.expand_varying(gamma_p, g0, g1, K, I, P)
         sum_dout_gamma_t = sum_dout_gamma_t_b[:j1 - j0]
         sum_dout_gamma_t[:] = 0.0
@@ -613,16 +613,16 @@ def _backward_compact_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, su
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_compact_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_gamma_a, coef_xhat_a, t0, t1):
-    coef_1_e_b = numpy.empty(GT * K * I, coef_1_a.dtype)
-    coef_dout_gamma_e_b = numpy.empty(GT * K * I, coef_dout_gamma_a.dtype)
-    coef_xhat_e_b = numpy.empty(GT * K * I, coef_xhat_a.dtype)
-    gamma_all = _layout.expand_varying(gamma_p, 0, GT, K, I, P)
+def _backward_compact_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, R, TC, O, coef_1_a, coef_dout_gamma_a, coef_xhat_a, t0, t1):
+    coef_1_e_b = numpy.empty(GT * K * I * R, coef_1_a.dtype)
+    coef_dout_gamma_e_b = numpy.empty(GT * K * I * R, coef_dout_gamma_a.dtype)
+    coef_xhat_e_b = numpy.empty(GT * K * I * R, coef_xhat_a.dtype)
+    gamma_all = _layout.expand_varying(gamma_p, 0, GT * R, K, I, P)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         coef_1_e = _layout.spread_into(coef_1_a[g0:g1], K * I, coef_1_e_b[:j1 - j0])
         coef_dout_gamma_e = _layout.spread_into(coef_dout_gamma_a[g0:g1], K * I, coef_dout_gamma_e_b[:j1 - j0])
         coef_xhat_e = _layout.spread_into(coef_xhat_a[g0:g1], K * I, coef_xhat_e_b[:j1 - j0])
@@ -630,7 +630,7 @@ def _backward_compact_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O
         _backward_compact_e_cols(dout, xhat, dx, coef_1_e, coef_dout_gamma_e, coef_xhat_e, gamma_e, o0, o1, j0, j1)
 
 
-def _backward_compact_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, RC, GT):
+def _backward_compact_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, RC, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     sum_dout_gamma_s = numpy.empty(G)
@@ -643,11 +643,11 @@ def _backward_compact_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m,
     dbeta_c = numpy.zeros((RC * TC, P, K))
     sum_dout_gamma_r = numpy.empty((RC, G))
     sum_dout_gamma_xhat_r = numpy.empty((RC, G))
-    _layout.parallel(_backward_compact_tall_l0, RC * TC, (dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dout_gamma_r, sum_dout_gamma_xhat_r, dgamma_c, dbeta_c,), dout.size)
+    _layout.parallel(_backward_compact_tall_l0, RC * TC, (dout, xhat, gamma_p, P, K, I, G, RC, GT, R, TC, O, sum_dout_gamma_r, sum_dout_gamma_xhat_r, dgamma_c, dbeta_c,), dout.size)
     _layout.sum_chunks(sum_dout_gamma_r, sum_dout_gamma_s)
     _layout.sum_chunks(sum_dout_gamma_xhat_r, sum_dout_gamma_xhat_s)
     _backward_compact_g0(sum_dout_gamma_s, sum_dout_gamma_xhat_s, std_g, coef_dout_gamma_a, coef_xhat_a, coef_1_a, m, like)
-    _layout.parallel(_backward_compact_tall_l1, RC * TC, (dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_gamma_a, coef_xhat_a,), dout.size)
+    _layout.parallel(_backward_compact_tall_l1, RC * TC, (dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, R, TC, O, coef_1_a, coef_dout_gamma_a, coef_xhat_a,), dout.size)
     _layout.combine_chunks(dgamma_c, dgamma_p)
     _layout.combine_chunks(dbeta_c, dbeta_p)
 
@@ -721,9 +721,9 @@ def _backward_compact_wide(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m,
 def _backward_compact(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m):
     """Backward pass, the compact form. Pass 1 sums sum_dout_gamma, sum_dout_gamma_xhat (float64) in each group; then coef_dout_gamma, coef_xhat, coef_1. Pass 2: dx, elementwise."""
     if lay.strategy == "cols":
-        _backward_compact_cols(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _backward_compact_cols(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
-        _backward_compact_tall(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _backward_compact_tall(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT, lay.R)
     elif lay.strategy == "wide":
         _backward_compact_wide(lay.krows(dout), lay.krows(xhat), lay.krows(dx), std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.KT)
     elif lay.strategy == "krows":
@@ -896,23 +896,23 @@ def _backward_staged_g0(sum_dxhat_xhat, sum_dxhat, std, dx_coef_dxhat_w, dx_coef
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_staged_cols_l0(dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_c, dbeta_c, like, tc0, tc1):
+def _backward_staged_cols_l0(dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, R, O, dgamma_c, dbeta_c, like, tc0, tc1):
     sum_dxhat_xhat_s_b = numpy.empty(GT)
     sum_dxhat_s_b = numpy.empty(GT)
     dx_coef_dxhat_a_b = numpy.empty(GT, dout.dtype)
     dx_coef_xhat_a_b = numpy.empty(GT, dout.dtype)
     dx_coef_1_a_b = numpy.empty(GT, dout.dtype)
-    gamma_all = _layout.expand_varying(gamma_p, 0, GT, K, I, P)
-    sum_dxhat_xhat_t_b = numpy.empty(GT * K * I)
-    sum_dxhat_t_b = numpy.empty(GT * K * I)
-    dgamma_t_b = numpy.empty(GT * K * I)
-    dbeta_t_b = numpy.empty(GT * K * I)
-    dx_coef_1_e_b = numpy.empty(GT * K * I, dx_coef_1_a_b.dtype)
-    dx_coef_dxhat_e_b = numpy.empty(GT * K * I, dx_coef_dxhat_a_b.dtype)
-    dx_coef_xhat_e_b = numpy.empty(GT * K * I, dx_coef_xhat_a_b.dtype)
+    gamma_all = _layout.expand_varying(gamma_p, 0, GT * R, K, I, P)
+    sum_dxhat_xhat_t_b = numpy.empty(GT * K * I * R)
+    sum_dxhat_t_b = numpy.empty(GT * K * I * R)
+    dgamma_t_b = numpy.empty(GT * K * I * R)
+    dbeta_t_b = numpy.empty(GT * K * I * R)
+    dx_coef_1_e_b = numpy.empty(GT * K * I * R, dx_coef_1_a_b.dtype)
+    dx_coef_dxhat_e_b = numpy.empty(GT * K * I * R, dx_coef_dxhat_a_b.dtype)
+    dx_coef_xhat_e_b = numpy.empty(GT * K * I * R, dx_coef_xhat_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         sum_dxhat_xhat_s = sum_dxhat_xhat_s_b[:g1 - g0]
         sum_dxhat_s = sum_dxhat_s_b[:g1 - g0]
         dx_coef_dxhat_a = dx_coef_dxhat_a_b[:g1 - g0]
@@ -939,29 +939,29 @@ def _backward_staged_cols_l0(dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, 
         _backward_staged_e_cols(dout, xhat, dx, dx_coef_1_e, dx_coef_dxhat_e, dx_coef_xhat_e, gamma_e, 0, O, j0, j1)
 
 
-def _backward_staged_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, GT):
+def _backward_staged_cols(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     like = numpy.empty(0, dout.dtype)
     dgamma_c = numpy.zeros((TC, P, K))
     dbeta_c = numpy.zeros((TC, P, K))
-    _layout.parallel(_backward_staged_cols_l0, TC, (dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, O, dgamma_c, dbeta_c, like,), dout.size)
+    _layout.parallel(_backward_staged_cols_l0, TC, (dout, xhat, dx, std_g, gamma_p, m, P, K, I, G, GT, R, O, dgamma_c, dbeta_c, like,), dout.size)
     _layout.combine_chunks(dgamma_c, dgamma_p)
     _layout.combine_chunks(dbeta_c, dbeta_p)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_staged_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dxhat_xhat_r, sum_dxhat_r, dgamma_c, dbeta_c, t0, t1):
-    gamma_all = _layout.expand_varying(gamma_p, 0, GT, K, I, P)
-    sum_dxhat_xhat_t_b = numpy.empty(GT * K * I)
-    sum_dxhat_t_b = numpy.empty(GT * K * I)
-    dgamma_t_b = numpy.empty(GT * K * I)
-    dbeta_t_b = numpy.empty(GT * K * I)
+def _backward_staged_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, R, TC, O, sum_dxhat_xhat_r, sum_dxhat_r, dgamma_c, dbeta_c, t0, t1):
+    gamma_all = _layout.expand_varying(gamma_p, 0, GT * R, K, I, P)
+    sum_dxhat_xhat_t_b = numpy.empty(GT * K * I * R)
+    sum_dxhat_t_b = numpy.empty(GT * K * I * R)
+    dgamma_t_b = numpy.empty(GT * K * I * R)
+    dbeta_t_b = numpy.empty(GT * K * I * R)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         gamma_e = gamma_all[:j1 - j0] if P == 0 or GT % P == 0 else _layout.expand_varying(gamma_p, g0, g1, K, I, P)
         sum_dxhat_xhat_t = sum_dxhat_xhat_t_b[:j1 - j0]
         sum_dxhat_xhat_t[:] = 0.0
@@ -979,16 +979,16 @@ def _backward_staged_tall_l0(dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_staged_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_1_a, dx_coef_dxhat_a, dx_coef_xhat_a, t0, t1):
-    dx_coef_1_e_b = numpy.empty(GT * K * I, dx_coef_1_a.dtype)
-    dx_coef_dxhat_e_b = numpy.empty(GT * K * I, dx_coef_dxhat_a.dtype)
-    dx_coef_xhat_e_b = numpy.empty(GT * K * I, dx_coef_xhat_a.dtype)
-    gamma_all = _layout.expand_varying(gamma_p, 0, GT, K, I, P)
+def _backward_staged_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, R, TC, O, dx_coef_1_a, dx_coef_dxhat_a, dx_coef_xhat_a, t0, t1):
+    dx_coef_1_e_b = numpy.empty(GT * K * I * R, dx_coef_1_a.dtype)
+    dx_coef_dxhat_e_b = numpy.empty(GT * K * I * R, dx_coef_dxhat_a.dtype)
+    dx_coef_xhat_e_b = numpy.empty(GT * K * I * R, dx_coef_xhat_a.dtype)
+    gamma_all = _layout.expand_varying(gamma_p, 0, GT * R, K, I, P)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         dx_coef_1_e = _layout.spread_into(dx_coef_1_a[g0:g1], K * I, dx_coef_1_e_b[:j1 - j0])
         dx_coef_dxhat_e = _layout.spread_into(dx_coef_dxhat_a[g0:g1], K * I, dx_coef_dxhat_e_b[:j1 - j0])
         dx_coef_xhat_e = _layout.spread_into(dx_coef_xhat_a[g0:g1], K * I, dx_coef_xhat_e_b[:j1 - j0])
@@ -996,7 +996,7 @@ def _backward_staged_tall_l1(dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O,
         _backward_staged_e_cols(dout, xhat, dx, dx_coef_1_e, dx_coef_dxhat_e, dx_coef_xhat_e, gamma_e, o0, o1, j0, j1)
 
 
-def _backward_staged_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, RC, GT):
+def _backward_staged_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, RC, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     sum_dxhat_xhat_s = numpy.empty(G)
@@ -1009,11 +1009,11 @@ def _backward_staged_tall(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, 
     dbeta_c = numpy.zeros((RC * TC, P, K))
     sum_dxhat_xhat_r = numpy.empty((RC, G))
     sum_dxhat_r = numpy.empty((RC, G))
-    _layout.parallel(_backward_staged_tall_l0, RC * TC, (dout, xhat, gamma_p, P, K, I, G, RC, GT, TC, O, sum_dxhat_xhat_r, sum_dxhat_r, dgamma_c, dbeta_c,), dout.size)
+    _layout.parallel(_backward_staged_tall_l0, RC * TC, (dout, xhat, gamma_p, P, K, I, G, RC, GT, R, TC, O, sum_dxhat_xhat_r, sum_dxhat_r, dgamma_c, dbeta_c,), dout.size)
     _layout.sum_chunks(sum_dxhat_xhat_r, sum_dxhat_xhat_s)
     _layout.sum_chunks(sum_dxhat_r, sum_dxhat_s)
     _backward_staged_g0(sum_dxhat_xhat_s, sum_dxhat_s, std_g, dx_coef_dxhat_a, dx_coef_xhat_a, dx_coef_1_a, m, like)
-    _layout.parallel(_backward_staged_tall_l1, RC * TC, (dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, TC, O, dx_coef_1_a, dx_coef_dxhat_a, dx_coef_xhat_a,), dout.size)
+    _layout.parallel(_backward_staged_tall_l1, RC * TC, (dout, xhat, dx, gamma_p, P, K, I, G, RC, GT, R, TC, O, dx_coef_1_a, dx_coef_dxhat_a, dx_coef_xhat_a,), dout.size)
     _layout.combine_chunks(dgamma_c, dgamma_p)
     _layout.combine_chunks(dbeta_c, dbeta_p)
 
@@ -1088,9 +1088,9 @@ def _backward_staged_wide(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, 
 def _backward_staged(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m):
     """Backward pass, the staged chain rule. Pass 1 sums sum_dxhat_xhat, sum_dxhat (float64) in each group; then dvar, dmu, dx_coef_dxhat, dx_coef_xhat, dx_coef_1. Pass 2: dx, elementwise."""
     if lay.strategy == "cols":
-        _backward_staged_cols(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _backward_staged_cols(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
-        _backward_staged_tall(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _backward_staged_tall(lay.cols(dout), lay.cols(xhat), lay.cols(dx), std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT, lay.R)
     elif lay.strategy == "wide":
         _backward_staged_wide(lay.krows(dout), lay.krows(xhat), lay.krows(dx), std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.KT)
     elif lay.strategy == "krows":
@@ -1265,23 +1265,23 @@ def _forward_step_g0(sum_x_shifted, sum_var_shifted, x_shift, mu_w, std_w, inv_s
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_step_cols_l0(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O, like, tc0, tc1):
+def _forward_step_cols_l0(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, R, O, like, tc0, tc1):
     sum_x_shifted_s_b = numpy.empty(GT)
     sum_var_shifted_s_b = numpy.empty(GT)
     inv_std_a_b = numpy.empty(GT, x.dtype)
     mu_hi_a_b = numpy.empty(GT, x.dtype)
     mu_lo_a_b = numpy.empty(GT, x.dtype)
-    x_shift_e_b = numpy.empty(GT * K * I, x_shift_g.dtype)
-    sum_x_shifted_t_b = numpy.empty(GT * K * I)
-    sum_var_shifted_t_b = numpy.empty(GT * K * I)
-    beta_all = _layout.expand_varying(beta_p, 0, GT, K, I, P)
-    gamma_all = _layout.expand_varying(gamma_p, 0, GT, K, I, P)
-    inv_std_e_b = numpy.empty(GT * K * I, inv_std_a_b.dtype)
-    mu_hi_e_b = numpy.empty(GT * K * I, mu_hi_a_b.dtype)
-    mu_lo_e_b = numpy.empty(GT * K * I, mu_lo_a_b.dtype)
+    x_shift_e_b = numpy.empty(GT * K * I * R, x_shift_g.dtype)
+    sum_x_shifted_t_b = numpy.empty(GT * K * I * R)
+    sum_var_shifted_t_b = numpy.empty(GT * K * I * R)
+    beta_all = _layout.expand_varying(beta_p, 0, GT * R, K, I, P)
+    gamma_all = _layout.expand_varying(gamma_p, 0, GT * R, K, I, P)
+    inv_std_e_b = numpy.empty(GT * K * I * R, inv_std_a_b.dtype)
+    mu_hi_e_b = numpy.empty(GT * K * I * R, mu_hi_a_b.dtype)
+    mu_lo_e_b = numpy.empty(GT * K * I * R, mu_lo_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         sum_x_shifted_s = sum_x_shifted_s_b[:g1 - g0]
         sum_var_shifted_s = sum_var_shifted_s_b[:g1 - g0]
         inv_std_a = inv_std_a_b[:g1 - g0]
@@ -1304,23 +1304,23 @@ def _forward_step_cols_l0(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, 
         _forward_step_e_cols(x, out, beta_e, gamma_e, inv_std_e, mu_hi_e, mu_lo_e, 0, O, j0, j1)
 
 
-def _forward_step_cols(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT):
+def _forward_step_cols(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, R):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
     like = numpy.empty(0, x.dtype)
-    _layout.parallel(_forward_step_cols_l0, TC, (x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, O, like,), x.size)
+    _layout.parallel(_forward_step_cols_l0, TC, (x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, GT, R, O, like,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_step_tall_l0(x, x_shift_g, K, I, G, RC, GT, TC, O, sum_x_shifted_r, sum_var_shifted_r, t0, t1):
-    x_shift_e_b = numpy.empty(GT * K * I, x_shift_g.dtype)
-    sum_x_shifted_t_b = numpy.empty(GT * K * I)
-    sum_var_shifted_t_b = numpy.empty(GT * K * I)
+def _forward_step_tall_l0(x, x_shift_g, K, I, G, RC, GT, R, TC, O, sum_x_shifted_r, sum_var_shifted_r, t0, t1):
+    x_shift_e_b = numpy.empty(GT * K * I * R, x_shift_g.dtype)
+    sum_x_shifted_t_b = numpy.empty(GT * K * I * R)
+    sum_var_shifted_t_b = numpy.empty(GT * K * I * R)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         x_shift_e = _layout.spread_into(x_shift_g[g0:g1], K * I, x_shift_e_b[:j1 - j0])
         sum_x_shifted_t = sum_x_shifted_t_b[:j1 - j0]
         sum_x_shifted_t[:] = 0.0
@@ -1332,17 +1332,17 @@ def _forward_step_tall_l0(x, x_shift_g, K, I, G, RC, GT, TC, O, sum_x_shifted_r,
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_step_tall_l1(x, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, mu_hi_a, mu_lo_a, t0, t1):
-    beta_all = _layout.expand_varying(beta_p, 0, GT, K, I, P)
-    gamma_all = _layout.expand_varying(gamma_p, 0, GT, K, I, P)
-    inv_std_e_b = numpy.empty(GT * K * I, inv_std_a.dtype)
-    mu_hi_e_b = numpy.empty(GT * K * I, mu_hi_a.dtype)
-    mu_lo_e_b = numpy.empty(GT * K * I, mu_lo_a.dtype)
+def _forward_step_tall_l1(x, out, beta_p, gamma_p, P, K, I, G, RC, GT, R, TC, O, inv_std_a, mu_hi_a, mu_lo_a, t0, t1):
+    beta_all = _layout.expand_varying(beta_p, 0, GT * R, K, I, P)
+    gamma_all = _layout.expand_varying(gamma_p, 0, GT * R, K, I, P)
+    inv_std_e_b = numpy.empty(GT * K * I * R, inv_std_a.dtype)
+    mu_hi_e_b = numpy.empty(GT * K * I * R, mu_hi_a.dtype)
+    mu_lo_e_b = numpy.empty(GT * K * I * R, mu_lo_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         beta_e = beta_all[:j1 - j0] if P == 0 or GT % P == 0 else _layout.expand_varying(beta_p, g0, g1, K, I, P)
         gamma_e = gamma_all[:j1 - j0] if P == 0 or GT % P == 0 else _layout.expand_varying(gamma_p, g0, g1, K, I, P)
         inv_std_e = _layout.spread_into(inv_std_a[g0:g1], K * I, inv_std_e_b[:j1 - j0])
@@ -1351,7 +1351,7 @@ def _forward_step_tall_l1(x, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, in
         _forward_step_e_cols(x, out, beta_e, gamma_e, inv_std_e, mu_hi_e, mu_lo_e, o0, o1, j0, j1)
 
 
-def _forward_step_tall(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, RC, GT):
+def _forward_step_tall(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, P, K, I, G, RC, GT, R):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
     sum_x_shifted_s = numpy.empty(G)
@@ -1362,11 +1362,11 @@ def _forward_step_tall(x, out, x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, 
     like = numpy.empty(0, x.dtype)
     sum_x_shifted_r = numpy.empty((RC, G))
     sum_var_shifted_r = numpy.empty((RC, G))
-    _layout.parallel(_forward_step_tall_l0, RC * TC, (x, x_shift_g, K, I, G, RC, GT, TC, O, sum_x_shifted_r, sum_var_shifted_r,), x.size)
+    _layout.parallel(_forward_step_tall_l0, RC * TC, (x, x_shift_g, K, I, G, RC, GT, R, TC, O, sum_x_shifted_r, sum_var_shifted_r,), x.size)
     _layout.sum_chunks(sum_x_shifted_r, sum_x_shifted_s)
     _layout.sum_chunks(sum_var_shifted_r, sum_var_shifted_s)
     _forward_step_g0(sum_x_shifted_s, sum_var_shifted_s, x_shift_g, mu_g, std_g, inv_std_a, mu_hi_a, mu_lo_a, eps, m, like)
-    _layout.parallel(_forward_step_tall_l1, RC * TC, (x, out, beta_p, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, mu_hi_a, mu_lo_a,), x.size)
+    _layout.parallel(_forward_step_tall_l1, RC * TC, (x, out, beta_p, gamma_p, P, K, I, G, RC, GT, R, TC, O, inv_std_a, mu_hi_a, mu_lo_a,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
@@ -1438,10 +1438,10 @@ def _forward_step(lay, x, out, mu_g, std_g, beta_p, gamma_p, eps, m):
     """Forward pass, training mode: the output and per-group values only. Pass 1 sums sum_x_shifted, sum_var_shifted (float64) in each group; then sum_x, mu, sum_var, var, std, inv_std, mu_hi, mu_lo. Pass 2: out, elementwise. x_shift is each group's first element of x: the sums of x are taken around it, one pass for the mean and the variance (derive/backends/numba/shift.py)."""
     if lay.strategy == "cols":
         x_shift_g = _layout.first(x)
-        _forward_step_cols(lay.cols(x), lay.cols(out), x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _forward_step_cols(lay.cols(x), lay.cols(out), x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
         x_shift_g = _layout.first(x)
-        _forward_step_tall(lay.cols(x), lay.cols(out), x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _forward_step_tall(lay.cols(x), lay.cols(out), x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT, lay.R)
     elif lay.strategy == "wide" and lay.groups == 1:
         x_shift_g = _layout.first(x)
         _forward_step_wide(lay.krows(x), lay.krows(out), x_shift_g, mu_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.KT)
@@ -1625,7 +1625,7 @@ def _backward_step_g1(sum_dout_gamma, sum_dout_gamma_xhat_acc, std, sum_dout_gam
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_step_cols_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, K, I, G, GT, like, O, dgamma_c, dbeta_c, tc0, tc1):
+def _backward_step_cols_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, K, I, G, GT, R, like, O, dgamma_c, dbeta_c, tc0, tc1):
     sum_dout_gamma_s_b = numpy.empty(GT)
     sum_dout_gamma_xhat_acc_s_b = numpy.empty(GT)
     inv_std_a_b = numpy.empty(GT, dout.dtype)
@@ -1633,19 +1633,19 @@ def _backward_step_cols_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, K, I, G, GT,
     coef_dout_gamma_a_b = numpy.empty(GT, dout.dtype)
     coef_xhat_a_b = numpy.empty(GT, dout.dtype)
     coef_1_a_b = numpy.empty(GT, dout.dtype)
-    gamma_all = _layout.expand_varying(gamma_p, 0, GT, K, I, P)
-    inv_std_e_b = numpy.empty(GT * K * I, inv_std_a_b.dtype)
-    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
-    sum_dout_gamma_t_b = numpy.empty(GT * K * I)
-    sum_dout_gamma_xhat_acc_t_b = numpy.empty(GT * K * I)
-    dgamma_t_b = numpy.empty(GT * K * I)
-    dbeta_t_b = numpy.empty(GT * K * I)
-    coef_1_e_b = numpy.empty(GT * K * I, coef_1_a_b.dtype)
-    coef_dout_gamma_e_b = numpy.empty(GT * K * I, coef_dout_gamma_a_b.dtype)
-    coef_xhat_e_b = numpy.empty(GT * K * I, coef_xhat_a_b.dtype)
+    gamma_all = _layout.expand_varying(gamma_p, 0, GT * R, K, I, P)
+    inv_std_e_b = numpy.empty(GT * K * I * R, inv_std_a_b.dtype)
+    mu_e_b = numpy.empty(GT * K * I * R, mu_g.dtype)
+    sum_dout_gamma_t_b = numpy.empty(GT * K * I * R)
+    sum_dout_gamma_xhat_acc_t_b = numpy.empty(GT * K * I * R)
+    dgamma_t_b = numpy.empty(GT * K * I * R)
+    dbeta_t_b = numpy.empty(GT * K * I * R)
+    coef_1_e_b = numpy.empty(GT * K * I * R, coef_1_a_b.dtype)
+    coef_dout_gamma_e_b = numpy.empty(GT * K * I * R, coef_dout_gamma_a_b.dtype)
+    coef_xhat_e_b = numpy.empty(GT * K * I * R, coef_xhat_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         sum_dout_gamma_s = sum_dout_gamma_s_b[:g1 - g0]
         sum_dout_gamma_xhat_acc_s = sum_dout_gamma_xhat_acc_s_b[:g1 - g0]
         inv_std_a = inv_std_a_b[:g1 - g0]
@@ -1679,31 +1679,31 @@ def _backward_step_cols_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, K, I, G, GT,
         _backward_step_e_cols(dout, x, dx, coef_1_e, coef_dout_gamma_e, coef_xhat_e, gamma_e, inv_std_e, mu_e, 0, O, j0, j1)
 
 
-def _backward_step_cols(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, GT):
+def _backward_step_cols(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     like = numpy.empty(0, dout.dtype)
     dgamma_c = numpy.zeros((TC, P, K))
     dbeta_c = numpy.zeros((TC, P, K))
-    _layout.parallel(_backward_step_cols_l0, TC, (dout, x, dx, mu_g, std_g, gamma_p, m, P, K, I, G, GT, like, O, dgamma_c, dbeta_c,), dout.size)
+    _layout.parallel(_backward_step_cols_l0, TC, (dout, x, dx, mu_g, std_g, gamma_p, m, P, K, I, G, GT, R, like, O, dgamma_c, dbeta_c,), dout.size)
     _layout.combine_chunks(dgamma_c, dgamma_p)
     _layout.combine_chunks(dbeta_c, dbeta_p)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_step_tall_l0(dout, x, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, sum_dout_gamma_r, sum_dout_gamma_xhat_acc_r, dgamma_c, dbeta_c, t0, t1):
-    gamma_all = _layout.expand_varying(gamma_p, 0, GT, K, I, P)
-    inv_std_e_b = numpy.empty(GT * K * I, inv_std_a.dtype)
-    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
-    sum_dout_gamma_t_b = numpy.empty(GT * K * I)
-    sum_dout_gamma_xhat_acc_t_b = numpy.empty(GT * K * I)
-    dgamma_t_b = numpy.empty(GT * K * I)
-    dbeta_t_b = numpy.empty(GT * K * I)
+def _backward_step_tall_l0(dout, x, mu_g, gamma_p, P, K, I, G, RC, GT, R, TC, O, inv_std_a, sum_dout_gamma_r, sum_dout_gamma_xhat_acc_r, dgamma_c, dbeta_c, t0, t1):
+    gamma_all = _layout.expand_varying(gamma_p, 0, GT * R, K, I, P)
+    inv_std_e_b = numpy.empty(GT * K * I * R, inv_std_a.dtype)
+    mu_e_b = numpy.empty(GT * K * I * R, mu_g.dtype)
+    sum_dout_gamma_t_b = numpy.empty(GT * K * I * R)
+    sum_dout_gamma_xhat_acc_t_b = numpy.empty(GT * K * I * R)
+    dgamma_t_b = numpy.empty(GT * K * I * R)
+    dbeta_t_b = numpy.empty(GT * K * I * R)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         gamma_e = gamma_all[:j1 - j0] if P == 0 or GT % P == 0 else _layout.expand_varying(gamma_p, g0, g1, K, I, P)
         inv_std_e = _layout.spread_into(inv_std_a[g0:g1], K * I, inv_std_e_b[:j1 - j0])
         mu_e = _layout.spread_into(mu_g[g0:g1], K * I, mu_e_b[:j1 - j0])
@@ -1723,18 +1723,18 @@ def _backward_step_tall_l0(dout, x, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, in
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_step_tall_l1(dout, x, dx, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_gamma_a, coef_xhat_a, inv_std_a, t0, t1):
-    coef_1_e_b = numpy.empty(GT * K * I, coef_1_a.dtype)
-    coef_dout_gamma_e_b = numpy.empty(GT * K * I, coef_dout_gamma_a.dtype)
-    coef_xhat_e_b = numpy.empty(GT * K * I, coef_xhat_a.dtype)
-    gamma_all = _layout.expand_varying(gamma_p, 0, GT, K, I, P)
-    inv_std_e_b = numpy.empty(GT * K * I, inv_std_a.dtype)
-    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
+def _backward_step_tall_l1(dout, x, dx, mu_g, gamma_p, P, K, I, G, RC, GT, R, TC, O, coef_1_a, coef_dout_gamma_a, coef_xhat_a, inv_std_a, t0, t1):
+    coef_1_e_b = numpy.empty(GT * K * I * R, coef_1_a.dtype)
+    coef_dout_gamma_e_b = numpy.empty(GT * K * I * R, coef_dout_gamma_a.dtype)
+    coef_xhat_e_b = numpy.empty(GT * K * I * R, coef_xhat_a.dtype)
+    gamma_all = _layout.expand_varying(gamma_p, 0, GT * R, K, I, P)
+    inv_std_e_b = numpy.empty(GT * K * I * R, inv_std_a.dtype)
+    mu_e_b = numpy.empty(GT * K * I * R, mu_g.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         coef_1_e = _layout.spread_into(coef_1_a[g0:g1], K * I, coef_1_e_b[:j1 - j0])
         coef_dout_gamma_e = _layout.spread_into(coef_dout_gamma_a[g0:g1], K * I, coef_dout_gamma_e_b[:j1 - j0])
         coef_xhat_e = _layout.spread_into(coef_xhat_a[g0:g1], K * I, coef_xhat_e_b[:j1 - j0])
@@ -1744,7 +1744,7 @@ def _backward_step_tall_l1(dout, x, dx, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O
         _backward_step_e_cols(dout, x, dx, coef_1_e, coef_dout_gamma_e, coef_xhat_e, gamma_e, inv_std_e, mu_e, o0, o1, j0, j1)
 
 
-def _backward_step_tall(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, RC, GT):
+def _backward_step_tall(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m, P, K, I, G, RC, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     sum_dout_gamma_s = numpy.empty(G)
@@ -1760,11 +1760,11 @@ def _backward_step_tall(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m,
     _backward_step_g0(std_g, inv_std_a, like)
     sum_dout_gamma_r = numpy.empty((RC, G))
     sum_dout_gamma_xhat_acc_r = numpy.empty((RC, G))
-    _layout.parallel(_backward_step_tall_l0, RC * TC, (dout, x, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, inv_std_a, sum_dout_gamma_r, sum_dout_gamma_xhat_acc_r, dgamma_c, dbeta_c,), dout.size)
+    _layout.parallel(_backward_step_tall_l0, RC * TC, (dout, x, mu_g, gamma_p, P, K, I, G, RC, GT, R, TC, O, inv_std_a, sum_dout_gamma_r, sum_dout_gamma_xhat_acc_r, dgamma_c, dbeta_c,), dout.size)
     _layout.sum_chunks(sum_dout_gamma_r, sum_dout_gamma_s)
     _layout.sum_chunks(sum_dout_gamma_xhat_acc_r, sum_dout_gamma_xhat_acc_s)
     _backward_step_g1(sum_dout_gamma_s, sum_dout_gamma_xhat_acc_s, std_g, sum_dout_gamma_xhat_a, coef_dout_gamma_a, coef_xhat_a, coef_1_a, m, like)
-    _layout.parallel(_backward_step_tall_l1, RC * TC, (dout, x, dx, mu_g, gamma_p, P, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_gamma_a, coef_xhat_a, inv_std_a,), dout.size)
+    _layout.parallel(_backward_step_tall_l1, RC * TC, (dout, x, dx, mu_g, gamma_p, P, K, I, G, RC, GT, R, TC, O, coef_1_a, coef_dout_gamma_a, coef_xhat_a, inv_std_a,), dout.size)
     _layout.combine_chunks(dgamma_c, dgamma_p)
     _layout.combine_chunks(dbeta_c, dbeta_p)
 
@@ -1846,9 +1846,9 @@ def _backward_step_wide(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m,
 def _backward_step(lay, dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m):
     """Backward pass, the compact form, recomputing from x the per-element values it reads. Per group: inv_std. Pass 1 sums sum_dout_gamma, sum_dout_gamma_xhat_acc (float64) in each group; then sum_dout_gamma_xhat, coef_dout_gamma, coef_xhat, coef_1. Pass 2: dx, elementwise."""
     if lay.strategy == "cols":
-        _backward_step_cols(lay.cols(dout), lay.cols(x), lay.cols(dx), mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _backward_step_cols(lay.cols(dout), lay.cols(x), lay.cols(dx), mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
-        _backward_step_tall(lay.cols(dout), lay.cols(x), lay.cols(dx), mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _backward_step_tall(lay.cols(dout), lay.cols(x), lay.cols(dx), mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT, lay.R)
     elif lay.strategy == "wide":
         _backward_step_wide(lay.krows(dout), lay.krows(x), lay.krows(dx), mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m, lay.P, lay.KT)
     elif lay.strategy == "krows":

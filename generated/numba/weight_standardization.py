@@ -129,21 +129,21 @@ def _forward_train_g0(sum_x_shifted, sum_var_shifted, x_shift, std_w, inv_std_w,
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_train_cols_l0(x, out, x_shift_g, std_g, eps, m, K, I, G, GT, O, like, tc0, tc1):
+def _forward_train_cols_l0(x, out, x_shift_g, std_g, eps, m, K, I, G, GT, R, O, like, tc0, tc1):
     sum_x_shifted_s_b = numpy.empty(GT)
     sum_var_shifted_s_b = numpy.empty(GT)
     inv_std_a_b = numpy.empty(GT, x.dtype)
     mu_hi_a_b = numpy.empty(GT, x.dtype)
     mu_lo_a_b = numpy.empty(GT, x.dtype)
-    x_shift_e_b = numpy.empty(GT * K * I, x_shift_g.dtype)
-    sum_x_shifted_t_b = numpy.empty(GT * K * I)
-    sum_var_shifted_t_b = numpy.empty(GT * K * I)
-    inv_std_e_b = numpy.empty(GT * K * I, inv_std_a_b.dtype)
-    mu_hi_e_b = numpy.empty(GT * K * I, mu_hi_a_b.dtype)
-    mu_lo_e_b = numpy.empty(GT * K * I, mu_lo_a_b.dtype)
+    x_shift_e_b = numpy.empty(GT * K * I * R, x_shift_g.dtype)
+    sum_x_shifted_t_b = numpy.empty(GT * K * I * R)
+    sum_var_shifted_t_b = numpy.empty(GT * K * I * R)
+    inv_std_e_b = numpy.empty(GT * K * I * R, inv_std_a_b.dtype)
+    mu_hi_e_b = numpy.empty(GT * K * I * R, mu_hi_a_b.dtype)
+    mu_lo_e_b = numpy.empty(GT * K * I * R, mu_lo_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         sum_x_shifted_s = sum_x_shifted_s_b[:g1 - g0]
         sum_var_shifted_s = sum_var_shifted_s_b[:g1 - g0]
         inv_std_a = inv_std_a_b[:g1 - g0]
@@ -164,23 +164,23 @@ def _forward_train_cols_l0(x, out, x_shift_g, std_g, eps, m, K, I, G, GT, O, lik
         _forward_train_e_cols(x, out, inv_std_e, mu_hi_e, mu_lo_e, 0, O, j0, j1)
 
 
-def _forward_train_cols(x, out, x_shift_g, std_g, eps, m, P, K, I, G, GT):
+def _forward_train_cols(x, out, x_shift_g, std_g, eps, m, P, K, I, G, GT, R):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
     like = numpy.empty(0, x.dtype)
-    _layout.parallel(_forward_train_cols_l0, TC, (x, out, x_shift_g, std_g, eps, m, K, I, G, GT, O, like,), x.size)
+    _layout.parallel(_forward_train_cols_l0, TC, (x, out, x_shift_g, std_g, eps, m, K, I, G, GT, R, O, like,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_train_tall_l0(x, x_shift_g, K, I, G, RC, GT, TC, O, sum_x_shifted_r, sum_var_shifted_r, t0, t1):
-    x_shift_e_b = numpy.empty(GT * K * I, x_shift_g.dtype)
-    sum_x_shifted_t_b = numpy.empty(GT * K * I)
-    sum_var_shifted_t_b = numpy.empty(GT * K * I)
+def _forward_train_tall_l0(x, x_shift_g, K, I, G, RC, GT, R, TC, O, sum_x_shifted_r, sum_var_shifted_r, t0, t1):
+    x_shift_e_b = numpy.empty(GT * K * I * R, x_shift_g.dtype)
+    sum_x_shifted_t_b = numpy.empty(GT * K * I * R)
+    sum_var_shifted_t_b = numpy.empty(GT * K * I * R)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         x_shift_e = _layout.spread_into(x_shift_g[g0:g1], K * I, x_shift_e_b[:j1 - j0])
         sum_x_shifted_t = sum_x_shifted_t_b[:j1 - j0]
         sum_x_shifted_t[:] = 0.0
@@ -192,22 +192,22 @@ def _forward_train_tall_l0(x, x_shift_g, K, I, G, RC, GT, TC, O, sum_x_shifted_r
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_train_tall_l1(x, out, K, I, G, RC, GT, TC, O, inv_std_a, mu_hi_a, mu_lo_a, t0, t1):
-    inv_std_e_b = numpy.empty(GT * K * I, inv_std_a.dtype)
-    mu_hi_e_b = numpy.empty(GT * K * I, mu_hi_a.dtype)
-    mu_lo_e_b = numpy.empty(GT * K * I, mu_lo_a.dtype)
+def _forward_train_tall_l1(x, out, K, I, G, RC, GT, R, TC, O, inv_std_a, mu_hi_a, mu_lo_a, t0, t1):
+    inv_std_e_b = numpy.empty(GT * K * I * R, inv_std_a.dtype)
+    mu_hi_e_b = numpy.empty(GT * K * I * R, mu_hi_a.dtype)
+    mu_lo_e_b = numpy.empty(GT * K * I * R, mu_lo_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         inv_std_e = _layout.spread_into(inv_std_a[g0:g1], K * I, inv_std_e_b[:j1 - j0])
         mu_hi_e = _layout.spread_into(mu_hi_a[g0:g1], K * I, mu_hi_e_b[:j1 - j0])
         mu_lo_e = _layout.spread_into(mu_lo_a[g0:g1], K * I, mu_lo_e_b[:j1 - j0])
         _forward_train_e_cols(x, out, inv_std_e, mu_hi_e, mu_lo_e, o0, o1, j0, j1)
 
 
-def _forward_train_tall(x, out, x_shift_g, std_g, eps, m, P, K, I, G, RC, GT):
+def _forward_train_tall(x, out, x_shift_g, std_g, eps, m, P, K, I, G, RC, GT, R):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
     sum_x_shifted_s = numpy.empty(G)
@@ -218,21 +218,21 @@ def _forward_train_tall(x, out, x_shift_g, std_g, eps, m, P, K, I, G, RC, GT):
     like = numpy.empty(0, x.dtype)
     sum_x_shifted_r = numpy.empty((RC, G))
     sum_var_shifted_r = numpy.empty((RC, G))
-    _layout.parallel(_forward_train_tall_l0, RC * TC, (x, x_shift_g, K, I, G, RC, GT, TC, O, sum_x_shifted_r, sum_var_shifted_r,), x.size)
+    _layout.parallel(_forward_train_tall_l0, RC * TC, (x, x_shift_g, K, I, G, RC, GT, R, TC, O, sum_x_shifted_r, sum_var_shifted_r,), x.size)
     _layout.sum_chunks(sum_x_shifted_r, sum_x_shifted_s)
     _layout.sum_chunks(sum_var_shifted_r, sum_var_shifted_s)
     _forward_train_g0(sum_x_shifted_s, sum_var_shifted_s, x_shift_g, std_g, inv_std_a, mu_hi_a, mu_lo_a, eps, m, like)
-    _layout.parallel(_forward_train_tall_l1, RC * TC, (x, out, K, I, G, RC, GT, TC, O, inv_std_a, mu_hi_a, mu_lo_a,), x.size)
+    _layout.parallel(_forward_train_tall_l1, RC * TC, (x, out, K, I, G, RC, GT, R, TC, O, inv_std_a, mu_hi_a, mu_lo_a,), x.size)
 
 
 def _forward_train(lay, x, out, std_g, eps, m):
     """Forward pass, training mode. Pass 1 sums sum_x_shifted, sum_var_shifted (float64) in each group; then sum_x, mu, sum_var, var, std, inv_std, mu_hi, mu_lo. Pass 2: out, elementwise. x_shift is each group's first element of x: the sums of x are taken around it, one pass for the mean and the variance (derive/backends/numba/shift.py)."""
     if lay.strategy == "cols":
         x_shift_g = _layout.first(x)
-        _forward_train_cols(lay.cols(x), lay.cols(out), x_shift_g, std_g, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _forward_train_cols(lay.cols(x), lay.cols(out), x_shift_g, std_g, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
         x_shift_g = _layout.first(x)
-        _forward_train_tall(lay.cols(x), lay.cols(out), x_shift_g, std_g, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _forward_train_tall(lay.cols(x), lay.cols(out), x_shift_g, std_g, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT, lay.R)
     else:
         _forward_train_rows(x, out, std_g, eps, m, lay.P, lay.chunks)
 
@@ -323,20 +323,20 @@ def _backward_compact_g0(sum_dout, sum_dout_out, std, coef_dout_w, coef_out_w, c
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_compact_cols_l0(dout, out, dx, std_g, m, K, I, G, GT, O, like, tc0, tc1):
+def _backward_compact_cols_l0(dout, out, dx, std_g, m, K, I, G, GT, R, O, like, tc0, tc1):
     sum_dout_s_b = numpy.empty(GT)
     sum_dout_out_s_b = numpy.empty(GT)
     coef_dout_a_b = numpy.empty(GT, dout.dtype)
     coef_out_a_b = numpy.empty(GT, dout.dtype)
     coef_1_a_b = numpy.empty(GT, dout.dtype)
-    sum_dout_t_b = numpy.empty(GT * K * I)
-    sum_dout_out_t_b = numpy.empty(GT * K * I)
-    coef_1_e_b = numpy.empty(GT * K * I, coef_1_a_b.dtype)
-    coef_dout_e_b = numpy.empty(GT * K * I, coef_dout_a_b.dtype)
-    coef_out_e_b = numpy.empty(GT * K * I, coef_out_a_b.dtype)
+    sum_dout_t_b = numpy.empty(GT * K * I * R)
+    sum_dout_out_t_b = numpy.empty(GT * K * I * R)
+    coef_1_e_b = numpy.empty(GT * K * I * R, coef_1_a_b.dtype)
+    coef_dout_e_b = numpy.empty(GT * K * I * R, coef_dout_a_b.dtype)
+    coef_out_e_b = numpy.empty(GT * K * I * R, coef_out_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         sum_dout_s = sum_dout_s_b[:g1 - g0]
         sum_dout_out_s = sum_dout_out_s_b[:g1 - g0]
         coef_dout_a = coef_dout_a_b[:g1 - g0]
@@ -356,22 +356,22 @@ def _backward_compact_cols_l0(dout, out, dx, std_g, m, K, I, G, GT, O, like, tc0
         _backward_compact_e_cols(dout, out, dx, coef_1_e, coef_dout_e, coef_out_e, 0, O, j0, j1)
 
 
-def _backward_compact_cols(dout, out, dx, std_g, m, P, K, I, G, GT):
+def _backward_compact_cols(dout, out, dx, std_g, m, P, K, I, G, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     like = numpy.empty(0, dout.dtype)
-    _layout.parallel(_backward_compact_cols_l0, TC, (dout, out, dx, std_g, m, K, I, G, GT, O, like,), dout.size)
+    _layout.parallel(_backward_compact_cols_l0, TC, (dout, out, dx, std_g, m, K, I, G, GT, R, O, like,), dout.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_compact_tall_l0(dout, out, K, I, G, RC, GT, TC, O, sum_dout_r, sum_dout_out_r, t0, t1):
-    sum_dout_t_b = numpy.empty(GT * K * I)
-    sum_dout_out_t_b = numpy.empty(GT * K * I)
+def _backward_compact_tall_l0(dout, out, K, I, G, RC, GT, R, TC, O, sum_dout_r, sum_dout_out_r, t0, t1):
+    sum_dout_t_b = numpy.empty(GT * K * I * R)
+    sum_dout_out_t_b = numpy.empty(GT * K * I * R)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         sum_dout_t = sum_dout_t_b[:j1 - j0]
         sum_dout_t[:] = 0.0
         sum_dout_out_t = sum_dout_out_t_b[:j1 - j0]
@@ -382,22 +382,22 @@ def _backward_compact_tall_l0(dout, out, K, I, G, RC, GT, TC, O, sum_dout_r, sum
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_compact_tall_l1(dout, out, dx, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_a, coef_out_a, t0, t1):
-    coef_1_e_b = numpy.empty(GT * K * I, coef_1_a.dtype)
-    coef_dout_e_b = numpy.empty(GT * K * I, coef_dout_a.dtype)
-    coef_out_e_b = numpy.empty(GT * K * I, coef_out_a.dtype)
+def _backward_compact_tall_l1(dout, out, dx, K, I, G, RC, GT, R, TC, O, coef_1_a, coef_dout_a, coef_out_a, t0, t1):
+    coef_1_e_b = numpy.empty(GT * K * I * R, coef_1_a.dtype)
+    coef_dout_e_b = numpy.empty(GT * K * I * R, coef_dout_a.dtype)
+    coef_out_e_b = numpy.empty(GT * K * I * R, coef_out_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         coef_1_e = _layout.spread_into(coef_1_a[g0:g1], K * I, coef_1_e_b[:j1 - j0])
         coef_dout_e = _layout.spread_into(coef_dout_a[g0:g1], K * I, coef_dout_e_b[:j1 - j0])
         coef_out_e = _layout.spread_into(coef_out_a[g0:g1], K * I, coef_out_e_b[:j1 - j0])
         _backward_compact_e_cols(dout, out, dx, coef_1_e, coef_dout_e, coef_out_e, o0, o1, j0, j1)
 
 
-def _backward_compact_tall(dout, out, dx, std_g, m, P, K, I, G, RC, GT):
+def _backward_compact_tall(dout, out, dx, std_g, m, P, K, I, G, RC, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     sum_dout_s = numpy.empty(G)
@@ -408,19 +408,19 @@ def _backward_compact_tall(dout, out, dx, std_g, m, P, K, I, G, RC, GT):
     like = numpy.empty(0, dout.dtype)
     sum_dout_r = numpy.empty((RC, G))
     sum_dout_out_r = numpy.empty((RC, G))
-    _layout.parallel(_backward_compact_tall_l0, RC * TC, (dout, out, K, I, G, RC, GT, TC, O, sum_dout_r, sum_dout_out_r,), dout.size)
+    _layout.parallel(_backward_compact_tall_l0, RC * TC, (dout, out, K, I, G, RC, GT, R, TC, O, sum_dout_r, sum_dout_out_r,), dout.size)
     _layout.sum_chunks(sum_dout_r, sum_dout_s)
     _layout.sum_chunks(sum_dout_out_r, sum_dout_out_s)
     _backward_compact_g0(sum_dout_s, sum_dout_out_s, std_g, coef_dout_a, coef_out_a, coef_1_a, m, like)
-    _layout.parallel(_backward_compact_tall_l1, RC * TC, (dout, out, dx, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_a, coef_out_a,), dout.size)
+    _layout.parallel(_backward_compact_tall_l1, RC * TC, (dout, out, dx, K, I, G, RC, GT, R, TC, O, coef_1_a, coef_dout_a, coef_out_a,), dout.size)
 
 
 def _backward_compact(lay, dout, out, dx, std_g, m):
     """Backward pass, the compact form. Pass 1 sums sum_dout, sum_dout_out (float64) in each group; then coef_dout, coef_out, coef_1. Pass 2: dx, elementwise."""
     if lay.strategy == "cols":
-        _backward_compact_cols(lay.cols(dout), lay.cols(out), lay.cols(dx), std_g, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _backward_compact_cols(lay.cols(dout), lay.cols(out), lay.cols(dx), std_g, m, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
-        _backward_compact_tall(lay.cols(dout), lay.cols(out), lay.cols(dx), std_g, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _backward_compact_tall(lay.cols(dout), lay.cols(out), lay.cols(dx), std_g, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT, lay.R)
     else:
         _backward_compact_rows(dout, out, dx, std_g, m, lay.P, lay.chunks)
 
@@ -515,20 +515,20 @@ def _backward_staged_g0(sum_dout_out, sum_dout, std, dx_coef_dout_w, dx_coef_out
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_staged_cols_l0(dout, out, dx, std_g, m, K, I, G, GT, O, like, tc0, tc1):
+def _backward_staged_cols_l0(dout, out, dx, std_g, m, K, I, G, GT, R, O, like, tc0, tc1):
     sum_dout_out_s_b = numpy.empty(GT)
     sum_dout_s_b = numpy.empty(GT)
     dx_coef_dout_a_b = numpy.empty(GT, dout.dtype)
     dx_coef_out_a_b = numpy.empty(GT, dout.dtype)
     dx_coef_1_a_b = numpy.empty(GT, dout.dtype)
-    sum_dout_out_t_b = numpy.empty(GT * K * I)
-    sum_dout_t_b = numpy.empty(GT * K * I)
-    dx_coef_1_e_b = numpy.empty(GT * K * I, dx_coef_1_a_b.dtype)
-    dx_coef_dout_e_b = numpy.empty(GT * K * I, dx_coef_dout_a_b.dtype)
-    dx_coef_out_e_b = numpy.empty(GT * K * I, dx_coef_out_a_b.dtype)
+    sum_dout_out_t_b = numpy.empty(GT * K * I * R)
+    sum_dout_t_b = numpy.empty(GT * K * I * R)
+    dx_coef_1_e_b = numpy.empty(GT * K * I * R, dx_coef_1_a_b.dtype)
+    dx_coef_dout_e_b = numpy.empty(GT * K * I * R, dx_coef_dout_a_b.dtype)
+    dx_coef_out_e_b = numpy.empty(GT * K * I * R, dx_coef_out_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         sum_dout_out_s = sum_dout_out_s_b[:g1 - g0]
         sum_dout_s = sum_dout_s_b[:g1 - g0]
         dx_coef_dout_a = dx_coef_dout_a_b[:g1 - g0]
@@ -548,22 +548,22 @@ def _backward_staged_cols_l0(dout, out, dx, std_g, m, K, I, G, GT, O, like, tc0,
         _backward_staged_e_cols(dout, out, dx, dx_coef_1_e, dx_coef_dout_e, dx_coef_out_e, 0, O, j0, j1)
 
 
-def _backward_staged_cols(dout, out, dx, std_g, m, P, K, I, G, GT):
+def _backward_staged_cols(dout, out, dx, std_g, m, P, K, I, G, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     like = numpy.empty(0, dout.dtype)
-    _layout.parallel(_backward_staged_cols_l0, TC, (dout, out, dx, std_g, m, K, I, G, GT, O, like,), dout.size)
+    _layout.parallel(_backward_staged_cols_l0, TC, (dout, out, dx, std_g, m, K, I, G, GT, R, O, like,), dout.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_staged_tall_l0(dout, out, K, I, G, RC, GT, TC, O, sum_dout_out_r, sum_dout_r, t0, t1):
-    sum_dout_out_t_b = numpy.empty(GT * K * I)
-    sum_dout_t_b = numpy.empty(GT * K * I)
+def _backward_staged_tall_l0(dout, out, K, I, G, RC, GT, R, TC, O, sum_dout_out_r, sum_dout_r, t0, t1):
+    sum_dout_out_t_b = numpy.empty(GT * K * I * R)
+    sum_dout_t_b = numpy.empty(GT * K * I * R)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         sum_dout_out_t = sum_dout_out_t_b[:j1 - j0]
         sum_dout_out_t[:] = 0.0
         sum_dout_t = sum_dout_t_b[:j1 - j0]
@@ -574,22 +574,22 @@ def _backward_staged_tall_l0(dout, out, K, I, G, RC, GT, TC, O, sum_dout_out_r, 
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_staged_tall_l1(dout, out, dx, K, I, G, RC, GT, TC, O, dx_coef_1_a, dx_coef_dout_a, dx_coef_out_a, t0, t1):
-    dx_coef_1_e_b = numpy.empty(GT * K * I, dx_coef_1_a.dtype)
-    dx_coef_dout_e_b = numpy.empty(GT * K * I, dx_coef_dout_a.dtype)
-    dx_coef_out_e_b = numpy.empty(GT * K * I, dx_coef_out_a.dtype)
+def _backward_staged_tall_l1(dout, out, dx, K, I, G, RC, GT, R, TC, O, dx_coef_1_a, dx_coef_dout_a, dx_coef_out_a, t0, t1):
+    dx_coef_1_e_b = numpy.empty(GT * K * I * R, dx_coef_1_a.dtype)
+    dx_coef_dout_e_b = numpy.empty(GT * K * I * R, dx_coef_dout_a.dtype)
+    dx_coef_out_e_b = numpy.empty(GT * K * I * R, dx_coef_out_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         dx_coef_1_e = _layout.spread_into(dx_coef_1_a[g0:g1], K * I, dx_coef_1_e_b[:j1 - j0])
         dx_coef_dout_e = _layout.spread_into(dx_coef_dout_a[g0:g1], K * I, dx_coef_dout_e_b[:j1 - j0])
         dx_coef_out_e = _layout.spread_into(dx_coef_out_a[g0:g1], K * I, dx_coef_out_e_b[:j1 - j0])
         _backward_staged_e_cols(dout, out, dx, dx_coef_1_e, dx_coef_dout_e, dx_coef_out_e, o0, o1, j0, j1)
 
 
-def _backward_staged_tall(dout, out, dx, std_g, m, P, K, I, G, RC, GT):
+def _backward_staged_tall(dout, out, dx, std_g, m, P, K, I, G, RC, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     sum_dout_out_s = numpy.empty(G)
@@ -600,19 +600,19 @@ def _backward_staged_tall(dout, out, dx, std_g, m, P, K, I, G, RC, GT):
     like = numpy.empty(0, dout.dtype)
     sum_dout_out_r = numpy.empty((RC, G))
     sum_dout_r = numpy.empty((RC, G))
-    _layout.parallel(_backward_staged_tall_l0, RC * TC, (dout, out, K, I, G, RC, GT, TC, O, sum_dout_out_r, sum_dout_r,), dout.size)
+    _layout.parallel(_backward_staged_tall_l0, RC * TC, (dout, out, K, I, G, RC, GT, R, TC, O, sum_dout_out_r, sum_dout_r,), dout.size)
     _layout.sum_chunks(sum_dout_out_r, sum_dout_out_s)
     _layout.sum_chunks(sum_dout_r, sum_dout_s)
     _backward_staged_g0(sum_dout_out_s, sum_dout_s, std_g, dx_coef_dout_a, dx_coef_out_a, dx_coef_1_a, m, like)
-    _layout.parallel(_backward_staged_tall_l1, RC * TC, (dout, out, dx, K, I, G, RC, GT, TC, O, dx_coef_1_a, dx_coef_dout_a, dx_coef_out_a,), dout.size)
+    _layout.parallel(_backward_staged_tall_l1, RC * TC, (dout, out, dx, K, I, G, RC, GT, R, TC, O, dx_coef_1_a, dx_coef_dout_a, dx_coef_out_a,), dout.size)
 
 
 def _backward_staged(lay, dout, out, dx, std_g, m):
     """Backward pass, the staged chain rule. Pass 1 sums sum_dout_out, sum_dout (float64) in each group; then dvar, dmu, dx_coef_dout, dx_coef_out, dx_coef_1. Pass 2: dx, elementwise."""
     if lay.strategy == "cols":
-        _backward_staged_cols(lay.cols(dout), lay.cols(out), lay.cols(dx), std_g, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _backward_staged_cols(lay.cols(dout), lay.cols(out), lay.cols(dx), std_g, m, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
-        _backward_staged_tall(lay.cols(dout), lay.cols(out), lay.cols(dx), std_g, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _backward_staged_tall(lay.cols(dout), lay.cols(out), lay.cols(dx), std_g, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT, lay.R)
     else:
         _backward_staged_rows(dout, out, dx, std_g, m, lay.P, lay.chunks)
 
@@ -720,21 +720,21 @@ def _forward_step_g0(sum_x_shifted, sum_var_shifted, x_shift, mu_w, std_w, inv_s
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_step_cols_l0(x, out, x_shift_g, mu_g, std_g, eps, m, K, I, G, GT, O, like, tc0, tc1):
+def _forward_step_cols_l0(x, out, x_shift_g, mu_g, std_g, eps, m, K, I, G, GT, R, O, like, tc0, tc1):
     sum_x_shifted_s_b = numpy.empty(GT)
     sum_var_shifted_s_b = numpy.empty(GT)
     inv_std_a_b = numpy.empty(GT, x.dtype)
     mu_hi_a_b = numpy.empty(GT, x.dtype)
     mu_lo_a_b = numpy.empty(GT, x.dtype)
-    x_shift_e_b = numpy.empty(GT * K * I, x_shift_g.dtype)
-    sum_x_shifted_t_b = numpy.empty(GT * K * I)
-    sum_var_shifted_t_b = numpy.empty(GT * K * I)
-    inv_std_e_b = numpy.empty(GT * K * I, inv_std_a_b.dtype)
-    mu_hi_e_b = numpy.empty(GT * K * I, mu_hi_a_b.dtype)
-    mu_lo_e_b = numpy.empty(GT * K * I, mu_lo_a_b.dtype)
+    x_shift_e_b = numpy.empty(GT * K * I * R, x_shift_g.dtype)
+    sum_x_shifted_t_b = numpy.empty(GT * K * I * R)
+    sum_var_shifted_t_b = numpy.empty(GT * K * I * R)
+    inv_std_e_b = numpy.empty(GT * K * I * R, inv_std_a_b.dtype)
+    mu_hi_e_b = numpy.empty(GT * K * I * R, mu_hi_a_b.dtype)
+    mu_lo_e_b = numpy.empty(GT * K * I * R, mu_lo_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         sum_x_shifted_s = sum_x_shifted_s_b[:g1 - g0]
         sum_var_shifted_s = sum_var_shifted_s_b[:g1 - g0]
         inv_std_a = inv_std_a_b[:g1 - g0]
@@ -755,23 +755,23 @@ def _forward_step_cols_l0(x, out, x_shift_g, mu_g, std_g, eps, m, K, I, G, GT, O
         _forward_step_e_cols(x, out, inv_std_e, mu_hi_e, mu_lo_e, 0, O, j0, j1)
 
 
-def _forward_step_cols(x, out, x_shift_g, mu_g, std_g, eps, m, P, K, I, G, GT):
+def _forward_step_cols(x, out, x_shift_g, mu_g, std_g, eps, m, P, K, I, G, GT, R):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
     like = numpy.empty(0, x.dtype)
-    _layout.parallel(_forward_step_cols_l0, TC, (x, out, x_shift_g, mu_g, std_g, eps, m, K, I, G, GT, O, like,), x.size)
+    _layout.parallel(_forward_step_cols_l0, TC, (x, out, x_shift_g, mu_g, std_g, eps, m, K, I, G, GT, R, O, like,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_step_tall_l0(x, x_shift_g, K, I, G, RC, GT, TC, O, sum_x_shifted_r, sum_var_shifted_r, t0, t1):
-    x_shift_e_b = numpy.empty(GT * K * I, x_shift_g.dtype)
-    sum_x_shifted_t_b = numpy.empty(GT * K * I)
-    sum_var_shifted_t_b = numpy.empty(GT * K * I)
+def _forward_step_tall_l0(x, x_shift_g, K, I, G, RC, GT, R, TC, O, sum_x_shifted_r, sum_var_shifted_r, t0, t1):
+    x_shift_e_b = numpy.empty(GT * K * I * R, x_shift_g.dtype)
+    sum_x_shifted_t_b = numpy.empty(GT * K * I * R)
+    sum_var_shifted_t_b = numpy.empty(GT * K * I * R)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         x_shift_e = _layout.spread_into(x_shift_g[g0:g1], K * I, x_shift_e_b[:j1 - j0])
         sum_x_shifted_t = sum_x_shifted_t_b[:j1 - j0]
         sum_x_shifted_t[:] = 0.0
@@ -783,22 +783,22 @@ def _forward_step_tall_l0(x, x_shift_g, K, I, G, RC, GT, TC, O, sum_x_shifted_r,
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_step_tall_l1(x, out, K, I, G, RC, GT, TC, O, inv_std_a, mu_hi_a, mu_lo_a, t0, t1):
-    inv_std_e_b = numpy.empty(GT * K * I, inv_std_a.dtype)
-    mu_hi_e_b = numpy.empty(GT * K * I, mu_hi_a.dtype)
-    mu_lo_e_b = numpy.empty(GT * K * I, mu_lo_a.dtype)
+def _forward_step_tall_l1(x, out, K, I, G, RC, GT, R, TC, O, inv_std_a, mu_hi_a, mu_lo_a, t0, t1):
+    inv_std_e_b = numpy.empty(GT * K * I * R, inv_std_a.dtype)
+    mu_hi_e_b = numpy.empty(GT * K * I * R, mu_hi_a.dtype)
+    mu_lo_e_b = numpy.empty(GT * K * I * R, mu_lo_a.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         inv_std_e = _layout.spread_into(inv_std_a[g0:g1], K * I, inv_std_e_b[:j1 - j0])
         mu_hi_e = _layout.spread_into(mu_hi_a[g0:g1], K * I, mu_hi_e_b[:j1 - j0])
         mu_lo_e = _layout.spread_into(mu_lo_a[g0:g1], K * I, mu_lo_e_b[:j1 - j0])
         _forward_step_e_cols(x, out, inv_std_e, mu_hi_e, mu_lo_e, o0, o1, j0, j1)
 
 
-def _forward_step_tall(x, out, x_shift_g, mu_g, std_g, eps, m, P, K, I, G, RC, GT):
+def _forward_step_tall(x, out, x_shift_g, mu_g, std_g, eps, m, P, K, I, G, RC, GT, R):
     O = x.shape[0]
     TC = (G + GT - 1) // GT
     sum_x_shifted_s = numpy.empty(G)
@@ -809,21 +809,21 @@ def _forward_step_tall(x, out, x_shift_g, mu_g, std_g, eps, m, P, K, I, G, RC, G
     like = numpy.empty(0, x.dtype)
     sum_x_shifted_r = numpy.empty((RC, G))
     sum_var_shifted_r = numpy.empty((RC, G))
-    _layout.parallel(_forward_step_tall_l0, RC * TC, (x, x_shift_g, K, I, G, RC, GT, TC, O, sum_x_shifted_r, sum_var_shifted_r,), x.size)
+    _layout.parallel(_forward_step_tall_l0, RC * TC, (x, x_shift_g, K, I, G, RC, GT, R, TC, O, sum_x_shifted_r, sum_var_shifted_r,), x.size)
     _layout.sum_chunks(sum_x_shifted_r, sum_x_shifted_s)
     _layout.sum_chunks(sum_var_shifted_r, sum_var_shifted_s)
     _forward_step_g0(sum_x_shifted_s, sum_var_shifted_s, x_shift_g, mu_g, std_g, inv_std_a, mu_hi_a, mu_lo_a, eps, m, like)
-    _layout.parallel(_forward_step_tall_l1, RC * TC, (x, out, K, I, G, RC, GT, TC, O, inv_std_a, mu_hi_a, mu_lo_a,), x.size)
+    _layout.parallel(_forward_step_tall_l1, RC * TC, (x, out, K, I, G, RC, GT, R, TC, O, inv_std_a, mu_hi_a, mu_lo_a,), x.size)
 
 
 def _forward_step(lay, x, out, mu_g, std_g, eps, m):
     """Forward pass, training mode: the output and per-group values only. Pass 1 sums sum_x_shifted, sum_var_shifted (float64) in each group; then sum_x, mu, sum_var, var, std, inv_std, mu_hi, mu_lo. Pass 2: out, elementwise. x_shift is each group's first element of x: the sums of x are taken around it, one pass for the mean and the variance (derive/backends/numba/shift.py)."""
     if lay.strategy == "cols":
         x_shift_g = _layout.first(x)
-        _forward_step_cols(lay.cols(x), lay.cols(out), x_shift_g, mu_g, std_g, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _forward_step_cols(lay.cols(x), lay.cols(out), x_shift_g, mu_g, std_g, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
         x_shift_g = _layout.first(x)
-        _forward_step_tall(lay.cols(x), lay.cols(out), x_shift_g, mu_g, std_g, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _forward_step_tall(lay.cols(x), lay.cols(out), x_shift_g, mu_g, std_g, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT, lay.R)
     else:
         _forward_step_rows(x, out, mu_g, std_g, eps, m, lay.P, lay.chunks)
 
@@ -933,7 +933,7 @@ def _backward_step_g1(sum_dout, sum_dout_out_acc, inv_std, std, sum_dout_out_w, 
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_step_cols_l0(dout, x, dx, mu_g, std_g, m, K, I, G, GT, like, O, tc0, tc1):
+def _backward_step_cols_l0(dout, x, dx, mu_g, std_g, m, K, I, G, GT, R, like, O, tc0, tc1):
     sum_dout_s_b = numpy.empty(GT)
     sum_dout_out_acc_s_b = numpy.empty(GT)
     inv_std_a_b = numpy.empty(GT)
@@ -942,15 +942,15 @@ def _backward_step_cols_l0(dout, x, dx, mu_g, std_g, m, K, I, G, GT, like, O, tc
     coef_out_a_b = numpy.empty(GT)
     coef_1_a_b = numpy.empty(GT, dout.dtype)
     dx_coef_x_mu_a_b = numpy.empty(GT, dout.dtype)
-    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
-    sum_dout_t_b = numpy.empty(GT * K * I)
-    sum_dout_out_acc_t_b = numpy.empty(GT * K * I)
-    coef_1_e_b = numpy.empty(GT * K * I, coef_1_a_b.dtype)
-    coef_dout_e_b = numpy.empty(GT * K * I, coef_dout_a_b.dtype)
-    dx_coef_x_mu_e_b = numpy.empty(GT * K * I, dx_coef_x_mu_a_b.dtype)
+    mu_e_b = numpy.empty(GT * K * I * R, mu_g.dtype)
+    sum_dout_t_b = numpy.empty(GT * K * I * R)
+    sum_dout_out_acc_t_b = numpy.empty(GT * K * I * R)
+    coef_1_e_b = numpy.empty(GT * K * I * R, coef_1_a_b.dtype)
+    coef_dout_e_b = numpy.empty(GT * K * I * R, coef_dout_a_b.dtype)
+    dx_coef_x_mu_e_b = numpy.empty(GT * K * I * R, dx_coef_x_mu_a_b.dtype)
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         sum_dout_s = sum_dout_s_b[:g1 - g0]
         sum_dout_out_acc_s = sum_dout_out_acc_s_b[:g1 - g0]
         inv_std_a = inv_std_a_b[:g1 - g0]
@@ -976,23 +976,23 @@ def _backward_step_cols_l0(dout, x, dx, mu_g, std_g, m, K, I, G, GT, like, O, tc
         _backward_step_e_cols(dout, x, dx, coef_1_e, coef_dout_e, dx_coef_x_mu_e, mu_e, 0, O, j0, j1)
 
 
-def _backward_step_cols(dout, x, dx, mu_g, std_g, m, P, K, I, G, GT):
+def _backward_step_cols(dout, x, dx, mu_g, std_g, m, P, K, I, G, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     like = numpy.empty(0, dout.dtype)
-    _layout.parallel(_backward_step_cols_l0, TC, (dout, x, dx, mu_g, std_g, m, K, I, G, GT, like, O,), dout.size)
+    _layout.parallel(_backward_step_cols_l0, TC, (dout, x, dx, mu_g, std_g, m, K, I, G, GT, R, like, O,), dout.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_step_tall_l0(dout, x, mu_g, K, I, G, RC, GT, TC, O, sum_dout_r, sum_dout_out_acc_r, t0, t1):
-    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
-    sum_dout_t_b = numpy.empty(GT * K * I)
-    sum_dout_out_acc_t_b = numpy.empty(GT * K * I)
+def _backward_step_tall_l0(dout, x, mu_g, K, I, G, RC, GT, R, TC, O, sum_dout_r, sum_dout_out_acc_r, t0, t1):
+    mu_e_b = numpy.empty(GT * K * I * R, mu_g.dtype)
+    sum_dout_t_b = numpy.empty(GT * K * I * R)
+    sum_dout_out_acc_t_b = numpy.empty(GT * K * I * R)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         mu_e = _layout.spread_into(mu_g[g0:g1], K * I, mu_e_b[:j1 - j0])
         sum_dout_t = sum_dout_t_b[:j1 - j0]
         sum_dout_t[:] = 0.0
@@ -1004,16 +1004,16 @@ def _backward_step_tall_l0(dout, x, mu_g, K, I, G, RC, GT, TC, O, sum_dout_r, su
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_step_tall_l1(dout, x, dx, mu_g, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_a, dx_coef_x_mu_a, t0, t1):
-    coef_1_e_b = numpy.empty(GT * K * I, coef_1_a.dtype)
-    coef_dout_e_b = numpy.empty(GT * K * I, coef_dout_a.dtype)
-    dx_coef_x_mu_e_b = numpy.empty(GT * K * I, dx_coef_x_mu_a.dtype)
-    mu_e_b = numpy.empty(GT * K * I, mu_g.dtype)
+def _backward_step_tall_l1(dout, x, dx, mu_g, K, I, G, RC, GT, R, TC, O, coef_1_a, coef_dout_a, dx_coef_x_mu_a, t0, t1):
+    coef_1_e_b = numpy.empty(GT * K * I * R, coef_1_a.dtype)
+    coef_dout_e_b = numpy.empty(GT * K * I * R, coef_dout_a.dtype)
+    dx_coef_x_mu_e_b = numpy.empty(GT * K * I * R, dx_coef_x_mu_a.dtype)
+    mu_e_b = numpy.empty(GT * K * I * R, mu_g.dtype)
     for t in range(t0, t1):
         rc, tc = t // TC, t % TC
         o0, o1 = rc * O // RC, (rc + 1) * O // RC
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
-        j0, j1 = g0 * K * I, g1 * K * I
+        j0, j1 = g0 * K * I * R, g1 * K * I * R
         coef_1_e = _layout.spread_into(coef_1_a[g0:g1], K * I, coef_1_e_b[:j1 - j0])
         coef_dout_e = _layout.spread_into(coef_dout_a[g0:g1], K * I, coef_dout_e_b[:j1 - j0])
         dx_coef_x_mu_e = _layout.spread_into(dx_coef_x_mu_a[g0:g1], K * I, dx_coef_x_mu_e_b[:j1 - j0])
@@ -1021,7 +1021,7 @@ def _backward_step_tall_l1(dout, x, dx, mu_g, K, I, G, RC, GT, TC, O, coef_1_a, 
         _backward_step_e_cols(dout, x, dx, coef_1_e, coef_dout_e, dx_coef_x_mu_e, mu_e, o0, o1, j0, j1)
 
 
-def _backward_step_tall(dout, x, dx, mu_g, std_g, m, P, K, I, G, RC, GT):
+def _backward_step_tall(dout, x, dx, mu_g, std_g, m, P, K, I, G, RC, GT, R):
     O = dout.shape[0]
     TC = (G + GT - 1) // GT
     sum_dout_s = numpy.empty(G)
@@ -1036,19 +1036,19 @@ def _backward_step_tall(dout, x, dx, mu_g, std_g, m, P, K, I, G, RC, GT):
     _backward_step_g0(std_g, inv_std_a, like)
     sum_dout_r = numpy.empty((RC, G))
     sum_dout_out_acc_r = numpy.empty((RC, G))
-    _layout.parallel(_backward_step_tall_l0, RC * TC, (dout, x, mu_g, K, I, G, RC, GT, TC, O, sum_dout_r, sum_dout_out_acc_r,), dout.size)
+    _layout.parallel(_backward_step_tall_l0, RC * TC, (dout, x, mu_g, K, I, G, RC, GT, R, TC, O, sum_dout_r, sum_dout_out_acc_r,), dout.size)
     _layout.sum_chunks(sum_dout_r, sum_dout_s)
     _layout.sum_chunks(sum_dout_out_acc_r, sum_dout_out_acc_s)
     _backward_step_g1(sum_dout_s, sum_dout_out_acc_s, inv_std_a, std_g, sum_dout_out_a, coef_dout_a, coef_out_a, coef_1_a, dx_coef_x_mu_a, m, like)
-    _layout.parallel(_backward_step_tall_l1, RC * TC, (dout, x, dx, mu_g, K, I, G, RC, GT, TC, O, coef_1_a, coef_dout_a, dx_coef_x_mu_a,), dout.size)
+    _layout.parallel(_backward_step_tall_l1, RC * TC, (dout, x, dx, mu_g, K, I, G, RC, GT, R, TC, O, coef_1_a, coef_dout_a, dx_coef_x_mu_a,), dout.size)
 
 
 def _backward_step(lay, dout, x, dx, mu_g, std_g, m):
     """Backward pass, the compact form, recomputing from x the per-element values it reads. Per group: inv_std. Pass 1 sums sum_dout, sum_dout_out_acc (float64) in each group; then sum_dout_out, coef_dout, coef_out, coef_1, dx_coef_x_mu. Pass 2: dx, elementwise."""
     if lay.strategy == "cols":
-        _backward_step_cols(lay.cols(dout), lay.cols(x), lay.cols(dx), mu_g, std_g, m, lay.P, lay.K, lay.I, lay.groups, lay.GT)
+        _backward_step_cols(lay.cols(dout), lay.cols(x), lay.cols(dx), mu_g, std_g, m, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
-        _backward_step_tall(lay.cols(dout), lay.cols(x), lay.cols(dx), mu_g, std_g, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT)
+        _backward_step_tall(lay.cols(dout), lay.cols(x), lay.cols(dx), mu_g, std_g, m, lay.P, lay.K, lay.I, lay.groups, lay.RC, lay.GT, lay.R)
     else:
         _backward_step_rows(dout, x, dx, mu_g, std_g, m, lay.P, lay.chunks)
 

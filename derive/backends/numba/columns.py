@@ -50,7 +50,7 @@ class Columns:
                 self.tile_spread.add(n)
             if n in self.varying:
                 param, block = self.array(n, "p"), self.local(f"{n}_all")
-                e(depth, f"{block} = _layout.expand_varying({param}, 0, GT, K, I, P){ONCE}")
+                e(depth, f"{block} = _layout.expand_varying({param}, 0, GT * R, K, I, P){ONCE}")
                 e(depth, f"{local} = {block}[:j1 - j0] if P == 0 or GT % P == 0 else "
                          f"_layout.expand_varying({param}, g0, g1, K, I, P)")
                 continue
@@ -60,7 +60,7 @@ class Columns:
                 array, _ = sources[n]
                 values = self.view(sources, n, per_group)
                 dtype = f"{self.blocks.get(array, array)}.dtype"
-            buffer = self.scratch(e, depth, f"{n}_e", "GT * K * I", dtype)
+            buffer = self.scratch(e, depth, f"{n}_e", "GT * K * I * R", dtype)
             e(depth, f"{local} = _layout.spread_into({values}, K * I, {buffer}[:j1 - j0])")
         return out
 
@@ -90,7 +90,7 @@ class Columns:
             e(depth, "rc, tc = t // TC, t % TC")
             e(depth, "o0, o1 = rc * O // RC, (rc + 1) * O // RC")
         e(depth, "g0, g1 = tc * GT, min(G, (tc + 1) * GT)")
-        e(depth, "j0, j1 = g0 * K * I, g1 * K * I")
+        e(depth, "j0, j1 = g0 * K * I * R, g1 * K * I * R")
         for n in self.uniform_params():
             param = self.array(n, "p")
             buffer = self.scratch(e, depth, f"{n}_t", "GT", f"{param}.dtype")
@@ -247,7 +247,7 @@ class Columns:
         spread = self.spread(e, depth, ops, sources, "[g0:g1]")
         accs = {s: self.local(s + "_t") for s in sums + partials}
         for s in sums + partials:
-            e(depth, f"{accs[s]} = {self.scratch(e, depth, s + '_t', 'GT * K * I')}[:j1 - j0]")
+            e(depth, f"{accs[s]} = {self.scratch(e, depth, s + '_t', 'GT * K * I * R')}[:j1 - j0]")
             e(depth, f"{accs[s]}[:] = 0.0")
         args = (elems + [spread[v] for v in ops] + [accs[s] for s in sums + partials] + scal
                 + [rows, "j0", "j1"])
@@ -267,7 +267,7 @@ class Columns:
         """cols: one parallel loop over tiles of GT groups; each tile runs every phase itself."""
         r, sc = self.r, self.sc
         e = Emit()
-        e(0, f"def {self.name}_cols({', '.join(self.arguments() + ['P', 'K', 'I', 'G', 'GT'])}):")
+        e(0, f"def {self.name}_cols({', '.join(self.arguments() + ['P', 'K', 'I', 'G', 'GT', 'R'])}):")
         first = (r.element_in + r.element_out)[0]
         e(1, f"O = {first}.shape[0]")
         e(1, "TC = (G + GT - 1) // GT")
@@ -295,7 +295,7 @@ class Columns:
         phase (a loop over every group); then the elementwise pass over the same items."""
         r, sc = self.r, self.sc
         e = Emit()
-        e(0, f"def {self.name}_tall({', '.join(self.arguments() + ['P', 'K', 'I', 'G', 'RC', 'GT'])}):")
+        e(0, f"def {self.name}_tall({', '.join(self.arguments() + ['P', 'K', 'I', 'G', 'RC', 'GT', 'R'])}):")
         first = (r.element_in + r.element_out)[0]
         e(1, f"O = {first}.shape[0]")
         e(1, "TC = (G + GT - 1) // GT")

@@ -236,8 +236,8 @@ class Printed(Columns, Rows, Wide):
         # a function without the parameters' gradients runs wide only where there is one group
         # (see generated/numba/_layout.py's WIDE_GROUPS)
         partials = any(ph.partials for ph in self.sc.passes)
-        strategies = [("cols", "lay.cols({a})", ["lay.P", "lay.K", "lay.I", "lay.groups", "lay.GT"]),
-                      ("tall", "lay.cols({a})", ["lay.P", "lay.K", "lay.I", "lay.groups", "lay.RC", "lay.GT"]),
+        strategies = [("cols", "lay.cols({a})", ["lay.P", "lay.K", "lay.I", "lay.groups", "lay.GT", "lay.R"]),
+                      ("tall", "lay.cols({a})", ["lay.P", "lay.K", "lay.I", "lay.groups", "lay.RC", "lay.GT", "lay.R"]),
                       ("wide", "lay.krows({a})", ["lay.P", "lay.KT"]),
                       ("krows", "lay.krows({a})", ["lay.P", "lay.chunks"]),
                       ("rows", "{a}", ["lay.P", "lay.chunks"])]

@@ -17,7 +17,8 @@ chooses, from the shape alone, how the kernels sweep memory (see derive/backends
            KRUN or more when a group is one run)
     wide   krows with few groups a parameter row: each pass is split into KT tiles of k instead
            (the threads each own a part of the parameters' gradients)
-    cols   short runs: a thread takes a tile of columns (GT groups) through every pass
+    cols   short runs: a thread takes a tile of columns (GT groups) through every pass; rows shorter
+           than SHORT_ROW are merged R at a time into longer ones (merged_rows)
     tall   cols with few tiles and many rows: each pass splits the rows into RC chunks too
 
 Chunk counts, tiles and strategy depend on the shape only, so results never depend on the
@@ -77,6 +78,8 @@ TILE = 1024
 CACHED_TILE = 1 << 19
 LONG_TILE = 8192
 ROW_CHUNKS = 8
+#: cols and tall merge rows shorter than this (see merged_rows)
+SHORT_ROW = 64
 ROWS_PER_CHUNK = 64
 ITEMS = 8
 LETTERS = "ogki"
@@ -87,6 +90,20 @@ def _product(sizes):
     for n in sizes:
         out *= n
     return out
+
+
+def merged_rows(O, row):
+    """cols and tall take rows of fewer than SHORT_ROW elements R at a time, as one row of R * row
+    columns (R the largest divisor of O with R * row <= TILE): column c of a merged row is column
+    c % row of a row, so the loops over columns run long, and the per-group steps fold and spread
+    their column arrays over the R periods (batch norm at (2**20, 2) float32, 2 threads: forward 3.48 ->
+    1.13 ms, backward 3.51 -> 0.72 ms; at (262144, 8) 1.20 -> 0.75 and 1.37 -> 0.56 ms)."""
+    if row <= 0 or row >= SHORT_ROW or O < 2:
+        return 1
+    for r in range(min(O, TILE // row), 1, -1):
+        if O % r == 0:
+            return r
+    return 1
 
 
 @functools.lru_cache(maxsize=256)
@@ -155,7 +172,11 @@ class Layout:
         tile = LONG_TILE if self.O * TILE > CACHED_TILE else TILE
         self.GT = max(1, min(self.G, tile // max(run, 1)))   # no tile wider than the groups (its scratch)
         tiles = -(-self.G // self.GT)
-        self.RC = max(1, min(ROW_CHUNKS, self.O // ROWS_PER_CHUNK, 2 * ITEMS // max(tiles, 1)))
+        self.R = merged_rows(self.O, self.G * run) if self.strategy == "cols" else 1
+        if self.R > 1:
+            self.GT, tiles = self.G, 1
+        rows = self.O // self.R
+        self.RC = max(1, min(ROW_CHUNKS, rows // ROWS_PER_CHUNK, 2 * ITEMS // max(tiles, 1)))
         if self.strategy == "cols" and tiles < ITEMS and self.RC > 1:
             self.strategy = "tall"
 
@@ -175,7 +196,8 @@ class Layout:
         return a.reshape([self.view_shape[p] for p in self.perm]).transpose(self.inverse)
 
     def cols(self, a):
-        return a.reshape(self.O, -1)
+        """The view cols and tall sweep: a row of O, or R rows merged into one (see merged_rows)."""
+        return a.reshape(self.O // self.R, -1)
 
     def krows(self, a):
         return a.reshape(self.O, self.G, self.K)
