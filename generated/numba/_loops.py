@@ -38,10 +38,13 @@ def first(x):
     return out
 
 
-# spread_into and fold sweep runs of 2 to 8 elements in loops compiled for that run, whose stride LLVM
-# then knows and vectorizes (2048 tiles of 512 groups of 2 columns, three spreads a tile: 1.79 ms
-# against 0.34 ms with the run a variable; two folds 1.72 against 0.36 ms; runs of 3 and 4: spreads
-# 1.80 -> 0.35 and 0.50 ms, folds 3.26 -> 0.47 and 2.97 -> 0.67 ms); longer runs go element by element
+#: spread_into and fold sweep runs of 2 in a loop compiled for that run, whose stride LLVM then knows
+#: and vectorizes (2048 tiles of 512 groups of 2 columns: three spreads a tile 1.79 -> 0.34 ms, two folds
+#: 1.72 -> 0.36 ms); other runs go element by element.  Runs of 3 to 8 compiled in too (3 and 4: spreads
+#: 1.80 -> 0.35 and 0.50 ms, folds 3.26 -> 0.47 and 2.97 -> 0.67) took the first compile of batch and
+#: layer norm's kernels from 12.2 to 17.7 s: numba links each helper into every kernel that calls it
+#: and optimizes it again there
+CONST_RUN = 2
 
 
 @numba.njit(inline="always")
@@ -53,23 +56,14 @@ def _spread_run(values, out, R):
 
 
 @numba.njit(cache=True)
-def _spread(values, run, out):
-    if run == 1:
-        out[:] = values
-    elif run == 2:
-        _spread_run(values, out, 2)
-    elif run == 3:
-        _spread_run(values, out, 3)
-    elif run == 4:
-        _spread_run(values, out, 4)
-    elif run == 5:
-        _spread_run(values, out, 5)
-    elif run == 6:
-        _spread_run(values, out, 6)
-    elif run == 7:
-        _spread_run(values, out, 7)
-    elif run == 8:
-        _spread_run(values, out, 8)
+def spread_into(values, run, out):
+    """values[g] repeated ``run`` times for each g, written into ``out`` (values itself when run is 1);
+    where ``out`` is longer (rows merged: see _layout.Layout.R), that period repeated over it."""
+    period = run * values.shape[0]
+    if run == 1 and out.shape[0] == period:
+        return values
+    if run == CONST_RUN:
+        _spread_run(values, out, CONST_RUN)
     else:
         q = 0
         for g in range(values.shape[0]):
@@ -77,16 +71,6 @@ def _spread(values, run, out):
             for _ in range(run):
                 out[q] = v
                 q += 1
-
-
-@numba.njit(cache=True)
-def spread_into(values, run, out):
-    """values[g] repeated ``run`` times for each g, written into ``out`` (values itself when run is 1);
-    where ``out`` is longer (rows merged: see _layout.Layout.R), that period repeated over it."""
-    period = run * values.shape[0]
-    if out.shape[0] == period and run == 1:
-        return values
-    _spread(values, run, out[:period])
     for q in range(period, out.shape[0]):
         out[q] = out[q - period]
     return out
@@ -154,27 +138,14 @@ def fold(acc, run, out):
     is longer (rows merged: see _layout.Layout.R), its periods are first added into the first, in
     order (``acc`` is a scratch array, changed)."""
     period = run * out.shape[0]
-    if acc.shape[0] > period:
+    if acc.shape[0] > period > 0:
         for q in range(period, acc.shape[0] - acc.shape[0] % period, period):
             for c in range(period):
                 acc[c] += acc[q + c]
-        acc = acc[:period]
     if run == 1:
-        out[:] = acc
-    elif run == 2:
-        _fold_run(acc, out, 2)
-    elif run == 3:
-        _fold_run(acc, out, 3)
-    elif run == 4:
-        _fold_run(acc, out, 4)
-    elif run == 5:
-        _fold_run(acc, out, 5)
-    elif run == 6:
-        _fold_run(acc, out, 6)
-    elif run == 7:
-        _fold_run(acc, out, 7)
-    elif run == 8:
-        _fold_run(acc, out, 8)
+        out[:] = acc[:period]
+    elif run == CONST_RUN:
+        _fold_run(acc, out, CONST_RUN)
     else:
         q = 0
         for g in range(out.shape[0]):
