@@ -45,7 +45,7 @@ def first(x):
 CONST_RUN = 2
 
 
-@numba.njit(inline="always")
+@numba.njit(inline="always", cache=True)
 def _spread_run(values, out, R):
     for g in range(values.shape[0]):
         v = values[g]
@@ -121,7 +121,7 @@ def expand_varying(param, g0, g1, K, I, P):
     return out
 
 
-@numba.njit(inline="always")
+@numba.njit(inline="always", cache=True)
 def _fold_run(acc, out, R):
     for g in range(out.shape[0]):
         s = acc[R * g]
