@@ -180,12 +180,12 @@ def test_larger_groups_and_ragged_blocks(name, shape, G):
 
 
 @pytest.mark.parametrize("name, shape, R, strategy", [
-    ("batchnorm", (1000, 6), 125, "cols"), ("batchnorm", (65536, 2), 512, "tall"),
-    ("batchnorm", (1009, 4), 1, "tall"), ("spatial_batchnorm", (8192, 3, 2, 2), 64, "tall"),
-    ("spatial_batchnorm", (30, 5, 3, 3), 15, "cols")])
+    ("batchnorm", (1000, 6), 40, "cols"), ("batchnorm", (65536, 2), 128, "tall"),
+    ("batchnorm", (1009, 4), 1, "tall"), ("spatial_batchnorm", (8192, 3, 2, 2), 16, "tall"),
+    ("spatial_batchnorm", (30, 5, 3, 3), 5, "cols")])
 def test_short_rows_are_merged(name, shape, R, strategy):
     """cols and tall take rows shorter than _layout.SHORT_ROW R at a time as one row (R the largest
-    divisor of the rows with R * row <= _layout.TILE; none past 1 for 1009 rows, a prime): column
+    divisor of the rows with R * row <= _layout.MERGED, 256; none past 1 for 1009 rows, a prime): column
     c of a merged row is column c % row of a row, so the sums fold and the per-group factors spread
     over R periods.  Against the NumPy kernels at 1e-10, float64, every backward form."""
     from generated.numba import _layout
@@ -203,7 +203,7 @@ def test_short_rows_are_merged(name, shape, R, strategy):
 @pytest.mark.parametrize("shape", [(600, 5, 2), (12800, 5, 2)], ids=["cols", "tall"])
 def test_merged_rows_with_parameters_along_k_match_the_printed_torch_functions(shape):
     """A layer norm view with groups over many short rows (O rows of 5 groups of 2 along k): rows
-    merged 100 at a time, with gamma laid out along the merged row's columns and its gradient folded
+    merged 25 at a time, with gamma laid out along the merged row's columns and its gradient folded
     over them.  generated.numba's kernel contract against the printed torch functions, float64."""
     torch = pytest.importorskip("torch")
     from generated.numba import _layout
@@ -214,7 +214,7 @@ def test_merged_rows_with_parameters_along_k_match_the_printed_torch_functions(s
     gamma, beta = rng.normal(size=(1, 1, shape[2])), rng.normal(size=(1, 1, shape[2]))
     kw = {"eps": 1e-5, "m": shape[0] * shape[2], "axes": (0, 2), "param_sum_axes": (0, 1)}
     lay = _layout.layout(x.shape, (0, 2), (2,), True)
-    assert (lay.R, lay.strategy) == (100, "cols" if shape[0] == 600 else "tall")
+    assert (lay.R, lay.strategy) == (25, "cols" if shape[0] == 600 else "tall")
     got = nl.forward_train(x, gamma, beta, **kw)
     want = tl.forward_train(*map(torch.from_numpy, (x, gamma, beta)), **kw)
     assert rel_error(got["out"], want["out"].numpy()) <= 1e-12
