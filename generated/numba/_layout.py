@@ -85,8 +85,10 @@ ROW_CHUNKS = 8
 #: and merged into 128, 256, 1024 columns: rows of 2 7.52x / 7.52x -> 2.02 1.94 2.00 / 1.80 1.81 1.72;
 #: of 8 2.25 / 2.43 -> 1.64 1.80 1.97 / 1.60 1.70 1.66; of 32 1.54 / 1.37 -> 1.38 1.48 1.82 / 1.21 1.30
 #: 1.28; of 64 1.26 / 1.23 -> 1.25 1.30 1.43 / 1.20 1.25 1.25 (a merged row's float64 column sums and
-#: shifts stay in the L1 cache at 256 columns)
-SHORT_ROW = 64
+#: shifts stay in the L1 cache at 256 columns).  From 16 columns the runs of this shared machine
+#: disagreed (rows of 16, forward: 1.84x unmerged against 2.23x merged in one run, 2.43x against 1.79x
+#: in the next), so only shorter rows are merged
+SHORT_ROW = 16
 MERGED = 256
 ROWS_PER_CHUNK = 64
 ITEMS = 8
