@@ -84,10 +84,6 @@ def per_group(param, g0, g1, P):
 def per_group_into(param, g0, g1, P, out):
     """per_group, written into ``out``."""
     p = g0 % P if P else 0
-    if P and p + (g1 - g0) <= P:   # no wrap (every group its own parameter: a copy that vectorizes)
-        for g in range(g1 - g0):
-            out[g] = param[p + g]
-        return out
     for g in range(g1 - g0):
         out[g] = param[p]
         p += 1
