@@ -436,6 +436,24 @@ def test_the_statistics_take_one_pass_around_each_groups_first_element():
     assert merged["rmsnorm", "forward_step"] == (1, 1)
 
 
+@pytest.mark.parametrize("view, axes, params", [((1000, 6), (0,), (1,)), ((7, 5, 3, 2), (0, 2, 3), (1,)),
+                                                 ((1, 9, 4), (2,), (2,)), ((12, 5, 2), (0, 2), (2,)),
+                                                 ((0, 6), (0,), (1,)), ((4, 3, 0), (2,), (2,))])
+def test_cols_reads_each_groups_first_element_as_its_tile_starts(view, axes, params):
+    """cols takes each group's shift (its first element, x[0, g, 0, 0] of the kernel view) as a
+    tile starts, from the tile's own columns (_layout.first_cols): the same values as the pass over
+    every group that tall and wide run (_layout.first), with rows merged (R > 1) or not, and zero
+    for empty groups."""
+    from generated.numba import _layout
+    lay = _layout.layout(view, axes, params, any(a in axes for a in params))
+    x = lay.to_kernel(np.random.default_rng(2).normal(size=view))
+    want = _layout.first(x)
+    got = np.full(lay.groups, np.nan)
+    for g0 in range(0, lay.groups, 4):
+        _layout.first_cols(lay.cols(x), got, g0, min(lay.groups, g0 + 4), lay.K * lay.I)
+    assert np.array_equal(got, want)
+
+
 def test_a_first_element_far_from_its_group_still_gives_the_variance():
     """The one-pass statistics sum around each group's first element (shift.py); here that element
     is 1e5 away from the rest (x = 3e4 + N(0, 1), the first row + 1e5), the worst place for the

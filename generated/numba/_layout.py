@@ -38,6 +38,7 @@ from ._loops import (  # noqa: F401
     combine_outer,
     expand_varying,
     first,
+    first_cols,
     flush,
     fold,
     fold_varying,
@@ -206,7 +207,7 @@ class Layout:
 
     def cols(self, a):
         """The view cols and tall sweep: a row of O, or R rows merged into one (see merged_rows)."""
-        return a.reshape(self.O // self.R, -1)
+        return a.reshape(self.O // self.R, self.R * self.G * self.K * self.I)
 
     def krows(self, a):
         return a.reshape(self.O, self.G, self.K)

@@ -175,6 +175,7 @@ def _forward_train_cols_l0(x, xhat, out, running_mean_g, running_var_g, x_shift_
         j0, j1 = g0 * K * I * R, g1 * K * I * R
         beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
+        _layout.first_cols(x, x_shift_g, g0, g1, K * I)
         sum_x_shifted_s = sum_x_shifted_s_b[:g1 - g0]
         sum_var_shifted_s = sum_var_shifted_s_b[:g1 - g0]
         mu_hi_a = mu_hi_a_b[:g1 - g0]
@@ -275,7 +276,7 @@ def _forward_train_tall(x, xhat, out, running_mean_g, running_var_g, x_shift_g, 
 def _forward_train(lay, x, xhat, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max):
     """Forward pass, training mode. Pass 1 sums sum_x_shifted, sum_var_shifted (float64) in each group; then sum_x, std_run, mu, d, sum_var, var, std, r, inv_std, mu_hi, mu_lo, xhat_coef_x_mu_hi, xhat_coef_1. Pass 2: xhat, out, elementwise. x_shift is each group's first element of x: the sums of x are taken around it, one pass for the mean and the variance (derive/backends/numba/shift.py)."""
     if lay.strategy == "cols":
-        x_shift_g = _layout.first(x)
+        x_shift_g = numpy.empty(lay.groups)
         _forward_train_cols(lay.cols(x), lay.cols(xhat), lay.cols(out), running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
         x_shift_g = _layout.first(x)
@@ -1302,6 +1303,7 @@ def _forward_step_cols_l0(x, out, running_mean_g, running_var_g, x_shift_g, mu_g
         j0, j1 = g0 * K * I * R, g1 * K * I * R
         beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
+        _layout.first_cols(x, x_shift_g, g0, g1, K * I)
         sum_x_shifted_s = sum_x_shifted_s_b[:g1 - g0]
         sum_var_shifted_s = sum_var_shifted_s_b[:g1 - g0]
         mu_hi_a = mu_hi_a_b[:g1 - g0]
@@ -1396,7 +1398,7 @@ def _forward_step_tall(x, out, running_mean_g, running_var_g, x_shift_g, mu_g, d
 def _forward_step(lay, x, out, running_mean_g, running_var_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max):
     """Forward pass, training mode: the output and per-group values only. Pass 1 sums sum_x_shifted, sum_var_shifted (float64) in each group; then sum_x, std_run, mu, d, sum_var, var, std, r, inv_std, mu_hi, mu_lo, out_coef_x_mu_hi, out_coef_1. Pass 2: out, elementwise. x_shift is each group's first element of x: the sums of x are taken around it, one pass for the mean and the variance (derive/backends/numba/shift.py)."""
     if lay.strategy == "cols":
-        x_shift_g = _layout.first(x)
+        x_shift_g = numpy.empty(lay.groups)
         _forward_step_cols(lay.cols(x), lay.cols(out), running_mean_g, running_var_g, x_shift_g, mu_g, d_g, var_g, std_g, r_g, beta_p, gamma_p, d_max, eps, m, r_max, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
         x_shift_g = _layout.first(x)

@@ -159,6 +159,7 @@ def _forward_train_cols_l0(x, xhat, out, x_shift_g, mu_g, var_g, std_g, beta_p, 
         j0, j1 = g0 * K * I * R, g1 * K * I * R
         beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
+        _layout.first_cols(x, x_shift_g, g0, g1, K * I)
         sum_x_shifted_s = sum_x_shifted_s_b[:g1 - g0]
         sum_var_shifted_s = sum_var_shifted_s_b[:g1 - g0]
         inv_std_a = inv_std_a_b[:g1 - g0]
@@ -259,7 +260,7 @@ def _forward_train_tall(x, xhat, out, x_shift_g, mu_g, var_g, std_g, beta_p, gam
 def _forward_train(lay, x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m):
     """Forward pass, training mode. Pass 1 sums sum_x_shifted, sum_var_shifted (float64) in each group; then sum_x, mu, sum_var, var, std, inv_std, mu_hi, mu_lo. Pass 2: xhat, out, elementwise. x_shift is each group's first element of x: the sums of x are taken around it, one pass for the mean and the variance (derive/backends/numba/shift.py)."""
     if lay.strategy == "cols":
-        x_shift_g = _layout.first(x)
+        x_shift_g = numpy.empty(lay.groups)
         _forward_train_cols(lay.cols(x), lay.cols(xhat), lay.cols(out), x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
         x_shift_g = _layout.first(x)
@@ -1202,6 +1203,7 @@ def _forward_step_cols_l0(x, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p
         j0, j1 = g0 * K * I * R, g1 * K * I * R
         beta_t = _layout.per_group_into(beta_p, g0, g1, P, beta_t_b[:g1 - g0])
         gamma_t = _layout.per_group_into(gamma_p, g0, g1, P, gamma_t_b[:g1 - g0])
+        _layout.first_cols(x, x_shift_g, g0, g1, K * I)
         sum_x_shifted_s = sum_x_shifted_s_b[:g1 - g0]
         sum_var_shifted_s = sum_var_shifted_s_b[:g1 - g0]
         mu_hi_a = mu_hi_a_b[:g1 - g0]
@@ -1296,7 +1298,7 @@ def _forward_step_tall(x, out, x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, e
 def _forward_step(lay, x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m):
     """Forward pass, training mode: the output and per-group values only. Pass 1 sums sum_x_shifted, sum_var_shifted (float64) in each group; then sum_x, mu, sum_var, var, std, inv_std, mu_hi, mu_lo, out_coef_x_mu_hi, out_coef_1. Pass 2: out, elementwise. x_shift is each group's first element of x: the sums of x are taken around it, one pass for the mean and the variance (derive/backends/numba/shift.py)."""
     if lay.strategy == "cols":
-        x_shift_g = _layout.first(x)
+        x_shift_g = numpy.empty(lay.groups)
         _forward_step_cols(lay.cols(x), lay.cols(out), x_shift_g, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
         x_shift_g = _layout.first(x)

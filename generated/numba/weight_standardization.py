@@ -144,6 +144,7 @@ def _forward_train_cols_l0(x, out, x_shift_g, std_g, eps, m, K, I, G, GT, R, O, 
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I * R, g1 * K * I * R
+        _layout.first_cols(x, x_shift_g, g0, g1, K * I)
         sum_x_shifted_s = sum_x_shifted_s_b[:g1 - g0]
         sum_var_shifted_s = sum_var_shifted_s_b[:g1 - g0]
         inv_std_a = inv_std_a_b[:g1 - g0]
@@ -228,7 +229,7 @@ def _forward_train_tall(x, out, x_shift_g, std_g, eps, m, P, K, I, G, RC, GT, R)
 def _forward_train(lay, x, out, std_g, eps, m):
     """Forward pass, training mode. Pass 1 sums sum_x_shifted, sum_var_shifted (float64) in each group; then sum_x, mu, sum_var, var, std, inv_std, mu_hi, mu_lo. Pass 2: out, elementwise. x_shift is each group's first element of x: the sums of x are taken around it, one pass for the mean and the variance (derive/backends/numba/shift.py)."""
     if lay.strategy == "cols":
-        x_shift_g = _layout.first(x)
+        x_shift_g = numpy.empty(lay.groups)
         _forward_train_cols(lay.cols(x), lay.cols(out), x_shift_g, std_g, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
         x_shift_g = _layout.first(x)
@@ -735,6 +736,7 @@ def _forward_step_cols_l0(x, out, x_shift_g, mu_g, std_g, eps, m, K, I, G, GT, R
     for tc in range(tc0, tc1):
         g0, g1 = tc * GT, min(G, (tc + 1) * GT)
         j0, j1 = g0 * K * I * R, g1 * K * I * R
+        _layout.first_cols(x, x_shift_g, g0, g1, K * I)
         sum_x_shifted_s = sum_x_shifted_s_b[:g1 - g0]
         sum_var_shifted_s = sum_var_shifted_s_b[:g1 - g0]
         inv_std_a = inv_std_a_b[:g1 - g0]
@@ -819,7 +821,7 @@ def _forward_step_tall(x, out, x_shift_g, mu_g, std_g, eps, m, P, K, I, G, RC, G
 def _forward_step(lay, x, out, mu_g, std_g, eps, m):
     """Forward pass, training mode: the output and per-group values only. Pass 1 sums sum_x_shifted, sum_var_shifted (float64) in each group; then sum_x, mu, sum_var, var, std, inv_std, mu_hi, mu_lo. Pass 2: out, elementwise. x_shift is each group's first element of x: the sums of x are taken around it, one pass for the mean and the variance (derive/backends/numba/shift.py)."""
     if lay.strategy == "cols":
-        x_shift_g = _layout.first(x)
+        x_shift_g = numpy.empty(lay.groups)
         _forward_step_cols(lay.cols(x), lay.cols(out), x_shift_g, mu_g, std_g, eps, m, lay.P, lay.K, lay.I, lay.groups, lay.GT, lay.R)
     elif lay.strategy == "tall":
         x_shift_g = _layout.first(x)

@@ -264,7 +264,9 @@ class Columns:
         e(depth, f"{inner['e']}({', '.join(args)})")
 
     def cols_driver(self, inner: dict) -> list[str]:
-        """cols: one parallel loop over tiles of GT groups; each tile runs every phase itself."""
+        """cols: one parallel loop over tiles of GT groups; each tile runs every phase itself, from its
+        groups' shifts (their first elements, read as the tile starts: a pass of its own over every
+        group: layer norm's forward at (2**20, 2) took 3.83 ms with it, 3.28 ms without)."""
         r, sc = self.r, self.sc
         e = Emit()
         e(0, f"def {self.name}_cols({', '.join(self.arguments() + ['P', 'K', 'I', 'G', 'GT', 'R'])}):")
@@ -276,6 +278,8 @@ class Columns:
             e(1, f"{self.array(g.name, 'c')} = numpy.zeros((TC, P, K))")
         e(1, "for tc in numba.prange(TC):")
         self.tile(e, 2, rows=False)
+        for s, x in self.shifts:   # each group's first element, from the tile's own columns
+            e(2, f"_layout.first_cols({x}, {self.array(s.name, 'g')}, g0, g1, K * I)")
         for line in allocate:
             e(2, line)
         for n, ph in enumerate(sc.passes):

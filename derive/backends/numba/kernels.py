@@ -254,8 +254,8 @@ class Printed(Columns, Rows, Wide):
             # (8192, 1024) 0.1 ms, a cache miss a row)
             whole = mode in ("rows", "krows")
             if not whole:
-                for array, x in shifts.items():
-                    e(2, f"{array} = _layout.first({x})")
+                for array, x in shifts.items():   # cols reads them tile by tile (Columns.cols_driver)
+                    e(2, f"{array} = numpy.empty(lay.groups)" if mode == "cols" else f"{array} = _layout.first({x})")
             call = [view.format(a=a) if a in elements else a for a in self.arguments(shifts=not whole)] + sizes
             e(2, f"{self.name}_{mode}({', '.join(call)})")
         return e.lines
