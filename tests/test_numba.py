@@ -180,14 +180,15 @@ def test_larger_groups_and_ragged_blocks(name, shape, G):
 
 
 @pytest.mark.parametrize("name, shape, R, strategy", [
-    ("batchnorm", (1000, 6), 40, "cols"), ("batchnorm", (65536, 2), 128, "tall"),
-    ("batchnorm", (1009, 4), 1, "tall"), ("spatial_batchnorm", (8192, 3, 2, 2), 16, "tall"),
+    ("batchnorm", (1000, 6), 40, "cols"), ("batchnorm", (2**20, 2), 128, "tall"),
+    ("batchnorm", (262147, 4), 1, "tall"), ("spatial_batchnorm", (131072, 3, 2, 2), 16, "tall"),
     ("spatial_batchnorm", (30, 3, 2, 2), 15, "cols")])
 def test_short_rows_are_merged(name, shape, R, strategy):
     """cols and tall take rows shorter than _layout.SHORT_ROW R at a time as one row (R the largest
-    divisor of the rows with R * row <= _layout.MERGED, 256; none past 1 for 1009 rows, a prime): column
-    c of a merged row is column c % row of a row, so the sums fold and the per-group factors spread
-    over R periods.  Against the NumPy kernels at 1e-10, float64, every backward form."""
+    divisor of the rows with R * row <= _layout.MERGED, 256; none past 1 for 262147 rows, a prime):
+    column c of a merged row is column c % row of a row, so the sums fold and the per-group factors
+    spread over R periods.  Tall (the rows split between threads too) from 2**20 elements.  Against
+    the NumPy kernels at 1e-10, float64, every backward form."""
     from generated.numba import _layout
     variant = BY_NAME[name]
     view = shape if len(shape) == 2 else (shape[0], shape[1], shape[2] * shape[3])
@@ -200,7 +201,7 @@ def test_short_rows_are_merged(name, shape, R, strategy):
         assert not bad, f"{backward}: {bad}"
 
 
-@pytest.mark.parametrize("shape", [(600, 5, 2), (12800, 5, 2)], ids=["cols", "tall"])
+@pytest.mark.parametrize("shape", [(600, 5, 2), (120000, 5, 2)], ids=["cols", "tall"])
 def test_merged_rows_with_parameters_along_k_match_the_printed_torch_functions(shape):
     """A layer norm view with groups over many short rows (O rows of 5 groups of 2 along k): rows
     merged 25 at a time, with gamma laid out along the merged row's columns and its gradient folded
@@ -261,9 +262,9 @@ def test_a_large_mean_offset_still_normalizes_in_float32(variant, mode, axis):
 
 
 @pytest.mark.parametrize("threads", ["pool", "libgomp"])
-@pytest.mark.parametrize("name, shape", [("layernorm", (600, 70)), ("batchnorm", (4000, 12)),
+@pytest.mark.parametrize("name, shape", [("layernorm", (600, 70)), ("batchnorm", (65536, 16)),
                                          ("spatial_groupnorm", (8, 8, 24, 24)), ("layernorm", (3, 20000)),
-                                         ("batchnorm", (65536, 2))])
+                                         ("batchnorm", (2**20, 2))])
 def test_results_do_not_depend_on_the_thread_count(name, shape, threads, monkeypatch):
     """Chunks and tiles are fixed by the shape, and each is summed on its own before the chunks are
     added in order, so any number of threads gives the same bits (with _threads.PARALLEL lowered below

@@ -21,7 +21,9 @@ chooses, from the shape alone, how the kernels sweep memory (see derive/backends
            (the threads each own a part of the parameters' gradients)
     cols   short runs: a thread takes a tile of columns (GT groups) through every pass; rows shorter
            than SHORT_ROW are merged R at a time into longer ones (merged_rows)
-    tall   cols with few tiles and many rows: each pass splits the rows into RC chunks too
+    tall   cols with few tiles and many rows: each pass splits the rows into RC chunks too, where the
+           loops run on threads (PARALLEL elements or more: on one thread cols took 10-20% less
+           time, batch norm at (256, 1024) to (8192, 32) float32, forward and backward)
 
 Chunk counts, tiles and strategy depend on the shape only, so results never depend on the
 thread count.
@@ -187,7 +189,7 @@ class Layout:
             self.GT, tiles = self.G, 1
         rows = self.O // self.R
         self.RC = max(1, min(ROW_CHUNKS, rows // ROWS_PER_CHUNK, 2 * ITEMS // max(tiles, 1)))
-        if self.strategy == "cols" and tiles < ITEMS and self.RC > 1:
+        if self.strategy == "cols" and tiles < ITEMS and self.RC > 1 and self.O * self.G * run >= PARALLEL:
             self.strategy = "tall"
 
     def to_kernel(self, a):
