@@ -206,25 +206,11 @@ def test_merged_rows_with_parameters_along_k_match_the_printed_torch_functions(s
     """A layer norm view with groups over many short rows (O rows of 5 groups of 2 along k): rows
     merged 25 at a time, with gamma laid out along the merged row's columns and its gradient folded
     over them.  generated.numba's kernel contract against the printed torch functions, float64."""
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     from generated.numba import _layout
-    from generated.numba import layernorm as nl
-    from generated.torch import layernorm as tl
-    rng = np.random.default_rng(4)
-    x, dout = rng.normal(size=shape) + 2.0, rng.normal(size=shape)
-    gamma, beta = rng.normal(size=(1, 1, shape[2])), rng.normal(size=(1, 1, shape[2]))
-    kw = {"eps": 1e-5, "m": shape[0] * shape[2], "axes": (0, 2), "param_sum_axes": (0, 1)}
-    lay = _layout.layout(x.shape, (0, 2), (2,), True)
+    lay = _layout.layout(shape, (0, 2), (2,), True)
     assert (lay.R, lay.strategy) == (25, "cols" if shape[0] == 600 else "tall")
-    got = nl.forward_train(x, gamma, beta, **kw)
-    want = tl.forward_train(*map(torch.from_numpy, (x, gamma, beta)), **kw)
-    assert rel_error(got["out"], want["out"].numpy()) <= 1e-12
-    grads = nl.backward_train_fused(dout, gamma, got["mu"], got["std"], x, **kw)
-    t = {k: torch.from_numpy(np.asarray(v)) for k, v in (("mu", got["mu"]), ("std", got["std"]))}
-    wants = tl.backward_train_fused(torch.from_numpy(dout), torch.from_numpy(gamma), t["mu"], t["std"],
-                                    torch.from_numpy(x), outer_axes=(0, 1), **kw)
-    for a, b in zip(grads, wants):
-        assert rel_error(np.asarray(a), b.numpy()) <= 1e-12
+    _layernorm_contract_matches_the_printed_torch_functions(shape, seed=4)
 
 
 @pytest.mark.parametrize("name, shape", [("batchnorm", (2**20, 2)), ("layernorm", (2, 2**20))])
@@ -519,15 +505,23 @@ def test_krows_with_groups_over_several_rows_matches_the_printed_torch_functions
     krows' loop over o, which the library's own views (O = 1) never take; and wide's, with 4 groups
     of 3 rows of 9000 (the forward in krows) and with one (the forward in wide too).  generated.numba's kernel contract against the printed torch functions on the
     same view, float64."""
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     from generated.numba import _layout
+    assert _layout.layout(shape, (0, 2), (2,), True).strategy == ("krows" if shape[2] == 64 else "wide")
+    _layernorm_contract_matches_the_printed_torch_functions(shape, seed=3)
+
+
+def _layernorm_contract_matches_the_printed_torch_functions(shape, seed):
+    """Layer norm's kernel contract (generated.numba) against the printed torch functions on a view
+    (O, G, K) whose groups span axes 0 and 2, float64, to 1e-12: out, then dx, dgamma and dbeta."""
+    import torch
+
     from generated.numba import layernorm as nl
     from generated.torch import layernorm as tl
-    rng = np.random.default_rng(3)
+    rng = np.random.default_rng(seed)
     x, dout = rng.normal(size=shape) + 2.0, rng.normal(size=shape)
     gamma, beta = rng.normal(size=(1, 1, shape[2])), rng.normal(size=(1, 1, shape[2]))
-    kw = {"eps": 1e-5, "m": 3 * shape[2], "axes": (0, 2), "param_sum_axes": (0, 1)}
-    assert _layout.layout(x.shape, (0, 2), (2,), True).strategy == ("krows" if shape[2] == 64 else "wide")
+    kw = {"eps": 1e-5, "m": shape[0] * shape[2], "axes": (0, 2), "param_sum_axes": (0, 1)}
     got = nl.forward_train(x, gamma, beta, **kw)
     want = tl.forward_train(*map(torch.from_numpy, (x, gamma, beta)), **kw)
     assert rel_error(got["out"], want["out"].numpy()) <= 1e-12
