@@ -5,6 +5,7 @@ import sympy as sp
 
 from ..math.algebra import BatchSum, Elem, M, expand_sums
 from ..math.derivation import Derivation
+from ..math import seeded
 
 
 def centered(d: Derivation) -> tuple[Elem, sp.Expr, list] | None:
@@ -32,7 +33,7 @@ def centered(d: Derivation) -> tuple[Elem, sp.Expr, list] | None:
     shifted = dx.xreplace(masks).xreplace({x: xc + mu})
     value = sp.expand(expand_sums(shifted, own)).xreplace({v: f for f, v in masks.items()})
     exact = expand_sums(value.xreplace({xc: x - mu}), facts) - expand_sums(dx, facts)
-    if sp.simplify(exact) != 0:   # a rewrite that is not exactly the proved form is never printed
+    if seeded.simplify(exact) != 0:   # a rewrite that is not exactly the proved form is never printed
         return None
     from ..math.closed_form import coefficients
     return xc, x - mu, coefficients(value)

@@ -13,6 +13,7 @@ from ..math.algebra import BatchSum, M
 from ..math.derivation import Derivation
 from .numbers import BETA, DATA_X, DIGITS, EPSILON, GAMMA, Group, fixed, mp, sci, setting
 from .pieces import bn_names, is_zero, require, words
+from ..math import seeded
 
 LAYOUT_X = ((0.8, -1.1, 0.3), (-1.2, 0.4, 1.7), (2.5, 0.9, -0.8), (0.3, -2.0, 0.6), (-0.6, 1.3, -1.5))
 
@@ -85,17 +86,17 @@ def slips(ds: Mapping[str, Derivation]) -> Answer:
     gamma, beta = d.model.gamma, d.model.beta
     out = d.model.output.definition
     y_seed = gamma * X + beta
-    y_slip = sp.factor(out - y_seed)
+    y_slip = seeded.factor(out - y_seed)
     require(not is_zero(y_slip), "y = gamma x + beta is not the output")
     dx_stage, dmu_stage = d.stages[-1], next(st for st in d.stages if st.wrt == MU)
     seed_dx = w.dxhat / sp.sqrt(VAR + beta) + w.dmu / M + w.dvar * 2 * (X - MU) / M
-    dx_slip = sp.factor(seed_dx - dx_stage.expr)
+    dx_slip = seeded.factor(seed_dx - dx_stage.expr)
     seed_dmu = -BatchSum(w.dxhat) / (sp.sqrt(VAR) + beta) + w.dvar * BatchSum(2 * (X - MU)) / M
     dmu_slip = seed_dmu - dmu_stage.expr
-    dmu_left = sp.factor(dmu_slip.xreplace({s: 0 for s in d.symbolic.vanishing}))
+    dmu_left = seeded.factor(dmu_slip.xreplace({s: 0 for s in d.symbolic.vanishing}))
     require(not is_zero(dx_slip) and not is_zero(dmu_left), "beta in place of eps changes dx and dmu")
     dvar_dmu = sp.diff(d.model.node(VAR).definition, MU)
-    kink = sp.solve(out.xreplace({XHAT: (X - MU) / STD}), X)
+    kink = seeded.solve(out.xreplace({XHAT: (X - MU) / STD}), X)
     require(len(kink) == 1 and kink[0] != 0, "the ReLU kink of y is not at x = 0")
     seed_dz = gamma / (M * STD) * (M * DY - BatchSum(DY) - (X - MU) / STD**2 * BatchSum(DY * (X - MU)))
     require(is_zero(d.lemmas.canonical(seed_dz) - d.compact.dx), "seed 002's dZ formula is right")

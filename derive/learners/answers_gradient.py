@@ -29,6 +29,7 @@ from .numbers import (
     setting,
 )
 from .pieces import bn_names, column_sum, is_zero, jacobian_display, naive_gradient, require, words
+from ..math import seeded
 
 
 def naive(ds: Mapping[str, Derivation]) -> Answer:
@@ -36,7 +37,7 @@ def naive(ds: Mapping[str, Derivation]) -> Answer:
     X, DY, Y, MU, VAR, STD, XHAT, EPS, X_I, XHAT_I = bn_names(ds["batchnorm"].model)
     d = ds["batchnorm"]
     wrong = naive_gradient(d)
-    diff = sp.factor(d.compact.dx - wrong)
+    diff = seeded.factor(d.compact.dx - wrong)
     require(not is_zero(diff), "the naive gradient differs from the true one")
     group = Group(d, len(DATA_X))
     xs, dys = mp(DATA_X), mp(DATA_DY)
@@ -92,8 +93,8 @@ def bias(ds: Mapping[str, Derivation]) -> Answer:
     require(not centred.has(w.b), "the bias cancels from x - mu")
     slip = sp.expand(expand_sums((X - BatchSum(X)).xreplace(with_bias), {}))
     require(slip.has(w.b), "without 1/N the bias does not cancel")
-    only = sp.solve(slip.coeff(w.b), M)
-    wrong_db = sp.factor(d.lemmas.canonical(BatchSum(naive_gradient(d))))
+    only = seeded.solve(slip.coeff(w.b), M)
+    wrong_db = seeded.factor(d.lemmas.canonical(BatchSum(naive_gradient(d))))
     require(d.symbolic.sum_dx == 0 and column_sum(d) == 0 and not is_zero(wrong_db),
             "db = 0, dy_j/db = 0, and the naive db is not 0")
     rows = bias_steps(d)
@@ -170,7 +171,7 @@ def at_zero_variance(d: Derivation, reduced: sp.Expr) -> sp.Expr:
     r, z = sp.Symbol("r", positive=True), Elem("z", real=True)
     std = d.model.node(STD).definition.subs(VAR, r**2)
     in_r = expand_sums(reduced.xreplace({XHAT: r * z / std}).xreplace({STD: std}), {})
-    return sp.factor(sp.limit(in_r, r, 0, "+"))
+    return seeded.factor(seeded.limit(in_r, r, 0, "+"))
 
 
 def eps(ds: Mapping[str, Derivation]) -> Answer:
@@ -178,7 +179,7 @@ def eps(ds: Mapping[str, Derivation]) -> Answer:
     X, DY, Y, MU, VAR, STD, XHAT, EPS, X_I, XHAT_I = bn_names(ds["batchnorm"].model)
     inside, outside = ds["batchnorm"], ds["batchnorm_eps_outside"]
     reduced_in, reduced_out = inside.compact.steps[1][1], outside.compact.steps[1][1]
-    diff = sp.factor(reduced_out - reduced_in)
+    diff = seeded.factor(reduced_out - reduced_in)
     require(not is_zero(diff) and is_zero(diff.subs(EPS, 0)), "the two differ, and only through eps")
     dvar_out = next(st for st in outside.stages if st.wrt == VAR)
     require(any(p.base == VAR and p.exp == sp.S.Half for p in dvar_out.expr.atoms(sp.Pow)),
@@ -186,7 +187,7 @@ def eps(ds: Mapping[str, Derivation]) -> Answer:
     left_out = {p.size for p in outside.proofs if p.claim.startswith("left out")}
     first = next((n for n in range(1, outside.max_m + 2) if f"m={n}" not in left_out))
     limit_in, limit_out = at_zero_variance(inside, reduced_in), at_zero_variance(outside, reduced_out)
-    ratio = sp.factor(limit_out / limit_in)
+    ratio = seeded.factor(limit_out / limit_in)
     require(not limit_out.has(sp.nan, sp.zoo, sp.oo) and limit_out.free_symbols <= reduced_out.free_symbols
             and not ratio.has(DY), "the limit at var = 0 is finite, and the two limits are proportional")
     rows = eps_rows(inside, outside, limit_out)

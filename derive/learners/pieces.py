@@ -15,6 +15,7 @@ from ..math.algebra import BatchSum, Elem, expand_sums
 from ..math.derivation import Derivation
 from ..math.stages import inline
 from ..proofs import first as proofs
+from ..math import seeded
 
 
 class Words(NamedTuple):
@@ -85,7 +86,7 @@ def naive_gradient(d: Derivation) -> sp.Expr:
 def jacobian_display(d: Derivation) -> sp.Expr:
     """d.jacobian with the factor of the Kronecker delta taken out: (gamma/sigma_eps)(delta_ij - ...)."""
     delta = sp.KroneckerDelta(proofs.I, proofs.J)
-    scale = sp.factor(sp.expand(d.jacobian).coeff(delta))
+    scale = seeded.factor(sp.expand(d.jacobian).coeff(delta))
     shown = scale * sp.expand(sp.cancel(d.jacobian / scale))
     require(is_zero(shown - d.jacobian), "the rearranged Jacobian entry equals the proved one")
     return shown
@@ -100,4 +101,4 @@ def column_sum(d: Derivation) -> sp.Expr:
     xhat_j = sp.Symbol("xhat_j", real=True)
     swap = {XHAT: xhat_j, XHAT_I: XHAT}
     summed = expand_sums(BatchSum(off.xreplace(swap)), d.lemmas.sums)
-    return sp.factor(on + summed.xreplace({xhat_j: XHAT}))
+    return seeded.factor(on + summed.xreplace({xhat_j: XHAT}))

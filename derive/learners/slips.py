@@ -28,6 +28,7 @@ from ..math import closed_form
 from ..math import lemmas as lemmas_mod
 from ..math import stages as stages_mod
 from ..math.algebra import M
+from ..math import seeded
 
 FAMILIES = ("batchnorm", "layernorm", "spatial_batchnorm", "spatial_groupnorm")
 
@@ -249,14 +250,14 @@ def difference(slip: Slip, family: str) -> tuple[str, sp.Expr]:
         return f"{name}, yours minus the derived one", sp.Float(value, 3) - good.train.sym(name)
     if bad.dropped is not None:
         g, b = good.stages[0], bad.stages[0]
-        return f"{g.symbol.name}, yours minus the derived one", sp.factor(b.expr - g.expr)
+        return f"{g.symbol.name}, yours minus the derived one", seeded.factor(b.expr - g.expr)
     for g_node, b_node in zip(good.train.lets + good.train.nodes, bad.train.lets + bad.train.nodes):
         delta = strip(b_node.definition, good.train) - g_node.definition
-        if sp.simplify(delta) != 0:
+        if seeded.simplify(delta) != 0:
             return f"{g_node.symbol.name}, yours minus the derived one", sp.factor_terms(sp.together(delta))
     for g_run, b_run in zip(good.train.running, bad.train.running):
         if g_run.update != b_run.update:
-            return f"new {g_run.buffer}, yours minus the derived one", sp.factor(b_run.update - g_run.update).xreplace(
+            return f"new {g_run.buffer}, yours minus the derived one", seeded.factor(b_run.update - g_run.update).xreplace(
                 {RUNNING: g_run.symbol, BATCH: g_run.stat})
     if bad.dx is not None:
         return "dx, the term whose sign is flipped", bad.flipped
@@ -264,7 +265,7 @@ def difference(slip: Slip, family: str) -> tuple[str, sp.Expr]:
         p = next(s for s in good.params if s.symbol.name == "d" + bad.unsummed[0])
         return f"{p.symbol.name}, yours minus the derived one", p.expr.args[0] - p.expr
     delta = dx_expr(family, bad) - dx_expr(family, good)
-    return "dx, yours minus the derived one", sp.factor(abbreviate(sp.factor(delta), lemmas(family)))
+    return "dx, yours minus the derived one", seeded.factor(abbreviate(seeded.factor(delta), lemmas(family)))
 
 
 def _axes(axes: tuple[int, ...]) -> str:

@@ -23,6 +23,7 @@ from ..forward.model import Model
 from .algebra import BatchSum, split_by_elements
 from .lemmas import Lemmas
 from .stages import Stage, backward, collected, inline, leaf_stages
+from . import seeded
 
 
 #: sympy.factor of a larger sum takes minutes (the double backward of a graph with a function of
@@ -33,7 +34,7 @@ FACTOR_LIMIT = 400
 
 def collect(expr: sp.Expr) -> sp.Expr:
     """``expr`` over one denominator: factored when it is small enough (:data:`FACTOR_LIMIT`)."""
-    return sp.factor(expr) if sp.count_ops(expr) <= FACTOR_LIMIT else sp.together(expr)
+    return seeded.factor(expr) if sp.count_ops(expr) <= FACTOR_LIMIT else sp.together(expr)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ import sympy as sp
 
 from ..forward.graph import Model, StopGrad
 from .algebra import BatchSum, Elem, M, at_size, expand_sums
+from . import seeded
 
 
 class LemmaError(RuntimeError):
@@ -77,7 +78,7 @@ class Lemmas:
 
 
 def _zero(expr: sp.Expr) -> bool:
-    return sp.simplify(sp.cancel(sp.together(expr))) == 0
+    return seeded.simplify(sp.cancel(sp.together(expr))) == 0
 
 
 def solve(lhs: sp.Expr, rhs: sp.Expr, unknown: sp.Symbol) -> list:
@@ -85,7 +86,7 @@ def solve(lhs: sp.Expr, rhs: sp.Expr, unknown: sp.Symbol) -> list:
     calls = sorted((f for f in (lhs - rhs).atoms(sp.Function) if not f.has(unknown)), key=sp.default_sort_key)
     mask = {f: sp.Dummy(f"f{k}", real=True) for k, f in enumerate(calls)}
     try:
-        found = sp.solve(sp.Eq(lhs.xreplace(mask), rhs.xreplace(mask)), unknown)
+        found = seeded.solve(sp.Eq(lhs.xreplace(mask), rhs.xreplace(mask)), unknown)
     except (NotImplementedError, ValueError):
         return []
     back = {v: k for k, v in mask.items()}
@@ -154,7 +155,7 @@ def reduction_facts(model: Model) -> dict:
         if node.kind != "reduce":
             continue
         (summed,) = node.definition.atoms(BatchSum)
-        scale = sp.simplify(node.definition / summed)
+        scale = seeded.simplify(node.definition / summed)
         arg = summed.args[0]
         if arg.atoms(Elem) != {x} or not sp.expand(arg).is_polynomial(x):
             continue
@@ -182,7 +183,7 @@ def find(model: Model, max_m: int = 3) -> Lemmas:
     folds = folding(model, Lemmas(roots, inverses), used)
     roots = {v: Lemmas(folds=folds).fold(r) for v, r in roots.items()}
     x_rule, z, more = change_of_variables(model)
-    x_rule = {x: sp.simplify(Lemmas(roots, inverses, folds=folds).fold(Lemmas(roots, inverses).abbreviate(v)))
+    x_rule = {x: seeded.simplify(Lemmas(roots, inverses, folds=folds).fold(Lemmas(roots, inverses).abbreviate(v)))
               for x, v in x_rule.items()}
     claims += [c.format(v) for c, v in zip(more, x_rule.values())]
     sums: dict = {}
@@ -194,7 +195,7 @@ def find(model: Model, max_m: int = 3) -> Lemmas:
             if value is None:
                 continue
             partial = Lemmas(roots, inverses, folds=folds)
-            value = sp.factor(partial.rewrite(value))
+            value = seeded.factor(partial.rewrite(value))
             check_at_sizes(model, z, k, value, partial, max_m)
             sums[z ** k] = value
             claims.append(f"sum_k {z}_k{'^2' if k == 2 else ''} = {value}")
@@ -203,7 +204,7 @@ def find(model: Model, max_m: int = 3) -> Lemmas:
         for k, value in sorted(reduction_facts(model).items()):
             if value.has(BatchSum) or k > 2:
                 continue
-            value = sp.factor(partial.rewrite(value))
+            value = seeded.factor(partial.rewrite(value))
             check_at_sizes(model, model.x, k, value, partial, max_m)
             sums[model.x ** k] = value
             claims.append(f"sum_k {model.x}_k{'^2' if k == 2 else ''} = {value}")

@@ -34,6 +34,7 @@ import sympy as sp
 from ..forward.graph import Model
 from ..forward.layout import Spec
 from .algebra import BatchSum, Elem, M
+from . import seeded
 
 BATCH_AXIS = 0
 
@@ -92,7 +93,7 @@ def linear_sum(summand: sp.Expr) -> sp.Expr:
 def merge_node(node, earlier: dict[sp.Symbol, "Merge"], model: Model) -> Merge:
     """The merge of the reduction ``node``, derived by Taylor's formula around the local statistics."""
     (inner,) = node.definition.atoms(BatchSum)
-    scale = sp.simplify(node.definition / inner)
+    scale = seeded.simplify(node.definition / inner)
     if scale not in (1, 1 / M):
         raise SplitError(f"{node.symbol}: a reduction must be a sum or a mean")
     f = inner.args[0]
@@ -103,10 +104,10 @@ def merge_node(node, earlier: dict[sp.Symbol, "Merge"], model: Model) -> Merge:
     facts = {}
     for s in reads:   # the rank's own statistic s_r is the graph's node over its elements
         (sub,) = earlier[s].definition.atoms(BatchSum)
-        scale_s = sp.simplify(earlier[s].definition / sub)
+        scale_s = seeded.simplify(earlier[s].definition / sub)
         eq = linear_sum(sub.args[0].xreplace({t: local(t) for t in earlier})) - local(s) / scale_s
         (unknown,) = eq.atoms(BatchSum)
-        facts[unknown] = sp.solve(eq, unknown)[0]
+        facts[unknown] = seeded.solve(eq, unknown)[0]
     per_rank = sp.Integer(0)
     poly = sp.Poly(shifted, *deltas.values()) if deltas else None
     terms = poly.terms() if poly else [((), shifted)]

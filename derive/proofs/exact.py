@@ -13,6 +13,7 @@ import sympy as sp
 
 from ..forward.functions import Absolute, Sign
 from ..math.algebra import BatchSum, Step
+from ..math import seeded
 
 
 def _polynomials(expr: sp.Expr, ring, gens: list) -> tuple:
@@ -159,7 +160,7 @@ def _canonical_calls(expr: sp.Expr) -> sp.Expr:
 
 
 def _canonical(e: sp.Expr) -> sp.Expr:
-    return sp.factor(sp.together(e))
+    return seeded.factor(sp.together(e))
 
 
 def _sides(expr: sp.Expr):

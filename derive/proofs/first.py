@@ -31,6 +31,7 @@ from ..math.stages import Stage, inline
 from . import tape
 from .ring import TapeZero
 from .exact import symbolic_zero, zero_modulo_roots
+from ..math import seeded
 
 I, J = sp.symbols("i j", integer=True)
 
@@ -273,7 +274,7 @@ def jacobian_entry(model: Model, lemmas: Lemmas, wrt: sp.Symbol | None = None) -
         tangent[node.symbol] = t
     raw = tangent[model.output.symbol]
     extra = {copy_i(model.x): v.xreplace(copies) for v in lemmas.x_rule.values()}
-    return sp.factor(lemmas.canonical(raw, extra))
+    return seeded.factor(lemmas.canonical(raw, extra))
 
 
 def contract(jac: sp.Expr, model: Model, lemmas: Lemmas) -> sp.Expr:
@@ -292,7 +293,7 @@ def contract(jac: sp.Expr, model: Model, lemmas: Lemmas) -> sp.Expr:
 def sum_over_group(expr: sp.Expr, lemmas: Lemmas) -> sp.Expr:
     """sum_i expr_i, for a per-element expr that may contain reductions."""
     total = sp.Add(*[c * BatchSum(mono) for c, mono in split_by_elements(expr)])
-    return sp.factor(lemmas.canonical(total))
+    return seeded.factor(lemmas.canonical(total))
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import sympy as sp
 
 from ...math.algebra import Elem
 from .columns import Emit
+from ...math import seeded
 
 
 class Rows:
@@ -85,7 +86,7 @@ class Rows:
             factors = sp.Mul.make_args(summand)
             element = sp.Mul(*(f for f in factors if varies(f)))
             factor = sp.Mul(*(f for f in factors if not varies(f)))
-            if sp.simplify(factor * element - summand) != 0:   # a guard: Mul.make_args splits exactly
+            if seeded.simplify(factor * element - summand) != 0:   # a guard: Mul.make_args splits exactly
                 raise ValueError(f"{self.name}: {summand} is not {factor} times {element}")
             split.append((target.name, factor, element))
         for name, factor, element in split:   # the document's name where a sum is its element part alone

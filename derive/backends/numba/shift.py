@@ -24,13 +24,14 @@ import sympy as sp
 from ...ir.program import Function
 from ...ir.schedule import Pass
 from ...math.algebra import Elem, M
+from ...math import seeded
 
 
 def _one_of(summand):
     """(factor, summand): the summand factored, so that (x - s)**2 stays the square of a difference
     (not x**2 - 2*x*s + s**2), and its numeric factor taken out, so that sums that differ by one
     are one."""
-    return sp.factor(summand).as_coeff_Mul()
+    return seeded.factor(summand).as_coeff_Mul()
 
 
 def _accumulator(sums: list, x: Elem, local, summand, stem):
