@@ -220,6 +220,69 @@ def test_cpu_tensors_run_the_numba_kernels_with_the_same_results(name, fast_ever
     assert all(close(a, b) for a, b in zip(grads, want_grads))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_running_update_runs_on_the_compiled_kernels_statistics_as_numpy_arrays(dtype, fast_everywhere,
+                                                                                     monkeypatch):
+    """Where the numba kernels made the batch statistics, the printed running update takes them as NumPy
+    arrays (running_values), and its arithmetic there gives the buffers of the same update on tensors,
+    to the bit; the buffers still count the write in their version."""
+    import numpy as np
+    import generated.torch.batchnorm as tb
+    seen = []
+    original = tb.update_running
+
+    def spy(buffers, **values):
+        seen.append(dict(values))
+        return original(buffers, **values)
+
+    monkeypatch.setattr(tb, "update_running", spy)
+    x = rand(6, 4, 5, seed=3, dtype=dtype) * 2 + 0.5
+    for threshold in (0, 10**12):
+        monkeypatch.setattr(rt, "NUMBA_MIN_ELEMENTS", threshold)
+        rm, rv = torch.full((4,), 0.3, dtype=dtype), torch.full((4,), 1.7, dtype=dtype)
+        before = rm._version, rv._version
+        gt.batch_norm(x, rm, rv, training=True, momentum=0.2)
+        assert rm._version > before[0] and rv._version > before[1]
+    assert [type(v["mu"]) for v in seen] == [np.ndarray, torch.Tensor]
+    stats = {k: torch.from_numpy(v.copy()) for k, v in seen[0].items() if isinstance(v, np.ndarray)}
+    kw = {"eps": 1e-5, "momentum": 0.2, **rt.layout((6, 4, 5), (0, 2), (1, 4, 1))}
+    on_arrays = {"running_mean": torch.full((4,), 0.3, dtype=dtype), "running_var": torch.full((4,), 1.7, dtype=dtype)}
+    on_tensors = {k: v.clone() for k, v in on_arrays.items()}
+    original(on_arrays, **{k: v.numpy() for k, v in stats.items()}, **kw)
+    original(on_tensors, **stats, **kw)
+    for k in on_arrays:
+        assert torch.equal(on_arrays[k], on_tensors[k]), k
+        assert not torch.equal(on_arrays[k], torch.full((4,), 0.3 if k == "running_mean" else 1.7, dtype=dtype)), k
+
+
+def test_a_running_buffer_saved_for_backward_and_then_updated_is_caught(fast_everywhere):
+    """The update written by NumPy still bumps the buffer's version, so autograd refuses a backward through
+    a value that saved the buffer before the update, as with torch's own batch norm."""
+    x = rand(6, 4, 5, seed=3)
+    rm, rv = torch.zeros(4, dtype=x.dtype), torch.ones(4, dtype=x.dtype)
+    scale = torch.ones(4, dtype=x.dtype, requires_grad=True)
+    kept = (scale * rm).sum()   # saves rm for the gradient of scale
+    gt.batch_norm(x, rm, rv, training=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        kept.backward()
+
+
+def test_the_runtimes_functions_take_numpy_arrays_as_they_take_tensors():
+    """Each function the printed running update may call gives on a NumPy array what it gives on a tensor."""
+    import numpy as np
+    a = np.array([-2.5, -1.0, 0.0, 0.5, 3.0])
+    pos = np.abs(a) + 0.25
+    cases = [("exp", (a,)), ("log", (pos,)), ("tanh", (a,)), ("sigmoid", (a,)), ("softplus", (a,)),
+             ("sign", (a,)), ("abs", (a,)), ("sqrt", (pos,)), ("clamp_min", (a, 0.2)), ("clamp_max", (a, 0.2)),
+             ("step", (a, 0.5)), ("divide_or_zero", (a, a)), ("divide_or_zero", (a, 4.0)), ("stop_gradient", (a,))]
+    for name, args in cases:
+        fn = getattr(rt, name)
+        got = fn(*args)
+        want = fn(*(torch.from_numpy(v) if isinstance(v, np.ndarray) else v for v in args))
+        assert isinstance(got, np.ndarray), name
+        np.testing.assert_allclose(got, want.numpy(), rtol=1e-15, atol=1e-15, err_msg=name)
+
+
 def test_numba_kernels_take_the_tensors_without_a_copy(fast_everywhere, monkeypatch):
     """Tensor.numpy() in, torch.from_numpy out: the kernel reads the tensor's own memory."""
     import generated.numba.layernorm as nl

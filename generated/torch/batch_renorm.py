@@ -294,7 +294,7 @@ def train(x, params, buffers, const, layout):
     reads = [buffers[name].detach().to(x.dtype).reshape(layout["stat_shape"]).clone() for name in READS_RUNNING]
     outputs = _rt.apply(Train, TrainJvp, x, *params, *reads, const, layout)
     if buffers:
-        update_running(buffers, **dict(zip(TRAIN_VALUES, outputs)), **const, **layout)
+        update_running(buffers, **_rt.running_values("batch_renorm", dict(zip(TRAIN_VALUES, outputs)), buffers), **const, **layout)
     return outputs[0]
 
 

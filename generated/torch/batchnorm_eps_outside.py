@@ -287,7 +287,7 @@ def train(x, params, buffers, const, layout):
     reads = ()
     outputs = _rt.apply(Train, TrainJvp, x, *params, *reads, const, layout)
     if buffers:
-        update_running(buffers, **dict(zip(TRAIN_VALUES, outputs)), **const, **layout)
+        update_running(buffers, **_rt.running_values("batchnorm_eps_outside", dict(zip(TRAIN_VALUES, outputs)), buffers), **const, **layout)
     return outputs[0]
 
 

@@ -251,7 +251,7 @@ def train(x, params, buffers, const, layout):
     reads = ()
     outputs = _rt.apply(Train, TrainJvp, x, *params, *reads, const, layout)
     if buffers:
-        update_running(buffers, **dict(zip(TRAIN_VALUES, outputs)), **const, **layout)
+        update_running(buffers, **_rt.running_values("meanonly_batchnorm", dict(zip(TRAIN_VALUES, outputs)), buffers), **const, **layout)
     return outputs[0]
 
 
