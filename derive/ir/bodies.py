@@ -211,8 +211,9 @@ def second(d: Derivation) -> tuple[list[Assign], Second] | None:
     for r in so.results:
         terms = []
         # over one denominator, not factored: sympy.factor of these multivariate coefficients picks random
-        # evaluation points and now and then takes minutes (seen: 8 min for a graph that factors in 0.2 s),
-        # and the kernels are built at every derive build and again where they are verified
+        # evaluation points and took minutes for some draws (seen: 8 min for a graph that factors in 0.2 s;
+        # derive.math.seeded now makes each expression's draws the same every run, but a slow one would stay
+        # slow), and the kernels are built at every derive build and again where they are verified
         pairs = [(sp.factor_terms(sp.together(c)), mono) for c, mono in split_by_elements(so.compact[r.symbol])]
         for c, mono in pairs:
             if c.is_Number:
