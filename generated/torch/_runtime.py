@@ -183,9 +183,10 @@ def fast(entry, like):
 def running_values(entry, values, buffers):
     """The batch statistics ``values`` (name -> tensor) for the printed running update: NumPy arrays
     (Tensor.numpy(), no copy) where the compiled CPU kernels of ``entry`` made them and every buffer is a
-    float32/float64 CPU tensor, else the tensors as they are.  On statistics of a few thousand values
-    the update's dozen torch operations took about 160 us of a training step of batch norm at
-    (256, 1024), the same on NumPy arrays about 40 us; the buffers are written by torch (store)."""
+    float32/float64 CPU tensor, else the tensors as they are.  On batch norm's statistics at
+    (256, 1024) the update's dozen torch operations took 58-103 us warm (about 160 us inside a training
+    step, in a slower hour of a 2-core machine), the same update on NumPy arrays 33-69 us; the buffers
+    are written through store, which counts the write in their version."""
     like = values[next(iter(values))]
     if not (isinstance(fast(entry, like), OnNumpy) and _eager(like)
             and all(type(b) is torch.Tensor and b.device.type == "cpu" and b.dtype in NUMBA_DTYPES
