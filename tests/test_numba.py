@@ -213,19 +213,76 @@ def test_merged_rows_with_parameters_along_k_match_the_printed_torch_functions(s
     _layernorm_contract_matches_the_printed_torch_functions(shape, seed=4)
 
 
-@pytest.mark.parametrize("name, shape", [("batchnorm", (2**20, 2)), ("layernorm", (2, 2**20))])
-def test_float32_sums_accumulate_in_float64(name, shape):
-    """dout = 1000 + U(0, 1) in float32, gamma = 1, 2**20 values per group.  A float32
+@pytest.mark.parametrize("name, shape, strategy", [("batchnorm", (2**20, 2), "tall"), ("layernorm", (2, 2**20), "wide"),
+                                                   ("layernorm", (64, 2**16), "krows"),
+                                                   ("spatial_batchnorm", (2, 2, 1024, 1024), "rows")])
+def test_float32_sums_accumulate_in_float64(name, shape, strategy):
+    """dout = 1000 + U(0, 1) in float32, gamma = 1, 2**16 to 2**21 values per group.  A float32
     running sum of them loses the fractions (its spacing grows past 1), which puts the group
-    means, and so dx, off by O(1) relative; float64 accumulators keep dx to float32 rounding."""
-    case = make_case(BY_NAME[name], np.random.default_rng(3), dtype=np.float32, shape=shape)
+    means, and so dx, off by O(1) relative; float64 accumulators keep dx to float32 rounding.  In
+    rows and krows a run is summed in float32 blocks of _layout.SUM_BLOCK elements, each block's sum
+    added in float64: the error is bounded by the block, not by the group."""
+    from generated.numba import _layout
+    variant = BY_NAME[name]
+    view = shape if variant.ndim == 2 else (shape[0], shape[1], shape[2] * shape[3])
+    axes, params = {"batchnorm": ((0,), (1,)), "layernorm": ((1,), (1,)),
+                    "spatial_batchnorm": ((0, 2), (1,))}[name]
+    assert _layout.layout(view, axes, params, name == "layernorm").strategy == strategy
+    case = make_case(variant, np.random.default_rng(3), dtype=np.float32, shape=shape)
     case.dout = (1000 + np.random.default_rng(4).uniform(0, 1, shape)).astype(np.float32)
     case.gamma = np.ones_like(case.gamma)   # so that dout*gamma keeps its fractions' bias
-    backward = "batchnorm_backward_alt" if name == "batchnorm" else "layernorm_backward"
+    backward = {"batchnorm": "batchnorm_backward_alt"}.get(name, f"{name}_backward")
     _, grads, _ = _run(gn, case, backward)
     _, want, _ = reference(case)
     assert rel_error(grads[0], want[0]) <= 1e-3
     assert rel_error(grads[-1], want[-1]) <= 1e-6
+
+
+@pytest.mark.parametrize("shape, x_scale, eps", [((4, 3, 16, 16), 1e20, 1e-5),    # squares past float32's range
+                                                 ((2, 3, 8, 4), 3e-22, 1e-45)])   # squares below its normal numbers
+def test_a_block_out_of_float32s_range_is_summed_again_in_float64(shape, x_scale, eps):
+    """A block whose float32 sum overflows (inf or nan), or comes nearer zero than _layout.block_floor
+    (its terms may have underflowed), is summed again in float64.  Spatial batch norm (rows): the
+    forward's squares of x at a spread of 1e20 overflow float32, at 3e-22 (an eps below the variance)
+    they are subnormal, with two or three digits; every output and gradient of the float32 kernels is still within 1e-4 of the
+    same kernels in float64 on the same values (without the second sum: nan, or off by 1e-3 and more)."""
+    from generated.numba import _layout
+    variant = BY_NAME["spatial_batchnorm"]
+    assert _layout.layout((shape[0], 3, shape[2] * shape[3]), (0, 2), (1,), False).strategy == "rows"
+    case = make_case(variant, np.random.default_rng(6), dtype=np.float32, shape=shape, scale=x_scale, eps=eps)
+    wide = make_case(variant, np.random.default_rng(6), dtype=np.float64, shape=shape, eps=eps)
+    for k in ("x", "dout", "gamma", "beta"):
+        setattr(wide, k, getattr(case, k).astype(np.float64))
+    for backward in variant.backward_names:
+        with np.errstate(all="ignore"):
+            got, want = _run(gn, case, backward), _run(gn, wide, backward)
+        # the running variance (1e40, 1e-43) is out of float32's range itself, as it should be
+        bad = {k: e for k, e in _errors(got, want).items() if not e <= 1e-4 and not k.startswith("running")}
+        assert not bad, (backward, bad)
+
+
+def test_a_krows_block_whose_float32_sum_overflows_is_summed_again_in_float64():
+    """The same for the sums printed in a krows kernel (layer norm's backward through generated.torch's
+    kernel contract, whose per-group values are float32): x at a spread of 1e30 and dout of 1e10 make
+    terms of 1e40; dx and the parameters' gradients are within 1e-4 of the float64 kernels."""
+    import generated.numba.layernorm as nl
+    from generated.numba import _layout
+    assert _layout.layout((64, 512), (1,), (1,), True).strategy == "krows"
+    rng = np.random.default_rng(7)
+    x, dout = (rng.standard_normal((64, 512)) * 1e30).astype(np.float32), (rng.standard_normal((64, 512)) * 1e10).astype(np.float32)
+    gamma, beta = rng.uniform(0.5, 1.5, 512).astype(np.float32), rng.standard_normal(512).astype(np.float32)
+    kw = dict(eps=1e-5, m=512, axes=(1,), param_sum_axes=(0,))
+
+    def grads(dtype):
+        a = [v.astype(dtype) for v in (x, dout, gamma, beta)]
+        f = nl.forward_train(a[0], a[2], a[3], **kw)
+        return nl.backward_train_fused(a[1], a[2], f["mu"], f["std"], a[0], **kw)
+
+    with np.errstate(all="ignore"):
+        got, want = grads(np.float32), grads(np.float64)
+    assert got[0].dtype == np.float32
+    errors = [rel_error(a, b) for a, b in zip(got, want)]
+    assert max(errors) <= 1e-4, errors
 
 
 @pytest.mark.parametrize("variant, mode, axis", [pytest.param(v, mode, axis, id=config_id((v, mode, axis)))

@@ -13,6 +13,10 @@ from ._threads import parallel
 #: dtype, then the block into its float64 partial (a float64 partial updated by every row took 4.0
 #: of 6.2 ms in layer norm's backward sums at (8192, 1024), one thread)
 BLOCK = 16
+#: rows, krows and wide sum a run in blocks of SUM_BLOCK elements in the working dtype, each block's sum
+#: added in float64 (derive/backends/numba/blocks.py): layer norm's backward at (8192, 1024) float32 took
+#: 5.2-6.4 ms summed whole in float64, 4.7-5.4 ms in blocks of 256 (no gain in blocks of 64)
+SUM_BLOCK = 256
 
 
 @numba.njit(cache=True, nogil=True)
@@ -225,6 +229,32 @@ def fold_varying(acc, g0, g1, K, I, P, out):
 def block_groups(P, O):
     """krows: after how many groups a block goes into its partial (P groups a row of blocks, O rows a group)."""
     return max(1, BLOCK // max(O, 1)) * P
+
+
+@numba.njit(cache=True)
+def sum_block(like):
+    """How many elements of a run a block sums in the dtype of the array ``like``: SUM_BLOCK in float32,
+    the whole run in float64 (whose blocks would gain nothing and cost their bookkeeping: 3-4% of
+    spatial batch norm's step at (32, 64, 56, 56))."""
+    return SUM_BLOCK if like.itemsize == 4 else 1 << 62
+
+
+@numba.njit(cache=True)
+def block_floor(like):
+    """The smallest magnitude at which a block's float32 sum is kept: 2**26 times float32's smallest
+    normal number (2**-100, 7.9e-31), so that a term lost to underflow is far below the sum's
+    rounding; 0 in float64, whose sums are kept unless they are nan or inf.  (numpy.finfo here cost
+    an allocation a call.)"""
+    return 2.0 ** -100 if like.itemsize == 4 else 0.0
+
+
+@numba.njit(cache=True)
+def ordinary(total, floor):
+    """A block's sum (in float64) is kept: finite, and at least ``floor`` from zero.  Otherwise the
+    block is summed again in float64 (inf or nan from an overflow; in float32, a sum below ``floor``
+    that may have lost its terms to underflow, or an exact zero)."""
+    size = abs(total)
+    return size >= floor and size < numpy.inf
 
 
 @numba.njit(cache=True)

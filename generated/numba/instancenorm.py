@@ -4,8 +4,9 @@
 
 The same proved expressions as generated/instancenorm.py (the derivation is in
 generated/derivations/instancenorm.md), printed as scalar loops: each kernel
-is one or more reduction passes, whose sums accumulate in float64, then one
-elementwise pass.  Per-group values (the statistics and the lets) stay in float64 wherever the
+is one or more reduction passes, whose sums accumulate in float64 (over a run of rows, each
+block of _layout.SUM_BLOCK elements in the input's dtype first, and again in float64 where that
+block's sum leaves its range), then one elementwise pass.  Per-group values (the statistics and the lets) stay in float64 wherever the
 elementwise pass subtracts the mean; the cache keeps them in float64, as it gets them.
 Statistics are taken over the axes (H, W) of x (N, C, H, W).
 The kernels see any working view as (O, G, K, I) and sweep it by rows or by columns,
@@ -32,9 +33,29 @@ _CACHE_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer
 def _forward_train_p0_rows(x, x_shift):
     sum_x_shifted = 0.0
     sum_var_shifted = 0.0
-    for j in range(x.shape[0]):
-        sum_x_shifted += numpy.float64(x[j]) - numpy.float64(x_shift)
-        sum_var_shifted += (numpy.float64(x[j]) - numpy.float64(x_shift))**2
+    work = x.dtype.type
+    x_shift_w = work(x_shift)
+    span = _layout.sum_block(x)
+    floor = _layout.block_floor(x)
+    for j0 in range(0, x.shape[0], span):
+        j1 = min(j0 + span, x.shape[0])
+        sum_x_shifted_block = work(0)
+        sum_var_shifted_block = work(0)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_x_shifted_block += x[j] - x_shift_w
+            sum_var_shifted_block += (x[j] - x_shift_w)**2
+        sum_x_shifted_kept = numpy.float64(sum_x_shifted_block)
+        sum_var_shifted_kept = numpy.float64(sum_var_shifted_block)
+        if not (_layout.ordinary(sum_x_shifted_kept, floor) and _layout.ordinary(sum_var_shifted_kept, floor)):   # out of range: again in float64
+            sum_x_shifted_kept = 0.0
+            sum_var_shifted_kept = 0.0
+            for q in range(j1 - j0):
+                j = numba.uint64(j0 + q)
+                sum_x_shifted_kept += numpy.float64(x[j]) - numpy.float64(x_shift)
+                sum_var_shifted_kept += (numpy.float64(x[j]) - numpy.float64(x_shift))**2
+        sum_x_shifted += sum_x_shifted_kept
+        sum_var_shifted += sum_var_shifted_kept
     return (sum_x_shifted, sum_var_shifted,)
 
 
@@ -269,9 +290,28 @@ def _forward_train(lay, x, xhat, out, std_g, beta_p, gamma_p, eps, m):
 def _backward_compact_p0_rows(dout, xhat):
     sum_dout = 0.0
     sum_dout_xhat = 0.0
-    for j in range(dout.shape[0]):
-        sum_dout += numpy.float64(dout[j])
-        sum_dout_xhat += numpy.float64(dout[j])*numpy.float64(xhat[j])
+    work = dout.dtype.type
+    span = _layout.sum_block(dout)
+    floor = _layout.block_floor(dout)
+    for j0 in range(0, dout.shape[0], span):
+        j1 = min(j0 + span, dout.shape[0])
+        sum_dout_block = work(0)
+        sum_dout_xhat_block = work(0)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_dout_block += dout[j]
+            sum_dout_xhat_block += dout[j]*xhat[j]
+        sum_dout_kept = numpy.float64(sum_dout_block)
+        sum_dout_xhat_kept = numpy.float64(sum_dout_xhat_block)
+        if not (_layout.ordinary(sum_dout_kept, floor) and _layout.ordinary(sum_dout_xhat_kept, floor)):   # out of range: again in float64
+            sum_dout_kept = 0.0
+            sum_dout_xhat_kept = 0.0
+            for q in range(j1 - j0):
+                j = numba.uint64(j0 + q)
+                sum_dout_kept += numpy.float64(dout[j])
+                sum_dout_xhat_kept += numpy.float64(dout[j])*numpy.float64(xhat[j])
+        sum_dout += sum_dout_kept
+        sum_dout_xhat += sum_dout_xhat_kept
     return (sum_dout, sum_dout_xhat,)
 
 
@@ -487,9 +527,28 @@ def _backward_compact(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m)
 def _backward_staged_p0_rows(dout, xhat, gamma):
     sum_dout_xhat = 0.0
     sum_dout = 0.0
-    for j in range(dout.shape[0]):
-        sum_dout_xhat += numpy.float64(dout[j])*numpy.float64(xhat[j])
-        sum_dout += numpy.float64(dout[j])
+    work = dout.dtype.type
+    span = _layout.sum_block(dout)
+    floor = _layout.block_floor(dout)
+    for j0 in range(0, dout.shape[0], span):
+        j1 = min(j0 + span, dout.shape[0])
+        sum_dout_xhat_block = work(0)
+        sum_dout_block = work(0)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_dout_xhat_block += dout[j]*xhat[j]
+            sum_dout_block += dout[j]
+        sum_dout_xhat_kept = numpy.float64(sum_dout_xhat_block)
+        sum_dout_kept = numpy.float64(sum_dout_block)
+        if not (_layout.ordinary(sum_dout_xhat_kept, floor) and _layout.ordinary(sum_dout_kept, floor)):   # out of range: again in float64
+            sum_dout_xhat_kept = 0.0
+            sum_dout_kept = 0.0
+            for q in range(j1 - j0):
+                j = numba.uint64(j0 + q)
+                sum_dout_xhat_kept += numpy.float64(dout[j])*numpy.float64(xhat[j])
+                sum_dout_kept += numpy.float64(dout[j])
+        sum_dout_xhat += sum_dout_xhat_kept
+        sum_dout += sum_dout_kept
     return (numpy.float64(gamma)*sum_dout_xhat, numpy.float64(gamma)*sum_dout, sum_dout_xhat, sum_dout,)
 
 
@@ -749,9 +808,29 @@ def _backward_staged(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m):
 def _forward_step_p0_rows(x, x_shift):
     sum_x_shifted = 0.0
     sum_var_shifted = 0.0
-    for j in range(x.shape[0]):
-        sum_x_shifted += numpy.float64(x[j]) - numpy.float64(x_shift)
-        sum_var_shifted += (numpy.float64(x[j]) - numpy.float64(x_shift))**2
+    work = x.dtype.type
+    x_shift_w = work(x_shift)
+    span = _layout.sum_block(x)
+    floor = _layout.block_floor(x)
+    for j0 in range(0, x.shape[0], span):
+        j1 = min(j0 + span, x.shape[0])
+        sum_x_shifted_block = work(0)
+        sum_var_shifted_block = work(0)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_x_shifted_block += x[j] - x_shift_w
+            sum_var_shifted_block += (x[j] - x_shift_w)**2
+        sum_x_shifted_kept = numpy.float64(sum_x_shifted_block)
+        sum_var_shifted_kept = numpy.float64(sum_var_shifted_block)
+        if not (_layout.ordinary(sum_x_shifted_kept, floor) and _layout.ordinary(sum_var_shifted_kept, floor)):   # out of range: again in float64
+            sum_x_shifted_kept = 0.0
+            sum_var_shifted_kept = 0.0
+            for q in range(j1 - j0):
+                j = numba.uint64(j0 + q)
+                sum_x_shifted_kept += numpy.float64(x[j]) - numpy.float64(x_shift)
+                sum_var_shifted_kept += (numpy.float64(x[j]) - numpy.float64(x_shift))**2
+        sum_x_shifted += sum_x_shifted_kept
+        sum_var_shifted += sum_var_shifted_kept
     return (sum_x_shifted, sum_var_shifted,)
 
 
@@ -981,9 +1060,28 @@ def _forward_step(lay, x, out, mu_g, std_g, beta_p, gamma_p, eps, m):
 def _backward_step_p1_rows(dout, x, mu):
     sum_dout = 0.0
     sum_dout_xhat_acc = 0.0
-    for j in range(dout.shape[0]):
-        sum_dout += numpy.float64(dout[j])
-        sum_dout_xhat_acc += numpy.float64(dout[j])*(numpy.float64(x[j]) - numpy.float64(mu))
+    work = dout.dtype.type
+    span = _layout.sum_block(dout)
+    floor = _layout.block_floor(dout)
+    for j0 in range(0, dout.shape[0], span):
+        j1 = min(j0 + span, dout.shape[0])
+        sum_dout_block = work(0)
+        sum_dout_xhat_acc_block = work(0)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_dout_block += dout[j]
+            sum_dout_xhat_acc_block += dout[j]*(x[j] - mu)
+        sum_dout_kept = numpy.float64(sum_dout_block)
+        sum_dout_xhat_acc_kept = numpy.float64(sum_dout_xhat_acc_block)
+        if not (_layout.ordinary(sum_dout_kept, floor) and _layout.ordinary(sum_dout_xhat_acc_kept, floor)):   # out of range: again in float64
+            sum_dout_kept = 0.0
+            sum_dout_xhat_acc_kept = 0.0
+            for q in range(j1 - j0):
+                j = numba.uint64(j0 + q)
+                sum_dout_kept += numpy.float64(dout[j])
+                sum_dout_xhat_acc_kept += numpy.float64(dout[j])*(numpy.float64(x[j]) - numpy.float64(mu))
+        sum_dout += sum_dout_kept
+        sum_dout_xhat_acc += sum_dout_xhat_acc_kept
     return (sum_dout, sum_dout_xhat_acc,)
 
 

@@ -4,8 +4,9 @@
 
 The same proved expressions as generated/l2_normalize.py (the derivation is in
 generated/derivations/l2_normalize.md), printed as scalar loops: each kernel
-is one or more reduction passes, whose sums accumulate in float64, then one
-elementwise pass.  Per-group values (the statistics and the lets) stay in float64 wherever the
+is one or more reduction passes, whose sums accumulate in float64 (over a run of rows, each
+block of _layout.SUM_BLOCK elements in the input's dtype first, and again in float64 where that
+block's sum leaves its range), then one elementwise pass.  Per-group values (the statistics and the lets) stay in float64 wherever the
 elementwise pass subtracts the mean; the cache keeps them in float64, as it gets them.
 Statistics are taken over the axes (D) (the last axis) of x (..., D).
 The kernels see any working view as (O, G, K, I) and sweep it by rows or by columns,
@@ -31,8 +32,22 @@ _CACHE_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_train_p0_rows(x):
     sq = 0.0
-    for j in range(x.shape[0]):
-        sq += numpy.float64(x[j])**2
+    work = x.dtype.type
+    span = _layout.sum_block(x)
+    floor = _layout.block_floor(x)
+    for j0 in range(0, x.shape[0], span):
+        j1 = min(j0 + span, x.shape[0])
+        sq_block = work(0)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sq_block += x[j]**2
+        sq_kept = numpy.float64(sq_block)
+        if not (_layout.ordinary(sq_kept, floor)):   # out of range: again in float64
+            sq_kept = 0.0
+            for q in range(j1 - j0):
+                j = numba.uint64(j0 + q)
+                sq_kept += numpy.float64(x[j])**2
+        sq += sq_kept
     return (sq,)
 
 
@@ -187,8 +202,22 @@ def _forward_train(lay, x, out, norm_g, den_g, eps):
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_compact_p0_rows(dout, out):
     sum_dout_out = 0.0
-    for j in range(dout.shape[0]):
-        sum_dout_out += numpy.float64(dout[j])*numpy.float64(out[j])
+    work = dout.dtype.type
+    span = _layout.sum_block(dout)
+    floor = _layout.block_floor(dout)
+    for j0 in range(0, dout.shape[0], span):
+        j1 = min(j0 + span, dout.shape[0])
+        sum_dout_out_block = work(0)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_dout_out_block += dout[j]*out[j]
+        sum_dout_out_kept = numpy.float64(sum_dout_out_block)
+        if not (_layout.ordinary(sum_dout_out_kept, floor)):   # out of range: again in float64
+            sum_dout_out_kept = 0.0
+            for q in range(j1 - j0):
+                j = numba.uint64(j0 + q)
+                sum_dout_out_kept += numpy.float64(dout[j])*numpy.float64(out[j])
+        sum_dout_out += sum_dout_out_kept
     return (sum_dout_out,)
 
 
@@ -347,8 +376,22 @@ def _backward_compact(lay, dout, out, dx, den_g, norm_g, eps):
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_staged_p0_rows(dout, out):
     sum_dout_out = 0.0
-    for j in range(dout.shape[0]):
-        sum_dout_out += numpy.float64(dout[j])*numpy.float64(out[j])
+    work = dout.dtype.type
+    span = _layout.sum_block(dout)
+    floor = _layout.block_floor(dout)
+    for j0 in range(0, dout.shape[0], span):
+        j1 = min(j0 + span, dout.shape[0])
+        sum_dout_out_block = work(0)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_dout_out_block += dout[j]*out[j]
+        sum_dout_out_kept = numpy.float64(sum_dout_out_block)
+        if not (_layout.ordinary(sum_dout_out_kept, floor)):   # out of range: again in float64
+            sum_dout_out_kept = 0.0
+            for q in range(j1 - j0):
+                j = numba.uint64(j0 + q)
+                sum_dout_out_kept += numpy.float64(dout[j])*numpy.float64(out[j])
+        sum_dout_out += sum_dout_out_kept
     return (sum_dout_out,)
 
 
@@ -509,8 +552,22 @@ def _backward_staged(lay, dout, out, dx, den_g, norm_g, eps):
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_step_p0_rows(x):
     sq = 0.0
-    for j in range(x.shape[0]):
-        sq += numpy.float64(x[j])**2
+    work = x.dtype.type
+    span = _layout.sum_block(x)
+    floor = _layout.block_floor(x)
+    for j0 in range(0, x.shape[0], span):
+        j1 = min(j0 + span, x.shape[0])
+        sq_block = work(0)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sq_block += x[j]**2
+        sq_kept = numpy.float64(sq_block)
+        if not (_layout.ordinary(sq_kept, floor)):   # out of range: again in float64
+            sq_kept = 0.0
+            for q in range(j1 - j0):
+                j = numba.uint64(j0 + q)
+                sq_kept += numpy.float64(x[j])**2
+        sq += sq_kept
     return (sq,)
 
 
@@ -665,8 +722,22 @@ def _forward_step(lay, x, out, norm_g, den_g, eps):
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_step_p1_rows(dout, x):
     sum_dout_out_acc = 0.0
-    for j in range(dout.shape[0]):
-        sum_dout_out_acc += numpy.float64(dout[j])*numpy.float64(x[j])
+    work = dout.dtype.type
+    span = _layout.sum_block(dout)
+    floor = _layout.block_floor(dout)
+    for j0 in range(0, dout.shape[0], span):
+        j1 = min(j0 + span, dout.shape[0])
+        sum_dout_out_acc_block = work(0)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_dout_out_acc_block += dout[j]*x[j]
+        sum_dout_out_acc_kept = numpy.float64(sum_dout_out_acc_block)
+        if not (_layout.ordinary(sum_dout_out_acc_kept, floor)):   # out of range: again in float64
+            sum_dout_out_acc_kept = 0.0
+            for q in range(j1 - j0):
+                j = numba.uint64(j0 + q)
+                sum_dout_out_acc_kept += numpy.float64(dout[j])*numpy.float64(x[j])
+        sum_dout_out_acc += sum_dout_out_acc_kept
     return (sum_dout_out_acc,)
 
 

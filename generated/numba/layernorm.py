@@ -4,8 +4,9 @@
 
 The same proved expressions as generated/layernorm.py (the derivation is in
 generated/derivations/layernorm.md), printed as scalar loops: each kernel
-is one or more reduction passes, whose sums accumulate in float64, then one
-elementwise pass.  Per-group values (the statistics and the lets) stay in float64 wherever the
+is one or more reduction passes, whose sums accumulate in float64 (over a run of rows, each
+block of _layout.SUM_BLOCK elements in the input's dtype first, and again in float64 where that
+block's sum leaves its range), then one elementwise pass.  Per-group values (the statistics and the lets) stay in float64 wherever the
 elementwise pass subtracts the mean; the cache keeps them in float64, as it gets them.
 Statistics are taken over the axes (D) of x (N, D).
 The kernels see any working view as (O, G, K, I) and sweep it by rows or by columns,
@@ -32,9 +33,29 @@ _CACHE_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer
 def _forward_train_p0_rows(x, x_shift):
     sum_x_shifted = 0.0
     sum_var_shifted = 0.0
-    for j in range(x.shape[0]):
-        sum_x_shifted += numpy.float64(x[j]) - numpy.float64(x_shift)
-        sum_var_shifted += (numpy.float64(x[j]) - numpy.float64(x_shift))**2
+    work = x.dtype.type
+    x_shift_w = work(x_shift)
+    span = _layout.sum_block(x)
+    floor = _layout.block_floor(x)
+    for j0 in range(0, x.shape[0], span):
+        j1 = min(j0 + span, x.shape[0])
+        sum_x_shifted_block = work(0)
+        sum_var_shifted_block = work(0)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_x_shifted_block += x[j] - x_shift_w
+            sum_var_shifted_block += (x[j] - x_shift_w)**2
+        sum_x_shifted_kept = numpy.float64(sum_x_shifted_block)
+        sum_var_shifted_kept = numpy.float64(sum_var_shifted_block)
+        if not (_layout.ordinary(sum_x_shifted_kept, floor) and _layout.ordinary(sum_var_shifted_kept, floor)):   # out of range: again in float64
+            sum_x_shifted_kept = 0.0
+            sum_var_shifted_kept = 0.0
+            for q in range(j1 - j0):
+                j = numba.uint64(j0 + q)
+                sum_x_shifted_kept += numpy.float64(x[j]) - numpy.float64(x_shift)
+                sum_var_shifted_kept += (numpy.float64(x[j]) - numpy.float64(x_shift))**2
+        sum_x_shifted += sum_x_shifted_kept
+        sum_var_shifted += sum_var_shifted_kept
     return (sum_x_shifted, sum_var_shifted,)
 
 
@@ -382,9 +403,28 @@ def _forward_train(lay, x, xhat, out, std_g, beta_p, gamma_p, eps, m):
 def _backward_compact_p0_rows(dout, xhat, gamma):
     dgamma = 0.0
     dbeta = 0.0
-    for j in range(dout.shape[0]):
-        dgamma += numpy.float64(dout[j])*numpy.float64(xhat[j])
-        dbeta += numpy.float64(dout[j])
+    work = dout.dtype.type
+    span = _layout.sum_block(dout)
+    floor = _layout.block_floor(dout)
+    for j0 in range(0, dout.shape[0], span):
+        j1 = min(j0 + span, dout.shape[0])
+        dgamma_block = work(0)
+        dbeta_block = work(0)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            dgamma_block += dout[j]*xhat[j]
+            dbeta_block += dout[j]
+        dgamma_kept = numpy.float64(dgamma_block)
+        dbeta_kept = numpy.float64(dbeta_block)
+        if not (_layout.ordinary(dgamma_kept, floor) and _layout.ordinary(dbeta_kept, floor)):   # out of range: again in float64
+            dgamma_kept = 0.0
+            dbeta_kept = 0.0
+            for q in range(j1 - j0):
+                j = numba.uint64(j0 + q)
+                dgamma_kept += numpy.float64(dout[j])*numpy.float64(xhat[j])
+                dbeta_kept += numpy.float64(dout[j])
+        dgamma += dgamma_kept
+        dbeta += dbeta_kept
     return (numpy.float64(gamma)*dbeta, numpy.float64(gamma)*dgamma, dgamma, dbeta,)
 
 
@@ -444,18 +484,56 @@ def _backward_compact_krows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, K, 
             sum_dout_gamma = 0.0
             sum_dout_gamma_xhat = 0.0
             if O == 1:
-                for j in range(K):
-                    sum_dout_gamma += numpy.float64(dout[0, g, j])*numpy.float64(gamma_p[p, j])
-                    sum_dout_gamma_xhat += numpy.float64(dout[0, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(xhat[0, g, j])
-                    dgamma_b[p, j] += dout[0, g, j]*xhat[0, g, j]
-                    dbeta_b[p, j] += dout[0, g, j]
+                work = dout.dtype.type
+                span = _layout.sum_block(dout)
+                floor = _layout.block_floor(dout)
+                for j0 in range(0, K, span):
+                    j1 = min(j0 + span, K)
+                    sum_dout_gamma_block = work(0)
+                    sum_dout_gamma_xhat_block = work(0)
+                    for q in range(j1 - j0):
+                        j = numba.uint64(j0 + q)
+                        sum_dout_gamma_block += dout[0, g, j]*gamma_p[p, j]
+                        sum_dout_gamma_xhat_block += dout[0, g, j]*gamma_p[p, j]*xhat[0, g, j]
+                        dgamma_b[p, j] += dout[0, g, j]*xhat[0, g, j]
+                        dbeta_b[p, j] += dout[0, g, j]
+                    sum_dout_gamma_kept = numpy.float64(sum_dout_gamma_block)
+                    sum_dout_gamma_xhat_kept = numpy.float64(sum_dout_gamma_xhat_block)
+                    if not (_layout.ordinary(sum_dout_gamma_kept, floor) and _layout.ordinary(sum_dout_gamma_xhat_kept, floor)):   # out of range: again in float64
+                        sum_dout_gamma_kept = 0.0
+                        sum_dout_gamma_xhat_kept = 0.0
+                        for q in range(j1 - j0):
+                            j = numba.uint64(j0 + q)
+                            sum_dout_gamma_kept += numpy.float64(dout[0, g, j])*numpy.float64(gamma_p[p, j])
+                            sum_dout_gamma_xhat_kept += numpy.float64(dout[0, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(xhat[0, g, j])
+                    sum_dout_gamma += sum_dout_gamma_kept
+                    sum_dout_gamma_xhat += sum_dout_gamma_xhat_kept
             else:
                 for o in range(O):
-                    for j in range(K):
-                        sum_dout_gamma += numpy.float64(dout[o, g, j])*numpy.float64(gamma_p[p, j])
-                        sum_dout_gamma_xhat += numpy.float64(dout[o, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(xhat[o, g, j])
-                        dgamma_b[p, j] += dout[o, g, j]*xhat[o, g, j]
-                        dbeta_b[p, j] += dout[o, g, j]
+                    work = dout.dtype.type
+                    span = _layout.sum_block(dout)
+                    floor = _layout.block_floor(dout)
+                    for j0 in range(0, K, span):
+                        j1 = min(j0 + span, K)
+                        sum_dout_gamma_block = work(0)
+                        sum_dout_gamma_xhat_block = work(0)
+                        for q in range(j1 - j0):
+                            j = numba.uint64(j0 + q)
+                            sum_dout_gamma_block += dout[o, g, j]*gamma_p[p, j]
+                            sum_dout_gamma_xhat_block += dout[o, g, j]*gamma_p[p, j]*xhat[o, g, j]
+                            dgamma_b[p, j] += dout[o, g, j]*xhat[o, g, j]
+                            dbeta_b[p, j] += dout[o, g, j]
+                        sum_dout_gamma_kept = numpy.float64(sum_dout_gamma_block)
+                        sum_dout_gamma_xhat_kept = numpy.float64(sum_dout_gamma_xhat_block)
+                        if not (_layout.ordinary(sum_dout_gamma_kept, floor) and _layout.ordinary(sum_dout_gamma_xhat_kept, floor)):   # out of range: again in float64
+                            sum_dout_gamma_kept = 0.0
+                            sum_dout_gamma_xhat_kept = 0.0
+                            for q in range(j1 - j0):
+                                j = numba.uint64(j0 + q)
+                                sum_dout_gamma_kept += numpy.float64(dout[o, g, j])*numpy.float64(gamma_p[p, j])
+                                sum_dout_gamma_xhat_kept += numpy.float64(dout[o, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(xhat[o, g, j])
+                        sum_dout_gamma += sum_dout_gamma_kept
+                        sum_dout_gamma_xhat += sum_dout_gamma_xhat_kept
             coef_dout_gamma = work(1/std)
             coef_xhat = work(-sum_dout_gamma_xhat/(m*std))
             coef_1 = work(-sum_dout_gamma/(m*std))
@@ -737,9 +815,28 @@ def _backward_compact(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m)
 def _backward_staged_p0_rows(dout, xhat, gamma):
     dgamma = 0.0
     dbeta = 0.0
-    for j in range(dout.shape[0]):
-        dgamma += numpy.float64(dout[j])*numpy.float64(xhat[j])
-        dbeta += numpy.float64(dout[j])
+    work = dout.dtype.type
+    span = _layout.sum_block(dout)
+    floor = _layout.block_floor(dout)
+    for j0 in range(0, dout.shape[0], span):
+        j1 = min(j0 + span, dout.shape[0])
+        dgamma_block = work(0)
+        dbeta_block = work(0)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            dgamma_block += dout[j]*xhat[j]
+            dbeta_block += dout[j]
+        dgamma_kept = numpy.float64(dgamma_block)
+        dbeta_kept = numpy.float64(dbeta_block)
+        if not (_layout.ordinary(dgamma_kept, floor) and _layout.ordinary(dbeta_kept, floor)):   # out of range: again in float64
+            dgamma_kept = 0.0
+            dbeta_kept = 0.0
+            for q in range(j1 - j0):
+                j = numba.uint64(j0 + q)
+                dgamma_kept += numpy.float64(dout[j])*numpy.float64(xhat[j])
+                dbeta_kept += numpy.float64(dout[j])
+        dgamma += dgamma_kept
+        dbeta += dbeta_kept
     return (numpy.float64(gamma)*dgamma, numpy.float64(gamma)*dbeta, dgamma, dbeta,)
 
 
@@ -803,18 +900,56 @@ def _backward_staged_krows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, K, G
             sum_dxhat_xhat = 0.0
             sum_dxhat = 0.0
             if O == 1:
-                for j in range(K):
-                    sum_dxhat_xhat += numpy.float64(dout[0, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(xhat[0, g, j])
-                    sum_dxhat += numpy.float64(dout[0, g, j])*numpy.float64(gamma_p[p, j])
-                    dgamma_b[p, j] += dout[0, g, j]*xhat[0, g, j]
-                    dbeta_b[p, j] += dout[0, g, j]
+                work = dout.dtype.type
+                span = _layout.sum_block(dout)
+                floor = _layout.block_floor(dout)
+                for j0 in range(0, K, span):
+                    j1 = min(j0 + span, K)
+                    sum_dxhat_xhat_block = work(0)
+                    sum_dxhat_block = work(0)
+                    for q in range(j1 - j0):
+                        j = numba.uint64(j0 + q)
+                        sum_dxhat_xhat_block += dout[0, g, j]*gamma_p[p, j]*xhat[0, g, j]
+                        sum_dxhat_block += dout[0, g, j]*gamma_p[p, j]
+                        dgamma_b[p, j] += dout[0, g, j]*xhat[0, g, j]
+                        dbeta_b[p, j] += dout[0, g, j]
+                    sum_dxhat_xhat_kept = numpy.float64(sum_dxhat_xhat_block)
+                    sum_dxhat_kept = numpy.float64(sum_dxhat_block)
+                    if not (_layout.ordinary(sum_dxhat_xhat_kept, floor) and _layout.ordinary(sum_dxhat_kept, floor)):   # out of range: again in float64
+                        sum_dxhat_xhat_kept = 0.0
+                        sum_dxhat_kept = 0.0
+                        for q in range(j1 - j0):
+                            j = numba.uint64(j0 + q)
+                            sum_dxhat_xhat_kept += numpy.float64(dout[0, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(xhat[0, g, j])
+                            sum_dxhat_kept += numpy.float64(dout[0, g, j])*numpy.float64(gamma_p[p, j])
+                    sum_dxhat_xhat += sum_dxhat_xhat_kept
+                    sum_dxhat += sum_dxhat_kept
             else:
                 for o in range(O):
-                    for j in range(K):
-                        sum_dxhat_xhat += numpy.float64(dout[o, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(xhat[o, g, j])
-                        sum_dxhat += numpy.float64(dout[o, g, j])*numpy.float64(gamma_p[p, j])
-                        dgamma_b[p, j] += dout[o, g, j]*xhat[o, g, j]
-                        dbeta_b[p, j] += dout[o, g, j]
+                    work = dout.dtype.type
+                    span = _layout.sum_block(dout)
+                    floor = _layout.block_floor(dout)
+                    for j0 in range(0, K, span):
+                        j1 = min(j0 + span, K)
+                        sum_dxhat_xhat_block = work(0)
+                        sum_dxhat_block = work(0)
+                        for q in range(j1 - j0):
+                            j = numba.uint64(j0 + q)
+                            sum_dxhat_xhat_block += dout[o, g, j]*gamma_p[p, j]*xhat[o, g, j]
+                            sum_dxhat_block += dout[o, g, j]*gamma_p[p, j]
+                            dgamma_b[p, j] += dout[o, g, j]*xhat[o, g, j]
+                            dbeta_b[p, j] += dout[o, g, j]
+                        sum_dxhat_xhat_kept = numpy.float64(sum_dxhat_xhat_block)
+                        sum_dxhat_kept = numpy.float64(sum_dxhat_block)
+                        if not (_layout.ordinary(sum_dxhat_xhat_kept, floor) and _layout.ordinary(sum_dxhat_kept, floor)):   # out of range: again in float64
+                            sum_dxhat_xhat_kept = 0.0
+                            sum_dxhat_kept = 0.0
+                            for q in range(j1 - j0):
+                                j = numba.uint64(j0 + q)
+                                sum_dxhat_xhat_kept += numpy.float64(dout[o, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(xhat[o, g, j])
+                                sum_dxhat_kept += numpy.float64(dout[o, g, j])*numpy.float64(gamma_p[p, j])
+                        sum_dxhat_xhat += sum_dxhat_xhat_kept
+                        sum_dxhat += sum_dxhat_kept
             dvar = -1/2*sum_dxhat_xhat/std**2
             dmu = -sum_dxhat/std
             dx_coef_dxhat = work(1/std)
@@ -1104,9 +1239,29 @@ def _backward_staged(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m):
 def _forward_step_p0_rows(x, x_shift):
     sum_x_shifted = 0.0
     sum_var_shifted = 0.0
-    for j in range(x.shape[0]):
-        sum_x_shifted += numpy.float64(x[j]) - numpy.float64(x_shift)
-        sum_var_shifted += (numpy.float64(x[j]) - numpy.float64(x_shift))**2
+    work = x.dtype.type
+    x_shift_w = work(x_shift)
+    span = _layout.sum_block(x)
+    floor = _layout.block_floor(x)
+    for j0 in range(0, x.shape[0], span):
+        j1 = min(j0 + span, x.shape[0])
+        sum_x_shifted_block = work(0)
+        sum_var_shifted_block = work(0)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_x_shifted_block += x[j] - x_shift_w
+            sum_var_shifted_block += (x[j] - x_shift_w)**2
+        sum_x_shifted_kept = numpy.float64(sum_x_shifted_block)
+        sum_var_shifted_kept = numpy.float64(sum_var_shifted_block)
+        if not (_layout.ordinary(sum_x_shifted_kept, floor) and _layout.ordinary(sum_var_shifted_kept, floor)):   # out of range: again in float64
+            sum_x_shifted_kept = 0.0
+            sum_var_shifted_kept = 0.0
+            for q in range(j1 - j0):
+                j = numba.uint64(j0 + q)
+                sum_x_shifted_kept += numpy.float64(x[j]) - numpy.float64(x_shift)
+                sum_var_shifted_kept += (numpy.float64(x[j]) - numpy.float64(x_shift))**2
+        sum_x_shifted += sum_x_shifted_kept
+        sum_var_shifted += sum_var_shifted_kept
     return (sum_x_shifted, sum_var_shifted,)
 
 
@@ -1457,9 +1612,28 @@ def _forward_step(lay, x, out, mu_g, std_g, beta_p, gamma_p, eps, m):
 def _backward_step_p1_rows(dout, x, gamma, inv_std, mu):
     dbeta = 0.0
     run1 = 0.0
-    for j in range(dout.shape[0]):
-        dbeta += numpy.float64(dout[j])
-        run1 += numpy.float64(dout[j])*(numpy.float64(x[j]) - numpy.float64(mu))
+    work = dout.dtype.type
+    span = _layout.sum_block(dout)
+    floor = _layout.block_floor(dout)
+    for j0 in range(0, dout.shape[0], span):
+        j1 = min(j0 + span, dout.shape[0])
+        dbeta_block = work(0)
+        run1_block = work(0)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            dbeta_block += dout[j]
+            run1_block += dout[j]*(x[j] - mu)
+        dbeta_kept = numpy.float64(dbeta_block)
+        run1_kept = numpy.float64(run1_block)
+        if not (_layout.ordinary(dbeta_kept, floor) and _layout.ordinary(run1_kept, floor)):   # out of range: again in float64
+            dbeta_kept = 0.0
+            run1_kept = 0.0
+            for q in range(j1 - j0):
+                j = numba.uint64(j0 + q)
+                dbeta_kept += numpy.float64(dout[j])
+                run1_kept += numpy.float64(dout[j])*(numpy.float64(x[j]) - numpy.float64(mu))
+        dbeta += dbeta_kept
+        run1 += run1_kept
     return (numpy.float64(gamma)*dbeta, numpy.float64(gamma)*run1, numpy.float64(inv_std)*run1, dbeta,)
 
 
@@ -1526,18 +1700,56 @@ def _backward_step_krows_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, chunks, K, 
             sum_dout_gamma = 0.0
             sum_dout_gamma_xhat_acc = 0.0
             if O == 1:
-                for j in range(K):
-                    sum_dout_gamma += numpy.float64(dout[0, g, j])*numpy.float64(gamma_p[p, j])
-                    sum_dout_gamma_xhat_acc += numpy.float64(dout[0, g, j])*numpy.float64(gamma_p[p, j])*(numpy.float64(x[0, g, j]) - numpy.float64(mu))
-                    dgamma_b[p, j] += dout[0, g, j]*inv_std*(x[0, g, j] - mu)
-                    dbeta_b[p, j] += dout[0, g, j]
+                work = dout.dtype.type
+                span = _layout.sum_block(dout)
+                floor = _layout.block_floor(dout)
+                for j0 in range(0, K, span):
+                    j1 = min(j0 + span, K)
+                    sum_dout_gamma_block = work(0)
+                    sum_dout_gamma_xhat_acc_block = work(0)
+                    for q in range(j1 - j0):
+                        j = numba.uint64(j0 + q)
+                        sum_dout_gamma_block += dout[0, g, j]*gamma_p[p, j]
+                        sum_dout_gamma_xhat_acc_block += dout[0, g, j]*gamma_p[p, j]*(x[0, g, j] - mu)
+                        dgamma_b[p, j] += dout[0, g, j]*inv_std*(x[0, g, j] - mu)
+                        dbeta_b[p, j] += dout[0, g, j]
+                    sum_dout_gamma_kept = numpy.float64(sum_dout_gamma_block)
+                    sum_dout_gamma_xhat_acc_kept = numpy.float64(sum_dout_gamma_xhat_acc_block)
+                    if not (_layout.ordinary(sum_dout_gamma_kept, floor) and _layout.ordinary(sum_dout_gamma_xhat_acc_kept, floor)):   # out of range: again in float64
+                        sum_dout_gamma_kept = 0.0
+                        sum_dout_gamma_xhat_acc_kept = 0.0
+                        for q in range(j1 - j0):
+                            j = numba.uint64(j0 + q)
+                            sum_dout_gamma_kept += numpy.float64(dout[0, g, j])*numpy.float64(gamma_p[p, j])
+                            sum_dout_gamma_xhat_acc_kept += numpy.float64(dout[0, g, j])*numpy.float64(gamma_p[p, j])*(numpy.float64(x[0, g, j]) - numpy.float64(mu))
+                    sum_dout_gamma += sum_dout_gamma_kept
+                    sum_dout_gamma_xhat_acc += sum_dout_gamma_xhat_acc_kept
             else:
                 for o in range(O):
-                    for j in range(K):
-                        sum_dout_gamma += numpy.float64(dout[o, g, j])*numpy.float64(gamma_p[p, j])
-                        sum_dout_gamma_xhat_acc += numpy.float64(dout[o, g, j])*numpy.float64(gamma_p[p, j])*(numpy.float64(x[o, g, j]) - numpy.float64(mu))
-                        dgamma_b[p, j] += dout[o, g, j]*inv_std*(x[o, g, j] - mu)
-                        dbeta_b[p, j] += dout[o, g, j]
+                    work = dout.dtype.type
+                    span = _layout.sum_block(dout)
+                    floor = _layout.block_floor(dout)
+                    for j0 in range(0, K, span):
+                        j1 = min(j0 + span, K)
+                        sum_dout_gamma_block = work(0)
+                        sum_dout_gamma_xhat_acc_block = work(0)
+                        for q in range(j1 - j0):
+                            j = numba.uint64(j0 + q)
+                            sum_dout_gamma_block += dout[o, g, j]*gamma_p[p, j]
+                            sum_dout_gamma_xhat_acc_block += dout[o, g, j]*gamma_p[p, j]*(x[o, g, j] - mu)
+                            dgamma_b[p, j] += dout[o, g, j]*inv_std*(x[o, g, j] - mu)
+                            dbeta_b[p, j] += dout[o, g, j]
+                        sum_dout_gamma_kept = numpy.float64(sum_dout_gamma_block)
+                        sum_dout_gamma_xhat_acc_kept = numpy.float64(sum_dout_gamma_xhat_acc_block)
+                        if not (_layout.ordinary(sum_dout_gamma_kept, floor) and _layout.ordinary(sum_dout_gamma_xhat_acc_kept, floor)):   # out of range: again in float64
+                            sum_dout_gamma_kept = 0.0
+                            sum_dout_gamma_xhat_acc_kept = 0.0
+                            for q in range(j1 - j0):
+                                j = numba.uint64(j0 + q)
+                                sum_dout_gamma_kept += numpy.float64(dout[o, g, j])*numpy.float64(gamma_p[p, j])
+                                sum_dout_gamma_xhat_acc_kept += numpy.float64(dout[o, g, j])*numpy.float64(gamma_p[p, j])*(numpy.float64(x[o, g, j]) - numpy.float64(mu))
+                        sum_dout_gamma += sum_dout_gamma_kept
+                        sum_dout_gamma_xhat_acc += sum_dout_gamma_xhat_acc_kept
             sum_dout_gamma_xhat = sum_dout_gamma_xhat_acc/std
             coef_dout_gamma = work(1/std)
             coef_xhat = work(-sum_dout_gamma_xhat/(m*std))

@@ -4,8 +4,9 @@
 
 The same proved expressions as generated/meanonly_batchnorm.py (the derivation is in
 generated/derivations/meanonly_batchnorm.md), printed as scalar loops: each kernel
-is one or more reduction passes, whose sums accumulate in float64, then one
-elementwise pass.  Per-group values (the statistics and the lets) stay in float64 wherever the
+is one or more reduction passes, whose sums accumulate in float64 (over a run of rows, each
+block of _layout.SUM_BLOCK elements in the input's dtype first, and again in float64 where that
+block's sum leaves its range), then one elementwise pass.  Per-group values (the statistics and the lets) stay in float64 wherever the
 elementwise pass subtracts the mean; the cache keeps them in float64, as it gets them.
 Statistics are taken over the axes (N) of x (N, D).
 The kernels see any working view as (O, G, K, I) and sweep it by rows or by columns,
@@ -30,8 +31,22 @@ _CACHE_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_train_p0_rows(x):
     sum_x = 0.0
-    for j in range(x.shape[0]):
-        sum_x += numpy.float64(x[j])
+    work = x.dtype.type
+    span = _layout.sum_block(x)
+    floor = _layout.block_floor(x)
+    for j0 in range(0, x.shape[0], span):
+        j1 = min(j0 + span, x.shape[0])
+        sum_x_block = work(0)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_x_block += x[j]
+        sum_x_kept = numpy.float64(sum_x_block)
+        if not (_layout.ordinary(sum_x_kept, floor)):   # out of range: again in float64
+            sum_x_kept = 0.0
+            for q in range(j1 - j0):
+                j = numba.uint64(j0 + q)
+                sum_x_kept += numpy.float64(x[j])
+        sum_x += sum_x_kept
     return (sum_x,)
 
 
@@ -293,8 +308,22 @@ def _forward_test(lay, x, out, mu_g, beta_p):
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_compact_p0_rows(dout):
     sum_dout = 0.0
-    for j in range(dout.shape[0]):
-        sum_dout += numpy.float64(dout[j])
+    work = dout.dtype.type
+    span = _layout.sum_block(dout)
+    floor = _layout.block_floor(dout)
+    for j0 in range(0, dout.shape[0], span):
+        j1 = min(j0 + span, dout.shape[0])
+        sum_dout_block = work(0)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_dout_block += dout[j]
+        sum_dout_kept = numpy.float64(sum_dout_block)
+        if not (_layout.ordinary(sum_dout_kept, floor)):   # out of range: again in float64
+            sum_dout_kept = 0.0
+            for q in range(j1 - j0):
+                j = numba.uint64(j0 + q)
+                sum_dout_kept += numpy.float64(dout[j])
+        sum_dout += sum_dout_kept
     return (sum_dout,)
 
 
@@ -452,8 +481,22 @@ def _backward_compact(lay, dout, dx, dbeta_p, m):
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_staged_p0_rows(dout):
     sum_dxc = 0.0
-    for j in range(dout.shape[0]):
-        sum_dxc += numpy.float64(dout[j])
+    work = dout.dtype.type
+    span = _layout.sum_block(dout)
+    floor = _layout.block_floor(dout)
+    for j0 in range(0, dout.shape[0], span):
+        j1 = min(j0 + span, dout.shape[0])
+        sum_dxc_block = work(0)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_dxc_block += dout[j]
+        sum_dxc_kept = numpy.float64(sum_dxc_block)
+        if not (_layout.ordinary(sum_dxc_kept, floor)):   # out of range: again in float64
+            sum_dxc_kept = 0.0
+            for q in range(j1 - j0):
+                j = numba.uint64(j0 + q)
+                sum_dxc_kept += numpy.float64(dout[j])
+        sum_dxc += sum_dxc_kept
     return (sum_dxc, sum_dxc,)
 
 
@@ -633,8 +676,22 @@ def _backward_staged(lay, dout, dx, dbeta_p, m):
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_test_p0_rows(dout):
     sum_dout = 0.0
-    for j in range(dout.shape[0]):
-        sum_dout += numpy.float64(dout[j])
+    work = dout.dtype.type
+    span = _layout.sum_block(dout)
+    floor = _layout.block_floor(dout)
+    for j0 in range(0, dout.shape[0], span):
+        j1 = min(j0 + span, dout.shape[0])
+        sum_dout_block = work(0)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_dout_block += dout[j]
+        sum_dout_kept = numpy.float64(sum_dout_block)
+        if not (_layout.ordinary(sum_dout_kept, floor)):   # out of range: again in float64
+            sum_dout_kept = 0.0
+            for q in range(j1 - j0):
+                j = numba.uint64(j0 + q)
+                sum_dout_kept += numpy.float64(dout[j])
+        sum_dout += sum_dout_kept
     return (sum_dout,)
 
 
@@ -781,8 +838,22 @@ def _backward_test(lay, dout, dx, dbeta_p):
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_step_p0_rows(x):
     sum_x = 0.0
-    for j in range(x.shape[0]):
-        sum_x += numpy.float64(x[j])
+    work = x.dtype.type
+    span = _layout.sum_block(x)
+    floor = _layout.block_floor(x)
+    for j0 in range(0, x.shape[0], span):
+        j1 = min(j0 + span, x.shape[0])
+        sum_x_block = work(0)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_x_block += x[j]
+        sum_x_kept = numpy.float64(sum_x_block)
+        if not (_layout.ordinary(sum_x_kept, floor)):   # out of range: again in float64
+            sum_x_kept = 0.0
+            for q in range(j1 - j0):
+                j = numba.uint64(j0 + q)
+                sum_x_kept += numpy.float64(x[j])
+        sum_x += sum_x_kept
     return (sum_x,)
 
 
@@ -956,8 +1027,22 @@ def _forward_step(lay, x, out, mu_g, beta_p, m):
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_step_p0_rows(dout):
     sum_dout = 0.0
-    for j in range(dout.shape[0]):
-        sum_dout += numpy.float64(dout[j])
+    work = dout.dtype.type
+    span = _layout.sum_block(dout)
+    floor = _layout.block_floor(dout)
+    for j0 in range(0, dout.shape[0], span):
+        j1 = min(j0 + span, dout.shape[0])
+        sum_dout_block = work(0)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_dout_block += dout[j]
+        sum_dout_kept = numpy.float64(sum_dout_block)
+        if not (_layout.ordinary(sum_dout_kept, floor)):   # out of range: again in float64
+            sum_dout_kept = 0.0
+            for q in range(j1 - j0):
+                j = numba.uint64(j0 + q)
+                sum_dout_kept += numpy.float64(dout[j])
+        sum_dout += sum_dout_kept
     return (sum_dout,)
 
 
@@ -1203,8 +1288,22 @@ def _forward_test_step(lay, x, out, mu_g, beta_p):
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_test_step_p0_rows(dout):
     sum_dout = 0.0
-    for j in range(dout.shape[0]):
-        sum_dout += numpy.float64(dout[j])
+    work = dout.dtype.type
+    span = _layout.sum_block(dout)
+    floor = _layout.block_floor(dout)
+    for j0 in range(0, dout.shape[0], span):
+        j1 = min(j0 + span, dout.shape[0])
+        sum_dout_block = work(0)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_dout_block += dout[j]
+        sum_dout_kept = numpy.float64(sum_dout_block)
+        if not (_layout.ordinary(sum_dout_kept, floor)):   # out of range: again in float64
+            sum_dout_kept = 0.0
+            for q in range(j1 - j0):
+                j = numba.uint64(j0 + q)
+                sum_dout_kept += numpy.float64(dout[j])
+        sum_dout += sum_dout_kept
     return (sum_dout,)
 
 

@@ -4,8 +4,9 @@
 
 The same proved expressions as generated/rmsnorm.py (the derivation is in
 generated/derivations/rmsnorm.md), printed as scalar loops: each kernel
-is one or more reduction passes, whose sums accumulate in float64, then one
-elementwise pass.  Per-group values (the statistics and the lets) stay in float64 wherever the
+is one or more reduction passes, whose sums accumulate in float64 (over a run of rows, each
+block of _layout.SUM_BLOCK elements in the input's dtype first, and again in float64 where that
+block's sum leaves its range), then one elementwise pass.  Per-group values (the statistics and the lets) stay in float64 wherever the
 elementwise pass subtracts the mean; the cache keeps them in float64, as it gets them.
 Statistics are taken over the axes (D) (the last axis) of x (..., D).
 The kernels see any working view as (O, G, K, I) and sweep it by rows or by columns,
@@ -31,8 +32,22 @@ _CACHE_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_train_p0_rows(x):
     sum_var = 0.0
-    for j in range(x.shape[0]):
-        sum_var += numpy.float64(x[j])**2
+    work = x.dtype.type
+    span = _layout.sum_block(x)
+    floor = _layout.block_floor(x)
+    for j0 in range(0, x.shape[0], span):
+        j1 = min(j0 + span, x.shape[0])
+        sum_var_block = work(0)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_var_block += x[j]**2
+        sum_var_kept = numpy.float64(sum_var_block)
+        if not (_layout.ordinary(sum_var_kept, floor)):   # out of range: again in float64
+            sum_var_kept = 0.0
+            for q in range(j1 - j0):
+                j = numba.uint64(j0 + q)
+                sum_var_kept += numpy.float64(x[j])**2
+        sum_var += sum_var_kept
     return (sum_var,)
 
 
@@ -79,12 +94,40 @@ def _forward_train_krows_l0(x, xhat, out, std_g, gamma_p, eps, m, P, chunks, G, 
             p = g % P
             sum_var = 0.0
             if O == 1:
-                for j in range(K):
-                    sum_var += numpy.float64(x[0, g, j])**2
+                work = x.dtype.type
+                span = _layout.sum_block(x)
+                floor = _layout.block_floor(x)
+                for j0 in range(0, K, span):
+                    j1 = min(j0 + span, K)
+                    sum_var_block = work(0)
+                    for q in range(j1 - j0):
+                        j = numba.uint64(j0 + q)
+                        sum_var_block += x[0, g, j]**2
+                    sum_var_kept = numpy.float64(sum_var_block)
+                    if not (_layout.ordinary(sum_var_kept, floor)):   # out of range: again in float64
+                        sum_var_kept = 0.0
+                        for q in range(j1 - j0):
+                            j = numba.uint64(j0 + q)
+                            sum_var_kept += numpy.float64(x[0, g, j])**2
+                    sum_var += sum_var_kept
             else:
                 for o in range(O):
-                    for j in range(K):
-                        sum_var += numpy.float64(x[o, g, j])**2
+                    work = x.dtype.type
+                    span = _layout.sum_block(x)
+                    floor = _layout.block_floor(x)
+                    for j0 in range(0, K, span):
+                        j1 = min(j0 + span, K)
+                        sum_var_block = work(0)
+                        for q in range(j1 - j0):
+                            j = numba.uint64(j0 + q)
+                            sum_var_block += x[o, g, j]**2
+                        sum_var_kept = numpy.float64(sum_var_block)
+                        if not (_layout.ordinary(sum_var_kept, floor)):   # out of range: again in float64
+                            sum_var_kept = 0.0
+                            for q in range(j1 - j0):
+                                j = numba.uint64(j0 + q)
+                                sum_var_kept += numpy.float64(x[o, g, j])**2
+                        sum_var += sum_var_kept
             var = sum_var/m
             std = math.sqrt(eps + var)
             inv_std = work(1/std)
@@ -283,8 +326,22 @@ def _forward_train(lay, x, xhat, out, std_g, gamma_p, eps, m):
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_compact_p0_rows(dout, xhat, gamma):
     dgamma = 0.0
-    for j in range(dout.shape[0]):
-        dgamma += numpy.float64(dout[j])*numpy.float64(xhat[j])
+    work = dout.dtype.type
+    span = _layout.sum_block(dout)
+    floor = _layout.block_floor(dout)
+    for j0 in range(0, dout.shape[0], span):
+        j1 = min(j0 + span, dout.shape[0])
+        dgamma_block = work(0)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            dgamma_block += dout[j]*xhat[j]
+        dgamma_kept = numpy.float64(dgamma_block)
+        if not (_layout.ordinary(dgamma_kept, floor)):   # out of range: again in float64
+            dgamma_kept = 0.0
+            for q in range(j1 - j0):
+                j = numba.uint64(j0 + q)
+                dgamma_kept += numpy.float64(dout[j])*numpy.float64(xhat[j])
+        dgamma += dgamma_kept
     return (numpy.float64(gamma)*dgamma, dgamma,)
 
 
@@ -336,14 +393,42 @@ def _backward_compact_krows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, K, 
             std = std_g[g]
             sum_dout_gamma_xhat = 0.0
             if O == 1:
-                for j in range(K):
-                    sum_dout_gamma_xhat += numpy.float64(dout[0, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(xhat[0, g, j])
-                    dgamma_b[p, j] += dout[0, g, j]*xhat[0, g, j]
+                work = dout.dtype.type
+                span = _layout.sum_block(dout)
+                floor = _layout.block_floor(dout)
+                for j0 in range(0, K, span):
+                    j1 = min(j0 + span, K)
+                    sum_dout_gamma_xhat_block = work(0)
+                    for q in range(j1 - j0):
+                        j = numba.uint64(j0 + q)
+                        sum_dout_gamma_xhat_block += dout[0, g, j]*gamma_p[p, j]*xhat[0, g, j]
+                        dgamma_b[p, j] += dout[0, g, j]*xhat[0, g, j]
+                    sum_dout_gamma_xhat_kept = numpy.float64(sum_dout_gamma_xhat_block)
+                    if not (_layout.ordinary(sum_dout_gamma_xhat_kept, floor)):   # out of range: again in float64
+                        sum_dout_gamma_xhat_kept = 0.0
+                        for q in range(j1 - j0):
+                            j = numba.uint64(j0 + q)
+                            sum_dout_gamma_xhat_kept += numpy.float64(dout[0, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(xhat[0, g, j])
+                    sum_dout_gamma_xhat += sum_dout_gamma_xhat_kept
             else:
                 for o in range(O):
-                    for j in range(K):
-                        sum_dout_gamma_xhat += numpy.float64(dout[o, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(xhat[o, g, j])
-                        dgamma_b[p, j] += dout[o, g, j]*xhat[o, g, j]
+                    work = dout.dtype.type
+                    span = _layout.sum_block(dout)
+                    floor = _layout.block_floor(dout)
+                    for j0 in range(0, K, span):
+                        j1 = min(j0 + span, K)
+                        sum_dout_gamma_xhat_block = work(0)
+                        for q in range(j1 - j0):
+                            j = numba.uint64(j0 + q)
+                            sum_dout_gamma_xhat_block += dout[o, g, j]*gamma_p[p, j]*xhat[o, g, j]
+                            dgamma_b[p, j] += dout[o, g, j]*xhat[o, g, j]
+                        sum_dout_gamma_xhat_kept = numpy.float64(sum_dout_gamma_xhat_block)
+                        if not (_layout.ordinary(sum_dout_gamma_xhat_kept, floor)):   # out of range: again in float64
+                            sum_dout_gamma_xhat_kept = 0.0
+                            for q in range(j1 - j0):
+                                j = numba.uint64(j0 + q)
+                                sum_dout_gamma_xhat_kept += numpy.float64(dout[o, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(xhat[o, g, j])
+                        sum_dout_gamma_xhat += sum_dout_gamma_xhat_kept
             coef_dout_gamma = work(1/std)
             coef_xhat = work(-sum_dout_gamma_xhat/(m*std))
             left -= 1
@@ -569,8 +654,22 @@ def _backward_compact(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, m):
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_staged_p0_rows(dout, xhat, gamma):
     dgamma = 0.0
-    for j in range(dout.shape[0]):
-        dgamma += numpy.float64(dout[j])*numpy.float64(xhat[j])
+    work = dout.dtype.type
+    span = _layout.sum_block(dout)
+    floor = _layout.block_floor(dout)
+    for j0 in range(0, dout.shape[0], span):
+        j1 = min(j0 + span, dout.shape[0])
+        dgamma_block = work(0)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            dgamma_block += dout[j]*xhat[j]
+        dgamma_kept = numpy.float64(dgamma_block)
+        if not (_layout.ordinary(dgamma_kept, floor)):   # out of range: again in float64
+            dgamma_kept = 0.0
+            for q in range(j1 - j0):
+                j = numba.uint64(j0 + q)
+                dgamma_kept += numpy.float64(dout[j])*numpy.float64(xhat[j])
+        dgamma += dgamma_kept
     return (numpy.float64(gamma)*dgamma, dgamma,)
 
 
@@ -625,14 +724,42 @@ def _backward_staged_krows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, K, G
             std = std_g[g]
             sum_dxhat_xhat = 0.0
             if O == 1:
-                for j in range(K):
-                    sum_dxhat_xhat += numpy.float64(dout[0, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(xhat[0, g, j])
-                    dgamma_b[p, j] += dout[0, g, j]*xhat[0, g, j]
+                work = dout.dtype.type
+                span = _layout.sum_block(dout)
+                floor = _layout.block_floor(dout)
+                for j0 in range(0, K, span):
+                    j1 = min(j0 + span, K)
+                    sum_dxhat_xhat_block = work(0)
+                    for q in range(j1 - j0):
+                        j = numba.uint64(j0 + q)
+                        sum_dxhat_xhat_block += dout[0, g, j]*gamma_p[p, j]*xhat[0, g, j]
+                        dgamma_b[p, j] += dout[0, g, j]*xhat[0, g, j]
+                    sum_dxhat_xhat_kept = numpy.float64(sum_dxhat_xhat_block)
+                    if not (_layout.ordinary(sum_dxhat_xhat_kept, floor)):   # out of range: again in float64
+                        sum_dxhat_xhat_kept = 0.0
+                        for q in range(j1 - j0):
+                            j = numba.uint64(j0 + q)
+                            sum_dxhat_xhat_kept += numpy.float64(dout[0, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(xhat[0, g, j])
+                    sum_dxhat_xhat += sum_dxhat_xhat_kept
             else:
                 for o in range(O):
-                    for j in range(K):
-                        sum_dxhat_xhat += numpy.float64(dout[o, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(xhat[o, g, j])
-                        dgamma_b[p, j] += dout[o, g, j]*xhat[o, g, j]
+                    work = dout.dtype.type
+                    span = _layout.sum_block(dout)
+                    floor = _layout.block_floor(dout)
+                    for j0 in range(0, K, span):
+                        j1 = min(j0 + span, K)
+                        sum_dxhat_xhat_block = work(0)
+                        for q in range(j1 - j0):
+                            j = numba.uint64(j0 + q)
+                            sum_dxhat_xhat_block += dout[o, g, j]*gamma_p[p, j]*xhat[o, g, j]
+                            dgamma_b[p, j] += dout[o, g, j]*xhat[o, g, j]
+                        sum_dxhat_xhat_kept = numpy.float64(sum_dxhat_xhat_block)
+                        if not (_layout.ordinary(sum_dxhat_xhat_kept, floor)):   # out of range: again in float64
+                            sum_dxhat_xhat_kept = 0.0
+                            for q in range(j1 - j0):
+                                j = numba.uint64(j0 + q)
+                                sum_dxhat_xhat_kept += numpy.float64(dout[o, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(xhat[o, g, j])
+                        sum_dxhat_xhat += sum_dxhat_xhat_kept
             dvar = -1/2*sum_dxhat_xhat/std**2
             dx_coef_dxhat = work(1/std)
             dx_coef_xhat = work(2*dvar*std/m)
@@ -864,8 +991,22 @@ def _backward_staged(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, m):
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_step_p0_rows(x):
     sum_var = 0.0
-    for j in range(x.shape[0]):
-        sum_var += numpy.float64(x[j])**2
+    work = x.dtype.type
+    span = _layout.sum_block(x)
+    floor = _layout.block_floor(x)
+    for j0 in range(0, x.shape[0], span):
+        j1 = min(j0 + span, x.shape[0])
+        sum_var_block = work(0)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_var_block += x[j]**2
+        sum_var_kept = numpy.float64(sum_var_block)
+        if not (_layout.ordinary(sum_var_kept, floor)):   # out of range: again in float64
+            sum_var_kept = 0.0
+            for q in range(j1 - j0):
+                j = numba.uint64(j0 + q)
+                sum_var_kept += numpy.float64(x[j])**2
+        sum_var += sum_var_kept
     return (sum_var,)
 
 
@@ -912,12 +1053,40 @@ def _forward_step_krows_l0(x, out, std_g, gamma_p, eps, m, P, chunks, G, O, K, c
             p = g % P
             sum_var = 0.0
             if O == 1:
-                for j in range(K):
-                    sum_var += numpy.float64(x[0, g, j])**2
+                work = x.dtype.type
+                span = _layout.sum_block(x)
+                floor = _layout.block_floor(x)
+                for j0 in range(0, K, span):
+                    j1 = min(j0 + span, K)
+                    sum_var_block = work(0)
+                    for q in range(j1 - j0):
+                        j = numba.uint64(j0 + q)
+                        sum_var_block += x[0, g, j]**2
+                    sum_var_kept = numpy.float64(sum_var_block)
+                    if not (_layout.ordinary(sum_var_kept, floor)):   # out of range: again in float64
+                        sum_var_kept = 0.0
+                        for q in range(j1 - j0):
+                            j = numba.uint64(j0 + q)
+                            sum_var_kept += numpy.float64(x[0, g, j])**2
+                    sum_var += sum_var_kept
             else:
                 for o in range(O):
-                    for j in range(K):
-                        sum_var += numpy.float64(x[o, g, j])**2
+                    work = x.dtype.type
+                    span = _layout.sum_block(x)
+                    floor = _layout.block_floor(x)
+                    for j0 in range(0, K, span):
+                        j1 = min(j0 + span, K)
+                        sum_var_block = work(0)
+                        for q in range(j1 - j0):
+                            j = numba.uint64(j0 + q)
+                            sum_var_block += x[o, g, j]**2
+                        sum_var_kept = numpy.float64(sum_var_block)
+                        if not (_layout.ordinary(sum_var_kept, floor)):   # out of range: again in float64
+                            sum_var_kept = 0.0
+                            for q in range(j1 - j0):
+                                j = numba.uint64(j0 + q)
+                                sum_var_kept += numpy.float64(x[o, g, j])**2
+                        sum_var += sum_var_kept
             var = sum_var/m
             std = math.sqrt(eps + var)
             inv_std = work(1/std)
@@ -1116,8 +1285,22 @@ def _forward_step(lay, x, out, std_g, gamma_p, eps, m):
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_step_p1_rows(dout, x, gamma, inv_std):
     run0 = 0.0
-    for j in range(dout.shape[0]):
-        run0 += numpy.float64(dout[j])*numpy.float64(x[j])
+    work = dout.dtype.type
+    span = _layout.sum_block(dout)
+    floor = _layout.block_floor(dout)
+    for j0 in range(0, dout.shape[0], span):
+        j1 = min(j0 + span, dout.shape[0])
+        run0_block = work(0)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            run0_block += dout[j]*x[j]
+        run0_kept = numpy.float64(run0_block)
+        if not (_layout.ordinary(run0_kept, floor)):   # out of range: again in float64
+            run0_kept = 0.0
+            for q in range(j1 - j0):
+                j = numba.uint64(j0 + q)
+                run0_kept += numpy.float64(dout[j])*numpy.float64(x[j])
+        run0 += run0_kept
     return (numpy.float64(gamma)*run0, numpy.float64(inv_std)*run0,)
 
 
@@ -1174,14 +1357,42 @@ def _backward_step_krows_l0(dout, x, dx, std_g, gamma_p, m, P, chunks, K, G, O, 
             inv_std = work(1/std)
             sum_dout_gamma_xhat_acc = 0.0
             if O == 1:
-                for j in range(K):
-                    sum_dout_gamma_xhat_acc += numpy.float64(dout[0, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(x[0, g, j])
-                    dgamma_b[p, j] += dout[0, g, j]*x[0, g, j]*inv_std
+                work = dout.dtype.type
+                span = _layout.sum_block(dout)
+                floor = _layout.block_floor(dout)
+                for j0 in range(0, K, span):
+                    j1 = min(j0 + span, K)
+                    sum_dout_gamma_xhat_acc_block = work(0)
+                    for q in range(j1 - j0):
+                        j = numba.uint64(j0 + q)
+                        sum_dout_gamma_xhat_acc_block += dout[0, g, j]*gamma_p[p, j]*x[0, g, j]
+                        dgamma_b[p, j] += dout[0, g, j]*x[0, g, j]*inv_std
+                    sum_dout_gamma_xhat_acc_kept = numpy.float64(sum_dout_gamma_xhat_acc_block)
+                    if not (_layout.ordinary(sum_dout_gamma_xhat_acc_kept, floor)):   # out of range: again in float64
+                        sum_dout_gamma_xhat_acc_kept = 0.0
+                        for q in range(j1 - j0):
+                            j = numba.uint64(j0 + q)
+                            sum_dout_gamma_xhat_acc_kept += numpy.float64(dout[0, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(x[0, g, j])
+                    sum_dout_gamma_xhat_acc += sum_dout_gamma_xhat_acc_kept
             else:
                 for o in range(O):
-                    for j in range(K):
-                        sum_dout_gamma_xhat_acc += numpy.float64(dout[o, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(x[o, g, j])
-                        dgamma_b[p, j] += dout[o, g, j]*x[o, g, j]*inv_std
+                    work = dout.dtype.type
+                    span = _layout.sum_block(dout)
+                    floor = _layout.block_floor(dout)
+                    for j0 in range(0, K, span):
+                        j1 = min(j0 + span, K)
+                        sum_dout_gamma_xhat_acc_block = work(0)
+                        for q in range(j1 - j0):
+                            j = numba.uint64(j0 + q)
+                            sum_dout_gamma_xhat_acc_block += dout[o, g, j]*gamma_p[p, j]*x[o, g, j]
+                            dgamma_b[p, j] += dout[o, g, j]*x[o, g, j]*inv_std
+                        sum_dout_gamma_xhat_acc_kept = numpy.float64(sum_dout_gamma_xhat_acc_block)
+                        if not (_layout.ordinary(sum_dout_gamma_xhat_acc_kept, floor)):   # out of range: again in float64
+                            sum_dout_gamma_xhat_acc_kept = 0.0
+                            for q in range(j1 - j0):
+                                j = numba.uint64(j0 + q)
+                                sum_dout_gamma_xhat_acc_kept += numpy.float64(dout[o, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(x[o, g, j])
+                        sum_dout_gamma_xhat_acc += sum_dout_gamma_xhat_acc_kept
             sum_dout_gamma_xhat = sum_dout_gamma_xhat_acc/std
             coef_dout_gamma = work(1/std)
             coef_xhat = work(-sum_dout_gamma_xhat/(m*std))

@@ -4,8 +4,9 @@
 
 The same proved expressions as generated/weight_standardization.py (the derivation is in
 generated/derivations/weight_standardization.md), printed as scalar loops: each kernel
-is one or more reduction passes, whose sums accumulate in float64, then one
-elementwise pass.  Per-group values (the statistics and the lets) stay in float64 wherever the
+is one or more reduction passes, whose sums accumulate in float64 (over a run of rows, each
+block of _layout.SUM_BLOCK elements in the input's dtype first, and again in float64 where that
+block's sum leaves its range), then one elementwise pass.  Per-group values (the statistics and the lets) stay in float64 wherever the
 elementwise pass subtracts the mean; the cache keeps them in float64, as it gets them.
 Statistics are taken over the axes (I, H, W) of x (O, I, H, W).
 The kernels see any working view as (O, G, K, I) and sweep it by rows or by columns,
@@ -32,9 +33,29 @@ _CACHE_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer
 def _forward_train_p0_rows(x, x_shift):
     sum_x_shifted = 0.0
     sum_var_shifted = 0.0
-    for j in range(x.shape[0]):
-        sum_x_shifted += numpy.float64(x[j]) - numpy.float64(x_shift)
-        sum_var_shifted += (numpy.float64(x[j]) - numpy.float64(x_shift))**2
+    work = x.dtype.type
+    x_shift_w = work(x_shift)
+    span = _layout.sum_block(x)
+    floor = _layout.block_floor(x)
+    for j0 in range(0, x.shape[0], span):
+        j1 = min(j0 + span, x.shape[0])
+        sum_x_shifted_block = work(0)
+        sum_var_shifted_block = work(0)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_x_shifted_block += x[j] - x_shift_w
+            sum_var_shifted_block += (x[j] - x_shift_w)**2
+        sum_x_shifted_kept = numpy.float64(sum_x_shifted_block)
+        sum_var_shifted_kept = numpy.float64(sum_var_shifted_block)
+        if not (_layout.ordinary(sum_x_shifted_kept, floor) and _layout.ordinary(sum_var_shifted_kept, floor)):   # out of range: again in float64
+            sum_x_shifted_kept = 0.0
+            sum_var_shifted_kept = 0.0
+            for q in range(j1 - j0):
+                j = numba.uint64(j0 + q)
+                sum_x_shifted_kept += numpy.float64(x[j]) - numpy.float64(x_shift)
+                sum_var_shifted_kept += (numpy.float64(x[j]) - numpy.float64(x_shift))**2
+        sum_x_shifted += sum_x_shifted_kept
+        sum_var_shifted += sum_var_shifted_kept
     return (sum_x_shifted, sum_var_shifted,)
 
 
@@ -242,9 +263,28 @@ def _forward_train(lay, x, out, std_g, eps, m):
 def _backward_compact_p0_rows(dout, out):
     sum_dout = 0.0
     sum_dout_out = 0.0
-    for j in range(dout.shape[0]):
-        sum_dout += numpy.float64(dout[j])
-        sum_dout_out += numpy.float64(dout[j])*numpy.float64(out[j])
+    work = dout.dtype.type
+    span = _layout.sum_block(dout)
+    floor = _layout.block_floor(dout)
+    for j0 in range(0, dout.shape[0], span):
+        j1 = min(j0 + span, dout.shape[0])
+        sum_dout_block = work(0)
+        sum_dout_out_block = work(0)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_dout_block += dout[j]
+            sum_dout_out_block += dout[j]*out[j]
+        sum_dout_kept = numpy.float64(sum_dout_block)
+        sum_dout_out_kept = numpy.float64(sum_dout_out_block)
+        if not (_layout.ordinary(sum_dout_kept, floor) and _layout.ordinary(sum_dout_out_kept, floor)):   # out of range: again in float64
+            sum_dout_kept = 0.0
+            sum_dout_out_kept = 0.0
+            for q in range(j1 - j0):
+                j = numba.uint64(j0 + q)
+                sum_dout_kept += numpy.float64(dout[j])
+                sum_dout_out_kept += numpy.float64(dout[j])*numpy.float64(out[j])
+        sum_dout += sum_dout_kept
+        sum_dout_out += sum_dout_out_kept
     return (sum_dout, sum_dout_out,)
 
 
@@ -430,9 +470,28 @@ def _backward_compact(lay, dout, out, dx, std_g, m):
 def _backward_staged_p0_rows(dout, out):
     sum_dout_out = 0.0
     sum_dout = 0.0
-    for j in range(dout.shape[0]):
-        sum_dout_out += numpy.float64(dout[j])*numpy.float64(out[j])
-        sum_dout += numpy.float64(dout[j])
+    work = dout.dtype.type
+    span = _layout.sum_block(dout)
+    floor = _layout.block_floor(dout)
+    for j0 in range(0, dout.shape[0], span):
+        j1 = min(j0 + span, dout.shape[0])
+        sum_dout_out_block = work(0)
+        sum_dout_block = work(0)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_dout_out_block += dout[j]*out[j]
+            sum_dout_block += dout[j]
+        sum_dout_out_kept = numpy.float64(sum_dout_out_block)
+        sum_dout_kept = numpy.float64(sum_dout_block)
+        if not (_layout.ordinary(sum_dout_out_kept, floor) and _layout.ordinary(sum_dout_kept, floor)):   # out of range: again in float64
+            sum_dout_out_kept = 0.0
+            sum_dout_kept = 0.0
+            for q in range(j1 - j0):
+                j = numba.uint64(j0 + q)
+                sum_dout_out_kept += numpy.float64(dout[j])*numpy.float64(out[j])
+                sum_dout_kept += numpy.float64(dout[j])
+        sum_dout_out += sum_dout_out_kept
+        sum_dout += sum_dout_kept
     return (sum_dout_out, sum_dout,)
 
 
@@ -622,9 +681,29 @@ def _backward_staged(lay, dout, out, dx, std_g, m):
 def _forward_step_p0_rows(x, x_shift):
     sum_x_shifted = 0.0
     sum_var_shifted = 0.0
-    for j in range(x.shape[0]):
-        sum_x_shifted += numpy.float64(x[j]) - numpy.float64(x_shift)
-        sum_var_shifted += (numpy.float64(x[j]) - numpy.float64(x_shift))**2
+    work = x.dtype.type
+    x_shift_w = work(x_shift)
+    span = _layout.sum_block(x)
+    floor = _layout.block_floor(x)
+    for j0 in range(0, x.shape[0], span):
+        j1 = min(j0 + span, x.shape[0])
+        sum_x_shifted_block = work(0)
+        sum_var_shifted_block = work(0)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_x_shifted_block += x[j] - x_shift_w
+            sum_var_shifted_block += (x[j] - x_shift_w)**2
+        sum_x_shifted_kept = numpy.float64(sum_x_shifted_block)
+        sum_var_shifted_kept = numpy.float64(sum_var_shifted_block)
+        if not (_layout.ordinary(sum_x_shifted_kept, floor) and _layout.ordinary(sum_var_shifted_kept, floor)):   # out of range: again in float64
+            sum_x_shifted_kept = 0.0
+            sum_var_shifted_kept = 0.0
+            for q in range(j1 - j0):
+                j = numba.uint64(j0 + q)
+                sum_x_shifted_kept += numpy.float64(x[j]) - numpy.float64(x_shift)
+                sum_var_shifted_kept += (numpy.float64(x[j]) - numpy.float64(x_shift))**2
+        sum_x_shifted += sum_x_shifted_kept
+        sum_var_shifted += sum_var_shifted_kept
     return (sum_x_shifted, sum_var_shifted,)
 
 
@@ -834,9 +913,28 @@ def _forward_step(lay, x, out, mu_g, std_g, eps, m):
 def _backward_step_p1_rows(dout, x, mu):
     sum_dout = 0.0
     sum_dout_out_acc = 0.0
-    for j in range(dout.shape[0]):
-        sum_dout += numpy.float64(dout[j])
-        sum_dout_out_acc += numpy.float64(dout[j])*(numpy.float64(x[j]) - numpy.float64(mu))
+    work = dout.dtype.type
+    span = _layout.sum_block(dout)
+    floor = _layout.block_floor(dout)
+    for j0 in range(0, dout.shape[0], span):
+        j1 = min(j0 + span, dout.shape[0])
+        sum_dout_block = work(0)
+        sum_dout_out_acc_block = work(0)
+        for q in range(j1 - j0):
+            j = numba.uint64(j0 + q)
+            sum_dout_block += dout[j]
+            sum_dout_out_acc_block += dout[j]*(x[j] - mu)
+        sum_dout_kept = numpy.float64(sum_dout_block)
+        sum_dout_out_acc_kept = numpy.float64(sum_dout_out_acc_block)
+        if not (_layout.ordinary(sum_dout_kept, floor) and _layout.ordinary(sum_dout_out_acc_kept, floor)):   # out of range: again in float64
+            sum_dout_kept = 0.0
+            sum_dout_out_acc_kept = 0.0
+            for q in range(j1 - j0):
+                j = numba.uint64(j0 + q)
+                sum_dout_kept += numpy.float64(dout[j])
+                sum_dout_out_acc_kept += numpy.float64(dout[j])*(numpy.float64(x[j]) - numpy.float64(mu))
+        sum_dout += sum_dout_kept
+        sum_dout_out_acc += sum_dout_out_acc_kept
     return (sum_dout, sum_dout_out_acc,)
 
 

@@ -24,7 +24,8 @@ the runtime from the shape alone (so results never depend on the thread count):
 
 The other inner loops are separate numba functions (over one run, or over a block of rows of a
 tile: :meth:`Printed.loops`), so that LLVM vectorizes them under their own fast-math flags; sums
-accumulate in float64.  Nothing here walks the derivation: the summands,
+accumulate in float64 (in rows, and in krows's sums inside the kernel, each block of a run in the
+working dtype first: :mod:`.blocks`).  Nothing here walks the derivation: the summands,
 group assignments and per-element assignments come from the IR's schedule, printed by
 :class:`~derive.backends.numba.printer.NumbaPrinter`.
 """
@@ -35,6 +36,7 @@ import sympy as sp
 from ...ir.layout import Loops
 from ...ir.program import Function, KernelIR, is_scalar
 from ...math.algebra import Elem
+from .blocks import Blocks
 from .columns import ELEMENTS, INNER, Columns, Emit
 from .outline import DEF, outline
 from .rows import Rows
@@ -44,7 +46,7 @@ from .wide import Wide
 BLOCK = ("o0", "o1", "j0", "j1")
 
 
-class Printed(Columns, Rows, Wide):
+class Printed(Blocks, Columns, Rows, Wide):
     """One IR function as numba source: the symbols each part reads, sorted into roles, and the
     printed inner loops and drivers of every strategy its entry can take."""
 
@@ -150,7 +152,7 @@ class Printed(Columns, Rows, Wide):
             self.cols_accumulate(e, ph, table, wide)
         elif mode == "rows":
             self.rows_accumulate(e, ph, wide)
-        else:
+        else:   # krows (a forward's statistics, wide's tiles): whole float64 sums (see .blocks)
             depth = self.loops(e, mode, elems[0])
             for acc, summand in ph.sums:
                 e(depth, f"{acc.name} += {self.p(summand, wide)}")

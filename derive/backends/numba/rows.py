@@ -99,14 +99,14 @@ class Rows:
         return [(name, element) for element, name in raws.items()], uses
 
     def rows_accumulate(self, e: Emit, ph, wide: dict) -> None:
-        """A rows pass over one run: each distinct element part summed in float64, then every sum and
-        partial returned as its factor times its sum (see :meth:`run_factors`)."""
+        """A rows pass over one run: each distinct element part summed (in blocks, :mod:`.blocks`), then
+        every sum and partial returned as its factor times its sum (see :meth:`run_factors`)."""
         raws, uses = self.run_factors(ph)
+        elems = self.pass_parts(ph)[0]
         for name, _ in raws:
             e(1, f"{name} = 0.0")
-        e(1, f"for j in range({self.pass_parts(ph)[0][0]}.shape[0]):")
-        for name, element in raws:
-            e(2, f"{name} += {self.p(element, wide)}")
+        self.block_sums(e, 1, f"{elems[0]}.shape[0]", [(n, f"{n}[j]") for n in elems], raws, [],
+                        self.narrow_shifts(ph))
         values = [name if factor == 1 else f"{self.p(factor, wide)}*{name}" for factor, name in uses]
         e(1, f"return ({', '.join(values)},)")
 
@@ -151,21 +151,18 @@ class Rows:
         self.over_o(e, lambda depth, o: run(depth, call.replace("[o, g]", f"[{o}, g]")))
 
     def krows_sums_inline(self, e: Emit, ph) -> None:
-        """A krows pass over one group printed in the kernel (see Printed.sums_inline): its sums in
-        float64 and its parameter partials into the group's row of the blocks."""
+        """A krows pass over one group printed in the kernel (see Printed.sums_inline): its sums (in
+        blocks, :mod:`.blocks`) and its parameter partials into the group's row of the blocks."""
         elems, ops, _ = self.pass_parts(ph)
         for acc, _ in ph.sums:
             e(3, f"{acc.name} = 0.0")
 
         def body(depth: int, o: str) -> None:
-            e(depth, "for j in range(K):")
-            table = {n: f"{n}[{o}, g, j]" for n in elems}
-            table.update({v: f"{self.array(v, 'p')}[p, j]" for v in ops if v in self.varying})
-            wide = self.wide(table, elems + ops)
-            for acc, summand in ph.sums:
-                e(depth + 1, f"{acc.name} += {self.p(summand, wide)}")
-            for g, summand in ph.partials:
-                e(depth + 1, f"{self.array(g.name, 'b')}[p, j] += {self.p(summand, table)}")
+            runs = ([(n, f"{n}[{o}, g, j]") for n in elems]
+                    + [(v, f"{self.array(v, 'p')}[p, j]") for v in ops if v in self.varying]
+                    + [(g.name, f"{self.array(g.name, 'b')}[p, j]") for g, _ in ph.partials])
+            self.block_sums(e, depth, "K", runs, [(acc.name, summand) for acc, summand in ph.sums],
+                            [(g.name, summand) for g, summand in ph.partials], self.narrow_shifts(ph))
 
         self.over_o(e, body)
 

@@ -33,6 +33,8 @@ import numpy
 # the kernels call these as _layout.<name>
 from ._loops import (  # noqa: F401
     BLOCK,
+    SUM_BLOCK,
+    block_floor,
     block_groups,
     combine_chunks,
     combine_outer,
@@ -42,9 +44,11 @@ from ._loops import (  # noqa: F401
     flush,
     fold,
     fold_varying,
+    ordinary,
     per_group,
     per_group_into,
     spread_into,
+    sum_block,
     sum_chunks,
 )
 from ._threads import PARALLEL, get_num_threads, parallel, set_num_threads  # noqa: F401
