@@ -248,11 +248,13 @@ def block_floor(like):
 
 @numba.njit(cache=True)
 def ordinary(total, floor):
-    """A block's sum (in float64) is kept: finite, and at least ``floor`` from zero.  Otherwise the
-    block is summed again in float64 (inf or nan from an overflow; in float32, a sum below ``floor``
-    that may have lost its terms to underflow, or an exact zero)."""
+    """A block's sum (in float64) is kept: finite, and exactly zero or at least ``floor`` from zero.
+    Otherwise the block is summed again in float64: inf or nan from an overflow, or a sum below
+    ``floor`` whose terms may have lost digits to underflow.  An exact zero is kept, so that a block of
+    exact zeros (a channel that a ReLU zeroed, x equal to its group's first element throughout) is not
+    summed twice: terms that vanish whole are below 2**-150 each, under any eps float32 accepts."""
     size = abs(total)
-    return size >= floor and size < numpy.inf
+    return size < numpy.inf and (size >= floor or size == 0.0)
 
 
 @numba.njit(cache=True)
