@@ -33,6 +33,16 @@ _CACHE_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer
 def _forward_train_p0_rows(x, x_shift):
     sum_x_shifted = 0.0
     sum_var_shifted = 0.0
+    for j in range(x.shape[0]):
+        sum_x_shifted += numpy.float64(x[j]) - numpy.float64(x_shift)
+        sum_var_shifted += (numpy.float64(x[j]) - numpy.float64(x_shift))**2
+    return (sum_x_shifted, sum_var_shifted,)
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
+def _forward_train_p0_rows_blocks(x, x_shift):
+    sum_x_shifted = 0.0
+    sum_var_shifted = 0.0
     work = x.dtype.type
     x_shift_w = work(x_shift)
     span = _layout.sum_block(x)
@@ -72,11 +82,18 @@ def _forward_train_rows_l0(x, xhat, out, running_mean_g, running_var_g, mu_g, d_
             x_shift = numpy.float64(x[0, g, 0, 0]) if O * K * I else 0.0
             sum_x_shifted = 0.0
             sum_var_shifted = 0.0
-            for o in range(O):
-                for k in range(K):
-                    sum_x_shifted_run, sum_var_shifted_run, = _forward_train_p0_rows(x[o, g, k], x_shift)
-                    sum_x_shifted += sum_x_shifted_run
-                    sum_var_shifted += sum_var_shifted_run
+            if I >= _layout.BLOCKS_CALL_FROM:
+                for o in range(O):
+                    for k in range(K):
+                        sum_x_shifted_run, sum_var_shifted_run, = _forward_train_p0_rows_blocks(x[o, g, k], x_shift)
+                        sum_x_shifted += sum_x_shifted_run
+                        sum_var_shifted += sum_var_shifted_run
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        sum_x_shifted_run, sum_var_shifted_run, = _forward_train_p0_rows(x[o, g, k], x_shift)
+                        sum_x_shifted += sum_x_shifted_run
+                        sum_var_shifted += sum_var_shifted_run
             sum_x = m*x_shift + sum_x_shifted
             std_run = math.sqrt(eps + running_var)
             mu = sum_x/m
@@ -453,6 +470,16 @@ def _forward_test(lay, x, xhat, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma
 def _backward_compact_p0_rows(dout, xhat):
     sum_dout = 0.0
     sum_dout_xhat = 0.0
+    for j in range(dout.shape[0]):
+        sum_dout += numpy.float64(dout[j])
+        sum_dout_xhat += numpy.float64(dout[j])*numpy.float64(xhat[j])
+    return (sum_dout, sum_dout_xhat,)
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
+def _backward_compact_p0_rows_blocks(dout, xhat):
+    sum_dout = 0.0
+    sum_dout_xhat = 0.0
     work = dout.dtype.type
     span = _layout.sum_block(dout)
     floor = _layout.block_floor(dout)
@@ -479,7 +506,7 @@ def _backward_compact_p0_rows(dout, xhat):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_compact_rows_l0(dout, xhat, dx, d_g, r_g, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g, I, c0, c1):
+def _backward_compact_rows_l0(dout, xhat, dx, d_g, r_g, std_g, gamma_p, m, P, chunks, G, I, O, K, dgamma_g, dbeta_g, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -490,11 +517,18 @@ def _backward_compact_rows_l0(dout, xhat, dx, d_g, r_g, std_g, gamma_p, m, P, ch
             gamma = gamma_p[p]
             sum_dout = 0.0
             sum_dout_xhat = 0.0
-            for o in range(O):
-                for k in range(K):
-                    sum_dout_run, sum_dout_xhat_run, = _backward_compact_p0_rows(dout[o, g, k], xhat[o, g, k])
-                    sum_dout += sum_dout_run
-                    sum_dout_xhat += sum_dout_xhat_run
+            if I >= _layout.BLOCKS_CALL_FROM:
+                for o in range(O):
+                    for k in range(K):
+                        sum_dout_run, sum_dout_xhat_run, = _backward_compact_p0_rows_blocks(dout[o, g, k], xhat[o, g, k])
+                        sum_dout += sum_dout_run
+                        sum_dout_xhat += sum_dout_xhat_run
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        sum_dout_run, sum_dout_xhat_run, = _backward_compact_p0_rows(dout[o, g, k], xhat[o, g, k])
+                        sum_dout += sum_dout_run
+                        sum_dout_xhat += sum_dout_xhat_run
             coef_dout = work(gamma*r/std)
             coef_xhat = work(((gamma*(d*sum_dout - sum_dout_xhat))/(m*r*std) if (m*r*std) != 0 else 0.0))
             coef_1 = work(((-gamma*(d**2*sum_dout - d*sum_dout_xhat + r**2*sum_dout))/(m*r*std) if (m*r*std) != 0 else 0.0))
@@ -515,7 +549,7 @@ def _backward_compact_rows(dout, xhat, dx, d_g, r_g, std_g, gamma_p, dgamma_p, d
     O, G, K, I = dout.shape
     dgamma_g = dgamma_p if P == G else numpy.empty(G)
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
-    _layout.parallel(_backward_compact_rows_l0, chunks, (dout, xhat, dx, d_g, r_g, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g, I,), dout.size)
+    _layout.parallel(_backward_compact_rows_l0, chunks, (dout, xhat, dx, d_g, r_g, std_g, gamma_p, m, P, chunks, G, I, O, K, dgamma_g, dbeta_g,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -693,6 +727,18 @@ def _backward_staged_p1_rows(dout, xhat, d, gamma, inv_r, mu, r, std):
     sum_dout_xhat = 0.0
     sum_dout = 0.0
     run2 = 0.0
+    for j in range(dout.shape[0]):
+        sum_dout_xhat += numpy.float64(dout[j])*numpy.float64(xhat[j])
+        sum_dout += numpy.float64(dout[j])
+        run2 += numpy.float64(dout[j])*(numpy.float64(inv_r)*(numpy.float64(xhat[j])*numpy.float64(std) - numpy.float64(d)*numpy.float64(std) + numpy.float64(mu)*numpy.float64(r)) - numpy.float64(mu))
+    return (numpy.float64(gamma)*run2, numpy.float64(gamma)*sum_dout, sum_dout_xhat, sum_dout,)
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
+def _backward_staged_p1_rows_blocks(dout, xhat, d, gamma, inv_r, mu, r, std):
+    sum_dout_xhat = 0.0
+    sum_dout = 0.0
+    run2 = 0.0
     work = dout.dtype.type
     span = _layout.sum_block(dout)
     floor = _layout.block_floor(dout)
@@ -725,7 +771,7 @@ def _backward_staged_p1_rows(dout, xhat, d, gamma, inv_r, mu, r, std):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_staged_rows_l0(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g, I, c0, c1):
+def _backward_staged_rows_l0(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, chunks, G, I, O, K, dgamma_g, dbeta_g, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -740,13 +786,22 @@ def _backward_staged_rows_l0(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, m, 
             sum_dxhat = 0.0
             sum_dout_xhat = 0.0
             sum_dout = 0.0
-            for o in range(O):
-                for k in range(K):
-                    sum_dvar_run, sum_dxhat_run, sum_dout_xhat_run, sum_dout_run, = _backward_staged_p1_rows(dout[o, g, k], xhat[o, g, k], d, gamma, inv_r, mu, r, std)
-                    sum_dvar += sum_dvar_run
-                    sum_dxhat += sum_dxhat_run
-                    sum_dout_xhat += sum_dout_xhat_run
-                    sum_dout += sum_dout_run
+            if I >= _layout.BLOCKS_CALL_FROM:
+                for o in range(O):
+                    for k in range(K):
+                        sum_dvar_run, sum_dxhat_run, sum_dout_xhat_run, sum_dout_run, = _backward_staged_p1_rows_blocks(dout[o, g, k], xhat[o, g, k], d, gamma, inv_r, mu, r, std)
+                        sum_dvar += sum_dvar_run
+                        sum_dxhat += sum_dxhat_run
+                        sum_dout_xhat += sum_dout_xhat_run
+                        sum_dout += sum_dout_run
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        sum_dvar_run, sum_dxhat_run, sum_dout_xhat_run, sum_dout_run, = _backward_staged_p1_rows(dout[o, g, k], xhat[o, g, k], d, gamma, inv_r, mu, r, std)
+                        sum_dvar += sum_dvar_run
+                        sum_dxhat += sum_dxhat_run
+                        sum_dout_xhat += sum_dout_xhat_run
+                        sum_dout += sum_dout_run
             dvar = -1/2*r*sum_dvar/std**3
             dmu = -r*sum_dxhat/std
             dx_coef_dxhat = r/std
@@ -770,7 +825,7 @@ def _backward_staged_rows(dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma
     O, G, K, I = dout.shape
     dgamma_g = dgamma_p if P == G else numpy.empty(G)
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
-    _layout.parallel(_backward_staged_rows_l0, chunks, (dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g, I,), dout.size)
+    _layout.parallel(_backward_staged_rows_l0, chunks, (dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, chunks, G, I, O, K, dgamma_g, dbeta_g,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -1029,6 +1084,16 @@ def _backward_staged(lay, dout, xhat, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma
 def _backward_test_p0_rows(dout, xhat):
     sum_dout_xhat = 0.0
     sum_dout = 0.0
+    for j in range(dout.shape[0]):
+        sum_dout_xhat += numpy.float64(dout[j])*numpy.float64(xhat[j])
+        sum_dout += numpy.float64(dout[j])
+    return (sum_dout_xhat, sum_dout,)
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
+def _backward_test_p0_rows_blocks(dout, xhat):
+    sum_dout_xhat = 0.0
+    sum_dout = 0.0
     work = dout.dtype.type
     span = _layout.sum_block(dout)
     floor = _layout.block_floor(dout)
@@ -1055,7 +1120,7 @@ def _backward_test_p0_rows(dout, xhat):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_test_rows_l0(dout, xhat, dx, std_g, gamma_p, r_max, P, chunks, G, O, K, dgamma_g, dbeta_g, I, c0, c1):
+def _backward_test_rows_l0(dout, xhat, dx, std_g, gamma_p, r_max, P, chunks, G, I, O, K, dgamma_g, dbeta_g, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -1064,11 +1129,18 @@ def _backward_test_rows_l0(dout, xhat, dx, std_g, gamma_p, r_max, P, chunks, G, 
             gamma = gamma_p[p]
             sum_dout_xhat = 0.0
             sum_dout = 0.0
-            for o in range(O):
-                for k in range(K):
-                    sum_dout_xhat_run, sum_dout_run, = _backward_test_p0_rows(dout[o, g, k], xhat[o, g, k])
-                    sum_dout_xhat += sum_dout_xhat_run
-                    sum_dout += sum_dout_run
+            if I >= _layout.BLOCKS_CALL_FROM:
+                for o in range(O):
+                    for k in range(K):
+                        sum_dout_xhat_run, sum_dout_run, = _backward_test_p0_rows_blocks(dout[o, g, k], xhat[o, g, k])
+                        sum_dout_xhat += sum_dout_xhat_run
+                        sum_dout += sum_dout_run
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        sum_dout_xhat_run, sum_dout_run, = _backward_test_p0_rows(dout[o, g, k], xhat[o, g, k])
+                        sum_dout_xhat += sum_dout_xhat_run
+                        sum_dout += sum_dout_run
             dx_coef_dxhat = min(max(1, 1/r_max), r_max)/std
             dx_coef_dout = work(dx_coef_dxhat*gamma)
             dgamma_g[g] = sum_dout_xhat
@@ -1088,7 +1160,7 @@ def _backward_test_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, r_max
     O, G, K, I = dout.shape
     dgamma_g = dgamma_p if P == G else numpy.empty(G)
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
-    _layout.parallel(_backward_test_rows_l0, chunks, (dout, xhat, dx, std_g, gamma_p, r_max, P, chunks, G, O, K, dgamma_g, dbeta_g, I,), dout.size)
+    _layout.parallel(_backward_test_rows_l0, chunks, (dout, xhat, dx, std_g, gamma_p, r_max, P, chunks, G, I, O, K, dgamma_g, dbeta_g,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -1248,6 +1320,16 @@ def _backward_test(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, r_max
 def _forward_step_p0_rows(x, x_shift):
     sum_x_shifted = 0.0
     sum_var_shifted = 0.0
+    for j in range(x.shape[0]):
+        sum_x_shifted += numpy.float64(x[j]) - numpy.float64(x_shift)
+        sum_var_shifted += (numpy.float64(x[j]) - numpy.float64(x_shift))**2
+    return (sum_x_shifted, sum_var_shifted,)
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
+def _forward_step_p0_rows_blocks(x, x_shift):
+    sum_x_shifted = 0.0
+    sum_var_shifted = 0.0
     work = x.dtype.type
     x_shift_w = work(x_shift)
     span = _layout.sum_block(x)
@@ -1287,11 +1369,18 @@ def _forward_step_rows_l0(x, out, running_mean_g, running_var_g, mu_g, d_g, var_
             x_shift = numpy.float64(x[0, g, 0, 0]) if O * K * I else 0.0
             sum_x_shifted = 0.0
             sum_var_shifted = 0.0
-            for o in range(O):
-                for k in range(K):
-                    sum_x_shifted_run, sum_var_shifted_run, = _forward_step_p0_rows(x[o, g, k], x_shift)
-                    sum_x_shifted += sum_x_shifted_run
-                    sum_var_shifted += sum_var_shifted_run
+            if I >= _layout.BLOCKS_CALL_FROM:
+                for o in range(O):
+                    for k in range(K):
+                        sum_x_shifted_run, sum_var_shifted_run, = _forward_step_p0_rows_blocks(x[o, g, k], x_shift)
+                        sum_x_shifted += sum_x_shifted_run
+                        sum_var_shifted += sum_var_shifted_run
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        sum_x_shifted_run, sum_var_shifted_run, = _forward_step_p0_rows(x[o, g, k], x_shift)
+                        sum_x_shifted += sum_x_shifted_run
+                        sum_var_shifted += sum_var_shifted_run
             sum_x = m*x_shift + sum_x_shifted
             std_run = math.sqrt(eps + running_var)
             mu = sum_x/m
@@ -1514,6 +1603,16 @@ def _forward_step(lay, x, out, running_mean_g, running_var_g, mu_g, d_g, var_g, 
 def _backward_step_p1_rows(dout, x, d, inv_std, mu, r):
     sum_dout = 0.0
     sum_dout_xhat = 0.0
+    for j in range(dout.shape[0]):
+        sum_dout += numpy.float64(dout[j])
+        sum_dout_xhat += numpy.float64(dout[j])*(numpy.float64(d) + numpy.float64(inv_std)*numpy.float64(r)*(numpy.float64(x[j]) - numpy.float64(mu)))
+    return (sum_dout, sum_dout_xhat,)
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
+def _backward_step_p1_rows_blocks(dout, x, d, inv_std, mu, r):
+    sum_dout = 0.0
+    sum_dout_xhat = 0.0
     work = dout.dtype.type
     span = _layout.sum_block(dout)
     floor = _layout.block_floor(dout)
@@ -1540,7 +1639,7 @@ def _backward_step_p1_rows(dout, x, d, inv_std, mu, r):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_step_rows_l0(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g, I, c0, c1):
+def _backward_step_rows_l0(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, chunks, G, I, O, K, dgamma_g, dbeta_g, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -1553,11 +1652,18 @@ def _backward_step_rows_l0(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, ch
             inv_std = 1/std
             sum_dout = 0.0
             sum_dout_xhat = 0.0
-            for o in range(O):
-                for k in range(K):
-                    sum_dout_run, sum_dout_xhat_run, = _backward_step_p1_rows(dout[o, g, k], x[o, g, k], d, inv_std, mu, r)
-                    sum_dout += sum_dout_run
-                    sum_dout_xhat += sum_dout_xhat_run
+            if I >= _layout.BLOCKS_CALL_FROM:
+                for o in range(O):
+                    for k in range(K):
+                        sum_dout_run, sum_dout_xhat_run, = _backward_step_p1_rows_blocks(dout[o, g, k], x[o, g, k], d, inv_std, mu, r)
+                        sum_dout += sum_dout_run
+                        sum_dout_xhat += sum_dout_xhat_run
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        sum_dout_run, sum_dout_xhat_run, = _backward_step_p1_rows(dout[o, g, k], x[o, g, k], d, inv_std, mu, r)
+                        sum_dout += sum_dout_run
+                        sum_dout_xhat += sum_dout_xhat_run
             coef_dout = work(gamma*r/std)
             coef_xhat = ((gamma*(d*sum_dout - sum_dout_xhat))/(m*r*std) if (m*r*std) != 0 else 0.0)
             coef_1 = ((-gamma*(d**2*sum_dout - d*sum_dout_xhat + r**2*sum_dout))/(m*r*std) if (m*r*std) != 0 else 0.0)
@@ -1582,7 +1688,7 @@ def _backward_step_rows(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma_p, d
     O, G, K, I = dout.shape
     dgamma_g = dgamma_p if P == G else numpy.empty(G)
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
-    _layout.parallel(_backward_step_rows_l0, chunks, (dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_g, dbeta_g, I,), dout.size)
+    _layout.parallel(_backward_step_rows_l0, chunks, (dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, m, P, chunks, G, I, O, K, dgamma_g, dbeta_g,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -1940,6 +2046,16 @@ def _forward_test_step(lay, x, out, mu_g, var_g, std_g, r_g, d_g, beta_p, gamma_
 def _backward_test_step_p1_rows(dout, x, d, inv_std, mu, r):
     sum_dout_xhat = 0.0
     sum_dout = 0.0
+    for j in range(dout.shape[0]):
+        sum_dout_xhat += numpy.float64(dout[j])*(numpy.float64(d) + numpy.float64(inv_std)*numpy.float64(r)*(numpy.float64(x[j]) - numpy.float64(mu)))
+        sum_dout += numpy.float64(dout[j])
+    return (sum_dout_xhat, sum_dout,)
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
+def _backward_test_step_p1_rows_blocks(dout, x, d, inv_std, mu, r):
+    sum_dout_xhat = 0.0
+    sum_dout = 0.0
     work = dout.dtype.type
     span = _layout.sum_block(dout)
     floor = _layout.block_floor(dout)
@@ -1966,7 +2082,7 @@ def _backward_test_step_p1_rows(dout, x, d, inv_std, mu, r):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_test_step_rows_l0(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, r_max, P, chunks, G, O, K, dgamma_g, dbeta_g, I, c0, c1):
+def _backward_test_step_rows_l0(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, r_max, P, chunks, G, I, O, K, dgamma_g, dbeta_g, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -1979,11 +2095,18 @@ def _backward_test_step_rows_l0(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, r_m
             inv_std = 1/std
             sum_dout_xhat = 0.0
             sum_dout = 0.0
-            for o in range(O):
-                for k in range(K):
-                    sum_dout_xhat_run, sum_dout_run, = _backward_test_step_p1_rows(dout[o, g, k], x[o, g, k], d, inv_std, mu, r)
-                    sum_dout_xhat += sum_dout_xhat_run
-                    sum_dout += sum_dout_run
+            if I >= _layout.BLOCKS_CALL_FROM:
+                for o in range(O):
+                    for k in range(K):
+                        sum_dout_xhat_run, sum_dout_run, = _backward_test_step_p1_rows_blocks(dout[o, g, k], x[o, g, k], d, inv_std, mu, r)
+                        sum_dout_xhat += sum_dout_xhat_run
+                        sum_dout += sum_dout_run
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        sum_dout_xhat_run, sum_dout_run, = _backward_test_step_p1_rows(dout[o, g, k], x[o, g, k], d, inv_std, mu, r)
+                        sum_dout_xhat += sum_dout_xhat_run
+                        sum_dout += sum_dout_run
             dx_coef_dxhat = min(max(1, 1/r_max), r_max)/std
             dx_coef_dout = work(dx_coef_dxhat*gamma)
             dgamma_g[g] = sum_dout_xhat
@@ -2003,7 +2126,7 @@ def _backward_test_step_rows(dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, dgamma
     O, G, K, I = dout.shape
     dgamma_g = dgamma_p if P == G else numpy.empty(G)
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
-    _layout.parallel(_backward_test_step_rows_l0, chunks, (dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, r_max, P, chunks, G, O, K, dgamma_g, dbeta_g, I,), dout.size)
+    _layout.parallel(_backward_test_step_rows_l0, chunks, (dout, x, dx, d_g, mu_g, r_g, std_g, gamma_p, r_max, P, chunks, G, I, O, K, dgamma_g, dbeta_g,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:

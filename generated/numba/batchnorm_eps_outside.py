@@ -33,6 +33,16 @@ _CACHE_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer
 def _forward_train_p0_rows(x, x_shift):
     sum_x_shifted = 0.0
     sum_var_shifted = 0.0
+    for j in range(x.shape[0]):
+        sum_x_shifted += numpy.float64(x[j]) - numpy.float64(x_shift)
+        sum_var_shifted += (numpy.float64(x[j]) - numpy.float64(x_shift))**2
+    return (sum_x_shifted, sum_var_shifted,)
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
+def _forward_train_p0_rows_blocks(x, x_shift):
+    sum_x_shifted = 0.0
+    sum_var_shifted = 0.0
     work = x.dtype.type
     x_shift_w = work(x_shift)
     span = _layout.sum_block(x)
@@ -70,11 +80,18 @@ def _forward_train_rows_l0(x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, ep
             x_shift = numpy.float64(x[0, g, 0, 0]) if O * K * I else 0.0
             sum_x_shifted = 0.0
             sum_var_shifted = 0.0
-            for o in range(O):
-                for k in range(K):
-                    sum_x_shifted_run, sum_var_shifted_run, = _forward_train_p0_rows(x[o, g, k], x_shift)
-                    sum_x_shifted += sum_x_shifted_run
-                    sum_var_shifted += sum_var_shifted_run
+            if I >= _layout.BLOCKS_CALL_FROM:
+                for o in range(O):
+                    for k in range(K):
+                        sum_x_shifted_run, sum_var_shifted_run, = _forward_train_p0_rows_blocks(x[o, g, k], x_shift)
+                        sum_x_shifted += sum_x_shifted_run
+                        sum_var_shifted += sum_var_shifted_run
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        sum_x_shifted_run, sum_var_shifted_run, = _forward_train_p0_rows(x[o, g, k], x_shift)
+                        sum_x_shifted += sum_x_shifted_run
+                        sum_var_shifted += sum_var_shifted_run
             sum_x = m*x_shift + sum_x_shifted
             mu = sum_x/m
             sum_var = m*(mu - x_shift)**2 + sum_var_shifted - 2*sum_x_shifted*(mu - x_shift)
@@ -418,6 +435,16 @@ def _forward_test(lay, x, xhat, out, mu_g, var_g, std_g, beta_p, gamma_p, eps):
 def _backward_compact_p0_rows(dout, xhat):
     sum_dout = 0.0
     sum_dout_xhat = 0.0
+    for j in range(dout.shape[0]):
+        sum_dout += numpy.float64(dout[j])
+        sum_dout_xhat += numpy.float64(dout[j])*numpy.float64(xhat[j])
+    return (sum_dout, sum_dout_xhat,)
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
+def _backward_compact_p0_rows_blocks(dout, xhat):
+    sum_dout = 0.0
+    sum_dout_xhat = 0.0
     work = dout.dtype.type
     span = _layout.sum_block(dout)
     floor = _layout.block_floor(dout)
@@ -444,7 +471,7 @@ def _backward_compact_p0_rows(dout, xhat):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_compact_rows_l0(dout, xhat, dx, std_g, gamma_p, eps, m, P, chunks, G, O, K, dgamma_g, dbeta_g, I, c0, c1):
+def _backward_compact_rows_l0(dout, xhat, dx, std_g, gamma_p, eps, m, P, chunks, G, I, O, K, dgamma_g, dbeta_g, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -453,11 +480,18 @@ def _backward_compact_rows_l0(dout, xhat, dx, std_g, gamma_p, eps, m, P, chunks,
             gamma = gamma_p[p]
             sum_dout = 0.0
             sum_dout_xhat = 0.0
-            for o in range(O):
-                for k in range(K):
-                    sum_dout_run, sum_dout_xhat_run, = _backward_compact_p0_rows(dout[o, g, k], xhat[o, g, k])
-                    sum_dout += sum_dout_run
-                    sum_dout_xhat += sum_dout_xhat_run
+            if I >= _layout.BLOCKS_CALL_FROM:
+                for o in range(O):
+                    for k in range(K):
+                        sum_dout_run, sum_dout_xhat_run, = _backward_compact_p0_rows_blocks(dout[o, g, k], xhat[o, g, k])
+                        sum_dout += sum_dout_run
+                        sum_dout_xhat += sum_dout_xhat_run
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        sum_dout_run, sum_dout_xhat_run, = _backward_compact_p0_rows(dout[o, g, k], xhat[o, g, k])
+                        sum_dout += sum_dout_run
+                        sum_dout_xhat += sum_dout_xhat_run
             coef_dout = work(gamma/std)
             coef_xhat = work(((gamma*sum_dout_xhat)/(m*(eps - std)) if (m*(eps - std)) != 0 else 0.0))
             coef_1 = work(-gamma*sum_dout/(m*std))
@@ -478,7 +512,7 @@ def _backward_compact_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, ep
     O, G, K, I = dout.shape
     dgamma_g = dgamma_p if P == G else numpy.empty(G)
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
-    _layout.parallel(_backward_compact_rows_l0, chunks, (dout, xhat, dx, std_g, gamma_p, eps, m, P, chunks, G, O, K, dgamma_g, dbeta_g, I,), dout.size)
+    _layout.parallel(_backward_compact_rows_l0, chunks, (dout, xhat, dx, std_g, gamma_p, eps, m, P, chunks, G, I, O, K, dgamma_g, dbeta_g,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -655,6 +689,16 @@ def _backward_compact(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, ep
 def _backward_staged_p0_rows(dout, xhat, gamma):
     sum_dout_xhat = 0.0
     sum_dout = 0.0
+    for j in range(dout.shape[0]):
+        sum_dout_xhat += numpy.float64(dout[j])*numpy.float64(xhat[j])
+        sum_dout += numpy.float64(dout[j])
+    return (numpy.float64(gamma)*sum_dout_xhat, numpy.float64(gamma)*sum_dout, sum_dout_xhat, sum_dout,)
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
+def _backward_staged_p0_rows_blocks(dout, xhat, gamma):
+    sum_dout_xhat = 0.0
+    sum_dout = 0.0
     work = dout.dtype.type
     span = _layout.sum_block(dout)
     floor = _layout.block_floor(dout)
@@ -681,7 +725,7 @@ def _backward_staged_p0_rows(dout, xhat, gamma):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_staged_rows_l0(dout, xhat, dx, std_g, gamma_p, eps, m, P, chunks, G, O, K, dgamma_g, dbeta_g, I, c0, c1):
+def _backward_staged_rows_l0(dout, xhat, dx, std_g, gamma_p, eps, m, P, chunks, G, I, O, K, dgamma_g, dbeta_g, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -692,13 +736,22 @@ def _backward_staged_rows_l0(dout, xhat, dx, std_g, gamma_p, eps, m, P, chunks, 
             sum_dxhat = 0.0
             sum_dout_xhat = 0.0
             sum_dout = 0.0
-            for o in range(O):
-                for k in range(K):
-                    sum_dxhat_xhat_run, sum_dxhat_run, sum_dout_xhat_run, sum_dout_run, = _backward_staged_p0_rows(dout[o, g, k], xhat[o, g, k], gamma)
-                    sum_dxhat_xhat += sum_dxhat_xhat_run
-                    sum_dxhat += sum_dxhat_run
-                    sum_dout_xhat += sum_dout_xhat_run
-                    sum_dout += sum_dout_run
+            if I >= _layout.BLOCKS_CALL_FROM:
+                for o in range(O):
+                    for k in range(K):
+                        sum_dxhat_xhat_run, sum_dxhat_run, sum_dout_xhat_run, sum_dout_run, = _backward_staged_p0_rows_blocks(dout[o, g, k], xhat[o, g, k], gamma)
+                        sum_dxhat_xhat += sum_dxhat_xhat_run
+                        sum_dxhat += sum_dxhat_run
+                        sum_dout_xhat += sum_dout_xhat_run
+                        sum_dout += sum_dout_run
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        sum_dxhat_xhat_run, sum_dxhat_run, sum_dout_xhat_run, sum_dout_run, = _backward_staged_p0_rows(dout[o, g, k], xhat[o, g, k], gamma)
+                        sum_dxhat_xhat += sum_dxhat_xhat_run
+                        sum_dxhat += sum_dxhat_run
+                        sum_dout_xhat += sum_dout_xhat_run
+                        sum_dout += sum_dout_run
             dvar = ((-sum_dxhat_xhat)/(2*std*(-eps + std)) if (2*std*(-eps + std)) != 0 else 0.0)
             dmu = -sum_dxhat/std
             dx_coef_dxhat = 1/std
@@ -722,7 +775,7 @@ def _backward_staged_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, eps
     O, G, K, I = dout.shape
     dgamma_g = dgamma_p if P == G else numpy.empty(G)
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
-    _layout.parallel(_backward_staged_rows_l0, chunks, (dout, xhat, dx, std_g, gamma_p, eps, m, P, chunks, G, O, K, dgamma_g, dbeta_g, I,), dout.size)
+    _layout.parallel(_backward_staged_rows_l0, chunks, (dout, xhat, dx, std_g, gamma_p, eps, m, P, chunks, G, I, O, K, dgamma_g, dbeta_g,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -936,6 +989,16 @@ def _backward_staged(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, eps
 def _backward_test_p0_rows(dout, xhat):
     sum_dout_xhat = 0.0
     sum_dout = 0.0
+    for j in range(dout.shape[0]):
+        sum_dout_xhat += numpy.float64(dout[j])*numpy.float64(xhat[j])
+        sum_dout += numpy.float64(dout[j])
+    return (sum_dout_xhat, sum_dout,)
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
+def _backward_test_p0_rows_blocks(dout, xhat):
+    sum_dout_xhat = 0.0
+    sum_dout = 0.0
     work = dout.dtype.type
     span = _layout.sum_block(dout)
     floor = _layout.block_floor(dout)
@@ -962,7 +1025,7 @@ def _backward_test_p0_rows(dout, xhat):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_test_rows_l0(dout, xhat, dx, std_g, gamma_p, P, chunks, G, O, K, dgamma_g, dbeta_g, I, c0, c1):
+def _backward_test_rows_l0(dout, xhat, dx, std_g, gamma_p, P, chunks, G, I, O, K, dgamma_g, dbeta_g, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -971,11 +1034,18 @@ def _backward_test_rows_l0(dout, xhat, dx, std_g, gamma_p, P, chunks, G, O, K, d
             gamma = gamma_p[p]
             sum_dout_xhat = 0.0
             sum_dout = 0.0
-            for o in range(O):
-                for k in range(K):
-                    sum_dout_xhat_run, sum_dout_run, = _backward_test_p0_rows(dout[o, g, k], xhat[o, g, k])
-                    sum_dout_xhat += sum_dout_xhat_run
-                    sum_dout += sum_dout_run
+            if I >= _layout.BLOCKS_CALL_FROM:
+                for o in range(O):
+                    for k in range(K):
+                        sum_dout_xhat_run, sum_dout_run, = _backward_test_p0_rows_blocks(dout[o, g, k], xhat[o, g, k])
+                        sum_dout_xhat += sum_dout_xhat_run
+                        sum_dout += sum_dout_run
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        sum_dout_xhat_run, sum_dout_run, = _backward_test_p0_rows(dout[o, g, k], xhat[o, g, k])
+                        sum_dout_xhat += sum_dout_xhat_run
+                        sum_dout += sum_dout_run
             dx_coef_dxhat = 1/std
             dx_coef_dout = work(dx_coef_dxhat*gamma)
             dgamma_g[g] = sum_dout_xhat
@@ -995,7 +1065,7 @@ def _backward_test_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, P, ch
     O, G, K, I = dout.shape
     dgamma_g = dgamma_p if P == G else numpy.empty(G)
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
-    _layout.parallel(_backward_test_rows_l0, chunks, (dout, xhat, dx, std_g, gamma_p, P, chunks, G, O, K, dgamma_g, dbeta_g, I,), dout.size)
+    _layout.parallel(_backward_test_rows_l0, chunks, (dout, xhat, dx, std_g, gamma_p, P, chunks, G, I, O, K, dgamma_g, dbeta_g,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -1155,6 +1225,16 @@ def _backward_test(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p):
 def _forward_step_p0_rows(x, x_shift):
     sum_x_shifted = 0.0
     sum_var_shifted = 0.0
+    for j in range(x.shape[0]):
+        sum_x_shifted += numpy.float64(x[j]) - numpy.float64(x_shift)
+        sum_var_shifted += (numpy.float64(x[j]) - numpy.float64(x_shift))**2
+    return (sum_x_shifted, sum_var_shifted,)
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
+def _forward_step_p0_rows_blocks(x, x_shift):
+    sum_x_shifted = 0.0
+    sum_var_shifted = 0.0
     work = x.dtype.type
     x_shift_w = work(x_shift)
     span = _layout.sum_block(x)
@@ -1192,11 +1272,18 @@ def _forward_step_rows_l0(x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m, P
             x_shift = numpy.float64(x[0, g, 0, 0]) if O * K * I else 0.0
             sum_x_shifted = 0.0
             sum_var_shifted = 0.0
-            for o in range(O):
-                for k in range(K):
-                    sum_x_shifted_run, sum_var_shifted_run, = _forward_step_p0_rows(x[o, g, k], x_shift)
-                    sum_x_shifted += sum_x_shifted_run
-                    sum_var_shifted += sum_var_shifted_run
+            if I >= _layout.BLOCKS_CALL_FROM:
+                for o in range(O):
+                    for k in range(K):
+                        sum_x_shifted_run, sum_var_shifted_run, = _forward_step_p0_rows_blocks(x[o, g, k], x_shift)
+                        sum_x_shifted += sum_x_shifted_run
+                        sum_var_shifted += sum_var_shifted_run
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        sum_x_shifted_run, sum_var_shifted_run, = _forward_step_p0_rows(x[o, g, k], x_shift)
+                        sum_x_shifted += sum_x_shifted_run
+                        sum_var_shifted += sum_var_shifted_run
             sum_x = m*x_shift + sum_x_shifted
             mu = sum_x/m
             sum_var = m*(mu - x_shift)**2 + sum_var_shifted - 2*sum_x_shifted*(mu - x_shift)
@@ -1409,6 +1496,16 @@ def _forward_step(lay, x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps, m):
 def _backward_step_p1_rows(dout, x, mu):
     sum_dout = 0.0
     sum_dout_xhat_acc = 0.0
+    for j in range(dout.shape[0]):
+        sum_dout += numpy.float64(dout[j])
+        sum_dout_xhat_acc += numpy.float64(dout[j])*(numpy.float64(x[j]) - numpy.float64(mu))
+    return (sum_dout, sum_dout_xhat_acc,)
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
+def _backward_step_p1_rows_blocks(dout, x, mu):
+    sum_dout = 0.0
+    sum_dout_xhat_acc = 0.0
     work = dout.dtype.type
     span = _layout.sum_block(dout)
     floor = _layout.block_floor(dout)
@@ -1435,7 +1532,7 @@ def _backward_step_p1_rows(dout, x, mu):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_step_rows_l0(dout, x, dx, mu_g, std_g, gamma_p, eps, m, P, chunks, G, O, K, dgamma_g, dbeta_g, I, c0, c1):
+def _backward_step_rows_l0(dout, x, dx, mu_g, std_g, gamma_p, eps, m, P, chunks, G, I, O, K, dgamma_g, dbeta_g, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -1446,11 +1543,18 @@ def _backward_step_rows_l0(dout, x, dx, mu_g, std_g, gamma_p, eps, m, P, chunks,
             inv_std = 1/std
             sum_dout = 0.0
             sum_dout_xhat_acc = 0.0
-            for o in range(O):
-                for k in range(K):
-                    sum_dout_run, sum_dout_xhat_acc_run, = _backward_step_p1_rows(dout[o, g, k], x[o, g, k], mu)
-                    sum_dout += sum_dout_run
-                    sum_dout_xhat_acc += sum_dout_xhat_acc_run
+            if I >= _layout.BLOCKS_CALL_FROM:
+                for o in range(O):
+                    for k in range(K):
+                        sum_dout_run, sum_dout_xhat_acc_run, = _backward_step_p1_rows_blocks(dout[o, g, k], x[o, g, k], mu)
+                        sum_dout += sum_dout_run
+                        sum_dout_xhat_acc += sum_dout_xhat_acc_run
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        sum_dout_run, sum_dout_xhat_acc_run, = _backward_step_p1_rows(dout[o, g, k], x[o, g, k], mu)
+                        sum_dout += sum_dout_run
+                        sum_dout_xhat_acc += sum_dout_xhat_acc_run
             sum_dout_xhat = sum_dout_xhat_acc/std
             coef_dout = work(gamma/std)
             coef_xhat = ((gamma*sum_dout_xhat)/(m*(eps - std)) if (m*(eps - std)) != 0 else 0.0)
@@ -1475,7 +1579,7 @@ def _backward_step_rows(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, ep
     O, G, K, I = dout.shape
     dgamma_g = dgamma_p if P == G else numpy.empty(G)
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
-    _layout.parallel(_backward_step_rows_l0, chunks, (dout, x, dx, mu_g, std_g, gamma_p, eps, m, P, chunks, G, O, K, dgamma_g, dbeta_g, I,), dout.size)
+    _layout.parallel(_backward_step_rows_l0, chunks, (dout, x, dx, mu_g, std_g, gamma_p, eps, m, P, chunks, G, I, O, K, dgamma_g, dbeta_g,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:
@@ -1805,6 +1909,16 @@ def _forward_test_step(lay, x, out, mu_g, var_g, std_g, beta_p, gamma_p, eps):
 def _backward_test_step_p1_rows(dout, x, mu):
     sum_dout_xhat_acc = 0.0
     sum_dout = 0.0
+    for j in range(dout.shape[0]):
+        sum_dout_xhat_acc += numpy.float64(dout[j])*(numpy.float64(x[j]) - numpy.float64(mu))
+        sum_dout += numpy.float64(dout[j])
+    return (sum_dout_xhat_acc, sum_dout,)
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
+def _backward_test_step_p1_rows_blocks(dout, x, mu):
+    sum_dout_xhat_acc = 0.0
+    sum_dout = 0.0
     work = dout.dtype.type
     span = _layout.sum_block(dout)
     floor = _layout.block_floor(dout)
@@ -1831,7 +1945,7 @@ def _backward_test_step_p1_rows(dout, x, mu):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_test_step_rows_l0(dout, x, dx, mu_g, std_g, gamma_p, P, chunks, G, O, K, dgamma_g, dbeta_g, I, c0, c1):
+def _backward_test_step_rows_l0(dout, x, dx, mu_g, std_g, gamma_p, P, chunks, G, I, O, K, dgamma_g, dbeta_g, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -1842,11 +1956,18 @@ def _backward_test_step_rows_l0(dout, x, dx, mu_g, std_g, gamma_p, P, chunks, G,
             inv_std = 1/std
             sum_dout_xhat_acc = 0.0
             sum_dout = 0.0
-            for o in range(O):
-                for k in range(K):
-                    sum_dout_xhat_acc_run, sum_dout_run, = _backward_test_step_p1_rows(dout[o, g, k], x[o, g, k], mu)
-                    sum_dout_xhat_acc += sum_dout_xhat_acc_run
-                    sum_dout += sum_dout_run
+            if I >= _layout.BLOCKS_CALL_FROM:
+                for o in range(O):
+                    for k in range(K):
+                        sum_dout_xhat_acc_run, sum_dout_run, = _backward_test_step_p1_rows_blocks(dout[o, g, k], x[o, g, k], mu)
+                        sum_dout_xhat_acc += sum_dout_xhat_acc_run
+                        sum_dout += sum_dout_run
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        sum_dout_xhat_acc_run, sum_dout_run, = _backward_test_step_p1_rows(dout[o, g, k], x[o, g, k], mu)
+                        sum_dout_xhat_acc += sum_dout_xhat_acc_run
+                        sum_dout += sum_dout_run
             dx_coef_dxhat = 1/std
             sum_dout_xhat = sum_dout_xhat_acc/std
             dx_coef_dout = work(dx_coef_dxhat*gamma)
@@ -1867,7 +1988,7 @@ def _backward_test_step_rows(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_
     O, G, K, I = dout.shape
     dgamma_g = dgamma_p if P == G else numpy.empty(G)
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
-    _layout.parallel(_backward_test_step_rows_l0, chunks, (dout, x, dx, mu_g, std_g, gamma_p, P, chunks, G, O, K, dgamma_g, dbeta_g, I,), dout.size)
+    _layout.parallel(_backward_test_step_rows_l0, chunks, (dout, x, dx, mu_g, std_g, gamma_p, P, chunks, G, I, O, K, dgamma_g, dbeta_g,), dout.size)
     if P != G:
         _layout.combine_outer(dgamma_g, dgamma_p)
     if P != G:

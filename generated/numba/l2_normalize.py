@@ -32,6 +32,14 @@ _CACHE_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_train_p0_rows(x):
     sq = 0.0
+    for j in range(x.shape[0]):
+        sq += numpy.float64(x[j])**2
+    return (sq,)
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
+def _forward_train_p0_rows_blocks(x):
+    sq = 0.0
     work = x.dtype.type
     span = _layout.sum_block(x)
     floor = _layout.block_floor(x)
@@ -52,16 +60,22 @@ def _forward_train_p0_rows(x):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_train_rows_l0(x, out, norm_g, den_g, eps, P, chunks, G, O, K, I, c0, c1):
+def _forward_train_rows_l0(x, out, norm_g, den_g, eps, P, chunks, G, I, O, K, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             sq = 0.0
-            for o in range(O):
-                for k in range(K):
-                    sq_run, = _forward_train_p0_rows(x[o, g, k])
-                    sq += sq_run
+            if I >= _layout.BLOCKS_CALL_FROM:
+                for o in range(O):
+                    for k in range(K):
+                        sq_run, = _forward_train_p0_rows_blocks(x[o, g, k])
+                        sq += sq_run
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        sq_run, = _forward_train_p0_rows(x[o, g, k])
+                        sq += sq_run
             norm = math.sqrt(sq)
             den = max(norm, eps)
             inv_den = work(1/den)
@@ -80,7 +94,7 @@ def _forward_train_rows_l0(x, out, norm_g, den_g, eps, P, chunks, G, O, K, I, c0
 
 def _forward_train_rows(x, out, norm_g, den_g, eps, P, chunks):
     O, G, K, I = x.shape
-    _layout.parallel(_forward_train_rows_l0, chunks, (x, out, norm_g, den_g, eps, P, chunks, G, O, K, I,), x.size)
+    _layout.parallel(_forward_train_rows_l0, chunks, (x, out, norm_g, den_g, eps, P, chunks, G, I, O, K,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
@@ -202,6 +216,14 @@ def _forward_train(lay, x, out, norm_g, den_g, eps):
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_compact_p0_rows(dout, out):
     sum_dout_out = 0.0
+    for j in range(dout.shape[0]):
+        sum_dout_out += numpy.float64(dout[j])*numpy.float64(out[j])
+    return (sum_dout_out,)
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
+def _backward_compact_p0_rows_blocks(dout, out):
+    sum_dout_out = 0.0
     work = dout.dtype.type
     span = _layout.sum_block(dout)
     floor = _layout.block_floor(dout)
@@ -222,7 +244,7 @@ def _backward_compact_p0_rows(dout, out):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_compact_rows_l0(dout, out, dx, den_g, norm_g, eps, P, chunks, G, O, K, I, c0, c1):
+def _backward_compact_rows_l0(dout, out, dx, den_g, norm_g, eps, P, chunks, G, I, O, K, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -230,10 +252,16 @@ def _backward_compact_rows_l0(dout, out, dx, den_g, norm_g, eps, P, chunks, G, O
             den = den_g[g]
             norm = norm_g[g]
             sum_dout_out = 0.0
-            for o in range(O):
-                for k in range(K):
-                    sum_dout_out_run, = _backward_compact_p0_rows(dout[o, g, k], out[o, g, k])
-                    sum_dout_out += sum_dout_out_run
+            if I >= _layout.BLOCKS_CALL_FROM:
+                for o in range(O):
+                    for k in range(K):
+                        sum_dout_out_run, = _backward_compact_p0_rows_blocks(dout[o, g, k], out[o, g, k])
+                        sum_dout_out += sum_dout_out_run
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        sum_dout_out_run, = _backward_compact_p0_rows(dout[o, g, k], out[o, g, k])
+                        sum_dout_out += sum_dout_out_run
             coef_dout = work(1/den)
             coef_out = work(((-sum_dout_out*(1.0 if (-eps + norm) > 0 else (float(1) if (-eps + norm) == 0 else 0.0)))/(norm) if (norm) != 0 else 0.0))
             if O == 1:
@@ -249,7 +277,7 @@ def _backward_compact_rows_l0(dout, out, dx, den_g, norm_g, eps, P, chunks, G, O
 
 def _backward_compact_rows(dout, out, dx, den_g, norm_g, eps, P, chunks):
     O, G, K, I = dout.shape
-    _layout.parallel(_backward_compact_rows_l0, chunks, (dout, out, dx, den_g, norm_g, eps, P, chunks, G, O, K, I,), dout.size)
+    _layout.parallel(_backward_compact_rows_l0, chunks, (dout, out, dx, den_g, norm_g, eps, P, chunks, G, I, O, K,), dout.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
@@ -376,6 +404,14 @@ def _backward_compact(lay, dout, out, dx, den_g, norm_g, eps):
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_staged_p0_rows(dout, out):
     sum_dout_out = 0.0
+    for j in range(dout.shape[0]):
+        sum_dout_out += numpy.float64(dout[j])*numpy.float64(out[j])
+    return (sum_dout_out,)
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
+def _backward_staged_p0_rows_blocks(dout, out):
+    sum_dout_out = 0.0
     work = dout.dtype.type
     span = _layout.sum_block(dout)
     floor = _layout.block_floor(dout)
@@ -396,7 +432,7 @@ def _backward_staged_p0_rows(dout, out):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_staged_rows_l0(dout, out, dx, den_g, norm_g, eps, P, chunks, G, O, K, I, c0, c1):
+def _backward_staged_rows_l0(dout, out, dx, den_g, norm_g, eps, P, chunks, G, I, O, K, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -404,10 +440,16 @@ def _backward_staged_rows_l0(dout, out, dx, den_g, norm_g, eps, P, chunks, G, O,
             den = den_g[g]
             norm = norm_g[g]
             sum_dout_out = 0.0
-            for o in range(O):
-                for k in range(K):
-                    sum_dout_out_run, = _backward_staged_p0_rows(dout[o, g, k], out[o, g, k])
-                    sum_dout_out += sum_dout_out_run
+            if I >= _layout.BLOCKS_CALL_FROM:
+                for o in range(O):
+                    for k in range(K):
+                        sum_dout_out_run, = _backward_staged_p0_rows_blocks(dout[o, g, k], out[o, g, k])
+                        sum_dout_out += sum_dout_out_run
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        sum_dout_out_run, = _backward_staged_p0_rows(dout[o, g, k], out[o, g, k])
+                        sum_dout_out += sum_dout_out_run
             dsq = ((-sum_dout_out*(1.0 if (-eps + norm) > 0 else (float(1) if (-eps + norm) == 0 else 0.0)))/(2*den*norm) if (2*den*norm) != 0 else 0.0)
             dx_coef_dout = work(1/den)
             dx_coef_out = work(2*den*dsq)
@@ -424,7 +466,7 @@ def _backward_staged_rows_l0(dout, out, dx, den_g, norm_g, eps, P, chunks, G, O,
 
 def _backward_staged_rows(dout, out, dx, den_g, norm_g, eps, P, chunks):
     O, G, K, I = dout.shape
-    _layout.parallel(_backward_staged_rows_l0, chunks, (dout, out, dx, den_g, norm_g, eps, P, chunks, G, O, K, I,), dout.size)
+    _layout.parallel(_backward_staged_rows_l0, chunks, (dout, out, dx, den_g, norm_g, eps, P, chunks, G, I, O, K,), dout.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
@@ -552,6 +594,14 @@ def _backward_staged(lay, dout, out, dx, den_g, norm_g, eps):
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_step_p0_rows(x):
     sq = 0.0
+    for j in range(x.shape[0]):
+        sq += numpy.float64(x[j])**2
+    return (sq,)
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
+def _forward_step_p0_rows_blocks(x):
+    sq = 0.0
     work = x.dtype.type
     span = _layout.sum_block(x)
     floor = _layout.block_floor(x)
@@ -572,16 +622,22 @@ def _forward_step_p0_rows(x):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_step_rows_l0(x, out, norm_g, den_g, eps, P, chunks, G, O, K, I, c0, c1):
+def _forward_step_rows_l0(x, out, norm_g, den_g, eps, P, chunks, G, I, O, K, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             sq = 0.0
-            for o in range(O):
-                for k in range(K):
-                    sq_run, = _forward_step_p0_rows(x[o, g, k])
-                    sq += sq_run
+            if I >= _layout.BLOCKS_CALL_FROM:
+                for o in range(O):
+                    for k in range(K):
+                        sq_run, = _forward_step_p0_rows_blocks(x[o, g, k])
+                        sq += sq_run
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        sq_run, = _forward_step_p0_rows(x[o, g, k])
+                        sq += sq_run
             norm = math.sqrt(sq)
             den = max(norm, eps)
             inv_den = work(1/den)
@@ -600,7 +656,7 @@ def _forward_step_rows_l0(x, out, norm_g, den_g, eps, P, chunks, G, O, K, I, c0,
 
 def _forward_step_rows(x, out, norm_g, den_g, eps, P, chunks):
     O, G, K, I = x.shape
-    _layout.parallel(_forward_step_rows_l0, chunks, (x, out, norm_g, den_g, eps, P, chunks, G, O, K, I,), x.size)
+    _layout.parallel(_forward_step_rows_l0, chunks, (x, out, norm_g, den_g, eps, P, chunks, G, I, O, K,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
@@ -722,6 +778,14 @@ def _forward_step(lay, x, out, norm_g, den_g, eps):
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_step_p1_rows(dout, x):
     sum_dout_out_acc = 0.0
+    for j in range(dout.shape[0]):
+        sum_dout_out_acc += numpy.float64(dout[j])*numpy.float64(x[j])
+    return (sum_dout_out_acc,)
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
+def _backward_step_p1_rows_blocks(dout, x):
+    sum_dout_out_acc = 0.0
     work = dout.dtype.type
     span = _layout.sum_block(dout)
     floor = _layout.block_floor(dout)
@@ -742,7 +806,7 @@ def _backward_step_p1_rows(dout, x):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_step_rows_l0(dout, x, dx, den_g, norm_g, eps, P, chunks, G, O, K, I, c0, c1):
+def _backward_step_rows_l0(dout, x, dx, den_g, norm_g, eps, P, chunks, G, I, O, K, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -751,10 +815,16 @@ def _backward_step_rows_l0(dout, x, dx, den_g, norm_g, eps, P, chunks, G, O, K, 
             norm = norm_g[g]
             inv_den = work(1/den)
             sum_dout_out_acc = 0.0
-            for o in range(O):
-                for k in range(K):
-                    sum_dout_out_acc_run, = _backward_step_p1_rows(dout[o, g, k], x[o, g, k])
-                    sum_dout_out_acc += sum_dout_out_acc_run
+            if I >= _layout.BLOCKS_CALL_FROM:
+                for o in range(O):
+                    for k in range(K):
+                        sum_dout_out_acc_run, = _backward_step_p1_rows_blocks(dout[o, g, k], x[o, g, k])
+                        sum_dout_out_acc += sum_dout_out_acc_run
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        sum_dout_out_acc_run, = _backward_step_p1_rows(dout[o, g, k], x[o, g, k])
+                        sum_dout_out_acc += sum_dout_out_acc_run
             sum_dout_out = ((sum_dout_out_acc)/(den) if (den) != 0 else 0.0)
             coef_dout = work(1/den)
             coef_out = work(((-sum_dout_out*(1.0 if (-eps + norm) > 0 else (float(1) if (-eps + norm) == 0 else 0.0)))/(norm) if (norm) != 0 else 0.0))
@@ -773,7 +843,7 @@ def _backward_step_rows_l0(dout, x, dx, den_g, norm_g, eps, P, chunks, G, O, K, 
 
 def _backward_step_rows(dout, x, dx, den_g, norm_g, eps, P, chunks):
     O, G, K, I = dout.shape
-    _layout.parallel(_backward_step_rows_l0, chunks, (dout, x, dx, den_g, norm_g, eps, P, chunks, G, O, K, I,), dout.size)
+    _layout.parallel(_backward_step_rows_l0, chunks, (dout, x, dx, den_g, norm_g, eps, P, chunks, G, I, O, K,), dout.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)

@@ -33,6 +33,16 @@ _CACHE_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer
 def _forward_train_p0_rows(x, x_shift):
     sum_x_shifted = 0.0
     sum_var_shifted = 0.0
+    for j in range(x.shape[0]):
+        sum_x_shifted += numpy.float64(x[j]) - numpy.float64(x_shift)
+        sum_var_shifted += (numpy.float64(x[j]) - numpy.float64(x_shift))**2
+    return (sum_x_shifted, sum_var_shifted,)
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
+def _forward_train_p0_rows_blocks(x, x_shift):
+    sum_x_shifted = 0.0
+    sum_var_shifted = 0.0
     work = x.dtype.type
     x_shift_w = work(x_shift)
     span = _layout.sum_block(x)
@@ -68,11 +78,18 @@ def _forward_train_rows_l0(x, xhat, out, std_g, beta_p, gamma_p, eps, m, P, chun
             x_shift = numpy.float64(x[0, g, 0, 0]) if O * K * I else 0.0
             sum_x_shifted = 0.0
             sum_var_shifted = 0.0
-            for o in range(O):
-                for k in range(K):
-                    sum_x_shifted_run, sum_var_shifted_run, = _forward_train_p0_rows(x[o, g, k], x_shift)
-                    sum_x_shifted += sum_x_shifted_run
-                    sum_var_shifted += sum_var_shifted_run
+            if I >= _layout.BLOCKS_CALL_FROM:
+                for o in range(O):
+                    for k in range(K):
+                        sum_x_shifted_run, sum_var_shifted_run, = _forward_train_p0_rows_blocks(x[o, g, k], x_shift)
+                        sum_x_shifted += sum_x_shifted_run
+                        sum_var_shifted += sum_var_shifted_run
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        sum_x_shifted_run, sum_var_shifted_run, = _forward_train_p0_rows(x[o, g, k], x_shift)
+                        sum_x_shifted += sum_x_shifted_run
+                        sum_var_shifted += sum_var_shifted_run
             sum_x = m*x_shift + sum_x_shifted
             mu = sum_x/m
             sum_var = m*(mu - x_shift)**2 + sum_var_shifted - 2*sum_x_shifted*(mu - x_shift)
@@ -403,6 +420,16 @@ def _forward_train(lay, x, xhat, out, std_g, beta_p, gamma_p, eps, m):
 def _backward_compact_p0_rows(dout, xhat, gamma):
     dgamma = 0.0
     dbeta = 0.0
+    for j in range(dout.shape[0]):
+        dgamma += numpy.float64(dout[j])*numpy.float64(xhat[j])
+        dbeta += numpy.float64(dout[j])
+    return (numpy.float64(gamma)*dbeta, numpy.float64(gamma)*dgamma, dgamma, dbeta,)
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
+def _backward_compact_p0_rows_blocks(dout, xhat, gamma):
+    dgamma = 0.0
+    dbeta = 0.0
     work = dout.dtype.type
     span = _layout.sum_block(dout)
     floor = _layout.block_floor(dout)
@@ -429,7 +456,7 @@ def _backward_compact_p0_rows(dout, xhat, gamma):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_compact_rows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c, dbeta_c, I, c0, c1):
+def _backward_compact_rows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, I, O, K, dgamma_c, dbeta_c, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -437,14 +464,24 @@ def _backward_compact_rows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O
             std = std_g[g]
             sum_dout_gamma = 0.0
             sum_dout_gamma_xhat = 0.0
-            for o in range(O):
-                for k in range(K):
-                    gamma = gamma_p[p, k]
-                    sum_dout_gamma_run, sum_dout_gamma_xhat_run, dgamma_run, dbeta_run, = _backward_compact_p0_rows(dout[o, g, k], xhat[o, g, k], gamma)
-                    sum_dout_gamma += sum_dout_gamma_run
-                    sum_dout_gamma_xhat += sum_dout_gamma_xhat_run
-                    dgamma_c[c, p, k] += dgamma_run
-                    dbeta_c[c, p, k] += dbeta_run
+            if I >= _layout.BLOCKS_CALL_FROM:
+                for o in range(O):
+                    for k in range(K):
+                        gamma = gamma_p[p, k]
+                        sum_dout_gamma_run, sum_dout_gamma_xhat_run, dgamma_run, dbeta_run, = _backward_compact_p0_rows_blocks(dout[o, g, k], xhat[o, g, k], gamma)
+                        sum_dout_gamma += sum_dout_gamma_run
+                        sum_dout_gamma_xhat += sum_dout_gamma_xhat_run
+                        dgamma_c[c, p, k] += dgamma_run
+                        dbeta_c[c, p, k] += dbeta_run
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        gamma = gamma_p[p, k]
+                        sum_dout_gamma_run, sum_dout_gamma_xhat_run, dgamma_run, dbeta_run, = _backward_compact_p0_rows(dout[o, g, k], xhat[o, g, k], gamma)
+                        sum_dout_gamma += sum_dout_gamma_run
+                        sum_dout_gamma_xhat += sum_dout_gamma_xhat_run
+                        dgamma_c[c, p, k] += dgamma_run
+                        dbeta_c[c, p, k] += dbeta_run
             coef_dout_gamma = work(1/std)
             coef_xhat = work(-sum_dout_gamma_xhat/(m*std))
             coef_1 = work(-sum_dout_gamma/(m*std))
@@ -465,7 +502,7 @@ def _backward_compact_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m,
     O, G, K, I = dout.shape
     dgamma_c = numpy.zeros((chunks, P, K))
     dbeta_c = numpy.zeros((chunks, P, K))
-    _layout.parallel(_backward_compact_rows_l0, chunks, (dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c, dbeta_c, I,), dout.size)
+    _layout.parallel(_backward_compact_rows_l0, chunks, (dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, I, O, K, dgamma_c, dbeta_c,), dout.size)
     _layout.combine_chunks(dgamma_c, dgamma_p)
     _layout.combine_chunks(dbeta_c, dbeta_p)
 
@@ -484,32 +521,7 @@ def _backward_compact_krows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, K, 
             sum_dout_gamma = 0.0
             sum_dout_gamma_xhat = 0.0
             if O == 1:
-                work = dout.dtype.type
-                span = _layout.sum_block(dout)
-                floor = _layout.block_floor(dout)
-                for j0 in range(0, K, span):
-                    j1 = min(j0 + span, K)
-                    sum_dout_gamma_block = work(0)
-                    sum_dout_gamma_xhat_block = work(0)
-                    for q in range(j1 - j0):
-                        j = numba.uint64(j0 + q)
-                        sum_dout_gamma_block += dout[0, g, j]*gamma_p[p, j]
-                        sum_dout_gamma_xhat_block += dout[0, g, j]*gamma_p[p, j]*xhat[0, g, j]
-                        dgamma_b[p, j] += dout[0, g, j]*xhat[0, g, j]
-                        dbeta_b[p, j] += dout[0, g, j]
-                    sum_dout_gamma_kept = numpy.float64(sum_dout_gamma_block)
-                    sum_dout_gamma_xhat_kept = numpy.float64(sum_dout_gamma_xhat_block)
-                    if not (_layout.ordinary(sum_dout_gamma_kept, floor) and _layout.ordinary(sum_dout_gamma_xhat_kept, floor)):   # out of range: again in float64
-                        sum_dout_gamma_kept = 0.0
-                        sum_dout_gamma_xhat_kept = 0.0
-                        for q in range(j1 - j0):
-                            j = numba.uint64(j0 + q)
-                            sum_dout_gamma_kept += numpy.float64(dout[0, g, j])*numpy.float64(gamma_p[p, j])
-                            sum_dout_gamma_xhat_kept += numpy.float64(dout[0, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(xhat[0, g, j])
-                    sum_dout_gamma += sum_dout_gamma_kept
-                    sum_dout_gamma_xhat += sum_dout_gamma_xhat_kept
-            else:
-                for o in range(O):
+                if K >= _layout.BLOCKS_FROM:
                     work = dout.dtype.type
                     span = _layout.sum_block(dout)
                     floor = _layout.block_floor(dout)
@@ -519,10 +531,10 @@ def _backward_compact_krows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, K, 
                         sum_dout_gamma_xhat_block = work(0)
                         for q in range(j1 - j0):
                             j = numba.uint64(j0 + q)
-                            sum_dout_gamma_block += dout[o, g, j]*gamma_p[p, j]
-                            sum_dout_gamma_xhat_block += dout[o, g, j]*gamma_p[p, j]*xhat[o, g, j]
-                            dgamma_b[p, j] += dout[o, g, j]*xhat[o, g, j]
-                            dbeta_b[p, j] += dout[o, g, j]
+                            sum_dout_gamma_block += dout[0, g, j]*gamma_p[p, j]
+                            sum_dout_gamma_xhat_block += dout[0, g, j]*gamma_p[p, j]*xhat[0, g, j]
+                            dgamma_b[p, j] += dout[0, g, j]*xhat[0, g, j]
+                            dbeta_b[p, j] += dout[0, g, j]
                         sum_dout_gamma_kept = numpy.float64(sum_dout_gamma_block)
                         sum_dout_gamma_xhat_kept = numpy.float64(sum_dout_gamma_xhat_block)
                         if not (_layout.ordinary(sum_dout_gamma_kept, floor) and _layout.ordinary(sum_dout_gamma_xhat_kept, floor)):   # out of range: again in float64
@@ -530,10 +542,49 @@ def _backward_compact_krows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, K, 
                             sum_dout_gamma_xhat_kept = 0.0
                             for q in range(j1 - j0):
                                 j = numba.uint64(j0 + q)
-                                sum_dout_gamma_kept += numpy.float64(dout[o, g, j])*numpy.float64(gamma_p[p, j])
-                                sum_dout_gamma_xhat_kept += numpy.float64(dout[o, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(xhat[o, g, j])
+                                sum_dout_gamma_kept += numpy.float64(dout[0, g, j])*numpy.float64(gamma_p[p, j])
+                                sum_dout_gamma_xhat_kept += numpy.float64(dout[0, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(xhat[0, g, j])
                         sum_dout_gamma += sum_dout_gamma_kept
                         sum_dout_gamma_xhat += sum_dout_gamma_xhat_kept
+                else:
+                    for j in range(K):
+                        sum_dout_gamma += numpy.float64(dout[0, g, j])*numpy.float64(gamma_p[p, j])
+                        sum_dout_gamma_xhat += numpy.float64(dout[0, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(xhat[0, g, j])
+                        dgamma_b[p, j] += dout[0, g, j]*xhat[0, g, j]
+                        dbeta_b[p, j] += dout[0, g, j]
+            else:
+                for o in range(O):
+                    if K >= _layout.BLOCKS_FROM:
+                        work = dout.dtype.type
+                        span = _layout.sum_block(dout)
+                        floor = _layout.block_floor(dout)
+                        for j0 in range(0, K, span):
+                            j1 = min(j0 + span, K)
+                            sum_dout_gamma_block = work(0)
+                            sum_dout_gamma_xhat_block = work(0)
+                            for q in range(j1 - j0):
+                                j = numba.uint64(j0 + q)
+                                sum_dout_gamma_block += dout[o, g, j]*gamma_p[p, j]
+                                sum_dout_gamma_xhat_block += dout[o, g, j]*gamma_p[p, j]*xhat[o, g, j]
+                                dgamma_b[p, j] += dout[o, g, j]*xhat[o, g, j]
+                                dbeta_b[p, j] += dout[o, g, j]
+                            sum_dout_gamma_kept = numpy.float64(sum_dout_gamma_block)
+                            sum_dout_gamma_xhat_kept = numpy.float64(sum_dout_gamma_xhat_block)
+                            if not (_layout.ordinary(sum_dout_gamma_kept, floor) and _layout.ordinary(sum_dout_gamma_xhat_kept, floor)):   # out of range: again in float64
+                                sum_dout_gamma_kept = 0.0
+                                sum_dout_gamma_xhat_kept = 0.0
+                                for q in range(j1 - j0):
+                                    j = numba.uint64(j0 + q)
+                                    sum_dout_gamma_kept += numpy.float64(dout[o, g, j])*numpy.float64(gamma_p[p, j])
+                                    sum_dout_gamma_xhat_kept += numpy.float64(dout[o, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(xhat[o, g, j])
+                            sum_dout_gamma += sum_dout_gamma_kept
+                            sum_dout_gamma_xhat += sum_dout_gamma_xhat_kept
+                    else:
+                        for j in range(K):
+                            sum_dout_gamma += numpy.float64(dout[o, g, j])*numpy.float64(gamma_p[p, j])
+                            sum_dout_gamma_xhat += numpy.float64(dout[o, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(xhat[o, g, j])
+                            dgamma_b[p, j] += dout[o, g, j]*xhat[o, g, j]
+                            dbeta_b[p, j] += dout[o, g, j]
             coef_dout_gamma = work(1/std)
             coef_xhat = work(-sum_dout_gamma_xhat/(m*std))
             coef_1 = work(-sum_dout_gamma/(m*std))
@@ -815,6 +866,16 @@ def _backward_compact(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m)
 def _backward_staged_p0_rows(dout, xhat, gamma):
     dgamma = 0.0
     dbeta = 0.0
+    for j in range(dout.shape[0]):
+        dgamma += numpy.float64(dout[j])*numpy.float64(xhat[j])
+        dbeta += numpy.float64(dout[j])
+    return (numpy.float64(gamma)*dgamma, numpy.float64(gamma)*dbeta, dgamma, dbeta,)
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
+def _backward_staged_p0_rows_blocks(dout, xhat, gamma):
+    dgamma = 0.0
+    dbeta = 0.0
     work = dout.dtype.type
     span = _layout.sum_block(dout)
     floor = _layout.block_floor(dout)
@@ -841,7 +902,7 @@ def _backward_staged_p0_rows(dout, xhat, gamma):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_staged_rows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c, dbeta_c, I, c0, c1):
+def _backward_staged_rows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, I, O, K, dgamma_c, dbeta_c, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -849,14 +910,24 @@ def _backward_staged_rows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O,
             std = std_g[g]
             sum_dxhat_xhat = 0.0
             sum_dxhat = 0.0
-            for o in range(O):
-                for k in range(K):
-                    gamma = gamma_p[p, k]
-                    sum_dxhat_xhat_run, sum_dxhat_run, dgamma_run, dbeta_run, = _backward_staged_p0_rows(dout[o, g, k], xhat[o, g, k], gamma)
-                    sum_dxhat_xhat += sum_dxhat_xhat_run
-                    sum_dxhat += sum_dxhat_run
-                    dgamma_c[c, p, k] += dgamma_run
-                    dbeta_c[c, p, k] += dbeta_run
+            if I >= _layout.BLOCKS_CALL_FROM:
+                for o in range(O):
+                    for k in range(K):
+                        gamma = gamma_p[p, k]
+                        sum_dxhat_xhat_run, sum_dxhat_run, dgamma_run, dbeta_run, = _backward_staged_p0_rows_blocks(dout[o, g, k], xhat[o, g, k], gamma)
+                        sum_dxhat_xhat += sum_dxhat_xhat_run
+                        sum_dxhat += sum_dxhat_run
+                        dgamma_c[c, p, k] += dgamma_run
+                        dbeta_c[c, p, k] += dbeta_run
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        gamma = gamma_p[p, k]
+                        sum_dxhat_xhat_run, sum_dxhat_run, dgamma_run, dbeta_run, = _backward_staged_p0_rows(dout[o, g, k], xhat[o, g, k], gamma)
+                        sum_dxhat_xhat += sum_dxhat_xhat_run
+                        sum_dxhat += sum_dxhat_run
+                        dgamma_c[c, p, k] += dgamma_run
+                        dbeta_c[c, p, k] += dbeta_run
             dvar = -1/2*sum_dxhat_xhat/std**2
             dmu = -sum_dxhat/std
             dx_coef_dxhat = work(1/std)
@@ -881,7 +952,7 @@ def _backward_staged_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m, 
     O, G, K, I = dout.shape
     dgamma_c = numpy.zeros((chunks, P, K))
     dbeta_c = numpy.zeros((chunks, P, K))
-    _layout.parallel(_backward_staged_rows_l0, chunks, (dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c, dbeta_c, I,), dout.size)
+    _layout.parallel(_backward_staged_rows_l0, chunks, (dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, I, O, K, dgamma_c, dbeta_c,), dout.size)
     _layout.combine_chunks(dgamma_c, dgamma_p)
     _layout.combine_chunks(dbeta_c, dbeta_p)
 
@@ -900,32 +971,7 @@ def _backward_staged_krows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, K, G
             sum_dxhat_xhat = 0.0
             sum_dxhat = 0.0
             if O == 1:
-                work = dout.dtype.type
-                span = _layout.sum_block(dout)
-                floor = _layout.block_floor(dout)
-                for j0 in range(0, K, span):
-                    j1 = min(j0 + span, K)
-                    sum_dxhat_xhat_block = work(0)
-                    sum_dxhat_block = work(0)
-                    for q in range(j1 - j0):
-                        j = numba.uint64(j0 + q)
-                        sum_dxhat_xhat_block += dout[0, g, j]*gamma_p[p, j]*xhat[0, g, j]
-                        sum_dxhat_block += dout[0, g, j]*gamma_p[p, j]
-                        dgamma_b[p, j] += dout[0, g, j]*xhat[0, g, j]
-                        dbeta_b[p, j] += dout[0, g, j]
-                    sum_dxhat_xhat_kept = numpy.float64(sum_dxhat_xhat_block)
-                    sum_dxhat_kept = numpy.float64(sum_dxhat_block)
-                    if not (_layout.ordinary(sum_dxhat_xhat_kept, floor) and _layout.ordinary(sum_dxhat_kept, floor)):   # out of range: again in float64
-                        sum_dxhat_xhat_kept = 0.0
-                        sum_dxhat_kept = 0.0
-                        for q in range(j1 - j0):
-                            j = numba.uint64(j0 + q)
-                            sum_dxhat_xhat_kept += numpy.float64(dout[0, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(xhat[0, g, j])
-                            sum_dxhat_kept += numpy.float64(dout[0, g, j])*numpy.float64(gamma_p[p, j])
-                    sum_dxhat_xhat += sum_dxhat_xhat_kept
-                    sum_dxhat += sum_dxhat_kept
-            else:
-                for o in range(O):
+                if K >= _layout.BLOCKS_FROM:
                     work = dout.dtype.type
                     span = _layout.sum_block(dout)
                     floor = _layout.block_floor(dout)
@@ -935,10 +981,10 @@ def _backward_staged_krows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, K, G
                         sum_dxhat_block = work(0)
                         for q in range(j1 - j0):
                             j = numba.uint64(j0 + q)
-                            sum_dxhat_xhat_block += dout[o, g, j]*gamma_p[p, j]*xhat[o, g, j]
-                            sum_dxhat_block += dout[o, g, j]*gamma_p[p, j]
-                            dgamma_b[p, j] += dout[o, g, j]*xhat[o, g, j]
-                            dbeta_b[p, j] += dout[o, g, j]
+                            sum_dxhat_xhat_block += dout[0, g, j]*gamma_p[p, j]*xhat[0, g, j]
+                            sum_dxhat_block += dout[0, g, j]*gamma_p[p, j]
+                            dgamma_b[p, j] += dout[0, g, j]*xhat[0, g, j]
+                            dbeta_b[p, j] += dout[0, g, j]
                         sum_dxhat_xhat_kept = numpy.float64(sum_dxhat_xhat_block)
                         sum_dxhat_kept = numpy.float64(sum_dxhat_block)
                         if not (_layout.ordinary(sum_dxhat_xhat_kept, floor) and _layout.ordinary(sum_dxhat_kept, floor)):   # out of range: again in float64
@@ -946,10 +992,49 @@ def _backward_staged_krows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, K, G
                             sum_dxhat_kept = 0.0
                             for q in range(j1 - j0):
                                 j = numba.uint64(j0 + q)
-                                sum_dxhat_xhat_kept += numpy.float64(dout[o, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(xhat[o, g, j])
-                                sum_dxhat_kept += numpy.float64(dout[o, g, j])*numpy.float64(gamma_p[p, j])
+                                sum_dxhat_xhat_kept += numpy.float64(dout[0, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(xhat[0, g, j])
+                                sum_dxhat_kept += numpy.float64(dout[0, g, j])*numpy.float64(gamma_p[p, j])
                         sum_dxhat_xhat += sum_dxhat_xhat_kept
                         sum_dxhat += sum_dxhat_kept
+                else:
+                    for j in range(K):
+                        sum_dxhat_xhat += numpy.float64(dout[0, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(xhat[0, g, j])
+                        sum_dxhat += numpy.float64(dout[0, g, j])*numpy.float64(gamma_p[p, j])
+                        dgamma_b[p, j] += dout[0, g, j]*xhat[0, g, j]
+                        dbeta_b[p, j] += dout[0, g, j]
+            else:
+                for o in range(O):
+                    if K >= _layout.BLOCKS_FROM:
+                        work = dout.dtype.type
+                        span = _layout.sum_block(dout)
+                        floor = _layout.block_floor(dout)
+                        for j0 in range(0, K, span):
+                            j1 = min(j0 + span, K)
+                            sum_dxhat_xhat_block = work(0)
+                            sum_dxhat_block = work(0)
+                            for q in range(j1 - j0):
+                                j = numba.uint64(j0 + q)
+                                sum_dxhat_xhat_block += dout[o, g, j]*gamma_p[p, j]*xhat[o, g, j]
+                                sum_dxhat_block += dout[o, g, j]*gamma_p[p, j]
+                                dgamma_b[p, j] += dout[o, g, j]*xhat[o, g, j]
+                                dbeta_b[p, j] += dout[o, g, j]
+                            sum_dxhat_xhat_kept = numpy.float64(sum_dxhat_xhat_block)
+                            sum_dxhat_kept = numpy.float64(sum_dxhat_block)
+                            if not (_layout.ordinary(sum_dxhat_xhat_kept, floor) and _layout.ordinary(sum_dxhat_kept, floor)):   # out of range: again in float64
+                                sum_dxhat_xhat_kept = 0.0
+                                sum_dxhat_kept = 0.0
+                                for q in range(j1 - j0):
+                                    j = numba.uint64(j0 + q)
+                                    sum_dxhat_xhat_kept += numpy.float64(dout[o, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(xhat[o, g, j])
+                                    sum_dxhat_kept += numpy.float64(dout[o, g, j])*numpy.float64(gamma_p[p, j])
+                            sum_dxhat_xhat += sum_dxhat_xhat_kept
+                            sum_dxhat += sum_dxhat_kept
+                    else:
+                        for j in range(K):
+                            sum_dxhat_xhat += numpy.float64(dout[o, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(xhat[o, g, j])
+                            sum_dxhat += numpy.float64(dout[o, g, j])*numpy.float64(gamma_p[p, j])
+                            dgamma_b[p, j] += dout[o, g, j]*xhat[o, g, j]
+                            dbeta_b[p, j] += dout[o, g, j]
             dvar = -1/2*sum_dxhat_xhat/std**2
             dmu = -sum_dxhat/std
             dx_coef_dxhat = work(1/std)
@@ -1239,6 +1324,16 @@ def _backward_staged(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, dbeta_p, m):
 def _forward_step_p0_rows(x, x_shift):
     sum_x_shifted = 0.0
     sum_var_shifted = 0.0
+    for j in range(x.shape[0]):
+        sum_x_shifted += numpy.float64(x[j]) - numpy.float64(x_shift)
+        sum_var_shifted += (numpy.float64(x[j]) - numpy.float64(x_shift))**2
+    return (sum_x_shifted, sum_var_shifted,)
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
+def _forward_step_p0_rows_blocks(x, x_shift):
+    sum_x_shifted = 0.0
+    sum_var_shifted = 0.0
     work = x.dtype.type
     x_shift_w = work(x_shift)
     span = _layout.sum_block(x)
@@ -1274,11 +1369,18 @@ def _forward_step_rows_l0(x, out, mu_g, std_g, beta_p, gamma_p, eps, m, P, chunk
             x_shift = numpy.float64(x[0, g, 0, 0]) if O * K * I else 0.0
             sum_x_shifted = 0.0
             sum_var_shifted = 0.0
-            for o in range(O):
-                for k in range(K):
-                    sum_x_shifted_run, sum_var_shifted_run, = _forward_step_p0_rows(x[o, g, k], x_shift)
-                    sum_x_shifted += sum_x_shifted_run
-                    sum_var_shifted += sum_var_shifted_run
+            if I >= _layout.BLOCKS_CALL_FROM:
+                for o in range(O):
+                    for k in range(K):
+                        sum_x_shifted_run, sum_var_shifted_run, = _forward_step_p0_rows_blocks(x[o, g, k], x_shift)
+                        sum_x_shifted += sum_x_shifted_run
+                        sum_var_shifted += sum_var_shifted_run
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        sum_x_shifted_run, sum_var_shifted_run, = _forward_step_p0_rows(x[o, g, k], x_shift)
+                        sum_x_shifted += sum_x_shifted_run
+                        sum_var_shifted += sum_var_shifted_run
             sum_x = m*x_shift + sum_x_shifted
             mu = sum_x/m
             sum_var = m*(mu - x_shift)**2 + sum_var_shifted - 2*sum_x_shifted*(mu - x_shift)
@@ -1612,6 +1714,16 @@ def _forward_step(lay, x, out, mu_g, std_g, beta_p, gamma_p, eps, m):
 def _backward_step_p1_rows(dout, x, gamma, inv_std, mu):
     dbeta = 0.0
     run1 = 0.0
+    for j in range(dout.shape[0]):
+        dbeta += numpy.float64(dout[j])
+        run1 += numpy.float64(dout[j])*(numpy.float64(x[j]) - numpy.float64(mu))
+    return (numpy.float64(gamma)*dbeta, numpy.float64(gamma)*run1, numpy.float64(inv_std)*run1, dbeta,)
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
+def _backward_step_p1_rows_blocks(dout, x, gamma, inv_std, mu):
+    dbeta = 0.0
+    run1 = 0.0
     work = dout.dtype.type
     span = _layout.sum_block(dout)
     floor = _layout.block_floor(dout)
@@ -1638,7 +1750,7 @@ def _backward_step_p1_rows(dout, x, gamma, inv_std, mu):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_step_rows_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c, dbeta_c, I, c0, c1):
+def _backward_step_rows_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, chunks, G, I, O, K, dgamma_c, dbeta_c, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -1648,14 +1760,24 @@ def _backward_step_rows_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, chunks, G, O
             inv_std = work(1/std)
             sum_dout_gamma = 0.0
             sum_dout_gamma_xhat_acc = 0.0
-            for o in range(O):
-                for k in range(K):
-                    gamma = gamma_p[p, k]
-                    sum_dout_gamma_run, sum_dout_gamma_xhat_acc_run, dgamma_run, dbeta_run, = _backward_step_p1_rows(dout[o, g, k], x[o, g, k], gamma, inv_std, mu)
-                    sum_dout_gamma += sum_dout_gamma_run
-                    sum_dout_gamma_xhat_acc += sum_dout_gamma_xhat_acc_run
-                    dgamma_c[c, p, k] += dgamma_run
-                    dbeta_c[c, p, k] += dbeta_run
+            if I >= _layout.BLOCKS_CALL_FROM:
+                for o in range(O):
+                    for k in range(K):
+                        gamma = gamma_p[p, k]
+                        sum_dout_gamma_run, sum_dout_gamma_xhat_acc_run, dgamma_run, dbeta_run, = _backward_step_p1_rows_blocks(dout[o, g, k], x[o, g, k], gamma, inv_std, mu)
+                        sum_dout_gamma += sum_dout_gamma_run
+                        sum_dout_gamma_xhat_acc += sum_dout_gamma_xhat_acc_run
+                        dgamma_c[c, p, k] += dgamma_run
+                        dbeta_c[c, p, k] += dbeta_run
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        gamma = gamma_p[p, k]
+                        sum_dout_gamma_run, sum_dout_gamma_xhat_acc_run, dgamma_run, dbeta_run, = _backward_step_p1_rows(dout[o, g, k], x[o, g, k], gamma, inv_std, mu)
+                        sum_dout_gamma += sum_dout_gamma_run
+                        sum_dout_gamma_xhat_acc += sum_dout_gamma_xhat_acc_run
+                        dgamma_c[c, p, k] += dgamma_run
+                        dbeta_c[c, p, k] += dbeta_run
             sum_dout_gamma_xhat = sum_dout_gamma_xhat_acc/std
             coef_dout_gamma = work(1/std)
             coef_xhat = work(-sum_dout_gamma_xhat/(m*std))
@@ -1679,7 +1801,7 @@ def _backward_step_rows(dout, x, dx, mu_g, std_g, gamma_p, dgamma_p, dbeta_p, m,
     O, G, K, I = dout.shape
     dgamma_c = numpy.zeros((chunks, P, K))
     dbeta_c = numpy.zeros((chunks, P, K))
-    _layout.parallel(_backward_step_rows_l0, chunks, (dout, x, dx, mu_g, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c, dbeta_c, I,), dout.size)
+    _layout.parallel(_backward_step_rows_l0, chunks, (dout, x, dx, mu_g, std_g, gamma_p, m, P, chunks, G, I, O, K, dgamma_c, dbeta_c,), dout.size)
     _layout.combine_chunks(dgamma_c, dgamma_p)
     _layout.combine_chunks(dbeta_c, dbeta_p)
 
@@ -1700,32 +1822,7 @@ def _backward_step_krows_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, chunks, K, 
             sum_dout_gamma = 0.0
             sum_dout_gamma_xhat_acc = 0.0
             if O == 1:
-                work = dout.dtype.type
-                span = _layout.sum_block(dout)
-                floor = _layout.block_floor(dout)
-                for j0 in range(0, K, span):
-                    j1 = min(j0 + span, K)
-                    sum_dout_gamma_block = work(0)
-                    sum_dout_gamma_xhat_acc_block = work(0)
-                    for q in range(j1 - j0):
-                        j = numba.uint64(j0 + q)
-                        sum_dout_gamma_block += dout[0, g, j]*gamma_p[p, j]
-                        sum_dout_gamma_xhat_acc_block += dout[0, g, j]*gamma_p[p, j]*(x[0, g, j] - mu)
-                        dgamma_b[p, j] += dout[0, g, j]*inv_std*(x[0, g, j] - mu)
-                        dbeta_b[p, j] += dout[0, g, j]
-                    sum_dout_gamma_kept = numpy.float64(sum_dout_gamma_block)
-                    sum_dout_gamma_xhat_acc_kept = numpy.float64(sum_dout_gamma_xhat_acc_block)
-                    if not (_layout.ordinary(sum_dout_gamma_kept, floor) and _layout.ordinary(sum_dout_gamma_xhat_acc_kept, floor)):   # out of range: again in float64
-                        sum_dout_gamma_kept = 0.0
-                        sum_dout_gamma_xhat_acc_kept = 0.0
-                        for q in range(j1 - j0):
-                            j = numba.uint64(j0 + q)
-                            sum_dout_gamma_kept += numpy.float64(dout[0, g, j])*numpy.float64(gamma_p[p, j])
-                            sum_dout_gamma_xhat_acc_kept += numpy.float64(dout[0, g, j])*numpy.float64(gamma_p[p, j])*(numpy.float64(x[0, g, j]) - numpy.float64(mu))
-                    sum_dout_gamma += sum_dout_gamma_kept
-                    sum_dout_gamma_xhat_acc += sum_dout_gamma_xhat_acc_kept
-            else:
-                for o in range(O):
+                if K >= _layout.BLOCKS_FROM:
                     work = dout.dtype.type
                     span = _layout.sum_block(dout)
                     floor = _layout.block_floor(dout)
@@ -1735,10 +1832,10 @@ def _backward_step_krows_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, chunks, K, 
                         sum_dout_gamma_xhat_acc_block = work(0)
                         for q in range(j1 - j0):
                             j = numba.uint64(j0 + q)
-                            sum_dout_gamma_block += dout[o, g, j]*gamma_p[p, j]
-                            sum_dout_gamma_xhat_acc_block += dout[o, g, j]*gamma_p[p, j]*(x[o, g, j] - mu)
-                            dgamma_b[p, j] += dout[o, g, j]*inv_std*(x[o, g, j] - mu)
-                            dbeta_b[p, j] += dout[o, g, j]
+                            sum_dout_gamma_block += dout[0, g, j]*gamma_p[p, j]
+                            sum_dout_gamma_xhat_acc_block += dout[0, g, j]*gamma_p[p, j]*(x[0, g, j] - mu)
+                            dgamma_b[p, j] += dout[0, g, j]*inv_std*(x[0, g, j] - mu)
+                            dbeta_b[p, j] += dout[0, g, j]
                         sum_dout_gamma_kept = numpy.float64(sum_dout_gamma_block)
                         sum_dout_gamma_xhat_acc_kept = numpy.float64(sum_dout_gamma_xhat_acc_block)
                         if not (_layout.ordinary(sum_dout_gamma_kept, floor) and _layout.ordinary(sum_dout_gamma_xhat_acc_kept, floor)):   # out of range: again in float64
@@ -1746,10 +1843,49 @@ def _backward_step_krows_l0(dout, x, dx, mu_g, std_g, gamma_p, m, P, chunks, K, 
                             sum_dout_gamma_xhat_acc_kept = 0.0
                             for q in range(j1 - j0):
                                 j = numba.uint64(j0 + q)
-                                sum_dout_gamma_kept += numpy.float64(dout[o, g, j])*numpy.float64(gamma_p[p, j])
-                                sum_dout_gamma_xhat_acc_kept += numpy.float64(dout[o, g, j])*numpy.float64(gamma_p[p, j])*(numpy.float64(x[o, g, j]) - numpy.float64(mu))
+                                sum_dout_gamma_kept += numpy.float64(dout[0, g, j])*numpy.float64(gamma_p[p, j])
+                                sum_dout_gamma_xhat_acc_kept += numpy.float64(dout[0, g, j])*numpy.float64(gamma_p[p, j])*(numpy.float64(x[0, g, j]) - numpy.float64(mu))
                         sum_dout_gamma += sum_dout_gamma_kept
                         sum_dout_gamma_xhat_acc += sum_dout_gamma_xhat_acc_kept
+                else:
+                    for j in range(K):
+                        sum_dout_gamma += numpy.float64(dout[0, g, j])*numpy.float64(gamma_p[p, j])
+                        sum_dout_gamma_xhat_acc += numpy.float64(dout[0, g, j])*numpy.float64(gamma_p[p, j])*(numpy.float64(x[0, g, j]) - numpy.float64(mu))
+                        dgamma_b[p, j] += dout[0, g, j]*inv_std*(x[0, g, j] - mu)
+                        dbeta_b[p, j] += dout[0, g, j]
+            else:
+                for o in range(O):
+                    if K >= _layout.BLOCKS_FROM:
+                        work = dout.dtype.type
+                        span = _layout.sum_block(dout)
+                        floor = _layout.block_floor(dout)
+                        for j0 in range(0, K, span):
+                            j1 = min(j0 + span, K)
+                            sum_dout_gamma_block = work(0)
+                            sum_dout_gamma_xhat_acc_block = work(0)
+                            for q in range(j1 - j0):
+                                j = numba.uint64(j0 + q)
+                                sum_dout_gamma_block += dout[o, g, j]*gamma_p[p, j]
+                                sum_dout_gamma_xhat_acc_block += dout[o, g, j]*gamma_p[p, j]*(x[o, g, j] - mu)
+                                dgamma_b[p, j] += dout[o, g, j]*inv_std*(x[o, g, j] - mu)
+                                dbeta_b[p, j] += dout[o, g, j]
+                            sum_dout_gamma_kept = numpy.float64(sum_dout_gamma_block)
+                            sum_dout_gamma_xhat_acc_kept = numpy.float64(sum_dout_gamma_xhat_acc_block)
+                            if not (_layout.ordinary(sum_dout_gamma_kept, floor) and _layout.ordinary(sum_dout_gamma_xhat_acc_kept, floor)):   # out of range: again in float64
+                                sum_dout_gamma_kept = 0.0
+                                sum_dout_gamma_xhat_acc_kept = 0.0
+                                for q in range(j1 - j0):
+                                    j = numba.uint64(j0 + q)
+                                    sum_dout_gamma_kept += numpy.float64(dout[o, g, j])*numpy.float64(gamma_p[p, j])
+                                    sum_dout_gamma_xhat_acc_kept += numpy.float64(dout[o, g, j])*numpy.float64(gamma_p[p, j])*(numpy.float64(x[o, g, j]) - numpy.float64(mu))
+                            sum_dout_gamma += sum_dout_gamma_kept
+                            sum_dout_gamma_xhat_acc += sum_dout_gamma_xhat_acc_kept
+                    else:
+                        for j in range(K):
+                            sum_dout_gamma += numpy.float64(dout[o, g, j])*numpy.float64(gamma_p[p, j])
+                            sum_dout_gamma_xhat_acc += numpy.float64(dout[o, g, j])*numpy.float64(gamma_p[p, j])*(numpy.float64(x[o, g, j]) - numpy.float64(mu))
+                            dgamma_b[p, j] += dout[o, g, j]*inv_std*(x[o, g, j] - mu)
+                            dbeta_b[p, j] += dout[o, g, j]
             sum_dout_gamma_xhat = sum_dout_gamma_xhat_acc/std
             coef_dout_gamma = work(1/std)
             coef_xhat = work(-sum_dout_gamma_xhat/(m*std))

@@ -31,6 +31,14 @@ _CACHE_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_train_p0_rows(x):
     sum_x = 0.0
+    for j in range(x.shape[0]):
+        sum_x += numpy.float64(x[j])
+    return (sum_x,)
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
+def _forward_train_p0_rows_blocks(x):
+    sum_x = 0.0
     work = x.dtype.type
     span = _layout.sum_block(x)
     floor = _layout.block_floor(x)
@@ -51,17 +59,23 @@ def _forward_train_p0_rows(x):
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
-def _forward_train_rows_l0(x, out, mu_g, beta_p, m, P, chunks, G, O, K, I, c0, c1):
+def _forward_train_rows_l0(x, out, mu_g, beta_p, m, P, chunks, G, I, O, K, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             beta = beta_p[p]
             sum_x = 0.0
-            for o in range(O):
-                for k in range(K):
-                    sum_x_run, = _forward_train_p0_rows(x[o, g, k])
-                    sum_x += sum_x_run
+            if I >= _layout.BLOCKS_CALL_FROM:
+                for o in range(O):
+                    for k in range(K):
+                        sum_x_run, = _forward_train_p0_rows_blocks(x[o, g, k])
+                        sum_x += sum_x_run
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        sum_x_run, = _forward_train_p0_rows(x[o, g, k])
+                        sum_x += sum_x_run
             mu = sum_x/m
             mu_hi = work(mu)
             mu_lo = mu - mu_hi
@@ -82,7 +96,7 @@ def _forward_train_rows_l0(x, out, mu_g, beta_p, m, P, chunks, G, O, K, I, c0, c
 
 def _forward_train_rows(x, out, mu_g, beta_p, m, P, chunks):
     O, G, K, I = x.shape
-    _layout.parallel(_forward_train_rows_l0, chunks, (x, out, mu_g, beta_p, m, P, chunks, G, O, K, I,), x.size)
+    _layout.parallel(_forward_train_rows_l0, chunks, (x, out, mu_g, beta_p, m, P, chunks, G, I, O, K,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
@@ -308,6 +322,14 @@ def _forward_test(lay, x, out, mu_g, beta_p):
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_compact_p0_rows(dout):
     sum_dout = 0.0
+    for j in range(dout.shape[0]):
+        sum_dout += numpy.float64(dout[j])
+    return (sum_dout,)
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
+def _backward_compact_p0_rows_blocks(dout):
+    sum_dout = 0.0
     work = dout.dtype.type
     span = _layout.sum_block(dout)
     floor = _layout.block_floor(dout)
@@ -328,16 +350,22 @@ def _backward_compact_p0_rows(dout):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_compact_rows_l0(dout, dx, m, P, chunks, G, O, K, dbeta_g, I, c0, c1):
+def _backward_compact_rows_l0(dout, dx, m, P, chunks, G, I, O, K, dbeta_g, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             sum_dout = 0.0
-            for o in range(O):
-                for k in range(K):
-                    sum_dout_run, = _backward_compact_p0_rows(dout[o, g, k])
-                    sum_dout += sum_dout_run
+            if I >= _layout.BLOCKS_CALL_FROM:
+                for o in range(O):
+                    for k in range(K):
+                        sum_dout_run, = _backward_compact_p0_rows_blocks(dout[o, g, k])
+                        sum_dout += sum_dout_run
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        sum_dout_run, = _backward_compact_p0_rows(dout[o, g, k])
+                        sum_dout += sum_dout_run
             coef_1 = work(-sum_dout/m)
             dbeta_g[g] = sum_dout
             if O == 1:
@@ -354,7 +382,7 @@ def _backward_compact_rows_l0(dout, dx, m, P, chunks, G, O, K, dbeta_g, I, c0, c
 def _backward_compact_rows(dout, dx, dbeta_p, m, P, chunks):
     O, G, K, I = dout.shape
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
-    _layout.parallel(_backward_compact_rows_l0, chunks, (dout, dx, m, P, chunks, G, O, K, dbeta_g, I,), dout.size)
+    _layout.parallel(_backward_compact_rows_l0, chunks, (dout, dx, m, P, chunks, G, I, O, K, dbeta_g,), dout.size)
     if P != G:
         _layout.combine_outer(dbeta_g, dbeta_p)
 
@@ -481,6 +509,14 @@ def _backward_compact(lay, dout, dx, dbeta_p, m):
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_staged_p0_rows(dout):
     sum_dxc = 0.0
+    for j in range(dout.shape[0]):
+        sum_dxc += numpy.float64(dout[j])
+    return (sum_dxc, sum_dxc,)
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
+def _backward_staged_p0_rows_blocks(dout):
+    sum_dxc = 0.0
     work = dout.dtype.type
     span = _layout.sum_block(dout)
     floor = _layout.block_floor(dout)
@@ -501,18 +537,25 @@ def _backward_staged_p0_rows(dout):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_staged_rows_l0(dout, dx, m, P, chunks, G, O, K, dbeta_g, I, c0, c1):
+def _backward_staged_rows_l0(dout, dx, m, P, chunks, G, I, O, K, dbeta_g, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             sum_dxc = 0.0
             sum_dout = 0.0
-            for o in range(O):
-                for k in range(K):
-                    sum_dxc_run, sum_dout_run, = _backward_staged_p0_rows(dout[o, g, k])
-                    sum_dxc += sum_dxc_run
-                    sum_dout += sum_dout_run
+            if I >= _layout.BLOCKS_CALL_FROM:
+                for o in range(O):
+                    for k in range(K):
+                        sum_dxc_run, sum_dout_run, = _backward_staged_p0_rows_blocks(dout[o, g, k])
+                        sum_dxc += sum_dxc_run
+                        sum_dout += sum_dout_run
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        sum_dxc_run, sum_dout_run, = _backward_staged_p0_rows(dout[o, g, k])
+                        sum_dxc += sum_dxc_run
+                        sum_dout += sum_dout_run
             dmu = -sum_dxc
             dx_coef_1 = work(dmu/m)
             dbeta_g[g] = sum_dout
@@ -532,7 +575,7 @@ def _backward_staged_rows_l0(dout, dx, m, P, chunks, G, O, K, dbeta_g, I, c0, c1
 def _backward_staged_rows(dout, dx, dbeta_p, m, P, chunks):
     O, G, K, I = dout.shape
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
-    _layout.parallel(_backward_staged_rows_l0, chunks, (dout, dx, m, P, chunks, G, O, K, dbeta_g, I,), dout.size)
+    _layout.parallel(_backward_staged_rows_l0, chunks, (dout, dx, m, P, chunks, G, I, O, K, dbeta_g,), dout.size)
     if P != G:
         _layout.combine_outer(dbeta_g, dbeta_p)
 
@@ -676,6 +719,14 @@ def _backward_staged(lay, dout, dx, dbeta_p, m):
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_test_p0_rows(dout):
     sum_dout = 0.0
+    for j in range(dout.shape[0]):
+        sum_dout += numpy.float64(dout[j])
+    return (sum_dout,)
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
+def _backward_test_p0_rows_blocks(dout):
+    sum_dout = 0.0
     work = dout.dtype.type
     span = _layout.sum_block(dout)
     floor = _layout.block_floor(dout)
@@ -696,15 +747,21 @@ def _backward_test_p0_rows(dout):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_test_rows_l0(dout, dx, P, chunks, G, O, K, dbeta_g, I, c0, c1):
+def _backward_test_rows_l0(dout, dx, P, chunks, G, I, O, K, dbeta_g, c0, c1):
     for c in range(c0, c1):
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             sum_dout = 0.0
-            for o in range(O):
-                for k in range(K):
-                    sum_dout_run, = _backward_test_p0_rows(dout[o, g, k])
-                    sum_dout += sum_dout_run
+            if I >= _layout.BLOCKS_CALL_FROM:
+                for o in range(O):
+                    for k in range(K):
+                        sum_dout_run, = _backward_test_p0_rows_blocks(dout[o, g, k])
+                        sum_dout += sum_dout_run
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        sum_dout_run, = _backward_test_p0_rows(dout[o, g, k])
+                        sum_dout += sum_dout_run
             dbeta_g[g] = sum_dout
             if O == 1:
                 for k in range(K):
@@ -722,7 +779,7 @@ def _backward_test_rows_l0(dout, dx, P, chunks, G, O, K, dbeta_g, I, c0, c1):
 def _backward_test_rows(dout, dx, dbeta_p, P, chunks):
     O, G, K, I = dout.shape
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
-    _layout.parallel(_backward_test_rows_l0, chunks, (dout, dx, P, chunks, G, O, K, dbeta_g, I,), dout.size)
+    _layout.parallel(_backward_test_rows_l0, chunks, (dout, dx, P, chunks, G, I, O, K, dbeta_g,), dout.size)
     if P != G:
         _layout.combine_outer(dbeta_g, dbeta_p)
 
@@ -838,6 +895,14 @@ def _backward_test(lay, dout, dx, dbeta_p):
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_step_p0_rows(x):
     sum_x = 0.0
+    for j in range(x.shape[0]):
+        sum_x += numpy.float64(x[j])
+    return (sum_x,)
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
+def _forward_step_p0_rows_blocks(x):
+    sum_x = 0.0
     work = x.dtype.type
     span = _layout.sum_block(x)
     floor = _layout.block_floor(x)
@@ -858,17 +923,23 @@ def _forward_step_p0_rows(x):
 
 
 @numba.njit(fastmath=_FASTMATH_ELEMENTS, error_model="numpy", cache=True, nogil=True)
-def _forward_step_rows_l0(x, out, mu_g, beta_p, m, P, chunks, G, O, K, I, c0, c1):
+def _forward_step_rows_l0(x, out, mu_g, beta_p, m, P, chunks, G, I, O, K, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             beta = beta_p[p]
             sum_x = 0.0
-            for o in range(O):
-                for k in range(K):
-                    sum_x_run, = _forward_step_p0_rows(x[o, g, k])
-                    sum_x += sum_x_run
+            if I >= _layout.BLOCKS_CALL_FROM:
+                for o in range(O):
+                    for k in range(K):
+                        sum_x_run, = _forward_step_p0_rows_blocks(x[o, g, k])
+                        sum_x += sum_x_run
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        sum_x_run, = _forward_step_p0_rows(x[o, g, k])
+                        sum_x += sum_x_run
             mu = sum_x/m
             mu_hi = work(mu)
             mu_lo = mu - mu_hi
@@ -889,7 +960,7 @@ def _forward_step_rows_l0(x, out, mu_g, beta_p, m, P, chunks, G, O, K, I, c0, c1
 
 def _forward_step_rows(x, out, mu_g, beta_p, m, P, chunks):
     O, G, K, I = x.shape
-    _layout.parallel(_forward_step_rows_l0, chunks, (x, out, mu_g, beta_p, m, P, chunks, G, O, K, I,), x.size)
+    _layout.parallel(_forward_step_rows_l0, chunks, (x, out, mu_g, beta_p, m, P, chunks, G, I, O, K,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
@@ -1027,6 +1098,14 @@ def _forward_step(lay, x, out, mu_g, beta_p, m):
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_step_p0_rows(dout):
     sum_dout = 0.0
+    for j in range(dout.shape[0]):
+        sum_dout += numpy.float64(dout[j])
+    return (sum_dout,)
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
+def _backward_step_p0_rows_blocks(dout):
+    sum_dout = 0.0
     work = dout.dtype.type
     span = _layout.sum_block(dout)
     floor = _layout.block_floor(dout)
@@ -1047,16 +1126,22 @@ def _backward_step_p0_rows(dout):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_step_rows_l0(dout, dx, m, P, chunks, G, O, K, dbeta_g, I, c0, c1):
+def _backward_step_rows_l0(dout, dx, m, P, chunks, G, I, O, K, dbeta_g, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             sum_dout = 0.0
-            for o in range(O):
-                for k in range(K):
-                    sum_dout_run, = _backward_step_p0_rows(dout[o, g, k])
-                    sum_dout += sum_dout_run
+            if I >= _layout.BLOCKS_CALL_FROM:
+                for o in range(O):
+                    for k in range(K):
+                        sum_dout_run, = _backward_step_p0_rows_blocks(dout[o, g, k])
+                        sum_dout += sum_dout_run
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        sum_dout_run, = _backward_step_p0_rows(dout[o, g, k])
+                        sum_dout += sum_dout_run
             coef_1 = work(-sum_dout/m)
             dbeta_g[g] = sum_dout
             if O == 1:
@@ -1073,7 +1158,7 @@ def _backward_step_rows_l0(dout, dx, m, P, chunks, G, O, K, dbeta_g, I, c0, c1):
 def _backward_step_rows(dout, dx, dbeta_p, m, P, chunks):
     O, G, K, I = dout.shape
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
-    _layout.parallel(_backward_step_rows_l0, chunks, (dout, dx, m, P, chunks, G, O, K, dbeta_g, I,), dout.size)
+    _layout.parallel(_backward_step_rows_l0, chunks, (dout, dx, m, P, chunks, G, I, O, K, dbeta_g,), dout.size)
     if P != G:
         _layout.combine_outer(dbeta_g, dbeta_p)
 
@@ -1288,6 +1373,14 @@ def _forward_test_step(lay, x, out, mu_g, beta_p):
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_test_step_p0_rows(dout):
     sum_dout = 0.0
+    for j in range(dout.shape[0]):
+        sum_dout += numpy.float64(dout[j])
+    return (sum_dout,)
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
+def _backward_test_step_p0_rows_blocks(dout):
+    sum_dout = 0.0
     work = dout.dtype.type
     span = _layout.sum_block(dout)
     floor = _layout.block_floor(dout)
@@ -1308,15 +1401,21 @@ def _backward_test_step_p0_rows(dout):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_test_step_rows_l0(dout, dx, P, chunks, G, O, K, dbeta_g, I, c0, c1):
+def _backward_test_step_rows_l0(dout, dx, P, chunks, G, I, O, K, dbeta_g, c0, c1):
     for c in range(c0, c1):
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             sum_dout = 0.0
-            for o in range(O):
-                for k in range(K):
-                    sum_dout_run, = _backward_test_step_p0_rows(dout[o, g, k])
-                    sum_dout += sum_dout_run
+            if I >= _layout.BLOCKS_CALL_FROM:
+                for o in range(O):
+                    for k in range(K):
+                        sum_dout_run, = _backward_test_step_p0_rows_blocks(dout[o, g, k])
+                        sum_dout += sum_dout_run
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        sum_dout_run, = _backward_test_step_p0_rows(dout[o, g, k])
+                        sum_dout += sum_dout_run
             dbeta_g[g] = sum_dout
             if O == 1:
                 for k in range(K):
@@ -1334,7 +1433,7 @@ def _backward_test_step_rows_l0(dout, dx, P, chunks, G, O, K, dbeta_g, I, c0, c1
 def _backward_test_step_rows(dout, dx, dbeta_p, P, chunks):
     O, G, K, I = dout.shape
     dbeta_g = dbeta_p if P == G else numpy.empty(G)
-    _layout.parallel(_backward_test_step_rows_l0, chunks, (dout, dx, P, chunks, G, O, K, dbeta_g, I,), dout.size)
+    _layout.parallel(_backward_test_step_rows_l0, chunks, (dout, dx, P, chunks, G, I, O, K, dbeta_g,), dout.size)
     if P != G:
         _layout.combine_outer(dbeta_g, dbeta_p)
 

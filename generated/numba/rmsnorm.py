@@ -32,6 +32,14 @@ _CACHE_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_train_p0_rows(x):
     sum_var = 0.0
+    for j in range(x.shape[0]):
+        sum_var += numpy.float64(x[j])**2
+    return (sum_var,)
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
+def _forward_train_p0_rows_blocks(x):
+    sum_var = 0.0
     work = x.dtype.type
     span = _layout.sum_block(x)
     floor = _layout.block_floor(x)
@@ -52,16 +60,22 @@ def _forward_train_p0_rows(x):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_train_rows_l0(x, xhat, out, std_g, gamma_p, eps, m, P, chunks, G, O, K, I, c0, c1):
+def _forward_train_rows_l0(x, xhat, out, std_g, gamma_p, eps, m, P, chunks, G, I, O, K, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             sum_var = 0.0
-            for o in range(O):
-                for k in range(K):
-                    sum_var_run, = _forward_train_p0_rows(x[o, g, k])
-                    sum_var += sum_var_run
+            if I >= _layout.BLOCKS_CALL_FROM:
+                for o in range(O):
+                    for k in range(K):
+                        sum_var_run, = _forward_train_p0_rows_blocks(x[o, g, k])
+                        sum_var += sum_var_run
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        sum_var_run, = _forward_train_p0_rows(x[o, g, k])
+                        sum_var += sum_var_run
             var = sum_var/m
             std = math.sqrt(eps + var)
             inv_std = work(1/std)
@@ -83,7 +97,7 @@ def _forward_train_rows_l0(x, xhat, out, std_g, gamma_p, eps, m, P, chunks, G, O
 
 def _forward_train_rows(x, xhat, out, std_g, gamma_p, eps, m, P, chunks):
     O, G, K, I = x.shape
-    _layout.parallel(_forward_train_rows_l0, chunks, (x, xhat, out, std_g, gamma_p, eps, m, P, chunks, G, O, K, I,), x.size)
+    _layout.parallel(_forward_train_rows_l0, chunks, (x, xhat, out, std_g, gamma_p, eps, m, P, chunks, G, I, O, K,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
@@ -94,24 +108,7 @@ def _forward_train_krows_l0(x, xhat, out, std_g, gamma_p, eps, m, P, chunks, G, 
             p = g % P
             sum_var = 0.0
             if O == 1:
-                work = x.dtype.type
-                span = _layout.sum_block(x)
-                floor = _layout.block_floor(x)
-                for j0 in range(0, K, span):
-                    j1 = min(j0 + span, K)
-                    sum_var_block = work(0)
-                    for q in range(j1 - j0):
-                        j = numba.uint64(j0 + q)
-                        sum_var_block += x[0, g, j]**2
-                    sum_var_kept = numpy.float64(sum_var_block)
-                    if not (_layout.ordinary(sum_var_kept, floor)):   # out of range: again in float64
-                        sum_var_kept = 0.0
-                        for q in range(j1 - j0):
-                            j = numba.uint64(j0 + q)
-                            sum_var_kept += numpy.float64(x[0, g, j])**2
-                    sum_var += sum_var_kept
-            else:
-                for o in range(O):
+                if K >= _layout.BLOCKS_FROM:
                     work = x.dtype.type
                     span = _layout.sum_block(x)
                     floor = _layout.block_floor(x)
@@ -120,14 +117,39 @@ def _forward_train_krows_l0(x, xhat, out, std_g, gamma_p, eps, m, P, chunks, G, 
                         sum_var_block = work(0)
                         for q in range(j1 - j0):
                             j = numba.uint64(j0 + q)
-                            sum_var_block += x[o, g, j]**2
+                            sum_var_block += x[0, g, j]**2
                         sum_var_kept = numpy.float64(sum_var_block)
                         if not (_layout.ordinary(sum_var_kept, floor)):   # out of range: again in float64
                             sum_var_kept = 0.0
                             for q in range(j1 - j0):
                                 j = numba.uint64(j0 + q)
-                                sum_var_kept += numpy.float64(x[o, g, j])**2
+                                sum_var_kept += numpy.float64(x[0, g, j])**2
                         sum_var += sum_var_kept
+                else:
+                    for j in range(K):
+                        sum_var += numpy.float64(x[0, g, j])**2
+            else:
+                for o in range(O):
+                    if K >= _layout.BLOCKS_FROM:
+                        work = x.dtype.type
+                        span = _layout.sum_block(x)
+                        floor = _layout.block_floor(x)
+                        for j0 in range(0, K, span):
+                            j1 = min(j0 + span, K)
+                            sum_var_block = work(0)
+                            for q in range(j1 - j0):
+                                j = numba.uint64(j0 + q)
+                                sum_var_block += x[o, g, j]**2
+                            sum_var_kept = numpy.float64(sum_var_block)
+                            if not (_layout.ordinary(sum_var_kept, floor)):   # out of range: again in float64
+                                sum_var_kept = 0.0
+                                for q in range(j1 - j0):
+                                    j = numba.uint64(j0 + q)
+                                    sum_var_kept += numpy.float64(x[o, g, j])**2
+                            sum_var += sum_var_kept
+                    else:
+                        for j in range(K):
+                            sum_var += numpy.float64(x[o, g, j])**2
             var = sum_var/m
             std = math.sqrt(eps + var)
             inv_std = work(1/std)
@@ -326,6 +348,14 @@ def _forward_train(lay, x, xhat, out, std_g, gamma_p, eps, m):
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_compact_p0_rows(dout, xhat, gamma):
     dgamma = 0.0
+    for j in range(dout.shape[0]):
+        dgamma += numpy.float64(dout[j])*numpy.float64(xhat[j])
+    return (numpy.float64(gamma)*dgamma, dgamma,)
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
+def _backward_compact_p0_rows_blocks(dout, xhat, gamma):
+    dgamma = 0.0
     work = dout.dtype.type
     span = _layout.sum_block(dout)
     floor = _layout.block_floor(dout)
@@ -346,19 +376,27 @@ def _backward_compact_p0_rows(dout, xhat, gamma):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_compact_rows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c, I, c0, c1):
+def _backward_compact_rows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, I, O, K, dgamma_c, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             std = std_g[g]
             sum_dout_gamma_xhat = 0.0
-            for o in range(O):
-                for k in range(K):
-                    gamma = gamma_p[p, k]
-                    sum_dout_gamma_xhat_run, dgamma_run, = _backward_compact_p0_rows(dout[o, g, k], xhat[o, g, k], gamma)
-                    sum_dout_gamma_xhat += sum_dout_gamma_xhat_run
-                    dgamma_c[c, p, k] += dgamma_run
+            if I >= _layout.BLOCKS_CALL_FROM:
+                for o in range(O):
+                    for k in range(K):
+                        gamma = gamma_p[p, k]
+                        sum_dout_gamma_xhat_run, dgamma_run, = _backward_compact_p0_rows_blocks(dout[o, g, k], xhat[o, g, k], gamma)
+                        sum_dout_gamma_xhat += sum_dout_gamma_xhat_run
+                        dgamma_c[c, p, k] += dgamma_run
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        gamma = gamma_p[p, k]
+                        sum_dout_gamma_xhat_run, dgamma_run, = _backward_compact_p0_rows(dout[o, g, k], xhat[o, g, k], gamma)
+                        sum_dout_gamma_xhat += sum_dout_gamma_xhat_run
+                        dgamma_c[c, p, k] += dgamma_run
             coef_dout_gamma = work(1/std)
             coef_xhat = work(-sum_dout_gamma_xhat/(m*std))
             if O == 1:
@@ -377,7 +415,7 @@ def _backward_compact_rows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O
 def _backward_compact_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, chunks):
     O, G, K, I = dout.shape
     dgamma_c = numpy.zeros((chunks, P, K))
-    _layout.parallel(_backward_compact_rows_l0, chunks, (dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c, I,), dout.size)
+    _layout.parallel(_backward_compact_rows_l0, chunks, (dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, I, O, K, dgamma_c,), dout.size)
     _layout.combine_chunks(dgamma_c, dgamma_p)
 
 
@@ -393,25 +431,7 @@ def _backward_compact_krows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, K, 
             std = std_g[g]
             sum_dout_gamma_xhat = 0.0
             if O == 1:
-                work = dout.dtype.type
-                span = _layout.sum_block(dout)
-                floor = _layout.block_floor(dout)
-                for j0 in range(0, K, span):
-                    j1 = min(j0 + span, K)
-                    sum_dout_gamma_xhat_block = work(0)
-                    for q in range(j1 - j0):
-                        j = numba.uint64(j0 + q)
-                        sum_dout_gamma_xhat_block += dout[0, g, j]*gamma_p[p, j]*xhat[0, g, j]
-                        dgamma_b[p, j] += dout[0, g, j]*xhat[0, g, j]
-                    sum_dout_gamma_xhat_kept = numpy.float64(sum_dout_gamma_xhat_block)
-                    if not (_layout.ordinary(sum_dout_gamma_xhat_kept, floor)):   # out of range: again in float64
-                        sum_dout_gamma_xhat_kept = 0.0
-                        for q in range(j1 - j0):
-                            j = numba.uint64(j0 + q)
-                            sum_dout_gamma_xhat_kept += numpy.float64(dout[0, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(xhat[0, g, j])
-                    sum_dout_gamma_xhat += sum_dout_gamma_xhat_kept
-            else:
-                for o in range(O):
+                if K >= _layout.BLOCKS_FROM:
                     work = dout.dtype.type
                     span = _layout.sum_block(dout)
                     floor = _layout.block_floor(dout)
@@ -420,15 +440,43 @@ def _backward_compact_krows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, K, 
                         sum_dout_gamma_xhat_block = work(0)
                         for q in range(j1 - j0):
                             j = numba.uint64(j0 + q)
-                            sum_dout_gamma_xhat_block += dout[o, g, j]*gamma_p[p, j]*xhat[o, g, j]
-                            dgamma_b[p, j] += dout[o, g, j]*xhat[o, g, j]
+                            sum_dout_gamma_xhat_block += dout[0, g, j]*gamma_p[p, j]*xhat[0, g, j]
+                            dgamma_b[p, j] += dout[0, g, j]*xhat[0, g, j]
                         sum_dout_gamma_xhat_kept = numpy.float64(sum_dout_gamma_xhat_block)
                         if not (_layout.ordinary(sum_dout_gamma_xhat_kept, floor)):   # out of range: again in float64
                             sum_dout_gamma_xhat_kept = 0.0
                             for q in range(j1 - j0):
                                 j = numba.uint64(j0 + q)
-                                sum_dout_gamma_xhat_kept += numpy.float64(dout[o, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(xhat[o, g, j])
+                                sum_dout_gamma_xhat_kept += numpy.float64(dout[0, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(xhat[0, g, j])
                         sum_dout_gamma_xhat += sum_dout_gamma_xhat_kept
+                else:
+                    for j in range(K):
+                        sum_dout_gamma_xhat += numpy.float64(dout[0, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(xhat[0, g, j])
+                        dgamma_b[p, j] += dout[0, g, j]*xhat[0, g, j]
+            else:
+                for o in range(O):
+                    if K >= _layout.BLOCKS_FROM:
+                        work = dout.dtype.type
+                        span = _layout.sum_block(dout)
+                        floor = _layout.block_floor(dout)
+                        for j0 in range(0, K, span):
+                            j1 = min(j0 + span, K)
+                            sum_dout_gamma_xhat_block = work(0)
+                            for q in range(j1 - j0):
+                                j = numba.uint64(j0 + q)
+                                sum_dout_gamma_xhat_block += dout[o, g, j]*gamma_p[p, j]*xhat[o, g, j]
+                                dgamma_b[p, j] += dout[o, g, j]*xhat[o, g, j]
+                            sum_dout_gamma_xhat_kept = numpy.float64(sum_dout_gamma_xhat_block)
+                            if not (_layout.ordinary(sum_dout_gamma_xhat_kept, floor)):   # out of range: again in float64
+                                sum_dout_gamma_xhat_kept = 0.0
+                                for q in range(j1 - j0):
+                                    j = numba.uint64(j0 + q)
+                                    sum_dout_gamma_xhat_kept += numpy.float64(dout[o, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(xhat[o, g, j])
+                            sum_dout_gamma_xhat += sum_dout_gamma_xhat_kept
+                    else:
+                        for j in range(K):
+                            sum_dout_gamma_xhat += numpy.float64(dout[o, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(xhat[o, g, j])
+                            dgamma_b[p, j] += dout[o, g, j]*xhat[o, g, j]
             coef_dout_gamma = work(1/std)
             coef_xhat = work(-sum_dout_gamma_xhat/(m*std))
             left -= 1
@@ -654,6 +702,14 @@ def _backward_compact(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, m):
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_staged_p0_rows(dout, xhat, gamma):
     dgamma = 0.0
+    for j in range(dout.shape[0]):
+        dgamma += numpy.float64(dout[j])*numpy.float64(xhat[j])
+    return (numpy.float64(gamma)*dgamma, dgamma,)
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
+def _backward_staged_p0_rows_blocks(dout, xhat, gamma):
+    dgamma = 0.0
     work = dout.dtype.type
     span = _layout.sum_block(dout)
     floor = _layout.block_floor(dout)
@@ -674,19 +730,27 @@ def _backward_staged_p0_rows(dout, xhat, gamma):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_staged_rows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c, I, c0, c1):
+def _backward_staged_rows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, I, O, K, dgamma_c, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             std = std_g[g]
             sum_dxhat_xhat = 0.0
-            for o in range(O):
-                for k in range(K):
-                    gamma = gamma_p[p, k]
-                    sum_dxhat_xhat_run, dgamma_run, = _backward_staged_p0_rows(dout[o, g, k], xhat[o, g, k], gamma)
-                    sum_dxhat_xhat += sum_dxhat_xhat_run
-                    dgamma_c[c, p, k] += dgamma_run
+            if I >= _layout.BLOCKS_CALL_FROM:
+                for o in range(O):
+                    for k in range(K):
+                        gamma = gamma_p[p, k]
+                        sum_dxhat_xhat_run, dgamma_run, = _backward_staged_p0_rows_blocks(dout[o, g, k], xhat[o, g, k], gamma)
+                        sum_dxhat_xhat += sum_dxhat_xhat_run
+                        dgamma_c[c, p, k] += dgamma_run
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        gamma = gamma_p[p, k]
+                        sum_dxhat_xhat_run, dgamma_run, = _backward_staged_p0_rows(dout[o, g, k], xhat[o, g, k], gamma)
+                        sum_dxhat_xhat += sum_dxhat_xhat_run
+                        dgamma_c[c, p, k] += dgamma_run
             dvar = -1/2*sum_dxhat_xhat/std**2
             dx_coef_dxhat = work(1/std)
             dx_coef_xhat = work(2*dvar*std/m)
@@ -708,7 +772,7 @@ def _backward_staged_rows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O,
 def _backward_staged_rows(dout, xhat, dx, std_g, gamma_p, dgamma_p, m, P, chunks):
     O, G, K, I = dout.shape
     dgamma_c = numpy.zeros((chunks, P, K))
-    _layout.parallel(_backward_staged_rows_l0, chunks, (dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c, I,), dout.size)
+    _layout.parallel(_backward_staged_rows_l0, chunks, (dout, xhat, dx, std_g, gamma_p, m, P, chunks, G, I, O, K, dgamma_c,), dout.size)
     _layout.combine_chunks(dgamma_c, dgamma_p)
 
 
@@ -724,25 +788,7 @@ def _backward_staged_krows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, K, G
             std = std_g[g]
             sum_dxhat_xhat = 0.0
             if O == 1:
-                work = dout.dtype.type
-                span = _layout.sum_block(dout)
-                floor = _layout.block_floor(dout)
-                for j0 in range(0, K, span):
-                    j1 = min(j0 + span, K)
-                    sum_dxhat_xhat_block = work(0)
-                    for q in range(j1 - j0):
-                        j = numba.uint64(j0 + q)
-                        sum_dxhat_xhat_block += dout[0, g, j]*gamma_p[p, j]*xhat[0, g, j]
-                        dgamma_b[p, j] += dout[0, g, j]*xhat[0, g, j]
-                    sum_dxhat_xhat_kept = numpy.float64(sum_dxhat_xhat_block)
-                    if not (_layout.ordinary(sum_dxhat_xhat_kept, floor)):   # out of range: again in float64
-                        sum_dxhat_xhat_kept = 0.0
-                        for q in range(j1 - j0):
-                            j = numba.uint64(j0 + q)
-                            sum_dxhat_xhat_kept += numpy.float64(dout[0, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(xhat[0, g, j])
-                    sum_dxhat_xhat += sum_dxhat_xhat_kept
-            else:
-                for o in range(O):
+                if K >= _layout.BLOCKS_FROM:
                     work = dout.dtype.type
                     span = _layout.sum_block(dout)
                     floor = _layout.block_floor(dout)
@@ -751,15 +797,43 @@ def _backward_staged_krows_l0(dout, xhat, dx, std_g, gamma_p, m, P, chunks, K, G
                         sum_dxhat_xhat_block = work(0)
                         for q in range(j1 - j0):
                             j = numba.uint64(j0 + q)
-                            sum_dxhat_xhat_block += dout[o, g, j]*gamma_p[p, j]*xhat[o, g, j]
-                            dgamma_b[p, j] += dout[o, g, j]*xhat[o, g, j]
+                            sum_dxhat_xhat_block += dout[0, g, j]*gamma_p[p, j]*xhat[0, g, j]
+                            dgamma_b[p, j] += dout[0, g, j]*xhat[0, g, j]
                         sum_dxhat_xhat_kept = numpy.float64(sum_dxhat_xhat_block)
                         if not (_layout.ordinary(sum_dxhat_xhat_kept, floor)):   # out of range: again in float64
                             sum_dxhat_xhat_kept = 0.0
                             for q in range(j1 - j0):
                                 j = numba.uint64(j0 + q)
-                                sum_dxhat_xhat_kept += numpy.float64(dout[o, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(xhat[o, g, j])
+                                sum_dxhat_xhat_kept += numpy.float64(dout[0, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(xhat[0, g, j])
                         sum_dxhat_xhat += sum_dxhat_xhat_kept
+                else:
+                    for j in range(K):
+                        sum_dxhat_xhat += numpy.float64(dout[0, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(xhat[0, g, j])
+                        dgamma_b[p, j] += dout[0, g, j]*xhat[0, g, j]
+            else:
+                for o in range(O):
+                    if K >= _layout.BLOCKS_FROM:
+                        work = dout.dtype.type
+                        span = _layout.sum_block(dout)
+                        floor = _layout.block_floor(dout)
+                        for j0 in range(0, K, span):
+                            j1 = min(j0 + span, K)
+                            sum_dxhat_xhat_block = work(0)
+                            for q in range(j1 - j0):
+                                j = numba.uint64(j0 + q)
+                                sum_dxhat_xhat_block += dout[o, g, j]*gamma_p[p, j]*xhat[o, g, j]
+                                dgamma_b[p, j] += dout[o, g, j]*xhat[o, g, j]
+                            sum_dxhat_xhat_kept = numpy.float64(sum_dxhat_xhat_block)
+                            if not (_layout.ordinary(sum_dxhat_xhat_kept, floor)):   # out of range: again in float64
+                                sum_dxhat_xhat_kept = 0.0
+                                for q in range(j1 - j0):
+                                    j = numba.uint64(j0 + q)
+                                    sum_dxhat_xhat_kept += numpy.float64(dout[o, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(xhat[o, g, j])
+                            sum_dxhat_xhat += sum_dxhat_xhat_kept
+                    else:
+                        for j in range(K):
+                            sum_dxhat_xhat += numpy.float64(dout[o, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(xhat[o, g, j])
+                            dgamma_b[p, j] += dout[o, g, j]*xhat[o, g, j]
             dvar = -1/2*sum_dxhat_xhat/std**2
             dx_coef_dxhat = work(1/std)
             dx_coef_xhat = work(2*dvar*std/m)
@@ -991,6 +1065,14 @@ def _backward_staged(lay, dout, xhat, dx, std_g, gamma_p, dgamma_p, m):
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _forward_step_p0_rows(x):
     sum_var = 0.0
+    for j in range(x.shape[0]):
+        sum_var += numpy.float64(x[j])**2
+    return (sum_var,)
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
+def _forward_step_p0_rows_blocks(x):
+    sum_var = 0.0
     work = x.dtype.type
     span = _layout.sum_block(x)
     floor = _layout.block_floor(x)
@@ -1011,16 +1093,22 @@ def _forward_step_p0_rows(x):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _forward_step_rows_l0(x, out, std_g, gamma_p, eps, m, P, chunks, G, O, K, I, c0, c1):
+def _forward_step_rows_l0(x, out, std_g, gamma_p, eps, m, P, chunks, G, I, O, K, c0, c1):
     for c in range(c0, c1):
         work = x.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
             p = g % P
             sum_var = 0.0
-            for o in range(O):
-                for k in range(K):
-                    sum_var_run, = _forward_step_p0_rows(x[o, g, k])
-                    sum_var += sum_var_run
+            if I >= _layout.BLOCKS_CALL_FROM:
+                for o in range(O):
+                    for k in range(K):
+                        sum_var_run, = _forward_step_p0_rows_blocks(x[o, g, k])
+                        sum_var += sum_var_run
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        sum_var_run, = _forward_step_p0_rows(x[o, g, k])
+                        sum_var += sum_var_run
             var = sum_var/m
             std = math.sqrt(eps + var)
             inv_std = work(1/std)
@@ -1042,7 +1130,7 @@ def _forward_step_rows_l0(x, out, std_g, gamma_p, eps, m, P, chunks, G, O, K, I,
 
 def _forward_step_rows(x, out, std_g, gamma_p, eps, m, P, chunks):
     O, G, K, I = x.shape
-    _layout.parallel(_forward_step_rows_l0, chunks, (x, out, std_g, gamma_p, eps, m, P, chunks, G, O, K, I,), x.size)
+    _layout.parallel(_forward_step_rows_l0, chunks, (x, out, std_g, gamma_p, eps, m, P, chunks, G, I, O, K,), x.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
@@ -1053,24 +1141,7 @@ def _forward_step_krows_l0(x, out, std_g, gamma_p, eps, m, P, chunks, G, O, K, c
             p = g % P
             sum_var = 0.0
             if O == 1:
-                work = x.dtype.type
-                span = _layout.sum_block(x)
-                floor = _layout.block_floor(x)
-                for j0 in range(0, K, span):
-                    j1 = min(j0 + span, K)
-                    sum_var_block = work(0)
-                    for q in range(j1 - j0):
-                        j = numba.uint64(j0 + q)
-                        sum_var_block += x[0, g, j]**2
-                    sum_var_kept = numpy.float64(sum_var_block)
-                    if not (_layout.ordinary(sum_var_kept, floor)):   # out of range: again in float64
-                        sum_var_kept = 0.0
-                        for q in range(j1 - j0):
-                            j = numba.uint64(j0 + q)
-                            sum_var_kept += numpy.float64(x[0, g, j])**2
-                    sum_var += sum_var_kept
-            else:
-                for o in range(O):
+                if K >= _layout.BLOCKS_FROM:
                     work = x.dtype.type
                     span = _layout.sum_block(x)
                     floor = _layout.block_floor(x)
@@ -1079,14 +1150,39 @@ def _forward_step_krows_l0(x, out, std_g, gamma_p, eps, m, P, chunks, G, O, K, c
                         sum_var_block = work(0)
                         for q in range(j1 - j0):
                             j = numba.uint64(j0 + q)
-                            sum_var_block += x[o, g, j]**2
+                            sum_var_block += x[0, g, j]**2
                         sum_var_kept = numpy.float64(sum_var_block)
                         if not (_layout.ordinary(sum_var_kept, floor)):   # out of range: again in float64
                             sum_var_kept = 0.0
                             for q in range(j1 - j0):
                                 j = numba.uint64(j0 + q)
-                                sum_var_kept += numpy.float64(x[o, g, j])**2
+                                sum_var_kept += numpy.float64(x[0, g, j])**2
                         sum_var += sum_var_kept
+                else:
+                    for j in range(K):
+                        sum_var += numpy.float64(x[0, g, j])**2
+            else:
+                for o in range(O):
+                    if K >= _layout.BLOCKS_FROM:
+                        work = x.dtype.type
+                        span = _layout.sum_block(x)
+                        floor = _layout.block_floor(x)
+                        for j0 in range(0, K, span):
+                            j1 = min(j0 + span, K)
+                            sum_var_block = work(0)
+                            for q in range(j1 - j0):
+                                j = numba.uint64(j0 + q)
+                                sum_var_block += x[o, g, j]**2
+                            sum_var_kept = numpy.float64(sum_var_block)
+                            if not (_layout.ordinary(sum_var_kept, floor)):   # out of range: again in float64
+                                sum_var_kept = 0.0
+                                for q in range(j1 - j0):
+                                    j = numba.uint64(j0 + q)
+                                    sum_var_kept += numpy.float64(x[o, g, j])**2
+                            sum_var += sum_var_kept
+                    else:
+                        for j in range(K):
+                            sum_var += numpy.float64(x[o, g, j])**2
             var = sum_var/m
             std = math.sqrt(eps + var)
             inv_std = work(1/std)
@@ -1285,6 +1381,14 @@ def _forward_step(lay, x, out, std_g, gamma_p, eps, m):
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
 def _backward_step_p1_rows(dout, x, gamma, inv_std):
     run0 = 0.0
+    for j in range(dout.shape[0]):
+        run0 += numpy.float64(dout[j])*numpy.float64(x[j])
+    return (numpy.float64(gamma)*run0, numpy.float64(inv_std)*run0,)
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
+def _backward_step_p1_rows_blocks(dout, x, gamma, inv_std):
+    run0 = 0.0
     work = dout.dtype.type
     span = _layout.sum_block(dout)
     floor = _layout.block_floor(dout)
@@ -1305,7 +1409,7 @@ def _backward_step_p1_rows(dout, x, gamma, inv_std):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_step_rows_l0(dout, x, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c, I, c0, c1):
+def _backward_step_rows_l0(dout, x, dx, std_g, gamma_p, m, P, chunks, G, I, O, K, dgamma_c, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -1313,12 +1417,20 @@ def _backward_step_rows_l0(dout, x, dx, std_g, gamma_p, m, P, chunks, G, O, K, d
             std = std_g[g]
             inv_std = work(1/std)
             sum_dout_gamma_xhat_acc = 0.0
-            for o in range(O):
-                for k in range(K):
-                    gamma = gamma_p[p, k]
-                    sum_dout_gamma_xhat_acc_run, dgamma_run, = _backward_step_p1_rows(dout[o, g, k], x[o, g, k], gamma, inv_std)
-                    sum_dout_gamma_xhat_acc += sum_dout_gamma_xhat_acc_run
-                    dgamma_c[c, p, k] += dgamma_run
+            if I >= _layout.BLOCKS_CALL_FROM:
+                for o in range(O):
+                    for k in range(K):
+                        gamma = gamma_p[p, k]
+                        sum_dout_gamma_xhat_acc_run, dgamma_run, = _backward_step_p1_rows_blocks(dout[o, g, k], x[o, g, k], gamma, inv_std)
+                        sum_dout_gamma_xhat_acc += sum_dout_gamma_xhat_acc_run
+                        dgamma_c[c, p, k] += dgamma_run
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        gamma = gamma_p[p, k]
+                        sum_dout_gamma_xhat_acc_run, dgamma_run, = _backward_step_p1_rows(dout[o, g, k], x[o, g, k], gamma, inv_std)
+                        sum_dout_gamma_xhat_acc += sum_dout_gamma_xhat_acc_run
+                        dgamma_c[c, p, k] += dgamma_run
             sum_dout_gamma_xhat = sum_dout_gamma_xhat_acc/std
             coef_dout_gamma = work(1/std)
             coef_xhat = work(-sum_dout_gamma_xhat/(m*std))
@@ -1340,7 +1452,7 @@ def _backward_step_rows_l0(dout, x, dx, std_g, gamma_p, m, P, chunks, G, O, K, d
 def _backward_step_rows(dout, x, dx, std_g, gamma_p, dgamma_p, m, P, chunks):
     O, G, K, I = dout.shape
     dgamma_c = numpy.zeros((chunks, P, K))
-    _layout.parallel(_backward_step_rows_l0, chunks, (dout, x, dx, std_g, gamma_p, m, P, chunks, G, O, K, dgamma_c, I,), dout.size)
+    _layout.parallel(_backward_step_rows_l0, chunks, (dout, x, dx, std_g, gamma_p, m, P, chunks, G, I, O, K, dgamma_c,), dout.size)
     _layout.combine_chunks(dgamma_c, dgamma_p)
 
 
@@ -1357,25 +1469,7 @@ def _backward_step_krows_l0(dout, x, dx, std_g, gamma_p, m, P, chunks, K, G, O, 
             inv_std = work(1/std)
             sum_dout_gamma_xhat_acc = 0.0
             if O == 1:
-                work = dout.dtype.type
-                span = _layout.sum_block(dout)
-                floor = _layout.block_floor(dout)
-                for j0 in range(0, K, span):
-                    j1 = min(j0 + span, K)
-                    sum_dout_gamma_xhat_acc_block = work(0)
-                    for q in range(j1 - j0):
-                        j = numba.uint64(j0 + q)
-                        sum_dout_gamma_xhat_acc_block += dout[0, g, j]*gamma_p[p, j]*x[0, g, j]
-                        dgamma_b[p, j] += dout[0, g, j]*x[0, g, j]*inv_std
-                    sum_dout_gamma_xhat_acc_kept = numpy.float64(sum_dout_gamma_xhat_acc_block)
-                    if not (_layout.ordinary(sum_dout_gamma_xhat_acc_kept, floor)):   # out of range: again in float64
-                        sum_dout_gamma_xhat_acc_kept = 0.0
-                        for q in range(j1 - j0):
-                            j = numba.uint64(j0 + q)
-                            sum_dout_gamma_xhat_acc_kept += numpy.float64(dout[0, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(x[0, g, j])
-                    sum_dout_gamma_xhat_acc += sum_dout_gamma_xhat_acc_kept
-            else:
-                for o in range(O):
+                if K >= _layout.BLOCKS_FROM:
                     work = dout.dtype.type
                     span = _layout.sum_block(dout)
                     floor = _layout.block_floor(dout)
@@ -1384,15 +1478,43 @@ def _backward_step_krows_l0(dout, x, dx, std_g, gamma_p, m, P, chunks, K, G, O, 
                         sum_dout_gamma_xhat_acc_block = work(0)
                         for q in range(j1 - j0):
                             j = numba.uint64(j0 + q)
-                            sum_dout_gamma_xhat_acc_block += dout[o, g, j]*gamma_p[p, j]*x[o, g, j]
-                            dgamma_b[p, j] += dout[o, g, j]*x[o, g, j]*inv_std
+                            sum_dout_gamma_xhat_acc_block += dout[0, g, j]*gamma_p[p, j]*x[0, g, j]
+                            dgamma_b[p, j] += dout[0, g, j]*x[0, g, j]*inv_std
                         sum_dout_gamma_xhat_acc_kept = numpy.float64(sum_dout_gamma_xhat_acc_block)
                         if not (_layout.ordinary(sum_dout_gamma_xhat_acc_kept, floor)):   # out of range: again in float64
                             sum_dout_gamma_xhat_acc_kept = 0.0
                             for q in range(j1 - j0):
                                 j = numba.uint64(j0 + q)
-                                sum_dout_gamma_xhat_acc_kept += numpy.float64(dout[o, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(x[o, g, j])
+                                sum_dout_gamma_xhat_acc_kept += numpy.float64(dout[0, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(x[0, g, j])
                         sum_dout_gamma_xhat_acc += sum_dout_gamma_xhat_acc_kept
+                else:
+                    for j in range(K):
+                        sum_dout_gamma_xhat_acc += numpy.float64(dout[0, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(x[0, g, j])
+                        dgamma_b[p, j] += dout[0, g, j]*x[0, g, j]*inv_std
+            else:
+                for o in range(O):
+                    if K >= _layout.BLOCKS_FROM:
+                        work = dout.dtype.type
+                        span = _layout.sum_block(dout)
+                        floor = _layout.block_floor(dout)
+                        for j0 in range(0, K, span):
+                            j1 = min(j0 + span, K)
+                            sum_dout_gamma_xhat_acc_block = work(0)
+                            for q in range(j1 - j0):
+                                j = numba.uint64(j0 + q)
+                                sum_dout_gamma_xhat_acc_block += dout[o, g, j]*gamma_p[p, j]*x[o, g, j]
+                                dgamma_b[p, j] += dout[o, g, j]*x[o, g, j]*inv_std
+                            sum_dout_gamma_xhat_acc_kept = numpy.float64(sum_dout_gamma_xhat_acc_block)
+                            if not (_layout.ordinary(sum_dout_gamma_xhat_acc_kept, floor)):   # out of range: again in float64
+                                sum_dout_gamma_xhat_acc_kept = 0.0
+                                for q in range(j1 - j0):
+                                    j = numba.uint64(j0 + q)
+                                    sum_dout_gamma_xhat_acc_kept += numpy.float64(dout[o, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(x[o, g, j])
+                            sum_dout_gamma_xhat_acc += sum_dout_gamma_xhat_acc_kept
+                    else:
+                        for j in range(K):
+                            sum_dout_gamma_xhat_acc += numpy.float64(dout[o, g, j])*numpy.float64(gamma_p[p, j])*numpy.float64(x[o, g, j])
+                            dgamma_b[p, j] += dout[o, g, j]*x[o, g, j]*inv_std
             sum_dout_gamma_xhat = sum_dout_gamma_xhat_acc/std
             coef_dout_gamma = work(1/std)
             coef_xhat = work(-sum_dout_gamma_xhat/(m*std))

@@ -33,6 +33,16 @@ _CACHE_KEYS = ("variant", "mode", "axes", "param_axes", "param_sum_axes", "outer
 def _forward_train_p0_rows(x, x_shift):
     sum_x_shifted = 0.0
     sum_var_shifted = 0.0
+    for j in range(x.shape[0]):
+        sum_x_shifted += numpy.float64(x[j]) - numpy.float64(x_shift)
+        sum_var_shifted += (numpy.float64(x[j]) - numpy.float64(x_shift))**2
+    return (sum_x_shifted, sum_var_shifted,)
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
+def _forward_train_p0_rows_blocks(x, x_shift):
+    sum_x_shifted = 0.0
+    sum_var_shifted = 0.0
     work = x.dtype.type
     x_shift_w = work(x_shift)
     span = _layout.sum_block(x)
@@ -68,11 +78,18 @@ def _forward_train_rows_l0(x, out, std_g, eps, m, P, chunks, G, O, K, I, c0, c1)
             x_shift = numpy.float64(x[0, g, 0, 0]) if O * K * I else 0.0
             sum_x_shifted = 0.0
             sum_var_shifted = 0.0
-            for o in range(O):
-                for k in range(K):
-                    sum_x_shifted_run, sum_var_shifted_run, = _forward_train_p0_rows(x[o, g, k], x_shift)
-                    sum_x_shifted += sum_x_shifted_run
-                    sum_var_shifted += sum_var_shifted_run
+            if I >= _layout.BLOCKS_CALL_FROM:
+                for o in range(O):
+                    for k in range(K):
+                        sum_x_shifted_run, sum_var_shifted_run, = _forward_train_p0_rows_blocks(x[o, g, k], x_shift)
+                        sum_x_shifted += sum_x_shifted_run
+                        sum_var_shifted += sum_var_shifted_run
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        sum_x_shifted_run, sum_var_shifted_run, = _forward_train_p0_rows(x[o, g, k], x_shift)
+                        sum_x_shifted += sum_x_shifted_run
+                        sum_var_shifted += sum_var_shifted_run
             sum_x = m*x_shift + sum_x_shifted
             mu = sum_x/m
             sum_var = m*(mu - x_shift)**2 + sum_var_shifted - 2*sum_x_shifted*(mu - x_shift)
@@ -263,6 +280,16 @@ def _forward_train(lay, x, out, std_g, eps, m):
 def _backward_compact_p0_rows(dout, out):
     sum_dout = 0.0
     sum_dout_out = 0.0
+    for j in range(dout.shape[0]):
+        sum_dout += numpy.float64(dout[j])
+        sum_dout_out += numpy.float64(dout[j])*numpy.float64(out[j])
+    return (sum_dout, sum_dout_out,)
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
+def _backward_compact_p0_rows_blocks(dout, out):
+    sum_dout = 0.0
+    sum_dout_out = 0.0
     work = dout.dtype.type
     span = _layout.sum_block(dout)
     floor = _layout.block_floor(dout)
@@ -289,7 +316,7 @@ def _backward_compact_p0_rows(dout, out):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_compact_rows_l0(dout, out, dx, std_g, m, P, chunks, G, O, K, I, c0, c1):
+def _backward_compact_rows_l0(dout, out, dx, std_g, m, P, chunks, G, I, O, K, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -297,11 +324,18 @@ def _backward_compact_rows_l0(dout, out, dx, std_g, m, P, chunks, G, O, K, I, c0
             std = std_g[g]
             sum_dout = 0.0
             sum_dout_out = 0.0
-            for o in range(O):
-                for k in range(K):
-                    sum_dout_run, sum_dout_out_run, = _backward_compact_p0_rows(dout[o, g, k], out[o, g, k])
-                    sum_dout += sum_dout_run
-                    sum_dout_out += sum_dout_out_run
+            if I >= _layout.BLOCKS_CALL_FROM:
+                for o in range(O):
+                    for k in range(K):
+                        sum_dout_run, sum_dout_out_run, = _backward_compact_p0_rows_blocks(dout[o, g, k], out[o, g, k])
+                        sum_dout += sum_dout_run
+                        sum_dout_out += sum_dout_out_run
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        sum_dout_run, sum_dout_out_run, = _backward_compact_p0_rows(dout[o, g, k], out[o, g, k])
+                        sum_dout += sum_dout_run
+                        sum_dout_out += sum_dout_out_run
             coef_dout = work(1/std)
             coef_out = work(-sum_dout_out/(m*std))
             coef_1 = work(-sum_dout/(m*std))
@@ -318,7 +352,7 @@ def _backward_compact_rows_l0(dout, out, dx, std_g, m, P, chunks, G, O, K, I, c0
 
 def _backward_compact_rows(dout, out, dx, std_g, m, P, chunks):
     O, G, K, I = dout.shape
-    _layout.parallel(_backward_compact_rows_l0, chunks, (dout, out, dx, std_g, m, P, chunks, G, O, K, I,), dout.size)
+    _layout.parallel(_backward_compact_rows_l0, chunks, (dout, out, dx, std_g, m, P, chunks, G, I, O, K,), dout.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
@@ -470,6 +504,16 @@ def _backward_compact(lay, dout, out, dx, std_g, m):
 def _backward_staged_p0_rows(dout, out):
     sum_dout_out = 0.0
     sum_dout = 0.0
+    for j in range(dout.shape[0]):
+        sum_dout_out += numpy.float64(dout[j])*numpy.float64(out[j])
+        sum_dout += numpy.float64(dout[j])
+    return (sum_dout_out, sum_dout,)
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
+def _backward_staged_p0_rows_blocks(dout, out):
+    sum_dout_out = 0.0
+    sum_dout = 0.0
     work = dout.dtype.type
     span = _layout.sum_block(dout)
     floor = _layout.block_floor(dout)
@@ -496,7 +540,7 @@ def _backward_staged_p0_rows(dout, out):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_staged_rows_l0(dout, out, dx, std_g, m, P, chunks, G, O, K, I, c0, c1):
+def _backward_staged_rows_l0(dout, out, dx, std_g, m, P, chunks, G, I, O, K, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -504,11 +548,18 @@ def _backward_staged_rows_l0(dout, out, dx, std_g, m, P, chunks, G, O, K, I, c0,
             std = std_g[g]
             sum_dout_out = 0.0
             sum_dout = 0.0
-            for o in range(O):
-                for k in range(K):
-                    sum_dout_out_run, sum_dout_run, = _backward_staged_p0_rows(dout[o, g, k], out[o, g, k])
-                    sum_dout_out += sum_dout_out_run
-                    sum_dout += sum_dout_run
+            if I >= _layout.BLOCKS_CALL_FROM:
+                for o in range(O):
+                    for k in range(K):
+                        sum_dout_out_run, sum_dout_run, = _backward_staged_p0_rows_blocks(dout[o, g, k], out[o, g, k])
+                        sum_dout_out += sum_dout_out_run
+                        sum_dout += sum_dout_run
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        sum_dout_out_run, sum_dout_run, = _backward_staged_p0_rows(dout[o, g, k], out[o, g, k])
+                        sum_dout_out += sum_dout_out_run
+                        sum_dout += sum_dout_run
             dvar = -1/2*sum_dout_out/std**2
             dmu = -sum_dout/std
             dx_coef_dout = work(1/std)
@@ -527,7 +578,7 @@ def _backward_staged_rows_l0(dout, out, dx, std_g, m, P, chunks, G, O, K, I, c0,
 
 def _backward_staged_rows(dout, out, dx, std_g, m, P, chunks):
     O, G, K, I = dout.shape
-    _layout.parallel(_backward_staged_rows_l0, chunks, (dout, out, dx, std_g, m, P, chunks, G, O, K, I,), dout.size)
+    _layout.parallel(_backward_staged_rows_l0, chunks, (dout, out, dx, std_g, m, P, chunks, G, I, O, K,), dout.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
@@ -681,6 +732,16 @@ def _backward_staged(lay, dout, out, dx, std_g, m):
 def _forward_step_p0_rows(x, x_shift):
     sum_x_shifted = 0.0
     sum_var_shifted = 0.0
+    for j in range(x.shape[0]):
+        sum_x_shifted += numpy.float64(x[j]) - numpy.float64(x_shift)
+        sum_var_shifted += (numpy.float64(x[j]) - numpy.float64(x_shift))**2
+    return (sum_x_shifted, sum_var_shifted,)
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
+def _forward_step_p0_rows_blocks(x, x_shift):
+    sum_x_shifted = 0.0
+    sum_var_shifted = 0.0
     work = x.dtype.type
     x_shift_w = work(x_shift)
     span = _layout.sum_block(x)
@@ -716,11 +777,18 @@ def _forward_step_rows_l0(x, out, mu_g, std_g, eps, m, P, chunks, G, O, K, I, c0
             x_shift = numpy.float64(x[0, g, 0, 0]) if O * K * I else 0.0
             sum_x_shifted = 0.0
             sum_var_shifted = 0.0
-            for o in range(O):
-                for k in range(K):
-                    sum_x_shifted_run, sum_var_shifted_run, = _forward_step_p0_rows(x[o, g, k], x_shift)
-                    sum_x_shifted += sum_x_shifted_run
-                    sum_var_shifted += sum_var_shifted_run
+            if I >= _layout.BLOCKS_CALL_FROM:
+                for o in range(O):
+                    for k in range(K):
+                        sum_x_shifted_run, sum_var_shifted_run, = _forward_step_p0_rows_blocks(x[o, g, k], x_shift)
+                        sum_x_shifted += sum_x_shifted_run
+                        sum_var_shifted += sum_var_shifted_run
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        sum_x_shifted_run, sum_var_shifted_run, = _forward_step_p0_rows(x[o, g, k], x_shift)
+                        sum_x_shifted += sum_x_shifted_run
+                        sum_var_shifted += sum_var_shifted_run
             sum_x = m*x_shift + sum_x_shifted
             mu = sum_x/m
             sum_var = m*(mu - x_shift)**2 + sum_var_shifted - 2*sum_x_shifted*(mu - x_shift)
@@ -913,6 +981,16 @@ def _forward_step(lay, x, out, mu_g, std_g, eps, m):
 def _backward_step_p1_rows(dout, x, mu):
     sum_dout = 0.0
     sum_dout_out_acc = 0.0
+    for j in range(dout.shape[0]):
+        sum_dout += numpy.float64(dout[j])
+        sum_dout_out_acc += numpy.float64(dout[j])*(numpy.float64(x[j]) - numpy.float64(mu))
+    return (sum_dout, sum_dout_out_acc,)
+
+
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
+def _backward_step_p1_rows_blocks(dout, x, mu):
+    sum_dout = 0.0
+    sum_dout_out_acc = 0.0
     work = dout.dtype.type
     span = _layout.sum_block(dout)
     floor = _layout.block_floor(dout)
@@ -939,7 +1017,7 @@ def _backward_step_p1_rows(dout, x, mu):
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, nogil=True)
-def _backward_step_rows_l0(dout, x, dx, mu_g, std_g, m, P, chunks, G, O, K, I, c0, c1):
+def _backward_step_rows_l0(dout, x, dx, mu_g, std_g, m, P, chunks, G, I, O, K, c0, c1):
     for c in range(c0, c1):
         work = dout.dtype.type
         for g in range(c * G // chunks, (c + 1) * G // chunks):
@@ -949,11 +1027,18 @@ def _backward_step_rows_l0(dout, x, dx, mu_g, std_g, m, P, chunks, G, O, K, I, c
             inv_std = 1/std
             sum_dout = 0.0
             sum_dout_out_acc = 0.0
-            for o in range(O):
-                for k in range(K):
-                    sum_dout_run, sum_dout_out_acc_run, = _backward_step_p1_rows(dout[o, g, k], x[o, g, k], mu)
-                    sum_dout += sum_dout_run
-                    sum_dout_out_acc += sum_dout_out_acc_run
+            if I >= _layout.BLOCKS_CALL_FROM:
+                for o in range(O):
+                    for k in range(K):
+                        sum_dout_run, sum_dout_out_acc_run, = _backward_step_p1_rows_blocks(dout[o, g, k], x[o, g, k], mu)
+                        sum_dout += sum_dout_run
+                        sum_dout_out_acc += sum_dout_out_acc_run
+            else:
+                for o in range(O):
+                    for k in range(K):
+                        sum_dout_run, sum_dout_out_acc_run, = _backward_step_p1_rows(dout[o, g, k], x[o, g, k], mu)
+                        sum_dout += sum_dout_run
+                        sum_dout_out_acc += sum_dout_out_acc_run
             sum_dout_out = sum_dout_out_acc/std
             coef_dout = work(1/std)
             coef_out = -sum_dout_out/(m*std)
@@ -974,7 +1059,7 @@ def _backward_step_rows_l0(dout, x, dx, mu_g, std_g, m, P, chunks, G, O, K, I, c
 
 def _backward_step_rows(dout, x, dx, mu_g, std_g, m, P, chunks):
     O, G, K, I = dout.shape
-    _layout.parallel(_backward_step_rows_l0, chunks, (dout, x, dx, mu_g, std_g, m, P, chunks, G, O, K, I,), dout.size)
+    _layout.parallel(_backward_step_rows_l0, chunks, (dout, x, dx, mu_g, std_g, m, P, chunks, G, I, O, K,), dout.size)
 
 
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True)

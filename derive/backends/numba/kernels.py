@@ -127,9 +127,9 @@ class Printed(Blocks, Columns, Rows, Wide):
         e(3, "j = numba.uint64(j0 + q)")
         return 3
 
-    def inner_pass(self, n: int, ph, mode: str, label: str = "") -> tuple[str, list[str]]:
+    def inner_pass(self, n: int, ph, mode: str, label: str = "", blocked: bool = False) -> tuple[str, list[str]]:
         """The inner loop of pass ``n`` in ``mode`` (named after ``label``, by default the mode): its
-        name and source lines."""
+        name and source lines.  ``blocked``: a rows run summed in blocks (:mod:`.blocks`)."""
         elems, ops, scal = self.pass_parts(ph)
         name = f"{self.name}_p{n}_{label or mode}"
         sums = [acc.name for acc, _ in ph.sums]
@@ -151,7 +151,7 @@ class Printed(Blocks, Columns, Rows, Wide):
         if mode == "cols":
             self.cols_accumulate(e, ph, table, wide)
         elif mode == "rows":
-            self.rows_accumulate(e, ph, wide)
+            self.rows_accumulate(e, ph, wide, blocked)
         else:   # krows (a forward's statistics, wide's tiles): whole float64 sums (see .blocks)
             depth = self.loops(e, mode, elems[0])
             for acc, summand in ph.sums:
@@ -280,6 +280,9 @@ class Printed(Blocks, Columns, Rows, Wide):
                 if (ph.sums or ph.partials) and not self.sums_inline(mode):
                     inner[n], lines = self.inner_pass(n, ph, mode)
                     blocks.append(lines)
+                    if mode == "rows":   # long runs call the run in blocks (.blocks, _layout.BLOCKS_CALL_FROM)
+                        inner[f"b{n}"], lines = self.inner_pass(n, ph, mode, "rows_blocks", blocked=True)
+                        blocks.append(lines)
             if mode == "cols":   # rows and krows print their elementwise pass in the kernel (rows.py)
                 inner["e"], lines = self.inner_elements(mode)
                 blocks.append(lines)

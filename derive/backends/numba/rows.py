@@ -46,7 +46,7 @@ class Rows:
             if (ph.sums or ph.partials) and self.sums_inline(mode):
                 self.krows_sums_inline(e, ph)
             elif ph.sums or ph.partials:
-                self.rows_pass(e, mode, inner[n], ph)
+                self.rows_pass(e, mode, inner[n], ph, inner.get(f"b{n}"))
             for s, value in ph.group:
                 e(3, self.group_line(s, value, {}))
             here = {s for s, _ in ph.sums + ph.group}
@@ -98,19 +98,25 @@ class Rows:
             uses.append((factor, raws[element]))
         return [(name, element) for element, name in raws.items()], uses
 
-    def rows_accumulate(self, e: Emit, ph, wide: dict) -> None:
-        """A rows pass over one run: each distinct element part summed (in blocks, :mod:`.blocks`), then
-        every sum and partial returned as its factor times its sum (see :meth:`run_factors`)."""
+    def rows_accumulate(self, e: Emit, ph, wide: dict, blocked: bool) -> None:
+        """A rows pass over one run: each distinct element part summed in float64 (``blocked``: in
+        blocks, :mod:`.blocks`), then every sum and partial returned as its factor times its sum (see
+        :meth:`run_factors`)."""
         raws, uses = self.run_factors(ph)
         elems = self.pass_parts(ph)[0]
         for name, _ in raws:
             e(1, f"{name} = 0.0")
-        self.block_sums(e, 1, f"{elems[0]}.shape[0]", [(n, f"{n}[j]") for n in elems], raws, [],
-                        self.narrow_shifts(ph))
+        if blocked:
+            self.block_sums(e, 1, f"{elems[0]}.shape[0]", [(n, f"{n}[j]") for n in elems], raws, [],
+                            self.narrow_shifts(ph))
+        else:
+            e(1, f"for j in range({elems[0]}.shape[0]):")
+            for name, element in raws:
+                e(2, f"{name} += {self.p(element, wide)}")
         values = [name if factor == 1 else f"{self.p(factor, wide)}*{name}" for factor, name in uses]
         e(1, f"return ({', '.join(values)},)")
 
-    def rows_pass(self, e: Emit, mode: str, inner: str, ph) -> None:
+    def rows_pass(self, e: Emit, mode: str, inner: str, ph, blocked: str | None = None) -> None:
         """A pass over one group: its inner loop called for each run, the runs' sums added up (in
         rows, each run's parameter partials too; in krows the inner loop adds them into the blocks).
         krows calls the inner loop once, outside a loop over o, when a group is one run (O = 1)."""
@@ -140,13 +146,22 @@ class Rows:
             for g, t in zip(partials if mode == "rows" else [], temps[len(sums):]):
                 e(depth, f"{self.array(g, 'c')}[c, p, k] += {t}")
 
-        if mode == "rows":
-            e(3, "for o in range(O):")
-            e(4, "for k in range(K):")
+        def runs(depth: int, call: str) -> None:
+            e(depth, "for o in range(O):")
+            e(depth + 1, "for k in range(K):")
             for v in ops:
                 if v in self.varying:
-                    e(5, f"{v} = {self.array(v, 'p')}[p, k]")
-            run(5, call)
+                    e(depth + 2, f"{v} = {self.array(v, 'p')}[p, k]")
+            run(depth + 2, call)
+
+        if mode == "rows" and blocked:   # the run in blocks where it is long (.blocks)
+            e(3, "if I >= _layout.BLOCKS_CALL_FROM:")
+            runs(4, call.replace(f"{inner}(", f"{blocked}(", 1))
+            e(3, "else:")
+            runs(4, call)
+            return
+        if mode == "rows":
+            runs(3, call)
             return
         self.over_o(e, lambda depth, o: run(depth, call.replace("[o, g]", f"[{o}, g]")))
 
@@ -161,8 +176,18 @@ class Rows:
             runs = ([(n, f"{n}[{o}, g, j]") for n in elems]
                     + [(v, f"{self.array(v, 'p')}[p, j]") for v in ops if v in self.varying]
                     + [(g.name, f"{self.array(g.name, 'b')}[p, j]") for g, _ in ph.partials])
-            self.block_sums(e, depth, "K", runs, [(acc.name, summand) for acc, summand in ph.sums],
+            e(depth, "if K >= _layout.BLOCKS_FROM:")
+            self.block_sums(e, depth + 1, "K", runs, [(acc.name, summand) for acc, summand in ph.sums],
                             [(g.name, summand) for g, summand in ph.partials], self.narrow_shifts(ph))
+            e(depth, "else:")   # a short run: whole float64 sums, without a block's bookkeeping
+            e(depth + 1, "for j in range(K):")
+            table = {n: f"{n}[{o}, g, j]" for n in elems}
+            table.update({v: f"{self.array(v, 'p')}[p, j]" for v in ops if v in self.varying})
+            wide = self.wide(table, elems + ops)
+            for acc, summand in ph.sums:
+                e(depth + 2, f"{acc.name} += {self.p(summand, wide)}")
+            for g, summand in ph.partials:
+                e(depth + 2, f"{self.array(g.name, 'b')}[p, j] += {self.p(summand, table)}")
 
         self.over_o(e, body)
 

@@ -33,6 +33,8 @@ import numpy
 # the kernels call these as _layout.<name>
 from ._loops import (  # noqa: F401
     BLOCK,
+    BLOCKS_CALL_FROM,
+    BLOCKS_FROM,
     SUM_BLOCK,
     block_floor,
     block_groups,
