@@ -13,9 +13,9 @@ from ._threads import parallel
 #: dtype, then the block into its float64 partial (a float64 partial updated by every row took 4.0
 #: of 6.2 ms in layer norm's backward sums at (8192, 1024), one thread)
 BLOCK = 16
-#: rows, krows and wide sum a run in blocks of SUM_BLOCK elements in the working dtype, each block's sum
+#: rows and krows sum a long run in blocks of SUM_BLOCK elements in the working dtype, each block's sum
 #: added in float64 (derive/backends/numba/blocks.py): layer norm's backward at (8192, 1024) float32 took
-#: 5.2-6.4 ms summed whole in float64, 4.7-5.4 ms in blocks of 256 (no gain in blocks of 64)
+#: 5.05-6.96 ms summed whole in float64, 4.74-6.13 ms in blocks of 256 (no gain in blocks of 64)
 SUM_BLOCK = 256
 #: ... from runs of BLOCKS_FROM elements where the kernel sums a run in its own loop (krows): layer norm's
 #: backward at (262144, 8) float32 took 7.6 ms in whole float64 sums and 9.2 ms in blocks, at (65536, 64)

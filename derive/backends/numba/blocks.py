@@ -13,10 +13,10 @@ a block's float32 sum is off by about 13 units of float32 rounding of the sum of
 magnitudes (LLVM sums a block in 32 lanes of 8 terms, then the lanes in a tree), as NumPy's
 pairwise float32 sums are; the blocks add without rounding that matters in float64.
 
-A block whose sum is not finite, or in float32 nearer zero than ``_layout.block_floor`` (2**-100, 2**26
-times float32's smallest normal number) but not exactly zero, is summed again in float64: its terms may have overflowed (a
-float32 spread of 1e20 squares past float32's range) or lost digits to underflow (a spread of 3e-22
-squares to subnormal numbers).  Parameter partials, which go into blocks of rows in the working
+A block whose sum is not finite, or in float32 nearer zero than ``_layout.block_floor`` (2**-100,
+2**26 times float32's smallest normal number) but not exactly zero, is summed again in float64: its
+terms may have overflowed (a float32 spread of 1e20 squares past float32's range) or lost digits to
+underflow (a spread of 5e-23 squares to subnormal numbers).  Parameter partials, which go into blocks of rows in the working
 dtype already (generated/numba/_loops.py's BLOCK), are added once, in the first loop.
 
 Where: the krows kernels' sums printed inside the kernel (a backward's) from runs of

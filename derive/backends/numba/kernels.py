@@ -24,8 +24,8 @@ the runtime from the shape alone (so results never depend on the thread count):
 
 The other inner loops are separate numba functions (over one run, or over a block of rows of a
 tile: :meth:`Printed.loops`), so that LLVM vectorizes them under their own fast-math flags; sums
-accumulate in float64 (in rows, and in krows's sums inside the kernel, each block of a run in the
-working dtype first: :mod:`.blocks`).  Nothing here walks the derivation: the summands,
+accumulate in float64 (on long runs in rows, and in krows's sums inside the kernel, each block of a
+run in the working dtype first: :mod:`.blocks`).  Nothing here walks the derivation: the summands,
 group assignments and per-element assignments come from the IR's schedule, printed by
 :class:`~derive.backends.numba.printer.NumbaPrinter`.
 """
