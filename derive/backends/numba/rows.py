@@ -167,7 +167,8 @@ class Rows:
 
     def krows_sums_inline(self, e: Emit, ph) -> None:
         """A krows pass over one group printed in the kernel (see Printed.sums_inline): its sums (in
-        blocks, :mod:`.blocks`) and its parameter partials into the group's row of the blocks."""
+        blocks from runs of _layout.BLOCKS_FROM, :mod:`.blocks`; shorter runs whole in float64) and its
+        parameter partials into the group's row of the blocks."""
         elems, ops, _ = self.pass_parts(ph)
         for acc, _ in ph.sums:
             e(3, f"{acc.name} = 0.0")
