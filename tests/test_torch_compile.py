@@ -209,13 +209,36 @@ DISPATCH = {   # views of torch.nn.functional that differ from the entries' own 
 }
 
 
+def _own_arrays(kernels, calls, monkeypatch):
+    """Each function of the kernel contract of the numba module ``kernels`` checked as it returns: a plain
+    call takes what it returns as it is (torch.from_numpy, no copy), so every array must be one it made
+    (sharing no memory with an argument), in the input's dtype.  ``calls`` gets the names called."""
+    import numpy as np
+    for name in ("forward_train", "backward_train_fused", "forward_test", "backward_test"):
+        if not hasattr(kernels, name):   # no test mode
+            continue
+
+        def record(*args, _fn=getattr(kernels, name), _name=name, **kwargs):
+            result = _fn(*args, **kwargs)
+            for k, v in enumerate(result.values() if isinstance(result, dict) else result):
+                assert isinstance(v, np.ndarray) and v.dtype == args[0].dtype, (_name, k, type(v), v.dtype)
+                assert not any(np.shares_memory(v, a) for a in args if isinstance(a, np.ndarray)), (_name, k)
+            calls.append(_name)
+            return result
+        monkeypatch.setattr(kernels, name, record)
+
+
 @pytest.mark.parametrize("name", sorted(DISPATCH))
 def test_cpu_tensors_run_the_numba_kernels_with_the_same_results(name, fast_everywhere, monkeypatch):
     fn, shape, make = DISPATCH[name]
     args, kwargs = make()
     x = rand(*shape, seed=4) * 2 + 0.5
+    calls = []
+    for entry in ("batchnorm", "layernorm", "spatial_groupnorm", "l2_normalize"):
+        _own_arrays(importlib.import_module(f"generated.numba.{entry}"), calls, monkeypatch)
     (out, grads), (want, want_grads) = _both_ways(fn, x, args, kwargs, monkeypatch)
     assert any(backend == "numba" and module is not None for (backend, _), module in rt._LOADED.items())
+    assert len(calls) == 2 and calls[0].startswith("forward_") and calls[1].startswith("backward_")
     assert close(out, want)
     assert all(close(a, b) for a, b in zip(grads, want_grads))
 
@@ -409,3 +432,20 @@ def test_generated_tritons_own_modules_take_the_dispatch(entry, training, monkey
     (out, grads), (want, want_grads) = found
     assert close(out, want)
     assert all(close(a, b) for a, b in zip(grads, want_grads))
+
+
+@pytest.mark.parametrize("name", sorted(FUNCS))
+def test_forward_ad_dual_tensors_match_torchs(name):
+    """torch.autograd.forward_ad (dual tensors, no torch.func transform): the forward-mode rule inside the
+    open dual level, which takes no nested one."""
+    fwad = torch.autograd.forward_ad
+    ours, theirs, shape, make = FUNCS[name]
+    x, t = rand(*shape, seed=5), rand(*shape, seed=7)
+    found = []
+    for fn in (ours, theirs):
+        args = tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in make())
+        with fwad.dual_level():
+            out = fwad.unpack_dual(fn(fwad.make_dual(x, t), *args))
+        found.append((out.primal, out.tangent))
+    (y, dy), (want, want_dy) = found
+    assert dy is not None and close(y, want) and close(dy, want_dy)

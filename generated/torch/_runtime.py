@@ -281,10 +281,12 @@ def operator(entry, name, module, printed_name, tensors, constants, outputs):
                                  "SymInt[] stat_shape"])
               + ") -> (" + ", ".join("Tensor" for _ in outputs) + ")")
 
+    kernel_name = name if name != "backward_train" else "backward_train_fused"
+    names = [o for o, _ in outputs]
+
     def run(inputs, kw):
         kernels = fast(entry, inputs[0])
-        fn = getattr(kernels, name if name != "backward_train" else "backward_train_fused", None) \
-            if kernels is not None else None
+        fn = getattr(kernels, kernel_name, None) if kernels is not None else None
         result = (fn or printed)(*inputs, **kw)
         return _outputs(result, outputs, inputs[0], inputs, kw)
 
@@ -317,10 +319,20 @@ def operator(entry, name, module, printed_name, tensors, constants, outputs):
     def call(*args, const, layout):
         """The outputs (a tuple) for the tensors ``args``, the layer's constants ``const`` and the
         ``layout`` (dicts); a plain call runs the kernels directly, without the operator's arguments."""
-        if _eager(args[0]):
+        like = args[0]
+        if _eager(like):
             kw = {c: float(const[c]) for c in constants}
             kw.update(layout)
-            return run(args, kw)
+            kernels = fast(entry, like)
+            fn = getattr(kernels.module, kernel_name, None) if type(kernels) is OnNumpy else None
+            if fn is None:
+                return run(args, kw)
+            # the numba kernels, without OnNumpy's and _outputs's layers: each array they return is one
+            # they made (tests/test_torch_compile.py checks it), so it aliases no input
+            result = fn(*[a.detach().numpy() for a in args], **kw)
+            arrays = [result[o] for o in names] if isinstance(result, dict) else result
+            out = [torch.from_numpy(v) for v in arrays]
+            return tuple(t if t.dtype == like.dtype else t.to(like.dtype) for t in out)
         result = op(*args, *operator_args(constants, const, layout))
         return result if isinstance(result, tuple) else (result,)
 
@@ -340,6 +352,23 @@ def apply(function, with_jvp, *args):
         return with_jvp.apply(*args)
     unwrap = torch._C._functorch.unwrap_if_dead
     return super(torch.autograd.Function, with_jvp).apply(*(unwrap(a) if isinstance(a, torch.Tensor) else a for a in args))
+
+
+def reshaped(t, shape):
+    """``t`` as ``shape``: itself where it has that shape already (a reshape to its own shape would add
+    a view to autograd's graph)."""
+    return t if t.shape == shape else t.reshape(shape)
+
+
+def jvp(fn, primals, tangents):
+    """The tangent of ``fn``'s output at ``primals`` along ``tangents``: by torch.func.jvp, or, inside
+    torch.autograd.forward_ad's dual level (which takes no nested level), by dual tensors of that level."""
+    level = getattr(torch.autograd.forward_ad, "_current_level", -1)
+    if level < 0 or torch._C._are_functorch_transforms_active():
+        return torch.func.jvp(fn, primals, tangents)[1]
+    make_dual, unpack_dual = torch.autograd.forward_ad.make_dual, torch.autograd.forward_ad.unpack_dual
+    with torch.autograd.forward_ad._set_fwd_grad_enabled(True):   # off while a Function's jvp runs
+        return unpack_dual(fn(*(make_dual(p.detach(), t) for p, t in zip(primals, tangents)))).tangent
 
 
 def tangents(primals, given):

@@ -176,7 +176,7 @@ class TrainJvp(Train):
 
         primals = (x, gamma, beta, )
         tangents = _rt.tangents(primals, (x_t, gamma_t, beta_t, ))
-        return (torch.func.jvp(out, primals, tangents)[1], *(None,) * (len(TRAIN_VALUES) - 1))
+        return (_rt.jvp(out, primals, tangents), *(None,) * (len(TRAIN_VALUES) - 1))
 
 
 def backward2_train(dout, gamma, std, xhat, bar_dx, bar_dgamma, bar_dbeta, *, eps, momentum, m, axes, param_sum_axes, outer_axes, **_):
@@ -278,7 +278,7 @@ class TestJvp(Test):
 
         primals = (x, gamma, beta, )
         tangents = _rt.tangents(primals, (x_t, gamma_t, beta_t, ))
-        return (torch.func.jvp(out, primals, tangents)[1], *(None,) * (len(TEST_VALUES) - 1))
+        return (_rt.jvp(out, primals, tangents), *(None,) * (len(TEST_VALUES) - 1))
 
 
 def train(x, params, buffers, const, layout):
@@ -332,7 +332,7 @@ def batchnorm_eps_outside(x, gamma=None, beta=None, running_mean=None, running_v
                 raise ValueError(f"{_buffer} is required in evaluation mode (training=False)")
             _stats[_stat] = _buffers[_buffer].to(_view.dtype).reshape(_layout["stat_shape"])
         _out = test(_view, _params, _stats, _const, _layout)
-    return _out.reshape(x.shape)
+    return _rt.reshaped(_out, x.shape)
 
 
 class BatchnormEpsOutside(torch.nn.Module):

@@ -62,7 +62,7 @@ def _cast(t, dtype):
 
 def _view(input, shape, work):
     """The input viewed as ``shape`` (sizes given: a zero-size batch has no -1 to infer), in ``work``."""
-    return _cast(input.reshape(shape), work)
+    return _cast(_rt.reshaped(input, shape), work)
 
 
 def _param(value, like, shape, fill):
@@ -117,7 +117,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     const = {"eps": eps, "momentum": momentum}
     buffers = _running(input, running_mean=running_mean, running_var=running_var)
     out = _train_or_test(_batchnorm, training, view, params, buffers, const, layout, shape)
-    return _cast(out.reshape(input.shape), input.dtype)
+    return _cast(_rt.reshaped(out, input.shape), input.dtype)
 
 
 def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True,
@@ -143,7 +143,7 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
         buffers = _running(input, running_mean=running_mean, running_var=running_var)
         layout = _rt.layout(view.shape, (0, 2), shape)
         out = _train_or_test(_batchnorm, False, view, params, buffers, const, layout, shape)
-        return _cast(out.reshape(input.shape), input.dtype)
+        return _cast(_rt.reshaped(out, input.shape), input.dtype)
     buffers = {k: v for k, v in (("running_mean", running_mean), ("running_var", running_var))
                if v is not None}
     layout = _rt.layout(view.shape, (2,), shape)
@@ -153,7 +153,7 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
         with torch.no_grad():
             stats = _instancenorm.forward_train(view.detach(), *(p.detach() for p in params), **const, **layout)
             _batchnorm.update_running(buffers, **stats, **const, **layout)
-    return _cast(out.reshape(input.shape), input.dtype)
+    return _cast(_rt.reshaped(out, input.shape), input.dtype)
 
 
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
@@ -168,7 +168,7 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     params = (_param(weight, view, shape, 1.0), _param(bias, view, shape, 0.0))
     layout = _rt.layout(view.shape, (1,), shape)
     out = _layernorm.train(view, params, {}, {"eps": eps}, layout)
-    return _cast(out.reshape(input.shape), input.dtype)
+    return _cast(_rt.reshaped(out, input.shape), input.dtype)
 
 
 def rms_norm(input, normalized_shape, weight=None, eps=None):
@@ -183,7 +183,7 @@ def rms_norm(input, normalized_shape, weight=None, eps=None):
     shape = (1, d)
     layout = _rt.layout(view.shape, (1,), shape)
     out = _rmsnorm.train(view, (_param(weight, view, shape, 1.0),), {}, {"eps": eps}, layout)
-    return _cast(out.reshape(input.shape), input.dtype)
+    return _cast(_rt.reshaped(out, input.shape), input.dtype)
 
 
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
@@ -202,7 +202,7 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     params = (_param(weight, view, shape, 1.0), _param(bias, view, shape, 0.0))
     layout = _rt.layout(view.shape, (2, 3), shape)
     out = _spatial_groupnorm.train(view, params, {}, {"eps": eps}, layout)
-    return _cast(out.reshape(input.shape), input.dtype)
+    return _cast(_rt.reshaped(out, input.shape), input.dtype)
 
 
 def normalize(input, p=2.0, dim=1, eps=1e-12, out=None):
@@ -213,7 +213,7 @@ def normalize(input, p=2.0, dim=1, eps=1e-12, out=None):
     dim = _rt.check_dim("normalize", input.dim(), dim)
     view = _view(input, tuple(input.shape) or (1,), work)  # a 0-D input is its one value along dim 0
     layout = _rt.layout(view.shape, (dim,), (1,) * view.dim())
-    result = _cast(_l2_normalize.train(view, (), {}, {"eps": eps}, layout).reshape(input.shape), input.dtype)
+    result = _cast(_rt.reshaped(_l2_normalize.train(view, (), {}, {"eps": eps}, layout), input.shape), input.dtype)
     if out is not None:
         return out.copy_(result)
     return result
@@ -233,7 +233,7 @@ def mean_only_batch_norm(input, running_mean, bias=None, training=False, momentu
     buffers = _running(input, running_mean=running_mean)
     out = _train_or_test(_meanonly_batchnorm, training, view, params, buffers, {"momentum": momentum}, layout,
                          shape)
-    return _cast(out.reshape(input.shape), input.dtype)
+    return _cast(_rt.reshaped(out, input.shape), input.dtype)
 
 
 def batch_renorm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
@@ -258,7 +258,7 @@ def batch_renorm(input, running_mean, running_var, weight=None, bias=None, train
     const = {"eps": eps, "momentum": momentum, "r_max": r_max, "d_max": d_max}
     buffers = _running(input, running_mean=running_mean, running_var=running_var)
     out = _train_or_test(_batch_renorm, training, view, params, buffers, const, layout, shape)
-    return _cast(out.reshape(input.shape), input.dtype)
+    return _cast(_rt.reshaped(out, input.shape), input.dtype)
 
 
 def weight_standardization(weight, eps=1e-5):
@@ -268,4 +268,4 @@ def weight_standardization(weight, eps=1e-5):
     view = _view(weight, (weight.shape[0], math.prod(weight.shape[1:])), work)
     layout = _rt.layout(view.shape, (1,), (1, 1))
     out = _weight_standardization.train(view, (), {}, {"eps": eps}, layout)
-    return _cast(out.reshape(weight.shape), weight.dtype)
+    return _cast(_rt.reshaped(out, weight.shape), weight.dtype)

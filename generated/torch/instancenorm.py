@@ -136,7 +136,7 @@ class TrainJvp(Train):
 
         primals = (x, gamma, beta, )
         tangents = _rt.tangents(primals, (x_t, gamma_t, beta_t, ))
-        return (torch.func.jvp(out, primals, tangents)[1], *(None,) * (len(TRAIN_VALUES) - 1))
+        return (_rt.jvp(out, primals, tangents), *(None,) * (len(TRAIN_VALUES) - 1))
 
 
 def backward2_train(dout, gamma, std, xhat, bar_dx, bar_dgamma, bar_dbeta, *, eps, m, axes, param_sum_axes, outer_axes, **_):
@@ -219,7 +219,7 @@ def instancenorm(x, gamma=None, beta=None, *, eps=1e-05):
     _const = {"eps": eps, }
     _rt.check_group(_layout["m"], "channel of one sample")
     _out = train(_view, _params, {}, _const, _layout)
-    return _out.reshape(x.shape)
+    return _rt.reshaped(_out, x.shape)
 
 
 class Instancenorm(torch.nn.Module):

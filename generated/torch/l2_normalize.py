@@ -125,7 +125,7 @@ class TrainJvp(Train):
 
         primals = (x, )
         tangents = _rt.tangents(primals, (x_t, ))
-        return (torch.func.jvp(out, primals, tangents)[1], *(None,) * (len(TRAIN_VALUES) - 1))
+        return (_rt.jvp(out, primals, tangents), *(None,) * (len(TRAIN_VALUES) - 1))
 
 
 def backward2_train(dout, den, norm, out, bar_dx, *, eps, m, axes, param_sum_axes, outer_axes, **_):
@@ -200,7 +200,7 @@ def l2_normalize(x, *, eps=1e-12):
     _params = ()
     _const = {"eps": eps, }
     _out = train(_view, _params, {}, _const, _layout)
-    return _out.reshape(x.shape)
+    return _rt.reshaped(_out, x.shape)
 
 
 class L2Normalize(torch.nn.Module):

@@ -153,7 +153,7 @@ class TrainJvp(Train):
 
         primals = (x, beta, )
         tangents = _rt.tangents(primals, (x_t, beta_t, ))
-        return (torch.func.jvp(out, primals, tangents)[1], *(None,) * (len(TRAIN_VALUES) - 1))
+        return (_rt.jvp(out, primals, tangents), *(None,) * (len(TRAIN_VALUES) - 1))
 
 
 def backward2_train(dout, bar_dx, bar_dbeta, *, momentum, m, axes, param_sum_axes, outer_axes, **_):
@@ -242,7 +242,7 @@ class TestJvp(Test):
 
         primals = (x, beta, )
         tangents = _rt.tangents(primals, (x_t, beta_t, ))
-        return (torch.func.jvp(out, primals, tangents)[1], *(None,) * (len(TEST_VALUES) - 1))
+        return (_rt.jvp(out, primals, tangents), *(None,) * (len(TEST_VALUES) - 1))
 
 
 def train(x, params, buffers, const, layout):
@@ -296,7 +296,7 @@ def meanonly_batchnorm(x, beta=None, running_mean=None, *, training=True, moment
                 raise ValueError(f"{_buffer} is required in evaluation mode (training=False)")
             _stats[_stat] = _buffers[_buffer].to(_view.dtype).reshape(_layout["stat_shape"])
         _out = test(_view, _params, _stats, _const, _layout)
-    return _out.reshape(x.shape)
+    return _rt.reshaped(_out, x.shape)
 
 
 class MeanonlyBatchnorm(torch.nn.Module):

@@ -131,7 +131,7 @@ class TrainJvp(Train):
 
         primals = (x, gamma, )
         tangents = _rt.tangents(primals, (x_t, gamma_t, ))
-        return (torch.func.jvp(out, primals, tangents)[1], *(None,) * (len(TRAIN_VALUES) - 1))
+        return (_rt.jvp(out, primals, tangents), *(None,) * (len(TRAIN_VALUES) - 1))
 
 
 def backward2_train(dout, gamma, std, xhat, bar_dx, bar_dgamma, *, eps, m, axes, param_sum_axes, outer_axes, **_):
@@ -212,7 +212,7 @@ def rmsnorm(x, gamma=None, *, eps=1e-05):
     _params = (_rt.parameter(gamma, _view, _shape, PARAM_INIT["gamma"], "gamma"), )
     _const = {"eps": eps, }
     _out = train(_view, _params, {}, _const, _layout)
-    return _out.reshape(x.shape)
+    return _rt.reshaped(_out, x.shape)
 
 
 class Rmsnorm(torch.nn.Module):

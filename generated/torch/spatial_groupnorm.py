@@ -140,7 +140,7 @@ class TrainJvp(Train):
 
         primals = (x, gamma, beta, )
         tangents = _rt.tangents(primals, (x_t, gamma_t, beta_t, ))
-        return (torch.func.jvp(out, primals, tangents)[1], *(None,) * (len(TRAIN_VALUES) - 1))
+        return (_rt.jvp(out, primals, tangents), *(None,) * (len(TRAIN_VALUES) - 1))
 
 
 def backward2_train(dout, gamma, std, xhat, bar_dx, bar_dgamma, bar_dbeta, *, eps, m, axes, param_sum_axes, outer_axes, **_):
@@ -227,7 +227,7 @@ def spatial_groupnorm(x, gamma=None, beta=None, *, num_groups, eps=1e-05):
     _params = (_rt.parameter(gamma, _view, _shape, PARAM_INIT["gamma"], "gamma"), _rt.parameter(beta, _view, _shape, PARAM_INIT["beta"], "beta"), )
     _const = {"eps": eps, }
     _out = train(_view, _params, {}, _const, _layout)
-    return _out.reshape(x.shape)
+    return _rt.reshaped(_out, x.shape)
 
 
 class SpatialGroupnorm(torch.nn.Module):

@@ -131,7 +131,7 @@ class TrainJvp(Train):
 
         primals = (x, )
         tangents = _rt.tangents(primals, (x_t, ))
-        return (torch.func.jvp(out, primals, tangents)[1], *(None,) * (len(TRAIN_VALUES) - 1))
+        return (_rt.jvp(out, primals, tangents), *(None,) * (len(TRAIN_VALUES) - 1))
 
 
 def backward2_train(dout, out, std, bar_dx, *, eps, m, axes, param_sum_axes, outer_axes, **_):
@@ -211,7 +211,7 @@ def weight_standardization(x, *, eps=1e-05):
     _const = {"eps": eps, }
     _rt.check_group(_layout["m"], "output channel")
     _out = train(_view, _params, {}, _const, _layout)
-    return _out.reshape(x.shape)
+    return _rt.reshaped(_out, x.shape)
 
 
 class WeightStandardization(torch.nn.Module):
