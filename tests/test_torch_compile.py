@@ -209,23 +209,29 @@ DISPATCH = {   # views of torch.nn.functional that differ from the entries' own 
 }
 
 
-def _own_arrays(kernels, calls, monkeypatch):
-    """Each function of the kernel contract of the numba module ``kernels`` checked as it returns: a plain
-    call takes what it returns as it is (torch.from_numpy, no copy), so every array must be one it made
-    (sharing no memory with an argument), in the input's dtype.  ``calls`` gets the names called."""
-    import numpy as np
+def _spy(kernels, calls, monkeypatch, check=None):
+    """Each function of the kernel contract that the module ``kernels`` has, wrapped: its name goes to
+    ``calls``, and ``check(name, args, result)`` sees each call."""
     for name in ("forward_train", "backward_train_fused", "forward_test", "backward_test"):
         if not hasattr(kernels, name):   # no test mode
             continue
 
         def record(*args, _fn=getattr(kernels, name), _name=name, **kwargs):
             result = _fn(*args, **kwargs)
-            for k, v in enumerate(result.values() if isinstance(result, dict) else result):
-                assert isinstance(v, np.ndarray) and v.dtype == args[0].dtype, (_name, k, type(v), v.dtype)
-                assert not any(np.shares_memory(v, a) for a in args if isinstance(a, np.ndarray)), (_name, k)
+            if check is not None:
+                check(_name, args, result)
             calls.append(_name)
             return result
         monkeypatch.setattr(kernels, name, record)
+
+
+def _own_arrays(name, args, result):
+    """A plain call takes what the numba kernels return as it is (torch.from_numpy, no copy), so every
+    array must be one they made (sharing no memory with an argument), in the input's dtype."""
+    import numpy as np
+    for k, v in enumerate(result.values() if isinstance(result, dict) else result):
+        assert isinstance(v, np.ndarray) and v.dtype == args[0].dtype, (name, k, type(v), v.dtype)
+        assert not any(np.shares_memory(v, a) for a in args if isinstance(a, np.ndarray)), (name, k)
 
 
 @pytest.mark.parametrize("name", sorted(DISPATCH))
@@ -235,7 +241,7 @@ def test_cpu_tensors_run_the_numba_kernels_with_the_same_results(name, fast_ever
     x = rand(*shape, seed=4) * 2 + 0.5
     calls = []
     for entry in ("batchnorm", "layernorm", "spatial_groupnorm", "l2_normalize"):
-        _own_arrays(importlib.import_module(f"generated.numba.{entry}"), calls, monkeypatch)
+        _spy(importlib.import_module(f"generated.numba.{entry}"), calls, monkeypatch, _own_arrays)
     (out, grads), (want, want_grads) = _both_ways(fn, x, args, kwargs, monkeypatch)
     assert any(backend == "numba" and module is not None for (backend, _), module in rt._LOADED.items())
     assert len(calls) == 2 and calls[0].startswith("forward_") and calls[1].startswith("backward_")
@@ -411,14 +417,7 @@ def test_generated_tritons_own_modules_take_the_dispatch(entry, training, monkey
     pytest.importorskip("triton")
     kernels = importlib.import_module(f"generated.triton.{entry}")
     calls = []
-    for name in ("forward_train", "backward_train_fused", "forward_test", "backward_test"):
-        if not hasattr(kernels, name):   # no test mode
-            continue
-
-        def record(*args, _fn=getattr(kernels, name), _name=name, **kwargs):
-            calls.append(_name)
-            return _fn(*args, **kwargs)
-        monkeypatch.setattr(kernels, name, record)
+    _spy(kernels, calls, monkeypatch)
     fn, x, params = _generic_call(entry, training)
     found = []
     for backend in ("triton", "no_such_backend"):
